@@ -1,0 +1,150 @@
+"""Run configuration: pydantic models that validate at construction.
+
+A TOML file holds what the command-line flags hold and more; flags override it. A bad
+value is reported as one line naming the field (see :func:`describe_error`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SearchConfig(_Strict):
+    """Which strategy grows the trees, and its knobs (defaults: the papers')."""
+
+    strategy: Literal["omega", "shepherd", "mcts"] = "omega"
+    k: int = Field(8, ge=1, description="rollouts per value estimate")
+    budget: int = Field(200, ge=1, description="rollouts per problem, at most")
+    # omega (OmegaPRM)
+    alpha: float = Field(0.5, gt=0, le=1)
+    beta: float = Field(0.9, gt=0, le=1)
+    length_scale: float = Field(500.0, gt=0, description="L, in tokens")
+    c_puct: float = Field(0.125, ge=0)
+    search_limit: int = Field(100, ge=1)
+    # shepherd
+    n_solutions: int = Field(4, ge=1)
+    # mcts
+    branching: int = Field(3, ge=1)
+    c_uct: float = Field(1.0, ge=0)
+    max_iterations: int = Field(100, ge=1)
+    # sampling
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class StepsConfig(_Strict):
+    format: Literal["blank_line", "step_marker", "tags"] = "blank_line"
+    max_steps: int | None = Field(None, ge=1)
+
+
+class VerifyConfig(_Strict):
+    rel_tol: float = Field(1e-6, ge=0)
+
+
+class PolicyConfig(BaseModel):
+    """``name`` is a registered policy or ``module:Class``; other keys are its arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "simulated"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ExecutorConfig(_Strict):
+    kind: Literal["inline"] = "inline"
+    max_concurrency: int = Field(256, ge=1, description="requests in flight at once")
+    trees_in_flight: int = Field(64, ge=1, description="problems searched at once")
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff_s: float = Field(0.5, ge=0)
+
+
+class OutputConfig(_Strict):
+    rows_per_shard: int = Field(50_000, ge=1)
+    label_threshold: float = Field(0.0, ge=0, lt=1)
+    after_first_error: Literal["truncate", "label-false"] = "truncate"
+
+
+class RunConfig(_Strict):
+    seed: int = 0
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    steps: StepsConfig = Field(default_factory=StepsConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        if not 0 <= v < 2**63:
+            raise ValueError("must be between 0 and 2**63 - 1")
+        return v
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the output rows."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line: the first failing field, what is wrong, and the value given."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"unknown config field {where!r}"
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    more = len(exc.errors()) - 1
+    return f"{where}: {msg}{shown}" + (f"; and {more} more" if more else "")
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config (optional), apply ``overrides``, validate. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    data = merge(data, overrides or {})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None

@@ -1,0 +1,341 @@
+"""The asyncio driver: many trees in flight, waves of requests, results to the writer.
+
+The driver is the only part of the engine that awaits. It keeps up to
+``trees_in_flight`` problems searching at once (refilled from a streaming input), so a
+backend always has requests to batch; for each tree it asks the strategy for a wave,
+submits the wave's requests concurrently, parses the completions, and feeds them back
+in issue order. A finished tree is labelled and its rows handed to the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prmtree.engine.config import RunConfig
+from prmtree.engine.labels import label_paths, preference_pairs
+from prmtree.engine.output import DatasetWriter
+from prmtree.engine.problem import InputError, Problem
+from prmtree.engine.rollout import Rollout, parse_completion
+from prmtree.engine.search import make_search
+from prmtree.engine.search.base import RolloutRequest, TreeSearch
+from prmtree.engine.steps import Segmenter
+from prmtree.engine.value import hard_label
+from prmtree.engine.verify import Verifier
+from prmtree.policies.base import Completion, GenerationRequest
+
+
+class Executor(Protocol):
+    async def submit(self, request: GenerationRequest) -> list[Completion]: ...
+
+
+class PolicyFailure(RuntimeError):
+    """A request failed on every attempt; its problem goes to ``errors/``."""
+
+
+def request_seed(run_seed: int, problem_id: str, node_id: str, batch: int) -> int:
+    """The sampling seed of one request: stable across runs, executors and retries."""
+    key = f"{run_seed}\x1f{problem_id}\x1f{node_id}\x1f{batch}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+@dataclass
+class RunStats:
+    """Counters of a run; they go to the manifest and the summary."""
+
+    problems_done: int = 0
+    problems_skipped: int = 0
+    problems_failed: int = 0
+    input_errors: int = 0
+    rollouts: int = 0
+    requests: int = 0
+    tokens: int = 0
+    cached_tokens: int = 0
+    retries: int = 0
+    paths: int = 0
+    steps_labelled: int = 0
+    labels_positive: int = 0
+    labels_negative: int = 0
+    pairs: int = 0
+    nodes: int = 0
+    malformed: Counter = field(default_factory=Counter)
+    finish_length: int = 0
+    path_lengths: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.perf_counter)
+    elapsed_s: float = 0.0
+
+    @property
+    def rollouts_per_s(self) -> float:
+        elapsed = self.elapsed_s or (time.perf_counter() - self.started)
+        return self.rollouts / elapsed if elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        lengths = self.path_lengths
+        n_paths = sum(lengths.values())
+        return {
+            "problems_done": self.problems_done,
+            "problems_skipped": self.problems_skipped,
+            "problems_failed": self.problems_failed,
+            "input_errors": self.input_errors,
+            "rollouts": self.rollouts,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "cached_tokens": self.cached_tokens,
+            "retries": self.retries,
+            "paths": self.paths,
+            "steps_labelled": self.steps_labelled,
+            "labels_positive": self.labels_positive,
+            "labels_negative": self.labels_negative,
+            "pairs": self.pairs,
+            "nodes": self.nodes,
+            "malformed_rollouts": dict(sorted(self.malformed.items())),
+            "truncated_by_length": self.finish_length,
+            "steps_per_path": {
+                "mean": (sum(k * v for k, v in lengths.items()) / n_paths) if n_paths else 0.0,
+                "histogram": {str(k): v for k, v in sorted(lengths.items())},
+            },
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rollouts_per_s": round(self.rollouts_per_s, 1),
+        }
+
+
+@dataclass
+class FinishedProblem:
+    """What the driver hands on for each problem: its search, or why it failed."""
+
+    problem: Problem
+    search: TreeSearch | None
+    error: str | None = None
+
+
+class Driver:
+    """Runs searches for a stream of problems against one executor."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        executor: Executor,
+        writer: DatasetWriter | None,
+        policy_name: str,
+        verifier: Verifier | None = None,
+        on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.writer = writer
+        self.policy_name = policy_name
+        self.segmenter = Segmenter(config.steps.format, config.steps.max_steps)
+        self.verifier = verifier or Verifier(rel_tol=config.verify.rel_tol)
+        self.on_problem = on_problem
+        self.stats = RunStats()
+        self.completed: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+
+    # -- one request ----------------------------------------------------------------
+
+    def _generation_request(self, problem: Problem, request: RolloutRequest) -> GenerationRequest:
+        s = self.config.search
+        return GenerationRequest(
+            problem=problem,
+            prefix=request.prefix,
+            n=request.n,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=request_seed(self.config.seed, problem.id, request.node_id, request.batch),
+            next_step_only=request.next_step_only,
+        )
+
+    async def _submit(self, problem: Problem, request: RolloutRequest) -> list[Rollout]:
+        ex = self.config.executor
+        gen = self._generation_request(problem, request)
+        last: BaseException | None = None
+        for attempt in range(ex.max_attempts):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(ex.retry_backoff_s * 2 ** (attempt - 1))
+            try:
+                completions = await asyncio.wait_for(self.executor.submit(gen), ex.request_timeout_s)
+                break
+            except asyncio.TimeoutError:
+                last = TimeoutError(f"policy timed out after {ex.request_timeout_s:g} s")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a policy's own failure: retried, then reported
+                last = exc
+        else:
+            assert last is not None
+            reason = str(last) or type(last).__name__
+            raise PolicyFailure(f"{type(last).__name__}: {reason} (after {ex.max_attempts} attempts)")
+        return self._parse(problem, request, completions)
+
+    def _parse(self, problem: Problem, request: RolloutRequest, completions: list[Completion]) -> list[Rollout]:
+        stats = self.stats
+        stats.requests += 1
+        rollouts = []
+        for c in completions:
+            r = parse_completion(
+                problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, self.verifier, request.next_step_only
+            )
+            stats.tokens += c.num_tokens
+            stats.cached_tokens += c.cached_tokens
+            if r.malformed:
+                stats.malformed[r.malformed] += 1
+            if c.finish_reason == "length":
+                stats.finish_length += 1
+            rollouts.append(r)
+        stats.rollouts += len(rollouts)
+        return rollouts
+
+    # -- one tree -------------------------------------------------------------------
+
+    async def search_problem(self, problem: Problem) -> FinishedProblem:
+        search = make_search(problem, self.config.search)
+        try:
+            while not search.done():
+                wave = search.next_requests()
+                if not wave:
+                    if search.done():
+                        break
+                    raise RuntimeError(f"strategy {search.name} issued no requests and is not done")
+                if len(wave) == 1:
+                    results: list[Any] = [await self._submit(problem, wave[0])]
+                else:
+                    results = await asyncio.gather(
+                        *(self._submit(problem, r) for r in wave), return_exceptions=True
+                    )
+                    for res in results:
+                        if isinstance(res, BaseException):
+                            raise res
+                for request, rollouts in zip(wave, results):
+                    search.observe(request, rollouts)
+        except PolicyFailure as exc:
+            return FinishedProblem(problem, None, str(exc))
+        finally:
+            self.verifier.forget(problem.id)
+        return FinishedProblem(problem, search)
+
+    # -- the stream -----------------------------------------------------------------
+
+    async def run(self, items: Iterable[Problem | InputError]) -> RunStats:
+        limit = self.config.executor.trees_in_flight
+        pending: set[asyncio.Task[FinishedProblem]] = set()
+        for item in items:
+            if isinstance(item, InputError):
+                self._input_error(item)
+                continue
+            while len(pending) >= limit:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._finish(task.result())
+            pending.add(asyncio.create_task(self.search_problem(item)))
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._finish(task.result())
+        self.stats.elapsed_s = time.perf_counter() - self.stats.started
+        return self.stats
+
+    def _input_error(self, error: InputError) -> None:
+        self.stats.input_errors += 1
+        self.failed[error.problem_id] = error.reason
+        if self.writer is not None:
+            self.writer.add("errors", [{"problem_id": error.problem_id, "stage": error.stage, "reason": error.reason}])
+
+    def _finish(self, finished: FinishedProblem) -> None:
+        problem = finished.problem
+        if finished.search is None:
+            self.stats.problems_failed += 1
+            self.failed[problem.id] = finished.error or "unknown"
+            if self.writer is not None:
+                self.writer.add("errors", [{"problem_id": problem.id, "stage": "policy", "reason": finished.error}])
+        else:
+            self._write_problem(problem, finished.search)
+        if self.on_problem is not None:
+            self.on_problem(finished, self.stats)
+
+    def _write_problem(self, problem: Problem, search: TreeSearch) -> None:
+        out = self.config.output
+        tree = search.tree
+        paths = label_paths(tree, out.label_threshold, out.after_first_error)
+        pairs = preference_pairs(tree, out.label_threshold)
+        stats = self.stats
+        stats.problems_done += 1
+        stats.nodes += len(tree)
+        if search.stats.skipped:
+            stats.problems_skipped += 1
+            self.skipped[problem.id] = search.stats.skipped
+        self.completed.append(problem.id)
+        stats.paths += len(paths)
+        stats.pairs += len(pairs)
+        for p in paths:
+            stats.steps_labelled += len(p.labels)
+            pos = sum(p.labels)
+            stats.labels_positive += pos
+            stats.labels_negative += len(p.labels) - pos
+            stats.path_lengths[len(p.steps)] += 1
+        if self.writer is None:
+            return
+        images = [{"bytes": im.data, "path": im.path} for im in problem.images]
+        name = search.name
+        self.writer.add(
+            "steps",
+            [
+                {
+                    "problem_id": problem.id,
+                    "path_id": p.path_id,
+                    "prompt": problem.question,
+                    "images": images,
+                    "completions": p.steps,
+                    "labels": p.labels,
+                    "values": p.values,
+                    "answer": problem.answer,
+                    "final_correct": p.final_correct,
+                    "strategy": name,
+                    "policy": self.policy_name,
+                }
+                for p in paths
+            ],
+        )
+        node_rows = []
+        for node_id, s in tree.nodes():
+            lo, hi = s.interval()
+            node_rows.append(
+                {
+                    "problem_id": problem.id,
+                    "node_id": node_id,
+                    "parent_id": tree.parent(node_id),
+                    "depth": s.depth,
+                    "step": s.step,
+                    "n_rollouts": s.n_rollouts,
+                    "n_correct": s.n_correct,
+                    "value": s.value if s.measured else None,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "label": hard_label(s.value, out.label_threshold) if s.measured else None,
+                    "terminal": s.terminal,
+                }
+            )
+        self.writer.add("nodes", node_rows)
+        self.writer.add(
+            "pairs",
+            [
+                {
+                    "problem_id": problem.id,
+                    "parent_id": pair.parent_id,
+                    "prompt": problem.question,
+                    "prefix": pair.prefix,
+                    "chosen": pair.chosen,
+                    "rejected": pair.rejected,
+                    "chosen_value": pair.chosen_value,
+                    "rejected_value": pair.rejected_value,
+                }
+                for pair in pairs
+            ],
+        )

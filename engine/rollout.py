@@ -1,0 +1,69 @@
+"""Rollouts: completions turned into steps, an answer, and a verdict.
+
+The driver parses every completion once, here, before a strategy sees it, so search
+code works with steps and outcomes, never with raw model text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.steps import Segmenter, extract_answer
+from prmtree.engine.verify import Verifier
+
+#: Why a rollout counted as wrong without its answer being compared.
+MALFORMED_REASONS = ("empty", "no_answer", "truncated", "undecodable")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One completion from a node's prefix, parsed and verified."""
+
+    steps: tuple[str, ...]
+    answer: str | None
+    correct: bool
+    num_tokens: int
+    finish_reason: str
+    malformed: str | None = None  # one of MALFORMED_REASONS, or None
+
+    @property
+    def has_answer(self) -> bool:
+        return self.answer is not None
+
+
+def parse_completion(
+    problem: Problem,
+    text: str | bytes,
+    num_tokens: int,
+    finish_reason: str,
+    segmenter: Segmenter,
+    verifier: Verifier,
+    next_step_only: bool = False,
+) -> Rollout:
+    """Segment, extract and verify one completion. Never raises on model output."""
+    malformed = None
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            text = text.decode("utf-8", errors="replace")
+            malformed = "undecodable"
+    if not isinstance(text, str):
+        text = ""
+    if "\ufffd" in text and malformed is None:
+        malformed = "undecodable"
+    steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text))
+    if not steps:
+        return Rollout((), None, False, num_tokens, finish_reason, "empty")
+    if next_step_only:
+        # One step: it may or may not finish the solution.
+        answer = extract_answer(steps[0]) if "\\boxed" in steps[0] else None
+        correct = verifier(problem, answer) if answer is not None else False
+        return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
+    if finish_reason == "length":
+        return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
+    answer = extract_answer(steps[-1]) or extract_answer(text)
+    if answer is None:
+        return Rollout(steps, None, False, num_tokens, finish_reason, "no_answer")
+    return Rollout(steps, answer, verifier(problem, answer), num_tokens, finish_reason, malformed)

@@ -1,0 +1,102 @@
+"""The contract every search strategy follows, and the request record it emits.
+
+A strategy instance owns one problem's tree. It is a pure state machine:
+
+* ``next_requests()`` returns the next wave of :class:`RolloutRequest` (possibly empty
+  only when ``done()``);
+* ``observe(request, rollouts)`` folds one request's parsed rollouts in; the driver
+  calls it for every request of a wave, in issue order, once the wave is complete;
+* ``done()`` says the tree is finished.
+
+No awaits, no I/O, no randomness beyond the seed: the same rollouts give the same
+tree, however an executor interleaved them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.rollout import Rollout
+from prmtree.engine.tree import ReasoningTree
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """``n`` rollouts from ``node_id`` (whose steps are ``prefix``)."""
+
+    node_id: str
+    prefix: tuple[str, ...]
+    n: int
+    next_step_only: bool = False
+    batch: int = 0  # how many earlier requests this node has had: part of the seed
+
+
+@dataclass
+class SearchStats:
+    """Counters a strategy keeps about its own work (they go to the manifest)."""
+
+    rollouts: int = 0
+    requests: int = 0
+    skipped: str | None = None  # why the tree was not searched (e.g. "root all correct")
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class SearchStrategy(Protocol):
+    name: str
+    problem: Problem
+    tree: ReasoningTree
+    stats: SearchStats
+
+    def next_requests(self) -> list[RolloutRequest]: ...
+
+    def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None: ...
+
+    def done(self) -> bool: ...
+
+
+class TreeSearch:
+    """Shared bookkeeping: the tree, the budget, and per-node batch counters."""
+
+    name = "base"
+
+    def __init__(self, problem: Problem, budget: int) -> None:
+        if budget < 1:
+            raise ValueError(f"rollout budget must be at least 1, got {budget}")
+        self.problem = problem
+        self.tree = ReasoningTree(problem.id)
+        self.budget = budget
+        self.stats = SearchStats()
+        self._batches: dict[str, int] = {}
+
+    def request(self, node_id: str, n: int, *, next_step_only: bool = False) -> RolloutRequest:
+        """A request for ``n`` rollouts at ``node_id``, counted against the budget."""
+        batch = self._batches.get(node_id, 0)
+        self._batches[node_id] = batch + 1
+        self.stats.rollouts += n
+        self.stats.requests += 1
+        return RolloutRequest(node_id, self.tree.prefix(node_id), n, next_step_only, batch)
+
+    def can_afford(self, n: int) -> bool:
+        return self.stats.rollouts + n <= self.budget
+
+    def record(self, node_id: str, rollouts: list[Rollout]) -> tuple[int, int]:
+        """Add rollout outcomes to ``node_id``'s statistics; returns (n, correct)."""
+        n = len(rollouts)
+        correct = sum(1 for r in rollouts if r.correct)
+        self.tree.record(node_id, n, correct)
+        return n, correct
+
+    def add_rollout_path(self, node_id: str, rollout: Rollout) -> list[str]:
+        """Put a whole rollout into the tree below ``node_id``.
+
+        The last node is terminal: its outcome is known exactly, so it counts as one
+        sampled rollout with the rollout's verdict.
+        """
+        ids = self.tree.add_path(node_id, rollout.steps, terminal=rollout.has_answer)
+        if ids and rollout.has_answer:
+            leaf = self.tree.stats(ids[-1])
+            if leaf.n_rollouts == 0:
+                self.tree.record(ids[-1], 1, int(rollout.correct))
+        return ids

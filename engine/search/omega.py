@@ -1,0 +1,185 @@
+"""OmegaPRM (Luo et al., 2024): binary search for the first error, chosen by Q + U.
+
+k rollouts at the root estimate its value. Every wrong rollout from a node whose value
+is strictly between 0 and 1 enters a pool of candidates (prefix node s, rollout r).
+Each round takes the candidate with the highest
+
+    Q(s, r) = alpha ** (1 - MC(s)) * beta ** (len(r) / L)
+    U(s)    = c_puct * sqrt(sum of all visit counts) / (1 + N(s))
+
+and binary-searches r for its first wrong step: the midpoint prefix gets k rollouts;
+MC > 0 means the error is to the right, MC = 0 to the left. Every checked prefix
+becomes a node with its MC, and its own wrong rollouts join the pool if its value is
+strictly between 0 and 1. Search stops at the search limit, the rollout budget, or an
+empty pool. Roots that are all correct or all wrong carry no step signal and are
+recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.rollout import Rollout
+from prmtree.engine.search.base import RolloutRequest, TreeSearch
+
+
+@dataclass
+class _Candidate:
+    state: str  # node id of the prefix the rollout was sampled from
+    rollout: Rollout
+    order: int  # insertion order: deterministic tie-breaks
+
+
+@dataclass
+class _BinarySearch:
+    """The binary search in progress over ``path`` (node ids of s + r, the last one wrong)."""
+
+    state: str
+    path: list[str]
+    lo: int  # path[:lo] known good (lo = 0: the state itself)
+    hi: int  # path[:hi] known bad (hi = len(path): the whole rollout)
+
+
+@dataclass(frozen=True)
+class FoundError:
+    """A located first error: ``steps`` from the root, the first wrong one at ``index``."""
+
+    steps: tuple[str, ...]
+    index: int
+
+
+class OmegaSearch(TreeSearch):
+    name = "omega"
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        k: int = 8,
+        budget: int = 200,
+        alpha: float = 0.5,
+        beta: float = 0.9,
+        length_scale: float = 500.0,
+        c_puct: float = 0.125,
+        search_limit: int = 100,
+    ) -> None:
+        super().__init__(problem, budget)
+        if k < 1:
+            raise ValueError(f"omega k must be at least 1, got {k}")
+        self.k = k
+        self.alpha = alpha
+        self.beta = beta
+        self.length_scale = length_scale
+        self.c_puct = c_puct
+        self.search_limit = search_limit
+        self.pool: list[_Candidate] = []
+        self.visits: dict[str, int] = {}
+        self.searches = 0
+        self.found: list[FoundError] = []
+        self._order = 0
+        self._started = False
+        self._current: _BinarySearch | None = None
+        self._pending: RolloutRequest | None = None
+        self._finished = False
+
+    # -- the state machine ----------------------------------------------------------
+
+    def next_requests(self) -> list[RolloutRequest]:
+        if self._finished or self._pending is not None:
+            return []
+        if not self._started:
+            self._started = True
+            if not self.can_afford(self.k):
+                self._finished = True
+                self.stats.skipped = "budget below k"
+                return []
+            return self._issue(self.tree.root)
+        while True:
+            if self._current is None and not self._select():
+                self._finished = True
+                return []
+            bs = self._current
+            assert bs is not None
+            if bs.hi - bs.lo <= 1:
+                self._conclude(bs)
+                continue
+            if not self.can_afford(self.k):
+                self._finished = True  # an unfinished search leaves no label: drop it
+                self._current = None
+                return []
+            mid = (bs.lo + bs.hi) // 2
+            return self._issue(bs.path[mid - 1])
+
+    def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
+        assert self._pending is request, "observe() must answer the last request"
+        self._pending = None
+        n, correct = self.record(request.node_id, rollouts)
+        node = request.node_id
+        value = correct / n if n else 0.0
+        if node == self.tree.root:
+            if correct == n:
+                self.stats.skipped = "root all correct"
+            elif correct == 0:
+                self.stats.skipped = "root all wrong"
+            if correct in (0, n):
+                self._finished = True  # no step signal: recorded in the nodes table only
+                return
+            for r in rollouts:
+                if r.correct:
+                    self.add_rollout_path(node, r)  # positive paths for the dataset
+        if 0 < value < 1:
+            self._add_candidates(node, rollouts)
+        bs = self._current
+        if bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:
+            mid = (bs.lo + bs.hi) // 2
+            if value > 0:
+                bs.lo = mid
+            else:
+                bs.hi = mid
+
+    def done(self) -> bool:
+        return self._finished and self._pending is None
+
+    # -- internals ------------------------------------------------------------------
+
+    def _issue(self, node_id: str) -> list[RolloutRequest]:
+        self._pending = self.request(node_id, self.k)
+        return [self._pending]
+
+    def _add_candidates(self, state: str, rollouts: list[Rollout]) -> None:
+        for r in rollouts:
+            if not r.correct and r.has_answer and r.steps:
+                self.pool.append(_Candidate(state, r, self._order))
+                self._order += 1
+
+    def _score(self, cand: _Candidate, total_visits: int) -> float:
+        mc = self.tree.stats(cand.state).value
+        length = cand.rollout.num_tokens or sum(len(s) for s in cand.rollout.steps) / 4
+        q = self.alpha ** (1 - mc) * self.beta ** (length / self.length_scale)
+        u = self.c_puct * math.sqrt(total_visits) / (1 + self.visits.get(cand.state, 0))
+        return q + u
+
+    def _select(self) -> bool:
+        """Start a binary search on the best candidate; False when none is left."""
+        if not self.pool or self.searches >= self.search_limit:
+            return False
+        total = sum(self.visits.values())
+        best = max(self.pool, key=lambda c: (self._score(c, total), -c.order))
+        self.pool.remove(best)
+        self.visits[best.state] = self.visits.get(best.state, 0) + 1
+        self.searches += 1
+        path = self.add_rollout_path(best.state, best.rollout)
+        self._current = _BinarySearch(best.state, path, 0, len(path))
+        return True
+
+    def _conclude(self, bs: _BinarySearch) -> None:
+        first_bad = bs.path[bs.hi - 1]
+        steps = self.tree.prefix(first_bad)
+        self.found.append(FoundError(self.tree.prefix(bs.path[-1]), len(steps) - 1))
+        stats = self.tree.stats(first_bad)
+        if not stats.measured:
+            # hi = len(path) with no midpoint checked: the leaf is known bad by outcome.
+            self.tree.record(first_bad, 1, 0)
+        self._current = None

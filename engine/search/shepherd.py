@@ -1,0 +1,86 @@
+"""Math-Shepherd / VisualPRM: k completions at every step prefix, stop at the first zero.
+
+``n_solutions`` solutions are sampled from the root. Then, wave by wave, every
+solution still being checked gets k completions from its next step prefix; the first
+prefix whose MC is 0 ends that solution (the steps after it are labelled wrong).
+Prefixes shared by several solutions are one node and are sampled once.
+"""
+
+from __future__ import annotations
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.rollout import Rollout
+from prmtree.engine.search.base import RolloutRequest, TreeSearch
+
+
+class ShepherdSearch(TreeSearch):
+    name = "shepherd"
+
+    def __init__(self, problem: Problem, *, k: int = 8, n_solutions: int = 4, budget: int = 400) -> None:
+        super().__init__(problem, budget)
+        if k < 1 or n_solutions < 1:
+            raise ValueError(f"shepherd needs k >= 1 and n_solutions >= 1, got k={k}, n_solutions={n_solutions}")
+        self.k = k
+        self.n_solutions = n_solutions
+        self._paths: list[list[str]] = []  # node ids of each solution
+        self._cursor: list[int] = []  # next position to check in each solution
+        self._waiting: dict[str, list[int]] = {}  # node -> solutions waiting on it
+        self._started = False
+        self._finished = False
+        self._pending = 0
+
+    def next_requests(self) -> list[RolloutRequest]:
+        if self._finished or self._pending:
+            return []
+        if not self._started:
+            self._started = True
+            if not self.can_afford(self.n_solutions):
+                self._finished = True
+                self.stats.skipped = "budget below n_solutions"
+                return []
+            self._pending = 1
+            return [self.request(self.tree.root, self.n_solutions)]
+        wave: list[RolloutRequest] = []
+        self._waiting = {}
+        for i, path in enumerate(self._paths):
+            # Skip over positions already measured (shared prefixes, or the terminal leaf).
+            while self._cursor[i] < len(path) - 1:
+                node = path[self._cursor[i]]
+                stats = self.tree.stats(node)
+                if not stats.measured:
+                    break
+                if stats.n_correct == 0:
+                    self._cursor[i] = len(path)  # decided: wrong from here on
+                    break
+                self._cursor[i] += 1
+            if self._cursor[i] >= len(path) - 1:
+                continue
+            node = path[self._cursor[i]]
+            if node in self._waiting:
+                self._waiting[node].append(i)
+                continue
+            if not self.can_afford(self.k):
+                self._finished = True
+                break
+            self._waiting[node] = [i]
+            wave.append(self.request(node, self.k))
+        if not wave:
+            self._finished = True
+        self._pending = len(wave)
+        return wave
+
+    def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
+        self._pending -= 1
+        self.record(request.node_id, rollouts)
+        if request.node_id == self.tree.root:
+            for r in rollouts:
+                if r.steps and r.has_answer:
+                    path = self.add_rollout_path(self.tree.root, r)
+                    self._paths.append(path)
+                    self._cursor.append(0)
+            if not self._paths:
+                self._finished = True
+                self.stats.skipped = "no solution with an answer"
+
+    def done(self) -> bool:
+        return self._finished and not self._pending

@@ -1,0 +1,124 @@
+"""The reasoning tree of one problem: a ``networkx.DiGraph`` of step prefixes.
+
+A node is a prefix of steps; the root is the empty prefix. Node ids hash
+(problem id, parent id, normalised step), so the same step written twice from the same
+prefix is one node, and ids are stable across runs and machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from prmtree.engine.steps import normalize_step
+from prmtree.engine.value import mc_value, wilson_interval
+
+
+def node_id_for(problem_id: str, parent_id: str | None, step: str) -> str:
+    """Stable id of the node reached from ``parent_id`` by ``step``."""
+    key = f"{problem_id}\x1f{parent_id or ''}\x1f{normalize_step(step)}"
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass
+class NodeStats:
+    """What is known of one node: its step, and the outcomes of rollouts sampled from it."""
+
+    step: str
+    depth: int
+    n_rollouts: int = 0
+    n_correct: int = 0
+    terminal: bool = False  # the step carries a final answer: nothing follows it
+
+    @property
+    def value(self) -> float:
+        return mc_value(self.n_correct, self.n_rollouts)
+
+    @property
+    def measured(self) -> bool:
+        return self.n_rollouts > 0
+
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.n_correct, self.n_rollouts)
+
+
+class ReasoningTree:
+    """Prefix tree of one problem's solutions with per-node rollout statistics."""
+
+    def __init__(self, problem_id: str) -> None:
+        self.problem_id = problem_id
+        self.graph = nx.DiGraph()
+        self.root = node_id_for(problem_id, None, "")
+        self.graph.add_node(self.root, stats=NodeStats(step="", depth=0))
+
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self.graph
+
+    def stats(self, node_id: str) -> NodeStats:
+        return self.graph.nodes[node_id]["stats"]
+
+    def add_step(self, parent_id: str, step: str, *, terminal: bool = False) -> str:
+        """The child of ``parent_id`` for ``step``, created if new (identical steps merge)."""
+        child = node_id_for(self.problem_id, parent_id, step)
+        if child not in self.graph:
+            depth = self.graph.nodes[parent_id]["stats"].depth + 1
+            self.graph.add_node(child, stats=NodeStats(step=step, depth=depth, terminal=terminal))
+            self.graph.add_edge(parent_id, child)
+        elif terminal:
+            self.graph.nodes[child]["stats"].terminal = True
+        return child
+
+    def add_path(self, parent_id: str, steps: Sequence[str], *, terminal: bool = False) -> list[str]:
+        """Add ``steps`` below ``parent_id``; returns the ids of the nodes along them."""
+        ids = []
+        node = parent_id
+        last = len(steps) - 1
+        for i, step in enumerate(steps):
+            node = self.add_step(node, step, terminal=terminal and i == last)
+            ids.append(node)
+        return ids
+
+    def record(self, node_id: str, n_rollouts: int, n_correct: int) -> None:
+        """Fold rollout outcomes sampled from ``node_id`` into its statistics."""
+        stats = self.stats(node_id)
+        stats.n_rollouts += n_rollouts
+        stats.n_correct += n_correct
+
+    def parent(self, node_id: str) -> str | None:
+        preds = list(self.graph.predecessors(node_id))
+        return preds[0] if preds else None
+
+    def children(self, node_id: str) -> list[str]:
+        return list(self.graph.successors(node_id))
+
+    def path_ids(self, node_id: str) -> list[str]:
+        """Node ids from the first step down to ``node_id`` (the root excluded)."""
+        ids = []
+        node: str | None = node_id
+        while node is not None and node != self.root:
+            ids.append(node)
+            node = self.parent(node)
+        ids.reverse()
+        return ids
+
+    def prefix(self, node_id: str) -> tuple[str, ...]:
+        """The steps that lead to ``node_id``."""
+        return tuple(self.stats(n).step for n in self.path_ids(node_id))
+
+    def leaves(self) -> list[str]:
+        """Nodes without children, in insertion order (the root only if it is alone)."""
+        return [n for n in self.graph.nodes if self.graph.out_degree(n) == 0 and n != self.root]
+
+    def nodes(self) -> Iterable[tuple[str, NodeStats]]:
+        for node_id, data in self.graph.nodes(data=True):
+            yield node_id, data["stats"]
+
+    @property
+    def total_rollouts(self) -> int:
+        return sum(stats.n_rollouts for _, stats in self.nodes())

@@ -1,0 +1,21 @@
+"""Policies: the models that write solutions. ``Policy.generate(request) -> completions``."""
+
+from prmtree.policies.base import (
+    Completion,
+    GenerationRequest,
+    Policy,
+    PolicyError,
+    available_policies,
+    register_policy,
+    resolve_policy,
+)
+
+__all__ = [
+    "Completion",
+    "GenerationRequest",
+    "Policy",
+    "PolicyError",
+    "available_policies",
+    "register_policy",
+    "resolve_policy",
+]

@@ -1,0 +1,181 @@
+"""A simulated solver for the synthetic problems, with known ground truth.
+
+It reads the problem it is given (the question's program, and the scene the image
+shows) and writes a step-by-step solution in the configured step format, continuing
+from the request's prefix: it reads x from the prefix's last step, so an error already
+in the prefix carries through to the answer, as with a real model. Each step it writes
+is wrong with probability ``error_rate``; a wrong solution still ends on the gold
+answer with probability ``lucky_rate``. Every request is seeded, so runs reproduce.
+
+``noiseless=True`` is the yardstick for exactness tests: no lucky answers, and
+continuations of a non-empty prefix make no new errors, so a right prefix always
+reaches the gold answer and a wrong one never does. Solutions sampled from the root,
+and single next steps, still make errors: there is something to find.
+
+:meth:`first_error` is the ground truth: the index of the first wrong step of any
+solution, read from the steps themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import OrderedDict
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.synthetic import Instruction, parse_question, run_program
+from prmtree.policies.base import Completion, GenerationRequest
+
+_X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
+_ERRORS = (-2, -1, 1, 2)
+
+
+class _Solved:
+    """A problem as the solver understands it: the program and the right values."""
+
+    __slots__ = ("kind", "program", "scene", "values", "operands")
+
+    def __init__(self, problem: Problem) -> None:
+        self.kind, self.program = parse_question(problem.question)
+        scene = problem.meta.get("scene") if isinstance(problem.meta, dict) else None
+        if not isinstance(scene, dict):
+            raise ValueError(f"problem {problem.id!r} has no scene: the simulated policy only solves synthetic problems")
+        self.scene = {str(k): int(v) for k, v in scene.items()}
+        self.values = run_program(self.program, self.scene)
+        self.operands = [
+            self.scene[ins.operand] if isinstance(ins.operand, str) else ins.operand for ins in self.program
+        ]
+
+
+class SimulatedPolicy:
+    """A noisy oracle over synthetic problems; see the module docstring."""
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        error_rate: float = 0.08,
+        lucky_rate: float = 0.02,
+        noiseless: bool = False,
+        latency_s: float = 0.0,
+        step_format: str = "blank_line",
+    ) -> None:
+        if not 0 <= error_rate <= 1:
+            raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
+        if not 0 <= lucky_rate <= 1:
+            raise ValueError(f"lucky_rate must be in [0, 1], got {lucky_rate}")
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        if step_format not in ("blank_line", "step_marker", "tags"):
+            raise ValueError(f"step_format must be blank_line, step_marker or tags, got {step_format!r}")
+        self.error_rate = error_rate
+        self.lucky_rate = 0.0 if noiseless else lucky_rate
+        self.noiseless = noiseless
+        self.latency_s = latency_s
+        self.step_format = step_format
+        self._solved: OrderedDict[str, _Solved] = OrderedDict()
+
+    # -- understanding --------------------------------------------------------------
+
+    def _understand(self, problem: Problem) -> _Solved:
+        solved = self._solved.get(problem.id)
+        if solved is None:
+            solved = _Solved(problem)
+            self._solved[problem.id] = solved
+            if len(self._solved) > 4096:
+                self._solved.popitem(last=False)
+        return solved
+
+    def first_error(self, problem: Problem, steps: list[str] | tuple[str, ...]) -> int | None:
+        """Index of the first wrong step of ``steps`` (a solution from the root), or None."""
+        solved = self._understand(problem)
+        for j, step in enumerate(steps):
+            if j >= len(solved.values):
+                return j  # steps beyond the program are wrong by construction
+            m = _X_VALUE.findall(step)
+            if not m or int(m[-1]) != solved.values[j]:
+                return j
+        return None
+
+    # -- writing --------------------------------------------------------------------
+
+    def _step_text(self, solved: _Solved, j: int, x_before: int, rng: random.Random, may_err: bool) -> tuple[str, int]:
+        ins: Instruction = solved.program[j]
+        operand = solved.operands[j]
+        wrong = may_err and rng.random() < self.error_rate
+        if ins.op == "start":
+            seen = operand + (rng.choice((-1, 1)) if wrong else 0)
+            if solved.kind == "shapes":
+                return f"There are {seen} {ins.operand} shapes in the image, so x = {seen}.", seen
+            return f"Bar {ins.operand} has height {seen}, so x = {seen}.", seen
+        if ins.op == "add":
+            x = x_before + operand
+            sign = "+"
+        elif ins.op == "subtract":
+            x = x_before - operand
+            sign = "-"
+        else:
+            x = x_before * operand
+            sign = "*"
+        if wrong:
+            x += rng.choice(_ERRORS)
+        if isinstance(ins.operand, str):
+            what = f"the {operand} {ins.operand} shapes" if solved.kind == "shapes" else f"bar {ins.operand} ({operand})"
+            verb = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}[ins.op]
+            head = f"{verb} {what}"
+        else:
+            head = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}[ins.op] + f" {operand}"
+        return f"{head}: x = {x_before} {sign} {operand} = {x}.", x
+
+    def _solve_from(self, solved: _Solved, prefix: tuple[str, ...], rng: random.Random, first_only: bool, clean: bool) -> list[str]:
+        start = len(prefix)
+        if start == 0:
+            x = 0
+        else:
+            m = _X_VALUE.findall(prefix[-1])
+            x = int(m[-1]) if m else solved.values[min(start, len(solved.values)) - 1]
+        last = len(solved.program) - 1
+        steps = []
+        for j in range(start, len(solved.program)):
+            text, x = self._step_text(solved, j, x, rng, may_err=not clean)
+            if j == last:
+                boxed = x
+                if x != solved.values[-1] and rng.random() < self.lucky_rate:
+                    boxed = solved.values[-1]
+                text += f" The answer is \\boxed{{{boxed}}}."
+            steps.append(text)
+            if first_only:
+                break
+        if not steps:  # the prefix already holds every step: restate its answer
+            steps.append(f"The answer is \\boxed{{{x}}}.")
+        return steps
+
+    def _format(self, steps: list[str], first_index: int) -> str:
+        if self.step_format == "blank_line":
+            return "\n\n".join(steps)
+        if self.step_format == "step_marker":
+            return "\n".join(f"Step {first_index + i + 1}: {s}" for i, s in enumerate(steps))
+        return "".join(f"<step>{s}</step>" for s in steps)
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self.complete(request)
+
+    def complete(self, request: GenerationRequest) -> list[Completion]:
+        """The completions for ``request``, synchronously (what ``generate`` returns)."""
+        solved = self._understand(request.problem)
+        rng = random.Random(request.seed)
+        clean = self.noiseless and bool(request.prefix) and not request.next_step_only
+        out = []
+        for _ in range(request.n):
+            steps = self._solve_from(solved, request.prefix, rng, request.next_step_only, clean)
+            text = self._format(steps, len(request.prefix))
+            n_tokens = text.count(" ") + 1
+            if n_tokens > request.max_tokens:
+                words = text.split(" ")[: request.max_tokens]
+                out.append(Completion(" ".join(words), request.max_tokens, "length"))
+            else:
+                out.append(Completion(text, n_tokens, "stop"))
+        return out

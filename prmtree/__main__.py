@@ -1,0 +1,3 @@
+from prmtree.cli import main
+
+raise SystemExit(main())

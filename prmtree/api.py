@@ -1,0 +1,135 @@
+"""``prmtree.run``: the one call the CLI, a notebook and a ``ray job`` script share."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
+from prmtree.engine.driver import Driver, FinishedProblem, RunStats
+from prmtree.engine.output import DatasetWriter, Manifest
+from prmtree.engine.problem import InputError, Problem, iter_problems
+from prmtree.policies.base import Policy, policy_name, resolve_policy
+
+
+@dataclass
+class RunSummary:
+    """What a run did; the same numbers the manifest records."""
+
+    out: Path | None
+    problems_done: int
+    problems_skipped: int
+    problems_failed: int
+    input_errors: int
+    rollouts: int
+    rollouts_per_s: float
+    steps_labelled: int
+    labels_positive: int
+    labels_negative: int
+    elapsed_s: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("prmtree", "pyarrow", "networkx", "math-verify", "pydantic"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def build_config(config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None, **overrides: Any) -> RunConfig:
+    """A validated config from a RunConfig, a TOML path, a dict, or nothing, plus overrides."""
+    if isinstance(config, RunConfig):
+        base = config.model_dump()
+        return load_config(None, merge(base, overrides)) if overrides else config
+    if isinstance(config, dict):
+        return load_config(None, merge(config, overrides))
+    return load_config(config, overrides)
+
+
+def run(
+    problems: str | os.PathLike[str] | Iterable[Problem],
+    *,
+    policy: str | Policy | None = None,
+    policy_args: dict[str, Any] | None = None,
+    strategy: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
+) -> RunSummary:
+    """Search every problem, label the steps, write Parquet shards under ``out``.
+
+    ``problems`` is a JSONL path or an iterable of :class:`Problem`; ``policy`` a
+    registered name, ``module:Class``, or an instance. Arguments given here override
+    the config. Raises :class:`ConfigError` for a bad configuration.
+    """
+    overrides: dict[str, Any] = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if strategy is not None:
+        overrides.setdefault("search", {})["strategy"] = strategy
+    if isinstance(policy, str):
+        overrides.setdefault("policy", {})["name"] = policy
+    if policy_args:
+        overrides.setdefault("policy", {}).update(policy_args)
+    cfg = build_config(config, **overrides)
+    policy_obj = resolve_policy(policy if policy is not None and not isinstance(policy, str) else cfg.policy.name,
+                                cfg.policy.kwargs if policy is None or isinstance(policy, str) else None)
+    return asyncio.run(_run_async(problems, cfg, policy_obj, out, on_problem))
+
+
+async def _run_async(
+    problems: Any,
+    cfg: RunConfig,
+    policy: Policy,
+    out: str | os.PathLike[str] | None,
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None,
+) -> RunSummary:
+    from prmtree.rollout_workers.inline import InlineExecutor
+
+    if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
+        raise ConfigError(f"input file {str(problems)!r} not found")
+    executor = InlineExecutor(policy, cfg.executor.max_concurrency)
+    writer = DatasetWriter(out, cfg.output.rows_per_shard) if out is not None else None
+    driver = Driver(cfg, executor, writer, policy_name(policy), on_problem=on_problem)
+    items: Iterable[Problem | InputError] = iter_problems(problems)
+    try:
+        stats = await driver.run(items)
+    finally:
+        await executor.close()
+    if writer is not None:
+        manifest = Manifest(
+            config=cfg.model_dump(mode="json"),
+            config_hash=cfg.config_hash(),
+            versions=_versions(),
+            completed=driver.completed,
+            skipped=driver.skipped,
+            failed=driver.failed,
+            stats=stats.to_dict(),
+        )
+        writer.close(manifest)
+    return RunSummary(
+        out=Path(out) if out is not None else None,
+        problems_done=stats.problems_done,
+        problems_skipped=stats.problems_skipped,
+        problems_failed=stats.problems_failed,
+        input_errors=stats.input_errors,
+        rollouts=stats.rollouts,
+        rollouts_per_s=stats.rollouts_per_s,
+        steps_labelled=stats.steps_labelled,
+        labels_positive=stats.labels_positive,
+        labels_negative=stats.labels_negative,
+        elapsed_s=stats.elapsed_s,
+        stats=stats.to_dict(),
+    )
