@@ -119,7 +119,10 @@ class SimulatedPolicy:
             x = x_before * operand
             sign = "*"
         if wrong:
-            x += rng.choice(_ERRORS)
+            deltas = _ERRORS
+            if self.noiseless:  # errors never cancel: a wrong step always means a wrong answer
+                deltas = tuple(d for d in _ERRORS if x + d != solved.values[j])
+            x += rng.choice(deltas)
         if isinstance(ins.operand, str):
             what = f"the {operand} {ins.operand} shapes" if solved.kind == "shapes" else f"bar {ins.operand} ({operand})"
             verb = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}[ins.op]

@@ -1,0 +1,169 @@
+"""The ``prmtree`` command: a thin layer over :func:`prmtree.run`.
+
+Bad arguments or configuration print one line and exit with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"prmtree: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"prmtree: error: {message}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--policy-arg takes key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prmtree", description="Process-reward training data for vision-language reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="synthetic problems + simulated policy, local, under a minute")
+    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
+    demo.add_argument("--problems", type=int, default=60, help="number of synthetic problems (default: 60)")
+    demo.add_argument("--strategy", default="omega", choices=["omega", "shepherd", "mcts"])
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--latency", type=float, default=0.002, help="simulated seconds per request (default 0.002)")
+    demo.add_argument("--no-progress", action="store_true")
+
+    run = sub.add_parser("run", help="search a problem file with a policy and write Parquet shards")
+    run.add_argument("--input", required=True, help="problems as JSONL (image paths relative to the file)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--policy", help="registered policy name or module:Class (default: config, else simulated)")
+    run.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
+    run.add_argument("--strategy", choices=["omega", "shepherd", "mcts"])
+    run.add_argument("--config", help="TOML run configuration; flags override it")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--no-progress", action="store_true")
+
+    gen = sub.add_parser("synth", help="write synthetic image-question problems as JSONL + PNGs")
+    gen.add_argument("--out", required=True, help="directory for problems.jsonl and images/")
+    gen.add_argument("--problems", type=int, default=100)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--min-steps", type=int, default=4)
+    gen.add_argument("--max-steps", type=int, default=12)
+    return parser
+
+
+def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], progress: bool, total: int | None):
+    from prmtree.api import run
+    from prmtree.engine.config import ConfigError
+    from prmtree.policies.base import PolicyError
+    from prmtree.progress import ProgressReporter
+
+    reporter = ProgressReporter(total=total, enabled=progress)
+    try:
+        with reporter:
+            return run(
+                input_path,
+                out=args.out,
+                config=overrides.pop("config", None),
+                on_problem=reporter.update,
+                **overrides,
+            )
+    except (ConfigError, PolicyError) as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # a policy or strategy refusing its arguments
+        _fail(str(exc))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from prmtree.engine.output import read_table
+    from prmtree.engine.quality import score_paths
+    from prmtree.engine.synthetic import generate_problems, write_jsonl
+    from prmtree.policies.simulated import SimulatedPolicy
+    from prmtree.summary import print_summary
+
+    if args.problems < 1:
+        _fail(f"--problems must be at least 1, got {args.problems}")
+    if args.latency < 0:
+        _fail(f"--latency must be >= 0, got {args.latency}")
+    out = Path(args.out)
+    problems = generate_problems(args.problems, seed=args.seed)
+    data_dir = Path(tempfile.mkdtemp(prefix="prmtree-demo-"))
+    input_path = write_jsonl(problems, data_dir)
+    overrides = {
+        "seed": args.seed,
+        "strategy": args.strategy,
+        "policy": "simulated",
+        "policy_args": {"latency_s": args.latency},
+    }
+    summary = _run(args, input_path, overrides, not args.no_progress, args.problems)
+    oracle = SimulatedPolicy()
+    by_id = {p.id: p for p in problems}
+    quality = score_paths(
+        read_table(out, "steps").select(["problem_id", "completions", "labels"]).to_pylist(),
+        lambda pid, steps: oracle.first_error(by_id[pid], steps),
+    )
+    print_summary(summary, quality)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prmtree.summary import print_summary
+
+    input_path = Path(args.input)
+    if not input_path.exists():
+        _fail(f"input file {args.input!r} not found")
+    if args.config and not Path(args.config).exists():
+        _fail(f"config file {args.config!r} not found")
+    overrides: dict[str, Any] = {"config": args.config}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.strategy:
+        overrides["strategy"] = args.strategy
+    if args.policy:
+        overrides["policy"] = args.policy
+    policy_args = _parse_policy_args(args.policy_arg)
+    if policy_args:
+        overrides["policy_args"] = policy_args
+    summary = _run(args, input_path, overrides, not args.no_progress, None)
+    print_summary(summary, None)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+    try:
+        problems = generate_problems(args.problems, args.seed, args.min_steps, args.max_steps)
+    except ValueError as exc:
+        _fail(str(exc))
+    path = write_jsonl(problems, args.out)
+    print(f"wrote {len(problems)} problems to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"demo": cmd_demo, "run": cmd_run, "synth": cmd_synth}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

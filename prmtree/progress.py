@@ -1,0 +1,53 @@
+"""A live progress bar for long runs: problems, rollouts/s, tokens/s, labels +/-, errors, ETA."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class ProgressReporter:
+    """Context manager whose :meth:`update` is the driver's per-problem callback."""
+
+    def __init__(self, total: int | None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> ProgressReporter:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]problems"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("run", total=self.total, detail="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, finished: Any, stats: Any) -> None:
+        if self._progress is None:
+            return
+        now = time.perf_counter()
+        done = stats.problems_done + stats.problems_failed
+        if now - self._last < 0.1 and (self.total is None or done < self.total):
+            return
+        self._last = now
+        elapsed = max(now - stats.started, 1e-9)
+        detail = (
+            f"{stats.rollouts / elapsed:,.0f} rollouts/s  {stats.tokens / elapsed:,.0f} tok/s  "
+            f"labels +{stats.labels_positive}/-{stats.labels_negative}  "
+            f"errors {stats.problems_failed + stats.input_errors}"
+        )
+        self._progress.update(self._task, completed=done, detail=detail)

@@ -1,0 +1,25 @@
+"""The table printed at the end of ``prmtree demo`` and ``prmtree run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(summary: Any, quality: Any | None) -> None:
+    table = Table(title=f"prmtree: {summary.out}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("problems done", str(summary.problems_done))
+    table.add_row("problems skipped (root all right/wrong)", str(summary.problems_skipped))
+    table.add_row("problems failed / bad input rows", f"{summary.problems_failed} / {summary.input_errors}")
+    table.add_row("rollouts", f"{summary.rollouts:,}")
+    table.add_row("steps labelled + / -", f"{summary.labels_positive:,} / {summary.labels_negative:,}")
+    if quality is not None:
+        table.add_row("step-label accuracy vs ground truth", f"{quality.step_accuracy:.1%}")
+        table.add_row("first-error localisation accuracy", f"{quality.localisation_accuracy:.1%}")
+    table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}")
+    table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
+    Console().print(table)
