@@ -1,0 +1,25 @@
+"""Shared fixtures: synthetic problems written as real JSONL + PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+
+@pytest.fixture(scope="session")
+def problems():
+    return generate_problems(24, seed=11)
+
+
+@pytest.fixture(scope="session")
+def long_problems():
+    """Problems whose solutions have 8-12 steps (where search strategy matters)."""
+    return generate_problems(24, seed=5, min_steps=8, max_steps=12)
+
+
+@pytest.fixture(scope="session")
+def problems_file(tmp_path_factory, problems) -> Path:
+    return write_jsonl(problems, tmp_path_factory.mktemp("data"))

@@ -1,0 +1,69 @@
+from prmtree.engine.labels import label_path, label_paths, preference_pairs
+from prmtree.engine.tree import ReasoningTree
+
+
+def _tree(measure):
+    """A 5-step path; ``measure`` maps step index -> (n, correct)."""
+    tree = ReasoningTree("p")
+    ids = tree.add_path(tree.root, [f"s{i}" for i in range(5)])
+    for j, (n, c) in measure.items():
+        tree.record(ids[j], n, c)
+    return tree, ids
+
+
+def test_measured_steps_keep_their_values_and_inference_fills_between():
+    tree, ids = _tree({1: (8, 4), 3: (8, 0)})
+    path = label_path(tree, ids[-1])
+    # step 0 inferred positive from step 1; step 2 undecided? no: positive only backwards from 1,
+    # negative forwards from 3 -> step 2 undecided, so the path stops after step 1.
+    assert path.steps == ["s0", "s1"]
+    assert path.labels == [True, True]
+    assert path.values == [0.5, 0.5]
+
+
+def test_truncate_after_first_error_is_default():
+    tree, ids = _tree({2: (8, 2), 3: (8, 0)})
+    path = label_path(tree, ids[-1])
+    assert path.labels == [True, True, True, False]
+    assert path.values == [0.25, 0.25, 0.25, 0.0]
+
+
+def test_label_false_keeps_the_tail():
+    tree, ids = _tree({2: (8, 2), 3: (8, 0)})
+    path = label_path(tree, ids[-1], after_first_error="label-false")
+    assert path.labels == [True, True, True, False, False]
+
+
+def test_threshold_changes_hard_labels():
+    tree, ids = _tree({0: (8, 6), 1: (8, 2), 4: (8, 0)})
+    assert label_path(tree, ids[-1], threshold=0.0).labels[:2] == [True, True]
+    assert label_path(tree, ids[-1], threshold=0.5).labels[:2] == [True, False]
+
+
+def test_terminal_leaf_gives_final_correct():
+    tree = ReasoningTree("p")
+    ids = tree.add_path(tree.root, ["a", "b \\boxed{1}"], terminal=True)
+    tree.record(ids[-1], 1, 1)
+    path = label_path(tree, ids[-1])
+    assert path.final_correct is True
+    assert path.labels == [True, True]
+
+
+def test_undecided_first_step_gives_no_row():
+    tree, ids = _tree({})
+    assert label_path(tree, ids[-1]) is None
+    assert label_paths(tree) == []
+
+
+def test_preference_pairs_from_siblings_with_different_labels():
+    tree = ReasoningTree("p")
+    good = tree.add_step(tree.root, "good")
+    bad = tree.add_step(tree.root, "bad")
+    also_good = tree.add_step(tree.root, "fine")
+    tree.record(good, 8, 5)
+    tree.record(bad, 8, 0)
+    tree.record(also_good, 8, 1)
+    pairs = preference_pairs(tree)
+    assert {(p.chosen, p.rejected) for p in pairs} == {("good", "bad"), ("fine", "bad")}
+    assert all(p.prefix == [] for p in pairs)
+    assert {p.chosen_value for p in pairs} == {5 / 8, 1 / 8}

@@ -1,0 +1,108 @@
+import asyncio
+
+import pytest
+
+from prmtree.engine.problem import Problem
+from prmtree.engine.steps import Segmenter
+from prmtree.engine.synthetic import parse_question, run_program
+from prmtree.policies.base import GenerationRequest
+from prmtree.policies.simulated import SimulatedPolicy
+
+
+def gen(policy, problem, prefix=(), n=4, seed=1, **kw):
+    return asyncio.run(policy.generate(GenerationRequest(problem, tuple(prefix), n, seed=seed, **kw)))
+
+
+def test_synthetic_problems_have_4_to_12_steps_and_exact_answers(problems):
+    for p in problems:
+        kind, program = parse_question(p.question)
+        assert 4 <= len(program) <= 12
+        assert str(run_program(program, p.meta["scene"])[-1]) == p.answer
+        assert p.images[0].data.startswith(b"\x89PNG")
+
+
+def test_perfect_policy_solves_every_problem(problems):
+    policy = SimulatedPolicy(error_rate=0.0, lucky_rate=0.0)
+    seg = Segmenter()
+    for p in problems:
+        (c,) = gen(policy, p, n=1)
+        steps = seg.split(c.text)
+        assert policy.first_error(p, steps) is None
+        assert f"\\boxed{{{p.answer}}}" in steps[-1]
+        assert len(steps) == p.meta["n_steps"]
+
+
+def test_same_seed_same_text_other_seed_other_text(problems):
+    policy = SimulatedPolicy(error_rate=0.3)
+    p = problems[0]
+    assert [c.text for c in gen(policy, p, seed=5)] == [c.text for c in gen(policy, p, seed=5)]
+    assert [c.text for c in gen(policy, p, seed=5)] != [c.text for c in gen(policy, p, seed=6)]
+
+
+def test_an_error_in_the_prefix_carries_to_the_answer(problems):
+    """The policy reads x from the prefix: a wrong prefix never reaches gold when noiseless."""
+    policy = SimulatedPolicy(noiseless=True)
+    seg = Segmenter()
+    p = problems[1]
+    (good,) = gen(SimulatedPolicy(error_rate=0.0), p, n=1)
+    steps = seg.split(good.text)
+    wrong_first = steps[0].replace("x = ", "x = 1").replace(", so", ", so")  # x = 3 -> x = 13
+    assert policy.first_error(p, [wrong_first]) == 0
+    for c in gen(policy, p, prefix=[wrong_first], n=8):
+        assert f"\\boxed{{{p.answer}}}" not in c.text
+    for c in gen(policy, p, prefix=steps[:2], n=8):
+        assert f"\\boxed{{{p.answer}}}" in c.text
+
+
+def test_first_error_is_the_first_wrong_step(problems):
+    policy = SimulatedPolicy(error_rate=0.15)
+    seg = Segmenter()
+    p = problems[2]
+    found = set()
+    for seed in range(40):
+        for c in gen(policy, p, seed=seed, n=2):
+            steps = seg.split(c.text)
+            fe = policy.first_error(p, steps)
+            found.add(fe)
+            if fe is not None:
+                prefix_ok = SimulatedPolicy(error_rate=0.0)
+                (clean,) = gen(prefix_ok, p, n=1)
+                assert seg.split(clean.text)[:fe] == steps[:fe]
+                assert seg.split(clean.text)[fe] != steps[fe]
+    assert None in found and len(found) > 2
+
+
+@pytest.mark.parametrize("fmt", ["blank_line", "step_marker", "tags"])
+def test_writes_the_configured_step_format(problems, fmt):
+    policy = SimulatedPolicy(error_rate=0.0, step_format=fmt)
+    p = problems[3]
+    (c,) = gen(policy, p, n=1, prefix=())
+    steps = Segmenter(fmt).split(c.text)
+    assert len(steps) == p.meta["n_steps"]
+    assert policy.first_error(p, steps) is None
+
+
+def test_next_step_only_writes_one_step(problems):
+    policy = SimulatedPolicy()
+    (c,) = gen(policy, problems[0], n=1, next_step_only=True)
+    assert len(Segmenter().split(c.text)) == 1
+
+
+def test_max_tokens_truncates_with_length(problems):
+    (c,) = gen(SimulatedPolicy(), problems[0], n=1, max_tokens=5)
+    assert c.finish_reason == "length" and c.num_tokens == 5
+
+
+def test_refuses_non_synthetic_problems_and_bad_args():
+    with pytest.raises(ValueError, match="not a synthetic"):
+        gen(SimulatedPolicy(), Problem(id="x", question="What is 2+2?", answer="4", meta={"scene": {}}))
+    with pytest.raises(ValueError, match="error_rate"):
+        SimulatedPolicy(error_rate=2)
+
+
+def test_latency_is_applied(problems):
+    import time
+
+    t = time.perf_counter()
+    gen(SimulatedPolicy(latency_s=0.05), problems[0], n=1)
+    assert time.perf_counter() - t >= 0.05

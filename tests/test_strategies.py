@@ -1,0 +1,162 @@
+import ast
+from pathlib import Path
+
+import pytest
+
+from prmtree.engine.config import SearchConfig
+from prmtree.engine.labels import label_paths
+from prmtree.engine.search import MCTSSearch, OmegaSearch, ShepherdSearch, make_search
+from prmtree.policies.simulated import SimulatedPolicy
+from search_helpers import drive
+
+ORACLE = SimulatedPolicy()
+
+
+def true_labels(problem, steps):
+    fe = ORACLE.first_error(problem, steps)
+    return [fe is None or j < fe for j in range(len(steps))]
+
+
+def test_omega_binary_search_finds_the_exact_first_error_of_every_searched_rollout(long_problems):
+    policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
+    searched = 0
+    for p in long_problems:
+        search = drive(OmegaSearch(p, k=8, budget=400), policy)
+        for found in search.found:
+            assert ORACLE.first_error(p, found.steps) == found.index, (p.id, found)
+            searched += 1
+    assert searched >= 20
+
+
+def test_omega_uses_log_many_rollouts_per_search(long_problems):
+    """A binary search over m steps checks about log2(m) midpoints, k rollouts each."""
+    policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
+    p = long_problems[0]
+    search = drive(OmegaSearch(p, k=8, budget=10_000, search_limit=1), policy)
+    if search.stats.skipped:
+        pytest.skip("root all right or all wrong for this seed")
+    assert search.searches == 1
+    assert search.stats.rollouts <= 8 + 8 * 4  # root + ceil(log2(12)) midpoints
+
+
+@pytest.mark.parametrize("strategy", ["omega", "shepherd", "mcts"])
+def test_every_strategy_hard_labels_equal_ground_truth_when_noiseless(long_problems, strategy):
+    policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
+    cfg = SearchConfig(strategy=strategy, budget=400)
+    labelled = 0
+    negatives = 0
+    for p in long_problems:
+        search = drive(make_search(p, cfg), policy)
+        for path in label_paths(search.tree):
+            assert path.labels == true_labels(p, path.steps), (strategy, p.id, path.steps)
+            labelled += len(path.labels)
+            negatives += path.labels.count(False)
+    assert labelled > 100 and negatives > 5
+
+
+@pytest.mark.parametrize("strategy", ["omega", "shepherd", "mcts"])
+def test_budget_is_never_exceeded(problems, strategy):
+    policy = SimulatedPolicy(error_rate=0.2)
+    for budget in (8, 30, 100):
+        for p in problems[:8]:
+            search = drive(make_search(p, SearchConfig(strategy=strategy, budget=budget)), policy)
+            assert search.stats.rollouts <= budget
+            assert search.tree.total_rollouts <= budget + len(search.tree)  # + terminal outcomes
+
+
+@pytest.mark.parametrize("strategy", ["omega", "shepherd", "mcts"])
+def test_same_seed_same_tree_whatever_the_generation_order(problems, strategy):
+    policy = SimulatedPolicy(error_rate=0.2)
+    cfg = SearchConfig(strategy=strategy)
+    for p in problems[:6]:
+        a = drive(make_search(p, cfg), policy, seed=3)
+        b = drive(make_search(p, cfg), policy, seed=3, reverse_waves=True)
+        dump = lambda s: sorted((n, st.n_rollouts, st.n_correct) for n, st in s.tree.nodes())
+        assert dump(a) == dump(b)
+        assert a.stats.rollouts == b.stats.rollouts
+
+
+def test_different_seeds_give_different_trees(problems):
+    policy = SimulatedPolicy(error_rate=0.2)
+    cfg = SearchConfig(strategy="omega")
+    differ = 0
+    for p in problems[:6]:
+        a = drive(make_search(p, cfg), policy, seed=1)
+        b = drive(make_search(p, cfg), policy, seed=2)
+        differ += sorted(a.tree.graph.nodes) != sorted(b.tree.graph.nodes)
+    assert differ >= 4
+
+
+def test_omega_skips_roots_that_are_all_correct_or_all_wrong(problems):
+    p = problems[0]
+    right = drive(OmegaSearch(p), SimulatedPolicy(error_rate=0.0, lucky_rate=0.0))
+    assert right.stats.skipped == "root all correct" and right.stats.rollouts == 8
+    wrong = drive(OmegaSearch(p), SimulatedPolicy(error_rate=1.0, lucky_rate=0.0, noiseless=True))
+    assert wrong.stats.skipped == "root all wrong"
+    assert label_paths(right.tree) == [] and label_paths(wrong.tree) == []
+
+
+def test_omega_selection_prefers_high_q_plus_u():
+    from prmtree.engine.problem import Problem
+    from prmtree.engine.rollout import Rollout
+
+    p = Problem(id="x", question="q", answer="1")
+    s = OmegaSearch(p)
+    a = s.tree.add_step(s.tree.root, "a")
+    b = s.tree.add_step(s.tree.root, "b")
+    s.tree.record(a, 8, 6)  # MC 0.75
+    s.tree.record(b, 8, 1)  # MC 0.125
+    short = Rollout(("x",), "2", False, 50, "stop")
+    long = Rollout(("y",), "2", False, 2000, "stop")
+    s._add_candidates(b, [short])
+    s._add_candidates(a, [long, short])
+    # Q = 0.5 ** (1 - MC) * 0.9 ** (len / 500): MC 0.75 and short length wins
+    scores = sorted(((s._score(c, 0), c.state, c.rollout.num_tokens) for c in s.pool), reverse=True)
+    assert scores[0][1:] == (a, 50)
+    assert scores[0][0] == pytest.approx(0.5**0.25 * 0.9**0.1)
+    s.visits[a] = 3  # U favours unvisited states
+    assert s._score(s.pool[0], 3) == pytest.approx(0.5**0.875 * 0.9**0.1 + 0.125 * 3**0.5)
+
+
+def test_shepherd_stops_each_solution_at_its_first_zero(long_problems):
+    policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
+    for p in long_problems[:10]:
+        s = drive(ShepherdSearch(p, k=4, n_solutions=4, budget=10_000), policy)
+        for leaf in s.tree.leaves():
+            ids = s.tree.path_ids(leaf)
+            measured = [s.tree.stats(n) for n in ids[:-1] if s.tree.stats(n).measured]
+            zeros = [m for m in measured if m.n_correct == 0]
+            assert len(zeros) <= 1  # nothing sampled after the first zero
+
+
+def test_mcts_expands_by_single_steps_and_backs_up_values(problems):
+    policy = SimulatedPolicy(error_rate=0.3)
+    s = drive(MCTSSearch(problems[4], k=4, branching=3, budget=200), policy)
+    root_children = s.tree.children(s.tree.root)
+    assert 1 <= len(root_children) <= 3
+    assert s.visits[s.tree.root] == sum(s.visits.get(c, 0) for c in root_children)
+    for node, stats in s.tree.nodes():
+        if node != s.tree.root:
+            assert stats.measured  # every child is valued on creation
+
+
+def test_search_code_is_pure():
+    """engine/search imports no asyncio, I/O or GPU libraries."""
+    banned = {"asyncio", "ray", "torch", "vllm", "os", "io", "socket", "time", "random", "pathlib"}
+    root = Path(__file__).resolve().parents[1] / "engine" / "search"
+    for file in root.glob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            assert not banned & set(names), f"{file.name} imports {names}"
+
+
+def test_bad_strategy_arguments_are_refused(problems):
+    with pytest.raises(ValueError, match="budget"):
+        OmegaSearch(problems[0], budget=0)
+    with pytest.raises(ValueError, match="k=0"):
+        ShepherdSearch(problems[0], k=0)
