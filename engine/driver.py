@@ -111,6 +111,7 @@ class FinishedProblem:
     problem: Problem
     search: TreeSearch | None
     error: str | None = None
+    stage: str = "policy"
 
 
 class Driver:
@@ -217,6 +218,8 @@ class Driver:
                     search.observe(request, rollouts)
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
+        except Exception as exc:  # a bug in a strategy or a custom verifier: keep the run going
+            return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self.verifier.forget(problem.id)
         return FinishedProblem(problem, search)
@@ -254,7 +257,9 @@ class Driver:
             self.stats.problems_failed += 1
             self.failed[problem.id] = finished.error or "unknown"
             if self.writer is not None:
-                self.writer.add("errors", [{"problem_id": problem.id, "stage": "policy", "reason": finished.error}])
+                self.writer.add(
+                    "errors", [{"problem_id": problem.id, "stage": finished.stage, "reason": finished.error}]
+                )
         else:
             self._write_problem(problem, finished.search)
         if self.on_problem is not None:

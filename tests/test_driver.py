@@ -1,0 +1,165 @@
+"""The asyncio driver: concurrency, determinism, failures, malformed output."""
+
+import asyncio
+import random
+
+import pyarrow.parquet as pq
+import pytest
+
+import prmtree
+from prmtree.engine.config import RunConfig
+from prmtree.engine.output import read_table
+from prmtree.policies.base import Completion
+from prmtree.policies.simulated import SimulatedPolicy
+
+
+def cfg(**executor):
+    return RunConfig.model_validate({"seed": 7, "executor": executor})
+
+
+def rows(out, table="steps"):
+    t = read_table(out, table).drop_columns(["images"]) if table == "steps" else read_table(out, table)
+    return sorted(map(repr, t.to_pylist()))
+
+
+class Jittery:
+    """Delegates to the simulated policy after a random real-time delay."""
+
+    name = "simulated"
+
+    def __init__(self, **kw):
+        self.inner = SimulatedPolicy(**kw)
+        self.rng = random.Random()
+
+    async def generate(self, request):
+        await asyncio.sleep(self.rng.random() * 0.003)
+        return await self.inner.generate(request)
+
+
+@pytest.mark.parametrize("strategy", ["omega", "shepherd", "mcts"])
+def test_same_seed_same_rows_whatever_the_concurrency(tmp_path, problems, strategy):
+    a = prmtree.run(problems[:12], policy=SimulatedPolicy(), strategy=strategy, out=tmp_path / "a",
+                    config=cfg(trees_in_flight=1, max_concurrency=1))
+    b = prmtree.run(problems[:12], policy=Jittery(), strategy=strategy, out=tmp_path / "b",
+                    config=cfg(trees_in_flight=64, max_concurrency=7))
+    assert a.rollouts == b.rollouts > 0
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(tmp_path / "a", table) == rows(tmp_path / "b", table)
+    c = prmtree.run(problems[:12], policy=SimulatedPolicy(), strategy=strategy, out=tmp_path / "c", seed=8)
+    assert rows(tmp_path / "a") != rows(tmp_path / "c")
+
+
+def test_many_trees_are_in_flight_at_once(problems):
+    seen = []
+
+    class Counting(SimulatedPolicy):
+        def __init__(self):
+            super().__init__(latency_s=0.01)
+            self.now = 0
+
+        async def generate(self, request):
+            self.now += 1
+            seen.append(self.now)
+            try:
+                return await super().generate(request)
+            finally:
+                self.now -= 1
+
+    prmtree.run(problems, policy=Counting(), config=cfg(trees_in_flight=16))
+    assert max(seen) == 16  # one wave per omega tree: trees in flight bound the requests
+
+
+class Failing(SimulatedPolicy):
+    """Raises for one problem always, and for every other request once (then succeeds)."""
+
+    def __init__(self, bad_id):
+        super().__init__()
+        self.bad_id = bad_id
+        self.seen = set()
+
+    async def generate(self, request):
+        if request.problem.id == self.bad_id:
+            raise RuntimeError("GPU fell off the bus")
+        key = (request.problem.id, request.prefix, request.seed)
+        if key not in self.seen:
+            self.seen.add(key)
+            raise ConnectionError("transient")
+        return await super().generate(request)
+
+
+def test_policy_errors_are_retried_then_reported(tmp_path, problems):
+    bad = problems[2].id
+    out = tmp_path / "o"
+    s = prmtree.run(problems[:6], policy=Failing(bad), out=out,
+                    config=RunConfig.model_validate({"seed": 7, "executor": {"retry_backoff_s": 0.001}}))
+    assert s.problems_failed == 1 and s.problems_done == 5
+    errors = read_table(out, "errors").to_pylist()
+    assert errors == [{"problem_id": bad, "stage": "policy",
+                       "reason": "RuntimeError: GPU fell off the bus (after 3 attempts)"}]
+    assert s.stats["retries"] >= s.stats["requests"]
+    clean = prmtree.run([p for p in problems[:6] if p.id != bad], policy=SimulatedPolicy(), out=tmp_path / "clean",
+                        seed=7)
+    assert rows(out) == rows(tmp_path / "clean")  # retries reuse the seed: same rows
+    assert clean.rollouts == s.rollouts
+
+
+def test_a_hanging_policy_times_out(tmp_path, problems):
+    class Hangs:
+        async def generate(self, request):
+            await asyncio.sleep(3600)
+
+    config = RunConfig.model_validate(
+        {"executor": {"request_timeout_s": 0.05, "max_attempts": 2, "retry_backoff_s": 0.0}}
+    )
+    s = prmtree.run(problems[:3], policy=Hangs(), out=tmp_path, config=config)
+    assert s.problems_failed == 3
+    reasons = {r["reason"] for r in read_table(tmp_path, "errors").to_pylist()}
+    assert reasons == {"TimeoutError: policy timed out after 0.05 s (after 2 attempts)"}
+
+
+def test_malformed_completions_are_wrong_rollouts_and_tallied(tmp_path, problems):
+    class Junk:
+        name = "junk"
+
+        async def generate(self, request):
+            return [
+                Completion("", 0, "stop"),
+                Completion("just one giant step with no answer marker at all", 9, "stop"),
+                Completion("a\n\nb \\boxed{4", 10, "stop"),  # unterminated box
+                Completion("step\n\nmore", 1024, "length"),
+                Completion("\udcff\udcfe junk \ufffd\n\n\\boxed{x}", 5, "stop"),
+                Completion(f"fine\n\n\\boxed{{{request.problem.answer}}}", 5, "stop"),
+            ][: request.n]
+
+    s = prmtree.run(problems[:4], policy=Junk(), out=tmp_path, config={"search": {"k": 6}})
+    assert s.problems_done == 4 and s.problems_failed == 0
+    mal = s.stats["malformed_rollouts"]
+    n = s.stats["requests"]  # every request gets the same six completions
+    assert n >= 4
+    assert mal == {"empty": n, "truncated": n, "no_answer": n, "undecodable": n}
+    assert s.stats["truncated_by_length"] == n
+    assert s.rollouts == 6 * n
+    nodes = read_table(tmp_path, "nodes").to_pylist()
+    roots = [n for n in nodes if n["depth"] == 0]
+    # a "no answer marker" text is read by its last line, so it is a wrong answer, not malformed
+    assert all(r["n_rollouts"] == 6 and r["n_correct"] == 1 for r in roots)
+
+
+def test_a_policy_returning_the_wrong_type_fails_its_problem_clearly(tmp_path, problems):
+    class Wrong:
+        async def generate(self, request):
+            return "text"
+
+    s = prmtree.run(problems[:1], policy=Wrong(), out=tmp_path, config={"executor": {"retry_backoff_s": 0}})
+    (err,) = read_table(tmp_path, "errors").to_pylist()
+    assert "must return a list of Completion" in err["reason"]
+    assert s.problems_failed == 1
+
+
+def test_shards_rotate_and_every_part_is_complete(tmp_path, problems):
+    s = prmtree.run(problems, policy=SimulatedPolicy(), out=tmp_path, config={"output": {"rows_per_shard": 20}})
+    files = sorted((tmp_path / "steps").glob("part-*.parquet"))
+    assert len(files) >= 3
+    assert all(pq.read_metadata(f).num_rows <= 20 for f in files)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == s.stats["paths"]
+    assert not list(tmp_path.rglob("*.tmp"))
