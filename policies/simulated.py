@@ -29,6 +29,20 @@ from prmtree.policies.base import Completion, GenerationRequest
 
 _X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
 _ERRORS = (-2, -1, 1, 2)
+# Several wordings per step, as a sampled model would write: solutions that agree in
+# substance still differ in text, so they do not all merge into one tree path.
+_START_SHAPES = (
+    "There are {n} {q} shapes in the image, so x = {n}.",
+    "I count {n} {q} shapes, so x = {n}.",
+    "The image has {n} {q} shapes; let x = {n}.",
+)
+_START_BARS = (
+    "Bar {q} has height {n}, so x = {n}.",
+    "Reading the chart, bar {q} reaches {n}, so x = {n}.",
+    "The height of bar {q} is {n}; let x = {n}.",
+)
+_OP_TEMPLATES = ("{Verb} {what}:", "Next, {verb} {what}, giving", "Now {verb} {what}:")
+_VERBS = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}
 
 
 class _Solved:
@@ -106,9 +120,8 @@ class SimulatedPolicy:
         wrong = may_err and rng.random() < self.error_rate
         if ins.op == "start":
             seen = operand + (rng.choice((-1, 1)) if wrong else 0)
-            if solved.kind == "shapes":
-                return f"There are {seen} {ins.operand} shapes in the image, so x = {seen}.", seen
-            return f"Bar {ins.operand} has height {seen}, so x = {seen}.", seen
+            templates = _START_SHAPES if solved.kind == "shapes" else _START_BARS
+            return rng.choice(templates).format(n=seen, q=ins.operand), seen
         if ins.op == "add":
             x = x_before + operand
             sign = "+"
@@ -125,11 +138,11 @@ class SimulatedPolicy:
             x += rng.choice(deltas)
         if isinstance(ins.operand, str):
             what = f"the {operand} {ins.operand} shapes" if solved.kind == "shapes" else f"bar {ins.operand} ({operand})"
-            verb = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}[ins.op]
-            head = f"{verb} {what}"
         else:
-            head = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}[ins.op] + f" {operand}"
-        return f"{head}: x = {x_before} {sign} {operand} = {x}.", x
+            what = str(operand)
+        verb = _VERBS[ins.op]
+        head = rng.choice(_OP_TEMPLATES).format(Verb=verb, verb=verb.lower(), what=what)
+        return f"{head} x = {x_before} {sign} {operand} = {x}.", x
 
     def _solve_from(self, solved: _Solved, prefix: tuple[str, ...], rng: random.Random, first_only: bool, clean: bool) -> list[str]:
         start = len(prefix)

@@ -54,8 +54,8 @@ class MCTSSearch(TreeSearch):
             leaf = self._select()
             if leaf is None:
                 break  # every branch ends in a terminal step
-            if not self.can_afford(self.branching):
-                break
+            if not self.can_afford(self.branching * (1 + self.k)):
+                break  # expand only when the new children can all be valued
             self.iterations += 1
             self._expanding = leaf
             self._pending = 1

@@ -126,9 +126,6 @@ class OmegaSearch(TreeSearch):
             if correct in (0, n):
                 self._finished = True  # no step signal: recorded in the nodes table only
                 return
-            for r in rollouts:
-                if r.correct:
-                    self.add_rollout_path(node, r)  # positive paths for the dataset
         if 0 < value < 1:
             self._add_candidates(node, rollouts)
         bs = self._current

@@ -1,0 +1,76 @@
+"""The public Python API: prmtree.run with names, classes, functions and instances."""
+
+import sys
+import textwrap
+
+import pytest
+
+import prmtree
+from prmtree.engine.output import read_table
+from prmtree.policies import Completion, PolicyError, register_policy, resolve_policy
+from prmtree.policies.simulated import SimulatedPolicy
+
+
+def test_public_surface():
+    for name in ("run", "Problem", "Policy", "register_policy", "RunConfig", "SearchConfig", "GenerationRequest"):
+        assert name in prmtree.__all__ and hasattr(prmtree, name)
+
+
+def test_registered_custom_policy_by_name_with_arguments(tmp_path, problems):
+    @register_policy("always-right-test")
+    class AlwaysRight:
+        def __init__(self, suffix: str):
+            self.suffix = suffix
+
+        async def generate(self, request):
+            text = f"I see it{self.suffix}\n\n\\boxed{{{request.problem.answer}}}"
+            return [Completion(text, 5) for _ in range(request.n)]
+
+    s = prmtree.run(problems[:3], policy="always-right-test", policy_args={"suffix": "!"}, out=tmp_path)
+    assert s.problems_done == 3 and s.problems_skipped == 3  # all-correct roots carry no step signal
+    assert read_table(tmp_path, "nodes").column("n_correct").to_pylist()[0] == 8
+
+
+def test_module_colon_class_and_plain_async_function(tmp_path, problems, monkeypatch):
+    mod = tmp_path / "my_policies.py"
+    mod.write_text(textwrap.dedent('''
+        from prmtree.policies import Completion
+
+        class Echo:
+            name = "echo"
+            async def generate(self, request):
+                return [Completion("step\\n\\n\\\\boxed{0}", 2) for _ in range(request.n)]
+
+        async def generate(request):
+            return [Completion("\\\\boxed{1}", 1) for _ in range(request.n)]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert type(resolve_policy("my_policies:Echo")).__name__ == "Echo"
+    fn_policy = resolve_policy("my_policies:generate")
+    s = prmtree.run(problems[:2], policy="my_policies:generate", out=tmp_path / "o")
+    assert s.rollouts == 16 and fn_policy.name == "generate"
+    with pytest.raises(PolicyError, match="takes no keyword arguments"):
+        resolve_policy("my_policies:generate", {"x": 1})
+    sys.modules.pop("my_policies", None)
+
+
+def test_run_accepts_a_jsonl_path_and_a_config_file(tmp_path, problems_file):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("seed = 5\n[search]\nstrategy = 'shepherd'\nk = 2\n")
+    s = prmtree.run(problems_file, config=cfg, out=tmp_path / "o")
+    assert s.problems_done == 24
+    assert set(read_table(tmp_path / "o", "steps").column("strategy").to_pylist()) == {"shepherd"}
+
+
+def test_run_without_out_still_counts():
+    from prmtree.engine.synthetic import generate_problems
+
+    s = prmtree.run(generate_problems(3), policy=SimulatedPolicy())
+    assert s.out is None and s.rollouts > 0
+
+
+def test_bad_config_raises_config_error():
+    with pytest.raises(prmtree.ConfigError, match="search.budget"):
+        prmtree.run([], config={"search": {"budget": -1}})
+    with pytest.raises(prmtree.ConfigError, match="strategy"):
+        prmtree.run([], strategy="beam")

@@ -1,0 +1,140 @@
+"""End to end through the real command line, in subprocesses."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from prmtree.engine.output import SCHEMAS, read_manifest, read_table
+
+PRMTREE = [sys.executable, "-m", "prmtree"]
+
+
+def cli(*args, cwd=None, timeout=120):
+    return subprocess.run([*PRMTREE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def check_steps_table(out):
+    table = read_table(out, "steps")
+    assert table.schema.names == SCHEMAS["steps"].names
+    assert table.num_rows > 0
+    for row in table.to_pylist():
+        n = len(row["completions"])
+        assert n == len(row["labels"]) == len(row["values"]) > 0
+        assert row["labels"] == [v > 0 for v in row["values"]]  # labels follow values
+        assert all(0 <= v <= 1 for v in row["values"])
+        if False in row["labels"]:  # truncated after the first error
+            assert row["labels"].index(False) == n - 1
+        assert row["images"][0]["bytes"].startswith(b"\x89PNG")
+        assert row["prompt"].startswith("The image shows")
+    return table
+
+
+def test_demo_runs_under_a_minute_and_writes_a_dataset(tmp_path):
+    t = time.perf_counter()
+    r = cli("demo", "--out", tmp_path / "out", "--no-progress")
+    elapsed = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 60
+    for needle in ("problems done", "rollouts/s", "step-label accuracy vs ground truth", "60"):
+        assert needle in r.stdout
+    table = check_steps_table(tmp_path / "out")
+    assert set(table.column("strategy").to_pylist()) == {"omega"}
+    assert set(table.column("policy").to_pylist()) == {"simulated"}
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["stats"]["problems_done"] == 60
+    assert len(manifest["completed"]) == 60
+    assert manifest["config"]["search"]["strategy"] == "omega"
+    listed = {s["file"]: s["rows"] for s in manifest["shards"]}
+    for file, rows in listed.items():
+        assert pq.read_metadata(tmp_path / "out" / file).num_rows == rows
+    nodes = read_table(tmp_path / "out", "nodes").to_pylist()
+    for n in nodes:
+        if n["n_rollouts"]:
+            assert n["value"] == n["n_correct"] / n["n_rollouts"]
+            assert n["ci_low"] <= n["value"] <= n["ci_high"]
+            assert n["label"] == (n["value"] > 0)
+        else:
+            assert n["value"] is None and n["label"] is None
+
+
+@pytest.mark.parametrize("strategy", ["shepherd", "mcts"])
+def test_run_on_generated_data_with_a_config_file(tmp_path, problems_file, strategy):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'seed = 3\n[search]\nk = 4\nbudget = 120\n[policy]\nname = "simulated"\nerror_rate = 0.1\n'
+        '[output]\nrows_per_shard = 25\n'
+    )
+    r = cli("run", "--input", problems_file, "--out", tmp_path / "out", "--strategy", strategy,
+            "--config", config, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    table = check_steps_table(tmp_path / "out")
+    assert set(table.column("strategy").to_pylist()) == {strategy}
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["config"]["seed"] == 3 and manifest["config"]["search"]["k"] == 4
+    assert manifest["config"]["policy"]["error_rate"] == 0.1
+    assert manifest["stats"]["rollouts"] <= 120 * 24
+
+
+def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
+    mixed = tmp_path / "mixed.jsonl"
+    good = problems_file.read_text().splitlines()[:5]
+    (tmp_path / "images").symlink_to(problems_file.parent / "images")
+    bad = [
+        json.dumps({"id": "no-answer", "question": "q", "image": good and "images/syn-000000.png"}),
+        json.dumps({"id": "no-image", "question": "q", "image": "images/missing.png", "answer": 1}),
+        "this is not json",
+    ]
+    mixed.write_text("\n".join(good[:3] + bad + good[3:]) + "\n")
+    r = cli("run", "--input", mixed, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    errors = {e["problem_id"]: e["reason"] for e in read_table(tmp_path / "out", "errors").to_pylist()}
+    assert errors == {
+        "no-answer": "missing answer",
+        "no-image": "image images/missing.png not found",
+        "mixed.jsonl:6": "line 6 is not valid JSON (Expecting value)",
+    }
+    manifest = read_manifest(tmp_path / "out")
+    assert len(manifest["completed"]) == 5
+    assert set(manifest["failed"]) == set(errors)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--strategy", "beam"], "invalid choice: 'beam'"),
+        (["run", "--input", "{tmp}/nope.jsonl", "--out", "{tmp}/o"], "input file"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/bad.toml"], "search.k: Input should be greater than or equal to 1 (got 0)"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/extra.toml"], "unknown config field 'search.kk'"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/broken.toml"], "is not valid TOML"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "nope"], "unknown policy 'nope'"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "os:nothing"], "has no attribute 'nothing'"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "error_rate=7"], "error_rate must be in [0, 1], got 7"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "colour=red"], "cannot build policy 'simulated'"),
+        (["demo", "--problems", "0"], "--problems must be at least 1"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_and_config_give_one_line_and_exit_2(tmp_path, problems_file, args, message):
+    (tmp_path / "bad.toml").write_text("[search]\nk = 0\n")
+    (tmp_path / "extra.toml").write_text("[search]\nkk = 3\n")
+    (tmp_path / "broken.toml").write_text("[search\n")
+    argv = [a.format(tmp=tmp_path, data=problems_file) for a in args]
+    r = cli(*argv)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_synth_writes_jsonl_and_pngs(tmp_path):
+    r = cli("synth", "--out", tmp_path, "--problems", "5", "--min-steps", "8", "--max-steps", "8")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "problems.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    for row in rows:
+        assert (tmp_path / row["image"]).read_bytes().startswith(b"\x89PNG")
+        assert row["meta"]["n_steps"] == 8

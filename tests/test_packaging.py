@@ -1,0 +1,76 @@
+"""The three top-level folders install as prmtree.engine / .policies / .rollout_workers."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import distributions
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = [
+    "prmtree",
+    "prmtree.cli",
+    "prmtree.engine.driver",
+    "prmtree.engine.search.omega",
+    "prmtree.policies.simulated",
+    "prmtree.rollout_workers.inline",
+]
+
+
+def _import_check(pythonpath: str | None) -> dict:
+    code = (
+        "import json, sys, importlib\n"
+        f"mods = {MODULES!r}\n"
+        "files = {m: importlib.import_module(m).__file__ for m in mods}\n"
+        "heavy = [m for m in ('ray', 'torch', 'vllm', 'transformers') if m in sys.modules]\n"
+        "print(json.dumps({'files': files, 'heavy': heavy}))\n"
+    )
+    env = None
+    if pythonpath:
+        import os
+
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True)
+    return json.loads(out.stdout)
+
+
+def test_import_prmtree_imports_no_heavy_backend():
+    assert _import_check(None)["heavy"] == []
+
+
+def test_installed_package_maps_the_folders():
+    files = _import_check(None)["files"]
+    urls = [d.read_text("direct_url.json") for d in distributions(name="prmtree")]
+    editable = any(u and json.loads(u).get("dir_info", {}).get("editable") for u in urls)
+    if not editable:
+        pytest.skip("prmtree is not installed in editable mode here")
+    assert Path(files["prmtree.engine.search.omega"]) == REPO / "engine" / "search" / "omega.py"
+    assert Path(files["prmtree.policies.simulated"]) == REPO / "policies" / "simulated.py"
+    assert Path(files["prmtree.rollout_workers.inline"]) == REPO / "rollout_workers" / "inline.py"
+
+
+@pytest.mark.slow
+def test_built_wheel_contains_and_imports_every_package(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("prmtree-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for expected in [
+        "prmtree/__init__.py",
+        "prmtree/engine/search/omega.py",
+        "prmtree/policies/base.py",
+        "prmtree/rollout_workers/inline.py",
+    ]:
+        assert expected in names
+    assert not any(n.startswith(("engine/", "policies/", "tests/")) for n in names)
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    files = _import_check(str(unpacked))["files"]
+    for module, file in files.items():
+        assert Path(file).is_relative_to(unpacked), (module, file)
