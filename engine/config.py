@@ -79,8 +79,30 @@ class ExecutorConfig(_Strict):
 
 class OutputConfig(_Strict):
     rows_per_shard: int = Field(50_000, ge=1)
+    bytes_per_shard: int = Field(256 << 20, ge=1 << 10, description="rotate shards at about this size")
+    flush_interval_s: float = Field(30.0, gt=0, description="bound on what an abrupt stop can lose")
     label_threshold: float = Field(0.0, ge=0, lt=1)
     after_first_error: Literal["truncate", "label-false"] = "truncate"
+    max_ci_width: float | None = Field(
+        None, gt=0, le=1, description="keep only steps whose MC interval is at most this wide"
+    )
+    image_mode: Literal["embed", "path"] = "embed"
+    chat_format: bool = False
+
+
+class InputConfig(_Strict):
+    """Where the fields of an input row are (for datasets whose columns are named otherwise)."""
+
+    id_field: str = "id"
+    question_field: str = "question"
+    image_field: str = "image"
+    answer_field: str = "answer"
+    answer_type: Literal["auto", "math", "choice", "number", "text"] = "auto"
+    max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard")
+
+
+#: Settings that change how a run goes, not which rows it writes: free to change on resume.
+OPERATIONAL = {"executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s"}
 
 
 class RunConfig(_Strict):
@@ -91,6 +113,7 @@ class RunConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
 
     @field_validator("seed")
     @classmethod
@@ -99,10 +122,37 @@ class RunConfig(_Strict):
             raise ValueError("must be between 0 and 2**63 - 1")
         return v
 
+    def row_defining(self) -> dict[str, Any]:
+        """The config without its operational settings: what decides the output rows."""
+        return {k: v for k, v in flatten(self.model_dump(mode="json")).items() if not _operational(k)}
+
     def config_hash(self) -> str:
-        """Hash of everything that changes the output rows."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of everything that changes the output rows (resume refuses a change)."""
+        blob = json.dumps(self.row_defining(), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _operational(key: str) -> bool:
+    return any(key == o or key.startswith(o + ".") for o in OPERATIONAL)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:
+    """Human-readable differences in the row-defining settings, e.g. ``search.k: 8 -> 4``."""
+    before = {k: v for k, v in flatten(old).items() if not _operational(k)}
+    after = new.row_defining()
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k)]
 
 
 class ConfigError(ValueError):

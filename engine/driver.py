@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prmtree.engine.config import RunConfig
-from prmtree.engine.labels import label_paths, preference_pairs
 from prmtree.engine.output import DatasetWriter
 from prmtree.engine.problem import InputError, Problem
 from prmtree.engine.rollout import Rollout, parse_completion
 from prmtree.engine.search import make_search
+from prmtree.engine.rows import problem_rows
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 from prmtree.engine.steps import Segmenter
-from prmtree.engine.value import hard_label
 from prmtree.engine.verify import Verifier
 from prmtree.policies.base import Completion, GenerationRequest
 
@@ -67,12 +66,33 @@ class RunStats:
     finish_length: int = 0
     path_lengths: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # this session's
+    elapsed_before_s: float = 0.0  # earlier sessions' (resume)
+    rollouts_before: int = 0  # earlier sessions' (resume)
 
     @property
     def rollouts_per_s(self) -> float:
+        """This session's rate (a resumed run's earlier rollouts are not in it)."""
         elapsed = self.elapsed_s or (time.perf_counter() - self.started)
-        return self.rollouts / elapsed if elapsed > 0 else 0.0
+        return (self.rollouts - self.rollouts_before) / elapsed if elapsed > 0 else 0.0
+
+    @classmethod
+    def resumed(cls, previous: dict[str, Any]) -> RunStats:
+        """Counters that continue those a manifest recorded, so totals add up over resumes."""
+        stats = cls()
+        for name in (
+            "problems_done", "problems_skipped", "problems_failed", "input_errors", "rollouts", "requests",
+            "tokens", "cached_tokens", "retries", "paths", "steps_labelled", "labels_positive",
+            "labels_negative", "pairs", "nodes",
+        ):
+            setattr(stats, name, int(previous.get(name, 0)))
+        stats.finish_length = int(previous.get("truncated_by_length", 0))
+        stats.malformed.update(previous.get("malformed_rollouts", {}))
+        hist = previous.get("steps_per_path", {}).get("histogram", {})
+        stats.path_lengths.update({int(k): v for k, v in hist.items()})
+        stats.elapsed_before_s = float(previous.get("elapsed_s", 0.0))
+        stats.rollouts_before = stats.rollouts
+        return stats
 
     def to_dict(self) -> dict[str, Any]:
         lengths = self.path_lengths
@@ -99,8 +119,8 @@ class RunStats:
                 "mean": (sum(k * v for k, v in lengths.items()) / n_paths) if n_paths else 0.0,
                 "histogram": {str(k): v for k, v in sorted(lengths.items())},
             },
-            "elapsed_s": round(self.elapsed_s, 3),
-            "rollouts_per_s": round(self.rollouts_per_s, 1),
+            "elapsed_s": round(self.elapsed_before_s + (self.elapsed_s or time.perf_counter() - self.started), 3),
+            "rollouts_per_s_last_session": round(self.rollouts_per_s, 1),
         }
 
 
@@ -125,6 +145,7 @@ class Driver:
         policy_name: str,
         verifier: Verifier | None = None,
         on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
+        stats: RunStats | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
@@ -133,10 +154,9 @@ class Driver:
         self.segmenter = Segmenter(config.steps.format, config.steps.max_steps)
         self.verifier = verifier or Verifier(rel_tol=config.verify.rel_tol)
         self.on_problem = on_problem
-        self.stats = RunStats()
-        self.completed: list[str] = []
-        self.skipped: dict[str, str] = {}
-        self.failed: dict[str, str] = {}
+        self.stats = stats or RunStats()
+        if writer is not None:
+            writer.stats_provider = self.stats.to_dict
 
     # -- one request ----------------------------------------------------------------
 
@@ -247,100 +267,37 @@ class Driver:
 
     def _input_error(self, error: InputError) -> None:
         self.stats.input_errors += 1
-        self.failed[error.problem_id] = error.reason
         if self.writer is not None:
-            self.writer.add("errors", [{"problem_id": error.problem_id, "stage": error.stage, "reason": error.reason}])
+            row = {"problem_id": error.problem_id, "stage": error.stage, "reason": error.reason}
+            self.writer.add_problem(error.problem_id, {"errors": [row]}, failed=error.reason)
 
     def _finish(self, finished: FinishedProblem) -> None:
-        problem = finished.problem
-        if finished.search is None:
+        problem, search = finished.problem, finished.search
+        if search is None:
             self.stats.problems_failed += 1
-            self.failed[problem.id] = finished.error or "unknown"
             if self.writer is not None:
-                self.writer.add(
-                    "errors", [{"problem_id": problem.id, "stage": finished.stage, "reason": finished.error}]
-                )
+                row = {"problem_id": problem.id, "stage": finished.stage, "reason": finished.error}
+                self.writer.add_problem(problem.id, {"errors": [row]}, failed=finished.error or "unknown")
         else:
-            self._write_problem(problem, finished.search)
+            out_dir = self.writer.out_dir if self.writer is not None else None
+            rows = problem_rows(problem, search, self.config.output, self.policy_name, out_dir)
+            self._count(search, rows)
+            if self.writer is not None:
+                self.writer.add_problem(problem.id, rows, skipped=search.stats.skipped)
         if self.on_problem is not None:
             self.on_problem(finished, self.stats)
 
-    def _write_problem(self, problem: Problem, search: TreeSearch) -> None:
-        out = self.config.output
-        tree = search.tree
-        paths = label_paths(tree, out.label_threshold, out.after_first_error)
-        pairs = preference_pairs(tree, out.label_threshold)
+    def _count(self, search: TreeSearch, rows: dict[str, list[dict[str, Any]]]) -> None:
         stats = self.stats
         stats.problems_done += 1
-        stats.nodes += len(tree)
-        if search.stats.skipped:
-            stats.problems_skipped += 1
-            self.skipped[problem.id] = search.stats.skipped
-        self.completed.append(problem.id)
-        stats.paths += len(paths)
-        stats.pairs += len(pairs)
-        for p in paths:
-            stats.steps_labelled += len(p.labels)
-            pos = sum(p.labels)
+        stats.problems_skipped += bool(search.stats.skipped)
+        stats.nodes += len(rows["nodes"])
+        stats.paths += len(rows["steps"])
+        stats.pairs += len(rows["pairs"])
+        for row in rows["steps"]:
+            labels = row["labels"]
+            pos = sum(labels)
+            stats.steps_labelled += len(labels)
             stats.labels_positive += pos
-            stats.labels_negative += len(p.labels) - pos
-            stats.path_lengths[len(p.steps)] += 1
-        if self.writer is None:
-            return
-        images = [{"bytes": im.data, "path": im.path} for im in problem.images]
-        name = search.name
-        self.writer.add(
-            "steps",
-            [
-                {
-                    "problem_id": problem.id,
-                    "path_id": p.path_id,
-                    "prompt": problem.question,
-                    "images": images,
-                    "completions": p.steps,
-                    "labels": p.labels,
-                    "values": p.values,
-                    "answer": problem.answer,
-                    "final_correct": p.final_correct,
-                    "strategy": name,
-                    "policy": self.policy_name,
-                }
-                for p in paths
-            ],
-        )
-        node_rows = []
-        for node_id, s in tree.nodes():
-            lo, hi = s.interval()
-            node_rows.append(
-                {
-                    "problem_id": problem.id,
-                    "node_id": node_id,
-                    "parent_id": tree.parent(node_id),
-                    "depth": s.depth,
-                    "step": s.step,
-                    "n_rollouts": s.n_rollouts,
-                    "n_correct": s.n_correct,
-                    "value": s.value if s.measured else None,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "label": hard_label(s.value, out.label_threshold) if s.measured else None,
-                    "terminal": s.terminal,
-                }
-            )
-        self.writer.add("nodes", node_rows)
-        self.writer.add(
-            "pairs",
-            [
-                {
-                    "problem_id": problem.id,
-                    "parent_id": pair.parent_id,
-                    "prompt": problem.question,
-                    "prefix": pair.prefix,
-                    "chosen": pair.chosen,
-                    "rejected": pair.rejected,
-                    "chosen_value": pair.chosen_value,
-                    "rejected_value": pair.rejected_value,
-                }
-                for pair in pairs
-            ],
-        )
+            stats.labels_negative += len(labels) - pos
+            stats.path_lengths[len(labels)] += 1

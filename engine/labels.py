@@ -29,6 +29,7 @@ class LabelledPath:
     labels: list[bool]
     values: list[float]
     final_correct: bool | None  # the leaf's own answer, when it ends the solution
+    ci_widths: list[float]  # width of the interval of the value that decided each label
 
 
 @dataclass
@@ -46,37 +47,51 @@ def label_path(
     leaf: str,
     threshold: float = 0.0,
     after_first_error: str = "truncate",
+    max_ci_width: float | None = None,
 ) -> LabelledPath | None:
-    """Labels along the path to ``leaf``; None when not even its first step is decided."""
+    """Labels along the path to ``leaf``; None when not even its first step is decided.
+
+    With ``max_ci_width``, the path ends before the first step whose deciding value has
+    a wider Wilson interval: only confidently labelled steps are kept.
+    """
     ids = tree.path_ids(leaf)
     stats = [tree.stats(n) for n in ids]
     m = len(ids)
     labels: list[bool | None] = [None] * m
     values: list[float] = [0.0] * m
+    widths: list[float] = [1.0] * m
     for j, s in enumerate(stats):
         if s.measured:
             values[j] = s.value
             labels[j] = hard_label(s.value, threshold)
+            lo, hi = s.interval()
+            widths[j] = hi - lo
     # positive backwards
-    deciding = None
+    deciding: tuple[float, float] | None = None
     for j in range(m - 1, -1, -1):
         if labels[j] is True and stats[j].measured:
-            deciding = values[j]
+            deciding = (values[j], widths[j])
         elif labels[j] is None and deciding is not None:
             labels[j] = True
-            values[j] = deciding
+            values[j], widths[j] = deciding
     # negative forwards
-    seen_negative = False
+    negative_width: float | None = None
     for j in range(m):
         if labels[j] is False:
-            seen_negative = True
-        elif labels[j] is None and seen_negative:
+            if negative_width is None:
+                negative_width = widths[j]
+        elif labels[j] is None and negative_width is not None:
             labels[j] = False
-            values[j] = 0.0
+            values[j], widths[j] = 0.0, negative_width
     # keep the decided head
     end = 0
     while end < m and labels[end] is not None:
         end += 1
+    if max_ci_width is not None:
+        confident = 0
+        while confident < end and widths[confident] <= max_ci_width:
+            confident += 1
+        end = confident
     if end == 0:
         return None
     if after_first_error == "truncate" and False in labels[:end]:
@@ -95,15 +110,21 @@ def label_path(
         labels=[bool(x) for x in labels[:end]],
         values=values[:end],
         final_correct=final,
+        ci_widths=widths[:end],
     )
 
 
-def label_paths(tree: ReasoningTree, threshold: float = 0.0, after_first_error: str = "truncate") -> list[LabelledPath]:
+def label_paths(
+    tree: ReasoningTree,
+    threshold: float = 0.0,
+    after_first_error: str = "truncate",
+    max_ci_width: float | None = None,
+) -> list[LabelledPath]:
     """One labelled path per leaf, duplicates (same kept steps) removed."""
     out = []
     seen: set[tuple[str, ...]] = set()
     for leaf in tree.leaves():
-        path = label_path(tree, leaf, threshold, after_first_error)
+        path = label_path(tree, leaf, threshold, after_first_error, max_ci_width)
         if path is None:
             continue
         key = tuple(path.steps)

@@ -1,18 +1,30 @@
-"""Parquet shards (steps / nodes / pairs / errors) and the run manifest.
+"""Crash-safe Parquet shards (steps / nodes / pairs / errors) and the run manifest.
 
 Every table has an explicit schema. ``steps`` carries TRL's stepwise-supervision
 columns (``prompt``, ``completions``, ``labels``) and an ``images`` column of Hugging
 Face Image structs, with the ``huggingface`` features metadata in the schema so that
-``datasets.load_dataset("parquet", ...)`` decodes images. A problem's rows are buffered
-and written together; a shard is written under a temporary name and renamed when
-closed, so every file named ``part-*.parquet`` is complete.
+``datasets.load_dataset("parquet", ...)`` decodes images.
+
+Durability rules, which make resuming a plain re-run:
+
+* a problem's rows (all tables) are buffered together and flushed together;
+* a shard is written under a temporary name, fsynced, then renamed;
+* ``manifest.json`` is replaced atomically *after* the shards it lists, and lists the
+  problems whose rows those shards hold; a shard the manifest does not list is
+  discarded on resume, and its problems are redone.
+
+So after a ``kill -9`` at any moment, a resume gives the rows of an uninterrupted run:
+none lost, none twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import re
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +34,13 @@ import pyarrow.parquet as pq
 LAYOUT_VERSION = 1
 TABLES = ("steps", "nodes", "pairs", "errors")
 
-_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+CHAT_MESSAGE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("content", pa.list_(pa.struct([("type", pa.string()), ("text", pa.string())]))),
+    ]
+)
 
 SCHEMAS: dict[str, pa.Schema] = {
     "steps": pa.schema(
@@ -30,7 +48,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("problem_id", pa.string()),
             ("path_id", pa.string()),
             ("prompt", pa.string()),
-            ("images", pa.list_(_IMAGE)),
+            ("images", pa.list_(IMAGE_STRUCT)),
             ("completions", pa.list_(pa.string())),
             ("labels", pa.list_(pa.bool_())),
             ("values", pa.list_(pa.float64())),
@@ -72,130 +90,329 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def _hf_features(table: str) -> dict[str, Any]:
-    """The ``datasets`` feature description of a table (for the ``huggingface`` metadata)."""
-    value = {"string": "string", "bool": "bool", "double": "float64", "int32": "int32"}
-
-    def feature(typ: pa.DataType) -> dict[str, Any]:
-        if typ == _IMAGE:
-            return {"_type": "Image"}
-        if pa.types.is_list(typ):
-            return {"_type": "List", "feature": feature(typ.value_type)}
-        return {"_type": "Value", "dtype": value[str(typ)]}
-
-    return {f.name: feature(f.type) for f in SCHEMAS[table]}
+def table_schema(table: str, chat_format: bool = False) -> pa.Schema:
+    """The schema of ``table``, with the ``huggingface`` features metadata attached."""
+    schema = SCHEMAS[table]
+    if chat_format and table == "steps":
+        schema = schema.set(schema.get_field_index("prompt"), pa.field("prompt", pa.list_(CHAT_MESSAGE)))
+    meta = {"info": {"features": {f.name: _hf_feature(f.type) for f in schema}}}
+    return schema.with_metadata({b"huggingface": json.dumps(meta).encode()})
 
 
-def schema_with_metadata(table: str) -> pa.Schema:
-    meta = {"info": {"features": _hf_features(table)}}
-    return SCHEMAS[table].with_metadata({b"huggingface": json.dumps(meta).encode()})
+def _hf_feature(typ: pa.DataType) -> dict[str, Any]:
+    """The ``datasets`` feature description of an Arrow type."""
+    if typ == IMAGE_STRUCT:
+        return {"_type": "Image"}
+    if pa.types.is_list(typ):
+        return {"_type": "List", "feature": _hf_feature(typ.value_type)}
+    if pa.types.is_struct(typ):
+        return {typ.field(i).name: _hf_feature(typ.field(i).type) for i in range(typ.num_fields)}
+    dtype = {"string": "string", "bool": "bool", "double": "float64", "int32": "int32"}[str(typ)]
+    return {"_type": "Value", "dtype": dtype}
 
 
-@dataclass
-class ShardInfo:
-    table: str
-    file: str
-    rows: int
+# -- slices ---------------------------------------------------------------------------
 
 
-class TableWriter:
-    """Buffers rows of one table and writes them as rotating, atomically renamed shards."""
+@dataclass(frozen=True)
+class Slice:
+    """Slice ``index`` of ``count`` of the input (``--shard i/N``): a deterministic subset."""
 
-    def __init__(self, out_dir: Path, table: str, rows_per_shard: int, prefix: str = "part") -> None:
-        self.dir = out_dir / table
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.table = table
-        self.schema = schema_with_metadata(table)
-        self.rows_per_shard = rows_per_shard
-        self.prefix = prefix
-        self.buffer: list[dict[str, Any]] = []
-        self.shards: list[ShardInfo] = []
-        self.rows_written = 0
+    index: int = 0
+    count: int = 1
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.buffer.extend(rows)
-        if len(self.buffer) >= self.rows_per_shard:
-            self.flush()
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard must be i/N with 0 <= i < N, got {self.index}/{self.count}")
 
-    def flush(self) -> None:
-        """Write the buffered rows as one or more complete shards."""
-        while self.buffer:
-            chunk = self.buffer[: self.rows_per_shard]
-            del self.buffer[: self.rows_per_shard]
-            name = f"{self.prefix}-{len(self.shards):05d}.parquet"
-            final = self.dir / name
-            tmp = self.dir / f".{name}.tmp"
-            table = pa.Table.from_pylist(chunk, schema=self.schema)
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-            self.shards.append(ShardInfo(self.table, f"{self.table}/{name}", len(chunk)))
-            self.rows_written += len(chunk)
+    @classmethod
+    def parse(cls, text: str) -> Slice:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m:
+            raise ValueError(f"shard must look like i/N (for example 0/4), got {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def owns(self, problem_id: str) -> bool:
+        if self.count == 1:
+            return True
+        digest = hashlib.blake2b(problem_id.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "little") % self.count == self.index
+
+    @property
+    def tag(self) -> str:
+        return "" if self.count == 1 else f"s{self.index:05d}of{self.count:05d}-"
+
+    @property
+    def manifest_name(self) -> str:
+        return "manifest.json" if self.count == 1 else f"manifest-{self.index:05d}-of-{self.count:05d}.json"
+
+    def shard_pattern(self) -> re.Pattern[str]:
+        return re.compile(rf"part-{re.escape(self.tag)}(\d{{5}})\.parquet")
+
+
+# -- manifest -------------------------------------------------------------------------
 
 
 @dataclass
 class Manifest:
-    """What a run wrote and how: read by ``inspect`` and by resume."""
+    """What a run wrote and how: read by ``inspect``, ``export`` and resume."""
 
     config: dict[str, Any]
     config_hash: str
     versions: dict[str, str]
     layout_version: int = LAYOUT_VERSION
+    slice: dict[str, int] = field(default_factory=lambda: {"index": 0, "count": 1})
+    status: str = "running"  # "running" until the run ends, then "finished"
     shards: list[dict[str, Any]] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    updated_at: float = 0.0
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def write_manifest(out_dir: Path, manifest: Manifest) -> None:
-    """Replace ``manifest.json`` atomically."""
-    tmp = out_dir / ".manifest.json.tmp"
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    with open(tmp, "rb") as handle:
+def write_manifest(out_dir: Path, manifest: Manifest, name: str = "manifest.json") -> None:
+    """Replace the manifest atomically (write, fsync, rename, fsync the directory)."""
+    manifest.updated_at = time.time()
+    tmp = out_dir / f".{name}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(manifest.to_json())
+        handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, out_dir / "manifest.json")
+    os.replace(tmp, out_dir / name)
+    _fsync_dir(out_dir)
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / "manifest.json").read_text(encoding="utf-8"))
+def read_manifest(out_dir: str | Path, name: str = "manifest.json") -> dict[str, Any]:
+    return json.loads((Path(out_dir) / name).read_text(encoding="utf-8"))
+
+
+def manifests(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every slice's manifest in ``out_dir`` (one for an unsharded run)."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_dir).glob("manifest*.json"))]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the crash tests: die here, as a ``kill -9`` would."""
+    if os.environ.get("PRMTREE_FAULT") == point:
+        os._exit(137)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- writer ---------------------------------------------------------------------------
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """A cheap size estimate of a row, for rotating shards by bytes."""
+    size = 0
+    for value in row.values():
+        if isinstance(value, (str, bytes)):
+            size += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    size += sum(len(v) for v in item.values() if isinstance(v, (str, bytes)))
+                elif isinstance(item, (str, bytes)):
+                    size += len(item)
+                else:
+                    size += 8
+        else:
+            size += 8
+    return size
 
 
 class DatasetWriter:
-    """All four tables of one run plus its manifest."""
+    """Buffers whole problems and flushes them as shards plus an updated manifest.
 
-    def __init__(self, out_dir: str | Path, rows_per_shard: int = 50_000) -> None:
+    A flush happens when any table's buffer passes ``rows_per_shard`` or
+    ``bytes_per_shard``, when ``flush_interval_s`` has passed since the last one (so
+    an abrupt stop loses at most the problems finished since), and at the end.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        manifest: Manifest,
+        *,
+        slice: Slice = Slice(),
+        rows_per_shard: int = 50_000,
+        bytes_per_shard: int = 256 << 20,
+        flush_interval_s: float = 30.0,
+        chat_format: bool = False,
+    ) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.tables = {t: TableWriter(self.out_dir, t, rows_per_shard) for t in TABLES}
+        self.manifest = manifest
+        self.slice = slice
+        self.rows_per_shard = rows_per_shard
+        self.bytes_per_shard = bytes_per_shard
+        self.flush_interval_s = flush_interval_s
+        self.schemas = {t: table_schema(t, chat_format) for t in TABLES}
+        for table in TABLES:
+            (self.out_dir / table).mkdir(parents=True, exist_ok=True)
+        self.buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}
+        self.pending_completed: list[str] = []
+        self.pending_skipped: dict[str, str] = {}
+        self.pending_failed: dict[str, str] = {}
+        pattern = slice.shard_pattern()
+        self.next_seq: dict[str, int] = {t: 0 for t in TABLES}
+        for shard in manifest.shards:
+            m = pattern.fullmatch(Path(shard["file"]).name)
+            if m:
+                table = shard["table"]
+                self.next_seq[table] = max(self.next_seq[table], int(m.group(1)) + 1)
+        self.last_flush = time.monotonic()
+        self.stats_provider: Any = None  # callable returning the stats dict to record
 
-    def add(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.tables[table].add(rows)
+    # -- adding -----------------------------------------------------------------------
 
-    def flush(self) -> None:
-        for writer in self.tables.values():
-            writer.flush()
+    def add_problem(
+        self,
+        problem_id: str,
+        rows: dict[str, list[dict[str, Any]]],
+        *,
+        skipped: str | None = None,
+        failed: str | None = None,
+    ) -> None:
+        """Buffer all rows of one finished problem (or its error) and its status."""
+        for table, table_rows in rows.items():
+            if table_rows:
+                self.buffers[table].extend(table_rows)
+                self.buffer_bytes[table] += sum(_row_bytes(r) for r in table_rows)
+        if failed is not None:
+            self.pending_failed[problem_id] = failed
+        else:
+            self.pending_completed.append(problem_id)
+            if skipped:
+                self.pending_skipped[problem_id] = skipped
+        if self._over_limits() or time.monotonic() - self.last_flush >= self.flush_interval_s:
+            self.flush()
 
-    def shard_list(self) -> list[dict[str, Any]]:
-        return [s.__dict__ for w in self.tables.values() for s in w.shards]
+    def _over_limits(self) -> bool:
+        return any(
+            len(self.buffers[t]) >= self.rows_per_shard or self.buffer_bytes[t] >= self.bytes_per_shard
+            for t in TABLES
+        )
 
-    def rows_written(self) -> dict[str, int]:
-        return {t: w.rows_written for t, w in self.tables.items()}
+    # -- flushing ---------------------------------------------------------------------
 
-    def close(self, manifest: Manifest) -> None:
-        self.flush()
-        manifest.shards = self.shard_list()
-        write_manifest(self.out_dir, manifest)
+    def flush(self, status: str = "running") -> None:
+        """Write buffered rows as complete shards, then the manifest that lists them."""
+        written = []
+        for table in TABLES:
+            rows = self.buffers[table]
+            while rows:
+                chunk, rows = self._take_chunk(rows)
+                written.append(self._write_shard(table, chunk))
+            self.buffers[table] = []
+            self.buffer_bytes[table] = 0
+        _fault("after_shard_rename")
+        m = self.manifest
+        m.shards.extend(written)
+        m.completed.extend(self.pending_completed)
+        m.skipped.update(self.pending_skipped)
+        m.failed.update(self.pending_failed)
+        m.status = status
+        if self.stats_provider is not None:
+            m.stats = self.stats_provider()
+        write_manifest(self.out_dir, m, self.slice.manifest_name)
+        self.pending_completed, self.pending_skipped, self.pending_failed = [], {}, {}
+        self.last_flush = time.monotonic()
+
+    def _take_chunk(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        size = 0
+        for i, row in enumerate(rows):
+            size += _row_bytes(row)
+            if i + 1 >= self.rows_per_shard or size >= self.bytes_per_shard:
+                return rows[: i + 1], rows[i + 1 :]
+        return rows, []
+
+    def _write_shard(self, table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        seq = self.next_seq[table]
+        self.next_seq[table] = seq + 1
+        name = f"part-{self.slice.tag}{seq:05d}.parquet"
+        directory = self.out_dir / table
+        final, tmp = directory / name, directory / f".{name}.tmp"
+        arrow = pa.Table.from_pylist(rows, schema=self.schemas[table])
+        pq.write_table(arrow, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+        return {
+            "table": table,
+            "file": f"{table}/{name}",
+            "rows": len(rows),
+            "bytes": final.stat().st_size,
+            "sha256": sha256_file(final),
+        }
+
+    def close(self) -> None:
+        self.flush(status="finished")
+
+
+def discard_unlisted(out_dir: Path, manifest: Manifest | None, slice: Slice) -> list[str]:
+    """Delete this slice's shards (and temporary files) that the manifest does not list."""
+    listed = {s["file"] for s in manifest.shards} if manifest else set()
+    pattern = slice.shard_pattern()
+    removed = []
+    for table in TABLES:
+        directory = out_dir / table
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            rel = f"{table}/{path.name}"
+            is_ours = bool(pattern.fullmatch(path.name))
+            is_tmp = path.name.startswith(".") and path.name.endswith(".tmp") and pattern.fullmatch(path.name[1:-4])
+            if (is_ours and rel not in listed) or is_tmp:
+                path.unlink()
+                removed.append(rel)
+    return removed
 
 
 def read_table(out_dir: str | Path, table: str) -> pa.Table:
-    """All shards of ``table`` under ``out_dir`` as one table (empty with its schema if none)."""
-    files = sorted((Path(out_dir) / table).glob("*.parquet"))
+    """All shards of ``table`` listed by the manifests under ``out_dir``, as one table.
+
+    Only listed shards are read, so a directory with a crashed run's leftovers still
+    reads as exactly its completed problems. Without a manifest, every shard is read.
+    """
+    out_dir = Path(out_dir)
+    found = manifests(out_dir)
+    if found:
+        files = [out_dir / s["file"] for m in found for s in m["shards"] if s["table"] == table]
+    else:
+        files = sorted((out_dir / table).glob("part-*.parquet"))
     if not files:
-        return SCHEMAS[table].empty_table()
-    return pa.concat_tables([pq.read_table(f) for f in files])
+        return table_schema(table).empty_table()
+    tables = [pq.read_table(f) for f in sorted(files)]
+    if len({t.schema.field("prompt").type if "prompt" in t.schema.names else None for t in tables}) > 1:
+        raise ValueError(f"{out_dir}/{table} mixes chat and plain prompts")
+    return pa.concat_tables(tables)

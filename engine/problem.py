@@ -119,52 +119,78 @@ def load_image(path: Path, shown_as: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return ProblemImage(data=data, path=shown_as)
 
 
+@dataclass(frozen=True)
+class RowFormat:
+    """Where a row's fields are; mirrors ``[input]`` in the run config."""
+
+    id_field: str = "id"
+    question_field: str = "question"
+    image_field: str = "image"
+    answer_field: str = "answer"
+    answer_type: AnswerType = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def _row_images(value: Any, base_dir: Path | None, max_pixels: int) -> tuple[ProblemImage, ...]:
+    """Images from a path, an ``{bytes, path}`` struct, or a list of them."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    images = []
+    for item in items:
+        if isinstance(item, dict):
+            data, path = item.get("bytes"), item.get("path")
+            if data:
+                name = path or "(embedded)"
+                validate_image_bytes(bytes(data), name, max_pixels)
+                images.append(ProblemImage(bytes(data), path))
+                continue
+            item = path
+        if not isinstance(item, str) or not item:
+            raise ImageError(f"image entry must be a path or an image struct, got {item!r}")
+        full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
+        images.append(load_image(full, item, max_pixels))
+    return tuple(images)
+
+
 def problem_from_row(
     row: dict[str, Any],
-    base_dir: Path,
-    *,
-    default_answer_type: AnswerType = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    base_dir: Path | None,
+    fmt: RowFormat = RowFormat(),
     where: str = "row",
 ) -> Problem | InputError:
     """Turn one input row into a problem, or an error naming what is wrong."""
-    given_id = row.get("id")
+    given_id = row.get(fmt.id_field)
     shown_id = str(given_id) if given_id not in (None, "") else where
-    question = row.get("question")
+    question = row.get(fmt.question_field)
     if not isinstance(question, str) or not question.strip():
         return InputError(shown_id, "missing question")
-    answer = row.get("answer")
+    answer = row.get(fmt.answer_field)
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         return InputError(shown_id, "missing answer")
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return InputError(shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
-    image_field = row.get("images", row.get("image"))
-    if image_field is None:
-        image_paths: list[Any] = []
-    elif isinstance(image_field, list):
-        image_paths = image_field
-    else:
-        image_paths = [image_field]
-    images = []
-    for rel in image_paths:
-        if not isinstance(rel, str) or not rel:
-            return InputError(shown_id, f"image entry must be a path string, got {rel!r}")
-        try:
-            images.append(load_image(base_dir / rel, rel, max_pixels))
-        except ImageError as exc:
-            return InputError(shown_id, str(exc))
-    answer_type = row.get("answer_type", default_answer_type)
+    image_value = row.get(fmt.image_field)
+    if image_value is None and fmt.image_field == "image":
+        image_value = row.get("images")
+    try:
+        images = _row_images(image_value, base_dir, fmt.max_pixels) if image_value not in (None, []) else ()
+    except ImageError as exc:
+        return InputError(shown_id, str(exc))
+    answer_type = row.get("answer_type") or fmt.answer_type
     meta = row.get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            return InputError(shown_id, "meta must be an object")
     if not isinstance(meta, dict):
         return InputError(shown_id, f"meta must be an object, got {type(meta).__name__}")
-    images_t = tuple(images)
-    problem_id = str(given_id) if given_id not in (None, "") else problem_id_for(question, images_t)
+    problem_id = str(given_id) if given_id not in (None, "") else problem_id_for(question, images)
     try:
         return Problem(
             id=problem_id,
             question=question,
             answer=str(answer),
-            images=images_t,
+            images=images,
             answer_type=answer_type,
             meta=meta,
         )
@@ -172,20 +198,12 @@ def problem_from_row(
         return InputError(problem_id, str(exc))
 
 
-def iter_jsonl(
-    path: str | os.PathLike[str],
-    *,
-    default_answer_type: AnswerType = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Iterator[Problem | InputError]:
-    """Stream problems from a JSONL file; image paths are relative to the file.
+# -- input files ------------------------------------------------------------------------
 
-    Rows are read lazily, so a million-row input costs memory for one row at a time
-    (plus the set of ids seen, for the duplicate check).
-    """
-    path = Path(path)
-    base_dir = path.parent
-    seen: set[str] = set()
+InputRow = tuple[str, Any]  # (where, row or an error message)
+
+
+def _jsonl_rows(path: Path) -> Iterator[InputRow]:
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -194,26 +212,118 @@ def iter_jsonl(
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield InputError(where, f"line {line_no} is not valid JSON ({exc.msg})")
+                yield where, f"line {line_no} is not valid JSON ({exc.msg})"
                 continue
-            if not isinstance(row, dict):
-                yield InputError(where, f"line {line_no} is not a JSON object")
-                continue
-            item = problem_from_row(
-                row, base_dir, default_answer_type=default_answer_type, max_pixels=max_pixels, where=where
-            )
-            if isinstance(item, Problem):
-                if item.id in seen:
-                    yield InputError(item.id, f"duplicate id {item.id!r} (line {line_no})")
-                    continue
-                seen.add(item.id)
-            yield item
+            yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object"
 
 
-def iter_problems(items: Any) -> Iterator[Problem | InputError]:
-    """Accept a path to a JSONL file or an iterable of problems; stream problems and errors."""
+def _json_rows(path: Path) -> Iterator[InputRow]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as exc:
+        yield path.name, f"{path.name} is not valid JSON ({exc.msg})"
+        return
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("data", "rows", "problems") if isinstance(data.get(k), list)), [data])
+    if not isinstance(data, list):
+        yield path.name, f"{path.name} holds neither a list of rows nor an object"
+        return
+    for i, row in enumerate(data):
+        where = f"{path.name}[{i}]"
+        yield where, row if isinstance(row, dict) else f"item {i} is not a JSON object"
+
+
+def _parquet_rows(path: Path) -> Iterator[InputRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except Exception as exc:
+        yield path.name, f"{path.name} is not a readable Parquet file ({exc})"
+        return
+    i = 0
+    for batch in handle.iter_batches(batch_size=256):
+        for row in batch.to_pylist():
+            yield f"{path.name}[{i}]", row
+            i += 1
+
+
+def _arrow_rows(directory: Path) -> Iterator[InputRow]:
+    """A Hugging Face dataset saved with ``save_to_disk``: Arrow IPC stream files."""
+    import pyarrow as pa
+
+    files = sorted(directory.glob("*.arrow"))
+    state = directory / "state.json"
+    if state.exists():
+        listed = [directory / f["filename"] for f in json.loads(state.read_text()).get("_data_files", [])]
+        files = listed or files
+    for file in files:
+        with pa.memory_map(str(file)) as source:
+            reader = pa.ipc.open_stream(source)
+            i = 0
+            for batch in reader:
+                for row in batch.to_pylist():
+                    yield f"{file.name}[{i}]", row
+                    i += 1
+
+
+INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def input_files(path: Path) -> list[Path]:
+    """The data files of an input path: itself, or a directory's files in name order."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in INPUT_SUFFIXES and p.is_file())
+    return [path]
+
+
+def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
+    """(base directory, where, row-or-error) for every row of a file or directory."""
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        for where, row in _arrow_rows(path):
+            yield path, where, row
+        return
+    for file in input_files(path):
+        reader = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}.get(file.suffix, _jsonl_rows)
+        for where, row in reader(file):
+            yield file.parent, where, row
+
+
+def iter_input(path: str | os.PathLike[str], fmt: RowFormat = RowFormat()) -> Iterator[Problem | InputError]:
+    """Stream problems from JSONL, JSON, Parquet, a directory of them, or a saved HF dataset.
+
+    Rows are read lazily, so a million-row input costs memory for one batch at a time
+    (plus the set of ids seen, for the duplicate check). Image paths are relative to the
+    file that names them.
+    """
+    seen: set[str] = set()
+    for base_dir, where, row in iter_rows(Path(path)):
+        if isinstance(row, str):
+            yield InputError(where, row)
+            continue
+        item = problem_from_row(row, base_dir, fmt, where)
+        if isinstance(item, Problem):
+            if item.id in seen:
+                yield InputError(item.id, f"duplicate id {item.id!r} ({where})")
+                continue
+            seen.add(item.id)
+        yield item
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str],
+    *,
+    default_answer_type: AnswerType = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Problem | InputError]:
+    """Stream problems from one JSONL file (see :func:`iter_input`)."""
+    return iter_input(path, RowFormat(answer_type=default_answer_type, max_pixels=max_pixels))
+
+
+def iter_problems(items: Any, fmt: RowFormat = RowFormat()) -> Iterator[Problem | InputError]:
+    """Accept an input path or an iterable of problems; stream problems and errors."""
     if isinstance(items, (str, os.PathLike)):
-        yield from iter_jsonl(items)
+        yield from iter_input(items, fmt)
         return
     seen: set[str] = set()
     for item in items:

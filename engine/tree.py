@@ -42,6 +42,9 @@ class NodeStats:
         return self.n_rollouts > 0
 
     def interval(self) -> tuple[float, float]:
+        """Wilson interval of the value; a terminal step's outcome is exact."""
+        if self.terminal and self.measured:
+            return (self.value, self.value)
         return wilson_interval(self.n_correct, self.n_rollouts)
 
 

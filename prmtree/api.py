@@ -12,8 +12,9 @@ from typing import Any
 
 from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
 from prmtree.engine.driver import Driver, FinishedProblem, RunStats
-from prmtree.engine.output import DatasetWriter, Manifest
-from prmtree.engine.problem import InputError, Problem, iter_problems
+from prmtree.engine.output import Slice
+from prmtree.engine.problem import InputError, Problem, RowFormat, iter_problems
+from prmtree.engine.resume import open_run
 from prmtree.policies.base import Policy, policy_name, resolve_policy
 
 
@@ -66,13 +67,20 @@ def run(
     out: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
+    shard: str | Slice | None = None,
+    force: bool = False,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
 
-    ``problems`` is a JSONL path or an iterable of :class:`Problem`; ``policy`` a
-    registered name, ``module:Class``, or an instance. Arguments given here override
-    the config. Raises :class:`ConfigError` for a bad configuration.
+    ``problems`` is an input path (JSONL, JSON, Parquet, a directory of them, or a saved
+    Hugging Face dataset) or an iterable of :class:`Problem`; ``policy`` a registered
+    name, ``module:Class``, or an instance. Arguments given here override the config.
+
+    If ``out`` holds an earlier run with the same config, the run resumes: finished
+    problems are skipped. ``force`` starts over when the config differs. ``shard``
+    ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
+    for a bad configuration.
     """
     overrides: dict[str, Any] = {}
     if seed is not None:
@@ -86,7 +94,19 @@ def run(
     cfg = build_config(config, **overrides)
     policy_obj = resolve_policy(policy if policy is not None and not isinstance(policy, str) else cfg.policy.name,
                                 cfg.policy.kwargs if policy is None or isinstance(policy, str) else None)
-    return asyncio.run(_run_async(problems, cfg, policy_obj, out, on_problem))
+    try:
+        slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return asyncio.run(_run_async(problems, cfg, policy_obj, out, slice_, force, on_problem))
+
+
+def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
+    """This slice's problems (and input errors) that are not finished yet."""
+    for item in items:
+        pid = item.id if isinstance(item, Problem) else item.problem_id
+        if slice_.owns(pid) and pid not in done:
+            yield item
 
 
 async def _run_async(
@@ -94,31 +114,27 @@ async def _run_async(
     cfg: RunConfig,
     policy: Policy,
     out: str | os.PathLike[str] | None,
+    slice_: Slice,
+    force: bool,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
 ) -> RunSummary:
     from prmtree.rollout_workers.inline import InlineExecutor
 
     if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
-        raise ConfigError(f"input file {str(problems)!r} not found")
+        raise ConfigError(f"input {str(problems)!r} not found")
+    opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
+    stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
+    writer = opened.writer if opened else None
     executor = InlineExecutor(policy, cfg.executor.max_concurrency)
-    writer = DatasetWriter(out, cfg.output.rows_per_shard) if out is not None else None
-    driver = Driver(cfg, executor, writer, policy_name(policy), on_problem=on_problem)
-    items: Iterable[Problem | InputError] = iter_problems(problems)
+    driver = Driver(cfg, executor, writer, policy_name(policy), on_problem=on_problem, stats=stats)
+    fmt = RowFormat(**cfg.input.model_dump())
+    items = _select(iter_problems(problems, fmt), slice_, opened.done if opened else set())
     try:
         stats = await driver.run(items)
     finally:
         await executor.close()
     if writer is not None:
-        manifest = Manifest(
-            config=cfg.model_dump(mode="json"),
-            config_hash=cfg.config_hash(),
-            versions=_versions(),
-            completed=driver.completed,
-            skipped=driver.skipped,
-            failed=driver.failed,
-            stats=stats.to_dict(),
-        )
-        writer.close(manifest)
+        writer.close()
     return RunSummary(
         out=Path(out) if out is not None else None,
         problems_done=stats.problems_done,
