@@ -69,6 +69,7 @@ def run(
     config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
     shard: str | Slice | None = None,
     force: bool = False,
+    config_overrides: dict[str, Any] | None = None,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
@@ -82,7 +83,7 @@ def run(
     ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
     for a bad configuration.
     """
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = dict(config_overrides or {})
     if seed is not None:
         overrides["seed"] = seed
     if strategy is not None:

@@ -59,7 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=["omega", "shepherd", "mcts"])
     run.add_argument("--config", help="TOML run configuration; flags override it")
     run.add_argument("--seed", type=int)
+    run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
+    run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
+    run.add_argument("--image-mode", choices=["embed", "path"], help="embed image bytes (default) or reference files")
+    run.add_argument("--chat-format", action="store_true", help="write prompt as chat messages")
     run.add_argument("--no-progress", action="store_true")
+
+    insp = sub.add_parser("inspect", help="statistics of an output directory; --html for a report with trees")
+    insp.add_argument("out", help="output directory of a run")
+    insp.add_argument("--html", help="write a self-contained HTML report here")
+    insp.add_argument("--max-trees", type=int, default=30, help="problems drawn in the HTML report")
+
+    exp = sub.add_parser("export", help="convert an output directory to a trainer's format")
+    exp.add_argument("out", help="output directory of a run")
+    exp.add_argument("--format", required=True, choices=["trl", "prm800k", "pairs", "jsonl"])
+    exp.add_argument("--to", required=True, help="file to write (.parquet for trl, .jsonl otherwise)")
 
     gen = sub.add_parser("synth", help="write synthetic image-question problems as JSONL + PNGs")
     gen.add_argument("--out", required=True, help="directory for problems.jsonl and images/")
@@ -84,6 +98,8 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
                 out=args.out,
                 config=overrides.pop("config", None),
                 on_problem=reporter.update,
+                shard=getattr(args, "shard", None),
+                force=getattr(args, "force", False),
                 **overrides,
             )
     except (ConfigError, PolicyError) as exc:
@@ -142,6 +158,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy_args = _parse_policy_args(args.policy_arg)
     if policy_args:
         overrides["policy_args"] = policy_args
+    output: dict[str, Any] = {}
+    if args.image_mode:
+        output["image_mode"] = args.image_mode
+    if args.chat_format:
+        output["chat_format"] = True
+    if output:
+        overrides["config_overrides"] = {"output": output}
     summary = _run(args, input_path, overrides, not args.no_progress, None)
     print_summary(summary, None)
     return 0
@@ -159,9 +182,39 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from prmtree.inspect import print_report, write_html
+
+    out = Path(args.out)
+    if not any(out.glob("manifest*.json")):
+        _fail(f"{args.out!r} holds no prmtree manifest")
+    print_report(out)
+    if args.html:
+        write_html(out, Path(args.html), max_trees=args.max_trees)
+        print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prmtree.export import export
+
+    out = Path(args.out)
+    if not any(out.glob("manifest*.json")):
+        _fail(f"{args.out!r} holds no prmtree manifest")
+    n = export(out, args.format, Path(args.to))
+    print(f"wrote {n} rows to {args.to}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"demo": cmd_demo, "run": cmd_run, "synth": cmd_synth}
+    handlers = {
+        "demo": cmd_demo,
+        "run": cmd_run,
+        "synth": cmd_synth,
+        "inspect": cmd_inspect,
+        "export": cmd_export,
+    }
     return handlers[args.command](args)
 
 

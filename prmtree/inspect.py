@@ -1,0 +1,262 @@
+"""``prmtree inspect``: what a run produced, in the terminal or as a self-contained HTML page.
+
+Model text is untrusted: the HTML report escapes every step, question and reason, and
+embeds images as data URLs; it loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from prmtree.engine.output import manifests, read_table
+
+VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
+
+
+@dataclass
+class Report:
+    out: Path
+    manifest: dict[str, Any]
+    depth_balance: dict[int, tuple[int, int]] = field(default_factory=dict)  # depth -> (positive, negative)
+    value_histogram: dict[str, int] = field(default_factory=dict)
+    step_counts: dict[int, int] = field(default_factory=dict)
+    error_reasons: dict[str, int] = field(default_factory=dict)
+    paths: int = 0
+
+
+def _merged_manifest(out: Path) -> dict[str, Any]:
+    """All slices' manifests as one (counters added up)."""
+    found = manifests(out)
+    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0, "stats": Counter()}
+    for m in found:
+        merged.setdefault("config", m["config"])
+        merged.setdefault("config_hash", m["config_hash"])
+        merged["status"] = "finished" if all(x["status"] == "finished" for x in found) else "running"
+        merged["completed"] += len(m["completed"])
+        merged["failed"] += len(m["failed"])
+        merged["skipped"] += len(m["skipped"])
+        for key, value in m["stats"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged["stats"][key] += value
+    return merged
+
+
+def _bin(value: float) -> str:
+    if value == 0:
+        return "0"
+    for lo, hi, name in VALUE_BINS[1:]:
+        if lo < value <= hi:
+            return name
+    return VALUE_BINS[-1][2]
+
+
+def collect(out: Path) -> Report:
+    report = Report(out, _merged_manifest(out))
+    balance: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    steps = read_table(out, "steps").select(["labels"]).to_pylist()
+    report.paths = len(steps)
+    counts: Counter[int] = Counter()
+    for row in steps:
+        counts[len(row["labels"])] += 1
+        for depth, label in enumerate(row["labels"], start=1):
+            balance[depth][0 if label else 1] += 1
+    report.depth_balance = {d: (p, n) for d, (p, n) in sorted(balance.items())}
+    report.step_counts = dict(sorted(counts.items()))
+    hist: Counter[str] = Counter({name: 0 for _, _, name in VALUE_BINS})
+    for value in read_table(out, "nodes").column("value").to_pylist():
+        if value is not None:
+            hist[_bin(value)] += 1
+    report.value_histogram = dict(hist)
+    reasons = Counter(read_table(out, "errors").column("reason").to_pylist())
+    report.error_reasons = dict(reasons.most_common(20))
+    return report
+
+
+def print_report(out: Path) -> Report:
+    report = collect(out)
+    console = Console()
+    m, stats = report.manifest, report.manifest["stats"]
+    run = Table(title=f"prmtree run: {out}", show_header=False)
+    run.add_column("what")
+    run.add_column("value", justify="right")
+    run.add_row("status", str(m.get("status")))
+    run.add_row("strategy / policy", f"{m['config']['search']['strategy']} / {m['config']['policy']['name']}")
+    run.add_row("slices", str(m["slices"]))
+    run.add_row("problems completed / skipped / failed", f"{m['completed']} / {m['skipped']} / {m['failed']}")
+    run.add_row("rollouts", f"{int(stats['rollouts']):,}")
+    run.add_row("tokens", f"{int(stats['tokens']):,}")
+    run.add_row("labelled paths", f"{report.paths:,}")
+    run.add_row("steps labelled + / -", f"{int(stats['labels_positive']):,} / {int(stats['labels_negative']):,}")
+    console.print(run)
+    depth = Table(title="label balance per depth")
+    for col in ("depth", "+", "-", "% positive"):
+        depth.add_column(col, justify="right")
+    for d, (p, n) in report.depth_balance.items():
+        depth.add_row(str(d), str(p), str(n), f"{100 * p / (p + n):.0f}%")
+    console.print(depth)
+    console.print(_bars("node value histogram", report.value_histogram))
+    console.print(_bars("steps per path", {str(k): v for k, v in report.step_counts.items()}))
+    if report.error_reasons:
+        errors = Table(title="error reasons")
+        errors.add_column("count", justify="right")
+        errors.add_column("reason")
+        for reason, count in report.error_reasons.items():
+            errors.add_row(str(count), reason)
+        console.print(errors)
+    return report
+
+
+def _bars(title: str, data: dict[str, int]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("bin", justify="right")
+    table.add_column("count", justify="right")
+    table.add_column("bar")
+    top = max(data.values(), default=0) or 1
+    for key, count in data.items():
+        table.add_row(key, str(count), "█" * round(30 * count / top))
+    return table
+
+
+# -- HTML -------------------------------------------------------------------------------
+
+
+def _colour(value: float | None) -> str:
+    if value is None:
+        return "#bbbbbb"
+    red, green = int(220 * (1 - value)), int(180 * value)
+    return f"rgb({red},{green},60)"
+
+
+def _svg_bars(data: dict[str, int], width: int = 520, height: int = 160) -> str:
+    n = max(len(data), 1)
+    top = max(data.values(), default=0) or 1
+    bar_w = (width - 20) / n
+    parts = [f'<svg width="{width}" height="{height + 30}" role="img">']
+    for i, (key, count) in enumerate(data.items()):
+        h = (height - 10) * count / top
+        x = 10 + i * bar_w
+        parts.append(
+            f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w * 0.8:.1f}" height="{h:.1f}" fill="#4a78c2">'
+            f"<title>{html.escape(key)}: {count}</title></rect>"
+            f'<text x="{x + bar_w * 0.4:.1f}" y="{height + 14}" font-size="9" text-anchor="middle">'
+            f"{html.escape(key)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_tree(nodes: list[dict[str, Any]]) -> str:
+    """Nodes placed by depth (x) and leaf order (y), coloured by value; hover shows the step."""
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for node in nodes:
+        children[node["parent_id"]].append(node)
+    pos: dict[str, tuple[float, float]] = {}
+    next_row = [0]
+
+    def place(node: dict[str, Any]) -> float:
+        kids = children.get(node["node_id"], [])
+        if not kids:
+            y = next_row[0]
+            next_row[0] += 1
+        else:
+            ys = [place(k) for k in kids]
+            y = sum(ys) / len(ys)
+        pos[node["node_id"]] = (node["depth"], y)
+        return y
+
+    for root in children.get(None, []):
+        place(root)
+    dx, dy = 46, 14
+    width = 40 + dx * (max((d for d, _ in pos.values()), default=0) + 1)
+    height = 20 + dy * max(next_row[0], 1)
+    parts = [f'<svg width="{width}" height="{height}" class="tree">']
+    for node in nodes:
+        if node["parent_id"] in pos:
+            (x1, y1), (x2, y2) = pos[node["parent_id"]], pos[node["node_id"]]
+            parts.append(
+                f'<line x1="{20 + x1 * dx}" y1="{10 + y1 * dy}" x2="{20 + x2 * dx}" y2="{10 + y2 * dy}" '
+                'stroke="#999" stroke-width="1"/>'
+            )
+    for node in nodes:
+        x, y = pos[node["node_id"]]
+        value = node["value"]
+        shown = "not sampled" if value is None else f"MC {value:.2f} ({node['n_correct']}/{node['n_rollouts']})"
+        parts.append(
+            f'<circle cx="{20 + x * dx}" cy="{10 + y * dy}" r="5" fill="{_colour(value)}">'
+            f"<title>{html.escape(shown)}\n{html.escape(node['step'])}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _image_html(images: list[dict[str, Any]]) -> str:
+    parts = []
+    for image in images or []:
+        data = image.get("bytes")
+        if not data and image.get("path") and Path(image["path"]).is_file():
+            data = Path(image["path"]).read_bytes()
+        if data:
+            encoded = base64.b64encode(data).decode("ascii")
+            parts.append(f'<img src="data:image/png;base64,{encoded}" width="160" alt="problem image">')
+    return "".join(parts)
+
+
+def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
+    report = collect(out)
+    steps = read_table(out, "steps").to_pylist()
+    nodes = read_table(out, "nodes").to_pylist()
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for node in nodes:
+        by_problem[node["problem_id"]].append(node)
+    first_row: dict[str, dict[str, Any]] = {}
+    for row in steps:
+        first_row.setdefault(row["problem_id"], row)
+    esc = html.escape
+    m = report.manifest
+    body = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>prmtree report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        ".steps li.neg{color:#b00}.steps li.pos{color:#060}section{margin-bottom:2em}</style></head><body>",
+        f"<h1>prmtree report: {esc(str(out))}</h1>",
+        f"<p>strategy {esc(m['config']['search']['strategy'])}, policy {esc(str(m['config']['policy']['name']))}; "
+        f"{m['completed']} problems completed, {m['skipped']} skipped, {m['failed']} failed; "
+        f"{int(m['stats']['rollouts']):,} rollouts; {report.paths:,} labelled paths.</p>",
+        "<h2>Label balance per depth</h2><table><tr><th>depth</th><th>+</th><th>-</th></tr>",
+        *(f"<tr><td>{d}</td><td>{p}</td><td>{n}</td></tr>" for d, (p, n) in report.depth_balance.items()),
+        "</table><h2>Node values</h2>",
+        _svg_bars(report.value_histogram),
+        "<h2>Steps per path</h2>",
+        _svg_bars({str(k): v for k, v in report.step_counts.items()}),
+    ]
+    if report.error_reasons:
+        body.append("<h2>Errors</h2><table><tr><th>count</th><th>reason</th></tr>")
+        body.extend(f"<tr><td>{c}</td><td>{esc(r)}</td></tr>" for r, c in report.error_reasons.items())
+        body.append("</table>")
+    body.append("<h2>Trees</h2>")
+    for pid in list(by_problem)[:max_trees]:
+        row = first_row.get(pid)
+        body.append(f"<section><h3>{esc(pid)}</h3>")
+        if row is not None:
+            prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
+            body.append(f"<p>{esc(prompt)}</p><p>gold answer: {esc(row['answer'])}</p>")
+            body.append(_image_html(row["images"]))
+        body.append(_svg_tree(by_problem[pid]))
+        for path in [r for r in steps if r["problem_id"] == pid][:3]:
+            items = "".join(
+                f"<li class='{'pos' if label else 'neg'}'>{esc(step)} <small>(MC {value:.2f})</small></li>"
+                for step, label, value in zip(path["completions"], path["labels"], path["values"])
+            )
+            body.append(f"<ol class='steps'>{items}</ol>")
+        body.append("</section>")
+    body.append("</body></html>")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(body), encoding="utf-8")
