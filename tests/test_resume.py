@@ -1,0 +1,204 @@
+"""Crash safety for real: kill -9 the driver at random moments, resume, compare rows."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from prmtree.engine.output import discard_unlisted, read_manifest, read_table, sha256_file, Slice
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+PRMTREE = [sys.executable, "-m", "prmtree"]
+
+
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory):
+    return write_jsonl(generate_problems(200, seed=21), tmp_path_factory.mktemp("big"))
+
+
+def rows(out, table="steps"):
+    t = read_table(out, table)
+    if table == "steps":
+        t = t.drop_columns(["images"])
+    return sorted(map(repr, t.to_pylist()))
+
+
+def run_args(input_path, out, *extra, latency=0.02):
+    return [
+        *PRMTREE, "run", "--input", str(input_path), "--out", str(out), "--no-progress", "--seed", "5",
+        "--config", str(out.parent / "crash.toml"), "--policy-arg", f"latency_s={latency}", *extra,
+    ]
+
+
+CRASH_TOML = (
+    # Small shards and frequent flushes: many shard boundaries to die between.
+    "[search]\nbudget = 60\n[executor]\ntrees_in_flight = 8\n[output]\nrows_per_shard = 40\nflush_interval_s = 0.2\n"
+)
+
+
+@pytest.fixture
+def crash_config(tmp_path):
+    (tmp_path / "crash.toml").write_text(CRASH_TOML)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def pristine_reference(tmp_path_factory, big_input):
+    """One uninterrupted run, made once; tests that change it get a copy."""
+    base = tmp_path_factory.mktemp("reference")
+    (base / "crash.toml").write_text(CRASH_TOML)
+    out = base / "reference"
+    r = subprocess.run(run_args(big_input, out), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def reference(crash_config, pristine_reference):
+    import shutil
+
+    out = crash_config / "reference"
+    shutil.copytree(pristine_reference, out)
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(crash_config, big_input, reference):
+    out = crash_config / "crashed"
+    rng = random.Random(os.getpid())
+    killed_with_manifest = 0
+    for delay in [0.3, rng.uniform(1.5, 3.0), rng.uniform(2.0, 4.0), rng.uniform(2.0, 4.0)]:
+        proc = subprocess.Popen(run_args(big_input, out), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        if (out / "manifest.json").exists():
+            killed_with_manifest += 1
+            done = len(read_manifest(out)["completed"])
+            assert 0 <= done <= 200
+    assert killed_with_manifest >= 2  # the kills did land mid-run, after some shards
+    r = subprocess.run(run_args(big_input, out), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for table in ("steps", "nodes", "pairs", "errors"):
+        assert rows(out, table) == rows(reference, table), table
+    manifest = read_manifest(out)
+    assert sorted(manifest["completed"]) == sorted(read_manifest(reference)["completed"])
+    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 200
+    assert manifest["status"] == "finished"
+    # nothing on disk that the manifest does not list
+    listed = {s["file"] for s in manifest["shards"]}
+    on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.parent.name != "images"}
+    assert on_disk == listed
+
+
+@pytest.mark.slow
+def test_crash_between_shard_rename_and_manifest_update(crash_config, big_input, reference):
+    out = crash_config / "fault"
+    env = {**os.environ, "PRMTREE_FAULT": "after_shard_rename"}
+    r = subprocess.run(run_args(big_input, out), capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 137
+    orphans = list((out / "steps").glob("part-*.parquet"))
+    assert orphans and not (out / "manifest.json").exists()  # shards renamed, manifest never written
+    r = subprocess.run(run_args(big_input, out), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(out, table) == rows(reference, table)
+
+
+def test_manifest_lists_every_shard_with_its_checksum(reference):
+    manifest = read_manifest(reference)
+    assert manifest["layout_version"] == 1 and manifest["status"] == "finished"
+    assert len(manifest["shards"]) > 4
+    for shard in manifest["shards"]:
+        path = reference / shard["file"]
+        assert sha256_file(path) == shard["sha256"]
+        assert path.stat().st_size == shard["bytes"]
+    assert manifest["stats"]["problems_done"] == 200
+    assert manifest["versions"]["pyarrow"]
+
+
+def test_a_finished_run_resumes_to_nothing_and_keeps_its_rows(crash_config, big_input, reference):
+    before = rows(reference)
+    r = subprocess.run(run_args(big_input, reference), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert rows(reference) == before
+    stats = read_manifest(reference)["stats"]
+    assert stats["problems_done"] == 200  # counters carried over, nothing added
+
+
+def test_changed_config_is_refused_and_force_starts_over(crash_config, big_input, reference):
+    r = subprocess.run(run_args(big_input, reference, "--strategy", "shepherd"), capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "different config (search.strategy: 'omega' -> 'shepherd')" in r.stderr
+    assert "--force" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(run_args(big_input, reference, "--strategy", "shepherd", "--force"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    strategies = set(read_table(reference, "steps").column("strategy").to_pylist())
+    assert strategies == {"shepherd"}
+    assert read_manifest(reference)["config"]["search"]["strategy"] == "shepherd"
+
+
+def test_operational_settings_may_change_on_resume(tmp_path, big_input):
+    import prmtree
+
+    problems = generate_problems(10, seed=3)
+    prmtree.run(problems[:5], policy="simulated", out=tmp_path, config={"executor": {"trees_in_flight": 2}})
+    s = prmtree.run(problems, policy="simulated", out=tmp_path, config={"executor": {"trees_in_flight": 9}})
+    assert s.problems_done == 10  # 5 carried over + 5 new
+    assert len(read_manifest(tmp_path)["completed"]) == 10
+
+
+def test_other_layout_version_is_refused(tmp_path):
+    import json
+
+    import prmtree
+
+    prmtree.run(generate_problems(2), policy="simulated", out=tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["layout_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(prmtree.ConfigError, match="layout version 99"):
+        prmtree.run(generate_problems(2), policy="simulated", out=tmp_path)
+
+
+def test_two_slices_into_one_directory_equal_one_unsharded_run(tmp_path, big_input):
+    one = tmp_path / "one"
+    both = tmp_path / "both"
+    (tmp_path / "crash.toml").write_text("[search]\nbudget = 40\n")
+    for out, shards in [(one, [None]), (both, ["0/2", "1/2"])]:
+        for shard in shards:
+            extra = ["--shard", shard] if shard else []
+            r = subprocess.run(run_args(big_input, out, *extra), capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+    for table in ("steps", "nodes", "pairs", "errors"):
+        assert rows(one, table) == rows(both, table)
+    assert sorted(p.name for p in both.glob("manifest*.json")) == [
+        "manifest-00000-of-00002.json", "manifest-00001-of-00002.json"]
+    parts = {p.name for p in (both / "steps").glob("*.parquet")}
+    assert any(n.startswith("part-s00000of00002-") for n in parts)
+    assert any(n.startswith("part-s00001of00002-") for n in parts)
+    m0 = read_manifest(both, "manifest-00000-of-00002.json")
+    m1 = read_manifest(both, "manifest-00001-of-00002.json")
+    assert not set(m0["completed"]) & set(m1["completed"])
+    assert 60 < len(m0["completed"]) < 140
+
+
+def test_bad_shard_argument(crash_config, big_input):
+    r = subprocess.run(run_args(big_input, crash_config / "o", "--shard", "2/2"), capture_output=True, text=True)
+    assert r.returncode == 2 and "0 <= i < N" in r.stderr
+
+
+def test_discard_unlisted_only_touches_its_own_slice(tmp_path):
+    (tmp_path / "steps").mkdir()
+    for name in ["part-00000.parquet", "part-s00001of00002-00000.parquet", ".part-00001.parquet.tmp", "notes.txt"]:
+        (tmp_path / "steps" / name).write_text("x")
+    removed = discard_unlisted(tmp_path, None, Slice())
+    assert sorted(removed) == ["steps/.part-00001.parquet.tmp", "steps/part-00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["notes.txt", "part-s00001of00002-00000.parquet"]
