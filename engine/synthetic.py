@@ -15,6 +15,7 @@ import io
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def render_bars(scene: dict[str, int]) -> bytes:
 
 def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -193,11 +194,17 @@ def make_problem(index: int, rng: random.Random, min_steps: int = 4, max_steps: 
     )
 
 
-def generate_problems(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12) -> list[Problem]:
+def iter_synthetic(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12) -> Iterator[Problem]:
+    """``n`` synthetic problems, made one at a time (for streaming very large runs)."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
     rng = random.Random(seed)
-    return [make_problem(i, rng, min_steps, max_steps) for i in range(n)]
+    for i in range(n):
+        yield make_problem(i, rng, min_steps, max_steps)
+
+
+def generate_problems(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12) -> list[Problem]:
+    return list(iter_synthetic(n, seed, min_steps, max_steps))
 
 
 def write_jsonl(problems: list[Problem], directory: str | Path, name: str = "problems.jsonl") -> Path:
