@@ -55,6 +55,7 @@ class RunStats:
     requests: int = 0
     tokens: int = 0
     cached_tokens: int = 0
+    prompt_tokens: int = 0
     retries: int = 0
     paths: int = 0
     steps_labelled: int = 0
@@ -82,7 +83,7 @@ class RunStats:
         stats = cls()
         for name in (
             "problems_done", "problems_skipped", "problems_failed", "input_errors", "rollouts", "requests",
-            "tokens", "cached_tokens", "retries", "paths", "steps_labelled", "labels_positive",
+            "tokens", "cached_tokens", "prompt_tokens", "retries", "paths", "steps_labelled", "labels_positive",
             "labels_negative", "pairs", "nodes",
         ):
             setattr(stats, name, int(previous.get(name, 0)))
@@ -106,6 +107,7 @@ class RunStats:
             "requests": self.requests,
             "tokens": self.tokens,
             "cached_tokens": self.cached_tokens,
+            "prompt_tokens": self.prompt_tokens,
             "retries": self.retries,
             "paths": self.paths,
             "steps_labelled": self.steps_labelled,
@@ -206,6 +208,7 @@ class Driver:
             )
             stats.tokens += c.num_tokens
             stats.cached_tokens += c.cached_tokens
+            stats.prompt_tokens += c.prompt_tokens
             if r.malformed:
                 stats.malformed[r.malformed] += 1
             if c.finish_reason == "length":

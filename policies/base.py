@@ -53,6 +53,10 @@ class Completion:
     num_tokens: int = 0
     finish_reason: str = "stop"  # "stop" | "length"
     cached_tokens: int = 0  # prompt tokens served from the prefix cache, if reported
+    prompt_tokens: int = 0  # the request's prompt length, if reported
+
+    # A request's prompt is shared by its n completions: backends report the prompt's
+    # token counts on the first completion only, so sums over completions stay right.
 
 
 @runtime_checkable
@@ -66,7 +70,11 @@ class PolicyError(RuntimeError):
 
 _BUILTIN: dict[str, str] = {
     "simulated": "prmtree.policies.simulated:SimulatedPolicy",
+    "vllm": "prmtree.policies.vllm_policy:VLLMPolicy",
+    "openai": "prmtree.policies.openai_policy:OpenAIPolicy",
+    "hf": "prmtree.policies.hf_policy:HFPolicy",
 }
+BUILTIN_POLICIES = frozenset(_BUILTIN)
 _REGISTRY: dict[str, Any] = {}
 
 

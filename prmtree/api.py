@@ -15,7 +15,7 @@ from prmtree.engine.driver import Driver, FinishedProblem, RunStats
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import InputError, Problem, RowFormat, iter_problems
 from prmtree.engine.resume import open_run
-from prmtree.policies.base import Policy, policy_name, resolve_policy
+from prmtree.policies.base import BUILTIN_POLICIES, Policy, policy_name, resolve_policy
 
 
 @dataclass
@@ -93,8 +93,13 @@ def run(
     if policy_args:
         overrides.setdefault("policy", {}).update(policy_args)
     cfg = build_config(config, **overrides)
-    policy_obj = resolve_policy(policy if policy is not None and not isinstance(policy, str) else cfg.policy.name,
-                                cfg.policy.kwargs if policy is None or isinstance(policy, str) else None)
+    if policy is not None and not isinstance(policy, str):
+        policy_obj = resolve_policy(policy)
+    else:
+        kwargs = cfg.policy.kwargs
+        if cfg.policy.name in BUILTIN_POLICIES:  # they write steps the way the segmenter reads them
+            kwargs.setdefault("step_format", cfg.steps.format)
+        policy_obj = resolve_policy(cfg.policy.name, kwargs)
     try:
         slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
     except ValueError as exc:

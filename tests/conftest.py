@@ -23,3 +23,19 @@ def long_problems():
 @pytest.fixture(scope="session")
 def problems_file(tmp_path_factory, problems) -> Path:
     return write_jsonl(problems, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory) -> Path:
+    """A two-layer Qwen2 with a trained BPE tokenizer and chat template, built once per run."""
+    from tiny_models import build_text_model
+
+    return build_text_model(tmp_path_factory.mktemp("tiny-text"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    """A LLaVA with a one-layer CLIP tower and a tiny Qwen2, built once per run."""
+    from tiny_models import build_vlm
+
+    return build_vlm(tmp_path_factory.mktemp("tiny-vlm"))

@@ -1,0 +1,149 @@
+"""Any OpenAI-compatible server: ``vllm serve``, SGLang, ``transformers serve``.
+
+Chat completions continue the prefix as an open assistant message
+(``continue_final_message: true, add_generation_prompt: false``, which vLLM and SGLang
+accept); ``endpoint="completions"`` instead renders the prompt locally with the model's
+chat template and calls ``/v1/completions``, for servers without that option. Images
+go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
+errors are retried with exponential backoff. The API key comes from the environment
+(``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Any
+
+from prmtree.policies.base import Completion, GenerationRequest, PolicyError
+from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, messages, render
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class ServerError(PolicyError):
+    """The server answered with an error that retrying will not fix."""
+
+
+class OpenAIPolicy:
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        endpoint: str = "chat",
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 64,
+        timeout_s: float = 300.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        tokenizer: str | None = None,
+        step_format: str = "blank_line",
+        system_prompt: str | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise PolicyError("the openai policy needs httpx; install with: pip install 'prmtree[openai]'") from None
+        if endpoint not in ("chat", "completions"):
+            raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        self.style = PromptStyle(step_format, system_prompt)
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.endpoint = endpoint
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.extra_body = dict(extra_body or {})
+        self._httpx = httpx
+        self._api_key = os.environ.get(api_key_env)
+        self._limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self._timeout = httpx.Timeout(timeout_s)
+        self._client: Any = None
+        self._template_owner: Any = None
+        if endpoint == "completions":
+            from transformers import AutoTokenizer
+
+            self._template_owner = AutoTokenizer.from_pretrained(tokenizer or model)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIPolicy(base_url={self.base_url!r}, model={self.model!r}, endpoint={self.endpoint!r})"
+
+    def _http(self) -> Any:
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._client = self._httpx.AsyncClient(
+                base_url=self.base_url, headers=headers, limits=self._limits, timeout=self._timeout
+            )
+        return self._client
+
+    def body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body sent for ``request``."""
+        common: dict[str, Any] = {
+            "model": self.model,
+            "n": request.n,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+        }
+        if request.next_step_only:
+            common["stop"] = self.style.stop_strings()
+        if self.endpoint == "completions":
+            prompt = render(self._template_owner, request, self.style, multimodal=False)
+            return "/v1/completions", {**common, "prompt": prompt, **self.extra_body}
+        body = {**common, "messages": messages(request, self.style, image_parts="data_url")}
+        if request.prefix:
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        return "/v1/chat/completions", {**body, **self.extra_body}
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        path, body = self.body(request)
+        data = await self._post(path, body)
+        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        if not choices:
+            raise ServerError(f"{path} returned no choices")
+        usage = data.get("usage") or {}
+        total = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        out = []
+        for i, choice in enumerate(choices):
+            text = choice.get("text") if self.endpoint == "completions" else (choice.get("message") or {}).get("content")
+            text = text or ""
+            out.append(
+                Completion(
+                    text=continuation_for_parsing(text, request, self.style),
+                    # The server reports tokens for all choices together: shared evenly.
+                    num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
+                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                    cached_tokens=int(details.get("cached_tokens") or 0) if i == 0 else 0,
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0) if i == 0 else 0,
+                )
+            )
+        return out
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        httpx = self._httpx
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+            try:
+                response = await self._http().post(path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if response.status_code in RETRY_STATUS:
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code >= 400:
+                raise ServerError(f"{path} answered HTTP {response.status_code}: {response.text[:300]}")
+            return response.json()
+        raise PolicyError(f"{path} failed after {self.max_retries + 1} attempts ({last})")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
