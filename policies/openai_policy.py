@@ -42,6 +42,7 @@ class OpenAIPolicy:
         tokenizer: str | None = None,
         step_format: str = "blank_line",
         system_prompt: str | None = None,
+        send_images: bool = True,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         try:
@@ -54,6 +55,7 @@ class OpenAIPolicy:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.endpoint = endpoint
+        self.send_images = send_images  # False for text-only models
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.extra_body = dict(extra_body or {})
@@ -94,7 +96,8 @@ class OpenAIPolicy:
         if self.endpoint == "completions":
             prompt = render(self._template_owner, request, self.style, multimodal=False)
             return "/v1/completions", {**common, "prompt": prompt, **self.extra_body}
-        body = {**common, "messages": messages(request, self.style, image_parts="data_url")}
+        parts = "data_url" if self.send_images else "none"
+        body = {**common, "messages": messages(request, self.style, image_parts=parts)}
         if request.prefix:
             body.update(continue_final_message=True, add_generation_prompt=False)
         return "/v1/chat/completions", {**body, **self.extra_body}

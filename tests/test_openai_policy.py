@@ -1,0 +1,196 @@
+"""The OpenAI-compatible backend against vLLM's real server on 127.0.0.1, plus fault cases
+against a small local HTTP server that misbehaves on purpose."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+import prmtree
+from prmtree.engine.output import read_table
+from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.base import GenerationRequest, PolicyError
+from prmtree.policies.openai_policy import OpenAIPolicy, ServerError
+
+PROBLEM = generate_problems(1, seed=5)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory, tiny_text_model):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_text_model),
+             "--served-model-name", "tiny", "--dtype", "float32", "--gpu-memory-utilization", "0.2",
+             "--max-model-len", "1024", "--no-enable-chunked-prefill", "--enable-prompt-tokens-details",
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=handle, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail(f"vLLM server not ready: {log.read_text()[-3000:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def gen(policy, **kw):
+    async def go():
+        try:
+            return await policy.generate(GenerationRequest(PROBLEM, **kw))
+        finally:
+            await policy.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.vllm
+def test_chat_continues_the_prefix_with_n_and_seed(vllm_server):
+    policy = lambda: OpenAIPolicy(vllm_server, "tiny", max_retries=0, send_images=False)
+    a = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=7)
+    b = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=7)
+    c = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=8)
+    assert len(a) == 3
+    assert [x.text for x in a] == [x.text for x in b] != [x.text for x in c]
+    assert sum(x.num_tokens for x in a) > 0
+    assert a[0].prompt_tokens > 0
+    step = gen(policy(), prefix=(), n=4, max_tokens=64, seed=1, next_step_only=True)
+    assert all("\n\n" not in x.text for x in step)
+
+
+@pytest.mark.vllm
+def test_chat_and_local_completions_render_the_same_prompt(vllm_server, tiny_text_model):
+    """The server renders the chat template itself; its prompt token count must match ours."""
+    chat = gen(OpenAIPolicy(vllm_server, "tiny", send_images=False), prefix=("x = 3.", "x = 5."), n=1, max_tokens=4, seed=1)
+    local = OpenAIPolicy(vllm_server, "tiny", endpoint="completions", tokenizer=str(tiny_text_model))
+    path, body = local.body(GenerationRequest(PROBLEM, ("x = 3.", "x = 5."), n=1))
+    assert path == "/v1/completions" and body["prompt"].endswith("x = 3.\n\nx = 5.\n\n")
+    done = gen(local, prefix=("x = 3.", "x = 5."), n=2, max_tokens=4, seed=1)
+    assert len(done) == 2
+    assert done[0].prompt_tokens == chat[0].prompt_tokens
+
+
+@pytest.mark.vllm
+def test_prmtree_run_through_the_server(tmp_path, vllm_server):
+    config = {"search": {"strategy": "mcts", "k": 2, "branching": 2, "budget": 12, "max_tokens": 12},
+              "policy": {"name": "openai", "base_url": vllm_server, "model": "tiny", "send_images": False}}
+    s = prmtree.run(generate_problems(2, seed=1), out=tmp_path, config=config)
+    assert s.problems_done == 2 and s.problems_failed == 0 and s.rollouts > 0
+    assert read_table(tmp_path, "nodes").num_rows >= 4
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Answers 429, then 503, then a valid chat completion; records what it saw."""
+
+    seen: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Flaky.seen.append((self.headers.get("Authorization"), body))
+        count = len(Flaky.seen)
+        if count == 1:
+            self.send_response(429)
+            self.end_headers()
+            self.wfile.write(b"slow down")
+            return
+        if count == 2:
+            self.send_response(503)
+            self.end_headers()
+            return
+        if body.get("model") == "bad":
+            self.send_response(400)
+            self.end_headers()
+            self.wfile.write(b'{"error": "no such model"}')
+            return
+        choices = [{"index": i, "message": {"role": "assistant", "content": f"step {i}\n\n\\boxed{{1}}"},
+                    "finish_reason": "length" if i == 1 else "stop"} for i in range(body["n"])]
+        payload = json.dumps({"choices": choices, "usage": {"completion_tokens": 7, "prompt_tokens": 30,
+                                                            "prompt_tokens_details": {"cached_tokens": 16}}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky_server():
+    Flaky.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_retries_429_and_5xx_then_succeeds(flaky_server, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-secret-123")
+    policy = OpenAIPolicy(flaky_server, "m", api_key_env="MY_KEY", backoff_s=0.01)
+    out = gen(policy, prefix=("a",), n=3, max_tokens=5, seed=9)
+    assert len(Flaky.seen) == 3
+    assert [c.finish_reason for c in out] == ["stop", "length", "stop"]
+    assert [c.num_tokens for c in out] == [3, 2, 2]  # 7 tokens shared among 3 choices
+    assert (out[0].cached_tokens, out[0].prompt_tokens, out[1].cached_tokens) == (16, 30, 0)
+    auth, body = Flaky.seen[-1]
+    assert auth == "Bearer sk-secret-123"
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1] == {"role": "assistant", "content": "a\n\n"}
+    assert body["messages"][1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert (body["n"], body["seed"], body["max_tokens"]) == (3, 9, 5)
+    assert "sk-secret" not in repr(policy) and "sk-secret" not in str(vars(policy).get("base_url"))
+
+
+def test_client_errors_are_not_retried(flaky_server):
+    Flaky.seen = [None, None]  # skip the 429 and 503
+    with pytest.raises(ServerError, match="HTTP 400"):
+        gen(OpenAIPolicy(flaky_server, "bad", backoff_s=0.01), prefix=(), n=1)
+    assert len(Flaky.seen) == 3
+
+
+def test_connection_errors_are_retried_then_reported():
+    port = free_port()  # nothing listens here
+    policy = OpenAIPolicy(f"http://127.0.0.1:{port}", "m", max_retries=2, backoff_s=0.01)
+    t = time.perf_counter()
+    with pytest.raises(PolicyError, match="failed after 3 attempts .*ConnectError"):
+        gen(policy, prefix=(), n=1)
+    assert time.perf_counter() - t < 5
+
+
+def test_unreachable_server_sends_problems_to_errors(tmp_path):
+    config = {"policy": {"name": "openai", "base_url": f"http://127.0.0.1:{free_port()}", "model": "m",
+                         "max_retries": 0}, "executor": {"max_attempts": 2, "retry_backoff_s": 0.01}}
+    s = prmtree.run(generate_problems(2), out=tmp_path, config=config)
+    assert s.problems_failed == 2
+    reasons = read_table(tmp_path, "errors").column("reason").to_pylist()
+    assert all("ConnectError" in r and "after 2 attempts" in r for r in reasons)
