@@ -74,3 +74,30 @@ def test_bad_config_raises_config_error():
         prmtree.run([], config={"search": {"budget": -1}})
     with pytest.raises(prmtree.ConfigError, match="strategy"):
         prmtree.run([], strategy="beam")
+
+
+def test_entry_point_group_registers_policies(tmp_path, monkeypatch, problems):
+    """A package that declares [project.entry-points."prmtree.policies"] is found by name."""
+    (tmp_path / "ep_policy_mod.py").write_text(textwrap.dedent('''
+        from prmtree.policies import Completion
+
+        class EPPolicy:
+            name = "from-entry-point"
+            def __init__(self, answer="0"):
+                self.answer = answer
+            async def generate(self, request):
+                return [Completion(f"s\\n\\n\\\\boxed{{{self.answer}}}", 3) for _ in range(request.n)]
+    '''))
+    dist = tmp_path / "ep_policy_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-policy-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[prmtree.policies]\nep-test = ep_policy_mod:EPPolicy\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from prmtree.policies import available_policies
+
+    assert "ep-test" in available_policies()
+    s = prmtree.run(problems[:2], policy="ep-test", policy_args={"answer": "5"}, out=tmp_path / "o")
+    assert s.problems_done == 2
+    assert set(read_table(tmp_path / "o", "steps").column("policy").to_pylist()) <= {"from-entry-point"}
+    assert read_table(tmp_path / "o", "nodes").num_rows >= 2
+    sys.modules.pop("ep_policy_mod", None)
