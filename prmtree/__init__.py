@@ -5,39 +5,64 @@ The public surface::
     import prmtree
     summary = prmtree.run("problems.jsonl", policy="simulated", strategy="omega", out="out/")
 
-Heavy backends (vLLM, torch, Ray) are imported only when chosen.
+Names are imported on first use, so ``import prmtree`` is cheap and never imports a
+backend (vLLM, torch, Ray) or the engine's dependencies before they are needed.
 """
 
-from prmtree.api import RunSummary, run
-from prmtree.engine.config import (
-    ConfigError,
-    ExecutorConfig,
-    OutputConfig,
-    PolicyConfig,
-    RunConfig,
-    SearchConfig,
-    StepsConfig,
-)
-from prmtree.engine.problem import InputError, Problem, ProblemImage
-from prmtree.policies.base import Completion, GenerationRequest, Policy, register_policy
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Completion",
-    "ConfigError",
-    "ExecutorConfig",
-    "GenerationRequest",
-    "InputError",
-    "OutputConfig",
-    "Policy",
-    "PolicyConfig",
-    "Problem",
-    "ProblemImage",
-    "RunConfig",
-    "RunSummary",
-    "SearchConfig",
-    "StepsConfig",
-    "register_policy",
-    "run",
-]
+_EXPORTS = {
+    "run": "prmtree.api",
+    "RunSummary": "prmtree.api",
+    "ConfigError": "prmtree.engine.config",
+    "ExecutorConfig": "prmtree.engine.config",
+    "InputConfig": "prmtree.engine.config",
+    "OutputConfig": "prmtree.engine.config",
+    "PolicyConfig": "prmtree.engine.config",
+    "RunConfig": "prmtree.engine.config",
+    "SearchConfig": "prmtree.engine.config",
+    "StepsConfig": "prmtree.engine.config",
+    "InputError": "prmtree.engine.problem",
+    "Problem": "prmtree.engine.problem",
+    "ProblemImage": "prmtree.engine.problem",
+    "Completion": "prmtree.policies.base",
+    "GenerationRequest": "prmtree.policies.base",
+    "Policy": "prmtree.policies.base",
+    "register_policy": "prmtree.policies.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prmtree' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from prmtree.api import RunSummary, run
+    from prmtree.engine.config import (
+        ConfigError,
+        ExecutorConfig,
+        InputConfig,
+        OutputConfig,
+        PolicyConfig,
+        RunConfig,
+        SearchConfig,
+        StepsConfig,
+    )
+    from prmtree.engine.problem import InputError, Problem, ProblemImage
+    from prmtree.policies.base import Completion, GenerationRequest, Policy, register_policy
