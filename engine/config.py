@@ -69,12 +69,22 @@ class PolicyConfig(BaseModel):
 
 
 class ExecutorConfig(_Strict):
-    kind: Literal["inline"] = "inline"
-    max_concurrency: int = Field(256, ge=1, description="requests in flight at once")
+    """Where rollouts run: in the driver (inline) or on a pool of Ray actors."""
+
+    kind: Literal["inline", "ray"] = "inline"
+    max_concurrency: int = Field(256, ge=1, description="inline: requests in flight at once")
     trees_in_flight: int = Field(64, ge=1, description="problems searched at once")
     request_timeout_s: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(0.5, ge=0)
+    # ray
+    address: str | None = Field(None, description="ray address (auto, ray://...); none: start a local Ray")
+    workers: int | Literal["auto"] = "auto"
+    num_gpus_per_worker: float | None = Field(None, ge=0, description="default: tensor_parallel_size for vllm, else 0")
+    num_cpus_per_worker: float = Field(1.0, ge=0)
+    worker_max_concurrency: int = Field(1024, ge=1)
+    queue_limit: int = Field(256, ge=1, description="requests in flight per worker before spilling")
+    max_restarts: int = Field(3, ge=0)
 
 
 class OutputConfig(_Strict):

@@ -37,6 +37,13 @@ class PolicyFailure(RuntimeError):
     """A request failed on every attempt; its problem goes to ``errors/``."""
 
 
+class FatalExecutorError(RuntimeError):
+    """The executor cannot serve any request (no worker left): the run must stop.
+
+    Problems already finished are flushed; a resume redoes the rest.
+    """
+
+
 def request_seed(run_seed: int, problem_id: str, node_id: str, batch: int) -> int:
     """The sampling seed of one request: stable across runs, executors and retries."""
     key = f"{run_seed}\x1f{problem_id}\x1f{node_id}\x1f{batch}".encode()
@@ -66,6 +73,8 @@ class RunStats:
     malformed: Counter = field(default_factory=Counter)
     finish_length: int = 0
     path_lengths: Counter = field(default_factory=Counter)
+    executor: dict = field(default_factory=dict)  # the executor's counters (Ray: resubmissions, ...)
+    worker_load: dict = field(default_factory=dict)  # requests in flight per worker, for progress
     started: float = field(default_factory=time.perf_counter)
     elapsed_s: float = 0.0  # this session's
     elapsed_before_s: float = 0.0  # earlier sessions' (resume)
@@ -121,6 +130,7 @@ class RunStats:
                 "mean": (sum(k * v for k, v in lengths.items()) / n_paths) if n_paths else 0.0,
                 "histogram": {str(k): v for k, v in sorted(lengths.items())},
             },
+            "executor": self.executor,
             "elapsed_s": round(self.elapsed_before_s + (self.elapsed_s or time.perf_counter() - self.started), 3),
             "rollouts_per_s_last_session": round(self.rollouts_per_s, 1),
         }
@@ -188,7 +198,7 @@ class Driver:
                 break
             except asyncio.TimeoutError:
                 last = TimeoutError(f"policy timed out after {ex.request_timeout_s:g} s")
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, FatalExecutorError):
                 raise
             except Exception as exc:  # a policy's own failure: retried, then reported
                 last = exc
@@ -241,10 +251,15 @@ class Driver:
                     search.observe(request, rollouts)
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
+        except FatalExecutorError:
+            raise
         except Exception as exc:  # a bug in a strategy or a custom verifier: keep the run going
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self.verifier.forget(problem.id)
+            release = getattr(self.executor, "release", None)
+            if release is not None:
+                release(problem.id)
         return FinishedProblem(problem, search)
 
     # -- the stream -----------------------------------------------------------------
@@ -252,21 +267,40 @@ class Driver:
     async def run(self, items: Iterable[Problem | InputError]) -> RunStats:
         limit = self.config.executor.trees_in_flight
         pending: set[asyncio.Task[FinishedProblem]] = set()
-        for item in items:
-            if isinstance(item, InputError):
-                self._input_error(item)
-                continue
-            while len(pending) >= limit:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    self._finish(task.result())
-            pending.add(asyncio.create_task(self.search_problem(item)))
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                self._finish(task.result())
-        self.stats.elapsed_s = time.perf_counter() - self.stats.started
+        try:
+            for item in items:
+                if isinstance(item, InputError):
+                    self._input_error(item)
+                    continue
+                while len(pending) >= limit:
+                    pending = await self._collect(pending)
+                pending.add(asyncio.create_task(self.search_problem(item)))
+            while pending:
+                pending = await self._collect(pending)
+        except FatalExecutorError:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        finally:
+            self.stats.elapsed_s = time.perf_counter() - self.stats.started
         return self.stats
+
+    async def _collect(self, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
+        """Wait for at least one tree to finish and hand it on; return the rest."""
+        done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        fatal = None
+        for task in done:
+            if task.exception() is not None:
+                fatal = fatal or task.exception()
+                continue
+            self._finish(task.result())
+        if fatal is not None:
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            raise fatal
+        return rest
 
     def _input_error(self, error: InputError) -> None:
         self.stats.input_errors += 1
@@ -287,6 +321,10 @@ class Driver:
             self._count(search, rows)
             if self.writer is not None:
                 self.writer.add_problem(problem.id, rows, skipped=search.stats.skipped)
+        counters = getattr(self.executor, "counters", None)
+        if counters is not None:
+            self.stats.executor = counters()
+            self.stats.worker_load = self.executor.load()
         if self.on_problem is not None:
             self.on_problem(finished, self.stats)
 

@@ -156,6 +156,11 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
     return policy
 
 
+def policy_class(spec: str) -> Any:
+    """The class (or function) a policy spec names, without building it."""
+    return _lookup(spec)
+
+
 def policy_name(policy: Any) -> str:
     """A short name for the output's ``policy`` column."""
     return str(getattr(policy, "name", None) or type(policy).__name__)

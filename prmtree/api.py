@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
-from prmtree.engine.driver import Driver, FinishedProblem, RunStats
+from prmtree.engine.driver import Driver, FatalExecutorError, FinishedProblem, RunStats
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import InputError, Problem, RowFormat, iter_problems
 from prmtree.engine.resume import open_run
-from prmtree.policies.base import BUILTIN_POLICIES, Policy, policy_name, resolve_policy
+from prmtree.policies.base import BUILTIN_POLICIES, Policy
+from prmtree.rollout_workers import make_executor
 
 
 @dataclass
@@ -94,17 +95,19 @@ def run(
         overrides.setdefault("policy", {}).update(policy_args)
     cfg = build_config(config, **overrides)
     if policy is not None and not isinstance(policy, str):
-        policy_obj = resolve_policy(policy)
+        spec, kwargs = policy, None
     else:
-        kwargs = cfg.policy.kwargs
+        spec, kwargs = cfg.policy.name, cfg.policy.kwargs
         if cfg.policy.name in BUILTIN_POLICIES:  # they write steps the way the segmenter reads them
             kwargs.setdefault("step_format", cfg.steps.format)
-        policy_obj = resolve_policy(cfg.policy.name, kwargs)
     try:
         slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return asyncio.run(_run_async(problems, cfg, policy_obj, out, slice_, force, on_problem))
+    if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
+        raise ConfigError(f"input {str(problems)!r} not found")
+    executor, name = make_executor(cfg, spec, kwargs)
+    return asyncio.run(_run_async(problems, cfg, executor, name, out, slice_, force, on_problem))
 
 
 def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
@@ -118,25 +121,26 @@ def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]
 async def _run_async(
     problems: Any,
     cfg: RunConfig,
-    policy: Policy,
+    executor: Any,
+    name: str,
     out: str | os.PathLike[str] | None,
     slice_: Slice,
     force: bool,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
 ) -> RunSummary:
-    from prmtree.rollout_workers.inline import InlineExecutor
-
-    if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
-        raise ConfigError(f"input {str(problems)!r} not found")
-    opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
-    stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
-    writer = opened.writer if opened else None
-    executor = InlineExecutor(policy, cfg.executor.max_concurrency)
-    driver = Driver(cfg, executor, writer, policy_name(policy), on_problem=on_problem, stats=stats)
-    fmt = RowFormat(**cfg.input.model_dump())
-    items = _select(iter_problems(problems, fmt), slice_, opened.done if opened else set())
     try:
-        stats = await driver.run(items)
+        opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
+        stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
+        writer = opened.writer if opened else None
+        driver = Driver(cfg, executor, writer, name, on_problem=on_problem, stats=stats)
+        fmt = RowFormat(**cfg.input.model_dump())
+        items = _select(iter_problems(problems, fmt), slice_, opened.done if opened else set())
+        try:
+            stats = await driver.run(items)
+        except FatalExecutorError:
+            if writer is not None:
+                writer.flush()  # keep every finished problem; a resume does the rest
+            raise
     finally:
         await executor.close()
     if writer is not None:

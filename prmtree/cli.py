@@ -26,6 +26,13 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _int_arg(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        _fail(f"{flag} takes auto or a number, got {value!r}")
+
+
 def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -59,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=["omega", "shepherd", "mcts"])
     run.add_argument("--config", help="TOML run configuration; flags override it")
     run.add_argument("--seed", type=int)
+    run.add_argument("--executor", choices=["inline", "ray"], help="where rollouts run (default: inline)")
+    run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
+    run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
     run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
     run.add_argument("--image-mode", choices=["embed", "path"], help="embed image bytes (default) or reference files")
@@ -87,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], progress: bool, total: int | None):
     from prmtree.api import run
     from prmtree.engine.config import ConfigError
+    from prmtree.engine.driver import FatalExecutorError
     from prmtree.policies.base import PolicyError
     from prmtree.progress import ProgressReporter
 
@@ -104,6 +115,9 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
             )
     except (ConfigError, PolicyError) as exc:
         _fail(str(exc))
+    except FatalExecutorError as exc:  # finished problems are flushed: a re-run resumes
+        sys.stderr.write(f"prmtree: run stopped: {exc}\n")
+        raise SystemExit(1) from None
     except ValueError as exc:  # a policy or strategy refusing its arguments
         _fail(str(exc))
 
@@ -158,13 +172,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy_args = _parse_policy_args(args.policy_arg)
     if policy_args:
         overrides["policy_args"] = policy_args
+    executor: dict[str, Any] = {}
+    if args.executor:
+        executor["kind"] = args.executor
+    if args.address:
+        executor["address"] = args.address
+    if args.workers:
+        executor["workers"] = args.workers if args.workers == "auto" else _int_arg("--workers", args.workers)
     output: dict[str, Any] = {}
     if args.image_mode:
         output["image_mode"] = args.image_mode
     if args.chat_format:
         output["chat_format"] = True
-    if output:
-        overrides["config_overrides"] = {"output": output}
+    if output or executor:
+        overrides["config_overrides"] = {k: v for k, v in (("output", output), ("executor", executor)) if v}
     summary = _run(args, input_path, overrides, not args.no_progress, None)
     print_summary(summary, None)
     return 0

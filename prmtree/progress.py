@@ -50,4 +50,6 @@ class ProgressReporter:
             f"labels +{stats.labels_positive}/-{stats.labels_negative}  "
             f"errors {stats.problems_failed + stats.input_errors}"
         )
+        if stats.worker_load:
+            detail += "  workers " + "/".join(str(v) for _, v in sorted(stats.worker_load.items()))
         self._progress.update(self._task, completed=done, detail=detail)

@@ -39,3 +39,18 @@ def tiny_vlm(tmp_path_factory) -> Path:
     from tiny_models import build_vlm
 
     return build_vlm(tmp_path_factory.mktemp("tiny-vlm"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole test run (about 4 s to start)."""
+    import os
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    tests_dir = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,313 @@
+"""The Ray executor: a pool of RolloutWorker actors fed by one driver.
+
+Each worker is an async actor hosting one Policy, built inside the actor from a
+serialisable spec (a registry name or ``module:Class`` plus keyword arguments), with
+many requests in flight. Routing keeps a tree on one worker (rendezvous hashing of the
+problem id over live workers) so its prefix, and its image encoding, stay in that
+worker's KV cache; a worker over its queue limit spills to the least-loaded one, and
+when every worker is full the driver waits (backpressure). A worker that dies has its
+requests resubmitted elsewhere (counted); Ray restarts it (``max_restarts``). With no
+worker left the executor raises :class:`NoWorkersLeft`, the run stops with everything
+finished flushed, and a resume completes it.
+
+Ray is imported only when this executor is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from prmtree.engine.driver import FatalExecutorError
+from prmtree.policies.base import Completion, GenerationRequest
+
+
+class NoWorkersLeft(FatalExecutorError):
+    """Every rollout worker is dead and none came back."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is a core dependency
+        raise FatalExecutorError(f"the ray executor needs ray ({exc}); install with: pip install ray") from None
+    return ray
+
+
+class RolloutWorker:
+    """One policy in one actor. Decorated with ``ray.remote`` when the pool starts."""
+
+    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any]) -> None:
+        from prmtree.policies.base import resolve_policy
+
+        self.policy = resolve_policy(policy_spec, policy_kwargs or None)
+        self.in_flight = 0
+        self.done = 0
+        self.errors = 0
+        self.tokens = 0
+        self.cached_tokens = 0
+        self.started = time.time()
+
+    async def ready(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node": _ray().get_runtime_context().get_node_id()}
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        self.in_flight += 1
+        try:
+            out = await self.policy.generate(request)
+        except BaseException:
+            self.errors += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        self.done += 1
+        for c in out:
+            self.tokens += c.num_tokens
+            self.cached_tokens += c.cached_tokens
+        return out
+
+    async def counters(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "done": self.done, "errors": self.errors,
+                "tokens": self.tokens, "cached_tokens": self.cached_tokens, "pid": os.getpid()}
+
+
+@dataclass
+class _Worker:
+    index: int
+    actor: Any
+    in_flight: int = 0
+    alive: bool = True
+    down_since: float = 0.0
+    deaths: int = 0
+    done: int = 0
+
+
+@dataclass
+class PoolStats:
+    requests: int = 0
+    resubmissions: int = 0
+    spills: int = 0
+    worker_deaths: int = 0
+    routes: dict[str, Counter] = field(default_factory=dict)  # live problem id -> worker index counts
+    trees: int = 0  # finished trees whose routing was recorded
+    trees_on_one_worker: int = 0  # ... of which at least 95% of requests went to one worker
+    min_affinity: float = 1.0  # the lowest share of a tree's requests on its busiest worker
+
+
+def rendezvous(problem_id: str, indices: list[int]) -> list[int]:
+    """Workers in order of preference for ``problem_id`` (highest random weight first).
+
+    When a worker leaves, only the problems it was first choice for move, and each moves
+    to its own second choice: the rest keep their caches.
+    """
+    def weight(i: int) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{problem_id}\x1f{i}".encode(), digest_size=8).digest(), "little")
+
+    return sorted(indices, key=weight, reverse=True)
+
+
+class RayExecutor:
+    """``await submit(request)`` on a pool of RolloutWorker actors."""
+
+    kind = "ray"
+
+    def __init__(
+        self,
+        policy_spec: Any,
+        policy_kwargs: dict[str, Any] | None = None,
+        *,
+        workers: int | str = "auto",
+        address: str | None = None,
+        num_gpus_per_worker: float = 0.0,
+        num_cpus_per_worker: float = 1.0,
+        worker_max_concurrency: int = 1024,
+        queue_limit: int = 256,
+        request_timeout_s: float = 600.0,
+        max_restarts: int = 3,
+        revive_after_s: float = 2.0,
+    ) -> None:
+        self.policy_spec = policy_spec
+        self.policy_kwargs = dict(policy_kwargs or {})
+        self.requested_workers = workers
+        self.address = address
+        self.num_gpus_per_worker = num_gpus_per_worker
+        self.num_cpus_per_worker = num_cpus_per_worker
+        self.worker_max_concurrency = worker_max_concurrency
+        self.queue_limit = queue_limit
+        self.request_timeout_s = request_timeout_s
+        self.max_restarts = max_restarts
+        self.revive_after_s = revive_after_s
+        self.stats = PoolStats()
+        self.workers: list[_Worker] = []
+        self.run_token = uuid.uuid4().hex[:8]
+        self._freed: asyncio.Condition | None = None
+        self._started_ray = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def worker_count(self) -> int:
+        ray = _ray()
+        if self.requested_workers != "auto":
+            return int(self.requested_workers)
+        resources = ray.cluster_resources()
+        if self.num_gpus_per_worker > 0:
+            return max(1, int(resources.get("GPU", 0) // self.num_gpus_per_worker))
+        if self.num_cpus_per_worker > 0:
+            return max(1, int(resources.get("CPU", 1) // self.num_cpus_per_worker))
+        return 1
+
+    def start(self) -> None:
+        """Connect to Ray (or start a local one) and bring the workers up."""
+        ray = _ray()
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+            self._started_ray = True
+        remote = ray.remote(RolloutWorker)
+        count = self.worker_count()
+        self.workers = []
+        for i in range(count):
+            actor = remote.options(
+                name=f"prmtree-worker-{self.run_token}-{i}",
+                num_gpus=self.num_gpus_per_worker,
+                num_cpus=self.num_cpus_per_worker,
+                max_concurrency=self.worker_max_concurrency,
+                max_restarts=self.max_restarts,
+                max_task_retries=0,  # resubmission is ours: it re-routes and counts
+            ).remote(self.policy_spec, self.policy_kwargs)
+            self.workers.append(_Worker(i, actor))
+        try:
+            ray.get([w.actor.ready.remote() for w in self.workers], timeout=600)
+        except Exception as exc:
+            raise FatalExecutorError(f"rollout workers failed to start: {_cause(exc)}") from None
+
+    async def close(self) -> None:
+        ray = _ray()
+        for w in self.workers:
+            try:
+                ray.kill(w.actor, no_restart=True)
+            except Exception:
+                pass
+        self.workers = []
+        if self._started_ray:
+            ray.shutdown()
+
+    # -- routing ----------------------------------------------------------------------
+
+    def _live(self) -> list[_Worker]:
+        now = time.monotonic()
+        for w in self.workers:
+            restartable = w.deaths <= self.max_restarts
+            if not w.alive and restartable and now - w.down_since >= self.revive_after_s:
+                w.alive = True  # Ray restarts a dead actor up to max_restarts times: try it again
+        return [w for w in self.workers if w.alive]
+
+    def route(self, problem_id: str) -> _Worker | None:
+        """The worker for ``problem_id``: its first choice unless full; None if all are full."""
+        live = self._live()
+        if not live:
+            raise NoWorkersLeft(
+                f"all {len(self.workers)} rollout workers are dead; finished problems are saved, "
+                "run the same command again to resume"
+            )
+        by_index = {w.index: w for w in live}
+        first = by_index[rendezvous(problem_id, list(by_index))[0]]
+        if first.in_flight < self.queue_limit:
+            return first
+        least = min(live, key=lambda w: w.in_flight)
+        if least.in_flight < self.queue_limit:
+            self.stats.spills += 1
+            return least
+        return None
+
+    def load(self) -> dict[int, int]:
+        """Requests in flight per live worker (for the progress bar)."""
+        return {w.index: w.in_flight for w in self.workers if w.alive}
+
+    # -- submitting -------------------------------------------------------------------
+
+    async def submit(self, request: GenerationRequest) -> list[Completion]:
+        ray = _ray()
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+        if self._freed is None:
+            self._freed = asyncio.Condition()
+        attempts = 0
+        while True:
+            worker = self.route(request.problem.id)
+            if worker is None:  # every worker at its queue limit: wait for a slot
+                async with self._freed:
+                    await self._freed.wait()
+                continue
+            worker.in_flight += 1
+            self.stats.requests += 1
+            self.stats.routes.setdefault(request.problem.id, Counter())[worker.index] += 1
+            ref = worker.actor.generate.remote(request)
+            try:
+                result = await asyncio.wait_for(ref, self.request_timeout_s)
+                worker.done += 1
+                return result
+            except asyncio.CancelledError:  # the driver gave up on it (its own timeout)
+                ray.cancel(ref, force=False)
+                raise
+            except asyncio.TimeoutError:
+                ray.cancel(ref, force=False)
+                raise TimeoutError(f"rollout worker {worker.index} timed out after {self.request_timeout_s:g} s")
+            except RayTaskError as exc:  # the policy raised inside the worker
+                raise _cause(exc) from None
+            except (ActorDiedError, ActorUnavailableError, RayActorError):
+                if worker.alive:
+                    worker.alive = False
+                    worker.deaths += 1
+                    worker.down_since = time.monotonic()
+                    self.stats.worker_deaths += 1
+                attempts += 1
+                self.stats.resubmissions += 1
+                if attempts > 3 + 2 * len(self.workers) * (1 + self.max_restarts):
+                    raise NoWorkersLeft(
+                        f"request for problem {request.problem.id!r} failed on {attempts} workers; "
+                        "finished problems are saved, run the same command again to resume"
+                    ) from None
+                await asyncio.sleep(0.05 * attempts)
+            finally:
+                worker.in_flight -= 1
+                async with self._freed:
+                    self._freed.notify()
+
+    def release(self, problem_id: str) -> None:
+        """A tree finished: fold its routing into the affinity statistics."""
+        routes = self.stats.routes.pop(problem_id, None)
+        if not routes:
+            return
+        share = max(routes.values()) / sum(routes.values())
+        self.stats.trees += 1
+        self.stats.trees_on_one_worker += share >= 0.95
+        self.stats.min_affinity = min(self.stats.min_affinity, share)
+
+    def counters(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "workers": len(self.workers),
+            "requests": s.requests,
+            "resubmissions": s.resubmissions,
+            "spills": s.spills,
+            "worker_deaths": s.worker_deaths,
+            "trees_on_one_worker": s.trees_on_one_worker,
+            "trees": s.trees,
+            "min_tree_affinity": round(s.min_affinity, 4),
+            "per_worker_done": {str(w.index): w.done for w in self.workers},
+        }
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The policy's own exception inside a RayTaskError, when Ray kept it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    return exc

@@ -1,0 +1,25 @@
+"""Policies for the Ray fault tests; importable by the worker processes (on PYTHONPATH)."""
+
+import asyncio
+
+from prmtree.policies.simulated import SimulatedPolicy
+
+
+class RaisesFor(SimulatedPolicy):
+    """The simulated policy, except that it raises for the listed problems."""
+
+    name = "simulated"
+
+    def __init__(self, bad_ids=(), **kw):
+        super().__init__(**kw)
+        self.bad_ids = set(bad_ids)
+
+    async def generate(self, request):
+        if request.problem.id in self.bad_ids:
+            raise ValueError(f"model server rejected {request.problem.id}")
+        return await super().generate(request)
+
+
+class Hangs:
+    async def generate(self, request):
+        await asyncio.sleep(3600)

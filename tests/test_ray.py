@@ -1,0 +1,103 @@
+"""The Ray executor on a real local Ray: equality with inline, affinity, faults caused for real."""
+
+import re
+
+import pytest
+
+import prmtree
+from prmtree.engine.driver import FatalExecutorError
+from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.synthetic import generate_problems
+
+PROBLEMS = generate_problems(40, seed=17)
+
+
+def ray_config(**executor):
+    return {"seed": 2, "executor": {"kind": "ray", "workers": 3, "num_cpus_per_worker": 0,
+                                    "retry_backoff_s": 0.01, **executor}}
+
+
+def rows(out, table="steps"):
+    t = read_table(out, table)
+    if table == "steps":
+        t = t.drop_columns(["images"])
+    return sorted(map(repr, t.to_pylist()))
+
+
+@pytest.fixture(scope="module")
+def inline_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inline")
+    prmtree.run(PROBLEMS, policy="simulated", out=out, config={"seed": 2})
+    return out
+
+
+def test_ray_run_equals_inline_row_for_row_and_trees_stay_on_one_worker(ray_session, tmp_path, inline_reference):
+    s = prmtree.run(PROBLEMS, policy="simulated", out=tmp_path, config=ray_config())
+    for table in ("steps", "nodes", "pairs", "errors"):
+        assert rows(tmp_path, table) == rows(inline_reference, table)
+    ex = read_manifest(tmp_path)["stats"]["executor"]
+    assert ex["workers"] == 3 and ex["resubmissions"] == 0
+    assert ex["trees"] == 40 and ex["min_tree_affinity"] >= 0.95 and ex["trees_on_one_worker"] == 40
+    assert all(n > 0 for n in ex["per_worker_done"].values())  # every worker got trees
+    assert s.rollouts == read_manifest(inline_reference)["stats"]["rollouts"]
+
+
+def test_killing_a_worker_mid_run_loses_nothing(ray_session, tmp_path, inline_reference):
+    killed = []
+
+    def kill_one(finished, stats):
+        if stats.problems_done == 5 and not killed:
+            name = next(n for n in ray_session.util.list_named_actors() if n.startswith("prmtree-worker-"))
+            ray_session.kill(ray_session.get_actor(name), no_restart=False)  # Ray restarts it
+            killed.append(name)
+
+    prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
+                config=ray_config(trees_in_flight=12), on_problem=kill_one)
+    assert killed
+    assert rows(tmp_path) == rows(inline_reference)
+    manifest = read_manifest(tmp_path)
+    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 40
+    ex = manifest["stats"]["executor"]
+    assert ex["worker_deaths"] >= 1 and ex["resubmissions"] >= 1
+
+
+def test_a_raising_policy_is_retried_then_its_problem_goes_to_errors(ray_session, tmp_path):
+    bad = PROBLEMS[3].id
+    s = prmtree.run(PROBLEMS[:6], policy="ray_policies:RaisesFor", policy_args={"bad_ids": [bad]}, out=tmp_path,
+                    config=ray_config(max_attempts=2))
+    assert s.problems_failed == 1 and s.problems_done == 5
+    (err,) = read_table(tmp_path, "errors").to_pylist()
+    assert err["problem_id"] == bad
+    assert err["reason"] == f"ValueError: model server rejected {bad} (after 2 attempts)"
+    assert s.stats["retries"] == 1
+
+
+def test_a_hanging_policy_hits_the_timeout(ray_session, tmp_path):
+    s = prmtree.run(PROBLEMS[:2], policy="ray_policies:Hangs", out=tmp_path,
+                    config=ray_config(request_timeout_s=0.3, max_attempts=1, workers=2))
+    assert s.problems_failed == 2
+    reasons = read_table(tmp_path, "errors").column("reason").to_pylist()
+    assert len(reasons) == 2
+    for reason in reasons:  # the driver's clock or the pool's, whichever fires first
+        assert re.fullmatch(r"TimeoutError: (policy|rollout worker \d) timed out after 0.3 s \(after 1 attempts\)",
+                            reason), reason
+
+
+def test_all_workers_gone_stops_cleanly_and_a_resume_finishes(ray_session, tmp_path, inline_reference):
+    def kill_all(finished, stats):
+        if stats.problems_done == 6:
+            for name in ray_session.util.list_named_actors():
+                if name.startswith("prmtree-worker-"):
+                    ray_session.kill(ray_session.get_actor(name), no_restart=True)
+
+    with pytest.raises(FatalExecutorError, match="rollout workers are dead|failed on .* workers"):
+        prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
+                    config=ray_config(trees_in_flight=4, max_restarts=0), on_problem=kill_all)
+    manifest = read_manifest(tmp_path)
+    assert manifest["status"] == "running"
+    assert 6 <= len(manifest["completed"]) < 40
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
+                    config=ray_config(trees_in_flight=4, max_restarts=0))
+    assert rows(tmp_path) == rows(inline_reference)
+    assert read_manifest(tmp_path)["status"] == "finished"
+    assert s.problems_done == 40
