@@ -23,3 +23,25 @@ class RaisesFor(SimulatedPolicy):
 class Hangs:
     async def generate(self, request):
         await asyncio.sleep(3600)
+
+
+class DiesAfter(SimulatedPolicy):
+    """The simulated policy whose process exits after PRMTREE_TEST_DIE_AFTER requests.
+
+    The environment decides, not the arguments, so a resume has the same config.
+    """
+
+    name = "simulated"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.count = 0
+
+    async def generate(self, request):
+        import os
+
+        self.count += 1
+        limit = int(os.environ.get("PRMTREE_TEST_DIE_AFTER", "0"))
+        if limit and self.count > limit:
+            os._exit(1)
+        return await super().generate(request)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Submit a prmtree run to a Ray cluster with `ray job submit`.
+#
+#   examples/ray_job.sh http://HEAD:8265 data/problems.jsonl /shared/out [more `prmtree run` flags]
+#
+# The working directory (this checkout, without out/ and .git/) is uploaded as the job's
+# working_dir, so the input path may be relative to it; the output directory must be on
+# storage the head node can write (a shared file system on a real cluster). Rollout
+# workers are started by the driver on the cluster's GPUs (--workers auto: one per GPU, or
+# per tensor-parallel group with --policy-arg tensor_parallel_size=N).
+set -euo pipefail
+ADDRESS=${1:?Ray dashboard address, e.g. http://127.0.0.1:8265}
+INPUT=${2:?input problems (JSONL, Parquet, directory)}
+OUT=${3:?output directory}
+shift 3
+ray job submit --address "$ADDRESS" \
+  --runtime-env-json '{"working_dir": ".", "excludes": ["out/", ".git/", "*.parquet"], "env_vars": {"RAY_AUTH_MODE": "disabled"}}' \
+  -- python -m prmtree run --input "$INPUT" --out "$OUT" --executor ray --address auto --no-progress "$@"
