@@ -74,6 +74,7 @@ class SimulatedPolicy:
         noiseless: bool = False,
         latency_s: float = 0.0,
         step_format: str = "blank_line",
+        batch_capacity: int | None = None,
     ) -> None:
         if not 0 <= error_rate <= 1:
             raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
@@ -88,6 +89,11 @@ class SimulatedPolicy:
         self.noiseless = noiseless
         self.latency_s = latency_s
         self.step_format = step_format
+        if batch_capacity is not None and batch_capacity < 1:
+            raise ValueError(f"batch_capacity must be at least 1, got {batch_capacity}")
+        self.batch_capacity = batch_capacity
+        self._decoding = 0  # sequences "on the GPU" now (latency model)
+        self._room: asyncio.Condition | None = None
         self._solved: OrderedDict[str, _Solved] = OrderedDict()
 
     # -- understanding --------------------------------------------------------------
@@ -175,9 +181,27 @@ class SimulatedPolicy:
         return "".join(f"<step>{s}</step>" for s in steps)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        if self.latency_s:
+        if self.batch_capacity:
+            await self._decode(request.n)
+        elif self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self.complete(request)
+
+    async def _decode(self, sequences: int) -> None:
+        """A serving engine's latency model: up to ``batch_capacity`` sequences decode
+        together in ``latency_s``; the rest wait for room, as in a continuous batcher."""
+        if self._room is None:
+            self._room = asyncio.Condition()
+        need = min(sequences, self.batch_capacity or sequences)
+        async with self._room:
+            await self._room.wait_for(lambda: self._decoding + need <= (self.batch_capacity or need))
+            self._decoding += need
+        try:
+            await asyncio.sleep(self.latency_s)
+        finally:
+            async with self._room:
+                self._decoding -= need
+                self._room.notify_all()
 
     def complete(self, request: GenerationRequest) -> list[Completion]:
         """The completions for ``request``, synchronously (what ``generate`` returns)."""

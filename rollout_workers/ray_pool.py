@@ -41,40 +41,93 @@ def _ray() -> Any:
 
 
 class RolloutWorker:
-    """One policy in one actor. Decorated with ``ray.remote`` when the pool starts."""
+    """One policy in one actor. Decorated with ``ray.remote`` when the pool starts.
 
-    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any]) -> None:
+    The driver hands requests over in batches (``enqueue``) and collects whatever has
+    finished with a long poll (``poll``): one actor call carries many requests each way,
+    so Ray's per-call cost is shared, and a fast request never waits for a slow one.
+    """
+
+    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float = 600.0) -> None:
         from prmtree.policies.base import resolve_policy
 
         self.policy = resolve_policy(policy_spec, policy_kwargs or None)
+        self.request_timeout_s = request_timeout_s
         self.in_flight = 0
         self.done = 0
         self.errors = 0
         self.tokens = 0
         self.cached_tokens = 0
-        self.started = time.time()
+        self._results: list[tuple[int, str, Any]] = []
+        self._finished: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     async def ready(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": _ray().get_runtime_context().get_node_id()}
 
-    async def generate(self, request: GenerationRequest) -> list[Completion]:
+    async def enqueue(self, items: list[tuple[int, GenerationRequest]]) -> int:
+        """Start every request of a batch; results are collected with :meth:`poll`."""
+        for request_id, request in items:
+            task = asyncio.ensure_future(self._run(request_id, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(items)
+
+    async def poll(self, max_wait_s: float = 1.0) -> list[tuple[int, str, Any]]:
+        """Everything finished since the last poll, waiting up to ``max_wait_s`` for one."""
+        event = self._event()
+        if not self._results:
+            try:
+                await asyncio.wait_for(event.wait(), max_wait_s)
+            except asyncio.TimeoutError:
+                pass
+        results, self._results = self._results, []
+        event.clear()
+        return results
+
+    def _event(self) -> asyncio.Event:
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        return self._finished
+
+    async def _run(self, request_id: int, request: GenerationRequest) -> None:
         self.in_flight += 1
         try:
-            out = await self.policy.generate(request)
-        except BaseException:
+            out = await asyncio.wait_for(self.policy.generate(request), self.request_timeout_s)
+            result: tuple[int, str, Any] = (request_id, "ok", out)
+            self.done += 1
+            for c in out:
+                self.tokens += c.num_tokens
+                self.cached_tokens += c.cached_tokens
+        except asyncio.TimeoutError:
             self.errors += 1
-            raise
+            result = (request_id, "err", TimeoutError(f"policy timed out after {self.request_timeout_s:g} s in a worker"))
+        except Exception as exc:
+            self.errors += 1
+            result = (request_id, "err", _portable(exc))
         finally:
             self.in_flight -= 1
-        self.done += 1
-        for c in out:
-            self.tokens += c.num_tokens
-            self.cached_tokens += c.cached_tokens
-        return out
+        self._results.append(result)
+        self._event().set()
 
     async def counters(self) -> dict[str, Any]:
         return {"in_flight": self.in_flight, "done": self.done, "errors": self.errors,
                 "tokens": self.tokens, "cached_tokens": self.cached_tokens, "pid": os.getpid()}
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it pickles, else a RuntimeError carrying its text."""
+    import pickle
+
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class _WorkerLost(Exception):
+    """The actor holding a request died; the request may go elsewhere."""
 
 
 @dataclass
@@ -86,6 +139,9 @@ class _Worker:
     down_since: float = 0.0
     deaths: int = 0
     done: int = 0
+    outbox: list = field(default_factory=list)  # (request id, request) waiting to be sent
+    pending: dict = field(default_factory=dict)  # request id -> future, sent and not answered
+    tasks: list = field(default_factory=list)  # the sender and poller of this worker
 
 
 @dataclass
@@ -131,6 +187,7 @@ class RayExecutor:
         request_timeout_s: float = 600.0,
         max_restarts: int = 3,
         revive_after_s: float = 2.0,
+        batch_window_s: float = 0.005,
     ) -> None:
         self.policy_spec = policy_spec
         self.policy_kwargs = dict(policy_kwargs or {})
@@ -143,6 +200,9 @@ class RayExecutor:
         self.request_timeout_s = request_timeout_s
         self.max_restarts = max_restarts
         self.revive_after_s = revive_after_s
+        self.batch_window_s = batch_window_s
+        self.batches = 0
+        self._next_id = 0
         self.stats = PoolStats()
         self.workers: list[_Worker] = []
         self.run_token = uuid.uuid4().hex[:8]
@@ -180,7 +240,7 @@ class RayExecutor:
                 max_concurrency=self.worker_max_concurrency,
                 max_restarts=self.max_restarts,
                 max_task_retries=0,  # resubmission is ours: it re-routes and counts
-            ).remote(self.policy_spec, self.policy_kwargs)
+            ).remote(self.policy_spec, self.policy_kwargs, self.request_timeout_s)
             self.workers.append(_Worker(i, actor))
         try:
             ray.get([w.actor.ready.remote() for w in self.workers], timeout=600)
@@ -189,6 +249,9 @@ class RayExecutor:
 
     async def close(self) -> None:
         ray = _ray()
+        for w in self.workers:
+            for task in w.tasks:
+                task.cancel()
         for w in self.workers:
             try:
                 ray.kill(w.actor, no_restart=True)
@@ -233,9 +296,6 @@ class RayExecutor:
     # -- submitting -------------------------------------------------------------------
 
     async def submit(self, request: GenerationRequest) -> list[Completion]:
-        ray = _ray()
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-
         if self._freed is None:
             self._freed = asyncio.Condition()
         attempts = 0
@@ -248,20 +308,19 @@ class RayExecutor:
             worker.in_flight += 1
             self.stats.requests += 1
             self.stats.routes.setdefault(request.problem.id, Counter())[worker.index] += 1
-            ref = worker.actor.generate.remote(request)
+            self._next_id += 1
+            request_id = self._next_id
+            future = asyncio.get_running_loop().create_future()
+            self._start(worker)
+            worker.pending[request_id] = future
+            worker.outbox.append((request_id, request))
             try:
-                result = await asyncio.wait_for(ref, self.request_timeout_s)
-                worker.done += 1
-                return result
-            except asyncio.CancelledError:  # the driver gave up on it (its own timeout)
-                ray.cancel(ref, force=False)
-                raise
+                status, value = await asyncio.wait_for(future, self.request_timeout_s)
             except asyncio.TimeoutError:
-                ray.cancel(ref, force=False)
-                raise TimeoutError(f"rollout worker {worker.index} timed out after {self.request_timeout_s:g} s")
-            except RayTaskError as exc:  # the policy raised inside the worker
-                raise _cause(exc) from None
-            except (ActorDiedError, ActorUnavailableError, RayActorError):
+                raise TimeoutError(
+                    f"rollout worker {worker.index} timed out after {self.request_timeout_s:g} s"
+                ) from None
+            except _WorkerLost:
                 if worker.alive:
                     worker.alive = False
                     worker.deaths += 1
@@ -275,10 +334,53 @@ class RayExecutor:
                         "finished problems are saved, run the same command again to resume"
                     ) from None
                 await asyncio.sleep(0.05 * attempts)
+                continue
             finally:
+                worker.pending.pop(request_id, None)
                 worker.in_flight -= 1
                 async with self._freed:
                     self._freed.notify()
+            if status == "err":
+                raise value  # the policy's own exception, raised inside the worker
+            worker.done += 1
+            return value
+
+    def _start(self, worker: _Worker) -> None:
+        if not worker.tasks:
+            loop = asyncio.get_running_loop()
+            worker.tasks = [loop.create_task(self._send(worker)), loop.create_task(self._poll(worker))]
+
+    async def _send(self, worker: _Worker) -> None:
+        """Hand the worker its waiting requests, one actor call per batch window."""
+        while True:
+            await asyncio.sleep(self.batch_window_s)
+            if not worker.outbox:
+                continue
+            items, worker.outbox = worker.outbox, []
+            self.batches += 1
+            worker.actor.enqueue.remote(items)  # a lost batch shows up as the poll failing
+
+    async def _poll(self, worker: _Worker) -> None:
+        """Collect finished requests; when the actor dies, fail what it held."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        while True:
+            try:
+                results = await worker.actor.poll.remote()
+            except (RayActorError, ActorUnavailableError) as exc:
+                lost = _WorkerLost(str(exc))
+                for future in list(worker.pending.values()):
+                    if not future.done():
+                        future.set_exception(lost)
+                worker.pending.clear()
+                if worker.deaths >= self.max_restarts + 1:
+                    await asyncio.sleep(self.revive_after_s)
+                await asyncio.sleep(self.revive_after_s)
+                continue
+            for request_id, status, value in results:
+                future = worker.pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_result((status, value))
 
     def release(self, problem_id: str) -> None:
         """A tree finished: fold its routing into the affinity statistics."""
@@ -297,6 +399,7 @@ class RayExecutor:
             "requests": s.requests,
             "resubmissions": s.resubmissions,
             "spills": s.spills,
+            "batches": self.batches,
             "worker_deaths": s.worker_deaths,
             "trees_on_one_worker": s.trees_on_one_worker,
             "trees": s.trees,
