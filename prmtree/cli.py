@@ -203,12 +203,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir(path: str) -> Path:
+    """An output directory of a run, or a one-line failure."""
+    out = Path(path)
+    if not any(out.glob("manifest*.json")):
+        _fail(f"{path!r} holds no prmtree manifest")
+    return out
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from prmtree.inspect import print_report, write_html
 
-    out = Path(args.out)
-    if not any(out.glob("manifest*.json")):
-        _fail(f"{args.out!r} holds no prmtree manifest")
+    out = _run_dir(args.out)
     print_report(out)
     if args.html:
         write_html(out, Path(args.html), max_trees=args.max_trees)
@@ -219,10 +225,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from prmtree.export import export
 
-    out = Path(args.out)
-    if not any(out.glob("manifest*.json")):
-        _fail(f"{args.out!r} holds no prmtree manifest")
-    n = export(out, args.format, Path(args.to))
+    n = export(_run_dir(args.out), args.format, Path(args.to))
     print(f"wrote {n} rows to {args.to}")
     return 0
 
