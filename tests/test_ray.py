@@ -101,3 +101,24 @@ def test_all_workers_gone_stops_cleanly_and_a_resume_finishes(ray_session, tmp_p
     assert rows(tmp_path) == rows(inline_reference)
     assert read_manifest(tmp_path)["status"] == "finished"
     assert s.problems_done == 40
+
+
+def test_rendezvous_moves_only_the_problems_of_a_leaving_worker():
+    from prmtree.rollout_workers.ray_pool import rendezvous
+
+    ids = [f"p{i}" for i in range(2000)]
+    before = {p: rendezvous(p, [0, 1, 2, 3])[0] for p in ids}
+    after = {p: rendezvous(p, [0, 1, 3])[0] for p in ids}  # worker 2 left
+    moved = [p for p in ids if before[p] != after[p]]
+    assert all(before[p] == 2 for p in moved)  # nobody else's cache is disturbed
+    assert all(after[p] == rendezvous(p, [0, 1, 2, 3])[1] for p in moved)  # each to its second choice
+    counts = {w: sum(1 for p in ids if before[p] == w) for w in range(4)}
+    assert all(400 < c < 600 for c in counts.values())  # spread evenly
+
+
+def test_spilling_past_the_queue_limit_keeps_rows_identical(ray_session, tmp_path, inline_reference):
+    prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.02}, out=tmp_path,
+                config=ray_config(queue_limit=1, trees_in_flight=16, workers=2))
+    assert rows(tmp_path) == rows(inline_reference)
+    ex = read_manifest(tmp_path)["stats"]["executor"]
+    assert ex["spills"] > 0  # a full worker sent requests to the other one
