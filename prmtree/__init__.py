@@ -36,7 +36,26 @@ _EXPORTS = {
     "register_policy": "prmtree.policies.base",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Completion",
+    "ConfigError",
+    "ExecutorConfig",
+    "GenerationRequest",
+    "InputConfig",
+    "InputError",
+    "OutputConfig",
+    "Policy",
+    "PolicyConfig",
+    "Problem",
+    "ProblemImage",
+    "RunConfig",
+    "RunSummary",
+    "SearchConfig",
+    "StepsConfig",
+    "register_policy",
+    "run",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

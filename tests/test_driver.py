@@ -45,7 +45,7 @@ def test_same_seed_same_rows_whatever_the_concurrency(tmp_path, problems, strate
     assert a.rollouts == b.rollouts > 0
     for table in ("steps", "nodes", "pairs"):
         assert rows(tmp_path / "a", table) == rows(tmp_path / "b", table)
-    c = prmtree.run(problems[:12], policy=SimulatedPolicy(), strategy=strategy, out=tmp_path / "c", seed=8)
+    prmtree.run(problems[:12], policy=SimulatedPolicy(), strategy=strategy, out=tmp_path / "c", seed=8)
     assert rows(tmp_path / "a") != rows(tmp_path / "c")
 
 

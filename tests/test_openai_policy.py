@@ -3,7 +3,6 @@ against a small local HTTP server that misbehaves on purpose."""
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
