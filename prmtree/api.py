@@ -34,6 +34,7 @@ class RunSummary:
     labels_positive: int
     labels_negative: int
     elapsed_s: float
+    rollouts_this_session: int = 0  # less than ``rollouts`` when the run resumed
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,5 +158,6 @@ async def _run_async(
         labels_positive=stats.labels_positive,
         labels_negative=stats.labels_negative,
         elapsed_s=stats.elapsed_s,
+        rollouts_this_session=stats.rollouts - stats.rollouts_before,
         stats=stats.to_dict(),
     )

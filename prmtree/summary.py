@@ -22,4 +22,10 @@ def print_summary(summary: Any, quality: Any | None) -> None:
         table.add_row("first-error localisation accuracy", f"{quality.localisation_accuracy:.1%}")
     table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if summary.rollouts_this_session == 0 and summary.problems_done:
+        console.print(
+            f"nothing left to do: every problem was already finished in {summary.out} "
+            "(the run resumed; use another --out, or --force with a changed config, to start over)"
+        )
