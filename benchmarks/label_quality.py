@@ -40,7 +40,9 @@ def benchmark_problems(n: int = 150) -> list:
 
 def evaluate(strategy: str, budget: int, problems: list, noise: str, seed: int = 0, out: Path | None = None) -> dict:
     """Run one configuration and score its labels against the simulated ground truth."""
-    out = out or RESULTS / f".tmp-{strategy}-{budget}"
+    if out is None:
+        out = RESULTS / f".tmp-{noise}-{strategy}-{budget}"
+        shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     summary = prmtree.run(
         problems,
@@ -61,6 +63,7 @@ def evaluate(strategy: str, budget: int, problems: list, noise: str, seed: int =
         "step_accuracy": q.step_accuracy,
         "localisation_accuracy": q.localisation_accuracy,
         "first_errors_found": q.first_errors_found,
+        "first_error_precision": q.first_error_precision,
         "rollouts_per_found_first_error": summary.rollouts / max(q.first_errors_found, 1),
         "labelled_steps_per_1k_rollouts": 1000 * q.steps / max(summary.rollouts, 1),
         "paths": q.paths,
@@ -84,6 +87,7 @@ def main() -> None:
                 print(
                     f"{strategy:9s} budget {budget:4d}: {r['rollouts_per_problem']:7.1f} rollouts/problem  "
                     f"step acc {r['step_accuracy']:.3f}  first-error acc {r['localisation_accuracy']:.3f}  "
+                    f"first-error precision {r['first_error_precision']:.3f}  "
                     f"{r['rollouts_per_found_first_error']:6.1f} rollouts per found first error  "
                     f"{r['labelled_steps_per_1k_rollouts']:6.1f} steps/1k rollouts"
                 )
@@ -99,7 +103,8 @@ def main() -> None:
 
 
 def verdict(results: list[dict]) -> dict:
-    """The issue's target: omega's cheapest cost per located first error against shepherd's."""
+    """The issue's target: omega's cheapest cost per located first error against shepherd's,
+    at equal or better accuracy of the first errors it locates."""
     best = {s: min((r for r in results if r["strategy"] == s), key=lambda r: r["rollouts_per_found_first_error"])
             for s in ("omega", "shepherd")}
     ratio = best["omega"]["rollouts_per_found_first_error"] / best["shepherd"]["rollouts_per_found_first_error"]
@@ -107,12 +112,12 @@ def verdict(results: list[dict]) -> dict:
         "omega_budget": best["omega"]["budget"],
         "shepherd_budget": best["shepherd"]["budget"],
         "omega_over_shepherd_rollouts_per_found_first_error": round(ratio, 3),
+        "omega_first_error_precision": round(best["omega"]["first_error_precision"], 4),
+        "shepherd_first_error_precision": round(best["shepherd"]["first_error_precision"], 4),
         "omega_step_accuracy": round(best["omega"]["step_accuracy"], 4),
         "shepherd_step_accuracy": round(best["shepherd"]["step_accuracy"], 4),
-        "omega_localisation_accuracy": round(best["omega"]["localisation_accuracy"], 4),
-        "shepherd_localisation_accuracy": round(best["shepherd"]["localisation_accuracy"], 4),
         "cost_target_met": ratio <= 0.5,
-        "accuracy_target_met": best["omega"]["step_accuracy"] >= best["shepherd"]["step_accuracy"],
+        "accuracy_target_met": best["omega"]["first_error_precision"] >= best["shepherd"]["first_error_precision"],
     }
 
 
@@ -122,7 +127,7 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for noise, style in zip(NOISE, ("-", "--")):
         for strategy, colour in zip(BUDGETS, ("C0", "C1", "C2")):
             rs = [r for r in results if r["strategy"] == strategy and r["noise"] == noise]
@@ -130,8 +135,10 @@ def plot(results: list[dict], path: Path) -> None:
             label = f"{strategy} ({noise})"
             axes[0].plot(x, [r["step_accuracy"] for r in rs], style, color=colour, marker="o", label=label)
             axes[1].plot(x, [r["localisation_accuracy"] for r in rs], style, color=colour, marker="o", label=label)
+            axes[2].plot(x, [r["first_error_precision"] for r in rs], style, color=colour, marker="o", label=label)
     axes[0].set_title("step-label accuracy")
     axes[1].set_title("first-error localisation accuracy")
+    axes[2].set_title("first-error precision (paths with an error)")
     for ax in axes:
         ax.set_xlabel("rollouts per problem")
         ax.set_xscale("log")

@@ -5,7 +5,10 @@ first wrong step comes after j. Two scores:
 
 * step accuracy: the share of labelled steps whose hard label equals the truth;
 * first-error localisation: the share of paths whose first negative label sits exactly
-  at the true first error (or, for paths labelled all positive, that contain no error).
+  at the true first error (or, for paths labelled all positive, that contain no error);
+* first-error precision: of the paths labelled with an error, the share whose first
+  negative is exactly the true first error. Unlike the two above it does not depend on
+  how many all-positive paths a strategy writes, so it compares strategies fairly.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class LabelQuality:
         return self.paths_located / self.paths if self.paths else float("nan")
 
     @property
+    def first_error_precision(self) -> float:
+        """Of the paths labelled with an error, the share whose first negative is the true first error."""
+        return self.negatives_located / self.paths_with_negative if self.paths_with_negative else float("nan")
+
+    @property
     def first_errors_found(self) -> int:
         """Paths whose first negative label is exactly the true first error."""
         return self.negatives_located
@@ -45,6 +53,7 @@ class LabelQuality:
             "paths": self.paths,
             "localisation_accuracy": round(self.localisation_accuracy, 4),
             "first_errors_found": self.negatives_located,
+            "first_error_precision": round(self.first_error_precision, 4),
             "paths_with_negative": self.paths_with_negative,
         }
 

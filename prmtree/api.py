@@ -94,6 +94,10 @@ def run(
         overrides.setdefault("policy", {})["name"] = policy
     if policy_args:
         overrides.setdefault("policy", {}).update(policy_args)
+    if policy is not None and not isinstance(policy, str):
+        # The instance's class and simple public attributes stand for its arguments in
+        # the config, so its hash (and resume's check) sees a different policy.
+        overrides["policy"] = {**_describe_instance(policy), **overrides.get("policy", {})}
     cfg = build_config(config, **overrides)
     if policy is not None and not isinstance(policy, str):
         spec, kwargs = policy, None
@@ -109,6 +113,15 @@ def run(
         raise ConfigError(f"input {str(problems)!r} not found")
     executor, name = make_executor(cfg, spec, kwargs)
     return asyncio.run(_run_async(problems, cfg, executor, name, out, slice_, force, on_problem))
+
+
+def _describe_instance(policy: Any) -> dict[str, Any]:
+    cls = type(policy)
+    attrs = {
+        k: v for k, v in vars(policy).items()
+        if not k.startswith("_") and k != "name" and (v is None or isinstance(v, (bool, int, float, str)))
+    } if hasattr(policy, "__dict__") else {}
+    return {"name": f"{cls.__module__}:{cls.__qualname__}", **attrs}
 
 
 def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:

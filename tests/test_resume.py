@@ -202,3 +202,16 @@ def test_discard_unlisted_only_touches_its_own_slice(tmp_path):
     removed = discard_unlisted(tmp_path, None, Slice())
     assert sorted(removed) == ["steps/.part-00001.parquet.tmp", "steps/part-00000.parquet"]
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["notes.txt", "part-s00001of00002-00000.parquet"]
+
+
+def test_a_policy_instance_with_other_settings_is_a_changed_config(tmp_path):
+    import prmtree
+    from prmtree.policies.simulated import SimulatedPolicy
+
+    problems = generate_problems(3, seed=2)
+    prmtree.run(problems, policy=SimulatedPolicy(error_rate=0.1), out=tmp_path)
+    manifest = read_manifest(tmp_path)
+    assert manifest["config"]["policy"]["name"] == "prmtree.policies.simulated:SimulatedPolicy"
+    assert manifest["config"]["policy"]["error_rate"] == 0.1
+    with pytest.raises(prmtree.ConfigError, match=r"policy.error_rate: 0.1 -> 0.2"):
+        prmtree.run(problems, policy=SimulatedPolicy(error_rate=0.2), out=tmp_path)
