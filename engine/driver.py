@@ -158,12 +158,13 @@ class Driver:
         verifier: Verifier | None = None,
         on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
         stats: RunStats | None = None,
+        split_steps: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
         self.writer = writer
         self.policy_name = policy_name
-        self.segmenter = Segmenter(config.steps.format, config.steps.max_steps)
+        self.segmenter = Segmenter(split_steps or config.steps.format, config.steps.max_steps)
         self.verifier = verifier or Verifier(rel_tol=config.verify.rel_tol)
         self.on_problem = on_problem
         self.stats = stats or RunStats()

@@ -73,12 +73,17 @@ def run(
     force: bool = False,
     config_overrides: dict[str, Any] | None = None,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
+    check_answer: Callable[[str, str], bool] | None = None,
+    split_steps: Callable[[str], list[str]] | None = None,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
 
     ``problems`` is an input path (JSONL, JSON, Parquet, a directory of them, or a saved
     Hugging Face dataset) or an iterable of :class:`Problem`; ``policy`` a registered
     name, ``module:Class``, or an instance. Arguments given here override the config.
+
+    ``check_answer(gold, predicted) -> bool`` replaces answer verification and
+    ``split_steps(text) -> list[str]`` replaces step segmentation (Python API only).
 
     If ``out`` holds an earlier run with the same config, the run resumes: finished
     problems are skipped. ``force`` starts over when the config differs. ``shard``
@@ -112,7 +117,8 @@ def run(
     if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
         raise ConfigError(f"input {str(problems)!r} not found")
     executor, name = make_executor(cfg, spec, kwargs)
-    return asyncio.run(_run_async(problems, cfg, executor, name, out, slice_, force, on_problem))
+    hooks = {"check_answer": check_answer, "split_steps": split_steps}
+    return asyncio.run(_run_async(problems, cfg, executor, name, out, slice_, force, on_problem, hooks))
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
@@ -141,12 +147,17 @@ async def _run_async(
     slice_: Slice,
     force: bool,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
+    hooks: dict[str, Any],
 ) -> RunSummary:
+    from prmtree.engine.verify import Verifier
+
     try:
         opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
         stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
         writer = opened.writer if opened else None
-        driver = Driver(cfg, executor, writer, name, on_problem=on_problem, stats=stats)
+        verifier = Verifier(custom=hooks["check_answer"], rel_tol=cfg.verify.rel_tol)
+        driver = Driver(cfg, executor, writer, name, verifier=verifier, on_problem=on_problem, stats=stats,
+                        split_steps=hooks["split_steps"])
         fmt = RowFormat(**cfg.input.model_dump())
         items = _select(iter_problems(problems, fmt), slice_, opened.done if opened else set())
         try:

@@ -101,3 +101,26 @@ def test_entry_point_group_registers_policies(tmp_path, monkeypatch, problems):
     assert set(read_table(tmp_path / "o", "steps").column("policy").to_pylist()) <= {"from-entry-point"}
     assert read_table(tmp_path / "o", "nodes").num_rows >= 2
     sys.modules.pop("ep_policy_mod", None)
+
+
+def test_custom_answer_check_and_step_splitter(tmp_path, problems):
+    class Pipes:
+        name = "pipes"
+
+        async def generate(self, request):
+            return [Completion(f"one | two | ANSWER-{i % 2}", 5) for i in range(request.n)]
+
+    seen = []
+
+    def check(gold, predicted):
+        seen.append(predicted)
+        return predicted.endswith("1")
+
+    s = prmtree.run(problems[:2], policy=Pipes(), strategy="shepherd", out=tmp_path, check_answer=check,
+                    split_steps=lambda text: text.split("|"), config={"search": {"k": 2, "n_solutions": 2}})
+    assert s.problems_done == 2
+    steps = read_table(tmp_path, "steps").to_pylist()
+    assert steps and all(r["completions"][:2] == ["one", "two"] for r in steps)
+    assert set(seen) == {"ANSWER-0", "ANSWER-1"}
+    roots = [n for n in read_table(tmp_path, "nodes").to_pylist() if n["depth"] == 0]
+    assert all(r["n_correct"] == 1 and r["n_rollouts"] == 2 for r in roots)
