@@ -278,7 +278,8 @@ class DatasetWriter:
         for table in TABLES:
             (self.out_dir / table).mkdir(parents=True, exist_ok=True)
         self.buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-        self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}
+        self.row_sizes: dict[str, list[int]] = {t: [] for t in TABLES}  # estimated bytes, one per buffered row
+        self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}  # their running sum
         self.pending_completed: list[str] = []
         self.pending_skipped: dict[str, str] = {}
         self.pending_failed: dict[str, str] = {}
@@ -306,7 +307,9 @@ class DatasetWriter:
         for table, table_rows in rows.items():
             if table_rows:
                 self.buffers[table].extend(table_rows)
-                self.buffer_bytes[table] += sum(_row_bytes(r) for r in table_rows)
+                sizes = [_row_bytes(r) for r in table_rows]
+                self.row_sizes[table].extend(sizes)
+                self.buffer_bytes[table] += sum(sizes)
         if failed is not None:
             self.pending_failed[problem_id] = failed
         else:
@@ -328,11 +331,13 @@ class DatasetWriter:
         """Write buffered rows as complete shards, then the manifest that lists them."""
         written = []
         for table in TABLES:
-            rows = self.buffers[table]
+            rows, sizes = self.buffers[table], self.row_sizes[table]
             while rows:
-                chunk, rows = self._take_chunk(rows)
-                written.append(self._write_shard(table, chunk))
+                n = self._chunk_length(sizes)
+                written.append(self._write_shard(table, rows[:n]))
+                rows, sizes = rows[n:], sizes[n:]
             self.buffers[table] = []
+            self.row_sizes[table] = []
             self.buffer_bytes[table] = 0
         _fault("after_shard_rename")
         m = self.manifest
@@ -347,13 +352,14 @@ class DatasetWriter:
         self.pending_completed, self.pending_skipped, self.pending_failed = [], {}, {}
         self.last_flush = time.monotonic()
 
-    def _take_chunk(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        size = 0
-        for i, row in enumerate(rows):
-            size += _row_bytes(row)
-            if i + 1 >= self.rows_per_shard or size >= self.bytes_per_shard:
-                return rows[: i + 1], rows[i + 1 :]
-        return rows, []
+    def _chunk_length(self, sizes: list[int]) -> int:
+        """How many of the buffered rows make the next shard (by rows and by bytes)."""
+        total = 0
+        for i, size in enumerate(sizes):
+            total += size
+            if i + 1 >= self.rows_per_shard or total >= self.bytes_per_shard:
+                return i + 1
+        return len(sizes)
 
     def _write_shard(self, table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         seq = self.next_seq[table]

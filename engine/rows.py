@@ -32,7 +32,7 @@ def image_structs(problem: Problem, mode: str, out_dir: Path | None) -> list[dic
 
 
 def chat_prompt(problem: Problem) -> list[dict[str, Any]]:
-    """The question as chat messages: one user turn with image placeholders, then the text."""
+    """The question as chat messages: one user turn with an image part per image, then the text."""
     content = [{"type": "image", "text": None} for _ in problem.images]
     content.append({"type": "text", "text": problem.question})
     return [{"role": "user", "content": content}]

@@ -69,11 +69,11 @@ def messages(
     request: GenerationRequest,
     style: PromptStyle,
     *,
-    image_parts: str = "placeholder",
+    image_parts: str = "template",
 ) -> list[dict[str, Any]]:
     """Chat messages for ``request``.
 
-    ``image_parts``: "placeholder" gives ``{"type": "image"}`` parts (for a processor's
+    ``image_parts``: "template" gives ``{"type": "image"}`` parts (for a processor's
     chat template), "data_url" gives OpenAI ``image_url`` parts with base64 PNG data,
     "none" drops images (text-only models).
     """
@@ -118,7 +118,7 @@ def render(template_owner: Any, request: GenerationRequest, style: PromptStyle, 
     With a prefix, the last (assistant) message is left open: no end-of-turn token, so the
     model continues it; without one, the assistant turn is opened for the model.
     """
-    msgs = messages(request, style, image_parts="placeholder" if multimodal else "none")
+    msgs = messages(request, style, image_parts="template" if multimodal else "none")
     continuing = bool(request.prefix)
     text = template_owner.apply_chat_template(
         msgs,

@@ -315,11 +315,8 @@ class RayExecutor:
             worker.pending[request_id] = future
             worker.outbox.append((request_id, request))
             try:
-                status, value = await asyncio.wait_for(future, self.request_timeout_s)
-            except asyncio.TimeoutError:
-                raise TimeoutError(
-                    f"rollout worker {worker.index} timed out after {self.request_timeout_s:g} s"
-                ) from None
+                # No timer here: the driver bounds the wait, and the worker bounds the policy.
+                status, value = await future
             except _WorkerLost:
                 if worker.alive:
                     worker.alive = False
@@ -373,9 +370,7 @@ class RayExecutor:
                     if not future.done():
                         future.set_exception(lost)
                 worker.pending.clear()
-                if worker.deaths >= self.max_restarts + 1:
-                    await asyncio.sleep(self.revive_after_s)
-                await asyncio.sleep(self.revive_after_s)
+                await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
                 continue
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
