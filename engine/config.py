@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prmtree.engine.steps import StepFormat
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,11 +27,17 @@ class _Strict(BaseModel):
 
 
 class SearchConfig(_Strict):
-    """Which strategy grows the trees, and its knobs (defaults: the papers')."""
+    """Which strategy grows the trees, and its knobs (defaults: the papers').
 
-    strategy: Literal["omega", "shepherd", "mcts"] = "omega"
-    k: int = Field(8, ge=1, description="rollouts per value estimate")
-    budget: int = Field(200, ge=1, description="rollouts per problem, at most")
+    One flat ``[search]`` table: the fields every strategy reads (``COMMON_SEARCH``)
+    and each strategy's own, which it lists in its ``settings`` (see
+    ``engine/search/__init__.py``). Defaults live here and nowhere else; a strategy
+    takes this config whole. Only the active strategy's fields enter the resume hash.
+    """
+
+    strategy: str = "omega"
+    k: int = Field(8, ge=1, strict=True, description="rollouts per value estimate")
+    budget: int = Field(200, ge=1, strict=True, description="rollouts per problem, at most")
     # omega (OmegaPRM)
     alpha: float = Field(0.5, gt=0, le=1)
     beta: float = Field(0.9, gt=0, le=1)
@@ -47,10 +55,35 @@ class SearchConfig(_Strict):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from prmtree.engine.search import STRATEGIES  # the registry imports this module
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget_covers_k(self) -> SearchConfig:
+        if self.k > self.budget:
+            raise ValueError(f"k ({self.k}) is larger than the rollout budget ({self.budget}): nothing could be sampled")
+        return self
+
+
+#: Search fields every strategy reads; the rest belong to one strategy each.
+COMMON_SEARCH = ("strategy", "k", "budget", "max_tokens", "temperature", "top_p")
+
 
 class StepsConfig(_Strict):
+    """How model text is cut into steps; the format travels to the policy on every request."""
+
     format: Literal["blank_line", "step_marker", "tags"] = "blank_line"
     max_steps: int | None = Field(None, ge=1)
+
+    @property
+    def step_format(self) -> StepFormat:
+        return StepFormat(self.format)
 
 
 class VerifyConfig(_Strict):
@@ -112,6 +145,8 @@ class InputConfig(_Strict):
 
 
 #: Settings that change how a run goes, not which rows it writes: free to change on resume.
+#: Besides these: the inactive strategies' search fields, and each policy's own
+#: ``operational_args`` (latency, timeouts, concurrency, memory share).
 OPERATIONAL = {"executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s"}
 
 
@@ -134,7 +169,7 @@ class RunConfig(_Strict):
 
     def row_defining(self) -> dict[str, Any]:
         """The config without its operational settings: what decides the output rows."""
-        return {k: v for k, v in flatten(self.model_dump(mode="json")).items() if not _operational(k)}
+        return row_defining(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output rows (resume refuses a change)."""
@@ -142,8 +177,26 @@ class RunConfig(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _operational(key: str) -> bool:
-    return any(key == o or key.startswith(o + ".") for o in OPERATIONAL)
+def row_defining(data: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings of a config dict that can change its output rows."""
+    from prmtree.engine.search import STRATEGIES
+    from prmtree.policies.base import operational_args
+
+    flat = flatten(data)
+    strategy = STRATEGIES.get(str(flat.get("search.strategy")))
+    active = set(COMMON_SEARCH) | set(strategy.settings if strategy else ())
+    policy_ops = operational_args(str(flat.get("policy.name", "")))
+    out = {}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if any(key == o or key.startswith(o + ".") for o in OPERATIONAL):
+            continue
+        if section == "search" and strategy is not None and name not in active:
+            continue
+        if section == "policy" and name in policy_ops:
+            continue
+        out[key] = value
+    return out
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -158,11 +211,16 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:
-    """Human-readable differences in the row-defining settings, e.g. ``search.k: 8 -> 4``."""
-    before = {k: v for k, v in flatten(old).items() if not _operational(k)}
-    after = new.row_defining()
-    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
-            if before.get(k) != after.get(k)]
+    """Human-readable differences in the row-defining settings, e.g. ``search.k: 8 -> 4``.
+
+    When the strategy itself changed, that is the news: the two strategies' own knobs
+    are not listed against each other.
+    """
+    before, after = row_defining(old), new.row_defining()
+    keys = sorted(set(before) | set(after), key=lambda k: (k != "search.strategy", k))
+    if before.get("search.strategy") != after.get("search.strategy"):
+        keys = [k for k in keys if not k.startswith("search.") or k.split(".", 1)[1] in COMMON_SEARCH]
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
 
 
 class ConfigError(ValueError):

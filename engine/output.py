@@ -31,85 +31,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prmtree.engine.config import OutputConfig
+from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
+
 LAYOUT_VERSION = 1
-TABLES = ("steps", "nodes", "pairs", "errors")
-
-IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-CHAT_MESSAGE = pa.struct(
-    [
-        ("role", pa.string()),
-        ("content", pa.list_(pa.struct([("type", pa.string()), ("text", pa.string())]))),
-    ]
-)
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "steps": pa.schema(
-        [
-            ("problem_id", pa.string()),
-            ("path_id", pa.string()),
-            ("prompt", pa.string()),
-            ("images", pa.list_(IMAGE_STRUCT)),
-            ("completions", pa.list_(pa.string())),
-            ("labels", pa.list_(pa.bool_())),
-            ("values", pa.list_(pa.float64())),
-            ("answer", pa.string()),
-            ("final_correct", pa.bool_()),
-            ("strategy", pa.string()),
-            ("policy", pa.string()),
-        ]
-    ),
-    "nodes": pa.schema(
-        [
-            ("problem_id", pa.string()),
-            ("node_id", pa.string()),
-            ("parent_id", pa.string()),
-            ("depth", pa.int32()),
-            ("step", pa.string()),
-            ("n_rollouts", pa.int32()),
-            ("n_correct", pa.int32()),
-            ("value", pa.float64()),
-            ("ci_low", pa.float64()),
-            ("ci_high", pa.float64()),
-            ("label", pa.bool_()),
-            ("terminal", pa.bool_()),
-        ]
-    ),
-    "pairs": pa.schema(
-        [
-            ("problem_id", pa.string()),
-            ("parent_id", pa.string()),
-            ("prompt", pa.string()),
-            ("prefix", pa.list_(pa.string())),
-            ("chosen", pa.string()),
-            ("rejected", pa.string()),
-            ("chosen_value", pa.float64()),
-            ("rejected_value", pa.float64()),
-        ]
-    ),
-    "errors": pa.schema([("problem_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())]),
-}
-
-
-def table_schema(table: str, chat_format: bool = False) -> pa.Schema:
-    """The schema of ``table``, with the ``huggingface`` features metadata attached."""
-    schema = SCHEMAS[table]
-    if chat_format and table == "steps":
-        schema = schema.set(schema.get_field_index("prompt"), pa.field("prompt", pa.list_(CHAT_MESSAGE)))
-    meta = {"info": {"features": {f.name: _hf_feature(f.type) for f in schema}}}
-    return schema.with_metadata({b"huggingface": json.dumps(meta).encode()})
-
-
-def _hf_feature(typ: pa.DataType) -> dict[str, Any]:
-    """The ``datasets`` feature description of an Arrow type."""
-    if typ == IMAGE_STRUCT:
-        return {"_type": "Image"}
-    if pa.types.is_list(typ):
-        return {"_type": "List", "feature": _hf_feature(typ.value_type)}
-    if pa.types.is_struct(typ):
-        return {typ.field(i).name: _hf_feature(typ.field(i).type) for i in range(typ.num_fields)}
-    dtype = {"string": "string", "bool": "bool", "double": "float64", "int32": "int32"}[str(typ)]
-    return {"_type": "Value", "dtype": dtype}
-
 
 # -- slices ---------------------------------------------------------------------------
 
@@ -166,7 +91,8 @@ class Manifest:
     shards: list[dict[str, Any]] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # bad input rows: final, in errors/
+    failed: dict[str, str] = field(default_factory=dict)  # policy failures: retried by the next run
     stats: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
 
@@ -263,18 +189,16 @@ class DatasetWriter:
         manifest: Manifest,
         *,
         slice: Slice = Slice(),
-        rows_per_shard: int = 50_000,
-        bytes_per_shard: int = 256 << 20,
-        flush_interval_s: float = 30.0,
-        chat_format: bool = False,
+        config: OutputConfig | None = None,
     ) -> None:
+        config = config or OutputConfig()
         self.out_dir = Path(out_dir)
         self.manifest = manifest
         self.slice = slice
-        self.rows_per_shard = rows_per_shard
-        self.bytes_per_shard = bytes_per_shard
-        self.flush_interval_s = flush_interval_s
-        self.schemas = {t: table_schema(t, chat_format) for t in TABLES}
+        self.rows_per_shard = config.rows_per_shard
+        self.bytes_per_shard = config.bytes_per_shard
+        self.flush_interval_s = config.flush_interval_s
+        self.schemas = {t: table_schema(t, config.chat_format) for t in TABLES}
         for table in TABLES:
             (self.out_dir / table).mkdir(parents=True, exist_ok=True)
         self.buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
@@ -282,6 +206,7 @@ class DatasetWriter:
         self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}  # their running sum
         self.pending_completed: list[str] = []
         self.pending_skipped: dict[str, str] = {}
+        self.pending_rejected: dict[str, str] = {}
         self.pending_failed: dict[str, str] = {}
         pattern = slice.shard_pattern()
         self.next_seq: dict[str, int] = {t: 0 for t in TABLES}
@@ -295,27 +220,33 @@ class DatasetWriter:
 
     # -- adding -----------------------------------------------------------------------
 
-    def add_problem(
-        self,
-        problem_id: str,
-        rows: dict[str, list[dict[str, Any]]],
-        *,
-        skipped: str | None = None,
-        failed: str | None = None,
-    ) -> None:
-        """Buffer all rows of one finished problem (or its error) and its status."""
-        for table, table_rows in rows.items():
+    def add_problem(self, problem_id: str, rows: ProblemRows, *, skipped: str | None = None) -> None:
+        """Buffer all rows of one finished problem; it counts as done once flushed."""
+        for table, table_rows in rows.by_table().items():
             if table_rows:
                 self.buffers[table].extend(table_rows)
                 sizes = [_row_bytes(r) for r in table_rows]
                 self.row_sizes[table].extend(sizes)
                 self.buffer_bytes[table] += sum(sizes)
-        if failed is not None:
-            self.pending_failed[problem_id] = failed
-        else:
-            self.pending_completed.append(problem_id)
-            if skipped:
-                self.pending_skipped[problem_id] = skipped
+        self.pending_completed.append(problem_id)
+        self.pending_failed.pop(problem_id, None)
+        if skipped:
+            self.pending_skipped[problem_id] = skipped
+        self._maybe_flush()
+
+    def add_rejected(self, problem_id: str, stage: str, reason: str) -> None:
+        """A bad input row: an ``errors/`` row, and never retried (the input must change)."""
+        self.buffers["errors"].append(error_row(problem_id, stage, reason))
+        self.row_sizes["errors"].append(len(reason) + len(problem_id))
+        self.pending_rejected[problem_id] = reason
+        self._maybe_flush()
+
+    def add_failed(self, problem_id: str, reason: str) -> None:
+        """A problem the policy failed on: recorded in the manifest, retried by the next run."""
+        self.pending_failed[problem_id] = reason
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
         if self._over_limits() or time.monotonic() - self.last_flush >= self.flush_interval_s:
             self.flush()
 
@@ -344,12 +275,16 @@ class DatasetWriter:
         m.shards.extend(written)
         m.completed.extend(self.pending_completed)
         m.skipped.update(self.pending_skipped)
+        m.rejected.update(self.pending_rejected)
+        for problem_id in self.pending_completed:
+            m.failed.pop(problem_id, None)  # an earlier run's failure, now done
         m.failed.update(self.pending_failed)
         m.status = status
         if self.stats_provider is not None:
             m.stats = self.stats_provider()
         write_manifest(self.out_dir, m, self.slice.manifest_name)
-        self.pending_completed, self.pending_skipped, self.pending_failed = [], {}, {}
+        self.pending_completed, self.pending_skipped = [], {}
+        self.pending_rejected, self.pending_failed = {}, {}
         self.last_flush = time.monotonic()
 
     def _chunk_length(self, sizes: list[int]) -> int:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from prmtree.engine.config import InputConfig
+
 AnswerType = Literal["auto", "math", "choice", "number", "text"]
 ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
 
@@ -119,18 +121,6 @@ def load_image(path: Path, shown_as: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return ProblemImage(data=data, path=shown_as)
 
 
-@dataclass(frozen=True)
-class RowFormat:
-    """Where a row's fields are; mirrors ``[input]`` in the run config."""
-
-    id_field: str = "id"
-    question_field: str = "question"
-    image_field: str = "image"
-    answer_field: str = "answer"
-    answer_type: AnswerType = "auto"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-
 def _row_images(value: Any, base_dir: Path | None, max_pixels: int) -> tuple[ProblemImage, ...]:
     """Images from a path, an ``{bytes, path}`` struct, or a list of them."""
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -154,7 +144,7 @@ def _row_images(value: Any, base_dir: Path | None, max_pixels: int) -> tuple[Pro
 def problem_from_row(
     row: dict[str, Any],
     base_dir: Path | None,
-    fmt: RowFormat = RowFormat(),
+    fmt: InputConfig = InputConfig(),
     where: str = "row",
 ) -> Problem | InputError:
     """Turn one input row into a problem, or an error naming what is wrong."""
@@ -289,7 +279,7 @@ def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
             yield file.parent, where, row
 
 
-def iter_input(path: str | os.PathLike[str], fmt: RowFormat = RowFormat()) -> Iterator[Problem | InputError]:
+def iter_input(path: str | os.PathLike[str], fmt: InputConfig = InputConfig()) -> Iterator[Problem | InputError]:
     """Stream problems from JSONL, JSON, Parquet, a directory of them, or a saved HF dataset.
 
     Rows are read lazily, so a million-row input costs memory for one batch at a time
@@ -310,17 +300,7 @@ def iter_input(path: str | os.PathLike[str], fmt: RowFormat = RowFormat()) -> It
         yield item
 
 
-def iter_jsonl(
-    path: str | os.PathLike[str],
-    *,
-    default_answer_type: AnswerType = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Iterator[Problem | InputError]:
-    """Stream problems from one JSONL file (see :func:`iter_input`)."""
-    return iter_input(path, RowFormat(answer_type=default_answer_type, max_pixels=max_pixels))
-
-
-def iter_problems(items: Any, fmt: RowFormat = RowFormat()) -> Iterator[Problem | InputError]:
+def iter_problems(items: Any, fmt: InputConfig = InputConfig()) -> Iterator[Problem | InputError]:
     """Accept an input path or an iterable of problems; stream problems and errors."""
     if isinstance(items, (str, os.PathLike)):
         yield from iter_input(items, fmt)

@@ -1,14 +1,15 @@
 """Opening an output directory: a fresh run, a resume, or a refusal.
 
 Resuming is a plain re-run: shards the manifest does not list are discarded, problems
-it records as finished (completed or failed) are skipped, everything else is redone.
+it records as finished (completed, or rejected as bad input) are skipped, everything
+else is redone, including problems the policy failed on last time.
 A run whose row-defining config differs is refused unless ``force``, which starts the
 slice over; a different output layout version is always refused.
 """
 
 from __future__ import annotations
 
-import shutil
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,14 @@ from prmtree.engine.config import ConfigError, RunConfig, config_changes
 from prmtree.engine.output import LAYOUT_VERSION, TABLES, DatasetWriter, Manifest, Slice, discard_unlisted
 
 
+IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
+
+
 @dataclass
 class OpenedRun:
     writer: DatasetWriter
     done: set[str] = field(default_factory=set)  # problem ids already finished
     previous_stats: dict[str, Any] = field(default_factory=dict)
-    resumed: bool = False
-    discarded: list[str] = field(default_factory=list)
 
 
 def open_run(
@@ -59,7 +61,7 @@ def open_run(
                 )
             _remove_slice(out, previous, slice)
             previous = None
-    discarded = discard_unlisted(out, previous, slice)
+    discard_unlisted(out, previous, slice)
     manifest = Manifest(
         config=config.model_dump(mode="json"),
         config_hash=config.config_hash(),
@@ -70,27 +72,22 @@ def open_run(
         manifest.shards = previous.shards
         manifest.completed = previous.completed
         manifest.skipped = previous.skipped
+        manifest.rejected = previous.rejected
         manifest.failed = previous.failed
         manifest.stats = previous.stats
-    out_cfg = config.output
-    writer = DatasetWriter(
-        out,
-        manifest,
-        slice=slice,
-        rows_per_shard=out_cfg.rows_per_shard,
-        bytes_per_shard=out_cfg.bytes_per_shard,
-        flush_interval_s=out_cfg.flush_interval_s,
-        chat_format=out_cfg.chat_format,
-    )
-    done = set(manifest.completed) | set(manifest.failed)
-    return OpenedRun(writer, done, dict(manifest.stats), previous is not None, discarded)
+    writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
+    done = set(manifest.completed) | set(manifest.rejected)
+    return OpenedRun(writer, done, dict(manifest.stats))
 
 
 def _remove_slice(out: Path, manifest: Manifest, slice: Slice) -> None:
     """``--force``: forget this slice's earlier output entirely."""
     discard_unlisted(out, None, slice)  # every shard of the slice, listed or not
     (out / slice.manifest_name).unlink(missing_ok=True)
-    if slice.count == 1 and (out / "images").is_dir():
-        shutil.rmtree(out / "images")
+    images = out / "images"
+    if slice.count == 1 and manifest.config.get("output", {}).get("image_mode") == "path" and images.is_dir():
+        for path in images.iterdir():  # only the copies prmtree wrote (named by content hash)
+            if IMAGE_COPY.fullmatch(path.name):
+                path.unlink()
     for table in TABLES:
         (out / table).mkdir(exist_ok=True)

@@ -60,9 +60,6 @@ class ReasoningTree:
     def __len__(self) -> int:
         return self.graph.number_of_nodes()
 
-    def __contains__(self, node_id: str) -> bool:
-        return node_id in self.graph
-
     def stats(self, node_id: str) -> NodeStats:
         return self.graph.nodes[node_id]["stats"]
 

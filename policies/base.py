@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from prmtree.engine.problem import Problem
+from prmtree.engine.steps import StepFormat
 
 FINISH_REASONS = ("stop", "length")
 
@@ -31,10 +32,13 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int = 0
     next_step_only: bool = False
+    step_format: StepFormat = StepFormat()  # how to write steps: the run's format, for every policy
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, tuple):
             object.__setattr__(self, "prefix", tuple(self.prefix))
+        if isinstance(self.step_format, str):
+            object.__setattr__(self, "step_format", StepFormat(self.step_format))
         if self.n < 1:
             raise ValueError(f"GenerationRequest.n must be at least 1, got {self.n}")
         if self.max_tokens < 1:
@@ -64,8 +68,59 @@ class Policy(Protocol):
     async def generate(self, request: GenerationRequest) -> list[Completion]: ...
 
 
-class PolicyError(RuntimeError):
-    """A policy could not be found, built, or returned something that is not completions."""
+class PolicyConfigError(ValueError):
+    """A policy cannot be built or used as configured (unknown name, bad argument, sync
+    ``generate``). Never retried: the run stops at load with this one line (exit 2)."""
+
+
+class GenerationError(RuntimeError):
+    """One request failed. ``retryable``: whether trying again may help (a timeout, a 503,
+    a dropped connection) or not (a 400 for this request, an answer that breaks the
+    contract). The driver is the only layer that retries."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the flag across Ray's pickling
+        return (_generation_error, (str(self), self.retryable))
+
+
+def _generation_error(message: str, retryable: bool) -> GenerationError:
+    return GenerationError(message, retryable=retryable)
+
+
+class PolicyContractError(GenerationError):
+    """A policy answered with something that is not ``n`` well-formed completions."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PolicyContractError, (str(self),))
+
+
+def check_completions(request: GenerationRequest, completions: Any, who: str = "policy") -> list[Completion]:
+    """The policy contract, checked where answers enter the engine: a list of exactly
+    ``request.n`` Completions with text, non-negative token counts and a known finish reason."""
+    if not isinstance(completions, list):
+        raise PolicyContractError(f"{who}.generate must return a list of Completion, got {type(completions).__name__}")
+    if len(completions) != request.n:
+        raise PolicyContractError(f"{who}.generate returned {len(completions)} completions for n={request.n}")
+    for c in completions:
+        if not isinstance(c, Completion):
+            raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
+        if not isinstance(c.text, (str, bytes)):
+            raise PolicyContractError(f"{who}: Completion.text must be a string, got {type(c.text).__name__}")
+        for name in ("num_tokens", "cached_tokens", "prompt_tokens"):
+            value = getattr(c, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyContractError(f"{who}: Completion.{name} must be an int >= 0, got {value!r}")
+        if c.finish_reason not in FINISH_REASONS:
+            raise PolicyContractError(
+                f"{who}: Completion.finish_reason must be one of {', '.join(FINISH_REASONS)}, got {c.finish_reason!r}"
+            )
+    return completions
 
 
 _BUILTIN: dict[str, str] = {
@@ -104,11 +159,11 @@ def _import_dotted(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise PolicyError(f"cannot import policy module {module_name!r}: {exc}") from None
+        raise PolicyConfigError(f"cannot import policy module {module_name!r}: {exc}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise PolicyError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise PolicyConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
 def _lookup(name: str) -> Any:
@@ -121,7 +176,7 @@ def _lookup(name: str) -> Any:
     for ep in _entry_points():
         if ep.name == name:
             return ep.load()
-    raise PolicyError(f"unknown policy {name!r}; known: {', '.join(available_policies())} (or module:Class)")
+    raise PolicyConfigError(f"unknown policy {name!r}; known: {', '.join(available_policies())} (or module:Class)")
 
 
 class FunctionPolicy:
@@ -135,30 +190,68 @@ class FunctionPolicy:
         return await self.fn(request)
 
 
-def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> Policy:
-    """Build a policy from a registered name, ``module:Class``, or return an instance as is."""
+def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> Any:
+    """Everything about a policy that can be checked without building it (no model
+    loads): the name resolves, ``generate`` is ``async``, the arguments fit the
+    constructor. Returns the class, function or instance. Raises PolicyConfigError."""
     if not isinstance(spec, str):
-        if not hasattr(spec, "generate"):
-            raise PolicyError(f"{type(spec).__name__} has no generate(request) method")
+        _check_generate(type(spec), type(spec).__name__)
         return spec
     target = _lookup(spec)
     kwargs = dict(kwargs or {})
     if inspect.iscoroutinefunction(target):
         if kwargs:
-            raise PolicyError(f"policy function {spec!r} takes no keyword arguments, got {sorted(kwargs)}")
+            raise PolicyConfigError(f"policy function {spec!r} takes no keyword arguments, got {sorted(kwargs)}")
+        return target
+    if not callable(target):
+        raise PolicyConfigError(f"policy {spec!r} is not a class or an async function")
+    if inspect.isclass(target):
+        _check_generate(target, spec)
+    try:
+        inspect.signature(target).bind(**kwargs)
+    except TypeError as exc:
+        raise PolicyConfigError(f"policy {spec!r} does not take arguments {sorted(kwargs)}: {exc}") from None
+    except ValueError:  # no signature to read (a builtin): building it will tell
+        pass
+    return target
+
+
+def _check_generate(cls: type, shown: str) -> None:
+    generate = getattr(cls, "generate", None)
+    if generate is None:
+        raise PolicyConfigError(f"policy {shown!r} has no generate(request) method")
+    if not inspect.iscoroutinefunction(generate):
+        raise PolicyConfigError(f"policy {shown!r}: generate must be 'async def generate(self, request)'")
+
+
+def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> Policy:
+    """Build a policy from a registered name, ``module:Class``, or return an instance as is."""
+    target = check_policy(spec, kwargs)
+    if not isinstance(spec, str):
+        return spec
+    if inspect.iscoroutinefunction(target):
         return FunctionPolicy(target)
     try:
-        policy = target(**kwargs)
-    except TypeError as exc:
-        raise PolicyError(f"cannot build policy {spec!r} with arguments {sorted(kwargs)}: {exc}") from None
-    if not hasattr(policy, "generate"):
-        raise PolicyError(f"policy {spec!r} has no generate(request) method")
-    return policy
+        return target(**dict(kwargs or {}))
+    except (TypeError, ValueError) as exc:
+        raise PolicyConfigError(f"cannot build policy {spec!r}: {exc}") from None
 
 
-def policy_class(spec: str) -> Any:
-    """The class (or function) a policy spec names, without building it."""
-    return _lookup(spec)
+def worker_gpus(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> float:
+    """GPUs one worker of this policy needs: the policy's ``worker_gpus(kwargs)`` class
+    hook (vLLM: its tensor-parallel size), else 0."""
+    target = spec if not isinstance(spec, str) else _lookup(spec)
+    hook = getattr(target, "worker_gpus", None)
+    return float(hook(dict(kwargs or {}))) if callable(hook) else 0.0
+
+
+def operational_args(spec: str) -> frozenset[str]:
+    """The policy's arguments that change speed, never rows (its ``operational_args``)."""
+    try:
+        target = _lookup(spec)
+    except PolicyConfigError:
+        return frozenset()
+    return frozenset(getattr(target, "operational_args", ()))
 
 
 def policy_name(policy: Any) -> str:

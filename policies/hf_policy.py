@@ -11,7 +11,7 @@ import io
 import threading
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, PolicyError
+from prmtree.policies.base import Completion, GenerationRequest, PolicyConfigError
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 
@@ -20,7 +20,7 @@ def _require_transformers() -> Any:
         import torch  # noqa: F401
         import transformers
     except ImportError as exc:
-        raise PolicyError(
+        raise PolicyConfigError(
             f"the hf policy needs torch and transformers ({exc}); install with: pip install 'prmtree[hf]'"
         ) from None
     return transformers
@@ -34,13 +34,12 @@ class HFPolicy:
         model: str,
         device: str = "auto",
         dtype: str = "auto",
-        step_format: str = "blank_line",
         system_prompt: str | None = None,
     ) -> None:
         transformers = _require_transformers()
         import torch
 
-        self.style = PromptStyle(step_format, system_prompt)
+        self.style = PromptStyle(system_prompt)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
@@ -87,7 +86,7 @@ class HFPolicy:
         if sampling:
             kwargs.update(temperature=request.temperature, top_p=request.top_p)
         if request.next_step_only:
-            kwargs.update(stop_strings=self.style.stop_strings(), tokenizer=self.tokenizer)
+            kwargs.update(stop_strings=list(request.step_format.stop_strings), tokenizer=self.tokenizer)
         with self._lock, torch.no_grad():
             torch.manual_seed(request.seed)
             output = self.model.generate(**inputs, **kwargs)
@@ -103,9 +102,9 @@ class HFPolicy:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             reason = "stop" if finished or len(ids) < request.max_tokens else "length"
             if request.next_step_only:
-                text, cut = _first_step(text, self.style.stop_strings())
+                text, cut = _first_step(text, list(request.step_format.stop_strings))
                 reason = "stop" if cut else reason
-            out.append(Completion(continuation_for_parsing(text, request, self.style), len(ids), reason))
+            out.append(Completion(continuation_for_parsing(text, request), len(ids), reason))
         return out
 
 

@@ -5,29 +5,32 @@ Chat completions continue the prefix as an open assistant message
 accept); ``endpoint="completions"`` instead renders the prompt locally with the model's
 chat template and calls ``/v1/completions``, for servers without that option. Images
 go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
-errors are retried with exponential backoff. The API key comes from the environment
+errors raise a retryable GenerationError, which the driver retries with backoff (one
+retry layer: a persistent 503 costs max_attempts requests, not max_attempts times
+this backend's own retries). The API key comes from the environment
 (``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, PolicyError
+from prmtree.policies.base import Completion, GenerationError, GenerationRequest, PolicyConfigError
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, messages, render
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-class ServerError(PolicyError):
-    """The server answered with an error that retrying will not fix."""
+def server_error(path: str, status: int, text: str) -> GenerationError:
+    """An HTTP error as a generation error: overload and outages are worth retrying, a
+    4xx about this request is not."""
+    return GenerationError(f"{path} answered HTTP {status}: {text[:300]}", retryable=status in RETRY_STATUS)
 
 
 class OpenAIPolicy:
     name = "openai"
+    operational_args = frozenset({"max_concurrency", "timeout_s", "api_key_env", "base_url"})
 
     def __init__(
         self,
@@ -37,10 +40,7 @@ class OpenAIPolicy:
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 64,
         timeout_s: float = 300.0,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
         tokenizer: str | None = None,
-        step_format: str = "blank_line",
         system_prompt: str | None = None,
         send_images: bool = True,
         extra_body: dict[str, Any] | None = None,
@@ -48,16 +48,14 @@ class OpenAIPolicy:
         try:
             import httpx
         except ImportError:
-            raise PolicyError("the openai policy needs httpx; install with: pip install 'prmtree[openai]'") from None
+            raise PolicyConfigError("the openai policy needs httpx; install with: pip install 'prmtree[openai]'") from None
         if endpoint not in ("chat", "completions"):
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
-        self.style = PromptStyle(step_format, system_prompt)
+        self.style = PromptStyle(system_prompt)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.endpoint = endpoint
         self.send_images = send_images  # False for text-only models
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self.extra_body = dict(extra_body or {})
         self._httpx = httpx
         self._api_key = os.environ.get(api_key_env)
@@ -92,7 +90,7 @@ class OpenAIPolicy:
             "seed": request.seed,
         }
         if request.next_step_only:
-            common["stop"] = self.style.stop_strings()
+            common["stop"] = list(request.step_format.stop_strings)
         if self.endpoint == "completions":
             prompt = render(self._template_owner, request, self.style, multimodal=False)
             return "/v1/completions", {**common, "prompt": prompt, **self.extra_body}
@@ -107,7 +105,7 @@ class OpenAIPolicy:
         data = await self._post(path, body)
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
         if not choices:
-            raise ServerError(f"{path} returned no choices")
+            raise GenerationError(f"{path} returned no choices", retryable=False)
         usage = data.get("usage") or {}
         total = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
@@ -117,7 +115,7 @@ class OpenAIPolicy:
             text = text or ""
             out.append(
                 Completion(
-                    text=continuation_for_parsing(text, request, self.style),
+                    text=continuation_for_parsing(text, request),
                     # The server reports tokens for all choices together: shared evenly.
                     num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
                     finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
@@ -128,23 +126,18 @@ class OpenAIPolicy:
         return out
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One attempt. Retrying is the driver's job (one retry layer, with backoff)."""
         httpx = self._httpx
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-            try:
-                response = await self._http().post(path, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code >= 400:
-                raise ServerError(f"{path} answered HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            response = await self._http().post(path, json=body)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise GenerationError(f"{path}: {type(exc).__name__}: {exc}", retryable=True) from None
+        if response.status_code >= 400:
+            raise server_error(path, response.status_code, response.text)
+        try:
             return response.json()
-        raise PolicyError(f"{path} failed after {self.max_retries + 1} attempts ({last})")
+        except ValueError:
+            raise GenerationError(f"{path} answered with invalid JSON: {response.text[:200]!r}", retryable=True) from None
 
     async def close(self) -> None:
         if self._client is not None:

@@ -2,7 +2,7 @@
 
 Every backend uses it, so the same request gives the same prompt text everywhere:
 
-* a system prompt asking for the configured step format and a final ``\\boxed{}``
+* a system prompt asking for the request's step format and a final ``\\boxed{}``
   answer (overridable);
 * a user turn with the image(s) and the question;
 * the prefix steps as an *unfinished* assistant turn that the model continues (no
@@ -18,13 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prmtree.engine.steps import StepFormat
 from prmtree.policies.base import GenerationRequest
 
-FORMAT_INSTRUCTIONS = {
-    "blank_line": "Write one step per paragraph, separated by a blank line.",
-    "step_marker": 'Begin every step with "Step N:" on a new line.',
-    "tags": "Wrap every step in <step></step> tags.",
-}
 DEFAULT_SYSTEM_PROMPT = (
     "Solve the problem step by step. {format_instruction} "
     "Finish with the final answer written as \\boxed{{answer}}."
@@ -33,36 +29,14 @@ DEFAULT_SYSTEM_PROMPT = (
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """How prompts are written: the step format and the system prompt."""
+    """How a backend writes its system prompt (the step format comes with each request)."""
 
-    step_format: str = "blank_line"
     system_prompt: str | None = None  # None: DEFAULT_SYSTEM_PROMPT; "" : no system turn
 
-    def __post_init__(self) -> None:
-        if self.step_format not in FORMAT_INSTRUCTIONS:
-            raise ValueError(
-                f"step_format must be one of {', '.join(FORMAT_INSTRUCTIONS)}, got {self.step_format!r}"
-            )
-
-    def system_text(self) -> str:
+    def system_text(self, step_format: StepFormat) -> str:
         if self.system_prompt is not None:
             return self.system_prompt
-        return DEFAULT_SYSTEM_PROMPT.format(format_instruction=FORMAT_INSTRUCTIONS[self.step_format])
-
-    def stop_strings(self) -> list[str]:
-        """Where one step ends (for ``next_step_only``)."""
-        return {"blank_line": ["\n\n"], "step_marker": ["\nStep "], "tags": ["</step>"]}[self.step_format]
-
-    def prefix_text(self, prefix: Sequence[str]) -> str:
-        """The steps taken so far, written so the model's continuation is the next step."""
-        if not prefix:
-            return ""
-        n = len(prefix)
-        if self.step_format == "blank_line":
-            return "\n\n".join(prefix) + "\n\n"
-        if self.step_format == "step_marker":
-            return "\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(prefix)) + f"\nStep {n + 1}:"
-        return "".join(f"<step>{s}</step>" for s in prefix) + "<step>"
+        return DEFAULT_SYSTEM_PROMPT.format(format_instruction=step_format.instruction)
 
 
 def messages(
@@ -78,7 +52,7 @@ def messages(
     "none" drops images (text-only models).
     """
     out: list[dict[str, Any]] = []
-    system = style.system_text()
+    system = style.system_text(request.step_format)
     if system:
         out.append({"role": "system", "content": system})
     question = request.problem.question
@@ -96,7 +70,7 @@ def messages(
         parts.append({"type": "text", "text": question})
         out.append({"role": "user", "content": parts})
     if request.prefix:
-        out.append({"role": "assistant", "content": style.prefix_text(request.prefix)})
+        out.append({"role": "assistant", "content": request.step_format.prefix_text(request.prefix)})
     return out
 
 
@@ -128,21 +102,17 @@ def render(template_owner: Any, request: GenerationRequest, style: PromptStyle, 
     )
     if continuing:
         # Templates strip trailing whitespace of the open message; the delimiter matters.
-        tail = style.prefix_text(request.prefix)
+        tail = request.step_format.prefix_text(request.prefix)
         stripped = tail.rstrip()
         if text.endswith(stripped) and not text.endswith(tail):
             text = text + tail[len(stripped):]
     return text
 
 
-def continuation_for_parsing(text: str, request: GenerationRequest, style: PromptStyle) -> str:
-    """A backend's continuation, completed with the delimiter the prompt opened.
+def continuation_for_parsing(text: str, request: GenerationRequest) -> str:
+    """A backend's continuation, completed with the step opening the prompt ended on.
 
     The prompt ends with the opening of the next step (``<step>``, ``Step N:``); the
     model's text starts inside that step, so segmentation needs the opening back.
     """
-    if not request.prefix or style.step_format == "blank_line":
-        return text
-    if style.step_format == "tags":
-        return "<step>" + text
-    return f"Step {len(request.prefix) + 1}:" + text
+    return request.step_format.restore_opening(text, len(request.prefix))

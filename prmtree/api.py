@@ -11,31 +11,32 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
-from prmtree.engine.driver import Driver, FatalExecutorError, FinishedProblem, RunStats
+from prmtree.engine.driver import Driver, FinishedProblem
 from prmtree.engine.output import Slice
-from prmtree.engine.problem import InputError, Problem, RowFormat, iter_problems
-from prmtree.engine.resume import open_run
-from prmtree.policies.base import BUILTIN_POLICIES, Policy
+from prmtree.engine.problem import InputError, Problem, iter_problems
+from prmtree.engine.resume import OpenedRun, open_run
+from prmtree.engine.stats import RunStats
+from prmtree.policies.base import Policy, check_policy
 from prmtree.rollout_workers import make_executor
 
 
 @dataclass
 class RunSummary:
-    """What a run did; the same numbers the manifest records."""
+    """What a run did: a view of its :class:`RunStats` (the manifest's numbers), so
+    ``summary.rollouts``, ``summary.problems_done`` etc. read the same fields."""
 
     out: Path | None
-    problems_done: int
-    problems_skipped: int
-    problems_failed: int
-    input_errors: int
-    rollouts: int
-    rollouts_per_s: float
-    steps_labelled: int
-    labels_positive: int
-    labels_negative: int
-    elapsed_s: float
-    rollouts_this_session: int = 0  # less than ``rollouts`` when the run resumed
-    stats: dict[str, Any] = field(default_factory=dict)
+    run_stats: RunStats
+    retry_pending: int = 0  # problems that failed and the same command will retry
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "run_stats":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.run_stats, name)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.run_stats.to_dict()
 
 
 def _versions() -> dict[str, str]:
@@ -108,17 +109,16 @@ def run(
         spec, kwargs = policy, None
     else:
         spec, kwargs = cfg.policy.name, cfg.policy.kwargs
-        if cfg.policy.name in BUILTIN_POLICIES:  # they write steps the way the segmenter reads them
-            kwargs.setdefault("step_format", cfg.steps.format)
+    check_policy(spec, kwargs)  # name, async generate, arguments: before any model loads
     try:
         slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
         raise ConfigError(f"input {str(problems)!r} not found")
-    executor, name = make_executor(cfg, spec, kwargs)
+    opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
     hooks = {"check_answer": check_answer, "split_steps": split_steps}
-    return asyncio.run(_run_async(problems, cfg, executor, name, out, slice_, force, on_problem, hooks))
+    return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks))
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
@@ -141,28 +141,28 @@ def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]
 async def _run_async(
     problems: Any,
     cfg: RunConfig,
-    executor: Any,
-    name: str,
-    out: str | os.PathLike[str] | None,
+    spec: Any,
+    kwargs: dict[str, Any] | None,
+    opened: OpenedRun | None,
     slice_: Slice,
-    force: bool,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
     hooks: dict[str, Any],
 ) -> RunSummary:
     from prmtree.engine.verify import Verifier
 
+    stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
+    writer = opened.writer if opened else None
+    # Built only now: the output directory is open and the config accepted, so a refused
+    # resume never loads a model or starts a cluster.
+    executor = make_executor(cfg.executor, spec, kwargs)
     try:
-        opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
-        stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
-        writer = opened.writer if opened else None
         verifier = Verifier(custom=hooks["check_answer"], rel_tol=cfg.verify.rel_tol)
-        driver = Driver(cfg, executor, writer, name, verifier=verifier, on_problem=on_problem, stats=stats,
+        driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
                         split_steps=hooks["split_steps"])
-        fmt = RowFormat(**cfg.input.model_dump())
-        items = _select(iter_problems(problems, fmt), slice_, opened.done if opened else set())
+        items = _select(iter_problems(problems, cfg.input), slice_, opened.done if opened else set())
         try:
             stats = await driver.run(items)
-        except FatalExecutorError:
+        except BaseException:
             if writer is not None:
                 writer.flush()  # keep every finished problem; a resume does the rest
             raise
@@ -170,18 +170,5 @@ async def _run_async(
         await executor.close()
     if writer is not None:
         writer.close()
-    return RunSummary(
-        out=Path(out) if out is not None else None,
-        problems_done=stats.problems_done,
-        problems_skipped=stats.problems_skipped,
-        problems_failed=stats.problems_failed,
-        input_errors=stats.input_errors,
-        rollouts=stats.rollouts,
-        rollouts_per_s=stats.rollouts_per_s,
-        steps_labelled=stats.steps_labelled,
-        labels_positive=stats.labels_positive,
-        labels_negative=stats.labels_negative,
-        elapsed_s=stats.elapsed_s,
-        rollouts_this_session=stats.rollouts - stats.rollouts_before,
-        stats=stats.to_dict(),
-    )
+    pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
+    return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending)

@@ -12,18 +12,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
+from prmtree.rollout_workers.base import FatalExecutorError
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"prmtree: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+#: Exit codes. 0: every good problem is labelled (or skipped by design).
+EXIT_STOPPED = 1  # the run stopped early (no worker left, circuit breaker): re-run to resume
+EXIT_USAGE = 2  # bad arguments, configuration or policy settings: nothing ran
+EXIT_SOME_FAILED = 3  # finished, but some problems failed: the same command retries them
 
 
 def _fail(message: str) -> NoReturn:
     sys.stderr.write(f"prmtree: error: {message}\n")
     raise SystemExit(EXIT_USAGE)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
 
 
 def _int_arg(flag: str, value: str) -> int:
@@ -47,13 +51,18 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from prmtree.engine.search import STRATEGIES
+    from prmtree.export import FORMATS
+    from prmtree.rollout_workers import EXECUTORS
+
+    strategies = list(STRATEGIES)
     parser = _Parser(prog="prmtree", description="Process-reward training data for vision-language reasoning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="synthetic problems + simulated policy, local, under a minute")
     demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
     demo.add_argument("--problems", type=int, default=60, help="number of synthetic problems (default: 60)")
-    demo.add_argument("--strategy", default="omega", choices=["omega", "shepherd", "mcts"])
+    demo.add_argument("--strategy", default="omega", choices=strategies)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--latency", type=float, default=0.002, help="simulated seconds per request (default 0.002)")
     demo.add_argument("--no-progress", action="store_true")
@@ -63,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--policy", help="registered policy name or module:Class (default: config, else simulated)")
     run.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
-    run.add_argument("--strategy", choices=["omega", "shepherd", "mcts"])
+    run.add_argument("--strategy", choices=strategies)
     run.add_argument("--config", help="TOML run configuration; flags override it")
     run.add_argument("--seed", type=int)
-    run.add_argument("--executor", choices=["inline", "ray"], help="where rollouts run (default: inline)")
+    run.add_argument("--executor", choices=list(EXECUTORS), help="where rollouts run (default: inline)")
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
@@ -82,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="convert an output directory to a trainer's format")
     exp.add_argument("out", help="output directory of a run")
-    exp.add_argument("--format", required=True, choices=["trl", "prm800k", "pairs", "jsonl"])
+    exp.add_argument("--format", required=True, choices=list(FORMATS))
     exp.add_argument("--to", required=True, help="file to write (.parquet for trl, .jsonl otherwise)")
 
     gen = sub.add_parser("synth", help="write synthetic image-question problems as JSONL + PNGs")
@@ -97,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], progress: bool, total: int | None):
     from prmtree.api import run
     from prmtree.engine.config import ConfigError
-    from prmtree.engine.driver import FatalExecutorError
-    from prmtree.policies.base import PolicyError
+    from prmtree.policies.base import PolicyConfigError
     from prmtree.progress import ProgressReporter
 
     reporter = ProgressReporter(total=total, enabled=progress)
@@ -113,11 +121,11 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
                 force=getattr(args, "force", False),
                 **overrides,
             )
-    except (ConfigError, PolicyError) as exc:
+    except (ConfigError, PolicyConfigError) as exc:
         _fail(str(exc))
     except FatalExecutorError as exc:  # finished problems are flushed: a re-run resumes
         sys.stderr.write(f"prmtree: run stopped: {exc}\n")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_STOPPED) from None
     except ValueError as exc:  # a policy or strategy refusing its arguments
         _fail(str(exc))
 
@@ -151,7 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lambda pid, steps: oracle.first_error(by_id[pid], steps),
     )
     print_summary(summary, quality)
-    return 0
+    return _exit_code(summary)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -188,6 +196,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["config_overrides"] = {k: v for k, v in (("output", output), ("executor", executor)) if v}
     summary = _run(args, input_path, overrides, not args.no_progress, None)
     print_summary(summary, None)
+    return _exit_code(summary)
+
+
+def _exit_code(summary: Any) -> int:
+    if summary.retry_pending:
+        sys.stderr.write(
+            f"prmtree: {summary.retry_pending} problems failed (reasons above); "
+            "run the same command again to retry them\n"
+        )
+        return EXIT_SOME_FAILED
     return 0
 
 

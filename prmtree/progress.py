@@ -46,10 +46,11 @@ class ProgressReporter:
         self._last = now
         elapsed = max(now - stats.started, 1e-9)
         detail = (
-            f"{stats.rollouts / elapsed:,.0f} rollouts/s  {stats.tokens / elapsed:,.0f} tok/s  "
+            f"{stats.rollouts_this_session / elapsed:,.0f} rollouts/s  {stats.tokens / elapsed:,.0f} tok/s  "
             f"labels +{stats.labels_positive}/-{stats.labels_negative}  "
             f"errors {stats.problems_failed + stats.input_errors}"
         )
-        if stats.worker_load:
-            detail += "  workers " + "/".join(str(v) for _, v in sorted(stats.worker_load.items()))
+        load = stats.executor.get("in_flight") or {}
+        if len(load) > 1:
+            detail += "  workers " + "/".join(str(v) for _, v in sorted(load.items()))
         self._progress.update(self._task, completed=done, detail=detail)

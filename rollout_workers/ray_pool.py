@@ -24,8 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from prmtree.engine.driver import FatalExecutorError
-from prmtree.policies.base import Completion, GenerationRequest
+from prmtree.engine.config import ExecutorConfig
+from prmtree.policies.base import Completion, GenerationError, GenerationRequest, policy_name
+from prmtree.rollout_workers.base import FatalExecutorError
 
 
 class NoWorkersLeft(FatalExecutorError):
@@ -101,7 +102,8 @@ class RolloutWorker:
                 self.cached_tokens += c.cached_tokens
         except asyncio.TimeoutError:
             self.errors += 1
-            result = (request_id, "err", TimeoutError(f"policy timed out after {self.request_timeout_s:g} s in a worker"))
+            timeout = GenerationError(f"policy timed out after {self.request_timeout_s:g} s in a worker")
+            result = (request_id, "err", timeout)
         except Exception as exc:
             self.errors += 1
             result = (request_id, "err", _portable(exc))
@@ -109,10 +111,6 @@ class RolloutWorker:
             self.in_flight -= 1
         self._results.append(result)
         self._event().set()
-
-    async def counters(self) -> dict[str, Any]:
-        return {"in_flight": self.in_flight, "done": self.done, "errors": self.errors,
-                "tokens": self.tokens, "cached_tokens": self.cached_tokens, "pid": os.getpid()}
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -171,39 +169,26 @@ def rendezvous(problem_id: str, indices: list[int]) -> list[int]:
 class RayExecutor:
     """``await submit(request)`` on a pool of RolloutWorker actors."""
 
-    kind = "ray"
-
     def __init__(
         self,
         policy_spec: Any,
         policy_kwargs: dict[str, Any] | None = None,
+        config: ExecutorConfig | None = None,
         *,
-        workers: int | str = "auto",
-        address: str | None = None,
         num_gpus_per_worker: float = 0.0,
-        num_cpus_per_worker: float = 1.0,
-        worker_max_concurrency: int = 1024,
-        queue_limit: int = 256,
-        request_timeout_s: float = 600.0,
-        max_restarts: int = 3,
         revive_after_s: float = 2.0,
         batch_window_s: float = 0.005,
     ) -> None:
         self.policy_spec = policy_spec
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.requested_workers = workers
-        self.address = address
+        self.config = config or ExecutorConfig(kind="ray")
         self.num_gpus_per_worker = num_gpus_per_worker
-        self.num_cpus_per_worker = num_cpus_per_worker
-        self.worker_max_concurrency = worker_max_concurrency
-        self.queue_limit = queue_limit
-        self.request_timeout_s = request_timeout_s
-        self.max_restarts = max_restarts
         self.revive_after_s = revive_after_s
         self.batch_window_s = batch_window_s
+        self.policy_name = _spec_name(policy_spec, self.policy_kwargs)
         self.batches = 0
         self._next_id = 0
-        self.stats = PoolStats()
+        self.pool = PoolStats()
         self.workers: list[_Worker] = []
         self.run_token = uuid.uuid4().hex[:8]
         self._freed: asyncio.Condition | None = None
@@ -213,13 +198,13 @@ class RayExecutor:
 
     def worker_count(self) -> int:
         ray = _ray()
-        if self.requested_workers != "auto":
-            return int(self.requested_workers)
+        if self.config.workers != "auto":
+            return int(self.config.workers)
         resources = ray.cluster_resources()
         if self.num_gpus_per_worker > 0:
             return max(1, int(resources.get("GPU", 0) // self.num_gpus_per_worker))
-        if self.num_cpus_per_worker > 0:
-            return max(1, int(resources.get("CPU", 1) // self.num_cpus_per_worker))
+        if self.config.num_cpus_per_worker > 0:
+            return max(1, int(resources.get("CPU", 1) // self.config.num_cpus_per_worker))
         return 1
 
     def start(self) -> None:
@@ -227,7 +212,7 @@ class RayExecutor:
         ray = _ray()
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=self.config.address, include_dashboard=False, log_to_driver=True)
             self._started_ray = True
         remote = ray.remote(RolloutWorker)
         count = self.worker_count()
@@ -236,11 +221,11 @@ class RayExecutor:
             actor = remote.options(
                 name=f"prmtree-worker-{self.run_token}-{i}",
                 num_gpus=self.num_gpus_per_worker,
-                num_cpus=self.num_cpus_per_worker,
-                max_concurrency=self.worker_max_concurrency,
-                max_restarts=self.max_restarts,
+                num_cpus=self.config.num_cpus_per_worker,
+                max_concurrency=self.config.worker_max_concurrency,
+                max_restarts=self.config.max_restarts,
                 max_task_retries=0,  # resubmission is ours: it re-routes and counts
-            ).remote(self.policy_spec, self.policy_kwargs, self.request_timeout_s)
+            ).remote(self.policy_spec, self.policy_kwargs, self.config.request_timeout_s)
             self.workers.append(_Worker(i, actor))
         try:
             ray.get([w.actor.ready.remote() for w in self.workers], timeout=600)
@@ -266,7 +251,7 @@ class RayExecutor:
     def _live(self) -> list[_Worker]:
         now = time.monotonic()
         for w in self.workers:
-            restartable = w.deaths <= self.max_restarts
+            restartable = w.deaths <= self.config.max_restarts
             if not w.alive and restartable and now - w.down_since >= self.revive_after_s:
                 w.alive = True  # Ray restarts a dead actor up to max_restarts times: try it again
         return [w for w in self.workers if w.alive]
@@ -281,11 +266,11 @@ class RayExecutor:
             )
         by_index = {w.index: w for w in live}
         first = by_index[rendezvous(problem_id, list(by_index))[0]]
-        if first.in_flight < self.queue_limit:
+        if first.in_flight < self.config.queue_limit:
             return first
         least = min(live, key=lambda w: w.in_flight)
-        if least.in_flight < self.queue_limit:
-            self.stats.spills += 1
+        if least.in_flight < self.config.queue_limit:
+            self.pool.spills += 1
             return least
         return None
 
@@ -306,8 +291,8 @@ class RayExecutor:
                     await self._freed.wait()
                 continue
             worker.in_flight += 1
-            self.stats.requests += 1
-            self.stats.routes.setdefault(request.problem.id, Counter())[worker.index] += 1
+            self.pool.requests += 1
+            self.pool.routes.setdefault(request.problem.id, Counter())[worker.index] += 1
             self._next_id += 1
             request_id = self._next_id
             future = asyncio.get_running_loop().create_future()
@@ -322,10 +307,10 @@ class RayExecutor:
                     worker.alive = False
                     worker.deaths += 1
                     worker.down_since = time.monotonic()
-                    self.stats.worker_deaths += 1
+                    self.pool.worker_deaths += 1
                 attempts += 1
-                self.stats.resubmissions += 1
-                if attempts > 3 + 2 * len(self.workers) * (1 + self.max_restarts):
+                self.pool.resubmissions += 1
+                if attempts > 3 + 2 * len(self.workers) * (1 + self.config.max_restarts):
                     raise NoWorkersLeft(
                         f"request for problem {request.problem.id!r} failed on {attempts} workers; "
                         "finished problems are saved, run the same command again to resume"
@@ -379,17 +364,19 @@ class RayExecutor:
 
     def release(self, problem_id: str) -> None:
         """A tree finished: fold its routing into the affinity statistics."""
-        routes = self.stats.routes.pop(problem_id, None)
+        routes = self.pool.routes.pop(problem_id, None)
         if not routes:
             return
         share = max(routes.values()) / sum(routes.values())
-        self.stats.trees += 1
-        self.stats.trees_on_one_worker += share >= 0.95
-        self.stats.min_affinity = min(self.stats.min_affinity, share)
+        self.pool.trees += 1
+        self.pool.trees_on_one_worker += share >= 0.95
+        self.pool.min_affinity = min(self.pool.min_affinity, share)
 
-    def counters(self) -> dict[str, Any]:
-        s = self.stats
+    def stats(self) -> dict[str, Any]:
+        s = self.pool
         return {
+            "kind": "ray",
+            "in_flight": self.load(),
             "workers": len(self.workers),
             "requests": s.requests,
             "resubmissions": s.resubmissions,
@@ -401,6 +388,16 @@ class RayExecutor:
             "min_tree_affinity": round(s.min_affinity, 4),
             "per_worker_done": {str(w.index): w.done for w in self.workers},
         }
+
+
+def _spec_name(spec: Any, kwargs: dict[str, Any]) -> str:
+    """The policy's short name without building it (it is built inside the actors)."""
+    if not isinstance(spec, str):
+        return policy_name(spec)
+    from prmtree.policies.base import check_policy
+
+    target = check_policy(spec, kwargs)
+    return str(getattr(target, "name", None) or getattr(target, "__name__", spec))
 
 
 def _cause(exc: BaseException) -> BaseException:

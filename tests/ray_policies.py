@@ -45,3 +45,16 @@ class DiesAfter(SimulatedPolicy):
         if limit and self.count > limit:
             os._exit(1)
         return await super().generate(request)
+
+
+class LoadsAModel(SimulatedPolicy):
+    """Writes ``marker`` when built, as loading a model would: tests check it never is
+    when the run is refused first."""
+
+    name = "simulated"
+
+    def __init__(self, marker: str, error_rate: float = 0.08):
+        from pathlib import Path
+
+        Path(marker).write_text("loaded")
+        super().__init__(error_rate=error_rate)

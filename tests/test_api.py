@@ -7,7 +7,7 @@ import pytest
 
 import prmtree
 from prmtree.engine.output import read_table
-from prmtree.policies import Completion, PolicyError, register_policy, resolve_policy
+from prmtree.policies import Completion, PolicyConfigError, register_policy, resolve_policy
 from prmtree.policies.simulated import SimulatedPolicy
 
 
@@ -49,7 +49,7 @@ def test_module_colon_class_and_plain_async_function(tmp_path, problems, monkeyp
     fn_policy = resolve_policy("my_policies:generate")
     s = prmtree.run(problems[:2], policy="my_policies:generate", out=tmp_path / "o")
     assert s.rollouts == 16 and fn_policy.name == "generate"
-    with pytest.raises(PolicyError, match="takes no keyword arguments"):
+    with pytest.raises(PolicyConfigError, match="takes no keyword arguments"):
         resolve_policy("my_policies:generate", {"x": 1})
     sys.modules.pop("my_policies", None)
 

@@ -8,7 +8,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from prmtree.engine.output import SCHEMAS, read_manifest, read_table
+from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.tables import SCHEMAS
 
 PRMTREE = [sys.executable, "-m", "prmtree"]
 
@@ -99,7 +100,7 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
     }
     manifest = read_manifest(tmp_path / "out")
     assert len(manifest["completed"]) == 5
-    assert set(manifest["failed"]) == set(errors)
+    assert set(manifest["rejected"]) == set(errors) and manifest["failed"] == {}
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "nope"], "unknown policy 'nope'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "os:nothing"], "has no attribute 'nothing'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "error_rate=7"], "error_rate must be in [0, 1], got 7"),
-        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "colour=red"], "cannot build policy 'simulated'"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "colour=red"], "policy 'simulated' does not take arguments ['colour']"),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -5,11 +5,12 @@ import random
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import rows
 
 import prmtree
 from prmtree.engine.config import RunConfig
-from prmtree.engine.output import read_table
-from prmtree.policies.base import Completion
+from prmtree.engine.output import read_manifest, read_table
+from prmtree.policies.base import Completion, PolicyConfigError
 from prmtree.policies.simulated import SimulatedPolicy
 
 
@@ -17,9 +18,6 @@ def cfg(**executor):
     return RunConfig.model_validate({"seed": 7, "executor": executor})
 
 
-def rows(out, table="steps"):
-    t = read_table(out, table).drop_columns(["images"]) if table == "steps" else read_table(out, table)
-    return sorted(map(repr, t.to_pylist()))
 
 
 class Jittery:
@@ -76,9 +74,10 @@ class Failing(SimulatedPolicy):
         super().__init__()
         self.bad_id = bad_id
         self.seen = set()
+        self._broken = True  # private: not part of the config, so a re-run resumes
 
     async def generate(self, request):
-        if request.problem.id == self.bad_id:
+        if request.problem.id == self.bad_id and self._broken:
             raise RuntimeError("GPU fell off the bus")
         key = (request.problem.id, request.prefix, request.seed)
         if key not in self.seen:
@@ -87,20 +86,24 @@ class Failing(SimulatedPolicy):
         return await super().generate(request)
 
 
-def test_policy_errors_are_retried_then_reported(tmp_path, problems):
+def test_policy_errors_are_retried_then_the_problem_is_retried_by_the_next_run(tmp_path, problems):
     bad = problems[2].id
     out = tmp_path / "o"
-    s = prmtree.run(problems[:6], policy=Failing(bad), out=out,
-                    config=RunConfig.model_validate({"seed": 7, "executor": {"retry_backoff_s": 0.001}}))
-    assert s.problems_failed == 1 and s.problems_done == 5
-    errors = read_table(out, "errors").to_pylist()
-    assert errors == [{"problem_id": bad, "stage": "policy",
-                       "reason": "RuntimeError: GPU fell off the bus (after 3 attempts)"}]
+    policy = Failing(bad)
+    config = RunConfig.model_validate({"seed": 7, "executor": {"retry_backoff_s": 0.001}})
+    s = prmtree.run(problems[:6], policy=policy, out=out, config=config)
+    assert s.problems_failed == 1 and s.problems_done == 5 and s.retry_pending == 1
+    assert read_manifest(out)["failed"] == {bad: "policy: RuntimeError: GPU fell off the bus (after 3 attempts)"}
+    assert read_table(out, "errors").num_rows == 0  # errors/ is for bad input; this one is retried
+    assert dict(s.failure_reasons) == {"RuntimeError": 1}
     assert s.stats["retries"] >= s.stats["requests"]
-    clean = prmtree.run([p for p in problems[:6] if p.id != bad], policy=SimulatedPolicy(), out=tmp_path / "clean",
-                        seed=7)
+    policy._broken = False  # the backend is back: the same call retries the failed problem only
+    again = prmtree.run(problems[:6], policy=policy, out=out, config=config)
+    assert (again.problems_done, again.problems_failed, again.retry_pending) == (6, 0, 0)
+    assert read_manifest(out)["failed"] == {}
+    clean = prmtree.run(problems[:6], policy=SimulatedPolicy(), out=tmp_path / "clean", seed=7)
     assert rows(out) == rows(tmp_path / "clean")  # retries reuse the seed: same rows
-    assert clean.rollouts == s.rollouts
+    assert clean.rollouts == again.rollouts
 
 
 def test_a_hanging_policy_times_out(tmp_path, problems):
@@ -113,8 +116,8 @@ def test_a_hanging_policy_times_out(tmp_path, problems):
     )
     s = prmtree.run(problems[:3], policy=Hangs(), out=tmp_path, config=config)
     assert s.problems_failed == 3
-    reasons = {r["reason"] for r in read_table(tmp_path, "errors").to_pylist()}
-    assert reasons == {"TimeoutError: policy timed out after 0.05 s (after 2 attempts)"}
+    reasons = set(read_manifest(tmp_path)["failed"].values())
+    assert reasons == {"policy: GenerationError: policy timed out after 0.05 s (after 2 attempts)"}
 
 
 def test_malformed_completions_are_wrong_rollouts_and_tallied(tmp_path, problems):
@@ -151,9 +154,38 @@ def test_a_policy_returning_the_wrong_type_fails_its_problem_clearly(tmp_path, p
             return "text"
 
     s = prmtree.run(problems[:1], policy=Wrong(), out=tmp_path, config={"executor": {"retry_backoff_s": 0}})
-    (err,) = read_table(tmp_path, "errors").to_pylist()
-    assert "must return a list of Completion" in err["reason"]
-    assert s.problems_failed == 1
+    (reason,) = read_manifest(tmp_path)["failed"].values()
+    assert reason == "policy: contract: Wrong.generate must return a list of Completion, got str (not retryable)"
+    assert s.problems_failed == 1 and s.retries == 0  # a broken contract is not retried
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (lambda r: [], "returned 0 completions for n=8"),
+        (lambda r: [Completion("x")] * (r.n - 1), "returned 7 completions for n=8"),
+        (lambda r: [Completion("x")] * (3 * r.n), "returned 24 completions for n=8"),
+        (lambda r: [Completion("x", num_tokens=-5)] * r.n, "Completion.num_tokens must be an int >= 0, got -5"),
+        (lambda r: [Completion("x", finish_reason="eos")] * r.n, "finish_reason must be one of stop, length, got 'eos'"),
+    ],
+)
+def test_the_policy_contract_is_checked_where_answers_enter(tmp_path, problems, answer, message):
+    class Bent:
+        async def generate(self, request):
+            return answer(request)
+
+    s = prmtree.run(problems[:2], policy=Bent(), out=tmp_path)
+    assert s.problems_failed == 2 and s.rollouts == 0 and s.problems_done == 0
+    assert all(message in r for r in read_manifest(tmp_path)["failed"].values())
+
+
+def test_a_sync_generate_is_refused_at_load_with_one_line(problems):
+    class Sync:
+        def generate(self, request):
+            return []
+
+    with pytest.raises(PolicyConfigError, match="generate must be 'async def generate"):
+        prmtree.run(problems[:1], policy=Sync())
 
 
 def test_shards_rotate_and_every_part_is_complete(tmp_path, problems):

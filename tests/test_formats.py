@@ -14,7 +14,8 @@ from PIL import Image
 
 import prmtree
 from prmtree.engine.output import read_manifest, read_table
-from prmtree.engine.problem import InputError, Problem, RowFormat, iter_input
+from prmtree.engine.config import InputConfig
+from prmtree.engine.problem import InputError, Problem, iter_input
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 from prmtree.policies import Completion
 
@@ -148,7 +149,7 @@ def test_every_bad_input_case_in_one_file(tmp_path, small):
     nodes_ids = set(read_table(tmp_path / "out", "nodes").column("problem_id").to_pylist())
     assert nodes_ids == {p.id for p in small}
     assert steps_ids <= nodes_ids and len(steps_ids) >= 4
-    assert len(read_manifest(tmp_path / "out")["failed"]) == 8
+    assert len(read_manifest(tmp_path / "out")["rejected"]) == 8
 
 
 def test_input_formats_all_give_the_same_problems(tmp_path, small):
@@ -156,7 +157,7 @@ def test_input_formats_all_give_the_same_problems(tmp_path, small):
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     expected = [(p.id, p.question, p.answer, p.images[0].data) for p in small]
 
-    def got(path, fmt=RowFormat()):
+    def got(path, fmt=InputConfig()):
         items = list(iter_input(path, fmt))
         assert all(isinstance(i, Problem) for i in items), [i for i in items if isinstance(i, InputError)]
         return [(p.id, p.question, p.answer, p.images[0].data) for p in items]
@@ -170,7 +171,7 @@ def test_input_formats_all_give_the_same_problems(tmp_path, small):
     renamed = [{"uid": r["id"], "q": r["question"], "img": r["image"], "a": r["answer"],
                 "meta": json.dumps(r["meta"])} for r in rows]
     pq.write_table(pa.Table.from_pylist(renamed), tmp_path / "paths.parquet")
-    fmt = RowFormat(id_field="uid", question_field="q", image_field="img", answer_field="a")
+    fmt = InputConfig(id_field="uid", question_field="q", image_field="img", answer_field="a")
     assert got(tmp_path / "paths.parquet", fmt) == expected
     # Parquet with an Image struct column
     structs = [{"id": p.id, "question": p.question, "answer": p.answer,

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 import prmtree
-from prmtree.engine.output import read_table
+from prmtree.engine.output import read_manifest, read_table
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import GenerationRequest, PolicyError
-from prmtree.policies.openai_policy import OpenAIPolicy, ServerError
+from prmtree.policies.base import GenerationError, GenerationRequest
+from prmtree.policies.openai_policy import OpenAIPolicy
 
 PROBLEM = generate_problems(1, seed=5)[0]
 
@@ -74,7 +74,7 @@ def gen(policy, **kw):
 
 @pytest.mark.vllm
 def test_chat_continues_the_prefix_with_n_and_seed(vllm_server):
-    policy = lambda: OpenAIPolicy(vllm_server, "tiny", max_retries=0, send_images=False)
+    policy = lambda: OpenAIPolicy(vllm_server, "tiny", send_images=False)
     a = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=7)
     b = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=7)
     c = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=8)
@@ -153,9 +153,13 @@ def flaky_server():
     server.shutdown()
 
 
-def test_retries_429_and_5xx_then_succeeds(flaky_server, monkeypatch):
+def test_429_and_5xx_are_retryable_errors_then_it_succeeds(flaky_server, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
-    policy = OpenAIPolicy(flaky_server, "m", api_key_env="MY_KEY", backoff_s=0.01)
+    policy = OpenAIPolicy(flaky_server, "m", api_key_env="MY_KEY")
+    for status in (429, 503):  # one attempt per call: retrying is the driver's job
+        with pytest.raises(GenerationError, match=f"HTTP {status}") as err:
+            gen(policy, prefix=("a",), n=3, max_tokens=5, seed=9)
+        assert err.value.retryable
     out = gen(policy, prefix=("a",), n=3, max_tokens=5, seed=9)
     assert len(Flaky.seen) == 3
     assert [c.finish_reason for c in out] == ["stop", "length", "stop"]
@@ -170,26 +174,41 @@ def test_retries_429_and_5xx_then_succeeds(flaky_server, monkeypatch):
     assert "sk-secret" not in repr(policy) and "sk-secret" not in str(vars(policy).get("base_url"))
 
 
-def test_client_errors_are_not_retried(flaky_server):
+def test_one_retry_layer_a_flaky_server_costs_the_drivers_attempts_only(flaky_server, tmp_path):
+    config = {"policy": {"name": "openai", "base_url": flaky_server, "model": "m"},
+              "search": {"k": 2, "budget": 2}, "executor": {"max_attempts": 3, "retry_backoff_s": 0.01}}
+    s = prmtree.run(generate_problems(1), out=tmp_path, config=config)
+    assert len(Flaky.seen) == 3  # 429, 503, then the answer: no retries stacked inside the backend
+    assert (s.retries, s.problems_failed) == (2, 0)
+
+
+def test_client_errors_are_not_retried(flaky_server, tmp_path):
     Flaky.seen = [None, None]  # skip the 429 and 503
-    with pytest.raises(ServerError, match="HTTP 400"):
-        gen(OpenAIPolicy(flaky_server, "bad", backoff_s=0.01), prefix=(), n=1)
-    assert len(Flaky.seen) == 3
+    with pytest.raises(GenerationError, match="HTTP 400") as err:
+        gen(OpenAIPolicy(flaky_server, "bad"), prefix=(), n=1)
+    assert not err.value.retryable
+    config = {"policy": {"name": "openai", "base_url": flaky_server, "model": "bad"},
+              "executor": {"max_attempts": 5, "retry_backoff_s": 0.01}}
+    s = prmtree.run(generate_problems(1), out=tmp_path, config=config)
+    assert len(Flaky.seen) == 4  # one more request, not five
+    assert s.problems_failed == 1 and s.retries == 0
+    assert "HTTP 400" in next(iter(read_manifest(tmp_path)["failed"].values()))
 
 
-def test_connection_errors_are_retried_then_reported():
+def test_connection_errors_are_retryable():
     port = free_port()  # nothing listens here
-    policy = OpenAIPolicy(f"http://127.0.0.1:{port}", "m", max_retries=2, backoff_s=0.01)
     t = time.perf_counter()
-    with pytest.raises(PolicyError, match="failed after 3 attempts .*ConnectError"):
-        gen(policy, prefix=(), n=1)
+    with pytest.raises(GenerationError, match="ConnectError") as err:
+        gen(OpenAIPolicy(f"http://127.0.0.1:{port}", "m"), prefix=(), n=1)
+    assert err.value.retryable
     assert time.perf_counter() - t < 5
 
 
-def test_unreachable_server_sends_problems_to_errors(tmp_path):
-    config = {"policy": {"name": "openai", "base_url": f"http://127.0.0.1:{free_port()}", "model": "m",
-                         "max_retries": 0}, "executor": {"max_attempts": 2, "retry_backoff_s": 0.01}}
+def test_unreachable_server_fails_problems_for_a_later_retry(tmp_path):
+    config = {"policy": {"name": "openai", "base_url": f"http://127.0.0.1:{free_port()}", "model": "m"},
+              "executor": {"max_attempts": 2, "retry_backoff_s": 0.01}}
     s = prmtree.run(generate_problems(2), out=tmp_path, config=config)
-    assert s.problems_failed == 2
-    reasons = read_table(tmp_path, "errors").column("reason").to_pylist()
-    assert all("ConnectError" in r and "after 2 attempts" in r for r in reasons)
+    assert s.problems_failed == 2 and s.retry_pending == 2
+    reasons = list(read_manifest(tmp_path)["failed"].values())
+    assert len(reasons) == 2 and all("ConnectError" in r and "after 2 attempts" in r for r in reasons)
+    assert dict(s.failure_reasons) == {"GenerationError": 2}

@@ -4,7 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from prmtree.engine.problem import InputError, Problem, ProblemImage, iter_jsonl, iter_problems, problem_id_for
+from prmtree.engine.problem import InputError, Problem, ProblemImage, iter_input, iter_problems, problem_id_for
+from prmtree.engine.config import InputConfig
 
 
 def png(color="red", size=(8, 8)) -> bytes:
@@ -59,7 +60,7 @@ EXPECTED_REASONS = {
 
 
 def test_mixed_input_good_rows_are_problems_bad_rows_are_errors_with_reasons(mixed_input):
-    items = list(iter_jsonl(mixed_input))
+    items = list(iter_input(mixed_input))
     good = [i for i in items if isinstance(i, Problem)]
     bad = {i.problem_id: i.reason for i in items if isinstance(i, InputError)}
     assert [p.id for p in good[:2]] == ["good1", "good2"]
@@ -76,7 +77,7 @@ def test_mixed_input_good_rows_are_problems_bad_rows_are_errors_with_reasons(mix
 
 
 def test_bomb_limit_is_configurable(mixed_input):
-    items = {getattr(i, "id", None) or i.problem_id: i for i in iter_jsonl(mixed_input, max_pixels=10**9)}
+    items = {getattr(i, "id", None) or i.problem_id: i for i in iter_input(mixed_input, InputConfig(max_pixels=10**9))}
     assert isinstance(items["bomb"], Problem)
 
 

@@ -20,10 +20,10 @@ def test_prefix_is_an_open_assistant_turn(tiny_text_model):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_text_model)
-    req = GenerationRequest(PROBLEM, ("count 3", "add 4"), n=2)
     for fmt, tail in [("blank_line", "count 3\n\nadd 4\n\n"), ("step_marker", "Step 1: count 3\nStep 2: add 4\nStep 3:"),
                       ("tags", "<step>count 3</step><step>add 4</step><step>")]:
-        text = render(tok, req, PromptStyle(fmt), multimodal=False)
+        req = GenerationRequest(PROBLEM, ("count 3", "add 4"), n=2, step_format=fmt)
+        text = render(tok, req, PromptStyle(), multimodal=False)
         assert text.endswith("<|im_start|>assistant\n" + tail)  # no end-of-turn after the prefix
         assert text.count("<|im_end|>") == 2  # system and user turns closed, assistant open
     fresh = render(tok, GenerationRequest(PROBLEM, (), n=1), PromptStyle(), multimodal=False)
@@ -42,16 +42,15 @@ def test_messages_carry_images_as_placeholders_or_data_urls():
 
 
 def test_stop_strings_and_continuations_parse_back():
-    req = GenerationRequest(PROBLEM, ("a", "b"), n=1)
     for fmt in ("blank_line", "step_marker", "tags"):
-        style = PromptStyle(fmt)
+        req = GenerationRequest(PROBLEM, ("a", "b"), n=1, step_format=fmt)
         model_text = {"blank_line": "c\n\nd \\boxed{1}", "step_marker": " c\nStep 4: d \\boxed{1}",
                       "tags": "c</step><step>d \\boxed{1}</step>"}[fmt]
-        steps = Segmenter(fmt).split(continuation_for_parsing(model_text, req, style))
+        steps = Segmenter(fmt).split(continuation_for_parsing(model_text, req))
         assert steps == ["c", "d \\boxed{1}"], fmt
-        assert style.stop_strings()
-    with pytest.raises(ValueError, match="step_format"):
-        PromptStyle("lines")
+        assert req.step_format.stop_strings
+    with pytest.raises(ValueError, match="step format must be one of"):
+        GenerationRequest(PROBLEM, (), n=1, step_format="lines")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@
 import re
 
 import pytest
+from conftest import rows
 
 import prmtree
-from prmtree.engine.driver import FatalExecutorError
+from prmtree.rollout_workers.base import FatalExecutorError
 from prmtree.engine.output import read_manifest, read_table
 from prmtree.engine.synthetic import generate_problems
 
@@ -17,11 +18,6 @@ def ray_config(**executor):
                                     "retry_backoff_s": 0.01, **executor}}
 
 
-def rows(out, table="steps"):
-    t = read_table(out, table)
-    if table == "steps":
-        t = t.drop_columns(["images"])
-    return sorted(map(repr, t.to_pylist()))
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +57,12 @@ def test_killing_a_worker_mid_run_loses_nothing(ray_session, tmp_path, inline_re
     assert ex["worker_deaths"] >= 1 and ex["resubmissions"] >= 1
 
 
-def test_a_raising_policy_is_retried_then_its_problem_goes_to_errors(ray_session, tmp_path):
+def test_a_raising_policy_is_retried_then_its_problem_is_left_for_the_next_run(ray_session, tmp_path):
     bad = PROBLEMS[3].id
     s = prmtree.run(PROBLEMS[:6], policy="ray_policies:RaisesFor", policy_args={"bad_ids": [bad]}, out=tmp_path,
                     config=ray_config(max_attempts=2))
-    assert s.problems_failed == 1 and s.problems_done == 5
-    (err,) = read_table(tmp_path, "errors").to_pylist()
-    assert err["problem_id"] == bad
-    assert err["reason"] == f"ValueError: model server rejected {bad} (after 2 attempts)"
+    assert s.problems_failed == 1 and s.problems_done == 5 and s.retry_pending == 1
+    assert read_manifest(tmp_path)["failed"] == {bad: f"policy: ValueError: model server rejected {bad} (after 2 attempts)"}
     assert s.stats["retries"] == 1
 
 
@@ -76,10 +70,10 @@ def test_a_hanging_policy_hits_the_timeout(ray_session, tmp_path):
     s = prmtree.run(PROBLEMS[:2], policy="ray_policies:Hangs", out=tmp_path,
                     config=ray_config(request_timeout_s=0.3, max_attempts=1, workers=2))
     assert s.problems_failed == 2
-    reasons = read_table(tmp_path, "errors").column("reason").to_pylist()
+    reasons = list(read_manifest(tmp_path)["failed"].values())
     assert len(reasons) == 2
-    for reason in reasons:  # the driver's clock or the pool's, whichever fires first
-        assert re.fullmatch(r"TimeoutError: (policy|rollout worker \d) timed out after 0.3 s \(after 1 attempts\)",
+    for reason in reasons:  # the driver's clock or the worker's, whichever fires first
+        assert re.fullmatch(r"policy: GenerationError: policy timed out after 0.3 s( in a worker)? \(1 attempt\)",
                             reason), reason
 
 

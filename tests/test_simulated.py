@@ -46,7 +46,7 @@ def test_an_error_in_the_prefix_carries_to_the_answer(problems):
     p = problems[1]
     (good,) = gen(SimulatedPolicy(error_rate=0.0), p, n=1)
     steps = seg.split(good.text)
-    wrong_first = steps[0].replace("x = ", "x = 1").replace(", so", ", so")  # x = 3 -> x = 13
+    wrong_first = steps[0].replace("x = ", "x = 1")  # x = 3 -> x = 13
     assert policy.first_error(p, [wrong_first]) == 0
     for c in gen(policy, p, prefix=[wrong_first], n=8):
         assert f"\\boxed{{{p.answer}}}" not in c.text
@@ -81,13 +81,21 @@ def test_wording_varies_between_samples(problems):
 
 
 @pytest.mark.parametrize("fmt", ["blank_line", "step_marker", "tags"])
-def test_writes_the_configured_step_format(problems, fmt):
-    policy = SimulatedPolicy(error_rate=0.0, step_format=fmt)
+def test_writes_the_requests_step_format(problems, fmt):
+    policy = SimulatedPolicy(error_rate=0.0)
     p = problems[3]
-    (c,) = gen(policy, p, n=1, prefix=())
+    (c,) = gen(policy, p, n=1, prefix=(), step_format=fmt)
     steps = Segmenter(fmt).split(c.text)
     assert len(steps) == p.meta["n_steps"]
     assert policy.first_error(p, steps) is None
+    # read with another format, the text is one step: the format really is the request's
+    other = "tags" if fmt != "tags" else "blank_line"
+    assert len(Segmenter(other).split(c.text)) < p.meta["n_steps"]
+
+
+def test_policy_arguments_of_the_wrong_type_are_refused_with_their_name():
+    with pytest.raises(ValueError, match="error_rate must be a number, got 'abc'"):
+        SimulatedPolicy(error_rate="abc")
 
 
 def test_next_step_only_writes_one_step(problems):

@@ -2,12 +2,12 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import drive
 
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.labels import label_paths
 from prmtree.engine.search import MCTSSearch, OmegaSearch, ShepherdSearch, make_search
 from prmtree.policies.simulated import SimulatedPolicy
-from search_helpers import drive
 
 ORACLE = SimulatedPolicy()
 
@@ -21,7 +21,7 @@ def test_omega_binary_search_finds_the_exact_first_error_of_every_searched_rollo
     policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
     searched = 0
     for p in long_problems:
-        search = drive(OmegaSearch(p, k=8, budget=400), policy)
+        search = drive(OmegaSearch(p, SearchConfig(k=8, budget=400)), policy)
         for found in search.found:
             assert ORACLE.first_error(p, found.steps) == found.index, (p.id, found)
             searched += 1
@@ -32,7 +32,7 @@ def test_omega_uses_log_many_rollouts_per_search(long_problems):
     """A binary search over m steps checks about log2(m) midpoints, k rollouts each."""
     policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
     p = long_problems[0]
-    search = drive(OmegaSearch(p, k=8, budget=10_000, search_limit=1), policy)
+    search = drive(OmegaSearch(p, SearchConfig(k=8, budget=10_000, search_limit=1)), policy)
     if search.stats.skipped:
         pytest.skip("root all right or all wrong for this seed")
     assert search.searches == 1
@@ -89,9 +89,9 @@ def test_different_seeds_give_different_trees(problems):
 
 def test_omega_skips_roots_that_are_all_correct_or_all_wrong(problems):
     p = problems[0]
-    right = drive(OmegaSearch(p), SimulatedPolicy(error_rate=0.0, lucky_rate=0.0))
+    right = drive(OmegaSearch(p, SearchConfig()), SimulatedPolicy(error_rate=0.0, lucky_rate=0.0))
     assert right.stats.skipped == "root all correct" and right.stats.rollouts == 8
-    wrong = drive(OmegaSearch(p), SimulatedPolicy(error_rate=1.0, lucky_rate=0.0, noiseless=True))
+    wrong = drive(OmegaSearch(p, SearchConfig()), SimulatedPolicy(error_rate=1.0, lucky_rate=0.0, noiseless=True))
     assert wrong.stats.skipped == "root all wrong"
     assert label_paths(right.tree) == [] and label_paths(wrong.tree) == []
 
@@ -101,7 +101,7 @@ def test_omega_selection_prefers_high_q_plus_u():
     from prmtree.engine.rollout import Rollout
 
     p = Problem(id="x", question="q", answer="1")
-    s = OmegaSearch(p)
+    s = OmegaSearch(p, SearchConfig())
     a = s.tree.add_step(s.tree.root, "a")
     b = s.tree.add_step(s.tree.root, "b")
     s.tree.record(a, 8, 6)  # MC 0.75
@@ -121,7 +121,7 @@ def test_omega_selection_prefers_high_q_plus_u():
 def test_shepherd_stops_each_solution_at_its_first_zero(long_problems):
     policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
     for p in long_problems[:10]:
-        s = drive(ShepherdSearch(p, k=4, n_solutions=4, budget=10_000), policy)
+        s = drive(ShepherdSearch(p, SearchConfig(k=4, n_solutions=4, budget=10_000)), policy)
         for leaf in s.tree.leaves():
             ids = s.tree.path_ids(leaf)
             measured = [s.tree.stats(n) for n in ids[:-1] if s.tree.stats(n).measured]
@@ -131,7 +131,7 @@ def test_shepherd_stops_each_solution_at_its_first_zero(long_problems):
 
 def test_mcts_expands_by_single_steps_and_backs_up_values(problems):
     policy = SimulatedPolicy(error_rate=0.3)
-    s = drive(MCTSSearch(problems[4], k=4, branching=3, budget=200), policy)
+    s = drive(MCTSSearch(problems[4], SearchConfig(k=4, branching=3, budget=200)), policy)
     root_children = s.tree.children(s.tree.root)
     assert 1 <= len(root_children) <= 3
     assert s.visits[s.tree.root] == sum(s.visits.get(c, 0) for c in root_children)
@@ -155,8 +155,14 @@ def test_search_code_is_pure():
             assert not banned & set(names), f"{file.name} imports {names}"
 
 
-def test_bad_strategy_arguments_are_refused(problems):
+def test_bad_strategy_settings_are_refused_by_the_config():
     with pytest.raises(ValueError, match="budget"):
-        OmegaSearch(problems[0], budget=0)
-    with pytest.raises(ValueError, match="k=0"):
-        ShepherdSearch(problems[0], k=0)
+        SearchConfig(budget=0)
+    with pytest.raises(ValueError, match="k"):
+        SearchConfig(k=0)
+    with pytest.raises(ValueError, match="larger than the rollout budget"):
+        SearchConfig(k=16, budget=8)
+    with pytest.raises(ValueError, match="unknown strategy 'beam'; known: omega, shepherd, mcts"):
+        SearchConfig(strategy="beam")
+    with pytest.raises(ValueError, match="k"):
+        SearchConfig(k=True)  # a TOML `k = true` is not 1

@@ -1,42 +1,30 @@
-"""Search strategies: pure state machines over one problem's reasoning tree."""
+"""Search strategies: pure state machines over one problem's reasoning tree.
+
+To add a strategy: subclass :class:`TreeSearch` in a module here, list its own
+SearchConfig fields in ``settings`` (add them to ``SearchConfig`` with their defaults),
+and register the class in ``STRATEGIES``. The CLI's ``--strategy`` choices, config
+validation and the resume hash all read this registry.
+"""
 
 from __future__ import annotations
 
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
-from prmtree.engine.search.base import RolloutRequest, SearchStats, SearchStrategy, TreeSearch
+from prmtree.engine.search.base import RolloutRequest, SearchStats, TreeSearch
 from prmtree.engine.search.mcts import MCTSSearch
 from prmtree.engine.search.omega import OmegaSearch
 from prmtree.engine.search.shepherd import ShepherdSearch
 
-STRATEGIES = ("omega", "shepherd", "mcts")
+STRATEGIES: dict[str, type[TreeSearch]] = {
+    "omega": OmegaSearch,
+    "shepherd": ShepherdSearch,
+    "mcts": MCTSSearch,
+}
 
 
 def make_search(problem: Problem, config: SearchConfig) -> TreeSearch:
     """A fresh search over ``problem`` for the strategy ``config`` names."""
-    if config.strategy == "omega":
-        return OmegaSearch(
-            problem,
-            k=config.k,
-            budget=config.budget,
-            alpha=config.alpha,
-            beta=config.beta,
-            length_scale=config.length_scale,
-            c_puct=config.c_puct,
-            search_limit=config.search_limit,
-        )
-    if config.strategy == "shepherd":
-        return ShepherdSearch(problem, k=config.k, n_solutions=config.n_solutions, budget=config.budget)
-    if config.strategy == "mcts":
-        return MCTSSearch(
-            problem,
-            k=config.k,
-            branching=config.branching,
-            budget=config.budget,
-            c_uct=config.c_uct,
-            max_iterations=config.max_iterations,
-        )
-    raise ValueError(f"unknown strategy {config.strategy!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[config.strategy](problem, config)
 
 
 __all__ = [
@@ -45,7 +33,6 @@ __all__ = [
     "OmegaSearch",
     "RolloutRequest",
     "SearchStats",
-    "SearchStrategy",
     "ShepherdSearch",
     "TreeSearch",
     "make_search",

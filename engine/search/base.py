@@ -14,9 +14,10 @@ tree, however an executor interleaved them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
+from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
 from prmtree.engine.tree import ReasoningTree
@@ -40,33 +41,27 @@ class SearchStats:
     rollouts: int = 0
     requests: int = 0
     skipped: str | None = None  # why the tree was not searched (e.g. "root all correct")
-    extra: dict[str, int] = field(default_factory=dict)
 
 
-class SearchStrategy(Protocol):
-    name: str
-    problem: Problem
-    tree: ReasoningTree
-    stats: SearchStats
+class TreeSearch(ABC):
+    """The strategy contract (see the module docstring) and its shared bookkeeping: the
+    tree, the budget, and per-node batch counters.
 
-    def next_requests(self) -> list[RolloutRequest]: ...
-
-    def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None: ...
-
-    def done(self) -> bool: ...
-
-
-class TreeSearch:
-    """Shared bookkeeping: the tree, the budget, and per-node batch counters."""
+    A strategy subclasses this, sets ``name`` and ``settings`` (the SearchConfig fields
+    of its own that it reads), takes the SearchConfig whole, and implements
+    ``next_requests``, ``observe`` and ``done``; registering it in
+    ``engine/search/__init__.py`` makes it a ``--strategy`` choice.
+    """
 
     name = "base"
+    settings: tuple[str, ...] = ()
 
-    def __init__(self, problem: Problem, budget: int) -> None:
-        if budget < 1:
-            raise ValueError(f"rollout budget must be at least 1, got {budget}")
+    def __init__(self, problem: Problem, config: SearchConfig) -> None:
         self.problem = problem
+        self.config = config
         self.tree = ReasoningTree(problem.id)
-        self.budget = budget
+        self.k = config.k
+        self.budget = config.budget
         self.stats = SearchStats()
         self._batches: dict[str, int] = {}
 
@@ -77,6 +72,18 @@ class TreeSearch:
         self.stats.rollouts += n
         self.stats.requests += 1
         return RolloutRequest(node_id, self.tree.prefix(node_id), n, next_step_only, batch)
+
+    @abstractmethod
+    def next_requests(self) -> list[RolloutRequest]:
+        """The next wave of requests; empty only when ``done()``."""
+
+    @abstractmethod
+    def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
+        """Fold one request's parsed rollouts in (called in issue order)."""
+
+    @abstractmethod
+    def done(self) -> bool:
+        """The tree is finished."""
 
     def can_afford(self, n: int) -> bool:
         return self.stats.rollouts + n <= self.budget

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
@@ -19,23 +20,13 @@ from prmtree.engine.search.base import RolloutRequest, TreeSearch
 class MCTSSearch(TreeSearch):
     name = "mcts"
 
-    def __init__(
-        self,
-        problem: Problem,
-        *,
-        k: int = 8,
-        branching: int = 3,
-        budget: int = 300,
-        c_uct: float = 1.0,
-        max_iterations: int = 100,
-    ) -> None:
-        super().__init__(problem, budget)
-        if k < 1 or branching < 1:
-            raise ValueError(f"mcts needs k >= 1 and branching >= 1, got k={k}, branching={branching}")
-        self.k = k
-        self.branching = branching
-        self.c_uct = c_uct
-        self.max_iterations = max_iterations
+    settings = ("branching", "c_uct", "max_iterations")
+
+    def __init__(self, problem: Problem, config: SearchConfig) -> None:
+        super().__init__(problem, config)
+        self.branching = config.branching
+        self.c_uct = config.c_uct
+        self.max_iterations = config.max_iterations
         self.iterations = 0
         self.visits: dict[str, int] = {}
         self.value_sum: dict[str, float] = {}

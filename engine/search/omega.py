@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
@@ -53,27 +54,15 @@ class FoundError:
 class OmegaSearch(TreeSearch):
     name = "omega"
 
-    def __init__(
-        self,
-        problem: Problem,
-        *,
-        k: int = 8,
-        budget: int = 200,
-        alpha: float = 0.5,
-        beta: float = 0.9,
-        length_scale: float = 500.0,
-        c_puct: float = 0.125,
-        search_limit: int = 100,
-    ) -> None:
-        super().__init__(problem, budget)
-        if k < 1:
-            raise ValueError(f"omega k must be at least 1, got {k}")
-        self.k = k
-        self.alpha = alpha
-        self.beta = beta
-        self.length_scale = length_scale
-        self.c_puct = c_puct
-        self.search_limit = search_limit
+    settings = ("alpha", "beta", "length_scale", "c_puct", "search_limit")
+
+    def __init__(self, problem: Problem, config: SearchConfig) -> None:
+        super().__init__(problem, config)
+        self.alpha = config.alpha
+        self.beta = config.beta
+        self.length_scale = config.length_scale
+        self.c_puct = config.c_puct
+        self.search_limit = config.search_limit
         self.pool: list[_Candidate] = []
         self.visits: dict[str, int] = {}
         self.searches = 0

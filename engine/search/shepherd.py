@@ -8,6 +8,7 @@ Prefixes shared by several solutions are one node and are sampled once.
 
 from __future__ import annotations
 
+from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
@@ -16,12 +17,11 @@ from prmtree.engine.search.base import RolloutRequest, TreeSearch
 class ShepherdSearch(TreeSearch):
     name = "shepherd"
 
-    def __init__(self, problem: Problem, *, k: int = 8, n_solutions: int = 4, budget: int = 400) -> None:
-        super().__init__(problem, budget)
-        if k < 1 or n_solutions < 1:
-            raise ValueError(f"shepherd needs k >= 1 and n_solutions >= 1, got k={k}, n_solutions={n_solutions}")
-        self.k = k
-        self.n_solutions = n_solutions
+    settings = ("n_solutions",)
+
+    def __init__(self, problem: Problem, config: SearchConfig) -> None:
+        super().__init__(problem, config)
+        self.n_solutions = config.n_solutions
         self._paths: list[list[str]] = []  # node ids of each solution
         self._cursor: list[int] = []  # next position to check in each solution
         self._waiting: dict[str, list[int]] = {}  # node -> solutions waiting on it

@@ -1,0 +1,101 @@
+"""Run statistics: one schema, whose field names are the manifest's ``stats`` keys.
+
+The driver counts into :class:`RunStats`; the manifest stores ``to_dict()``; a resume
+continues from it with ``resumed()``; ``prmtree.run`` returns a view of it. A counter
+added here appears in all four places at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Field metadata: {"resume": False} for counts that describe this session only.
+_SESSION = {"resume": False}
+
+
+@dataclass
+class RunStats:
+    """Counters of a run (they add up over resumes unless marked session-only)."""
+
+    problems_done: int = 0
+    problems_skipped: int = 0
+    problems_failed: int = field(default=0, metadata=_SESSION)  # this session; retried by the next
+    input_errors: int = 0
+    rollouts: int = 0
+    requests: int = 0
+    tokens: int = 0
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+    retries: int = 0
+    paths: int = 0
+    steps_labelled: int = 0
+    labels_positive: int = 0
+    labels_negative: int = 0
+    pairs: int = 0
+    nodes: int = 0
+    truncated_by_length: int = 0
+    malformed_rollouts: Counter = field(default_factory=Counter)
+    steps_per_path: Counter = field(default_factory=Counter)  # path length -> paths
+    failure_reasons: Counter = field(default_factory=Counter, metadata=_SESSION)
+    executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
+    verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
+    elapsed_s: float = 0.0  # all sessions together
+    rollouts_per_s_last_session: float = field(default=0.0, metadata=_SESSION)
+
+    def __post_init__(self) -> None:
+        self.started = time.perf_counter()
+        self.elapsed_before_s = self.elapsed_s
+        self.rollouts_before = self.rollouts
+
+    @property
+    def session_elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def rollouts_this_session(self) -> int:
+        return self.rollouts - self.rollouts_before
+
+    @property
+    def rollouts_per_s(self) -> float:
+        """This session's rate (a resumed run's earlier rollouts are not in it)."""
+        elapsed = self.session_elapsed_s
+        return self.rollouts_this_session / elapsed if elapsed > 0 else 0.0
+
+    def stop_clock(self) -> None:
+        """Bring the time figures up to date (at each flush and at the end)."""
+        self.elapsed_s = round(self.elapsed_before_s + self.session_elapsed_s, 3)
+        self.rollouts_per_s_last_session = round(self.rollouts_per_s, 1)
+
+    @classmethod
+    def resumed(cls, previous: dict[str, Any]) -> RunStats:
+        """Counters that continue those a manifest recorded, so totals add up over resumes."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if not f.metadata.get("resume", True) or f.name not in previous:
+                continue
+            value = previous[f.name]
+            if f.default_factory is Counter:  # type: ignore[comparison-overlap]
+                values[f.name] = Counter({_key(k): int(v) for k, v in dict(value).items()})
+            elif isinstance(f.default, float):
+                values[f.name] = float(value)
+            else:
+                values[f.name] = int(value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``stats``: every field, under its own name."""
+        self.stop_clock()
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Counter):
+                value = {str(k): v for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+            out[f.name] = value
+        return out
+
+
+def _key(k: Any) -> Any:
+    return int(k) if isinstance(k, str) and k.isdigit() else k

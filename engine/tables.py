@@ -1,0 +1,253 @@
+"""The output tables: each one's Arrow schema and the code that builds its rows, together.
+
+Adding a column is one edit in one place: the field in the table's schema and the key
+in its row builder, next to each other below. ``output.py`` writes what these build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from prmtree.engine.config import OutputConfig
+from prmtree.engine.labels import LabelledPath, PreferencePair
+from prmtree.engine.problem import Problem
+from prmtree.engine.search.base import TreeSearch
+from prmtree.engine.value import hard_label
+
+
+TABLES = ("steps", "nodes", "pairs", "errors")
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+CHAT_MESSAGE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("content", pa.list_(pa.struct([("type", pa.string()), ("text", pa.string())]))),
+    ]
+)
+
+
+def image_structs(problem: Problem, mode: str, out_dir: Path | None) -> list[dict[str, Any]]:
+    """Hugging Face Image structs: bytes embedded, or a path to a copy under ``out/images``.
+
+    Copies are named by a hash of their bytes: distinct images never share a name (ids
+    ``x/1`` and ``x_1`` once did), and an image used twice is stored once.
+    """
+    if mode == "embed" or out_dir is None:
+        return [{"bytes": im.data, "path": im.path} for im in problem.images]
+    structs = []
+    directory = out_dir / "images"
+    directory.mkdir(exist_ok=True)
+    for im in problem.images:
+        suffix = Path(im.path).suffix.lower() if im.path else ""
+        if not suffix or len(suffix) > 6 or not suffix[1:].isalnum():
+            suffix = ".png"
+        target = directory / f"{hashlib.sha256(im.data).hexdigest()[:32]}{suffix}"
+        if not target.exists():
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(im.data)
+            tmp.replace(target)
+        structs.append({"bytes": None, "path": str(target.resolve())})
+    return structs
+
+
+def chat_prompt(problem: Problem) -> list[dict[str, Any]]:
+    """The question as chat messages: one user turn with an image part per image, then the text."""
+    content = [{"type": "image", "text": None} for _ in problem.images]
+    content.append({"type": "text", "text": problem.question})
+    return [{"role": "user", "content": content}]
+
+
+# -- steps: one row per labelled solution path ----------------------------------------
+
+STEPS_SCHEMA = pa.schema(
+    [
+        ("problem_id", pa.string()),
+        ("path_id", pa.string()),
+        ("prompt", pa.string()),
+        ("images", pa.list_(IMAGE_STRUCT)),
+        ("completions", pa.list_(pa.string())),
+        ("labels", pa.list_(pa.bool_())),
+        ("values", pa.list_(pa.float64())),
+        ("answer", pa.string()),
+        ("final_correct", pa.bool_()),
+        ("strategy", pa.string()),
+        ("policy", pa.string()),
+    ]
+)
+
+
+def step_rows(
+    problem: Problem, paths: list[LabelledPath], images: list[dict[str, Any]], prompt: Any, strategy: str, policy: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "problem_id": problem.id,
+            "path_id": p.path_id,
+            "prompt": prompt,
+            "images": images,
+            "completions": p.steps,
+            "labels": p.labels,
+            "values": p.values,
+            "answer": problem.answer,
+            "final_correct": p.final_correct,
+            "strategy": strategy,
+            "policy": policy,
+        }
+        for p in paths
+    ]
+
+
+# -- nodes: one row per tree node ----------------------------------------------------
+
+NODES_SCHEMA = pa.schema(
+    [
+        ("problem_id", pa.string()),
+        ("node_id", pa.string()),
+        ("parent_id", pa.string()),
+        ("depth", pa.int32()),
+        ("step", pa.string()),
+        ("n_rollouts", pa.int32()),
+        ("n_correct", pa.int32()),
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("label", pa.bool_()),
+        ("terminal", pa.bool_()),
+    ]
+)
+
+
+def node_rows(problem: Problem, search: TreeSearch, output: OutputConfig) -> list[dict[str, Any]]:
+    tree = search.tree
+    rows = []
+    for node_id, s in tree.nodes():
+        lo, hi = s.interval()
+        rows.append(
+            {
+                "problem_id": problem.id,
+                "node_id": node_id,
+                "parent_id": tree.parent(node_id),
+                "depth": s.depth,
+                "step": s.step,
+                "n_rollouts": s.n_rollouts,
+                "n_correct": s.n_correct,
+                "value": s.value if s.measured else None,
+                "ci_low": lo,
+                "ci_high": hi,
+                "label": hard_label(s.value, output.label_threshold) if s.measured else None,
+                "terminal": s.terminal,
+            }
+        )
+    return rows
+
+
+# -- pairs: step-level preference pairs (same prefix, chosen / rejected step) ---------
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("problem_id", pa.string()),
+        ("parent_id", pa.string()),
+        ("prompt", pa.string()),
+        ("prefix", pa.list_(pa.string())),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_value", pa.float64()),
+        ("rejected_value", pa.float64()),
+    ]
+)
+
+
+def pair_rows(problem: Problem, pairs: list[PreferencePair]) -> list[dict[str, Any]]:
+    return [
+        {
+            "problem_id": problem.id,
+            "parent_id": pair.parent_id,
+            "prompt": problem.question,
+            "prefix": pair.prefix,
+            "chosen": pair.chosen,
+            "rejected": pair.rejected,
+            "chosen_value": pair.chosen_value,
+            "rejected_value": pair.rejected_value,
+        }
+        for pair in pairs
+    ]
+
+
+# -- errors: why a problem has no rows -----------------------------------------------
+
+ERRORS_SCHEMA = pa.schema([("problem_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
+
+
+def error_row(problem_id: str, stage: str, reason: str) -> dict[str, Any]:
+    return {"problem_id": problem_id, "stage": stage, "reason": reason}
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "steps": STEPS_SCHEMA,
+    "nodes": NODES_SCHEMA,
+    "pairs": PAIRS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+}
+
+
+def table_schema(table: str, chat_format: bool = False) -> pa.Schema:
+    """The schema of ``table``, with the ``huggingface`` features metadata attached."""
+    schema = SCHEMAS[table]
+    if chat_format and table == "steps":
+        schema = schema.set(schema.get_field_index("prompt"), pa.field("prompt", pa.list_(CHAT_MESSAGE)))
+    meta = {"info": {"features": {f.name: _hf_feature(f.type) for f in schema}}}
+    return schema.with_metadata({b"huggingface": json.dumps(meta).encode()})
+
+
+def _hf_feature(typ: pa.DataType) -> dict[str, Any]:
+    """The ``datasets`` feature description of an Arrow type."""
+    if typ == IMAGE_STRUCT:
+        return {"_type": "Image"}
+    if pa.types.is_list(typ):
+        return {"_type": "List", "feature": _hf_feature(typ.value_type)}
+    if pa.types.is_struct(typ):
+        return {typ.field(i).name: _hf_feature(typ.field(i).type) for i in range(typ.num_fields)}
+    dtype = {"string": "string", "bool": "bool", "double": "float64", "int32": "int32"}[str(typ)]
+    return {"_type": "Value", "dtype": dtype}
+
+
+# -- one problem's rows ---------------------------------------------------------------
+
+
+@dataclass
+class ProblemRows:
+    """Everything one problem contributes, table by table; written together."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_table(self) -> dict[str, list[dict[str, Any]]]:
+        return {t: getattr(self, t) for t in TABLES}
+
+
+def problem_rows(
+    problem: Problem,
+    search: TreeSearch,
+    paths: list[LabelledPath],
+    pairs: list[PreferencePair],
+    output: OutputConfig,
+    policy_name: str,
+    out_dir: Path | None = None,
+) -> ProblemRows:
+    """All rows a labelled problem contributes to ``steps``, ``nodes`` and ``pairs``."""
+    images = image_structs(problem, output.image_mode, out_dir)
+    prompt: Any = chat_prompt(problem) if output.chat_format else problem.question
+    return ProblemRows(
+        steps=step_rows(problem, paths, images, prompt, search.name, policy_name),
+        nodes=node_rows(problem, search, output),
+        pairs=pair_rows(problem, pairs),
+    )
