@@ -86,8 +86,70 @@ class StepsConfig(_Strict):
         return StepFormat(self.format)
 
 
+class JudgeConfig(BaseModel):
+    """The second opinion for ``method = "consensus"``: a policy asked "is step j correct?".
+
+    ``name`` empty: the run's own policy, through the run's executor (so the judge runs on
+    the same Ray workers). Otherwise a registered policy or ``module:Class`` built for the
+    judge alone (inline), with the other keys as its arguments.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    name: str = ""
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LabelsConfig(_Strict):
+    """How search evidence becomes step labels (the labeller stage).
+
+    * ``mc``: the peers' rule, a step is right when some rollout from it reached the
+      gold answer (MC > ``output.label_threshold``); one batch of k per node.
+    * ``calibrated`` (default): a posterior P(step right) from the counts, the chance
+      floor of the answer space, and the parent's success rate; nodes are sampled in
+      batches until the decision is confident (or ``max_rollouts_per_node``).
+    * ``consensus``: calibrated, then a judge checks the first error (and the step before
+      it); paths where they disagree are dropped or flagged.
+    Custom labellers register with ``@register_labeler("name")``.
+    """
+
+    method: str = "calibrated"
+    confidence: float = Field(0.9, gt=0.5, lt=1, description="posterior needed to decide a step")
+    prior: float = Field(0.5, gt=0, lt=1, description="P(step right) before any rollout")
+    chance: float | None = Field(None, ge=0, lt=1, description="answer-space floor for every problem")
+    free_chance: float = Field(0.02, ge=0, lt=1, description="floor of free numeric/text answers (lucky hits)")
+    batch: int = Field(4, ge=1, description="extra rollouts per round at an undecided node")
+    max_rollouts_per_node: int = Field(32, ge=1)
+    undecided: Literal["drop", "keep"] = "drop"
+    on_disagreement: Literal["drop", "flag"] = "drop"
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from prmtree.engine.labelers import available_labelers
+
+        known = available_labelers()
+        if v not in known:
+            raise ValueError(f"unknown labelling method {v!r}; known: {', '.join(known)}")
+        return v
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method != "mc"
+
+
 class VerifyConfig(_Strict):
+    """Answer checking: cheap paths first, Math-Verify in a process pool with a time bound."""
+
     rel_tol: float = Field(1e-6, ge=0)
+    timeout_s: float = Field(5.0, gt=0, description="per Math-Verify check; over it counts as not equal")
+    pool_workers: int = Field(1, ge=1, description="processes running Math-Verify")
+    memo_size: int = Field(100_000, ge=0, description="verdicts remembered, shared across problems")
 
 
 class PolicyConfig(BaseModel):
@@ -110,6 +172,9 @@ class ExecutorConfig(_Strict):
     request_timeout_s: float = Field(600.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(0.5, ge=0)
+    breaker_window: int = Field(
+        50, ge=0, strict=True, description="stop the run when this many requests in a row failed (0: never)"
+    )
     # ray
     address: str | None = Field(None, description="ray address (auto, ray://...); none: start a local Ray")
     workers: int | Literal["auto"] = "auto"
@@ -142,18 +207,23 @@ class InputConfig(_Strict):
     answer_field: str = "answer"
     answer_type: Literal["auto", "math", "choice", "number", "text"] = "auto"
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard")
+    max_image_bytes: int = Field(64 << 20, ge=1, description="larger image files are refused unread")
 
 
 #: Settings that change how a run goes, not which rows it writes: free to change on resume.
 #: Besides these: the inactive strategies' search fields, and each policy's own
 #: ``operational_args`` (latency, timeouts, concurrency, memory share).
-OPERATIONAL = {"executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s"}
+OPERATIONAL = {
+    "executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s",
+    "verify.pool_workers", "verify.memo_size",
+}
 
 
 class RunConfig(_Strict):
     seed: int = 0
     search: SearchConfig = Field(default_factory=SearchConfig)
     steps: StepsConfig = Field(default_factory=StepsConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

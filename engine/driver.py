@@ -15,18 +15,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.config import RunConfig
-from prmtree.engine.labels import label_paths, preference_pairs
+from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
+from prmtree.engine.labels import Labelling
 from prmtree.engine.output import DatasetWriter
 from prmtree.engine.problem import InputError, Problem
-from prmtree.engine.rollout import Rollout, parse_completion
+from prmtree.engine.rollout import Rollout, parse_completion, with_verdict
 from prmtree.engine.search import make_search
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 from prmtree.engine.stats import RunStats
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.tables import problem_rows
 from prmtree.engine.verify import Verifier
-from prmtree.policies.base import GenerationError, GenerationRequest, PolicyContractError, check_completions
+from prmtree.policies.base import (
+    Completion,
+    GenerationError,
+    GenerationRequest,
+    PolicyContractError,
+    check_completions,
+)
 from prmtree.rollout_workers.base import Executor, FatalExecutorError
 
 
@@ -75,6 +83,7 @@ class FinishedProblem:
     search: TreeSearch | None
     error: str | None = None
     stage: str = "policy"
+    labelling: Labelling | None = None
 
 
 class Driver:
@@ -88,6 +97,8 @@ class Driver:
         verifier: Verifier | None = None,
         on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
         stats: RunStats | None = None,
+        labeler: Labeler | None = None,
+        judge_executor: Executor | None = None,
         split_steps: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.config = config
@@ -95,31 +106,51 @@ class Driver:
         self.writer = writer
         self.policy_name = executor.policy_name
         self.segmenter = Segmenter(split_steps or config.steps.format, config.steps.max_steps)
-        self.verifier = verifier or Verifier(rel_tol=config.verify.rel_tol)
+        v = config.verify
+        self.verifier = verifier or Verifier(
+            rel_tol=v.rel_tol, timeout_s=v.timeout_s, pool_workers=v.pool_workers, memo_size=v.memo_size
+        )
         self.on_problem = on_problem
         self.stats = stats or RunStats()
+        self.labeler = labeler or make_labeler(config.labels)
+        self.judge_executor = judge_executor or executor
+        self.label_context = LabelContext(config.output, self._judge, self._judge_request)
+        self.breaker = CircuitBreaker(config.executor.breaker_window)
+        self.stopping = False  # request_stop(): take no new problems
+        self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
         if writer is not None:
             writer.stats_provider = self.stats.to_dict
 
     # -- one request ----------------------------------------------------------------
 
     async def _submit(self, problem: Problem, request: RolloutRequest) -> list[Rollout]:
-        ex = self.config.executor
         gen = generation_request(self.config, problem, request)
+        completions = await self.call(gen)
+        rollouts = self._parse(problem, request, completions)
+        verdicts = await self.verifier.check(problem, [r.answer for r in rollouts])
+        return [with_verdict(r, ok) for r, ok in zip(rollouts, verdicts)]
+
+    async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:
+        """One request through the one retry layer: retryable failures are retried with
+        backoff, the answer is checked against the policy contract."""
+        ex = self.config.executor
+        executor = executor or self.executor
         for attempt in range(ex.max_attempts):
             if attempt:
                 self.stats.retries += 1
                 await asyncio.sleep(ex.retry_backoff_s * 2 ** (attempt - 1))
             try:
-                completions = await asyncio.wait_for(self.executor.submit(gen), ex.request_timeout_s)
-                check_completions(gen, completions, self.policy_name)
-                return self._parse(problem, request, completions)
+                completions = await asyncio.wait_for(executor.submit(gen), ex.request_timeout_s)
+                checked = check_completions(gen, completions, executor.policy_name)
+                self.breaker.record(None)
+                return checked
             except (asyncio.CancelledError, FatalExecutorError):
                 raise
             except asyncio.TimeoutError:
                 last: BaseException = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
+            self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
@@ -132,7 +163,7 @@ class Driver:
         rollouts = []
         for c in completions:
             r = parse_completion(
-                problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, self.verifier, request.next_step_only
+                problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only
             )
             stats.tokens += c.num_tokens
             stats.cached_tokens += c.cached_tokens
@@ -148,7 +179,8 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
-        search = make_search(problem, self.config.search)
+        decider = self.labeler.decider(problem, self.label_context) if hasattr(self.labeler, "decider") else None
+        search = make_search(problem, self.config.search, decider)
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -167,6 +199,7 @@ class Driver:
                             raise res
                 for request, rollouts in zip(wave, results):
                     search.observe(request, rollouts)
+            labelling = await self.labeler.label(problem, search, self.label_context)
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
         except FatalExecutorError:
@@ -175,21 +208,50 @@ class Driver:
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self.executor.release(problem.id)
-        return FinishedProblem(problem, search)
+        return FinishedProblem(problem, search, labelling=labelling)
+
+    def _judge_request(self, problem: Problem, steps: tuple[str, ...]) -> GenerationRequest:
+        judge = self.config.labels.judge
+        key = f"judge\x1f{len(steps)}\x1f{steps[-1]}"
+        return GenerationRequest(
+            problem=problem, prefix=steps, n=1, max_tokens=judge.max_tokens, temperature=judge.temperature,
+            seed=request_seed(self.config.seed, problem.id, key, 0), step_format=self.config.steps.step_format,
+            purpose="judge",
+        )
+
+    async def _judge(self, gen: GenerationRequest) -> list[Completion]:
+        return await self.call(gen, self.judge_executor)
 
     # -- the stream -----------------------------------------------------------------
+
+    def request_stop(self, cancel: bool = False) -> int:
+        """Take no new problems (a SIGTERM); ``run`` returns once the trees in flight are
+        done. ``cancel``: cancel those too; a cancelled problem is simply not done, and
+        the next run redoes it. Returns how many trees were in flight."""
+        self.stopping = True
+        if cancel:
+            for task in self._in_flight:
+                task.cancel()
+        return len(self._in_flight)
 
     async def run(self, items: Iterable[Problem | InputError]) -> RunStats:
         limit = self.config.executor.trees_in_flight
         pending: set[asyncio.Task[FinishedProblem]] = set()
         try:
             for item in items:
+                if self.stopping:
+                    break
                 if isinstance(item, InputError):
                     self._input_error(item)
                     continue
                 while len(pending) >= limit:
                     pending = await self._collect(pending)
-                pending.add(asyncio.create_task(self.search_problem(item)))
+                if self.stopping:  # stopped while waiting for a free slot
+                    break
+                task = asyncio.create_task(self.search_problem(item))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+                pending.add(task)
             while pending:
                 pending = await self._collect(pending)
         except FatalExecutorError:
@@ -206,6 +268,8 @@ class Driver:
         done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         fatal = None
         for task in done:
+            if task.cancelled():  # request_stop(cancel=True): not done, redone by the next run
+                continue
             if task.exception() is not None:
                 fatal = fatal or task.exception()
                 continue
@@ -231,15 +295,17 @@ class Driver:
             if self.writer is not None:
                 self.writer.add_failed(problem.id, f"{finished.stage}: {reason}")
         else:
-            out = self.config.output
-            paths = label_paths(search.tree, out.label_threshold, out.after_first_error, out.max_ci_width)
-            pairs = preference_pairs(search.tree, out.label_threshold)
+            assert finished.labelling is not None
             out_dir = self.writer.out_dir if self.writer is not None else None
-            rows = problem_rows(problem, search, paths, pairs, out, self.policy_name, out_dir)
+            rows = problem_rows(problem, search, finished.labelling, self.config.output, self.policy_name,
+                                self.config.labels.method, out_dir)
             self._count(search, rows.steps, len(rows.nodes), len(rows.pairs))
             if self.writer is not None:
                 self.writer.add_problem(problem.id, rows, skipped=search.stats.skipped)
         self.stats.executor = self.executor.stats()
+        self.stats.verifier = self.verifier.stats()
+        self.stats.labelling.update(self.label_context.counters)
+        self.label_context.counters.clear()
         if self.on_problem is not None:
             self.on_problem(finished, self.stats)
 

@@ -1,25 +1,41 @@
-"""From a finished tree to labelled solution paths, node rows and preference pairs.
+"""From a decided tree to labelled solution paths and preference pairs.
 
-Every leaf of the tree is one solution path. A step's label comes from its own MC
-value when it was sampled, and is otherwise inferred along the path, the way OmegaPRM
-and Math-Shepherd reason:
+Every leaf of the tree is one solution path. A step's label comes from its own node's
+decision (``calibration.Decider``) when it was sampled, and is otherwise inferred along
+the path, the way OmegaPRM and Math-Shepherd reason:
 
-* a prefix that can reach the gold answer is reachable from every shorter prefix, so
-  a positive step makes all earlier unsampled steps positive;
-* a prefix that cannot reach it cannot be rescued, so a negative step makes all later
-  unsampled steps negative.
+* a prefix that can reach the gold answer is reachable from every shorter prefix, so a
+  step decided right makes every earlier step right;
+* a prefix that cannot reach it cannot be rescued, so a step decided wrong makes every
+  later step wrong.
 
-Steps still undecided (only ever a tail) are dropped. For an inferred step, ``values``
-holds the value of the sampled step that decided it (a bound, not an estimate); the
-``nodes`` table has the raw counts.
+Steps left undecided are dropped with the rest of the path (``labels.undecided =
+"drop"``) or kept, labelled by their posterior (``"keep"``). Every labelled step keeps
+its provenance: MC value, interval, posterior, rollouts, the parent's success rate, and
+what decided it, so users can re-filter without re-running.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from prmtree.engine.calibration import RIGHT, WRONG, StepEvidence
 from prmtree.engine.tree import ReasoningTree
-from prmtree.engine.value import hard_label
+
+#: What decided a step's label.
+SOURCES = ("mc", "calibrated", "inferred", "undecided", "judge-agreed", "judge-disagreed")
+
+
+@dataclass
+class StepProvenance:
+    value: float  # MC value of the node that decided the label (a bound, for inferred steps)
+    ci_low: float
+    ci_high: float
+    posterior: float | None  # P(step right) of the deciding node (None: the mc rule)
+    rollouts: int  # rollouts sampled at this step's own node
+    parent_value: float | None  # success rate the decision compared against
+    source: str  # one of SOURCES
+    judge: str | None = None  # "correct" | "incorrect" | "unparseable" | "failed" where asked
 
 
 @dataclass
@@ -27,9 +43,17 @@ class LabelledPath:
     path_id: str  # the leaf's node id
     steps: list[str]
     labels: list[bool]
-    values: list[float]
+    provenance: list[StepProvenance]
     final_correct: bool | None  # the leaf's own answer, when it ends the solution
-    ci_widths: list[float]  # width of the interval of the value that decided each label
+    flagged: bool = False  # consensus kept it although MC and the judge disagreed
+
+    @property
+    def values(self) -> list[float]:
+        return [p.value for p in self.provenance]
+
+    @property
+    def first_error(self) -> int | None:
+        return self.labels.index(False) if False in self.labels else None
 
 
 @dataclass
@@ -42,89 +66,123 @@ class PreferencePair:
     rejected_value: float
 
 
+@dataclass
+class Labelling:
+    """What a labeller hands to the writer for one problem."""
+
+    paths: list[LabelledPath]
+    pairs: list[PreferencePair]
+    nodes: dict[str, StepEvidence] = field(default_factory=dict)  # node id -> its decision
+
+
+def mc_evidence(tree: ReasoningTree, ids: list[str], threshold: float = 0.0) -> list[StepEvidence | None]:
+    """The peers' rule as evidence: right iff MC > threshold (what ``method = "mc"`` decides)."""
+    out: list[StepEvidence | None] = []
+    for node in ids:
+        s = tree.stats(node)
+        right = s.measured and s.value > threshold
+        out.append(StepEvidence(RIGHT if right else WRONG, float(right), s.n_rollouts, s.n_correct, None)
+                   if s.measured else None)
+    return out
+
+
 def label_path(
     tree: ReasoningTree,
     leaf: str,
+    evidence: list[StepEvidence | None] | None = None,
+    *,
     threshold: float = 0.0,
+    method: str = "mc",
     after_first_error: str = "truncate",
     max_ci_width: float | None = None,
+    keep_undecided: bool = False,
 ) -> LabelledPath | None:
-    """Labels along the path to ``leaf``; None when not even its first step is decided.
+    """Labels along the path to ``leaf`` from its nodes' ``evidence``; None when not even
+    the first step is decided.
 
-    With ``max_ci_width``, the path ends before the first step whose deciding value has
-    a wider Wilson interval: only confidently labelled steps are kept.
+    With ``max_ci_width``, the path ends before the first step whose deciding value has a
+    wider Wilson interval: only confidently labelled steps are kept.
     """
     ids = tree.path_ids(leaf)
+    if evidence is None:
+        evidence = mc_evidence(tree, ids, threshold)
     stats = [tree.stats(n) for n in ids]
     m = len(ids)
     labels: list[bool | None] = [None] * m
-    values: list[float] = [0.0] * m
-    widths: list[float] = [1.0] * m
-    for j, s in enumerate(stats):
-        if s.measured:
-            values[j] = s.value
-            labels[j] = hard_label(s.value, threshold)
-            lo, hi = s.interval()
-            widths[j] = hi - lo
-    # positive backwards
-    deciding: tuple[float, float] | None = None
-    for j in range(m - 1, -1, -1):
-        if labels[j] is True and stats[j].measured:
-            deciding = (values[j], widths[j])
-        elif labels[j] is None and deciding is not None:
-            labels[j] = True
-            values[j], widths[j] = deciding
-    # negative forwards
-    negative_width: float | None = None
-    for j in range(m):
-        if labels[j] is False:
-            if negative_width is None:
-                negative_width = widths[j]
-        elif labels[j] is None and negative_width is not None:
-            labels[j] = False
-            values[j], widths[j] = 0.0, negative_width
-    # keep the decided head
+    source: list[str] = [""] * m
+    decider_of = list(range(m))  # index of the node whose evidence decided each step
+    for j, ev in enumerate(evidence):
+        if ev is not None and ev.decision in (RIGHT, WRONG):
+            labels[j] = ev.decision == RIGHT
+            source[j] = method
+    first_wrong = labels.index(False) if False in labels else m
+    nearest_right: int | None = None
+    for j in range(first_wrong - 1, -1, -1):  # right backwards
+        if labels[j] is True:
+            nearest_right = j
+        elif nearest_right is not None:
+            labels[j], source[j], decider_of[j] = True, "inferred", nearest_right
+    for j in range(first_wrong + 1, m):  # wrong forwards
+        if labels[j] is not False:
+            labels[j], source[j], decider_of[j] = False, "inferred", first_wrong
+    if keep_undecided:
+        for j in range(first_wrong):
+            ev = evidence[j]
+            if labels[j] is None and ev is not None:
+                labels[j], source[j] = ev.posterior >= 0.5, "undecided"
     end = 0
     while end < m and labels[end] is not None:
         end += 1
+    provenance = []
+    for j in range(end):
+        d = decider_of[j]
+        lo, hi = stats[d].interval()
+        ev = evidence[d]
+        inferred_wrong = source[j] == "inferred" and not labels[j]
+        provenance.append(
+            StepProvenance(
+                value=0.0 if inferred_wrong else stats[d].value,
+                ci_low=lo,
+                ci_high=hi,
+                posterior=None if ev is None or method == "mc" else ev.posterior,
+                rollouts=stats[j].n_rollouts,
+                parent_value=evidence[j].parent_value if evidence[j] is not None else None,
+                source=source[j],
+            )
+        )
     if max_ci_width is not None:
         confident = 0
-        while confident < end and widths[confident] <= max_ci_width:
+        while confident < end and provenance[confident].ci_high - provenance[confident].ci_low <= max_ci_width:
             confident += 1
         end = confident
     if end == 0:
         return None
-    if after_first_error == "truncate" and False in labels[:end]:
-        end = labels.index(False) + 1
-    elif after_first_error == "label-false" and False in labels[:end]:
-        first = labels.index(False)
-        for j in range(first, end):
-            labels[j] = False
+    kept = [bool(x) for x in labels[:end]]
+    if False in kept:
+        first = kept.index(False)
+        if after_first_error == "truncate":
+            end = first + 1
+            kept = kept[:end]
+        else:
+            kept = kept[:first] + [False] * (end - first)
     leaf_stats = stats[-1]
-    final = None
-    if leaf_stats.terminal and leaf_stats.measured:
-        final = leaf_stats.n_correct > 0
-    return LabelledPath(
-        path_id=leaf,
-        steps=[s.step for s in stats[:end]],
-        labels=[bool(x) for x in labels[:end]],
-        values=values[:end],
-        final_correct=final,
-        ci_widths=widths[:end],
-    )
+    final = leaf_stats.n_correct > 0 if leaf_stats.terminal and leaf_stats.measured else None
+    return LabelledPath(leaf, [s.step for s in stats[:end]], kept, provenance[:end], final)
 
 
 def label_paths(
     tree: ReasoningTree,
-    threshold: float = 0.0,
-    after_first_error: str = "truncate",
-    max_ci_width: float | None = None,
+    evidence_of: dict[str, StepEvidence | None] | None = None,
+    **options: object,
 ) -> list[LabelledPath]:
-    """One labelled path per leaf, duplicates (same kept steps) removed."""
+    """One labelled path per leaf, duplicates (same kept steps) removed. Without
+    ``evidence_of``, nodes are decided by the mc rule."""
     out = []
     seen: set[tuple[str, ...]] = set()
     for leaf in tree.leaves():
-        path = label_path(tree, leaf, threshold, after_first_error, max_ci_width)
+        ids = tree.path_ids(leaf)
+        evidence = None if evidence_of is None else [evidence_of.get(n) for n in ids]
+        path = label_path(tree, leaf, evidence, **options)  # type: ignore[arg-type]
         if path is None:
             continue
         key = tuple(path.steps)
@@ -135,13 +193,19 @@ def label_paths(
     return out
 
 
-def preference_pairs(tree: ReasoningTree, threshold: float = 0.0) -> list[PreferencePair]:
-    """Sibling steps (same prefix) whose hard labels differ: chosen positive, rejected negative."""
+def preference_pairs(
+    tree: ReasoningTree, evidence_of: dict[str, StepEvidence | None] | None = None
+) -> list[PreferencePair]:
+    """Sibling steps (same prefix) decided differently: chosen right, rejected wrong."""
+    if evidence_of is None:
+        nodes = [n for n, _ in tree.nodes() if n != tree.root]
+        evidence_of = dict(zip(nodes, mc_evidence(tree, nodes)))
     pairs = []
     for parent, _ in tree.nodes():
-        children = [c for c in tree.children(parent) if tree.stats(c).measured]
-        good = [c for c in children if hard_label(tree.stats(c).value, threshold)]
-        bad = [c for c in children if not hard_label(tree.stats(c).value, threshold)]
+        children = tree.children(parent)
+        decided = [(c, evidence_of.get(c)) for c in children]
+        good = [c for c, ev in decided if ev is not None and ev.decision == RIGHT]
+        bad = [c for c, ev in decided if ev is not None and ev.decision == WRONG]
         if not good or not bad:
             continue
         prefix = list(tree.prefix(parent))

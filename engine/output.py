@@ -11,7 +11,11 @@ Durability rules, which make resuming a plain re-run:
 * a shard is written under a temporary name, fsynced, then renamed;
 * ``manifest.json`` is replaced atomically *after* the shards it lists, and lists the
   problems whose rows those shards hold; a shard the manifest does not list is
-  discarded on resume, and its problems are redone.
+  discarded on resume, and its problems are redone;
+* every shard is listed with its size, row count and sha256, and with the flush that
+  wrote it; ``flushes`` lists each flush's problems. A problem's rows (all tables) are in
+  one flush, so when a shard is missing or altered, :func:`verify_manifest` finds it and a
+  resume drops that flush's shards and redoes its problems: no row lost, none twice.
 
 So after a ``kill -9`` at any moment, a resume gives the rows of an uninterrupted run:
 none lost, none twice.
@@ -71,6 +75,15 @@ class Slice:
     def manifest_name(self) -> str:
         return "manifest.json" if self.count == 1 else f"manifest-{self.index:05d}-of-{self.count:05d}.json"
 
+    @property
+    def lock_name(self) -> str:
+        """The file a run writing this slice holds locked (``engine/lock.py``)."""
+        return f".{self.manifest_name}.lock"
+
+    @property
+    def described(self) -> str:
+        return "unsharded" if self.count == 1 else f"--shard {self.index}/{self.count}"
+
     def shard_pattern(self) -> re.Pattern[str]:
         return re.compile(rf"part-{re.escape(self.tag)}(\d{{5}})\.parquet")
 
@@ -93,6 +106,9 @@ class Manifest:
     skipped: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # bad input rows: final, in errors/
     failed: dict[str, str] = field(default_factory=dict)  # policy failures: retried by the next run
+    # flush number -> {"completed": [...], "rejected": [...]}: the problems whose rows the
+    # shards carrying that ``flush`` number hold (what a resume redoes if one is damaged)
+    flushes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
 
@@ -101,8 +117,19 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest from parsed JSON; ValueError if it is not shaped like one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        manifest = cls(**{k: v for k, v in data.items() if k in known})
+        for name, kind in (("shards", list), ("completed", list), ("skipped", dict), ("rejected", dict),
+                           ("failed", dict), ("flushes", dict), ("stats", dict), ("config", dict)):
+            if not isinstance(getattr(manifest, name), kind):
+                raise ValueError(f"{name!r} is not a {kind.__name__}")
+        for shard in manifest.shards:
+            if not isinstance(shard, dict) or not {"table", "file", "rows"} <= shard.keys():
+                raise ValueError(f"a shard entry lacks table/file/rows: {shard!r:.80}")
+        return manifest
 
 
 def write_manifest(out_dir: Path, manifest: Manifest, name: str = "manifest.json") -> None:
@@ -115,6 +142,14 @@ def write_manifest(out_dir: Path, manifest: Manifest, name: str = "manifest.json
         os.fsync(handle.fileno())
     os.replace(tmp, out_dir / name)
     _fsync_dir(out_dir)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and check one manifest file; ValueError saying why if it is unreadable."""
+    try:
+        return Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(str(exc)) from None
 
 
 def read_manifest(out_dir: str | Path, name: str = "manifest.json") -> dict[str, Any]:
@@ -215,6 +250,8 @@ class DatasetWriter:
             if m:
                 table = shard["table"]
                 self.next_seq[table] = max(self.next_seq[table], int(m.group(1)) + 1)
+        flushes = [int(k) for k in manifest.flushes] + [s.get("flush", -1) for s in manifest.shards]
+        self.next_flush = max(flushes, default=-1) + 1
         self.last_flush = time.monotonic()
         self.stats_provider: Any = None  # callable returning the stats dict to record
 
@@ -265,13 +302,19 @@ class DatasetWriter:
             rows, sizes = self.buffers[table], self.row_sizes[table]
             while rows:
                 n = self._chunk_length(sizes)
-                written.append(self._write_shard(table, rows[:n]))
+                written.append({**self._write_shard(table, rows[:n]), "flush": self.next_flush})
                 rows, sizes = rows[n:], sizes[n:]
             self.buffers[table] = []
             self.row_sizes[table] = []
             self.buffer_bytes[table] = 0
         _fault("after_shard_rename")
         m = self.manifest
+        if written or self.pending_completed or self.pending_rejected:
+            m.flushes[str(self.next_flush)] = {
+                "completed": list(self.pending_completed),
+                "rejected": list(self.pending_rejected),
+            }
+            self.next_flush += 1
         m.shards.extend(written)
         m.completed.extend(self.pending_completed)
         m.skipped.update(self.pending_skipped)
@@ -337,6 +380,86 @@ def discard_unlisted(out_dir: Path, manifest: Manifest | None, slice: Slice) -> 
                 path.unlink()
                 removed.append(rel)
     return removed
+
+
+# -- verification -----------------------------------------------------------------------
+
+#: ``manifest.json`` (unsharded) or ``manifest-IIIII-of-NNNNN.json``; group 1 is N.
+MANIFEST_NAME = re.compile(r"manifest(?:-\d{5}-of-(\d{5}))?\.json")
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One thing wrong with a run directory: a shard (``file``) or a manifest as a whole."""
+
+    manifest: str  # the slice's manifest file name
+    file: str | None  # the shard, relative to the run directory; None: the manifest itself
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file or self.manifest}: {self.problem}"
+
+
+def verify_shard(out_dir: Path, shard: dict[str, Any]) -> str | None:
+    """What is wrong with one listed shard (missing, altered, wrong row count), or None.
+
+    Checks what the manifest recorded: size, sha256 (reads the whole file), and the row
+    count in the Parquet footer.
+    """
+    path = out_dir / shard["file"]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if "bytes" in shard and size != shard["bytes"]:
+        return f"{size} bytes, the manifest says {shard['bytes']}"
+    if "sha256" in shard and sha256_file(path) != shard["sha256"]:
+        return "content changed (sha256 differs from the manifest)"
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception as exc:  # pyarrow raises several types for a broken file
+        return f"not a readable Parquet file ({type(exc).__name__})"
+    if rows != shard["rows"]:
+        return f"{rows} rows, the manifest says {shard['rows']}"
+    return None
+
+
+def verify_manifest(out_dir: Path, name: str, manifest: Manifest) -> list[Damage]:
+    """Every listed shard of one slice checked against the manifest."""
+    return [
+        Damage(name, shard["file"], why)
+        for shard in manifest.shards
+        if (why := verify_shard(out_dir, shard)) is not None
+    ]
+
+
+def verify_run(out_dir: str | Path) -> list[Damage]:
+    """Everything wrong with a run directory: unreadable manifests, slices of different
+    layouts or sharing problems (their union would duplicate rows), and shards missing,
+    altered or of the wrong row count. Empty: the directory reads as the manifests say."""
+    out = Path(out_dir)
+    damage: list[Damage] = []
+    loaded: dict[str, Manifest] = {}
+    for path in sorted(out.glob("manifest*.json")):
+        if not MANIFEST_NAME.fullmatch(path.name):
+            continue
+        try:
+            loaded[path.name] = load_manifest(path)
+        except ValueError as exc:
+            damage.append(Damage(path.name, None, f"unreadable ({exc})"))
+    counts = {name: int(MANIFEST_NAME.fullmatch(name).group(1) or 1) for name in loaded}  # type: ignore[union-attr]
+    if len(set(counts.values())) > 1:
+        for name, count in counts.items():
+            damage.append(Damage(name, None, f"one of {count} slices, beside slices of another layout "
+                                             f"({', '.join(sorted(set(map(str, counts.values()))))} ways)"))
+    seen: dict[str, str] = {}
+    for name, manifest in loaded.items():
+        twice = [pid for pid in manifest.completed if seen.setdefault(pid, name) != name]
+        if twice:
+            damage.append(Damage(name, None, f"{len(twice)} problems also completed in {seen[twice[0]]} "
+                                             f"(e.g. {twice[0]!r}): their rows appear twice"))
+        damage.extend(verify_manifest(out, name, manifest))
+    return damage
 
 
 def read_table(out_dir: str | Path, table: str) -> pa.Table:

@@ -3,6 +3,10 @@
 Loading is *total*: a bad row never stops a run. Each row becomes either a
 :class:`Problem` or an :class:`InputError` carrying a reason a person understands,
 and the driver routes errors to ``errors/`` while the good rows are searched.
+
+Images are read only from regular files (a FIFO would hang the run, ``/dev/zero`` fill
+memory) of at most ``InputConfig.max_image_bytes``, and decoded only for problems that
+will run: a resume skips finished problems by id before touching their images.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ import hashlib
 import io
 import json
 import os
+import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
 
-from prmtree.engine.config import InputConfig
+from prmtree.engine.config import ConfigError, InputConfig
 
 AnswerType = Literal["auto", "math", "choice", "number", "text"]
 ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
@@ -109,35 +114,74 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
         raise ImageError(f"image {name} is corrupt or not an image ({type(exc).__name__}: {exc})") from None
 
 
-def load_image(path: Path, shown_as: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProblemImage:
-    """Read and validate one image file."""
+DEFAULT_MAX_IMAGE_BYTES = 64 << 20
+
+
+def read_image_file(path: Path, shown_as: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of one image file, undecoded: a regular file of at most ``max_bytes``.
+
+    Opened non-blocking and checked with ``fstat`` on the open file, so a FIFO neither
+    hangs the open nor is read, and a device or a growing file is not read past the cap.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ImageError(f"image {shown_as} not found") from None
     except OSError as exc:
         raise ImageError(f"image {shown_as} unreadable ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"image {shown_as} is not a regular file (only files are read as images)")
+        if info.st_size > max_bytes:
+            raise ImageError(
+                f"image {shown_as} is {info.st_size} bytes, over the limit of {max_bytes} (max_image_bytes)"
+            )
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"image {shown_as} unreadable ({exc.strerror})") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"image {shown_as} is over the limit of {max_bytes} bytes (max_image_bytes)")
+    return data
+
+
+def load_image(
+    path: Path, shown_as: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> ProblemImage:
+    """Read and validate one image file."""
+    data = read_image_file(path, shown_as, max_bytes)
     validate_image_bytes(data, shown_as, max_pixels)
     return ProblemImage(data=data, path=shown_as)
 
 
-def _row_images(value: Any, base_dir: Path | None, max_pixels: int) -> tuple[ProblemImage, ...]:
-    """Images from a path, an ``{bytes, path}`` struct, or a list of them."""
+def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[ProblemImage, ...]:
+    """Images from a path, an ``{bytes, path}`` struct, or a list of them: their bytes,
+    not yet decoded (see :func:`validate_image_bytes`)."""
     items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ImageError("image list is empty (leave the field out for a problem without images)")
     images = []
     for item in items:
         if isinstance(item, dict):
             data, path = item.get("bytes"), item.get("path")
+            if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+                raise ImageError(
+                    f"image struct 'bytes' must be binary data, got {type(data).__name__} "
+                    "(JSON cannot hold bytes: give the image's path instead)"
+                )
             if data:
-                name = path or "(embedded)"
-                validate_image_bytes(bytes(data), name, max_pixels)
+                if len(data) > max_bytes:
+                    raise ImageError(
+                        f"embedded image is {len(data)} bytes, over the limit of {max_bytes} (max_image_bytes)"
+                    )
                 images.append(ProblemImage(bytes(data), path))
                 continue
             item = path
         if not isinstance(item, str) or not item:
-            raise ImageError(f"image entry must be a path or an image struct, got {item!r}")
+            raise ImageError(f"image entry must be a path or an image struct, got {item!r:.80}")
         full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
-        images.append(load_image(full, item, max_pixels))
+        images.append(ProblemImage(read_image_file(full, item, max_bytes), item))
     return tuple(images)
 
 
@@ -146,10 +190,17 @@ def problem_from_row(
     base_dir: Path | None,
     fmt: InputConfig = InputConfig(),
     where: str = "row",
-) -> Problem | InputError:
-    """Turn one input row into a problem, or an error naming what is wrong."""
+    skip: Callable[[str], bool] | None = None,
+) -> Problem | InputError | None:
+    """Turn one input row into a problem, or an error naming what is wrong.
+
+    ``skip(id)`` true (a resume's finished problem, another slice's): None, decided
+    before any image is decoded, and before any is read when the row gives its id.
+    """
     given_id = row.get(fmt.id_field)
     shown_id = str(given_id) if given_id not in (None, "") else where
+    if skip is not None and given_id not in (None, "") and skip(shown_id):
+        return None
     question = row.get(fmt.question_field)
     if not isinstance(question, str) or not question.strip():
         return InputError(shown_id, "missing question")
@@ -162,7 +213,14 @@ def problem_from_row(
     if image_value is None and fmt.image_field == "image":
         image_value = row.get("images")
     try:
-        images = _row_images(image_value, base_dir, fmt.max_pixels) if image_value not in (None, []) else ()
+        images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
+    except ImageError as exc:
+        return InputError(shown_id, str(exc))
+    if skip is not None and given_id in (None, "") and skip(problem_id_for(question, images)):
+        return None
+    try:
+        for image in images:
+            validate_image_bytes(image.data, image.path or "(embedded)", fmt.max_pixels)
     except ImageError as exc:
         return InputError(shown_id, str(exc))
     answer_type = row.get("answer_type") or fmt.answer_type
@@ -258,40 +316,83 @@ def _arrow_rows(directory: Path) -> Iterator[InputRow]:
 
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
+#: Files an input directory may hold beside its data without being read or refused.
+IGNORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".md")
+
+
+def _is_hf_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists())
 
 
 def input_files(path: Path) -> list[Path]:
-    """The data files of an input path: itself, or a directory's files in name order."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in INPUT_SUFFIXES and p.is_file())
-    return [path]
+    """The data files of an input path: itself, or a directory's files in name order.
+
+    A directory's other files are refused (:class:`ConfigError` naming them) rather than
+    skipped, so no data (``.csv``, ``.jsonl.gz``) is left out silently; images, READMEs and
+    licences, hidden files and subdirectories are ignored.
+    """
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    unknown = [
+        p.name for p in files
+        if p.suffix.lower() not in INPUT_SUFFIXES + IGNORED_SUFFIXES
+        and not p.name.upper().startswith(("README", "LICENSE"))
+    ]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ConfigError(
+            f"input directory {str(path)!r} holds files prmtree does not read: {shown} "
+            f"(it reads {', '.join(INPUT_SUFFIXES)}); convert or move them"
+        )
+    data = [p for p in files if p.suffix.lower() in INPUT_SUFFIXES]
+    if not data:
+        raise ConfigError(f"input directory {str(path)!r} holds no {', '.join(INPUT_SUFFIXES)} files")
+    return data
+
+
+def check_input(path: str | os.PathLike[str]) -> None:
+    """Refuse an unreadable input path at once (ConfigError), before a model loads."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"input {str(path)!r} not found")
+    if not _is_hf_dataset(path):
+        input_files(path)
 
 
 def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
     """(base directory, where, row-or-error) for every row of a file or directory."""
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+    if _is_hf_dataset(path):
         for where, row in _arrow_rows(path):
             yield path, where, row
         return
     for file in input_files(path):
-        reader = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}.get(file.suffix, _jsonl_rows)
+        readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
+        reader = readers.get(file.suffix.lower(), _jsonl_rows)
         for where, row in reader(file):
             yield file.parent, where, row
 
 
-def iter_input(path: str | os.PathLike[str], fmt: InputConfig = InputConfig()) -> Iterator[Problem | InputError]:
+def iter_input(
+    path: str | os.PathLike[str],
+    fmt: InputConfig = InputConfig(),
+    skip: Callable[[str], bool] | None = None,
+) -> Iterator[Problem | InputError]:
     """Stream problems from JSONL, JSON, Parquet, a directory of them, or a saved HF dataset.
 
     Rows are read lazily, so a million-row input costs memory for one batch at a time
     (plus the set of ids seen, for the duplicate check). Image paths are relative to the
-    file that names them.
+    file that names them. Rows whose id ``skip`` accepts are left out before their
+    images are decoded.
     """
     seen: set[str] = set()
     for base_dir, where, row in iter_rows(Path(path)):
         if isinstance(row, str):
             yield InputError(where, row)
             continue
-        item = problem_from_row(row, base_dir, fmt, where)
+        item = problem_from_row(row, base_dir, fmt, where, skip)
+        if item is None:
+            continue
         if isinstance(item, Problem):
             if item.id in seen:
                 yield InputError(item.id, f"duplicate id {item.id!r} ({where})")
@@ -300,10 +401,13 @@ def iter_input(path: str | os.PathLike[str], fmt: InputConfig = InputConfig()) -
         yield item
 
 
-def iter_problems(items: Any, fmt: InputConfig = InputConfig()) -> Iterator[Problem | InputError]:
-    """Accept an input path or an iterable of problems; stream problems and errors."""
+def iter_problems(
+    items: Any, fmt: InputConfig = InputConfig(), skip: Callable[[str], bool] | None = None
+) -> Iterator[Problem | InputError]:
+    """Accept an input path or an iterable of problems; stream problems and errors.
+    ``skip``: ids to leave out of an input path before decoding their images."""
     if isinstance(items, (str, os.PathLike)):
-        yield from iter_input(items, fmt)
+        yield from iter_input(items, fmt, skip)
         return
     seen: set[str] = set()
     for item in items:

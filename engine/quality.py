@@ -1,14 +1,16 @@
 """Label quality against known ground truth (simulated policies and synthetic data).
 
 A step's true label is "no error so far": step j of a path is correct iff the path's
-first wrong step comes after j. Two scores:
+first wrong step comes after j. The scores:
 
 * step accuracy: the share of labelled steps whose hard label equals the truth;
 * first-error localisation: the share of paths whose first negative label sits exactly
   at the true first error (or, for paths labelled all positive, that contain no error);
 * first-error precision: of the paths labelled with an error, the share whose first
-  negative is exactly the true first error. Unlike the two above it does not depend on
-  how many all-positive paths a strategy writes, so it compares strategies fairly.
+  negative is exactly the true first error (it does not depend on how many all-positive
+  paths a strategy writes, so it compares strategies fairly);
+* first-error recall: of the paths whose labelled steps contain a true error, the share
+  whose first negative is exactly the true first error.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class LabelQuality:
     paths_located: int = 0
     paths_with_negative: int = 0
     negatives_located: int = 0
+    paths_with_true_error: int = 0  # paths whose true first error is among their labelled steps
 
     @property
     def step_accuracy(self) -> float:
@@ -42,6 +45,12 @@ class LabelQuality:
         return self.negatives_located / self.paths_with_negative if self.paths_with_negative else float("nan")
 
     @property
+    def first_error_recall(self) -> float:
+        """Of the paths whose labelled steps contain a true error, the share whose first
+        negative label is exactly the true first error."""
+        return self.negatives_located / self.paths_with_true_error if self.paths_with_true_error else float("nan")
+
+    @property
     def first_errors_found(self) -> int:
         """Paths whose first negative label is exactly the true first error."""
         return self.negatives_located
@@ -54,6 +63,7 @@ class LabelQuality:
             "localisation_accuracy": round(self.localisation_accuracy, 4),
             "first_errors_found": self.negatives_located,
             "first_error_precision": round(self.first_error_precision, 4),
+            "first_error_recall": round(self.first_error_recall, 4),
             "paths_with_negative": self.paths_with_negative,
         }
 
@@ -70,6 +80,8 @@ def score_paths(rows: Iterable[dict], first_error: FirstError) -> LabelQuality:
             q.steps += 1
             q.steps_correct += int(bool(label) == truth)
         predicted_first = labels.index(False) if False in labels else None
+        if truth_first is not None and truth_first < len(labels):
+            q.paths_with_true_error += 1
         if predicted_first is not None:
             q.paths_with_negative += 1
             if predicted_first == truth_first:

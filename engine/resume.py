@@ -2,9 +2,14 @@
 
 Resuming is a plain re-run: shards the manifest does not list are discarded, problems
 it records as finished (completed, or rejected as bad input) are skipped, everything
-else is redone, including problems the policy failed on last time.
+else is redone, including problems the policy failed on last time. Listed shards are
+verified first (size, sha256, row count); a damaged one's flush is dropped and its
+problems redone.
 A run whose row-defining config differs is refused unless ``force``, which starts the
-slice over; a different output layout version is always refused.
+slice over; a different output layout version is always refused, and so is a second
+writer of the same slice (``engine/lock.py``) and a slice layout other than the one the
+directory holds (``--shard 0/2`` beside ``--shard 1/3`` or an unsharded run would
+duplicate rows in the union).
 """
 
 from __future__ import annotations
@@ -15,7 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import ConfigError, RunConfig, config_changes
-from prmtree.engine.output import LAYOUT_VERSION, TABLES, DatasetWriter, Manifest, Slice, discard_unlisted
+from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
+from prmtree.engine.output import (
+    LAYOUT_VERSION,
+    MANIFEST_NAME,
+    TABLES,
+    DatasetWriter,
+    Manifest,
+    Slice,
+    discard_unlisted,
+    load_manifest,
+    verify_shard,
+    write_manifest,
+)
 
 
 IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
@@ -26,6 +43,13 @@ class OpenedRun:
     writer: DatasetWriter
     done: set[str] = field(default_factory=set)  # problem ids already finished
     previous_stats: dict[str, Any] = field(default_factory=dict)
+    lock: FileLock | None = None  # held until :meth:`close`: no second writer of this slice
+    repaired: list[str] = field(default_factory=list)  # damaged shards found, and what is redone
+
+    def close(self) -> None:
+        """Let the next run of this slice in (the kernel also does when the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def open_run(
@@ -35,17 +59,78 @@ def open_run(
     slice: Slice = Slice(),
     force: bool = False,
 ) -> OpenedRun:
+    """Claim slice ``slice`` of ``out_dir`` for this run and say what is left to do.
+
+    Raises :class:`ConfigError` (one line) when another run writes the slice, the
+    directory holds another slice layout, the manifest is unreadable, or the config
+    changed (without ``force``). The returned run holds the slice's lock: ``close()`` it.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _claim(out, slice)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {str(out)!r}: {exc.strerror or exc}") from None
+    try:
+        return _open_claimed(out, config, versions, slice, force, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _claim(out: Path, slice: Slice) -> FileLock:
+    """Take the slice's lock, after checking the directory's layout, under a brief
+    directory-wide lock so two runs of different layouts cannot both pass the check."""
+    with FileLock(out / DIRECTORY_LOCK):
+        lock = FileLock(out / slice.lock_name)
+        try:
+            lock.acquire()
+        except LockHeld as held:
+            raise ConfigError(
+                f"{out} ({slice.described}) is being written by another prmtree run: {held}; "
+                "wait for it to finish, stop it, or use another --out"
+            ) from None
+        try:
+            _check_layout(out, slice)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+
+def _check_layout(out: Path, slice: Slice) -> None:
+    """One slice layout per directory: the manifests on disk and the runs writing now."""
+    found: dict[int, str] = {}
+    for path in sorted(out.glob("manifest*.json")):
+        m = MANIFEST_NAME.fullmatch(path.name)
+        if m:
+            found.setdefault(int(m.group(1) or 1), path.name)
+    for count, name in live_slice_counts(out).items():
+        found.setdefault(count, f"a run writing {name} now")
+    others = sorted((c, name) for c, name in found.items() if c != slice.count)
+    if others:
+        count, name = others[0]
+        held = "an unsharded run" if count == 1 else f"slices of {count} (--shard i/{count})"
+        use = "no --shard" if count == 1 else f"--shard i/{count}"
+        raise ConfigError(
+            f"{out} holds {held} ({name}); this run is {slice.described}: one output directory "
+            f"takes one slice layout, so use {use} or another --out"
+        )
+
+
+def _open_claimed(
+    out: Path, config: RunConfig, versions: dict[str, str], slice: Slice, force: bool, lock: FileLock
+) -> OpenedRun:
     manifest_path = out / slice.manifest_name
     previous: Manifest | None = None
+    repaired: list[str] = []
     if manifest_path.exists():
-        import json
-
         try:
-            previous = Manifest.from_dict(json.loads(manifest_path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{manifest_path} is unreadable ({exc}); use another --out or remove it") from None
+            previous = load_manifest(manifest_path)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{manifest_path} is unreadable ({exc}); use another --out, or remove it to start this slice over"
+            ) from None
         if previous.layout_version != LAYOUT_VERSION:
             raise ConfigError(
                 f"{out} holds output layout version {previous.layout_version}; this prmtree writes "
@@ -61,6 +146,8 @@ def open_run(
                 )
             _remove_slice(out, previous, slice)
             previous = None
+    if previous is not None:
+        repaired = _repair(out, previous, slice)
     discard_unlisted(out, previous, slice)
     manifest = Manifest(
         config=config.model_dump(mode="json"),
@@ -74,10 +161,56 @@ def open_run(
         manifest.skipped = previous.skipped
         manifest.rejected = previous.rejected
         manifest.failed = previous.failed
+        manifest.flushes = previous.flushes
         manifest.stats = previous.stats
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
-    return OpenedRun(writer, done, dict(manifest.stats))
+    return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
+
+
+def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
+    """Verify the listed shards; drop every flush with a damaged one (all its shards and
+    its problems, so they are redone once, not duplicated in the other tables).
+
+    The repaired manifest is written at once; the dropped files, now unlisted, are then
+    deleted by ``discard_unlisted``. Returns a line per damaged shard for the user.
+    """
+    damaged = {s["file"]: why for s in manifest.shards if (why := verify_shard(out, s)) is not None}
+    if not damaged:
+        return []
+    bad = {s.get("flush") for s in manifest.shards if s["file"] in damaged}
+    if None in bad:  # a shard written before flushes were recorded: its problems are unknown
+        bad = {s.get("flush") for s in manifest.shards} | {int(k) for k in manifest.flushes}
+    dropped_shards = [s for s in manifest.shards if s.get("flush") in bad]
+    completed: set[str] = set()
+    rejected: set[str] = set()
+    for number in bad:
+        group = manifest.flushes.pop(str(number), {})
+        completed.update(group.get("completed", ()))
+        rejected.update(group.get("rejected", ()))
+    if None in {s.get("flush") for s in dropped_shards}:  # unknown groups: redo the whole slice
+        completed, rejected = set(manifest.completed), set(manifest.rejected)
+    skipped = completed & manifest.skipped.keys()
+    manifest.shards = [s for s in manifest.shards if s.get("flush") not in bad]
+    manifest.completed = [p for p in manifest.completed if p not in completed]
+    manifest.skipped = {p: r for p, r in manifest.skipped.items() if p not in completed}
+    manifest.rejected = {p: r for p, r in manifest.rejected.items() if p not in rejected}
+    _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
+    write_manifest(out, manifest, slice.manifest_name)
+    return [f"{file}: {why}" for file, why in sorted(damaged.items())] + [
+        f"dropped {len(dropped_shards)} shards written with it; {len(completed) + len(rejected)} problems "
+        "will be redone"
+    ]
+
+
+def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]]) -> None:
+    """Take the dropped problems and rows out of the carried-over counters, so the totals
+    after they are redone count them once (work counters such as rollouts keep the work)."""
+    rows = {t: sum(s["rows"] for s in shards if s["table"] == t) for t in TABLES}
+    for key, minus in (("problems_done", done), ("problems_skipped", skipped), ("input_errors", rejected),
+                       ("nodes", rows["nodes"]), ("pairs", rows["pairs"]), ("paths", rows["steps"])):
+        if isinstance(stats.get(key), int):
+            stats[key] = max(0, stats[key] - minus)
 
 
 def _remove_slice(out: Path, manifest: Manifest, slice: Slice) -> None:

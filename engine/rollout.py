@@ -6,7 +6,7 @@ code works with steps and outcomes, never with raw model text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prmtree.engine.problem import Problem
 from prmtree.engine.steps import Segmenter, extract_answer
@@ -38,10 +38,12 @@ def parse_completion(
     num_tokens: int,
     finish_reason: str,
     segmenter: Segmenter,
-    verifier: Verifier,
+    verifier: Verifier | None,
     next_step_only: bool = False,
 ) -> Rollout:
-    """Segment, extract and verify one completion. Never raises on model output."""
+    """Segment, extract and (with a ``verifier``) verify one completion. Never raises on
+    model output. Without a verifier ``correct`` is False until :func:`with_verdict`: the
+    driver checks a request's answers together, off its event loop."""
     malformed = None
     if isinstance(text, bytes):
         try:
@@ -64,11 +66,16 @@ def parse_completion(
     if next_step_only:
         # One step: it may or may not finish the solution.
         answer = extract_answer(steps[0]) if "\\boxed" in steps[0] else None
-        correct = verifier(problem, answer) if answer is not None else False
+        correct = verifier(problem, answer) if answer is not None and verifier is not None else False
         return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
     if finish_reason == "length":
         return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
     answer = extract_answer(steps[-1]) or extract_answer(text)
     if answer is None:
         return Rollout(steps, None, False, num_tokens, finish_reason, "no_answer")
-    return Rollout(steps, answer, verifier(problem, answer), num_tokens, finish_reason, malformed)
+    correct = verifier(problem, answer) if verifier is not None else False
+    return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
+
+
+def with_verdict(rollout: Rollout, correct: bool) -> Rollout:
+    return replace(rollout, correct=correct)

@@ -7,6 +7,12 @@ one step per instruction (4-12 steps), so every step's correctness is known exac
 
 The generator stores the drawn scene in ``meta["scene"]``: it is what a perfect
 vision model would read off the image, and what the simulated policy "sees".
+
+Three answer spaces, as real VQA has them (``answer_space``):
+
+* ``number``: "What is the final value of x?" (a guess is almost never right);
+* ``yesno``: "Is the final value of x greater than T?" (a guess is right half the time);
+* ``choice``: four numeric options A-D, the gold answer a letter (a guess: one in four).
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ def question_text(kind: str, program: list[Instruction]) -> str:
 
 
 _START = re.compile(r"Let x be the (?:number of (\w+) shapes|height of bar (\w))\.")
-_OPS = re.compile(r"Then, in order: (.*)\. What is the final value of x\?")
+_OPS = re.compile(r"Then, in order: (.*?)\. (?:What is the final value of x\?|Is the final value of x|Which option)")
+ANSWER_SPACES = ("number", "yesno", "choice")
 _OP = re.compile(r"^(add|subtract|multiply by) (?:the number of (\w+) shapes|the height of bar (\w)|(\d+))$")
 
 
@@ -171,7 +178,9 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def make_problem(index: int, rng: random.Random, min_steps: int = 4, max_steps: int = 12) -> Problem:
+def make_problem(
+    index: int, rng: random.Random, min_steps: int = 4, max_steps: int = 12, answer_space: str = "number"
+) -> Problem:
     """One synthetic problem with a solution of ``min_steps``..``max_steps`` steps."""
     kind = rng.choice(("shapes", "bars"))
     if kind == "shapes":
@@ -182,29 +191,54 @@ def make_problem(index: int, rng: random.Random, min_steps: int = 4, max_steps: 
         png = render_bars(scene)
     n_steps = rng.randint(min_steps, max_steps)
     program = _random_program(rng, list(scene), n_steps, scene)
-    answer = run_program(program, scene)[-1]
+    final = run_program(program, scene)[-1]
     pid = f"syn-{index:06d}"
+    question = question_text(kind, program)
+    meta: dict = {"scene": scene, "n_steps": n_steps, "kind": kind}
+    if answer_space == "number":
+        answer, answer_type = str(final), "number"
+    elif answer_space == "yesno":
+        threshold = final + rng.choice((-3, -2, -1, 1, 2))  # x > T holds for half of these
+        question = question.replace("What is the final value of x?", f"Is the final value of x greater than {threshold}?")
+        answer, answer_type = ("yes" if final > threshold else "no"), "text"
+        meta["threshold"] = threshold
+    elif answer_space == "choice":
+        values = [final] + rng.sample([final + d for d in (-6, -4, -3, -2, -1, 1, 2, 3, 4, 6)], 3)
+        rng.shuffle(values)
+        options = {letter: str(v) for letter, v in zip("ABCD", values)}
+        listed = " ".join(f"({k}) {v}" for k, v in options.items())
+        question = question.replace("What is the final value of x?", f"Which option is the final value of x? {listed}")
+        answer, answer_type = "ABCD"[values.index(final)], "choice"
+        meta["options"] = options
+    else:
+        raise ValueError(f"answer_space must be one of {', '.join(ANSWER_SPACES)}, got {answer_space!r}")
+    meta["answer_space"] = answer_space
     return Problem(
         id=pid,
-        question=question_text(kind, program),
-        answer=str(answer),
+        question=question,
+        answer=answer,
         images=(ProblemImage(data=png, path=f"images/{pid}.png"),),
-        answer_type="number",
-        meta={"scene": scene, "n_steps": n_steps, "kind": kind},
+        answer_type=answer_type,
+        meta=meta,
     )
 
 
-def iter_synthetic(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12) -> Iterator[Problem]:
-    """``n`` synthetic problems, made one at a time (for streaming very large runs)."""
+def iter_synthetic(
+    n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12, answer_spaces: tuple[str, ...] = ("number",)
+) -> Iterator[Problem]:
+    """``n`` synthetic problems, made one at a time (for streaming very large runs);
+    problem i uses ``answer_spaces[i % len(answer_spaces)]``."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
     rng = random.Random(seed)
     for i in range(n):
-        yield make_problem(i, rng, min_steps, max_steps)
+        yield make_problem(i, rng, min_steps, max_steps, answer_spaces[i % len(answer_spaces)])
 
 
-def generate_problems(n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12) -> list[Problem]:
-    return list(iter_synthetic(n, seed, min_steps, max_steps))
+def generate_problems(
+    n: int, seed: int = 0, min_steps: int = 4, max_steps: int = 12, answer_spaces: tuple[str, ...] = ("number",)
+) -> list[Problem]:
+    return list(iter_synthetic(n, seed, min_steps, max_steps, answer_spaces))
 
 
 def write_jsonl(problems: list[Problem], directory: str | Path, name: str = "problems.jsonl") -> Path:

@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow as pa
 
 from prmtree.engine.config import OutputConfig
-from prmtree.engine.labels import LabelledPath, PreferencePair
+from prmtree.engine.calibration import RIGHT, UNDECIDED, StepEvidence
+from prmtree.engine.labels import LabelledPath, Labelling, PreferencePair
 from prmtree.engine.problem import Problem
 from prmtree.engine.search.base import TreeSearch
-from prmtree.engine.value import hard_label
 
 
 TABLES = ("steps", "nodes", "pairs", "errors")
@@ -79,12 +79,34 @@ STEPS_SCHEMA = pa.schema(
         ("final_correct", pa.bool_()),
         ("strategy", pa.string()),
         ("policy", pa.string()),
+        # provenance, one entry per step: what decided each label (re-filter without re-running)
+        ("label_method", pa.string()),
+        ("label_sources", pa.list_(pa.string())),
+        ("confidences", pa.list_(pa.float64())),  # P(label right): posterior for right, 1 - posterior for wrong
+        ("rollouts", pa.list_(pa.int32())),
+        ("parent_values", pa.list_(pa.float64())),
+        ("ci_low", pa.list_(pa.float64())),
+        ("ci_high", pa.list_(pa.float64())),
+        ("judge_verdicts", pa.list_(pa.string())),
+        ("flagged", pa.bool_()),  # consensus kept the path although MC and the judge disagreed
     ]
 )
 
 
+def _confidence(label: bool, posterior: float | None) -> float | None:
+    if posterior is None:
+        return None
+    return posterior if label else 1.0 - posterior
+
+
 def step_rows(
-    problem: Problem, paths: list[LabelledPath], images: list[dict[str, Any]], prompt: Any, strategy: str, policy: str
+    problem: Problem,
+    paths: list[LabelledPath],
+    images: list[dict[str, Any]],
+    prompt: Any,
+    strategy: str,
+    policy: str,
+    method: str,
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -99,6 +121,15 @@ def step_rows(
             "final_correct": p.final_correct,
             "strategy": strategy,
             "policy": policy,
+            "label_method": method,
+            "label_sources": [e.source for e in p.provenance],
+            "confidences": [_confidence(label, e.posterior) for label, e in zip(p.labels, p.provenance)],
+            "rollouts": [e.rollouts for e in p.provenance],
+            "parent_values": [e.parent_value for e in p.provenance],
+            "ci_low": [e.ci_low for e in p.provenance],
+            "ci_high": [e.ci_high for e in p.provenance],
+            "judge_verdicts": [e.judge for e in p.provenance],
+            "flagged": p.flagged,
         }
         for p in paths
     ]
@@ -120,15 +151,18 @@ NODES_SCHEMA = pa.schema(
         ("ci_high", pa.float64()),
         ("label", pa.bool_()),
         ("terminal", pa.bool_()),
+        ("decision", pa.string()),  # right | wrong | undecided, by the run's labelling method
+        ("posterior", pa.float64()),  # P(step right) (null under the mc rule)
     ]
 )
 
 
-def node_rows(problem: Problem, search: TreeSearch, output: OutputConfig) -> list[dict[str, Any]]:
+def node_rows(problem: Problem, search: TreeSearch, decisions: dict[str, StepEvidence | None]) -> list[dict[str, Any]]:
     tree = search.tree
     rows = []
     for node_id, s in tree.nodes():
         lo, hi = s.interval()
+        ev = decisions.get(node_id)
         rows.append(
             {
                 "problem_id": problem.id,
@@ -141,8 +175,10 @@ def node_rows(problem: Problem, search: TreeSearch, output: OutputConfig) -> lis
                 "value": s.value if s.measured else None,
                 "ci_low": lo,
                 "ci_high": hi,
-                "label": hard_label(s.value, output.label_threshold) if s.measured else None,
+                "label": None if ev is None or ev.decision == UNDECIDED else ev.decision == RIGHT,
                 "terminal": s.terminal,
+                "decision": ev.decision if ev is not None else None,
+                "posterior": ev.posterior if ev is not None and not search.decider.mc else None,
             }
         )
     return rows
@@ -237,17 +273,17 @@ class ProblemRows:
 def problem_rows(
     problem: Problem,
     search: TreeSearch,
-    paths: list[LabelledPath],
-    pairs: list[PreferencePair],
+    labelling: Labelling,
     output: OutputConfig,
     policy_name: str,
+    method: str,
     out_dir: Path | None = None,
 ) -> ProblemRows:
     """All rows a labelled problem contributes to ``steps``, ``nodes`` and ``pairs``."""
     images = image_structs(problem, output.image_mode, out_dir)
     prompt: Any = chat_prompt(problem) if output.chat_format else problem.question
     return ProblemRows(
-        steps=step_rows(problem, paths, images, prompt, search.name, policy_name),
-        nodes=node_rows(problem, search, output),
-        pairs=pair_rows(problem, pairs),
+        steps=step_rows(problem, labelling.paths, images, prompt, search.name, policy_name, method),
+        nodes=node_rows(problem, search, labelling.nodes),
+        pairs=pair_rows(problem, labelling.pairs),
     )

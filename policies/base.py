@@ -18,6 +18,7 @@ from prmtree.engine.problem import Problem
 from prmtree.engine.steps import StepFormat
 
 FINISH_REASONS = ("stop", "length")
+PURPOSES = ("solve", "judge")
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,22 @@ class GenerationRequest:
     seed: int = 0
     next_step_only: bool = False
     step_format: StepFormat = StepFormat()  # how to write steps: the run's format, for every policy
+    purpose: str = "solve"  # "solve": continue the prefix; "judge": is the prefix's last step correct?
+
+    @property
+    def continues(self) -> bool:
+        """The model continues an open assistant turn holding the prefix (not a judge's question)."""
+        return bool(self.prefix) and self.purpose == "solve"
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, tuple):
             object.__setattr__(self, "prefix", tuple(self.prefix))
         if isinstance(self.step_format, str):
             object.__setattr__(self, "step_format", StepFormat(self.step_format))
+        if self.purpose not in PURPOSES:
+            raise ValueError(f"GenerationRequest.purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
+        if self.purpose == "judge" and not self.prefix:
+            raise ValueError("a judge request needs the steps to judge in its prefix")
         if self.n < 1:
             raise ValueError(f"GenerationRequest.n must be at least 1, got {self.n}")
         if self.max_tokens < 1:

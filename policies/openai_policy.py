@@ -96,7 +96,7 @@ class OpenAIPolicy:
             return "/v1/completions", {**common, "prompt": prompt, **self.extra_body}
         parts = "data_url" if self.send_images else "none"
         body = {**common, "messages": messages(request, self.style, image_parts=parts)}
-        if request.prefix:
+        if request.continues:
             body.update(continue_final_message=True, add_generation_prompt=False)
         return "/v1/chat/completions", {**body, **self.extra_body}
 

@@ -27,6 +27,23 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+JUDGE_SYSTEM_PROMPT = (
+    "You check one step of a solution to a problem about an image. Decide whether the last "
+    "step shown is correct (right reasoning and right values, given the image and the steps "
+    "before it). End your reply with exactly one line: 'Verdict: correct' or 'Verdict: incorrect'."
+)
+
+
+def judge_question(request: GenerationRequest) -> str:
+    """The user turn of a judge request: the problem, the steps so far, which one to check."""
+    steps = "\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(request.prefix))
+    n = len(request.prefix)
+    return (
+        f"Problem: {request.problem.question}\n\nSolution steps:\n{steps}\n\n"
+        f"Is step {n} correct? Answer 'Verdict: correct' or 'Verdict: incorrect'."
+    )
+
+
 @dataclass(frozen=True)
 class PromptStyle:
     """How a backend writes its system prompt (the step format comes with each request)."""
@@ -52,10 +69,10 @@ def messages(
     "none" drops images (text-only models).
     """
     out: list[dict[str, Any]] = []
-    system = style.system_text(request.step_format)
+    system = style.system_text(request.step_format) if request.purpose == "solve" else JUDGE_SYSTEM_PROMPT
     if system:
         out.append({"role": "system", "content": system})
-    question = request.problem.question
+    question = request.problem.question if request.purpose == "solve" else judge_question(request)
     images = request.problem.images
     if image_parts == "none" or not images:
         out.append({"role": "user", "content": question})
@@ -69,7 +86,7 @@ def messages(
                 parts.append({"type": "image"})
         parts.append({"type": "text", "text": question})
         out.append({"role": "user", "content": parts})
-    if request.prefix:
+    if request.continues:
         out.append({"role": "assistant", "content": request.step_format.prefix_text(request.prefix)})
     return out
 
@@ -93,7 +110,7 @@ def render(template_owner: Any, request: GenerationRequest, style: PromptStyle, 
     model continues it; without one, the assistant turn is opened for the model.
     """
     msgs = messages(request, style, image_parts="template" if multimodal else "none")
-    continuing = bool(request.prefix)
+    continuing = request.continues
     text = template_owner.apply_chat_template(
         msgs,
         tokenize=False,
@@ -115,4 +132,6 @@ def continuation_for_parsing(text: str, request: GenerationRequest) -> str:
     The prompt ends with the opening of the next step (``<step>``, ``Step N:``); the
     model's text starts inside that step, so segmentation needs the opening back.
     """
+    if not request.continues:
+        return text
     return request.step_format.restore_opening(text, len(request.prefix))

@@ -5,7 +5,12 @@ shows) and writes a step-by-step solution in the request's step format, continui
 from the request's prefix: it reads x from the prefix's last step, so an error already
 in the prefix carries through to the answer, as with a real model. Each step it writes
 is wrong with probability ``error_rate``; a wrong solution still ends on the gold
-answer with probability ``lucky_rate``. Every request is seeded, so runs reproduce.
+answer with probability ``lucky_rate``. For yes/no and four-option questions (see
+``engine/synthetic.py``) a solver holding a wrong value can only guess from the answer
+space, and with ``guess_rate`` any solver guesses its final answer: the workload where
+"some rollout reached the answer" stops meaning "the step was right". Asked as a judge
+(``request.purpose == "judge"``) it is right with probability ``judge_accuracy``. Every
+request is seeded, so runs reproduce.
 
 ``noiseless=True`` is the yardstick for exactness tests: no lucky answers, and
 continuations of a non-empty prefix make no new errors, so a right prefix always
@@ -28,6 +33,7 @@ from prmtree.engine.synthetic import Instruction, parse_question, run_program
 from prmtree.policies.base import Completion, GenerationRequest
 
 _X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
+_BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 _ERRORS = (-2, -1, 1, 2)
 # Several wordings per step, as a sampled model would write: solutions that agree in
 # substance still differ in text, so they do not all merge into one tree path.
@@ -48,7 +54,7 @@ _VERBS = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}
 class _Solved:
     """A problem as the solver understands it: the program and the right values."""
 
-    __slots__ = ("kind", "program", "scene", "values", "operands")
+    __slots__ = ("kind", "program", "scene", "values", "operands", "space", "gold", "threshold", "options")
 
     def __init__(self, problem: Problem) -> None:
         self.kind, self.program = parse_question(problem.question)
@@ -60,6 +66,36 @@ class _Solved:
         self.operands = [
             self.scene[ins.operand] if isinstance(ins.operand, str) else ins.operand for ins in self.program
         ]
+        self.space = str(problem.meta.get("answer_space", "number"))
+        self.gold = problem.answer.strip()
+        self.threshold = problem.meta.get("threshold")
+        options = problem.meta.get("options") or {}
+        self.options = {str(k): int(v) for k, v in options.items()} if self.space == "choice" else {}
+
+    def answer_for(self, x: int) -> str | None:
+        """The answer a solver holding value x gives; None when x leaves it guessing
+        (a wrong value matches no option, and says nothing about the yes/no question)."""
+        if self.space == "number":
+            return str(x)
+        if x != self.values[-1]:
+            return None
+        if self.space == "yesno":
+            return "yes" if x > int(self.threshold) else "no"
+        return next(letter for letter, v in self.options.items() if v == x)
+
+    def wrong_answer(self) -> str:
+        """A definite wrong answer (the noiseless solver's, holding a wrong value)."""
+        if self.space == "yesno":
+            return "no" if self.gold == "yes" else "yes"
+        return next(letter for letter in sorted(self.options) if letter != self.gold)
+
+    def guess(self, rng: random.Random, x: int) -> str:
+        """A guess from the answer space."""
+        if self.space == "yesno":
+            return rng.choice(("yes", "no"))
+        if self.space == "choice":
+            return rng.choice(sorted(self.options))
+        return str(x + rng.choice((-5, -3, -2, 2, 3, 5)))
 
 
 def _number(name: str, value: object) -> float:
@@ -74,6 +110,7 @@ class SimulatedPolicy:
     name = "simulated"
     #: Arguments that change how fast it answers, never what: free to change on resume.
     operational_args = frozenset({"latency_s", "batch_capacity"})
+    accepts_judge_requests = True
 
     def __init__(
         self,
@@ -82,11 +119,19 @@ class SimulatedPolicy:
         noiseless: bool = False,
         latency_s: float = 0.0,
         batch_capacity: int | None = None,
+        guess_rate: float = 0.0,
+        judge_accuracy: float = 0.8,
+        judge_garbage_rate: float = 0.0,
     ) -> None:
-        error_rate, lucky_rate, latency_s = (
+        error_rate, lucky_rate, latency_s, guess_rate, judge_accuracy, judge_garbage_rate = (
             _number(name, value) for name, value in
-            (("error_rate", error_rate), ("lucky_rate", lucky_rate), ("latency_s", latency_s))
+            (("error_rate", error_rate), ("lucky_rate", lucky_rate), ("latency_s", latency_s),
+             ("guess_rate", guess_rate), ("judge_accuracy", judge_accuracy), ("judge_garbage_rate", judge_garbage_rate))
         )
+        for name, value in (("guess_rate", guess_rate), ("judge_accuracy", judge_accuracy),
+                            ("judge_garbage_rate", judge_garbage_rate)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= error_rate <= 1:
             raise ValueError(f"error_rate must be in [0, 1], got {error_rate}")
         if not 0 <= lucky_rate <= 1:
@@ -96,6 +141,9 @@ class SimulatedPolicy:
         self.error_rate = error_rate
         self.lucky_rate = 0.0 if noiseless else lucky_rate
         self.noiseless = noiseless
+        self.guess_rate = 0.0 if noiseless else guess_rate
+        self.judge_accuracy = judge_accuracy
+        self.judge_garbage_rate = judge_garbage_rate
         self.latency_s = latency_s
         if batch_capacity is not None and batch_capacity < 1:
             raise ValueError(f"batch_capacity must be at least 1, got {batch_capacity}")
@@ -124,6 +172,10 @@ class SimulatedPolicy:
             m = _X_VALUE.findall(step)
             if not m or int(m[-1]) != solved.values[j]:
                 return j
+            if j == len(solved.values) - 1:  # the final step states the answer: a wrong one is an error
+                boxed = _BOXED.findall(step)
+                if boxed and boxed[-1].strip() != solved.gold:
+                    return j
         return None
 
     # -- writing --------------------------------------------------------------------
@@ -170,16 +222,35 @@ class SimulatedPolicy:
         for j in range(start, len(solved.program)):
             text, x = self._step_text(solved, j, x, rng, may_err=not clean)
             if j == last:
-                boxed = x
-                if x != solved.values[-1] and rng.random() < self.lucky_rate:
-                    boxed = solved.values[-1]
-                text += f" The answer is \\boxed{{{boxed}}}."
+                text += f" The answer is \\boxed{{{self._final_answer(solved, x, rng)}}}."
             steps.append(text)
             if first_only:
                 break
         if not steps:  # the prefix already holds every step: restate its answer
-            steps.append(f"The answer is \\boxed{{{x}}}.")
+            steps.append(f"The answer is \\boxed{{{self._final_answer(solved, x, rng)}}}.")
         return steps
+
+    def _final_answer(self, solved: _Solved, x: int, rng: random.Random) -> str:
+        """What the solver boxes, holding value x: its answer, a lucky gold (number
+        questions), or, with ``guess_rate`` or when x leaves it guessing, a guess."""
+        answer = solved.answer_for(x)
+        if answer is None and self.noiseless:  # a wrong value never lands on the gold answer
+            answer = solved.wrong_answer()
+        if solved.space == "number" and x != solved.values[-1] and rng.random() < self.lucky_rate:
+            answer = solved.gold
+        if answer is None or (self.guess_rate and rng.random() < self.guess_rate):
+            answer = solved.guess(rng, x)
+        return answer
+
+    def _judge(self, request: GenerationRequest, rng: random.Random) -> Completion:
+        """A judge right with probability ``judge_accuracy`` about the prefix's last step
+        (right means: no error up to and including it), garbage at ``judge_garbage_rate``."""
+        if rng.random() < self.judge_garbage_rate:
+            return Completion("I think the step is probably fine, or maybe not.", 12)
+        right = self.first_error(request.problem, request.prefix) is None
+        if rng.random() >= self.judge_accuracy:
+            right = not right
+        return Completion(f"Checked the values. Verdict: {'correct' if right else 'incorrect'}", 6)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         if self.batch_capacity:
@@ -208,6 +279,8 @@ class SimulatedPolicy:
         """The completions for ``request``, synchronously (what ``generate`` returns)."""
         solved = self._understand(request.problem)
         rng = random.Random(request.seed)
+        if request.purpose == "judge":
+            return [self._judge(request, rng)]
         clean = self.noiseless and bool(request.prefix) and not request.next_step_only
         out = []
         for _ in range(request.n):

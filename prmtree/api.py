@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
 from prmtree.engine.driver import Driver, FinishedProblem
 from prmtree.engine.output import Slice
-from prmtree.engine.problem import InputError, Problem, iter_problems
+from prmtree.engine.problem import InputError, Problem, check_input, iter_problems
 from prmtree.engine.resume import OpenedRun, open_run
 from prmtree.engine.stats import RunStats
 from prmtree.policies.base import Policy, check_policy
@@ -28,6 +31,7 @@ class RunSummary:
     out: Path | None
     run_stats: RunStats
     retry_pending: int = 0  # problems that failed and the same command will retry
+    stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
 
     def __getattr__(self, name: str) -> Any:
         if name == "run_stats":  # not set yet (unpickling): no recursion
@@ -114,11 +118,17 @@ def run(
         slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if isinstance(problems, (str, os.PathLike)) and not Path(problems).exists():
-        raise ConfigError(f"input {str(problems)!r} not found")
+    if isinstance(problems, (str, os.PathLike)):
+        check_input(problems)  # missing, or a directory with files it would skip
     opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
+    for note in opened.repaired if opened else ():
+        sys.stderr.write(f"prmtree: damaged shard: {note}\n")
     hooks = {"check_answer": check_answer, "split_steps": split_steps}
-    return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks))
+    try:
+        return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks))
+    finally:
+        if opened is not None:
+            opened.close()  # the slice's lock: the next run may start
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
@@ -128,6 +138,49 @@ def _describe_instance(policy: Any) -> dict[str, Any]:
         if not k.startswith("_") and k != "name" and (v is None or isinstance(v, (bool, int, float, str)))
     } if hasattr(policy, "__dict__") else {}
     return {"name": f"{cls.__module__}:{cls.__qualname__}", **attrs}
+
+
+class _GracefulStop:
+    """SIGTERM / SIGINT during a run (handlers only in the main thread): the first stops
+    taking new problems, flushes what is finished and lets the trees in flight finish;
+    the second cancels those (a resume redoes them); a third gets the default action."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.driver: Driver | None = None
+        self.signum: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self, driver: Driver) -> None:
+        self.driver = driver
+        if threading.current_thread() is threading.main_thread():
+            self._loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def uninstall(self) -> None:
+        if self._loop is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.remove_signal_handler(sig)
+            self._loop = None
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.signum is None:
+            self.signum = sig
+            in_flight = self.driver.request_stop() if self.driver is not None else 0
+            try:
+                if self.writer is not None:
+                    self.writer.flush()  # saved now, in case a SIGKILL ends the grace period
+            except OSError:
+                pass  # the final flush reports it
+            sys.stderr.write(f"\nprmtree: {name}: taking no new problems, finishing the {in_flight} in flight "
+                             "(send it again to stop at once)\n")
+        else:
+            if self.driver is not None:
+                self.driver.request_stop(cancel=True)
+            sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
+            self.uninstall()
 
 
 def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
@@ -152,23 +205,33 @@ async def _run_async(
 
     stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
     writer = opened.writer if opened else None
+    stop = _GracefulStop(writer)
     # Built only now: the output directory is open and the config accepted, so a refused
     # resume never loads a model or starts a cluster.
     executor = make_executor(cfg.executor, spec, kwargs)
+    v = cfg.verify
+    verifier = Verifier(custom=hooks["check_answer"], rel_tol=v.rel_tol, timeout_s=v.timeout_s,
+                        pool_workers=v.pool_workers, memo_size=v.memo_size)
     try:
-        verifier = Verifier(custom=hooks["check_answer"], rel_tol=cfg.verify.rel_tol)
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
                         split_steps=hooks["split_steps"])
-        items = _select(iter_problems(problems, cfg.input), slice_, opened.done if opened else set())
+        stop.install(driver)  # after the model loaded: a signal before that simply ends the process
+        done = opened.done if opened else set()
+        skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
+        items = _select(iter_problems(problems, cfg.input, skip), slice_, done)
         try:
             stats = await driver.run(items)
         except BaseException:
             if writer is not None:
                 writer.flush()  # keep every finished problem; a resume does the rest
             raise
+        stopped_by = stop.signum  # a signal while closing below stops nothing
     finally:
+        await verifier.aclose()
         await executor.close()
+        stop.uninstall()
     if writer is not None:
-        writer.close()
+        writer.flush() if stopped_by else writer.close()  # a stopped run is not "finished"
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
-    return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending)
+    return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
+                      stopped_by=stopped_by)

@@ -6,7 +6,9 @@ Bad arguments or configuration print one line and exit with code 2, no traceback
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +20,8 @@ from prmtree.rollout_workers.base import FatalExecutorError
 EXIT_STOPPED = 1  # the run stopped early (no worker left, circuit breaker): re-run to resume
 EXIT_USAGE = 2  # bad arguments, configuration or policy settings: nothing ran
 EXIT_SOME_FAILED = 3  # finished, but some problems failed: the same command retries them
+EXIT_DAMAGED = 1  # ``prmtree verify``: the directory does not read as its manifests say
+# 128 + the signal: stopped by SIGTERM (143) or SIGINT (130), everything finished saved
 
 
 def _fail(message: str) -> NoReturn:
@@ -37,6 +41,17 @@ def _int_arg(flag: str, value: str) -> int:
         _fail(f"{flag} takes auto or a number, got {value!r}")
 
 
+def _os_error(exc: OSError) -> str:
+    """An I/O failure in one line: what, where, and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+        return (f"no space left on device{where}: free some space and run the same command again "
+                "(problems saved before the last flush are kept)")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}"
+    return f"{exc.strerror or exc}{where}"
+
+
 def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -52,7 +67,7 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     from prmtree.engine.search import STRATEGIES
-    from prmtree.export import FORMATS
+    from prmtree.export import DESCRIPTIONS, FORMATS, PLACEHOLDER
     from prmtree.rollout_workers import EXECUTORS
 
     strategies = list(STRATEGIES)
@@ -89,10 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--html", help="write a self-contained HTML report here")
     insp.add_argument("--max-trees", type=int, default=30, help="problems drawn in the HTML report")
 
-    exp = sub.add_parser("export", help="convert an output directory to a trainer's format")
+    ver = sub.add_parser("verify", help="check every shard against its manifest (exit 0 only if all are intact)")
+    ver.add_argument("out", help="output directory of a run")
+
+    exp = sub.add_parser(
+        "export",
+        help="write a run's labelled steps in a PRM trainer's format",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="formats:\n" + "\n".join(f"  {name:<14} {DESCRIPTIONS[name]}" for name in FORMATS),
+    )
     exp.add_argument("out", help="output directory of a run")
-    exp.add_argument("--format", required=True, choices=list(FORMATS))
-    exp.add_argument("--to", required=True, help="file to write (.parquet for trl, .jsonl otherwise)")
+    exp.add_argument("--format", required=True, choices=list(FORMATS), help="see the list of formats below")
+    exp.add_argument("--to", required=True,
+                     help="file to write (a directory for --format hf); JSONL formats put images in images/ beside it")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
+    exp.add_argument("--soft", action="store_true", help="Monte-Carlo values as float labels (openrlhf, qwen-prm)")
+    exp.add_argument("--placeholder", default=PLACEHOLDER, help=f"openrlhf: the step tag (default {PLACEHOLDER})")
+    exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; '' for none)")
+    exp.add_argument("--tokenizer", help="qwen-prm: a local tokenizer folder whose chat template renders `text`")
+    exp.add_argument("--test-size", type=float, default=0.0, help="hf: share of problems held out as a test split")
+    exp.add_argument("--license", default="unknown", help="hf: the dataset card's licence (default: unknown)")
+    exp.add_argument("--pretty-name", help="hf: the dataset card's title")
 
     gen = sub.add_parser("synth", help="write synthetic image-question problems as JSONL + PNGs")
     gen.add_argument("--out", required=True, help="directory for problems.jsonl and images/")
@@ -128,6 +160,11 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
         raise SystemExit(EXIT_STOPPED) from None
     except ValueError as exc:  # a policy or strategy refusing its arguments
         _fail(str(exc))
+    except OSError as exc:  # a full disk, a read-only --out: finished problems up to the last flush are kept
+        _fail(_os_error(exc))
+    except KeyboardInterrupt:  # Ctrl-C before the run started (or a third one): nothing to save
+        sys.stderr.write("prmtree: interrupted\n")
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -200,6 +237,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _exit_code(summary: Any) -> int:
+    if summary.stopped_by:
+        sys.stderr.write(
+            f"prmtree: stopped by {signal.Signals(summary.stopped_by).name}; everything finished is saved: "
+            "run the same command again to resume\n"
+        )
+        return 128 + summary.stopped_by
     if summary.retry_pending:
         sys.stderr.write(
             f"prmtree: {summary.retry_pending} problems failed (reasons above); "
@@ -229,10 +272,44 @@ def _run_dir(path: str) -> Path:
     return out
 
 
+def _intact_run_dir(path: str) -> Path:
+    """A run directory whose shards all match their manifests, or a one-line refusal."""
+    from prmtree.engine.output import verify_run
+
+    out = _run_dir(path)
+    damage = verify_run(out)
+    if damage:
+        more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
+        _fail(f"{path!r} is damaged ({damage[0]}{more}); `prmtree verify {path}` lists it, and re-running "
+              "the run's command redoes the problems of a bad shard")
+    return out
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from prmtree.engine.output import MANIFEST_NAME, load_manifest, verify_run
+
+    out = _run_dir(args.out)
+    damage = verify_run(out)
+    for path in sorted(out.glob("manifest*.json")):
+        if not MANIFEST_NAME.fullmatch(path.name):
+            continue
+        found = [str(d) for d in damage if d.manifest == path.name]
+        if found:
+            more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+            print(f"{path.name}: DAMAGED: {'; '.join(found[:5])}{more}")
+            continue
+        m = load_manifest(path)
+        state = "finished" if m.status == "finished" else "unfinished (run its command again to finish)"
+        failed = f", {len(m.failed)} failed (its command retries them)" if m.failed else ""
+        print(f"{path.name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
+              f"{len(m.completed):,} problems done{failed}; {state}")
+    return EXIT_DAMAGED if damage else 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from prmtree.inspect import print_report, write_html
 
-    out = _run_dir(args.out)
+    out = _intact_run_dir(args.out)
     print_report(out)
     if args.html:
         write_html(out, Path(args.html), max_trees=args.max_trees)
@@ -243,7 +320,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from prmtree.export import export
 
-    n = export(_run_dir(args.out), args.format, Path(args.to))
+    out = _intact_run_dir(args.out)
+    try:
+        n = export(
+            out, args.format, Path(args.to), overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
+            system_prompt=args.system_prompt, tokenizer=args.tokenizer, test_size=args.test_size,
+            license=args.license, pretty_name=args.pretty_name,
+        )
+    except ValueError as exc:  # ExportError: a refused target or format
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_error(exc))
     print(f"wrote {n} rows to {args.to}")
     return 0
 
@@ -256,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "synth": cmd_synth,
         "inspect": cmd_inspect,
         "export": cmd_export,
+        "verify": cmd_verify,
     }
     return handlers[args.command](args)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.rollout_workers.base import Executor, FatalExecutorError
+from prmtree.rollout_workers.base import BackendDownError, Executor, FatalExecutorError
 
 EXECUTORS = ("inline", "ray")
 
-__all__ = ["EXECUTORS", "Executor", "FatalExecutorError", "make_executor"]
+__all__ = ["EXECUTORS", "BackendDownError", "Executor", "FatalExecutorError", "make_executor"]
 
 
 def make_executor(config: ExecutorConfig, spec: Any, kwargs: dict[str, Any] | None) -> Executor:
@@ -26,7 +26,7 @@ def make_executor(config: ExecutorConfig, spec: Any, kwargs: dict[str, Any] | No
     if config.kind == "inline":
         from prmtree.rollout_workers.inline import InlineExecutor
 
-        return InlineExecutor(resolve_policy(spec, kwargs), config.max_concurrency)
+        return InlineExecutor(resolve_policy(spec, kwargs), config.max_concurrency, config.request_timeout_s)
     if config.kind == "ray":
         from prmtree.rollout_workers.ray_pool import RayExecutor
 

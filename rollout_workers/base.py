@@ -20,6 +20,10 @@ class FatalExecutorError(RuntimeError):
     """
 
 
+class BackendDownError(FatalExecutorError):
+    """The circuit breaker tripped: the last requests all failed (``engine/breaker.py``)."""
+
+
 @runtime_checkable
 class Executor(Protocol):
     """What the driver needs from wherever rollouts run."""

@@ -2,25 +2,79 @@
 
 For laptops, tests, and a single GPU with vLLM in-process. Concurrency is bounded so a
 backend gets large batches without the driver queueing without limit.
+
+A policy that blocks the loop (``time.sleep`` or a synchronous HTTP call inside
+``async def generate``) freezes every timeout, so a hung backend would hang the run.
+Each synchronous stretch of ``generate`` (the code between two of its awaits) is timed;
+one longer than the request timeout fails the run with :class:`EventLoopBlocked`, a
+``PolicyConfigError`` naming the policy (exit 2, everything finished saved). Shorter
+stretches are allowed: a policy may do some CPU work (tokenizing, image resizing) inline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, Policy, policy_name
+from prmtree.policies.base import Completion, GenerationRequest, Policy, PolicyConfigError, policy_name
+from prmtree.rollout_workers.base import FatalExecutorError
+
+
+class EventLoopBlocked(FatalExecutorError, PolicyConfigError):
+    """``generate`` held the event loop longer than the request timeout. Fatal (the run
+    stops, finished problems are saved) and a configuration error (exit 2): every request
+    would do the same."""
+
+
+@types.coroutine
+def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str) -> Generator[Any, Any, Any]:
+    """Run ``coro`` as ``await coro`` would, timing each step it takes without yielding to
+    the loop; raise :class:`EventLoopBlocked` after a step longer than ``limit_s``."""
+    if not isinstance(coro, types.CoroutineType):  # another awaitable: nothing to time
+        return (yield from coro.__await__())
+    send, value = coro.send, None
+    while True:
+        start = time.perf_counter()
+        try:
+            yielded = send(value)
+        except StopIteration as stop:
+            _check(time.perf_counter() - start, limit_s, who)
+            return stop.value
+        held = time.perf_counter() - start
+        if held > limit_s:
+            coro.close()
+            _check(held, limit_s, who)
+        try:
+            value, send = (yield yielded), coro.send
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation (or a thrown error) goes to the policy
+            value, send = exc, coro.throw
+
+
+def _check(held_s: float, limit_s: float, who: str) -> None:
+    if held_s > limit_s:
+        raise EventLoopBlocked(
+            f"policy {who!r}: generate blocked the event loop for {held_s:.1f} s (over request_timeout_s = "
+            f"{limit_s:g} s, so no timeout could fire); use await asyncio.sleep, an async client, or run "
+            "blocking work in a thread (await asyncio.to_thread(...))"
+        )
 
 
 class InlineExecutor:
     """``await submit(request)`` runs ``policy.generate`` with at most ``max_concurrency`` in flight."""
 
-    def __init__(self, policy: Policy, max_concurrency: int = 256) -> None:
+    def __init__(self, policy: Policy, max_concurrency: int = 256, block_limit_s: float = float("inf")) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.policy = policy
         self.policy_name = policy_name(policy)
         self.max_concurrency = max_concurrency
+        self.block_limit_s = block_limit_s  # the request timeout: see EventLoopBlocked
         self._slots: asyncio.Semaphore | None = None
         self.in_flight = 0
         self.requests = 0
@@ -32,7 +86,7 @@ class InlineExecutor:
             self.in_flight += 1
             self.requests += 1
             try:
-                return await self.policy.generate(request)
+                return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name)
             finally:
                 self.in_flight -= 1
 

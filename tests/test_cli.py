@@ -24,8 +24,12 @@ def check_steps_table(out):
     assert table.num_rows > 0
     for row in table.to_pylist():
         n = len(row["completions"])
-        assert n == len(row["labels"]) == len(row["values"]) > 0
-        assert row["labels"] == [v > 0 for v in row["values"]]  # labels follow values
+        assert n == len(row["labels"]) == len(row["values"]) == len(row["confidences"]) == len(row["rollouts"]) > 0
+        assert row["label_method"] == "calibrated"
+        for label, source, confidence in zip(row["labels"], row["label_sources"], row["confidences"]):
+            assert source in ("calibrated", "inferred")
+            if source == "calibrated":  # decided by its own rollouts, at the configured confidence
+                assert confidence >= 0.9
         assert all(0 <= v <= 1 for v in row["values"])
         if False in row["labels"]:  # truncated after the first error
             assert row["labels"].index(False) == n - 1
@@ -57,9 +61,13 @@ def test_demo_runs_under_a_minute_and_writes_a_dataset(tmp_path):
         if n["n_rollouts"]:
             assert n["value"] == n["n_correct"] / n["n_rollouts"]
             assert n["ci_low"] <= n["value"] <= n["ci_high"]
-            assert n["label"] == (n["value"] > 0)
         else:
-            assert n["value"] is None and n["label"] is None
+            assert n["value"] is None and n["decision"] is None
+        if n["decision"] in ("right", "wrong"):
+            assert n["label"] == (n["decision"] == "right")
+            assert (n["posterior"] >= 0.9) if n["label"] else (n["posterior"] <= 0.1)
+        else:  # undecided, unsampled, or the question itself
+            assert n["label"] is None
 
 
 @pytest.mark.parametrize("strategy", ["shepherd", "mcts"])

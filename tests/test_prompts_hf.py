@@ -88,7 +88,8 @@ def test_hf_prompt_is_the_shared_prompt(hf_text, tiny_text_model):
 
 def test_hf_multimodal_run_writes_rollouts_that_came_from_the_model(tmp_path, tiny_vlm):
     problems = generate_problems(2, seed=9)
-    config = {"seed": 4, "search": {"strategy": "mcts", "k": 2, "branching": 2, "budget": 6, "max_tokens": 12}}
+    config = {"seed": 4, "search": {"strategy": "mcts", "k": 2, "branching": 2, "budget": 6, "max_tokens": 12},
+              "labels": {"method": "mc"}}  # one batch per node: the request count is exact
     s = prmtree.run(problems, policy="hf", policy_args={"model": str(tiny_vlm)}, out=tmp_path, config=config)
     assert s.problems_done == 2 and s.rollouts == 12
     nodes = read_table(tmp_path, "nodes").to_pylist()

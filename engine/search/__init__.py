@@ -8,6 +8,7 @@ validation and the resume hash all read this registry.
 
 from __future__ import annotations
 
+from prmtree.engine.calibration import Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.search.base import RolloutRequest, SearchStats, TreeSearch
@@ -22,9 +23,10 @@ STRATEGIES: dict[str, type[TreeSearch]] = {
 }
 
 
-def make_search(problem: Problem, config: SearchConfig) -> TreeSearch:
-    """A fresh search over ``problem`` for the strategy ``config`` names."""
-    return STRATEGIES[config.strategy](problem, config)
+def make_search(problem: Problem, config: SearchConfig, decider: Decider | None = None) -> TreeSearch:
+    """A fresh search over ``problem`` for the strategy ``config`` names; ``decider``
+    (the run's labelling method) decides nodes and asks for adaptive rollouts."""
+    return STRATEGIES[config.strategy](problem, config, decider)
 
 
 __all__ = [

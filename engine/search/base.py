@@ -17,7 +17,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from prmtree.engine.config import SearchConfig
+from prmtree.engine.calibration import RIGHT, UNDECIDED, Decider
+from prmtree.engine.config import LabelsConfig, SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
 from prmtree.engine.tree import ReasoningTree
@@ -56,9 +57,11 @@ class TreeSearch(ABC):
     name = "base"
     settings: tuple[str, ...] = ()
 
-    def __init__(self, problem: Problem, config: SearchConfig) -> None:
+    def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
         self.problem = problem
         self.config = config
+        # Decides nodes for the run's labelling method; the default is the peers' mc rule.
+        self.decider = decider or Decider(problem, LabelsConfig(method="mc"))
         self.tree = ReasoningTree(problem.id)
         self.k = config.k
         self.budget = config.budget
@@ -84,6 +87,21 @@ class TreeSearch(ABC):
     @abstractmethod
     def done(self) -> bool:
         """The tree is finished."""
+
+    def resample(self, node_id: str) -> RolloutRequest | None:
+        """Another small batch at an undecided node (adaptive rollouts), when the labelling
+        method wants one and the budget allows; None otherwise."""
+        batch = self.decider.batch
+        if self.decider.wants_more(self.tree, node_id) and self.can_afford(batch):
+            return self.request(node_id, batch)
+        return None
+
+    def decided_right(self, node_id: str) -> bool:
+        """The node's decision where the search must move on (undecided: its posterior)."""
+        ev = self.decider.node(self.tree, node_id)
+        if ev is None:
+            return False
+        return ev.decision == RIGHT or (ev.decision == UNDECIDED and self.decider.fallback_right(ev))
 
     def can_afford(self, n: int) -> bool:
         return self.stats.rollouts + n <= self.budget

@@ -2,8 +2,9 @@
 
 Each iteration selects a leaf by UCT over node values, expands it by sampling
 ``branching`` single next steps (identical steps merge into one child), values every
-new child by k rollouts from its prefix (a child whose step ends the solution is valued
-by its own answer), and back-propagates the children's values to the root. Siblings
+new child by k rollouts from its prefix (more small batches while the labelling method
+cannot decide it; a child whose step ends the solution is valued by its own answer),
+and back-propagates the children's values to the root. Siblings
 with different values become step-level preference pairs.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from prmtree.engine.calibration import Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -22,8 +24,8 @@ class MCTSSearch(TreeSearch):
 
     settings = ("branching", "c_uct", "max_iterations")
 
-    def __init__(self, problem: Problem, config: SearchConfig) -> None:
-        super().__init__(problem, config)
+    def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
+        super().__init__(problem, config, decider)
         self.branching = config.branching
         self.c_uct = config.c_uct
         self.max_iterations = config.max_iterations
@@ -33,14 +35,27 @@ class MCTSSearch(TreeSearch):
         self.expanded: set[str] = set()
         self._expanding: str | None = None
         self._new_children: list[str] = []
+        self._undecided: list[str] = []  # valued children the labelling method wants more of
         self._pending = 0
         self._finished = False
 
     def next_requests(self) -> list[RolloutRequest]:
         if self._finished or self._pending:
             return []
+        root = self.tree.root
+        if not self.decider.mc and not self.tree.stats(root).measured and self.can_afford(self.k):
+            # Adaptive labelling compares a step with its parent's success rate: the
+            # question's own rate is the first reference.
+            self._pending = 1
+            return [self.request(root, self.k)]
         if self._new_children:
             return self._value_children()
+        if self._undecided:
+            wave = [r for r in (self.resample(c) for c in self._undecided) if r is not None]
+            self._undecided = []
+            if wave:
+                self._pending = len(wave)
+                return wave
         while self.iterations < self.max_iterations:
             leaf = self._select()
             if leaf is None:
@@ -77,7 +92,11 @@ class MCTSSearch(TreeSearch):
             self._expanding = None
             return
         n, correct = self.record(request.node_id, rollouts)
+        if request.node_id == self.tree.root:
+            return  # the reference rate only: the root is expanded, not backed up
         self._backpropagate(request.node_id, correct / n if n else 0.0)
+        if self.decider.wants_more(self.tree, request.node_id):
+            self._undecided.append(request.node_id)
 
     def done(self) -> bool:
         return self._finished and not self._pending

@@ -7,8 +7,10 @@ Each round takes the candidate with the highest
     Q(s, r) = alpha ** (1 - MC(s)) * beta ** (len(r) / L)
     U(s)    = c_puct * sqrt(sum of all visit counts) / (1 + N(s))
 
-and binary-searches r for its first wrong step: the midpoint prefix gets k rollouts;
-MC > 0 means the error is to the right, MC = 0 to the left. Every checked prefix
+and binary-searches r for its first wrong step: the midpoint prefix gets k rollouts
+and, while the labelling method cannot decide it, more small batches (adaptive
+rollouts, up to a cap); decided right means the error is to the right, wrong to the
+left. Under the ``mc`` method that decision is the paper's MC > 0. Every checked prefix
 becomes a node with its MC, and its own wrong rollouts join the pool if its value is
 strictly between 0 and 1. Search stops at the search limit, the rollout budget, or an
 empty pool. Roots that are all correct or all wrong carry no step signal and are
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from prmtree.engine.calibration import Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -56,8 +59,8 @@ class OmegaSearch(TreeSearch):
 
     settings = ("alpha", "beta", "length_scale", "c_puct", "search_limit")
 
-    def __init__(self, problem: Problem, config: SearchConfig) -> None:
-        super().__init__(problem, config)
+    def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
+        super().__init__(problem, config, decider)
         self.alpha = config.alpha
         self.beta = config.beta
         self.length_scale = config.length_scale
@@ -71,6 +74,7 @@ class OmegaSearch(TreeSearch):
         self._started = False
         self._current: _BinarySearch | None = None
         self._pending: RolloutRequest | None = None
+        self._resampling: str | None = None  # an undecided midpoint waiting for another batch
         self._finished = False
 
     # -- the state machine ----------------------------------------------------------
@@ -85,6 +89,13 @@ class OmegaSearch(TreeSearch):
                 self.stats.skipped = "budget below k"
                 return []
             return self._issue(self.tree.root)
+        if self._resampling is not None:
+            node, self._resampling = self._resampling, None
+            more = self.resample(node)
+            if more is not None:
+                self._pending = more
+                return [more]
+            self._move(node)  # cap or budget reached: move on with what is known
         while True:
             if self._current is None and not self._select():
                 self._finished = True
@@ -94,12 +105,16 @@ class OmegaSearch(TreeSearch):
             if bs.hi - bs.lo <= 1:
                 self._conclude(bs)
                 continue
+            mid = (bs.lo + bs.hi) // 2
+            midpoint = bs.path[mid - 1]
+            if self._already_decided(midpoint):
+                self._move(midpoint)  # sampled by an earlier search: no rollouts needed
+                continue
             if not self.can_afford(self.k):
                 self._finished = True  # an unfinished search leaves no label: drop it
                 self._current = None
                 return []
-            mid = (bs.lo + bs.hi) // 2
-            return self._issue(bs.path[mid - 1])
+            return self._issue(midpoint)
 
     def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
         assert self._pending is request, "observe() must answer the last request"
@@ -119,14 +134,29 @@ class OmegaSearch(TreeSearch):
             self._add_candidates(node, rollouts)
         bs = self._current
         if bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:
-            mid = (bs.lo + bs.hi) // 2
-            if value > 0:
-                bs.lo = mid
+            if self.decider.wants_more(self.tree, node):
+                self._resampling = node
             else:
-                bs.hi = mid
+                self._move(node)
 
     def done(self) -> bool:
         return self._finished and self._pending is None
+
+    def _already_decided(self, node: str) -> bool:
+        """Adaptive methods reuse a node's earlier rollouts; the mc rule resamples, as the paper."""
+        if self.decider.mc or not self.tree.stats(node).measured:
+            return False
+        return not self.decider.wants_more(self.tree, node)
+
+    def _move(self, midpoint: str) -> None:
+        """Narrow the current binary search by the midpoint's decision."""
+        bs = self._current
+        assert bs is not None
+        mid = (bs.lo + bs.hi) // 2
+        if self.decided_right(midpoint):
+            bs.lo = mid
+        else:
+            bs.hi = mid
 
     # -- internals ------------------------------------------------------------------
 

@@ -1,13 +1,15 @@
 """Math-Shepherd / VisualPRM: k completions at every step prefix, stop at the first zero.
 
 ``n_solutions`` solutions are sampled from the root. Then, wave by wave, every
-solution still being checked gets k completions from its next step prefix; the first
-prefix whose MC is 0 ends that solution (the steps after it are labelled wrong).
+solution still being checked gets k completions from its next step prefix (and more
+small batches while the labelling method cannot decide it); the first prefix decided
+wrong (the paper's rule: MC = 0) ends that solution (later steps are labelled wrong).
 Prefixes shared by several solutions are one node and are sampled once.
 """
 
 from __future__ import annotations
 
+from prmtree.engine.calibration import Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -19,8 +21,8 @@ class ShepherdSearch(TreeSearch):
 
     settings = ("n_solutions",)
 
-    def __init__(self, problem: Problem, config: SearchConfig) -> None:
-        super().__init__(problem, config)
+    def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
+        super().__init__(problem, config, decider)
         self.n_solutions = config.n_solutions
         self._paths: list[list[str]] = []  # node ids of each solution
         self._cursor: list[int] = []  # next position to check in each solution
@@ -43,13 +45,17 @@ class ShepherdSearch(TreeSearch):
         wave: list[RolloutRequest] = []
         self._waiting = {}
         for i, path in enumerate(self._paths):
-            # Skip over positions already measured (shared prefixes, or the terminal leaf).
+            # Skip over positions already decided (shared prefixes, or the terminal leaf).
+            more = None
             while self._cursor[i] < len(path) - 1:
                 node = path[self._cursor[i]]
-                stats = self.tree.stats(node)
-                if not stats.measured:
+                if not self.tree.stats(node).measured:
                     break
-                if stats.n_correct == 0:
+                if node not in self._waiting:
+                    more = self.resample(node)  # undecided: another small batch first
+                if more is not None or node in self._waiting:
+                    break
+                if not self.decided_right(node):
                     self._cursor[i] = len(path)  # decided: wrong from here on
                     break
                 self._cursor[i] += 1
@@ -59,11 +65,13 @@ class ShepherdSearch(TreeSearch):
             if node in self._waiting:
                 self._waiting[node].append(i)
                 continue
-            if not self.can_afford(self.k):
-                self._finished = True
-                break
+            if more is None:
+                if not self.can_afford(self.k):
+                    self._finished = True
+                    break
+                more = self.request(node, self.k)
             self._waiting[node] = [i]
-            wave.append(self.request(node, self.k))
+            wave.append(more)
         if not wave:
             self._finished = True
         self._pending = len(wave)

@@ -1,0 +1,252 @@
+"""A small process pool for the slow answer checks (Math-Verify), bounded in time and self-healing.
+
+Why a process pool: Math-Verify/sympy takes tens of milliseconds to seconds per comparison
+and holds the GIL, so on the driver's event loop (or in a thread) it stalls every tree in
+flight. In a pool worker it runs in that process's *main* thread, where Math-Verify's own
+``signal.alarm`` timeouts work, and a check that hangs or crashes costs one worker, not the run.
+
+Guarantees, per check: it is "not equal" (``False``, counted) only if it alone runs past
+``timeout_s`` or kills its worker; the clock runs only while it holds a worker (at most
+``workers`` round trips are handed to the pool at once, so nothing waits in the pool's queue
+on the clock). A hung or broken pool is killed and a fresh one started for the next check.
+Checks of one request travel together (one round trip per worker, not per check: each round
+trip costs the driver 0.1-0.3 ms of thread wake-ups); a batch that times out or breaks is
+re-run one check at a time, so its innocent members still get their verdicts.
+``run`` and ``run_many`` never raise (cancellation aside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+SlowCheck = Callable[[str, str], bool]
+
+
+def _init_worker() -> None:
+    """Runs once per worker: pay sympy's import before the first timed check, ignore Ctrl-C
+    (the driver handles it and shuts the pool down)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from math_verify import parse
+
+        parse("$1$")
+    except Exception:  # a custom slow check may not need Math-Verify at all
+        pass
+
+
+def _ping() -> bool:
+    return True
+
+
+def _timed_call(fn: SlowCheck, gold: str, predicted: str) -> tuple[bool, float]:
+    """Runs in the worker: the verdict and the worker CPU it cost (exceptions are "not equal")."""
+    cpu = time.process_time()
+    try:
+        verdict = bool(fn(gold, predicted))
+    except Exception:
+        verdict = False
+    return verdict, time.process_time() - cpu
+
+
+def _timed_batch(fn: SlowCheck, pairs: list[tuple[str, str]]) -> tuple[list[bool], float]:
+    """Several checks in one round trip: each costs the driver ~0.1-0.3 ms of thread wake-ups."""
+    verdicts, cpu = [], 0.0
+    for gold, predicted in pairs:
+        verdict, spent = _timed_call(fn, gold, predicted)
+        verdicts.append(verdict)
+        cpu += spent
+    return verdicts, cpu
+
+
+class CheckPool:
+    """``await pool.run(fn, gold, predicted)`` in a worker process, time-bounded, never raising.
+
+    ``fn`` must pickle (a module-level function, or a ``functools.partial`` of one). The pool
+    starts on first use; ``start_timeout_s`` bounds a (re)start, which imports sympy.
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        timeout_s: float = 5.0,
+        start_timeout_s: float = 120.0,
+        context: str = "spawn",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"pool workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._context = multiprocessing.get_context(context)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._warm: list[concurrent.futures.Future] = []
+        self._generation = 0
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._closes = 0  # bumped by close(): checks in flight then end instead of restarting a pool
+        self.checks = 0
+        self.time_s = 0.0
+        self.cpu_s = 0.0
+        self.timeouts = 0
+        self.failures = 0
+        self.restarts = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a driver may be shipped to a Ray actor): the copy starts its own pool."""
+        return {**self.__dict__, "_pool": None, "_warm": [], "_slots": None}
+
+    async def run(self, fn: SlowCheck, gold: str, predicted: str) -> bool:
+        """The check's verdict; ``False`` when it times out, crashes its worker, or the pool
+        cannot start."""
+        self.checks += 1
+        return await self._run_one(fn, gold, predicted)
+
+    async def _run_one(self, fn: SlowCheck, gold: str, predicted: str) -> bool:
+        """A check whose pool broke under it is retried once on a fresh pool, so a check that
+        merely shared a pool with a crashing or hung one is not marked wrong."""
+        closes = self._closes
+        async with self._slot():
+            for _ in range(2):
+                if self._closes != closes:
+                    return False
+                status, value = await self._submit(_timed_call, fn, gold, predicted)
+                if status == "ok":
+                    verdict, cpu = value
+                    self.cpu_s += cpu
+                    return verdict
+                if status == "timeout":
+                    self.timeouts += 1
+                    return False
+                if status == "error":
+                    break
+            self.failures += 1
+            return False
+
+    async def run_many(self, fn: SlowCheck, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Verdicts for several checks, in order: one round trip per worker rather than per
+        check. A batch that times out or breaks its pool is re-run one check at a time, each
+        under its own bound, so only the culprit is answered ``False``."""
+        if len(pairs) <= 1:
+            return [await self.run(fn, gold, predicted) for gold, predicted in pairs]
+        chunks = [list(pairs[i :: self.workers]) for i in range(min(self.workers, len(pairs)))]
+        results = await asyncio.gather(*(self._run_chunk(fn, chunk) for chunk in chunks))
+        verdicts = [False] * len(pairs)
+        for i, chunk_verdicts in enumerate(results):
+            verdicts[i :: self.workers] = chunk_verdicts
+        return verdicts
+
+    async def _run_chunk(self, fn: SlowCheck, pairs: list[tuple[str, str]]) -> list[bool]:
+        closes = self._closes
+        async with self._slot():
+            self.checks += len(pairs)
+            status, value = await self._submit(_timed_batch, fn, pairs)
+        if status == "ok":
+            verdicts, cpu = value
+            self.cpu_s += cpu
+            return verdicts
+        if self._closes != closes:
+            return [False] * len(pairs)
+        return [await self._run_one(fn, gold, predicted) for gold, predicted in pairs]
+
+    async def _submit(self, call: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+        """One round trip on the current pool, bounded by ``timeout_s``: ``("ok", result)``,
+        or ``"timeout"`` / ``"broken"`` (the pool is then replaced) / ``"error"``."""
+        generation = self._generation
+        try:
+            pool = await self._started_pool()
+        except (asyncio.TimeoutError, BrokenProcessPool, OSError, RuntimeError):
+            self._restart(generation)
+            return "broken", None
+        generation = self._generation
+        started = time.perf_counter()
+        try:
+            future = pool.submit(call, *args)
+            return "ok", await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._restart(generation)  # the worker is stuck: kill it, or it holds a slot forever
+            return "timeout", None
+        except (BrokenProcessPool, RuntimeError):  # RuntimeError: submit on a pool shut down under us
+            self._restart(generation)
+            return "broken", None
+        except Exception:  # e.g. fn or its result does not pickle: the check's fault, not the pool's
+            return "error", None
+        finally:
+            self.time_s += time.perf_counter() - started
+
+    def _slot(self) -> asyncio.Semaphore:
+        """A semaphore of ``workers`` slots for the running loop (asyncio primitives are
+        bound to one loop; a Verifier may outlive an ``asyncio.run``)."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.workers))
+        return self._slots[1]
+
+    async def _started_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The pool, started if needed, once its workers have imported sympy: a cold start
+        takes seconds and must not count against the first checks' time bound."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=self._context, initializer=_init_worker
+            )
+            self._warm = [self._pool.submit(_ping) for _ in range(self.workers)]
+        pool, warm = self._pool, self._warm
+        if not all(f.done() for f in warm):
+            await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in warm)), self.start_timeout_s)
+        for f in warm:
+            f.result()  # raises BrokenProcessPool if a worker died starting
+        return pool
+
+    def _restart(self, generation: int) -> None:
+        """Kill the pool that ``generation`` ran on (once: several failing checks may report the
+        same broken pool); the next check starts a fresh one."""
+        if generation != self._generation:
+            return
+        self._generation += 1
+        self.restarts += 1
+        pool, self._pool, self._warm = self._pool, None, []
+        if pool is not None:
+            _kill(pool)
+
+    def close(self) -> None:
+        """Stop the workers now: checks in flight are answered ``False``; a later check
+        starts a fresh pool."""
+        pool, self._pool, self._warm = self._pool, None, []
+        self._generation += 1
+        self._closes += 1
+        if pool is not None:
+            _kill(pool)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "pool_checks": self.checks,
+            "pool_time_s": round(self.time_s, 6),
+            "pool_cpu_s": round(self.cpu_s, 6),
+            "timeouts": self.timeouts,
+            "pool_failures": self.failures,
+            "pool_restarts": self.restarts,
+        }
+
+
+def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down without waiting and SIGKILL its workers: a hung worker never reads the
+    shutdown sentinel. Does not block; the pool's manager thread reaps the processes."""
+    kill_workers = getattr(pool, "kill_workers", None)  # public from Python 3.14
+    if kill_workers is not None:
+        try:
+            kill_workers()
+            return
+        except Exception:
+            pass
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False)  # futures still pending fail with BrokenProcessPool once workers die
+    for process in processes:
+        try:
+            process.kill()
+        except Exception:  # already gone
+            pass

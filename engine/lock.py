@@ -1,0 +1,137 @@
+"""One writer per slice of an output directory, and one slice layout per directory.
+
+Two runs writing the same slice (a re-queued job, a double submit) interleave shards and
+manifest updates and silently lose or duplicate rows, so a run holds an exclusive
+``flock`` on ``.<manifest name>.lock`` for as long as it writes. The kernel drops a
+``flock`` when its process dies (``kill -9``, a lost node's container), so a stale lock
+needs no clean-up: the next run simply takes it. The file also records who holds it
+(pid, host, start time), for the refusal message only; the lock is the ``flock``.
+
+Lock files stay in place after a run: deleting one would race with a run that has just
+opened it. File descriptors are opened non-inheritable, so spawned worker processes
+never hold the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+#: The directory-wide lock taken briefly while a run checks the layout and takes its slice.
+DIRECTORY_LOCK = ".prmtree.lock"
+#: A slice's lock: ``.manifest.json.lock`` or ``.manifest-00001-of-00004.json.lock``.
+SLICE_LOCK = re.compile(r"\.(manifest(?:-\d{5}-of-(\d{5}))?\.json)\.lock")
+
+
+class LockHeld(Exception):
+    """Another live process holds the lock; ``holder`` is what it recorded."""
+
+    def __init__(self, path: Path, holder: dict[str, Any]) -> None:
+        super().__init__(describe_holder(holder))
+        self.path = path
+        self.holder = holder
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """``pid 123 on host gpu-7, started 2025-05-01 12:00:03`` (or what is known of it)."""
+    if not holder:
+        return "a process that recorded nothing about itself"
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    text = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+        text += " (that process is gone: a child process it forked still holds the lock)"
+    return text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FileLock:
+    """An exclusive ``flock`` on one file, with its holder recorded in the file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, wait: bool = False) -> FileLock:
+        """Take the lock, or raise :class:`LockHeld` at once (``wait``: block until free)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeld(self.path, holder) from None
+            raise
+        self._fd = fd
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire(wait=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock at ``path`` now (probed, nothing written)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
+def live_slice_counts(out: Path) -> dict[int, str]:
+    """Slice counts (1: unsharded) of runs writing into ``out`` right now, each with a
+    manifest name of it. Call under the directory lock, so nobody takes a slice lock
+    meanwhile."""
+    found: dict[int, str] = {}
+    for path in out.glob(".manifest*.json.lock"):
+        m = SLICE_LOCK.fullmatch(path.name)
+        if m and is_locked(path):
+            found.setdefault(int(m.group(2) or 1), m.group(1))
+    return found

@@ -1,0 +1,460 @@
+"""Long cluster jobs (issue 11): one writer per slice, one slice layout per directory,
+verified shards, graceful SIGTERM / SIGINT, a circuit breaker, a policy that blocks the
+event loop, and one-line errors for I/O failures. Real processes and real signals."""
+
+import asyncio
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import rows
+
+import prmtree
+from prmtree.engine.config import ConfigError, RunConfig
+from prmtree.engine.lock import FileLock, is_locked
+from prmtree.engine.output import read_manifest, verify_run
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+from prmtree.policies.base import PolicyConfigError
+from prmtree.policies.simulated import SimulatedPolicy
+from prmtree.rollout_workers.base import BackendDownError
+
+PRMTREE = [sys.executable, "-m", "prmtree"]
+TABLES = ("steps", "nodes", "pairs", "errors")
+# Small trees, frequent flushes, few trees in flight: a run of 120 problems at 0.05 s per
+# request takes several seconds, with many flushes to stop between.
+SLOW_TOML = "[search]\nbudget = 40\n[executor]\ntrees_in_flight = 4\n[output]\nflush_interval_s = 0.2\n"
+
+
+def cli(*args, timeout=120):
+    return subprocess.run([*PRMTREE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(r, code=2):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prmtree: error: "), r.stderr
+    return lines[0]
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def completed(out):
+    try:
+        return len(read_manifest(out)["completed"])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """120 problems, the run config, and an uninterrupted run's output to compare with."""
+    base = tmp_path_factory.mktemp("slow")
+    data = write_jsonl(generate_problems(120, seed=31), base / "data")
+    (base / "slow.toml").write_text(SLOW_TOML)
+    reference = base / "reference"
+    prmtree.run(data, out=reference, config=str(base / "slow.toml"), seed=5)
+    return base, data, reference
+
+
+def run_args(slow, out, latency=0.05, *extra):
+    base, data, _ = slow
+    return [*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress", "--seed", "5",
+            "--config", str(base / "slow.toml"), "--policy-arg", f"latency_s={latency}", *map(str, extra)]
+
+
+def same_rows(out, reference):
+    for table in TABLES:
+        assert rows(out, table) == rows(reference, table), table
+
+
+# -- one writer per slice -----------------------------------------------------------------
+
+
+def test_a_second_writer_exits_at_once_naming_the_holder_and_a_dead_holders_lock_is_taken_over(slow, tmp_path):
+    out = tmp_path / "o"
+    first = subprocess.Popen(run_args(slow, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: completed(out) >= 1)
+        assert is_locked(out / ".manifest.json.lock")
+        t = time.monotonic()
+        second = subprocess.run(run_args(slow, out), capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - t < 20 and first.poll() is None  # refused at once, the first still running
+        line = one_line_error(second)
+        assert "is being written by another prmtree run" in line
+        assert f"pid {first.pid} on host {socket.gethostname()}, started " in line
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    # the kernel dropped the dead run's lock: the same command takes over and finishes
+    r = subprocess.run(run_args(slow, out, 0), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    same_rows(out, slow[2])
+    holder = json.loads((out / ".manifest.json.lock").read_text())
+    assert holder["pid"] != first.pid and holder["host"] == socket.gethostname()
+
+
+def test_the_lock_is_per_slice_and_released_when_the_run_ends(tmp_path):
+    problems = generate_problems(6, seed=1)
+    with FileLock(tmp_path / ".manifest-00000-of-00002.json.lock").acquire():  # slice 0/2 is being written
+        with pytest.raises(ConfigError, match=r"\(--shard 0/2\) is being written by another prmtree run: pid "):
+            prmtree.run(problems, out=tmp_path, shard="0/2")
+        prmtree.run(problems, out=tmp_path, shard="1/2")  # another slice of the same layout: fine
+    prmtree.run(problems, out=tmp_path, shard="0/2")
+    assert not is_locked(tmp_path / ".manifest-00000-of-00002.json.lock")
+
+
+# -- one slice layout per directory ----------------------------------------------------------
+
+
+def test_another_slice_layout_in_the_same_directory_is_refused_in_one_line(tmp_path, problems_file):
+    out = tmp_path / "o"
+    r = cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "0/2")
+    assert r.returncode == 0, r.stderr
+    line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "1/3"))
+    assert "holds slices of 2 (--shard i/2)" in line and "this run is --shard 1/3" in line and "use --shard i/2" in line
+    line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress"))
+    assert "this run is unsharded" in line
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "1/2").returncode == 0
+
+
+def test_a_layout_being_written_now_counts_before_its_first_manifest(tmp_path):
+    with FileLock(tmp_path / ".manifest-00001-of-00004.json.lock").acquire():
+        with pytest.raises(ConfigError, match=r"a run writing manifest-00001-of-00004.json now"):
+            prmtree.run(generate_problems(2), out=tmp_path)
+    prmtree.run(generate_problems(2), out=tmp_path)  # that run is gone and wrote nothing: free
+
+
+# -- verified shards ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "reference"
+    prmtree.run(generate_problems(30, seed=8), out=out, config=SMALL_SHARDS)
+    return out
+
+
+SMALL_SHARDS = {"search": {"budget": 40}, "output": {"rows_per_shard": 25}}
+
+
+def damaged_copy(small_reference, tmp_path, table, how):
+    out = tmp_path / "o"
+    shutil.copytree(small_reference, out)
+    manifest = read_manifest(out)
+    shard = [s for s in manifest["shards"] if s["table"] == table][1]
+    path = out / shard["file"]
+    if how == "delete":
+        path.unlink()
+    elif how == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "rows":
+        for s in manifest["shards"]:
+            if s["file"] == shard["file"]:
+                s["rows"] += 1
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    return out, shard["file"]
+
+
+@pytest.mark.parametrize("table, how, says", [
+    ("steps", "delete", "missing"),
+    ("nodes", "flip", "content changed (sha256 differs from the manifest)"),
+    ("pairs", "rows", "rows, the manifest says"),
+])
+def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
+        small_reference, tmp_path, table, how, says):
+    out, bad = damaged_copy(small_reference, tmp_path, table, how)
+    [damage] = verify_run(out)
+    assert damage.file == bad and says in damage.problem
+    r = cli("verify", out)
+    assert r.returncode == 1 and f"manifest.json: DAMAGED: {bad}: " in r.stdout and says in r.stdout
+    for command in (("inspect", out), ("export", out, "--format", "jsonl", "--to", tmp_path / "x.jsonl")):
+        line = one_line_error(cli(*command))
+        assert "is damaged" in line and bad in line and "prmtree verify" in line
+    s = prmtree.run(generate_problems(30, seed=8), out=out, config=SMALL_SHARDS)
+    assert 0 < s.rollouts_this_session < s.rollouts  # only the bad flush's problems were redone
+    same_rows(out, small_reference)
+    assert verify_run(out) == [] and cli("verify", out).returncode == 0
+    manifest = read_manifest(out)
+    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 30
+    assert manifest["stats"]["problems_done"] == 30  # the dropped problems are not counted twice
+    listed = {s["file"] for s in manifest["shards"]}
+    assert {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")} == listed
+
+
+def test_verify_reports_every_slice_and_mixed_or_overlapping_slices(tmp_path, problems_file):
+    out = tmp_path / "o"
+    for shard in ("0/2", "1/2"):
+        assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", shard).returncode == 0
+    r = cli("verify", out)
+    assert r.returncode == 0, r.stdout
+    assert [line.split(":")[0:2] for line in r.stdout.splitlines()] == [
+        ["manifest-00000-of-00002.json", " OK"], ["manifest-00001-of-00002.json", " OK"]]
+    # a manifest of another layout smuggled in (as an older prmtree allowed): the union duplicates rows
+    shutil.copy(out / "manifest-00000-of-00002.json", out / "manifest-00000-of-00003.json")
+    r = cli("verify", out)
+    assert r.returncode == 1 and "beside slices of another layout" in r.stdout and "also completed in" in r.stdout
+
+
+# -- SIGTERM / SIGINT -----------------------------------------------------------------------------
+
+
+def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrupted_rows(slow, tmp_path):
+    out = tmp_path / "o"
+    # 1. SIGTERM: no new problems, the ones in flight finish, everything is flushed, exit 143
+    proc = subprocess.Popen(run_args(slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: completed(out) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "SIGTERM: taking no new problems" in stderr and "stopped by SIGTERM" in stderr
+    assert "Traceback" not in stderr and "problems done" in stdout  # the summary is printed
+    manifest = read_manifest(out)
+    assert 3 <= len(manifest["completed"]) < 120 and manifest["status"] == "running"
+    assert manifest["stats"]["problems_done"] == len(manifest["completed"])  # all finished ones saved
+    assert verify_run(out) == []
+    # 2. SIGINT twice: the second cancels the trees in flight at once, exit 130
+    before = len(manifest["completed"])
+    proc = subprocess.Popen(run_args(slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: completed(out) >= before + 3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "SIGINT again: cancelling the problems in flight" in stderr and "Traceback" not in stderr
+    assert verify_run(out) == []
+    # 3. the same command finishes the job: the rows of an uninterrupted run, none twice
+    r = subprocess.run(run_args(slow, out, 0), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    same_rows(out, slow[2])
+    manifest = read_manifest(out)
+    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 120
+    assert manifest["status"] == "finished"
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_driver_request_stop_takes_no_new_problems(cancel):
+    from prmtree.engine.driver import Driver
+    from prmtree.rollout_workers.inline import InlineExecutor
+
+    in_flight = []
+
+    def stop_after_two(finished, stats):
+        if stats.problems_done == 2 and not in_flight:
+            in_flight.append(driver.request_stop(cancel=cancel))
+
+    config = RunConfig.model_validate({"executor": {"trees_in_flight": 3}})
+    driver = Driver(config, InlineExecutor(SimulatedPolicy(latency_s=0.01)), None, on_problem=stop_after_two)
+    stats = asyncio.run(driver.run(iter(generate_problems(20, seed=4))))
+    # draining: the trees in flight finish, no new one starts; cancelling: they are dropped
+    assert in_flight and stats.problems_done == 2 + (0 if cancel else in_flight[0]) < 20
+
+
+# -- circuit breaker ---------------------------------------------------------------------------------
+
+
+class DeadAfter(SimulatedPolicy):
+    """Answers ``good`` requests, then every request fails: a backend that went down."""
+
+    def __init__(self, good):
+        super().__init__()
+        self._good = good
+        self._calls = 0
+
+    async def generate(self, request):
+        self._calls += 1
+        if self._calls > self._good:
+            raise ConnectionError("connection refused")
+        return await super().generate(request)
+
+
+def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_finished(tmp_path):
+    policy = DeadAfter(good=60)  # the good count is private: the resume below is the same config
+    config = {"executor": {"breaker_window": 20, "retry_backoff_s": 0.001, "trees_in_flight": 4}}
+    with pytest.raises(BackendDownError, match=r"the last 20 requests all failed, the latest with "
+                                               r"ConnectionError: connection refused"):
+        prmtree.run(generate_problems(100, seed=2), policy=policy, out=tmp_path, config=config)
+    assert policy._calls < 60 + 40  # stopped soon after the outage began, not after 100 x 3 attempts
+    manifest = read_manifest(tmp_path)
+    assert 0 < len(manifest["completed"]) < 100 and verify_run(tmp_path) == []
+    # the backend is back: the same call finishes the rest; the breaker setting may change on resume
+    config["executor"]["breaker_window"] = 0
+    s = prmtree.run(generate_problems(100, seed=2), policy=DeadAfter(good=10**9), out=tmp_path, config=config)
+    assert s.problems_done == 100 and s.retry_pending == 0
+
+
+def test_a_dead_backend_from_the_start_exits_1_naming_the_error(tmp_path, problems_file):
+    r = cli("run", "--input", problems_file, "--out", tmp_path / "o", "--no-progress",
+            "--policy", "openai", "--policy-arg", "base_url=http://127.0.0.1:9/v1", "--policy-arg", "model=m")
+    assert r.returncode == 1, r.stderr
+    assert "prmtree: run stopped: circuit breaker: the last 50 requests all failed" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_breaker_window_zero_disables_it_and_is_not_in_the_resume_hash(tmp_path):
+    a = RunConfig.model_validate({"executor": {"breaker_window": 0}})
+    assert a.config_hash() == RunConfig().config_hash()
+
+    class Dead:
+        async def generate(self, request):
+            raise ConnectionError("down")
+
+    config = {"executor": {"breaker_window": 0, "retry_backoff_s": 0.0, "max_attempts": 1}}
+    s = prmtree.run(generate_problems(60, seed=2), policy=Dead(), out=tmp_path, config=config)
+    assert s.problems_failed == 60 and s.retry_pending == 60
+
+
+# -- a policy that blocks the event loop -------------------------------------------------------------
+
+
+class Sleepy(SimulatedPolicy):
+    """``time.sleep`` inside ``async def``: the event loop (and every timeout) stops."""
+
+    name = "sleepy"
+
+    def __init__(self, sleep_s):
+        super().__init__()
+        self.sleep_s = sleep_s
+
+    async def generate(self, request):
+        time.sleep(self.sleep_s)
+        return await super().generate(request)
+
+
+def test_a_policy_blocking_the_event_loop_past_the_timeout_stops_the_run_naming_it(tmp_path):
+    config = {"executor": {"request_timeout_s": 0.1, "trees_in_flight": 2}}
+    t = time.monotonic()
+    with pytest.raises(PolicyConfigError, match=r"policy 'sleepy': generate blocked the event loop for 0\.[3-9] s "
+                                                r".*await asyncio\.sleep.*asyncio\.to_thread"):
+        prmtree.run(generate_problems(20, seed=3), policy=Sleepy(0.3), out=tmp_path, config=config)
+    assert time.monotonic() - t < 10  # stopped at the first block, not after 20 problems x 3 attempts
+    assert verify_run(tmp_path) == []
+    # under the timeout, a short synchronous stretch is allowed
+    s = prmtree.run(generate_problems(3, seed=3), policy=Sleepy(0.001), out=tmp_path / "ok", config=config)
+    assert s.problems_done == 3
+
+
+def test_timing_the_policy_keeps_cancellation_and_results_intact():
+    from prmtree.rollout_workers.inline import _timed
+
+    async def slow():
+        await asyncio.sleep(10)
+
+    async def answer():
+        await asyncio.sleep(0)
+        return 42
+
+    async def main():
+        assert await _timed(answer(), 1.0, "p") == 42
+        task = asyncio.ensure_future(_timed(slow(), 1.0, "p"))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(_timed(slow(), 1.0, "p"), 0.01)
+
+    asyncio.run(main())
+
+
+# -- one-line errors --------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_one_line_and_leaves_a_consistent_directory(tmp_path, problems_file, monkeypatch, capsys):
+    from prmtree import cli as cli_module
+    from prmtree.engine import output
+
+    real = output.pq.write_table
+    calls = []
+
+    def fills_up(table, where, **kw):
+        calls.append(where)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(output.pq, "write_table", fills_up)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main(["run", "--input", str(problems_file), "--out", str(out), "--no-progress",
+                         "--config", str(write_toml(tmp_path, "[output]\nrows_per_shard = 20\n"))])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.startswith("prmtree: error: no space left on device (") and "free some space" in err
+    assert len(err.strip().splitlines()) == 1
+    assert verify_run(out) == []  # what the manifest lists is whole; the rest is redone
+
+
+def write_toml(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
+def test_a_real_full_disk_and_a_read_only_out(tmp_path, problems_file):
+    mounts = []
+    try:
+        for name, options in (("full", "size=64k"), ("ro", "ro,size=64k")):
+            point = tmp_path / name
+            point.mkdir()
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True).returncode != 0:
+                pytest.skip("cannot mount a tmpfs here (needs root)")
+            mounts.append(point)
+        data = write_jsonl(generate_problems(60, seed=1), tmp_path / "data")
+        line = one_line_error(cli("run", "--input", data, "--out", mounts[0] / "o", "--no-progress"))
+        assert "no space left on device" in line
+        line = one_line_error(cli("run", "--input", data, "--out", mounts[1] / "o", "--no-progress"))
+        assert line == f"prmtree: error: cannot write to --out '{mounts[1] / 'o'}': Read-only file system"
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_an_out_that_cannot_be_created_is_one_line(tmp_path, problems_file):
+    (tmp_path / "file").write_text("x")
+    line = one_line_error(cli("run", "--input", problems_file, "--out", tmp_path / "file" / "o", "--no-progress"))
+    assert "cannot write to --out" in line and "Not a directory" in line
+    if os.geteuid() != 0:  # root writes anyway
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        line = one_line_error(cli("run", "--input", problems_file, "--out", ro, "--no-progress"))
+        assert "cannot write to --out" in line and "Permission denied" in line
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"shards": 3}', "\xff\xfe"])
+def test_a_corrupt_manifest_is_one_line_for_run_inspect_export_and_verify(tmp_path, problems_file, text):
+    out = tmp_path / "o"
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
+    (out / "manifest.json").write_text(text, encoding="latin-1")
+    line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress"))
+    assert "manifest.json is unreadable" in line
+    for command in (("inspect", out), ("export", out, "--format", "jsonl", "--to", tmp_path / "x.jsonl")):
+        assert "is damaged (manifest.json: unreadable" in one_line_error(cli(*command))
+    r = cli("verify", out)
+    assert r.returncode == 1 and r.stdout.startswith("manifest.json: DAMAGED: manifest.json: unreadable")
+
+
+def test_export_to_an_existing_directory_is_one_line(tmp_path, problems_file):
+    out = tmp_path / "o"
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
+    (tmp_path / "there").mkdir()
+    one_line_error(cli("export", out, "--format", "jsonl", "--to", tmp_path / "there"))

@@ -1,0 +1,514 @@
+"""Every export read the way its trainer reads it.
+
+OpenRLHF and InternVL do not install here, so their readers are reproduced from their
+code (cited per test) with a tokenizer the test trains on the exported text: placeholder
+tokens found in the tokenised input, labels assigned to them after truncation, image
+tags counted against images. Qwen2.5-Math-PRM's convention is checked with a chat
+template that renders like Qwen's; the ``hf`` dataset with ``datasets`` itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from itertools import chain
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import prmtree
+from prmtree.engine.output import read_table
+from prmtree.engine.synthetic import generate_problems
+from prmtree.export import (
+    FORMATS,
+    PLACEHOLDER,
+    QWEN_STEP_TOKEN,
+    VISUALPRM_SYSTEM_PROMPT,
+    WORD_JOINER,
+    ExportError,
+    decided,
+    defuse,
+    export,
+)
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate_problems(6, seed=8)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, problems):
+    """A real run: embedded images, plain prompts."""
+    out = tmp_path_factory.mktemp("run")
+    prmtree.run(problems, policy="simulated", out=out, seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory, problems):
+    """A real run with images as paths under out/images and prompts as chat messages."""
+    out = tmp_path_factory.mktemp("chat-run")
+    prmtree.run(problems[:3], policy="simulated", out=out, seed=2,
+                config={"output": {"image_mode": "path", "chat_format": True}})
+    return out
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def nasty_run(tmp_path_factory, run):
+    """Hand-written rows a real run can produce but the synthetic policy does not: two images,
+    text that contains every marker, a step already numbered, an undecided label, extra columns."""
+    out = tmp_path_factory.mktemp("nasty-run")
+    (out / "steps").mkdir()
+    base = read_table(run, "steps").schema
+    schema = base.append(pa.field("label_source", pa.list_(pa.string()))).append(
+        pa.field("confidence", pa.list_(pa.float64())))
+    images = [{"bytes": _png((200, 0, 0)), "path": "a.png"}, {"bytes": _png((0, 0, 200)), "path": "b.png"}]
+    rows = [
+        {
+            "problem_id": "p1", "path_id": "x1",
+            "prompt": "Сколько книжки? <image> counts <extra_0> and <|im_end|> ки too",
+            "images": images,
+            "completions": ["Step 1: read the книжки ки.", "x = 2 <extra_0> <|im_start|> <image>", "so 4 ки"],
+            "labels": [True, True, False], "values": [1.0, None, 0.0],
+            "answer": "4", "final_correct": False, "strategy": "omega", "policy": "hand",
+            "label_source": ["mc", "inferred", "mc"], "confidence": [0.9, 0.5, 0.8],
+        },
+        {
+            "problem_id": "p2", "path_id": "x2", "prompt": "What is 1 + 1?", "images": images[:1],
+            "completions": ["1 + 1 = 2.", "undecided step", "after it"],
+            "labels": [True, None, False], "values": [0.75, 0.5, None],
+            "answer": "2", "final_correct": True, "strategy": "omega", "policy": "hand",
+            "label_source": ["mc", "mc", "mc"], "confidence": [0.9, 0.1, 0.9],
+        },
+        {
+            "problem_id": "p3", "path_id": "x3", "prompt": "Nothing decided?", "images": images[:1],
+            "completions": ["a step"], "labels": [None], "values": [None],
+            "answer": "1", "final_correct": False, "strategy": "omega", "policy": "hand",
+            "label_source": ["mc"], "confidence": [0.0],
+        },
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "steps" / "part-00000.parquet")
+    (out / "manifest.json").write_text(json.dumps({"config": {}, "stats": {}, "shards": [
+        {"table": "steps", "file": "steps/part-00000.parquet", "rows": 3}], "status": "finished"}))
+    return out
+
+
+def steps_rows(out: Path) -> list[dict]:
+    return read_table(out, "steps").to_pylist()
+
+
+def by_path(out: Path) -> dict[str, dict]:
+    return {r["path_id"]: r for r in steps_rows(out)}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def tiny_tokenizer(texts, specials):
+    """A word-level tokenizer trained on ``texts``, the markers added as special tokens (as a
+    trainer adds its placeholder / step token), wrapped as transformers' fast tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(list(texts) + ["+ -"], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    tok.add_special_tokens(list(specials))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def convert_token_to_id(token, tokenizer):
+    """openrlhf/utils/utils.py: a token must encode to exactly one id."""
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    assert len(ids) == 1, f"{token!r} is not a single token"
+    return ids[0]
+
+
+# -- OpenRLHF ------------------------------------------------------------------------------
+
+
+def openrlhf_item(text, label_values, tokenizer, max_length, placeholder, reward_tokens):
+    """openrlhf/datasets/process_reward_dataset.py ``__getitem__`` (v0.9.5, the last release
+    with the PRM trainer); float labels take v0.5.5's float tensor (later releases fail on them)."""
+    input_ids = tokenizer(text, max_length=max_length, padding=False, truncation=True, return_tensors="pt",
+                          add_special_tokens=False)["input_ids"]
+    assert isinstance(label_values, list), "labels should be a list of strings or numbers"
+    placeholder_id = convert_token_to_id(placeholder, tokenizer)
+    if isinstance(label_values[0], str):
+        for label in label_values:
+            assert label in reward_tokens
+        label_tensor = torch.tensor([convert_token_to_id(x, tokenizer) for x in label_values], dtype=input_ids.dtype)
+        labels = torch.full_like(input_ids, -100)
+    else:
+        label_tensor = torch.tensor(label_values, dtype=torch.float)
+        labels = torch.full_like(input_ids, -100, dtype=torch.float)
+    mask = input_ids == placeholder_id
+    num_placeholders = mask.sum(dim=-1)
+    labels[mask] = label_tensor[..., : num_placeholders.max()]
+    return input_ids[0], labels[0], mask[0]
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_openrlhf_labels_sit_on_placeholders_and_survive_truncation(tmp_path, run, soft):
+    target = tmp_path / "prm.jsonl"
+    n = export(run, "openrlhf", target, soft=soft)
+    source = by_path(run)
+    assert n == len(source)
+    ds = datasets.load_dataset("json", data_files=str(target), split="train")  # OpenRLHF's blending_datasets
+    tok = tiny_tokenizer(ds["input"], [PLACEHOLDER])
+    max_length = int(np.median([len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds["input"]]))
+    truncated = whole = 0
+    for text, label, path_id in zip(ds["input"], ds["label"], ds["path_id"]):
+        steps, hard, values = decided(source[path_id])
+        ids, labels, mask = openrlhf_item(text, label, tok, max_length, PLACEHOLDER, ["+", "-"])
+        full = tok(text, add_special_tokens=False)["input_ids"]
+        k = int(mask.sum())
+        if len(full) <= max_length:
+            whole += 1
+            assert k == len(label) == len(steps)
+        else:
+            truncated += 1
+            assert k <= len(label) == len(steps)
+        positions = mask.nonzero().flatten().tolist()
+        if soft:
+            want = [v if v is not None else float(h) for h, v in zip(hard, values)][:k]
+            assert labels[mask].tolist() == pytest.approx(want)
+        else:
+            plus, minus = convert_token_to_id("+", tok), convert_token_to_id("-", tok)
+            assert labels[mask].tolist() == [plus if h else minus for h in hard[:k]]
+        # label j sits right after step j's own tokens
+        start = 0
+        for j, pos in enumerate(positions):
+            step_ids = tok(defuse(steps[j].strip(), (PLACEHOLDER,)), add_special_tokens=False)["input_ids"]
+            assert ids[start:pos].tolist()[-len(step_ids):] == step_ids
+            start = pos + 1
+    assert truncated and whole
+
+
+# -- InternVL / VisualPRM ------------------------------------------------------------------
+
+
+def internvl_read(meta_path: Path):
+    """InternVL internvl_chat_finetune.py: the meta file's root + annotation, each line's images
+    (a list goes to ``multi_modal_multi_image_get_item``), and ``preprocess_internvl2_5``'s
+    handling of the conversation: system turn first, ``<image>`` tags replaced in human turns
+    in order, their count asserted equal to the number of images."""
+    meta = json.loads(meta_path.read_text())
+    (name, entry), = meta.items()
+    lines = Path(entry["annotation"]).read_text(encoding="utf-8").splitlines()
+    assert entry["length"] == len(lines)
+    for line in lines:
+        item = json.loads(line)
+        assert isinstance(item["image"], list) and item["image"]
+        images = [Image.open(os.path.join(entry["root"], p)).convert("RGB") for p in item["image"]]
+        conversations = item["conversations"]
+        system = None
+        if conversations[0]["from"] == "system":
+            system, conversations = conversations[0]["value"], conversations[1:]
+        seen = 0
+        for turn in conversations:
+            if turn["from"] == "human":
+                for _ in range(turn["value"].count("<image>")):
+                    if seen == len(images):
+                        break
+                    turn["value"] = turn["value"].replace("<image>", "<img><IMG_CONTEXT></img>", 1)
+                    seen += 1
+            else:
+                assert turn["from"] == "gpt"
+        assert seen == len(images)
+        yield item, images, system, conversations
+
+
+def test_visualprm_reads_as_internvl_multi_turn_prm_data(tmp_path, run, problems):
+    target = tmp_path / "vprm" / "train.jsonl"
+    n = export(run, "visualprm", target)
+    source = by_path(run)
+    pictures = {p.id: p.images[0].data for p in problems}
+    meta = tmp_path / "vprm" / "train_meta.json"
+    items = list(internvl_read(meta))
+    assert len(items) == n == len(source)
+    for item, images, system, conversations in items:
+        row = source[item["path_id"]]
+        steps, labels, _ = decided(row)
+        assert system == VISUALPRM_SYSTEM_PROMPT
+        assert [t["from"] for t in conversations] == ["human", "gpt"] * len(steps)
+        assert [t["value"] for t in conversations[1::2]] == ["+" if x else "-" for x in labels]
+        first = conversations[0]["value"]
+        assert first.startswith("<img><IMG_CONTEXT></img>\n### Question:\n" + row["prompt"])
+        assert first.endswith("### Solution Process:\n" + steps[0].strip())
+        assert [t["value"] for t in conversations[2::2]] == [s.strip() for s in steps[1:]]
+        original = Image.open(io.BytesIO(pictures[row["problem_id"]])).convert("RGB")
+        assert np.array_equal(np.asarray(images[0]), np.asarray(original))
+    # one file per distinct image, named by content
+    assert len(list((tmp_path / "vprm" / "images").iterdir())) == len({r["problem_id"] for r in source.values()})
+
+
+def test_visualprm_without_system_prompt_and_with_two_images(tmp_path, nasty_run):
+    target = tmp_path / "v.jsonl"
+    assert export(nasty_run, "visualprm", target, system_prompt="") == 2  # p3 has no decided step
+    items = list(internvl_read(tmp_path / "v_meta.json"))
+    two = next(i for i, *_ in items if i["path_id"] == "x1")
+    assert two["conversations"][0]["from"] == "human"
+    assert two["conversations"][0]["value"].startswith(
+        "Image-1: <img><IMG_CONTEXT></img>\nImage-2: <img><IMG_CONTEXT></img>\n### Question:")
+    assert [t["value"] for t in two["conversations"][1::2]] == ["+", "+", "-"]
+    one = next(i for i, *_ in items if i["path_id"] == "x2")
+    assert [t["value"] for t in one["conversations"][1::2]] == ["+"]  # cut at the undecided label
+
+
+# -- Qwen2.5-Math-PRM ------------------------------------------------------------------------
+
+# Renders like Qwen2.5's / Qwen2-VL's chat templates (ChatML; image parts as vision tokens).
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+)
+QWEN_SPECIALS = [QWEN_STEP_TOKEN, "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+
+
+def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, run):
+    target = tmp_path / "qwen.jsonl"
+    n = export(run, "qwen-prm", target)
+    source = by_path(run)
+    records = read_jsonl(target)
+    assert len(records) == n == len(source)
+    tok = tiny_tokenizer([r["text"] for r in records], QWEN_SPECIALS)
+    tok.chat_template = QWEN_TEMPLATE
+    step_sep_id = tok.encode(QWEN_STEP_TOKEN, add_special_tokens=False)[0]  # as the model card does
+    for r in records:
+        steps, labels, _ = decided(source[r["path_id"]])
+        assert tok.apply_chat_template(r["messages"], tokenize=False) == r["text"]
+        ids = torch.tensor(tok(r["text"], add_special_tokens=False)["input_ids"])
+        assert int((ids == step_sep_id).sum()) == len(r["labels"]) == len(steps)
+        assert r["labels"] == [int(x) for x in labels]
+        assert r["messages"][-1]["content"] == "".join(s.strip() + QWEN_STEP_TOKEN for s in steps)
+        assert all((tmp_path / p).is_file() for p in r["images"])
+    # the same file rendered with a tokenizer's own chat template
+    tok.save_pretrained(tmp_path / "tok")
+    again = tmp_path / "qwen2.jsonl"
+    export(run, "qwen-prm", again, tokenizer=tmp_path / "tok", soft=True)
+    for r, s in zip(read_jsonl(again), records):
+        assert r["text"] == s["text"]
+        assert all(0.0 <= x <= 1.0 for x in r["labels"]) and len(r["labels"]) == len(s["labels"])
+
+
+# -- Math-Shepherd ---------------------------------------------------------------------------
+
+
+def math_shepherd_parse(example):
+    """TRL's former examples/datasets/math_shepherd.py ``process_example`` (general case)."""
+    inputs = example["input"].replace("ки", "ⶻ")
+    indexes = [m.start() for m in re.finditer("ⶻ", inputs)]
+    assert all(example["label"][idx] in ["+", "-"] for idx in indexes)
+    labels = [example["label"][idx] == "+" for idx in indexes]
+    steps = [inputs[i:j] for i, j in zip(chain([0], indexes), chain(indexes, [None]))][:-1]
+    prompt, completions = steps[0], [c[1:].strip() for c in steps[1:]]
+    prompt, first_step = prompt.split("Step 1:")
+    completions = [("Step 1:" + first_step).strip()] + completions
+    assert len(completions) == len(labels)
+    return prompt.strip(), completions, labels
+
+
+def test_math_shepherd_columns_parse_back_to_the_steps(tmp_path, run):
+    target = tmp_path / "ms.jsonl"
+    assert export(run, "math-shepherd", target) == len(steps_rows(run))
+    ds = datasets.load_dataset("json", data_files=str(target), split="train")
+    assert {"input", "label", "task"} <= set(ds.column_names)
+    source = by_path(run)
+    for example in ds:
+        steps, labels, _ = decided(source[example["path_id"]])
+        prompt, completions, parsed = math_shepherd_parse(example)
+        assert prompt == source[example["path_id"]]["prompt"].strip()
+        assert completions == [f"Step {k}: {s.strip()}" for k, s in enumerate(steps, start=1)]
+        assert parsed == labels
+        assert len(example["input"]) == len(example["label"]) + example["input"].count("ки")
+
+
+# -- markers in the text never become extra labels ------------------------------------------
+
+
+def test_markers_inside_text_are_defused_in_every_format(tmp_path, nasty_run):
+    source = {r["path_id"]: r for r in steps_rows(nasty_run)}
+    export(nasty_run, "openrlhf", tmp_path / "o.jsonl")
+    for r in read_jsonl(tmp_path / "o.jsonl"):
+        assert r["input"].count(PLACEHOLDER) == len(r["label"]) == len(decided(source[r["path_id"]])[0])
+        assert len(r["images"]) == len(source[r["path_id"]]["images"])
+    first = next(r for r in read_jsonl(tmp_path / "o.jsonl") if r["path_id"] == "x1")
+    assert "Step 1: read the книжки" not in first["input"] and f"к{WORD_JOINER}и" in first["input"]
+    assert first["input"].count("Step 1:") == 1  # the step's own number is kept, not doubled
+    export(nasty_run, "qwen-prm", tmp_path / "q.jsonl")
+    for r in read_jsonl(tmp_path / "q.jsonl"):
+        assert r["text"].count(QWEN_STEP_TOKEN) == len(r["labels"])
+        assert r["text"].count("<|im_start|>") == len(r["messages"])
+    export(nasty_run, "math-shepherd", tmp_path / "m.jsonl")
+    for r in read_jsonl(tmp_path / "m.jsonl"):
+        assert r["input"].count(PLACEHOLDER) == len(decided(source[r["path_id"]])[0])
+    export(nasty_run, "openrlhf", tmp_path / "soft.jsonl", soft=True)
+    soft = {r["path_id"]: r["label"] for r in read_jsonl(tmp_path / "soft.jsonl")}
+    assert soft == {"x1": [1.0, 1.0, 0.0], "x2": [0.75]}  # unmeasured value -> its hard label
+
+
+# -- Hugging Face dataset -----------------------------------------------------------------
+
+
+def card_parts(directory: Path) -> tuple[dict, str]:
+    text = (directory / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    _, front, body = text.split("---\n", 2)
+    return yaml.safe_load(front), body
+
+
+def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, run, problems):
+    target = tmp_path / "hf"
+    n = export(run, "hf", target, test_size=0.34, license="cc-by-4.0")
+    rows = steps_rows(run)
+    assert n == len(rows)
+    ds = datasets.load_dataset(str(target))
+    assert set(ds) == {"train", "test"}
+    assert ds["train"].num_rows + ds["test"].num_rows == len(rows)
+    train_ids, test_ids = set(ds["train"]["problem_id"]), set(ds["test"]["problem_id"])
+    assert train_ids and test_ids and not train_ids & test_ids  # split by problem: no leakage
+    pictures = {p.id: p.images[0].data for p in problems}
+    row = ds["train"][0]
+    assert isinstance(row["images"][0], Image.Image)
+    original = Image.open(io.BytesIO(pictures[row["problem_id"]])).convert("RGB")
+    assert np.array_equal(np.asarray(row["images"][0].convert("RGB")), np.asarray(original))
+    assert ds["train"].features["images"] == datasets.List(datasets.Image())
+
+    meta, body = card_parts(target)
+    assert meta["license"] == "cc-by-4.0"
+    assert "text-classification" in meta["task_categories"] and "prm" in meta["tags"]
+    default = next(c for c in meta["configs"] if c["config_name"] == "default")
+    assert {f["split"]: f["path"] for f in default["data_files"]} == {"train": "data/train-*", "test": "data/test-*"}
+    info = next(i for i in meta["dataset_info"] if i["config_name"] == "default")
+    assert datasets.Features._from_yaml_list(info["features"]) == ds["train"].features
+    assert {s["name"]: s["num_examples"] for s in info["splits"]} == {k: v.num_rows for k, v in ds.items()}
+
+    steps = sum(len(r["labels"]) for r in rows)
+    positive = sum(sum(r["labels"]) for r in rows)
+    assert "| steps | " in body and f"| {steps:,} |" in body
+    assert "| rows (labelled solution paths) | " in body and f" {len(rows):,} |" in body
+    depth1 = [r["labels"][0] for r in rows if r["labels"]]
+    assert f"| 1 | {sum(depth1):,} | {len(depth1) - sum(depth1):,} |" in body
+    assert f"{positive:,}" in body
+    assert "## How the labels were made" in body and "`omega`" in body and "`k` = `8`" in body
+    assert "| rollouts |" in body and "| generated tokens |" in body and "simulated" in body
+
+    pairs = datasets.load_dataset(str(target), "pairs", split="train")
+    assert pairs.num_rows == read_table(run, "pairs").num_rows > 0
+
+
+def test_hf_from_a_chat_format_run_with_image_paths(tmp_path, chat_run):
+    target = tmp_path / "hf"
+    export(chat_run, "hf", target)
+    ds = datasets.load_dataset(str(target), split="train")
+    assert ds[0]["prompt"][0]["role"] == "user"
+    assert isinstance(ds[0]["images"][0], Image.Image)
+    published = pq.read_table(target / "data" / "train-00000-of-00001.parquet").column("images").to_pylist()
+    assert all(im["bytes"] and "/" not in im["path"] for ims in published for im in ims)  # no local paths
+
+
+def test_hf_keeps_extra_columns_and_overwrite_keeps_foreign_files(tmp_path, nasty_run):
+    target = tmp_path / "hf"
+    export(nasty_run, "hf", target)
+    ds = datasets.load_dataset(str(target), split="train")
+    assert ds["label_source"][0] == ["mc", "inferred", "mc"]
+    assert ds["confidence"][0] == pytest.approx([0.9, 0.5, 0.8])
+    (target / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    with pytest.raises(ExportError, match="not empty"):
+        export(nasty_run, "hf", target)
+    export(nasty_run, "hf", target, overwrite=True)
+    assert (target / ".gitattributes").exists() and len(list((target / "data").iterdir())) == 1
+    (target / "notes.txt").write_text("mine\n")
+    with pytest.raises(ExportError, match="does not write"):
+        export(nasty_run, "hf", target, overwrite=True)  # not an export folder: never cleared
+    assert (target / "notes.txt").exists() and (target / "README.md").exists()
+
+
+# -- stepwise (TRL's former layout), prm800k, pairs, jsonl -----------------------------------------
+
+
+def test_stepwise_and_its_trl_alias(tmp_path, chat_run):
+    export(chat_run, "stepwise", tmp_path / "s.parquet")
+    export(chat_run, "trl", tmp_path / "t.parquet")
+    for name in ("s.parquet", "t.parquet"):
+        ds = datasets.load_dataset("parquet", data_files=str(tmp_path / name), split="train")
+        assert ds.column_names == ["prompt", "images", "completions", "labels"]
+        assert isinstance(ds[0]["images"][0], Image.Image)  # bytes embedded although the run kept paths
+    assert pq.read_table(tmp_path / "s.parquet").equals(pq.read_table(tmp_path / "t.parquet"))
+
+
+def test_text_formats_reference_an_image_folder(tmp_path, chat_run):
+    rows = steps_rows(chat_run)
+    assert export(chat_run, "jsonl", tmp_path / "s.jsonl") == len(rows)
+    plain = read_jsonl(tmp_path / "s.jsonl")
+    assert plain[0]["completions"] == rows[0]["completions"]
+    assert all((tmp_path / p).is_file() for r in plain for p in r["images"])
+    export(chat_run, "pairs", tmp_path / "pairs.jsonl")
+    pairs = read_jsonl(tmp_path / "pairs.jsonl")
+    assert all(p["chosen_value"] > p["rejected_value"] and (tmp_path / p["images"][0]).is_file() for p in pairs)
+    export(chat_run, "prm800k", tmp_path / "p.jsonl")
+    first = read_jsonl(tmp_path / "p.jsonl")[0]
+    assert first["question"]["problem"] == rows[0]["prompt"][0]["content"][-1]["text"]
+    ratings = [s["completions"][0]["rating"] for s in first["label"]["steps"]]
+    assert ratings == [1 if x else -1 for x in rows[0]["labels"]]
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def test_refusals_are_one_line_and_leave_the_run_alone(tmp_path, run):
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    existing = tmp_path / "x.jsonl"
+    existing.write_text("keep\n")
+    cases = [
+        (dict(out=run, fmt="openrlhf", target=existing), "exists; pass --overwrite"),
+        (dict(out=run, fmt="openrlhf", target=tmp_path), "is a directory"),
+        (dict(out=run, fmt="jsonl", target=run / "steps.jsonl"), "inside the run directory"),
+        (dict(out=run, fmt="hf", target=run), "inside the run directory"),
+        (dict(out=run, fmt="hf", target=run.parent), "contains the run directory"),
+        (dict(out=run, fmt="hf", target=existing), "is a file"),
+        (dict(out=run, fmt="math-shepherd", target=tmp_path / "m.jsonl", soft=True), "soft labels go to"),
+        (dict(out=run, fmt="parquet", target=tmp_path / "y"), "format must be one of"),
+        (dict(out=run, fmt="jsonl", target=tmp_path / "y.jsonl", tokenizer="tok"), "tokenizer applies to qwen-prm"),
+        (dict(out=run, fmt="openrlhf", target=tmp_path / "y.jsonl", test_size=0.1), "test_size applies to hf"),
+        (dict(out=tmp_path, fmt="jsonl", target=tmp_path / "z.jsonl"), "holds no prmtree manifest"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ExportError, match=message) as info:
+            export(kwargs.pop("out"), kwargs.pop("fmt"), kwargs.pop("target"), **kwargs)
+        assert "\n" not in str(info.value)
+    assert existing.read_text() == "keep\n"
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    assert export(run, "openrlhf", existing, overwrite=True) == len(steps_rows(run))
+
+
+def test_cli_exports_with_every_listed_format(tmp_path, run):
+    assert {"openrlhf", "visualprm", "qwen-prm", "math-shepherd", "hf", "stepwise", "trl"} <= set(FORMATS)
+    r = subprocess.run([sys.executable, "-m", "prmtree", "export", str(run), "--format", "openrlhf",
+                        "--to", str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(run))
