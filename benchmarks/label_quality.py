@@ -6,6 +6,9 @@ ground truth is known):
 * ``guessable``: one third yes/no (chance 1/2), one third four options (1/4), one
   third free numbers (about 0); 8% of steps wrong, 30% of final answers guessed from the
   answer space, 2% lucky numeric answers. A wrong value leaves the solver guessing;
+* ``guessable+cancelling``: the same, but a later slip may undo an earlier one (off by
+  +1, then -1): wrong prefixes then often reach the answer (lucky continuations), the
+  case no Monte-Carlo rule can see — reported to show the limit;
 * ``demo``: ``prmtree demo``'s workload (free numbers, 8% step errors, 2% lucky);
 * ``noiseless``: continuations never err or guess: every method must equal the truth.
 
@@ -37,7 +40,9 @@ STRATEGIES = ("omega", "shepherd", "mcts")
 METHODS = ("mc", "calibrated", "consensus")
 WORKLOADS = {
     "guessable": {"spaces": ("yesno", "choice", "number"),
-                  "policy": {"error_rate": 0.08, "guess_rate": 0.3, "lucky_rate": 0.02}},
+                  "policy": {"error_rate": 0.08, "guess_rate": 0.3, "lucky_rate": 0.02, "cancel_errors": False}},
+    "guessable+cancelling": {"spaces": ("yesno", "choice", "number"),
+                             "policy": {"error_rate": 0.08, "guess_rate": 0.3, "lucky_rate": 0.02}},
     "demo": {"spaces": ("number",), "policy": {"error_rate": 0.08, "lucky_rate": 0.02}},
     "noiseless": {"spaces": ("yesno", "choice", "number"), "policy": {"error_rate": 0.08, "noiseless": True}},
 }
@@ -50,7 +55,8 @@ def benchmark_problems(workload: str, n: int = 150) -> list:
 
 
 def evaluate(workload: str, strategy: str, method: str, problems: list, seed: int = 0,
-             out: Path | None = None, budget: int = 200, labels: dict | None = None) -> dict:
+             out: Path | None = None, budget: int = 200, labels: dict | None = None,
+             search: dict | None = None) -> dict:
     """Run one configuration and score its labels against the simulated ground truth."""
     if out is None:
         out = RESULTS / f".tmp-{workload}-{strategy}-{method}"
@@ -59,7 +65,7 @@ def evaluate(workload: str, strategy: str, method: str, problems: list, seed: in
     policy = SimulatedPolicy(**WORKLOADS[workload]["policy"], judge_accuracy=0.8)
     summary = prmtree.run(
         problems, policy=policy, out=out,
-        config={"seed": seed, "search": {"strategy": strategy, "budget": budget}, "labels": {"method": method, **(labels or {})}},
+        config={"seed": seed, "search": {"strategy": strategy, "budget": budget, **(search or {})}, "labels": {"method": method, **(labels or {})}},
     )
     oracle = SimulatedPolicy()
     by_id = {p.id: p for p in problems}

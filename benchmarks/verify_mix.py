@@ -59,6 +59,15 @@ def _pick(rng: random.Random, correct: list[str], wrong: list[str], tail: list[s
 def make_problem(rng: random.Random, i: int, k: int) -> tuple[dict, list[str]]:
     """One problem (id, answer, meta) and k answers to it."""
     kind = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+    gold, meta, correct, wrong, tail = answer_forms(rng, kind)
+    answers = [_pick(rng, correct, wrong, tail) for _ in range(k)]
+    return {"id": f"p{i}", "answer": gold, "meta": meta, "kind": kind}, answers
+
+
+def answer_forms(rng: random.Random, kind: str) -> tuple[str, dict, list[str], list[str], list[str]]:
+    """A gold answer of ``kind`` and how models write it: ``(gold, meta, correct, wrong, tail)``:
+    forms equal to the gold, plausible wrong answers, and odd ones (``engine_throughput.py``
+    rewrites simulated answers with these too)."""
     meta: dict = {}
     if kind == "words":
         gold = rng.choice(WORDS)
@@ -108,8 +117,7 @@ def make_problem(rng: random.Random, i: int, k: int) -> tuple[dict, list[str]]:
         correct = [gold, f"{c}+x^2", f"x^{{2}} + {c}"]
         wrong = [f"x^2-{c}", f"x^2+{c + 1}", f"2x+{c}"]
         tail = [f"(x+{c})^2", f"x^3+{c}"]
-    answers = [_pick(rng, correct, wrong, tail) for _ in range(k)]
-    return {"id": f"p{i}", "answer": gold, "meta": meta, "kind": kind}, answers
+    return gold, meta, correct, wrong, tail
 
 
 def make_mix(problems: int, k: int, seed: int = 0) -> list[tuple[dict, list[str]]]:

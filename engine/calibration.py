@@ -71,6 +71,9 @@ REFERENCE_CAP = 16
 #: value may never reach the answer at all).
 FLOOR_WEIGHT = 0.5
 WRONG_CONCENTRATION = 24.0
+#: A right step's "anywhere" starts this share of the way from the floor to 1: a rate at
+#: the floor itself is what guessing gives, so it is no evidence of a right step.
+RIGHT_MARGIN = 0.1
 
 
 def _log_bb(k: int, n: int, a: float, b: float) -> float:
@@ -89,32 +92,75 @@ def _log_uniform(k: int, n: int, lo: float, hi: float) -> float:
     return _log_beta(k + 1, n - k + 1) + math.log(mass) - math.log(hi - lo)
 
 
-def posterior_right(
-    n: int, k: int, floor: float, reference: tuple[int, int], prior: float = 0.5
-) -> float:
-    """P(step right | k of n continuations correct).
+def log_likelihoods(n: int, k: int, floor: float, reference: tuple[float, float]) -> tuple[float, float]:
+    """(log P(k of n | step right), log P(k of n | step wrong)), up to a shared constant.
 
-    ``reference`` is (rollouts, correct) of what a right step keeps (the root, then the
-    nearest ancestor decided right). Right: p near the reference's rate (a Beta from its
-    counts, shrunk to ``REFERENCE_CAP``) or anywhere above the floor; wrong: p near the
-    floor or anywhere below it.
+    ``reference`` is (rollouts, correct) of what a right step keeps (the question's
+    rate, then the step before it). Right: p near the reference's rate (a Beta from its
+    counts, shrunk to ``REFERENCE_CAP``) or anywhere clearly above the floor; wrong: p
+    near the floor or anywhere below it.
     """
     if n == 0:
-        return prior
+        return 0.0, 0.0
     ref_n, ref_k = reference
     if ref_n > REFERENCE_CAP:
         ref_k, ref_n = ref_k * REFERENCE_CAP / ref_n, REFERENCE_CAP
     p = min(max(floor, 1e-3), 1 - 1e-3)
+    lowest = p + (1 - p) * RIGHT_MARGIN  # a right step does better than guessing
+    ref_k = max(ref_k, lowest * ref_n)  # so its reference rate is never below that either
     near = _log_bb(k, n, 1.0 + ref_k, 1.0 + ref_n - ref_k)
-    log_right = _log_mix(near, _log_uniform(k, n, p, 1.0), REFERENCE_WEIGHT)
+    log_right = _log_mix(near, _log_uniform(k, n, lowest, 1.0), REFERENCE_WEIGHT)
     at_floor = _log_bb(k, n, p * WRONG_CONCENTRATION, (1 - p) * WRONG_CONCENTRATION)
     log_wrong = _log_mix(at_floor, _log_uniform(k, n, 0.0, p), FLOOR_WEIGHT)
-    log_odds = math.log(prior / (1 - prior)) + log_right - log_wrong
-    if log_odds > 50:
+    return log_right, log_wrong
+
+
+def posterior_right(n: int, k: int, floor: float, reference: tuple[float, float], prior: float = 0.5) -> float:
+    """P(step right | k of n continuations correct), for one step on its own."""
+    log_right, log_wrong = log_likelihoods(n, k, floor, reference)
+    return _sigmoid(math.log(prior / (1 - prior)) + log_right - log_wrong)
+
+
+def first_error_posterior(
+    loglik: list[tuple[float, float]], hazard: float
+) -> list[float]:
+    """P(step i right) for each step of a path, from every step's evidence at once.
+
+    The path's first wrong step is a change point: every step before it is right, it and
+    every step after it wrong (a wrong prefix cannot be rescued). With a prior ``hazard``
+    that a step is wrong given that the steps before it are right, the posterior of each
+    change point j (or none) is proportional to hazard (1 - hazard)^j times the product of
+    the right likelihoods before j and the wrong likelihoods from j on. P(step i right) is
+    the mass of change points after i, so it never increases along a path, and a later
+    step decided right lifts the steps before it.
+    """
+    m = len(loglik)
+    log_h, log_1h = math.log(hazard), math.log1p(-hazard)
+    wrong_suffix = [0.0] * (m + 1)
+    for i in range(m - 1, -1, -1):
+        wrong_suffix[i] = wrong_suffix[i + 1] + loglik[i][1]
+    scores, right_prefix = [], 0.0
+    for j in range(m + 1):  # j = m: no error on the path
+        prior = j * log_1h + (log_h if j < m else 0.0)
+        scores.append(prior + right_prefix + wrong_suffix[j])
+        if j < m:
+            right_prefix += loglik[j][0]
+    top = max(scores)
+    weights = [math.exp(x - top) for x in scores]
+    total = sum(weights)
+    out, mass_after = [0.0] * m, weights[m]
+    for i in range(m - 1, -1, -1):  # P(step i right) = P(change point > i)
+        out[i] = mass_after / total
+        mass_after += weights[i]
+    return out
+
+
+def _sigmoid(x: float) -> float:
+    if x > 50:
         return 1.0
-    if log_odds < -50:
+    if x < -50:
         return 0.0
-    return 1.0 / (1.0 + math.exp(-log_odds))
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def _log_mix(x: float, y: float, w: float) -> float:
@@ -149,61 +195,67 @@ class StepEvidence:
 class Decider:
     """Decides the nodes of one problem's tree, by the run's labelling method.
 
-    Strategies ask it whether a node needs more rollouts (adaptive sampling); the
-    labeller asks it for every node on a path. ``mc`` reproduces the peers' rule
-    (right iff MC > threshold) and never asks for more.
+    Strategies ask it whether a node needs more rollouts (adaptive sampling) and which
+    way a binary search moves; the labeller asks it for every step of a path. ``mc``
+    reproduces the peers' rule (right iff MC > threshold) and never asks for more.
     """
 
     def __init__(self, problem: Problem, labels: Any, threshold: float = 0.0) -> None:
         self.mc = labels.method == "mc"
         self.threshold = threshold
         self.floor = chance_floor(problem, labels.chance, labels.free_chance)
-        self.prior = labels.prior
+        self.hazard = 1.0 - labels.prior
         self.confidence = labels.confidence
         self.batch = labels.batch
         self.cap = labels.max_rollouts_per_node
 
     def along(self, tree: Any, ids: list[str]) -> list[StepEvidence | None]:
-        """Evidence for each node of a path from the root (None where nothing was sampled).
+        """Evidence for each step of a path from the root, from all of the path's counts.
 
-        The reference success rate starts at the question's (the root's counts, when
-        sampled) and moves down to each step decided right.
+        Under ``mc``: each sampled node by its own value (None where nothing was sampled).
+        Otherwise: the change-point posterior (:func:`first_error_posterior`); a step is
+        compared with the success rate of the step before it (the question's at first).
         """
+        stats = [tree.stats(n) for n in ids]
         root = tree.stats(tree.root)
         reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
-        out: list[StepEvidence | None] = []
-        for node in ids:
-            s = tree.stats(node)
-            if not s.measured:
-                out.append(None)
+        references, loglik = [], []
+        for s in stats:
+            references.append(reference)
+            if self.mc or not s.measured:
+                loglik.append((0.0, 0.0))
                 continue
-            ev = self._evidence(s.n_rollouts, s.n_correct, s.terminal, reference)
-            out.append(ev)
-            if ev.decision == RIGHT and not s.terminal:
+            if s.terminal and s.n_correct == 0:  # it states a wrong final answer: wrong, exactly
+                loglik.append((-math.inf, 0.0))
+                continue
+            loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
+            if not s.terminal:
                 reference = (s.n_rollouts, s.n_correct)
-        return out
+        if self.mc:
+            return [self._mc(s, ref) if s.measured else None for s, ref in zip(stats, references)]
+        posteriors = first_error_posterior(loglik, self.hazard)
+        return [
+            StepEvidence(decide(post, self.confidence), post, s.n_rollouts, s.n_correct,
+                         ref[1] / ref[0] if ref[0] else None)
+            for s, ref, post in zip(stats, references, posteriors)
+        ]
 
     def node(self, tree: Any, node: str) -> StepEvidence | None:
+        """A node's evidence from its own prefix (what a search knows when it is there)."""
         return self.along(tree, tree.path_ids(node))[-1] if node != tree.root else None
 
     def wants_more(self, tree: Any, node: str) -> bool:
         """An undecided node below its rollout cap: sample it again (when affordable)."""
-        if self.mc or node == tree.root:
+        if self.mc or node == tree.root or tree.stats(node).terminal:
             return False
         ev = self.node(tree, node)
-        return ev is not None and ev.decision == UNDECIDED and ev.n < self.cap and not tree.stats(node).terminal
+        return ev is not None and ev.decision == UNDECIDED and ev.n < self.cap
 
     def fallback_right(self, ev: StepEvidence) -> bool:
         """What an undecided node counts as where a search must move on (its cap reached)."""
         return ev.posterior >= 0.5
 
-    def _evidence(self, n: int, k: int, terminal: bool, reference: tuple[int, int]) -> StepEvidence:
-        ref_n, ref_k = reference
-        parent_value = ref_k / ref_n if ref_n else None
-        if self.mc:
-            right = k / n > self.threshold
-            return StepEvidence(RIGHT if right else WRONG, 1.0 if right else 0.0, n, k, parent_value)
-        if terminal and k == 0:  # the step states a wrong final answer: wrong, exactly
-            return StepEvidence(WRONG, 0.0, n, k, parent_value)
-        post = posterior_right(n, k, self.floor, reference, self.prior)
-        return StepEvidence(decide(post, self.confidence), post, n, k, parent_value)
+    def _mc(self, s: Any, reference: tuple[int, int]) -> StepEvidence:
+        right = s.value > self.threshold
+        parent = reference[1] / reference[0] if reference[0] else None
+        return StepEvidence(RIGHT if right else WRONG, 1.0 if right else 0.0, s.n_rollouts, s.n_correct, parent)

@@ -118,8 +118,8 @@ class LabelsConfig(_Strict):
     """
 
     method: str = "calibrated"
-    confidence: float = Field(0.9, gt=0.5, lt=1, description="posterior needed to decide a step")
-    prior: float = Field(0.5, gt=0, lt=1, description="P(step right) before any rollout")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="posterior needed to decide a step")
+    prior: float = Field(0.7, gt=0, lt=1, description="P(a step is right, given the steps before it are)")
     chance: float | None = Field(None, ge=0, lt=1, description="answer-space floor for every problem")
     free_chance: float = Field(0.02, ge=0, lt=1, description="floor of free numeric/text answers (lucky hits)")
     batch: int = Field(4, ge=1, description="extra rollouts per round at an undecided node")

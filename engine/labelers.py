@@ -28,6 +28,7 @@ from prmtree.engine.calibration import Decider, StepEvidence
 from prmtree.engine.labels import Labelling, LabelledPath, label_paths, preference_pairs
 from prmtree.engine.problem import Problem
 from prmtree.engine.search.base import TreeSearch
+from prmtree.rollout_workers.base import FatalExecutorError
 
 Submit = Callable[[Any], Awaitable[list[Any]]]
 
@@ -67,15 +68,10 @@ def make_labeler(labels: Any) -> Labeler:
     return _LABELERS[labels.method](labels)
 
 
-def _decide_tree(search: TreeSearch, decider: Decider) -> dict[str, StepEvidence | None]:
-    """Every node's evidence, computed once per path from the root down."""
+def _decide_nodes(search: TreeSearch, decider: Decider) -> dict[str, StepEvidence | None]:
+    """Every node's decision from its own prefix (the nodes table, preference pairs)."""
     tree = search.tree
-    out: dict[str, StepEvidence | None] = {}
-    for leaf in tree.leaves():
-        ids = tree.path_ids(leaf)
-        for node, ev in zip(ids, decider.along(tree, ids)):
-            out.setdefault(node, ev)
-    return out
+    return {node: decider.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
 
 
 @register_labeler("mc")
@@ -91,13 +87,15 @@ class MCLabeler:
         return Decider(problem, self.labels, ctx.output.label_threshold)
 
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
-        evidence = _decide_tree(search, self.decider(problem, ctx))
+        decider = self.decider(problem, ctx)
+        nodes = _decide_nodes(search, decider)
         out = ctx.output
         paths = label_paths(
-            search.tree, evidence, method=self.method, after_first_error=out.after_first_error,
-            max_ci_width=out.max_ci_width, keep_undecided=self.labels.undecided == "keep",
+            search.tree, lambda ids: decider.along(search.tree, ids), method=self.method,
+            after_first_error=out.after_first_error, max_ci_width=out.max_ci_width,
+            keep_undecided=self.labels.undecided == "keep",
         )
-        return Labelling(paths, preference_pairs(search.tree, evidence), evidence)
+        return Labelling(paths, preference_pairs(search.tree, nodes), nodes)
 
 
 @register_labeler("calibrated")
@@ -177,6 +175,8 @@ class ConsensusLabeler(CalibratedLabeler):
         ctx.counters["judge_calls"] += 1
         try:
             completions = await ctx.submit(ctx.request(problem, tuple(steps)))
+        except FatalExecutorError:
+            raise
         except Exception:  # the judge's failure costs this path its agreement, not the run
             ctx.counters["judge_failures"] += 1
             return None, "failed"

@@ -17,6 +17,7 @@ what decided it, so users can re-filter without re-running.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prmtree.engine.calibration import RIGHT, WRONG, StepEvidence
@@ -114,7 +115,7 @@ def label_path(
     for j, ev in enumerate(evidence):
         if ev is not None and ev.decision in (RIGHT, WRONG):
             labels[j] = ev.decision == RIGHT
-            source[j] = method
+            source[j] = method if ev.n else "inferred"  # decided by the path's other steps
     first_wrong = labels.index(False) if False in labels else m
     nearest_right: int | None = None
     for j in range(first_wrong - 1, -1, -1):  # right backwards
@@ -133,18 +134,23 @@ def label_path(
     end = 0
     while end < m and labels[end] is not None:
         end += 1
+    for j in range(end):  # an unsampled step's value: the bound its nearest sampled neighbour gives
+        if not stats[decider_of[j]].measured:
+            later = [i for i in range(j + 1, end) if stats[i].measured and labels[i]] if labels[j] else []
+            decider_of[j] = later[0] if later else decider_of[j]
     provenance = []
     for j in range(end):
         d = decider_of[j]
         lo, hi = stats[d].interval()
         ev = evidence[d]
+        unsampled = not stats[d].measured
         inferred_wrong = source[j] == "inferred" and not labels[j]
         provenance.append(
             StepProvenance(
-                value=0.0 if inferred_wrong else stats[d].value,
+                value=0.0 if inferred_wrong else (ev.posterior if unsampled and ev is not None else stats[d].value),
                 ci_low=lo,
                 ci_high=hi,
-                posterior=None if ev is None or method == "mc" else ev.posterior,
+                posterior=None if evidence[j] is None or method == "mc" else evidence[j].posterior,
                 rollouts=stats[j].n_rollouts,
                 parent_value=evidence[j].parent_value if evidence[j] is not None else None,
                 source=source[j],
@@ -172,16 +178,16 @@ def label_path(
 
 def label_paths(
     tree: ReasoningTree,
-    evidence_of: dict[str, StepEvidence | None] | None = None,
+    evidence_for: Callable[[list[str]], list[StepEvidence | None]] | None = None,
     **options: object,
 ) -> list[LabelledPath]:
-    """One labelled path per leaf, duplicates (same kept steps) removed. Without
-    ``evidence_of``, nodes are decided by the mc rule."""
+    """One labelled path per leaf, duplicates (same kept steps) removed. ``evidence_for``
+    decides a path's steps from all its counts; without it, nodes are decided by the mc rule."""
     out = []
     seen: set[tuple[str, ...]] = set()
     for leaf in tree.leaves():
         ids = tree.path_ids(leaf)
-        evidence = None if evidence_of is None else [evidence_of.get(n) for n in ids]
+        evidence = None if evidence_for is None else evidence_for(ids)
         path = label_path(tree, leaf, evidence, **options)  # type: ignore[arg-type]
         if path is None:
             continue

@@ -10,7 +10,9 @@ answer with probability ``lucky_rate``. For yes/no and four-option questions (se
 space, and with ``guess_rate`` any solver guesses its final answer: the workload where
 "some rollout reached the answer" stops meaning "the step was right". Asked as a judge
 (``request.purpose == "judge"``) it is right with probability ``judge_accuracy``. Every
-request is seeded, so runs reproduce.
+request is seeded, so runs reproduce. With ``cancel_errors`` (the default) a later slip
+can undo an earlier one (x off by +1, then -1): a wrong prefix then reaches the gold
+answer far more often than by chance — lucky continuations no Monte-Carlo rule can see.
 
 ``noiseless=True`` is the yardstick for exactness tests: no lucky answers, and
 continuations of a non-empty prefix make no new errors, so a right prefix always
@@ -122,6 +124,7 @@ class SimulatedPolicy:
         guess_rate: float = 0.0,
         judge_accuracy: float = 0.8,
         judge_garbage_rate: float = 0.0,
+        cancel_errors: bool = True,
     ) -> None:
         error_rate, lucky_rate, latency_s, guess_rate, judge_accuracy, judge_garbage_rate = (
             _number(name, value) for name, value in
@@ -144,6 +147,7 @@ class SimulatedPolicy:
         self.guess_rate = 0.0 if noiseless else guess_rate
         self.judge_accuracy = judge_accuracy
         self.judge_garbage_rate = judge_garbage_rate
+        self.cancel_errors = cancel_errors
         self.latency_s = latency_s
         if batch_capacity is not None and batch_capacity < 1:
             raise ValueError(f"batch_capacity must be at least 1, got {batch_capacity}")
@@ -199,7 +203,7 @@ class SimulatedPolicy:
             sign = "*"
         if wrong:
             deltas = _ERRORS
-            if self.noiseless:  # errors never cancel: a wrong step always means a wrong answer
+            if self.noiseless or not self.cancel_errors:  # a wrong value is never slipped back to the right one
                 deltas = tuple(d for d in _ERRORS if x + d != solved.values[j])
             x += rng.choice(deltas)
         if isinstance(ins.operand, str):

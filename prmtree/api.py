@@ -114,6 +114,9 @@ def run(
     else:
         spec, kwargs = cfg.policy.name, cfg.policy.kwargs
     check_policy(spec, kwargs)  # name, async generate, arguments: before any model loads
+    judge = cfg.labels.judge
+    if cfg.labels.method == "consensus" and judge.name:
+        check_policy(judge.name, judge.kwargs)
     try:
         slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
     except ValueError as exc:
@@ -129,6 +132,18 @@ def run(
     finally:
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
+
+
+def _judge_executor(cfg: RunConfig) -> Any:
+    """The judge's own policy, in this process, when ``[labels.judge] name`` names one
+    (otherwise the judge is the run's policy, asked through the run's executor)."""
+    judge = cfg.labels.judge
+    if cfg.labels.method != "consensus" or not judge.name:
+        return None
+    from prmtree.engine.config import ExecutorConfig
+
+    return make_executor(ExecutorConfig(kind="inline", max_concurrency=cfg.executor.max_concurrency),
+                         judge.name, judge.kwargs)
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
@@ -209,12 +224,13 @@ async def _run_async(
     # Built only now: the output directory is open and the config accepted, so a refused
     # resume never loads a model or starts a cluster.
     executor = make_executor(cfg.executor, spec, kwargs)
+    judge_executor = _judge_executor(cfg)
     v = cfg.verify
     verifier = Verifier(custom=hooks["check_answer"], rel_tol=v.rel_tol, timeout_s=v.timeout_s,
                         pool_workers=v.pool_workers, memo_size=v.memo_size)
     try:
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
-                        split_steps=hooks["split_steps"])
+                        split_steps=hooks["split_steps"], judge_executor=judge_executor)
         stop.install(driver)  # after the model loaded: a signal before that simply ends the process
         done = opened.done if opened else set()
         skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
@@ -228,6 +244,8 @@ async def _run_async(
         stopped_by = stop.signum  # a signal while closing below stops nothing
     finally:
         await verifier.aclose()
+        if judge_executor is not None:
+            await judge_executor.close()
         await executor.close()
         stop.uninstall()
     if writer is not None:

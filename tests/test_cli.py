@@ -29,7 +29,7 @@ def check_steps_table(out):
         for label, source, confidence in zip(row["labels"], row["label_sources"], row["confidences"]):
             assert source in ("calibrated", "inferred")
             if source == "calibrated":  # decided by its own rollouts, at the configured confidence
-                assert confidence >= 0.9
+                assert confidence >= 0.95
         assert all(0 <= v <= 1 for v in row["values"])
         if False in row["labels"]:  # truncated after the first error
             assert row["labels"].index(False) == n - 1
@@ -65,7 +65,7 @@ def test_demo_runs_under_a_minute_and_writes_a_dataset(tmp_path):
             assert n["value"] is None and n["decision"] is None
         if n["decision"] in ("right", "wrong"):
             assert n["label"] == (n["decision"] == "right")
-            assert (n["posterior"] >= 0.9) if n["label"] else (n["posterior"] <= 0.1)
+            assert (n["posterior"] >= 0.95) if n["label"] else (n["posterior"] <= 0.05)
         else:  # undecided, unsampled, or the question itself
             assert n["label"] is None
 
