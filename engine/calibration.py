@@ -20,6 +20,7 @@ then sample the node again, up to a cap). Pure functions: no I/O, deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ def _log_uniform(k: int, n: int, lo: float, hi: float) -> float:
     return _log_beta(k + 1, n - k + 1) + math.log(mass) - math.log(hi - lo)
 
 
+# Memoised: a pure function of a few small integers and the floor, asked for the same
+# counts again and again as trees grow (the hottest path of the driver's CPU otherwise).
+@functools.lru_cache(maxsize=1 << 16)
 def log_likelihoods(n: int, k: int, floor: float, reference: tuple[float, float]) -> tuple[float, float]:
     """(log P(k of n | step right), log P(k of n | step wrong)), up to a shared constant.
 
@@ -209,12 +213,13 @@ class Decider:
         self.batch = labels.batch
         self.cap = labels.max_rollouts_per_node
 
-    def along(self, tree: Any, ids: list[str]) -> list[StepEvidence | None]:
+    def along(self, tree: Any, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
         """Evidence for each step of a path from the root, from all of the path's counts.
 
         Under ``mc``: each sampled node by its own value (None where nothing was sampled).
         Otherwise: the change-point posterior (:func:`first_error_posterior`); a step is
         compared with the success rate of the step before it (the question's at first).
+        ``last_only``: the last step's evidence alone (what :meth:`node` needs, cheaper).
         """
         stats = [tree.stats(n) for n in ids]
         root = tree.stats(tree.root)
@@ -231,9 +236,13 @@ class Decider:
             loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
             if not s.terminal:
                 reference = (s.n_rollouts, s.n_correct)
+        if last_only:
+            stats, references = stats[-1:], references[-1:]
         if self.mc:
             return [self._mc(s, ref) if s.measured else None for s, ref in zip(stats, references)]
         posteriors = first_error_posterior(loglik, self.hazard)
+        if last_only:
+            posteriors = posteriors[-1:]
         return [
             StepEvidence(decide(post, self.confidence), post, s.n_rollouts, s.n_correct,
                          ref[1] / ref[0] if ref[0] else None)
@@ -242,7 +251,7 @@ class Decider:
 
     def node(self, tree: Any, node: str) -> StepEvidence | None:
         """A node's evidence from its own prefix (what a search knows when it is there)."""
-        return self.along(tree, tree.path_ids(node))[-1] if node != tree.root else None
+        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
 
     def wants_more(self, tree: Any, node: str) -> bool:
         """An undecided node below its rollout cap: sample it again (when affordable)."""

@@ -183,6 +183,20 @@ class ExecutorConfig(_Strict):
     worker_max_concurrency: int = Field(1024, ge=1)
     queue_limit: int = Field(256, ge=1, description="requests in flight per worker before spilling")
     max_restarts: int = Field(3, ge=0)
+    drivers: int | Literal["auto"] = Field(
+        1, description="drivers sharing the worker pool, each on a slice of the input (prmtree/multi_driver.py)"
+    )
+    num_cpus_per_driver: float = Field(1.0, ge=0, description="--drivers N: CPUs each driver actor reserves")
+    attach: str | None = Field(
+        None, description="join the running worker pool of this name (set by --drivers for its driver actors)"
+    )
+
+    @field_validator("drivers")
+    @classmethod
+    def _positive_drivers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be auto or at least 1")
+        return v
 
 
 class OutputConfig(_Strict):

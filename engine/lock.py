@@ -96,7 +96,7 @@ class FileLock:
             self._fd = None
 
     def __enter__(self) -> FileLock:
-        return self.acquire(wait=True)
+        return self if self.held else self.acquire(wait=True)
 
     def __exit__(self, *exc: object) -> None:
         self.release()

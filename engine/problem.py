@@ -33,12 +33,35 @@ ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-@dataclass(frozen=True)
-class ProblemImage:
-    """One image of a problem: its encoded bytes and where it came from."""
+class ProblemImage(bytes):
+    """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.
 
-    data: bytes
-    path: str | None = None
+    It *is* those bytes, so a policy can write ``Image.open(io.BytesIO(image))`` or send
+    ``base64.b64encode(image)``; ``.path`` is where it was read from, ``.to_pil()`` decodes it.
+    """
+
+    path: str | None
+
+    def __new__(cls, data: bytes, path: str | None = None) -> ProblemImage:
+        image = super().__new__(cls, data)
+        image.path = path
+        return image
+
+    @property
+    def data(self) -> bytes:
+        """The encoded bytes as a plain ``bytes`` object."""
+        return bytes(self)
+
+    def to_pil(self) -> Image.Image:
+        """The decoded image (RGB), for policies that hand PIL images to a processor."""
+        with Image.open(io.BytesIO(self)) as image:
+            return image.convert("RGB")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
+        return (ProblemImage, (bytes(self), self.path))
+
+    def __repr__(self) -> str:
+        return f"ProblemImage({len(self)} bytes, path={self.path!r})"
 
 
 @dataclass(frozen=True)
@@ -129,10 +152,14 @@ def read_image_file(path: Path, shown_as: str, max_bytes: int = DEFAULT_MAX_IMAG
         raise ImageError(f"image {shown_as} not found") from None
     except OSError as exc:
         raise ImageError(f"image {shown_as} unreadable ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise ImageError(f"image {shown_as} unreadable: {kind} (only regular files are read as images)")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"image {shown_as} is not a regular file (only files are read as images)")
         if info.st_size > max_bytes:
             raise ImageError(
                 f"image {shown_as} is {info.st_size} bytes, over the limit of {max_bytes} (max_image_bytes)"

@@ -49,29 +49,40 @@ class NodeStats:
 
 
 class ReasoningTree:
-    """Prefix tree of one problem's solutions with per-node rollout statistics."""
+    """Prefix tree of one problem's solutions with per-node rollout statistics.
+
+    The graph is the tree; ``_stats`` and ``_parent`` index it by node id, because the
+    labelling decisions walk paths to the root for every node they judge (the driver's
+    hottest loop) and a dict lookup is several times cheaper than networkx's views.
+    """
 
     def __init__(self, problem_id: str) -> None:
         self.problem_id = problem_id
         self.graph = nx.DiGraph()
         self.root = node_id_for(problem_id, None, "")
-        self.graph.add_node(self.root, stats=NodeStats(step="", depth=0))
+        root_stats = NodeStats(step="", depth=0)
+        self.graph.add_node(self.root, stats=root_stats)
+        self._stats: dict[str, NodeStats] = {self.root: root_stats}
+        self._parent: dict[str, str] = {}
 
     def __len__(self) -> int:
         return self.graph.number_of_nodes()
 
     def stats(self, node_id: str) -> NodeStats:
-        return self.graph.nodes[node_id]["stats"]
+        return self._stats[node_id]
 
     def add_step(self, parent_id: str, step: str, *, terminal: bool = False) -> str:
         """The child of ``parent_id`` for ``step``, created if new (identical steps merge)."""
         child = node_id_for(self.problem_id, parent_id, step)
-        if child not in self.graph:
-            depth = self.graph.nodes[parent_id]["stats"].depth + 1
-            self.graph.add_node(child, stats=NodeStats(step=step, depth=depth, terminal=terminal))
+        stats = self._stats.get(child)
+        if stats is None:
+            stats = NodeStats(step=step, depth=self._stats[parent_id].depth + 1, terminal=terminal)
+            self.graph.add_node(child, stats=stats)
             self.graph.add_edge(parent_id, child)
+            self._stats[child] = stats
+            self._parent[child] = parent_id
         elif terminal:
-            self.graph.nodes[child]["stats"].terminal = True
+            stats.terminal = True
         return child
 
     def add_path(self, parent_id: str, steps: Sequence[str], *, terminal: bool = False) -> list[str]:
@@ -91,8 +102,7 @@ class ReasoningTree:
         stats.n_correct += n_correct
 
     def parent(self, node_id: str) -> str | None:
-        preds = list(self.graph.predecessors(node_id))
-        return preds[0] if preds else None
+        return self._parent.get(node_id)
 
     def children(self, node_id: str) -> list[str]:
         return list(self.graph.successors(node_id))
@@ -100,10 +110,11 @@ class ReasoningTree:
     def path_ids(self, node_id: str) -> list[str]:
         """Node ids from the first step down to ``node_id`` (the root excluded)."""
         ids = []
+        parent = self._parent
         node: str | None = node_id
         while node is not None and node != self.root:
             ids.append(node)
-            node = self.parent(node)
+            node = parent.get(node)
         ids.reverse()
         return ids
 

@@ -93,7 +93,10 @@ def run(
     If ``out`` holds an earlier run with the same config, the run resumes: finished
     problems are skipped. ``force`` starts over when the config differs. ``shard``
     ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
-    for a bad configuration.
+    for a bad configuration, or when another run is writing the same slice of ``out``.
+
+    Called from the main thread, SIGTERM / SIGINT stop the run gracefully: no new
+    problems, everything finished saved; the summary's ``stopped_by`` is the signal.
     """
     overrides: dict[str, Any] = dict(config_overrides or {})
     if seed is not None:

@@ -19,6 +19,14 @@ from rich.table import Table
 from prmtree.engine.output import manifests, read_table
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
+CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
+
+
+def _confidence_bin(c: float) -> str:
+    for limit, name in zip((0.9, 0.95, 0.99, 0.999), CONFIDENCE_BINS):
+        if c < limit:
+            return name
+    return CONFIDENCE_BINS[-1]
 
 
 @dataclass
@@ -30,6 +38,9 @@ class Report:
     step_counts: dict[int, int] = field(default_factory=dict)
     error_reasons: dict[str, int] = field(default_factory=dict)
     paths: int = 0
+    label_sources: dict[str, int] = field(default_factory=dict)  # what decided each labelled step
+    confidence_histogram: dict[str, int] = field(default_factory=dict)  # P(label right) of labelled steps
+    flagged_paths: int = 0
 
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
@@ -46,6 +57,7 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
         for key, value in m["stats"].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 merged["stats"][key] += value
+        merged.setdefault("labelling", Counter()).update(m["stats"].get("labelling", {}))
     return merged
 
 
@@ -61,13 +73,24 @@ def _bin(value: float) -> str:
 def collect(out: Path) -> Report:
     report = Report(out, _merged_manifest(out))
     balance: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    steps = read_table(out, "steps").select(["labels"]).to_pylist()
+    table = read_table(out, "steps")
+    columns = [c for c in ("labels", "label_sources", "confidences", "flagged") if c in table.column_names]
+    steps = table.select(columns).to_pylist()
     report.paths = len(steps)
     counts: Counter[int] = Counter()
+    sources: Counter[str] = Counter()
+    confidence: Counter[str] = Counter({name: 0 for name in CONFIDENCE_BINS})
     for row in steps:
         counts[len(row["labels"])] += 1
         for depth, label in enumerate(row["labels"], start=1):
             balance[depth][0 if label else 1] += 1
+        sources.update(row.get("label_sources") or [])
+        for c in row.get("confidences") or []:
+            if c is not None:
+                confidence[_confidence_bin(c)] += 1
+        report.flagged_paths += bool(row.get("flagged"))
+    report.label_sources = dict(sources.most_common())
+    report.confidence_histogram = dict(confidence)
     report.depth_balance = {d: (p, n) for d, (p, n) in sorted(balance.items())}
     report.step_counts = dict(sorted(counts.items()))
     hist: Counter[str] = Counter({name: 0 for _, _, name in VALUE_BINS})
@@ -102,6 +125,9 @@ def print_report(out: Path) -> Report:
     for d, (p, n) in report.depth_balance.items():
         depth.add_row(str(d), str(p), str(n), f"{100 * p / (p + n):.0f}%")
     console.print(depth)
+    console.print(_labelling_table(report))
+    if any(report.confidence_histogram.values()):
+        console.print(_bars("label confidence P(label right)", report.confidence_histogram))
     console.print(_bars("node value histogram", report.value_histogram))
     console.print(_bars("steps per path", {str(k): v for k, v in report.step_counts.items()}))
     if report.error_reasons:
@@ -112,6 +138,40 @@ def print_report(out: Path) -> Report:
             errors.add_row(str(count), reason)
         console.print(errors)
     return report
+
+
+def _labelling_lines(report: Report) -> list[tuple[str, str]]:
+    """How the labels were made: method, what decided the steps, the judge's record."""
+    m = report.manifest
+    labels_cfg = m["config"].get("labels", {})
+    judged = m.get("labelling", Counter())
+    lines = [("method", str(labels_cfg.get("method", "mc")))]
+    if labels_cfg:
+        lines.append(("confidence / prior", f"{labels_cfg.get('confidence')} / {labels_cfg.get('prior')}"))
+    total = sum(report.label_sources.values())
+    for source, count in report.label_sources.items():
+        lines.append((f"steps decided by {source}", f"{count:,} ({100 * count / total:.1f}%)"))
+    steps = int(m["stats"].get("steps_labelled", 0))
+    if steps:
+        lines.append(("rollouts per labelled step", f"{m['stats'].get('rollouts', 0) / steps:.2f}"))
+    if judged.get("judge_calls"):
+        agreed, disagreed = judged.get("judge_agreed", 0), judged.get("judge_disagreed", 0)
+        lines += [
+            ("judge calls / tokens", f"{judged['judge_calls']:,} / {judged.get('judge_tokens', 0):,}"),
+            ("MC and judge agree", f"{agreed:,} of {agreed + disagreed:,} paths"),
+            ("paths dropped / kept flagged", f"{judged.get('paths_dropped_by_judge', 0):,} / {report.flagged_paths:,}"),
+            ("judge unparseable / failed", f"{judged.get('judge_unparseable', 0):,} / {judged.get('judge_failures', 0):,}"),
+        ]
+    return lines
+
+
+def _labelling_table(report: Report) -> Table:
+    table = Table(title="labels: how they were made", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for what, value in _labelling_lines(report):
+        table.add_row(what, value)
+    return table
 
 
 def _bars(title: str, data: dict[str, int]) -> Table:
@@ -189,8 +249,12 @@ def _svg_tree(nodes: list[dict[str, Any]]) -> str:
         x, y = pos[node["node_id"]]
         value = node["value"]
         shown = "not sampled" if value is None else f"MC {value:.2f} ({node['n_correct']}/{node['n_rollouts']})"
+        if node.get("decision"):
+            post = node.get("posterior")
+            shown += f", {node['decision']}" + (f" (P(right) {post:.3f})" if post is not None else "")
+        ring = {"right": "#060", "wrong": "#b00", "undecided": "#d90"}.get(node.get("decision") or "", "none")
         parts.append(
-            f'<circle cx="{20 + x * dx}" cy="{10 + y * dy}" r="5" fill="{_colour(value)}">'
+            f'<circle cx="{20 + x * dx}" cy="{10 + y * dy}" r="5" fill="{_colour(value)}" stroke="{ring}" stroke-width="2">'
             f"<title>{html.escape(shown)}\n{html.escape(node['step'])}</title></circle>"
         )
     parts.append("</svg>")
@@ -207,6 +271,24 @@ def _image_html(images: list[dict[str, Any]]) -> str:
             encoded = base64.b64encode(data).decode("ascii")
             parts.append(f'<img src="data:image/png;base64,{encoded}" width="160" alt="problem image">')
     return "".join(parts)
+
+
+def _step_note(path: dict[str, Any], j: int) -> str:
+    """One step's provenance, as the HTML shows it beside the step."""
+    parts = [f"MC {path['values'][j]:.2f}"]
+    confidence = (path.get("confidences") or [None] * (j + 1))[j]
+    if confidence is not None:
+        parts.append(f"confidence {confidence:.3f}")
+    rollouts = (path.get("rollouts") or [None] * (j + 1))[j]
+    if rollouts:
+        parts.append(f"{rollouts} rollouts")
+    source = (path.get("label_sources") or [None] * (j + 1))[j]
+    if source:
+        parts.append(source)
+    verdict = (path.get("judge_verdicts") or [None] * (j + 1))[j]
+    if verdict:
+        parts.append(f"judge: {verdict}")
+    return ", ".join(parts)
 
 
 def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
@@ -232,7 +314,11 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         f"{int(m['stats']['rollouts']):,} rollouts; {report.paths:,} labelled paths.</p>",
         "<h2>Label balance per depth</h2><table><tr><th>depth</th><th>+</th><th>-</th></tr>",
         *(f"<tr><td>{d}</td><td>{p}</td><td>{n}</td></tr>" for d, (p, n) in report.depth_balance.items()),
-        "</table><h2>Node values</h2>",
+        "</table><h2>Labels: how they were made</h2><table>",
+        *(f"<tr><td>{esc(w)}</td><td>{esc(v)}</td></tr>" for w, v in _labelling_lines(report)),
+        "</table><h2>Label confidence</h2>",
+        _svg_bars(report.confidence_histogram),
+        "<h2>Node values</h2>",
         _svg_bars(report.value_histogram),
         "<h2>Steps per path</h2>",
         _svg_bars({str(k): v for k, v in report.step_counts.items()}),
@@ -252,10 +338,11 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         body.append(_svg_tree(by_problem[pid]))
         for path in [r for r in steps if r["problem_id"] == pid][:3]:
             items = "".join(
-                f"<li class='{'pos' if label else 'neg'}'>{esc(step)} <small>(MC {value:.2f})</small></li>"
-                for step, label, value in zip(path["completions"], path["labels"], path["values"])
+                f"<li class='{'pos' if label else 'neg'}'>{esc(step)} <small>({esc(_step_note(path, j))})</small></li>"
+                for j, (step, label) in enumerate(zip(path["completions"], path["labels"]))
             )
-            body.append(f"<ol class='steps'>{items}</ol>")
+            flag = "<p><b>flagged:</b> MC and the judge disagree</p>" if path.get("flagged") else ""
+            body.append(f"{flag}<ol class='steps'>{items}</ol>")
         body.append("</section>")
     body.append("</body></html>")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -117,8 +117,8 @@ def test_custom_answer_check_and_step_splitter(tmp_path, problems):
         return predicted.endswith("1")
 
     s = prmtree.run(problems[:2], policy=Pipes(), strategy="shepherd", out=tmp_path, check_answer=check,
-                    split_steps=lambda text: text.split("|"), config={"search": {"k": 2, "n_solutions": 2}})
-    assert s.problems_done == 2
+                    split_steps=lambda text: text.split("|"), config={"search": {"k": 2, "n_solutions": 2}, "labels": {"method": "mc"}})
+    assert s.problems_done == 2  # mc: with 2 rollouts a step, calibrated labels would stay undecided
     steps = read_table(tmp_path, "steps").to_pylist()
     assert steps and all(r["completions"][:2] == ["one", "two"] for r in steps)
     assert set(seen) == {"ANSWER-0", "ANSWER-1"}

@@ -78,8 +78,9 @@ def test_chat_format_prompt_is_messages(tmp_path, small):
 
 
 def test_max_ci_width_keeps_only_confident_steps(tmp_path, small):
-    prmtree.run(small, policy="simulated", out=tmp_path / "all", seed=2)
-    prmtree.run(small, policy="simulated", out=tmp_path / "narrow", seed=2, config={"output": {"max_ci_width": 0.5}})
+    mc = {"labels": {"method": "mc"}}  # values from k = 8 rollouts each (calibrated samples adaptively)
+    prmtree.run(small, policy="simulated", out=tmp_path / "all", seed=2, config=mc)
+    prmtree.run(small, policy="simulated", out=tmp_path / "narrow", seed=2, config={**mc, "output": {"max_ci_width": 0.5}})
     all_steps = sum(len(x) for x in read_table(tmp_path / "all", "steps").column("labels").to_pylist())
     narrow = read_table(tmp_path / "narrow", "steps").to_pylist()
     assert 0 < sum(len(r["labels"]) for r in narrow) < all_steps

@@ -323,3 +323,19 @@ def test_a_dead_judge_stops_the_run_instead_of_dropping_every_label(tmp_path, ju
               "executor": {"request_timeout_s": 0.05, "max_attempts": 1, "breaker_window": 5}}
     with pytest.raises(FatalExecutorError, match="circuit breaker"):
         prmtree.run(GUESSABLE[:10], policy=SimulatedPolicy(**GUESSING), out=tmp_path, config=config)
+
+
+def test_inspect_shows_how_labels_were_made_and_the_judges_record(tmp_path):
+    import subprocess
+    import sys
+
+    config = {"labels": {"method": "consensus", "on_disagreement": "flag"}}
+    prmtree.run(GUESSABLE[:8], policy=SimulatedPolicy(**GUESSING), out=tmp_path / "o", config=config)
+    r = subprocess.run([sys.executable, "-m", "prmtree", "inspect", str(tmp_path / "o"), "--html", str(tmp_path / "r.html")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "labels: how they were made" in r.stdout and "consensus" in r.stdout
+    assert "MC and judge agree" in r.stdout and "label confidence" in r.stdout
+    page = (tmp_path / "r.html").read_text()
+    assert "judge: " in page and "confidence 0." in page and "rollouts" in page
+    assert "P(right)" in page  # node tooltips carry the posterior

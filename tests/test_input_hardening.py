@@ -1,0 +1,165 @@
+"""Input rows that used to crash or hang a run (issue 11) are input errors, a directory's
+unreadable files are refused in one line, and a resume skips finished problems before
+reading or decoding their images."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from PIL import Image
+
+import prmtree
+from prmtree.engine import problem as problem_module
+from prmtree.engine.config import ConfigError, InputConfig
+from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.problem import InputError, Problem, iter_input
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+
+def png(color="red", size=(8, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+SYNTHETIC = generate_problems(1, seed=0)[0]  # a problem the simulated policy can answer
+
+
+def write_rows(directory, rows, name="problems.jsonl"):
+    directory.mkdir(exist_ok=True)
+    (directory / "ok.png").write_bytes(SYNTHETIC.images[0].data)
+    path = directory / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def reasons(path, fmt=InputConfig()):
+    return {i.problem_id: i.reason for i in iter_input(path, fmt) if isinstance(i, InputError)}
+
+
+GOOD = {"id": "good", "question": SYNTHETIC.question, "image": "ok.png", "answer": SYNTHETIC.answer,
+        "meta": SYNTHETIC.meta}
+
+
+def test_image_bytes_given_as_text_is_an_input_error_on_every_run(tmp_path):
+    text = {"id": "text", "question": "q?", "image": {"bytes": "abc"}, "answer": "1"}
+    path = write_rows(tmp_path / "d", [GOOD, text])
+    assert "'bytes' must be binary data, got str" in reasons(path)["text"]
+    for _ in range(2):  # the first run and its resume
+        s = prmtree.run(path, out=tmp_path / "o", policy="simulated")
+        assert s.input_errors == 1 and s.problems_done == 1
+    assert read_table(tmp_path / "o", "errors").column("problem_id").to_pylist() == ["text"]
+
+
+def test_a_300_character_id_works_with_image_mode_path(tmp_path):
+    p = Problem(id="x/" * 150, question=SYNTHETIC.question, answer=SYNTHETIC.answer, images=SYNTHETIC.images,
+                meta=SYNTHETIC.meta)
+    s = prmtree.run([p], out=tmp_path, policy="simulated", config={"output": {"image_mode": "path"}})
+    assert s.problems_done == 1 and s.input_errors == 0
+    [images] = read_table(tmp_path, "steps").column("images").to_pylist()[:1]
+    assert images[0]["bytes"] is None and os.path.isfile(images[0]["path"])
+    assert len(os.path.basename(images[0]["path"])) < 100
+
+
+def test_only_regular_files_are_read_as_images_a_fifo_does_not_hang(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    os.mkfifo(d / "pipe.png")
+    path = write_rows(d, [
+        GOOD,
+        {"id": "fifo", "question": "q?", "image": "pipe.png", "answer": "1"},
+        {"id": "zero", "question": "q?", "image": "/dev/zero", "answer": "1"},
+    ])
+    found = {}
+    reader = threading.Thread(target=lambda: found.update(reasons(path)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "reading a FIFO as an image hung"
+    assert found == {
+        "fifo": "image pipe.png unreadable: a FIFO (only regular files are read as images)",
+        "zero": "image /dev/zero unreadable: a device (only regular files are read as images)",
+    }
+
+
+def test_images_over_the_size_cap_are_refused_unread(tmp_path):
+    big = png(size=(64, 64))
+    path = write_rows(tmp_path / "d", [
+        GOOD | {"id": "file"},
+    ])
+    (tmp_path / "d" / "ok.png").write_bytes(big)
+    cap = InputConfig(max_image_bytes=len(big) - 1)
+    assert reasons(path, cap)["file"] == (
+        f"image ok.png is {len(big)} bytes, over the limit of {len(big) - 1} (max_image_bytes)")
+    row = {"id": "e", "question": "q?", "image": {"bytes": big}, "answer": "1"}
+    item = problem_module.problem_from_row(row, None, cap)
+    assert isinstance(item, InputError) and "over the limit" in item.reason
+    assert InputConfig().max_image_bytes == 64 << 20
+
+
+def test_an_empty_image_list_is_an_input_error(tmp_path):
+    path = write_rows(tmp_path / "d", [
+        GOOD,
+        {"id": "empty", "question": "q?", "image": [], "answer": "1"},
+        {"id": "empty2", "question": "q?", "images": [], "answer": "1"},
+        {"id": "none", "question": "no image at all?", "answer": "1"},
+    ])
+    assert reasons(path) == {"empty": "image list is empty (leave the field out for a problem without images)",
+                             "empty2": "image list is empty (leave the field out for a problem without images)"}
+
+
+def test_an_input_directory_with_files_it_would_skip_is_refused_in_one_line(tmp_path):
+    d = tmp_path / "d"
+    write_rows(d, [GOOD])
+    (d / "more.csv").write_text("id,question\n")
+    (d / "more.jsonl.gz").write_bytes(b"\x1f\x8b")
+    (d / "README.md").write_text("# data")
+    (d / ".DS_Store").write_bytes(b"")
+    (d / "images").mkdir()
+    with pytest.raises(ConfigError, match=r"holds files prmtree does not read: more.csv, more.jsonl.gz \(it reads"):
+        prmtree.run(d, out=tmp_path / "o", policy="simulated")
+    assert not (tmp_path / "o").exists()  # refused before anything was opened
+    r = subprocess.run([sys.executable, "-m", "prmtree", "run", "--input", str(d), "--out", str(tmp_path / "o"),
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "more.csv" in r.stderr
+    (d / "more.csv").unlink()
+    (d / "more.jsonl.gz").unlink()
+    s = prmtree.run(d, out=tmp_path / "o", policy="simulated")  # images, README and dot files are fine
+    assert s.problems_done == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no .jsonl, .json, .parquet files"):
+        prmtree.run(empty, out=tmp_path / "o2", policy="simulated")
+
+
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_a_resume_skips_finished_problems_before_decoding_their_images(tmp_path, monkeypatch, with_ids):
+    problems_path = write_jsonl(generate_problems(12, seed=6), tmp_path / "data")
+    if not with_ids:  # ids then come from a hash of the question and the image bytes
+        rows = [json.loads(line) for line in problems_path.read_text().splitlines()]
+        problems_path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows))
+    out = tmp_path / "o"
+    prmtree.run(problems_path, out=out, policy="simulated", config={"search": {"budget": 16}})
+    counts = {"read": 0, "decoded": 0}
+
+    def counting(name, real):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(problem_module, "read_image_file", counting("read", problem_module.read_image_file))
+    monkeypatch.setattr(problem_module, "validate_image_bytes",
+                        counting("decoded", problem_module.validate_image_bytes))
+    s = prmtree.run(problems_path, out=out, policy="simulated", config={"search": {"budget": 16}})
+    assert s.problems_done == 12 and s.rollouts_this_session == 0
+    assert counts == {"read": 0 if with_ids else 12, "decoded": 0}
+    # another slice's problems are not decoded either
+    counts.update(read=0, decoded=0)
+    s = prmtree.run(problems_path, out=tmp_path / "slice", policy="simulated", shard="0/3",
+                    config={"search": {"budget": 16}})
+    slice_done = read_manifest(tmp_path / "slice", "manifest-00000-of-00003.json")["completed"]
+    assert counts["decoded"] == s.problems_done == len(slice_done) < 12
