@@ -32,12 +32,14 @@ _EXPORTS = {
     "ProblemImage": "prmtree.engine.problem",
     "Completion": "prmtree.policies.base",
     "GenerationRequest": "prmtree.policies.base",
+    "GenerationError": "prmtree.policies.base",
     "Policy": "prmtree.policies.base",
     "register_policy": "prmtree.policies.base",
 }
 
 __all__ = [
     "Completion",
+    "GenerationError",
     "ConfigError",
     "ExecutorConfig",
     "GenerationRequest",

@@ -40,3 +40,22 @@ def test_custom_policy_example_runs(tmp_path, problems_file):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("24 problems, ")
     assert (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_the_readme_custom_policy_runs_as_written(tmp_path):
+    """The README's own-policy example, executed literally (it opens each image with
+    ``Image.open(io.BytesIO(image))``, as a policy author would write it)."""
+    section = README[README.index("### Your own policy"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert "Image.open(io.BytesIO(request.problem.images[0]))" in code
+    from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+    write_jsonl(generate_problems(3, seed=1), tmp_path / "data")
+    (tmp_path / "example.py").write_text(code)
+    r = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    done, rollouts, _ = r.stdout.split()
+    assert (int(done), int(rollouts) > 0) == (3, True)  # every problem answered: no image failed to open
+    from prmtree.engine.output import read_manifest
+
+    assert read_manifest(tmp_path / "out")["failed"] == {}

@@ -163,3 +163,45 @@ def test_a_resume_skips_finished_problems_before_decoding_their_images(tmp_path,
                     config={"search": {"budget": 16}})
     slice_done = read_manifest(tmp_path / "slice", "manifest-00000-of-00003.json")["completed"]
     assert counts["decoded"] == s.problems_done == len(slice_done) < 12
+
+
+def test_image_mode_path_names_never_collide_across_ids(tmp_path):
+    # ids "x/1" and "x_1" once shared images/x_1-0.png: one row showed another problem's image
+    base = {"question": SYNTHETIC.question, "answer": SYNTHETIC.answer}
+    rows = [{**base, "id": "x/1", "image": str(tmp_path / "d" / "red.png")},
+            {**base, "id": "x_1", "image": str(tmp_path / "d" / "blue.png")}]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "red.png").write_bytes(png("red"))
+    (tmp_path / "d" / "blue.png").write_bytes(png("blue"))
+    data = write_rows(tmp_path / "d", rows)
+    prmtree.run(data, policy="simulated", out=tmp_path / "o", config={"output": {"image_mode": "path"}})
+    shown = {}
+    for row in read_table(tmp_path / "o", "steps").to_pylist():
+        with Image.open(row["images"][0]["path"]) as image:
+            shown.setdefault(row["id"], set()).add(image.convert("RGB").getpixel((0, 0)))
+    assert shown == {"x/1": {(255, 0, 0)}, "x_1": {(0, 0, 255)}}
+
+
+def test_force_in_embed_mode_keeps_an_images_folder_it_did_not_write(tmp_path):
+    # --out is the data directory: its images/ folder holds the input, not prmtree's copies
+    data_dir = tmp_path / "d"
+    (data_dir / "images").mkdir(parents=True)
+    (data_dir / "images" / "red.png").write_bytes(png("red"))
+    data = write_rows(data_dir, [{"id": "a", "question": SYNTHETIC.question, "answer": SYNTHETIC.answer,
+                                  "image": "images/red.png"}])
+    prmtree.run(data, policy="simulated", out=data_dir)
+    prmtree.run(data, policy="simulated", out=data_dir, strategy="shepherd", force=True)
+    assert (data_dir / "images" / "red.png").read_bytes() == png("red")
+    assert data.exists() and (data_dir / "ok.png").exists()
+    assert set(read_table(data_dir, "steps").column("strategy").to_pylist()) == {"shepherd"}
+
+
+def test_a_policy_arg_of_the_wrong_type_is_one_line_exit_2(tmp_path):
+    data = write_rows(tmp_path / "d", [{"id": "a", "question": SYNTHETIC.question, "answer": SYNTHETIC.answer,
+                                        "image": "ok.png"}])
+    r = subprocess.run([sys.executable, "-m", "prmtree", "run", "--input", str(data), "--out", str(tmp_path / "o"),
+                        "--policy", "simulated", "--policy-arg", "error_rate=abc", "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "prmtree: error: cannot build policy 'simulated': error_rate must be a number, got 'abc'"]
