@@ -86,6 +86,26 @@ class RunStats:
                 values[f.name] = int(value)
         return cls(**values)
 
+    @classmethod
+    def combined(cls, parts: list[RunStats]) -> RunStats:
+        """The counters of several drivers working at once (a ``--drivers`` job) as one run's:
+        counts add up, the time is the longest slice's, rates of concurrent drivers add."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            got = [getattr(p, f.name) for p in parts]
+            if f.name == "elapsed_s":
+                values[f.name] = max(got, default=0.0)
+            elif isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                values[f.name] = sum(got)
+            elif f.default_factory is Counter:  # type: ignore[comparison-overlap]
+                values[f.name] = sum(got, Counter())
+            else:
+                values[f.name] = _combine_dicts(got)
+        out = cls(**values)
+        out.rollouts_before = sum(p.rollouts_before for p in parts)
+        out.elapsed_before_s = max((p.elapsed_before_s for p in parts), default=0.0)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``stats``: every field, under its own name."""
         self.stop_clock()
@@ -96,6 +116,27 @@ class RunStats:
                 value = {str(k): v for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
             out[f.name] = value
         return out
+
+
+#: Counters in the executor's and verifier's dicts that several drivers do not add up: they
+#: share one worker pool (``workers``), and the worst tree is the worst of any driver's.
+_NOT_ADDED = {"workers": max, "min_tree_affinity": min}
+
+
+def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Numbers add (unless named in ``_NOT_ADDED``), nested dicts combine key by key, other
+    values are the first driver's."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in out:
+                out[key] = dict(value) if isinstance(value, dict) else value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = _combine_dicts([out[key], value])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                pick = _NOT_ADDED.get(key)
+                out[key] = pick(out[key], value) if pick else out[key] + value
+    return out
 
 
 def _key(k: Any) -> Any:

@@ -80,6 +80,8 @@ def run(
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
     check_answer: Callable[[str, str], bool] | None = None,
     split_steps: Callable[[str], list[str]] | None = None,
+    drivers: int | str | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
 
@@ -95,6 +97,12 @@ def run(
     ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
     for a bad configuration, or when another run is writing the same slice of ``out``.
 
+    ``drivers`` (N, or "auto"; default ``executor.drivers``, 1) runs N drivers over slices
+    of the input, sharing one Ray worker pool (``prmtree/multi_driver.py``): the same rows,
+    one summary. ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
+    one driver; ``on_progress(stats)`` is called in this process with the run's counters
+    (after each problem, or a few times a second from several drivers).
+
     Called from the main thread, SIGTERM / SIGINT stop the run gracefully: no new
     problems, everything finished saved; the summary's ``stopped_by`` is the signal.
     """
@@ -107,6 +115,8 @@ def run(
         overrides.setdefault("policy", {})["name"] = policy
     if policy_args:
         overrides.setdefault("policy", {}).update(policy_args)
+    if drivers is not None:
+        overrides.setdefault("executor", {})["drivers"] = drivers
     if policy is not None and not isinstance(policy, str):
         # The instance's class and simple public attributes stand for its arguments in
         # the config, so its hash (and resume's check) sees a different policy.
@@ -126,15 +136,59 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems)  # missing, or a directory with files it would skip
+    hooks = {"check_answer": check_answer, "split_steps": split_steps}
+    if cfg.executor.drivers != 1 and cfg.executor.attach is None:
+        from prmtree.multi_driver import run_job
+
+        if slice_.count != 1:
+            raise ConfigError("--drivers and --shard both slice the input: use one of them")
+        if on_problem is not None:
+            raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
+                              "with several drivers pass on_progress(stats) for the run's counters")
+        return run_job(problems, cfg, spec, kwargs, out=out, force=force, hooks=hooks, on_progress=on_progress)
+    if out is not None and slice_.count == 1 and cfg.executor.attach is None:
+        from prmtree.multi_driver import check_layout
+
+        check_layout(Path(out), 1)  # an --out written by --drivers N: say so in its terms
+    if on_progress is not None:
+        on_problem = _also_progress(on_problem, on_progress)
+    return run_checked(problems, cfg, spec, kwargs, out, slice_, force, on_problem, hooks)
+
+
+def run_checked(
+    problems: Any,
+    cfg: RunConfig,
+    spec: Any,
+    kwargs: dict[str, Any] | None,
+    out: str | os.PathLike[str] | None,
+    slice_: Slice,
+    force: bool,
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None,
+    hooks: dict[str, Any],
+    stop: StopHandle | None = None,
+) -> RunSummary:
+    """One driver on one slice, its arguments already checked: the rest of :func:`run`,
+    and what each driver actor of a ``--drivers`` job runs (``stop`` stands in for the
+    signals a thread other than the main one cannot receive)."""
     opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
     for note in opened.repaired if opened else ():
         sys.stderr.write(f"prmtree: damaged shard: {note}\n")
-    hooks = {"check_answer": check_answer, "split_steps": split_steps}
     try:
-        return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks))
+        return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks, stop))
     finally:
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
+
+
+def _also_progress(
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None, on_progress: Callable[[RunStats], None]
+) -> Callable[[FinishedProblem, RunStats], None]:
+    def both(finished: FinishedProblem, stats: RunStats) -> None:
+        if on_problem is not None:
+            on_problem(finished, stats)
+        on_progress(stats)
+
+    return both
 
 
 def _judge_executor(cfg: RunConfig) -> Any:
@@ -156,6 +210,36 @@ def _describe_instance(policy: Any) -> dict[str, Any]:
         if not k.startswith("_") and k != "name" and (v is None or isinstance(v, (bool, int, float, str)))
     } if hasattr(policy, "__dict__") else {}
     return {"name": f"{cls.__module__}:{cls.__qualname__}", **attrs}
+
+
+class StopHandle:
+    """Ask a run to stop from another thread, as a signal would (a first request: no new
+    problems; a second: cancel those in flight). A ``--drivers`` job's driver actors run
+    in threads, where signal handlers cannot be installed, so the job asks through this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop: _GracefulStop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._early: list[int] = []  # asked before the run started
+
+    def request(self, sig: int = signal.SIGTERM) -> None:
+        with self._lock:
+            if self._stop is None or self._loop is None:
+                self._early.append(sig)
+                return
+            self._loop.call_soon_threadsafe(self._stop._on_signal, sig)
+
+    def _bind(self, stop: _GracefulStop, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._stop, self._loop = stop, loop
+            for sig in self._early:
+                loop.call_soon_threadsafe(stop._on_signal, sig)
+            self._early.clear()
+
+    def _unbind(self) -> None:
+        with self._lock:
+            self._stop = self._loop = None
 
 
 class _GracefulStop:
@@ -218,6 +302,7 @@ async def _run_async(
     slice_: Slice,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
     hooks: dict[str, Any],
+    handle: StopHandle | None = None,
 ) -> RunSummary:
     from prmtree.engine.verify import Verifier
 
@@ -235,6 +320,8 @@ async def _run_async(
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
                         split_steps=hooks["split_steps"], judge_executor=judge_executor)
         stop.install(driver)  # after the model loaded: a signal before that simply ends the process
+        if handle is not None:
+            handle._bind(stop, asyncio.get_running_loop())
         done = opened.done if opened else set()
         skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
         items = _select(iter_problems(problems, cfg.input, skip), slice_, done)
@@ -251,6 +338,8 @@ async def _run_async(
             await judge_executor.close()
         await executor.close()
         stop.uninstall()
+        if handle is not None:
+            handle._unbind()
     if writer is not None:
         writer.flush() if stopped_by else writer.close()  # a stopped run is not "finished"
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed

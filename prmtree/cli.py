@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
+    run.add_argument("--drivers", help="ray: drivers sharing the worker pool, each on a slice of the input: "
+                     "a number, or auto (one per 32 workers, or what --out holds); default 1")
     run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
     run.add_argument("--image-mode", choices=["embed", "path"], help="embed image bytes (default) or reference files")
     run.add_argument("--chat-format", action="store_true", help="write prompt as chat messages")
@@ -148,7 +150,7 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
                 input_path,
                 out=args.out,
                 config=overrides.pop("config", None),
-                on_problem=reporter.update,
+                on_progress=reporter.progress,
                 shard=getattr(args, "shard", None),
                 force=getattr(args, "force", False),
                 **overrides,
@@ -156,6 +158,10 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
     except (ConfigError, PolicyConfigError) as exc:
         _fail(str(exc))
     except FatalExecutorError as exc:  # finished problems are flushed: a re-run resumes
+        if getattr(exc, "summary", None) is not None:  # --drivers: what the other drivers did
+            from prmtree.summary import print_summary
+
+            print_summary(exc.summary, None)
         sys.stderr.write(f"prmtree: run stopped: {exc}\n")
         raise SystemExit(EXIT_STOPPED) from None
     except ValueError as exc:  # a policy or strategy refusing its arguments
@@ -224,6 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor["address"] = args.address
     if args.workers:
         executor["workers"] = args.workers if args.workers == "auto" else _int_arg("--workers", args.workers)
+    if args.drivers:
+        executor["drivers"] = args.drivers if args.drivers == "auto" else _int_arg("--drivers", args.drivers)
     output: dict[str, Any] = {}
     if args.image_mode:
         output["image_mode"] = args.image_mode

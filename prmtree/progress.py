@@ -9,7 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class ProgressReporter:
-    """Context manager whose :meth:`update` is the driver's per-problem callback."""
+    """Context manager whose :meth:`progress` is a run's ``on_progress`` callback (and
+    :meth:`update` its per-problem ``on_problem``)."""
 
     def __init__(self, total: int | None, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -37,6 +38,10 @@ class ProgressReporter:
             self._progress.stop()
 
     def update(self, finished: Any, stats: Any) -> None:
+        self.progress(stats)
+
+    def progress(self, stats: Any) -> None:
+        """Show ``stats`` (a run's :class:`RunStats`, or a ``--drivers`` job's merged ones)."""
         if self._progress is None:
             return
         now = time.perf_counter()

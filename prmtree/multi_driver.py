@@ -1,0 +1,382 @@
+"""Several drivers in one Ray job (``--drivers N``): one pool of rollout workers, N drivers.
+
+One driver is one event loop on one core, and past a few saturated workers that core is
+what limits a run (``benchmarks/ray_scaling.py``). So the job starts ONE pool of rollout
+workers in its own process, then N driver actors; driver ``i`` runs the input's slice
+``i/N`` (the ``--shard`` slices) with its executor attached to the pool by name
+(``ExecutorConfig.attach``). Every driver routes a problem to the same worker (rendezvous
+over worker indices), writes its slice's shards and manifest into the one output
+directory, and a rerun of the same command resumes each slice. The rows are those of one
+driver: which driver searches a problem changes nothing in it.
+
+Python API: the same call, ``prmtree.run(..., drivers=N)`` (or ``executor.drivers`` in
+the config), returning one :class:`~prmtree.api.RunSummary`; :func:`run_job` is its
+several-drivers branch. Problems finish in the driver actors, so ``on_problem`` needs one
+driver; ``on_progress(stats)`` is called in the job's process with the merged counters.
+An input path must be readable where the drivers run (a shared filesystem on a cluster,
+as ``--out`` must be); a list of :class:`~prmtree.engine.problem.Problem` travels through
+Ray, each driver getting only its slice.
+
+The job polls its drivers for their counters (one progress view), merges their
+summaries into one, forwards SIGTERM / SIGINT to every driver as a graceful stop, and
+reports a driver that died by its slice (:class:`DriversStopped`, exit 1): the other
+slices finish, and the same command completes the lost one, whose lock died with its
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prmtree.engine.config import ConfigError, RunConfig
+from prmtree.engine.output import MANIFEST_NAME, Slice
+from prmtree.engine.problem import InputError, Problem
+from prmtree.engine.stats import RunStats
+from prmtree.rollout_workers.base import FatalExecutorError
+
+if TYPE_CHECKING:
+    from prmtree.api import RunSummary
+
+#: ``--drivers auto`` on a fresh output directory: one driver per this many workers.
+#: Measured (``benchmarks/ray_scaling.py``): one driver core sustains 10,000-15,000
+#: rollouts/s of the simulated policy, i.e. it saturates about 4 latency-bound workers
+#: that each serve 2,560 rollouts/s. A real GPU serves far fewer (a 7B VLM about 20
+#: rollouts/s, a small fast model about 100), and real completions cost the driver more
+#: to split and check than the simulated ones (allow 4x): about 3,000 rollouts/s per
+#: driver, i.e. 30 workers at 100 rollouts/s. An extra driver costs one CPU core; a
+#: missing one leaves GPUs idle, so the rule errs towards more drivers.
+WORKERS_PER_DRIVER = 32
+#: How often the job asks its drivers for their counters (for ``on_progress``).
+PROGRESS_INTERVAL_S = 0.25
+
+
+class DriversStopped(FatalExecutorError):
+    """One or more drivers stopped before their slice was done (the actor died, or its run
+    stopped: no worker left). The other slices ran to the end; ``summary`` is theirs, and
+    the same command finishes the rest."""
+
+    def __init__(self, message: str, summary: RunSummary, slices: list[str]) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.slices = slices
+
+
+def auto_drivers(workers: int) -> int:
+    """``--drivers auto`` for a pool of ``workers``: one driver per ``WORKERS_PER_DRIVER``."""
+    return max(1, math.ceil(workers / WORKERS_PER_DRIVER))
+
+
+def layout_in(out: Path) -> int | None:
+    """The slice count of the manifests already in ``out`` (1: a single driver), or None."""
+    counts = sorted({int(m.group(1) or 1) for p in out.glob("manifest*.json") if (m := MANIFEST_NAME.fullmatch(p.name))})
+    return counts[0] if counts else None
+
+
+def check_layout(out: Path, drivers: int) -> None:
+    """Refuse, in one line, a driver count other than the one ``out`` was written with
+    (a union of two slice layouts would hold some problems twice)."""
+    found = layout_in(out)
+    if found is None or found == drivers:
+        return
+    held = "one driver" if found == 1 else f"{found} drivers (--drivers {found}, or --shard i/{found})"
+    this = "unsharded (one driver)" if drivers == 1 else f"--drivers {drivers}"
+    use = "no --drivers (or --drivers 1)" if found == 1 else f"--drivers {found} (or auto, or --shard i/{found})"
+    raise ConfigError(f"{out} holds the output of {held}; this run is {this}: one output directory takes "
+                      f"one slice layout, so run it with {use} or use another --out")
+
+
+class SliceDriver:
+    """One driver of a job, in its own actor: ``run`` searches one slice of the input with an
+    executor attached to the job's pool. A threaded actor, so ``progress`` and ``stop``
+    answer while ``run`` works."""
+
+    def __init__(self) -> None:
+        from prmtree.api import StopHandle
+
+        self._stop = StopHandle()
+        self._latest: RunStats | None = None
+        self._last = 0.0
+
+    def run(self, problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any] | None, out: str | None,
+            index: int, count: int, hooks: dict[str, Any]) -> RunSummary:
+        from prmtree.api import run_checked
+
+        return run_checked(problems, cfg, spec, kwargs, out, Slice(index, count), False, self._snapshot, hooks,
+                           self._stop)
+
+    def _snapshot(self, finished: Any, stats: RunStats) -> None:
+        """Keep a copy of the counters for ``progress`` (taken in the run's own thread, so
+        nothing changes under the copy)."""
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL_S / 2:
+            self._last = now
+            self._latest = copy.deepcopy(stats)
+
+    def progress(self) -> RunStats | None:
+        return self._latest
+
+    def stop(self, sig: int) -> None:
+        self._stop.request(sig)
+
+
+def run_job(
+    problems: Any,
+    cfg: RunConfig,
+    spec: Any,
+    kwargs: dict[str, Any] | None,
+    *,
+    out: str | os.PathLike[str] | None,
+    force: bool,
+    hooks: dict[str, Any],
+    on_progress: Callable[[RunStats], None] | None = None,
+) -> RunSummary:
+    """Start the pool and ``cfg.executor.drivers`` drivers over slices of ``problems``;
+    one :class:`~prmtree.api.RunSummary` for all of them.
+
+    ``auto`` is the driver count ``out`` already holds (so a rerun resumes whatever the
+    cluster's size now), else one driver per ``WORKERS_PER_DRIVER`` workers. The
+    job's ``trees_in_flight`` and ``queue_limit`` are shared out: each driver takes 1/N,
+    so the workers see the load one driver with these settings would give them.
+    Raises :class:`ConfigError` before any worker starts for a refused output directory,
+    and :class:`DriversStopped` naming the slices whose driver stopped early.
+    """
+    import ray
+
+    from prmtree.api import run_checked
+    from prmtree.rollout_workers import make_executor
+    from prmtree.rollout_workers.ray_pool import connect
+
+    if cfg.executor.kind != "ray":
+        raise ConfigError("--drivers needs --executor ray: the drivers share one Ray worker pool")
+    out_dir = Path(out).resolve() if out is not None else None  # None: write nothing (a benchmark)
+    requested = cfg.executor.drivers
+    drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
+    if drivers is not None and out_dir is not None:
+        _precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
+    started = time.perf_counter()
+    connected = connect(cfg.executor)
+    actors: list[Any] = []
+    try:
+        if drivers is not None and drivers > 1:
+            actors = _start_drivers(cfg, drivers)  # their processes start while the workers load
+        pool = make_executor(cfg.executor, spec, kwargs)
+        try:
+            if drivers is None:
+                drivers = auto_drivers(len(pool.workers))
+                if out_dir is not None:
+                    _precheck(out_dir, cfg, drivers, force)
+                actors = _start_drivers(cfg, drivers) if drivers > 1 else []
+            if drivers == 1:  # auto on a small pool: this process is the driver
+                one = _driver_config(cfg, pool.run_token, 1)
+                on_problem = None if on_progress is None else lambda finished, stats: on_progress(stats)
+                return run_checked(problems, one, spec, kwargs, out_dir, Slice(), False, on_problem, hooks)
+            return _run_drivers(problems, cfg, spec, kwargs, out_dir, actors, pool.run_token, hooks, on_progress,
+                                started)
+        finally:
+            asyncio.run(pool.close())
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if connected:
+            ray.shutdown()
+
+
+def _start_drivers(cfg: RunConfig, drivers: int) -> list[Any]:
+    """The driver actors, named ``prmtree-driver-<job>-<slice index>``."""
+    import ray
+
+    job = uuid.uuid4().hex[:8]
+    remote = ray.remote(SliceDriver)
+    return [
+        remote.options(name=f"prmtree-driver-{job}-{i}", num_cpus=cfg.executor.num_cpus_per_driver,
+                       max_concurrency=4, max_restarts=0).remote()
+        for i in range(drivers)
+    ]
+
+
+def _precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
+    """Open every slice as its driver will (layout, config, another writer, damaged shards)
+    and let it go again: a refusal comes now, in one line, before any worker starts."""
+    from prmtree.api import _versions
+    from prmtree.engine.resume import open_run
+
+    check_layout(out, drivers)
+    versions = _versions()
+    for i in range(drivers):
+        opened = open_run(out, cfg, versions, Slice(i, drivers) if drivers > 1 else Slice(), force)
+        opened.close()
+        for note in opened.repaired:
+            sys.stderr.write(f"prmtree: damaged shard: {note}\n")
+
+
+def _driver_config(cfg: RunConfig, pool: str, drivers: int) -> RunConfig:
+    """Driver i's config: attached to the pool, one driver, its share of the job's load."""
+    ex = cfg.executor
+    share = ex.model_copy(update={
+        "attach": pool, "drivers": 1,
+        "trees_in_flight": math.ceil(ex.trees_in_flight / drivers),
+        "queue_limit": math.ceil(ex.queue_limit / drivers),
+    })
+    return cfg.model_copy(update={"executor": share})
+
+
+def _inputs(problems: Any, drivers: int) -> list[Any]:
+    """What each driver reads: the path (absolute, as the actors' working directory may
+    differ), or its own slice of an in-memory list (sent once through Ray's object store)."""
+    import ray
+
+    if isinstance(problems, (str, os.PathLike)):
+        return [str(Path(problems).resolve())] * drivers
+    parts: list[list[Any]] = [[] for _ in range(drivers)]
+    slices = [Slice(i, drivers) for i in range(drivers)]
+    for item in problems:
+        if isinstance(item, Problem):
+            pid = item.id
+        elif isinstance(item, InputError):
+            pid = item.problem_id
+        else:
+            raise TypeError(f"expected Problem objects, got {type(item).__name__}")
+        parts[next(i for i, s in enumerate(slices) if s.owns(pid))].append(item)
+    return [ray.put(part) for part in parts]
+
+
+def _run_drivers(problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any] | None, out: Path | None,
+                 actors: list[Any], pool: str, hooks: dict[str, Any],
+                 on_progress: Callable[[RunStats], None] | None, started: float) -> RunSummary:
+    """Run slice i on actor i; wait, forwarding signals and reporting progress; merge."""
+    import ray
+
+    from prmtree.api import RunSummary
+
+    drivers = len(actors)
+    one = _driver_config(cfg, pool, drivers)
+    inputs = _inputs(problems, drivers)
+    where = str(out) if out is not None else None
+    runs = {a.run.remote(inputs[i], one, spec, kwargs, where, i, drivers, hooks): i for i, a in enumerate(actors)}
+    results: dict[int, Any] = {}
+    stopped: dict[int, str] = {}
+    latest: dict[int, RunStats] = {}
+    signals = _JobSignals(drivers)
+    signals.install()
+    try:
+        pending = list(runs)
+        last_progress = 0.0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=PROGRESS_INTERVAL_S)
+            for ref in ready:
+                i = runs[ref]
+                try:
+                    results[i] = ray.get(ref)
+                    latest[i] = results[i].run_stats
+                except Exception as exc:  # the actor died, or its run raised
+                    stopped[i] = _reason(exc)
+                    latest.pop(i, None)
+                    rest = ("the other drivers go on" if len(pending) > 1 else "the other driver goes on"
+                            if pending else "no other driver is running")
+                    sys.stderr.write(f"prmtree: the driver of slice {i}/{drivers} stopped: {stopped[i]}; {rest}\n")
+            live = [actors[runs[ref]] for ref in pending]
+            for sig in signals.take():
+                for actor in live:
+                    actor.stop.remote(sig)
+            if on_progress is not None and time.perf_counter() - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = time.perf_counter()
+                latest.update(_poll_progress({runs[ref]: actors[runs[ref]] for ref in pending}))
+                if latest:
+                    merged = RunStats.combined(list(latest.values()))
+                    merged.started = started
+                    on_progress(merged)
+    finally:
+        signals.uninstall()
+    stats = RunStats.combined([results[i].run_stats for i in sorted(results)])
+    stats.started = started
+    stats.stop_clock()
+    summary = RunSummary(out=out, run_stats=stats, retry_pending=sum(r.retry_pending for r in results.values()),
+                         stopped_by=signals.first)
+    if stopped:
+        names = [f"{i}/{drivers}" for i in sorted(stopped)]
+        why = "; ".join(f"slice {i}/{drivers}: {stopped[i]}" for i in sorted(stopped))
+        whose = "the driver of slice" if len(names) == 1 else "the drivers of slices"
+        done = f"; slices {', '.join(f'{i}/{drivers}' for i in sorted(results))} ran to the end" if results else ""
+        raise DriversStopped(f"{whose} {', '.join(names)} stopped early ({why}){done}; every finished problem "
+                             "is saved: run the same command again to finish", summary, names)
+    return summary
+
+
+def _poll_progress(live: dict[int, Any]) -> dict[int, RunStats]:
+    """The running drivers' latest counters (a driver slow to answer is left for next time)."""
+    import ray
+
+    refs = {actor.progress.remote(): i for i, actor in live.items()}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=1.0)
+    out = {}
+    for ref in ready:
+        try:
+            stats = ray.get(ref)
+        except Exception:  # it died meanwhile: its run's result says so
+            continue
+        if stats is not None:
+            out[refs[ref]] = stats
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a driver stopped, in one line: the run's own exception, or how its actor died."""
+    from ray.exceptions import RayActorError
+
+    if isinstance(exc, RayActorError):
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        return f"its actor died ({first[:200]})" if first else "its actor died"
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+class _JobSignals:
+    """SIGTERM / SIGINT to the job (main thread only): the first asks every driver to take no
+    new problems and finish those in flight; the second, to cancel those (the next run
+    redoes them); a third gets the default action."""
+
+    def __init__(self, drivers: int) -> None:
+        self.drivers = drivers
+        self.first: int | None = None
+        self._received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        self._received.append(sig)
+        name = signal.Signals(sig).name
+        if self.first is None:
+            self.first = sig
+            sys.stderr.write(f"\nprmtree: {name}: the {self.drivers} drivers take no new problems and finish "
+                             "those in flight (send it again to stop at once)\n")
+        else:
+            sys.stderr.write(f"prmtree: {name} again: the drivers cancel the problems in flight "
+                             "(the next run redoes them)\n")
+            self.uninstall()
+
+    def take(self) -> list[int]:
+        """Signals received since the last call, to forward to the drivers."""
+        got, self._received = self._received, []
+        return got

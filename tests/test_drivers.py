@@ -1,0 +1,139 @@
+"""Several drivers in one Ray job (``--drivers N``) on a real local Ray: the rows of one
+driver, a driver killed mid-run and the rerun that finishes, one slice layout per --out."""
+
+import os
+import signal
+
+import pytest
+from conftest import rows
+
+import prmtree
+from prmtree.cli import main
+from prmtree.engine.output import Slice, load_manifest
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+TABLES = ("steps", "nodes", "pairs", "errors")
+PROBLEMS = generate_problems(20, seed=23)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("drivers")
+    config = folder / "run.toml"
+    # No CPUs reserved, so two drivers and two workers fit beside the tests on two cores;
+    # a short flush interval, so a killed driver has flushed some problems already.
+    config.write_text("seed = 3\n[executor]\nnum_cpus_per_worker = 0\nnum_cpus_per_driver = 0\n"
+                      "trees_in_flight = 4\nretry_backoff_s = 0.01\n[output]\nflush_interval_s = 0.1\n")
+    return {"input": write_jsonl(PROBLEMS, folder / "data"), "config": config}
+
+
+def command(data, out, *more):
+    return ["run", "--input", str(data["input"]), "--out", str(out), "--config", str(data["config"]),
+            "--executor", "ray", "--workers", "2", "--no-progress", *more]
+
+
+@pytest.fixture(scope="module")
+def one_driver(ray_session, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one-driver")
+    assert main(command(data, out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_drivers(ray_session, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-drivers")
+    assert main(command(data, out, "--drivers", "2")) == 0
+    return out
+
+
+def slice_manifests(out):
+    return [load_manifest(p) for p in sorted(out.glob("manifest-*-of-*.json"))]
+
+
+def test_two_drivers_on_one_ray_pool_write_the_rows_of_one(one_driver, two_drivers):
+    for table in TABLES:
+        assert rows(two_drivers, table) == rows(one_driver, table), table
+    manifests = slice_manifests(two_drivers)
+    assert [m.slice for m in manifests] == [{"index": 0, "count": 2}, {"index": 1, "count": 2}]
+    assert all(m.status == "finished" for m in manifests)
+    completed = [pid for m in manifests for pid in m.completed]
+    assert sorted(completed) == sorted(p.id for p in PROBLEMS)  # each problem once, in one slice
+    for m in manifests:  # both drivers used the one pool, and kept each tree on one worker
+        ex = m.stats["executor"]
+        assert ex["workers"] == 2 and ex["trees_on_one_worker"] == ex["trees"] == len(m.completed)
+    assert not [n for n in prmtree_actors() if "driver" in n]  # the job cleaned up after itself
+
+
+def prmtree_actors():
+    import ray
+
+    return [n for n in ray.util.list_named_actors() if n.startswith("prmtree-")]
+
+
+def test_a_ray_driver_killed_mid_run_is_named_and_the_same_command_finishes(
+        ray_session, data, one_driver, tmp_path, monkeypatch, capsys):
+    from prmtree.progress import ProgressReporter
+
+    killed = []
+    show = ProgressReporter.progress
+
+    def kill_driver_1(self, stats):
+        if stats.problems_done >= 2 and not killed:
+            name = next(n for n in prmtree_actors() if n.startswith("prmtree-driver-") and n.endswith("-1"))
+            ray_session.kill(ray_session.get_actor(name))
+            killed.append(name)
+        show(self, stats)
+
+    monkeypatch.setattr(ProgressReporter, "progress", kill_driver_1)
+    slow = ["--policy-arg", "latency_s=0.01"]  # an operational argument: the same rows, a resumable config
+    with pytest.raises(SystemExit) as stop:
+        main(command(data, tmp_path, "--drivers", "2", *slow))
+    assert stop.value.code == 1 and killed
+    err = capsys.readouterr().err
+    assert "the driver of slice 1/2 stopped early" in err and "run the same command again" in err
+    m0, m1 = slice_manifests(tmp_path)
+    slice_1 = [p.id for p in PROBLEMS if Slice(1, 2).owns(p.id)]
+    assert m0.status == "finished" and m1.status == "running" and len(m1.completed) < len(slice_1)
+
+    monkeypatch.setattr(ProgressReporter, "progress", show)
+    assert main(command(data, tmp_path, "--drivers", "2", *slow)) == 0  # the dead driver's lock died with it
+    for table in TABLES:
+        assert rows(tmp_path, table) == rows(one_driver, table), table
+    manifests = slice_manifests(tmp_path)
+    assert all(m.status == "finished" for m in manifests)
+    assert sorted(pid for m in manifests for pid in m.completed) == sorted(p.id for p in PROBLEMS)
+
+
+def test_sigterm_to_a_ray_job_stops_every_driver_gracefully(ray_session, one_driver, tmp_path):
+    sent = []
+
+    def terminate(stats):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # as `ray job stop` or a scheduler would
+
+    cfg = {"seed": 3, "executor": {"kind": "ray", "workers": 2, "num_cpus_per_worker": 0, "num_cpus_per_driver": 0,
+                                   "trees_in_flight": 2}}
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.02}, out=tmp_path, config=cfg,
+                    drivers=2, on_progress=terminate)
+    assert s.stopped_by == signal.SIGTERM and 0 < s.problems_done < len(PROBLEMS)
+    manifests = slice_manifests(tmp_path)
+    assert all(m.status == "running" for m in manifests)  # stopped, not finished: a rerun resumes
+    done = {pid for m in manifests for pid in m.completed}
+    assert len(done) == s.problems_done  # the trees in flight were finished and saved, none lost
+    assert rows(tmp_path, "steps")
+    for table in TABLES:  # ... as they are in a run that was not stopped
+        assert set(rows(tmp_path, table)) <= set(rows(one_driver, table)), table
+
+
+def test_another_driver_count_on_the_same_out_is_refused_in_one_line(data, two_drivers, one_driver, capsys):
+    said = {}
+    for drivers, out in (("3", two_drivers), ("1", two_drivers), ("2", one_driver)):
+        with pytest.raises(SystemExit) as stop:
+            main(command(data, out, "--drivers", drivers))
+        assert stop.value.code == 2
+        said[drivers] = err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "one output directory takes one slice layout" in err, err
+    assert "holds the output of 2 drivers" in said["3"] and "this run is --drivers 3" in said["3"]
+    assert "run it with --drivers 2" in said["3"] and "run it with --drivers 2" in said["1"]
+    assert "holds the output of one driver" in said["2"] and "no --drivers" in said["2"]
