@@ -7,12 +7,15 @@
 # working_dir, so the input path may be relative to it; the output directory must be on
 # storage the head node can write (a shared file system on a real cluster). Rollout
 # workers are started by the driver on the cluster's GPUs (--workers auto: one per GPU, or
-# per tensor-parallel group with --policy-arg tensor_parallel_size=N).
+# per tensor-parallel group with --policy-arg tensor_parallel_size=N). Pass --drivers N|auto
+# for several drivers sharing those workers (see the README's cluster section). SIGTERM
+# (`ray job stop`) is a graceful stop: the job waits up to RAY_JOB_STOP_WAIT_TIME_S (set
+# here to 120 s) for the trees in flight before Ray kills it.
 set -euo pipefail
 ADDRESS=${1:?Ray dashboard address, e.g. http://127.0.0.1:8265}
 INPUT=${2:?input problems (JSONL, Parquet, directory)}
 OUT=${3:?output directory}
 shift 3
 ray job submit --address "$ADDRESS" \
-  --runtime-env-json '{"working_dir": ".", "excludes": ["out/", ".git/", "*.parquet"], "env_vars": {"RAY_AUTH_MODE": "disabled"}}' \
+  --runtime-env-json '{"working_dir": ".", "excludes": ["out/", ".git/", "*.parquet"], "env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_JOB_STOP_WAIT_TIME_S": "120"}}' \
   -- python -m prmtree run --input "$INPUT" --out "$OUT" --executor ray --address auto --no-progress "$@"
