@@ -91,6 +91,10 @@ class Slice:
 # -- manifest -------------------------------------------------------------------------
 
 
+#: Keys a manifest cannot be read without (the others have defaults).
+REQUIRED_KEYS = ("config", "config_hash", "versions", "status", "shards", "completed")
+
+
 @dataclass
 class Manifest:
     """What a run wrote and how: read by ``inspect``, ``export`` and resume."""
@@ -120,15 +124,28 @@ class Manifest:
         """A manifest from parsed JSON; ValueError if it is not shaped like one."""
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        # What every manifest prmtree writes has: a manifest without its shard list would
+        # otherwise read as a run with no rows, and a resume would delete every shard.
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"missing {', '.join(map(repr, missing))}")
         known = {f for f in cls.__dataclass_fields__}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         for name, kind in (("shards", list), ("completed", list), ("skipped", dict), ("rejected", dict),
-                           ("failed", dict), ("flushes", dict), ("stats", dict), ("config", dict)):
+                           ("failed", dict), ("flushes", dict), ("stats", dict), ("config", dict),
+                           ("config_hash", str), ("status", str)):
             if not isinstance(getattr(manifest, name), kind):
                 raise ValueError(f"{name!r} is not a {kind.__name__}")
+        if manifest.status not in ("running", "finished"):
+            raise ValueError(f"status {manifest.status!r} is neither 'running' nor 'finished'")
         for shard in manifest.shards:
             if not isinstance(shard, dict) or not {"table", "file", "rows"} <= shard.keys():
                 raise ValueError(f"a shard entry lacks table/file/rows: {shard!r:.80}")
+            rows, file = shard["rows"], shard["file"]
+            if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                raise ValueError(f"shard {file!r:.80}: rows is {rows!r:.20}, not a count")
+            if shard["table"] not in TABLES or not isinstance(file, str) or not file.startswith(f"{shard['table']}/"):
+                raise ValueError(f"a shard entry names no table file of the run: {shard!r:.80}")
         return manifest
 
 
@@ -459,7 +476,30 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
             damage.append(Damage(name, None, f"{len(twice)} problems also completed in {seen[twice[0]]} "
                                              f"(e.g. {twice[0]!r}): their rows appear twice"))
         damage.extend(verify_manifest(out, name, manifest))
+    damage.extend(_unlisted_shards(out, loaded))
     return damage
+
+
+#: ``Damage.manifest`` of a shard that no manifest lists.
+UNLISTED = "(no manifest)"
+#: The shard files prmtree writes, of any slice layout.
+SHARD_NAME = re.compile(r"part-(?:s\d{5}of\d{5}-)?\d{5}\.parquet")
+
+
+def _unlisted_shards(out: Path, loaded: dict[str, Manifest]) -> list[Damage]:
+    """Shard files no manifest lists: left by a crash between a shard's rename and its
+    manifest update (the slice's next run deletes them), or copied in. Readers that glob
+    ``steps/*.parquet`` would read their rows as well, so they count as damage."""
+    listed = {shard["file"] for manifest in loaded.values() for shard in manifest.shards}
+    found = []
+    for table in TABLES:
+        directory = out / table
+        if directory.is_dir():
+            found += [f"{table}/{p.name}" for p in sorted(directory.iterdir())
+                      if SHARD_NAME.fullmatch(p.name) and f"{table}/{p.name}" not in listed]
+    return [Damage(UNLISTED, rel, "listed in no manifest: the next run of its slice deletes it; "
+                             "until then, readers of the table's *.parquet read it too")
+            for rel in found]
 
 
 def read_table(out_dir: str | Path, table: str) -> pa.Table:

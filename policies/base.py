@@ -218,6 +218,9 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
         raise PolicyConfigError(f"policy {spec!r} is not a class or an async function")
     if inspect.isclass(target):
         _check_generate(target, spec)
+    elif inspect.isfunction(target) and "request" in inspect.signature(target).parameters:
+        # a plain function taking the request: a policy function written without async
+        raise PolicyConfigError(f"policy function {spec!r} must be 'async def {target.__name__}(request)'")
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as exc:

@@ -137,7 +137,8 @@ def run(
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems)  # missing, or a directory with files it would skip
     hooks = {"check_answer": check_answer, "split_steps": split_steps}
-    if cfg.executor.drivers != 1 and cfg.executor.attach is None:
+    several = cfg.executor.drivers != 1 and not (cfg.executor.drivers == "auto" and cfg.executor.kind == "inline")
+    if several and cfg.executor.attach is None:  # (auto on the inline executor: one driver, this process)
         from prmtree.multi_driver import run_job
 
         if slice_.count != 1:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file to write (a directory for --format hf); JSONL formats put images in images/ beside it")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
     exp.add_argument("--soft", action="store_true", help="Monte-Carlo values as float labels (openrlhf, qwen-prm)")
+    exp.add_argument("--keep-flagged", action="store_true",
+                     help="trainer formats: keep paths where MC and the judge disagreed (consensus with "
+                          "on_disagreement = flag); hf, stepwise and jsonl keep them with a flagged column")
     exp.add_argument("--placeholder", default=PLACEHOLDER, help=f"openrlhf: the step tag (default {PLACEHOLDER})")
     exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; '' for none)")
     exp.add_argument("--tokenizer", help="qwen-prm: a local tokenizer folder whose chat template renders `text`")
@@ -282,10 +285,11 @@ def _run_dir(path: str) -> Path:
 
 def _intact_run_dir(path: str) -> Path:
     """A run directory whose shards all match their manifests, or a one-line refusal."""
-    from prmtree.engine.output import verify_run
+    from prmtree.engine.output import UNLISTED, verify_run
 
     out = _run_dir(path)
-    damage = verify_run(out)
+    # Unlisted shards are left out by read_table, so they do not stop inspect or export.
+    damage = [d for d in verify_run(out) if d.manifest != UNLISTED]
     if damage:
         more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
         _fail(f"{path!r} is damaged ({damage[0]}{more}); `prmtree verify {path}` lists it, and re-running "
@@ -294,7 +298,7 @@ def _intact_run_dir(path: str) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from prmtree.engine.output import MANIFEST_NAME, load_manifest, verify_run
+    from prmtree.engine.output import MANIFEST_NAME, UNLISTED, load_manifest, verify_run
 
     out = _run_dir(args.out)
     damage = verify_run(out)
@@ -311,6 +315,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failed = f", {len(m.failed)} failed (its command retries them)" if m.failed else ""
         print(f"{path.name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
               f"{len(m.completed):,} problems done{failed}; {state}")
+    for d in damage:
+        if d.manifest == UNLISTED:
+            print(f"{d.file}: DAMAGED: {d.problem}")
     return EXIT_DAMAGED if damage else 0
 
 
@@ -333,7 +340,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = export(
             out, args.format, Path(args.to), overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
             system_prompt=args.system_prompt, tokenizer=args.tokenizer, test_size=args.test_size,
-            license=args.license, pretty_name=args.pretty_name,
+            license=args.license, pretty_name=args.pretty_name, keep_flagged=args.keep_flagged,
         )
     except ValueError as exc:  # ExportError: a refused target or format
         _fail(str(exc))

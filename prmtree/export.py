@@ -174,6 +174,7 @@ def export(
     license: str = "unknown",
     pretty_name: str | None = None,
     task: str = "prmtree",
+    keep_flagged: bool = False,
 ) -> int:
     """Write the run in ``out`` as ``fmt`` to ``target``; returns the number of records written.
 
@@ -183,6 +184,9 @@ def export(
     local tokenizer directory whose chat template renders ``qwen-prm``'s ``text``.
     ``test_size``, ``license``, ``pretty_name``: the ``hf`` dataset's held-out share of
     problems, card licence and title. ``task``: Math-Shepherd's ``task`` column.
+    ``keep_flagged``: the trainer formats (all but ``hf``, ``stepwise`` and ``jsonl``, which
+    carry the ``flagged`` column) leave out the paths a ``consensus`` run kept although MC
+    and the judge disagreed, unless this is set: a trainer would take their labels as sure.
     """
     out, target = Path(out), Path(target)
     if fmt not in FORMATS:
@@ -234,7 +238,7 @@ def export(
         build = _prm800k
     else:
         build = _plain
-    n = _write_jsonl(out, target, build, with_images=fmt != "prm800k")
+    n = _write_jsonl(out, target, build, with_images=fmt != "prm800k", skip_flagged=fmt != "jsonl" and not keep_flagged)
     if fmt == "visualprm":
         _write_internvl_meta(target, n)
     return n
@@ -416,11 +420,14 @@ def embedded(out: Path, images: list[dict[str, Any]], problem_id: str) -> list[d
 # -- JSONL formats -----------------------------------------------------------------------
 
 
-def _write_jsonl(out: Path, target: Path, build: Callable[..., dict[str, Any] | None], with_images: bool) -> int:
+def _write_jsonl(out: Path, target: Path, build: Callable[..., dict[str, Any] | None], with_images: bool,
+                 skip_flagged: bool = False) -> int:
     folder = ImageFolder(out, target.parent)
     n = 0
     with atomic_open(target) as handle:
         for row in iter_rows(out):
+            if skip_flagged and row.get("flagged"):
+                continue
             images = folder.paths(row.get("images") or [], row["problem_id"]) if with_images else []
             record = build(row, images)
             if record is None:

@@ -158,7 +158,8 @@ def run_job(
     from prmtree.rollout_workers.ray_pool import connect
 
     if cfg.executor.kind != "ray":
-        raise ConfigError("--drivers needs --executor ray: the drivers share one Ray worker pool")
+        raise ConfigError(f"{cfg.executor.drivers} drivers (--drivers, [executor] drivers) need the ray executor "
+                          "(--executor ray, [executor] kind = \"ray\"): the drivers share one Ray worker pool")
     out_dir = Path(out).resolve() if out is not None else None  # None: write nothing (a benchmark)
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None

@@ -6,9 +6,10 @@ backend gets large batches without the driver queueing without limit.
 A policy that blocks the loop (``time.sleep`` or a synchronous HTTP call inside
 ``async def generate``) freezes every timeout, so a hung backend would hang the run.
 Each synchronous stretch of ``generate`` (the code between two of its awaits) is timed;
-one longer than the request timeout fails the run with :class:`EventLoopBlocked`, a
-``PolicyConfigError`` naming the policy (exit 2, everything finished saved). Shorter
-stretches are allowed: a policy may do some CPU work (tokenizing, image resizing) inline.
+one longer than the request timeout stops the run with :class:`EventLoopBlocked` naming
+the policy (exit 1, everything finished saved), and no request in flight calls the
+policy again (each would block once more). Shorter stretches are allowed: a policy may
+do some CPU work (tokenizing, image resizing) inline.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, Policy, PolicyConfigError, policy_name
+from prmtree.policies.base import Completion, GenerationRequest, Policy, policy_name
 from prmtree.rollout_workers.base import FatalExecutorError
 
 
-class EventLoopBlocked(FatalExecutorError, PolicyConfigError):
-    """``generate`` held the event loop longer than the request timeout. Fatal (the run
-    stops, finished problems are saved) and a configuration error (exit 2): every request
-    would do the same."""
+class EventLoopBlocked(FatalExecutorError):
+    """``generate`` held the event loop longer than the request timeout. Fatal: the run
+    stops (finished problems saved), since every request would do the same."""
 
 
 @types.coroutine
@@ -76,6 +76,7 @@ class InlineExecutor:
         self.max_concurrency = max_concurrency
         self.block_limit_s = block_limit_s  # the request timeout: see EventLoopBlocked
         self._slots: asyncio.Semaphore | None = None
+        self._blocked: EventLoopBlocked | None = None  # set once generate blocked the loop
         self.in_flight = 0
         self.requests = 0
 
@@ -83,10 +84,15 @@ class InlineExecutor:
         if self._slots is None:  # created lazily: it must belong to the running loop
             self._slots = asyncio.Semaphore(self.max_concurrency)
         async with self._slots:
+            if self._blocked is not None:  # the run is stopping: do not block the loop again
+                raise self._blocked
             self.in_flight += 1
             self.requests += 1
             try:
                 return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name)
+            except EventLoopBlocked as exc:
+                self._blocked = exc
+                raise
             finally:
                 self.in_flight -= 1
 

@@ -188,6 +188,16 @@ def test_a_sync_generate_is_refused_at_load_with_one_line(problems):
         prmtree.run(problems[:1], policy=Sync())
 
 
+def sync_policy_function(request):
+    return []
+
+
+def test_a_sync_policy_function_is_refused_naming_async(problems):
+    with pytest.raises(PolicyConfigError, match=r"policy function 'test_driver:sync_policy_function' must be "
+                                                r"'async def sync_policy_function\(request\)'"):
+        prmtree.run(problems[:1], policy="test_driver:sync_policy_function")
+
+
 def test_shards_rotate_and_every_part_is_complete(tmp_path, problems):
     s = prmtree.run(problems, policy=SimulatedPolicy(), out=tmp_path, config={"output": {"rows_per_shard": 20}})
     files = sorted((tmp_path / "steps").glob("part-*.parquet"))

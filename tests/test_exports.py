@@ -512,3 +512,23 @@ def test_cli_exports_with_every_listed_format(tmp_path, run):
                         "--to", str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(run))
+
+
+def test_trainer_formats_leave_out_paths_the_judge_disputed_unless_asked(tmp_path):
+    from prmtree.policies.simulated import SimulatedPolicy
+
+    problems = generate_problems(12, seed=4, min_steps=8, answer_spaces=("yesno", "choice", "number"))
+    config = {"labels": {"method": "consensus", "on_disagreement": "flag"}}
+    out = tmp_path / "run"
+    prmtree.run(problems, policy=SimulatedPolicy(guess_rate=0.3, judge_accuracy=0.6), out=out, config=config)
+    rows = steps_rows(out)
+    flagged = sum(bool(r["flagged"]) for r in rows)
+    assert 0 < flagged < len(rows)
+    kept = sum(1 for r in rows if not r["flagged"] and decided(r)[0])
+    flagged_decided = sum(1 for r in rows if r["flagged"] and decided(r)[0])
+    for fmt in ("openrlhf", "qwen-prm", "math-shepherd", "visualprm", "prm800k"):
+        assert export(out, fmt, tmp_path / f"{fmt}.jsonl") == kept, fmt
+        assert export(out, fmt, tmp_path / f"{fmt}-all.jsonl", keep_flagged=True) == kept + flagged_decided, fmt
+    export(out, "jsonl", tmp_path / "p.jsonl")
+    plain = [json.loads(line) for line in (tmp_path / "p.jsonl").open()]
+    assert sum(bool(r["flagged"]) for r in plain) == flagged  # jsonl keeps them, with the column
