@@ -318,10 +318,10 @@ class Driver:
         stats.pairs += pairs
         for row in steps:
             labels = row["labels"]
-            pos = sum(labels)
-            stats.steps_labelled += len(labels)
+            pos, neg = labels.count(True), labels.count(False)  # null: undecided, kept unlabelled
+            stats.steps_labelled += pos + neg
             stats.labels_positive += pos
-            stats.labels_negative += len(labels) - pos
+            stats.labels_negative += neg
             stats.steps_per_path[len(labels)] += 1
 
 

@@ -126,13 +126,14 @@ def label_path(
     for j in range(first_wrong + 1, m):  # wrong forwards
         if labels[j] is not False:
             labels[j], source[j], decider_of[j] = False, "inferred", first_wrong
+    undecided: set[int] = set()  # kept with a null label (``undecided = "keep"``)
     if keep_undecided:
         for j in range(first_wrong):
-            ev = evidence[j]
-            if labels[j] is None and ev is not None:
-                labels[j], source[j] = ev.posterior >= 0.5, "undecided"
+            if labels[j] is None and evidence[j] is not None:
+                undecided.add(j)
+                source[j] = "undecided"
     end = 0
-    while end < m and labels[end] is not None:
+    while end < m and (labels[end] is not None or end in undecided):
         end += 1
     for j in range(end):  # an unsampled step's value: the bound its nearest sampled neighbour gives
         if not stats[decider_of[j]].measured:
@@ -163,7 +164,7 @@ def label_path(
         end = confident
     if end == 0:
         return None
-    kept = [bool(x) for x in labels[:end]]
+    kept: list[bool | None] = [None if j in undecided else bool(labels[j]) for j in range(end)]
     if False in kept:
         first = kept.index(False)
         if after_first_error == "truncate":

@@ -76,6 +76,8 @@ def score_paths(rows: Iterable[dict], first_error: FirstError) -> LabelQuality:
         truth_first = first_error(row["problem_id"], steps)
         q.paths += 1
         for j, label in enumerate(labels):
+            if label is None:  # undecided, kept unlabelled: not a label to score
+                continue
             truth = truth_first is None or j < truth_first
             q.steps += 1
             q.steps_correct += int(bool(label) == truth)

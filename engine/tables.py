@@ -93,8 +93,8 @@ STEPS_SCHEMA = pa.schema(
 )
 
 
-def _confidence(label: bool, posterior: float | None) -> float | None:
-    if posterior is None:
+def _confidence(label: bool | None, posterior: float | None) -> float | None:
+    if posterior is None or label is None:
         return None
     return posterior if label else 1.0 - posterior
 

@@ -83,7 +83,8 @@ def collect(out: Path) -> Report:
     for row in steps:
         counts[len(row["labels"])] += 1
         for depth, label in enumerate(row["labels"], start=1):
-            balance[depth][0 if label else 1] += 1
+            if label is not None:  # null: undecided, kept unlabelled
+                balance[depth][0 if label else 1] += 1
         sources.update(row.get("label_sources") or [])
         for c in row.get("confidences") or []:
             if c is not None:
@@ -307,7 +308,7 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         "<!doctype html><html><head><meta charset='utf-8'><title>prmtree report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
-        ".steps li.neg{color:#b00}.steps li.pos{color:#060}section{margin-bottom:2em}</style></head><body>",
+        ".steps li.neg{color:#b00}.steps li.pos{color:#060}.steps li.und{color:#d90}section{margin-bottom:2em}</style></head><body>",
         f"<h1>prmtree report: {esc(str(out))}</h1>",
         f"<p>strategy {esc(m['config']['search']['strategy'])}, policy {esc(str(m['config']['policy']['name']))}; "
         f"{m['completed']} problems completed, {m['skipped']} skipped, {m['failed']} failed; "
@@ -338,7 +339,7 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         body.append(_svg_tree(by_problem[pid]))
         for path in [r for r in steps if r["problem_id"] == pid][:3]:
             items = "".join(
-                f"<li class='{'pos' if label else 'neg'}'>{esc(step)} <small>({esc(_step_note(path, j))})</small></li>"
+                f"<li class='{'und' if label is None else 'pos' if label else 'neg'}'>{esc(step)} <small>({esc(_step_note(path, j))})</small></li>"
                 for j, (step, label) in enumerate(zip(path["completions"], path["labels"]))
             )
             flag = "<p><b>flagged:</b> MC and the judge disagree</p>" if path.get("flagged") else ""

@@ -1,6 +1,7 @@
 """The labelling stage: calibrated decisions on known counts, chance floors, adaptive
 rollouts, judge consensus (including a judge that returns garbage or hangs), provenance."""
 
+import json
 import math
 
 import pytest
@@ -19,7 +20,7 @@ from prmtree.engine.calibration import (
 from prmtree.engine.config import ConfigError, LabelsConfig
 from prmtree.engine.labelers import parse_verdict, register_labeler
 from prmtree.engine.labels import Labelling, LabelledPath, StepProvenance
-from prmtree.engine.output import read_table
+from prmtree.engine.output import read_manifest, read_table
 from prmtree.engine.problem import Problem
 from prmtree.engine.quality import score_paths
 from prmtree.engine.synthetic import generate_problems
@@ -202,6 +203,23 @@ def test_undecided_steps_are_dropped_or_kept_as_configured(tmp_path):
     assert "undecided" not in sources(tmp_path / "drop")
     assert "undecided" in sources(tmp_path / "keep")
     assert len(sources(tmp_path / "keep")) > len(sources(tmp_path / "drop"))
+    # kept undecided steps carry a null label (not a guess from the posterior), no confidence,
+    # are not counted as labelled, and trainer exports stop before them
+    kept = read_table(tmp_path / "keep", "steps").to_pylist()
+    pairs = [(label, src, conf) for r in kept for label, src, conf in zip(r["labels"], r["label_sources"], r["confidences"])]
+    assert {(label, conf) for label, src, conf in pairs if src == "undecided"} == {(None, None)}
+    assert all(label is not None for label, src, _ in pairs if src != "undecided")
+    manifest = read_manifest(tmp_path / "keep")
+    assert manifest["stats"]["steps_labelled"] == sum(label is not None for label, _, _ in pairs)
+    from prmtree.export import export
+
+    export(tmp_path / "keep", "openrlhf", tmp_path / "k.jsonl")
+    exported = [json.loads(line) for line in (tmp_path / "k.jsonl").open()]
+    assert exported and all(set(r["label"]) <= {"+", "-"} for r in exported)
+    first_null = {r["path_id"]: r["labels"].index(None) for r in kept if None in r["labels"]}
+    for r in exported:
+        if r["path_id"] in first_null:
+            assert len(r["label"]) == first_null[r["path_id"]]
 
 
 def test_an_unknown_method_is_refused_naming_the_known_ones():
@@ -307,8 +325,11 @@ def judges(monkeypatch):
 
 
 def test_a_judge_that_times_out_costs_agreement_not_the_run(tmp_path, judges):
+    # The breaker counts failures in completion order: the hung third of ~150 judge calls
+    # all time out together once the searches are done, so its window is set wider here
+    # (the dead judge below trips it).
     config = {"labels": {"method": "consensus", "judge": {"name": "judges_test:SometimesHangingJudge"}},
-              "executor": {"request_timeout_s": 0.2, "max_attempts": 1}}
+              "executor": {"request_timeout_s": 0.2, "max_attempts": 1, "breaker_window": 500}}
     s = prmtree.run(GUESSABLE[:10], policy=SimulatedPolicy(**GUESSING), out=tmp_path, config=config)
     assert s.problems_done == 10 and s.problems_failed == 0
     assert 0 < s.labelling["judge_failures"] < s.labelling["judge_calls"]
