@@ -16,6 +16,10 @@ For each strategy and method (``mc`` = the peers' rule, ``calibrated`` = the def
 ``consensus`` = calibrated + a simulated judge of 80% accuracy), at default settings
 (k = 8, budget 200): step agreement with the truth, first-error recall and precision,
 rollouts (and judge calls) per labelled step, and for consensus the share of paths kept.
+Beside them: labelled steps and rollouts per problem (adaptive labelling stops a problem
+when nothing more is worth sampling, the mc rule spends its budget), rollouts per
+correctly labelled step (the mc rule's labelled steps include the ones it gets wrong),
+and first errors found (the labels a PRM learns most from) with their cost.
 Writes results/label_quality.json.
 
     python benchmarks/label_quality.py [--problems 150]
@@ -85,6 +89,10 @@ def evaluate(workload: str, strategy: str, method: str, problems: list, seed: in
         "paths": q.paths,
         "rollouts_per_problem": summary.rollouts / len(problems),
         "rollouts_per_labelled_step": summary.rollouts / max(q.steps, 1),
+        "labelled_steps_per_problem": q.steps / len(problems),
+        "rollouts_per_correct_step": summary.rollouts / max(q.steps_correct, 1),
+        "first_errors_found": q.negatives_located,
+        "rollouts_per_first_error_found": summary.rollouts / max(q.negatives_located, 1),
         "judge_calls_per_labelled_step": summary.labelling.get("judge_calls", 0) / max(q.steps, 1),
         "consensus_kept_share": (judged - summary.labelling.get("paths_dropped_by_judge", 0)) / judged if judged else None,
         "seconds": time.perf_counter() - t,
@@ -101,6 +109,7 @@ def targets(results: list[dict]) -> dict:
             "step_agreement_ge_97": cal["step_agreement"] >= 0.97,
             "first_error_recall_ge_90": cal["first_error_recall"] >= 0.90,
             "rollouts_per_labelled_step_le_mc": cal["rollouts_per_labelled_step"] <= mc["rollouts_per_labelled_step"],
+            "rollouts_per_correct_step_le_mc": cal["rollouts_per_correct_step"] <= mc["rollouts_per_correct_step"],
             "consensus_precision_ge_98": g[(s, "consensus")]["first_error_precision"] >= 0.98,
         }
     noiseless = [r for r in results if r["workload"] == "noiseless"]
@@ -127,7 +136,9 @@ def main() -> None:
                 print(
                     f"{strategy:8s} {method:10s} steps agree {r['step_agreement']:.3f}  "
                     f"first-error recall {r['first_error_recall']:.3f} precision {r['first_error_precision']:.3f}  "
-                    f"rollouts/labelled step {r['rollouts_per_labelled_step']:5.2f}  "
+                    f"rollouts/labelled step {r['rollouts_per_labelled_step']:5.2f} "
+                    f"(/correct {r['rollouts_per_correct_step']:5.2f}, {r['rollouts_per_problem']:5.1f}/problem)  "
+                    f"first errors {r['first_errors_found']:4d}  "
                     f"judge calls/step {r['judge_calls_per_labelled_step']:.2f}{kept}"
                 )
     verdict = targets(results)

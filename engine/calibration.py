@@ -14,8 +14,12 @@ step is decided between two explanations of its counts (k correct of n):
   (1/2 for yes/no, 1/n for n options, about 0 for free answers): binomial(n, floor).
 
 With a prior P(right), the posterior P(right | k of n) decides: at least ``confidence``
-is right, at most ``1 - confidence`` is wrong, in between is undecided (the strategies
-then sample the node again, up to a cap). Pure functions: no I/O, deterministic.
+is right, at most ``1 - confidence`` is wrong, in between is undecided. A path's steps
+are decided together (:func:`first_error_posterior`: a step decided right decides the
+steps before it), so the strategies sample a path where its next batch tells most about
+where its first error is (:meth:`Decider.next_to_sample`), and stop when every step is
+decided or no batch is expected to buy a label at an acceptable price. Pure functions:
+no I/O, deterministic.
 """
 
 from __future__ import annotations
@@ -75,7 +79,11 @@ WRONG_CONCENTRATION = 24.0
 #: A right step's "anywhere" starts this share of the way from the floor to 1: a rate at
 #: the floor itself is what guessing gives, so it is no evidence of a right step.
 RIGHT_MARGIN = 0.1
-
+#: Adaptive sampling's stopping rule (``labels.max_rollouts_per_step``) prices a batch
+#: by the labelled steps it is expected to buy; a path's first error counts as this many:
+#: it is the label a PRM learns most from, and placing it takes more rollouts than
+#: confirming a right step (with 1, paths with errors would be the first left undecided).
+FIRST_ERROR_WEIGHT = 3
 
 def _log_bb(k: int, n: int, a: float, b: float) -> float:
     """log P(k of n | p ~ Beta(a, b)), without the binomial coefficient (it cancels)."""
@@ -125,18 +133,14 @@ def posterior_right(n: int, k: int, floor: float, reference: tuple[float, float]
     return _sigmoid(math.log(prior / (1 - prior)) + log_right - log_wrong)
 
 
-def first_error_posterior(
-    loglik: list[tuple[float, float]], hazard: float
-) -> list[float]:
-    """P(step i right) for each step of a path, from every step's evidence at once.
+def change_points(loglik: list[tuple[float, float]], hazard: float) -> list[float]:
+    """P(the path's first wrong step is j), j = 0..m (m: no error on the path).
 
     The path's first wrong step is a change point: every step before it is right, it and
     every step after it wrong (a wrong prefix cannot be rescued). With a prior ``hazard``
     that a step is wrong given that the steps before it are right, the posterior of each
     change point j (or none) is proportional to hazard (1 - hazard)^j times the product of
-    the right likelihoods before j and the wrong likelihoods from j on. P(step i right) is
-    the mass of change points after i, so it never increases along a path, and a later
-    step decided right lifts the steps before it.
+    the right likelihoods before j and the wrong likelihoods from j on.
     """
     m = len(loglik)
     log_h, log_1h = math.log(hazard), math.log1p(-hazard)
@@ -152,11 +156,101 @@ def first_error_posterior(
     top = max(scores)
     weights = [math.exp(x - top) for x in scores]
     total = sum(weights)
+    return [w / total for w in weights]
+
+
+def first_error_posterior(
+    loglik: list[tuple[float, float]], hazard: float
+) -> list[float]:
+    """P(step i right) for each step of a path, from every step's evidence at once.
+
+    P(step i right) is the mass of the change points (:func:`change_points`) after i, so
+    it never increases along a path, and a later step decided right lifts the steps
+    before it.
+    """
+    weights = change_points(loglik, hazard)
+    m = len(loglik)
     out, mass_after = [0.0] * m, weights[m]
     for i in range(m - 1, -1, -1):  # P(step i right) = P(change point > i)
-        out[i] = mass_after / total
+        out[i] = mass_after
         mass_after += weights[i]
+    return [min(x, 1.0) for x in out]
+
+
+def _entropy(weights: list[float]) -> float:
+    return -sum(w * math.log(w) for w in weights if w > 0)
+
+
+def _outcomes(
+    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float]
+) -> list[tuple[float, float, float]]:
+    """The outcomes of ``r`` more rollouts at step c of a path (now k of n correct):
+    (probability, factor on the change points at or before c, factor on those after c).
+
+    Step c is wrong under the change points at or before it and right under the later
+    ones; the next r outcomes follow the step's posterior predictive under each (the
+    same right / wrong models that decide it). Only step c's own likelihood is updated:
+    its effect as the reference of the steps after it is left out (a planning estimate,
+    not a decision).
+    """
+    wrong_mass = sum(weights[: c + 1])
+    right_mass = 1.0 - wrong_mass
+    old_r, old_w = log_likelihoods(n, k, floor, reference)
+    out = []
+    for x in range(r + 1):
+        new_r, new_w = log_likelihoods(n + r, k + x, floor, reference)
+        comb = math.comb(r, x)
+        p_r = comb * math.exp(new_r - old_r)  # P(x | step c right)
+        p_w = comb * math.exp(new_w - old_w)  # P(x | step c wrong)
+        px = right_mass * p_r + wrong_mass * p_w
+        if px > 0:
+            out.append((px, p_w / px, p_r / px))
     return out
+
+
+def information_gain(
+    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float]
+) -> float:
+    """Expected reduction of the entropy of the path's first-error position (nats), from
+    ``r`` more rollouts at step c (see :func:`_outcomes`); ``weights`` are
+    :func:`change_points`."""
+    wrong, right = weights[: c + 1], weights[c + 1:]
+    wrong_mass, right_mass = sum(wrong), sum(right)
+    if wrong_mass <= 0 or right_mass <= 0:
+        return 0.0  # the step is certain: nothing to learn there
+    h_wrong, h_right = _entropy(wrong), _entropy(right)
+    expected = 0.0
+    for px, a, b in _outcomes(weights, c, n, k, r, floor, reference):
+        # each change point's weight is scaled by a (at or before c) or b (after c)
+        after = (a * (h_wrong - wrong_mass * math.log(a)) if a > 0 else 0.0) + \
+            (b * (h_right - right_mass * math.log(b)) if b > 0 else 0.0)
+        expected += px * after
+    return h_wrong + h_right - expected
+
+
+def labelled_length(posteriors: list[float], confidence: float) -> int:
+    """What a path's labels are worth to the stopping rule: its steps decided right, and
+    its first wrong step (``FIRST_ERROR_WEIGHT``) once no step before it is undecided (the
+    steps after it are cut, as ``after_first_error = "truncate"`` does)."""
+    right = sum(1 for p in posteriors if p >= confidence)
+    undecided = any(decide(p, confidence) == UNDECIDED for p in posteriors)
+    return right + (0 if undecided or right == len(posteriors) else FIRST_ERROR_WEIGHT)
+
+
+def expected_labels(
+    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float],
+    confidence: float,
+) -> float:
+    """Expected :func:`labelled_length` of a path after ``r`` more rollouts at step c."""
+    m = len(weights) - 1
+    expected = 0.0
+    for px, a, b in _outcomes(weights, c, n, k, r, floor, reference):
+        post, after = [0.0] * m, weights[m] * b
+        for i in range(m - 1, -1, -1):
+            post[i] = after
+            after += weights[i] * (a if i <= c else b)
+        expected += px * labelled_length(post, confidence)
+    return expected
 
 
 def _sigmoid(x: float) -> float:
@@ -199,9 +293,10 @@ class StepEvidence:
 class Decider:
     """Decides the nodes of one problem's tree, by the run's labelling method.
 
-    Strategies ask it whether a node needs more rollouts (adaptive sampling) and which
-    way a binary search moves; the labeller asks it for every step of a path. ``mc``
-    reproduces the peers' rule (right iff MC > threshold) and never asks for more.
+    Strategies ask it where a path needs its next batch of rollouts (adaptive sampling,
+    :meth:`next_to_sample`) and which way a binary search moves; the labeller asks it for
+    every step of a path. ``mc`` reproduces the peers' rule (right iff MC > threshold)
+    and never asks for more.
     """
 
     def __init__(self, problem: Problem, labels: Any, threshold: float = 0.0) -> None:
@@ -212,16 +307,12 @@ class Decider:
         self.confidence = labels.confidence
         self.batch = labels.batch
         self.cap = labels.max_rollouts_per_node
+        most = getattr(labels, "max_rollouts_per_step", None)
+        self.min_yield = 1.0 / most if most else 0.0  # labelled steps a rollout must buy
 
-    def along(self, tree: Any, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
-        """Evidence for each step of a path from the root, from all of the path's counts.
-
-        Under ``mc``: each sampled node by its own value (None where nothing was sampled).
-        Otherwise: the change-point posterior (:func:`first_error_posterior`); a step is
-        compared with the success rate of the step before it (the question's at first).
-        ``last_only``: the last step's evidence alone (what :meth:`node` needs, cheaper).
-        """
-        stats = [tree.stats(n) for n in ids]
+    def _evidence(self, tree: Any, stats: list[Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Each step's reference (the counts a right step keeps) and its (log P(counts |
+        right), log P(counts | wrong))."""
         root = tree.stats(tree.root)
         reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
         references, loglik = [], []
@@ -236,6 +327,18 @@ class Decider:
             loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
             if not s.terminal:
                 reference = (s.n_rollouts, s.n_correct)
+        return references, loglik
+
+    def along(self, tree: Any, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+        """Evidence for each step of a path from the root, from all of the path's counts.
+
+        Under ``mc``: each sampled node by its own value (None where nothing was sampled).
+        Otherwise: the change-point posterior (:func:`first_error_posterior`); a step is
+        compared with the success rate of the step before it (the question's at first).
+        ``last_only``: the last step's evidence alone (what :meth:`node` needs, cheaper).
+        """
+        stats = [tree.stats(n) for n in ids]
+        references, loglik = self._evidence(tree, stats)
         if last_only:
             stats, references = stats[-1:], references[-1:]
         if self.mc:
@@ -249,20 +352,75 @@ class Decider:
             for s, ref, post in zip(stats, references, posteriors)
         ]
 
+    def decided(self, tree: Any, ids: list[str]) -> str:
+        """The path as a whole: RIGHT when every step is decided right, WRONG when its
+        steps are decided down to a first error, UNDECIDED otherwise."""
+        evidence = self.along(tree, ids)
+        if any(ev is None or ev.decision == UNDECIDED for ev in evidence):
+            return UNDECIDED
+        return WRONG if any(ev.decision == WRONG for ev in evidence) else RIGHT
+
+    def next_to_sample(self, tree: Any, ids: list[str]) -> tuple[str, int] | None:
+        """(node, rollouts): the step of a path (node ids from the root) whose next batch
+        (``batch`` rollouts, fewer below its cap) decides the path's labels soonest; None
+        when there is none to take.
+
+        A step decided right decides every step before it, and one decided wrong every
+        step after it (:func:`first_error_posterior`), so a path's steps are not each
+        sampled to their own decision: the next batch goes where it is expected to tell
+        most about the position of the path's first error, per rollout (a deep step of a
+        right path, a step inside the stretch where the first error may be). None when
+        every step is decided, under ``mc``, when the undecided steps are at their cap,
+        or — adaptive sampling's stopping rule — when no step's batches (looking ahead up
+        to its cap) are expected to label a step per ``max_rollouts_per_step`` rollouts:
+        what is left would be spent on steps that stay undecided. A path none of whose
+        steps has been sampled always gets its first batch.
+        """
+        if self.mc:
+            return None
+        stats = [tree.stats(n) for n in ids]
+        references, loglik = self._evidence(tree, stats)
+        posteriors = first_error_posterior(loglik, self.hazard)
+        if all(decide(p, self.confidence) != UNDECIDED for p in posteriors):
+            return None
+        weights = change_points(loglik, self.hazard)
+        candidates = []  # (information per rollout, position, rollouts)
+        for c, s in enumerate(stats):
+            if s.terminal or s.n_rollouts >= self.cap:
+                continue
+            b = min(self.batch, self.cap - s.n_rollouts)
+            gain = information_gain(weights, c, s.n_rollouts, s.n_correct, b, self.floor, references[c]) / b
+            if gain > 1e-9:
+                candidates.append((gain, c, b))
+        if not candidates:
+            return None
+        candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
+        fresh = not any(s.measured and not s.terminal for s in stats)
+        if fresh or self.min_yield <= 0:
+            return ids[candidates[0][1]], candidates[0][2]
+        now = labelled_length(posteriors, self.confidence)
+        for _, c, b in candidates:  # the most informative step whose batches pay
+            s, r = stats[c], b
+            while True:  # b, 2b, 4b, ... rollouts there, up to its cap
+                more = expected_labels(weights, c, s.n_rollouts, s.n_correct, r, self.floor, references[c],
+                                       self.confidence) - now
+                if more >= self.min_yield * r:
+                    return ids[c], b
+                if s.n_rollouts + r >= self.cap:
+                    break
+                r = min(2 * r, self.cap - s.n_rollouts)
+        return None
+
     def node(self, tree: Any, node: str) -> StepEvidence | None:
         """A node's evidence from its own prefix (what a search knows when it is there)."""
         return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
 
     def wants_more(self, tree: Any, node: str) -> bool:
-        """An undecided node below its rollout cap: sample it again (when affordable)."""
+        """An undecided node below its rollout cap (by its own prefix's evidence)."""
         if self.mc or node == tree.root or tree.stats(node).terminal:
             return False
         ev = self.node(tree, node)
         return ev is not None and ev.decision == UNDECIDED and ev.n < self.cap
-
-    def fallback_right(self, ev: StepEvidence) -> bool:
-        """What an undecided node counts as where a search must move on (its cap reached)."""
-        return ev.posterior >= 0.5
 
     def _mc(self, s: Any, reference: tuple[int, int]) -> StepEvidence:
         right = s.value > self.threshold

@@ -110,20 +110,28 @@ class LabelsConfig(_Strict):
     * ``mc``: the peers' rule, a step is right when some rollout from it reached the
       gold answer (MC > ``output.label_threshold``); one batch of k per node.
     * ``calibrated`` (default): a posterior P(step right) from the counts, the chance
-      floor of the answer space, and the parent's success rate; nodes are sampled in
-      batches until the decision is confident (or ``max_rollouts_per_node``).
+      floor of the answer space, and the parent's success rate, over a whole path at
+      once (a step decided right decides the steps before it). Nodes are sampled in
+      batches of ``batch`` (the first one too; k is the question's own estimate), each
+      where it tells most about a path's first error, until the path is decided, its
+      nodes are at ``max_rollouts_per_node``, or no batch is expected to label a step
+      per ``max_rollouts_per_step`` rollouts.
     * ``consensus``: calibrated, then a judge checks the first error (and the step before
       it); paths where they disagree are dropped or flagged.
     Custom labellers register with ``@register_labeler("name")``.
     """
 
     method: str = "calibrated"
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="posterior needed to decide a step")
+    confidence: float = Field(0.96, gt=0.5, lt=1, description="posterior needed to decide a step")
     prior: float = Field(0.7, gt=0, lt=1, description="P(a step is right, given the steps before it are)")
     chance: float | None = Field(None, ge=0, lt=1, description="answer-space floor for every problem")
     free_chance: float = Field(0.02, ge=0, lt=1, description="floor of free numeric/text answers (lucky hits)")
-    batch: int = Field(4, ge=1, description="extra rollouts per round at an undecided node")
+    batch: int = Field(4, ge=1, description="rollouts per round at a node (adaptive methods)")
     max_rollouts_per_node: int = Field(32, ge=1)
+    max_rollouts_per_step: float | None = Field(
+        25.0, gt=0, description="stop sampling a path when its next batches are expected to cost more than "
+        "this many rollouts per step they would label (None: until decided or capped)",
+    )
     undecided: Literal["drop", "keep"] = "drop"
     on_disagreement: Literal["drop", "flag"] = "drop"
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

@@ -68,10 +68,24 @@ def make_labeler(labels: Any) -> Labeler:
     return _LABELERS[labels.method](labels)
 
 
-def _decide_nodes(search: TreeSearch, decider: Decider) -> dict[str, StepEvidence | None]:
-    """Every node's decision from its own prefix (the nodes table, preference pairs)."""
+def _decide_nodes(
+    search: TreeSearch, decider: Decider, along: Callable[[list[str]], list[StepEvidence | None]]
+) -> dict[str, StepEvidence | None]:
+    """Every node's decision (the nodes table, preference pairs): under ``mc`` from its own
+    value; otherwise from the paths through it, as its steps are labelled — a step
+    decided right by a later step of one path is right — taking the most confident of its
+    paths' posteriors (its own prefix's when no path below it says more)."""
     tree = search.tree
-    return {node: decider.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+    nodes = {node: decider.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+    if decider.mc:
+        return nodes
+    for leaf in tree.leaves():
+        ids = tree.path_ids(leaf)
+        for node, ev in zip(ids, along(ids)):
+            now = nodes.get(node)
+            if ev is not None and (now is None or abs(ev.posterior - 0.5) > abs(now.posterior - 0.5)):
+                nodes[node] = ev
+    return nodes
 
 
 @register_labeler("mc")
@@ -88,10 +102,17 @@ class MCLabeler:
 
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
         decider = self.decider(problem, ctx)
-        nodes = _decide_nodes(search, decider)
+        evidence: dict[str, list[StepEvidence | None]] = {}  # leaf -> its path's evidence
+
+        def along(ids: list[str]) -> list[StepEvidence | None]:
+            if ids[-1] not in evidence:
+                evidence[ids[-1]] = decider.along(search.tree, ids)
+            return evidence[ids[-1]]
+
+        nodes = _decide_nodes(search, decider, along)
         out = ctx.output
         paths = label_paths(
-            search.tree, lambda ids: decider.along(search.tree, ids), method=self.method,
+            search.tree, along, method=self.method,
             after_first_error=out.after_first_error, max_ci_width=out.max_ci_width,
             keep_undecided=self.labels.undecided == "keep",
         )

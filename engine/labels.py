@@ -203,14 +203,15 @@ def label_paths(
 def preference_pairs(
     tree: ReasoningTree, evidence_of: dict[str, StepEvidence | None] | None = None
 ) -> list[PreferencePair]:
-    """Sibling steps (same prefix) decided differently: chosen right, rejected wrong."""
+    """Sibling steps (same prefix), both sampled, decided differently: chosen right,
+    rejected wrong, each with its MC value."""
     if evidence_of is None:
         nodes = [n for n, _ in tree.nodes() if n != tree.root]
         evidence_of = dict(zip(nodes, mc_evidence(tree, nodes)))
     pairs = []
     for parent, _ in tree.nodes():
         children = tree.children(parent)
-        decided = [(c, evidence_of.get(c)) for c in children]
+        decided = [(c, evidence_of.get(c)) for c in children if tree.stats(c).measured]
         good = [c for c, ev in decided if ev is not None and ev.decision == RIGHT]
         bad = [c for c, ev in decided if ev is not None and ev.decision == WRONG]
         if not good or not bad:

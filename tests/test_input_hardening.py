@@ -167,7 +167,7 @@ def test_a_resume_skips_finished_problems_before_decoding_their_images(tmp_path,
 
 def test_image_mode_path_names_never_collide_across_ids(tmp_path):
     # ids "x/1" and "x_1" once shared images/x_1-0.png: one row showed another problem's image
-    base = {"question": SYNTHETIC.question, "answer": SYNTHETIC.answer}
+    base = {"question": SYNTHETIC.question, "answer": SYNTHETIC.answer, "meta": SYNTHETIC.meta}
     rows = [{**base, "id": "x/1", "image": str(tmp_path / "d" / "red.png")},
             {**base, "id": "x_1", "image": str(tmp_path / "d" / "blue.png")}]
     (tmp_path / "d").mkdir()
@@ -178,7 +178,7 @@ def test_image_mode_path_names_never_collide_across_ids(tmp_path):
     shown = {}
     for row in read_table(tmp_path / "o", "steps").to_pylist():
         with Image.open(row["images"][0]["path"]) as image:
-            shown.setdefault(row["id"], set()).add(image.convert("RGB").getpixel((0, 0)))
+            shown.setdefault(row["problem_id"], set()).add(image.convert("RGB").getpixel((0, 0)))
     assert shown == {"x/1": {(255, 0, 0)}, "x_1": {(0, 0, 255)}}
 
 
@@ -188,7 +188,7 @@ def test_force_in_embed_mode_keeps_an_images_folder_it_did_not_write(tmp_path):
     (data_dir / "images").mkdir(parents=True)
     (data_dir / "images" / "red.png").write_bytes(png("red"))
     data = write_rows(data_dir, [{"id": "a", "question": SYNTHETIC.question, "answer": SYNTHETIC.answer,
-                                  "image": "images/red.png"}])
+                                  "meta": SYNTHETIC.meta, "image": "images/red.png"}])
     prmtree.run(data, policy="simulated", out=data_dir)
     prmtree.run(data, policy="simulated", out=data_dir, strategy="shepherd", force=True)
     assert (data_dir / "images" / "red.png").read_bytes() == png("red")

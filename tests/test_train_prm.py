@@ -26,7 +26,7 @@ def train_prm():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-prm")
-    prmtree.run(generate_problems(6, seed=21), policy="simulated", out=root / "run", seed=3)
+    prmtree.run(generate_problems(10, seed=21), policy="simulated", out=root / "run", seed=3)
     export(root / "run", "hf", root / "hf", test_size=0.34)
     return root
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from prmtree.engine.calibration import RIGHT, UNDECIDED, Decider
+from prmtree.engine.calibration import RIGHT, Decider
 from prmtree.engine.config import LabelsConfig, SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -88,20 +88,16 @@ class TreeSearch(ABC):
     def done(self) -> bool:
         """The tree is finished."""
 
-    def resample(self, node_id: str) -> RolloutRequest | None:
-        """Another small batch at an undecided node (adaptive rollouts), when the labelling
-        method wants one and the budget allows; None otherwise."""
-        batch = self.decider.batch
-        if self.decider.wants_more(self.tree, node_id) and self.can_afford(batch):
-            return self.request(node_id, batch)
-        return None
+    @property
+    def first_batch(self) -> int:
+        """Rollouts for a node's first value estimate: k under the mc rule (the papers'),
+        the labelling method's batch under an adaptive one (more follow where needed)."""
+        return self.k if self.decider.mc else self.decider.batch
 
     def decided_right(self, node_id: str) -> bool:
-        """The node's decision where the search must move on (undecided: its posterior)."""
+        """The node's decision by its own prefix's evidence (the mc rule: MC > threshold)."""
         ev = self.decider.node(self.tree, node_id)
-        if ev is None:
-            return False
-        return ev.decision == RIGHT or (ev.decision == UNDECIDED and self.decider.fallback_right(ev))
+        return ev is not None and ev.decision == RIGHT
 
     def can_afford(self, n: int) -> bool:
         return self.stats.rollouts + n <= self.budget

@@ -2,17 +2,23 @@
 
 Each iteration selects a leaf by UCT over node values, expands it by sampling
 ``branching`` single next steps (identical steps merge into one child), values every
-new child by k rollouts from its prefix (more small batches while the labelling method
-cannot decide it; a child whose step ends the solution is valued by its own answer),
-and back-propagates the children's values to the root. Siblings
+new child by k rollouts from its prefix (a child whose step ends the solution is valued
+by its own answer), and back-propagates the children's values to the root. Siblings
 with different values become step-level preference pairs.
+
+Under an adaptive labelling method (``calibrated``, ``consensus``) the root is valued
+too (the first step's reference rate), a new child by the method's ``batch`` rollouts,
+and each new child's path then gets more batches where they decide its steps soonest
+(:meth:`Decider.next_to_sample`) until it is decided or no batch is worth its price.
+Only leaves whose path is decided right are expanded: below a wrong step every path's
+labels end at that step, below an undecided one before it.
 """
 
 from __future__ import annotations
 
 import math
 
-from prmtree.engine.calibration import Decider
+from prmtree.engine.calibration import RIGHT, Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -35,7 +41,7 @@ class MCTSSearch(TreeSearch):
         self.expanded: set[str] = set()
         self._expanding: str | None = None
         self._new_children: list[str] = []
-        self._undecided: list[str] = []  # valued children the labelling method wants more of
+        self._undecided: list[str] = []  # new children whose paths the labelling method may want more of
         self._pending = 0
         self._finished = False
 
@@ -51,8 +57,7 @@ class MCTSSearch(TreeSearch):
         if self._new_children:
             return self._value_children()
         if self._undecided:
-            wave = [r for r in (self.resample(c) for c in self._undecided) if r is not None]
-            self._undecided = []
+            wave = self._resolve()
             if wave:
                 self._pending = len(wave)
                 return wave
@@ -60,7 +65,7 @@ class MCTSSearch(TreeSearch):
             leaf = self._select()
             if leaf is None:
                 break  # every branch ends in a terminal step
-            if not self.can_afford(self.branching * (1 + self.k)):
+            if not self.can_afford(self.branching * (1 + self.first_batch)):
                 break  # expand only when the new children can all be valued
             self.iterations += 1
             self._expanding = leaf
@@ -95,20 +100,37 @@ class MCTSSearch(TreeSearch):
         if request.node_id == self.tree.root:
             return  # the reference rate only: the root is expanded, not backed up
         self._backpropagate(request.node_id, correct / n if n else 0.0)
-        if self.decider.wants_more(self.tree, request.node_id):
-            self._undecided.append(request.node_id)
 
     def done(self) -> bool:
         return self._finished and not self._pending
 
     # -- internals ------------------------------------------------------------------
 
+    def _resolve(self) -> list[RolloutRequest]:
+        """Adaptive labelling: one more batch for each new child's path that wants one,
+        where it decides the path's steps soonest (:meth:`Decider.next_to_sample`); a
+        path leaves the list once it wants none."""
+        wave, asked, still = [], set(), []
+        for child in self._undecided:
+            nxt = self.decider.next_to_sample(self.tree, self.tree.path_ids(child))
+            if nxt is None:
+                continue
+            still.append(child)
+            if nxt[0] in asked or not self.can_afford(nxt[1]):
+                continue
+            asked.add(nxt[0])
+            wave.append(self.request(*nxt))
+        self._undecided = still if wave else []
+        return wave
+
     def _value_children(self) -> list[RolloutRequest]:
         wave = []
         for child in self._new_children:
-            if not self.can_afford(self.k):
+            if not self.can_afford(self.first_batch):
                 break
-            wave.append(self.request(child, self.k))
+            wave.append(self.request(child, self.first_batch))
+            if not self.decider.mc:
+                self._undecided.append(child)
         self._new_children = []
         if not wave:
             self._finished = True
@@ -123,21 +145,29 @@ class MCTSSearch(TreeSearch):
         return mean + self.c_uct * math.sqrt(math.log(self.visits.get(parent, 1) + 1) / n)
 
     def _select(self) -> str | None:
-        """Descend by UCT to a node that is neither expanded nor terminal."""
-        node = self.tree.root
-        while node in self.expanded:
-            children = [c for c in self.tree.children(node) if not self._exhausted(c)]
-            if not children:
-                self._mark_exhausted(node)
-                if node == self.tree.root:
+        """Descend by UCT to a node that is neither expanded nor terminal (nor, under an
+        adaptive labelling method, short of decided right)."""
+        root = self.tree.root
+        while True:
+            node = root
+            while node in self.expanded:
+                children = [c for c in self.tree.children(node) if not self._exhausted(c)]
+                if not children:
+                    break
+                node = max(children, key=lambda c: self._uct(node, c))
+            if node in self.expanded or self.tree.stats(node).terminal or not self._worth_expanding(node):
+                self._mark_exhausted(node)  # a dead branch: try again from the top without it
+                if node == root:
                     return None
-                node = self.tree.root  # try again from the top without the dead branch
                 continue
-            node = max(children, key=lambda c: self._uct(node, c))
-        if self.tree.stats(node).terminal:
-            self._mark_exhausted(node)
-            return self._select() if node != self.tree.root else None
-        return node
+            return node
+
+    def _worth_expanding(self, node: str) -> bool:
+        """Every leaf under the mc rule; under an adaptive one, a leaf whose path is decided
+        right (the root included)."""
+        if self.decider.mc:
+            return True
+        return self.decider.decided(self.tree, self.tree.path_ids(node)) == RIGHT
 
     def _exhausted(self, node: str) -> bool:
         return self.tree.graph.nodes[node].get("exhausted", False)

@@ -7,14 +7,22 @@ Each round takes the candidate with the highest
     Q(s, r) = alpha ** (1 - MC(s)) * beta ** (len(r) / L)
     U(s)    = c_puct * sqrt(sum of all visit counts) / (1 + N(s))
 
-and binary-searches r for its first wrong step: the midpoint prefix gets k rollouts
-and, while the labelling method cannot decide it, more small batches (adaptive
-rollouts, up to a cap); decided right means the error is to the right, wrong to the
-left. Under the ``mc`` method that decision is the paper's MC > 0. Every checked prefix
-becomes a node with its MC, and its own wrong rollouts join the pool if its value is
-strictly between 0 and 1. Search stops at the search limit, the rollout budget, or an
-empty pool. Roots that are all correct or all wrong carry no step signal and are
-recorded as skipped.
+and binary-searches r for its first wrong step: the midpoint prefix gets k rollouts;
+MC > 0 (the ``mc`` labelling method, the paper's rule) means the error is to the
+right, MC = 0 to the left. Every checked prefix becomes a node with its MC, and its own
+wrong rollouts join the pool if its value is strictly between 0 and 1. Search stops at
+the search limit, the rollout budget, or an empty pool. Roots that are all correct or
+all wrong carry no step signal and are recorded as skipped.
+
+Under an adaptive labelling method (``calibrated``, ``consensus``) a step is decided
+from the counts of its whole path, and the binary search becomes a search over that
+path's posterior: each batch (of the method's ``batch`` rollouts) goes to the step of
+s + r where it tells most about the first error (:meth:`Decider.next_to_sample`: in
+effect a bisection that prefers deep steps, since a step decided right decides every
+step before it), earlier rollouts at a node are reused, and the search ends when the
+path is decided or no batch is worth its price. Only candidates whose state s is
+decided right are searched: below a wrong state the first error is already known, below
+an undecided one it cannot be placed.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from prmtree.engine.calibration import Decider
+from prmtree.engine.calibration import RIGHT, WRONG, Decider
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -74,7 +82,6 @@ class OmegaSearch(TreeSearch):
         self._started = False
         self._current: _BinarySearch | None = None
         self._pending: RolloutRequest | None = None
-        self._resampling: str | None = None  # an undecided midpoint waiting for another batch
         self._finished = False
 
     # -- the state machine ----------------------------------------------------------
@@ -89,13 +96,8 @@ class OmegaSearch(TreeSearch):
                 self.stats.skipped = "budget below k"
                 return []
             return self._issue(self.tree.root)
-        if self._resampling is not None:
-            node, self._resampling = self._resampling, None
-            more = self.resample(node)
-            if more is not None:
-                self._pending = more
-                return [more]
-            self._move(node)  # cap or budget reached: move on with what is known
+        if not self.decider.mc:
+            return self._next_adaptive()
         while True:
             if self._current is None and not self._select():
                 self._finished = True
@@ -107,9 +109,6 @@ class OmegaSearch(TreeSearch):
                 continue
             mid = (bs.lo + bs.hi) // 2
             midpoint = bs.path[mid - 1]
-            if self._already_decided(midpoint):
-                self._move(midpoint)  # sampled by an earlier search: no rollouts needed
-                continue
             if not self.can_afford(self.k):
                 self._finished = True  # an unfinished search leaves no label: drop it
                 self._current = None
@@ -133,20 +132,46 @@ class OmegaSearch(TreeSearch):
         if 0 < value < 1:
             self._add_candidates(node, rollouts)
         bs = self._current
-        if bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:
-            if self.decider.wants_more(self.tree, node):
-                self._resampling = node
-            else:
-                self._move(node)
+        if self.decider.mc and bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:
+            self._move(node)
 
     def done(self) -> bool:
         return self._finished and self._pending is None
 
-    def _already_decided(self, node: str) -> bool:
-        """Adaptive methods reuse a node's earlier rollouts; the mc rule resamples, as the paper."""
-        if self.decider.mc or not self.tree.stats(node).measured:
-            return False
-        return not self.decider.wants_more(self.tree, node)
+    def _next_adaptive(self) -> list[RolloutRequest]:
+        """Adaptive labelling: the current candidate's path (root to its wrong answer) is
+        sampled where its first error is decided soonest, until it needs nothing more."""
+        while True:
+            if self._current is None and not self._select():
+                self._finished = True
+                return []
+            bs = self._current
+            assert bs is not None
+            ids = self.tree.path_ids(bs.path[-1])
+            nxt = self.decider.next_to_sample(self.tree, ids)
+            if nxt is None:
+                self._conclude_path(ids)
+                continue
+            if not self.can_afford(nxt[1]):
+                self._finished = True
+                self._current = None
+                return []
+            self._pending = self.request(*nxt)
+            return [self._pending]
+
+    def _searchable(self, state: str) -> bool:
+        """The mc rule searches every candidate; adaptive labelling those from the root or
+        from a state decided right."""
+        if self.decider.mc or state == self.tree.root:
+            return True
+        ev = self.decider.node(self.tree, state)
+        return ev is not None and ev.decision == RIGHT
+
+    def _conclude_path(self, ids: list[str]) -> None:
+        if self.decider.decided(self.tree, ids) == WRONG:
+            first = next(j for j, ev in enumerate(self.decider.along(self.tree, ids)) if ev and ev.decision == WRONG)
+            self.found.append(FoundError(self.tree.prefix(ids[-1]), first))
+        self._current = None
 
     def _move(self, midpoint: str) -> None:
         """Narrow the current binary search by the midpoint's decision."""
@@ -182,7 +207,14 @@ class OmegaSearch(TreeSearch):
         if not self.pool or self.searches >= self.search_limit:
             return False
         total = sum(self.visits.values())
-        best = max(self.pool, key=lambda c: (self._score(c, total), -c.order))
+        searchable: dict[str, bool] = {}
+        for c in self.pool:
+            if c.state not in searchable:
+                searchable[c.state] = self._searchable(c.state)
+        pool = [c for c in self.pool if searchable[c.state]]
+        if not pool:
+            return False
+        best = max(pool, key=lambda c: (self._score(c, total), -c.order))
         self.pool.remove(best)
         self.visits[best.state] = self.visits.get(best.state, 0) + 1
         self.searches += 1

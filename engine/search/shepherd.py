@@ -1,10 +1,17 @@
 """Math-Shepherd / VisualPRM: k completions at every step prefix, stop at the first zero.
 
 ``n_solutions`` solutions are sampled from the root. Then, wave by wave, every
-solution still being checked gets k completions from its next step prefix (and more
-small batches while the labelling method cannot decide it); the first prefix decided
-wrong (the paper's rule: MC = 0) ends that solution (later steps are labelled wrong).
-Prefixes shared by several solutions are one node and are sampled once.
+solution still being checked gets k completions from its next step prefix; the first
+prefix decided wrong (the paper's rule under the ``mc`` method: MC = 0) ends that
+solution (later steps are labelled wrong). Prefixes shared by several solutions are one
+node and are sampled once.
+
+Under an adaptive labelling method (``calibrated``, ``consensus``) a solution's steps
+are decided together from all of its counts (a step decided right decides every step
+before it), so its prefixes are not walked one by one to their own decisions: each wave
+gives every solution one batch (the method's ``batch`` rollouts) at the prefix where it
+tells most about the solution's first error (:meth:`Decider.next_to_sample`), until the
+solution is decided or no batch is worth its price.
 """
 
 from __future__ import annotations
@@ -42,18 +49,15 @@ class ShepherdSearch(TreeSearch):
                 return []
             self._pending = 1
             return [self.request(self.tree.root, self.n_solutions)]
+        if not self.decider.mc:
+            return self._next_adaptive()
         wave: list[RolloutRequest] = []
         self._waiting = {}
         for i, path in enumerate(self._paths):
             # Skip over positions already decided (shared prefixes, or the terminal leaf).
-            more = None
             while self._cursor[i] < len(path) - 1:
                 node = path[self._cursor[i]]
                 if not self.tree.stats(node).measured:
-                    break
-                if node not in self._waiting:
-                    more = self.resample(node)  # undecided: another small batch first
-                if more is not None or node in self._waiting:
                     break
                 if not self.decided_right(node):
                     self._cursor[i] = len(path)  # decided: wrong from here on
@@ -65,13 +69,29 @@ class ShepherdSearch(TreeSearch):
             if node in self._waiting:
                 self._waiting[node].append(i)
                 continue
-            if more is None:
-                if not self.can_afford(self.k):
-                    self._finished = True
-                    break
-                more = self.request(node, self.k)
+            if not self.can_afford(self.k):
+                self._finished = True
+                break
             self._waiting[node] = [i]
-            wave.append(more)
+            wave.append(self.request(node, self.k))
+        if not wave:
+            self._finished = True
+        self._pending = len(wave)
+        return wave
+
+    def _next_adaptive(self) -> list[RolloutRequest]:
+        """Adaptive labelling: one batch per undecided solution, where it decides the
+        solution's labels soonest (a prefix several solutions ask for is sampled once)."""
+        wave: list[RolloutRequest] = []
+        asked: set[str] = set()
+        for path in self._paths:
+            nxt = self.decider.next_to_sample(self.tree, path)
+            if nxt is None or nxt[0] in asked:
+                continue
+            if not self.can_afford(nxt[1]):
+                break
+            asked.add(nxt[0])
+            wave.append(self.request(*nxt))
         if not wave:
             self._finished = True
         self._pending = len(wave)
