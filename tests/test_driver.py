@@ -134,7 +134,8 @@ def test_malformed_completions_are_wrong_rollouts_and_tallied(tmp_path, problems
                 Completion(f"fine\n\n\\boxed{{{request.problem.answer}}}", 5, "stop"),
             ][: request.n]
 
-    s = prmtree.run(problems[:4], policy=Junk(), out=tmp_path, config={"search": {"k": 6}, "labels": {"batch": 6}})
+    # mc: every request asks for k = 6 (adaptive labels ask for smaller last batches)
+    s = prmtree.run(problems[:4], policy=Junk(), out=tmp_path, config={"search": {"k": 6}, "labels": {"method": "mc"}})
     assert s.problems_done == 4 and s.problems_failed == 0
     mal = s.stats["malformed_rollouts"]
     n = s.stats["requests"]  # every request gets the same six completions
