@@ -28,6 +28,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prmtree.engine.problem import Problem
@@ -195,17 +196,25 @@ def _outcomes(
     """
     wrong_mass = sum(weights[: c + 1])
     right_mass = 1.0 - wrong_mass
+    out = []
+    for p_r, p_w in _predictive(n, k, r, floor, reference):
+        px = right_mass * p_r + wrong_mass * p_w
+        if px > 0:
+            out.append((px, p_w / px, p_r / px))
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _predictive(n: int, k: int, r: int, floor: float, reference: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """(P(x of r more right | step right), P(x | step wrong)) for x = 0..r, given k of n:
+    a pure function of small integers, asked again and again as a tree is planned."""
     old_r, old_w = log_likelihoods(n, k, floor, reference)
     out = []
     for x in range(r + 1):
         new_r, new_w = log_likelihoods(n + r, k + x, floor, reference)
         comb = math.comb(r, x)
-        p_r = comb * math.exp(new_r - old_r)  # P(x | step c right)
-        p_w = comb * math.exp(new_w - old_w)  # P(x | step c wrong)
-        px = right_mass * p_r + wrong_mass * p_w
-        if px > 0:
-            out.append((px, p_w / px, p_r / px))
-    return out
+        out.append((comb * math.exp(new_r - old_r), comb * math.exp(new_w - old_w)))
+    return tuple(out)
 
 
 def information_gain(
@@ -232,9 +241,19 @@ def labelled_length(posteriors: list[float], confidence: float) -> int:
     """What a path's labels are worth to the stopping rule: its steps decided right, and
     its first wrong step (``FIRST_ERROR_WEIGHT``) once no step before it is undecided (the
     steps after it are cut, as ``after_first_error = "truncate"`` does)."""
-    right = sum(1 for p in posteriors if p >= confidence)
-    undecided = any(decide(p, confidence) == UNDECIDED for p in posteriors)
-    return right + (0 if undecided or right == len(posteriors) else FIRST_ERROR_WEIGHT)
+    return _labelled(posteriors, confidence)
+
+
+def _labelled(posteriors: Iterable[float], confidence: float) -> int:
+    """:func:`labelled_length` in one pass (the planner's innermost loop)."""
+    wrong_below, right, undecided, m = 1.0 - confidence, 0, False, 0
+    for p in posteriors:
+        m += 1
+        if p >= confidence:
+            right += 1
+        elif p > wrong_below:
+            undecided = True
+    return right + (0 if undecided or right == m else FIRST_ERROR_WEIGHT)
 
 
 def expected_labels(
@@ -245,12 +264,20 @@ def expected_labels(
     m = len(weights) - 1
     expected = 0.0
     for px, a, b in _outcomes(weights, c, n, k, r, floor, reference):
-        post, after = [0.0] * m, weights[m] * b
-        for i in range(m - 1, -1, -1):
-            post[i] = after
-            after += weights[i] * (a if i <= c else b)
-        expected += px * labelled_length(post, confidence)
+        expected += px * _labelled(_scaled_posteriors(weights, m, c, a, b), confidence)
     return expected
+
+
+def _scaled_posteriors(weights: list[float], m: int, c: int, a: float, b: float) -> Iterator[float]:
+    """P(step i right), i = m-1 .. 0 (order does not matter to :func:`_labelled`), after
+    the change points at or before c are scaled by a and the later ones by b."""
+    after = weights[m] * b
+    for i in range(m - 1, c, -1):
+        yield after
+        after += weights[i] * b
+    for i in range(min(c, m - 1), -1, -1):
+        yield after
+        after += weights[i] * a
 
 
 def _sigmoid(x: float) -> float:
