@@ -294,6 +294,14 @@ def _log_mix(x: float, y: float, w: float) -> float:
     return top + math.log(w * math.exp(x - top) + (1 - w) * math.exp(y - top))
 
 
+def path_verdict(evidence: list[StepEvidence | None]) -> str:
+    """A path's steps as a whole: RIGHT when every one is decided right, WRONG when they
+    are decided down to a first error, UNDECIDED otherwise."""
+    if any(ev is None or ev.decision == UNDECIDED for ev in evidence):
+        return UNDECIDED
+    return WRONG if any(ev.decision == WRONG for ev in evidence) else RIGHT
+
+
 def decide(posterior: float, confidence: float) -> str:
     if posterior >= confidence:
         return RIGHT
@@ -382,10 +390,7 @@ class Decider:
     def decided(self, tree: Any, ids: list[str]) -> str:
         """The path as a whole: RIGHT when every step is decided right, WRONG when its
         steps are decided down to a first error, UNDECIDED otherwise."""
-        evidence = self.along(tree, ids)
-        if any(ev is None or ev.decision == UNDECIDED for ev in evidence):
-            return UNDECIDED
-        return WRONG if any(ev.decision == WRONG for ev in evidence) else RIGHT
+        return path_verdict(self.along(tree, ids))
 
     def next_to_sample(self, tree: Any, ids: list[str]) -> tuple[str, int] | None:
         """(node, rollouts): the step of a path (node ids from the root) whose next batch

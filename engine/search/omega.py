@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from prmtree.engine.calibration import RIGHT, WRONG, Decider
+from prmtree.engine.calibration import RIGHT, WRONG, Decider, path_verdict
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.problem import Problem
 from prmtree.engine.rollout import Rollout
@@ -98,22 +98,15 @@ class OmegaSearch(TreeSearch):
             return self._issue(self.tree.root)
         if not self.decider.mc:
             return self._next_adaptive()
-        while True:
-            if self._current is None and not self._select():
-                self._finished = True
-                return []
-            bs = self._current
-            assert bs is not None
+        while (bs := self._search_in_hand()) is not None:
             if bs.hi - bs.lo <= 1:
                 self._conclude(bs)
                 continue
-            mid = (bs.lo + bs.hi) // 2
-            midpoint = bs.path[mid - 1]
+            midpoint = bs.path[(bs.lo + bs.hi) // 2 - 1]
             if not self.can_afford(self.k):
-                self._finished = True  # an unfinished search leaves no label: drop it
-                self._current = None
-                return []
+                return self._out_of_budget()
             return self._issue(midpoint)
+        return []
 
     def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
         assert self._pending is request, "observe() must answer the last request"
@@ -141,23 +134,29 @@ class OmegaSearch(TreeSearch):
     def _next_adaptive(self) -> list[RolloutRequest]:
         """Adaptive labelling: the current candidate's path (root to its wrong answer) is
         sampled where its first error is decided soonest, until it needs nothing more."""
-        while True:
-            if self._current is None and not self._select():
-                self._finished = True
-                return []
-            bs = self._current
-            assert bs is not None
+        while (bs := self._search_in_hand()) is not None:
             ids = self.tree.path_ids(bs.path[-1])
             nxt = self.decider.next_to_sample(self.tree, ids)
             if nxt is None:
                 self._conclude_path(ids)
                 continue
             if not self.can_afford(nxt[1]):
-                self._finished = True
-                self._current = None
-                return []
+                return self._out_of_budget()
             self._pending = self.request(*nxt)
             return [self._pending]
+        return []
+
+    def _search_in_hand(self) -> _BinarySearch | None:
+        """The search under way, else the next one from the pool; None (and the tree is
+        finished) when the pool is empty."""
+        if self._current is None and not self._select():
+            self._finished = True
+        return self._current
+
+    def _out_of_budget(self) -> list[RolloutRequest]:
+        self._finished = True  # an unfinished search leaves no label: drop it
+        self._current = None
+        return []
 
     def _searchable(self, state: str) -> bool:
         """The mc rule searches every candidate; adaptive labelling those from the root or
@@ -168,8 +167,9 @@ class OmegaSearch(TreeSearch):
         return ev is not None and ev.decision == RIGHT
 
     def _conclude_path(self, ids: list[str]) -> None:
-        if self.decider.decided(self.tree, ids) == WRONG:
-            first = next(j for j, ev in enumerate(self.decider.along(self.tree, ids)) if ev and ev.decision == WRONG)
+        evidence = self.decider.along(self.tree, ids)  # once: the verdict and the first error from it
+        if path_verdict(evidence) == WRONG:
+            first = next(j for j, ev in enumerate(evidence) if ev is not None and ev.decision == WRONG)
             self.found.append(FoundError(self.tree.prefix(ids[-1]), first))
         self._current = None
 
