@@ -24,11 +24,12 @@ no I/O, deterministic.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import re
 from dataclasses import dataclass
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prmtree.engine.problem import Problem
@@ -169,38 +170,17 @@ def first_error_posterior(
     it never increases along a path, and a later step decided right lifts the steps
     before it.
     """
-    weights = change_points(loglik, hazard)
-    m = len(loglik)
+    return right_posteriors(change_points(loglik, hazard))
+
+
+def right_posteriors(weights: list[float]) -> list[float]:
+    """P(step i right), i = 0..m-1, from the change points' weights: the mass of the
+    change points after i (so never increasing along the path)."""
+    m = len(weights) - 1
     out, mass_after = [0.0] * m, weights[m]
-    for i in range(m - 1, -1, -1):  # P(step i right) = P(change point > i)
-        out[i] = mass_after
+    for i in range(m - 1, -1, -1):
+        out[i] = min(mass_after, 1.0)
         mass_after += weights[i]
-    return [min(x, 1.0) for x in out]
-
-
-def _entropy(weights: list[float]) -> float:
-    return -sum(w * math.log(w) for w in weights if w > 0)
-
-
-def _outcomes(
-    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float]
-) -> list[tuple[float, float, float]]:
-    """The outcomes of ``r`` more rollouts at step c of a path (now k of n correct):
-    (probability, factor on the change points at or before c, factor on those after c).
-
-    Step c is wrong under the change points at or before it and right under the later
-    ones; the next r outcomes follow the step's posterior predictive under each (the
-    same right / wrong models that decide it). Only step c's own likelihood is updated:
-    its effect as the reference of the steps after it is left out (a planning estimate,
-    not a decision).
-    """
-    wrong_mass = sum(weights[: c + 1])
-    right_mass = 1.0 - wrong_mass
-    out = []
-    for p_r, p_w in _predictive(n, k, r, floor, reference):
-        px = right_mass * p_r + wrong_mass * p_w
-        if px > 0:
-            out.append((px, p_w / px, p_r / px))
     return out
 
 
@@ -217,67 +197,101 @@ def _predictive(n: int, k: int, r: int, floor: float, reference: tuple[float, fl
     return tuple(out)
 
 
-def information_gain(
-    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float]
-) -> float:
-    """Expected reduction of the entropy of the path's first-error position (nats), from
-    ``r`` more rollouts at step c (see :func:`_outcomes`); ``weights`` are
-    :func:`change_points`."""
-    wrong, right = weights[: c + 1], weights[c + 1:]
-    wrong_mass, right_mass = sum(wrong), sum(right)
-    if wrong_mass <= 0 or right_mass <= 0:
-        return 0.0  # the step is certain: nothing to learn there
-    h_wrong, h_right = _entropy(wrong), _entropy(right)
-    expected = 0.0
-    for px, a, b in _outcomes(weights, c, n, k, r, floor, reference):
-        # each change point's weight is scaled by a (at or before c) or b (after c)
-        after = (a * (h_wrong - wrong_mass * math.log(a)) if a > 0 else 0.0) + \
-            (b * (h_right - right_mass * math.log(b)) if b > 0 else 0.0)
-        expected += px * after
-    return h_wrong + h_right - expected
+class PathPlan:
+    """The planner's look-ahead over one path: what ``r`` more rollouts at step c would
+    do to the position of its first error.
+
+    Step c is wrong under the change points at or before it and right under the later
+    ones, so an outcome of r more rollouts there scales the first group's weights by one
+    factor (a) and the second's by another (b). The path's weights are summed once here
+    (mass, entropy and each step's P(right) as running sums), so each outcome costs a few
+    operations and a binary search rather than a pass over the path: the look-ahead runs
+    for every undecided step of every path the driver plans, the hottest loop of its CPU.
+    Only step c's own likelihood is updated: its effect as the reference of the steps
+    after it is left out (a planning estimate, not a decision).
+    """
+
+    def __init__(self, weights: list[float], floor: float, confidence: float) -> None:
+        self.m = m = len(weights) - 1
+        self.floor = floor
+        self.confidence = confidence
+        self.right = right_posteriors(weights)  # right[i] = P(step i right) = mass after i
+        self._descending = [-p for p in self.right]  # ascending, for bisect
+        self.wrong_mass, self.wrong_entropy = [0.0] * m, [0.0] * m  # of change points 0..c
+        mass = entropy = 0.0
+        for c in range(m):
+            w = weights[c]
+            mass += w
+            entropy -= w * math.log(w) if w > 0 else 0.0
+            self.wrong_mass[c], self.wrong_entropy[c] = mass, entropy
+        self.entropy = entropy - sum(w * math.log(w) for w in weights[m:] if w > 0)
+
+    def information_gain(self, c: int, n: int, k: int, r: int, reference: tuple[float, float]) -> float:
+        """Expected reduction of the entropy of the first error's position (nats) from r
+        more rollouts at step c (now k of n): the next r follow the step's posterior
+        predictive under right and under wrong, each outcome x with probability px."""
+        wrong_mass, right_mass = self.wrong_mass[c], self.right[c]
+        if wrong_mass <= 0 or right_mass <= 0:
+            return 0.0  # the step is certain: nothing to learn there
+        h_wrong = self.wrong_entropy[c]
+        h_right = self.entropy - h_wrong
+        outcome_mass = 1.0 - wrong_mass
+        expected = 0.0
+        for p_r, p_w in _predictive(n, k, r, self.floor, reference):
+            px = outcome_mass * p_r + wrong_mass * p_w
+            if px > 0:  # change points at or before c scaled by a, after c by b
+                a, b = p_w / px, p_r / px
+                after = (a * (h_wrong - wrong_mass * math.log(a)) if a > 0 else 0.0) + \
+                    (b * (h_right - right_mass * math.log(b)) if b > 0 else 0.0)
+                expected += px * after
+        return self.entropy - expected
+
+    def labelled_now(self) -> int:
+        """:func:`labelled_length` of the path as it stands."""
+        return self._labelled(0, 1.0, 1.0)
+
+    def expected_labels(self, c: int, n: int, k: int, r: int, reference: tuple[float, float]) -> float:
+        """Expected :func:`labelled_length` of the path after r more rollouts at step c
+        (outcomes as in :meth:`information_gain`)."""
+        wrong_mass = self.wrong_mass[c]
+        right_mass = 1.0 - wrong_mass
+        expected = 0.0
+        for p_r, p_w in _predictive(n, k, r, self.floor, reference):
+            px = right_mass * p_r + wrong_mass * p_w
+            if px > 0:
+                expected += px * self._labelled(c, p_w / px, p_r / px)
+        return expected
+
+    def _labelled(self, c: int, a: float, b: float) -> int:
+        """:func:`labelled_length` after the change points at or before c are scaled by a
+        and the later ones by b. P(step i right) never increases along the path, so the
+        steps decided right are a prefix, found by bisection; the step after them is the
+        first error when it is decided wrong."""
+        right, m, confidence = self.right, self.m, self.confidence
+        at_c = b * right[c]
+        if at_c >= confidence:  # steps 0..c right; after c, P(i right) = b * right[i]
+            count = bisect.bisect_right(self._descending, -confidence / b, c + 1, m)
+        elif a > 0:  # before c, P(i right) = at_c + a * (right[i] - right[c])
+            count = bisect.bisect_right(self._descending, -(right[c] + (confidence - at_c) / a), 0, c)
+        else:
+            count = 0
+        if count == m:
+            return m
+        first = b * right[count] if count >= c else at_c + a * (right[count] - right[c])
+        return count + (FIRST_ERROR_WEIGHT if first <= 1.0 - confidence else 0)
 
 
 def labelled_length(posteriors: list[float], confidence: float) -> int:
     """What a path's labels are worth to the stopping rule: its steps decided right, and
     its first wrong step (``FIRST_ERROR_WEIGHT``) once no step before it is undecided (the
     steps after it are cut, as ``after_first_error = "truncate"`` does)."""
-    return _labelled(posteriors, confidence)
-
-
-def _labelled(posteriors: Iterable[float], confidence: float) -> int:
-    """:func:`labelled_length` in one pass (the planner's innermost loop)."""
-    wrong_below, right, undecided, m = 1.0 - confidence, 0, False, 0
+    wrong_below, right, undecided = 1.0 - confidence, 0, False
     for p in posteriors:
-        m += 1
         if p >= confidence:
             right += 1
         elif p > wrong_below:
             undecided = True
-    return right + (0 if undecided or right == m else FIRST_ERROR_WEIGHT)
-
-
-def expected_labels(
-    weights: list[float], c: int, n: int, k: int, r: int, floor: float, reference: tuple[float, float],
-    confidence: float,
-) -> float:
-    """Expected :func:`labelled_length` of a path after ``r`` more rollouts at step c."""
-    m = len(weights) - 1
-    expected = 0.0
-    for px, a, b in _outcomes(weights, c, n, k, r, floor, reference):
-        expected += px * _labelled(_scaled_posteriors(weights, m, c, a, b), confidence)
-    return expected
-
-
-def _scaled_posteriors(weights: list[float], m: int, c: int, a: float, b: float) -> Iterator[float]:
-    """P(step i right), i = m-1 .. 0 (order does not matter to :func:`_labelled`), after
-    the change points at or before c are scaled by a and the later ones by b."""
-    after = weights[m] * b
-    for i in range(m - 1, c, -1):
-        yield after
-        after += weights[i] * b
-    for i in range(min(c, m - 1), -1, -1):
-        yield after
-        after += weights[i] * a
+    return right + (0 if undecided or right == len(posteriors) else FIRST_ERROR_WEIGHT)
 
 
 def _sigmoid(x: float) -> float:
@@ -412,16 +426,15 @@ class Decider:
             return None
         stats = [tree.stats(n) for n in ids]
         references, loglik = self._evidence(tree, stats)
-        posteriors = first_error_posterior(loglik, self.hazard)
-        if all(decide(p, self.confidence) != UNDECIDED for p in posteriors):
+        plan = PathPlan(change_points(loglik, self.hazard), self.floor, self.confidence)
+        if all(decide(p, self.confidence) != UNDECIDED for p in plan.right):
             return None
-        weights = change_points(loglik, self.hazard)
         candidates = []  # (information per rollout, position, rollouts)
         for c, s in enumerate(stats):
             if s.terminal or s.n_rollouts >= self.cap:
                 continue
             b = min(self.batch, self.cap - s.n_rollouts)
-            gain = information_gain(weights, c, s.n_rollouts, s.n_correct, b, self.floor, references[c]) / b
+            gain = plan.information_gain(c, s.n_rollouts, s.n_correct, b, references[c]) / b
             if gain > 1e-9:
                 candidates.append((gain, c, b))
         if not candidates:
@@ -430,12 +443,11 @@ class Decider:
         fresh = not any(s.measured and not s.terminal for s in stats)
         if fresh or self.min_yield <= 0:
             return ids[candidates[0][1]], candidates[0][2]
-        now = labelled_length(posteriors, self.confidence)
+        now = plan.labelled_now()
         for _, c, b in candidates:  # the most informative step whose batches pay
             s, r = stats[c], b
             while True:  # b, 2b, 4b, ... rollouts there, up to its cap
-                more = expected_labels(weights, c, s.n_rollouts, s.n_correct, r, self.floor, references[c],
-                                       self.confidence) - now
+                more = plan.expected_labels(c, s.n_rollouts, s.n_correct, r, references[c]) - now
                 if more >= self.min_yield * r:
                     return ids[c], b
                 if s.n_rollouts + r >= self.cap:
