@@ -13,20 +13,30 @@ Checks of one request travel together (one round trip per worker, not per check:
 trip costs the driver 0.1-0.3 ms of thread wake-ups); a batch that times out or breaks is
 re-run one check at a time, so its innocent members still get their verdicts.
 ``run`` and ``run_many`` never raise (cancellation aside).
+
+Where no process pool can start (a daemonic process may not have children; a sandbox
+may forbid ``fork``), checks run in threads instead, with a warning and ``pool_kind =
+"thread"`` in the stats: a check the pool never ran is not "not equal", and answering
+every Math-Verify check ``False`` would label every such rollout wrong without a sound.
+Threads keep the time bound (a hung check is answered ``False`` and its thread
+abandoned) but share the driver's GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import multiprocessing
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 SlowCheck = Callable[[str, str], bool]
+log = logging.getLogger(__name__)
 
 
 def _init_worker() -> None:
@@ -46,13 +56,15 @@ def _ping() -> bool:
 
 
 def _timed_call(fn: SlowCheck, gold: str, predicted: str) -> tuple[bool, float]:
-    """Runs in the worker: the verdict and the worker CPU it cost (exceptions are "not equal")."""
-    cpu = time.process_time()
+    """Runs in the worker: the verdict and the CPU it cost (exceptions are "not equal").
+    Thread time: a worker process runs its calls in its main thread, and in thread mode
+    the process's CPU would count the driver's too."""
+    cpu = time.thread_time()
     try:
         verdict = bool(fn(gold, predicted))
     except Exception:
         verdict = False
-    return verdict, time.process_time() - cpu
+    return verdict, time.thread_time() - cpu
 
 
 def _timed_batch(fn: SlowCheck, pairs: list[tuple[str, str]]) -> tuple[list[bool], float]:
@@ -85,7 +97,8 @@ class CheckPool:
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context(context)
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: concurrent.futures.Executor | None = None
+        self.kind = "process"  # "thread" once a process pool could not start
         self._warm: list[concurrent.futures.Future] = []
         self._generation = 0
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -187,20 +200,44 @@ class CheckPool:
             self._slots = (loop, asyncio.Semaphore(self.workers))
         return self._slots[1]
 
-    async def _started_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+    async def _started_pool(self) -> concurrent.futures.Executor:
         """The pool, started if needed, once its workers have imported sympy: a cold start
-        takes seconds and must not count against the first checks' time bound."""
+        takes seconds and must not count against the first checks' time bound. A process
+        pool that cannot start is replaced by threads for good (see the module's doc)."""
         if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self._context, initializer=_init_worker
-            )
-            self._warm = [self._pool.submit(_ping) for _ in range(self.workers)]
+            self._pool, self._warm = self._new_pool()
         pool, warm = self._pool, self._warm
-        if not all(f.done() for f in warm):
-            await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in warm)), self.start_timeout_s)
-        for f in warm:
-            f.result()  # raises BrokenProcessPool if a worker died starting
+        try:
+            if not all(f.done() for f in warm):
+                await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in warm)), self.start_timeout_s)
+            for f in warm:
+                f.result()  # raises BrokenProcessPool if a worker died starting
+        except (asyncio.TimeoutError, BrokenProcessPool, OSError, RuntimeError) as exc:
+            if self.kind == "process" and pool is self._pool:
+                self._to_threads(exc)
+                self._generation += 1
+                self._pool, self._warm = self._new_pool()
+                _kill(pool)
+                return self._pool
+            raise
         return pool
+
+    def _new_pool(self) -> tuple[concurrent.futures.Executor, list[concurrent.futures.Future]]:
+        if self.kind == "process":
+            try:
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=self._context, initializer=_init_worker
+                )
+                return pool, [pool.submit(_ping) for _ in range(self.workers)]
+            except Exception as exc:  # AssertionError: a daemonic process may not have children
+                self._to_threads(exc)
+        return _DaemonThreads(), []
+
+    def _to_threads(self, exc: BaseException) -> None:
+        self.kind = "thread"
+        log.warning("answer checks: no process pool can start here (%s: %s); running Math-Verify in "
+                    "threads instead: verdicts are the same, but sympy now shares the driver's CPU",
+                    type(exc).__name__, exc)
 
     def _restart(self, generation: int) -> None:
         """Kill the pool that ``generation`` ran on (once: several failing checks may report the
@@ -230,12 +267,36 @@ class CheckPool:
             "timeouts": self.timeouts,
             "pool_failures": self.failures,
             "pool_restarts": self.restarts,
+            "pool_kind": self.kind,
         }
 
 
-def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+class _DaemonThreads(concurrent.futures.Executor):
+    """One daemon thread per call (``CheckPool``'s slots bound how many): a hung check must
+    not hold the process open at exit, as a ``ThreadPoolExecutor``'s threads, joined at
+    exit, would."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="prmtree-check", daemon=True).start()
+        return future
+
+
+def _kill(pool: concurrent.futures.Executor) -> None:
     """Shut ``pool`` down without waiting and SIGKILL its workers: a hung worker never reads the
-    shutdown sentinel. Does not block; the pool's manager thread reaps the processes."""
+    shutdown sentinel. Does not block; the pool's manager thread reaps the processes. A
+    thread cannot be killed: a hung one is abandoned (it ends with its check, or the process)."""
+    if isinstance(pool, _DaemonThreads):
+        return
     kill_workers = getattr(pool, "kill_workers", None)  # public from Python 3.14
     if kill_workers is not None:
         try:

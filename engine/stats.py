@@ -125,7 +125,7 @@ _NOT_ADDED = {"workers": max, "min_tree_affinity": min}
 
 def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Numbers add (unless named in ``_NOT_ADDED``), nested dicts combine key by key, other
-    values are the first driver's."""
+    values that differ are listed (``"process,thread"``: one driver fell back to threads)."""
     out: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
@@ -136,6 +136,8 @@ def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 pick = _NOT_ADDED.get(key)
                 out[key] = pick(out[key], value) if pick else out[key] + value
+            elif isinstance(value, str) and isinstance(out[key], str) and value not in out[key].split(","):
+                out[key] = ",".join(sorted([*out[key].split(","), value]))
     return out
 
 

@@ -485,3 +485,62 @@ def test_a_used_verifier_still_pickles():
 
     verdicts, stats = asyncio.run(main())
     assert verdicts == [True, False] and stats["memo_hits"] == 1  # the memo travels with it
+
+
+def _check_in_this_process(queue):
+    """Run in a daemonic child: it may not start processes of its own, so no pool can start."""
+    async def main():
+        v = Verifier(slow_check=hang_or_crash, timeout_s=2.0)
+        try:
+            first = await v.check(SQRT, [SQRT_OK, "\\sqrt{3}/2", "\\sqrt{2}/2"])
+            hung = await v.check(SQRT, [HANG])  # a hung thread is abandoned, not waited for
+            after = await v.check(SQRT, ["\\frac{2}{2\\sqrt{2}}"])
+            return first, hung, after, v.stats()
+        finally:
+            await v.aclose()
+
+    queue.put(asyncio.run(main()))
+
+
+def test_where_no_process_pool_can_start_checks_run_in_threads_with_the_same_verdicts():
+    # A driver inside a daemonic process (a multiprocessing worker, some job runners) cannot
+    # start the Math-Verify pool; its checks used to be answered False one and all: every
+    # rollout with a LaTeX answer labelled wrong, and the run a success.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_check_in_this_process, args=(queue,), daemon=True)
+    child.start()
+    try:
+        first, hung, after, stats = queue.get(timeout=180)
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert first == [True, False, True]
+    assert hung == [False] and after == [True]
+    assert stats["pool_kind"] == "thread"
+    assert stats["pool_failures"] == 0 and stats["timeouts"] == 1
+    assert stats["pool_checks"] == 5
+
+
+def test_a_process_pool_reports_its_kind():
+    async def main():
+        v = Verifier()
+        try:
+            assert await v.check(SQRT, [SQRT_OK]) == [True]
+            return v.stats()
+        finally:
+            await v.aclose()
+
+    assert asyncio.run(main())["pool_kind"] == "process"
+
+
+def test_several_drivers_stats_show_any_fallback_to_threads():
+    from prmtree.engine.stats import _combine_dicts
+
+    combined = _combine_dicts([{"verifier": {"pool_kind": "process", "checks": 2}},
+                               {"verifier": {"pool_kind": "thread", "checks": 3}},
+                               {"verifier": {"pool_kind": "process", "checks": 1}}])
+    assert combined == {"verifier": {"pool_kind": "process,thread", "checks": 6}}
