@@ -12,8 +12,11 @@ from prmtree.engine.calibration import (
     UNDECIDED,
     WRONG,
     Decider,
+    PathPlan,
+    change_points,
     chance_floor,
     first_error_posterior,
+    labelled_length,
     log_likelihoods,
     posterior_right,
 )
@@ -94,6 +97,49 @@ def test_first_error_posterior_is_monotone_and_sums_the_change_points():
     assert alone == pytest.approx(0.7) and lifted > 0.95
     # a wrong final answer is exactly wrong, whatever came before
     assert first_error_posterior([right, (-math.inf, 0.0)], hazard=0.3)[-1] == 0.0
+
+
+def _brute_force_look_ahead(weights, c, n, k, r, floor, reference, confidence):
+    """The planner's look-ahead the long way: every outcome's rescaled change points,
+    normalised, turned into each step's P(right), labelled and entropied from scratch."""
+    from prmtree.engine.calibration import _predictive
+
+    def entropy(ws):
+        return -sum(w * math.log(w) for w in ws if w > 0)
+
+    wrong_mass = sum(weights[: c + 1])
+    gain, labels = entropy(weights), 0.0
+    for p_r, p_w in _predictive(n, k, r, floor, reference):
+        px = (1 - wrong_mass) * p_r + wrong_mass * p_w
+        if px <= 0:
+            continue
+        after = [w * (p_w if j <= c else p_r) / px for j, w in enumerate(weights)]
+        posteriors = [sum(after[i + 1:]) for i in range(len(weights) - 1)]
+        gain -= px * entropy(after)
+        labels += px * labelled_length(posteriors, confidence)
+    return gain, labels
+
+
+def test_the_planners_look_ahead_equals_the_long_way():
+    import random
+
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(300):
+        m = rng.randint(1, 9)
+        floor, reference = rng.choice([0.5, 0.25, 0.02]), (16, rng.randint(4, 16))
+        counts = [(n, rng.randint(0, n)) for n in (rng.choice([0, 4, 8, 16]) for _ in range(m))]
+        weights = change_points([log_likelihoods(n, k, floor, reference) for n, k in counts], 0.2)
+        plan = PathPlan(weights, floor, 0.96)
+        assert plan.labelled_now() == labelled_length(first_error_posterior(
+            [log_likelihoods(n, k, floor, reference) for n, k in counts], 0.2), 0.96)
+        for c, (n, k) in enumerate(counts):
+            r = rng.choice([4, 8, 12])
+            gain, labels = _brute_force_look_ahead(weights, c, n, k, r, floor, reference, 0.96)
+            assert plan.information_gain(c, n, k, r, reference) == pytest.approx(gain, abs=1e-9)
+            assert plan.expected_labels(c, n, k, r, reference) == pytest.approx(labels, abs=1e-9)
+            checked += 1
+    assert checked > 1000
 
 
 def test_likelihoods_are_neutral_without_rollouts():
