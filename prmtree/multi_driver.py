@@ -126,6 +126,9 @@ class SliceDriver:
     def progress(self) -> RunStats | None:
         return self._latest
 
+    def ready(self) -> bool:
+        return True
+
     def stop(self, sig: int) -> None:
         self._stop.request(sig)
 
@@ -155,7 +158,7 @@ def run_job(
 
     from prmtree.api import run_checked
     from prmtree.rollout_workers import make_executor
-    from prmtree.rollout_workers.ray_pool import connect
+    from prmtree.rollout_workers.ray_pool import check_demand, connect
 
     if cfg.executor.kind != "ray":
         raise ConfigError(f"{cfg.executor.drivers} drivers (--drivers, [executor] drivers) need the ray executor "
@@ -177,6 +180,10 @@ def run_job(
                 drivers = auto_drivers(len(pool.workers))
                 if out_dir is not None:
                     _precheck(out_dir, cfg, drivers, force)
+                if drivers > 1:
+                    n = len(pool.workers)
+                    check_demand(n * cfg.executor.num_cpus_per_worker + drivers * cfg.executor.num_cpus_per_driver,
+                                 n * pool.num_gpus_per_worker, f"{n} rollout workers and {drivers} drivers")
                 actors = _start_drivers(cfg, drivers) if drivers > 1 else []
             if drivers == 1:  # auto on a small pool: this process is the driver
                 one = _driver_config(cfg, pool.run_token, 1)
@@ -260,7 +267,14 @@ def _run_drivers(problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any
 
     from prmtree.api import RunSummary
 
+    from prmtree.rollout_workers.ray_pool import START_TIMEOUT_S
+
     drivers = len(actors)
+    try:  # Ray keeps an actor it cannot place pending without a word
+        ray.get([a.ready.remote() for a in actors], timeout=START_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise FatalExecutorError(f"driver actors were not placed within {START_TIMEOUT_S:g} s: the cluster has "
+                                 f"{ray.available_resources()} free; each reserves num_cpus_per_driver") from None
     one = _driver_config(cfg, pool, drivers)
     inputs = _inputs(problems, drivers)
     where = str(out) if out is not None else None

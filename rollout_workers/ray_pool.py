@@ -30,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import os
+import sys
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from prmtree.engine.config import ExecutorConfig
+from prmtree.engine.config import ConfigError, ExecutorConfig
 from prmtree.policies.base import Completion, GenerationError, GenerationRequest, policy_name
 from prmtree.rollout_workers.base import FatalExecutorError
 
@@ -64,6 +66,12 @@ def _ray() -> Any:
     return ray
 
 
+#: Seconds to wait for actors (workers, drivers) to be placed and answer: on a cluster that
+#: must grow to fit them, its autoscaler's time.
+START_TIMEOUT_S = 600.0
+_local = {"cluster": False}  # set by connect(): Ray started (or found) on this machine, no address
+
+
 def connect(config: ExecutorConfig) -> bool:
     """Connect to the Ray cluster at ``config.address`` (none: start a local one) unless this
     process already is; True when this call connected (the caller then shuts Ray down)."""
@@ -72,7 +80,32 @@ def connect(config: ExecutorConfig) -> bool:
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address=config.address, include_dashboard=False, log_to_driver=True)
+    _local["cluster"] = config.address is None and not os.environ.get("RAY_ADDRESS")
     return True
+
+
+def check_demand(cpus: float, gpus: float, what: str) -> None:
+    """Refuse, or warn about, a job whose actors need more than the cluster has: Ray keeps
+    an actor it cannot place pending forever, without a word. A local Ray cannot grow, so
+    there it is a one-line :class:`ConfigError`; a remote cluster may autoscale, so there
+    it is a warning, and the actors' start is bounded by ``START_TIMEOUT_S``."""
+    ray = _ray()
+    total = ray.cluster_resources()
+    short = [f"{need:g} {kind} (the cluster has {total.get(kind, 0.0):g})"
+             for kind, need in (("CPU", cpus), ("GPU", gpus)) if need > total.get(kind, 0.0) + 1e-9]
+    if not short:
+        return
+    message = (f"{what} need {' and '.join(short)}: lower [executor] workers, num_cpus_per_worker, "
+               "num_gpus_per_worker, drivers or num_cpus_per_driver")
+    if _local["cluster"]:
+        raise ConfigError(message + " (a local Ray cannot grow)")
+    sys.stderr.write(f"prmtree: {message}; waiting up to {START_TIMEOUT_S:g} s for the cluster to grow\n")
+
+
+def driver_cpus(config: ExecutorConfig) -> float:
+    """CPUs the driver actors of ``--drivers N`` reserve (N = 1: the job's own process, none)."""
+    drivers = config.drivers if isinstance(config.drivers, int) else 1
+    return drivers * config.num_cpus_per_driver if drivers > 1 else 0.0
 
 
 class _Client:
@@ -297,8 +330,9 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if self.num_gpus_per_worker > 0:
             return max(1, int(resources.get("GPU", 0) // self.num_gpus_per_worker))
-        if self.config.num_cpus_per_worker > 0:
-            return max(1, int(resources.get("CPU", 1) // self.config.num_cpus_per_worker))
+        if self.config.num_cpus_per_worker > 0:  # what the driver actors leave
+            cpus = resources.get("CPU", 1) - driver_cpus(self.config)
+            return max(1, int(cpus // self.config.num_cpus_per_worker))
         return 1
 
     def start(self) -> None:
@@ -311,6 +345,9 @@ class RayExecutor:
             return
         remote = ray.remote(RolloutWorker)
         count = self.worker_count()
+        check_demand(count * self.config.num_cpus_per_worker + driver_cpus(self.config),
+                     count * self.num_gpus_per_worker, f"{count} rollout workers" +
+                     (f" and {self.config.drivers} drivers" if driver_cpus(self.config) else ""))
         self._set_workers([])
         for i in range(count):
             actor = remote.options(
@@ -324,7 +361,10 @@ class RayExecutor:
             self.workers.append(_Worker(i, actor))
         self._set_workers(self.workers)
         try:
-            ray.get([w.actor.ready.remote() for w in self.workers], timeout=600)
+            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise FatalExecutorError(f"rollout workers were not placed within {START_TIMEOUT_S:g} s: the cluster "
+                                     f"has {ray.available_resources()} free") from None
         except Exception as exc:
             raise FatalExecutorError(f"rollout workers failed to start: {_cause(exc)}") from None
 
@@ -345,7 +385,7 @@ class RayExecutor:
                                 "finished problems are saved, run the same command again to resume")
         self._set_workers(workers)
         try:
-            ray.get([w.actor.ready.remote() for w in self.workers], timeout=600)
+            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
         except Exception as exc:
             raise FatalExecutorError(f"rollout workers of pool {self.attach!r} did not answer: {_cause(exc)}") from None
 

@@ -137,3 +137,36 @@ def test_another_driver_count_on_the_same_out_is_refused_in_one_line(data, two_d
     assert "holds the output of 2 drivers" in said["3"] and "this run is --drivers 3" in said["3"]
     assert "run it with --drivers 2" in said["3"] and "run it with --drivers 2" in said["1"]
     assert "holds the output of one driver" in said["2"] and "no --drivers" in said["2"]
+
+
+def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pending(data, tmp_path):
+    # Ray keeps an actor it cannot place pending forever: 2 workers and 2 drivers of 1 CPU
+    # each on a 2-CPU local Ray used to wait in silence until killed.
+    import subprocess
+    import sys
+
+    workers = max(2, (os.cpu_count() or 2) - 1)  # with 2 drivers, one CPU more than a local Ray has
+
+    args = [sys.executable, "-m", "prmtree", "run", "--input", str(data["input"]), "--out", str(tmp_path / "out"),
+            "--executor", "ray", "--workers", str(workers), "--drivers", "2", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{workers} rollout workers and 2 drivers need {workers + 2} CPU (the cluster has" in done.stderr
+    assert "num_cpus_per_driver" in done.stderr
+    assert not list((tmp_path / "out").glob("manifest*.json"))
+
+
+def test_on_a_remote_cluster_a_shortfall_is_a_warning_and_the_start_is_bounded(ray_session, capsys, monkeypatch):
+    from prmtree.engine.config import ConfigError
+    from prmtree.rollout_workers import ray_pool
+
+    monkeypatch.setattr(ray_pool, "_local", {"cluster": False})
+    ray_pool.check_demand(1000, 0, "1000 rollout workers")  # an autoscaler may add nodes
+    err = capsys.readouterr().err
+    assert "1000 rollout workers need 1000 CPU (the cluster has 2)" in err and "waiting up to 600 s" in err
+    monkeypatch.setattr(ray_pool, "_local", {"cluster": True})
+    with pytest.raises(ConfigError, match="need 1000 CPU .*a local Ray cannot grow"):
+        ray_pool.check_demand(1000, 0, "1000 rollout workers")
+    ray_pool.check_demand(2, 0, "2 rollout workers")  # fits: silent
+    assert capsys.readouterr().err == ""
