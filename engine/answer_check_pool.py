@@ -39,6 +39,11 @@ SlowCheck = Callable[[str, str], bool]
 log = logging.getLogger(__name__)
 
 
+class CheckTimedOut(Exception):
+    """Raised by a slow check that ran out of its own time bound (Math-Verify's, inside
+    ours): answered "not equal" and counted as a timeout, like one the pool cut short."""
+
+
 def _init_worker() -> None:
     """Runs once per worker: pay sympy's import before the first timed check, ignore Ctrl-C
     (the driver handles it and shuts the pool down)."""
@@ -55,19 +60,22 @@ def _ping() -> bool:
     return True
 
 
-def _timed_call(fn: SlowCheck, gold: str, predicted: str) -> tuple[bool, float]:
+def _timed_call(fn: SlowCheck, gold: str, predicted: str) -> tuple[bool | None, float]:
     """Runs in the worker: the verdict and the CPU it cost (exceptions are "not equal").
     Thread time: a worker process runs its calls in its main thread, and in thread mode
     the process's CPU would count the driver's too."""
     cpu = time.thread_time()
+    verdict: bool | None
     try:
         verdict = bool(fn(gold, predicted))
+    except CheckTimedOut:
+        verdict = None  # counted by the driver's side
     except Exception:
         verdict = False
     return verdict, time.thread_time() - cpu
 
 
-def _timed_batch(fn: SlowCheck, pairs: list[tuple[str, str]]) -> tuple[list[bool], float]:
+def _timed_batch(fn: SlowCheck, pairs: list[tuple[str, str]]) -> tuple[list[bool | None], float]:
     """Several checks in one round trip: each costs the driver ~0.1-0.3 ms of thread wake-ups."""
     verdicts, cpu = [], 0.0
     for gold, predicted in pairs:
@@ -132,7 +140,7 @@ class CheckPool:
                 if status == "ok":
                     verdict, cpu = value
                     self.cpu_s += cpu
-                    return verdict
+                    return self._counted(verdict)
                 if status == "timeout":
                     self.timeouts += 1
                     return False
@@ -162,10 +170,17 @@ class CheckPool:
         if status == "ok":
             verdicts, cpu = value
             self.cpu_s += cpu
-            return verdicts
+            return [self._counted(v) for v in verdicts]
         if self._closes != closes:
             return [False] * len(pairs)
         return [await self._run_one(fn, gold, predicted) for gold, predicted in pairs]
+
+    def _counted(self, verdict: bool | None) -> bool:
+        """A verdict from a worker; None: the check ran out of its own time."""
+        if verdict is None:
+            self.timeouts += 1
+            return False
+        return verdict
 
     async def _submit(self, call: Callable[..., Any], *args: Any) -> tuple[str, Any]:
         """One round trip on the current pool, bounded by ``timeout_s``: ``("ok", result)``,

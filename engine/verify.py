@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import re
 import string
@@ -28,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from prmtree.engine.answer_check_pool import CheckPool
+from prmtree.engine.answer_check_pool import CheckPool, CheckTimedOut
 
 if TYPE_CHECKING:
     from prmtree.engine.problem import Problem
@@ -388,24 +389,47 @@ def cheap_check(
 # --------------------------------------------------------------------------- Math-Verify
 
 
+class _TimeoutLog(logging.Handler):
+    """Counts Math-Verify's "Timeout during parsing/comparison" warnings: its only sign that
+    it ran out of time (it then answers False, as if the answers differed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Timeout during"):
+            self.count += 1
+
+
+_MATH_VERIFY_TIMEOUTS = _TimeoutLog()
+
+
 def math_match(gold: str, predicted: str, timeout_s: int = 5) -> bool:
     """Math-Verify equivalence (``1/2`` = ``0.5`` = ``\\frac{1}{2}``, sets, intervals...).
 
     Math-Verify bounds its time with ``signal.alarm``, which only works in the main
-    thread; elsewhere (threads, async actors) it runs without its own timeout.
+    thread; elsewhere (threads, async actors) it runs without its own timeout. When it
+    does run out of time it answers False; that raises :class:`CheckTimedOut` here, so
+    the check is counted as a timeout rather than taken for "not equal".
     """
     from math_verify import parse, verify  # imported on first use: it pulls in sympy
 
+    watched = logging.getLogger("math_verify")
+    if _MATH_VERIFY_TIMEOUTS not in watched.handlers:
+        watched.addHandler(_MATH_VERIFY_TIMEOUTS)
+    before = _MATH_VERIFY_TIMEOUTS.count
     in_main = threading.current_thread() is threading.main_thread()
     timeout = max(1, int(timeout_s)) if in_main else None
     try:
         gold_parsed = parse(_as_math(gold), parsing_timeout=timeout)
         pred_parsed = parse(_as_math(predicted), parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+        same = bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
     except Exception:  # Math-Verify is total by default; guard against the odd escape
-        return False
+        same = False
+    if not same and _MATH_VERIFY_TIMEOUTS.count != before:
+        raise CheckTimedOut(f"Math-Verify ran past its {timeout} s bound")
+    return same
 
 
 def _as_math(text: str) -> str:
@@ -450,7 +474,7 @@ class Verifier:
         # ours, so a merely slow check ends in the worker instead of costing a pool restart.
         self.slow_check = slow_check
         self._pool_check_fn = slow_check or functools.partial(math_match, timeout_s=max(1, int(timeout_s // 2)))
-        self._inline_check_fn = slow_check or math_match
+        self._inline_check_fn = self._pool_check_fn  # the same bound in-process: the same verdicts
         self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s)
         self._memo: OrderedDict[_MemoKey, bool] = OrderedDict()
         self._inflight: dict[_MemoKey, asyncio.Future[bool]] = {}
@@ -477,6 +501,9 @@ class Verifier:
         self._inline += 1
         try:
             verdict = bool(self._inline_check_fn(gold_for_math, predicted))
+        except CheckTimedOut:
+            self._pool.timeouts += 1
+            verdict = False
         except Exception:
             verdict = False
         self._remember(key, verdict)

@@ -544,3 +544,25 @@ def test_several_drivers_stats_show_any_fallback_to_threads():
                                {"verifier": {"pool_kind": "thread", "checks": 3}},
                                {"verifier": {"pool_kind": "process", "checks": 1}}])
     assert combined == {"verifier": {"pool_kind": "process,thread", "checks": 6}}
+
+
+def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
+    # Math-Verify answers False when its own alarm fires (here: comparing two huge powers,
+    # ~3 s of sympy): that used to be taken for "not equal", uncounted.
+    huge, same = P("2^{200000000}"), "4^{100000000}"
+
+    async def main():
+        v = Verifier(timeout_s=2.0)  # Math-Verify's own bound: 1 s per phase
+        try:
+            verdicts = await v.check(huge, [same])
+            return verdicts, v.stats()
+        finally:
+            await v.aclose()
+
+    verdicts, stats = asyncio.run(main())
+    assert verdicts == [False]
+    assert stats["timeouts"] == 1 and stats["pool_failures"] == 0 and stats["pool_restarts"] == 0
+    sync = Verifier(timeout_s=2.0)
+    assert sync(huge, same) is False
+    assert sync.stats()["timeouts"] == 1
+    assert Verifier(timeout_s=30.0)(huge, same) is True  # given the time, they are equal
