@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -89,7 +91,9 @@ class CheckPool:
     """``await pool.run(fn, gold, predicted)`` in a worker process, time-bounded, never raising.
 
     ``fn`` must pickle (a module-level function, or a ``functools.partial`` of one). The pool
-    starts on first use; ``start_timeout_s`` bounds a (re)start, which imports sympy.
+    starts on first use; ``start_timeout_s`` bounds a (re)start, which imports sympy. Its
+    workers do not import the parent's ``__main__`` (see :func:`_main_unseen`) unless
+    ``import_main``: the checks it runs are defined there.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class CheckPool:
         timeout_s: float = 5.0,
         start_timeout_s: float = 120.0,
         context: str = "spawn",
+        import_main: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"pool workers must be >= 1, got {workers}")
@@ -105,6 +110,7 @@ class CheckPool:
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context(context)
+        self._import_main = import_main
         self._pool: concurrent.futures.Executor | None = None
         self.kind = "process"  # "thread" once a process pool could not start
         self._warm: list[concurrent.futures.Future] = []
@@ -240,10 +246,11 @@ class CheckPool:
     def _new_pool(self) -> tuple[concurrent.futures.Executor, list[concurrent.futures.Future]]:
         if self.kind == "process":
             try:
-                pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=self._context, initializer=_init_worker
-                )
-                return pool, [pool.submit(_ping) for _ in range(self.workers)]
+                with contextlib.nullcontext() if self._import_main else _main_unseen():
+                    pool = concurrent.futures.ProcessPoolExecutor(
+                        max_workers=self.workers, mp_context=self._context, initializer=_init_worker
+                    )
+                    return pool, [pool.submit(_ping) for _ in range(self.workers)]  # starts the processes
             except Exception as exc:  # AssertionError: a daemonic process may not have children
                 self._to_threads(exc)
         return _DaemonThreads(), []
@@ -284,6 +291,25 @@ class CheckPool:
             "pool_restarts": self.restarts,
             "pool_kind": self.kind,
         }
+
+
+@contextlib.contextmanager
+def _main_unseen() -> Iterator[None]:
+    """Start processes without the parent's ``__main__``: a spawned process re-imports it
+    (to find functions defined there), so a script without an ``if __name__ ==
+    "__main__":`` guard (the README's example policy is one) would run its whole job again
+    in every worker. The checks live in modules; the workers need not see the script."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__.update(saved)
 
 
 class _DaemonThreads(concurrent.futures.Executor):

@@ -475,7 +475,8 @@ class Verifier:
         self.slow_check = slow_check
         self._pool_check_fn = slow_check or functools.partial(math_match, timeout_s=max(1, int(timeout_s // 2)))
         self._inline_check_fn = self._pool_check_fn  # the same bound in-process: the same verdicts
-        self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s)
+        check_module = getattr(getattr(slow_check, "func", slow_check), "__module__", None)
+        self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s, import_main=check_module == "__main__")
         self._memo: OrderedDict[_MemoKey, bool] = OrderedDict()
         self._inflight: dict[_MemoKey, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -566,3 +566,35 @@ def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
     assert sync(huge, same) is False
     assert sync.stats()["timeouts"] == 1
     assert Verifier(timeout_s=30.0)(huge, same) is True  # given the time, they are equal
+
+
+UNGUARDED_SCRIPT = """
+import asyncio, os
+from prmtree.engine.problem import Problem
+from prmtree.engine.verify import Verifier
+
+print("RUN", os.getpid(), flush=True)  # top-level work, no __main__ guard: as the README's example
+v = Verifier()
+
+async def main():
+    try:
+        return await v.check(Problem(id="a", question="q", answer="\\\\frac{\\\\sqrt{2}}{2}"), ["\\\\frac{1}{\\\\sqrt{2}}"])
+    finally:
+        await v.aclose()
+
+print("VERDICT", asyncio.run(main()), v.stats()["pool_kind"], flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once_while_its_checks_go_to_the_pool(tmp_path):
+    # Spawned pool workers re-import the parent's __main__: an unguarded script used to run
+    # again in the pool's worker (its whole job, for a prmtree.run script).
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("RUN") == 1, done.stdout
+    assert "VERDICT [True] process" in done.stdout
