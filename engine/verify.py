@@ -44,6 +44,12 @@ _LATEX_FRAC = re.compile(r"^([-+]?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}$")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _CHOICE = re.compile(r"^[(\[]?([A-Za-z])[)\]]?[.:)]?$")
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
+# After a leading letter: a hedge or another option's letter (``A is wrong, B``) unsettles it.
+_CHOICE_HEDGE = re.compile(r"(?i:\b(?:not|wrong|incorrect|false|isn't|except|or)\b)|\b[B-HJ-Z]\b")
+_YES_NO_LEAD = re.compile(
+    r"^(yes|no)\b(?:\s*[,.;:!)\u2014\u2013-]|\s*$|\s+(?:it|it's|its|they|there|this|that|the|he|she|we|i|you|"
+    r"these|those|because|since)\b)", re.IGNORECASE)
+_OPPOSITE = {"yes": "no", "no": "yes"}
 _OPTION_PREFIX = re.compile(r"^[(\[]?[A-Za-z][)\]]?[.:)]\s+|^\([A-Za-z]\)\s*")
 _ANSWER_PREFIX = re.compile(
     r"^(?:so,?\s+)?(?:the\s+)?(?:correct\s+|final\s+|best\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*",
@@ -147,13 +153,17 @@ def normalize_text(text: str) -> str:
 
 
 def text_match(gold: str, predicted: str) -> bool:
-    """Normalised equality; a yes/no gold also accepts ``No, it is not.``-style answers."""
+    """Normalised equality; a yes/no gold also accepts ``No, it is not.``-style answers
+    (the word, then punctuation or a restating clause: ``no idea`` is not ``no``)."""
     g, p = normalize_text(gold), normalize_text(predicted)
     if not g or not p:
         return False
     if g == p:
         return True
-    return g in ("yes", "no") and p.split()[0] == g
+    if g not in ("yes", "no"):
+        return False
+    lead = _YES_NO_LEAD.match(_strip_answer(predicted).strip())
+    return bool(lead) and lead.group(1).lower() == g and _OPPOSITE[g] not in p.split()[1:]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -274,8 +284,11 @@ def _choice_letter(text: str) -> str | None:
 
 
 def _leading_letter(text: str) -> str | None:
-    m = _CHOICE_LEAD.match(text.strip())
-    return m.group(1) if m else None
+    """``B because ...``, ``B is correct``: the letter an answer opens with, unless what
+    follows hedges it or names another option."""
+    t = text.strip()
+    m = _CHOICE_LEAD.match(t)
+    return m.group(1) if m and not _CHOICE_HEDGE.search(t[m.end():]) else None
 
 
 def _option_letter(text: str, options: dict[str, str]) -> str | None:
