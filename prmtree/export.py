@@ -54,7 +54,9 @@ in the trainers' public repositories):
     ``images``, ``completions``, ``labels``), images embedded: for your own training
     loop, or a TRL release from before #7133. No current TRL trainer reads it.
 ``prm800k``
-    JSONL shaped like PRM800K (question, then per-step ratings 1 / -1), for evaluators.
+    JSONL shaped like PRM800K (question, then per-step ratings 1 / -1 and a
+    ``finish_reason``: ``found_error``, ``solution``, or ``give_up`` where the labels
+    stop at an undecided step), for evaluators.
 ``pairs``
     JSONL of step-level preference pairs (``prompt`` with the shared prefix, ``chosen``,
     ``rejected``, ``images``), as DPO-style trainers read them.
@@ -547,7 +549,17 @@ def _qwen_builder(soft: bool, system_prompt: str, tokenizer: str | Path | None) 
 
 
 def _prm800k(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
+    """PRM800K's ``finish_reason``: ``found_error`` at a step rated -1, ``solution`` when
+    every step is rated 1, ``give_up`` when the labels stop at an undecided step first."""
     steps, labels, _ = decided(row)
+    if not steps:
+        return None
+    if False in labels:
+        finish = "found_error"
+    elif len(steps) < len(row.get("completions") or []):
+        finish = "give_up"
+    else:
+        finish = "solution"
     return {
         "question": {"problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer")},
         "label": {
@@ -555,7 +567,7 @@ def _prm800k(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
                 {"completions": [{"text": step, "rating": 1 if label else -1}], "chosen_completion": 0}
                 for step, label in zip(steps, labels)
             ],
-            "finish_reason": "found_error" if False in labels else "solution",
+            "finish_reason": finish,
         },
         "problem_id": row["problem_id"],
     }

@@ -532,3 +532,15 @@ def test_trainer_formats_leave_out_paths_the_judge_disputed_unless_asked(tmp_pat
     export(out, "jsonl", tmp_path / "p.jsonl")
     plain = [json.loads(line) for line in (tmp_path / "p.jsonl").open()]
     assert sum(bool(r["flagged"]) for r in plain) == flagged  # jsonl keeps them, with the column
+
+
+def test_prm800k_says_why_each_path_ends_and_leaves_out_paths_with_nothing_decided(tmp_path, nasty_run):
+    # p3's only step is undecided: an empty "steps" list used to be written as a finished
+    # solution; p2 stops at an undecided step: that is a give-up, not a solution.
+    assert export(nasty_run, "prm800k", tmp_path / "p.jsonl") == 2
+    by_id = {r["problem_id"]: r["label"] for r in read_jsonl(tmp_path / "p.jsonl")}
+    assert set(by_id) == {"p1", "p2"}
+    assert by_id["p1"]["finish_reason"] == "found_error"
+    assert [s["completions"][0]["rating"] for s in by_id["p1"]["steps"]] == [1, 1, -1]
+    assert by_id["p2"]["finish_reason"] == "give_up"
+    assert [s["completions"][0]["rating"] for s in by_id["p2"]["steps"]] == [1]
