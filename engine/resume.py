@@ -24,6 +24,7 @@ from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_c
 from prmtree.engine.output import (
     LAYOUT_VERSION,
     MANIFEST_NAME,
+    SHARD_NAME,
     TABLES,
     DatasetWriter,
     Manifest,
@@ -146,6 +147,7 @@ def _open_claimed(
                 )
             _remove_slice(out, previous, slice)
             previous = None
+    _refuse_foreign_files(out)
     if previous is not None:
         repaired = _repair(out, previous, slice)
     discard_unlisted(out, previous, slice)
@@ -166,6 +168,21 @@ def _open_claimed(
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """Refuse a table folder holding a file prmtree did not write: ``load_dataset("parquet",
+    data_files="out/steps/*.parquet")`` would read it as part of the run."""
+    for table in TABLES:
+        directory = out / table
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.name.endswith(".parquet") and not SHARD_NAME.fullmatch(path.name):
+                raise ConfigError(
+                    f"{path} is not a prmtree shard, and loaders reading {table}/*.parquet would take it for "
+                    "one: move it, or use another --out"
+                )
 
 
 def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:

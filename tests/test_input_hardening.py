@@ -205,3 +205,22 @@ def test_a_policy_arg_of_the_wrong_type_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "prmtree: error: cannot build policy 'simulated': error_rate must be a number, got 'abc'"]
+
+
+def test_a_parquet_file_prmtree_did_not_write_in_a_table_folder_is_refused(tmp_path):
+    # load_dataset("parquet", data_files="out/steps/*.parquet") would read it as part of the run
+    data = write_rows(tmp_path / "d", [{"id": "a", "question": SYNTHETIC.question, "answer": SYNTHETIC.answer,
+                                        "meta": SYNTHETIC.meta, "image": "ok.png"}])
+    out = tmp_path / "o"
+    (out / "steps").mkdir(parents=True)
+    (out / "steps" / "mydata.parquet").write_bytes(b"junk!")
+    (out / "steps" / "notes.txt").write_text("mine")  # not a Parquet file: no loader takes it
+    with pytest.raises(ConfigError, match=r"steps/mydata.parquet is not a prmtree shard, and loaders reading "
+                                          r"steps/\*.parquet would take it for one"):
+        prmtree.run(data, policy="simulated", out=out)
+    with pytest.raises(ConfigError, match="is not a prmtree shard"):
+        prmtree.run(data, policy="simulated", out=out, force=True)
+    assert (out / "steps" / "mydata.parquet").read_bytes() == b"junk!"
+    (out / "steps" / "mydata.parquet").unlink()
+    prmtree.run(data, policy="simulated", out=out)
+    assert read_manifest(out)["completed"] == ["a"] and (out / "steps" / "notes.txt").read_text() == "mine"
