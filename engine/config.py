@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -130,11 +131,17 @@ class LabelsConfig(_Strict):
     max_rollouts_per_node: int = Field(32, ge=1)
     max_rollouts_per_step: float | None = Field(
         25.0, gt=0, description="stop sampling a path when its next batches are expected to cost more than "
-        "this many rollouts per step they would label (None: until decided or capped)",
+        "this many rollouts per step they would label (None, or inf in TOML: until decided or capped)",
     )
     undecided: Literal["drop", "keep"] = "drop"
     on_disagreement: Literal["drop", "flag"] = "drop"
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @field_validator("max_rollouts_per_step")
+    @classmethod
+    def _no_stopping_rule(cls, v: float | None) -> float | None:
+        """``inf`` (TOML has no null) is None: no stopping rule, the same run and config hash."""
+        return None if v is not None and math.isinf(v) else v
 
     @field_validator("method")
     @classmethod

@@ -273,6 +273,18 @@ def test_an_unknown_method_is_refused_naming_the_known_ones():
         prmtree.run(GUESSABLE[:1], config={"labels": {"method": "vote"}})
 
 
+def test_no_stopping_rule_is_inf_in_toml_the_same_config_as_none(tmp_path):
+    from prmtree.engine.config import load_config
+
+    toml = tmp_path / "labels.toml"
+    toml.write_text("[labels]\nmax_rollouts_per_step = inf\n")
+    from_toml = load_config(toml)
+    assert from_toml.labels.max_rollouts_per_step is None
+    none = LabelsConfig(max_rollouts_per_step=None)
+    assert from_toml.labels == none
+    assert from_toml.config_hash() == from_toml.model_copy(update={"labels": none}).config_hash()
+
+
 def test_a_custom_labeller_registers_like_a_policy(tmp_path):
     @register_labeler("everything-right-test")
     class EverythingRight:
