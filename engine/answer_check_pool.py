@@ -39,6 +39,8 @@ from typing import Any
 
 SlowCheck = Callable[[str, str], bool]
 log = logging.getLogger(__name__)
+#: Failed starts of a process pool that never started before threads take over.
+NEVER_STARTED_LIMIT = 3
 
 
 class CheckTimedOut(Exception):
@@ -111,6 +113,8 @@ class CheckPool:
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context(context)
         self._import_main = import_main
+        self._started = False  # a process pool has answered once
+        self._failed_starts = 0
         self._pool: concurrent.futures.Executor | None = None
         self.kind = "process"  # "thread" once a process pool could not start
         self._warm: list[concurrent.futures.Future] = []
@@ -223,8 +227,10 @@ class CheckPool:
 
     async def _started_pool(self) -> concurrent.futures.Executor:
         """The pool, started if needed, once its workers have imported sympy: a cold start
-        takes seconds and must not count against the first checks' time bound. A process
-        pool that cannot start is replaced by threads for good (see the module's doc)."""
+        takes seconds and must not count against the first checks' time bound. Processes
+        that cannot be created at all, or a pool that has never once started in
+        ``NEVER_STARTED_LIMIT`` tries, are replaced by threads for good (see the module's
+        doc); a pool that worked before is only restarted."""
         if self._pool is None:
             self._pool, self._warm = self._new_pool()
         pool, warm = self._pool, self._warm
@@ -234,13 +240,16 @@ class CheckPool:
             for f in warm:
                 f.result()  # raises BrokenProcessPool if a worker died starting
         except (asyncio.TimeoutError, BrokenProcessPool, OSError, RuntimeError) as exc:
-            if self.kind == "process" and pool is self._pool:
-                self._to_threads(exc)
-                self._generation += 1
-                self._pool, self._warm = self._new_pool()
-                _kill(pool)
-                return self._pool
+            if self.kind == "process" and pool is self._pool and not self._started:
+                self._failed_starts += 1
+                if self._failed_starts >= NEVER_STARTED_LIMIT:
+                    self._to_threads(exc)
+                    self._generation += 1
+                    self._pool, self._warm = self._new_pool()
+                    _kill(pool)
+                    return self._pool
             raise
+        self._started = self._started or self.kind == "process"
         return pool
 
     def _new_pool(self) -> tuple[concurrent.futures.Executor, list[concurrent.futures.Future]]:
@@ -293,6 +302,9 @@ class CheckPool:
         }
 
 
+_MAIN_HIDDEN = threading.Lock()
+
+
 @contextlib.contextmanager
 def _main_unseen() -> Iterator[None]:
     """Start processes without the parent's ``__main__``: a spawned process re-imports it
@@ -300,14 +312,17 @@ def _main_unseen() -> Iterator[None]:
     "__main__":`` guard (the README's example policy is one) would run its whole job again
     in every worker. The checks live in modules; the workers need not see the script."""
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
-    try:
-        if main is not None:
-            main.__dict__.pop("__file__", None)
-            main.__dict__["__spec__"] = None
+    if main is None:
         yield
-    finally:
-        if main is not None:
+        return
+    with _MAIN_HIDDEN:  # two pools starting in two threads must not save each other's None
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        try:
+            main.__dict__.pop("__file__", None)
+            if "__spec__" in saved:
+                main.__dict__["__spec__"] = None
+            yield
+        finally:
             main.__dict__.pop("__file__", None)
             main.__dict__.update(saved)
 

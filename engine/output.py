@@ -85,7 +85,7 @@ class Slice:
         return "unsharded" if self.count == 1 else f"--shard {self.index}/{self.count}"
 
     def shard_pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"part-{re.escape(self.tag)}(\d{{5}})\.parquet")
+        return re.compile(rf"part-{re.escape(self.tag)}(\d{{5,}})\.parquet")
 
 
 # -- manifest -------------------------------------------------------------------------
@@ -483,7 +483,7 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
 #: ``Damage.manifest`` of a shard that no manifest lists.
 UNLISTED = "(no manifest)"
 #: The shard files prmtree writes, of any slice layout.
-SHARD_NAME = re.compile(r"part-(?:s\d{5}of\d{5}-)?\d{5}\.parquet")
+SHARD_NAME = re.compile(r"part-(?:s\d{5}of\d{5}-)?\d{5,}\.parquet")
 
 
 def _unlisted_shards(out: Path, loaded: dict[str, Manifest]) -> list[Damage]:

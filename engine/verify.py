@@ -44,12 +44,14 @@ _LATEX_FRAC = re.compile(r"^([-+]?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}$")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _CHOICE = re.compile(r"^[(\[]?([A-Za-z])[)\]]?[.:)]?$")
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
-# After a leading letter: a hedge or another option's letter (``A is wrong, B``) unsettles it.
-_CHOICE_HEDGE = re.compile(r"(?i:\b(?:not|wrong|incorrect|false|isn't|except|or)\b)|\b[B-HJ-Z]\b")
+# A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
+_CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
+# ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
+# restating it; ``no idea`` is not ``no``, ``yes or no`` is neither.
 _YES_NO_LEAD = re.compile(
-    r"^(yes|no)\b(?:\s*[,.;:!)\u2014\u2013-]|\s*$|\s+(?:it|it's|its|they|there|this|that|the|he|she|we|i|you|"
-    r"these|those|because|since)\b)", re.IGNORECASE)
-_OPPOSITE = {"yes": "no", "no": "yes"}
+    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,.;:!?()\[\]\u2014\u2013-]|\s*$|\s*\n|\s+(?:it|it's|its|they|there|this|that|"
+    r"the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
+_YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
 _OPTION_PREFIX = re.compile(r"^[(\[]?[A-Za-z][)\]]?[.:)]\s+|^\([A-Za-z]\)\s*")
 _ANSWER_PREFIX = re.compile(
     r"^(?:so,?\s+)?(?:the\s+)?(?:correct\s+|final\s+|best\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*",
@@ -162,8 +164,9 @@ def text_match(gold: str, predicted: str) -> bool:
         return True
     if g not in ("yes", "no"):
         return False
-    lead = _YES_NO_LEAD.match(_strip_answer(predicted).strip())
-    return bool(lead) and lead.group(1).lower() == g and _OPPOSITE[g] not in p.split()[1:]
+    raw = _strip_answer(predicted).strip()
+    lead = _YES_NO_LEAD.match(raw)
+    return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -284,11 +287,11 @@ def _choice_letter(text: str) -> str | None:
 
 
 def _leading_letter(text: str) -> str | None:
-    """``B because ...``, ``B is correct``: the letter an answer opens with, unless what
-    follows hedges it or names another option."""
+    """``B because ...``, ``B) 12 V``: the letter an answer opens with, unless the answer
+    goes on to call it wrong (``A is wrong, B``)."""
     t = text.strip()
     m = _CHOICE_LEAD.match(t)
-    return m.group(1) if m and not _CHOICE_HEDGE.search(t[m.end():]) else None
+    return m.group(1) if m and not _CHOICE_DENIED.match(t[m.end():]) else None
 
 
 def _option_letter(text: str, options: dict[str, str]) -> str | None:

@@ -44,19 +44,11 @@ from prmtree.engine.output import MANIFEST_NAME, Slice
 from prmtree.engine.problem import InputError, Problem
 from prmtree.engine.stats import RunStats
 from prmtree.rollout_workers.base import FatalExecutorError
+from prmtree.rollout_workers.ray_pool import auto_drivers
 
 if TYPE_CHECKING:
     from prmtree.api import RunSummary
 
-#: ``--drivers auto`` on a fresh output directory: one driver per this many workers.
-#: Measured (``benchmarks/ray_scaling.py``): one driver core sustains 10,000-15,000
-#: rollouts/s of the simulated policy, i.e. it saturates about 4 latency-bound workers
-#: that each serve 2,560 rollouts/s. A real GPU serves far fewer (a 7B VLM about 20
-#: rollouts/s, a small fast model about 100), and real completions cost the driver more
-#: to split and check than the simulated ones (allow 4x): about 3,000 rollouts/s per
-#: driver, i.e. 30 workers at 100 rollouts/s. An extra driver costs one CPU core; a
-#: missing one leaves GPUs idle, so the rule errs towards more drivers.
-WORKERS_PER_DRIVER = 32
 #: How often the job asks its drivers for their counters (for ``on_progress``).
 PROGRESS_INTERVAL_S = 0.25
 
@@ -70,11 +62,6 @@ class DriversStopped(FatalExecutorError):
         super().__init__(message)
         self.summary = summary
         self.slices = slices
-
-
-def auto_drivers(workers: int) -> int:
-    """``--drivers auto`` for a pool of ``workers``: one driver per ``WORKERS_PER_DRIVER``."""
-    return max(1, math.ceil(workers / WORKERS_PER_DRIVER))
 
 
 def layout_in(out: Path) -> int | None:
@@ -158,7 +145,7 @@ def run_job(
 
     from prmtree.api import run_checked
     from prmtree.rollout_workers import make_executor
-    from prmtree.rollout_workers.ray_pool import check_demand, connect
+    from prmtree.rollout_workers.ray_pool import connect
 
     if cfg.executor.kind != "ray":
         raise ConfigError(f"{cfg.executor.drivers} drivers (--drivers, [executor] drivers) need the ray executor "
@@ -174,16 +161,14 @@ def run_job(
     try:
         if drivers is not None and drivers > 1:
             actors = _start_drivers(cfg, drivers)  # their processes start while the workers load
-        pool = make_executor(cfg.executor, spec, kwargs)
+        # the pool reserves room for the drivers: their count where the output already says it
+        pool = make_executor(cfg.executor if drivers is None else cfg.executor.model_copy(update={"drivers": drivers}),
+                             spec, kwargs)
         try:
             if drivers is None:
                 drivers = auto_drivers(len(pool.workers))
                 if out_dir is not None:
                     _precheck(out_dir, cfg, drivers, force)
-                if drivers > 1:
-                    n = len(pool.workers)
-                    check_demand(n * cfg.executor.num_cpus_per_worker + drivers * cfg.executor.num_cpus_per_driver,
-                                 n * pool.num_gpus_per_worker, f"{n} rollout workers and {drivers} drivers")
                 actors = _start_drivers(cfg, drivers) if drivers > 1 else []
             if drivers == 1:  # auto on a small pool: this process is the driver
                 one = _driver_config(cfg, pool.run_token, 1)

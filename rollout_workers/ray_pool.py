@@ -31,6 +31,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -102,9 +103,26 @@ def check_demand(cpus: float, gpus: float, what: str) -> None:
     sys.stderr.write(f"prmtree: {message}; waiting up to {START_TIMEOUT_S:g} s for the cluster to grow\n")
 
 
-def driver_cpus(config: ExecutorConfig) -> float:
-    """CPUs the driver actors of ``--drivers N`` reserve (N = 1: the job's own process, none)."""
-    drivers = config.drivers if isinstance(config.drivers, int) else 1
+#: ``--drivers auto`` on a fresh output directory: one driver per this many workers.
+#: Measured (``benchmarks/ray_scaling.py``): one driver core sustains 10,000-15,000
+#: rollouts/s of the simulated policy, i.e. it saturates about 4 latency-bound workers
+#: that each serve 2,560 rollouts/s. A real GPU serves far fewer (a 7B VLM about 20
+#: rollouts/s, a small fast model about 100), and real completions cost the driver more
+#: to split and check than the simulated ones (allow 4x): about 3,000 rollouts/s per
+#: driver, i.e. 30 workers at 100 rollouts/s. An extra driver costs one CPU core; a
+#: missing one leaves GPUs idle, so the rule errs towards more drivers.
+WORKERS_PER_DRIVER = 32
+
+
+def auto_drivers(workers: int) -> int:
+    """``--drivers auto`` for a pool of ``workers``: one driver per ``WORKERS_PER_DRIVER``."""
+    return max(1, math.ceil(workers / WORKERS_PER_DRIVER))
+
+
+def driver_cpus(config: ExecutorConfig, workers: int) -> float:
+    """CPUs the driver actors of ``--drivers N`` reserve beside ``workers`` workers (one
+    driver: the job's own process, none)."""
+    drivers = config.drivers if isinstance(config.drivers, int) else auto_drivers(workers)
     return drivers * config.num_cpus_per_driver if drivers > 1 else 0.0
 
 
@@ -330,9 +348,12 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if self.num_gpus_per_worker > 0:
             return max(1, int(resources.get("GPU", 0) // self.num_gpus_per_worker))
-        if self.config.num_cpus_per_worker > 0:  # what the driver actors leave
-            cpus = resources.get("CPU", 1) - driver_cpus(self.config)
-            return max(1, int(cpus // self.config.num_cpus_per_worker))
+        if self.config.num_cpus_per_worker > 0:  # the most workers that leave their drivers room
+            cpus, per = resources.get("CPU", 1), self.config.num_cpus_per_worker
+            n = max(1, int(cpus // per))
+            while n > 1 and n * per + driver_cpus(self.config, n) > cpus + 1e-9:
+                n -= 1
+            return n
         return 1
 
     def start(self) -> None:
@@ -345,9 +366,10 @@ class RayExecutor:
             return
         remote = ray.remote(RolloutWorker)
         count = self.worker_count()
-        check_demand(count * self.config.num_cpus_per_worker + driver_cpus(self.config),
-                     count * self.num_gpus_per_worker, f"{count} rollout workers" +
-                     (f" and {self.config.drivers} drivers" if driver_cpus(self.config) else ""))
+        drivers = driver_cpus(self.config, count)
+        check_demand(count * self.config.num_cpus_per_worker + drivers, count * self.num_gpus_per_worker,
+                     f"{count} rollout workers" + (f" and {drivers / self.config.num_cpus_per_driver:g} drivers"
+                                                   if drivers else ""))
         self._set_workers([])
         for i in range(count):
             actor = remote.options(

@@ -170,3 +170,18 @@ def test_on_a_remote_cluster_a_shortfall_is_a_warning_and_the_start_is_bounded(r
         ray_pool.check_demand(1000, 0, "1000 rollout workers")
     ray_pool.check_demand(2, 0, "2 rollout workers")  # fits: silent
     assert capsys.readouterr().err == ""
+
+
+def test_auto_workers_leave_room_for_the_drivers_they_bring(ray_session):
+    from prmtree.engine.config import ExecutorConfig
+    from prmtree.rollout_workers.ray_pool import RayExecutor
+
+    def workers(**settings):
+        config = ExecutorConfig(kind="ray", workers="auto", **settings)
+        return RayExecutor("simulated", {}, config).worker_count()
+
+    # 2 CPUs: 64 workers of 1/32 would bring two drivers of 1 CPU (one per 32), which do
+    # not fit beside them; 32 workers and the job's own process as their one driver do.
+    assert workers(num_cpus_per_worker=1 / 32, drivers="auto") == 32
+    assert workers(num_cpus_per_worker=1 / 32, drivers=1) == 64
+    assert workers(num_cpus_per_worker=0.5, drivers=2, num_cpus_per_driver=0.5) == 2
