@@ -21,6 +21,7 @@ from prmtree.engine.resume import OpenedRun, open_run
 from prmtree.engine.stats import RunStats
 from prmtree.policies.base import Policy, check_policy
 from prmtree.rollout_workers import make_executor
+from prmtree.rollout_workers.loop_watchdog import note_signal
 
 
 @dataclass
@@ -260,6 +261,9 @@ class _GracefulStop:
             self._loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
+                # the loop's handler runs only when the loop does; this one also while a
+                # policy blocks it (the inline executor's watchdog then acts on it)
+                signal.signal(sig, note_signal)
 
     def uninstall(self) -> None:
         if self._loop is not None:

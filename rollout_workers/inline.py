@@ -8,8 +8,10 @@ A policy that blocks the loop (``time.sleep`` or a synchronous HTTP call inside
 Each synchronous stretch of ``generate`` (the code between two of its awaits) is timed;
 one longer than the request timeout stops the run with :class:`EventLoopBlocked` naming
 the policy (exit 1, everything finished saved), and no request in flight calls the
-policy again (each would block once more). Shorter stretches are allowed: a policy may
-do some CPU work (tokenizing, image resizing) inline.
+policy again (each would block once more). One that never ends is ended by
+:mod:`~prmtree.rollout_workers.loop_watchdog` (the process exits: 1, or 143 / 130 on a
+stop signal). Shorter stretches are allowed: a policy may do some CPU work
+(tokenizing, image resizing) inline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from prmtree.policies.base import Completion, GenerationRequest, Policy, policy_name
 from prmtree.rollout_workers.base import FatalExecutorError
+from prmtree.rollout_workers.loop_watchdog import LoopWatchdog
 
 
 class EventLoopBlocked(FatalExecutorError):
@@ -30,19 +33,26 @@ class EventLoopBlocked(FatalExecutorError):
 
 
 @types.coroutine
-def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str) -> Generator[Any, Any, Any]:
+def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
+           watchdog: LoopWatchdog | None = None) -> Generator[Any, Any, Any]:
     """Run ``coro`` as ``await coro`` would, timing each step it takes without yielding to
-    the loop; raise :class:`EventLoopBlocked` after a step longer than ``limit_s``."""
+    the loop; raise :class:`EventLoopBlocked` after a step longer than ``limit_s``. The
+    ``watchdog`` ends the process if a step never returns."""
     if not isinstance(coro, types.CoroutineType):  # another awaitable: nothing to time
         return (yield from coro.__await__())
     send, value = coro.send, None
     while True:
         start = time.perf_counter()
+        if watchdog is not None:
+            watchdog.enter()
         try:
             yielded = send(value)
         except StopIteration as stop:
             _check(time.perf_counter() - start, limit_s, who)
             return stop.value
+        finally:
+            if watchdog is not None:
+                watchdog.leave()
         held = time.perf_counter() - start
         if held > limit_s:
             coro.close()
@@ -77,6 +87,7 @@ class InlineExecutor:
         self.block_limit_s = block_limit_s  # the request timeout: see EventLoopBlocked
         self._slots: asyncio.Semaphore | None = None
         self._blocked: EventLoopBlocked | None = None  # set once generate blocked the loop
+        self._watchdog = LoopWatchdog(block_limit_s, self.policy_name) if block_limit_s < float("inf") else None
         self.in_flight = 0
         self.requests = 0
 
@@ -89,7 +100,8 @@ class InlineExecutor:
             self.in_flight += 1
             self.requests += 1
             try:
-                return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name)
+                return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name,
+                                    self._watchdog)
             except EventLoopBlocked as exc:
                 self._blocked = exc
                 raise

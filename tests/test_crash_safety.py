@@ -514,3 +514,52 @@ def test_export_to_an_existing_directory_is_one_line(tmp_path, problems_file):
     assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
     (tmp_path / "there").mkdir()
     one_line_error(cli("export", out, "--format", "jsonl", "--to", tmp_path / "there"))
+
+
+STUCK_SCRIPT = """
+import sys, time
+import prmtree
+from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.simulated import SimulatedPolicy
+
+class Stuck(SimulatedPolicy):
+    name = "stuck"
+
+    async def generate(self, request):
+        print("BLOCKING", flush=True)
+        time.sleep(10**6)  # a synchronous call that never returns, inside async def
+
+if __name__ == "__main__":
+    prmtree.run(generate_problems(4, seed=3), policy=Stuck(), out=sys.argv[1],
+                config={"executor": {"request_timeout_s": float(sys.argv[2])}})
+"""
+
+
+@pytest.mark.parametrize("timeout_s, stop_with, status, said", [
+    (1.0, None, 1, "it has held the loop for"),
+    (600.0, signal.SIGTERM, 143, "SIGTERM arrived while it held the loop"),
+    (600.0, signal.SIGINT, 130, "SIGINT arrived while it held the loop"),
+])
+def test_a_policy_that_blocks_the_loop_for_good_is_ended_and_obeys_signals(tmp_path, timeout_s, stop_with, status,
+                                                                               said):
+    # the loop never runs again, so neither a timeout nor the loop's signal handlers can act:
+    # the run used to hang until SIGKILL
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "o"), str(timeout_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "BLOCKING"
+        started = time.monotonic()
+        if stop_with is not None:
+            time.sleep(0.5)
+            proc.send_signal(stop_with)
+        proc.wait(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        proc.kill()
+    stderr = proc.stderr.read()
+    assert proc.returncode == status, stderr
+    assert "policy 'stuck': generate blocks the event loop: " + said in stderr
+    assert "run the same command again to resume" in stderr
+    assert elapsed < (10 if stop_with is not None else timeout_s + 10)
