@@ -23,17 +23,22 @@ class CircuitBreaker:
             raise ValueError(f"breaker window must be >= 0, got {window}")
         self.window = window
         self.failures_in_a_row = 0
+        self.tripped: BackendDownError | None = None  # the first trip: what the run reports
 
     def record(self, error: BaseException | None) -> None:
         """One attempt ended: ``None`` if it succeeded, else its error. Raises
-        :class:`BackendDownError` naming that error when the breaker trips."""
+        :class:`BackendDownError` naming that error when the breaker trips (the same one for
+        the attempts still in flight then, so the run reports the trip, not a later count)."""
+        if self.tripped is not None:
+            raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
             return
         self.failures_in_a_row += 1
         if self.window and self.failures_in_a_row >= self.window:
-            raise BackendDownError(
+            self.tripped = BackendDownError(
                 f"circuit breaker: the last {self.failures_in_a_row} requests all failed, the latest with "
                 f"{type(error).__name__}: {str(error) or '(no message)'}; everything finished is saved, "
                 "run the same command again once the backend works"
             )
+            raise self.tripped

@@ -480,6 +480,15 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
     return damage
 
 
+def missing_slices(out_dir: str | Path) -> list[Slice]:
+    """The slices (``--shard i/N``) of a sliced directory that never ran: no manifest. Not
+    damage (the slices that ran read as their manifests say), but not the whole input."""
+    counts = {int(m.group(1)) for p in Path(out_dir).glob("manifest-*-of-*.json")
+              if (m := MANIFEST_NAME.fullmatch(p.name)) and m.group(1)}
+    slices = [Slice(i, count) for count in sorted(counts) for i in range(count)]
+    return [s for s in slices if not (Path(out_dir) / s.manifest_name).exists()]
+
+
 #: ``Damage.manifest`` of a shard that no manifest lists.
 UNLISTED = "(no manifest)"
 #: The shard files prmtree writes, of any slice layout.

@@ -148,6 +148,7 @@ def _open_claimed(
             _remove_slice(out, previous, slice)
             previous = None
     _refuse_foreign_files(out)
+    _check_sibling_slices(out, config, slice)
     if previous is not None:
         repaired = _repair(out, previous, slice)
     discard_unlisted(out, previous, slice)
@@ -168,6 +169,26 @@ def _open_claimed(
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
+
+
+def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
+    """The slices of one directory are one run: refuse a config that differs from another
+    slice's (``--force`` included: it starts this slice over, not the others), or
+    ``inspect`` and ``export`` would present rows of two runs as one."""
+    for path in sorted(out.glob(f"manifest-*-of-{slice.count:05d}.json")):
+        if slice.count == 1 or path.name == slice.manifest_name:
+            continue
+        try:
+            other = load_manifest(path)
+        except ValueError:
+            continue  # that slice's own run reports it
+        if other.config_hash != config.config_hash():
+            changes = config_changes(other.config, config)
+            shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+            raise ConfigError(
+                f"{out} holds {path.name}, written with a different config ({shown}); every slice of one "
+                "--out must use the same config: use that one, or another --out"
+            )
 
 
 def _refuse_foreign_files(out: Path) -> None:

@@ -298,7 +298,7 @@ def _intact_run_dir(path: str) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from prmtree.engine.output import MANIFEST_NAME, UNLISTED, load_manifest, verify_run
+    from prmtree.engine.output import MANIFEST_NAME, UNLISTED, load_manifest, missing_slices, verify_run
 
     out = _run_dir(args.out)
     damage = verify_run(out)
@@ -315,6 +315,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failed = f", {len(m.failed)} failed (its command retries them)" if m.failed else ""
         print(f"{path.name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
               f"{len(m.completed):,} problems done{failed}; {state}")
+    for s in missing_slices(out):
+        print(f"{s.manifest_name}: MISSING: slice {s.index}/{s.count} has not run here; run its command with "
+              f"--shard {s.index}/{s.count}")
     for d in damage:
         if d.manifest == UNLISTED:
             print(f"{d.file}: DAMAGED: {d.problem}")
@@ -335,7 +338,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from prmtree.export import export
 
+    from prmtree.engine.output import missing_slices
+
     out = _intact_run_dir(args.out)
+    missing = missing_slices(out)
+    if missing:
+        names = ", ".join(f"{s.index}/{s.count}" for s in missing)
+        sys.stderr.write(f"prmtree: warning: slice(s) {names} of {args.out!r} have not run: exporting the "
+                         "problems of the others only\n")
     try:
         n = export(
             out, args.format, Path(args.to), overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prmtree.engine.output import manifests, read_table
+from prmtree.engine.output import manifests, missing_slices, read_table
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
 CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
@@ -58,6 +58,9 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 merged["stats"][key] += value
         merged.setdefault("labelling", Counter()).update(m["stats"].get("labelling", {}))
+    missing = missing_slices(out)
+    if missing:
+        merged["status"] = f"incomplete: {len(missing)}/{len(found) + len(missing)} slices not run"
     return merged
 
 

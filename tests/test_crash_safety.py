@@ -294,7 +294,7 @@ def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_
     policy = DeadAfter(good=300)  # the good count is private: the resume below is the same config
     config = {"search": {"budget": 40}, "executor": {"breaker_window": 20, "retry_backoff_s": 0.001,
                                                      "trees_in_flight": 4}}
-    with pytest.raises(BackendDownError, match=r"the last 2\d requests all failed, the latest with "
+    with pytest.raises(BackendDownError, match=r"the last 20 requests all failed, the latest with "
                                                r"ConnectionError: connection refused"):
         prmtree.run(generate_problems(100, seed=2), policy=policy, out=tmp_path, config=config)
     assert policy._calls < 300 + 40  # stopped soon after the outage began, not after 100 x 3 attempts
@@ -310,7 +310,7 @@ def test_a_dead_backend_from_the_start_exits_1_naming_the_error(tmp_path, proble
     r = cli("run", "--input", problems_file, "--out", tmp_path / "o", "--no-progress",
             "--policy", "openai", "--policy-arg", "base_url=http://127.0.0.1:9/v1", "--policy-arg", "model=m")
     assert r.returncode == 1, r.stderr
-    assert re.search(r"^prmtree: run stopped: circuit breaker: the last (5\d) requests all failed, the latest with "
+    assert re.search(r"^prmtree: run stopped: circuit breaker: the last (50) requests all failed, the latest with "
                      r"GenerationError: .*connection.*; everything finished is saved", r.stderr, re.I | re.M), r.stderr
     assert "Traceback" not in r.stderr
 

@@ -10,6 +10,8 @@ import time
 import pytest
 from conftest import rows
 
+import prmtree
+
 from prmtree.engine.output import discard_unlisted, read_manifest, read_table, sha256_file, Slice
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
@@ -213,3 +215,33 @@ def test_a_policy_instance_with_other_settings_is_a_changed_config(tmp_path):
     assert manifest["config"]["policy"]["error_rate"] == 0.1
     with pytest.raises(prmtree.ConfigError, match=r"policy.error_rate: 0.1 -> 0.2"):
         prmtree.run(problems, policy=SimulatedPolicy(error_rate=0.2), out=tmp_path)
+
+
+def test_slices_of_one_directory_must_share_a_config(tmp_path):
+    problems = generate_problems(9, seed=2)
+    out = tmp_path / "o"
+    prmtree.run(problems, policy="simulated", out=out, shard="0/3")
+    # another slice with another seed would mix two runs' rows under one config in inspect/export
+    for force in (False, True):
+        with pytest.raises(prmtree.ConfigError, match=r"holds manifest-00000-of-00003.json, written with a "
+                                                      r"different config \(seed: .*every slice of one --out"):
+            prmtree.run(problems, policy="simulated", out=out, shard="1/3", config={"seed": 99}, force=force)
+    prmtree.run(problems, policy="simulated", out=out, shard="1/3")
+    assert sorted(p.name for p in out.glob("manifest*.json")) == [
+        "manifest-00000-of-00003.json", "manifest-00001-of-00003.json"]
+
+
+def test_a_slice_that_never_ran_is_reported_by_verify_inspect_and_export(tmp_path, capsys):
+    from prmtree.cli import main
+
+    out = tmp_path / "o"
+    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, shard="0/3")
+    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, shard="2/3")
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0  # what ran is intact
+    said = capsys.readouterr().out
+    assert "manifest-00001-of-00003.json: MISSING: slice 1/3 has not run here; run its command with --shard 1/3" in said
+    assert main(["inspect", str(out)]) == 0
+    assert "incomplete: 1/3 slices not run" in capsys.readouterr().out
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 0
+    assert "slice(s) 1/3 of" in capsys.readouterr().err
