@@ -23,6 +23,7 @@ class CircuitBreaker:
             raise ValueError(f"breaker window must be >= 0, got {window}")
         self.window = window
         self.failures_in_a_row = 0
+        self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
 
     def record(self, error: BaseException | None) -> None:
@@ -40,5 +41,23 @@ class CircuitBreaker:
                 f"circuit breaker: the last {self.failures_in_a_row} requests all failed, the latest with "
                 f"{type(error).__name__}: {str(error) or '(no message)'}; everything finished is saved, "
                 "run the same command again once the backend works"
+            )
+            raise self.tripped
+
+    def record_output(self, malformed: list[str | None]) -> None:
+        """A request's rollouts parsed: each one's malformed reason, or None. Raises
+        :class:`BackendDownError` when the last ``window`` requests had no usable one."""
+        if self.tripped is not None:
+            raise self.tripped
+        if not malformed or not all(malformed):
+            self.unusable_in_a_row = 0
+            return
+        self.unusable_in_a_row += 1
+        if self.window and self.unusable_in_a_row >= self.window:
+            reasons = ", ".join(sorted(set(m for m in malformed if m)))
+            self.tripped = BackendDownError(
+                f"circuit breaker: the last {self.unusable_in_a_row} requests returned no usable completion (the "
+                f"latest: {reasons}); check the policy's prompt format, max_tokens and stop strings; everything "
+                "finished is saved, run the same command again once the policy answers"
             )
             raise self.tripped

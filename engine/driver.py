@@ -127,6 +127,7 @@ class Driver:
         gen = generation_request(self.config, problem, request)
         completions = await self.call(gen)
         rollouts = self._parse(problem, request, completions)
+        self.breaker.record_output([r.malformed for r in rollouts])  # a backend answering only junk stops the run
         verdicts = await self.verifier.check(problem, [r.answer for r in rollouts])
         return [with_verdict(r, ok) for r, ok in zip(rollouts, verdicts)]
 

@@ -206,3 +206,19 @@ def test_shards_rotate_and_every_part_is_complete(tmp_path, problems):
     assert all(pq.read_metadata(f).num_rows <= 20 for f in files)
     assert sum(pq.read_metadata(f).num_rows for f in files) == s.stats["paths"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_policy_answering_only_junk_trips_the_breaker_instead_of_finishing_with_no_labels(tmp_path, problems):
+    from prmtree.rollout_workers.base import BackendDownError
+
+    class Empty:
+        name = "empty"
+
+        async def generate(self, request):  # e.g. a wrong chat template: every answer empty
+            return [Completion("", 0, "stop") for _ in range(request.n)]
+
+    config = {"executor": {"breaker_window": 5}}
+    with pytest.raises(BackendDownError, match=r"the last 5 requests returned no usable completion \(the latest: "
+                                               r"empty\); check the policy's prompt format"):
+        prmtree.run(problems[:6], policy=Empty(), out=tmp_path, config=config)
+    # junk now and then is a wrong rollout, as before (the test above): only a run of it trips
