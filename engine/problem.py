@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
@@ -182,6 +183,9 @@ def load_image(
     return ProblemImage(data=data, path=shown_as)
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
 def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[ProblemImage, ...]:
     """Images from a path, an ``{bytes, path}`` struct, or a list of them: their bytes,
     not yet decoded (see :func:`validate_image_bytes`)."""
@@ -205,8 +209,14 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[Pro
                 images.append(ProblemImage(bytes(data), path))
                 continue
             item = path
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            raise ImageError("image entry is raw bytes: give them as an image struct {'bytes': ..., 'path': name} "
+                             "(what datasets' Image feature stores)")
         if not isinstance(item, str) or not item:
             raise ImageError(f"image entry must be a path or an image struct, got {item!r:.80}")
+        if item.startswith("data:") or (len(item) > 200 and _BASE64.fullmatch(item[:4096])):
+            raise ImageError(f"image entry is image data given as text ({item[:24]}..., {len(item)} characters): "
+                             "give the image's file path, or its bytes in an image struct in Parquet")
         full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
         images.append(ProblemImage(read_image_file(full, item, max_bytes), item))
     return tuple(images)

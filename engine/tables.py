@@ -221,7 +221,13 @@ def pair_rows(problem: Problem, pairs: list[PreferencePair]) -> list[dict[str, A
 ERRORS_SCHEMA = pa.schema([("problem_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
 
 
+#: Longest reason kept in the errors table (a reason can quote a huge input value).
+MAX_REASON_CHARS = 2000
+
+
 def error_row(problem_id: str, stage: str, reason: str) -> dict[str, Any]:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason):,} characters)"
     return {"problem_id": problem_id, "stage": stage, "reason": reason}
 
 

@@ -224,3 +224,24 @@ def test_a_parquet_file_prmtree_did_not_write_in_a_table_folder_is_refused(tmp_p
     (out / "steps" / "mydata.parquet").unlink()
     prmtree.run(data, policy="simulated", out=out)
     assert read_manifest(out)["completed"] == ["a"] and (out / "steps" / "notes.txt").read_text() == "mine"
+
+
+def test_image_data_given_as_a_text_path_is_named_as_such_and_its_reason_kept_short(tmp_path):
+    import base64
+
+    encoded = base64.b64encode(png("red", size=(300, 300)) * 50).decode()
+    data = write_rows(tmp_path / "d", [
+        {"id": "url", "question": "q?", "answer": "1", "image": "data:image/png;base64," + encoded[:100]},
+        {"id": "b64", "question": "q?", "answer": "1", "image": encoded},
+    ])
+    found = reasons(data)
+    assert found["url"].startswith("image entry is image data given as text (data:image/png;base64")
+    assert found["b64"].startswith("image entry is image data given as text (") and "give the image's file path" in found["b64"]
+    assert len(found["b64"]) < 300
+
+
+def test_an_errors_table_reason_is_capped():
+    from prmtree.engine.tables import MAX_REASON_CHARS, error_row
+
+    row = error_row("p", "input", "x" * 400_000)
+    assert len(row["reason"]) < MAX_REASON_CHARS + 40 and row["reason"].endswith("... (400,000 characters)")
