@@ -134,6 +134,8 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
             image.load()
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own guard fires first past 2x its limit
+        raise ImageError(f"image {name} is over the limit of {max_pixels} pixels (decompression-bomb guard; {exc})") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise ImageError(f"image {name} is corrupt or not an image ({type(exc).__name__}: {exc})") from None
 

@@ -245,3 +245,12 @@ def test_an_errors_table_reason_is_capped():
 
     row = error_row("p", "input", "x" * 400_000)
     assert len(row["reason"]) < MAX_REASON_CHARS + 40 and row["reason"].endswith("... (400,000 characters)")
+
+
+def test_a_huge_image_is_refused_by_the_pixel_limit_even_past_pillows_own_guard():
+    from prmtree.engine.problem import ImageError, validate_image_bytes
+
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 400 M pixels in 48 KB
+    with pytest.raises(ImageError, match=r"image big.png is over the limit of 40000000 pixels \(decompression-bomb"):
+        validate_image_bytes(buffer.getvalue(), "big.png", max_pixels=40_000_000)
