@@ -259,7 +259,7 @@ def _svg_tree(nodes: list[dict[str, Any]]) -> str:
         ring = {"right": "#060", "wrong": "#b00", "undecided": "#d90"}.get(node.get("decision") or "", "none")
         parts.append(
             f'<circle cx="{20 + x * dx}" cy="{10 + y * dy}" r="5" fill="{_colour(value)}" stroke="{ring}" stroke-width="2">'
-            f"<title>{html.escape(shown)}\n{html.escape(node['step'])}</title></circle>"
+            f"<title>{html.escape(shown)}\n{html.escape(_shortened(node['step']))}</title></circle>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -293,6 +293,15 @@ def _step_note(path: dict[str, Any], j: int) -> str:
     if verdict:
         parts.append(f"judge: {verdict}")
     return ", ".join(parts)
+
+
+#: Characters of one step (or question) the HTML report shows: a runaway generation would
+#: otherwise make a report of hundreds of megabytes that no browser opens.
+HTML_TEXT_CHARS = 4000
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= HTML_TEXT_CHARS else f"{text[:HTML_TEXT_CHARS]}... ({len(text):,} characters)"
 
 
 def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
@@ -337,12 +346,13 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         body.append(f"<section><h3>{esc(pid)}</h3>")
         if row is not None:
             prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
-            body.append(f"<p>{esc(prompt)}</p><p>gold answer: {esc(row['answer'])}</p>")
+            body.append(f"<p>{esc(_shortened(prompt))}</p><p>gold answer: {esc(_shortened(row['answer']))}</p>")
             body.append(_image_html(row["images"]))
         body.append(_svg_tree(by_problem[pid]))
         for path in [r for r in steps if r["problem_id"] == pid][:3]:
             items = "".join(
-                f"<li class='{'und' if label is None else 'pos' if label else 'neg'}'>{esc(step)} <small>({esc(_step_note(path, j))})</small></li>"
+                f"<li class='{'und' if label is None else 'pos' if label else 'neg'}'>{esc(_shortened(step))} "
+                f"<small>({esc(_step_note(path, j))})</small></li>"
                 for j, (step, label) in enumerate(zip(path["completions"], path["labels"]))
             )
             flag = "<p><b>flagged:</b> MC and the judge disagree</p>" if path.get("flagged") else ""

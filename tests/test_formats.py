@@ -238,3 +238,18 @@ def test_exports(tmp_path, embedded_run):
     r = subprocess.run([*PRMTREE, "export", str(tmp_path), "--format", "trl", "--to", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no prmtree manifest" in r.stderr
+
+
+def test_html_report_shortens_runaway_steps(tmp_path, small):
+    class Runaway:
+        async def generate(self, request):
+            return [Completion("na" * 200_000 + f"\n\n\\boxed{{{request.problem.answer if i % 2 else 0}}}", 5)
+                    for i in range(request.n)]
+
+    prmtree.run(small[:2], policy=Runaway(), out=tmp_path / "out", strategy="shepherd")
+    from prmtree.cli import main
+
+    assert main(["inspect", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "... (400,000 characters)" in page
+    assert len(page) < 3_000_000  # 400 KB steps, shown in full, made a page many times this
