@@ -293,6 +293,7 @@ class Driver:
             reason = finished.error or "unknown"
             self.stats.problems_failed += 1
             self.stats.failure_reasons[_reason_kind(reason)] += 1
+            self.stats.failure_examples.setdefault(_reason_kind(reason), reason[:300])
             if self.writer is not None:
                 self.writer.add_failed(problem.id, f"{finished.stage}: {reason}")
         else:

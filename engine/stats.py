@@ -40,6 +40,7 @@ class RunStats:
     malformed_rollouts: Counter = field(default_factory=Counter)
     steps_per_path: Counter = field(default_factory=Counter)  # path length -> paths
     failure_reasons: Counter = field(default_factory=Counter, metadata=_SESSION)
+    failure_examples: dict = field(default_factory=dict, metadata=_SESSION)  # kind -> its first full reason
     labelling: Counter = field(default_factory=Counter)  # judge calls, tokens, agreement, unparseable
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
     verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time

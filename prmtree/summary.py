@@ -17,6 +17,9 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("problems failed / bad input rows", f"{summary.problems_failed} / {summary.input_errors}")
     for reason, count in sorted(summary.failure_reasons.items(), key=lambda kv: -kv[1])[:5]:
         table.add_row(f"  failed: {reason}", str(count))
+        example = summary.failure_examples.get(reason)
+        if example:
+            table.add_row(f"    e.g. {example[:160]}", "")
     table.add_row("rollouts", f"{summary.rollouts:,}")
     table.add_row("steps labelled + / -", f"{summary.labels_positive:,} / {summary.labels_negative:,}")
     if quality is not None:

@@ -96,6 +96,7 @@ def test_policy_errors_are_retried_then_the_problem_is_retried_by_the_next_run(t
     assert read_manifest(out)["failed"] == {bad: "policy: RuntimeError: GPU fell off the bus (after 3 attempts)"}
     assert read_table(out, "errors").num_rows == 0  # errors/ is for bad input; this one is retried
     assert dict(s.failure_reasons) == {"RuntimeError": 1}
+    assert s.failure_examples == {"RuntimeError": "RuntimeError: GPU fell off the bus (after 3 attempts)"}
     assert s.stats["retries"] >= s.stats["requests"]
     policy._broken = False  # the backend is back: the same call retries the failed problem only
     again = prmtree.run(problems[:6], policy=policy, out=out, config=config)
@@ -222,3 +223,12 @@ def test_a_policy_answering_only_junk_trips_the_breaker_instead_of_finishing_wit
                                                r"empty\); check the policy's prompt format"):
         prmtree.run(problems[:6], policy=Empty(), out=tmp_path, config=config)
     # junk now and then is a wrong rollout, as before (the test above): only a run of it trips
+
+
+def test_the_summary_shows_an_example_of_each_failure_kind(problems, capsys):
+    from prmtree.summary import print_summary
+
+    s = prmtree.run(problems[:3], policy=Failing(problems[1].id), config={"executor": {"retry_backoff_s": 0.001}})
+    print_summary(s, None)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "failed: RuntimeError" in shown and "e.g. RuntimeError: GPU fell off the bus (after 3 attempts)" in shown
