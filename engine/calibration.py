@@ -235,7 +235,7 @@ class PathPlan:
             return 0.0  # the step is certain: nothing to learn there
         h_wrong = self.wrong_entropy[c]
         h_right = self.entropy - h_wrong
-        outcome_mass = 1.0 - wrong_mass
+        outcome_mass = 1.0 - wrong_mass  # right_mass up to rounding: as expected_labels weighs outcomes
         expected = 0.0
         for p_r, p_w in _predictive(n, k, r, self.floor, reference):
             px = outcome_mass * p_r + wrong_mass * p_w

@@ -139,10 +139,8 @@ def _open_claimed(
             )
         if previous.config_hash != config.config_hash():
             if not force:
-                changes = config_changes(previous.config, config)
-                shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
                 raise ConfigError(
-                    f"{out} was written with a different config ({shown}); "
+                    f"{out} was written with a different config ({_changes(previous, config)}); "
                     "pass --force to start over, or use another --out"
                 )
             _remove_slice(out, previous, slice)
@@ -175,20 +173,26 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
     """The slices of one directory are one run: refuse a config that differs from another
     slice's (``--force`` included: it starts this slice over, not the others), or
     ``inspect`` and ``export`` would present rows of two runs as one."""
+    if slice.count == 1:
+        return
     for path in sorted(out.glob(f"manifest-*-of-{slice.count:05d}.json")):
-        if slice.count == 1 or path.name == slice.manifest_name:
+        if path.name == slice.manifest_name:
             continue
         try:
             other = load_manifest(path)
         except ValueError:
             continue  # that slice's own run reports it
         if other.config_hash != config.config_hash():
-            changes = config_changes(other.config, config)
-            shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
             raise ConfigError(
-                f"{out} holds {path.name}, written with a different config ({shown}); every slice of one "
-                "--out must use the same config: use that one, or another --out"
+                f"{out} holds {path.name}, written with a different config ({_changes(other, config)}); "
+                "every slice of one --out must use the same config: use that one, or another --out"
             )
+
+
+def _changes(written: Manifest, config: RunConfig) -> str:
+    """The first few row-defining settings ``config`` changes from ``written``'s, in words."""
+    changes = config_changes(written.config, config)
+    return "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
 
 
 def _refuse_foreign_files(out: Path) -> None:

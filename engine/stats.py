@@ -122,11 +122,14 @@ class RunStats:
 #: Counters in the executor's and verifier's dicts that several drivers do not add up: they
 #: share one worker pool (``workers``), and the worst tree is the worst of any driver's.
 _NOT_ADDED = {"workers": max, "min_tree_affinity": min}
+#: Words in those dicts that may differ between drivers and are then all listed
+#: (``"process,thread"``: one driver's answer checks fell back to threads).
+_LISTED = {"pool_kind"}
 
 
 def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Numbers add (unless named in ``_NOT_ADDED``), nested dicts combine key by key, other
-    values that differ are listed (``"process,thread"``: one driver fell back to threads)."""
+    """Numbers add (unless named in ``_NOT_ADDED``), nested dicts combine key by key, the
+    words named in ``_LISTED`` are listed, other values are the first driver's."""
     out: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
@@ -137,7 +140,7 @@ def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 pick = _NOT_ADDED.get(key)
                 out[key] = pick(out[key], value) if pick else out[key] + value
-            elif isinstance(value, str) and isinstance(out[key], str) and value not in out[key].split(","):
+            elif key in _LISTED and value not in str(out[key]).split(","):
                 out[key] = ",".join(sorted([*out[key].split(","), value]))
     return out
 

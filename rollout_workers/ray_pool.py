@@ -119,11 +119,11 @@ def auto_drivers(workers: int) -> int:
     return max(1, math.ceil(workers / WORKERS_PER_DRIVER))
 
 
-def driver_cpus(config: ExecutorConfig, workers: int) -> float:
-    """CPUs the driver actors of ``--drivers N`` reserve beside ``workers`` workers (one
-    driver: the job's own process, none)."""
+def driver_actors(config: ExecutorConfig, workers: int) -> int:
+    """Driver actors a job of ``workers`` workers starts: none for one driver (the job's
+    own process drives)."""
     drivers = config.drivers if isinstance(config.drivers, int) else auto_drivers(workers)
-    return drivers * config.num_cpus_per_driver if drivers > 1 else 0.0
+    return drivers if drivers > 1 else 0
 
 
 class _Client:
@@ -351,7 +351,7 @@ class RayExecutor:
         if self.config.num_cpus_per_worker > 0:  # the most workers that leave their drivers room
             cpus, per = resources.get("CPU", 1), self.config.num_cpus_per_worker
             n = max(1, int(cpus // per))
-            while n > 1 and n * per + driver_cpus(self.config, n) > cpus + 1e-9:
+            while n > 1 and n * per + driver_actors(self.config, n) * self.config.num_cpus_per_driver > cpus + 1e-9:
                 n -= 1
             return n
         return 1
@@ -366,10 +366,10 @@ class RayExecutor:
             return
         remote = ray.remote(RolloutWorker)
         count = self.worker_count()
-        drivers = driver_cpus(self.config, count)
-        check_demand(count * self.config.num_cpus_per_worker + drivers, count * self.num_gpus_per_worker,
-                     f"{count} rollout workers" + (f" and {drivers / self.config.num_cpus_per_driver:g} drivers"
-                                                   if drivers else ""))
+        drivers = driver_actors(self.config, count)
+        check_demand(count * self.config.num_cpus_per_worker + drivers * self.config.num_cpus_per_driver,
+                     count * self.num_gpus_per_worker,
+                     f"{count} rollout workers" + (f" and {drivers} drivers" if drivers else ""))
         self._set_workers([])
         for i in range(count):
             actor = remote.options(
