@@ -1,0 +1,64 @@
+"""Every error a caller of prmtree may need to catch, in one module that imports nothing.
+
+Errors say what to do next (vLLM's ``EngineGenerateError`` vs ``EngineDeadError``):
+
+* :class:`ConfigError`, :class:`PolicyConfigError`: stop at load, one line, exit 2;
+* :class:`GenerationError` (``retryable``): one request failed, the driver may retry it;
+* :class:`FatalExecutorError`: nothing can be served any more, the run stops (what is
+  finished is flushed, the same command resumes the rest).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+class PolicyConfigError(ValueError):
+    """A policy cannot be built or used as configured (unknown name, bad argument, sync
+    ``generate``). Never retried: the run stops at load with this one line (exit 2)."""
+
+
+class GenerationError(RuntimeError):
+    """One request failed. ``retryable``: whether trying again may help (a timeout, a 503,
+    a dropped connection) or not (a 400 for this request, an answer that breaks the
+    contract). The driver is the only layer that retries."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the flag across Ray's pickling
+        return (_generation_error, (str(self), self.retryable))
+
+
+def _generation_error(message: str, retryable: bool) -> GenerationError:
+    return GenerationError(message, retryable=retryable)
+
+
+class PolicyContractError(GenerationError):
+    """A policy answered with something that is not ``n`` well-formed completions."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PolicyContractError, (str(self),))
+
+
+class FatalExecutorError(RuntimeError):
+    """The executor cannot serve any request (e.g. no worker left): the run must stop.
+
+    Problems already finished are flushed; the same command resumes the rest.
+    """
+
+
+class BackendDownError(FatalExecutorError):
+    """The circuit breaker tripped: the last requests all failed (``engine/breaker.py``)."""
+
+
+class ImageError(ValueError):
+    """An image that cannot be used: missing, unreadable, corrupt or too large."""
