@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import prmtree
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.simulated import SimulatedPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -171,10 +171,9 @@ class StageClock:
         """Wrap the stage functions for the duration of the block."""
         import prmtree.engine.driver as driver_module
         from prmtree.engine.driver import Driver
-        from prmtree.engine.labelers import _LABELERS
+        from prmtree.engine.registry import LABELERS, STRATEGIES
         from prmtree.engine.output import DatasetWriter
-        from prmtree.engine.search import STRATEGIES
-        from prmtree.engine.verify import Verifier
+        from prmtree.engine.answers import Verifier
 
         patches: list[tuple[Any, str, Callable[..., Any]]] = [
             (driver_module, "make_search", self.timed("search", driver_module.make_search)),
@@ -187,13 +186,13 @@ class StageClock:
             (MixedAnswerPolicy, "complete", self.timed("policy", MixedAnswerPolicy.complete)),
         ]
         seen = set()
-        for cls in STRATEGIES.values():
+        for cls in map(STRATEGIES.get, STRATEGIES.names()):
             for name in ("next_requests", "observe", "done"):
                 owner = next(k for k in cls.__mro__ if name in vars(k))
                 if (owner, name) not in seen:
                     seen.add((owner, name))
                     patches.append((owner, name, self.timed("search", vars(owner)[name])))
-        for cls in set(_LABELERS.values()):
+        for cls in {LABELERS.get(name) for name in LABELERS.names()}:
             if "label" in vars(cls):
                 patches.append((cls, "label", self.timed_async("label", vars(cls)["label"])))
         originals = [(owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))

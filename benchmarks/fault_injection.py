@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prmtree.policies.base import GenerationError
+from prmtree.engine.errors import GenerationError
 from prmtree.policies.simulated import SimulatedPolicy
 
 HERE = Path(__file__).resolve().parent

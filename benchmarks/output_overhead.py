@@ -66,8 +66,8 @@ def writer_speed(rows: int = 20_000) -> dict:
                 "completions": steps, "labels": [True] * 7 + [False], "values": [0.5] * 7 + [0.0],
                 "answer": p.answer, "final_correct": False, "strategy": "omega", "policy": "simulated",
             }
-            writer.add_problem(row["problem_id"], {"steps": [row]})
-        writer.close()
+            writer.add_problem(row["problem_id"], {"steps": [row]}, None)
+        writer.close(None)
         seconds = time.perf_counter() - t
         size = sum(f.stat().st_size for f in out.rglob("*.parquet"))
         image_bytes = sum(len(problems[i // 10].images[0].data) for i in range(rows))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 async def measure(model: str, caching: bool, trees: int, depth: int, k: int, device: str) -> dict:
     from prmtree.engine.synthetic import generate_problems
-    from prmtree.policies.base import GenerationRequest
+    from prmtree.engine.records import GenerationRequest
     from prmtree.policies.vllm_policy import VLLMPolicy
 
     policy = VLLMPolicy(

@@ -251,7 +251,7 @@ class Ticker:
 
 
 def _problem(p: dict):
-    from prmtree.engine.problem import Problem
+    from prmtree.engine.records import Problem
 
     return Problem(id=p["id"], question="q?", answer=p["answer"], meta=p["meta"])
 
@@ -280,7 +280,7 @@ async def _measure(variant: str, mix: list, in_flight: int) -> dict:
         extra["math_verify_calls"] = old.math_verify_calls
         extra["driver_cpu_us_per_check_by_kind"] = _per_check(by_kind, mix)
     else:
-        from prmtree.engine.verify import Verifier, math_match
+        from prmtree.engine.answers import Verifier, math_match
 
         verifier = Verifier()
         problems = [(_problem(p), answers) for p, answers in mix]

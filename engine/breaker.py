@@ -12,7 +12,7 @@ failures in a row (p ** window: 1e-50 at p = 0.1 and the default 50).
 
 from __future__ import annotations
 
-from prmtree.rollout_workers.base import BackendDownError
+from prmtree.engine.errors import BackendDownError
 
 
 class CircuitBreaker:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 
 RIGHT, WRONG, UNDECIDED = "right", "wrong", "undecided"
 _YES_NO = {"yes", "no", "true", "false"}
@@ -329,7 +329,7 @@ class StepEvidence:
     """What decided one node: kept on every labelled step (provenance)."""
 
     decision: str  # RIGHT | WRONG | UNDECIDED
-    posterior: float  # P(step right)
+    posterior: float | None  # P(step right); None under a rule that has none (mc)
     n: int
     k: int
     parent_value: float | None  # success rate of the reference ancestor
@@ -337,136 +337,3 @@ class StepEvidence:
     def as_dict(self) -> dict[str, Any]:
         return {"decision": self.decision, "posterior": self.posterior, "n": self.n, "k": self.k,
                 "parent_value": self.parent_value}
-
-
-class Decider:
-    """Decides the nodes of one problem's tree, by the run's labelling method.
-
-    Strategies ask it where a path needs its next batch of rollouts (adaptive sampling,
-    :meth:`next_to_sample`) and which way a binary search moves; the labeller asks it for
-    every step of a path. ``mc`` reproduces the peers' rule (right iff MC > threshold)
-    and never asks for more.
-    """
-
-    def __init__(self, problem: Problem, labels: Any, threshold: float = 0.0) -> None:
-        self.mc = labels.method == "mc"
-        self.threshold = threshold
-        self.floor = chance_floor(problem, labels.chance, labels.free_chance)
-        self.hazard = 1.0 - labels.prior
-        self.confidence = labels.confidence
-        self.batch = labels.batch
-        self.cap = labels.max_rollouts_per_node
-        most = getattr(labels, "max_rollouts_per_step", None)
-        self.min_yield = 1.0 / most if most else 0.0  # labelled steps a rollout must buy
-
-    def _evidence(self, tree: Any, stats: list[Any]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """Each step's reference (the counts a right step keeps) and its (log P(counts |
-        right), log P(counts | wrong))."""
-        root = tree.stats(tree.root)
-        reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
-        references, loglik = [], []
-        for s in stats:
-            references.append(reference)
-            if self.mc or not s.measured:
-                loglik.append((0.0, 0.0))
-                continue
-            if s.terminal and s.n_correct == 0:  # it states a wrong final answer: wrong, exactly
-                loglik.append((-math.inf, 0.0))
-                continue
-            loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
-            if not s.terminal:
-                reference = (s.n_rollouts, s.n_correct)
-        return references, loglik
-
-    def along(self, tree: Any, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
-        """Evidence for each step of a path from the root, from all of the path's counts.
-
-        Under ``mc``: each sampled node by its own value (None where nothing was sampled).
-        Otherwise: the change-point posterior (:func:`first_error_posterior`); a step is
-        compared with the success rate of the step before it (the question's at first).
-        ``last_only``: the last step's evidence alone (what :meth:`node` needs, cheaper).
-        """
-        stats = [tree.stats(n) for n in ids]
-        references, loglik = self._evidence(tree, stats)
-        if last_only:
-            stats, references = stats[-1:], references[-1:]
-        if self.mc:
-            return [self._mc(s, ref) if s.measured else None for s, ref in zip(stats, references)]
-        posteriors = first_error_posterior(loglik, self.hazard)
-        if last_only:
-            posteriors = posteriors[-1:]
-        return [
-            StepEvidence(decide(post, self.confidence), post, s.n_rollouts, s.n_correct,
-                         ref[1] / ref[0] if ref[0] else None)
-            for s, ref, post in zip(stats, references, posteriors)
-        ]
-
-    def decided(self, tree: Any, ids: list[str]) -> str:
-        """The path as a whole: RIGHT when every step is decided right, WRONG when its
-        steps are decided down to a first error, UNDECIDED otherwise."""
-        return path_verdict(self.along(tree, ids))
-
-    def next_to_sample(self, tree: Any, ids: list[str]) -> tuple[str, int] | None:
-        """(node, rollouts): the step of a path (node ids from the root) whose next batch
-        (``batch`` rollouts, fewer below its cap) decides the path's labels soonest; None
-        when there is none to take.
-
-        A step decided right decides every step before it, and one decided wrong every
-        step after it (:func:`first_error_posterior`), so a path's steps are not each
-        sampled to their own decision: the next batch goes where it is expected to tell
-        most about the position of the path's first error, per rollout (a deep step of a
-        right path, a step inside the stretch where the first error may be). None when
-        every step is decided, under ``mc``, when the undecided steps are at their cap,
-        or — adaptive sampling's stopping rule — when no step's batches (looking ahead up
-        to its cap) are expected to label a step per ``max_rollouts_per_step`` rollouts:
-        what is left would be spent on steps that stay undecided. A path none of whose
-        steps has been sampled always gets its first batch.
-        """
-        if self.mc:
-            return None
-        stats = [tree.stats(n) for n in ids]
-        references, loglik = self._evidence(tree, stats)
-        plan = PathPlan(change_points(loglik, self.hazard), self.floor, self.confidence)
-        if all(decide(p, self.confidence) != UNDECIDED for p in plan.right):
-            return None
-        candidates = []  # (information per rollout, position, rollouts)
-        for c, s in enumerate(stats):
-            if s.terminal or s.n_rollouts >= self.cap:
-                continue
-            b = min(self.batch, self.cap - s.n_rollouts)
-            gain = plan.information_gain(c, s.n_rollouts, s.n_correct, b, references[c]) / b
-            if gain > 1e-9:
-                candidates.append((gain, c, b))
-        if not candidates:
-            return None
-        candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
-        fresh = not any(s.measured and not s.terminal for s in stats)
-        if fresh or self.min_yield <= 0:
-            return ids[candidates[0][1]], candidates[0][2]
-        now = plan.labelled_now()
-        for _, c, b in candidates:  # the most informative step whose batches pay
-            s, r = stats[c], b
-            while True:  # b, 2b, 4b, ... rollouts there, up to its cap
-                more = plan.expected_labels(c, s.n_rollouts, s.n_correct, r, references[c]) - now
-                if more >= self.min_yield * r:
-                    return ids[c], b
-                if s.n_rollouts + r >= self.cap:
-                    break
-                r = min(2 * r, self.cap - s.n_rollouts)
-        return None
-
-    def node(self, tree: Any, node: str) -> StepEvidence | None:
-        """A node's evidence from its own prefix (what a search knows when it is there)."""
-        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
-
-    def wants_more(self, tree: Any, node: str) -> bool:
-        """An undecided node below its rollout cap (by its own prefix's evidence)."""
-        if self.mc or node == tree.root or tree.stats(node).terminal:
-            return False
-        ev = self.node(tree, node)
-        return ev is not None and ev.decision == UNDECIDED and ev.n < self.cap
-
-    def _mc(self, s: Any, reference: tuple[int, int]) -> StepEvidence:
-        right = s.value > self.threshold
-        parent = reference[1] / reference[0] if reference[0] else None
-        return StepEvidence(RIGHT if right else WRONG, 1.0 if right else 0.0, s.n_rollouts, s.n_correct, parent)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.registry import EXECUTORS, LABELERS, POLICIES, STRATEGIES
 from prmtree.engine.steps import StepFormat
 
 if sys.version_info >= (3, 11):
@@ -59,10 +61,8 @@ class SearchConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        from prmtree.engine.search import STRATEGIES  # the registry imports this module
-
         if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES)}")
+            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES.names())}")
         return v
 
     @model_validator(mode="after")
@@ -146,16 +146,9 @@ class LabelsConfig(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from prmtree.engine.labelers import available_labelers
-
-        known = available_labelers()
-        if v not in known:
-            raise ValueError(f"unknown labelling method {v!r}; known: {', '.join(known)}")
+        if v not in LABELERS:
+            raise ValueError(f"unknown labelling method {v!r}; known: {', '.join(LABELERS.names())}")
         return v
-
-    @property
-    def adaptive(self) -> bool:
-        return self.method != "mc"
 
 
 class VerifyConfig(_Strict):
@@ -181,7 +174,7 @@ class PolicyConfig(BaseModel):
 class ExecutorConfig(_Strict):
     """Where rollouts run: in the driver (inline) or on a pool of Ray actors."""
 
-    kind: Literal["inline", "ray"] = "inline"
+    kind: str = Field("inline", description="a registered executor (engine/registry.py EXECUTORS)")
     max_concurrency: int = Field(256, ge=1, description="inline: requests in flight at once")
     trees_in_flight: int = Field(64, ge=1, description="problems searched at once")
     request_timeout_s: float = Field(600.0, gt=0)
@@ -205,6 +198,13 @@ class ExecutorConfig(_Strict):
     attach: str | None = Field(
         None, description="join the running worker pool of this name (set by --drivers for its driver actors)"
     )
+
+    @field_validator("kind")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        if v not in EXECUTORS:
+            raise ValueError(f"unknown executor {v!r}; known: {', '.join(EXECUTORS.names())}")
+        return v
 
     @field_validator("drivers")
     @classmethod
@@ -278,13 +278,11 @@ class RunConfig(_Strict):
 
 def row_defining(data: dict[str, Any]) -> dict[str, Any]:
     """The flattened settings of a config dict that can change its output rows."""
-    from prmtree.engine.search import STRATEGIES
-    from prmtree.policies.base import operational_args
-
     flat = flatten(data)
-    strategy = STRATEGIES.get(str(flat.get("search.strategy")))
+    strategy = STRATEGIES.find(str(flat.get("search.strategy")))
     active = set(COMMON_SEARCH) | set(strategy.settings if strategy else ())
-    policy_ops = operational_args(str(flat.get("policy.name", "")))
+    # A policy's arguments that change speed, never rows (its ``operational_args``).
+    policy_ops = frozenset(getattr(POLICIES.find(str(flat.get("policy.name", ""))), "operational_args", ()))
     out = {}
     for key, value in flat.items():
         section, _, name = key.partition(".")
@@ -320,10 +318,6 @@ def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:
     if before.get("search.strategy") != after.get("search.strategy"):
         keys = [k for k in keys if not k.startswith("search.") or k.split(".", 1)[1] in COMMON_SEARCH]
     return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, described in one line."""
 
 
 def describe_error(exc: ValidationError) -> str:

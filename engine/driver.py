@@ -20,22 +20,19 @@ from prmtree.engine.config import RunConfig
 from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
 from prmtree.engine.labels import Labelling
 from prmtree.engine.output import DatasetWriter
-from prmtree.engine.problem import InputError, Problem
-from prmtree.engine.rollout import Rollout, parse_completion, with_verdict
+from prmtree.engine.records import InputError, Problem
+from prmtree.engine.records import Rollout
+from prmtree.engine.rollout import parse_completion, with_verdict
 from prmtree.engine.search import make_search
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 from prmtree.engine.stats import RunStats
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.tables import problem_rows
-from prmtree.engine.verify import Verifier
-from prmtree.policies.base import (
-    Completion,
-    GenerationError,
-    GenerationRequest,
-    PolicyContractError,
-    check_completions,
-)
-from prmtree.rollout_workers.base import Executor, FatalExecutorError
+from prmtree.engine.answers import Verifier
+from prmtree.engine.records import Completion, GenerationRequest, check_completions
+from prmtree.engine.errors import GenerationError, PolicyContractError
+from prmtree.engine.contracts import Executor
+from prmtree.engine.errors import FatalExecutorError
 
 
 class PolicyFailure(RuntimeError):
@@ -118,8 +115,6 @@ class Driver:
         self.breaker = CircuitBreaker(config.executor.breaker_window)
         self.stopping = False  # request_stop(): take no new problems
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
-        if writer is not None:
-            writer.stats_provider = self.stats.to_dict
 
     # -- one request ----------------------------------------------------------------
 
@@ -180,8 +175,7 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
-        decider = self.labeler.decider(problem, self.label_context) if hasattr(self.labeler, "decider") else None
-        search = make_search(problem, self.config.search, decider)
+        search = make_search(problem, self.config.search, self.labeler.decider(problem, self.label_context))
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -285,7 +279,7 @@ class Driver:
     def _input_error(self, error: InputError) -> None:
         self.stats.input_errors += 1
         if self.writer is not None:
-            self.writer.add_rejected(error.problem_id, error.stage, error.reason)
+            self.writer.add_rejected(error.problem_id, error.stage, error.reason, self.stats)
 
     def _finish(self, finished: FinishedProblem) -> None:
         problem, search = finished.problem, finished.search
@@ -295,7 +289,7 @@ class Driver:
             self.stats.failure_reasons[_reason_kind(reason)] += 1
             self.stats.failure_examples.setdefault(_reason_kind(reason), reason[:300])
             if self.writer is not None:
-                self.writer.add_failed(problem.id, f"{finished.stage}: {reason}")
+                self.writer.add_failed(problem.id, f"{finished.stage}: {reason}", self.stats)
         else:
             assert finished.labelling is not None
             out_dir = self.writer.out_dir if self.writer is not None else None
@@ -303,7 +297,7 @@ class Driver:
                                 self.config.labels.method, out_dir)
             self._count(search, rows.steps, len(rows.nodes), len(rows.pairs))
             if self.writer is not None:
-                self.writer.add_problem(problem.id, rows, skipped=search.stats.skipped)
+                self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped)
         self.stats.executor = self.executor.stats()
         self.stats.verifier = self.verifier.stats()
         self.stats.labelling.update(self.label_context.counters)

@@ -10,9 +10,10 @@ workers, or the judge's own policy). Built in:
 * ``consensus``: calibrated, then a judge is asked about the candidate first error and
   the step before it; paths where MC and the judge disagree are dropped or flagged.
 
-Custom labellers: ``@register_labeler("name")`` on a class whose ``__init__`` takes the
-``LabelsConfig`` and whose ``async def label(problem, search, ctx)`` returns a
-:class:`~prmtree.engine.labels.Labelling`.
+Custom labellers: ``@register_labeler("name")`` on a class following :class:`Labeler`:
+``__init__(labels: LabelsConfig)``, ``decider(problem, ctx)`` (the rule the search
+samples by: subclass :class:`StepLabeler` to reuse one) and ``async label(problem,
+search, ctx) -> Labelling``.
 """
 
 from __future__ import annotations
@@ -22,83 +23,70 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from prmtree.engine.calibration import Decider, StepEvidence
+from prmtree.engine.calibration import StepEvidence
+from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
+from prmtree.engine.errors import FatalExecutorError
 from prmtree.engine.labels import Labelling, LabelledPath, label_paths, preference_pairs
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Completion, GenerationRequest, Problem
+from prmtree.engine.registry import LABELERS
 from prmtree.engine.search.base import TreeSearch
-from prmtree.rollout_workers.base import FatalExecutorError
 
-Submit = Callable[[Any], Awaitable[list[Any]]]
+if TYPE_CHECKING:
+    from prmtree.engine.config import LabelsConfig, OutputConfig
+
+#: Asks a model through the run's executor (with the driver's retries).
+Submit = Callable[[GenerationRequest], Awaitable[list[Completion]]]
+#: Builds the judge's request for (problem, the steps up to the one judged).
+JudgeRequest = Callable[[Problem, tuple[str, ...]], GenerationRequest]
 
 
 @dataclass
 class LabelContext:
     """What a labeller may use besides the tree: the run's settings and a way to ask models."""
 
-    output: Any  # OutputConfig: threshold, after_first_error, max_ci_width
-    submit: Submit | None = None  # GenerationRequest -> completions (with the driver's retries)
-    request: Callable[..., Any] | None = None  # builds a judge GenerationRequest for (problem, steps)
-    counters: Counter = field(default_factory=Counter)  # judge calls, tokens, unparseable, ...
+    output: OutputConfig  # label_threshold, after_first_error, max_ci_width
+    submit: Submit | None = None  # None outside a run (no judge to ask)
+    request: JudgeRequest | None = None
+    counters: Counter[str] = field(default_factory=Counter)  # judge calls, tokens, unparseable, ...
 
 
 class Labeler(Protocol):
-    async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling: ...
+    """The labelling stage's contract (``[labels] method = name``)."""
 
+    def decider(self, problem: Problem, ctx: LabelContext) -> Decider:
+        """The rule the search decides and samples nodes by, for this problem."""
+        ...
 
-_LABELERS: dict[str, type] = {}
+    async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
+        """The problem's labelled paths, preference pairs and node decisions."""
+        ...
 
 
 def register_labeler(name: str) -> Callable[[type], type]:
     """Class decorator: make a labelling method available as ``[labels] method = name``."""
-
-    def decorate(cls: type) -> type:
-        _LABELERS[name] = cls
-        return cls
-
-    return decorate
+    return LABELERS.register(name)
 
 
 def available_labelers() -> list[str]:
-    return list(_LABELERS)
+    return LABELERS.names()
 
 
-def make_labeler(labels: Any) -> Labeler:
-    return _LABELERS[labels.method](labels)
+def make_labeler(labels: LabelsConfig) -> Labeler:
+    return LABELERS.get(labels.method)(labels)
 
 
-def _decide_nodes(
-    search: TreeSearch, decider: Decider, along: Callable[[list[str]], list[StepEvidence | None]]
-) -> dict[str, StepEvidence | None]:
-    """Every node's decision (the nodes table, preference pairs): under ``mc`` from its own
-    value; otherwise from the paths through it, as its steps are labelled — a step
-    decided right by a later step of one path is right — taking the most confident of its
-    paths' posteriors (its own prefix's when no path below it says more)."""
-    tree = search.tree
-    nodes = {node: decider.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
-    if decider.mc:
-        return nodes
-    for leaf in tree.leaves():
-        ids = tree.path_ids(leaf)
-        for node, ev in zip(ids, along(ids)):
-            now = nodes.get(node)
-            if ev is not None and (now is None or abs(ev.posterior - 0.5) > abs(now.posterior - 0.5)):
-                nodes[node] = ev
-    return nodes
+class StepLabeler:
+    """Labels every path of the tree by its decider's evidence (one class per rule)."""
 
+    decider_class: type[MCDecider] | type[CalibratedDecider] = CalibratedDecider
 
-@register_labeler("mc")
-class MCLabeler:
-    """The peers' rule, kept for comparison: right iff MC > ``output.label_threshold``."""
-
-    method = "mc"
-
-    def __init__(self, labels: Any) -> None:
+    def __init__(self, labels: LabelsConfig) -> None:
         self.labels = labels
 
     def decider(self, problem: Problem, ctx: LabelContext) -> Decider:
-        return Decider(problem, self.labels, ctx.output.label_threshold)
+        return self.decider_class(problem, self.labels, ctx.output.label_threshold)
 
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
         decider = self.decider(problem, ctx)
@@ -109,21 +97,28 @@ class MCLabeler:
                 evidence[ids[-1]] = decider.along(search.tree, ids)
             return evidence[ids[-1]]
 
-        nodes = _decide_nodes(search, decider, along)
+        nodes = decider.decide_nodes(search.tree, along)
         out = ctx.output
         paths = label_paths(
-            search.tree, along, method=self.method,
+            search.tree, along, decided_by=decider.source,
             after_first_error=out.after_first_error, max_ci_width=out.max_ci_width,
             keep_undecided=self.labels.undecided == "keep",
         )
         return Labelling(paths, preference_pairs(search.tree, nodes), nodes)
 
 
+@register_labeler("mc")
+class MCLabeler(StepLabeler):
+    """The peers' rule, kept for comparison: right iff MC > ``output.label_threshold``."""
+
+    decider_class = MCDecider
+
+
 @register_labeler("calibrated")
-class CalibratedLabeler(MCLabeler):
+class CalibratedLabeler(StepLabeler):
     """Decisions from the calibrated posterior (the chance floor, the parent's rate)."""
 
-    method = "calibrated"
+    decider_class = CalibratedDecider
 
 
 # -- judge consensus ---------------------------------------------------------------
@@ -148,7 +143,7 @@ def parse_verdict(text: str) -> bool | None:
 
 
 @register_labeler("consensus")
-class ConsensusLabeler(CalibratedLabeler):
+class ConsensusLabeler(StepLabeler):
     """Calibrated labels kept only where a judge agrees on the first error.
 
     For a path whose first wrong step is j, the judge is asked about step j (it should
@@ -159,7 +154,7 @@ class ConsensusLabeler(CalibratedLabeler):
     treated as a disagreement, and the failure is counted.
     """
 
-    method = "calibrated"
+    decider_class = CalibratedDecider
 
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
         labelling = await super().label(problem, search, ctx)

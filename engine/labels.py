@@ -82,7 +82,7 @@ def mc_evidence(tree: ReasoningTree, ids: list[str], threshold: float = 0.0) -> 
     for node in ids:
         s = tree.stats(node)
         right = s.measured and s.value > threshold
-        out.append(StepEvidence(RIGHT if right else WRONG, float(right), s.n_rollouts, s.n_correct, None)
+        out.append(StepEvidence(RIGHT if right else WRONG, None, s.n_rollouts, s.n_correct, None)
                    if s.measured else None)
     return out
 
@@ -93,13 +93,14 @@ def label_path(
     evidence: list[StepEvidence | None] | None = None,
     *,
     threshold: float = 0.0,
-    method: str = "mc",
+    decided_by: str = "mc",
     after_first_error: str = "truncate",
     max_ci_width: float | None = None,
     keep_undecided: bool = False,
 ) -> LabelledPath | None:
     """Labels along the path to ``leaf`` from its nodes' ``evidence``; None when not even
-    the first step is decided.
+    the first step is decided. ``decided_by``: the provenance source of a step decided by
+    its own counts (the decider's ``source``).
 
     With ``max_ci_width``, the path ends before the first step whose deciding value has a
     wider Wilson interval: only confidently labelled steps are kept.
@@ -115,7 +116,7 @@ def label_path(
     for j, ev in enumerate(evidence):
         if ev is not None and ev.decision in (RIGHT, WRONG):
             labels[j] = ev.decision == RIGHT
-            source[j] = method if ev.n else "inferred"  # decided by the path's other steps
+            source[j] = decided_by if ev.n else "inferred"  # decided by the path's other steps
     first_wrong = labels.index(False) if False in labels else m
     nearest_right: int | None = None
     for j in range(first_wrong - 1, -1, -1):  # right backwards
@@ -151,7 +152,7 @@ def label_path(
                 value=0.0 if inferred_wrong else (ev.posterior if unsampled and ev is not None else stats[d].value),
                 ci_low=lo,
                 ci_high=hi,
-                posterior=None if evidence[j] is None or method == "mc" else evidence[j].posterior,
+                posterior=evidence[j].posterior if evidence[j] is not None else None,
                 rollouts=stats[j].n_rollouts,
                 parent_value=evidence[j].parent_value if evidence[j] is not None else None,
                 source=source[j],

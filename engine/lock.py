@@ -18,16 +18,15 @@ import errno
 import fcntl
 import json
 import os
-import re
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from prmtree.engine.output.layout import slice_count
+
 #: The directory-wide lock taken briefly while a run checks the layout and takes its slice.
 DIRECTORY_LOCK = ".prmtree.lock"
-#: A slice's lock: ``.manifest.json.lock`` or ``.manifest-00001-of-00004.json.lock``.
-SLICE_LOCK = re.compile(r"\.(manifest(?:-\d{5}-of-(\d{5}))?\.json)\.lock")
 
 
 class LockHeld(Exception):
@@ -126,12 +125,13 @@ def is_locked(path: Path) -> bool:
 
 
 def live_slice_counts(out: Path) -> dict[int, str]:
-    """Slice counts (1: unsharded) of runs writing into ``out`` right now, each with a
+    """Slice counts (1: unsliced) of runs writing into ``out`` right now, each with a
     manifest name of it. Call under the directory lock, so nobody takes a slice lock
     meanwhile."""
     found: dict[int, str] = {}
-    for path in out.glob(".manifest*.json.lock"):
-        m = SLICE_LOCK.fullmatch(path.name)
-        if m and is_locked(path):
-            found.setdefault(int(m.group(2) or 1), m.group(1))
+    for path in out.glob(".manifest*.json.lock"):  # ``Slice.lock_name``: ``.<manifest name>.lock``
+        name = path.name[1:-len(".lock")]
+        count = slice_count(name)
+        if count is not None and is_locked(path):
+            found.setdefault(count, name)
     return found

@@ -25,92 +25,12 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from prmtree.engine.config import ConfigError, InputConfig
-
-AnswerType = Literal["auto", "math", "choice", "number", "text"]
-ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
+from prmtree.engine.config import InputConfig
+from prmtree.engine.errors import ConfigError, ImageError
+from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for
 
 #: Images above this many pixels are refused (decompression-bomb guard).
 DEFAULT_MAX_PIXELS = 40_000_000
-
-
-class ProblemImage(bytes):
-    """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.
-
-    It *is* those bytes, so a policy can write ``Image.open(io.BytesIO(image))`` or send
-    ``base64.b64encode(image)``; ``.path`` is where it was read from, ``.to_pil()`` decodes it.
-    """
-
-    path: str | None
-
-    def __new__(cls, data: bytes, path: str | None = None) -> ProblemImage:
-        image = super().__new__(cls, data)
-        image.path = path
-        return image
-
-    @property
-    def data(self) -> bytes:
-        """The encoded bytes as a plain ``bytes`` object."""
-        return bytes(self)
-
-    def to_pil(self) -> Image.Image:
-        """The decoded image (RGB), for policies that hand PIL images to a processor."""
-        with Image.open(io.BytesIO(self)) as image:
-            return image.convert("RGB")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
-        return (ProblemImage, (bytes(self), self.path))
-
-    def __repr__(self) -> str:
-        return f"ProblemImage({len(self)} bytes, path={self.path!r})"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """An image-question pair with its gold answer.
-
-    ``id`` is stable: given by the input, or a hash of the question and image bytes.
-    """
-
-    id: str
-    question: str
-    answer: str
-    images: tuple[ProblemImage, ...] = ()
-    answer_type: AnswerType = "auto"
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ValueError(f"Problem.id must be a non-empty string, got {self.id!r}")
-        if not isinstance(self.question, str) or not self.question.strip():
-            raise ValueError(f"Problem.question must be a non-empty string (problem {self.id!r})")
-        if not isinstance(self.answer, str) or not self.answer.strip():
-            raise ValueError(f"Problem.answer must be a non-empty string (problem {self.id!r})")
-        if self.answer_type not in ANSWER_TYPES:
-            raise ValueError(
-                f"Problem.answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}"
-            )
-
-
-@dataclass(frozen=True)
-class InputError:
-    """A row that could not become a problem; it goes to ``errors/``."""
-
-    problem_id: str
-    reason: str
-    stage: str = "input"
-
-
-def problem_id_for(question: str, images: tuple[ProblemImage, ...]) -> str:
-    """The stable id of a problem given without one."""
-    digest = hashlib.blake2b(question.encode("utf-8"), digest_size=8)
-    for image in images:
-        digest.update(image.data)
-    return digest.hexdigest()
-
-
-class ImageError(ValueError):
-    """An image that cannot be used: missing, unreadable, corrupt or too large."""
 
 
 def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:

@@ -23,12 +23,15 @@ T = TypeVar("T")
 class Registry:
     """Names to components of one kind (see the module docstring)."""
 
-    def __init__(self, kind: str, builtins: dict[str, str], *, error: type[Exception] = ConfigError) -> None:
+    def __init__(
+        self, kind: str, builtins: dict[str, str], *, error: type[Exception] = ConfigError, sort: bool = False
+    ) -> None:
         self.kind = kind  # "strategy", "policy", ...: for messages
         self.group = f"prmtree.{kind.replace(' ', '_')}s" if not kind.endswith("y") else f"prmtree.{kind[:-1]}ies"
         self._builtins = dict(builtins)
         self._registered: dict[str, Any] = {}
         self._error = error
+        self._sort = sort  # list names alphabetically (else: built-ins first, in their order)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: make ``obj`` available as ``name`` (a later registration wins)."""
@@ -42,7 +45,8 @@ class Registry:
     def names(self) -> list[str]:
         """Every known name: built-ins first, in their order, then the others sorted."""
         extra = (set(self._registered) | {ep.name for ep in self._entry_points()}) - set(self._builtins)
-        return list(self._builtins) + sorted(extra)
+        names = list(self._builtins) + sorted(extra)
+        return sorted(names) if self._sort else names
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (":" in name or name in self._registered or name in self._builtins
@@ -103,7 +107,7 @@ POLICIES = Registry("policy", {
     "vllm": "prmtree.policies.vllm_policy:VLLMPolicy",
     "openai": "prmtree.policies.openai_policy:OpenAIPolicy",
     "hf": "prmtree.policies.hf_policy:HFPolicy",
-}, error=PolicyConfigError)
+}, error=PolicyConfigError, sort=True)
 EXECUTORS = Registry("executor", {
     "inline": "prmtree.rollout_workers.inline:InlineExecutor",
     "ray": "prmtree.rollout_workers.ray:RayExecutor",

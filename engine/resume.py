@@ -19,21 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.config import ConfigError, RunConfig, config_changes
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.config import RunConfig, config_changes
 from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
-from prmtree.engine.output import (
-    LAYOUT_VERSION,
-    MANIFEST_NAME,
-    SHARD_NAME,
-    TABLES,
-    DatasetWriter,
-    Manifest,
-    Slice,
-    discard_unlisted,
-    load_manifest,
-    verify_shard,
-    write_manifest,
-)
+from prmtree.engine.output.atomic import temporary_target
+from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout
+from prmtree.engine.output.manifest import LAYOUT_VERSION, Manifest, load_manifest, write_manifest
+from prmtree.engine.output.verification import verify_shard
+from prmtree.engine.output.writer import DatasetWriter
+from prmtree.engine.tables import TABLES
 
 
 IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
@@ -102,10 +96,8 @@ def _claim(out: Path, slice: Slice) -> FileLock:
 def _check_layout(out: Path, slice: Slice) -> None:
     """One slice layout per directory: the manifests on disk and the runs writing now."""
     found: dict[int, str] = {}
-    for path in sorted(out.glob("manifest*.json")):
-        m = MANIFEST_NAME.fullmatch(path.name)
-        if m:
-            found.setdefault(int(m.group(1) or 1), path.name)
+    for name, count in manifest_layout(out).items():
+        found.setdefault(count, name)
     for count, name in live_slice_counts(out).items():
         found.setdefault(count, f"a run writing {name} now")
     others = sorted((c, name) for c, name in found.items() if c != slice.count)
@@ -175,16 +167,16 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
     ``inspect`` and ``export`` would present rows of two runs as one."""
     if slice.count == 1:
         return
-    for path in sorted(out.glob(f"manifest-*-of-{slice.count:05d}.json")):
-        if path.name == slice.manifest_name:
+    for name, count in manifest_layout(out).items():
+        if count != slice.count or name == slice.manifest_name:
             continue
         try:
-            other = load_manifest(path)
+            other = load_manifest(out / name)
         except ValueError:
             continue  # that slice's own run reports it
         if other.config_hash != config.config_hash():
             raise ConfigError(
-                f"{out} holds {path.name}, written with a different config ({_changes(other, config)}); "
+                f"{out} holds {name}, written with a different config ({_changes(other, config)}); "
                 "every slice of one --out must use the same config: use that one, or another --out"
             )
 
@@ -253,6 +245,26 @@ def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shard
                        ("nodes", rows["nodes"]), ("pairs", rows["pairs"]), ("paths", rows["steps"])):
         if isinstance(stats.get(key), int):
             stats[key] = max(0, stats[key] - minus)
+
+
+def discard_unlisted(out_dir: Path, manifest: Manifest | None, slice: Slice) -> list[str]:
+    """Delete this slice's shards (and temporary files) that the manifest does not list."""
+    listed = {s["file"] for s in manifest.shards} if manifest else set()
+    pattern = slice.shard_pattern()
+    removed = []
+    for table in TABLES:
+        directory = out_dir / table
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            rel = f"{table}/{path.name}"
+            is_ours = bool(pattern.fullmatch(path.name))
+            target = temporary_target(path.name)
+            is_tmp = target is not None and bool(pattern.fullmatch(target))
+            if (is_ours and rel not in listed) or is_tmp:
+                path.unlink()
+                removed.append(rel)
+    return removed
 
 
 def _remove_slice(out: Path, manifest: Manifest, slice: Slice) -> None:

@@ -6,30 +6,16 @@ code works with steps and outcomes, never with raw model text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 
-from prmtree.engine.problem import Problem
-from prmtree.engine.steps import Segmenter, extract_answer
-from prmtree.engine.verify import Verifier
+from prmtree.engine.answers import extract_answer
+from prmtree.engine.records import Problem, Rollout
+from prmtree.engine.steps import Segmenter
 
-#: Why a rollout counted as wrong without its answer being compared.
-MALFORMED_REASONS = ("empty", "no_answer", "truncated", "undecodable")
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """One completion from a node's prefix, parsed and verified."""
-
-    steps: tuple[str, ...]
-    answer: str | None
-    correct: bool
-    num_tokens: int
-    finish_reason: str
-    malformed: str | None = None  # one of MALFORMED_REASONS, or None
-
-    @property
-    def has_answer(self) -> bool:
-        return self.answer is not None
+#: Checks one answer synchronously (tests and tools; the driver checks a request's
+#: answers together, off its event loop, and passes None).
+AnswerCheck = Callable[[Problem, str], bool]
 
 
 def parse_completion(
@@ -38,7 +24,7 @@ def parse_completion(
     num_tokens: int,
     finish_reason: str,
     segmenter: Segmenter,
-    verifier: Verifier | None,
+    verifier: AnswerCheck | None,
     next_step_only: bool = False,
 ) -> Rollout:
     """Segment, extract and (with a ``verifier``) verify one completion. Never raises on

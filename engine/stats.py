@@ -14,6 +14,8 @@ from typing import Any
 
 #: Field metadata: {"resume": False} for counts that describe this session only.
 _SESSION = {"resume": False}
+#: Field metadata: slices merged take the longest (they run at the same time).
+_LONGEST = {"merge": "max"}
 
 
 @dataclass
@@ -44,8 +46,8 @@ class RunStats:
     labelling: Counter = field(default_factory=Counter)  # judge calls, tokens, agreement, unparseable
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
     verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
-    elapsed_s: float = 0.0  # all sessions together
-    rollouts_per_s_last_session: float = field(default=0.0, metadata=_SESSION)
+    elapsed_s: float = field(default=0.0, metadata=_LONGEST)  # all sessions together
+    rollouts_per_s_last_session: float = field(default=0.0, metadata=_SESSION)  # slices at once: rates add
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
@@ -88,23 +90,43 @@ class RunStats:
         return cls(**values)
 
     @classmethod
-    def combined(cls, parts: list[RunStats]) -> RunStats:
-        """The counters of several drivers working at once (a ``--drivers`` job) as one run's:
-        counts add up, the time is the longest slice's, rates of concurrent drivers add."""
+    def from_dict(cls, stats: dict[str, Any]) -> RunStats:
+        """Every counter a manifest recorded (this session's too): what merging slices needs.
+        Unknown keys (a newer or older prmtree) are ignored."""
         values: dict[str, Any] = {}
         for f in fields(cls):
-            got = [getattr(p, f.name) for p in parts]
-            if f.name == "elapsed_s":
-                values[f.name] = max(got, default=0.0)
-            elif isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
-                values[f.name] = sum(got)
-            elif f.default_factory is Counter:  # type: ignore[comparison-overlap]
-                values[f.name] = sum(got, Counter())
+            if f.name not in stats:
+                continue
+            value = stats[f.name]
+            if f.default_factory is Counter:  # type: ignore[comparison-overlap]
+                values[f.name] = Counter({_key(k): v for k, v in dict(value).items()})
+            elif f.default_factory is dict:  # type: ignore[comparison-overlap]
+                values[f.name] = dict(value)
             else:
-                values[f.name] = _combine_dicts(got)
-        out = cls(**values)
-        out.rollouts_before = sum(p.rollouts_before for p in parts)
-        out.elapsed_before_s = max((p.elapsed_before_s for p in parts), default=0.0)
+                values[f.name] = value
+        return cls(**values)
+
+    def __add__(self, other: RunStats) -> RunStats:
+        """Two slices' counters as one run's (datatrove's ``Stats.__add__``): counts add
+        up, the time is the longer slice's (slices run at once), the executor's and the
+        verifier's counters combine by their own rules (``_NOT_ADDED``, ``_LISTED``).
+        ``sum(parts, RunStats())`` merges a ``--drivers`` job, an export of several
+        slices, the dataset card and ``inspect`` alike."""
+        if not isinstance(other, RunStats):
+            return NotImplemented
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.metadata.get("merge") == "max":
+                values[f.name] = max(a, b)
+            elif isinstance(a, dict):  # Counters add; the executor's, verifier's dicts by their rules
+                values[f.name] = a + b if isinstance(a, Counter) else _combine_dicts([a, b])
+            else:
+                values[f.name] = a + b
+        out = type(self)(**values)
+        out.rollouts_before = self.rollouts_before + other.rollouts_before
+        out.elapsed_before_s = max(self.elapsed_before_s, other.elapsed_before_s)
+        out.started = min(self.started, other.started)
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Step segmentation and final-answer extraction.
+"""Step segmentation.
 
 Segmentation decides what a "step" is, which is where PRM data succeeds or fails, so
 it is pluggable: blank-line blocks (the default), ``Step N:`` markers, explicit
@@ -16,7 +16,6 @@ STEP_FORMATS: tuple[str, ...] = ("blank_line", "step_marker", "tags")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _STEP_MARKER = re.compile(r"(?im)^[ \t]*(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)][ \t]*(?:\*\*)?")
 _STEP_TAG = re.compile(r"<step>(.*?)(?:</step>|\Z)", re.DOTALL)
-_ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t*]*(.+?)[ \t*]*$")
 _WHITESPACE = re.compile(r"\s+")
 
 _INSTRUCTIONS = {
@@ -145,46 +144,3 @@ def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
 def normalize_step(step: str) -> str:
     """The form of a step that decides identity: whitespace collapsed, ends stripped."""
     return _WHITESPACE.sub(" ", step).strip()
-
-
-def last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = start + 1
-    while i < len(text) and text[i].isalpha():
-        i += 1
-    while i < len(text) and text[i] == " ":
-        i += 1
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        ch = text[j]
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None  # unbalanced: truncated output
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer written in ``text``: last ``\\boxed{}``, else ``Answer:``, else last line.
-
-    Returns ``None`` when the text is empty or the box is unterminated.
-    """
-    if not text or not text.strip():
-        return None
-    if "\\boxed" in text or "\\fbox" in text:
-        boxed = last_boxed(text)
-        return boxed if boxed else None
-    matches = _ANSWER_LINE.findall(text)
-    if matches:
-        return matches[-1].strip() or None
-    for line in reversed(text.splitlines()):
-        if line.strip():
-            return line.strip()
-    return None

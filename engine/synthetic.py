@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from prmtree.engine.problem import Problem, ProblemImage
+from prmtree.engine.records import Problem, ProblemImage
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

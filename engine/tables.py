@@ -1,7 +1,7 @@
 """The output tables: each one's Arrow schema and the code that builds its rows, together.
 
 Adding a column is one edit in one place: the field in the table's schema and the key
-in its row builder, next to each other below. ``output.py`` writes what these build.
+in its row builder, next to each other below. ``output/writer.py`` writes what these build.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow as pa
 from prmtree.engine.config import OutputConfig
 from prmtree.engine.calibration import RIGHT, UNDECIDED, StepEvidence
 from prmtree.engine.labels import LabelledPath, Labelling, PreferencePair
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 from prmtree.engine.search.base import TreeSearch
 
 
@@ -178,7 +178,7 @@ def node_rows(problem: Problem, search: TreeSearch, decisions: dict[str, StepEvi
                 "label": None if ev is None or ev.decision == UNDECIDED else ev.decision == RIGHT,
                 "terminal": s.terminal,
                 "decision": ev.decision if ev is not None else None,
-                "posterior": ev.posterior if ev is not None and not search.decider.mc else None,
+                "posterior": ev.posterior if ev is not None else None,
             }
         )
     return rows
@@ -244,19 +244,21 @@ def table_schema(table: str, chat_format: bool = False) -> pa.Schema:
     schema = SCHEMAS[table]
     if chat_format and table == "steps":
         schema = schema.set(schema.get_field_index("prompt"), pa.field("prompt", pa.list_(CHAT_MESSAGE)))
-    meta = {"info": {"features": {f.name: _hf_feature(f.type) for f in schema}}}
+    meta = {"info": {"features": {f.name: hf_feature(f.type) for f in schema}}}
     return schema.with_metadata({b"huggingface": json.dumps(meta).encode()})
 
 
-def _hf_feature(typ: pa.DataType) -> dict[str, Any]:
-    """The ``datasets`` feature description of an Arrow type."""
-    if typ == IMAGE_STRUCT:
+def hf_feature(typ: pa.DataType) -> dict[str, Any]:
+    """The ``datasets`` feature (JSON form) of an Arrow type; ``{bytes, path}`` structs are images.
+
+    Any Arrow type has one, so an export of a run whose files carry extra columns works too."""
+    if pa.types.is_struct(typ) and {typ.field(i).name for i in range(typ.num_fields)} == {"bytes", "path"}:
         return {"_type": "Image"}
-    if pa.types.is_list(typ):
-        return {"_type": "List", "feature": _hf_feature(typ.value_type)}
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return {"_type": "List", "feature": hf_feature(typ.value_type)}
     if pa.types.is_struct(typ):
-        return {typ.field(i).name: _hf_feature(typ.field(i).type) for i in range(typ.num_fields)}
-    dtype = {"string": "string", "bool": "bool", "double": "float64", "int32": "int32"}[str(typ)]
+        return {typ.field(i).name: hf_feature(typ.field(i).type) for i in range(typ.num_fields)}
+    dtype = {"double": "float64", "float": "float32", "halffloat": "float16"}.get(str(typ), str(typ))
     return {"_type": "Value", "dtype": dtype}
 
 

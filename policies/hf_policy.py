@@ -11,7 +11,8 @@ import io
 import threading
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, PolicyConfigError
+from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.errors import PolicyConfigError
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prmtree.engine.steps import StepFormat
-from prmtree.policies.base import GenerationRequest
+from prmtree.engine.records import GenerationRequest
 
 DEFAULT_SYSTEM_PROMPT = (
     "Solve the problem step by step. {format_instruction} "

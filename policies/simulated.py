@@ -30,9 +30,9 @@ import random
 import re
 from collections import OrderedDict
 
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 from prmtree.engine.synthetic import Instruction, parse_question, run_program
-from prmtree.policies.base import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest
 
 _X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
 _BOXED = re.compile(r"\\boxed\{([^}]*)\}")

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "run": "prmtree.api",
-    "RunSummary": "prmtree.api",
-    "ConfigError": "prmtree.engine.config",
+    "RunSummary": "prmtree.runner",
+    "ConfigError": "prmtree.engine.errors",
     "ExecutorConfig": "prmtree.engine.config",
     "InputConfig": "prmtree.engine.config",
     "OutputConfig": "prmtree.engine.config",
@@ -27,13 +27,13 @@ _EXPORTS = {
     "RunConfig": "prmtree.engine.config",
     "SearchConfig": "prmtree.engine.config",
     "StepsConfig": "prmtree.engine.config",
-    "InputError": "prmtree.engine.problem",
-    "Problem": "prmtree.engine.problem",
-    "ProblemImage": "prmtree.engine.problem",
-    "Completion": "prmtree.policies.base",
-    "GenerationRequest": "prmtree.policies.base",
-    "GenerationError": "prmtree.policies.base",
-    "Policy": "prmtree.policies.base",
+    "InputError": "prmtree.engine.records",
+    "Problem": "prmtree.engine.records",
+    "ProblemImage": "prmtree.engine.records",
+    "Completion": "prmtree.engine.records",
+    "GenerationRequest": "prmtree.engine.records",
+    "GenerationError": "prmtree.engine.errors",
+    "Policy": "prmtree.engine.contracts",
     "register_policy": "prmtree.policies.base",
 }
 
@@ -74,9 +74,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from prmtree.api import RunSummary, run
+    from prmtree.api import run
+    from prmtree.runner import RunSummary
+    from prmtree.engine.errors import ConfigError
     from prmtree.engine.config import (
-        ConfigError,
         ExecutorConfig,
         InputConfig,
         OutputConfig,
@@ -85,5 +86,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         SearchConfig,
         StepsConfig,
     )
-    from prmtree.engine.problem import InputError, Problem, ProblemImage
-    from prmtree.policies.base import Completion, GenerationRequest, Policy, register_policy
+    from prmtree.engine.records import InputError, Problem, ProblemImage
+    from prmtree.engine.records import Completion, GenerationRequest
+    from prmtree.engine.contracts import Policy
+    from prmtree.policies.base import register_policy

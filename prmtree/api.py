@@ -2,58 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import platform
-import signal
-import sys
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.config import ConfigError, RunConfig, load_config, merge
-from prmtree.engine.driver import Driver, FinishedProblem
+from prmtree.engine.config import RunConfig, load_config, merge
+from prmtree.engine.contracts import Policy
+from prmtree.engine.driver import FinishedProblem
+from prmtree.engine.errors import ConfigError
 from prmtree.engine.output import Slice
-from prmtree.engine.problem import InputError, Problem, check_input, iter_problems
-from prmtree.engine.resume import OpenedRun, open_run
+from prmtree.engine.problem import check_input
+from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
-from prmtree.policies.base import Policy, check_policy
-from prmtree.rollout_workers import make_executor
-from prmtree.rollout_workers.loop_watchdog import note_signal
-
-
-@dataclass
-class RunSummary:
-    """What a run did: a view of its :class:`RunStats` (the manifest's numbers), so
-    ``summary.rollouts``, ``summary.problems_done`` etc. read the same fields."""
-
-    out: Path | None
-    run_stats: RunStats
-    retry_pending: int = 0  # problems that failed and the same command will retry
-    stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "run_stats":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.run_stats, name)
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        return self.run_stats.to_dict()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("prmtree", "pyarrow", "networkx", "math-verify", "pydantic"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+from prmtree.policies.base import check_policy
+from prmtree.runner import DriverJob, RunSummary, run_checked
 
 
 def build_config(config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None, **overrides: Any) -> RunConfig:
@@ -137,7 +100,7 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems)  # missing, or a directory with files it would skip
-    hooks = {"check_answer": check_answer, "split_steps": split_steps}
+    job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps)
     several = cfg.executor.drivers != 1 and not (cfg.executor.drivers == "auto" and cfg.executor.kind == "inline")
     if several and cfg.executor.attach is None:  # (auto on the inline executor: one driver, this process)
         from prmtree.multi_driver import run_job
@@ -147,39 +110,14 @@ def run(
         if on_problem is not None:
             raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
                               "with several drivers pass on_progress(stats) for the run's counters")
-        return run_job(problems, cfg, spec, kwargs, out=out, force=force, hooks=hooks, on_progress=on_progress)
+        return run_job(job, on_progress=on_progress)
     if out is not None and slice_.count == 1 and cfg.executor.attach is None:
         from prmtree.multi_driver import check_layout
 
         check_layout(Path(out), 1)  # an --out written by --drivers N: say so in its terms
     if on_progress is not None:
         on_problem = _also_progress(on_problem, on_progress)
-    return run_checked(problems, cfg, spec, kwargs, out, slice_, force, on_problem, hooks)
-
-
-def run_checked(
-    problems: Any,
-    cfg: RunConfig,
-    spec: Any,
-    kwargs: dict[str, Any] | None,
-    out: str | os.PathLike[str] | None,
-    slice_: Slice,
-    force: bool,
-    on_problem: Callable[[FinishedProblem, RunStats], None] | None,
-    hooks: dict[str, Any],
-    stop: StopHandle | None = None,
-) -> RunSummary:
-    """One driver on one slice, its arguments already checked: the rest of :func:`run`,
-    and what each driver actor of a ``--drivers`` job runs (``stop`` stands in for the
-    signals a thread other than the main one cannot receive)."""
-    opened = open_run(out, cfg, _versions(), slice_, force) if out is not None else None
-    for note in opened.repaired if opened else ():
-        sys.stderr.write(f"prmtree: damaged shard: {note}\n")
-    try:
-        return asyncio.run(_run_async(problems, cfg, spec, kwargs, opened, slice_, on_problem, hooks, stop))
-    finally:
-        if opened is not None:
-            opened.close()  # the slice's lock: the next run may start
+    return run_checked(job, on_problem)
 
 
 def _also_progress(
@@ -193,18 +131,6 @@ def _also_progress(
     return both
 
 
-def _judge_executor(cfg: RunConfig) -> Any:
-    """The judge's own policy, in this process, when ``[labels.judge] name`` names one
-    (otherwise the judge is the run's policy, asked through the run's executor)."""
-    judge = cfg.labels.judge
-    if cfg.labels.method != "consensus" or not judge.name:
-        return None
-    from prmtree.engine.config import ExecutorConfig
-
-    return make_executor(ExecutorConfig(kind="inline", max_concurrency=cfg.executor.max_concurrency),
-                         judge.name, judge.kwargs)
-
-
 def _describe_instance(policy: Any) -> dict[str, Any]:
     cls = type(policy)
     attrs = {
@@ -214,139 +140,3 @@ def _describe_instance(policy: Any) -> dict[str, Any]:
     return {"name": f"{cls.__module__}:{cls.__qualname__}", **attrs}
 
 
-class StopHandle:
-    """Ask a run to stop from another thread, as a signal would (a first request: no new
-    problems; a second: cancel those in flight). A ``--drivers`` job's driver actors run
-    in threads, where signal handlers cannot be installed, so the job asks through this."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stop: _GracefulStop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._early: list[int] = []  # asked before the run started
-
-    def request(self, sig: int = signal.SIGTERM) -> None:
-        with self._lock:
-            if self._stop is None or self._loop is None:
-                self._early.append(sig)
-                return
-            self._loop.call_soon_threadsafe(self._stop._on_signal, sig)
-
-    def _bind(self, stop: _GracefulStop, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            self._stop, self._loop = stop, loop
-            for sig in self._early:
-                loop.call_soon_threadsafe(stop._on_signal, sig)
-            self._early.clear()
-
-    def _unbind(self) -> None:
-        with self._lock:
-            self._stop = self._loop = None
-
-
-class _GracefulStop:
-    """SIGTERM / SIGINT during a run (handlers only in the main thread): the first stops
-    taking new problems, flushes what is finished and lets the trees in flight finish;
-    the second cancels those (a resume redoes them); a third gets the default action."""
-
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
-        self.driver: Driver | None = None
-        self.signum: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def install(self, driver: Driver) -> None:
-        self.driver = driver
-        if threading.current_thread() is threading.main_thread():
-            self._loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
-                # the loop's handler runs only when the loop does; this one also while a
-                # policy blocks it (the inline executor's watchdog then acts on it)
-                signal.signal(sig, note_signal)
-
-    def uninstall(self) -> None:
-        if self._loop is not None:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.remove_signal_handler(sig)
-            self._loop = None
-
-    def _on_signal(self, sig: int) -> None:
-        name = signal.Signals(sig).name
-        if self.signum is None:
-            self.signum = sig
-            in_flight = self.driver.request_stop() if self.driver is not None else 0
-            try:
-                if self.writer is not None:
-                    self.writer.flush()  # saved now, in case a SIGKILL ends the grace period
-            except OSError:
-                pass  # the final flush reports it
-            sys.stderr.write(f"\nprmtree: {name}: taking no new problems, finishing the {in_flight} in flight "
-                             "(send it again to stop at once)\n")
-        else:
-            if self.driver is not None:
-                self.driver.request_stop(cancel=True)
-            sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
-            self.uninstall()
-
-
-def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
-    """This slice's problems (and input errors) that are not finished yet."""
-    for item in items:
-        pid = item.id if isinstance(item, Problem) else item.problem_id
-        if slice_.owns(pid) and pid not in done:
-            yield item
-
-
-async def _run_async(
-    problems: Any,
-    cfg: RunConfig,
-    spec: Any,
-    kwargs: dict[str, Any] | None,
-    opened: OpenedRun | None,
-    slice_: Slice,
-    on_problem: Callable[[FinishedProblem, RunStats], None] | None,
-    hooks: dict[str, Any],
-    handle: StopHandle | None = None,
-) -> RunSummary:
-    from prmtree.engine.verify import Verifier
-
-    stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
-    writer = opened.writer if opened else None
-    stop = _GracefulStop(writer)
-    # Built only now: the output directory is open and the config accepted, so a refused
-    # resume never loads a model or starts a cluster.
-    executor = make_executor(cfg.executor, spec, kwargs)
-    judge_executor = _judge_executor(cfg)
-    v = cfg.verify
-    verifier = Verifier(custom=hooks["check_answer"], rel_tol=v.rel_tol, timeout_s=v.timeout_s,
-                        pool_workers=v.pool_workers, memo_size=v.memo_size)
-    try:
-        driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
-                        split_steps=hooks["split_steps"], judge_executor=judge_executor)
-        stop.install(driver)  # after the model loaded: a signal before that simply ends the process
-        if handle is not None:
-            handle._bind(stop, asyncio.get_running_loop())
-        done = opened.done if opened else set()
-        skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
-        items = _select(iter_problems(problems, cfg.input, skip), slice_, done)
-        try:
-            stats = await driver.run(items)
-        except BaseException:
-            if writer is not None:
-                writer.flush()  # keep every finished problem; a resume does the rest
-            raise
-        stopped_by = stop.signum  # a signal while closing below stops nothing
-    finally:
-        await verifier.aclose()
-        if judge_executor is not None:
-            await judge_executor.close()
-        await executor.close()
-        stop.uninstall()
-        if handle is not None:
-            handle._unbind()
-    if writer is not None:
-        writer.flush() if stopped_by else writer.close()  # a stopped run is not "finished"
-    pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
-    return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
-                      stopped_by=stopped_by)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from prmtree.rollout_workers.base import FatalExecutorError
+from prmtree.engine.errors import FatalExecutorError
 
 #: Exit codes. 0: every good problem is labelled (or skipped by design).
 EXIT_STOPPED = 1  # the run stopped early (no worker left, circuit breaker): re-run to resume
@@ -66,11 +66,10 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prmtree.engine.search import STRATEGIES
+    from prmtree.engine.registry import EXECUTORS, STRATEGIES
     from prmtree.export import DESCRIPTIONS, FORMATS, PLACEHOLDER
-    from prmtree.rollout_workers import EXECUTORS
 
-    strategies = list(STRATEGIES)
+    strategies = STRATEGIES.names()
     parser = _Parser(prog="prmtree", description="Process-reward training data for vision-language reasoning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=strategies)
     run.add_argument("--config", help="TOML run configuration; flags override it")
     run.add_argument("--seed", type=int)
-    run.add_argument("--executor", choices=list(EXECUTORS), help="where rollouts run (default: inline)")
+    run.add_argument("--executor", choices=EXECUTORS.names(), help="where rollouts run (default: inline)")
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
@@ -142,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], progress: bool, total: int | None):
     from prmtree.api import run
-    from prmtree.engine.config import ConfigError
-    from prmtree.policies.base import PolicyConfigError
+    from prmtree.engine.errors import ConfigError
+    from prmtree.engine.errors import PolicyConfigError
     from prmtree.progress import ProgressReporter
 
     reporter = ProgressReporter(total=total, enabled=progress)
@@ -298,22 +297,20 @@ def _intact_run_dir(path: str) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from prmtree.engine.output import MANIFEST_NAME, UNLISTED, load_manifest, missing_slices, verify_run
+    from prmtree.engine.output import UNLISTED, load_manifest, manifest_layout, missing_slices, verify_run
 
     out = _run_dir(args.out)
     damage = verify_run(out)
-    for path in sorted(out.glob("manifest*.json")):
-        if not MANIFEST_NAME.fullmatch(path.name):
-            continue
-        found = [str(d) for d in damage if d.manifest == path.name]
+    for name in manifest_layout(out):
+        found = [str(d) for d in damage if d.manifest == name]
         if found:
             more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
-            print(f"{path.name}: DAMAGED: {'; '.join(found[:5])}{more}")
+            print(f"{name}: DAMAGED: {'; '.join(found[:5])}{more}")
             continue
-        m = load_manifest(path)
+        m = load_manifest(out / name)
         state = "finished" if m.status == "finished" else "unfinished (run its command again to finish)"
         failed = f", {len(m.failed)} failed (its command retries them)" if m.failed else ""
-        print(f"{path.name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
+        print(f"{name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
               f"{len(m.completed):,} problems done{failed}; {state}")
     for s in missing_slices(out):
         print(f"{s.manifest_name}: MISSING: slice {s.index}/{s.count} has not run here; run its command with "

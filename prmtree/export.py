@@ -89,7 +89,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prmtree.engine.output import manifests, read_table
+from prmtree.engine.output import load_manifests, read_table
 
 FORMATS = (
     "openrlhf",
@@ -647,7 +647,7 @@ def _write_stepwise(out: Path, target: Path) -> int:
 
 def merged_manifest(out: Path) -> dict[str, Any]:
     """All slices' manifests as one: the first config, numeric statistics added up (nested too)."""
-    found = manifests(out)
+    found = [m.to_dict() for m in load_manifests(out)]
     merged: dict[str, Any] = {"config": {}, "stats": {}, "slices": len(found), "versions": {}, "status": "unknown"}
     if not found:
         return merged

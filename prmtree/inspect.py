@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prmtree.engine.output import manifests, missing_slices, read_table
+from prmtree.engine.output import load_manifests, missing_slices, read_table
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
 CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
@@ -45,7 +45,7 @@ class Report:
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
     """All slices' manifests as one (counters added up)."""
-    found = manifests(out)
+    found = [m.to_dict() for m in load_manifests(out)]
     merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0, "stats": Counter()}
     for m in found:
         merged.setdefault("config", m["config"])

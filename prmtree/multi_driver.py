@@ -10,7 +10,7 @@ directory, and a rerun of the same command resumes each slice. The rows are thos
 driver: which driver searches a problem changes nothing in it.
 
 Python API: the same call, ``prmtree.run(..., drivers=N)`` (or ``executor.drivers`` in
-the config), returning one :class:`~prmtree.api.RunSummary`; :func:`run_job` is its
+the config), returning one :class:`~prmtree.runner.RunSummary`; :func:`run_job` is its
 several-drivers branch. Problems finish in the driver actors, so ``on_problem`` needs one
 driver; ``on_progress(stats)`` is called in the job's process with the merged counters.
 An input path must be readable where the drivers run (a shared filesystem on a cluster,
@@ -36,18 +36,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prmtree.engine.config import ConfigError, RunConfig
-from prmtree.engine.output import MANIFEST_NAME, Slice
-from prmtree.engine.problem import InputError, Problem
+from prmtree.engine.config import RunConfig
+from prmtree.engine.errors import ConfigError, FatalExecutorError
+from prmtree.engine.output import Slice, manifest_layout
+from prmtree.engine.records import InputError, Problem
+from prmtree.engine.resume import open_run
 from prmtree.engine.stats import RunStats
-from prmtree.rollout_workers.base import FatalExecutorError
-from prmtree.rollout_workers.ray_pool import auto_drivers
-
-if TYPE_CHECKING:
-    from prmtree.api import RunSummary
+from prmtree.rollout_workers.ray import START_TIMEOUT_S, PoolHandle, RayExecutor, auto_drivers, connect
+from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked, versions
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).
 PROGRESS_INTERVAL_S = 0.25
@@ -66,7 +66,7 @@ class DriversStopped(FatalExecutorError):
 
 def layout_in(out: Path) -> int | None:
     """The slice count of the manifests already in ``out`` (1: a single driver), or None."""
-    counts = sorted({int(m.group(1) or 1) for p in out.glob("manifest*.json") if (m := MANIFEST_NAME.fullmatch(p.name))})
+    counts = sorted(set(manifest_layout(out).values()))
     return counts[0] if counts else None
 
 
@@ -89,18 +89,12 @@ class SliceDriver:
     answer while ``run`` works."""
 
     def __init__(self) -> None:
-        from prmtree.api import StopHandle
-
         self._stop = StopHandle()
         self._latest: RunStats | None = None
         self._last = 0.0
 
-    def run(self, problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any] | None, out: str | None,
-            index: int, count: int, hooks: dict[str, Any]) -> RunSummary:
-        from prmtree.api import run_checked
-
-        return run_checked(problems, cfg, spec, kwargs, out, Slice(index, count), False, self._snapshot, hooks,
-                           self._stop)
+    def run(self, job: DriverJob) -> RunSummary:
+        return run_checked(job, self._snapshot, self._stop)
 
     def _snapshot(self, finished: Any, stats: RunStats) -> None:
         """Keep a copy of the counters for ``progress`` (taken in the run's own thread, so
@@ -120,19 +114,9 @@ class SliceDriver:
         self._stop.request(sig)
 
 
-def run_job(
-    problems: Any,
-    cfg: RunConfig,
-    spec: Any,
-    kwargs: dict[str, Any] | None,
-    *,
-    out: str | os.PathLike[str] | None,
-    force: bool,
-    hooks: dict[str, Any],
-    on_progress: Callable[[RunStats], None] | None = None,
-) -> RunSummary:
-    """Start the pool and ``cfg.executor.drivers`` drivers over slices of ``problems``;
-    one :class:`~prmtree.api.RunSummary` for all of them.
+def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = None) -> RunSummary:
+    """Start the pool and ``executor.drivers`` drivers over slices of ``job.problems``;
+    one :class:`~prmtree.runner.RunSummary` for all of them.
 
     ``auto`` is the driver count ``out`` already holds (so a rerun resumes whatever the
     cluster's size now), else one driver per ``WORKERS_PER_DRIVER`` workers. The
@@ -143,10 +127,9 @@ def run_job(
     """
     import ray
 
-    from prmtree.api import run_checked
     from prmtree.rollout_workers import make_executor
-    from prmtree.rollout_workers.ray_pool import connect
 
+    cfg, spec, kwargs, out, force = job.config, job.policy, job.policy_args, job.out, job.force
     if cfg.executor.kind != "ray":
         raise ConfigError(f"{cfg.executor.drivers} drivers (--drivers, [executor] drivers) need the ray executor "
                           "(--executor ray, [executor] kind = \"ray\"): the drivers share one Ray worker pool")
@@ -156,7 +139,7 @@ def run_job(
     if drivers is not None and out_dir is not None:
         _precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
     started = time.perf_counter()
-    connected = connect(cfg.executor)
+    connected = connect(cfg.executor).started
     actors: list[Any] = []
     try:
         if drivers is not None and drivers > 1:
@@ -165,17 +148,18 @@ def run_job(
         pool = make_executor(cfg.executor if drivers is None else cfg.executor.model_copy(update={"drivers": drivers}),
                              spec, kwargs)
         try:
+            assert isinstance(pool, RayExecutor)  # kind "ray", checked above
+            handle = pool.handle()
             if drivers is None:
-                drivers = auto_drivers(len(pool.workers))
+                drivers = auto_drivers(handle.workers)
                 if out_dir is not None:
                     _precheck(out_dir, cfg, drivers, force)
                 actors = _start_drivers(cfg, drivers) if drivers > 1 else []
             if drivers == 1:  # auto on a small pool: this process is the driver
-                one = _driver_config(cfg, pool.run_token, 1)
+                one = _driver_config(cfg, handle, 1)
                 on_problem = None if on_progress is None else lambda finished, stats: on_progress(stats)
-                return run_checked(problems, one, spec, kwargs, out_dir, Slice(), False, on_problem, hooks)
-            return _run_drivers(problems, cfg, spec, kwargs, out_dir, actors, pool.run_token, hooks, on_progress,
-                                started)
+                return run_checked(replace(job, config=one, out=out_dir, slice=Slice(), force=False), on_problem)
+            return _run_drivers(job, out_dir, actors, handle, on_progress, started)
         finally:
             asyncio.run(pool.close())
     finally:
@@ -201,23 +185,20 @@ def _start_drivers(cfg: RunConfig, drivers: int) -> list[Any]:
 def _precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
     """Open every slice as its driver will (layout, config, another writer, damaged shards)
     and let it go again: a refusal comes now, in one line, before any worker starts."""
-    from prmtree.api import _versions
-    from prmtree.engine.resume import open_run
-
     check_layout(out, drivers)
-    versions = _versions()
+    found = versions()
     for i in range(drivers):
-        opened = open_run(out, cfg, versions, Slice(i, drivers) if drivers > 1 else Slice(), force)
+        opened = open_run(out, cfg, found, Slice(i, drivers) if drivers > 1 else Slice(), force)
         opened.close()
         for note in opened.repaired:
             sys.stderr.write(f"prmtree: damaged shard: {note}\n")
 
 
-def _driver_config(cfg: RunConfig, pool: str, drivers: int) -> RunConfig:
+def _driver_config(cfg: RunConfig, pool: PoolHandle, drivers: int) -> RunConfig:
     """Driver i's config: attached to the pool, one driver, its share of the job's load."""
     ex = cfg.executor
     share = ex.model_copy(update={
-        "attach": pool, "drivers": 1,
+        "attach": pool.name, "drivers": 1,
         "trees_in_flight": math.ceil(ex.trees_in_flight / drivers),
         "queue_limit": math.ceil(ex.queue_limit / drivers),
     })
@@ -244,15 +225,11 @@ def _inputs(problems: Any, drivers: int) -> list[Any]:
     return [ray.put(part) for part in parts]
 
 
-def _run_drivers(problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any] | None, out: Path | None,
-                 actors: list[Any], pool: str, hooks: dict[str, Any],
+def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: PoolHandle,
                  on_progress: Callable[[RunStats], None] | None, started: float) -> RunSummary:
     """Run slice i on actor i; wait, forwarding signals and reporting progress; merge."""
     import ray
 
-    from prmtree.api import RunSummary
-
-    from prmtree.rollout_workers.ray_pool import START_TIMEOUT_S
 
     drivers = len(actors)
     try:  # Ray keeps an actor it cannot place pending without a word
@@ -260,10 +237,13 @@ def _run_drivers(problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any
     except ray.exceptions.GetTimeoutError:
         raise FatalExecutorError(f"driver actors were not placed within {START_TIMEOUT_S:g} s: the cluster has "
                                  f"{ray.available_resources()} free; each reserves num_cpus_per_driver") from None
+    cfg = job.config
     one = _driver_config(cfg, pool, drivers)
-    inputs = _inputs(problems, drivers)
+    inputs = _inputs(job.problems, drivers)
     where = str(out) if out is not None else None
-    runs = {a.run.remote(inputs[i], one, spec, kwargs, where, i, drivers, hooks): i for i, a in enumerate(actors)}
+    jobs = [replace(job, problems=inputs[i], config=one, out=where, slice=Slice(i, drivers), force=False)
+            for i in range(drivers)]
+    runs = {a.run.remote(jobs[i]): i for i, a in enumerate(actors)}
     results: dict[int, Any] = {}
     stopped: dict[int, str] = {}
     latest: dict[int, RunStats] = {}
@@ -293,12 +273,12 @@ def _run_drivers(problems: Any, cfg: RunConfig, spec: Any, kwargs: dict[str, Any
                 last_progress = time.perf_counter()
                 latest.update(_poll_progress({runs[ref]: actors[runs[ref]] for ref in pending}))
                 if latest:
-                    merged = RunStats.combined(list(latest.values()))
+                    merged = sum(latest.values(), RunStats())
                     merged.started = started
                     on_progress(merged)
     finally:
         signals.uninstall()
-    stats = RunStats.combined([results[i].run_stats for i in sorted(results)])
+    stats = sum((results[i].run_stats for i in sorted(results)), RunStats())
     stats.started = started
     stats.stop_clock()
     summary = RunSummary(out=out, run_stats=stats, retry_pending=sum(r.retry_pending for r in results.values()),

@@ -1,7 +1,7 @@
 """Executors: where a policy's ``generate`` runs. One contract (``base.Executor``), two kinds:
 
 * ``inline``: the policy in the driver's event loop (laptops, tests, one GPU);
-* ``ray``: a pool of RolloutWorker actors on a Ray cluster (``ray_pool``).
+* ``ray``: a pool of RolloutWorker actors on a Ray cluster (the ``ray`` package).
 
 Each kind is imported in its own branch: an inline run never imports Ray.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.rollout_workers.base import BackendDownError, Executor, FatalExecutorError
+from prmtree.engine.errors import BackendDownError, FatalExecutorError
+from prmtree.engine.contracts import Executor
 
 EXECUTORS = ("inline", "ray")
 
@@ -28,7 +29,7 @@ def make_executor(config: ExecutorConfig, spec: Any, kwargs: dict[str, Any] | No
 
         return InlineExecutor(resolve_policy(spec, kwargs), config.max_concurrency, config.request_timeout_s)
     if config.kind == "ray":
-        from prmtree.rollout_workers.ray_pool import RayExecutor
+        from prmtree.rollout_workers.ray import RayExecutor
 
         gpus = config.num_gpus_per_worker
         if gpus is None:

@@ -22,8 +22,10 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-from prmtree.policies.base import Completion, GenerationRequest, Policy, policy_name
-from prmtree.rollout_workers.base import FatalExecutorError
+from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.contracts import Policy
+from prmtree.policies.base import policy_name
+from prmtree.engine.errors import FatalExecutorError
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog
 
 

@@ -13,7 +13,7 @@ from prmtree.engine.output import read_table
 from prmtree.engine.rollout import parse_completion
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.synthetic import generate_problems, write_jsonl
-from prmtree.engine.verify import Verifier
+from prmtree.engine.answers import Verifier
 
 
 def rows(out, table: str = "steps") -> list[str]:

@@ -8,7 +8,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.tables import SCHEMAS
 
 PRMTREE = [sys.executable, "-m", "prmtree"]
@@ -49,11 +49,11 @@ def test_demo_runs_under_a_minute_and_writes_a_dataset(tmp_path):
     table = check_steps_table(tmp_path / "out")
     assert set(table.column("strategy").to_pylist()) == {"omega"}
     assert set(table.column("policy").to_pylist()) == {"simulated"}
-    manifest = read_manifest(tmp_path / "out")
-    assert manifest["stats"]["problems_done"] == 60
-    assert len(manifest["completed"]) == 60
-    assert manifest["config"]["search"]["strategy"] == "omega"
-    listed = {s["file"]: s["rows"] for s in manifest["shards"]}
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert manifest.stats["problems_done"] == 60
+    assert len(manifest.completed) == 60
+    assert manifest.config["search"]["strategy"] == "omega"
+    listed = {s["file"]: s["rows"] for s in manifest.shards}
     for file, rows in listed.items():
         assert pq.read_metadata(tmp_path / "out" / file).num_rows == rows
     nodes = read_table(tmp_path / "out", "nodes").to_pylist()
@@ -82,10 +82,10 @@ def test_run_on_generated_data_with_a_config_file(tmp_path, problems_file, strat
     assert r.returncode == 0, r.stderr
     table = check_steps_table(tmp_path / "out")
     assert set(table.column("strategy").to_pylist()) == {strategy}
-    manifest = read_manifest(tmp_path / "out")
-    assert manifest["config"]["seed"] == 3 and manifest["config"]["search"]["k"] == 4
-    assert manifest["config"]["policy"]["error_rate"] == 0.1
-    assert manifest["stats"]["rollouts"] <= 120 * 24
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert manifest.config["seed"] == 3 and manifest.config["search"]["k"] == 4
+    assert manifest.config["policy"]["error_rate"] == 0.1
+    assert manifest.stats["rollouts"] <= 120 * 24
 
 
 def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
@@ -106,9 +106,9 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         "no-image": "image images/missing.png not found",
         "mixed.jsonl:6": "line 6 is not valid JSON (Expecting value)",
     }
-    manifest = read_manifest(tmp_path / "out")
-    assert len(manifest["completed"]) == 5
-    assert set(manifest["rejected"]) == set(errors) and manifest["failed"] == {}
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert len(manifest.completed) == 5
+    assert set(manifest.rejected) == set(errors) and manifest.failed == {}
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,13 @@ import pytest
 from conftest import rows
 
 import prmtree
-from prmtree.engine.config import ConfigError, RunConfig
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.config import RunConfig
 from prmtree.engine.lock import FileLock, is_locked
-from prmtree.engine.output import UNLISTED, read_manifest, verify_run
+from prmtree.engine.output import UNLISTED, load_manifest, verify_run
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 from prmtree.policies.simulated import SimulatedPolicy
-from prmtree.rollout_workers.base import BackendDownError
+from prmtree.engine.errors import BackendDownError
 from prmtree.rollout_workers.inline import EventLoopBlocked
 
 PRMTREE = [sys.executable, "-m", "prmtree"]
@@ -56,7 +57,7 @@ def wait_for(condition, timeout=60.0):
 
 def completed(out):
     try:
-        return len(read_manifest(out)["completed"])
+        return len(load_manifest(out / "manifest.json").completed)
     except (OSError, ValueError):
         return 0
 
@@ -156,7 +157,7 @@ SMALL_SHARDS = {"search": {"budget": 40}, "output": {"rows_per_shard": 25}}
 def damaged_copy(small_reference, tmp_path, table, how):
     out = tmp_path / "o"
     shutil.copytree(small_reference, out)
-    manifest = read_manifest(out)
+    manifest = json.loads((out / "manifest.json").read_text())  # raw, to damage it
     listed = [s for s in manifest["shards"] if s["table"] == table]
     shard = listed[len(listed) // 2]
     path = out / shard["file"]
@@ -193,10 +194,10 @@ def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
     assert 0 < s.rollouts_this_session < s.rollouts  # only the bad flush's problems were redone
     same_rows(out, small_reference)
     assert verify_run(out) == [] and cli("verify", out).returncode == 0
-    manifest = read_manifest(out)
-    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 30
-    assert manifest["stats"]["problems_done"] == 30  # the dropped problems are not counted twice
-    listed = {s["file"] for s in manifest["shards"]}
+    manifest = load_manifest(out / "manifest.json")
+    assert len(manifest.completed) == len(set(manifest.completed)) == 30
+    assert manifest.stats["problems_done"] == 30  # the dropped problems are not counted twice
+    listed = {s["file"] for s in manifest.shards}
     assert {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")} == listed
 
 
@@ -227,12 +228,12 @@ def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrup
     assert proc.returncode == 143, stderr
     assert "SIGTERM: taking no new problems" in stderr and "stopped by SIGTERM" in stderr
     assert "Traceback" not in stderr and "problems done" in stdout  # the summary is printed
-    manifest = read_manifest(out)
-    assert 3 <= len(manifest["completed"]) < 120 and manifest["status"] == "running"
-    assert manifest["stats"]["problems_done"] == len(manifest["completed"])  # all finished ones saved
+    manifest = load_manifest(out / "manifest.json")
+    assert 3 <= len(manifest.completed) < 120 and manifest.status == "running"
+    assert manifest.stats["problems_done"] == len(manifest.completed)  # all finished ones saved
     assert verify_run(out) == []
     # 2. SIGINT twice: the second cancels the trees in flight at once, exit 130
-    before = len(manifest["completed"])
+    before = len(manifest.completed)
     proc = subprocess.Popen(run_args(slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: completed(out) >= before + 3)
     proc.send_signal(signal.SIGINT)
@@ -246,9 +247,9 @@ def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrup
     r = subprocess.run(run_args(slow, out, 0), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     same_rows(out, slow[2])
-    manifest = read_manifest(out)
-    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 120
-    assert manifest["status"] == "finished"
+    manifest = load_manifest(out / "manifest.json")
+    assert len(manifest.completed) == len(set(manifest.completed)) == 120
+    assert manifest.status == "finished"
 
 
 @pytest.mark.parametrize("cancel", [False, True])
@@ -298,8 +299,8 @@ def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_
                                                r"ConnectionError: connection refused"):
         prmtree.run(generate_problems(100, seed=2), policy=policy, out=tmp_path, config=config)
     assert policy._calls < 300 + 40  # stopped soon after the outage began, not after 100 x 3 attempts
-    manifest = read_manifest(tmp_path)
-    assert 0 < len(manifest["completed"]) < 100 and verify_run(tmp_path) == []
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert 0 < len(manifest.completed) < 100 and verify_run(tmp_path) == []
     # the backend is back: the same call finishes the rest; the breaker setting may change on resume
     config["executor"]["breaker_window"] = 0
     s = prmtree.run(generate_problems(100, seed=2), policy=DeadAfter(good=10**9), out=tmp_path, config=config)
@@ -388,9 +389,9 @@ def test_timing_the_policy_keeps_cancellation_and_results_intact():
 
 def test_a_full_disk_is_one_line_and_leaves_a_consistent_directory(tmp_path, problems_file, monkeypatch, capsys):
     from prmtree import cli as cli_module
-    from prmtree.engine import output
+    from prmtree.engine.output import writer
 
-    real = output.pq.write_table
+    real = writer.pq.write_table
     calls = []
 
     def fills_up(table, where, **kw):
@@ -399,7 +400,7 @@ def test_a_full_disk_is_one_line_and_leaves_a_consistent_directory(tmp_path, pro
             raise OSError(errno.ENOSPC, "No space left on device", str(where))
         return real(table, where, **kw)
 
-    monkeypatch.setattr(output.pq, "write_table", fills_up)
+    monkeypatch.setattr(writer.pq, "write_table", fills_up)
     out = tmp_path / "o"
     with pytest.raises(SystemExit) as exit_:
         cli_module.main(["run", "--input", str(problems_file), "--out", str(out), "--no-progress",
@@ -484,7 +485,7 @@ def test_a_manifest_missing_a_key_is_refused_and_deletes_nothing(tmp_path, probl
     # deleted every shard as unlisted, and verify then passed on an empty dataset.
     out = tmp_path / "o"
     assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
-    manifest = read_manifest(out)
+    manifest = json.loads((out / "manifest.json").read_text())  # raw, to damage it
     damage(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest))
     files = sorted(p.name for p in out.rglob("*.parquet"))

@@ -14,7 +14,7 @@ from conftest import rows
 import yaml
 
 from prmtree.cli import build_parser
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_ray_job_submit_to_a_local_head(tmp_path, data):
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, env=ENV, timeout=120)
     assert rows(out) == rows(inline)
-    ex = read_manifest(out)["stats"]["executor"]
+    ex = load_manifest(out / "manifest.json").stats["executor"]
     assert ex["workers"] == 2 and ex["trees"] == 30
 
 
@@ -82,7 +82,7 @@ def test_cli_ray_executor_exits_nonzero_when_every_worker_dies_and_resumes(tmp_p
     assert r.returncode == 1, r.stdout + r.stderr
     assert "prmtree: run stopped:" in r.stderr and "run the same command again to resume" in r.stderr
     assert "Traceback" not in r.stderr
-    done = len(read_manifest(out)["completed"])
+    done = len(load_manifest(out / "manifest.json").completed)
     assert 0 < done < 30
     r = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -56,6 +56,6 @@ def test_the_readme_custom_policy_runs_as_written(tmp_path):
     assert r.returncode == 0, r.stderr
     done, rollouts, _ = r.stdout.split()
     assert (int(done), int(rollouts) > 0) == (3, True)  # every problem answered: no image failed to open
-    from prmtree.engine.output import read_manifest
+    from prmtree.engine.output import load_manifest
 
-    assert read_manifest(tmp_path / "out")["failed"] == {}
+    assert load_manifest(tmp_path / "out" / "manifest.json").failed == {}

@@ -9,8 +9,9 @@ from conftest import rows
 
 import prmtree
 from prmtree.engine.config import RunConfig
-from prmtree.engine.output import read_manifest, read_table
-from prmtree.policies.base import Completion, PolicyConfigError
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.records import Completion
+from prmtree.engine.errors import PolicyConfigError
 from prmtree.policies.simulated import SimulatedPolicy
 
 
@@ -93,7 +94,7 @@ def test_policy_errors_are_retried_then_the_problem_is_retried_by_the_next_run(t
     config = RunConfig.model_validate({"seed": 7, "executor": {"retry_backoff_s": 0.001}})
     s = prmtree.run(problems[:6], policy=policy, out=out, config=config)
     assert s.problems_failed == 1 and s.problems_done == 5 and s.retry_pending == 1
-    assert read_manifest(out)["failed"] == {bad: "policy: RuntimeError: GPU fell off the bus (after 3 attempts)"}
+    assert load_manifest(out / "manifest.json").failed == {bad: "policy: RuntimeError: GPU fell off the bus (after 3 attempts)"}
     assert read_table(out, "errors").num_rows == 0  # errors/ is for bad input; this one is retried
     assert dict(s.failure_reasons) == {"RuntimeError": 1}
     assert s.failure_examples == {"RuntimeError": "RuntimeError: GPU fell off the bus (after 3 attempts)"}
@@ -101,7 +102,7 @@ def test_policy_errors_are_retried_then_the_problem_is_retried_by_the_next_run(t
     policy._broken = False  # the backend is back: the same call retries the failed problem only
     again = prmtree.run(problems[:6], policy=policy, out=out, config=config)
     assert (again.problems_done, again.problems_failed, again.retry_pending) == (6, 0, 0)
-    assert read_manifest(out)["failed"] == {}
+    assert load_manifest(out / "manifest.json").failed == {}
     clean = prmtree.run(problems[:6], policy=SimulatedPolicy(), out=tmp_path / "clean", seed=7)
     assert rows(out) == rows(tmp_path / "clean")  # retries reuse the seed: same rows
     assert clean.rollouts == again.rollouts
@@ -117,7 +118,7 @@ def test_a_hanging_policy_times_out(tmp_path, problems):
     )
     s = prmtree.run(problems[:3], policy=Hangs(), out=tmp_path, config=config)
     assert s.problems_failed == 3
-    reasons = set(read_manifest(tmp_path)["failed"].values())
+    reasons = set(load_manifest(tmp_path / "manifest.json").failed.values())
     assert reasons == {"policy: GenerationError: policy timed out after 0.05 s (after 2 attempts)"}
 
 
@@ -156,7 +157,7 @@ def test_a_policy_returning_the_wrong_type_fails_its_problem_clearly(tmp_path, p
             return "text"
 
     s = prmtree.run(problems[:1], policy=Wrong(), out=tmp_path, config={"executor": {"retry_backoff_s": 0}})
-    (reason,) = read_manifest(tmp_path)["failed"].values()
+    (reason,) = load_manifest(tmp_path / "manifest.json").failed.values()
     assert reason == "policy: contract: Wrong.generate must return a list of Completion, got str (not retryable)"
     assert s.problems_failed == 1 and s.retries == 0  # a broken contract is not retried
 
@@ -178,7 +179,7 @@ def test_the_policy_contract_is_checked_where_answers_enter(tmp_path, problems, 
 
     s = prmtree.run(problems[:2], policy=Bent(), out=tmp_path)
     assert s.problems_failed == 2 and s.rollouts == 0 and s.problems_done == 0
-    assert all(message in r for r in read_manifest(tmp_path)["failed"].values())
+    assert all(message in r for r in load_manifest(tmp_path / "manifest.json").failed.values())
 
 
 def test_a_sync_generate_is_refused_at_load_with_one_line(problems):
@@ -210,7 +211,7 @@ def test_shards_rotate_and_every_part_is_complete(tmp_path, problems):
 
 
 def test_a_policy_answering_only_junk_trips_the_breaker_instead_of_finishing_with_no_labels(tmp_path, problems):
-    from prmtree.rollout_workers.base import BackendDownError
+    from prmtree.engine.errors import BackendDownError
 
     class Empty:
         name = "empty"

@@ -157,24 +157,22 @@ def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pendi
     assert not list((tmp_path / "out").glob("manifest*.json"))
 
 
-def test_on_a_remote_cluster_a_shortfall_is_a_warning_and_the_start_is_bounded(ray_session, capsys, monkeypatch):
-    from prmtree.engine.config import ConfigError
-    from prmtree.rollout_workers import ray_pool
+def test_on_a_remote_cluster_a_shortfall_is_a_warning_and_the_start_is_bounded(ray_session, capsys):
+    from prmtree.engine.errors import ConfigError
+    from prmtree.rollout_workers.ray.sizing import check_demand
 
-    monkeypatch.setattr(ray_pool, "_local", {"cluster": False})
-    ray_pool.check_demand(1000, 0, "1000 rollout workers")  # an autoscaler may add nodes
+    check_demand(1000, 0, "1000 rollout workers", local=False)  # an autoscaler may add nodes
     err = capsys.readouterr().err
     assert "1000 rollout workers need 1000 CPU (the cluster has 2)" in err and "waiting up to 600 s" in err
-    monkeypatch.setattr(ray_pool, "_local", {"cluster": True})
     with pytest.raises(ConfigError, match="need 1000 CPU .*a local Ray cannot grow"):
-        ray_pool.check_demand(1000, 0, "1000 rollout workers")
-    ray_pool.check_demand(2, 0, "2 rollout workers")  # fits: silent
+        check_demand(1000, 0, "1000 rollout workers", local=True)
+    check_demand(2, 0, "2 rollout workers", local=True)  # fits: silent
     assert capsys.readouterr().err == ""
 
 
 def test_auto_workers_leave_room_for_the_drivers_they_bring(ray_session):
     from prmtree.engine.config import ExecutorConfig
-    from prmtree.rollout_workers.ray_pool import RayExecutor
+    from prmtree.rollout_workers.ray import RayExecutor
 
     def workers(**settings):
         config = ExecutorConfig(kind="ray", workers="auto", **settings)

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 import prmtree
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.config import InputConfig
-from prmtree.engine.problem import InputError, Problem, iter_input
+from prmtree.engine.records import InputError, Problem
+from prmtree.engine.problem import iter_input
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 from prmtree.policies import Completion
 
@@ -150,7 +151,7 @@ def test_every_bad_input_case_in_one_file(tmp_path, small):
     nodes_ids = set(read_table(tmp_path / "out", "nodes").column("problem_id").to_pylist())
     assert nodes_ids == {p.id for p in small}
     assert steps_ids <= nodes_ids and len(steps_ids) >= 4
-    assert len(read_manifest(tmp_path / "out")["rejected"]) == 8
+    assert len(load_manifest(tmp_path / "out" / "manifest.json").rejected) == 8
 
 
 def test_input_formats_all_give_the_same_problems(tmp_path, small):

@@ -14,9 +14,11 @@ from PIL import Image
 
 import prmtree
 from prmtree.engine import problem as problem_module
-from prmtree.engine.config import ConfigError, InputConfig
-from prmtree.engine.output import read_manifest, read_table
-from prmtree.engine.problem import InputError, Problem, iter_input
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.config import InputConfig
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.records import InputError, Problem
+from prmtree.engine.problem import iter_input
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 
@@ -161,7 +163,7 @@ def test_a_resume_skips_finished_problems_before_decoding_their_images(tmp_path,
     counts.update(read=0, decoded=0)
     s = prmtree.run(problems_path, out=tmp_path / "slice", policy="simulated", shard="0/3",
                     config={"search": {"budget": 16}})
-    slice_done = read_manifest(tmp_path / "slice", "manifest-00000-of-00003.json")["completed"]
+    slice_done = load_manifest(tmp_path / "slice" / "manifest-00000-of-00003.json").completed
     assert counts["decoded"] == s.problems_done == len(slice_done) < 12
 
 
@@ -223,7 +225,7 @@ def test_a_parquet_file_prmtree_did_not_write_in_a_table_folder_is_refused(tmp_p
     assert (out / "steps" / "mydata.parquet").read_bytes() == b"junk!"
     (out / "steps" / "mydata.parquet").unlink()
     prmtree.run(data, policy="simulated", out=out)
-    assert read_manifest(out)["completed"] == ["a"] and (out / "steps" / "notes.txt").read_text() == "mine"
+    assert load_manifest(out / "manifest.json").completed == ["a"] and (out / "steps" / "notes.txt").read_text() == "mine"
 
 
 def test_image_data_given_as_a_text_path_is_named_as_such_and_its_reason_kept_short(tmp_path):
@@ -248,7 +250,8 @@ def test_an_errors_table_reason_is_capped():
 
 
 def test_a_huge_image_is_refused_by_the_pixel_limit_even_past_pillows_own_guard():
-    from prmtree.engine.problem import ImageError, validate_image_bytes
+    from prmtree.engine.errors import ImageError
+    from prmtree.engine.problem import validate_image_bytes
 
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 400 M pixels in 48 KB

@@ -20,11 +20,12 @@ from prmtree.engine.calibration import (
     log_likelihoods,
     posterior_right,
 )
-from prmtree.engine.config import ConfigError, LabelsConfig
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.config import LabelsConfig
 from prmtree.engine.labelers import parse_verdict, register_labeler
 from prmtree.engine.labels import Labelling, LabelledPath, StepProvenance
-from prmtree.engine.output import read_manifest, read_table
-from prmtree.engine.problem import Problem
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.records import Problem
 from prmtree.engine.quality import score_paths
 from prmtree.engine.synthetic import generate_problems
 from prmtree.engine.tree import ReasoningTree
@@ -255,8 +256,8 @@ def test_undecided_steps_are_dropped_or_kept_as_configured(tmp_path):
     pairs = [(label, src, conf) for r in kept for label, src, conf in zip(r["labels"], r["label_sources"], r["confidences"])]
     assert {(label, conf) for label, src, conf in pairs if src == "undecided"} == {(None, None)}
     assert all(label is not None for label, src, _ in pairs if src != "undecided")
-    manifest = read_manifest(tmp_path / "keep")
-    assert manifest["stats"]["steps_labelled"] == sum(label is not None for label, _, _ in pairs)
+    manifest = load_manifest(tmp_path / "keep" / "manifest.json")
+    assert manifest.stats["steps_labelled"] == sum(label is not None for label, _, _ in pairs)
     from prmtree.export import export
 
     export(tmp_path / "keep", "openrlhf", tmp_path / "k.jsonl")
@@ -396,7 +397,7 @@ def test_a_judge_that_times_out_costs_agreement_not_the_run(tmp_path, judges):
 
 
 def test_a_dead_judge_stops_the_run_instead_of_dropping_every_label(tmp_path, judges):
-    from prmtree.rollout_workers.base import FatalExecutorError
+    from prmtree.engine.errors import FatalExecutorError
 
     config = {"labels": {"method": "consensus", "judge": {"name": "judges_test:DeadJudge"}},
               "executor": {"request_timeout_s": 0.05, "max_attempts": 1, "breaker_window": 5}}

@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 import prmtree
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import GenerationError, GenerationRequest
+from prmtree.engine.errors import GenerationError
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.openai_policy import OpenAIPolicy
 
 PROBLEM = generate_problems(1, seed=5)[0]
@@ -192,7 +193,7 @@ def test_client_errors_are_not_retried(flaky_server, tmp_path):
     s = prmtree.run(generate_problems(1), out=tmp_path, config=config)
     assert len(Flaky.seen) == 4  # one more request, not five
     assert s.problems_failed == 1 and s.retries == 0
-    assert "HTTP 400" in next(iter(read_manifest(tmp_path)["failed"].values()))
+    assert "HTTP 400" in next(iter(load_manifest(tmp_path / "manifest.json").failed.values()))
 
 
 def test_connection_errors_are_retryable():
@@ -209,6 +210,6 @@ def test_unreachable_server_fails_problems_for_a_later_retry(tmp_path):
               "executor": {"max_attempts": 2, "retry_backoff_s": 0.01}}
     s = prmtree.run(generate_problems(2), out=tmp_path, config=config)
     assert s.problems_failed == 2 and s.retry_pending == 2
-    reasons = list(read_manifest(tmp_path)["failed"].values())
+    reasons = list(load_manifest(tmp_path / "manifest.json").failed.values())
     assert len(reasons) == 2 and all("ConnectError" in r and "after 2 attempts" in r for r in reasons)
     assert dict(s.failure_reasons) == {"GenerationError": 2}

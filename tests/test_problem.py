@@ -4,7 +4,8 @@ import json
 import pytest
 from PIL import Image
 
-from prmtree.engine.problem import InputError, Problem, ProblemImage, iter_input, iter_problems, problem_id_for
+from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for
+from prmtree.engine.problem import iter_input, iter_problems
 from prmtree.engine.config import InputConfig
 
 

@@ -9,7 +9,7 @@ from prmtree.engine.driver import request_seed
 from prmtree.engine.output import read_table
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import GenerationRequest
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.hf_policy import HFPolicy
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, messages, render
 

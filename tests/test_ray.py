@@ -6,8 +6,8 @@ import pytest
 from conftest import rows
 
 import prmtree
-from prmtree.rollout_workers.base import FatalExecutorError
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.errors import FatalExecutorError
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems
 
 PROBLEMS = generate_problems(40, seed=17)
@@ -31,11 +31,11 @@ def test_ray_run_equals_inline_row_for_row_and_trees_stay_on_one_worker(ray_sess
     s = prmtree.run(PROBLEMS, policy="simulated", out=tmp_path, config=ray_config())
     for table in ("steps", "nodes", "pairs", "errors"):
         assert rows(tmp_path, table) == rows(inline_reference, table)
-    ex = read_manifest(tmp_path)["stats"]["executor"]
+    ex = load_manifest(tmp_path / "manifest.json").stats["executor"]
     assert ex["workers"] == 3 and ex["resubmissions"] == 0
     assert ex["trees"] == 40 and ex["min_tree_affinity"] >= 0.95 and ex["trees_on_one_worker"] == 40
     assert all(n > 0 for n in ex["per_worker_done"].values())  # every worker got trees
-    assert s.rollouts == read_manifest(inline_reference)["stats"]["rollouts"]
+    assert s.rollouts == load_manifest(inline_reference / "manifest.json").stats["rollouts"]
 
 
 def test_killing_a_worker_mid_run_loses_nothing(ray_session, tmp_path, inline_reference):
@@ -51,9 +51,9 @@ def test_killing_a_worker_mid_run_loses_nothing(ray_session, tmp_path, inline_re
                 config=ray_config(trees_in_flight=12), on_problem=kill_one)
     assert killed
     assert rows(tmp_path) == rows(inline_reference)
-    manifest = read_manifest(tmp_path)
-    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 40
-    ex = manifest["stats"]["executor"]
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert len(manifest.completed) == len(set(manifest.completed)) == 40
+    ex = manifest.stats["executor"]
     assert ex["worker_deaths"] >= 1 and ex["resubmissions"] >= 1
 
 
@@ -62,7 +62,7 @@ def test_a_raising_policy_is_retried_then_its_problem_is_left_for_the_next_run(r
     s = prmtree.run(PROBLEMS[:6], policy="ray_policies:RaisesFor", policy_args={"bad_ids": [bad]}, out=tmp_path,
                     config=ray_config(max_attempts=2))
     assert s.problems_failed == 1 and s.problems_done == 5 and s.retry_pending == 1
-    assert read_manifest(tmp_path)["failed"] == {bad: f"policy: ValueError: model server rejected {bad} (after 2 attempts)"}
+    assert load_manifest(tmp_path / "manifest.json").failed == {bad: f"policy: ValueError: model server rejected {bad} (after 2 attempts)"}
     assert s.stats["retries"] == 1
 
 
@@ -70,7 +70,7 @@ def test_a_hanging_policy_hits_the_timeout(ray_session, tmp_path):
     s = prmtree.run(PROBLEMS[:2], policy="ray_policies:Hangs", out=tmp_path,
                     config=ray_config(request_timeout_s=0.3, max_attempts=1, workers=2))
     assert s.problems_failed == 2
-    reasons = list(read_manifest(tmp_path)["failed"].values())
+    reasons = list(load_manifest(tmp_path / "manifest.json").failed.values())
     assert len(reasons) == 2
     for reason in reasons:  # the driver's clock or the worker's, whichever fires first
         assert re.fullmatch(r"policy: GenerationError: policy timed out after 0.3 s( in a worker)? \(1 attempt\)",
@@ -87,18 +87,18 @@ def test_all_workers_gone_stops_cleanly_and_a_resume_finishes(ray_session, tmp_p
     with pytest.raises(FatalExecutorError, match="rollout workers are dead|failed on .* workers"):
         prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
                     config=ray_config(trees_in_flight=4, max_restarts=0), on_problem=kill_all)
-    manifest = read_manifest(tmp_path)
-    assert manifest["status"] == "running"
-    assert 6 <= len(manifest["completed"]) < 40
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert manifest.status == "running"
+    assert 6 <= len(manifest.completed) < 40
     s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
                     config=ray_config(trees_in_flight=4, max_restarts=0))
     assert rows(tmp_path) == rows(inline_reference)
-    assert read_manifest(tmp_path)["status"] == "finished"
+    assert load_manifest(tmp_path / "manifest.json").status == "finished"
     assert s.problems_done == 40
 
 
 def test_rendezvous_moves_only_the_problems_of_a_leaving_worker():
-    from prmtree.rollout_workers.ray_pool import rendezvous
+    from prmtree.rollout_workers.ray.routing import rendezvous
 
     ids = [f"p{i}" for i in range(2000)]
     before = {p: rendezvous(p, [0, 1, 2, 3])[0] for p in ids}
@@ -110,9 +110,22 @@ def test_rendezvous_moves_only_the_problems_of_a_leaving_worker():
     assert all(400 < c < 600 for c in counts.values())  # spread evenly
 
 
+def test_the_ray_package_imports_the_ray_library_lazily_and_unshadowed():
+    # prmtree.rollout_workers.ray is named like the library: its absolute ``import ray``
+    # must still find the library, and importing the package must not import it.
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport prmtree.rollout_workers.ray\nassert 'ray' not in sys.modules\n"
+            "from prmtree.rollout_workers.ray.sizing import ray_module\nray = ray_module()\n"
+            "assert ray.__name__ == 'ray' and callable(ray.remote) and callable(ray.init)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_spilling_past_the_queue_limit_keeps_rows_identical(ray_session, tmp_path, inline_reference):
     prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.02}, out=tmp_path,
                 config=ray_config(queue_limit=1, trees_in_flight=16, workers=2))
     assert rows(tmp_path) == rows(inline_reference)
-    ex = read_manifest(tmp_path)["stats"]["executor"]
+    ex = load_manifest(tmp_path / "manifest.json").stats["executor"]
     assert ex["spills"] > 0  # a full worker sent requests to the other one

@@ -12,7 +12,9 @@ from conftest import rows
 
 import prmtree
 
-from prmtree.engine.output import discard_unlisted, read_manifest, read_table, sha256_file, Slice
+from prmtree.engine.output import Slice, load_manifest, read_table
+from prmtree.engine.output.atomic import sha256_file
+from prmtree.engine.resume import discard_unlisted
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 PRMTREE = [sys.executable, "-m", "prmtree"]
@@ -79,7 +81,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(crash
         if (out / "manifest.json").exists():
             killed_with_manifest += 1
             # whatever the moment of the kill, the manifest and the shards it lists agree
-            completed = read_manifest(out)["completed"]
+            completed = load_manifest(out / "manifest.json").completed
             assert len(completed) == len(set(completed))
             assert set(completed) == set(read_table(out, "nodes").column("problem_id").to_pylist())
     assert killed_with_manifest >= 2  # the kills did land mid-run, after some shards
@@ -87,12 +89,12 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(crash
     assert r.returncode == 0, r.stderr
     for table in ("steps", "nodes", "pairs", "errors"):
         assert rows(out, table) == rows(reference, table), table
-    manifest = read_manifest(out)
-    assert sorted(manifest["completed"]) == sorted(read_manifest(reference)["completed"])
-    assert len(manifest["completed"]) == len(set(manifest["completed"])) == 200
-    assert manifest["status"] == "finished"
+    manifest = load_manifest(out / "manifest.json")
+    assert sorted(manifest.completed) == sorted(load_manifest(reference / "manifest.json").completed)
+    assert len(manifest.completed) == len(set(manifest.completed)) == 200
+    assert manifest.status == "finished"
     # nothing on disk that the manifest does not list
-    listed = {s["file"] for s in manifest["shards"]}
+    listed = {s["file"] for s in manifest.shards}
     on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/*") if p.parent.name != "images"}
     assert on_disk == listed
 
@@ -112,15 +114,15 @@ def test_crash_between_shard_rename_and_manifest_update(crash_config, big_input,
 
 
 def test_manifest_lists_every_shard_with_its_checksum(reference):
-    manifest = read_manifest(reference)
-    assert manifest["layout_version"] == 1 and manifest["status"] == "finished"
-    assert len(manifest["shards"]) > 4
-    for shard in manifest["shards"]:
+    manifest = load_manifest(reference / "manifest.json")
+    assert manifest.layout_version == 1 and manifest.status == "finished"
+    assert len(manifest.shards) > 4
+    for shard in manifest.shards:
         path = reference / shard["file"]
         assert sha256_file(path) == shard["sha256"]
         assert path.stat().st_size == shard["bytes"]
-    assert manifest["stats"]["problems_done"] == 200
-    assert manifest["versions"]["pyarrow"]
+    assert manifest.stats["problems_done"] == 200
+    assert manifest.versions["pyarrow"]
 
 
 def test_a_finished_run_resumes_to_nothing_and_keeps_its_rows(crash_config, big_input, reference):
@@ -128,7 +130,7 @@ def test_a_finished_run_resumes_to_nothing_and_keeps_its_rows(crash_config, big_
     r = subprocess.run(run_args(big_input, reference), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert rows(reference) == before
-    stats = read_manifest(reference)["stats"]
+    stats = load_manifest(reference / "manifest.json").stats
     assert stats["problems_done"] == 200  # counters carried over, nothing added
 
 
@@ -142,7 +144,7 @@ def test_changed_config_is_refused_and_force_starts_over(crash_config, big_input
     assert r.returncode == 0, r.stderr
     strategies = set(read_table(reference, "steps").column("strategy").to_pylist())
     assert strategies == {"shepherd"}
-    assert read_manifest(reference)["config"]["search"]["strategy"] == "shepherd"
+    assert load_manifest(reference / "manifest.json").config["search"]["strategy"] == "shepherd"
 
 
 def test_operational_settings_may_change_on_resume(tmp_path, big_input):
@@ -152,7 +154,7 @@ def test_operational_settings_may_change_on_resume(tmp_path, big_input):
     prmtree.run(problems[:5], policy="simulated", out=tmp_path, config={"executor": {"trees_in_flight": 2}})
     s = prmtree.run(problems, policy="simulated", out=tmp_path, config={"executor": {"trees_in_flight": 9}})
     assert s.problems_done == 10  # 5 carried over + 5 new
-    assert len(read_manifest(tmp_path)["completed"]) == 10
+    assert len(load_manifest(tmp_path / "manifest.json").completed) == 10
 
 
 def test_other_layout_version_is_refused(tmp_path):
@@ -184,10 +186,10 @@ def test_two_slices_into_one_directory_equal_one_unsharded_run(tmp_path, big_inp
     parts = {p.name for p in (both / "steps").glob("*.parquet")}
     assert any(n.startswith("part-s00000of00002-") for n in parts)
     assert any(n.startswith("part-s00001of00002-") for n in parts)
-    m0 = read_manifest(both, "manifest-00000-of-00002.json")
-    m1 = read_manifest(both, "manifest-00001-of-00002.json")
-    assert not set(m0["completed"]) & set(m1["completed"])
-    assert 60 < len(m0["completed"]) < 140
+    m0 = load_manifest(both / "manifest-00000-of-00002.json")
+    m1 = load_manifest(both / "manifest-00001-of-00002.json")
+    assert not set(m0.completed) & set(m1.completed)
+    assert 60 < len(m0.completed) < 140
 
 
 def test_bad_shard_argument(crash_config, big_input):
@@ -210,9 +212,9 @@ def test_a_policy_instance_with_other_settings_is_a_changed_config(tmp_path):
 
     problems = generate_problems(3, seed=2)
     prmtree.run(problems, policy=SimulatedPolicy(error_rate=0.1), out=tmp_path)
-    manifest = read_manifest(tmp_path)
-    assert manifest["config"]["policy"]["name"] == "prmtree.policies.simulated:SimulatedPolicy"
-    assert manifest["config"]["policy"]["error_rate"] == 0.1
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert manifest.config["policy"]["name"] == "prmtree.policies.simulated:SimulatedPolicy"
+    assert manifest.config["policy"]["error_rate"] == 0.1
     with pytest.raises(prmtree.ConfigError, match=r"policy.error_rate: 0.1 -> 0.2"):
         prmtree.run(problems, policy=SimulatedPolicy(error_rate=0.2), out=tmp_path)
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 import prmtree
-from prmtree.engine.config import ConfigError, RunConfig
-from prmtree.engine.output import read_manifest, read_table
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.config import RunConfig
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.search import STRATEGIES
 from prmtree.engine.steps import Segmenter, StepFormat
 from prmtree.engine.synthetic import generate_problems
 from prmtree.policies import Completion, register_policy
 from prmtree.rollout_workers import EXECUTORS
-from prmtree.rollout_workers.base import Executor
+from prmtree.engine.contracts import Executor
 from prmtree.rollout_workers.inline import InlineExecutor
 
 PROBLEMS = generate_problems(4, seed=2)
@@ -45,7 +46,7 @@ def test_operational_changes_resume(tmp_path, base, change):
         merged["search"] = {**base["search"], **change["search"]}
     s = prmtree.run(PROBLEMS, out=tmp_path, config=merged)
     assert s.problems_done == 4 and s.rollouts_this_session > 0  # resumed: 2 carried over, 2 new
-    assert len(read_manifest(tmp_path)["completed"]) == 4
+    assert len(load_manifest(tmp_path / "manifest.json").completed) == 4
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def test_step_format_round_trips_through_join_split_and_the_prompt_opening():
 def test_executors_implement_the_whole_contract():
     assert EXECUTORS == ("inline", "ray")
     from prmtree.policies.simulated import SimulatedPolicy
-    from prmtree.rollout_workers.ray_pool import RayExecutor
+    from prmtree.rollout_workers.ray import RayExecutor
 
     assert isinstance(InlineExecutor(SimulatedPolicy()), Executor)
     assert isinstance(RayExecutor("simulated"), Executor)  # not started: the contract is structural

@@ -2,10 +2,10 @@ import asyncio
 
 import pytest
 
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.synthetic import parse_question, run_program
-from prmtree.policies.base import GenerationRequest
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.simulated import SimulatedPolicy
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from prmtree.engine.steps import Segmenter, extract_answer, last_boxed, merge_steps, normalize_step
+from prmtree.engine.answers import extract_answer, last_boxed
+from prmtree.engine.steps import Segmenter, merge_steps, normalize_step
 
 
 def test_blank_line_blocks_are_steps_and_empty_ones_dropped():

@@ -97,8 +97,8 @@ def test_omega_skips_roots_that_are_all_correct_or_all_wrong(problems):
 
 
 def test_omega_selection_prefers_high_q_plus_u():
-    from prmtree.engine.problem import Problem
-    from prmtree.engine.rollout import Rollout
+    from prmtree.engine.records import Problem
+    from prmtree.engine.records import Rollout
 
     p = Problem(id="x", question="q", answer="1")
     s = OmegaSearch(p, SearchConfig())

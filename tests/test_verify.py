@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from prmtree.engine.problem import Problem
-from prmtree.engine.verify import (
+from prmtree.engine.records import Problem
+from prmtree.engine.answers import (
     Verifier,
     answer_kind,
     choice_match,
@@ -591,7 +591,7 @@ def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
 UNGUARDED_SCRIPT = """
 import asyncio, os
 from prmtree.engine.problem import Problem
-from prmtree.engine.verify import Verifier
+from prmtree.engine.answers import Verifier
 
 print("RUN", os.getpid(), flush=True)  # top-level work, no __main__ guard: as the README's example
 v = Verifier()

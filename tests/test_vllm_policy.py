@@ -15,7 +15,7 @@ from PIL import Image
 
 from prmtree.engine.output import read_table
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import GenerationRequest
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.prompts import PromptStyle, render
 
 pytestmark = pytest.mark.vllm

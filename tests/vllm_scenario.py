@@ -6,7 +6,7 @@ import json
 import sys
 
 from prmtree.engine.synthetic import generate_problems
-from prmtree.policies.base import GenerationRequest
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.vllm_policy import VLLMPolicy
 
 

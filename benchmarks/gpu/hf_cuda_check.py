@@ -26,7 +26,7 @@ sys.path[:0] = [str(stage), str(REPO / "tests")]
 import torch  # noqa: E402
 
 from prmtree.engine.synthetic import generate_problems  # noqa: E402
-from prmtree.policies.base import GenerationRequest  # noqa: E402
+from prmtree.engine.records import GenerationRequest
 from prmtree.policies.hf_policy import HFPolicy  # noqa: E402
 from tiny_models import build_vlm  # noqa: E402
 

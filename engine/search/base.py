@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT, Decider
-from prmtree.engine.config import LabelsConfig, SearchConfig
-from prmtree.engine.problem import Problem
-from prmtree.engine.rollout import Rollout
+from prmtree.engine.calibration import RIGHT
+from prmtree.engine.deciders import Decider, MCDecider
+from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.tree import ReasoningTree
+
+if TYPE_CHECKING:  # the config type only: the search core's imports stay free of pydantic
+    from prmtree.engine.config import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class TreeSearch(ABC):
         self.problem = problem
         self.config = config
         # Decides nodes for the run's labelling method; the default is the peers' mc rule.
-        self.decider = decider or Decider(problem, LabelsConfig(method="mc"))
+        self.decider: Decider = decider or MCDecider()
         self.tree = ReasoningTree(problem.id)
         self.k = config.k
         self.budget = config.budget
@@ -92,12 +95,39 @@ class TreeSearch(ABC):
     def first_batch(self) -> int:
         """Rollouts for a node's first value estimate: k under the mc rule (the papers'),
         the labelling method's batch under an adaptive one (more follow where needed)."""
-        return self.k if self.decider.mc else self.decider.batch
+        return self.decider.first_batch(self.k)
 
     def decided_right(self, node_id: str) -> bool:
         """The node's decision by its own prefix's evidence (the mc rule: MC > threshold)."""
         ev = self.decider.node(self.tree, node_id)
         return ev is not None and ev.decision == RIGHT
+
+    def sample_paths(self, paths: list[list[str]], *, fill: bool = False) -> tuple[list[RolloutRequest], list[int]]:
+        """One wave of the decider's sampling: for each path (node ids from the root) that
+        needs more rollouts for its labels, one batch where the decider wants it
+        (:meth:`Decider.next_to_sample`); a node several paths ask for is sampled once.
+
+        At a batch the budget cannot pay for, the wave ends there, or with ``fill`` that
+        path waits and later paths' (smaller) batches may still fit. Returns the wave and
+        the positions of the paths that wanted a batch (whether or not they got one).
+        """
+        wave: list[RolloutRequest] = []
+        asked: set[str] = set()
+        wanting: list[int] = []
+        for i, ids in enumerate(paths):
+            nxt = self.decider.next_to_sample(self.tree, ids, self.k)
+            if nxt is None:
+                continue
+            wanting.append(i)
+            if nxt[0] in asked:
+                continue
+            if not self.can_afford(nxt[1]):
+                if fill:
+                    continue
+                break
+            asked.add(nxt[0])
+            wave.append(self.request(*nxt))
+        return wave, wanting
 
     def can_afford(self, n: int) -> bool:
         return self.stats.rollouts + n <= self.budget

@@ -17,12 +17,15 @@ labels end at that step, below an undecided one before it.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT, Decider
-from prmtree.engine.config import SearchConfig
-from prmtree.engine.problem import Problem
-from prmtree.engine.rollout import Rollout
+from prmtree.engine.calibration import RIGHT
+from prmtree.engine.deciders import Decider
+from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
+
+if TYPE_CHECKING:
+    from prmtree.engine.config import SearchConfig
 
 
 class MCTSSearch(TreeSearch):
@@ -49,11 +52,12 @@ class MCTSSearch(TreeSearch):
         if self._finished or self._pending:
             return []
         root = self.tree.root
-        if not self.decider.mc and not self.tree.stats(root).measured and self.can_afford(self.k):
-            # Adaptive labelling compares a step with its parent's success rate: the
-            # question's own rate is the first reference.
+        reference = self.decider.reference_batch(self.k)
+        if reference and not self.tree.stats(root).measured and self.can_afford(reference):
+            # A rule that compares a step with its parent's success rate: the question's
+            # own rate is the first reference.
             self._pending = 1
-            return [self.request(root, self.k)]
+            return [self.request(root, reference)]
         if self._new_children:
             return self._value_children()
         if self._undecided:
@@ -107,20 +111,10 @@ class MCTSSearch(TreeSearch):
     # -- internals ------------------------------------------------------------------
 
     def _resolve(self) -> list[RolloutRequest]:
-        """Adaptive labelling: one more batch for each new child's path that wants one,
-        where it decides the path's steps soonest (:meth:`Decider.next_to_sample`); a
-        path leaves the list once it wants none."""
-        wave, asked, still = [], set(), []
-        for child in self._undecided:
-            nxt = self.decider.next_to_sample(self.tree, self.tree.path_ids(child))
-            if nxt is None:
-                continue
-            still.append(child)
-            if nxt[0] in asked or not self.can_afford(nxt[1]):
-                continue
-            asked.add(nxt[0])
-            wave.append(self.request(*nxt))
-        self._undecided = still if wave else []
+        """One more batch for each new child's path that the decider wants one for, where
+        it decides the path's steps soonest; a path leaves the list once it wants none."""
+        wave, wanting = self.sample_paths([self.tree.path_ids(c) for c in self._undecided], fill=True)
+        self._undecided = [self._undecided[i] for i in wanting] if wave else []
         return wave
 
     def _value_children(self) -> list[RolloutRequest]:
@@ -129,8 +123,7 @@ class MCTSSearch(TreeSearch):
             if not self.can_afford(self.first_batch):
                 break
             wave.append(self.request(child, self.first_batch))
-            if not self.decider.mc:
-                self._undecided.append(child)
+            self._undecided.append(child)
         self._new_children = []
         if not wave:
             self._finished = True
@@ -163,11 +156,9 @@ class MCTSSearch(TreeSearch):
             return node
 
     def _worth_expanding(self, node: str) -> bool:
-        """Every leaf under the mc rule; under an adaptive one, a leaf whose path is decided
-        right (the root included)."""
-        if self.decider.mc:
-            return True
-        return self.decider.decided(self.tree, self.tree.path_ids(node)) == RIGHT
+        """The decider says: every leaf under the mc rule; under one that decides paths, a
+        leaf whose path is decided right (the root included)."""
+        return self.decider.worth_growing(self.tree, node)
 
     def _exhausted(self, node: str) -> bool:
         return self.tree.graph.nodes[node].get("exhausted", False)

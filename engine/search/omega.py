@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT, WRONG, Decider, path_verdict
-from prmtree.engine.config import SearchConfig
-from prmtree.engine.problem import Problem
-from prmtree.engine.rollout import Rollout
+from prmtree.engine.calibration import RIGHT, WRONG, path_verdict
+from prmtree.engine.deciders import Decider
+from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
+
+if TYPE_CHECKING:
+    from prmtree.engine.config import SearchConfig
 
 
 @dataclass
@@ -96,8 +99,8 @@ class OmegaSearch(TreeSearch):
                 self.stats.skipped = "budget below k"
                 return []
             return self._issue(self.tree.root)
-        if not self.decider.mc:
-            return self._next_adaptive()
+        if self.decider.decides_paths:
+            return self._next_planned()
         while (bs := self._search_in_hand()) is not None:
             if bs.hi - bs.lo <= 1:
                 self._conclude(bs)
@@ -125,18 +128,19 @@ class OmegaSearch(TreeSearch):
         if 0 < value < 1:
             self._add_candidates(node, rollouts)
         bs = self._current
-        if self.decider.mc and bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:
+        if bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:  # (a planned path ignores lo, hi)
             self._move(node)
 
     def done(self) -> bool:
         return self._finished and self._pending is None
 
-    def _next_adaptive(self) -> list[RolloutRequest]:
-        """Adaptive labelling: the current candidate's path (root to its wrong answer) is
-        sampled where its first error is decided soonest, until it needs nothing more."""
+    def _next_planned(self) -> list[RolloutRequest]:
+        """A rule that decides paths as a whole: the current candidate's path (root to its
+        wrong answer) is sampled where its first error is decided soonest, until it needs
+        nothing more."""
         while (bs := self._search_in_hand()) is not None:
             ids = self.tree.path_ids(bs.path[-1])
-            nxt = self.decider.next_to_sample(self.tree, ids)
+            nxt = self.decider.next_to_sample(self.tree, ids, self.k)
             if nxt is None:
                 self._conclude_path(ids)
                 continue
@@ -159,12 +163,9 @@ class OmegaSearch(TreeSearch):
         return []
 
     def _searchable(self, state: str) -> bool:
-        """The mc rule searches every candidate; adaptive labelling those from the root or
-        from a state decided right."""
-        if self.decider.mc or state == self.tree.root:
-            return True
-        ev = self.decider.node(self.tree, state)
-        return ev is not None and ev.decision == RIGHT
+        """Whether candidates from ``state`` are searched: the decider says (the mc rule
+        searches every one; a path-deciding rule those below a state decided right)."""
+        return self.decider.worth_growing(self.tree, state)
 
     def _conclude_path(self, ids: list[str]) -> None:
         evidence = self.decider.along(self.tree, ids)  # once: the verdict and the first error from it

@@ -16,11 +16,13 @@ solution is decided or no batch is worth its price.
 
 from __future__ import annotations
 
-from prmtree.engine.calibration import Decider
-from prmtree.engine.config import SearchConfig
-from prmtree.engine.problem import Problem
-from prmtree.engine.rollout import Rollout
+from typing import TYPE_CHECKING
+from prmtree.engine.deciders import Decider
+from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
+
+if TYPE_CHECKING:
+    from prmtree.engine.config import SearchConfig
 
 
 class ShepherdSearch(TreeSearch):
@@ -32,8 +34,6 @@ class ShepherdSearch(TreeSearch):
         super().__init__(problem, config, decider)
         self.n_solutions = config.n_solutions
         self._paths: list[list[str]] = []  # node ids of each solution
-        self._cursor: list[int] = []  # next position to check in each solution
-        self._waiting: dict[str, list[int]] = {}  # node -> solutions waiting on it
         self._started = False
         self._finished = False
         self._pending = 0
@@ -49,49 +49,7 @@ class ShepherdSearch(TreeSearch):
                 return []
             self._pending = 1
             return [self.request(self.tree.root, self.n_solutions)]
-        if not self.decider.mc:
-            return self._next_adaptive()
-        wave: list[RolloutRequest] = []
-        self._waiting = {}
-        for i, path in enumerate(self._paths):
-            # Skip over positions already decided (shared prefixes, or the terminal leaf).
-            while self._cursor[i] < len(path) - 1:
-                node = path[self._cursor[i]]
-                if not self.tree.stats(node).measured:
-                    break
-                if not self.decided_right(node):
-                    self._cursor[i] = len(path)  # decided: wrong from here on
-                    break
-                self._cursor[i] += 1
-            if self._cursor[i] >= len(path) - 1:
-                continue
-            node = path[self._cursor[i]]
-            if node in self._waiting:
-                self._waiting[node].append(i)
-                continue
-            if not self.can_afford(self.k):
-                self._finished = True
-                break
-            self._waiting[node] = [i]
-            wave.append(self.request(node, self.k))
-        if not wave:
-            self._finished = True
-        self._pending = len(wave)
-        return wave
-
-    def _next_adaptive(self) -> list[RolloutRequest]:
-        """Adaptive labelling: one batch per undecided solution, where it decides the
-        solution's labels soonest (a prefix several solutions ask for is sampled once)."""
-        wave: list[RolloutRequest] = []
-        asked: set[str] = set()
-        for path in self._paths:
-            nxt = self.decider.next_to_sample(self.tree, path)
-            if nxt is None or nxt[0] in asked:
-                continue
-            if not self.can_afford(nxt[1]):
-                break
-            asked.add(nxt[0])
-            wave.append(self.request(*nxt))
+        wave, _ = self.sample_paths(self._paths)
         if not wave:
             self._finished = True
         self._pending = len(wave)
@@ -105,7 +63,6 @@ class ShepherdSearch(TreeSearch):
                 if r.steps and r.has_answer:
                     path = self.add_rollout_path(self.tree.root, r)
                     self._paths.append(path)
-                    self._cursor.append(0)
             if not self._paths:
                 self._finished = True
                 self.stats.skipped = "no solution with an answer"

@@ -1,27 +1,23 @@
-"""The executor contract: where a policy's ``generate`` runs, seen from the driver.
+"""The two contracts at the edges of the engine: a :class:`Policy` writes completions,
+an :class:`Executor` runs a policy somewhere (in the driver, on Ray actors).
 
-A search strategy never knows which executor serves it, and a policy never knows it
-is inside one. Implementations: :class:`~prmtree.rollout_workers.inline.InlineExecutor`
-(the policy in the driver's event loop) and
-:class:`~prmtree.rollout_workers.ray_pool.RayExecutor` (a pool of Ray actors).
+A search strategy never knows which executor serves it, and a policy never knows it is
+inside one. Implementations live in ``policies/`` and ``rollout_workers/``; the engine
+sees only these protocols.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from prmtree.policies.base import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest
 
 
-class FatalExecutorError(RuntimeError):
-    """The executor cannot serve any request (e.g. no worker left): the run must stop.
+@runtime_checkable
+class Policy(Protocol):
+    """Anything with ``async def generate(request) -> list[Completion]``."""
 
-    Problems already finished are flushed; the same command resumes the rest.
-    """
-
-
-class BackendDownError(FatalExecutorError):
-    """The circuit breaker tripped: the last requests all failed (``engine/breaker.py``)."""
+    async def generate(self, request: GenerationRequest) -> list[Completion]: ...
 
 
 @runtime_checkable

@@ -1,0 +1,248 @@
+"""The verifier the driver holds: a memo, counters, and the dispatch of each check to the
+cheap paths or to Math-Verify.
+
+Math-Verify runs in-process for the synchronous ``Verifier.__call__``, in a process pool
+with a time bound for ``await Verifier.check`` (see :mod:`.pool`), so the driver's event
+loop never blocks on sympy. Verdicts are memoised in a bounded LRU keyed by (answer kind,
+gold, predicted answer), shared across problems: golds such as ``yes``, ``B`` or
+``\\frac{1}{2}`` recur across a dataset. Verification is total: anything unparseable, slow
+beyond its bound, or crashing is "not correct".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prmtree.engine.answers.compare import cheap_check, math_match
+from prmtree.engine.answers.kinds import Options, _auto_kind, _options_of
+from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
+
+if TYPE_CHECKING:
+    from prmtree.engine.records import Problem
+
+AnswerCheck = Callable[[str, str], bool]
+_MemoKey = tuple[str, str, str, Options]
+
+
+class Verifier:
+    """Decides correctness of extracted answers: cheap paths first, Math-Verify when needed.
+
+    ``check`` (async, what the driver uses) sends Math-Verify work to a process pool of
+    ``pool_workers``, each check bounded by ``timeout_s``; ``__call__`` (sync) runs it
+    in-process. ``custom(gold, predicted)`` replaces all of it and runs in-process (it need
+    not pickle). ``slow_check(gold, predicted)`` replaces Math-Verify and must pickle (a
+    module-level function): the hook for other equivalence checkers and for fault injection.
+    Call ``close()``/``await aclose()`` when done, to stop the pool's workers.
+    """
+
+    def __init__(
+        self,
+        custom: AnswerCheck | None = None,
+        rel_tol: float = 1e-6,
+        timeout_s: float = 5.0,
+        pool_workers: int = 1,
+        memo_size: int = 100_000,
+        slow_check: AnswerCheck | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.custom = custom
+        self.rel_tol = rel_tol
+        self.timeout_s = timeout_s
+        self.memo_size = memo_size
+        # In the pool, Math-Verify's own per-phase timeout (two parses and a verify) stays inside
+        # ours, so a merely slow check ends in the worker instead of costing a pool restart.
+        self.slow_check = slow_check
+        self._pool_check_fn = slow_check or functools.partial(math_match, timeout_s=max(1, int(timeout_s // 2)))
+        self._inline_check_fn = self._pool_check_fn  # the same bound in-process: the same verdicts
+        check_module = getattr(getattr(slow_check, "func", slow_check), "__module__", None)
+        self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s, import_main=check_module == "__main__")
+        self._memo: OrderedDict[_MemoKey, bool] = OrderedDict()
+        self._inflight: dict[_MemoKey, asyncio.Future[bool]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._checks = 0
+        self._memo_hits = 0
+        self._quick = 0
+        self._inline = 0
+        self._inline_timeouts = 0  # in-process checks past their bound; the pool counts its own
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable after use too: checks in flight belong to this process's event loop."""
+        return {**self.__dict__, "_inflight": {}, "_tasks": set()}
+
+    # -- the synchronous path (tests, parse_completion) ------------------------------------
+
+    def __call__(self, problem: Problem, predicted: str | None) -> bool:
+        """The verdict, computed in this thread (Math-Verify in-process when needed)."""
+        if predicted is None:
+            return False
+        self._checks += 1
+        key, verdict, gold_for_math = self._decide(problem, predicted)
+        if verdict is not None:
+            return verdict
+        self._inline += 1
+        try:
+            verdict = bool(self._inline_check_fn(gold_for_math, predicted))
+        except CheckTimedOut:
+            self._inline_timeouts += 1
+            verdict = False
+        except Exception:
+            verdict = False
+        self._remember(key, verdict)
+        return verdict
+
+    def quick(self, problem: Problem, predicted: str | None) -> bool | None:
+        """The verdict from the memo or the cheap paths; ``None`` means "needs Math-Verify"."""
+        if predicted is None:
+            return False
+        self._checks += 1
+        return self._decide(problem, predicted)[1]
+
+    # -- the asynchronous path (the driver) ------------------------------------------------
+
+    async def check(self, problem: Problem, answers: Sequence[str | None]) -> list[bool]:
+        """Verdicts for all answers of one request, in order. Cheap paths first; the distinct
+        answers left go to the pool concurrently (shared with any concurrent request asking the
+        same). Never raises: a failed, hung or crashed check is ``False``."""
+        verdicts = [False] * len(answers)
+        slow: dict[_MemoKey, tuple[list[int], str, str]] = {}
+        for i, predicted in enumerate(answers):
+            if predicted is None:
+                continue
+            self._checks += 1
+            try:
+                key, verdict, gold_for_math = self._decide(problem, predicted)
+            except Exception:
+                continue
+            if verdict is not None:
+                verdicts[i] = verdict
+            elif key in slow:
+                self._memo_hits += 1
+                slow[key][0].append(i)
+            else:
+                slow[key] = ([i], gold_for_math, predicted)
+        if slow:
+            try:
+                found = await self._slow({key: (gold, predicted) for key, (_, gold, predicted) in slow.items()})
+            except Exception:  # a bug here must not take the request down: unknown is "not correct"
+                found = {}
+            for key, (indices, _, _) in slow.items():
+                for i in indices:
+                    verdicts[i] = found.get(key) is True
+        return verdicts
+
+    async def _slow(self, checks: dict[_MemoKey, tuple[str, str]]) -> dict[_MemoKey, bool]:
+        """Verdicts from the pool for these (memo key → gold, predicted) checks. The ones not
+        already in flight for a concurrent request go as one batch; the rest are awaited."""
+        loop = asyncio.get_running_loop()
+        waiting: dict[_MemoKey, asyncio.Future[bool]] = {}
+        fresh: list[tuple[_MemoKey, str, str]] = []
+        for key, (gold, predicted) in checks.items():
+            future = self._inflight.get(key)
+            if future is None:
+                future = self._inflight[key] = loop.create_future()
+                fresh.append((key, gold, predicted))
+            else:
+                self._memo_hits += 1
+            waiting[key] = future
+        if fresh:
+            task = asyncio.ensure_future(self._pool_batch(fresh))
+            self._tasks.add(task)  # a strong reference: the loop keeps only weak ones
+            task.add_done_callback(self._tasks.discard)
+        return {key: await asyncio.shield(future) for key, future in waiting.items()}
+
+    async def _pool_batch(self, fresh: list[tuple[_MemoKey, str, str]]) -> None:
+        """Run ``fresh`` in the pool; resolve and forget their in-flight futures, whatever happens."""
+        futures = [self._inflight[key] for key, _, _ in fresh]
+        verdicts = [False] * len(fresh)
+        try:
+            verdicts = await self._pool.run_many(self._pool_check_fn, [(g, p) for _, g, p in fresh])
+            for (key, _, _), verdict in zip(fresh, verdicts):
+                self._remember(key, verdict)  # a timeout or crash too: retrying costs as much again
+        except Exception:
+            pass
+        finally:  # also on cancellation (loop shutting down): nobody waits forever
+            for (key, _, _), future, verdict in zip(fresh, futures, verdicts):
+                self._inflight.pop(key, None)
+                if not future.done():
+                    future.set_result(verdict)
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _decide(self, problem: Problem, predicted: str) -> tuple[_MemoKey, bool | None, str]:
+        """``(memo key, verdict or None, gold for Math-Verify)`` from the memo, a custom
+        check or the cheap paths."""
+        gold = problem.answer
+        if not isinstance(predicted, str):
+            predicted = str(predicted)
+        if self.custom is not None:
+            key: _MemoKey = ("custom", gold, predicted, ())
+        else:
+            options = _options_of(problem)
+            kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
+            key = (kind, gold, predicted, options if kind == "choice" else ())
+        hit = self._recall(key)
+        if hit is not None:
+            self._memo_hits += 1
+            return key, hit, gold
+        if self.custom is not None:
+            try:
+                verdict: bool | None = bool(self.custom(gold, predicted))
+            except Exception:
+                verdict = False
+            gold_for_math = gold
+        else:
+            verdict, gold_for_math = cheap_check(key[0], gold, predicted, key[3], self.rel_tol)
+        if verdict is not None:
+            self._quick += 1
+            self._remember(key, verdict)
+        return key, verdict, gold_for_math
+
+    def _recall(self, key: _MemoKey) -> bool | None:
+        try:
+            verdict = self._memo[key]
+            self._memo.move_to_end(key)
+            return verdict
+        except KeyError:  # absent (or evicted by another thread between the two lines)
+            return None
+
+    def _remember(self, key: _MemoKey, verdict: bool) -> None:
+        if self.memo_size <= 0:
+            return
+        self._memo[key] = verdict
+        self._memo.move_to_end(key)
+        while len(self._memo) > self.memo_size:
+            try:
+                self._memo.popitem(last=False)
+            except KeyError:
+                break
+
+    def stats(self) -> dict[str, float]:
+        """Counters for the manifest: ``checks`` answers checked (``None`` answers aside), of
+        which ``memo_hits`` from the memo (or shared with an identical check in flight),
+        ``quick`` by the cheap paths or the custom check, ``inline_checks`` by in-process
+        Math-Verify (sync path) and ``pool_checks`` in the pool, taking ``pool_time_s`` wall and
+        ``pool_cpu_s`` worker CPU; ``timeouts`` (in the pool or in-process) and ``pool_failures``
+        (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced."""
+        pool = self._pool.stats()
+        pool["timeouts"] += self._inline_timeouts
+        return {
+            "checks": self._checks,
+            "memo_hits": self._memo_hits,
+            "quick": self._quick,
+            "inline_checks": self._inline,
+            **pool,
+            "memo_entries": len(self._memo),
+        }
+
+    def close(self) -> None:
+        """Stop the pool's workers (a later ``check`` starts a fresh pool)."""
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        """``close()`` for async callers; it does not block (workers are killed, not joined)."""
+        self.close()

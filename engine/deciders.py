@@ -1,0 +1,273 @@
+"""Deciders: the rule that turns a tree's counts into step decisions, behind one protocol.
+
+Two rules, one class each:
+
+* :class:`MCDecider` — the peers' rule (Math-Shepherd, OmegaPRM): a step is right when
+  its Monte-Carlo value is above a threshold. A node is decided by its own rollouts alone,
+  one batch of k each, and never asks for more.
+* :class:`CalibratedDecider` — the calibrated posterior (``engine/calibration.py``): a
+  path's steps are decided together from all of its counts, the answer space's chance
+  floor and each step's parent rate, and nodes are sampled adaptively, in small batches,
+  where they tell most about the path's first error.
+
+Strategies and labellers ask a decider questions (how many rollouts a new node gets,
+where a path needs its next batch, is this branch worth growing, what is each node's
+decision) and never ask which rule it is. Pure: no I/O, deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from prmtree.engine.calibration import (
+    RIGHT,
+    UNDECIDED,
+    WRONG,
+    PathPlan,
+    StepEvidence,
+    chance_floor,
+    change_points,
+    decide,
+    first_error_posterior,
+    log_likelihoods,
+    path_verdict,
+)
+from prmtree.engine.records import Problem
+from prmtree.engine.tree import NodeStats, ReasoningTree
+
+if TYPE_CHECKING:  # the config type only: the search core's imports stay free of pydantic
+    from prmtree.engine.config import LabelsConfig
+
+#: A path's evidence, asked for again by the labeller (memoised per leaf there).
+EvidenceOf = Callable[[list[str]], list["StepEvidence | None"]]
+
+
+class Decider(Protocol):
+    """What strategies and labellers ask of a labelling rule about one problem's tree."""
+
+    #: The provenance ``source`` of a step this rule decided from its own counts.
+    source: str
+    #: A step's decision depends on the steps after it on its path (so a bisection over a
+    #: path by each probe's own decision does not apply; the rule plans the path instead).
+    decides_paths: bool
+
+    def first_batch(self, k: int) -> int:
+        """Rollouts for a new node's first value estimate (``k``: the search's own)."""
+        ...
+
+    def reference_batch(self, k: int) -> int:
+        """Rollouts the root needs before its children can be decided (0: none)."""
+        ...
+
+    def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
+        """A node's evidence from its own prefix (what a search knows when it is there)."""
+        ...
+
+    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+        """Evidence for each step of a path from the root (node ids, the root excluded)."""
+        ...
+
+    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+        """The path as a whole: RIGHT, WRONG (decided down to a first error) or UNDECIDED."""
+        ...
+
+    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+        """(node, rollouts): where the path needs its next batch for its labels; None when
+        it needs none."""
+        ...
+
+    def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
+        """Whether a search should grow the tree below ``node``."""
+        ...
+
+    def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
+        """Every node's decision (the nodes table and preference pairs)."""
+        ...
+
+
+class MCDecider:
+    """The peers' rule: right iff MC > ``threshold``, each node by its own rollouts."""
+
+    source = "mc"
+    decides_paths = False
+
+    def __init__(self, problem: Problem | None = None, labels: LabelsConfig | None = None,
+                 threshold: float = 0.0) -> None:
+        self.threshold = threshold
+
+    def first_batch(self, k: int) -> int:
+        return k
+
+    def reference_batch(self, k: int) -> int:
+        return 0  # a node is compared with the threshold, not with its parent
+
+    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+        """Each sampled node by its own value (None where nothing was sampled)."""
+        root = tree.stats(tree.root)
+        parent = root.n_correct / root.n_rollouts if root.measured and root.n_rollouts else None
+        out: list[StepEvidence | None] = []
+        for node in ids[-1:] if last_only else ids:
+            s = tree.stats(node)
+            right = s.value > self.threshold
+            out.append(StepEvidence(RIGHT if right else WRONG, None, s.n_rollouts, s.n_correct, parent)
+                       if s.measured else None)
+        return out
+
+    def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
+        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
+
+    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+        return path_verdict(self.along(tree, ids))
+
+    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+        """The path's first unsampled step, with k rollouts, unless a step before it is
+        already decided wrong (the rule labels each step by its own value, so a path needs
+        every step up to its first error sampled; its last, answered step is known)."""
+        for node in ids[:-1]:
+            s = tree.stats(node)
+            if not s.measured:
+                return node, k
+            if not s.value > self.threshold:
+                return None
+        return None
+
+    def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
+        return True  # every node is decided on its own: any branch may hold pairs
+
+    def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
+        return {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+
+
+class CalibratedDecider:
+    """The calibrated posterior over a whole path (see ``engine/calibration.py``).
+
+    A path's steps are decided together: the change-point posterior of its first error,
+    each step compared with the success rate of the step before it (the question's at
+    first) and with the answer space's chance floor. Nodes are sampled in batches of
+    ``labels.batch`` where the next batch tells most about the first error, up to
+    ``max_rollouts_per_node``, while batches are expected to pay for themselves
+    (``max_rollouts_per_step``).
+    """
+
+    source = "calibrated"
+    decides_paths = True
+
+    def __init__(self, problem: Problem, labels: LabelsConfig, threshold: float = 0.0) -> None:
+        self.floor = chance_floor(problem, labels.chance, labels.free_chance)
+        self.hazard = 1.0 - labels.prior
+        self.confidence = labels.confidence
+        self.batch = labels.batch
+        self.cap = labels.max_rollouts_per_node
+        most = labels.max_rollouts_per_step
+        self.min_yield = 1.0 / most if most else 0.0  # labelled steps a rollout must buy
+
+    def first_batch(self, k: int) -> int:
+        return self.batch  # more follow where they are needed
+
+    def reference_batch(self, k: int) -> int:
+        return k  # the question's own rate is the first step's reference
+
+    def _evidence(
+        self, tree: ReasoningTree, stats: list[NodeStats]
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Each step's reference (the counts a right step keeps) and its (log P(counts |
+        right), log P(counts | wrong))."""
+        root = tree.stats(tree.root)
+        reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
+        references, loglik = [], []
+        for s in stats:
+            references.append(reference)
+            if not s.measured:
+                loglik.append((0.0, 0.0))
+                continue
+            if s.terminal and s.n_correct == 0:  # it states a wrong final answer: wrong, exactly
+                loglik.append((-math.inf, 0.0))
+                continue
+            loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
+            if not s.terminal:
+                reference = (s.n_rollouts, s.n_correct)
+        return references, loglik
+
+    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+        """The change-point posterior (:func:`first_error_posterior`) of every step.
+        ``last_only``: the last step's evidence alone (what :meth:`node` needs)."""
+        stats = [tree.stats(n) for n in ids]
+        references, loglik = self._evidence(tree, stats)
+        posteriors = first_error_posterior(loglik, self.hazard)
+        if last_only:
+            stats, references, posteriors = stats[-1:], references[-1:], posteriors[-1:]
+        return [
+            StepEvidence(decide(post, self.confidence), post, s.n_rollouts, s.n_correct,
+                         ref[1] / ref[0] if ref[0] else None)
+            for s, ref, post in zip(stats, references, posteriors)
+        ]
+
+    def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
+        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
+
+    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+        return path_verdict(self.along(tree, ids))
+
+    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+        """The step whose next batch (``batch`` rollouts, fewer below its cap) decides the
+        path's labels soonest; None when there is none to take.
+
+        A step decided right decides every step before it, and one decided wrong every
+        step after it, so a path's steps are not each sampled to their own decision: the
+        next batch goes where it is expected to tell most about the position of the path's
+        first error, per rollout (a deep step of a right path, a step inside the stretch
+        where the first error may be). None when every step is decided, when the undecided
+        steps are at their cap, or — the stopping rule — when no step's batches (looking
+        ahead up to its cap) are expected to label a step per ``max_rollouts_per_step``
+        rollouts. A path none of whose steps has been sampled always gets its first batch.
+        """
+        stats = [tree.stats(n) for n in ids]
+        references, loglik = self._evidence(tree, stats)
+        plan = PathPlan(change_points(loglik, self.hazard), self.floor, self.confidence)
+        if all(decide(p, self.confidence) != UNDECIDED for p in plan.right):
+            return None
+        candidates = []  # (information per rollout, position, rollouts)
+        for c, s in enumerate(stats):
+            if s.terminal or s.n_rollouts >= self.cap:
+                continue
+            b = min(self.batch, self.cap - s.n_rollouts)
+            gain = plan.information_gain(c, s.n_rollouts, s.n_correct, b, references[c]) / b
+            if gain > 1e-9:
+                candidates.append((gain, c, b))
+        if not candidates:
+            return None
+        candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
+        fresh = not any(s.measured and not s.terminal for s in stats)
+        if fresh or self.min_yield <= 0:
+            return ids[candidates[0][1]], candidates[0][2]
+        now = plan.labelled_now()
+        for _, c, b in candidates:  # the most informative step whose batches pay
+            s, r = stats[c], b
+            while True:  # b, 2b, 4b, ... rollouts there, up to its cap
+                more = plan.expected_labels(c, s.n_rollouts, s.n_correct, r, references[c]) - now
+                if more >= self.min_yield * r:
+                    return ids[c], b
+                if s.n_rollouts + r >= self.cap:
+                    break
+                r = min(2 * r, self.cap - s.n_rollouts)
+        return None
+
+    def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
+        """Only below a step decided right (the root included): below a wrong step every
+        path's labels end at that step, below an undecided one before it."""
+        return self.decided(tree, tree.path_ids(node)) == RIGHT
+
+    def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
+        """Every node from the paths through it, as its steps are labelled — a step decided
+        right by a later step of one path is right — taking the most confident of its
+        paths' posteriors (its own prefix's when no path below it says more)."""
+        nodes = {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+        for leaf in tree.leaves():
+            ids = tree.path_ids(leaf)
+            for node, ev in zip(ids, along(ids)):
+                now = nodes.get(node)
+                if ev is not None and (now is None or abs(ev.posterior - 0.5) > abs(now.posterior - 0.5)):
+                    nodes[node] = ev
+        return nodes

@@ -1,0 +1,195 @@
+"""The records every layer shares: a problem, a request to a policy, a completion, a
+rollout. The bottom of the engine: it imports nothing of prmtree's but step formats and
+errors, and no third-party library (PIL is imported only to decode an image on request).
+
+Records validate themselves at construction and the error names the field and value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prmtree.engine.errors import PolicyContractError
+from prmtree.engine.steps import StepFormat
+
+AnswerType = Literal["auto", "math", "choice", "number", "text"]
+ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
+
+class ProblemImage(bytes):
+    """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.
+
+    It *is* those bytes, so a policy can write ``Image.open(io.BytesIO(image))`` or send
+    ``base64.b64encode(image)``; ``.path`` is where it was read from, ``.to_pil()`` decodes it.
+    """
+
+    path: str | None
+
+    def __new__(cls, data: bytes, path: str | None = None) -> ProblemImage:
+        image = super().__new__(cls, data)
+        image.path = path
+        return image
+
+    @property
+    def data(self) -> bytes:
+        """The encoded bytes as a plain ``bytes`` object."""
+        return bytes(self)
+
+    def to_pil(self) -> Any:
+        """The decoded image (RGB, a ``PIL.Image``), for policies that hand PIL images to a processor."""
+        from PIL import Image  # lazily: the records layer stays free of PIL
+
+        with Image.open(io.BytesIO(self)) as image:
+            return image.convert("RGB")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
+        return (ProblemImage, (bytes(self), self.path))
+
+    def __repr__(self) -> str:
+        return f"ProblemImage({len(self)} bytes, path={self.path!r})"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An image-question pair with its gold answer.
+
+    ``id`` is stable: given by the input, or a hash of the question and image bytes.
+    """
+
+    id: str
+    question: str
+    answer: str
+    images: tuple[ProblemImage, ...] = ()
+    answer_type: AnswerType = "auto"
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"Problem.id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"Problem.question must be a non-empty string (problem {self.id!r})")
+        if not isinstance(self.answer, str) or not self.answer.strip():
+            raise ValueError(f"Problem.answer must be a non-empty string (problem {self.id!r})")
+        if self.answer_type not in ANSWER_TYPES:
+            raise ValueError(
+                f"Problem.answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}"
+            )
+
+
+@dataclass(frozen=True)
+class InputError:
+    """A row that could not become a problem; it goes to ``errors/``."""
+
+    problem_id: str
+    reason: str
+    stage: str = "input"
+
+
+def problem_id_for(question: str, images: tuple[ProblemImage, ...]) -> str:
+    """The stable id of a problem given without one."""
+    digest = hashlib.blake2b(question.encode("utf-8"), digest_size=8)
+    for image in images:
+        digest.update(image.data)
+    return digest.hexdigest()
+
+
+FINISH_REASONS = ("stop", "length")
+PURPOSES = ("solve", "judge")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Ask for ``n`` continuations of ``prefix`` (steps already taken) for ``problem``."""
+
+    problem: Problem
+    prefix: tuple[str, ...]
+    n: int
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+    next_step_only: bool = False
+    step_format: StepFormat = StepFormat()  # how to write steps: the run's format, for every policy
+    purpose: str = "solve"  # "solve": continue the prefix; "judge": is the prefix's last step correct?
+
+    @property
+    def continues(self) -> bool:
+        """The model continues an open assistant turn holding the prefix (not a judge's question)."""
+        return bool(self.prefix) and self.purpose == "solve"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, tuple):
+            object.__setattr__(self, "prefix", tuple(self.prefix))
+        if isinstance(self.step_format, str):
+            object.__setattr__(self, "step_format", StepFormat(self.step_format))
+        if self.purpose not in PURPOSES:
+            raise ValueError(f"GenerationRequest.purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
+        if self.purpose == "judge" and not self.prefix:
+            raise ValueError("a judge request needs the steps to judge in its prefix")
+        if self.n < 1:
+            raise ValueError(f"GenerationRequest.n must be at least 1, got {self.n}")
+        if self.max_tokens < 1:
+            raise ValueError(f"GenerationRequest.max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Completion:
+    """One continuation of a request's prefix."""
+
+    text: str
+    num_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" | "length"
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache, if reported
+    prompt_tokens: int = 0  # the request's prompt length, if reported
+
+    # A request's prompt is shared by its n completions: backends report the prompt's
+    # token counts on the first completion only, so sums over completions stay right.
+
+
+def check_completions(request: GenerationRequest, completions: Any, who: str = "policy") -> list[Completion]:
+    """The policy contract, checked where answers enter the engine: a list of exactly
+    ``request.n`` Completions with text, non-negative token counts and a known finish reason."""
+    if not isinstance(completions, list):
+        raise PolicyContractError(f"{who}.generate must return a list of Completion, got {type(completions).__name__}")
+    if len(completions) != request.n:
+        raise PolicyContractError(f"{who}.generate returned {len(completions)} completions for n={request.n}")
+    for c in completions:
+        if not isinstance(c, Completion):
+            raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
+        if not isinstance(c.text, (str, bytes)):
+            raise PolicyContractError(f"{who}: Completion.text must be a string, got {type(c.text).__name__}")
+        for name in ("num_tokens", "cached_tokens", "prompt_tokens"):
+            value = getattr(c, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyContractError(f"{who}: Completion.{name} must be an int >= 0, got {value!r}")
+        if c.finish_reason not in FINISH_REASONS:
+            raise PolicyContractError(
+                f"{who}: Completion.finish_reason must be one of {', '.join(FINISH_REASONS)}, got {c.finish_reason!r}"
+            )
+    return completions
+
+
+#: Why a rollout counted as wrong without its answer being compared.
+MALFORMED_REASONS = ("empty", "no_answer", "truncated", "undecodable")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One completion from a node's prefix, parsed and verified."""
+
+    steps: tuple[str, ...]
+    answer: str | None
+    correct: bool
+    num_tokens: int
+    finish_reason: str
+    malformed: str | None = None  # one of MALFORMED_REASONS, or None
+
+    @property
+    def has_answer(self) -> bool:
+        return self.answer is not None

@@ -1,0 +1,104 @@
+"""What every export format is: a class that knows its name, its options and how to write.
+
+A format subclasses :class:`ExportFormat` and registers itself with
+``@EXPORT_FORMATS.register(name)``; :func:`prmtree.export.export` checks the options
+against the class and the target against the run, then calls its ``write``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+PLACEHOLDER = "ки"  # Math-Shepherd's step tag; OpenRLHF's example --placeholder_token
+
+#: Field metadata of the options that only their formats read: given to another format, they are refused.
+_REFUSED_ELSEWHERE = {"refused_elsewhere": True}
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message is one line saying why."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export (``prmtree export``'s flags); each format reads the fields it knows.
+
+    ``soft``: MC values instead of hard labels (``openrlhf``, ``qwen-prm``). ``placeholder``:
+    the step tag of ``openrlhf``. ``system_prompt``: the system turn of ``visualprm`` and
+    ``qwen-prm`` (their models' own prompt by default; ``""`` for none). ``tokenizer``: a
+    local tokenizer directory whose chat template renders ``qwen-prm``'s ``text``.
+    ``test_size``, ``license``, ``pretty_name``: the ``hf`` dataset's held-out share of
+    problems, card licence and title. ``task``: Math-Shepherd's ``task`` column.
+    ``keep_flagged``: the trainer formats (all but ``hf``, ``stepwise`` and ``jsonl``, which
+    carry the ``flagged`` column) leave out the paths a ``consensus`` run kept although MC
+    and the judge disagreed, unless this is set: a trainer would take their labels as sure.
+    """
+
+    overwrite: bool = False
+    soft: bool = False
+    placeholder: str = field(default=PLACEHOLDER, metadata=_REFUSED_ELSEWHERE)
+    system_prompt: str | None = field(default=None, metadata=_REFUSED_ELSEWHERE)
+    tokenizer: str | Path | None = field(default=None, metadata=_REFUSED_ELSEWHERE)
+    test_size: float = field(default=0.0, metadata=_REFUSED_ELSEWHERE)
+    license: str = "unknown"
+    pretty_name: str | None = None
+    task: str = "prmtree"
+    keep_flagged: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.test_size < 1.0:
+            raise ExportError(f"test_size must be in [0, 1), got {self.test_size}")
+        if not self.placeholder or self.placeholder.strip() != self.placeholder:
+            raise ExportError(
+                f"placeholder must be a non-empty token without surrounding spaces, got {self.placeholder!r}"
+            )
+
+    def given(self) -> list[str]:
+        """The format-specific options set away from their defaults (those a format must read)."""
+        return [f.name for f in fields(self) if f.metadata.get("refused_elsewhere") and getattr(self, f.name) != f.default]
+
+
+class ExportFormat:
+    """One export format. Subclasses set the class attributes and implement :meth:`write`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line, for ``prmtree export --help``
+    aliases: ClassVar[dict[str, str]] = {}  # another name of the format -> that name's line in --help
+    writes_directory: ClassVar[bool] = False
+    soft_labels: ClassVar[bool] = False  # reads ``soft``
+    values_column: ClassVar[bool] = False  # always carries every MC value in ``values`` (said when soft is refused)
+    options: ClassVar[frozenset[str]] = frozenset()  # the format-specific ExportOptions fields it reads
+
+    def outputs(self, target: Path) -> list[Path]:
+        """The files it writes besides images; each is checked before anything is written."""
+        return [target]
+
+    def check_target(self, target: Path, overwrite: bool) -> None:
+        """Refuse a target this format cannot write (a directory; an existing file without ``overwrite``)."""
+        for path in self.outputs(target):
+            if path.is_dir():
+                raise ExportError(f"{str(path)!r} is a directory; --format {self.name} writes a file (give a file name)")
+            if path.exists() and not overwrite:
+                raise ExportError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
+
+    def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        """Write the run in ``out`` to ``target``; returns the number of records written."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Write ``path`` under a temporary name, then rename: a failed export leaves nothing half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,128 @@
+"""``hf``: a dataset directory ready for the Hugging Face Hub.
+
+Layout, as ``datasets.load_dataset(DIR)`` and the Hub read it::
+
+    DIR/README.md                               dataset card (see :mod:`prmtree.export.card`)
+    DIR/data/train-00000-of-00001.parquet       steps rows (every column, images embedded)
+    DIR/data/test-00000-of-00001.parquet        with test_size > 0: held-out problems
+    DIR/data/pairs-00000-of-00001.parquet       step-level preference pairs ("pairs" config)
+
+Upload with ``huggingface-cli upload USER/NAME DIR --repo-type dataset``. Exporting needs
+neither ``pyyaml`` nor ``datasets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from prmtree.engine.output import read_table
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export.base import ExportError, ExportFormat, ExportOptions, atomic_open
+from prmtree.export.card import dataset_card
+from prmtree.export.images import embed_images_column, with_hf_features
+
+# What may sit in a directory that --overwrite replaces an hf export in (a Hub clone keeps .git*).
+HF_DIRECTORY_ENTRIES = frozenset(
+    {"README.md", "data", ".git", ".gitattributes", ".gitignore", ".cache", ".huggingface"}
+)
+OURS = re.compile(r"(train|test|pairs)-\d{5}-of-\d{5}\.parquet")
+ROWS_PER_FILE = 20_000
+
+
+@EXPORT_FORMATS.register("hf")
+class HF(ExportFormat):
+    name = "hf"
+    description = "a Hugging Face dataset directory (Parquet, images embedded, README dataset card)"
+    writes_directory = True
+    values_column = True
+    options = frozenset({"test_size", "license", "pretty_name"})
+
+    def check_target(self, target: Path, overwrite: bool) -> None:
+        """A new or empty directory, or with ``overwrite`` one that holds an earlier export."""
+        dest = target.resolve()
+        if dest.exists() and not dest.is_dir():
+            raise ExportError(f"{str(target)!r} is a file; --format {self.name} writes a directory")
+        if not dest.is_dir():
+            return
+        if any(dest.glob("manifest*.json")):
+            raise ExportError(f"{str(target)!r} holds a prmtree run; export somewhere else")
+        entries = sorted(p.name for p in dest.iterdir())
+        if entries and not overwrite:
+            raise ExportError(f"{str(target)!r} exists and is not empty; pass --overwrite to replace the export")
+        foreign = [name for name in entries if name not in HF_DIRECTORY_ENTRIES]
+        if foreign:
+            raise ExportError(
+                f"{str(target)!r} holds files an hf export does not write ({', '.join(foreign[:3])}); "
+                "choose a new or empty directory"
+            )
+
+    def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        """Write the dataset directory; returns the number of steps rows written (all splits)."""
+        steps = read_table(out, "steps")
+        steps = embed_images_column(out, steps).replace_schema_metadata(None)
+        steps = steps.cast(with_hf_features(steps.schema))
+        pairs = read_table(out, "pairs").replace_schema_metadata(None)
+        pairs = pairs.cast(with_hf_features(pairs.schema))
+
+        target.mkdir(parents=True, exist_ok=True)
+        if options.overwrite:
+            _clear_previous(target)
+        data = target / "data"
+        data.mkdir(exist_ok=True)
+
+        ids = steps.column("problem_id").to_pylist()
+        test_ids = _held_out(ids, options.test_size)
+        is_test = pa.array([pid in test_ids for pid in ids], pa.bool_())
+        splits = {"train": steps.filter(pc.invert(is_test)) if test_ids else steps}
+        if test_ids:
+            splits["test"] = steps.filter(is_test)
+        for split, table in splits.items():
+            _write_parquet_files(table, data, split, ROWS_PER_FILE)
+        if pairs.num_rows:
+            _write_parquet_files(pairs, data, "pairs", ROWS_PER_FILE)
+
+        pretty_name = options.pretty_name or f"prmtree PRM data ({out.resolve().name})"
+        card = dataset_card(out, splits, pairs, license=options.license, pretty_name=pretty_name)
+        with atomic_open(target / "README.md") as handle:
+            handle.write(card)
+        return steps.num_rows
+
+
+def _held_out(problem_ids: list[str], test_size: float) -> set[str]:
+    """The problems of the test split: the first ceil(test_size * n) by a hash of their ids."""
+    unique = sorted(set(problem_ids), key=lambda p: hashlib.blake2b(p.encode(), digest_size=8).digest())
+    if test_size <= 0 or len(unique) < 2:
+        return set()
+    n = min(len(unique) - 1, max(1, math.ceil(test_size * len(unique))))
+    return set(unique[:n])
+
+
+def _write_parquet_files(table: pa.Table, directory: Path, split: str, rows_per_file: int) -> list[str]:
+    files = max(1, math.ceil(table.num_rows / rows_per_file))
+    names = []
+    for i in range(files):
+        chunk = table.slice(i * rows_per_file, rows_per_file)
+        name = f"{split}-{i:05d}-of-{files:05d}.parquet"
+        with atomic_open(directory / name, "wb") as handle:
+            pq.write_table(chunk, handle, compression="zstd", row_group_size=100)
+        names.append(name)
+    return names
+
+
+def _clear_previous(target: Path) -> None:
+    """Remove what an earlier export wrote here (our file names only); anything else stays."""
+    data = target / "data"
+    if data.is_dir():
+        for path in data.iterdir():
+            if path.is_file() and OURS.fullmatch(path.name):
+                path.unlink()
+    card = target / "README.md"
+    if card.is_file():
+        card.unlink()

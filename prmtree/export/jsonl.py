@@ -1,0 +1,70 @@
+"""JSONL exports: one record per steps row, images in ``images/`` beside the file.
+
+:class:`JsonlFormat` is what the trainer formats share (a subclass says how one row
+becomes a record); ``jsonl`` itself is the steps table as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export.base import ExportFormat, ExportOptions, atomic_open
+from prmtree.export.images import ImageFolder
+from prmtree.export.rows import iter_rows
+
+#: Turns a steps row and its images' relative paths into a record, or None to leave the row out.
+Builder = Callable[[dict[str, Any], list[str]], dict[str, Any] | None]
+
+
+class JsonlFormat(ExportFormat):
+    """A JSONL format: :meth:`builder` makes the function that turns one row into a record."""
+
+    with_images: ClassVar[bool] = True  # write the images beside the file and reference them
+    skips_flagged: ClassVar[bool] = True  # leave out paths MC and the judge disagreed on, unless keep_flagged
+
+    def builder(self, options: ExportOptions) -> Builder:
+        raise NotImplementedError
+
+    def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        return write_jsonl(out, target, self.builder(options), with_images=self.with_images,
+                           skip_flagged=self.skips_flagged and not options.keep_flagged)
+
+
+def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip_flagged: bool = False) -> int:
+    """One line per steps row that ``build`` makes a record of; returns the number of lines."""
+    folder = ImageFolder(out, target.parent)
+    n = 0
+    with atomic_open(target) as handle:
+        for row in iter_rows(out):
+            if skip_flagged and row.get("flagged"):
+                continue
+            images = folder.paths(row.get("images") or [], row["problem_id"]) if with_images else []
+            record = build(row, images)
+            if record is None:
+                continue
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+@EXPORT_FORMATS.register("jsonl")
+class Jsonl(JsonlFormat):
+    """The steps table as JSONL, every column but image bytes, images as relative paths."""
+
+    name = "jsonl"
+    description = "the steps table as JSONL, images as relative paths"
+    values_column = True
+    skips_flagged = False  # the flagged column says which rows they are
+
+    def builder(self, options: ExportOptions) -> Builder:
+        return _plain
+
+
+def _plain(row: dict[str, Any], images: list[str]) -> dict[str, Any]:
+    record = {k: v for k, v in row.items() if k != "images" and not isinstance(v, (bytes, bytearray))}
+    record["images"] = images
+    return record

@@ -1,0 +1,48 @@
+"""``prm800k``: JSONL shaped like PRM800K, for evaluators.
+
+The question, then per-step ratings 1 / -1 and a ``finish_reason``: ``found_error`` at a
+step rated -1, ``solution`` when every step is rated 1, ``give_up`` when the labels stop at
+an undecided step first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export.base import ExportOptions
+from prmtree.export.jsonl import Builder, JsonlFormat
+from prmtree.export.rows import decided, question_text
+
+
+@EXPORT_FORMATS.register("prm800k")
+class PRM800K(JsonlFormat):
+    name = "prm800k"
+    description = "JSONL shaped like PRM800K (question, per-step ratings 1 / -1)"
+    with_images = False
+
+    def builder(self, options: ExportOptions) -> Builder:
+        return _record
+
+
+def _record(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
+    steps, labels, _ = decided(row)
+    if not steps:
+        return None
+    if False in labels:
+        finish = "found_error"
+    elif len(steps) < len(row.get("completions") or []):
+        finish = "give_up"
+    else:
+        finish = "solution"
+    return {
+        "question": {"problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer")},
+        "label": {
+            "steps": [
+                {"completions": [{"text": step, "rating": 1 if label else -1}], "chosen_completion": 0}
+                for step, label in zip(steps, labels)
+            ],
+            "finish_reason": finish,
+        },
+        "problem_id": row["problem_id"],
+    }

@@ -1,0 +1,89 @@
+"""``qwen-prm``: JSONL in the Qwen2.5-Math-PRM convention (model card of Qwen/Qwen2.5-Math-PRM-7B).
+
+System / user / assistant messages whose assistant turn is the steps, each followed by
+``<extra_0>``; ``text`` is those messages rendered with the ChatML template (images as
+``<|vision_start|><|image_pad|><|vision_end|>``, as Qwen2-VL's template writes them), or
+with ``tokenizer``'s own chat template; ``labels`` holds one 1/0 per ``<extra_0>`` (floats
+with ``soft=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export.base import ExportError, ExportOptions
+from prmtree.export.jsonl import Builder, JsonlFormat
+from prmtree.export.rows import decided, defuse, ids, question_text, soft_values
+
+QWEN_STEP_TOKEN = "<extra_0>"
+QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+QWEN_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|endoftext|>")
+
+
+@EXPORT_FORMATS.register("qwen-prm")
+class QwenPRM(JsonlFormat):
+    name = "qwen-prm"
+    description = "JSONL in the Qwen2.5-Math-PRM convention: chat messages, steps joined by <extra_0>, rendered text"
+    soft_labels = True
+    options = frozenset({"system_prompt", "tokenizer"})
+
+    def builder(self, options: ExportOptions) -> Builder:
+        soft = options.soft
+        system_prompt = QWEN_SYSTEM_PROMPT if options.system_prompt is None else options.system_prompt
+        render = chatml if options.tokenizer is None else _template_renderer(options.tokenizer)
+        markers = (QWEN_STEP_TOKEN, *CHATML_TOKENS)
+
+        def build(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
+            steps, labels, values = decided(row)
+            if not steps:
+                return None
+            question = defuse(question_text(row["prompt"]).strip(), markers)
+            user: Any = question
+            if images:
+                user = [{"type": "image", "image": p} for p in images] + [{"type": "text", "text": question}]
+            answer = "".join(defuse(s.strip(), markers) + QWEN_STEP_TOKEN for s in steps)
+            messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+            return {
+                "messages": messages,
+                "text": render(messages),
+                "labels": soft_values(labels, values) if soft else [int(x) for x in labels],
+                "images": images,
+                **ids(row),
+            }
+
+        return build
+
+
+def chatml(messages: list[dict[str, Any]]) -> str:
+    """Messages rendered as Qwen2.5's ChatML (Qwen2-VL's image placeholder for image parts)."""
+    parts = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = "".join(QWEN_VISION if p["type"] == "image" else p.get("text") or "" for p in content)
+        parts.append(f"<|im_start|>{message['role']}\n{content}<|im_end|>\n")
+    return "".join(parts)
+
+
+def _template_renderer(tokenizer: str | Path) -> Callable[[list[dict[str, Any]]], str]:
+    """Messages rendered with the chat template of the local tokenizer in ``tokenizer``."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ExportError("rendering with a tokenizer's chat template needs transformers installed") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot load a tokenizer from {str(tokenizer)!r}: {str(exc).splitlines()[0]}") from None
+    if not getattr(tok, "chat_template", None):
+        raise ExportError(f"the tokenizer in {str(tokenizer)!r} has no chat template")
+
+    def render(messages: list[dict[str, Any]]) -> str:
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+    return render

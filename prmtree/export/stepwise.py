@@ -1,0 +1,34 @@
+"""``stepwise`` (alias ``trl``): one Parquet file with TRL's former stepwise-supervision columns.
+
+``prompt``, ``images``, ``completions``, ``labels``, images embedded: for your own training
+loop, or a TRL release from before huggingface/trl#7133 (September 2026), which removed the
+PRM trainer and this dataset type. No current TRL trainer reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from prmtree.engine.output import read_table
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export.base import ExportFormat, ExportOptions, atomic_open
+from prmtree.export.images import embed_images_column, with_hf_features
+
+
+@EXPORT_FORMATS.register("stepwise")
+class Stepwise(ExportFormat):
+    name = "stepwise"
+    description = "Parquet with TRL's former stepwise-supervision columns, for your own training loop"
+    aliases = {"trl": "alias of stepwise (TRL removed its PRM trainer in September 2026)"}
+
+    def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        steps = read_table(out, "steps")
+        columns = ["problem_id", "prompt", "images", "completions", "labels"]
+        table = embed_images_column(out, steps.select(columns)).drop_columns(["problem_id"])
+        table = table.replace_schema_metadata(None)
+        table = table.cast(with_hf_features(table.schema))
+        with atomic_open(target, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd", row_group_size=100)
+        return table.num_rows

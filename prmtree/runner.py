@@ -1,0 +1,241 @@
+"""One driver over one slice of the input, from an open output directory to its summary.
+
+:func:`prmtree.run` checks its arguments and calls :func:`run_checked` here once; a
+``--drivers N`` job (``prmtree/multi_driver.py``) calls it in each driver actor.
+Signals: SIGTERM / SIGINT stop a run gracefully (the first takes no new problems and
+flushes what finished; the second cancels the trees in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prmtree.engine.config import ExecutorConfig, RunConfig
+from prmtree.engine.driver import Driver, FinishedProblem
+from prmtree.engine.output import Slice
+from prmtree.engine.problem import iter_problems
+from prmtree.engine.records import InputError, Problem
+from prmtree.engine.resume import OpenedRun, open_run
+from prmtree.engine.stats import RunStats
+from prmtree.rollout_workers import make_executor
+from prmtree.rollout_workers.loop_watchdog import note_signal
+
+
+@dataclass
+class RunSummary:
+    """What a run did: a view of its :class:`RunStats` (the manifest's numbers), so
+    ``summary.rollouts``, ``summary.problems_done`` etc. read the same fields."""
+
+    out: Path | None
+    run_stats: RunStats
+    retry_pending: int = 0  # problems that failed and the same command will retry
+    stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "run_stats":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.run_stats, name)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.run_stats.to_dict()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("prmtree", "pyarrow", "networkx", "math-verify", "pydantic"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@dataclass(frozen=True)
+class DriverJob:
+    """One driver's work on one slice, its arguments already checked: what :func:`run`
+    hands to :func:`run_checked`, and each driver actor of a ``--drivers`` job runs."""
+
+    problems: Any  # an input path or an iterable of Problem
+    config: RunConfig
+    policy: Any  # a registered name, module:Class or a Policy instance
+    policy_args: dict[str, Any] | None = None
+    out: str | os.PathLike[str] | None = None
+    slice: Slice = field(default_factory=Slice)
+    force: bool = False
+    check_answer: Callable[[str, str], bool] | None = None  # replaces answer verification
+    split_steps: Callable[[str], list[str]] | None = None  # replaces step segmentation
+
+
+def run_checked(
+    job: DriverJob,
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
+    stop: StopHandle | None = None,
+) -> RunSummary:
+    """One driver on one slice: the rest of :func:`prmtree.run`, and what each driver actor
+    of a ``--drivers`` job runs (``stop`` stands in for the signals a thread other than
+    the main one cannot receive)."""
+    opened = open_run(job.out, job.config, versions(), job.slice, job.force) if job.out is not None else None
+    for note in opened.repaired if opened else ():
+        sys.stderr.write(f"prmtree: damaged shard: {note}\n")
+    try:
+        return asyncio.run(_run_async(job, opened, on_problem, stop))
+    finally:
+        if opened is not None:
+            opened.close()  # the slice's lock: the next run may start
+
+
+def _judge_executor(cfg: RunConfig) -> Any:
+    """The judge's own policy, in this process, when ``[labels.judge] name`` names one
+    (otherwise the judge is the run's policy, asked through the run's executor)."""
+    judge = cfg.labels.judge
+    if cfg.labels.method != "consensus" or not judge.name:
+        return None
+    return make_executor(ExecutorConfig(kind="inline", max_concurrency=cfg.executor.max_concurrency),
+                         judge.name, judge.kwargs)
+
+
+class StopHandle:
+    """Ask a run to stop from another thread, as a signal would (a first request: no new
+    problems; a second: cancel those in flight). A ``--drivers`` job's driver actors run
+    in threads, where signal handlers cannot be installed, so the job asks through this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop: _GracefulStop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._early: list[int] = []  # asked before the run started
+
+    def request(self, sig: int = signal.SIGTERM) -> None:
+        with self._lock:
+            if self._stop is None or self._loop is None:
+                self._early.append(sig)
+                return
+            self._loop.call_soon_threadsafe(self._stop._on_signal, sig)
+
+    def _bind(self, stop: _GracefulStop, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._stop, self._loop = stop, loop
+            for sig in self._early:
+                loop.call_soon_threadsafe(stop._on_signal, sig)
+            self._early.clear()
+
+    def _unbind(self) -> None:
+        with self._lock:
+            self._stop = self._loop = None
+
+
+class _GracefulStop:
+    """SIGTERM / SIGINT during a run (handlers only in the main thread): the first stops
+    taking new problems, flushes what is finished and lets the trees in flight finish;
+    the second cancels those (a resume redoes them); a third gets the default action."""
+
+    def __init__(self, writer: Any, stats: RunStats) -> None:
+        self.writer = writer
+        self.stats = stats  # what an early flush records
+        self.driver: Driver | None = None
+        self.signum: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self, driver: Driver) -> None:
+        self.driver = driver
+        if threading.current_thread() is threading.main_thread():
+            self._loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                # the loop's handler runs only when the loop does; this one also while a
+                # policy blocks it (the inline executor's watchdog then acts on it)
+                signal.signal(sig, note_signal)
+
+    def uninstall(self) -> None:
+        if self._loop is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.remove_signal_handler(sig)
+            self._loop = None
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.signum is None:
+            self.signum = sig
+            in_flight = self.driver.request_stop() if self.driver is not None else 0
+            try:
+                if self.writer is not None:
+                    self.writer.flush(self.stats)  # saved now, in case a SIGKILL ends the grace period
+            except OSError:
+                pass  # the final flush reports it
+            sys.stderr.write(f"\nprmtree: {name}: taking no new problems, finishing the {in_flight} in flight "
+                             "(send it again to stop at once)\n")
+        else:
+            if self.driver is not None:
+                self.driver.request_stop(cancel=True)
+            sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
+            self.uninstall()
+
+
+def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
+    """This slice's problems (and input errors) that are not finished yet."""
+    for item in items:
+        pid = item.id if isinstance(item, Problem) else item.problem_id
+        if slice_.owns(pid) and pid not in done:
+            yield item
+
+
+async def _run_async(
+    job: DriverJob,
+    opened: OpenedRun | None,
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None,
+    handle: StopHandle | None = None,
+) -> RunSummary:
+    cfg, slice_ = job.config, job.slice
+    from prmtree.engine.answers import Verifier
+
+    stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
+    writer = opened.writer if opened else None
+    stop = _GracefulStop(writer, stats)
+    # Built only now: the output directory is open and the config accepted, so a refused
+    # resume never loads a model or starts a cluster.
+    executor = make_executor(cfg.executor, job.policy, job.policy_args)
+    judge_executor = _judge_executor(cfg)
+    v = cfg.verify
+    verifier = Verifier(custom=job.check_answer, rel_tol=v.rel_tol, timeout_s=v.timeout_s,
+                        pool_workers=v.pool_workers, memo_size=v.memo_size)
+    try:
+        driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
+                        split_steps=job.split_steps, judge_executor=judge_executor)
+        stop.install(driver)  # after the model loaded: a signal before that simply ends the process
+        if handle is not None:
+            handle._bind(stop, asyncio.get_running_loop())
+        done = opened.done if opened else set()
+        skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
+        items = _select(iter_problems(job.problems, cfg.input, skip), slice_, done)
+        try:
+            stats = await driver.run(items)
+        except BaseException:
+            if writer is not None:
+                writer.flush(stats)  # keep every finished problem; a resume does the rest
+            raise
+        stopped_by = stop.signum  # a signal while closing below stops nothing
+    finally:
+        await verifier.aclose()
+        if judge_executor is not None:
+            await judge_executor.close()
+        await executor.close()
+        stop.uninstall()
+        if handle is not None:
+            handle._unbind()
+    if writer is not None:
+        writer.flush(stats) if stopped_by else writer.close(stats)  # a stopped run is not "finished"
+    pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
+    return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
+                      stopped_by=stopped_by)

@@ -1,0 +1,161 @@
+"""The RolloutWorker actor: one Policy in one Ray actor, serving several drivers.
+
+The policy is built inside the actor from a serialisable spec (a registry name or
+``module:Class`` plus keyword arguments). Results travel back through Ray's pickling,
+so an exception that does not pickle is sent as a RuntimeError carrying its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import pickle
+import time
+from typing import Any
+
+from prmtree.engine.errors import GenerationError
+from prmtree.engine.records import GenerationRequest
+from prmtree.policies.base import resolve_policy
+
+#: A worker forgets a client (a driver) that has not polled for this long: its driver died,
+#: and its results would otherwise pile up. A live driver polls at least once a second.
+CLIENT_TIMEOUT_S = 300.0
+
+
+def worker_prefix(pool: str) -> str:
+    """What the Ray names of pool ``pool``'s workers start with (followed by the index)."""
+    return f"prmtree-worker-{pool}-"
+
+
+def worker_name(pool: str, index: int) -> str:
+    """The Ray name of worker ``index`` of pool ``pool`` (drivers attach by it)."""
+    return f"{worker_prefix(pool)}{index}"
+
+
+class _Client:
+    """One driver's side of a worker: its finished results, waiting for its next poll."""
+
+    __slots__ = ("results", "event", "tasks", "last_seen")
+
+    def __init__(self) -> None:
+        self.results: list[tuple[int, str, Any]] = []
+        self.event = asyncio.Event()
+        self.tasks: set[asyncio.Future] = set()
+        self.last_seen = time.monotonic()
+
+
+class RolloutWorker:
+    """One policy in one actor. Decorated with ``ray.remote`` when the pool starts.
+
+    The driver hands requests over in batches (``enqueue``) and collects whatever has
+    finished with a long poll (``poll``): one actor call carries many requests each way,
+    so Ray's per-call cost is shared, and a fast request never waits for a slow one.
+    Results are kept per ``client`` (one per driver), so drivers sharing the worker never
+    see each other's. A request is one task with a timer (not a task awaiting another
+    under ``wait_for``): the worker's own CPU per request counts where workers share cores.
+    """
+
+    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float = 600.0) -> None:
+        self.policy = resolve_policy(policy_spec, policy_kwargs or None)
+        self.request_timeout_s = request_timeout_s
+        self.in_flight = 0
+        self.done = 0
+        self.errors = 0
+        self.tokens = 0
+        self.cached_tokens = 0
+        self._clients: dict[str, _Client] = {}
+        self._expired: set[asyncio.Future] = set()
+
+    async def ready(self) -> dict[str, Any]:
+        import ray  # the real library: inside an actor it is always there
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+    async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "") -> int:
+        """Start every request of a batch; results are collected with :meth:`poll`."""
+        c = self._client(client)
+        loop = asyncio.get_running_loop()
+        for request_id, request in items:
+            task = asyncio.ensure_future(self.policy.generate(request))
+            timer = loop.call_later(self.request_timeout_s, self._expire, task)
+            c.tasks.add(task)
+            self.in_flight += 1
+            task.add_done_callback(functools.partial(self._finished, c, request_id, timer))
+        return len(items)
+
+    async def poll(self, max_wait_s: float = 1.0, client: str = "") -> list[tuple[int, str, Any]]:
+        """Everything finished for ``client`` since its last poll, waiting up to ``max_wait_s``
+        for one."""
+        c = self._client(client)
+        if not c.results:
+            try:
+                await asyncio.wait_for(c.event.wait(), max_wait_s)
+            except asyncio.TimeoutError:
+                pass
+        results, c.results = c.results, []
+        c.event.clear()
+        c.last_seen = time.monotonic()
+        self._reap(c.last_seen)
+        return results
+
+    def forget(self, client: str) -> int:
+        """Drop ``client`` (its driver closed): cancel its requests, discard its results."""
+        c = self._clients.pop(client, None)
+        if c is None:
+            return 0
+        for task in list(c.tasks):
+            task.cancel()
+        return len(c.tasks)
+
+    def _client(self, client: str) -> _Client:
+        c = self._clients.get(client)
+        if c is None:
+            c = self._clients[client] = _Client()
+        return c
+
+    def _reap(self, now: float) -> None:
+        for name, c in list(self._clients.items()):
+            if now - c.last_seen > CLIENT_TIMEOUT_S:
+                self.forget(name)
+
+    def _expire(self, task: asyncio.Future) -> None:
+        self._expired.add(task)
+        task.cancel()
+
+    def _finished(self, c: _Client, request_id: int, timer: asyncio.TimerHandle, task: asyncio.Future) -> None:
+        timer.cancel()
+        self.in_flight -= 1
+        c.tasks.discard(task)
+        result: tuple[int, str, Any]
+        if task in self._expired:
+            self._expired.discard(task)
+            self.errors += 1
+            timeout = GenerationError(f"policy timed out after {self.request_timeout_s:g} s in a worker")
+            result = (request_id, "err", timeout)
+        elif task.cancelled():  # its client was forgotten: nobody waits for it
+            return
+        elif task.exception() is not None:
+            self.errors += 1
+            exc = task.exception()
+            if not isinstance(exc, Exception):  # SystemExit & co. from a policy: an error, not the driver's exit
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            result = (request_id, "err", _portable(exc))
+        else:
+            out = task.result()
+            result = (request_id, "ok", out)
+            self.done += 1
+            for completion in out:
+                self.tokens += completion.num_tokens
+                self.cached_tokens += completion.cached_tokens
+        c.results.append(result)
+        c.event.set()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it pickles, else a RuntimeError carrying its text."""
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")

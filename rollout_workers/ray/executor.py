@@ -1,0 +1,315 @@
+"""RayExecutor: ``await submit(request)`` on a pool of RolloutWorker actors.
+
+Requests leave in batches, one actor call per worker per batch window, on a timer armed
+by the first request of a window (no task wakes up while idle); results come back by a
+long poll per worker. A worker that dies has its requests resubmitted elsewhere
+(counted) while Ray restarts it (``max_restarts``). A freed slot wakes one waiting
+request only when someone waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from prmtree.engine.config import ExecutorConfig
+from prmtree.engine.errors import FatalExecutorError
+from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.policies.base import check_policy, policy_name
+from prmtree.rollout_workers.ray.actor import RolloutWorker, worker_name, worker_prefix
+from prmtree.rollout_workers.ray.routing import NoWorkersLeft, Router, WorkerState
+from prmtree.rollout_workers.ray.sizing import (
+    START_TIMEOUT_S,
+    check_demand,
+    connect,
+    driver_actors,
+    ray_module,
+    worker_count,
+)
+
+
+@dataclass(frozen=True)
+class PoolHandle:
+    """What a driver needs to attach to a running pool: its ``name`` (set it as
+    ``ExecutorConfig.attach``) and how many ``workers`` it has."""
+
+    name: str
+    workers: int
+
+
+class _WorkerLost(Exception):
+    """The actor holding a request died; the request may go elsewhere."""
+
+
+class RayExecutor:
+    """``await submit(request)`` on a pool of RolloutWorker actors.
+
+    ``start()`` brings up a pool named after ``run_token``; with ``attach`` (or
+    ``config.attach``) set to another pool's name (its :meth:`handle`'s ``name``) it joins
+    that pool instead (several drivers, one pool) and ``close()`` leaves the workers running.
+    """
+
+    def __init__(
+        self,
+        policy_spec: Any,
+        policy_kwargs: dict[str, Any] | None = None,
+        config: ExecutorConfig | None = None,
+        *,
+        num_gpus_per_worker: float = 0.0,
+        revive_after_s: float = 2.0,
+        batch_window_s: float = 0.005,
+        attach: str | None = None,
+    ) -> None:
+        self.policy_spec = policy_spec
+        self.policy_kwargs = dict(policy_kwargs or {})
+        self.config = config or ExecutorConfig(kind="ray")
+        self.num_gpus_per_worker = num_gpus_per_worker
+        self.revive_after_s = revive_after_s
+        self.batch_window_s = batch_window_s
+        self.attach = attach if attach is not None else self.config.attach
+        self.policy_name = _spec_name(policy_spec, self.policy_kwargs)
+        self.batches = 0
+        self.polls = 0
+        self._next_id = 0
+        self.router = Router(self.config.queue_limit, self.config.max_restarts, revive_after_s)
+        self.run_token = uuid.uuid4().hex[:8]
+        self.client = self.run_token  # this executor's name at the workers
+        self._waiting: deque[asyncio.Future] = deque()  # requests waiting for a free slot
+        self._started_ray = False
+
+    @property
+    def workers(self) -> list[WorkerState]:
+        """The pool's workers as this executor tracks them."""
+        return self.router.workers
+
+    def handle(self) -> PoolHandle:
+        """The pool this executor serves from, for drivers to attach to."""
+        return PoolHandle(name=self.attach or self.run_token, workers=len(self.workers))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def worker_count(self) -> int:
+        """The workers ``start()`` brings up (``--workers auto``: what the cluster holds)."""
+        return worker_count(self.config, self.num_gpus_per_worker)
+
+    def start(self) -> None:
+        """Connect to Ray (or start a local one) and bring the workers up (or, attaching,
+        find the running pool's)."""
+        ray = ray_module()
+        connection = connect(self.config)
+        self._started_ray = connection.started
+        if self.attach:
+            self._attach(ray)
+            return
+        remote = ray.remote(RolloutWorker)
+        count = self.worker_count()
+        drivers = driver_actors(self.config, count)
+        check_demand(count * self.config.num_cpus_per_worker + drivers * self.config.num_cpus_per_driver,
+                     count * self.num_gpus_per_worker,
+                     f"{count} rollout workers" + (f" and {drivers} drivers" if drivers else ""),
+                     local=connection.local)
+        workers: list[WorkerState] = []
+        self.router.set_workers(workers)  # filled as the actors are created: close() kills those made
+        for i in range(count):
+            actor = remote.options(
+                name=worker_name(self.run_token, i),
+                num_gpus=self.num_gpus_per_worker,
+                num_cpus=self.config.num_cpus_per_worker,
+                max_concurrency=self.config.worker_max_concurrency,
+                max_restarts=self.config.max_restarts,
+                max_task_retries=0,  # resubmission is ours: it re-routes and counts
+            ).remote(self.policy_spec, self.policy_kwargs, self.config.request_timeout_s)
+            workers.append(WorkerState(i, actor))
+        self.router.set_workers(workers)
+        try:
+            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise FatalExecutorError(f"rollout workers were not placed within {START_TIMEOUT_S:g} s: the cluster "
+                                     f"has {ray.available_resources()} free") from None
+        except Exception as exc:
+            raise FatalExecutorError(f"rollout workers failed to start: {_cause(exc)}") from None
+
+    def _attach(self, ray: Any) -> None:
+        """Join the pool named ``self.attach``: its workers, found by name, keep their indices
+        (so every driver routes a problem to the same worker)."""
+        prefix = worker_prefix(self.attach)
+        indices = sorted(int(n[len(prefix):]) for n in ray.util.list_named_actors()
+                         if n.startswith(prefix) and n[len(prefix):].isdigit())
+        workers = []
+        for i in indices:
+            try:
+                workers.append(WorkerState(i, ray.get_actor(worker_name(self.attach, i))))
+            except ValueError:  # gone between the listing and the lookup
+                continue
+        if not workers:
+            raise NoWorkersLeft(f"no rollout workers of pool {self.attach!r} to attach to; "
+                                "finished problems are saved, run the same command again to resume")
+        self.router.set_workers(workers)
+        try:
+            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+        except Exception as exc:
+            raise FatalExecutorError(f"rollout workers of pool {self.attach!r} did not answer: {_cause(exc)}") from None
+
+    async def close(self) -> None:
+        """Stop this executor; the workers too, unless it attached to another's pool (then
+        the workers only forget this client)."""
+        ray = ray_module()
+        for w in self.workers:
+            for task in w.tasks:
+                task.cancel()
+            if w.send_timer is not None:
+                w.send_timer.cancel()
+        for w in self.workers:
+            try:
+                if self.attach:
+                    w.actor.forget.remote(self.client)
+                else:
+                    ray.kill(w.actor, no_restart=True)
+            except Exception:
+                pass
+        self.router.set_workers([])
+        if self._started_ray:
+            ray.shutdown()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def load(self) -> dict[int, int]:
+        """Requests in flight per live worker (for the progress bar)."""
+        return self.router.load()
+
+    async def submit(self, request: GenerationRequest) -> list[Completion]:
+        loop = asyncio.get_running_loop()
+        router = self.router
+        attempts = 0
+        while True:
+            worker = router.route(request.problem.id)
+            if worker is None:  # every worker at its queue limit: wait for a slot
+                slot = loop.create_future()
+                self._waiting.append(slot)
+                await slot
+                continue
+            worker.in_flight += 1
+            router.sent(request.problem.id, worker)
+            self._next_id += 1
+            request_id = self._next_id
+            future = loop.create_future()
+            worker.pending[request_id] = future
+            self._send_later(worker, request_id, request, loop)
+            try:
+                # No timer here: the driver bounds the wait, and the worker bounds the policy.
+                status, value = await future
+            except _WorkerLost:
+                if worker.alive:
+                    router.mark_dead(worker)
+                attempts += 1
+                router.stats.resubmissions += 1
+                if attempts > 3 + 2 * len(self.workers) * (1 + self.config.max_restarts):
+                    raise NoWorkersLeft(
+                        f"request for problem {request.problem.id!r} failed on {attempts} workers; "
+                        "finished problems are saved, run the same command again to resume"
+                    ) from None
+                await asyncio.sleep(0.05 * attempts)
+                continue
+            finally:
+                worker.pending.pop(request_id, None)
+                worker.in_flight -= 1
+                self._wake_one()
+            if status == "err":
+                raise value  # the policy's own exception, raised inside the worker
+            worker.done += 1
+            return value
+
+    def _wake_one(self) -> None:
+        """A slot was freed: let one request waiting for a slot try again (if any waits)."""
+        while self._waiting:
+            slot = self._waiting.popleft()
+            if not slot.done():  # a waiter cancelled meanwhile (its request timed out) is skipped
+                slot.set_result(None)
+                return
+
+    def _send_later(self, worker: WorkerState, request_id: int, request: GenerationRequest,
+                    loop: asyncio.AbstractEventLoop) -> None:
+        """Queue a request; the first of a batch window arms the timer that sends the batch."""
+        worker.outbox.append((request_id, request))
+        if worker.send_timer is None:
+            worker.send_timer = loop.call_later(self.batch_window_s, self._send, worker)
+        if not worker.tasks:
+            worker.tasks = [loop.create_task(self._poll(worker))]
+
+    def _send(self, worker: WorkerState) -> None:
+        """Hand the worker its waiting requests: one actor call per batch window."""
+        worker.send_timer = None
+        items, worker.outbox = worker.outbox, []
+        if not items:
+            return
+        self.batches += 1
+        try:
+            worker.actor.enqueue.remote(items, self.client)  # a batch lost in flight shows up as the poll failing
+        except Exception as exc:  # the handle refused the call: the requests go elsewhere
+            lost = _WorkerLost(str(exc))
+            for request_id, _ in items:
+                future = worker.pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_exception(lost)
+
+    async def _poll(self, worker: WorkerState) -> None:
+        """Collect finished requests; when the actor dies, fail what it held."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        while True:
+            try:
+                results = await worker.actor.poll.remote(1.0, self.client)
+                self.polls += 1
+            except (RayActorError, ActorUnavailableError) as exc:
+                lost = _WorkerLost(str(exc))
+                for future in list(worker.pending.values()):
+                    if not future.done():
+                        future.set_exception(lost)
+                worker.pending.clear()
+                await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
+                continue
+            for request_id, status, value in results:
+                future = worker.pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_result((status, value))
+
+    def release(self, problem_id: str) -> None:
+        """A tree finished: fold its routing into the affinity statistics."""
+        self.router.release(problem_id)
+
+    def stats(self) -> dict[str, Any]:
+        s = self.router.stats
+        return {
+            "kind": "ray",
+            "in_flight": self.load(),
+            "workers": len(self.workers),
+            "requests": s.requests,
+            "resubmissions": s.resubmissions,
+            "spills": s.spills,
+            "batches": self.batches,
+            "polls": self.polls,
+            "worker_deaths": s.worker_deaths,
+            "trees_on_one_worker": s.trees_on_one_worker,
+            "trees": s.trees,
+            "min_tree_affinity": round(s.min_affinity, 4),
+            "per_worker_done": {str(w.index): w.done for w in self.workers},
+        }
+
+
+def _spec_name(spec: Any, kwargs: dict[str, Any]) -> str:
+    """The policy's short name without building it (it is built inside the actors)."""
+    if not isinstance(spec, str):
+        return policy_name(spec)
+    target = check_policy(spec, kwargs)
+    return str(getattr(target, "name", None) or getattr(target, "__name__", spec))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The policy's own exception inside a RayTaskError, when Ray kept it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    return exc
