@@ -27,7 +27,7 @@ from prmtree.engine.search import make_search
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 from prmtree.engine.stats import RunStats
 from prmtree.engine.steps import Segmenter
-from prmtree.engine.tables import problem_rows
+from prmtree.engine.tables import RowContext, problem_rows
 from prmtree.engine.answers import Verifier
 from prmtree.engine.records import Completion, GenerationRequest, check_completions
 from prmtree.engine.errors import GenerationError, PolicyContractError
@@ -104,9 +104,7 @@ class Driver:
         self.policy_name = executor.policy_name
         self.segmenter = Segmenter(split_steps or config.steps.format, config.steps.max_steps)
         v = config.verify
-        self.verifier = verifier or Verifier(
-            rel_tol=v.rel_tol, timeout_s=v.timeout_s, pool_workers=v.pool_workers, memo_size=v.memo_size
-        )
+        self.verifier = verifier or Verifier(config.verify)
         self.on_problem = on_problem
         self.stats = stats or RunStats()
         self.labeler = labeler or make_labeler(config.labels)
@@ -293,9 +291,9 @@ class Driver:
         else:
             assert finished.labelling is not None
             out_dir = self.writer.out_dir if self.writer is not None else None
-            rows = problem_rows(problem, search, finished.labelling, self.config.output, self.policy_name,
-                                self.config.labels.method, out_dir)
-            self._count(search, rows.steps, len(rows.nodes), len(rows.pairs))
+            rows = problem_rows(RowContext(problem, search, finished.labelling, self.config.output, self.policy_name,
+                                           self.config.labels.method, out_dir))
+            self._count(search, rows["steps"], len(rows["nodes"]), len(rows["pairs"]))
             if self.writer is not None:
                 self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped)
         self.stats.executor = self.executor.stats()

@@ -19,6 +19,7 @@ search, ctx) -> Labelling``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from prmtree.engine.calibration import StepEvidence
 from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
-from prmtree.engine.errors import FatalExecutorError
+from prmtree.engine.errors import ConfigError, FatalExecutorError
 from prmtree.engine.labels import Labelling, LabelledPath, label_paths, preference_pairs
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.registry import LABELERS
@@ -74,7 +75,22 @@ def available_labelers() -> list[str]:
 
 
 def make_labeler(labels: LabelsConfig) -> Labeler:
-    return LABELERS.get(labels.method)(labels)
+    """The labeller ``labels.method`` names, checked with :func:`check_labeler`."""
+    labeler: Labeler = check_labeler(labels.method)(labels)
+    return labeler
+
+
+def check_labeler(method: str) -> type:
+    """The labeller class ``method`` names, checked against :class:`Labeler`: one line
+    naming what is missing, before a run starts, not at its first finished problem."""
+    cls = LABELERS.get(method)
+    for method, is_async in (("decider", False), ("label", True)):
+        fn = getattr(cls, method, None)
+        if not callable(fn) or inspect.iscoroutinefunction(fn) != is_async:
+            shown = f"async def {method}(self, problem, search, ctx)" if is_async else f"def {method}(self, problem, ctx)"
+            raise ConfigError(f"labelling method {method!r} must define '{shown}' "
+                              "(subclass prmtree.engine.labelers.StepLabeler to reuse a rule)")
+    return cls
 
 
 class StepLabeler:

@@ -1,7 +1,9 @@
 """The output tables: each one's Arrow schema and the code that builds its rows, together.
 
 Adding a column is one edit in one place: the field in the table's schema and the key
-in its row builder, next to each other below. ``output/writer.py`` writes what these build.
+in its row builder, next to each other below. Adding a table is one :class:`Table` in
+``TABLES`` (its schema and its builder): the writer, the manifest, ``verify`` and
+``read_table`` go over ``TABLES``. ``output/writer.py`` writes what these build.
 """
 
 from __future__ import annotations
@@ -9,20 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from prmtree.engine.config import OutputConfig
-from prmtree.engine.calibration import RIGHT, UNDECIDED, StepEvidence
-from prmtree.engine.labels import LabelledPath, Labelling, PreferencePair
+from prmtree.engine.calibration import RIGHT, UNDECIDED
+from prmtree.engine.labels import Labelling
 from prmtree.engine.records import Problem
 from prmtree.engine.search.base import TreeSearch
-
-
-TABLES = ("steps", "nodes", "pairs", "errors")
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 CHAT_MESSAGE = pa.struct(
@@ -64,6 +64,25 @@ def chat_prompt(problem: Problem) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
+@dataclass(frozen=True)
+class RowContext:
+    """What a table's rows are built from: one labelled problem and the run's settings."""
+
+    problem: Problem
+    search: TreeSearch
+    labelling: Labelling
+    output: OutputConfig
+    policy: str  # the policy's short name
+    method: str  # the labelling method
+    out_dir: Path | None = None  # where ``image_mode = "path"`` copies images
+
+    def images(self) -> list[dict[str, Any]]:
+        return image_structs(self.problem, self.output.image_mode, self.out_dir)
+
+    def prompt(self) -> Any:
+        return chat_prompt(self.problem) if self.output.chat_format else self.problem.question
+
+
 # -- steps: one row per labelled solution path ----------------------------------------
 
 STEPS_SCHEMA = pa.schema(
@@ -99,15 +118,9 @@ def _confidence(label: bool | None, posterior: float | None) -> float | None:
     return posterior if label else 1.0 - posterior
 
 
-def step_rows(
-    problem: Problem,
-    paths: list[LabelledPath],
-    images: list[dict[str, Any]],
-    prompt: Any,
-    strategy: str,
-    policy: str,
-    method: str,
-) -> list[dict[str, Any]]:
+def step_rows(ctx: RowContext) -> list[dict[str, Any]]:
+    problem, images, prompt = ctx.problem, ctx.images(), ctx.prompt()
+    strategy, policy, method = ctx.search.name, ctx.policy, ctx.method
     return [
         {
             "problem_id": problem.id,
@@ -131,7 +144,7 @@ def step_rows(
             "judge_verdicts": [e.judge for e in p.provenance],
             "flagged": p.flagged,
         }
-        for p in paths
+        for p in ctx.labelling.paths
     ]
 
 
@@ -157,8 +170,8 @@ NODES_SCHEMA = pa.schema(
 )
 
 
-def node_rows(problem: Problem, search: TreeSearch, decisions: dict[str, StepEvidence | None]) -> list[dict[str, Any]]:
-    tree = search.tree
+def node_rows(ctx: RowContext) -> list[dict[str, Any]]:
+    problem, tree, decisions = ctx.problem, ctx.search.tree, ctx.labelling.nodes
     rows = []
     for node_id, s in tree.nodes():
         lo, hi = s.interval()
@@ -200,7 +213,8 @@ PAIRS_SCHEMA = pa.schema(
 )
 
 
-def pair_rows(problem: Problem, pairs: list[PreferencePair]) -> list[dict[str, Any]]:
+def pair_rows(ctx: RowContext) -> list[dict[str, Any]]:
+    problem = ctx.problem
     return [
         {
             "problem_id": problem.id,
@@ -212,7 +226,7 @@ def pair_rows(problem: Problem, pairs: list[PreferencePair]) -> list[dict[str, A
             "chosen_value": pair.chosen_value,
             "rejected_value": pair.rejected_value,
         }
-        for pair in pairs
+        for pair in ctx.labelling.pairs
     ]
 
 
@@ -231,17 +245,31 @@ def error_row(problem_id: str, stage: str, reason: str) -> dict[str, Any]:
     return {"problem_id": problem_id, "stage": stage, "reason": reason}
 
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "steps": STEPS_SCHEMA,
-    "nodes": NODES_SCHEMA,
-    "pairs": PAIRS_SCHEMA,
-    "errors": ERRORS_SCHEMA,
-}
+# -- the tables -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    """One output table: its folder name, its Arrow schema, and what builds a labelled
+    problem's rows (None: rows come from elsewhere, as a failed problem's error row)."""
+
+    name: str
+    schema: pa.Schema
+    rows: Callable[[RowContext], list[dict[str, Any]]] | None
+
+
+#: Every table, in the order they are written. Iterating gives the names.
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table("steps", STEPS_SCHEMA, step_rows),
+    Table("nodes", NODES_SCHEMA, node_rows),
+    Table("pairs", PAIRS_SCHEMA, pair_rows),
+    Table("errors", ERRORS_SCHEMA, None),
+)}
 
 
 def table_schema(table: str, chat_format: bool = False) -> pa.Schema:
     """The schema of ``table``, with the ``huggingface`` features metadata attached."""
-    schema = SCHEMAS[table]
+    schema = TABLES[table].schema
     if chat_format and table == "steps":
         schema = schema.set(schema.get_field_index("prompt"), pa.field("prompt", pa.list_(CHAT_MESSAGE)))
     meta = {"info": {"features": {f.name: hf_feature(f.type) for f in schema}}}
@@ -265,33 +293,13 @@ def hf_feature(typ: pa.DataType) -> dict[str, Any]:
 # -- one problem's rows ---------------------------------------------------------------
 
 
-@dataclass
-class ProblemRows:
-    """Everything one problem contributes, table by table; written together."""
-
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+class ProblemRows(dict[str, list[dict[str, Any]]]):
+    """Everything one problem contributes, table name -> rows; written together."""
 
     def by_table(self) -> dict[str, list[dict[str, Any]]]:
-        return {t: getattr(self, t) for t in TABLES}
+        return {name: self.get(name, []) for name in TABLES}
 
 
-def problem_rows(
-    problem: Problem,
-    search: TreeSearch,
-    labelling: Labelling,
-    output: OutputConfig,
-    policy_name: str,
-    method: str,
-    out_dir: Path | None = None,
-) -> ProblemRows:
-    """All rows a labelled problem contributes to ``steps``, ``nodes`` and ``pairs``."""
-    images = image_structs(problem, output.image_mode, out_dir)
-    prompt: Any = chat_prompt(problem) if output.chat_format else problem.question
-    return ProblemRows(
-        steps=step_rows(problem, labelling.paths, images, prompt, search.name, policy_name, method),
-        nodes=node_rows(problem, search, labelling.nodes),
-        pairs=pair_rows(problem, labelling.pairs),
-    )
+def problem_rows(ctx: RowContext) -> ProblemRows:
+    """All rows a labelled problem contributes, table by table."""
+    return ProblemRows({name: table.rows(ctx) for name, table in TABLES.items() if table.rows is not None})

@@ -12,9 +12,20 @@ backend (vLLM, torch, Ray) or the engine's dependencies before they are needed.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# A checkout keeps engine/, policies/ and rollout_workers/ beside prmtree/ (pyproject.toml
+# installs them as prmtree.engine, ...). Where they are found there, this package's search
+# path includes the checkout, so ``python -m prmtree``, the tests and an IDE work without
+# ``pip install -e .``; an installed prmtree never has them beside it.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "pyproject.toml").is_file() and all(
+    (_CHECKOUT / folder / "__init__.py").is_file() for folder in ("engine", "policies", "rollout_workers")
+):
+    __path__.append(str(_CHECKOUT))  # type: ignore[name-defined]  # noqa: F821 - the package's own
 
 _EXPORTS = {
     "run": "prmtree.api",

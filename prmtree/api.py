@@ -11,6 +11,7 @@ from prmtree.engine.config import RunConfig, load_config, merge
 from prmtree.engine.contracts import Policy
 from prmtree.engine.driver import FinishedProblem
 from prmtree.engine.errors import ConfigError
+from prmtree.engine.labelers import check_labeler
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import check_input
 from prmtree.engine.records import Problem
@@ -91,6 +92,7 @@ def run(
     else:
         spec, kwargs = cfg.policy.name, cfg.policy.kwargs
     check_policy(spec, kwargs)  # name, async generate, arguments: before any model loads
+    check_labeler(cfg.labels.method)
     judge = cfg.labels.judge
     if cfg.labels.method == "consensus" and judge.name:
         check_policy(judge.name, judge.kwargs)

@@ -67,7 +67,7 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     from prmtree.engine.registry import EXECUTORS, STRATEGIES
-    from prmtree.export import DESCRIPTIONS, FORMATS, PLACEHOLDER
+    from prmtree.export import PLACEHOLDER, format_list
 
     strategies = STRATEGIES.names()
     parser = _Parser(prog="prmtree", description="Process-reward training data for vision-language reasoning.")
@@ -112,10 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write a run's labelled steps in a PRM trainer's format",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="formats:\n" + "\n".join(f"  {name:<14} {DESCRIPTIONS[name]}" for name in FORMATS),
+        epilog="formats:\n" + "\n".join(f"  {name:<14} {description}" for name, description in format_list()),
     )
     exp.add_argument("out", help="output directory of a run")
-    exp.add_argument("--format", required=True, choices=list(FORMATS), help="see the list of formats below")
+    exp.add_argument("--format", required=True, choices=[name for name, _ in format_list()],
+                     help="see the list of formats below")
     exp.add_argument("--to", required=True,
                      help="file to write (a directory for --format hf); JSONL formats put images in images/ beside it")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
@@ -333,7 +334,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from prmtree.export import export
+    from prmtree.export import ExportOptions, export
 
     from prmtree.engine.output import missing_slices
 
@@ -344,11 +345,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stderr.write(f"prmtree: warning: slice(s) {names} of {args.out!r} have not run: exporting the "
                          "problems of the others only\n")
     try:
-        n = export(
-            out, args.format, Path(args.to), overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
+        options = ExportOptions(
+            overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
             system_prompt=args.system_prompt, tokenizer=args.tokenizer, test_size=args.test_size,
             license=args.license, pretty_name=args.pretty_name, keep_flagged=args.keep_flagged,
         )
+        n = export(out, args.format, Path(args.to), options)
     except ValueError as exc:  # ExportError: a refused target or format
         _fail(str(exc))
     except OSError as exc:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prmtree.engine.output import load_manifests, missing_slices, read_table
+from prmtree.engine.stats import RunStats
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
 CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
@@ -44,20 +45,17 @@ class Report:
 
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
-    """All slices' manifests as one (counters added up)."""
-    found = [m.to_dict() for m in load_manifests(out)]
-    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0, "stats": Counter()}
+    """All slices' manifests as one; ``stats`` is their :class:`RunStats` added up."""
+    found = load_manifests(out)
+    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0}
     for m in found:
-        merged.setdefault("config", m["config"])
-        merged.setdefault("config_hash", m["config_hash"])
-        merged["status"] = "finished" if all(x["status"] == "finished" for x in found) else "running"
-        merged["completed"] += len(m["completed"])
-        merged["failed"] += len(m["failed"])
-        merged["skipped"] += len(m["skipped"])
-        for key, value in m["stats"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                merged["stats"][key] += value
-        merged.setdefault("labelling", Counter()).update(m["stats"].get("labelling", {}))
+        merged.setdefault("config", m.config)
+        merged.setdefault("config_hash", m.config_hash)
+        merged["status"] = "finished" if all(x.status == "finished" for x in found) else "running"
+        merged["completed"] += len(m.completed)
+        merged["failed"] += len(m.failed)
+        merged["skipped"] += len(m.skipped)
+    merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
     missing = missing_slices(out)
     if missing:
         merged["status"] = f"incomplete: {len(missing)}/{len(found) + len(missing)} slices not run"
@@ -118,10 +116,10 @@ def print_report(out: Path) -> Report:
     run.add_row("strategy / policy", f"{m['config']['search']['strategy']} / {m['config']['policy']['name']}")
     run.add_row("slices", str(m["slices"]))
     run.add_row("problems completed / skipped / failed", f"{m['completed']} / {m['skipped']} / {m['failed']}")
-    run.add_row("rollouts", f"{int(stats['rollouts']):,}")
-    run.add_row("tokens", f"{int(stats['tokens']):,}")
+    run.add_row("rollouts", f"{int(stats.rollouts):,}")
+    run.add_row("tokens", f"{int(stats.tokens):,}")
     run.add_row("labelled paths", f"{report.paths:,}")
-    run.add_row("steps labelled + / -", f"{int(stats['labels_positive']):,} / {int(stats['labels_negative']):,}")
+    run.add_row("steps labelled + / -", f"{int(stats.labels_positive):,} / {int(stats.labels_negative):,}")
     console.print(run)
     depth = Table(title="label balance per depth")
     for col in ("depth", "+", "-", "% positive"):
@@ -148,16 +146,16 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
     """How the labels were made: method, what decided the steps, the judge's record."""
     m = report.manifest
     labels_cfg = m["config"].get("labels", {})
-    judged = m.get("labelling", Counter())
+    judged = m["stats"].labelling
     lines = [("method", str(labels_cfg.get("method", "mc")))]
     if labels_cfg:
         lines.append(("confidence / prior", f"{labels_cfg.get('confidence')} / {labels_cfg.get('prior')}"))
     total = sum(report.label_sources.values())
     for source, count in report.label_sources.items():
         lines.append((f"steps decided by {source}", f"{count:,} ({100 * count / total:.1f}%)"))
-    steps = int(m["stats"].get("steps_labelled", 0))
+    steps = int(m["stats"].steps_labelled)
     if steps:
-        lines.append(("rollouts per labelled step", f"{m['stats'].get('rollouts', 0) / steps:.2f}"))
+        lines.append(("rollouts per labelled step", f"{m['stats'].rollouts / steps:.2f}"))
     if judged.get("judge_calls"):
         agreed, disagreed = judged.get("judge_agreed", 0), judged.get("judge_disagreed", 0)
         lines += [
@@ -324,7 +322,7 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         f"<h1>prmtree report: {esc(str(out))}</h1>",
         f"<p>strategy {esc(m['config']['search']['strategy'])}, policy {esc(str(m['config']['policy']['name']))}; "
         f"{m['completed']} problems completed, {m['skipped']} skipped, {m['failed']} failed; "
-        f"{int(m['stats']['rollouts']):,} rollouts; {report.paths:,} labelled paths.</p>",
+        f"{int(m['stats'].rollouts):,} rollouts; {report.paths:,} labelled paths.</p>",
         "<h2>Label balance per depth</h2><table><tr><th>depth</th><th>+</th><th>-</th></tr>",
         *(f"<tr><td>{d}</td><td>{p}</td><td>{n}</td></tr>" for d, (p, n) in report.depth_balance.items()),
         "</table><h2>Labels: how they were made</h2><table>",

@@ -93,8 +93,10 @@ class SliceDriver:
         self._latest: RunStats | None = None
         self._last = 0.0
 
-    def run(self, job: DriverJob) -> RunSummary:
-        return run_checked(job, self._snapshot, self._stop)
+    def run(self, problems: Any, job: DriverJob) -> RunSummary:
+        """``problems`` travels as its own argument: Ray resolves an object reference only
+        there (this slice's problems, or the input path)."""
+        return run_checked(replace(job, problems=problems), self._snapshot, self._stop)
 
     def _snapshot(self, finished: Any, stats: RunStats) -> None:
         """Keep a copy of the counters for ``progress`` (taken in the run's own thread, so
@@ -241,9 +243,9 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
     one = _driver_config(cfg, pool, drivers)
     inputs = _inputs(job.problems, drivers)
     where = str(out) if out is not None else None
-    jobs = [replace(job, problems=inputs[i], config=one, out=where, slice=Slice(i, drivers), force=False)
+    jobs = [replace(job, problems=None, config=one, out=where, slice=Slice(i, drivers), force=False)
             for i in range(drivers)]
-    runs = {a.run.remote(jobs[i]): i for i, a in enumerate(actors)}
+    runs = {a.run.remote(inputs[i], jobs[i]): i for i, a in enumerate(actors)}
     results: dict[int, Any] = {}
     stopped: dict[int, str] = {}
     latest: dict[int, RunStats] = {}

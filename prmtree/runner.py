@@ -207,9 +207,7 @@ async def _run_async(
     # resume never loads a model or starts a cluster.
     executor = make_executor(cfg.executor, job.policy, job.policy_args)
     judge_executor = _judge_executor(cfg)
-    v = cfg.verify
-    verifier = Verifier(custom=job.check_answer, rel_tol=v.rel_tol, timeout_s=v.timeout_s,
-                        pool_workers=v.pool_workers, memo_size=v.memo_size)
+    verifier = Verifier(cfg.verify, custom=job.check_answer)
     try:
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
                         split_steps=job.split_steps, judge_executor=judge_executor)

@@ -1,9 +1,12 @@
-"""Executors: where a policy's ``generate`` runs. One contract (``base.Executor``), two kinds:
+"""Executors: where a policy's ``generate`` runs. One contract
+(:class:`~prmtree.engine.contracts.Executor`), two built-in kinds:
 
 * ``inline``: the policy in the driver's event loop (laptops, tests, one GPU);
 * ``ray``: a pool of RolloutWorker actors on a Ray cluster (the ``ray`` package).
 
-Each kind is imported in its own branch: an inline run never imports Ray.
+Each kind is a class registered in ``engine/registry.py`` (``EXECUTORS``) and imported
+only when chosen: an inline run never imports Ray. A kind is built by its
+``from_config(executor_config, policy, policy_args)`` class method.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.errors import BackendDownError, FatalExecutorError
 from prmtree.engine.contracts import Executor
-
-EXECUTORS = ("inline", "ray")
+from prmtree.engine.errors import BackendDownError, FatalExecutorError
+from prmtree.engine.registry import EXECUTORS
 
 __all__ = ["EXECUTORS", "BackendDownError", "Executor", "FatalExecutorError", "make_executor"]
 
@@ -22,19 +24,5 @@ __all__ = ["EXECUTORS", "BackendDownError", "Executor", "FatalExecutorError", "m
 def make_executor(config: ExecutorConfig, spec: Any, kwargs: dict[str, Any] | None) -> Executor:
     """Build the executor ``config.kind`` names, for the policy ``spec`` (checked already
     with :func:`~prmtree.policies.base.check_policy`)."""
-    from prmtree.policies.base import resolve_policy, worker_gpus
-
-    if config.kind == "inline":
-        from prmtree.rollout_workers.inline import InlineExecutor
-
-        return InlineExecutor(resolve_policy(spec, kwargs), config.max_concurrency, config.request_timeout_s)
-    if config.kind == "ray":
-        from prmtree.rollout_workers.ray import RayExecutor
-
-        gpus = config.num_gpus_per_worker
-        if gpus is None:
-            gpus = worker_gpus(spec, kwargs)
-        executor = RayExecutor(spec, kwargs, config, num_gpus_per_worker=gpus)
-        executor.start()
-        return executor
-    raise ValueError(f"unknown executor {config.kind!r}; known: {', '.join(EXECUTORS)}")
+    executor: Executor = EXECUTORS.get(config.kind).from_config(config, spec, kwargs)
+    return executor

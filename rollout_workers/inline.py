@@ -22,10 +22,11 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.config import ExecutorConfig
 from prmtree.engine.contracts import Policy
-from prmtree.policies.base import policy_name
 from prmtree.engine.errors import FatalExecutorError
+from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.policies.base import policy_name, resolve_policy
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog
 
 
@@ -92,6 +93,11 @@ class InlineExecutor:
         self._watchdog = LoopWatchdog(block_limit_s, self.policy_name) if block_limit_s < float("inf") else None
         self.in_flight = 0
         self.requests = 0
+
+    @classmethod
+    def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> InlineExecutor:
+        """The policy built in this process, ``max_concurrency`` requests in flight."""
+        return cls(resolve_policy(policy, policy_args), config.max_concurrency, config.request_timeout_s)
 
     async def submit(self, request: GenerationRequest) -> list[Completion]:
         if self._slots is None:  # created lazily: it must belong to the running loop

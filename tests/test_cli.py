@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prmtree.engine.output import load_manifest, read_table
-from prmtree.engine.tables import SCHEMAS
+from prmtree.engine.tables import TABLES
 
 PRMTREE = [sys.executable, "-m", "prmtree"]
 
@@ -20,7 +20,7 @@ def cli(*args, cwd=None, timeout=120):
 
 def check_steps_table(out):
     table = read_table(out, "steps")
-    assert table.schema.names == SCHEMAS["steps"].names
+    assert table.schema.names == TABLES["steps"].schema.names
     assert table.num_rows > 0
     for row in table.to_pylist():
         n = len(row["completions"])

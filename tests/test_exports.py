@@ -30,17 +30,12 @@ from PIL import Image
 import prmtree
 from prmtree.engine.output import read_table
 from prmtree.engine.synthetic import generate_problems
-from prmtree.export import (
-    FORMATS,
-    PLACEHOLDER,
-    QWEN_STEP_TOKEN,
-    VISUALPRM_SYSTEM_PROMPT,
-    WORD_JOINER,
-    ExportError,
-    decided,
-    defuse,
-    export,
-)
+from prmtree.engine.registry import EXPORT_FORMATS
+from prmtree.export import PLACEHOLDER, ExportError, ExportFormat, ExportOptions, export, format_list
+from prmtree.export.base import atomic_open
+from prmtree.export.qwen_prm import QWEN_STEP_TOKEN
+from prmtree.export.rows import WORD_JOINER, decided, defuse, iter_rows
+from prmtree.export.visualprm import VISUALPRM_SYSTEM_PROMPT
 
 # -- fixtures ------------------------------------------------------------------------------
 
@@ -108,7 +103,8 @@ def nasty_run(tmp_path_factory, run):
         },
     ]
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "steps" / "part-00000.parquet")
-    (out / "manifest.json").write_text(json.dumps({"config": {}, "stats": {}, "shards": [
+    (out / "manifest.json").write_text(json.dumps({"config": {}, "config_hash": "", "versions": {}, "completed": [],
+                                                   "stats": {}, "shards": [
         {"table": "steps", "file": "steps/part-00000.parquet", "rows": 3}], "status": "finished"}))
     return out
 
@@ -172,7 +168,7 @@ def openrlhf_item(text, label_values, tokenizer, max_length, placeholder, reward
 @pytest.mark.parametrize("soft", [False, True])
 def test_openrlhf_labels_sit_on_placeholders_and_survive_truncation(tmp_path, run, soft):
     target = tmp_path / "prm.jsonl"
-    n = export(run, "openrlhf", target, soft=soft)
+    n = export(run, "openrlhf", target, ExportOptions(soft=soft))
     source = by_path(run)
     assert n == len(source)
     ds = datasets.load_dataset("json", data_files=str(target), split="train")  # OpenRLHF's blending_datasets
@@ -266,7 +262,7 @@ def test_visualprm_reads_as_internvl_multi_turn_prm_data(tmp_path, run, problems
 
 def test_visualprm_without_system_prompt_and_with_two_images(tmp_path, nasty_run):
     target = tmp_path / "v.jsonl"
-    assert export(nasty_run, "visualprm", target, system_prompt="") == 2  # p3 has no decided step
+    assert export(nasty_run, "visualprm", target, ExportOptions(system_prompt="")) == 2  # p3 has no decided step
     items = list(internvl_read(tmp_path / "v_meta.json"))
     two = next(i for i, *_ in items if i["path_id"] == "x1")
     assert two["conversations"][0]["from"] == "human"
@@ -309,7 +305,7 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, r
     # the same file rendered with a tokenizer's own chat template
     tok.save_pretrained(tmp_path / "tok")
     again = tmp_path / "qwen2.jsonl"
-    export(run, "qwen-prm", again, tokenizer=tmp_path / "tok", soft=True)
+    export(run, "qwen-prm", again, ExportOptions(tokenizer=tmp_path / "tok", soft=True))
     for r, s in zip(read_jsonl(again), records):
         assert r["text"] == s["text"]
         assert all(0.0 <= x <= 1.0 for x in r["labels"]) and len(r["labels"]) == len(s["labels"])
@@ -366,7 +362,7 @@ def test_markers_inside_text_are_defused_in_every_format(tmp_path, nasty_run):
     export(nasty_run, "math-shepherd", tmp_path / "m.jsonl")
     for r in read_jsonl(tmp_path / "m.jsonl"):
         assert r["input"].count(PLACEHOLDER) == len(decided(source[r["path_id"]])[0])
-    export(nasty_run, "openrlhf", tmp_path / "soft.jsonl", soft=True)
+    export(nasty_run, "openrlhf", tmp_path / "soft.jsonl", ExportOptions(soft=True))
     soft = {r["path_id"]: r["label"] for r in read_jsonl(tmp_path / "soft.jsonl")}
     assert soft == {"x1": [1.0, 1.0, 0.0], "x2": [0.75]}  # unmeasured value -> its hard label
 
@@ -383,7 +379,7 @@ def card_parts(directory: Path) -> tuple[dict, str]:
 
 def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, run, problems):
     target = tmp_path / "hf"
-    n = export(run, "hf", target, test_size=0.34, license="cc-by-4.0")
+    n = export(run, "hf", target, ExportOptions(test_size=0.34, license="cc-by-4.0"))
     rows = steps_rows(run)
     assert n == len(rows)
     ds = datasets.load_dataset(str(target))
@@ -440,11 +436,11 @@ def test_hf_keeps_extra_columns_and_overwrite_keeps_foreign_files(tmp_path, nast
     (target / ".gitattributes").write_text("*.parquet filter=lfs\n")
     with pytest.raises(ExportError, match="not empty"):
         export(nasty_run, "hf", target)
-    export(nasty_run, "hf", target, overwrite=True)
+    export(nasty_run, "hf", target, ExportOptions(overwrite=True))
     assert (target / ".gitattributes").exists() and len(list((target / "data").iterdir())) == 1
     (target / "notes.txt").write_text("mine\n")
     with pytest.raises(ExportError, match="does not write"):
-        export(nasty_run, "hf", target, overwrite=True)  # not an export folder: never cleared
+        export(nasty_run, "hf", target, ExportOptions(overwrite=True))  # not an export folder: never cleared
     assert (target / "notes.txt").exists() and (target / "README.md").exists()
 
 
@@ -499,19 +495,43 @@ def test_refusals_are_one_line_and_leave_the_run_alone(tmp_path, run):
     ]
     for kwargs, message in cases:
         with pytest.raises(ExportError, match=message) as info:
-            export(kwargs.pop("out"), kwargs.pop("fmt"), kwargs.pop("target"), **kwargs)
+            export(kwargs.pop("out"), kwargs.pop("fmt"), kwargs.pop("target"), ExportOptions(**kwargs))
         assert "\n" not in str(info.value)
     assert existing.read_text() == "keep\n"
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
-    assert export(run, "openrlhf", existing, overwrite=True) == len(steps_rows(run))
+    assert export(run, "openrlhf", existing, ExportOptions(overwrite=True)) == len(steps_rows(run))
 
 
 def test_cli_exports_with_every_listed_format(tmp_path, run):
-    assert {"openrlhf", "visualprm", "qwen-prm", "math-shepherd", "hf", "stepwise", "trl"} <= set(FORMATS)
+    listed = {name for name, _ in format_list()}
+    assert {"openrlhf", "visualprm", "qwen-prm", "math-shepherd", "hf", "stepwise", "trl"} <= listed
     r = subprocess.run([sys.executable, "-m", "prmtree", "export", str(run), "--format", "openrlhf",
                         "--to", str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(run))
+
+
+def test_a_new_format_is_one_registered_class(tmp_path, run, monkeypatch):
+    monkeypatch.setattr(EXPORT_FORMATS, "_registered", dict(EXPORT_FORMATS._registered))  # undone after the test
+
+    @EXPORT_FORMATS.register("first-steps")
+    class FirstSteps(ExportFormat):
+        name = "first-steps"
+        description = "the first step of every path, one per line"
+
+        def write(self, out, target, options):
+            with atomic_open(target) as handle:
+                lines = [f"{row['path_id']}\t{row['completions'][0]}\n" for row in iter_rows(out)]
+                handle.writelines(lines)
+            return len(lines)
+
+    assert ("first-steps", FirstSteps.description) in format_list()
+    n = export(run, "first-steps", tmp_path / "first.tsv")
+    lines = (tmp_path / "first.tsv").read_text(encoding="utf-8").splitlines()
+    assert n == len(lines) == len(steps_rows(run))
+    assert dict(line.split("\t") for line in lines) == {r["path_id"]: r["completions"][0] for r in steps_rows(run)}
+    with pytest.raises(ExportError, match="soft labels go to openrlhf and qwen-prm only, not first-steps"):
+        export(run, "first-steps", tmp_path / "soft.tsv", ExportOptions(soft=True))
 
 
 def test_trainer_formats_leave_out_paths_the_judge_disputed_unless_asked(tmp_path):
@@ -528,7 +548,7 @@ def test_trainer_formats_leave_out_paths_the_judge_disputed_unless_asked(tmp_pat
     flagged_decided = sum(1 for r in rows if r["flagged"] and decided(r)[0])
     for fmt in ("openrlhf", "qwen-prm", "math-shepherd", "visualprm", "prm800k"):
         assert export(out, fmt, tmp_path / f"{fmt}.jsonl") == kept, fmt
-        assert export(out, fmt, tmp_path / f"{fmt}-all.jsonl", keep_flagged=True) == kept + flagged_decided, fmt
+        assert export(out, fmt, tmp_path / f"{fmt}-all.jsonl", ExportOptions(keep_flagged=True)) == kept + flagged_decided, fmt
     export(out, "jsonl", tmp_path / "p.jsonl")
     plain = [json.loads(line) for line in (tmp_path / "p.jsonl").open()]
     assert sum(bool(r["flagged"]) for r in plain) == flagged  # jsonl keeps them, with the column

@@ -11,7 +11,6 @@ from prmtree.engine.calibration import (
     RIGHT,
     UNDECIDED,
     WRONG,
-    Decider,
     PathPlan,
     change_points,
     chance_floor,
@@ -22,6 +21,7 @@ from prmtree.engine.calibration import (
 )
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.config import LabelsConfig
+from prmtree.engine.deciders import CalibratedDecider, MCDecider
 from prmtree.engine.labelers import parse_verdict, register_labeler
 from prmtree.engine.labels import Labelling, LabelledPath, StepProvenance
 from prmtree.engine.output import load_manifest, read_table
@@ -159,14 +159,18 @@ def _chain(steps_and_counts, root=(8, 6), terminal_last=False):
 
 def test_decider_mc_keeps_the_peers_rule_and_never_resamples():
     tree, ids = _chain([("a", (8, 1)), ("b", (8, 0))])
-    mc = Decider(P("yes"), LabelsConfig(method="mc"))
+    mc = MCDecider(P("yes"), LabelsConfig(method="mc"))
     assert [e.decision for e in mc.along(tree, ids)] == [RIGHT, WRONG]
-    assert not mc.wants_more(tree, ids[0])
+    assert [e.posterior for e in mc.along(tree, ids)] == [None, None]  # the rule has no posterior
+    assert mc.next_to_sample(tree, ids, 8) is None  # both steps sampled once: nothing more
+    fresh, fresh_ids = _chain([("a", (8, 1)), ("b", None), ("c", (1, 0))])
+    assert mc.next_to_sample(fresh, fresh_ids, 8) == (fresh_ids[1], 8)  # the first unsampled step, k
+    assert mc.first_batch(8) == 8 and mc.reference_batch(8) == 0
 
 
 def test_decider_calibrated_on_a_yes_no_chain():
     tree, ids = _chain([("a", (8, 8)), ("b", (8, 1)), ("c", None)])
-    ev = Decider(P("yes"), LabelsConfig()).along(tree, ids)
+    ev = CalibratedDecider(P("yes"), LabelsConfig()).along(tree, ids)
     assert ev[0].decision == RIGHT and ev[1].decision == WRONG and ev[2].decision == WRONG
     assert ev[2].n == 0  # unsampled, decided by the path: wrong after a wrong step
     assert ev[1].parent_value == 1.0
@@ -174,11 +178,11 @@ def test_decider_calibrated_on_a_yes_no_chain():
 
 def test_an_undecided_node_asks_for_more_until_its_cap():
     tree, ids = _chain([("a", (8, 4))])
-    decider = Decider(P("yes"), LabelsConfig(max_rollouts_per_node=12))
+    decider = CalibratedDecider(P("yes"), LabelsConfig(max_rollouts_per_node=12, max_rollouts_per_step=None))
     assert decider.node(tree, ids[0]).decision == UNDECIDED
-    assert decider.wants_more(tree, ids[0])
+    assert decider.next_to_sample(tree, ids, 8) == (ids[0], 4)  # one batch
     tree.record(ids[0], 4, 2)
-    assert not decider.wants_more(tree, ids[0])  # 12 rollouts: the cap
+    assert decider.next_to_sample(tree, ids, 8) is None  # 12 rollouts: the cap
 
 
 # -- end to end -----------------------------------------------------------------------
@@ -292,6 +296,9 @@ def test_a_custom_labeller_registers_like_a_policy(tmp_path):
         def __init__(self, labels):
             self.labels = labels
 
+        def decider(self, problem, ctx):  # the rule the search samples by: the peers'
+            return MCDecider(problem, self.labels)
+
         async def label(self, problem, search, ctx):
             tree = search.tree
             paths = []
@@ -305,6 +312,20 @@ def test_a_custom_labeller_registers_like_a_policy(tmp_path):
                 config={"search": {"strategy": "shepherd"}, "labels": {"method": "everything-right-test"}})
     rows = read_table(tmp_path, "steps").to_pylist()
     assert rows and all(all(r["labels"]) and set(r["label_sources"]) == {"custom"} for r in rows)
+
+
+def test_a_labeller_missing_part_of_the_contract_is_refused_in_one_line(tmp_path):
+    @register_labeler("no-decider-test")
+    class NoDecider:
+        def __init__(self, labels):
+            self.labels = labels
+
+        async def label(self, problem, search, ctx):
+            return Labelling([], [], {})
+
+    with pytest.raises(ConfigError, match=r"'no-decider-test' must define 'def decider\(self, problem, ctx\)'"):
+        prmtree.run(GUESSABLE[:1], policy=SimulatedPolicy(), out=tmp_path,
+                    config={"labels": {"method": "no-decider-test"}})
 
 
 # -- judge consensus --------------------------------------------------------------------

@@ -13,7 +13,7 @@ import prmtree
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.config import RunConfig
 from prmtree.engine.output import load_manifest, read_table
-from prmtree.engine.search import STRATEGIES
+from prmtree.engine.registry import STRATEGIES
 from prmtree.engine.steps import Segmenter, StepFormat
 from prmtree.engine.synthetic import generate_problems
 from prmtree.policies import Completion, register_policy
@@ -114,13 +114,13 @@ def test_step_format_round_trips_through_join_split_and_the_prompt_opening():
 
 
 def test_executors_implement_the_whole_contract():
-    assert EXECUTORS == ("inline", "ray")
+    assert EXECUTORS.names() == ["inline", "ray"]
     from prmtree.policies.simulated import SimulatedPolicy
     from prmtree.rollout_workers.ray import RayExecutor
 
     assert isinstance(InlineExecutor(SimulatedPolicy()), Executor)
     assert isinstance(RayExecutor("simulated"), Executor)  # not started: the contract is structural
-    assert list(STRATEGIES) == ["omega", "shepherd", "mcts"]
+    assert STRATEGIES.names() == ["omega", "shepherd", "mcts"]
 
 
 @pytest.mark.parametrize("executor", ["inline", "ray"])

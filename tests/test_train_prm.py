@@ -10,7 +10,7 @@ import pytest
 
 import prmtree
 from prmtree.engine.synthetic import generate_problems
-from prmtree.export import export
+from prmtree.export import ExportOptions, export
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_prm.py"
 
@@ -27,7 +27,7 @@ def train_prm():
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-prm")
     prmtree.run(generate_problems(10, seed=21), policy="simulated", out=root / "run", seed=3)
-    export(root / "run", "hf", root / "hf", test_size=0.34)
+    export(root / "run", "hf", root / "hf", ExportOptions(test_size=0.34))
     return root
 
 

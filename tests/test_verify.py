@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from prmtree.engine.config import VerifyConfig
 from prmtree.engine.records import Problem
 from prmtree.engine.answers import (
     Verifier,
@@ -320,7 +321,7 @@ def test_odd_answers_real_models_write(gold, meta, pred, path, expected):
 
 def test_pool_agrees_with_the_sync_path_on_the_whole_table():
     async def main():
-        v = Verifier(timeout_s=30)
+        v = Verifier(VerifyConfig(timeout_s=30))
         try:
             verdicts = [(await v.check(P(g, **m), [p]))[0] for g, m, p, _, _ in ODD_ANSWERS]
             return verdicts, v.stats()
@@ -359,7 +360,7 @@ SQRT_OK = "\\frac{1}{\\sqrt{2}}"
 
 def test_a_hung_check_is_false_within_its_time_bound_and_the_pool_recovers():
     async def main():
-        v = Verifier(slow_check=hang_or_crash, timeout_s=1.0)
+        v = Verifier(VerifyConfig(timeout_s=1.0), slow_check=hang_or_crash)
         try:
             assert await v.check(SQRT, [SQRT_OK]) == [True]  # pool started and warm
             t = time.perf_counter()
@@ -378,7 +379,7 @@ def test_a_hung_check_is_false_within_its_time_bound_and_the_pool_recovers():
 
 def test_a_check_that_kills_its_worker_is_false_and_the_pool_is_recreated():
     async def main():
-        v = Verifier(slow_check=hang_or_crash, timeout_s=30)
+        v = Verifier(VerifyConfig(timeout_s=30), slow_check=hang_or_crash)
         try:
             assert await v.check(SQRT, [CRASH, SQRT_OK, None]) == [False, True, False]
             assert await v.check(SQRT, ["\\sqrt{2}/2"]) == [True]
@@ -395,7 +396,7 @@ def test_a_check_that_kills_its_worker_is_false_and_the_pool_is_recreated():
 
 def test_a_hung_check_in_a_batch_does_not_take_its_batch_mates_down():
     async def main():
-        v = Verifier(slow_check=hang_or_crash, timeout_s=1.0)
+        v = Verifier(VerifyConfig(timeout_s=1.0), slow_check=hang_or_crash)
         try:
             return await v.check(SQRT, [SQRT_OK, HANG, "\\sqrt{3}/2"]), v.stats()
         finally:
@@ -460,7 +461,7 @@ def test_memo_is_bounded():
         calls.append(pred)
         return True
 
-    v = Verifier(custom=check, memo_size=2)
+    v = Verifier(VerifyConfig(memo_size=2), custom=check)
     for pred in ["1", "2", "1", "3", "2"]:  # "1" refreshed, so "2" is the one evicted by "3"
         v(P("1"), pred)
     assert calls == ["1", "2", "3", "2"] and v.stats()["memo_entries"] == 2
@@ -479,7 +480,7 @@ def test_check_runs_custom_checks_in_process_and_never_raises():
 
 def test_closing_answers_checks_in_flight_false_and_starts_no_new_pool():
     async def main():
-        v = Verifier(slow_check=hang_or_crash, timeout_s=30)
+        v = Verifier(VerifyConfig(timeout_s=30), slow_check=hang_or_crash)
         assert await v.check(SQRT, [SQRT_OK]) == [True]
         task = asyncio.create_task(v.check(SQRT, [HANG]))
         await asyncio.sleep(0.3)
@@ -510,7 +511,7 @@ def test_a_used_verifier_still_pickles():
 def _check_in_this_process(queue):
     """Run in a daemonic child: it may not start processes of its own, so no pool can start."""
     async def main():
-        v = Verifier(slow_check=hang_or_crash, timeout_s=2.0)
+        v = Verifier(VerifyConfig(timeout_s=2.0), slow_check=hang_or_crash)
         try:
             first = await v.check(SQRT, [SQRT_OK, "\\sqrt{3}/2", "\\sqrt{2}/2"])
             hung = await v.check(SQRT, [HANG])  # a hung thread is abandoned, not waited for
@@ -572,7 +573,7 @@ def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
     huge, same = P("2^{200000000}"), "4^{100000000}"
 
     async def main():
-        v = Verifier(timeout_s=2.0)  # Math-Verify's own bound: 1 s per phase
+        v = Verifier(VerifyConfig(timeout_s=2.0))  # Math-Verify's own bound: 1 s per phase
         try:
             verdicts = await v.check(huge, [same])
             return verdicts, v.stats()
@@ -582,15 +583,15 @@ def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
     verdicts, stats = asyncio.run(main())
     assert verdicts == [False]
     assert stats["timeouts"] == 1 and stats["pool_failures"] == 0 and stats["pool_restarts"] == 0
-    sync = Verifier(timeout_s=2.0)
+    sync = Verifier(VerifyConfig(timeout_s=2.0))
     assert sync(huge, same) is False
     assert sync.stats()["timeouts"] == 1
-    assert Verifier(timeout_s=30.0)(huge, same) is True  # given the time, they are equal
+    assert Verifier(VerifyConfig(timeout_s=30.0))(huge, same) is True  # given the time, they are equal
 
 
 UNGUARDED_SCRIPT = """
 import asyncio, os
-from prmtree.engine.problem import Problem
+from prmtree.engine.records import Problem
 from prmtree.engine.answers import Verifier
 
 print("RUN", os.getpid(), flush=True)  # top-level work, no __main__ guard: as the README's example

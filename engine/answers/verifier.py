@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from prmtree.engine.answers.compare import cheap_check, math_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, _options_of
 from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
+from prmtree.engine.config import VerifyConfig
 
 if TYPE_CHECKING:
     from prmtree.engine.records import Problem
@@ -31,8 +32,8 @@ _MemoKey = tuple[str, str, str, Options]
 class Verifier:
     """Decides correctness of extracted answers: cheap paths first, Math-Verify when needed.
 
-    ``check`` (async, what the driver uses) sends Math-Verify work to a process pool of
-    ``pool_workers``, each check bounded by ``timeout_s``; ``__call__`` (sync) runs it
+    Takes the run's ``VerifyConfig`` whole. ``check`` (async, what the driver uses) sends
+    Math-Verify work to a process pool of ``pool_workers``, each check bounded by ``timeout_s``; ``__call__`` (sync) runs it
     in-process. ``custom(gold, predicted)`` replaces all of it and runs in-process (it need
     not pickle). ``slow_check(gold, predicted)`` replaces Math-Verify and must pickle (a
     module-level function): the hook for other equivalence checkers and for fault injection.
@@ -41,19 +42,17 @@ class Verifier:
 
     def __init__(
         self,
+        config: VerifyConfig | None = None,
+        *,
         custom: AnswerCheck | None = None,
-        rel_tol: float = 1e-6,
-        timeout_s: float = 5.0,
-        pool_workers: int = 1,
-        memo_size: int = 100_000,
         slow_check: AnswerCheck | None = None,
     ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        config = config or VerifyConfig()
+        timeout_s, pool_workers = config.timeout_s, config.pool_workers
         self.custom = custom
-        self.rel_tol = rel_tol
+        self.rel_tol = config.rel_tol
         self.timeout_s = timeout_s
-        self.memo_size = memo_size
+        self.memo_size = config.memo_size
         # In the pool, Math-Verify's own per-phase timeout (two parses and a verify) stays inside
         # ours, so a merely slow check ends in the worker instead of costing a pool restart.
         self.slow_check = slow_check

@@ -60,7 +60,8 @@ class ExportOptions:
 
     def given(self) -> list[str]:
         """The format-specific options set away from their defaults (those a format must read)."""
-        return [f.name for f in fields(self) if f.metadata.get("refused_elsewhere") and getattr(self, f.name) != f.default]
+        return [f.name for f in fields(self)
+                if f.metadata.get("refused_elsewhere") and getattr(self, f.name) != f.default]
 
 
 class ExportFormat:
@@ -82,7 +83,9 @@ class ExportFormat:
         """Refuse a target this format cannot write (a directory; an existing file without ``overwrite``)."""
         for path in self.outputs(target):
             if path.is_dir():
-                raise ExportError(f"{str(path)!r} is a directory; --format {self.name} writes a file (give a file name)")
+                raise ExportError(
+                    f"{str(path)!r} is a directory; --format {self.name} writes a file (give a file name)"
+                )
             if path.exists() and not overwrite:
                 raise ExportError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
 

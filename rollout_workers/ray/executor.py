@@ -18,7 +18,7 @@ from typing import Any
 from prmtree.engine.config import ExecutorConfig
 from prmtree.engine.errors import FatalExecutorError
 from prmtree.engine.records import Completion, GenerationRequest
-from prmtree.policies.base import check_policy, policy_name
+from prmtree.policies.base import check_policy, policy_name, worker_gpus
 from prmtree.rollout_workers.ray.actor import RolloutWorker, worker_name, worker_prefix
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft, Router, WorkerState
 from prmtree.rollout_workers.ray.sizing import (
@@ -79,6 +79,16 @@ class RayExecutor:
         self.client = self.run_token  # this executor's name at the workers
         self._waiting: deque[asyncio.Future] = deque()  # requests waiting for a free slot
         self._started_ray = False
+
+    @classmethod
+    def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> RayExecutor:
+        """A started pool for ``policy``: each worker takes ``num_gpus_per_worker`` GPUs
+        (default: what the policy asks for, e.g. vLLM's tensor-parallel size)."""
+        gpus = config.num_gpus_per_worker
+        executor = cls(policy, policy_args, config,
+                       num_gpus_per_worker=worker_gpus(policy, policy_args) if gpus is None else gpus)
+        executor.start()
+        return executor
 
     @property
     def workers(self) -> list[WorkerState]:
