@@ -29,8 +29,8 @@ from prmtree.engine.config import InputConfig
 from prmtree.engine.errors import ConfigError, ImageError
 from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for
 
-#: Images above this many pixels are refused (decompression-bomb guard).
-DEFAULT_MAX_PIXELS = 40_000_000
+#: Images above this many pixels are refused (decompression-bomb guard): the config's default.
+DEFAULT_MAX_PIXELS: int = InputConfig.model_fields["max_pixels"].default
 
 
 def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -60,7 +60,7 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
         raise ImageError(f"image {name} is corrupt or not an image ({type(exc).__name__}: {exc})") from None
 
 
-DEFAULT_MAX_IMAGE_BYTES = 64 << 20
+DEFAULT_MAX_IMAGE_BYTES: int = InputConfig.model_fields["max_image_bytes"].default
 
 
 def read_image_file(path: Path, shown_as: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:

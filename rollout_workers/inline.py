@@ -81,9 +81,9 @@ def _check(held_s: float, limit_s: float, who: str) -> None:
 class InlineExecutor:
     """``await submit(request)`` runs ``policy.generate`` with at most ``max_concurrency`` in flight."""
 
-    def __init__(self, policy: Policy, max_concurrency: int = 256, block_limit_s: float = float("inf")) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    def __init__(self, policy: Policy, config: ExecutorConfig | None = None) -> None:
+        config = config or ExecutorConfig()
+        max_concurrency, block_limit_s = config.max_concurrency, config.request_timeout_s
         self.policy = policy
         self.policy_name = policy_name(policy)
         self.max_concurrency = max_concurrency
@@ -97,7 +97,7 @@ class InlineExecutor:
     @classmethod
     def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> InlineExecutor:
         """The policy built in this process, ``max_concurrency`` requests in flight."""
-        return cls(resolve_policy(policy, policy_args), config.max_concurrency, config.request_timeout_s)
+        return cls(resolve_policy(policy, policy_args), config)
 
     async def submit(self, request: GenerationRequest) -> list[Completion]:
         if self._slots is None:  # created lazily: it must belong to the running loop

@@ -114,13 +114,13 @@ def test_step_format_round_trips_through_join_split_and_the_prompt_opening():
 
 
 def test_executors_implement_the_whole_contract():
-    assert EXECUTORS.names() == ["inline", "ray"]
+    assert EXECUTORS.names()[:2] == ["inline", "ray"]  # the built-ins first (tests register more)
     from prmtree.policies.simulated import SimulatedPolicy
     from prmtree.rollout_workers.ray import RayExecutor
 
     assert isinstance(InlineExecutor(SimulatedPolicy()), Executor)
     assert isinstance(RayExecutor("simulated"), Executor)  # not started: the contract is structural
-    assert STRATEGIES.names() == ["omega", "shepherd", "mcts"]
+    assert STRATEGIES.names()[:3] == ["omega", "shepherd", "mcts"]
 
 
 @pytest.mark.parametrize("executor", ["inline", "ray"])

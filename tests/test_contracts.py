@@ -1,0 +1,81 @@
+"""Where a signature is a contract (docs/ARCHITECTURE.md's table), read it: every
+implementation has every member of its protocol, with the same parameters."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from prmtree.engine.contracts import Executor, Policy
+from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
+from prmtree.engine.labelers import CalibratedLabeler, ConsensusLabeler, Labeler, MCLabeler
+from prmtree.engine.output import DatasetWriter
+from prmtree.engine.search import MCTSSearch, OmegaSearch, ShepherdSearch, TreeSearch
+from prmtree.rollout_workers.inline import InlineExecutor
+from prmtree.rollout_workers.ray import RayExecutor
+
+
+def protocol_members(protocol: type) -> dict[str, Any]:
+    """The protocol's own methods and attributes (not object's or Protocol's machinery)."""
+    own = {name: value for name, value in vars(protocol).items() if not name.startswith("_")}
+    for name in getattr(protocol, "__annotations__", {}):
+        own.setdefault(name, None)
+    return own
+
+
+def parameters(fn: Any) -> list[tuple[str, Any]]:
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+
+def differences(impl: type, protocol: type) -> list[str]:
+    problems = []
+    for name, member in protocol_members(protocol).items():
+        if member is None and not hasattr(impl, name):  # an attribute: on the class, or set by __init__
+            if f"self.{name} =" not in inspect.getsource(impl.__init__):
+                problems.append(f"{impl.__name__} has no {name}")
+        elif not hasattr(impl, name):
+            problems.append(f"{impl.__name__} has no {name}")
+        elif callable(member):
+            got = getattr(impl, name)
+            if parameters(got) != parameters(member):
+                problems.append(f"{impl.__name__}.{name}{inspect.signature(got)} != protocol's {inspect.signature(member)}")
+            if inspect.iscoroutinefunction(member) != inspect.iscoroutinefunction(got):
+                problems.append(f"{impl.__name__}.{name}: async differs from the protocol")
+    return problems
+
+
+@pytest.mark.parametrize("impl, protocol", [
+    (MCDecider, Decider), (CalibratedDecider, Decider),
+    (MCLabeler, Labeler), (CalibratedLabeler, Labeler), (ConsensusLabeler, Labeler),
+    (InlineExecutor, Executor), (RayExecutor, Executor),
+])
+def test_implementations_follow_their_protocol(impl, protocol):
+    assert protocol_members(protocol)  # the protocol was read
+    assert differences(impl, protocol) == []
+
+
+def test_a_drifted_signature_is_reported():
+    class Drifted:
+        source = "x"
+
+        def first_batch(self, k, extra):  # one parameter too many
+            return k
+
+    found = differences(Drifted, Decider)
+    assert any("Drifted.first_batch" in d for d in found)
+    assert any("has no next_to_sample" in d for d in found)
+
+
+def test_policies_executors_and_searches_keep_their_documented_shapes():
+    assert parameters(Policy.generate) == [("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                                           ("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for executor in (InlineExecutor, RayExecutor):
+        assert [n for n, _ in parameters(executor.from_config)] == ["config", "policy", "policy_args"]
+    for search in (OmegaSearch, ShepherdSearch, MCTSSearch):
+        assert issubclass(search, TreeSearch) and not inspect.isabstract(search)
+        assert [n for n, _ in parameters(search.__init__)][1:] == ["problem", "config", "decider"]
+    # the writer is handed the counters it records: flush(stats), close(stats)
+    assert [n for n, _ in parameters(DatasetWriter.flush)][:2] == ["self", "stats"]
+    assert [n for n, _ in parameters(DatasetWriter.close)] == ["self", "stats"]
