@@ -61,9 +61,7 @@ class SearchConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES.names())}")
-        return v
+        return STRATEGIES.require(v)
 
     @model_validator(mode="after")
     def _budget_covers_k(self) -> SearchConfig:
@@ -146,9 +144,7 @@ class LabelsConfig(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in LABELERS:
-            raise ValueError(f"unknown labelling method {v!r}; known: {', '.join(LABELERS.names())}")
-        return v
+        return LABELERS.require(v)
 
 
 class VerifyConfig(_Strict):
@@ -202,9 +198,7 @@ class ExecutorConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_executor(cls, v: str) -> str:
-        if v not in EXECUTORS:
-            raise ValueError(f"unknown executor {v!r}; known: {', '.join(EXECUTORS.names())}")
-        return v
+        return EXECUTORS.require(v)
 
     @field_validator("drivers")
     @classmethod

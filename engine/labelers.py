@@ -84,10 +84,10 @@ def check_labeler(method: str) -> type:
     """The labeller class ``method`` names, checked against :class:`Labeler`: one line
     naming what is missing, before a run starts, not at its first finished problem."""
     cls = LABELERS.get(method)
-    for method, is_async in (("decider", False), ("label", True)):
-        fn = getattr(cls, method, None)
+    for member, is_async in (("decider", False), ("label", True)):
+        fn = getattr(cls, member, None)
         if not callable(fn) or inspect.iscoroutinefunction(fn) != is_async:
-            shown = f"async def {method}(self, problem, search, ctx)" if is_async else f"def {method}(self, problem, ctx)"
+            shown = f"async def {member}(self, problem, search, ctx)" if is_async else f"def {member}(self, problem, ctx)"
             raise ConfigError(f"labelling method {method!r} must define '{shown}' "
                               "(subclass prmtree.engine.labelers.StepLabeler to reuse a rule)")
     return cls

@@ -52,6 +52,13 @@ class Registry:
         return isinstance(name, str) and (":" in name or name in self._registered or name in self._builtins
                                           or any(ep.name == name for ep in self._entry_points()))
 
+    def require(self, name: str) -> str:
+        """``name`` when it is known; a ValueError naming the known ones otherwise (what a
+        config validator raises, without importing the component)."""
+        if name not in self:
+            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return name
+
     def get(self, name: str) -> Any:
         """The component called ``name``; raises this registry's error, naming the known ones."""
         if name in self._registered:

@@ -1,31 +1,109 @@
 """Shared fixtures (synthetic problems written as real JSONL + PNG files, tiny models, one
-local Ray) and shared helpers, imported by tests as ``from conftest import rows, drive``."""
+local Ray), shared helpers imported by tests as ``from conftest import rows, drive``, and
+the markers: a test that starts processes is ``slow`` (``-m "not slow"`` skips it)."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from prmtree.engine.config import RunConfig, SearchConfig
+from prmtree.engine.config import RunConfig
 from prmtree.engine.driver import generation_request
-from prmtree.engine.output import read_table
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.rollout import parse_completion
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 from prmtree.engine.answers import Verifier
 
 
-def rows(out, table: str = "steps") -> list[str]:
-    """A table's rows as sorted reprs (images dropped): equal iff two runs wrote the same data."""
+# -- markers -----------------------------------------------------------------------------
+
+#: Fixture name -> the marks of every test that uses it (directly or through another fixture).
+FIXTURE_MARKS: dict[str, tuple[str, ...]] = {}
+
+
+def starts_processes(*kinds: str):
+    """Decorate a fixture (under ``@pytest.fixture``) that starts processes: a CLI run, a
+    Ray cluster, a vLLM server. Every test that uses it is marked ``slow`` and ``kinds``
+    (``"ray"``, ``"vllm"``), so a new test cannot forget them."""
+
+    def register(fixture_function):
+        FIXTURE_MARKS[fixture_function.__name__] = ("slow", *kinds)
+        return fixture_function
+
+    return register
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks from the fixtures a test uses; and a ``ray`` or ``vllm`` test is always ``slow``."""
+    for item in items:
+        wanted = {mark for name in getattr(item, "fixturenames", ()) for mark in FIXTURE_MARKS.get(name, ())}
+        if item.get_closest_marker("ray") or item.get_closest_marker("vllm"):
+            wanted.add("slow")
+        for mark in sorted(wanted):
+            if item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+PRMTREE = [sys.executable, "-m", "prmtree"]
+
+
+def cli(*args, cwd=None, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``prmtree *args`` in a subprocess, its output captured as text (mark the test ``slow``)."""
+    return subprocess.run([*PRMTREE, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds: wait for what a process does, not for a time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def completed(out) -> int:
+    """How many problems ``out``'s manifest lists as done (0 before the first flush)."""
+    try:
+        return len(load_manifest(Path(out) / "manifest.json").completed)
+    except (OSError, ValueError):
+        return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png(color="red", size=(8, 8)) -> bytes:
+    """A small solid PNG image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+
+def rows(out, table: str = "steps", problems=None) -> list[str]:
+    """A table's rows as sorted reprs (images dropped): equal iff two runs wrote the same data.
+    ``problems``: only the rows of these problem ids."""
     t = read_table(out, table)
     if "images" in t.column_names:
         t = t.drop_columns(["images"])
-    return sorted(map(repr, t.to_pylist()))
-
-
-def search_config(**fields) -> SearchConfig:
-    return SearchConfig(**fields)
+    return sorted(repr(r) for r in t.to_pylist() if problems is None or r["problem_id"] in problems)
 
 
 def drive(search, policy, seed: int = 0, reverse_waves: bool = False):
@@ -90,6 +168,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+@starts_processes("ray")
 def ray_session():
     """One real local Ray for the whole test run (about 4 s to start)."""
     import os

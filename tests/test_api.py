@@ -85,8 +85,9 @@ def test_entry_point_group_registers_policies(tmp_path, monkeypatch, problems):
             name = "from-entry-point"
             def __init__(self, answer="0"):
                 self.answer = answer
-            async def generate(self, request):
-                return [Completion(f"s\\n\\n\\\\boxed{{{self.answer}}}", 3) for _ in range(request.n)]
+            async def generate(self, request):  # every other completion answers "no"
+                return [Completion(f"s\\n\\n\\\\boxed{{{self.answer if i % 2 else 'no'}}}", 3)
+                        for i in range(request.n)]
     '''))
     dist = tmp_path / "ep_policy_pkg-0.1.dist-info"
     dist.mkdir()
@@ -96,10 +97,14 @@ def test_entry_point_group_registers_policies(tmp_path, monkeypatch, problems):
     from prmtree.policies import available_policies
 
     assert "ep-test" in available_policies()
-    s = prmtree.run(problems[:2], policy="ep-test", policy_args={"answer": "5"}, out=tmp_path / "o")
-    assert s.problems_done == 2
-    assert set(read_table(tmp_path / "o", "steps").column("policy").to_pylist()) <= {"from-entry-point"}
-    assert read_table(tmp_path / "o", "nodes").num_rows >= 2
+    answer = problems[1].answer  # half right for problems[1]; problems[0] (another answer) all wrong
+    assert problems[0].answer != answer
+    s = prmtree.run(problems[:2], policy="ep-test", policy_args={"answer": answer}, out=tmp_path / "o")
+    assert s.problems_done == 2 and s.problems_skipped == 1
+    steps = read_table(tmp_path / "o", "steps")
+    assert set(steps.column("policy").to_pylist()) == {"from-entry-point"}
+    assert set(steps.column("problem_id").to_pylist()) == {problems[1].id}
+    assert set(read_table(tmp_path / "o", "nodes").column("problem_id").to_pylist()) == {p.id for p in problems[:2]}
     sys.modules.pop("ep_policy_mod", None)
 
 

@@ -1,21 +1,16 @@
 """End to end through the real command line, in subprocesses."""
 
 import json
-import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import cli
 
 from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.tables import TABLES
 
-PRMTREE = [sys.executable, "-m", "prmtree"]
-
-
-def cli(*args, cwd=None, timeout=120):
-    return subprocess.run([*PRMTREE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+pytestmark = pytest.mark.slow  # every test here runs the CLI in a subprocess
 
 
 def check_steps_table(out):

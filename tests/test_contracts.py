@@ -29,11 +29,18 @@ def parameters(fn: Any) -> list[tuple[str, Any]]:
     return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]
 
 
+def _source(fn: Any) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (TypeError, OSError):  # object.__init__: no source, sets nothing
+        return ""
+
+
 def differences(impl: type, protocol: type) -> list[str]:
     problems = []
     for name, member in protocol_members(protocol).items():
         if member is None and not hasattr(impl, name):  # an attribute: on the class, or set by __init__
-            if f"self.{name} =" not in inspect.getsource(impl.__init__):
+            if f"self.{name} =" not in _source(impl.__init__):
                 problems.append(f"{impl.__name__} has no {name}")
         elif not hasattr(impl, name):
             problems.append(f"{impl.__name__} has no {name}")

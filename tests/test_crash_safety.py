@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from conftest import rows
+from conftest import PRMTREE, cli, completed, rows, wait_for
 
 import prmtree
 from prmtree.engine.errors import ConfigError
@@ -27,15 +27,10 @@ from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.engine.errors import BackendDownError
 from prmtree.rollout_workers.inline import EventLoopBlocked
 
-PRMTREE = [sys.executable, "-m", "prmtree"]
 TABLES = ("steps", "nodes", "pairs", "errors")
 # Small trees, frequent flushes, few trees in flight: a run of 120 problems at 0.05 s per
 # request takes several seconds, with many flushes to stop between.
 SLOW_TOML = "[search]\nbudget = 40\n[executor]\ntrees_in_flight = 4\n[output]\nflush_interval_s = 0.2\n"
-
-
-def cli(*args, timeout=120):
-    return subprocess.run([*PRMTREE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def one_line_error(r, code=2):
@@ -46,24 +41,8 @@ def one_line_error(r, code=2):
     return lines[0]
 
 
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
-def completed(out):
-    try:
-        return len(load_manifest(out / "manifest.json").completed)
-    except (OSError, ValueError):
-        return 0
-
-
 @pytest.fixture(scope="module")
-def slow(tmp_path_factory):
+def long_job(tmp_path_factory):
     """120 problems, the run config, and an uninterrupted run's output to compare with."""
     base = tmp_path_factory.mktemp("slow")
     data = write_jsonl(generate_problems(120, seed=31), base / "data")
@@ -73,8 +52,8 @@ def slow(tmp_path_factory):
     return base, data, reference
 
 
-def run_args(slow, out, latency=0.05, *extra):
-    base, data, _ = slow
+def run_args(long_job, out, latency=0.05, *extra):
+    base, data, _ = long_job
     return [*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress", "--seed", "5",
             "--config", str(base / "slow.toml"), "--policy-arg", f"latency_s={latency}", *map(str, extra)]
 
@@ -87,14 +66,15 @@ def same_rows(out, reference):
 # -- one writer per slice -----------------------------------------------------------------
 
 
-def test_a_second_writer_exits_at_once_naming_the_holder_and_a_dead_holders_lock_is_taken_over(slow, tmp_path):
+@pytest.mark.slow
+def test_a_second_writer_exits_at_once_naming_the_holder_and_a_dead_holders_lock_is_taken_over(long_job, tmp_path):
     out = tmp_path / "o"
-    first = subprocess.Popen(run_args(slow, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(run_args(long_job, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: completed(out) >= 1)
         assert is_locked(out / ".manifest.json.lock")
         t = time.monotonic()
-        second = subprocess.run(run_args(slow, out), capture_output=True, text=True, timeout=60)
+        second = subprocess.run(run_args(long_job, out), capture_output=True, text=True, timeout=60)
         assert time.monotonic() - t < 20 and first.poll() is None  # refused at once, the first still running
         line = one_line_error(second)
         assert "is being written by another prmtree run" in line
@@ -103,9 +83,9 @@ def test_a_second_writer_exits_at_once_naming_the_holder_and_a_dead_holders_lock
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     # the kernel dropped the dead run's lock: the same command takes over and finishes
-    r = subprocess.run(run_args(slow, out, 0), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(run_args(long_job, out, 0), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    same_rows(out, slow[2])
+    same_rows(out, long_job[2])
     holder = json.loads((out / ".manifest.json.lock").read_text())
     assert holder["pid"] != first.pid and holder["host"] == socket.gethostname()
 
@@ -123,6 +103,7 @@ def test_the_lock_is_per_slice_and_released_when_the_run_ends(tmp_path):
 # -- one slice layout per directory ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_another_slice_layout_in_the_same_directory_is_refused_in_one_line(tmp_path, problems_file):
     out = tmp_path / "o"
     r = cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "0/2")
@@ -175,6 +156,7 @@ def damaged_copy(small_reference, tmp_path, table, how):
     return out, shard["file"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table, how, says", [
     ("steps", "delete", "missing"),
     ("nodes", "flip", "content changed (sha256 differs from the manifest)"),
@@ -201,6 +183,7 @@ def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
     assert {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")} == listed
 
 
+@pytest.mark.slow
 def test_verify_reports_every_slice_and_mixed_or_overlapping_slices(tmp_path, problems_file):
     out = tmp_path / "o"
     for shard in ("0/2", "1/2"):
@@ -218,10 +201,11 @@ def test_verify_reports_every_slice_and_mixed_or_overlapping_slices(tmp_path, pr
 # -- SIGTERM / SIGINT -----------------------------------------------------------------------------
 
 
-def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrupted_rows(slow, tmp_path):
+@pytest.mark.slow
+def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrupted_rows(long_job, tmp_path):
     out = tmp_path / "o"
     # 1. SIGTERM: no new problems, the ones in flight finish, everything is flushed, exit 143
-    proc = subprocess.Popen(run_args(slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(run_args(long_job, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: completed(out) >= 3)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
@@ -234,7 +218,7 @@ def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrup
     assert verify_run(out) == []
     # 2. SIGINT twice: the second cancels the trees in flight at once, exit 130
     before = len(manifest.completed)
-    proc = subprocess.Popen(run_args(slow, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(run_args(long_job, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: completed(out) >= before + 3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
@@ -244,9 +228,9 @@ def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrup
     assert "SIGINT again: cancelling the problems in flight" in stderr and "Traceback" not in stderr
     assert verify_run(out) == []
     # 3. the same command finishes the job: the rows of an uninterrupted run, none twice
-    r = subprocess.run(run_args(slow, out, 0), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(run_args(long_job, out, 0), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    same_rows(out, slow[2])
+    same_rows(out, long_job[2])
     manifest = load_manifest(out / "manifest.json")
     assert len(manifest.completed) == len(set(manifest.completed)) == 120
     assert manifest.status == "finished"
@@ -307,6 +291,7 @@ def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_
     assert s.problems_done == 100 and s.retry_pending == 0
 
 
+@pytest.mark.slow
 def test_a_dead_backend_from_the_start_exits_1_naming_the_error(tmp_path, problems_file):
     r = cli("run", "--input", problems_file, "--out", tmp_path / "o", "--no-progress",
             "--policy", "openai", "--policy-arg", "base_url=http://127.0.0.1:9/v1", "--policy-arg", "model=m")
@@ -420,6 +405,7 @@ def write_toml(tmp_path, text):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
 def test_a_real_full_disk_and_a_read_only_out(tmp_path, problems_file):
     mounts = []
@@ -441,6 +427,7 @@ def test_a_real_full_disk_and_a_read_only_out(tmp_path, problems_file):
             subprocess.run(["umount", str(point)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_an_out_that_cannot_be_created_is_one_line(tmp_path, problems_file):
     (tmp_path / "file").write_text("x")
     line = one_line_error(cli("run", "--input", problems_file, "--out", tmp_path / "file" / "o", "--no-progress"))
@@ -452,6 +439,7 @@ def test_an_out_that_cannot_be_created_is_one_line(tmp_path, problems_file):
         assert "cannot write to --out" in line and "Permission denied" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["{", "[]", '{"shards": 3}', "\xff\xfe"])
 def test_a_corrupt_manifest_is_one_line_for_run_inspect_export_and_verify(tmp_path, problems_file, text):
     out = tmp_path / "o"
@@ -477,6 +465,7 @@ def _drop_status(m):
     del m["status"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, says", [(_drop_shards, "missing 'shards'"),
                                           (_rows_as_text, "rows is 'many', not a count"),
                                           (_drop_status, "missing 'status'")])
@@ -498,6 +487,7 @@ def test_a_manifest_missing_a_key_is_refused_and_deletes_nothing(tmp_path, probl
     assert r.returncode == 1 and says in r.stdout
 
 
+@pytest.mark.slow
 def test_verify_reports_a_shard_no_manifest_lists(tmp_path, problems_file):
     out = tmp_path / "o"
     assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
@@ -510,6 +500,7 @@ def test_verify_reports_a_shard_no_manifest_lists(tmp_path, problems_file):
     assert not (out / "steps" / "part-00099.parquet").exists() and cli("verify", out).returncode == 0
 
 
+@pytest.mark.slow
 def test_export_to_an_existing_directory_is_one_line(tmp_path, problems_file):
     out = tmp_path / "o"
     assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
@@ -536,6 +527,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("timeout_s, stop_with, status, said", [
     (1.0, None, 1, "it has held the loop for"),
     (600.0, signal.SIGTERM, 143, "SIGTERM arrived while it held the loop"),

@@ -3,14 +3,13 @@
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from conftest import cli, free_port, rows, starts_processes
 import yaml
 
 from prmtree.cli import build_parser
@@ -22,28 +21,22 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+@starts_processes()
+def cluster_data(tmp_path_factory):
+    """30 problems and the inline run's output that every cluster run must equal."""
     directory = tmp_path_factory.mktemp("cluster-data")
     path = write_jsonl(generate_problems(30, seed=23), directory)
     inline = directory / "inline"
-    r = subprocess.run([sys.executable, "-m", "prmtree", "run", "--input", str(path), "--out", str(inline),
-                        "--seed", "4", "--no-progress"], capture_output=True, text=True, env=ENV, timeout=120)
+    r = cli("run", "--input", path, "--out", inline, "--seed", "4", "--no-progress", env=ENV)
     assert r.returncode == 0, r.stderr
     return path, inline
 
 
 @pytest.mark.slow
-def test_ray_job_submit_to_a_local_head(tmp_path, data):
-    path, inline = data
+@pytest.mark.ray
+def test_ray_job_submit_to_a_local_head(tmp_path, cluster_data):
+    path, inline = cluster_data
     port, dash = free_port(), free_port()
     ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     start = subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
@@ -69,8 +62,9 @@ def test_ray_job_submit_to_a_local_head(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_cli_ray_executor_exits_nonzero_when_every_worker_dies_and_resumes(tmp_path, data):
-    path, inline = data
+@pytest.mark.ray
+def test_cli_ray_executor_exits_nonzero_when_every_worker_dies_and_resumes(tmp_path, cluster_data):
+    path, inline = cluster_data
     out = tmp_path / "out"
     config = tmp_path / "ray.toml"
     config.write_text("seed = 4\n[executor]\nmax_restarts = 0\ntrees_in_flight = 4\nnum_cpus_per_worker = 0\n"
@@ -89,6 +83,7 @@ def test_cli_ray_executor_exits_nonzero_when_every_worker_dies_and_resumes(tmp_p
     assert rows(out) == rows(inline)
 
 
+@pytest.mark.slow
 def test_dockerfiles_pass_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     r = subprocess.run([hadolint, "docker/Dockerfile", "docker/Dockerfile.gpu"], capture_output=True, text=True,

@@ -3,8 +3,9 @@
 import re
 import subprocess
 import sys
-
 from pathlib import Path
+
+import pytest
 
 from prmtree.engine.config import RunConfig, load_config, tomllib
 
@@ -32,6 +33,7 @@ def test_example_config_is_valid():
     assert config.seed == 7
 
 
+@pytest.mark.slow
 def test_custom_policy_example_runs(tmp_path, problems_file):
     r = subprocess.run(
         [sys.executable, str(REPO / "examples" / "custom_policy.py"), str(problems_file), str(tmp_path / "o")],
@@ -42,6 +44,7 @@ def test_custom_policy_example_runs(tmp_path, problems_file):
     assert (tmp_path / "o" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_the_readme_custom_policy_runs_as_written(tmp_path):
     """The README's own-policy example, executed literally (it opens each image with
     ``Image.open(io.BytesIO(image))``, as a policy author would write it)."""

@@ -12,12 +12,13 @@ from prmtree.cli import main
 from prmtree.engine.output import Slice, load_manifest
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # every test here runs on a real local Ray
 TABLES = ("steps", "nodes", "pairs", "errors")
 PROBLEMS = generate_problems(20, seed=23)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def drivers_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("drivers")
     config = folder / "run.toml"
     # No CPUs reserved, so two drivers and two workers fit beside the tests on two cores;
@@ -27,22 +28,22 @@ def data(tmp_path_factory):
     return {"input": write_jsonl(PROBLEMS, folder / "data"), "config": config}
 
 
-def command(data, out, *more):
-    return ["run", "--input", str(data["input"]), "--out", str(out), "--config", str(data["config"]),
-            "--executor", "ray", "--workers", "2", "--no-progress", *more]
+def command(drivers_data, out, *more):
+    return ["run", "--input", str(drivers_data["input"]), "--out", str(out),
+            "--config", str(drivers_data["config"]), "--executor", "ray", "--workers", "2", "--no-progress", *more]
 
 
 @pytest.fixture(scope="module")
-def one_driver(ray_session, data, tmp_path_factory):
+def one_driver(ray_session, drivers_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("one-driver")
-    assert main(command(data, out)) == 0
+    assert main(command(drivers_data, out)) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def two_drivers(ray_session, data, tmp_path_factory):
+def two_drivers(ray_session, drivers_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("two-drivers")
-    assert main(command(data, out, "--drivers", "2")) == 0
+    assert main(command(drivers_data, out, "--drivers", "2")) == 0
     return out
 
 
@@ -71,7 +72,7 @@ def prmtree_actors():
 
 
 def test_a_ray_driver_killed_mid_run_is_named_and_the_same_command_finishes(
-        ray_session, data, one_driver, tmp_path, monkeypatch, capsys):
+        ray_session, drivers_data, one_driver, tmp_path, monkeypatch, capsys):
     from prmtree.progress import ProgressReporter
 
     killed = []
@@ -87,7 +88,7 @@ def test_a_ray_driver_killed_mid_run_is_named_and_the_same_command_finishes(
     monkeypatch.setattr(ProgressReporter, "progress", kill_driver_1)
     slow = ["--policy-arg", "latency_s=0.01"]  # an operational argument: the same rows, a resumable config
     with pytest.raises(SystemExit) as stop:
-        main(command(data, tmp_path, "--drivers", "2", *slow))
+        main(command(drivers_data, tmp_path, "--drivers", "2", *slow))
     assert stop.value.code == 1 and killed
     err = capsys.readouterr().err
     assert "the driver of slice 1/2 stopped early" in err and "run the same command again" in err
@@ -96,7 +97,7 @@ def test_a_ray_driver_killed_mid_run_is_named_and_the_same_command_finishes(
     assert m0.status == "finished" and m1.status == "running" and len(m1.completed) < len(slice_1)
 
     monkeypatch.setattr(ProgressReporter, "progress", show)
-    assert main(command(data, tmp_path, "--drivers", "2", *slow)) == 0  # the dead driver's lock died with it
+    assert main(command(drivers_data, tmp_path, "--drivers", "2", *slow)) == 0  # the dead driver's lock died with it
     for table in TABLES:
         assert rows(tmp_path, table) == rows(one_driver, table), table
     manifests = slice_manifests(tmp_path)
@@ -118,19 +119,19 @@ def test_sigterm_to_a_ray_job_stops_every_driver_gracefully(ray_session, one_dri
                     drivers=2, on_progress=terminate)
     assert s.stopped_by == signal.SIGTERM and 0 < s.problems_done < len(PROBLEMS)
     manifests = slice_manifests(tmp_path)
-    assert all(m.status == "running" for m in manifests)  # stopped, not finished: a rerun resumes
+    assert [m.status for m in manifests] == ["running", "running"]  # stopped, not finished: a rerun resumes
     done = {pid for m in manifests for pid in m.completed}
     assert len(done) == s.problems_done  # the trees in flight were finished and saved, none lost
     assert rows(tmp_path, "steps")
     for table in TABLES:  # ... as they are in a run that was not stopped
-        assert set(rows(tmp_path, table)) <= set(rows(one_driver, table)), table
+        assert rows(tmp_path, table) == rows(one_driver, table, problems=done), table
 
 
-def test_another_driver_count_on_the_same_out_is_refused_in_one_line(data, two_drivers, one_driver, capsys):
+def test_another_driver_count_on_the_same_out_is_refused_in_one_line(drivers_data, two_drivers, one_driver, capsys):
     said = {}
     for drivers, out in (("3", two_drivers), ("1", two_drivers), ("2", one_driver)):
         with pytest.raises(SystemExit) as stop:
-            main(command(data, out, "--drivers", drivers))
+            main(command(drivers_data, out, "--drivers", drivers))
         assert stop.value.code == 2
         said[drivers] = err = capsys.readouterr().err
         assert err.count("\n") == 1 and "one output directory takes one slice layout" in err, err
@@ -139,7 +140,7 @@ def test_another_driver_count_on_the_same_out_is_refused_in_one_line(data, two_d
     assert "holds the output of one driver" in said["2"] and "no --drivers" in said["2"]
 
 
-def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pending(data, tmp_path):
+def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pending(drivers_data, tmp_path):
     # Ray keeps an actor it cannot place pending forever: 2 workers and 2 drivers of 1 CPU
     # each on a 2-CPU local Ray used to wait in silence until killed.
     import subprocess
@@ -147,7 +148,8 @@ def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pendi
 
     workers = max(2, (os.cpu_count() or 2) - 1)  # with 2 drivers, one CPU more than a local Ray has
 
-    args = [sys.executable, "-m", "prmtree", "run", "--input", str(data["input"]), "--out", str(tmp_path / "out"),
+    args = [sys.executable, "-m", "prmtree", "run", "--input", str(drivers_data["input"]),
+            "--out", str(tmp_path / "out"),
             "--executor", "ray", "--workers", str(workers), "--drivers", "2", "--no-progress"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)

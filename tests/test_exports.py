@@ -424,7 +424,7 @@ def test_hf_from_a_chat_format_run_with_image_paths(tmp_path, chat_run):
     assert ds[0]["prompt"][0]["role"] == "user"
     assert isinstance(ds[0]["images"][0], Image.Image)
     published = pq.read_table(target / "data" / "train-00000-of-00001.parquet").column("images").to_pylist()
-    assert all(im["bytes"] and "/" not in im["path"] for ims in published for im in ims)  # no local paths
+    assert published and all(im["bytes"] and "/" not in im["path"] for ims in published for im in ims)  # no local paths
 
 
 def test_hf_keeps_extra_columns_and_overwrite_keeps_foreign_files(tmp_path, nasty_run):
@@ -465,7 +465,8 @@ def test_text_formats_reference_an_image_folder(tmp_path, chat_run):
     assert all((tmp_path / p).is_file() for r in plain for p in r["images"])
     export(chat_run, "pairs", tmp_path / "pairs.jsonl")
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
-    assert all(p["chosen_value"] > p["rejected_value"] and (tmp_path / p["images"][0]).is_file() for p in pairs)
+    assert pairs and all(p["chosen_value"] > p["rejected_value"] and (tmp_path / p["images"][0]).is_file()
+                         for p in pairs)
     export(chat_run, "prm800k", tmp_path / "p.jsonl")
     first = read_jsonl(tmp_path / "p.jsonl")[0]
     assert first["question"]["problem"] == rows[0]["prompt"][0]["content"][-1]["text"]

@@ -233,7 +233,7 @@ def test_exports(tmp_path, embedded_run):
     assert ratings == [1 if x else -1 for x in steps[0]["labels"]]
     pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == read_table(embedded_run, "pairs").num_rows
-    assert all(p["chosen_value"] > p["rejected_value"] for p in pairs)
+    assert pairs and all(p["chosen_value"] > p["rejected_value"] for p in pairs)
     plain = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert plain[0]["completions"] == steps[0]["completions"]
     r = subprocess.run([*PRMTREE, "export", str(tmp_path), "--format", "trl", "--to", str(tmp_path / "x")],
