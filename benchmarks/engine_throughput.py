@@ -192,9 +192,11 @@ class StageClock:
                 if (owner, name) not in seen:
                     seen.add((owner, name))
                     patches.append((owner, name, self.timed("search", vars(owner)[name])))
-        for cls in {LABELERS.get(name) for name in LABELERS.names()}:
-            if "label" in vars(cls):
-                patches.append((cls, "label", self.timed_async("label", vars(cls)["label"])))
+        for cls in map(LABELERS.get, LABELERS.names()):
+            owner = next(k for k in cls.__mro__ if "label" in vars(k))
+            if (owner, "label") not in seen:
+                seen.add((owner, "label"))
+                patches.append((owner, "label", self.timed_async("label", vars(owner)["label"])))
         originals = [(owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name))
                      for owner, name, _ in patches]
         try:

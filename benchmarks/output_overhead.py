@@ -46,17 +46,19 @@ print(json.dumps({"problems": n, "rollouts": s.rollouts, "seconds": time.perf_co
 
 
 def writer_speed(rows: int = 20_000) -> dict:
-    from prmtree.engine.config import RunConfig
+    from prmtree.engine.config import OutputConfig, RunConfig
     from prmtree.engine.output import DatasetWriter, Manifest
     from prmtree.engine.synthetic import generate_problems
+    from prmtree.engine.tables import ProblemRows
 
     problems = generate_problems(rows // 10, seed=3)  # ten paths per problem, as in a real run
     out = Path(tempfile.mkdtemp(prefix="prmtree-writer-"))
     try:
         cfg = RunConfig()
         manifest = Manifest(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), versions={})
-        writer = DatasetWriter(out, manifest, rows_per_shard=5_000)
+        writer = DatasetWriter(out, manifest, config=OutputConfig(rows_per_shard=5_000))
         steps = [f"Step text number {i} with some reasoning, x = {i} + 3 = {i + 3}." for i in range(8)]
+        t = time.perf_counter()
         t = time.perf_counter()
         for i in range(rows):
             p = problems[i // 10]
@@ -66,7 +68,7 @@ def writer_speed(rows: int = 20_000) -> dict:
                 "completions": steps, "labels": [True] * 7 + [False], "values": [0.5] * 7 + [0.0],
                 "answer": p.answer, "final_correct": False, "strategy": "omega", "policy": "simulated",
             }
-            writer.add_problem(row["problem_id"], {"steps": [row]}, None)
+            writer.add_problem(row["problem_id"], ProblemRows(steps=[row]), None)
         writer.close(None)
         seconds = time.perf_counter() - t
         size = sum(f.stat().st_size for f in out.rglob("*.parquet"))

@@ -29,7 +29,6 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from collections.abc import Iterator
 from typing import Any
 
 from prmtree.engine.records import Problem

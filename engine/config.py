@@ -13,11 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.registry import EXECUTORS, LABELERS, POLICIES, STRATEGIES
 from prmtree.engine.steps import StepFormat
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -49,9 +49,6 @@ class Decider(Protocol):
 
     #: The provenance ``source`` of a step this rule decided from its own counts.
     source: str
-    #: A step's decision depends on the steps after it on its path (so a bisection over a
-    #: path by each probe's own decision does not apply; the rule plans the path instead).
-    decides_paths: bool
 
     def first_batch(self, k: int) -> int:
         """Rollouts for a new node's first value estimate (``k``: the search's own)."""
@@ -82,16 +79,86 @@ class Decider(Protocol):
         """Whether a search should grow the tree below ``node``."""
         ...
 
+    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+        """A search for the first error of the path ``ids`` (from the root; the steps before
+        ``start`` are known right, the last step known wrong)."""
+        ...
+
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
         """Every node's decision (the nodes table and preference pairs)."""
         ...
+
+
+class FirstErrorSearch(Protocol):
+    """Locating one path's first error, a batch at a time (OmegaPRM's inner loop)."""
+
+    def next(self) -> tuple[str, int] | None:
+        """(node, rollouts) to sample next; None once the search is over."""
+        ...
+
+    def observed(self, node: str) -> None:
+        """``node``'s batch has been recorded in the tree."""
+        ...
+
+    def first_error(self) -> int | None:
+        """The position (from the root) of the path's first wrong step; None if not placed."""
+        ...
+
+
+class Bisection:
+    """OmegaPRM's binary search, for a rule that decides each step by its own rollouts:
+    ``path[:lo]`` is known right, ``path[:hi]`` known wrong; the midpoint gets k rollouts
+    and its own decision moves one bound (a step decided right: the error is later)."""
+
+    def __init__(self, decider: MCDecider, tree: ReasoningTree, ids: list[str], start: int, k: int) -> None:
+        self.decider, self.tree, self.k = decider, tree, k
+        self.start = start
+        self.path = ids[start:]
+        self.lo, self.hi = 0, len(self.path)
+
+    def _midpoint(self) -> str:
+        return self.path[(self.lo + self.hi) // 2 - 1]
+
+    def next(self) -> tuple[str, int] | None:
+        return None if self.hi - self.lo <= 1 else (self._midpoint(), self.k)
+
+    def observed(self, node: str) -> None:
+        if self.hi - self.lo > 1 and node == self._midpoint():
+            ev = self.decider.node(self.tree, node)
+            mid = (self.lo + self.hi) // 2
+            if ev is not None and ev.decision == RIGHT:
+                self.lo = mid
+            else:
+                self.hi = mid
+
+    def first_error(self) -> int | None:
+        return self.start + self.hi - 1
+
+
+class PlannedSearch:
+    """For a rule that decides a path as a whole: batches go where the rule's planner
+    (:meth:`CalibratedDecider.next_to_sample`) says, the first error is the rule's."""
+
+    def __init__(self, decider: Decider, tree: ReasoningTree, ids: list[str], k: int) -> None:
+        self.decider, self.tree, self.ids, self.k = decider, tree, ids, k
+
+    def next(self) -> tuple[str, int] | None:
+        return self.decider.next_to_sample(self.tree, self.ids, self.k)
+
+    def observed(self, node: str) -> None:
+        pass  # the planner reads the tree afresh
+
+    def first_error(self) -> int | None:
+        evidence = self.decider.along(self.tree, self.ids)  # once: the verdict and the first error
+        if path_verdict(evidence) != WRONG:
+            return None
+        return next(j for j, ev in enumerate(evidence) if ev is not None and ev.decision == WRONG)
 
 
 class MCDecider:
     """The peers' rule: right iff MC > ``threshold``, each node by its own rollouts."""
 
     source = "mc"
-    decides_paths = False
 
     def __init__(self, problem: Problem | None = None, labels: LabelsConfig | None = None,
                  threshold: float = 0.0) -> None:
@@ -139,6 +206,10 @@ class MCDecider:
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
         return {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
 
+    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+        """Each step is decided by its own rollouts, so a bisection places the error."""
+        return Bisection(self, tree, ids, start, k)
+
 
 class CalibratedDecider:
     """The calibrated posterior over a whole path (see ``engine/calibration.py``).
@@ -152,7 +223,6 @@ class CalibratedDecider:
     """
 
     source = "calibrated"
-    decides_paths = True
 
     def __init__(self, problem: Problem, labels: LabelsConfig, threshold: float = 0.0) -> None:
         self.floor = chance_floor(problem, labels.chance, labels.free_chance)
@@ -271,3 +341,7 @@ class CalibratedDecider:
                 if ev is not None and (now is None or abs(ev.posterior - 0.5) > abs(now.posterior - 0.5)):
                     nodes[node] = ev
         return nodes
+
+    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+        """A step's decision depends on the whole path: the planner places the error."""
+        return PlannedSearch(self, tree, ids, k)

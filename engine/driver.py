@@ -15,24 +15,32 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prmtree.engine.answers import Verifier
 from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.config import RunConfig
+from prmtree.engine.contracts import Executor
+from prmtree.engine.errors import (
+    FatalExecutorError,
+    GenerationError,
+    PolicyContractError,
+)
 from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
 from prmtree.engine.labels import Labelling
 from prmtree.engine.output import DatasetWriter
-from prmtree.engine.records import InputError, Problem
-from prmtree.engine.records import Rollout
+from prmtree.engine.records import (
+    Completion,
+    GenerationRequest,
+    InputError,
+    Problem,
+    Rollout,
+    check_completions,
+)
 from prmtree.engine.rollout import parse_completion, with_verdict
 from prmtree.engine.search import make_search
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 from prmtree.engine.stats import RunStats
 from prmtree.engine.steps import Segmenter
 from prmtree.engine.tables import RowContext, problem_rows
-from prmtree.engine.answers import Verifier
-from prmtree.engine.records import Completion, GenerationRequest, check_completions
-from prmtree.engine.errors import GenerationError, PolicyContractError
-from prmtree.engine.contracts import Executor
-from prmtree.engine.errors import FatalExecutorError
 
 
 class PolicyFailure(RuntimeError):
@@ -103,7 +111,6 @@ class Driver:
         self.writer = writer
         self.policy_name = executor.policy_name
         self.segmenter = Segmenter(split_steps or config.steps.format, config.steps.max_steps)
-        v = config.verify
         self.verifier = verifier or Verifier(config.verify)
         self.on_problem = on_problem
         self.stats = stats or RunStats()

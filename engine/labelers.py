@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from prmtree.engine.calibration import StepEvidence
 from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
 from prmtree.engine.errors import ConfigError, FatalExecutorError
-from prmtree.engine.labels import Labelling, LabelledPath, label_paths, preference_pairs
+from prmtree.engine.labels import LabelledPath, Labelling, label_paths, preference_pairs
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.registry import LABELERS
 from prmtree.engine.search.base import TreeSearch

@@ -11,7 +11,6 @@ will run: a resume skips finished problems by id before touching their images.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,12 +18,10 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
-
 from prmtree.engine.config import InputConfig
 from prmtree.engine.errors import ConfigError, ImageError
 from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for

@@ -19,16 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.errors import ConfigError
 from prmtree.engine.config import RunConfig, config_changes
+from prmtree.engine.errors import ConfigError
 from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
 from prmtree.engine.output.atomic import temporary_target
 from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout
-from prmtree.engine.output.manifest import LAYOUT_VERSION, Manifest, load_manifest, write_manifest
+from prmtree.engine.output.manifest import (
+    LAYOUT_VERSION,
+    Manifest,
+    load_manifest,
+    write_manifest,
+)
 from prmtree.engine.output.verification import verify_shard
 from prmtree.engine.output.writer import DatasetWriter
 from prmtree.engine.tables import TABLES
-
 
 IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
 

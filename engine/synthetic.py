@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-
 from prmtree.engine.records import Problem, ProblemImage
 
 COLOURS: dict[str, tuple[int, int, int]] = {

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-
-from prmtree.engine.config import OutputConfig
 from prmtree.engine.calibration import RIGHT, UNDECIDED
+from prmtree.engine.config import OutputConfig
 from prmtree.engine.labels import Labelling
 from prmtree.engine.records import Problem
 from prmtree.engine.search.base import TreeSearch

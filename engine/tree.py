@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
-
 from prmtree.engine.steps import normalize_step
 from prmtree.engine.value import mc_value, wilson_interval
 

@@ -11,8 +11,8 @@ import io
 import threading
 from typing import Any
 
-from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.engine.errors import PolicyConfigError
+from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 

@@ -16,9 +16,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.engine.errors import GenerationError, PolicyConfigError
-from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, messages, render
+from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.policies.prompts import (
+    PromptStyle,
+    continuation_for_parsing,
+    messages,
+    render,
+)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

@@ -14,12 +14,11 @@ Every backend uses it, so the same request gives the same prompt text everywhere
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.steps import StepFormat
 from prmtree.engine.records import GenerationRequest
+from prmtree.engine.steps import StepFormat
 
 DEFAULT_SYSTEM_PROMPT = (
     "Solve the problem step by step. {format_instruction} "

@@ -30,9 +30,8 @@ import random
 import re
 from collections import OrderedDict
 
-from prmtree.engine.records import Problem
+from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.synthetic import Instruction, parse_question, run_program
-from prmtree.engine.records import Completion, GenerationRequest
 
 _X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
 _BOXED = re.compile(r"\\boxed\{([^}]*)\}")

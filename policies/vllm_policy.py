@@ -14,8 +14,8 @@ import io
 import itertools
 from typing import Any
 
-from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.engine.errors import GenerationError, PolicyConfigError
+from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 

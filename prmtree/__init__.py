@@ -86,8 +86,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from prmtree.api import run
-    from prmtree.runner import RunSummary
-    from prmtree.engine.errors import ConfigError
     from prmtree.engine.config import (
         ExecutorConfig,
         InputConfig,
@@ -97,7 +95,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         SearchConfig,
         StepsConfig,
     )
-    from prmtree.engine.records import InputError, Problem, ProblemImage
-    from prmtree.engine.records import Completion, GenerationRequest
     from prmtree.engine.contracts import Policy
+    from prmtree.engine.errors import ConfigError
+    from prmtree.engine.records import (
+        Completion,
+        GenerationRequest,
+        InputError,
+        Problem,
+        ProblemImage,
+    )
     from prmtree.policies.base import register_policy
+    from prmtree.runner import RunSummary

@@ -142,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], progress: bool, total: int | None):
     from prmtree.api import run
-    from prmtree.engine.errors import ConfigError
-    from prmtree.engine.errors import PolicyConfigError
+    from prmtree.engine.errors import ConfigError, PolicyConfigError
     from prmtree.progress import ProgressReporter
 
     reporter = ProgressReporter(total=total, enabled=progress)
@@ -298,7 +297,13 @@ def _intact_run_dir(path: str) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from prmtree.engine.output import UNLISTED, load_manifest, manifest_layout, missing_slices, verify_run
+    from prmtree.engine.output import (
+        UNLISTED,
+        load_manifest,
+        manifest_layout,
+        missing_slices,
+        verify_run,
+    )
 
     out = _run_dir(args.out)
     damage = verify_run(out)
@@ -334,9 +339,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from prmtree.export import ExportOptions, export
-
     from prmtree.engine.output import missing_slices
+    from prmtree.export import ExportOptions, export
 
     out = _intact_run_dir(args.out)
     missing = missing_slices(out)

@@ -46,7 +46,13 @@ from prmtree.engine.output import Slice, manifest_layout
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import open_run
 from prmtree.engine.stats import RunStats
-from prmtree.rollout_workers.ray import START_TIMEOUT_S, PoolHandle, RayExecutor, auto_drivers, connect
+from prmtree.rollout_workers.ray import (
+    START_TIMEOUT_S,
+    PoolHandle,
+    RayExecutor,
+    auto_drivers,
+    connect,
+)
 from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked, versions
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).

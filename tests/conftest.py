@@ -152,6 +152,22 @@ def problems_file(tmp_path_factory, problems) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_problems():
+    """Six problems: enough for every table and export, quick to run."""
+    return generate_problems(6, seed=8)
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory, small_problems) -> Path:
+    """A finished run of ``small_problems`` (images embedded, plain prompts). Read it only."""
+    import prmtree
+
+    out = tmp_path_factory.mktemp("embedded-run")
+    prmtree.run(small_problems, policy="simulated", out=out, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
     """A two-layer Qwen2 with a trained BPE tokenizer and chat template, built once per run."""
     from tiny_models import build_text_model

@@ -347,26 +347,41 @@ def test_a_policy_blocking_the_event_loop_past_the_timeout_stops_the_run_naming_
 
 
 def test_timing_the_policy_keeps_cancellation_and_results_intact():
-    from prmtree.rollout_workers.inline import _timed
+    from prmtree.engine.config import ExecutorConfig
+    from prmtree.engine.records import Completion, GenerationRequest
+    from prmtree.rollout_workers.inline import InlineExecutor
 
-    async def slow():
-        await asyncio.sleep(10)
+    cancelled = []
 
-    async def answer():
-        await asyncio.sleep(0)
-        return 42
+    class Answers:
+        async def generate(self, request):
+            await asyncio.sleep(0)
+            return [Completion("\\boxed{42}", 1)]
+
+    class Sleeps:
+        async def generate(self, request):
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(request)
+                raise
+
+    config = ExecutorConfig(request_timeout_s=1.0)  # the policy is timed: a step over 1 s would stop the run
+    request = GenerationRequest(generate_problems(1)[0], (), n=1)
 
     async def main():
-        assert await _timed(answer(), 1.0, "p") == 42
-        task = asyncio.ensure_future(_timed(slow(), 1.0, "p"))
+        assert await InlineExecutor(Answers(), config).submit(request) == [Completion("\\boxed{42}", 1)]
+        sleeps = InlineExecutor(Sleeps(), config)
+        task = asyncio.ensure_future(sleeps.submit(request))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(_timed(slow(), 1.0, "p"), 0.01)
+            await asyncio.wait_for(sleeps.submit(request), 0.01)
 
     asyncio.run(main())
+    assert len(cancelled) == 2  # each cancellation reached the policy's own await
 
 
 # -- one-line errors --------------------------------------------------------------------------------------

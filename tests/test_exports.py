@@ -13,8 +13,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from itertools import chain
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import cli
 from PIL import Image
 
 import prmtree
@@ -40,24 +39,14 @@ from prmtree.export.visualprm import VISUALPRM_SYSTEM_PROMPT
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def problems():
-    return generate_problems(6, seed=8)
+# ``small_problems`` and ``embedded_run`` (a real run: embedded images, plain prompts) are in conftest.py.
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, problems):
-    """A real run: embedded images, plain prompts."""
-    out = tmp_path_factory.mktemp("run")
-    prmtree.run(problems, policy="simulated", out=out, seed=1)
-    return out
-
-
-@pytest.fixture(scope="module")
-def chat_run(tmp_path_factory, problems):
+def chat_run(tmp_path_factory, small_problems):
     """A real run with images as paths under out/images and prompts as chat messages."""
     out = tmp_path_factory.mktemp("chat-run")
-    prmtree.run(problems[:3], policy="simulated", out=out, seed=2,
+    prmtree.run(small_problems[:3], policy="simulated", out=out, seed=2,
                 config={"output": {"image_mode": "path", "chat_format": True}})
     return out
 
@@ -69,12 +58,12 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def nasty_run(tmp_path_factory, run):
+def nasty_run(tmp_path_factory, embedded_run):
     """Hand-written rows a real run can produce but the synthetic policy does not: two images,
     text that contains every marker, a step already numbered, an undecided label, extra columns."""
     out = tmp_path_factory.mktemp("nasty-run")
     (out / "steps").mkdir()
-    base = read_table(run, "steps").schema
+    base = read_table(embedded_run, "steps").schema
     schema = base.append(pa.field("label_source", pa.list_(pa.string()))).append(
         pa.field("confidence", pa.list_(pa.float64())))
     images = [{"bytes": _png((200, 0, 0)), "path": "a.png"}, {"bytes": _png((0, 0, 200)), "path": "b.png"}]
@@ -166,10 +155,10 @@ def openrlhf_item(text, label_values, tokenizer, max_length, placeholder, reward
 
 
 @pytest.mark.parametrize("soft", [False, True])
-def test_openrlhf_labels_sit_on_placeholders_and_survive_truncation(tmp_path, run, soft):
+def test_openrlhf_labels_sit_on_placeholders_and_survive_truncation(tmp_path, embedded_run, soft):
     target = tmp_path / "prm.jsonl"
-    n = export(run, "openrlhf", target, ExportOptions(soft=soft))
-    source = by_path(run)
+    n = export(embedded_run, "openrlhf", target, ExportOptions(soft=soft))
+    source = by_path(embedded_run)
     assert n == len(source)
     ds = datasets.load_dataset("json", data_files=str(target), split="train")  # OpenRLHF's blending_datasets
     tok = tiny_tokenizer(ds["input"], [PLACEHOLDER])
@@ -236,11 +225,11 @@ def internvl_read(meta_path: Path):
         yield item, images, system, conversations
 
 
-def test_visualprm_reads_as_internvl_multi_turn_prm_data(tmp_path, run, problems):
+def test_visualprm_reads_as_internvl_multi_turn_prm_data(tmp_path, embedded_run, small_problems):
     target = tmp_path / "vprm" / "train.jsonl"
-    n = export(run, "visualprm", target)
-    source = by_path(run)
-    pictures = {p.id: p.images[0].data for p in problems}
+    n = export(embedded_run, "visualprm", target)
+    source = by_path(embedded_run)
+    pictures = {p.id: p.images[0].data for p in small_problems}
     meta = tmp_path / "vprm" / "train_meta.json"
     items = list(internvl_read(meta))
     assert len(items) == n == len(source)
@@ -285,10 +274,10 @@ QWEN_TEMPLATE = (
 QWEN_SPECIALS = [QWEN_STEP_TOKEN, "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
 
 
-def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, run):
+def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, embedded_run):
     target = tmp_path / "qwen.jsonl"
-    n = export(run, "qwen-prm", target)
-    source = by_path(run)
+    n = export(embedded_run, "qwen-prm", target)
+    source = by_path(embedded_run)
     records = read_jsonl(target)
     assert len(records) == n == len(source)
     tok = tiny_tokenizer([r["text"] for r in records], QWEN_SPECIALS)
@@ -305,7 +294,7 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, r
     # the same file rendered with a tokenizer's own chat template
     tok.save_pretrained(tmp_path / "tok")
     again = tmp_path / "qwen2.jsonl"
-    export(run, "qwen-prm", again, ExportOptions(tokenizer=tmp_path / "tok", soft=True))
+    export(embedded_run, "qwen-prm", again, ExportOptions(tokenizer=tmp_path / "tok", soft=True))
     for r, s in zip(read_jsonl(again), records):
         assert r["text"] == s["text"]
         assert all(0.0 <= x <= 1.0 for x in r["labels"]) and len(r["labels"]) == len(s["labels"])
@@ -328,12 +317,12 @@ def math_shepherd_parse(example):
     return prompt.strip(), completions, labels
 
 
-def test_math_shepherd_columns_parse_back_to_the_steps(tmp_path, run):
+def test_math_shepherd_columns_parse_back_to_the_steps(tmp_path, embedded_run):
     target = tmp_path / "ms.jsonl"
-    assert export(run, "math-shepherd", target) == len(steps_rows(run))
+    assert export(embedded_run, "math-shepherd", target) == len(steps_rows(embedded_run))
     ds = datasets.load_dataset("json", data_files=str(target), split="train")
     assert {"input", "label", "task"} <= set(ds.column_names)
-    source = by_path(run)
+    source = by_path(embedded_run)
     for example in ds:
         steps, labels, _ = decided(source[example["path_id"]])
         prompt, completions, parsed = math_shepherd_parse(example)
@@ -377,17 +366,17 @@ def card_parts(directory: Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
-def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, run, problems):
+def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, embedded_run, small_problems):
     target = tmp_path / "hf"
-    n = export(run, "hf", target, ExportOptions(test_size=0.34, license="cc-by-4.0"))
-    rows = steps_rows(run)
+    n = export(embedded_run, "hf", target, ExportOptions(test_size=0.34, license="cc-by-4.0"))
+    rows = steps_rows(embedded_run)
     assert n == len(rows)
     ds = datasets.load_dataset(str(target))
     assert set(ds) == {"train", "test"}
     assert ds["train"].num_rows + ds["test"].num_rows == len(rows)
     train_ids, test_ids = set(ds["train"]["problem_id"]), set(ds["test"]["problem_id"])
     assert train_ids and test_ids and not train_ids & test_ids  # split by problem: no leakage
-    pictures = {p.id: p.images[0].data for p in problems}
+    pictures = {p.id: p.images[0].data for p in small_problems}
     row = ds["train"][0]
     assert isinstance(row["images"][0], Image.Image)
     original = Image.open(io.BytesIO(pictures[row["problem_id"]])).convert("RGB")
@@ -414,7 +403,7 @@ def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, run, proble
     assert "| rollouts |" in body and "| generated tokens |" in body and "simulated" in body
 
     pairs = datasets.load_dataset(str(target), "pairs", split="train")
-    assert pairs.num_rows == read_table(run, "pairs").num_rows > 0
+    assert pairs.num_rows == read_table(embedded_run, "pairs").num_rows > 0
 
 
 def test_hf_from_a_chat_format_run_with_image_paths(tmp_path, chat_run):
@@ -477,21 +466,21 @@ def test_text_formats_reference_an_image_folder(tmp_path, chat_run):
 # -- refusals --------------------------------------------------------------------------------
 
 
-def test_refusals_are_one_line_and_leave_the_run_alone(tmp_path, run):
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+def test_refusals_are_one_line_and_leave_the_run_alone(tmp_path, embedded_run):
+    before = {p: p.stat().st_mtime_ns for p in embedded_run.rglob("*")}
     existing = tmp_path / "x.jsonl"
     existing.write_text("keep\n")
     cases = [
-        (dict(out=run, fmt="openrlhf", target=existing), "exists; pass --overwrite"),
-        (dict(out=run, fmt="openrlhf", target=tmp_path), "is a directory"),
-        (dict(out=run, fmt="jsonl", target=run / "steps.jsonl"), "inside the run directory"),
-        (dict(out=run, fmt="hf", target=run), "inside the run directory"),
-        (dict(out=run, fmt="hf", target=run.parent), "contains the run directory"),
-        (dict(out=run, fmt="hf", target=existing), "is a file"),
-        (dict(out=run, fmt="math-shepherd", target=tmp_path / "m.jsonl", soft=True), "soft labels go to"),
-        (dict(out=run, fmt="parquet", target=tmp_path / "y"), "format must be one of"),
-        (dict(out=run, fmt="jsonl", target=tmp_path / "y.jsonl", tokenizer="tok"), "tokenizer applies to qwen-prm"),
-        (dict(out=run, fmt="openrlhf", target=tmp_path / "y.jsonl", test_size=0.1), "test_size applies to hf"),
+        (dict(out=embedded_run, fmt="openrlhf", target=existing), "exists; pass --overwrite"),
+        (dict(out=embedded_run, fmt="openrlhf", target=tmp_path), "is a directory"),
+        (dict(out=embedded_run, fmt="jsonl", target=embedded_run / "steps.jsonl"), "inside the run directory"),
+        (dict(out=embedded_run, fmt="hf", target=embedded_run), "inside the run directory"),
+        (dict(out=embedded_run, fmt="hf", target=embedded_run.parent), "contains the run directory"),
+        (dict(out=embedded_run, fmt="hf", target=existing), "is a file"),
+        (dict(out=embedded_run, fmt="math-shepherd", target=tmp_path / "m.jsonl", soft=True), "soft labels go to"),
+        (dict(out=embedded_run, fmt="parquet", target=tmp_path / "y"), "format must be one of"),
+        (dict(out=embedded_run, fmt="jsonl", target=tmp_path / "y.jsonl", tokenizer="tok"), "tokenizer applies to qwen-prm"),
+        (dict(out=embedded_run, fmt="openrlhf", target=tmp_path / "y.jsonl", test_size=0.1), "test_size applies to hf"),
         (dict(out=tmp_path, fmt="jsonl", target=tmp_path / "z.jsonl"), "holds no prmtree manifest"),
     ]
     for kwargs, message in cases:
@@ -499,20 +488,20 @@ def test_refusals_are_one_line_and_leave_the_run_alone(tmp_path, run):
             export(kwargs.pop("out"), kwargs.pop("fmt"), kwargs.pop("target"), ExportOptions(**kwargs))
         assert "\n" not in str(info.value)
     assert existing.read_text() == "keep\n"
-    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
-    assert export(run, "openrlhf", existing, ExportOptions(overwrite=True)) == len(steps_rows(run))
+    assert {p: p.stat().st_mtime_ns for p in embedded_run.rglob("*")} == before
+    assert export(embedded_run, "openrlhf", existing, ExportOptions(overwrite=True)) == len(steps_rows(embedded_run))
 
 
-def test_cli_exports_with_every_listed_format(tmp_path, run):
+@pytest.mark.slow
+def test_cli_exports_with_every_listed_format(tmp_path, embedded_run):
     listed = {name for name, _ in format_list()}
     assert {"openrlhf", "visualprm", "qwen-prm", "math-shepherd", "hf", "stepwise", "trl"} <= listed
-    r = subprocess.run([sys.executable, "-m", "prmtree", "export", str(run), "--format", "openrlhf",
-                        "--to", str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=60)
+    r = cli("export", embedded_run, "--format", "openrlhf", "--to", tmp_path / "o.jsonl", timeout=60)
     assert r.returncode == 0, r.stderr
-    assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(run))
+    assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(embedded_run))
 
 
-def test_a_new_format_is_one_registered_class(tmp_path, run, monkeypatch):
+def test_a_new_format_is_one_registered_class(tmp_path, embedded_run, monkeypatch):
     monkeypatch.setattr(EXPORT_FORMATS, "_registered", dict(EXPORT_FORMATS._registered))  # undone after the test
 
     @EXPORT_FORMATS.register("first-steps")
@@ -527,12 +516,12 @@ def test_a_new_format_is_one_registered_class(tmp_path, run, monkeypatch):
             return len(lines)
 
     assert ("first-steps", FirstSteps.description) in format_list()
-    n = export(run, "first-steps", tmp_path / "first.tsv")
+    n = export(embedded_run, "first-steps", tmp_path / "first.tsv")
     lines = (tmp_path / "first.tsv").read_text(encoding="utf-8").splitlines()
-    assert n == len(lines) == len(steps_rows(run))
-    assert dict(line.split("\t") for line in lines) == {r["path_id"]: r["completions"][0] for r in steps_rows(run)}
+    assert n == len(lines) == len(steps_rows(embedded_run))
+    assert dict(line.split("\t") for line in lines) == {r["path_id"]: r["completions"][0] for r in steps_rows(embedded_run)}
     with pytest.raises(ExportError, match="soft labels go to openrlhf and qwen-prm only, not first-steps"):
-        export(run, "first-steps", tmp_path / "soft.tsv", ExportOptions(soft=True))
+        export(embedded_run, "first-steps", tmp_path / "soft.tsv", ExportOptions(soft=True))
 
 
 def test_trainer_formats_leave_out_paths_the_judge_disputed_unless_asked(tmp_path):

@@ -2,14 +2,13 @@
 
 import io
 import json
-import subprocess
-import sys
 
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import cli
 from PIL import Image
 
 import prmtree
@@ -17,29 +16,16 @@ from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.config import InputConfig
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.problem import iter_input
-from prmtree.engine.synthetic import generate_problems, write_jsonl
+from prmtree.engine.synthetic import write_jsonl
 from prmtree.policies import Completion
 
-PRMTREE = [sys.executable, "-m", "prmtree"]
-
-
-@pytest.fixture(scope="module")
-def small():
-    return generate_problems(6, seed=8)
-
-
-@pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory, small):
-    out = tmp_path_factory.mktemp("embedded")
-    prmtree.run(small, policy="simulated", out=out, seed=1)
-    return out
 
 
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_datasets_loads_steps_with_decoded_images_and_trl_columns(embedded_run, small):
+def test_datasets_loads_steps_with_decoded_images_and_trl_columns(embedded_run, small_problems):
     ds = datasets.load_dataset("parquet", data_files=str(embedded_run / "steps" / "*.parquet"), split="train")
     f = ds.features
     # TRL's stepwise-supervision format: prompt (string), completions (list of str), labels (list of bool)
@@ -47,7 +33,7 @@ def test_datasets_loads_steps_with_decoded_images_and_trl_columns(embedded_run, 
     assert f["completions"] == datasets.List(datasets.Value("string"))
     assert f["labels"] == datasets.List(datasets.Value("bool"))
     assert f["images"] == datasets.List(datasets.Image())
-    by_id = {p.id: p for p in small}
+    by_id = {p.id: p for p in small_problems}
     for row in ds:
         image = row["images"][0]
         assert isinstance(image, Image.Image)
@@ -56,32 +42,32 @@ def test_datasets_loads_steps_with_decoded_images_and_trl_columns(embedded_run, 
         assert len(row["completions"]) == len(row["labels"])
 
 
-def test_image_path_mode_references_files_that_decode(tmp_path, small):
-    prmtree.run(small, policy="simulated", out=tmp_path, config={"output": {"image_mode": "path"}})
+def test_image_path_mode_references_files_that_decode(tmp_path, small_problems):
+    prmtree.run(small_problems, policy="simulated", out=tmp_path, config={"output": {"image_mode": "path"}})
     table = read_table(tmp_path, "steps")
     first = table.column("images").to_pylist()[0][0]
     assert first["bytes"] is None and first["path"].startswith(str(tmp_path.resolve() / "images"))
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "steps" / "*.parquet"), split="train")
     row = ds[0]
-    by_id = {p.id: p for p in small}
+    by_id = {p.id: p for p in small_problems}
     assert np.array_equal(np.asarray(row["images"][0].convert("RGB")), pixels(by_id[row["problem_id"]].images[0].data))
-    assert len(list((tmp_path / "images").iterdir())) == len(small)
+    assert len(list((tmp_path / "images").iterdir())) == len(small_problems)
 
 
-def test_chat_format_prompt_is_messages(tmp_path, small):
-    prmtree.run(small[:2], policy="simulated", out=tmp_path, config={"output": {"chat_format": True}})
+def test_chat_format_prompt_is_messages(tmp_path, small_problems):
+    prmtree.run(small_problems[:2], policy="simulated", out=tmp_path, config={"output": {"chat_format": True}})
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "steps" / "*.parquet"), split="train")
     prompt = ds[0]["prompt"]
     assert prompt[0]["role"] == "user"
     assert prompt[0]["content"][0]["type"] == "image"
     assert prompt[0]["content"][-1]["type"] == "text"
-    assert prompt[0]["content"][-1]["text"] in {p.question for p in small}
+    assert prompt[0]["content"][-1]["text"] in {p.question for p in small_problems}
 
 
-def test_max_ci_width_keeps_only_confident_steps(tmp_path, small):
+def test_max_ci_width_keeps_only_confident_steps(tmp_path, small_problems):
     mc = {"labels": {"method": "mc"}}  # values from k = 8 rollouts each (calibrated samples adaptively)
-    prmtree.run(small, policy="simulated", out=tmp_path / "all", seed=2, config=mc)
-    prmtree.run(small, policy="simulated", out=tmp_path / "narrow", seed=2, config={**mc, "output": {"max_ci_width": 0.5}})
+    prmtree.run(small_problems, policy="simulated", out=tmp_path / "all", seed=2, config=mc)
+    prmtree.run(small_problems, policy="simulated", out=tmp_path / "narrow", seed=2, config={**mc, "output": {"max_ci_width": 0.5}})
     all_steps = sum(len(x) for x in read_table(tmp_path / "all", "steps").column("labels").to_pylist())
     narrow = read_table(tmp_path / "narrow", "steps").to_pylist()
     assert 0 < sum(len(r["labels"]) for r in narrow) < all_steps
@@ -94,8 +80,8 @@ def test_max_ci_width_keeps_only_confident_steps(tmp_path, small):
                 assert hi - lo <= 0.5, v
 
 
-def test_label_false_mode_keeps_steps_after_the_first_error(tmp_path, small):
-    prmtree.run(small, policy="simulated", out=tmp_path, config={"output": {"after_first_error": "label-false"}})
+def test_label_false_mode_keeps_steps_after_the_first_error(tmp_path, small_problems):
+    prmtree.run(small_problems, policy="simulated", out=tmp_path, config={"output": {"after_first_error": "label-false"}})
     rows = read_table(tmp_path, "steps").to_pylist()
     tails = [r for r in rows if r["labels"].count(False) > 1]
     assert tails
@@ -132,10 +118,10 @@ def _mixed_input(tmp_path, problems):
     return path
 
 
-def test_every_bad_input_case_in_one_file(tmp_path, small):
-    path = _mixed_input(tmp_path, small)
-    r = subprocess.run([*PRMTREE, "run", "--input", str(path), "--out", str(tmp_path / "out"), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+@pytest.mark.slow
+def test_every_bad_input_case_in_one_file(tmp_path, small_problems):
+    path = _mixed_input(tmp_path, small_problems)
+    r = cli("run", "--input", path, "--out", tmp_path / "out", "--no-progress")
     assert r.returncode == 0, r.stderr
     errors = {e["problem_id"]: e["reason"] for e in read_table(tmp_path / "out", "errors").to_pylist()}
     assert errors["no-question"] == "missing question"
@@ -146,18 +132,18 @@ def test_every_bad_input_case_in_one_file(tmp_path, small):
     assert errors["bomb"] == ("image images/bomb.png is 9000x9000 = 81000000 pixels, over the limit of "
                               "40000000 (decompression-bomb guard)")
     assert errors["mixed.jsonl:7"].startswith("line 7 is not valid JSON")
-    assert errors[small[0].id] == f"duplicate id {small[0].id!r} (mixed.jsonl:14)"
+    assert errors[small_problems[0].id] == f"duplicate id {small_problems[0].id!r} (mixed.jsonl:14)"
     steps_ids = set(read_table(tmp_path / "out", "steps").column("problem_id").to_pylist())
     nodes_ids = set(read_table(tmp_path / "out", "nodes").column("problem_id").to_pylist())
-    assert nodes_ids == {p.id for p in small}
+    assert nodes_ids == {p.id for p in small_problems}
     assert steps_ids <= nodes_ids and len(steps_ids) >= 4
     assert len(load_manifest(tmp_path / "out" / "manifest.json").rejected) == 8
 
 
-def test_input_formats_all_give_the_same_problems(tmp_path, small):
-    jsonl = write_jsonl(small, tmp_path)
+def test_input_formats_all_give_the_same_problems(tmp_path, small_problems):
+    jsonl = write_jsonl(small_problems, tmp_path)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    expected = [(p.id, p.question, p.answer, p.images[0].data) for p in small]
+    expected = [(p.id, p.question, p.answer, p.images[0].data) for p in small_problems]
 
     def got(path, fmt=InputConfig()):
         items = list(iter_input(path, fmt))
@@ -177,7 +163,7 @@ def test_input_formats_all_give_the_same_problems(tmp_path, small):
     assert got(tmp_path / "paths.parquet", fmt) == expected
     # Parquet with an Image struct column
     structs = [{"id": p.id, "question": p.question, "answer": p.answer,
-                "image": {"bytes": p.images[0].data, "path": None}} for p in small]
+                "image": {"bytes": p.images[0].data, "path": None}} for p in small_problems]
     sub = tmp_path / "dir"
     sub.mkdir()
     pq.write_table(pa.Table.from_pylist(structs[:3]), sub / "a.parquet")
@@ -189,26 +175,26 @@ def test_input_formats_all_give_the_same_problems(tmp_path, small):
     assert got(tmp_path / "hf") == expected
 
 
-def test_run_from_a_renamed_parquet_via_config(tmp_path, small):
+def test_run_from_a_renamed_parquet_via_config(tmp_path, small_problems):
     rows = [{"uid": p.id, "prompt_text": p.question, "picture": {"bytes": p.images[0].data, "path": None},
-             "gold": p.answer, "meta": json.dumps(p.meta)} for p in small]
+             "gold": p.answer, "meta": json.dumps(p.meta)} for p in small_problems]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
     config = {"input": {"id_field": "uid", "question_field": "prompt_text", "image_field": "picture",
                         "answer_field": "gold"}}
     s = prmtree.run(tmp_path / "in.parquet", policy="simulated", out=tmp_path / "out", config=config)
-    assert s.problems_done == len(small) and s.input_errors == 0
+    assert s.problems_done == len(small_problems) and s.input_errors == 0
 
 
-def test_html_report_escapes_model_text(tmp_path, small):
+@pytest.mark.slow
+def test_html_report_escapes_model_text(tmp_path, small_problems):
     class Evil:
         async def generate(self, request):
             bad = "<script>alert('pwned')</script>"
             return [Completion(f"{bad}\n\n\\boxed{{{request.problem.answer if i % 2 else 0}}}", 5)
                     for i in range(request.n)]
 
-    prmtree.run(small[:2], policy=Evil(), out=tmp_path / "out", strategy="shepherd")
-    r = subprocess.run([*PRMTREE, "inspect", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")],
-                       capture_output=True, text=True, timeout=60)
+    prmtree.run(small_problems[:2], policy=Evil(), out=tmp_path / "out", strategy="shepherd")
+    r = cli("inspect", tmp_path / "out", "--html", tmp_path / "r.html", timeout=60)
     assert r.returncode == 0, r.stderr
     assert "label balance per depth" in r.stdout
     page = (tmp_path / "r.html").read_text()
@@ -218,11 +204,11 @@ def test_html_report_escapes_model_text(tmp_path, small):
     assert "<svg" in page
 
 
+@pytest.mark.slow
 def test_exports(tmp_path, embedded_run):
     steps = read_table(embedded_run, "steps").to_pylist()
     for fmt, name in [("trl", "t.parquet"), ("prm800k", "p.jsonl"), ("pairs", "pairs.jsonl"), ("jsonl", "s.jsonl")]:
-        r = subprocess.run([*PRMTREE, "export", str(embedded_run), "--format", fmt, "--to", str(tmp_path / name)],
-                           capture_output=True, text=True, timeout=60)
+        r = cli("export", embedded_run, "--format", fmt, "--to", tmp_path / name, timeout=60)
         assert r.returncode == 0, r.stderr
     trl = datasets.load_dataset("parquet", data_files=str(tmp_path / "t.parquet"), split="train")
     assert trl.column_names == ["prompt", "images", "completions", "labels"]
@@ -236,18 +222,17 @@ def test_exports(tmp_path, embedded_run):
     assert pairs and all(p["chosen_value"] > p["rejected_value"] for p in pairs)
     plain = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert plain[0]["completions"] == steps[0]["completions"]
-    r = subprocess.run([*PRMTREE, "export", str(tmp_path), "--format", "trl", "--to", str(tmp_path / "x")],
-                       capture_output=True, text=True)
+    r = cli("export", tmp_path, "--format", "trl", "--to", tmp_path / "x")
     assert r.returncode == 2 and "no prmtree manifest" in r.stderr
 
 
-def test_html_report_shortens_runaway_steps(tmp_path, small):
+def test_html_report_shortens_runaway_steps(tmp_path, small_problems):
     class Runaway:
         async def generate(self, request):
             return [Completion("na" * 200_000 + f"\n\n\\boxed{{{request.problem.answer if i % 2 else 0}}}", 5)
                     for i in range(request.n)]
 
-    prmtree.run(small[:2], policy=Runaway(), out=tmp_path / "out", strategy="shepherd")
+    prmtree.run(small_problems[:2], policy=Runaway(), out=tmp_path / "out", strategy="shepherd")
     from prmtree.cli import main
 
     assert main(["inspect", str(tmp_path / "out"), "--html", str(tmp_path / "r.html")]) == 0

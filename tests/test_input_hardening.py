@@ -5,11 +5,10 @@ reading or decoding their images."""
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
+from conftest import cli, png
 from PIL import Image
 
 import prmtree
@@ -20,12 +19,6 @@ from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.problem import iter_input
 from prmtree.engine.synthetic import generate_problems, write_jsonl
-
-
-def png(color="red", size=(8, 8)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 SYNTHETIC = generate_problems(1, seed=0)[0]  # a problem the simulated policy can answer
@@ -113,7 +106,7 @@ def test_an_empty_image_list_is_an_input_error(tmp_path):
                              "empty2": "image list is empty (leave the field out for a problem without images)"}
 
 
-def test_an_input_directory_with_files_it_would_skip_is_refused_in_one_line(tmp_path):
+def directory_with_unread_files(tmp_path):
     d = tmp_path / "d"
     write_rows(d, [GOOD])
     (d / "more.csv").write_text("id,question\n")
@@ -121,12 +114,14 @@ def test_an_input_directory_with_files_it_would_skip_is_refused_in_one_line(tmp_
     (d / "README.md").write_text("# data")
     (d / ".DS_Store").write_bytes(b"")
     (d / "images").mkdir()
+    return d
+
+
+def test_an_input_directory_with_files_it_would_skip_is_refused(tmp_path):
+    d = directory_with_unread_files(tmp_path)
     with pytest.raises(ConfigError, match=r"holds files prmtree does not read: more.csv, more.jsonl.gz \(it reads"):
         prmtree.run(d, out=tmp_path / "o", policy="simulated")
     assert not (tmp_path / "o").exists()  # refused before anything was opened
-    r = subprocess.run([sys.executable, "-m", "prmtree", "run", "--input", str(d), "--out", str(tmp_path / "o"),
-                        "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "more.csv" in r.stderr
     (d / "more.csv").unlink()
     (d / "more.jsonl.gz").unlink()
     s = prmtree.run(d, out=tmp_path / "o", policy="simulated")  # images, README and dot files are fine
@@ -135,6 +130,13 @@ def test_an_input_directory_with_files_it_would_skip_is_refused_in_one_line(tmp_
     empty.mkdir()
     with pytest.raises(ConfigError, match="holds no .jsonl, .json, .parquet files"):
         prmtree.run(empty, out=tmp_path / "o2", policy="simulated")
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_an_input_directory_with_files_it_would_skip_in_one_line(tmp_path):
+    r = cli("run", "--input", directory_with_unread_files(tmp_path), "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "more.csv" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("with_ids", [True, False])
@@ -198,12 +200,12 @@ def test_force_in_embed_mode_keeps_an_images_folder_it_did_not_write(tmp_path):
     assert set(read_table(data_dir, "steps").column("strategy").to_pylist()) == {"shepherd"}
 
 
+@pytest.mark.slow
 def test_a_policy_arg_of_the_wrong_type_is_one_line_exit_2(tmp_path):
     data = write_rows(tmp_path / "d", [{"id": "a", "question": SYNTHETIC.question, "answer": SYNTHETIC.answer,
                                         "image": "ok.png"}])
-    r = subprocess.run([sys.executable, "-m", "prmtree", "run", "--input", str(data), "--out", str(tmp_path / "o"),
-                        "--policy", "simulated", "--policy-arg", "error_rate=abc", "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+    r = cli("run", "--input", data, "--out", tmp_path / "o", "--policy", "simulated",
+            "--policy-arg", "error_rate=abc", "--no-progress")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "prmtree: error: cannot build policy 'simulated': error_rate must be a number, got 'abc'"]

@@ -103,14 +103,19 @@ def test_first_error_posterior_is_monotone_and_sums_the_change_points():
 def _brute_force_look_ahead(weights, c, n, k, r, floor, reference, confidence):
     """The planner's look-ahead the long way: every outcome's rescaled change points,
     normalised, turned into each step's P(right), labelled and entropied from scratch."""
-    from prmtree.engine.calibration import _predictive
 
     def entropy(ws):
         return -sum(w * math.log(w) for w in ws if w > 0)
 
+    def outcomes():  # (P(x of r more right | step right), P(x | step wrong)), x = 0..r, given k of n
+        old_r, old_w = log_likelihoods(n, k, floor, reference)
+        for x in range(r + 1):
+            new_r, new_w = log_likelihoods(n + r, k + x, floor, reference)
+            yield math.comb(r, x) * math.exp(new_r - old_r), math.comb(r, x) * math.exp(new_w - old_w)
+
     wrong_mass = sum(weights[: c + 1])
     gain, labels = entropy(weights), 0.0
-    for p_r, p_w in _predictive(n, k, r, floor, reference):
+    for p_r, p_w in outcomes():
         px = (1 - wrong_mass) * p_r + wrong_mass * p_w
         if px <= 0:
             continue
@@ -426,17 +431,16 @@ def test_a_dead_judge_stops_the_run_instead_of_dropping_every_label(tmp_path, ju
         prmtree.run(GUESSABLE[:10], policy=SimulatedPolicy(**GUESSING), out=tmp_path, config=config)
 
 
-def test_inspect_shows_how_labels_were_made_and_the_judges_record(tmp_path):
-    import subprocess
-    import sys
+def test_inspect_shows_how_labels_were_made_and_the_judges_record(tmp_path, capsys):
+    from prmtree.cli import main
 
     config = {"labels": {"method": "consensus", "on_disagreement": "flag"}}
     prmtree.run(GUESSABLE[:8], policy=SimulatedPolicy(**GUESSING), out=tmp_path / "o", config=config)
-    r = subprocess.run([sys.executable, "-m", "prmtree", "inspect", str(tmp_path / "o"), "--html", str(tmp_path / "r.html")],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "labels: how they were made" in r.stdout and "consensus" in r.stdout
-    assert "MC and judge agree" in r.stdout and "label confidence" in r.stdout
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "o"), "--html", str(tmp_path / "r.html")]) == 0
+    shown = capsys.readouterr().out
+    assert "labels: how they were made" in shown and "consensus" in shown
+    assert "MC and judge agree" in shown and "label confidence" in shown
     page = (tmp_path / "r.html").read_text()
     assert "judge: " in page and "confidence 0." in page and "rollouts" in page
     assert "P(right)" in page  # node tooltips carry the posterior

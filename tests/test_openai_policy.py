@@ -3,7 +3,6 @@ against a small local HTTP server that misbehaves on purpose."""
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from conftest import free_port, starts_processes
 
 import prmtree
 from prmtree.engine.output import load_manifest, read_table
@@ -23,13 +23,8 @@ from prmtree.policies.openai_policy import OpenAIPolicy
 PROBLEM = generate_problems(1, seed=5)[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
+@starts_processes("vllm")
 def vllm_server(tmp_path_factory, tiny_text_model):
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"

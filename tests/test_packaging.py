@@ -8,6 +8,7 @@ from importlib.metadata import distributions
 from pathlib import Path
 
 import pytest
+from conftest import starts_processes
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = [
@@ -37,12 +38,19 @@ def _import_check(pythonpath: str | None) -> dict:
     return json.loads(out.stdout)
 
 
-def test_import_prmtree_imports_no_heavy_backend():
-    assert _import_check(None)["heavy"] == []
+@pytest.fixture(scope="module")
+@starts_processes()
+def installed_import() -> dict:
+    """The modules' files and the heavy backends loaded, as a fresh interpreter imports them."""
+    return _import_check(None)
 
 
-def test_installed_package_maps_the_folders():
-    files = _import_check(None)["files"]
+def test_import_prmtree_imports_no_heavy_backend(installed_import):
+    assert installed_import["heavy"] == []
+
+
+def test_installed_package_maps_the_folders(installed_import):
+    files = installed_import["files"]
     urls = [d.read_text("direct_url.json") for d in distributions(name="prmtree")]
     editable = any(u and json.loads(u).get("dir_info", {}).get("editable") for u in urls)
     if not editable:

@@ -2,17 +2,12 @@ import io
 import json
 
 import pytest
+from conftest import png
 from PIL import Image
 
 from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for
 from prmtree.engine.problem import iter_input, iter_problems
 from prmtree.engine.config import InputConfig
-
-
-def png(color="red", size=(8, 8)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

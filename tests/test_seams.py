@@ -123,6 +123,7 @@ def test_executors_implement_the_whole_contract():
     assert STRATEGIES.names()[:3] == ["omega", "shepherd", "mcts"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["inline", "ray"])
 def test_a_bad_policy_arg_exits_2_with_one_line_before_any_model_loads(tmp_path, executor):
     from prmtree.engine.synthetic import write_jsonl

@@ -24,16 +24,17 @@ def train_prm():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def run_and_export(tmp_path_factory):
+    """A run (``run/``) and its hf export (``hf/``), side by side."""
     root = tmp_path_factory.mktemp("train-prm")
     prmtree.run(generate_problems(10, seed=21), policy="simulated", out=root / "run", seed=3)
     export(root / "run", "hf", root / "hf", ExportOptions(test_size=0.34))
     return root
 
 
-def test_tiny_prm_trains_from_an_hf_export_and_its_loss_falls(train_prm, data, capsys):
+def test_tiny_prm_trains_from_an_hf_export_and_its_loss_falls(train_prm, run_and_export, capsys):
     started = time.perf_counter()
-    result = train_prm.main(["--data", str(data / "hf"), "--max-steps", "8", "--batch-size", "8",
+    result = train_prm.main(["--data", str(run_and_export / "hf"), "--max-steps", "8", "--batch-size", "8",
                              "--max-length", "192", "--log-every", "4", "--seed", "0"])
     assert result["steps"] == 8
     assert result["train_loss_after"] < 0.9 * result["train_loss_before"]
@@ -45,15 +46,15 @@ def test_tiny_prm_trains_from_an_hf_export_and_its_loss_falls(train_prm, data, c
     assert time.perf_counter() - started < 60
 
 
-def test_the_real_model_path_loads_a_saved_model_from_a_run_directory(train_prm, data, tmp_path):
+def test_the_real_model_path_loads_a_saved_model_from_a_run_directory(train_prm, run_and_export, tmp_path):
     """``--model`` as used on a GPU (AutoTokenizer + AutoModelForTokenClassification, ``<step>`` added),
     here with a tiny model saved to disk, on the run's own directory."""
-    rows = train_prm.load_rows(data / "run")
+    rows = train_prm.load_rows(run_and_export / "run")
     tok = train_prm.tiny_tokenizer([train_prm.text_of(r) for r in rows])
     tok.add_tokens(["spare"])
     train_prm.tiny_model(len(tok), 128, tok.pad_token_id).save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
-    result = train_prm.main(["--data", str(data / "run"), "--model", str(tmp_path / "model"), "--max-steps", "2",
+    result = train_prm.main(["--data", str(run_and_export / "run"), "--model", str(tmp_path / "model"), "--max-steps", "2",
                              "--batch-size", "16", "--max-length", "128", "--lr", "1e-3",
                              "--save", str(tmp_path / "out")])
     assert result["steps"] == 2

@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from prmtree.engine.config import VerifyConfig
 from prmtree.engine.records import Problem
@@ -319,6 +320,7 @@ def test_odd_answers_real_models_write(gold, meta, pred, path, expected):
         assert Verifier().quick(problem, pred) is None
 
 
+@pytest.mark.slow
 def test_pool_agrees_with_the_sync_path_on_the_whole_table():
     async def main():
         v = Verifier(VerifyConfig(timeout_s=30))
@@ -336,6 +338,7 @@ def test_pool_agrees_with_the_sync_path_on_the_whole_table():
 
 # --------------------------------------------------------------------------- the async path
 # Slow checks the pool runs: module-level so that they pickle into the worker.
+# A test that starts the pool starts processes: it is marked slow.
 
 HANG, CRASH = "\\sqrt{999}", "\\sqrt{666}"
 
@@ -358,6 +361,7 @@ SQRT = P("\\frac{\\sqrt{2}}{2}")
 SQRT_OK = "\\frac{1}{\\sqrt{2}}"
 
 
+@pytest.mark.slow
 def test_a_hung_check_is_false_within_its_time_bound_and_the_pool_recovers():
     async def main():
         v = Verifier(VerifyConfig(timeout_s=1.0), slow_check=hang_or_crash)
@@ -377,6 +381,7 @@ def test_a_hung_check_is_false_within_its_time_bound_and_the_pool_recovers():
     assert stats["pool_checks"] == 4
 
 
+@pytest.mark.slow
 def test_a_check_that_kills_its_worker_is_false_and_the_pool_is_recreated():
     async def main():
         v = Verifier(VerifyConfig(timeout_s=30), slow_check=hang_or_crash)
@@ -394,6 +399,7 @@ def test_a_check_that_kills_its_worker_is_false_and_the_pool_is_recreated():
     assert stats["pool_restarts"] == 3
 
 
+@pytest.mark.slow
 def test_a_hung_check_in_a_batch_does_not_take_its_batch_mates_down():
     async def main():
         v = Verifier(VerifyConfig(timeout_s=1.0), slow_check=hang_or_crash)
@@ -407,6 +413,7 @@ def test_a_hung_check_in_a_batch_does_not_take_its_batch_mates_down():
     assert stats["timeouts"] == 1 and stats["pool_checks"] == 3 and stats["pool_failures"] == 0
 
 
+@pytest.mark.slow
 def test_the_event_loop_keeps_running_during_a_slow_check():
     async def main():
         v = Verifier(slow_check=slow_math)
@@ -432,6 +439,7 @@ def test_the_event_loop_keeps_running_during_a_slow_check():
     assert len(ticks) > 30 and max(gaps) < 0.2  # ≥ 0.5 s of checks, the loop never stalled
 
 
+@pytest.mark.slow
 def test_check_dedupes_memoises_and_counts():
     async def main():
         v = Verifier()
@@ -478,21 +486,29 @@ def test_check_runs_custom_checks_in_process_and_never_raises():
     assert stats["pool_checks"] == 0
 
 
+@pytest.mark.slow
 def test_closing_answers_checks_in_flight_false_and_starts_no_new_pool():
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+
     async def main():
         v = Verifier(VerifyConfig(timeout_s=30), slow_check=hang_or_crash)
         assert await v.check(SQRT, [SQRT_OK]) == [True]
+        started = set(multiprocessing.active_children()) - before  # the pool's worker processes
         task = asyncio.create_task(v.check(SQRT, [HANG]))
         await asyncio.sleep(0.3)
         await v.aclose()
         t = time.perf_counter()
         verdicts = await asyncio.wait_for(task, 5)
-        return verdicts, time.perf_counter() - t, v._pool._pool
+        return verdicts, time.perf_counter() - t, started
 
-    verdicts, elapsed, pool = asyncio.run(main())
-    assert verdicts == [False] and elapsed < 2 and pool is None
+    verdicts, elapsed, started = asyncio.run(main())
+    assert verdicts == [False] and elapsed < 2 and started
+    wait_for(lambda: set(multiprocessing.active_children()) <= before, timeout=10)  # its workers gone, no new ones
 
 
+@pytest.mark.slow
 def test_a_used_verifier_still_pickles():
     async def main():
         v = Verifier()
@@ -523,6 +539,7 @@ def _check_in_this_process(queue):
     queue.put(asyncio.run(main()))
 
 
+@pytest.mark.slow
 def test_where_no_process_pool_can_start_checks_run_in_threads_with_the_same_verdicts():
     # A driver inside a daemonic process (a multiprocessing worker, some job runners) cannot
     # start the Math-Verify pool; its checks used to be answered False one and all: every
@@ -546,6 +563,7 @@ def test_where_no_process_pool_can_start_checks_run_in_threads_with_the_same_ver
     assert stats["pool_checks"] == 5
 
 
+@pytest.mark.slow
 def test_a_process_pool_reports_its_kind():
     async def main():
         v = Verifier()
@@ -559,14 +577,15 @@ def test_a_process_pool_reports_its_kind():
 
 
 def test_several_drivers_stats_show_any_fallback_to_threads():
-    from prmtree.engine.stats import _combine_dicts
+    from prmtree.engine.stats import RunStats
 
-    combined = _combine_dicts([{"verifier": {"pool_kind": "process", "checks": 2}},
-                               {"verifier": {"pool_kind": "thread", "checks": 3}},
-                               {"verifier": {"pool_kind": "process", "checks": 1}}])
-    assert combined == {"verifier": {"pool_kind": "process,thread", "checks": 6}}
+    drivers = [RunStats(verifier={"pool_kind": "process", "checks": 2}),
+               RunStats(verifier={"pool_kind": "thread", "checks": 3}),
+               RunStats(verifier={"pool_kind": "process", "checks": 1})]
+    assert sum(drivers, RunStats()).verifier == {"pool_kind": "process,thread", "checks": 6}
 
 
+@pytest.mark.slow
 def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
     # Math-Verify answers False when its own alarm fires (here: comparing two huge powers,
     # ~3 s of sympy): that used to be taken for "not equal", uncounted.
@@ -607,6 +626,7 @@ print("VERDICT", asyncio.run(main()), v.stats()["pool_kind"], flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_runs_once_while_its_checks_go_to_the_pool(tmp_path):
     # Spawned pool workers re-import the parent's __main__: an unguarded script used to run
     # again in the pool's worker (its whole job, for a prmtree.run script).

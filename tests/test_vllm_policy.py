@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import starts_processes
 from PIL import Image
 
 from prmtree.engine.output import read_table
@@ -23,6 +24,7 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
+@starts_processes("vllm")
 def scenario(tmp_path_factory, tiny_text_model):
     out = tmp_path_factory.mktemp("vllm-run")
     r = subprocess.run([sys.executable, str(HERE / "vllm_scenario.py"), str(tiny_text_model), str(out)],

@@ -6,10 +6,20 @@ gets), :mod:`.compare` (the checks, cheap paths then Math-Verify), :mod:`.pool` 
 in worker processes, time-bounded), :mod:`.verifier` (memo, counters, dispatch).
 """
 
-from prmtree.engine.answers.compare import cheap_check, choice_match, math_match, numbers_match, text_match
+from prmtree.engine.answers.compare import (
+    cheap_check,
+    choice_match,
+    math_match,
+    numbers_match,
+    text_match,
+)
 from prmtree.engine.answers.extract import extract_answer, last_boxed
 from prmtree.engine.answers.kinds import AnswerKind, Options, answer_kind
-from prmtree.engine.answers.normalize import normalize_text, parse_number, parse_quantity
+from prmtree.engine.answers.normalize import (
+    normalize_text,
+    parse_number,
+    parse_quantity,
+)
 from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
 from prmtree.engine.answers.verifier import AnswerCheck, Verifier
 

@@ -14,7 +14,12 @@ import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from prmtree.engine.answers.extract import _unwrap
-from prmtree.engine.answers.normalize import _choice_letter, _is_words, _option_letter, _quantity
+from prmtree.engine.answers.normalize import (
+    _choice_letter,
+    _is_words,
+    _option_letter,
+    _quantity,
+)
 
 if TYPE_CHECKING:
     from prmtree.engine.records import Problem

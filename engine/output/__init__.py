@@ -16,10 +16,27 @@ Every table has an explicit schema (``engine/tables.py``, beside its row builder
 * ``faults``: the ``PRMTREE_FAULT`` hook of the crash tests.
 """
 
-from prmtree.engine.output.layout import MANIFEST_NAME, SHARD_NAME, Slice, manifest_layout
-from prmtree.engine.output.manifest import LAYOUT_VERSION, Manifest, load_manifest, load_manifests, write_manifest
+from prmtree.engine.output.layout import (
+    MANIFEST_NAME,
+    SHARD_NAME,
+    Slice,
+    manifest_layout,
+)
+from prmtree.engine.output.manifest import (
+    LAYOUT_VERSION,
+    Manifest,
+    load_manifest,
+    load_manifests,
+    write_manifest,
+)
 from prmtree.engine.output.reader import read_table
-from prmtree.engine.output.verification import UNLISTED, Damage, missing_slices, verify_run, verify_shard
+from prmtree.engine.output.verification import (
+    UNLISTED,
+    Damage,
+    missing_slices,
+    verify_run,
+    verify_shard,
+)
 from prmtree.engine.output.writer import DatasetWriter
 
 __all__ = [

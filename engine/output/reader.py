@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from prmtree.engine.output.manifest import load_manifests
 from prmtree.engine.tables import table_schema
 

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-
 from prmtree.engine.output.atomic import sha256_file
-from prmtree.engine.output.layout import SHARD_NAME, UNSLICED_MANIFEST, Slice, manifest_layout
+from prmtree.engine.output.layout import (
+    SHARD_NAME,
+    UNSLICED_MANIFEST,
+    Slice,
+    manifest_layout,
+)
 from prmtree.engine.output.manifest import Manifest, load_manifest
 from prmtree.engine.tables import TABLES
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from prmtree.engine.config import OutputConfig
 from prmtree.engine.output.atomic import publish, sha256_file, temporary_path
 from prmtree.engine.output.faults import fault_point

@@ -18,7 +18,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT
 from prmtree.engine.deciders import Decider, MCDecider
 from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.tree import ReasoningTree
@@ -96,11 +95,6 @@ class TreeSearch(ABC):
         """Rollouts for a node's first value estimate: k under the mc rule (the papers'),
         the labelling method's batch under an adaptive one (more follow where needed)."""
         return self.decider.first_batch(self.k)
-
-    def decided_right(self, node_id: str) -> bool:
-        """The node's decision by its own prefix's evidence (the mc rule: MC > threshold)."""
-        ev = self.decider.node(self.tree, node_id)
-        return ev is not None and ev.decision == RIGHT
 
     def sample_paths(self, paths: list[list[str]], *, fill: bool = False) -> tuple[list[RolloutRequest], list[int]]:
         """One wave of the decider's sampling: for each path (node ids from the root) that

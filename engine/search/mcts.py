@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT
 from prmtree.engine.deciders import Decider
 from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch

@@ -14,9 +14,10 @@ wrong rollouts join the pool if its value is strictly between 0 and 1. Search st
 the search limit, the rollout budget, or an empty pool. Roots that are all correct or
 all wrong carry no step signal and are recorded as skipped.
 
-Under an adaptive labelling method (``calibrated``, ``consensus``) a step is decided
-from the counts of its whole path, and the binary search becomes a search over that
-path's posterior: each batch (of the method's ``batch`` rollouts) goes to the step of
+Where the first error is, the labelling rule's decider says (:meth:`Decider.locate`).
+Under the mc rule that is the paper's bisection above. Under an adaptive labelling
+method (``calibrated``, ``consensus``) a step is decided from the counts of its whole
+path, and the binary search becomes a search over that path's posterior: each batch (of the method's ``batch`` rollouts) goes to the step of
 s + r where it tells most about the first error (:meth:`Decider.next_to_sample`: in
 effect a bisection that prefers deep steps, since a step decided right decides every
 step before it), earlier rollouts at a node are reused, and the search ends when the
@@ -31,8 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prmtree.engine.calibration import RIGHT, WRONG, path_verdict
-from prmtree.engine.deciders import Decider
+from prmtree.engine.deciders import Decider, FirstErrorSearch
 from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch
 
@@ -48,13 +48,11 @@ class _Candidate:
 
 
 @dataclass
-class _BinarySearch:
-    """The binary search in progress over ``path`` (node ids of s + r, the last one wrong)."""
+class _InHand:
+    """The candidate being searched: its rollout's path and the decider's search over it."""
 
-    state: str
-    path: list[str]
-    lo: int  # path[:lo] known good (lo = 0: the state itself)
-    hi: int  # path[:hi] known bad (hi = len(path): the whole rollout)
+    leaf: str  # the rollout's last node (its wrong answer)
+    search: FirstErrorSearch
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ class OmegaSearch(TreeSearch):
         self.found: list[FoundError] = []
         self._order = 0
         self._started = False
-        self._current: _BinarySearch | None = None
+        self._current: _InHand | None = None
         self._pending: RolloutRequest | None = None
         self._finished = False
 
@@ -98,17 +96,17 @@ class OmegaSearch(TreeSearch):
                 self._finished = True
                 self.stats.skipped = "budget below k"
                 return []
-            return self._issue(self.tree.root)
-        if self.decider.decides_paths:
-            return self._next_planned()
-        while (bs := self._search_in_hand()) is not None:
-            if bs.hi - bs.lo <= 1:
-                self._conclude(bs)
+            self._pending = self.request(self.tree.root, self.k)
+            return [self._pending]
+        while (current := self._search_in_hand()) is not None:
+            nxt = current.search.next()
+            if nxt is None:
+                self._conclude(current)
                 continue
-            midpoint = bs.path[(bs.lo + bs.hi) // 2 - 1]
-            if not self.can_afford(self.k):
+            if not self.can_afford(nxt[1]):
                 return self._out_of_budget()
-            return self._issue(midpoint)
+            self._pending = self.request(*nxt)
+            return [self._pending]
         return []
 
     def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
@@ -127,30 +125,13 @@ class OmegaSearch(TreeSearch):
                 return
         if 0 < value < 1:
             self._add_candidates(node, rollouts)
-        bs = self._current
-        if bs is not None and node == bs.path[(bs.lo + bs.hi) // 2 - 1]:  # (a planned path ignores lo, hi)
-            self._move(node)
+        if self._current is not None:
+            self._current.search.observed(node)
 
     def done(self) -> bool:
         return self._finished and self._pending is None
 
-    def _next_planned(self) -> list[RolloutRequest]:
-        """A rule that decides paths as a whole: the current candidate's path (root to its
-        wrong answer) is sampled where its first error is decided soonest, until it needs
-        nothing more."""
-        while (bs := self._search_in_hand()) is not None:
-            ids = self.tree.path_ids(bs.path[-1])
-            nxt = self.decider.next_to_sample(self.tree, ids, self.k)
-            if nxt is None:
-                self._conclude_path(ids)
-                continue
-            if not self.can_afford(nxt[1]):
-                return self._out_of_budget()
-            self._pending = self.request(*nxt)
-            return [self._pending]
-        return []
-
-    def _search_in_hand(self) -> _BinarySearch | None:
+    def _search_in_hand(self) -> _InHand | None:
         """The search under way, else the next one from the pool; None (and the tree is
         finished) when the pool is empty."""
         if self._current is None and not self._select():
@@ -167,28 +148,7 @@ class OmegaSearch(TreeSearch):
         searches every one; a path-deciding rule those below a state decided right)."""
         return self.decider.worth_growing(self.tree, state)
 
-    def _conclude_path(self, ids: list[str]) -> None:
-        evidence = self.decider.along(self.tree, ids)  # once: the verdict and the first error from it
-        if path_verdict(evidence) == WRONG:
-            first = next(j for j, ev in enumerate(evidence) if ev is not None and ev.decision == WRONG)
-            self.found.append(FoundError(self.tree.prefix(ids[-1]), first))
-        self._current = None
-
-    def _move(self, midpoint: str) -> None:
-        """Narrow the current binary search by the midpoint's decision."""
-        bs = self._current
-        assert bs is not None
-        mid = (bs.lo + bs.hi) // 2
-        if self.decided_right(midpoint):
-            bs.lo = mid
-        else:
-            bs.hi = mid
-
     # -- internals ------------------------------------------------------------------
-
-    def _issue(self, node_id: str) -> list[RolloutRequest]:
-        self._pending = self.request(node_id, self.k)
-        return [self._pending]
 
     def _add_candidates(self, state: str, rollouts: list[Rollout]) -> None:
         for r in rollouts:
@@ -220,15 +180,13 @@ class OmegaSearch(TreeSearch):
         self.visits[best.state] = self.visits.get(best.state, 0) + 1
         self.searches += 1
         path = self.add_rollout_path(best.state, best.rollout)
-        self._current = _BinarySearch(best.state, path, 0, len(path))
+        ids = self.tree.path_ids(path[-1])
+        self._current = _InHand(path[-1], self.decider.locate(self.tree, ids, len(ids) - len(path), self.k))
         return True
 
-    def _conclude(self, bs: _BinarySearch) -> None:
-        first_bad = bs.path[bs.hi - 1]
-        steps = self.tree.prefix(first_bad)
-        self.found.append(FoundError(self.tree.prefix(bs.path[-1]), len(steps) - 1))
-        stats = self.tree.stats(first_bad)
-        if not stats.measured:
-            # hi = len(path) with no midpoint checked: the leaf is known bad by outcome.
-            self.tree.record(first_bad, 1, 0)
+    def _conclude(self, current: _InHand) -> None:
+        """The search in hand is over: record where it placed the first error, if anywhere."""
+        first = current.search.first_error()
+        if first is not None:
+            self.found.append(FoundError(self.tree.prefix(current.leaf), first))
         self._current = None

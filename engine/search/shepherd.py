@@ -17,6 +17,7 @@ solution is decided or no batch is worth its price.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from prmtree.engine.deciders import Decider
 from prmtree.engine.records import Problem, Rollout
 from prmtree.engine.search.base import RolloutRequest, TreeSearch

@@ -18,7 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prmtree.engine.registry import EXPORT_FORMATS
-from prmtree.export import hf, jsonl, math_shepherd, openrlhf, pairs, prm800k, qwen_prm, stepwise, visualprm
+from prmtree.export import (
+    hf,
+    jsonl,
+    math_shepherd,
+    openrlhf,
+    pairs,
+    prm800k,
+    qwen_prm,
+    stepwise,
+    visualprm,
+)
 from prmtree.export.base import PLACEHOLDER, ExportError, ExportFormat, ExportOptions
 
 #: The built-in formats in the order ``prmtree export --help`` lists them; formats registered

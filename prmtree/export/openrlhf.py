@@ -20,7 +20,13 @@ from typing import Any
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportOptions
 from prmtree.export.jsonl import Builder, JsonlFormat
-from prmtree.export.rows import decided, ids, question_text, soft_values, tagged_solution
+from prmtree.export.rows import (
+    decided,
+    ids,
+    question_text,
+    soft_values,
+    tagged_solution,
+)
 
 
 @EXPORT_FORMATS.register("openrlhf")
