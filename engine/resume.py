@@ -8,7 +8,7 @@ problems redone.
 A run whose row-defining config differs is refused unless ``force``, which starts the
 slice over; a different output layout version is always refused, and so is a second
 writer of the same slice (``engine/lock.py``) and a slice layout other than the one the
-directory holds (``--shard 0/2`` beside ``--shard 1/3`` or an unsharded run would
+directory holds (``--slice 0/2`` beside ``--slice 1/3`` or an unsliced run would
 duplicate rows in the union).
 """
 
@@ -107,8 +107,8 @@ def _check_layout(out: Path, slice: Slice) -> None:
     others = sorted((c, name) for c, name in found.items() if c != slice.count)
     if others:
         count, name = others[0]
-        held = "an unsharded run" if count == 1 else f"slices of {count} (--shard i/{count})"
-        use = "no --shard" if count == 1 else f"--shard i/{count}"
+        held = "an unsliced run" if count == 1 else f"slices of {count} (--slice i/{count})"
+        use = "no --slice" if count == 1 else f"--slice i/{count}"
         raise ConfigError(
             f"{out} holds {held} ({name}); this run is {slice.described}: one output directory "
             f"takes one slice layout, so use {use} or another --out"

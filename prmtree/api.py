@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def run(
     out: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
-    shard: str | Slice | None = None,
+    slice: str | Slice | None = None,  # noqa: A002 - the CLI's --slice
     force: bool = False,
     config_overrides: dict[str, Any] | None = None,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
@@ -47,6 +48,7 @@ def run(
     split_steps: Callable[[str], list[str]] | None = None,
     drivers: int | str | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
+    shard: str | Slice | None = None,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
 
@@ -58,7 +60,7 @@ def run(
     ``split_steps(text) -> list[str]`` replaces step segmentation (Python API only).
 
     If ``out`` holds an earlier run with the same config, the run resumes: finished
-    problems are skipped. ``force`` starts over when the config differs. ``shard``
+    problems are skipped. ``force`` starts over when the config differs. ``slice``
     ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
     for a bad configuration, or when another run is writing the same slice of ``out``.
 
@@ -97,7 +99,10 @@ def run(
     if cfg.labels.method == "consensus" and judge.name:
         check_policy(judge.name, judge.kwargs)
     try:
-        slice_ = Slice.parse(shard) if isinstance(shard, str) else (shard or Slice())
+        if shard is not None:  # the older name of ``slice`` ("shard" is a Parquet file of a table)
+            warnings.warn("prmtree.run(shard=...) is now slice=...", DeprecationWarning, stacklevel=2)
+            slice = slice or shard
+        slice_ = Slice.parse(slice) if isinstance(slice, str) else (slice or Slice())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
@@ -108,7 +113,7 @@ def run(
         from prmtree.multi_driver import run_job
 
         if slice_.count != 1:
-            raise ConfigError("--drivers and --shard both slice the input: use one of them")
+            raise ConfigError("--drivers and --slice both slice the input: use one of them")
         if on_problem is not None:
             raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
                               "with several drivers pass on_progress(stats) for the run's counters")

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=EXECUTORS.names(), help="where rollouts run (default: inline)")
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
-    run.add_argument("--shard", help="process slice i of N of the input (i/N); slices share --out")
+    run.add_argument("--slice", "--shard", dest="slice",
+                     help="process slice i of N of the input (i/N); slices share --out (--shard: its older name)")
     run.add_argument("--drivers", help="ray: drivers sharing the worker pool, each on a slice of the input: "
                      "a number, or auto (one per 32 workers, or what --out holds); default 1")
     run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
@@ -153,7 +154,7 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
                 out=args.out,
                 config=overrides.pop("config", None),
                 on_progress=reporter.progress,
-                shard=getattr(args, "shard", None),
+                slice=getattr(args, "slice", None),
                 force=getattr(args, "force", False),
                 **overrides,
             )
@@ -320,7 +321,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{len(m.completed):,} problems done{failed}; {state}")
     for s in missing_slices(out):
         print(f"{s.manifest_name}: MISSING: slice {s.index}/{s.count} has not run here; run its command with "
-              f"--shard {s.index}/{s.count}")
+              f"--slice {s.index}/{s.count}")
     for d in damage:
         if d.manifest == UNLISTED:
             print(f"{d.file}: DAMAGED: {d.problem}")

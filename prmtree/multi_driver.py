@@ -3,7 +3,7 @@
 One driver is one event loop on one core, and past a few saturated workers that core is
 what limits a run (``benchmarks/ray_scaling.py``). So the job starts ONE pool of rollout
 workers in its own process, then N driver actors; driver ``i`` runs the input's slice
-``i/N`` (the ``--shard`` slices) with its executor attached to the pool by name
+``i/N`` (the ``--slice`` slices) with its executor attached to the pool by name
 (``ExecutorConfig.attach``). Every driver routes a problem to the same worker (rendezvous
 over worker indices), writes its slice's shards and manifest into the one output
 directory, and a rerun of the same command resumes each slice. The rows are those of one
@@ -82,9 +82,9 @@ def check_layout(out: Path, drivers: int) -> None:
     found = layout_in(out)
     if found is None or found == drivers:
         return
-    held = "one driver" if found == 1 else f"{found} drivers (--drivers {found}, or --shard i/{found})"
+    held = "one driver" if found == 1 else f"{found} drivers (--drivers {found}, or --slice i/{found})"
     this = "unsharded (one driver)" if drivers == 1 else f"--drivers {drivers}"
-    use = "no --drivers (or --drivers 1)" if found == 1 else f"--drivers {found} (or auto, or --shard i/{found})"
+    use = "no --drivers (or --drivers 1)" if found == 1 else f"--drivers {found} (or auto, or --slice i/{found})"
     raise ConfigError(f"{out} holds the output of {held}; this run is {this}: one output directory takes "
                       f"one slice layout, so run it with {use} or use another --out")
 

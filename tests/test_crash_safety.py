@@ -93,10 +93,10 @@ def test_a_second_writer_exits_at_once_naming_the_holder_and_a_dead_holders_lock
 def test_the_lock_is_per_slice_and_released_when_the_run_ends(tmp_path):
     problems = generate_problems(6, seed=1)
     with FileLock(tmp_path / ".manifest-00000-of-00002.json.lock").acquire():  # slice 0/2 is being written
-        with pytest.raises(ConfigError, match=r"\(--shard 0/2\) is being written by another prmtree run: pid "):
-            prmtree.run(problems, out=tmp_path, shard="0/2")
-        prmtree.run(problems, out=tmp_path, shard="1/2")  # another slice of the same layout: fine
-    prmtree.run(problems, out=tmp_path, shard="0/2")
+        with pytest.raises(ConfigError, match=r"\(--slice 0/2\) is being written by another prmtree run: pid "):
+            prmtree.run(problems, out=tmp_path, slice="0/2")
+        prmtree.run(problems, out=tmp_path, slice="1/2")  # another slice of the same layout: fine
+    prmtree.run(problems, out=tmp_path, slice="0/2")
     assert not is_locked(tmp_path / ".manifest-00000-of-00002.json.lock")
 
 
@@ -106,13 +106,13 @@ def test_the_lock_is_per_slice_and_released_when_the_run_ends(tmp_path):
 @pytest.mark.slow
 def test_another_slice_layout_in_the_same_directory_is_refused_in_one_line(tmp_path, problems_file):
     out = tmp_path / "o"
-    r = cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "0/2")
+    r = cli("run", "--input", problems_file, "--out", out, "--no-progress", "--slice", "0/2")
     assert r.returncode == 0, r.stderr
-    line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "1/3"))
-    assert "holds slices of 2 (--shard i/2)" in line and "this run is --shard 1/3" in line and "use --shard i/2" in line
+    line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress", "--slice", "1/3"))
+    assert "holds slices of 2 (--slice i/2)" in line and "this run is --slice 1/3" in line and "use --slice i/2" in line
     line = one_line_error(cli("run", "--input", problems_file, "--out", out, "--no-progress"))
     assert "this run is unsharded" in line
-    assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", "1/2").returncode == 0
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--slice", "1/2").returncode == 0
 
 
 def test_a_layout_being_written_now_counts_before_its_first_manifest(tmp_path):
@@ -187,7 +187,7 @@ def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
 def test_verify_reports_every_slice_and_mixed_or_overlapping_slices(tmp_path, problems_file):
     out = tmp_path / "o"
     for shard in ("0/2", "1/2"):
-        assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--shard", shard).returncode == 0
+        assert cli("run", "--input", problems_file, "--out", out, "--no-progress", "--slice", shard).returncode == 0
     r = cli("verify", out)
     assert r.returncode == 0, r.stdout
     assert [line.split(":")[0:2] for line in r.stdout.splitlines()] == [

@@ -163,7 +163,7 @@ def test_a_resume_skips_finished_problems_before_decoding_their_images(tmp_path,
     assert counts == {"read": 0 if with_ids else 12, "decoded": 0}
     # another slice's problems are not decoded either
     counts.update(read=0, decoded=0)
-    s = prmtree.run(problems_path, out=tmp_path / "slice", policy="simulated", shard="0/3",
+    s = prmtree.run(problems_path, out=tmp_path / "slice", policy="simulated", slice="0/3",
                     config={"search": {"budget": 16}})
     slice_done = load_manifest(tmp_path / "slice" / "manifest-00000-of-00003.json").completed
     assert counts["decoded"] == s.problems_done == len(slice_done) < 12

@@ -177,7 +177,7 @@ def test_two_slices_into_one_directory_equal_one_unsharded_run(tmp_path, big_inp
     (tmp_path / "crash.toml").write_text("[search]\nbudget = 40\n")
     for out, shards in [(one, [None]), (both, ["0/2", "1/2"])]:
         for shard in shards:
-            extra = ["--shard", shard] if shard else []
+            extra = ["--slice", shard] if shard else []
             r = subprocess.run(run_args(big_input, out, *extra), capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, r.stderr
     for table in ("steps", "nodes", "pairs", "errors"):
@@ -195,7 +195,7 @@ def test_two_slices_into_one_directory_equal_one_unsharded_run(tmp_path, big_inp
 
 @pytest.mark.slow
 def test_bad_shard_argument(crash_config, big_input):
-    r = subprocess.run(run_args(big_input, crash_config / "o", "--shard", "2/2"), capture_output=True, text=True)
+    r = subprocess.run(run_args(big_input, crash_config / "o", "--slice", "2/2"), capture_output=True, text=True)
     assert r.returncode == 2 and "0 <= i < N" in r.stderr
 
 
@@ -224,13 +224,13 @@ def test_a_policy_instance_with_other_settings_is_a_changed_config(tmp_path):
 def test_slices_of_one_directory_must_share_a_config(tmp_path):
     problems = generate_problems(9, seed=2)
     out = tmp_path / "o"
-    prmtree.run(problems, policy="simulated", out=out, shard="0/3")
+    prmtree.run(problems, policy="simulated", out=out, slice="0/3")
     # another slice with another seed would mix two runs' rows under one config in inspect/export
     for force in (False, True):
         with pytest.raises(prmtree.ConfigError, match=r"holds manifest-00000-of-00003.json, written with a "
                                                       r"different config \(seed: .*every slice of one --out"):
-            prmtree.run(problems, policy="simulated", out=out, shard="1/3", config={"seed": 99}, force=force)
-    prmtree.run(problems, policy="simulated", out=out, shard="1/3")
+            prmtree.run(problems, policy="simulated", out=out, slice="1/3", config={"seed": 99}, force=force)
+    prmtree.run(problems, policy="simulated", out=out, slice="1/3")
     assert sorted(p.name for p in out.glob("manifest*.json")) == [
         "manifest-00000-of-00003.json", "manifest-00001-of-00003.json"]
 
@@ -239,13 +239,28 @@ def test_a_slice_that_never_ran_is_reported_by_verify_inspect_and_export(tmp_pat
     from prmtree.cli import main
 
     out = tmp_path / "o"
-    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, shard="0/3")
-    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, shard="2/3")
+    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, slice="0/3")
+    prmtree.run(generate_problems(9, seed=2), policy="simulated", out=out, slice="2/3")
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0  # what ran is intact
     said = capsys.readouterr().out
-    assert "manifest-00001-of-00003.json: MISSING: slice 1/3 has not run here; run its command with --shard 1/3" in said
+    assert "manifest-00001-of-00003.json: MISSING: slice 1/3 has not run here; run its command with --slice 1/3" in said
     assert main(["inspect", str(out)]) == 0
     assert "incomplete: 1/3 slices not run" in capsys.readouterr().out
     assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 0
     assert "slice(s) 1/3 of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shard_is_the_older_name_of_slice(tmp_path, problems_file):
+    """``--slice``/``slice=`` name an input slice ("shard" is a Parquet file of a table);
+    the older ``--shard``/``shard=`` still work, the API one with a DeprecationWarning."""
+    problems = generate_problems(6, seed=4)
+    with pytest.warns(DeprecationWarning, match=r"shard=\.\.\.\) is now slice="):
+        prmtree.run(problems, policy="simulated", out=tmp_path / "api", shard="1/2")
+    assert load_manifest(tmp_path / "api" / "manifest-00001-of-00002.json").status == "finished"
+    cli = [*PRMTREE, "run", "--input", str(problems_file), "--no-progress"]
+    for flag in ("--slice", "--shard"):
+        out = tmp_path / flag.strip("-")
+        assert subprocess.run([*cli, "--out", str(out), flag, "0/2"], capture_output=True).returncode == 0
+        assert [p.name for p in out.glob("manifest*.json")] == ["manifest-00000-of-00002.json"]

@@ -1,6 +1,6 @@
 """How an output directory is laid out: input slices and the names of their files.
 
-An input slice (``--shard i/N``) is a deterministic subset of the problems; each slice
+An input slice (``--slice i/N``) is a deterministic subset of the problems; each slice
 writes its own manifest and its own shards (Parquet files) into the one directory. This
 module owns those names, and :func:`manifest_layout` is the one place that reads a
 directory's manifest names back into its slice layout.
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The manifest of an unsliced run (no --shard).
+#: The manifest of an unsliced run (no --slice).
 UNSLICED_MANIFEST = "manifest.json"
 #: ``manifest.json`` (unsliced) or ``manifest-IIIII-of-NNNNN.json``; group 1 is N.
 MANIFEST_NAME = re.compile(r"manifest(?:-\d{5}-of-(\d{5}))?\.json")
@@ -23,7 +23,7 @@ SHARD_NAME = re.compile(r"part-(?:s\d{5}of\d{5}-)?\d{5,}\.parquet")
 
 @dataclass(frozen=True)
 class Slice:
-    """Slice ``index`` of ``count`` of the input (``--shard i/N``): a deterministic subset."""
+    """Slice ``index`` of ``count`` of the input (``--slice i/N``): a deterministic subset."""
 
     index: int = 0
     count: int = 1
@@ -61,7 +61,7 @@ class Slice:
 
     @property
     def described(self) -> str:
-        return "unsharded" if self.count == 1 else f"--shard {self.index}/{self.count}"
+        return "unsliced" if self.count == 1 else f"--slice {self.index}/{self.count}"
 
     def shard_name(self, seq: int) -> str:
         """The name of this slice's ``seq``-th shard of a table."""

@@ -102,7 +102,7 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
 
 
 def missing_slices(out_dir: str | Path) -> list[Slice]:
-    """The slices (``--shard i/N``) of a sliced directory that never ran: no manifest. Not
+    """The slices (``--slice i/N``) of a sliced directory that never ran: no manifest. Not
     damage (the slices that ran read as their manifests say), but not the whole input."""
     counts = {count for name, count in manifest_layout(out_dir).items() if name != UNSLICED_MANIFEST}
     slices = [Slice(i, count) for count in sorted(counts) for i in range(count)]
