@@ -96,7 +96,6 @@ def png(color="red", size=(8, 8)) -> bytes:
     return buf.getvalue()
 
 
-
 def rows(out, table: str = "steps", problems=None) -> list[str]:
     """A table's rows as sorted reprs (images dropped): equal iff two runs wrote the same data.
     ``problems``: only the rows of these problem ids."""

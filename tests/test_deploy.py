@@ -13,7 +13,7 @@ from conftest import cli, free_port, rows, starts_processes
 import yaml
 
 from prmtree.cli import build_parser
-from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.output import load_manifest
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

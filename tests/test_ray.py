@@ -7,7 +7,7 @@ from conftest import rows
 
 import prmtree
 from prmtree.engine.errors import FatalExecutorError
-from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.output import load_manifest
 from prmtree.engine.synthetic import generate_problems
 
 PROBLEMS = generate_problems(40, seed=17)
@@ -110,6 +110,7 @@ def test_rendezvous_moves_only_the_problems_of_a_leaving_worker():
     assert all(400 < c < 600 for c in counts.values())  # spread evenly
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_ray_package_imports_the_ray_library_lazily_and_unshadowed():
     # prmtree.rollout_workers.ray is named like the library: its absolute ``import ray``
     # must still find the library, and importing the package must not import it.

@@ -60,7 +60,9 @@ def test_budget_is_never_exceeded(problems, strategy):
     for budget in (8, 30, 100):
         for p in problems[:8]:
             search = drive(make_search(p, SearchConfig(strategy=strategy, budget=budget)), policy)
-            assert 0 < search.stats.rollouts <= budget
+            assert search.stats.rollouts <= budget
+            if budget >= 30:  # at 8, mcts cannot value one expansion's children (3 x (1 + 4)) and stops
+                assert search.stats.rollouts > 0
             assert search.tree.total_rollouts <= budget + len(search.tree)  # + terminal outcomes
 
 

@@ -100,8 +100,8 @@ class CheckPool:
 
     def __init__(
         self,
-        workers: int = 1,
-        timeout_s: float = 5.0,
+        workers: int,
+        timeout_s: float,
         start_timeout_s: float = 120.0,
         context: str = "spawn",
         import_main: bool = False,

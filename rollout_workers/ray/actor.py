@@ -56,7 +56,7 @@ class RolloutWorker:
     under ``wait_for``): the worker's own CPU per request counts where workers share cores.
     """
 
-    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float = 600.0) -> None:
+    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float) -> None:
         self.policy = resolve_policy(policy_spec, policy_kwargs or None)
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
