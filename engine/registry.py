@@ -42,6 +42,10 @@ class Registry:
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Forget a name registered with :meth:`register` (built-ins and entry points stay)."""
+        self._registered.pop(name, None)
+
     def names(self) -> list[str]:
         """Every known name: built-ins first, in their order, then the others sorted."""
         extra = (set(self._registered) | {ep.name for ep in self._entry_points()}) - set(self._builtins)

@@ -501,9 +501,7 @@ def test_cli_exports_with_every_listed_format(tmp_path, embedded_run):
     assert len(read_jsonl(tmp_path / "o.jsonl")) == len(steps_rows(embedded_run))
 
 
-def test_a_new_format_is_one_registered_class(tmp_path, embedded_run, monkeypatch):
-    monkeypatch.setattr(EXPORT_FORMATS, "_registered", dict(EXPORT_FORMATS._registered))  # undone after the test
-
+def test_a_new_format_is_one_registered_class(tmp_path, embedded_run, request):
     @EXPORT_FORMATS.register("first-steps")
     class FirstSteps(ExportFormat):
         name = "first-steps"
@@ -515,6 +513,7 @@ def test_a_new_format_is_one_registered_class(tmp_path, embedded_run, monkeypatc
                 handle.writelines(lines)
             return len(lines)
 
+    request.addfinalizer(lambda: EXPORT_FORMATS.unregister("first-steps"))
     assert ("first-steps", FirstSteps.description) in format_list()
     n = export(embedded_run, "first-steps", tmp_path / "first.tsv")
     lines = (tmp_path / "first.tsv").read_text(encoding="utf-8").splitlines()

@@ -110,14 +110,14 @@ def test_omega_selection_prefers_high_q_plus_u():
     s.tree.record(b, 8, 1)  # MC 0.125
     short = Rollout(("x",), "2", False, 50, "stop")
     long = Rollout(("y",), "2", False, 2000, "stop")
-    s._add_candidates(b, [short])
-    s._add_candidates(a, [long, short])
+    s.add_candidates(b, [short])
+    s.add_candidates(a, [long, short])
     # Q = 0.5 ** (1 - MC) * 0.9 ** (len / 500): MC 0.75 and short length wins
-    scores = sorted(((s._score(c, 0), c.state, c.rollout.num_tokens) for c in s.pool), reverse=True)
+    scores = sorted(((s.score(c, 0), c.state, c.rollout.num_tokens) for c in s.pool), reverse=True)
     assert scores[0][1:] == (a, 50)
     assert scores[0][0] == pytest.approx(0.5**0.25 * 0.9**0.1)
     s.visits[a] = 3  # U favours unvisited states
-    assert s._score(s.pool[0], 3) == pytest.approx(0.5**0.875 * 0.9**0.1 + 0.125 * 3**0.5)
+    assert s.score(s.pool[0], 3) == pytest.approx(0.5**0.875 * 0.9**0.1 + 0.125 * 3**0.5)
 
 
 def test_shepherd_stops_each_solution_at_its_first_zero(long_problems):

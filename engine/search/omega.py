@@ -124,7 +124,7 @@ class OmegaSearch(TreeSearch):
                 self._finished = True  # no step signal: recorded in the nodes table only
                 return
         if 0 < value < 1:
-            self._add_candidates(node, rollouts)
+            self.add_candidates(node, rollouts)
         if self._current is not None:
             self._current.search.observed(node)
 
@@ -150,13 +150,16 @@ class OmegaSearch(TreeSearch):
 
     # -- internals ------------------------------------------------------------------
 
-    def _add_candidates(self, state: str, rollouts: list[Rollout]) -> None:
+    def add_candidates(self, state: str, rollouts: list[Rollout]) -> None:
+        """Every wrong, answered rollout from ``state`` becomes a candidate for a first-error search."""
         for r in rollouts:
             if not r.correct and r.has_answer and r.steps:
                 self.pool.append(_Candidate(state, r, self._order))
                 self._order += 1
 
-    def _score(self, cand: _Candidate, total_visits: int) -> float:
+    def score(self, cand: _Candidate, total_visits: int) -> float:
+        """OmegaPRM's selection score Q + U: Q = alpha^(1-MC) * beta^(len/L) favours a likely
+        near-miss from a good state, U = c_puct * sqrt(N) / (1 + n) favours unvisited states."""
         mc = self.tree.stats(cand.state).value
         length = cand.rollout.num_tokens or sum(len(s) for s in cand.rollout.steps) / 4
         q = self.alpha ** (1 - mc) * self.beta ** (length / self.length_scale)
@@ -175,7 +178,7 @@ class OmegaSearch(TreeSearch):
         pool = [c for c in self.pool if searchable[c.state]]
         if not pool:
             return False
-        best = max(pool, key=lambda c: (self._score(c, total), -c.order))
+        best = max(pool, key=lambda c: (self.score(c, total), -c.order))
         self.pool.remove(best)
         self.visits[best.state] = self.visits.get(best.state, 0) + 1
         self.searches += 1
