@@ -332,6 +332,7 @@ class StepEvidence:
     n: int
     k: int
     parent_value: float | None  # success rate of the reference ancestor
+    inferred: bool = False  # decided by another node's decision (``labels.one_decision_per_node``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"decision": self.decision, "posterior": self.posterior, "n": self.n, "k": self.k,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from prmtree.engine.calibration import StepEvidence
 from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
 from prmtree.engine.errors import ConfigError, FatalExecutorError
-from prmtree.engine.labels import LabelledPath, Labelling, label_paths, preference_pairs
+from prmtree.engine.labels import LabelledPath, Labelling, label_paths, one_decision_per_node, preference_pairs
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.registry import LABELERS
 from prmtree.engine.search.base import TreeSearch
@@ -113,10 +113,12 @@ class StepLabeler:
                 evidence[ids[-1]] = decider.along(search.tree, ids)
             return evidence[ids[-1]]
 
-        nodes = decider.decide_nodes(search.tree, along)
+        # One decision per node, used by every path's labels and by the nodes table alike:
+        # a path's own evidence may leave a step undecided that another path decides.
+        nodes = one_decision_per_node(search.tree, decider.decide_nodes(search.tree, along))
         out = ctx.output
         paths = label_paths(
-            search.tree, along, decided_by=decider.source,
+            search.tree, lambda ids: [nodes.get(n) for n in ids], decided_by=decider.source,
             after_first_error=out.after_first_error, max_ci_width=out.max_ci_width,
             keep_undecided=self.labels.undecided == "keep",
         )

@@ -18,9 +18,9 @@ what decided it, so users can re-filter without re-running.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from prmtree.engine.calibration import RIGHT, WRONG, StepEvidence
+from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG, StepEvidence
 from prmtree.engine.tree import ReasoningTree
 
 #: What decided a step's label.
@@ -87,6 +87,48 @@ def mc_evidence(tree: ReasoningTree, ids: list[str], threshold: float = 0.0) -> 
     return out
 
 
+def one_decision_per_node(
+    tree: ReasoningTree, nodes: dict[str, StepEvidence | None]
+) -> dict[str, StepEvidence | None]:
+    """The tree's node decisions made consistent, so every path labels a node alike and
+    the nodes table says what the steps table says.
+
+    A decider may decide a node from several paths' evidence (the most confident one);
+    a path's labels then follow two rules: below a wrong step every step is wrong, above
+    a right step every step is right. Applied over the whole tree (not path by path), a
+    node gets one decision: wrong under a wrong ancestor (wrong wins a conflict, as it
+    does along one path), else right over a right descendant, else its own. A decision
+    changed here is marked ``inferred``. Nodes without evidence stay without.
+    """
+    out = dict(nodes)
+    order: list[str] = []  # parents before children
+    stack = list(reversed(tree.children(tree.root)))
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(reversed(tree.children(node)))
+    under_wrong: set[str] = set()
+    for node in order:  # wrong forwards
+        ev = out.get(node)
+        parent = tree.parent(node)
+        if parent in under_wrong:
+            under_wrong.add(node)
+            if ev is not None and ev.decision != WRONG:
+                out[node] = replace(ev, decision=WRONG, inferred=True)
+        elif ev is not None and ev.decision == WRONG:
+            under_wrong.add(node)
+    over_right: set[str] = set()
+    for node in reversed(order):  # right backwards
+        ev = out.get(node)
+        if node in over_right and ev is not None and ev.decision == UNDECIDED:
+            out[node] = ev = replace(ev, decision=RIGHT, inferred=True)
+        if (ev is not None and ev.decision == RIGHT) or node in over_right:
+            parent = tree.parent(node)
+            if parent is not None and parent != tree.root and parent not in under_wrong:
+                over_right.add(parent)
+    return out
+
+
 def label_path(
     tree: ReasoningTree,
     leaf: str,
@@ -116,7 +158,8 @@ def label_path(
     for j, ev in enumerate(evidence):
         if ev is not None and ev.decision in (RIGHT, WRONG):
             labels[j] = ev.decision == RIGHT
-            source[j] = decided_by if ev.n else "inferred"  # decided by the path's other steps
+            # decided by the path's other steps, or by other nodes' decisions
+            source[j] = decided_by if ev.n and not ev.inferred else "inferred"
     first_wrong = labels.index(False) if False in labels else m
     nearest_right: int | None = None
     for j in range(first_wrong - 1, -1, -1):  # right backwards
