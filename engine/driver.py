@@ -301,12 +301,20 @@ class Driver:
             rows = problem_rows(RowContext(problem, search, finished.labelling, self.config.output, self.policy_name,
                                            self.config.labels.method, out_dir))
             self._count(search, rows["steps"], len(rows["nodes"]), len(rows["pairs"]))
+            if search.stats.skipped:  # the summary warns when skips are far above normal, with examples
+                self.stats.skip_reasons[search.stats.skipped] += 1
+                shown = self.stats.examples.setdefault(search.stats.skipped, [])
+                if len(shown) < 3:
+                    answers = ", ".join(repr(a) for a in search.stats.root_answers) or "none"
+                    shown.append(f"{problem.id}: gold {problem.answer!r}; extracted {answers}")
             if self.writer is not None:
                 self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped)
         self.stats.executor = self.executor.stats()
         self.stats.verifier = self.verifier.stats()
         self.stats.labelling.update(self.label_context.counters)
         self.label_context.counters.clear()
+        for kind, texts in self.label_context.examples.items():
+            self.stats.examples.setdefault(kind, texts[:3])
         if self.on_problem is not None:
             self.on_problem(finished, self.stats)
 

@@ -51,6 +51,7 @@ class LabelContext:
     submit: Submit | None = None  # None outside a run (no judge to ask)
     request: JudgeRequest | None = None
     counters: Counter[str] = field(default_factory=Counter)  # judge calls, tokens, unparseable, ...
+    examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> a few texts the summary shows
 
 
 class Labeler(Protocol):
@@ -167,9 +168,12 @@ class ConsensusLabeler(StepLabeler):
     For a path whose first wrong step is j, the judge is asked about step j (it should
     say incorrect) and step j-1 (correct); for a path labelled right throughout, about
     its last step (correct). Agreement keeps the path with source ``judge-agreed``; a
-    disagreement drops it, or keeps it flagged (``labels.on_disagreement``). A judge that
-    fails or answers without a parseable verdict counts as no verdict: the path is
-    treated as a disagreement, and the failure is counted.
+    disagreement drops it, or keeps it flagged (``labels.on_disagreement``). A judge call
+    that fails costs the path its agreement (a disagreement, counted in
+    ``judge_failures``). An answer without a parseable verdict is no verdict: that step
+    stays decided by the counts (its judge column says ``unparseable``, counted in
+    ``judge_unparseable``); a path none of whose answers parsed is kept as the counts
+    labelled it (``paths_without_verdict``), not dropped as a disagreement.
     """
 
     decider_class = CalibratedDecider
@@ -194,11 +198,18 @@ class ConsensusLabeler(StepLabeler):
         verdicts = await asyncio.gather(*(self._ask(problem, path.steps[: j + 1], ctx) for j in expected))
         provenance = list(path.provenance)
         agree = True
+        judged = []  # steps with a verdict, or whose judge failed (no agreement)
         for (j, want), (verdict, shown) in zip(expected.items(), verdicts):
             provenance[j] = replace(provenance[j], judge=shown)
+            if shown == "unparseable":  # no verdict: the counts decide this step
+                continue
+            judged.append(j)
             agree = agree and verdict is want
+        if not judged:
+            ctx.counters["paths_without_verdict"] += 1
+            return replace(path, provenance=provenance)
         source = "judge-agreed" if agree else "judge-disagreed"
-        for j in expected:
+        for j in judged:
             provenance[j] = replace(provenance[j], source=source)
         ctx.counters["judge_agreed" if agree else "judge_disagreed"] += 1
         return replace(path, provenance=provenance, flagged=not agree)
@@ -219,5 +230,8 @@ class ConsensusLabeler(StepLabeler):
         verdict = parse_verdict(text if isinstance(text, str) else "")
         if verdict is None:
             ctx.counters["judge_unparseable"] += 1
+            shown = ctx.examples.setdefault("judge unparseable", [])
+            if len(shown) < 1:
+                shown.append(repr(text[:200] if isinstance(text, str) else text))
             return None, "unparseable"
         return verdict, "correct" if verdict else "incorrect"

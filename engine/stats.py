@@ -44,6 +44,8 @@ class RunStats:
     failure_reasons: Counter = field(default_factory=Counter, metadata=_SESSION)
     failure_examples: dict = field(default_factory=dict, metadata=_SESSION)  # kind -> its first full reason
     labelling: Counter = field(default_factory=Counter)  # judge calls, tokens, agreement, unparseable
+    skip_reasons: Counter = field(default_factory=Counter)  # why problems were not searched -> problems
+    examples: dict = field(default_factory=dict, metadata=_SESSION)  # what labelled nothing, shown: kind -> texts
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
     verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
     elapsed_s: float = field(default=0.0, metadata=_LONGEST)  # all sessions together

@@ -21,6 +21,7 @@ EXIT_STOPPED = 1  # the run stopped early (no worker left, circuit breaker): re-
 EXIT_USAGE = 2  # bad arguments, configuration or policy settings: nothing ran
 EXIT_SOME_FAILED = 3  # finished, but some problems failed: the same command retries them
 EXIT_DAMAGED = 1  # ``prmtree verify``: the directory does not read as its manifests say
+EXIT_NOTHING_LABELLED = 4  # finished, problems done, but not one step labelled (the summary says why)
 # 128 + the signal: stopped by SIGTERM (143) or SIGINT (130), everything finished saved
 
 
@@ -260,6 +261,12 @@ def _exit_code(summary: Any) -> int:
             "run the same command again to retry them\n"
         )
         return EXIT_SOME_FAILED
+    if summary.problems_done and summary.steps_labelled == 0:
+        sys.stderr.write(
+            f"prmtree: nothing was labelled: {summary.problems_done} problems done, 0 labelled steps "
+            "(the warnings above say why)\n"
+        )
+        return EXIT_NOTHING_LABELLED
     return 0
 
 

@@ -8,6 +8,43 @@ from rich.console import Console
 from rich.table import Table
 
 
+#: A share of problems skipped for one reason above which the summary warns (a policy
+#: whose answers never match the gold's form skips nearly every problem as "root all
+#: wrong"; a normal run skips well under a third).
+SKIP_WARN_SHARE = 0.5
+#: A share of judge answers without a verdict (unparseable or failed) above which it warns.
+JUDGE_WARN_SHARE = 0.25
+
+
+def label_warnings(stats: Any) -> list[str]:
+    """Why a run's labelled output may be empty or far from normal, one line each with
+    examples (extracted answers beside the gold, a judge's raw answer): a run that labels
+    nothing must say so, not end with a quiet table."""
+    warnings = []
+    done = stats.problems_done
+    examples = getattr(stats, "examples", {}) or {}
+    if done and stats.steps_labelled == 0:
+        warnings.append(f"nothing was labelled: 0 labelled steps over {done} problems done (the output's steps "
+                        "table holds no label); the reasons below say why")
+    for reason, count in sorted(stats.skip_reasons.items(), key=lambda kv: -kv[1]):
+        if done and count / done >= SKIP_WARN_SHARE:
+            hint = (" - the policy's answers may never match the gold's form (check the answer format and "
+                    "`[input]` answer fields)" if reason == "root all wrong" else "")
+            shown = "; ".join(examples.get(reason, [])[:3])
+            warnings.append(f"{count} of {done} problems skipped ({reason}){hint}"
+                            + (f"; e.g. {shown}" if shown else ""))
+    judge = stats.labelling
+    calls = judge.get("judge_calls", 0)
+    no_verdict = judge.get("judge_unparseable", 0) + judge.get("judge_failures", 0)
+    if calls and no_verdict / calls >= JUDGE_WARN_SHARE:
+        shown = (examples.get("judge unparseable") or [""])[0]
+        warnings.append(
+            f"{no_verdict} of {calls} judge answers gave no verdict ({judge.get('judge_unparseable', 0)} unparseable, "
+            f"{judge.get('judge_failures', 0)} failed): the judge should answer 'Verdict: correct' or "
+            "'Verdict: incorrect'" + (f"; e.g. {shown}" if shown else ""))
+    return warnings
+
+
 def print_summary(summary: Any, quality: Any | None) -> None:
     table = Table(title=f"prmtree: {summary.out}", show_header=False)
     table.add_column("what")
@@ -29,6 +66,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
+    for warning in label_warnings(summary):
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if summary.rollouts_this_session == 0 and summary.problems_done:
         console.print(
             f"nothing left to do: every problem was already finished in {summary.out} "

@@ -83,3 +83,100 @@ def test_one_decision_per_node_wrong_wins_below_and_right_lifts_above():
     assert paths[c].provenance[2].source == "inferred"
     assert paths[e].labels == [True, True, True]
     assert [p.source for p in paths[e].provenance] == ["inferred", "inferred", "mc"]
+
+
+# -- item 16: a run that labels nothing says so ------------------------------------------
+
+import re  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
+from prmtree.engine.records import Completion  # noqa: E402
+from prmtree.policies.simulated import SimulatedPolicy  # noqa: E402
+from prmtree.summary import label_warnings  # noqa: E402
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
+        "sixteen seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _words(n: int) -> str:
+    """14 -> "fourteen", 45 -> "forty-five" (larger numbers digit by digit)."""
+    if n < 0:
+        return f"minus {_words(-n)}"
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else f"-{_ONES[n % 10]}")
+    return " ".join(_ONES[int(d)] for d in str(n))
+
+
+class WordsPolicy(SimulatedPolicy):
+    """Solves like the simulated policy but boxes numbers in words: "fourteen" for 14."""
+
+    def complete(self, request):
+        return [Completion(re.sub(r"\\boxed\{(-?\d+)\}", lambda m: "\\boxed{%s}" % _words(int(m[1])), c.text),
+                           c.num_tokens, c.finish_reason) for c in super().complete(request)]
+
+
+class ChattyJudge(SimulatedPolicy):
+    """A judge that never answers in the verdict format."""
+
+    def _judge(self, request, rng):
+        return Completion("The step follows from the one before it, so it looks fine to me.", 14)
+
+
+@pytest.fixture
+def edge_policies(monkeypatch):
+    module = types.ModuleType("edge_policies")
+    module.WordsPolicy, module.ChattyJudge = WordsPolicy, ChattyJudge
+    monkeypatch.setitem(sys.modules, "edge_policies", module)
+
+
+def test_an_unparseable_judge_is_no_verdict_and_the_counts_keep_their_labels(tmp_path, edge_policies):
+    # Before: every path dropped as a "disagreement" (0 labelled steps), exit 0, silent.
+    problems = write_jsonl(generate_problems(10, seed=4), tmp_path / "in")
+    config = {"labels": {"method": "consensus", "judge": {"name": "edge_policies:ChattyJudge"}},
+              "search": {"budget": 120}}
+    s = prmtree.run(problems, policy="simulated", out=tmp_path / "consensus", seed=4, config=config)
+    prmtree.run(problems, policy="simulated", out=tmp_path / "calibrated", seed=4,
+                config={"labels": {"method": "calibrated"}, "search": {"budget": 120}})
+    judged = {r["path_id"]: r for r in read_table(tmp_path / "consensus", "steps").to_pylist()}
+    counted = {r["path_id"]: r["labels"] for r in read_table(tmp_path / "calibrated", "steps").to_pylist()}
+    assert judged and {p: r["labels"] for p, r in judged.items()} == counted  # the counts decide
+    assert not any(r["flagged"] for r in judged.values())
+    assert s.steps_labelled > 0 and s.labelling["paths_dropped_by_judge"] == 0
+    assert s.labelling["judge_unparseable"] == s.labelling["judge_calls"] > 0  # counted apart
+    assert s.labelling["paths_without_verdict"] == s.labelling["paths_judged"] == len(judged)
+    assert "judge_disagreed" not in s.labelling
+    warning = [w for w in label_warnings(s) if "judge answers" in w]
+    assert warning and warning[0].startswith(f"{s.labelling['judge_calls']} of {s.labelling['judge_calls']} "
+                                             "judge answers gave no verdict")
+    assert "'The step follows from the one before it, so it looks fine to me.'" in warning[0]
+
+
+def test_a_run_that_labels_nothing_warns_with_examples_and_exits_4(tmp_path, edge_policies, capsys):
+    # Before: every problem "skipped (root all wrong)", 0 labels, exit 0 and a quiet summary.
+    from prmtree.cli import EXIT_NOTHING_LABELLED, main
+
+    data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
+    code = main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress",
+                 "--policy", "edge_policies:WordsPolicy", "--strategy", "omega"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_NOTHING_LABELLED == 4
+    assert "nothing was labelled: 8 problems done, 0 labelled steps" in err
+    text = " ".join(out.split())  # the console wraps long lines
+    assert "warning: nothing was labelled: 0 labelled steps over 8 problems done" in text
+    assert "warning: 8 of 8 problems skipped (root all wrong) - the policy's answers may never match" in text
+    shown = re.findall(r"syn-\d+: gold '(-?\d+)'; extracted ('[^']*'|None)", text)
+    assert len(shown) == 3  # three skipped problems, their gold beside what was extracted
+    assert any(got == f"'{_words(int(gold))}'" for gold, got in shown)  # the right value in words
+    assert read_table(tmp_path / "o", "steps").num_rows == 0
+
+
+def test_a_normal_run_has_no_label_warnings_and_exits_0(tmp_path, capsys):
+    from prmtree.cli import main
+
+    data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
+    assert main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "warning:" not in capsys.readouterr().out

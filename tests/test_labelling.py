@@ -373,12 +373,13 @@ def test_a_judge_that_returns_garbage_counts_as_no_verdict(tmp_path):
     policy = SimulatedPolicy(**GUESSING, judge_garbage_rate=1.0)
     s = prmtree.run(GUESSABLE[:8], policy=policy, out=tmp_path / "drop", config={"labels": {"method": "consensus"}})
     assert s.labelling["judge_unparseable"] == s.labelling["judge_calls"] > 0
-    assert read_table(tmp_path / "drop", "steps").num_rows == 0  # no agreement anywhere: nothing kept
-    flag = {"labels": {"method": "consensus", "on_disagreement": "flag"}}
-    prmtree.run(GUESSABLE[:8], policy=policy, out=tmp_path / "flag", config=flag)
-    rows = read_table(tmp_path / "flag", "steps").to_pylist()
-    assert rows and all(r["flagged"] for r in rows)
-    assert all("unparseable" in r["judge_verdicts"] and "judge-disagreed" in r["label_sources"] for r in rows)
+    # No verdict is no disagreement: every path is kept as the counts labelled it, unflagged.
+    rows = read_table(tmp_path / "drop", "steps").to_pylist()
+    assert rows and s.labelling["paths_dropped_by_judge"] == 0
+    assert s.labelling["paths_without_verdict"] == s.labelling["paths_judged"] == len(rows)
+    assert not any(r["flagged"] for r in rows)
+    assert all("unparseable" in r["judge_verdicts"] for r in rows)
+    assert not any(src.startswith("judge") for r in rows for src in r["label_sources"])
 
 
 class SometimesHangingJudge(SimulatedPolicy):

@@ -15,7 +15,7 @@ tree, however an executor interleaved them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prmtree.engine.deciders import Decider, MCDecider
@@ -44,6 +44,7 @@ class SearchStats:
     rollouts: int = 0
     requests: int = 0
     skipped: str | None = None  # why the tree was not searched (e.g. "root all correct")
+    root_answers: list[str | None] = field(default_factory=list)  # the root's first few extracted answers
 
 
 class TreeSearch(ABC):
@@ -131,6 +132,8 @@ class TreeSearch(ABC):
         n = len(rollouts)
         correct = sum(1 for r in rollouts if r.correct)
         self.tree.record(node_id, n, correct)
+        if node_id == self.tree.root and not self.stats.root_answers:  # what a skip's example shows
+            self.stats.root_answers = [r.answer for r in rollouts[:3]]
         return n, correct
 
     def add_rollout_path(self, node_id: str, rollout: Rollout) -> list[str]:
