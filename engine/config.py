@@ -7,6 +7,7 @@ value is reported as one line naming the field (see :func:`describe_error`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
@@ -156,7 +157,7 @@ class LabelsConfig(_Strict):
 class VerifyConfig(_Strict):
     """Answer checking: cheap paths first, Math-Verify in a process pool with a time bound."""
 
-    rel_tol: float = Field(1e-6, ge=0)
+    rel_tol: float = Field(1e-6, ge=0, allow_inf_nan=False, description="finite: inf would call every answer equal")
     timeout_s: float = Field(5.0, gt=0, description="per Math-Verify check; over it counts as not equal")
     pool_workers: int = Field(1, ge=1, description="processes running Math-Verify")
     memo_size: int = Field(100_000, ge=0, description="verdicts remembered, shared across problems")
@@ -282,7 +283,9 @@ def row_defining(data: dict[str, Any]) -> dict[str, Any]:
     strategy = STRATEGIES.find(str(flat.get("search.strategy")))
     active = set(COMMON_SEARCH) | set(strategy.settings if strategy else ())
     # A policy's arguments that change speed, never rows (its ``operational_args``).
-    policy_ops = frozenset(getattr(POLICIES.find(str(flat.get("policy.name", ""))), "operational_args", ()))
+    policy = POLICIES.find(str(flat.get("policy.name", "")))
+    policy_ops = frozenset(getattr(policy, "operational_args", ()))
+    policy_defaults = _arg_defaults(policy)
     out = {}
     for key, value in flat.items():
         section, _, name = key.partition(".")
@@ -290,10 +293,21 @@ def row_defining(data: dict[str, Any]) -> dict[str, Any]:
             continue
         if section == "search" and strategy is not None and name not in active:
             continue
-        if section == "policy" and name in policy_ops:
-            continue
+        if section == "policy" and (name in policy_ops or (name in policy_defaults and value == policy_defaults[name])):
+            continue  # an argument given at its default is the default: the same rows, the same hash
         out[key] = value
     return out
+
+
+def _arg_defaults(policy: Any) -> dict[str, Any]:
+    """The keyword defaults of a policy's constructor (or factory); {} where unreadable."""
+    if policy is None:
+        return {}
+    try:
+        params = inspect.signature(policy).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -317,7 +331,10 @@ def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:
     keys = sorted(set(before) | set(after), key=lambda k: (k != "search.strategy", k))
     if before.get("search.strategy") != after.get("search.strategy"):
         keys = [k for k in keys if not k.startswith("search.") or k.split(".", 1)[1] in COMMON_SEARCH]
-    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
+    def shown(settings: dict[str, Any], key: str) -> str:
+        return repr(settings[key]) if key in settings else "(default)"
+
+    return [f"{k}: {shown(before, k)} -> {shown(after, k)}" for k in keys if before.get(k) != after.get(k)]
 
 
 def describe_error(exc: ValidationError) -> str:

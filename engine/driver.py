@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,22 @@ def generation_request(config: RunConfig, problem: Problem, request: RolloutRequ
         next_step_only=request.next_step_only,
         step_format=config.steps.step_format,
     )
+
+
+class _PolicyRaised(Exception):
+    """A ``TimeoutError`` the policy raised itself, carried past ``asyncio.wait_for`` (whose
+    own timeout is the same class) so it is reported as the policy's error, not the driver's."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+async def _policys_own_timeout(submitted: Awaitable[list[Completion]]) -> list[Completion]:
+    try:
+        return await submitted
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise _PolicyRaised(exc) from exc
 
 
 def retryable(exc: BaseException) -> bool:
@@ -141,14 +157,16 @@ class Driver:
                 self.stats.retries += 1
                 await asyncio.sleep(ex.retry_backoff_s * 2 ** (attempt - 1))
             try:
-                completions = await asyncio.wait_for(executor.submit(gen), ex.request_timeout_s)
+                completions = await asyncio.wait_for(_policys_own_timeout(executor.submit(gen)), ex.request_timeout_s)
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 return checked
             except (asyncio.CancelledError, FatalExecutorError):
                 raise
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError:  # the driver's own bound (a policy's TimeoutError comes wrapped)
                 last: BaseException = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
+            except _PolicyRaised as raised:
+                last = raised.exc
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)

@@ -190,6 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _fail(f"--latency must be >= 0, got {args.latency}")
     out = Path(args.out)
     problems = generate_problems(args.problems, seed=args.seed)
+    _refuse_another_demo(out, {p.id for p in problems})
     data_dir = Path(tempfile.mkdtemp(prefix="prmtree-demo-"))
     input_path = write_jsonl(problems, data_dir)
     overrides = {
@@ -207,6 +208,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print_summary(summary, quality)
     return _exit_code(summary)
+
+
+def _refuse_another_demo(out: Path, ids: set[str]) -> None:
+    """A demo folder holding problems this demo does not have (made with more --problems
+    or another --seed) would resume into a mix: refused in one line."""
+    from prmtree.engine.output import load_manifest
+
+    try:
+        m = load_manifest(out / "manifest.json")
+    except (OSError, ValueError):
+        return  # no earlier demo here (an unreadable one is refused by the run itself)
+    earlier = set(m.completed) | set(m.skipped) | set(m.failed)
+    if earlier - ids:
+        _fail(f"{str(out)!r} holds a demo made with {len(earlier)} problems (another --problems or --seed); "
+              "use another --out, or remove it to start over")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -277,7 +293,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         problems = generate_problems(args.problems, args.seed, args.min_steps, args.max_steps)
     except ValueError as exc:
         _fail(str(exc))
-    path = write_jsonl(problems, args.out)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        _fail(f"--out {args.out!r} is a file; synth writes a directory (problems.jsonl and images/): "
+              "name a directory")
+    try:
+        path = write_jsonl(problems, args.out)
+    except OSError as exc:
+        _fail(_os_error(exc))
     print(f"wrote {len(problems)} problems to {path}")
     return 0
 

@@ -180,3 +180,77 @@ def test_a_normal_run_has_no_label_warnings_and_exits_0(tmp_path, capsys):
     data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
     assert main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert "warning:" not in capsys.readouterr().out
+
+
+# -- item 15: one-line errors, not tracebacks --------------------------------------------
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    from prmtree.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("prmtree: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_synth_into_a_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me")
+    err = _one_line_error(capsys, ["synth", "--out", str(target), "--problems", "3"])
+    assert f"--out {str(target)!r} is a file" in err and "name a directory" in err
+    assert target.read_text() == "keep me"
+
+
+def test_a_smaller_demo_into_a_bigger_demos_folder_is_refused_in_one_line(tmp_path, capsys):
+    from prmtree.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--problems", "20", "--no-progress", "--latency", "0"]) == 0
+    capsys.readouterr()
+    err = _one_line_error(capsys, ["demo", "--out", str(out), "--problems", "5", "--no-progress"])
+    assert "holds a demo made with 20 problems" in err and "use another --out" in err
+    # a bigger demo into it resumes (its first 20 problems are done) and works
+    assert main(["demo", "--out", str(out), "--problems", "25", "--no-progress", "--latency", "0"]) == 0
+
+
+class OwnTimeoutPolicy(SimulatedPolicy):
+    """A backend whose client raises its own TimeoutError at once (not the driver's bound)."""
+
+    async def generate(self, request):
+        raise TimeoutError("the backend's gateway answered 504 after 30 s")
+
+
+def test_a_policys_own_timeout_error_is_reported_as_its_error(tmp_path):
+    problems = generate_problems(2, seed=1)
+    s = prmtree.run(problems, policy=OwnTimeoutPolicy(), out=tmp_path / "o",
+                    config={"executor": {"max_attempts": 1, "request_timeout_s": 600}})
+    assert s.problems_failed == 2
+    example = next(iter(s.failure_examples.values()))
+    assert "TimeoutError: the backend's gateway answered 504 after 30 s" in example
+    assert "timed out after 600 s" not in example
+
+
+def test_a_policy_arg_at_its_default_resumes_as_the_default(tmp_path, capsys):
+    from prmtree.cli import main
+
+    data = write_jsonl(generate_problems(4, seed=1), tmp_path / "in")
+    base = ["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(base) == 0
+    assert main([*base, "--policy-arg", "error_rate=0.08"]) == 0  # the simulated policy's default
+    assert "nothing left to do" in capsys.readouterr().out
+    err = _one_line_error(capsys, [*base, "--policy-arg", "error_rate=0.2"])
+    assert "policy.error_rate: (default) -> 0.2" in err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1.0"])
+def test_a_tolerance_that_is_not_a_finite_number_is_refused(tmp_path, capsys, value):
+    config = tmp_path / "run.toml"
+    config.write_text(f"[verify]\nrel_tol = {value}\n")
+    data = write_jsonl(generate_problems(2, seed=1), tmp_path / "in")
+    err = _one_line_error(capsys, ["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress",
+                                   "--config", str(config)])
+    assert "verify.rel_tol" in err
+    assert not (tmp_path / "o" / "manifest.json").exists()
