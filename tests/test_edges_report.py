@@ -6,14 +6,19 @@ not exit 0; 18: one decision per node, the same in the steps and the nodes table
 
 from __future__ import annotations
 
+import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
+from prmtree.engine.output import read_table
+from prmtree.engine.records import Completion
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+from prmtree.policies.simulated import SimulatedPolicy
 
 import prmtree
-from prmtree.engine.output import read_table
-from prmtree.engine.synthetic import generate_problems, write_jsonl
-
+from prmtree.summary import label_warnings
 
 # -- item 18: one decision per node ------------------------------------------------------
 
@@ -33,9 +38,7 @@ def _step_node_disagreements(out: Path) -> tuple[list[tuple], int]:
         for node_id, label in zip(ids, row["labels"]):
             checked += 1
             n = nodes[(row["problem_id"], node_id)]
-            if n["decision"] in ("right", "wrong") and label != n["label"]:
-                bad.append((row["problem_id"], node_id, label, n["decision"]))
-            elif n["decision"] == "undecided" and label is not None:
+            if n["decision"] in ("right", "wrong") and label != n["label"] or n["decision"] == "undecided" and label is not None:
                 bad.append((row["problem_id"], node_id, label, n["decision"]))
     return bad, checked
 
@@ -87,17 +90,8 @@ def test_one_decision_per_node_wrong_wins_below_and_right_lifts_above():
 
 # -- item 16: a run that labels nothing says so ------------------------------------------
 
-import re  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
-
-from prmtree.engine.records import Completion  # noqa: E402
-from prmtree.policies.simulated import SimulatedPolicy  # noqa: E402
-from prmtree.summary import label_warnings  # noqa: E402
-
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
-        "sixteen seventeen eighteen nineteen".split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def _words(n: int) -> str:
@@ -115,7 +109,7 @@ class WordsPolicy(SimulatedPolicy):
     """Solves like the simulated policy but boxes numbers in words: "fourteen" for 14."""
 
     def complete(self, request):
-        return [Completion(re.sub(r"\\boxed\{(-?\d+)\}", lambda m: "\\boxed{%s}" % _words(int(m[1])), c.text),
+        return [Completion(re.sub(r"\\boxed\{(-?\d+)\}", lambda m: f"\\boxed{{{_words(int(m[1]))}}}", c.text),
                            c.num_tokens, c.finish_reason) for c in super().complete(request)]
 
 
