@@ -29,7 +29,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
-    if summary.rollouts_this_session == 0 and summary.problems_done:
+    if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(
             f"nothing left to do: every problem was already finished in {summary.out} "
             "(the run resumed; use another --out, or --force with a changed config, to start over)"
