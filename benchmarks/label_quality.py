@@ -139,7 +139,7 @@ def stopping_rule(n: int, seed: int = 0, strategy: str = "omega") -> list[dict]:
             per_space[space[row["problem_id"]]] += sum(1 for x in row["labels"] if x is not None)
         counts = {s: sum(1 for v in space.values() if v == s) for s in per_space}
         r["max_rollouts_per_step"] = limit
-        r["labelled_steps_per_problem_by_space"] = {s: per_space[s] / counts[s] for s in per_space}
+        r["labelled_steps_per_problem_by_space"] = {s: n / counts[s] for s, n in per_space.items()}
         results.append(r)
         shutil.rmtree(out, ignore_errors=True)
     base = results[0]["rollouts_per_labelled_step"]

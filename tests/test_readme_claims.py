@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
-
-import prmtree
+import tomllib
 from prmtree.engine.config import RunConfig
 from prmtree.engine.errors import GenerationError
 from prmtree.engine.output import load_manifest, read_table
-from prmtree.engine.records import Completion
 from prmtree.engine.registry import EXECUTORS, LABELERS, POLICIES, STRATEGIES
 from prmtree.engine.synthetic import generate_problems
 from prmtree.engine.tables import TABLES
+from prmtree.policies.simulated import SimulatedPolicy
+
+import prmtree
 from prmtree.export import ExportOptions, export, format_list
 from prmtree.export.rows import decided
-from prmtree.policies.simulated import SimulatedPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -96,7 +95,7 @@ def test_every_export_cuts_paths_at_their_first_undecided_label(tmp_path, disput
     for name, records in (("hf", list(hf)), ("jsonl", plain)):
         assert {r["path_id"] for r in records} == set(expected), name
         for r in records:
-            steps, labels, flagged, cut = expected[r["path_id"]]
+            steps, labels, _, cut = expected[r["path_id"]]
             assert (r["completions"], r["labels"]) == (steps, labels), name
             assert None not in r["labels"]
             n = len(steps)
@@ -140,7 +139,7 @@ def test_the_readme_confidence_filter_runs_on_mc_and_calibrated_exports(tmp_path
         ds = datasets.load_dataset(str(tmp_path / method), split="train")
         confidences = [c for r in ds["confidences"] for c in r]
         assert (all(c is None for c in confidences) if method == "mc" else all(c is not None for c in confidences))
-        kept[method] = eval(line, {"ds": ds})  # noqa: S307 - the README's own line
+        kept[method] = eval(line, {"ds": ds})  # the README's own line
         want = [r for r in ds if all(c is None or c >= 0.99 for c in r["confidences"])]
         assert kept[method].num_rows == len(want) > 0
     assert kept["mc"].num_rows == datasets.load_dataset(str(tmp_path / "mc"), split="train").num_rows
@@ -400,3 +399,47 @@ def test_run_with_drivers_alone_works_and_its_last_progress_is_complete(ray_sess
     assert reports and reports[-1] == 10
     assert sorted(p.name for p in (tmp_path / "run").glob("manifest-*.json")) == [
         "manifest-00000-of-00002.json", "manifest-00001-of-00002.json"]
+
+
+# -- smaller claims ------------------------------------------------------------------------------
+
+
+def test_answers_come_from_boxed_then_answer_then_the_last_line():
+    """README: "Answers (`engine/answers/extract.py`) from `\\boxed{}`, `Answer:`, or the last line"."""
+    from prmtree.engine.answers import extract_answer
+
+    assert extract_answer("x = 3\nAnswer: 4\nso \\boxed{5}") == "5"
+    assert extract_answer("x = 3\nAnswer: 4") == "4"
+    assert extract_answer("x = 3\nit is 7") == "it is 7"
+
+
+def test_the_answer_types_the_readme_lists_are_the_accepted_ones():
+    from prmtree.engine.records import ANSWER_TYPES
+
+    listed = re.search(r"`answer_type` \(`([a-z|]+)`\)", README).group(1).split("|")
+    assert sorted(listed) == sorted(ANSWER_TYPES)
+
+
+def test_label_false_keeps_the_steps_after_the_first_error(tmp_path):
+    """README: `"label-false"` (keep the rest, labelled `False`)."""
+    problems = generate_problems(6, seed=3, min_steps=8)
+    for mode in ("truncate", "label-false"):
+        prmtree.run(problems, policy="simulated", out=tmp_path / mode, config={"output": {"after_first_error": mode},
+                                                                               "labels": {"method": "mc"}})
+    cut = {r["path_id"]: r["labels"] for r in read_table(tmp_path / "truncate", "steps").to_pylist()}
+    kept = {r["path_id"]: r["labels"] for r in read_table(tmp_path / "label-false", "steps").to_pylist()}
+    longer = [p for p in kept if p in cut and len(kept[p]) > len(cut[p])]
+    assert longer
+    for p in longer:
+        first = kept[p].index(False)
+        assert kept[p][: first + 1] == cut[p] and set(kept[p][first:]) == {False}
+
+
+def test_a_slice_writes_its_own_manifest_and_shard_names(tmp_path):
+    """README: `--slice i/N` "writes `part-sIIIIIofNNNNN-*.parquet` and its own
+    `manifest-IIIII-of-NNNNN.json` into the same directory"."""
+    problems = generate_problems(6, seed=1)
+    prmtree.run(problems, policy="simulated", out=tmp_path, slice="1/2", config={"search": {"budget": 32}})
+    assert [p.name for p in tmp_path.glob("manifest*.json")] == ["manifest-00001-of-00002.json"]
+    shards = [p.name for p in tmp_path.glob("*/*.parquet")]
+    assert shards and all(re.fullmatch(r"part-s00001of00002-.*\.parquet", name) for name in shards), shards
