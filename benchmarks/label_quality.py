@@ -22,7 +22,12 @@ correctly labelled step (the mc rule's labelled steps include the ones it gets w
 and first errors found (the labels a PRM learns most from) with their cost.
 Writes results/label_quality.json.
 
-    python benchmarks/label_quality.py [--problems 150]
+``--stopping-rule`` measures instead what ``[labels] max_rollouts_per_step`` trades (the
+README's "What the stopping rule trades"): omega, calibrated, on ``guessable``, at the
+default 25, at 10 and with no limit (``None``): labelled steps per problem of each answer
+space and rollouts per labelled step. Writes results/stopping_rule.json.
+
+    python benchmarks/label_quality.py [--problems 150] [--stopping-rule]
 """
 
 from __future__ import annotations
@@ -117,11 +122,51 @@ def targets(results: list[dict]) -> dict:
     return out
 
 
+def stopping_rule(n: int, seed: int = 0, strategy: str = "omega") -> list[dict]:
+    """Labelled steps per problem by answer space, and rollouts per labelled step, for
+    each ``max_rollouts_per_step`` (default 25, 10, None = sample until decided or capped)."""
+    problems = benchmark_problems("guessable", n)
+    space = {p.id: p.meta["answer_space"] for p in problems}
+    results = []
+    for limit in (25, 10, None):
+        out = RESULTS / f".tmp-stopping-{limit}"
+        shutil.rmtree(out, ignore_errors=True)
+        r = evaluate("guessable", strategy, "calibrated", problems, seed, out=out,
+                     labels={"max_rollouts_per_step": limit})
+        rows = read_table(out, "steps").select(["problem_id", "labels"]).to_pylist()
+        per_space = {s: 0 for s in WORKLOADS["guessable"]["spaces"]}
+        for row in rows:
+            per_space[space[row["problem_id"]]] += sum(1 for x in row["labels"] if x is not None)
+        counts = {s: sum(1 for v in space.values() if v == s) for s in per_space}
+        r["max_rollouts_per_step"] = limit
+        r["labelled_steps_per_problem_by_space"] = {s: n / counts[s] for s, n in per_space.items()}
+        results.append(r)
+        shutil.rmtree(out, ignore_errors=True)
+    base = results[0]["rollouts_per_labelled_step"]
+    for r in results:
+        r["cost_vs_default"] = r["rollouts_per_labelled_step"] / base
+        by = r["labelled_steps_per_problem_by_space"]
+        print(f"max_rollouts_per_step={r['max_rollouts_per_step']!s:5s} labelled steps/problem "
+              + " / ".join(f"{k} {v:.1f}" for k, v in by.items())
+              + f"  rollouts/labelled step {r['rollouts_per_labelled_step']:.2f} ({r['cost_vs_default']:.2f}x default)"
+              + f"  rollouts/problem {r['rollouts_per_problem']:.0f}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stopping-rule", action="store_true",
+                        help="measure max_rollouts_per_step = 25 / 10 / None instead (results/stopping_rule.json)")
     args = parser.parse_args()
+    if args.stopping_rule:
+        RESULTS.mkdir(exist_ok=True)
+        results = stopping_rule(args.problems, args.seed)
+        (RESULTS / "stopping_rule.json").write_text(json.dumps(
+            {"problems": args.problems, "problems_seed": PROBLEMS_SEED, "run_seed": args.seed, "results": results},
+            indent=2))
+        return
     results = []
     for workload in WORKLOADS:
         problems = benchmark_problems(workload, args.problems)

@@ -182,7 +182,8 @@ class Driver:
         rollouts = []
         for c in completions:
             r = parse_completion(
-                problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only
+                problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only,
+                len(request.prefix),
             )
             stats.tokens += c.num_tokens
             stats.cached_tokens += c.cached_tokens
@@ -198,7 +199,8 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
-        search = make_search(problem, self.config.search, self.labeler.decider(problem, self.label_context))
+        search = make_search(problem, self.config.search, self.labeler.decider(problem, self.label_context),
+                             self.config.steps.max_steps)
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -309,8 +311,8 @@ class Driver:
         if search is None:
             reason = finished.error or "unknown"
             self.stats.problems_failed += 1
-            self.stats.failure_reasons[_reason_kind(reason)] += 1
-            self.stats.failure_examples.setdefault(_reason_kind(reason), reason[:300])
+            self.stats.failure_reasons[reason_kind(reason)] += 1
+            self.stats.failure_examples.setdefault(reason_kind(reason), reason[:300])
             if self.writer is not None:
                 self.writer.add_failed(problem.id, f"{finished.stage}: {reason}", self.stats)
         else:
@@ -352,7 +354,7 @@ class Driver:
             stats.steps_per_path[len(labels)] += 1
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """A failure's kind for the summary: the text up to the first colon, shortened."""
     head = reason.split(":", 1)[0].strip() if ":" in reason else reason
     return head[:80] or "unknown"

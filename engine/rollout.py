@@ -26,10 +26,12 @@ def parse_completion(
     segmenter: Segmenter,
     verifier: AnswerCheck | None,
     next_step_only: bool = False,
+    depth: int = 0,
 ) -> Rollout:
     """Segment, extract and (with a ``verifier``) verify one completion. Never raises on
     model output. Without a verifier ``correct`` is False until :func:`with_verdict`: the
-    driver checks a request's answers together, off its event loop."""
+    driver checks a request's answers together, off its event loop. ``depth``: the steps of
+    the prefix the text continues (``[steps] max_steps`` bounds prefix and continuation)."""
     malformed = None
     if isinstance(text, bytes):
         try:
@@ -46,7 +48,7 @@ def parse_completion(
         malformed = "undecodable"
     if "\ufffd" in text and malformed is None:
         malformed = "undecodable"
-    steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text))
+    steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
     if not steps:
         return Rollout((), None, False, num_tokens, finish_reason, "empty")
     if next_step_only:

@@ -101,8 +101,10 @@ class Segmenter:
     """Splits model text into steps.
 
     ``format`` is a :class:`StepFormat` (or its name) or any callable
-    ``str -> list[str]``. ``max_steps`` merges neighbouring steps so a solution has at
-    most that many (VisualPRM uses 12); empty steps are always dropped.
+    ``str -> list[str]``. ``max_steps`` bounds the steps of a whole solution path (VisualPRM
+    uses 12): a continuation after ``depth`` steps of prefix is merged down to
+    ``max_steps - depth`` steps (at least one), so prefix plus continuation never exceeds
+    it when the prefix does not. Empty steps are always dropped.
     """
 
     format: StepFormat | str | Callable[[str], list[str]] = StepFormat()
@@ -114,14 +116,20 @@ class Segmenter:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
 
-    def split(self, text: str) -> list[str]:
-        """Steps of ``text``, stripped, without empty ones, merged down to ``max_steps``."""
+    def split(self, text: str, depth: int = 0) -> list[str]:
+        """Steps of ``text`` (a continuation after ``depth`` steps), stripped, without empty
+        ones, merged down to ``max_steps - depth`` (at least one)."""
         fmt = self.format
         raw = fmt.split(text) if isinstance(fmt, StepFormat) else list(fmt(text))
         steps = [s.strip() for s in raw if s and s.strip()]
-        if self.max_steps is not None and len(steps) > self.max_steps:
-            steps = merge_steps(steps, self.max_steps)
+        room = self.room(depth)
+        if room is not None and len(steps) > room:
+            steps = merge_steps(steps, room)
         return steps
+
+    def room(self, depth: int) -> int | None:
+        """How many steps a continuation after ``depth`` steps may have (None: no bound)."""
+        return None if self.max_steps is None else max(1, self.max_steps - depth)
 
     def first_step(self, text: str) -> list[str]:
         """For next-step-only generation: at most the first step of ``text``."""

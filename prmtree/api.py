@@ -66,7 +66,8 @@ def run(
 
     ``drivers`` (N, or "auto"; default ``executor.drivers``, 1) runs N drivers over slices
     of the input, sharing one Ray worker pool (``prmtree/multi_driver.py``): the same rows,
-    one summary. ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
+    one summary. N > 1 implies the Ray executor (a local Ray unless ``[executor] address``
+    names a cluster) unless ``[executor] kind`` names another one. ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
     one driver; ``on_progress(stats)`` is called in this process with the run's counters
     (after each problem, or a few times a second from several drivers).
 
@@ -107,8 +108,11 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems)  # missing, or a directory with files it would skip
-    job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps)
     several = cfg.executor.drivers != 1 and not (cfg.executor.drivers == "auto" and cfg.executor.kind == "inline")
+    if several and cfg.executor.kind == "inline" and "kind" not in cfg.executor.model_fields_set:
+        # N drivers share one Ray worker pool: N implies Ray unless inline was asked for by name
+        cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"kind": "ray"})})
+    job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps)
     if several and cfg.executor.attach is None:  # (auto on the inline executor: one driver, this process)
         from prmtree.multi_driver import run_job
 

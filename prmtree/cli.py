@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true")
 
     run = sub.add_parser("run", help="search a problem file with a policy and write Parquet shards")
-    run.add_argument("--input", required=True, help="problems as JSONL (image paths relative to the file)")
+    run.add_argument("--input", required=True, help="problems: a JSONL, JSON or Parquet file, a directory of them, or a Hugging Face "
+                     "dataset saved with save_to_disk (image paths relative to the file)")
     run.add_argument("--out", required=True, help="output directory")
-    run.add_argument("--policy", help="registered policy name or module:Class (default: config, else simulated)")
+    run.add_argument("--policy", help="registered policy name, module:Class, or module:function for a plain "
+                     "async def generate(request) (default: config, else simulated)")
     run.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
     run.add_argument("--strategy", choices=strategies)
     run.add_argument("--config", help="TOML run configuration; flags override it")
@@ -124,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
     exp.add_argument("--soft", action="store_true", help="Monte-Carlo values as float labels (openrlhf, qwen-prm)")
     exp.add_argument("--keep-flagged", action="store_true",
-                     help="trainer formats: keep paths where MC and the judge disagreed (consensus with "
-                          "on_disagreement = flag); hf, stepwise and jsonl keep them with a flagged column")
+                     help="trainer formats and stepwise: keep paths where MC and the judge disagreed (consensus "
+                          "with on_disagreement = flag); hf and jsonl keep them with a flagged column")
     exp.add_argument("--placeholder", default=PLACEHOLDER, help=f"openrlhf: the step tag (default {PLACEHOLDER})")
     exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; '' for none)")
     exp.add_argument("--tokenizer", help="qwen-prm: a local tokenizer folder whose chat template renders `text`")

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from prmtree.engine.driver import reason_kind
 from prmtree.engine.output import load_manifests, missing_slices, read_table
 from prmtree.engine.stats import RunStats
 
@@ -42,13 +43,15 @@ class Report:
     label_sources: dict[str, int] = field(default_factory=dict)  # what decided each labelled step
     confidence_histogram: dict[str, int] = field(default_factory=dict)  # P(label right) of labelled steps
     flagged_paths: int = 0
+    failures: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # kind -> (count, problem id, reason)
 
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
     """All slices' manifests as one; ``stats`` is their :class:`RunStats` added up."""
     found = load_manifests(out)
-    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0}
+    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0, "failed_ids": {}}
     for m in found:
+        merged["failed_ids"].update(m.failed)
         merged.setdefault("config", m.config)
         merged.setdefault("config_hash", m.config_hash)
         merged["status"] = "finished" if all(x.status == "finished" for x in found) else "running"
@@ -102,7 +105,20 @@ def collect(out: Path) -> Report:
     report.value_histogram = dict(hist)
     reasons = Counter(read_table(out, "errors").column("reason").to_pylist())
     report.error_reasons = dict(reasons.most_common(20))
+    report.failures = failure_kinds(report.manifest["failed_ids"])
     return report
+
+
+def failure_kinds(failed: dict[str, str]) -> dict[str, tuple[int, str, str]]:
+    """The manifest's failed problems by kind, most common first: kind -> (count, one problem
+    id, its reason). A manifest reason is ``stage: reason``; the kind is the reason's, as the
+    run's summary groups them (``contract``, ``GenerationError``, ...)."""
+    kinds: dict[str, list[Any]] = {}
+    for pid, reason in sorted(failed.items()):
+        _, sep, rest = reason.partition(": ")
+        entry = kinds.setdefault(reason_kind(rest if sep else reason), [0, pid, reason])
+        entry[0] += 1
+    return {k: (n, pid, reason) for k, (n, pid, reason) in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
 
 
 def print_report(out: Path) -> Report:
@@ -132,8 +148,15 @@ def print_report(out: Path) -> Report:
         console.print(_bars("label confidence P(label right)", report.confidence_histogram))
     console.print(_bars("node value histogram", report.value_histogram))
     console.print(_bars("steps per path", {str(k): v for k, v in report.step_counts.items()}))
+    if report.failures:
+        failures = Table(title="failed problems (the same command retries them)")
+        for col in ("count", "kind", "e.g."):
+            failures.add_column(col, justify="right" if col == "count" else "left")
+        for kind, (count, pid, reason) in report.failures.items():
+            failures.add_row(str(count), kind, f"{pid}: {reason[:200]}")
+        console.print(failures)
     if report.error_reasons:
-        errors = Table(title="error reasons")
+        errors = Table(title="bad input rows (errors/)")
         errors.add_column("count", justify="right")
         errors.add_column("reason")
         for reason, count in report.error_reasons.items():
@@ -334,6 +357,11 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         "<h2>Steps per path</h2>",
         _svg_bars({str(k): v for k, v in report.step_counts.items()}),
     ]
+    if report.failures:
+        body.append("<h2>Failed problems</h2><table><tr><th>count</th><th>kind</th><th>e.g.</th></tr>")
+        body.extend(f"<tr><td>{n}</td><td>{esc(k)}</td><td>{esc(pid)}: {esc(r[:200])}</td></tr>"
+                    for k, (n, pid, r) in report.failures.items())
+        body.append("</table>")
     if report.error_reasons:
         body.append("<h2>Errors</h2><table><tr><th>count</th><th>reason</th></tr>")
         body.extend(f"<tr><td>{c}</td><td>{esc(r)}</td></tr>" for r, c in report.error_reasons.items())

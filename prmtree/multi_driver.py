@@ -289,6 +289,8 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
     stats = sum((results[i].run_stats for i in sorted(results)), RunStats())
     stats.started = started
     stats.stop_clock()
+    if on_progress is not None:  # the last report is the summary's counters, whatever the interval left out
+        on_progress(stats)
     summary = RunSummary(out=out, run_stats=stats, retry_pending=sum(r.retry_pending for r in results.values()),
                          stopped_by=signals.first)
     if stopped:

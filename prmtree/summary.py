@@ -68,7 +68,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     console.print(table)
     for warning in label_warnings(summary):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-    if summary.rollouts_this_session == 0 and summary.problems_done:
+    if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(
             f"nothing left to do: every problem was already finished in {summary.out} "
             "(the run resumed; use another --out, or --force with a changed config, to start over)"

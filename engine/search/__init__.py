@@ -21,11 +21,16 @@ if TYPE_CHECKING:
     from prmtree.engine.config import SearchConfig
 
 
-def make_search(problem: Problem, config: SearchConfig, decider: Decider | None = None) -> TreeSearch:
+def make_search(
+    problem: Problem, config: SearchConfig, decider: Decider | None = None, max_steps: int | None = None
+) -> TreeSearch:
     """A fresh search over ``problem`` for the strategy ``config`` names; ``decider``
-    (the run's labelling method) decides nodes and asks for adaptive rollouts."""
+    (the run's labelling method) decides nodes and asks for adaptive rollouts;
+    ``max_steps`` (``[steps] max_steps``) bounds the steps of every path the tree grows."""
     strategy: type[TreeSearch] = STRATEGIES.get(config.strategy)
-    return strategy(problem, config, decider)
+    search = strategy(problem, config, decider)
+    search.max_steps = max_steps  # set after construction: a plugin's __init__ keeps its signature
+    return search
 
 
 __all__ = [

@@ -59,6 +59,10 @@ class TreeSearch(ABC):
 
     name = "base"
     settings: tuple[str, ...] = ()
+    #: ``[steps] max_steps``: no path grows past it. The driver merges a continuation after
+    #: d steps into at most ``max_steps - d`` steps; a strategy that grows a path step by
+    #: step (mcts) stops growing it there (:meth:`at_max_depth`).
+    max_steps: int | None = None
 
     def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
         self.problem = problem
@@ -123,6 +127,10 @@ class TreeSearch(ABC):
             asked.add(nxt[0])
             wave.append(self.request(*nxt))
         return wave, wanting
+
+    def at_max_depth(self, node_id: str, below: int = 0) -> bool:
+        """Whether ``node_id`` is ``below`` steps or fewer above ``max_steps``' depth."""
+        return self.max_steps is not None and self.tree.stats(node_id).depth + below >= self.max_steps
 
     def can_afford(self, n: int) -> bool:
         return self.stats.rollouts + n <= self.budget

@@ -12,6 +12,10 @@ and each new child's path then gets more batches where they decide its steps soo
 (:meth:`Decider.next_to_sample`) until it is decided or no batch is worth its price.
 Only leaves whose path is decided right are expanded: below a wrong step every path's
 labels end at that step, below an undecided one before it.
+
+With ``[steps] max_steps`` a path never has more steps: a leaf one step short of it is
+expanded by whole continuations, each merged into one final step (so that step carries
+the answer), and a leaf at it is never expanded.
 """
 
 from __future__ import annotations
@@ -73,13 +77,14 @@ class MCTSSearch(TreeSearch):
             self.iterations += 1
             self._expanding = leaf
             self._pending = 1
-            return [self.request(leaf, self.branching, next_step_only=True)]
+            # one step short of max_steps: the whole rest, merged by the driver into one final step
+            return [self.request(leaf, self.branching, next_step_only=not self.at_max_depth(leaf, below=1))]
         self._finished = True
         return []
 
     def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
         self._pending -= 1
-        if request.next_step_only:
+        if request.node_id == self._expanding:  # the expansion (only request in flight meanwhile)
             parent = request.node_id
             self.expanded.add(parent)
             seen = set()
@@ -147,7 +152,8 @@ class MCTSSearch(TreeSearch):
                 if not children:
                     break
                 node = max(children, key=lambda c: self._uct(node, c))
-            if node in self.expanded or self.tree.stats(node).terminal or not self._worth_expanding(node):
+            if (node in self.expanded or self.tree.stats(node).terminal or self.at_max_depth(node)
+                    or not self._worth_expanding(node)):
                 self._mark_exhausted(node)  # a dead branch: try again from the top without it
                 if node == root:
                     return None

@@ -34,9 +34,9 @@ class ExportOptions:
     local tokenizer directory whose chat template renders ``qwen-prm``'s ``text``.
     ``test_size``, ``license``, ``pretty_name``: the ``hf`` dataset's held-out share of
     problems, card licence and title. ``task``: Math-Shepherd's ``task`` column.
-    ``keep_flagged``: the trainer formats (all but ``hf``, ``stepwise`` and ``jsonl``, which
-    carry the ``flagged`` column) leave out the paths a ``consensus`` run kept although MC
-    and the judge disagreed, unless this is set: a trainer would take their labels as sure.
+    ``keep_flagged``: every format but ``hf`` and ``jsonl`` (which carry the ``flagged``
+    column) leaves out the paths a ``consensus`` run kept although MC and the judge
+    disagreed, unless this is set: a trainer would take their labels as sure.
     """
 
     overwrite: bool = False

@@ -164,8 +164,8 @@ _METHOD = {
     "OmegaPRM and VisualPRM).",
     "calibrated": "a step's label is decided from its rollouts against the answer space's chance floor (a lucky "
     "guess on a yes/no or multiple-choice answer does not make a wrong step right), relative to its parent's value, "
-    "as a posterior probability that the step is right; steps whose evidence stays undecided are handled as the "
-    "`undecided` setting says.",
+    "as a posterior probability that the step is right; a path ends at its first step whose evidence stays "
+    "undecided (this export cuts every path there, whatever the run's `undecided` setting).",
     "consensus": "Monte-Carlo labels and a judge model's verdicts must agree on the first wrong step; paths where "
     "they disagree are dropped or flagged (`on_disagreement`).",
 }

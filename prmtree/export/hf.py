@@ -27,6 +27,7 @@ from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportError, ExportFormat, ExportOptions, atomic_open
 from prmtree.export.card import dataset_card
 from prmtree.export.images import embed_images_column, with_hf_features
+from prmtree.export.rows import cut_table
 
 # What may sit in a directory that --overwrite replaces an hf export in (a Hub clone keeps .git*).
 HF_DIRECTORY_ENTRIES = frozenset(
@@ -65,7 +66,7 @@ class HF(ExportFormat):
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
         """Write the dataset directory; returns the number of steps rows written (all splits)."""
-        steps = read_table(out, "steps")
+        steps = cut_table(read_table(out, "steps"))  # one rule for every export: cut at the first undecided label
         steps = embed_images_column(out, steps).replace_schema_metadata(None)
         steps = steps.cast(with_hf_features(steps.schema))
         pairs = read_table(out, "pairs").replace_schema_metadata(None)

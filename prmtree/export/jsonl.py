@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportFormat, ExportOptions, atomic_open
 from prmtree.export.images import ImageFolder
-from prmtree.export.rows import iter_rows
+from prmtree.export.rows import cut_row, iter_rows
 
 #: Turns a steps row and its images' relative paths into a record, or None to leave the row out.
 Builder = Callable[[dict[str, Any], list[str]], dict[str, Any] | None]
@@ -53,7 +53,8 @@ def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip
 
 @EXPORT_FORMATS.register("jsonl")
 class Jsonl(JsonlFormat):
-    """The steps table as JSONL, every column but image bytes, images as relative paths."""
+    """The steps table as JSONL, every column but image bytes, images as relative paths;
+    paths cut at their first undecided label, as every export does."""
 
     name = "jsonl"
     description = "the steps table as JSONL, images as relative paths"
@@ -64,7 +65,10 @@ class Jsonl(JsonlFormat):
         return _plain
 
 
-def _plain(row: dict[str, Any], images: list[str]) -> dict[str, Any]:
-    record = {k: v for k, v in row.items() if k != "images" and not isinstance(v, (bytes, bytearray))}
+def _plain(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
+    cut = cut_row(row)
+    if cut is None:
+        return None
+    record = {k: v for k, v in cut.items() if k != "images" and not isinstance(v, (bytes, bytearray))}
     record["images"] = images
     return record

@@ -1,6 +1,10 @@
-"""A run's steps rows as the text formats need them: the question, the decided steps, markers defused.
+"""A run's steps rows as the exports need them: the question, the decided steps, markers defused.
 
-Paths are cut at their first undecided (null) label. Text that would be read as a marker
+One rule for every export: a path is cut at its first undecided (null) label, every
+per-step column with it (a run with ``[labels] undecided = "keep"`` keeps null labels in
+its own tables, never in an export: a trainer would read a null as a label), and a path
+with no decided step is left out. A path cut short has no final answer, so its
+``final_correct`` is null. Text that would be read as a marker
 (the placeholder, ``<extra_0>``, ``<image>``, ChatML tokens) is defused with a word joiner
 (U+2060) after its first character, so every marker in an export is one the exporter put there.
 """
@@ -12,6 +16,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from prmtree.engine.output import read_table
 
@@ -59,6 +66,70 @@ def decided(row: dict[str, Any]) -> tuple[list[str], list[bool], list[float | No
             n = i
             break
     return steps[:n], [bool(x) for x in labels[:n]], values[:n]
+
+
+#: List columns that are not one entry per step (a chat prompt is a list of messages).
+_NOT_PER_STEP = frozenset({"prompt", "images"})
+
+
+def decided_length(labels: list[bool | None] | None) -> int:
+    """How many steps of a path an export keeps: those before its first undecided label."""
+    labels = list(labels or [])
+    return next((i for i, x in enumerate(labels) if x is None), len(labels))
+
+
+def cut_row(row: dict[str, Any]) -> dict[str, Any] | None:
+    """``row`` with every per-step column cut at the first undecided label; None when no
+    step is decided (the rule every export follows)."""
+    labels = row.get("labels") or []
+    n = decided_length(labels)
+    if n == 0:
+        return None
+    if n == len(labels):
+        return row
+    out = dict(row)
+    for key, value in row.items():
+        if key not in _NOT_PER_STEP and isinstance(value, list) and len(value) == len(labels):
+            out[key] = value[:n]
+    if "final_correct" in out:
+        out["final_correct"] = None  # the kept steps do not reach the answer
+    return out
+
+
+def cut_table(table: pa.Table) -> pa.Table:
+    """:func:`cut_row` over a steps table (images stay Arrow: only the per-step columns are
+    rebuilt, and only when some path has an undecided label or no step)."""
+    if "labels" not in table.column_names or table.num_rows == 0:
+        return table
+    labels = table.column("labels")
+    lengths = pc.list_value_length(labels)
+    if pc.list_flatten(labels).null_count == 0 and pc.min(lengths).as_py() not in (0, None):
+        return table
+    label_lists = labels.to_pylist()
+    keep_n = [decided_length(x) for x in label_lists]
+    full = [len(x or []) for x in label_lists]
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if name in _NOT_PER_STEP or not pa.types.is_list(column.type):
+            continue
+        values = column.to_pylist()
+        if all(v is None or len(v) == f for v, f in zip(values, full)):
+            columns[name] = pa.array([v if v is None else v[:n] for v, n in zip(values, keep_n)], column.type)
+    for name, array in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), array)
+    if "final_correct" in table.column_names:
+        finals = [None if n < f else x for x, n, f in zip(table.column("final_correct").to_pylist(), keep_n, full)]
+        i = table.schema.get_field_index("final_correct")
+        table = table.set_column(i, table.schema.field(i), pa.array(finals, table.schema.field(i).type))
+    return table.filter(pa.array([n > 0 for n in keep_n], pa.bool_()))
+
+
+def without_flagged(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` a ``consensus`` run did not flag (MC and the judge disagreed)."""
+    if "flagged" not in table.column_names:
+        return table
+    return table.filter(pc.invert(pc.fill_null(table.column("flagged"), False)))
 
 
 def soft_values(labels: list[bool], values: list[float | None]) -> list[float]:

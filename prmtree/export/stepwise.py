@@ -3,6 +3,10 @@
 ``prompt``, ``images``, ``completions``, ``labels``, images embedded: for your own training
 loop, or a TRL release from before huggingface/trl#7133 (September 2026), which removed the
 PRM trainer and this dataset type. No current TRL trainer reads it.
+
+It has no ``flagged`` column, so like the trainer formats it leaves out the paths a
+``consensus`` run kept although MC and the judge disagreed, unless ``keep_flagged``; and
+like every export it cuts paths at their first undecided label (``labels`` is a list of bool).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prmtree.engine.output import read_table
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportFormat, ExportOptions, atomic_open
 from prmtree.export.images import embed_images_column, with_hf_features
+from prmtree.export.rows import cut_table, without_flagged
 
 
 @EXPORT_FORMATS.register("stepwise")
@@ -24,7 +29,9 @@ class Stepwise(ExportFormat):
     aliases = {"trl": "alias of stepwise (TRL removed its PRM trainer in September 2026)"}
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
-        steps = read_table(out, "steps")
+        steps = cut_table(read_table(out, "steps"))
+        if not options.keep_flagged:
+            steps = without_flagged(steps)
         columns = ["problem_id", "prompt", "images", "completions", "labels"]
         table = embed_images_column(out, steps.select(columns)).drop_columns(["problem_id"])
         table = table.replace_schema_metadata(None)
