@@ -133,7 +133,7 @@ def _open_claimed(
                 f"{out} holds output layout version {previous.layout_version}; this prmtree writes "
                 f"version {LAYOUT_VERSION}: use another --out"
             )
-        if previous.config_hash != config.config_hash():
+        if not _same_rows(previous, config):
             if not force:
                 raise ConfigError(
                     f"{out} was written with a different config ({_changes(previous, config)}); "
@@ -178,11 +178,18 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
             other = load_manifest(out / name)
         except ValueError:
             continue  # that slice's own run reports it
-        if other.config_hash != config.config_hash():
+        if not _same_rows(other, config):
             raise ConfigError(
                 f"{out} holds {name}, written with a different config ({_changes(other, config)}); "
                 "every slice of one --out must use the same config: use that one, or another --out"
             )
+
+
+def _same_rows(written: Manifest, config: RunConfig) -> bool:
+    """Whether ``config`` writes the rows ``written`` holds: the same hash, or a hash that
+    differs only because an older prmtree hashed a setting that no longer changes rows
+    (a policy argument given at its default): then no row-defining setting differs."""
+    return written.config_hash == config.config_hash() or not config_changes(written.config, config)
 
 
 def _changes(written: Manifest, config: RunConfig) -> str:

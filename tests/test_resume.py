@@ -157,6 +157,22 @@ def test_operational_settings_may_change_on_resume(tmp_path, big_input):
     assert len(load_manifest(tmp_path / "manifest.json").completed) == 10
 
 
+def test_a_run_hashed_by_an_older_rule_resumes_when_no_setting_differs(tmp_path):
+    """An older prmtree hashed a policy argument given at its default; that run resumes (no
+    row-defining setting differs), while a real change is still refused, named."""
+    import json
+
+    problems = generate_problems(4, seed=3)
+    prmtree.run(problems[:2], policy="simulated", out=tmp_path, policy_args={"error_rate": 0.08})
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["config"]["policy"]["error_rate"] == 0.08
+    m["config_hash"] = "0123456789abcdef"  # what the older rule wrote
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert prmtree.run(problems, policy="simulated", out=tmp_path).problems_done == 4
+    with pytest.raises(prmtree.ConfigError, match=r"policy.error_rate: \(default\) -> 0.3"):
+        prmtree.run(problems, policy="simulated", out=tmp_path, policy_args={"error_rate": 0.3})
+
+
 def test_other_layout_version_is_refused(tmp_path):
     import json
 
