@@ -216,9 +216,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from prmtree.summary import print_summary
-
     from prmtree.engine.output import Slice
+    from prmtree.summary import print_summary
 
     if args.slice is not None:
         try:

@@ -9,11 +9,11 @@ import os
 
 import pytest
 from conftest import cli
-
-import prmtree
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+import prmtree
 
 CONFIG = {"search": {"k": 4, "budget": 16}}
 
@@ -308,9 +308,12 @@ def test_a_failed_id_removed_from_the_input_does_not_exit_3_forever(tmp_path, da
 
 
 def test_a_slice_count_past_the_layouts_names_is_refused(tmp_path, data):
+    from prmtree.engine.config import MAX_DRIVERS
     from prmtree.engine.output.layout import MAX_SLICES, Slice
 
-    assert MAX_SLICES == 99_999 and len(f"{MAX_SLICES}") == 5  # manifest-IIIII-of-NNNNN.json
+    assert MAX_SLICES == MAX_DRIVERS == 99_999 and len(f"{MAX_SLICES}") == 5  # manifest-IIIII-of-NNNNN.json
+    with pytest.raises(ConfigError, match="executor.drivers: .*must be at most 99999"):
+        run(data, tmp_path / "o", drivers=100_000)
     Slice(MAX_SLICES - 1, MAX_SLICES)
     with pytest.raises(ConfigError, match=r"at most 99999 slices .* got 67352/100000"):
         run(data, tmp_path / "o", slice="67352/100000")
