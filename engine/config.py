@@ -174,6 +174,11 @@ class PolicyConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+#: The most drivers one job runs: each writes a slice, and slice names hold 5 digits
+#: (``engine/output/layout.py``'s ``MAX_SLICES``; a test holds them equal).
+MAX_DRIVERS = 99_999
+
+
 class ExecutorConfig(_Strict):
     """Where rollouts run: in the driver (inline) or on a pool of Ray actors."""
 
@@ -212,6 +217,8 @@ class ExecutorConfig(_Strict):
     def _positive_drivers(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be auto or at least 1")
+        if isinstance(v, int) and v > MAX_DRIVERS:
+            raise ValueError(f"must be at most {MAX_DRIVERS}: each driver writes a slice, and slice names hold 5 digits")
         return v
 
 

@@ -34,6 +34,7 @@ from prmtree.engine.records import (
     Problem,
     Rollout,
     check_completions,
+    problem_fingerprint,
 )
 from prmtree.engine.rollout import parse_completion, with_verdict
 from prmtree.engine.search import make_search
@@ -304,7 +305,8 @@ class Driver:
     def _input_error(self, error: InputError) -> None:
         self.stats.input_errors += 1
         if self.writer is not None:
-            self.writer.add_rejected(error.problem_id, error.stage, error.reason, self.stats)
+            self.writer.add_rejected(error.problem_id, error.stage, error.reason, self.stats,
+                                     fingerprint=error.fingerprint)
 
     def _finish(self, finished: FinishedProblem) -> None:
         problem, search = finished.problem, finished.search
@@ -314,7 +316,8 @@ class Driver:
             self.stats.failure_reasons[reason_kind(reason)] += 1
             self.stats.failure_examples.setdefault(reason_kind(reason), reason[:300])
             if self.writer is not None:
-                self.writer.add_failed(problem.id, f"{finished.stage}: {reason}", self.stats)
+                self.writer.add_failed(problem.id, f"{finished.stage}: {reason}", self.stats,
+                                       fingerprint=problem_fingerprint(problem))
         else:
             assert finished.labelling is not None
             out_dir = self.writer.out_dir if self.writer is not None else None
@@ -328,7 +331,8 @@ class Driver:
                     answers = ", ".join(repr(a) for a in search.stats.root_answers) or "none"
                     shown.append(f"{problem.id}: gold {problem.answer!r}; extracted {answers}")
             if self.writer is not None:
-                self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped)
+                self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped,
+                                        fingerprint=problem_fingerprint(problem))
         self.stats.executor = self.executor.stats()
         self.stats.verifier = self.verifier.stats()
         self.stats.labelling.update(self.label_context.counters)

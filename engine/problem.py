@@ -18,13 +18,26 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from prmtree.engine.config import InputConfig
 from prmtree.engine.errors import ConfigError, ImageError
-from prmtree.engine.records import InputError, Problem, ProblemImage, problem_id_for
+from prmtree.engine.records import (
+    InputError,
+    Problem,
+    ProblemImage,
+    error_fingerprint,
+    images_fingerprint,
+    problem_fingerprint,
+    problem_id_for,
+    safe_text,
+    stamps_fingerprint,
+    text_fingerprint,
+    unencodable,
+)
 
 #: Images above this many pixels are refused (decompression-bomb guard): the config's default.
 DEFAULT_MAX_PIXELS: int = InputConfig.model_fields["max_pixels"].default
@@ -137,8 +150,132 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[Pro
             raise ImageError(f"image entry is image data given as text ({item[:24]}..., {len(item)} characters): "
                              "give the image's file path, or its bytes in an image struct in Parquet")
         full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
-        images.append(ProblemImage(read_image_file(full, item, max_bytes), item))
+        images.append(ProblemImage(read_image_file(full, item, max_bytes), item, _file_stamp(full)))
     return tuple(images)
+
+
+def _file_stamp(path: Path) -> str | None:
+    """A file's identity as a resume compares it without reading: path, size, time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return f"{safe_text(os.path.abspath(path))}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _stamps(value: Any, base_dir: Path | None) -> str:
+    """The stamp part of a fingerprint for an image value, from the files' metadata alone
+    ("" where an image is embedded or unreadable: then its bytes are compared)."""
+    stamps: list[str | None] = []
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, dict):
+            if item.get("bytes"):
+                return ""
+            item = item.get("path")
+        if not isinstance(item, str) or not item:
+            return ""
+        stamps.append(_file_stamp(Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item))
+    return stamps_fingerprint(stamps)
+
+
+def _reject(row: Any, problem_id: str, reason: str) -> InputError:
+    """A bad row, keyed ``problem_id`` (safe to write), with its fingerprint."""
+    return InputError(safe_text(problem_id), reason, fingerprint=error_fingerprint(row, reason))
+
+
+def _missing(what: str, field: str, row: dict[str, Any]) -> str:
+    """A missing field's reason, naming the field looked for and the fields the row has."""
+    has = ", ".join(repr(safe_text(str(k))) for k in list(row)[:8]) + (", ..." if len(row) > 8 else "")
+    return (f"missing {what}: the row has no {field!r} field (its fields: {has or 'none'}); if the data set "
+            f"names it otherwise, set [input] {what}_field")
+
+
+def _image_texts(value: Any) -> Iterator[str]:
+    """The text an image value holds (paths), where it goes to the output as-is."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, dict):
+            item = item.get("path")
+        if isinstance(item, str):
+            yield item
+
+
+def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, str, str, Any, Any] | InputError:
+    """A row's question, answer, answer type, meta and image value, checked (images not read)."""
+    question = row.get(fmt.question_field)
+    if not isinstance(question, str) or not question.strip():
+        reason = _missing("question", fmt.question_field, row) if fmt.question_field not in row else "missing question"
+        return _reject(row, shown_id, reason)
+    answer = row.get(fmt.answer_field)
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        reason = _missing("answer", fmt.answer_field, row) if fmt.answer_field not in row else "missing answer"
+        return _reject(row, shown_id, reason)
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        return _reject(row, shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
+    image_value = row.get(fmt.image_field)
+    if image_value is None and fmt.image_field == "image":
+        image_value = row.get("images")
+    answer_type = row.get("answer_type") or fmt.answer_type
+    texts = [(fmt.question_field, question), (fmt.answer_field, answer), ("answer_type", answer_type)]
+    texts += [(fmt.image_field, path) for path in _image_texts(image_value)]
+    for name, text in texts:
+        if isinstance(text, str) and (why := unencodable(text)) is not None:
+            return _reject(row, shown_id, f"{name} holds {why}: UTF-8 cannot store it, so fix the row")
+    meta = row.get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            return _reject(row, shown_id, "meta must be an object")
+    if not isinstance(meta, dict):
+        return _reject(row, shown_id, f"meta must be an object, got {type(meta).__name__}")
+    return question, str(answer), answer_type, meta, image_value
+
+
+def _given_id(row: dict[str, Any], fmt: InputConfig) -> str | None:
+    """The id a row gives, as the run keys it (text UTF-8 can store), or None."""
+    given = row.get(fmt.id_field)
+    return None if given in (None, "") else safe_text(str(given))
+
+
+def _load_row(
+    row: dict[str, Any],
+    base_dir: Path | None,
+    fmt: InputConfig,
+    where: str,
+    skip: Callable[[str], bool] | None = None,
+    known_id: str | None = None,
+) -> tuple[str | None, Problem | InputError | None]:
+    """(the problem's id where known, the problem or why the row is bad; None: skipped).
+    ``known_id``: the id of a row given without one, already computed (no images read)."""
+    given = _given_id(row, fmt)
+    shown_id = given if given is not None else safe_text(where)
+    if skip is not None and given is not None and skip(given):
+        return given, None
+    if given is not None and (why := unencodable(str(row.get(fmt.id_field)))) is not None:
+        return given, _reject(row, given, f"{fmt.id_field} holds {why}: UTF-8 cannot store it, so fix the row")
+    if skip is not None and known_id is not None and skip(known_id):
+        return known_id, None
+    fields = _fields(row, fmt, shown_id)
+    if isinstance(fields, InputError):
+        return given, fields
+    question, answer, answer_type, meta, image_value = fields
+    try:
+        images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
+    except ImageError as exc:
+        return given, _reject(row, shown_id, str(exc))
+    problem_id = given if given is not None else problem_id_for(question, images)
+    if skip is not None and given is None and skip(problem_id):
+        return problem_id, None
+    try:
+        for image in images:
+            validate_image_bytes(image.data, image.path or "(embedded)", fmt.max_pixels)
+    except ImageError as exc:
+        return problem_id, _reject(row, shown_id, str(exc))
+    try:
+        return problem_id, Problem(id=problem_id, question=question, answer=answer, images=images,
+                                   answer_type=answer_type, meta=meta)
+    except ValueError as exc:
+        return problem_id, _reject(row, problem_id, str(exc))
 
 
 def problem_from_row(
@@ -152,54 +289,10 @@ def problem_from_row(
 
     ``skip(id)`` true (a resume's finished problem, another slice's): None, decided
     before any image is decoded, and before any is read when the row gives its id.
+    Text UTF-8 cannot store (a lone surrogate, a valid JSON escape) makes the row bad
+    input, and an error's id is always writable (the surrogate written out).
     """
-    given_id = row.get(fmt.id_field)
-    shown_id = str(given_id) if given_id not in (None, "") else where
-    if skip is not None and given_id not in (None, "") and skip(shown_id):
-        return None
-    question = row.get(fmt.question_field)
-    if not isinstance(question, str) or not question.strip():
-        return InputError(shown_id, "missing question")
-    answer = row.get(fmt.answer_field)
-    if answer is None or (isinstance(answer, str) and not answer.strip()):
-        return InputError(shown_id, "missing answer")
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        return InputError(shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
-    image_value = row.get(fmt.image_field)
-    if image_value is None and fmt.image_field == "image":
-        image_value = row.get("images")
-    try:
-        images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
-    except ImageError as exc:
-        return InputError(shown_id, str(exc))
-    if skip is not None and given_id in (None, "") and skip(problem_id_for(question, images)):
-        return None
-    try:
-        for image in images:
-            validate_image_bytes(image.data, image.path or "(embedded)", fmt.max_pixels)
-    except ImageError as exc:
-        return InputError(shown_id, str(exc))
-    answer_type = row.get("answer_type") or fmt.answer_type
-    meta = row.get("meta") or {}
-    if isinstance(meta, str):
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError:
-            return InputError(shown_id, "meta must be an object")
-    if not isinstance(meta, dict):
-        return InputError(shown_id, f"meta must be an object, got {type(meta).__name__}")
-    problem_id = str(given_id) if given_id not in (None, "") else problem_id_for(question, images)
-    try:
-        return Problem(
-            id=problem_id,
-            question=question,
-            answer=str(answer),
-            images=images,
-            answer_type=answer_type,
-            meta=meta,
-        )
-    except ValueError as exc:
-        return InputError(problem_id, str(exc))
+    return _load_row(row, base_dir, fmt, where, skip)[1]
 
 
 # -- input files ------------------------------------------------------------------------
@@ -208,7 +301,7 @@ InputRow = tuple[str, Any]  # (where, row or an error message)
 
 
 def _jsonl_rows(path: Path) -> Iterator[InputRow]:
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:  # -sig: a BOM is no character
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -223,7 +316,7 @@ def _jsonl_rows(path: Path) -> Iterator[InputRow]:
 
 def _json_rows(path: Path) -> Iterator[InputRow]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as exc:
         yield path.name, f"{path.name} is not valid JSON ({exc.msg})"
         return
@@ -307,13 +400,63 @@ def input_files(path: Path) -> list[Path]:
     return data
 
 
-def check_input(path: str | os.PathLike[str]) -> None:
-    """Refuse an unreadable input path at once (ConfigError), before a model loads."""
+#: Names data sets give the fields prmtree reads, suggested when a field is missing from every row.
+FIELD_NAMES = {
+    "question": ("problem", "query", "prompt", "question_text", "instruction", "input", "text"),
+    "answer": ("solution", "final_answer", "answer_text", "ground_truth", "gt", "label", "target", "output"),
+    "image": ("images", "image_path", "img", "image_file", "file_name", "picture", "figure", "decoded_image"),
+}
+#: How many rows :func:`check_input` reads to see that a field is missing from every row.
+SAMPLE_ROWS = 1000
+
+
+def check_input(path: str | os.PathLike[str], fmt: InputConfig | None = None) -> None:
+    """Refuse an unreadable input path at once (ConfigError), before a model loads; with
+    ``fmt``, also an input none of whose first rows has the question or answer field (or
+    the image field while rows have another image-like one), naming the fields they have
+    and the ``[input]`` setting that maps them."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"input {str(path)!r} not found")
     if not _is_hf_dataset(path):
         input_files(path)
+    if fmt is not None:
+        _check_fields(path, fmt)
+
+
+def _check_fields(path: Path, fmt: InputConfig) -> None:
+    keys: dict[str, None] = {}
+    found = {"question": False, "answer": False, "image": False}
+    wanted = {"question": (fmt.question_field,), "answer": (fmt.answer_field,),
+              "image": (fmt.image_field, "images") if fmt.image_field == "image" else (fmt.image_field,)}
+    rows = 0
+    for _, _, row in iter_rows(path):
+        if not isinstance(row, dict):
+            continue
+        rows += 1
+        keys.update(dict.fromkeys(map(str, row)))
+        for what, names in wanted.items():
+            found[what] = found[what] or any(n in row for n in names)
+        if rows >= SAMPLE_ROWS or all(found.values()):
+            break
+    if not rows:
+        return
+    has = ", ".join(repr(safe_text(k)) for k in list(keys)[:12]) + (", ..." if len(keys) > 12 else "")
+    for what in ("question", "answer", "image"):
+        if found[what]:
+            continue
+        field_name = wanted[what][0]
+        guess = next((k for k in FIELD_NAMES[what] if k in keys), None)
+        if what == "image":
+            guess = guess or next((k for k in keys if "image" in k.lower() or "img" in k.lower()), None)
+            if guess is None:
+                continue  # problems without images are allowed
+        shown = f"the first {rows} rows" if rows >= SAMPLE_ROWS else f"all {rows} rows" if rows > 1 else "the row"
+        hint = (f'set [input] {what}_field = "{guess}" in the config' if guess
+                else f"set [input] {what}_field to the field that holds the {what}")
+        raise ConfigError(
+            f"no input row has the {what} field {field_name!r} ({shown} of {str(path)!r} have: {has}): {hint}"
+        )
 
 
 def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
@@ -329,49 +472,202 @@ def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
             yield file.parent, where, row
 
 
+def _duplicate(key: str, copy: int, where: str, row: Any) -> InputError:
+    """A later row with an id an earlier row has: bad input under its own key, so the
+    manifest tells it from the problem (which may be done, failed or redone)."""
+    return _reject(row, f"{key} (copy {copy})", f"duplicate id {key!r} ({where}): an earlier row has this id, so "
+                   "this copy is left out; give it its own id")
+
+
 def iter_input(
     path: str | os.PathLike[str],
     fmt: InputConfig = InputConfig(),
     skip: Callable[[str], bool] | None = None,
+    known_ids: dict[str, str] | None = None,
 ) -> Iterator[Problem | InputError]:
     """Stream problems from JSONL, JSON, Parquet, a directory of them, or a saved HF dataset.
 
     Rows are read lazily, so a million-row input costs memory for one batch at a time
-    (plus the set of ids seen, for the duplicate check). Image paths are relative to the
-    file that names them. Rows whose id ``skip`` accepts are left out before their
-    images are decoded.
+    (plus the ids seen, for the duplicate check). Image paths are relative to the file
+    that names them. Rows whose id ``skip`` accepts are left out before their images are
+    decoded; ``known_ids`` (where -> id, from :func:`scan_input`) are the ids of rows given
+    without one, so those are not read again. The second and later rows with one id are
+    input errors keyed ``"<id> (copy N)"``.
     """
-    seen: set[str] = set()
+    counts: dict[str, int] = {}
     for base_dir, where, row in iter_rows(Path(path)):
         if isinstance(row, str):
-            yield InputError(where, row)
+            yield _reject(None, where, row)
             continue
-        item = problem_from_row(row, base_dir, fmt, where, skip)
-        if item is None:
-            continue
-        if isinstance(item, Problem):
-            if item.id in seen:
-                yield InputError(item.id, f"duplicate id {item.id!r} ({where})")
+        given = _given_id(row, fmt)
+        if given is not None:
+            counts[given] = counts.get(given, 0) + 1
+            if counts[given] > 1:
+                yield _duplicate(given, counts[given], where, row)
                 continue
-            seen.add(item.id)
-        yield item
+        key, item = _load_row(row, base_dir, fmt, where, skip, (known_ids or {}).get(where))
+        if given is None and key is not None:  # an id from the content: a copy has the same
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] > 1:
+                yield _duplicate(key, counts[key], where, row)
+                continue
+        if item is not None:
+            yield item
+
+
+def _problem_error(problem: Problem) -> InputError | None:
+    """A problem given in Python whose text UTF-8 cannot store: bad input, not a crash at the flush."""
+    texts = [("id", problem.id), ("question", problem.question), ("answer", problem.answer)]
+    texts += [("image path", im.path) for im in problem.images if isinstance(getattr(im, "path", None), str)]
+    for name, text in texts:
+        if (why := unencodable(text)) is not None:
+            reason = f"{name} holds {why}: UTF-8 cannot store it, so fix the problem"
+            return InputError(safe_text(problem.id), reason, fingerprint=error_fingerprint(problem.id, reason))
+    return None
 
 
 def iter_problems(
-    items: Any, fmt: InputConfig = InputConfig(), skip: Callable[[str], bool] | None = None
+    items: Any,
+    fmt: InputConfig = InputConfig(),
+    skip: Callable[[str], bool] | None = None,
+    known_ids: dict[str, str] | None = None,
 ) -> Iterator[Problem | InputError]:
     """Accept an input path or an iterable of problems; stream problems and errors.
     ``skip``: ids to leave out of an input path before decoding their images."""
     if isinstance(items, (str, os.PathLike)):
-        yield from iter_input(items, fmt, skip)
+        yield from iter_input(items, fmt, skip, known_ids)
         return
-    seen: set[str] = set()
+    counts: dict[str, int] = {}
     for item in items:
         if isinstance(item, Problem):
-            if item.id in seen:
-                yield InputError(item.id, f"duplicate id {item.id!r}")
+            key = safe_text(item.id)
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] > 1:
+                yield _duplicate(key, counts[key], "in the problems given", item.id)
                 continue
-            seen.add(item.id)
+            item = _problem_error(item) or item
         elif not isinstance(item, InputError):
             raise TypeError(f"expected Problem objects, got {type(item).__name__}")
         yield item
+
+
+# -- what changed since a run -------------------------------------------------------------
+
+
+@dataclass
+class InputScan:
+    """What :func:`scan_input` found, comparing the input with what a run recorded."""
+
+    changed: list[str] = field(default_factory=list)  # recorded, and the row now differs
+    unseen: set[str] = field(default_factory=set)  # recorded, and no longer in the input
+    known_ids: dict[str, str] = field(default_factory=dict)  # where -> id of rows given without one
+
+
+def same_fingerprint(recorded: str, current: str) -> bool:
+    """Whether a row is unchanged: problems compare text and image contents (not stamps)."""
+    if recorded.startswith("error:") or current.startswith("error:"):
+        return recorded == current
+    return recorded.split(".")[:2] == current.split(".")[:2]
+
+
+def _row_fingerprint(row: dict[str, Any], base_dir: Path | None, fmt: InputConfig, where: str,
+                     recorded: str) -> str:
+    """A row's fingerprint as a run would record it. For a recorded problem whose image
+    files have the recorded sizes and times, their bytes are not read again."""
+    if recorded.startswith("error:"):
+        item = problem_from_row(row, base_dir, fmt, where)
+        return problem_fingerprint(item) if isinstance(item, Problem) else item.fingerprint  # type: ignore[union-attr]
+    fields = _fields(row, fmt, _given_id(row, fmt) or safe_text(where))
+    if isinstance(fields, InputError):
+        return fields.fingerprint
+    question, answer, answer_type, meta, image_value = fields
+    text = text_fingerprint(question, answer, answer_type, meta)
+    parts = recorded.split(".")
+    if image_value is None:
+        return f"{text}.{images_fingerprint(())}."
+    stamp = _stamps(image_value, base_dir)
+    if stamp and len(parts) == 3 and stamp == parts[2]:
+        return f"{text}.{parts[1]}.{stamp}"
+    try:
+        images = _read_images(image_value, base_dir, fmt.max_image_bytes)
+    except ImageError as exc:
+        return error_fingerprint(row, str(exc))
+    return f"{text}.{images_fingerprint(images)}.{stamp}"
+
+
+def scan_input(
+    items: Any,
+    fmt: InputConfig,
+    recorded: dict[str, str],
+    owns: Callable[[str], bool],
+    skipped: Callable[[str], bool],
+) -> InputScan:
+    """Read the input once, keyed as a run keys it, against ``recorded`` (key ->
+    fingerprint, "" if unknown, of every problem and bad row an earlier run recorded):
+    which rows changed, which recorded keys are gone. Rows ``owns`` refuses are another
+    slice's. Images are read only where a recorded fingerprint needs them (a file whose
+    size or time differs, a row given without an id); ``skipped(id)`` says which of the
+    latter the run will skip, so their ids are kept in ``known_ids`` instead of read again."""
+    scan = InputScan(unseen={k for k in recorded})
+
+    def note(key: str, current: Callable[[], str]) -> None:
+        if not owns(key) or key not in recorded:
+            return
+        scan.unseen.discard(key)
+        if recorded[key] and not same_fingerprint(recorded[key], current()):
+            scan.changed.append(key)
+
+    counts: dict[str, int] = {}
+    if not isinstance(items, (str, os.PathLike)):
+        for item in items:
+            if isinstance(item, InputError):
+                note(safe_text(item.problem_id), lambda item=item: item.fingerprint)
+                continue
+            key = safe_text(item.id)
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] > 1:
+                dup = _duplicate(key, counts[key], "in the problems given", item.id)
+                note(dup.problem_id, lambda dup=dup: dup.fingerprint)
+            else:
+                error = _problem_error(item)
+                note(key, lambda item=item, error=error: error.fingerprint if error else problem_fingerprint(item))
+        return scan
+    for base_dir, where, row in iter_rows(Path(items)):
+        if isinstance(row, str):
+            error = _reject(None, where, row)
+            note(error.problem_id, lambda error=error: error.fingerprint)
+            continue
+        given = _given_id(row, fmt)
+        if given is not None:
+            counts[given] = counts.get(given, 0) + 1
+            if counts[given] > 1:
+                dup = _duplicate(given, counts[given], where, row)
+                note(dup.problem_id, lambda dup=dup: dup.fingerprint)
+            else:
+                note(given, lambda row=row, base_dir=base_dir, where=where, given=given:
+                     _row_fingerprint(row, base_dir, fmt, where, recorded.get(given, "")))
+            continue
+        # no id: the id is a hash of the question and the images, so they are read
+        fields = _fields(row, fmt, safe_text(where))
+        if isinstance(fields, InputError):
+            note(fields.problem_id, lambda fields=fields: fields.fingerprint)
+            continue
+        question, answer, answer_type, meta, image_value = fields
+        try:
+            images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
+        except ImageError as exc:
+            error = _reject(row, where, str(exc))
+            note(error.problem_id, lambda error=error: error.fingerprint)
+            continue
+        key = problem_id_for(question, images)
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] > 1:
+            dup = _duplicate(key, counts[key], where, row)
+            note(dup.problem_id, lambda dup=dup: dup.fingerprint)
+            continue
+        if skipped(key):
+            scan.known_ids[where] = key
+        text = text_fingerprint(question, answer, answer_type, meta)
+        note(key, lambda text=text, images=images, image_value=image_value, base_dir=base_dir:
+             f"{text}.{images_fingerprint(images)}.{_stamps(image_value, base_dir) if images else ''}")
+    return scan

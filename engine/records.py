@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,10 +27,14 @@ class ProblemImage(bytes):
     """
 
     path: str | None
+    #: The file's size and modification time when it was read (None: not read from a file):
+    #: lets a resume see that the file is unchanged without reading it again.
+    stamp: str | None
 
-    def __new__(cls, data: bytes, path: str | None = None) -> ProblemImage:
+    def __new__(cls, data: bytes, path: str | None = None, stamp: str | None = None) -> ProblemImage:
         image = super().__new__(cls, data)
         image.path = path
+        image.stamp = stamp
         return image
 
     @property
@@ -45,7 +50,7 @@ class ProblemImage(bytes):
             return image.convert("RGB")
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
-        return (ProblemImage, (bytes(self), self.path))
+        return (ProblemImage, (bytes(self), self.path, self.stamp))
 
     def __repr__(self) -> str:
         return f"ProblemImage({len(self)} bytes, path={self.path!r})"
@@ -80,11 +85,88 @@ class Problem:
 
 @dataclass(frozen=True)
 class InputError:
-    """A row that could not become a problem; it goes to ``errors/``."""
+    """A row that could not become a problem; it goes to ``errors/``.
+
+    ``fingerprint`` (see :func:`error_fingerprint`) lets a later run see that the row
+    changed, and retry it; empty when unknown.
+    """
 
     problem_id: str
     reason: str
     stage: str = "input"
+    fingerprint: str = field(default="", compare=False)
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can store it: a lone surrogate (a valid JSON escape such as
+    ``"\\udcff"``, but no character) is written out as ``\\udcff``. Everything else is kept."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8 (a lone surrogate, and where), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not valid Unicode"
+    return None
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    """A stable byte rendering of JSON-like data (bytes by their hash): what a fingerprint hashes."""
+    def default(obj: Any) -> Any:
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return {"bytes": _digest(bytes(obj))}
+        return repr(obj)
+
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, default=default).encode("ascii")
+
+
+def text_fingerprint(question: str, answer: str, answer_type: str, meta: Any) -> str:
+    """The part of a problem's fingerprint its text gives (what decides labels but the images)."""
+    return _digest(_canonical([question, answer, answer_type, meta]))
+
+
+def images_fingerprint(images: tuple[bytes, ...]) -> str:
+    """The part of a problem's fingerprint its images give: a hash of their contents."""
+    return _digest(*(_digest(bytes(im)).encode() for im in images))
+
+
+def stamps_fingerprint(stamps: list[str | None]) -> str:
+    """The stamp part of a fingerprint: the image files' paths, sizes and times ("" unless
+    every image came from a file)."""
+    if not stamps or not all(stamps):
+        return ""
+    return _digest(*(s.encode("utf-8", "backslashreplace") for s in stamps))  # type: ignore[union-attr]
+
+
+def problem_fingerprint(problem: Problem) -> str:
+    """What a problem's labels depend on, as ``TEXT.IMAGES.STAMP``: a hash of the question,
+    gold answer, answer type and meta (options, chance...); a hash of the image bytes; and
+    the image files' sizes and times when read (empty if not all came from files), so a
+    resume compares unchanged files without reading them. Recorded in the manifest."""
+    stamps = [getattr(im, "stamp", None) for im in problem.images]
+    stamp = stamps_fingerprint(stamps)  # type: ignore[arg-type]
+    return ".".join((text_fingerprint(problem.question, problem.answer, problem.answer_type, problem.meta),
+                     images_fingerprint(problem.images), stamp))
+
+
+def error_fingerprint(row: Any, reason: str) -> str:
+    """The fingerprint of a bad input row: its content and why it was refused (a missing
+    image that appears changes the reason), prefixed ``error:``."""
+    return "error:" + _digest(_canonical(row), reason.encode("utf-8", "backslashreplace"))
 
 
 def problem_id_for(question: str, images: tuple[ProblemImage, ...]) -> str:
@@ -164,6 +246,9 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
             raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
         if not isinstance(c.text, (str, bytes)):
             raise PolicyContractError(f"{who}: Completion.text must be a string, got {type(c.text).__name__}")
+        if isinstance(c.text, str) and (why := unencodable(c.text)) is not None:
+            raise PolicyContractError(f"{who}: Completion.text holds {why} (decode the model's bytes as UTF-8 "
+                                      "with errors='replace')")
         for name in ("num_tokens", "cached_tokens", "prompt_tokens"):
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.config import RunConfig, config_changes
+from prmtree.engine.config import InputConfig, RunConfig, config_changes
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
 from prmtree.engine.output.atomic import temporary_target
@@ -32,6 +32,7 @@ from prmtree.engine.output.manifest import (
 )
 from prmtree.engine.output.verification import verify_shard
 from prmtree.engine.output.writer import DatasetWriter
+from prmtree.engine.problem import scan_input
 from prmtree.engine.tables import TABLES
 
 IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
@@ -44,6 +45,7 @@ class OpenedRun:
     previous_stats: dict[str, Any] = field(default_factory=dict)
     lock: FileLock | None = None  # held until :meth:`close`: no second writer of this slice
     repaired: list[str] = field(default_factory=list)  # damaged shards found, and what is redone
+    known_ids: dict[str, str] = field(default_factory=dict)  # where -> id of input rows given without one
 
     def close(self) -> None:
         """Let the next run of this slice in (the kernel also does when the process dies)."""
@@ -159,10 +161,82 @@ def _open_claimed(
         manifest.rejected = previous.rejected
         manifest.failed = previous.failed
         manifest.flushes = previous.flushes
+        manifest.fingerprints = previous.fingerprints
         manifest.stats = previous.stats
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
+
+
+def reconcile_input(
+    opened: OpenedRun,
+    problems: Any,
+    fmt: InputConfig,
+    slice: Slice = Slice(),
+    *,
+    rerun_changed: bool = False,
+    retry_errors: bool = False,
+) -> list[str]:
+    """Compare the input with what the manifest recorded, before any work: a labelled
+    problem whose input changed is refused (ConfigError naming it) or, with
+    ``rerun_changed``, its rows dropped and redone; a bad row that changed (or every bad
+    row, with ``retry_errors``) is retried; a failed problem no longer in the input is
+    forgotten (nothing left to retry), a labelled one keeps its rows. Problems recorded
+    without a fingerprint (older manifests) count as unchanged. Returns lines for the user.
+    """
+    writer = opened.writer
+    m = writer.manifest
+    recorded = {k: m.fingerprints.get(k, "") for k in (*m.completed, *m.rejected, *m.failed)}
+    if not recorded:
+        return []
+    done = opened.done
+    scan = scan_input(problems, fmt, recorded, slice.owns, lambda pid: pid in done or not slice.owns(pid))
+    completed = set(m.completed)
+    changed = [k for k in scan.changed if k in completed]
+    if changed and not rerun_changed:
+        others = f" (and {len(changed) - 1} other{'s' if len(changed) > 2 else ''})" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"problem {changed[0]!r}{others} changed in the input since {writer.out_dir} labelled it, so its rows no "
+            "longer match it: pass --rerun-changed to drop the rows of changed problems and redo them, or use "
+            "another --out"
+        )
+    removed = sorted(scan.unseen)
+    retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
+    gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
+    drop = set(changed) | retried | gone_errors
+    notes = []
+    gone = [k for k in removed if k in completed or k in m.failed]
+    if gone:
+        failed = [k for k in gone if k in m.failed and k not in completed]
+        for key in failed:
+            del m.failed[key]
+        kept = len(gone) - len(failed)
+        notes.append(
+            f"{len(gone)} problem{'s' if len(gone) > 1 else ''} recorded in {writer.out_dir} "
+            f"{'are' if len(gone) > 1 else 'is'} no longer in the input (e.g. {gone[0]!r}): "
+            + "; ".join(filter(None, [
+                f"{kept} labelled keep their rows (use another --out to leave them out)" if kept else "",
+                f"{len(failed)} failed are no longer retried" if failed else "",
+            ]))
+        )
+    if changed:
+        notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
+                     f"(e.g. {changed[0]!r}); their old rows are dropped")
+    retried_present = sorted(retried - gone_errors)
+    if retried_present:
+        why = "--retry-errors" if retry_errors else "their input changed"
+        notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
+                     f"({why}; e.g. {retried_present[0]!r})")
+    if drop or gone:
+        counts = (len(drop & completed), len(drop & m.skipped.keys()), len(drop & m.rejected.keys()))
+        rows = writer.drop_problems(drop) if drop else {}
+        _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in rows.items()])
+        write_manifest(writer.out_dir, m, slice.manifest_name)
+        discard_unlisted(writer.out_dir, m, slice)
+        opened.done = set(m.completed) | set(m.rejected)
+        opened.previous_stats = dict(m.stats)
+    opened.known_ids = scan.known_ids
+    return notes
 
 
 def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 from prmtree.engine.calibration import RIGHT, UNDECIDED
 from prmtree.engine.config import OutputConfig
 from prmtree.engine.labels import Labelling
-from prmtree.engine.records import Problem
+from prmtree.engine.records import Problem, safe_text
 from prmtree.engine.search.base import TreeSearch
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -239,6 +239,9 @@ MAX_REASON_CHARS = 2000
 
 
 def error_row(problem_id: str, stage: str, reason: str) -> dict[str, Any]:
+    """An ``errors/`` row; text UTF-8 cannot hold (a lone surrogate) is written out
+    (``\\udcff``), so one bad row never makes the table unwritable."""
+    problem_id, reason = safe_text(problem_id), safe_text(reason)
     if len(reason) > MAX_REASON_CHARS:
         reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason):,} characters)"
     return {"problem_id": problem_id, "stage": stage, "reason": reason}

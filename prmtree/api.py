@@ -49,6 +49,8 @@ def run(
     drivers: int | str | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
     shard: str | Slice | None = None,
+    rerun_changed: bool = False,
+    retry_errors: bool = False,
 ) -> RunSummary:
     """Search every problem, label the steps, write Parquet shards under ``out``.
 
@@ -60,7 +62,11 @@ def run(
     ``split_steps(text) -> list[str]`` replaces step segmentation (Python API only).
 
     If ``out`` holds an earlier run with the same config, the run resumes: finished
-    problems are skipped. ``force`` starts over when the config differs. ``slice``
+    problems are skipped. Each problem's fingerprint (question, answer, meta, image bytes)
+    is recorded: a resume refuses a labelled problem whose input changed unless
+    ``rerun_changed`` (then its rows are dropped and it is redone), retries a bad input row
+    that changed (every one with ``retry_errors``), and says which recorded problems are
+    gone from the input. ``force`` starts over when the config differs. ``slice``
     ("i/N") processes a deterministic slice of the input. Raises :class:`ConfigError`
     for a bad configuration, or when another run is writing the same slice of ``out``.
 
@@ -107,12 +113,13 @@ def run(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
-        check_input(problems)  # missing, or a directory with files it would skip
+        check_input(problems, cfg.input)  # missing, a directory with files it would skip, fields no row has
     several = cfg.executor.drivers != 1 and not (cfg.executor.drivers == "auto" and cfg.executor.kind == "inline")
     if several and cfg.executor.kind == "inline" and "kind" not in cfg.executor.model_fields_set:
         # N drivers share one Ray worker pool: N implies Ray unless inline was asked for by name
         cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"kind": "ray"})})
-    job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps)
+    job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps,
+                    rerun_changed=rerun_changed, retry_errors=retry_errors)
     if several and cfg.executor.attach is None:  # (auto on the inline executor: one driver, this process)
         from prmtree.multi_driver import run_job
 

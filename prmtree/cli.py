@@ -20,8 +20,8 @@ from prmtree.engine.errors import FatalExecutorError
 EXIT_STOPPED = 1  # the run stopped early (no worker left, circuit breaker): re-run to resume
 EXIT_USAGE = 2  # bad arguments, configuration or policy settings: nothing ran
 EXIT_SOME_FAILED = 3  # finished, but some problems failed: the same command retries them
+EXIT_NO_DATA = 4  # finished, but no training data: no input row usable, or not one step labelled
 EXIT_DAMAGED = 1  # ``prmtree verify``: the directory does not read as its manifests say
-EXIT_NOTHING_LABELLED = 4  # finished, problems done, but not one step labelled (the summary says why)
 # 128 + the signal: stopped by SIGTERM (143) or SIGINT (130), everything finished saved
 
 
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--drivers", help="ray: drivers sharing the worker pool, each on a slice of the input: "
                      "a number, or auto (one per 32 workers, or what --out holds); default 1")
     run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
+    run.add_argument("--rerun-changed", action="store_true",
+                     help="redo problems whose input changed since --out labelled them (their old rows are dropped)")
+    run.add_argument("--retry-errors", action="store_true",
+                     help="retry every bad input row recorded in --out (a row that changed is retried anyway)")
     run.add_argument("--image-mode", choices=["embed", "path"], help="embed image bytes (default) or reference files")
     run.add_argument("--chat-format", action="store_true", help="write prompt as chat messages")
     run.add_argument("--no-progress", action="store_true")
@@ -159,6 +163,8 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
                 on_progress=reporter.progress,
                 slice=getattr(args, "slice", None),
                 force=getattr(args, "force", False),
+                rerun_changed=getattr(args, "rerun_changed", False),
+                retry_errors=getattr(args, "retry_errors", False),
                 **overrides,
             )
     except (ConfigError, PolicyConfigError) as exc:
@@ -228,8 +234,14 @@ def _refuse_another_demo(out: Path, ids: set[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from prmtree.engine.output import Slice
     from prmtree.summary import print_summary
 
+    if args.slice is not None:
+        try:
+            Slice.parse(args.slice)
+        except ValueError as exc:
+            _fail(f"--slice: {exc}")
     input_path = Path(args.input)
     if not input_path.exists():
         _fail(f"input file {args.input!r} not found")
@@ -273,6 +285,9 @@ def _exit_code(summary: Any) -> int:
             "run the same command again to resume\n"
         )
         return 128 + summary.stopped_by
+    if getattr(summary, "unusable", None):
+        sys.stderr.write(f"prmtree: {summary.unusable}\n")
+        return EXIT_NO_DATA
     if summary.retry_pending:
         sys.stderr.write(
             f"prmtree: {summary.retry_pending} problems failed (reasons above); "
@@ -284,7 +299,7 @@ def _exit_code(summary: Any) -> int:
             f"prmtree: nothing was labelled: {summary.problems_done} problems done, 0 labelled steps "
             "(the warnings above say why)\n"
         )
-        return EXIT_NOTHING_LABELLED
+        return EXIT_NO_DATA
     return 0
 
 
@@ -395,8 +410,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_slice_values(argv: list[str]) -> list[str]:
+    """``--slice -1/2`` as ``--slice=-1/2``: argparse would take the value for an option
+    and say only "expected one argument"; joined, the slice check names the problem."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--slice", "--shard"):
+            value = next(it, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_slice_values(sys.argv[1:] if argv is None else argv))
     handlers = {
         "demo": cmd_demo,
         "run": cmd_run,

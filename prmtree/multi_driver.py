@@ -291,8 +291,10 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
     stats.stop_clock()
     if on_progress is not None:  # the last report is the summary's counters, whatever the interval left out
         on_progress(stats)
-    summary = RunSummary(out=out, run_stats=stats, retry_pending=sum(r.retry_pending for r in results.values()),
-                         stopped_by=signals.first)
+    pending = sum(r.retry_pending for r in results.values())
+    unusable = next((r.unusable for r in results.values() if r.unusable), None)  # no slice had a usable row
+    summary = RunSummary(out=out, run_stats=stats, retry_pending=pending, stopped_by=signals.first,
+                         unusable=None if stats.problems_done or pending else unusable)
     if stopped:
         names = [f"{i}/{drivers}" for i in sorted(stopped)]
         why = "; ".join(f"slice {i}/{drivers}: {stopped[i]}" for i in sorted(stopped))

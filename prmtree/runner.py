@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from prmtree.engine.driver import Driver, FinishedProblem
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import iter_problems
 from prmtree.engine.records import InputError, Problem
-from prmtree.engine.resume import OpenedRun, open_run
+from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
 from prmtree.rollout_workers import make_executor
 from prmtree.rollout_workers.loop_watchdog import note_signal
@@ -39,6 +39,7 @@ class RunSummary:
     run_stats: RunStats
     retry_pending: int = 0  # problems that failed and the same command will retry
     stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
+    unusable: str | None = None  # set when no input row was usable: why, with an example (not a success)
 
     def __getattr__(self, name: str) -> Any:
         if name == "run_stats":  # not set yet (unpickling): no recursion
@@ -76,6 +77,8 @@ class DriverJob:
     force: bool = False
     check_answer: Callable[[str, str], bool] | None = None  # replaces answer verification
     split_steps: Callable[[str], list[str]] | None = None  # replaces step segmentation
+    rerun_changed: bool = False  # redo problems whose input changed since they were labelled
+    retry_errors: bool = False  # retry every bad input row, changed or not
 
 
 def run_checked(
@@ -90,10 +93,38 @@ def run_checked(
     for note in opened.repaired if opened else ():
         sys.stderr.write(f"prmtree: damaged shard: {note}\n")
     try:
+        if opened is not None:
+            job = _check_input_changes(job, opened)
         return asyncio.run(_run_async(job, opened, on_problem, stop))
     finally:
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
+
+
+def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:
+    """Before any work: what changed in the input since the manifest was written
+    (``reconcile_input``). A one-shot iterator of problems is read into a list first, as
+    the input is then read twice."""
+    m = opened.writer.manifest
+    if not (m.completed or m.rejected or m.failed):
+        return job
+    if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
+        job = replace(job, problems=list(job.problems))
+    for note in reconcile_input(opened, job.problems, job.config.input, job.slice,
+                                rerun_changed=job.rerun_changed, retry_errors=job.retry_errors):
+        sys.stderr.write(f"prmtree: {note}\n")
+    return job
+
+
+def _unusable(manifest: Any) -> str | None:
+    """Why no input row was usable (every row recorded is bad input), or None."""
+    if manifest.completed or manifest.failed or not manifest.rejected:
+        return None
+    key, reason = next(iter(manifest.rejected.items()))
+    n = len(manifest.rejected)
+    return (f"no input row was usable: {'all ' if n > 1 else ''}{n} row{'s are' if n > 1 else ' is'} bad input "
+            f"(e.g. {key!r}: {reason[:200]}); fix the input and run the same command again (rows that changed are "
+            "retried; --retry-errors retries them all)")
 
 
 def _judge_executor(cfg: RunConfig) -> Any:
@@ -216,7 +247,8 @@ async def _run_async(
             handle._bind(stop, asyncio.get_running_loop())
         done = opened.done if opened else set()
         skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
-        items = _select(iter_problems(job.problems, cfg.input, skip), slice_, done)
+        known_ids = opened.known_ids if opened else None
+        items = _select(iter_problems(job.problems, cfg.input, skip, known_ids), slice_, done)
         try:
             stats = await driver.run(items)
         except BaseException:
@@ -236,4 +268,4 @@ async def _run_async(
         writer.flush(stats) if stopped_by else writer.close(stats)  # a stopped run is not "finished"
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
     return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
-                      stopped_by=stopped_by)
+                      stopped_by=stopped_by, unusable=_unusable(writer.manifest) if writer is not None else None)

@@ -151,13 +151,13 @@ def test_an_unparseable_judge_is_no_verdict_and_the_counts_keep_their_labels(tmp
 
 def test_a_run_that_labels_nothing_warns_with_examples_and_exits_4(tmp_path, edge_policies, capsys):
     # Before: every problem "skipped (root all wrong)", 0 labels, exit 0 and a quiet summary.
-    from prmtree.cli import EXIT_NOTHING_LABELLED, main
+    from prmtree.cli import EXIT_NO_DATA, main
 
     data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
     code = main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress",
                  "--policy", "edge_policies:WordsPolicy", "--strategy", "omega"])
     out, err = capsys.readouterr()
-    assert code == EXIT_NOTHING_LABELLED == 4
+    assert code == EXIT_NO_DATA == 4
     assert "nothing was labelled: 8 problems done, 0 labelled steps" in err
     text = " ".join(out.split())  # the console wraps long lines
     assert "warning: nothing was labelled: 0 labelled steps over 8 problems done" in text

@@ -68,8 +68,8 @@ def test_mixed_input_good_rows_are_problems_bad_rows_are_errors_with_reasons(mix
         assert fragment in bad[pid], (pid, bad[pid])
     assert "not valid JSON" in bad["problems.jsonl:4"]
     assert "not a JSON object" in bad["problems.jsonl:5"]
-    dup = [i for i in items if isinstance(i, InputError) and i.problem_id == "good1"]
-    assert dup and "duplicate id" in dup[0].reason
+    dup = [i for i in items if isinstance(i, InputError) and i.problem_id == "good1 (copy 2)"]
+    assert dup and "duplicate id 'good1'" in dup[0].reason  # keyed apart from the problem good1
 
 
 def test_bomb_limit_is_configurable(mixed_input):

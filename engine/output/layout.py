@@ -17,6 +17,9 @@ from pathlib import Path
 UNSLICED_MANIFEST = "manifest.json"
 #: ``manifest.json`` (unsliced) or ``manifest-IIIII-of-NNNNN.json``; group 1 is N.
 MANIFEST_NAME = re.compile(r"manifest(?:-\d{5}-of-(\d{5}))?\.json")
+#: The most slices a layout can name: manifest and shard names hold the index and the
+#: count in 5 digits.
+MAX_SLICES = 99_999
 #: The shard files prmtree writes, of any slice layout.
 SHARD_NAME = re.compile(r"part-(?:s\d{5}of\d{5}-)?\d{5,}\.parquet")
 
@@ -30,13 +33,16 @@ class Slice:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"shard must be i/N with 0 <= i < N, got {self.index}/{self.count}")
+            raise ValueError(f"slice: expected i/N with 0 <= i < N, got {self.index}/{self.count}")
+        if self.count > MAX_SLICES:
+            raise ValueError(f"slice: expected at most {MAX_SLICES} slices (manifest and shard names hold "
+                             f"5 digits), got {self.index}/{self.count}")
 
     @classmethod
     def parse(cls, text: str) -> Slice:
-        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        m = re.fullmatch(r"\s*([+-]?\d+)\s*/\s*([+-]?\d+)\s*", text)
         if not m:
-            raise ValueError(f"shard must look like i/N (for example 0/4), got {text!r}")
+            raise ValueError(f"slice: expected i/N with 0 <= i < N (for example 0/4), got {text!r}")
         return cls(int(m.group(1)), int(m.group(2)))
 
     def owns(self, problem_id: str) -> bool:

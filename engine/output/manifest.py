@@ -41,6 +41,10 @@ class Manifest:
     # flush number -> {"completed": [...], "rejected": [...]}: the problems whose rows the
     # shards carrying that ``flush`` number hold (what a resume redoes if one is damaged)
     flushes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # problem id (or bad row's key) -> what its rows were made from (``records.problem_fingerprint``,
+    # ``error_fingerprint``): a resume refuses, or with --rerun-changed redoes, a problem whose
+    # input changed, and retries a bad row that changed. Missing (older manifests): unknown.
+    fingerprints: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
 
@@ -64,7 +68,7 @@ class Manifest:
         known = {f for f in cls.__dataclass_fields__}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         for name, kind in (("shards", list), ("completed", list), ("skipped", dict), ("rejected", dict),
-                           ("failed", dict), ("flushes", dict), ("stats", dict), ("config", dict),
+                           ("failed", dict), ("flushes", dict), ("fingerprints", dict), ("stats", dict), ("config", dict),
                            ("config_hash", str), ("status", str)):
             if not isinstance(getattr(manifest, name), kind):
                 raise ValueError(f"{name!r} is not a {kind.__name__}")

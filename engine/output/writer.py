@@ -88,6 +88,7 @@ class DatasetWriter:
         self.pending_skipped: dict[str, str] = {}
         self.pending_rejected: dict[str, str] = {}
         self.pending_failed: dict[str, str] = {}
+        self.pending_fingerprints: dict[str, str] = {}
         pattern = slice.shard_pattern()
         self.next_seq: dict[str, int] = {t: 0 for t in TABLES}
         for shard in manifest.shards:
@@ -102,9 +103,11 @@ class DatasetWriter:
     # -- adding -----------------------------------------------------------------------
 
     def add_problem(
-        self, problem_id: str, rows: ProblemRows, stats: RunStats | None, *, skipped: str | None = None
+        self, problem_id: str, rows: ProblemRows, stats: RunStats | None, *, skipped: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
-        """Buffer all rows of one finished problem; it counts as done once flushed."""
+        """Buffer all rows of one finished problem; it counts as done once flushed.
+        ``fingerprint``: what the rows were made from, recorded with them (resume compares it)."""
         for table, table_rows in rows.by_table().items():
             if table_rows:
                 self.buffers[table].extend(table_rows)
@@ -113,21 +116,35 @@ class DatasetWriter:
                 self.buffer_bytes[table] += sum(sizes)
         self.pending_completed.append(problem_id)
         self.pending_failed.pop(problem_id, None)
+        self._note_fingerprint(problem_id, fingerprint)
         if skipped:
             self.pending_skipped[problem_id] = skipped
         self._maybe_flush(stats)
 
-    def add_rejected(self, problem_id: str, stage: str, reason: str, stats: RunStats | None) -> None:
-        """A bad input row: an ``errors/`` row, and never retried (the input must change)."""
-        self.buffers["errors"].append(error_row(problem_id, stage, reason))
-        self.row_sizes["errors"].append(len(reason) + len(problem_id))
-        self.pending_rejected[problem_id] = reason
+    def add_rejected(
+        self, problem_id: str, stage: str, reason: str, stats: RunStats | None, *, fingerprint: str | None = None
+    ) -> None:
+        """A bad input row: an ``errors/`` row, retried only when the row changes (its
+        ``fingerprint``) or with ``--retry-errors``."""
+        row = error_row(problem_id, stage, reason)  # text made writable: a lone surrogate written out
+        problem_id = row["problem_id"]
+        self.buffers["errors"].append(row)
+        self.row_sizes["errors"].append(len(row["reason"]) + len(problem_id))
+        self.pending_rejected[problem_id] = row["reason"]
+        self._note_fingerprint(problem_id, fingerprint)
         self._maybe_flush(stats)
 
-    def add_failed(self, problem_id: str, reason: str, stats: RunStats | None) -> None:
+    def add_failed(
+        self, problem_id: str, reason: str, stats: RunStats | None, *, fingerprint: str | None = None
+    ) -> None:
         """A problem the policy failed on: recorded in the manifest, retried by the next run."""
         self.pending_failed[problem_id] = reason
+        self._note_fingerprint(problem_id, fingerprint)
         self._maybe_flush(stats)
+
+    def _note_fingerprint(self, problem_id: str, fingerprint: str | None) -> None:
+        if fingerprint:
+            self.pending_fingerprints[problem_id] = fingerprint
 
     def _maybe_flush(self, stats: RunStats | None) -> None:
         if self._over_limits() or time.monotonic() - self.last_flush >= self.flush_interval_s:
@@ -168,12 +185,14 @@ class DatasetWriter:
         for problem_id in self.pending_completed:
             m.failed.pop(problem_id, None)  # an earlier run's failure, now done
         m.failed.update(self.pending_failed)
+        m.fingerprints.update(self.pending_fingerprints)
         m.status = status
         if stats is not None:
             m.stats = stats.to_dict()
         write_manifest(self.out_dir, m, self.slice.manifest_name)
         self.pending_completed, self.pending_skipped = [], {}
         self.pending_rejected, self.pending_failed = {}, {}
+        self.pending_fingerprints = {}
         self.last_flush = time.monotonic()
 
     def _chunk_length(self, sizes: list[int]) -> int:
@@ -185,13 +204,13 @@ class DatasetWriter:
                 return i + 1
         return len(sizes)
 
-    def _write_shard(self, table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def _write_shard(self, table: str, rows: list[dict[str, Any]] | pa.Table) -> dict[str, Any]:
         seq = self.next_seq[table]
         self.next_seq[table] = seq + 1
         name = self.slice.shard_name(seq)
         final = self.out_dir / table / name
         tmp = temporary_path(final)
-        arrow = pa.Table.from_pylist(rows, schema=self.schemas[table])
+        arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schemas[table])
         pq.write_table(arrow, tmp, compression="zstd")
         publish(tmp, final)
         return {
@@ -201,6 +220,36 @@ class DatasetWriter:
             "bytes": final.stat().st_size,
             "sha256": sha256_file(final),
         }
+
+    def drop_problems(self, keys: set[str]) -> dict[str, int]:
+        """Forget ``keys`` (problem ids, bad rows' keys) so the run redoes them: each shard
+        holding a row of one is written again without it (a new name, the same flush), and
+        the manifest in memory stops listing them. The caller writes the manifest; the old
+        files, then unlisted, are deleted as any unlisted shard is. Returns the rows dropped
+        per table."""
+        m = self.manifest
+        dropped = {t: 0 for t in TABLES}
+        shards = []
+        for shard in m.shards:
+            path = self.out_dir / shard["file"]
+            ids = pq.read_table(path, columns=["problem_id"]).column("problem_id").to_pylist()
+            keep = [i for i, pid in enumerate(ids) if pid not in keys]
+            if len(keep) == len(ids):
+                shards.append(shard)
+                continue
+            dropped[shard["table"]] += len(ids) - len(keep)
+            if keep:
+                rows = pq.read_table(path).take(keep)
+                shards.append({**self._write_shard(shard["table"], rows), "flush": shard.get("flush")})
+        m.shards = shards
+        m.completed = [p for p in m.completed if p not in keys]
+        for entries in (m.skipped, m.rejected, m.failed, m.fingerprints):
+            for key in keys & entries.keys():
+                del entries[key]
+        for group in m.flushes.values():
+            for kind in ("completed", "rejected"):
+                group[kind] = [p for p in group.get(kind, ()) if p not in keys]
+        return dropped
 
     def close(self, stats: RunStats | None) -> None:
         self.flush(stats, status="finished")

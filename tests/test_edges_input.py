@@ -1,0 +1,383 @@
+"""Issue 18, the input's edges: a row UTF-8 cannot store, an input changed under the same
+ids, a bad row later fixed, duplicate and removed failed ids, slice counts past the
+layout's names, a BOM, and a data set whose fields are named otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import cli
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+import prmtree
+
+CONFIG = {"search": {"k": 4, "budget": 16}}
+
+
+def rows_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_rows(path, rows, bom=False):
+    path.write_text(("\ufeff" if bom else "") + "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def run(path, out, **kwargs):
+    return prmtree.run(path, out=out, policy="simulated", config=CONFIG, **kwargs)
+
+
+def table_ids(out, table="steps"):
+    return sorted(set(read_table(out, table).column("problem_id").to_pylist()))
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Six synthetic problems as JSONL + PNGs."""
+    return write_jsonl(generate_problems(6, seed=3), tmp_path / "data")
+
+
+# -- 2. a lone surrogate -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["id", "question", "answer", "image"])
+def test_a_lone_surrogate_in_a_row_is_bad_input_and_the_run_goes_on(tmp_path, data, field):
+    rows = rows_of(data)
+    rows[2][field] = rows[2][field] + "\udcff" if field != "id" else "bad\udcff"
+    bad_id = "bad\\udcff" if field == "id" else rows[2]["id"]
+    # json.dumps writes the surrogate as the JSON escape "\udcff": valid JSON, no character
+    write_rows(data, rows)
+    assert "\\udcff" in data.read_text()
+    out = tmp_path / "out"
+    s = run(data, out)
+    assert s.problems_done == 5 and s.input_errors == 1
+    [error] = read_table(out, "errors").to_pylist()
+    assert error["problem_id"] == bad_id
+    assert "lone surrogate '\\udcff'" in error["reason"] and "UTF-8 cannot store it" in error["reason"]
+    manifest = load_manifest(out / "manifest.json")
+    assert list(manifest.rejected) == [bad_id] and len(manifest.completed) == 5
+    # a rerun keeps it recorded once: no second errors row, nothing left to do
+    s = run(data, out)
+    assert s.rollouts_this_session == 0
+    assert read_table(out, "errors").num_rows == 1
+
+
+def test_a_problem_given_in_python_with_a_lone_surrogate_is_bad_input(tmp_path):
+    from prmtree.engine.records import Problem
+
+    good, other = generate_problems(2, seed=4)
+    bad = Problem(id=other.id, question=other.question + "\ud800", answer=other.answer, images=other.images,
+                  meta=other.meta)
+    s = prmtree.run([good, bad], out=tmp_path, policy="simulated", config=CONFIG)
+    assert s.problems_done == 1 and s.input_errors == 1
+    assert "question holds a lone surrogate '\\ud800'" in read_table(tmp_path, "errors").to_pylist()[0]["reason"]
+
+
+def test_a_completion_with_a_lone_surrogate_breaks_the_policy_contract():
+    from prmtree.engine.errors import PolicyContractError
+    from prmtree.engine.records import Completion, GenerationRequest, check_completions
+
+    problem = generate_problems(1, seed=4)[0]
+    with pytest.raises(PolicyContractError, match="lone surrogate"):
+        check_completions(GenerationRequest(problem, (), 1), [Completion("step\udcff", 3, "stop")])
+
+
+# -- 6. the input changed under the same ids ------------------------------------------------
+
+
+def test_a_changed_problem_is_refused_in_one_line_and_redone_with_rerun_changed(tmp_path, data):
+    out = tmp_path / "out"
+    run(data, out)
+    before = {r["problem_id"]: r for r in read_table(out, "steps").to_pylist()}
+    fingerprints = load_manifest(out / "manifest.json").fingerprints
+    assert len(fingerprints) == 6 and all(len(f.split(".")) == 3 for f in fingerprints.values())
+    rows = rows_of(data)
+    changed = [rows[1]["id"], rows[4]["id"]]
+    rows[1]["answer"] = "12345"  # a gold answer edited
+    (data.parent / rows[4]["image"]).write_bytes((data.parent / rows[0]["image"]).read_bytes())  # an image replaced
+    write_rows(data, rows)
+    with pytest.raises(ConfigError) as refused:
+        run(data, out)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"problem {changed[0]!r} (and 1 other) changed in the input" in message and "--rerun-changed" in message
+    assert load_manifest(out / "manifest.json").fingerprints == fingerprints  # nothing touched
+    s = run(data, out, rerun_changed=True)
+    assert s.problems_done == 6 and s.rollouts_this_session > 0
+    nodes = [(r["problem_id"], r["node_id"]) for r in read_table(out, "nodes").to_pylist()]
+    assert len(nodes) == len(set(nodes)) and {pid for pid, _ in nodes} == set(before)  # no row twice, none lost
+    # the edited gold answer is one the policy never gives: the redone problem is skipped, its old paths gone
+    assert changed[0] not in table_ids(out) and changed[0] in before
+    assert sorted(load_manifest(out / "manifest.json").skipped) == [changed[0]]
+    manifest = load_manifest(out / "manifest.json")
+    assert sorted(manifest.completed) == sorted(before) and len(manifest.completed) == 6
+    assert manifest.fingerprints[changed[0]] != fingerprints[changed[0]]
+    assert manifest.fingerprints[rows[0]["id"]] == fingerprints[rows[0]["id"]]
+    assert cli_verify_ok(out)
+    # and now it is up to date: nothing to do, exit 0 from the CLI
+    r = cli("run", "--input", data, "--out", out, "--policy", "simulated", "--no-progress", "--config",
+            toml(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "changed" not in r.stderr
+
+
+def toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[search]\nk = 4\nbudget = 16\n")
+    return path
+
+
+def cli_verify_ok(out) -> bool:
+    from prmtree.engine.output import verify_run
+
+    return verify_run(out) == []
+
+
+def test_a_rerun_does_not_read_unchanged_image_files_but_sees_a_changed_one(tmp_path, data, monkeypatch):
+    from prmtree.engine import problem as problem_module
+
+    out = tmp_path / "out"
+    run(data, out)
+    reads = []
+    real = problem_module.read_image_file
+    monkeypatch.setattr(problem_module, "read_image_file", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    s = run(data, out)
+    assert s.rollouts_this_session == 0 and reads == []
+    rows = rows_of(data)
+    image = data.parent / rows[3]["image"]
+    image.write_bytes(image.read_bytes())  # same bytes, new time: read, compared, unchanged
+    os.utime(image, ns=(1, 1))
+    s = run(data, out)
+    assert s.rollouts_this_session == 0 and reads == [image]
+
+
+def test_removed_problems_are_reported_and_a_failed_one_is_no_longer_retried(tmp_path, data, capsys):
+    from prmtree.engine.output import DatasetWriter  # noqa: F401 - the manifest is edited as a failed run leaves it
+
+    out = tmp_path / "out"
+    rows = rows_of(data)
+    run(data, out)
+    manifest_path = out / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    m["failed"] = {"ghost": "policy: GenerationError: down (after 3 attempts)"}  # a failed id whose row is gone
+    manifest_path.write_text(json.dumps(m))
+    write_rows(data, rows[1:])  # and the first row removed
+    s = run(data, out)
+    err = capsys.readouterr().err
+    assert "2 problems recorded in" in err and "are no longer in the input (e.g. 'ghost')" in err
+    assert "1 labelled keep their rows" in err and "1 failed are no longer retried" in err
+    assert s.retry_pending == 0
+    assert load_manifest(manifest_path).failed == {}
+    assert rows[0]["id"] in table_ids(out)  # kept
+
+
+def test_a_manifest_without_fingerprints_still_resumes(tmp_path, data):
+    out = tmp_path / "out"
+    run(data, out)
+    manifest_path = out / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    del m["fingerprints"]  # as an older prmtree wrote it
+    manifest_path.write_text(json.dumps(m))
+    rows = rows_of(data)
+    rows[2]["answer"] = "999"  # a change it cannot see: unknown, so no refusal
+    write_rows(data, rows)
+    s = run(data, out)
+    assert s.problems_done == 6 and s.rollouts_this_session == 0
+
+
+# -- 7. a bad row fixed later; --retry-errors ----------------------------------------------
+
+
+def test_a_bad_row_fixed_later_is_run_again(tmp_path, data):
+    rows = rows_of(data)
+    image = data.parent / rows[2]["image"]
+    moved = image.with_suffix(".bak")
+    image.rename(moved)  # rejected: image not found
+    out = tmp_path / "out"
+    s = run(data, out)
+    assert s.problems_done == 5 and s.input_errors == 1
+    assert read_table(out, "errors").column("problem_id").to_pylist() == [rows[2]["id"]]
+    s = run(data, out)  # unchanged: still bad, recorded once
+    assert s.rollouts_this_session == 0 and read_table(out, "errors").num_rows == 1
+    moved.rename(image)  # fixed
+    s = run(data, out)
+    assert s.rollouts_this_session > 0
+    m = load_manifest(out / "manifest.json")
+    assert rows[2]["id"] in m.completed and m.rejected == {}
+    assert read_table(out, "errors").num_rows == 0  # its old errors row dropped
+    assert table_ids(out, "nodes") == sorted(r["id"] for r in rows)
+    assert s.input_errors == 0 and s.problems_done == 6
+
+
+def test_retry_errors_retries_every_bad_row(tmp_path, data, capsys):
+    rows = rows_of(data)
+    del rows[4]["answer"]
+    write_rows(data, rows)
+    out = tmp_path / "out"
+    run(data, out)
+    run(data, out, retry_errors=True)
+    assert f"retrying 1 bad input row (--retry-errors; e.g. {rows[4]['id']!r})" in capsys.readouterr().err
+    errors = read_table(out, "errors").to_pylist()
+    assert [e["problem_id"] for e in errors] == [rows[4]["id"]]  # redone: one row, not two
+    assert load_manifest(out / "manifest.json").rejected.keys() == {rows[4]["id"]}
+
+
+@pytest.mark.slow
+def test_the_cli_takes_rerun_changed_and_retry_errors(tmp_path, data):
+    out = tmp_path / "out"
+    args = ["run", "--input", data, "--out", out, "--policy", "simulated", "--no-progress", "--config", toml(tmp_path)]
+    assert cli(*args).returncode == 0
+    rows = rows_of(data)
+    rows[0]["question"] += " Answer carefully."
+    write_rows(data, rows)
+    r = cli(*args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"problem {rows[0]['id']!r} changed in the input" in r.stderr and "--rerun-changed" in r.stderr
+    r = cli(*args, "--rerun-changed", "--retry-errors")
+    assert r.returncode == 0, r.stderr
+    assert f"redoing 1 problem whose input changed (e.g. {rows[0]['id']!r})" in r.stderr
+
+
+# -- 8. duplicate and removed failed ids ---------------------------------------------------
+
+
+class FailsOn:
+    """The simulated policy, except that it fails for good on the problem id in the
+    ``PRMTREE_TEST_FAIL_ID`` environment variable (not an argument: the config stays the same)."""
+
+    def __init__(self) -> None:
+        from prmtree.policies.simulated import SimulatedPolicy
+
+        self._inner = SimulatedPolicy()
+
+    async def generate(self, request):
+        from prmtree.engine.errors import GenerationError
+
+        if request.problem.id == os.environ.get("PRMTREE_TEST_FAIL_ID"):
+            raise GenerationError("this problem always fails", retryable=False)
+        return await self._inner.generate(request)
+
+
+def fail_env(fail_id: str | None) -> dict[str, str]:
+    tests = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    env.pop("PRMTREE_TEST_FAIL_ID", None)
+    return {**env, "PRMTREE_TEST_FAIL_ID": fail_id} if fail_id else env
+
+
+def test_a_failed_id_with_a_duplicate_is_retried_not_skipped_forever(tmp_path, data, monkeypatch):
+    rows = rows_of(data)
+    write_rows(data, rows + [dict(rows[1], question="a second copy")])
+    out = tmp_path / "out"
+    monkeypatch.setenv("PRMTREE_TEST_FAIL_ID", rows[1]["id"])
+    s = prmtree.run(data, out=out, policy=FailsOn(), config=CONFIG)
+    assert s.retry_pending == 1 and s.input_errors == 1
+    [error] = read_table(out, "errors").to_pylist()
+    assert error["problem_id"] == f"{rows[1]['id']} (copy 2)"
+    assert error["reason"].startswith(f"duplicate id {rows[1]['id']!r} (problems.jsonl:7): an earlier row has")
+    # the next run retries the failed problem (it used to be skipped as "rejected", failing forever)
+    monkeypatch.delenv("PRMTREE_TEST_FAIL_ID")
+    s = prmtree.run(data, out=out, policy=FailsOn(), config=CONFIG)
+    m = load_manifest(out / "manifest.json")
+    assert s.retry_pending == 0 and m.failed == {} and rows[1]["id"] in m.completed
+    assert read_table(out, "errors").num_rows == 1  # the copy recorded once
+    assert s.problems_done == 6
+
+
+@pytest.mark.slow
+def test_a_failed_id_removed_from_the_input_does_not_exit_3_forever(tmp_path, data):
+    rows = rows_of(data)
+    out = tmp_path / "out"
+    args = ["run", "--input", data, "--out", out, "--policy", "test_edges_input:FailsOn", "--no-progress",
+            "--config", toml(tmp_path)]
+    r = cli(*args, env=fail_env(rows[5]["id"]))
+    assert r.returncode == 3 and "run the same command again to retry them" in r.stderr
+    assert rows[5]["id"] in load_manifest(out / "manifest.json").failed
+    write_rows(data, rows[:5])
+    r = cli(*args, env=fail_env(rows[5]["id"]))  # the policy would still fail it: it is gone, not retried
+    assert r.returncode == 0, r.stderr
+    assert f"1 problem recorded in {out} is no longer in the input (e.g. {rows[5]['id']!r})" in r.stderr
+    assert "run the same command again" not in r.stderr
+    assert load_manifest(out / "manifest.json").failed == {}
+
+
+# -- 14. slice counts -----------------------------------------------------------------------
+
+
+def test_a_slice_count_past_the_layouts_names_is_refused(tmp_path, data):
+    from prmtree.engine.config import MAX_DRIVERS
+    from prmtree.engine.output.layout import MAX_SLICES, Slice
+
+    assert MAX_SLICES == MAX_DRIVERS == 99_999 and len(f"{MAX_SLICES}") == 5  # manifest-IIIII-of-NNNNN.json
+    with pytest.raises(ConfigError, match="executor.drivers: .*must be at most 99999"):
+        run(data, tmp_path / "o", drivers=100_000)
+    Slice(MAX_SLICES - 1, MAX_SLICES)
+    with pytest.raises(ConfigError, match=r"at most 99999 slices .* got 67352/100000"):
+        run(data, tmp_path / "o", slice="67352/100000")
+    with pytest.raises(ConfigError, match=r"expected i/N with 0 <= i < N"):
+        run(data, tmp_path / "o", slice="-1/2")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--slice", "67352/100000", "at most 99999 slices (manifest and shard names hold 5 digits), got 67352/100000"),
+    ("--shard", "67352/100000", "at most 99999 slices"),
+    ("--slice", "-1/2", "expected i/N with 0 <= i < N, got -1/2"),
+    ("--shard", "-1/2", "expected i/N with 0 <= i < N"),
+])
+def test_the_cli_refuses_a_bad_slice_in_one_line(tmp_path, data, flag, value, expected):
+    r = cli("run", "--input", data, "--out", tmp_path / "o", "--policy", "simulated", flag, value)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert expected in r.stderr and "expected one argument" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# -- 10. BOM, fields named otherwise, nothing usable -------------------------------------------
+
+
+def test_json_and_jsonl_with_a_bom_are_read(tmp_path, data):
+    rows = rows_of(data)
+    write_rows(data, rows, bom=True)
+    (data.parent / "as.json").write_text("\ufeff" + json.dumps(rows), encoding="utf-8")
+    for path, out in ((data, tmp_path / "a"), (data.parent / "as.json", tmp_path / "b")):
+        s = run(path, out)
+        assert s.problems_done == 6 and s.input_errors == 0
+
+
+@pytest.mark.parametrize("field, renamed", [("question", "problem"), ("answer", "solution"),
+                                            ("image", "image_path")])
+def test_a_field_no_row_has_is_named_with_the_setting_that_maps_it(tmp_path, data, field, renamed):
+    rows = [{renamed if k == field else k: v for k, v in r.items()} for r in rows_of(data)]
+    write_rows(data, rows)
+    with pytest.raises(ConfigError) as refused:
+        run(data, tmp_path / "o")
+    message = str(refused.value)
+    assert f"no input row has the {field} field {field!r}" in message and "all 6 rows" in message
+    assert repr(renamed) in message and f'set [input] {field}_field = "{renamed}"' in message
+    assert not (tmp_path / "o").exists()
+    s = run(data, tmp_path / "o", config_overrides={"input": {f"{field}_field": renamed}})
+    assert s.problems_done == 6 and s.input_errors == 0
+
+
+@pytest.mark.slow
+def test_a_run_where_no_row_was_usable_exits_non_zero_with_the_reason(tmp_path, data):
+    rows = rows_of(data)
+    for r in rows:
+        r["image"] = "images/nowhere.png"
+    write_rows(data, rows)
+    args = ["run", "--input", data, "--out", tmp_path / "o", "--policy", "simulated", "--no-progress"]
+    for _ in range(2):  # and its rerun: still nothing usable, still not a success
+        r = cli(*args)
+        assert r.returncode == 4, r.stderr
+        assert f"no input row was usable: all 6 rows are bad input (e.g. {rows[0]['id']!r}: image " \
+               "images/nowhere.png not found)" in r.stderr
+    # a data set whose question field is named `problem`: refused before anything is written
+    write_rows(data, [{("problem" if k == "question" else k): v for k, v in r.items()} for r in rows_of(data)])
+    r = cli("run", "--input", data, "--out", tmp_path / "p", "--policy", "simulated", "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "no input row has the question field 'question'" in r.stderr
+    assert 'set [input] question_field = "problem"' in r.stderr
