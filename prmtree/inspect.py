@@ -16,7 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prmtree.engine.output import load_manifests, missing_slices, read_table, resolve_image
+from prmtree.engine.output import (
+    load_manifests,
+    missing_slices,
+    read_table,
+    resolve_image,
+)
 from prmtree.engine.stats import RunStats
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]

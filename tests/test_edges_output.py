@@ -12,15 +12,16 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import PRMTREE, cli, completed, wait_for
-
-import prmtree
-from prmtree.cli import main
+from conftest import PRMTREE, completed, wait_for
 from prmtree.engine.output import STRAY, load_manifest, read_table, verify_run
 from prmtree.engine.output.atomic import sha256_file
 from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+import prmtree
+from prmtree.cli import main
 from prmtree.export import ExportError, ExportOptions, export
 from prmtree.inspect import collect
 
@@ -295,7 +296,7 @@ def test_an_older_runs_absolute_image_paths_still_read_after_the_run_moved(tmp_p
         rows = table.to_pylist()
         for row in rows:
             row["images"] = [{"bytes": None, "path": str((out / im["path"]).resolve())} for im in row["images"]]
-        pq.write_table(type(table).from_pylist(rows, schema=table.schema), path)
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
         shard.update(bytes=path.stat().st_size, sha256=sha256_file(path))
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert verify_run(out) == []

@@ -106,11 +106,7 @@ def _missing_images(out_dir: Path, name: str, manifest: Manifest, intact: set[st
         if shard["file"] not in intact or not path.is_file():
             continue
         intact.discard(shard["file"])  # each file once
-        try:
-            schema = pq.read_schema(path)
-        except Exception:  # noqa: BLE001 - verify_shard reports an unreadable file
-            continue
-        columns = [f.name for f in schema if f.type == pa.list_(IMAGE_STRUCT)]
+        columns = [f.name for f in pq.read_schema(path) if f.type == pa.list_(IMAGE_STRUCT)]
         if not columns:
             continue
         missing: list[str] = []

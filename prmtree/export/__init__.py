@@ -24,7 +24,12 @@ import warnings
 from pathlib import Path
 
 from prmtree.engine.lock import FileLock, LockHeld, describe_holder, is_locked
-from prmtree.engine.output import load_manifests, manifest_layout, missing_slices, stray_manifests
+from prmtree.engine.output import (
+    load_manifests,
+    manifest_layout,
+    missing_slices,
+    stray_manifests,
+)
 from prmtree.engine.output.layout import manifest_slice
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export import (

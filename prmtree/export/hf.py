@@ -7,6 +7,9 @@ Layout, as ``datasets.load_dataset(DIR)`` and the Hub read it::
     DIR/data/test-00000-of-00001.parquet        with test_size > 0: held-out problems
     DIR/data/pairs-00000-of-00001.parquet       step-level preference pairs ("pairs" config)
 
+The folder is built beside ``DIR`` (``.DIR.<pid>.tmp``) and renamed into place when whole,
+so a reader of ``DIR`` sees the earlier export or this one, never a mix (with
+``--overwrite``, a Hub clone's ``.git*`` and other names in ``data/`` move into the new one).
 Upload with ``huggingface-cli upload USER/NAME DIR --repo-type dataset``. Exporting needs
 neither ``pyyaml`` nor ``datasets``.
 """
