@@ -36,7 +36,8 @@ def image_structs(problem: Problem, mode: str, out_dir: Path | None) -> list[dic
     """Hugging Face Image structs: bytes embedded, or a path to a copy under ``out/images``.
 
     Copies are named by a hash of their bytes: distinct images never share a name (ids
-    ``x/1`` and ``x_1`` once did), and an image used twice is stored once.
+    ``x/1`` and ``x_1`` once did), and an image used twice is stored once. The path is
+    relative to the run directory (``images/<hash>.png``), so a moved run still finds them.
     """
     if mode == "embed" or out_dir is None:
         return [{"bytes": im.data, "path": im.path} for im in problem.images]
@@ -52,7 +53,7 @@ def image_structs(problem: Problem, mode: str, out_dir: Path | None) -> list[dic
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             tmp.write_bytes(im.data)
             tmp.replace(target)
-        structs.append({"bytes": None, "path": str(target.resolve())})
+        structs.append({"bytes": None, "path": f"images/{target.name}"})
     return structs
 
 

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--to", required=True,
                      help="file to write (a directory for --format hf); JSONL formats put images in images/ beside it")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
+    exp.add_argument("--allow-partial", action="store_true",
+                     help="export a run that is not finished (in progress, stopped, slices not run) with a warning")
     exp.add_argument("--soft", action="store_true", help="Monte-Carlo values as float labels (openrlhf, qwen-prm)")
     exp.add_argument("--keep-flagged", action="store_true",
                      help="trainer formats and stepwise: keep paths where MC and the judge disagreed (consensus "
@@ -322,20 +324,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _run_dir(path: str) -> Path:
-    """An output directory of a run, or a one-line failure."""
+    """An output directory of a run (a slice's manifest by the layout's names), or a one-line failure."""
+    from prmtree.engine.output import scan_manifests
+
     out = Path(path)
-    if not any(out.glob("manifest*.json")):
+    layout, stray = scan_manifests(out)
+    if not layout and stray:
+        _fail(f"{path!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest (a run writes "
+              "manifest.json or manifest-IIIII-of-NNNNN.json)")
+    if not layout:
         _fail(f"{path!r} holds no prmtree manifest")
     return out
 
 
 def _intact_run_dir(path: str) -> Path:
     """A run directory whose shards all match their manifests, or a one-line refusal."""
-    from prmtree.engine.output import UNLISTED, verify_run
+    from prmtree.engine.output import verify_run
 
     out = _run_dir(path)
-    # Unlisted shards are left out by read_table, so they do not stop inspect or export.
-    damage = [d for d in verify_run(out) if d.manifest != UNLISTED]
+    # Unlisted shards, stray manifests and shards listed twice do not change what read_table
+    # reads, so they do not stop inspect or export (verify reports them).
+    damage = [d for d in verify_run(out) if not d.readers_unaffected]
     if damage:
         more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
         _fail(f"{path!r} is damaged ({damage[0]}{more}); `prmtree verify {path}` lists it, and re-running "
@@ -345,6 +354,7 @@ def _intact_run_dir(path: str) -> Path:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from prmtree.engine.output import (
+        STRAY,
         UNLISTED,
         load_manifest,
         manifest_layout,
@@ -371,6 +381,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for d in damage:
         if d.manifest == UNLISTED:
             print(f"{d.file}: DAMAGED: {d.problem}")
+        elif d.manifest == STRAY:
+            print(f"{d.file}: STRAY: {d.problem}")
     return EXIT_DAMAGED if damage else 0
 
 
@@ -386,26 +398,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from prmtree.engine.output import missing_slices
+    import warnings
+
     from prmtree.export import ExportOptions, export
 
     out = _intact_run_dir(args.out)
-    missing = missing_slices(out)
-    if missing:
-        names = ", ".join(f"{s.index}/{s.count}" for s in missing)
-        sys.stderr.write(f"prmtree: warning: slice(s) {names} of {args.out!r} have not run: exporting the "
-                         "problems of the others only\n")
     try:
         options = ExportOptions(
             overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
             system_prompt=args.system_prompt, tokenizer=args.tokenizer, test_size=args.test_size,
             license=args.license, pretty_name=args.pretty_name, keep_flagged=args.keep_flagged,
+            allow_partial=args.allow_partial,
         )
-        n = export(out, args.format, Path(args.to), options)
-    except ValueError as exc:  # ExportError: a refused target or format
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            n = export(out, args.format, Path(args.to), options)
+    except ValueError as exc:  # ExportError: a refused target or format, a run not finished
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error(exc))
+    for warning in said:  # --allow-partial: what is not in the export
+        sys.stderr.write(f"prmtree: warning: {warning.message}\n")
     print(f"wrote {n} rows to {args.to}")
     return 0
 

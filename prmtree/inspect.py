@@ -17,7 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from prmtree.engine.driver import reason_kind
-from prmtree.engine.output import load_manifests, missing_slices, read_table
+from prmtree.engine.output import (
+    load_manifests,
+    missing_slices,
+    read_table,
+    resolve_image,
+)
 from prmtree.engine.stats import RunStats
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
@@ -49,15 +54,16 @@ class Report:
 def _merged_manifest(out: Path) -> dict[str, Any]:
     """All slices' manifests as one; ``stats`` is their :class:`RunStats` added up."""
     found = load_manifests(out)
-    merged: dict[str, Any] = {"slices": len(found), "completed": 0, "failed": 0, "skipped": 0, "failed_ids": {}}
-    for m in found:
-        merged["failed_ids"].update(m.failed)
-        merged.setdefault("config", m.config)
-        merged.setdefault("config_hash", m.config_hash)
-        merged["status"] = "finished" if all(x.status == "finished" for x in found) else "running"
-        merged["completed"] += len(m.completed)
-        merged["failed"] += len(m.failed)
-        merged["skipped"] += len(m.skipped)
+    if not found:
+        raise ValueError(f"{str(out)!r} holds no prmtree manifest")
+    merged: dict[str, Any] = {"slices": len(found), "config": found[0].config, "config_hash": found[0].config_hash,
+                              "status": "finished" if all(m.status == "finished" for m in found) else "running"}
+    # problems, not list entries: a problem listed twice (a shard listed twice) counts once
+    completed = {pid for m in found for pid in m.completed}
+    merged["completed"] = len(completed)
+    merged["failed"] = len({pid for m in found for pid in m.failed} - completed)
+    merged["skipped"] = len({pid for m in found for pid in m.skipped})
+    merged["failed_ids"] = {pid: why for m in found for pid, why in m.failed.items() if pid not in completed}
     merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
     missing = missing_slices(out)
     if missing:
@@ -286,12 +292,13 @@ def _svg_tree(nodes: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _image_html(images: list[dict[str, Any]]) -> str:
+def _image_html(out: Path, images: list[dict[str, Any]]) -> str:
     parts = []
     for image in images or []:
         data = image.get("bytes")
-        if not data and image.get("path") and Path(image["path"]).is_file():
-            data = Path(image["path"]).read_bytes()
+        file = resolve_image(out, image["path"]) if not data and image.get("path") else None
+        if file is not None:
+            data = file.read_bytes()
         if data:
             encoded = base64.b64encode(data).decode("ascii")
             parts.append(f'<img src="data:image/png;base64,{encoded}" width="160" alt="problem image">')
@@ -373,7 +380,7 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         if row is not None:
             prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
             body.append(f"<p>{esc(_shortened(prompt))}</p><p>gold answer: {esc(_shortened(row['answer']))}</p>")
-            body.append(_image_html(row["images"]))
+            body.append(_image_html(out, row["images"]))
         body.append(_svg_tree(by_problem[pid]))
         for path in [r for r in steps if r["problem_id"] == pid][:3]:
             items = "".join(

@@ -56,7 +56,7 @@ def test_a_300_character_id_works_with_image_mode_path(tmp_path):
     s = prmtree.run([p], out=tmp_path, policy="simulated", config={"output": {"image_mode": "path"}})
     assert s.problems_done == 1 and s.input_errors == 0
     [images] = read_table(tmp_path, "steps").column("images").to_pylist()[:1]
-    assert images[0]["bytes"] is None and os.path.isfile(images[0]["path"])
+    assert images[0]["bytes"] is None and os.path.isfile(tmp_path / images[0]["path"])
     assert len(os.path.basename(images[0]["path"])) < 100
 
 
@@ -181,7 +181,7 @@ def test_image_mode_path_names_never_collide_across_ids(tmp_path):
     prmtree.run(data, policy="simulated", out=tmp_path / "o", config={"output": {"image_mode": "path"}})
     shown = {}
     for row in read_table(tmp_path / "o", "steps").to_pylist():
-        with Image.open(row["images"][0]["path"]) as image:
+        with Image.open(tmp_path / "o" / row["images"][0]["path"]) as image:
             shown.setdefault(row["problem_id"], set()).add(image.convert("RGB").getpixel((0, 0)))
     assert shown == {"x/1": {(255, 0, 0)}, "x_1": {(0, 0, 255)}}
 

@@ -263,8 +263,15 @@ def test_a_slice_that_never_ran_is_reported_by_verify_inspect_and_export(tmp_pat
     assert "manifest-00001-of-00003.json: MISSING: slice 1/3 has not run here; run its command with --slice 1/3" in said
     assert main(["inspect", str(out)]) == 0
     assert "incomplete: 1/3 slices not run" in capsys.readouterr().out
-    assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 0
-    assert "slice(s) 1/3 of" in capsys.readouterr().err
+    export = ["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]
+    with pytest.raises(SystemExit) as refused:  # not the whole input: refused unless --allow-partial
+        main(export)
+    assert refused.value.code == 2
+    said = capsys.readouterr().err
+    assert "in 2 of 3 slices (slices 1/3 have not run)" in said and "--allow-partial" in said
+    assert not (tmp_path / "x.jsonl").exists()
+    assert main([*export, "--allow-partial"]) == 0
+    assert "warning:" in (said := capsys.readouterr().err) and "slices 1/3 have not run" in said
 
 
 @pytest.mark.slow

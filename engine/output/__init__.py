@@ -21,6 +21,8 @@ from prmtree.engine.output.layout import (
     SHARD_NAME,
     Slice,
     manifest_layout,
+    scan_manifests,
+    stray_manifests,
 )
 from prmtree.engine.output.manifest import (
     LAYOUT_VERSION,
@@ -29,11 +31,13 @@ from prmtree.engine.output.manifest import (
     load_manifests,
     write_manifest,
 )
-from prmtree.engine.output.reader import read_table
+from prmtree.engine.output.reader import listed_files, read_table
 from prmtree.engine.output.verification import (
+    STRAY,
     UNLISTED,
     Damage,
     missing_slices,
+    resolve_image,
     verify_run,
     verify_shard,
 )
@@ -43,16 +47,21 @@ __all__ = [
     "LAYOUT_VERSION",
     "MANIFEST_NAME",
     "SHARD_NAME",
+    "STRAY",
     "UNLISTED",
     "Damage",
     "DatasetWriter",
     "Manifest",
     "Slice",
+    "listed_files",
     "load_manifest",
     "load_manifests",
     "manifest_layout",
     "missing_slices",
     "read_table",
+    "resolve_image",
+    "scan_manifests",
+    "stray_manifests",
     "verify_run",
     "verify_shard",
     "write_manifest",

@@ -2,8 +2,8 @@
 
 An input slice (``--slice i/N``) is a deterministic subset of the problems; each slice
 writes its own manifest and its own shards (Parquet files) into the one directory. This
-module owns those names, and :func:`manifest_layout` is the one place that reads a
-directory's manifest names back into its slice layout.
+module owns those names, and :func:`scan_manifests` is the one place that reads a
+directory's manifest names back into its slice layout (and sets aside stray copies).
 """
 
 from __future__ import annotations
@@ -78,17 +78,47 @@ class Slice:
         return re.compile(rf"part-{re.escape(self.tag)}(\d{{5,}})\.parquet")
 
 
+def manifest_slice(manifest_name: str) -> Slice | None:
+    """The slice whose manifest this file name is, or None if the layout names no slice so.
+
+    Only the exact name a slice writes counts: ``manifest-00000-of-00001.json`` (a one-slice
+    layout is unsliced: ``manifest.json``) and ``manifest-00003-of-00002.json`` match the
+    pattern but are no slice's, so a copy under such a name is stray, never read as rows.
+    """
+    if manifest_name == UNSLICED_MANIFEST:
+        return Slice()
+    m = re.fullmatch(r"manifest-(\d{5})-of-(\d{5})\.json", manifest_name)
+    if m is None or not 0 <= int(m.group(1)) < int(m.group(2)) or int(m.group(2)) < 2:
+        return None
+    return Slice(int(m.group(1)), int(m.group(2)))
+
+
 def slice_count(manifest_name: str) -> int | None:
     """The slice count a manifest file name says (1: unsliced), or None if it names none."""
-    m = MANIFEST_NAME.fullmatch(manifest_name)
-    return None if m is None else int(m.group(1) or 1)
+    found = manifest_slice(manifest_name)
+    return None if found is None else found.count
+
+
+def scan_manifests(out_dir: str | Path) -> tuple[dict[str, int], list[str]]:
+    """The one scanner of a directory's ``manifest*.json`` files: the slices' manifests (in
+    name order, each with its slice count, 1: unsliced) and the stray ones (a copy such as
+    ``manifest-backup.json``: named by no slice, so no reader reads it; ``verify`` reports it)."""
+    found: dict[str, int] = {}
+    stray: list[str] = []
+    for path in sorted(Path(out_dir).glob("manifest*.json")):
+        count = slice_count(path.name)
+        if count is None:
+            stray.append(path.name)
+        else:
+            found[path.name] = count
+    return found, stray
 
 
 def manifest_layout(out_dir: str | Path) -> dict[str, int]:
-    """The manifests in ``out_dir``, in name order, each with its slice count (1: unsliced)."""
-    found = {}
-    for path in sorted(Path(out_dir).glob("manifest*.json")):
-        count = slice_count(path.name)
-        if count is not None:
-            found[path.name] = count
-    return found
+    """The slices' manifests in ``out_dir``, in name order, each with its slice count (1: unsliced)."""
+    return scan_manifests(out_dir)[0]
+
+
+def stray_manifests(out_dir: str | Path) -> list[str]:
+    """``manifest*.json`` files in ``out_dir`` that are no slice's manifest by their name."""
+    return scan_manifests(out_dir)[1]

@@ -6,25 +6,40 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prmtree.engine.output.layout import scan_manifests
 from prmtree.engine.output.manifest import load_manifests
 from prmtree.engine.tables import table_schema
+
+
+def listed_files(out_dir: str | Path, table: str) -> list[str]:
+    """The shards of ``table`` the slices' manifests list, each once, in name order.
+
+    Only the manifests the layout names are read (a stray ``manifest-backup.json`` is not),
+    and a shard listed twice (in one manifest or in two) is one file: its rows count once.
+    """
+    return sorted({s["file"] for m in load_manifests(out_dir) for s in m.shards if s["table"] == table})
 
 
 def read_table(out_dir: str | Path, table: str) -> pa.Table:
     """All shards of ``table`` listed by the manifests under ``out_dir``, as one table.
 
-    Only listed shards are read, so a directory with a crashed run's leftovers still
-    reads as exactly its completed problems. Without a manifest, every shard is read.
+    Only listed shards are read, each once, so a directory with a crashed run's leftovers,
+    a stray manifest copy or a shard listed twice still reads as exactly its completed
+    problems. Without any manifest (rows written by hand), every shard is read; with only
+    stray manifests, ValueError: whatever they list, no run's manifest says it is whole.
     """
     out_dir = Path(out_dir)
-    found = load_manifests(out_dir)
-    if found:
-        files = [out_dir / s["file"] for m in found for s in m.shards if s["table"] == table]
+    layout, stray = scan_manifests(out_dir)
+    if layout:
+        files = [out_dir / f for f in listed_files(out_dir, table)]
+    elif stray:
+        raise ValueError(f"{str(out_dir)!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest "
+                         "(a run writes manifest.json or manifest-IIIII-of-NNNNN.json)")
     else:
         files = sorted((out_dir / table).glob("part-*.parquet"))
     if not files:
         return table_schema(table).empty_table()
-    tables = [pq.read_table(f) for f in sorted(files)]
+    tables = [pq.read_table(f) for f in files]
     if len({t.schema.field("prompt").type if "prompt" in t.schema.names else None for t in tables}) > 1:
         raise ValueError(f"{out_dir}/{table} mixes chat and plain prompts")
     return pa.concat_tables(tables)

@@ -1,17 +1,21 @@
 """Checking a run directory against its manifests, without changing anything.
 
-A listed shard must exist with the recorded size, sha256 and row count; the slices must
-share one layout and no problem; and no shard may lie there unlisted (loaders globbing
-``steps/*.parquet`` would read it). ``prmtree verify`` prints what this finds; resume
-uses :func:`verify_shard` to repair.
+A listed shard must exist with the recorded size, sha256 and row count, and be listed
+once; the slices must share one layout and no problem; no shard may lie there unlisted
+(loaders globbing ``steps/*.parquet`` would read it), no ``manifest*.json`` may be a stray
+copy (``manifest-backup.json``: nobody reads it, but whoever would trusts it), and an
+``image_mode = "path"`` run's images must be there. ``prmtree verify`` prints what this
+finds; resume uses :func:`verify_shard` to repair.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from prmtree.engine.output.atomic import sha256_file
 from prmtree.engine.output.layout import (
@@ -19,21 +23,31 @@ from prmtree.engine.output.layout import (
     UNSLICED_MANIFEST,
     Slice,
     manifest_layout,
+    manifest_slice,
+    scan_manifests,
 )
 from prmtree.engine.output.manifest import Manifest, load_manifest
-from prmtree.engine.tables import TABLES
+from prmtree.engine.tables import IMAGE_STRUCT, TABLES
 
 #: ``Damage.manifest`` of a shard that no manifest lists.
 UNLISTED = "(no manifest)"
+#: ``Damage.manifest`` of a ``manifest*.json`` file that is no slice's manifest.
+STRAY = "(stray manifest)"
 
 
 @dataclass(frozen=True)
 class Damage:
-    """One thing wrong with a run directory: a shard (``file``) or a manifest as a whole."""
+    """One thing wrong with a run directory: a shard (``file``) or a manifest as a whole.
 
-    manifest: str  # the slice's manifest file name
-    file: str | None  # the shard, relative to the run directory; None: the manifest itself
+    ``readers_unaffected``: the readers (``read_table``, ``inspect``, ``export``) still read
+    the run as its manifests say (they skip unlisted shards and stray manifests and read a
+    shard listed twice once), so they need not refuse the directory; ``verify`` still fails.
+    """
+
+    manifest: str  # the slice's manifest file name (or UNLISTED, STRAY)
+    file: str | None  # the shard or stray manifest, relative to the run directory; None: the manifest itself
     problem: str
+    readers_unaffected: bool = False
 
     def __str__(self) -> str:
         return f"{self.file or self.manifest}: {self.problem}"
@@ -64,12 +78,64 @@ def verify_shard(out_dir: Path, shard: dict[str, Any]) -> str | None:
 
 
 def verify_manifest(out_dir: Path, name: str, manifest: Manifest) -> list[Damage]:
-    """Every listed shard of one slice checked against the manifest."""
-    return [
-        Damage(name, shard["file"], why)
-        for shard in manifest.shards
-        if (why := verify_shard(out_dir, shard)) is not None
-    ]
+    """Every listed shard of one slice checked against the manifest (a shard listed twice: once)."""
+    damage = []
+    listed = Counter(shard["file"] for shard in manifest.shards)
+    for file, times in listed.items():
+        if times > 1:
+            damage.append(Damage(name, file, f"listed {times} times in {name}: readers read its rows once",
+                                 readers_unaffected=True))
+    checked: set[str] = set()
+    for shard in manifest.shards:
+        if shard["file"] in checked:
+            continue
+        checked.add(shard["file"])
+        if (why := verify_shard(out_dir, shard)) is not None:
+            damage.append(Damage(name, shard["file"], why))
+    if manifest.config.get("output", {}).get("image_mode") == "path":
+        damage.extend(_missing_images(out_dir, name, manifest, checked - {d.file for d in damage}))
+    return damage
+
+
+def _missing_images(out_dir: Path, name: str, manifest: Manifest, intact: set[str]) -> list[Damage]:
+    """Image files an ``image_mode = "path"`` slice's rows point to that are not there (paths
+    are relative to the run directory; older runs wrote absolute ones)."""
+    damage = []
+    for shard in manifest.shards:
+        path = out_dir / shard["file"]
+        if shard["file"] not in intact or not path.is_file():
+            continue
+        intact.discard(shard["file"])  # each file once
+        columns = [f.name for f in pq.read_schema(path) if f.type == pa.list_(IMAGE_STRUCT)]
+        if not columns:
+            continue
+        missing: list[str] = []
+        for column in pq.read_table(path, columns=columns).columns:
+            for images in column.to_pylist():
+                for image in images or []:
+                    if image.get("bytes") is None and image.get("path") and resolve_image(out_dir, image["path"]) is None:
+                        missing.append(image["path"])
+        if missing:
+            unique = sorted(set(missing))
+            damage.append(Damage(name, shard["file"], f"{len(unique)} image files its rows point to are missing "
+                                                      f"(e.g. {unique[0]!r})"))
+    return damage
+
+
+def resolve_image(out_dir: Path, path: str) -> Path | None:
+    """The file an ``image_mode = "path"`` row's image path names, or None if it is not there.
+
+    Paths are relative to the run directory. Older runs wrote absolute paths to their
+    ``images/`` copies: one that no longer exists (the run directory moved) is found by its
+    content-hash name in this run's ``images/``.
+    """
+    given = Path(path)
+    file = given if given.is_absolute() else out_dir / given
+    if file.is_file():
+        return file
+    if given.is_absolute() and given.parent.name == "images" and (out_dir / "images" / given.name).is_file():
+        return out_dir / "images" / given.name
+    return None
 
 
 def verify_run(out_dir: str | Path) -> list[Damage]:
@@ -79,12 +145,22 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
     out = Path(out_dir)
     damage: list[Damage] = []
     loaded: dict[str, Manifest] = {}
-    layout = manifest_layout(out)
+    layout, stray = scan_manifests(out)
+    for name in stray:
+        damage.append(Damage(STRAY, name, "no slice's manifest by its name (a run writes manifest.json or "
+                                          "manifest-IIIII-of-NNNNN.json), so no reader reads it: a copy? "
+                                          "delete it or move it out of the run directory",
+                             readers_unaffected=True))
     for name in layout:
         try:
             loaded[name] = load_manifest(out / name)
         except ValueError as exc:
             damage.append(Damage(name, None, f"unreadable ({exc})"))
+            continue
+        said, named = loaded[name].slice if isinstance(loaded[name].slice, dict) else {}, manifest_slice(name)
+        if named is not None and (named.index, named.count) != (said.get("index", 0), said.get("count", 1)):
+            damage.append(Damage(name, None, f"holds the manifest of slice {said.get('index')}/{said.get('count')}, "
+                                             "not of the slice its name says (a copy?)"))
     counts = {name: layout[name] for name in loaded}
     if len(set(counts.values())) > 1:
         for name, count in counts.items():
@@ -97,6 +173,13 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
             damage.append(Damage(name, None, f"{len(twice)} problems also completed in {seen[twice[0]]} "
                                              f"(e.g. {twice[0]!r}): their rows appear twice"))
         damage.extend(verify_manifest(out, name, manifest))
+    lister: dict[str, str] = {}
+    for name, manifest in loaded.items():
+        for file in dict.fromkeys(shard["file"] for shard in manifest.shards):
+            first = lister.setdefault(file, name)
+            if first != name:
+                damage.append(Damage(name, file, f"also listed in {first}: readers read its rows once",
+                                     readers_unaffected=True))
     damage.extend(_unlisted_shards(out, loaded))
     return damage
 
@@ -121,5 +204,5 @@ def _unlisted_shards(out: Path, loaded: dict[str, Manifest]) -> list[Damage]:
             found += [f"{table}/{p.name}" for p in sorted(directory.iterdir())
                       if SHARD_NAME.fullmatch(p.name) and f"{table}/{p.name}" not in listed]
     return [Damage(UNLISTED, rel, "listed in no manifest: the next run of its slice deletes it; "
-                             "until then, readers of the table's *.parquet read it too")
+                             "until then, readers of the table's *.parquet read it too", readers_unaffected=True)
             for rel in found]

@@ -10,13 +10,27 @@ trainer it names (see each module): ``openrlhf``, ``visualprm``, ``qwen-prm``,
 :class:`ExportFormat` with ``@EXPORT_FORMATS.register(name)``.
 
 Exports never write inside the run's directory, refuse an existing target unless
-``overwrite=True``, and fail with :class:`ExportError` and one line saying why.
+``overwrite=True``, and fail with :class:`ExportError` and one line saying why. They refuse
+a run that is not whole (still running, stopped before its end, slices not run) unless
+``allow_partial=True``. One export writes a target at a time: it holds an ``flock`` on
+``.<target name>.export.lock`` beside the target while it writes, and a second export of
+the same target fails at once naming the holder (the lock file stays, as a run's do).
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
+from prmtree.engine.lock import FileLock, LockHeld, describe_holder, is_locked
+from prmtree.engine.output import (
+    load_manifests,
+    manifest_layout,
+    missing_slices,
+    stray_manifests,
+)
+from prmtree.engine.output.layout import manifest_slice
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export import (
     hf,
@@ -74,12 +88,94 @@ def export(out: str | Path, fmt: str, target: str | Path, options: ExportOptions
         if option not in form.options:
             readers = " and ".join(cls.name for cls in known if option in cls.options)
             raise ExportError(f"{option} applies to {readers} only, not {form.name}")
-    if not out.is_dir() or not (any(out.glob("manifest*.json")) or (out / "steps").is_dir()):
-        raise ExportError(f"{str(out)!r} holds no prmtree manifest")
+    _check_run(out)
     _check_outside(out, target)
-    form.check_target(target, options.overwrite)
+    partial = incomplete(out)
+    if partial is not None and not options.allow_partial:
+        raise ExportError(f"{partial}; pass --allow-partial (allow_partial=True) to export what is saved")
+    if partial is not None:
+        warnings.warn(f"{partial}: exporting what is saved", stacklevel=2)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return form.write(out, target, options)
+    lock = FileLock(export_lock_path(target))
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        raise ExportError(f"another export is writing {str(target)!r} now ({exc}); wait for it to end, "
+                          "or export somewhere else") from None
+    try:
+        form.check_target(target, options.overwrite)
+        return form.write(out, target, options)
+    finally:
+        lock.release()
+
+
+def export_lock_path(target: Path) -> Path:
+    """The lock an export of ``target`` holds while it writes: beside the target, so a
+    directory target (``hf``) can be replaced by a rename."""
+    return target.parent / f".{target.name}.export.lock"
+
+
+def _check_run(out: Path) -> None:
+    """A run directory (or a folder of hand-written shards with no manifest at all)."""
+    if not out.is_dir():
+        raise ExportError(f"{str(out)!r} holds no prmtree manifest")
+    if manifest_layout(out):
+        return
+    stray = stray_manifests(out)
+    if stray:
+        raise ExportError(f"{str(out)!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest "
+                          "(a run writes manifest.json or manifest-IIIII-of-NNNNN.json)")
+    if not (out / "steps").is_dir():
+        raise ExportError(f"{str(out)!r} holds no prmtree manifest")
+
+
+def incomplete(out: str | Path) -> str | None:
+    """Why the run in ``out`` is not whole, in one sentence, or None if it is (or has no manifest).
+
+    A slice whose manifest says "running" is in progress while a process holds its lock;
+    without one it was stopped or crashed: incomplete either way, and its own command
+    resumes it. A slice of a sliced run with no manifest has not run.
+    """
+    out = Path(out)
+    found = dict(zip(manifest_layout(out), load_manifests(out)))
+    if not found:
+        return None
+    done = len({pid for m in found.values() for pid in m.completed})
+    writing, stopped = [], []
+    for name, manifest in found.items():
+        if manifest.status == "finished":
+            continue
+        slice_ = manifest_slice(name)
+        lock = out / slice_.lock_name if slice_ is not None else None
+        if lock is not None and is_locked(lock):
+            writing.append(f"{_holder(lock)} is writing it")
+        else:
+            stopped.append(name)
+    missing = missing_slices(out)
+    if not (writing or stopped or missing):
+        return None
+    count = f"{done} problem{'s' * (done != 1)} done so far"
+    if missing:
+        total = len(found) + len(missing)
+        count += f", in {len(found)} of {total} slices (slices {', '.join(f'{s.index}/{s.count}' for s in missing)} have not run)"
+    parts = []
+    if writing:
+        parts.append(f"the run is still in progress ({'; '.join(writing)}): wait for it to finish")
+    if stopped:
+        parts.append(f"{', '.join(stopped)} {'says' if len(stopped) == 1 else 'say'} the run is still running but no "
+                     "process is writing it (stopped or crashed): run its command again to finish it")
+    if missing and not (writing or stopped):
+        parts.append("run the missing slices' commands to finish it")
+    return f"{str(out)!r} is not a finished run: {count}; {'; '.join(parts)}"
+
+
+def _holder(lock: Path) -> str:
+    """Who holds a run's lock, as the lock file records it."""
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    return describe_holder(holder if isinstance(holder, dict) else {})
 
 
 def _check_outside(out: Path, target: Path) -> None:

@@ -37,6 +37,8 @@ class ExportOptions:
     ``keep_flagged``: every format but ``hf`` and ``jsonl`` (which carry the ``flagged``
     column) leaves out the paths a ``consensus`` run kept although MC and the judge
     disagreed, unless this is set: a trainer would take their labels as sure.
+    ``allow_partial``: export a run that is not whole (still running, stopped before its
+    end, or with slices not run) with a warning, instead of refusing it.
     """
 
     overwrite: bool = False
@@ -49,6 +51,7 @@ class ExportOptions:
     pretty_name: str | None = None
     task: str = "prmtree"
     keep_flagged: bool = False
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_size < 1.0:

@@ -379,8 +379,8 @@ def merged_manifest(out: Path) -> dict[str, Any]:
     merged["config"] = found[0].config
     merged["versions"] = found[0].versions
     merged["status"] = "finished" if all(m.status == "finished" for m in found) else "running"
-    for key in ("completed", "failed", "skipped", "rejected"):
-        merged[key] = sum(len(getattr(m, key) or []) for m in found)
+    for key in ("completed", "failed", "skipped", "rejected"):  # problems: one listed twice counts once
+        merged[key] = len({pid for m in found for pid in getattr(m, key) or []})
     total = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
     recorded = {key for m in found for key in m.stats}
     merged["stats"] = {f.name: getattr(total, f.name) for f in fields(RunStats) if f.name in recorded}

@@ -7,6 +7,9 @@ Layout, as ``datasets.load_dataset(DIR)`` and the Hub read it::
     DIR/data/test-00000-of-00001.parquet        with test_size > 0: held-out problems
     DIR/data/pairs-00000-of-00001.parquet       step-level preference pairs ("pairs" config)
 
+The folder is built beside ``DIR`` (``.DIR.<pid>.tmp``) and renamed into place when whole,
+so a reader of ``DIR`` sees the earlier export or this one, never a mix (with
+``--overwrite``, a Hub clone's ``.git*`` and other names in ``data/`` move into the new one).
 Upload with ``huggingface-cli upload USER/NAME DIR --repo-type dataset``. Exporting needs
 neither ``pyyaml`` nor ``datasets``.
 """
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prmtree.engine.output import read_table
+from prmtree.engine.output.atomic import fsync_dir
+from prmtree.engine.output.faults import pause_point
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportError, ExportFormat, ExportOptions, atomic_open
 from prmtree.export.card import dataset_card
@@ -72,12 +79,23 @@ class HF(ExportFormat):
         pairs = read_table(out, "pairs").replace_schema_metadata(None)
         pairs = pairs.cast(with_hf_features(pairs.schema))
 
-        target.mkdir(parents=True, exist_ok=True)
-        if options.overwrite:
-            _clear_previous(target)
-        data = target / "data"
-        data.mkdir(exist_ok=True)
+        # Written into a folder beside the target, then renamed into place: a reader of the
+        # target sees the earlier export or this one, whole, never a mix of the two.
+        building = target.parent / f".{target.name}.{os.getpid()}.tmp"
+        if building.exists():
+            shutil.rmtree(building)
+        try:
+            (building / "data").mkdir(parents=True)
+            written = self._write_into(out, building, steps, pairs, options)
+            _publish(building, target)
+        finally:
+            if building.exists():  # only this export's files: the target's own are moved after the rename
+                shutil.rmtree(building)
+        return written
 
+    def _write_into(self, out: Path, building: Path, steps: pa.Table, pairs: pa.Table, options: ExportOptions) -> int:
+        """The card and the splits' Parquet files, into the folder that becomes the target."""
+        data = building / "data"
         ids = steps.column("problem_id").to_pylist()
         test_ids = _held_out(ids, options.test_size)
         is_test = pa.array([pid in test_ids for pid in ids], pa.bool_())
@@ -89,9 +107,10 @@ class HF(ExportFormat):
         if pairs.num_rows:
             _write_parquet_files(pairs, data, "pairs", ROWS_PER_FILE)
 
+        pause_point("export_written")
         pretty_name = options.pretty_name or f"prmtree PRM data ({out.resolve().name})"
         card = dataset_card(out, splits, pairs, license=options.license, pretty_name=pretty_name)
-        with atomic_open(target / "README.md") as handle:
+        with atomic_open(building / "README.md") as handle:
             handle.write(card)
         return steps.num_rows
 
@@ -117,13 +136,30 @@ def _write_parquet_files(table: pa.Table, directory: Path, split: str, rows_per_
     return names
 
 
-def _clear_previous(target: Path) -> None:
-    """Remove what an earlier export wrote here (our file names only); anything else stays."""
-    data = target / "data"
-    if data.is_dir():
-        for path in data.iterdir():
-            if path.is_file() and OURS.fullmatch(path.name):
-                path.unlink()
-    card = target / "README.md"
-    if card.is_file():
-        card.unlink()
+def _publish(building: Path, target: Path) -> None:
+    """Put the finished export folder ``building`` in place of ``target``.
+
+    A new or empty target is replaced by one rename. An earlier export is renamed aside
+    first; what it held that this export does not write (a Hub clone's ``.git``, files in
+    ``data/`` under other names) is then moved into the new folder, and the old one removed.
+    """
+    fsync_dir(building / "data")
+    fsync_dir(building)
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        os.replace(building, target)  # rename(2) replaces an empty directory
+        fsync_dir(target.parent)
+        return
+    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(target, old)
+    os.rename(building, target)
+    fsync_dir(target.parent)
+    for entry in sorted(old.iterdir()):
+        if entry.name == "data" and entry.is_dir():
+            for path in sorted(entry.iterdir()):
+                if not (path.is_file() and OURS.fullmatch(path.name)):
+                    os.rename(path, target / "data" / path.name)
+        elif entry.name != "README.md":
+            os.rename(entry, target / entry.name)
+    shutil.rmtree(old)

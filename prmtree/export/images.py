@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from prmtree.engine.output import resolve_image
 from prmtree.engine.tables import IMAGE_STRUCT, hf_feature
 from prmtree.export.base import ExportError, atomic_open
 
@@ -31,13 +32,14 @@ def image_suffix(path: str | None, data: bytes) -> str:
 
 
 def image_bytes(out: Path, image: dict[str, Any], problem_id: str) -> bytes:
-    """An image struct's bytes: embedded, or read from its path (absolute, or relative to the run)."""
+    """An image struct's bytes: embedded, or read from its path (relative to the run; an older
+    run's absolute path still works, also after the run directory moved)."""
     if image.get("bytes") is not None:
         return image["bytes"]
     path = image.get("path")
     if not path:
         raise ExportError(f"an image of problem {problem_id!r} has neither bytes nor a path")
-    file = Path(path) if Path(path).is_absolute() else out / path
+    file = resolve_image(out, path) or (Path(path) if Path(path).is_absolute() else out / path)
     try:
         return file.read_bytes()
     except OSError as exc:

@@ -1,0 +1,314 @@
+"""Issue 18, the output directory's edges: stray manifest copies and shards listed twice
+(item 9), exporting a run that is not finished (10), two exports to one target at once
+(11), and ``image_mode = "path"`` runs that move (12). Each test causes the fault for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import PRMTREE, completed, wait_for
+from prmtree.engine.output import STRAY, load_manifest, read_table, verify_run
+from prmtree.engine.output.atomic import sha256_file
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+import prmtree
+from prmtree.cli import main
+from prmtree.export import ExportError, ExportOptions, export
+from prmtree.inspect import collect
+
+TINY = {"search": {"budget": 16}}
+
+
+def _run(out: Path, n: int = 6, **kwargs) -> Path:
+    prmtree.run(generate_problems(n, seed=3), policy="simulated", out=out, seed=1, config=TINY, **kwargs)
+    return out
+
+
+def _jsonl_records(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def _one_line(capsys, code: int = 2, *argv: str) -> str:
+    with pytest.raises(SystemExit) as refused:
+        main(list(argv))
+    assert refused.value.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prmtree: error: "), err
+    return err[0]
+
+
+# -- 9: stray manifests, shards listed twice -----------------------------------------------
+
+
+def test_a_stray_manifest_copy_is_reported_by_verify_and_never_read_twice(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    steps = read_table(out, "steps").num_rows
+    shutil.copy(out / "manifest.json", out / "manifest-backup.json")
+    # a name of the manifest pattern that no slice writes (a one-slice layout is manifest.json)
+    shutil.copy(out / "manifest.json", out / "manifest-00000-of-00001.json")
+
+    strays = sorted(d.file for d in verify_run(out) if d.manifest == STRAY)
+    assert strays == ["manifest-00000-of-00001.json", "manifest-backup.json"]
+    assert main(["verify", str(out)]) == 1
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("manifest.json: OK: ")
+    assert [line.split(":")[0] for line in said[1:]] == strays
+    assert all(": STRAY: no slice's manifest by its name" in line for line in said[1:])
+
+    assert read_table(out, "steps").num_rows == steps
+    assert collect(out).manifest["completed"] == 6 and collect(out).paths == steps
+    assert main(["inspect", str(out)]) == 0
+    assert "6 / 0 / 0" in capsys.readouterr().out  # problems completed / skipped / failed
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]) == 0
+    assert _jsonl_records(tmp_path / "x.jsonl") == steps
+    assert export(out, "hf", tmp_path / "hf") == steps
+    assert "| problems completed | 6 |" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_a_shard_listed_twice_in_one_manifest_or_in_two_is_reported_and_read_once(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    steps = read_table(out, "steps").num_rows
+    manifest = json.loads((out / "manifest.json").read_text())
+    shard = next(s for s in manifest["shards"] if s["table"] == "steps")
+    manifest["shards"].append(dict(shard))  # listed twice, with its problems
+    manifest["completed"] += manifest["completed"][:2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    [damage] = verify_run(out)
+    assert damage.file == shard["file"] and damage.problem.startswith("listed 2 times in manifest.json")
+    assert main(["verify", str(out)]) == 1
+    assert f"manifest.json: DAMAGED: {shard['file']}: listed 2 times" in capsys.readouterr().out
+    assert read_table(out, "steps").num_rows == steps
+    assert collect(out).manifest["completed"] == 6
+    assert export(out, "jsonl", tmp_path / "x.jsonl") == steps == _jsonl_records(tmp_path / "x.jsonl")
+
+    # across two slices' manifests: slice 1 also lists a shard of slice 0
+    sliced = tmp_path / "s"
+    _run(sliced, slice="0/2")
+    _run(sliced, slice="1/2")
+    steps = read_table(sliced, "steps").num_rows
+    first = json.loads((sliced / "manifest-00000-of-00002.json").read_text())
+    second = json.loads((sliced / "manifest-00001-of-00002.json").read_text())
+    shard = next(s for s in first["shards"] if s["table"] == "steps")
+    second["shards"].append(shard)
+    (sliced / "manifest-00001-of-00002.json").write_text(json.dumps(second))
+    [damage] = verify_run(sliced)
+    assert (damage.manifest, damage.file) == ("manifest-00001-of-00002.json", shard["file"])
+    assert damage.problem.startswith("also listed in manifest-00000-of-00002.json")
+    assert read_table(sliced, "steps").num_rows == steps
+    assert export(sliced, "jsonl", tmp_path / "y.jsonl") == steps
+
+    # a slice's manifest copied over another slice's name: found, and export refuses it
+    shutil.copy(sliced / "manifest-00000-of-00002.json", sliced / "manifest-00001-of-00002.json")
+    problems = [d.problem for d in verify_run(sliced) if d.file is None]
+    assert any(p.startswith("holds the manifest of slice 0/2, not of the slice its name says") for p in problems)
+    line = _one_line(capsys, 2, "export", str(sliced), "--format", "jsonl", "--to", str(tmp_path / "z.jsonl"))
+    assert "is damaged" in line and not (tmp_path / "z.jsonl").exists()
+
+
+def test_a_directory_holding_only_a_stray_manifest_is_no_run_in_one_line(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    (out / "manifest.json").rename(out / "manifest-old.json")
+    for command in ("verify", "inspect"):
+        line = _one_line(capsys, 2, command, str(out))
+        assert "holds no prmtree run: manifest-old.json is no slice's manifest" in line
+    line = _one_line(capsys, 2, "export", str(out), "--format", "hf", "--to", str(tmp_path / "hf"))
+    assert "manifest-old.json is no slice's manifest" in line and not (tmp_path / "hf").exists()
+    with pytest.raises(ExportError, match="manifest-old.json is no slice's manifest"):
+        export(out, "jsonl", tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="manifest-old.json is no slice's manifest"):
+        read_table(out, "steps")
+
+
+# -- 10: exporting a run that is not finished ------------------------------------------
+
+
+@pytest.mark.slow
+def test_export_of_a_run_in_progress_or_crashed_is_refused_unless_allow_partial(tmp_path, capsys):
+    data = write_jsonl(generate_problems(30, seed=4), tmp_path / "data")
+    (tmp_path / "c.toml").write_text("[search]\nbudget = 16\n[executor]\ntrees_in_flight = 1\n"
+                                     "[output]\nflush_interval_s = 0.1\n")
+    out, target = tmp_path / "o", tmp_path / "x.jsonl"
+    running = subprocess.Popen([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress",
+                                "--seed", "1", "--policy", "simulated", "--config", str(tmp_path / "c.toml"),
+                                "--policy-arg", "latency_s=0.3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: completed(out) >= 1)
+        export_cmd = ["export", str(out), "--format", "jsonl", "--to", str(target)]
+        line = _one_line(capsys, 2, *export_cmd)
+        assert re.search(r"is not a finished run: \d+ problems? done so far", line)
+        assert f"the run is still in progress (pid {running.pid} " in line
+        assert "--allow-partial" in line and not target.exists()
+        assert main([*export_cmd, "--allow-partial"]) == 0
+        warned = capsys.readouterr().err
+        assert warned.startswith("prmtree: warning: ") and "still in progress" in warned
+        assert _jsonl_records(target) > 0
+        assert running.poll() is None  # all of that while the run was going on
+    finally:
+        running.send_signal(signal.SIGKILL)  # a crash: the manifest still says "running"
+        running.wait(30)
+    assert load_manifest(out / "manifest.json").status == "running"
+    with pytest.raises(ExportError) as refused:
+        export(out, "jsonl", tmp_path / "y.jsonl")
+    message = str(refused.value)
+    assert re.search(r"\d+ problems? done so far", message) and "no process is writing it (stopped or crashed)" in message
+    assert "run its command again to finish it" in message and "allow_partial=True" in message
+    with pytest.warns(UserWarning, match="stopped or crashed"):
+        assert export(out, "jsonl", tmp_path / "y.jsonl", ExportOptions(allow_partial=True)) > 0
+    # resumed to the end (latency is operational: free to change on resume), it exports with no word
+    prmtree.run(data, out=out, seed=1, policy="simulated", config=str(tmp_path / "c.toml"))
+    assert main(["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "z.jsonl")]) == 0
+    assert capsys.readouterr().err == ""
+    assert _jsonl_records(tmp_path / "z.jsonl") == read_table(out, "steps").num_rows
+
+
+# -- 11: two exports to one target at once -----------------------------------------------
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): its state in /proc is T."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def _paused_export(out: Path, target: Path, *extra: str) -> subprocess.Popen:
+    """An ``hf`` export that stops itself once it holds the target's lock and has written its data."""
+    env = {**os.environ, "PRMTREE_FAULT": "export_written"}
+    process = subprocess.Popen([*PRMTREE, "export", str(out), "--format", "hf", "--to", str(target), *extra],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: process.poll() is not None or _stopped(process.pid))
+    assert process.poll() is None, process.communicate()
+    return process
+
+
+def _card_title(target: Path) -> str:
+    return next(line for line in (target / "README.md").read_text().splitlines() if line.startswith("pretty_name:"))
+
+
+@pytest.mark.slow
+def test_a_second_export_to_a_target_being_written_fails_naming_the_holder_and_nothing_mixes(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    steps = read_table(out, "steps").num_rows
+    target = tmp_path / "hf"
+    first = _paused_export(out, target, "--pretty-name", "first", "--test-size", "0.5")
+    try:
+        assert not target.exists()  # written beside it, renamed into place at the end
+        for extra in ((), ("--overwrite",)):  # this process is the second export
+            line = _one_line(capsys, 2, "export", str(out), "--format", "hf", "--to", str(target),
+                             "--pretty-name", "second", *extra)
+            assert f"another export is writing {str(target)!r} now (pid {first.pid} on host " in line
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(60) == 0
+    assert _card_title(target) == 'pretty_name: "first"'
+    assert sorted(p.name for p in (target / "data").iterdir()) == [
+        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+
+    # --overwrite of an earlier export: while it writes, readers see the earlier one, whole
+    (target / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    third = _paused_export(out, target, "--pretty-name", "third", "--overwrite")
+    try:
+        assert _card_title(target) == 'pretty_name: "first"'
+        assert (target / "data" / "test-00000-of-00001.parquet").exists()
+    finally:
+        third.send_signal(signal.SIGCONT)
+    assert third.wait(60) == 0
+    assert _card_title(target) == 'pretty_name: "third"'
+    assert sorted(p.name for p in (target / "data").iterdir()) == [
+        "train-00000-of-00001.parquet"]  # no test split left from the first
+    assert pq.read_table(target / "data" / "train-00000-of-00001.parquet").num_rows == steps
+    assert (target / ".gitattributes").read_text() == "*.parquet filter=lfs\n"  # a Hub clone's file stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hf.export.lock", "hf", "o"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_two_exports_started_together_leave_one_whole_export(tmp_path):
+    out = _run(tmp_path / "o")
+    target = tmp_path / "hf"
+    started = [subprocess.Popen([*PRMTREE, "export", str(out), "--format", "hf", "--to", str(target),
+                                 "--pretty-name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    results = [(p.wait(60), p.stderr.read()) for p in started]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner = "ab"[[code for code, _ in results].index(0)]
+    loser = next(err for code, err in results if code == 2)
+    assert "another export is writing" in loser or "exists and is not empty" in loser
+    assert _card_title(target) == f'pretty_name: "{winner}"'
+    assert pq.read_table(target / "data" / "train-00000-of-00001.parquet").num_rows == read_table(out, "steps").num_rows
+
+
+# -- 12: image_mode = "path" runs that move ---------------------------------------------
+
+
+def test_image_mode_path_stores_paths_relative_to_the_run_and_a_moved_run_exports(tmp_path, capsys):
+    problems = generate_problems(5, seed=6)
+    out = tmp_path / "o"
+    prmtree.run(problems, policy="simulated", out=out, config={**TINY, "output": {"image_mode": "path"}})
+    [image] = read_table(out, "steps").column("images").to_pylist()[0]
+    assert image["bytes"] is None and image["path"].startswith("images/") and not os.path.isabs(image["path"])
+
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    assert verify_run(moved) == []
+    assert main(["verify", str(moved)]) == 0
+    capsys.readouterr()
+    export(moved, "hf", tmp_path / "hf")
+    by_id = {p.id: p.images[0].data for p in problems}
+    for row in pq.read_table(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet").to_pylist():
+        assert row["images"][0]["bytes"] == by_id[row["problem_id"]]
+    assert main(["inspect", str(moved), "--html", str(tmp_path / "r.html")]) == 0
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+
+    # verify checks the files are there
+    gone = moved / image["path"]
+    gone.unlink()
+    [damage] = [d for d in verify_run(moved) if d.file.startswith("steps/")]
+    assert damage.problem == f"1 image files its rows point to are missing (e.g. {image['path']!r})"
+    assert main(["verify", str(moved)]) == 1
+    assert f"image files its rows point to are missing (e.g. {image['path']!r})" in capsys.readouterr().out
+    line = _one_line(capsys, 2, "export", str(moved), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl"))
+    assert "is damaged" in line and "image files its rows point to are missing" in line
+
+
+def test_an_older_runs_absolute_image_paths_still_read_after_the_run_moved(tmp_path):
+    # runs before issue 18 stored absolute paths to their images/ copies: rewrite a run's
+    # shards so (manifest entries updated as that run's writer would have), then move it
+    out = tmp_path / "o"
+    prmtree.run(generate_problems(4, seed=6), policy="simulated", out=out,
+                config={**TINY, "output": {"image_mode": "path"}})
+    manifest = json.loads((out / "manifest.json").read_text())
+    for shard in manifest["shards"]:
+        path = out / shard["file"]
+        table = pq.read_table(path)
+        if "images" not in table.column_names:
+            continue
+        rows = table.to_pylist()
+        for row in rows:
+            row["images"] = [{"bytes": None, "path": str((out / im["path"]).resolve())} for im in row["images"]]
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+        shard.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_run(out) == []
+    expected = export(out, "jsonl", tmp_path / "before.jsonl")
+
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    assert os.path.isabs(read_table(moved, "steps").column("images").to_pylist()[0][0]["path"])
+    assert verify_run(moved) == []
+    assert export(moved, "jsonl", tmp_path / "after.jsonl") == expected
+    before = [json.loads(line) for line in (tmp_path / "before.jsonl").read_text().splitlines()]
+    after = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
+    assert before == after and all((tmp_path / im).is_file() for r in after for im in r.get("images", []))
+    (moved / "images" / Path(before[0]["images"][0]).name).unlink()  # same hash name as the export's
+    assert any("image files its rows point to are missing" in d.problem for d in verify_run(moved))
