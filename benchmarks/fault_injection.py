@@ -142,11 +142,15 @@ def audit(out: Path, clean: Clean) -> dict[str, Any]:
                   if any(found[t].get(pid, []) != clean.by_problem[t].get(pid, []) for t in TABLES))
     unlisted = sorted({pid for t in TABLES for pid in found[t]} - done)
     equal = {t: sorted(d for ds in found[t].values() for d in ds) == clean.digests[t] for t in TABLES}
+    # the directory's state (what is done, which rows): a launch that leaves it as it was
+    # (a refused command) is not answerable for rows lost before it
+    state = hashlib.sha256(repr((sorted(done), sorted(m.get("failed", {})), m.get("status"),
+                                 [sorted(found[t].items()) for t in TABLES])).encode()).hexdigest()
     return {
         "manifest": True, "status": m.get("status"), "done": len(done), "failed": len(m.get("failed", {})),
         "missing": missing, "lost": len(lost), "lost_examples": lost[:3], "lost_ids": lost,
         "unlisted": len(unlisted), "unlisted_examples": unlisted[:3],
-        "rows_equal_clean": equal,
+        "rows_equal_clean": equal, "state": state,
         "complete": done == clean.ids and not lost and not unlisted and all(equal.values())
         and m.get("status") == "finished",
     }
@@ -155,14 +159,16 @@ def audit(out: Path, clean: Clean) -> dict[str, Any]:
 def untruthful(launch: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
     """Why a launch's exit code (and message) claimed something its output does not hold.
     Rows lost before it (``before``: the previous launch's audit) count against it only
-    when it exits 0; a launch that refuses to run (exit 2) does not repeat them."""
+    when it exits 0; a launch that left the directory as it was (a refused command) is
+    not answerable for them."""
     code, a, reasons = launch["exit"], launch["audit"], []
     tag = f"launch {launch['n']} (exit {code})"
     if launch.get("traceback"):
         reasons.append(f"{tag}: a traceback, not a one-line message")
     if a.get("read_error"):
         reasons.append(f"{tag}: its output cannot be read back: {a['read_error']}")
-    new_loss = set(a.get("lost_ids", ())) - set((before or {}).get("lost_ids", ()))
+    changed = before is None or a.get("state") != before.get("state")
+    new_loss = changed and set(a.get("lost_ids", ())) - set((before or {}).get("lost_ids", ()))
     if a["lost"] and (new_loss or code == 0):
         reasons.append(f"{tag}: {a['lost']} problems marked done have missing or different rows "
                        f"(e.g. {', '.join(a['lost_examples'])})")
@@ -321,7 +327,7 @@ def finish(name: str, problems: int, launches: list[dict[str, Any]], reasons: li
         exit_codes=[x["exit"] for x in launches],
         messages=[x["message"] for x in launches],
         seconds=round(time.perf_counter() - started, 1),
-        launches=[{k: ({a: b for a, b in v.items() if a != "lost_ids"} if k == "audit" else v)
+        launches=[{k: ({a: b for a, b in v.items() if a not in ("lost_ids", "state")} if k == "audit" else v)
                    for k, v in x.items() if k not in ("stdout", "stderr")} for x in launches],
         **extra,
     )
@@ -511,8 +517,8 @@ def _generate_checks(first: dict[str, Any], clean: Clean) -> list[str]:
     # Truthfulness (no exit 0 with a problem missing, no traceback) is checked for every
     # launch; a policy's exception must leave its problem failed (exit 3) or retried.
     if first["exit"] not in (0, 3):
-        return [f"launch 1: exit {first['exit']} for a policy's exception on some requests "
-                f"(a request failure: exit 3 or 0): {first['message']}"]
+        return [(f"launch 1: exit {first['exit']} for a policy's exception on some requests "
+                 f"(a request failure: exit 3 or 0): {first['message']}")]
     return []
 
 
