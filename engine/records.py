@@ -246,9 +246,6 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
             raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
         if not isinstance(c.text, (str, bytes)):
             raise PolicyContractError(f"{who}: Completion.text must be a string, got {type(c.text).__name__}")
-        if isinstance(c.text, str) and (why := unencodable(c.text)) is not None:
-            raise PolicyContractError(f"{who}: Completion.text holds {why} (decode the model's bytes as UTF-8 "
-                                      "with errors='replace')")
         for name in ("num_tokens", "cached_tokens", "prompt_tokens"):
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

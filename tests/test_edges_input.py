@@ -76,13 +76,24 @@ def test_a_problem_given_in_python_with_a_lone_surrogate_is_bad_input(tmp_path):
     assert "question holds a lone surrogate '\\ud800'" in read_table(tmp_path, "errors").to_pylist()[0]["reason"]
 
 
-def test_a_completion_with_a_lone_surrogate_breaks_the_policy_contract():
-    from prmtree.engine.errors import PolicyContractError
-    from prmtree.engine.records import Completion, GenerationRequest, check_completions
+def test_a_completion_with_a_lone_surrogate_is_an_undecodable_rollout_not_a_failure(tmp_path):
+    """Model output is never the run's failure: the text is stored with the surrogate replaced
+    and the rollout counts as malformed ("undecodable"); its answer is checked as usual."""
+    from prmtree.engine.records import Completion
 
-    problem = generate_problems(1, seed=4)[0]
-    with pytest.raises(PolicyContractError, match="lone surrogate"):
-        check_completions(GenerationRequest(problem, (), 1), [Completion("step\udcff", 3, "stop")])
+    class Surrogates:
+        async def generate(self, request):
+            answers = [request.problem.answer, "nope"] * request.n  # right and wrong: the tree grows
+            bad = "\udcff"
+            return [Completion(f"step{bad if a == 'nope' else ''} {i}\n\nthen\n\n\\boxed{{{a}}}", 3, "stop")
+                    for i, a in enumerate(answers[: request.n])]
+
+    s = prmtree.run(generate_problems(2, seed=4), policy=Surrogates(), out=tmp_path, config={"labels": {"method": "mc"}})
+    assert s.problems_done == 2 and s.problems_failed == 0
+    assert 0 < s.stats["malformed_rollouts"]["undecodable"] < s.rollouts
+    steps = read_table(tmp_path, "steps").to_pylist()
+    assert steps and all("\udcff" not in c for r in steps for c in r["completions"])
+    assert any(c.startswith("step? ") for r in steps for c in r["completions"])  # replaced, not dropped
 
 
 # -- 6. the input changed under the same ids ------------------------------------------------

@@ -55,7 +55,7 @@ def test_operational_changes_resume(tmp_path, base, change):
         ({}, {"search": {"alpha": 0.7}}, "search.alpha: 0.5 -> 0.7"),
         ({"search": {"strategy": "mcts"}}, {"search": {"strategy": "mcts", "branching": 5}}, "search.branching: 3 -> 5"),
         ({}, {"search": {"k": 4}}, "search.k: 8 -> 4"),
-        ({}, {"policy": {"error_rate": 0.2}}, "policy.error_rate: None -> 0.2"),
+        ({}, {"policy": {"error_rate": 0.2}}, "policy.error_rate: (default) -> 0.2"),
         ({}, {"steps": {"format": "tags"}}, "steps.format: 'blank_line' -> 'tags'"),
         ({}, {"output": {"after_first_error": "label-false"}}, "output.after_first_error"),
         ({}, {"seed": 3}, "seed: 0 -> 3"),
