@@ -155,7 +155,9 @@ class Driver:
                 last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
-            except BaseException as exc:  # SystemExit, GeneratorExit... let through by an executor
+            except GeneratorExit:  # this coroutine is being closed
+                raise
+            except BaseException as exc:  # a bare BaseException subclass let through by an executor
                 last = GenerationError(f"generate raised {type(exc).__name__}{': ' + str(exc) if str(exc) else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             if not retryable(last):

@@ -196,7 +196,7 @@ class _GracefulStop:
 def describe_os_error(exc: OSError) -> str:
     """An I/O error in a few words: what and where."""
     where = f" ({exc.filename})" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
+    return " ".join(f"{exc.strerror or exc}{where}".split())
 
 
 async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s: float,

@@ -55,6 +55,14 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
         except StopIteration as stop:
             _check(time.perf_counter() - start, limit_s, who)
             return stop.value
+        except Exception:
+            raise
+        except asyncio.CancelledError as exc:
+            if cancel_requested(asyncio.current_task()):  # this request was cancelled: a stop, a timeout
+                raise
+            raise _raised_by_policy(exc) from exc
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit... raised by generate
+            raise _raised_by_policy(exc) from exc
         finally:
             if watchdog is not None:
                 watchdog.leave()
@@ -109,7 +117,7 @@ class InlineExecutor:
                 raise self._blocked
             self.in_flight += 1
             self.requests += 1
-            if self._watchdog is None and self.block_limit_s < float("inf"):
+            if self.block_limit_s < float("inf"):  # the running loop's (shared with the run)
                 self._watchdog = loop_watchdog(self.block_limit_s, self.policy_name)
             try:
                 return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name,
@@ -117,14 +125,6 @@ class InlineExecutor:
             except EventLoopBlocked as exc:
                 self._blocked = exc
                 raise
-            except Exception:
-                raise
-            except asyncio.CancelledError as exc:
-                if cancel_requested(asyncio.current_task()):  # this request was cancelled: a stop, a timeout
-                    raise
-                raise _raised_by_policy(exc) from exc
-            except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit... from generate
-                raise _raised_by_policy(exc) from exc
             finally:
                 self.in_flight -= 1
 

@@ -84,6 +84,8 @@ class LoopWatchdog:
         self._beat = time.monotonic()
 
     def enter(self, who: str | None = None) -> None:
+        if self._stopped.is_set():
+            return
         if who is not None:
             self.who = who
         self._since = time.monotonic()
@@ -101,6 +103,13 @@ class LoopWatchdog:
     def _watch(self) -> None:
         while not self._stopped.wait(_TICK_S / 2):
             now = time.monotonic()
+            loop = self._loop
+            if loop is not None and not loop.is_running():  # between runs, or ended: nothing holds it
+                if loop.is_closed():
+                    self._stopped.set()
+                    return
+                self._beat = now
+                continue
             since = self._since
             beat = max(self._beat, since or 0.0)  # a stretch of generate counts from its start
             held = now - beat
