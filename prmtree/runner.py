@@ -28,7 +28,7 @@ from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import OpenedRun, open_run
 from prmtree.engine.stats import RunStats
 from prmtree.rollout_workers import make_executor
-from prmtree.rollout_workers.loop_watchdog import loop_watchdog, note_signal, signal_taken
+from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog, note_signal, signal_taken
 
 
 @dataclass
@@ -200,11 +200,14 @@ def describe_os_error(exc: OSError) -> str:
 
 
 async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s: float,
-                        abandon: asyncio.Event | None = None) -> None:
+                        abandon: asyncio.Event | None = None, watchdog: LoopWatchdog | None = None) -> None:
     """Close ``what`` (``close()``), waiting at most ``limit_s`` or until ``abandon`` is set
     (a stop signal). Everything is saved before this runs, so a close that raises (of any
     class), hangs or never returns is reported in one line and left behind; it never
-    costs the output, nor keeps the process from ending."""
+    costs the output, nor keeps the process from ending (a close that blocks the loop
+    itself is ended by the ``watchdog``, bounded by ``limit_s`` too)."""
+    if watchdog is not None:
+        watchdog.phase(f"closing {what}", limit_s)
 
     async def guarded() -> BaseException | None:
         try:
@@ -293,12 +296,11 @@ async def _run_async(
     finally:
         stop.closing = asyncio.Event()
         limit = cfg.executor.close_timeout_s
-        if watchdog is not None:
-            watchdog.phase(f"closing policy {executor.policy_name!r}", limit)
         await verifier.aclose()
         if judge_executor is not None:
-            await close_bounded(f"judge {judge_executor.policy_name!r}", judge_executor.close, limit, stop.closing)
-        await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit, stop.closing)
+            await close_bounded(f"judge {judge_executor.policy_name!r}", judge_executor.close, limit, stop.closing,
+                                watchdog)
+        await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit, stop.closing, watchdog)
         if watchdog is not None:
             watchdog.stop()
         stop.uninstall()
