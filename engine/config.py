@@ -186,6 +186,9 @@ class ExecutorConfig(_Strict):
     max_concurrency: int = Field(256, ge=1, description="inline: requests in flight at once")
     trees_in_flight: int = Field(64, ge=1, description="problems searched at once")
     request_timeout_s: float = Field(600.0, gt=0)
+    close_timeout_s: float = Field(
+        10.0, gt=0, description="bound on closing the policy at the end (the output is saved before); then given up"
+    )
     max_attempts: int = Field(3, ge=1)
     retry_backoff_s: float = Field(0.5, ge=0)
     breaker_window: int = Field(

@@ -45,3 +45,12 @@ class Executor(Protocol):
     async def close(self) -> None:
         """Stop workers and release the policy's resources."""
         ...
+
+
+def cancel_requested(task: Any) -> bool:
+    """Whether the running asyncio ``task`` got a ``CancelledError`` because someone
+    cancelled it (a stop, a timeout: it must propagate), rather than because a policy
+    raised one of its own (that request's failure). Python 3.10 cannot tell them apart
+    (no ``Task.cancelling``): there every ``CancelledError`` counts as a cancellation."""
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0

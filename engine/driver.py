@@ -18,7 +18,7 @@ from typing import Any
 from prmtree.engine.answers import Verifier
 from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.config import RunConfig
-from prmtree.engine.contracts import Executor
+from prmtree.engine.contracts import Executor, cancel_requested
 from prmtree.engine.errors import (
     FatalExecutorError,
     GenerationError,
@@ -162,14 +162,22 @@ class Driver:
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 return checked
-            except (asyncio.CancelledError, FatalExecutorError):
+            except FatalExecutorError:
                 raise
+            except asyncio.CancelledError:
+                if cancel_requested(asyncio.current_task()):  # the driver's own stop: not a failure
+                    raise
+                last: BaseException = GenerationError("generate raised CancelledError")
             except asyncio.TimeoutError:  # the driver's own bound (a policy's TimeoutError comes wrapped)
-                last: BaseException = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
+                last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
             except _PolicyRaised as raised:
                 last = raised.exc
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
+            except GeneratorExit:  # this coroutine is being closed
+                raise
+            except BaseException as exc:  # a bare BaseException subclass let through by an executor
+                last = GenerationError(f"generate raised {type(exc).__name__}{': ' + str(exc) if str(exc) else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             if not retryable(last):
                 break

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from prmtree.engine.answers import extract_answer
-from prmtree.engine.records import Problem, Rollout
+from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
 
 #: Checks one answer synchronously (tests and tools; the driver checks a request's
@@ -54,6 +54,8 @@ def parse_completion(
     if next_step_only:
         # One step: it may or may not finish the solution.
         answer = extract_answer(steps[0]) if "\\boxed" in steps[0] else None
+        if answer is not None and len(answer) > MAX_ANSWER_CHARS:
+            return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
         correct = verifier(problem, answer) if answer is not None and verifier is not None else False
         return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
     if finish_reason == "length":
@@ -61,6 +63,8 @@ def parse_completion(
     answer = extract_answer(steps[-1]) or extract_answer(text)
     if answer is None:
         return Rollout(steps, None, False, num_tokens, finish_reason, "no_answer")
+    if len(answer) > MAX_ANSWER_CHARS:  # never compared: checking it would hold the event loop
+        return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
     correct = verifier(problem, answer) if verifier is not None else False
     return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
 

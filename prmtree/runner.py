@@ -14,12 +14,13 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig, RunConfig
+from prmtree.engine.contracts import cancel_requested
 from prmtree.engine.driver import Driver, FinishedProblem
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import iter_problems
@@ -27,7 +28,7 @@ from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
 from prmtree.rollout_workers import make_executor
-from prmtree.rollout_workers.loop_watchdog import note_signal
+from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog, note_signal, signal_taken
 
 
 @dataclass
@@ -178,6 +179,7 @@ class _GracefulStop:
         self.driver: Driver | None = None
         self.signum: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing: asyncio.Event | None = None  # set up once the output is final; set: stop waiting
 
     def install(self, driver: Driver) -> None:
         self.driver = driver
@@ -196,15 +198,23 @@ class _GracefulStop:
             self._loop = None
 
     def _on_signal(self, sig: int) -> None:
+        signal_taken(sig)  # the loop runs: the watchdog leaves the stopping to us
         name = signal.Signals(sig).name
+        if self.closing is not None:  # the output is final: only the policy's close is left
+            if not self.closing.is_set():
+                self.closing.set()
+                sys.stderr.write(f"\nprmtree: {name}: everything finished is saved; not waiting for the policy "
+                                 "to close\n")
+            return
         if self.signum is None:
             self.signum = sig
             in_flight = self.driver.request_stop() if self.driver is not None else 0
             try:
                 if self.writer is not None:
                     self.writer.flush(self.stats)  # saved now, in case a SIGKILL ends the grace period
-            except OSError:
-                pass  # the final flush reports it
+            except OSError as exc:  # nothing it held is marked done: the final flush tries again
+                sys.stderr.write(f"\nprmtree: {name}: the flush failed ({describe_os_error(exc)}); nothing is "
+                                 "marked done that is not on disk, the final flush tries again\n")
             sys.stderr.write(f"\nprmtree: {name}: taking no new problems, finishing the {in_flight} in flight "
                              "(send it again to stop at once)\n")
         else:
@@ -212,6 +222,54 @@ class _GracefulStop:
                 self.driver.request_stop(cancel=True)
             sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
             self.uninstall()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An I/O error in a few words: what and where."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return " ".join(f"{exc.strerror or exc}{where}".split())
+
+
+async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s: float,
+                        abandon: asyncio.Event | None = None, watchdog: LoopWatchdog | None = None) -> None:
+    """Close ``what`` (``close()``), waiting at most ``limit_s`` or until ``abandon`` is set
+    (a stop signal). Everything is saved before this runs, so a close that raises (of any
+    class), hangs or never returns is reported in one line and left behind; it never
+    costs the output, nor keeps the process from ending (a close that blocks the loop
+    itself is ended by the ``watchdog``, bounded by ``limit_s`` too)."""
+    if watchdog is not None:
+        watchdog.phase(f"closing {what}", limit_s)
+
+    async def guarded() -> BaseException | None:
+        try:
+            await close()
+        except asyncio.CancelledError:
+            if cancel_requested(asyncio.current_task()):
+                raise
+            return asyncio.CancelledError("close raised CancelledError")
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a task would end the loop
+            return exc
+        return None
+
+    task = asyncio.ensure_future(guarded())
+    waits: set[asyncio.Future[Any]] = {task}
+    if abandon is not None:
+        waits.add(asyncio.ensure_future(abandon.wait()))
+    try:
+        await asyncio.wait(waits, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for other in waits - {task}:
+            other.cancel()
+    if task.done():
+        error = None if task.cancelled() else task.result()
+        if error is not None:
+            sys.stderr.write(f"prmtree: warning: closing {what} failed: {type(error).__name__}"
+                             f"{': ' + str(error) if str(error) else ''} (everything finished is saved)\n")
+        return
+    task.cancel()  # not awaited: a close that ignores it is left behind
+    why = "on a stop signal" if abandon is not None and abandon.is_set() else \
+        f"it did not return within {limit_s:g} s (close_timeout_s)"
+    sys.stderr.write(f"prmtree: warning: gave up closing {what}: {why} (everything finished is saved)\n")
 
 
 def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
@@ -239,6 +297,14 @@ async def _run_async(
     executor = make_executor(cfg.executor, job.policy, job.policy_args)
     judge_executor = _judge_executor(cfg)
     verifier = Verifier(cfg.verify, custom=job.check_answer)
+    watchdog = None
+    if threading.current_thread() is threading.main_thread():  # where signals arrive
+        # the loop itself is watched, not only generate: a policy's background task that
+        # blocks it would otherwise hang the run and ignore SIGTERM
+        watchdog = loop_watchdog(cfg.executor.request_timeout_s, executor.policy_name).watch()
+        if writer is not None:
+            watchdog.excused = lambda: writer.flushing  # writing shards: the run's own work
+    stopped_by = None
     try:
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
                         split_steps=job.split_steps, judge_executor=judge_executor)
@@ -256,16 +322,22 @@ async def _run_async(
                 writer.flush(stats)  # keep every finished problem; a resume does the rest
             raise
         stopped_by = stop.signum  # a signal while closing below stops nothing
+        # The output first, the policy after: a close that raises or hangs costs nothing.
+        if writer is not None:
+            writer.flush(stats) if stopped_by else writer.close(stats)  # a stopped run is not "finished"
     finally:
+        stop.closing = asyncio.Event()
+        limit = cfg.executor.close_timeout_s
         await verifier.aclose()
         if judge_executor is not None:
-            await judge_executor.close()
-        await executor.close()
+            await close_bounded(f"judge {judge_executor.policy_name!r}", judge_executor.close, limit, stop.closing,
+                                watchdog)
+        await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit, stop.closing, watchdog)
+        if watchdog is not None:
+            watchdog.stop()
         stop.uninstall()
         if handle is not None:
             handle._unbind()
-    if writer is not None:
-        writer.flush(stats) if stopped_by else writer.close(stats)  # a stopped run is not "finished"
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
     return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
                       stopped_by=stopped_by, unusable=_unusable(writer.manifest) if writer is not None else None)

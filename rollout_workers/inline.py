@@ -17,17 +17,19 @@ stop signal). Shorter stretches are allowed: a policy may do some CPU work
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.contracts import Policy
-from prmtree.engine.errors import FatalExecutorError
+from prmtree.engine.contracts import Policy, cancel_requested
+from prmtree.engine.errors import FatalExecutorError, GenerationError
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.base import policy_name, resolve_policy
-from prmtree.rollout_workers.loop_watchdog import LoopWatchdog
+from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog
 
 
 class EventLoopBlocked(FatalExecutorError):
@@ -47,12 +49,20 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
     while True:
         start = time.perf_counter()
         if watchdog is not None:
-            watchdog.enter()
+            watchdog.enter(who)
         try:
             yielded = send(value)
         except StopIteration as stop:
             _check(time.perf_counter() - start, limit_s, who)
             return stop.value
+        except Exception:
+            raise
+        except asyncio.CancelledError as exc:
+            if cancel_requested(asyncio.current_task()):  # this request was cancelled: a stop, a timeout
+                raise
+            raise _raised_by_policy(exc) from exc
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit... raised by generate
+            raise _raised_by_policy(exc) from exc
         finally:
             if watchdog is not None:
                 watchdog.leave()
@@ -90,7 +100,7 @@ class InlineExecutor:
         self.block_limit_s = block_limit_s  # the request timeout: see EventLoopBlocked
         self._slots: asyncio.Semaphore | None = None
         self._blocked: EventLoopBlocked | None = None  # set once generate blocked the loop
-        self._watchdog = LoopWatchdog(block_limit_s, self.policy_name) if block_limit_s < float("inf") else None
+        self._watchdog: LoopWatchdog | None = None  # the running loop's (made on the first request)
         self.in_flight = 0
         self.requests = 0
 
@@ -107,6 +117,8 @@ class InlineExecutor:
                 raise self._blocked
             self.in_flight += 1
             self.requests += 1
+            if self.block_limit_s < float("inf"):  # the running loop's (shared with the run)
+                self._watchdog = loop_watchdog(self.block_limit_s, self.policy_name)
             try:
                 return await _timed(self.policy.generate(request), self.block_limit_s, self.policy_name,
                                     self._watchdog)
@@ -126,8 +138,47 @@ class InlineExecutor:
         return {0: self.in_flight}
 
     async def close(self) -> None:
+        """The policy's ``close``, if it has one. A synchronous one (vLLM's ``shutdown``) runs
+        in a thread of its own, so a slow or hung one cannot freeze the loop: the caller
+        bounds this coroutine in time (``close_timeout_s``) and walks away from it."""
         close = getattr(self.policy, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        if close is None:
+            return
+        if inspect.iscoroutinefunction(close):
+            await close()
+            return
+        result = await in_daemon_thread(close)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _raised_by_policy(exc: BaseException) -> GenerationError:
+    """A policy's ``generate`` raised something that is not an ``Exception`` (a
+    ``CancelledError`` nobody asked for, ``SystemExit``, ``GeneratorExit``...): that
+    request's failure, retried like any unknown error, never the run's end."""
+    detail = str(exc)
+    return GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
+
+
+async def in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a daemon thread: awaiting it can be abandoned (cancelled) and the thread
+    never holds up the process's exit, as a hung ``asyncio.to_thread`` would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=target, name="prmtree-close", daemon=True).start()
+    return await future

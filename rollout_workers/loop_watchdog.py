@@ -1,71 +1,160 @@
-"""A thread that ends the process when ``generate`` holds the event loop and never lets go.
+"""A thread that ends the process when the event loop stops running and never lets go.
 
-The inline executor times each synchronous stretch of a policy's ``generate`` and stops
-the run cleanly when one ends after more than the request timeout (``EventLoopBlocked``).
-A stretch that never ends (``time.sleep(10**6)``, a socket read with no timeout) freezes
-the loop for good: no timeout fires, and SIGTERM / Ctrl-C reach only the loop's own
-handlers, which never run. Only this thread can act then. It exits with status 1 once
-a stretch has run ``limit_s`` plus a grace period, or with 128 + the signal number
-(143, 130) a second after a stop signal arrives during a stretch. Nothing is flushed:
-the manifest lists only shards already on disk, so the rerun searches the unflushed
-problems again.
+Synchronous code on the loop (``time.sleep`` or a socket read with no timeout in a
+policy's ``generate``, in a policy's own background task, in an ``async def close``)
+freezes it: no timeout fires, and SIGTERM / Ctrl-C reach only the loop's own handlers,
+which never run. Only a thread can act then. So the loop is watched, not a call: a
+callback on the loop ticks every fraction of a second (its heartbeat), and this thread
+ends the process when
+
+* the loop has not ticked for ``limit_s`` (the request timeout) plus a grace period:
+  exit 1;
+* a stop signal arrived and the loop did not take it up (its handler calls
+  :func:`signal_taken`) within a second or two: exit 128 + the signal (143, 130).
+
+The message names what held the loop when it is known: a policy's ``generate`` (the
+inline executor marks each synchronous stretch with ``enter`` / ``leave``), or a
+``phase`` the run declared (closing the policy). Nothing is flushed: the manifest lists
+only shards already on disk, so the rerun searches the unflushed problems again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 GRACE_S = 5.0  # past the limit: a stretch that does end in time stops the run cleanly instead
-SIGNAL_GRACE_S = 1.0
+SIGNAL_GRACE_S = 1.0  # a stop signal not taken up while generate holds the loop
+SIGNAL_GRACE_LOOP_S = 2.0  # ... while anything else holds it
+SIGNAL_GRACE_EXCUSED_S = 60.0  # ... while ``excused()`` (the run's own flush, writing shards)
+_TICK_S = 0.25
 
 
 class LoopWatchdog:
-    """``enter()`` / ``leave()`` around each synchronous stretch of ``generate``."""
+    """Watches one event loop (``watch``); ``enter()`` / ``leave()`` mark each synchronous
+    stretch of ``generate`` so that a hang there is named as the policy's."""
 
     def __init__(self, limit_s: float, who: str) -> None:
         self.limit_s = limit_s
         self.who = who
+        self.excused: Callable[[], bool] = lambda: False  # the loop busy with the run's own work
+        self._phase: str | None = None
         self._since: float | None = None
+        self._beat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
-    def enter(self) -> None:
-        self._since = time.monotonic()
+    # -- the loop's side ----------------------------------------------------------------
+
+    def watch(self) -> LoopWatchdog:
+        """Start the heartbeat on the running loop and the thread that watches it (once)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._tick()
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="prmtree-loop-watchdog", daemon=True)
             self._thread.start()
+        return self
+
+    def _tick(self) -> None:
+        self._beat = time.monotonic()
+        if self._loop is not None and not self._stopped.is_set():
+            self._handle = self._loop.call_later(min(_TICK_S, self.limit_s / 4), self._tick)
+
+    def stop(self) -> None:
+        """Stop watching (the loop is about to end)."""
+        self._stopped.set()
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def phase(self, what: str | None, limit_s: float | None = None) -> None:
+        """Name what the loop does now (``closing policy 'x'``) and bound it by ``limit_s``."""
+        self._phase = what
+        if limit_s is not None:
+            self.limit_s = limit_s
+        self._beat = time.monotonic()
+
+    def enter(self, who: str | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        if who is not None:
+            self.who = who
+        self._since = time.monotonic()
+        if self._thread is None:
+            try:
+                self.watch()
+            except RuntimeError:  # no running loop: time the stretch only
+                pass
 
     def leave(self) -> None:
         self._since = None
 
+    # -- the thread's side --------------------------------------------------------------
+
     def _watch(self) -> None:
-        tick = min(0.5, max(0.05, self.limit_s / 20))
-        while True:
-            time.sleep(tick)
-            since = self._since
-            if since is None:
+        while not self._stopped.wait(_TICK_S / 2):
+            now = time.monotonic()
+            loop = self._loop
+            if loop is not None and not loop.is_running():  # between runs, or ended: nothing holds it
+                if loop.is_closed():
+                    self._stopped.set()
+                    return
+                self._beat = now
                 continue
-            held = time.monotonic() - since
+            since = self._since
+            beat = max(self._beat, since or 0.0)  # a stretch of generate counts from its start
+            held = now - beat
+            excused = self.excused()
             sig = _signals.get("last")
-            if sig is not None and sig[1] >= since and time.monotonic() - sig[1] >= SIGNAL_GRACE_S:
-                self._exit(128 + sig[0], f"{signal.Signals(sig[0]).name} arrived while it held the loop "
-                                         f"({held:.0f} s so far)")
-            if held > self.limit_s + GRACE_S:
-                self._exit(1, f"it has held the loop for {held:.0f} s (request_timeout_s = {self.limit_s:g} s) "
+            if sig is not None and sig[1] > _signals.get("taken", (0, -1.0))[1]:
+                grace = SIGNAL_GRACE_EXCUSED_S if excused else SIGNAL_GRACE_S if since else SIGNAL_GRACE_LOOP_S
+                if now - sig[1] >= grace and beat < sig[1]:
+                    self._exit(128 + sig[0], f"{signal.Signals(sig[0]).name} arrived while it held the loop "
+                                             f"({held:.0f} s so far)")
+            if not excused and held > self.limit_s + GRACE_S:
+                setting = "close_timeout_s" if self._phase else "request_timeout_s"
+                self._exit(1, f"it has held the loop for {held:.0f} s ({setting} = {self.limit_s:g} s) "
                               "and not returned")
 
     def _exit(self, status: int, why: str) -> None:
-        sys.stderr.write(
-            f"prmtree: error: policy {self.who!r}: generate blocks the event loop: {why}; stopping at once. "
-            "Problems on disk are kept: run the same command again to resume. Use await asyncio.sleep, "
-            "an async client, or await asyncio.to_thread(...) for blocking work\n"
-        )
+        if self._stopped.is_set():
+            return
+        if self._phase:
+            what = f"{self._phase} blocks the event loop: {why}; stopping at once. Everything finished is saved"
+        elif self._since is not None:
+            what = (f"policy {self.who!r}: generate blocks the event loop: {why}; stopping at once. "
+                    "Problems on disk are kept: run the same command again to resume. Use await asyncio.sleep, "
+                    "an async client, or await asyncio.to_thread(...) for blocking work")
+        else:
+            what = (f"the event loop is blocked (policy {self.who!r}: a background task or callback runs "
+                    f"blocking code outside generate): {why}; stopping at once. Problems on disk are kept: run "
+                    "the same command again to resume. Use await asyncio.sleep, an async client, or await "
+                    "asyncio.to_thread(...) for blocking work")
+        sys.stderr.write(f"prmtree: error: {what}\n")
         sys.stderr.flush()
         os._exit(status)
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog] = weakref.WeakKeyDictionary()
+
+
+def loop_watchdog(limit_s: float, who: str) -> LoopWatchdog:
+    """The one watchdog of the running loop (made with ``limit_s`` and ``who`` if it has
+    none yet): the run and its executors share it, so one thread decides."""
+    loop = asyncio.get_running_loop()
+    watchdog = _by_loop.get(loop)
+    if watchdog is None or watchdog._stopped.is_set():
+        watchdog = _by_loop[loop] = LoopWatchdog(limit_s, who)
+    return watchdog
 
 
 _signals: dict[str, tuple[int, float]] = {}
@@ -73,5 +162,10 @@ _signals: dict[str, tuple[int, float]] = {}
 
 def note_signal(signum: int, frame: Any) -> None:
     """A Python-level handler for SIGTERM / SIGINT beside the event loop's own (which runs
-    only when the loop does): it runs in the main thread even while ``generate`` blocks."""
+    only when the loop does): it runs in the main thread even while the loop is blocked."""
     _signals["last"] = (signum, time.monotonic())
+
+
+def signal_taken(signum: int) -> None:
+    """The loop's own handler ran for ``signum``: the loop is alive, the run stops itself."""
+    _signals["taken"] = (signum, time.monotonic())

@@ -46,11 +46,18 @@ def publish(tmp: Path, final: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (write, fsync, rename, fsync the directory)."""
     tmp = temporary_path(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)  # a part-written file would hold the space a retry needs
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)
 
 

@@ -19,6 +19,7 @@ none lost, none twice.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class DatasetWriter:
         flushes = [int(k) for k in manifest.flushes] + [s.get("flush", -1) for s in manifest.shards]
         self.next_flush = max(flushes, default=-1) + 1
         self.last_flush = time.monotonic()
+        self.flushing = False  # True while a flush writes (a watchdog tells it from a hang)
 
     # -- adding -----------------------------------------------------------------------
 
@@ -159,41 +161,78 @@ class DatasetWriter:
     # -- flushing ---------------------------------------------------------------------
 
     def flush(self, stats: RunStats | None, status: str = "running") -> None:
-        """Write buffered rows as complete shards, then the manifest that lists them."""
-        written = []
+        """Write buffered rows as complete shards, then the manifest that lists them.
+
+        All or nothing: the buffers are cleared and the problems count as done only once
+        every table's shards *and* the manifest are on disk. A flush that fails (a full
+        disk, a folder that cannot be written) removes the shards it wrote, keeps every
+        buffer and pending problem for the next flush to retry, and raises its ``OSError``.
+        """
+        written: list[dict[str, Any]] = []
+        next_seq = dict(self.next_seq)
+        self.flushing = True
+        try:
+            for table in TABLES:
+                rows, sizes = self.buffers[table], self.row_sizes[table]
+                while rows:
+                    n = self._chunk_length(sizes)
+                    written.append({**self._write_shard(table, rows[:n]), "flush": self.next_flush})
+                    rows, sizes = rows[n:], sizes[n:]
+            fault_point("after_shard_rename")
+            new = self._next_manifest(written, stats, status)
+            write_manifest(self.out_dir, new, self.slice.manifest_name)
+        except BaseException:
+            self._discard(written)
+            self.next_seq = next_seq  # the retry writes the same names again
+            raise
+        finally:
+            self.flushing = False
+        vars(self.manifest).update(vars(new))  # the same object: whoever holds it sees the flush
+        if written or self.pending_completed or self.pending_rejected:
+            self.next_flush += 1
         for table in TABLES:
-            rows, sizes = self.buffers[table], self.row_sizes[table]
-            while rows:
-                n = self._chunk_length(sizes)
-                written.append({**self._write_shard(table, rows[:n]), "flush": self.next_flush})
-                rows, sizes = rows[n:], sizes[n:]
             self.buffers[table] = []
             self.row_sizes[table] = []
             self.buffer_bytes[table] = 0
-        fault_point("after_shard_rename")
-        m = self.manifest
-        if written or self.pending_completed or self.pending_rejected:
-            m.flushes[str(self.next_flush)] = {
-                "completed": list(self.pending_completed),
-                "rejected": list(self.pending_rejected),
-            }
-            self.next_flush += 1
-        m.shards.extend(written)
-        m.completed.extend(self.pending_completed)
-        m.skipped.update(self.pending_skipped)
-        m.rejected.update(self.pending_rejected)
-        for problem_id in self.pending_completed:
-            m.failed.pop(problem_id, None)  # an earlier run's failure, now done
-        m.failed.update(self.pending_failed)
-        m.fingerprints.update(self.pending_fingerprints)
-        m.status = status
-        if stats is not None:
-            m.stats = stats.to_dict()
-        write_manifest(self.out_dir, m, self.slice.manifest_name)
         self.pending_completed, self.pending_skipped = [], {}
         self.pending_rejected, self.pending_failed = {}, {}
         self.pending_fingerprints = {}
         self.last_flush = time.monotonic()
+
+    def _next_manifest(self, written: list[dict[str, Any]], stats: RunStats | None, status: str) -> Manifest:
+        """The manifest after this flush, built beside the current one (which stays as it
+        is until the new one is on disk: a failed flush changes nothing)."""
+        m = self.manifest
+        flushes = dict(m.flushes)
+        if written or self.pending_completed or self.pending_rejected:
+            flushes[str(self.next_flush)] = {
+                "completed": list(self.pending_completed),
+                "rejected": list(self.pending_rejected),
+            }
+        done = set(self.pending_completed)
+        failed = {k: v for k, v in m.failed.items() if k not in done}  # an earlier run's failure, now done
+        failed.update(self.pending_failed)
+        return replace(
+            m,
+            shards=[*m.shards, *written],
+            completed=[*m.completed, *self.pending_completed],
+            skipped={**m.skipped, **self.pending_skipped},
+            rejected={**m.rejected, **self.pending_rejected},
+            failed=failed,
+            fingerprints={**m.fingerprints, **self.pending_fingerprints},
+            flushes=flushes,
+            status=status,
+            stats=stats.to_dict() if stats is not None else m.stats,
+        )
+
+    def _discard(self, written: list[dict[str, Any]]) -> None:
+        """Remove the shards of a flush that failed (best effort: a resume deletes any
+        shard the manifest does not list)."""
+        for shard in written:
+            try:
+                (self.out_dir / shard["file"]).unlink()
+            except OSError:
+                pass
 
     def _chunk_length(self, sizes: list[int]) -> int:
         """How many of the buffered rows make the next shard (by rows and by bytes)."""
@@ -211,8 +250,15 @@ class DatasetWriter:
         final = self.out_dir / table / name
         tmp = temporary_path(final)
         arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schemas[table])
-        pq.write_table(arrow, tmp, compression="zstd")
-        publish(tmp, final)
+        try:
+            pq.write_table(arrow, tmp, compression="zstd")
+            publish(tmp, final)
+        except BaseException:
+            try:
+                tmp.unlink(missing_ok=True)  # a part-written file would hold the space a retry needs
+            except OSError:
+                pass
+            raise
         return {
             "table": table,
             "file": f"{table}/{name}",
