@@ -61,6 +61,27 @@ def cli(*args, cwd=None, env=None, timeout: float = 120) -> subprocess.Completed
                           timeout=timeout)
 
 
+def run_until_stuck(tmp_path, script_text: str, timeout_s: float, stop_with) -> tuple[int, str, str, float]:
+    """Run ``script_text`` (which prints BLOCKING once its loop is held), send ``stop_with``
+    half a second later (None: wait for the watchdog); exit code, stdout, stderr and the
+    seconds from BLOCKING to the exit."""
+    script = tmp_path / "stuck.py"
+    script.write_text(script_text)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "o"), str(timeout_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "BLOCKING"
+        started = time.monotonic()
+        if stop_with is not None:
+            time.sleep(0.5)
+            proc.send_signal(stop_with)
+        proc.wait(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        proc.kill()
+    return proc.returncode, proc.stdout.read(), proc.stderr.read(), elapsed
+
+
 def wait_for(condition, timeout: float = 60.0) -> None:
     """Poll ``condition`` until it holds: wait for what a process does, not for a time."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from conftest import PRMTREE, cli, completed, rows, wait_for
+from conftest import PRMTREE, cli, completed, rows, run_until_stuck, wait_for
 
 import prmtree
 from prmtree.engine.errors import ConfigError
@@ -554,22 +554,8 @@ def test_a_policy_that_blocks_the_loop_for_good_is_ended_and_obeys_signals(tmp_p
                                                                                said):
     # the loop never runs again, so neither a timeout nor the loop's signal handlers can act:
     # the run used to hang until SIGKILL
-    script = tmp_path / "stuck.py"
-    script.write_text(STUCK_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "o"), str(timeout_s)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "BLOCKING"
-        started = time.monotonic()
-        if stop_with is not None:
-            time.sleep(0.5)
-            proc.send_signal(stop_with)
-        proc.wait(timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        proc.kill()
-    stderr = proc.stderr.read()
-    assert proc.returncode == status, stderr
+    returncode, stdout, stderr, elapsed = run_until_stuck(tmp_path, STUCK_SCRIPT, timeout_s, stop_with)
+    assert returncode == status, stderr
     assert "policy 'stuck': generate blocks the event loop: " + said in stderr
     assert "run the same command again to resume" in stderr
     assert elapsed < (10 if stop_with is not None else timeout_s + 10)

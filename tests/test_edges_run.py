@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PRMTREE, completed, rows, wait_for
+from conftest import PRMTREE, completed, rows, run_until_stuck, wait_for
 
 import prmtree
 from prmtree.engine.answers import Verifier
@@ -367,25 +367,11 @@ if __name__ == "__main__":
 ])
 def test_a_background_task_blocking_the_loop_is_ended_by_the_loop_watchdog(tmp_path, timeout_s, stop_with, status,
                                                                          said):
-    script = tmp_path / "background.py"
-    script.write_text(BACKGROUND_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "o"), str(timeout_s)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "BLOCKING"
-        started = time.monotonic()
-        if stop_with is not None:
-            time.sleep(0.5)
-            proc.send_signal(stop_with)
-        proc.wait(timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        proc.kill()
-    stderr = proc.stderr.read()
-    assert proc.returncode == status, stderr
+    returncode, stdout, stderr, elapsed = run_until_stuck(tmp_path, BACKGROUND_SCRIPT, timeout_s, stop_with)
+    assert returncode == status, stderr
     assert ("prmtree: error: the event loop is blocked (policy 'batcher': a background task or callback runs "
             "blocking code outside generate): " + said) in stderr
-    assert "run the same command again to resume" in stderr and "FINISHED" not in proc.stdout.read()
+    assert "run the same command again to resume" in stderr and "FINISHED" not in stdout
     assert elapsed < (6 if stop_with is not None else timeout_s + 10)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -46,19 +48,27 @@ def publish(tmp: Path, final: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (write, fsync, rename, fsync the directory)."""
     tmp = temporary_path(path)
-    try:
+    with removed_on_failure(tmp):
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def removed_on_failure(tmp: Path) -> Iterator[None]:
+    """Delete ``tmp`` when the block fails: a part-written file on a full disk would hold the
+    space the retry needs."""
+    try:
+        yield
     except BaseException:
         try:
-            tmp.unlink(missing_ok=True)  # a part-written file would hold the space a retry needs
+            tmp.unlink(missing_ok=True)
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:

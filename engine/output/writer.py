@@ -26,7 +26,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prmtree.engine.config import OutputConfig
-from prmtree.engine.output.atomic import publish, sha256_file, temporary_path
+from prmtree.engine.output.atomic import (
+    publish,
+    removed_on_failure,
+    sha256_file,
+    temporary_path,
+)
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.layout import Slice
 from prmtree.engine.output.manifest import Manifest, write_manifest
@@ -250,15 +255,9 @@ class DatasetWriter:
         final = self.out_dir / table / name
         tmp = temporary_path(final)
         arrow = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schemas[table])
-        try:
+        with removed_on_failure(tmp):
             pq.write_table(arrow, tmp, compression="zstd")
             publish(tmp, final)
-        except BaseException:
-            try:
-                tmp.unlink(missing_ok=True)  # a part-written file would hold the space a retry needs
-            except OSError:
-                pass
-            raise
         return {
             "table": table,
             "file": f"{table}/{name}",
