@@ -247,16 +247,39 @@ class Segmenter:
 
 
 def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
-    """Merge neighbouring steps into ``max_steps`` groups of near-equal size, in order."""
+    """Merge neighbouring steps, in order, until at most ``max_steps`` remain: each merge
+    joins the adjacent pair with the least content together (characters, whitespace
+    collapsed; the earlier pair on a tie), so short filler steps are absorbed first and the
+    long, key steps stay apart instead of the tail being lumped into one step. Merged steps
+    are joined by a blank line. O(n log n) in the number of steps."""
     n = len(steps)
     if n <= max_steps:
         return list(steps)
-    merged = []
-    for group in range(max_steps):
-        start = group * n // max_steps
-        end = (group + 1) * n // max_steps
-        merged.append("\n\n".join(steps[start:end]))
-    return merged
+    if max_steps == 1:
+        return ["\n\n".join(steps)]
+    text = list(steps)
+    size = [len(normalize_step(s)) for s in steps]
+    nxt = list(range(1, n + 1))
+    prv = list(range(-1, n - 1))
+    alive = [True] * n
+    heap = [(size[i] + size[i + 1], i, i + 1) for i in range(n - 1)]
+    heapq.heapify(heap)
+    remaining = n
+    while remaining > max_steps:
+        weight, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j] and nxt[i] == j and size[i] + size[j] == weight):
+            continue  # stale: one side has merged since
+        text[i] = text[i] + "\n\n" + text[j]
+        size[i] += size[j]
+        alive[j] = False
+        nxt[i] = nxt[j]
+        if nxt[i] < n:
+            prv[nxt[i]] = i
+            heapq.heappush(heap, (size[i] + size[nxt[i]], i, nxt[i]))
+        if prv[i] >= 0:
+            heapq.heappush(heap, (size[prv[i]] + size[i], prv[i], i))
+        remaining -= 1
+    return [text[i] for i in range(n) if alive[i]]
 
 
 def normalize_step(step: str) -> str:
