@@ -16,7 +16,8 @@ response, and every response that misses the targets (its first 200 characters):
 
     python benchmarks/step_segmentation.py [--cases PATH] [--label after]
 
-Results: ``results/step_segmentation.json`` (one entry per ``--label``; other labels kept).
+Results: ``results/step_segmentation.json`` (one entry per ``--label``; other labels kept;
+the misses by id, length and reason only: their text is the peers' and is only printed).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "step_segmentation.json"
     saved = json.loads(out.read_text()) if out.is_file() else {}
-    saved[args.label] = result
+    # the excerpts are the peers' text: printed, never saved into the repository
+    saved[args.label] = {**result, "misses": [{k: v for k, v in m.items() if k != "start"} for m in result["misses"]]}
     out.write_text(json.dumps(saved, indent=1) + "\n")
     print(f"saved {out} [{args.label}]")
     return 0 if result["targets_met"] else 1

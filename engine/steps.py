@@ -89,6 +89,8 @@ _ANSWER_ONLY = re.compile(
     re.IGNORECASE,
 )
 _HEAD, _CONTENT, _ANSWER = 0, 1, 2
+#: A list item opening with a plain word (not bold, not a heading): content once it is long enough.
+_PLAIN_ITEM = re.compile(r"(?:\d{1,3}[.)]|[-*+\u2022])[ \t]+(?!answer|final|the answer|correct)[^\W\d_]", re.IGNORECASE)
 #: One pass for all three: markup only / filler (whole step), answer-only (prefix), header (one line).
 _SPECIAL = re.compile(
     f"(?P<head>(?:{_MARKER_ONLY.pattern})\\Z|(?:{_FILLER.pattern})\\Z)"
@@ -96,10 +98,13 @@ _SPECIAL = re.compile(
     re.IGNORECASE,
 )
 #: How every head or answer-only step can begin (a cheap test that passes most content).
-_MAYBE_SPECIAL = re.compile(
-    r"[\W\d_]|(?:step|sure|okay|ok|alright|all|certainly|of|great|hmm+|well|got|understood|let'?s?|i|i'll|we|we'll"
-    r"|to|so|thus|hence|therefore|the|final|answer|correct)\b",
-    re.IGNORECASE,
+_SPECIAL_WORDS = (
+    "step sure okay ok alright all certainly of great hmm well got understood let's lets let i i'll we we'll "
+    "to so thus hence therefore the final answer correct"
+).split()
+_MAYBE_SPECIAL = re.compile(  # case by hand: IGNORECASE makes this per-step test several times slower
+    r"[\W\d_]|(?:" + "|".join(f"[{w[0].upper()}{w[0]}]{re.escape(w[1:])}" for w in _SPECIAL_WORDS) + r")\b"
+    r"|(?:" + "|".join(re.escape(w.upper()) for w in _SPECIAL_WORDS) + r")\b"
 )
 
 # -- sentences
@@ -404,7 +409,7 @@ def _kind(piece: str) -> int:
     if len(piece) > _SHORT_STEP_CHARS:
         return _CONTENT
     colon = piece.endswith((":", ":**"))
-    if not (colon or _MAYBE_SPECIAL.match(piece)):
+    if not (colon or _MAYBE_SPECIAL.match(piece)) or (not colon and len(piece) > 40 and _PLAIN_ITEM.match(piece)):
         return _CONTENT
     m = _SPECIAL.match(piece)
     if m is None:
