@@ -1,22 +1,136 @@
-"""Step segmentation.
+r"""Step segmentation.
 
 Segmentation decides what a "step" is, which is where PRM data succeeds or fails, so
-it is pluggable: blank-line blocks (the default), ``Step N:`` markers, explicit
-``<step>...</step>`` tags, or any callable ``str -> list[str]``.
+it is pluggable: blank-line blocks read with the structure real models write (the
+default), ``Step N:`` markers, explicit ``<step>...</step>`` tags, or any callable
+``str -> list[str]``.
+
+Real VLM output rarely follows "one step per paragraph": it comes as markdown numbered or
+bulleted lists, bold headers, ``Step N:`` lines, or one long paragraph. The default
+format therefore reads, in one linear pass:
+
+1. blank-line blocks (the format's own delimiter: text written as asked splits exactly
+   there, so the simulated policy's steps are read unchanged);
+2. inside a block, a new step at every top-level list item (``1.``, ``1)``, ``-``, ``*``,
+   ``+``; nested items and other lines stay with the item above them), every ``Step N:``
+   line, markdown heading and line that opens in bold (``**Step 1: ...**``,
+   ``**Analysis**``); never inside display math or a code fence;
+3. steps that carry no content are merged into a neighbour: a lone header line, a filler
+   line ("Let's solve this step by step.", "Sure!"), a list marker or a line of only
+   punctuation/markup heads the step after it (the step before it when it is last); a
+   step that only states the final answer ("Final Answer: ...", ``\boxed{..}``,
+   "Answer: C") stays with the step before it;
+4. sentence-level fallback: a response still in one step longer than
+   :data:`SENTENCE_FALLBACK_CHARS`, and any step longer than :data:`LONG_STEP_CHARS`, is
+   split into sentences (not at decimals ``3.5``, abbreviations ``e.g.``/``Fig. 2``, a
+   lower-case continuation, or inside ``$..$``/``$$..$$``/``\(..\)``/``\[..\]`` math), with
+   the same merges.
+
+A step is always a stripped slice of the original text, merges included.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 STEP_FORMATS: tuple[str, ...] = ("blank_line", "step_marker", "tags")
 
+#: A response read as one step longer than this is split into sentences.
+SENTENCE_FALLBACK_CHARS = 300
+#: A step longer than this is split into sentences even when the response has others.
+LONG_STEP_CHARS = 1000
+#: Steps at most this long are checked for carrying no content (headers, filler, answers).
+_SHORT_STEP_CHARS = 160
+
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _STEP_MARKER = re.compile(r"(?im)^[ \t]*(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)][ \t]*(?:\*\*)?")
 _STEP_TAG = re.compile(r"<step>(.*?)(?:</step>|\Z)", re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
+
+# -- structure inside a block: which lines open a step
+_LINE = re.compile(r"[^\n]*\n?")
+_LIST_ITEM = re.compile(r"([ \t]*)(?:(\d{1,3}[.)])|([-*+\u2022]))[ \t]+\S")
+_OPENS_STEP = re.compile(
+    r"[ \t]*(?:#{1,6}[ \t]+\S"                                   # markdown heading
+    r"|(?:\*\*|__)(?![\s*_])"                                      # a line that opens in bold
+    r"|(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)])",          # Step N:
+    re.IGNORECASE,
+)
+_FENCE = re.compile(r"[ \t]*(?:```|~~~)")
+_MATH_OPEN = re.compile(r"\$\$|\\\[|\\begin\{")
+_MATH_TOKEN = re.compile(r"\$\$|\\\[|\\\]|\\begin\{|\\end\{")
+
+# -- steps without content
+_MARKER_ONLY = re.compile(r"(?:[\W_]|\d{1,3}[.)]|step[ \t]*\d+)*", re.IGNORECASE)
+_HEADER = re.compile(
+    r"(?:(?:\d{1,3}[.)]|[-*+\u2022])[ \t]+)?"
+    r"(?:#{1,6}[ \t]+[^\n]*"                                         # ## Heading
+    r"|\*\*[^*\n]+\*\*[ \t]*:?[ \t]*|__[^_\n]+__[ \t]*:?[ \t]*"      # **Header** / __Header__
+    r"|(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)-]?[ \t]*(?:\*\*)?)",  # Step 2:
+    re.IGNORECASE,
+)
+_FILLER = re.compile(
+    r"[*_#> \t]*(?:(?:sure|okay|ok|alright|all right|certainly|of course|great|hmm+|well|got it|understood)\b[ \t,.!]*)*"
+    r"(?:(?:let'?s|let us|let me|i will|i'll|we will|we'll|we can|i need to|we need to"
+    r"|to (?:solve|answer) (?:this|the)(?: problem| question)?,?(?:[ \t]+(?:let'?s|we will|we can|i will|i'll))?)[ \t]+"
+    r"(?:solve|think|work|go|analy[sz]e|break|approach|tackle|reason|figure|do|answer|start|begin)\b"
+    r"(?:[ \t]+(?:this|it|the|problem|question|through|out|down|together|about|now|first|step[- ]by[- ]step"
+    r"|carefully|systematically))*"
+    r"|i hope (?:it|this) (?:is correct|helps))?[ \t]*[.!:]*[ \t*_]*",
+    re.IGNORECASE,
+)
+_ANSWER_ONLY = re.compile(
+    r"[#>*_ \t-]*(?:(?:(?:so|thus|hence|therefore)[ \t,]*)?(?:the[ \t]+)?"
+    r"(?:final[ \t]+answer|answer|correct[ \t]+(?:answer|option|choice))\b"
+    r"|[$(\\\[ \t]*\\boxed\{)",
+    re.IGNORECASE,
+)
+_HEAD, _CONTENT, _ANSWER = 0, 1, 2
+#: A list item opening with a plain word (not bold, not a heading): content once it is long enough.
+_PLAIN_ITEM = re.compile(r"(?:\d{1,3}[.)]|[-*+\u2022])[ \t]+(?!answer|final|the answer|correct)[^\W\d_]", re.IGNORECASE)
+#: One pass for all three: markup only / filler (whole step), answer-only (prefix), header (one line).
+_SPECIAL = re.compile(
+    f"(?P<head>(?:{_MARKER_ONLY.pattern})\\Z|(?:{_FILLER.pattern})\\Z)"
+    f"|(?P<answer>{_ANSWER_ONLY.pattern})|(?P<header>(?:{_HEADER.pattern})\\Z)",
+    re.IGNORECASE,
+)
+#: How every head or answer-only step can begin (a cheap test that passes most content).
+_SPECIAL_WORDS = (
+    "step sure okay ok alright all certainly of great hmm well got understood let's lets let i i'll we we'll "
+    "to so thus hence therefore the final answer correct"
+).split()
+_MAYBE_SPECIAL = re.compile(  # case by hand: IGNORECASE makes this per-step test several times slower
+    r"[\W\d_]|(?:" + "|".join(f"[{w[0].upper()}{w[0]}]{re.escape(w[1:])}" for w in _SPECIAL_WORDS) + r")\b"
+    r"|(?:" + "|".join(re.escape(w.upper()) for w in _SPECIAL_WORDS) + r")\b"
+)
+
+# -- sentences
+_ABBREVIATIONS = (
+    "e.g i.e etc vs cf al fig figs eq eqs eqn no nos approx ca dr mr mrs ms st prof sec ch vol pp p "
+    "resp thm lem def prop cor ex viz inc ltd jr sr avg deg est"
+).split()
+
+
+def _not_after_abbreviation() -> str:
+    """Fixed-width lookbehinds (one per length) refusing a full stop after an abbreviation."""
+    by_len: dict[int, list[str]] = {}
+    for word in _ABBREVIATIONS:
+        for form in {word, word.capitalize(), word.upper()}:
+            by_len.setdefault(len(word), []).append(re.escape(form + "."))
+    return "".join(f"(?<!\\b(?:{'|'.join(words)}))" for _, words in sorted(by_len.items()))
+
+
+_SENTENCE_END = re.compile(
+    r"[.!?](?=(?:(?:\$\$|\\\])[\"')\]*_\u201d\u2019]*\s*|(?:\$|\\\))?[\"')\]*_\u201d\u2019]*\s+)"
+    r"[A-Z0-9$\\(\[*\"'#_<\u201c\u2018])"
+    + _not_after_abbreviation()
+    + r"(?:\$\$|\$|\\\)|\\\])?[\"')\]*_\u201d\u2019]*"
+)
+_INLINE_MATH_TOKEN = re.compile(r"\\[$()\[\]]|\$\$?")
+_CLOSER = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
 
 _INSTRUCTIONS = {
     "blank_line": "Write one step per paragraph, separated by a blank line.",
@@ -57,9 +171,10 @@ class StepFormat:
         return {"blank_line": "\n\n", "step_marker": "\n", "tags": ""}[self.name]
 
     def split(self, text: str) -> list[str]:
-        """The raw pieces of ``text`` (not yet stripped or merged; see :class:`Segmenter`)."""
+        """The pieces of ``text`` (``blank_line``: :func:`split_structured`; the others raw, not
+        yet stripped or merged; see :class:`Segmenter`)."""
         if self.name == "blank_line":
-            return _BLANK_LINE.split(text)
+            return split_structured(text)
         if self.name == "step_marker":
             return _STEP_MARKER.split(text)
         raw = _STEP_TAG.findall(text)
@@ -137,18 +252,252 @@ class Segmenter:
 
 
 def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
-    """Merge neighbouring steps into ``max_steps`` groups of near-equal size, in order."""
+    """Merge neighbouring steps, in order, until at most ``max_steps`` remain: each merge
+    joins the adjacent pair with the least content together (characters, whitespace
+    collapsed; the earlier pair on a tie), so short filler steps are absorbed first and the
+    long, key steps stay apart instead of the tail being lumped into one step. Merged steps
+    are joined by a blank line. O(n log n) in the number of steps."""
     n = len(steps)
     if n <= max_steps:
         return list(steps)
-    merged = []
-    for group in range(max_steps):
-        start = group * n // max_steps
-        end = (group + 1) * n // max_steps
-        merged.append("\n\n".join(steps[start:end]))
-    return merged
+    if max_steps == 1:
+        return ["\n\n".join(steps)]
+    text = list(steps)
+    size = [len(normalize_step(s)) for s in steps]
+    nxt = list(range(1, n + 1))
+    prv = list(range(-1, n - 1))
+    alive = [True] * n
+    heap = [(size[i] + size[i + 1], i, i + 1) for i in range(n - 1)]
+    heapq.heapify(heap)
+    remaining = n
+    while remaining > max_steps:
+        weight, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j] and nxt[i] == j and size[i] + size[j] == weight):
+            continue  # stale: one side has merged since
+        text[i] = text[i] + "\n\n" + text[j]
+        size[i] += size[j]
+        alive[j] = False
+        nxt[i] = nxt[j]
+        if nxt[i] < n:
+            prv[nxt[i]] = i
+            heapq.heappush(heap, (size[i] + size[nxt[i]], i, nxt[i]))
+        if prv[i] >= 0:
+            heapq.heappush(heap, (size[prv[i]] + size[i], prv[i], i))
+        remaining -= 1
+    return [text[i] for i in range(n) if alive[i]]
 
 
 def normalize_step(step: str) -> str:
     """The form of a step that decides identity: whitespace collapsed, ends stripped."""
     return _WHITESPACE.sub(" ", step).strip()
+
+
+# --------------------------------------------------------------------------- real output
+
+
+def split_structured(text: str) -> list[str]:
+    """The steps of ``text`` as real models write them (the ``blank_line`` format's reader):
+    blank-line blocks, list items / headers / ``Step N:`` lines inside a block, no-content
+    steps merged into a neighbour, and a sentence-level fallback for long paragraphs (see
+    the module docstring). Linear in ``len(text)``; every step is a stripped slice of it."""
+    if "\n" not in _BLANK_LINE.sub("", text):  # fast path: one-line blocks (text written as asked)
+        steps = [b for b in (b.strip() for b in _BLANK_LINE.split(text)) if b]
+        if len(steps) == 1:
+            if len(steps[0]) <= SENTENCE_FALLBACK_CHARS:
+                return steps
+        elif all(len(s) <= LONG_STEP_CHARS and _kind(s) == _CONTENT for s in steps):
+            return steps
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in _BLANK_LINE.finditer(text):
+        _block_spans(text, pos, m.start(), spans)
+        pos = m.end()
+    _block_spans(text, pos, len(text), spans)
+    if len(spans) > 1:
+        spans = _merge_contentless(text, spans)
+    if spans and (
+        (len(spans) == 1 and spans[0][1] - spans[0][0] > SENTENCE_FALLBACK_CHARS)
+        or any(e - s > LONG_STEP_CHARS for s, e in spans)
+    ):
+        spans = _sentence_fallback(text, spans)
+    return [text[s:e] for s, e in spans]
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut into sentences: at ``.``/``!``/``?`` followed by space and a capital,
+    digit, math or markup opening; never at decimals, known abbreviations (``e.g.``,
+    ``Fig.``), nor inside ``$..$``, ``$$..$$``, ``\\(..\\)`` or ``\\[..\\]``. Linear time."""
+    return [text[s:e] for s, e in _sentence_spans(text, 0, len(text))]
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """``(start, end)`` without surrounding whitespace, None when only whitespace."""
+    piece = text[start:end]
+    if piece and not piece[0].isspace() and not piece[-1].isspace():
+        return start, end
+    stripped = piece.strip()
+    if not stripped:
+        return None
+    lead = len(piece) - len(piece.lstrip())
+    return start + lead, start + lead + len(stripped)
+
+
+def _block_spans(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
+    """Append the steps of one blank-line block: a new step at each line that opens one."""
+    span = _trimmed(text, start, end)
+    if span is None:
+        return
+    start, end = span
+    block = text[start:end]
+    if "\n" not in block:
+        out.append(span)
+        return
+    opens: list[int] = []  # block offsets of header / Step N: lines
+    items: list[tuple[int, int, bool]] = []  # (offset, indent, numbered) of list items
+    in_fence = False
+    math_depth = 0
+    offset = 0
+    for line in block.split("\n"):
+        here = offset
+        offset += len(line) + 1
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        if not math_depth and here:
+            item = _LIST_ITEM.match(line)
+            if item is not None:
+                items.append((here, len(item.group(1).expandtabs(4)), item.group(2) is not None))
+            elif _OPENS_STEP.match(line):
+                opens.append(here)
+        if "$$" in line or "\\" in line:
+            for tok in _MATH_TOKEN.finditer(line):
+                t = tok.group()
+                if t == "$$":
+                    math_depth = 0 if math_depth else 1
+                elif t in ("\\[", "\\begin{"):
+                    math_depth += 1
+                elif math_depth:
+                    math_depth -= 1
+    cuts = list(opens)
+    if items:
+        top = min(indent for _, indent, _ in items)
+        kind = next(numbered for _, indent, numbered in items if indent == top)
+        first_item = next(off for off, indent, numbered in items if indent == top and numbered == kind)
+        # list items under two or more section headers are the sections' sub-points
+        if not (len(opens) >= 2 and opens[0] < first_item):
+            cuts.extend(off for off, indent, numbered in items if indent == top and numbered == kind)
+            cuts.sort()
+    if not cuts:
+        out.append(span)
+        return
+    prev = 0
+    for cut in cuts:
+        piece = _trimmed(text, start + prev, start + cut)
+        if piece is not None:
+            out.append(piece)
+        prev = cut
+    piece = _trimmed(text, start + prev, end)
+    if piece is not None:
+        out.append(piece)
+
+
+def _kind(piece: str) -> int:
+    """Whether a step heads the next one (header, filler, markup only), only states the
+    final answer (stays with the step before), or carries content."""
+    if len(piece) > _SHORT_STEP_CHARS:
+        return _CONTENT
+    colon = piece.endswith((":", ":**"))
+    if not (colon or _MAYBE_SPECIAL.match(piece)) or (not colon and len(piece) > 40 and _PLAIN_ITEM.match(piece)):
+        return _CONTENT
+    m = _SPECIAL.match(piece)
+    if m is None:
+        return _HEAD if colon and len(piece) <= 100 and "\n" not in piece else _CONTENT
+    if m.lastgroup == "head":
+        return _HEAD if len(piece) <= 100 or "\n" not in piece else _CONTENT
+    if "\n" in piece:
+        return _CONTENT
+    return _ANSWER if m.lastgroup == "answer" else _HEAD
+
+
+def _merge_contentless(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge steps without content into a neighbour: a head into the step it heads (the
+    step before when nothing follows), an answer-only step into the step before it."""
+    out: list[tuple[int, int]] = []
+    head: int | None = None  # start of a run of heads waiting for their step
+    for s, e in spans:
+        kind = _kind(text[s:e])
+        if kind == _HEAD:
+            if head is None:
+                head = s
+        elif kind == _ANSWER and out:
+            out[-1] = (out[-1][0], e)  # (with any header of the answer: "**Final Answer**")
+            head = None
+        else:
+            out.append((s if head is None else head, e))
+            head = None
+    if head is not None:
+        if out:
+            out[-1] = (out[-1][0], spans[-1][1])
+        else:
+            out.append((head, spans[-1][1]))
+    return out
+
+
+def _sentence_fallback(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Split the long steps (or the one step of a long response) into sentences."""
+    threshold = SENTENCE_FALLBACK_CHARS if len(spans) == 1 else LONG_STEP_CHARS
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        if e - s > threshold:
+            sentences = _sentence_spans(text, s, e)
+            out.extend(_merge_contentless(text, sentences) if len(sentences) > 1 else sentences)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _math_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The closed inline/display math spans of ``text[start:end]``, in order (one pass
+    over the delimiters; an unclosed opener protects nothing)."""
+    spans = []
+    opener = None
+    open_at = 0
+    for tok in _INLINE_MATH_TOKEN.finditer(text, start, end):
+        t = tok.group()
+        if t == "\\$":
+            continue
+        if opener is None:
+            if t in _CLOSER:
+                opener, open_at = t, tok.start()
+        elif t == _CLOSER[opener]:
+            spans.append((open_at, tok.end()))
+            opener = None
+    return spans
+
+
+def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    segment = text[start:end]
+    cuts = [m.end() for m in _SENTENCE_END.finditer(text, start, end)]
+    if cuts and ("$" in segment or "\\(" in segment or "\\[" in segment):
+        maths = _math_spans(text, start, end)
+        kept = []
+        m_i = 0
+        for cut in cuts:
+            while m_i < len(maths) and maths[m_i][1] <= cut:
+                m_i += 1
+            if m_i == len(maths) or maths[m_i][0] >= cut:  # not inside math
+                kept.append(cut)
+        cuts = kept
+    out = []
+    prev = start
+    for cut in cuts:
+        piece = _trimmed(text, prev, cut)
+        if piece is not None:
+            out.append(piece)
+        prev = cut
+    piece = _trimmed(text, prev, end)
+    if piece is not None:
+        out.append(piece)
+    return out
