@@ -8,6 +8,7 @@ taken off here, before anything compares the answer with the gold one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t*]*(.+?)[ \t*]*$")
 _ANSWER_PREFIX = re.compile(
@@ -112,3 +113,27 @@ def _strip_answer(text: str) -> str:
     t = _ANSWER_PREFIX.sub("", t)
     t = _unwrap(t)
     return t[:-1].rstrip() if t.endswith(".") and len(t) > 1 else t
+
+
+@dataclass(frozen=True)
+class Found:
+    """What :func:`find_answer` read: the ``answer`` (None: none found) and, when the text
+    may not be graded, why (``refused``: ``"no answer"``, ``"hedged"``, ...)."""
+
+    answer: str | None
+    refused: str | None = None
+
+
+def hedged(answer: str, gold: str) -> bool:
+    """Does ``answer`` hedge between several answers (``A or B``), where ``gold`` does not?"""
+    return False
+
+
+def find_answer(text: str, gold: str = "", options: object = None) -> Found:
+    """The final answer in ``text`` for a problem whose gold answer is ``gold``."""
+    answer = extract_answer(text)
+    if answer is None:
+        return Found(None, "no answer")
+    if hedged(answer, gold):
+        return Found(answer, "hedged")
+    return Found(answer)
