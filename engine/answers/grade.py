@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.answers.extract import find_answer, hedged
+from prmtree.engine.answers.extract import _HEDGE_LETTERS, find_answer, read_answer
 from prmtree.engine.answers.pool import CheckTimedOut
 from prmtree.engine.answers.verifier import Verifier
 from prmtree.engine.config import VerifyConfig
@@ -66,7 +66,7 @@ def bad_gold(gold: Any) -> str | None:
         return "gold answer is empty"
     if text.lower() == "nan":  # a NaN read from Parquet/CSV, written out
         return "gold answer is NaN"
-    if hedged(text, ""):
+    if _HEDGE_LETTERS.match(text):
         return "gold answer is hedged"
     return None
 
@@ -99,14 +99,12 @@ def grade(
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     opts = options or None
+    choice = answer_type == "choice"
     if extract:
-        found = find_answer(text, gold, opts)
-        answer, refusal = found.answer, found.refused
-    else:
-        answer = text.strip() or None
-        refusal = None if answer is not None else "no answer"
-        if answer is not None and hedged(answer, gold):
-            answer, refusal = answer, "hedged"
+        found = find_answer(text, gold, opts, choice=choice)
+    else:  # the text is the answer: only a choice named in a sentence is read out of it
+        found = read_answer(text, gold, opts, choice=choice)
+    answer, refusal = found.answer, found.refused
     if refusal is not None:
         return Verdict(False, answer, refusal)
     if answer is None:
