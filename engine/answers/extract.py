@@ -223,7 +223,7 @@ def _top_level_parts(text: str) -> int:
 def _stated(text: str) -> str:
     """What a phrase states, up to its sentence's end (``$10,455$. I hope…`` → ``$10,455$``).
     Maths spans are kept whole: a ``.`` inside ``$…$`` does not end the sentence."""
-    t = text.lstrip()
+    t = text.lstrip()[:4 * 2000]  # a stated answer is short; bounds the scan (the driver refuses > 2,000)
     end = 0
     while True:
         m = _SENTENCE_END.search(t, end)
@@ -317,7 +317,7 @@ def hedged(answer: str, gold: str = "") -> bool:
         return True
     if len(a) < 100 and _HEDGE_WORDS.search(a) and not _HEDGE_WORDS.search(gold):
         return True
-    return bool(_HEDGE_OR.match(a)) and not _OR.search(gold)
+    return len(a) < 100 and bool(_HEDGE_OR.match(a)) and not _OR.search(gold)
 
 
 def choice_in(answer: str, options: object) -> str:
