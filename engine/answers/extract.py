@@ -245,6 +245,8 @@ def _reduce(sentence: str) -> str:
     (``Therefore $x \\geq 5$ is the solution``), else its one number (``increases by
     100%``), else the sentence."""
     s = sentence.strip().strip('"').replace('\\"', "").strip().rstrip(".").strip()
+    if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
+        return s
     copulas = list(_COPULA.finditer(s))
     for m in copulas:  # the first "is" followed by a value
         rest = s[m.end() :].strip()
@@ -272,6 +274,8 @@ def _value(rest: str) -> str:
         spans = _MATH_SPAN.match(rest)
         if spans:
             return next(g for g in spans.groups() if g is not None).strip()
+        return rest
+    if _HEDGE_OR.match(rest):  # "12 or 13": kept whole, and refused as hedged
         return rest
     m = _LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
@@ -364,7 +368,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         phrases = list(_FINAL_PHRASE.finditer(tail))
         stated = _stated(tail[phrases[-1].end() :]) if phrases else ""
         if stated:
-            answer = _reduce(stated) if len(stated.split()) > 3 else stated
+            answer = _unwrap(_reduce(stated) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c]
             if len(contents) > 1 and gold and _top_level_parts(gold) > 1:
