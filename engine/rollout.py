@@ -62,8 +62,13 @@ def parse_completion(
         return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
     if finish_reason == "length":
         return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
-    # The rule prmtree.grade applies: the whole text (several boxes may make one answer).
-    found = find_answer(text, problem.answer, dict(_options_of(problem)) or None, problem.answer_type == "choice")
+    # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
+    # answer); prose from the last step first (a custom splitter's last step is the answer).
+    options, choice = dict(_options_of(problem)) or None, problem.answer_type == "choice"
+    boxed = "\\boxed" in text or "\\fbox" in text
+    found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)
+    if found.answer is None and found.refused != "hedged" and not boxed:
+        found = find_answer(text, problem.answer, options, choice)
     answer = found.answer
     if found.refused == "hedged":
         return Rollout(steps, None, False, num_tokens, finish_reason, "hedged")

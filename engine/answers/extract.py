@@ -153,7 +153,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
 _LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|so\b|because\b)[A-Za-z]+)?")
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+[^\s,]+(?:\s+[^\s,]+)?\W*$", re.IGNORECASE)
 _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
