@@ -159,6 +159,10 @@ _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+[^\s,
 _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
 
 
+#: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
+_SCAN = 4_000
+
+
 @dataclass(frozen=True)
 class Found:
     """What :func:`find_answer` read: the ``answer`` (None: none found) and, when the text
@@ -222,21 +226,21 @@ def _top_level_parts(text: str) -> int:
 
 def _stated(text: str) -> str:
     """What a phrase states, up to its sentence's end (``$10,455$. I hope…`` → ``$10,455$``).
-    Maths spans are kept whole: a ``.`` inside ``$…$`` does not end the sentence."""
-    t = text.lstrip()[:4 * 2000]  # a stated answer is short; bounds the scan (the driver refuses > 2,000)
-    end = 0
-    while True:
-        m = _SENTENCE_END.search(t, end)
-        if m is None:
-            return t.strip()
+    Maths spans are kept whole: a ``.`` inside ``$…$`` does not end the sentence. One pass."""
+    t = text.lstrip()[:_SCAN]
+    end = dollars = opens = closes = 0
+    for m in _SENTENCE_END.finditer(t):
         cut = m.start()
-        if t.count("$", 0, cut) % 2 == 0 and t.count("\\[", 0, cut) == t.count("\\]", 0, cut):
+        chunk = t[end:cut]
+        dollars += chunk.count("$")
+        opens += chunk.count("\\[")
+        closes += chunk.count("\\]")
+        end = cut
+        if dollars % 2 == 0 and opens == closes:
             stated = t[:cut].strip()
             if stated:
                 return stated
-        end = m.end()
-        if end >= len(t):
-            return t.strip()
+    return t.strip()
 
 
 def _reduce(sentence: str) -> str:
@@ -282,9 +286,11 @@ def _value(rest: str) -> str:
 
 
 def _prose_answer(text: str) -> str | None:
-    """An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
+    """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
+    An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
     answer is …`` phrase, then the last ``Therefore, …`` sentence, then the last line; each
     reduced to what it states (a whole last line is never taken blindly)."""
+    text = text[-_SCAN:]
     lines = _ANSWER_LINE.findall(text)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
@@ -364,7 +370,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     answer: str | None
     boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
     if boxes:
-        tail = text[boxes[-1][0] :]
+        tail = text[boxes[-1][0] :][-_SCAN:]
         phrases = list(_FINAL_PHRASE.finditer(tail))
         stated = _stated(tail[phrases[-1].end() :]) if phrases else ""
         if stated:
