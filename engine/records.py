@@ -258,7 +258,7 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
 
 
 #: Why a rollout counted as wrong without its answer being compared.
-MALFORMED_REASONS = ("empty", "no_answer", "truncated", "undecodable", "answer_too_long")
+MALFORMED_REASONS = ("empty", "no_answer", "hedged", "truncated", "undecodable", "answer_too_long")
 
 #: An extracted answer longer than this is not compared (``answer_too_long``): answers are
 #: checked on the driver's event loop, and a runaway one (a ``\\text{`` nested 20,000

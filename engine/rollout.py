@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from prmtree.engine.answers import extract_answer
+from prmtree.engine.answers.extract import find_answer
+from prmtree.engine.answers.kinds import _options_of
 from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
 
@@ -60,7 +62,16 @@ def parse_completion(
         return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
     if finish_reason == "length":
         return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
-    answer = extract_answer(steps[-1]) or extract_answer(text)
+    # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
+    # answer); prose from the last step first (a custom splitter's last step is the answer).
+    options, choice = dict(_options_of(problem)) or None, problem.answer_type == "choice"
+    boxed = "\\boxed" in text or "\\fbox" in text
+    found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)
+    if found.answer is None and found.refused != "hedged" and not boxed:
+        found = find_answer(text, problem.answer, options, choice)
+    answer = found.answer
+    if found.refused == "hedged":
+        return Rollout(steps, None, False, num_tokens, finish_reason, "hedged")
     if answer is None:
         return Rollout(steps, None, False, num_tokens, finish_reason, "no_answer")
     if len(answer) > MAX_ANSWER_CHARS:  # never compared: checking it would hold the event loop

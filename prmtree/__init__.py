@@ -29,6 +29,8 @@ if (_CHECKOUT / "pyproject.toml").is_file() and all(
 
 _EXPORTS = {
     "run": "prmtree.api",
+    "grade": "prmtree.engine.answers.grade",
+    "Verdict": "prmtree.engine.answers.grade",
     "RunSummary": "prmtree.runner",
     "ConfigError": "prmtree.engine.errors",
     "ExecutorConfig": "prmtree.engine.config",
@@ -65,6 +67,8 @@ __all__ = [
     "RunSummary",
     "SearchConfig",
     "StepsConfig",
+    "Verdict",
+    "grade",
     "register_policy",
     "run",
 ]
@@ -86,6 +90,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from prmtree.api import run
+    from prmtree.engine.answers.grade import Verdict, grade
     from prmtree.engine.config import (
         ExecutorConfig,
         InputConfig,

@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--html", help="write a self-contained HTML report here")
     insp.add_argument("--max-trees", type=int, default=30, help="problems drawn in the HTML report")
 
+    grd = sub.add_parser(
+        "grade", help="grade one answer as a run would: verdict, extracted answer, reason (exit 0 whatever the verdict)"
+    )
+    grd.add_argument("gold", help="the gold answer")
+    grd.add_argument("text", help="the model's output (or, with --no-extract, its final answer)")
+    grd.add_argument("--answer-type", default="auto", help="auto, math, choice, number or text")
+    grd.add_argument("--options", help='multiple-choice options as JSON: {"A": "red", ...} or ["red", ...]')
+    grd.add_argument("--no-extract", action="store_true", help="TEXT is already the final answer")
+    grd.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+
     ver = sub.add_parser("verify", help="check every shard against its manifest (exit 0 only if all are intact)")
     ver.add_argument("out", help="output directory of a run")
 
@@ -442,6 +452,32 @@ def _join_slice_values(argv: list[str]) -> list[str]:
     return out
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Exit 0 whatever the verdict (it is printed): a wrong answer is a result, not a
+    failure; a bad --options or --answer-type is a usage error (exit 2)."""
+    from prmtree.engine.answers.grade import grade
+
+    options = None
+    if args.options:
+        try:
+            options = json.loads(args.options)
+        except json.JSONDecodeError as exc:
+            _fail(f"--options is not JSON ({exc.msg}); give e.g. '{{\"A\": \"red\"}}' or '[\"red\", \"blue\"]'")
+        if not isinstance(options, (dict, list)):
+            _fail("--options must be a JSON object or list")
+    try:
+        verdict = grade(args.gold, args.text, answer_type=args.answer_type, options=options, extract=not args.no_extract)
+    except ValueError as exc:
+        _fail(f"--answer-type: {exc}")
+    if args.json:
+        print(json.dumps(verdict.to_dict(), ensure_ascii=False))
+    else:
+        word = {True: "correct", False: "wrong", None: "cannot judge"}[verdict.correct]
+        print(f"{word}\nextracted: {verdict.extracted if verdict.extracted is not None else '(none)'}\n"
+              f"reason: {verdict.reason}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_slice_values(sys.argv[1:] if argv is None else argv))
     handlers = {
@@ -451,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         "inspect": cmd_inspect,
         "export": cmd_export,
         "verify": cmd_verify,
+        "grade": cmd_grade,
     }
     return handlers[args.command](args)
 

@@ -85,7 +85,7 @@ def choice_match(gold: str, predicted: str, options: dict[str, str] | Sequence[s
     opts = _clean_options(options)
     gold_letter = _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
     pred = _strip_answer(predicted)
-    pred_letter = _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
+    pred_letter = _bare if (_bare := _choice_letter(pred)) in opts else (_option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred))  # noqa: E501 - issue 19: a bare letter is the option's letter
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold

@@ -8,6 +8,7 @@ taken off here, before anything compares the answer with the gold one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t*]*(.+?)[ \t*]*$")
 _ANSWER_PREFIX = re.compile(
@@ -112,3 +113,289 @@ def _strip_answer(text: str) -> str:
     t = _ANSWER_PREFIX.sub("", t)
     t = _unwrap(t)
     return t[:-1].rstrip() if t.endswith(".") and len(t) > 1 else t
+
+
+
+# --------------------------------------------------------------------------- find_answer
+#
+# Every pattern below is linear: no nested quantifiers over the same characters, and each
+# scan runs once over the text (the driver calls this on its event loop, per rollout).
+
+#: A phrase that names the final answer: it wins over boxed working values before it.
+_FINAL_PHRASE = re.compile(
+    r"(?:\bfinal\s+answer\b[^\S\n]*(?:is\b)?[^\S\n]*[:：]?|\b(?:the\s+)?(?:correct\s+|best\s+)?answer\s+(?:is|would\s+be|should\s+be)\b"
+    r"[^\S\n]*[:：]?|\banswer[^\S\n]*[:：])[^\S\n]*\**[^\S\n]*",
+    re.IGNORECASE,
+)
+#: A sentence that concludes (``Therefore, …``): the weaker signal, used when nothing else is.
+_CONCLUSION = re.compile(
+    r"(?:^|(?<=[.!?:$\n])|(?<!\S))[^\S\n]*(?:Therefore|Thus|Hence|So|In\s+conclusion|Consequently|"
+    r"We\s+(?:find|get|obtain|conclude)\s+that|This\s+gives)\b[,:]?[^\S\n]*"
+    r"|(?:^|(?<=[.!?\n])|(?<=[.!?]\s))[^\S\n]*(?:therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*",
+)
+#: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+#: ``… the count is (C) 80``: the verb after which the stated value comes.
+_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
+#: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+#: ``(C)`` inside a sentence: a parenthesised choice letter.
+_PAREN_LETTER = re.compile(r"(?<![A-Za-z\\])\(([A-Za-z])\)")
+#: ``B is correct``, ``option B``, ``choice (B)``: a capital letter named as the choice.
+_NAMED_LETTER = re.compile(
+    r"\b(?:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z])|(?<![A-Za-z'])([A-Z])\s+is\s+(?:the\s+)?"
+    r"(?:correct|right|valid|true|best|answer)\b"
+)
+#: Hedges: two choices offered (``A or B``, ``B/C``), or doubt stated.
+_HEDGE_LETTERS = re.compile(r"^\W*\(?[A-Z]\)?\s*(?:or|/|and/or)\s*\(?[A-Z]\)?\W*$")
+_HEDGE_WORDS = re.compile(
+    r"\b(?:either|not\s+sure|unsure|uncertain|can(?:no|')t\s+(?:tell|be\s+sure)|i\s+(?:think|guess)|"
+    r"maybe|possibly|perhaps|probably)\b",
+    re.IGNORECASE,
+)
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
+_LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|so\b|because\b)[A-Za-z]+)?")
+_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+[^\s,]+(?:\s+[^\s,]+)?\W*$", re.IGNORECASE)
+_OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
+
+
+#: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
+_SCAN = 4_000
+
+
+@dataclass(frozen=True)
+class Found:
+    """What :func:`find_answer` read: the ``answer`` (None: none found) and, when the text
+    may not be graded, why (``refused``: ``"no answer"``, ``"hedged"``, ...)."""
+
+    answer: str | None
+    refused: str | None = None
+
+
+def all_boxed(text: str) -> list[tuple[int, str]]:
+    """``(end, contents)`` of every ``\\boxed{…}``/``\\fbox{…}`` in order, braces balanced; an
+    unterminated last box (truncated output) ends the list. One pass over the text."""
+    found: list[tuple[int, str]] = []
+    pos = 0
+    n = len(text)
+    while True:
+        b, f = text.find("\\boxed", pos), text.find("\\fbox", pos)
+        start = min(x for x in (b, f, n) if x >= 0)
+        if start >= n:
+            return found
+        i = start + 1
+        while i < n and text[i].isalpha():
+            i += 1
+        while i < n and text[i] == " ":
+            i += 1
+        if i >= n or text[i] != "{":
+            pos = i
+            continue
+        depth = 0
+        for j in range(i, n):
+            ch = text[j]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    found.append((j + 1, text[i + 1 : j].strip()))
+                    pos = j + 1
+                    break
+        else:
+            return found  # unbalanced: truncated output
+        
+
+def _top_level_parts(text: str) -> int:
+    """How many comma-separated parts ``text`` has outside brackets (a set's braces opened)."""
+    t = _unwrap(text)
+    for opener, closer in (("\\{", "\\}"), ("{", "}")):
+        if t.startswith(opener) and t.endswith(closer):
+            t = t[len(opener) : -len(closer)]
+            break
+    depth, parts = 0, 1
+    for ch in t:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts += 1
+    return parts
+
+
+def _stated(text: str) -> str:
+    """What a phrase states, up to its sentence's end (``$10,455$. I hope…`` → ``$10,455$``).
+    Maths spans are kept whole: a ``.`` inside ``$…$`` does not end the sentence. One pass."""
+    t = text.lstrip()[:_SCAN]
+    end = dollars = opens = closes = 0
+    for m in _SENTENCE_END.finditer(t):
+        cut = m.start()
+        chunk = t[end:cut]
+        dollars += chunk.count("$")
+        opens += chunk.count("\\[")
+        closes += chunk.count("\\]")
+        end = cut
+        if dollars % 2 == 0 and opens == closes:
+            stated = t[:cut].strip()
+            if stated:
+                return stated
+    return t.strip()
+
+
+def _reduce(sentence: str) -> str:
+    """The answer a sentence states: after its ``is``/``=`` a value (``The largest $n$ is
+    34.`` → ``34``, ``The count is (C) 80.`` → ``(C) 80``), else its last maths span
+    (``Therefore $x \\geq 5$ is the solution``), else its one number (``increases by
+    100%``), else the sentence."""
+    s = sentence.strip().strip('"').replace('\\"', "").strip().rstrip(".").strip()
+    if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
+        return s
+    copulas = list(_COPULA.finditer(s))
+    for m in copulas:  # the first "is" followed by a value
+        rest = s[m.end() :].strip()
+        if rest[:1].isdigit() or rest[:1] in "$\\(-+[":
+            return _value(rest)
+    spans = list(_MATH_SPAN.finditer(s))
+    if spans:
+        inner = next(g for g in spans[-1].groups() if g is not None).strip()
+        if inner:
+            return inner
+    if copulas:
+        rest = s[copulas[-1].end() :].strip()
+        if rest:
+            return rest
+    numbers = _NUMBER_IN_TEXT.findall(s)
+    if len(numbers) == 1 and len(s.split()) > 3:
+        return numbers[0].strip()
+    return s
+
+
+def _value(rest: str) -> str:
+    """``0.6, which means …`` → ``0.6``; ``12 distinct sequences that …`` → ``12 distinct``:
+    a value and at most one word after it; maths and choices are kept whole."""
+    if rest[:1] in "$\\([":
+        spans = _MATH_SPAN.match(rest)
+        if spans:
+            return next(g for g in spans.groups() if g is not None).strip()
+        return rest
+    if _HEDGE_OR.match(rest):  # "12 or 13": kept whole, and refused as hedged
+        return rest
+    m = _LEAD_VALUE.match(rest)
+    return m.group(0).strip() if m else rest
+
+
+def _prose_answer(text: str) -> str | None:
+    """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
+    An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
+    answer is …`` phrase, then the last ``Therefore, …`` sentence, then the last line; each
+    reduced to what it states (a whole last line is never taken blindly)."""
+    text = text[-_SCAN:]
+    lines = _ANSWER_LINE.findall(text)
+    if lines and lines[-1].strip():
+        line = lines[-1].strip()
+        return _reduce(line) if len(line.split()) > 3 or _MATH_SPAN.search(line) else line
+    phrases = list(_FINAL_PHRASE.finditer(text))
+    if phrases:  # the last one: "Final Answer: The final answer is 7" states 7
+        stated = _stated(text[phrases[-1].end() :])
+        if stated:
+            return _reduce(stated) if len(stated.split()) > 3 else stated
+        spans = list(_MATH_SPAN.finditer(text, phrases[-1].start()))
+        if spans:  # "Answer \[ 9 \]": the maths after the phrase
+            return _reduce(spans[-1].group(0))
+    conclusions = list(_CONCLUSION.finditer(text))
+    if conclusions:
+        stated = _stated(text[conclusions[-1].end() :])
+        if stated:
+            return _reduce(stated)
+    tail = text.rstrip()
+    spans = list(_MATH_SPAN.finditer(tail))
+    if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
+        return _reduce(spans[-1].group(0))
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return _reduce(line)
+    return None
+
+
+def hedged(answer: str, gold: str = "") -> bool:
+    """Does ``answer`` hedge between several answers (``A or B``, ``3 or 4``) or state doubt
+    (``not sure``), where ``gold`` does not? Long answers (an option's text) are not read
+    for ``or``."""
+    a = _strip_answer(answer) if len(answer) < 500 else answer
+    if _HEDGE_LETTERS.match(a):
+        return True
+    if len(a) < 100 and _HEDGE_WORDS.search(a) and not _HEDGE_WORDS.search(gold):
+        return True
+    return len(a) < 100 and bool(_HEDGE_OR.match(a)) and not _OR.search(gold)
+
+
+def choice_in(answer: str, options: object) -> str:
+    """``The count is (C) 80`` → ``(C) 80``; ``Because B is valid`` → ``B``: the choice a
+    sentence names, for multiple-choice problems. An answer that is an option's text or a
+    bare letter is kept as it is."""
+    letters = _option_keys(options) or "ABCDEFGHIJ"
+    t = _strip_answer(answer)
+    if len(t) <= 3:
+        return answer
+    for m in _PAREN_LETTER.finditer(t):
+        if m.group(1).upper() in letters:  # the first: "(D) (a)" is D
+            return t[m.start() :].strip() if m.start() > 0 else answer
+    for m in _NAMED_LETTER.finditer(t):
+        letter = m.group(1) or m.group(2)
+        if letter in letters:
+            return letter
+    return answer
+
+
+def _option_keys(options: object) -> str:
+    if isinstance(options, dict):
+        return "".join(str(k).strip("()[]. ").upper()[:1] for k in options)
+    if isinstance(options, (list, tuple)):
+        return "".join(chr(65 + i) for i in range(min(len(options), 26)))
+    return ""
+
+
+def find_answer(text: str, gold: str = "", options: object = None, choice: bool = False) -> Found:
+    """The final answer in ``text``, for a problem whose gold answer is ``gold``.
+
+    Boxes first: several boxes make one set/tuple answer when the gold has several parts,
+    else the last box counts; but a final-answer phrase (``Final Answer: …``, ``the answer
+    is …``) after the last box wins over boxed working values. Nothing boxed: the answer
+    stated in prose (:func:`_prose_answer`). With ``options`` (or ``choice``), a choice
+    named inside a sentence is read out (:func:`choice_in`). A hedged answer is refused.
+    """
+    if not text or not text.strip():
+        return Found(None, "no answer")
+    answer: str | None
+    boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
+    if boxes:
+        tail = text[boxes[-1][0] :][-_SCAN:]
+        phrases = list(_FINAL_PHRASE.finditer(tail))
+        stated = _stated(tail[phrases[-1].end() :]) if phrases else ""
+        if stated:
+            answer = _unwrap(_reduce(stated) if len(stated.split()) > 3 else stated)
+        else:
+            contents = [c for c in dict.fromkeys(c for _, c in boxes) if c]
+            if len(contents) > 1 and gold and _top_level_parts(gold) > 1:
+                answer = ", ".join(contents)
+            else:
+                answer = boxes[-1][1] or None
+    elif "\\boxed" in text or "\\fbox" in text:
+        return Found(None, "unterminated box")
+    else:
+        answer = _prose_answer(text)
+    return read_answer(answer, gold, options, choice)
+
+
+def read_answer(answer: str | None, gold: str = "", options: object = None, choice: bool = False) -> Found:
+    """``answer`` (already the final answer) as it is graded: a choice named inside a
+    sentence read out (``options`` given, or ``choice``), a hedged answer refused."""
+    answer = answer.strip() if answer else None
+    if not answer:
+        return Found(None, "no answer")
+    if options or choice:
+        answer = choice_in(answer, options)
+    if hedged(answer, gold):
+        return Found(answer, "hedged")
+    return Found(answer)

@@ -1,0 +1,139 @@
+"""``prmtree.grade``: one answer graded as a run grades it. Cases written here, one or more
+per extraction rule, wrong-but-close ones beside the right ones; the same texts through a
+whole ``prmtree.run`` give the same verdicts; and ``prmtree grade`` on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import prmtree
+from prmtree.engine.output import read_table
+from prmtree.engine.records import Completion, GenerationRequest, Problem
+from prmtree.policies import register_policy
+from tests.conftest import cli
+
+OPTS = {"A": "12 apples", "B": "15 apples", "C": "80", "D": "b"}
+
+# (gold, text, options, answer_type, expected correct, expected extracted or None, reason or None)
+CASES = [
+    # several boxes: one set answer when the gold has several parts ...
+    ("(1, 3), (4, 5)", r"The pairs are $\boxed{(1, 3)}$ and $\boxed{(4, 5)}$.", None, "auto", True, "(1, 3), (4, 5)", None),
+    ("(1, 3), (4, 5)", r"The pairs are $\boxed{(1, 3)}$ and $\boxed{(4, 6)}$.", None, "auto", False, "(1, 3), (4, 6)", None),
+    # ... the last box otherwise (working values boxed on the way)
+    ("17", r"First $\boxed{8}$, then $8 + 9 = \boxed{17}$.", None, "auto", True, "17", None),
+    ("8", r"First $\boxed{8}$, then $8 + 9 = \boxed{17}$.", None, "auto", False, "17", None),
+    # a final-answer phrase after boxed working wins
+    ("4210", r"Step: $\boxed{200}$, then $\boxed{10}$. Final Answer: The final answer is $4,210$. I hope it is correct.",
+     None, "auto", True, "4,210", None),
+    ("10", r"Step: $\boxed{200}$, then $\boxed{10}$. Final Answer: The final answer is $4,210$.", None, "auto",
+     False, "4,210", None),
+    # prose, nothing boxed: the phrase, reduced to the value it states
+    ("34", "We check every case.\nSo the largest $k$ is 34.", None, "auto", True, "34", None),
+    ("35", "We check every case.\nSo the largest $k$ is 34.", None, "auto", False, "34", None),
+    ("7", "Adding them up, the answer is 7. Let me know if you need more.", None, "auto", True, "7", None),
+    ("x \\geq 2", "Solving the inequality.\nTherefore $x \\geq 2$ is the solution set.", None, "auto", True,
+     "x \\geq 2", None),
+    ("0.4", "Two of the five marbles are red.\nThe share of red marbles is 0.4, which means two in five.", None, "auto",
+     True, "0.4", None),
+    ("0.5", "Two of the five marbles are red.\nThe share of red marbles is 0.4, which means two in five.", None, "auto",
+     False, "0.4", None),
+    ("25%", "Compare the two prices.\nTherefore, the price rises by 25%.", None, "auto", True, "25%", None),
+    # a choice letter inside a sentence, with its option text
+    ("C", "Counting the birds, the total is (C) 80.", OPTS, "choice", True, "(C) 80", None),
+    ("B", "Counting the birds, the total is (C) 80.", OPTS, "choice", False, "(C) 80", None),
+    ("A", "I counted twelve, so option A fits.", OPTS, "choice", True, "A", None),
+    ("C", "Looking again, (A) is too small and (B) too big, so the answer is (C).", OPTS, "choice", True, "(C)",
+     None),
+    # hedges are refused, whatever they name
+    ("B", "B or C", OPTS, "choice", False, "B or C", "hedged"),
+    ("B", "The answer is either B or D.", OPTS, "choice", False, None, "hedged"),
+    ("12", "It is 12 or 13.", None, "auto", False, None, "hedged"),
+    ("12", "I am not sure, maybe 12.", None, "auto", False, None, "hedged"),
+]
+
+
+@pytest.mark.parametrize("gold, text, options, answer_type, correct, extracted, reason", CASES)
+def test_grade_reads_and_judges(gold, text, options, answer_type, correct, extracted, reason):
+    verdict = prmtree.grade(gold, text, answer_type=answer_type, options=options)
+    assert verdict.correct is correct, verdict
+    if extracted is not None:
+        assert verdict.extracted == extracted, verdict
+    if reason is not None:
+        assert verdict.reason == reason
+
+
+def test_a_bare_letter_is_the_options_letter_not_an_option_whose_text_is_that_letter():
+    # D's text is "b"; "B" names option B (15 apples), not D
+    assert prmtree.grade("B", "B", options=OPTS, extract=False).correct is True
+    assert prmtree.grade("D", "B", options=OPTS, answer_type="choice", extract=False).correct is False
+
+
+def test_extract_false_takes_the_text_as_the_answer_but_still_refuses_hedges():
+    assert prmtree.grade("5", "5", extract=False).correct is True
+    assert prmtree.grade("5", r"so \boxed{5}", extract=False).extracted == r"so \boxed{5}"
+    assert prmtree.grade("5", "5 or 6", extract=False).reason == "hedged"
+
+
+def test_gold_answers_that_cannot_be_graded_against_give_none():
+    for gold, why in ((None, "no gold answer"), (float("nan"), "gold answer is NaN"), ("nan", "gold answer is NaN"),
+                      ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged")):
+        verdict = prmtree.grade(gold, "5")
+        assert verdict.correct is None and verdict.reason == why
+
+
+def test_no_answer_and_truncated_boxes_are_wrong_with_their_reason():
+    assert prmtree.grade("5", "").reason == "no answer"
+    assert prmtree.grade("5", r"so \boxed{5").reason == "unterminated box"
+    long = prmtree.grade("5", "\\boxed{" + "1" * 2_001 + "}")
+    assert long.correct is False and long.reason == "answer too long"
+    with pytest.raises(ValueError, match="answer_type"):
+        prmtree.grade("5", "5", answer_type="vague")
+
+
+# --------------------------------------------------------------------------- a whole run
+
+RUN_CASES = [c for c in CASES if c[3] in ("auto", "choice")]
+
+
+@register_policy("grade-forms-test")
+class FormsPolicy:
+    """Answers each problem with the text its meta carries: the forms above, in a real run."""
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        text = "First, read the figure.\n\n" + request.problem.meta["text"]
+        return [Completion(text, num_tokens=9)] * request.n
+
+
+def test_a_run_labels_rollouts_as_grade_judges_them(tmp_path):
+    problems = [
+        Problem(id=f"p{i}", question="q", answer=gold, answer_type=answer_type,
+                meta={"text": text, **({"options": options} if options else {})})
+        for i, (gold, text, options, answer_type, *_rest) in enumerate(RUN_CASES)
+    ]
+    summary = prmtree.run(problems, policy="grade-forms-test", out=tmp_path,
+                          config={"search": {"k": 2, "budget": 4}})
+    assert summary.problems_done == len(problems)
+    roots = {n["problem_id"]: n for n in read_table(tmp_path, "nodes").to_pylist() if n["depth"] == 0}
+    for i, (gold, text, options, answer_type, correct, *_rest) in enumerate(RUN_CASES):
+        root = roots[f"p{i}"]
+        expected = prmtree.grade(gold, "First, read the figure.\n\n" + text, answer_type=answer_type, options=options)
+        assert expected.correct is correct
+        assert (root["n_correct"] == root["n_rollouts"] > 0) if correct else root["n_correct"] == 0, (i, text, root)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.mark.slow
+def test_cli_grade_prints_the_verdict_and_exits_0_whatever_it_is():
+    right = cli("grade", "17", r"First $\boxed{8}$, then $\boxed{17}$.")
+    assert right.returncode == 0 and right.stdout.splitlines() == ["correct", "extracted: 17", "reason: equal"]
+    hedge = cli("grade", "B", "B or C", "--answer-type", "choice", "--json")
+    assert hedge.returncode == 0
+    assert json.loads(hedge.stdout) == {"correct": False, "extracted": "B or C", "reason": "hedged"}
+    raw = cli("grade", "B", "The total is (A) 5.", "--no-extract", "--options", '["5", "6"]')
+    assert raw.returncode == 0 and raw.stdout.splitlines() == ["wrong", "extracted: (A) 5", "reason: not equal"]
+    bad = cli("grade", "5", "5", "--options", "{nope")
+    assert bad.returncode == 2 and "--options is not JSON" in bad.stderr and "Traceback" not in bad.stderr
