@@ -161,6 +161,7 @@ class VerifyConfig(_Strict):
     timeout_s: float = Field(5.0, gt=0, description="per Math-Verify check; over it counts as not equal")
     pool_workers: int = Field(1, ge=1, description="processes running Math-Verify")
     memo_size: int = Field(100_000, ge=0, description="verdicts remembered, shared across problems")
+    decimal_comma: bool = Field(False, description="a comma between digits is the decimal point: 3,5 = 3.5 (1,000 = 1)")
 
 
 class PolicyConfig(BaseModel):
@@ -245,7 +246,7 @@ class InputConfig(_Strict):
     question_field: str = "question"
     image_field: str = "image"
     answer_field: str = "answer"
-    answer_type: Literal["auto", "math", "choice", "number", "text"] = "auto"
+    answer_type: Literal["auto", "math", "choice", "number", "text", "vqa"] = "auto"
     max_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb guard")
     max_image_bytes: int = Field(64 << 20, ge=1, description="larger image files are refused unread")
 

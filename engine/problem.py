@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -190,6 +191,28 @@ def _missing(what: str, field: str, row: dict[str, Any]) -> str:
             f"names it otherwise, set [input] {what}_field")
 
 
+# A gold answer that names more than one answer: ``A or B``, ``yes or no``, ``either … or …``, ``not sure``.
+_HEDGED_GOLD = re.compile(
+    r"^\s*(?:\(?[A-Za-z]\)?\s*(?:or|/)\s*\(?[A-Za-z]\)?|yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes"
+    r"|either\s.+\sor\s.+|not\s+sure|unsure|i\s+don'?t\s+know)\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _bad_gold(answer: str | int | float) -> str | None:
+    """Why a gold answer cannot judge anything, or None: a NaN (a missing value, as Parquet
+    and pandas write one, or the text ``nan``) would be compared as the word "nan", and a
+    hedged gold (``A or B``) would count one of two answers right."""
+    if isinstance(answer, float) and math.isnan(answer):
+        return "answer is NaN (a missing value): give the gold answer, or drop the row"
+    if isinstance(answer, str):
+        if answer.strip().lower() in ("nan", "+nan", "-nan"):
+            return f"answer {answer.strip()!r} is a missing value (NaN): give the gold answer, or drop the row"
+        if _HEDGED_GOLD.match(answer):
+            return f"answer {answer.strip()!r} is hedged (more than one answer): give the one gold answer"
+    return None
+
+
 def _image_texts(value: Any) -> Iterator[str]:
     """The text an image value holds (paths), where it goes to the output as-is."""
     for item in value if isinstance(value, (list, tuple)) else [value]:
@@ -211,6 +234,8 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
         return _reject(row, shown_id, reason)
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return _reject(row, shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
+    if (why := _bad_gold(answer)) is not None:
+        return _reject(row, shown_id, why)
     image_value = row.get(fmt.image_field)
     if image_value is None and fmt.image_field == "image":
         image_value = row.get("images")
@@ -516,13 +541,16 @@ def iter_input(
 
 
 def _problem_error(problem: Problem) -> InputError | None:
-    """A problem given in Python whose text UTF-8 cannot store: bad input, not a crash at the flush."""
+    """A problem given in Python whose text UTF-8 cannot store, or whose gold answer is NaN or
+    hedged: bad input, not a crash at the flush (or a wrong label)."""
     texts = [("id", problem.id), ("question", problem.question), ("answer", problem.answer)]
     texts += [("image path", im.path) for im in problem.images if isinstance(getattr(im, "path", None), str)]
     for name, text in texts:
         if (why := unencodable(text)) is not None:
             reason = f"{name} holds {why}: UTF-8 cannot store it, so fix the problem"
             return InputError(safe_text(problem.id), reason, fingerprint=error_fingerprint(problem.id, reason))
+    if (why := _bad_gold(problem.answer)) is not None:
+        return InputError(safe_text(problem.id), why, fingerprint=error_fingerprint(problem.id, why))
     return None
 
 

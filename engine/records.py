@@ -16,8 +16,8 @@ from typing import Any, Literal
 from prmtree.engine.errors import PolicyContractError
 from prmtree.engine.steps import StepFormat
 
-AnswerType = Literal["auto", "math", "choice", "number", "text"]
-ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text")
+AnswerType = Literal["auto", "math", "choice", "number", "text", "vqa"]
+ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text", "vqa")
 
 class ProblemImage(bytes):
     """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.

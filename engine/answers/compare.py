@@ -13,18 +13,24 @@ import math
 import re
 import threading
 from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
 
-from prmtree.engine.answers.extract import _strip_answer
+from prmtree.engine.answers.extract import _strip_answer, _unwrap
 from prmtree.engine.answers.kinds import Options, _clean_options
 from prmtree.engine.answers.normalize import (
     _canon_math,
     _choice_letter,
+    _exact_number,
     _is_words,
+    _LATEX_SPACE,
+    _number_of,
     _option_letter,
     _Quantity,
     _quantity,
     normalize_text,
-    parse_number,
+    vqa_normalize,
+    words_as_digits,
 )
 from prmtree.engine.answers.pool import CheckTimedOut
 
@@ -42,12 +48,12 @@ _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes
 
 
 def text_match(gold: str, predicted: str) -> bool:
-    """Normalised equality; a yes/no gold also accepts ``No, it is not.``-style answers
+    """Normalised equality, number words as digits (``two`` = ``2``); a yes/no gold also accepts ``No, it is not.``-style answers
     (the word, then punctuation or a restating clause: ``no idea`` is not ``no``)."""
     g, p = normalize_text(gold), normalize_text(predicted)
     if not g or not p:
         return False
-    if g == p:
+    if g == p or words_as_digits(gold) == words_as_digits(predicted):
         return True
     if g not in ("yes", "no"):
         return False
@@ -59,21 +65,151 @@ def text_match(gold: str, predicted: str) -> bool:
 # --------------------------------------------------------------------------- numbers
 
 
-def numbers_match(gold: str, predicted: str, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
-    """Equal within tolerance, units ignored; ``50%`` also equals ``0.5``."""
-    g, p = _quantity(gold), _quantity(predicted)
+def numbers_match(
+    gold: str,
+    predicted: str,
+    rel_tol: float = 1e-6,
+    abs_tol: float = 1e-9,
+    *,
+    percent_fraction: bool = False,
+    decimal_comma: bool = False,
+) -> bool:
+    """Equal numbers: integers exactly, decimals to the gold's stated precision or ``rel_tol``;
+    a unit on one side only is ignored. ``50%`` equals ``50``, and ``0.5`` only with
+    ``percent_fraction``. Different units are converted in :func:`slow_match` (pint)."""
+    g, p = _quantity(gold, decimal_comma), _quantity(predicted, decimal_comma)
     if g is None or p is None:
         return False
-    return _close(g, p, rel_tol, abs_tol)
+    if _units_differ(g, p):
+        return bool(_units_match(g, p, rel_tol))
+    return _close(g, p, rel_tol, abs_tol, percent_fraction)
 
 
-def _close(g: _Quantity, p: _Quantity, rel_tol: float, abs_tol: float = 1e-9) -> bool:
-    if math.isclose(g.value, p.value, rel_tol=rel_tol, abs_tol=abs_tol):
+def _close(g: _Quantity, p: _Quantity, rel_tol: float, abs_tol: float = 1e-9, percent_fraction: bool = False) -> bool:
+    if _values_equal(g.exact, g.decimals, p.exact, p.decimals, rel_tol, abs_tol):
         return True
-    if g.percent != p.percent:
-        scaled = (g.value, p.value * 100) if g.percent else (g.value * 100, p.value)
-        return math.isclose(*scaled, rel_tol=rel_tol, abs_tol=abs_tol)
+    if percent_fraction and g.percent != p.percent:
+        scaled = p.exact * 100 if g.percent else p.exact / 100
+        return _values_equal(g.exact, g.decimals, scaled, None, rel_tol, abs_tol)
     return False
+
+
+def _values_equal(
+    gold: Fraction, gold_decimals: int | None, pred: Fraction, pred_decimals: int | None,
+    rel_tol: float, abs_tol: float = 1e-9,
+) -> bool:
+    """Integers exactly (no tolerance: 1000000 is not 1000001); a decimal gold also to its
+    stated precision (``0.21`` accepts ``0.214``, rounded half up, not ``0.2``) or within
+    ``rel_tol``; a fraction gold within ``rel_tol``."""
+    if gold == pred:
+        return True
+    if gold_decimals == 0:
+        return False
+    if gold_decimals and (pred_decimals is None or pred_decimals > gold_decimals):
+        scale = 10**gold_decimals
+        rounded = Fraction(math.floor(abs(pred) * scale + Fraction(1, 2)), scale)
+        if (rounded if pred >= 0 else -rounded) == gold:
+            return True
+    return math.isclose(float(gold), float(pred), rel_tol=rel_tol, abs_tol=abs_tol)
+
+
+def _units_differ(g: _Quantity, p: _Quantity) -> bool:
+    return bool(g.unit and p.unit and g.unit.lower() != p.unit.lower())
+
+
+_UNIT_REGISTRY: Any = None
+
+
+def _units_match(g: _Quantity, p: _Quantity, rel_tol: float) -> bool | None:
+    """``0.12 m`` = ``12 cm`` through pint (imported on first use, ~0.5 s: only ever in the
+    pool or the synchronous path); ``12 cm^2`` is not ``12 cm``. None when pint is missing
+    or knows neither unit (words such as ``apples``): then only the numbers count."""
+    global _UNIT_REGISTRY
+    try:
+        import pint
+    except ImportError:
+        return None
+    if _UNIT_REGISTRY is None:
+        _UNIT_REGISTRY = pint.UnitRegistry()
+    try:
+        gold_unit = _UNIT_REGISTRY.parse_units(_pint_unit(g.unit))
+        pred_unit = _UNIT_REGISTRY.parse_units(_pint_unit(p.unit))
+    except Exception:
+        return None
+    try:
+        factor = _UNIT_REGISTRY.Quantity(1, pred_unit).to(gold_unit).magnitude
+    except pint.DimensionalityError:
+        return False
+    except Exception:
+        return None
+    value = Fraction(float(p.exact) * float(factor)).limit_denominator(10**9)
+    return _values_equal(g.exact, g.decimals, value, None, max(rel_tol, 1e-9))
+
+
+def _pint_unit(unit: str) -> str:
+    return unit.replace("^", "**").replace("deg", "degree") if unit != "deg" else "degree"
+
+
+# --------------------------------------------------------------------------- sets and tuples
+
+_SEQUENCE = re.compile(r"^(\\\{|[(\[{])(.*)(\\\}|[)\]}])$")
+_CLOSERS = {"(": ")", "[": "]", "{": "}", "\\{": "\\}"}
+
+
+def _sequence(canon: str, decimal_comma: bool) -> tuple[str, list[tuple[Fraction, int | None]]] | None:
+    """``(1,2)``, ``[1,2,3]``, ``\\{1,2\\}``, ``1, 2``: its kind (``(``, ``[``, ``set``,
+    ``list``) and its numbers; None unless every element is a plain number."""
+    m = _SEQUENCE.match(canon)
+    if m:
+        if _CLOSERS[m.group(1)] != m.group(3):
+            return None  # (1,2]: an interval, Math-Verify's
+        kind = "set" if m.group(1) in ("{", "\\{") else m.group(1)
+        body = m.group(2)
+    elif "," in canon:
+        kind, body = "list", canon
+    else:
+        return None
+    if any(c in body for c in "()[]{}\\"):
+        return None
+    items = [_exact_number(item, False) for item in body.split(",")]
+    if not items or any(n is None for n in items) or (kind == "list" and len(items) < 2):
+        return None
+    return kind, [(n.exact, n.decimals) for n in items if n is not None]
+
+
+def sequence_match(gold: str, predicted: str, rel_tol: float = 1e-6, decimal_comma: bool = False) -> bool | None:
+    """Tuples and lists of numbers in order, sets in any order: ``(2,2)`` = ``(2, 2)``,
+    ``{1,2}`` = ``{2,1}``, a set gold accepts a list in any order, but ``2, 3`` is not
+    ``3, 2``. None when either side is no such sequence, or for ``(1,2)`` against ``[1,2]``
+    (intervals: Math-Verify's)."""
+    g = _sequence(_canon_math(gold), decimal_comma)
+    p = _sequence(_canon_math(predicted), decimal_comma)
+    if g is None or p is None:
+        return None
+    (g_kind, g_items), (p_kind, p_items) = g, p
+    if len(g_items) != len(p_items):
+        return False
+    if g_kind == "set":
+        left = list(p_items)
+        for gv, gd in g_items:
+            match = next((i for i, (pv, pd) in enumerate(left) if _values_equal(gv, gd, pv, pd, rel_tol)), None)
+            if match is None:
+                return False
+            left.pop(match)
+        return True
+    if {g_kind, p_kind} == {"(", "["} and len(g_items) == 2:
+        return None
+    return all(_values_equal(gv, gd, pv, pd, rel_tol) for (gv, gd), (pv, pd) in zip(g_items, p_items))
+
+
+# --------------------------------------------------------------------------- VQA
+
+
+def vqa_match(gold: str, predicted: str) -> bool:
+    """The VQA evaluation's exact match after its normalisation (:func:`.normalize.vqa_normalize`):
+    ``t-shirt`` = ``t shirt``, ``Two`` = ``2``, ``dont`` = ``don't``; ``2 dogs`` is not ``2``."""
+    g, p = vqa_normalize(gold), vqa_normalize(predicted)
+    return bool(g) and g == p
 
 
 # --------------------------------------------------------------------------- multiple choice
@@ -104,13 +240,22 @@ def _leading_letter(text: str) -> str | None:
 
 
 def cheap_check(
-    kind: str, gold: str, predicted: str, options: Options = (), rel_tol: float = 1e-6
+    kind: str,
+    gold: str,
+    predicted: str,
+    options: Options = (),
+    rel_tol: float = 1e-6,
+    *,
+    percent_fraction: bool = False,
+    decimal_comma: bool = False,
 ) -> tuple[bool | None, str]:
     """Decide without sympy where string work can: ``(verdict, gold_for_math)``, where a
-    ``None`` verdict means "ask Math-Verify whether ``gold_for_math`` equals ``predicted``".
+    ``None`` verdict means "ask the pool (:func:`slow_match`) whether ``gold_for_math``
+    equals ``predicted``".
 
-    Text and choice always decide here; numbers decide when the prediction parses as one
-    (or is plain words); math decides on equal LaTeX, two plain numbers, or words.
+    Text, choice and VQA always decide here; numbers decide when the prediction parses as
+    one (or is plain words) and its unit, if both sides have one, is the gold's; math decides
+    on equal LaTeX, two plain numbers, number tuples and sets, or words.
     """
     if not predicted.strip():
         return False, gold
@@ -118,26 +263,45 @@ def cheap_check(
         return choice_match(gold, predicted, dict(options)), gold
     if kind == "text":
         return text_match(gold, predicted), gold
+    if kind == "vqa":
+        return vqa_match(gold, predicted), gold
     if gold.strip() == predicted.strip():
         return True, gold
     if kind == "number":
-        g = _quantity(gold)
+        g = _quantity(gold, decimal_comma)
         if g is not None:
-            p = _quantity(predicted)
+            p = _quantity(predicted, decimal_comma)
             if p is not None:
-                return _close(g, p, rel_tol), g.text
+                if _units_differ(g, p):
+                    return None, gold  # converted in the pool: pint costs ~0.5 s to import
+                return _close(g, p, rel_tol, percent_fraction=percent_fraction), g.text
             if _is_words(predicted) or not any(c.isdigit() or c == "\\" for c in predicted):
                 return False, g.text
             return None, g.text
     g_canon, p_canon = _canon_math(gold), _canon_math(predicted)
     if g_canon and g_canon == p_canon:
         return True, gold
-    g_num, p_num = parse_number(g_canon), parse_number(p_canon)
-    if g_num is not None and p_num is not None:
-        return math.isclose(g_num, p_num, rel_tol=rel_tol, abs_tol=1e-9), gold
+    g_num = _number_of(_LATEX_SPACE.sub(" ", _unwrap(gold)), decimal_comma)
+    if g_num is not None:
+        p_num = _number_of(_LATEX_SPACE.sub(" ", _unwrap(predicted)), decimal_comma)
+        if p_num is not None:
+            return _values_equal(g_num.exact, g_num.decimals, p_num.exact, p_num.decimals, rel_tol), gold
+    sequence = sequence_match(gold, predicted, rel_tol, decimal_comma)
+    if sequence is not None:
+        return sequence, gold
     if _is_words(gold) or _is_words(predicted):  # words are not expressions: never t·e·a·l
         return text_match(gold, predicted), gold
     return None, gold
+
+
+def slow_match(gold: str, predicted: str, timeout_s: int = 5, rel_tol: float = 1e-6, decimal_comma: bool = False) -> bool:
+    """What the pool runs: quantities in different units converted through pint
+    (``0.12 m`` = ``12 cm``), everything else through Math-Verify (:func:`math_match`)."""
+    g, p = _quantity(gold, decimal_comma), _quantity(predicted, decimal_comma)
+    if g is not None and p is not None and _units_differ(g, p):
+        verdict = _units_match(g, p, rel_tol)
+        return _close(g, p, rel_tol) if verdict is None else verdict
+    return math_match(gold, predicted, timeout_s)
 
 
 # --------------------------------------------------------------------------- Math-Verify

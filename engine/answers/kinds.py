@@ -4,7 +4,8 @@ Plain words are *text* and never reach sympy (Math-Verify reads ``teal`` as the 
 t·e·a·l, calls it equal to ``tale``, and spends up to hundreds of milliseconds doing so);
 numbers, with their units, currency and percent signs, are *number*; fractions and LaTeX
 are *math*; a lone letter with options is *choice*. A problem's ``answer_type`` says so,
-or ``"auto"`` guesses from the gold answer and the options in ``meta``.
+or ``"auto"`` guesses from the gold answer and the options in ``meta``. *vqa* (never
+guessed) is the VQA evaluation's exact match after its normalisation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prmtree.engine.answers.normalize import (
 if TYPE_CHECKING:
     from prmtree.engine.records import Problem
 
-AnswerKind = Literal["math", "choice", "number", "text"]
+AnswerKind = Literal["math", "choice", "number", "text", "vqa"]
 Options = tuple[tuple[str, str], ...]
 
 _OPTION_PREFIX = re.compile(r"^[(\[]?[A-Za-z][)\]]?[.:)]\s+|^\([A-Za-z]\)\s*")

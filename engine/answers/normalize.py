@@ -12,6 +12,7 @@ import functools
 import math
 import re
 import string
+from fractions import Fraction
 from typing import NamedTuple
 
 from prmtree.engine.answers.extract import _strip_answer, _unwrap
@@ -53,10 +54,6 @@ _UNIT = (
     rf"|\s+(?:{_UNITS_ANY}){_UNIT_POWER}{_UNIT_PER}(?![A-Za-z])"
     rf"|\s+{_UNIT_WORDS}{_UNIT_POWER})"
 )
-_QUANTITY = re.compile(
-    rf"^(?P<num>[-+]?(?:\\[dt]?frac\{{-?\d+\}}\{{\d+\}}|[\d.,]*\d(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?))"
-    rf"(?P<pct>\s*\\?%)?(?P<unit>{_UNIT})?$"
-)
 
 # --------------------------------------------------------------------------- text
 
@@ -71,6 +68,76 @@ def normalize_text(text: str) -> str:
     t = _DECIMAL_POINT.sub("\0", t).translate(_PUNCT).replace("\0", ".")
     t = _ARTICLES.sub(" ", t)
     return " ".join(t.split())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def words_as_digits(text: str) -> str:
+    """:func:`normalize_text` with number words as digits: ``Twenty-one dogs`` → ``21 dogs``,
+    ``two`` → ``2`` (so ``two`` equals ``2``, as the VQA evaluation and the issue's graders judge)."""
+    tokens = normalize_text(text.replace("-", " ")).split()
+    out: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if token in _SMALL_WORDS or token in _TENS_WORDS or (run and (token in _SCALE_WORDS or token == "and")):
+            run.append(token)
+            continue
+        if run:
+            tail = []
+            while run and run[-1] == "and":
+                tail.append(run.pop())
+            out.append(str(words_value(" ".join(run))))
+            out.extend(tail)
+            run = []
+        if token:
+            out.append(token)
+    return " ".join(out)
+
+
+# The VQA evaluation's normalisation (vqaEval.py: processPunctuation, processDigitArticle).
+_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_VQA_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_VQA_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: VQA's lookbehind typo makes it "a period not before a digit"
+_VQA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_VQA_CONTRACTIONS = dict(pair.split(":") for pair in (
+    "aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've couldnt've:couldn't've "
+    "didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've hadn'tve:hadn't've hasnt:hasn't "
+    "havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's howd:how'd howll:how'll hows:how's "
+    "Id've:I'd've I'dve:I'd've Im:I'm Ive:I've isnt:isn't itd:it'd itd've:it'd've it'dve:it'd've itll:it'll let's:let's "
+    "maam:ma'am mightnt:mightn't mightnt've:mightn't've mightn'tve:mightn't've mightve:might've mustnt:mustn't "
+    "mustve:must've neednt:needn't notve:not've oclock:o'clock oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at "
+    "'ow'sat:'ow's'at shant:shan't shed've:she'd've she'dve:she'd've she's:she's shouldve:should've "
+    "shouldnt:shouldn't shouldnt've:shouldn't've shouldn'tve:shouldn't've somebody'd:somebodyd "
+    "somebodyd've:somebody'd've somebody'dve:somebody'd've somebodyll:somebody'll somebodys:somebody's "
+    "someoned:someone'd someoned've:someone'd've someone'dve:someone'd've someonell:someone'll someones:someone's "
+    "somethingd:something'd somethingd've:something'd've something'dve:something'd've somethingll:something'll "
+    "thats:that's thered:there'd thered've:there'd've there'dve:there'd've therere:there're theres:there's "
+    "theyd:they'd theyd've:they'd've they'dve:they'd've theyll:they'll theyre:they're theyve:they've twas:'twas "
+    "wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've werent:weren't whatll:what'll whatre:what're "
+    "whats:what's whatve:what've whens:when's whered:where'd wheres:where's whereve:where've whod:who'd "
+    "whod've:who'd've who'dve:who'd've wholl:who'll whos:who's whove:who've whyll:why'll whyre:why're whys:why's "
+    "wont:won't wouldve:would've wouldnt:wouldn't wouldnt've:wouldn't've wouldn'tve:wouldn't've yall:y'all "
+    "yall'll:y'all'll y'allll:y'all'll yall'd've:y'all'd've y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd "
+    "youd've:you'd've you'dve:you'd've youll:you'll youre:you're youve:you've"
+).split())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def vqa_normalize(text: str) -> str:
+    """An answer as the VQA evaluation compares it: punctuation dropped or made a space,
+    periods not before a digit dropped, lower case, ``none``/``zero``…``ten`` as digits,
+    articles dropped, contractions restored (``dont`` → ``don't``); apostrophes are kept."""
+    t = _unwrap(text).replace("\n", " ").replace("\t", " ").strip()
+    comma_between_digits = _VQA_COMMA_STRIP.search(t) is not None
+    out = t
+    for p in _VQA_PUNCT:
+        if p + " " in t or " " + p in t or comma_between_digits:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    out = _VQA_PERIOD_STRIP.sub("", out)
+    words = [_VQA_NUMBERS.get(w, w) for w in out.lower().split()]
+    return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in ("a", "an", "the"))
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -93,33 +160,133 @@ def _canon_math(text: str) -> str:
 
 # --------------------------------------------------------------------------- numbers
 
+# A number as written: a mixed number (``7 3/4``), thousands grouped by spaces (``1 000``)
+# or commas (``1,000``), a decimal (a comma in it only with ``decimal_comma``), an exponent,
+# a fraction; then an optional scale word (``3 million``, ``12 dozen``: numbers, not units).
+_NUM_TEXT = (
+    r"[-+]?(?:\\[dt]?frac\{-?\d+\}\{\d+\}|\d+[ \u00a0]+\d+\s*/\s*\d+|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?"
+    r"|[\d.,]*\d(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?)"
+)
+_SCALE_WORDS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_SCALE = r"(?:\s+(?P<scale>hundred|thousand|million|billion|trillion|dozen)s?(?![A-Za-z]))"
+_MIXED = re.compile(r"^([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
+_GROUPED_COMMA = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*)?$")
+_GROUPED_SPACE = re.compile(r"^[-+]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?$")
+_DECIMALS = re.compile(r"\.(\d*)$")
+_QUANTITY = re.compile(
+    rf"^(?P<num>{_NUM_TEXT}){_SCALE}?(?P<pct>\s*(?:\\?%|percent(?![A-Za-z])|pct(?![A-Za-z])))?(?P<unit>{_UNIT})?$",
+    re.IGNORECASE,
+)
 
-def parse_number(text: str) -> float | None:
-    """A float from ``3``, ``-2.5``, ``1,000``, ``50%``, ``$4``, ``1/2``, ``\\frac{1}{2}``; else None.
+# Number words (``two``, ``Three.``, ``twenty-one``, ``one hundred five``) read as digits.
+_SMALL_WORDS = {
+    w: i for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen".split())
+}
+_TENS_WORDS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_NUMBER_WORD = "|".join([*_SMALL_WORDS, *_TENS_WORDS, *_SCALE_WORDS])
+_WORDS_NUMBER = re.compile(rf"^(?:{_NUMBER_WORD})(?:(?:[\s-]+|\s+and\s+)(?:{_NUMBER_WORD}))*(?![A-Za-z])", re.IGNORECASE)
 
-    Strict: units and words make it None (see :func:`parse_quantity` for the lenient parse).
-    A comma is a thousands separator only before groups of three digits (``1,2`` is a list).
-    """
+
+def words_value(words: str) -> int | None:
+    """``twenty-one`` → 21, ``three hundred and five`` → 305, ``a dozen``-free; None if not a number."""
+    total, current, seen = 0, 0, False
+    for w in re.split(r"[\s-]+", words.lower()):
+        if w in ("", "and"):
+            continue
+        if w in _SMALL_WORDS:
+            current += _SMALL_WORDS[w]
+        elif w in _TENS_WORDS:
+            current += _TENS_WORDS[w]
+        elif w in _SCALE_WORDS:
+            scale = _SCALE_WORDS[w]
+            if scale == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * scale
+                current = 0
+        else:
+            return None
+        seen = True
+    return total + current if seen else None
+
+
+class _Number(NamedTuple):
+    exact: Fraction
+    decimals: int | None  # digits written after the decimal point (0: an integer); None: a fraction
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
+    """The exact value of a bare number as written (``1 000``, ``1,000.5``, ``7 3/4``, ``2/4``,
+    ``\\frac{1}{2}``, ``1e6``); None when it is not one (``1,22`` is a list unless ``decimal_comma``)."""
+    t = text.strip().replace("\u00a0", " ").replace("\u202f", " ")
+    m = _MIXED.match(t)
+    if m:
+        if int(m.group(4)) == 0:
+            return None
+        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
+        return _Number(-value if m.group(1) == "-" else value, None)
+    m = _LATEX_FRAC.match(t)
+    if m:
+        if int(m.group(3)) == 0:
+            return None
+        value = Fraction(int(m.group(2)), int(m.group(3)))
+        return _Number(-value if m.group(1) == "-" else value, None)
+    t = t.replace(" ", "") if _GROUPED_SPACE.match(t) else t
+    if "/" in t:
+        m = _FRACTION.match(t)
+        if not m or int(m.group(2)) == 0:
+            return None
+        return _Number(Fraction(int(m.group(1)), int(m.group(2))), None)
+    if "," in t:
+        if decimal_comma:
+            t = t.replace(".", "").replace(",", ".")
+        elif _GROUPED_COMMA.match(t):
+            t = t.replace(",", "")
+        else:
+            return None
+    if not _NUMBER.match(t):
+        return None
+    try:
+        value = Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if "e" in t.lower():
+        return _Number(value, 0 if value.denominator == 1 else None)
+    d = _DECIMALS.search(t)
+    return _Number(value, len(d.group(1)) if d else 0)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _number_of(text: str, decimal_comma: bool = False) -> _Number | None:
+    """:func:`parse_number`'s exact value and stated decimals."""
     t = text.strip().strip("$").strip()
     t = _TEXT_WRAP.sub(r"\1", t)
-    t = _THOUSANDS.sub("", t.replace("{,}", ",")).replace("\\!", "").replace(" ", "")
+    t = t.replace("{,}", ",").replace("\\!", "").strip()
     if t.endswith("\\%"):
         t = t[:-2]
     elif t.endswith("%"):
         t = t[:-1]
     if t.startswith("\\$"):
         t = t[2:]
-    if _NUMBER.match(t):
-        value = float(t)
-        return value if math.isfinite(value) else None
-    m = _FRACTION.match(t)
-    if m and int(m.group(2)) != 0:
-        return int(m.group(1)) / int(m.group(2))
-    m = _LATEX_FRAC.match(t)
-    if m and int(m.group(3)) != 0:
-        value = int(m.group(2)) / int(m.group(3))
-        return -value if m.group(1) == "-" else value
-    return None
+    return _exact_number(t.strip(), decimal_comma)
+
+
+def parse_number(text: str, decimal_comma: bool = False) -> float | None:
+    """A float from ``3``, ``-2.5``, ``1,000``, ``1 000``, ``7 3/4``, ``50%``, ``$4``, ``1/2``,
+    ``\\frac{1}{2}``; else None.
+
+    Strict: units and words make it None (see :func:`parse_quantity` for the lenient parse).
+    A comma is a thousands separator only before groups of three digits (``1,2`` is a list),
+    or the decimal point with ``decimal_comma`` (``3,5`` = 3.5).
+    """
+    n = _number_of(text, decimal_comma)
+    if n is None:
+        return None
+    value = float(n.exact)
+    return value if math.isfinite(value) else None
 
 
 class _Quantity(NamedTuple):
@@ -127,28 +294,87 @@ class _Quantity(NamedTuple):
     percent: bool
     fraction: bool
     text: str  # the number without its unit, for Math-Verify
+    exact: Fraction = Fraction(0)
+    decimals: int | None = None  # digits stated after the decimal point; 0: an integer; None: a fraction
+    unit: str = ""  # the unit as written, canonical (``cm``, ``deg``, ``apples``); "" when none
+
+
+_UNIT_CANON = (
+    (re.compile(r"\\(?:text|mathrm|textrm|mbox)\s*\{([^{}]*)\}"), r"\1"),
+    (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree|\bdegrees?\b"), "deg"),
+    (re.compile(r"\^\s*\{?\s*2\s*\}?|²"), "^2"),
+    (re.compile(r"\^\s*\{?\s*3\s*\}?|³"), "^3"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _canon_unit(unit: str) -> str:
+    """``\\text{ cm}^2`` → ``cm^2``, ``^\\circ``/``°``/``degrees`` → ``deg``, ``apples`` → ``apple``."""
+    u = unit
+    for pattern, repl in _UNIT_CANON:
+        u = pattern.sub(repl, u)
+    u = u.strip().rstrip(".").strip()
+    if len(u) > 3 and u.endswith("s") and u.isalpha():
+        u = u[:-1]
+    return u
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _quantity(text: str) -> _Quantity | None:
-    """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``."""
+def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
+    """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", _unwrap(text)).strip().rstrip(".").strip()
     t = _CURRENCY.sub("", _ASSIGN.sub("", t)).strip()
     m = _QUANTITY.match(t)
     if m is None:
-        return None
+        return _word_quantity(t)
     num = m.group("num")
-    value = parse_number(num)
-    if value is None:
+    n = _exact_number(num.replace("\\!", ""), decimal_comma)
+    if n is None:
+        return None
+    exact, decimals = n
+    if m.group("scale"):
+        exact *= _SCALE_WORDS[m.group("scale").lower()]
+        decimals = 0 if exact.denominator == 1 else None
+    value = float(exact)
+    if not math.isfinite(value):
         return None
     percent = m.group("pct") is not None
     fraction = "/" in num or "frac" in num
-    return _Quantity(value, percent, fraction, _THOUSANDS.sub("", num) + ("\\%" if percent else ""))
+    shown = _shown(exact, decimals)
+    unit = _canon_unit(m.group("unit")) if m.group("unit") else ""
+    return _Quantity(value, percent, fraction, shown + ("\\%" if percent else ""), exact, decimals, unit)
 
 
-def parse_quantity(text: str) -> float | None:
+def _shown(exact: Fraction, decimals: int | None) -> str:
+    """The number for Math-Verify: ``1000`` for ``1 000``/``1,000``, ``31/4`` for ``7 3/4``, ``3.50``."""
+    if exact.denominator == 1:
+        return str(exact.numerator)
+    if decimals:
+        return f"{float(exact):.{decimals}f}"
+    return f"{exact.numerator}/{exact.denominator}"
+
+
+def _word_quantity(t: str) -> _Quantity | None:
+    """``two``, ``Twenty-one``, ``three hundred``, ``two dogs``: a number in words (a unit may follow)."""
+    if not t[:1].isalpha():
+        return None
+    m = _WORDS_NUMBER.match(t)
+    if m is None:
+        return None
+    value = words_value(m.group(0))
+    rest = t[m.end():]
+    if value is None or (rest and not _WORD_UNIT.match(rest)):
+        return None
+    return _Quantity(float(value), False, False, str(value), Fraction(value), 0, _canon_unit(rest) if rest else "")
+
+
+_WORD_UNIT = re.compile(rf"^\s+{_UNIT_WORDS}$")
+
+
+def parse_quantity(text: str, decimal_comma: bool = False) -> float | None:
     """A float from a number as models write it, units and currency dropped (``12 cm`` → 12)."""
-    q = _quantity(text)
+    q = _quantity(text, decimal_comma)
     return None if q is None else q.value
 
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prmtree.engine.answers.compare import cheap_check, math_match
+from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, _options_of
 from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
 from prmtree.engine.config import VerifyConfig
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from prmtree.engine.records import Problem
 
 AnswerCheck = Callable[[str, str], bool]
-_MemoKey = tuple[str, str, str, Options]
+_MemoKey = tuple[str, str, str, str, Options]  # (answer_type, kind, gold, predicted, options)
 
 
 class Verifier:
@@ -51,12 +51,15 @@ class Verifier:
         timeout_s, pool_workers = config.timeout_s, config.pool_workers
         self.custom = custom
         self.rel_tol = config.rel_tol
+        self.decimal_comma = config.decimal_comma
         self.timeout_s = timeout_s
         self.memo_size = config.memo_size
         # In the pool, Math-Verify's own per-phase timeout (two parses and a verify) stays inside
         # ours, so a merely slow check ends in the worker instead of costing a pool restart.
         self.slow_check = slow_check
-        self._pool_check_fn = slow_check or functools.partial(math_match, timeout_s=max(1, int(timeout_s // 2)))
+        self._pool_check_fn = slow_check or functools.partial(
+            slow_match, timeout_s=max(1, int(timeout_s // 2)), rel_tol=self.rel_tol, decimal_comma=self.decimal_comma
+        )
         self._inline_check_fn = self._pool_check_fn  # the same bound in-process: the same verdicts
         check_module = getattr(getattr(slow_check, "func", slow_check), "__module__", None)
         self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s, import_main=check_module == "__main__")
@@ -179,11 +182,11 @@ class Verifier:
         if not isinstance(predicted, str):
             predicted = str(predicted)
         if self.custom is not None:
-            key: _MemoKey = ("custom", gold, predicted, ())
+            key: _MemoKey = ("custom", "custom", gold, predicted, ())
         else:
             options = _options_of(problem)
             kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
-            key = (kind, gold, predicted, options if kind == "choice" else ())
+            key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else ())
         hit = self._recall(key)
         if hit is not None:
             self._memo_hits += 1
@@ -195,7 +198,11 @@ class Verifier:
                 verdict = False
             gold_for_math = gold
         else:
-            verdict, gold_for_math = cheap_check(key[0], gold, predicted, key[3], self.rel_tol)
+            # A declared "number" is a value: 50% is 0.5 too; "auto" reads 50% as written (50).
+            verdict, gold_for_math = cheap_check(
+                key[1], gold, predicted, key[4], self.rel_tol,
+                percent_fraction=key[0] == "number", decimal_comma=self.decimal_comma,
+            )
         if verdict is not None:
             self._quick += 1
             self._remember(key, verdict)
