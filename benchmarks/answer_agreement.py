@@ -14,7 +14,10 @@ agreement, false accepts (a wrong answer graded right: a false-positive label), 
 rejects, and each disagreement. The totals are over the gated cases (scope ``contract``)
 and, apart, the ``free_prose`` ones (outputs that mark no answer at all).
 
-    python benchmarks/answer_agreement.py [--cases PATH] [--quiet]
+    python benchmarks/answer_agreement.py [--cases PATH] [--quiet] [--as-given]
+
+The VQA evaluation's rows are graded with ``answer_type="vqa"`` (their source implies it;
+``--as-given`` grades them as ``auto``, as the case file leaves them).
 
 Saves ``benchmarks/results/answer_agreement.json``.
 """
@@ -48,13 +51,28 @@ def load_cases(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+#: Groups whose source implies an answer type the case file leaves at ``auto``: the VQA
+#: evaluation's normalisation rules are what ``answer_type="vqa"`` implements (the setting a
+#: VQA data set uses); under ``auto`` prmtree is more lenient ("2 dogs" for 2, "yes, it is"
+#: for yes), which ``--as-given`` measures.
+IMPLIED_TYPES = {"VQA vqaEval normalisation": "vqa"}
+AS_GIVEN = False
+
+
+def answer_type(case: dict) -> str:
+    given = case.get("answer_type") or "auto"
+    if given == "auto" and not AS_GIVEN:
+        return IMPLIED_TYPES.get(case["group"], given)
+    return given
+
+
 def run_case(case: dict) -> dict:
     """One case through ``prmtree.grade``: what came out and whether the peer agrees."""
     import prmtree
 
     extract = case.get("extract", case["form"] == "completion")
     verdict = prmtree.grade(
-        case["gold"], case["prediction"], answer_type=case.get("answer_type") or "auto",
+        case["gold"], case["prediction"], answer_type=answer_type(case),
         options=case.get("options"), extract=extract,
     )
     got = verdict.correct is True
@@ -122,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=Path, default=None, help="the peers' case file (JSON lines)")
     parser.add_argument("--quiet", action="store_true", help="totals only, no disagreements listed")
     parser.add_argument("--out", type=Path, default=RESULTS / "answer_agreement.json")
+    parser.add_argument("--as-given", action="store_true", help="grade every row with the case file's answer_type")
     args = parser.parse_args(argv)
     args.cases = args.cases or default_cases()
+    global AS_GIVEN
+    AS_GIVEN = args.as_given
     if not args.cases.is_file():
         print(f"answer_agreement: no case file at {args.cases} (pass --cases PATH)", file=sys.stderr)
         return 2
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, quiet=args.quiet)
     summary["seconds"] = round(elapsed, 2)
     summary["cases_file"] = args.cases.name
+    summary["implied_types"] = {} if args.as_given else IMPLIED_TYPES
     summary["disagreements"] = [
         {k: r[k] for k in ("id", "group", "scope", "expected", "correct", "extracted", "reason")}
         for r in results if not r["agree"]

@@ -131,7 +131,11 @@ def test_numbers_and_cheap_check_entry_points():
 
 def test_decimal_comma_is_off_by_default_and_read_when_set():
     plain, comma = Verifier(), Verifier(VerifyConfig(decimal_comma=True))
-    assert plain(_problem("2.5"), "2,5") is False
+    # against a one-number gold with a point, "2,5" can only be a decimal comma: read so
+    assert plain(_problem("2.5"), "2,5") is True and plain(_problem("1000.99"), "1000,99") is True
+    assert plain(_problem("2.5"), "2,6") is False and plain(_problem("2.5"), "2,500") is False
+    # not the other way round: a gold "2,5" is a list of two answers unless decimal_comma is set
+    assert plain(_problem("2,5"), "2.5") is False and comma(_problem("2,5"), "2.5") is True
     assert comma(_problem("2.5"), "2,5") is True
     assert comma(_problem("1234.5"), "1.234,5") is True
     assert comma(_problem("2.5"), "2,6") is False
@@ -205,3 +209,25 @@ def test_nan_and_hedged_golds_in_a_parquet_input_go_to_errors(tmp_path):
     refused = list(iter_problems(given))
     assert [type(r).__name__ for r in refused] == ["InputError", "InputError"]
     assert "hedged" in refused[1].reason
+
+
+def test_a_sentence_is_not_a_number_answer():
+    """Under a declared number type, a prediction in prose is no number (extraction reduces
+    a completion to its value first); number words and units are not prose."""
+    v = Verifier()
+    number = Problem(id="n", question="q?", answer="1", answer_type="number")
+    assert v(number, "The overall ratio of male to female is 1.") is False
+    assert v(number, "1") is True and v(number, "one") is True
+    assert v(Problem(id="m", question="q?", answer="105", answer_type="number"), "one hundred and five") is True
+    assert v(Problem(id="u", question="q?", answer="5", answer_type="number"), "5 square meters") is True
+
+
+@pytest.mark.parametrize("gold, predicted, options, expected", [
+    ("(b)", "(D) (a)", ["(c)", "(d)", "(a)", "(b)", "(e)"], True),  # the opening (D) names option D, whose text is (b)
+    ("(b)", "(b)", ["(c)", "(d)", "(a)", "(b)", "(e)"], False),  # letter B: option text (d)
+    ("(b)", "D", ["(c)", "(d)", "(a)", "(b)", "(e)"], True),
+    ("blue", "(B) blue", ["red", "blue"], True),
+    ("B", "a red car", ["a red car", "a blue car"], False),  # an article is no letter: the text names A
+])
+def test_choices_whose_option_texts_look_like_letters(gold, predicted, options, expected):
+    assert cheap_check("choice", gold, predicted, tuple(zip("ABCDE", options)))[0] is expected

@@ -219,13 +219,29 @@ def choice_match(gold: str, predicted: str, options: dict[str, str] | Sequence[s
     """Match a multiple-choice answer by letter (``B``, ``(B)``, ``B. text``, ``Option B``) or
     option text (``blue``); the gold may itself be a letter or an option's text."""
     opts = _clean_options(options)
-    gold_letter = _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
+    # The gold is read as an option's exact text first (MathVista gives the text, and a text
+    # may itself look like a letter: "(b)"), then as a letter; the prediction as a letter first (a model names
+    # its choice by letter: a bare "B" or an opening "(D)" is that option, whatever the texts).
+    exact = [k for k, text in opts.items() if text.strip() == gold.strip()]
+    gold_letter = exact[0] if len(exact) == 1 else _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
     pred = _strip_answer(predicted)
-    pred_letter = _bare if (_bare := _choice_letter(pred)) in opts else (_option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred))  # noqa: E501 - issue 19: a bare letter is the option's letter
+    pred_letter = _named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold
     return text_match(gold_text, pred)
+
+
+_OPENING_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
+
+
+def _named_letter(text: str, opts: dict[str, str]) -> str | None:
+    """An option key the prediction names outright: a bare letter, or an opening ``(D)``."""
+    bare = _choice_letter(text)
+    if bare in opts:
+        return bare
+    m = _OPENING_LETTER.match(text.strip())
+    return m.group(1).upper() if m and m.group(1).upper() in opts else None
 
 
 def _leading_letter(text: str) -> str | None:
@@ -246,7 +262,7 @@ def cheap_check(
     options: Options = (),
     rel_tol: float = 1e-6,
     *,
-    percent_fraction: bool = False,
+    declared_number: bool = False,
     decimal_comma: bool = False,
 ) -> tuple[bool | None, str]:
     """Decide without sympy where string work can: ``(verdict, gold_for_math)``, where a
@@ -256,6 +272,8 @@ def cheap_check(
     Text, choice and VQA always decide here; numbers decide when the prediction parses as
     one (or is plain words) and its unit, if both sides have one, is the gold's; math decides
     on equal LaTeX, two plain numbers, number tuples and sets, or words.
+    ``declared_number``: the problem declared ``answer_type = "number"`` (not inferred by
+    ``auto``): a value, so 50% is 0.5 too, and a sentence is no answer at all.
     """
     if not predicted.strip():
         return False, gold
@@ -267,14 +285,18 @@ def cheap_check(
         return vqa_match(gold, predicted), gold
     if gold.strip() == predicted.strip():
         return True, gold
+    if not decimal_comma and _comma_read_as_point(predicted, gold):
+        decimal_comma = True
     if kind == "number":
+        if declared_number and len(_PROSE_WORD.findall(words_as_digits(predicted))) >= 4:
+            return False, gold  # a sentence is not a number (extraction reduces one to its value)
         g = _quantity(gold, decimal_comma)
         if g is not None:
             p = _quantity(predicted, decimal_comma)
             if p is not None:
                 if _units_differ(g, p):
                     return None, gold  # converted in the pool: pint costs ~0.5 s to import
-                return _close(g, p, rel_tol, percent_fraction=percent_fraction), g.text
+                return _close(g, p, rel_tol, percent_fraction=declared_number), g.text
             if _is_words(predicted) or not any(c.isdigit() or c == "\\" for c in predicted):
                 return False, g.text
             return None, g.text
@@ -292,6 +314,20 @@ def cheap_check(
     if _is_words(gold) or _is_words(predicted):  # words are not expressions: never t·e·a·l
         return text_match(gold, predicted), gold
     return None, gold
+
+
+_PROSE_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+_COMMA_DECIMAL = re.compile(r"\s*[-+]?\d+,(?:\d{1,2}|\d{4,})\s*")  # not a thousands group
+_POINT_DECIMAL = re.compile(r"\s*[-+]?\d+\.\d+\s*")
+
+
+def _comma_read_as_point(one: str, other: str) -> bool:
+    """A prediction ``1000,99`` against the gold ``1000.99``: two digit runs joined by a comma
+    that cannot be a thousands separator, where the gold is one number with a decimal point.
+    Read as a list it could never equal one number, so the comma is a decimal comma whatever
+    ``[verify] decimal_comma`` says. Not the other way round: a gold ``2,3`` is a list of two
+    answers unless ``decimal_comma`` is set."""
+    return bool(_COMMA_DECIMAL.fullmatch(one) and _POINT_DECIMAL.fullmatch(other))
 
 
 def slow_match(gold: str, predicted: str, timeout_s: int = 5, rel_tol: float = 1e-6, decimal_comma: bool = False) -> bool:

@@ -36,7 +36,8 @@ def _clean_options(options: Any) -> dict[str, str]:
     if isinstance(options, dict):
         return {(_choice_letter(str(k)) or str(k).strip().upper()): str(v) for k, v in options.items()}
     if isinstance(options, (list, tuple)):
-        return {chr(65 + i): _OPTION_PREFIX.sub("", str(v).strip()) for i, v in enumerate(options[:26])}
+        # "A. red" -> "red", but an option whose whole text is a letter ("(b)": MathVista) stays itself
+        return {chr(65 + i): _OPTION_PREFIX.sub("", str(v).strip()) or str(v).strip() for i, v in enumerate(options[:26])}
     return {}
 
 

@@ -201,7 +201,7 @@ class Verifier:
             # A declared "number" is a value: 50% is 0.5 too; "auto" reads 50% as written (50).
             verdict, gold_for_math = cheap_check(
                 key[1], gold, predicted, key[4], self.rel_tol,
-                percent_fraction=key[0] == "number", decimal_comma=self.decimal_comma,
+                declared_number=key[0] == "number", decimal_comma=self.decimal_comma,
             )
         if verdict is not None:
             self._quick += 1
