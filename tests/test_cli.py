@@ -97,7 +97,8 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
     assert r.returncode == 0, r.stderr
     errors = {e["problem_id"]: e["reason"] for e in read_table(tmp_path / "out", "errors").to_pylist()}
     assert errors == {
-        "no-answer": "missing answer",
+        "no-answer": "missing answer: the row has no 'answer' field (its fields: 'id', 'question', 'image'); "
+                     "if the data set names it otherwise, set [input] answer_field",
         "no-image": "image images/missing.png not found",
         "mixed.jsonl:6": "line 6 is not valid JSON (Expecting value)",
     }

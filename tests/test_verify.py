@@ -1,5 +1,4 @@
 import asyncio
-import os
 import pickle
 import threading
 import time
@@ -339,24 +338,11 @@ def test_pool_agrees_with_the_sync_path_on_the_whole_table():
 
 
 # --------------------------------------------------------------------------- the async path
-# Slow checks the pool runs: module-level so that they pickle into the worker.
+# Slow checks the pool runs live in tests/pool_checks.py: they pickle into the worker, whose
+# import of their module counts against the check's time bound.
 # A test that starts the pool starts processes: it is marked slow.
 
-HANG, CRASH = "\\sqrt{999}", "\\sqrt{666}"
-
-
-def hang_or_crash(gold, pred):
-    """Math-Verify, except that it hangs on HANG and kills its process on CRASH."""
-    if pred == HANG:
-        time.sleep(3600)
-    if pred == CRASH:
-        os._exit(3)
-    return math_match(gold, pred)
-
-
-def slow_math(gold, pred):
-    time.sleep(0.5)
-    return math_match(gold, pred)
+from pool_checks import CRASH, HANG, hang_or_crash, slow_math  # noqa: E402 - light, for the pool workers
 
 
 SQRT = P("\\frac{\\sqrt{2}}{2}")
