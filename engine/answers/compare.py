@@ -218,11 +218,17 @@ def vqa_match(gold: str, predicted: str) -> bool:
 def choice_match(gold: str, predicted: str, options: dict[str, str] | Sequence[str] | None = None) -> bool:
     """Match a multiple-choice answer by letter (``B``, ``(B)``, ``B. text``, ``Option B``) or
     option text (``blue``); the gold may itself be a letter or an option's text."""
-    opts = _clean_options(options)
+    return _choice_match(gold, predicted, _clean_options(options))
+
+
+def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
+    """:func:`choice_match` on options already cleaned (``{"A": "red"}``: the driver's path)."""
     # The gold is read as an option's exact text first (MathVista gives the text, and a text
-    # may itself look like a letter: "(b)"), then as a letter; the prediction as a letter first (a model names
-    # its choice by letter: a bare "B" or an opening "(D)" is that option, whatever the texts).
-    exact = [k for k, text in opts.items() if text.strip() == gold.strip()]
+    # may itself look like a letter: "(b)"), then as a letter; the prediction as a letter
+    # first (a model names its choice by letter: a bare "B" or an opening "(D)" is that
+    # option, whatever the texts).
+    wanted = gold.strip()
+    exact = [k for k, text in opts.items() if text == wanted or text.strip() == wanted]
     gold_letter = exact[0] if len(exact) == 1 else _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
     pred = _strip_answer(predicted)
     pred_letter = _named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
@@ -278,7 +284,7 @@ def cheap_check(
     if not predicted.strip():
         return False, gold
     if kind == "choice":
-        return choice_match(gold, predicted, dict(options)), gold
+        return _choice_match(gold, predicted, dict(options)), gold  # options come cleaned (kinds)
     if kind == "text":
         return text_match(gold, predicted), gold
     if kind == "vqa":
