@@ -90,26 +90,35 @@ def test_one_decision_per_node_wrong_wins_below_and_right_lifts_above():
 
 # -- item 16: a run that labels nothing says so ------------------------------------------
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def _words(n: int) -> str:
-    """14 -> "fourteen", 45 -> "forty-five" (larger numbers digit by digit)."""
+def _roman(n: int) -> str:
+    """14 -> "XIV": a form of the right value that no grader reads as a number (number words
+    are read since issue 19: "fourteen" is 14)."""
     if n < 0:
-        return f"minus {_words(-n)}"
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else f"-{_ONES[n % 10]}")
-    return " ".join(_ONES[int(d)] for d in str(n))
+        return f"minus {_roman(-n)}"
+    if n == 0:
+        return "nulla"
+    out = ""
+    for value, letters in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+                           (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")):
+        while n >= value:
+            out, n = out + letters, n - value
+    return out
+
+
+class RomanPolicy(SimulatedPolicy):
+    """Solves like the simulated policy but boxes numbers as Roman numerals: "XIV" for 14."""
+
+    def complete(self, request):
+        return [Completion(re.sub(r"\\boxed\{(-?\d+)\}", lambda m: f"\\boxed{{{_roman(int(m[1]))}}}", c.text),
+                           c.num_tokens, c.finish_reason) for c in super().complete(request)]
 
 
 class WordsPolicy(SimulatedPolicy):
-    """Solves like the simulated policy but boxes numbers in words: "fourteen" for 14."""
+    """Boxes numbers in words ("\\boxed{fourteen}" for 14): graded as the number since issue 19."""
 
     def complete(self, request):
-        return [Completion(re.sub(r"\\boxed\{(-?\d+)\}", lambda m: f"\\boxed{{{_words(int(m[1]))}}}", c.text),
+        words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+        return [Completion(re.sub(r"\\boxed\{(\d)\}", lambda m: f"\\boxed{{{words[int(m[1])]}}}", c.text),
                            c.num_tokens, c.finish_reason) for c in super().complete(request)]
 
 
@@ -123,7 +132,7 @@ class ChattyJudge(SimulatedPolicy):
 @pytest.fixture
 def edge_policies(monkeypatch):
     module = types.ModuleType("edge_policies")
-    module.WordsPolicy, module.ChattyJudge = WordsPolicy, ChattyJudge
+    module.RomanPolicy, module.WordsPolicy, module.ChattyJudge = RomanPolicy, WordsPolicy, ChattyJudge
     monkeypatch.setitem(sys.modules, "edge_policies", module)
 
 
@@ -155,7 +164,7 @@ def test_a_run_that_labels_nothing_warns_with_examples_and_exits_4(tmp_path, edg
 
     data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
     code = main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress",
-                 "--policy", "edge_policies:WordsPolicy", "--strategy", "omega"])
+                 "--policy", "edge_policies:RomanPolicy", "--strategy", "omega"])
     out, err = capsys.readouterr()
     assert code == EXIT_NO_DATA == 4
     assert "nothing was labelled: 8 problems done, 0 labelled steps" in err
@@ -164,8 +173,21 @@ def test_a_run_that_labels_nothing_warns_with_examples_and_exits_4(tmp_path, edg
     assert "warning: 8 of 8 problems skipped (root all wrong) - the policy's answers may never match" in text
     shown = re.findall(r"syn-\d+: gold '(-?\d+)'; extracted ('[^']*'|None)", text)
     assert len(shown) == 3  # three skipped problems, their gold beside what was extracted
-    assert any(got == f"'{_words(int(gold))}'" for gold, got in shown)  # the right value in words
+    assert any(got == f"'{_roman(int(gold))}'" for gold, got in shown)  # the right value, as Roman numerals
     assert read_table(tmp_path / "o", "steps").num_rows == 0
+
+
+def test_answers_boxed_as_number_words_are_graded_as_their_numbers(tmp_path, edge_policies, capsys):
+    from prmtree.cli import main
+
+    data = write_jsonl(generate_problems(8, seed=5), tmp_path / "in")
+    code = main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress",
+                 "--policy", "edge_policies:WordsPolicy", "--strategy", "omega"])
+    assert code == 0, capsys.readouterr().err
+    assert read_table(tmp_path / "o", "steps").num_rows > 0
+    digit_golds = {p.id for p in generate_problems(8, seed=5) if p.answer.isdigit() and len(p.answer) == 1}
+    roots = {n["problem_id"]: n for n in read_table(tmp_path / "o", "nodes").to_pylist() if n["depth"] == 0}
+    assert digit_golds and all(roots[p]["n_correct"] > 0 for p in digit_golds)  # "\\boxed{four}" reached 4
 
 
 def test_a_normal_run_has_no_label_warnings_and_exits_0(tmp_path, capsys):

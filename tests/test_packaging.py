@@ -98,4 +98,4 @@ def test_a_checkout_works_without_installing_prmtree(tmp_path):
     help_code = (f"import sys, runpy; sys.path[:0] = [{str(REPO)!r}]; sys.path.append({deps!r}); "
                  "sys.argv = ['prmtree', '--help']; runpy.run_module('prmtree', run_name='__main__')")
     out = subprocess.run([sys.executable, "-S", "-c", help_code], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0 and "{demo,run,inspect,verify,export,synth}" in out.stdout, out.stderr
+    assert out.returncode == 0 and "{demo,run,inspect,grade,verify,export,synth}" in out.stdout, out.stderr
