@@ -32,6 +32,12 @@ def last_boxed(text: str) -> str | None:
         i += 1
     if i >= len(text) or text[i] != "{":
         return None
+    j = closing_brace(text, i)
+    return None if j is None else text[i + 1 : j].strip()  # None: unbalanced, truncated output
+
+
+def closing_brace(text: str, i: int) -> int | None:
+    """The index of the ``}`` that closes the ``{`` at ``text[i]``; None when it never closes."""
     depth = 0
     for j in range(i, len(text)):
         ch = text[j]
@@ -40,8 +46,8 @@ def last_boxed(text: str) -> str | None:
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j].strip()
-    return None  # unbalanced: truncated output
+                return j
+    return None
 
 
 def extract_answer(text: str) -> str | None:
@@ -191,19 +197,11 @@ def all_boxed(text: str) -> list[tuple[int, str]]:
         if i >= n or text[i] != "{":
             pos = i
             continue
-        depth = 0
-        for j in range(i, n):
-            ch = text[j]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    found.append((j + 1, text[i + 1 : j].strip()))
-                    pos = j + 1
-                    break
-        else:
+        j = closing_brace(text, i)
+        if j is None:
             return found  # unbalanced: truncated output
+        found.append((j + 1, text[i + 1 : j].strip()))
+        pos = j + 1
         
 
 def _top_level_parts(text: str) -> int:
