@@ -7,6 +7,7 @@ against the class and the target against the run, then calls its ``write``.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ class ExportOptions:
                 if f.metadata.get("refused_elsewhere") and getattr(self, f.name) != f.default]
 
 
-class ExportFormat:
+class ExportFormat(abc.ABC):
     """One export format. Subclasses set the class attributes and implement :meth:`write`."""
 
     name: ClassVar[str]
@@ -92,9 +93,9 @@ class ExportFormat:
             if path.exists() and not overwrite:
                 raise ExportError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
 
+    @abc.abstractmethod
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
         """Write the run in ``out`` to ``target``; returns the number of records written."""
-        raise NotImplementedError
 
 
 @contextlib.contextmanager

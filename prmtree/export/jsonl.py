@@ -6,6 +6,7 @@ becomes a record); ``jsonl`` itself is the steps table as it is.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,9 @@ class JsonlFormat(ExportFormat):
     with_images: ClassVar[bool] = True  # write the images beside the file and reference them
     skips_flagged: ClassVar[bool] = True  # leave out paths MC and the judge disagreed on, unless keep_flagged
 
+    @abc.abstractmethod
     def builder(self, options: ExportOptions) -> Builder:
-        raise NotImplementedError
+        """The function that turns one steps row (and its image paths) into a record, or None."""
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
         return write_jsonl(out, target, self.builder(options), with_images=self.with_images,
