@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from prmtree.engine.answers import extract_answer
 from prmtree.engine.answers.extract import find_answer
-from prmtree.engine.answers.kinds import _options_of
+from prmtree.engine.answers.kinds import options_of
 from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
 
@@ -64,7 +64,7 @@ def parse_completion(
         return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
     # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
     # answer); prose from the last step first (a custom splitter's last step is the answer).
-    options, choice = dict(_options_of(problem)) or None, problem.answer_type == "choice"
+    options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
     boxed = "\\boxed" in text or "\\fbox" in text
     found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)
     if found.answer is None and found.refused != "hedged" and not boxed:

@@ -41,7 +41,8 @@ def _clean_options(options: Any) -> dict[str, str]:
     return {}
 
 
-def _options_of(problem: Problem) -> Options:
+def options_of(problem: Problem) -> Options:
+    """The problem's options cleaned to ``(("A", "red"), ...)`` (what the checks and the extractor read)."""
     meta = problem.meta
     raw = meta.get("options") if isinstance(meta, dict) else None
     if not raw or not isinstance(raw, (dict, list, tuple)):
@@ -64,7 +65,7 @@ def answer_kind(problem: Problem) -> AnswerKind:
     guess from the gold answer (and the options in ``meta``, if any)."""
     if problem.answer_type != "auto":
         return problem.answer_type  # type: ignore[return-value]
-    return _auto_kind(problem.answer, _options_of(problem))
+    return _auto_kind(problem.answer, options_of(problem))
 
 
 @functools.lru_cache(maxsize=1 << 16)

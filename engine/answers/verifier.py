@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prmtree.engine.answers.compare import cheap_check, slow_match
-from prmtree.engine.answers.kinds import Options, _auto_kind, _options_of
+from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
 from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
 from prmtree.engine.config import VerifyConfig
 
@@ -184,7 +184,7 @@ class Verifier:
         if self.custom is not None:
             key: _MemoKey = ("custom", "custom", gold, predicted, ())
         else:
-            options = _options_of(problem)
+            options = options_of(problem)
             kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
             key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else ())
         hit = self._recall(key)
