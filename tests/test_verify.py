@@ -390,7 +390,8 @@ def test_a_check_that_kills_its_worker_is_false_and_the_pool_is_recreated():
 @pytest.mark.slow
 def test_a_hung_check_in_a_batch_does_not_take_its_batch_mates_down():
     async def main():
-        v = Verifier(VerifyConfig(timeout_s=1.0), slow_check=hang_or_crash)
+        # 3 s: a bystander re-run in a freshly started worker must not time out on a slow machine
+        v = Verifier(VerifyConfig(timeout_s=3.0), slow_check=hang_or_crash)
         try:
             return await v.check(SQRT, [SQRT_OK, HANG, "\\sqrt{3}/2"]), v.stats()
         finally:
