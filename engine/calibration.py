@@ -62,6 +62,28 @@ def chance_floor(problem: Problem, chance: float | None = None, free_chance: flo
     return free_chance
 
 
+def answer_space(problem: Problem) -> str:
+    """The name of a problem's answer space: problems sharing it share a learned floor
+    and are counted together in coverage reports.
+
+    ``meta.answer_space`` when the row names one (``"colour"``, ``"yesno"``); otherwise
+    from the same evidence as :func:`chance_floor`: ``"N options"``, ``"choice"``,
+    ``"yes/no"``, or the answer type (``"number"``, ``"text"``, ...; ``"free"`` for auto).
+    """
+    meta = problem.meta if isinstance(problem.meta, dict) else {}
+    named = meta.get("answer_space")
+    if isinstance(named, str) and named.strip():
+        return named.strip()[:60]
+    options = meta.get("options")
+    if isinstance(options, (dict, list, tuple)) and len(options) >= 2:
+        return f"{len(options)} options"
+    if problem.answer_type == "choice":
+        return "choice"
+    if _WORD.sub("", problem.answer.strip().lower()) in _YES_NO:
+        return "yes/no"
+    return problem.answer_type if problem.answer_type not in ("auto", "") else "free"
+
+
 def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
