@@ -139,6 +139,12 @@ class LabelsConfig(_Strict):
         "this many rollouts per step they would label (None, or inf in TOML: until decided or capped)",
     )
     undecided: Literal["drop", "keep"] = "drop"
+    learn_floor: bool = Field(True, description="learn each answer space's floor (the success rate after a wrong "
+                              "step) from a pilot of the run's first problems (engine/pilot.py); false: the chance floor")
+    pilot_problems: int = Field(32, ge=1, description="pilot problems per answer space")
+    pilot_window: int = Field(2000, ge=1, description="the pilot's members come from the input's first this many problems")
+    pool_per_problem: int = Field(100, ge=0, description="most rollouts past its budget a problem still undecided may "
+                                  "draw from what the pilot's problems left unspent (0: no pool)")
     on_disagreement: Literal["drop", "flag"] = "drop"
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 

@@ -159,9 +159,10 @@ class MCDecider:
     """The peers' rule: right iff MC > ``threshold``, each node by its own rollouts."""
 
     source = "mc"
+    learns_floor = False  # a threshold on each node's own value: no floor
 
     def __init__(self, problem: Problem | None = None, labels: LabelsConfig | None = None,
-                 threshold: float = 0.0) -> None:
+                 threshold: float = 0.0, floor: float | None = None) -> None:
         self.threshold = threshold
 
     def first_batch(self, k: int) -> int:
@@ -223,9 +224,13 @@ class CalibratedDecider:
     """
 
     source = "calibrated"
+    #: The floor can be learned from the run (``engine/floors.py``): the driver pilots it.
+    learns_floor = True
 
-    def __init__(self, problem: Problem, labels: LabelsConfig, threshold: float = 0.0) -> None:
-        self.floor = chance_floor(problem, labels.chance, labels.free_chance)
+    def __init__(self, problem: Problem, labels: LabelsConfig, threshold: float = 0.0,
+                 floor: float | None = None) -> None:
+        # ``floor``: the answer space's learned floor; the chance floor until it is known
+        self.floor = chance_floor(problem, labels.chance, labels.free_chance) if floor is None else floor
         self.hazard = 1.0 - labels.prior
         self.confidence = labels.confidence
         self.batch = labels.batch

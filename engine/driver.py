@@ -5,17 +5,24 @@ The driver is the only part of the engine that awaits. It keeps up to
 backend always has requests to batch; for each tree it asks the strategy for a wave,
 submits the wave's requests concurrently, parses the completions, and feeds them back
 in issue order. A finished tree is labelled and its rows handed to the writer.
+
+Under a rule that learns its floor, the run starts with a pilot (``engine/pilot.py``):
+the first problems of each answer space are searched first, the rest of the pilot's
+window waits unstarted, and once the pilot's floors and pool allowance are learned
+everything is labelled with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from prmtree.engine.answers import Verifier
+from prmtree.engine.calibration import answer_space
 from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import Executor, cancel_requested
@@ -26,6 +33,7 @@ from prmtree.engine.errors import (
 )
 from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
 from prmtree.engine.labels import Labelling
+from prmtree.engine.pilot import Calibration, Pilot
 from prmtree.engine.output import DatasetWriter
 from prmtree.engine.records import (
     Completion,
@@ -122,6 +130,7 @@ class Driver:
         labeler: Labeler | None = None,
         judge_executor: Executor | None = None,
         split_steps: Callable[[str], list[str]] | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.executor = executor
@@ -137,6 +146,24 @@ class Driver:
         self.breaker = CircuitBreaker(config.executor.breaker_window)
         self.stopping = False  # request_stop(): take no new problems
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
+        self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
+        self._slot_freed = asyncio.Event()  # set when a member starts waiting (its slot is free)
+        self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
+        self.pilot: Pilot | None = None
+        decider_class = getattr(self.labeler, "decider_class", None)
+        if calibration:  # a resumed run: what its pilot learned
+            self._use(Calibration.from_dict(calibration))
+        elif config.labels.learn_floor and getattr(decider_class, "learns_floor", False):
+            labels, threshold = config.labels, config.output.label_threshold
+            self.pilot = Pilot(labels, config.search.budget,
+                               lambda problem, floor: decider_class(problem, labels, threshold, floor), self._use)
+
+    def _use(self, calibration: Calibration) -> None:
+        """Label and budget with what the pilot learned (and record it)."""
+        self.label_context.floors = {space: f.floor for space, f in calibration.floors.items()}
+        self.allowance = calibration.pool.per_problem
+        if self.writer is not None:
+            self.writer.note_calibration(calibration.as_dict())
 
     # -- one request ----------------------------------------------------------------
 
@@ -208,8 +235,11 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
+        member = self.pilot is not None and self.pilot.is_member(problem)
         search = make_search(problem, self.config.search, self.labeler.decider(problem, self.label_context),
                              self.config.steps.max_steps)
+        search.allowance = 0 if member else self.allowance
+        searched = topped_up = False
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -228,6 +258,10 @@ class Driver:
                             raise res
                 for request, rollouts in zip(wave, results):
                     search.observe(request, rollouts)
+            searched = True
+            if member:
+                await self._pilot_rounds(problem, search)
+                topped_up = True
             labelling = await self.labeler.label(problem, search, self.label_context)
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
@@ -237,7 +271,46 @@ class Driver:
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self.executor.release(problem.id)
+            if member and self.pilot is not None:  # a failed member teaches nothing, and must not hold the pilot
+                if not searched:
+                    self.pilot.searched(problem, None)
+                if not topped_up:
+                    self.pilot.topped_up(problem, None)
         return FinishedProblem(problem, search, labelling=labelling)
+
+    async def _pilot_rounds(self, problem: Problem, search: TreeSearch) -> None:
+        """A member's search is done: report it; at the pilot's first look, top up its
+        paths' labels at the first floors (its own budget); report again, and wait until
+        the pilot has learned what it is labelled with. Waiting holds no slot."""
+        pilot = self.pilot
+        assert pilot is not None
+        pilot.searched(problem, search)
+        await self._wait(pilot.first_look)
+        space = answer_space(problem)
+        if space in pilot.first_floors:
+            search.decider = pilot.decider_at(problem, pilot.first_floors[space])
+        while True:
+            paths = [search.tree.path_ids(leaf) for leaf in search.tree.leaves()]
+            wave, _ = search.sample_paths([ids for ids in paths if ids], fill=True)
+            if not wave:
+                break
+            results = await asyncio.gather(*(self._submit(problem, r) for r in wave), return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
+            for request, rollouts in zip(wave, results):
+                search.record(request.node_id, rollouts)
+        pilot.topped_up(problem, search)
+        await self._wait(pilot.learned)
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        """Wait for the pilot without holding a slot."""
+        self._waiting_for_pilot += 1
+        self._slot_freed.set()
+        try:
+            await event.wait()
+        finally:
+            self._waiting_for_pilot -= 1
 
     def _judge_request(self, problem: Problem, steps: tuple[str, ...]) -> GenerationRequest:
         judge = self.config.labels.judge
@@ -264,8 +337,9 @@ class Driver:
         return len(self._in_flight)
 
     async def run(self, items: Iterable[Problem | InputError]) -> RunStats:
-        limit = self.config.executor.trees_in_flight
         pending: set[asyncio.Task[FinishedProblem]] = set()
+        held: deque[Problem] = deque()  # the pilot's window, not members: started once it has learned
+        pilot = self.pilot
         try:
             for item in items:
                 if self.stopping:
@@ -273,14 +347,21 @@ class Driver:
                 if isinstance(item, InputError):
                     self._input_error(item)
                     continue
-                while len(pending) >= limit:
-                    pending = await self._collect(pending)
-                if self.stopping:  # stopped while waiting for a free slot
-                    break
-                task = asyncio.create_task(self.search_problem(item))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-                pending.add(task)
+                if pilot is not None and pilot.calibration is None:
+                    if pilot.admit(item):
+                        pending = await self._start(item, pending)
+                    else:
+                        held.append(item)
+                    if pilot.window_full:  # read no further until the pilot has learned
+                        pending = await self._until_learned(pending)
+                    continue
+                while held and not self.stopping:
+                    pending = await self._start(held.popleft(), pending)
+                pending = await self._start(item, pending)
+            if pilot is not None and pilot.calibration is None:
+                pending = await self._until_learned(pending)  # the input ended inside the window, or a stop
+            while held and not self.stopping:
+                pending = await self._start(held.popleft(), pending)
             while pending:
                 pending = await self._collect(pending)
         except FatalExecutorError:
@@ -292,9 +373,45 @@ class Driver:
             self.stats.stop_clock()
         return self.stats
 
-    async def _collect(self, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
-        """Wait for at least one tree to finish and hand it on; return the rest."""
-        done, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    async def _start(self, problem: Problem, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
+        """Start ``problem``'s search once a slot is free (members waiting for the pilot
+        hold none); a stop while waiting starts nothing."""
+        while len(pending) - self._waiting_for_pilot >= self.config.executor.trees_in_flight:
+            pending = await self._collect(pending, self._slot_freed)
+        if self.stopping:
+            return pending
+        task = asyncio.create_task(self.search_problem(problem))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        pending.add(task)
+        return pending
+
+    async def _until_learned(self, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
+        """No more members (the window is read, or the input ended): wait for them, the
+        only trees in flight. A stop first abandons them: nothing of theirs was written,
+        and the next run pilots the same problems again."""
+        assert self.pilot is not None
+        self.pilot.close()
+        while self.pilot.calibration is None and pending:
+            if self.stopping:
+                for task in pending:
+                    task.cancel()
+            pending = await self._collect(pending)
+        return pending
+
+    async def _collect(self, pending: set[asyncio.Task[FinishedProblem]],
+                       wake: asyncio.Event | None = None) -> set[asyncio.Task[FinishedProblem]]:
+        """Wait for at least one tree to finish (or ``wake`` to be set) and hand it on;
+        return the rest."""
+        waker = None
+        if wake is not None:
+            wake.clear()
+            waker = asyncio.ensure_future(wake.wait())
+        done, _ = await asyncio.wait({*pending, *([waker] if waker else [])}, return_when=asyncio.FIRST_COMPLETED)
+        if waker is not None:
+            waker.cancel()
+            done.discard(waker)
+        rest = pending - done
         fatal = None
         for task in done:
             if task.cancelled():  # request_stop(cancel=True): not done, redone by the next run
@@ -332,6 +449,9 @@ class Driver:
             rows = problem_rows(RowContext(problem, search, finished.labelling, self.config.output, self.policy_name,
                                            self.config.labels.method, out_dir))
             self._count(search, rows["steps"], len(rows["nodes"]), len(rows["pairs"]))
+            if search.drawn:  # the pool: what problems took past their budget (the summary shows it)
+                self.stats.labelling["pool_drawn"] += search.drawn
+                self.stats.labelling["pool_problems"] += 1
             if search.stats.skipped:  # the summary warns when skips are far above normal, with examples
                 self.stats.skip_reasons[search.stats.skipped] += 1
                 shown = self.stats.examples.setdefault(search.stats.skipped, [])

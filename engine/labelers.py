@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from prmtree.engine.calibration import StepEvidence
+from prmtree.engine.calibration import StepEvidence, answer_space
 from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
 from prmtree.engine.errors import ConfigError, FatalExecutorError
 from prmtree.engine.labels import LabelledPath, Labelling, label_paths, one_decision_per_node, preference_pairs
@@ -52,6 +52,7 @@ class LabelContext:
     request: JudgeRequest | None = None
     counters: Counter[str] = field(default_factory=Counter)  # judge calls, tokens, unparseable, ...
     examples: dict[str, list[str]] = field(default_factory=dict)  # kind -> a few texts the summary shows
+    floors: dict[str, float] = field(default_factory=dict)  # answer space -> learned floor (engine/floors.py)
 
 
 class Labeler(Protocol):
@@ -103,7 +104,9 @@ class StepLabeler:
         self.labels = labels
 
     def decider(self, problem: Problem, ctx: LabelContext) -> Decider:
-        return self.decider_class(problem, self.labels, ctx.output.label_threshold)
+        """The rule for this problem, at its answer space's learned floor once known."""
+        floor = ctx.floors.get(answer_space(problem)) if self.decider_class.learns_floor else None
+        return self.decider_class(problem, self.labels, ctx.output.label_threshold, floor)
 
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
         decider = self.decider(problem, ctx)
@@ -122,6 +125,7 @@ class StepLabeler:
             search.tree, lambda ids: [nodes.get(n) for n in ids], decided_by=decider.source,
             after_first_error=out.after_first_error, max_ci_width=out.max_ci_width,
             keep_undecided=self.labels.undecided == "keep",
+            floor=getattr(decider, "floor", None),
         )
         return Labelling(paths, preference_pairs(search.tree, nodes), nodes)
 

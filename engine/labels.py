@@ -37,6 +37,7 @@ class StepProvenance:
     parent_value: float | None  # success rate the decision compared against
     source: str  # one of SOURCES
     judge: str | None = None  # "correct" | "incorrect" | "unparseable" | "failed" where asked
+    floor: float | None = None  # the answer space's floor the posterior assumed (None: the mc rule)
 
 
 @dataclass
@@ -139,10 +140,12 @@ def label_path(
     after_first_error: str = "truncate",
     max_ci_width: float | None = None,
     keep_undecided: bool = False,
+    floor: float | None = None,
 ) -> LabelledPath | None:
     """Labels along the path to ``leaf`` from its nodes' ``evidence``; None when not even
     the first step is decided. ``decided_by``: the provenance source of a step decided by
-    its own counts (the decider's ``source``).
+    its own counts (the decider's ``source``); ``floor``: the answer space's floor its
+    posteriors assumed (kept in each step's provenance).
 
     With ``max_ci_width``, the path ends before the first step whose deciding value has a
     wider Wilson interval: only confidently labelled steps are kept.
@@ -199,6 +202,7 @@ def label_path(
                 rollouts=stats[j].n_rollouts,
                 parent_value=evidence[j].parent_value if evidence[j] is not None else None,
                 source=source[j],
+                floor=floor,
             )
         )
     if max_ci_width is not None:

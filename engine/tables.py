@@ -107,6 +107,7 @@ STEPS_SCHEMA = pa.schema(
         ("ci_low", pa.list_(pa.float64())),
         ("ci_high", pa.list_(pa.float64())),
         ("judge_verdicts", pa.list_(pa.string())),
+        ("floors", pa.list_(pa.float64())),  # the answer space's floor each posterior assumed (learned or chance)
         ("flagged", pa.bool_()),  # consensus kept the path although MC and the judge disagreed
     ]
 )
@@ -142,6 +143,7 @@ def step_rows(ctx: RowContext) -> list[dict[str, Any]]:
             "ci_low": [e.ci_low for e in p.provenance],
             "ci_high": [e.ci_high for e in p.provenance],
             "judge_verdicts": [e.judge for e in p.provenance],
+            "floors": [e.floor for e in p.provenance],
             "flagged": p.flagged,
         }
         for p in ctx.labelling.paths

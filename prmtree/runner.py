@@ -307,7 +307,8 @@ async def _run_async(
     stopped_by = None
     try:
         driver = Driver(cfg, executor, writer, verifier=verifier, on_problem=on_problem, stats=stats,
-                        split_steps=job.split_steps, judge_executor=judge_executor)
+                        split_steps=job.split_steps, judge_executor=judge_executor,
+                        calibration=writer.manifest.calibration if writer is not None else None)
         stop.install(driver)  # after the model loaded: a signal before that simply ends the process
         if handle is not None:
             handle._bind(stop, asyncio.get_running_loop())

@@ -237,7 +237,7 @@ def test_provenance_travels_with_every_labelled_step(tmp_path):
     assert rows
     for row in rows:
         n = len(row["labels"])
-        for col in ("label_sources", "confidences", "rollouts", "parent_values", "ci_low", "ci_high", "judge_verdicts"):
+        for col in ("label_sources", "confidences", "rollouts", "parent_values", "ci_low", "ci_high", "judge_verdicts", "floors"):
             assert len(row[col]) == n, col
         assert row["label_method"] == "calibrated" and row["flagged"] is False
         for label, source, conf, rollouts, lo, hi in zip(row["labels"], row["label_sources"], row["confidences"],

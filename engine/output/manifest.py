@@ -46,6 +46,9 @@ class Manifest:
     # input changed, and retries a bad row that changed. Missing (older manifests): unknown.
     fingerprints: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    # what the run's pilot learned (``engine/pilot.py``): {"floors": {answer space: {...}},
+    # "pool": {...}}; empty until it has. A resume labels with it and pilots nothing.
+    calibration: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +71,7 @@ class Manifest:
         known = {f for f in cls.__dataclass_fields__}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         for name, kind in (("shards", list), ("completed", list), ("skipped", dict), ("rejected", dict),
-                           ("failed", dict), ("flushes", dict), ("fingerprints", dict), ("stats", dict), ("config", dict),
+                           ("failed", dict), ("flushes", dict), ("fingerprints", dict), ("stats", dict), ("calibration", dict), ("config", dict),
                            ("config_hash", str), ("status", str)):
             if not isinstance(getattr(manifest, name), kind):
                 raise ValueError(f"{name!r} is not a {kind.__name__}")

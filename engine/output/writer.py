@@ -95,6 +95,7 @@ class DatasetWriter:
         self.pending_rejected: dict[str, str] = {}
         self.pending_failed: dict[str, str] = {}
         self.pending_fingerprints: dict[str, str] = {}
+        self.calibration: dict[str, Any] = dict(manifest.calibration)  # what the pilot learned
         pattern = slice.shard_pattern()
         self.next_seq: dict[str, int] = {t: 0 for t in TABLES}
         for shard in manifest.shards:
@@ -148,6 +149,11 @@ class DatasetWriter:
         self.pending_failed[problem_id] = reason
         self._note_fingerprint(problem_id, fingerprint)
         self._maybe_flush(stats)
+
+    def note_calibration(self, calibration: dict[str, Any]) -> None:
+        """What the run's pilot learned: written with the next flush, before any row
+        labelled with it (those rows are added after this)."""
+        self.calibration = calibration
 
     def _note_fingerprint(self, problem_id: str, fingerprint: str | None) -> None:
         if fingerprint:
@@ -225,6 +231,7 @@ class DatasetWriter:
             rejected={**m.rejected, **self.pending_rejected},
             failed=failed,
             fingerprints={**m.fingerprints, **self.pending_fingerprints},
+            calibration=self.calibration,
             flushes=flushes,
             status=status,
             stats=stats.to_dict() if stats is not None else m.stats,

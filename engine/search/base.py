@@ -44,6 +44,7 @@ class SearchStats:
     rollouts: int = 0
     requests: int = 0
     skipped: str | None = None  # why the tree was not searched (e.g. "root all correct")
+    budget_short: bool = False  # a path's labels wanted a batch its budget (and pool draw) could not pay
     root_answers: list[str | None] = field(default_factory=list)  # the root's first few extracted answers
 
 
@@ -72,6 +73,9 @@ class TreeSearch(ABC):
         self.tree = ReasoningTree(problem.id)
         self.k = config.k
         self.budget = config.budget
+        # Rollouts this problem may draw from the run's pool past its budget, for the labels
+        # of paths already started (never to grow the tree): set by the driver.
+        self.allowance = 0
         self.stats = SearchStats()
         self._batches: dict[str, int] = {}
 
@@ -120,7 +124,7 @@ class TreeSearch(ABC):
             wanting.append(i)
             if nxt[0] in asked:
                 continue
-            if not self.can_afford(nxt[1]):
+            if not self.can_afford(nxt[1], labelling=True):
                 if fill:
                     continue
                 break
@@ -132,8 +136,22 @@ class TreeSearch(ABC):
         """Whether ``node_id`` is ``below`` steps or fewer above ``max_steps``' depth."""
         return self.max_steps is not None and self.tree.stats(node_id).depth + below >= self.max_steps
 
-    def can_afford(self, n: int) -> bool:
-        return self.stats.rollouts + n <= self.budget
+    def can_afford(self, n: int, *, labelling: bool = False) -> bool:
+        """Whether ``n`` more rollouts fit the budget; ``labelling``: they serve the labels
+        of a path already started, which may also draw on the pool (:attr:`allowance`)."""
+        if self.stats.rollouts + n <= self.budget:
+            return True
+        if not labelling:
+            return False
+        if self.stats.rollouts + n <= self.budget + self.allowance:
+            return True
+        self.stats.budget_short = True
+        return False
+
+    @property
+    def drawn(self) -> int:
+        """Rollouts this problem took from the pool (past its own budget)."""
+        return max(0, self.stats.rollouts - self.budget)
 
     def record(self, node_id: str, rollouts: list[Rollout]) -> tuple[int, int]:
         """Add rollout outcomes to ``node_id``'s statistics; returns (n, correct)."""

@@ -103,7 +103,7 @@ class OmegaSearch(TreeSearch):
             if nxt is None:
                 self._conclude(current)
                 continue
-            if not self.can_afford(nxt[1]):
+            if not self.can_afford(nxt[1], labelling=True):
                 return self._out_of_budget()
             self._pending = self.request(*nxt)
             return [self._pending]

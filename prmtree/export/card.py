@@ -298,6 +298,7 @@ def dataset_card(
         "ci_low": "per step: lower end of the value's Wilson interval",
         "ci_high": "per step: upper end of the value's Wilson interval",
         "judge_verdicts": "per step: the judge model's verdict, when a judge was asked",
+        "floors": "per step: the answer space's floor the posterior assumed (learned from the run, or chance)",
         "flagged": "kept although the Monte-Carlo labels and the judge disagree",
     }
     for field in steps.schema:
