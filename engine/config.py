@@ -139,6 +139,10 @@ class LabelsConfig(_Strict):
         "this many rollouts per step they would label (None, or inf in TOML: until decided or capped)",
     )
     undecided: Literal["drop", "keep"] = "drop"
+    min_coverage: float = Field(
+        0.85, ge=0, le=1, description="the run's summary warns about an answer space where a smaller share of "
+        "problems has a labelled step (0: never); it changes no rows",
+    )
     on_disagreement: Literal["drop", "flag"] = "drop"
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
@@ -256,7 +260,7 @@ class InputConfig(_Strict):
 #: ``operational_args`` (latency, timeouts, concurrency, memory share).
 OPERATIONAL = {
     "executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s",
-    "verify.pool_workers", "verify.memo_size",
+    "verify.pool_workers", "verify.memo_size", "labels.min_coverage",
 }
 
 
