@@ -11,7 +11,6 @@ from prmtree.engine.config import LabelsConfig
 from prmtree.engine.output import load_manifests
 from prmtree.engine.stats import coverage
 
-
 #: A share of problems skipped for one reason above which the summary warns (a policy
 #: whose answers never match the gold's form skips nearly every problem as "root all
 #: wrong"; a normal run skips well under a third).

@@ -123,11 +123,11 @@ def test_a_space_of_few_problems_and_min_coverage_0_do_not_warn():
               "yesno": {"problems": 42, "labelled_problems": 13, "skipped": 3, "steps_labelled": 20}}
     stats = RunStats(problems_done=46, steps_labelled=20, answer_spaces=spaces)
     warnings = label_warnings(stats)  # the default, 0.85
-    assert warnings == [
+    assert warnings == [(
         "answer space 'yesno': 13 of 42 problems (31%) have a labelled step (below [labels] min_coverage = 0.85); "
         "3 of them skipped (not searched) - give its undecided steps more rollouts: raise [labels] "
         "max_rollouts_per_step (inf: sample until decided) and max_rollouts_per_node, or [search] budget; "
-        "`prmtree inspect` shows every space"]
+        "`prmtree inspect` shows every space")]
     assert label_warnings(stats, 0.0) == []
     assert label_warnings(stats, 0.3) == []  # 31% is not below 0.3
     with pytest.raises(prmtree.ConfigError, match="min_coverage"):
