@@ -145,6 +145,10 @@ class LabelsConfig(_Strict):
     pilot_window: int = Field(2000, ge=1, description="the pilot's members come from the input's first this many problems")
     pool_per_problem: int = Field(100, ge=0, description="most rollouts past its budget a problem still undecided may "
                                   "draw from what the pilot's problems left unspent (0: no pool)")
+    min_coverage: float = Field(
+        0.85, ge=0, le=1, description="the run's summary warns about an answer space where a smaller share of "
+        "problems has a labelled step (0: never); it changes no rows",
+    )
     on_disagreement: Literal["drop", "flag"] = "drop"
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
@@ -262,7 +266,7 @@ class InputConfig(_Strict):
 #: ``operational_args`` (latency, timeouts, concurrency, memory share).
 OPERATIONAL = {
     "executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s",
-    "verify.pool_workers", "verify.memo_size",
+    "verify.pool_workers", "verify.memo_size", "labels.min_coverage",
 }
 
 

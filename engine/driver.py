@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prmtree.engine.answers import Verifier
-from prmtree.engine.calibration import answer_space
 from prmtree.engine.breaker import CircuitBreaker
+from prmtree.engine.calibration import answer_space
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import Executor, cancel_requested
 from prmtree.engine.errors import (
@@ -448,7 +448,7 @@ class Driver:
             out_dir = self.writer.out_dir if self.writer is not None else None
             rows = problem_rows(RowContext(problem, search, finished.labelling, self.config.output, self.policy_name,
                                            self.config.labels.method, out_dir))
-            self._count(search, rows["steps"], len(rows["nodes"]), len(rows["pairs"]))
+            self._count(problem, search, rows["steps"], len(rows["nodes"]), len(rows["pairs"]))
             if search.drawn:  # the pool: what problems took past their budget (the summary shows it)
                 self.stats.labelling["pool_drawn"] += search.drawn
                 self.stats.labelling["pool_problems"] += 1
@@ -470,8 +470,11 @@ class Driver:
         if self.on_problem is not None:
             self.on_problem(finished, self.stats)
 
-    def _count(self, search: TreeSearch, steps: list[dict[str, Any]], nodes: int, pairs: int) -> None:
+    def _count(self, problem: Problem, search: TreeSearch, steps: list[dict[str, Any]], nodes: int,
+               pairs: int) -> None:
         stats = self.stats
+        # per answer space too: coverage (problems with a labelled step) is reported per space
+        stats.count_space(answer_space(problem), [row["labels"] for row in steps], bool(search.stats.skipped))
         stats.problems_done += 1
         stats.problems_skipped += bool(search.stats.skipped)
         stats.nodes += nodes

@@ -45,6 +45,9 @@ class RunStats:
     failure_examples: dict = field(default_factory=dict, metadata=_SESSION)  # kind -> its first full reason
     labelling: Counter = field(default_factory=Counter)  # judge calls, tokens, agreement, unparseable
     skip_reasons: Counter = field(default_factory=Counter)  # why problems were not searched -> problems
+    #: answer space (``calibration.answer_space``) -> SPACE_COUNTERS: how well each space is
+    #: labelled (a run can label free answers fully and leave yes/no questions unlabelled)
+    answer_spaces: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict, metadata=_SESSION)  # what labelled nothing, shown: kind -> texts
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
     verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
@@ -85,6 +88,8 @@ class RunStats:
             value = previous[f.name]
             if f.default_factory is Counter:  # type: ignore[comparison-overlap]
                 values[f.name] = Counter({_key(k): int(v) for k, v in dict(value).items()})
+            elif f.default_factory is dict:  # type: ignore[comparison-overlap]
+                values[f.name] = _copied(value)
             elif isinstance(f.default, float):
                 values[f.name] = float(value)
             else:
@@ -103,7 +108,7 @@ class RunStats:
             if f.default_factory is Counter:  # type: ignore[comparison-overlap]
                 values[f.name] = Counter({_key(k): v for k, v in dict(value).items()})
             elif f.default_factory is dict:  # type: ignore[comparison-overlap]
-                values[f.name] = dict(value)
+                values[f.name] = _copied(value)
             else:
                 values[f.name] = value
         return cls(**values)
@@ -131,6 +136,22 @@ class RunStats:
         out.started = min(self.started, other.started)
         return out
 
+    def count_space(self, space: str, labels: list[list[bool | None]], skipped: bool = False) -> None:
+        """Count one finished problem of an answer space: ``labels`` holds each of its
+        steps rows' labels (null: undecided). A skipped problem is done without labels."""
+        counts = self.answer_spaces.setdefault(space, dict.fromkeys(SPACE_COUNTERS, 0))
+        for name in SPACE_COUNTERS:  # a manifest from before a counter was added
+            counts.setdefault(name, 0)
+        pos = sum(row.count(True) for row in labels)
+        neg = sum(row.count(False) for row in labels)
+        counts["problems"] += 1
+        counts["skipped"] += bool(skipped)
+        counts["labelled_problems"] += bool(pos + neg)
+        counts["paths"] += len(labels)
+        counts["steps_labelled"] += pos + neg
+        counts["positive"] += pos
+        counts["negative"] += neg
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``stats``: every field, under its own name."""
         self.stop_clock()
@@ -139,8 +160,55 @@ class RunStats:
             value = getattr(self, f.name)
             if isinstance(value, Counter):
                 value = {str(k): v for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+            elif f.name == "answer_spaces":
+                value = {k: dict(v) for k, v in sorted(value.items())}
             out[f.name] = value
         return out
+
+
+#: What :attr:`RunStats.answer_spaces` counts per answer space: problems done (skipped ones
+#: included), those skipped, those with at least one labelled step, steps rows, labelled
+#: steps and their labels.
+SPACE_COUNTERS = ("problems", "skipped", "labelled_problems", "paths", "steps_labelled", "positive", "negative")
+
+
+@dataclass(frozen=True)
+class SpaceCoverage:
+    """How well one answer space was labelled: what ``inspect``, the dataset card and the
+    run's summary show per space."""
+
+    space: str
+    problems: int = 0
+    skipped: int = 0
+    labelled_problems: int = 0
+    paths: int = 0
+    steps_labelled: int = 0
+    positive: int = 0
+    negative: int = 0
+
+    @property
+    def share(self) -> float:
+        """The coverage: the share of the space's problems with at least one labelled step."""
+        return self.labelled_problems / self.problems if self.problems else 0.0
+
+    @property
+    def steps_per_problem(self) -> float:
+        return self.steps_labelled / self.problems if self.problems else 0.0
+
+    @property
+    def positive_share(self) -> float | None:
+        return self.positive / self.steps_labelled if self.steps_labelled else None
+
+
+def coverage(answer_spaces: dict[str, dict[str, int]]) -> list[SpaceCoverage]:
+    """``RunStats.answer_spaces`` (or a manifest's) as one record per space, by name."""
+    return [SpaceCoverage(str(space), **{k: int(counts.get(k, 0)) for k in SPACE_COUNTERS})
+            for space, counts in sorted(answer_spaces.items())]
+
+
+def _copied(value: Any) -> Any:
+    """A manifest's nested dict, copied so a resumed or merged run never shares it."""
+    return {k: _copied(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 #: Counters in the executor's and verifier's dicts that several drivers do not add up: they

@@ -23,7 +23,7 @@ from prmtree.engine.output import (
     read_table,
     resolve_image,
 )
-from prmtree.engine.stats import RunStats
+from prmtree.engine.stats import RunStats, SpaceCoverage, coverage
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
 CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
@@ -49,6 +49,7 @@ class Report:
     confidence_histogram: dict[str, int] = field(default_factory=dict)  # P(label right) of labelled steps
     flagged_paths: int = 0
     failures: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # kind -> (count, problem id, reason)
+    spaces: list[SpaceCoverage] = field(default_factory=list)  # coverage per answer space (the manifests' counts)
 
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
@@ -112,6 +113,7 @@ def collect(out: Path) -> Report:
     reasons = Counter(read_table(out, "errors").column("reason").to_pylist())
     report.error_reasons = dict(reasons.most_common(20))
     report.failures = failure_kinds(report.manifest["failed_ids"])
+    report.spaces = coverage(report.manifest["stats"].answer_spaces)
     return report
 
 
@@ -150,6 +152,8 @@ def print_report(out: Path) -> Report:
         depth.add_row(str(d), str(p), str(n), f"{100 * p / (p + n):.0f}%")
     console.print(depth)
     console.print(_labelling_table(report))
+    if report.spaces:
+        console.print(coverage_table(report.spaces))
     if any(report.confidence_histogram.values()):
         console.print(_bars("label confidence P(label right)", report.confidence_histogram))
     console.print(_bars("node value histogram", report.value_histogram))
@@ -202,6 +206,27 @@ def _labelling_table(report: Report) -> Table:
     table.add_column("value", justify="right")
     for what, value in _labelling_lines(report):
         table.add_row(what, value)
+    return table
+
+
+COVERAGE_COLUMNS = ("answer space", "problems", "skipped", "with a label", "labels / problem", "% +")
+
+
+def coverage_rows(spaces: list[SpaceCoverage]) -> list[tuple[str, ...]]:
+    """Coverage per answer space, one row each: problems (skipped ones included), those
+    skipped, those with at least one labelled step (and their share), labelled steps per
+    problem, and the share of those labelled +."""
+    return [(s.space, f"{s.problems:,}", f"{s.skipped:,}", f"{s.labelled_problems:,} ({s.share:.0%})",
+             f"{s.steps_per_problem:.1f}", "-" if s.positive_share is None else f"{s.positive_share:.0%}")
+            for s in spaces]
+
+
+def coverage_table(spaces: list[SpaceCoverage]) -> Table:
+    table = Table(title="coverage per answer space")
+    for col in COVERAGE_COLUMNS:
+        table.add_column(col, justify="left" if col == "answer space" else "right")
+    for row in coverage_rows(spaces):
+        table.add_row(*row)
     return table
 
 
@@ -357,6 +382,10 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         *(f"<tr><td>{d}</td><td>{p}</td><td>{n}</td></tr>" for d, (p, n) in report.depth_balance.items()),
         "</table><h2>Labels: how they were made</h2><table>",
         *(f"<tr><td>{esc(w)}</td><td>{esc(v)}</td></tr>" for w, v in _labelling_lines(report)),
+        "</table><h2>Coverage per answer space</h2><table><tr>",
+        *(f"<th>{esc(c)}</th>" for c in COVERAGE_COLUMNS),
+        "</tr>",
+        *("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in coverage_rows(report.spaces)),
         "</table><h2>Label confidence</h2>",
         _svg_bars(report.confidence_histogram),
         "<h2>Node values</h2>",

@@ -7,6 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from prmtree.engine.config import LabelsConfig
+from prmtree.engine.output import load_manifests
+from prmtree.engine.stats import coverage
 
 #: A share of problems skipped for one reason above which the summary warns (a policy
 #: whose answers never match the gold's form skips nearly every problem as "root all
@@ -14,12 +17,34 @@ from rich.table import Table
 SKIP_WARN_SHARE = 0.5
 #: A share of judge answers without a verdict (unparseable or failed) above which it warns.
 JUDGE_WARN_SHARE = 0.25
+#: Problems an answer space needs before its coverage is judged (a tiny run is not noisy).
+COVERAGE_MIN_PROBLEMS = 5
+#: ``[labels] min_coverage``'s default: defaults live in the config type.
+DEFAULT_MIN_COVERAGE: float = LabelsConfig.model_fields["min_coverage"].default
 
 
-def label_warnings(stats: Any) -> list[str]:
+def coverage_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> list[str]:
+    """One line per answer space (of at least ``COVERAGE_MIN_PROBLEMS`` problems) whose share
+    of problems with a labelled step is below ``min_coverage``: a run can label free answers
+    fully and leave its yes/no questions unlabelled, which the overall counts hide."""
+    warnings = []
+    for space in coverage(getattr(stats, "answer_spaces", None) or {}):
+        if space.problems < COVERAGE_MIN_PROBLEMS or space.share >= min_coverage:
+            continue
+        skipped = f"; {space.skipped} of them skipped (not searched)" if space.skipped else ""
+        warnings.append(
+            f"answer space {space.space!r}: {space.labelled_problems} of {space.problems} problems "
+            f"({space.share:.0%}) have a labelled step (below [labels] min_coverage = {min_coverage:g}){skipped} - "
+            "give its undecided steps more rollouts: raise [labels] max_rollouts_per_step (inf: sample until "
+            "decided) and max_rollouts_per_node, or [search] budget; `prmtree inspect` shows every space")
+    return warnings
+
+
+def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> list[str]:
     """Why a run's labelled output may be empty or far from normal, one line each with
     examples (extracted answers beside the gold, a judge's raw answer): a run that labels
-    nothing must say so, not end with a quiet table."""
+    nothing must say so, not end with a quiet table. ``min_coverage`` is ``[labels]
+    min_coverage`` (0: no coverage warnings)."""
     warnings = []
     done = stats.problems_done
     examples = getattr(stats, "examples", {}) or {}
@@ -42,7 +67,24 @@ def label_warnings(stats: Any) -> list[str]:
             f"{no_verdict} of {calls} judge answers gave no verdict ({judge.get('judge_unparseable', 0)} unparseable, "
             f"{judge.get('judge_failures', 0)} failed): the judge should answer 'Verdict: correct' or "
             "'Verdict: incorrect'" + (f"; e.g. {shown}" if shown else ""))
+    if stats.steps_labelled:  # nothing labelled at all is said above, once
+        warnings += coverage_warnings(stats, min_coverage)
     return warnings
+
+
+def run_min_coverage(summary: Any) -> float:
+    """The run's ``[labels] min_coverage``, as its manifest recorded the config (the
+    default for a run without an output directory)."""
+    out = getattr(summary, "out", None)
+    if out is None:
+        return DEFAULT_MIN_COVERAGE
+    try:
+        found = load_manifests(out)
+    except (OSError, ValueError):
+        return DEFAULT_MIN_COVERAGE
+    labels = (found[0].config.get("labels") or {}) if found else {}
+    value = labels.get("min_coverage", DEFAULT_MIN_COVERAGE)
+    return float(value) if isinstance(value, (int, float)) else DEFAULT_MIN_COVERAGE
 
 
 def print_summary(summary: Any, quality: Any | None) -> None:
@@ -66,7 +108,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
-    for warning in label_warnings(summary):
+    for warning in label_warnings(summary, run_min_coverage(summary)):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from prmtree.engine.output import load_manifests
-from prmtree.engine.stats import RunStats
+from prmtree.engine.stats import RunStats, coverage
 from prmtree.engine.tables import hf_feature
 from prmtree.export.rows import question_text
 
@@ -275,6 +275,7 @@ def dataset_card(
         lines.append(f"| {d} | {p:,} | {n:,} | {_pct(p, p + n)} |")
     lengths = ", ".join(f"{k} step{'s' if k != 1 else ''}: {v:,}" for k, v in every["lengths"].items())
     lines += ["", f"Steps per row: {lengths}.", ""]
+    lines += _coverage_section(stats.get("answer_spaces") or {})
 
     lines += ["## Columns", "", "| column | type | meaning |", "|---|---|---|"]
     meaning = {
@@ -368,6 +369,26 @@ def dataset_card(
               f"`{manifest.get('status')}`. Example question: {json.dumps(example, ensure_ascii=False)}.",
               ""]
     return "\n".join(lines)
+
+
+def _coverage_section(answer_spaces: dict[str, dict[str, int]]) -> list[str]:
+    """The card's coverage per answer space, from the run's counters: a data set whose
+    yes/no questions went unlabelled says so here, not only in its overall counts."""
+    spaces = coverage(answer_spaces)
+    if not spaces:
+        return []
+    lines = ["### Coverage per answer space", "",
+             "From the run's counters (every problem the run finished, skipped ones included): how many problems of "
+             "each answer space have at least one labelled step. Guessable answers (yes/no, multiple choice) "
+             "need more rollouts per decided step, so they are often labelled less.", "",
+             "| answer space | problems | skipped | with a labelled step | labelled steps per problem | "
+             "share of steps labelled + |", "|---|---|---|---|---|---|"]
+    for s in spaces:
+        positive = "-" if s.positive_share is None else _pct(s.positive, s.steps_labelled)
+        name = s.space.replace("|", "\\|").replace("`", "'")  # a row's own name must not break the table
+        lines.append(f"| `{name}` | {s.problems:,} | {s.skipped:,} | {s.labelled_problems:,} "
+                     f"({_pct(s.labelled_problems, s.problems)}) | {s.steps_per_problem:.1f} | {positive} |")
+    return lines + [""]
 
 
 def merged_manifest(out: Path) -> dict[str, Any]:
