@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from prmtree.engine.calibration import UNDECIDED, StepEvidence, decide
+from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG, StepEvidence, decide
 from prmtree.engine.deciders import CalibratedDecider, Decider, MCDecider
 from prmtree.engine.errors import ConfigError, FatalExecutorError
 from prmtree.engine.labels import (
@@ -223,7 +223,8 @@ class ConsensusLabeler(StepLabeler):
     Settling first: a path whose labels stop at a step the counts left undecided (no
     wrong step before it) has the judge asked about that step, up to
     ``judge.max_settle_calls`` times, each verdict weighed by ``judge.accuracy``
-    (:func:`settled_posterior`, from the step's calibrated posterior), until the posterior
+    (:func:`settled_posterior`, from the step's calibrated posteriors: the lowest of its
+    paths' to settle it right, the highest to settle it wrong), until the posterior
     reaches ``labels.confidence`` (right: the path goes on to its next undecided step, up
     to ``SETTLE_STEPS_PER_PATH`` steps' worth of calls per path) or ``1 - confidence``
     (wrong: the path's first error). A settled step is decided once for every path
@@ -278,6 +279,7 @@ class ConsensusLabeler(StepLabeler):
         settled: dict[str, _Settled] = {}
         asked: set[str] = set()
         leaves = tree.leaves()
+        span = self._posterior_span(problem, tree, ctx)
         calls_left = dict.fromkeys(leaves, judge.max_settle_calls * SETTLE_STEPS_PER_PATH)
         while True:
             wanted: dict[str, list[str]] = {}  # undecided node -> the paths that stop there
@@ -290,6 +292,7 @@ class ConsensusLabeler(StepLabeler):
             asked.update(wanted)
             results = await asyncio.gather(*(
                 self._settle_step(problem, tree, node, nodes[node],  # type: ignore[arg-type]
+                                  span.get(node, (nodes[node].posterior,) * 2),  # type: ignore[union-attr]
                                   min(judge.max_settle_calls, max(calls_left[leaf] for leaf in waiting)), ctx)
                 for node, waiting in wanted.items()
             ))
@@ -331,24 +334,46 @@ class ConsensusLabeler(StepLabeler):
             return None
         return ids[end]
 
+    def _posterior_span(self, problem: Problem, tree: ReasoningTree, ctx: LabelContext) -> dict[str, tuple[float, float]]:
+        """Each node's lowest and highest posterior over its own prefix and every path
+        through it. The nodes table keeps the most confident of them; a step is settled
+        only where the verdicts decide it from all of them (the most confident of several
+        noisy posteriors is biased away from 1/2, and would settle steps too easily)."""
+        decider = self.decider(problem, ctx)
+        span: dict[str, tuple[float, float]] = {}
+        for node, _ in tree.nodes():
+            ev = decider.node(tree, node) if node != tree.root else None
+            if ev is not None and ev.posterior is not None:
+                span[node] = (ev.posterior, ev.posterior)
+        for leaf in tree.leaves():
+            ids = tree.path_ids(leaf)
+            for node, ev in zip(ids, decider.along(tree, ids)):
+                if ev is not None and ev.posterior is not None:
+                    lo, hi = span.get(node, (ev.posterior, ev.posterior))
+                    span[node] = (min(lo, ev.posterior), max(hi, ev.posterior))
+        return span
+
     async def _settle_step(self, problem: Problem, tree: ReasoningTree, node: str, evidence: StepEvidence,
-                           calls: int, ctx: LabelContext) -> _Settled:
-        """Ask the judge about ``node`` until its posterior decides it or ``calls`` are spent."""
+                           span: tuple[float, float], calls: int, ctx: LabelContext) -> _Settled:
+        """Ask the judge about ``node`` until the verdicts decide it from every posterior in
+        ``span`` (right from the lowest, wrong from the highest) or ``calls`` are spent.
+        The decided step keeps that bound as its posterior."""
         judge, confidence = self.labels.judge, self.labels.confidence
         steps = list(tree.prefix(node))
         verdicts: list[bool | None] = []
         shown: list[str] = []
-        prior = evidence.posterior
-        assert prior is not None, "only a step with a posterior is settled (_stops_at)"
-        posterior, decision = prior, UNDECIDED
+        posterior, decision = evidence.posterior, UNDECIDED
         for attempt in range(calls):
             ctx.counters["judge_settle_calls"] += 1
             verdict, said = await self._ask(problem, steps, ctx, attempt=attempt)
             verdicts.append(verdict)
             shown.append(said)
-            posterior = settled_posterior(prior, verdicts, judge.accuracy)
-            decision = decide(posterior, confidence)
-            if decision != UNDECIDED:
+            low, high = (settled_posterior(p, verdicts, judge.accuracy) for p in span)
+            if decide(low, confidence) == RIGHT:
+                posterior, decision = low, RIGHT
+                break
+            if decide(high, confidence) == WRONG:
+                posterior, decision = high, WRONG
                 break
         return _Settled(replace(evidence, decision=decision, posterior=posterior, inferred=False), shown)
 
