@@ -170,3 +170,18 @@ def test_a_settled_wrong_step_is_the_first_error_and_ends_a_truncated_path(tmp_p
         first = r["labels"].index(False)
         assert r["label_sources"][first] == "judge-settled"
         assert len(r["labels"]) == first + 1  # after_first_error = "truncate"
+
+
+def test_the_run_summary_shows_the_settled_steps(tmp_path, capsys):
+    from prmtree.summary import print_summary
+
+    s, _, _ = _run(tmp_path, "summary")
+    print_summary(s, None)
+    shown = capsys.readouterr().out
+    counts = s.labelling
+    line = next(line for line in shown.splitlines() if "settled by the judge" in line)
+    assert (f"{counts['steps_settled_right']:,} / {counts['steps_settled_wrong']:,} "
+            f"({counts['judge_settle_calls']:,})") in line
+    off, _, _ = _run(tmp_path, "off", settle_calls=0)
+    print_summary(off, None)
+    assert "settled by the judge" not in capsys.readouterr().out
