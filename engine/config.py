@@ -104,6 +104,10 @@ class JudgeConfig(BaseModel):
     name: str = ""
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
+    accuracy: float = Field(0.8, gt=0.5, lt=1, description="how often the judge's verdict is right: the weight "
+                            "of one verdict when it settles a step the counts left undecided")
+    max_settle_calls: int = Field(3, ge=0, description="judge calls per step the counts left undecided "
+                                  "(0: the judge settles nothing)")
 
     @property
     def kwargs(self) -> dict[str, Any]:

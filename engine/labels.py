@@ -24,7 +24,7 @@ from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG, StepEvidence
 from prmtree.engine.tree import ReasoningTree
 
 #: What decided a step's label.
-SOURCES = ("mc", "calibrated", "inferred", "undecided", "judge-agreed", "judge-disagreed")
+SOURCES = ("mc", "calibrated", "inferred", "undecided", "judge-agreed", "judge-disagreed", "judge-settled")
 
 
 @dataclass
@@ -36,7 +36,8 @@ class StepProvenance:
     rollouts: int  # rollouts sampled at this step's own node
     parent_value: float | None  # success rate the decision compared against
     source: str  # one of SOURCES
-    judge: str | None = None  # "correct" | "incorrect" | "unparseable" | "failed" where asked
+    judge: str | None = None  # "correct" | "incorrect" | "unparseable" | "failed" where asked; a
+    # settled step's verdicts in order, comma-separated ("incorrect,correct,correct")
     floor: float | None = None  # the answer space's floor the posterior assumed (None: the mc rule)
 
 

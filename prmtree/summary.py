@@ -101,6 +101,9 @@ def print_summary(summary: Any, quality: Any | None) -> None:
             table.add_row(f"    e.g. {example[:160]}", "")
     table.add_row("rollouts", f"{summary.rollouts:,}")
     table.add_row("steps labelled + / -", f"{summary.labels_positive:,} / {summary.labels_negative:,}")
+    if (judged := getattr(summary, "labelling", {}) or {}).get("judge_settle_calls"):
+        table.add_row("  settled by the judge + / - (judge calls)", f"{judged.get('steps_settled_right', 0):,} / "
+                      f"{judged.get('steps_settled_wrong', 0):,} ({judged['judge_settle_calls']:,})")
     if quality is not None:
         table.add_row("step-label accuracy vs ground truth", f"{quality.step_accuracy:.1%}")
         table.add_row("first-error localisation accuracy", f"{quality.localisation_accuracy:.1%}")

@@ -365,8 +365,10 @@ def test_consensus_with_an_80_percent_judge_keeps_precise_first_errors(tmp_path)
     assert counts["judge_agreed"] + counts["judge_disagreed"] == counts["paths_judged"]
     assert 0 < counts["paths_dropped_by_judge"] < counts["paths_judged"]
     rows = read_table(out, "steps").to_pylist()
-    assert all("judge-agreed" in r["label_sources"] for r in rows)
-    assert all(set(r["judge_verdicts"]) <= {None, "correct", "incorrect"} for r in rows)
+    # a path is checked where the counts decided a step the check asks about; the steps
+    # the judge settled itself are not asked again
+    assert all("judge-agreed" in r["label_sources"] or "judge-settled" in r["label_sources"] for r in rows)
+    assert {v for r in rows for shown in r["judge_verdicts"] if shown for v in shown.split(",")} <= {"correct", "incorrect"}
 
 
 def test_a_judge_that_returns_garbage_counts_as_no_verdict(tmp_path):
