@@ -14,6 +14,16 @@ request is seeded, so runs reproduce. With ``cancel_errors`` (the default) a lat
 can undo an earlier one (x off by +1, then -1): a wrong prefix then reaches the gold
 answer far more often than by chance — lucky continuations no Monte-Carlo rule can see.
 
+``wrong_answers`` says what a solver holding a wrong value answers to a yes/no or
+four-option question. ``"guess"`` (the default): it guesses from the answer space, so a
+wrong step's continuations still reach the gold answer at chance (1/2 for yes/no).
+``"consistent"``: it gives a definite wrong answer (for four options, the letter its
+value points to: the option equal to it, else one of the wrong letters chosen from the
+value), and still guesses its final answer with ``guess_rate`` like any solver — the
+realistic case, a model that took a wrong step is mostly consistently wrong: its
+continuations reach the gold answer at about ``guess_rate`` x chance (0.3 x 1/2 = 0.15
+for yes/no).
+
 ``noiseless=True`` is the yardstick for exactness tests: no lucky answers, and
 continuations of a non-empty prefix make no new errors, so a right prefix always
 reaches the gold answer and a wrong one never does. Solutions sampled from the root,
@@ -29,6 +39,7 @@ import asyncio
 import random
 import re
 from collections import OrderedDict
+from typing import Literal
 
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.synthetic import Instruction, parse_question, run_program
@@ -50,6 +61,7 @@ _START_BARS = (
 )
 _OP_TEMPLATES = ("{Verb} {what}:", "Next, {verb} {what}, giving", "Now {verb} {what}:")
 _VERBS = {"add": "Add", "subtract": "Subtract", "multiply": "Multiply by"}
+WRONG_ANSWERS = ("guess", "consistent")
 
 
 class _Solved:
@@ -90,6 +102,16 @@ class _Solved:
             return "no" if self.gold == "yes" else "yes"
         return next(letter for letter in sorted(self.options) if letter != self.gold)
 
+    def consistent_answer(self, x: int) -> str:
+        """The definite wrong answer of a solver holding the wrong value x: the opposite
+        of the gold yes/no; for options, the option equal to x, else a wrong letter that
+        depends on x (so wrong solvers do not all pick the same letter)."""
+        if self.space == "yesno":
+            return self.wrong_answer()
+        wrong = sorted(letter for letter in self.options if letter != self.gold)
+        matching = [letter for letter in wrong if self.options[letter] == x]
+        return matching[0] if matching else wrong[x % len(wrong)]
+
     def guess(self, rng: random.Random, x: int) -> str:
         """A guess from the answer space."""
         if self.space == "yesno":
@@ -106,7 +128,15 @@ def _number(name: str, value: object) -> float:
 
 
 class SimulatedPolicy:
-    """A noisy oracle over synthetic problems; see the module docstring."""
+    """A noisy oracle over synthetic problems; see the module docstring.
+
+    ``wrong_answers``: what a solver holding a wrong value answers to a yes/no or
+    four-option question — ``"guess"`` (default) guesses from the answer space (a wrong
+    step's continuations reach the gold answer at chance), ``"consistent"`` gives a
+    definite wrong answer and guesses only with ``guess_rate`` (they reach it at about
+    ``guess_rate`` x chance: a model that took a wrong step is mostly consistently
+    wrong). Set it from a config as ``[policy] wrong_answers = "consistent"``.
+    """
 
     name = "simulated"
     #: Arguments that change how fast it answers, never what: free to change on resume.
@@ -124,7 +154,10 @@ class SimulatedPolicy:
         judge_accuracy: float = 0.8,
         judge_garbage_rate: float = 0.0,
         cancel_errors: bool = True,
+        wrong_answers: Literal["guess", "consistent"] = "guess",
     ) -> None:
+        if wrong_answers not in WRONG_ANSWERS:
+            raise ValueError(f"wrong_answers must be one of {', '.join(map(repr, WRONG_ANSWERS))}, got {wrong_answers!r}")
         error_rate, lucky_rate, latency_s, guess_rate, judge_accuracy, judge_garbage_rate = (
             _number(name, value) for name, value in
             (("error_rate", error_rate), ("lucky_rate", lucky_rate), ("latency_s", latency_s),
@@ -147,6 +180,7 @@ class SimulatedPolicy:
         self.judge_accuracy = judge_accuracy
         self.judge_garbage_rate = judge_garbage_rate
         self.cancel_errors = cancel_errors
+        self.wrong_answers = wrong_answers
         self.latency_s = latency_s
         if batch_capacity is not None and batch_capacity < 1:
             raise ValueError(f"batch_capacity must be at least 1, got {batch_capacity}")
@@ -235,10 +269,13 @@ class SimulatedPolicy:
 
     def _final_answer(self, solved: _Solved, x: int, rng: random.Random) -> str:
         """What the solver boxes, holding value x: its answer, a lucky gold (number
-        questions), or, with ``guess_rate`` or when x leaves it guessing, a guess."""
+        questions), or, with ``guess_rate`` or when x leaves it guessing (wrong values
+        under ``wrong_answers="guess"``), a guess."""
         answer = solved.answer_for(x)
         if answer is None and self.noiseless:  # a wrong value never lands on the gold answer
             answer = solved.wrong_answer()
+        elif answer is None and self.wrong_answers == "consistent":  # a definite wrong answer
+            answer = solved.consistent_answer(x)
         if solved.space == "number" and x != solved.values[-1] and rng.random() < self.lucky_rate:
             answer = solved.gold
         if answer is None or (self.guess_rate and rng.random() < self.guess_rate):
