@@ -149,19 +149,22 @@ class Driver:
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
         self._slot_freed = asyncio.Event()  # set when a member starts waiting (its slot is free)
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
-        self.pilot: Pilot | None = None
+        self.pilot: Pilot | None = None  # the pilot under way (None: learned by an earlier run, or no pilot)
+        self.members: set[str] = set()  # the pilot's members, known from an earlier run's calibration
+        self.first_floors: dict[str, float] = {}
         decider_class = getattr(self.labeler, "decider_class", None)
+        labels, threshold = config.labels, config.output.label_threshold
+        self.decider_at = lambda problem, floor: decider_class(problem, labels, threshold, floor)  # noqa: E731
         if calibration:  # a resumed run: what its pilot learned
             self._use(Calibration.from_dict(calibration))
-        elif config.labels.learn_floor and getattr(decider_class, "learns_floor", False):
-            labels, threshold = config.labels, config.output.label_threshold
-            self.pilot = Pilot(labels, config.search.budget,
-                               lambda problem, floor: decider_class(problem, labels, threshold, floor), self._use)
+        elif labels.learn_floor and getattr(decider_class, "learns_floor", False):
+            self.pilot = Pilot(labels, config.search.budget, self.decider_at, self._use)
 
     def _use(self, calibration: Calibration) -> None:
         """Label and budget with what the pilot learned (and record it)."""
         self.label_context.floors = {space: f.floor for space, f in calibration.floors.items()}
         self.allowance = calibration.pool.per_problem
+        self.members, self.first_floors = set(calibration.members), dict(calibration.first_floors)
         if self.writer is not None:
             self.writer.note_calibration(calibration.as_dict())
 
@@ -235,9 +238,9 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
-        member = self.pilot is not None and self.pilot.is_member(problem)
-        search = make_search(problem, self.config.search, self.labeler.decider(problem, self.label_context),
-                             self.config.steps.max_steps)
+        member = problem.id in self.members or (self.pilot is not None and self.pilot.is_member(problem))
+        decider = self.decider_at(problem, None) if member else self.labeler.decider(problem, self.label_context)
+        search = make_search(problem, self.config.search, decider, self.config.steps.max_steps)
         search.allowance = 0 if member else self.allowance
         searched = topped_up = False
         try:
@@ -271,7 +274,7 @@ class Driver:
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self.executor.release(problem.id)
-            if member and self.pilot is not None:  # a failed member teaches nothing, and must not hold the pilot
+            if member and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
                 if not searched:
                     self.pilot.searched(problem, None)
                 if not topped_up:
@@ -282,13 +285,14 @@ class Driver:
         """A member's search is done: report it; at the pilot's first look, top up its
         paths' labels at the first floors (its own budget); report again, and wait until
         the pilot has learned what it is labelled with. Waiting holds no slot."""
-        pilot = self.pilot
-        assert pilot is not None
-        pilot.searched(problem, search)
-        await self._wait(pilot.first_look)
+        pilot = self.pilot  # None: a member an earlier run's pilot left unfinished, redone as it was
+        if pilot is not None:
+            pilot.searched(problem, search)
+            await self._wait(pilot.first_look)
+        first_floors = pilot.first_floors if pilot is not None else self.first_floors
         space = answer_space(problem)
-        if space in pilot.first_floors:
-            search.decider = pilot.decider_at(problem, pilot.first_floors[space])
+        if space in first_floors:
+            search.decider = self.decider_at(problem, first_floors[space])
         while True:
             paths = [search.tree.path_ids(leaf) for leaf in search.tree.leaves()]
             wave, _ = search.sample_paths([ids for ids in paths if ids], fill=True)
@@ -300,8 +304,9 @@ class Driver:
                     raise res
             for request, rollouts in zip(wave, results):
                 search.record(request.node_id, rollouts)
-        pilot.topped_up(problem, search)
-        await self._wait(pilot.learned)
+        if pilot is not None:
+            pilot.topped_up(problem, search)
+            await self._wait(pilot.learned)
 
     async def _wait(self, event: asyncio.Event) -> None:
         """Wait for the pilot without holding a slot."""

@@ -58,15 +58,21 @@ class Calibration:
 
     floors: dict[str, LearnedFloor]
     pool: PoolAllowance
+    # A member left unfinished is redone by a resumed run as the pilot did it: searched at
+    # the chance floor, topped up at the first look's floors, labelled at the learned ones.
+    members: list[str]
+    first_floors: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"floors": {s: f.as_dict() for s, f in sorted(self.floors.items())}, "pool": self.pool.as_dict()}
+        return {"floors": {s: f.as_dict() for s, f in sorted(self.floors.items())}, "pool": self.pool.as_dict(),
+                "members": list(self.members), "first_floors": dict(sorted(self.first_floors.items()))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         floors = {s: LearnedFloor.from_dict(f) for s, f in data.get("floors", {}).items()}
         pool = PoolAllowance(**data["pool"]) if "pool" in data else PoolAllowance(0, 0.0, 0.0)
-        return cls(floors, pool)
+        return cls(floors, pool, [str(m) for m in data.get("members", [])],
+                   {str(s): float(f) for s, f in data.get("first_floors", {}).items()})
 
 
 def pool_allowance(searches: list[TreeSearch], budget: int, most: int) -> PoolAllowance:
@@ -173,6 +179,7 @@ class Pilot:
         by_space = self._by_space(self.second)
         searches = [s for found in by_space.values() for _, s in found]
         self.calibration = Calibration(self._floors(by_space),
-                                       pool_allowance(searches, self.budget, self.labels.pool_per_problem))
+                                       pool_allowance(searches, self.budget, self.labels.pool_per_problem),
+                                       sorted(self.members, key=self.members.__getitem__), dict(self.first_floors))
         self.on_learned(self.calibration)
         self.learned.set()

@@ -163,6 +163,7 @@ def _open_claimed(
         manifest.flushes = previous.flushes
         manifest.fingerprints = previous.fingerprints
         manifest.stats = previous.stats
+        manifest.calibration = previous.calibration  # what its pilot learned: the rows done so far used it
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)

@@ -247,7 +247,8 @@ def test_driver_request_stop_takes_no_new_problems(cancel):
         if stats.problems_done == 2 and not in_flight:
             in_flight.append(driver.request_stop(cancel=cancel))
 
-    config = RunConfig.model_validate({"executor": {"trees_in_flight": 3}})
+    # a pilot of one problem: the others start three at a time once it has learned
+    config = RunConfig.model_validate({"executor": {"trees_in_flight": 3}, "labels": {"pilot_problems": 1}})
     driver = Driver(config, InlineExecutor(SimulatedPolicy(latency_s=0.01)), None, on_problem=stop_after_two)
     stats = asyncio.run(driver.run(iter(generate_problems(20, seed=4))))
     # draining: the trees in flight finish, no new one starts; cancelling: they are dropped.

@@ -31,8 +31,10 @@ from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.runner import versions
 
 TABLES = ("steps", "nodes", "pairs", "errors")
-SMALL = {"search": {"k": 4, "budget": 16}, "executor": {"retry_backoff_s": 0.0}}
-SMALL_TOML = "[search]\nk = 4\nbudget = 16\n[executor]\nretry_backoff_s = 0.0\n"
+# A pilot of 2 (engine/pilot.py): the problem these tests break is not a member, so the
+# floors, and every other problem's rows, are a clean run's.
+SMALL = {"search": {"k": 4, "budget": 16}, "executor": {"retry_backoff_s": 0.0}, "labels": {"pilot_problems": 2}}
+SMALL_TOML = "[search]\nk = 4\nbudget = 16\n[labels]\npilot_problems = 2\n[executor]\nretry_backoff_s = 0.0\n"
 REPO = Path(__file__).resolve().parent.parent
 
 
