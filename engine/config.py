@@ -145,7 +145,7 @@ class LabelsConfig(_Strict):
     undecided: Literal["drop", "keep"] = "drop"
     learn_floor: bool = Field(True, description="learn each answer space's floor (the success rate after a wrong "
                               "step) from a pilot of the run's first problems (engine/pilot.py); false: the chance floor")
-    pilot_problems: int = Field(32, ge=1, description="pilot problems per answer space")
+    pilot_problems: int = Field(16, ge=1, description="pilot problems per answer space")
     pilot_window: int = Field(2000, ge=1, description="the pilot's members come from the input's first this many problems")
     pool_per_problem: int = Field(100, ge=0, description="most rollouts past its budget a problem still undecided may "
                                   "draw from what the pilot's problems left unspent (0: no pool)")

@@ -211,7 +211,7 @@ def test_a_full_disk_at_sigterm_never_claims_success_and_the_resume_has_every_ro
     assert proc.returncode == 143, stderr
     assert "stopped by SIGTERM; everything finished is saved" in stderr
     manifest = load_manifest(out / "manifest.json")
-    assert 4 <= len(manifest.completed) < 12 and manifest.stats["problems_done"] == len(manifest.completed)
+    assert 2 <= len(manifest.completed) < 12 and manifest.stats["problems_done"] == len(manifest.completed)
     assert verify_run(out) == []
     same_rows(out, reference, set(manifest.completed))
 

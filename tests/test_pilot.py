@@ -1,0 +1,177 @@
+"""The pilot and the learned floor (issue 20): what a run learns about each answer space,
+where it is recorded, and that rows stay reproducible around it."""
+
+from __future__ import annotations
+
+import json
+
+import prmtree
+import pytest
+from prmtree.engine.calibration import chance_floor
+from prmtree.engine.config import LabelsConfig
+from prmtree.engine.deciders import CalibratedDecider
+from prmtree.engine.floors import LOWEST, PRIOR_ROLLOUTS, learn_floor
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.pilot import Calibration, pool_allowance
+from prmtree.engine.synthetic import generate_problems
+from prmtree.engine.tree import ReasoningTree
+from prmtree.policies.simulated import SimulatedPolicy
+
+YESNO = generate_problems(24, seed=21, min_steps=6, max_steps=9, answer_spaces=("yesno",))
+MIXED = generate_problems(18, seed=22, min_steps=5, max_steps=8, answer_spaces=("yesno", "choice", "number"))
+
+
+def _policy(wrong_answers: str = "consistent") -> SimulatedPolicy:
+    return SimulatedPolicy(error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False,
+                           wrong_answers=wrong_answers)
+
+
+def _run(out, problems, policy=None, **labels):
+    config = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 8, **labels}}
+    return prmtree.run(problems, policy=policy or _policy(), out=out, config=config)
+
+
+def _rows(out):
+    rows = read_table(out, "steps").to_pylist()
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def test_the_floor_is_learned_near_the_true_rate_after_a_wrong_step(tmp_path):
+    """A consistently wrong solver reaches a yes/no gold answer after a wrong step only by
+    guessing: 0.3 x 1/2 = 0.15, not the chance floor's 1/2. One that guesses whenever its
+    value is wrong reaches it half the time: the floor stays near 1/2."""
+    _run(tmp_path / "consistent", YESNO)
+    _run(tmp_path / "guess", YESNO, policy=_policy("guess"))
+    learned = load_manifest(tmp_path / "consistent" / "manifest.json").calibration["floors"]["yesno"]
+    guessing = load_manifest(tmp_path / "guess" / "manifest.json").calibration["floors"]["yesno"]
+    assert learned["source"] == "learned" and learned["chance"] == 0.5 and learned["problems"] == 8
+    assert 0.06 <= learned["floor"] <= 0.3, learned
+    assert 0.35 <= guessing["floor"] <= 0.6, guessing
+    assert learned["wrong_rollouts"] > 2 * PRIOR_ROLLOUTS  # the evidence, not the prior, moved it
+
+
+def test_no_evidence_keeps_the_chance_floor():
+    labels = LabelsConfig()
+    problem = YESNO[0]
+    empty = ReasoningTree(problem.id)
+    floor = learn_floor([(problem, empty)], chance_floor(problem), lambda p, f: CalibratedDecider(p, labels, 0.0, f))
+    assert floor.floor == 0.5 and floor.source == "prior" and floor.wrong_rollouts == 0
+    assert LOWEST > 0  # a learned floor is never 0: one lucky continuation stays possible
+
+
+def test_calibration_is_recorded_and_every_label_carries_its_spaces_floor(tmp_path):
+    s = _run(tmp_path, MIXED)
+    cal = load_manifest(tmp_path / "manifest.json").calibration
+    floors = {space: f["floor"] for space, f in cal["floors"].items()}
+    assert set(floors) == {"yesno", "choice", "number"}
+    assert floors["yesno"] < 0.5 and floors["choice"] < 0.25  # below chance: consistently wrong solvers
+    assert len(cal["members"]) == 18 and set(cal["first_floors"]) == set(floors)  # 6 per space: all pilot
+    space = {p.id: p.meta["answer_space"] for p in MIXED}
+    rows = read_table(tmp_path, "steps").to_pylist()
+    assert rows and s.steps_labelled > 0
+    for row in rows:
+        assert row["floors"] == [floors[space[row["problem_id"]]]] * len(row["labels"])
+
+
+def test_mc_labels_learn_nothing_and_learn_floor_false_keeps_chance(tmp_path):
+    prmtree.run(MIXED[:6], policy=_policy(), out=tmp_path / "mc", config={"labels": {"method": "mc"}})
+    assert load_manifest(tmp_path / "mc" / "manifest.json").calibration == {}
+    assert all(f is None for r in read_table(tmp_path / "mc", "steps").to_pylist() for f in r["floors"])
+    _run(tmp_path / "off", MIXED[:6], learn_floor=False)
+    assert load_manifest(tmp_path / "off" / "manifest.json").calibration == {}
+    chance = {p.id: chance_floor(p) for p in MIXED}
+    for row in read_table(tmp_path / "off", "steps").to_pylist():
+        assert set(row["floors"]) == {chance[row["problem_id"]]}
+
+
+def test_rows_do_not_depend_on_how_many_trees_are_in_flight(tmp_path):
+    problems = generate_problems(30, seed=23, min_steps=5, max_steps=8, answer_spaces=("yesno", "number"))
+    for n in (1, 7):
+        prmtree.run(problems, policy=_policy(), out=tmp_path / str(n),
+                    config={"seed": 2, "search": {"budget": 80}, "labels": {"pilot_problems": 4, "pilot_window": 12},
+                            "executor": {"trees_in_flight": n}})
+    assert _rows(tmp_path / "1") == _rows(tmp_path / "7")
+    one = load_manifest(tmp_path / "1" / "manifest.json").calibration
+    assert one == load_manifest(tmp_path / "7" / "manifest.json").calibration
+    assert len(one["members"]) == 8  # 4 of each space, all inside the 12-problem window
+
+
+def test_a_resumed_run_pilots_nothing_and_labels_with_what_was_learned(tmp_path):
+    problems = generate_problems(20, seed=24, min_steps=5, max_steps=8, answer_spaces=("yesno",))
+    _run(tmp_path / "o", problems[:10])
+    before = load_manifest(tmp_path / "o" / "manifest.json").calibration
+    _run(tmp_path / "o", problems)  # ten more: the manifest's calibration labels them
+    after = load_manifest(tmp_path / "o" / "manifest.json")
+    assert after.calibration == before and len(after.completed) == 20
+    floor = before["floors"]["yesno"]["floor"]
+    assert {f for r in read_table(tmp_path / "o", "steps").to_pylist() for f in r["floors"]} == {floor}
+
+
+def test_a_member_that_fails_teaches_nothing_and_is_redone_as_a_member(tmp_path):
+    class FailsFor(SimulatedPolicy):
+        def __init__(self, bad, **kw):
+            super().__init__(**kw)
+            self.bad, self._broken = bad, True  # private: not part of the config, so a re-run resumes
+
+        async def generate(self, request):
+            if request.problem.id == self.bad and self._broken:
+                raise RuntimeError("worker lost")
+            return await super().generate(request)
+
+    problems = YESNO[:10]
+    policy = FailsFor(problems[1].id, error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False,
+                      wrong_answers="consistent")
+    config = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 4},
+              "executor": {"retry_backoff_s": 0.0, "max_attempts": 1}}
+    s = prmtree.run(problems, policy=policy, out=tmp_path, config=config)
+    assert s.problems_failed == 1 and s.problems_done == 9
+    cal = load_manifest(tmp_path / "manifest.json").calibration
+    assert cal["floors"]["yesno"]["problems"] == 3 and problems[1].id in cal["members"]
+    policy._broken = False
+    again = prmtree.run(problems, policy=policy, out=tmp_path, config=config)
+    assert again.problems_done == 10 and load_manifest(tmp_path / "manifest.json").calibration == cal
+
+
+def test_the_pool_lets_undecided_problems_draw_what_the_pilot_left_unspent(tmp_path):
+    s = _run(tmp_path, YESNO, pool_per_problem=40)
+    cal = load_manifest(tmp_path / "manifest.json").calibration["pool"]
+    assert 0 < cal["per_problem"] <= 40
+    drawn, drawing = s.labelling.get("pool_drawn", 0), s.labelling.get("pool_problems", 0)
+    assert drawing <= 24 - 8 and drawn <= drawing * cal["per_problem"]
+    none = _run(tmp_path / "none", YESNO, pool_per_problem=0)
+    assert load_manifest(tmp_path / "none" / "manifest.json").calibration["pool"]["per_problem"] == 0
+    assert none.labelling.get("pool_drawn", 0) == 0
+
+
+def test_pool_allowance_is_unspent_budget_over_the_share_that_ran_short():
+    class Stats:
+        def __init__(self, rollouts, short):
+            self.rollouts, self.budget_short = rollouts, short
+
+    class Search:
+        def __init__(self, rollouts, short):
+            self.stats = Stats(rollouts, short)
+
+    searches = [Search(40, False), Search(100, True), Search(70, False), Search(100, True)]
+    a = pool_allowance(searches, budget=100, most=1000)
+    # unspent per problem (60 + 0 + 30 + 0) / 4 = 22.5; short 2 of 4, add-one: 22.5 * 5 / 3
+    assert a.unspent_per_problem == 22.5 and a.short_share == 0.5 and a.per_problem == int(22.5 * 5 / 3)
+    assert pool_allowance(searches, budget=100, most=10).per_problem == 10
+    assert pool_allowance([], budget=100, most=10).per_problem == 0
+
+
+def test_calibration_round_trips_through_the_manifest_format():
+    data = {"floors": {"yesno": {"floor": 0.15, "chance": 0.5, "problems": 8, "wrong_rollouts": 40.0,
+                                 "source": "learned"}},
+            "pool": {"per_problem": 12, "unspent_per_problem": 30.0, "short_share": 0.25},
+            "members": ["a", "b"], "first_floors": {"yesno": 0.2}}
+    assert Calibration.from_dict(json.loads(json.dumps(Calibration.from_dict(data).as_dict()))).as_dict() == data
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_pilot_settings_are_checked(bad):
+    from prmtree.engine.errors import ConfigError
+    from prmtree.engine.config import RunConfig
+
+    with pytest.raises((ConfigError, ValueError)):
+        RunConfig.model_validate({"labels": {"pilot_problems": bad}})
