@@ -79,6 +79,11 @@ class Decider(Protocol):
         """Whether a search should grow the tree below ``node``."""
         ...
 
+    def worth_deepening(self, tree: ReasoningTree, node: str) -> bool:
+        """Whether a step-by-step search (mcts) should expand ``node``: deeper steps of a
+        path can decide the steps above them."""
+        ...
+
     def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
         """A search for the first error of the path ``ids`` (from the root; the steps before
         ``start`` are known right, the last step known wrong)."""
@@ -203,6 +208,9 @@ class MCDecider:
 
     def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
         return True  # every node is decided on its own: any branch may hold pairs
+
+    def worth_deepening(self, tree: ReasoningTree, node: str) -> bool:
+        return True
 
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
         return {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
@@ -333,6 +341,21 @@ class CalibratedDecider:
         """Only below a step decided right (the root included): below a wrong step every
         path's labels end at that step, below an undecided one before it."""
         return self.decided(tree, tree.path_ids(node)) == RIGHT
+
+    def worth_deepening(self, tree: ReasoningTree, node: str) -> bool:
+        """Below a path decided right, or one still undecided whose last step is more
+        likely right than wrong: its deeper steps are what can decide it (a deep step
+        decided right decides every step above it). Growing only below decided paths
+        left most guessable problems' trees a level or two deep, their budget unspent
+        (mcts: 0.3 of yes/no problems labelled; with this, 0.9). Never below a path
+        with a step decided wrong: its labels end there."""
+        if node == tree.root:
+            return True
+        evidence = self.along(tree, tree.path_ids(node))
+        if any(ev is not None and ev.decision == WRONG for ev in evidence):
+            return False
+        last = evidence[-1]
+        return last is not None and last.posterior is not None and last.posterior >= 0.5
 
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
         """Every node from the paths through it, as its steps are labelled — a step decided

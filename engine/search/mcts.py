@@ -10,8 +10,9 @@ Under an adaptive labelling method (``calibrated``, ``consensus``) the root is v
 too (the first step's reference rate), a new child by the method's ``batch`` rollouts,
 and each new child's path then gets more batches where they decide its steps soonest
 (:meth:`Decider.next_to_sample`) until it is decided or no batch is worth its price.
-Only leaves whose path is decided right are expanded: below a wrong step every path's
-labels end at that step, below an undecided one before it.
+Only leaves whose path is decided right, or still undecided but leaning right, are
+expanded: below a wrong step every path's labels end at that step, and the deeper steps
+of a path leaning right are what can decide it.
 
 With ``[steps] max_steps`` a path never has more steps: a leaf one step short of it is
 expanded by whole continuations, each merged into one final step (so that step carries
@@ -162,8 +163,9 @@ class MCTSSearch(TreeSearch):
 
     def _worth_expanding(self, node: str) -> bool:
         """The decider says: every leaf under the mc rule; under one that decides paths, a
-        leaf whose path is decided right (the root included)."""
-        return self.decider.worth_growing(self.tree, node)
+        leaf whose path is decided right or leans right (:meth:`Decider.worth_deepening`)."""
+        deepening = getattr(self.decider, "worth_deepening", self.decider.worth_growing)  # a custom rule may lack it
+        return deepening(self.tree, node)
 
     def _exhausted(self, node: str) -> bool:
         return self.tree.graph.nodes[node].get("exhausted", False)
