@@ -66,6 +66,7 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
     merged["skipped"] = len({pid for m in found for pid in m.skipped})
     merged["failed_ids"] = {pid: why for m in found for pid, why in m.failed.items() if pid not in completed}
     merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
+    merged["calibration"] = found[0].calibration  # each slice pilots its own: the first one's shown
     missing = missing_slices(out)
     if missing:
         merged["status"] = f"incomplete: {len(missing)}/{len(found) + len(missing)} slices not run"
@@ -186,6 +187,9 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
     total = sum(report.label_sources.values())
     for source, count in report.label_sources.items():
         lines.append((f"steps decided by {source}", f"{count:,} ({100 * count / total:.1f}%)"))
+    from prmtree.summary import calibration_lines
+
+    lines += calibration_lines(m.get("calibration") or {}, judged)
     steps = int(m["stats"].steps_labelled)
     if steps:
         lines.append(("rollouts per labelled step", f"{m['stats'].rollouts / steps:.2f}"))

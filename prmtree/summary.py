@@ -87,6 +87,32 @@ def run_min_coverage(summary: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else DEFAULT_MIN_COVERAGE
 
 
+def calibration_lines(calibration: dict[str, Any], labelling: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the pilot learned (``engine/pilot.py``) and what the pool gave, as (what,
+    value) rows: the run summary and ``inspect`` show the same."""
+    lines = []
+    floors = calibration.get("floors") or {}
+    if floors:
+        lines.append(("floors learned (chance)", ", ".join(
+            f"{space} {f['floor']:.3f} ({f['chance']:.2f})" for space, f in sorted(floors.items()))))
+    pool = calibration.get("pool") or {}
+    if pool:
+        lines.append(("pool: rollouts drawn / problems (allowance each)",
+                      f"{labelling.get('pool_drawn', 0):,} / {labelling.get('pool_problems', 0):,} "
+                      f"({pool.get('per_problem', 0):,})"))
+    return lines
+
+
+def run_calibration(summary: Any) -> dict[str, Any]:
+    """The run's ``calibration`` as its manifest recorded it (empty without one)."""
+    out = getattr(summary, "out", None)
+    try:
+        found = load_manifests(out) if out is not None else []
+    except (OSError, ValueError):
+        return {}
+    return found[0].calibration if found else {}
+
+
 def print_summary(summary: Any, quality: Any | None) -> None:
     table = Table(title=f"prmtree: {summary.out}", show_header=False)
     table.add_column("what")
@@ -104,6 +130,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     if (judged := getattr(summary, "labelling", {}) or {}).get("judge_settle_calls"):
         table.add_row("  settled by the judge + / - (judge calls)", f"{judged.get('steps_settled_right', 0):,} / "
                       f"{judged.get('steps_settled_wrong', 0):,} ({judged['judge_settle_calls']:,})")
+    for what, value in calibration_lines(run_calibration(summary), getattr(summary, "labelling", {}) or {}):
+        table.add_row(what, value)
     if quality is not None:
         table.add_row("step-label accuracy vs ground truth", f"{quality.step_accuracy:.1%}")
         table.add_row("first-error localisation accuracy", f"{quality.localisation_accuracy:.1%}")
