@@ -184,7 +184,9 @@ def wilson(successes: int, total: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == total else min(1.0, centre + half)
+    return lo, hi
 
 
 def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], seed: int,
@@ -494,7 +496,7 @@ def print_table(result: BonResult, console: Any = None) -> None:
         console = Console()
         if not console.is_terminal:  # a log or a pipe: one row per line, not wrapped at 80 columns
             console = Console(width=max(console.width, 12 + 20 * len(result.ns)))
-    table = Table(title=f"best of N: accuracy % [95% Wilson interval] on {result.problems} problems")
+    table = Table(title=f"best of N on {result.problems} problems")
     table.add_column("method")
     for n in result.ns:
         table.add_column(f"N={n}", justify="right")
@@ -506,6 +508,7 @@ def print_table(result: BonResult, console: Any = None) -> None:
             cells.append(f"{100 * result.accuracy(n, m):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]{mark}")
         table.add_row(m, *cells)
     console.print(table)
+    console.print("accuracy % [95% Wilson interval]")
     n = result.ns[-1]
     best = result.best_prm(n)
     parts = []
@@ -554,8 +557,8 @@ def write_png(result: BonResult, path: str | os.PathLike[str]) -> None:
     else:
         n = result.ns[0]
         acc = [result.accuracy(n, m) for m in METHODS]
-        err = [[a - result.interval(n, m)[0] for a, m in zip(acc, METHODS)],
-               [result.interval(n, m)[1] - a for a, m in zip(acc, METHODS)]]
+        err = [[max(0.0, a - result.interval(n, m)[0]) for a, m in zip(acc, METHODS)],
+               [max(0.0, result.interval(n, m)[1] - a) for a, m in zip(acc, METHODS)]]
         colors = ["tab:blue"] * len(PRM_RULES) + ["tab:cyan", "tab:orange", "tab:gray", "tab:green"]
         ax.bar(METHODS, acc, yerr=err, capsize=3, color=colors)
         ax.tick_params(axis="x", rotation=30)
