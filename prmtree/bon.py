@@ -495,7 +495,7 @@ def print_table(result: BonResult, console: Any = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:  # a log or a pipe: one row per line, not wrapped at 80 columns
-            console = Console(width=max(console.width, 12 + 20 * len(result.ns)))
+            console = Console(width=max(console.width, 14 + 24 * len(result.ns)))
     table = Table(title=f"best of N on {result.problems} problems")
     table.add_column("method")
     for n in result.ns:
