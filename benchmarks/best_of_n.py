@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prmtree.bon import best_of_n, parse_ns, print_table, write_png
 from prmtree.engine.synthetic import generate_problems
+
+from prmtree.bon import best_of_n, parse_ns, print_table, write_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_POINTS = 3.0  # the best PRM rule over random choice, at N = 8

@@ -108,22 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chat-format", action="store_true", help="write prompt as chat messages")
     run.add_argument("--no-progress", action="store_true")
 
-    bon = sub.add_parser("bon", help="best of N: sample N solutions per problem, pick one with a PRM, "
-                         "compare with majority vote, random and oracle")
-    bon.add_argument("--prm", required=True, help="a PRM directory (prmtree train --out), or module:attr naming "
-                     "an object with score_batch(items) (or a class / factory making one)")
-    bon.add_argument("--input", required=True, help="problems, as for prmtree run")
-    bon.add_argument("--policy", help="as for prmtree run (default: config, else simulated)")
-    bon.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
-    bon.add_argument("--n", default="8", help="solutions per problem, or a list (1,2,4,8,16,32) for the scaling "
-                     "curve: sampled once at the largest, smaller N take the first n (default 8)")
-    bon.add_argument("--seed", type=int)
-    bon.add_argument("--config", help="TOML run configuration (sampling settings, executor, verification)")
-    bon.add_argument("--executor", choices=EXECUTORS.names(), help="where solutions are sampled (default: inline)")
-    bon.add_argument("--address", help="Ray cluster address (auto, ray://host:10001)")
-    bon.add_argument("--json", help="write the results as JSON here")
-    bon.add_argument("--png", help="write a plot here: accuracy vs N for several N, bars for one")
-
     insp = sub.add_parser("inspect", help="statistics of an output directory; --html for a report with trees")
     insp.add_argument("out", help="output directory of a run")
     insp.add_argument("--html", help="write a self-contained HTML report here")
@@ -173,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--min-steps", type=int, default=4)
     gen.add_argument("--max-steps", type=int, default=12)
+
+    bon = sub.add_parser("bon", help="best of N: sample N solutions per problem, pick one with a PRM, "
+                         "compare with majority vote, random and oracle")
+    bon.add_argument("--prm", required=True, help="a PRM directory (prmtree train --out), or module:attr naming "
+                     "an object with score_batch(items) (or a class / factory making one)")
+    bon.add_argument("--input", required=True, help="problems, as for prmtree run")
+    bon.add_argument("--policy", help="as for prmtree run (default: config, else simulated)")
+    bon.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
+    bon.add_argument("--n", default="8", help="solutions per problem, or a list (1,2,4,8,16,32) for the scaling "
+                     "curve: sampled once at the largest, smaller N take the first n (default 8)")
+    bon.add_argument("--seed", type=int)
+    bon.add_argument("--config", help="TOML run configuration (sampling settings, executor, verification)")
+    bon.add_argument("--executor", choices=EXECUTORS.names(), help="where solutions are sampled (default: inline)")
+    bon.add_argument("--address", help="Ray cluster address (auto, ray://host:10001)")
+    bon.add_argument("--json", help="write the results as JSON here")
+    bon.add_argument("--png", help="write a plot here: accuracy vs N for several N, bars for one")
+
     return parser
 
 
