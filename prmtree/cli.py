@@ -157,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--min-steps", type=int, default=4)
     gen.add_argument("--max-steps", type=int, default=12)
+
+    bon = sub.add_parser("bon", help="best of N: sample N solutions per problem, pick one with a PRM, "
+                         "compare with majority vote, random and oracle")
+    bon.add_argument("--prm", required=True, help="a PRM directory (prmtree train --out), or module:attr naming "
+                     "an object with score_batch(items) (or a class / factory making one)")
+    bon.add_argument("--input", required=True, help="problems, as for prmtree run")
+    bon.add_argument("--policy", help="as for prmtree run (default: config, else simulated)")
+    bon.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE", help="policy keyword argument")
+    bon.add_argument("--n", default="8", help="solutions per problem, or a list (1,2,4,8,16,32) for the scaling "
+                     "curve: sampled once at the largest, smaller N take the first n (default 8)")
+    bon.add_argument("--seed", type=int)
+    bon.add_argument("--config", help="TOML run configuration (sampling settings, executor, verification)")
+    bon.add_argument("--executor", choices=EXECUTORS.names(), help="where solutions are sampled (default: inline)")
+    bon.add_argument("--address", help="Ray cluster address (auto, ray://host:10001)")
+    bon.add_argument("--json", help="write the results as JSON here")
+    bon.add_argument("--png", help="write a plot here: accuracy vs N for several N, bars for one")
+
     return parser
 
 
@@ -288,6 +305,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = _run(args, input_path, overrides, not args.no_progress, None)
     print_summary(summary, None)
     return _exit_code(summary)
+
+
+def cmd_bon(args: argparse.Namespace) -> int:
+    """Exit 0 when every problem was sampled and scored; 3 when some failed (the table
+    counts the rest); 2 for bad arguments, a bad PRM or policy; 1 when the backend went down."""
+    from prmtree.bon import best_of_n, check_plotting, parse_ns, print_table, write_png
+    from prmtree.engine.errors import ConfigError, PolicyConfigError
+
+    try:
+        ns = parse_ns(args.n)
+    except ValueError as exc:
+        _fail(str(exc))
+    if not Path(args.input).exists():
+        _fail(f"input file {args.input!r} not found")
+    if args.config and not Path(args.config).exists():
+        _fail(f"config file {args.config!r} not found")
+    for flag, target in (("--json", args.json), ("--png", args.png)):
+        if target and not Path(target).resolve().parent.is_dir():
+            _fail(f"{flag} {target!r}: its directory does not exist")
+    executor = {k: v for k, v in (("kind", args.executor), ("address", args.address)) if v}
+    try:
+        if args.png:
+            check_plotting()
+        result = best_of_n(args.input, args.prm, ns, policy=args.policy, policy_args=_parse_policy_args(args.policy_arg),
+                           seed=args.seed, config=args.config,
+                           config_overrides={"executor": executor} if executor else None)
+    except (ConfigError, PolicyConfigError, ValueError) as exc:
+        _fail(str(exc))
+    except FatalExecutorError as exc:
+        sys.stderr.write(f"prmtree: bon stopped: {exc}\n")
+        raise SystemExit(EXIT_STOPPED) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("prmtree: interrupted\n")
+        raise SystemExit(128 + signal.SIGINT) from None
+    print_table(result)
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+            print(f"wrote {args.json}")
+        if args.png:
+            write_png(result, args.png)
+            print(f"wrote {args.png}")
+    except OSError as exc:
+        _fail(_os_error(exc))
+    if result.failed:
+        sys.stderr.write(f"prmtree: {len(result.failed)} problems failed and are not counted; "
+                         "the same command samples them again (seeded: the rest come out the same)\n")
+        return EXIT_SOME_FAILED
+    return 0
 
 
 def _exit_code(summary: Any) -> int:
@@ -481,6 +547,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_slice_values(sys.argv[1:] if argv is None else argv))
     handlers = {
+        "bon": cmd_bon,
         "demo": cmd_demo,
         "run": cmd_run,
         "synth": cmd_synth,
