@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +84,12 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as plain JSON data, whole form (what :meth:`from_dict` reads back)."""
-        data = asdict(self)
-        del data["log"]
-        return data
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "log"}  # json copies nothing
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        # indented for a person while small; a big run's in one line: only then does json
+        # use its C encoder (1M problems: about 1 s, not 40)
+        return json.dumps(self.to_dict(), indent=1 if len(self.completed) <= 10_000 else None, sort_keys=True)
 
     def head_json(self, log: dict[str, Any]) -> str:
         """The small manifest of the log form: everything but the growing state, which is in
