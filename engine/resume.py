@@ -14,6 +14,7 @@ duplicate rows in the union).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from prmtree.engine.output.manifest import (
     LAYOUT_VERSION,
     Manifest,
     load_manifest,
+    log_name,
     write_manifest,
+    write_manifest_head,
 )
 from prmtree.engine.output.verification import verify_shard
 from prmtree.engine.output.writer import DatasetWriter
@@ -146,7 +149,7 @@ def _open_claimed(
     _refuse_foreign_files(out)
     _check_sibling_slices(out, config, slice)
     if previous is not None:
-        repaired = _repair(out, previous, slice)
+        repaired = _repair_log(out, previous, slice) + _repair(out, previous, slice)
     discard_unlisted(out, previous, slice)
     manifest = Manifest(
         config=config.model_dump(mode="json"),
@@ -164,6 +167,7 @@ def _open_claimed(
         manifest.fingerprints = previous.fingerprints
         manifest.stats = previous.stats
         manifest.calibration = previous.calibration  # what its pilot learned: the rows done so far used it
+        manifest.log = previous.log  # the flushes append to the same log
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
@@ -323,6 +327,25 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     ]
 
 
+def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
+    """Cut the manifest's log back to its last whole, committed record: bytes a crash left
+    after it (a record torn mid-write, or never committed) are dropped. A log found torn
+    *inside* what the manifest counts lost its last records: the manifest is written
+    again to count only the whole ones, and the lost flushes' problems, their shards now
+    unlisted, are redone. Returns a line for the user if records were lost."""
+    if not manifest.log:
+        return []
+    path = out / manifest.log["file"]
+    if path.stat().st_size > manifest.log["bytes"]:
+        os.truncate(path, manifest.log["bytes"])
+    torn = manifest.log.pop("torn", 0)
+    if not torn:
+        return []
+    write_manifest_head(out, manifest, slice.manifest_name, manifest.log)
+    return [f"{manifest.log['file']}: its last {torn} bytes were torn or missing; the problems of the flushes "
+            "they recorded will be redone"]
+
+
 def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]]) -> None:
     """Take the dropped problems and rows out of the carried-over counters, so the totals
     after they are redone count them once (work counters such as rollouts keep the work)."""
@@ -357,6 +380,7 @@ def _remove_slice(out: Path, manifest: Manifest, slice: Slice) -> None:
     """``--force``: forget this slice's earlier output entirely."""
     discard_unlisted(out, None, slice)  # every shard of the slice, listed or not
     (out / slice.manifest_name).unlink(missing_ok=True)
+    (out / log_name(slice.manifest_name)).unlink(missing_ok=True)
     images = out / "images"
     if slice.count == 1 and manifest.config.get("output", {}).get("image_mode") == "path" and images.is_dir():
         for path in images.iterdir():  # only the copies prmtree wrote (named by content hash)

@@ -1,7 +1,7 @@
 """Checking a run directory against its manifests, without changing anything.
 
 A listed shard must exist with the recorded size, sha256 and row count, and be listed
-once; the slices must share one layout and no problem; no shard may lie there unlisted
+once; a manifest's log must hold every record the manifest counts; the slices must share one layout and no problem; no shard may lie there unlisted
 (loaders globbing ``steps/*.parquet`` would read it), no ``manifest*.json`` may be a stray
 copy (``manifest-backup.json``: nobody reads it, but whoever would trusts it), and an
 ``image_mode = "path"`` run's images must be there. ``prmtree verify`` prints what this
@@ -78,8 +78,13 @@ def verify_shard(out_dir: Path, shard: dict[str, Any]) -> str | None:
 
 
 def verify_manifest(out_dir: Path, name: str, manifest: Manifest) -> list[Damage]:
-    """Every listed shard of one slice checked against the manifest (a shard listed twice: once)."""
+    """Every listed shard of one slice checked against the manifest (a shard listed twice: once),
+    and its log (``manifest.py``) whole up to the bytes the manifest counts."""
     damage = []
+    if manifest.log.get("torn"):
+        damage.append(Damage(name, manifest.log["file"], f"its last {manifest.log['torn']} bytes are torn or missing: "
+                                                         "the flushes they recorded are lost and their shards unlisted; "
+                                                         "the next run of its slice redoes their problems"))
     listed = Counter(shard["file"] for shard in manifest.shards)
     for file, times in listed.items():
         if times > 1:

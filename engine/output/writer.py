@@ -4,9 +4,12 @@ Durability rules, which make resuming a plain re-run:
 
 * a problem's rows (all tables) are buffered together and flushed together;
 * a shard is written under a temporary name, fsynced, then renamed;
-* the manifest is replaced atomically *after* the shards it lists, and lists the
-  problems whose rows those shards hold; a shard the manifest does not list is
-  discarded on resume, and its problems are redone;
+* the manifest is updated *after* the shards it lists, and lists the problems whose
+  rows those shards hold; a shard the manifest does not list is discarded on resume,
+  and its problems are redone. While the run goes, a flush appends one fsynced record
+  to the manifest's log and then replaces the small manifest that counts it (so a
+  flush costs what it adds, not what the run holds: ``manifest.py``); the final flush
+  writes the whole manifest, once;
 * every shard is listed with its size, row count and sha256, and with the flush that
   wrote it; ``flushes`` lists each flush's problems. A problem's rows (all tables) are in
   one flush, so when a shard is missing or altered, verification finds it and a resume
@@ -34,7 +37,14 @@ from prmtree.engine.output.atomic import (
 )
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.layout import Slice
-from prmtree.engine.output.manifest import Manifest, write_manifest
+from prmtree.engine.output.manifest import (
+    GROWING,
+    Manifest,
+    append_log,
+    apply_record,
+    write_manifest,
+    write_manifest_head,
+)
 from prmtree.engine.stats import RunStats
 from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
 
@@ -178,10 +188,15 @@ class DatasetWriter:
         every table's shards *and* the manifest are on disk. A flush that fails (a full
         disk, a folder that cannot be written) removes the shards it wrote, keeps every
         buffer and pending problem for the next flush to retry, and raises its ``OSError``.
+
+        While the run goes (``status`` "running"), the manifest is updated by a log record of
+        this flush's additions and a small manifest that commits it: O(new work). The final
+        flush (``status`` "finished") writes the whole manifest once, and the log goes.
         """
         written: list[dict[str, Any]] = []
         next_seq = dict(self.next_seq)
         self.flushing = True
+        m = self.manifest
         try:
             for table in TABLES:
                 rows, sizes = self.buffers[table], self.row_sizes[table]
@@ -190,16 +205,29 @@ class DatasetWriter:
                     written.append({**self._write_shard(table, rows[:n]), "flush": self.next_flush})
                     rows, sizes = rows[n:], sizes[n:]
             fault_point("after_shard_rename")
-            new = self._next_manifest(written, stats, status)
-            write_manifest(self.out_dir, new, self.slice.manifest_name)
+            stats_dict = stats.to_dict() if stats is not None else m.stats
+            record = self._record(written, stats_dict)
+            if status == "finished":
+                new = self._next_manifest(written, stats_dict, status)
+                write_manifest(self.out_dir, new, self.slice.manifest_name)
+            else:
+                log = append_log(self.out_dir, m, self.slice.manifest_name,
+                                 record if m.log else {"base": {k: getattr(m, k) for k in GROWING}, **record})
+                fault_point("after_log_append")
+                write_manifest_head(self.out_dir, m, self.slice.manifest_name, log,
+                                    status=status, stats=stats_dict, calibration=self.calibration)
         except BaseException:
             self._discard(written)
             self.next_seq = next_seq  # the retry writes the same names again
             raise
         finally:
             self.flushing = False
-        vars(self.manifest).update(vars(new))  # the same object: whoever holds it sees the flush
-        if written or self.pending_completed or self.pending_rejected:
+        if status == "finished":
+            vars(m).update(vars(new))  # the same object: whoever holds it sees the flush
+        else:  # the same object, updated in place by what the record says: O(this flush)
+            apply_record(vars(m), record)
+            m.status, m.stats, m.calibration, m.log, m.updated_at = status, stats_dict, self.calibration, log, time.time()
+        if record["flush"] is not None:
             self.next_flush += 1
         for table in TABLES:
             self.buffers[table] = []
@@ -210,32 +238,41 @@ class DatasetWriter:
         self.pending_fingerprints = {}
         self.last_flush = time.monotonic()
 
-    def _next_manifest(self, written: list[dict[str, Any]], stats: RunStats | None, status: str) -> Manifest:
-        """The manifest after this flush, built beside the current one (which stays as it
-        is until the new one is on disk: a failed flush changes nothing)."""
+    def _record(self, written: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
+        """This flush's additions, as a log record (what :func:`apply_record` reads). It
+        carries the stats too, so a log cut short still reads with matching counts."""
+        grouped = bool(written or self.pending_completed or self.pending_rejected)
+        return {
+            "flush": self.next_flush if grouped else None,
+            "shards": written,
+            "completed": list(self.pending_completed),
+            "skipped": dict(self.pending_skipped),
+            "rejected": dict(self.pending_rejected),
+            "failed": dict(self.pending_failed),
+            "fingerprints": dict(self.pending_fingerprints),
+            "stats": stats,
+        }
+
+    def _next_manifest(self, written: list[dict[str, Any]], stats: dict[str, Any], status: str) -> Manifest:
+        """The whole manifest after this flush, built beside the current one (which stays as
+        it is until the new one is on disk: a failed flush changes nothing)."""
         m = self.manifest
-        flushes = dict(m.flushes)
-        if written or self.pending_completed or self.pending_rejected:
-            flushes[str(self.next_flush)] = {
-                "completed": list(self.pending_completed),
-                "rejected": list(self.pending_rejected),
-            }
-        done = set(self.pending_completed)
-        failed = {k: v for k, v in m.failed.items() if k not in done}  # an earlier run's failure, now done
-        failed.update(self.pending_failed)
-        return replace(
+        new = replace(
             m,
-            shards=[*m.shards, *written],
-            completed=[*m.completed, *self.pending_completed],
-            skipped={**m.skipped, **self.pending_skipped},
-            rejected={**m.rejected, **self.pending_rejected},
-            failed=failed,
-            fingerprints={**m.fingerprints, **self.pending_fingerprints},
+            shards=list(m.shards),
+            completed=list(m.completed),
+            skipped=dict(m.skipped),
+            rejected=dict(m.rejected),
+            failed=dict(m.failed),
+            fingerprints=dict(m.fingerprints),
+            flushes=dict(m.flushes),
             calibration=self.calibration,
-            flushes=flushes,
             status=status,
-            stats=stats.to_dict() if stats is not None else m.stats,
+            stats=stats,
+            log={},
         )
+        apply_record(vars(new), self._record(written, stats))
+        return new
 
     def _discard(self, written: list[dict[str, Any]]) -> None:
         """Remove the shards of a flush that failed (best effort: a resume deletes any
@@ -294,6 +331,7 @@ class DatasetWriter:
                 rows = pq.read_table(path).take(keep)
                 shards.append({**self._write_shard(shard["table"], rows), "flush": shard.get("flush")})
         m.shards = shards
+        m.log = {}  # the log no longer replays to this: the next write is whole, or a new log's base
         m.completed = [p for p in m.completed if p not in keys]
         for entries in (m.skipped, m.rejected, m.failed, m.fingerprints):
             for key in keys & entries.keys():
