@@ -137,8 +137,14 @@ def tiny_tokenizer(texts: list[str], marker: str = MARKER) -> Any:
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=[PAD, UNK, marker]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK,
-                                   additional_special_tokens=[marker])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
+
+
+def load_tiny_tokenizer(directory: str | Path) -> Any:
+    """The tiny tokenizer as saved (AutoTokenizer would take the model's Qwen2 class and add tokens)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(Path(directory) / "tokenizer.json"), pad_token=PAD, unk_token=UNK)
 
 
 def tiny_lm(vocab_size: int, pad_id: int) -> nn.Module:
@@ -246,7 +252,10 @@ def load_prm(path: str | Path, device: str = "cpu") -> tuple[RewardModel, Encode
         raise ConfigError(f"{path}: transformers {transformers.__version__} has no {prm_config['model_class']}")
     lm = cls.from_pretrained(str(path))
     vision = bool(prm_config.get("vision"))
-    processor = AutoProcessor.from_pretrained(str(path)) if vision else AutoTokenizer.from_pretrained(str(path))
+    if prm_config.get("base_model") == "tiny":
+        processor = load_tiny_tokenizer(path)
+    else:
+        processor = AutoProcessor.from_pretrained(str(path)) if vision else AutoTokenizer.from_pretrained(str(path))
     model = RewardModel(lm, hidden_size(lm))
     model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
     model.to(device).eval()

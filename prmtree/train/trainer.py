@@ -90,14 +90,14 @@ def build(options: TrainOptions, train_rows: list, out: Path) -> tuple[Any, Any,
     """(RewardModel, tokenizer or processor, is it a VLM, the model class name)."""
     import torch
 
-    from prmtree.train.model import Encoder, RewardModel, add_marker, apply_lora, hidden_size, load_lm, tiny_lm, tiny_tokenizer
+    from prmtree.train.model import (
+        Encoder, RewardModel, add_marker, apply_lora, hidden_size, load_lm, load_tiny_tokenizer, tiny_lm, tiny_tokenizer,
+    )
 
     torch.manual_seed(options.seed)
     if options.model == "tiny":
         if (out / "tokenizer.json").is_file() and options.resume:
-            from transformers import AutoTokenizer
-
-            processor = AutoTokenizer.from_pretrained(str(out))
+            processor = load_tiny_tokenizer(out)
         else:
             encoder = Encoder(None, options.marker)
             processor = tiny_tokenizer([encoder.text(r.question, r.steps) for r in train_rows], options.marker)
@@ -240,12 +240,12 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     lr = options.learning_rate()
     optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / options.batch_size)
-    total = math.ceil(options.epochs * per_epoch)
-    if options.max_steps:
-        total = min(total, options.max_steps)
-    warmup = max(1, total // 10)
+    planned = math.ceil(options.epochs * per_epoch)  # the schedule follows --epochs; --max-steps only stops early,
+    total = min(planned, options.max_steps) if options.max_steps else planned  # so a resume may extend it
+    warmup = max(1, planned // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, total - warmup)))
+        optimiser,
+        lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, planned - warmup)))
     step, losses = 0, []
     if checkpoint is not None:
         optimiser.load_state_dict(checkpoint["optimiser"])
