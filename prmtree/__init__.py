@@ -48,6 +48,7 @@ _EXPORTS = {
     "GenerationError": "prmtree.engine.errors",
     "Policy": "prmtree.engine.contracts",
     "register_policy": "prmtree.policies.base",
+    "PRM": "prmtree.train.prm",
 }
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "InputConfig",
     "InputError",
     "OutputConfig",
+    "PRM",
     "Policy",
     "PolicyConfig",
     "Problem",
@@ -111,3 +113,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     )
     from prmtree.policies.base import register_policy
     from prmtree.runner import RunSummary
+    from prmtree.train.prm import PRM

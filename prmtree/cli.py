@@ -158,6 +158,42 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--min-steps", type=int, default=4)
     gen.add_argument("--max-steps", type=int, default=12)
 
+    trn = sub.add_parser("train", help="train a process reward model on a run's step labels (pip install prmtree[train])")
+    trn.add_argument("--data", required=True, help="a prmtree run's directory, an hf export, or a steps .parquet")
+    trn.add_argument("--out", required=True, help="output directory: an HF model + prm_config.json + loss.png")
+    trn.add_argument("--model", default="tiny",
+                     help="tiny (built from the data, no download; default) or an HF causal LM / VLM path or Hub id")
+    trn.add_argument("--labels", choices=["hard", "soft"], default="hard",
+                     help="hard: the step labels; soft: calibrated posteriors where present, else MC values")
+    trn.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of the whole model")
+    trn.add_argument("--lora-rank", type=int, default=16)
+    trn.add_argument("--epochs", type=float, default=3.0)
+    trn.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
+    trn.add_argument("--lr", type=float, help="learning rate (default 3e-3 tiny, 1e-5 a real model, 2e-4 LoRA)")
+    trn.add_argument("--batch-size", type=int, default=16)
+    trn.add_argument("--max-length", type=int, default=1024, help="tokens per path; steps past it lose their labels")
+    trn.add_argument("--test-share", type=float, default=0.2,
+                     help="share of problems held out (an hf export's test split is used when it has one)")
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument("--marker", default="<step>", help="the step-marker special token (default <step>)")
+    trn.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto")
+    trn.add_argument("--bf16", action="store_true", help="load a real model in bfloat16")
+    trn.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimiser steps")
+    trn.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    trn.add_argument("--workers", type=int, default=0, help="Ray Train workers (0: train in this process)")
+    trn.add_argument("--gpus-per-worker", type=float, default=0.0)
+    trn.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    trn.add_argument("--log-every", type=int, default=10)
+    trn.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
+
+    sco = sub.add_parser("score", help="score JSONL solutions (or ProcessBench-shaped files) with a trained PRM")
+    sco.add_argument("--prm", required=True, help="a directory written by prmtree train")
+    sco.add_argument("--input", required=True, help="JSONL: question/problem + steps (ProcessBench, VisualProcessBench)")
+    sco.add_argument("--out", required=True, help="JSONL: each input row with step_rewards added")
+    sco.add_argument("--device", default="auto")
+    sco.add_argument("--batch-size", type=int, default=8)
+    sco.add_argument("--threshold", type=float, default=0.5, help="reward below which a step counts as wrong")
+
     bon = sub.add_parser("bon", help="best of N: sample N solutions per problem, pick one with a PRM, "
                          "compare with majority vote, random and oracle")
     bon.add_argument("--prm", required=True, help="a PRM directory (prmtree train --out), or module:attr naming "
@@ -544,6 +580,71 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_deps() -> None:
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"prmtree train/score need {' and '.join(missing)}: pip install 'prmtree[train]'")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _train_deps()
+    from prmtree.engine.errors import ConfigError
+    from prmtree.train import TrainOptions, train
+
+    options = TrainOptions(
+        data=args.data, out=args.out, model=args.model, labels=args.labels, lora=args.lora, lora_rank=args.lora_rank,
+        epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+        max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
+        device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker, threads=args.threads, log_every=args.log_every,
+    )
+    try:
+        result = train(options)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_error(exc))
+    held = result.get("held_out") or {}
+    print(f"trained {result.get('steps')} steps in {result.get('seconds', 0):.1f} s: "
+          f"{result.get('tokens_per_s', 0):,.0f} tokens/s, peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
+    if held:
+        print(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
+              f"{held['step_f1_wrong']:.3f}, step accuracy {held['step_accuracy']:.3f}, first-error accuracy "
+              f"{held['first_error_accuracy']:.3f}, ProcessBench F1 {held['processbench_f1']:.3f}")
+    print(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    _train_deps()
+    from prmtree.engine.errors import ConfigError
+    from prmtree.train import PRM, read_solutions, step_metrics
+
+    try:
+        solutions = read_solutions(args.input)
+        prm = PRM.load(args.prm, device=args.device, batch_size=args.batch_size)
+        rewards = prm.score_batch([(s.problem, s.steps) for s in solutions])
+        with open(args.out, "w", encoding="utf-8") as f:
+            for solution, reward in zip(solutions, rewards):
+                f.write(json.dumps({**solution.row, "step_rewards": reward}, ensure_ascii=False) + "\n")
+    except ConfigError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_error(exc))
+    print(f"scored {len(solutions)} solutions ({sum(len(s.steps) for s in solutions)} steps) -> {args.out}")
+    labelled = [(r, s.labels) for s, r in zip(solutions, rewards) if s.labels is not None]
+    if labelled:
+        m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)
+        print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {m['processbench_f1']:.3f} "
+              f"(erroneous {m['acc_erroneous']:.3f}, correct {m['acc_correct']:.3f}), step F1 (wrong steps) "
+              f"{m['step_f1_wrong']:.3f}, first-error accuracy {m['first_error_accuracy']:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_slice_values(sys.argv[1:] if argv is None else argv))
     handlers = {
@@ -555,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "verify": cmd_verify,
         "grade": cmd_grade,
+        "train": cmd_train,
+        "score": cmd_score,
     }
     return handlers[args.command](args)
 

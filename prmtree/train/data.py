@@ -1,0 +1,128 @@
+"""Training rows for a PRM, read from a prmtree run's directory, an ``hf`` export or a Parquet file.
+
+Each path of the ``steps`` table becomes one :class:`StepRow`: the question, its images,
+the steps and, per step, the hard label and the soft target. The soft target is the
+calibrated posterior turned into P(step right) where the run has one (``confidences``),
+else the step's Monte-Carlo value. A path is cut at its first undecided step: nothing
+after it has a label a PRM should learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prmtree.engine.errors import ConfigError
+
+
+@dataclass
+class StepRow:
+    """One solution path with a label per step."""
+
+    problem_id: str
+    question: str
+    steps: list[str]
+    labels: list[bool]
+    soft: list[float]
+    images: list[bytes] = field(default_factory=list)
+    split: str = ""  # "test" where the export put the row in its test split
+
+
+def question_text(prompt: Any) -> str:
+    """The question of a ``prompt`` cell: a string, or chat messages (``--chat-format``)."""
+    if isinstance(prompt, str):
+        return prompt
+    parts: list[str] = []
+    for message in prompt or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(p.get("text") or "" for p in content or [] if p.get("type") == "text")
+    return "\n".join(p for p in parts if p)
+
+
+def soft_target(label: bool, value: float | None, confidence: float | None) -> float:
+    """P(step right): the posterior where there is one, else the MC value, else the hard label."""
+    if confidence is not None and not math.isnan(confidence):
+        return float(confidence if label else 1.0 - confidence)
+    if value is not None and not math.isnan(value):
+        return float(min(1.0, max(0.0, value)))
+    return 1.0 if label else 0.0
+
+
+def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) -> list[StepRow]:
+    """:class:`StepRow` s from a ``steps``-shaped table (run, ``hf`` export or ``stepwise`` Parquet)."""
+    if "completions" not in table.column_names or "labels" not in table.column_names:
+        raise ConfigError(f"the data has no completions/labels columns (it has {', '.join(table.column_names)}): "
+                          "pass a prmtree run's directory or an hf export")
+    keep = [c for c in ("problem_id", "prompt", "images", "completions", "labels", "values", "confidences")
+            if c in table.column_names and (with_images or c != "images")]
+    rows = []
+    for r in table.select(keep).to_pylist():
+        values = r.get("values") or []
+        confidences = r.get("confidences") or []
+        steps, labels, soft = [], [], []
+        for i, (step, label) in enumerate(zip(r["completions"] or [], r["labels"] or [])):
+            if label is None:  # undecided: the path's labels stop here
+                break
+            steps.append(str(step).strip())
+            labels.append(bool(label))
+            soft.append(soft_target(bool(label), values[i] if i < len(values) else None,
+                                    confidences[i] if i < len(confidences) else None))
+        if not steps:
+            continue
+        question = question_text(r.get("prompt"))
+        images = [im["bytes"] for im in r.get("images") or [] if isinstance(im, dict) and im.get("bytes")]
+        rows.append(StepRow(problem_id=str(r.get("problem_id") or question), question=question, steps=steps,
+                            labels=labels, soft=soft, images=images, split=split))
+    return rows
+
+
+def load_rows(path: str | Path, with_images: bool = True) -> list[StepRow]:
+    """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--data {path}: no such file or directory")
+    if path.is_file():
+        return rows_from_table(pq.read_table(path), "", with_images)
+    if any(path.glob("manifest*.json")):
+        from prmtree.engine.output import read_table
+
+        return rows_from_table(read_table(path, "steps"), "", with_images)
+    rows: list[StepRow] = []
+    for split in ("train", "test"):
+        files = sorted((path / "data").glob(f"{split}-*.parquet"))
+        if files:
+            table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+            rows += rows_from_table(table, split if split == "test" else "", with_images)
+    if not rows and not (path / "data").is_dir():
+        raise ConfigError(f"--data {path} is neither a prmtree run's directory (no manifest.json), "
+                          "an hf export (no data/train-*.parquet) nor a Parquet file")
+    return rows
+
+
+def _hashed(problem_id: str) -> bytes:
+    return hashlib.blake2b(problem_id.encode(), digest_size=8).digest()
+
+
+def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], list[StepRow]]:
+    """Train and held-out rows, split by problem: the export's test split, else a hashed share of problems.
+
+    By problem, never by path: paths of one problem share their first steps, and a
+    held-out set that shares them with training measures memory, not judgement.
+    """
+    if any(r.split == "test" for r in rows):
+        return [r for r in rows if r.split != "test"], [r for r in rows if r.split == "test"]
+    problems = sorted({r.problem_id for r in rows}, key=_hashed)
+    if test_share <= 0 or len(problems) < 2:
+        return list(rows), []
+    n_test = min(len(problems) - 1, max(1, math.ceil(test_share * len(problems))))
+    held = set(problems[:n_test])
+    return [r for r in rows if r.problem_id not in held], [r for r in rows if r.problem_id in held]

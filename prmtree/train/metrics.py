@@ -1,0 +1,78 @@
+"""Step-level evaluation of a PRM: step F1 on wrong steps, first-error accuracy, ProcessBench F1.
+
+Pure functions over rewards and gold labels, so a hand-made case checks them exactly.
+A step is predicted wrong when its reward is below ``threshold``; a path's predicted first
+error is its first such step (-1: none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def first_error(labels: list[bool | None]) -> int:
+    """Index of the first step labelled wrong, -1 when none is (None: not labelled, not an error)."""
+    for i, label in enumerate(labels):
+        if label is False:
+            return i
+    return -1
+
+
+def predicted_first_error(rewards: list[float], threshold: float = 0.5) -> int:
+    for i, reward in enumerate(rewards):
+        if reward < threshold:
+            return i
+    return -1
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics over paths: ``rewards[i][j]`` is the PRM's reward for step j of path i, ``labels`` the gold.
+
+    * ``step_f1_wrong``: F1 for finding wrong steps (wrong = the positive class), with its
+      precision and recall, and plain ``step_accuracy``; steps labelled None are left out;
+    * ``first_error_accuracy``: share of paths whose predicted first error is the gold one
+      (both -1 counts);
+    * ``processbench_f1``: harmonic mean of that accuracy on paths with an error
+      (``acc_erroneous``) and on paths without one (``acc_correct``), as ProcessBench scores it.
+    """
+    tp = fp = fn = right = steps = 0
+    hits_err = n_err = hits_ok = n_ok = 0
+    for path_rewards, path_labels in zip(rewards, labels):
+        for reward, label in zip(path_rewards, path_labels):
+            if label is None:
+                continue
+            wrong_pred, wrong_gold = reward < threshold, not label
+            tp += wrong_pred and wrong_gold
+            fp += wrong_pred and not wrong_gold
+            fn += (not wrong_pred) and wrong_gold
+            right += wrong_pred == wrong_gold
+            steps += 1
+        gold = first_error(path_labels)
+        hit = predicted_first_error(path_rewards, threshold) == gold
+        if gold == -1:
+            n_ok, hits_ok = n_ok + 1, hits_ok + hit
+        else:
+            n_err, hits_err = n_err + 1, hits_err + hit
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    acc_err = hits_err / n_err if n_err else 0.0
+    acc_ok = hits_ok / n_ok if n_ok else 0.0
+    paths = n_err + n_ok
+    return {
+        "step_f1_wrong": _f1(precision, recall),
+        "step_precision_wrong": precision,
+        "step_recall_wrong": recall,
+        "step_accuracy": right / steps if steps else 0.0,
+        "first_error_accuracy": (hits_err + hits_ok) / paths if paths else 0.0,
+        "acc_erroneous": acc_err,
+        "acc_correct": acc_ok,
+        "processbench_f1": _f1(acc_err, acc_ok),
+        "paths": paths,
+        "paths_with_error": n_err,
+        "steps": steps,
+        "threshold": threshold,
+    }

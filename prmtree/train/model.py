@@ -1,0 +1,263 @@
+"""The PRM's model: any HF causal LM or VLM, a step marker token, and a reward head.
+
+The Qwen2.5-Math-PRM recipe: after each step the text carries a marker (a special token
+added to the tokenizer), and a small head reads the last hidden state at each marker and
+says how likely the solution is still right after that step. A causal model sees only the
+steps so far at each marker, so one forward pass scores every step.
+
+On disk a PRM is an ordinary HF model directory (the LM or VLM, LoRA merged in, with the
+marker in its tokenizer) plus ``reward_head.safetensors`` and ``prm_config.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prmtree.engine.errors import ConfigError
+
+MARKER = "<step>"
+PRM_CONFIG = "prm_config.json"
+HEAD_FILE = "reward_head.safetensors"
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+class RewardModel(nn.Module):
+    """An LM's body and a two-layer head: one logit per token, read at the markers."""
+
+    def __init__(self, lm: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
+
+    def body(self) -> nn.Module:
+        """The model without its LM head (``Qwen2Model``, ``LlavaModel``, ...), LoRA layers in place."""
+        lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return getattr(lm, "model", lm)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
+        hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+        states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
+        return self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Encoder:
+    """Turns (question, images, steps) into model inputs with a marker after each step.
+
+    ``processor`` is a tokenizer for a text model, or a VLM's processor. The question goes
+    through the chat template where the tokenizer has one, as the policy would have seen it.
+    """
+
+    processor: Any
+    marker: str = MARKER
+    max_length: int = 1024
+    vision: bool = False
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def marker_id(self) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(self.marker))
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0)
+
+    def prompt(self, question: str, n_images: int) -> str:
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            return question + "\n"
+        content: Any = question
+        if self.vision and n_images:
+            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+        messages = [{"role": "user", "content": content}]
+        apply = getattr(self.processor, "apply_chat_template", None) or self.tokenizer.apply_chat_template
+        return apply(messages, tokenize=False, add_generation_prompt=True)
+
+    def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
+        body = "".join(f"{' '.join(s.replace(self.marker, ' ').split())} {self.marker}\n" for s in steps)
+        return self.prompt(question.replace(self.marker, " "), n_images) + body
+
+    def encode(self, question: str, steps: list[str], images: list[bytes] | None = None) -> dict[str, Any]:
+        """``input_ids`` (a list), the marker positions, and the processor's image tensors."""
+        images = list(images or []) if self.vision else []
+        text = self.text(question, steps, len(images))
+        extra: dict[str, torch.Tensor] = {}
+        if images:
+            from PIL import Image
+
+            pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
+            out = self.processor(text=[text], images=pil, return_tensors="pt")
+            ids = out["input_ids"][0].tolist()  # never cut: image tokens must stay whole
+            extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False, truncation=True,
+                                 max_length=self.max_length)["input_ids"]
+        positions = [i for i, t in enumerate(ids) if t == self.marker_id]
+        return {"ids": ids, "positions": positions, "extra": extra}
+
+    def collate(self, encoded: list[dict[str, Any]], targets: list[list[float]] | None = None) -> dict[str, Any]:
+        """Right-padded tensors; ``targets`` (B, T) holds each step's target at its marker, -1 elsewhere."""
+        width = max(len(e["ids"]) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        target = torch.full((len(encoded), width), -1.0)
+        for i, e in enumerate(encoded):
+            n = len(e["ids"])
+            ids[i, :n] = torch.tensor(e["ids"])
+            mask[i, :n] = 1
+            if targets is not None:
+                for pos, t in zip(e["positions"], targets[i]):
+                    target[i, pos] = t
+        extra: dict[str, torch.Tensor] = {}
+        for key in {k for e in encoded for k in e["extra"]}:
+            extra[key] = torch.cat([e["extra"][key] for e in encoded if key in e["extra"]])
+        return {"input_ids": ids, "attention_mask": mask, "targets": target, "extra": extra}
+
+
+# -- building ----------------------------------------------------------------------------
+
+
+def tiny_tokenizer(texts: list[str], marker: str = MARKER) -> Any:
+    """A word-level tokenizer trained on the training texts (digits split), the marker a special token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=[PAD, UNK, marker]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
+
+
+def load_tiny_tokenizer(directory: str | Path) -> Any:
+    """The tiny tokenizer as saved (AutoTokenizer would take the model's Qwen2 class and add tokens)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(Path(directory) / "tokenizer.json"), pad_token=PAD, unk_token=UNK)
+
+
+def tiny_lm(vocab_size: int, pad_id: int) -> nn.Module:
+    """A 2-layer Qwen2 causal LM (hidden 128, 4 heads of 32), about 0.5M parameters plus embeddings."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=pad_id, tie_word_embeddings=True,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def is_vision_config(config: Any) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def load_lm(path: str | Path, bf16: bool = False) -> tuple[nn.Module, Any, bool]:
+    """An HF model directory or Hub id: (model, tokenizer or processor, is it a VLM).
+
+    The class comes from the config: a config with a ``vision_config`` (LLaVA, Qwen2-VL,
+    ...) loads as an image-text-to-text model with its processor, anything else as a
+    causal LM with its tokenizer.
+    """
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--model {path}: not a Hugging Face model directory or Hub id "
+                          f"({str(exc).splitlines()[0]}); or use --model tiny") from None
+    new = tuple(int(x) for x in transformers.__version__.split(".")[:2] if x.isdigit()) >= (4, 56)
+    dtype = {("dtype" if new else "torch_dtype"): torch.bfloat16 if bf16 else torch.float32}
+    vision = is_vision_config(config)
+    if vision:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), **dtype)
+        processor = AutoProcessor.from_pretrained(str(path))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **dtype)
+        processor = AutoTokenizer.from_pretrained(str(path))
+    return model, processor, vision
+
+
+def add_marker(lm: nn.Module, processor: Any, marker: str) -> None:
+    """The marker becomes a special token; the embeddings grow when it is new."""
+    tok = getattr(processor, "tokenizer", processor)
+    tok.add_tokens([marker], special_tokens=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    embeddings = lm.get_input_embeddings().weight.shape[0]
+    if len(tok) > embeddings:
+        lm.resize_token_embeddings(len(tok))
+
+
+def hidden_size(lm: nn.Module) -> int:
+    config = lm.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.hidden_size)
+
+
+def apply_lora(lm: nn.Module, rank: int = 16) -> nn.Module:
+    """LoRA adapters on the attention and MLP projections (peft); the head stays fully trained."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("--lora needs peft: pip install 'prmtree[train]' (or pip install peft)") from None
+    names = {n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
+    targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+    if not targets:
+        raise ConfigError(f"--lora: the model has no q_proj/v_proj-style layers to adapt (it has {sorted(names)[:8]})")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
+    return get_peft_model(lm, config)
+
+
+def save_prm(model: RewardModel, processor: Any, out: Path, prm_config: dict[str, Any]) -> None:
+    """The HF model (LoRA merged), its tokenizer or processor, the head and ``prm_config.json``."""
+    from safetensors.torch import save_file
+
+    lm = model.lm
+    if hasattr(lm, "merge_and_unload"):
+        import copy
+
+        lm = copy.deepcopy(lm).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(out / HEAD_FILE))
+    (out / PRM_CONFIG).write_text(json.dumps(prm_config, indent=2, sort_keys=True) + "\n")
+
+
+def load_prm(path: str | Path, device: str = "cpu") -> tuple[RewardModel, Encoder, dict[str, Any]]:
+    """A PRM directory written by :func:`save_prm`."""
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, AutoTokenizer
+
+    path = Path(path)
+    config_file = path / PRM_CONFIG
+    if not config_file.is_file():
+        raise ConfigError(f"{path} is not a PRM directory (no {PRM_CONFIG}): train one with prmtree train")
+    prm_config = json.loads(config_file.read_text())
+    cls = getattr(transformers, prm_config["model_class"], None)
+    if cls is None:
+        raise ConfigError(f"{path}: transformers {transformers.__version__} has no {prm_config['model_class']}")
+    lm = cls.from_pretrained(str(path))
+    vision = bool(prm_config.get("vision"))
+    if prm_config.get("base_model") == "tiny":
+        processor = load_tiny_tokenizer(path)
+    else:
+        processor = AutoProcessor.from_pretrained(str(path)) if vision else AutoTokenizer.from_pretrained(str(path))
+    model = RewardModel(lm, hidden_size(lm))
+    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    model.to(device).eval()
+    encoder = Encoder(processor, prm_config["marker"], int(prm_config.get("max_length", 4096)), vision)
+    return model, encoder, prm_config

@@ -1,0 +1,68 @@
+"""A trained PRM, loaded for scoring: ``prmtree.PRM.load(DIR).score(problem, steps)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prmtree.engine.records import Problem
+from prmtree.train.model import Encoder, RewardModel, load_prm
+
+
+class PRM:
+    """Scores solutions step by step: one reward in [0, 1] per step, P(still right after it)."""
+
+    def __init__(self, model: RewardModel, encoder: Encoder, config: dict[str, Any], device: str = "cpu",
+                 batch_size: int = 8) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.config = config
+        self.device = device
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", batch_size: int = 8) -> PRM:
+        """A directory written by ``prmtree train`` (an HF model + ``prm_config.json``)."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, encoder, config = load_prm(path, device)
+        return cls(model, encoder, config, device, batch_size)
+
+    @property
+    def marker(self) -> str:
+        return self.encoder.marker
+
+    def score(self, problem: Problem, steps: list[str]) -> list[float]:
+        """One reward per step, in order."""
+        return self.score_batch([(problem, steps)])[0]
+
+    @torch.no_grad()
+    def score_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float]]:
+        """Rewards for many solutions, batched; ``[]`` for a solution with no steps.
+
+        A step whose marker fell past the model's length limit gets the last reward that
+        was read (the solution is judged on the steps the model saw).
+        """
+        out: list[list[float]] = [[] for _ in items]
+        todo = [i for i, (_, steps) in enumerate(items) if steps]
+        # similar lengths together: less padding
+        encoded = {i: self.encoder.encode(items[i][0].question, list(items[i][1]), list(items[i][0].images))
+                   for i in todo}
+        todo.sort(key=lambda i: len(encoded[i]["ids"]))
+        self.model.eval()
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            batch = self.encoder.collate([encoded[i] for i in chunk])
+            extra = {k: v.to(self.device) for k, v in batch["extra"].items()}
+            if "pixel_values" in extra:
+                extra["pixel_values"] = extra["pixel_values"].to(next(self.model.lm.parameters()).dtype)
+            logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), **extra)
+            rewards = torch.sigmoid(logits.float()).cpu()
+            for row, i in enumerate(chunk):
+                got = [float(rewards[row, p]) for p in encoded[i]["positions"]]
+                n = len(items[i][1])
+                got = got[:n] + [got[-1] if got else 0.5] * (n - len(got))
+                out[i] = got
+        return out

@@ -1,0 +1,110 @@
+"""Solutions to score, read from JSONL: ProcessBench, VisualProcessBench or prmtree-shaped rows.
+
+Shapes read (one JSON object a line):
+
+* ProcessBench (Qwen): ``{"id", "problem", "steps": [...], "label": first error index or -1,
+  "final_answer_correct"}``;
+* VisualProcessBench (InternVL): ``{"image": [paths], "question", "answer", "response":
+  {"steps": [...], "process_correctness": [1 | 0 | -1, ...]}}`` (1 right, 0 neutral, -1 wrong;
+  ``response`` may also be a JSON string); image paths are relative to the file's folder;
+* plain: ``{"id"?, "question" | "problem", "steps": [...], "images"?: [paths], "labels"?: [bool, ...]}``.
+
+Where a row carries human labels, :attr:`Solution.labels` has one per step (None for a
+neutral or unknown step), so ``prmtree score`` can report ProcessBench-style metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.records import Problem, ProblemImage
+
+
+@dataclass
+class Solution:
+    """One solution to score: its problem, its steps, and the gold per-step labels if the file had any."""
+
+    problem: Problem
+    steps: list[str]
+    labels: list[bool | None] | None
+    row: dict[str, Any]
+
+
+def _labels(row: dict[str, Any], response: dict[str, Any], n: int) -> list[bool | None] | None:
+    if isinstance(response.get("process_correctness"), list):
+        marks = response["process_correctness"]
+        return [None if m == 0 or m is None else m > 0 for m in marks[:n]] + [None] * (n - len(marks))
+    if isinstance(row.get("labels"), list):
+        marks = row["labels"]
+        return [None if m is None else bool(m) for m in marks[:n]] + [None] * (n - len(marks))
+    if isinstance(row.get("label"), int) and not isinstance(row.get("label"), bool):
+        first = row["label"]
+        if first < 0:
+            return [True] * n
+        return [True] * first + [False] + [None] * (n - first - 1) if first < n else None
+    return None
+
+
+def _images(row: dict[str, Any], folder: Path, where: str) -> tuple[ProblemImage, ...]:
+    paths = row.get("images", row.get("image")) or []
+    if isinstance(paths, str):
+        paths = [paths]
+    images = []
+    for p in paths:
+        file = Path(p) if Path(p).is_absolute() else folder / p
+        try:
+            images.append(ProblemImage(file.read_bytes(), path=str(file)))
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read image {file} ({exc.strerror}); "
+                              "unpack the benchmark's images beside the JSONL file") from None
+    return tuple(images)
+
+
+def parse_solution(row: dict[str, Any], folder: Path, where: str, load_images: bool = True) -> Solution:
+    """One JSONL row as a :class:`Solution`."""
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    response = row.get("response") or {}
+    if isinstance(response, str):
+        try:
+            response = json.loads(response)
+        except json.JSONDecodeError:
+            response = {}
+    steps = row.get("steps", response.get("steps") if isinstance(response, dict) else None)
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise ConfigError(f"{where}: no 'steps' list of strings (ProcessBench: steps; VisualProcessBench: "
+                          "response.steps)")
+    question = row.get("question", row.get("problem"))
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"{where}: no 'question' or 'problem' text")
+    images = _images(row, folder, where) if load_images else ()
+    pid = str(row.get("id") or row.get("problem_id")
+              or hashlib.blake2b(question.encode(), digest_size=8).hexdigest())
+    answer = str(row.get("answer") or row.get("gold") or "-")
+    problem = Problem(id=pid, question=question, answer=answer, images=images)
+    return Solution(problem, list(steps), _labels(row, response if isinstance(response, dict) else {}, len(steps)), row)
+
+
+def read_solutions(path: str | Path, load_images: bool = True) -> list[Solution]:
+    """Every row of a JSONL file; a bad row stops with its line number."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--input {path}: {exc.strerror}") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not JSON ({exc.msg})") from None
+        out.append(parse_solution(row, path.parent, where, load_images))
+    return out

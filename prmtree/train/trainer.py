@@ -1,0 +1,362 @@
+"""``prmtree train``: a PRM from a run's step labels, on one device or through Ray Train.
+
+One loop serves both: :func:`train` runs it in this process, or (``workers > 0``) inside
+``ray.train.torch.TorchTrainer`` where each worker takes its share of the rows and Ray
+wraps the model for data-parallel training; rank 0 writes everything. Checkpoints hold
+the model, optimiser, schedule and step; the data order is a function of the seed and the
+epoch, so ``resume`` continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from prmtree.engine.errors import ConfigError
+
+#: Options a resumed run must share with its checkpoint.
+RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
+               "max_length")
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``prmtree train`` takes; see ``prmtree train --help``."""
+
+    data: str
+    out: str
+    model: str = "tiny"
+    labels: str = "hard"  # hard | soft
+    lora: bool = False
+    lora_rank: int = 16
+    epochs: float = 3.0
+    max_steps: int = 0
+    lr: float | None = None  # None: 3e-3 for tiny, 1e-5 for a real model (2e-4 with LoRA)
+    batch_size: int = 16
+    max_length: int = 1024
+    test_share: float = 0.2
+    seed: int = 0
+    marker: str = "<step>"
+    device: str = "auto"
+    bf16: bool = False
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    resume: bool = False
+    workers: int = 0
+    gpus_per_worker: float = 0.0
+    log_every: int = 10
+    threads: int = 0  # torch CPU threads (0: torch's default); 1 is fastest on a busy machine
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 3e-3 if self.model == "tiny" else 2e-4 if self.lora else 1e-5
+
+    def check(self) -> None:
+        if self.labels not in ("hard", "soft"):
+            raise ConfigError(f"--labels must be hard or soft, got {self.labels!r}")
+        if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
+            raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
+        if not 0 <= self.test_share < 1:
+            raise ConfigError(f"--test-share must be in [0, 1), got {self.test_share}")
+        if self.workers < 0 or self.gpus_per_worker < 0:
+            raise ConfigError("--workers and --gpus-per-worker must be >= 0")
+
+
+def _log(options: TrainOptions, rank: int, message: str) -> None:
+    if rank == 0 and not options.quiet:
+        print(message, flush=True)
+
+
+def _peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the process's peak RSS
+
+
+def build(options: TrainOptions, train_rows: list, out: Path) -> tuple[Any, Any, bool, str]:
+    """(RewardModel, tokenizer or processor, is it a VLM, the model class name)."""
+    import torch
+
+    from prmtree.train.model import (
+        Encoder, RewardModel, add_marker, apply_lora, hidden_size, load_lm, load_tiny_tokenizer, tiny_lm, tiny_tokenizer,
+    )
+
+    torch.manual_seed(options.seed)
+    if options.model == "tiny":
+        if (out / "tokenizer.json").is_file() and options.resume:
+            processor = load_tiny_tokenizer(out)
+        else:
+            encoder = Encoder(None, options.marker)
+            processor = tiny_tokenizer([encoder.text(r.question, r.steps) for r in train_rows], options.marker)
+        lm, vision = tiny_lm(len(processor), processor.pad_token_id), False
+    else:
+        lm, processor, vision = load_lm(options.model, options.bf16)
+        add_marker(lm, processor, options.marker)
+    lm.config.pad_token_id = getattr(processor, "tokenizer", processor).pad_token_id
+    class_name = type(lm).__name__
+    if options.lora:
+        lm = apply_lora(lm, options.lora_rank)
+    model = RewardModel(lm, hidden_size(lm))
+    if options.bf16:
+        model.head.to(torch.bfloat16)
+    return model, processor, vision, class_name
+
+
+def _targets(row: Any, labels: str) -> list[float]:
+    return [float(x) for x in row.soft] if labels == "soft" else [1.0 if x else 0.0 for x in row.labels]
+
+
+def _order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule: Any, losses: list[float],
+                     options: TrainOptions, keep: int) -> None:
+    import torch
+
+    target = out / "checkpoints" / f"step-{step:07d}"
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                "step": step, "losses": losses, "options": {k: getattr(options, k) for k in RESUME_KEYS},
+                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+    tmp.rename(target)  # a checkpoint is there whole or not at all
+    for old in _checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def plot_losses(losses: list[float], path: Path, title: str) -> None:
+    """The loss per optimiser step and its running mean, as a PNG (matplotlib, else Pillow)."""
+    window = max(1, len(losses) // 20)
+    smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+              for i in range(len(losses))]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.plot(range(1, len(losses) + 1), losses, color="#9ecae1", lw=1, label="loss")
+        ax.plot(range(1, len(losses) + 1), smooth, color="#08519c", lw=2, label=f"mean of {window}")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("BCE loss at step markers")
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+    except ImportError:
+        from PIL import Image, ImageDraw
+
+        w, h, m = 600, 350, 40
+        image = Image.new("RGB", (w, h), "white")
+        draw = ImageDraw.Draw(image)
+        top = max(losses) if losses else 1.0
+        def xy(i: int, v: float) -> tuple[float, float]:
+            return m + (w - 2 * m) * i / max(1, len(losses) - 1), h - m - (h - 2 * m) * v / (top or 1.0)
+        draw.rectangle([m, m, w - m, h - m], outline="black")
+        if len(losses) > 1:
+            draw.line([xy(i, v) for i, v in enumerate(losses)], fill="#9ecae1", width=1)
+            draw.line([xy(i, v) for i, v in enumerate(smooth)], fill="#08519c", width=2)
+        draw.text((m, 10), f"{title}: loss per step (max {top:.3f})", fill="black")
+        image.save(path)
+
+
+def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Callable[[Any], Any] | None = None,
+               device: str | None = None) -> dict[str, Any]:
+    """The training loop; ``wrap`` (Ray's ``prepare_model``) makes the model data-parallel."""
+    import torch
+
+    from prmtree.train.data import load_rows, split_rows
+    from prmtree.train.metrics import step_metrics
+    from prmtree.train.model import PRM_CONFIG, Encoder, save_prm
+    from prmtree.train.prm import PRM
+
+    started = time.perf_counter()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    out = Path(options.out)
+    if device is None:
+        device = options.device if options.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    random.seed(options.seed)
+    rows = load_rows(options.data, with_images=options.model != "tiny")
+    train_rows, test_rows = split_rows(rows, options.test_share)
+    if not train_rows:
+        raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
+    checkpoint = None
+    if options.resume:
+        found = _checkpoints(out)
+        if not found:
+            raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'}; run without --resume to start")
+        checkpoint = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
+        mine = {k: getattr(options, k) for k in RESUME_KEYS}
+        changed = [k for k in RESUME_KEYS if checkpoint["options"].get(k) != mine[k]]
+        if changed:
+            was = ", ".join(f"{k}={checkpoint['options'].get(k)!r}" for k in changed)
+            raise ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({was}); "
+                              "use the same options, or a new --out")
+    model, processor, vision, class_name = build(options, train_rows, out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
+    encoder = Encoder(processor, options.marker, options.max_length, vision)
+    train = [(encoder.encode(r.question, r.steps, r.images), _targets(r, options.labels)) for r in train_rows]
+    dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
+    train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
+    if world > 1:
+        share = len(train) // world
+        train = train[rank * share:(rank + 1) * share]
+    model.to(device)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params = sum(p.numel() for p in model.parameters())
+    _log(options, rank, f"prmtree train: {len(train_rows)} training paths ({sum(len(r.steps) for r in train_rows)} "
+         f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
+         f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
+         f"{world} worker(s), {options.labels} labels")
+    net = wrap(model) if wrap else model
+    lr = options.learning_rate()
+    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    per_epoch = math.ceil(len(train) / options.batch_size)
+    planned = math.ceil(options.epochs * per_epoch)  # the schedule follows --epochs; --max-steps only stops early,
+    total = min(planned, options.max_steps) if options.max_steps else planned  # so a resume may extend it
+    warmup = max(1, planned // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, planned - warmup)))
+    step, losses = 0, []
+    if checkpoint is not None:
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        step, losses = int(checkpoint["step"]), list(checkpoint["losses"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        _log(options, rank, f"resumed from step {step} ({found[-1]})")
+    tokens, train_seconds, resumed_at = 0, 0.0, step
+    dtype = next(model.lm.parameters()).dtype
+    while step < total:
+        epoch, offset = divmod(step, per_epoch)
+        order = _order(len(train), options.seed, epoch)
+        starts = list(range(0, len(order), options.batch_size))[offset:]
+        for start in starts:
+            if step >= total:
+                break
+            t0 = time.perf_counter()
+            chunk = [train[i] for i in order[start:start + options.batch_size]]
+            batch = encoder.collate([e for e, _ in chunk], [t for _, t in chunk])
+            extra = {k: v.to(device) for k, v in batch["extra"].items()}
+            if "pixel_values" in extra:
+                extra["pixel_values"] = extra["pixel_values"].to(dtype)
+            net.train()
+            logits = net(batch["input_ids"].to(device), batch["attention_mask"].to(device), **extra).float()
+            target = batch["targets"].to(device)
+            at = target >= 0
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[at], target[at])
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            losses.append(float(loss.item()))
+            tokens += int(batch["attention_mask"].sum()) * world
+            train_seconds += time.perf_counter() - t0
+            if step % options.log_every == 0 or step == total:
+                recent = losses[-options.log_every:]
+                _log(options, rank, f"step {step}/{total}  loss {sum(recent) / len(recent):.4f}  "
+                     f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s")
+            if rank == 0 and options.save_every and step % options.save_every == 0 and step < total:
+                _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints)
+    result: dict[str, Any] = {}
+    if rank == 0:
+        _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints)
+        prm = PRM(model, Encoder(processor, options.marker, max(options.max_length, 4096), vision), {}, device)
+        metrics: dict[str, Any] = {}
+        if test_rows:
+            from prmtree.engine.records import Problem, ProblemImage
+
+            items = [(Problem(id=r.problem_id, question=r.question, answer="-",
+                              images=tuple(ProblemImage(b) for b in r.images)), r.steps) for r in test_rows]
+            rewards = prm.score_batch(items)
+            metrics = step_metrics(rewards, [list(r.labels) for r in test_rows])
+        result = {
+            "steps": step, "resumed_at": resumed_at, "total_steps": total, "labels": options.labels,
+            "loss_first": losses[0] if losses else None, "loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
+            "train_tokens": tokens, "tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
+            "peak_memory_mb": _peak_memory_mb(device), "device": device, "workers": max(1, world),
+            "parameters": params, "train_paths": len(train_rows), "held_out_paths": len(test_rows),
+            "held_out": metrics, "seconds": time.perf_counter() - started,
+        }
+        prm_config = {
+            "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
+            "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
+            "head": "mlp2-sigmoid", "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
+            "held_out": metrics,
+        }
+        save_prm(model, processor, out, prm_config)
+        plot_losses(losses, out / "loss.png", f"{options.model} PRM, {options.labels} labels")
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        assert (out / PRM_CONFIG).is_file()
+    return result
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """Runs on each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    options = TrainOptions(**config["options"])
+    device = str(ray.train.torch.get_device())
+    result = train_loop(options, context.get_world_rank(), context.get_world_size(),
+                        wrap=lambda m: ray.train.torch.prepare_model(
+                            m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+                        device=device)
+    ray.train.report({"steps": result.get("steps", 0)})
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Train a PRM; returns the metrics also written to ``OUT/metrics.json``."""
+    options.check()
+    if not options.workers:
+        return train_loop(options)
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    options.out = str(Path(options.out).resolve())
+    options.data = str(Path(options.data).resolve()) if Path(options.data).exists() else options.data
+    gpus = options.gpus_per_worker
+    scaling = ScalingConfig(num_workers=options.workers, use_gpu=gpus > 0,
+                            resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})})
+    trainer = TorchTrainer(_ray_worker, train_loop_config={"options": asdict(options)}, scaling_config=scaling,
+                           run_config=RunConfig(storage_path=str(Path(options.out) / "ray"), name="prmtree-train"))
+    fit = trainer.fit()
+    if getattr(fit, "error", None):
+        raise RuntimeError(f"Ray Train failed: {fit.error}")
+    metrics_file = Path(options.out) / "metrics.json"
+    if not metrics_file.is_file():
+        sys.stderr.write("prmtree train: Ray Train finished without writing metrics.json\n")
+        return {}
+    return json.loads(metrics_file.read_text())

@@ -1,0 +1,225 @@
+"""prmtree train / PRM.load().score() / prmtree score: tiny models built here, no download."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import prmtree
+from prmtree.cli import main as cli_main
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.records import Problem, ProblemImage
+from prmtree.engine.synthetic import generate_problems
+from prmtree.export import ExportOptions, export
+from prmtree.train import PRM, TrainOptions, load_rows, read_solutions, split_rows, step_metrics, train
+from prmtree.train.data import soft_target
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    prmtree.run(generate_problems(20, seed=21), policy="simulated", out=root / "run", seed=3)
+    return root / "run"
+
+
+def _opts(data: Path, out: Path, **kw) -> TrainOptions:
+    base = dict(max_steps=4, batch_size=16, threads=1, save_every=2, quiet=True, max_length=256)
+    base.update(kw)
+    return TrainOptions(data=str(data), out=str(out), **base)
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(run_dir, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("prm") / "tiny"
+    return out, train(_opts(run_dir, out, max_steps=6, save_every=3))
+
+
+def test_tiny_prm_directory_holds_an_hf_model_config_and_loss_curve(tiny_prm):
+    out, result = tiny_prm
+    config = json.loads((out / "prm_config.json").read_text())
+    assert config["marker"] == "<step>" and config["labels"] == "hard" and config["base_model"] == "tiny"
+    assert config["model_class"] == "Qwen2ForCausalLM"
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "reward_head.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["steps"] == 6 and result["tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["train_paths"] > 0 and result["held_out_paths"] > 0
+    held = result["held_out"]
+    assert held["paths"] == result["held_out_paths"] and 0 <= held["processbench_f1"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 6
+
+
+def test_loaded_prm_scores_each_step_in_unit_interval(tiny_prm, run_dir):
+    out, _ = tiny_prm
+    prm = prmtree.PRM.load(out, device="cpu")
+    assert isinstance(prm, PRM)
+    problem = Problem(id="p", question="Let x be 3. Then add 4.", answer="7")
+    steps = ["x = 3.", "Add 4: x = 3 + 4 = 7.", "The answer is \\boxed{7}."]
+    rewards = prm.score(problem, steps)
+    assert len(rewards) == 3 and all(isinstance(r, float) and 0.0 <= r <= 1.0 for r in rewards)
+    batch = prm.score_batch([(problem, steps), (problem, []), (problem, steps[:1])])
+    assert [len(b) for b in batch] == [3, 0, 1]
+    assert batch[0] == pytest.approx(rewards, abs=1e-5)
+    assert batch[2][0] == pytest.approx(rewards[0], abs=1e-5)  # causal: a step's reward ignores later steps
+
+
+def test_resume_continues_from_the_checkpoint_exactly(run_dir, tmp_path):
+    straight = train(_opts(run_dir, tmp_path / "a", max_steps=6, save_every=0))
+    first = train(_opts(run_dir, tmp_path / "b", max_steps=4))
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    resumed = train(_opts(run_dir, tmp_path / "b", max_steps=6, resume=True))
+    assert first["steps"] == 4 and resumed["resumed_at"] == 4 and resumed["steps"] == 6
+    assert resumed["loss_last_10"] == pytest.approx(straight["loss_last_10"], rel=1e-4)
+    with pytest.raises(ConfigError, match=r"--resume: lr differ from the checkpoint's \(lr=None\)"):
+        train(_opts(run_dir, tmp_path / "b", max_steps=8, resume=True, lr=0.1))
+    with pytest.raises(ConfigError, match="--resume: no checkpoint in"):
+        train(_opts(run_dir, tmp_path / "c", resume=True))
+
+
+def test_soft_labels_use_posteriors_else_mc_values(run_dir, tmp_path):
+    assert soft_target(True, 0.5, 0.9) == pytest.approx(0.9)
+    assert soft_target(False, 0.5, 0.9) == pytest.approx(0.1)
+    assert soft_target(True, 0.25, None) == 0.25 and soft_target(False, None, None) == 0.0
+    rows = load_rows(run_dir)
+    assert any(0 < s < 1 for r in rows for s in r.soft) and all(len(r.soft) == len(r.labels) for r in rows)
+    result = train(_opts(run_dir, tmp_path / "soft", labels="soft", max_steps=2))
+    assert result["labels"] == "soft" and math.isfinite(result["loss_first"])
+    assert json.loads((tmp_path / "soft" / "prm_config.json").read_text())["labels"] == "soft"
+
+
+def test_hf_export_test_split_is_the_held_out_set_and_split_is_by_problem(run_dir, tmp_path):
+    export(run_dir, "hf", tmp_path / "hf", ExportOptions(test_size=0.3))
+    rows = load_rows(tmp_path / "hf")
+    train_rows, test_rows = split_rows(rows, 0.2)
+    assert test_rows and all(r.split == "test" for r in test_rows)
+    assert not {r.problem_id for r in train_rows} & {r.problem_id for r in test_rows}
+    own_train, own_test = split_rows(load_rows(run_dir), 0.25)
+    assert own_test and not {r.problem_id for r in own_train} & {r.problem_id for r in own_test}
+    assert len({r.problem_id for r in own_test}) == math.ceil(0.25 * 20)
+
+
+def test_step_metrics_on_a_hand_made_case():
+    rewards = [[0.9, 0.2, 0.1],  # gold first error 1, predicted 1: hit
+               [0.9, 0.8],       # gold no error, predicted none: hit
+               [0.3, 0.9],       # gold no error, predicted 0: miss (a false alarm)
+               [0.9, 0.9, 0.4]]  # gold first error 1, predicted 2: miss
+    labels = [[True, False, False], [True, True], [True, True], [True, False, None]]
+    m = step_metrics(rewards, labels)
+    # wrong steps predicted: (0,1) tp, (0,2) tp, (2,0) fp; missed: (3,1) fn; (3,2) unlabelled
+    assert m["step_precision_wrong"] == pytest.approx(2 / 3) and m["step_recall_wrong"] == pytest.approx(2 / 3)
+    assert m["step_f1_wrong"] == pytest.approx(2 / 3) and m["steps"] == 9
+    assert m["step_accuracy"] == pytest.approx(7 / 9)
+    assert m["first_error_accuracy"] == 0.5 and m["acc_erroneous"] == 0.5 and m["acc_correct"] == 0.5
+    assert m["processbench_f1"] == pytest.approx(0.5) and m["paths_with_error"] == 2
+
+
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "a.png")
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [
+        {"id": "gsm8k-0", "generator": "x", "problem": "1+1?", "steps": ["1+1=3", "so 3"], "label": 0,
+         "final_answer_correct": False},
+        {"id": "gsm8k-1", "problem": "2+2?", "steps": ["2+2=4", "so 4"], "label": -1, "final_answer_correct": True},
+        {"id": "gsm8k-2", "problem": "3+3?", "steps": ["3+3=6", "times 2 is 13", "so 13"], "label": 1},
+    ])
+    got = read_solutions(pb)
+    assert [s.labels for s in got] == [[False, None], [True, True], [True, False, None]]
+    assert got[0].problem.id == "gsm8k-0" and got[0].problem.question == "1+1?" and got[0].steps == ["1+1=3", "so 3"]
+    vpb = _write_jsonl(tmp_path / "vpb.jsonl", [
+        {"image": ["images/a.png"], "question": "How many red?", "answer": "1",
+         "response": {"steps": ["one red square", "two", "answer 2"], "process_correctness": [1, 0, -1]},
+         "policy_model": "m", "data_source": "s"},
+        {"image": ["images/a.png"], "question": "Colour?", "answer": "red",
+         "response": json.dumps({"steps": ["it is red"], "process_correctness": [1]})},
+    ])
+    got = read_solutions(vpb)
+    assert got[0].labels == [True, None, False] and got[1].labels == [True]
+    assert got[0].problem.answer == "1" and len(got[0].problem.images) == 1
+    assert got[0].problem.images[0].to_pil().size == (8, 8)
+    plain = _write_jsonl(tmp_path / "plain.jsonl", [{"question": "q", "steps": ["a", "b"]}])
+    assert read_solutions(plain)[0].labels is None
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "steps": ["a"]}, {"question": "q"}])
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: no 'steps' list of strings"):
+        read_solutions(bad)
+    missing = _write_jsonl(tmp_path / "missing.jsonl", [{"question": "q", "steps": ["a"], "image": ["nope.png"]}])
+    with pytest.raises(ConfigError, match=r"missing.jsonl:1: cannot read image .*nope.png"):
+        read_solutions(missing)
+
+
+def test_score_command_writes_rewards_and_reports_processbench_f1(tiny_prm, tmp_path, capsys):
+    out, _ = tiny_prm
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [
+        {"id": "a", "problem": "Let x be 2. Add 3.", "steps": ["x = 2.", "x = 2 + 3 = 9."], "label": 1},
+        {"id": "b", "problem": "Let x be 1. Add 1.", "steps": ["x = 1.", "x = 1 + 1 = 2."], "label": -1},
+    ])
+    assert cli_main(["score", "--prm", str(out), "--input", str(pb), "--out", str(tmp_path / "s.jsonl"),
+                     "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"] and all(len(r["step_rewards"]) == 2 for r in rows)
+    printed = capsys.readouterr().out
+    assert "scored 2 solutions (4 steps)" in printed and "ProcessBench F1" in printed
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == f"prmtree: error: --data {tmp_path / 'nothing'}: no such file or directory"
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["score", "--prm", str(tmp_path), "--input", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "y")])
+    assert exit_.value.code == 2 and "x.jsonl" in capsys.readouterr().err
+
+
+def test_a_saved_hf_causal_lm_trains_with_lora(run_dir, tmp_path):
+    pytest.importorskip("peft")
+    from tiny_models import build_text_model
+
+    model = build_text_model(tmp_path / "qwen")
+    result = train(_opts(run_dir, tmp_path / "out", model=str(model), lora=True, lora_rank=4, max_steps=2,
+                         batch_size=8, lr=1e-3))
+    assert result["steps"] == 2
+    config = json.loads((tmp_path / "out" / "prm_config.json").read_text())
+    assert config["lora"] is True and config["base_model"] == str(model)
+    prm = PRM.load(tmp_path / "out", device="cpu")
+    assert prm.encoder.tokenizer.chat_template  # the question went through the model's chat template
+    assert len(prm.score(Problem(id="p", question="What is 2+2?", answer="4"), ["2+2=4", "so 4"])) == 2
+
+
+def test_a_tiny_llava_trains_on_the_images_and_scores_with_one(run_dir, tmp_path):
+    from tiny_models import build_vlm
+
+    model = build_vlm(tmp_path / "llava")
+    rows = load_rows(run_dir)
+    assert rows[0].images  # the run's rows carry their images
+    result = train(_opts(run_dir, tmp_path / "out", model=str(model), max_steps=2, batch_size=4, lr=1e-3))
+    assert result["steps"] == 2
+    config = json.loads((tmp_path / "out" / "prm_config.json").read_text())
+    assert config["vision"] is True and config["model_class"] == "LlavaForConditionalGeneration"
+    prm = PRM.load(tmp_path / "out", device="cpu")
+    row = next(r for r in rows if len(r.steps) >= 2)
+    problem = Problem(id="p", question=row.question, answer="1", images=(ProblemImage(row.images[0]),))
+    rewards = prm.score(problem, row.steps[:2])
+    assert len(rewards) == 2 and all(0 <= r <= 1 for r in rewards)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_train_with_one_cpu_worker(run_dir, tmp_path):
+    result = train(_opts(run_dir, tmp_path / "ray", workers=1, max_steps=2))
+    assert result["steps"] == 2 and result["workers"] == 1
+    assert (tmp_path / "ray" / "prm_config.json").is_file()
+    assert len(PRM.load(tmp_path / "ray", device="cpu").score(
+        Problem(id="p", question="q", answer="1"), ["a", "b"])) == 2
