@@ -114,6 +114,7 @@ class FinishedProblem:
     error: str | None = None
     stage: str = "policy"
     labelling: Labelling | None = None
+    foreign: bool = False  # another slice's pilot member: it taught the pilot, its rows are not ours
 
 
 class Driver:
@@ -149,6 +150,7 @@ class Driver:
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
         self._slot_freed = asyncio.Event()  # set when a member starts waiting (its slot is free)
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
+        self._foreign: set[str] = set()  # other slices' pilot members searched here
         self.pilot: Pilot | None = None  # the pilot under way (None: learned by an earlier run, or no pilot)
         self.members: set[str] = set()  # the pilot's members, known from an earlier run's calibration
         self.first_floors: dict[str, float] = {}
@@ -279,7 +281,7 @@ class Driver:
                     self.pilot.searched(problem, None)
                 if not topped_up:
                     self.pilot.topped_up(problem, None)
-        return FinishedProblem(problem, search, labelling=labelling)
+        return FinishedProblem(problem, search, labelling=labelling, foreign=problem.id in self._foreign)
 
     async def _pilot_rounds(self, problem: Problem, search: TreeSearch) -> None:
         """A member's search is done: report it; at the pilot's first look, top up its
@@ -341,7 +343,15 @@ class Driver:
                 task.cancel()
         return len(self._in_flight)
 
-    async def run(self, items: Iterable[Problem | InputError]) -> RunStats:
+    def piloting(self) -> bool:
+        """Whether the pilot is still choosing members (other slices' problems count)."""
+        return self.pilot is not None and self.pilot.calibration is None and not self.pilot.closed
+
+    async def run(self, items: Iterable[Problem | InputError],
+                  owns: Callable[[str], bool] | None = None) -> RunStats:
+        """Search every problem of ``items``. ``owns``: which ids are this slice's; the
+        others (sent only while :meth:`piloting`) are searched if they are pilot members,
+        so each slice learns what an unsliced run learns, and are otherwise left alone."""
         pending: set[asyncio.Task[FinishedProblem]] = set()
         held: deque[Problem] = deque()  # the pilot's window, not members: started once it has learned
         pilot = self.pilot
@@ -349,20 +359,25 @@ class Driver:
             for item in items:
                 if self.stopping:
                     break
+                foreign = owns is not None and not owns(item.id if isinstance(item, Problem) else item.problem_id)
                 if isinstance(item, InputError):
-                    self._input_error(item)
+                    if not foreign:
+                        self._input_error(item)
                     continue
                 if pilot is not None and pilot.calibration is None:
                     if pilot.admit(item):
+                        if foreign:
+                            self._foreign.add(item.id)
                         pending = await self._start(item, pending)
-                    else:
+                    elif not foreign:
                         held.append(item)
                     if pilot.window_full:  # read no further until the pilot has learned
                         pending = await self._until_learned(pending)
                     continue
                 while held and not self.stopping:
                     pending = await self._start(held.popleft(), pending)
-                pending = await self._start(item, pending)
+                if not foreign:  # sent before the pilot closed: not ours to do
+                    pending = await self._start(item, pending)
             if pilot is not None and pilot.calibration is None:
                 pending = await self._until_learned(pending)  # the input ended inside the window, or a stop
             while held and not self.stopping:
@@ -440,6 +455,8 @@ class Driver:
 
     def _finish(self, finished: FinishedProblem) -> None:
         problem, search = finished.problem, finished.search
+        if finished.foreign or problem.id in self._foreign:
+            return  # another slice's pilot member: that slice writes it
         if search is None:
             reason = finished.error or "unknown"
             self.stats.problems_failed += 1

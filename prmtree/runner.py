@@ -272,11 +272,14 @@ async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s:
     sys.stderr.write(f"prmtree: warning: gave up closing {what}: {why} (everything finished is saved)\n")
 
 
-def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]) -> Iterable[Problem | InputError]:
-    """This slice's problems (and input errors) that are not finished yet."""
+def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str],
+            piloting: Callable[[], bool] = lambda: False) -> Iterable[Problem | InputError]:
+    """This slice's problems (and input errors) that are not finished yet; while the
+    driver's pilot is open, other slices' problems too (the driver pilots them, so every
+    slice learns what an unsliced run would, and writes nothing of theirs)."""
     for item in items:
         pid = item.id if isinstance(item, Problem) else item.problem_id
-        if slice_.owns(pid) and pid not in done:
+        if pid not in done and (slice_.owns(pid) or (piloting() and isinstance(item, Problem))):
             yield item
 
 
@@ -313,11 +316,12 @@ async def _run_async(
         if handle is not None:
             handle._bind(stop, asyncio.get_running_loop())
         done = opened.done if opened else set()
-        skip = lambda pid: pid in done or not slice_.owns(pid)  # noqa: E731 - checked before images are decoded
+        piloting = driver.piloting
+        skip = lambda pid: pid in done or not (slice_.owns(pid) or piloting())  # noqa: E731 - before images are decoded
         known_ids = opened.known_ids if opened else None
-        items = _select(iter_problems(job.problems, cfg.input, skip, known_ids), slice_, done)
+        items = _select(iter_problems(job.problems, cfg.input, skip, known_ids), slice_, done, piloting)
         try:
-            stats = await driver.run(items)
+            stats = await driver.run(items, owns=slice_.owns if slice_.count > 1 else None)
         except BaseException:
             if writer is not None:
                 writer.flush(stats)  # keep every finished problem; a resume does the rest

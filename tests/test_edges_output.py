@@ -135,8 +135,8 @@ def test_a_directory_holding_only_a_stray_manifest_is_no_run_in_one_line(tmp_pat
 @pytest.mark.slow
 def test_export_of_a_run_in_progress_or_crashed_is_refused_unless_allow_partial(tmp_path, capsys):
     data = write_jsonl(generate_problems(30, seed=4), tmp_path / "data")
-    (tmp_path / "c.toml").write_text("[search]\nbudget = 16\n[executor]\ntrees_in_flight = 1\n"
-                                     "[output]\nflush_interval_s = 0.1\n")
+    (tmp_path / "c.toml").write_text("[search]\nbudget = 16\n[labels]\npilot_problems = 2\n[executor]\n"
+                                     "trees_in_flight = 1\n[output]\nflush_interval_s = 0.1\n")
     out, target = tmp_path / "o", tmp_path / "x.jsonl"
     running = subprocess.Popen([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress",
                                 "--seed", "1", "--policy", "simulated", "--config", str(tmp_path / "c.toml"),
