@@ -132,7 +132,8 @@ class Concurrency:
     completed) until the first sign of backpressure, then grows by ``step`` per round
     trip; backpressure is an overloaded error, or latency (smoothed) above ``tolerance``
     × the lowest seen. Each decrease halves the limit, at most once per round trip (the
-    requests sent before it still report the old load). Pure bookkeeping: the driver
+    requests sent before it still report the old load: a round trip is ``limit``
+    sequences back, or one smoothed latency, whichever comes first). Pure bookkeeping: the driver
     reads ``limit`` and reports each request's ``completed`` / ``overload``."""
 
     def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
@@ -145,6 +146,8 @@ class Concurrency:
         self.decreases = 0
         self.peak = start
         self._done = 0  # sequences completed since the limit last changed
+        self._since_cut = 0  # sequences completed since the last decrease
+        self._cut_at = 0.0  # when (perf_counter) the limit was last halved
         self._latency: float | None = None  # smoothed (EMA) latency of a request
         self._samples = 0
         self.baseline: float | None = None  # the lowest smoothed latency seen
@@ -173,6 +176,7 @@ class Concurrency:
         if self._samples >= 8:
             self.baseline = ema if self.baseline is None else min(self.baseline, ema)
         self._done += sequences
+        self._since_cut += sequences
         if (self.capacity is None and self.baseline is not None
                 and ema > max(self.tolerance * self.baseline, self.baseline + self.min_rise_s)):
             self._decrease()
@@ -190,12 +194,15 @@ class Concurrency:
         self._decrease()
 
     def _decrease(self) -> None:
-        if self.decreases and self._done < self.limit:  # already halved for this round trip
+        now = time.perf_counter()
+        if (self.decreases and self._since_cut < self.limit  # already halved for this round trip
+                and (self._latency is None or now - self._cut_at < self._latency)):
             return
+        self._cut_at = now
         self.slow_start = False
         self.decreases += 1
         self.limit = max(self.floor, self.limit // 2)
-        self._done = 0
+        self._done = self._since_cut = 0
 
     def as_dict(self) -> dict[str, Any]:
         """For the run's stats: where it settled."""
@@ -255,6 +262,7 @@ class Driver:
         self._claimed = 0
         self._wave_size = float(config.search.k)  # a new tree's claim: the mean wave, smoothed
         self._requests_seen = 0
+        self._gate: deque[tuple[asyncio.Future[None], str, int]] = deque()  # waves waiting for room
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
         self.pilot: Pilot | None = None  # the pilot under way (None: learned by an earlier run, or no pilot)
         self.members: set[str] = set()  # the pilot's members, known from an earlier run's calibration
@@ -321,6 +329,10 @@ class Driver:
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             if overloaded(last):
                 self.concurrency.overload()
+                held = self._claims.get(gen.problem.id)
+                if held and attempt + 1 < ex.max_attempts:  # retry once the smaller limit has room for it
+                    self._claim(gen.problem.id, 0)
+                    await self._room_for(gen.problem.id, held)
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
@@ -333,16 +345,57 @@ class Driver:
         self._requests_seen += 1
         if not self._requests_seen & 255:
             self.concurrency.set_capacity(declared_capacity(self.executor))
-        if self.concurrency.completed(sequences, latency_s) and self._admitting:
-            self._wake.set()
+        if self.concurrency.completed(sequences, latency_s):
+            self._open_gate()
+            if self._admitting:
+                self._wake.set()
 
     def _claim(self, problem_id: str, sequences: int) -> None:
         """``problem_id``'s tree now has ``sequences`` in flight (its wave)."""
         old = self._claims.get(problem_id, 0)
         self._claims[problem_id] = sequences
         self._claimed += sequences - old
-        if sequences < old and self._admitting and self._claimed < self.concurrency.limit:
-            self._wake.set()
+        if sequences < old:
+            if self._gate:
+                self._open_gate()
+            if self._admitting and self._claimed < self.concurrency.limit:
+                self._wake.set()
+
+    async def _room_for(self, problem_id: str, sequences: int) -> None:
+        """Claim ``sequences`` for the tree's next wave, first waiting while the other
+        trees' waves fill the limit (the limit shrank: backpressure reaches the trees
+        already searching, not only the next ones). Waiting claims nothing."""
+        others = self._claimed - self._claims.get(problem_id, 0)
+        if others == 0 or (not self._gate and others + sequences <= self.concurrency.limit):
+            self._claim(problem_id, sequences)
+            return
+        self._claim(problem_id, 0)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (future, problem_id, sequences)
+        self._gate.append(entry)
+        self._open_gate()
+        try:
+            await future  # claimed on its behalf when opened
+        except BaseException:
+            if entry in self._gate:
+                self._gate.remove(entry)
+            raise
+
+    def _open_gate(self) -> None:
+        """Let waiting waves go, first come first, while they fit (one always may, when
+        nothing is in flight)."""
+        limit = self.concurrency.limit
+        while self._gate:
+            future, problem_id, sequences = self._gate[0]
+            if future.done():
+                self._gate.popleft()
+                continue
+            if self._claimed and self._claimed + sequences > limit:
+                return
+            self._gate.popleft()
+            self._claims[problem_id] = sequences
+            self._claimed += sequences
+            future.set_result(None)
 
     def _unclaim(self, problem_id: str) -> None:
         self._claim(problem_id, 0)
@@ -385,7 +438,7 @@ class Driver:
                     raise RuntimeError(f"strategy {search.name} issued no requests and is not done")
                 sequences = sum(r.n for r in wave)
                 self._wave_size += 0.01 * (sequences - self._wave_size)
-                self._claim(problem.id, sequences)
+                await self._room_for(problem.id, sequences)
                 if len(wave) == 1:
                     results: list[Any] = [await self._submit(problem, wave[0])]
                 else:
@@ -435,7 +488,7 @@ class Driver:
             wave, _ = search.sample_paths([ids for ids in paths if ids], fill=True)
             if not wave:
                 break
-            self._claim(problem.id, sum(r.n for r in wave))
+            await self._room_for(problem.id, sum(r.n for r in wave))
             results = await asyncio.gather(*(self._submit(problem, r) for r in wave), return_exceptions=True)
             for res in results:
                 if isinstance(res, BaseException):
@@ -524,7 +577,7 @@ class Driver:
         active = len(pending) - self._waiting_for_pilot
         if active >= self.config.executor.trees_in_flight:
             return True
-        return active > 0 and self._claimed >= self.concurrency.limit
+        return active > 0 and (self._claimed >= self.concurrency.limit or bool(self._gate))
 
     async def _start(self, problem: Problem, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
         """Start ``problem``'s search once there is room (see ``_full``); a stop while
