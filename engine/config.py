@@ -198,8 +198,13 @@ class ExecutorConfig(_Strict):
     """Where rollouts run: in the driver (inline) or on a pool of Ray actors."""
 
     kind: str = Field("inline", description="a registered executor (engine/registry.py EXECUTORS)")
-    max_concurrency: int = Field(256, ge=1, description="inline: requests in flight at once")
-    trees_in_flight: int = Field(64, ge=1, description="problems searched at once")
+    max_concurrency: int = Field(
+        4096, ge=1, description="inline: a cap on requests in flight at once (the driver sizes itself below it)"
+    )
+    trees_in_flight: int = Field(
+        4096, ge=1, description="a cap on problems searched at once: below it the driver starts trees until the "
+        "backend is full (its capacity, or latency), and fewer under backpressure"
+    )
     request_timeout_s: float = Field(600.0, gt=0)
     close_timeout_s: float = Field(
         10.0, gt=0, description="bound on closing the policy at the end (the output is saved before); then given up"

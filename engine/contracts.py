@@ -47,6 +47,18 @@ class Executor(Protocol):
         ...
 
 
+def declared_capacity(backend: Any) -> int | None:
+    """The sequences ``backend`` (a policy or an executor) serves at once, where it says so:
+    an optional ``capacity`` attribute, an int or a method returning one (None: unknown,
+    so the driver finds the level by watching latency). Optional: neither contract needs it."""
+    capacity = getattr(backend, "capacity", None)
+    if callable(capacity):
+        capacity = capacity()
+    if capacity is None or isinstance(capacity, bool):
+        return None
+    return max(1, int(capacity))
+
+
 def cancel_requested(task: Any) -> bool:
     """Whether the running asyncio ``task`` got a ``CancelledError`` because someone
     cancelled it (a stop, a timeout: it must propagate), rather than because a policy

@@ -1,8 +1,11 @@
 """The asyncio driver: many trees in flight, waves of requests, results to the writer.
 
-The driver is the only part of the engine that awaits. It keeps up to
-``trees_in_flight`` problems searching at once (refilled from a streaming input), so a
-backend always has requests to batch; for each tree it asks the strategy for a wave,
+The driver is the only part of the engine that awaits. It keeps enough problems
+searching at once (refilled from a streaming input) that the backend stays full: trees
+are started until the sequences they have in flight reach what the backend serves at
+once (its declared ``capacity``; found by watching latency where it declares none) and
+fewer are started under backpressure (:class:`Concurrency`); ``trees_in_flight`` only
+caps it. For each tree it asks the strategy for a wave,
 submits the wave's requests concurrently, parses the completions, and feeds them back
 in issue order. A finished tree is labelled and its rows handed to the writer.
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +30,7 @@ from prmtree.engine.answers import Verifier
 from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.calibration import answer_space
 from prmtree.engine.config import RunConfig
-from prmtree.engine.contracts import Executor, cancel_requested
+from prmtree.engine.contracts import Executor, cancel_requested, declared_capacity
 from prmtree.engine.errors import (
     FatalExecutorError,
     GenerationError,
@@ -105,6 +110,106 @@ def retryable(exc: BaseException) -> bool:
     return True
 
 
+HEADROOM = 1.25  # sequences kept in flight per sequence of declared capacity: a queue, so the engine never waits for the driver
+
+
+def overloaded(exc: BaseException) -> bool:
+    """Whether a failed attempt says the backend is over its capacity (a 429 or 503, an
+    "overloaded" error, the driver's own timeout), rather than that one request failed."""
+    if getattr(exc, "overloaded", False):
+        return True
+    text = str(exc).lower()
+    return "overload" in text or "http 429" in text or "http 503" in text or "timed out after" in text
+
+
+class Concurrency:
+    """How many sequences the driver keeps in flight: additive increase, multiplicative
+    decrease (AIMD), the way TCP finds a link's rate.
+
+    With a declared ``capacity`` the limit starts at ``capacity × HEADROOM`` and stays
+    there unless the backend reports overload. Without one (an OpenAI-compatible server)
+    it starts at ``start`` and doubles each round trip (every ``limit`` sequences
+    completed) until the first sign of backpressure, then grows by ``step`` per round
+    trip; backpressure is an overloaded error, or latency (smoothed) above ``tolerance``
+    × the lowest seen. Each decrease halves the limit, at most once per round trip (the
+    requests sent before it still report the old load: a round trip is ``limit``
+    sequences back, or one smoothed latency, whichever comes first). Pure bookkeeping: the driver
+    reads ``limit`` and reports each request's ``completed`` / ``overload``."""
+
+    def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
+                 min_rise_s: float = 0.005, floor: int = 1) -> None:
+        self.start, self.step, self.tolerance, self.min_rise_s, self.floor = start, step, tolerance, min_rise_s, floor
+        self.capacity: int | None = None
+        self.ceiling: float = math.inf
+        self.limit = start
+        self.slow_start = True
+        self.decreases = 0
+        self.peak = start
+        self._done = 0  # sequences completed since the limit last changed
+        self._since_cut = 0  # sequences completed since the last decrease
+        self._cut_at = 0.0  # when (perf_counter) the limit was last halved
+        self._latency: float | None = None  # smoothed (EMA) latency of a request
+        self._samples = 0
+        self.baseline: float | None = None  # the lowest smoothed latency seen
+        self.set_capacity(capacity)
+
+    def set_capacity(self, capacity: int | None) -> None:
+        """The backend says how many sequences it serves (None: it does not know)."""
+        if capacity == self.capacity:
+            return
+        self.capacity = capacity
+        if capacity is None:
+            self.ceiling = math.inf
+            return
+        self.ceiling = max(self.floor, math.ceil(capacity * HEADROOM))
+        if not self.decreases:  # nothing said it is too much: fill it at once
+            self.limit = int(self.ceiling)
+        self.limit = min(self.limit, int(self.ceiling))
+        self.slow_start = False
+        self.peak = max(self.peak, self.limit)
+
+    def completed(self, sequences: int, latency_s: float) -> bool:
+        """A request of ``sequences`` came back after ``latency_s``; whether the limit grew."""
+        self._samples += 1
+        ema = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
+        self._latency = ema
+        if self._samples >= 8:
+            self.baseline = ema if self.baseline is None else min(self.baseline, ema)
+        self._done += sequences
+        self._since_cut += sequences
+        if (self.capacity is None and self.baseline is not None
+                and ema > max(self.tolerance * self.baseline, self.baseline + self.min_rise_s)):
+            self._decrease()
+            return False
+        if self._done < self.limit or self.limit >= self.ceiling:
+            return False
+        grown = self.limit * 2 if self.slow_start else self.limit + self.step
+        self.limit = int(min(self.ceiling, grown))
+        self.peak = max(self.peak, self.limit)
+        self._done = 0
+        return True
+
+    def overload(self) -> None:
+        """An attempt failed with the backend over its capacity."""
+        self._decrease()
+
+    def _decrease(self) -> None:
+        now = time.perf_counter()
+        if (self.decreases and self._since_cut < self.limit  # already halved for this round trip
+                and (self._latency is None or now - self._cut_at < self._latency)):
+            return
+        self._cut_at = now
+        self.slow_start = False
+        self.decreases += 1
+        self.limit = max(self.floor, self.limit // 2)
+        self._done = self._since_cut = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the run's stats: where it settled."""
+        return {"capacity": self.capacity, "limit": self.limit, "peak": self.peak, "decreases": self.decreases,
+                "latency_ms": None if self._latency is None else round(self._latency * 1000, 3)}
+
+
 @dataclass
 class FinishedProblem:
     """What the driver hands on for each problem: its search, or why it failed."""
@@ -148,7 +253,17 @@ class Driver:
         self.stopping = False  # request_stop(): take no new problems
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
-        self._slot_freed = asyncio.Event()  # set when a member starts waiting (its slot is free)
+        self._wake = asyncio.Event()  # a tree finished, or there may be room for another
+        self._finished: deque[asyncio.Task[FinishedProblem]] = deque()  # done, not yet handed on
+        self._admitting = False  # the run waits for room to start a tree
+        # sizing: each tree claims the sequences of its current wave; trees start while the
+        # claims are under the concurrency limit (see Concurrency)
+        self.concurrency = Concurrency(declared_capacity(executor))
+        self._claims: dict[str, int] = {}
+        self._claimed = 0
+        self._wave_size = float(config.search.k)  # a new tree's claim: the mean wave, smoothed
+        self._requests_seen = 0
+        self._gate: deque[tuple[asyncio.Future[None], str, int]] = deque()  # waves waiting for room
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
         self._foreign: set[str] = set()  # other slices' pilot members searched here
         self.pilot: Pilot | None = None  # the pilot under way (None: learned by an earlier run, or no pilot)
@@ -182,7 +297,8 @@ class Driver:
 
     async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:
         """One request through the one retry layer: retryable failures are retried with
-        backoff, the answer is checked against the policy contract."""
+        backoff, the answer is checked against the policy contract. Each attempt's
+        latency or overload feeds the concurrency limit."""
         ex = self.config.executor
         executor = executor or self.executor
         for attempt in range(ex.max_attempts):
@@ -190,9 +306,11 @@ class Driver:
                 self.stats.retries += 1
                 await asyncio.sleep(ex.retry_backoff_s * 2 ** (attempt - 1))
             try:
+                sent = time.perf_counter()
                 completions = await asyncio.wait_for(_policys_own_timeout(executor.submit(gen)), ex.request_timeout_s)
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
+                self._completed(gen.n, time.perf_counter() - sent)
                 return checked
             except FatalExecutorError:
                 raise
@@ -211,11 +329,79 @@ class Driver:
             except BaseException as exc:  # a bare BaseException subclass let through by an executor
                 last = GenerationError(f"generate raised {type(exc).__name__}{': ' + str(exc) if str(exc) else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
+            if overloaded(last):
+                self.concurrency.overload()
+                held = self._claims.get(gen.problem.id)
+                if held and attempt + 1 < ex.max_attempts:  # retry once the smaller limit has room for it
+                    self._claim(gen.problem.id, 0)
+                    await self._room_for(gen.problem.id, held)
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
         tries = f"after {attempt + 1} attempts" if attempt else "not retryable" if not retryable(last) else "1 attempt"
         raise PolicyFailure(f"{kind}: {str(last) or type(last).__name__} ({tries})")
+
+    def _completed(self, sequences: int, latency_s: float) -> None:
+        """A request came back: tell the concurrency limit (and, now and then, re-read
+        the backend's capacity: a lazily built engine, a pool that lost a worker)."""
+        self._requests_seen += 1
+        if not self._requests_seen & 255:
+            self.concurrency.set_capacity(declared_capacity(self.executor))
+        if self.concurrency.completed(sequences, latency_s):
+            self._open_gate()
+            if self._admitting:
+                self._wake.set()
+
+    def _claim(self, problem_id: str, sequences: int) -> None:
+        """``problem_id``'s tree now has ``sequences`` in flight (its wave)."""
+        old = self._claims.get(problem_id, 0)
+        self._claims[problem_id] = sequences
+        self._claimed += sequences - old
+        if sequences < old:
+            if self._gate:
+                self._open_gate()
+            if self._admitting and self._claimed < self.concurrency.limit:
+                self._wake.set()
+
+    async def _room_for(self, problem_id: str, sequences: int) -> None:
+        """Claim ``sequences`` for the tree's next wave, first waiting while the other
+        trees' waves fill the limit (the limit shrank: backpressure reaches the trees
+        already searching, not only the next ones). Waiting claims nothing."""
+        others = self._claimed - self._claims.get(problem_id, 0)
+        if others == 0 or (not self._gate and others + sequences <= self.concurrency.limit):
+            self._claim(problem_id, sequences)
+            return
+        self._claim(problem_id, 0)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (future, problem_id, sequences)
+        self._gate.append(entry)
+        self._open_gate()
+        try:
+            await future  # claimed on its behalf when opened
+        except BaseException:
+            if entry in self._gate:
+                self._gate.remove(entry)
+            raise
+
+    def _open_gate(self) -> None:
+        """Let waiting waves go, first come first, while they fit (one always may, when
+        nothing is in flight)."""
+        limit = self.concurrency.limit
+        while self._gate:
+            future, problem_id, sequences = self._gate[0]
+            if future.done():
+                self._gate.popleft()
+                continue
+            if self._claimed and self._claimed + sequences > limit:
+                return
+            self._gate.popleft()
+            self._claims[problem_id] = sequences
+            self._claimed += sequences
+            future.set_result(None)
+
+    def _unclaim(self, problem_id: str) -> None:
+        self._claim(problem_id, 0)
+        self._claims.pop(problem_id, None)
 
     def _parse(self, problem: Problem, request: RolloutRequest, completions: list[Completion]) -> list[Rollout]:
         stats = self.stats
@@ -252,6 +438,9 @@ class Driver:
                     if search.done():
                         break
                     raise RuntimeError(f"strategy {search.name} issued no requests and is not done")
+                sequences = sum(r.n for r in wave)
+                self._wave_size += 0.01 * (sequences - self._wave_size)
+                await self._room_for(problem.id, sequences)
                 if len(wave) == 1:
                     results: list[Any] = [await self._submit(problem, wave[0])]
                 else:
@@ -275,6 +464,7 @@ class Driver:
         except Exception as exc:  # a bug in a strategy or a custom verifier: keep the run going
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
+            self._unclaim(problem.id)
             self.executor.release(problem.id)
             if member and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
                 if not searched:
@@ -290,7 +480,7 @@ class Driver:
         pilot = self.pilot  # None: a member an earlier run's pilot left unfinished, redone as it was
         if pilot is not None:
             pilot.searched(problem, search)
-            await self._wait(pilot.first_look)
+            await self._wait(pilot.first_look, problem.id)
         first_floors = pilot.first_floors if pilot is not None else self.first_floors
         space = answer_space(problem)
         if space in first_floors:
@@ -300,6 +490,7 @@ class Driver:
             wave, _ = search.sample_paths([ids for ids in paths if ids], fill=True)
             if not wave:
                 break
+            await self._room_for(problem.id, sum(r.n for r in wave))
             results = await asyncio.gather(*(self._submit(problem, r) for r in wave), return_exceptions=True)
             for res in results:
                 if isinstance(res, BaseException):
@@ -308,12 +499,13 @@ class Driver:
                 search.record(request.node_id, rollouts)
         if pilot is not None:
             pilot.topped_up(problem, search)
-            await self._wait(pilot.learned)
+            await self._wait(pilot.learned, problem.id)
 
-    async def _wait(self, event: asyncio.Event) -> None:
-        """Wait for the pilot without holding a slot."""
+    async def _wait(self, event: asyncio.Event, problem_id: str) -> None:
+        """Wait for the pilot without holding a slot (nor a claim)."""
         self._waiting_for_pilot += 1
-        self._slot_freed.set()
+        self._claim(problem_id, 0)
+        self._wake.set()
         try:
             await event.wait()
         finally:
@@ -393,18 +585,33 @@ class Driver:
             self.stats.stop_clock()
         return self.stats
 
+    def _full(self, pending: set[asyncio.Task[FinishedProblem]]) -> bool:
+        """No room for another tree: ``trees_in_flight`` reached, or the trees' waves
+        fill the concurrency limit (members waiting for the pilot count for neither;
+        with no tree searching there is always room for one)."""
+        active = len(pending) - self._waiting_for_pilot
+        if active >= self.config.executor.trees_in_flight:
+            return True
+        return active > 0 and (self._claimed >= self.concurrency.limit or bool(self._gate))
+
     async def _start(self, problem: Problem, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
-        """Start ``problem``'s search once a slot is free (members waiting for the pilot
-        hold none); a stop while waiting starts nothing."""
-        while len(pending) - self._waiting_for_pilot >= self.config.executor.trees_in_flight:
-            pending = await self._collect(pending, self._slot_freed)
+        """Start ``problem``'s search once there is room (see ``_full``); a stop while
+        waiting starts nothing."""
+        while self._full(pending):
+            pending = await self._collect(pending, for_room=True)
         if self.stopping:
             return pending
+        self._claim(problem.id, max(1, round(self._wave_size)))  # until its first wave says
         task = asyncio.create_task(self.search_problem(problem))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._task_done)
         pending.add(task)
         return pending
+
+    def _task_done(self, task: asyncio.Task[FinishedProblem]) -> None:
+        self._finished.append(task)
+        self._wake.set()
 
     async def _until_learned(self, pending: set[asyncio.Task[FinishedProblem]]) -> set[asyncio.Task[FinishedProblem]]:
         """No more members (the window is read, or the input ended): wait for them, the
@@ -420,18 +627,24 @@ class Driver:
         return pending
 
     async def _collect(self, pending: set[asyncio.Task[FinishedProblem]],
-                       wake: asyncio.Event | None = None) -> set[asyncio.Task[FinishedProblem]]:
-        """Wait for at least one tree to finish (or ``wake`` to be set) and hand it on;
-        return the rest."""
-        waker = None
-        if wake is not None:
-            wake.clear()
-            waker = asyncio.ensure_future(wake.wait())
-        done, _ = await asyncio.wait({*pending, *([waker] if waker else [])}, return_when=asyncio.FIRST_COMPLETED)
-        if waker is not None:
-            waker.cancel()
-            done.discard(waker)
-        rest = pending - done
+                       for_room: bool = False) -> set[asyncio.Task[FinishedProblem]]:
+        """Wait for at least one tree to finish (``for_room``: or for room to start one)
+        and hand the finished on; return the rest. Trees report themselves done (a
+        callback), so this costs what finished, not what is in flight."""
+        self._admitting = for_room
+        try:
+            while not self._finished and not (for_room and not self._full(pending)):
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._admitting = False
+        done = []
+        while self._finished:
+            task = self._finished.popleft()
+            if task in pending:
+                pending.discard(task)
+                done.append(task)
+        rest = pending
         fatal = None
         for task in done:
             if task.cancelled():  # request_stop(cancel=True): not done, redone by the next run

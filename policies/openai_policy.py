@@ -7,7 +7,9 @@ chat template and calls ``/v1/completions``, for servers without that option. Im
 go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
 errors raise a retryable GenerationError, which the driver retries with backoff (one
 retry layer: a persistent 503 costs max_attempts requests, not max_attempts times
-this backend's own retries). The API key comes from the environment
+this backend's own retries). The server's capacity is unknown here: the driver finds
+how much to send by watching latency and overload (additive increase, multiplicative
+decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes from the environment
 (``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
 """
 
@@ -28,10 +30,16 @@ from prmtree.policies.prompts import (
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
+OVERLOAD_STATUS = {429, 503}
+
+
 def server_error(path: str, status: int, text: str) -> GenerationError:
     """An HTTP error as a generation error: overload and outages are worth retrying, a
-    4xx about this request is not."""
-    return GenerationError(f"{path} answered HTTP {status}: {text[:300]}", retryable=status in RETRY_STATUS)
+    4xx about this request is not. A 429 or 503 is marked ``overloaded``: the driver
+    sends less (its message says so too, for an error that crossed a process)."""
+    error = GenerationError(f"{path} answered HTTP {status}: {text[:300]}", retryable=status in RETRY_STATUS)
+    error.overloaded = status in OVERLOAD_STATUS  # type: ignore[attr-defined]
+    return error
 
 
 class OpenAIPolicy:
@@ -44,7 +52,7 @@ class OpenAIPolicy:
         model: str,
         endpoint: str = "chat",
         api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 64,
+        max_concurrency: int = 1024,
         timeout_s: float = 300.0,
         tokenizer: str | None = None,
         system_prompt: str | None = None,

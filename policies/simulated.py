@@ -299,6 +299,11 @@ class SimulatedPolicy:
             await asyncio.sleep(self.latency_s)
         return self.complete(request)
 
+    @property
+    def capacity(self) -> int | None:
+        """Sequences served at once, for the driver's sizing (None: unbounded, unknown)."""
+        return self.batch_capacity
+
     async def _decode(self, sequences: int) -> None:
         """A serving engine's latency model: up to ``batch_capacity`` sequences decode
         together in ``latency_s``; the rest wait for room, as in a continuous batcher."""

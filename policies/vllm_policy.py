@@ -127,6 +127,18 @@ class VLLMPolicy:
             self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args))
         return self._engine
 
+    def capacity(self) -> int | None:
+        """Sequences the engine schedules at once (``max_num_seqs``), for the driver's
+        sizing: the engine's own setting once it is built (vLLM picks a default by
+        device), the argument before that; None until either is known."""
+        if self._engine is not None:
+            config = getattr(self._engine, "vllm_config", None)
+            seqs = getattr(getattr(config, "scheduler_config", None), "max_num_seqs", None)
+            if isinstance(seqs, int) and seqs > 0:
+                return seqs
+        seqs = self.engine_args.get("max_num_seqs")
+        return seqs if isinstance(seqs, int) and seqs > 0 else None
+
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         engine = await self._get_engine()
         prompt, params = self.engine_inputs(request)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.contracts import Policy, cancel_requested
+from prmtree.engine.contracts import Policy, cancel_requested, declared_capacity
 from prmtree.engine.errors import FatalExecutorError, GenerationError
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.base import policy_name, resolve_policy
@@ -127,6 +127,10 @@ class InlineExecutor:
                 raise
             finally:
                 self.in_flight -= 1
+
+    def capacity(self) -> int | None:
+        """The policy's declared capacity (sequences at once); None where it does not say."""
+        return declared_capacity(self.policy)
 
     def release(self, problem_id: str) -> None:
         """Nothing is routed: nothing to forget."""

@@ -95,6 +95,16 @@ class RayExecutor:
         """The pool's workers as this executor tracks them."""
         return self.router.workers
 
+    def capacity(self) -> int | None:
+        """Sequences the pool serves at once, for the driver's sizing: each live worker's
+        policy's declared ``max_num_seqs`` / ``batch_capacity`` argument, summed; None
+        where the policy's arguments do not say (the driver then watches latency)."""
+        per_worker = self.policy_kwargs.get("max_num_seqs") or self.policy_kwargs.get("batch_capacity")
+        if not isinstance(per_worker, int) or per_worker < 1:
+            return None
+        alive = sum(1 for w in self.workers if getattr(w, "alive", True))
+        return per_worker * max(1, alive)
+
     def handle(self) -> PoolHandle:
         """The pool this executor serves from, for drivers to attach to."""
         return PoolHandle(name=self.attach or self.run_token, workers=len(self.workers))

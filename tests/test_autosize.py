@@ -1,0 +1,185 @@
+"""Concurrency that sizes itself: the driver fills a backend's declared capacity, backs
+off under overload or rising latency, and the rows never depend on it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import rows
+
+import prmtree
+from prmtree.engine.config import RunConfig
+from prmtree.engine.contracts import declared_capacity
+from prmtree.engine.driver import HEADROOM, Concurrency, Driver, overloaded
+from prmtree.engine.errors import GenerationError
+from prmtree.policies.openai_policy import server_error
+from prmtree.policies.simulated import SimulatedPolicy
+from prmtree.rollout_workers.inline import InlineExecutor
+
+NO_PILOT = {"labels": {"learn_floor": False}}
+
+
+def test_declared_capacity_reads_an_attribute_or_a_method():
+    assert declared_capacity(SimulatedPolicy(batch_capacity=96)) == 96
+    assert declared_capacity(SimulatedPolicy()) is None
+    assert declared_capacity(InlineExecutor(SimulatedPolicy(batch_capacity=32))) == 32
+
+    class Method:
+        def capacity(self):
+            return 7
+
+    assert declared_capacity(Method()) == 7
+
+
+def test_aimd_slow_start_then_additive_then_halves_once_per_round_trip():
+    c = Concurrency(None, start=8, step=4)
+    # slow start: doubles each time `limit` sequences came back at the baseline latency
+    for _ in range(8):
+        c.completed(1, 0.05)
+    assert c.limit == 16 and c.slow_start
+    for _ in range(16):
+        c.completed(1, 0.05)
+    assert c.limit == 32
+    c.overload()  # first backpressure: halve, then grow additively
+    assert c.limit == 16 and not c.slow_start and c.decreases == 1
+    c.overload()  # the requests sent before the decrease still report the old load
+    assert c.limit == 16 and c.decreases == 1
+    for _ in range(16):
+        c.completed(1, 0.05)
+    assert c.limit == 20  # + step
+    # latency far above the lowest seen (2x and 5 ms over it) is backpressure too
+    for _ in range(10):
+        c.completed(1, 0.5)
+    assert c.limit == 10 and c.decreases == 2
+    assert c.as_dict()["peak"] == 32
+
+
+def test_aimd_with_a_declared_capacity_starts_full_and_latency_does_not_shrink_it():
+    c = Concurrency(1000)
+    assert c.limit == c.ceiling == int(1000 * HEADROOM)
+    for _ in range(50):
+        c.completed(4, 5.0)  # a queue at the engine is expected: only overload shrinks it
+    assert c.limit == 1250
+    c.overload()
+    assert c.limit == 625
+    for _ in range(1000):
+        c.completed(4, 0.05)
+    assert 625 < c.limit <= 1250
+    c.set_capacity(100)  # the backend shrank (a worker lost)
+    assert c.limit <= 125
+
+
+def test_overload_is_told_apart_from_a_failed_request():
+    assert overloaded(server_error("/v1/chat/completions", 429, "slow down"))
+    assert overloaded(server_error("/v1/chat/completions", 503, ""))
+    assert overloaded(GenerationError("HTTP 503: engine overloaded"))  # as it arrives from another process
+    assert not overloaded(server_error("/v1/chat/completions", 500, "boom"))
+    assert not overloaded(GenerationError("bad image"))
+
+
+class Engine(SimulatedPolicy):
+    """The simulated GPU, counting sequences submitted and not yet answered."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.now = self.peak = 0
+
+    async def generate(self, request):
+        self.now += request.n
+        self.peak = max(self.peak, self.now)
+        try:
+            return await super().generate(request)
+        finally:
+            self.now -= request.n
+
+
+def test_trees_grow_until_the_declared_capacity_is_full(problems):
+    engine = Engine(latency_s=0.02, batch_capacity=48)
+    many = [p for p in problems for _ in range(1)] * 1
+    prmtree.run(many, policy=engine, config={**NO_PILOT, "search": {"budget": 40}})
+    # with the old default (one tree's batch of 4 per tree, 64 trees) nothing bounds it by
+    # the engine; now the sequences in flight reach the capacity and stop at its headroom
+    assert 48 <= engine.peak <= 48 * HEADROOM + 16
+
+
+def test_a_small_engine_is_not_flooded(problems):
+    engine = Engine(latency_s=0.005, batch_capacity=8)
+    prmtree.run(problems, policy=engine, config={**NO_PILOT, "search": {"budget": 24}})
+    assert 8 <= engine.peak <= 8 * HEADROOM + 8  # a tree's first claim is a guess: one wave over, at most
+
+
+class Overloaded(Engine):
+    """Declares a big capacity, but answers 'overloaded' (retryable) past 12 sequences."""
+
+    def __init__(self):
+        super().__init__(latency_s=0.01)
+        self.refused = 0
+
+    @property
+    def capacity(self):
+        return 400
+
+    async def generate(self, request):
+        if self.now + request.n > 12:
+            self.refused += 1
+            raise GenerationError("HTTP 503: server overloaded", retryable=True)
+        return await super().generate(request)
+
+
+def test_overload_shrinks_the_trees_in_flight(problems):
+    policy = Overloaded()
+    config = RunConfig.model_validate({**NO_PILOT, "search": {"budget": 24},
+                                       "executor": {"retry_backoff_s": 0.005, "max_attempts": 8}})
+    driver = Driver(config, InlineExecutor(policy, config.executor), None)
+    asyncio.run(driver.run(problems))
+    # the first burst (every tree's first wave at once) is refused in part; the limit
+    # halves until the waves fit, and refused requests and later waves wait for room
+    c = driver.concurrency
+    assert c.decreases >= 3 and c.limit <= 500 // 8
+    assert policy.refused > 0
+    assert driver.stats.problems_done == len(problems) and driver.stats.problems_failed == 0
+
+
+class Slows(Engine):
+    """No declared capacity: each request takes longer the more sequences are in flight
+    (a server past its knee), so latency says when to stop growing."""
+
+    async def generate(self, request):
+        self.now += request.n
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.002 * max(1, self.now / 16) ** 2)
+            return self.complete(request)
+        finally:
+            self.now -= request.n
+
+
+def test_rising_latency_shrinks_an_unknown_backend(problems):
+    policy = Slows()
+    config = RunConfig.model_validate({**NO_PILOT, "search": {"budget": 40}})
+    driver = Driver(config, InlineExecutor(policy, config.executor), None)
+    asyncio.run(driver.run(problems * 3))
+    c = driver.concurrency
+    assert c.capacity is None and c.decreases >= 1
+    assert c.limit < 256  # well below what slow start would have reached unchecked
+    assert policy.peak < 300
+
+
+@pytest.mark.parametrize("strategy", ["omega", "mcts"])
+def test_rows_identical_whatever_the_concurrency(tmp_path, problems, strategy):
+    base = {"seed": 3, "search": {"budget": 40}}
+    runs = {
+        "one": ({"trees_in_flight": 1, "max_concurrency": 1}, SimulatedPolicy()),
+        "four": ({"trees_in_flight": 4}, SimulatedPolicy(latency_s=0.001)),
+        "auto-capacity": ({}, SimulatedPolicy(latency_s=0.002, batch_capacity=12)),
+        "auto-aimd": ({}, Slows()),
+    }
+    for name, (executor, policy) in runs.items():
+        prmtree.run(problems[:12], policy=policy, strategy=strategy, out=tmp_path / name,
+                    config={**base, "executor": executor})
+    for table in ("steps", "nodes", "pairs"):
+        expected = rows(tmp_path / "one", table)
+        assert expected or table == "pairs"
+        for name in runs:
+            assert rows(tmp_path / name, table) == expected, (name, table)
