@@ -15,7 +15,12 @@ rollouts; the pilot is off, ``[labels] learn_floor = false``, so the count of ro
 problem is that of the steady state). Problems are routed by rendezvous hashing, so a
 problem's image goes to one worker, once.
 
-    python benchmarks/driver_bytes.py [--problems 40] [--image-kb 500] [--workers 2]
+The bytes of an image are paid once per worker that serves its problems, so per rollout
+they are the image's size over the rollouts its problems take: the run is repeated with
+``--questions-per-image`` problems sharing one image (chart and VQA sets ask several
+questions of one picture).
+
+    python benchmarks/driver_bytes.py [--problems 40] [--image-kb 500] [--workers 2] [--questions-per-image 1 4]
 """
 
 from __future__ import annotations
@@ -33,16 +38,20 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def padded_problems(n: int, image_bytes: int, seed: int) -> list[Any]:
-    """Synthetic problems whose one image is ``image_bytes`` long (a valid PNG, then noise)."""
+def padded_problems(n: int, image_bytes: int, seed: int, questions_per_image: int = 1) -> list[Any]:
+    """Synthetic problems whose one image is ``image_bytes`` long (a valid PNG, then noise);
+    ``questions_per_image`` consecutive problems share one image (as chart and VQA sets do)."""
     from prmtree.engine.records import ProblemImage
     from prmtree.engine.synthetic import generate_problems
 
     rng = random.Random(seed)
-    out = []
-    for problem in generate_problems(n, seed=seed):
-        images = tuple(ProblemImage(im.data + rng.randbytes(max(0, image_bytes - len(im))), im.path, im.stamp)
-                       for im in problem.images)
+    out: list[Any] = []
+    for i, problem in enumerate(generate_problems(n, seed=seed)):
+        if i % questions_per_image:
+            images = out[-1].images
+        else:
+            images = tuple(ProblemImage(im.data + rng.randbytes(max(0, image_bytes - len(im))), im.path, im.stamp)
+                           for im in problem.images)
         out.append(type(problem)(problem.id, problem.question, problem.answer, images, problem.answer_type,
                                  problem.meta))
     return out
@@ -116,19 +125,23 @@ def main() -> None:
     parser.add_argument("--image-kb", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trees-in-flight", type=int, default=16)
+    parser.add_argument("--questions-per-image", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--out", type=Path, default=RESULTS / "driver_bytes.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
+    runs = []
     try:
-        result = measure(padded_problems(args.problems, args.image_kb * 1000, seed=7), args.workers,
-                         args.trees_in_flight)
+        for per_image in args.questions_per_image:
+            problems = padded_problems(args.problems, args.image_kb * 1000, seed=7, questions_per_image=per_image)
+            runs.append({"questions_per_image": per_image, **measure(problems, args.workers, args.trees_in_flight)})
     finally:
         ray.shutdown()
     report = {"benchmark": "driver_bytes", "image_kb": args.image_kb, "workers": args.workers,
-              "trees_in_flight": args.trees_in_flight, "target_bytes_per_rollout": 2048, **result}
+              "trees_in_flight": args.trees_in_flight, "labels": "calibrated, adaptive batches, pilot off",
+              "target_bytes_per_rollout": 2048, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
