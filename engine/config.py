@@ -222,6 +222,10 @@ class ExecutorConfig(_Strict):
     worker_max_concurrency: int = Field(1024, ge=1)
     queue_limit: int = Field(256, ge=1, description="requests in flight per worker before spilling")
     max_restarts: int = Field(3, ge=0)
+    image_cache_mb: float = Field(
+        512.0, gt=0, description="ray: each worker's cache of problem images (sent once per worker, least recently "
+                                 "used evicted first)"
+    )
     drivers: int | Literal["auto"] = Field(
         1, description="drivers sharing the worker pool, each on a slice of the input (prmtree/multi_driver.py)"
     )

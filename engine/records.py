@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from prmtree.engine.errors import PolicyContractError
@@ -49,11 +49,44 @@ class ProblemImage(bytes):
         with Image.open(io.BytesIO(self)) as image:
             return image.convert("RGB")
 
+    @property
+    def sha256(self) -> str:
+        """The hex sha256 of the bytes: how a request refers to this image without carrying it
+        (computed once per image object)."""
+        digest = self.__dict__.get("_sha256")
+        if digest is None:
+            digest = self.__dict__["_sha256"] = image_digest(self)
+        return digest
+
+    def ref(self) -> ImageRef:
+        """This image as a reference: its hash and where it came from, not its bytes."""
+        return ImageRef(self.sha256, len(self), self.path, self.stamp)
+
     def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
         return (ProblemImage, (bytes(self), self.path, self.stamp))
 
     def __repr__(self) -> str:
         return f"ProblemImage({len(self)} bytes, path={self.path!r})"
+
+
+def image_digest(data: bytes) -> str:
+    """The content hash images are referred to by (hex sha256)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image named by the hash of its bytes instead of carried: what a request sent to a
+    rollout worker holds in place of each :class:`ProblemImage` (the worker keeps the bytes,
+    sent once). :meth:`resolve` turns it back into the image a policy sees, path included."""
+
+    sha256: str
+    size: int
+    path: str | None = None
+    stamp: str | None = None
+
+    def resolve(self, data: bytes) -> ProblemImage:
+        return ProblemImage(data, self.path, self.stamp)
 
 
 @dataclass(frozen=True)
@@ -66,7 +99,7 @@ class Problem:
     id: str
     question: str
     answer: str
-    images: tuple[ProblemImage, ...] = ()
+    images: tuple[ProblemImage, ...] = ()  # ImageRef only in a request on its way to a worker
     answer_type: AnswerType = "auto"
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -218,6 +251,34 @@ class GenerationRequest:
             raise ValueError(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
+
+
+def refer_images(request: GenerationRequest) -> tuple[GenerationRequest, dict[str, ProblemImage]]:
+    """``request`` with its problem's images replaced by :class:`ImageRef` (their hashes), and
+    the images by hash: a request can travel to a worker that already holds the bytes without
+    carrying them. A request without images is returned as it is."""
+    images = request.problem.images
+    if not images:
+        return request, {}
+    by_hash = {im.sha256: im for im in images}
+    problem = replace(request.problem, images=tuple(im.ref() for im in images))
+    return replace(request, problem=problem), by_hash
+
+
+def missing_images(request: GenerationRequest, have: Any) -> list[str]:
+    """The hashes of ``request``'s image references not in ``have`` (a mapping or set)."""
+    return [im.sha256 for im in request.problem.images if isinstance(im, ImageRef) and im.sha256 not in have]
+
+
+def resolve_images(request: GenerationRequest, lookup: Any) -> GenerationRequest:
+    """``request`` with each :class:`ImageRef` turned back into its :class:`ProblemImage`
+    (bytes from ``lookup[hash]``): the request a policy sees is equal to the one the driver
+    made. Raises KeyError naming a hash ``lookup`` lacks."""
+    images = request.problem.images
+    if not any(isinstance(im, ImageRef) for im in images):
+        return request
+    resolved = tuple(im.resolve(lookup[im.sha256]) if isinstance(im, ImageRef) else im for im in images)
+    return replace(request, problem=replace(request.problem, images=resolved))
 
 
 @dataclass

@@ -3,6 +3,8 @@
 The policy is built inside the actor from a serialisable spec (a registry name or
 ``module:Class`` plus keyword arguments). Results travel back through Ray's pickling,
 so an exception that does not pickle is sent as a RuntimeError carrying its text.
+Requests arrive with their images as hashes and the worker puts the bytes back from its
+:class:`~prmtree.rollout_workers.ray.images.ImageCache` (``images.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import time
 from typing import Any
 
 from prmtree.engine.errors import GenerationError
-from prmtree.engine.records import GenerationRequest
+from prmtree.engine.records import GenerationRequest, missing_images, resolve_images
 from prmtree.policies.base import resolve_policy
+from prmtree.rollout_workers.ray.images import ImageCache
 
 #: A worker forgets a client (a driver) that has not polled for this long: its driver died,
 #: and its results would otherwise pile up. A live driver polls at least once a second.
@@ -56,8 +59,10 @@ class RolloutWorker:
     under ``wait_for``): the worker's own CPU per request counts where workers share cores.
     """
 
-    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float) -> None:
+    def __init__(self, policy_spec: Any, policy_kwargs: dict[str, Any], request_timeout_s: float,
+                 image_cache_bytes: int = 512 << 20) -> None:
         self.policy = resolve_policy(policy_spec, policy_kwargs or None)
+        self.images = ImageCache(image_cache_bytes)
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
         self.done = 0
@@ -72,17 +77,39 @@ class RolloutWorker:
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
-    async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "") -> int:
-        """Start every request of a batch; results are collected with :meth:`poll`."""
+    async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "",
+                      images: dict[str, bytes] | None = None) -> int:
+        """Start every request of a batch; results are collected with :meth:`poll`.
+
+        ``images`` are the bytes (by hash) of the batch's images this worker was not known
+        to hold. A request naming an image the cache lacks is answered ``miss`` (with the
+        hashes) at once, and the driver sends it again with the bytes.
+        """
         c = self._client(client)
         loop = asyncio.get_running_loop()
+        cache = self.images
+        for key, data in (images or {}).items():
+            cache.put(key, data)
         for request_id, request in items:
+            if request.problem.images:
+                missing = missing_images(request, cache)
+                if missing:
+                    cache.misses += 1
+                    c.results.append((request_id, "miss", missing))
+                    c.event.set()
+                    continue
+                request = resolve_images(request, cache)
             task = asyncio.ensure_future(self.policy.generate(request))
             timer = loop.call_later(self.request_timeout_s, self._expire, task)
             c.tasks.add(task)
             self.in_flight += 1
             task.add_done_callback(functools.partial(self._finished, c, request_id, timer))
+        cache.trim()  # after the batch took its images: one over the bound still served it
         return len(items)
+
+    def image_stats(self) -> dict[str, Any]:
+        """The image cache's counters (images held, puts, repeat puts, misses, evictions)."""
+        return self.images.stats()
 
     async def poll(self, max_wait_s: float = 1.0, client: str = "") -> list[tuple[int, str, Any]]:
         """Everything finished for ``client`` since its last poll, waiting up to ``max_wait_s``

@@ -4,7 +4,8 @@ Requests leave in batches, one actor call per worker per batch window, on a time
 by the first request of a window (no task wakes up while idle); results come back by a
 long poll per worker. A worker that dies has its requests resubmitted elsewhere
 (counted) while Ray restarts it (``max_restarts``). A freed slot wakes one waiting
-request only when someone waits.
+request only when someone waits. Images go once per worker (``images.py``): a batch
+carries its requests' images as hashes, plus the bytes of those the worker lacks.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.errors import FatalExecutorError
-from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.errors import FatalExecutorError, GenerationError
+from prmtree.engine.records import Completion, GenerationRequest, Problem, ProblemImage, refer_images
 from prmtree.policies.base import check_policy, policy_name, worker_gpus
 from prmtree.rollout_workers.ray.actor import RolloutWorker, worker_name, worker_prefix
+from prmtree.rollout_workers.ray.images import KnownImages
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft, Router, WorkerState
 from prmtree.rollout_workers.ray.sizing import (
     START_TIMEOUT_S,
@@ -79,6 +81,12 @@ class RayExecutor:
         self.client = self.run_token  # this executor's name at the workers
         self._waiting: deque[asyncio.Future] = deque()  # requests waiting for a free slot
         self._started_ray = False
+        self.image_cache_bytes = int(self.config.image_cache_mb * (1 << 20))
+        # live problem id -> (its Problem, the same with images as hashes, its images by hash)
+        self._refs: dict[str, tuple[Problem, Problem, dict[str, ProblemImage]]] = {}
+        self.images_sent = 0  # image payloads sent to workers (each image once per worker, ideally)
+        self.image_bytes_sent = 0
+        self.image_resends = 0  # requests sent again with the bytes after a worker's miss
 
     @classmethod
     def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> RayExecutor:
@@ -141,8 +149,8 @@ class RayExecutor:
                 max_concurrency=self.config.worker_max_concurrency,
                 max_restarts=self.config.max_restarts,
                 max_task_retries=0,  # resubmission is ours: it re-routes and counts
-            ).remote(self.policy_spec, self.policy_kwargs, self.config.request_timeout_s)
-            workers.append(WorkerState(i, actor))
+            ).remote(self.policy_spec, self.policy_kwargs, self.config.request_timeout_s, self.image_cache_bytes)
+            workers.append(WorkerState(i, actor, images=KnownImages(self.image_cache_bytes)))
         self.router.set_workers(workers)
         try:
             ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
@@ -161,7 +169,8 @@ class RayExecutor:
         workers = []
         for i in indices:
             try:
-                workers.append(WorkerState(i, ray.get_actor(worker_name(self.attach, i))))
+                workers.append(WorkerState(i, ray.get_actor(worker_name(self.attach, i)),
+                                           images=KnownImages(self.image_cache_bytes)))
             except ValueError:  # gone between the listing and the lookup
                 continue
         if not workers:
@@ -203,7 +212,7 @@ class RayExecutor:
     async def submit(self, request: GenerationRequest) -> list[Completion]:
         loop = asyncio.get_running_loop()
         router = self.router
-        attempts = 0
+        attempts = misses = 0
         while True:
             worker = router.route(request.problem.id)
             if worker is None:  # every worker at its queue limit: wait for a slot
@@ -237,6 +246,15 @@ class RayExecutor:
                 worker.pending.pop(request_id, None)
                 worker.in_flight -= 1
                 self._wake_one()
+            if status == "miss":  # the worker lacks images it was believed to hold: send them again
+                for key in value:
+                    worker.images.discard(key)
+                misses += 1
+                self.image_resends += 1
+                if misses > 3:  # each resend carries the bytes, so this is a worker restarting over and over
+                    raise GenerationError(f"worker {worker.index} lost the images of problem "
+                                          f"{request.problem.id!r} {misses} times", retryable=True)
+                continue
             if status == "err":
                 raise value  # the policy's own exception, raised inside the worker
             worker.done += 1
@@ -266,14 +284,47 @@ class RayExecutor:
         if not items:
             return
         self.batches += 1
-        try:
-            worker.actor.enqueue.remote(items, self.client)  # a batch lost in flight shows up as the poll failing
+        items, images = self._with_image_refs(worker, items)
+        try:  # a batch lost in flight shows up as the poll failing
+            worker.actor.enqueue.remote(items, self.client, images)
         except Exception as exc:  # the handle refused the call: the requests go elsewhere
             lost = _WorkerLost(str(exc))
             for request_id, _ in items:
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():
                     future.set_exception(lost)
+
+    def _with_image_refs(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]]
+                         ) -> tuple[list[tuple[int, GenerationRequest]], dict[str, bytes] | None]:
+        """The batch as it travels: each request's images as hashes, and the bytes of the
+        images ``worker`` is not known to hold (recorded as held from now on)."""
+        known = worker.images
+        images: dict[str, bytes] | None = None
+        out = []
+        for request_id, request in items:
+            problem = request.problem
+            if not problem.images:
+                out.append((request_id, request))
+                continue
+            cached = self._refs.get(problem.id)
+            if cached is None or cached[0] is not problem:
+                ref, by_hash = refer_images(request)
+                cached = self._refs[problem.id] = (problem, ref.problem, by_hash)
+            else:
+                ref = replace(request, problem=cached[1])
+            for key, image in cached[2].items():
+                if not known.has(key) and (images is None or key not in images):
+                    if images is None:
+                        images = {}
+                    images[key] = image.data
+            out.append((request_id, ref))
+        if images:
+            for key, data in images.items():
+                known.add(key, len(data))
+                self.images_sent += 1
+                self.image_bytes_sent += len(data)
+            known.trim()
+        return out, images
 
     async def _poll(self, worker: WorkerState) -> None:
         """Collect finished requests; when the actor dies, fail what it held."""
@@ -285,6 +336,7 @@ class RayExecutor:
                 self.polls += 1
             except (RayActorError, ActorUnavailableError) as exc:
                 lost = _WorkerLost(str(exc))
+                worker.images.clear()  # a restarted actor holds no images
                 for future in list(worker.pending.values()):
                     if not future.done():
                         future.set_exception(lost)
@@ -299,6 +351,7 @@ class RayExecutor:
     def release(self, problem_id: str) -> None:
         """A tree finished: fold its routing into the affinity statistics."""
         self.router.release(problem_id)
+        self._refs.pop(problem_id, None)
 
     def stats(self) -> dict[str, Any]:
         s = self.router.stats
@@ -312,6 +365,9 @@ class RayExecutor:
             "batches": self.batches,
             "polls": self.polls,
             "worker_deaths": s.worker_deaths,
+            "images_sent": self.images_sent,
+            "image_bytes_sent": self.image_bytes_sent,
+            "image_resends": self.image_resends,
             "trees_on_one_worker": s.trees_on_one_worker,
             "trees": s.trees,
             "min_tree_affinity": round(s.min_affinity, 4),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prmtree.engine.errors import FatalExecutorError
+from prmtree.rollout_workers.ray.images import KnownImages
 
 
 class NoWorkersLeft(FatalExecutorError):
@@ -38,6 +39,7 @@ class WorkerState:
     pending: dict = field(default_factory=dict)  # request id -> future, sent and not answered
     tasks: list = field(default_factory=list)  # the poller of this worker
     send_timer: Any = None  # armed by the first request of a batch window, None when idle
+    images: KnownImages = field(default_factory=lambda: KnownImages(512 << 20))  # hashes it was sent
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Router:
 
     def mark_dead(self, worker: WorkerState) -> None:
         worker.alive = False
+        worker.images.clear()  # Ray restarts it with an empty cache: it gets its images again
         worker.deaths += 1
         worker.down_since = time.monotonic()
         self._down += 1

@@ -1,0 +1,151 @@
+"""Bytes through the driver per rollout, with 500 KB images, through the Ray executor.
+
+Each batch the executor hands a worker (one ``enqueue`` actor call) is pickled as Ray
+sends it, and the sizes are summed over the run:
+
+* **before**: the batch as the executor used to send it, every request carrying its
+  problem's image bytes (``(items, client)`` with the requests whole);
+* **after**: the batch as it is sent now (``(items, client, images)``): requests name
+  their images by hash, and the bytes ride along only to a worker that lacks them.
+
+Workload: the simulated policy on synthetic VQA problems whose one image is padded to
+500 KB (a PNG followed by random bytes, as incompressible as a real JPEG), two Ray
+workers, the default search and labels (the calibrated labeller's adaptive batches of 4
+rollouts; the pilot is off, ``[labels] learn_floor = false``, so the count of rollouts per
+problem is that of the steady state). Problems are routed by rendezvous hashing, so a
+problem's image goes to one worker, once.
+
+The bytes of an image are paid once per worker that serves its problems, so per rollout
+they are the image's size over the rollouts its problems take: the run is repeated with
+``--questions-per-image`` problems sharing one image (chart and VQA sets ask several
+questions of one picture).
+
+    python benchmarks/driver_bytes.py [--problems 40] [--image-kb 500] [--workers 2] [--questions-per-image 1 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def padded_problems(n: int, image_bytes: int, seed: int, questions_per_image: int = 1) -> list[Any]:
+    """Synthetic problems whose one image is ``image_bytes`` long (a valid PNG, then noise);
+    ``questions_per_image`` consecutive problems share one image (as chart and VQA sets do)."""
+    from prmtree.engine.records import ProblemImage
+    from prmtree.engine.synthetic import generate_problems
+
+    rng = random.Random(seed)
+    out: list[Any] = []
+    for i, problem in enumerate(generate_problems(n, seed=seed)):
+        if i % questions_per_image:
+            images = out[-1].images
+        else:
+            images = tuple(ProblemImage(im.data + rng.randbytes(max(0, image_bytes - len(im))), im.path, im.stamp)
+                           for im in problem.images)
+        out.append(type(problem)(problem.id, problem.question, problem.answer, images, problem.answer_type,
+                                 problem.meta))
+    return out
+
+
+def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str, Any]:
+    import prmtree
+    from prmtree.rollout_workers.ray.executor import RayExecutor
+
+    counts = {"batches": 0, "requests": 0, "rollouts": 0, "before_bytes": 0, "after_bytes": 0,
+              "image_payload_bytes": 0, "batch_rollouts_hist": {}}
+    original = RayExecutor._with_image_refs
+
+    def counted(self: RayExecutor, worker: Any, items: list) -> Any:
+        out, images = original(self, worker, items)
+        counts["batches"] += 1
+        counts["requests"] += len(items)
+        rollouts = sum(r.n for _, r in items)
+        counts["rollouts"] += rollouts
+        for _, r in items:
+            counts["batch_rollouts_hist"][r.n] = counts["batch_rollouts_hist"].get(r.n, 0) + 1
+        counts["before_bytes"] += len(pickle.dumps((items, self.client), protocol=5))
+        counts["after_bytes"] += len(pickle.dumps((out, self.client, images), protocol=5))
+        counts["image_payload_bytes"] += sum(len(b) for b in (images or {}).values())
+        return out, images
+
+    RayExecutor._with_image_refs = counted  # type: ignore[method-assign]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            summary = prmtree.run(
+                problems, policy="simulated", policy_args={"latency_s": 0.02}, out=Path(tmp) / "out", seed=3,
+                config_overrides={
+                    "labels": {"learn_floor": False},
+                    "executor": {"kind": "ray", "workers": workers, "num_cpus_per_worker": 0,
+                                 "trees_in_flight": trees_in_flight},
+                    "output": {"image_mode": "path"},
+                },
+            )
+            elapsed = time.perf_counter() - start
+            from prmtree.engine.output.manifest import load_manifest
+
+            executor = load_manifest(Path(tmp) / "out" / "manifest.json").stats["executor"]
+    finally:
+        RayExecutor._with_image_refs = original  # type: ignore[method-assign]
+    rollouts = counts["rollouts"]
+    return {
+        "problems": len(problems),
+        "rollouts_sent": rollouts,
+        "run_rollouts": summary.rollouts,
+        "rollouts_per_problem": round(rollouts / len(problems), 1),
+        "batches": counts["batches"],
+        "requests": counts["requests"],
+        "rollouts_per_request": {str(k): v for k, v in sorted(counts["batch_rollouts_hist"].items())},
+        "before_bytes_per_rollout": round(counts["before_bytes"] / rollouts),
+        "after_bytes_per_rollout": round(counts["after_bytes"] / rollouts),
+        "after_image_bytes_per_rollout": round(counts["image_payload_bytes"] / rollouts),
+        "after_request_bytes_per_rollout": round((counts["after_bytes"] - counts["image_payload_bytes"]) / rollouts),
+        "reduction": round(counts["before_bytes"] / max(1, counts["after_bytes"]), 1),
+        "images_sent": executor["images_sent"],
+        "image_resends": executor["image_resends"],
+        "resubmissions": executor["resubmissions"],
+        "min_tree_affinity": executor["min_tree_affinity"],
+        "elapsed_s": round(elapsed, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", type=int, default=40)
+    parser.add_argument("--image-kb", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trees-in-flight", type=int, default=16)
+    parser.add_argument("--questions-per-image", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--out", type=Path, default=RESULTS / "driver_bytes.json")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
+    runs = []
+    try:
+        for per_image in args.questions_per_image:
+            problems = padded_problems(args.problems, args.image_kb * 1000, seed=7, questions_per_image=per_image)
+            runs.append({"questions_per_image": per_image, **measure(problems, args.workers, args.trees_in_flight)})
+    finally:
+        ray.shutdown()
+    report = {"benchmark": "driver_bytes", "image_kb": args.image_kb, "workers": args.workers,
+              "trees_in_flight": args.trees_in_flight, "labels": "calibrated, adaptive batches, pilot off",
+              "target_bytes_per_rollout": 2048, "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
