@@ -430,7 +430,7 @@ class Driver:
         decider = self.decider_at(problem, None) if member else self.labeler.decider(problem, self.label_context)
         search = make_search(problem, self.config.search, decider, self.config.steps.max_steps)
         search.allowance = 0 if member else self.allowance
-        searched = topped_up = False
+        searched = topped_up = cancelled = False
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -457,6 +457,9 @@ class Driver:
                 await self._pilot_rounds(problem, search)
                 topped_up = True
             labelling = await self.labeler.label(problem, search, self.label_context)
+        except asyncio.CancelledError:
+            cancelled = True  # a stop: not done, and not a failure the pilot may learn without
+            raise
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
         except FatalExecutorError:
@@ -466,7 +469,7 @@ class Driver:
         finally:
             self._unclaim(problem.id)
             self.executor.release(problem.id)
-            if member and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
+            if member and not cancelled and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
                 if not searched:
                     self.pilot.searched(problem, None)
                 if not topped_up:
@@ -530,10 +533,16 @@ class Driver:
         done. ``cancel``: cancel those too; a cancelled problem is simply not done, and
         the next run redoes it. Returns how many trees were in flight."""
         self.stopping = True
+        in_flight = len(self._in_flight)
+        if self.pilot is not None and self.pilot.calibration is None:
+            # before the pilot learned, its members cannot finish: none is done, and the
+            # next run pilots the same problems again
+            self.pilot.abandoned = True
+            cancel = True
         if cancel:
             for task in self._in_flight:
                 task.cancel()
-        return len(self._in_flight)
+        return in_flight
 
     def piloting(self) -> bool:
         """Whether the pilot is still choosing members (other slices' problems count)."""
@@ -621,6 +630,7 @@ class Driver:
         self.pilot.close()
         while self.pilot.calibration is None and pending:
             if self.stopping:
+                self.pilot.abandoned = True  # learns nothing from what the stop cut short
                 for task in pending:
                     task.cancel()
             pending = await self._collect(pending)

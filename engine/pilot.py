@@ -106,6 +106,7 @@ class Pilot:
         self.member_count: Counter[str] = Counter()
         self.reported: dict[str, tuple[Problem, TreeSearch | None]] = {}
         self.closed = False
+        self.abandoned = False  # a stop before it learned: it never learns (the next run pilots again)
         self.first_look = asyncio.Event()  # round one learned: members top up their labels with it
         self.first_floors: dict[str, float] = {}
         self.second: dict[str, tuple[Problem, TreeSearch | None]] = {}
@@ -169,7 +170,7 @@ class Pilot:
         their trees (the first look). Round two: every member topped up its labels at
         the first look's floors (more rollouts where a wrong step now tells), floors
         learned again from the richer trees, and frozen with the pool allowance."""
-        if not self.closed or len(self.reported) < len(self.members):
+        if self.abandoned or not self.closed or len(self.reported) < len(self.members):
             return
         if not self.first_look.is_set():
             self.first_floors = {s: f.floor for s, f in self._floors(self._by_space(self.reported)).items()}
