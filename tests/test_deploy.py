@@ -64,11 +64,14 @@ def test_ray_job_submit_to_a_local_head(tmp_path, cluster_data):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_cli_ray_executor_exits_nonzero_when_every_worker_dies_and_resumes(tmp_path, cluster_data):
-    path, inline = cluster_data
+    path, _ = cluster_data
     out = tmp_path / "out"
     config = tmp_path / "ray.toml"
-    config.write_text("seed = 4\n[executor]\nmax_restarts = 0\ntrees_in_flight = 4\nnum_cpus_per_worker = 0\n"
-                      "retry_backoff_s = 0.01\n")
+    # a pilot of 2 (engine/pilot.py): problems finish before the workers die
+    config.write_text("seed = 4\n[labels]\npilot_problems = 2\n[executor]\nmax_restarts = 0\ntrees_in_flight = 4\n"
+                      "num_cpus_per_worker = 0\nretry_backoff_s = 0.01\n")
+    inline = tmp_path / "inline"  # the same config, inline
+    assert cli("run", "--input", path, "--out", inline, "--config", config, "--no-progress", env=ENV).returncode == 0
     args = [sys.executable, "-m", "prmtree", "run", "--input", str(path), "--out", str(out), "--config", str(config),
             "--executor", "ray", "--workers", "2", "--policy", "ray_policies:DiesAfter", "--no-progress"]
     r = subprocess.run(args, capture_output=True, text=True, env={**ENV, "PRMTREE_TEST_DIE_AFTER": "40"},
