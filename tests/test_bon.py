@@ -362,13 +362,3 @@ def test_a_prm_directory_that_does_not_load_is_one_line(command, capsys, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("prmtree: error: ") and err.count("\n") == 1
     assert "prmtree[train]" in err or str(empty) in err
-
-
-@pytest.mark.ray
-def test_ray_samples_the_same_solutions_as_inline(ray_session, problems):
-    config = {"seed": 2, "executor": {"kind": "ray", "workers": 2, "num_cpus_per_worker": 0, "retry_backoff_s": 0.01}}
-    on_ray = sample(problems[:8], 4, config=config)
-    inline = sample(problems[:8], 4, seed=2)
-    assert not on_ray.failed
-    assert [[(c.text, c.correct) for c in s.candidates] for s in on_ray.sampled] == \
-        [[(c.text, c.correct) for c in s.candidates] for s in inline.sampled]

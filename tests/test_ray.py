@@ -130,3 +130,17 @@ def test_spilling_past_the_queue_limit_keeps_rows_identical(ray_session, tmp_pat
     assert rows(tmp_path) == rows(inline_reference)
     ex = load_manifest(tmp_path / "manifest.json").stats["executor"]
     assert ex["spills"] > 0  # a full worker sent requests to the other one
+
+
+# Best of N (prmtree/bon.py) on Ray. Here, not in test_bon.py: the session's Ray must start
+# after test_deploy.py, whose `ray stop --force` would take it down.
+@pytest.mark.ray
+def test_ray_samples_the_same_solutions_as_inline(ray_session, problems):
+    config = {"seed": 2, "executor": {"kind": "ray", "workers": 2, "num_cpus_per_worker": 0, "retry_backoff_s": 0.01}}
+    from prmtree.bon import sample
+
+    on_ray = sample(problems[:8], 4, config=config)
+    inline = sample(problems[:8], 4, seed=2)
+    assert not on_ray.failed
+    assert [[(c.text, c.correct) for c in s.candidates] for s in on_ray.sampled] == \
+        [[(c.text, c.correct) for c in s.candidates] for s in inline.sampled]
