@@ -73,7 +73,11 @@ def test_built_wheel_contains_and_imports_every_package(tmp_path):
     packages = [f"prmtree/{init.relative_to(REPO)}" for folder in ("engine", "policies", "rollout_workers")
                 for init in (REPO / folder).rglob("__init__.py")]
     packages += [str(init.relative_to(REPO)) for init in (REPO / "prmtree").rglob("__init__.py")]
-    assert len(packages) == 9  # every (sub)package of the checkout, pyproject.toml lists them all
+    import tomllib
+
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    # every (sub)package of the checkout is listed in pyproject.toml, and nothing else
+    assert sorted(p.rsplit("/", 1)[0].replace("/", ".") for p in packages) == sorted(listed)
     missing = sorted(set(packages) - set(names))
     assert not missing, f"packages left out of the wheel (add them to pyproject.toml): {missing}"
     assert not any(n.startswith(("engine/", "policies/", "tests/")) for n in names)
