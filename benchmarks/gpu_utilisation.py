@@ -49,6 +49,7 @@ class MeteredGPU(MixedAnswerPolicy):
         self._since = 0.0
         self.model_cpu_s = 0.0
         self.peak_queue = 0
+        self.series: list[tuple[float, float]] = []  # (time, busy integral so far): utilisation over any window
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -56,6 +57,7 @@ class MeteredGPU(MixedAnswerPolicy):
             self.first = self._since = now
         self.busy_integral += self._decoding * (now - self._since)
         self._since = self.last = now
+        self.series.append((now, self.busy_integral))
 
     async def _decode(self, sequences: int) -> None:
         if self._room is None:
@@ -89,6 +91,20 @@ class MeteredGPU(MixedAnswerPolicy):
             return 0.0
         return self.busy_integral / (self.batch_capacity * (self.last - self.first))
 
+    def utilisation_between(self, start: float | None, end: float | None) -> float | None:
+        """How busy between two times (None where the window is empty or unknown)."""
+        import bisect
+
+        if start is None or end is None or end <= start or not self.series:
+            return None
+        times = [t for t, _ in self.series]
+
+        def integral(at: float) -> float:
+            i = bisect.bisect_right(times, at) - 1
+            return self.series[i][1] if i >= 0 else 0.0
+
+        return (integral(end) - integral(start)) / (self.batch_capacity * (end - start))
+
 
 def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any] | None = None) -> dict[str, Any]:
     gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity)
@@ -104,10 +120,15 @@ def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any]
 
     original_start = driver_mod.Driver._start
 
+    moments: dict[str, float] = {}
+
     async def counting_start(self: Any, problem: Any, pending: Any) -> Any:
         if not driver_box:
             driver_box.append(self)
+        if "pilot_done" not in moments and (self.pilot is None or self.pilot.calibration is not None):
+            moments["pilot_done"] = time.perf_counter()
         pending = await original_start(self, problem, pending)
+        moments["last_start"] = time.perf_counter()
         seen_trees[0] = max(seen_trees[0], len(pending) - self._waiting_for_pilot)
         return pending
 
@@ -132,6 +153,11 @@ def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any]
         "rollouts_per_s": round(s.rollouts / wall, 1),
         "ideal_rollouts_per_s": round(capacity / latency_s),
         "gpu_busy": round(gpu.utilisation(), 4),
+        # from the pilot's end (floors learned) to the last problem's start: the steady state,
+        # without the pilot's serial start and the tail of the last trees
+        "gpu_busy_steady": (round(b, 4) if (b := gpu.utilisation_between(moments.get("pilot_done"),
+                                                                       moments.get("last_start"))) is not None else None),
+        "pilot_s": round(moments["pilot_done"] - gpu.first, 2) if "pilot_done" in moments and gpu.first else None,
         "max_trees_in_flight": seen_trees[0],
         "concurrency": concurrency,
         "process_cpu_s": round(cpu, 3),
@@ -142,7 +168,7 @@ def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any]
     }
     print(f"capacity {capacity:5d}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
-          f"{result['gpu_busy']:6.1%}  trees {seen_trees[0]:5d}  driver process {result['driver_busy']:5.0%} of a core "
+          f"{result['gpu_busy']:6.1%} (steady {result['gpu_busy_steady'] or 0:6.1%}, pilot {result['pilot_s']} s)  trees {seen_trees[0]:5d}  driver process {result['driver_busy']:5.0%} of a core "
           f"(model text {gpu.model_cpu_s:5.2f} s), driver {result['driver_cpu_ms_per_rollout']:.4f} ms/rollout",
           flush=True)
     return result
