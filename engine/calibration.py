@@ -140,14 +140,24 @@ def log_likelihoods(n: int, k: int, floor: float, reference: tuple[float, float]
     ref_n, ref_k = reference
     if ref_n > REFERENCE_CAP:
         ref_k, ref_n = ref_k * REFERENCE_CAP / ref_n, REFERENCE_CAP
-    p = min(max(floor, 1e-3), 1 - 1e-3)
-    lowest = p + (1 - p) * RIGHT_MARGIN  # a right step does better than guessing
+    lowest, right_uniform, log_wrong = _floor_terms(n, k, floor)
     ref_k = max(ref_k, lowest * ref_n)  # so its reference rate is never below that either
     near = _log_bb(k, n, 1.0 + ref_k, 1.0 + ref_n - ref_k)
-    log_right = _log_mix(near, _log_uniform(k, n, lowest, 1.0), REFERENCE_WEIGHT)
+    log_right = _log_mix(near, right_uniform, REFERENCE_WEIGHT)
+    return log_right, log_wrong
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _floor_terms(n: int, k: int, floor: float) -> tuple[float, float, float]:
+    """The parts of :func:`log_likelihoods` that do not depend on the reference (the
+    lowest rate a right step keeps, the right step's "anywhere above" term, and the whole
+    wrong likelihood): memoised apart, since a new reference is the common miss there and
+    these binomial tails are most of its cost."""
+    p = min(max(floor, 1e-3), 1 - 1e-3)
+    lowest = p + (1 - p) * RIGHT_MARGIN  # a right step does better than guessing
     at_floor = _log_bb(k, n, p * WRONG_CONCENTRATION, (1 - p) * WRONG_CONCENTRATION)
     log_wrong = _log_mix(at_floor, _log_uniform(k, n, 0.0, p), FLOOR_WEIGHT)
-    return log_right, log_wrong
+    return lowest, _log_uniform(k, n, lowest, 1.0), log_wrong
 
 
 def posterior_right(n: int, k: int, floor: float, reference: tuple[float, float], prior: float = 0.5) -> float:

@@ -256,9 +256,8 @@ class CalibratedDecider:
     def _signature(self, tree: ReasoningTree, ids: list[str]) -> tuple[int, int, Signature]:
         """What a path's evidence depends on: the root's counts and each step's (rollouts,
         correct, terminal). The memoised functions below are keyed by it."""
-        stats = tree.stats
-        root = stats(tree.root)
-        return root.n_rollouts, root.n_correct, tuple([(s.n_rollouts, s.n_correct, s.terminal) for s in map(stats, ids)])
+        root = tree.stats(tree.root)
+        return root.n_rollouts, root.n_correct, tree.counts(ids)
 
     def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
         """The change-point posterior (:func:`first_error_posterior`) of every step.
@@ -369,10 +368,10 @@ def _along(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float
            last_only: bool) -> tuple[StepEvidence, ...]:
     """:meth:`CalibratedDecider.along` for a path's counts (StepEvidence is immutable: shared)."""
     references, weights = _weights(root_n, root_k, sig, floor, hazard)
-    posteriors = right_posteriors(weights)
-    steps = zip(sig, references, posteriors)
-    if last_only:
-        steps = zip(sig[-1:], references[-1:], posteriors[-1:])
+    if last_only:  # the last step's posterior alone: right_posteriors' last value
+        steps = zip(sig[-1:], references[-1:], [min(weights[-1], 1.0)] if sig else [])
+    else:
+        steps = zip(sig, references, right_posteriors(weights))
     return tuple(
         StepEvidence(decide(post, confidence), post, n, k, ref[1] / ref[0] if ref[0] else None)
         for (n, k, _), ref, post in steps
