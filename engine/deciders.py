@@ -36,7 +36,7 @@ from prmtree.engine.calibration import (
     right_posteriors,
 )
 from prmtree.engine.records import Problem
-from prmtree.engine.tree import NodeStats, ReasoningTree
+from prmtree.engine.tree import ReasoningTree
 
 if TYPE_CHECKING:  # the config type only: the search core's imports stay free of pydantic
     from prmtree.engine.config import LabelsConfig
