@@ -140,14 +140,24 @@ def log_likelihoods(n: int, k: int, floor: float, reference: tuple[float, float]
     ref_n, ref_k = reference
     if ref_n > REFERENCE_CAP:
         ref_k, ref_n = ref_k * REFERENCE_CAP / ref_n, REFERENCE_CAP
-    p = min(max(floor, 1e-3), 1 - 1e-3)
-    lowest = p + (1 - p) * RIGHT_MARGIN  # a right step does better than guessing
+    lowest, right_uniform, log_wrong = _floor_terms(n, k, floor)
     ref_k = max(ref_k, lowest * ref_n)  # so its reference rate is never below that either
     near = _log_bb(k, n, 1.0 + ref_k, 1.0 + ref_n - ref_k)
-    log_right = _log_mix(near, _log_uniform(k, n, lowest, 1.0), REFERENCE_WEIGHT)
+    log_right = _log_mix(near, right_uniform, REFERENCE_WEIGHT)
+    return log_right, log_wrong
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _floor_terms(n: int, k: int, floor: float) -> tuple[float, float, float]:
+    """The parts of :func:`log_likelihoods` that do not depend on the reference (the
+    lowest rate a right step keeps, the right step's "anywhere above" term, and the whole
+    wrong likelihood): memoised apart, since a new reference is the common miss there and
+    these binomial tails are most of its cost."""
+    p = min(max(floor, 1e-3), 1 - 1e-3)
+    lowest = p + (1 - p) * RIGHT_MARGIN  # a right step does better than guessing
     at_floor = _log_bb(k, n, p * WRONG_CONCENTRATION, (1 - p) * WRONG_CONCENTRATION)
     log_wrong = _log_mix(at_floor, _log_uniform(k, n, 0.0, p), FLOOR_WEIGHT)
-    return log_right, log_wrong
+    return lowest, _log_uniform(k, n, lowest, 1.0), log_wrong
 
 
 def posterior_right(n: int, k: int, floor: float, reference: tuple[float, float], prior: float = 0.5) -> float:
@@ -258,13 +268,17 @@ class PathPlan:
         h_right = self.entropy - h_wrong
         outcome_mass = 1.0 - wrong_mass  # right_mass up to rounding: as expected_labels weighs outcomes
         expected = 0.0
+        log = math.log
         for p_r, p_w in _predictive(n, k, r, self.floor, reference):
             px = outcome_mass * p_r + wrong_mass * p_w
             if px > 0:  # change points at or before c scaled by a, after c by b
                 a, b = p_w / px, p_r / px
-                after = (a * (h_wrong - wrong_mass * math.log(a)) if a > 0 else 0.0) + \
-                    (b * (h_right - right_mass * math.log(b)) if b > 0 else 0.0)
-                expected += px * after
+                if a > 0 and b > 0:  # (the usual case, written out: the same arithmetic)
+                    expected += px * (a * (h_wrong - wrong_mass * log(a)) + b * (h_right - right_mass * log(b)))
+                else:
+                    after = (a * (h_wrong - wrong_mass * log(a)) if a > 0 else 0.0) + \
+                        (b * (h_right - right_mass * log(b)) if b > 0 else 0.0)
+                    expected += px * after
         return self.entropy - expected
 
     def labelled_now(self) -> int:
@@ -277,10 +291,26 @@ class PathPlan:
         wrong_mass = self.wrong_mass[c]
         right_mass = 1.0 - wrong_mass
         expected = 0.0
+        # :meth:`_labelled` written out for the outcomes (the hottest loop of the planner)
+        right, m, confidence, descending = self.right, self.m, self.confidence, self._descending
+        wrong_below = 1.0 - confidence
+        right_c = right[c]
         for p_r, p_w in _predictive(n, k, r, self.floor, reference):
             px = right_mass * p_r + wrong_mass * p_w
             if px > 0:
-                expected += px * self._labelled(c, p_w / px, p_r / px)
+                a, b = p_w / px, p_r / px
+                at_c = b * right_c
+                if at_c >= confidence:
+                    count = bisect.bisect_right(descending, -confidence / b, c + 1, m)
+                elif a > 0:
+                    count = bisect.bisect_right(descending, -(right_c + (confidence - at_c) / a), 0, c)
+                else:
+                    count = 0
+                if count != m:
+                    first = b * right[count] if count >= c else at_c + a * (right[count] - right_c)
+                    if first <= wrong_below:
+                        count += FIRST_ERROR_WEIGHT
+                expected += px * count
         return expected
 
     def _labelled(self, c: int, a: float, b: float) -> int:

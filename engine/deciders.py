@@ -17,6 +17,7 @@ decision) and never ask which rule it is. Pure: no I/O, deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -30,12 +31,12 @@ from prmtree.engine.calibration import (
     chance_floor,
     change_points,
     decide,
-    first_error_posterior,
     log_likelihoods,
     path_verdict,
+    right_posteriors,
 )
 from prmtree.engine.records import Problem
-from prmtree.engine.tree import NodeStats, ReasoningTree
+from prmtree.engine.tree import ReasoningTree
 
 if TYPE_CHECKING:  # the config type only: the search core's imports stay free of pydantic
     from prmtree.engine.config import LabelsConfig
@@ -252,40 +253,17 @@ class CalibratedDecider:
     def reference_batch(self, k: int) -> int:
         return k  # the question's own rate is the first step's reference
 
-    def _evidence(
-        self, tree: ReasoningTree, stats: list[NodeStats]
-    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """Each step's reference (the counts a right step keeps) and its (log P(counts |
-        right), log P(counts | wrong))."""
+    def _signature(self, tree: ReasoningTree, ids: list[str]) -> tuple[int, int, Signature]:
+        """What a path's evidence depends on: the root's counts and each step's (rollouts,
+        correct, terminal). The memoised functions below are keyed by it."""
         root = tree.stats(tree.root)
-        reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
-        references, loglik = [], []
-        for s in stats:
-            references.append(reference)
-            if not s.measured:
-                loglik.append((0.0, 0.0))
-                continue
-            if s.terminal and s.n_correct == 0:  # it states a wrong final answer: wrong, exactly
-                loglik.append((-math.inf, 0.0))
-                continue
-            loglik.append(log_likelihoods(s.n_rollouts, s.n_correct, self.floor, reference))
-            if not s.terminal:
-                reference = (s.n_rollouts, s.n_correct)
-        return references, loglik
+        return root.n_rollouts, root.n_correct, tree.counts(ids)
 
     def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
         """The change-point posterior (:func:`first_error_posterior`) of every step.
         ``last_only``: the last step's evidence alone (what :meth:`node` needs)."""
-        stats = [tree.stats(n) for n in ids]
-        references, loglik = self._evidence(tree, stats)
-        posteriors = first_error_posterior(loglik, self.hazard)
-        if last_only:
-            stats, references, posteriors = stats[-1:], references[-1:], posteriors[-1:]
-        return [
-            StepEvidence(decide(post, self.confidence), post, s.n_rollouts, s.n_correct,
-                         ref[1] / ref[0] if ref[0] else None)
-            for s, ref, post in zip(stats, references, posteriors)
-        ]
+        root_n, root_k, sig = self._signature(tree, ids)
+        return list(_along(root_n, root_k, sig, self.floor, self.hazard, self.confidence, last_only))
 
     def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
         return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
@@ -306,36 +284,10 @@ class CalibratedDecider:
         ahead up to its cap) are expected to label a step per ``max_rollouts_per_step``
         rollouts. A path none of whose steps has been sampled always gets its first batch.
         """
-        stats = [tree.stats(n) for n in ids]
-        references, loglik = self._evidence(tree, stats)
-        plan = PathPlan(change_points(loglik, self.hazard), self.floor, self.confidence)
-        if all(decide(p, self.confidence) != UNDECIDED for p in plan.right):
-            return None
-        candidates = []  # (information per rollout, position, rollouts)
-        for c, s in enumerate(stats):
-            if s.terminal or s.n_rollouts >= self.cap:
-                continue
-            b = min(self.batch, self.cap - s.n_rollouts)
-            gain = plan.information_gain(c, s.n_rollouts, s.n_correct, b, references[c]) / b
-            if gain > 1e-9:
-                candidates.append((gain, c, b))
-        if not candidates:
-            return None
-        candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
-        fresh = not any(s.measured and not s.terminal for s in stats)
-        if fresh or self.min_yield <= 0:
-            return ids[candidates[0][1]], candidates[0][2]
-        now = plan.labelled_now()
-        for _, c, b in candidates:  # the most informative step whose batches pay
-            s, r = stats[c], b
-            while True:  # b, 2b, 4b, ... rollouts there, up to its cap
-                more = plan.expected_labels(c, s.n_rollouts, s.n_correct, r, references[c]) - now
-                if more >= self.min_yield * r:
-                    return ids[c], b
-                if s.n_rollouts + r >= self.cap:
-                    break
-                r = min(2 * r, self.cap - s.n_rollouts)
-        return None
+        root_n, root_k, sig = self._signature(tree, ids)
+        chosen = _next_to_sample(root_n, root_k, sig, self.floor, self.hazard, self.confidence, self.batch,
+                                 self.cap, self.min_yield)
+        return None if chosen is None else (ids[chosen[0]], chosen[1])
 
     def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
         """Only below a step decided right (the root included): below a wrong step every
@@ -373,3 +325,90 @@ class CalibratedDecider:
     def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
         """A step's decision depends on the whole path: the planner places the error."""
         return PlannedSearch(self, tree, ids, k)
+
+
+# -- the calibrated rule's path computations, memoised --------------------------------
+#
+# A path's evidence and its planner's choice are pure functions of its counts (the root's
+# and each step's rollouts, correct and terminal flag) and the rule's settings, and the
+# same counts come back again and again: the labeller and the searches ask for the same
+# path between two batches, omega's selection asks for every candidate's state, and
+# problems of one answer space share small count patterns (a fresh step, a first batch
+# of 4). Keyed by the counts, each is computed once; the arithmetic is the one it was, so
+# every decision and posterior is bit for bit the same.
+
+#: (rollouts, correct, terminal) of each step of a path, from its first step.
+Signature = tuple[tuple[int, int, bool], ...]
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _weights(root_n: int, root_k: int, sig: Signature, floor: float,
+             hazard: float) -> tuple[tuple[tuple[int, int], ...], list[float]]:
+    """Each step's reference (the counts a right step keeps) and the path's change-point
+    weights (:func:`change_points`) from each step's (log P(counts | right), log P(counts |
+    wrong)). Callers must not change the list."""
+    reference = (root_n, root_k) if root_n > 0 else (0, 0)
+    references, loglik = [], []
+    for n, k, terminal in sig:
+        references.append(reference)
+        if n <= 0:  # not sampled: no evidence
+            loglik.append((0.0, 0.0))
+            continue
+        if terminal and k == 0:  # it states a wrong final answer: wrong, exactly
+            loglik.append((-math.inf, 0.0))
+            continue
+        loglik.append(log_likelihoods(n, k, floor, reference))
+        if not terminal:
+            reference = (n, k)
+    return tuple(references), change_points(loglik, hazard)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _along(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float, confidence: float,
+           last_only: bool) -> tuple[StepEvidence, ...]:
+    """:meth:`CalibratedDecider.along` for a path's counts (StepEvidence is immutable: shared)."""
+    references, weights = _weights(root_n, root_k, sig, floor, hazard)
+    if last_only:  # the last step's posterior alone: right_posteriors' last value
+        steps = zip(sig[-1:], references[-1:], [min(weights[-1], 1.0)] if sig else [])
+    else:
+        steps = zip(sig, references, right_posteriors(weights))
+    return tuple(
+        StepEvidence(decide(post, confidence), post, n, k, ref[1] / ref[0] if ref[0] else None)
+        for (n, k, _), ref, post in steps
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _next_to_sample(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float, confidence: float,
+                    batch: int, cap: int, min_yield: float) -> tuple[int, int] | None:
+    """:meth:`CalibratedDecider.next_to_sample` for a path's counts: (position, rollouts)."""
+    references, weights = _weights(root_n, root_k, sig, floor, hazard)
+    plan = PathPlan(weights, floor, confidence)
+    if all(decide(p, confidence) != UNDECIDED for p in plan.right):
+        return None
+    candidates = []  # (information per rollout, position, rollouts)
+    for c, (n, k, terminal) in enumerate(sig):
+        if terminal or n >= cap:
+            continue
+        b = min(batch, cap - n)
+        gain = plan.information_gain(c, n, k, b, references[c]) / b
+        if gain > 1e-9:
+            candidates.append((gain, c, b))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
+    fresh = not any(n > 0 and not terminal for n, _, terminal in sig)
+    if fresh or min_yield <= 0:
+        return candidates[0][1], candidates[0][2]
+    now = plan.labelled_now()
+    for _, c, b in candidates:  # the most informative step whose batches pay
+        n, k, _ = sig[c]
+        r = b
+        while True:  # b, 2b, 4b, ... rollouts there, up to its cap
+            more = plan.expected_labels(c, n, k, r, references[c]) - now
+            if more >= min_yield * r:
+                return c, b
+            if n + r >= cap:
+                break
+            r = min(2 * r, cap - n)
+    return None

@@ -7,8 +7,6 @@ code works with steps and outcomes, never with raw model text.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-
 from prmtree.engine.answers import extract_answer
 from prmtree.engine.answers.extract import find_answer
 from prmtree.engine.answers.kinds import options_of
@@ -85,4 +83,5 @@ def with_verdict(rollout: Rollout, correct: bool) -> Rollout:
     parsed with ``correct=False``, and ``replace`` costs several microseconds per rollout)."""
     if rollout.correct == correct:
         return rollout
-    return replace(rollout, correct=correct)
+    return Rollout(rollout.steps, rollout.answer, correct, rollout.num_tokens, rollout.finish_reason,
+                   rollout.malformed)  # every field of Rollout: cheaper than ``replace``

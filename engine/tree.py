@@ -63,6 +63,9 @@ class ReasoningTree:
         self.graph.add_node(self.root, stats=root_stats)
         self._stats: dict[str, NodeStats] = {self.root: root_stats}
         self._parent: dict[str, str] = {}
+        # (rollouts, correct, terminal) of each node, kept with its stats: what the
+        # calibrated rule's memoised path computations are keyed by (:meth:`counts`)
+        self._counts: dict[str, tuple[int, int, bool]] = {self.root: (0, 0, False)}
 
     def __len__(self) -> int:
         return self.graph.number_of_nodes()
@@ -80,8 +83,10 @@ class ReasoningTree:
             self.graph.add_edge(parent_id, child)
             self._stats[child] = stats
             self._parent[child] = parent_id
-        elif terminal:
+            self._counts[child] = (0, 0, terminal)
+        elif terminal and not stats.terminal:
             stats.terminal = True
+            self._counts[child] = (stats.n_rollouts, stats.n_correct, True)
         return child
 
     def add_path(self, parent_id: str, steps: Sequence[str], *, terminal: bool = False) -> list[str]:
@@ -99,6 +104,12 @@ class ReasoningTree:
         stats = self.stats(node_id)
         stats.n_rollouts += n_rollouts
         stats.n_correct += n_correct
+        self._counts[node_id] = (stats.n_rollouts, stats.n_correct, stats.terminal)
+
+    def counts(self, ids: Iterable[str]) -> tuple[tuple[int, int, bool], ...]:
+        """(rollouts, correct, terminal) of each node of ``ids``: a path's counts, as one
+        hashable key (the stats change only through :meth:`record` and :meth:`add_step`)."""
+        return tuple(map(self._counts.__getitem__, ids))
 
     def parent(self, node_id: str) -> str | None:
         return self._parent.get(node_id)

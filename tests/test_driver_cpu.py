@@ -1,0 +1,128 @@
+"""The driver's CPU work (issue 21): the calibrated rule's memoised path computations give
+the decisions and posteriors the plain computation gives, bit for bit; the tree's count
+keys follow its stats; a verdict keeps every field of its rollout."""
+
+import math
+import random
+from dataclasses import fields, replace
+
+import pytest
+
+from prmtree.engine.calibration import (
+    UNDECIDED,
+    PathPlan,
+    _predictive,
+    change_points,
+    decide,
+    first_error_posterior,
+    log_likelihoods,
+)
+from prmtree.engine.config import LabelsConfig
+from prmtree.engine.deciders import CalibratedDecider
+from prmtree.engine.records import Problem, Rollout
+from prmtree.engine.rollout import with_verdict
+from prmtree.engine.tree import ReasoningTree
+
+
+def _plain_evidence(decider, tree, ids):
+    """References and likelihoods as the rule defines them, computed without any memo."""
+    root = tree.stats(tree.root)
+    reference = (root.n_rollouts, root.n_correct) if root.measured else (0, 0)
+    references, loglik = [], []
+    for s in map(tree.stats, ids):
+        references.append(reference)
+        if not s.measured:
+            loglik.append((0.0, 0.0))
+        elif s.terminal and s.n_correct == 0:
+            loglik.append((-math.inf, 0.0))
+        else:
+            loglik.append(log_likelihoods.__wrapped__(s.n_rollouts, s.n_correct, decider.floor, reference))
+            if not s.terminal:
+                reference = (s.n_rollouts, s.n_correct)
+    return references, loglik
+
+
+def _plain_next(decider, tree, ids):
+    """The planner's choice (``next_to_sample``) written plainly, as before the memo."""
+    stats = [tree.stats(n) for n in ids]
+    references, loglik = _plain_evidence(decider, tree, ids)
+    plan = PathPlan(change_points(loglik, decider.hazard), decider.floor, decider.confidence)
+    if all(decide(p, decider.confidence) != UNDECIDED for p in plan.right):
+        return None
+    candidates = []
+    for c, s in enumerate(stats):
+        if s.terminal or s.n_rollouts >= decider.cap:
+            continue
+        b = min(decider.batch, decider.cap - s.n_rollouts)
+        gain = plan.information_gain(c, s.n_rollouts, s.n_correct, b, references[c]) / b
+        if gain > 1e-9:
+            candidates.append((gain, c, b))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda g: (-g[0], -g[1]))
+    if not any(s.measured and not s.terminal for s in stats) or decider.min_yield <= 0:
+        return ids[candidates[0][1]], candidates[0][2]
+    now = plan._labelled(0, 1.0, 1.0)  # labelled_now
+    for _, c, b in candidates:
+        s, r = stats[c], b
+        while True:  # expected_labels, outcome by outcome through _labelled
+            wrong_mass = plan.wrong_mass[c]
+            expected = 0.0
+            for p_r, p_w in _predictive(s.n_rollouts, s.n_correct, r, plan.floor, references[c]):
+                px = (1.0 - wrong_mass) * p_r + wrong_mass * p_w
+                if px > 0:
+                    expected += px * plan._labelled(c, p_w / px, p_r / px)
+            if expected - now >= decider.min_yield * r:
+                return ids[c], b
+            if s.n_rollouts + r >= decider.cap:
+                break
+            r = min(2 * r, decider.cap - s.n_rollouts)
+    return None
+
+
+def _random_tree(rng, depth):
+    tree = ReasoningTree(f"p{rng.random()}")
+    tree.record(tree.root, 8, rng.randint(1, 7))
+    ids = tree.add_path(tree.root, [f"step {i} {rng.random()}" for i in range(depth)], terminal=rng.random() < 0.5)
+    for node in ids:
+        n = rng.choice([0, 0, 4, 4, 8, 12, 32])
+        if n:
+            tree.record(node, n, rng.randint(0, n))
+    return tree, ids
+
+
+@pytest.mark.parametrize("answer", ["yes", "B", "42"])
+def test_memoised_evidence_and_plans_equal_the_plain_computation(answer):
+    rng = random.Random(21)
+    problem = Problem(id="p", question="q", answer=answer, answer_type="choice" if answer == "B" else "auto")
+    decider = CalibratedDecider(problem, LabelsConfig())
+    for _ in range(150):
+        tree, ids = _random_tree(rng, rng.randint(1, 12))
+        for _ in range(2):  # the second time from the memo
+            references, loglik = _plain_evidence(decider, tree, ids)
+            posteriors = first_error_posterior(loglik, decider.hazard)
+            evidence = decider.along(tree, ids)
+            assert [ev.posterior for ev in evidence] == posteriors  # bit for bit
+            assert [ev.parent_value for ev in evidence] == [r[1] / r[0] if r[0] else None for r in references]
+            assert decider.along(tree, ids, last_only=True) == evidence[-1:]
+            assert decider.node(tree, ids[-1]) == evidence[-1]
+            assert decider.next_to_sample(tree, ids, 8) == _plain_next(decider, tree, ids)
+
+
+def test_the_trees_count_keys_follow_its_stats():
+    tree = ReasoningTree("p")
+    ids = tree.add_path(tree.root, ["a", "b"])
+    assert tree.counts(ids) == ((0, 0, False), (0, 0, False))
+    tree.record(ids[1], 4, 3)
+    tree.add_path(tree.root, ["a", "b"], terminal=True)  # the same step, now with a final answer
+    tree.record(ids[1], 4, 1)
+    assert tree.counts(ids) == ((0, 0, False), (8, 4, True))
+    assert [(s.n_rollouts, s.n_correct, s.terminal) for s in map(tree.stats, ids)] == list(tree.counts(ids))
+
+
+def test_a_verdict_keeps_every_other_field_of_its_rollout():
+    r = Rollout(("a", "b"), "42", False, 17, "stop", "undecodable")
+    assert with_verdict(r, True) == replace(r, correct=True)
+    assert with_verdict(r, False) is r
+    assert {f.name for f in fields(Rollout)} == {"steps", "answer", "correct", "num_tokens", "finish_reason",
+                                                 "malformed"}  # with_verdict copies each one by name
