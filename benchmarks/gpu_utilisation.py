@@ -11,10 +11,22 @@ work on a real run) and the driver's CPU per rollout without it.
 
     python benchmarks/gpu_utilisation.py [--capacities 256 1024 4096] [--latencies 0.02 0.05 0.2]
                                          [--seconds 4] [--one-core]
+    python benchmarks/gpu_utilisation.py --executor ray --workers 2 8 --capacities 128 --latencies 0.05
+                                         [--inline-capacities 1024] [--out results/gpu_utilisation_ray.json]
 
 ``--seconds``: each configuration gets about this many seconds of the GPU's ideal rate
 (capacity / latency rollouts/s) in problems, so each is short. Results:
 ``results/gpu_utilisation.json``.
+
+``--executor ray``: the same, through the Ray executor with N workers (config: only
+``kind = "ray"`` and ``workers``); each worker hosts its own metered GPU of ``--capacities``
+sequences (built by name, ``gpu_utilisation:MeteredGPU``), which appends its busy integral
+to a file under a temporary meter folder; the driver reads the files back and reports the
+workers' mean busy. Ray starts with ``max(2, workers)`` logical CPUs (one per worker, the
+default ``num_cpus_per_worker``), whatever the real cores. Every run also reports the
+machine's CPU by process (``ray_scaling.cpu_snapshot``): driver, workers, Ray's daemons
+and the rest of the machine, over the whole run and over the steady window.
+``--inline-capacities``: inline runs to put beside them in the same file.
 """
 
 from __future__ import annotations
@@ -33,16 +45,25 @@ import prmtree
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_throughput import MixedAnswerPolicy, mixed_problems  # noqa: E402
+from ray_scaling import cpu_by_kind, cpu_snapshot  # noqa: E402
 from verify_mix import MIX  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ROLLOUTS_PER_PROBLEM = 120  # about what omega with default labels spends on this mix (for sizing a config)
+METER_FLUSH_S = 0.05  # a worker's meter file is at most this stale when Ray kills the worker
+SNAPSHOT_EVERY_S = 1.0  # the machine's per-process CPU is sampled this often during a run
 
 
 class MeteredGPU(MixedAnswerPolicy):
-    """The simulated GPU, metering how full it is and what its text generation costs."""
+    """The simulated GPU, metering how full it is and what its text generation costs.
 
-    def __init__(self, **kwargs: Any) -> None:
+    ``meter_dir``: inside a Ray worker, where the driver cannot see the object, every tick
+    is also appended to ``meter_dir/<pid>.meter`` (``time busy_integral model_cpu_s``;
+    ``perf_counter`` is the machine's monotonic clock, so the driver's times compare),
+    flushed every ``METER_FLUSH_S``: Ray kills workers without a goodbye.
+    """
+
+    def __init__(self, meter_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.busy_integral = 0.0  # sequence-seconds decoding
         self.first = self.last = None
@@ -50,6 +71,8 @@ class MeteredGPU(MixedAnswerPolicy):
         self.model_cpu_s = 0.0
         self.peak_queue = 0
         self.series: list[tuple[float, float]] = []  # (time, busy integral so far): utilisation over any window
+        self._meter = open(Path(meter_dir) / f"{os.getpid()}.meter", "a") if meter_dir else None  # noqa: SIM115
+        self._flushed = 0.0
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -58,6 +81,27 @@ class MeteredGPU(MixedAnswerPolicy):
         self.busy_integral += self._decoding * (now - self._since)
         self._since = self.last = now
         self.series.append((now, self.busy_integral))
+        if self._meter is not None:
+            self._meter.write(f"{now!r} {self.busy_integral!r} {self.model_cpu_s!r}\n")
+            if now - self._flushed >= METER_FLUSH_S:
+                self._meter.flush()
+                self._flushed = now
+
+    @classmethod
+    def from_meter(cls, path: Path, capacity: int) -> MeteredGPU:
+        """A worker's GPU as its meter file left it (up to its last flush)."""
+        gpu = cls(batch_capacity=capacity)
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 3:  # a line cut short by the kill
+                continue
+            now, integral, model_cpu = map(float, parts)
+            gpu.series.append((now, integral))
+            gpu.model_cpu_s = model_cpu
+        if gpu.series:
+            gpu.first, gpu.last = gpu.series[0][0], gpu.series[-1][0]
+            gpu.busy_integral = gpu.series[-1][1]
+        return gpu
 
     async def _decode(self, sequences: int) -> None:
         if self._room is None:
@@ -106,27 +150,139 @@ class MeteredGPU(MixedAnswerPolicy):
         return (integral(end) - integral(start)) / (self.batch_capacity * (end - start))
 
 
-def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any] | None = None) -> dict[str, Any]:
-    gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity)
+def machine_snapshot() -> dict[int, tuple[str, float]]:
+    """``ray_scaling.cpu_snapshot`` with this process's own children (the answer checks'
+    process pool) as ``verifier`` rather than ``other``: ``other`` is then the rest of the
+    machine (on a shared machine, other users' jobs)."""
+    import psutil
+
+    snap = cpu_snapshot()
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):  # not Process.children(): one vanishing child would fail it all
+        children.setdefault(proc.info["ppid"] or 0, []).append(proc.pid)
+    mine: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    return {pid: ("verifier" if pid in mine and kind == "other" else kind, cpu) for pid, (kind, cpu) in snap.items()}
+
+
+KINDS = ("driver", "verifier", "workers", "ray", "other")
+STICKY = frozenset({"driver", "verifier", "workers"})
+
+
+def _spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by kind between two snapshots (``ray_scaling.cpu_by_kind`` and the verifier pool)."""
+    pool = {pid: v for pid, v in after.items() if v[0] == "verifier"}
+    spent = cpu_by_kind(before, {pid: v for pid, v in after.items() if pid not in pool})
+    spent["verifier"] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1]) for pid, (_, cpu) in pool.items())
+    return {k: spent.get(k, 0.0) for k in KINDS}
+
+
+class CpuMeter:
+    """The machine's CPU by process kind, sampled during a run, with the rollouts done.
+
+    Ray kills the workers at the end, so their CPU is read while they live: every
+    ``SNAPSHOT_EVERY_S`` and at marked moments. The snapshots' own CPU (they run in the
+    driver) is counted apart and left out of the driver's.
+    """
+
+    def __init__(self) -> None:
+        # (time, rollouts done, snapshot, the snapshot's own CPU)
+        self.snaps: list[tuple[float, int, dict[int, tuple[str, float]], float]] = []
+        self.snapshot(0)
+
+    def snapshot(self, rollouts: int) -> None:
+        cpu = time.process_time()
+        snap = machine_snapshot()
+        self.snaps.append((time.perf_counter(), rollouts, snap, time.process_time() - cpu))
+
+    def maybe(self, rollouts: int) -> None:
+        if time.perf_counter() - self.snaps[-1][0] >= SNAPSHOT_EVERY_S:
+            self.snapshot(rollouts)
+
+    def whole(self) -> dict[str, float]:
+        """CPU seconds by kind from the first snapshot to the last (a process gone before the
+        last counts up to the last snapshot that saw it)."""
+        seen: dict[int, tuple[str, float]] = {}
+        for _, _, snap, _ in self.snaps:
+            for pid, (kind, cpu) in snap.items():
+                # a process once seen as ours stays so (a worker being killed may show a Ray title)
+                if seen.get(pid, ("",))[0] in STICKY:
+                    kind = seen[pid][0]
+                seen[pid] = (kind, cpu)
+        spent = _spent(self.snaps[0][2], seen)
+        spent["driver"] = max(0.0, spent["driver"] - sum(c for *_, c in self.snaps[1:]))
+        return spent
+
+    def steady(self, start: float | None, end: float | None) -> dict[str, Any] | None:
+        """Between the first snapshot at or after ``start`` and the last at or before ``end``:
+        cores busy by kind, rollouts/s, and our processes' CPU ms per rollout by kind (None
+        where there are not two snapshots half a second apart)."""
+        if start is None or end is None:
+            return None
+        inside = [s for s in self.snaps if start - 0.05 <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5:
+            return None
+        (t0, r0, s0, _), (t1, r1, s1, _) = inside[0], inside[-1]
+        spent = _spent(s0, s1)
+        spent["driver"] = max(0.0, spent["driver"] - sum(c for *_, c in inside[1:]))
+        seconds, rollouts = t1 - t0, max(1, r1 - r0)
+        ours = {k: v for k, v in spent.items() if k != "other"}
+        ms = {k: round(1000 * v / rollouts, 4) for k, v in ours.items()}
+        return {
+            "seconds": round(seconds, 2),
+            "rollouts_per_s": round((r1 - r0) / seconds, 1),
+            "cores": {k: round(v / seconds, 3) for k, v in spent.items()},
+            "idle_cores": round(max(0.0, (os.cpu_count() or 1) - sum(spent.values()) / seconds), 3),
+            "cpu_ms_per_rollout": ms,
+            **ceilings(ms),
+        }
+
+
+def ceilings(ms: dict[str, float]) -> dict[str, int]:
+    """The rates this run's own processes could keep up on the machine's cores, idle otherwise:
+    all of them shared, and the driver (one process, one event loop) on one; the lower holds."""
+    all_cores = round(1000 * (os.cpu_count() or 1) / max(1e-9, sum(ms.values())))
+    driver_core = round(1000 / max(1e-9, ms["driver"]))
+    return {"ceiling_rollouts_per_s_all_cores": all_cores, "ceiling_rollouts_per_s_driver_core": driver_core,
+            "ceiling_rollouts_per_s": min(all_cores, driver_core)}
+
+
+def one(capacity: int, latency_s: float, problems: int, workers: int | None = None) -> dict[str, Any]:
+    """One configuration: inline (the GPU in this process), or through Ray with ``workers``
+    workers of ``capacity`` sequences each (config: only the executor's kind and workers)."""
     data = mixed_problems(problems, seed=99, weights=MIX)
     out = Path(tempfile.mkdtemp(prefix="prmtree-util-"))
+    meter_dir = Path(tempfile.mkdtemp(prefix="prmtree-meter-")) if workers else None
+    gpu: MeteredGPU | None = None
+    if workers:
+        policy: Any = "gpu_utilisation:MeteredGPU"
+        policy_args: dict[str, Any] | None = {"latency_s": latency_s, "batch_capacity": capacity,
+                                              "meter_dir": str(meter_dir)}
+        executor: dict[str, Any] = {"kind": "ray", "workers": workers}
+    else:
+        policy = gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity)
+        policy_args, executor = None, {}
     seen_trees = [0]
     driver_box: list[Any] = []
-
-    def on_problem(_finished: Any, _stats: Any) -> None:
-        pass
 
     import prmtree.engine.driver as driver_mod
 
     original_start = driver_mod.Driver._start
 
     moments: dict[str, float] = {}
+    meter = CpuMeter()
 
     async def counting_start(self: Any, problem: Any, pending: Any) -> Any:
         if not driver_box:
             driver_box.append(self)
         if "pilot_done" not in moments and (self.pilot is None or self.pilot.calibration is not None):
             moments["pilot_done"] = time.perf_counter()
+            meter.snapshot(self.stats.rollouts)  # the steady window's CPU starts here
         pending = await original_start(self, problem, pending)
         moments["last_start"] = time.perf_counter()
         seen_trees[0] = max(seen_trees[0], len(pending) - self._waiting_for_pilot)
@@ -135,67 +291,130 @@ def one(capacity: int, latency_s: float, problems: int, executor: dict[str, Any]
     driver_mod.Driver._start = counting_start  # type: ignore[method-assign]
     try:
         wall, cpu = time.perf_counter(), time.process_time()
-        s = prmtree.run(data, policy=gpu, out=out, seed=0, config={"executor": executor or {}})
+        s = prmtree.run(data, policy=policy, policy_args=policy_args, out=out, seed=0,
+                        config={"executor": executor}, on_progress=lambda stats: meter.maybe(stats.rollouts))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        meter.snapshot(s.rollouts)
     finally:
         driver_mod.Driver._start = original_start  # type: ignore[method-assign]
         shutil.rmtree(out, ignore_errors=True)
-    driver_cpu = cpu - gpu.model_cpu_s
+    gpus = [gpu] if gpu is not None else [MeteredGPU.from_meter(f, capacity) for f in sorted(meter_dir.glob("*.meter"))]
+    if meter_dir is not None:
+        shutil.rmtree(meter_dir, ignore_errors=True)
+    gpus = [g for g in gpus if g.first is not None]
+    if not gpus:
+        raise SystemExit("no GPU meter came back (did the workers import gpu_utilisation?)")
+    snapshot_cpu = sum(c for *_, c in meter.snaps[1:])
+    model_cpu = sum(g.model_cpu_s for g in gpus)
+    # inline, the model's text generation runs in this process: a GPU's work on a real run
+    driver_cpu = cpu - snapshot_cpu - (model_cpu if gpu is not None else 0.0)
+    steady = [gpu_busy for g in gpus
+              if (gpu_busy := g.utilisation_between(moments.get("pilot_done"), moments.get("last_start"))) is not None]
+    first = min(g.first for g in gpus)
+    whole = meter.whole()
+    count = workers or 1
     concurrency = driver_box[0].concurrency.as_dict() if driver_box else {}
     pool_cpu = s.stats.get("verifier", {}).get("pool_cpu_s", 0.0)
     result = {
-        "capacity": capacity,
+        "executor": "ray" if workers else "inline",
+        "workers": count,
+        "capacity": capacity,  # per worker
         "latency_ms": round(latency_s * 1000),
         "problems": problems,
         "rollouts": s.rollouts,
         "requests": s.requests,
         "wall_s": round(wall, 3),
         "rollouts_per_s": round(s.rollouts / wall, 1),
-        "ideal_rollouts_per_s": round(capacity / latency_s),
-        "gpu_busy": round(gpu.utilisation(), 4),
+        "ideal_rollouts_per_s": round(count * capacity / latency_s),
+        # mean over the workers' GPUs, each from its first tick to its last
+        "gpu_busy": round(sum(g.utilisation() for g in gpus) / len(gpus), 4),
         # from the pilot's end (floors learned) to the last problem's start: the steady state,
         # without the pilot's serial start and the tail of the last trees
-        "gpu_busy_steady": (round(b, 4) if (b := gpu.utilisation_between(moments.get("pilot_done"),
-                                                                       moments.get("last_start"))) is not None else None),
-        "pilot_s": round(moments["pilot_done"] - gpu.first, 2) if "pilot_done" in moments and gpu.first else None,
+        "gpu_busy_steady": round(sum(steady) / len(steady), 4) if steady else None,
+        "gpu_busy_by_worker": [round(g.utilisation(), 4) for g in gpus] if workers else None,
+        "gpu_busy_steady_by_worker": [round(b, 4) for b in steady] if workers else None,
+        "steady_s": (round(moments["last_start"] - moments["pilot_done"], 2)
+                     if "pilot_done" in moments and "last_start" in moments else None),
+        "pilot_s": round(moments["pilot_done"] - first, 2) if "pilot_done" in moments else None,
         "max_trees_in_flight": seen_trees[0],
         "concurrency": concurrency,
         "process_cpu_s": round(cpu, 3),
-        "driver_busy": round(cpu / wall, 3),
-        "model_cpu_s": round(gpu.model_cpu_s, 3),
+        "driver_busy": round(driver_cpu / wall, 3),
+        "model_cpu_s": round(model_cpu, 3),
         "math_verify_pool_cpu_s": round(pool_cpu, 3),
         "driver_cpu_ms_per_rollout": round(1000 * driver_cpu / max(1, s.rollouts), 4),
+        # the machine's CPU by process over the whole run (CPU seconds) and in the steady window
+        # (cores busy, ms per rollout); "other" is the rest of the machine, other users' jobs included
+        "cpu_s_by_process": {k: round(v, 2) for k, v in whole.items()},
+        "steady_cpu": meter.steady(moments.get("pilot_done"), moments.get("last_start")),
     }
-    print(f"capacity {capacity:5d}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
+    c = (result["steady_cpu"] or {}).get("cores", {})
+    where = f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}"
+    print(f"{where}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
-          f"{result['gpu_busy']:6.1%} (steady {result['gpu_busy_steady'] or 0:6.1%}, pilot {result['pilot_s']} s)  trees {seen_trees[0]:5d}  driver process {result['driver_busy']:5.0%} of a core "
-          f"(model text {gpu.model_cpu_s:5.2f} s), driver {result['driver_cpu_ms_per_rollout']:.4f} ms/rollout",
-          flush=True)
+          f"{result['gpu_busy']:6.1%} (steady {result['gpu_busy_steady'] or 0:6.1%}, pilot {result['pilot_s']} s)  "
+          f"trees {seen_trees[0]:5d}  driver {result['driver_busy']:5.0%} of a core, "
+          f"{result['driver_cpu_ms_per_rollout']:.4f} ms/rollout; steady cores: "
+          + ", ".join(f"{k} {v}" for k, v in c.items()), flush=True)
     return result
+
+
+def _problems(total_capacity: int, latency_s: float, seconds: float, max_problems: int) -> int:
+    """Enough problems to keep the GPU(s) full for about ``seconds``, never fewer than 3 waves of trees."""
+    ideal = total_capacity / latency_s
+    return int(min(max_problems, max(3 * total_capacity / 4, ideal * seconds / ROLLOUTS_PER_PROBLEM)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--capacities", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--capacities", type=int, nargs="+", default=[256, 1024, 4096],
+                        help="sequences one GPU serves at once (with --executor ray: per worker)")
     parser.add_argument("--latencies", type=float, nargs="+", default=[0.02, 0.05, 0.2])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--max-problems", type=int, default=3000)
     parser.add_argument("--one-core", action="store_true", help="pin the driver to one core")
-    parser.add_argument("--out", default=str(RESULTS / "gpu_utilisation.json"))
+    parser.add_argument("--executor", choices=["inline", "ray"], default="inline")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="--executor ray: worker counts")
+    parser.add_argument("--inline-capacities", type=int, nargs="*", default=[],
+                        help="--executor ray: inline runs of these capacities beside the Ray runs")
+    parser.add_argument("--out", default=None,
+                        help="default results/gpu_utilisation.json (inline), results/gpu_utilisation_ray.json (ray)")
     args = parser.parse_args()
     if args.one_core and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     results = []
-    for capacity in args.capacities:
-        for latency in args.latencies:
-            ideal = capacity / latency
-            # enough problems to keep the GPU full for a while, never fewer than 3 waves of trees
-            problems = int(min(args.max_problems, max(3 * capacity / 4, ideal * args.seconds / ROLLOUTS_PER_PROBLEM)))
-            results.append(one(capacity, latency, problems))
-    out = Path(args.out)
+    if args.executor == "ray":
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # the workers build gpu_utilisation:MeteredGPU by name: they need this folder on their path
+        here = str(Path(__file__).resolve().parent)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        import ray
+
+        for workers in args.workers:
+            for capacity in args.capacities:
+                for latency in args.latencies:
+                    ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False)
+                    try:
+                        problems = _problems(workers * capacity, latency, args.seconds, args.max_problems)
+                        results.append(one(capacity, latency, problems, workers=workers))
+                    finally:
+                        ray.shutdown()
+        for capacity in args.inline_capacities:
+            for latency in args.latencies:
+                results.append(one(capacity, latency, _problems(capacity, latency, args.seconds, args.max_problems)))
+        settings = ("[executor] kind = ray and workers only (defaults otherwise: num_cpus_per_worker = 1, Ray "
+                    f"started with max(2, workers) logical CPUs on {cores} real cores); inline runs: no [executor] "
+                    "keys; omega, adaptive labels, pilot on")
+    else:
+        for capacity in args.capacities:
+            for latency in args.latencies:
+                results.append(one(capacity, latency, _problems(capacity, latency, args.seconds, args.max_problems)))
+        settings = "defaults (no [executor] keys); omega, adaptive labels, pilot on"
+    out = Path(args.out or RESULTS / ("gpu_utilisation_ray.json" if args.executor == "ray" else "gpu_utilisation.json"))
     out.parent.mkdir(exist_ok=True)
-    payload = {"settings": "defaults (no [executor] keys); omega, adaptive labels, pilot on", "results": results,
-               "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    payload = {"settings": settings, "results": results, "cores": cores,
+               "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     out.write_text(json.dumps(payload, indent=2))
     print(f"saved {out}")
 
