@@ -54,6 +54,9 @@ class SearchConfig(_Strict):
     length_scale: float = Field(500.0, gt=0, description="L, in tokens")
     c_puct: float = Field(0.125, ge=0)
     search_limit: int = Field(100, ge=1)
+    paths_in_flight: int = Field(1, ge=1, le=64, strict=True, description="omega: first-error searches of one "
+                                 "tree sampled at once (more requests per tree for an engine that few trees "
+                                 "cannot fill; rows depend on it, never on timing)")
     # shepherd
     n_solutions: int = Field(4, ge=1)
     # mcts

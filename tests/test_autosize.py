@@ -183,3 +183,24 @@ def test_rows_identical_whatever_the_concurrency(tmp_path, problems, strategy):
         assert expected or table == "pairs"
         for name in runs:
             assert rows(tmp_path / name, table) == expected, (name, table)
+
+
+def test_omega_with_several_paths_in_flight_writes_the_same_rows_whatever_the_concurrency(tmp_path, problems):
+    """Several first-error searches per tree: more requests per wave, and still no
+    dependence on timing (the wave is the tree's, answered in issue order)."""
+    base = {"seed": 3, "search": {"budget": 60, "paths_in_flight": 4}}
+    runs = {
+        "one": ({"trees_in_flight": 1, "max_concurrency": 1}, SimulatedPolicy()),
+        "auto-capacity": ({}, SimulatedPolicy(latency_s=0.002, batch_capacity=12)),
+    }
+    for name, (executor, policy) in runs.items():
+        prmtree.run(problems[:12], policy=policy, strategy="omega", out=tmp_path / name,
+                    config={**base, "executor": executor})
+    single = tmp_path / "single"
+    prmtree.run(problems[:12], policy=SimulatedPolicy(), strategy="omega", out=single,
+                config={"seed": 3, "search": {"budget": 60}})
+    for table in ("steps", "nodes"):
+        expected = rows(tmp_path / "one", table)
+        assert expected
+        assert rows(tmp_path / "auto-capacity", table) == expected, table
+    assert rows(single, "nodes") != rows(tmp_path / "one", "nodes")  # the setting is live: other trees

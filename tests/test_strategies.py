@@ -168,3 +168,40 @@ def test_bad_strategy_settings_are_refused_by_the_config():
         SearchConfig(strategy="beam")
     with pytest.raises(ValueError, match="k"):
         SearchConfig(k=True)  # a TOML `k = true` is not 1
+
+
+def test_omega_paths_in_flight_samples_several_searches_per_wave_with_the_same_labels(long_problems):
+    """``paths_in_flight`` > 1: each wave carries one batch from each of several first-error
+    searches of the tree (never two at one node), so a tree needs fewer round trips; the
+    errors found are still exact, the budget holds, and the tree is the same whatever the
+    order the wave's answers are generated in."""
+    policy = SimulatedPolicy(error_rate=0.1, noiseless=True)
+    one_waves = four_waves = widest = 0
+    for p in long_problems:
+        one = OmegaSearch(p, SearchConfig(k=8, budget=400))
+        four = OmegaSearch(p, SearchConfig(k=8, budget=400, paths_in_flight=4))
+        sizes = []
+        original = four.next_requests
+
+        def spy(original=original, sizes=sizes):
+            wave = original()
+            assert len({r.node_id for r in wave}) == len(wave)  # one batch per node per wave
+            sizes.append(len(wave))
+            return wave
+
+        four.next_requests = spy
+        drive(one, policy)
+        drive(four, policy)
+        one_waves += one.stats.requests
+        four_waves += len([s for s in sizes if s])
+        widest = max(widest, *sizes, 0)
+        assert four.stats.rollouts <= 400
+        for found in four.found:
+            assert ORACLE.first_error(p, found.steps) == found.index
+        for path in label_paths(four.tree):
+            assert path.labels == true_labels(p, path.steps)
+        again = drive(OmegaSearch(p, SearchConfig(k=8, budget=400, paths_in_flight=4)), policy, reverse_waves=True)
+        assert [(x.path_id, x.labels) for x in label_paths(again.tree)] == \
+            [(x.path_id, x.labels) for x in label_paths(four.tree)]
+    assert widest >= 3
+    assert four_waves < 0.7 * one_waves  # round trips: one wave per request with a single search in hand

@@ -66,7 +66,7 @@ class FoundError:
 class OmegaSearch(TreeSearch):
     name = "omega"
 
-    settings = ("alpha", "beta", "length_scale", "c_puct", "search_limit")
+    settings = ("alpha", "beta", "length_scale", "c_puct", "search_limit", "paths_in_flight")
 
     def __init__(self, problem: Problem, config: SearchConfig, decider: Decider | None = None) -> None:
         super().__init__(problem, config, decider)
@@ -75,20 +75,24 @@ class OmegaSearch(TreeSearch):
         self.length_scale = config.length_scale
         self.c_puct = config.c_puct
         self.search_limit = config.search_limit
+        self.paths_in_flight = config.paths_in_flight
         self.pool: list[_Candidate] = []
         self.visits: dict[str, int] = {}
         self.searches = 0
         self.found: list[FoundError] = []
         self._order = 0
         self._started = False
-        self._current: _InHand | None = None
-        self._pending: RolloutRequest | None = None
+        self._hand: list[_InHand] = []  # the searches under way, in the order they started
+        self._pending: list[RolloutRequest] = []  # the wave sent, answered in issue order
         self._finished = False
 
     # -- the state machine ----------------------------------------------------------
 
     def next_requests(self) -> list[RolloutRequest]:
-        if self._finished or self._pending is not None:
+        """The next wave: the root's batch first, then one batch from each search in hand
+        (up to ``paths_in_flight`` of them; one with the paper's loop). The wave is a
+        function of the tree alone, so rows never depend on when its answers arrive."""
+        if self._finished or self._pending:
             return []
         if not self._started:
             self._started = True
@@ -96,22 +100,39 @@ class OmegaSearch(TreeSearch):
                 self._finished = True
                 self.stats.skipped = "budget below k"
                 return []
-            self._pending = self.request(self.tree.root, self.k)
-            return [self._pending]
-        while (current := self._search_in_hand()) is not None:
+            self._pending = [self.request(self.tree.root, self.k)]
+            return list(self._pending)
+        wave: list[RolloutRequest] = []
+        asked: set[str] = set()
+        i = 0
+        while True:
+            while len(self._hand) < self.paths_in_flight and self._select():
+                pass
+            if i >= len(self._hand):
+                break
+            current = self._hand[i]
             nxt = current.search.next()
             if nxt is None:
-                self._conclude(current)
+                self._conclude(current)  # its slot goes to the next candidate, searched in this wave
+                continue
+            if nxt[0] in asked:  # another search in hand samples that node now: this one waits a wave
+                i += 1
                 continue
             if not self.can_afford(nxt[1], labelling=True):
+                if wave:
+                    break  # send what fits; the next wave finds the budget spent
                 return self._out_of_budget()
-            self._pending = self.request(*nxt)
-            return [self._pending]
-        return []
+            wave.append(self.request(*nxt))
+            asked.add(nxt[0])
+            i += 1
+        if not wave and not self._hand:
+            self._finished = True
+        self._pending = wave
+        return list(wave)
 
     def observe(self, request: RolloutRequest, rollouts: list[Rollout]) -> None:
-        assert self._pending is request, "observe() must answer the last request"
-        self._pending = None
+        assert self._pending and self._pending[0] is request, "observe() must answer the wave's requests in order"
+        self._pending.pop(0)
         n, correct = self.record(request.node_id, rollouts)
         node = request.node_id
         value = correct / n if n else 0.0
@@ -125,22 +146,15 @@ class OmegaSearch(TreeSearch):
                 return
         if 0 < value < 1:
             self.add_candidates(node, rollouts)
-        if self._current is not None:
-            self._current.search.observed(node)
+        for current in self._hand:
+            current.search.observed(node)
 
     def done(self) -> bool:
-        return self._finished and self._pending is None
-
-    def _search_in_hand(self) -> _InHand | None:
-        """The search under way, else the next one from the pool; None (and the tree is
-        finished) when the pool is empty."""
-        if self._current is None and not self._select():
-            self._finished = True
-        return self._current
+        return self._finished and not self._pending
 
     def _out_of_budget(self) -> list[RolloutRequest]:
         self._finished = True  # an unfinished search leaves no label: drop it
-        self._current = None
+        self._hand = []
         return []
 
     def _searchable(self, state: str) -> bool:
@@ -184,7 +198,7 @@ class OmegaSearch(TreeSearch):
         self.searches += 1
         path = self.add_rollout_path(best.state, best.rollout)
         ids = self.tree.path_ids(path[-1])
-        self._current = _InHand(path[-1], self.decider.locate(self.tree, ids, len(ids) - len(path), self.k))
+        self._hand.append(_InHand(path[-1], self.decider.locate(self.tree, ids, len(ids) - len(path), self.k)))
         return True
 
     def _conclude(self, current: _InHand) -> None:
@@ -192,4 +206,4 @@ class OmegaSearch(TreeSearch):
         first = current.search.first_error()
         if first is not None:
             self.found.append(FoundError(self.tree.prefix(current.leaf), first))
-        self._current = None
+        self._hand.remove(current)
