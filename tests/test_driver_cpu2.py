@@ -180,3 +180,72 @@ def test_completion_contract_still_refuses_what_it_refused():
     for completion, message in bad:
         with pytest.raises(PolicyContractError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
             check_completions(request, [completion])
+
+
+# --------------------------------------------------------------------------- the collector during a run
+
+import gc  # noqa: E402
+
+import prmtree  # noqa: E402
+from prmtree import runner  # noqa: E402
+from prmtree.engine.synthetic import generate_problems  # noqa: E402
+from prmtree.policies.simulated import SimulatedPolicy  # noqa: E402
+
+
+class _Watching(SimulatedPolicy):
+    """The simulated policy, noting the collector's settings while the run generates."""
+
+    name = "simulated"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    async def generate(self, request):
+        self.seen.add((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        return await super().generate(request)
+
+
+@pytest.fixture
+def collector():
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
+
+
+def test_a_run_tunes_the_collector_and_puts_it_back(tmp_path, collector):
+    gc.set_threshold(700, 10, 10)
+    policy = _Watching()
+    problems = generate_problems(5, seed=3)
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"learn_floor": False}}
+    a = prmtree.run(problems, policy=policy, out=tmp_path / "a", config=config)
+    assert policy.seen == {(runner.GC_YOUNG_THRESHOLD, True)}
+    assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+    gc.disable()  # the rows do not depend on the collector
+    try:
+        b = prmtree.run(problems, policy=SimulatedPolicy(), out=tmp_path / "b", config=config)
+    finally:
+        gc.enable()
+    assert a.rollouts == b.rollouts > 0
+    from conftest import rows
+    for table in ("steps", "nodes"):
+        assert rows(tmp_path / "a", table) == rows(tmp_path / "b", table)
+
+
+def test_the_callers_collector_settings_are_respected(collector):
+    gc.set_threshold(50_000, 5, 5)  # higher already: kept
+    with runner.collector_tuned():
+        assert gc.get_threshold() == (50_000, 5, 5) and gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.set_threshold(0, 10, 10)  # disabled by the caller: left so
+    with runner.collector_tuned():
+        assert gc.get_threshold()[0] == 0
+    gc.set_threshold(700, 10, 10)
+    gc.freeze()  # the caller froze its own heap: not unfrozen by a run
+    frozen = gc.get_freeze_count()
+    with runner.collector_tuned():
+        with runner.collector_tuned():  # nested: restored once, at the outer end
+            assert gc.get_threshold()[0] == runner.GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[0] == runner.GC_YOUNG_THRESHOLD
+    assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() >= frozen > 0
