@@ -180,6 +180,8 @@ class StageClock:
             (driver_module, "make_search", self.timed("search", driver_module.make_search)),
             (Driver, "_parse", self.timed("parse", Driver._parse)),
             (Verifier, "check", self.timed_async("verify", Verifier.check)),
+            # the pool's batches run as tasks of their own: handing checks to Math-Verify is verify work
+            (Verifier, "_pool_batch", self.timed_async("verify", Verifier._pool_batch)),
             (driver_module, "problem_rows", self.timed("write", driver_module.problem_rows)),
             (DatasetWriter, "add_problem", self.timed("write", DatasetWriter.add_problem)),
             (DatasetWriter, "flush", self.timed("write", DatasetWriter.flush)),

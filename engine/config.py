@@ -6,6 +6,7 @@ value is reported as one line naming the field (see :func:`describe_error`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -31,6 +32,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
+
+@functools.lru_cache(maxsize=None)
+def _step_format(name: str) -> StepFormat:
+    """One (frozen) StepFormat per name: the driver reads it for every request."""
+    return StepFormat(name)
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -92,7 +99,7 @@ class StepsConfig(_Strict):
 
     @property
     def step_format(self) -> StepFormat:
-        return StepFormat(self.format)
+        return _step_format(self.format)
 
 
 class JudgeConfig(BaseModel):

@@ -303,6 +303,10 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
     if len(completions) != request.n:
         raise PolicyContractError(f"{who}.generate returned {len(completions)} completions for n={request.n}")
     for c in completions:
+        if (type(c) is Completion and type(c.text) is str and type(c.num_tokens) is int and c.num_tokens >= 0
+                and type(c.cached_tokens) is int and c.cached_tokens >= 0 and type(c.prompt_tokens) is int
+                and c.prompt_tokens >= 0 and c.finish_reason in FINISH_REASONS):
+            continue  # the common case, in one test; anything else is checked field by field below
         if not isinstance(c, Completion):
             raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
         if not isinstance(c.text, (str, bytes)):

@@ -41,13 +41,14 @@ def parse_completion(
             malformed = "undecodable"
     if not isinstance(text, str):
         text = ""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: replace them, the text cannot be stored as is
-        text = text.encode("utf-8", errors="replace").decode("utf-8")
-        malformed = "undecodable"
-    if "\ufffd" in text and malformed is None:
-        malformed = "undecodable"
+    if not text.isascii():  # (ASCII text, the common case, has neither; isascii is O(1))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: replace them, the text cannot be stored as is
+            text = text.encode("utf-8", errors="replace").decode("utf-8")
+            malformed = "undecodable"
+        if "\ufffd" in text and malformed is None:
+            malformed = "undecodable"
     steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
     if not steps:
         return Rollout((), None, False, num_tokens, finish_reason, "empty")

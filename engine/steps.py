@@ -31,6 +31,7 @@ A step is always a stripped slice of the original text, merges included.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 from collections.abc import Callable, Sequence
@@ -235,8 +236,11 @@ class Segmenter:
         """Steps of ``text`` (a continuation after ``depth`` steps), stripped, without empty
         ones, merged down to ``max_steps - depth`` (at least one)."""
         fmt = self.format
-        raw = fmt.split(text) if isinstance(fmt, StepFormat) else list(fmt(text))
-        steps = [s.strip() for s in raw if s and s.strip()]
+        if type(fmt) is StepFormat and fmt.name == "blank_line":
+            steps = split_structured(text)  # already stripped slices, none empty
+        else:
+            raw = fmt.split(text) if isinstance(fmt, StepFormat) else list(fmt(text))
+            steps = [s.strip() for s in raw if s and s.strip()]
         room = self.room(depth)
         if room is not None and len(steps) > room:
             steps = merge_steps(steps, room)
@@ -300,13 +304,9 @@ def split_structured(text: str) -> list[str]:
     blank-line blocks, list items / headers / ``Step N:`` lines inside a block, no-content
     steps merged into a neighbour, and a sentence-level fallback for long paragraphs (see
     the module docstring). Linear in ``len(text)``; every step is a stripped slice of it."""
-    if "\n" not in _BLANK_LINE.sub("", text):  # fast path: one-line blocks (text written as asked)
-        steps = [b for b in (b.strip() for b in _BLANK_LINE.split(text)) if b]
-        if len(steps) == 1:
-            if len(steps[0]) <= SENTENCE_FALLBACK_CHARS:
-                return steps
-        elif all(len(s) <= LONG_STEP_CHARS and _kind(s) == _CONTENT for s in steps):
-            return steps
+    steps = _one_line_steps(text)  # fast path: one-line blocks (text written as asked)
+    if steps is not None:
+        return steps
     spans: list[tuple[int, int]] = []
     pos = 0
     for m in _BLANK_LINE.finditer(text):
@@ -321,6 +321,27 @@ def split_structured(text: str) -> list[str]:
     ):
         spans = _sentence_fallback(text, spans)
     return [text[s:e] for s, e in spans]
+
+
+def _one_line_steps(text: str) -> list[str] | None:
+    """The steps of a text whose blank-line blocks are each one line and all plain content
+    (what a model asked for one step per paragraph writes), or None when the text needs the
+    full reading: a block of several lines, a heading, filler or answer-only step to merge, a
+    step long enough for the sentence fallback. One loop over the blocks."""
+    steps: list[str] = []
+    for block in _BLANK_LINE.split(text):
+        if "\n" in block:
+            return None
+        block = block.strip()
+        if block:
+            steps.append(block)
+    if len(steps) == 1:
+        return steps if len(steps[0]) <= SENTENCE_FALLBACK_CHARS else None
+    for step in steps:
+        size = len(step)
+        if size > LONG_STEP_CHARS or (size <= _SHORT_STEP_CHARS and _short_kind(step) != _CONTENT):
+            return None
+    return steps
 
 
 def split_sentences(text: str) -> list[str]:
@@ -408,6 +429,13 @@ def _kind(piece: str) -> int:
     final answer (stays with the step before), or carries content."""
     if len(piece) > _SHORT_STEP_CHARS:
         return _CONTENT
+    return _short_kind(piece)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _short_kind(piece: str) -> int:
+    """:func:`_kind` of a short step, memoised: it is pure, and a run's completions repeat the
+    same steps (a tree's rollouts share their openings and final lines) many times over."""
     colon = piece.endswith((":", ":**"))
     if not (colon or _MAYBE_SPECIAL.match(piece)) or (not colon and len(piece) > 40 and _PLAIN_ITEM.match(piece)):
         return _CONTENT

@@ -9,12 +9,14 @@ flushes what finished; the second cancels the trees in flight).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import platform
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -96,10 +98,54 @@ def run_checked(
     try:
         if opened is not None:
             job = _check_input_changes(job, opened)
-        return asyncio.run(_run_async(job, opened, on_problem, stop))
+        with collector_tuned():
+            return asyncio.run(_run_async(job, opened, on_problem, stop))
     finally:
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
+
+
+#: The cyclic collector's youngest-generation threshold during a run (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+_gc_lock = threading.Lock()
+_gc_runs = 0  # runs in this process now (threads of one process share the collector)
+_gc_restore: tuple[tuple[int, ...], bool] | None = None  # (thresholds, whether we froze) to put back
+
+
+@contextmanager
+def collector_tuned() -> Iterator[None]:
+    """The cyclic garbage collector set for a run, and put back after it. A run allocates
+    millions of short-lived objects (requests, completions, rollouts) beside a large heap that
+    lives throughout (modules, memos, trees): at CPython's default thresholds the collector
+    took about a sixth of the driver's CPU (issue 21; 0.035 ms per rollout on the realistic
+    mix), mostly rescanning that heap. So, for the run, what is alive at its start is frozen
+    (``gc.freeze``: never rescanned) and the youngest generation is collected every 10,000
+    allocations instead of 700. Reference counting still frees nearly everything at once;
+    cycles are collected, less often. A collector the caller disabled (threshold 0), set
+    higher, or froze itself is left as it is; nested or concurrent runs restore once, at the
+    last one's end. Nothing a run computes depends on it."""
+    global _gc_runs, _gc_restore
+    with _gc_lock:
+        _gc_runs += 1
+        if _gc_runs == 1:
+            thresholds = gc.get_threshold()
+            freeze = gc.get_freeze_count() == 0
+            _gc_restore = (thresholds, freeze)
+            if 0 < thresholds[0] < GC_YOUNG_THRESHOLD:
+                gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+            if freeze:
+                gc.freeze()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_restore is not None:
+                thresholds, froze = _gc_restore
+                _gc_restore = None
+                if froze:
+                    gc.unfreeze()
+                gc.set_threshold(*thresholds)
 
 
 def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:

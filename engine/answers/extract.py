@@ -7,8 +7,10 @@ taken off here, before anything compares the answer with the gold one.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t*]*(.+?)[ \t*]*$")
 _ANSWER_PREFIX = re.compile(
@@ -182,28 +184,35 @@ def all_boxed(text: str) -> list[tuple[int, str]]:
     """``(end, contents)`` of every ``\\boxed{…}``/``\\fbox{…}`` in order, braces balanced; an
     unterminated last box (truncated output) ends the list. One pass over the text."""
     found: list[tuple[int, str]] = []
-    pos = 0
     n = len(text)
-    while True:
-        b, f = text.find("\\boxed", pos), text.find("\\fbox", pos)
-        start = min(x for x in (b, f, n) if x >= 0)
-        if start >= n:
-            return found
-        i = start + 1
+    search = _BOX_COMMAND.search
+    m = search(text)
+    while m is not None:
+        i = m.end()  # past "\\boxed"/"\\fbox": the rest of the command's letters, then spaces
         while i < n and text[i].isalpha():
             i += 1
         while i < n and text[i] == " ":
             i += 1
         if i >= n or text[i] != "{":
-            pos = i
+            m = search(text, i)
             continue
-        j = closing_brace(text, i)
-        if j is None:
+        close = text.find("}", i + 1)
+        if close < 0:
             return found  # unbalanced: truncated output
-        found.append((j + 1, text[i + 1 : j].strip()))
-        pos = j + 1
-        
+        if text.find("{", i + 1, close) >= 0:  # nested braces: match them one by one
+            j = closing_brace(text, i)
+            if j is None:
+                return found  # unbalanced: truncated output
+            close = j
+        found.append((close + 1, text[i + 1 : close].strip()))
+        m = search(text, close + 1)
+    return found
 
+
+_BOX_COMMAND = re.compile(r"\\boxed|\\fbox")
+
+
+@functools.lru_cache(maxsize=1 << 12)
 def _top_level_parts(text: str) -> int:
     """How many comma-separated parts ``text`` has outside brackets (a set's braces opened)."""
     t = _unwrap(text)
@@ -383,6 +392,39 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         return Found(None, "unterminated box")
     else:
         answer = _prose_answer(text)
+    return read_answer_memo(answer, gold, options, choice)
+
+
+#: Answers (and golds) longer than this are read afresh each time rather than memoised.
+_MEMO_CHARS = 256
+_MEMO_SIZE = 1 << 15
+
+
+def read_answer_memo(answer: str | None, gold: str = "", options: object = None, choice: bool = False) -> Found:
+    """:func:`read_answer`, memoised by its arguments: it is pure, and a run reads the same few
+    answers (``B``, ``12``, ``\\frac{1}{2}``) for the same gold again and again, where its
+    choice and hedge patterns cost microseconds per rollout. Long answers and options that
+    cannot be a key are read afresh."""
+    if (answer is None or type(answer) is not str or type(gold) is not str or type(choice) is not bool
+            or len(answer) > _MEMO_CHARS or len(gold) > _MEMO_CHARS):
+        return read_answer(answer, gold, options, choice)
+    if options is None:
+        okey: Any = None
+    elif type(options) is dict and all(type(k) is str for k in options):  # keys read as text
+        okey = ("dict", tuple(options.items()))
+    elif type(options) in (list, tuple):
+        okey = ("seq", tuple(options))
+    else:
+        return read_answer(answer, gold, options, choice)
+    try:
+        return _read_keyed(answer, gold, okey, choice)
+    except TypeError:  # unhashable option values
+        return read_answer(answer, gold, options, choice)
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _read_keyed(answer: str, gold: str, okey: Any, choice: bool) -> Found:
+    options = None if okey is None else dict(okey[1]) if okey[0] == "dict" else okey[1]
     return read_answer(answer, gold, options, choice)
 
 
