@@ -64,9 +64,14 @@ def train_prm(run_dir: Path, prm_dir: Path, train_args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def target_n(ns: list[int]) -> int:
+    """The N the target is checked at: 8, else the largest measured."""
+    return 8 if 8 in ns else ns[-1]
+
+
 def target(result: BonResult, ns: list[int]) -> dict[str, Any]:
     """The issue's check at N = 8: the best PRM rule against random and majority."""
-    at = 8 if 8 in ns else ns[-1]
+    at = target_n(ns)
     best = result.best_prm(at)
     gain = result.versus(at, best, "random")
     vs_majority = result.versus(at, best, "majority")
@@ -131,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         timings[f"score_{name}_s"] = round(time.perf_counter() - start, 1)
         print(f"\nPRM: {name} labels" if name != "given" else f"\nPRM: {prm}")
         print_table(results[name])
-    best_name = max(results, key=lambda k: results[k].accuracy(8 if 8 in ns else ns[-1],
-                                                                  results[k].best_prm(8 if 8 in ns else ns[-1])))
+    at = target_n(ns)
+    best_name = max(results, key=lambda k: results[k].accuracy(at, results[k].best_prm(at)))
     report = results[best_name].to_json()
     report["label_mode"] = best_name
     report["by_labels"] = {name: {**r.to_json(), "target": target(r, ns), "training": training.get(name)}
