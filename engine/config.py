@@ -182,7 +182,7 @@ class VerifyConfig(_Strict):
     """Answer checking: cheap paths first, Math-Verify in a process pool with a time bound."""
 
     rel_tol: float = Field(1e-6, ge=0, allow_inf_nan=False, description="finite: inf would call every answer equal")
-    timeout_s: float = Field(5.0, gt=0, description="per Math-Verify check; over it counts as not equal")
+    timeout_s: float = Field(5.0, gt=0, description="per Math-Verify check; a check over it runs once more under 3x the bound, over both counts as not equal")
     pool_workers: int = Field(1, ge=1, description="processes running Math-Verify")
     memo_size: int = Field(100_000, ge=0, description="verdicts remembered, shared across problems")
     decimal_comma: bool = Field(False, description="a comma between digits is the decimal point: 3,5 = 3.5 (1,000 = 1)")

@@ -22,3 +22,29 @@ def hang_or_crash(gold, pred):
 def slow_math(gold, pred):
     time.sleep(0.5)
     return math_match(gold, pred)
+
+
+def slow_once(gold, pred):
+    """Math-Verify, after sleeping ``s`` seconds the first time it sees ``SLOW:s:answer``
+    (a marker file beside the test's tmp dir, named in the answer, remembers): a check slowed
+    once, as by a loaded machine."""
+    if pred.startswith("SLOW:"):
+        _, seconds, marker, pred = pred.split(":", 3)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(float(seconds))
+    return math_match(gold, pred)
+
+
+def out_of_time_once(gold, pred):
+    """Raises CheckTimedOut (Math-Verify's own alarm, as the pool sees it) the first time it
+    sees ``TIMEOUT:marker:answer``; always for ``TIMEOUT:always:answer``."""
+    from prmtree.engine.answers.pool import CheckTimedOut
+
+    if pred.startswith("TIMEOUT:"):
+        _, marker, pred = pred.split(":", 2)
+        if marker == "always" or not os.path.exists(marker):
+            if marker != "always":
+                open(marker, "w").close()
+            raise CheckTimedOut("out of time")
+    return math_match(gold, pred)

@@ -364,8 +364,9 @@ def test_a_hung_check_is_false_within_its_time_bound_and_the_pool_recovers():
             await v.aclose()
 
     elapsed, stats = asyncio.run(main())
-    assert 0.9 < elapsed < 4  # the 1 s bound, plus killing the worker
-    assert stats["timeouts"] == 1 and stats["pool_restarts"] == 1 and stats["pool_failures"] == 0
+    assert 3.9 < elapsed < 9  # the 1 s bound, then once more under 3 s, plus killing the worker twice
+    assert stats["timeouts"] == 1 and stats["patient_retries"] == 1
+    assert stats["pool_restarts"] == 2 and stats["pool_failures"] == 0
     assert stats["pool_checks"] == 4
 
 
@@ -399,7 +400,8 @@ def test_a_hung_check_in_a_batch_does_not_take_its_batch_mates_down():
 
     verdicts, stats = asyncio.run(main())
     assert verdicts == [True, False, False]
-    assert stats["timeouts"] == 1 and stats["pool_checks"] == 3 and stats["pool_failures"] == 0
+    assert stats["timeouts"] == 1 and stats["patient_retries"] == 1
+    assert stats["pool_checks"] == 3 and stats["pool_failures"] == 0
 
 
 @pytest.mark.slow
@@ -548,7 +550,7 @@ def test_where_no_process_pool_can_start_checks_run_in_threads_with_the_same_ver
     assert first == [True, False, True]
     assert hung == [False] and after == [True]
     assert stats["pool_kind"] == "thread"
-    assert stats["pool_failures"] == 0 and stats["timeouts"] == 1
+    assert stats["pool_failures"] == 0 and stats["timeouts"] == 1 and stats["patient_retries"] == 1
     assert stats["pool_checks"] == 5
 
 
@@ -575,13 +577,15 @@ def test_several_drivers_stats_show_any_fallback_to_threads():
 
 
 @pytest.mark.slow
-def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
+def test_math_verify_running_out_of_its_own_time_is_retried_once_then_counted_as_a_timeout():
     # Math-Verify answers False when its own alarm fires (here: comparing two huge powers,
-    # ~3 s of sympy): that used to be taken for "not equal", uncounted.
+    # ~3 s of sympy): that used to be taken for "not equal", uncounted. Past its 1 s bound the
+    # check runs once more under 3 s; what that second try says is the verdict (whether it
+    # finishes depends on the machine), and only running out of time twice counts as a timeout.
     huge, same = P("2^{200000000}"), "4^{100000000}"
 
     async def main():
-        v = Verifier(VerifyConfig(timeout_s=2.0))  # Math-Verify's own bound: 1 s per phase
+        v = Verifier(VerifyConfig(timeout_s=2.0))  # Math-Verify's own bound: 1 s per phase, then 3 s
         try:
             verdicts = await v.check(huge, [same])
             return verdicts, v.stats()
@@ -589,11 +593,12 @@ def test_math_verify_running_out_of_its_own_time_is_counted_as_a_timeout():
             await v.aclose()
 
     verdicts, stats = asyncio.run(main())
-    assert verdicts == [False]
-    assert stats["timeouts"] == 1 and stats["pool_failures"] == 0 and stats["pool_restarts"] == 0
+    assert stats["patient_retries"] == 1 and stats["pool_failures"] == 0 and stats["pool_restarts"] == 0
+    assert (verdicts, stats["timeouts"]) in (([False], 1), ([True], 0))
     sync = Verifier(VerifyConfig(timeout_s=2.0))
-    assert sync(huge, same) is False
-    assert sync.stats()["timeouts"] == 1
+    verdict = sync(huge, same)
+    assert sync.stats()["patient_retries"] == 1
+    assert (verdict, sync.stats()["timeouts"]) in ((False, 1), (True, 0))
     assert Verifier(VerifyConfig(timeout_s=30.0))(huge, same) is True  # given the time, they are equal
 
 

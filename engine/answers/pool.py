@@ -6,7 +6,10 @@ flight. In a pool worker it runs in that process's *main* thread, where Math-Ver
 ``signal.alarm`` timeouts work, and a check that hangs or crashes costs one worker, not the run.
 
 Guarantees, per check: it is "not equal" (``False``, counted) only if it alone runs past
-``timeout_s`` or kills its worker; the clock runs only while it holds a worker (at most
+its bound twice, or kills its worker. A check past ``timeout_s`` is run once more, under
+``patience`` times that bound (with the caller's ``patient`` function, whose own inner
+bound is as much longer): a check slowed only by a loaded machine then still gets its
+verdict, so the rows of a run do not depend on how busy the machine was; the clock runs only while it holds a worker (at most
 ``workers`` round trips are handed to the pool at once, so nothing waits in the pool's queue
 on the clock). A hung or broken pool is killed and a fresh one started for the next check.
 Checks of one request travel together (one round trip per worker, not per check: each round
@@ -41,6 +44,8 @@ SlowCheck = Callable[[str, str], bool]
 log = logging.getLogger(__name__)
 #: Failed starts of a process pool that never started before threads take over.
 NEVER_STARTED_LIMIT = 3
+#: A check past its bound is run once more under this many times the bound.
+PATIENCE = 3.0
 
 
 class CheckTimedOut(Exception):
@@ -105,11 +110,13 @@ class CheckPool:
         start_timeout_s: float = 120.0,
         context: str = "spawn",
         import_main: bool = False,
+        patience: float = PATIENCE,
     ) -> None:
         if workers < 1:
             raise ValueError(f"pool workers must be >= 1, got {workers}")
         self.workers = workers
         self.timeout_s = timeout_s
+        self.patience = patience
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context(context)
         self._import_main = import_main
@@ -125,6 +132,7 @@ class CheckPool:
         self.time_s = 0.0
         self.cpu_s = 0.0
         self.timeouts = 0
+        self.patient_retries = 0  # checks run again under the longer bound after a timeout
         self.failures = 0
         self.restarts = 0
 
@@ -132,47 +140,63 @@ class CheckPool:
         """Picklable (a driver may be shipped to a Ray actor): the copy starts its own pool."""
         return {**self.__dict__, "_pool": None, "_warm": [], "_slots": None}
 
-    async def run(self, fn: SlowCheck, gold: str, predicted: str) -> bool:
-        """The check's verdict; ``False`` when it times out, crashes its worker, or the pool
-        cannot start."""
+    async def run(self, fn: SlowCheck, gold: str, predicted: str, patient: SlowCheck | None = None) -> bool:
+        """The check's verdict; ``False`` when it runs out of time twice (the second time as
+        ``patient``, default ``fn``, under ``patience`` times the bound), crashes its worker,
+        or the pool cannot start."""
         self.checks += 1
-        return await self._run_one(fn, gold, predicted)
+        return await self._run_one(fn, gold, predicted, patient or fn)
 
-    async def _run_one(self, fn: SlowCheck, gold: str, predicted: str) -> bool:
+    async def _run_one(self, fn: SlowCheck, gold: str, predicted: str, patient: SlowCheck) -> bool:
         """A check whose pool broke under it is retried once on a fresh pool, so a check that
-        merely shared a pool with a crashing or hung one is not marked wrong."""
+        merely shared a pool with a crashing or hung one is not marked wrong; one that ran out
+        of time is retried once, patiently."""
         closes = self._closes
         async with self._slot():
-            for _ in range(2):
+            broke, patient_try = 0, False
+            call, bound = fn, self.timeout_s
+            while True:
                 if self._closes != closes:
                     return False
-                status, value = await self._submit(_timed_call, fn, gold, predicted)
+                status, value = await self._submit(_timed_call, call, gold, predicted, bound=bound)
                 if status == "ok":
                     verdict, cpu = value
                     self.cpu_s += cpu
-                    return self._counted(verdict)
+                    if verdict is not None:
+                        return verdict
+                    status = "timeout"  # the check ran out of its own (inner) time
                 if status == "timeout":
-                    self.timeouts += 1
-                    return False
+                    if patient_try:  # out of time twice: "not equal"
+                        self.timeouts += 1
+                        return False
+                    self.patient_retries += 1
+                    patient_try, call, bound = True, patient, self.timeout_s * self.patience
+                    continue
                 if status == "error":
+                    break
+                broke += 1  # "broken"
+                if broke == 2:
                     break
             self.failures += 1
             return False
 
-    async def run_many(self, fn: SlowCheck, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+    async def run_many(self, fn: SlowCheck, pairs: Sequence[tuple[str, str]],
+                       patient: SlowCheck | None = None) -> list[bool]:
         """Verdicts for several checks, in order: one round trip per worker rather than per
         check. A batch that times out or breaks its pool is re-run one check at a time, each
-        under its own bound, so only the culprit is answered ``False``."""
+        under its own bound, so only the culprit is answered ``False``; a check in a batch
+        that ran out of its own time is re-run alone, patiently."""
+        patient = patient or fn
         if len(pairs) <= 1:
-            return [await self.run(fn, gold, predicted) for gold, predicted in pairs]
+            return [await self.run(fn, gold, predicted, patient) for gold, predicted in pairs]
         chunks = [list(pairs[i :: self.workers]) for i in range(min(self.workers, len(pairs)))]
-        results = await asyncio.gather(*(self._run_chunk(fn, chunk) for chunk in chunks))
+        results = await asyncio.gather(*(self._run_chunk(fn, chunk, patient) for chunk in chunks))
         verdicts = [False] * len(pairs)
         for i, chunk_verdicts in enumerate(results):
             verdicts[i :: self.workers] = chunk_verdicts
         return verdicts
 
-    async def _run_chunk(self, fn: SlowCheck, pairs: list[tuple[str, str]]) -> list[bool]:
+    async def _run_chunk(self, fn: SlowCheck, pairs: list[tuple[str, str]], patient: SlowCheck) -> list[bool]:
         closes = self._closes
         async with self._slot():
             self.checks += len(pairs)
@@ -180,20 +204,35 @@ class CheckPool:
         if status == "ok":
             verdicts, cpu = value
             self.cpu_s += cpu
-            return [self._counted(v) for v in verdicts]
+            out = []
+            for (gold, predicted), verdict in zip(pairs, verdicts):
+                if verdict is None:  # out of its own time: once more alone, under the longer bound
+                    self.patient_retries += 1
+                    verdict = await self._patient(patient, gold, predicted, closes)
+                out.append(verdict)
+            return out
         if self._closes != closes:
             return [False] * len(pairs)
-        return [await self._run_one(fn, gold, predicted) for gold, predicted in pairs]
+        return [await self._run_one(fn, gold, predicted, patient) for gold, predicted in pairs]
 
-    def _counted(self, verdict: bool | None) -> bool:
-        """A verdict from a worker; None: the check ran out of its own time."""
-        if verdict is None:
+    async def _patient(self, patient: SlowCheck, gold: str, predicted: str, closes: int) -> bool:
+        """The second and last try of a check that ran out of time: ``patience`` times the bound."""
+        async with self._slot():
+            if self._closes != closes:
+                return False
+            status, value = await self._submit(_timed_call, patient, gold, predicted,
+                                               bound=self.timeout_s * self.patience)
+        if status == "ok" and value[0] is not None:
+            self.cpu_s += value[1]
+            return value[0]
+        if status in ("ok", "timeout"):
             self.timeouts += 1
-            return False
-        return verdict
+        else:
+            self.failures += 1
+        return False
 
-    async def _submit(self, call: Callable[..., Any], *args: Any) -> tuple[str, Any]:
-        """One round trip on the current pool, bounded by ``timeout_s``: ``("ok", result)``,
+    async def _submit(self, call: Callable[..., Any], *args: Any, bound: float | None = None) -> tuple[str, Any]:
+        """One round trip on the current pool, bounded by ``bound`` (default ``timeout_s``): ``("ok", result)``,
         or ``"timeout"`` / ``"broken"`` (the pool is then replaced) / ``"error"``."""
         generation = self._generation
         try:
@@ -205,7 +244,7 @@ class CheckPool:
         started = time.perf_counter()
         try:
             future = pool.submit(call, *args)
-            return "ok", await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+            return "ok", await asyncio.wait_for(asyncio.wrap_future(future), bound or self.timeout_s)
         except asyncio.TimeoutError:
             self._restart(generation)  # the worker is stuck: kill it, or it holds a slot forever
             return "timeout", None
@@ -296,6 +335,7 @@ class CheckPool:
             "pool_time_s": round(self.time_s, 6),
             "pool_cpu_s": round(self.cpu_s, 6),
             "timeouts": self.timeouts,
+            "patient_retries": self.patient_retries,
             "pool_failures": self.failures,
             "pool_restarts": self.restarts,
             "pool_kind": self.kind,

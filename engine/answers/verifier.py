@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
-from prmtree.engine.answers.pool import CheckPool, CheckTimedOut
+from prmtree.engine.answers.pool import PATIENCE, CheckPool, CheckTimedOut
 from prmtree.engine.config import VerifyConfig
 
 if TYPE_CHECKING:
@@ -57,10 +57,18 @@ class Verifier:
         # In the pool, Math-Verify's own per-phase timeout (two parses and a verify) stays inside
         # ours, so a merely slow check ends in the worker instead of costing a pool restart.
         self.slow_check = slow_check
+        inner_s = max(1, int(timeout_s // 2))
         self._pool_check_fn = slow_check or functools.partial(
-            slow_match, timeout_s=max(1, int(timeout_s // 2)), rel_tol=self.rel_tol, decimal_comma=self.decimal_comma
+            slow_match, timeout_s=inner_s, rel_tol=self.rel_tol, decimal_comma=self.decimal_comma
         )
-        self._inline_check_fn = self._pool_check_fn  # the same bound in-process: the same verdicts
+        # A check past its bound is run once more with bounds PATIENCE times longer (a custom
+        # slow check has no inner bound: only the pool's grows), so that a busy machine does
+        # not turn "equal" into "not equal" and the rows of a run into a function of its load.
+        self._patient_check_fn = slow_check or functools.partial(
+            slow_match, timeout_s=max(inner_s + 1, round(inner_s * PATIENCE)), rel_tol=self.rel_tol,
+            decimal_comma=self.decimal_comma
+        )
+        self._inline_check_fn = self._pool_check_fn  # the same bounds in-process: the same verdicts
         check_module = getattr(getattr(slow_check, "func", slow_check), "__module__", None)
         self._pool = CheckPool(workers=pool_workers, timeout_s=timeout_s, import_main=check_module == "__main__")
         self._memo: OrderedDict[_MemoKey, bool] = OrderedDict()
@@ -70,7 +78,8 @@ class Verifier:
         self._memo_hits = 0
         self._quick = 0
         self._inline = 0
-        self._inline_timeouts = 0  # in-process checks past their bound; the pool counts its own
+        self._inline_timeouts = 0  # in-process checks past their bound twice; the pool counts its own
+        self._inline_patient_retries = 0
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable after use too: checks in flight belong to this process's event loop."""
@@ -87,13 +96,18 @@ class Verifier:
         if verdict is not None:
             return verdict
         self._inline += 1
-        try:
-            verdict = bool(self._inline_check_fn(gold_for_math, predicted))
-        except CheckTimedOut:
-            self._inline_timeouts += 1
-            verdict = False
-        except Exception:
-            verdict = False
+        verdict = False
+        for attempt, fn in enumerate((self._inline_check_fn, self._patient_check_fn)):
+            try:
+                verdict = bool(fn(gold_for_math, predicted))
+                break
+            except CheckTimedOut:  # the first time, once more under the longer bound
+                if attempt:
+                    self._inline_timeouts += 1
+                else:
+                    self._inline_patient_retries += 1
+            except Exception:
+                break
         self._remember(key, verdict)
         return verdict
 
@@ -162,7 +176,8 @@ class Verifier:
         futures = [self._inflight[key] for key, _, _ in fresh]
         verdicts = [False] * len(fresh)
         try:
-            verdicts = await self._pool.run_many(self._pool_check_fn, [(g, p) for _, g, p in fresh])
+            verdicts = await self._pool.run_many(self._pool_check_fn, [(g, p) for _, g, p in fresh],
+                                                 patient=self._patient_check_fn)
             for (key, _, _), verdict in zip(fresh, verdicts):
                 self._remember(key, verdict)  # a timeout or crash too: retrying costs as much again
         except Exception:
@@ -232,10 +247,12 @@ class Verifier:
         which ``memo_hits`` from the memo (or shared with an identical check in flight),
         ``quick`` by the cheap paths or the custom check, ``inline_checks`` by in-process
         Math-Verify (sync path) and ``pool_checks`` in the pool, taking ``pool_time_s`` wall and
-        ``pool_cpu_s`` worker CPU; ``timeouts`` (in the pool or in-process) and ``pool_failures``
-        (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced."""
+        ``pool_cpu_s`` worker CPU; ``patient_retries`` checks ran out of time and were run again
+        under bounds ``PATIENCE`` times longer; ``timeouts`` (out of time twice, in the pool or
+        in-process) and ``pool_failures`` (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced."""
         pool = self._pool.stats()
         pool["timeouts"] += self._inline_timeouts
+        pool["patient_retries"] += self._inline_patient_retries
         return {
             "checks": self._checks,
             "memo_hits": self._memo_hits,
