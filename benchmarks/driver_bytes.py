@@ -5,8 +5,18 @@ sends it, and the sizes are summed over the run:
 
 * **before**: the batch as the executor used to send it, every request carrying its
   problem's image bytes (``(items, client)`` with the requests whole);
-* **after**: the batch as it is sent now (``(items, client, images)``): requests name
-  their images by hash, and the bytes ride along only to a worker that lacks them.
+* **after**: the batch as it is sent now (``(items, client, images, read_paths)``):
+  requests name their images by hash, and the bytes ride along only to a worker that lacks
+  them and cannot read them from their files.
+
+Two kinds of input, each run:
+
+* ``files``: the problems come from JSONL with one image file each (as most VQA sets
+  ship), the default ``[executor] worker_reads_images = "auto"``: the reference carries the
+  file's absolute path and the workers read the images themselves (checked by sha256), so
+  no image bytes go through the driver;
+* ``embedded``: the same problems in memory with their image bytes and no file (as from
+  Parquet or a Hugging Face dataset with embedded images): the bytes go once per worker.
 
 Workload: the simulated policy on synthetic VQA problems whose one image is padded to
 500 KB (a PNG followed by random bytes, as incompressible as a real JPEG), two Ray
@@ -21,6 +31,7 @@ they are the image's size over the rollouts its problems take: the run is repeat
 questions of one picture).
 
     python benchmarks/driver_bytes.py [--problems 40] [--image-kb 500] [--workers 2] [--questions-per-image 1 4]
+                                      [--modes files embedded]
 """
 
 from __future__ import annotations
@@ -57,7 +68,26 @@ def padded_problems(n: int, image_bytes: int, seed: int, questions_per_image: in
     return out
 
 
-def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str, Any]:
+def write_files(problems: list[Any], directory: Path) -> Path:
+    """``problems`` as JSONL beside one file per distinct image (problems sharing an image
+    share its file); returns the JSONL's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "images").mkdir(exist_ok=True)
+    names: dict[int, str] = {}
+    with (directory / "problems.jsonl").open("w", encoding="utf-8") as handle:
+        for problem in problems:
+            image = problem.images[0]
+            name = names.get(id(image))
+            if name is None:
+                name = names[id(image)] = f"images/{problem.id}.png"
+                (directory / name).write_bytes(image.data)
+            handle.write(json.dumps({"id": problem.id, "question": problem.question, "image": name,
+                                     "answer": problem.answer, "answer_type": problem.answer_type,
+                                     "meta": problem.meta}) + "\n")
+    return directory / "problems.jsonl"
+
+
+def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str = "embedded") -> dict[str, Any]:
     import prmtree
     from prmtree.rollout_workers.ray.executor import RayExecutor
 
@@ -66,6 +96,7 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str
     original = RayExecutor._with_image_refs
 
     def counted(self: RayExecutor, worker: Any, items: list) -> Any:
+        read_paths = self.reads_images and worker.reads_paths  # as ``_send`` sends it
         out, images = original(self, worker, items)
         counts["batches"] += 1
         counts["requests"] += len(items)
@@ -74,16 +105,17 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str
         for _, r in items:
             counts["batch_rollouts_hist"][r.n] = counts["batch_rollouts_hist"].get(r.n, 0) + 1
         counts["before_bytes"] += len(pickle.dumps((items, self.client), protocol=5))
-        counts["after_bytes"] += len(pickle.dumps((out, self.client, images), protocol=5))
+        counts["after_bytes"] += len(pickle.dumps((out, self.client, images, read_paths), protocol=5))
         counts["image_payload_bytes"] += sum(len(b) for b in (images or {}).values())
         return out, images
 
     RayExecutor._with_image_refs = counted  # type: ignore[method-assign]
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            source: Any = write_files(problems, Path(tmp) / "data") if mode == "files" else problems
             start = time.perf_counter()
             summary = prmtree.run(
-                problems, policy="simulated", policy_args={"latency_s": 0.02}, out=Path(tmp) / "out", seed=3,
+                source, policy="simulated", policy_args={"latency_s": 0.02}, out=Path(tmp) / "out", seed=3,
                 config_overrides={
                     "labels": {"learn_floor": False},
                     "executor": {"kind": "ray", "workers": workers, "num_cpus_per_worker": 0,
@@ -99,6 +131,7 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str
         RayExecutor._with_image_refs = original  # type: ignore[method-assign]
     rollouts = counts["rollouts"]
     return {
+        "mode": mode,
         "problems": len(problems),
         "rollouts_sent": rollouts,
         "run_rollouts": summary.rollouts,
@@ -112,6 +145,8 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int) -> dict[str
         "after_request_bytes_per_rollout": round((counts["after_bytes"] - counts["image_payload_bytes"]) / rollouts),
         "reduction": round(counts["before_bytes"] / max(1, counts["after_bytes"]), 1),
         "images_sent": executor["images_sent"],
+        "images_read_by_workers": executor["images_read_by_workers"],
+        "image_path_misses": executor["image_path_misses"],
         "image_resends": executor["image_resends"],
         "resubmissions": executor["resubmissions"],
         "min_tree_affinity": executor["min_tree_affinity"],
@@ -126,6 +161,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trees-in-flight", type=int, default=16)
     parser.add_argument("--questions-per-image", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--modes", nargs="+", choices=["files", "embedded"], default=["files", "embedded"])
     parser.add_argument("--out", type=Path, default=RESULTS / "driver_bytes.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -134,9 +170,11 @@ def main() -> None:
     ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
     runs = []
     try:
-        for per_image in args.questions_per_image:
-            problems = padded_problems(args.problems, args.image_kb * 1000, seed=7, questions_per_image=per_image)
-            runs.append({"questions_per_image": per_image, **measure(problems, args.workers, args.trees_in_flight)})
+        for mode in args.modes:
+            for per_image in args.questions_per_image:
+                problems = padded_problems(args.problems, args.image_kb * 1000, seed=7, questions_per_image=per_image)
+                runs.append({"questions_per_image": per_image,
+                             **measure(problems, args.workers, args.trees_in_flight, mode)})
     finally:
         ray.shutdown()
     report = {"benchmark": "driver_bytes", "image_kb": args.image_kb, "workers": args.workers,

@@ -236,6 +236,11 @@ class ExecutorConfig(_Strict):
         512.0, gt=0, description="ray: each worker's cache of problem images (sent once per worker, least recently "
                                  "used evicted first)"
     )
+    worker_reads_images: Literal["auto", "never"] = Field(
+        "auto", description="ray: auto: an image read from a file goes to a worker as its absolute path and hash, "
+        "the worker reads and checks it (bytes from the driver where it cannot, and to that worker from then on); "
+        "never: the driver sends the bytes"
+    )
     drivers: int | Literal["auto"] = Field(
         1, description="drivers sharing the worker pool, each on a slice of the input (prmtree/multi_driver.py)"
     )

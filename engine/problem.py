@@ -151,7 +151,9 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[Pro
             raise ImageError(f"image entry is image data given as text ({item[:24]}..., {len(item)} characters): "
                              "give the image's file path, or its bytes in an image struct in Parquet")
         full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
-        images.append(ProblemImage(read_image_file(full, item, max_bytes), item, _file_stamp(full)))
+        # ``file``: absolute now (against the driver's cwd), so a worker opens it whatever its own cwd
+        images.append(ProblemImage(read_image_file(full, item, max_bytes), item, _file_stamp(full),
+                                   os.path.abspath(full)))
     return tuple(images)
 
 

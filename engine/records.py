@@ -23,18 +23,25 @@ class ProblemImage(bytes):
     """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.
 
     It *is* those bytes, so a policy can write ``Image.open(io.BytesIO(image))`` or send
-    ``base64.b64encode(image)``; ``.path`` is where it was read from, ``.to_pil()`` decodes it.
+    ``base64.b64encode(image)``; ``.path`` is where it was read from (as the input gave it),
+    ``.to_pil()`` decodes it.
     """
 
     path: str | None
     #: The file's size and modification time when it was read (None: not read from a file):
     #: lets a resume see that the file is unchanged without reading it again.
     stamp: str | None
+    #: The absolute path of the file the bytes were read from (None: not read from a file,
+    #: e.g. embedded in Parquet): a Ray worker on a shared filesystem reads the image there
+    #: itself instead of receiving the bytes through the driver (checked by hash).
+    file: str | None
 
-    def __new__(cls, data: bytes, path: str | None = None, stamp: str | None = None) -> ProblemImage:
+    def __new__(cls, data: bytes, path: str | None = None, stamp: str | None = None,
+                file: str | None = None) -> ProblemImage:
         image = super().__new__(cls, data)
         image.path = path
         image.stamp = stamp
+        image.file = file
         return image
 
     @property
@@ -60,10 +67,10 @@ class ProblemImage(bytes):
 
     def ref(self) -> ImageRef:
         """This image as a reference: its hash and where it came from, not its bytes."""
-        return ImageRef(self.sha256, len(self), self.path, self.stamp)
+        return ImageRef(self.sha256, len(self), self.path, self.stamp, self.file)
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
-        return (ProblemImage, (bytes(self), self.path, self.stamp))
+        return (ProblemImage, (bytes(self), self.path, self.stamp, self.file))
 
     def __repr__(self) -> str:
         return f"ProblemImage({len(self)} bytes, path={self.path!r})"
@@ -78,15 +85,17 @@ def image_digest(data: bytes) -> str:
 class ImageRef:
     """An image named by the hash of its bytes instead of carried: what a request sent to a
     rollout worker holds in place of each :class:`ProblemImage` (the worker keeps the bytes,
-    sent once). :meth:`resolve` turns it back into the image a policy sees, path included."""
+    sent once, or reads them from ``file`` when it can and their hash matches).
+    :meth:`resolve` turns it back into the image a policy sees, path included."""
 
     sha256: str
     size: int
     path: str | None = None
     stamp: str | None = None
+    file: str | None = None  # the absolute path the bytes were read from, if from a file
 
     def resolve(self, data: bytes) -> ProblemImage:
-        return ProblemImage(data, self.path, self.stamp)
+        return ProblemImage(data, self.path, self.stamp, self.file)
 
 
 @dataclass(frozen=True)

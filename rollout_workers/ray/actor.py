@@ -4,7 +4,8 @@ The policy is built inside the actor from a serialisable spec (a registry name o
 ``module:Class`` plus keyword arguments). Results travel back through Ray's pickling,
 so an exception that does not pickle is sent as a RuntimeError carrying its text.
 Requests arrive with their images as hashes and the worker puts the bytes back from its
-:class:`~prmtree.rollout_workers.ray.images.ImageCache` (``images.py``).
+:class:`~prmtree.rollout_workers.ray.images.ImageCache`, filled with bytes the driver sent or
+read from the images' files (``images.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import time
 from typing import Any
 
 from prmtree.engine.errors import GenerationError
-from prmtree.engine.records import GenerationRequest, missing_images, resolve_images
+from prmtree.engine.records import GenerationRequest, ImageRef, missing_images, resolve_images
 from prmtree.policies.base import resolve_policy
-from prmtree.rollout_workers.ray.images import ImageCache
+from prmtree.rollout_workers.ray.images import ImageCache, read_all
 
 #: A worker forgets a client (a driver) that has not polled for this long: its driver died,
 #: and its results would otherwise pile up. A live driver polls at least once a second.
@@ -78,16 +79,33 @@ class RolloutWorker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "",
-                      images: dict[str, bytes] | None = None) -> int:
+                      images: dict[str, bytes] | None = None, read_paths: bool = False) -> int:
         """Start every request of a batch; results are collected with :meth:`poll`.
 
         ``images`` are the bytes (by hash) of the batch's images this worker was not known
-        to hold. A request naming an image the cache lacks is answered ``miss`` (with the
-        hashes) at once, and the driver sends it again with the bytes.
+        to hold. With ``read_paths``, an image the cache lacks whose reference names a file
+        is read from that file (in a thread) and kept if its sha256 matches. A request
+        naming an image still lacking is answered ``miss`` (with the hashes) at once, and
+        the driver sends it again with the bytes.
         """
         c = self._client(client)
-        loop = asyncio.get_running_loop()
         cache = self.images
+        if read_paths:
+            wanted: dict[str, ImageRef] = {}
+            for _, request in items:
+                for im in request.problem.images:
+                    if isinstance(im, ImageRef) and im.file and im.sha256 not in cache and im.sha256 not in (
+                            images or ()):
+                        wanted[im.sha256] = im
+            if wanted:  # file reads off the event loop: other requests' policies keep running
+                read, failed = await asyncio.to_thread(read_all, list(wanted.values()))
+                for key, data in read.items():
+                    cache.add_read(key, data)
+                if failed:
+                    cache.read_failures += len(failed)
+                    cache.last_read_error = next(iter(failed.values()))
+        # From here on no await: the batch's images are put, used and trimmed in one go.
+        loop = asyncio.get_running_loop()
         for key, data in (images or {}).items():
             cache.put(key, data)
         for request_id, request in items:

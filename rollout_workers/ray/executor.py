@@ -5,7 +5,8 @@ by the first request of a window (no task wakes up while idle); results come bac
 long poll per worker. A worker that dies has its requests resubmitted elsewhere
 (counted) while Ray restarts it (``max_restarts``). A freed slot wakes one waiting
 request only when someone waits. Images go once per worker (``images.py``): a batch
-carries its requests' images as hashes, plus the bytes of those the worker lacks.
+carries its requests' images as hashes, plus the bytes of those the worker lacks, unless
+the worker can read them from their files itself (``worker_reads_images``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class RayExecutor:
         self.images_sent = 0  # image payloads sent to workers (each image once per worker, ideally)
         self.image_bytes_sent = 0
         self.image_resends = 0  # requests sent again with the bytes after a worker's miss
+        self.reads_images = self.config.worker_reads_images == "auto"
+        self.image_path_sends = 0  # images left to a worker to read from their files (not sent)
+        self.image_path_failures = 0  # ... whose file the worker could not use (then sent as bytes)
+        self.image_path_misses = 0  # workers that failed a path read: bytes to them from then on
 
     @classmethod
     def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> RayExecutor:
@@ -247,8 +252,12 @@ class RayExecutor:
                 worker.in_flight -= 1
                 self._wake_one()
             if status == "miss":  # the worker lacks images it was believed to hold: send them again
-                for key in value:
-                    worker.images.discard(key)
+                by_path = [key for key in value if worker.images.discard(key)]
+                if by_path:  # it could not use their files: bytes to this worker from now on
+                    self.image_path_failures += len(by_path)
+                    if worker.reads_paths:
+                        worker.reads_paths = False
+                        self.image_path_misses += 1
                 misses += 1
                 self.image_resends += 1
                 if misses > 3:  # each resend carries the bytes, so this is a worker restarting over and over
@@ -284,9 +293,10 @@ class RayExecutor:
         if not items:
             return
         self.batches += 1
+        read_paths = self.reads_images and worker.reads_paths
         items, images = self._with_image_refs(worker, items)
         try:  # a batch lost in flight shows up as the poll failing
-            worker.actor.enqueue.remote(items, self.client, images)
+            worker.actor.enqueue.remote(items, self.client, images, read_paths)
         except Exception as exc:  # the handle refused the call: the requests go elsewhere
             lost = _WorkerLost(str(exc))
             for request_id, _ in items:
@@ -297,9 +307,13 @@ class RayExecutor:
     def _with_image_refs(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]]
                          ) -> tuple[list[tuple[int, GenerationRequest]], dict[str, bytes] | None]:
         """The batch as it travels: each request's images as hashes, and the bytes of the
-        images ``worker`` is not known to hold (recorded as held from now on)."""
+        images ``worker`` is not known to hold (recorded as held from now on). An image read
+        from a file goes without its bytes to a worker that reads paths: its reference names
+        the file, and the worker reads it."""
         known = worker.images
         images: dict[str, bytes] | None = None
+        by_path: dict[str, int] | None = None  # hash -> size, left to the worker to read
+        read_paths = self.reads_images and worker.reads_paths
         out = []
         for request_id, request in items:
             problem = request.problem
@@ -313,16 +327,28 @@ class RayExecutor:
             else:
                 ref = replace(request, problem=cached[1])
             for key, image in cached[2].items():
-                if not known.has(key) and (images is None or key not in images):
-                    if images is None:
-                        images = {}
-                    images[key] = image.data
+                if known.has(key) or (images is not None and key in images) or (
+                        by_path is not None and key in by_path):
+                    continue
+                if read_paths and image.file:
+                    if by_path is None:
+                        by_path = {}
+                    by_path[key] = len(image)
+                    continue
+                if images is None:
+                    images = {}
+                images[key] = image.data
             out.append((request_id, ref))
         if images:
             for key, data in images.items():
                 known.add(key, len(data))
                 self.images_sent += 1
                 self.image_bytes_sent += len(data)
+        if by_path:
+            for key, size in by_path.items():
+                known.add(key, size, by_path=True)
+            self.image_path_sends += len(by_path)
+        if images or by_path:
             known.trim()
         return out, images
 
@@ -368,6 +394,9 @@ class RayExecutor:
             "images_sent": self.images_sent,
             "image_bytes_sent": self.image_bytes_sent,
             "image_resends": self.image_resends,
+            "images_read_by_workers": self.image_path_sends - self.image_path_failures,
+            "image_path_failures": self.image_path_failures,
+            "image_path_misses": self.image_path_misses,
             "trees_on_one_worker": s.trees_on_one_worker,
             "trees": s.trees,
             "min_tree_affinity": round(s.min_affinity, 4),

@@ -11,12 +11,78 @@ starts empty, and the driver clears the mirror when it sees the death; a worker 
 hash it does not hold (evicted, restarted unseen) answers the request with a ``miss``, and
 the driver forgets those hashes for that worker and sends the request again with the bytes.
 A policy therefore always sees the request's own images, never another's.
+
+Images read where they lie (``[executor] worker_reads_images = "auto"``): an image the
+driver read from a file is not sent at all. Its reference carries the file's absolute
+path, and a worker that lacks the hash reads the file itself (:func:`read_checked`: a
+regular file of the expected size whose sha256 matches) and caches it. A changed, missing
+or unreachable file (another machine without the shared filesystem) is a ``miss`` as
+above, and the driver sends that worker bytes from then on: one failed read per worker,
+not one per image.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
+
+from prmtree.engine.records import ImageRef, image_digest
+
+
+class ImageReadError(Exception):
+    """A worker could not use an image's file: missing, unreadable, or not the bytes the
+    driver read (its hash differs)."""
+
+
+def read_checked(ref: ImageRef) -> bytes:
+    """The bytes of ``ref``'s file, if they are exactly the image ``ref`` names.
+
+    Opened non-blocking and checked with ``fstat`` (only a regular file of ``ref.size``
+    bytes is read, so a FIFO does not hang the worker and a grown file is not read past
+    it), then hashed: a file changed since the driver read it is refused, never used.
+    """
+    if not ref.file:
+        raise ImageReadError("no file")
+    try:
+        fd = os.open(ref.file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageReadError(f"{ref.file}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(f"{ref.file}: not a regular file")
+        if info.st_size != ref.size:
+            raise ImageReadError(f"{ref.file}: {info.st_size} bytes, the driver read {ref.size}")
+        chunks, left = [], ref.size + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise ImageReadError(f"{ref.file}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) != ref.size or image_digest(data) != ref.sha256:
+        raise ImageReadError(f"{ref.file}: changed since the driver read it (sha256 differs)")
+    return data
+
+
+def read_all(refs: Iterable[ImageRef]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Each ref's checked bytes by hash, and why each one that failed did (by hash)."""
+    read: dict[str, bytes] = {}
+    failed: dict[str, str] = {}
+    for ref in refs:
+        try:
+            read[ref.sha256] = read_checked(ref)
+        except ImageReadError as exc:
+            failed[ref.sha256] = str(exc)
+    return read, failed
 
 
 class ImageCache:
@@ -36,6 +102,10 @@ class ImageCache:
         self.hits = 0
         self.misses = 0  # requests answered with a miss (the driver resends)
         self.evictions = 0
+        self.reads = 0  # images read from their files (not sent)
+        self.read_bytes = 0
+        self.read_failures = 0  # files missing, unreadable or changed (then a miss)
+        self.last_read_error = ""
 
     def put(self, key: str, data: bytes) -> None:
         self.puts += 1
@@ -46,6 +116,15 @@ class ImageCache:
             return
         self._data[key] = data
         self.bytes += len(data)
+
+    def add_read(self, key: str, data: bytes) -> None:
+        """An image this worker read from its file (hash checked)."""
+        self.reads += 1
+        self.read_bytes += len(data)
+        if key not in self._data:
+            self._data[key] = data
+            self.bytes += len(data)
+        self._data.move_to_end(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -69,17 +148,21 @@ class ImageCache:
     def stats(self) -> dict[str, Any]:
         return {"images": len(self._data), "bytes": self.bytes, "max_bytes": self.max_bytes, "puts": self.puts,
                 "put_bytes": self.put_bytes, "repeat_puts": self.repeat_puts, "hits": self.hits,
-                "misses": self.misses, "evictions": self.evictions}
+                "misses": self.misses, "evictions": self.evictions, "reads": self.reads,
+                "read_bytes": self.read_bytes, "read_failures": self.read_failures,
+                "last_read_error": self.last_read_error}
 
 
 class KnownImages:
     """The driver's belief of which images one worker holds (hash -> size), bounded like the
-    worker's cache so it forgets roughly what the worker evicts."""
+    worker's cache so it forgets roughly what the worker evicts. ``by_path``: those of them
+    the worker was left to read from their files (not sent)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._sizes: OrderedDict[str, int] = OrderedDict()
         self.bytes = 0
+        self.by_path: set[str] = set()
 
     def has(self, key: str) -> bool:
         """Whether the worker is believed to hold ``key`` (a use: it becomes most recent)."""
@@ -88,7 +171,11 @@ class KnownImages:
             return True
         return False
 
-    def add(self, key: str, size: int) -> None:
+    def add(self, key: str, size: int, by_path: bool = False) -> None:
+        if by_path:
+            self.by_path.add(key)
+        else:
+            self.by_path.discard(key)
         if key in self._sizes:
             self._sizes.move_to_end(key)
             return
@@ -97,17 +184,24 @@ class KnownImages:
 
     def trim(self) -> None:
         while self.bytes > self.max_bytes and self._sizes:
-            _, size = self._sizes.popitem(last=False)
+            key, size = self._sizes.popitem(last=False)
             self.bytes -= size
+            self.by_path.discard(key)
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str) -> bool:
+        """Forget ``key``; whether the worker had been left to read it from its file."""
         size = self._sizes.pop(key, None)
         if size is not None:
             self.bytes -= size
+        if key in self.by_path:
+            self.by_path.discard(key)
+            return True
+        return False
 
     def clear(self) -> None:
         """The worker restarted (or may have): it holds nothing."""
         self._sizes.clear()
+        self.by_path.clear()
         self.bytes = 0
 
     def __len__(self) -> int:

@@ -40,6 +40,7 @@ class WorkerState:
     tasks: list = field(default_factory=list)  # the poller of this worker
     send_timer: Any = None  # armed by the first request of a batch window, None when idle
     images: KnownImages = field(default_factory=lambda: KnownImages(512 << 20))  # hashes it was sent
+    reads_paths: bool = True  # it may read images from their files (off after its first failed read)
 
 
 @dataclass
