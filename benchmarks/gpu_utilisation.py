@@ -51,7 +51,8 @@ from verify_mix import MIX  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 ROLLOUTS_PER_PROBLEM = 120  # about what omega with default labels spends on this mix (for sizing a config)
 METER_FLUSH_S = 0.05  # a worker's meter file is at most this stale when Ray kills the worker
-SNAPSHOT_EVERY_S = 1.0  # the machine's per-process CPU is sampled this often during a run
+SNAPSHOT_EVERY_S = 1.0
+MIN_STEADY_S = 1.0  # a shorter steady window (too few problems for the engine) is reported as none  # the machine's per-process CPU is sampled this often during a run
 
 
 class MeteredGPU(MixedAnswerPolicy):
@@ -308,8 +309,11 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     model_cpu = sum(g.model_cpu_s for g in gpus)
     # inline, the model's text generation runs in this process: a GPU's work on a real run
     driver_cpu = cpu - snapshot_cpu - (model_cpu if gpu is not None else 0.0)
+    steady_from, steady_to = moments.get("pilot_done"), moments.get("last_start")
+    if steady_from is None or steady_to is None or steady_to - steady_from < MIN_STEADY_S:
+        steady_from = steady_to = None  # every problem started with the pilot's end: no steady state to measure
     steady = [gpu_busy for g in gpus
-              if (gpu_busy := g.utilisation_between(moments.get("pilot_done"), moments.get("last_start"))) is not None]
+              if (gpu_busy := g.utilisation_between(steady_from, steady_to)) is not None]
     first = min(g.first for g in gpus)
     whole = meter.whole()
     count = workers or 1
@@ -346,13 +350,13 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         # the machine's CPU by process over the whole run (CPU seconds) and in the steady window
         # (cores busy, ms per rollout); "other" is the rest of the machine, other users' jobs included
         "cpu_s_by_process": {k: round(v, 2) for k, v in whole.items()},
-        "steady_cpu": meter.steady(moments.get("pilot_done"), moments.get("last_start")),
+        "steady_cpu": meter.steady(steady_from, steady_to) if steady_from is not None else None,
     }
     c = (result["steady_cpu"] or {}).get("cores", {})
     where = f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}"
     print(f"{where}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
-          f"{result['gpu_busy']:6.1%} (steady {result['gpu_busy_steady'] or 0:6.1%}, pilot {result['pilot_s']} s)  "
+          f"{result['gpu_busy']:6.1%} (steady {_pct(result['gpu_busy_steady'])}, pilot {result['pilot_s']} s)  "
           f"trees {seen_trees[0]:5d}  driver {result['driver_busy']:5.0%} of a core, "
           f"{result['driver_cpu_ms_per_rollout']:.4f} ms/rollout; steady cores: "
           + ", ".join(f"{k} {v}" for k, v in c.items()), flush=True)
@@ -363,6 +367,10 @@ def _problems(total_capacity: int, latency_s: float, seconds: float, max_problem
     """Enough problems to keep the GPU(s) full for about ``seconds``, never fewer than 3 waves of trees."""
     ideal = total_capacity / latency_s
     return int(min(max_problems, max(3 * total_capacity / 4, ideal * seconds / ROLLOUTS_PER_PROBLEM)))
+
+
+def _pct(share: float | None) -> str:
+    return f"{share:6.1%}" if share is not None else "  none"
 
 
 def main() -> None:
