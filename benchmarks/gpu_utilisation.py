@@ -4,8 +4,10 @@ A simulated GPU (``SimulatedPolicy``'s latency model: up to ``batch_capacity`` s
 decode together in ``latency_s``, the rest wait for room) serves the realistic answer mix
 (``engine_throughput.MixedAnswerPolicy``), omega, default labels, **no executor settings**:
 the driver sizes its concurrency from the policy's declared capacity. For each capacity ×
-latency it reports how busy the GPU was (sequences decoding ÷ capacity, integrated over
-the run), rollouts/s, the most trees in flight, and the CPU: the driver process's, the
+latency it reports how busy the GPU was (the decoding work admitted, sequences × latency,
+÷ capacity × time: what a real engine would have spent; the sequences merely *held*,
+which also counts a finished batch waiting for a saturated event loop to end it, is
+reported beside it as ``gpu_held`` and overstated the GPU's work before), rollouts/s, the most trees in flight, and the CPU: the driver process's, the
 simulated model's own text generation (which runs in the driver here but is a GPU's
 work on a real run) and the driver's CPU per rollout without it.
 
@@ -59,19 +61,24 @@ class MeteredGPU(MixedAnswerPolicy):
     """The simulated GPU, metering how full it is and what its text generation costs.
 
     ``meter_dir``: inside a Ray worker, where the driver cannot see the object, every tick
-    is also appended to ``meter_dir/<pid>.meter`` (``time busy_integral model_cpu_s``;
+    is also appended to ``meter_dir/<pid>.meter`` (``time busy_integral model_cpu_s work``;
     ``perf_counter`` is the machine's monotonic clock, so the driver's times compare),
     flushed every ``METER_FLUSH_S``: Ray kills workers without a goodbye.
     """
 
     def __init__(self, meter_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.busy_integral = 0.0  # sequence-seconds decoding
+        self.busy_integral = 0.0  # sequence-seconds held (decoding, or done and waiting for the loop)
+        # sequence-seconds of decoding admitted: each batch counts its latency, not how late the
+        # event loop got round to ending it. Busy is measured by this; a saturated loop (inline,
+        # the driver's) stretches every sleep, so the held integral overstates the GPU's work.
+        self.work = 0.0
         self.first = self.last = None
         self._since = 0.0
         self.model_cpu_s = 0.0
         self.peak_queue = 0
-        self.series: list[tuple[float, float]] = []  # (time, busy integral so far): utilisation over any window
+        self.series: list[tuple[float, float]] = []  # (time, work so far): utilisation over any window
+        self.held_series: list[tuple[float, float]] = []  # (time, held integral so far)
         self._meter = open(Path(meter_dir) / f"{os.getpid()}.meter", "a") if meter_dir else None  # noqa: SIM115
         self._flushed = 0.0
 
@@ -81,9 +88,10 @@ class MeteredGPU(MixedAnswerPolicy):
             self.first = self._since = now
         self.busy_integral += self._decoding * (now - self._since)
         self._since = self.last = now
-        self.series.append((now, self.busy_integral))
+        self.series.append((now, self.work))
+        self.held_series.append((now, self.busy_integral))
         if self._meter is not None:
-            self._meter.write(f"{now!r} {self.busy_integral!r} {self.model_cpu_s!r}\n")
+            self._meter.write(f"{now!r} {self.busy_integral!r} {self.model_cpu_s!r} {self.work!r}\n")
             if now - self._flushed >= METER_FLUSH_S:
                 self._meter.flush()
                 self._flushed = now
@@ -94,14 +102,16 @@ class MeteredGPU(MixedAnswerPolicy):
         gpu = cls(batch_capacity=capacity)
         for line in path.read_text().splitlines():
             parts = line.split()
-            if len(parts) != 3:  # a line cut short by the kill
+            if len(parts) != 4:  # a line cut short by the kill
                 continue
-            now, integral, model_cpu = map(float, parts)
-            gpu.series.append((now, integral))
+            now, integral, model_cpu, work = map(float, parts)
+            gpu.series.append((now, work))
+            gpu.held_series.append((now, integral))
             gpu.model_cpu_s = model_cpu
         if gpu.series:
             gpu.first, gpu.last = gpu.series[0][0], gpu.series[-1][0]
-            gpu.busy_integral = gpu.series[-1][1]
+            gpu.work = gpu.series[-1][1]
+            gpu.busy_integral = gpu.held_series[-1][1]
         return gpu
 
     async def _decode(self, sequences: int) -> None:
@@ -114,6 +124,7 @@ class MeteredGPU(MixedAnswerPolicy):
             await self._room.wait_for(lambda: self._decoding + need <= self.batch_capacity)
             self._tick()
             self._decoding += need
+            self.work += need * self.latency_s
         try:
             import asyncio
 
@@ -132,6 +143,13 @@ class MeteredGPU(MixedAnswerPolicy):
             self.model_cpu_s += time.thread_time() - start
 
     def utilisation(self) -> float:
+        if self.first is None or self.last == self.first:
+            return 0.0
+        return self.work / (self.batch_capacity * (self.last - self.first))
+
+    def held(self) -> float:
+        """Sequences held ÷ capacity, including the time a finished batch waited for the event
+        loop to end it (what this benchmark reported before: it overstates a lagging loop's GPU)."""
         if self.first is None or self.last == self.first:
             return 0.0
         return self.busy_integral / (self.batch_capacity * (self.last - self.first))
@@ -336,6 +354,8 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         # without the pilot's serial start and the tail of the last trees
         "gpu_busy_steady": round(sum(steady) / len(steady), 4) if steady else None,
         "gpu_busy_by_worker": [round(g.utilisation(), 4) for g in gpus] if workers else None,
+        # sequences held ÷ capacity, loop lag included (the figure reported before this metering)
+        "gpu_held": round(sum(g.held() for g in gpus) / len(gpus), 4),
         "gpu_busy_steady_by_worker": [round(b, 4) for b in steady] if workers else None,
         "steady_s": (round(moments["last_start"] - moments["pilot_done"], 2)
                      if "pilot_done" in moments and "last_start" in moments else None),
@@ -356,7 +376,7 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     where = f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}"
     print(f"{where}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
-          f"{result['gpu_busy']:6.1%} (steady {_pct(result['gpu_busy_steady'])}, pilot {result['pilot_s']} s)  "
+          f"{result['gpu_busy']:6.1%} (steady {_pct(result['gpu_busy_steady'])}, held {result['gpu_held']:6.1%}, pilot {result['pilot_s']} s)  "
           f"trees {seen_trees[0]:5d}  driver {result['driver_busy']:5.0%} of a core, "
           f"{result['driver_cpu_ms_per_rollout']:.4f} ms/rollout; steady cores: "
           + ", ".join(f"{k} {v}" for k, v in c.items()), flush=True)
