@@ -78,7 +78,7 @@ def test_resume_keeps_the_pretraining_and_refuses_a_different_one(run_dir, tmp_p
 
 
 def test_bad_pretrain_and_size_options_are_one_line_errors(run_dir, tmp_path, capsys):
-    with pytest.raises(ConfigError, match="--pretrain-epochs must be >= 0"):
+    with pytest.raises(ConfigError, match=r"--pretrain-epochs and --lm-weight must be >= 0, got -1 and 0.0"):
         train(_opts(run_dir, tmp_path / "x", pretrain_epochs=-1))
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["train", "--data", str(run_dir), "--out", str(tmp_path / "y"), "--tiny-hidden", "100"])
@@ -86,3 +86,11 @@ def test_bad_pretrain_and_size_options_are_one_line_errors(run_dir, tmp_path, ca
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("prmtree: error: --tiny-layers must be >= 1 and --tiny-hidden a multiple of 32")
     assert not (tmp_path / "y").exists()
+
+
+def test_lm_weight_adds_the_lm_loss_to_the_reward_loss(run_dir, tmp_path):
+    plain = train(_opts(run_dir, tmp_path / "plain", max_steps=2, tiny_layers=1, tiny_hidden=64))
+    mixed = train(_opts(run_dir, tmp_path / "mixed", max_steps=2, tiny_layers=1, tiny_hidden=64, lm_weight=1.0))
+    # the same seed, model and first batch: the reward loss is the same, the LM's ~ln(vocabulary) is added
+    assert plain["loss_first"] < 1.0 < 3.0 < mixed["loss_first"] < plain["loss_first"] + 8.0
+    assert json.loads((tmp_path / "mixed" / "prm_config.json").read_text())["lm_weight"] == 1.0

@@ -41,10 +41,15 @@ class RewardModel(nn.Module):
         lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         return getattr(lm, "model", lm)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_lm: bool = False,
+                **extra: Any) -> Any:
+        """Reward logits (B, T); with ``with_lm`` also the LM's next-token logits from the same pass."""
         hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
-        return self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
+        rewards = self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
+        if not with_lm:
+            return rewards
+        return rewards, self.lm.get_output_embeddings()(states)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from prmtree.engine.errors import ConfigError
 
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
-               "max_length", "pretrain_epochs", "tiny_layers", "tiny_hidden")
+               "max_length", "pretrain_epochs", "lm_weight", "tiny_layers", "tiny_hidden")
 
 
 @dataclass
@@ -43,6 +43,9 @@ class TrainOptions:
     #: fine-tune (0: none). For ``--model tiny`` it stands in for a pretrained base: the
     #: LM loss on each step's result teaches the model what a right step says.
     pretrain_epochs: float = 0.0
+    #: Weight of an auxiliary causal-LM loss on the same paths during the PRM fine-tune (0: none),
+    #: so the fine-tune keeps what the model knows about the text.
+    lm_weight: float = 0.0
     tiny_layers: int = 2  # --model tiny's size: Qwen2 layers and hidden width
     tiny_hidden: int = 128
     lr: float | None = None  # None: 3e-3 for tiny, 1e-5 for a real model (2e-4 with LoRA)
@@ -73,8 +76,9 @@ class TrainOptions:
             raise ConfigError(f"--labels must be hard or soft, got {self.labels!r}")
         if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
-        if self.pretrain_epochs < 0:
-            raise ConfigError(f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}")
+        if self.pretrain_epochs < 0 or self.lm_weight < 0:
+            raise ConfigError(f"--pretrain-epochs and --lm-weight must be >= 0, got {self.pretrain_epochs} "
+                              f"and {self.lm_weight}")
         if self.tiny_layers < 1 or self.tiny_hidden < 32 or self.tiny_hidden % 32:
             raise ConfigError(f"--tiny-layers must be >= 1 and --tiny-hidden a multiple of 32 (heads of 32), "
                               f"got {self.tiny_layers} and {self.tiny_hidden}")
@@ -341,10 +345,19 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             if "pixel_values" in extra:
                 extra["pixel_values"] = extra["pixel_values"].to(dtype)
             net.train()
-            logits = net(batch["input_ids"].to(device), batch["attention_mask"].to(device), **extra).float()
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            if options.lm_weight > 0:
+                logits, lm_logits = net(ids, mask, with_lm=True, **extra)
+                logits = logits.float()
+            else:
+                logits = net(ids, mask, **extra).float()
             target = batch["targets"].to(device)
             at = target >= 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[at], target[at])
+            if options.lm_weight > 0:
+                labels = ids.masked_fill(mask == 0, -100)[:, 1:]
+                loss = loss + options.lm_weight * torch.nn.functional.cross_entropy(
+                    lm_logits[:, :-1].float().reshape(-1, lm_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -386,7 +399,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         prm_config = {
             "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
-            "head": "mlp2-sigmoid", "pretrain_epochs": options.pretrain_epochs, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
+            "head": "mlp2-sigmoid", "pretrain_epochs": options.pretrain_epochs,
+            "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
             "held_out": metrics,
         }
         save_prm(model, processor, out, prm_config)
