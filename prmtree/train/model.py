@@ -41,10 +41,15 @@ class RewardModel(nn.Module):
         lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         return getattr(lm, "model", lm)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_lm: bool = False,
+                **extra: Any) -> Any:
+        """Reward logits (B, T); with ``with_lm`` also the LM's next-token logits from the same pass."""
         hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
-        return self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
+        rewards = self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
+        if not with_lm:
+            return rewards
+        return rewards, self.lm.get_output_embeddings()(states)
 
 
 @dataclass
@@ -147,13 +152,16 @@ def load_tiny_tokenizer(directory: str | Path) -> Any:
     return PreTrainedTokenizerFast(tokenizer_file=str(Path(directory) / "tokenizer.json"), pad_token=PAD, unk_token=UNK)
 
 
-def tiny_lm(vocab_size: int, pad_id: int) -> nn.Module:
-    """A 2-layer Qwen2 causal LM (hidden 128, 4 heads of 32), about 0.5M parameters plus embeddings."""
+def tiny_lm(vocab_size: int, pad_id: int, layers: int = 2, hidden: int = 128) -> nn.Module:
+    """A small Qwen2 causal LM: by default 2 layers, hidden 128 (4 heads of 32), about 0.3M
+    parameters plus embeddings; heads of 32, half as many key-value heads."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    heads = max(1, hidden // 32)
     config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=pad_id, tie_word_embeddings=True,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=4096,
+        pad_token_id=pad_id, tie_word_embeddings=True,
     )
     return Qwen2ForCausalLM(config)
 

@@ -24,7 +24,7 @@ from prmtree.engine.errors import ConfigError
 
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
-               "max_length")
+               "max_length", "pretrain_epochs", "lm_weight", "tiny_layers", "tiny_hidden")
 
 
 @dataclass
@@ -39,6 +39,15 @@ class TrainOptions:
     lora_rank: int = 16
     epochs: float = 3.0
     max_steps: int = 0
+    #: Epochs of causal-LM pretraining on the training paths' own text before the PRM
+    #: fine-tune (0: none). For ``--model tiny`` it stands in for a pretrained base: the
+    #: LM loss on each step's result teaches the model what a right step says.
+    pretrain_epochs: float = 0.0
+    #: Weight of an auxiliary causal-LM loss on the same paths during the PRM fine-tune (0: none),
+    #: so the fine-tune keeps what the model knows about the text.
+    lm_weight: float = 0.0
+    tiny_layers: int = 2  # --model tiny's size: Qwen2 layers and hidden width
+    tiny_hidden: int = 128
     lr: float | None = None  # None: 3e-3 for tiny, 1e-5 for a real model (2e-4 with LoRA)
     batch_size: int = 16
     max_length: int = 1024
@@ -67,6 +76,12 @@ class TrainOptions:
             raise ConfigError(f"--labels must be hard or soft, got {self.labels!r}")
         if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
+        if self.pretrain_epochs < 0 or self.lm_weight < 0:
+            raise ConfigError(f"--pretrain-epochs and --lm-weight must be >= 0, got {self.pretrain_epochs} "
+                              f"and {self.lm_weight}")
+        if self.tiny_layers < 1 or self.tiny_hidden < 32 or self.tiny_hidden % 32:
+            raise ConfigError(f"--tiny-layers must be >= 1 and --tiny-hidden a multiple of 32 (heads of 32), "
+                              f"got {self.tiny_layers} and {self.tiny_hidden}")
         if not 0 <= self.test_share < 1:
             raise ConfigError(f"--test-share must be in [0, 1), got {self.test_share}")
         if self.workers < 0 or self.gpus_per_worker < 0:
@@ -101,7 +116,7 @@ def build(options: TrainOptions, train_rows: list, out: Path) -> tuple[Any, Any,
         else:
             encoder = Encoder(None, options.marker)
             processor = tiny_tokenizer([encoder.text(r.question, r.steps) for r in train_rows], options.marker)
-        lm, vision = tiny_lm(len(processor), processor.pad_token_id), False
+        lm, vision = tiny_lm(len(processor), processor.pad_token_id, options.tiny_layers, options.tiny_hidden), False
     else:
         lm, processor, vision = load_lm(options.model, options.bf16)
         add_marker(lm, processor, options.marker)
@@ -183,6 +198,61 @@ def plot_losses(losses: list[float], path: Path, title: str) -> None:
         image.save(path)
 
 
+def _schedule(optimiser: Any, planned: int) -> Any:
+    """Linear warm-up over the first tenth, then a linear decay to 5% of the peak."""
+    import torch
+
+    warmup = max(1, planned // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, planned - warmup)))
+
+
+def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: TrainOptions, device: str,
+             rank: int = 0) -> list[float]:
+    """Causal-LM training of the model's LM on the training paths' text (``encoded``), before
+    the PRM fine-tune; returns the loss per optimiser step.
+
+    A small model built from the data knows nothing: most of a run's steps are right, so
+    predicting each step's text (its result above all) teaches what a right step says, as
+    a pretrained base already knows. The reward head is untouched here.
+    """
+    import torch
+
+    if not encoded or options.pretrain_epochs <= 0:
+        return []
+    lm = model.lm
+    params = [p for p in lm.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=options.learning_rate(), weight_decay=0.0)
+    per_epoch = math.ceil(len(encoded) / options.batch_size)
+    planned = math.ceil(options.pretrain_epochs * per_epoch)
+    schedule = _schedule(optimiser, planned)
+    losses: list[float] = []
+    step = 0
+    while step < planned:
+        epoch, _ = divmod(step, per_epoch)
+        order = _order(len(encoded), options.seed + 7919, epoch)
+        for start in range(0, len(order), options.batch_size):
+            if step >= planned:
+                break
+            batch = encoder.collate([encoded[i] for i in order[start:start + options.batch_size]])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            labels = ids.masked_fill(mask == 0, -100)
+            lm.train()
+            loss = lm(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimiser.step()
+            schedule.step()
+            step += 1
+            losses.append(float(loss.item()))
+            if step % options.log_every == 0 or step == planned:
+                recent = losses[-options.log_every:]
+                _log(options, rank, f"pretrain step {step}/{planned}  LM loss {sum(recent) / len(recent):.4f}")
+    return losses
+
+
 def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Callable[[Any], Any] | None = None,
                device: str | None = None) -> dict[str, Any]:
     """The training loop; ``wrap`` (Ray's ``prepare_model``) makes the model data-parallel."""
@@ -229,23 +299,29 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         train = train[rank * share:(rank + 1) * share]
     model.to(device)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint["model"])  # pretrained already, before that checkpoint
+    elif options.pretrain_epochs > 0 and vision:
+        raise ConfigError("--pretrain-epochs trains a text LM on the paths' text; it does not apply to a "
+                          f"vision-language model ({options.model}): leave it at 0")
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = sum(p.numel() for p in model.parameters())
     _log(options, rank, f"prmtree train: {len(train_rows)} training paths ({sum(len(r.steps) for r in train_rows)} "
          f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
          f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
          f"{world} worker(s), {options.labels} labels")
+    pretrain_losses: list[float] = []
+    pretrain_seconds = 0.0
+    if checkpoint is None and options.pretrain_epochs > 0:
+        t0 = time.perf_counter()
+        pretrain_losses = pretrain(model, encoder, [e for e, _ in train], options, device, rank)
+        pretrain_seconds = time.perf_counter() - t0
     net = wrap(model) if wrap else model
     lr = options.learning_rate()
     optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train) / options.batch_size)
     planned = math.ceil(options.epochs * per_epoch)  # the schedule follows --epochs; --max-steps only stops early,
     total = min(planned, options.max_steps) if options.max_steps else planned  # so a resume may extend it
-    warmup = max(1, planned // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, planned - warmup)))
+    schedule = _schedule(optimiser, planned)
     step, losses = 0, []
     if checkpoint is not None:
         optimiser.load_state_dict(checkpoint["optimiser"])
@@ -269,10 +345,19 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             if "pixel_values" in extra:
                 extra["pixel_values"] = extra["pixel_values"].to(dtype)
             net.train()
-            logits = net(batch["input_ids"].to(device), batch["attention_mask"].to(device), **extra).float()
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            if options.lm_weight > 0:
+                logits, lm_logits = net(ids, mask, with_lm=True, **extra)
+                logits = logits.float()
+            else:
+                logits = net(ids, mask, **extra).float()
             target = batch["targets"].to(device)
             at = target >= 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[at], target[at])
+            if options.lm_weight > 0:
+                labels = ids.masked_fill(mask == 0, -100)[:, 1:]
+                loss = loss + options.lm_weight * torch.nn.functional.cross_entropy(
+                    lm_logits[:, :-1].float().reshape(-1, lm_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -304,6 +389,9 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "steps": step, "resumed_at": resumed_at, "total_steps": total, "labels": options.labels,
             "loss_first": losses[0] if losses else None, "loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
             "train_tokens": tokens, "tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
+            "pretrain_steps": len(pretrain_losses), "pretrain_seconds": pretrain_seconds,
+            "pretrain_loss_first": pretrain_losses[0] if pretrain_losses else None,
+            "pretrain_loss_last_10": sum(pretrain_losses[-10:]) / len(pretrain_losses[-10:]) if pretrain_losses else None,
             "peak_memory_mb": _peak_memory_mb(device), "device": device, "workers": max(1, world),
             "parameters": params, "train_paths": len(train_rows), "held_out_paths": len(test_rows),
             "held_out": metrics, "seconds": time.perf_counter() - started,
@@ -311,7 +399,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         prm_config = {
             "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
-            "head": "mlp2-sigmoid", "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
+            "head": "mlp2-sigmoid", "pretrain_epochs": options.pretrain_epochs,
+            "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
             "held_out": metrics,
         }
         save_prm(model, processor, out, prm_config)

@@ -1,0 +1,96 @@
+"""``prmtree train --pretrain-epochs``: the tiny LM first learns the run's own text (causal LM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import prmtree
+from prmtree.cli import main as cli_main
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.records import Problem
+from prmtree.engine.synthetic import generate_problems
+from prmtree.train import TrainOptions, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pretrain")
+    prmtree.run(generate_problems(12, seed=5), policy="simulated", out=root / "run", seed=1)
+    return root / "run"
+
+
+def _opts(data: Path, out: Path, **kw) -> TrainOptions:
+    base = dict(max_steps=3, batch_size=16, threads=1, save_every=2, quiet=True, max_length=256)
+    base.update(kw)
+    return TrainOptions(data=str(data), out=str(out), **base)
+
+
+def _lm_loss(prm_dir: Path, run_dir: Path) -> float:
+    """The saved LM's causal-LM loss on the run's training text."""
+    import torch
+
+    from prmtree.train import PRM, load_rows
+
+    prm = PRM.load(prm_dir, device="cpu")
+    rows = load_rows(run_dir, with_images=False)[:40]
+    encoded = [prm.encoder.encode(r.question, r.steps) for r in rows]
+    batch = prm.encoder.collate(encoded)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        return float(prm.model.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  labels=labels).loss)
+
+
+def test_pretraining_lowers_the_lm_loss_and_the_prm_still_scores(run_dir, tmp_path):
+    plain = train(_opts(run_dir, tmp_path / "plain"))
+    pre = train(_opts(run_dir, tmp_path / "pre", pretrain_epochs=6, tiny_layers=1, tiny_hidden=64))
+    assert plain["pretrain_steps"] == 0 and plain["pretrain_loss_first"] is None
+    assert pre["pretrain_steps"] >= 6 and pre["steps"] == 3
+    # the LM loss on the run's text falls during pretraining, from about ln(vocabulary)
+    assert pre["pretrain_loss_last_10"] < 0.7 * pre["pretrain_loss_first"], (pre["pretrain_steps"], pre["pretrain_loss_last_10"])
+    # and the saved model keeps what it learnt: far lower LM loss than the one never pretrained
+    assert _lm_loss(tmp_path / "pre", run_dir) < 0.75 * _lm_loss(tmp_path / "plain", run_dir)
+    config = json.loads((tmp_path / "pre" / "prm_config.json").read_text())
+    assert config["pretrain_epochs"] == 6
+    saved = json.loads((tmp_path / "pre" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 1 and saved["hidden_size"] == 64
+    rewards = prmtree.PRM.load(tmp_path / "pre", device="cpu").score(
+        Problem(id="p", question="Let x be 3. Then add 4.", answer="7"), ["x = 3.", "Add 4: x = 3 + 4 = 7."])
+    assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards)
+
+
+def test_resume_keeps_the_pretraining_and_refuses_a_different_one(run_dir, tmp_path):
+    first = train(_opts(run_dir, tmp_path / "b", max_steps=2, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64))
+    assert first["pretrain_steps"] > 0
+    resumed = train(_opts(run_dir, tmp_path / "b", max_steps=3, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
+                          resume=True))
+    assert resumed["resumed_at"] == 2 and resumed["steps"] == 3
+    assert resumed["pretrain_steps"] == 0  # the checkpoint's weights were pretrained already: not again
+    with pytest.raises(ConfigError, match=r"--resume: pretrain_epochs differ from the checkpoint's \(pretrain_epochs=1\)"):
+        train(_opts(run_dir, tmp_path / "b", max_steps=4, pretrain_epochs=2, tiny_layers=1, tiny_hidden=64,
+                    resume=True))
+
+
+def test_bad_pretrain_and_size_options_are_one_line_errors(run_dir, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"--pretrain-epochs and --lm-weight must be >= 0, got -1 and 0.0"):
+        train(_opts(run_dir, tmp_path / "x", pretrain_epochs=-1))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--data", str(run_dir), "--out", str(tmp_path / "y"), "--tiny-hidden", "100"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("prmtree: error: --tiny-layers must be >= 1 and --tiny-hidden a multiple of 32")
+    assert not (tmp_path / "y").exists()
+
+
+def test_lm_weight_adds_the_lm_loss_to_the_reward_loss(run_dir, tmp_path):
+    plain = train(_opts(run_dir, tmp_path / "plain", max_steps=2, tiny_layers=1, tiny_hidden=64))
+    mixed = train(_opts(run_dir, tmp_path / "mixed", max_steps=2, tiny_layers=1, tiny_hidden=64, lm_weight=1.0))
+    # the same seed, model and first batch: the reward loss is the same, the LM's ~ln(vocabulary) is added
+    assert plain["loss_first"] < 1.0 < 3.0 < mixed["loss_first"] < plain["loss_first"] + 8.0
+    assert json.loads((tmp_path / "mixed" / "prm_config.json").read_text())["lm_weight"] == 1.0
