@@ -77,6 +77,21 @@ def test_resume_keeps_the_pretraining_and_refuses_a_different_one(run_dir, tmp_p
                     resume=True))
 
 
+def test_a_checkpoint_from_before_the_pretraining_options_resumes_with_their_defaults(run_dir, tmp_path):
+    import torch
+
+    train(_opts(run_dir, tmp_path / "old", max_steps=2, tiny_layers=2, tiny_hidden=128))
+    (state,) = (tmp_path / "old" / "checkpoints").glob("*/state.pt")
+    saved = torch.load(state, map_location="cpu", weights_only=False)
+    for key in ("pretrain_epochs", "lm_weight", "tiny_layers", "tiny_hidden"):  # as an older prmtree wrote it
+        del saved["options"][key]
+    torch.save(saved, state)
+    resumed = train(_opts(run_dir, tmp_path / "old", max_steps=3, resume=True))
+    assert resumed["resumed_at"] == 2 and resumed["steps"] == 3
+    with pytest.raises(ConfigError, match=r"--resume: lm_weight differ from the checkpoint's \(lm_weight=0.0\)"):
+        train(_opts(run_dir, tmp_path / "old", max_steps=4, resume=True, lm_weight=0.5))
+
+
 def test_bad_pretrain_and_size_options_are_one_line_errors(run_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"--pretrain-epochs and --lm-weight must be >= 0, got -1 and 0.0"):
         train(_opts(run_dir, tmp_path / "x", pretrain_epochs=-1))

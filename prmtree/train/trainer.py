@@ -281,9 +281,11 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'}; run without --resume to start")
         checkpoint = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
         mine = {k: getattr(options, k) for k in RESUME_KEYS}
-        changed = [k for k in RESUME_KEYS if checkpoint["options"].get(k) != mine[k]]
+        # a checkpoint from before an option existed was made with that option's default
+        theirs = {k: checkpoint["options"].get(k, TrainOptions.__dataclass_fields__[k].default) for k in RESUME_KEYS}
+        changed = [k for k in RESUME_KEYS if theirs[k] != mine[k]]
         if changed:
-            was = ", ".join(f"{k}={checkpoint['options'].get(k)!r}" for k in changed)
+            was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({was}); "
                               "use the same options, or a new --out")
     model, processor, vision, class_name = build(options, train_rows, out)
