@@ -208,6 +208,17 @@ def _schedule(optimiser: Any, planned: int) -> Any:
         lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - max(0, s - warmup) / max(1, planned - warmup)))
 
 
+def _update(optimiser: Any, schedule: Any, params: list[Any], loss: Any) -> None:
+    """One optimiser step: gradients of ``loss``, clipped to norm 1, then the schedule's step."""
+    import torch
+
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimiser.step()
+    schedule.step()
+
+
 def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: TrainOptions, device: str,
              rank: int = 0) -> list[float]:
     """Causal-LM training of the model's LM on the training paths' text (``encoded``), before
@@ -240,11 +251,7 @@ def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: T
             labels = ids.masked_fill(mask == 0, -100)
             lm.train()
             loss = lm(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimiser.step()
-            schedule.step()
+            _update(optimiser, schedule, params, loss)
             step += 1
             losses.append(float(loss.item()))
             if step % options.log_every == 0 or step == planned:
@@ -360,11 +367,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 labels = ids.masked_fill(mask == 0, -100)[:, 1:]
                 loss = loss + options.lm_weight * torch.nn.functional.cross_entropy(
                     lm_logits[:, :-1].float().reshape(-1, lm_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimiser.step()
-            schedule.step()
+            _update(optimiser, schedule, trainable, loss)
             step += 1
             losses.append(float(loss.item()))
             tokens += int(batch["attention_mask"].sum()) * world
