@@ -48,3 +48,19 @@ def out_of_time_once(gold, pred):
                 open(marker, "w").close()
             raise CheckTimedOut("out of time")
     return math_match(gold, pred)
+
+
+def slow_retry_or_hang(gold, pred):
+    """HANG hangs. ``TIMEOUT:marker:answer`` runs out of its own time the first time; the
+    second time (its patient retry) it takes 2.5 s, long enough to be in flight when the hung
+    check's bound kills the pool; after that it answers at once."""
+    if pred == HANG:
+        time.sleep(3600)
+    if pred.startswith("TIMEOUT:"):
+        _, marker, rest = pred.split(":", 2)
+        if os.path.exists(marker) and not os.path.exists(marker + ".2"):
+            open(marker + ".2", "w").close()
+            time.sleep(2.5)
+        if os.path.exists(marker):
+            return math_match(gold, rest)
+    return out_of_time_once(gold, pred)

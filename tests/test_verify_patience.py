@@ -11,7 +11,7 @@ import asyncio
 import time
 
 import pytest
-from pool_checks import out_of_time_once, slow_once  # light, for the pool workers
+from pool_checks import out_of_time_once, slow_once, slow_retry_or_hang  # light, for the pool workers
 
 from prmtree.engine.answers import Verifier
 from prmtree.engine.answers.pool import PATIENCE
@@ -67,3 +67,25 @@ def test_in_the_pool_a_check_slowed_past_the_bound_once_gets_its_verdict(tmp_pat
     assert stats["patient_retries"] == 1 and stats["timeouts"] == 0
     assert stats["pool_restarts"] == 1  # the stuck worker was killed, the second try ran on a fresh one
     assert 1.0 < elapsed < 1.0 * (1 + PATIENCE) + 5
+
+
+@pytest.mark.slow
+def test_a_patient_retry_whose_pool_is_killed_by_another_checks_timeout_still_gets_its_verdict(tmp_path):
+    # Two workers, one chunk each: the first check runs out of its own time (a batch member
+    # retried patiently, 2.5 s under a 3 s bound), while the other chunk hangs past the pool's
+    # 1 s bound, which kills every worker. The retry loses its worker to that: it is tried
+    # again on a fresh pool, not answered "not equal".
+    from pool_checks import HANG
+
+    async def main():
+        v = Verifier(VerifyConfig(timeout_s=1.0, pool_workers=2), slow_check=slow_retry_or_hang)
+        try:
+            await v.check(SQRT, ["\\sqrt{2}/2", "\\sqrt{3}"])  # both workers started and warm
+            marker = tmp_path / "once"
+            return await v.check(SQRT, [f"TIMEOUT:{marker}:\\sqrt{{2}}/2", HANG]), v.stats()
+        finally:
+            await v.aclose()
+
+    verdicts, stats = asyncio.run(main())
+    assert verdicts == [True, False]
+    assert stats["pool_failures"] == 0 and stats["timeouts"] == 1 and stats["patient_retries"] == 2

@@ -8,8 +8,8 @@ flight. In a pool worker it runs in that process's *main* thread, where Math-Ver
 Guarantees, per check: it is "not equal" (``False``, counted) only if it alone runs past
 its bound twice, or kills its worker. A check past ``timeout_s`` is run once more, under
 ``patience`` times that bound (with the caller's ``patient`` function, whose own inner
-bound is as much longer): a check slowed only by a loaded machine then still gets its
-verdict, so the rows of a run do not depend on how busy the machine was; the clock runs only while it holds a worker (at most
+bound is as much longer): a check slowed by a loaded machine, up to that factor, still
+gets its verdict, so the rows of a run do not depend on how busy the machine was; the clock runs only while it holds a worker (at most
 ``workers`` round trips are handed to the pool at once, so nothing waits in the pool's queue
 on the clock). A hung or broken pool is killed and a fresh one started for the next check.
 Checks of one request travel together (one round trip per worker, not per check: each round
@@ -147,14 +147,23 @@ class CheckPool:
         self.checks += 1
         return await self._run_one(fn, gold, predicted, patient or fn)
 
-    async def _run_one(self, fn: SlowCheck, gold: str, predicted: str, patient: SlowCheck) -> bool:
+    async def _run_one(self, fn: SlowCheck, gold: str, predicted: str, patient: SlowCheck,
+                       patiently: bool = False) -> bool:
         """A check whose pool broke under it is retried once on a fresh pool, so a check that
         merely shared a pool with a crashing or hung one is not marked wrong; one that ran out
-        of time is retried once, patiently."""
+        of time is retried once, patiently (``patiently``: this is that retry already).
+
+        In threads a check cannot be stopped, so it is not started again beside itself: its
+        first try waits the whole patient time (``1 + patience`` bounds) instead."""
         closes = self._closes
         async with self._slot():
-            broke, patient_try = 0, False
-            call, bound = fn, self.timeout_s
+            broke = 0
+            if patiently:
+                call, bound = patient, self.timeout_s * self.patience
+            elif self.kind == "thread":
+                call, bound, patiently = fn, self.timeout_s * (1 + self.patience), True
+            else:
+                call, bound = fn, self.timeout_s
             while True:
                 if self._closes != closes:
                     return False
@@ -166,15 +175,15 @@ class CheckPool:
                         return verdict
                     status = "timeout"  # the check ran out of its own (inner) time
                 if status == "timeout":
-                    if patient_try:  # out of time twice: "not equal"
+                    if patiently:  # out of time twice: "not equal"
                         self.timeouts += 1
                         return False
                     self.patient_retries += 1
-                    patient_try, call, bound = True, patient, self.timeout_s * self.patience
+                    patiently, call, bound = True, patient, self.timeout_s * self.patience
                     continue
                 if status == "error":
                     break
-                broke += 1  # "broken"
+                broke += 1  # "broken": the pool died under it (another check's timeout or crash)
                 if broke == 2:
                     break
             self.failures += 1
@@ -208,28 +217,12 @@ class CheckPool:
             for (gold, predicted), verdict in zip(pairs, verdicts):
                 if verdict is None:  # out of its own time: once more alone, under the longer bound
                     self.patient_retries += 1
-                    verdict = await self._patient(patient, gold, predicted, closes)
+                    verdict = await self._run_one(fn, gold, predicted, patient, patiently=True)
                 out.append(verdict)
             return out
         if self._closes != closes:
             return [False] * len(pairs)
         return [await self._run_one(fn, gold, predicted, patient) for gold, predicted in pairs]
-
-    async def _patient(self, patient: SlowCheck, gold: str, predicted: str, closes: int) -> bool:
-        """The second and last try of a check that ran out of time: ``patience`` times the bound."""
-        async with self._slot():
-            if self._closes != closes:
-                return False
-            status, value = await self._submit(_timed_call, patient, gold, predicted,
-                                               bound=self.timeout_s * self.patience)
-        if status == "ok" and value[0] is not None:
-            self.cpu_s += value[1]
-            return value[0]
-        if status in ("ok", "timeout"):
-            self.timeouts += 1
-        else:
-            self.failures += 1
-        return False
 
     async def _submit(self, call: Callable[..., Any], *args: Any, bound: float | None = None) -> tuple[str, Any]:
         """One round trip on the current pool, bounded by ``bound`` (default ``timeout_s``): ``("ok", result)``,
