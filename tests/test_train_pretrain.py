@@ -109,3 +109,14 @@ def test_lm_weight_adds_the_lm_loss_to_the_reward_loss(run_dir, tmp_path):
     # the same seed, model and first batch: the reward loss is the same, the LM's ~ln(vocabulary) is added
     assert plain["loss_first"] < 1.0 < 3.0 < mixed["loss_first"] < plain["loss_first"] + 8.0
     assert json.loads((tmp_path / "mixed" / "prm_config.json").read_text())["lm_weight"] == 1.0
+
+
+@pytest.mark.parametrize("hidden", [96, 160])
+def test_a_tiny_model_with_an_odd_number_of_heads_builds_and_runs(hidden):
+    import torch
+
+    from prmtree.train.model import tiny_lm
+
+    lm = tiny_lm(50, 0, layers=1, hidden=hidden)  # 3 and 5 heads of 32: half as many key-value heads would not divide
+    logits = lm(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    assert logits.shape == (1, 4, 50)

@@ -154,13 +154,15 @@ def load_tiny_tokenizer(directory: str | Path) -> Any:
 
 def tiny_lm(vocab_size: int, pad_id: int, layers: int = 2, hidden: int = 128) -> nn.Module:
     """A small Qwen2 causal LM: by default 2 layers, hidden 128 (4 heads of 32), about 0.3M
-    parameters plus embeddings; heads of 32, half as many key-value heads."""
+    parameters plus embeddings; heads of 32, half as many key-value heads (all of them for
+    an odd head count, which half would not divide)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     heads = max(1, hidden // 32)
     config = Qwen2Config(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=4096,
+        num_attention_heads=heads, num_key_value_heads=heads // 2 if heads % 2 == 0 else heads,
+        max_position_embeddings=4096,
         pad_token_id=pad_id, tie_word_embeddings=True,
     )
     return Qwen2ForCausalLM(config)

@@ -303,6 +303,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     train = [(encoder.encode(r.question, r.steps, r.images), _targets(r, options.labels)) for r in train_rows]
     dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
     train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
+    every_path = [e for e, _ in train]  # pretraining sees them all on every worker (below)
     if world > 1:
         share = len(train) // world
         train = train[rank * share:(rank + 1) * share]
@@ -322,7 +323,10 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     pretrain_seconds = 0.0
     if checkpoint is None and options.pretrain_epochs > 0:
         t0 = time.perf_counter()
-        pretrain_losses = pretrain(model, encoder, [e for e, _ in train], options, device, rank)
+        # Before the model is wrapped for data parallelism, which copies rank 0's weights to
+        # every worker: each worker pretrains on all the paths (the same steps), so the copy
+        # is a model pretrained on the whole set, not on rank 0's share.
+        pretrain_losses = pretrain(model, encoder, every_path, options, device, rank)
         pretrain_seconds = time.perf_counter() - t0
     net = wrap(model) if wrap else model
     lr = options.learning_rate()
