@@ -53,8 +53,8 @@ from verify_mix import MIX  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 ROLLOUTS_PER_PROBLEM = 120  # about what omega with default labels spends on this mix (for sizing a config)
 METER_FLUSH_S = 0.05  # a worker's meter file is at most this stale when Ray kills the worker
-SNAPSHOT_EVERY_S = 1.0
-MIN_STEADY_S = 1.0  # a shorter steady window (too few problems for the engine) is reported as none  # the machine's per-process CPU is sampled this often during a run
+SNAPSHOT_EVERY_S = 1.0  # the machine's per-process CPU is sampled this often during a run
+MIN_STEADY_S = 1.0  # a shorter steady window (too few problems for the engine) is reported as none
 
 
 class MeteredGPU(MixedAnswerPolicy):

@@ -151,3 +151,33 @@ def test_missing_files_cost_one_failed_read_per_worker_then_bytes(ray_session, t
     assert all("No such file or directory" in s["last_read_error"] for s in used)
     assert ex["image_path_misses"] == 2 and ex["image_path_failures"] == 2 and ex["image_resends"] == 2
     assert ex["images_sent"] == 8 and ex["images_read_by_workers"] == 0
+
+
+def test_a_batch_sent_while_another_reads_files_finds_the_bytes_that_one_brought(tmp_path):
+    """The worker reads files off its event loop, so batches can overlap: a batch sent after
+    one that carries an image's bytes must find them (not answer a miss, and never report
+    the file image of the first as unreadable)."""
+    from prmtree.engine.records import Problem, refer_images
+    from prmtree.rollout_workers.ray.actor import RolloutWorker
+
+    (tmp_path / "a.png").write_bytes(os.urandom(5000))
+    on_disk = ProblemImage((tmp_path / "a.png").read_bytes(), "a.png", "stamp", str(tmp_path / "a.png"))
+    embedded = ProblemImage(os.urandom(3000), "embedded")
+    first = Problem(id="a", question="q", answer="1", images=(on_disk, embedded), meta={"scene": {"A": 1}})
+    second = Problem(id="b", question="q", answer="1", images=(embedded,), meta={"scene": {"A": 1}})
+
+    async def scenario():
+        worker = RolloutWorker("test_image_cache:EchoImages", {}, 10.0, image_cache_bytes=1 << 20)
+        ref_a, _ = refer_images(GenerationRequest(first, (), n=1, seed=1))
+        ref_b, _ = refer_images(GenerationRequest(second, (), n=1, seed=1))
+        sent_a = worker.enqueue([(1, ref_a)], "c", {embedded.sha256: bytes(embedded)}, True)  # reads a.png
+        sent_b = worker.enqueue([(2, ref_b)], "c", None, True)  # names the embedded image only
+        await asyncio.gather(asyncio.ensure_future(sent_a), asyncio.ensure_future(sent_b))
+        got = []
+        while len(got) < 2:
+            got += await worker.poll(1.0, "c")
+        return sorted((request_id, status) for request_id, status, _ in got), worker.image_stats()
+
+    results, stats = asyncio.run(scenario())
+    assert results == [(1, "ok"), (2, "ok")]
+    assert stats["reads"] == 1 and stats["read_failures"] == 0 and stats["misses"] == 0

@@ -85,35 +85,41 @@ class RolloutWorker:
         ``images`` are the bytes (by hash) of the batch's images this worker was not known
         to hold. With ``read_paths``, an image the cache lacks whose reference names a file
         is read from that file (in a thread) and kept if its sha256 matches. A request
-        naming an image still lacking is answered ``miss`` (with the hashes) at once, and
-        the driver sends it again with the bytes.
+        naming an image still lacking is answered ``miss`` (with the hashes; ``unreadable``
+        where this batch failed to read one of their files) at once, and the driver sends it
+        again with the bytes.
         """
         c = self._client(client)
         cache = self.images
+        for key, data in (images or {}).items():  # before any await: a batch sent later may name them
+            cache.put(key, data)
+        unreadable: set[str] = set()  # hashes whose files this batch could not use
         if read_paths:
             wanted: dict[str, ImageRef] = {}
             for _, request in items:
                 for im in request.problem.images:
-                    if isinstance(im, ImageRef) and im.file and im.sha256 not in cache and im.sha256 not in (
-                            images or ()):
+                    if isinstance(im, ImageRef) and im.file and im.sha256 not in cache:
                         wanted[im.sha256] = im
             if wanted:  # file reads off the event loop: other requests' policies keep running
                 read, failed = await asyncio.to_thread(read_all, list(wanted.values()))
                 for key, data in read.items():
                     cache.add_read(key, data)
                 if failed:
+                    unreadable = set(failed)
                     cache.read_failures += len(failed)
                     cache.last_read_error = next(iter(failed.values()))
-        # From here on no await: the batch's images are put, used and trimmed in one go.
+                for key, data in (images or {}).items():  # a batch that ran meanwhile may have trimmed them
+                    if key not in cache:
+                        cache.put(key, data)
+        # From here on no await: the batch's images are used and trimmed in one go.
         loop = asyncio.get_running_loop()
-        for key, data in (images or {}).items():
-            cache.put(key, data)
         for request_id, request in items:
             if request.problem.images:
                 missing = missing_images(request, cache)
-                if missing:
+                if missing:  # "unreadable": the driver should stop leaving this worker files to read
                     cache.misses += 1
-                    c.results.append((request_id, "miss", missing))
+                    c.results.append((request_id, "unreadable" if unreadable.intersection(missing) else "miss",
+                                      missing))
                     c.event.set()
                     continue
                 request = resolve_images(request, cache)

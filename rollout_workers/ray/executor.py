@@ -251,9 +251,9 @@ class RayExecutor:
                 worker.pending.pop(request_id, None)
                 worker.in_flight -= 1
                 self._wake_one()
-            if status == "miss":  # the worker lacks images it was believed to hold: send them again
+            if status in ("miss", "unreadable"):  # the worker lacks images it was believed to hold: send them again
                 by_path = [key for key in value if worker.images.discard(key)]
-                if by_path:  # it could not use their files: bytes to this worker from now on
+                if by_path and status == "unreadable":  # it could not use their files: bytes to it from now on
                     self.image_path_failures += len(by_path)
                     if worker.reads_paths:
                         worker.reads_paths = False
