@@ -42,7 +42,7 @@ class TrainOptions:
     lora_rank: int = 16
     epochs: float = 3.0
     max_steps: int = 0
-    #: Epochs of causal-LM pretraining on the training paths' own text before the PRM
+    #: Epochs of causal-LM pretraining on the training problems' text (``pretrain_text``) before the PRM
     #: fine-tune (0: none). For ``--model tiny`` it stands in for a pretrained base: the
     #: LM loss on each step's result teaches the model what a right step says.
     pretrain_epochs: float = 0.0
@@ -346,7 +346,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])  # pretrained already, before that checkpoint
     elif options.pretrain_epochs > 0 and vision:
-        raise ConfigError("--pretrain-epochs trains a text LM on the paths' text; it does not apply to a "
+        raise ConfigError("--pretrain-epochs trains a text LM on the run's text; it does not apply to a "
                           f"vision-language model ({options.model}): leave it at 0")
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = sum(p.numel() for p in model.parameters())
