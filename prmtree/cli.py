@@ -170,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--epochs", type=float, default=3.0)
     trn.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps (0: no limit)")
     trn.add_argument("--pretrain-epochs", type=float, default=0.0,
-                     help="first train the LM on the training paths' own text (causal-LM loss) for this many "
-                     "epochs, a stand-in for a pretrained base under --model tiny (0: none; text models only)")
+                     help="first train the LM on the training problems' own text (causal-LM loss, see "
+                     "--pretrain-text) for this many epochs, a stand-in for a pretrained base under --model tiny (0: none; text models only)")
+    trn.add_argument("--pretrain-text", choices=["auto", "nodes", "paths"], default="auto",
+                     help="what pretraining reads: nodes (every distinct step the search sampled for the training "
+                     "problems: a run directory's nodes table), paths (the training paths' text) or auto (default: "
+                     "nodes where the data has them, else paths)")
     trn.add_argument("--lm-weight", type=float, default=0.0,
                      help="weight of an auxiliary causal-LM loss on the paths during the PRM fine-tune (0: none)")
     trn.add_argument("--tiny-layers", type=int, default=2, help="--model tiny: Qwen2 layers (default 2)")
@@ -603,7 +607,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = TrainOptions(
         data=args.data, out=args.out, model=args.model, labels=args.labels, lora=args.lora, lora_rank=args.lora_rank,
-        epochs=args.epochs, max_steps=args.max_steps, pretrain_epochs=args.pretrain_epochs, lm_weight=args.lm_weight,
+        epochs=args.epochs, max_steps=args.max_steps, pretrain_epochs=args.pretrain_epochs,
+        pretrain_text=args.pretrain_text, lm_weight=args.lm_weight,
         tiny_layers=args.tiny_layers, tiny_hidden=args.tiny_hidden, lr=args.lr, batch_size=args.batch_size,
         max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
         device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,

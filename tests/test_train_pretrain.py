@@ -49,7 +49,8 @@ def _lm_loss(prm_dir: Path, run_dir: Path) -> float:
 
 def test_pretraining_lowers_the_lm_loss_and_the_prm_still_scores(run_dir, tmp_path):
     plain = train(_opts(run_dir, tmp_path / "plain"))
-    pre = train(_opts(run_dir, tmp_path / "pre", pretrain_epochs=6, tiny_layers=1, tiny_hidden=64))
+    pre = train(_opts(run_dir, tmp_path / "pre", pretrain_epochs=6, tiny_layers=1, tiny_hidden=64,
+                      pretrain_text="paths"))  # the text _lm_loss measures on (node steps: the next tests)
     assert plain["pretrain_steps"] == 0 and plain["pretrain_loss_first"] is None
     assert pre["pretrain_steps"] >= 6 and pre["steps"] == 3
     # the LM loss on the run's text falls during pretraining, from about ln(vocabulary)
@@ -120,3 +121,54 @@ def test_a_tiny_model_with_an_odd_number_of_heads_builds_and_runs(hidden):
     lm = tiny_lm(50, 0, layers=1, hidden=hidden)  # 3 and 5 heads of 32: half as many key-value heads would not divide
     logits = lm(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
     assert logits.shape == (1, 4, 50)
+
+
+def _node_steps(run: Path, problems: set[str] | None = None) -> set[str]:
+    from prmtree.engine.output import read_table
+
+    nodes = read_table(run, "nodes").select(["problem_id", "step"]).to_pylist()
+    return {" ".join(n["step"].split()) for n in nodes if n["step"] and (problems is None or n["problem_id"] in problems)}
+
+
+def test_pretraining_reads_the_training_problems_node_steps_by_default(run_dir, tmp_path):
+    from prmtree.train import load_rows, split_rows
+    from prmtree.train.data import node_texts
+
+    train_rows, test_rows = split_rows(load_rows(run_dir, with_images=False), 0.2)
+    mine, held = {r.problem_id for r in train_rows}, {r.problem_id for r in test_rows}
+    texts = node_texts(run_dir, mine)
+    assert texts == sorted(_node_steps(run_dir, mine))
+    # every distinct step the search sampled: many more than the training paths hold, none only a held-out problem's
+    assert len(texts) > len({s for r in train_rows for s in r.steps}) > 0
+    assert _node_steps(run_dir, held) - _node_steps(run_dir, mine) and not (set(texts) - _node_steps(run_dir, mine))
+    got = train(_opts(run_dir, tmp_path / "n", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
+                      batch_size=32))
+    assert got["pretrain_text"] == "nodes" and got["pretrain_sequences"] == len(texts)
+    assert got["pretrain_steps"] == -(-len(texts) // 32)  # one epoch of batches of 32 node steps
+    assert json.loads((tmp_path / "n" / "prm_config.json").read_text())["pretrain_text"] == "nodes"
+    paths = train(_opts(run_dir, tmp_path / "p", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
+                        pretrain_text="paths"))
+    assert paths["pretrain_text"] == "paths" and paths["pretrain_sequences"] == paths["train_paths"] == len(train_rows)
+
+
+def test_data_without_a_nodes_table_pretrains_on_paths_or_says_why_not(run_dir, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from prmtree.engine.output import read_table
+    from prmtree.train.data import node_texts
+
+    steps = tmp_path / "steps.parquet"
+    pq.write_table(read_table(run_dir, "steps"), steps)
+    assert node_texts(steps, {"anything"}) is None
+    got = train(_opts(steps, tmp_path / "a", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64))
+    assert got["pretrain_text"] == "paths" and got["pretrain_sequences"] == got["train_paths"]
+    capsys.readouterr()  # the training above's progress output
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--data", str(steps), "--out", str(tmp_path / "b"), "--pretrain-epochs", "1",
+                  "--pretrain-text", "nodes", "--max-steps", "1", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "b").exists()
+    assert "--pretrain-text nodes: --data" in err and "has no nodes table" in err and "use --pretrain-text paths" in err
+    with pytest.raises(ConfigError, match=r"--pretrain-text must be one of auto, nodes, paths, got 'steps'"):
+        train(_opts(run_dir, tmp_path / "c", pretrain_epochs=1, pretrain_text="steps"))

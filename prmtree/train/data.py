@@ -126,3 +126,27 @@ def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], l
     n_test = min(len(problems) - 1, max(1, math.ceil(test_share * len(problems))))
     held = set(problems[:n_test])
     return [r for r in rows if r.problem_id not in held], [r for r in rows if r.problem_id in held]
+
+
+def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
+    """The distinct step texts of a run's ``nodes`` table for ``problems``, sorted; None where
+    ``path`` is not a run directory or its nodes table is empty (an ``hf`` export, a Parquet file).
+
+    The search keeps every distinct step it sampled, right or wrong, about 50 per problem:
+    far more varied text than the few paths the ``steps`` table holds, whose shared
+    prefixes repeat the same steps. Only the given (training) problems' nodes: a held-out
+    problem's steps must not be seen in pretraining either.
+    """
+    path = Path(path)
+    if not path.is_dir() or not any(path.glob("manifest*.json")):
+        return None
+    from prmtree.engine.output import read_table
+
+    table = read_table(path, "nodes")
+    if table.num_rows == 0:
+        return None
+    texts = {" ".join(str(step).split()) for pid, step in zip(table.column("problem_id").to_pylist(),
+                                                              table.column("step").to_pylist())
+             if step and str(pid) in problems}
+    texts.discard("")
+    return sorted(texts)

@@ -24,7 +24,10 @@ from prmtree.engine.errors import ConfigError
 
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
-               "max_length", "pretrain_epochs", "lm_weight", "tiny_layers", "tiny_hidden")
+               "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden")
+
+#: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
+PRETRAIN_TEXTS = ("auto", "nodes", "paths")
 
 
 @dataclass
@@ -39,10 +42,15 @@ class TrainOptions:
     lora_rank: int = 16
     epochs: float = 3.0
     max_steps: int = 0
-    #: Epochs of causal-LM pretraining on the training paths' own text before the PRM
+    #: Epochs of causal-LM pretraining on the training problems' text (``pretrain_text``) before the PRM
     #: fine-tune (0: none). For ``--model tiny`` it stands in for a pretrained base: the
     #: LM loss on each step's result teaches the model what a right step says.
     pretrain_epochs: float = 0.0
+    #: What pretraining reads: ``nodes``, every distinct step the search sampled for the
+    #: training problems (a run directory's ``nodes`` table: varied arithmetic, which a tiny
+    #: model learns to do, where the paths' repeated text it only memorises); ``paths``,
+    #: the training paths' text; ``auto`` (default), nodes where the data has them, else paths.
+    pretrain_text: str = "auto"
     #: Weight of an auxiliary causal-LM loss on the same paths during the PRM fine-tune (0: none),
     #: so the fine-tune keeps what the model knows about the text.
     lm_weight: float = 0.0
@@ -76,6 +84,8 @@ class TrainOptions:
             raise ConfigError(f"--labels must be hard or soft, got {self.labels!r}")
         if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
+        if self.pretrain_text not in PRETRAIN_TEXTS:
+            raise ConfigError(f"--pretrain-text must be one of {', '.join(PRETRAIN_TEXTS)}, got {self.pretrain_text!r}")
         if self.pretrain_epochs < 0 or self.lm_weight < 0:
             raise ConfigError(f"--pretrain-epochs and --lm-weight must be >= 0, got {self.pretrain_epochs} "
                               f"and {self.lm_weight}")
@@ -101,8 +111,10 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the process's peak RSS
 
 
-def build(options: TrainOptions, train_rows: list, out: Path) -> tuple[Any, Any, bool, str]:
-    """(RewardModel, tokenizer or processor, is it a VLM, the model class name)."""
+def build(options: TrainOptions, train_rows: list, out: Path,
+          extra_texts: list[str] | None = None) -> tuple[Any, Any, bool, str]:
+    """(RewardModel, tokenizer or processor, is it a VLM, the model class name); the tiny
+    tokenizer learns its words from the training rows and ``extra_texts`` (pretraining's)."""
     import torch
 
     from prmtree.train.model import (
@@ -115,7 +127,8 @@ def build(options: TrainOptions, train_rows: list, out: Path) -> tuple[Any, Any,
             processor = load_tiny_tokenizer(out)
         else:
             encoder = Encoder(None, options.marker)
-            processor = tiny_tokenizer([encoder.text(r.question, r.steps) for r in train_rows], options.marker)
+            processor = tiny_tokenizer([encoder.text(r.question, r.steps) for r in train_rows] + list(extra_texts or []),
+                                       options.marker)
         lm, vision = tiny_lm(len(processor), processor.pad_token_id, options.tiny_layers, options.tiny_hidden), False
     else:
         lm, processor, vision = load_lm(options.model, options.bf16)
@@ -221,8 +234,8 @@ def _update(optimiser: Any, schedule: Any, params: list[Any], loss: Any) -> None
 
 def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: TrainOptions, device: str,
              rank: int = 0) -> list[float]:
-    """Causal-LM training of the model's LM on the training paths' text (``encoded``), before
-    the PRM fine-tune; returns the loss per optimiser step.
+    """Causal-LM training of the model's LM on ``encoded`` (the training problems' node steps,
+    or their paths' text), before the PRM fine-tune; returns the loss per optimiser step.
 
     A small model built from the data knows nothing: most of a run's steps are right, so
     predicting each step's text (its result above all) teaches what a right step says, as
@@ -260,6 +273,22 @@ def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: T
     return losses
 
 
+def pretrain_corpus(options: TrainOptions, train_rows: list) -> tuple[str, list[str] | None]:
+    """("nodes", the training problems' distinct node steps) or ("paths", None: the paths'
+    own encodings), as ``--pretrain-text`` asks and the data allows."""
+    from prmtree.train.data import node_texts
+
+    if options.pretrain_epochs <= 0 or options.pretrain_text == "paths":
+        return "paths", None
+    texts = node_texts(options.data, {r.problem_id for r in train_rows})
+    if texts:
+        return "nodes", texts
+    if options.pretrain_text == "nodes":
+        raise ConfigError(f"--pretrain-text nodes: --data {options.data} has no nodes table (only a prmtree run's "
+                          "directory has one; an hf export or a Parquet file does not): use --pretrain-text paths")
+    return "paths", None
+
+
 def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Callable[[Any], Any] | None = None,
                device: str | None = None) -> dict[str, Any]:
     """The training loop; ``wrap`` (Ray's ``prepare_model``) makes the model data-parallel."""
@@ -295,7 +324,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({was}); "
                               "use the same options, or a new --out")
-    model, processor, vision, class_name = build(options, train_rows, out)
+    corpus, texts = pretrain_corpus(options, train_rows)
+    model, processor, vision, class_name = build(options, train_rows, out, texts)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
@@ -304,6 +334,11 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
     train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
     every_path = [e for e, _ in train]  # pretraining sees them all on every worker (below)
+    if texts is not None:  # one step per sequence, as the PRM reads it: its text, then the marker
+        tok = encoder.tokenizer
+        every_path = [{"ids": tok(f"{t.replace(options.marker, ' ')} {options.marker}\n", add_special_tokens=False,
+                                  truncation=True, max_length=options.max_length)["input_ids"],
+                       "positions": [], "extra": {}} for t in texts]
     if world > 1:
         share = len(train) // world
         train = train[rank * share:(rank + 1) * share]
@@ -311,14 +346,16 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])  # pretrained already, before that checkpoint
     elif options.pretrain_epochs > 0 and vision:
-        raise ConfigError("--pretrain-epochs trains a text LM on the paths' text; it does not apply to a "
+        raise ConfigError("--pretrain-epochs trains a text LM on the run's text; it does not apply to a "
                           f"vision-language model ({options.model}): leave it at 0")
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = sum(p.numel() for p in model.parameters())
     _log(options, rank, f"prmtree train: {len(train_rows)} training paths ({sum(len(r.steps) for r in train_rows)} "
          f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
          f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
-         f"{world} worker(s), {options.labels} labels")
+         f"{world} worker(s), {options.labels} labels"
+         + (f"; pretraining on {len(every_path)} {'node steps' if texts is not None else 'paths'}"
+            if checkpoint is None and options.pretrain_epochs > 0 else ""))
     pretrain_losses: list[float] = []
     pretrain_seconds = 0.0
     if checkpoint is None and options.pretrain_epochs > 0:
@@ -399,6 +436,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "loss_first": losses[0] if losses else None, "loss_last_10": sum(losses[-10:]) / max(1, len(losses[-10:])),
             "train_tokens": tokens, "tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
             "pretrain_steps": len(pretrain_losses), "pretrain_seconds": pretrain_seconds,
+            "pretrain_text": corpus if pretrain_losses else None,
+            "pretrain_sequences": len(every_path) if pretrain_losses else 0,
             "pretrain_loss_first": pretrain_losses[0] if pretrain_losses else None,
             "pretrain_loss_last_10": sum(pretrain_losses[-10:]) / len(pretrain_losses[-10:]) if pretrain_losses else None,
             "peak_memory_mb": _peak_memory_mb(device), "device": device, "workers": max(1, world),
@@ -409,6 +448,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
             "head": "mlp2-sigmoid", "pretrain_epochs": options.pretrain_epochs,
+            "pretrain_text": corpus if options.pretrain_epochs > 0 else None,
             "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
             "held_out": metrics,
         }
