@@ -220,7 +220,10 @@ class ExecutorConfig(_Strict):
         10.0, gt=0, description="bound on closing the policy at the end (the output is saved before); then given up"
     )
     max_attempts: int = Field(3, ge=1)
-    retry_backoff_s: float = Field(0.5, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0, description="the wait before the second attempt; it doubles after that")
+    retry_backoff_max_s: float = Field(
+        30.0, ge=0, description="the longest wait between attempts, so many attempts do not wait for hours"
+    )
     breaker_window: int = Field(
         50, ge=0, strict=True, description="stop the run when this many requests in a row failed (0: never)"
     )

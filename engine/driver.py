@@ -311,14 +311,14 @@ class Driver:
 
     async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:
         """One request through the one retry layer: retryable failures are retried with
-        backoff, the answer is checked against the policy contract. Each attempt's
-        latency or overload feeds the concurrency limit."""
+        exponential backoff (at most ``retry_backoff_max_s``), the answer is checked against
+        the policy contract. Each attempt's latency or overload feeds the concurrency limit."""
         ex = self.config.executor
         executor = executor or self.executor
         for attempt in range(ex.max_attempts):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(ex.retry_backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** (attempt - 1)))
             try:
                 sent = time.perf_counter()
                 completions = await _bounded(_policys_own_timeout(executor.submit(gen)), ex.request_timeout_s)

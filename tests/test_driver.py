@@ -235,3 +235,29 @@ def test_the_summary_shows_an_example_of_each_failure_kind(problems, capsys):
     print_summary(s, None)
     shown = " ".join(capsys.readouterr().out.split())
     assert "failed: RuntimeError" in shown and "e.g. RuntimeError: GPU fell off the bus (after 3 attempts)" in shown
+
+
+def test_retry_waits_double_up_to_their_cap(tmp_path, problems):
+    """Seven attempts at 0.05 s doubling would wait 1.6 s before the last; the cap holds it at 0.1 s."""
+    import time
+
+    class FailsSixTimes(SimulatedPolicy):
+        def __init__(self):
+            super().__init__()
+            self.attempts: list[float] = []
+
+        async def generate(self, request):
+            self.attempts.append(time.monotonic())
+            if len(self.attempts) < 7:
+                raise ConnectionError("transient")
+            return await super().generate(request)
+
+    policy = FailsSixTimes()
+    config = RunConfig.model_validate({"seed": 7, "search": {"k": 2, "budget": 2}, "labels": {"pilot_problems": 1},
+                                       "executor": {"max_attempts": 7, "retry_backoff_s": 0.05,
+                                                    "retry_backoff_max_s": 0.1, "trees_in_flight": 1}})
+    s = prmtree.run(problems[:1], policy=policy, out=tmp_path / "o", config=config)
+    assert s.problems_done == 1 and s.stats["retries"] == 6
+    gaps = [b - a for a, b in zip(policy.attempts, policy.attempts[1:7])]
+    assert [round(g, 2) >= w for g, w in zip(gaps, [0.05, 0.1, 0.1, 0.1, 0.1, 0.1])] == [True] * 6, gaps
+    assert max(gaps) < 0.6, gaps  # uncapped, the sixth wait is 1.6 s

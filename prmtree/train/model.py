@@ -29,27 +29,92 @@ PAD, UNK = "[PAD]", "[UNK]"
 
 
 class RewardModel(nn.Module):
-    """An LM's body and a two-layer head: one logit per token, read at the markers."""
+    """An LM's body and a two-layer head: one logit per token, read at the markers.
 
-    def __init__(self, lm: nn.Module, hidden_size: int) -> None:
+    With ``step_logprobs`` the head also reads how surprised the LM was by the step: the
+    log-probability of each of the step's tokens under the same model, pooled two ways
+    (an attention over the step's tokens that the head learns, and the minimum). A model
+    that has learnt what a right step says (pretraining) then tells a wrong result by its
+    surprise at it, which the hidden state at the marker does not carry on its own: a
+    small model fine-tuned on marker states alone learns the step's position, not its
+    arithmetic (measured, benchmarks/README.md section 10).
+    """
+
+    #: Features pooled from the step's token log-probabilities: learnt attention, minimum.
+    N_FEATURES = 2
+    #: Log-probabilities below this are read as this: the head sees "very surprised", not -inf.
+    FLOOR = -20.0
+
+    def __init__(self, lm: nn.Module, hidden_size: int, step_logprobs: bool = False) -> None:
         super().__init__()
         self.lm = lm
-        self.head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
+        self.step_logprobs = step_logprobs
+        width = hidden_size + (self.N_FEATURES if step_logprobs else 0)
+        self.head = nn.Sequential(nn.Linear(width, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
+        self.pool = nn.Linear(hidden_size, 1) if step_logprobs else None
 
     def body(self) -> nn.Module:
         """The model without its LM head (``Qwen2Model``, ``LlavaModel``, ...), LoRA layers in place."""
         lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         return getattr(lm, "model", lm)
 
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """What ``reward_head.safetensors`` holds: the head's weights, and the pooling's as ``pool.*``."""
+        state = dict(self.head.state_dict())
+        if self.pool is not None:
+            state.update({f"pool.{k}": v for k, v in self.pool.state_dict().items()})
+        return state
+
+    def load_head_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.head.load_state_dict({k: v for k, v in state.items() if not k.startswith("pool.")})
+        if self.pool is not None:
+            self.pool.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("pool.")})
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_lm: bool = False,
-                **extra: Any) -> Any:
-        """Reward logits (B, T); with ``with_lm`` also the LM's next-token logits from the same pass."""
+                step_ids: torch.Tensor | None = None, **extra: Any) -> Any:
+        """Reward logits (B, T); with ``with_lm`` also the LM's next-token logits from the same pass.
+
+        ``step_ids`` (B, T) says which step each token belongs to (-1: prompt, marker,
+        padding); the step-logprob head needs it (:meth:`Encoder.collate` makes it).
+        """
         hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
-        rewards = self.head(states.to(self.head[0].weight.dtype)).squeeze(-1)
-        if not with_lm:
-            return rewards
-        return rewards, self.lm.get_output_embeddings()(states)
+        lm_logits = self.lm.get_output_embeddings()(states) if with_lm or self.step_logprobs else None
+        features = states.to(self.head[0].weight.dtype)
+        if self.step_logprobs:
+            if step_ids is None:
+                raise ValueError("this PRM's head reads step log-probabilities: pass step_ids (Encoder.collate)")
+            features = torch.cat([features, self.step_features(input_ids, states, lm_logits, step_ids)
+                                  .to(features.dtype)], dim=-1)
+        rewards = self.head(features).squeeze(-1)
+        return (rewards, lm_logits) if with_lm else rewards
+
+    def step_features(self, input_ids: torch.Tensor, states: torch.Tensor, lm_logits: torch.Tensor,
+                      step_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, N_FEATURES): at the marker closing step k, step k's pooled token log-probabilities."""
+        b, t = input_ids.shape
+        logprobs = torch.zeros((b, t), dtype=torch.float32, device=input_ids.device)
+        # token i's log-probability is read from the logits at i - 1
+        logprobs[:, 1:] = lm_logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        logprobs = logprobs.clamp(min=self.FLOOR)
+        n_steps = int(step_ids.max().item()) + 1 if step_ids.numel() else 0
+        out = torch.zeros((b, t, self.N_FEATURES), dtype=torch.float32, device=input_ids.device)
+        if n_steps <= 0:
+            return out
+        member = step_ids[:, None, :] == torch.arange(n_steps, device=step_ids.device)[None, :, None]  # (B, K, T)
+        has = member.any(-1)  # (B, K)
+        scores = self.pool(states.to(self.pool.weight.dtype)).squeeze(-1).float()  # (B, T)
+        weights = scores[:, None, :].masked_fill(~member, float("-inf")).softmax(-1).nan_to_num(0.0)
+        pooled = (weights * logprobs[:, None, :]).sum(-1)
+        lowest = logprobs[:, None, :].masked_fill(~member, 0.0).amin(-1)
+        per_step = torch.stack([pooled, lowest], dim=-1) * has[..., None]  # (B, K, 2); a step with no tokens: 0
+        # a step's marker is the token right after its last token; put the step's features there
+        ends = step_ids[:, :-1] >= 0
+        closing = torch.zeros_like(step_ids, dtype=torch.bool)
+        closing[:, 1:] = ends & (step_ids[:, 1:] != step_ids[:, :-1])
+        rows, cols = closing.nonzero(as_tuple=True)
+        out[rows, cols] = per_step[rows, step_ids[rows, cols - 1]]
+        return out
 
 
 @dataclass
@@ -109,25 +174,33 @@ class Encoder:
             ids = self.tokenizer(text, add_special_tokens=False, truncation=True,
                                  max_length=self.max_length)["input_ids"]
         positions = [i for i, t in enumerate(ids) if t == self.marker_id]
-        return {"ids": ids, "positions": positions, "extra": extra}
+        starts = [p + 1 for p in positions[:-1]]
+        if positions:  # step 0 begins where the prompt ends: as many tokens before its marker as it has alone
+            first = " ".join(steps[0].replace(self.marker, " ").split())
+            starts.insert(0, max(0, positions[0] - len(self.tokenizer(first, add_special_tokens=False)["input_ids"])))
+        return {"ids": ids, "positions": positions, "starts": starts, "extra": extra}
 
     def collate(self, encoded: list[dict[str, Any]], targets: list[list[float]] | None = None) -> dict[str, Any]:
-        """Right-padded tensors; ``targets`` (B, T) holds each step's target at its marker, -1 elsewhere."""
+        """Right-padded tensors; ``targets`` (B, T) holds each step's target at its marker, -1 elsewhere;
+        ``step_ids`` (B, T) the step each token belongs to, -1 for the prompt, markers and padding."""
         width = max(len(e["ids"]) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         target = torch.full((len(encoded), width), -1.0)
+        step_ids = torch.full((len(encoded), width), -1, dtype=torch.long)
         for i, e in enumerate(encoded):
             n = len(e["ids"])
             ids[i, :n] = torch.tensor(e["ids"])
             mask[i, :n] = 1
+            for k, (start, end) in enumerate(zip(e.get("starts", []), e["positions"])):
+                step_ids[i, start:end] = k
             if targets is not None:
                 for pos, t in zip(e["positions"], targets[i]):
                     target[i, pos] = t
         extra: dict[str, torch.Tensor] = {}
         for key in {k for e in encoded for k in e["extra"]}:
             extra[key] = torch.cat([e["extra"][key] for e in encoded if key in e["extra"]])
-        return {"input_ids": ids, "attention_mask": mask, "targets": target, "extra": extra}
+        return {"input_ids": ids, "attention_mask": mask, "targets": target, "step_ids": step_ids, "extra": extra}
 
 
 # -- building ----------------------------------------------------------------------------
@@ -242,7 +315,7 @@ def save_prm(model: RewardModel, processor: Any, out: Path, prm_config: dict[str
     out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(out / HEAD_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.head_state().items()}, str(out / HEAD_FILE))
     (out / PRM_CONFIG).write_text(json.dumps(prm_config, indent=2, sort_keys=True) + "\n")
 
 
@@ -266,8 +339,8 @@ def load_prm(path: str | Path, device: str = "cpu") -> tuple[RewardModel, Encode
         processor = load_tiny_tokenizer(path)
     else:
         processor = AutoProcessor.from_pretrained(str(path)) if vision else AutoTokenizer.from_pretrained(str(path))
-    model = RewardModel(lm, hidden_size(lm))
-    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    model = RewardModel(lm, hidden_size(lm), step_logprobs=bool(prm_config.get("step_logprobs")))
+    model.load_head_state(load_file(str(path / HEAD_FILE)))
     model.to(device).eval()
     encoder = Encoder(processor, prm_config["marker"], int(prm_config.get("max_length", 4096)), vision)
     return model, encoder, prm_config

@@ -58,7 +58,8 @@ class PRM:
             extra = {k: v.to(self.device) for k, v in batch["extra"].items()}
             if "pixel_values" in extra:
                 extra["pixel_values"] = extra["pixel_values"].to(next(self.model.lm.parameters()).dtype)
-            logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), **extra)
+            logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                                step_ids=batch["step_ids"].to(self.device), **extra)
             rewards = torch.sigmoid(logits.float()).cpu()
             for row, i in enumerate(chunk):
                 got = [float(rewards[row, p]) for p in encoded[i]["positions"]]

@@ -24,10 +24,15 @@ from prmtree.engine.errors import ConfigError
 
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
-               "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden")
+               "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden",
+               "step_logprobs")
+#: What a checkpoint made before an option existed was made with, where that is not today's default.
+BEFORE_OPTION = {"step_logprobs": "off"}
 
 #: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
 PRETRAIN_TEXTS = ("auto", "nodes", "paths")
+#: ``--step-logprobs`` choices: auto is on for ``--model tiny``, off for a pretrained model.
+STEP_LOGPROBS = ("auto", "on", "off")
 
 
 @dataclass
@@ -55,6 +60,11 @@ class TrainOptions:
     #: so the fine-tune keeps what the model knows about the text.
     lm_weight: float = 0.0
     tiny_layers: int = 2  # --model tiny's size: Qwen2 layers and hidden width
+    #: Whether the reward head also reads the step's token log-probabilities under the model
+    #: (``RewardModel``): ``auto`` is on for ``--model tiny``, whose marker states alone
+    #: do not learn to check a step, and off for a pretrained model, where it costs a
+    #: vocabulary-wide softmax per token.
+    step_logprobs: str = "auto"
     tiny_hidden: int = 128
     lr: float | None = None  # None: 3e-3 for tiny, 1e-5 for a real model (2e-4 with LoRA)
     batch_size: int = 16
@@ -74,6 +84,9 @@ class TrainOptions:
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def uses_step_logprobs(self) -> bool:
+        return self.step_logprobs == "on" or (self.step_logprobs == "auto" and self.model == "tiny")
+
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
@@ -86,6 +99,8 @@ class TrainOptions:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
         if self.pretrain_text not in PRETRAIN_TEXTS:
             raise ConfigError(f"--pretrain-text must be one of {', '.join(PRETRAIN_TEXTS)}, got {self.pretrain_text!r}")
+        if self.step_logprobs not in STEP_LOGPROBS:
+            raise ConfigError(f"--step-logprobs must be one of {', '.join(STEP_LOGPROBS)}, got {self.step_logprobs!r}")
         if self.pretrain_epochs < 0 or self.lm_weight < 0:
             raise ConfigError(f"--pretrain-epochs and --lm-weight must be >= 0, got {self.pretrain_epochs} "
                               f"and {self.lm_weight}")
@@ -137,9 +152,11 @@ def build(options: TrainOptions, train_rows: list, out: Path,
     class_name = type(lm).__name__
     if options.lora:
         lm = apply_lora(lm, options.lora_rank)
-    model = RewardModel(lm, hidden_size(lm))
+    model = RewardModel(lm, hidden_size(lm), step_logprobs=options.uses_step_logprobs())
     if options.bf16:
         model.head.to(torch.bfloat16)
+        if model.pool is not None:
+            model.pool.to(torch.bfloat16)
     return model, processor, vision, class_name
 
 
@@ -318,7 +335,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         checkpoint = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
         mine = {k: getattr(options, k) for k in RESUME_KEYS}
         # a checkpoint from before an option existed was made with that option's default
-        theirs = {k: checkpoint["options"].get(k, TrainOptions.__dataclass_fields__[k].default) for k in RESUME_KEYS}
+        theirs = {k: checkpoint["options"].get(k, BEFORE_OPTION.get(k, TrainOptions.__dataclass_fields__[k].default))
+                  for k in RESUME_KEYS}
         changed = [k for k in RESUME_KEYS if theirs[k] != mine[k]]
         if changed:
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
@@ -354,6 +372,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
          f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
          f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
          f"{world} worker(s), {options.labels} labels"
+         + ("; the head reads step log-probabilities" if model.step_logprobs else "")
          + (f"; pretraining on {len(every_path)} {'node steps' if texts is not None else 'paths'}"
             if checkpoint is None and options.pretrain_epochs > 0 else ""))
     pretrain_losses: list[float] = []
@@ -396,11 +415,12 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 extra["pixel_values"] = extra["pixel_values"].to(dtype)
             net.train()
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            step_ids = batch["step_ids"].to(device)
             if options.lm_weight > 0:
-                logits, lm_logits = net(ids, mask, with_lm=True, **extra)
+                logits, lm_logits = net(ids, mask, with_lm=True, step_ids=step_ids, **extra)
                 logits = logits.float()
             else:
-                logits = net(ids, mask, **extra).float()
+                logits = net(ids, mask, step_ids=step_ids, **extra).float()
             target = batch["targets"].to(device)
             at = target >= 0
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[at], target[at])
@@ -447,7 +467,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         prm_config = {
             "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
-            "head": "mlp2-sigmoid", "pretrain_epochs": options.pretrain_epochs,
+            "head": "mlp2-sigmoid" + ("+step-logprobs" if model.step_logprobs else ""),
+            "step_logprobs": model.step_logprobs, "pretrain_epochs": options.pretrain_epochs,
             "pretrain_text": corpus if options.pretrain_epochs > 0 else None,
             "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
             "held_out": metrics,
