@@ -10,9 +10,9 @@ vote with intervals (beating majority vote is the goal).
    labelling), written to ``WORK/run``.
 2. PRM: ``prmtree train --data WORK/run --model tiny --out WORK/prm`` (the training extra,
    ``prmtree.train``; without it this script stops with a one-line message). Extra
-   training flags pass through ``--train-arg`` (the recorded results pretrain the tiny
-   model on the run's text: ``--pretrain-epochs 3 --pretrain-text paths --lm-weight 1 --lr 1e-3 --epochs 4``,
-   benchmarks/README.md section 10). ``--labels hard,soft`` (the default)
+   training flags pass through ``--train-arg`` (the recorded results: ``--pretrain-epochs 20
+   --pretrain-text tree --paths tree --freeze-lm --lr 1e-3 --epochs 4``, benchmarks/README.md
+   section 10). ``--labels hard,soft`` (the default)
    trains one PRM per label mode on the same run, to compare them. ``--prm DIR`` (or ``module:attr``)
    skips both steps and uses that PRM.
 3. Best of N: 300 held-out problems (``--test-problems``), generated after the training

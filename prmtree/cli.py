@@ -172,13 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--pretrain-epochs", type=float, default=0.0,
                      help="first train the LM on the training problems' own text (causal-LM loss, see "
                      "--pretrain-text) for this many epochs, a stand-in for a pretrained base under --model tiny (0: none; text models only)")
-    trn.add_argument("--pretrain-text", choices=["auto", "nodes", "paths"], default="auto",
-                     help="what pretraining reads: nodes (every distinct step the search sampled for the training "
-                     "problems: a run directory's nodes table), paths (the training paths' text) or auto (default: "
-                     "nodes where the data has them, else paths)")
+    trn.add_argument("--pretrain-text", choices=["auto", "tree", "nodes", "paths"], default="auto",
+                     help="what pretraining reads: tree (every root-to-leaf path of the training problems' search "
+                     "trees, each step in its context: a run directory's nodes table), nodes (the trees' distinct "
+                     "steps, each alone), paths (the training paths' text) or auto (default: tree where the data "
+                     "has one, else paths)")
     trn.add_argument("--step-logprobs", choices=["auto", "on", "off"], default="auto",
                      help="the reward head also reads the step's token log-probabilities under the model (its "
                      "surprise at the step): auto is on for --model tiny, off for a pretrained model")
+    trn.add_argument("--paths", choices=["auto", "steps", "tree"], default="auto",
+                     help="what the PRM trains on: steps (the run's labelled paths, each ending at its first wrong "
+                     "step), tree (every root-to-leaf path of the search trees, steps after a wrong one labelled "
+                     "wrong; a run directory only), auto: tree where the data has one")
+    trn.add_argument("--freeze-lm", action="store_true",
+                     help="train only the reward head in the fine-tune (after --pretrain-epochs)")
     trn.add_argument("--lm-weight", type=float, default=0.0,
                      help="weight of an auxiliary causal-LM loss on the paths during the PRM fine-tune (0: none)")
     trn.add_argument("--tiny-layers", type=int, default=2, help="--model tiny: Qwen2 layers (default 2)")
@@ -612,6 +619,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=args.model, labels=args.labels, lora=args.lora, lora_rank=args.lora_rank,
         epochs=args.epochs, max_steps=args.max_steps, pretrain_epochs=args.pretrain_epochs,
         pretrain_text=args.pretrain_text, lm_weight=args.lm_weight, step_logprobs=args.step_logprobs,
+        paths=args.paths, freeze_lm=args.freeze_lm,
         tiny_layers=args.tiny_layers, tiny_hidden=args.tiny_hidden, lr=args.lr, batch_size=args.batch_size,
         max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
         device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,

@@ -130,7 +130,7 @@ def _node_steps(run: Path, problems: set[str] | None = None) -> set[str]:
     return {" ".join(n["step"].split()) for n in nodes if n["step"] and (problems is None or n["problem_id"] in problems)}
 
 
-def test_pretraining_reads_the_training_problems_node_steps_by_default(run_dir, tmp_path):
+def test_pretraining_reads_the_training_problems_node_steps_when_asked(run_dir, tmp_path):
     from prmtree.train import load_rows, split_rows
     from prmtree.train.data import node_texts
 
@@ -142,13 +142,26 @@ def test_pretraining_reads_the_training_problems_node_steps_by_default(run_dir, 
     assert len(texts) > len({s for r in train_rows for s in r.steps}) > 0
     assert _node_steps(run_dir, held) - _node_steps(run_dir, mine) and not (set(texts) - _node_steps(run_dir, mine))
     got = train(_opts(run_dir, tmp_path / "n", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
-                      batch_size=32))
+                      batch_size=32, pretrain_text="nodes"))
     assert got["pretrain_text"] == "nodes" and got["pretrain_sequences"] == len(texts)
     assert got["pretrain_steps"] == -(-len(texts) // 32)  # one epoch of batches of 32 node steps
     assert json.loads((tmp_path / "n" / "prm_config.json").read_text())["pretrain_text"] == "nodes"
     paths = train(_opts(run_dir, tmp_path / "p", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
-                        pretrain_text="paths"))
+                        pretrain_text="paths", paths="steps"))
     assert paths["pretrain_text"] == "paths" and paths["pretrain_sequences"] == paths["train_paths"] == len(train_rows)
+
+
+def test_pretraining_reads_the_training_problems_tree_paths_by_default(run_dir, tmp_path):
+    from prmtree.train import load_rows, split_rows
+    from prmtree.train.data import tree_rows
+
+    train_rows, _ = split_rows(load_rows(run_dir, with_images=False), 0.2)
+    tree = tree_rows(run_dir, train_rows)
+    got = train(_opts(run_dir, tmp_path / "t", max_steps=1, pretrain_epochs=1, tiny_layers=1, tiny_hidden=64,
+                      batch_size=32))
+    assert got["pretrain_text"] == "tree" and got["pretrain_sequences"] == len(tree) == got["train_paths"]
+    assert got["pretrain_steps"] == -(-len(tree) // 32)
+    assert {r.problem_id for r in tree} == {r.problem_id for r in train_rows}  # no held-out problem's tree
 
 
 def test_data_without_a_nodes_table_pretrains_on_paths_or_says_why_not(run_dir, tmp_path, capsys):
@@ -170,5 +183,5 @@ def test_data_without_a_nodes_table_pretrains_on_paths_or_says_why_not(run_dir, 
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
     assert not (tmp_path / "b").exists()
     assert "--pretrain-text nodes: --data" in err and "has no nodes table" in err and "use --pretrain-text paths" in err
-    with pytest.raises(ConfigError, match=r"--pretrain-text must be one of auto, nodes, paths, got 'steps'"):
+    with pytest.raises(ConfigError, match=r"--pretrain-text must be one of auto, tree, nodes, paths, got 'steps'"):
         train(_opts(run_dir, tmp_path / "c", pretrain_epochs=1, pretrain_text="steps"))

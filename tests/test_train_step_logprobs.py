@@ -128,3 +128,71 @@ def test_a_checkpoint_from_before_step_logprobs_resumes_without_them(run_dir, tm
 def test_a_bad_step_logprobs_value_is_a_one_line_error(run_dir, tmp_path):
     with pytest.raises(ConfigError, match="--step-logprobs must be one of auto, on, off, got 'yes'"):
         train(_opts(run_dir, tmp_path / "bad", step_logprobs="yes"))
+
+
+# -- what the PRM trains on: the steps table or the search trees --------------------------
+
+
+def test_tree_paths_carry_the_steps_after_a_wrong_one_and_follow_the_nodes(run_dir):
+    from prmtree.engine.output import read_table
+    from prmtree.train import load_rows
+    from prmtree.train.data import tree_rows
+
+    rows = load_rows(run_dir, with_images=False)
+    assert all(False not in r.labels[:-1] for r in rows)  # the steps table: each path ends at its first wrong step
+    tree = tree_rows(run_dir, rows)
+    assert tree and {r.problem_id for r in tree} <= {r.problem_id for r in rows}
+    after = [r for r in tree if False in r.labels[:-1]]
+    assert after, "no tree path goes on past a wrong step"
+    for r in after:  # a wrong prefix stays wrong
+        first = r.labels.index(False)
+        assert r.labels[first:] == [False] * (len(r.labels) - first)
+    nodes = read_table(run_dir, "nodes").to_pylist()
+    labelled = {(n["problem_id"], n["parent_id"], " ".join(str(n["step"]).split())): n for n in nodes}
+    by_id = {n["node_id"]: n for n in nodes}
+    for r in tree[:50]:  # each path is a chain of the tree, each step with its node's label
+        parent = next(n["node_id"] for n in nodes if n["problem_id"] == r.problem_id and n["parent_id"] is None)
+        for step, label in zip(r.steps, r.labels):
+            node = labelled[(r.problem_id, parent, " ".join(step.split()))]
+            assert node["label"] is label and by_id[node["node_id"]]["parent_id"] == parent
+            parent = node["node_id"]
+    one = [r for r in tree if r.problem_id == rows[0].problem_id]
+    assert one and one[0].question == rows[0].question
+    # only the problems given: a held-out problem's tree stays out of training
+    assert {r.problem_id for r in tree_rows(run_dir, rows[:1])} == {rows[0].problem_id}
+
+
+def test_training_on_the_trees_keeps_the_held_out_steps_rows(run_dir, tmp_path):
+    on_steps = train(_opts(run_dir, tmp_path / "steps", paths="steps"))
+    on_tree = train(_opts(run_dir, tmp_path / "tree"))  # auto: the tree, a run directory has one
+    assert on_steps["paths"] == "steps" and on_tree["paths"] == "tree"
+    assert on_tree["train_paths"] != on_steps["train_paths"]
+    assert on_tree["held_out"]["paths"] == on_steps["held_out"]["paths"] > 0
+    assert json.loads((tmp_path / "tree" / "prm_config.json").read_text())["paths"] == "tree"
+
+
+def test_paths_tree_needs_a_run_directory(run_dir, tmp_path):
+    from prmtree.export import ExportOptions, export
+
+    export(run_dir, "hf", tmp_path / "hf", ExportOptions(test_size=0.3))
+    with pytest.raises(ConfigError, match="--paths tree: --data .* has no nodes table .* use --paths steps"):
+        train(_opts(tmp_path / "hf", tmp_path / "a", paths="tree"))
+    assert train(_opts(tmp_path / "hf", tmp_path / "b"))["paths"] == "steps"  # auto: what the data has
+
+
+def test_freeze_lm_trains_the_head_alone(run_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from prmtree.train.model import HEAD_FILE
+
+    train(_opts(run_dir, tmp_path / "two", max_steps=2, freeze_lm=True))
+    train(_opts(run_dir, tmp_path / "three", max_steps=3, freeze_lm=True))
+    lm2, lm3 = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("two", "three"))
+    assert lm2.keys() == lm3.keys() and all((lm2[k] == lm3[k]).all() for k in lm2)
+    head2, head3 = (load_file(str(tmp_path / d / HEAD_FILE)) for d in ("two", "three"))
+    assert any((head2[k] != head3[k]).any() for k in head2)
+    train(_opts(run_dir, tmp_path / "free", max_steps=3))  # without it the LM moves
+    free = load_file(str(tmp_path / "free" / "model.safetensors"))
+    assert any((free[k] != lm3[k]).any() for k in free)
+    with pytest.raises(ConfigError, match="--lm-weight trains the LM during the fine-tune, which --freeze-lm"):
+        train(_opts(run_dir, tmp_path / "both", freeze_lm=True, lm_weight=1.0))

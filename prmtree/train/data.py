@@ -150,3 +150,52 @@ def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
              if step and str(pid) in problems}
     texts.discard("")
     return sorted(texts)
+
+
+def tree_rows(path: str | Path, steps_rows: list[StepRow]) -> list[StepRow] | None:
+    """Every root-to-leaf path of a run's search trees (its ``nodes`` table), each node's
+    label on its step, cut at the first undecided node; None where ``path`` is not a run
+    directory or has no nodes. The question and images come from ``steps_rows`` (the same
+    problem's ``steps`` rows); a problem without one is left out.
+
+    The ``steps`` table ends each path at its first wrong step, so a PRM trained on it
+    never sees what follows an error, and a causal PRM then scores the steps after a
+    mistake as if nothing had gone wrong. The tree holds those steps, labelled wrong (a
+    wrong prefix stays wrong), and right siblings beside wrong ones at every depth.
+    """
+    path = Path(path)
+    if not path.is_dir() or not any(path.glob("manifest*.json")):
+        return None
+    from prmtree.engine.output import read_table
+
+    table = read_table(path, "nodes")
+    if table.num_rows == 0:
+        return None
+    first = {}
+    for row in steps_rows:
+        first.setdefault(row.problem_id, row)
+    columns = ("problem_id", "node_id", "parent_id", "step", "label", "value", "posterior")
+    nodes = table.select(list(columns)).to_pylist()
+    children: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for node in nodes:
+        children.setdefault((node["problem_id"], node["parent_id"]), []).append(node)
+    rows: list[StepRow] = []
+    for root in (n for n in nodes if n["parent_id"] is None and n["problem_id"] in first):
+        source = first[root["problem_id"]]
+        stack: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [(root, [])]
+        while stack:
+            node, trail = stack.pop()
+            kids = children.get((node["problem_id"], node["node_id"]), [])
+            open_kids = [k for k in kids if k["label"] is not None and str(k["step"] or "").strip()]
+            if not open_kids:  # a leaf, or every child undecided: the path ends here
+                if trail:
+                    rows.append(StepRow(
+                        problem_id=source.problem_id, question=source.question,
+                        steps=[str(n["step"]).strip() for n in trail], labels=[bool(n["label"]) for n in trail],
+                        soft=[soft_target(bool(n["label"]), n["value"], None) if n["posterior"] is None
+                              else float(n["posterior"]) for n in trail],
+                        images=source.images))
+                continue
+            for kid in reversed(open_kids):
+                stack.append((kid, trail + [kid]))
+    return rows

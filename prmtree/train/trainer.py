@@ -25,14 +25,16 @@ from prmtree.engine.errors import ConfigError
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
                "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden",
-               "step_logprobs")
+               "step_logprobs", "paths", "freeze_lm")
 #: What a checkpoint made before an option existed was made with, where that is not today's default.
-BEFORE_OPTION = {"step_logprobs": "off"}
+BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps"}
 
 #: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
-PRETRAIN_TEXTS = ("auto", "nodes", "paths")
+PRETRAIN_TEXTS = ("auto", "tree", "nodes", "paths")
 #: ``--step-logprobs`` choices: auto is on for ``--model tiny``, off for a pretrained model.
 STEP_LOGPROBS = ("auto", "on", "off")
+#: ``--paths`` choices: what the PRM trains on (see ``TrainOptions.paths``).
+PATHS = ("auto", "steps", "tree")
 
 
 @dataclass
@@ -51,10 +53,12 @@ class TrainOptions:
     #: fine-tune (0: none). For ``--model tiny`` it stands in for a pretrained base: the
     #: LM loss on each step's result teaches the model what a right step says.
     pretrain_epochs: float = 0.0
-    #: What pretraining reads: ``nodes``, every distinct step the search sampled for the
-    #: training problems (a run directory's ``nodes`` table: varied arithmetic, which a tiny
-    #: model learns to do, where the paths' repeated text it only memorises); ``paths``,
-    #: the training paths' text; ``auto`` (default), nodes where the data has them, else paths.
+    #: What pretraining reads: ``tree``, every root-to-leaf path of the training problems'
+    #: search trees (a run directory's ``nodes`` table), each step in its context as the PRM
+    #: reads it; ``nodes``, the trees' distinct steps, one per sequence (a tiny model learns
+    #: their arithmetic alone but not in a solution's context: measured, 7% of result
+    #: digits right in sampled solutions); ``paths``, the training paths' text; ``auto``
+    #: (default), the tree where the data has one, else paths.
     pretrain_text: str = "auto"
     #: Weight of an auxiliary causal-LM loss on the same paths during the PRM fine-tune (0: none),
     #: so the fine-tune keeps what the model knows about the text.
@@ -65,6 +69,13 @@ class TrainOptions:
     #: do not learn to check a step, and off for a pretrained model, where it costs a
     #: vocabulary-wide softmax per token.
     step_logprobs: str = "auto"
+    #: What the PRM trains on: ``steps``, the run's labelled paths (``steps`` table, or an
+    #: export), each ending at its first wrong step; ``tree``, every root-to-leaf path of
+    #: the search trees (a run directory's ``nodes`` table), the steps after a wrong one
+    #: included, labelled wrong; ``auto``, the tree where the data has one.
+    paths: str = "auto"
+    #: Train only the reward head in the fine-tune; the LM keeps what pretraining taught it.
+    freeze_lm: bool = False
     tiny_hidden: int = 128
     lr: float | None = None  # None: 3e-3 for tiny, 1e-5 for a real model (2e-4 with LoRA)
     batch_size: int = 16
@@ -99,6 +110,10 @@ class TrainOptions:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
         if self.pretrain_text not in PRETRAIN_TEXTS:
             raise ConfigError(f"--pretrain-text must be one of {', '.join(PRETRAIN_TEXTS)}, got {self.pretrain_text!r}")
+        if self.paths not in PATHS:
+            raise ConfigError(f"--paths must be one of {', '.join(PATHS)}, got {self.paths!r}")
+        if self.freeze_lm and self.lm_weight > 0:
+            raise ConfigError("--lm-weight trains the LM during the fine-tune, which --freeze-lm keeps fixed: use one")
         if self.step_logprobs not in STEP_LOGPROBS:
             raise ConfigError(f"--step-logprobs must be one of {', '.join(STEP_LOGPROBS)}, got {self.step_logprobs!r}")
         if self.pretrain_epochs < 0 or self.lm_weight < 0:
@@ -290,20 +305,44 @@ def pretrain(model: Any, encoder: Any, encoded: list[dict[str, Any]], options: T
     return losses
 
 
-def pretrain_corpus(options: TrainOptions, train_rows: list) -> tuple[str, list[str] | None]:
-    """("nodes", the training problems' distinct node steps) or ("paths", None: the paths'
-    own encodings), as ``--pretrain-text`` asks and the data allows."""
-    from prmtree.train.data import node_texts
+def pretrain_corpus(options: TrainOptions, train_rows: list) -> tuple[str, list[str] | None, list | None]:
+    """What pretraining reads, as ``--pretrain-text`` asks and the data allows: ("tree", None,
+    the search trees' root-to-leaf paths), ("nodes", the distinct node steps, None) or
+    ("paths", None, None: the training paths themselves). ``train_rows`` are the training
+    problems' ``steps`` rows."""
+    from prmtree.train.data import node_texts, tree_rows
 
-    if options.pretrain_epochs <= 0 or options.pretrain_text == "paths":
-        return "paths", None
-    texts = node_texts(options.data, {r.problem_id for r in train_rows})
-    if texts:
-        return "nodes", texts
-    if options.pretrain_text == "nodes":
-        raise ConfigError(f"--pretrain-text nodes: --data {options.data} has no nodes table (only a prmtree run's "
+    wanted = options.pretrain_text
+    if options.pretrain_epochs <= 0 or wanted == "paths":
+        return "paths", None, None
+    if wanted in ("auto", "tree"):
+        rows = tree_rows(options.data, train_rows)
+        if rows:
+            return "tree", None, rows
+    else:
+        texts = node_texts(options.data, {r.problem_id for r in train_rows})
+        if texts:
+            return "nodes", texts, None
+    if wanted != "auto":
+        raise ConfigError(f"--pretrain-text {wanted}: --data {options.data} has no nodes table (only a prmtree run's "
                           "directory has one; an hf export or a Parquet file does not): use --pretrain-text paths")
-    return "paths", None
+    return "paths", None, None
+
+
+def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
+    """(the rows the PRM trains on, "steps" or "tree"), as ``--paths`` asks and the data allows.
+    The held-out rows stay the ``steps`` table's, so held-out metrics compare across choices."""
+    from prmtree.train.data import tree_rows
+
+    if options.paths == "steps" or not train_rows:
+        return train_rows, "steps"
+    rows = tree_rows(options.data, train_rows)
+    if rows:
+        return rows, "tree"
+    if options.paths == "tree":
+        raise ConfigError(f"--paths tree: --data {options.data} has no nodes table (only a prmtree run's directory "
+                          "has one; an hf export or a Parquet file does not): use --paths steps")
+    return train_rows, "steps"
 
 
 def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Callable[[Any], Any] | None = None,
@@ -325,6 +364,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     random.seed(options.seed)
     rows = load_rows(options.data, with_images=options.model != "tiny")
     train_rows, test_rows = split_rows(rows, options.test_share)
+    steps_rows = train_rows
+    train_rows, paths = training_paths(options, steps_rows)
     if not train_rows:
         raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
     checkpoint = None
@@ -342,8 +383,10 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({was}); "
                               "use the same options, or a new --out")
-    corpus, texts = pretrain_corpus(options, train_rows)
-    model, processor, vision, class_name = build(options, train_rows, out, texts)
+    corpus, texts, pretrain_rows = pretrain_corpus(options, steps_rows)
+    extra_texts = texts if pretrain_rows is None else [Encoder(None, options.marker).text(r.question, r.steps)
+                                                       for r in pretrain_rows]
+    model, processor, vision, class_name = build(options, train_rows, out, extra_texts)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
@@ -352,6 +395,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
     train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
     every_path = [e for e, _ in train]  # pretraining sees them all on every worker (below)
+    if pretrain_rows is not None:  # the trees' paths, in full: each step in its context, as the PRM reads it
+        every_path = [encoder.encode(r.question, r.steps, r.images) for r in pretrain_rows]
     if texts is not None:  # one step per sequence, as the PRM reads it: its text, then the marker
         tok = encoder.tokenizer
         every_path = [{"ids": tok(f"{t.replace(options.marker, ' ')} {options.marker}\n", add_special_tokens=False,
@@ -366,14 +411,18 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     elif options.pretrain_epochs > 0 and vision:
         raise ConfigError("--pretrain-epochs trains a text LM on the run's text; it does not apply to a "
                           f"vision-language model ({options.model}): leave it at 0")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # the fine-tune's parameters: with --freeze-lm the head's alone (the LM still pretrains first)
+    trainable = [p for n, p in model.named_parameters()
+                 if p.requires_grad and not (options.freeze_lm and n.startswith("lm."))]
     params = sum(p.numel() for p in model.parameters())
-    _log(options, rank, f"prmtree train: {len(train_rows)} training paths ({sum(len(r.steps) for r in train_rows)} "
+    _log(options, rank, f"prmtree train: {len(train_rows)} training paths "
+         f"({'the search trees' if paths == 'tree' else 'the steps table'}; {sum(len(r.steps) for r in train_rows)} "
          f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
          f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
          f"{world} worker(s), {options.labels} labels"
          + ("; the head reads step log-probabilities" if model.step_logprobs else "")
-         + (f"; pretraining on {len(every_path)} {'node steps' if texts is not None else 'paths'}"
+         + (f"; pretraining on {len(every_path)} "
+            f"{ {'tree': 'tree paths', 'nodes': 'node steps', 'paths': 'paths'}[corpus]}"
             if checkpoint is None and options.pretrain_epochs > 0 else ""))
     pretrain_losses: list[float] = []
     pretrain_seconds = 0.0
@@ -384,6 +433,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         # is a model pretrained on the whole set, not on rank 0's share.
         pretrain_losses = pretrain(model, encoder, every_path, options, device, rank)
         pretrain_seconds = time.perf_counter() - t0
+    if options.freeze_lm:
+        model.lm.requires_grad_(False)
     net = wrap(model) if wrap else model
     lr = options.learning_rate()
     optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
@@ -461,14 +512,15 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "pretrain_loss_first": pretrain_losses[0] if pretrain_losses else None,
             "pretrain_loss_last_10": sum(pretrain_losses[-10:]) / len(pretrain_losses[-10:]) if pretrain_losses else None,
             "peak_memory_mb": _peak_memory_mb(device), "device": device, "workers": max(1, world),
-            "parameters": params, "train_paths": len(train_rows), "held_out_paths": len(test_rows),
+            "parameters": params, "train_paths": len(train_rows), "paths": paths, "held_out_paths": len(test_rows),
             "held_out": metrics, "seconds": time.perf_counter() - started,
         }
         prm_config = {
             "format": "prmtree-prm", "version": 1, "marker": options.marker, "labels": options.labels,
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
             "head": "mlp2-sigmoid" + ("+step-logprobs" if model.step_logprobs else ""),
-            "step_logprobs": model.step_logprobs, "pretrain_epochs": options.pretrain_epochs,
+            "step_logprobs": model.step_logprobs, "paths": paths, "freeze_lm": options.freeze_lm,
+            "pretrain_epochs": options.pretrain_epochs,
             "pretrain_text": corpus if options.pretrain_epochs > 0 else None,
             "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
             "held_out": metrics,
