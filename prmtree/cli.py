@@ -666,7 +666,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)
         print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {m['processbench_f1']:.3f} "
               f"(erroneous {m['acc_erroneous']:.3f}, correct {m['acc_correct']:.3f}), step F1 (wrong steps) "
-              f"{m['step_f1_wrong']:.3f}, first-error accuracy {m['first_error_accuracy']:.3f}")
+              f"{m['step_f1_wrong']:.3f}, first-error accuracy {m['first_error_accuracy']:.3f}"
+              + (f", step AUROC {m['step_auroc']:.3f}" if m["step_auroc"] is not None else ""))
     return 0
 
 

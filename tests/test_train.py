@@ -117,6 +117,10 @@ def test_step_metrics_on_a_hand_made_case():
     assert m["step_accuracy"] == pytest.approx(7 / 9)
     assert m["first_error_accuracy"] == 0.5 and m["acc_erroneous"] == 0.5 and m["acc_correct"] == 0.5
     assert m["processbench_f1"] == pytest.approx(0.5) and m["paths_with_error"] == 2
+    # right steps 0.9 x4, 0.8, 0.3 against wrong 0.2, 0.1, 0.9: each 0.9 beats two and ties one (2.5),
+    # 0.8 and 0.3 beat two: 14 of 18 pairs
+    assert m["step_auroc"] == pytest.approx(14 / 18)
+    assert step_metrics([[0.9, 0.8]], [[True, True]])["step_auroc"] is None  # no wrong step to rank against
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:

@@ -7,6 +7,7 @@ error is its first such step (-1: none).
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 
@@ -29,6 +30,19 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def auroc(right: list[float], wrong: list[float]) -> float | None:
+    """P(a right step's reward > a wrong step's), ties counting half: how well the rewards rank
+    steps whatever the threshold (None without both kinds)."""
+    if not right or not wrong:
+        return None
+    ordered = sorted(wrong)
+    above = 0.0
+    for reward in right:
+        below, up_to = bisect.bisect_left(ordered, reward), bisect.bisect_right(ordered, reward)
+        above += below + 0.5 * (up_to - below)
+    return above / (len(right) * len(wrong))
+
+
 def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], threshold: float = 0.5) -> dict[str, Any]:
     """Metrics over paths: ``rewards[i][j]`` is the PRM's reward for step j of path i, ``labels`` the gold.
 
@@ -37,8 +51,12 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
     * ``first_error_accuracy``: share of paths whose predicted first error is the gold one
       (both -1 counts);
     * ``processbench_f1``: harmonic mean of that accuracy on paths with an error
-      (``acc_erroneous``) and on paths without one (``acc_correct``), as ProcessBench scores it.
+      (``acc_erroneous``) and on paths without one (``acc_correct``), as ProcessBench scores it;
+    * ``step_auroc``: how well the rewards rank right steps above wrong ones, free of the
+      threshold (a PRM whose rewards all sit low can rank well and still flag every step).
     """
+    right_rewards: list[float] = []
+    wrong_rewards: list[float] = []
     tp = fp = fn = right = steps = 0
     hits_err = n_err = hits_ok = n_ok = 0
     for path_rewards, path_labels in zip(rewards, labels):
@@ -51,6 +69,7 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
             fn += (not wrong_pred) and wrong_gold
             right += wrong_pred == wrong_gold
             steps += 1
+            (wrong_rewards if wrong_gold else right_rewards).append(reward)
         gold = first_error(path_labels)
         hit = predicted_first_error(path_rewards, threshold) == gold
         if gold == -1:
@@ -71,6 +90,7 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
         "acc_erroneous": acc_err,
         "acc_correct": acc_ok,
         "processbench_f1": _f1(acc_err, acc_ok),
+        "step_auroc": auroc(right_rewards, wrong_rewards),
         "paths": paths,
         "paths_with_error": n_err,
         "steps": steps,
