@@ -318,7 +318,7 @@ class Driver:
         for attempt in range(ex.max_attempts):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** (attempt - 1)))
+                await asyncio.sleep(min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60)))
             try:
                 sent = time.perf_counter()
                 completions = await _bounded(_policys_own_timeout(executor.submit(gen)), ex.request_timeout_s)

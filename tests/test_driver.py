@@ -260,4 +260,4 @@ def test_retry_waits_double_up_to_their_cap(tmp_path, problems):
     assert s.problems_done == 1 and s.stats["retries"] == 6
     gaps = [b - a for a, b in zip(policy.attempts, policy.attempts[1:7])]
     assert [round(g, 2) >= w for g, w in zip(gaps, [0.05, 0.1, 0.1, 0.1, 0.1, 0.1])] == [True] * 6, gaps
-    assert max(gaps) < 0.6, gaps  # uncapped, the sixth wait is 1.6 s
+    assert max(gaps) < 1.2 and sum(gaps) < 2.0, gaps  # uncapped, the sixth wait is 1.6 s, all six 3.15 s

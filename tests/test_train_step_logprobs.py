@@ -83,6 +83,24 @@ def test_the_encoder_assigns_each_steps_own_tokens_to_it():
     assert step_ids[:prompt] == [-1] * prompt
 
 
+def test_a_byte_level_bpe_step_span_holds_the_step_and_not_the_space_or_newline_around_its_marker(tmp_path):
+    from tiny_models import build_tokenizer
+
+    from prmtree.train.model import MARKER, Encoder
+
+    tok = build_tokenizer(tmp_path)  # byte-level BPE with a chat template, as Qwen2's
+    tok.add_tokens([MARKER], special_tokens=True)
+    encoder = Encoder(tok)
+    steps = ["There are 3 red shapes.", "Add 4: x = 3 + 4 = 7.", "The answer is 7."]
+    encoded = encoder.encode("How many shapes, plus 4?", steps)
+    batch = encoder.collate([encoded])
+    ids, step_ids = batch["input_ids"][0].tolist(), batch["step_ids"][0].tolist()
+    assert len(encoded["positions"]) == 3
+    for k, step in enumerate(steps):
+        mine = [t for t, s in zip(ids, step_ids) if s == k]
+        assert tok.decode(mine) == step, (k, tok.convert_ids_to_tokens(mine))
+
+
 def test_a_tiny_prm_reads_step_logprobs_by_default_and_loads_as_trained(run_dir, tmp_path):
     from safetensors.torch import load_file
 
@@ -123,6 +141,9 @@ def test_a_checkpoint_from_before_step_logprobs_resumes_without_them(run_dir, tm
         train(_opts(run_dir, tmp_path / "old", max_steps=3, resume=True))
     resumed = train(_opts(run_dir, tmp_path / "old", max_steps=3, resume=True, step_logprobs="off"))
     assert resumed["resumed_at"] == 2 and resumed["steps"] == 3
+    # "auto" is "on" for --model tiny: a checkpoint made with one resumes with the other
+    train(_opts(run_dir, tmp_path / "auto", max_steps=2))
+    assert train(_opts(run_dir, tmp_path / "auto", max_steps=3, resume=True, step_logprobs="on"))["steps"] == 3
 
 
 def test_a_bad_step_logprobs_value_is_a_one_line_error(run_dir, tmp_path):
@@ -196,3 +217,29 @@ def test_freeze_lm_trains_the_head_alone(run_dir, tmp_path):
     assert any((free[k] != lm3[k]).any() for k in free)
     with pytest.raises(ConfigError, match="--lm-weight trains the LM during the fine-tune, which --freeze-lm"):
         train(_opts(run_dir, tmp_path / "both", freeze_lm=True, lm_weight=1.0))
+
+
+def test_tree_paths_fill_undecided_nodes_as_the_steps_table_does(tmp_path):
+    """Under plain MC labels the search leaves unsampled nodes undecided; a path still labels
+    them (right above a right step, wrong below a wrong one), and so must the tree's."""
+    from prmtree.engine.config import RunConfig
+    from prmtree.engine.output import read_table
+    from prmtree.train import load_rows
+    from prmtree.train.data import tree_rows
+
+    config = RunConfig.model_validate({"seed": 3, "labels": {"method": "mc"}})
+    prmtree.run(generate_problems(8, seed=11), policy="simulated", out=tmp_path / "mc", config=config)
+    nodes = read_table(tmp_path / "mc", "nodes").to_pylist()
+    assert any(n["label"] is None and n["parent_id"] for n in nodes)  # the case this test is about
+    rows = load_rows(tmp_path / "mc", with_images=False)
+    tree = tree_rows(tmp_path / "mc", rows)
+
+    def prefixes(paths):
+        return {(r.problem_id, tuple(" ".join(s.split()) for s in r.steps[:j + 1])): r.labels[j]
+                for r in paths for j in range(len(r.steps))}
+
+    in_tree, in_steps = prefixes(tree), prefixes(rows)
+    assert {k: in_tree.get(k) for k in in_steps} == in_steps  # every labelled step of the steps table, same label
+    assert len(in_tree) > len(in_steps)  # and the steps after an error besides
+    text = tree_rows(tmp_path / "mc", rows, text_only=True)  # pretraining: every path to its leaf, no labels
+    assert sum(len(r.steps) for r in text) >= sum(len(r.steps) for r in tree) and all(not r.labels for r in text)

@@ -152,16 +152,21 @@ def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
     return sorted(texts)
 
 
-def tree_rows(path: str | Path, steps_rows: list[StepRow]) -> list[StepRow] | None:
-    """Every root-to-leaf path of a run's search trees (its ``nodes`` table), each node's
-    label on its step, cut at the first undecided node; None where ``path`` is not a run
-    directory or has no nodes. The question and images come from ``steps_rows`` (the same
-    problem's ``steps`` rows); a problem without one is left out.
+def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = False) -> list[StepRow] | None:
+    """Every root-to-leaf path of a run's search trees (its ``nodes`` table); None where
+    ``path`` is not a run directory or has no nodes. The question and images come from
+    ``steps_rows`` (the same problem's ``steps`` rows); a problem without one is left out.
+
+    Labels as the ``steps`` table fills them along a path (``engine.labels.label_path``):
+    a node the search never decided is wrong below a wrong one (a wrong prefix stays wrong)
+    and right above a right one; a path ends at a node that is neither. With ``text_only``
+    (pretraining reads the text, not the labels) every path runs to its leaf and the rows
+    carry no labels.
 
     The ``steps`` table ends each path at its first wrong step, so a PRM trained on it
     never sees what follows an error, and a causal PRM then scores the steps after a
-    mistake as if nothing had gone wrong. The tree holds those steps, labelled wrong (a
-    wrong prefix stays wrong), and right siblings beside wrong ones at every depth.
+    mistake as if nothing had gone wrong. The tree holds those steps, labelled wrong, and
+    right siblings beside wrong ones at every depth.
     """
     path = Path(path)
     if not path.is_dir() or not any(path.glob("manifest*.json")):
@@ -171,31 +176,56 @@ def tree_rows(path: str | Path, steps_rows: list[StepRow]) -> list[StepRow] | No
     table = read_table(path, "nodes")
     if table.num_rows == 0:
         return None
-    first = {}
+    first: dict[str, StepRow] = {}
     for row in steps_rows:
         first.setdefault(row.problem_id, row)
     columns = ("problem_id", "node_id", "parent_id", "step", "label", "value", "posterior")
-    nodes = table.select(list(columns)).to_pylist()
+    nodes = [n for n in table.select(list(columns)).to_pylist() if n["problem_id"] in first]
     children: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for node in nodes:
         children.setdefault((node["problem_id"], node["parent_id"]), []).append(node)
+    right_below: dict[tuple[str, str], bool] = {}  # a node with a right-labelled descendant
+
+    def has_right_below(node: dict[str, Any]) -> bool:
+        key = (node["problem_id"], node["node_id"])
+        if key not in right_below:
+            stack, found = list(children.get(key, [])), False
+            while stack and not found:
+                kid = stack.pop()
+                found = kid["label"] is True
+                stack.extend(children.get((kid["problem_id"], kid["node_id"]), []))
+            right_below[key] = found
+        return right_below[key]
+
+    def decided(node: dict[str, Any], wrong_above: bool) -> tuple[bool | None, float]:
+        """(label, soft target) as a path fills them: None ends the path."""
+        if wrong_above or node["label"] is False:
+            return False, 0.0 if wrong_above or node["posterior"] is None else float(node["posterior"])
+        if node["label"] is True:
+            return True, soft_target(True, node["value"], None) if node["posterior"] is None \
+                else float(node["posterior"])
+        return (True, 1.0) if has_right_below(node) else (None, 0.0)
+
     rows: list[StepRow] = []
-    for root in (n for n in nodes if n["parent_id"] is None and n["problem_id"] in first):
+    for root in (n for n in nodes if n["parent_id"] is None):
         source = first[root["problem_id"]]
-        stack: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [(root, [])]
+        stack: list[tuple[dict[str, Any], list[tuple[str, bool, float]], bool]] = [(root, [], False)]
         while stack:
-            node, trail = stack.pop()
-            kids = children.get((node["problem_id"], node["node_id"]), [])
-            open_kids = [k for k in kids if k["label"] is not None and str(k["step"] or "").strip()]
-            if not open_kids:  # a leaf, or every child undecided: the path ends here
+            node, trail, wrong_above = stack.pop()
+            nexts = []
+            for kid in children.get((node["problem_id"], node["node_id"]), []):
+                step = " ".join(str(kid["step"] or "").split())
+                if not step:
+                    continue
+                label, soft = (True, 1.0) if text_only else decided(kid, wrong_above)
+                if label is not None:
+                    nexts.append((kid, trail + [(step, label, soft)], wrong_above or label is False))
+            if not nexts:  # a leaf, or every child undecided: the path ends here
                 if trail:
                     rows.append(StepRow(
-                        problem_id=source.problem_id, question=source.question,
-                        steps=[str(n["step"]).strip() for n in trail], labels=[bool(n["label"]) for n in trail],
-                        soft=[soft_target(bool(n["label"]), n["value"], None) if n["posterior"] is None
-                              else float(n["posterior"]) for n in trail],
-                        images=source.images))
+                        problem_id=source.problem_id, question=source.question, steps=[t[0] for t in trail],
+                        labels=[] if text_only else [t[1] for t in trail],
+                        soft=[] if text_only else [t[2] for t in trail], images=source.images))
                 continue
-            for kid in reversed(open_kids):
-                stack.append((kid, trail + [kid]))
+            stack.extend(reversed(nexts))
     return rows

@@ -154,12 +154,25 @@ class Encoder:
         apply = getattr(self.processor, "apply_chat_template", None) or self.tokenizer.apply_chat_template
         return apply(messages, tokenize=False, add_generation_prompt=True)
 
+    def _step(self, step: str) -> str:
+        return " ".join(step.replace(self.marker, " ").split())
+
     def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
-        body = "".join(f"{' '.join(s.replace(self.marker, ' ').split())} {self.marker}\n" for s in steps)
+        body = "".join(f"{self._step(s)} {self.marker}\n" for s in steps)
         return self.prompt(question.replace(self.marker, " "), n_images) + body
 
+    def _char_spans(self, question: str, steps: list[str], n_images: int) -> list[tuple[int, int]]:
+        """Where each step's own text lies in :meth:`text` (without the space, marker and newline after it)."""
+        at = len(self.prompt(question.replace(self.marker, " "), n_images))
+        spans = []
+        for step in steps:
+            text = self._step(step)
+            spans.append((at, at + len(text)))
+            at += len(text) + len(self.marker) + 2
+        return spans
+
     def encode(self, question: str, steps: list[str], images: list[bytes] | None = None) -> dict[str, Any]:
-        """``input_ids`` (a list), the marker positions, and the processor's image tensors."""
+        """``input_ids`` (a list), the marker positions, each step's token span, and the processor's image tensors."""
         images = list(images or []) if self.vision else []
         text = self.text(question, steps, len(images))
         extra: dict[str, torch.Tensor] = {}
@@ -170,15 +183,34 @@ class Encoder:
             out = self.processor(text=[text], images=pil, return_tensors="pt")
             ids = out["input_ids"][0].tolist()  # never cut: image tokens must stay whole
             extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+            offsets = None
         else:
-            ids = self.tokenizer(text, add_special_tokens=False, truncation=True,
-                                 max_length=self.max_length)["input_ids"]
+            fast = bool(getattr(self.tokenizer, "is_fast", False))
+            out = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.max_length,
+                                 return_offsets_mapping=fast)
+            ids, offsets = out["input_ids"], out.get("offset_mapping") if fast else None
         positions = [i for i, t in enumerate(ids) if t == self.marker_id]
+        spans = self._token_spans(question, steps, positions, offsets, len(images))
+        return {"ids": ids, "positions": positions, "spans": spans, "extra": extra}
+
+    def _token_spans(self, question: str, steps: list[str], positions: list[int],
+                     offsets: list[tuple[int, int]] | None, n_images: int) -> list[tuple[int, int]]:
+        """Each step's tokens, [start, end), for the step-logprob head: by character offsets where
+        the tokenizer gives them (a byte-level BPE puts the space before a marker and the
+        newline after it in tokens of their own, which are not the step's), else between markers."""
+        if offsets is not None:
+            spans, after = [], 0
+            for (lo, hi), marker in zip(self._char_spans(question, steps, n_images), positions):
+                inside = [i for i in range(after, marker) if lo <= offsets[i][0] < hi]
+                spans.append((inside[0], inside[-1] + 1) if inside else (marker, marker))
+                after = marker + 1
+            return spans
+        # no offsets (a VLM's processor): step 0 has as many tokens before its marker as it has alone
         starts = [p + 1 for p in positions[:-1]]
-        if positions:  # step 0 begins where the prompt ends: as many tokens before its marker as it has alone
-            first = " ".join(steps[0].replace(self.marker, " ").split())
+        if positions:
+            first = self._step(steps[0])
             starts.insert(0, max(0, positions[0] - len(self.tokenizer(first, add_special_tokens=False)["input_ids"])))
-        return {"ids": ids, "positions": positions, "starts": starts, "extra": extra}
+        return list(zip(starts, positions))
 
     def collate(self, encoded: list[dict[str, Any]], targets: list[list[float]] | None = None) -> dict[str, Any]:
         """Right-padded tensors; ``targets`` (B, T) holds each step's target at its marker, -1 elsewhere;
@@ -192,7 +224,7 @@ class Encoder:
             n = len(e["ids"])
             ids[i, :n] = torch.tensor(e["ids"])
             mask[i, :n] = 1
-            for k, (start, end) in enumerate(zip(e.get("starts", []), e["positions"])):
+            for k, (start, end) in enumerate(e.get("spans", [])):
                 step_ids[i, start:end] = k
             if targets is not None:
                 for pos, t in zip(e["positions"], targets[i]):

@@ -316,17 +316,24 @@ def pretrain_corpus(options: TrainOptions, train_rows: list) -> tuple[str, list[
     if options.pretrain_epochs <= 0 or wanted == "paths":
         return "paths", None, None
     if wanted in ("auto", "tree"):
-        rows = tree_rows(options.data, train_rows)
+        rows = tree_rows(options.data, train_rows, text_only=True)
         if rows:
             return "tree", None, rows
     else:
-        texts = node_texts(options.data, {r.problem_id for r in train_rows})
-        if texts:
-            return "nodes", texts, None
+        rows = node_texts(options.data, {r.problem_id for r in train_rows})
+        if rows:
+            return "nodes", rows, None
     if wanted != "auto":
-        raise ConfigError(f"--pretrain-text {wanted}: --data {options.data} has no nodes table (only a prmtree run's "
-                          "directory has one; an hf export or a Parquet file does not): use --pretrain-text paths")
+        raise ConfigError(f"--pretrain-text {wanted}: --data {options.data} " + _no_tree(rows) + ": use --pretrain-text paths")
     return "paths", None, None
+
+
+def _no_tree(found: list | None) -> str:
+    """Why a run's trees gave nothing: no nodes table (None), or none for the training problems ([])."""
+    if found is None:
+        return ("has no nodes table (only a prmtree run's directory has one; an hf export or a Parquet file "
+                "does not)")
+    return "has a nodes table but no decided step under the training problems' roots"
 
 
 def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
@@ -340,8 +347,7 @@ def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
     if rows:
         return rows, "tree"
     if options.paths == "tree":
-        raise ConfigError(f"--paths tree: --data {options.data} has no nodes table (only a prmtree run's directory "
-                          "has one; an hf export or a Parquet file does not): use --paths steps")
+        raise ConfigError(f"--paths tree: --data {options.data} {_no_tree(rows)}: use --paths steps")
     return train_rows, "steps"
 
 
@@ -378,6 +384,10 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         # a checkpoint from before an option existed was made with that option's default
         theirs = {k: checkpoint["options"].get(k, BEFORE_OPTION.get(k, TrainOptions.__dataclass_fields__[k].default))
                   for k in RESUME_KEYS}
+        # compared as resolved: "auto" is "on" for --model tiny, "off" for a pretrained model
+        for opts in (mine, theirs):
+            opts["step_logprobs"] = "on" if opts["step_logprobs"] == "on" or (
+                opts["step_logprobs"] == "auto" and opts["model"] == "tiny") else "off"
         changed = [k for k in RESUME_KEYS if theirs[k] != mine[k]]
         if changed:
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
