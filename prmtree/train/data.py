@@ -128,6 +128,17 @@ def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], l
     return [r for r in rows if r.problem_id not in held], [r for r in rows if r.problem_id in held]
 
 
+def _nodes_table(path: str | Path) -> pa.Table | None:
+    """A run directory's ``nodes`` table; None for anything else (an export, a Parquet file) or no nodes."""
+    path = Path(path)
+    if not path.is_dir() or not any(path.glob("manifest*.json")):
+        return None
+    from prmtree.engine.output import read_table
+
+    table = read_table(path, "nodes")
+    return table if table.num_rows else None
+
+
 def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
     """The distinct step texts of a run's ``nodes`` table for ``problems``, sorted; None where
     ``path`` is not a run directory or its nodes table is empty (an ``hf`` export, a Parquet file).
@@ -137,13 +148,8 @@ def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
     prefixes repeat the same steps. Only the given (training) problems' nodes: a held-out
     problem's steps must not be seen in pretraining either.
     """
-    path = Path(path)
-    if not path.is_dir() or not any(path.glob("manifest*.json")):
-        return None
-    from prmtree.engine.output import read_table
-
-    table = read_table(path, "nodes")
-    if table.num_rows == 0:
+    table = _nodes_table(path)
+    if table is None:
         return None
     texts = {" ".join(str(step).split()) for pid, step in zip(table.column("problem_id").to_pylist(),
                                                               table.column("step").to_pylist())
@@ -168,13 +174,8 @@ def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = Fal
     mistake as if nothing had gone wrong. The tree holds those steps, labelled wrong, and
     right siblings beside wrong ones at every depth.
     """
-    path = Path(path)
-    if not path.is_dir() or not any(path.glob("manifest*.json")):
-        return None
-    from prmtree.engine.output import read_table
-
-    table = read_table(path, "nodes")
-    if table.num_rows == 0:
+    table = _nodes_table(path)
+    if table is None:
         return None
     first: dict[str, StepRow] = {}
     for row in steps_rows:
