@@ -42,7 +42,7 @@ def test_features_at_each_marker_are_that_steps_pooled_token_logprobs():
     torch.nn.init.zeros_(model.pool.weight)  # equal attention: the learnt pooling is the mean
     ids = torch.tensor([[5, 6, 7, 8, 9, marker, 10, 11, marker, 0]])
     mask = torch.tensor([[1] * 9 + [0]])
-    step_ids = torch.tensor([[-1, -1, 0, 0, 0, -1, 1, 1, -1, -1]])
+    step_ids = torch.tensor([[-1, -1, 0, 0, 0, -2, 1, 1, -3, -1]])  # -(k + 2): step k's marker
     with torch.no_grad():
         states = model.body()(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = model.lm.get_output_embeddings()(states)
@@ -78,7 +78,7 @@ def test_the_encoder_assigns_each_steps_own_tokens_to_it():
     for k, step in enumerate(steps):
         mine = [t for t, s in zip(ids, step_ids) if s == k]
         assert mine == tok(step, add_special_tokens=False)["input_ids"], k
-    assert all(step_ids[p] == -1 for p in encoded["positions"])
+    assert [step_ids[p] for p in encoded["positions"]] == [-2, -3, -4]
     prompt = len(tok(question, add_special_tokens=False)["input_ids"])
     assert step_ids[:prompt] == [-1] * prompt
 
@@ -99,6 +99,21 @@ def test_a_byte_level_bpe_step_span_holds_the_step_and_not_the_space_or_newline_
     for k, step in enumerate(steps):
         mine = [t for t, s in zip(ids, step_ids) if s == k]
         assert tok.decode(mine) == step, (k, tok.convert_ids_to_tokens(mine))
+    # a token of its own (the space) between a step and its marker: the features still land on the marker
+    import torch
+
+    from prmtree.train.model import RewardModel, tiny_lm
+
+    assert any(step_ids[p - 1] == -1 for p in encoded["positions"])
+    model = RewardModel(tiny_lm(len(tok), tok.pad_token_id, layers=1, hidden=64), 64, step_logprobs=True).eval()
+    with torch.no_grad():
+        states = model.body()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = model.lm.get_output_embeddings()(states)
+        features = model.step_features(batch["input_ids"], states, logits, batch["step_ids"])[0]
+    at_markers = features[encoded["positions"]]
+    assert (at_markers[:, 1] < 0).all()  # each marker reads its step's lowest log-probability
+    others = [i for i in range(len(ids)) if i not in encoded["positions"]]
+    assert torch.count_nonzero(features[others]) == 0
 
 
 def test_a_tiny_prm_reads_step_logprobs_by_default_and_loads_as_trained(run_dir, tmp_path):

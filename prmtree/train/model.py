@@ -74,8 +74,9 @@ class RewardModel(nn.Module):
                 step_ids: torch.Tensor | None = None, **extra: Any) -> Any:
         """Reward logits (B, T); with ``with_lm`` also the LM's next-token logits from the same pass.
 
-        ``step_ids`` (B, T) says which step each token belongs to (-1: prompt, marker,
-        padding); the step-logprob head needs it (:meth:`Encoder.collate` makes it).
+        ``step_ids`` (B, T) says which step each token belongs to (k >= 0), which marker
+        closes which step (-(k + 2) at step k's marker), -1 elsewhere; the step-logprob
+        head needs it (:meth:`Encoder.collate` makes it).
         """
         hidden = self.body()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
@@ -97,7 +98,7 @@ class RewardModel(nn.Module):
         # token i's log-probability is read from the logits at i - 1
         logprobs[:, 1:] = lm_logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         logprobs = logprobs.clamp(min=self.FLOOR)
-        n_steps = int(step_ids.max().item()) + 1 if step_ids.numel() else 0
+        n_steps = int(step_ids.max().item()) + 1 if step_ids.numel() else 0  # markers are negative
         out = torch.zeros((b, t, self.N_FEATURES), dtype=torch.float32, device=input_ids.device)
         if n_steps <= 0:
             return out
@@ -108,12 +109,11 @@ class RewardModel(nn.Module):
         pooled = (weights * logprobs[:, None, :]).sum(-1)
         lowest = logprobs[:, None, :].masked_fill(~member, 0.0).amin(-1)
         per_step = torch.stack([pooled, lowest], dim=-1) * has[..., None]  # (B, K, 2); a step with no tokens: 0
-        # a step's marker is the token right after its last token; put the step's features there
-        ends = step_ids[:, :-1] >= 0
-        closing = torch.zeros_like(step_ids, dtype=torch.bool)
-        closing[:, 1:] = ends & (step_ids[:, 1:] != step_ids[:, :-1])
-        rows, cols = closing.nonzero(as_tuple=True)
-        out[rows, cols] = per_step[rows, step_ids[rows, cols - 1]]
+        # each step's features go to its marker (a BPE may put a token of its own between the two)
+        rows, cols = (step_ids <= -2).nonzero(as_tuple=True)
+        steps = -step_ids[rows, cols] - 2
+        known = steps < n_steps  # a marker whose step has no tokens gets zeros
+        out[rows[known], cols[known]] = per_step[rows[known], steps[known]]
         return out
 
 
@@ -214,7 +214,7 @@ class Encoder:
 
     def collate(self, encoded: list[dict[str, Any]], targets: list[list[float]] | None = None) -> dict[str, Any]:
         """Right-padded tensors; ``targets`` (B, T) holds each step's target at its marker, -1 elsewhere;
-        ``step_ids`` (B, T) the step each token belongs to, -1 for the prompt, markers and padding."""
+        ``step_ids`` (B, T) the step each token belongs to, -(k + 2) at step k's marker, -1 elsewhere."""
         width = max(len(e["ids"]) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -226,6 +226,8 @@ class Encoder:
             mask[i, :n] = 1
             for k, (start, end) in enumerate(e.get("spans", [])):
                 step_ids[i, start:end] = k
+            for k, pos in enumerate(e["positions"]):
+                step_ids[i, pos] = -(k + 2)
             if targets is not None:
                 for pos, t in zip(e["positions"], targets[i]):
                     target[i, pos] = t
