@@ -158,23 +158,23 @@ class Encoder:
         return " ".join(step.replace(self.marker, " ").split())
 
     def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
-        body = "".join(f"{self._step(s)} {self.marker}\n" for s in steps)
-        return self.prompt(question.replace(self.marker, " "), n_images) + body
+        return self._layout(question, steps, n_images)[0]
 
-    def _char_spans(self, question: str, steps: list[str], n_images: int) -> list[tuple[int, int]]:
-        """Where each step's own text lies in :meth:`text` (without the space, marker and newline after it)."""
-        at = len(self.prompt(question.replace(self.marker, " "), n_images))
+    def _layout(self, question: str, steps: list[str], n_images: int) -> tuple[str, list[tuple[int, int]]]:
+        """The model's text, and where each step's own text lies in it (without the space,
+        marker and newline after it)."""
+        text = self.prompt(question.replace(self.marker, " "), n_images)
         spans = []
         for step in steps:
-            text = self._step(step)
-            spans.append((at, at + len(text)))
-            at += len(text) + len(self.marker) + 2
-        return spans
+            step = self._step(step)
+            spans.append((len(text), len(text) + len(step)))
+            text += f"{step} {self.marker}\n"
+        return text, spans
 
     def encode(self, question: str, steps: list[str], images: list[bytes] | None = None) -> dict[str, Any]:
         """``input_ids`` (a list), the marker positions, each step's token span, and the processor's image tensors."""
         images = list(images or []) if self.vision else []
-        text = self.text(question, steps, len(images))
+        text, char_spans = self._layout(question, steps, len(images))
         extra: dict[str, torch.Tensor] = {}
         if images:
             from PIL import Image
@@ -190,17 +190,17 @@ class Encoder:
                                  return_offsets_mapping=fast)
             ids, offsets = out["input_ids"], out.get("offset_mapping") if fast else None
         positions = [i for i, t in enumerate(ids) if t == self.marker_id]
-        spans = self._token_spans(question, steps, positions, offsets, len(images))
+        spans = self._token_spans(steps, char_spans, positions, offsets)
         return {"ids": ids, "positions": positions, "spans": spans, "extra": extra}
 
-    def _token_spans(self, question: str, steps: list[str], positions: list[int],
-                     offsets: list[tuple[int, int]] | None, n_images: int) -> list[tuple[int, int]]:
+    def _token_spans(self, steps: list[str], char_spans: list[tuple[int, int]], positions: list[int],
+                     offsets: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         """Each step's tokens, [start, end), for the step-logprob head: by character offsets where
         the tokenizer gives them (a byte-level BPE puts the space before a marker and the
         newline after it in tokens of their own, which are not the step's), else between markers."""
         if offsets is not None:
             spans, after = [], 0
-            for (lo, hi), marker in zip(self._char_spans(question, steps, n_images), positions):
+            for (lo, hi), marker in zip(char_spans, positions):
                 inside = [i for i in range(after, marker) if lo <= offsets[i][0] < hi]
                 spans.append((inside[0], inside[-1] + 1) if inside else (marker, marker))
                 after = marker + 1

@@ -96,7 +96,7 @@ class TrainOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def uses_step_logprobs(self) -> bool:
-        return self.step_logprobs == "on" or (self.step_logprobs == "auto" and self.model == "tiny")
+        return step_logprobs_on(self.step_logprobs, self.model)
 
     def learning_rate(self) -> float:
         if self.lr is not None:
@@ -126,6 +126,11 @@ class TrainOptions:
             raise ConfigError(f"--test-share must be in [0, 1), got {self.test_share}")
         if self.workers < 0 or self.gpus_per_worker < 0:
             raise ConfigError("--workers and --gpus-per-worker must be >= 0")
+
+
+def step_logprobs_on(value: str, model: str) -> bool:
+    """``--step-logprobs`` resolved: ``auto`` is on for ``--model tiny``, off for a pretrained model."""
+    return value == "on" or (value == "auto" and model == "tiny")
 
 
 def _log(options: TrainOptions, rank: int, message: str) -> None:
@@ -384,10 +389,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         # a checkpoint from before an option existed was made with that option's default
         theirs = {k: checkpoint["options"].get(k, BEFORE_OPTION.get(k, TrainOptions.__dataclass_fields__[k].default))
                   for k in RESUME_KEYS}
-        # compared as resolved: "auto" is "on" for --model tiny, "off" for a pretrained model
-        for opts in (mine, theirs):
-            opts["step_logprobs"] = "on" if opts["step_logprobs"] == "on" or (
-                opts["step_logprobs"] == "auto" and opts["model"] == "tiny") else "off"
+        for opts in (mine, theirs):  # compared as resolved: "auto" and "on" build the same tiny head
+            opts["step_logprobs"] = "on" if step_logprobs_on(opts["step_logprobs"], opts["model"]) else "off"
         changed = [k for k in RESUME_KEYS if theirs[k] != mine[k]]
         if changed:
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
