@@ -44,11 +44,11 @@ class CellReader:
         """The image bytes in ``cell`` (unchecked: the caller compares size and sha256)."""
         identity = _identity(cell.file)
         with self._lock:
-            column = self._parquet(cell, identity) if cell.kind == "parquet" else self._arrow(cell, identity)
-        offset = cell.row - column[1]
-        if not 0 <= offset < len(column[0]):
+            values, start = self._parquet(cell, identity) if cell.kind == "parquet" else self._arrow(cell, identity)
+        offset = cell.row - start
+        if not 0 <= offset < len(values):
             raise CellReadError(f"{cell.file}: no row {cell.row} (the file changed)")
-        value = column[0][offset].as_py()
+        value = values[offset].as_py()
         if cell.index is not None:
             if not isinstance(value, list) or not 0 <= cell.index < len(value):
                 raise CellReadError(f"{cell.file}: row {cell.row} has no image {cell.index} in {cell.column!r}")
