@@ -374,6 +374,13 @@ def _json_rows(path: Path) -> Iterator[InputRow]:
         yield where, row if isinstance(row, dict) else f"item {i} is not a JSON object", None
 
 
+#: A Parquet row group larger than this (its bytes, uncompressed) is not read by workers:
+#: a worker reading one cell reads the whole group's image column and keeps two groups.
+#: ``datasets`` writes image Parquet in groups of 100 rows; ``pyarrow.parquet.write_table``
+#: by default in one group for the whole file.
+MAX_CELL_GROUP_BYTES = 128 << 20
+
+
 def _parquet_rows(path: Path) -> Iterator[InputRow]:
     import pyarrow.parquet as pq
 
@@ -383,14 +390,18 @@ def _parquet_rows(path: Path) -> Iterator[InputRow]:
         yield path.name, f"{path.name} is not a readable Parquet file ({exc})", None
         return
     file = os.path.abspath(path)
-    ends = list(itertools.accumulate(handle.metadata.row_group(g).num_rows
-                                     for g in range(handle.metadata.num_row_groups)))
+    meta = handle.metadata
+    ends = list(itertools.accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups)))
+    # a worker reads a cell's whole row group (and keeps two): rows of a larger group name
+    # no cell, and their images go to a worker as bytes, once
+    readable = [meta.row_group(g).total_byte_size <= MAX_CELL_GROUP_BYTES for g in range(meta.num_row_groups)]
     i = group = 0
     for batch in handle.iter_batches(batch_size=256):
         for row in batch.to_pylist():
             while group < len(ends) - 1 and i >= ends[group]:
                 group += 1
-            yield f"{path.name}[{i}]", row, ImageCell("parquet", file, i, group=group)
+            at = ImageCell("parquet", file, i, group=group) if readable[group] else None
+            yield f"{path.name}[{i}]", row, at
             i += 1
 
 

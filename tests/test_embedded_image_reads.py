@@ -81,6 +81,20 @@ def test_parquet_images_carry_their_cell_and_row_group_and_keep_their_fingerprin
         assert problem_fingerprint(p) == problem_fingerprint(plain) and problem_fingerprint(p).endswith(".")
 
 
+def test_rows_of_a_row_group_too_large_for_a_worker_to_read_name_no_cell(tmp_path, monkeypatch):
+    """A worker reading a cell reads its whole row group: pyarrow's default writes a whole
+    file as one group, so a group over MAX_CELL_GROUP_BYTES leaves its images to be sent."""
+    import prmtree.engine.problem as problem_mod
+
+    data = table_rows(7)
+    path = write_parquet(tmp_path / "in.parquet", data)  # groups of 3, 3 and 1 rows
+    sizes = [pq.ParquetFile(path).metadata.row_group(g).total_byte_size for g in range(3)]
+    monkeypatch.setattr(problem_mod, "MAX_CELL_GROUP_BYTES", sizes[2])  # only the 1-row group fits
+    cells = [p.images[0].cell for p in loaded(path)]
+    assert [c is not None for c in cells] == [False] * 6 + [True]
+    assert (cells[6].row, cells[6].group) == (6, 2)
+
+
 def test_hf_dataset_images_carry_their_arrow_cell_with_the_list_index(tmp_path):
     problems = loaded(write_hf_dataset(tmp_path / "hf", table_rows(4, listed=True)))
     assert len(problems) == 4
