@@ -9,14 +9,19 @@ sends it, and the sizes are summed over the run:
   requests name their images by hash, and the bytes ride along only to a worker that lacks
   them and cannot read them from their files.
 
-Two kinds of input, each run:
+Three kinds of input, each run:
 
 * ``files``: the problems come from JSONL with one image file each (as most VQA sets
   ship), the default ``[executor] worker_reads_images = "auto"``: the reference carries the
   file's absolute path and the workers read the images themselves (checked by sha256), so
   no image bytes go through the driver;
-* ``embedded``: the same problems in memory with their image bytes and no file (as from
-  Parquet or a Hugging Face dataset with embedded images): the bytes go once per worker.
+* ``embedded``: the same problems in memory with their image bytes and nowhere to read
+  them from (problems given in Python): the bytes go once per worker;
+* ``parquet``: the same problems in a Parquet file with the images embedded as
+  ``{bytes, path}`` structs (as Hugging Face ``datasets`` writes them; row groups of 100
+  rows), the default ``worker_reads_images = "auto"``: the reference carries the image's
+  cell (file, row, column, row group) and the workers read the cells themselves (checked by
+  sha256), so no image bytes go through the driver.
 
 Workload: the simulated policy on synthetic VQA problems whose one image is padded to
 500 KB (a PNG followed by random bytes, as incompressible as a real JPEG), two Ray
@@ -31,7 +36,7 @@ they are the image's size over the rollouts its problems take: the run is repeat
 questions of one picture).
 
     python benchmarks/driver_bytes.py [--problems 40] [--image-kb 500] [--workers 2] [--questions-per-image 1 4]
-                                      [--modes files embedded]
+                                      [--modes files embedded parquet]
 """
 
 from __future__ import annotations
@@ -87,6 +92,21 @@ def write_files(problems: list[Any], directory: Path) -> Path:
     return directory / "problems.jsonl"
 
 
+def write_parquet(problems: list[Any], directory: Path, row_group_size: int = 100) -> Path:
+    """``problems`` as one Parquet file with each image embedded as a ``{bytes, path}`` struct
+    (problems sharing an image hold the same bytes); returns its path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": p.id, "question": p.question, "answer": p.answer, "answer_type": p.answer_type,
+             "meta": json.dumps(p.meta), "image": {"bytes": p.images[0].data, "path": f"{p.id}.png"}}
+            for p in problems]
+    path = directory / "problems.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
+    return path
+
+
 def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str = "embedded") -> dict[str, Any]:
     import prmtree
     from prmtree.rollout_workers.ray.executor import RayExecutor
@@ -112,7 +132,8 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str =
     RayExecutor._with_image_refs = counted  # type: ignore[method-assign]
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            source: Any = write_files(problems, Path(tmp) / "data") if mode == "files" else problems
+            source: Any = (write_files(problems, Path(tmp) / "data") if mode == "files"
+                           else write_parquet(problems, Path(tmp) / "data") if mode == "parquet" else problems)
             start = time.perf_counter()
             summary = prmtree.run(
                 source, policy="simulated", policy_args={"latency_s": 0.02}, out=Path(tmp) / "out", seed=3,
@@ -161,8 +182,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trees-in-flight", type=int, default=16)
     parser.add_argument("--questions-per-image", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--modes", nargs="+", choices=["files", "embedded"], default=["files", "embedded"])
+    parser.add_argument("--modes", nargs="+", choices=["files", "embedded", "parquet"],
+                        default=["files", "embedded", "parquet"])
     parser.add_argument("--out", type=Path, default=RESULTS / "driver_bytes.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of --out in modes not run now (add a mode without re-running the others)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -177,6 +201,9 @@ def main() -> None:
                              **measure(problems, args.workers, args.trees_in_flight, mode)})
     finally:
         ray.shutdown()
+    if args.merge and args.out.exists():
+        kept = [r for r in json.loads(args.out.read_text())["runs"] if r["mode"] not in args.modes]
+        runs = kept + runs
     report = {"benchmark": "driver_bytes", "image_kb": args.image_kb, "workers": args.workers,
               "trees_in_flight": args.trees_in_flight, "labels": "calibrated, adaptive batches, pilot off",
               "target_bytes_per_rollout": 2048, "runs": runs}

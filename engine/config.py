@@ -240,8 +240,8 @@ class ExecutorConfig(_Strict):
                                  "used evicted first)"
     )
     worker_reads_images: Literal["auto", "never"] = Field(
-        "auto", description="ray: auto: an image read from a file goes to a worker as its absolute path and hash, "
-        "the worker reads and checks it (bytes from the driver where it cannot, and to that worker from then on); "
+        "auto", description="ray: auto: an image read from a file (or embedded in a Parquet or HF Arrow file) goes "
+        "to a worker as its hash and absolute path (or cell), the worker reads and checks it (bytes from the driver where it cannot, and to that worker from then on); "
         "never: the driver sends the bytes"
     )
     drivers: int | Literal["auto"] = Field(

@@ -12,6 +12,7 @@ will run: a resume skips finished problems by id before touching their images.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from PIL import Image
 from prmtree.engine.config import InputConfig
 from prmtree.engine.errors import ConfigError, ImageError
 from prmtree.engine.records import (
+    ImageCell,
     InputError,
     Problem,
     ProblemImage,
@@ -119,14 +121,17 @@ def load_image(
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 
 
-def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[ProblemImage, ...]:
+def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
+                 cell: ImageCell | None = None) -> tuple[ProblemImage, ...]:
     """Images from a path, an ``{bytes, path}`` struct, or a list of them: their bytes,
-    not yet decoded (see :func:`validate_image_bytes`)."""
-    items = value if isinstance(value, (list, tuple)) else [value]
+    not yet decoded (see :func:`validate_image_bytes`). ``cell``: the Parquet or Arrow cell
+    ``value`` came from, recorded on each embedded image (so a worker can read it there)."""
+    is_list = isinstance(value, (list, tuple))
+    items = value if is_list else [value]
     if not items:
         raise ImageError("image list is empty (leave the field out for a problem without images)")
     images = []
-    for item in items:
+    for i, item in enumerate(items):
         if isinstance(item, dict):
             data, path = item.get("bytes"), item.get("path")
             if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
@@ -139,7 +144,8 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int) -> tuple[Pro
                     raise ImageError(
                         f"embedded image is {len(data)} bytes, over the limit of {max_bytes} (max_image_bytes)"
                     )
-                images.append(ProblemImage(bytes(data), path))
+                images.append(ProblemImage(bytes(data), path, cell=(
+                    replace(cell, index=i if is_list else None) if cell is not None else None)))
                 continue
             item = path
         if isinstance(item, (bytes, bytearray, memoryview)):
@@ -238,9 +244,7 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
         return _reject(row, shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
     if (why := _bad_gold(answer)) is not None:
         return _reject(row, shown_id, why)
-    image_value = row.get(fmt.image_field)
-    if image_value is None and fmt.image_field == "image":
-        image_value = row.get("images")
+    image_value = row.get(_image_column(row, fmt))
     answer_type = row.get("answer_type") or fmt.answer_type
     texts = [(fmt.question_field, question), (fmt.answer_field, answer), ("answer_type", answer_type)]
     texts += [(fmt.image_field, path) for path in _image_texts(image_value)]
@@ -258,6 +262,14 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
     return question, str(answer), answer_type, meta, image_value
 
 
+def _image_column(row: dict[str, Any], fmt: InputConfig) -> str:
+    """The column a row's images are in: ``image_field``, or ``images`` where the default
+    ``image`` is absent."""
+    if row.get(fmt.image_field) is None and fmt.image_field == "image" and "images" in row:
+        return "images"
+    return fmt.image_field
+
+
 def _given_id(row: dict[str, Any], fmt: InputConfig) -> str | None:
     """The id a row gives, as the run keys it (text UTF-8 can store), or None."""
     given = row.get(fmt.id_field)
@@ -271,9 +283,11 @@ def _load_row(
     where: str,
     skip: Callable[[str], bool] | None = None,
     known_id: str | None = None,
+    at: ImageCell | None = None,
 ) -> tuple[str | None, Problem | InputError | None]:
     """(the problem's id where known, the problem or why the row is bad; None: skipped).
-    ``known_id``: the id of a row given without one, already computed (no images read)."""
+    ``known_id``: the id of a row given without one, already computed (no images read).
+    ``at``: the row's place in its Parquet or Arrow file (embedded images remember it)."""
     given = _given_id(row, fmt)
     shown_id = given if given is not None else safe_text(where)
     if skip is not None and given is not None and skip(given):
@@ -287,7 +301,8 @@ def _load_row(
         return given, fields
     question, answer, answer_type, meta, image_value = fields
     try:
-        images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
+        cell = replace(at, column=_image_column(row, fmt)) if at is not None else None
+        images = _read_images(image_value, base_dir, fmt.max_image_bytes, cell) if image_value is not None else ()
     except ImageError as exc:
         return given, _reject(row, shown_id, str(exc))
     problem_id = given if given is not None else problem_id_for(question, images)
@@ -324,7 +339,9 @@ def problem_from_row(
 
 # -- input files ------------------------------------------------------------------------
 
-InputRow = tuple[str, Any]  # (where, row or an error message)
+#: (where, row or an error message, the row's place in a Parquet or Arrow file: a cell whose
+#: column is not yet named; None for JSON, whose images are never embedded)
+InputRow = tuple[str, Any, ImageCell | None]
 
 
 def _jsonl_rows(path: Path) -> Iterator[InputRow]:
@@ -336,25 +353,32 @@ def _jsonl_rows(path: Path) -> Iterator[InputRow]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield where, f"line {line_no} is not valid JSON ({exc.msg})"
+                yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
                 continue
-            yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object"
+            yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
 
 
 def _json_rows(path: Path) -> Iterator[InputRow]:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as exc:
-        yield path.name, f"{path.name} is not valid JSON ({exc.msg})"
+        yield path.name, f"{path.name} is not valid JSON ({exc.msg})", None
         return
     if isinstance(data, dict):
         data = next((data[k] for k in ("data", "rows", "problems") if isinstance(data.get(k), list)), [data])
     if not isinstance(data, list):
-        yield path.name, f"{path.name} holds neither a list of rows nor an object"
+        yield path.name, f"{path.name} holds neither a list of rows nor an object", None
         return
     for i, row in enumerate(data):
         where = f"{path.name}[{i}]"
-        yield where, row if isinstance(row, dict) else f"item {i} is not a JSON object"
+        yield where, row if isinstance(row, dict) else f"item {i} is not a JSON object", None
+
+
+#: A Parquet row group larger than this (its bytes, uncompressed) is not read by workers:
+#: a worker reading one cell reads the whole group's image column and keeps two groups.
+#: ``datasets`` writes image Parquet in groups of 100 rows; ``pyarrow.parquet.write_table``
+#: by default in one group for the whole file.
+MAX_CELL_GROUP_BYTES = 128 << 20
 
 
 def _parquet_rows(path: Path) -> Iterator[InputRow]:
@@ -363,12 +387,21 @@ def _parquet_rows(path: Path) -> Iterator[InputRow]:
     try:
         handle = pq.ParquetFile(path)
     except Exception as exc:
-        yield path.name, f"{path.name} is not a readable Parquet file ({exc})"
+        yield path.name, f"{path.name} is not a readable Parquet file ({exc})", None
         return
-    i = 0
+    file = os.path.abspath(path)
+    meta = handle.metadata
+    ends = list(itertools.accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups)))
+    # a worker reads a cell's whole row group (and keeps two): rows of a larger group name
+    # no cell, and their images go to a worker as bytes, once
+    readable = [meta.row_group(g).total_byte_size <= MAX_CELL_GROUP_BYTES for g in range(meta.num_row_groups)]
+    i = group = 0
     for batch in handle.iter_batches(batch_size=256):
         for row in batch.to_pylist():
-            yield f"{path.name}[{i}]", row
+            while group < len(ends) - 1 and i >= ends[group]:
+                group += 1
+            at = ImageCell("parquet", file, i, group=group) if readable[group] else None
+            yield f"{path.name}[{i}]", row, at
             i += 1
 
 
@@ -382,12 +415,13 @@ def _arrow_rows(directory: Path) -> Iterator[InputRow]:
         listed = [directory / f["filename"] for f in json.loads(state.read_text()).get("_data_files", [])]
         files = listed or files
     for file in files:
+        absolute = os.path.abspath(file)
         with pa.memory_map(str(file)) as source:
             reader = pa.ipc.open_stream(source)
             i = 0
             for batch in reader:
                 for row in batch.to_pylist():
-                    yield f"{file.name}[{i}]", row
+                    yield f"{file.name}[{i}]", row, ImageCell("arrow", absolute, i)
                     i += 1
 
 
@@ -457,7 +491,7 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
     wanted = {"question": (fmt.question_field,), "answer": (fmt.answer_field,),
               "image": (fmt.image_field, "images") if fmt.image_field == "image" else (fmt.image_field,)}
     rows = 0
-    for _, _, row in iter_rows(path):
+    for _, _, row, _ in iter_rows(path):
         if not isinstance(row, dict):
             continue
         rows += 1
@@ -486,17 +520,18 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
         )
 
 
-def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any]]:
-    """(base directory, where, row-or-error) for every row of a file or directory."""
+def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any, ImageCell | None]]:
+    """(base directory, where, row-or-error, the row's place) for every row of a file or
+    directory (the place: see :data:`InputRow`)."""
     if _is_hf_dataset(path):
-        for where, row in _arrow_rows(path):
-            yield path, where, row
+        for where, row, at in _arrow_rows(path):
+            yield path, where, row, at
         return
     for file in input_files(path):
         readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
         reader = readers.get(file.suffix.lower(), _jsonl_rows)
-        for where, row in reader(file):
-            yield file.parent, where, row
+        for where, row, at in reader(file):
+            yield file.parent, where, row, at
 
 
 def _duplicate(key: str, copy: int, where: str, row: Any) -> InputError:
@@ -522,7 +557,7 @@ def iter_input(
     input errors keyed ``"<id> (copy N)"``.
     """
     counts: dict[str, int] = {}
-    for base_dir, where, row in iter_rows(Path(path)):
+    for base_dir, where, row, at in iter_rows(Path(path)):
         if isinstance(row, str):
             yield _reject(None, where, row)
             continue
@@ -532,7 +567,7 @@ def iter_input(
             if counts[given] > 1:
                 yield _duplicate(given, counts[given], where, row)
                 continue
-        key, item = _load_row(row, base_dir, fmt, where, skip, (known_ids or {}).get(where))
+        key, item = _load_row(row, base_dir, fmt, where, skip, (known_ids or {}).get(where), at)
         if given is None and key is not None:  # an id from the content: a copy has the same
             counts[key] = counts.get(key, 0) + 1
             if counts[key] > 1:
@@ -662,7 +697,7 @@ def scan_input(
                 error = _problem_error(item)
                 note(key, lambda item=item, error=error: error.fingerprint if error else problem_fingerprint(item))
         return scan
-    for base_dir, where, row in iter_rows(Path(items)):
+    for base_dir, where, row, _ in iter_rows(Path(items)):
         if isinstance(row, str):
             error = _reject(None, where, row)
             note(error.problem_id, lambda error=error: error.fingerprint)

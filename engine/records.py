@@ -35,13 +35,17 @@ class ProblemImage(bytes):
     #: e.g. embedded in Parquet): a Ray worker on a shared filesystem reads the image there
     #: itself instead of receiving the bytes through the driver (checked by hash).
     file: str | None
+    #: The Parquet or Arrow cell the bytes were embedded in (None: not embedded in an input
+    #: file): as ``file``, for an image that has no file of its own.
+    cell: ImageCell | None
 
     def __new__(cls, data: bytes, path: str | None = None, stamp: str | None = None,
-                file: str | None = None) -> ProblemImage:
+                file: str | None = None, cell: ImageCell | None = None) -> ProblemImage:
         image = super().__new__(cls, data)
         image.path = path
         image.stamp = stamp
         image.file = file
+        image.cell = cell
         return image
 
     @property
@@ -67,13 +71,30 @@ class ProblemImage(bytes):
 
     def ref(self) -> ImageRef:
         """This image as a reference: its hash and where it came from, not its bytes."""
-        return ImageRef(self.sha256, len(self), self.path, self.stamp, self.file)
+        return ImageRef(self.sha256, len(self), self.path, self.stamp, self.file, self.cell)
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the path across pickling (Ray, process pools)
-        return (ProblemImage, (bytes(self), self.path, self.stamp, self.file))
+        return (ProblemImage, (bytes(self), self.path, self.stamp, self.file, self.cell))
 
     def __repr__(self) -> str:
         return f"ProblemImage({len(self)} bytes, path={self.path!r})"
+
+
+@dataclass(frozen=True)
+class ImageCell:
+    """Where an image embedded in the input lies: one cell of a Parquet file, or of an Arrow
+    (IPC stream) file of a Hugging Face dataset saved with ``save_to_disk``, holding an image
+    struct ``{bytes, path}`` or a list of them. Lets a worker read the image itself, as it
+    reads an image file, instead of the driver sending the bytes."""
+
+    kind: Literal["parquet", "arrow"]
+    file: str  # the data file's absolute path
+    row: int  # the row within the file
+    column: str = ""  # the column holding the image ("": the row's place, before a column is named)
+    index: int | None = None  # the image's position in the cell's list (None: the cell is one image)
+    #: The Parquet row group holding the row, so a worker reads that group's column only
+    #: (None for Arrow: a memory-mapped file is indexed by row directly).
+    group: int | None = None
 
 
 def image_digest(data: bytes) -> str:
@@ -85,7 +106,7 @@ def image_digest(data: bytes) -> str:
 class ImageRef:
     """An image named by the hash of its bytes instead of carried: what a request sent to a
     rollout worker holds in place of each :class:`ProblemImage` (the worker keeps the bytes,
-    sent once, or reads them from ``file`` when it can and their hash matches).
+    sent once, or reads them from ``file`` or ``cell`` when it can and their hash matches).
     :meth:`resolve` turns it back into the image a policy sees, path included."""
 
     sha256: str
@@ -93,9 +114,10 @@ class ImageRef:
     path: str | None = None
     stamp: str | None = None
     file: str | None = None  # the absolute path the bytes were read from, if from a file
+    cell: ImageCell | None = None  # the input cell the bytes were embedded in, if embedded
 
     def resolve(self, data: bytes) -> ProblemImage:
-        return ProblemImage(data, self.path, self.stamp, self.file)
+        return ProblemImage(data, self.path, self.stamp, self.file, self.cell)
 
 
 @dataclass(frozen=True)

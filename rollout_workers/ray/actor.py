@@ -20,6 +20,7 @@ from typing import Any
 from prmtree.engine.errors import GenerationError
 from prmtree.engine.records import GenerationRequest, ImageRef, missing_images, resolve_images
 from prmtree.policies.base import resolve_policy
+from prmtree.rollout_workers.ray.cells import CellReader
 from prmtree.rollout_workers.ray.images import ImageCache, read_all
 
 #: A worker forgets a client (a driver) that has not polled for this long: its driver died,
@@ -64,6 +65,7 @@ class RolloutWorker:
                  image_cache_bytes: int = 512 << 20) -> None:
         self.policy = resolve_policy(policy_spec, policy_kwargs or None)
         self.images = ImageCache(image_cache_bytes)
+        self.cells = CellReader()  # images embedded in the input, read where they lie
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
         self.done = 0
@@ -84,7 +86,7 @@ class RolloutWorker:
 
         ``images`` are the bytes (by hash) of the batch's images this worker was not known
         to hold. With ``read_paths``, an image the cache lacks whose reference names a file
-        is read from that file (in a thread) and kept if its sha256 matches. A request
+        or an input cell is read from there (in a thread) and kept if its sha256 matches. A request
         naming an image still lacking is answered ``miss`` (with the hashes; ``unreadable``
         where this batch failed to read one of their files) at once, and the driver sends it
         again with the bytes.
@@ -98,10 +100,10 @@ class RolloutWorker:
             wanted: dict[str, ImageRef] = {}
             for _, request in items:
                 for im in request.problem.images:
-                    if isinstance(im, ImageRef) and im.file and im.sha256 not in cache:
+                    if isinstance(im, ImageRef) and (im.file or im.cell) and im.sha256 not in cache:
                         wanted[im.sha256] = im
             if wanted:  # file reads off the event loop: other requests' policies keep running
-                read, failed = await asyncio.to_thread(read_all, list(wanted.values()))
+                read, failed = await asyncio.to_thread(read_all, list(wanted.values()), self.cells)
                 for key, data in read.items():
                     cache.add_read(key, data)
                 if failed:
@@ -132,8 +134,9 @@ class RolloutWorker:
         return len(items)
 
     def image_stats(self) -> dict[str, Any]:
-        """The image cache's counters (images held, puts, repeat puts, misses, evictions)."""
-        return self.images.stats()
+        """The image cache's counters (images held, puts, repeat puts, misses, evictions) and
+        the cell reader's (row groups read, files mapped)."""
+        return {**self.images.stats(), **self.cells.stats()}
 
     async def poll(self, max_wait_s: float = 1.0, client: str = "") -> list[tuple[int, str, Any]]:
         """Everything finished for ``client`` since its last poll, waiting up to ``max_wait_s``

@@ -6,7 +6,7 @@ long poll per worker. A worker that dies has its requests resubmitted elsewhere
 (counted) while Ray restarts it (``max_restarts``). A freed slot wakes one waiting
 request only when someone waits. Images go once per worker (``images.py``): a batch
 carries its requests' images as hashes, plus the bytes of those the worker lacks, unless
-the worker can read them from their files itself (``worker_reads_images``).
+the worker can read them from their files or input cells itself (``worker_reads_images``).
 """
 
 from __future__ import annotations
@@ -308,8 +308,8 @@ class RayExecutor:
                          ) -> tuple[list[tuple[int, GenerationRequest]], dict[str, bytes] | None]:
         """The batch as it travels: each request's images as hashes, and the bytes of the
         images ``worker`` is not known to hold (recorded as held from now on). An image read
-        from a file goes without its bytes to a worker that reads paths: its reference names
-        the file, and the worker reads it."""
+        from a file or embedded in an input cell goes without its bytes to a worker that reads
+        paths: its reference names the file or cell, and the worker reads it."""
         known = worker.images
         images: dict[str, bytes] | None = None
         by_path: dict[str, int] | None = None  # hash -> size, left to the worker to read
@@ -330,7 +330,7 @@ class RayExecutor:
                 if known.has(key) or (images is not None and key in images) or (
                         by_path is not None and key in by_path):
                     continue
-                if read_paths and image.file:
+                if read_paths and (image.file or image.cell):
                     if by_path is None:
                         by_path = {}
                     by_path[key] = len(image)

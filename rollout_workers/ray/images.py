@@ -18,7 +18,10 @@ path, and a worker that lacks the hash reads the file itself (:func:`read_checke
 regular file of the expected size whose sha256 matches) and caches it. A changed, missing
 or unreachable file (another machine without the shared filesystem) is a ``miss`` as
 above, and the driver sends that worker bytes from then on: one failed read per worker,
-not one per image.
+not one per image. An image embedded in the input (a Parquet or Hugging Face Arrow file's
+image struct) is read where it lies the same way: its reference names the cell
+(:class:`~prmtree.engine.records.ImageCell`), the worker reads it (``cells.py``) and checks
+size and sha256 as for a file.
 """
 
 from __future__ import annotations
@@ -30,20 +33,34 @@ from collections.abc import Iterable
 from typing import Any
 
 from prmtree.engine.records import ImageRef, image_digest
+from prmtree.rollout_workers.ray.cells import CellReader, CellReadError
 
 
 class ImageReadError(Exception):
-    """A worker could not use an image's file: missing, unreadable, or not the bytes the
-    driver read (its hash differs)."""
+    """A worker could not use an image's file or cell: missing, unreadable, or not the bytes
+    the driver read (its hash differs)."""
 
 
-def read_checked(ref: ImageRef) -> bytes:
-    """The bytes of ``ref``'s file, if they are exactly the image ``ref`` names.
+def read_checked(ref: ImageRef, cells: CellReader | None = None) -> bytes:
+    """The bytes of ``ref``'s file (or, with ``cells``, of its input cell), if they are
+    exactly the image ``ref`` names.
 
-    Opened non-blocking and checked with ``fstat`` (only a regular file of ``ref.size``
-    bytes is read, so a FIFO does not hang the worker and a grown file is not read past
-    it), then hashed: a file changed since the driver read it is refused, never used.
+    A file is opened non-blocking and checked with ``fstat`` (only a regular file of
+    ``ref.size`` bytes is read, so a FIFO does not hang the worker and a grown file is not
+    read past it); then the bytes are hashed: a file or cell changed since the driver read
+    it is refused, never used.
     """
+    if ref.cell is not None and cells is not None:
+        try:
+            data = cells.read(ref.cell)
+        except CellReadError as exc:
+            raise ImageReadError(str(exc)) from None
+        where = f"{ref.cell.file} row {ref.cell.row} {ref.cell.column!r}"
+        if len(data) != ref.size:
+            raise ImageReadError(f"{where}: {len(data)} bytes, the driver read {ref.size}")
+        if image_digest(data) != ref.sha256:
+            raise ImageReadError(f"{where}: changed since the driver read it (sha256 differs)")
+        return data
     if not ref.file:
         raise ImageReadError("no file")
     try:
@@ -73,13 +90,14 @@ def read_checked(ref: ImageRef) -> bytes:
     return data
 
 
-def read_all(refs: Iterable[ImageRef]) -> tuple[dict[str, bytes], dict[str, str]]:
+def read_all(refs: Iterable[ImageRef], cells: CellReader | None = None
+             ) -> tuple[dict[str, bytes], dict[str, str]]:
     """Each ref's checked bytes by hash, and why each one that failed did (by hash)."""
     read: dict[str, bytes] = {}
     failed: dict[str, str] = {}
     for ref in refs:
         try:
-            read[ref.sha256] = read_checked(ref)
+            read[ref.sha256] = read_checked(ref, cells)
         except ImageReadError as exc:
             failed[ref.sha256] = str(exc)
     return read, failed
@@ -102,9 +120,9 @@ class ImageCache:
         self.hits = 0
         self.misses = 0  # requests answered with a miss (the driver resends)
         self.evictions = 0
-        self.reads = 0  # images read from their files (not sent)
+        self.reads = 0  # images read from their files or input cells (not sent)
         self.read_bytes = 0
-        self.read_failures = 0  # files missing, unreadable or changed (then a miss)
+        self.read_failures = 0  # files or cells missing, unreadable or changed (then a miss)
         self.last_read_error = ""
 
     def put(self, key: str, data: bytes) -> None:
@@ -118,7 +136,7 @@ class ImageCache:
         self.bytes += len(data)
 
     def add_read(self, key: str, data: bytes) -> None:
-        """An image this worker read from its file (hash checked)."""
+        """An image this worker read from its file or input cell (hash checked)."""
         self.reads += 1
         self.read_bytes += len(data)
         if key not in self._data:
@@ -156,7 +174,7 @@ class ImageCache:
 class KnownImages:
     """The driver's belief of which images one worker holds (hash -> size), bounded like the
     worker's cache so it forgets roughly what the worker evicts. ``by_path``: those of them
-    the worker was left to read from their files (not sent)."""
+    the worker was left to read from their files or input cells (not sent)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
