@@ -82,48 +82,68 @@ def mixed_problems(n: int, seed: int, weights: dict[str, int]) -> list[Problem]:
     return out
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(key: int) -> int:
+    """SplitMix64's finaliser: 64 well-mixed bits from an integer key (a fresh ``Random`` per
+    completion cost ~4 us of seeding, a GPU's work charged to the driver's core inline)."""
+    z = (key * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 class MixedAnswerPolicy(SimulatedPolicy):
     """The simulated solver, writing the problem's real answer kind instead of an integer.
 
     It solves the problem with its integer gold (``meta["mix"]["int_gold"]``), then rewrites
     each completion's ``\\boxed{}``: the right integer becomes one of the gold's equivalent
     forms (the gold itself half the time), a wrong one an inequivalent form (a plausible
-    wrong answer tied to the wrong value, or an odd one). Deterministic: the choice depends
-    only on the request's seed, the completion's index and the boxed value.
+    wrong answer tied to the wrong value, 3 times in 4, or an odd one). Deterministic: the
+    choice depends only on the request's seed, the completion's index and the boxed value.
     """
 
     name = "simulated"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._integer_problems: dict[str, Problem] = {}
+    def _understand(self, problem: Problem) -> Any:
+        # The solver works on the integer problem (same id), understood once per problem: no
+        # copy of the request or the problem per call.
+        solved = self._solved.get(problem.id)
+        if solved is None:
+            mix = problem.meta.get("mix") if isinstance(problem.meta, dict) else None
+            solved = super()._understand(replace(problem, answer=mix["int_gold"]) if mix else problem)
+        return solved
 
     def complete(self, request: GenerationRequest) -> list[Completion]:
+        out = super().complete(request)
         mix = request.problem.meta.get("mix")
         if not mix or request.purpose == "judge":
-            return super().complete(request)
-        inner = self._integer_problems.get(request.problem.id)
-        if inner is None:
-            inner = self._integer_problems[request.problem.id] = replace(request.problem, answer=mix["int_gold"])
-        out = super().complete(replace(request, problem=inner))
+            return out
         return [self._rewrite(c, mix, request.seed, i) for i, c in enumerate(out)]
 
     @staticmethod
     def _rewrite(c: Completion, mix: dict[str, Any], seed: int, index: int) -> Completion:
-        m = None
-        for m in _BOXED.finditer(c.text):
-            pass
+        text = c.text
+        at = text.rfind("\\boxed{")  # the last \\boxed{...}: a match cannot span a later one
+        m = _BOXED.match(text, at) if at >= 0 else None
         if m is None:
-            return c
+            for m in _BOXED.finditer(text):
+                pass
+            if m is None:
+                return c
         value = m.group(1).strip()
-        rng = random.Random(seed * 131 + index)
+        z = _mix64(seed * 131 + index)
+        u = (z >> 32) * (1.0 / (1 << 32))  # uniform in [0, 1), from the high bits
+        pick = z & 0xFFFFFFFF  # the low bits, independent of u: an index by modulo (bias < 1e-8)
         if value == mix["int_gold"]:
-            answer = mix["correct"][0] if rng.random() < 0.5 else rng.choice(mix["correct"])
-        elif rng.random() < 0.75:
+            answer = mix["correct"][0] if u < 0.5 else mix["correct"][pick % len(mix["correct"])]
+        elif u < 0.75:
             answer = mix["wrong"][int(value) % len(mix["wrong"])] if value.lstrip("-").isdigit() else mix["wrong"][0]
         else:
-            answer = rng.choice(mix["tail"])
-        return replace(c, text=f"{c.text[: m.start(1)]}{answer}{c.text[m.end(1):]}")
+            answer = mix["tail"][pick % len(mix["tail"])]
+        return Completion(f"{text[: m.start(1)]}{answer}{text[m.end(1):]}", c.num_tokens, c.finish_reason,
+                          c.cached_tokens, c.prompt_tokens)
 
 
 # --------------------------------------------------------------------------- stage timing

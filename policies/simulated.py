@@ -42,7 +42,7 @@ from collections import OrderedDict
 from typing import Literal
 
 from prmtree.engine.records import Completion, GenerationRequest, Problem
-from prmtree.engine.synthetic import Instruction, parse_question, run_program
+from prmtree.engine.synthetic import parse_question, run_program
 
 _X_VALUE = re.compile(r"x = (?:[^=]*= )?(-?\d+)\.")
 _BOXED = re.compile(r"\\boxed\{([^}]*)\}")
@@ -67,7 +67,8 @@ WRONG_ANSWERS = ("guess", "consistent")
 class _Solved:
     """A problem as the solver understands it: the program and the right values."""
 
-    __slots__ = ("kind", "program", "scene", "values", "operands", "space", "gold", "threshold", "options")
+    __slots__ = ("kind", "program", "scene", "values", "operands", "space", "gold", "threshold", "options",
+                 "heads", "starts")
 
     def __init__(self, problem: Problem) -> None:
         self.kind, self.program = parse_question(problem.question)
@@ -84,6 +85,28 @@ class _Solved:
         self.threshold = problem.meta.get("threshold")
         options = problem.meta.get("options") or {}
         self.options = {str(k): int(v) for k, v in options.items()} if self.space == "choice" else {}
+        # Each step's wordings, worked out once per problem rather than once per step written:
+        # an operation step's three heads, and a start step's three sentences per value seen.
+        self.heads: list[tuple[str, ...] | None] = []
+        for ins, operand in zip(self.program, self.operands):
+            if ins.op == "start":
+                self.heads.append(None)
+                continue
+            if isinstance(ins.operand, str):
+                what = f"the {operand} {ins.operand} shapes" if self.kind == "shapes" else f"bar {ins.operand} ({operand})"
+            else:
+                what = str(operand)
+            verb = _VERBS[ins.op]
+            self.heads.append(tuple(t.format(Verb=verb, verb=verb.lower(), what=what) for t in _OP_TEMPLATES))
+        self.starts: dict[tuple[int, int], tuple[str, ...]] = {}  # (step, value seen) -> sentences
+
+    def start_texts(self, j: int, seen: int) -> tuple[str, ...]:
+        """Start step ``j``'s sentences for the value seen (a miscount is the right one +-1)."""
+        texts = self.starts.get((j, seen))
+        if texts is None:
+            templates = _START_SHAPES if self.kind == "shapes" else _START_BARS
+            texts = self.starts[(j, seen)] = tuple(t.format(n=seen, q=self.program[j].operand) for t in templates)
+        return texts
 
     def answer_for(self, x: int) -> str | None:
         """The answer a solver holding value x gives; None when x leaves it guessing
@@ -217,47 +240,49 @@ class SimulatedPolicy:
 
     # -- writing --------------------------------------------------------------------
 
-    def _step_text(self, solved: _Solved, j: int, x_before: int, rng: random.Random, may_err: bool) -> tuple[str, int]:
-        ins: Instruction = solved.program[j]
-        operand = solved.operands[j]
-        wrong = may_err and rng.random() < self.error_rate
-        if ins.op == "start":
-            seen = operand + (rng.choice((-1, 1)) if wrong else 0)
-            templates = _START_SHAPES if solved.kind == "shapes" else _START_BARS
-            return rng.choice(templates).format(n=seen, q=ins.operand), seen
-        if ins.op == "add":
-            x = x_before + operand
-            sign = "+"
-        elif ins.op == "subtract":
-            x = x_before - operand
-            sign = "-"
-        else:
-            x = x_before * operand
-            sign = "*"
-        if wrong:
-            deltas = _ERRORS
-            if self.noiseless or not self.cancel_errors:  # a wrong value is never slipped back to the right one
-                deltas = tuple(d for d in _ERRORS if x + d != solved.values[j])
-            x += rng.choice(deltas)
-        if isinstance(ins.operand, str):
-            what = f"the {operand} {ins.operand} shapes" if solved.kind == "shapes" else f"bar {ins.operand} ({operand})"
-        else:
-            what = str(operand)
-        verb = _VERBS[ins.op]
-        head = rng.choice(_OP_TEMPLATES).format(Verb=verb, verb=verb.lower(), what=what)
-        return f"{head} x = {x_before} {sign} {operand} = {x}.", x
+    def _prefix_value(self, solved: _Solved, prefix: tuple[str, ...]) -> int:
+        """The x a continuation of ``prefix`` starts from: its last step's (the right one if unstated)."""
+        if not prefix:
+            return 0
+        m = _X_VALUE.findall(prefix[-1])
+        return int(m[-1]) if m else solved.values[min(len(prefix), len(solved.values)) - 1]
 
-    def _solve_from(self, solved: _Solved, prefix: tuple[str, ...], rng: random.Random, first_only: bool, clean: bool) -> list[str]:
+    def _solve_from(self, solved: _Solved, prefix: tuple[str, ...], rng: random.Random, first_only: bool, clean: bool,
+                    x: int | None = None) -> list[str]:
+        """The steps after ``prefix``, from x (the prefix's value unless given), each wrong with
+        ``error_rate`` unless ``clean``. The random draws and their order are the seeded
+        stream's (``seq[rng._randbelow(len(seq))]`` is ``rng.choice(seq)`` without its call):
+        outputs for a seed are fixed, and this loop is most of the simulated model's CPU."""
         start = len(prefix)
-        if start == 0:
-            x = 0
-        else:
-            m = _X_VALUE.findall(prefix[-1])
-            x = int(m[-1]) if m else solved.values[min(start, len(solved.values)) - 1]
-        last = len(solved.program) - 1
+        if x is None:
+            x = self._prefix_value(solved, prefix)
+        program, operands, heads, values = solved.program, solved.operands, solved.heads, solved.values
+        last = len(program) - 1
+        error_rate = -1.0 if clean else self.error_rate  # clean: never wrong, and no draw for it
+        narrow = self.noiseless or not self.cancel_errors  # a wrong value is never slipped back to the right one
+        random_, randbelow = rng.random, rng._randbelow
         steps = []
-        for j in range(start, len(solved.program)):
-            text, x = self._step_text(solved, j, x, rng, may_err=not clean)
+        for j in range(start, len(program)):
+            op = program[j].op
+            operand = operands[j]
+            wrong = error_rate >= 0 and random_() < error_rate
+            if op == "start":
+                x = operand + ((-1, 1)[randbelow(2)] if wrong else 0)
+                texts = solved.start_texts(j, x)
+                text = texts[randbelow(len(texts))]
+            else:
+                before = x
+                if op == "add":
+                    x, sign = x + operand, "+"
+                elif op == "subtract":
+                    x, sign = x - operand, "-"
+                else:
+                    x, sign = x * operand, "*"
+                if wrong:
+                    deltas = tuple(d for d in _ERRORS if x + d != values[j]) if narrow else _ERRORS
+                    x += deltas[randbelow(len(deltas))]
+                step_heads = heads[j]
+                text = f"{step_heads[randbelow(len(step_heads))]} x = {before} {sign} {operand} = {x}."
             if j == last:
                 text += f" The answer is \\boxed{{{self._final_answer(solved, x, rng)}}}."
             steps.append(text)
@@ -327,14 +352,16 @@ class SimulatedPolicy:
         if request.purpose == "judge":
             return [self._judge(request, rng)]
         clean = self.noiseless and bool(request.prefix) and not request.next_step_only
+        prefix, first_only, join = request.prefix, request.next_step_only, request.step_format.join
+        x0 = self._prefix_value(solved, prefix)  # the same for every completion of the request
+        offset, max_tokens = len(prefix), request.max_tokens
         out = []
         for _ in range(request.n):
-            steps = self._solve_from(solved, request.prefix, rng, request.next_step_only, clean)
-            text = request.step_format.join(steps, len(request.prefix))
+            text = join(self._solve_from(solved, prefix, rng, first_only, clean, x0), offset)
             n_tokens = text.count(" ") + 1
-            if n_tokens > request.max_tokens:
-                words = text.split(" ")[: request.max_tokens]
-                out.append(Completion(" ".join(words), request.max_tokens, "length"))
+            if n_tokens > max_tokens:
+                words = text.split(" ")[:max_tokens]
+                out.append(Completion(" ".join(words), max_tokens, "length"))
             else:
                 out.append(Completion(text, n_tokens, "stop"))
         return out
