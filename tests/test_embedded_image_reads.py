@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import rows
-from test_image_paths import closing, run_config, start_executor
+from test_image_paths import assert_one_failed_read_per_worker_then_bytes, closing, run_config, start_executor
 
 import prmtree
 from prmtree.engine.output import load_manifest
@@ -195,18 +195,4 @@ def test_a_missing_parquet_file_costs_one_failed_read_per_worker_then_bytes(ray_
     problems = loaded(path)
     os.remove(path)
 
-    async def scenario(executor):
-        texts = []
-        for p in problems:  # one at a time: the first failure is known before the next is sent
-            texts += [c.text for c in await executor.submit(GenerationRequest(p, (), n=1, seed=3))]
-        stats = {w.index: await w.actor.image_stats.remote() for w in executor.workers}
-        return texts, executor.stats(), stats
-
-    texts, ex, workers = asyncio.run(closing(start_executor(2), scenario))
-    assert texts == [f"{p.id}|{hashlib.sha256(p.images[0]).hexdigest()}" for p in problems]
-    used = [s for s in workers.values() if s["puts"]]
-    assert len(used) == 2  # both workers had problems
-    assert all(s["read_failures"] == 1 and s["misses"] == 1 and s["reads"] == 0 for s in used)
-    assert all("No such file or directory" in s["last_read_error"] for s in used)
-    assert ex["image_path_misses"] == 2 and ex["image_path_failures"] == 2 and ex["image_resends"] == 2
-    assert ex["images_sent"] == 8 and ex["images_read_by_workers"] == 0
+    assert_one_failed_read_per_worker_then_bytes(problems)

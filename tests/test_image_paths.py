@@ -130,11 +130,9 @@ def test_a_file_changed_after_the_driver_read_it_is_never_shown_to_the_policy(ra
     assert ex["images_read_by_workers"] == 0 and ex["image_bytes_sent"] == len(image)
 
 
-@pytest.mark.slow
-def test_missing_files_cost_one_failed_read_per_worker_then_bytes(ray_session, tmp_path):
-    problems = file_problems(image_files(tmp_path, 8))
-    for p in problems:
-        os.remove(p.images[0].file)
+def assert_one_failed_read_per_worker_then_bytes(problems: list) -> None:
+    """8 problems whose image sources (files, Parquet cells) are gone, sent one at a time to
+    two workers: each worker fails one read, answers a miss, and gets bytes from then on."""
 
     async def scenario(executor):
         texts = []
@@ -151,6 +149,15 @@ def test_missing_files_cost_one_failed_read_per_worker_then_bytes(ray_session, t
     assert all("No such file or directory" in s["last_read_error"] for s in used)
     assert ex["image_path_misses"] == 2 and ex["image_path_failures"] == 2 and ex["image_resends"] == 2
     assert ex["images_sent"] == 8 and ex["images_read_by_workers"] == 0
+
+
+@pytest.mark.slow
+def test_missing_files_cost_one_failed_read_per_worker_then_bytes(ray_session, tmp_path):
+    problems = file_problems(image_files(tmp_path, 8))
+    for p in problems:
+        os.remove(p.images[0].file)
+
+    assert_one_failed_read_per_worker_then_bytes(problems)
 
 
 def test_a_batch_sent_while_another_reads_files_finds_the_bytes_that_one_brought(tmp_path):
