@@ -19,7 +19,7 @@ import prmtree
 from prmtree.engine.config import ExecutorConfig
 from prmtree.engine.output import load_manifest
 from prmtree.engine.problem import iter_problems
-from prmtree.engine.records import Completion, GenerationRequest, ProblemImage
+from prmtree.engine.records import Completion, GenerationRequest, Problem, ProblemImage
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 from prmtree.policies.simulated import SimulatedPolicy
 
@@ -107,14 +107,11 @@ async def closing(executor, scenario):
         await executor.close()
 
 
-@pytest.mark.slow
-def test_a_file_changed_after_the_driver_read_it_is_never_shown_to_the_policy(ray_session, tmp_path):
-    (problem,) = file_problems(image_files(tmp_path, 1))
-    image = problem.images[0]
-    assert image.file and os.path.isabs(image.file) and image.path != image.file
-    original = hashlib.sha256(image).hexdigest()
-    changed = bytes(b ^ 0xFF for b in image)  # same size: only the hash tells
-    Path(image.file).write_bytes(changed)
+def assert_changed_source_refused(problem: Problem) -> dict:
+    """``problem``'s image source (file, Parquet cell) now holds other bytes of the same size:
+    one worker refuses it by hash, the driver sends its own bytes, and the policy sees the
+    driver's image three times over two requests. Returns the worker's image stats."""
+    original = hashlib.sha256(problem.images[0]).hexdigest()
 
     async def scenario(executor):
         out = await executor.submit(GenerationRequest(problem, (), n=2, seed=1))
@@ -127,7 +124,19 @@ def test_a_file_changed_after_the_driver_read_it_is_never_shown_to_the_policy(ra
     assert worker["read_failures"] == 1 and worker["reads"] == 0 and worker["puts"] == 1 and worker["misses"] == 1
     assert "changed since the driver read it (sha256 differs)" in worker["last_read_error"]
     assert ex["image_path_misses"] == 1 and ex["image_resends"] == 1 and ex["images_sent"] == 1
-    assert ex["images_read_by_workers"] == 0 and ex["image_bytes_sent"] == len(image)
+    assert ex["images_read_by_workers"] == 0 and ex["image_bytes_sent"] == len(problem.images[0])
+    return worker
+
+
+@pytest.mark.slow
+def test_a_file_changed_after_the_driver_read_it_is_never_shown_to_the_policy(ray_session, tmp_path):
+    (problem,) = file_problems(image_files(tmp_path, 1))
+    image = problem.images[0]
+    assert image.file and os.path.isabs(image.file) and image.path != image.file
+    changed = bytes(b ^ 0xFF for b in image)  # same size: only the hash tells
+    Path(image.file).write_bytes(changed)
+
+    assert_changed_source_refused(problem)
 
 
 def assert_one_failed_read_per_worker_then_bytes(problems: list) -> None:
@@ -164,7 +173,7 @@ def test_a_batch_sent_while_another_reads_files_finds_the_bytes_that_one_brought
     """The worker reads files off its event loop, so batches can overlap: a batch sent after
     one that carries an image's bytes must find them (not answer a miss, and never report
     the file image of the first as unreadable)."""
-    from prmtree.engine.records import Problem, refer_images
+    from prmtree.engine.records import refer_images
     from prmtree.rollout_workers.ray.actor import RolloutWorker
 
     (tmp_path / "a.png").write_bytes(os.urandom(5000))
