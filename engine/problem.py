@@ -406,7 +406,8 @@ def _parquet_rows(path: Path) -> Iterator[InputRow]:
 
 
 def _arrow_rows(directory: Path) -> Iterator[InputRow]:
-    """A Hugging Face dataset saved with ``save_to_disk``: Arrow IPC stream files."""
+    """A Hugging Face dataset saved with ``save_to_disk``: Arrow IPC files (stream format
+    as ``datasets`` writes them, or file format)."""
     import pyarrow as pa
 
     files = sorted(directory.glob("*.arrow"))
@@ -417,12 +418,28 @@ def _arrow_rows(directory: Path) -> Iterator[InputRow]:
     for file in files:
         absolute = os.path.abspath(file)
         with pa.memory_map(str(file)) as source:
-            reader = pa.ipc.open_stream(source)
+            try:
+                table = arrow_table(source)
+            except pa.ArrowInvalid as exc:
+                yield file.name, f"{file.name} is not a readable Arrow IPC file ({exc})", None
+                continue
             i = 0
-            for batch in reader:
+            for batch in table.to_batches():
                 for row in batch.to_pylist():
                     yield f"{file.name}[{i}]", row, ImageCell("arrow", absolute, i)
                     i += 1
+
+
+def arrow_table(source: Any) -> Any:
+    """The table in a memory-mapped Arrow IPC file, on the mapping (no copy): the stream
+    format ``datasets`` writes, or the file format (``pyarrow.ipc.new_file``, Feather v2)."""
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source).read_all()
 
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")

@@ -119,6 +119,38 @@ def test_a_worker_reads_each_parquet_row_group_once_and_keeps_only_the_last_two(
     assert reader.stats()["cell_groups_read"] == 4
 
 
+def test_a_batch_out_of_group_order_reads_each_row_group_once(tmp_path):
+    """A worker reads a batch's cells grouped by file and row group: six images in three
+    groups asked 0, 2, 4, 1, 3, 5 cost three group reads with two groups kept, not six."""
+    from prmtree.rollout_workers.ray.images import read_all
+
+    problems = loaded(write_parquet(tmp_path / "in.parquet", table_rows(6), row_group_size=2))
+    refs = [problems[i].images[0].ref() for i in (0, 2, 4, 1, 3, 5)]
+    reader = CellReader(groups_kept=2)
+    read, failed = read_all(refs, reader)
+    assert not failed and read == {p.images[0].ref().sha256: p.images[0].data for p in problems}
+    assert reader.stats()["cell_groups_read"] == 3
+
+
+def test_an_arrow_dataset_in_ipc_file_format_is_read_by_the_driver_and_a_worker(tmp_path):
+    """``datasets`` writes Arrow IPC streams; a directory of Arrow IPC *files* (Feather v2)
+    is read too, by the driver and by a worker's cell reader, not refused with a raw error."""
+    directory = tmp_path / "hf"
+    directory.mkdir()
+    data = table_rows(3)
+    table = pa.Table.from_pylist(data)
+    with pa.OSFile(str(directory / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    (directory / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    problems = loaded(directory)
+    assert [p.id for p in problems] == [r["id"] for r in data]
+    reader = CellReader()
+    for p in problems:
+        assert p.images[0].cell.kind == "arrow"
+        assert read_checked(p.images[0].ref(), reader) == p.images[0].data
+    assert reader.stats()["cell_files_mapped"] == 1
+
+
 def test_a_worker_maps_an_arrow_file_once_and_refuses_a_cell_whose_bytes_differ(tmp_path):
     problems = loaded(write_hf_dataset(tmp_path / "hf", table_rows(4, listed=True)))
     reader = CellReader()

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from prmtree.engine.problem import arrow_table
 from prmtree.engine.records import ImageCell
 
 
@@ -43,8 +44,11 @@ class CellReader:
     def read(self, cell: ImageCell) -> bytes:
         """The image bytes in ``cell`` (unchecked: the caller compares size and sha256)."""
         identity = _identity(cell.file)
-        with self._lock:
-            values, start = self._parquet(cell, identity) if cell.kind == "parquet" else self._arrow(cell, identity)
+        if cell.kind == "parquet":
+            values, start = self._parquet(cell, identity)
+        else:
+            with self._lock:
+                values, start = self._arrow(cell, identity)
         offset = cell.row - start
         if not 0 <= offset < len(values):
             raise CellReadError(f"{cell.file}: no row {cell.row} (the file changed)")
@@ -61,10 +65,11 @@ class CellReader:
     def _parquet(self, cell: ImageCell, identity: tuple[Any, ...]) -> tuple[Any, int]:
         """(the column of the cell's row group, the group's first row), read or kept."""
         key = (identity, cell.group, cell.column)
-        kept = self._groups.get(key)
-        if kept is not None:
-            self._groups.move_to_end(key)
-            return kept
+        with self._lock:  # held for the lookup only: a slow group read never holds up a kept one
+            kept = self._groups.get(key)
+            if kept is not None:
+                self._groups.move_to_end(key)
+                return kept
         import pyarrow.parquet as pq
 
         try:
@@ -79,10 +84,11 @@ class CellReader:
             raise
         except Exception as exc:  # OSError, ArrowInvalid (not Parquet, no such column), ...
             raise CellReadError(f"{cell.file}: {exc}") from None
-        self.groups_read += 1
-        kept = self._groups[key] = (column, start)
-        while len(self._groups) > self.groups_kept:
-            self._groups.popitem(last=False)
+        with self._lock:  # two batches may have read the same group at once: either copy serves
+            self.groups_read += 1
+            kept = self._groups[key] = (column, start)
+            while len(self._groups) > self.groups_kept:
+                self._groups.popitem(last=False)
         return kept
 
     def _arrow(self, cell: ImageCell, identity: tuple[Any, ...]) -> tuple[Any, int]:
@@ -93,7 +99,7 @@ class CellReader:
 
             try:
                 with pa.memory_map(cell.file) as source:  # the table's buffers keep the mapping
-                    table = pa.ipc.open_stream(source).read_all()
+                    table = arrow_table(source)
             except Exception as exc:
                 raise CellReadError(f"{cell.file}: {exc}") from None
             self.files_mapped += 1

@@ -95,12 +95,19 @@ def read_all(refs: Iterable[ImageRef], cells: CellReader | None = None
     """Each ref's checked bytes by hash, and why each one that failed did (by hash)."""
     read: dict[str, bytes] = {}
     failed: dict[str, str] = {}
-    for ref in refs:
+    # cells grouped by file and row group: a batch spanning more groups than the reader keeps
+    # reads each group once, not once per visit
+    for ref in sorted(refs, key=_read_order):
         try:
             read[ref.sha256] = read_checked(ref, cells)
         except ImageReadError as exc:
             failed[ref.sha256] = str(exc)
     return read, failed
+
+
+def _read_order(ref: ImageRef) -> tuple[Any, ...]:
+    cell = ref.cell
+    return (0, "", -1, -1) if cell is None else (1, cell.file, cell.group if cell.group is not None else -1, cell.row)
 
 
 class ImageCache:
