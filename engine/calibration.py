@@ -375,7 +375,7 @@ def decide(posterior: float, confidence: float) -> str:
     return UNDECIDED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepEvidence:
     """What decided one node: kept on every labelled step (provenance)."""
 

@@ -335,13 +335,16 @@ class CalibratedDecider:
 # path between two batches, omega's selection asks for every candidate's state, and
 # problems of one answer space share small count patterns (a fresh step, a first batch
 # of 4). Keyed by the counts, each is computed once; the arithmetic is the one it was, so
-# every decision and posterior is bit for bit the same.
+# every decision and posterior is bit for bit the same. Sized for a long run's working set
+# (count patterns recur across problems far apart): 2^16 paths each cut the driver's CPU per
+# rollout by 8-13% against 2^15 / 2^14 at 2,000 problems, for ~125 MB once full
+# (benchmarks/README.md, section 2).
 
 #: (rollouts, correct, terminal) of each step of a path, from its first step.
 Signature = tuple[tuple[int, int, bool], ...]
 
 
-@functools.lru_cache(maxsize=1 << 15)
+@functools.lru_cache(maxsize=1 << 16)
 def _weights(root_n: int, root_k: int, sig: Signature, floor: float,
              hazard: float) -> tuple[tuple[tuple[int, int], ...], list[float]]:
     """Each step's reference (the counts a right step keeps) and the path's change-point
@@ -363,7 +366,7 @@ def _weights(root_n: int, root_k: int, sig: Signature, floor: float,
     return tuple(references), change_points(loglik, hazard)
 
 
-@functools.lru_cache(maxsize=1 << 14)
+@functools.lru_cache(maxsize=1 << 16)
 def _along(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float, confidence: float,
            last_only: bool) -> tuple[StepEvidence, ...]:
     """:meth:`CalibratedDecider.along` for a path's counts (StepEvidence is immutable: shared)."""
