@@ -55,12 +55,7 @@ def read_checked(ref: ImageRef, cells: CellReader | None = None) -> bytes:
             data = cells.read(ref.cell)
         except CellReadError as exc:
             raise ImageReadError(str(exc)) from None
-        where = f"{ref.cell.file} row {ref.cell.row} {ref.cell.column!r}"
-        if len(data) != ref.size:
-            raise ImageReadError(f"{where}: {len(data)} bytes, the driver read {ref.size}")
-        if image_digest(data) != ref.sha256:
-            raise ImageReadError(f"{where}: changed since the driver read it (sha256 differs)")
-        return data
+        return _same_image(data, ref, f"{ref.cell.file} row {ref.cell.row} {ref.cell.column!r}")
     if not ref.file:
         raise ImageReadError("no file")
     try:
@@ -85,8 +80,15 @@ def read_checked(ref: ImageRef, cells: CellReader | None = None) -> bytes:
         raise ImageReadError(f"{ref.file}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    if len(data) != ref.size or image_digest(data) != ref.sha256:
-        raise ImageReadError(f"{ref.file}: changed since the driver read it (sha256 differs)")
+    return _same_image(data, ref, ref.file)
+
+
+def _same_image(data: bytes, ref: ImageRef, where: str) -> bytes:
+    """``data`` if it is the image ``ref`` names (its size, then its sha256), else why not."""
+    if len(data) != ref.size:
+        raise ImageReadError(f"{where}: {len(data)} bytes, the driver read {ref.size}")
+    if image_digest(data) != ref.sha256:
+        raise ImageReadError(f"{where}: changed since the driver read it (sha256 differs)")
     return data
 
 
