@@ -18,8 +18,9 @@ decision) and never ask which rule it is. Pure: no I/O, deterministic.
 from __future__ import annotations
 
 import functools
+import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from prmtree.engine.calibration import (
@@ -389,22 +390,12 @@ def _next_to_sample(root_n: int, root_k: int, sig: Signature, floor: float, haza
     plan = PathPlan(weights, floor, confidence)
     if all(decide(p, confidence) != UNDECIDED for p in plan.right):
         return None
-    candidates = []  # (information per rollout, position, rollouts)
-    for c, (n, k, terminal) in enumerate(sig):
-        if terminal or n >= cap:
-            continue
-        b = min(batch, cap - n)
-        gain = plan.information_gain(c, n, k, b, references[c]) / b
-        if gain > 1e-9:
-            candidates.append((gain, c, b))
-    if not candidates:
-        return None
-    candidates.sort(key=lambda g: (-g[0], -g[1]))  # most informative first; ties: the deeper step
+    candidates = _most_informative(plan, sig, references, batch, cap)
     fresh = not any(n > 0 and not terminal for n, _, terminal in sig)
     if fresh or min_yield <= 0:
-        return candidates[0][1], candidates[0][2]
+        return next(candidates, None)
     now = plan.labelled_now()
-    for _, c, b in candidates:  # the most informative step whose batches pay
+    for c, b in candidates:  # the most informative step whose batches pay
         n, k, _ = sig[c]
         r = b
         while True:  # b, 2b, 4b, ... rollouts there, up to its cap
@@ -415,3 +406,38 @@ def _next_to_sample(root_n: int, root_k: int, sig: Signature, floor: float, haza
                 break
             r = min(2 * r, cap - n)
     return None
+
+
+def _most_informative(plan: PathPlan, sig: Signature, references: tuple[tuple[int, int], ...], batch: int,
+                      cap: int) -> Iterator[tuple[int, int]]:
+    """The steps worth a batch, as (position, rollouts), by information per rollout, most
+    first (ties: the deeper step); a step that would tell less than 1e-9 nats per rollout
+    is left out.
+
+    Lazily: a batch at step c can tell at most H(step c wrong), the entropy of the one
+    thing its outcomes depend on (:meth:`PathPlan.most_gain`), so steps are looked ahead in
+    the order of that bound, and a step is given out once its exact gain beats the bound
+    of every step not yet looked at. The order is the one a full sort gives; a caller that
+    stops at the first step (most do) looks ahead at about a third of the steps."""
+    bounds = []  # (bound on information per rollout, position, rollouts)
+    for c, (n, _, terminal) in enumerate(sig):
+        if terminal or n >= cap:
+            continue
+        b = min(batch, cap - n)
+        bound = plan.most_gain(c) / b
+        if bound > 1e-9:
+            bounds.append((bound, c, b))
+    bounds.sort(reverse=True)
+    ready: list[tuple[float, int, int]] = []  # a heap of (-gain, -position, rollouts), looked at
+    i = 0
+    while i < len(bounds) or ready:
+        while i < len(bounds) and (not ready or -ready[0][0] <= bounds[i][0]):
+            _, c, b = bounds[i]
+            i += 1
+            n, k, _ = sig[c]
+            gain = plan.information_gain(c, n, k, b, references[c]) / b
+            if gain > 1e-9:
+                heapq.heappush(ready, (-gain, -c, b))
+        if ready:
+            _, c, b = heapq.heappop(ready)
+            yield -c, b

@@ -22,7 +22,7 @@ import hashlib
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.calibration import answer_space
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import Executor, cancel_requested, declared_capacity
+from prmtree.engine.deadlines import Deadlines
 from prmtree.engine.errors import (
     FatalExecutorError,
     GenerationError,
@@ -83,36 +84,6 @@ def generation_request(config: RunConfig, problem: Problem, request: RolloutRequ
         next_step_only=request.next_step_only,
         step_format=config.steps.step_format,
     )
-
-
-class _PolicyRaised(Exception):
-    """A ``TimeoutError`` the policy raised itself, carried past ``asyncio.wait_for`` (whose
-    own timeout is the same class) so it is reported as the policy's error, not the driver's."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__(str(exc))
-        self.exc = exc
-
-
-async def _policys_own_timeout(submitted: Awaitable[list[Completion]]) -> list[Completion]:
-    try:
-        return await submitted
-    except (TimeoutError, asyncio.TimeoutError) as exc:
-        raise _PolicyRaised(exc) from exc
-
-
-if hasattr(asyncio, "timeout"):  # Python 3.11+
-
-    async def _bounded(awaitable: Awaitable[list[Completion]], timeout_s: float) -> list[Completion]:
-        """``asyncio.wait_for(awaitable, timeout_s)`` as Python 3.12 does it: in the caller's
-        own task, under ``asyncio.timeout``. 3.11's ``wait_for`` starts a task per call (tens of
-        microseconds of the driver's CPU per request); a timeout still raises ``TimeoutError``
-        and cancels what it waited for, and a stop still cancels it."""
-        async with asyncio.timeout(timeout_s if timeout_s < math.inf else None):
-            return await awaitable
-
-else:  # Python 3.10: no asyncio.timeout
-    _bounded = asyncio.wait_for  # type: ignore[assignment]
 
 
 def retryable(exc: BaseException) -> bool:
@@ -264,6 +235,7 @@ class Driver:
         self.judge_executor = judge_executor or executor
         self.label_context = LabelContext(config.output, self._judge, self._judge_request)
         self.breaker = CircuitBreaker(config.executor.breaker_window)
+        self._deadlines = Deadlines()  # every request's time limit
         self.stopping = False  # request_stop(): take no new problems
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
@@ -319,9 +291,11 @@ class Driver:
             if attempt:
                 self.stats.retries += 1
                 await asyncio.sleep(min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60)))
+            deadline = self._deadlines.bound(ex.request_timeout_s)
             try:
                 sent = time.perf_counter()
-                completions = await _bounded(_policys_own_timeout(executor.submit(gen)), ex.request_timeout_s)
+                async with deadline:
+                    completions = await executor.submit(gen)
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 self._completed(gen.n, time.perf_counter() - sent)
@@ -332,10 +306,8 @@ class Driver:
                 if cancel_requested(asyncio.current_task()):  # the driver's own stop: not a failure
                     raise
                 last: BaseException = GenerationError("generate raised CancelledError")
-            except asyncio.TimeoutError:  # the driver's own bound (a policy's TimeoutError comes wrapped)
-                last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
-            except _PolicyRaised as raised:
-                last = raised.exc
+            except TimeoutError as exc:  # the driver's own bound, or one the policy raised
+                last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s") if deadline.expired else exc
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
             except GeneratorExit:  # this coroutine is being closed

@@ -381,7 +381,7 @@ class ConsensusLabeler(StepLabeler):
             if decide(high, confidence) == WRONG:
                 posterior, decision = high, WRONG
                 break
-        return _Settled(replace(evidence, decision=decision, posterior=posterior, inferred=False), shown)
+        return _Settled(evidence._replace(decision=decision, posterior=posterior, inferred=False), shown)
 
     # -- the agreement check ---------------------------------------------------------
 

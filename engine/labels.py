@@ -18,7 +18,7 @@ what decided it, so users can re-filter without re-running.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG, StepEvidence
 from prmtree.engine.tree import ReasoningTree
@@ -116,14 +116,14 @@ def one_decision_per_node(
         if parent in under_wrong:
             under_wrong.add(node)
             if ev is not None and ev.decision != WRONG:
-                out[node] = replace(ev, decision=WRONG, inferred=True)
+                out[node] = ev._replace(decision=WRONG, inferred=True)
         elif ev is not None and ev.decision == WRONG:
             under_wrong.add(node)
     over_right: set[str] = set()
     for node in reversed(order):  # right backwards
         ev = out.get(node)
         if node in over_right and ev is not None and ev.decision == UNDECIDED:
-            out[node] = ev = replace(ev, decision=RIGHT, inferred=True)
+            out[node] = ev = ev._replace(decision=RIGHT, inferred=True)
         if (ev is not None and ev.decision == RIGHT) or node in over_right:
             parent = tree.parent(node)
             if parent is not None and parent != tree.root and parent not in under_wrong:

@@ -63,6 +63,9 @@ class ReasoningTree:
         self.graph.add_node(self.root, stats=root_stats)
         self._stats: dict[str, NodeStats] = {self.root: root_stats}
         self._parent: dict[str, str] = {}
+        # each node's path from the first step (a node's path never changes): asked for
+        # hundreds of thousands of times a run, a lookup instead of a walk to the root
+        self._paths: dict[str, tuple[str, ...]] = {self.root: ()}
         # (rollouts, correct, terminal) of each node, kept with its stats: what the
         # calibrated rule's memoised path computations are keyed by (:meth:`counts`)
         self._counts: dict[str, tuple[int, int, bool]] = {self.root: (0, 0, False)}
@@ -83,6 +86,7 @@ class ReasoningTree:
             self.graph.add_edge(parent_id, child)
             self._stats[child] = stats
             self._parent[child] = parent_id
+            self._paths[child] = (*self._paths[parent_id], child)
             self._counts[child] = (0, 0, terminal)
         elif terminal and not stats.terminal:
             stats.terminal = True
@@ -119,14 +123,7 @@ class ReasoningTree:
 
     def path_ids(self, node_id: str) -> list[str]:
         """Node ids from the first step down to ``node_id`` (the root excluded)."""
-        ids = []
-        parent = self._parent
-        node: str | None = node_id
-        while node is not None and node != self.root:
-            ids.append(node)
-            node = parent.get(node)
-        ids.reverse()
-        return ids
+        return list(self._paths[node_id])
 
     def prefix(self, node_id: str) -> tuple[str, ...]:
         """The steps that lead to ``node_id``."""

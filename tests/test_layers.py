@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("search core", ["prmtree.engine.search", "prmtree.engine.search.*"]),
     ("engine parts", ["prmtree.engine.answers", "prmtree.engine.answers.*", "prmtree.engine.problem",
                       "prmtree.engine.rollout", "prmtree.engine.tables", "prmtree.engine.synthetic",
-                      "prmtree.engine.quality", "prmtree.engine.breaker", "prmtree.engine.lock",
+                      "prmtree.engine.quality", "prmtree.engine.breaker", "prmtree.engine.deadlines", "prmtree.engine.lock",
                       "prmtree.engine.output", "prmtree.engine.output.*", "prmtree.engine.labelers",
                       "prmtree.engine.pilot"]),
     ("run", ["prmtree.engine.resume", "prmtree.engine.driver"]),
