@@ -126,3 +126,35 @@ def test_a_verdict_keeps_every_other_field_of_its_rollout():
     assert with_verdict(r, False) is r
     assert {f.name for f in fields(Rollout)} == {"steps", "answer", "correct", "num_tokens", "finish_reason",
                                                  "malformed"}  # with_verdict copies each one by name
+
+
+def test_the_lazy_look_ahead_gives_every_step_in_the_full_sorts_order():
+    """The planner looks ahead at steps in the order of an entropy bound and gives a step out
+    once its gain beats every bound left (deciders._most_informative): the whole order, not
+    only its first step, is the one sorting every step's exact gain gives, and the bound holds."""
+    from prmtree.engine.deciders import _most_informative, _weights
+
+    rng = random.Random(2121)
+    decider = CalibratedDecider(Problem(id="p", question="q", answer="yes"), LabelsConfig())
+    compared = longer = 0
+    for _ in range(400):
+        tree, ids = _random_tree(rng, rng.randint(1, 14))
+        root = tree.stats(tree.root)
+        sig = tree.counts(ids)
+        references, weights = _weights(root.n_rollouts, root.n_correct, sig, decider.floor, decider.hazard)
+        plan = PathPlan(weights, decider.floor, decider.confidence)
+        full = []
+        for c, (n, k, terminal) in enumerate(sig):
+            if terminal or n >= decider.cap:
+                continue
+            b = min(decider.batch, decider.cap - n)
+            gain = plan.information_gain(c, n, k, b, references[c])
+            assert gain <= plan.most_gain(c)  # the bound the lazy order relies on
+            if gain / b > 1e-9:
+                full.append((gain / b, c, b))
+        full.sort(key=lambda g: (-g[0], -g[1]))
+        lazy = list(_most_informative(plan, sig, references, decider.batch, decider.cap))
+        assert lazy == [(c, b) for _, c, b in full]
+        compared += 1
+        longer += len(full) > 2
+    assert compared == 400 and longer > 100  # many paths with several steps to order

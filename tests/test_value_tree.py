@@ -69,3 +69,24 @@ def test_paths_prefix_stats_and_leaves():
     assert (s.n_rollouts, s.n_correct, s.value) == (16, 4, 0.25)
     assert tree.total_rollouts == 16
     assert tree.parent(ids[0]) == tree.root and tree.parent(tree.root) is None
+
+
+def test_the_trees_indexes_agree_with_its_graph():
+    """leaves(), nodes() and path_ids() read the tree's own indexes (not networkx's views,
+    a microsecond a node): the same nodes, in the graph's order, and each node's path."""
+    import random
+
+    import networkx as nx
+
+    rng = random.Random(5)
+    tree = ReasoningTree("p")
+    for _ in range(60):
+        parent = rng.choice([tree.root, *[n for n, _ in tree.nodes() if n != tree.root]])
+        tree.add_path(parent, [f"s{rng.randint(0, 6)}" for _ in range(rng.randint(1, 3))], terminal=rng.random() < 0.3)
+    graph = tree.graph
+    assert [n for n, _ in tree.nodes()] == list(graph.nodes)
+    assert [s for _, s in tree.nodes()] == [d["stats"] for _, d in graph.nodes(data=True)]
+    assert tree.leaves() == [n for n in graph.nodes if graph.out_degree(n) == 0 and n != tree.root]
+    assert len(tree.leaves()) > 5
+    for node in graph.nodes:
+        assert tree.path_ids(node) == nx.shortest_path(graph, tree.root, node)[1:]
