@@ -202,7 +202,7 @@ class _Watching(SimulatedPolicy):
         self.seen = set()
 
     async def generate(self, request):
-        self.seen.add((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        self.seen.add((gc.get_threshold(), gc.get_freeze_count() > 0))
         return await super().generate(request)
 
 
@@ -220,7 +220,7 @@ def test_a_run_tunes_the_collector_and_puts_it_back(tmp_path, collector):
     problems = generate_problems(5, seed=3)
     config = {"search": {"k": 4, "budget": 16}, "labels": {"learn_floor": False}}
     a = prmtree.run(problems, policy=policy, out=tmp_path / "a", config=config)
-    assert policy.seen == {(runner.GC_YOUNG_THRESHOLD, True)}
+    assert policy.seen == {((runner.GC_YOUNG_THRESHOLD, runner.GC_MIDDLE_THRESHOLD, 10), True)}
     assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
     gc.disable()  # the rows do not depend on the collector
     try:
