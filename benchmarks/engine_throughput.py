@@ -353,6 +353,10 @@ def mix_budget(n: int, profile: bool) -> dict[str, Any]:
         "policy_cpu_s": round(policy_clock.seconds["policy"], 3),
         "driver_cpu_ms_per_rollout": round(1000 * driver_cpu / rollouts, 4),
         "driver_rollouts_per_cpu_s": round(rollouts / driver_cpu, 1),
+        # The simulated model's text is the same work in every run: its CPU is this host's
+        # speed at the moment, and driver / model compares runs the host's drift spoils.
+        "model_cpu_ms_per_rollout": round(1000 * policy_clock.seconds["policy"] / rollouts, 5),
+        "driver_to_model_cpu": round(driver_cpu / policy_clock.seconds["policy"], 3),
         "stage_ms_per_rollout": ms,
         "stage_share": share,
         "timed_run_driver_cpu_ms_per_rollout": round(1000 * timed_driver / rollouts, 4),
@@ -367,7 +371,8 @@ def mix_budget(n: int, profile: bool) -> dict[str, Any]:
     }
     print(f"\nrealistic answer mix, omega, {n} problems, {rollouts:,} rollouts: driver CPU "
           f"{result['driver_cpu_ms_per_rollout']:.4f} ms per rollout ({result['driver_rollouts_per_cpu_s']:,.0f} "
-          f"rollouts per CPU-second; simulated model's {result['policy_cpu_s']} s left out)")
+          f"rollouts per CPU-second; simulated model's {result['policy_cpu_s']} s left out, "
+          f"the driver's {result['driver_to_model_cpu']}x the model's: the same work each run, the host's speed now)")
     print(f"{'stage':8s} {'ms/rollout':>11s} {'share':>7s}")
     for k in (*STAGES, "other"):
         print(f"{k:8s} {ms[k]:>11.5f} {share[k]:>7.1%}")
