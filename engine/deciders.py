@@ -270,7 +270,8 @@ class CalibratedDecider:
         return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
 
     def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
-        return path_verdict(self.along(tree, ids))
+        root_n, root_k, sig = self._signature(tree, ids)
+        return _verdict(root_n, root_k, sig, self.floor, self.hazard, self.confidence)
 
     def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
         """The step whose next batch (``batch`` rollouts, fewer below its cap) decides the
@@ -380,6 +381,13 @@ def _along(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float
         StepEvidence(decide(post, confidence), post, n, k, ref[1] / ref[0] if ref[0] else None)
         for (n, k, _), ref, post in steps
     )
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _verdict(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float, confidence: float) -> str:
+    """:meth:`CalibratedDecider.decided` for a path's counts (omega asks it of every
+    candidate's state at each selection)."""
+    return path_verdict(list(_along(root_n, root_k, sig, floor, hazard, confidence, False)))
 
 
 @functools.lru_cache(maxsize=1 << 16)

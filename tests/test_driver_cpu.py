@@ -16,6 +16,7 @@ from prmtree.engine.calibration import (
     decide,
     first_error_posterior,
     log_likelihoods,
+    path_verdict,
 )
 from prmtree.engine.config import LabelsConfig
 from prmtree.engine.deciders import CalibratedDecider
@@ -106,6 +107,7 @@ def test_memoised_evidence_and_plans_equal_the_plain_computation(answer):
             assert [ev.parent_value for ev in evidence] == [r[1] / r[0] if r[0] else None for r in references]
             assert decider.along(tree, ids, last_only=True) == evidence[-1:]
             assert decider.node(tree, ids[-1]) == evidence[-1]
+            assert decider.decided(tree, ids) == path_verdict(evidence)
             assert decider.next_to_sample(tree, ids, 8) == _plain_next(decider, tree, ids)
 
 

@@ -372,7 +372,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     stated in prose (:func:`_prose_answer`). With ``options`` (or ``choice``), a choice
     named inside a sentence is read out (:func:`choice_in`). A hedged answer is refused.
     """
-    if not text or not text.strip():
+    if not text or text.isspace():
         return Found(None, "no answer")
     answer: str | None
     boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
@@ -383,7 +383,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         if stated:
             answer = _unwrap(_reduce(stated) if len(stated.split()) > 3 else stated)
         else:
-            contents = [c for c in dict.fromkeys(c for _, c in boxes) if c]
+            contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
             if len(contents) > 1 and gold and _top_level_parts(gold) > 1:
                 answer = ", ".join(contents)
             else:
