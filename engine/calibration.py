@@ -227,6 +227,13 @@ def _predictive(n: int, k: int, r: int, floor: float, reference: tuple[float, fl
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _predictive_error(n: int, k: int, r: int, floor: float, reference: tuple[float, float]) -> float:
+    """How far :func:`_predictive`'s two distributions are from summing to one."""
+    outcomes = _predictive(n, k, r, floor, reference)
+    return max(abs(sum(p for p, _ in outcomes) - 1.0), abs(sum(q for _, q in outcomes) - 1.0))
+
+
 class PathPlan:
     """The planner's look-ahead over one path: what ``r`` more rollouts at step c would
     do to the position of its first error.
@@ -280,13 +287,17 @@ class PathPlan:
                     expected += px * after
         return self.entropy - expected
 
-    def most_gain(self, c: int) -> float:
-        """An upper bound on :meth:`information_gain` at step c, for any batch: the outcomes
-        depend on the first error's position only through whether it is at or before c, so
-        they can tell no more than that event's entropy (plus a margin for rounding)."""
+    def most_gain(self, c: int, n: int, k: int, r: int, reference: tuple[float, float]) -> float:
+        """An upper bound on :meth:`information_gain` (same arguments): the outcomes depend
+        on the first error's position only through whether it is at or before c, so they
+        can tell no more than that event's entropy (plus a margin for rounding). That holds
+        for a predictive that sums to one; where rounding in the likelihoods leaves it off by
+        more than 1e-12 (counts far in a tail), there is no bound: infinity."""
+        if _predictive_error(n, k, r, self.floor, reference) > 1e-12:
+            return math.inf
         wrong, right = self.wrong_mass[c], 1.0 - self.wrong_mass[c]
         if wrong <= 0 or right <= 0:
-            return 0.0
+            return 1e-9  # certain (up to rounding): nothing worth a batch
         return -wrong * math.log(wrong) - right * math.log(right) + 1e-9
 
     def labelled_now(self) -> int:

@@ -10,7 +10,9 @@ tick late (a tick is a quarter second, or an eighth of a short limit), never ear
 
 Semantics are ``asyncio.timeout``'s: the task is cancelled and the ``async with`` raises
 ``TimeoutError``; a cancellation from elsewhere passes through as ``CancelledError``.
-``expired`` tells the limit's own ``TimeoutError`` from one the awaited code raised.
+``expired`` tells the limit's own ``TimeoutError`` from one the awaited code raised. A limit
+over ~30 years is none. Python 3.10 has no ``Task.uncancel``: there a cancel from elsewhere
+in the same loop turn as the limit's expiry is taken for the limit's (a ``TimeoutError``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import math
 from types import TracebackType
 
 TICK_S = 0.25  # the coarsest tick: how late a limit may fire
+MIN_TICK_S = 1e-6
+NEVER_S = 1e9  # a limit longer than this (~30 years) is no limit
 
 
 class Deadlines:
@@ -27,13 +31,16 @@ class Deadlines:
 
     def __init__(self) -> None:
         self._due: dict[float, set[Deadline]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # whose timers the ticks are
 
     def bound(self, timeout_s: float) -> Deadline:
         """``async with deadlines.bound(t):`` the body, cancelled after ``t`` seconds (inf: never)."""
         return Deadline(self, timeout_s)
 
     def _add(self, deadline: Deadline, loop: asyncio.AbstractEventLoop, timeout_s: float) -> float:
-        tick = min(TICK_S, timeout_s / 8)
+        if loop is not self._loop:  # another loop (a second asyncio.run): the old ticks' timers died with theirs
+            self._loop, self._due = loop, {}
+        tick = max(MIN_TICK_S, min(TICK_S, timeout_s / 8))
         due = math.ceil((loop.time() + timeout_s) / tick) * tick
         waiting = self._due.get(due)
         if waiting is None:
@@ -65,7 +72,7 @@ class Deadline:
         self.expired = False
 
     async def __aenter__(self) -> Deadline:
-        if self._timeout_s < math.inf:
+        if self._timeout_s < NEVER_S:
             task = asyncio.current_task()
             if task is None:
                 raise RuntimeError("a Deadline must be used inside a task")

@@ -423,16 +423,17 @@ def _most_informative(plan: PathPlan, sig: Signature, references: tuple[tuple[in
     is left out.
 
     Lazily: a batch at step c can tell at most H(step c wrong), the entropy of the one
-    thing its outcomes depend on (:meth:`PathPlan.most_gain`), so steps are looked ahead in
+    thing its outcomes depend on (:meth:`PathPlan.most_gain`; no bound where rounding left
+    the step's predictive off one), so steps are looked ahead in
     the order of that bound, and a step is given out once its exact gain beats the bound
     of every step not yet looked at. The order is the one a full sort gives; a caller that
     stops at the first step (most do) looks ahead at about a third of the steps."""
     bounds = []  # (bound on information per rollout, position, rollouts)
-    for c, (n, _, terminal) in enumerate(sig):
+    for c, (n, k, terminal) in enumerate(sig):
         if terminal or n >= cap:
             continue
         b = min(batch, cap - n)
-        bound = plan.most_gain(c) / b
+        bound = plan.most_gain(c, n, k, b, references[c]) / b
         if bound > 1e-9:
             bounds.append((bound, c, b))
     bounds.sort(reverse=True)

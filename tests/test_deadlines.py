@@ -97,3 +97,37 @@ def test_an_infinite_limit_sets_no_timer():
         return deadlines._due, deadline.expired
 
     assert asyncio.run(main()) == ({}, False)
+
+
+def test_limits_past_thirty_years_or_near_zero_still_work():
+    """``request_timeout_s`` accepts any positive float: 1e308 is no limit (a tick of it
+    would overflow), 5e-324 expires at once (an eighth of it would be 0)."""
+    async def main():
+        deadlines = Deadlines()
+        async with deadlines.bound(1e308) as forever:
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):
+            async with deadlines.bound(5e-324) as instant:
+                await asyncio.sleep(1)
+        return forever.expired, instant.expired, deadlines._due
+
+    assert asyncio.run(main()) == (False, True, {})
+
+
+def test_one_deadlines_used_from_a_second_event_loop_still_fires():
+    """A tick whose timer died with an earlier loop must not swallow a later loop's limit."""
+    deadlines = Deadlines()
+
+    async def quick():
+        async with deadlines.bound(1.0):
+            await asyncio.sleep(0)
+
+    async def hangs():
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            async with deadlines.bound(1.0):
+                await asyncio.sleep(10)
+        return time.perf_counter() - start
+
+    asyncio.run(quick())  # its tick's timer is gone with that loop
+    assert asyncio.run(hangs()) < 2.0
