@@ -28,6 +28,7 @@ import bisect
 import functools
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from prmtree.engine.records import Problem
@@ -378,7 +379,7 @@ def _log_mix(x: float, y: float, w: float) -> float:
     return top + math.log(w * math.exp(x - top) + (1 - w) * math.exp(y - top))
 
 
-def path_verdict(evidence: list[StepEvidence | None]) -> str:
+def path_verdict(evidence: Sequence[StepEvidence | None]) -> str:
     """A path's steps as a whole: RIGHT when every one is decided right, WRONG when they
     are decided down to a first error, UNDECIDED otherwise."""
     if any(ev is None or ev.decision == UNDECIDED for ev in evidence):

@@ -387,7 +387,7 @@ def _along(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float
 def _verdict(root_n: int, root_k: int, sig: Signature, floor: float, hazard: float, confidence: float) -> str:
     """:meth:`CalibratedDecider.decided` for a path's counts (omega asks it of every
     candidate's state at each selection)."""
-    return path_verdict(list(_along(root_n, root_k, sig, floor, hazard, confidence, False)))
+    return path_verdict(_along(root_n, root_k, sig, floor, hazard, confidence, False))
 
 
 @functools.lru_cache(maxsize=1 << 16)

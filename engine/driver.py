@@ -307,7 +307,10 @@ class Driver:
                     raise
                 last: BaseException = GenerationError("generate raised CancelledError")
             except TimeoutError as exc:  # the driver's own bound, or one the policy raised
-                last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s") if deadline.expired else exc
+                if deadline.expired:
+                    last = GenerationError(f"policy timed out after {ex.request_timeout_s:g} s")
+                else:
+                    last = exc
             except Exception as exc:  # the policy's own failure: retried if it may pass
                 last = exc
             except GeneratorExit:  # this coroutine is being closed

@@ -124,9 +124,9 @@ def collector_tuned() -> Iterator[None]:
     (``gc.freeze``: never rescanned), the youngest generation is collected every 10,000
     allocations instead of 700 and the middle one every 30 young collections instead of 10:
     a tree's objects live seconds, and most are gone by the time the middle generation is
-    scanned (5% less driver CPU on the realistic mix, in alternating pairs; its pauses
-    ~80 ms every few seconds, three times rarer). Reference counting still frees nearly everything at once;
-    cycles are collected, less often. A collector the caller disabled (threshold 0), set
+    scanned (5% less driver CPU on the realistic mix, in alternating pairs; its pauses ~80
+    ms every few seconds, three times rarer). Reference counting still frees nearly
+    everything at once; cycles are collected, less often. A collector the caller disabled (threshold 0), set
     higher, or froze itself is left as it is; nested or concurrent runs restore once, at the
     last one's end. Nothing a run computes depends on it."""
     global _gc_runs, _gc_restore
