@@ -79,11 +79,17 @@ def test_the_trees_indexes_agree_with_its_graph():
     import networkx as nx
 
     rng = random.Random(5)
-    tree = ReasoningTree("p")
-    for _ in range(60):
+    tree, fresh = ReasoningTree("p"), ReasoningTree("p")
+    for i in range(60):
+        if i == 30:
+            assert tree.graph.number_of_nodes() == len(tree)  # built halfway: kept in step from here on
         parent = rng.choice([tree.root, *[n for n, _ in tree.nodes() if n != tree.root]])
-        tree.add_path(parent, [f"s{rng.randint(0, 6)}" for _ in range(rng.randint(1, 3))], terminal=rng.random() < 0.3)
+        steps, terminal = [f"s{rng.randint(0, 6)}" for _ in range(rng.randint(1, 3))], rng.random() < 0.3
+        assert tree.add_path(parent, steps, terminal=terminal) == fresh.add_path(parent, steps, terminal=terminal)
     graph = tree.graph
+    assert nx.utils.graphs_equal(graph, fresh.graph)  # kept in step = built at the end
+    assert list(graph.edges) == list(fresh.graph.edges)
+    assert all(tree.children(n) == list(graph.successors(n)) for n in graph.nodes)
     assert [n for n, _ in tree.nodes()] == list(graph.nodes)
     assert [s for _, s in tree.nodes()] == [d["stats"] for _, d in graph.nodes(data=True)]
     assert tree.leaves() == [n for n in graph.nodes if graph.out_degree(n) == 0 and n != tree.root]

@@ -46,6 +46,7 @@ class MCTSSearch(TreeSearch):
         self.visits: dict[str, int] = {}
         self.value_sum: dict[str, float] = {}
         self.expanded: set[str] = set()
+        self.exhausted: set[str] = set()  # dead branches: nothing left to expand below them
         self._expanding: str | None = None
         self._new_children: list[str] = []
         self._undecided: list[str] = []  # new children whose paths the labelling method may want more of
@@ -168,10 +169,10 @@ class MCTSSearch(TreeSearch):
         return deepening(self.tree, node)
 
     def _exhausted(self, node: str) -> bool:
-        return self.tree.graph.nodes[node].get("exhausted", False)
+        return node in self.exhausted
 
     def _mark_exhausted(self, node: str) -> None:
-        self.tree.graph.nodes[node]["exhausted"] = True
+        self.exhausted.add(node)
 
     def _backpropagate(self, node: str | None, value: float) -> None:
         while node is not None:
