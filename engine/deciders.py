@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prmtree.engine.calibration import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the config type only: the search core's imports stay free o
     from prmtree.engine.config import LabelsConfig
 
 #: A path's evidence, asked for again by the labeller (memoised per leaf there).
-EvidenceOf = Callable[[list[str]], list["StepEvidence | None"]]
+EvidenceOf = Callable[[Sequence[str]], list["StepEvidence | None"]]
 
 
 class Decider(Protocol):
@@ -64,15 +64,15 @@ class Decider(Protocol):
         """A node's evidence from its own prefix (what a search knows when it is there)."""
         ...
 
-    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+    def along(self, tree: ReasoningTree, ids: Sequence[str], last_only: bool = False) -> list[StepEvidence | None]:
         """Evidence for each step of a path from the root (node ids, the root excluded)."""
         ...
 
-    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+    def decided(self, tree: ReasoningTree, ids: Sequence[str]) -> str:
         """The path as a whole: RIGHT, WRONG (decided down to a first error) or UNDECIDED."""
         ...
 
-    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+    def next_to_sample(self, tree: ReasoningTree, ids: Sequence[str], k: int) -> tuple[str, int] | None:
         """(node, rollouts): where the path needs its next batch for its labels; None when
         it needs none."""
         ...
@@ -86,7 +86,7 @@ class Decider(Protocol):
         path can decide the steps above them."""
         ...
 
-    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+    def locate(self, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> FirstErrorSearch:
         """A search for the first error of the path ``ids`` (from the root; the steps before
         ``start`` are known right, the last step known wrong)."""
         ...
@@ -117,7 +117,7 @@ class Bisection:
     ``path[:lo]`` is known right, ``path[:hi]`` known wrong; the midpoint gets k rollouts
     and its own decision moves one bound (a step decided right: the error is later)."""
 
-    def __init__(self, decider: MCDecider, tree: ReasoningTree, ids: list[str], start: int, k: int) -> None:
+    def __init__(self, decider: MCDecider, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> None:
         self.decider, self.tree, self.k = decider, tree, k
         self.start = start
         self.path = ids[start:]
@@ -146,7 +146,7 @@ class PlannedSearch:
     """For a rule that decides a path as a whole: batches go where the rule's planner
     (:meth:`CalibratedDecider.next_to_sample`) says, the first error is the rule's."""
 
-    def __init__(self, decider: Decider, tree: ReasoningTree, ids: list[str], k: int) -> None:
+    def __init__(self, decider: Decider, tree: ReasoningTree, ids: Sequence[str], k: int) -> None:
         self.decider, self.tree, self.ids, self.k = decider, tree, ids, k
 
     def next(self) -> tuple[str, int] | None:
@@ -178,7 +178,7 @@ class MCDecider:
     def reference_batch(self, k: int) -> int:
         return 0  # a node is compared with the threshold, not with its parent
 
-    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+    def along(self, tree: ReasoningTree, ids: Sequence[str], last_only: bool = False) -> list[StepEvidence | None]:
         """Each sampled node by its own value (None where nothing was sampled)."""
         root = tree.stats(tree.root)
         parent = root.n_correct / root.n_rollouts if root.measured and root.n_rollouts else None
@@ -193,10 +193,10 @@ class MCDecider:
     def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
         return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
 
-    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+    def decided(self, tree: ReasoningTree, ids: Sequence[str]) -> str:
         return path_verdict(self.along(tree, ids))
 
-    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+    def next_to_sample(self, tree: ReasoningTree, ids: Sequence[str], k: int) -> tuple[str, int] | None:
         """The path's first unsampled step, with k rollouts, unless a step before it is
         already decided wrong (the rule labels each step by its own value, so a path needs
         every step up to its first error sampled; its last, answered step is known)."""
@@ -217,7 +217,7 @@ class MCDecider:
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
         return {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
 
-    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+    def locate(self, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> FirstErrorSearch:
         """Each step is decided by its own rollouts, so a bisection places the error."""
         return Bisection(self, tree, ids, start, k)
 
@@ -254,26 +254,26 @@ class CalibratedDecider:
     def reference_batch(self, k: int) -> int:
         return k  # the question's own rate is the first step's reference
 
-    def _signature(self, tree: ReasoningTree, ids: list[str]) -> tuple[int, int, Signature]:
+    def _signature(self, tree: ReasoningTree, ids: Sequence[str]) -> tuple[int, int, Signature]:
         """What a path's evidence depends on: the root's counts and each step's (rollouts,
         correct, terminal). The memoised functions below are keyed by it."""
         root = tree.stats(tree.root)
         return root.n_rollouts, root.n_correct, tree.counts(ids)
 
-    def along(self, tree: ReasoningTree, ids: list[str], last_only: bool = False) -> list[StepEvidence | None]:
+    def along(self, tree: ReasoningTree, ids: Sequence[str], last_only: bool = False) -> list[StepEvidence | None]:
         """The change-point posterior (:func:`first_error_posterior`) of every step.
         ``last_only``: the last step's evidence alone (what :meth:`node` needs)."""
         root_n, root_k, sig = self._signature(tree, ids)
         return list(_along(root_n, root_k, sig, self.floor, self.hazard, self.confidence, last_only))
 
     def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
-        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
+        return self.along(tree, tree.path(node), last_only=True)[-1] if node != tree.root else None
 
-    def decided(self, tree: ReasoningTree, ids: list[str]) -> str:
+    def decided(self, tree: ReasoningTree, ids: Sequence[str]) -> str:
         root_n, root_k, sig = self._signature(tree, ids)
         return _verdict(root_n, root_k, sig, self.floor, self.hazard, self.confidence)
 
-    def next_to_sample(self, tree: ReasoningTree, ids: list[str], k: int) -> tuple[str, int] | None:
+    def next_to_sample(self, tree: ReasoningTree, ids: Sequence[str], k: int) -> tuple[str, int] | None:
         """The step whose next batch (``batch`` rollouts, fewer below its cap) decides the
         path's labels soonest; None when there is none to take.
 
@@ -294,7 +294,7 @@ class CalibratedDecider:
     def worth_growing(self, tree: ReasoningTree, node: str) -> bool:
         """Only below a step decided right (the root included): below a wrong step every
         path's labels end at that step, below an undecided one before it."""
-        return self.decided(tree, tree.path_ids(node)) == RIGHT
+        return self.decided(tree, tree.path(node)) == RIGHT
 
     def worth_deepening(self, tree: ReasoningTree, node: str) -> bool:
         """Below a path decided right, or one still undecided whose last step is more
@@ -305,7 +305,7 @@ class CalibratedDecider:
         with a step decided wrong: its labels end there."""
         if node == tree.root:
             return True
-        evidence = self.along(tree, tree.path_ids(node))
+        evidence = self.along(tree, tree.path(node))
         if any(ev is not None and ev.decision == WRONG for ev in evidence):
             return False
         last = evidence[-1]
@@ -315,16 +315,21 @@ class CalibratedDecider:
         """Every node from the paths through it, as its steps are labelled — a step decided
         right by a later step of one path is right — taking the most confident of its
         paths' posteriors (its own prefix's when no path below it says more)."""
-        nodes = {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+        root = tree.stats(tree.root)  # each node's own prefix: :meth:`node`, written out (a call per node)
+        root_n, root_k, counts = root.n_rollouts, root.n_correct, tree.counts
+        floor, hazard, confidence = self.floor, self.hazard, self.confidence
+        nodes: dict[str, StepEvidence | None] = {
+            node: _along(root_n, root_k, counts(ids), floor, hazard, confidence, True)[-1] for node, ids in tree.paths()
+        }
         for leaf in tree.leaves():
-            ids = tree.path_ids(leaf)
+            ids = tree.path(leaf)
             for node, ev in zip(ids, along(ids)):
                 now = nodes.get(node)
                 if ev is not None and (now is None or abs(ev.posterior - 0.5) > abs(now.posterior - 0.5)):
                     nodes[node] = ev
         return nodes
 
-    def locate(self, tree: ReasoningTree, ids: list[str], start: int, k: int) -> FirstErrorSearch:
+    def locate(self, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> FirstErrorSearch:
         """A step's decision depends on the whole path: the planner places the error."""
         return PlannedSearch(self, tree, ids, k)
 

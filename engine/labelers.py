@@ -25,7 +25,7 @@ import inspect
 import math
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -123,7 +123,7 @@ class StepLabeler:
         decider = self.decider(problem, ctx)
         evidence: dict[str, list[StepEvidence | None]] = {}  # leaf -> its path's evidence
 
-        def along(ids: list[str]) -> list[StepEvidence | None]:
+        def along(ids: Sequence[str]) -> list[StepEvidence | None]:
             if ids[-1] not in evidence:
                 evidence[ids[-1]] = decider.along(search.tree, ids)
             return evidence[ids[-1]]

@@ -27,7 +27,7 @@ from prmtree.engine.tree import ReasoningTree
 SOURCES = ("mc", "calibrated", "inferred", "undecided", "judge-agreed", "judge-disagreed", "judge-settled")
 
 
-@dataclass
+@dataclass(slots=True)  # one per labelled step: made by the hundred thousand
 class StepProvenance:
     value: float  # MC value of the node that decided the label (a bound, for inferred steps)
     ci_low: float
@@ -183,6 +183,8 @@ def label_path(
     end = 0
     while end < m and (labels[end] is not None or end in undecided):
         end += 1
+    if after_first_error == "truncate":  # the steps after the first error are cut below: not worth their provenance
+        end = min(end, first_wrong + 1)
     for j in range(end):  # an unsampled step's value: the bound its nearest sampled neighbour gives
         if not stats[decider_of[j]].measured:
             later = [i for i in range(j + 1, end) if stats[i].measured and labels[i]] if labels[j] else []

@@ -8,6 +8,7 @@ prefix is one node, and ids are stable across runs and machines.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -147,9 +148,18 @@ class ReasoningTree:
         """Node ids from the first step down to ``node_id`` (the root excluded)."""
         return list(self._paths[node_id])
 
+    def path(self, node_id: str) -> tuple[str, ...]:
+        """:meth:`path_ids` as the tree keeps it, not copied (for the hot loops that only read it)."""
+        return self._paths[node_id]
+
+    def paths(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        """(id, :meth:`path`) of every node but the root, in insertion order."""
+        return itertools.islice(self._paths.items(), 1, None)  # the root is the first
+
     def prefix(self, node_id: str) -> tuple[str, ...]:
         """The steps that lead to ``node_id``."""
-        return tuple(self.stats(n).step for n in self.path_ids(node_id))
+        stats = self._stats
+        return tuple(stats[n].step for n in self._paths[node_id])
 
     def leaves(self) -> list[str]:
         """Nodes without children, in insertion order (never the root)."""

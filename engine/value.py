@@ -7,6 +7,7 @@ is the value itself; the Wilson interval says how far to trust it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 
@@ -17,6 +18,7 @@ def mc_value(n_correct: int, n_rollouts: int) -> float:
     return n_correct / n_rollouts if n_rollouts else math.nan
 
 
+@functools.lru_cache(maxsize=1 << 12)  # a few small counts, asked for every labelled step
 def wilson_interval(n_correct: int, n_rollouts: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ((0, 1) with no data).
 

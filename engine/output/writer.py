@@ -50,19 +50,28 @@ from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
-    """A cheap size estimate of a row, for rotating shards by bytes."""
+    """A cheap size estimate of a row, for rotating shards by bytes: text by its length,
+    anything else 8 (a list item by item, a dict in a list by its text values)."""
     size = 0
     for value in row.values():
-        if isinstance(value, (str, bytes)):
-            size += len(value)
-        elif isinstance(value, list):
+        kind = type(value)
+        if kind is list:  # (exact types first: this runs for every row a run writes)
             for item in value:
-                if isinstance(item, dict):
+                kind = type(item)
+                if kind is float or kind is bool or kind is int or item is None:
+                    size += 8
+                elif kind is str or kind is bytes:
+                    size += len(item)
+                elif isinstance(item, dict):
                     size += sum(len(v) for v in item.values() if isinstance(v, (str, bytes)))
                 elif isinstance(item, (str, bytes)):
                     size += len(item)
                 else:
                     size += 8
+        elif kind is str or kind is bytes or isinstance(value, (str, bytes)):
+            size += len(value)
+        elif isinstance(value, list):
+            size += _row_bytes({"": list(value)})
         else:
             size += 8
     return size
