@@ -204,7 +204,7 @@ def first_error_posterior(
     return right_posteriors(change_points(loglik, hazard))
 
 
-def right_posteriors(weights: list[float]) -> list[float]:
+def right_posteriors(weights: Sequence[float]) -> list[float]:
     """P(step i right), i = 0..m-1, from the change points' weights: the mass of the
     change points after i (so never increasing along the path)."""
     m = len(weights) - 1
@@ -249,7 +249,7 @@ class PathPlan:
     after it is left out (a planning estimate, not a decision).
     """
 
-    def __init__(self, weights: list[float], floor: float, confidence: float) -> None:
+    def __init__(self, weights: Sequence[float], floor: float, confidence: float) -> None:
         self.m = m = len(weights) - 1
         self.floor = floor
         self.confidence = confidence

@@ -353,10 +353,11 @@ Signature = tuple[tuple[int, int, bool], ...]
 
 @functools.lru_cache(maxsize=1 << 16)
 def _weights(root_n: int, root_k: int, sig: Signature, floor: float,
-             hazard: float) -> tuple[tuple[tuple[int, int], ...], list[float]]:
+             hazard: float) -> tuple[tuple[tuple[int, int], ...], tuple[float, ...]]:
     """Each step's reference (the counts a right step keeps) and the path's change-point
     weights (:func:`change_points`) from each step's (log P(counts | right), log P(counts |
-    wrong)). Callers must not change the list."""
+    wrong)). Tuples: the collector stops tracking a memoised tuple of floats the first time
+    it sees one, where a list would be rescanned as long as the memo keeps it."""
     reference = (root_n, root_k) if root_n > 0 else (0, 0)
     references, loglik = [], []
     for n, k, terminal in sig:
@@ -370,7 +371,7 @@ def _weights(root_n: int, root_k: int, sig: Signature, floor: float,
         loglik.append(log_likelihoods(n, k, floor, reference))
         if not terminal:
             reference = (n, k)
-    return tuple(references), change_points(loglik, hazard)
+    return tuple(references), tuple(change_points(loglik, hazard))
 
 
 @functools.lru_cache(maxsize=1 << 16)

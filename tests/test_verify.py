@@ -634,3 +634,24 @@ def test_a_script_without_a_main_guard_runs_once_while_its_checks_go_to_the_pool
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("RUN") == 1, done.stdout
     assert "VERDICT [True] process" in done.stdout
+
+
+def test_an_answer_repeated_in_one_request_is_decided_once():
+    """Rollouts of one request often agree: a repeat is read from the first's decision and
+    counted as the memo hit it would have been; without a memo each is checked."""
+    calls = []
+
+    def check(gold, pred):
+        calls.append(pred)
+        return gold == pred
+
+    v = Verifier(custom=check)
+    verdicts = asyncio.run(v.check(P("7"), ["7", "8", "7", None, "8", "7"]))
+    assert verdicts == [True, False, True, False, False, True]
+    assert calls == ["7", "8"]
+    assert v.stats()["checks"] == 5 and v.stats()["memo_hits"] == 3
+    unmemoised = Verifier(custom=check)
+    unmemoised.memo_size = 0
+    calls.clear()
+    assert asyncio.run(unmemoised.check(P("7"), ["7", "8", "7"])) == [True, False, True]
+    assert calls == ["7", "8", "7"] and unmemoised.stats()["memo_hits"] == 0

@@ -126,14 +126,25 @@ class Verifier:
         same). Never raises: a failed, hung or crashed check is ``False``."""
         verdicts = [False] * len(answers)
         slow: dict[_MemoKey, tuple[list[int], str, str]] = {}
+        # an answer given again in the same request (rollouts often agree): decided once; the
+        # repeat counts as the memo hit it would be (the first is remembered, or waits in slow)
+        decided: dict[str, tuple[_MemoKey, bool | None, str]] | None = {} if self.memo_size > 0 else None
         for i, predicted in enumerate(answers):
             if predicted is None:
                 continue
             self._checks += 1
-            try:
-                key, verdict, gold_for_math = self._decide(problem, predicted)
-            except Exception:
-                continue
+            again = decided.get(predicted) if decided is not None and type(predicted) is str else None
+            if again is not None:
+                key, verdict, gold_for_math = again
+                if verdict is not None:
+                    self._memo_hits += 1
+            else:
+                try:
+                    key, verdict, gold_for_math = self._decide(problem, predicted)
+                except Exception:
+                    continue
+                if decided is not None and type(predicted) is str:
+                    decided[predicted] = (key, verdict, gold_for_math)
             if verdict is not None:
                 verdicts[i] = verdict
             elif key in slow:
