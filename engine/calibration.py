@@ -301,6 +301,14 @@ class PathPlan:
             return 1e-9  # certain (up to rounding): nothing worth a batch
         return -wrong * math.log(wrong) - right * math.log(right) + 1e-9
 
+    def all_decided(self) -> bool:
+        """Whether every step is decided (:func:`decide` is not UNDECIDED for any): P(step i
+        right) never increases along the path, so the steps decided right are a prefix and
+        the step after them decides the rest (a bisection, not a pass)."""
+        confidence = self.confidence
+        right = bisect.bisect_right(self._descending, -confidence)  # steps with P(right) >= confidence
+        return right == self.m or self.right[right] <= 1 - confidence
+
     def labelled_now(self) -> int:
         """:func:`labelled_length` of the path as it stands."""
         return self._labelled(0, 1.0, 1.0)

@@ -402,7 +402,7 @@ def _next_to_sample(root_n: int, root_k: int, sig: Signature, floor: float, haza
     """:meth:`CalibratedDecider.next_to_sample` for a path's counts: (position, rollouts)."""
     references, weights = _weights(root_n, root_k, sig, floor, hazard)
     plan = PathPlan(weights, floor, confidence)
-    if all(decide(p, confidence) != UNDECIDED for p in plan.right):
+    if plan.all_decided():
         return None
     candidates = _most_informative(plan, sig, references, batch, cap)
     fresh = not any(n > 0 and not terminal for n, _, terminal in sig)

@@ -172,3 +172,23 @@ def test_no_bound_where_rounding_leaves_the_predictive_off_one():
     args = (8, 4, ((60, 59, F), (33, 33, F), (45, 44, F), (45, 0, F), (58, 58, F), (65, 62, F), (65, 27, F)),
             0.25, 0.9, 0.9, 4, 64, 0.0)
     assert _next_to_sample.__wrapped__(*args) == (3, 4)
+
+
+def test_all_decided_by_bisection_is_the_step_by_step_check():
+    """The planner's "every step decided" check bisects the path's posteriors (they never
+    increase along it); it must agree with deciding each step, on paths whose steps are
+    right, wrong, undecided or stated wrong outright, at several confidences."""
+    rng = random.Random(11)
+    agree = every = 0
+    for _ in range(20_000):
+        m = rng.randint(1, 12)
+        loglik = [(rng.uniform(-30, 5), rng.uniform(-30, 5)) for _ in range(m)]
+        if rng.random() < 0.2:
+            loglik[rng.randrange(m)] = (-math.inf, 0.0)
+        confidence = rng.choice([0.5, 0.9, 0.96, 0.99])
+        plan = PathPlan(change_points(loglik, rng.choice([0.1, 0.3, 0.5])), 0.25, confidence)
+        expected = all(decide(p, confidence) != UNDECIDED for p in plan.right)
+        agree += plan.all_decided() == expected
+        every += expected
+    assert agree == 20_000
+    assert 2_000 < every < 18_000  # both answers are tested
