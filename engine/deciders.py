@@ -315,12 +315,16 @@ class CalibratedDecider:
         """Every node from the paths through it, as its steps are labelled — a step decided
         right by a later step of one path is right — taking the most confident of its
         paths' posteriors (its own prefix's when no path below it says more)."""
-        root = tree.stats(tree.root)  # each node's own prefix: :meth:`node`, written out (a call per node)
-        root_n, root_k, counts = root.n_rollouts, root.n_correct, tree.counts
-        floor, hazard, confidence = self.floor, self.hazard, self.confidence
-        nodes: dict[str, StepEvidence | None] = {
-            node: _along(root_n, root_k, counts(ids), floor, hazard, confidence, True)[-1] for node, ids in tree.paths()
-        }
+        if type(self).node is CalibratedDecider.node and type(self).along is CalibratedDecider.along:
+            root = tree.stats(tree.root)  # each node's own prefix: :meth:`node`, written out (a call per node)
+            root_n, root_k, counts = root.n_rollouts, root.n_correct, tree.counts
+            floor, hazard, confidence = self.floor, self.hazard, self.confidence
+            nodes: dict[str, StepEvidence | None] = {
+                node: _along(root_n, root_k, counts(ids), floor, hazard, confidence, True)[-1]
+                for node, ids in tree.paths()
+            }
+        else:  # a subclass's own evidence
+            nodes = {node: self.node(tree, node) for node, _ in tree.paths()}
         for leaf in tree.leaves():
             ids = tree.path(leaf)
             for node, ev in zip(ids, along(ids)):

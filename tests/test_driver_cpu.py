@@ -192,3 +192,22 @@ def test_all_decided_by_bisection_is_the_step_by_step_check():
         every += expected
     assert agree == 20_000
     assert 2_000 < every < 18_000  # both answers are tested
+
+
+def test_a_deciders_own_node_evidence_is_used_for_every_node():
+    """decide_nodes computes the calibrated rule's own-prefix evidence in one pass; a
+    subclass with its own ``node`` still decides each node its way."""
+
+    class Distrustful(CalibratedDecider):
+        def node(self, tree, node):
+            return None  # trusts no node's own prefix
+
+    tree = ReasoningTree("p")
+    tree.record(tree.root, 8, 4)
+    a, b = tree.add_path(tree.root, ["a", "b"])
+    tree.record(a, 8, 8)
+    problem, labels = Problem(id="p", question="q?", answer="7"), LabelsConfig()
+    nothing = lambda ids: [None] * len(ids)  # noqa: E731 - no path evidence either
+    assert Distrustful(problem, labels).decide_nodes(tree, nothing) == {a: None, b: None}
+    plain = CalibratedDecider(problem, labels).decide_nodes(tree, nothing)
+    assert plain[a].n == 8 and plain[a].decision == "right" and plain[b].n == 0

@@ -655,3 +655,16 @@ def test_an_answer_repeated_in_one_request_is_decided_once():
     calls.clear()
     assert asyncio.run(unmemoised.check(P("7"), ["7", "8", "7"])) == [True, False, True]
     assert calls == ["7", "8", "7"] and unmemoised.stats()["memo_hits"] == 0
+    # a memo too small to keep the first until its repeat: checked again, as one answer
+    # at a time would be; and the repeat refreshes its place in the memo (LRU order)
+    tiny = Verifier(custom=check)
+    tiny.memo_size = 1
+    calls.clear()
+    asyncio.run(tiny.check(P("7"), ["a", "b", "a"]))
+    assert calls == ["a", "b", "a"] and tiny.stats()["memo_hits"] == 0 and tiny.stats()["quick"] == 3
+    small = Verifier(custom=check)
+    small.memo_size = 2
+    calls.clear()
+    for answers in (["a", "b", "a"], ["c"], ["a"]):
+        asyncio.run(small.check(P("7"), answers))
+    assert calls == ["a", "b", "c"] and small.stats()["memo_hits"] == 2
