@@ -191,7 +191,7 @@ class MCDecider:
         return out
 
     def node(self, tree: ReasoningTree, node: str) -> StepEvidence | None:
-        return self.along(tree, tree.path_ids(node), last_only=True)[-1] if node != tree.root else None
+        return self.along(tree, tree.path(node), last_only=True)[-1] if node != tree.root else None
 
     def decided(self, tree: ReasoningTree, ids: Sequence[str]) -> str:
         return path_verdict(self.along(tree, ids))
@@ -215,7 +215,7 @@ class MCDecider:
         return True
 
     def decide_nodes(self, tree: ReasoningTree, along: EvidenceOf) -> dict[str, StepEvidence | None]:
-        return {node: self.node(tree, node) for node, _ in tree.nodes() if node != tree.root}
+        return {node: self.node(tree, node) for node, _ in tree.paths()}
 
     def locate(self, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> FirstErrorSearch:
         """Each step is decided by its own rollouts, so a bisection places the error."""
@@ -315,16 +315,7 @@ class CalibratedDecider:
         """Every node from the paths through it, as its steps are labelled — a step decided
         right by a later step of one path is right — taking the most confident of its
         paths' posteriors (its own prefix's when no path below it says more)."""
-        if type(self).node is CalibratedDecider.node and type(self).along is CalibratedDecider.along:
-            root = tree.stats(tree.root)  # each node's own prefix: :meth:`node`, written out (a call per node)
-            root_n, root_k, counts = root.n_rollouts, root.n_correct, tree.counts
-            floor, hazard, confidence = self.floor, self.hazard, self.confidence
-            nodes: dict[str, StepEvidence | None] = {
-                node: _along(root_n, root_k, counts(ids), floor, hazard, confidence, True)[-1]
-                for node, ids in tree.paths()
-            }
-        else:  # a subclass's own evidence
-            nodes = {node: self.node(tree, node) for node, _ in tree.paths()}
+        nodes = {node: self.node(tree, node) for node, _ in tree.paths()}
         for leaf in tree.leaves():
             ids = tree.path(leaf)
             for node, ev in zip(ids, along(ids)):

@@ -124,14 +124,15 @@ def collector_tuned() -> Iterator[None]:
     (``gc.freeze``: never rescanned), the youngest generation is collected every 100,000
     net allocations instead of 700 and the middle one every 30 young collections instead of
     10: a tree's objects live seconds, and most are gone by the time they would be scanned.
-    On the realistic mix (2,000 problems) the collector's time fell from 2.0 s to 1.1 s
-    (1.1 -> 1.0 s young, 0.9 -> 0.04 s middle, which ran 8 times and now once; pauses ~19
-    ms, a young collection every ~0.4 s) and the driver's CPU per rollout by ~9%; 10,000,
-    50,000, 200,000 and 400,000 measured in the same sweep were worse, or no better with
-    longer pauses (benchmarks/README.md, section 2). Reference counting still frees nearly
-    everything at once; cycles are collected, less often. A collector the caller disabled (threshold 0), set
-    higher, or froze itself is left as it is; nested or concurrent runs restore once, at the
-    last one's end. Nothing a run computes depends on it."""
+    On the realistic mix (2,000 problems) the collector's time fell from ~2.0 s to 1.1-1.5 s
+    (young collections ~1.0 s whatever the threshold: they scan the long-lived memo entries;
+    the middle generation 0.04-0.9 s, run 1-4 times instead of 8; young pauses ~19 ms, one
+    every ~0.4 s) and the driver's CPU per rollout by ~9%; 10,000, 50,000, 200,000 and
+    400,000 measured in the same sweep were worse, or no better with longer pauses
+    (benchmarks/README.md, section 2). Reference counting still frees nearly everything at
+    once; cycles are collected, less often. A collector the caller disabled (threshold 0),
+    set higher, or froze itself is left as it is; nested or concurrent runs restore once, at
+    the last one's end. Nothing a run computes depends on it."""
     global _gc_runs, _gc_restore
     with _gc_lock:
         _gc_runs += 1

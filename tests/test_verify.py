@@ -637,8 +637,8 @@ def test_a_script_without_a_main_guard_runs_once_while_its_checks_go_to_the_pool
 
 
 def test_an_answer_repeated_in_one_request_is_decided_once():
-    """Rollouts of one request often agree: a repeat is read from the first's decision and
-    counted as the memo hit it would have been; without a memo each is checked."""
+    """Rollouts of one request often agree: a repeat is a memo hit on the first's verdict;
+    a memo too small to keep it checks it again, and without a memo each is checked."""
     calls = []
 
     def check(gold, pred):

@@ -126,30 +126,14 @@ class Verifier:
         same). Never raises: a failed, hung or crashed check is ``False``."""
         verdicts = [False] * len(answers)
         slow: dict[_MemoKey, tuple[list[int], str, str]] = {}
-        # an answer given again in the same request (rollouts often agree): its key is made
-        # once; the repeat is read from the memo as _decide would (the same counts and LRU
-        # order; decided afresh if it was evicted meanwhile), or joins the first in slow
-        decided: dict[str, tuple[_MemoKey, bool | None, str]] | None = {} if self.memo_size > 0 else None
         for i, predicted in enumerate(answers):
             if predicted is None:
                 continue
             self._checks += 1
-            again = decided.get(predicted) if decided is not None and type(predicted) is str else None
-            if again is not None and again[1] is not None:  # decided: in the memo now, unless evicted since
-                hit = self._recall(again[0])
-                if hit is None:
-                    again = None
-                else:
-                    self._memo_hits += 1
-                    again = (again[0], hit, again[2])
-            if again is None:
-                try:
-                    again = self._decide(problem, predicted)
-                except Exception:
-                    continue
-                if decided is not None and type(predicted) is str:
-                    decided[predicted] = again
-            key, verdict, gold_for_math = again
+            try:
+                key, verdict, gold_for_math = self._decide(problem, predicted)
+            except Exception:
+                continue
             if verdict is not None:
                 verdicts[i] = verdict
             elif key in slow:

@@ -54,10 +54,11 @@ def _row_bytes(row: dict[str, Any]) -> int:
     anything else 8 (a list item by item, a dict in a list by its text values)."""
     size = 0
     for value in row.values():
-        kind = type(value)
-        if kind is list:  # (exact types first: this runs for every row a run writes)
+        if isinstance(value, (str, bytes)):
+            size += len(value)
+        elif isinstance(value, list):
             for item in value:
-                kind = type(item)
+                kind = type(item)  # exact types first: this runs for every item of every row written
                 if kind is float or kind is bool or kind is int or item is None:
                     size += 8
                 elif kind is str or kind is bytes:
@@ -68,10 +69,6 @@ def _row_bytes(row: dict[str, Any]) -> int:
                     size += len(item)
                 else:
                     size += 8
-        elif kind is str or kind is bytes or isinstance(value, (str, bytes)):
-            size += len(value)
-        elif isinstance(value, list):
-            size += _row_bytes({"": list(value)})
         else:
             size += 8
     return size
