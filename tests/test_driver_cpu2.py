@@ -249,3 +249,29 @@ def test_the_callers_collector_settings_are_respected(collector):
             assert gc.get_threshold()[0] == runner.GC_YOUNG_THRESHOLD
         assert gc.get_threshold()[0] == runner.GC_YOUNG_THRESHOLD
     assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() >= frozen > 0
+
+
+class _Cycle:
+    pass
+
+
+def test_what_a_run_kept_goes_to_the_oldest_generation_unscanned(collector):
+    """Restoring the thresholds would set off a middle collection of everything the run
+    kept; it is promoted without one, and a cycle it left is still collected later."""
+    import weakref
+
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    with runner.collector_tuned():
+        kept = [[i] for i in range(100)]  # tracked objects made during the run, alive after it
+        cycle = _Cycle()
+        cycle.me = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+    young = {id(o) for o in gc.get_objects(0) + gc.get_objects(1)}
+    assert not any(id(o) in young for o in (kept, *kept))
+    oldest = {id(o) for o in gc.get_objects(2)}
+    assert all(id(o) in oldest for o in (kept, *kept))
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == (700, 10, 10)
+    gc.collect()
+    assert gone() is None
