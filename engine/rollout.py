@@ -49,6 +49,10 @@ def parse_completion(
             malformed = "undecodable"
         if "\ufffd" in text and malformed is None:
             malformed = "undecodable"
+    if not next_step_only and segmenter.steps_any_text:  # split when the steps are read
+        if not text.strip():
+            return Rollout((), None, False, num_tokens, finish_reason, "empty")
+        return _answered(problem, text, num_tokens, finish_reason, segmenter, verifier, depth, malformed)
     steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
     if not steps:
         return Rollout((), None, False, num_tokens, finish_reason, "empty")
@@ -59,24 +63,40 @@ def parse_completion(
             return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
         correct = verifier(problem, answer) if answer is not None and verifier is not None else False
         return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
+    return _answered(problem, text, num_tokens, finish_reason, segmenter, verifier, depth, malformed, steps)
+
+
+def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, segmenter: Segmenter,
+              verifier: AnswerCheck | None, depth: int, malformed: str | None,
+              steps: tuple[str, ...] | None = None) -> Rollout:
+    """A whole solution (a text with a step) with its answer. ``steps`` None: split when
+    read (:meth:`Rollout.deferred`), or here if the answer is read from the last step."""
+
+    def made(answer: str | None, correct: bool, why: str | None) -> Rollout:
+        if steps is None:
+            return Rollout.deferred(segmenter.split, text, depth, answer, correct, num_tokens, finish_reason, why)
+        return Rollout(steps, answer, correct, num_tokens, finish_reason, why)
+
     if finish_reason == "length":
-        return Rollout(steps, None, False, num_tokens, finish_reason, "truncated")
+        return made(None, False, "truncated")
     # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
     # answer); prose from the last step first (a custom splitter's last step is the answer).
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
     boxed = "\\boxed" in text or "\\fbox" in text
-    found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)
+    if not boxed and steps is None:
+        steps = tuple(segmenter.split(text, depth))
+    found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)  # type: ignore[index]
     if found.answer is None and found.refused != "hedged" and not boxed:
         found = find_answer(text, problem.answer, options, choice)
     answer = found.answer
     if found.refused == "hedged":
-        return Rollout(steps, None, False, num_tokens, finish_reason, "hedged")
+        return made(None, False, "hedged")
     if answer is None:
-        return Rollout(steps, None, False, num_tokens, finish_reason, "no_answer")
+        return made(None, False, "no_answer")
     if len(answer) > MAX_ANSWER_CHARS:  # never compared: checking it would hold the event loop
-        return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
+        return made(None, False, "answer_too_long")
     correct = verifier(problem, answer) if verifier is not None else False
-    return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
+    return made(answer, correct, malformed)
 
 
 def with_verdict(rollout: Rollout, correct: bool) -> Rollout:
@@ -84,5 +104,6 @@ def with_verdict(rollout: Rollout, correct: bool) -> Rollout:
     parsed with ``correct=False``, and ``replace`` costs several microseconds per rollout)."""
     if rollout.correct == correct:
         return rollout
-    return Rollout(rollout.steps, rollout.answer, correct, rollout.num_tokens, rollout.finish_reason,
-                   rollout.malformed)  # every field of Rollout: cheaper than ``replace``
+    changed = object.__new__(Rollout)  # its fields (a deferred one's text too), cheaper than ``replace``
+    changed.__dict__.update(rollout.__dict__, correct=correct)
+    return changed

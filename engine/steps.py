@@ -246,6 +246,13 @@ class Segmenter:
             steps = merge_steps(steps, room)
         return steps
 
+    @property
+    def steps_any_text(self) -> bool:
+        """Whether every text with a non-space character has a step: the built-in
+        ``blank_line`` reader drops only whitespace, so a parse may defer the splitting
+        (:meth:`Rollout.deferred`). Unknown for a custom splitter."""
+        return type(self.format) is StepFormat and self.format.name == "blank_line"
+
     def room(self, depth: int) -> int | None:
         """How many steps a continuation after ``depth`` steps may have (None: no bound)."""
         return None if self.max_steps is None else max(1, self.max_steps - depth)

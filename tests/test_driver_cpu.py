@@ -2,11 +2,15 @@
 the decisions and posteriors the plain computation gives, bit for bit; the tree's count
 keys follow its stats; a verdict keeps every field of its rollout."""
 
+import copy
 import math
+import pickle
 import random
 from dataclasses import fields, replace
 
 import pytest
+
+import prmtree
 
 from prmtree.engine.calibration import (
     UNDECIDED,
@@ -21,8 +25,11 @@ from prmtree.engine.calibration import (
 from prmtree.engine.config import LabelsConfig
 from prmtree.engine.deciders import CalibratedDecider
 from prmtree.engine.records import Problem, Rollout
-from prmtree.engine.rollout import with_verdict
+from prmtree.engine.rollout import parse_completion, with_verdict
+from prmtree.engine.steps import Segmenter
+from prmtree.engine.synthetic import generate_problems
 from prmtree.engine.tree import ReasoningTree
+from prmtree.policies.simulated import SimulatedPolicy
 
 
 def _plain_evidence(decider, tree, ids):
@@ -128,6 +135,90 @@ def test_a_verdict_keeps_every_other_field_of_its_rollout():
     assert with_verdict(r, False) is r
     assert {f.name for f in fields(Rollout)} == {"steps", "answer", "correct", "num_tokens", "finish_reason",
                                                  "malformed"}  # with_verdict copies each one by name
+
+
+class _CountingSplit:
+    """The built-in reader, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, text, depth=0):
+        self.calls += 1
+        return Segmenter("blank_line").split(text, depth)
+
+
+def _texts(rng, n):
+    pieces = ["Step 1: x = 3.", "So y = 4", "\\boxed{7}", "The answer is \\boxed{B}.", "I think it is 12.",
+              "Maybe 5 or 6.", "---", "**Answer:**", "1.", "- item", "$$x$$", "e.g.", "\n", "\n\n", " ", "\t",
+              "\x1c", "\u2028", "\u00a0", "\u3000", "\r\n", "\\fbox{2}", "Therefore, \\boxed{\\frac{1}{2}}"]
+    return ["".join(rng.choice(pieces) + rng.choice(["", " ", "\n", "\n\n"]) for _ in range(rng.randint(0, 9)))
+            for _ in range(n)]
+
+
+def test_the_built_in_reader_gives_a_step_to_every_text_with_a_non_space_character():
+    """What deferring the split rests on (Segmenter.steps_any_text): a text is ``empty``
+    exactly when it is whitespace, at every depth and step bound."""
+    rng = random.Random(5)
+    for max_steps in (None, 1, 3, 12):
+        segmenter = Segmenter("blank_line", max_steps)
+        assert segmenter.steps_any_text
+        for text in _texts(rng, 3000):
+            for depth in (0, 2, 11):
+                assert bool(segmenter.split(text, depth)) == bool(text.strip()), (text, depth)
+    assert not Segmenter(lambda text: text.split("\n")).steps_any_text  # a custom splitter: unknown
+    assert not Segmenter("tags").steps_any_text
+
+
+def test_a_deferred_parse_is_the_eager_one():
+    """The built-in reader splits a whole solution when its steps are first read; every
+    field, the verdict, equality, hashing, copies and pickles are those of the eager parse
+    (a custom splitter of the same steps parses eagerly)."""
+    rng = random.Random(8)
+    eager = Segmenter(lambda text: Segmenter("blank_line").split(text))
+    deferring = Segmenter("blank_line")
+    problems = [Problem("p", "q", "7"), Problem("c", "Which? (A) 1 (B) 2", "B", answer_type="choice")]
+    kinds = set()
+    for text in _texts(rng, 4000):
+        for problem in problems:
+            for finish in ("stop", "length"):
+                a = parse_completion(problem, text, 9, finish, deferring, None)
+                b = parse_completion(problem, text, 9, finish, eager, None)
+                kinds.add("_split" in a.__dict__)
+                assert a.has_steps == b.has_steps
+                c = pickle.loads(pickle.dumps(a))  # before the steps are read: the text travels
+                assert (a, hash(a), repr(a)) == (b, hash(b), repr(b)) == (c, hash(c), repr(c))
+                assert with_verdict(a, True) == replace(b, correct=True) == with_verdict(copy.copy(a), True)
+    assert kinds == {True, False}  # deferred, and eager (empty, or prose read from the last step)
+
+
+def test_a_deferred_rollout_splits_once_and_only_when_its_steps_are_read():
+    split = _CountingSplit()
+    r = Rollout.deferred(split, "Step 1: x = 3.\n\nSo \\boxed{3}.", 0, "3", False, 9, "stop")
+    right = with_verdict(r, True)
+    assert (r.has_steps, right.has_steps, r.answer, right.correct, split.calls) == (True, True, "3", True, 0)
+    assert r.steps == ("Step 1: x = 3.", "So \\boxed{3}.") and r.steps is r.steps
+    assert split.calls == 1 and "_split" not in r.__dict__
+    assert right.steps == r.steps and split.calls == 2  # the copy keeps its own text
+    with pytest.raises(AttributeError, match="has no attribute 'stpes'"):
+        r.stpes  # noqa: B018
+
+
+def test_omega_reads_the_steps_of_its_selected_candidates_only(tmp_path, monkeypatch):
+    """A search reads the steps of the rollouts that enter its tree, not every wrong one."""
+    counted = _CountingSplit()
+    made = []
+    original = Rollout.deferred.__func__
+
+    def deferred(cls, split, *args):
+        made.append(1)
+        return original(cls, counted, *args)
+
+    monkeypatch.setattr(Rollout, "deferred", classmethod(deferred))
+    stats = prmtree.run(generate_problems(6, seed=2), policy=SimulatedPolicy(), out=tmp_path,
+                        config={"search": {"k": 4, "budget": 64}})
+    assert stats.rollouts > 0 and len(made) > 0.8 * stats.rollouts
+    assert 0 < counted.calls < 0.25 * len(made)
 
 
 def test_the_lazy_look_ahead_gives_every_step_in_the_full_sorts_order():

@@ -167,7 +167,7 @@ class OmegaSearch(TreeSearch):
     def add_candidates(self, state: str, rollouts: list[Rollout]) -> None:
         """Every wrong, answered rollout from ``state`` becomes a candidate for a first-error search."""
         for r in rollouts:
-            if not r.correct and r.has_answer and r.steps:
+            if not r.correct and r.has_answer and r.has_steps:
                 self.pool.append(_Candidate(state, r, self._order))
                 self._order += 1
 

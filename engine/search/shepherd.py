@@ -61,7 +61,7 @@ class ShepherdSearch(TreeSearch):
         self.record(request.node_id, rollouts)
         if request.node_id == self.tree.root:
             for r in rollouts:
-                if r.steps and r.has_answer:
+                if r.has_steps and r.has_answer:
                     path = self.add_rollout_path(self.tree.root, r)
                     self._paths.append(path)
             if not self._paths:
