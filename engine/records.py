@@ -404,6 +404,6 @@ class Rollout:
         if split is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         steps = tuple(split[0](split[1], split[2]))
-        self.__dict__["steps"] = steps
-        del self.__dict__["_split"]
+        steps = self.__dict__.setdefault("steps", steps)  # two threads reading at once: one tuple
+        self.__dict__.pop("_split", None)
         return steps

@@ -250,8 +250,8 @@ class Segmenter:
     def steps_any_text(self) -> bool:
         """Whether every text with a non-space character has a step: the built-in
         ``blank_line`` reader drops only whitespace, so a parse may defer the splitting
-        (:meth:`Rollout.deferred`). Unknown for a custom splitter."""
-        return type(self.format) is StepFormat and self.format.name == "blank_line"
+        (:meth:`Rollout.deferred`). Unknown for a custom splitter, or a subclass's ``split``."""
+        return type(self) is Segmenter and type(self.format) is StepFormat and self.format.name == "blank_line"
 
     def room(self, depth: int) -> int | None:
         """How many steps a continuation after ``depth`` steps may have (None: no bound)."""

@@ -169,6 +169,13 @@ def test_the_built_in_reader_gives_a_step_to_every_text_with_a_non_space_charact
     assert not Segmenter(lambda text: text.split("\n")).steps_any_text  # a custom splitter: unknown
     assert not Segmenter("tags").steps_any_text
 
+    class Letters(Segmenter):  # its own split may drop a step the built-in reader keeps
+        def split(self, text, depth=0):
+            return [s for s in super().split(text, depth) if any(c.isalnum() for c in s)]
+
+    assert not Letters("blank_line").steps_any_text
+    assert parse_completion(Problem("p", "q", "7"), "---", 3, "stop", Letters("blank_line"), None).malformed == "empty"
+
 
 def test_a_deferred_parse_is_the_eager_one():
     """The built-in reader splits a whole solution when its steps are first read; every
@@ -202,6 +209,36 @@ def test_a_deferred_rollout_splits_once_and_only_when_its_steps_are_read():
     assert right.steps == r.steps and split.calls == 2  # the copy keeps its own text
     with pytest.raises(AttributeError, match="has no attribute 'stpes'"):
         r.stpes  # noqa: B018
+
+
+def test_threads_reading_a_deferred_rollouts_steps_at_once_get_one_tuple():
+    import sys
+    import threading
+
+    text = "\n\n".join(f"Step {i}: x = {i} + 1 = {i + 1}." for i in range(3000)) + " \\boxed{1}"
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(20):
+            r = Rollout.deferred(Segmenter("blank_line").split, text, 0, "1", False, 9, "stop")
+            start, seen, errors = threading.Barrier(4), [], []
+
+            def read(r=r, start=start, seen=seen, errors=errors):
+                start.wait()
+                try:
+                    seen.append(r.steps)
+                except Exception as exc:  # noqa: BLE001 - the failure under test
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=read) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [] and len(seen) == 4 and all(s is r.steps for s in seen)
+            assert len(r.steps) == 3000
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_omega_reads_the_steps_of_its_selected_candidates_only(tmp_path, monkeypatch):
