@@ -1,7 +1,9 @@
 """Rollouts: completions turned into steps, an answer, and a verdict.
 
 The driver parses every completion once, here, before a strategy sees it, so search
-code works with steps and outcomes, never with raw model text.
+code works with steps and outcomes, never with raw model text. With the built-in step
+reader a whole solution's steps are split only when first read (:meth:`Rollout.deferred`):
+the answer is read from the text, and most rollouts' steps are never read.
 """
 
 from __future__ import annotations
@@ -82,12 +84,14 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
     # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
     # answer); prose from the last step first (a custom splitter's last step is the answer).
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
-    boxed = "\\boxed" in text or "\\fbox" in text
-    if not boxed and steps is None:
-        steps = tuple(segmenter.split(text, depth))
-    found = find_answer(text if boxed else steps[-1], problem.answer, options, choice)  # type: ignore[index]
-    if found.answer is None and found.refused != "hedged" and not boxed:
+    if "\\boxed" in text or "\\fbox" in text:
         found = find_answer(text, problem.answer, options, choice)
+    else:
+        if steps is None:
+            steps = tuple(segmenter.split(text, depth))
+        found = find_answer(steps[-1], problem.answer, options, choice)
+        if found.answer is None and found.refused != "hedged":
+            found = find_answer(text, problem.answer, options, choice)
     answer = found.answer
     if found.refused == "hedged":
         return made(None, False, "hedged")
