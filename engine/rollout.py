@@ -51,12 +51,14 @@ def parse_completion(
             malformed = "undecodable"
         if "\ufffd" in text and malformed is None:
             malformed = "undecodable"
+    steps: tuple[str, ...] | None
     if not next_step_only and segmenter.steps_any_text:  # split when the steps are read
-        if not text.strip():
-            return Rollout((), None, False, num_tokens, finish_reason, "empty")
-        return _answered(problem, text, num_tokens, finish_reason, segmenter, verifier, depth, malformed)
-    steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
-    if not steps:
+        steps = None
+        empty = not text.strip()
+    else:
+        steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
+        empty = not steps
+    if empty:
         return Rollout((), None, False, num_tokens, finish_reason, "empty")
     if next_step_only:
         # One step: it may or may not finish the solution.
