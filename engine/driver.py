@@ -39,6 +39,7 @@ from prmtree.engine.errors import (
 )
 from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
 from prmtree.engine.labels import Labelling
+from prmtree.engine.loop_load import LoopLoad
 from prmtree.engine.pilot import Calibration, Pilot
 from prmtree.engine.output import DatasetWriter
 from prmtree.engine.records import (
@@ -249,6 +250,7 @@ class Driver:
         self._claimed = 0
         self._wave_size = float(config.search.k)  # a new tree's claim: the mean wave, smoothed
         self._requests_seen = 0
+        self.loop_load = LoopLoad()  # how much of the run this loop set the pace (the summary warns)
         self._gate: deque[tuple[asyncio.Future[None], str, int]] = deque()  # waves waiting for room
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
         self._foreign: set[str] = set()  # other slices' pilot members searched here
@@ -336,6 +338,7 @@ class Driver:
         self._requests_seen += 1
         if not self._requests_seen & 255:
             self.concurrency.set_capacity(declared_capacity(self.executor))
+            self.loop_load.tick()
         if self.concurrency.completed(sequences, latency_s):
             self._open_gate()
             if self._admitting:
@@ -696,6 +699,7 @@ class Driver:
                 self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped,
                                         fingerprint=problem_fingerprint(problem))
         self.stats.executor = self.executor.stats()
+        self.stats.driver = self.loop_load.as_dict()
         self.stats.verifier = self.verifier.stats()
         self.stats.labelling.update(self.label_context.counters)
         self.label_context.counters.clear()

@@ -51,6 +51,7 @@ class RunStats:
     examples: dict = field(default_factory=dict, metadata=_SESSION)  # what labelled nothing, shown: kind -> texts
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
     verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
+    driver: dict = field(default_factory=dict, metadata=_SESSION)  # seconds its event loop was watched, saturated
     elapsed_s: float = field(default=0.0, metadata=_LONGEST)  # all sessions together
     rollouts_per_s_last_session: float = field(default=0.0, metadata=_SESSION)  # slices at once: rates add
 

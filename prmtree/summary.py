@@ -19,6 +19,10 @@ SKIP_WARN_SHARE = 0.5
 JUDGE_WARN_SHARE = 0.25
 #: Problems an answer space needs before its coverage is judged (a tiny run is not noisy).
 COVERAGE_MIN_PROBLEMS = 5
+#: Seconds of saturated driver loop (``engine.loop_load``) a run needs before the summary
+#: says the driver set the pace, and the share of the watched time they must be.
+PACE_WARN_S = 10.0
+PACE_WARN_SHARE = 0.5
 #: ``[labels] min_coverage``'s default: defaults live in the config type.
 DEFAULT_MIN_COVERAGE: float = LabelsConfig.model_fields["min_coverage"].default
 
@@ -70,6 +74,19 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
     if stats.steps_labelled:  # nothing labelled at all is said above, once
         warnings += coverage_warnings(stats, min_coverage)
     return warnings
+
+
+def pace_warnings(stats: Any) -> list[str]:
+    """One line when the driver's event loop was saturated for much of the run: there the
+    driver, not the backend, set the pace, and more trees in flight cannot help (a faster
+    engine than one driver's core can feed; ``engine.loop_load``)."""
+    load = getattr(stats, "driver", None) or {}
+    saturated, watched = load.get("loop_saturated_s", 0.0), load.get("loop_watched_s", 0.0)
+    if saturated < PACE_WARN_S or saturated < PACE_WARN_SHARE * watched:
+        return []
+    return [f"the driver's event loop was saturated for {saturated:,.0f} of {watched:,.0f} s: there the driver, not "
+            "the backend, set the pace, and more trees in flight cannot help. To feed a faster engine, host it in "
+            "Ray workers and split the problems over several drivers (--executor ray --drivers N; README, Sizing)"]
 
 
 def run_min_coverage(summary: Any) -> float:
@@ -139,7 +156,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
-    for warning in label_warnings(summary, run_min_coverage(summary)):
+    for warning in label_warnings(summary, run_min_coverage(summary)) + pace_warnings(summary):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(

@@ -1,0 +1,118 @@
+"""Issue 21: when one driver's core cannot feed the engine, the run says so.
+
+The driver's event loop is watched in windows (engine/loop_load.py); a run whose loop was
+saturated for much of it ends with a warning naming the remedy (several drivers), and a
+run that waited on its backend does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from prmtree.engine import loop_load
+from prmtree.engine.loop_load import LoopLoad
+from prmtree.engine.stats import RunStats
+from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.simulated import SimulatedPolicy
+
+import prmtree
+from prmtree import summary as summary_module
+from prmtree.summary import pace_warnings, print_summary
+
+
+class _Clocks:
+    """A wall clock and a CPU clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def run(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_a_window_counts_as_saturated_only_when_its_cpu_nearly_fills_it():
+    clocks = _Clocks()
+    load = LoopLoad(window_s=1.0, saturated=0.95, clocks=(lambda: clocks.wall, lambda: clocks.cpu))
+    load.tick()  # opens the first window
+    clocks.run(0.6, 0.6)
+    load.tick()  # too short to close: nothing counted yet
+    assert load.as_dict() == {"loop_watched_s": 0.0, "loop_saturated_s": 0.0}
+    clocks.run(0.6, 0.55)  # 1.2 s with 1.15 s on a CPU: 96% -> saturated
+    load.tick()
+    assert load.as_dict() == {"loop_watched_s": 1.2, "loop_saturated_s": 1.2}
+    clocks.run(2.0, 1.8)  # 90%: waited for something, not saturated
+    load.tick()
+    assert load.as_dict() == {"loop_watched_s": 3.2, "loop_saturated_s": 1.2}
+    clocks.run(1.0, 0.1)
+    load.tick()
+    assert load.as_dict() == {"loop_watched_s": 4.2, "loop_saturated_s": 1.2}
+
+
+def test_the_warning_needs_enough_saturated_seconds_and_share():
+    stats = RunStats()
+    stats.driver = {"loop_watched_s": 100.0, "loop_saturated_s": 40.0}
+    assert pace_warnings(stats) == []  # 40% of the run: below the share
+    stats.driver = {"loop_watched_s": 12.0, "loop_saturated_s": 8.0}
+    assert pace_warnings(stats) == []  # most of it, but too short to say
+    stats.driver = {"loop_watched_s": 100.0, "loop_saturated_s": 61.0}
+    [warning] = pace_warnings(stats)
+    assert warning.startswith("the driver's event loop was saturated for 61 of 100 s")
+    assert "--executor ray --drivers N" in warning
+    assert pace_warnings(RunStats()) == []  # a manifest from before the counters: nothing said
+
+
+def test_several_drivers_loads_add_up():
+    a, b = RunStats(), RunStats()
+    a.driver = {"loop_watched_s": 10.0, "loop_saturated_s": 9.0}
+    b.driver = {"loop_watched_s": 20.0, "loop_saturated_s": 1.5}
+    assert (a + b).driver == {"loop_watched_s": 30.0, "loop_saturated_s": 10.5}
+
+
+class _BusyPolicy(SimulatedPolicy):
+    """Its answers cost the event loop CPU and never wait: the loop sets the pace."""
+
+    async def generate(self, request):
+        until = time.thread_time() + 0.0005
+        while time.thread_time() < until:
+            pass
+        return self.complete(request)
+
+
+class _WaitingPolicy(SimulatedPolicy):
+    """Its answers take 2 ms of waiting and no CPU: the backend sets the pace."""
+
+    async def generate(self, request):
+        await asyncio.sleep(0.002)
+        return self.complete(request)
+
+
+@pytest.fixture
+def short_windows(monkeypatch):
+    monkeypatch.setattr(loop_load, "WINDOW_S", 0.1)
+    monkeypatch.setattr(loop_load, "SATURATED", 0.6)  # lenient: a shared CI core may lose some of it
+    monkeypatch.setattr(summary_module, "PACE_WARN_S", 0.3)
+
+
+def test_a_run_whose_loop_set_the_pace_warns_in_its_summary(tmp_path, short_windows, capsys):
+    s = prmtree.run(generate_problems(60, seed=3), policy=_BusyPolicy(), out=tmp_path / "o", seed=0)
+    load = s.driver
+    assert load["loop_saturated_s"] >= 0.3, load
+    assert load["loop_saturated_s"] >= 0.5 * load["loop_watched_s"], load
+    print_summary(s, None)
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "warning: the driver's event loop was saturated for" in text
+    assert s.stats["driver"] == load  # in the manifest's stats too
+
+
+def test_a_run_that_waited_on_its_backend_does_not_warn(tmp_path, short_windows, capsys):
+    s = prmtree.run(generate_problems(30, seed=3), policy=_WaitingPolicy(), out=tmp_path / "o", seed=0,
+                    config={"executor": {"trees_in_flight": 1}})
+    load = s.driver
+    assert load["loop_watched_s"] >= 0.2, load  # windows were watched...
+    assert load["loop_saturated_s"] == 0.0, load  # ... and the loop waited in every one
+    assert pace_warnings(s) == []
+    print_summary(s, None)
+    assert "saturated" not in capsys.readouterr().out
