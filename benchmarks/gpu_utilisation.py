@@ -412,7 +412,7 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         "cpu_s_by_process": {k: round(v, 2) for k, v in whole.items()},
         "steady_cpu": meter.steady(steady_from, steady_to) if steady_from is not None else None,
         # the driver's own view (engine/loop_load.py): seconds its loop was watched, and saturated
-        # (on a CPU >= 95% of a 5-s window); the run's summary warns when most were saturated
+        # (busy, not idle in select, >= 85% of a 5-s window); the run's summary warns when most were
         "driver_loop": dict(s.driver),
     }
     c = (result["steady_cpu"] or {}).get("cores", {})

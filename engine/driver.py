@@ -548,6 +548,7 @@ class Driver:
         pending: set[asyncio.Task[FinishedProblem]] = set()
         held: deque[Problem] = deque()  # the pilot's window, not members: started once it has learned
         pilot = self.pilot
+        self.loop_load.watch(asyncio.get_running_loop())
         try:
             for item in items:
                 if self.stopping:
@@ -583,6 +584,7 @@ class Driver:
             await asyncio.gather(*pending, return_exceptions=True)
             raise
         finally:
+            self.loop_load.unwatch()
             self.stats.stop_clock()
         return self.stats
 

@@ -5,56 +5,106 @@ for the driver, and more trees in flight add nothing (benchmarks/README.md, sect
 one inline driver makes ~10,000-13,500 rollouts/s; a 1,024-sequence engine at 50 ms asks
 for 20,480). From inside the driver the engine's own occupancy is not visible (a
 request's latency includes the time its answer waited for the busy loop), but the loop's
-is: the loop's thread on a CPU nearly all the time means it, not the engine, was waited for.
-So the run is cut into windows of at least ``WINDOW_S`` seconds, and a window whose
-thread was on a CPU for ``SATURATED`` of it or more counts as saturated; the summary
-warns when those windows are a large part of the run (``prmtree.summary``).
+is: a loop that never waits for the engine is what the engine waits for.
 
-Cheap on the hot path: :meth:`LoopLoad.tick` is called every few hundred requests and
-reads two clocks.
+So the loop's idle time is measured where it idles, in its selector's ``select`` called
+with a timeout (the one place an asyncio loop blocks; with none, callbacks were ready and
+the call only polls): a window of at least ``WINDOW_S`` seconds idle less
+than ``1 - SATURATED`` of it counts as saturated, and the summary warns when those
+windows are a large part of the run (``prmtree.summary``). Time the loop could not run
+(its core shared with another process, the GIL held by another thread) counts as busy,
+as it should: the loop was not waiting for the engine then. A loop without a
+Python-level selector (uvloop) falls back to the loop thread's CPU time, which misses
+that time.
+
+Cheap on the hot path: two clock readings per ``select``, and :meth:`LoopLoad.tick`
+every few hundred requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 WINDOW_S = 5.0  # a window's least length: long enough that a collection or a flush is not a trend
-#: The share of a window the loop's thread was on a CPU for it to count as saturated. Measured
-#: (benchmarks/gpu_utilisation.py, 5-s windows): where the driver was the limit (1,024 and
-#: 4,096 sequences at 50 / 200 ms, the engine 57-62% busy) its windows ran at 0.86-0.98 of a
-#: core, the rest of the gap being the lulls between the engine's batches; where the engine
-#: was (1,024 at 200 ms, 98% busy) at 0.02-0.42, and 256 at 20 ms (93% busy) at 0.53-0.78.
+#: The share of a window the loop must be busy (not idle in ``select``) for the window to
+#: count as saturated. Measured (benchmarks/gpu_utilisation.py, 5-s windows, the loop
+#: thread's CPU): where the driver was the limit (1,024 and 4,096 sequences at 50 / 200 ms,
+#: the engine 57-62% busy) 0.86-0.98, the rest being lulls between the engine's batches;
+#: where the engine was (1,024 at 200 ms, 98% busy) 0.02-0.42, and 256 at 20 ms (93%
+#: busy) 0.53-0.78.
 SATURATED = 0.85
 
 
 class LoopLoad:
-    """Windows of the loop's CPU against the wall clock: seconds watched, seconds saturated."""
+    """Windows of the loop's busy time against the wall clock: seconds watched, saturated."""
 
     def __init__(self, window_s: float | None = None, saturated: float | None = None,
                  clocks: tuple[Callable[[], float], Callable[[], float]] | None = None) -> None:
         self.window_s = WINDOW_S if window_s is None else window_s
         self.saturated = SATURATED if saturated is None else saturated
-        self._clocks = clocks or (time.perf_counter, time.thread_time)  # (wall, the loop thread's CPU)
+        #: (wall, busy so far); busy: wall less the time idle in select, once watching a loop
+        self._clocks = clocks or (time.perf_counter, time.thread_time)
         self.watched_s = 0.0  # closed windows, all together
         self.saturated_s = 0.0  # ... those the loop was saturated in
+        self.idle_s = 0.0  # time the watched loop spent blocked in select
         self._wall: float | None = None  # the open window's start (None: not started)
-        self._cpu = 0.0
+        self._busy = 0.0
+        self._selector: Any = None  # the watched loop's selector, its own select put back by unwatch
+        self._own_select: Any = None  # an instance-level select it had before ours (another wrapper)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Measure ``loop``'s idle time in its selector (until :meth:`unwatch`); a loop
+        without a Python-level selector keeps the CPU-time fallback."""
+        selector = getattr(loop, "_selector", None)
+        select = getattr(selector, "select", None)
+        if select is None or self._selector is not None:
+            return
+        perf_counter = time.perf_counter
+
+        def timed_select(timeout: float | None = None) -> Any:
+            if timeout is not None and timeout <= 0:  # a poll: callbacks were ready, the loop was not idle
+                return select(timeout)  # (and getting the GIL back after it is no idling either)
+            start = perf_counter()
+            try:
+                return select(timeout)
+            finally:
+                self.idle_s += perf_counter() - start
+
+        own = vars(selector).get("select") if hasattr(selector, "__dict__") else None
+        try:
+            selector.select = timed_select
+        except (AttributeError, TypeError):  # a selector that takes no attributes
+            return
+        self._selector, self._own_select = selector, own
+        self._clocks = (perf_counter, lambda: perf_counter() - self.idle_s)
+        self._wall = None  # a window opened on the other clock is not compared with this one
+
+    def unwatch(self) -> None:
+        """Put the selector's own ``select`` back."""
+        if self._selector is not None:
+            if self._own_select is not None:  # someone else's wrapper was there first: theirs again
+                self._selector.select = self._own_select
+            else:
+                vars(self._selector).pop("select", None)
+            self._selector = self._own_select = None
 
     def tick(self) -> None:
         """Called from the loop's thread now and then; closes the window once it is long enough."""
-        wall, cpu = self._clocks[0](), self._clocks[1]()
+        wall, busy = self._clocks[0](), self._clocks[1]()
         if self._wall is None:
-            self._wall, self._cpu = wall, cpu
+            self._wall, self._busy = wall, busy
             return
         length = wall - self._wall
         if length < self.window_s:
             return
         self.watched_s += length
-        if cpu - self._cpu >= self.saturated * length:
+        if busy - self._busy >= self.saturated * length:
             self.saturated_s += length
-        self._wall, self._cpu = wall, cpu
+        self._wall, self._busy = wall, busy
 
     def as_dict(self) -> dict[str, float]:
-        """For the run's stats (several drivers' add up)."""
-        return {"loop_watched_s": round(self.watched_s, 3), "loop_saturated_s": round(self.saturated_s, 3)}
+        """For the run's stats. Several drivers' add up: ``loops`` counts them."""
+        return {"loops": 1, "loop_watched_s": round(self.watched_s, 3), "loop_saturated_s": round(self.saturated_s, 3)}

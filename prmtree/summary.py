@@ -19,8 +19,8 @@ SKIP_WARN_SHARE = 0.5
 JUDGE_WARN_SHARE = 0.25
 #: Problems an answer space needs before its coverage is judged (a tiny run is not noisy).
 COVERAGE_MIN_PROBLEMS = 5
-#: Seconds of saturated driver loop (``engine.loop_load``) a run needs before the summary
-#: says the driver set the pace, and the share of the watched time they must be.
+#: Seconds of saturated driver loop (``engine.loop_load``) a run needs (per driver) before the
+#: summary says the driver set the pace, and the share of the watched time they must be.
 PACE_WARN_S = 10.0
 PACE_WARN_SHARE = 0.5
 #: ``[labels] min_coverage``'s default: defaults live in the config type.
@@ -78,15 +78,22 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
 
 def pace_warnings(stats: Any) -> list[str]:
     """One line when the driver's event loop was saturated for much of the run: there the
-    driver, not the backend, set the pace, and more trees in flight cannot help (a faster
-    engine than one driver's core can feed; ``engine.loop_load``)."""
+    driver's process, not the engine, set the pace, and more trees in flight cannot help
+    (an engine faster than one driver's core can feed; ``engine.loop_load``). With several
+    drivers their seconds add up (``loops`` counts them)."""
     load = getattr(stats, "driver", None) or {}
     saturated, watched = load.get("loop_saturated_s", 0.0), load.get("loop_watched_s", 0.0)
-    if saturated < PACE_WARN_S or saturated < PACE_WARN_SHARE * watched:
+    loops = int(load.get("loops", 1) or 1)
+    if saturated < PACE_WARN_S * loops or saturated < PACE_WARN_SHARE * watched:
         return []
-    return [f"the driver's event loop was saturated for {saturated:,.0f} of {watched:,.0f} s: there the driver, not "
-            "the backend, set the pace, and more trees in flight cannot help. To feed a faster engine, host it in "
-            "Ray workers and split the problems over several drivers (--executor ray --drivers N; README, Sizing)"]
+    pace = ("there the driver's process (its search, and any policy code on its loop), not the engine, set the pace, "
+            "and more trees in flight cannot help")
+    if loops > 1:
+        return [f"the {loops} drivers' event loops were saturated for {saturated:,.0f} of {watched:,.0f} s watched "
+                f"(added over the drivers): {pace}. More drivers would (--drivers above {loops}; README, Sizing)"]
+    return [f"the driver's event loop was saturated for {saturated:,.0f} of {watched:,.0f} s watched: {pace}. To feed "
+            "a faster engine, host it in Ray workers and split the problems over several drivers (--executor ray "
+            "--drivers N; README, Sizing)"]
 
 
 def run_min_coverage(summary: Any) -> float:
