@@ -1,9 +1,9 @@
 """How much of the run the driver's own event loop set the pace.
 
 A driver keeps an engine full until its one core cannot keep up: then the engine waits
-for the driver, and more trees in flight add nothing (benchmarks/README.md, section 5, simulated-GPU utilisation:
-one inline driver makes ~10,000-13,900 rollouts/s; a 1,024-sequence engine at 50 ms asks
-for 20,480). From inside the driver the engine's own occupancy is not visible (a
+for the driver, and more trees in flight add nothing (benchmarks/README.md, section 5,
+simulated-GPU utilisation: one inline driver makes ~10,000-13,900 rollouts/s; a
+1,024-sequence engine at 50 ms asks for 20,480). From inside the driver the engine's own occupancy is not visible (a
 request's latency includes the time its answer waited for the busy loop), but the loop's
 is: a loop that never waits for the engine is what the engine waits for.
 
