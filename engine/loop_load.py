@@ -54,6 +54,7 @@ class LoopLoad:
         self._busy = 0.0
         self._selector: Any = None  # the watched loop's selector, its own select put back by unwatch
         self._own_select: Any = None  # an instance-level select it had before ours (another wrapper)
+        self._wrapper: Any = None  # ours
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Measure ``loop``'s idle time in its selector (until :meth:`unwatch`); a loop
@@ -78,18 +79,20 @@ class LoopLoad:
             selector.select = timed_select
         except (AttributeError, TypeError):  # a selector that takes no attributes
             return
-        self._selector, self._own_select = selector, own
+        self._selector, self._own_select, self._wrapper = selector, own, timed_select
         self._clocks = (perf_counter, lambda: perf_counter() - self.idle_s)
         self._wall = None  # a window opened on the other clock is not compared with this one
 
     def unwatch(self) -> None:
         """Put the selector's own ``select`` back."""
         if self._selector is not None:
-            if self._own_select is not None:  # someone else's wrapper was there first: theirs again
+            if vars(self._selector).get("select") is not self._wrapper:  # wrapped over ours since: left as is
+                pass
+            elif self._own_select is not None:  # someone else's wrapper was there first: theirs again
                 self._selector.select = self._own_select
             else:
                 vars(self._selector).pop("select", None)
-            self._selector = self._own_select = None
+            self._selector = self._own_select = self._wrapper = None
 
     def tick(self) -> None:
         """Called from the loop's thread now and then; closes the window once it is long enough."""

@@ -69,6 +69,12 @@ def test_the_loops_idle_time_is_what_it_spends_in_select_and_select_is_put_back(
         load.watch(loop)
         load.unwatch()
         assert "select" not in vars(selector)  # the class's own select again
+        load.watch(loop)
+        ours = selector.select
+        selector.select = lambda timeout=None: ours(timeout)  # someone wraps over ours
+        later = selector.select
+        load.unwatch()
+        assert selector.select is later  # theirs is not torn out from under them
     finally:
         loop.close()
 
