@@ -8,14 +8,17 @@ request's latency includes the time its answer waited for the busy loop), but th
 is: a loop that never waits for the engine is what the engine waits for.
 
 So the loop's idle time is measured where it idles, in its selector's ``select`` called
-with a timeout (the one place an asyncio loop blocks; with none, callbacks were ready and
-the call only polls): a window of at least ``WINDOW_S`` seconds idle less
-than ``1 - SATURATED`` of it counts as saturated, and the summary warns when those
-windows are a large part of the run (``prmtree.summary``). Time the loop could not run
-(its core shared with another process, the GIL held by another thread) counts as busy,
-as it should: the loop was not waiting for the engine then. A loop without a
-Python-level selector (uvloop) falls back to the loop thread's CPU time, which misses
-that time.
+with a timeout (the one place an asyncio loop blocks; with a zero timeout, callbacks were
+ready and the call only polls): a window of at least ``WINDOW_S`` seconds idle less than
+``1 - SATURATED`` of it counts as saturated, and the summary warns when those windows are
+a large part of the run (``prmtree.summary``). Time the loop could not run while it had
+work (its core shared with another process, the GIL held by another thread between polls)
+counts as busy, as it should: the loop was not waiting for the engine then. Two things
+count as idle that are not quite: getting the GIL back when a blocking ``select`` wakes
+(up to the 5-ms switch interval, when another thread of the process holds it), and the
+selector's oversleep past a timer (about 2% of the 1,024 x 50 ms benchmark run). A loop
+without a Python-level selector of the ``selectors`` module (uvloop, Windows' proactor)
+falls back to the loop thread's CPU time, which misses the time the loop could not run.
 
 Cheap on the hot path: two clock readings per ``select``, and :meth:`LoopLoad.tick`
 every few hundred requests.
@@ -24,6 +27,7 @@ every few hundred requests.
 from __future__ import annotations
 
 import asyncio
+import selectors
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +50,8 @@ class LoopLoad:
         self.window_s = WINDOW_S if window_s is None else window_s
         self.saturated = SATURATED if saturated is None else saturated
         #: (wall, busy so far); busy: wall less the time idle in select, once watching a loop
-        self._clocks = clocks or (time.perf_counter, time.thread_time)
+        self._fallback = clocks or (time.perf_counter, time.thread_time)
+        self._clocks = self._fallback
         self.watched_s = 0.0  # closed windows, all together
         self.saturated_s = 0.0  # ... those the loop was saturated in
         self.idle_s = 0.0  # time the watched loop spent blocked in select
@@ -60,12 +65,15 @@ class LoopLoad:
         """Measure ``loop``'s idle time in its selector (until :meth:`unwatch`); a loop
         without a Python-level selector keeps the CPU-time fallback."""
         selector = getattr(loop, "_selector", None)
-        select = getattr(selector, "select", None)
-        if select is None or self._selector is not None:
+        if not isinstance(selector, selectors.BaseSelector) or not hasattr(selector, "__dict__") \
+                or self._selector is not None:
             return
+        select = selector.select
         perf_counter = time.perf_counter
 
         def timed_select(timeout: float | None = None) -> Any:
+            if self._wrapper is not timed_select:  # unwatched, but left under another wrapper: pass through
+                return select(timeout)
             if timeout is not None and timeout <= 0:  # a poll: callbacks were ready, the loop was not idle
                 return select(timeout)  # (and getting the GIL back after it is no idling either)
             start = perf_counter()
@@ -74,12 +82,14 @@ class LoopLoad:
             finally:
                 self.idle_s += perf_counter() - start
 
-        own = vars(selector).get("select") if hasattr(selector, "__dict__") else None
+        own = vars(selector).get("select")
+        self._wrapper = timed_select
         try:
             selector.select = timed_select
         except (AttributeError, TypeError):  # a selector that takes no attributes
+            self._wrapper = None
             return
-        self._selector, self._own_select, self._wrapper = selector, own, timed_select
+        self._selector, self._own_select = selector, own
         self._clocks = (perf_counter, lambda: perf_counter() - self.idle_s)
         self._wall = None  # a window opened on the other clock is not compared with this one
 
@@ -93,6 +103,8 @@ class LoopLoad:
             else:
                 vars(self._selector).pop("select", None)
             self._selector = self._own_select = self._wrapper = None
+            self._clocks = self._fallback  # a later tick: the fallback clocks, in a new window
+            self._wall = None
 
     def tick(self) -> None:
         """Called from the loop's thread now and then; closes the window once it is long enough."""

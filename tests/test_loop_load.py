@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import types
 
 import pytest
 from prmtree.engine import loop_load
@@ -75,8 +76,28 @@ def test_the_loops_idle_time_is_what_it_spends_in_select_and_select_is_put_back(
         later = selector.select
         load.unwatch()
         assert selector.select is later  # theirs is not torn out from under them
+        load.watch(loop)  # watched again under theirs: ours, left below, no longer counts
+        before = load.idle_s
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert 0.08 <= load.idle_s - before <= 0.17  # counted once, not twice (0.2)
+        load.unwatch()
     finally:
         loop.close()
+
+
+def test_a_loop_without_a_selectors_module_selector_is_not_wrapped():
+    """uvloop has none; Windows' proactor runs callbacks inside its select: CPU time instead."""
+
+    class Proactorish:
+        def select(self, timeout=None):
+            return []
+
+    fake = types.SimpleNamespace(_selector=Proactorish())
+    load = LoopLoad()
+    load.watch(fake)
+    assert "select" not in vars(fake._selector)
+    load.unwatch()  # nothing to put back, nothing raised
+    assert load.as_dict()["loop_watched_s"] == 0.0
 
 
 def test_a_loop_starved_of_the_gil_still_counts_as_saturated():
