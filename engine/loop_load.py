@@ -3,9 +3,10 @@
 A driver keeps an engine full until its one core cannot keep up: then the engine waits
 for the driver, and more trees in flight add nothing (benchmarks/README.md, section 5,
 simulated-GPU utilisation: one inline driver makes ~10,000-13,900 rollouts/s; a
-1,024-sequence engine at 50 ms asks for 20,480). From inside the driver the engine's own occupancy is not visible (a
-request's latency includes the time its answer waited for the busy loop), but the loop's
-is: a loop that never waits for the engine is what the engine waits for.
+1,024-sequence engine at 50 ms asks for 20,480). From inside the driver the engine's own
+occupancy is not visible (a request's latency includes the time its answer waited for the
+busy loop), but the loop's is: a loop that never waits for the engine is what the engine
+waits for.
 
 So the loop's idle time is measured where it idles, in its selector's ``select`` called
 with a timeout (the one place an asyncio loop blocks; with a zero timeout, callbacks were
@@ -34,11 +35,10 @@ from typing import Any
 
 WINDOW_S = 5.0  # a window's least length: long enough that a collection or a flush is not a trend
 #: The share of a window the loop must be busy (not idle in ``select``) for the window to
-#: count as saturated. Measured (benchmarks/gpu_utilisation.py, 5-s windows, the loop
-#: thread's CPU): where the driver was the limit (1,024 and 4,096 sequences at 50 / 200 ms,
-#: the engine 57-62% busy) 0.86-0.98, the rest being lulls between the engine's batches;
-#: where the engine was (1,024 at 200 ms, 98% busy) 0.02-0.42, and 256 at 20 ms (93%
-#: busy) 0.53-0.78.
+#: count as saturated. Measured (benchmarks/gpu_utilisation.py, 5-s windows): where the
+#: driver was the limit (1,024 and 4,096 sequences at 50 / 200 ms, the engine 56-62% busy)
+#: 0.85-0.99, the rest being lulls between the engine's batches; where the engine was
+#: (1,024 at 200 ms, 98% busy) 0.02-0.42, and 256 at 20 ms (93% busy) 0.52-0.73.
 SATURATED = 0.85
 
 
