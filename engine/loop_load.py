@@ -96,12 +96,12 @@ class LoopLoad:
     def unwatch(self) -> None:
         """Put the selector's own ``select`` back."""
         if self._selector is not None:
-            if vars(self._selector).get("select") is not self._wrapper:  # wrapped over ours since: left as is
-                pass
-            elif self._own_select is not None:  # someone else's wrapper was there first: theirs again
-                self._selector.select = self._own_select
-            else:
-                vars(self._selector).pop("select", None)
+            installed = vars(self._selector)
+            if installed.get("select") is self._wrapper:  # (one wrapped over ours since is left as it is)
+                if self._own_select is not None:  # someone else's wrapper was there first: theirs again
+                    installed["select"] = self._own_select
+                else:
+                    del installed["select"]
             self._selector = self._own_select = self._wrapper = None
             self._clocks = self._fallback  # a later tick: the fallback clocks, in a new window
             self._wall = None
