@@ -122,5 +122,6 @@ POLICIES = Registry("policy", {
 EXECUTORS = Registry("executor", {
     "inline": "prmtree.rollout_workers.inline:InlineExecutor",
     "ray": "prmtree.rollout_workers.ray:RayExecutor",
+    "host": "prmtree.rollout_workers.host:HostExecutor",
 })
 EXPORT_FORMATS = Registry("export format", {})  # filled by prmtree/export/ (formats register themselves)

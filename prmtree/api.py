@@ -71,9 +71,11 @@ def run(
     for a bad configuration, or when another run is writing the same slice of ``out``.
 
     ``drivers`` (N, or "auto"; default ``executor.drivers``, 1) runs N drivers over slices
-    of the input, sharing one Ray worker pool (``prmtree/multi_driver.py``): the same rows,
-    one summary. N > 1 implies the Ray executor (a local Ray unless ``[executor] address``
-    names a cluster) unless ``[executor] kind`` names another one. ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
+    of the input: the same rows, one summary. They share one Ray worker pool
+    (``prmtree/multi_driver.py``); N > 1 implies the Ray executor (a local Ray unless
+    ``[executor] address`` names a cluster) unless ``[executor] kind`` names another one.
+    With ``kind = "inline"`` named (or ``drivers="auto"``), they are N processes on this
+    machine around the policy, built once in this process (``prmtree/local_drivers.py``). ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
     one driver; ``on_progress(stats)`` is called in this process with the run's counters
     (after each problem, or a few times a second from several drivers).
 
@@ -114,20 +116,25 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems, cfg.input)  # missing, a directory with files it would skip, fields no row has
-    several = cfg.executor.drivers != 1 and not (cfg.executor.drivers == "auto" and cfg.executor.kind == "inline")
-    if several and cfg.executor.kind == "inline" and "kind" not in cfg.executor.model_fields_set:
+    several = cfg.executor.drivers != 1
+    if (several and cfg.executor.drivers != "auto" and cfg.executor.kind == "inline"
+            and "kind" not in cfg.executor.model_fields_set):
         # N drivers share one Ray worker pool: N implies Ray unless inline was asked for by name
         cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"kind": "ray"})})
     job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps,
                     rerun_changed=rerun_changed, retry_errors=retry_errors)
-    if several and cfg.executor.attach is None:  # (auto on the inline executor: one driver, this process)
-        from prmtree.multi_driver import run_job
-
+    if several and cfg.executor.attach is None:
         if slice_.count != 1:
             raise ConfigError("--drivers and --slice both slice the input: use one of them")
         if on_problem is not None:
             raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
                               "with several drivers pass on_progress(stats) for the run's counters")
+        if cfg.executor.kind == "inline":  # asked for by name: driver processes around this one's policy
+            from prmtree.local_drivers import run_local_job
+
+            return run_local_job(job, on_progress=on_progress)
+        from prmtree.multi_driver import run_job
+
         return run_job(job, on_progress=on_progress)
     if out is not None and slice_.count == 1 and cfg.executor.attach is None:
         from prmtree.multi_driver import check_layout

@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--slice", "--shard", dest="slice",
                      help="process slice i of N of the input (i/N); slices share --out (--shard: its older name)")
-    run.add_argument("--drivers", help="ray: drivers sharing the worker pool, each on a slice of the input: "
-                     "a number, or auto (one per 32 workers, or what --out holds); default 1")
+    run.add_argument("--drivers", help="drivers, each on a slice of the input: a number, or auto (what --out holds, "
+                     "else ray: one per 32 workers; inline: one per 512 sequences the policy serves at once, "
+                     "at most one per core); default 1. Ray's share its worker pool; with --executor inline they "
+                     "are processes around this one's policy")
     run.add_argument("--force", action="store_true", help="start over if --out holds a run with another config")
     run.add_argument("--rerun-changed", action="store_true",
                      help="redo problems whose input changed since --out labelled them (their old rows are dropped)")

@@ -145,7 +145,7 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
     if drivers is not None and out_dir is not None:
-        _precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
+        precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
     started = time.perf_counter()
     connected = connect(cfg.executor).started
     actors: list[Any] = []
@@ -161,7 +161,7 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
             if drivers is None:
                 drivers = auto_drivers(handle.workers)
                 if out_dir is not None:
-                    _precheck(out_dir, cfg, drivers, force)
+                    precheck(out_dir, cfg, drivers, force)
                 actors = _start_drivers(cfg, drivers) if drivers > 1 else []
             if drivers == 1:  # auto on a small pool: this process is the driver
                 one = _driver_config(cfg, handle, 1)
@@ -190,7 +190,7 @@ def _start_drivers(cfg: RunConfig, drivers: int) -> list[Any]:
     ]
 
 
-def _precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
+def precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
     """Open every slice as its driver will (layout, config, another writer, damaged shards)
     and let it go again: a refusal comes now, in one line, before any worker starts."""
     check_layout(out, drivers)
@@ -204,20 +204,33 @@ def _precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
 
 def _driver_config(cfg: RunConfig, pool: PoolHandle, drivers: int) -> RunConfig:
     """Driver i's config: attached to the pool, one driver, its share of the job's load."""
+    return driver_share(cfg, drivers, attach=pool.name)
+
+
+def driver_share(cfg: RunConfig, drivers: int, **executor: Any) -> RunConfig:
+    """One of ``drivers`` drivers' config: one driver, its share of the job's trees in flight
+    and queue, and the ``executor`` settings given (where it attaches)."""
     ex = cfg.executor
     share = ex.model_copy(update={
-        "attach": pool.name, "drivers": 1,
+        "drivers": 1,
         "trees_in_flight": math.ceil(ex.trees_in_flight / drivers),
         "queue_limit": math.ceil(ex.queue_limit / drivers),
+        **executor,
     })
     return cfg.model_copy(update={"executor": share})
 
 
 def _inputs(problems: Any, drivers: int) -> list[Any]:
-    """What each driver reads: the path (absolute, as the actors' working directory may
-    differ), or its own slice of an in-memory list (sent once through Ray's object store)."""
+    """What each driver reads: the path, or its slice sent once through Ray's object store."""
     import ray
 
+    parts = split_inputs(problems, drivers)
+    return parts if isinstance(problems, (str, os.PathLike)) else [ray.put(part) for part in parts]
+
+
+def split_inputs(problems: Any, drivers: int) -> list[Any]:
+    """What each driver reads: the path (absolute, as a driver's working directory may
+    differ), or its own slice of an in-memory list."""
     if isinstance(problems, (str, os.PathLike)):
         return [str(Path(problems).resolve())] * drivers
     parts: list[list[Any]] = [[] for _ in range(drivers)]
@@ -230,7 +243,7 @@ def _inputs(problems: Any, drivers: int) -> list[Any]:
         else:
             raise TypeError(f"expected Problem objects, got {type(item).__name__}")
         parts[next(i for i, s in enumerate(slices) if s.owns(pid))].append(item)
-    return [ray.put(part) for part in parts]
+    return parts
 
 
 def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: PoolHandle,
@@ -255,7 +268,7 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
     results: dict[int, Any] = {}
     stopped: dict[int, str] = {}
     latest: dict[int, RunStats] = {}
-    signals = _JobSignals(drivers)
+    signals = JobSignals(drivers)
     signals.install()
     try:
         pending = list(runs)
@@ -286,6 +299,14 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
                     on_progress(merged)
     finally:
         signals.uninstall()
+    return merge_summaries(results, stopped, drivers, out, signals.first, started, on_progress)
+
+
+def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], drivers: int, out: Path | None,
+                    stopped_by: int | None, started: float,
+                    on_progress: Callable[[RunStats], None] | None = None) -> RunSummary:
+    """The job's one summary from its drivers' (``results`` by slice index); raises
+    :class:`DriversStopped` naming the slices in ``stopped`` (index: why)."""
     stats = sum((results[i].run_stats for i in sorted(results)), RunStats())
     stats.started = started
     stats.stop_clock()
@@ -293,7 +314,7 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
         on_progress(stats)
     pending = sum(r.retry_pending for r in results.values())
     unusable = next((r.unusable for r in results.values() if r.unusable), None)  # no slice had a usable row
-    summary = RunSummary(out=out, run_stats=stats, retry_pending=pending, stopped_by=signals.first,
+    summary = RunSummary(out=out, run_stats=stats, retry_pending=pending, stopped_by=stopped_by,
                          unusable=None if stats.problems_done or pending else unusable)
     if stopped:
         names = [f"{i}/{drivers}" for i in sorted(stopped)]
@@ -335,7 +356,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-class _JobSignals:
+class JobSignals:
     """SIGTERM / SIGINT to the job (main thread only): the first asks every driver to take no
     new problems and finish those in flight; the second, to cancel those (the next run
     redoes them); a third gets the default action."""

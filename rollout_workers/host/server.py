@@ -1,0 +1,147 @@
+"""The engine host: one policy in this process, serving the drivers of a local
+``--drivers N`` job over a Unix socket.
+
+Why: one driver is one event loop on one core, and a fast engine (a large batch, short
+requests) outruns it (``benchmarks/gpu_utilisation.py``). The Ray executor answers that
+with several drivers sharing a pool of workers; on one machine the same split needs no
+Ray: the engine stays in this process (a GPU, a model loaded once) and N driver
+processes search the input's slices, each connected here.
+
+Each driver is a client: its problems are kept while their trees run (sent once per
+connection, images included), its requests run as tasks through an
+:class:`~prmtree.rollout_workers.inline.InlineExecutor` (the policy's concurrency cap and
+its blocked-loop check, as inline), and finished results go back in one frame per event
+loop turn. A driver that disconnects has its requests cancelled. Each answer carries the
+driver's share of the engine's declared capacity: the capacity over the drivers still
+connected, so the others grow when one finishes its slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from typing import Any
+
+from prmtree.engine.records import Problem
+from prmtree.rollout_workers.host.wire import FrameProtocol, decode_request, encode_completions, portable
+from prmtree.rollout_workers.inline import InlineExecutor
+
+
+class _Client:
+    """One driver's connection and what the host holds for it."""
+
+    __slots__ = ("protocol", "problems", "tasks", "outbox", "flush_armed", "closed")
+
+    def __init__(self) -> None:
+        self.protocol: FrameProtocol | None = None
+        self.problems: dict[str, Problem] = {}
+        self.tasks: dict[int, asyncio.Task[Any]] = {}
+        self.outbox: list[tuple[int, bool, Any]] = []
+        self.flush_armed = False
+        self.closed = False
+
+
+class EngineHost:
+    """Serve ``executor``'s policy to ``drivers`` driver processes on the socket at ``path``."""
+
+    def __init__(self, executor: InlineExecutor, drivers: int) -> None:
+        self.executor = executor
+        self.drivers = drivers
+        self.clients: list[_Client] = []
+        self.finished_clients = 0  # drivers that connected and left
+        self.requests = 0
+        self.errors = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(self._protocol, path)
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection and cancel whatever still runs for it."""
+        if self._server is not None:
+            self._server.close()
+        for client in self.clients:
+            self._drop(client)
+
+    def capacity_share(self) -> int | None:
+        """A driver's share of the engine now (None: the policy does not declare one)."""
+        total = self.executor.capacity()
+        if total is None:
+            return None
+        return max(1, math.ceil(total / max(1, self.drivers - self.finished_clients)))
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "clients": len(self.clients),
+                "in_flight": sum(len(c.tasks) for c in self.clients)}
+
+    # -- one connection ---------------------------------------------------------------
+
+    def _protocol(self) -> FrameProtocol:
+        client = _Client()
+        self.clients.append(client)
+        made = functools.partial(self._hello, client)
+        return FrameProtocol(functools.partial(self._on_frame, client), functools.partial(self._on_lost, client), made)
+
+    def _hello(self, client: _Client, protocol: FrameProtocol) -> None:
+        client.protocol = protocol
+        protocol.send({"policy_name": self.executor.policy_name, "capacity": self.capacity_share()})
+
+    def _on_frame(self, client: _Client, message: Any) -> None:
+        problems, requests, cancelled, released = message
+        if problems:
+            client.problems.update(problems)
+        submit = self.executor.submit
+        create = asyncio.get_running_loop().create_task
+        tasks = client.tasks
+        for item in requests:
+            rid, request = decode_request(item, client.problems)
+            task = create(submit(request))
+            tasks[rid] = task
+            task.add_done_callback(functools.partial(self._finished, client, rid))
+        self.requests += len(requests)
+        for rid in cancelled or ():
+            task = tasks.get(rid)
+            if task is not None:
+                task.cancel()
+        for pid in released or ():
+            client.problems.pop(pid, None)
+
+    def _finished(self, client: _Client, rid: int, task: asyncio.Task[Any]) -> None:
+        if client.tasks.pop(rid, None) is None or client.closed:
+            return
+        if task.cancelled():  # its driver cancelled it and waits for nothing
+            return
+        exc = task.exception()
+        if exc is None:
+            client.outbox.append((rid, True, encode_completions(task.result())))
+        else:
+            self.errors += 1
+            if not isinstance(exc, Exception):  # SystemExit & co. from a policy: an error, not the host's exit
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            client.outbox.append((rid, False, portable(exc)))
+        if not client.flush_armed:
+            client.flush_armed = True
+            asyncio.get_running_loop().call_soon(self._flush, client)
+
+    def _flush(self, client: _Client) -> None:
+        client.flush_armed = False
+        if client.outbox and client.protocol is not None and not client.closed:
+            out, client.outbox = client.outbox, []
+            client.protocol.send((self.capacity_share(), out))
+
+    def _on_lost(self, client: _Client, exc: BaseException | None) -> None:
+        if not client.closed:
+            self.finished_clients += 1
+        self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        client.closed = True
+        if client.protocol is not None and client.protocol.transport is not None:
+            client.protocol.transport.close()
+        for task in list(client.tasks.values()):
+            task.cancel()
+        client.tasks.clear()
+        client.problems.clear()
+        client.outbox.clear()

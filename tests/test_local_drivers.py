@@ -1,0 +1,281 @@
+"""Several driver processes around one policy, no Ray (``--executor inline --drivers N``):
+the rows of one driver, a driver process killed, the job's process killed, a graceful
+stop, errors that cross the socket, and the wire format itself."""
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import rows
+
+import prmtree
+from prmtree.cli import main
+from prmtree.engine.errors import ConfigError, GenerationError
+from prmtree.engine.output import Slice, load_manifest
+from prmtree.engine.records import Completion, GenerationRequest, Problem
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+from prmtree.local_drivers import auto_drivers
+from prmtree.policies.simulated import SimulatedPolicy
+from prmtree.rollout_workers.host.wire import (
+    FrameProtocol,
+    decode_completions,
+    decode_request,
+    encode_completions,
+    encode_request,
+    frame,
+    portable,
+)
+
+pytestmark = pytest.mark.slow  # each job starts driver processes (spawn: a fresh interpreter each)
+TABLES = ("steps", "nodes", "pairs", "errors")
+PROBLEMS = generate_problems(16, seed=31)
+CONFIG = ("seed = 5\n[labels]\nlearn_floor = false\n[executor]\ntrees_in_flight = 4\nretry_backoff_s = 0.01\n"
+          "[output]\nflush_interval_s = 0.1\n")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("local-drivers")
+    config = folder / "run.toml"
+    config.write_text(CONFIG)
+    return {"input": write_jsonl(PROBLEMS, folder / "data"), "config": config}
+
+
+def command(data, out, *more):
+    return ["run", "--input", str(data["input"]), "--out", str(out), "--config", str(data["config"]),
+            "--no-progress", *more]
+
+
+@pytest.fixture(scope="module")
+def one_driver(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    assert main(command(data, out)) == 0
+    return out
+
+
+def slice_manifests(out):
+    return [load_manifest(p) for p in sorted(out.glob("manifest-*-of-*.json"))]
+
+
+def test_two_driver_processes_write_the_rows_of_one_driver(data, one_driver, tmp_path):
+    assert main(command(data, tmp_path, "--executor", "inline", "--drivers", "2")) == 0
+    for table in TABLES:
+        assert rows(tmp_path, table) == rows(one_driver, table), table
+    manifests = slice_manifests(tmp_path)
+    assert [m.slice for m in manifests] == [{"index": 0, "count": 2}, {"index": 1, "count": 2}]
+    assert all(m.status == "finished" for m in manifests)
+    assert sorted(pid for m in manifests for pid in m.completed) == sorted(p.id for p in PROBLEMS)
+    for m in manifests:  # each driver reached the policy through the host, and sent each problem once
+        ex = m.stats["executor"]
+        assert ex["kind"] == "host" and ex["requests"] == m.stats["requests"] > 0
+        assert ex["frames_sent"] <= ex["requests"]
+    assert not multiprocessing.active_children()  # the job waited for its driver processes
+
+
+def test_a_killed_driver_process_is_named_and_the_same_command_finishes(data, one_driver, tmp_path, monkeypatch,
+                                                                        capsys):
+    from prmtree.progress import ProgressReporter
+
+    killed = []
+    show = ProgressReporter.progress
+
+    def kill_driver_1(self, stats):
+        if stats.problems_done >= 2 and not killed:
+            victim = next(p for p in multiprocessing.active_children() if p.name == "prmtree-driver-1")
+            os.kill(victim.pid, signal.SIGKILL)
+            killed.append(victim.pid)
+        show(self, stats)
+
+    monkeypatch.setattr(ProgressReporter, "progress", kill_driver_1)
+    slow = ["--policy-arg", "latency_s=0.02"]  # an operational argument: the same rows, a resumable config
+    with pytest.raises(SystemExit) as stop:
+        main(command(data, tmp_path, "--executor", "inline", "--drivers", "2", *slow))
+    assert stop.value.code == 1 and killed
+    err = capsys.readouterr().err
+    assert "the driver of slice 1/2 stopped early (slice 1/2: its process exited with code -9" in err, err
+    assert "run the same command again" in err
+    m0, m1 = slice_manifests(tmp_path)
+    slice_1 = [p.id for p in PROBLEMS if Slice(1, 2).owns(p.id)]
+    assert m0.status == "finished" and m1.status == "running" and len(m1.completed) < len(slice_1)
+
+    monkeypatch.setattr(ProgressReporter, "progress", show)
+    assert main(command(data, tmp_path, "--executor", "inline", "--drivers", "2", *slow)) == 0
+    for table in TABLES:
+        assert rows(tmp_path, table) == rows(one_driver, table), table
+    assert all(m.status == "finished" for m in slice_manifests(tmp_path))
+
+
+def test_kill_9_of_the_job_stops_its_drivers_with_their_work_saved(data, one_driver, tmp_path):
+    """The drivers run in their own process group, so nothing kills them with the job: they
+    lose the host, save what they finished and exit; the same command then finishes."""
+    import psutil
+
+    args = [sys.executable, "-m", "prmtree", *command(data, tmp_path, "--executor", "inline", "--drivers", "2",
+                                                       "--policy-arg", "latency_s=0.2")]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            manifests = slice_manifests(tmp_path)
+            done = sum(len(m.completed) for m in manifests) if len(manifests) == 2 else 0
+            if done >= 2 or job.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None, job.stderr.read().decode()[-2000:]
+        drivers = [p for p in psutil.Process(job.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(drivers) == 2
+        job.send_signal(signal.SIGKILL)
+        job.wait(30)
+        gone, alive = psutil.wait_procs(drivers, timeout=60)
+        assert not alive, "driver processes outlived their job by a minute"
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.stderr.close()
+    manifests = slice_manifests(tmp_path)
+    assert all(m.status == "running" for m in manifests) and sum(len(m.completed) for m in manifests) >= 2
+    assert main(command(data, tmp_path, "--executor", "inline", "--drivers", "2")) == 0
+    for table in TABLES:
+        assert rows(tmp_path, table) == rows(one_driver, table), table
+
+
+def test_sigterm_to_the_job_stops_every_driver_gracefully(one_driver, tmp_path):
+    sent, reports = [], []
+
+    def terminate(stats):
+        reports.append(stats.problems_done)
+        if not sent and stats.problems_done:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would
+
+    cfg = {"seed": 5, "labels": {"learn_floor": False}, "executor": {"kind": "inline", "trees_in_flight": 4}}
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.05}, out=tmp_path, config=cfg,
+                    drivers=2, on_progress=terminate)
+    assert s.stopped_by == signal.SIGTERM and 0 < s.problems_done < len(PROBLEMS)
+    assert reports[-1] == s.problems_done  # the last report is the summary's
+    manifests = slice_manifests(tmp_path)
+    assert [m.status for m in manifests] == ["running", "running"]  # stopped, not finished: a rerun resumes
+    done = {pid for m in manifests for pid in m.completed}
+    assert len(done) == s.problems_done  # the trees in flight were finished and saved
+    for table in TABLES:
+        assert rows(tmp_path, table) == rows(one_driver, table, problems=done), table
+
+
+class PickyPolicy(SimulatedPolicy):
+    """Fails every request of one problem with an error that pickles, and of another with
+    one that does not: both must reach the driver as that problem's failure."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_capacity=64)
+        self.bad, self.worse = PROBLEMS[0].id, PROBLEMS[1].id
+
+    async def generate(self, request):
+        if request.problem.id == self.bad:
+            raise GenerationError("no such image today", retryable=False)
+        if request.problem.id == self.worse:
+            raise Unpicklable()
+        return await super().generate(request)
+
+
+class Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("held a lock")
+        self.lock = __import__("threading").Lock()
+
+
+def test_a_policy_error_reaches_the_driver_of_its_problem(tmp_path):
+    cfg = {"seed": 5, "labels": {"learn_floor": False},
+           "executor": {"kind": "inline", "max_attempts": 2, "retry_backoff_s": 0.01}}
+    s = prmtree.run(PROBLEMS, policy=PickyPolicy(), out=tmp_path, config=cfg, drivers=2)
+    assert s.problems_done == len(PROBLEMS) - 2 and s.retry_pending == 2
+    failed = {pid: why for m in slice_manifests(tmp_path) for pid, why in m.failed.items()}
+    assert set(failed) == {PROBLEMS[0].id, PROBLEMS[1].id}
+    assert "no such image today (not retryable)" in str(failed[PROBLEMS[0].id])
+    assert "RuntimeError: Unpicklable: held a lock (after 2 attempts)" in str(failed[PROBLEMS[1].id])
+
+
+def test_drivers_auto_follows_the_engine_capacity_and_the_cores():
+    assert auto_drivers(None, cores=16) == 1  # no declared capacity: one driver
+    assert auto_drivers(256, cores=16) == 1 and auto_drivers(512, cores=16) == 1
+    assert auto_drivers(1024, cores=16) == 2 and auto_drivers(4096, cores=16) == 8
+    assert auto_drivers(4096, cores=2) == 2 and auto_drivers(4096, cores=1) == 1
+
+
+def test_drivers_auto_on_a_small_engine_runs_in_this_process(one_driver, tmp_path):
+    cfg = {"seed": 5, "labels": {"learn_floor": False}, "executor": {"trees_in_flight": 4}}
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"batch_capacity": 64}, out=tmp_path, config=cfg,
+                    drivers="auto", on_problem=None)
+    assert s.problems_done == len(PROBLEMS)
+    assert [p.name for p in tmp_path.glob("manifest*.json")] == ["manifest.json"]  # one driver, unsliced
+    assert rows(tmp_path) == rows(one_driver)
+
+
+def test_a_check_that_cannot_travel_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError, match="check_answer must pickle to run in several driver processes"):
+        prmtree.run(PROBLEMS, out=tmp_path, config={"executor": {"kind": "inline"}}, drivers=2,
+                    check_answer=lambda gold, predicted: gold == predicted)
+    assert not list(tmp_path.iterdir())
+
+
+# -- the wire ------------------------------------------------------------------------------
+
+
+def test_a_request_crosses_the_wire_whole_and_its_problem_by_id():
+    problem = Problem(id="p1", question="q", answer="4")
+    request = GenerationRequest(problem, ("step one", "step two"), n=4, max_tokens=99, temperature=0.3, top_p=0.9,
+                                seed=12345, next_step_only=True, step_format="tags", purpose="judge")
+    rid, back = decode_request(encode_request(7, request), {"p1": problem})
+    assert rid == 7 and back == request
+    completions = [Completion("a", 3, "length", 2, 9), Completion("b")]
+    assert decode_completions(encode_completions(completions)) == completions
+
+
+def test_frames_cut_anywhere_arrive_whole_and_in_order():
+    got = []
+    proto = FrameProtocol(got.append, lambda exc: None)
+    messages = [("first", list(range(5))), {"capacity": 512}, b"x" * 70_000]
+    stream = b"".join(frame(m) for m in messages)
+    for i in range(0, len(stream), 7):  # seven bytes at a time
+        proto.data_received(stream[i:i + 7])
+    assert got == messages
+
+
+def test_an_exception_that_does_not_pickle_travels_as_its_text():
+    err = portable(Unpicklable())
+    assert type(err) is RuntimeError and str(err) == "Unpicklable: held a lock"
+    kept = portable(GenerationError("busy", retryable=False))
+    assert type(kept) is GenerationError and kept.retryable is False
+
+
+def test_a_driver_whose_host_is_gone_fails_its_requests_fatally(tmp_path):
+    from prmtree.engine.errors import FatalExecutorError
+    from prmtree.rollout_workers.host import EngineHost, HostExecutor, HostLost
+    from prmtree.rollout_workers.inline import InlineExecutor
+
+    class Never(SimulatedPolicy):
+        async def generate(self, request):
+            await asyncio.sleep(3600)
+
+    async def scenario():
+        host = EngineHost(InlineExecutor(Never(batch_capacity=100)), drivers=2)
+        path = str(tmp_path / "engine.sock")
+        await host.start(path)
+        client = await asyncio.to_thread(HostExecutor, path)
+        assert client.capacity() == 50 and client.policy_name == "simulated"  # its share of the engine
+        request = GenerationRequest(PROBLEMS[0], (), n=2)
+        waiting = asyncio.ensure_future(client.submit(request))
+        await asyncio.sleep(0.2)
+        assert host.stats()["in_flight"] == 1
+        await host.stop()
+        with pytest.raises(HostLost, match="closed the connection.*run the same command again"):
+            await asyncio.wait_for(waiting, 10)
+        with pytest.raises(FatalExecutorError):
+            await client.submit(request)
+        await client.close()
+
+    asyncio.run(scenario())
