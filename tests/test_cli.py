@@ -119,8 +119,8 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "os:nothing"], "has no attribute 'nothing'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "error_rate=7"], "error_rate must be in [0, 1], got 7"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "colour=red"], "policy 'simulated' does not take arguments ['colour']"),
-        (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "inline", "--drivers", "2"], "2 drivers (--drivers, [executor] drivers) need the ray executor"),
-        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/drivers.toml"], "2 drivers (--drivers, [executor] drivers) need the ray executor"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "inline", "--drivers", "2", "--slice", "0/2"], "--drivers and --slice both slice the input: use one of them"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/drivers.toml", "--slice", "1/2"], "--drivers and --slice both slice the input: use one of them"),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -129,7 +129,7 @@ def test_bad_arguments_and_config_give_one_line_and_exit_2(tmp_path, problems_fi
     (tmp_path / "bad.toml").write_text("[search]\nk = 0\n")
     (tmp_path / "extra.toml").write_text("[search]\nkk = 3\n")
     (tmp_path / "broken.toml").write_text("[search\n")
-    (tmp_path / "drivers.toml").write_text("[executor]\nkind = \"inline\"\ndrivers = 2\n")  # alone: implies ray
+    (tmp_path / "drivers.toml").write_text("[executor]\nkind = \"inline\"\ndrivers = 2\n")  # driver processes
     argv = [a.format(tmp=tmp_path, data=problems_file) for a in args]
     r = cli(*argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
