@@ -29,6 +29,13 @@ default ``num_cpus_per_worker``), whatever the real cores. Every run also report
 machine's CPU by process (``ray_scaling.cpu_snapshot``): driver, workers, Ray's daemons
 and the rest of the machine, over the whole run and over the steady window.
 ``--inline-capacities``: inline runs to put beside them in the same file.
+
+``--drivers N``: inline runs with N driver processes around the GPU in this process
+(``--executor inline --drivers N``, ``prmtree/local_drivers.py``). This process is then
+the engine host (``host`` in the CPU breakdown: the simulated model's text plus serving the
+drivers), the driver processes are ``driver``; their steady window runs from the last
+driver's pilot end to the first driver's last tree start (each driver process records
+its moments in a file under ``MOMENTS_ENV``: this module is its ``__mp_main__``).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ METER_FLUSH_S = 0.05  # a worker's meter file is at most this stale when Ray kil
 SNAPSHOT_EVERY_S = 1.0  # the machine's per-process CPU is sampled this often during a run
 BATCH_JOIN_S = 0.001  # requests admitted within this of a batch's start join it (one timer for them all)
 MIN_STEADY_S = 1.0  # a shorter steady window (too few problems for the engine) is reported as none
+MOMENTS_ENV = "PRMTREE_BENCH_MOMENTS"  # --drivers N: where each driver process writes its moments
 
 
 @dataclass
@@ -229,15 +237,21 @@ def machine_snapshot() -> dict[int, tuple[str, float]]:
     return {pid: ("verifier" if pid in mine and kind == "other" else kind, cpu) for pid, (kind, cpu) in snap.items()}
 
 
-KINDS = ("driver", "verifier", "workers", "ray", "other")
+KINDS = ("driver", "host", "verifier", "workers", "ray", "other")
 STICKY = frozenset({"driver", "verifier", "workers"})
 
 
-def _spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    """CPU seconds by kind between two snapshots (``ray_scaling.cpu_by_kind`` and the verifier pool)."""
-    pool = {pid: v for pid, v in after.items() if v[0] == "verifier"}
-    spent = cpu_by_kind(before, {pid: v for pid, v in after.items() if pid not in pool})
+def _spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+           drivers: frozenset[int] = frozenset()) -> dict[str, float]:
+    """CPU seconds by kind between two snapshots (``ray_scaling.cpu_by_kind`` and the verifier
+    pool). ``drivers``: driver processes of a local job, whose host is then this process."""
+    pool = {pid: v for pid, v in after.items() if v[0] == "verifier" and pid not in drivers}
+    spent = cpu_by_kind(before, {pid: v for pid, v in after.items() if pid not in pool and pid not in drivers})
     spent["verifier"] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1]) for pid, (_, cpu) in pool.items())
+    if drivers:
+        spent["host"] = spent.pop("driver", 0.0)
+        spent["driver"] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1])
+                              for pid, (_, cpu) in after.items() if pid in drivers)
     return {k: spent.get(k, 0.0) for k in KINDS}
 
 
@@ -252,6 +266,7 @@ class CpuMeter:
     def __init__(self) -> None:
         # (time, rollouts done, snapshot, the snapshot's own CPU)
         self.snaps: list[tuple[float, int, dict[int, tuple[str, float]], float]] = []
+        self.drivers: frozenset[int] = frozenset()  # a local job's driver processes (set after the run)
         self.snapshot(0)
 
     def snapshot(self, rollouts: int) -> None:
@@ -273,8 +288,9 @@ class CpuMeter:
                 if seen.get(pid, ("",))[0] in STICKY:
                     kind = seen[pid][0]
                 seen[pid] = (kind, cpu)
-        spent = _spent(self.snaps[0][2], seen)
-        spent["driver"] = max(0.0, spent["driver"] - sum(c for *_, c in self.snaps[1:]))
+        spent = _spent(self.snaps[0][2], seen, self.drivers)
+        mine = "host" if self.drivers else "driver"  # where the snapshots ran
+        spent[mine] = max(0.0, spent[mine] - sum(c for *_, c in self.snaps[1:]))
         return spent
 
     def steady(self, start: float | None, end: float | None) -> dict[str, Any] | None:
@@ -287,8 +303,9 @@ class CpuMeter:
         if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5:
             return None
         (t0, r0, s0, _), (t1, r1, s1, _) = inside[0], inside[-1]
-        spent = _spent(s0, s1)
-        spent["driver"] = max(0.0, spent["driver"] - sum(c for *_, c in inside[1:]))
+        spent = _spent(s0, s1, self.drivers)
+        mine = "host" if self.drivers else "driver"
+        spent[mine] = max(0.0, spent[mine] - sum(c for *_, c in inside[1:]))
         seconds, rollouts = t1 - t0, max(1, r1 - r0)
         ours = {k: v for k, v in spent.items() if k != "other"}
         ms = {k: round(1000 * v / rollouts, 4) for k, v in ours.items()}
@@ -298,25 +315,26 @@ class CpuMeter:
             "cores": {k: round(v / seconds, 3) for k, v in spent.items()},
             "idle_cores": round(max(0.0, (os.cpu_count() or 1) - sum(spent.values()) / seconds), 3),
             "cpu_ms_per_rollout": ms,
-            **ceilings(ms),
+            **ceilings(ms, max(1, len(self.drivers))),
         }
 
 
-def ceilings(ms: dict[str, float]) -> dict[str, int]:
+def ceilings(ms: dict[str, float], drivers: int = 1) -> dict[str, int]:
     """The rates this run's own processes could keep up on the machine's cores, idle otherwise:
-    all of them shared, and the driver (one process, one event loop) on one; the lower holds."""
+    all of them shared, and the driver (one process, one event loop) on one core each; the lower holds."""
     all_cores = round(1000 * (os.cpu_count() or 1) / max(1e-9, sum(ms.values())))
-    driver_core = round(1000 / max(1e-9, ms["driver"]))
+    driver_core = round(1000 * drivers / max(1e-9, ms["driver"]))
     return {"ceiling_rollouts_per_s_all_cores": all_cores, "ceiling_rollouts_per_s_driver_core": driver_core,
             "ceiling_rollouts_per_s": min(all_cores, driver_core)}
 
 
-def one(capacity: int, latency_s: float, problems: int, workers: int | None = None) -> dict[str, Any]:
-    """One configuration: inline (the GPU in this process), or through Ray with ``workers``
-    workers of ``capacity`` sequences each (config: only the executor's kind and workers)."""
+def one(capacity: int, latency_s: float, problems: int, workers: int | None = None, drivers: int = 1) -> dict[str, Any]:
+    """One configuration: inline (the GPU in this process; with ``drivers`` > 1, that many
+    driver processes around it), or through Ray with ``workers`` workers of ``capacity``
+    sequences each (config: only the executor's kind and workers)."""
     data = mixed_problems(problems, seed=99, weights=MIX)
     out = Path(tempfile.mkdtemp(prefix="prmtree-util-"))
-    meter_dir = Path(tempfile.mkdtemp(prefix="prmtree-meter-")) if workers else None
+    meter_dir = Path(tempfile.mkdtemp(prefix="prmtree-meter-")) if workers or drivers > 1 else None
     gpu: MeteredGPU | None = None
     if workers:
         policy: Any = "gpu_utilisation:MeteredGPU"
@@ -326,6 +344,9 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     else:
         policy = gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity)
         policy_args, executor = None, {}
+        if drivers > 1:
+            executor = {"kind": "inline", "drivers": drivers}
+            os.environ[MOMENTS_ENV] = str(meter_dir)
     seen_trees = [0]
     driver_box: list[Any] = []
 
@@ -357,7 +378,19 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     finally:
         driver_mod.Driver._start = original_start  # type: ignore[method-assign]
         shutil.rmtree(out, ignore_errors=True)
+        os.environ.pop(MOMENTS_ENV, None)
+    if drivers > 1:  # the driver processes' moments: all of them steady, from the last pilot end to the first last start
+        assert meter_dir is not None
+        found = [_read_moments(f) for f in sorted(meter_dir.glob("*.moments"))]
+        meter.drivers = frozenset(m["pid"] for m in found)
+        if len(found) == drivers and all("pilot_done" in m and "last_start" in m for m in found):
+            moments["pilot_done"] = max(m["pilot_done"] for m in found)
+            moments["last_start"] = min(m["last_start"] for m in found)
+        seen_trees[0] = sum(int(m.get("trees", 0)) for m in found)
     gpus = [gpu] if gpu is not None else [MeteredGPU.from_meter(f, capacity) for f in sorted(meter_dir.glob("*.meter"))]
+    if meter_dir is not None and drivers > 1:
+        shutil.rmtree(meter_dir, ignore_errors=True)
+        meter_dir = None
     if meter_dir is not None:
         shutil.rmtree(meter_dir, ignore_errors=True)
     gpus = [g for g in gpus if g.first is not None]
@@ -367,6 +400,9 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     model_cpu = sum(g.model_cpu_s for g in gpus)
     # inline, the model's text generation runs in this process: a GPU's work on a real run
     driver_cpu = cpu - snapshot_cpu - (model_cpu if gpu is not None else 0.0)
+    host_cpu = None
+    if drivers > 1:  # this process only hosted the engine: the drivers' CPU is their processes'
+        host_cpu, driver_cpu = driver_cpu, whole_drivers(meter)
     steady_from, steady_to = moments.get("pilot_done"), moments.get("last_start")
     if steady_from is None or steady_to is None or steady_to - steady_from < MIN_STEADY_S:
         steady_from = steady_to = None  # every problem started with the pilot's end: no steady state to measure
@@ -380,6 +416,7 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     result = {
         "executor": "ray" if workers else "inline",
         "workers": count,
+        "drivers": drivers,
         "capacity": capacity,  # per worker
         "latency_ms": round(latency_s * 1000),
         "problems": problems,
@@ -403,7 +440,9 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         "max_trees_in_flight": seen_trees[0],
         "concurrency": concurrency,
         "process_cpu_s": round(cpu, 3),
-        "driver_busy": round(driver_cpu / wall, 3),
+        "driver_busy": round(driver_cpu / wall, 3),  # cores (with --drivers N: all of them together)
+        # --drivers N: this process, the engine host, less the model's text (serving the drivers)
+        "host_cpu_ms_per_rollout": None if host_cpu is None else round(1000 * host_cpu / max(1, s.rollouts), 4),
         "model_cpu_s": round(model_cpu, 3),
         "math_verify_pool_cpu_s": round(pool_cpu, 3),
         "driver_cpu_ms_per_rollout": round(1000 * driver_cpu / max(1, s.rollouts), 4),
@@ -416,7 +455,8 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         "driver_loop": dict(s.driver),
     }
     c = (result["steady_cpu"] or {}).get("cores", {})
-    where = f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}"
+    where = (f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}" if drivers == 1
+             else f"inline, {drivers} driver processes, {capacity:5d}")
     print(f"{where}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
           f"{result['gpu_busy']:6.1%} (steady {_pct(result['gpu_busy_steady'])}, held {result['gpu_held']:6.1%}, pilot {result['pilot_s']} s)  "
@@ -424,6 +464,53 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
           f"{result['driver_cpu_ms_per_rollout']:.4f} ms/rollout; steady cores: "
           + ", ".join(f"{k} {v}" for k, v in c.items()), flush=True)
     return result
+
+
+def whole_drivers(meter: CpuMeter) -> float:
+    """The driver processes' CPU seconds over the run (from the meter's snapshots)."""
+    return meter.whole()["driver"]
+
+
+def _read_moments(path: Path) -> dict[str, float]:
+    """A driver process's moments file: ``name value`` lines, the last of each name holding."""
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if value:
+            found[name] = float(value)
+    return found
+
+
+def _record_driver_moments(folder: str) -> None:
+    """In a driver process of a ``--drivers N`` run: write its pid, when its pilot ended, its
+    most trees in flight and its last tree start to ``folder/<pid>.moments`` (the same
+    moments ``one`` takes in this process for a single driver)."""
+    import prmtree.engine.driver as driver_mod
+
+    path = Path(folder) / f"{os.getpid()}.moments"
+    seen: dict[str, float] = {"trees": 0}
+    path.write_text(f"pid {os.getpid()}\n")
+    original_start, original_run = driver_mod.Driver._start, driver_mod.Driver.run
+
+    async def counting_start(self: Any, problem: Any, pending: Any) -> Any:
+        if "pilot_done" not in seen and (self.pilot is None or self.pilot.calibration is not None):
+            seen["pilot_done"] = time.perf_counter()
+            with path.open("a") as f:
+                f.write(f"pilot_done {seen['pilot_done']!r}\n")
+        pending = await original_start(self, problem, pending)
+        seen["last_start"] = time.perf_counter()
+        seen["trees"] = max(seen["trees"], len(pending) - self._waiting_for_pilot)
+        return pending
+
+    async def recording_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original_run(self, *args, **kwargs)
+        finally:
+            with path.open("a") as f:
+                f.write("".join(f"{k} {v!r}\n" for k, v in seen.items() if k != "pilot_done"))
+
+    driver_mod.Driver._start = counting_start  # type: ignore[method-assign]
+    driver_mod.Driver.run = recording_run  # type: ignore[method-assign]
 
 
 def _problems(total_capacity: int, latency_s: float, seconds: float, max_problems: int) -> int:
@@ -444,6 +531,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--max-problems", type=int, default=3000)
     parser.add_argument("--one-core", action="store_true", help="pin the driver to one core")
+    parser.add_argument("--drivers", type=int, nargs="+", default=[1],
+                        help="inline: driver processes around the GPU (1: the driver is this process)")
     parser.add_argument("--executor", choices=["inline", "ray"], default="inline")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="--executor ray: worker counts")
     parser.add_argument("--inline-capacities", type=int, nargs="*", default=[],
@@ -478,10 +567,14 @@ def main() -> None:
                     f"started with max(2, workers) logical CPUs on {cores} real cores); inline runs: no [executor] "
                     "keys; omega, adaptive labels, pilot on")
     else:
-        for capacity in args.capacities:
-            for latency in args.latencies:
-                results.append(one(capacity, latency, _problems(capacity, latency, args.seconds, args.max_problems)))
+        for drivers in args.drivers:
+            for capacity in args.capacities:
+                for latency in args.latencies:
+                    problems = _problems(capacity, latency, args.seconds, args.max_problems)
+                    results.append(one(capacity, latency, problems, drivers=drivers))
         settings = "defaults (no [executor] keys); omega, adaptive labels, pilot on"
+        if args.drivers != [1]:
+            settings += "; --drivers N > 1: [executor] kind = inline, drivers = N and nothing else"
     out = Path(args.out or RESULTS / ("gpu_utilisation_ray.json" if args.executor == "ray" else "gpu_utilisation.json"))
     out.parent.mkdir(exist_ok=True)
     payload = {"settings": settings, "results": results, "cores": cores,
@@ -489,6 +582,9 @@ def main() -> None:
     out.write_text(json.dumps(payload, indent=2))
     print(f"saved {out}")
 
+
+if __name__ == "__mp_main__" and os.environ.get(MOMENTS_ENV):  # a driver process of a --drivers N run
+    _record_driver_moments(os.environ[MOMENTS_ENV])
 
 if __name__ == "__main__":
     main()
