@@ -33,7 +33,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,7 @@ async def _run(job: DriverJob, policy: Any, drivers: int, out: Path | None,
     host = EngineHost(executor, drivers)
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="prmtree-host-") as where:
-        address = os.path.join(where, "engine.sock")
+    with _socket_address() as address:
         await host.start(address)
         one = driver_share(cfg, drivers, kind="host", attach=address)
         inputs = split_inputs(job.problems, drivers)
@@ -198,6 +198,21 @@ async def _run(job: DriverJob, policy: Any, drivers: int, out: Path | None,
     for i, why in sorted(stopped.items()):
         sys.stderr.write(f"prmtree: the driver of slice {i}/{drivers} stopped: {why}\n")
     return merge_summaries(results, stopped, drivers, out, signals.first, started, on_progress)
+
+
+@contextlib.contextmanager
+def _socket_address() -> Iterator[str]:
+    """Where the host listens: on Linux a name in the abstract namespace (no file to clean
+    up, and no 108-byte path limit for a long ``TMPDIR`` to break); elsewhere a socket file
+    in a temporary directory (under /tmp where ``TMPDIR`` makes the path too long)."""
+    if sys.platform.startswith("linux"):
+        yield f"\0prmtree-host-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        return
+    base = tempfile.gettempdir()
+    if len(os.path.join(base, "prmtree-host-xxxxxxxx", "engine.sock")) > 100:
+        base = "/tmp"
+    with tempfile.TemporaryDirectory(prefix="prmtree-host-", dir=base) as where:
+        yield os.path.join(where, "engine.sock")
 
 
 def _receive(d: _Driver) -> None:

@@ -279,3 +279,32 @@ def test_a_driver_whose_host_is_gone_fails_its_requests_fatally(tmp_path):
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_problem_released_and_asked_for_again_in_one_frame_stays_at_the_host(tmp_path):
+    """A release and a new request for the same problem can leave in one frame: the host
+    must keep the problem for the requests after it."""
+    from prmtree.rollout_workers.host import EngineHost, HostExecutor
+    from prmtree.rollout_workers.inline import InlineExecutor
+
+    problem = PROBLEMS[2]
+
+    async def scenario():
+        host = EngineHost(InlineExecutor(SimulatedPolicy()), drivers=1)
+        path = str(tmp_path / "engine.sock")
+        await host.start(path)
+        client = await asyncio.to_thread(HostExecutor, path)
+        request = GenerationRequest(problem, (), n=2, seed=1)
+        first = await client.submit(request)
+        client.release(problem.id)
+        again = await client.submit(request)  # the release and this request share a frame
+        later = await client.submit(GenerationRequest(problem, (), n=3, seed=2))
+        assert again == first and len(later) == 3
+        assert list(host.clients[0].problems) == [problem.id]
+        client.release(problem.id)
+        await client.submit(GenerationRequest(PROBLEMS[3], (), n=1))  # a frame after the release
+        assert list(host.clients[0].problems) == [PROBLEMS[3].id]
+        await client.close()
+        await host.stop()
+
+    asyncio.run(scenario())

@@ -47,7 +47,7 @@ class HostExecutor:
         self._problems: dict[str, Problem] = {}
         self._requests: list[tuple[Any, ...]] = []
         self._cancelled: list[int] = []
-        self._released: list[str] = []
+        self._released: dict[str, None] = {}  # problem ids, in order
         self._flush_armed = False
         self._lost: HostLost | None = None
         self.requests = 0
@@ -71,6 +71,7 @@ class HostExecutor:
         problem = request.problem
         if self._sent.get(problem.id) is not problem:
             self._sent[problem.id] = self._problems[problem.id] = problem
+            self._released.pop(problem.id, None)  # released and asked for again before the frame left
         self._next_id += 1
         rid = self._next_id
         future = asyncio.get_running_loop().create_future()
@@ -95,7 +96,7 @@ class HostExecutor:
         """A tree finished: the host may forget its problem."""
         if self._sent.pop(problem_id, None) is not None:
             self._problems.pop(problem_id, None)
-            self._released.append(problem_id)
+            self._released[problem_id] = None
             self._arm()
 
     def stats(self) -> dict[str, Any]:
@@ -139,8 +140,8 @@ class HostExecutor:
         if self._protocol is None or not (self._requests or self._cancelled or self._released):
             return
         problems = self._problems or None
-        message = (problems, self._requests, self._cancelled or None, self._released or None)
-        self._problems, self._requests, self._cancelled, self._released = {}, [], [], []
+        message = (problems, self._requests, self._cancelled or None, list(self._released) or None)
+        self._problems, self._requests, self._cancelled, self._released = {}, [], [], {}
         self._protocol.send(message)
 
     def _on_frame(self, message: Any) -> None:
@@ -154,11 +155,16 @@ class HostExecutor:
 
     def _on_lost(self, exc: BaseException | None) -> None:
         why = f": {exc}" if exc else ""
-        self._lost = HostLost(f"the engine host at {self.address} closed the connection{why}; finished "
+        self._lost = HostLost(f"the engine host at {_shown(self.address)} closed the connection{why}; finished "
                               "problems are saved, run the same command again to resume")
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self._lost)
+
+
+def _shown(address: str) -> str:
+    """A socket address as ``ss`` shows it (``@name`` for the abstract namespace)."""
+    return "@" + address[1:] if address.startswith("\0") else address
 
 
 def _connect(address: str) -> socket.socket:
@@ -168,7 +174,7 @@ def _connect(address: str) -> socket.socket:
         sock.connect(address)
     except OSError as exc:
         sock.close()
-        raise FatalExecutorError(f"cannot reach the engine host at {address}: {exc}") from None
+        raise FatalExecutorError(f"cannot reach the engine host at {_shown(address)}: {exc}") from None
     return sock
 
 

@@ -23,6 +23,7 @@ import functools
 import math
 from typing import Any
 
+from prmtree.engine.errors import GenerationError
 from prmtree.engine.records import Problem
 from prmtree.rollout_workers.host.wire import FrameProtocol, decode_request, encode_completions, portable
 from prmtree.rollout_workers.inline import InlineExecutor
@@ -96,7 +97,13 @@ class EngineHost:
         create = asyncio.get_running_loop().create_task
         tasks = client.tasks
         for item in requests:
-            rid, request = decode_request(item, client.problems)
+            try:
+                rid, request = decode_request(item, client.problems)
+            except KeyError:  # a driver bug, answered as that request's failure rather than the connection's end
+                client.outbox.append((item[0], False, GenerationError(
+                    f"the engine host does not hold problem {item[1]!r} for this driver")))
+                self._arm(client)
+                continue
             task = create(submit(request))
             tasks[rid] = task
             task.add_done_callback(functools.partial(self._finished, client, rid))
@@ -121,6 +128,10 @@ class EngineHost:
             if not isinstance(exc, Exception):  # SystemExit & co. from a policy: an error, not the host's exit
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             client.outbox.append((rid, False, portable(exc)))
+        self._arm(client)
+
+    def _arm(self, client: _Client) -> None:
+        """Send the client's finished results at the end of this event-loop turn (one frame)."""
         if not client.flush_armed:
             client.flush_armed = True
             asyncio.get_running_loop().call_soon(self._flush, client)
