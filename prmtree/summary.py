@@ -92,7 +92,8 @@ def pace_warnings(stats: Any) -> list[str]:
         return [f"the {loops} drivers' event loops were saturated for {saturated:,.0f} of {watched:,.0f} s watched "
                 f"(added over the drivers): {pace}. More drivers would (--drivers above {loops}; README, Sizing)"]
     return [f"the driver's event loop was saturated for {saturated:,.0f} of {watched:,.0f} s watched: {pace}. To feed "
-            "a faster engine, host it in Ray workers and split the problems over several drivers (--executor ray "
+            "a faster engine, split the problems over several drivers: driver processes around this engine where "
+            "the machine has cores to spare (--executor inline --drivers N), or Ray workers (--executor ray "
             "--drivers N; README, Sizing)"]
 
 
