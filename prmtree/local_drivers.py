@@ -49,6 +49,7 @@ from prmtree.multi_driver import (
     driver_share,
     layout_in,
     merge_summaries,
+    pilot_window,
     precheck,
     split_inputs,
 )
@@ -142,7 +143,7 @@ async def _run(job: DriverJob, policy: Any, drivers: int, out: Path | None,
     with _socket_address() as address:
         await host.start(address)
         one = driver_share(cfg, drivers, kind="host", attach=address)
-        inputs = split_inputs(job.problems, drivers)
+        inputs = split_inputs(job.problems, drivers, pilot_window(cfg))
         target = str(out) if out is not None else None
         team: list[_Driver] = []
         signals = JobSignals(drivers)

@@ -220,29 +220,46 @@ def driver_share(cfg: RunConfig, drivers: int, **executor: Any) -> RunConfig:
     return cfg.model_copy(update={"executor": share})
 
 
-def _inputs(problems: Any, drivers: int) -> list[Any]:
-    """What each driver reads: the path, or its slice sent once through Ray's object store."""
+def _inputs(problems: Any, drivers: int, cfg: RunConfig) -> list[Any]:
+    """What each driver reads: the path, or its part sent once through Ray's object store."""
     import ray
 
-    parts = split_inputs(problems, drivers)
+    parts = split_inputs(problems, drivers, pilot_window(cfg))
     return parts if isinstance(problems, (str, os.PathLike)) else [ray.put(part) for part in parts]
 
 
-def split_inputs(problems: Any, drivers: int) -> list[Any]:
+def pilot_window(cfg: RunConfig) -> int:
+    """How many of the input's first problems a pilot may choose members from (0: no pilot)."""
+    return cfg.labels.pilot_window if cfg.labels.learn_floor else 0
+
+
+def split_inputs(problems: Any, drivers: int, window: int = 0) -> list[Any]:
     """What each driver reads: the path (absolute, as a driver's working directory may
-    differ), or its own slice of an in-memory list."""
+    differ; each driver reads it whole), or its part of an in-memory list: the first
+    ``window`` problems of the list, whatever their slice, then its own slice's. A driver
+    pilots other slices' problems too (``runner._select``), so the pilot of every driver
+    sees the first ``window`` problems an unsliced run's pilot sees, and learns what it
+    learns; with only its slice, each driver would learn from other members, and label
+    differently."""
     if isinstance(problems, (str, os.PathLike)):
         return [str(Path(problems).resolve())] * drivers
     parts: list[list[Any]] = [[] for _ in range(drivers)]
     slices = [Slice(i, drivers) for i in range(drivers)]
+    seen = 0  # problems of the list so far
     for item in problems:
         if isinstance(item, Problem):
             pid = item.id
+            seen += 1
         elif isinstance(item, InputError):
             pid = item.problem_id
         else:
             raise TypeError(f"expected Problem objects, got {type(item).__name__}")
-        parts[next(i for i, s in enumerate(slices) if s.owns(pid))].append(item)
+        owner = next(i for i, s in enumerate(slices) if s.owns(pid))
+        if seen <= window and isinstance(item, Problem):
+            for part in parts:  # every pilot's candidates; only the owner writes its rows
+                part.append(item)
+        else:
+            parts[owner].append(item)
     return parts
 
 
@@ -260,7 +277,7 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
                                  f"{ray.available_resources()} free; each reserves num_cpus_per_driver") from None
     cfg = job.config
     one = _driver_config(cfg, pool, drivers)
-    inputs = _inputs(job.problems, drivers)
+    inputs = _inputs(job.problems, drivers, cfg)
     where = str(out) if out is not None else None
     jobs = [replace(job, problems=None, config=one, out=where, slice=Slice(i, drivers), force=False)
             for i in range(drivers)]

@@ -308,3 +308,35 @@ def test_a_problem_released_and_asked_for_again_in_one_frame_stays_at_the_host(t
         await host.stop()
 
     asyncio.run(scenario())
+
+
+def test_with_the_pilot_on_a_listed_input_labels_as_one_driver_would(tmp_path):
+    """Each driver pilots the input's first problems whatever their slice, as an unsliced
+    run does; given only its slice of a list, each learned other floors and wrote other
+    labels (a path input was right already: every driver reads it whole)."""
+    problems = generate_problems(40, seed=7)
+    cfg = {"seed": 1, "executor": {"kind": "inline", "trees_in_flight": 8}}  # the pilot on, as by default
+    prmtree.run(problems, policy="simulated", out=tmp_path / "one", config=cfg)
+    prmtree.run(problems, policy="simulated", out=tmp_path / "two", config=cfg, drivers=2)
+    for table in TABLES:
+        assert rows(tmp_path / "two", table) == rows(tmp_path / "one", table), table
+    [one] = [load_manifest(p) for p in (tmp_path / "one").glob("manifest*.json")]
+    for m in slice_manifests(tmp_path / "two"):
+        assert m.calibration == one.calibration  # the same members, the same floors
+
+
+def test_every_part_of_a_listed_input_holds_the_pilot_window_then_its_slice():
+    from prmtree.engine.records import InputError
+    from prmtree.multi_driver import split_inputs
+
+    problems = generate_problems(12, seed=3)
+    bad = InputError(problem_id="row-5", reason="broken")
+    items = [*problems[:5], bad, *problems[5:]]
+    parts = split_inputs(items, 3, window=4)
+    for i, part in enumerate(parts):
+        assert part[:4] == problems[:4]  # the window: every driver's, in input order
+        own = [x for x in items[4:] if Slice(i, 3).owns(x.id if isinstance(x, Problem) else x.problem_id)]
+        assert part[4:] == own
+    assert sum(len(p) for p in parts) == len(items) + 2 * 4
+    assert split_inputs(items, 3) == [[x for x in items if Slice(i, 3).owns(getattr(x, "id", None) or x.problem_id)]
+                                      for i in range(3)]
