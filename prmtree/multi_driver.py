@@ -15,7 +15,8 @@ several-drivers branch. Problems finish in the driver actors, so ``on_problem`` 
 driver; ``on_progress(stats)`` is called in the job's process with the merged counters.
 An input path must be readable where the drivers run (a shared filesystem on a cluster,
 as ``--out`` must be); a list of :class:`~prmtree.engine.problem.Problem` travels through
-Ray, each driver getting only its slice.
+Ray, each driver getting its slice (and the first ``pilot_window`` problems, which every driver
+pilots).
 
 The job polls its drivers for their counters (one progress view), merges their
 summaries into one, forwards SIGTERM / SIGINT to every driver as a graceful stop, and
