@@ -245,17 +245,26 @@ class ExecutorConfig(_Strict):
         "never: the driver sends the bytes"
     )
     drivers: int | Literal["auto"] = Field(
-        1, description="drivers sharing the worker pool, each on a slice of the input (prmtree/multi_driver.py)"
+        1, description="drivers, each on a slice of the input: sharing the Ray worker pool (prmtree/multi_driver.py), "
+        "or, inline, processes around this one's policy (prmtree/local_drivers.py)"
     )
     num_cpus_per_driver: float = Field(1.0, ge=0, description="--drivers N: CPUs each driver actor reserves")
     attach: str | None = Field(
-        None, description="join the running worker pool of this name (set by --drivers for its driver actors)"
+        None, description="join the running worker pool of this name (set by --drivers for its driver actors), or, "
+        "kind host, the engine host's socket (set by --executor inline --drivers N for its driver processes)"
     )
 
     @field_validator("kind")
     @classmethod
     def _known_executor(cls, v: str) -> str:
         return EXECUTORS.require(v)
+
+    @model_validator(mode="after")
+    def _host_needs_its_job(self) -> ExecutorConfig:
+        if self.kind == "host" and not self.attach:
+            raise ValueError("kind host is what the driver processes of --executor inline --drivers N use; "
+                             "ask for that instead")
+        return self
 
     @field_validator("drivers")
     @classmethod

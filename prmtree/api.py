@@ -74,8 +74,11 @@ def run(
     of the input: the same rows, one summary. They share one Ray worker pool
     (``prmtree/multi_driver.py``); N > 1 implies the Ray executor (a local Ray unless
     ``[executor] address`` names a cluster) unless ``[executor] kind`` names another one.
-    With ``kind = "inline"`` named (or ``drivers="auto"``), they are N processes on this
-    machine around the policy, built once in this process (``prmtree/local_drivers.py``). ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
+    With ``kind = "inline"`` named, or ``drivers="auto"`` and no Ray address, they are N
+    processes on this machine around the policy, built once in this process
+    (``prmtree/local_drivers.py``; auto: one per 512 sequences the policy serves at once,
+    and this process alone for a policy that declares none). A script that starts driver
+    processes must guard its call with ``if __name__ == "__main__":`` (they import it). ``on_problem(finished, stats)`` runs where a problem finishes, so it needs
     one driver; ``on_progress(stats)`` is called in this process with the run's counters
     (after each problem, or a few times a second from several drivers).
 
@@ -116,23 +119,25 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems, cfg.input)  # missing, a directory with files it would skip, fields no row has
-    several = cfg.executor.drivers != 1
-    if (several and cfg.executor.drivers != "auto" and cfg.executor.kind == "inline"
-            and "kind" not in cfg.executor.model_fields_set):
-        # N drivers share one Ray worker pool: N implies Ray unless inline was asked for by name
-        cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"kind": "ray"})})
+    ex = cfg.executor
+    several = ex.drivers != 1
+    if (several and ex.kind == "inline" and "kind" not in ex.model_fields_set
+            and (ex.drivers != "auto" or ex.address is not None)):
+        # N drivers (or auto with a Ray address) share one Ray worker pool unless inline was named;
+        # auto on the inline executor sizes driver processes by the policy's capacity instead
+        cfg = cfg.model_copy(update={"executor": ex.model_copy(update={"kind": "ray"})})
     job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps,
                     rerun_changed=rerun_changed, retry_errors=retry_errors)
     if several and cfg.executor.attach is None:
+        if cfg.executor.kind == "inline":  # driver processes around this one's policy (auto: maybe only this one)
+            from prmtree.local_drivers import run_local_job
+
+            return run_local_job(job, on_progress=on_progress, on_problem=on_problem)
         if slice_.count != 1:
             raise ConfigError("--drivers and --slice both slice the input: use one of them")
         if on_problem is not None:
             raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
                               "with several drivers pass on_progress(stats) for the run's counters")
-        if cfg.executor.kind == "inline":  # asked for by name: driver processes around this one's policy
-            from prmtree.local_drivers import run_local_job
-
-            return run_local_job(job, on_progress=on_progress)
         from prmtree.multi_driver import run_job
 
         return run_job(job, on_progress=on_progress)

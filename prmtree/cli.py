@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     from prmtree.export import PLACEHOLDER, format_list
 
     strategies = STRATEGIES.names()
+    # "host" is what the driver processes of --executor inline --drivers N use, not a choice
+    USER_EXECUTORS = [name for name in EXECUTORS.names() if name != "host"]  # noqa: N806
     parser = _Parser(prog="prmtree", description="Process-reward training data for vision-language reasoning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=strategies)
     run.add_argument("--config", help="TOML run configuration; flags override it")
     run.add_argument("--seed", type=int)
-    run.add_argument("--executor", choices=EXECUTORS.names(), help="where rollouts run (default: inline)")
+    run.add_argument("--executor", choices=USER_EXECUTORS, help="where rollouts run (default: inline)")
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); none starts a local Ray")
     run.add_argument("--workers", help="Ray rollout workers: auto (one per GPU) or a number")
     run.add_argument("--slice", "--shard", dest="slice",
@@ -229,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "curve: sampled once at the largest, smaller N take the first n (default 8)")
     bon.add_argument("--seed", type=int)
     bon.add_argument("--config", help="TOML run configuration (sampling settings, executor, verification)")
-    bon.add_argument("--executor", choices=EXECUTORS.names(), help="where solutions are sampled (default: inline)")
+    bon.add_argument("--executor", choices=USER_EXECUTORS, help="where solutions are sampled (default: inline)")
     bon.add_argument("--address", help="Ray cluster address (auto, ray://host:10001)")
     bon.add_argument("--json", help="write the results as JSON here")
     bon.add_argument("--png", help="write a plot here: accuracy vs N for several N, bars for one")

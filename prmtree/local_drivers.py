@@ -3,22 +3,31 @@
 One driver is one event loop on one core; an engine that serves a large batch quickly
 (1,024 sequences at 50 ms: 20K rollouts/s) outruns it (``benchmarks/gpu_utilisation.py``).
 This job keeps the policy in this process, serving an
-:class:`~prmtree.rollout_workers.host.EngineHost` on a Unix socket, and starts N driver
-processes (``spawn``: nothing of this process's threads or GPU state is inherited), each
-searching the input's slice ``i/N`` with a ``host`` executor connected to it. Output,
-resume and refusals are those of the Ray ``--drivers`` job (``multi_driver.py``): each
-driver writes its slice's shards and manifest into the one output directory, and the
-rows are those of one driver.
+:class:`~prmtree.rollout_workers.host.EngineHost` on a Unix socket (a file in a private
+temporary directory: only this user can connect), and starts N driver processes
+(``spawn``: nothing of this process's threads or GPU state is inherited), each searching
+the input's slice ``i/N`` with a ``host`` executor connected to it. Output, resume and
+refusals are those of the Ray ``--drivers`` job (``multi_driver.py``): each driver writes
+its slice's shards and manifest into the one output directory, and the rows are those of
+one driver.
 
-The job forwards SIGTERM / SIGINT to its drivers as a graceful stop (they run in their
-own process group, so a terminal's Ctrl-C reaches them once, through the job), merges
-their counters for ``on_progress`` and their summaries into one, and reports a driver
-that died by its slice (:class:`~prmtree.multi_driver.DriversStopped`): the others
-finish, and the same command completes the lost slice. If the job's process dies, its
-drivers lose the host, stop, and keep what they finished.
+Signals: the drivers run in their own process group, so a terminal's Ctrl-C reaches the
+job alone, and the job forwards each SIGTERM / SIGINT to every driver as SIGTERM (the
+first: finish what is in flight; the second: cancel it). A driver ignores SIGINT, and
+holds a SIGTERM that arrives while it starts until its run can act on it. Something that
+signals the whole process tree itself (Slurm's ``scancel``, a systemd unit's cgroup) is
+seen twice by each driver, which then cancels its trees in flight: the next run redoes
+them.
 
-``drivers = "auto"``: the count ``out`` already holds, else :func:`auto_drivers` from
-the policy's declared capacity.
+The job merges the drivers' counters for ``on_progress`` and their summaries into one,
+and reports a driver that died by its slice (:class:`~prmtree.multi_driver.DriversStopped`):
+the others finish, and the same command completes the lost slice. If the job's process
+dies, its drivers lose the host, stop, and keep what they finished.
+
+``drivers = "auto"``: the count ``out`` already holds, else :func:`auto_drivers` from the
+policy's declared capacity. A named ``[labels.judge]`` policy is built in every driver.
+The driver processes import the user's ``__main__`` (``spawn``), so a script must guard
+its ``prmtree.run`` with ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -33,9 +42,8 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,7 @@ from prmtree.engine.stats import RunStats
 from prmtree.multi_driver import (
     PROGRESS_INTERVAL_S,
     JobSignals,
+    check_layout,
     driver_share,
     layout_in,
     merge_summaries,
@@ -56,14 +65,19 @@ from prmtree.multi_driver import (
 from prmtree.policies.base import resolve_policy
 from prmtree.rollout_workers.host import EngineHost
 from prmtree.rollout_workers.inline import InlineExecutor
-from prmtree.runner import DriverJob, RunSummary, run_checked
+from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked
 
 #: ``auto``: one driver per this many sequences the engine serves at once. Measured
-#: (``benchmarks/gpu_utilisation.py``, this machine): one driver keeps 512 sequences at
-#: 50 ms (10K rollouts/s) full, and 1,024 at 65%.
+#: (``benchmarks/gpu_utilisation.py``, this machine): one driver keeps 256 sequences at
+#: 50 ms (5K rollouts/s) 98% busy, and 1,024 at 55-65%.
 SEQUENCES_PER_DRIVER = 512
-#: How long the job waits for a driver process to exit once its slice is done.
+#: How long a driver process may take to exit once it has reported its end, and how long
+#: the job waits for the drivers it stops when it must end early.
 EXIT_WAIT_S = 30.0
+#: How often the job looks at its drivers (exits, signals to forward, progress).
+POLL_S = 0.05
+#: The signals the job forwards (as SIGTERM) and a driver holds while it starts.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def auto_drivers(capacity: int | None, cores: int | None = None) -> int:
@@ -76,139 +90,236 @@ def auto_drivers(capacity: int | None, cores: int | None = None) -> int:
     return max(1, min(math.ceil(capacity / SEQUENCES_PER_DRIVER), cores))
 
 
-def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = None) -> RunSummary:
+def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = None,
+                  on_problem: Callable[[Any, RunStats], None] | None = None) -> RunSummary:
     """``job`` with ``executor.drivers`` driver processes around one policy in this process;
-    one :class:`~prmtree.runner.RunSummary` for all of them.
+    one :class:`~prmtree.runner.RunSummary` for all of them. ``auto`` that comes to one
+    driver runs in this process (``on_problem`` and ``job.slice`` are then allowed).
 
     Raises :class:`ConfigError` before the policy is built for a refused output directory
     (with a driver count given), and :class:`~prmtree.multi_driver.DriversStopped` naming the
     slices whose driver stopped early.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ConfigError("prmtree.run with several driver processes was called while a driver process started: "
+                          "the script runs again in each one (spawn), so put its prmtree.run under "
+                          "if __name__ == \"__main__\":")
     cfg, out = job.config, job.out
     out_dir = Path(out).resolve() if out is not None else None
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
     if drivers is not None and drivers > 1:
-        _check_portable(job)
-    if drivers is not None and out_dir is not None and drivers > 1:
-        precheck(out_dir, cfg, drivers, job.force)
+        _check_several(job, on_problem, out_dir, drivers)
     policy = resolve_policy(job.policy, job.policy_args)  # built once, in this process
-    if drivers is None:
-        drivers = auto_drivers(declared_capacity(policy))
-        if drivers > 1:
-            _check_portable(job)
-        if out_dir is not None and drivers > 1:
-            precheck(out_dir, cfg, drivers, job.force)
-    if drivers == 1:  # auto on a small engine: this process is the driver
-        one = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"drivers": 1})})
-        on_problem = None if on_progress is None else lambda finished, stats: on_progress(stats)
-        return run_checked(replace(job, policy=policy, policy_args=None, config=one, out=out_dir), on_problem)
-    return asyncio.run(_run(job, policy, drivers, out_dir, on_progress))
+    closes_it = False  # a run in this process closes the policy itself
+    try:
+        if drivers is None:
+            drivers = auto_drivers(declared_capacity(policy))
+            if drivers > 1:
+                _check_several(job, on_problem, out_dir, drivers)
+        if drivers == 1:  # auto on a small engine: this process is the driver
+            if out_dir is not None and job.slice.count == 1:
+                check_layout(out_dir, 1)
+            one = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"drivers": 1})})
+            if on_progress is not None:
+                on_problem = _also_progress(on_problem, on_progress)
+            closes_it = True
+            return run_checked(replace(job, policy=policy, policy_args=None, config=one, out=out_dir), on_problem)
+        executor = InlineExecutor(policy, cfg.executor)
+        return asyncio.run(_Job(job, executor, drivers, out_dir, on_progress).run())
+    finally:
+        if not closes_it:
+            _close_policy(policy, cfg.executor.close_timeout_s)
+
+
+def _check_several(job: DriverJob, on_problem: Any, out: Path | None, drivers: int) -> None:
+    """What several drivers refuse, in one line each, before anything is written."""
+    if job.slice.count != 1:
+        raise ConfigError("--drivers and --slice both slice the input: use one of them")
+    if on_problem is not None:
+        raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
+                          "with several drivers pass on_progress(stats) for the run's counters")
+    _check_portable(job)
+    if out is not None:
+        precheck(out, job.config, drivers, job.force)
 
 
 def _check_portable(job: DriverJob) -> None:
-    """The driver processes receive the job by pickle: say so in one line, before anything
-    starts, for a check or splitter that cannot travel (a lambda, a closure)."""
+    """The driver processes receive the job by pickle and look its functions up by name:
+    say so in one line, before anything starts, for a check or splitter that cannot travel
+    (a lambda, a closure, a function of a notebook or of ``python -c``)."""
+    main = sys.modules.get("__main__")
     for name, fn in (("check_answer", job.check_answer), ("split_steps", job.split_steps)):
         if fn is None:
             continue
-        try:
-            pickle.dumps(fn)
-        except Exception as exc:
-            raise ConfigError(f"{name} must pickle to run in several driver processes (a module-level "
-                              f"function, not a lambda or a closure): {exc}") from None
+        why = None
+        if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
+            why = "it is defined in an interactive __main__ the driver processes cannot import"
+        else:
+            try:
+                pickle.dumps(fn)
+            except Exception as exc:
+                why = str(exc)
+        if why:
+            raise ConfigError(f"{name} must be importable to run in several driver processes (a function of a "
+                              f"module or script, not a lambda or a closure): {why}")
 
 
+def _also_progress(on_problem: Callable[[Any, RunStats], None] | None,
+                   on_progress: Callable[[RunStats], None]) -> Callable[[Any, RunStats], None]:
+    def both(finished: Any, stats: RunStats) -> None:
+        if on_problem is not None:
+            on_problem(finished, stats)
+        on_progress(stats)
+
+    return both
+
+
+def _close_policy(policy: Any, limit_s: float) -> None:
+    """The policy's close, once, bounded: the output is saved before (a close that fails
+    or hangs costs nothing saved)."""
+    executor = InlineExecutor(policy)
+
+    async def bounded() -> None:
+        await asyncio.wait_for(executor.close(), limit_s)
+
+    try:
+        asyncio.run(bounded())
+    except Exception as exc:
+        sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {type(exc).__name__}: {exc}\n")
+
+
+@dataclass
 class _Driver:
     """One driver process as the job sees it."""
 
-    def __init__(self, index: int, process: Any, control: Any) -> None:
-        self.index = index
-        self.process = process
-        self.control = control  # the read end of its progress and result pipe
-        self.latest: RunStats | None = None
-        self.summary: RunSummary | None = None
-        self.failure: str | None = None
-        self.exited = asyncio.get_running_loop().create_future()
+    index: int
+    process: Any
+    control: Any = None  # the read end of its progress and result pipe
+    latest: RunStats | None = None
+    summary: RunSummary | None = None
+    failure: str | None = None
+    reported_at: float | None = None  # when its summary or failure came (it should exit soon after)
+    exitcode: int | None = None  # set once it exited (or was ended)
+    said: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.exitcode is None
 
 
-async def _run(job: DriverJob, policy: Any, drivers: int, out: Path | None,
-               on_progress: Callable[[RunStats], None] | None) -> RunSummary:
-    started = time.perf_counter()
-    cfg = job.config
-    executor = InlineExecutor(policy, cfg.executor)
-    host = EngineHost(executor, drivers)
-    loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
-    with _socket_address() as address:
-        await host.start(address)
+class _Job:
+    """The drivers of one local job, from start to merged summary."""
+
+    def __init__(self, job: DriverJob, executor: InlineExecutor, drivers: int, out: Path | None,
+                 on_progress: Callable[[RunStats], None] | None) -> None:
+        self.job, self.executor, self.drivers, self.out, self.on_progress = job, executor, drivers, out, on_progress
+        self.host = EngineHost(executor, drivers)
+        self.team: list[_Driver] = []
+        self.signals = JobSignals(drivers)
+        self.started = time.perf_counter()
+        self._last_progress = 0.0
+
+    async def run(self) -> RunSummary:
+        with _socket_address() as address:
+            self.signals.install()
+            try:
+                await self.host.start(address)
+                self._start_drivers(address)
+                while any(d.running for d in self.team):
+                    await asyncio.sleep(POLL_S)
+                    self._watch()
+            finally:
+                self.signals.uninstall()
+                await self._end_drivers()
+                await self.host.stop()
+        return self._summary()
+
+    def _start_drivers(self, address: str) -> None:
+        """Start the N driver processes. Each starts with the stop signals blocked (the mask
+        survives ``exec``): one sent while it imports is held, not its death."""
+        cfg, drivers = self.job.config, self.drivers
         one = driver_share(cfg, drivers, kind="host", attach=address)
-        inputs = split_inputs(job.problems, drivers, pilot_window(cfg))
-        target = str(out) if out is not None else None
-        team: list[_Driver] = []
-        signals = JobSignals(drivers)
-        signals.install()
-        try:
-            for i in range(drivers):
-                child_job = replace(job, problems=None, policy=None, policy_args=None, config=one, out=target,
-                                    slice=Slice(i, drivers), force=False)
-                read, write = context.Pipe(duplex=False)
-                process = context.Process(target=drive, args=(inputs[i], child_job, write),
-                                          name=f"prmtree-driver-{i}", daemon=False)
+        inputs = split_inputs(self.job.problems, drivers, pilot_window(cfg))
+        target = str(self.out) if self.out is not None else None
+        context = multiprocessing.get_context("spawn")
+        for i in range(drivers):
+            job = replace(self.job, problems=None, policy=None, policy_args=None, config=one, out=target,
+                          slice=Slice(i, drivers), force=False)
+            read, write = context.Pipe(duplex=False)
+            # not a daemon: a daemonic process may not start children, and a driver's answer checks run in some
+            process = context.Process(target=drive, args=(inputs[i], job, write), name=f"prmtree-driver-{i}")
+            driver = _Driver(i, process, read)
+            self.team.append(driver)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
                 process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 write.close()
-                team.append(_Driver(i, process, read))
-            for d in team:
-                loop.add_reader(d.control.fileno(), _receive, d)
-            last = 0.0
-            while not all(d.exited.done() for d in team):
-                await asyncio.sleep(0.05)
-                for d in team:
-                    if not d.exited.done() and not d.process.is_alive():
-                        _receive(d)  # what it said last, before its pipe closed
-                        d.exited.set_result(d.process.exitcode)
-                for sig in signals.take():
-                    for d in team:
-                        if d.process.is_alive():
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(d.process.pid, sig)
-                if on_progress is not None and time.perf_counter() - last >= PROGRESS_INTERVAL_S:
-                    last = time.perf_counter()
-                    known = [d.latest for d in team if d.latest is not None and d.summary is None]
-                    known += [d.summary.run_stats for d in team if d.summary is not None]
-                    if known:
-                        merged = sum(known, RunStats())
-                        merged.started = started
-                        on_progress(merged)
-        finally:
-            signals.uninstall()
-            for d in team:
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(d.control.fileno())
-                if d.process.is_alive():
-                    d.process.terminate()
-                    await loop.run_in_executor(None, d.process.join, EXIT_WAIT_S)
-                if d.process.is_alive():
-                    d.process.kill()
-                d.control.close()
-            await host.stop()
-            await _close_policy(executor, cfg.executor.close_timeout_s)
-    results = {d.index: d.summary for d in team if d.summary is not None and d.failure is None}
-    stopped = {d.index: d.failure or f"its process exited with code {d.process.exitcode} and no summary"
-               for d in team if d.index not in results}
-    for i, why in sorted(stopped.items()):
-        sys.stderr.write(f"prmtree: the driver of slice {i}/{drivers} stopped: {why}\n")
-    return merge_summaries(results, stopped, drivers, out, signals.first, started, on_progress)
+
+    def _watch(self) -> None:
+        """One look at the drivers: what they said, who exited, signals to forward, progress."""
+        now = time.monotonic()
+        for d in self.team:
+            if not d.running:
+                continue
+            _receive(d)
+            if not d.process.is_alive():
+                _receive(d)  # what it said last, before its pipe closed
+                d.exitcode = d.process.exitcode
+                self.host.driver_gone()
+            elif d.reported_at is not None and now - d.reported_at > EXIT_WAIT_S:
+                d.said.append(f"it did not exit within {EXIT_WAIT_S:g} s of its end, so it was killed")
+                d.process.kill()
+        for _ in self.signals.take():
+            for d in self.team:
+                if d.running and d.process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(d.process.pid, signal.SIGTERM)  # each driver's own graceful stop
+        if self.on_progress is not None and time.perf_counter() - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = time.perf_counter()
+            known = [d.summary.run_stats if d.summary is not None else d.latest for d in self.team]
+            if any(known):
+                merged = sum((s for s in known if s is not None), RunStats())
+                merged.started = self.started
+                self.on_progress(merged)
+
+    async def _end_drivers(self) -> None:
+        """Every driver still running (the job is ending early) is asked to stop, then waited
+        for together, then killed; the pipes are closed."""
+        live = [d for d in self.team if d.process.is_alive()]
+        for d in live:
+            d.process.terminate()  # SIGTERM: its graceful stop, finishing what is in flight
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while any(d.process.is_alive() for d in live) and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+        for d in self.team:
+            if d.process.is_alive():
+                d.process.kill()
+                d.process.join(5)
+            if d.running:
+                _receive(d)
+                d.exitcode = d.process.exitcode
+            d.control.close()
+
+    def _summary(self) -> RunSummary:
+        results = {d.index: d.summary for d in self.team if d.summary is not None and d.failure is None}
+        stopped = {d.index: "; ".join([d.failure or f"its process exited with code {d.exitcode} and no summary",
+                                       *d.said]) for d in self.team if d.index not in results}
+        partial = {d.index: d.latest for d in self.team if d.index in stopped and d.latest is not None}
+        for i, why in sorted(stopped.items()):
+            sys.stderr.write(f"prmtree: the driver of slice {i}/{self.drivers} stopped: {why}\n")
+        return merge_summaries(results, stopped, self.drivers, self.out, self.signals.first, self.started,
+                               self.on_progress, partial)
 
 
 @contextlib.contextmanager
 def _socket_address() -> Iterator[str]:
-    """Where the host listens: on Linux a name in the abstract namespace (no file to clean
-    up, and no 108-byte path limit for a long ``TMPDIR`` to break); elsewhere a socket file
-    in a temporary directory (under /tmp where ``TMPDIR`` makes the path too long)."""
-    if sys.platform.startswith("linux"):
-        yield f"\0prmtree-host-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        return
+    """Where the host listens: a socket file in a temporary directory only this user may
+    enter (``mkdtemp`` makes it 0700), so no other user's process can connect and hand the
+    host a pickle. Under /tmp where a long ``TMPDIR`` would pass the 108-byte limit of a
+    socket's path."""
     base = tempfile.gettempdir()
     if len(os.path.join(base, "prmtree-host-xxxxxxxx", "engine.sock")) > 100:
         base = "/tmp"
@@ -223,36 +334,39 @@ def _receive(d: _Driver) -> None:
             kind, value = d.control.recv()
             if kind == "progress":
                 d.latest = value
-            elif kind == "done":
-                d.summary = value
             else:
-                d.failure = value
-    except (EOFError, OSError):
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(d.control.fileno())
-
-
-async def _close_policy(executor: InlineExecutor, limit_s: float) -> None:
-    """The policy's close, bounded: the output is already saved."""
-    try:
-        await asyncio.wait_for(executor.close(), limit_s)
-    except Exception as exc:  # a close that fails or hangs costs nothing saved
-        sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {type(exc).__name__}: {exc}\n")
+                if kind == "done":
+                    d.summary = value
+                else:
+                    d.failure = value
+                d.reported_at = time.monotonic()
+    except (EOFError, OSError):  # it exited: its pipe is closed
+        pass
 
 
 def drive(problems: Any, job: DriverJob, control: Any) -> None:
-    """A driver process: search ``job``'s slice against the host, report to the job on ``control``."""
-    os.setpgrp()  # a terminal's signals reach the job alone, which forwards them once
-    last = [0.0]
+    """A driver process: search ``job``'s slice against the host, report to the job on ``control``.
+
+    It starts with SIGTERM and SIGINT blocked (see :meth:`_Job._start_drivers`): its own
+    process group first, so the terminal's signals go to the job alone; SIGINT ignored (a
+    Ctrl-C pressed while it started is dropped: the job forwards it); a SIGTERM held until
+    now becomes a stop request its run acts on as soon as it starts."""
+    os.setpgrp()
+    stop = StopHandle()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda sig, frame: stop.request(sig))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    last_sent = 0.0
 
     def progress(finished: Any, stats: RunStats) -> None:
+        nonlocal last_sent
         now = time.monotonic()
-        if now - last[0] >= PROGRESS_INTERVAL_S / 2:
-            last[0] = now
+        if now - last_sent >= PROGRESS_INTERVAL_S / 2:
+            last_sent = now
             control.send(("progress", stats))
 
     try:
-        summary = run_checked(replace(job, problems=problems), progress)
+        summary = run_checked(replace(job, problems=problems), progress, stop)
     except BaseException as exc:  # noqa: BLE001 - reported to the job, then this process exits 1
         first = str(exc).splitlines()[0] if str(exc) else ""
         with contextlib.suppress(Exception):

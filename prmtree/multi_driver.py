@@ -322,10 +322,13 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
 
 def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], drivers: int, out: Path | None,
                     stopped_by: int | None, started: float,
-                    on_progress: Callable[[RunStats], None] | None = None) -> RunSummary:
+                    on_progress: Callable[[RunStats], None] | None = None,
+                    partial: dict[int, RunStats] | None = None) -> RunSummary:
     """The job's one summary from its drivers' (``results`` by slice index); raises
-    :class:`DriversStopped` naming the slices in ``stopped`` (index: why)."""
-    stats = sum((results[i].run_stats for i in sorted(results)), RunStats())
+    :class:`DriversStopped` naming the slices in ``stopped`` (index: why). ``partial``: the
+    last counters a stopped driver reported (its finished problems are saved, and count)."""
+    parts = [results[i].run_stats for i in sorted(results)] + [s for _, s in sorted((partial or {}).items())]
+    stats = sum(parts, RunStats())
     stats.started = started
     stats.stop_clock()
     if on_progress is not None:  # the last report is the summary's counters, whatever the interval left out

@@ -40,7 +40,7 @@ class HostExecutor:
         self.policy_name: str = hello["policy_name"]
         self._capacity: int | None = hello["capacity"]
         self._protocol: FrameProtocol | None = None
-        self._opening: asyncio.Future[None] | None = None
+        self._opening: asyncio.Future[None] | None = None  # the task handing the socket to the loop
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
         self._sent: dict[str, Problem] = {}  # problems the host holds for this connection
@@ -51,6 +51,7 @@ class HostExecutor:
         self._flush_armed = False
         self._lost: HostLost | None = None
         self.requests = 0
+        self.problems_sent = 0  # problems (with their images) sent to the host
 
     @classmethod
     def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> HostExecutor:
@@ -71,6 +72,7 @@ class HostExecutor:
         problem = request.problem
         if self._sent.get(problem.id) is not problem:
             self._sent[problem.id] = self._problems[problem.id] = problem
+            self.problems_sent += 1
             self._released.pop(problem.id, None)  # released and asked for again before the frame left
         self._next_id += 1
         rid = self._next_id
@@ -101,7 +103,7 @@ class HostExecutor:
 
     def stats(self) -> dict[str, Any]:
         p = self._protocol
-        return {"kind": "host", "requests": self.requests, "in_flight": self.load(),
+        return {"kind": "host", "requests": self.requests, "problems_sent": self.problems_sent, "in_flight": self.load(),
                 "frames_sent": p.frames_out if p else 0, "bytes_sent": p.bytes_out if p else 0,
                 "bytes_received": p.bytes_in if p else 0}
 
@@ -118,17 +120,18 @@ class HostExecutor:
     # -- the connection -----------------------------------------------------------------
 
     async def _open(self) -> None:
-        """Hand the connected socket to the running loop (once; later callers wait for it)."""
+        """Hand the connected socket to the running loop: once, in a task of its own, so a
+        first caller cancelled meanwhile (its timeout) leaves it to finish for the others."""
         if self._opening is None:
-            loop = asyncio.get_running_loop()
-            self._opening = loop.create_future()
-            self._sock.setblocking(False)
-            _, protocol = await loop.create_unix_connection(
-                lambda: FrameProtocol(self._on_frame, self._on_lost), sock=self._sock)
-            self._protocol = protocol
-            self._opening.set_result(None)
-        else:
-            await asyncio.shield(self._opening)
+            self._opening = asyncio.ensure_future(self._connect_loop())
+        await asyncio.shield(self._opening)
+
+    async def _connect_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sock.setblocking(False)
+        _, protocol = await loop.create_unix_connection(
+            lambda: FrameProtocol(self._on_frame, self._on_lost), sock=self._sock)
+        self._protocol = protocol
 
     def _arm(self) -> None:
         if not self._flush_armed:

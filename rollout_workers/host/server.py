@@ -13,7 +13,7 @@ connection, images included), its requests run as tasks through an
 its blocked-loop check, as inline), and finished results go back in one frame per event
 loop turn. A driver that disconnects has its requests cancelled. Each answer carries the
 driver's share of the engine's declared capacity: the capacity over the drivers still
-connected, so the others grow when one finishes its slice.
+running (the job says when one ends), so the others grow when one finishes its slice.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class EngineHost:
         self.executor = executor
         self.drivers = drivers
         self.clients: list[_Client] = []
-        self.finished_clients = 0  # drivers that connected and left
+        self.gone = 0  # drivers that ended (told by the job, which sees their processes)
         self.requests = 0
         self.errors = 0
         self._server: asyncio.AbstractServer | None = None
@@ -71,7 +71,12 @@ class EngineHost:
         total = self.executor.capacity()
         if total is None:
             return None
-        return max(1, math.ceil(total / max(1, self.drivers - self.finished_clients)))
+        return max(1, math.ceil(total / max(1, self.drivers - self.gone)))
+
+    def driver_gone(self) -> None:
+        """A driver ended (its slice done, or its process died, connected or not): the others
+        share the engine from now on."""
+        self.gone += 1
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors, "clients": len(self.clients),
@@ -116,11 +121,11 @@ class EngineHost:
             client.problems.pop(pid, None)
 
     def _finished(self, client: _Client, rid: int, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():  # its driver cancelled it, or left: nobody waits
+            return
+        exc = task.exception()  # retrieved in every case, so asyncio does not log it as lost
         if client.tasks.pop(rid, None) is None or client.closed:
             return
-        if task.cancelled():  # its driver cancelled it and waits for nothing
-            return
-        exc = task.exception()
         if exc is None:
             client.outbox.append((rid, True, encode_completions(task.result())))
         else:
@@ -143,8 +148,6 @@ class EngineHost:
             client.protocol.send((self.capacity_share(), out))
 
     def _on_lost(self, client: _Client, exc: BaseException | None) -> None:
-        if not client.closed:
-            self.finished_clients += 1
         self._drop(client)
 
     def _drop(self, client: _Client) -> None:

@@ -27,9 +27,9 @@ from typing import Any
 from prmtree.engine.records import Completion, GenerationRequest, Problem, StepFormat
 
 HEADER = struct.Struct("!Q")
-#: A frame longer than this is a corrupt stream, not a message (a problem with its images
-#: is the largest thing sent).
-MAX_FRAME = 1 << 34
+#: A frame longer than this is a corrupt stream, not a message (a frame of problems with
+#: their images is the largest thing sent).
+MAX_FRAME = 1 << 32
 
 _FORMATS: dict[str, StepFormat] = {}  # one StepFormat per name, not one per request
 
