@@ -24,7 +24,7 @@ and reports a driver that died by its slice (:class:`~prmtree.multi_driver.Drive
 the others finish, and the same command completes the lost slice. If the job's process
 dies, its drivers lose the host, stop, and keep what they finished.
 
-``drivers = "auto"``: the count ``out`` already holds, else :func:`auto_drivers` from the
+``drivers = "auto"``: the count ``out`` already holds, else :func:`drivers_for_capacity` from the
 policy's declared capacity. A named ``[labels.judge]`` policy is built in every driver.
 The driver processes import the user's ``__main__`` (``spawn``), so a script must guard
 its ``prmtree.run`` with ``if __name__ == "__main__":``.
@@ -80,7 +80,7 @@ POLL_S = 0.05
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
-def auto_drivers(capacity: int | None, cores: int | None = None) -> int:
+def drivers_for_capacity(capacity: int | None, cores: int | None = None) -> int:
     """Drivers for an engine of ``capacity`` sequences: one per ``SEQUENCES_PER_DRIVER``, at
     most one per core this process may use; one where the policy declares no capacity."""
     if capacity is None:
@@ -114,7 +114,7 @@ def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None
     closes_it = False  # a run in this process closes the policy itself
     try:
         if drivers is None:
-            drivers = auto_drivers(declared_capacity(policy))
+            drivers = drivers_for_capacity(declared_capacity(policy))
             if drivers > 1:
                 _check_several(job, on_problem, out_dir, drivers)
         if drivers == 1:  # auto on a small engine: this process is the driver

@@ -19,7 +19,7 @@ from prmtree.engine.errors import ConfigError, GenerationError
 from prmtree.engine.output import Slice, load_manifest
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.synthetic import generate_problems, write_jsonl
-from prmtree.local_drivers import auto_drivers
+from prmtree.local_drivers import drivers_for_capacity
 from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.rollout_workers.host.wire import (
     FrameProtocol,
@@ -200,10 +200,10 @@ def test_a_policy_error_reaches_the_driver_of_its_problem(tmp_path):
 
 
 def test_drivers_auto_follows_the_engine_capacity_and_the_cores():
-    assert auto_drivers(None, cores=16) == 1  # no declared capacity: one driver
-    assert auto_drivers(256, cores=16) == 1 and auto_drivers(512, cores=16) == 1
-    assert auto_drivers(1024, cores=16) == 2 and auto_drivers(4096, cores=16) == 8
-    assert auto_drivers(4096, cores=2) == 2 and auto_drivers(4096, cores=1) == 1
+    assert drivers_for_capacity(None, cores=16) == 1  # no declared capacity: one driver
+    assert drivers_for_capacity(256, cores=16) == 1 and drivers_for_capacity(512, cores=16) == 1
+    assert drivers_for_capacity(1024, cores=16) == 2 and drivers_for_capacity(4096, cores=16) == 8
+    assert drivers_for_capacity(4096, cores=2) == 2 and drivers_for_capacity(4096, cores=1) == 1
 
 
 def test_drivers_auto_on_a_small_engine_runs_in_this_process(one_driver, tmp_path):
