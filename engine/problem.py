@@ -70,7 +70,13 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
     except Image.DecompressionBombError as exc:  # Pillow's own guard fires first past 2x its limit
         raise ImageError(f"image {name} is over the limit of {max_pixels} pixels (decompression-bomb guard; {exc})") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageError(f"image {name} is corrupt or not an image ({type(exc).__name__}: {exc})") from None
+        # Pillow names the buffer it read ("<_io.BytesIO object at 0x7f...>"): an address that
+        # differs from run to run has no place in a row
+        detail = _OBJECT_AT.sub("the image bytes", str(exc))
+        raise ImageError(f"image {name} is corrupt or not an image ({type(exc).__name__}: {detail})") from None
+
+
+_OBJECT_AT = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 DEFAULT_MAX_IMAGE_BYTES: int = InputConfig.model_fields["max_image_bytes"].default

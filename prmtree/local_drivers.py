@@ -13,8 +13,9 @@ one driver.
 
 Signals: the drivers run in their own process group, so a terminal's Ctrl-C reaches the
 job alone, and the job forwards each SIGTERM / SIGINT to every driver as SIGTERM (the
-first: finish what is in flight; the second: cancel it). A driver ignores SIGINT, and
-holds a SIGTERM that arrives while it starts until its run can act on it. Something that
+first: finish what is in flight; the second: cancel it). A driver starts with SIGINT
+ignored, and the job holds what it forwards until the driver says it is ready to take
+it: a stop while the drivers start is a stop, not their death. Something that
 signals the whole process tree itself (Slurm's ``scancel``, a systemd unit's cgroup) is
 seen twice by each driver, which then cancels its trees in flight: the next run redoes
 them.
@@ -76,8 +77,6 @@ SEQUENCES_PER_DRIVER = 512
 EXIT_WAIT_S = 30.0
 #: How often the job looks at its drivers (exits, signals to forward, progress).
 POLL_S = 0.05
-#: The signals the job forwards (as SIGTERM) and a driver holds while it starts.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def drivers_for_capacity(capacity: int | None, cores: int | None = None) -> int:
@@ -199,6 +198,9 @@ class _Driver:
     latest: RunStats | None = None
     summary: RunSummary | None = None
     failure: str | None = None
+    ready: bool = False  # it takes a SIGTERM as a stop (until then the job holds them)
+    held: int = 0  # stops forwarded before it was ready
+    refused: bool = False  # it stopped on a ConfigError (a refusal, not a failure)
     reported_at: float | None = None  # when its summary or failure came (it should exit soon after)
     exitcode: int | None = None  # set once it exited (or was ended)
     said: list[str] = field(default_factory=list)
@@ -236,8 +238,9 @@ class _Job:
         return self._summary()
 
     def _start_drivers(self, address: str) -> None:
-        """Start the N driver processes. Each starts with the stop signals blocked (the mask
-        survives ``exec``): one sent while it imports is held, not its death."""
+        """Start the N driver processes, each with SIGINT ignored (a disposition that
+        survives ``exec``, and Python keeps): a Ctrl-C while it imports, before it has its
+        own process group, is not its death."""
         cfg, drivers = self.job.config, self.drivers
         one = driver_share(cfg, drivers, kind="host", attach=address)
         inputs = split_inputs(self.job.problems, drivers, pilot_window(cfg))
@@ -251,11 +254,11 @@ class _Job:
             process = context.Process(target=drive, args=(inputs[i], job, write), name=f"prmtree-driver-{i}")
             driver = _Driver(i, process, read)
             self.team.append(driver)
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 process.start()
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                signal.signal(signal.SIGINT, interrupt)
                 write.close()
 
     def _watch(self) -> None:
@@ -274,9 +277,12 @@ class _Job:
                 d.process.kill()
         for _ in self.signals.take():
             for d in self.team:
-                if d.running and d.process.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(d.process.pid, signal.SIGTERM)  # each driver's own graceful stop
+                d.held += 1
+        for d in self.team:
+            if d.running and d.ready and d.held:
+                d.held -= 1
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(d.process.pid, signal.SIGTERM)  # its graceful stop (a second: cancel in flight)
         if self.on_progress is not None and time.perf_counter() - self._last_progress >= PROGRESS_INTERVAL_S:
             self._last_progress = time.perf_counter()
             known = [d.summary.run_stats if d.summary is not None else d.latest for d in self.team]
@@ -304,6 +310,10 @@ class _Job:
             d.control.close()
 
     def _summary(self) -> RunSummary:
+        refused = next((d for d in self.team if d.refused), None)
+        if refused is not None:  # a slice's output refused this run (changed input, another run writing it)
+            assert refused.failure is not None
+            raise ConfigError(refused.failure.removeprefix("ConfigError: "))
         results = {d.index: d.summary for d in self.team if d.summary is not None and d.failure is None}
         stopped = {d.index: "; ".join([d.failure or f"its process exited with code {d.exitcode} and no summary",
                                        *d.said]) for d in self.team if d.index not in results}
@@ -334,11 +344,14 @@ def _receive(d: _Driver) -> None:
             kind, value = d.control.recv()
             if kind == "progress":
                 d.latest = value
+            elif kind == "ready":
+                d.ready = True
             else:
                 if kind == "done":
                     d.summary = value
                 else:
                     d.failure = value
+                    d.refused = kind == "refused"
                 d.reported_at = time.monotonic()
     except (EOFError, OSError):  # it exited: its pipe is closed
         pass
@@ -347,15 +360,13 @@ def _receive(d: _Driver) -> None:
 def drive(problems: Any, job: DriverJob, control: Any) -> None:
     """A driver process: search ``job``'s slice against the host, report to the job on ``control``.
 
-    It starts with SIGTERM and SIGINT blocked (see :meth:`_Job._start_drivers`): its own
-    process group first, so the terminal's signals go to the job alone; SIGINT ignored (a
-    Ctrl-C pressed while it started is dropped: the job forwards it); a SIGTERM held until
-    now becomes a stop request its run acts on as soon as it starts."""
+    Its own process group first, so the terminal's signals go to the job alone (SIGINT is
+    ignored from its start: see :meth:`_Job._start_drivers`); then a SIGTERM is a stop
+    request its run acts on as soon as it starts, and the job is told it may send them."""
     os.setpgrp()
     stop = StopHandle()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda sig, frame: stop.request(sig))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    control.send(("ready", None))
     last_sent = 0.0
 
     def progress(finished: Any, stats: RunStats) -> None:
@@ -369,8 +380,9 @@ def drive(problems: Any, job: DriverJob, control: Any) -> None:
         summary = run_checked(replace(job, problems=problems), progress, stop)
     except BaseException as exc:  # noqa: BLE001 - reported to the job, then this process exits 1
         first = str(exc).splitlines()[0] if str(exc) else ""
+        kind = "refused" if isinstance(exc, ConfigError) else "failed"
         with contextlib.suppress(Exception):
-            control.send(("failed", f"{type(exc).__name__}: {first}"))
+            control.send((kind, f"{type(exc).__name__}: {first}"))
         control.close()
         sys.exit(1)
     control.send(("done", summary))

@@ -341,7 +341,8 @@ def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], dri
         names = [f"{i}/{drivers}" for i in sorted(stopped)]
         why = "; ".join(f"slice {i}/{drivers}: {stopped[i]}" for i in sorted(stopped))
         whose = "the driver of slice" if len(names) == 1 else "the drivers of slices"
-        done = f"; slices {', '.join(f'{i}/{drivers}' for i in sorted(results))} ran to the end" if results else ""
+        how = "stopped as asked" if stopped_by else "ran to the end"
+        done = f"; slices {', '.join(f'{i}/{drivers}' for i in sorted(results))} {how}" if results else ""
         raise DriversStopped(f"{whose} {', '.join(names)} stopped early ({why}){done}; every finished problem "
                              "is saved: run the same command again to finish", summary, names)
     return summary

@@ -182,6 +182,45 @@ class PickyPolicy(SimulatedPolicy):
         return await super().generate(request)
 
 
+class WrongTypePolicy(SimulatedPolicy):
+    """Answers one problem with a string, not Completions: the host must say so at once,
+    not leave the driver waiting for an answer that cannot travel."""
+
+    async def generate(self, request):
+        if request.problem.id == PROBLEMS[3].id:
+            return "just text"
+        return await super().generate(request)
+
+
+def test_a_policy_that_breaks_the_contract_is_told_at_once_not_timed_out(tmp_path):
+    cfg = {"seed": 5, "labels": {"learn_floor": False}, "executor": {"kind": "inline", "request_timeout_s": 60}}
+    started = time.monotonic()
+    s = prmtree.run(PROBLEMS, policy=WrongTypePolicy(), out=tmp_path, config=cfg, drivers=2)
+    assert time.monotonic() - started < 50 and s.problems_done == len(PROBLEMS) - 1
+    failed = {pid: why for m in slice_manifests(tmp_path) for pid, why in m.failed.items()}
+    assert failed == {PROBLEMS[3].id: "policy: contract: simulated.generate must return a list of Completion, got str "
+                                      "(not retryable)"}
+
+
+def test_a_slice_that_refuses_the_run_is_a_refusal_in_one_line(data, tmp_path):
+    """A driver's ConfigError (here: an input changed since its slice labelled it) is the
+    job's: one line, exit 2, as with one driver."""
+    import json
+
+    assert main(command(data, tmp_path, "--executor", "inline", "--drivers", "2")) == 0
+    import shutil
+
+    changed = tmp_path.parent / f"{tmp_path.name}-input"
+    shutil.copytree(data["input"].parent, changed)
+    lines = data["input"].read_text().splitlines()
+    row = json.loads(lines[0])
+    row["question"] = "Now, " + row["question"]
+    (changed / data["input"].name).write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match=f"problem '{row['id']}' changed in the input since .* labelled it"):
+        prmtree.run(str(changed / data["input"].name), out=tmp_path, config=str(data["config"]),
+                    config_overrides={"executor": {"kind": "inline"}}, drivers=2)
+
+
 class Unpicklable(Exception):
     def __init__(self) -> None:
         super().__init__("held a lock")

@@ -23,8 +23,8 @@ import functools
 import math
 from typing import Any
 
-from prmtree.engine.errors import GenerationError
-from prmtree.engine.records import Problem
+from prmtree.engine.errors import GenerationError, PolicyContractError
+from prmtree.engine.records import GenerationRequest, Problem, check_completions
 from prmtree.rollout_workers.host.wire import FrameProtocol, decode_request, encode_completions, portable
 from prmtree.rollout_workers.inline import InlineExecutor
 
@@ -111,7 +111,7 @@ class EngineHost:
                 continue
             task = create(submit(request))
             tasks[rid] = task
-            task.add_done_callback(functools.partial(self._finished, client, rid))
+            task.add_done_callback(functools.partial(self._finished, client, rid, request))
         self.requests += len(requests)
         for rid in cancelled or ():
             task = tasks.get(rid)
@@ -120,15 +120,20 @@ class EngineHost:
         for pid in released or ():
             client.problems.pop(pid, None)
 
-    def _finished(self, client: _Client, rid: int, task: asyncio.Task[Any]) -> None:
+    def _finished(self, client: _Client, rid: int, request: GenerationRequest, task: asyncio.Task[Any]) -> None:
         if task.cancelled():  # its driver cancelled it, or left: nobody waits
             return
         exc = task.exception()  # retrieved in every case, so asyncio does not log it as lost
         if client.tasks.pop(rid, None) is None or client.closed:
             return
         if exc is None:
-            client.outbox.append((rid, True, encode_completions(task.result())))
-        else:
+            try:  # the contract first: what is not Completions would not travel, and the driver would wait
+                completions = check_completions(request, task.result(), self.executor.policy_name)
+            except PolicyContractError as broken:
+                exc = broken
+            else:
+                client.outbox.append((rid, True, encode_completions(completions)))
+        if exc is not None:
             self.errors += 1
             if not isinstance(exc, Exception):  # SystemExit & co. from a policy: an error, not the host's exit
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
