@@ -18,7 +18,7 @@ from prmtree.engine.problem import check_input
 from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
 from prmtree.policies.base import check_policy
-from prmtree.runner import DriverJob, RunSummary, run_checked
+from prmtree.runner import DriverJob, RunSummary, run_checked, with_progress
 
 
 def build_config(config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None, **overrides: Any) -> RunConfig:
@@ -146,19 +146,8 @@ def run(
 
         check_layout(Path(out), 1)  # an --out written by --drivers N: say so in its terms
     if on_progress is not None:
-        on_problem = _also_progress(on_problem, on_progress)
+        on_problem = with_progress(on_problem, on_progress)
     return run_checked(job, on_problem)
-
-
-def _also_progress(
-    on_problem: Callable[[FinishedProblem, RunStats], None] | None, on_progress: Callable[[RunStats], None]
-) -> Callable[[FinishedProblem, RunStats], None]:
-    def both(finished: FinishedProblem, stats: RunStats) -> None:
-        if on_problem is not None:
-            on_problem(finished, stats)
-        on_progress(stats)
-
-    return both
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:

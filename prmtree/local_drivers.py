@@ -66,7 +66,7 @@ from prmtree.multi_driver import (
 from prmtree.policies.base import resolve_policy
 from prmtree.rollout_workers.host import EngineHost
 from prmtree.rollout_workers.inline import InlineExecutor
-from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked
+from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked, with_progress
 
 #: ``auto``: one driver per this many sequences the engine serves at once. Measured
 #: (``benchmarks/gpu_utilisation.py``, this machine): one driver keeps 256 sequences at
@@ -121,7 +121,7 @@ def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None
                 check_layout(out_dir, 1)
             one = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"drivers": 1})})
             if on_progress is not None:
-                on_problem = _also_progress(on_problem, on_progress)
+                on_problem = with_progress(on_problem, on_progress)
             closes_it = True
             return run_checked(replace(job, policy=policy, policy_args=None, config=one, out=out_dir), on_problem)
         executor = InlineExecutor(policy, cfg.executor)
@@ -162,16 +162,6 @@ def _check_portable(job: DriverJob) -> None:
         if why:
             raise ConfigError(f"{name} must be importable to run in several driver processes (a function of a "
                               f"module or script, not a lambda or a closure): {why}")
-
-
-def _also_progress(on_problem: Callable[[Any, RunStats], None] | None,
-                   on_progress: Callable[[RunStats], None]) -> Callable[[Any, RunStats], None]:
-    def both(finished: Any, stats: RunStats) -> None:
-        if on_problem is not None:
-            on_problem(finished, stats)
-        on_progress(stats)
-
-    return both
 
 
 def _close_policy(policy: Any, limit_s: float) -> None:

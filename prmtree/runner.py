@@ -84,6 +84,19 @@ class DriverJob:
     retry_errors: bool = False  # retry every bad input row, changed or not
 
 
+def with_progress(
+    on_problem: Callable[[FinishedProblem, RunStats], None] | None, on_progress: Callable[[RunStats], None]
+) -> Callable[[FinishedProblem, RunStats], None]:
+    """One driver's ``on_problem`` that also reports the counters to ``on_progress`` (where
+    several drivers' are merged by their job instead)."""
+    def both(finished: FinishedProblem, stats: RunStats) -> None:
+        if on_problem is not None:
+            on_problem(finished, stats)
+        on_progress(stats)
+
+    return both
+
+
 def run_checked(
     job: DriverJob,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None = None,
