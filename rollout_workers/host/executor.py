@@ -44,10 +44,11 @@ class HostExecutor:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
         self._sent: dict[str, Problem] = {}  # problems the host holds for this connection
-        self._problems: dict[str, Problem] = {}
+        # the next frame: problems not sent yet, requests, request ids cancelled, problem ids released
+        self._new_problems: dict[str, Problem] = {}
         self._requests: list[tuple[Any, ...]] = []
         self._cancelled: list[int] = []
-        self._released: dict[str, None] = {}  # problem ids, in order
+        self._released: dict[str, None] = {}  # (a dict: ordered, and a re-asked problem is taken out)
         self._flush_armed = False
         self._lost: HostLost | None = None
         self.requests = 0
@@ -71,7 +72,7 @@ class HostExecutor:
             raise self._lost
         problem = request.problem
         if self._sent.get(problem.id) is not problem:
-            self._sent[problem.id] = self._problems[problem.id] = problem
+            self._sent[problem.id] = self._new_problems[problem.id] = problem
             self.problems_sent += 1
             self._released.pop(problem.id, None)  # released and asked for again before the frame left
         self._next_id += 1
@@ -95,9 +96,9 @@ class HostExecutor:
         raise value
 
     def release(self, problem_id: str) -> None:
-        """A tree finished: the host may forget its problem."""
+        """A tree finished: the host may forget its problem (after the requests of this
+        frame, which may still name it)."""
         if self._sent.pop(problem_id, None) is not None:
-            self._problems.pop(problem_id, None)
             self._released[problem_id] = None
             self._arm()
 
@@ -142,9 +143,8 @@ class HostExecutor:
         self._flush_armed = False
         if self._protocol is None or not (self._requests or self._cancelled or self._released):
             return
-        problems = self._problems or None
-        message = (problems, self._requests, self._cancelled or None, list(self._released) or None)
-        self._problems, self._requests, self._cancelled, self._released = {}, [], [], {}
+        message = (self._new_problems or None, self._requests, self._cancelled or None, list(self._released) or None)
+        self._new_problems, self._requests, self._cancelled, self._released = {}, [], [], {}
         self._protocol.send(message)
 
     def _on_frame(self, message: Any) -> None:
@@ -158,16 +158,11 @@ class HostExecutor:
 
     def _on_lost(self, exc: BaseException | None) -> None:
         why = f": {exc}" if exc else ""
-        self._lost = HostLost(f"the engine host at {_shown(self.address)} closed the connection{why}; finished "
+        self._lost = HostLost(f"the engine host at {self.address} closed the connection{why}; finished "
                               "problems are saved, run the same command again to resume")
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self._lost)
-
-
-def _shown(address: str) -> str:
-    """A socket address as ``ss`` shows it (``@name`` for the abstract namespace)."""
-    return "@" + address[1:] if address.startswith("\0") else address
 
 
 def _connect(address: str) -> socket.socket:
@@ -177,7 +172,7 @@ def _connect(address: str) -> socket.socket:
         sock.connect(address)
     except OSError as exc:
         sock.close()
-        raise FatalExecutorError(f"cannot reach the engine host at {_shown(address)}: {exc}") from None
+        raise FatalExecutorError(f"cannot reach the engine host at {address}: {exc}") from None
     return sock
 
 
