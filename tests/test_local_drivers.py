@@ -440,3 +440,12 @@ def test_every_part_of_a_listed_input_holds_the_pilot_window_then_its_slice():
     assert sum(len(p) for p in parts) == len(items) + 2 * 4
     assert split_inputs(items, 3) == [[x for x in items if Slice(i, 3).owns(getattr(x, "id", None) or x.problem_id)]
                                       for i in range(3)]
+
+
+def test_host_is_not_an_executor_a_user_picks(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="kind host is what the driver processes of --executor inline --drivers N use"):
+        prmtree.run(PROBLEMS, out=tmp_path / "o", config={"executor": {"kind": "host"}})
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--input", "x.jsonl", "--out", str(tmp_path / "o"), "--executor", "host"])
+    assert stop.value.code == 2 and "invalid choice: 'host'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
