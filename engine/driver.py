@@ -455,6 +455,9 @@ class Driver:
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
         except FatalExecutorError:
+            # the run ends (a lost engine fails every request in flight at once): like a stop,
+            # not the member's own failure, or the pilot would learn from the survivors
+            cancelled = True
             raise
         except Exception as exc:  # a bug in a strategy or a custom verifier: keep the run going
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
@@ -579,6 +582,8 @@ class Driver:
             while pending:
                 pending = await self._collect(pending)
         except FatalExecutorError:
+            if pilot is not None and pilot.calibration is None:
+                pilot.abandoned = True  # nothing served any more: it must not learn from what is left
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -175,3 +175,60 @@ def test_pilot_settings_are_checked(bad):
 
     with pytest.raises((ConfigError, ValueError)):
         RunConfig.model_validate({"labels": {"pilot_problems": bad}})
+
+
+class _HostDies(SimulatedPolicy):
+    """Served by an engine host (a local driver's engine) that stops, dropping every
+    connection, at the ``after``-th request: each request in flight fails with ``HostLost``."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__(error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False, latency_s=0.002)
+        self._after, self._calls, self.host = after, 0, None
+
+    async def generate(self, request):
+        import asyncio
+
+        self._calls += 1
+        if self._calls == self._after:
+            asyncio.get_running_loop().call_soon(asyncio.ensure_future, self.host.stop())
+        return await super().generate(request)
+
+
+def _run_through_a_host(out, policy):
+    """``_run`` with the policy behind an engine host in a thread of its own."""
+    import asyncio
+    import threading
+
+    from prmtree.rollout_workers.host import EngineHost
+    from prmtree.rollout_workers.inline import InlineExecutor
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    policy.host = EngineHost(InlineExecutor(policy), drivers=1)
+    address = str(out.parent / f"{out.name}.sock")
+    asyncio.run_coroutine_threadsafe(policy.host.start(address), loop).result(10)
+    try:
+        config = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 8},
+                  "executor": {"kind": "host", "attach": address}}
+        return prmtree.run(MIXED, out=out, config=config, config_overrides={"policy": {"name": "simulated"}})
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 0.8, 0.9, 0.95])
+def test_an_engine_lost_during_the_pilot_leaves_no_partial_calibration(tmp_path, share):
+    """Every member in flight failing at once (the engine host gone) is the run's end, not
+    those members' failures: the pilot must not learn from the members left, or the next
+    run would label with what it half-learned. It pilots again, and writes the rows of a
+    run that was never cut."""
+    from prmtree.engine.errors import FatalExecutorError
+
+    whole = _run_through_a_host(tmp_path / "whole", _HostDies(10**9))
+    requests = whole.run_stats.requests
+    with pytest.raises(FatalExecutorError, match="closed the connection"):
+        _run_through_a_host(tmp_path / "cut", _HostDies(int(share * requests)))
+    cut = load_manifest(tmp_path / "cut" / "manifest.json")
+    learned = load_manifest(tmp_path / "whole" / "manifest.json").calibration
+    assert not cut.calibration or cut.calibration == learned  # from every member, or not at all
+    _run_through_a_host(tmp_path / "cut", _HostDies(10**9))
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
