@@ -211,6 +211,9 @@ class _Job:
         self.signals = JobSignals(drivers)
         self.started = time.perf_counter()
         self._last_progress = 0.0
+        # on_progress runs in a thread of its own, one call at a time: a slow callback (a
+        # logging service's hiccup) must not stall the engine every driver waits on
+        self._progress_call: asyncio.Future[None] | None = None
 
     async def run(self) -> RunSummary:
         with _socket_address() as address:
@@ -225,31 +228,55 @@ class _Job:
                 self.signals.uninstall()
                 await self._end_drivers()
                 await self.host.stop()
+                if self._progress_call is not None:  # the last call ends before the summary's
+                    await asyncio.wait([self._progress_call])
         return self._summary()
 
     def _start_drivers(self, address: str) -> None:
         """Start the N driver processes, each with SIGINT ignored (a disposition that
         survives ``exec``, and Python keeps): a Ctrl-C while it imports, before it has its
-        own process group, is not its death."""
+        own process group, is not its death. This process holds SIGINT (blocked) while it
+        forks, so a Ctrl-C then is the job's, not lost; a driver's input (a list with its
+        images can be large) follows on a pipe of its own once the driver runs."""
         cfg, drivers = self.job.config, self.drivers
         one = driver_share(cfg, drivers, kind="host", attach=address)
         inputs = split_inputs(self.job.problems, drivers, pilot_window(cfg))
         target = str(self.out) if self.out is not None else None
         context = multiprocessing.get_context("spawn")
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()  # started now, not inside the first start() below
+        givers = []
         for i in range(drivers):
             job = replace(self.job, problems=None, policy=None, policy_args=None, config=one, out=target,
                           slice=Slice(i, drivers), force=False)
             read, write = context.Pipe(duplex=False)
+            take, give = context.Pipe(duplex=False)
             # not a daemon: a daemonic process may not start children, and a driver's answer checks run in some
-            process = context.Process(target=drive, args=(inputs[i], job, write), name=f"prmtree-driver-{i}")
+            process = context.Process(target=drive, args=(take, job, write), name=f"prmtree-driver-{i}")
             driver = _Driver(i, process, read)
             self.team.append(driver)
+            # SIGINT blocked, then ignored: the driver inherits the ignoring; a Ctrl-C meanwhile
+            # stays pending here (Linux never discards a blocked signal) for the job's handler,
+            # unless the kernel hands it to another thread of this process (a progress bar's),
+            # where it is ignored: a window of a few milliseconds per driver
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 process.start()
             finally:
                 signal.signal(signal.SIGINT, interrupt)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 write.close()
+                take.close()
+            givers.append(give)
+        for give, part in zip(givers, inputs):  # every driver imports meanwhile, all at once
+            try:
+                give.send(part)
+            except (BrokenPipeError, EOFError, OSError):  # it died at once: its exit says so
+                pass
+            finally:
+                give.close()
 
     def _watch(self) -> None:
         """One look at the drivers: what they said, who exited, signals to forward, progress."""
@@ -273,13 +300,25 @@ class _Job:
                 d.held -= 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(d.process.pid, signal.SIGTERM)  # its graceful stop (a second: cancel in flight)
-        if self.on_progress is not None and time.perf_counter() - self._last_progress >= PROGRESS_INTERVAL_S:
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        """The merged counters to ``on_progress``, at most every ``PROGRESS_INTERVAL_S`` and
+        never two calls at once; a callback that raised ends the job with its exception."""
+        call = self._progress_call
+        if call is not None:
+            if not call.done():
+                return
+            self._progress_call = None
+            call.result()  # raises what the callback raised
+        if self.on_progress is None or time.perf_counter() - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        known = [d.summary.run_stats if d.summary is not None else d.latest for d in self.team]
+        if any(known):
             self._last_progress = time.perf_counter()
-            known = [d.summary.run_stats if d.summary is not None else d.latest for d in self.team]
-            if any(known):
-                merged = sum((s for s in known if s is not None), RunStats())
-                merged.started = self.started
-                self.on_progress(merged)
+            merged = sum((s for s in known if s is not None), RunStats())
+            merged.started = self.started
+            self._progress_call = asyncio.get_running_loop().run_in_executor(None, self.on_progress, merged)
 
     async def _end_drivers(self) -> None:
         """Every driver still running (the job is ending early) is asked to stop, then waited
@@ -347,8 +386,9 @@ def _receive(d: _Driver) -> None:
         pass
 
 
-def drive(problems: Any, job: DriverJob, control: Any) -> None:
-    """A driver process: search ``job``'s slice against the host, report to the job on ``control``.
+def drive(inputs: Any, job: DriverJob, control: Any) -> None:
+    """A driver process: search ``job``'s slice (read from ``inputs``) against the host,
+    report to the job on ``control``.
 
     Its own process group first, so the terminal's signals go to the job alone (SIGINT is
     ignored from its start: see :meth:`_Job._start_drivers`); then a SIGTERM is a stop
@@ -357,6 +397,8 @@ def drive(problems: Any, job: DriverJob, control: Any) -> None:
     stop = StopHandle()
     signal.signal(signal.SIGTERM, lambda sig, frame: stop.request(sig))
     control.send(("ready", None))
+    problems = inputs.recv()
+    inputs.close()
     last_sent = 0.0
 
     def progress(finished: Any, stats: RunStats) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import time
 from typing import Any
 
@@ -35,7 +37,15 @@ class ProgressReporter:
                 TimeRemainingColumn(),
                 transient=True,
             )
-            self._progress.start()
+            # its refresh thread starts with the stop signals blocked (a thread keeps the mask
+            # it was made with): Ctrl-C and SIGTERM then always reach the main thread, where
+            # the run's handlers are, even while the main thread holds them a moment itself
+            stops = {signal.SIGINT, signal.SIGTERM}
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            try:
+                self._progress.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             self._task = self._progress.add_task("run", total=self.total, detail="")
         return self
 

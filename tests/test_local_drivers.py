@@ -449,3 +449,20 @@ def test_host_is_not_an_executor_a_user_picks(tmp_path, capsys):
         main(["run", "--input", "x.jsonl", "--out", str(tmp_path / "o"), "--executor", "host"])
     assert stop.value.code == 2 and "invalid choice: 'host'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_slow_on_progress_does_not_stall_the_engine(tmp_path):
+    """The job calls on_progress off the engine's event loop, one call at a time: a callback
+    that takes a second (a logging service's hiccup) costs the drivers nothing."""
+    calls = []
+
+    def slow(stats):
+        calls.append(stats.problems_done)
+        time.sleep(1.0)
+
+    cfg = {"seed": 5, "labels": {"learn_floor": False}, "executor": {"kind": "inline", "trees_in_flight": 4}}
+    started = time.monotonic()
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path, config=cfg,
+                    drivers=2, on_progress=slow)
+    assert s.problems_done == len(PROBLEMS) and calls[-1] == len(PROBLEMS)
+    assert time.monotonic() - started < 60  # on the engine's loop, each call stalled it: minutes
