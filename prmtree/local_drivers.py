@@ -174,6 +174,9 @@ def _close_policy(policy: Any, limit_s: float) -> None:
 
     try:
         asyncio.run(bounded())
+    except (TimeoutError, asyncio.TimeoutError):  # one class from Python 3.11 on
+        sys.stderr.write(f"prmtree: gave up closing policy {executor.policy_name!r} within {limit_s:g} s "
+                         "(close_timeout_s); everything finished is saved\n")
     except Exception as exc:
         sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {type(exc).__name__}: {exc}\n")
 

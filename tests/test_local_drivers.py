@@ -466,3 +466,16 @@ def test_a_slow_on_progress_does_not_stall_the_engine(tmp_path):
                     drivers=2, on_progress=slow)
     assert s.problems_done == len(PROBLEMS) and calls[-1] == len(PROBLEMS)
     assert time.monotonic() - started < 60  # on the engine's loop, each call stalled it: minutes
+
+
+class HangsOnClose(SimulatedPolicy):
+    async def close(self):
+        await asyncio.sleep(3600)
+
+
+def test_a_policy_whose_close_hangs_is_given_up_in_one_line(tmp_path, capfd):
+    cfg = {"seed": 5, "labels": {"learn_floor": False},
+           "executor": {"kind": "inline", "trees_in_flight": 4, "close_timeout_s": 1}}
+    s = prmtree.run(PROBLEMS[:4], policy=HangsOnClose(), out=tmp_path, config=cfg, drivers=2)
+    assert s.problems_done == 4
+    assert "prmtree: gave up closing policy 'simulated' within 1 s (close_timeout_s)" in capfd.readouterr().err
