@@ -133,13 +133,9 @@ def run(
             from prmtree.local_drivers import run_local_job
 
             return run_local_job(job, on_progress=on_progress, on_problem=on_problem)
-        if slice_.count != 1:
-            raise ConfigError("--drivers and --slice both slice the input: use one of them")
-        if on_problem is not None:
-            raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
-                              "with several drivers pass on_progress(stats) for the run's counters")
-        from prmtree.multi_driver import run_job
+        from prmtree.multi_driver import check_sliceable, run_job
 
+        check_sliceable(slice_, on_problem)
         return run_job(job, on_progress=on_progress)
     if out is not None and slice_.count == 1 and cfg.executor.attach is None:
         from prmtree.multi_driver import check_layout

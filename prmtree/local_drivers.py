@@ -56,6 +56,7 @@ from prmtree.multi_driver import (
     PROGRESS_INTERVAL_S,
     JobSignals,
     check_layout,
+    check_sliceable,
     driver_share,
     layout_in,
     merge_summaries,
@@ -133,11 +134,7 @@ def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None
 
 def _check_several(job: DriverJob, on_problem: Any, out: Path | None, drivers: int) -> None:
     """What several drivers refuse, in one line each, before anything is written."""
-    if job.slice.count != 1:
-        raise ConfigError("--drivers and --slice both slice the input: use one of them")
-    if on_problem is not None:
-        raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
-                          "with several drivers pass on_progress(stats) for the run's counters")
+    check_sliceable(job.slice, on_problem)
     _check_portable(job)
     if out is not None:
         precheck(out, job.config, drivers, job.force)

@@ -191,6 +191,16 @@ def _start_drivers(cfg: RunConfig, drivers: int) -> list[Any]:
     ]
 
 
+def check_sliceable(slice_: Slice, on_problem: Any) -> None:
+    """What several drivers refuse whatever runs them, in one line: a slice of their own
+    (they slice the input already), and ``on_problem`` (problems finish in the drivers)."""
+    if slice_.count != 1:
+        raise ConfigError("--drivers and --slice both slice the input: use one of them")
+    if on_problem is not None:
+        raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
+                          "with several drivers pass on_progress(stats) for the run's counters")
+
+
 def precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
     """Open every slice as its driver will (layout, config, another writer, damaged shards)
     and let it go again: a refusal comes now, in one line, before any worker starts."""
@@ -255,12 +265,11 @@ def split_inputs(problems: Any, drivers: int, window: int = 0) -> list[Any]:
             pid = item.problem_id
         else:
             raise TypeError(f"expected Problem objects, got {type(item).__name__}")
-        owner = next(i for i, s in enumerate(slices) if s.owns(pid))
         if seen <= window and isinstance(item, Problem):
             for part in parts:  # every pilot's candidates; only the owner writes its rows
                 part.append(item)
         else:
-            parts[owner].append(item)
+            parts[next(i for i, s in enumerate(slices) if s.owns(pid))].append(item)
     return parts
 
 
