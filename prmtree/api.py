@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -126,6 +127,11 @@ def run(
         # N drivers (or auto with a Ray address) share one Ray worker pool unless inline was named;
         # auto on the inline executor sizes driver processes by the policy's capacity instead
         cfg = cfg.model_copy(update={"executor": ex.model_copy(update={"kind": "ray"})})
+    ray = sys.modules.get("ray")
+    if cfg.executor.kind == "ray" and cfg.executor.attach is None and not (ray and ray.is_initialized()):
+        from prmtree.rollout_workers.ray import check_address
+
+        check_address(cfg.executor.address)  # nothing listening there: refused before out is touched
     job = DriverJob(problems, cfg, spec, kwargs, out, slice_, force, check_answer, split_steps,
                     rerun_changed=rerun_changed, retry_errors=retry_errors)
     if several and cfg.executor.attach is None:

@@ -538,3 +538,44 @@ def test_nested_answers_do_not_hold_the_loop_and_sigterm_meanwhile_is_truthful(t
     manifest = load_manifest(out / "manifest.json")
     assert manifest.status == "finished" and len(set(manifest.completed)) == 12
     assert manifest.stats["malformed_rollouts"]["answer_too_long"] > 0
+
+
+@pytest.mark.parametrize("drivers", [[], ["--drivers", "2"]], ids=["one-driver", "two-drivers"])
+@pytest.mark.parametrize("where", ["--address", "RAY_ADDRESS"])
+def test_a_ray_address_where_nothing_listens_is_refused_at_once_before_out_is_touched(tmp_path, drivers, where):
+    # ray.init retries a dead address for many minutes in silence (measured: over 12 min)
+    import socket
+
+    with socket.socket() as s:  # a port that was just free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    data = write_jsonl(generate_problems(2, seed=1), tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    args = [sys.executable, "-m", "prmtree", "run", "--input", str(data), "--out", str(tmp_path / "out"),
+            "--executor", "ray", "--no-progress", *drivers]
+    if where == "--address":
+        args += ["--address", address]
+    else:
+        env["RAY_ADDRESS"] = address
+    started = time.monotonic()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"prmtree: error: no Ray cluster answers at {address} (Connection refused): start one there "
+        "(ray start --head) or leave --address and RAY_ADDRESS out for a local Ray"]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_listening_address_and_ray_s_own_words_pass_the_address_check():
+    import socket
+
+    from prmtree.rollout_workers.ray import check_address
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_address(f"127.0.0.1:{s.getsockname()[1]}")
+        check_address(f"ray://127.0.0.1:{s.getsockname()[1]}")
+    for left_to_ray in ("auto", "local", None, "not-an-address"):
+        check_address(left_to_ray)

@@ -32,6 +32,6 @@ from __future__ import annotations
 
 from prmtree.rollout_workers.ray.executor import PoolHandle, RayExecutor
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft
-from prmtree.rollout_workers.ray.sizing import START_TIMEOUT_S, auto_drivers, connect
+from prmtree.rollout_workers.ray.sizing import START_TIMEOUT_S, auto_drivers, check_address, connect
 
-__all__ = ["START_TIMEOUT_S", "NoWorkersLeft", "PoolHandle", "RayExecutor", "auto_drivers", "connect"]
+__all__ = ["START_TIMEOUT_S", "NoWorkersLeft", "PoolHandle", "RayExecutor", "auto_drivers", "check_address", "connect"]

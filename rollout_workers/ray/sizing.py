@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ START_TIMEOUT_S = 600.0
 #: driver, i.e. 30 workers at 100 rollouts/s. An extra driver costs one CPU core; a
 #: missing one leaves GPUs idle, so the rule errs towards more drivers.
 WORKERS_PER_DRIVER = 32
+
+#: Seconds a Ray address has to accept a TCP connection before it is refused: where nothing
+#: listens, ``ray.init`` itself retries for many minutes without a word.
+ADDRESS_TIMEOUT_S = 5.0
 
 
 def ray_module() -> Any:
@@ -52,6 +57,25 @@ class Connection:
     local: bool
 
 
+def check_address(address: str | None) -> None:
+    """Refuse at once, in one line, a cluster address (``host:port``, ``ray://host:port``;
+    none: ``RAY_ADDRESS``) where nothing accepts a connection. ``auto``, ``local`` and
+    anything not of that shape are left to Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"no Ray cluster answers at {address} ({why}): start one there (ray start --head) "
+                          "or leave --address and RAY_ADDRESS out for a local Ray") from None
+
+
 def connect(config: ExecutorConfig) -> Connection:
     """Connect to the Ray cluster at ``config.address`` (none: start a local one) unless this
     process already is."""
@@ -59,6 +83,7 @@ def connect(config: ExecutorConfig) -> Connection:
     local = config.address is None and not os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return Connection(started=False, local=local)
+    check_address(config.address)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address=config.address, include_dashboard=False, log_to_driver=True)
     return Connection(started=True, local=local)
