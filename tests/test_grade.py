@@ -51,6 +51,19 @@ CASES = [
     ("B", "The answer is either B or D.", OPTS, "choice", False, None, "hedged"),
     ("12", "It is 12 or 13.", None, "auto", False, None, "hedged"),
     ("12", "I am not sure, maybe 12.", None, "auto", False, None, "hedged"),
+    ("2", "Solving the square: so x = 2 or x = -2.", None, "auto", False, "2 or x = -2", "hedged"),
+    ("-2", "Solving the square: so x = 2 or x = -2.", None, "auto", False, "2 or x = -2", "hedged"),
+    # a yes/no question answered by a sentence that opens with its verdict (its "is" gives
+    # the reason: "smaller" is not the answer) ...
+    ("no", "Compare the bars.\nAnswer: No, it is smaller.", None, "auto", True, "No, it is smaller", None),
+    ("yes", "Compare the bars.\nAnswer: No, it is smaller.", None, "auto", False, "No, it is smaller", None),
+    ("no", "The left bar is 3 and the right is 4.\nSo the answer is no, since x is 4.", None, "auto", True, None, None),
+    ("yes", "Yes, because x = 12 > 10.", None, "auto", True, None, None),
+    ("no", "Yes, because x = 12 > 10.", None, "auto", False, None, None),
+    ("yes", "We compare them. Therefore, yes, it is greater.", None, "auto", True, None, None),
+    ("no", "Checking each label.\nNo, it is not.", None, "auto", True, None, None),
+    # ... while a number question keeps the value after "is"
+    ("4", "Is it 5? No, it is 4.", None, "auto", True, "4", None),
 ]
 
 

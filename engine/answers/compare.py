@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from prmtree.engine.answers.extract import _strip_answer, _unwrap
+from prmtree.engine.answers.extract import _YES_NO_LEAD, _strip_answer, _unwrap
 from prmtree.engine.answers.kinds import Options, _clean_options
 from prmtree.engine.answers.normalize import (
     _canon_math,
@@ -37,11 +37,6 @@ from prmtree.engine.answers.pool import CheckTimedOut
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
 # A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
 _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
-# ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
-# restating it; ``no idea`` is not ``no``, ``yes or no`` is neither.
-_YES_NO_LEAD = re.compile(
-    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,.;:!?()\[\]\u2014\u2013-]|\s*$|\s*\n|\s+(?:it|it's|its|they|there|this|that|"
-    r"the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
 
 # --------------------------------------------------------------------------- text

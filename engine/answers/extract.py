@@ -141,6 +141,11 @@ _CONCLUSION = re.compile(
     r"We\s+(?:find|get|obtain|conclude)\s+that|This\s+gives)\b[,:]?[^\S\n]*"
     r"|(?:^|(?<=[.!?\n])|(?<=[.!?]\s))[^\S\n]*(?:therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*",
 )
+#: ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
+#: restating it; ``no idea`` is not ``no``, ``yes or no`` is neither.
+_YES_NO_LEAD = re.compile(
+    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,.;:!?()\[\]\u2014\u2013-]|\s*$|\s*\n|\s+(?:it|it's|its|they|there|this|that|"
+    r"the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
 #: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
@@ -162,8 +167,10 @@ _HEDGE_WORDS = re.compile(
     re.IGNORECASE,
 )
 _NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
-_LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|so\b|because\b)[A-Za-z]+)?")
-_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+[^\s,]+(?:\s+[^\s,]+)?\W*$", re.IGNORECASE)
+_LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
+#: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
+_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+(?:[A-Za-z]\w*\s*=\s*)?[^\s,]+(?:\s+[^\s,]+)?\W*$",
+                       re.IGNORECASE)
 _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
 
 
@@ -250,13 +257,17 @@ def _stated(text: str) -> str:
     return t.strip()
 
 
-def _reduce(sentence: str) -> str:
+def _reduce(sentence: str, yes_no: bool = False) -> str:
     """The answer a sentence states: after its ``is``/``=`` a value (``The largest $n$ is
     34.`` → ``34``, ``The count is (C) 80.`` → ``(C) 80``), else its last maths span
     (``Therefore $x \\geq 5$ is the solution``), else its one number (``increases by
-    100%``), else the sentence."""
+    100%``), else the sentence. For a yes/no question (``yes_no``), a sentence that opens
+    with its verdict (``No, it is smaller.``) states that verdict: it is kept whole, for
+    the comparison to read (its "is" names the reason, not the answer)."""
     s = sentence.strip().strip('"').replace('\\"', "").strip().rstrip(".").strip()
     if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
+        return s
+    if yes_no and _YES_NO_LEAD.match(s):
         return s
     copulas = list(_COPULA.finditer(s))
     for m in copulas:  # the first "is" followed by a value
@@ -292,7 +303,7 @@ def _value(rest: str) -> str:
     return m.group(0).strip() if m else rest
 
 
-def _prose_answer(text: str) -> str | None:
+def _prose_answer(text: str, yes_no: bool = False) -> str | None:
     """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
     An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
     answer is …`` phrase, then the last ``Therefore, …`` sentence, then the last line; each
@@ -301,12 +312,12 @@ def _prose_answer(text: str) -> str | None:
     lines = _ANSWER_LINE.findall(text)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
-        return _reduce(line) if len(line.split()) > 3 or _MATH_SPAN.search(line) else line
+        return _reduce(line, yes_no) if len(line.split()) > 3 or _MATH_SPAN.search(line) else line
     phrases = list(_FINAL_PHRASE.finditer(text))
     if phrases:  # the last one: "Final Answer: The final answer is 7" states 7
         stated = _stated(text[phrases[-1].end() :])
         if stated:
-            return _reduce(stated) if len(stated.split()) > 3 else stated
+            return _reduce(stated, yes_no) if len(stated.split()) > 3 else stated
         spans = list(_MATH_SPAN.finditer(text, phrases[-1].start()))
         if spans:  # "Answer \[ 9 \]": the maths after the phrase
             return _reduce(spans[-1].group(0))
@@ -314,14 +325,14 @@ def _prose_answer(text: str) -> str | None:
     if conclusions:
         stated = _stated(text[conclusions[-1].end() :])
         if stated:
-            return _reduce(stated)
+            return _reduce(stated, yes_no)
     tail = text.rstrip()
     spans = list(_MATH_SPAN.finditer(tail))
     if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
         return _reduce(spans[-1].group(0))
     for line in reversed(text.splitlines()):
         if line.strip():
-            return _reduce(line)
+            return _reduce(line, yes_no)
     return None
 
 
@@ -381,7 +392,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         phrases = list(_FINAL_PHRASE.finditer(tail))
         stated = _stated(tail[phrases[-1].end() :]) if phrases else ""
         if stated:
-            answer = _unwrap(_reduce(stated) if len(stated.split()) > 3 else stated)
+            answer = _unwrap(_reduce(stated, _is_yes_no(gold)) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
             if len(contents) > 1 and gold and _top_level_parts(gold) > 1:
@@ -391,8 +402,13 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     elif "\\boxed" in text or "\\fbox" in text:
         return Found(None, "unterminated box")
     else:
-        answer = _prose_answer(text)
+        answer = _prose_answer(text, _is_yes_no(gold))
     return read_answer_memo(answer, gold, options, choice)
+
+
+def _is_yes_no(gold: str) -> bool:
+    """Is ``gold`` a yes/no verdict (its answer may then open a sentence: ``No, it is not.``)?"""
+    return len(gold) < 8 and gold.strip().strip(".*_").lower() in ("yes", "no")
 
 
 #: Answers (and golds) longer than this are read afresh each time rather than memoised.
