@@ -4,7 +4,8 @@ Resuming is a plain re-run: shards the manifest does not list are discarded, pro
 it records as finished (completed, or rejected as bad input) are skipped, everything
 else is redone, including problems the policy failed on last time. Listed shards are
 verified first (size, sha256, row count); a damaged one's flush is dropped and its
-problems redone.
+problems redone. An ``image_mode = "path"`` run's rows whose image files are missing or
+altered are dropped too, and their problems redone, which writes the files again.
 A run whose row-defining config differs is refused unless ``force``, which starts the
 slice over; a different output layout version is always refused, and so is a second
 writer of the same slice (``engine/lock.py``) and a slice layout other than the one the
@@ -15,7 +16,6 @@ duplicate rows in the union).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,11 @@ from prmtree.engine.output.manifest import (
     write_manifest,
     write_manifest_head,
 )
-from prmtree.engine.output.verification import verify_shard
+from prmtree.engine.output.faults import fault_point
+from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
 from prmtree.engine.problem import scan_input
 from prmtree.engine.tables import TABLES
-
-IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
 
 
 @dataclass
@@ -169,6 +168,8 @@ def _open_claimed(
         manifest.calibration = previous.calibration  # what its pilot learned: the rows done so far used it
         manifest.log = previous.log  # the flushes append to the same log
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
+    if previous is not None:
+        repaired += _repair_images(writer, slice)
     done = set(manifest.completed) | set(manifest.rejected)
     return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
 
@@ -325,6 +326,47 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
         f"dropped {len(dropped_shards)} shards written with it; {len(completed) + len(rejected)} problems "
         "will be redone"
     ]
+
+
+def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:
+    """Redo the problems whose rows point to an image file that is missing or altered
+    (``image_mode = "path"``): their shards verify, yet the rows are wrong, and nothing
+    else would ever write the file again (a problem writes its images when it is done).
+
+    Only those problems are redone, as ``reconcile_input`` redoes changed ones: the shards
+    holding their rows are written again without them, the manifest is written, and the old
+    shards, now unlisted, deleted. Altered files are deleted first (a redone problem keeps
+    a file already there), so a kill -9 at any point leaves a directory the next run
+    repairs the same way: files missing, or a manifest that no longer counts the problems.
+    Returns lines for the user.
+    """
+    out, m = writer.out_dir, writer.manifest
+    if m.config.get("output", {}).get("image_mode") != "path":
+        return []
+    seen: dict[str, BrokenImage | None] = {}  # each image file looked at once
+    found = {file: broken for file in dict.fromkeys(s["file"] for s in m.shards)
+             if (broken := broken_images(out, {"file": file}, seen))}
+    if not found:
+        return []
+    for altered in {b.file for group in found.values() for b in group if b.file is not None}:
+        altered.unlink(missing_ok=True)
+    fault_point("image_repair_files_removed")
+    owners = {b.problem_id for group in found.values() for b in group}
+    counts = (len(owners & set(m.completed)), len(owners & m.skipped.keys()), len(owners & m.rejected.keys()))
+    rows = writer.drop_problems(owners)
+    fault_point("image_repair_shards_written")
+    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in rows.items()])
+    write_manifest(out, m, slice.manifest_name)
+    fault_point("image_repair_manifest_written")
+    discard_unlisted(out, m, slice)
+    notes = []
+    for file, broken in found.items():
+        for why in dict.fromkeys(b.problem for b in broken):
+            paths = sorted({b.path for b in broken if b.problem == why})
+            notes.append(f"{file}: {len(paths)} image files its rows point to {why} (e.g. {paths[0]!r})")
+    example = sorted(owners)[0]
+    return notes + [f"dropped the rows of the {len(owners)} problems pointing to them (e.g. {example!r}); they will "
+                    "be redone, and their image files written again"]
 
 
 def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:

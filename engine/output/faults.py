@@ -3,8 +3,11 @@ would, or stops it there (``SIGSTOP``, until a ``SIGCONT``), so the crash and co
 tests can hit a window too narrow to hit with a signal.
 
 Points: ``after_shard_rename`` (kill: a flush's shards are in place, its manifest is not
-yet); ``export_written`` (stop: an ``hf`` export holds its target's lock and has written
-its data, not yet its card nor renamed its folder into place).
+yet); ``image_repair_files_removed``, ``image_repair_shards_written`` and
+``image_repair_manifest_written`` (kill: a resume repairing rows whose image files are
+missing or altered, ``engine/resume.py``, between its steps); ``export_written`` (stop:
+an ``hf`` export holds its target's lock and has written its data, not yet its card nor
+renamed its folder into place).
 Unset in normal runs, where :func:`fault_point` and :func:`pause_point` do nothing.
 """
 

@@ -4,12 +4,14 @@ A listed shard must exist with the recorded size, sha256 and row count, and be l
 once; a manifest's log must hold every record the manifest counts; the slices must share one layout and no problem; no shard may lie there unlisted
 (loaders globbing ``steps/*.parquet`` would read it), no ``manifest*.json`` may be a stray
 copy (``manifest-backup.json``: nobody reads it, but whoever would trusts it), and an
-``image_mode = "path"`` run's images must be there. ``prmtree verify`` prints what this
-finds; resume uses :func:`verify_shard` to repair.
+``image_mode = "path"`` run's images must be there, each with the bytes its name's hash
+says. ``prmtree verify`` prints what this finds; resume uses :func:`verify_shard` and
+:func:`broken_images` to repair.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,28 +105,91 @@ def verify_manifest(out_dir: Path, name: str, manifest: Manifest) -> list[Damage
 
 
 def _missing_images(out_dir: Path, name: str, manifest: Manifest, intact: set[str]) -> list[Damage]:
-    """Image files an ``image_mode = "path"`` slice's rows point to that are not there (paths
-    are relative to the run directory; older runs wrote absolute ones)."""
+    """Image files an ``image_mode = "path"`` slice's rows point to that are not there, or
+    whose bytes no longer hash to their name (paths are relative to the run directory;
+    older runs wrote absolute ones). Each file is looked at once, however many rows share it."""
     damage = []
+    seen: dict[str, BrokenImage | None] = {}
     for shard in manifest.shards:
-        path = out_dir / shard["file"]
-        if shard["file"] not in intact or not path.is_file():
+        if shard["file"] not in intact or not (out_dir / shard["file"]).is_file():
             continue
         intact.discard(shard["file"])  # each file once
-        columns = [f.name for f in pq.read_schema(path) if f.type == pa.list_(IMAGE_STRUCT)]
-        if not columns:
-            continue
-        missing: list[str] = []
-        for column in pq.read_table(path, columns=columns).columns:
-            for images in column.to_pylist():
-                for image in images or []:
-                    if image.get("bytes") is None and image.get("path") and resolve_image(out_dir, image["path"]) is None:
-                        missing.append(image["path"])
-        if missing:
-            unique = sorted(set(missing))
-            damage.append(Damage(name, shard["file"], f"{len(unique)} image files its rows point to are missing "
+        for why, broken in _by_kind(broken_images(out_dir, shard, seen)).items():
+            unique = sorted({b.path for b in broken})
+            damage.append(Damage(name, shard["file"], f"{len(unique)} image files its rows point to {why} "
                                                       f"(e.g. {unique[0]!r})"))
     return damage
+
+
+#: ``BrokenImage.problem`` of a file that is not there.
+IMAGE_MISSING = "are missing"
+#: ... and of one whose bytes do not hash to the name they were stored under.
+IMAGE_ALTERED = "changed: their bytes no longer hash to their names"
+#: The name ``image_mode = "path"`` gives its copies: the first 32 hex digits of the bytes'
+#: sha256, then the suffix (``engine/tables.py``); other names (older runs) are not hashed.
+IMAGE_COPY = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
+
+
+@dataclass(frozen=True)
+class BrokenImage:
+    """A row of an ``image_mode = "path"`` run pointing to an image file that is missing or
+    altered: the row is wrong, though its shard matches the manifest, so ``verify`` reports
+    it and a resume redoes ``problem_id`` (``engine/resume.py``), which writes the file again."""
+
+    problem_id: str
+    path: str  # as the row stores it
+    problem: str  # IMAGE_MISSING or IMAGE_ALTERED
+    file: Path | None = None  # the altered file found (None: missing), which a repair removes
+
+
+def broken_images(out_dir: Path, shard: dict[str, Any],
+                  seen: dict[str, BrokenImage | None] | None = None) -> list[BrokenImage]:
+    """The image files one listed shard's rows point to that are missing or altered, one
+    entry per row and image. ``seen`` (path -> what was found) spares looking at a file
+    shared by many rows twice; pass the same dict for the shards of one run.
+
+    An altered file is found as a shard is: by its sha256, here the one its name holds, so
+    a file that a crash or a copy left truncated does not pass for the image.
+    """
+    path = out_dir / shard["file"]
+    columns = [f.name for f in pq.read_schema(path) if f.type == pa.list_(IMAGE_STRUCT)]
+    if not columns:
+        return []
+    seen = {} if seen is None else seen
+    table = pq.read_table(path, columns=["problem_id", *columns])
+    ids = table.column("problem_id").to_pylist()
+    broken = []
+    for column in columns:
+        for problem_id, images in zip(ids, table.column(column).to_pylist()):
+            for image in images or []:
+                if image.get("bytes") is not None or not image.get("path"):
+                    continue
+                if image["path"] not in seen:
+                    seen[image["path"]] = _broken_image(out_dir, image["path"])
+                found = seen[image["path"]]
+                if found is not None:
+                    broken.append(BrokenImage(problem_id, image["path"], found.problem, found.file))
+    return broken
+
+
+def _broken_image(out_dir: Path, path: str) -> BrokenImage | None:
+    """What is wrong with the file a row's ``path`` names, for every row naming it (so no
+    ``problem_id``), or None. Only content-hash names are hashed: older runs named copies
+    otherwise, and those are only checked to be there."""
+    file = resolve_image(out_dir, path)
+    if file is None:
+        return BrokenImage("", path, IMAGE_MISSING)
+    if IMAGE_COPY.fullmatch(file.name) and sha256_file(file)[:32] != file.name[:32]:
+        return BrokenImage("", path, IMAGE_ALTERED, file)
+    return None
+
+
+def _by_kind(broken: list[BrokenImage]) -> dict[str, list[BrokenImage]]:
+    """``broken`` grouped by what is wrong, missing first."""
+    groups: dict[str, list[BrokenImage]] = {IMAGE_MISSING: [], IMAGE_ALTERED: []}
+    for b in broken:
+        groups[b.problem].append(b)
+    return {why: group for why, group in groups.items() if group}
 
 
 def resolve_image(out_dir: Path, path: str) -> Path | None:
