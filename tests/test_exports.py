@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 from itertools import chain
 from pathlib import Path
 
@@ -402,8 +403,83 @@ def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, embedded_ru
     assert "## How the labels were made" in body and "`omega`" in body and "`k` = `8`" in body
     assert "| rollouts |" in body and "| generated tokens |" in body and "simulated" in body
 
-    pairs = datasets.load_dataset(str(target), "pairs", split="train")
-    assert pairs.num_rows == read_table(embedded_run, "pairs").num_rows > 0
+    pairs = datasets.load_dataset(str(target), "pairs")  # split by the same problems as the steps
+    assert sum(d.num_rows for d in pairs.values()) == read_table(embedded_run, "pairs").num_rows > 0
+    assert set(pairs["test"]["problem_id"]) <= test_ids and not set(pairs["train"]["problem_id"]) & test_ids
+
+
+def without_pairs(run: Path, copy: Path) -> Path:
+    """``run`` without its pairs table."""
+    shutil.copytree(run, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["shards"] = [s for s in manifest["shards"] if s["table"] != "pairs"]
+    shutil.rmtree(copy / "pairs")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def pairs_run(tmp_path_factory) -> Path:
+    """A real run of 20 problems, most with preference pairs; then, as a run can leave them
+    (every path cut at an undecided first label), four problems' steps rows removed, so
+    that they have pairs and no steps."""
+    out = tmp_path_factory.mktemp("pairs-run")
+    prmtree.run(generate_problems(20, seed=3), policy="simulated", out=out, seed=4)
+    manifest = json.loads((out / "manifest.json").read_text())
+    with_pairs = sorted(set(read_table(out, "pairs").column("problem_id").to_pylist()))
+    assert len(with_pairs) >= 10
+    steps = read_table(out, "steps")
+    kept = steps.filter(pa.array([pid not in with_pairs[:4] for pid in steps.column("problem_id").to_pylist()]))
+    for shard in [s for s in manifest["shards"] if s["table"] == "steps"]:
+        (out / shard["file"]).unlink()
+    manifest["shards"] = [s for s in manifest["shards"] if s["table"] != "steps"]
+    pq.write_table(kept, out / "steps" / "part-00000.parquet")
+    manifest["shards"].append({"table": "steps", "file": "steps/part-00000.parquet", "rows": kept.num_rows})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_hf_test_split_holds_out_the_same_problems_in_every_config(tmp_path, pairs_run):
+    """--test-size splits problems once, for the steps and the pairs alike: a held-out
+    problem's pairs in the pairs config's train split would teach preference training the
+    very problems the test split evaluates on."""
+    target = tmp_path / "hf"
+    export(pairs_run, "hf", target, ExportOptions(test_size=0.3))
+    with_steps = set(read_table(pairs_run, "steps").column("problem_id").to_pylist())
+    with_pairs = set(read_table(pairs_run, "pairs").column("problem_id").to_pylist())
+    assert with_pairs - with_steps and with_pairs & with_steps
+
+    meta, body = card_parts(target)
+    published = {  # with pyarrow, the files each config's split names in the card
+        c["config_name"]: {f["split"]: {pid for path in sorted(target.glob(f["path"]))
+                                        for pid in pq.read_table(path).column("problem_id").to_pylist()}
+                           for f in c["data_files"]}
+        for c in meta["configs"]
+    }
+    loaded = {config: {split: set(ds["problem_id"]) for split, ds in datasets.load_dataset(str(target), config).items()}
+              for config in ("default", "pairs")}
+    assert loaded == published
+    train = loaded["default"]["train"] | loaded["pairs"]["train"]
+    test = loaded["default"]["test"] | loaded["pairs"].get("test", set())
+    assert not train & test  # no problem on both sides, whichever config it is in
+    for config, splits in loaded.items():
+        assert set(splits) == {"train", "test"} and not splits["train"] & splits["test"], config
+    assert loaded["default"]["train"] | loaded["default"]["test"] == with_steps
+    assert loaded["pairs"]["train"] | loaded["pairs"]["test"] == with_pairs
+
+    # the steps split is the one the steps alone make: pairs-only problems do not move it
+    alone = tmp_path / "alone"
+    export(without_pairs(pairs_run, tmp_path / "steps-only"), "hf", alone, ExportOptions(test_size=0.3))
+    assert set(datasets.load_dataset(str(alone), split="test")["problem_id"]) == loaded["default"]["test"]
+
+    pairs_config = next(c for c in meta["configs"] if c["config_name"] == "pairs")
+    assert {f["split"]: f["path"] for f in pairs_config["data_files"]} == {
+        "train": "data/pairs-train-*", "test": "data/pairs-test-*"}
+    info = next(i for i in meta["dataset_info"] if i["config_name"] == "pairs")
+    counts = {k: v.num_rows for k, v in datasets.load_dataset(str(target), "pairs").items()}
+    assert {s["name"]: s["num_examples"] for s in info["splits"]} == counts
+    assert "split by the same problems as the steps" in body
+    assert f"`test` {counts['test']:,} pairs of {len(loaded['pairs']['test']):,} problems" in body
 
 
 def test_hf_from_a_chat_format_run_with_image_paths(tmp_path, chat_run):

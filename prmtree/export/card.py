@@ -188,9 +188,13 @@ _STRATEGY = {
 
 
 def dataset_card(
-    out: Path, splits: dict[str, pa.Table], pairs: pa.Table, *, license: str, pretty_name: str
+    out: Path, splits: dict[str, pa.Table], pairs: dict[str, pa.Table], *, license: str, pretty_name: str
 ) -> str:
-    """The README.md of an hf export: YAML front matter, then counts, label balance, settings and cost."""
+    """The README.md of an hf export: YAML front matter, then counts, label balance, settings and cost.
+
+    ``splits`` are the steps' splits, ``pairs`` the pairs' (split by the same problems; an
+    empty split left out, no pairs at all an empty dict).
+    """
     manifest = merged_manifest(out)
     config, stats = manifest["config"], manifest["stats"]
     steps = pa.concat_tables(splits.values()) if len(splits) > 1 else splits["train"]
@@ -212,13 +216,16 @@ def dataset_card(
             "splits": [{"name": s, "num_bytes": t.nbytes, "num_examples": t.num_rows} for s, t in splits.items()],
         }
     ]
-    if pairs.num_rows:
-        configs.append({"config_name": "pairs", "data_files": [{"split": "train", "path": "data/pairs-*"}]})
+    n_pairs = sum(t.num_rows for t in pairs.values())
+    if n_pairs:
+        configs.append(
+            {"config_name": "pairs", "data_files": [{"split": s, "path": f"data/pairs-{s}-*"} for s in pairs]}
+        )
         infos.append(
             {
                 "config_name": "pairs",
-                "features": yaml_features(pairs.schema),
-                "splits": [{"name": "train", "num_bytes": pairs.nbytes, "num_examples": pairs.num_rows}],
+                "features": yaml_features(next(iter(pairs.values())).schema),
+                "splits": [{"name": s, "num_bytes": t.nbytes, "num_examples": t.num_rows} for s, t in pairs.items()],
             }
         )
     tags = ["prm", "process-reward-model", "process-supervision", "monte-carlo", "prmtree", f"prmtree-{strategy}"]
@@ -253,8 +260,10 @@ def dataset_card(
         'steps = load_dataset("USER/NAME", split="train")          # or load_dataset("path/to/this/folder")',
         'print(steps[0]["completions"], steps[0]["labels"])        # steps and their labels; images decode to PIL',
     ]
-    if pairs.num_rows:
-        lines.append('pairs = load_dataset("USER/NAME", "pairs", split="train")  # same prefix, chosen / rejected step')
+    if n_pairs:
+        first = "train" if "train" in pairs else next(iter(pairs))
+        lines.append(f'pairs = load_dataset("USER/NAME", "pairs", split="{first}")'
+                     "  # same prefix, chosen / rejected step")
     lines += ["```", "", "## Contents", ""]
     lines += ["| | " + " | ".join(per_split) + (" | all |" if len(per_split) > 1 else " |")]
     lines += ["|---" * (len(per_split) + 1 + (len(per_split) > 1)) + "|"]
@@ -265,9 +274,14 @@ def dataset_card(
                        ("paths whose final answer is right", "final_correct")]:
         lines.append(f"| {label} | " + " | ".join(_num(c[key]) for c in columns) + " |")
     lines.append("| share of steps labelled + | " + " | ".join(_pct(c["positive"], c["steps"]) for c in columns) + " |")
-    if pairs.num_rows:
-        lines += ["", f"The `pairs` config holds {pairs.num_rows:,} step-level preference pairs (same prefix, a "
-                  "step with a higher MC value `chosen`, one with a lower value `rejected`)."]
+    if n_pairs:
+        lines += ["", f"The `pairs` config holds {n_pairs:,} step-level preference pairs (same prefix, a "
+                  "step with a higher MC value `chosen`, one with a lower value `rejected`)"
+                  + ("." if len(splits) == 1 else
+                     ", split by the same problems as the steps (a held-out problem's pairs are in `test`, never "
+                     "in `train`): " + ", ".join(f"`{s}` {t.num_rows:,} pairs of "
+                                                 f"{len(set(t.column('problem_id').to_pylist())):,} problems"
+                                                 for s, t in pairs.items()) + ".")]
     lines += ["", "### Label balance per depth", "",
               "Depth is the step's position in its solution (1 = first step).", "",
               "| depth | + | - | % + |", "|---|---|---|---|"]

@@ -5,7 +5,11 @@ Layout, as ``datasets.load_dataset(DIR)`` and the Hub read it::
     DIR/README.md                               dataset card (see :mod:`prmtree.export.card`)
     DIR/data/train-00000-of-00001.parquet       steps rows (every column, images embedded)
     DIR/data/test-00000-of-00001.parquet        with test_size > 0: held-out problems
-    DIR/data/pairs-00000-of-00001.parquet       step-level preference pairs ("pairs" config)
+    DIR/data/pairs-train-00000-of-00001.parquet step-level preference pairs ("pairs" config)
+    DIR/data/pairs-test-00000-of-00001.parquet  with test_size > 0: the held-out problems' pairs
+
+One split of the problems holds for every config: a problem held out of the steps is held
+out of the pairs too, so preference training never sees an evaluation problem's steps.
 
 The folder is built beside ``DIR`` (``.DIR.<pid>.tmp``) and renamed into place when whole,
 so a reader of ``DIR`` sees the earlier export or this one, never a mix (with
@@ -21,6 +25,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,7 +45,7 @@ from prmtree.export.rows import cut_table
 HF_DIRECTORY_ENTRIES = frozenset(
     {"README.md", "data", ".git", ".gitattributes", ".gitignore", ".cache", ".huggingface"}
 )
-OURS = re.compile(r"(train|test|pairs)-\d{5}-of-\d{5}\.parquet")
+OURS = re.compile(r"(train|test|pairs|pairs-train|pairs-test)-\d{5}-of-\d{5}\.parquet")  # pairs-*: earlier exports
 ROWS_PER_FILE = 20_000
 
 
@@ -96,32 +101,54 @@ class HF(ExportFormat):
     def _write_into(self, out: Path, building: Path, steps: pa.Table, pairs: pa.Table, options: ExportOptions) -> int:
         """The card and the splits' Parquet files, into the folder that becomes the target."""
         data = building / "data"
-        ids = steps.column("problem_id").to_pylist()
-        test_ids = _held_out(ids, options.test_size)
-        is_test = pa.array([pid in test_ids for pid in ids], pa.bool_())
-        splits = {"train": steps.filter(pc.invert(is_test)) if test_ids else steps}
-        if test_ids:
-            splits["test"] = steps.filter(is_test)
+        steps_ids = steps.column("problem_id").to_pylist()
+        test_ids = _held_out(steps_ids, options.test_size, also=pairs.column("problem_id").to_pylist())
+        splits = _split(steps, test_ids)
         for split, table in splits.items():
             _write_parquet_files(table, data, split, ROWS_PER_FILE)
-        if pairs.num_rows:
-            _write_parquet_files(pairs, data, "pairs", ROWS_PER_FILE)
+        # An empty split is left out (the card lists only the splits written): with every
+        # pair's problem on one side, the pairs config has that split alone.
+        pair_splits = {split: table for split, table in _split(pairs, test_ids).items() if table.num_rows}
+        for split, table in pair_splits.items():
+            _write_parquet_files(table, data, f"pairs-{split}", ROWS_PER_FILE)
 
         pause_point("export_written")
         pretty_name = options.pretty_name or f"prmtree PRM data ({out.resolve().name})"
-        card = dataset_card(out, splits, pairs, license=options.license, pretty_name=pretty_name)
+        card = dataset_card(out, splits, pair_splits, license=options.license, pretty_name=pretty_name)
         with atomic_open(building / "README.md") as handle:
             handle.write(card)
         return steps.num_rows
 
 
-def _held_out(problem_ids: list[str], test_size: float) -> set[str]:
-    """The problems of the test split: the first ceil(test_size * n) by a hash of their ids."""
-    unique = sorted(set(problem_ids), key=lambda p: hashlib.blake2b(p.encode(), digest_size=8).digest())
+def _hashed(problem_id: str) -> bytes:
+    return hashlib.blake2b(problem_id.encode(), digest_size=8).digest()
+
+
+def _held_out(problem_ids: list[str], test_size: float, also: Iterable[str] = ()) -> set[str]:
+    """The problems of the test split, in every config: the first ceil(test_size * n) of the
+    steps' problems by a hash of their ids, and of the problems only ``also`` (the pairs) has,
+    those whose hash falls in that held-out range.
+
+    The count is taken over the steps' problems alone, so the steps split is the same
+    whether or not a run has pairs, and both steps splits keep a problem; a problem with
+    pairs but no steps row (every path cut at an undecided first label) is still placed
+    by its id, the same way in every export, never by default in train.
+    """
+    unique = sorted(set(problem_ids), key=_hashed)
     if test_size <= 0 or len(unique) < 2:
         return set()
     n = min(len(unique) - 1, max(1, math.ceil(test_size * len(unique))))
-    return set(unique[:n])
+    held = set(unique[:n])
+    last = _hashed(unique[n - 1])
+    return held | {p for p in set(also) - set(unique) if _hashed(p) <= last}
+
+
+def _split(table: pa.Table, test_ids: set[str]) -> dict[str, pa.Table]:
+    """``train`` and, when problems are held out, ``test``: the rows of ``table`` by problem id."""
+    if not test_ids:
+        return {"train": table}
+    is_test = pa.array([pid in test_ids for pid in table.column("problem_id").to_pylist()], pa.bool_())
+    return {"train": table.filter(pc.invert(is_test)), "test": table.filter(is_test)}
 
 
 def _write_parquet_files(table: pa.Table, directory: Path, split: str, rows_per_file: int) -> list[str]:
