@@ -139,10 +139,13 @@ class RunStats:
 
     def count_space(self, space: str, labels: list[list[bool | None]], skipped: bool = False) -> None:
         """Count one finished problem of an answer space: ``labels`` holds each of its
-        steps rows' labels (null: undecided). A skipped problem is done without labels."""
+        steps rows' labels (null: undecided). A skipped problem is done without labels.
+        Only the labels before a path's first null count: no export or trainer reads past
+        it (``[labels] undecided = "keep"`` writes the rest into the run's own tables)."""
         counts = self.answer_spaces.setdefault(space, dict.fromkeys(SPACE_COUNTERS, 0))
         for name in SPACE_COUNTERS:  # a manifest from before a counter was added
             counts.setdefault(name, 0)
+        labels = [row[: row.index(None)] if None in row else row for row in labels]
         pos = sum(row.count(True) for row in labels)
         neg = sum(row.count(False) for row in labels)
         counts["problems"] += 1

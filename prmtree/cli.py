@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     trn = sub.add_parser("train", help="train a process reward model on a run's step labels (pip install prmtree[train])")
     trn.add_argument("--data", required=True, help="a prmtree run's directory, an hf export, or a steps .parquet")
+    trn.add_argument("--allow-partial", action="store_true",
+                     help="train on a run that is not finished (stopped, or slices not run): what it has saved")
     trn.add_argument("--out", required=True, help="output directory: an HF model + prm_config.json + loss.png")
     trn.add_argument("--model", default="tiny",
                      help="tiny (built from the data, no download; default) or an HF causal LM / VLM path or Hub id")
@@ -477,16 +479,12 @@ def _run_dir(path: str) -> Path:
 
 def _intact_run_dir(path: str) -> Path:
     """A run directory whose shards all match their manifests, or a one-line refusal."""
-    from prmtree.engine.output import verify_run
+    from prmtree.export import damaged
 
     out = _run_dir(path)
-    # Unlisted shards, stray manifests and shards listed twice do not change what read_table
-    # reads, so they do not stop inspect or export (verify reports them).
-    damage = [d for d in verify_run(out) if not d.readers_unaffected]
-    if damage:
-        more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
-        _fail(f"{path!r} is damaged ({damage[0]}{more}); `prmtree verify {path}` lists it, and re-running "
-              "the run's command redoes the problems of a bad shard")
+    why = damaged(path)
+    if why is not None:
+        _fail(why)
     return out
 
 
@@ -628,6 +626,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
         device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, threads=args.threads, log_every=args.log_every,
+        allow_partial=args.allow_partial,
     )
     try:
         result = train(options)

@@ -186,7 +186,8 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
         lines.append(("confidence / prior", f"{labels_cfg.get('confidence')} / {labels_cfg.get('prior')}"))
     total = sum(report.label_sources.values())
     for source, count in report.label_sources.items():
-        lines.append((f"steps decided by {source}", f"{count:,} ({100 * count / total:.1f}%)"))
+        what = "steps left undecided" if source == "undecided" else f"steps decided by {source}"
+        lines.append((what, f"{count:,} ({100 * count / total:.1f}%)"))
     from prmtree.summary import calibration_lines
 
     lines += calibration_lines(m.get("calibration") or {}, judged)

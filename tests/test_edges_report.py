@@ -270,3 +270,64 @@ def test_a_tolerance_that_is_not_a_finite_number_is_refused(tmp_path, capsys, va
                                    "--config", str(config)])
     assert "verify.rel_tol" in err
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+# -- undecided = "keep": exports, training rows and coverage read what a trainer reads --------
+
+
+@pytest.fixture(scope="module")
+def kept_and_dropped(tmp_path_factory):
+    """One search, written twice: ``undecided = "keep"`` and the default ``drop``. Guessable
+    answers (yes/no, choice), so many steps stay undecided and many paths share them."""
+    root = tmp_path_factory.mktemp("keep")
+    data = write_jsonl(generate_problems(30, seed=1, answer_spaces=("number", "yesno", "choice")), root / "in")
+    outs = {}
+    for mode in ("keep", "drop"):
+        outs[mode] = root / mode
+        prmtree.run(data, policy="simulated", policy_args={"guess_rate": 0.5, "wrong_answers": "guess"},
+                    out=outs[mode], seed=0, config_overrides={"labels": {"undecided": mode}})
+    assert read_table(outs["keep"], "nodes").equals(read_table(outs["drop"], "nodes"))  # the same search
+    return outs
+
+
+@pytest.mark.parametrize("fmt", ["openrlhf", "jsonl", "math-shepherd", "qwen-prm", "prm800k", "visualprm", "stepwise",
+                                 "hf"])
+def test_paths_cut_at_an_undecided_step_are_exported_once(kept_and_dropped, tmp_path, fmt):
+    # Before: every path through one undecided step was cut to the same record, which was
+    # written once per path (79 records, 24 distinct; one of them 18 times).
+    import json
+
+    import pyarrow.parquet as pq
+
+    from prmtree.export import export
+
+    def records(out):
+        target = tmp_path / out.name / ("x.parquet" if fmt == "stepwise" else "x" if fmt == "hf" else "x.jsonl")
+        export(out, fmt, target)
+        if fmt in ("stepwise", "hf"):
+            files = [target] if fmt == "stepwise" else sorted((target / "data").glob("train-*.parquet"))
+            rows = [r for f in files for r in pq.read_table(f).to_pylist()]
+            return [json.dumps([r["prompt"], r["completions"], r["labels"]], default=str) for r in rows]
+        records = [json.loads(line) for line in target.read_text().splitlines()]
+        for r in records:  # "keep" knows a path stopped at an undecided step ("give_up"); a dropped row does not
+            r.get("label", {}).pop("finish_reason", None) if fmt == "prm800k" else None
+        return [json.dumps({k: v for k, v in r.items() if k not in ("path_id", "final_correct")}, sort_keys=True)
+                for r in records]
+
+    kept, dropped = records(kept_and_dropped["keep"]), records(kept_and_dropped["drop"])
+    assert len(kept) == len(set(kept)) > 10
+    assert sorted(kept) == sorted(dropped)
+
+
+def test_training_rows_and_coverage_count_only_what_a_trainer_reads(kept_and_dropped):
+    from prmtree.inspect import collect
+    from prmtree.train.data import load_rows
+
+    kept, dropped = (load_rows(kept_and_dropped[m], with_images=False) for m in ("keep", "drop"))
+    assert len({(r.problem_id, *r.steps) for r in kept}) == len(kept)
+    assert sorted((r.problem_id, r.steps, r.labels) for r in kept) == sorted(
+        (r.problem_id, r.steps, r.labels) for r in dropped)
+    spaces = {m: {s.space: (s.problems, s.labelled_problems) for s in collect(kept_and_dropped[m]).spaces}
+              for m in ("keep", "drop")}
+    assert spaces["keep"] == spaces["drop"]
+    assert spaces["keep"]["yesno"][1] < 5  # most yes/no problems label nothing a trainer can read (10 before)

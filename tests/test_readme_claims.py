@@ -79,12 +79,14 @@ def mc_and_calibrated_runs(tmp_path_factory) -> dict[str, Path]:
 
 def test_every_export_cuts_paths_at_their_first_undecided_label(tmp_path, disputed_run):
     """README: "Every format cuts a path at its first undecided (null) label, every per-step
-    column with it, and leaves out a path with no decided step"."""
+    column with it, and leaves out a path with no decided step; paths the cut makes the
+    same are one record"."""
     rows = read_table(disputed_run, "steps").to_pylist()
-    expected = {}
+    expected, seen = {}, set()
     for r in rows:
         steps, labels, _ = decided(r)
-        if steps:
+        if steps and (r["problem_id"], *steps) not in seen:
+            seen.add((r["problem_id"], *steps))
             expected[r["path_id"]] = (steps, labels, r["flagged"], len(steps) < len(r["labels"]))
     assert len(expected) < len(rows)  # some paths have nothing decided: left out
 
@@ -117,8 +119,12 @@ def test_every_export_cuts_paths_at_their_first_undecided_label(tmp_path, disput
 def test_stepwise_leaves_out_flagged_paths_unless_asked(tmp_path, disputed_run):
     """README: "Every format but `hf` and `jsonl` leaves out the paths a `consensus` run kept
     flagged (MC and judge disagreed) unless `--keep-flagged`"."""
-    rows = [r for r in read_table(disputed_run, "steps").to_pylist() if decided(r)[0]]
-    unflagged = sorted(decided(r)[1] for r in rows if not r["flagged"])
+    def unique(rows):  # paths the cut makes the same are one record
+        return {(r["problem_id"], *decided(r)[0]): r for r in reversed(rows)}
+
+    every = [r for r in read_table(disputed_run, "steps").to_pylist() if decided(r)[0]]
+    rows = list(unique(every).values())
+    unflagged = sorted(decided(r)[1] for r in unique([r for r in every if not r["flagged"]]).values())
     assert export(disputed_run, "stepwise", tmp_path / "s.parquet") == len(unflagged)
     table = pq.read_table(tmp_path / "s.parquet")
     assert table.column_names == ["prompt", "images", "completions", "labels"]  # no flagged column: left out

@@ -221,9 +221,54 @@ def test_a_tiny_llava_trains_on_the_images_and_scores_with_one(run_dir, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_train_with_one_cpu_worker(run_dir, tmp_path):
+def test_ray_train_with_one_cpu_worker(ray_session, run_dir, tmp_path):  # the session's Ray, not one of its own
     result = train(_opts(run_dir, tmp_path / "ray", workers=1, max_steps=2))
     assert result["steps"] == 2 and result["workers"] == 1
     assert (tmp_path / "ray" / "prm_config.json").is_file()
     assert len(PRM.load(tmp_path / "ray", device="cpu").score(
         Problem(id="p", question="q", answer="1"), ["a", "b"])) == 2
+
+
+def test_train_refuses_what_export_refuses_and_writing_into_its_data(run_dir, tmp_path, capsys):
+    # Before: a damaged run and an unfinished one trained silently, a non-Parquet file gave
+    # a traceback, and --out inside --data wrote the model into the run.
+    import shutil
+
+    def refused(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["train", *args, "--max-steps", "1"])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    shard = sorted((damaged / "steps").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(data)
+    said = refused("--data", str(damaged), "--out", str(tmp_path / "m1"))
+    assert f"{str(damaged)!r} is damaged (steps/{shard.name}: content changed" in said
+    assert not (tmp_path / "m1").exists()
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped)
+    manifest = json.loads((stopped / "manifest.json").read_text())
+    manifest["status"] = "running"  # what a run killed mid-way leaves
+    (stopped / "manifest.json").write_text(json.dumps(manifest))
+    said = refused("--data", str(stopped), "--out", str(tmp_path / "m2"))
+    assert "is not a finished run" in said and said.endswith("pass --allow-partial to train on what is saved")
+    assert cli_main(["train", "--data", str(stopped), "--out", str(tmp_path / "m2"), "--allow-partial",
+                     "--max-steps", "1", "--threads", "1"]) == 0
+    assert "training on what is saved" in capsys.readouterr().err
+
+    not_parquet = tmp_path / "export.jsonl"
+    export(run_dir, "openrlhf", not_parquet)
+    said = refused("--data", str(not_parquet), "--out", str(tmp_path / "m3"))
+    assert said.startswith(f"prmtree: error: --data {not_parquet} is not a Parquet file (")
+
+    said = refused("--data", str(run_dir), "--out", str(run_dir / "model"))
+    assert said == (f"prmtree: error: --out {run_dir / 'model'} is inside --data {run_dir}: the model and its "
+                    "checkpoints would be written into the data; train somewhere else")
+    assert not (run_dir / "model").exists()

@@ -29,6 +29,7 @@ from prmtree.engine.output import (
     manifest_layout,
     missing_slices,
     stray_manifests,
+    verify_run,
 )
 from prmtree.engine.output.layout import manifest_slice
 from prmtree.engine.registry import EXPORT_FORMATS
@@ -167,6 +168,19 @@ def incomplete(out: str | Path) -> str | None:
     if missing and not (writing or stopped):
         parts.append("run the missing slices' commands to finish it")
     return f"{str(out)!r} is not a finished run: {count}; {'; '.join(parts)}"
+
+
+def damaged(out: str | Path) -> str | None:
+    """Why the run in ``out`` would be read wrong (a shard that does not match its manifest,
+    an image file gone), in one sentence, or None if it reads whole. Unlisted shards, stray
+    manifests and shards listed twice do not change what ``read_table`` reads: ``prmtree
+    verify`` reports them, readers go on."""
+    damage = [d for d in verify_run(Path(out)) if not d.readers_unaffected]
+    if not damage:
+        return None
+    more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
+    return (f"{str(out)!r} is damaged ({damage[0]}{more}); `prmtree verify {out}` lists it, and re-running "
+            "the run's command redoes the problems of a bad shard")
 
 
 def _holder(lock: Path) -> str:

@@ -4,7 +4,8 @@ One rule for every export: a path is cut at its first undecided (null) label, ev
 per-step column with it (a run with ``[labels] undecided = "keep"`` keeps null labels in
 its own tables, never in an export: a trainer would read a null as a label), and a path
 with no decided step is left out. A path cut short has no final answer, so its
-``final_correct`` is null. Text that would be read as a marker
+``final_correct`` is null. Paths the cut makes the same (several paths through one
+undecided step) are one record: the first. Text that would be read as a marker
 (the placeholder, ``<extra_0>``, ``<image>``, ChatML tokens) is defused with a word joiner
 (U+2060) after its first character, so every marker in an export is one the exporter put there.
 """
@@ -96,6 +97,28 @@ def cut_row(row: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+def decided_key(row: dict[str, Any]) -> int | None:
+    """What makes a path's export record: its problem and its decided steps (None: no step
+    decided). A hash, so an export of millions of paths keeps a few bytes per path."""
+    steps = row.get("completions") or []
+    n = min(len(steps), decided_length(row.get("labels")))
+    return None if n == 0 else hash((row.get("problem_id"), *map(str, steps[:n])))
+
+
+class Unique:
+    """Says whether a steps row's decided path is new (not one an earlier row was cut to)."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def __call__(self, row: dict[str, Any]) -> bool:
+        key = decided_key(row)
+        if key is None or key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
 def cut_table(table: pa.Table) -> pa.Table:
     """:func:`cut_row` over a steps table (images stay Arrow: only the per-step columns are
     rebuilt, and only when some path has an undecided label or no step)."""
@@ -122,7 +145,12 @@ def cut_table(table: pa.Table) -> pa.Table:
         finals = [None if n < f else x for x, n, f in zip(table.column("final_correct").to_pylist(), keep_n, full)]
         i = table.schema.get_field_index("final_correct")
         table = table.set_column(i, table.schema.field(i), pa.array(finals, table.schema.field(i).type))
-    return table.filter(pa.array([n > 0 for n in keep_n], pa.bool_()))
+    table = table.filter(pa.array([n > 0 for n in keep_n], pa.bool_()))
+    new = Unique()
+    keep = [new({"problem_id": pid, "completions": steps, "labels": labels})
+            for pid, steps, labels in zip(table.column("problem_id").to_pylist(), table.column("completions").to_pylist(),
+                                          table.column("labels").to_pylist())]
+    return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
 
 
 def without_flagged(table: pa.Table) -> pa.Table:

@@ -29,9 +29,10 @@ class Stepwise(ExportFormat):
     aliases = {"trl": "alias of stepwise (TRL removed its PRM trainer in September 2026)"}
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
-        steps = cut_table(read_table(out, "steps"))
-        if not options.keep_flagged:
+        steps = read_table(out, "steps")
+        if not options.keep_flagged:  # before the cut: a flagged path must not stand for an unflagged one cut alike
             steps = without_flagged(steps)
+        steps = cut_table(steps)
         columns = ["problem_id", "prompt", "images", "completions", "labels"]
         table = embed_images_column(out, steps.select(columns)).drop_columns(["problem_id"])
         table = table.replace_schema_metadata(None)

@@ -4,13 +4,16 @@ Each path of the ``steps`` table becomes one :class:`StepRow`: the question, its
 the steps and, per step, the hard label and the soft target. The soft target is the
 calibrated posterior turned into P(step right) where the run has one (``confidences``),
 else the step's Monte-Carlo value. A path is cut at its first undecided step: nothing
-after it has a label a PRM should learn.
+after it has a label a PRM should learn, and paths that the cut makes the same (a run with
+``[labels] undecided = "keep"`` writes several paths through one undecided step) are one row.
+A run directory is read only whole and intact, as an export reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) 
     keep = [c for c in ("problem_id", "prompt", "images", "completions", "labels", "values", "confidences")
             if c in table.column_names and (with_images or c != "images")]
     rows = []
+    seen: set[tuple[Any, ...]] = set()
     for r in table.select(keep).to_pylist():
         values = r.get("values") or []
         confidences = r.get("confidences") or []
@@ -78,6 +82,10 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) 
                                     confidences[i] if i < len(confidences) else None))
         if not steps:
             continue
+        key = (r.get("problem_id"), *steps)
+        if key in seen:  # cut to the same decided steps as a path before it: the same row
+            continue
+        seen.add(key)
         question = question_text(r.get("prompt"))
         images = [im["bytes"] for im in r.get("images") or [] if isinstance(im, dict) and im.get("bytes")]
         rows.append(StepRow(problem_id=str(r.get("problem_id") or question), question=question, steps=steps,
@@ -85,16 +93,34 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) 
     return rows
 
 
-def load_rows(path: str | Path, with_images: bool = True) -> list[StepRow]:
-    """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file."""
+def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = False) -> list[StepRow]:
+    """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file.
+
+    A run directory is refused when it is damaged (a shard or image that does not match its
+    manifest) and, unless ``allow_partial``, when it is not finished (stopped, still
+    running, slices not run): the same refusals as ``prmtree export``, in one line."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--data {path}: no such file or directory")
     if path.is_file():
-        return rows_from_table(pq.read_table(path), "", with_images)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ConfigError(f"--data {path} is not a Parquet file ({str(exc).splitlines()[0]}): pass a prmtree "
+                              "run's directory, an hf export's directory or a steps .parquet file") from None
+        return rows_from_table(table, "", with_images)
     if any(path.glob("manifest*.json")):
         from prmtree.engine.output import read_table
+        from prmtree.export import damaged, incomplete
 
+        why = damaged(path)
+        if why is not None:
+            raise ConfigError(why)
+        partial = incomplete(path)
+        if partial is not None and not allow_partial:
+            raise ConfigError(f"{partial}; pass --allow-partial to train on what is saved")
+        if partial is not None:
+            sys.stderr.write(f"prmtree train: {partial}: training on what is saved\n")
         return rows_from_table(read_table(path, "steps"), "", with_images)
     rows: list[StepRow] = []
     for split in ("train", "test"):

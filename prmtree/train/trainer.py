@@ -93,6 +93,7 @@ class TrainOptions:
     log_every: int = 10
     threads: int = 0  # torch CPU threads (0: torch's default); 1 is fastest on a busy machine
     quiet: bool = False
+    allow_partial: bool = False  # train on a run directory that is not finished (what it has saved)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def uses_step_logprobs(self) -> bool:
@@ -126,6 +127,10 @@ class TrainOptions:
             raise ConfigError(f"--test-share must be in [0, 1), got {self.test_share}")
         if self.workers < 0 or self.gpus_per_worker < 0:
             raise ConfigError("--workers and --gpus-per-worker must be >= 0")
+        data, out = Path(self.data).resolve(), Path(self.out).resolve()
+        if data.is_dir() and (out == data or data in out.parents):
+            raise ConfigError(f"--out {self.out} is inside --data {self.data}: the model and its checkpoints "
+                              "would be written into the data; train somewhere else")
 
 
 def step_logprobs_on(value: str, model: str) -> bool:
@@ -373,7 +378,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     if device is None:
         device = options.device if options.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     random.seed(options.seed)
-    rows = load_rows(options.data, with_images=options.model != "tiny")
+    rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial)
     train_rows, test_rows = split_rows(rows, options.test_share)
     steps_rows = train_rows
     train_rows, paths = training_paths(options, steps_rows)
