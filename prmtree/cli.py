@@ -526,6 +526,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from prmtree.inspect import print_report, write_html
 
     out = _intact_run_dir(args.out)
+    if args.max_trees < 0:
+        _fail(f"--max-trees must be >= 0, got {args.max_trees}")
+    if args.html:  # before the report: a refused target costs nothing
+        html, run = Path(args.html).resolve(), out.resolve()
+        if html == run or run in html.parents or html in run.parents:
+            _fail(f"--html {args.html} is inside (or holds) the run directory {args.out}: write the report elsewhere")
+        if html.is_dir():
+            _fail(f"--html {args.html} is a directory: name the report's file (e.g. {Path(args.html) / 'report.html'})")
     print_report(out)
     if args.html:
         write_html(out, Path(args.html), max_trees=args.max_trees)

@@ -192,9 +192,12 @@ def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:
 
 
 def _unusable(manifest: Any) -> str | None:
-    """Why no input row was usable (every row recorded is bad input), or None."""
-    if manifest.completed or manifest.failed or not manifest.rejected:
+    """Why no input row was usable (every row recorded is bad input, or the input held no
+    row at all), or None."""
+    if manifest.completed or manifest.failed or manifest.skipped:
         return None
+    if not manifest.rejected:
+        return "the input holds no problem (no row was read): nothing to label; check --input"
     key, reason = next(iter(manifest.rejected.items()))
     n = len(manifest.rejected)
     return (f"no input row was usable: {'all ' if n > 1 else ''}{n} row{'s are' if n > 1 else ' is'} bad input "

@@ -177,6 +177,42 @@ def test_a_run_that_labels_nothing_warns_with_examples_and_exits_4(tmp_path, edg
     assert read_table(tmp_path / "o", "steps").num_rows == 0
 
 
+@pytest.mark.parametrize("content", ["", "[]", '{"data": []}'], ids=["empty", "empty-list", "empty-data"])
+def test_an_input_with_no_row_says_so_and_exits_4(tmp_path, capsys, content):
+    # Before: an all-zero summary and exit 0, as if the run had made its data.
+    from prmtree.cli import EXIT_NO_DATA, main
+
+    data = tmp_path / ("in.jsonl" if content == "" else "in.json")
+    data.write_text(content)
+    for attempt in ("fresh", "resumed"):
+        code = main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == EXIT_NO_DATA, (attempt, err)
+        assert "prmtree: the input holds no problem (no row was read): nothing to label; check --input" in err
+
+
+def test_inspect_html_never_writes_into_the_run_and_names_a_directory_target(tmp_path, capsys):
+    # Before: --html over a shard of the run overwrote it (verify: DAMAGED); a directory gave a traceback.
+    from prmtree.cli import main
+    from prmtree.engine.output import verify_run
+
+    out = tmp_path / "run"
+    prmtree.run(generate_problems(3, seed=1), policy="simulated", out=out, seed=0)
+    shard = sorted((out / "steps").glob("*.parquet"))[0]
+    before = shard.read_bytes()
+    (tmp_path / "reports").mkdir()
+    for target, said in ((shard, "is inside (or holds) the run directory"), (out, "is inside (or holds) the run directory"),
+                         (tmp_path / "reports", "is a directory: name the report's file")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["inspect", str(out), "--html", str(target)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert shard.read_bytes() == before and not [d for d in verify_run(out) if not d.readers_unaffected]
+    assert main(["inspect", str(out), "--html", str(tmp_path / "report.html")]) == 0
+    assert "<html" in (tmp_path / "report.html").read_text().lower()
+
+
 def test_answers_boxed_as_number_words_are_graded_as_their_numbers(tmp_path, edge_policies, capsys):
     from prmtree.cli import main
 

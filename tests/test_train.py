@@ -67,6 +67,11 @@ def test_loaded_prm_scores_each_step_in_unit_interval(tiny_prm, run_dir):
     assert [len(b) for b in batch] == [3, 0, 1]
     assert batch[0] == pytest.approx(rewards, abs=1e-5)
     assert batch[2][0] == pytest.approx(rewards[0], abs=1e-5)  # causal: a step's reward ignores later steps
+    # the question alone stands for a problem without images; steps as one str are refused
+    # (before: an AttributeError, and a str was scored one character per step)
+    assert prm.score(problem.question, steps) == pytest.approx(rewards, abs=1e-6)
+    with pytest.raises(TypeError, match="the steps as a list of str"):
+        prm.score(problem, "x = 3. Add 4.")
 
 
 def test_resume_continues_from_the_checkpoint_exactly(run_dir, tmp_path):

@@ -34,8 +34,8 @@ class PRM:
     def marker(self) -> str:
         return self.encoder.marker
 
-    def score(self, problem: Problem, steps: list[str]) -> list[float]:
-        """One reward per step, in order."""
+    def score(self, problem: Problem | str, steps: list[str]) -> list[float]:
+        """One reward per step, in order. ``problem`` may be the question alone (no images)."""
         return self.score_batch([(problem, steps)])[0]
 
     @torch.no_grad()
@@ -45,6 +45,7 @@ class PRM:
         A step whose marker fell past the model's length limit gets the last reward that
         was read (the solution is judged on the steps the model saw).
         """
+        items = [(_as_problem(problem), _as_steps(steps)) for problem, steps in items]
         out: list[list[float]] = [[] for _ in items]
         todo = [i for i, (_, steps) in enumerate(items) if steps]
         # similar lengths together: less padding
@@ -67,3 +68,20 @@ class PRM:
                 got = got[:n] + [got[-1] if got else 0.5] * (n - len(got))
                 out[i] = got
         return out
+
+
+def _as_problem(problem: Problem | str) -> Problem:
+    """A question given alone stands for a problem without images."""
+    if isinstance(problem, str):
+        return Problem(id="question", question=problem, answer="?")  # the answer is never read
+    if not isinstance(problem, Problem):
+        raise TypeError(f"PRM.score takes a Problem or the question as a str, got {type(problem).__name__}")
+    return problem
+
+
+def _as_steps(steps: list[str]) -> list[str]:
+    """The steps as a list of str: a str would be scored one character per step."""
+    if isinstance(steps, str) or not all(isinstance(s, str) for s in steps):
+        raise TypeError("PRM.score takes the steps as a list of str (one per step), "
+                        f"got {type(steps).__name__}{'' if isinstance(steps, str) else ' holding other types'}")
+    return list(steps)
