@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,11 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "steps": ["a"]}, {"question": "q"}])
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: no 'steps' list of strings"):
         read_solutions(bad)
+    for label in (2, "1", 1.0, True, -2):  # before: ignored without a word, the row scored as unlabelled
+        odd = _write_jsonl(tmp_path / "odd.jsonl", [{"problem": "q", "steps": ["a", "b"], "label": label}])
+        with pytest.raises(ConfigError, match=rf"odd.jsonl:1: 'label' must be -1 \(no wrong step\) or a step index "
+                                              rf"below 2 \(ProcessBench's first error\), got {re.escape(repr(label))}"):
+            read_solutions(odd)
     missing = _write_jsonl(tmp_path / "missing.jsonl", [{"question": "q", "steps": ["a"], "image": ["nope.png"]}])
     with pytest.raises(ConfigError, match=r"missing.jsonl:1: cannot read image .*nope.png"):
         read_solutions(missing)

@@ -35,18 +35,21 @@ class Solution:
     row: dict[str, Any]
 
 
-def _labels(row: dict[str, Any], response: dict[str, Any], n: int) -> list[bool | None] | None:
+def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -> list[bool | None] | None:
     if isinstance(response.get("process_correctness"), list):
         marks = response["process_correctness"]
         return [None if m == 0 or m is None else m > 0 for m in marks[:n]] + [None] * (n - len(marks))
     if isinstance(row.get("labels"), list):
         marks = row["labels"]
         return [None if m is None else bool(m) for m in marks[:n]] + [None] * (n - len(marks))
-    if isinstance(row.get("label"), int) and not isinstance(row.get("label"), bool):
+    if "label" in row and row["label"] is not None:  # ProcessBench: the first wrong step's index, -1 for none
         first = row["label"]
+        if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < n:
+            raise ConfigError(f"{where}: 'label' must be -1 (no wrong step) or a step index below {n} "
+                              f"(ProcessBench's first error), got {first!r}")
         if first < 0:
             return [True] * n
-        return [True] * first + [False] + [None] * (n - first - 1) if first < n else None
+        return [True] * first + [False] + [None] * (n - first - 1)
     return None
 
 
@@ -87,7 +90,7 @@ def parse_solution(row: dict[str, Any], folder: Path, where: str, load_images: b
               or hashlib.blake2b(question.encode(), digest_size=8).hexdigest())
     answer = str(row.get("answer") or row.get("gold") or "-")
     problem = Problem(id=pid, question=question, answer=answer, images=images)
-    return Solution(problem, list(steps), _labels(row, response if isinstance(response, dict) else {}, len(steps)), row)
+    return Solution(problem, list(steps), _labels(row, response if isinstance(response, dict) else {}, len(steps), where), row)
 
 
 def read_solutions(path: str | Path, load_images: bool = True) -> list[Solution]:
