@@ -39,7 +39,9 @@ import math
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -76,6 +78,13 @@ SEQUENCES_PER_DRIVER = 512
 #: How long a driver process may take to exit once it has reported its end, and how long
 #: the job waits for the drivers it stops when it must end early.
 EXIT_WAIT_S = 30.0
+
+#: The engine host's socket folder: ``prmtree-host-<job pid>-<random>`` under the temp dir.
+HOST_DIR_PREFIX = "prmtree-host-"
+#: A job killed with -9 cannot remove its socket folder; the next job on the machine removes
+#: this user's folders of jobs no longer running, once they are this old (by then every
+#: driver of a job still running, seen from another PID namespace, has connected).
+SWEEP_AGE_S = 60.0
 #: How often the job looks at its drivers (exits, signals to forward, progress).
 POLL_S = 0.05
 
@@ -360,10 +369,36 @@ def _socket_address() -> Iterator[str]:
     host a pickle. Under /tmp where a long ``TMPDIR`` would pass the 108-byte limit of a
     socket's path."""
     base = tempfile.gettempdir()
-    if len(os.path.join(base, "prmtree-host-xxxxxxxx", "engine.sock")) > 100:
+    if len(os.path.join(base, f"{HOST_DIR_PREFIX}{os.getpid()}-xxxxxxxx", "engine.sock")) > 100:
         base = "/tmp"
-    with tempfile.TemporaryDirectory(prefix="prmtree-host-", dir=base) as where:
+    _sweep_host_dirs(base)
+    with tempfile.TemporaryDirectory(prefix=f"{HOST_DIR_PREFIX}{os.getpid()}-", dir=base) as where:
         yield os.path.join(where, "engine.sock")
+
+
+def _sweep_host_dirs(base: str) -> None:
+    """Remove the socket folders that jobs killed with -9 left in ``base``: this user's,
+    older than ``SWEEP_AGE_S``, whose job's process is gone."""
+    for entry in Path(base).glob(f"{HOST_DIR_PREFIX}*-*"):
+        try:
+            pid = int(entry.name[len(HOST_DIR_PREFIX):].split("-", 1)[0])
+            info = entry.lstat()
+        except (ValueError, OSError):
+            continue
+        if (info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode)
+                or time.time() - info.st_mtime < SWEEP_AGE_S or _running(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: running
+        return True
+    return True
 
 
 def _receive(d: _Driver) -> None:

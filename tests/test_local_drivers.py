@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import rows
@@ -110,14 +111,22 @@ def test_a_killed_driver_process_is_named_and_the_same_command_finishes(data, on
     assert all(m.status == "finished" for m in slice_manifests(tmp_path))
 
 
-def test_kill_9_of_the_job_stops_its_drivers_with_their_work_saved(data, one_driver, tmp_path):
+def test_kill_9_of_the_job_stops_its_drivers_with_their_work_saved(data, one_driver, tmp_path, monkeypatch, request):
     """The drivers run in their own process group, so nothing kills them with the job: they
-    lose the host, save what they finished and exit; the same command then finishes."""
+    lose the host, save what they finished and exit; the same command then finishes, and
+    removes the socket folder the killed job left."""
+    import shutil
+    import tempfile
+
     import psutil
+
+    import prmtree.local_drivers as local_drivers
 
     args = [sys.executable, "-m", "prmtree", *command(data, tmp_path, "--executor", "inline", "--drivers", "2",
                                                        "--policy-arg", "latency_s=0.2")]
-    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    temp = Path(tempfile.mkdtemp(prefix="pt-", dir="/tmp"))  # short: a socket's path has 108 bytes
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(temp)})
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -139,9 +148,14 @@ def test_kill_9_of_the_job_stops_its_drivers_with_their_work_saved(data, one_dri
         job.stderr.close()
     manifests = slice_manifests(tmp_path)
     assert all(m.status == "running" for m in manifests) and sum(len(m.completed) for m in manifests) >= 2
+    left = list(temp.glob(f"prmtree-host-{job.pid}-*"))
+    assert len(left) == 1 and (left[0] / "engine.sock").exists()  # a process killed so cannot clean up
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setattr(local_drivers, "SWEEP_AGE_S", 0.0)
     assert main(command(data, tmp_path, "--executor", "inline", "--drivers", "2")) == 0
     for table in TABLES:
         assert rows(tmp_path, table) == rows(one_driver, table), table
+    assert list(temp.iterdir()) == []  # the rerun removed the dead job's folder, and its own
 
 
 def test_sigterm_to_the_job_stops_every_driver_gracefully(one_driver, tmp_path):
