@@ -64,6 +64,15 @@ CASES = [
     ("no", "Checking each label.\nNo, it is not.", None, "auto", True, None, None),
     # ... while a number question keeps the value after "is"
     ("4", "Is it 5? No, it is 4.", None, "auto", True, "4", None),
+    # a hyphenated word or "No." before a number is no verdict
+    ("no", "Therefore, no-one can win the game, so the claim is true: yes.", None, "auto", False, None, None),
+    ("no", "Checking the primes.\nAnswer: No. 7 is the only such prime number.", None, "auto", False, None, None),
+    ("no", "No - it is smaller.", None, "auto", True, None, None),
+    # two values offered whatever follows them are a hedge; a restatement is not
+    ("2", "Therefore, x = 2 or x = -2 are the solutions.", None, "auto", False, None, "hedged"),
+    ("2", "Therefore $x = 2$ or $x = -2$.", None, "auto", False, None, "hedged"),
+    ("12", "Therefore, the total is 12 or 13 apples in all.", None, "auto", False, None, "hedged"),
+    ("4", "So x = 4, or equivalently 2+2.", None, "auto", True, "4", None),
 ]
 
 

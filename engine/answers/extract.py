@@ -142,10 +142,11 @@ _CONCLUSION = re.compile(
     r"|(?:^|(?<=[.!?\n])|(?<=[.!?]\s))[^\S\n]*(?:therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*",
 )
 #: ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
-#: restating it; ``no idea`` is not ``no``, ``yes or no`` is neither.
+#: restating it; ``no idea`` is not ``no``, ``yes or no`` is neither, nor are ``no-one``
+#: and ``No. 7`` (a word and a number).
 _YES_NO_LEAD = re.compile(
-    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,.;:!?()\[\]\u2014\u2013-]|\s*$|\s*\n|\s+(?:it|it's|its|they|there|this|that|"
-    r"the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
+    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,;:!?()\[\]]|\s*\.(?!\s*\d)|\s*[\u2014\u2013-](?!\w)|\s*$|\s*\n|"
+    r"\s+(?:it|it's|its|they|there|this|that|the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
 #: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
@@ -169,9 +170,12 @@ _HEDGE_WORDS = re.compile(
 _NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
 _LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
-_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+(?:[A-Za-z]\w*\s*=\s*)?[^\s,]+(?:\s+[^\s,]+)?\W*$",
-                       re.IGNORECASE)
+_RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
+_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
+                       + r"(?:[A-Za-z]\w*\s*=\s*)?[^\s,]+(?:\s+[^\s,]+)?\W*$", re.IGNORECASE)
 _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
+#: ``2 or x = -2 are the solutions``, ``12 or 13 apples``: a value, "or", another value, whatever follows.
+_VALUE_OR_VALUE = re.compile(r"^\W*[-+]?\$?\d[^\s,]*,?\s+or\s+(?:\$?[A-Za-z]\w*\s*=\s*)?[-+]?\$?\d", re.IGNORECASE)
 
 
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
@@ -297,7 +301,7 @@ def _value(rest: str) -> str:
         if spans:
             return next(g for g in spans.groups() if g is not None).strip()
         return rest
-    if _HEDGE_OR.match(rest):  # "12 or 13": kept whole, and refused as hedged
+    if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):  # "12 or 13": kept whole, and refused as hedged
         return rest
     m = _LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
@@ -345,7 +349,7 @@ def hedged(answer: str, gold: str = "") -> bool:
         return True
     if len(a) < 100 and _HEDGE_WORDS.search(a) and not _HEDGE_WORDS.search(gold):
         return True
-    return len(a) < 100 and bool(_HEDGE_OR.match(a)) and not _OR.search(gold)
+    return len(a) < 100 and bool(_HEDGE_OR.match(a) or _VALUE_OR_VALUE.match(a)) and not _OR.search(gold)
 
 
 def choice_in(answer: str, options: object) -> str:
