@@ -54,7 +54,7 @@ from prmtree.rollout_workers.ray import (
     auto_drivers,
     connect,
 )
-from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked, versions
+from prmtree.runner import NO_ROWS, DriverJob, RunSummary, StopHandle, run_checked, versions
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).
 PROGRESS_INTERVAL_S = 0.25
@@ -343,7 +343,9 @@ def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], dri
     if on_progress is not None:  # the last report is the summary's counters, whatever the interval left out
         on_progress(stats)
     pending = sum(r.retry_pending for r in results.values())
-    unusable = next((r.unusable for r in results.values() if r.unusable), None)  # no slice had a usable row
+    unusable = next((r.unusable for r in results.values() if r.unusable), None)  # a slice's rows were all bad input
+    if unusable is None and results and not partial and all(r.empty for r in results.values()):
+        unusable = NO_ROWS  # no slice's input held a row
     summary = RunSummary(out=out, run_stats=stats, retry_pending=pending, stopped_by=stopped_by,
                          unusable=None if stats.problems_done or pending else unusable)
     if stopped:

@@ -43,6 +43,7 @@ class RunSummary:
     retry_pending: int = 0  # problems that failed and the same command will retry
     stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
     unusable: str | None = None  # set when no input row was usable: why, with an example (not a success)
+    empty: bool = False  # the slice's input held no row at all (a job of several slices says so if all were)
 
     def __getattr__(self, name: str) -> Any:
         if name == "run_stats":  # not set yet (unpickling): no recursion
@@ -191,13 +192,22 @@ def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:
     return job
 
 
-def _unusable(manifest: Any) -> str | None:
-    """Why no input row was usable (every row recorded is bad input, or the input held no
-    row at all), or None."""
+#: Why a run made nothing, where its input held no row (every slice's, for a sliced run).
+NO_ROWS = "the input holds no problem (no row was read): nothing to label; check --input"
+
+
+def _empty(manifest: Any) -> bool:
+    """Nothing recorded at all: the (slice's) input held no row."""
+    return not (manifest.completed or manifest.failed or manifest.skipped or manifest.rejected)
+
+
+def _unusable(manifest: Any, slice_: Slice) -> str | None:
+    """Why no input row was usable (every row recorded is bad input; or, unsliced, the input
+    held no row at all), or None. One slice of several may own no row: that is no fault."""
+    if _empty(manifest):
+        return NO_ROWS if slice_.count == 1 else None
     if manifest.completed or manifest.failed or manifest.skipped:
         return None
-    if not manifest.rejected:
-        return "the input holds no problem (no row was read): nothing to label; check --input"
     key, reason = next(iter(manifest.rejected.items()))
     n = len(manifest.rejected)
     return (f"no input row was usable: {'all ' if n > 1 else ''}{n} row{'s are' if n > 1 else ' is'} bad input "
@@ -422,4 +432,5 @@ async def _run_async(
             handle._unbind()
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
     return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
-                      stopped_by=stopped_by, unusable=_unusable(writer.manifest) if writer is not None else None)
+                      stopped_by=stopped_by, unusable=_unusable(writer.manifest, slice_) if writer is not None else None,
+                      empty=writer is not None and _empty(writer.manifest))

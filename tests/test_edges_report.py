@@ -191,6 +191,31 @@ def test_an_input_with_no_row_says_so_and_exits_4(tmp_path, capsys, content):
         assert "prmtree: the input holds no problem (no row was read): nothing to label; check --input" in err
 
 
+def test_a_slice_that_owns_no_row_is_no_failure_and_several_drivers_name_the_real_cause(tmp_path, capsys):
+    # A first cut of the test above made any empty slice exit 4, and two drivers over
+    # all-bad rows said "no row was read" (an empty slice's words) instead of the bad input.
+    import json
+
+    from prmtree.cli import EXIT_NO_DATA, main
+    from prmtree.engine.output import Slice
+
+    data = write_jsonl(generate_problems(3, seed=1), tmp_path / "in")
+    ids = [json.loads(line)["id"] for line in data.read_text().splitlines()]
+    idle = next(i for i in range(6) if not any(Slice(i, 6).owns(pid) for pid in ids))
+    assert main(["run", "--input", str(data), "--out", str(tmp_path / "o"), "--slice", f"{idle}/6",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "bad0", "question": "q?", "answer": "1", "image": "missing0.png"}) + "\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for data, said in ((bad, "no input row was usable: 1 row is bad input (e.g. 'bad0': "),
+                       (empty, "the input holds no problem (no row was read)")):
+        code = main(["run", "--input", str(data), "--out", str(tmp_path / data.stem), "--executor", "inline",
+                     "--drivers", "2", "--no-progress"])
+        assert code == EXIT_NO_DATA and said in capsys.readouterr().err, data
+
+
 def test_inspect_html_never_writes_into_the_run_and_names_a_directory_target(tmp_path, capsys):
     # Before: --html over a shard of the run overwrote it (verify: DAMAGED); a directory gave a traceback.
     from prmtree.cli import main
@@ -367,3 +392,32 @@ def test_training_rows_and_coverage_count_only_what_a_trainer_reads(kept_and_dro
               for m in ("keep", "drop")}
     assert spaces["keep"] == spaces["drop"]
     assert spaces["keep"]["yesno"][1] < 5  # most yes/no problems label nothing a trainer can read (10 before)
+
+
+def test_paths_cut_alike_keep_an_unflagged_one_and_stepwise_rows_keep_their_problems():
+    # Review: the first of the paths cut alike was kept, so a flagged one (a disagreement on
+    # steps the cut removed) hid an unflagged twin from a user filtering flags out; and
+    # stepwise rows (no problem_id) of two problems with the same steps merged in training.
+    import pyarrow as pa
+
+    from prmtree.export.rows import cut_table, unique_rows
+    from prmtree.train.data import rows_from_table
+
+    table = pa.table({
+        "problem_id": ["p", "p", "p", "q"],
+        "completions": [["a", "b", "c"], ["a", "b", "d"], ["a", "x"], ["a", "b"]],
+        "labels": [[True, True, None], [True, True, None], [True, False], [True, True]],
+        "flagged": [True, False, False, True],
+    })
+    cut = cut_table(table)
+    assert cut.to_pydict() == {"problem_id": ["p", "p", "q"], "completions": [["a", "b"], ["a", "x"], ["a", "b"]],
+                               "labels": [[True, True], [True, False], [True, True]], "flagged": [False, False, True]}
+    seen: set[int] = set()
+    kept = unique_rows(table.to_pylist(), seen)
+    assert [(r["problem_id"], r["completions"][-1], r["flagged"]) for r in kept] == [("p", "d", False), ("p", "x", False),
+                                                                                      ("q", "b", True)]
+    assert unique_rows(table.to_pylist(), seen) == []  # already exported
+
+    stepwise = pa.table({"prompt": ["What is 2+3?", "What is 10-5?"], "completions": [["It is 5."], ["It is 5."]],
+                         "labels": [[True], [True]]})
+    assert [r.question for r in rows_from_table(stepwise, with_images=False)] == ["What is 2+3?", "What is 10-5?"]

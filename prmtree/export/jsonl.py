@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportFormat, ExportOptions, atomic_open
 from prmtree.export.images import ImageFolder
-from prmtree.export.rows import Unique, cut_row, iter_rows
+from prmtree.export.rows import by_problem, cut_row, iter_rows, unique_rows
 
 #: Turns a steps row and its images' relative paths into a record, or None to leave the row out.
 Builder = Callable[[dict[str, Any], list[str]], dict[str, Any] | None]
@@ -40,17 +40,16 @@ def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip
     """One line per steps row that ``build`` makes a record of; returns the number of lines."""
     folder = ImageFolder(out, target.parent)
     n = 0
-    new = Unique()  # paths cut to the same decided steps make one record
+    seen: set[int] = set()  # paths cut to the same decided steps make one record
     with atomic_open(target) as handle:
-        for row in iter_rows(out):
-            if (skip_flagged and row.get("flagged")) or not new(row):
-                continue
-            images = folder.paths(row.get("images") or [], row["problem_id"]) if with_images else []
-            record = build(row, images)
-            if record is None:
-                continue
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            n += 1
+        for group in by_problem(iter_rows(out)):
+            for row in unique_rows([r for r in group if not (skip_flagged and r.get("flagged"))], seen):
+                images = folder.paths(row.get("images") or [], row["problem_id"]) if with_images else []
+                record = build(row, images)
+                if record is None:
+                    continue
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
     return n
 
 

@@ -105,18 +105,32 @@ def decided_key(row: dict[str, Any]) -> int | None:
     return None if n == 0 else hash((row.get("problem_id"), *map(str, steps[:n])))
 
 
-class Unique:
-    """Says whether a steps row's decided path is new (not one an earlier row was cut to)."""
-
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-
-    def __call__(self, row: dict[str, Any]) -> bool:
+def unique_rows(rows: list[dict[str, Any]], seen: set[int]) -> list[dict[str, Any]]:
+    """``rows`` (one problem's, say) with one row per decided path not in ``seen``, in
+    order; where paths cut alike differ in ``flagged``, an unflagged one stands for them
+    (one flagged for a disagreement on steps the cut removed must not hide the path from
+    a user who filters flags out). Adds the kept keys to ``seen``."""
+    chosen: dict[int, dict[str, Any]] = {}
+    for row in rows:
         key = decided_key(row)
-        if key is None or key in self._seen:
-            return False
-        self._seen.add(key)
-        return True
+        if key is None or key in seen:
+            continue
+        if key not in chosen or (chosen[key].get("flagged") and not row.get("flagged")):
+            chosen[key] = row  # a replaced row keeps its place
+    seen.update(chosen)
+    return list(chosen.values())
+
+
+def by_problem(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Runs of consecutive rows of one problem (a problem's rows are written together)."""
+    group: list[dict[str, Any]] = []
+    for row in rows:
+        if group and row.get("problem_id") != group[0].get("problem_id"):
+            yield group
+            group = []
+        group.append(row)
+    if group:
+        yield group
 
 
 def cut_table(table: pa.Table) -> pa.Table:
@@ -146,11 +160,13 @@ def cut_table(table: pa.Table) -> pa.Table:
         i = table.schema.get_field_index("final_correct")
         table = table.set_column(i, table.schema.field(i), pa.array(finals, table.schema.field(i).type))
     table = table.filter(pa.array([n > 0 for n in keep_n], pa.bool_()))
-    new = Unique()
-    keep = [new({"problem_id": pid, "completions": steps, "labels": labels})
-            for pid, steps, labels in zip(table.column("problem_id").to_pylist(), table.column("completions").to_pylist(),
-                                          table.column("labels").to_pylist())]
-    return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
+    flags = table.column("flagged").to_pylist() if "flagged" in table.column_names else [None] * table.num_rows
+    rows = [{"problem_id": pid, "completions": steps, "labels": labels, "flagged": flag, "at": i}
+            for i, (pid, steps, labels, flag) in enumerate(zip(table.column("problem_id").to_pylist(),
+                                                               table.column("completions").to_pylist(),
+                                                               table.column("labels").to_pylist(), flags))]
+    keep = sorted(row["at"] for row in unique_rows(rows, set()))
+    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
 
 
 def without_flagged(table: pa.Table) -> pa.Table:

@@ -82,12 +82,13 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) 
                                     confidences[i] if i < len(confidences) else None))
         if not steps:
             continue
-        key = (r.get("problem_id"), *steps)
+        question = question_text(r.get("prompt"))
+        images = [im["bytes"] for im in r.get("images") or [] if isinstance(im, dict) and im.get("bytes")]
+        # a stepwise file has no problem_id: the question and its images stand for the problem
+        key = (r.get("problem_id") or question, hash(tuple(images)), *steps)
         if key in seen:  # cut to the same decided steps as a path before it: the same row
             continue
         seen.add(key)
-        question = question_text(r.get("prompt"))
-        images = [im["bytes"] for im in r.get("images") or [] if isinstance(im, dict) and im.get("bytes")]
         rows.append(StepRow(problem_id=str(r.get("problem_id") or question), question=question, steps=steps,
                             labels=labels, soft=soft, images=images, split=split))
     return rows
