@@ -235,8 +235,11 @@ def reconcile_input(
                      f"({why}; e.g. {retried_present[0]!r})")
     if drop or gone:
         counts = (len(drop & completed), len(drop & m.skipped.keys()), len(drop & m.rejected.keys()))
-        rows = writer.drop_problems(drop) if drop else {}
-        _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in rows.items()])
+        if drop:
+            dropped = writer.drop_problems(drop)
+            _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
+        else:
+            _forget(m.stats, *counts, [])
         write_manifest(writer.out_dir, m, slice.manifest_name)
         discard_unlisted(writer.out_dir, m, slice)
         opened.done = set(m.completed) | set(m.rejected)
@@ -353,9 +356,9 @@ def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:
     fault_point("image_repair_files_removed")
     owners = {b.problem_id for group in found.values() for b in group}
     counts = (len(owners & set(m.completed)), len(owners & m.skipped.keys()), len(owners & m.rejected.keys()))
-    rows = writer.drop_problems(owners)
+    dropped = writer.drop_problems(owners)
     fault_point("image_repair_shards_written")
-    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in rows.items()])
+    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
     write_manifest(out, m, slice.manifest_name)
     fault_point("image_repair_manifest_written")
     discard_unlisted(out, m, slice)
@@ -388,14 +391,26 @@ def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
             "they recorded will be redone"]
 
 
-def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]]) -> None:
+def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]],
+            labels: list[list[bool | None]] = ()) -> None:
     """Take the dropped problems and rows out of the carried-over counters, so the totals
-    after they are redone count them once (work counters such as rollouts keep the work)."""
+    after they are redone count them once (work counters such as rollouts keep the work).
+    ``labels``: the dropped paths' labels, where they could be read (a damaged shard's
+    cannot); the per-answer-space counts are not taken out (a row does not say its space)."""
     rows = {t: sum(s["rows"] for s in shards if s["table"] == t) for t in TABLES}
+    pos = sum(row.count(True) for row in labels)
+    neg = sum(row.count(False) for row in labels)
     for key, minus in (("problems_done", done), ("problems_skipped", skipped), ("input_errors", rejected),
-                       ("nodes", rows["nodes"]), ("pairs", rows["pairs"]), ("paths", rows["steps"])):
+                       ("nodes", rows["nodes"]), ("pairs", rows["pairs"]), ("paths", rows["steps"]),
+                       ("steps_labelled", pos + neg), ("labels_positive", pos), ("labels_negative", neg)):
         if isinstance(stats.get(key), int):
             stats[key] = max(0, stats[key] - minus)
+    lengths = stats.get("steps_per_path")
+    if isinstance(lengths, dict):
+        for row in labels:
+            key = next((k for k in (len(row), str(len(row))) if k in lengths), None)
+            if key is not None:
+                lengths[key] = max(0, lengths[key] - 1)
 
 
 def discard_unlisted(out_dir: Path, manifest: Manifest | None, slice: Slice) -> list[str]:

@@ -116,6 +116,11 @@ def test_a_deleted_image_is_reported_refused_and_the_same_command_repairs_it(dat
     intact_and_whole(out, 10)
     same_rows(out, reference)
     assert (out / path).read_bytes() == (reference / path).read_bytes()
+    # the redone problems are counted once (before: their labels twice, e.g. 178 labelled steps for 108)
+    counted = ("problems_done", "paths", "nodes", "pairs", "steps_labelled", "labels_positive", "labels_negative",
+               "steps_per_path")
+    stats, before = (load_manifest(d / "manifest.json").stats for d in (out, reference))
+    assert {k: stats[k] for k in counted} == {k: before[k] for k in counted}
     r = cli("export", out, "--format", "jsonl", "--to", tmp_path / "x.jsonl")
     assert r.returncode == 0, r.stderr
 

@@ -22,7 +22,7 @@ none lost, none twice.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,15 @@ def _row_bytes(row: dict[str, Any]) -> int:
         else:
             size += 8
     return size
+
+
+@dataclass
+class DroppedRows:
+    """What :meth:`DatasetWriter.drop_problems` took out: rows per table, and each dropped
+    path's labels."""
+
+    rows: dict[str, int]
+    labels: list[list[bool | None]] = field(default_factory=list)
 
 
 class DatasetWriter:
@@ -316,14 +325,14 @@ class DatasetWriter:
             "sha256": sha256_file(final),
         }
 
-    def drop_problems(self, keys: set[str]) -> dict[str, int]:
+    def drop_problems(self, keys: set[str]) -> DroppedRows:
         """Forget ``keys`` (problem ids, bad rows' keys) so the run redoes them: each shard
         holding a row of one is written again without it (a new name, the same flush), and
         the manifest in memory stops listing them. The caller writes the manifest; the old
         files, then unlisted, are deleted as any unlisted shard is. Returns the rows dropped
-        per table."""
+        per table and the dropped paths' labels (for the counters to forget them)."""
         m = self.manifest
-        dropped = {t: 0 for t in TABLES}
+        dropped = DroppedRows({t: 0 for t in TABLES})
         shards = []
         for shard in m.shards:
             path = self.out_dir / shard["file"]
@@ -332,7 +341,10 @@ class DatasetWriter:
             if len(keep) == len(ids):
                 shards.append(shard)
                 continue
-            dropped[shard["table"]] += len(ids) - len(keep)
+            dropped.rows[shard["table"]] += len(ids) - len(keep)
+            if shard["table"] == "steps":
+                labels = pq.read_table(path, columns=["labels"]).column("labels").to_pylist()
+                dropped.labels += [labels[i] or [] for i, pid in enumerate(ids) if pid in keys]
             if keep:
                 rows = pq.read_table(path).take(keep)
                 shards.append({**self._write_shard(shard["table"], rows), "flush": shard.get("flush")})
