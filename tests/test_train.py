@@ -73,6 +73,7 @@ def test_loaded_prm_scores_each_step_in_unit_interval(tiny_prm, run_dir):
     assert prm.score(problem.question, steps) == pytest.approx(rewards, abs=1e-6)
     with pytest.raises(TypeError, match="the steps as a list of str"):
         prm.score(problem, "x = 3. Add 4.")
+    assert prm.score(problem, (s for s in steps)) == pytest.approx(rewards, abs=1e-6)  # a generator, read once
 
 
 def test_resume_continues_from_the_checkpoint_exactly(run_dir, tmp_path):

@@ -81,7 +81,9 @@ def _as_problem(problem: Problem | str) -> Problem:
 
 def _as_steps(steps: list[str]) -> list[str]:
     """The steps as a list of str: a str would be scored one character per step."""
-    if isinstance(steps, str) or not all(isinstance(s, str) for s in steps):
-        raise TypeError("PRM.score takes the steps as a list of str (one per step), "
-                        f"got {type(steps).__name__}{'' if isinstance(steps, str) else ' holding other types'}")
-    return list(steps)
+    if isinstance(steps, str):
+        raise TypeError("PRM.score takes the steps as a list of str (one per step), got str")
+    steps = list(steps)  # a generator is read once
+    if not all(isinstance(s, str) for s in steps):
+        raise TypeError("PRM.score takes the steps as a list of str (one per step), got other types in it")
+    return steps
