@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -380,6 +381,11 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+#: Setting names that hold secrets: never recorded from a policy object, never shown in a card.
+SECRET_NAME = re.compile(r"api_?key$|secret|password|passwd|credential|auth|(^|_)(access_|hf_|api_)?token$",
+                         re.IGNORECASE)
 
 
 def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:

@@ -278,7 +278,11 @@ def _same_rows(written: Manifest, config: RunConfig) -> bool:
 def _changes(written: Manifest, config: RunConfig) -> str:
     """The first few row-defining settings ``config`` changes from ``written``'s, in words."""
     changes = config_changes(written.config, config)
-    return "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+    said = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+    if any(c.startswith("policy.") for c in changes[:3]):
+        said += (" - a policy object's public attributes are part of the config: name one that does not change "
+                 "the rows with a leading underscore")
+    return said
 
 
 def _refuse_foreign_files(out: Path) -> None:

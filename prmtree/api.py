@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.config import RunConfig, load_config, merge
+from prmtree.engine.config import SECRET_NAME, RunConfig, load_config, merge
 from prmtree.engine.contracts import Policy
 from prmtree.engine.driver import FinishedProblem
 from prmtree.engine.errors import ConfigError
@@ -154,9 +154,10 @@ def run(
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
     cls = type(policy)
-    attrs = {
+    attrs = {  # a secret (an API key) is no setting of the rows, and must not be written into the run
         k: v for k, v in vars(policy).items()
-        if not k.startswith("_") and k != "name" and (v is None or isinstance(v, (bool, int, float, str)))
+        if not k.startswith("_") and k != "name" and not SECRET_NAME.search(k)
+        and (v is None or isinstance(v, (bool, int, float, str)))
     } if hasattr(policy, "__dict__") else {}
     return {"name": f"{cls.__module__}:{cls.__qualname__}", **attrs}
 

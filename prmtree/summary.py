@@ -52,6 +52,10 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
     warnings = []
     done = stats.problems_done
     examples = getattr(stats, "examples", {}) or {}
+    checks = getattr(stats, "verifier", {}) or {}
+    if checks.get("custom_errors"):
+        warnings.append(f"check_answer failed on {checks['custom_errors']:,} answers, graded wrong: "
+                        f"{checks.get('custom_error')}; fix it, then rerun with --force (its verdicts made the labels)")
     if done and stats.steps_labelled == 0:
         warnings.append(f"nothing was labelled: 0 labelled steps over {done} problems done (the output's steps "
                         "table holds no label); the reasons below say why")

@@ -129,3 +129,48 @@ def test_custom_answer_check_and_step_splitter(tmp_path, problems):
     assert set(seen) == {"ANSWER-0", "ANSWER-1"}
     roots = [n for n in read_table(tmp_path, "nodes").to_pylist() if n["depth"] == 0]
     assert all(r["n_correct"] == 1 and r["n_rollouts"] == 2 for r in roots)
+
+
+def test_a_policy_objects_secrets_are_not_written_and_a_changing_attribute_is_named(tmp_path, problems):
+    # Before: a public api_key attribute was written into manifest.json in plain text, and
+    # an attribute that changes per process (a start time) refused the resume without a hint.
+    from prmtree.engine.errors import ConfigError
+
+    class Keyed(SimulatedPolicy):
+        def __init__(self, started_at):
+            super().__init__()
+            self.api_key, self.hf_token, self.password = "sk-SECRET-1", "hf_SECRET_2", "SECRET-3"
+            self.started_at = started_at
+
+    prmtree.run(problems[:3], policy=Keyed(1.0), out=tmp_path, seed=0)
+    written = "".join(p.read_text() for p in tmp_path.glob("manifest*"))
+    assert "SECRET" not in written and '"started_at": 1.0' in written
+    assert prmtree.run(problems[:3], policy=Keyed(1.0), out=tmp_path, seed=0).rollouts_this_session == 0
+    with pytest.raises(ConfigError, match=r"policy\.started_at: 1\.0 -> 2\.0 - a policy object's public attributes "
+                                          r"are part of the config: name one that does not change the rows with a "
+                                          r"leading underscore"):
+        prmtree.run(problems[:3], policy=Keyed(2.0), out=tmp_path, seed=0)
+
+
+@pytest.mark.parametrize("broken, why", [
+    (lambda gold, predicted: 1 / 0 if predicted.endswith("1") else False, "raised ZeroDivisionError: division by zero"),
+    (lambda gold, predicted: "no", "returned str 'no', not a bool"),
+])
+def test_a_check_answer_that_fails_grades_wrong_and_says_so(tmp_path, problems, broken, why):
+    # Before: it was graded wrong (or "no" read as True) without a word: 0 labels, exit 0.
+    from prmtree.summary import label_warnings
+
+    class Pipes:
+        name = "pipes"
+
+        async def generate(self, request):
+            return [Completion(f"one | two | ANSWER-{i % 2}", 5) for i in range(request.n)]
+
+    s = prmtree.run(problems[:2], policy=Pipes(), strategy="shepherd", out=tmp_path, check_answer=broken,
+                    config={"search": {"k": 2, "n_solutions": 2}, "labels": {"method": "mc"}})
+    checks = s.stats["verifier"]
+    assert checks["custom_errors"] >= 1 and why in checks["custom_error"]
+    said = [w for w in label_warnings(s) if w.startswith("check_answer failed on")]
+    assert len(said) == 1 and why in said[0] and "graded wrong" in said[0]
+    roots = [n for n in read_table(tmp_path, "nodes").to_pylist() if n["depth"] == 0]
+    assert all(r["n_correct"] == 0 for r in roots)  # a failed check is a wrong answer, "no" included

@@ -80,6 +80,8 @@ class Verifier:
         self._inline = 0
         self._inline_timeouts = 0  # in-process checks past their bound twice; the pool counts its own
         self._inline_patient_retries = 0
+        self._custom_errors = 0  # custom checks that raised or answered no bool: graded wrong
+        self._custom_error: str | None = None  # the first of them, for the warning
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable after use too: checks in flight belong to this process's event loop."""
@@ -207,10 +209,7 @@ class Verifier:
             self._memo_hits += 1
             return key, hit, gold
         if self.custom is not None:
-            try:
-                verdict: bool | None = bool(self.custom(gold, predicted))
-            except Exception:
-                verdict = False
+            verdict: bool | None = self._custom_verdict(gold, predicted)
             gold_for_math = gold
         else:
             # A declared "number" is a value: 50% is 0.5 too; "auto" reads 50% as written (50).
@@ -222,6 +221,23 @@ class Verifier:
             self._quick += 1
             self._remember(key, verdict)
         return key, verdict, gold_for_math
+
+    def _custom_verdict(self, gold: str, predicted: str) -> bool:
+        """``custom(gold, predicted)`` as a verdict. One that raises, or answers anything but a
+        bool (``"no"`` would read as True), grades the answer wrong and is counted, with its
+        first example, for the run's warnings: a silently failing check is wrong labels."""
+        try:
+            result = self.custom(gold, predicted)  # type: ignore[misc]
+        except Exception as exc:
+            why = f"raised {type(exc).__name__}: {exc}"
+        else:
+            if isinstance(result, bool) or type(result).__name__ == "bool_":  # numpy's too
+                return bool(result)
+            why = f"returned {type(result).__name__} {result!r:.40}, not a bool"
+        self._custom_errors += 1
+        if self._custom_error is None:
+            self._custom_error = f"check_answer({gold!r:.40}, {predicted!r:.40}) {why}"[:300]
+        return False
 
     def _recall(self, key: _MemoKey) -> bool | None:
         try:
@@ -242,14 +258,15 @@ class Verifier:
             except KeyError:
                 break
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         """Counters for the manifest: ``checks`` answers checked (``None`` answers aside), of
         which ``memo_hits`` from the memo (or shared with an identical check in flight),
         ``quick`` by the cheap paths or the custom check, ``inline_checks`` by in-process
         Math-Verify (sync path) and ``pool_checks`` in the pool, taking ``pool_time_s`` wall and
         ``pool_cpu_s`` worker CPU; ``patient_retries`` checks ran out of time and were run again
         under bounds ``PATIENCE`` times longer; ``timeouts`` (out of time twice, in the pool or
-        in-process) and ``pool_failures`` (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced."""
+        in-process) and ``pool_failures`` (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced;
+        ``custom_errors`` (and the first, ``custom_error``): custom checks graded wrong because they failed."""
         pool = self._pool.stats()
         pool["timeouts"] += self._inline_timeouts
         pool["patient_retries"] += self._inline_patient_retries
@@ -260,6 +277,7 @@ class Verifier:
             "inline_checks": self._inline,
             **pool,
             "memo_entries": len(self._memo),
+            **({"custom_errors": self._custom_errors, "custom_error": self._custom_error} if self._custom_errors else {}),
         }
 
     def close(self) -> None:

@@ -20,12 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from prmtree.engine.config import SECRET_NAME
 from prmtree.engine.output import load_manifests
 from prmtree.engine.stats import RunStats, coverage
 from prmtree.engine.tables import hf_feature
 from prmtree.export.rows import question_text
 
-SECRET = re.compile(r"api_?key$|secret|password|passwd|credential|auth|(^|_)(access_|hf_|api_)?token$", re.IGNORECASE)
+SECRET = SECRET_NAME  # setting names never shown
 
 
 # -- YAML --------------------------------------------------------------------------------
