@@ -15,6 +15,7 @@ decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -67,6 +68,8 @@ class OpenAIPolicy:
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
         self.style = PromptStyle(system_prompt)
         self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):  # the OpenAI SDK's convention: the paths below carry /v1 already
+            self.base_url = self.base_url[: -len("/v1")]
         self.model = model
         self.endpoint = endpoint
         self.send_images = send_images  # False for text-only models
@@ -117,24 +120,26 @@ class OpenAIPolicy:
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         path, body = self.body(request)
         data = await self._post(path, body)
-        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        choices = data.get("choices")
+        choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
         if not choices:
             raise GenerationError(f"{path} returned no choices", retryable=False)
-        usage = data.get("usage") or {}
-        total = int(usage.get("completion_tokens") or 0)
-        details = usage.get("prompt_tokens_details") or {}
+        choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        total = _count(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         out = []
         for i, choice in enumerate(choices):
             text = choice.get("text") if self.endpoint == "completions" else (choice.get("message") or {}).get("content")
-            text = text or ""
+            text = _text(text)
             out.append(
                 Completion(
                     text=continuation_for_parsing(text, request),
                     # The server reports tokens for all choices together: shared evenly.
                     num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
                     finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-                    cached_tokens=int(details.get("cached_tokens") or 0) if i == 0 else 0,
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0) if i == 0 else 0,
+                    cached_tokens=_count(details.get("cached_tokens")) if i == 0 else 0,
+                    prompt_tokens=_count(usage.get("prompt_tokens")) if i == 0 else 0,
                 )
             )
         return out
@@ -147,13 +152,36 @@ class OpenAIPolicy:
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise GenerationError(f"{path}: {type(exc).__name__}: {exc}", retryable=True) from None
         if response.status_code >= 400:
-            raise server_error(path, response.status_code, response.text)
+            raise server_error(f"{self.base_url}{path}" if response.status_code == 404 else path,
+                               response.status_code, response.text)
         try:
-            return response.json()
+            data = response.json()
         except ValueError:
             raise GenerationError(f"{path} answered with invalid JSON: {response.text[:200]!r}", retryable=True) from None
+        if not isinstance(data, dict):
+            raise GenerationError(f"{path} answered JSON that is no object: {response.text[:200]!r}", retryable=True)
+        return data
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _count(value: Any) -> int:
+    """A token count as the server reported it (a number, or a numeric string); 0 for
+    anything else: counts are bookkeeping, not a reason to fail a request."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(n) if math.isfinite(n) and n > 0 else 0
+
+
+def _text(content: Any) -> str:
+    """A message's content: a string, or a list of parts whose text parts are joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return ""

@@ -208,3 +208,55 @@ def test_unreachable_server_fails_problems_for_a_later_retry(tmp_path):
     reasons = list(load_manifest(tmp_path / "manifest.json").failed.values())
     assert len(reasons) == 2 and all("ConnectError" in r and "after 2 attempts" in r for r in reasons)
     assert dict(s.failure_reasons) == {"GenerationError": 2}
+
+
+class Odd(BaseHTTPRequestHandler):
+    """Valid but unusual replies, chosen by the request's model name; paths are recorded."""
+
+    paths: list[str] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Odd.paths.append(self.path)
+        if self.path != "/v1/chat/completions":
+            self.send_response(404)
+            self.end_headers()
+            return
+        text = "step\n\n\\boxed{1}"
+        kind = body["model"]
+        content = [{"type": "text", "text": "step\n\n"}, {"type": "text", "text": "\\boxed{1}"}] if kind == "parts" else text
+        choices = [{"index": None if kind == "noindex" else i, "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop"} for i in range(body["n"])]
+        usage = {"completion_tokens": "12.5" if kind == "strtokens" else -3 if kind == "negative" else 4}
+        payload = [choices] if kind == "list" else {"choices": choices, "usage": usage}
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(payload).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_unusual_but_valid_replies_and_a_base_url_ending_in_v1(tmp_path):
+    # Before: content as parts broke the contract, index null / a count as a string raised
+    # TypeError / ValueError, a JSON list an AttributeError; base_url=".../v1" (the SDK's
+    # convention) posted to /v1/v1/... and every request failed with HTTP 404.
+    Odd.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for kind, tokens in (("parts", 4), ("noindex", 4), ("strtokens", 12), ("negative", 0)):
+            out = gen(OpenAIPolicy(url + "/v1/", kind), prefix=(), n=2)
+            assert [c.text for c in out] == ["step\n\n\\boxed{1}"] * 2, kind
+            assert sum(c.num_tokens for c in out) == tokens, kind
+        with pytest.raises(GenerationError, match="answered JSON that is no object") as err:
+            gen(OpenAIPolicy(url, "list"), prefix=(), n=1)
+        assert err.value.retryable
+        assert set(Odd.paths) == {"/v1/chat/completions"}
+        Odd.paths = []
+        with pytest.raises(GenerationError, match=rf"{url}/v2/v1/chat/completions answered HTTP 404"):
+            gen(OpenAIPolicy(url + "/v2", "m"), prefix=(), n=1)  # a 404 names the whole URL
+    finally:
+        server.shutdown()
