@@ -8,8 +8,10 @@ sees only these protocols.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, runtime_checkable
 
+from prmtree.engine.errors import ConfigError
 from prmtree.engine.records import Completion, GenerationRequest
 
 
@@ -53,10 +55,27 @@ def declared_capacity(backend: Any) -> int | None:
     so the driver finds the level by watching latency). Optional: neither contract needs it."""
     capacity = getattr(backend, "capacity", None)
     if callable(capacity):
-        capacity = capacity()
+        try:
+            capacity = capacity()
+        except ConfigError:  # an executor's capacity() asking its policy: already said
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{_name(backend)}.capacity() raised {type(exc).__name__}: {exc}") from None
     if capacity is None or isinstance(capacity, bool):
         return None
-    return max(1, int(capacity))
+    try:
+        number = float(capacity)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{_name(backend)}.capacity must be the sequences it serves at once (a whole number) or "
+                          f"None, got {capacity!r}")
+    return max(1, int(number))
+
+
+def _name(backend: Any) -> str:
+    """How a backend is named in a refusal: its policy's name, else its class."""
+    return str(getattr(backend, "policy_name", None) or getattr(backend, "name", None) or type(backend).__name__)
 
 
 def cancel_requested(task: Any) -> bool:

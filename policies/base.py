@@ -88,6 +88,8 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
         return target(**dict(kwargs or {}))
     except (TypeError, ValueError) as exc:
         raise PolicyConfigError(f"cannot build policy {spec!r}: {exc}") from None
+    except (MemoryError, RuntimeError, OSError, ImportError) as exc:  # a model that will not load (CUDA out of memory...)
+        raise PolicyConfigError(f"cannot build policy {spec!r}: {type(exc).__name__}: {exc}") from None
 
 
 def worker_gpus(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> float:

@@ -313,7 +313,11 @@ def _checked(scores: Any, steps: int, problem_id: str) -> list[float]:
     if not isinstance(scores, Sequence) or len(scores) != steps:
         got = len(scores) if isinstance(scores, Sequence) else type(scores).__name__
         raise ValueError(f"the PRM returned {got} rewards for a solution of {steps} steps (problem {problem_id!r})")
-    out = [float(s) for s in scores]
+    try:
+        out = [float(s) for s in scores]
+    except (TypeError, ValueError):
+        raise ValueError(f"the PRM returned rewards that are not numbers (problem {problem_id!r}): "
+                         f"{list(scores)[:3]!r}") from None
     bad = next((s for s in out if not 0.0 <= s <= 1.0), None)  # NaN fails this too
     if bad is not None:
         raise ValueError(f"the PRM returned a reward of {bad} (problem {problem_id!r}): rewards must be in [0, 1]")
@@ -331,7 +335,12 @@ def score(sampled: Sequence[Sampled], scorer: Scorer, batch_size: int = 64) -> N
                 jobs.append((c, True, (s.problem, [c.text.strip()])))
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        results = scorer.score_batch([item for _, _, item in chunk])
+        try:
+            results = scorer.score_batch([item for _, _, item in chunk])
+        except Exception as exc:  # the user's scorer: its failure in one line, not a traceback
+            raise ValueError(f"the PRM's score_batch raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(results, Sequence):
+            raise ValueError(f"the PRM's score_batch returned {type(results).__name__}, not a list of reward lists")
         if len(results) != len(chunk):
             raise ValueError(f"the PRM's score_batch returned {len(results)} results for {len(chunk)} solutions")
         for (c, whole, (problem, steps)), scores in zip(chunk, results):

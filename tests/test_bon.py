@@ -252,6 +252,25 @@ def test_bad_scores_and_bad_arguments_are_refused_in_one_line(problems):
         best_of_n(problems[:2], Short(), 2)
     with pytest.raises(ValueError, match=r"reward of 2.5 .*must be in \[0, 1\]"):
         best_of_n(problems[:2], Logits(), 2)
+
+    class Nothing:  # before: TypeError tracebacks
+        def score_batch(self, items):
+            return None
+
+    class Broken:
+        def score_batch(self, items):
+            raise KeyError("head")
+
+    class Words:
+        def score_batch(self, items):
+            return [["good"] * len(steps) for _, steps in items]
+
+    with pytest.raises(ValueError, match=r"score_batch returned NoneType, not a list of reward lists"):
+        best_of_n(problems[:2], Nothing(), 2)
+    with pytest.raises(ValueError, match=r"score_batch raised KeyError: 'head'"):
+        best_of_n(problems[:2], Broken(), 2)
+    with pytest.raises(ValueError, match=r"rewards that are not numbers .*\['good'"):
+        best_of_n(problems[:2], Words(), 2)
     with pytest.raises(ConfigError, match="N must be at least 1"):
         best_of_n(problems[:2], OracleScorer(), [0, 2])
     with pytest.raises(ConfigError, match="not a directory"):

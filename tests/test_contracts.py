@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import re
+
 import pytest
 
 from prmtree.engine.contracts import Executor, Policy
@@ -86,3 +88,55 @@ def test_policies_executors_and_searches_keep_their_documented_shapes():
     # the writer is handed the counters it records: flush(stats), close(stats)
     assert [n for n, _ in parameters(DatasetWriter.flush)][:2] == ["self", "stats"]
     assert [n for n, _ in parameters(DatasetWriter.close)] == ["self", "stats"]
+
+
+@pytest.mark.parametrize("capacity, said", [
+    (float("inf"), "capacity must be the sequences it serves at once (a whole number) or None, got inf"),
+    ("abc", "capacity must be the sequences it serves at once (a whole number) or None, got 'abc'"),
+    (-5, "capacity must be the sequences it serves at once (a whole number) or None, got -5"),
+])
+def test_a_capacity_that_is_no_count_is_refused_naming_it(capacity, said):
+    # Before: OverflowError / "invalid literal for int()" tracebacks and lines that named no capacity.
+    from prmtree.engine.contracts import declared_capacity
+    from prmtree.engine.errors import ConfigError
+
+    class Policy:
+        name = "mine"
+
+    Policy.capacity = capacity
+    with pytest.raises(ConfigError, match=re.escape(f"mine.{said}")):
+        declared_capacity(Policy())
+
+    class Raising:
+        name = "mine"
+
+        def capacity(self):
+            raise RuntimeError("no engine yet")
+
+    with pytest.raises(ConfigError, match=r"mine.capacity\(\) raised RuntimeError: no engine yet"):
+        declared_capacity(Raising())
+    assert declared_capacity(type("P", (), {"capacity": 2.0})()) == 2
+
+
+def test_a_policy_that_fails_to_load_is_one_line(tmp_path, capsys):
+    # Before: a RuntimeError from the constructor (CUDA out of memory) was a 43-line traceback.
+    import sys
+
+    from prmtree.cli import main
+    from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+    (tmp_path / "oom_policy.py").write_text(
+        "from prmtree.policies.simulated import SimulatedPolicy\n"
+        "class Oom(SimulatedPolicy):\n"
+        "    def __init__(self, **kw):\n"
+        "        raise RuntimeError('CUDA out of memory')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["run", "--input", str(write_jsonl(generate_problems(2, seed=1), tmp_path / "in")), "--out",
+                  str(tmp_path / "o"), "--policy", "oom_policy:Oom", "--no-progress"])
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == ("prmtree: error: cannot build policy 'oom_policy:Oom': RuntimeError: "
+                                               "CUDA out of memory")
