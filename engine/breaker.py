@@ -25,7 +25,6 @@ class CircuitBreaker:
         self.failures_in_a_row = 0
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
-        self.succeeded = False  # an attempt has succeeded in this run
 
     def record(self, error: BaseException | None) -> None:
         """One attempt ended: ``None`` if it succeeded, else its error. Raises
@@ -35,21 +34,15 @@ class CircuitBreaker:
             raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
-            self.succeeded = True
             return
         self.failures_in_a_row += 1
         if self.window and self.failures_in_a_row >= self.window:
-            raise self.trip(error)
-
-    def trip(self, error: BaseException) -> BackendDownError:
-        """Trip now (the driver's call: nothing has worked yet and the run must stop anyway)."""
-        if self.tripped is None:
             self.tripped = BackendDownError(
                 f"circuit breaker: the last {self.failures_in_a_row} requests all failed, the latest with "
                 f"{type(error).__name__}: {str(error) or '(no message)'}; everything finished is saved, "
                 "run the same command again once the backend works"
             )
-        return self.tripped
+            raise self.tripped
 
     def record_output(self, malformed: list[str | None]) -> None:
         """A request's rollouts parsed: each one's malformed reason, or None. Raises

@@ -61,14 +61,7 @@ from prmtree.engine.tables import RowContext, problem_rows
 
 class PolicyFailure(RuntimeError):
     """A request failed for good (retries spent, or not retryable); its problem is
-    recorded as failed and the next run retries it. ``transient``: its last error was one
-    another attempt might pass (an outage), not the problem's own (a broken contract, an
-    HTTP 400)."""
-
-    def __init__(self, message: str, transient: bool = False, last: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.last = last  # the last attempt's error
+    recorded as failed and the next run retries it."""
 
 
 def request_seed(run_seed: int, problem_id: str, node_id: str, batch: int) -> int:
@@ -337,7 +330,7 @@ class Driver:
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
         tries = f"after {attempt + 1} attempts" if attempt else "not retryable" if not retryable(last) else "1 attempt"
-        raise PolicyFailure(f"{kind}: {str(last) or type(last).__name__} ({tries})", transient=retryable(last), last=last)
+        raise PolicyFailure(f"{kind}: {str(last) or type(last).__name__} ({tries})")
 
     def _completed(self, sequences: int, latency_s: float) -> None:
         """A request came back: tell the concurrency limit (and, now and then, re-read
@@ -460,17 +453,6 @@ class Driver:
             cancelled = True  # a stop: not done, and not a failure the pilot may learn without
             raise
         except PolicyFailure as exc:
-            if exc.transient and member and self.pilot is not None and self.pilot.calibration is None:
-                # The pilot learns from all its members: learning without one that may yet pass
-                # would make every row differ from a run where it did. The run stops here, as
-                # a stop before the pilot learned does, and the next run pilots them again.
-                # (A member's own failure, a broken contract, teaches nothing instead.)
-                cancelled = True
-                if self.breaker.window and not self.breaker.succeeded:  # nothing has worked: the backend is down
-                    raise self.breaker.trip(exc.last or exc) from None
-                self._abandon_pilot(asyncio.current_task())
-                return FinishedProblem(problem, None, f"{exc}; a pilot member: the pilot learns from all its "
-                                                      "members, so the run stopped before labelling")
             return FinishedProblem(problem, None, str(exc))
         except FatalExecutorError:
             # the run ends (a lost engine fails every request in flight at once): like a stop,
@@ -540,16 +522,6 @@ class Driver:
         return await self.call(gen, self.judge_executor)
 
     # -- the stream -----------------------------------------------------------------
-
-    def _abandon_pilot(self, keep: asyncio.Task[Any] | None) -> None:
-        """Stop the run before the pilot learned (a member failed for now): no new problems,
-        the trees in flight cancelled (not done) but ``keep``, whose failure is recorded."""
-        self.stopping = True
-        assert self.pilot is not None
-        self.pilot.abandoned = True
-        for task in self._in_flight:
-            if task is not keep:
-                task.cancel()
 
     def request_stop(self, cancel: bool = False) -> int:
         """Take no new problems (a SIGTERM); ``run`` returns once the trees in flight are

@@ -297,8 +297,7 @@ def test_a_dead_backend_from_the_start_exits_1_naming_the_error(tmp_path, proble
     r = cli("run", "--input", problems_file, "--out", tmp_path / "o", "--no-progress",
             "--policy", "openai", "--policy-arg", "base_url=http://127.0.0.1:9/v1", "--policy-arg", "model=m")
     assert r.returncode == 1, r.stderr
-    # a pilot member failing before any request worked trips it at once (before: after 50 requests)
-    assert re.search(r"^prmtree: run stopped: circuit breaker: the last \d+ requests all failed, the latest with "
+    assert re.search(r"^prmtree: run stopped: circuit breaker: the last (50) requests all failed, the latest with "
                      r"GenerationError: .*connection.*; everything finished is saved", r.stderr, re.I | re.M), r.stderr
     assert "Traceback" not in r.stderr
 
@@ -311,8 +310,7 @@ def test_breaker_window_zero_disables_it_and_is_not_in_the_resume_hash(tmp_path)
         async def generate(self, request):
             raise ConnectionError("down")
 
-    config = {"executor": {"breaker_window": 0, "retry_backoff_s": 0.0, "max_attempts": 1},
-              "labels": {"learn_floor": False}}  # no pilot: a member failing for now would stop the run
+    config = {"executor": {"breaker_window": 0, "retry_backoff_s": 0.0, "max_attempts": 1}}
     s = prmtree.run(generate_problems(60, seed=2), policy=Dead(), out=tmp_path, config=config)
     assert s.problems_failed == 60 and s.retry_pending == 60
 

@@ -114,9 +114,8 @@ def test_a_hanging_policy_times_out(tmp_path, problems):
         async def generate(self, request):
             await asyncio.sleep(3600)
 
-    config = RunConfig.model_validate(  # no pilot: a member failing for now would stop the run at the first
-        {"executor": {"request_timeout_s": 0.05, "max_attempts": 2, "retry_backoff_s": 0.0},
-         "labels": {"learn_floor": False}}
+    config = RunConfig.model_validate(
+        {"executor": {"request_timeout_s": 0.05, "max_attempts": 2, "retry_backoff_s": 0.0}}
     )
     s = prmtree.run(problems[:3], policy=Hangs(), out=tmp_path, config=config)
     assert s.problems_failed == 3

@@ -10,7 +10,6 @@ import pytest
 from prmtree.engine.calibration import chance_floor
 from prmtree.engine.config import LabelsConfig
 from prmtree.engine.deciders import CalibratedDecider
-from prmtree.engine.errors import GenerationError
 from prmtree.engine.floors import LOWEST, PRIOR_ROLLOUTS, learn_floor
 from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.pilot import Calibration, pool_allowance
@@ -108,57 +107,28 @@ def test_a_resumed_run_pilots_nothing_and_labels_with_what_was_learned(tmp_path)
     assert {f for r in read_table(tmp_path / "o", "steps").to_pylist() for f in r["floors"]} == {floor}
 
 
-class FailsFor(SimulatedPolicy):
-    """Fails every request of one problem while ``_broken``: for now (a RuntimeError, worth
-    another attempt) or for good (``own``: an error another attempt cannot pass)."""
+def test_a_member_that_fails_teaches_nothing_and_is_redone_as_a_member(tmp_path):
+    class FailsFor(SimulatedPolicy):
+        def __init__(self, bad, **kw):
+            super().__init__(**kw)
+            self.bad, self._broken = bad, True  # private: not part of the config, so a re-run resumes
 
-    def __init__(self, bad, own=False, **kw):
-        super().__init__(**kw)
-        self.bad, self.own, self._broken = bad, own, True  # private: not part of the config, so a re-run resumes
+        async def generate(self, request):
+            if request.problem.id == self.bad and self._broken:
+                raise RuntimeError("worker lost")
+            return await super().generate(request)
 
-    async def generate(self, request):
-        if request.problem.id == self.bad and self._broken:
-            if self.own:
-                raise GenerationError("HTTP 400: the prompt is too long", retryable=False)
-            raise RuntimeError("worker lost")
-        return await super().generate(request)
-
-
-FAILING_CONFIG = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 4},
-                  "executor": {"retry_backoff_s": 0.0, "max_attempts": 1}}
-FAILING_POLICY = dict(error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False, wrong_answers="consistent")
-
-
-def test_a_member_that_fails_for_now_stops_the_run_and_the_rerun_gives_a_clean_runs_rows(tmp_path):
-    # Before: the pilot learned from the other members, and every row differed from a run
-    # where the member had passed, for good (a probe: 171 of 171 steps rows).
     problems = YESNO[:10]
-    clean = prmtree.run(problems, policy=FailsFor(None, **FAILING_POLICY), out=tmp_path / "clean", config=FAILING_CONFIG)
-    assert clean.problems_done == 10
-    policy = FailsFor(problems[1].id, **FAILING_POLICY)
-    s = prmtree.run(problems, policy=policy, out=tmp_path / "o", config=FAILING_CONFIG)
-    assert s.problems_failed == 1 and s.problems_done == 0 and s.retry_pending == 1
-    manifest = load_manifest(tmp_path / "o" / "manifest.json")
-    assert not manifest.calibration and not manifest.completed
-    assert "a pilot member: the pilot learns from all its members, so the run stopped" in manifest.failed[problems[1].id]
-    policy._broken = False
-    again = prmtree.run(problems, policy=policy, out=tmp_path / "o", config=FAILING_CONFIG)
-    assert again.problems_done == 10
-    assert (load_manifest(tmp_path / "o" / "manifest.json").calibration
-            == load_manifest(tmp_path / "clean" / "manifest.json").calibration)
-    for table in ("steps", "nodes", "pairs"):
-        assert read_table(tmp_path / "o", table).to_pylist() == read_table(tmp_path / "clean", table).to_pylist()
-
-
-def test_a_member_that_fails_for_its_own_reason_teaches_nothing_and_is_redone_as_a_member(tmp_path):
-    problems = YESNO[:10]
-    policy = FailsFor(problems[1].id, own=True, **FAILING_POLICY)
-    s = prmtree.run(problems, policy=policy, out=tmp_path, config=FAILING_CONFIG)
+    policy = FailsFor(problems[1].id, error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False,
+                      wrong_answers="consistent")
+    config = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 4},
+              "executor": {"retry_backoff_s": 0.0, "max_attempts": 1}}
+    s = prmtree.run(problems, policy=policy, out=tmp_path, config=config)
     assert s.problems_failed == 1 and s.problems_done == 9
     cal = load_manifest(tmp_path / "manifest.json").calibration
     assert cal["floors"]["yesno"]["problems"] == 3 and problems[1].id in cal["members"]
     policy._broken = False
-    again = prmtree.run(problems, policy=policy, out=tmp_path, config=FAILING_CONFIG)
+    again = prmtree.run(problems, policy=policy, out=tmp_path, config=config)
     assert again.problems_done == 10 and load_manifest(tmp_path / "manifest.json").calibration == cal
 
 
