@@ -234,12 +234,8 @@ def reconcile_input(
         notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
                      f"({why}; e.g. {retried_present[0]!r})")
     if drop or gone:
-        counts = (len(drop & completed), len(drop & m.skipped.keys()), len(drop & m.rejected.keys()))
         if drop:
-            dropped = writer.drop_problems(drop)
-            _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
-        else:
-            _forget(m.stats, *counts, [])
+            _drop(writer, drop)
         write_manifest(writer.out_dir, m, slice.manifest_name)
         discard_unlisted(writer.out_dir, m, slice)
         opened.done = set(m.completed) | set(m.rejected)
@@ -359,10 +355,8 @@ def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:
         altered.unlink(missing_ok=True)
     fault_point("image_repair_files_removed")
     owners = {b.problem_id for group in found.values() for b in group}
-    counts = (len(owners & set(m.completed)), len(owners & m.skipped.keys()), len(owners & m.rejected.keys()))
-    dropped = writer.drop_problems(owners)
+    _drop(writer, owners)
     fault_point("image_repair_shards_written")
-    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
     write_manifest(out, m, slice.manifest_name)
     fault_point("image_repair_manifest_written")
     discard_unlisted(out, m, slice)
@@ -393,6 +387,15 @@ def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     write_manifest_head(out, manifest, slice.manifest_name, manifest.log)
     return [f"{manifest.log['file']}: its last {torn} bytes were torn or missing; the problems of the flushes "
             "they recorded will be redone"]
+
+
+def _drop(writer: DatasetWriter, keys: set[str]) -> None:
+    """Drop ``keys``' rows and records (``DatasetWriter.drop_problems``) and take them out of
+    the manifest's counters, so the run redoes them and counts them once."""
+    m = writer.manifest
+    counts = (len(keys & set(m.completed)), len(keys & m.skipped.keys()), len(keys & m.rejected.keys()))
+    dropped = writer.drop_problems(keys)
+    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
 
 
 def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]],

@@ -342,12 +342,12 @@ class DatasetWriter:
                 shards.append(shard)
                 continue
             dropped.rows[shard["table"]] += len(ids) - len(keep)
+            table = pq.read_table(path) if keep or shard["table"] == "steps" else None
             if shard["table"] == "steps":
-                labels = pq.read_table(path, columns=["labels"]).column("labels").to_pylist()
+                labels = table.column("labels").to_pylist()
                 dropped.labels += [labels[i] or [] for i, pid in enumerate(ids) if pid in keys]
             if keep:
-                rows = pq.read_table(path).take(keep)
-                shards.append({**self._write_shard(shard["table"], rows), "flush": shard.get("flush")})
+                shards.append({**self._write_shard(shard["table"], table.take(keep)), "flush": shard.get("flush")})
         m.shards = shards
         m.log = {}  # the log no longer replays to this: the next write is whole, or a new log's base
         m.completed = [p for p in m.completed if p not in keys]

@@ -12,7 +12,6 @@ neither ``pyyaml`` nor ``datasets``.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from dataclasses import fields
 from pathlib import Path
@@ -25,9 +24,6 @@ from prmtree.engine.output import load_manifests
 from prmtree.engine.stats import RunStats, coverage
 from prmtree.engine.tables import hf_feature
 from prmtree.export.rows import question_text
-
-SECRET = SECRET_NAME  # setting names never shown
-
 
 # -- YAML --------------------------------------------------------------------------------
 
@@ -154,7 +150,7 @@ def _settings(section: dict[str, Any]) -> str:
         return "(not recorded)"
     shown = []
     for key, value in sorted(section.items()):
-        if SECRET.search(str(key)):
+        if SECRET_NAME.search(str(key)):
             value = "(redacted)"
         shown.append(f"`{key}` = `{json.dumps(value, ensure_ascii=False, default=str)}`")
     return ", ".join(shown)

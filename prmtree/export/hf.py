@@ -120,7 +120,8 @@ class HF(ExportFormat):
         return steps.num_rows
 
 
-def _hashed(problem_id: str) -> bytes:
+def problem_hash(problem_id: str) -> bytes:
+    """The order problems are held out in (here, and by ``prmtree train`` on data with no test split)."""
     return hashlib.blake2b(problem_id.encode(), digest_size=8).digest()
 
 
@@ -134,13 +135,13 @@ def _held_out(problem_ids: list[str], test_size: float, also: Iterable[str] = ()
     pairs but no steps row (every path cut at an undecided first label) is still placed
     by its id, the same way in every export, never by default in train.
     """
-    unique = sorted(set(problem_ids), key=_hashed)
+    unique = sorted(set(problem_ids), key=problem_hash)
     if test_size <= 0 or len(unique) < 2:
         return set()
     n = min(len(unique) - 1, max(1, math.ceil(test_size * len(unique))))
     held = set(unique[:n])
-    last = _hashed(unique[n - 1])
-    return held | {p for p in set(also) - set(unique) if _hashed(p) <= last}
+    last = problem_hash(unique[n - 1])
+    return held | {p for p in set(also) - set(unique) if problem_hash(p) <= last}
 
 
 def _split(table: pa.Table, test_ids: set[str]) -> dict[str, pa.Table]:

@@ -5,7 +5,8 @@ per-step column with it (a run with ``[labels] undecided = "keep"`` keeps null l
 its own tables, never in an export: a trainer would read a null as a label), and a path
 with no decided step is left out. A path cut short has no final answer, so its
 ``final_correct`` is null. Paths the cut makes the same (several paths through one
-undecided step) are one record: the first. Text that would be read as a marker
+undecided step) are one record: the first, or the first unflagged one where they differ in
+``flagged``. Text that would be read as a marker
 (the placeholder, ``<extra_0>``, ``<image>``, ChatML tokens) is defused with a word joiner
 (U+2060) after its first character, so every marker in an export is one the exporter put there.
 """

@@ -11,7 +11,6 @@ A run directory is read only whole and intact, as an export reads it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prmtree.engine.errors import ConfigError
+from prmtree.export.hf import problem_hash
 
 
 @dataclass
@@ -135,10 +135,6 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
     return rows
 
 
-def _hashed(problem_id: str) -> bytes:
-    return hashlib.blake2b(problem_id.encode(), digest_size=8).digest()
-
-
 def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], list[StepRow]]:
     """Train and held-out rows, split by problem: the export's test split, else a hashed share of problems.
 
@@ -147,7 +143,7 @@ def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], l
     """
     if any(r.split == "test" for r in rows):
         return [r for r in rows if r.split != "test"], [r for r in rows if r.split == "test"]
-    problems = sorted({r.problem_id for r in rows}, key=_hashed)
+    problems = sorted({r.problem_id for r in rows}, key=problem_hash)
     if test_share <= 0 or len(problems) < 2:
         return list(rows), []
     n_test = min(len(problems) - 1, max(1, math.ceil(test_share * len(problems))))
