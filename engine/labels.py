@@ -47,7 +47,8 @@ class LabelledPath:
     steps: list[str]
     labels: list[bool]
     provenance: list[StepProvenance]
-    final_correct: bool | None  # the leaf's own answer, when it ends the solution
+    final_correct: bool | None  # the leaf's own answer, when it ends the solution and the
+    # labels reach it or stop at an error (None: they stop short at a step left undecided)
     flagged: bool = False  # consensus kept it although MC and the judge disagreed
 
     @property
@@ -225,6 +226,8 @@ def label_path(
             kept = kept[:first] + [False] * (end - first)
     leaf_stats = stats[-1]
     final = leaf_stats.n_correct > 0 if leaf_stats.terminal and leaf_stats.measured else None
+    if end < m and False not in kept:  # the labels stop short of the answer at a step left undecided
+        final = None
     return LabelledPath(leaf, [s.step for s in stats[:end]], kept, provenance[:end], final)
 
 

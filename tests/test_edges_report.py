@@ -370,10 +370,9 @@ def test_paths_cut_at_an_undecided_step_are_exported_once(kept_and_dropped, tmp_
             rows = [r for f in files for r in pq.read_table(f).to_pylist()]
             return [json.dumps([r["prompt"], r["completions"], r["labels"]], default=str) for r in rows]
         records = [json.loads(line) for line in target.read_text().splitlines()]
-        for r in records:  # "keep" knows a path stopped at an undecided step ("give_up"); a dropped row does not
-            r.get("label", {}).pop("finish_reason", None) if fmt == "prm800k" else None
-        return [json.dumps({k: v for k, v in r.items() if k not in ("path_id", "final_correct")}, sort_keys=True)
-                for r in records]
+        # both know a path stopped at an undecided step: prm800k's "give_up", a null final_correct
+        # (before, a dropped row kept its leaf's answer and was exported as a finished "solution")
+        return [json.dumps({k: v for k, v in r.items() if k != "path_id"}, sort_keys=True) for r in records]
 
     kept, dropped = records(kept_and_dropped["keep"]), records(kept_and_dropped["drop"])
     assert len(kept) == len(set(kept)) > 10

@@ -49,6 +49,33 @@ def test_terminal_leaf_gives_final_correct():
     assert path.labels == [True, True]
 
 
+def test_a_path_cut_at_an_undecided_step_has_no_final_answer():
+    """The leaf answered right, but the labels stop at step 1 (step 2 left undecided by its
+    posterior): the row's steps do not reach that answer, so ``final_correct`` is None (an
+    export would otherwise call the cut row a finished solution). A path that stops at an
+    error, or runs to its end, keeps its leaf's answer."""
+    from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG, StepEvidence
+
+    tree = ReasoningTree("p")
+    ids = tree.add_path(tree.root, ["a", "b", "c", "d \\boxed{1}"], terminal=True)
+    for node in ids:
+        tree.record(node, 4, 2)
+    tree.record(ids[-1], 1, 1)
+
+    def evidence(*decisions):
+        return [StepEvidence(d, 0.5, 4, 2, 0.5) for d in decisions]
+
+    inferred = label_path(tree, ids[-1], evidence(RIGHT, RIGHT, UNDECIDED, RIGHT))
+    assert inferred.labels == [True] * 4 and inferred.final_correct is True  # step 2 inferred right from step 3
+    stopped = label_path(tree, ids[-1], evidence(RIGHT, UNDECIDED, UNDECIDED, UNDECIDED))
+    assert stopped.labels == [True] and stopped.final_correct is None
+    kept = label_path(tree, ids[-1], evidence(RIGHT, UNDECIDED, UNDECIDED, UNDECIDED), keep_undecided=True)
+    assert kept.labels == [True, None, None, None] and kept.final_correct is True  # the export cuts and nulls it
+    wrong = label_path(tree, ids[-1], evidence(RIGHT, WRONG, UNDECIDED, UNDECIDED))
+    assert wrong.labels == [True, False] and wrong.final_correct is True
+    assert label_path(tree, ids[-1], evidence(RIGHT, RIGHT, RIGHT, RIGHT)).final_correct is True
+
+
 def test_undecided_first_step_gives_no_row():
     tree, ids = _tree({})
     assert label_path(tree, ids[-1]) is None

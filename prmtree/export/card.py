@@ -299,7 +299,7 @@ def dataset_card(
         "values": "per step: Monte-Carlo value, the share of rollouts from the prefix ending at this step that reach "
                   "the gold answer (a step not sampled itself carries a value from along its path, or null)",
         "answer": "gold answer",
-        "final_correct": "whether this path's final answer matches the gold answer",
+        "final_correct": "whether this path's final answer matches the gold answer (null where the steps stop before it)",
         "strategy": "search strategy that found the path",
         "policy": "policy that wrote the steps",
         "label_method": "labelling method of the run (`mc`, `calibrated`, `consensus`)",

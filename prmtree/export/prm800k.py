@@ -1,8 +1,9 @@
 """``prm800k``: JSONL shaped like PRM800K, for evaluators.
 
 The question, then per-step ratings 1 / -1 and a ``finish_reason``: ``found_error`` at a
-step rated -1, ``solution`` when every step is rated 1, ``give_up`` when the labels stop at
-an undecided step first.
+step rated -1, ``solution`` when every step is rated 1 and the path's answer is right or wrong,
+``give_up`` when the labels stop at an undecided step first (in the run, or in the export's
+cut; ``final_correct`` is then null) or the path ends without an answer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _record(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
         return None
     if False in labels:
         finish = "found_error"
-    elif len(steps) < len(row.get("completions") or []):
+    elif len(steps) < len(row.get("completions") or []) or row.get("final_correct") is None:
         finish = "give_up"
     else:
         finish = "solution"
