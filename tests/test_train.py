@@ -170,6 +170,18 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
         with pytest.raises(ConfigError, match=rf"odd.jsonl:1: 'label' must be -1 \(no wrong step\) or a step index "
                                               rf"below 2 \(ProcessBench's first error\), got {re.escape(repr(label))}"):
             read_solutions(odd)
+    # before: marks short of the steps were padded as neutral, extra ones dropped, a string mark
+    # was a TypeError traceback: misaligned marks now stop with the line
+    for response, message in [({"steps": ["a", "b", "c"], "process_correctness": [1, -1]}, "3 steps but 2 process_correctness"),
+                              ({"steps": ["a"], "process_correctness": [1, -1]}, "1 steps but 2 process_correctness"),
+                              ({"steps": ["a"], "process_correctness": ["1"]}, "process_correctness marks must be 1 "
+                                                                                 r"\(right\), 0 \(neutral\) or -1 \(wrong\), got '1'")]:
+        odd = _write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "response": response}])
+        with pytest.raises(ConfigError, match=rf"odd.jsonl:1: {message}"):
+            read_solutions(odd)
+    odd = _write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "steps": ["a", "b"], "labels": [True]}])
+    with pytest.raises(ConfigError, match=r"odd.jsonl:1: 2 steps but 1 labels marks"):
+        read_solutions(odd)
     missing = _write_jsonl(tmp_path / "missing.jsonl", [{"question": "q", "steps": ["a"], "image": ["nope.png"]}])
     with pytest.raises(ConfigError, match=r"missing.jsonl:1: cannot read image .*nope.png"):
         read_solutions(missing)

@@ -35,13 +35,25 @@ class Solution:
     row: dict[str, Any]
 
 
+def _marks(marks: list[Any], n: int, where: str, name: str, allowed: str) -> None:
+    """One mark per step, each a number or bool (or null): a count that differs means the
+    marks and steps are misaligned, and scoring them would pair labels with the wrong steps."""
+    if len(marks) != n:
+        raise ConfigError(f"{where}: {n} steps but {len(marks)} {name} marks (one per step expected)")
+    for m in marks:
+        if m is not None and not isinstance(m, (bool, int, float)):
+            raise ConfigError(f"{where}: {name} marks must be {allowed}, got {m!r}")
+
+
 def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -> list[bool | None] | None:
     if isinstance(response.get("process_correctness"), list):
         marks = response["process_correctness"]
-        return [None if m == 0 or m is None else m > 0 for m in marks[:n]] + [None] * (n - len(marks))
+        _marks(marks, n, where, "process_correctness", "1 (right), 0 (neutral) or -1 (wrong)")
+        return [None if m == 0 or m is None else m > 0 for m in marks]
     if isinstance(row.get("labels"), list):
         marks = row["labels"]
-        return [None if m is None else bool(m) for m in marks[:n]] + [None] * (n - len(marks))
+        _marks(marks, n, where, "labels", "true / false (or null)")
+        return [None if m is None else bool(m) for m in marks]
     if "label" in row and row["label"] is not None:  # ProcessBench: the first wrong step's index, -1 for none
         first = row["label"]
         if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < n:
