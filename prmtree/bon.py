@@ -94,6 +94,15 @@ class Sampled:
     candidates: list[Candidate]
 
 
+class NothingSampled(ConfigError):
+    """No problem got its N solutions: every one failed (``failed``), or no input row was
+    usable. Not a usage error: the command exits 3 or 4, as ``prmtree run`` does."""
+
+    def __init__(self, message: str, failed: bool) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
 @dataclass
 class Sampling:
     """What sampling produced: the problems that got their N solutions, and the rest."""
@@ -486,7 +495,7 @@ def best_of_n(
     if not got.sampled:
         why = f"{len(got.failed)} failed (e.g. {next(iter(got.failed.values()))})" if got.failed else \
             f"{got.input_errors} bad input rows" if got.input_errors else "the input is empty"
-        raise ConfigError(f"no problem was sampled: {why}")
+        raise NothingSampled(f"no problem was sampled: {why}", failed=bool(got.failed))
     score(got.sampled, scorer)
     result = evaluate(got.sampled, ns, run_seed)
     result.failed, result.input_errors = got.failed, got.input_errors

@@ -373,8 +373,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bon(args: argparse.Namespace) -> int:
     """Exit 0 when every problem was sampled and scored; 3 when some failed (the table
-    counts the rest); 2 for bad arguments, a bad PRM or policy; 1 when the backend went down."""
-    from prmtree.bon import best_of_n, check_plotting, parse_ns, print_table, write_png
+    counts the rest) or all did; 4 when no input row was usable; 2 for bad arguments, a bad
+    PRM or policy; 1 when the backend went down."""
+    from prmtree.bon import NothingSampled, best_of_n, check_plotting, parse_ns, print_table, write_png
     from prmtree.engine.errors import ConfigError, PolicyConfigError
 
     try:
@@ -395,6 +396,9 @@ def cmd_bon(args: argparse.Namespace) -> int:
         result = best_of_n(args.input, args.prm, ns, policy=args.policy, policy_args=_parse_policy_args(args.policy_arg),
                            seed=args.seed, config=args.config,
                            config_overrides={"executor": executor} if executor else None)
+    except NothingSampled as exc:
+        sys.stderr.write(f"prmtree: bon: {exc}\n")
+        raise SystemExit(EXIT_SOME_FAILED if exc.failed else EXIT_NO_DATA) from None
     except (ConfigError, PolicyConfigError, ValueError) as exc:
         _fail(str(exc))
     except FatalExecutorError as exc:

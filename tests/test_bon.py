@@ -315,6 +315,11 @@ class FailsOne(SimulatedPolicy):
         if request.problem.id.endswith("0001"):
             raise GenerationError("the model refused", retryable=False)
         return await super().generate(request)
+
+
+class FailsAll(SimulatedPolicy):
+    async def generate(self, request):
+        raise GenerationError("the model refused", retryable=False)
 """
 
 
@@ -354,6 +359,22 @@ def test_the_command_counts_failed_problems_out_and_says_so(command, capsys):
     assert "1 problems failed" in err
     report = json.loads((tmp / "r.json").read_text())
     assert report["problems"] == 9 and report["failed"] == 1
+
+
+def test_the_command_exits_3_when_every_problem_failed_and_4_when_no_row_was_usable(command, capsys):
+    # before: both exited 2, the code for bad arguments, though the arguments were fine
+    run, tmp = command
+    assert run("--prm", "bon_helpers:oracle", "--policy", "bon_helpers:FailsAll", "--n", "2") == 3
+    err = capsys.readouterr().err
+    assert err == "prmtree: bon: no problem was sampled: 10 failed (e.g. GenerationError: the model refused (not retryable))\n", err
+    bad = tmp / "bad.jsonl"
+    bad.write_text('{"question": "q?", "answer": "1", "image": "missing.png"}\n')  # its image is not there
+    try:
+        code = main(["bon", "--input", str(bad), "--prm", "bon_helpers:oracle", "--n", "2"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 4 and err.startswith("prmtree: bon: no problem was sampled: 1 bad input rows"), err
 
 
 @pytest.mark.parametrize("args, message", [
