@@ -649,6 +649,9 @@ class InputScan:
     changed: list[str] = field(default_factory=list)  # recorded, and the row now differs
     unseen: set[str] = field(default_factory=set)  # recorded, and no longer in the input
     known_ids: dict[str, str] = field(default_factory=dict)  # where -> id of rows given without one
+    # recorded problems whose images cannot be read now (key -> why): not evidence that the
+    # row changed (an unmounted share, a moved folder), so their rows are kept
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def same_fingerprint(recorded: str, current: str) -> bool:
@@ -658,10 +661,16 @@ def same_fingerprint(recorded: str, current: str) -> bool:
     return recorded.split(".")[:2] == current.split(".")[:2]
 
 
+#: What :func:`_row_fingerprint` returns, before the reason, for a recorded problem whose
+#: images cannot be read now.
+UNREADABLE = "unreadable:"
+
+
 def _row_fingerprint(row: dict[str, Any], base_dir: Path | None, fmt: InputConfig, where: str,
                      recorded: str) -> str:
     """A row's fingerprint as a run would record it. For a recorded problem whose image
-    files have the recorded sizes and times, their bytes are not read again."""
+    files have the recorded sizes and times, their bytes are not read again; one whose
+    images cannot be read gives :data:`UNREADABLE` and the reason."""
     if recorded.startswith("error:"):
         item = problem_from_row(row, base_dir, fmt, where)
         return problem_fingerprint(item) if isinstance(item, Problem) else item.fingerprint  # type: ignore[union-attr]
@@ -679,7 +688,7 @@ def _row_fingerprint(row: dict[str, Any], base_dir: Path | None, fmt: InputConfi
     try:
         images = _read_images(image_value, base_dir, fmt.max_image_bytes)
     except ImageError as exc:
-        return error_fingerprint(row, str(exc))
+        return UNREADABLE + str(exc)
     return f"{text}.{images_fingerprint(images)}.{stamp}"
 
 
@@ -702,7 +711,12 @@ def scan_input(
         if not owns(key) or key not in recorded:
             return
         scan.unseen.discard(key)
-        if recorded[key] and not same_fingerprint(recorded[key], current()):
+        if not recorded[key]:
+            return
+        now = current()
+        if now.startswith(UNREADABLE):
+            scan.unreadable[key] = now[len(UNREADABLE):]
+        elif not same_fingerprint(recorded[key], now):
             scan.changed.append(key)
 
     counts: dict[str, int] = {}

@@ -225,6 +225,11 @@ def reconcile_input(
                 f"{len(failed)} failed are no longer retried" if failed else "",
             ]))
         )
+    unreadable = [k for k in scan.unreadable if k in completed]
+    if unreadable:
+        notes.append(f"{len(unreadable)} labelled problem{'s' if len(unreadable) > 1 else ''} in {writer.out_dir} "
+                     f"cannot have {'their' if len(unreadable) > 1 else 'its'} images read now (e.g. {unreadable[0]!r}: "
+                     f"{scan.unreadable[unreadable[0]]}): the rows are kept; put the images back to have them compared")
     if changed:
         notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
                      f"(e.g. {changed[0]!r}); their old rows are dropped")

@@ -165,6 +165,33 @@ def test_a_rerun_does_not_read_unchanged_image_files_but_sees_a_changed_one(tmp_
     assert s.rollouts_this_session == 0 and reads == [image]
 
 
+def test_images_that_cannot_be_read_now_keep_a_labelled_problems_rows(tmp_path, data, capsys):
+    # Before: a moved image folder (an unmounted share) made every labelled problem
+    # "changed", and --rerun-changed, as the refusal advised, dropped all their rows.
+    out = tmp_path / "out"
+    run(data, out)
+    before = read_table(out, "steps").to_pylist()
+    rows = rows_of(data)
+    (data.parent / rows[2]["image"]).unlink()  # one image gone
+    s = run(data, out)
+    err = capsys.readouterr().err
+    assert s.rollouts_this_session == 0 and s.problems_done == 6
+    assert f"1 labelled problem in {out} cannot have its images read now (e.g. {rows[2]['id']!r}: " in err
+    assert "the rows are kept; put the images back to have them compared" in err
+    images = data.parent / "images"
+    images.rename(tmp_path / "away")  # every image gone
+    s = run(data, out, rerun_changed=True)
+    err = capsys.readouterr().err
+    assert s.rollouts_this_session == 0 and "6 labelled problems" in err and "redoing" not in err
+    assert read_table(out, "steps").to_pylist() == before
+    assert sorted(load_manifest(out / "manifest.json").completed) == sorted(r["id"] for r in rows)
+    (tmp_path / "away").rename(images)
+    (images / "restored-later.png").write_bytes(b"")  # unrelated
+    (data.parent / rows[2]["image"]).write_bytes((data.parent / rows[0]["image"]).read_bytes())  # back, but other bytes
+    with pytest.raises(ConfigError, match=rf"problem {rows[2]['id']!r} changed in the input"):
+        run(data, out)
+
+
 def test_removed_problems_are_reported_and_a_failed_one_is_no_longer_retried(tmp_path, data, capsys):
     from prmtree.engine.output import DatasetWriter  # noqa: F401 - the manifest is edited as a failed run leaves it
 
