@@ -502,6 +502,10 @@ def check_input(path: str | os.PathLike[str], fmt: InputConfig | None = None) ->
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"input {str(path)!r} not found")
+    if not path.is_dir() and not path.is_file():  # a pipe (/dev/stdin, <(zcat ...)) or a device
+        raise ConfigError(f"input {str(path)!r} is not a regular file (a pipe or a device): a run reads its input "
+                          "more than once (to check its fields, to compare it when resuming), so write it to a file "
+                          "first, e.g. zcat data.jsonl.gz > data.jsonl")
     if not _is_hf_dataset(path):
         input_files(path)
     if fmt is not None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
-from conftest import cli
+from conftest import PRMTREE, cli
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems, write_jsonl
@@ -375,6 +376,21 @@ def test_the_cli_refuses_a_bad_slice_in_one_line(tmp_path, data, flag, value, ex
 
 
 # -- 10. BOM, fields named otherwise, nothing usable -------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pipe_as_input_is_refused_in_one_line(tmp_path, data):
+    # Before: the field check read a buffer's worth of the pipe and the run the rest, so
+    # the first rows were lost without a word (exit 0, "finished").
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"input '.*rows.fifo' is not a regular file \(a pipe or a device\): a run "
+                                          r"reads its input more than once"):
+        run(fifo, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    r = subprocess.run([*PRMTREE, "run", "--input", "/dev/stdin", "--out", str(tmp_path / "out2"), "--policy",
+                        "simulated", "--no-progress"], input=data.read_text(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'/dev/stdin' is not a regular file" in r.stderr
 
 
 def test_json_and_jsonl_with_a_bom_are_read(tmp_path, data):
