@@ -350,12 +350,25 @@ def problem_from_row(
 InputRow = tuple[str, Any, ImageCell | None]
 
 
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return (f"is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): save the file as "
+            "UTF-8; its text would be read wrong")
+
+
 def _jsonl_rows(path: Path) -> Iterator[InputRow]:
-    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:  # -sig: a BOM is no character
-        for line_no, line in enumerate(handle, start=1):
+    """Each line decoded on its own, strictly: a line that is not UTF-8 is bad input (it was
+    decoded with U+FFFD replacements and its text labelled as such), and a BOM that starts
+    a line (files joined with ``cat``) is no character."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            where = f"{path.name}:{line_no}"
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as exc:
+                yield where, f"line {line_no} {_not_utf8(exc)}", None
+                continue
             if not line.strip():
                 continue
-            where = f"{path.name}:{line_no}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -366,7 +379,10 @@ def _jsonl_rows(path: Path) -> Iterator[InputRow]:
 
 def _json_rows(path: Path) -> Iterator[InputRow]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        yield path.name, f"{path.name} {_not_utf8(exc)}", None
+        return
     except json.JSONDecodeError as exc:
         yield path.name, f"{path.name} is not valid JSON ({exc.msg})", None
         return

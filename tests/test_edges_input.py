@@ -402,6 +402,28 @@ def test_json_and_jsonl_with_a_bom_are_read(tmp_path, data):
         assert s.problems_done == 6 and s.input_errors == 0
 
 
+def test_a_line_that_is_not_utf8_is_bad_input_and_a_bom_starting_any_line_is_read(tmp_path, data):
+    # Before: Latin-1 text was read with U+FFFD in place of its letters and labelled as
+    # such (exit 0), and a BOM after ``cat a.jsonl b.jsonl`` made that row bad JSON.
+    rows = rows_of(data)
+    lines = [json.dumps(r).encode() for r in rows]
+    lines[1] = json.dumps(rows[1], ensure_ascii=False).replace(rows[1]["question"], "Caf\u00e9?").encode("latin-1")
+    lines[3] = "\ufeff".encode() + lines[3]
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "a"
+    s = run(data, out)
+    assert s.problems_done == 5 and s.input_errors == 1
+    error = read_table(out, "errors").to_pylist()[0]
+    assert error["problem_id"] == rows[1]["id"] or error["problem_id"].endswith(":2"), error
+    assert "line 2 is not valid UTF-8 (byte 0xe9 at offset" in error["reason"] and "save the file as UTF-8" in error["reason"]
+    assert "\ufffd" not in "".join(read_table(out, "steps").column("prompt").to_pylist())
+    as_json = data.parent / "as.json"
+    as_json.write_bytes(json.dumps(rows).replace(rows[0]["question"], "Caf\\u00e9").encode()[:-1] + b"\xe9]")
+    s = run(as_json, tmp_path / "b")
+    assert s.problems_done == 0 and s.input_errors == 1
+    assert "as.json is not valid UTF-8 (byte 0xe9 at offset" in read_table(tmp_path / "b", "errors").to_pylist()[0]["reason"]
+
+
 @pytest.mark.parametrize("field, renamed", [("question", "problem"), ("answer", "solution"),
                                             ("image", "image_path")])
 def test_a_field_no_row_has_is_named_with_the_setting_that_maps_it(tmp_path, data, field, renamed):
