@@ -282,6 +282,21 @@ def _given_id(row: dict[str, Any], fmt: InputConfig) -> str | None:
     return None if given in (None, "") else safe_text(str(given))
 
 
+#: The keys of a duplicate id's later rows (:func:`_duplicate`): a row may not give one as its
+#: own id, or the two would share one key in the manifest.
+_COPY_KEY = re.compile(r" \(copy \d+\)\Z")
+
+
+def _bad_id(value: Any, given: str) -> str | None:
+    """Why a row's id cannot key it, or None."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return f"id must be a string or a number, got {type(value).__name__} {safe_text(repr(value))[:80]}"
+    if _COPY_KEY.search(given):
+        return (f"id {given!r} ends like the key prmtree gives a duplicate id's later rows ('<id> (copy N)'); "
+                "give this row another id")
+    return None
+
+
 def _load_row(
     row: dict[str, Any],
     base_dir: Path | None,
@@ -605,6 +620,9 @@ def iter_input(
             yield _reject(None, where, row)
             continue
         given = _given_id(row, fmt)
+        if given is not None and (why := _bad_id(row[fmt.id_field], given)) is not None:
+            yield _reject(row, where, why)
+            continue
         if given is not None:
             counts[given] = counts.get(given, 0) + 1
             if counts[given] > 1:
@@ -646,7 +664,10 @@ def iter_problems(
         yield from iter_input(items, fmt, skip, known_ids)
         return
     counts: dict[str, int] = {}
-    for item in items:
+    for i, item in enumerate(items):
+        if isinstance(item, Problem) and (why := _bad_id(item.id, safe_text(str(item.id)))) is not None:
+            yield _reject(None, f"problems[{i}]", why)
+            continue
         if isinstance(item, Problem):
             key = safe_text(item.id)
             counts[key] = counts.get(key, 0) + 1
@@ -741,9 +762,13 @@ def scan_input(
 
     counts: dict[str, int] = {}
     if not isinstance(items, (str, os.PathLike)):
-        for item in items:
+        for i, item in enumerate(items):
             if isinstance(item, InputError):
                 note(safe_text(item.problem_id), lambda item=item: item.fingerprint)
+                continue
+            if (why := _bad_id(item.id, safe_text(str(item.id)))) is not None:
+                error = _reject(None, f"problems[{i}]", why)
+                note(error.problem_id, lambda error=error: error.fingerprint)
                 continue
             key = safe_text(item.id)
             counts[key] = counts.get(key, 0) + 1
@@ -760,6 +785,10 @@ def scan_input(
             note(error.problem_id, lambda error=error: error.fingerprint)
             continue
         given = _given_id(row, fmt)
+        if given is not None and (why := _bad_id(row[fmt.id_field], given)) is not None:
+            error = _reject(row, where, why)
+            note(error.problem_id, lambda error=error: error.fingerprint)
+            continue
         if given is not None:
             counts[given] = counts.get(given, 0) + 1
             if counts[given] > 1:

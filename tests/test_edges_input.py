@@ -402,6 +402,34 @@ def test_json_and_jsonl_with_a_bom_are_read(tmp_path, data):
         assert s.problems_done == 6 and s.input_errors == 0
 
 
+def test_an_id_shaped_like_a_copys_key_or_not_a_string_is_bad_input_and_reruns_stay_clean(tmp_path, data):
+    # Before: ids a, a, "a (copy 2)" put one key in the manifest twice (the real problem and
+    # the copy), so every rerun was refused as "changed"; a list id was kept as its repr.
+    rows = rows_of(data)
+    rows[1]["id"] = rows[0]["id"]
+    rows[2]["id"] = f"{rows[0]['id']} (copy 2)"
+    rows[3]["id"] = [1, 2]
+    rows[4]["id"] = 7  # a number is an id
+    write_rows(data, rows)
+    out = tmp_path / "out"
+    s = run(data, out)
+    assert s.problems_done == 3 and s.input_errors == 3
+    reasons = {e["problem_id"]: e["reason"] for e in read_table(out, "errors").to_pylist()}
+    assert reasons[f"{rows[0]['id']} (copy 2)"].startswith(f"duplicate id {rows[0]['id']!r}")
+    assert reasons[f"{data.name}:3"] == (f"id '{rows[0]['id']} (copy 2)' ends like the key prmtree gives a duplicate "
+                                         "id's later rows ('<id> (copy N)'); give this row another id")
+    assert reasons[f"{data.name}:4"] == "id must be a string or a number, got list [1, 2]"
+    assert "7" in table_ids(out)
+    s = run(data, out)  # nothing changed: nothing to do, no refusal
+    assert s.rollouts_this_session == 0 and s.problems_done == 3
+    problems = generate_problems(3, seed=1)
+    problems[2] = type(problems[2])(id=f"{problems[0].id} (copy 2)", question="q", answer="1")
+    problems[1] = type(problems[1])(id=problems[0].id, question="q2", answer="2")
+    for _ in range(2):
+        s = prmtree.run(problems, out=tmp_path / "py", policy="simulated", config=CONFIG)
+        assert s.input_errors == 2 and s.problems_done == 1
+
+
 def test_a_line_that_is_not_utf8_is_bad_input_and_a_bom_starting_any_line_is_read(tmp_path, data):
     # Before: Latin-1 text was read with U+FFFD in place of its letters and labelled as
     # such (exit 0), and a BOM after ``cat a.jsonl b.jsonl`` made that row bad JSON.
