@@ -20,6 +20,32 @@ from prmtree.engine.steps import StepFormat
 AnswerType = Literal["auto", "math", "choice", "number", "text", "vqa"]
 ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text", "vqa")
 
+def decode_rgb(data: bytes) -> Any:
+    """Encoded image bytes as an 8-bit RGB ``PIL.Image``, as the image is meant to be seen.
+
+    Two things ``Image.open(...).convert("RGB")`` gets wrong, so every place that shows an
+    image to a model (the built-in policies, PRM training and scoring) decodes here:
+
+    * an EXIF orientation is applied, as Hugging Face ``datasets`` applies it when it loads
+      the output: the policy and a PRM trained on the output see the same picture;
+    * a 16-bit or float image (``I;16``, ``I``, ``F``: medical and scientific PNGs and
+      TIFFs) is scaled to 8 bits; ``convert`` clips it, which turns most pixels white.
+    """
+    from PIL import Image, ImageOps  # lazily: the records layer stays free of PIL
+
+    with Image.open(io.BytesIO(data)) as opened:
+        image = ImageOps.exif_transpose(opened)
+        if image.mode.startswith("I") or image.mode == "F":
+            import numpy as np
+
+            pixels = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+            if image.mode == "F":
+                top = 1.0 if pixels.max(initial=0) <= 1.0 else max(float(pixels.max()), 1.0)
+            image = Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+        return image.convert("RGB")
+
+
 class ProblemImage(bytes):
     """One image of a problem: its encoded bytes (PNG, JPEG, ...) and where it came from.
 
@@ -56,10 +82,7 @@ class ProblemImage(bytes):
 
     def to_pil(self) -> Any:
         """The decoded image (RGB, a ``PIL.Image``), for policies that hand PIL images to a processor."""
-        from PIL import Image  # lazily: the records layer stays free of PIL
-
-        with Image.open(io.BytesIO(self)) as image:
-            return image.convert("RGB")
+        return decode_rgb(self)
 
     @property
     def sha256(self) -> str:

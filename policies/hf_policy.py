@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from prmtree.engine.errors import PolicyConfigError
-from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest, decode_rgb
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 
@@ -67,11 +67,10 @@ class HFPolicy:
 
     def _generate(self, request: GenerationRequest) -> list[Completion]:
         import torch
-        from PIL import Image
 
         prompt = self.prompt(request)
         if self.multimodal and request.problem.images:
-            images = [Image.open(io.BytesIO(im.data)).convert("RGB") for im in request.problem.images]
+            images = [decode_rgb(im.data) for im in request.problem.images]
             inputs = self.processor(text=[prompt], images=images, return_tensors="pt")
         else:
             inputs = self.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)

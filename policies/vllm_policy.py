@@ -10,12 +10,11 @@ vLLM is imported only when this policy is built.
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 from typing import Any
 
 from prmtree.engine.errors import GenerationError, PolicyConfigError
-from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest, decode_rgb
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
 
 
@@ -103,9 +102,7 @@ class VLLMPolicy:
         multimodal = self.multimodal and bool(request.problem.images)
         prompt: dict[str, Any] = {"prompt": render(self.template_owner, request, self.style, multimodal=multimodal)}
         if multimodal:
-            from PIL import Image
-
-            images = [Image.open(io.BytesIO(im.data)).convert("RGB") for im in request.problem.images]
+            images = [decode_rgb(im.data) for im in request.problem.images]
             prompt["multi_modal_data"] = {"image": images}
             prompt["multi_modal_uuids"] = {"image": [image_uuid(im.data) for im in request.problem.images]}
         params = SamplingParams(

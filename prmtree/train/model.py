@@ -11,7 +11,6 @@ marker in its tokenizer) plus ``reward_head.safetensors`` and ``prm_config.json`
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from prmtree.engine.errors import ConfigError
+from prmtree.engine.records import decode_rgb
 
 MARKER = "<step>"
 PRM_CONFIG = "prm_config.json"
@@ -177,9 +177,7 @@ class Encoder:
         text, char_spans = self._layout(question, steps, len(images))
         extra: dict[str, torch.Tensor] = {}
         if images:
-            from PIL import Image
-
-            pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
+            pil = [decode_rgb(b) for b in images]
             out = self.processor(text=[text], images=pil, return_tensors="pt")
             ids = out["input_ids"][0].tolist()  # never cut: image tokens must stay whole
             extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}

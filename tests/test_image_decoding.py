@@ -1,0 +1,50 @@
+"""Images decoded as they are meant to be seen (``records.decode_rgb``): what a policy and
+a PRM are shown must be the picture ``datasets`` shows when it loads the output."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prmtree.engine.records import ProblemImage, decode_rgb
+
+
+def _encoded(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_a_high_bit_depth_image_is_scaled_to_8_bits_not_clipped_white(mode):
+    # Before: convert("RGB") clipped a 16-bit ramp: 99.6% of a real scan's pixels were 255.
+    ramp = np.tile(np.linspace(0, 65535, 256), (4, 1))
+    pixels = {"I;16": ramp.astype(np.uint16), "I": ramp.astype(np.int32), "F": (ramp / 65535).astype(np.float32)}[mode]
+    data = _encoded(Image.fromarray(pixels), "PNG" if mode == "I;16" else "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == mode
+    got = np.asarray(decode_rgb(data))
+    assert got.shape == (4, 256, 3) and got.dtype == np.uint8
+    assert (got == 255).mean() < 0.01 and len(np.unique(got[..., 0])) > 200
+    assert got[0, 0, 0] == 0 and got[0, -1, 0] == 255 and abs(int(got[0, 128, 0]) - 128) <= 1
+
+
+def test_an_exif_orientation_is_applied_as_datasets_applies_it(tmp_path):
+    import datasets
+
+    image = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to show
+    data = _encoded(image, "JPEG", exif=exif.tobytes())
+    assert ProblemImage(data).to_pil().size == (20, 40)
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": data, "path": None}]}).cast_column("image", datasets.Image())
+    assert ds[0]["image"].size == decode_rgb(data).size  # the same picture as the output's readers
+
+
+def test_an_8_bit_image_decodes_as_before():
+    data = _encoded(Image.new("RGB", (3, 2), (10, 20, 30)))
+    assert decode_rgb(data).getpixel((0, 0)) == (10, 20, 30)
+    palette = _encoded(Image.new("P", (3, 2), 1))
+    assert decode_rgb(palette).mode == "RGB"
