@@ -11,6 +11,7 @@ will run: a resume skips finished problems by id before touching their images.
 
 from __future__ import annotations
 
+import decimal
 import io
 import itertools
 import json
@@ -125,6 +126,7 @@ def load_image(
 
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
@@ -159,6 +161,9 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
                              "(what datasets' Image feature stores)")
         if not isinstance(item, str) or not item:
             raise ImageError(f"image entry must be a path or an image struct, got {item!r:.80}")
+        if _URL.match(item):
+            raise ImageError(f"image entry is a URL ({item[:60]}): a run reads local files only; download the "
+                             "images and give their paths")
         if item.startswith("data:") or (len(item) > 200 and _BASE64.fullmatch(item[:4096])):
             raise ImageError(f"image entry is image data given as text ({item[:24]}..., {len(item)} characters): "
                              "give the image's file path, or its bytes in an image struct in Parquet")
@@ -239,13 +244,17 @@ def _image_texts(value: Any) -> Iterator[str]:
 def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, str, str, Any, Any] | InputError:
     """A row's question, answer, answer type, meta and image value, checked (images not read)."""
     question = row.get(fmt.question_field)
-    if not isinstance(question, str) or not question.strip():
+    if question is not None and not isinstance(question, str):
+        return _reject(row, shown_id, f"question must be a string, got {type(question).__name__}")
+    if question is None or not question.strip():
         reason = _missing("question", fmt.question_field, row) if fmt.question_field not in row else "missing question"
         return _reject(row, shown_id, reason)
     answer = row.get(fmt.answer_field)
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         reason = _missing("answer", fmt.answer_field, row) if fmt.answer_field not in row else "missing answer"
         return _reject(row, shown_id, reason)
+    if isinstance(answer, decimal.Decimal):  # a Parquet decimal column
+        answer = str(answer)
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return _reject(row, shown_id, f"answer must be a string or a number, got {type(answer).__name__}")
     if (why := _bad_gold(answer)) is not None:
@@ -265,7 +274,24 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
             return _reject(row, shown_id, "meta must be an object")
     if not isinstance(meta, dict):
         return _reject(row, shown_id, f"meta must be an object, got {type(meta).__name__}")
+    if (why := bad_meta(meta)) is not None:
+        return _reject(row, shown_id, why)
     return question, str(answer), answer_type, meta, image_value
+
+
+def bad_meta(meta: dict[str, Any]) -> str | None:
+    """Why a problem's ``meta`` would be misread, or None: a ``chance`` or ``options`` the
+    labels cannot use was ignored without a word, and the floor fell back to a default."""
+    chance = meta.get("chance")
+    if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float))
+                               or not 0 <= chance < 1):
+        return (f"meta.chance must be a number from 0 to below 1 (the share of guesses that reach the gold "
+                f"answer), got {safe_text(repr(chance))[:40]}")
+    options = meta.get("options")
+    if options is not None and not isinstance(options, (list, tuple, dict)):
+        return (f"meta.options must be a list of the options (or an object: letter -> option), got "
+                f"{type(options).__name__} {safe_text(repr(options))[:40]}")
+    return None
 
 
 def _image_column(row: dict[str, Any], fmt: InputConfig) -> str:
@@ -496,6 +522,9 @@ def input_files(path: Path) -> list[Path]:
     licences, hidden files and subdirectories are ignored.
     """
     if not path.is_dir():
+        if path.suffix and path.suffix.lower() not in INPUT_SUFFIXES:
+            raise ConfigError(f"input {str(path)!r} is not a file prmtree reads (it reads {', '.join(INPUT_SUFFIXES)}; "
+                              "a file without a suffix is read as JSONL): convert it, or decompress it first")
         return [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     unknown = [
@@ -647,7 +676,8 @@ def _problem_error(problem: Problem) -> InputError | None:
         if (why := unencodable(text)) is not None:
             reason = f"{name} holds {why}: UTF-8 cannot store it, so fix the problem"
             return InputError(safe_text(problem.id), reason, fingerprint=error_fingerprint(problem.id, reason))
-    if (why := _bad_gold(problem.answer)) is not None:
+    if (why := _bad_gold(problem.answer)) is not None or (
+            isinstance(problem.meta, dict) and (why := bad_meta(problem.meta)) is not None):
         return InputError(safe_text(problem.id), why, fingerprint=error_fingerprint(problem.id, why))
     return None
 

@@ -430,6 +430,45 @@ def test_an_id_shaped_like_a_copys_key_or_not_a_string_is_bad_input_and_reruns_s
         assert s.input_errors == 2 and s.problems_done == 1
 
 
+def test_rows_whose_fields_would_be_misread_are_bad_input_with_a_reason_that_says_so(tmp_path, data):
+    # Before: a number question was "missing question", a chance of "0.5" or 5 and options
+    # given as "ABCD" were ignored without a word (the default floor used), a URL was "not
+    # found", and a Parquet decimal answer was refused.
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = rows_of(data)
+    rows[0]["question"] = 123
+    rows[1]["meta"] = {"chance": "0.5"}
+    rows[2]["meta"] = {"chance": 5}
+    rows[3]["meta"] = {"options": "ABCD"}
+    rows[4]["image"] = "https://example.com/a.png"
+    write_rows(data, rows)
+    out = tmp_path / "out"
+    s = run(data, out)
+    assert s.problems_done == 1 and s.input_errors == 5
+    reasons = {e["problem_id"]: e["reason"] for e in read_table(out, "errors").to_pylist()}
+    assert reasons[rows[0]["id"]] == "question must be a string, got int"
+    assert reasons[rows[1]["id"]] == ("meta.chance must be a number from 0 to below 1 (the share of guesses that "
+                                      "reach the gold answer), got '0.5'")
+    assert reasons[rows[2]["id"]].endswith("got 5")
+    assert reasons[rows[3]["id"]] == ("meta.options must be a list of the options (or an object: letter -> option), "
+                                      "got str 'ABCD'")
+    assert reasons[rows[4]["id"]].startswith("image entry is a URL (https://example.com/a.png): a run reads local "
+                                             "files only")
+    table = pa.table({"id": ["d"], "question": ["How many?"], "answer": pa.array([decimal.Decimal("4")],
+                                                                                  pa.decimal128(5, 0))})
+    pq.write_table(table, tmp_path / "dec.parquet")
+    problems = list(prmtree.engine.problem.iter_input(tmp_path / "dec.parquet"))
+    assert problems[0].answer == "4"
+    (tmp_path / "rows.csv").write_text("id,question,answer\n")
+    with pytest.raises(ConfigError, match=r"input '.*rows.csv' is not a file prmtree reads \(it reads .jsonl, "
+                                          r".json, .parquet; a file without a suffix is read as JSONL\)"):
+        run(tmp_path / "rows.csv", tmp_path / "csv")
+
+
 def test_a_line_that_is_not_utf8_is_bad_input_and_a_bom_starting_any_line_is_read(tmp_path, data):
     # Before: Latin-1 text was read with U+FFFD in place of its letters and labelled as
     # such (exit 0), and a BOM after ``cat a.jsonl b.jsonl`` made that row bad JSON.
