@@ -92,7 +92,8 @@ def read_image_file(path: Path, shown_as: str, max_bytes: int = DEFAULT_MAX_IMAG
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ImageError(f"image {shown_as} not found") from None
+        where = "" if os.path.isabs(shown_as) else f" (looked for {os.path.abspath(path)})"  # relative to what
+        raise ImageError(f"image {shown_as} not found{where}") from None
     except OSError as exc:
         raise ImageError(f"image {shown_as} unreadable ({exc.strerror})") from None
     mode = os.fstat(fd).st_mode
