@@ -14,10 +14,13 @@ Every backend uses it, so the same request gives the same prompt text everywhere
 from __future__ import annotations
 
 import base64
+import io
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.records import GenerationRequest
+from prmtree.engine.records import GenerationRequest, ProblemImage, decode_rgb
 from prmtree.engine.steps import StepFormat
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -79,8 +82,7 @@ def messages(
         parts: list[dict[str, Any]] = []
         for image in images:
             if image_parts == "data_url":
-                encoded = base64.b64encode(image.data).decode("ascii")
-                parts.append({"type": "image_url", "image_url": {"url": f"data:{_mime(image.data)};base64,{encoded}"}})
+                parts.append({"type": "image_url", "image_url": {"url": data_url(image)}})
             else:
                 parts.append({"type": "image"})
         parts.append({"type": "text", "text": question})
@@ -88,6 +90,54 @@ def messages(
     if request.continues:
         out.append({"role": "assistant", "content": request.step_format.prefix_text(request.prefix)})
     return out
+
+
+#: Data URLs of the images sent lately, by content hash: a problem's image goes out with each
+#: of its requests, and looking at its header and encoding it once is enough.
+_SENT: OrderedDict[str, str] = OrderedDict()
+_SENT_MAX = 256
+_SENT_LOCK = threading.Lock()
+
+
+def data_url(image: ProblemImage) -> str:
+    """The image as an OpenAI ``image_url`` data URL, its bytes as given where a server
+    decodes them as the run's readers do. Otherwise a PNG of what :func:`decode_rgb` shows:
+    a server opens the bytes with PIL and converts to RGB, so it would show a photo with
+    an EXIF orientation unrotated (``datasets`` shows it rotated) and a 16-bit image white,
+    and may not read a TIFF or BMP at all."""
+    key = image.sha256 if isinstance(image, ProblemImage) else None
+    with _SENT_LOCK:
+        if key is not None and key in _SENT:
+            _SENT.move_to_end(key)
+            return _SENT[key]
+    data = bytes(image)
+    if _needs_decoding(data):
+        buffer = io.BytesIO()
+        decode_rgb(data).save(buffer, "PNG")
+        data = buffer.getvalue()
+    url = f"data:{_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+    if key is not None:
+        with _SENT_LOCK:
+            _SENT[key] = url
+            while len(_SENT) > _SENT_MAX:
+                _SENT.popitem(last=False)
+    return url
+
+
+def _needs_decoding(data: bytes) -> bool:
+    if _mime(data) == "application/octet-stream":
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # the header only
+            return (image.mode.startswith("I") or image.mode == "F"
+                    or image.getexif().get(_ORIENTATION, 1) not in (None, 1))
+    except Exception:  # noqa: BLE001 - not for us to judge: the server says what it makes of it
+        return False
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _mime(data: bytes) -> str:

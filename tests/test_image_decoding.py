@@ -48,3 +48,23 @@ def test_an_8_bit_image_decodes_as_before():
     assert decode_rgb(data).getpixel((0, 0)) == (10, 20, 30)
     palette = _encoded(Image.new("P", (3, 2), 1))
     assert decode_rgb(palette).mode == "RGB"
+
+
+def test_an_openai_request_sends_the_bytes_as_given_unless_a_server_would_misread_them():
+    import base64
+
+    from prmtree.policies.prompts import data_url
+
+    plain = _encoded(Image.new("RGB", (3, 2), "blue"))
+    assert data_url(ProblemImage(plain)) == "data:image/png;base64," + base64.b64encode(plain).decode()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = ProblemImage(_encoded(Image.new("RGB", (40, 20), "red"), "JPEG", exif=exif.tobytes()))
+    tiff = ProblemImage(_encoded(Image.new("RGB", (5, 4), "red"), "TIFF"))
+    deep = ProblemImage(_encoded(Image.fromarray(np.full((2, 2), 40000, np.uint16))))
+    for image, size in ((rotated, (20, 40)), (tiff, (5, 4)), (deep, (2, 2))):
+        url = data_url(image)
+        assert url.startswith("data:image/png;base64,")
+        sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert sent.size == size and sent.mode == "RGB"
+    assert Image.open(io.BytesIO(base64.b64decode(data_url(deep).split(",", 1)[1]))).getpixel((0, 0))[0] == 156
