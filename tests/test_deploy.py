@@ -102,11 +102,13 @@ def test_compose_file_describes_a_head_a_worker_and_a_ray_driver():
         assert (REPO / "docker" / ".." / service["build"]["dockerfile"]).resolve().exists()
         assert service["build"]["context"] == ".."
     assert "--head" in services["head"]["command"]
+    # the driver container has no raylet: it joins through the head's Ray Client server
+    assert "--ray-client-server-port=10001" in services["head"]["command"]
     assert "--address=head:6379" in services["worker"]["command"]
     run = services["driver"]["command"][-1].split("&&")[-1].split()
     assert run[:2] == ["prmtree", "run"]
     args = build_parser().parse_args(run[1:])
-    assert (args.executor, args.address, args.workers) == ("ray", "head:6379", "4")
+    assert (args.executor, args.address, args.workers) == ("ray", "ray://head:10001", "4")
 
 
 def test_kuberay_rayjob_is_a_gpu_cluster_running_prmtree():
