@@ -111,6 +111,22 @@ def test_compose_file_describes_a_head_a_worker_and_a_ray_driver():
     assert (args.executor, args.address, args.workers) == ("ray", "ray://head:10001", "4")
 
 
+def test_ray_job_script_uploads_a_relative_parquet_input():
+    """The script says the input may be JSONL, Parquet or a directory relative to the
+    uploaded working_dir: no exclude may drop one (a "*.parquet" exclude did)."""
+    import fnmatch
+    import json
+    import re
+
+    script = (REPO / "examples" / "ray_job.sh").read_text()
+    env = json.loads(re.search(r"--runtime-env-json '([^']*)'", script).group(1))
+    assert env["working_dir"] == "."
+    for path in ("data/problems.parquet", "data/problems.jsonl", "data/shards/part-0.parquet"):
+        for pattern in env["excludes"]:
+            assert not fnmatch.fnmatch(path, pattern) and not path.startswith(pattern), (path, pattern)
+    assert {"out/", ".git/"} <= set(env["excludes"])
+
+
 def test_kuberay_rayjob_is_a_gpu_cluster_running_prmtree():
     job = yaml.safe_load((REPO / "docker" / "kuberay-rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
