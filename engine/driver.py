@@ -523,13 +523,18 @@ class Driver:
 
     # -- the stream -----------------------------------------------------------------
 
+    def pilot_unlearned(self) -> bool:
+        """Whether the pilot has not learned yet: a stop now cancels its trees, since they
+        cannot finish without it, and the next run pilots again."""
+        return self.pilot is not None and self.pilot.calibration is None
+
     def request_stop(self, cancel: bool = False) -> int:
         """Take no new problems (a SIGTERM); ``run`` returns once the trees in flight are
         done. ``cancel``: cancel those too; a cancelled problem is simply not done, and
         the next run redoes it. Returns how many trees were in flight."""
         self.stopping = True
         in_flight = len(self._in_flight)
-        if self.pilot is not None and self.pilot.calibration is None:
+        if self.pilot_unlearned():
             # before the pilot learned, its members cannot finish: none is done, and the
             # next run pilots the same problems again
             self.pilot.abandoned = True

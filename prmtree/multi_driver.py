@@ -391,8 +391,9 @@ def _reason(exc: BaseException) -> str:
 
 class JobSignals:
     """SIGTERM / SIGINT to the job (main thread only): the first asks every driver to take no
-    new problems and finish those in flight; the second, to cancel those (the next run
-    redoes them); a third gets the default action."""
+    new problems and finish those in flight (a driver still piloting drops them: they cannot
+    finish before its pilot learns); the second, to cancel those (the next run redoes them);
+    a third gets the default action."""
 
     def __init__(self, drivers: int) -> None:
         self.drivers = drivers
@@ -416,7 +417,8 @@ class JobSignals:
         if self.first is None:
             self.first = sig
             sys.stderr.write(f"\nprmtree: {name}: the {self.drivers} drivers take no new problems and finish "
-                             "those in flight (send it again to stop at once)\n")
+                             "those in flight; a pilot not finished is dropped and the next run pilots again "
+                             "(send it again to stop at once)\n")
         else:
             sys.stderr.write(f"prmtree: {name} again: the drivers cancel the problems in flight "
                              "(the next run redoes them)\n")

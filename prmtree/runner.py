@@ -295,6 +295,7 @@ class _GracefulStop:
             return
         if self.signum is None:
             self.signum = sig
+            piloting = self.driver is not None and self.driver.pilot_unlearned()
             in_flight = self.driver.request_stop() if self.driver is not None else 0
             try:
                 if self.writer is not None:
@@ -302,13 +303,21 @@ class _GracefulStop:
             except OSError as exc:  # nothing it held is marked done: the final flush tries again
                 sys.stderr.write(f"\nprmtree: {name}: the flush failed ({describe_os_error(exc)}); nothing is "
                                  "marked done that is not on disk, the final flush tries again\n")
-            sys.stderr.write(f"\nprmtree: {name}: taking no new problems, finishing the {in_flight} in flight "
-                             "(send it again to stop at once)\n")
+            sys.stderr.write(f"\nprmtree: {name}: {stop_plan(in_flight, piloting)}\n")
         else:
             if self.driver is not None:
                 self.driver.request_stop(cancel=True)
             sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
             self.uninstall()
+
+
+def stop_plan(in_flight: int, piloting: bool) -> str:
+    """What a first stop signal does, in words. Before the pilot has learned, its trees
+    cannot finish (rows are labelled with what it learns), so they are dropped at once."""
+    if piloting:
+        return (f"taking no new problems; the pilot is not finished, so its {in_flight} trees in flight are "
+                "dropped and the next run pilots again")
+    return f"taking no new problems, finishing the {in_flight} in flight (send it again to stop at once)"
 
 
 def describe_os_error(exc: OSError) -> str:

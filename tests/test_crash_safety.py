@@ -258,6 +258,51 @@ def test_driver_request_stop_takes_no_new_problems(cancel):
     assert 2 <= stats.problems_done <= 2 + 3 - (in_flight[0] if cancel else 0) < 20
 
 
+@pytest.mark.parametrize("pilot", [True, False])
+def test_a_first_sigterm_says_what_becomes_of_the_trees_in_flight(pilot, capsys):
+    """During the pilot the trees in flight are dropped, not finished (they are labelled with
+    what the pilot learns); the message must say so, not promise to finish them."""
+    from prmtree.engine.driver import Driver
+    from prmtree.engine.stats import RunStats
+    from prmtree.rollout_workers.inline import InlineExecutor
+    from prmtree.runner import _GracefulStop
+
+    labels = {"pilot_problems": 4} if pilot else {"learn_floor": False}
+    config = RunConfig.model_validate({"executor": {"trees_in_flight": 3}, "labels": labels})
+    driver = Driver(config, InlineExecutor(SimulatedPolicy(latency_s=0.01)), None)
+    stop = _GracefulStop(None, RunStats())
+    stop.driver = driver
+
+    async def main():
+        run = asyncio.ensure_future(driver.run(iter(generate_problems(20, seed=4))))
+        while len(driver._in_flight) < 3:
+            await asyncio.sleep(0.001)
+        stop._on_signal(signal.SIGTERM)
+        return await run
+
+    stats = asyncio.run(main())
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    if pilot:
+        assert line == ("prmtree: SIGTERM: taking no new problems; the pilot is not finished, so its 3 trees in "
+                        "flight are dropped and the next run pilots again")
+        assert stats.problems_done == 0
+    else:
+        assert line == ("prmtree: SIGTERM: taking no new problems, finishing the 3 in flight "
+                        "(send it again to stop at once)")
+        assert stats.problems_done == 3
+
+
+def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(capsys):
+    from prmtree.multi_driver import JobSignals
+
+    signals = JobSignals(4)
+    signals._on_signal(signal.SIGTERM, None)
+    assert capsys.readouterr().err.strip() == (
+        "prmtree: SIGTERM: the 4 drivers take no new problems and finish those in flight; a pilot not finished "
+        "is dropped and the next run pilots again (send it again to stop at once)")
+    assert signals.take() == [signal.SIGTERM]
+
+
 # -- circuit breaker ---------------------------------------------------------------------------------
 
 
