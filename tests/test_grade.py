@@ -98,6 +98,18 @@ def test_extract_false_takes_the_text_as_the_answer_but_still_refuses_hedges():
     assert prmtree.grade("5", "5 or 6", extract=False).reason == "hedged"
 
 
+def test_readme_choice_examples_hold_as_written():
+    """README: a choice named in a sentence is graded as its letter; ``extracted`` keeps the
+    words read; with extract=False the choice is read out only for a choice problem."""
+    assert prmtree.grade("C", "the total is (C) 80.") == prmtree.Verdict(True, "(C) 80", "equal")
+    assert prmtree.grade("A", "option A fits") == prmtree.Verdict(True, "option A fits", "equal")
+    assert prmtree.grade("C", "the total is (C) 80.", extract=False) == prmtree.Verdict(
+        False, "the total is (C) 80.", "not equal")
+    assert prmtree.grade("C", "the total is (C) 80.", extract=False, answer_type="choice") == prmtree.Verdict(
+        True, "(C) 80", "equal")
+    assert prmtree.grade("C", "the total is (C) 80.", extract=False, options=OPTS).correct is True
+
+
 def test_gold_answers_that_cannot_be_graded_against_give_none():
     for gold, why in ((None, "no gold answer"), (float("nan"), "gold answer is NaN"), ("nan", "gold answer is NaN"),
                       ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged")):

@@ -102,7 +102,7 @@ def grade(
     choice = answer_type == "choice"
     if extract:
         found = find_answer(text, gold, opts, choice=choice)
-    else:  # the text is the answer: only a choice named in a sentence is read out of it
+    else:  # the text is the answer: only a choice problem's choice named in a sentence is read out of it
         found = read_answer(text, gold, opts, choice=choice)
     answer, refusal = found.answer, found.refused
     if refusal is not None:
