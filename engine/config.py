@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,6 +120,15 @@ class JudgeConfig(BaseModel):
                             "of one verdict when it settles a step the counts left undecided")
     max_settle_calls: int = Field(3, ge=0, description="judge calls per step the counts left undecided "
                                   "(0: the judge settles nothing)")
+
+    @model_validator(mode="after")
+    def _arguments_need_a_judge(self) -> JudgeConfig:
+        # the other keys are a named judge's arguments (its constructor refuses those it
+        # does not take); with no name there is no judge to take them, and a misspelt
+        # setting would be dropped without a word, as no other section allows
+        if not self.name and self.model_extra:
+            raise PydanticCustomError("judge_extra", "unknown config field", {"key": next(iter(self.model_extra))})
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -411,6 +421,9 @@ def describe_error(exc: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         return f"unknown config field {where!r}"
+    if err["type"] == "judge_extra":
+        return (f"unknown config field {where + '.' + err['ctx']['key']!r} (a judge's own arguments need the "
+                "judge's policy named: [labels.judge] name = ...)")
     given = err.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     more = len(exc.errors()) - 1

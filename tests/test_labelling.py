@@ -283,6 +283,17 @@ def test_an_unknown_method_is_refused_naming_the_known_ones():
         prmtree.run(GUESSABLE[:1], config={"labels": {"method": "vote"}})
 
 
+def test_an_unknown_judge_key_is_refused_even_with_no_judge_named():
+    """With ``name`` set, the other keys are the judge policy's arguments (its constructor
+    refuses the rest); with none set, nothing would read them: refused like any other."""
+    with pytest.raises(ConfigError) as refused:
+        prmtree.run(GUESSABLE[:1], config={"labels": {"method": "consensus", "judge": {"max_token": 64}}})
+    assert str(refused.value) == ("unknown config field 'labels.judge.max_token' (a judge's own arguments need the "
+                                  "judge's policy named: [labels.judge] name = ...)")
+    named = LabelsConfig(judge={"name": "simulated", "judge_accuracy": 0.9}).judge
+    assert named.kwargs == {"judge_accuracy": 0.9}
+
+
 def test_no_stopping_rule_is_inf_in_toml_the_same_config_as_none(tmp_path):
     from prmtree.engine.config import load_config
 
