@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--no-extract", action="store_true", help="TEXT is already the final answer")
     grd.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
 
-    ver = sub.add_parser("verify", help="check every shard against its manifest (exit 0 only if all are intact)")
+    verify_help = ("check every shard against its manifest: exit 1 if one is damaged or stray, else 0, also when "
+                   "slices are unfinished or have not run (listed as MISSING)")
+    ver = sub.add_parser("verify", help=verify_help, description=verify_help)
     ver.add_argument("out", help="output directory of a run")
 
     exp = sub.add_parser(

@@ -251,6 +251,17 @@ def test_slices_of_one_directory_must_share_a_config(tmp_path):
         "manifest-00000-of-00003.json", "manifest-00001-of-00003.json"]
 
 
+def test_verify_help_says_exit_0_covers_slices_unfinished_or_not_run(capsys):
+    from prmtree.cli import main
+
+    with pytest.raises(SystemExit) as shown:
+        main(["verify", "--help"])
+    assert shown.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert ("exit 1 if one is damaged or stray, else 0, also when slices are unfinished or have not run "
+            "(listed as MISSING)") in said
+
+
 def test_a_slice_that_never_ran_is_reported_by_verify_inspect_and_export(tmp_path, capsys):
     from prmtree.cli import main
 
