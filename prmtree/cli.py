@@ -67,6 +67,7 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from prmtree.engine.records import ANSWER_TYPES
     from prmtree.engine.registry import EXECUTORS, STRATEGIES
     from prmtree.export import PLACEHOLDER, format_list
 
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grd.add_argument("gold", help="the gold answer")
     grd.add_argument("text", help="the model's output (or, with --no-extract, its final answer)")
-    grd.add_argument("--answer-type", default="auto", help="auto, math, choice, number or text")
+    grd.add_argument("--answer-type", default="auto",  # the list grade() accepts, so the help cannot fall behind
+                     help=f"{', '.join(ANSWER_TYPES[:-1])} or {ANSWER_TYPES[-1]}")
     grd.add_argument("--options", help='multiple-choice options as JSON: {"A": "red", ...} or ["red", ...]')
     grd.add_argument("--no-extract", action="store_true", help="TEXT is already the final answer")
     grd.add_argument("--json", action="store_true", help="print the verdict as one JSON object")

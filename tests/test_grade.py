@@ -161,6 +161,16 @@ def test_a_run_labels_rollouts_as_grade_judges_them(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_grade_help_lists_every_answer_type_grade_accepts():
+    from prmtree.engine.records import ANSWER_TYPES
+
+    shown = " ".join(cli("grade", "--help").stdout.split())
+    assert "auto, math, choice, number, text or vqa" in shown
+    assert set(ANSWER_TYPES) == {"auto", "math", "choice", "number", "text", "vqa"}
+    for kind in ANSWER_TYPES:  # each is one grade() takes
+        prmtree.grade("1", "1", answer_type=kind)
+
+
 def test_cli_grade_prints_the_verdict_and_exits_0_whatever_it_is():
     right = cli("grade", "17", r"First $\boxed{8}$, then $\boxed{17}$.")
     assert right.returncode == 0 and right.stdout.splitlines() == ["correct", "extracted: 17", "reason: equal"]
