@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--data", required=True, help="a prmtree run's directory, an hf export, or a steps .parquet")
     trn.add_argument("--allow-partial", action="store_true",
                      help="train on a run that is not finished (stopped, or slices not run): what it has saved")
+    trn.add_argument("--keep-flagged", action="store_true",
+                     help="train on the paths a consensus run kept flagged (MC and the judge disagreed), which "
+                          "trainer exports leave out (default: left out, held-out metrics too)")
     trn.add_argument("--out", required=True, help="output directory: an HF model + prm_config.json + loss.png")
     trn.add_argument("--model", default="tiny",
                      help="tiny (built from the data, no download; default) or an HF causal LM / VLM path or Hub id")
@@ -642,7 +645,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
         device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, threads=args.threads, log_every=args.log_every,
-        allow_partial=args.allow_partial,
+        allow_partial=args.allow_partial, keep_flagged=args.keep_flagged,
     )
     try:
         result = train(options)

@@ -296,3 +296,41 @@ def test_train_refuses_what_export_refuses_and_writing_into_its_data(run_dir, tm
     assert said == (f"prmtree: error: --out {run_dir / 'model'} is inside --data {run_dir}: the model and its "
                     "checkpoints would be written into the data; train somewhere else")
     assert not (run_dir / "model").exists()
+
+
+def test_train_leaves_out_flagged_paths_as_trainer_exports_do_unless_asked(tmp_path):
+    # Before: train read every steps row, so the paths a consensus run flagged (MC and the
+    # judge disagreed), which every trainer export leaves out, were trained on and counted
+    # in the held-out metrics; and the tree's paths carried the disputed labels.
+    from prmtree.engine.output import read_table
+    from prmtree.policies.simulated import SimulatedPolicy
+    from prmtree.train.data import disputed_steps, tree_rows
+
+    problems = generate_problems(12, seed=4, min_steps=8, answer_spaces=("yesno", "choice", "number"))
+    out = tmp_path / "run"
+    prmtree.run(problems, policy=SimulatedPolicy(guess_rate=0.3, judge_accuracy=0.6), out=out,
+                config={"labels": {"method": "consensus", "on_disagreement": "flag"}})
+    steps = read_table(out, "steps").to_pylist()
+    flagged = {r["path_id"] for r in steps if r["flagged"]}
+    assert 0 < len(flagged) < len(steps)
+    clean, every = load_rows(out, with_images=False), load_rows(out, with_images=False, keep_flagged=True)
+    assert len(clean) == export(out, "openrlhf", tmp_path / "o.jsonl") < len(every)
+    assert len(every) == export(out, "openrlhf", tmp_path / "a.jsonl", ExportOptions(keep_flagged=True))
+    unflagged = {(r["problem_id"], tuple(str(s).strip() for s in r["completions"])) for r in steps if not r["flagged"]}
+    assert all((r.problem_id, tuple(r.steps)) in unflagged for r in clean)  # (no undecided step in this run)
+    disputed = disputed_steps(out)
+    assert disputed
+    for row in tree_rows(out, clean, disputed=disputed):
+        assert not any((row.problem_id, tuple(row.steps[:i + 1])) in disputed for i in range(len(row.steps)))
+    assert any(any((r.problem_id, tuple(r.steps[:i + 1])) in disputed for i in range(len(r.steps)))
+               for r in tree_rows(out, every))
+    kw = dict(max_steps=1, paths="steps", test_share=0.3)
+    left, kept = train(_opts(out, tmp_path / "m1", **kw)), train(_opts(out, tmp_path / "m2", keep_flagged=True, **kw))
+    assert left["train_paths"] + left["held_out_paths"] == len(clean)
+    assert kept["train_paths"] + kept["held_out_paths"] == len(every)
+    assert json.loads((tmp_path / "m1" / "prm_config.json").read_text())["keep_flagged"] is False
+    assert cli_main(["train", "--data", str(out), "--out", str(tmp_path / "m3"), "--keep-flagged", "--max-steps", "1",
+                     "--threads", "1", "--paths", "steps", "--test-share", "0.3", "--max-length", "256",
+                     "--json"]) == 0
+    m3 = json.loads((tmp_path / "m3" / "metrics.json").read_text())
+    assert m3["train_paths"] + m3["held_out_paths"] == len(every)

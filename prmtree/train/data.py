@@ -6,7 +6,9 @@ calibrated posterior turned into P(step right) where the run has one (``confiden
 else the step's Monte-Carlo value. A path is cut at its first undecided step: nothing
 after it has a label a PRM should learn, and paths that the cut makes the same (a run with
 ``[labels] undecided = "keep"`` writes several paths through one undecided step) are one row.
-A run directory is read only whole and intact, as an export reads it.
+A path a ``consensus`` run kept ``flagged`` (MC and the judge disagreed) is left out unless
+``keep_flagged``, as every trainer export leaves it out. A run directory is read only whole
+and intact, as an export reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pyarrow.parquet as pq
 
 from prmtree.engine.errors import ConfigError
 from prmtree.export.hf import problem_hash
+from prmtree.export.rows import without_flagged
 
 
 @dataclass
@@ -60,11 +63,16 @@ def soft_target(label: bool, value: float | None, confidence: float | None) -> f
     return 1.0 if label else 0.0
 
 
-def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) -> list[StepRow]:
-    """:class:`StepRow` s from a ``steps``-shaped table (run, ``hf`` export or ``stepwise`` Parquet)."""
+def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
+                    keep_flagged: bool = False) -> list[StepRow]:
+    """:class:`StepRow` s from a ``steps``-shaped table (run, ``hf`` export or ``stepwise`` Parquet);
+    flagged paths left out unless ``keep_flagged`` (before the dedup, as ``stepwise`` does:
+    a flagged path must not stand for an unflagged one cut alike)."""
     if "completions" not in table.column_names or "labels" not in table.column_names:
         raise ConfigError(f"the data has no completions/labels columns (it has {', '.join(table.column_names)}): "
                           "pass a prmtree run's directory or an hf export")
+    if not keep_flagged:
+        table = without_flagged(table)
     keep = [c for c in ("problem_id", "prompt", "images", "completions", "labels", "values", "confidences")
             if c in table.column_names and (with_images or c != "images")]
     rows = []
@@ -94,8 +102,10 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True) 
     return rows
 
 
-def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = False) -> list[StepRow]:
-    """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file.
+def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = False,
+              keep_flagged: bool = False) -> list[StepRow]:
+    """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file;
+    paths a ``consensus`` run flagged are left out unless ``keep_flagged``.
 
     A run directory is refused when it is damaged (a shard or image that does not match its
     manifest) and, unless ``allow_partial``, when it is not finished (stopped, still
@@ -109,7 +119,7 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
         except (pa.ArrowInvalid, OSError) as exc:
             raise ConfigError(f"--data {path} is not a Parquet file ({str(exc).splitlines()[0]}): pass a prmtree "
                               "run's directory, an hf export's directory or a steps .parquet file") from None
-        return rows_from_table(table, "", with_images)
+        return rows_from_table(table, "", with_images, keep_flagged)
     if any(path.glob("manifest*.json")):
         from prmtree.engine.output import read_table
         from prmtree.export import damaged, incomplete
@@ -122,13 +132,13 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
             raise ConfigError(f"{partial}; pass --allow-partial to train on what is saved")
         if partial is not None:
             sys.stderr.write(f"prmtree train: {partial}: training on what is saved\n")
-        return rows_from_table(read_table(path, "steps"), "", with_images)
+        return rows_from_table(read_table(path, "steps"), "", with_images, keep_flagged)
     rows: list[StepRow] = []
     for split in ("train", "test"):
         files = sorted((path / "data").glob(f"{split}-*.parquet"))
         if files:
             table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-            rows += rows_from_table(table, split if split == "test" else "", with_images)
+            rows += rows_from_table(table, split if split == "test" else "", with_images, keep_flagged)
     if not rows and not (path / "data").is_dir():
         raise ConfigError(f"--data {path} is neither a prmtree run's directory (no manifest.json), "
                           "an hf export (no data/train-*.parquet) nor a Parquet file")
@@ -181,7 +191,32 @@ def node_texts(path: str | Path, problems: set[str]) -> list[str] | None:
     return sorted(texts)
 
 
-def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = False) -> list[StepRow] | None:
+def disputed_steps(path: str | Path) -> set[tuple[str, tuple[str, ...]]]:
+    """(problem, the steps up to and including it) for each step a ``consensus`` run's judge
+    disputed on a path it kept flagged (source ``judge-disagreed``); empty for anything but
+    a run directory. The search trees hold those steps with the same disputed labels, so
+    :func:`tree_rows` must end its paths before them, as the flagged paths are left out."""
+    path = Path(path)
+    if not path.is_dir() or not any(path.glob("manifest*.json")):
+        return set()
+    from prmtree.engine.output import read_table
+
+    table = read_table(path, "steps")
+    if "flagged" not in table.column_names or "label_sources" not in table.column_names:
+        return set()
+    out: set[tuple[str, tuple[str, ...]]] = set()
+    for r in table.select(["problem_id", "completions", "label_sources", "flagged"]).to_pylist():
+        if not r["flagged"]:
+            continue
+        steps = [" ".join(str(s).split()) for s in r["completions"] or []]
+        for i, source in enumerate(r["label_sources"] or []):
+            if source == "judge-disagreed" and i < len(steps):
+                out.add((str(r["problem_id"]), tuple(steps[:i + 1])))
+    return out
+
+
+def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = False,
+              disputed: set[tuple[str, tuple[str, ...]]] | None = None) -> list[StepRow] | None:
     """Every root-to-leaf path of a run's search trees (its ``nodes`` table); None where
     ``path`` is not a run directory or has no nodes. The question and images come from
     ``steps_rows`` (the same problem's ``steps`` rows); a problem without one is left out.
@@ -196,7 +231,11 @@ def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = Fal
     never sees what follows an error, and a causal PRM then scores the steps after a
     mistake as if nothing had gone wrong. The tree holds those steps, labelled wrong, and
     right siblings beside wrong ones at every depth.
+
+    A path ends before a step in ``disputed`` (:func:`disputed_steps`: a label the judge
+    disputed, on a path left out as flagged).
     """
+    disputed = disputed or set()
     table = _nodes_table(path)
     if table is None:
         return None
@@ -242,6 +281,9 @@ def tree_rows(path: str | Path, steps_rows: list[StepRow], text_only: bool = Fal
                 if not step:
                     continue
                 label, soft = (True, 1.0) if text_only else decided(kid, wrong_above)
+                if label is not None and disputed and \
+                        (kid["problem_id"], tuple(t[0] for t in trail) + (step,)) in disputed:
+                    label = None  # the judge disputed this label: the path ends before it
                 if label is not None:
                     nexts.append((kid, trail + [(step, label, soft)], wrong_above or label is False))
             if not nexts:  # a leaf, or every child undecided: the path ends here

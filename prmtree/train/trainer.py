@@ -25,9 +25,9 @@ from prmtree.engine.errors import ConfigError
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
                "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden",
-               "step_logprobs", "paths", "freeze_lm")
+               "step_logprobs", "paths", "freeze_lm", "keep_flagged")
 #: What a checkpoint made before an option existed was made with, where that is not today's default.
-BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps"}
+BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps", "keep_flagged": True}
 
 #: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
 PRETRAIN_TEXTS = ("auto", "tree", "nodes", "paths")
@@ -94,6 +94,10 @@ class TrainOptions:
     threads: int = 0  # torch CPU threads (0: torch's default); 1 is fastest on a busy machine
     quiet: bool = False
     allow_partial: bool = False  # train on a run directory that is not finished (what it has saved)
+    #: Train on (and measure held-out metrics with) the paths a ``consensus`` run kept flagged,
+    #: which every trainer export leaves out; with it off, ``--paths tree`` ends a tree path
+    #: before a step the judge disputed.
+    keep_flagged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def uses_step_logprobs(self) -> bool:
@@ -349,11 +353,11 @@ def _no_tree(found: list | None) -> str:
 def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
     """(the rows the PRM trains on, "steps" or "tree"), as ``--paths`` asks and the data allows.
     The held-out rows stay the ``steps`` table's, so held-out metrics compare across choices."""
-    from prmtree.train.data import tree_rows
+    from prmtree.train.data import disputed_steps, tree_rows
 
     if options.paths == "steps" or not train_rows:
         return train_rows, "steps"
-    rows = tree_rows(options.data, train_rows)
+    rows = tree_rows(options.data, train_rows, disputed=set() if options.keep_flagged else disputed_steps(options.data))
     if rows:
         return rows, "tree"
     if options.paths == "tree":
@@ -378,7 +382,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     if device is None:
         device = options.device if options.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     random.seed(options.seed)
-    rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial)
+    rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial,
+                     keep_flagged=options.keep_flagged)
     train_rows, test_rows = split_rows(rows, options.test_share)
     steps_rows = train_rows
     train_rows, paths = training_paths(options, steps_rows)
@@ -538,6 +543,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "base_model": options.model, "model_class": class_name, "vision": vision, "lora": options.lora,
             "head": "mlp2-sigmoid" + ("+step-logprobs" if model.step_logprobs else ""),
             "step_logprobs": model.step_logprobs, "paths": paths, "freeze_lm": options.freeze_lm,
+            "keep_flagged": options.keep_flagged,
             "pretrain_epochs": options.pretrain_epochs,
             "pretrain_text": corpus if options.pretrain_epochs > 0 else None,
             "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
