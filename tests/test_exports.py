@@ -357,6 +357,24 @@ def test_markers_inside_text_are_defused_in_every_format(tmp_path, nasty_run):
     assert soft == {"x1": [1.0, 1.0, 0.0], "x2": [0.75]}  # unmeasured value -> its hard label
 
 
+def test_a_placeholder_that_defusing_cannot_break_is_refused_and_overlapping_ones_are_broken(tmp_path, nasty_run):
+    # Before: --placeholder "=" was taken, and a word joiner after the only character left
+    # each "=" of the step text whole, so "x = 2" read as an extra placeholder and the
+    # labels paired with the wrong steps. A marker whose start repeats its end ("aa" in
+    # "aaa") survived one replacing pass.
+    for placeholder in ("=", "к", f"a{WORD_JOINER}"):
+        with pytest.raises(ExportError, match=r"placeholder must be at least 2 characters, without U\+2060, got "
+                                              + re.escape(repr(placeholder))) as info:
+            ExportOptions(placeholder=placeholder)
+        assert "\n" not in str(info.value)
+    assert "aa" not in defuse("aaa", ("aa",)) and "abab" not in defuse("x ababab", ("abab",))
+    assert defuse("aaa", ("aa",)).replace(WORD_JOINER, "") == "aaa"
+    source = {r["path_id"]: r for r in steps_rows(nasty_run)}
+    export(nasty_run, "openrlhf", tmp_path / "o.jsonl", ExportOptions(placeholder="кк"))
+    for r in read_jsonl(tmp_path / "o.jsonl"):
+        assert r["input"].count("кк") == len(r["label"]) == len(decided(source[r["path_id"]])[0])
+
+
 # -- Hugging Face dataset -----------------------------------------------------------------
 
 

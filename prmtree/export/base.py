@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prmtree.export.rows import WORD_JOINER
+
 PLACEHOLDER = "ки"  # Math-Shepherd's step tag; OpenRLHF's example --placeholder_token
 
 #: Field metadata of the options that only their formats read: given to another format, they are refused.
@@ -60,6 +62,15 @@ class ExportOptions:
         if not self.placeholder or self.placeholder.strip() != self.placeholder:
             raise ExportError(
                 f"placeholder must be a non-empty token without surrounding spaces, got {self.placeholder!r}"
+            )
+        if len(self.placeholder) < 2 or WORD_JOINER in self.placeholder:
+            # a step's own text is defused by a word joiner after the marker's first character:
+            # one character cannot be broken that way, so the step text's copies would be read
+            # as placeholders and the labels would pair with the wrong steps
+            raise ExportError(
+                f"placeholder must be at least 2 characters, without U+2060, got {self.placeholder!r}: the same "
+                "text inside a step is broken by a word joiner (U+2060) after its first character, which cannot "
+                "break a one-character placeholder, so its labels would pair with the wrong steps"
             )
 
     def given(self) -> list[str]:

@@ -183,9 +183,11 @@ def soft_values(labels: list[bool], values: list[float | None]) -> list[float]:
 
 
 def defuse(text: str, markers: tuple[str, ...]) -> str:
-    """``text`` with each marker broken by a word joiner after its first character."""
+    """``text`` with each marker broken by a word joiner after its first character, until none
+    is left: a marker whose start repeats its end (``aa`` in ``aaa``) is found again in what
+    one pass leaves. Markers are 2 characters or more, without U+2060 (``ExportOptions``)."""
     for marker in markers:
-        if marker in text:
+        while marker in text:
             text = text.replace(marker, marker[0] + WORD_JOINER + marker[1:])
     return text
 
