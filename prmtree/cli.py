@@ -677,7 +677,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         rewards = prm.score_batch([(s.problem, s.steps) for s in solutions])
         with open(args.out, "w", encoding="utf-8") as f:
             for solution, reward in zip(solutions, rewards):
-                f.write(json.dumps({**solution.row, "step_rewards": reward}, ensure_ascii=False) + "\n")
+                row = {**solution.row, "step_rewards": reward}
+                try:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                except UnicodeEncodeError:  # a lone surrogate in a column PRM never reads: escaped, as read
+                    f.write(json.dumps(row) + "\n")
     except ConfigError as exc:
         _fail(str(exc))
     except OSError as exc:

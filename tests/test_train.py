@@ -187,6 +187,45 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
         read_solutions(missing)
 
 
+def test_solution_files_with_odd_marks_images_text_or_ids_are_refused_in_one_line_or_read_as_meant(tmp_path):
+    # Before: a plain row's labels were read with bool(), so -1 was a right step; a scalar
+    # process_correctness or labels was ignored (the row scored as unlabelled); an image
+    # given as {"path": ...} was read as a file named "path", [3] was a TypeError traceback;
+    # a lone surrogate was a UnicodeEncodeError traceback; and "id": 0 became a hash.
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    refused = [
+        ({"question": "q", "steps": ["a", "b"], "labels": [True, -1]}, "labels marks must be true, false or null, got -1"),
+        ({"question": "q", "steps": ["a"], "labels": [1.0]}, "labels marks must be true, false or null, got 1.0"),
+        ({"question": "q", "steps": ["a"], "labels": True},
+         r"labels must be a list of marks, one per step \(true, false or null\), got True"),
+        ({"question": "q", "response": {"steps": ["a"], "process_correctness": 1}},
+         r"process_correctness must be a list of marks, one per step \(1 \(right\), 0 \(neutral\) or -1 "
+         r"\(wrong\)\), got 1"),
+        ({"question": "q", "steps": ["a"], "images": [3]}, r"an image must be a path \(a string\) or \{\"path\": ...\}, got 3"),
+        ({"question": "q", "steps": ["a"], "image": {"bytes": None}}, "an image must be a path"),
+        ({"question": "q", "steps": ["a"], "images": 3}, "'images' must be a list of paths, got 3"),
+    ]
+    for row, message in refused:
+        odd = _write_jsonl(tmp_path / "odd.jsonl", [{"question": "fine", "steps": ["x"]}, row])
+        with pytest.raises(ConfigError, match=rf"odd.jsonl:2: {message}") as info:
+            read_solutions(odd)
+        assert "\n" not in str(info.value)
+    for line in ('{"question": "q\\udcff", "steps": ["a"]}', '{"question": "q", "steps": ["a", "b\\udcff"]}'):
+        (tmp_path / "sur.jsonl").write_text(line + "\n")
+        with pytest.raises(ConfigError, match=r"sur.jsonl:1: the text holds a lone surrogate \('\\udcff' at character 1\)"):
+            read_solutions(tmp_path / "sur.jsonl")
+    ok = _write_jsonl(tmp_path / "ok.jsonl", [
+        {"id": 0, "question": "q", "steps": ["a", "b"], "labels": [True, None], "image": {"path": "a.png"}, "answer": 0},
+        {"id": "", "problem_id": 7, "question": "q", "steps": ["a"], "images": [{"path": "a.png", "bytes": None}]},
+    ])
+    first, second = read_solutions(ok)
+    assert first.problem.id == "0" and first.problem.answer == "0" and first.labels == [True, None]
+    assert len(first.problem.images) == 1 and first.problem.images[0].to_pil().size == (8, 8)
+    assert second.problem.id == "7" and len(second.problem.images) == 1
+
+
 def test_score_command_writes_rewards_and_reports_processbench_f1(tiny_prm, tmp_path, capsys):
     out, _ = tiny_prm
     pb = _write_jsonl(tmp_path / "pb.jsonl", [
@@ -199,6 +238,11 @@ def test_score_command_writes_rewards_and_reports_processbench_f1(tiny_prm, tmp_
     assert [r["id"] for r in rows] == ["a", "b"] and all(len(r["step_rewards"]) == 2 for r in rows)
     printed = capsys.readouterr().out
     assert "scored 2 solutions (4 steps)" in printed and "ProcessBench F1" in printed
+    # a lone surrogate in a column the PRM never reads is written back escaped (before: a traceback)
+    (tmp_path / "sur.jsonl").write_text('{"question": "q", "steps": ["a"], "generator": "m\\udcff"}\n')
+    assert cli_main(["score", "--prm", str(out), "--input", str(tmp_path / "sur.jsonl"), "--out",
+                     str(tmp_path / "s2.jsonl"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "s2.jsonl").read_text())["generator"] == "m\udcff"
 
 
 def test_train_command_errors_are_one_line(tmp_path, capsys):

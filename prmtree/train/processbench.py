@@ -7,7 +7,11 @@ Shapes read (one JSON object a line):
 * VisualProcessBench (InternVL): ``{"image": [paths], "question", "answer", "response":
   {"steps": [...], "process_correctness": [1 | 0 | -1, ...]}}`` (1 right, 0 neutral, -1 wrong;
   ``response`` may also be a JSON string); image paths are relative to the file's folder;
-* plain: ``{"id"?, "question" | "problem", "steps": [...], "images"?: [paths], "labels"?: [bool, ...]}``.
+* plain: ``{"id"?, "question" | "problem", "steps": [...], "images"?: [paths], "labels"?: [true | false |
+  null, ...]}``.
+
+An image entry is a path, or ``{"path": ...}`` as ``datasets`` writes it. Text with a lone
+surrogate (``"\udcff"`` in JSON) is refused with its line: no tokenizer can encode it.
 
 Where a row carries human labels, :attr:`Solution.labels` has one per step (None for a
 neutral or unknown step), so ``prmtree score`` can report ProcessBench-style metrics.
@@ -35,24 +39,29 @@ class Solution:
     row: dict[str, Any]
 
 
-def _marks(marks: list[Any], n: int, where: str, name: str, allowed: str) -> None:
-    """One mark per step, each a number or bool (or null): a count that differs means the
-    marks and steps are misaligned, and scoring them would pair labels with the wrong steps."""
+def _marks(marks: Any, n: int, where: str, name: str, allowed: str, types: tuple[type, ...]) -> list[Any]:
+    """One mark per step, each of ``types`` (or null): a count that differs means the marks
+    and steps are misaligned, and scoring them would pair labels with the wrong steps; a
+    mark that is not a list (``"labels": true``) labels no step, and ignoring it would score
+    the row as unlabelled without a word."""
+    if not isinstance(marks, list):
+        raise ConfigError(f"{where}: {name} must be a list of marks, one per step ({allowed}), got {marks!r}")
     if len(marks) != n:
         raise ConfigError(f"{where}: {n} steps but {len(marks)} {name} marks (one per step expected)")
     for m in marks:
-        if m is not None and not isinstance(m, (bool, int, float)):
+        if m is not None and not isinstance(m, types):
             raise ConfigError(f"{where}: {name} marks must be {allowed}, got {m!r}")
+    return marks
 
 
 def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -> list[bool | None] | None:
-    if isinstance(response.get("process_correctness"), list):
-        marks = response["process_correctness"]
-        _marks(marks, n, where, "process_correctness", "1 (right), 0 (neutral) or -1 (wrong)")
+    if response.get("process_correctness") is not None:
+        marks = _marks(response["process_correctness"], n, where, "process_correctness",
+                       "1 (right), 0 (neutral) or -1 (wrong)", (bool, int, float))
         return [None if m == 0 or m is None else m > 0 for m in marks]
-    if isinstance(row.get("labels"), list):
-        marks = row["labels"]
-        _marks(marks, n, where, "labels", "true / false (or null)")
+    if row.get("labels") is not None:
+        # bools only: a -1 read as bool(-1) would be a right step
+        marks = _marks(row["labels"], n, where, "labels", "true, false or null", (bool,))
         return [None if m is None else bool(m) for m in marks]
     if "label" in row and row["label"] is not None:  # ProcessBench: the first wrong step's index, -1 for none
         first = row["label"]
@@ -65,12 +74,23 @@ def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -
     return None
 
 
+def _image_path(entry: Any, where: str) -> str:
+    """An image entry's path: a string, or ``{"path": ...}`` as ``datasets`` writes an Image."""
+    if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]:
+        return entry["path"]
+    if isinstance(entry, str) and entry:
+        return entry
+    raise ConfigError(f"{where}: an image must be a path (a string) or {{\"path\": ...}}, got {entry!r}")
+
+
 def _images(row: dict[str, Any], folder: Path, where: str) -> tuple[ProblemImage, ...]:
     paths = row.get("images", row.get("image")) or []
-    if isinstance(paths, str):
+    if isinstance(paths, (str, dict)):
         paths = [paths]
+    if not isinstance(paths, list):
+        raise ConfigError(f"{where}: 'images' must be a list of paths, got {paths!r}")
     images = []
-    for p in paths:
+    for p in (_image_path(entry, where) for entry in paths):
         file = Path(p) if Path(p).is_absolute() else folder / p
         try:
             images.append(ProblemImage(file.read_bytes(), path=str(file)))
@@ -97,12 +117,31 @@ def parse_solution(row: dict[str, Any], folder: Path, where: str, load_images: b
     question = row.get("question", row.get("problem"))
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"{where}: no 'question' or 'problem' text")
+    for text in (question, *steps):
+        _encodable(text, where)
     images = _images(row, folder, where) if load_images else ()
-    pid = str(row.get("id") or row.get("problem_id")
-              or hashlib.blake2b(question.encode(), digest_size=8).hexdigest())
-    answer = str(row.get("answer") or row.get("gold") or "-")
+    pid = _given(row, "id", "problem_id") or hashlib.blake2b(question.encode(), digest_size=8).hexdigest()
+    answer = _given(row, "answer", "gold") or "-"
     problem = Problem(id=pid, question=question, answer=answer, images=images)
     return Solution(problem, list(steps), _labels(row, response if isinstance(response, dict) else {}, len(steps), where), row)
+
+
+def _given(row: dict[str, Any], *keys: str) -> str | None:
+    """The first of ``keys`` the row gives, as text: ``0`` is an id, only null and "" are none."""
+    for key in keys:
+        value = row.get(key)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def _encodable(text: str, where: str) -> None:
+    """Refuse text no tokenizer can encode: a lone surrogate (``"\\udcff"`` in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"{where}: the text holds a lone surrogate ({text[exc.start]!r} at character "
+                          f"{exc.start}), which is not Unicode text: fix the file's encoding") from None
 
 
 def read_solutions(path: str | Path, load_images: bool = True) -> list[Solution]:
