@@ -378,3 +378,33 @@ def test_train_leaves_out_flagged_paths_as_trainer_exports_do_unless_asked(tmp_p
                      "--json"]) == 0
     m3 = json.loads((tmp_path / "m3" / "metrics.json").read_text())
     assert m3["train_paths"] + m3["held_out_paths"] == len(every)
+
+
+def test_training_that_would_read_no_step_is_refused_before_anything_is_saved(run_dir, tmp_path, capsys):
+    # Before: each exited 0 and saved an untrained model (no optimiser step ran, or a Ray
+    # worker had no path): --max-length cutting every path before its first marker, an
+    # empty --marker, more --workers than training paths.
+    import pyarrow.parquet as pq
+
+    def refused(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["train", "--threads", "1", "--max-steps", "1", *args])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    said = refused("--data", str(run_dir), "--out", str(tmp_path / "m1"), "--max-length", "8", "--paths", "steps")
+    assert re.fullmatch(r"prmtree: error: --max-length 8 cuts all \d+ training paths before their first step marker: "
+                        r"no step to train on; raise --max-length", said), said
+    assert not (tmp_path / "m1").exists()
+    said = refused("--data", str(run_dir), "--out", str(tmp_path / "m2"), "--marker", "")
+    assert said == ("prmtree: error: --marker must be a non-empty token without surrounding spaces, got '': "
+                    "the PRM reads each step's reward at its marker")
+    assert not (tmp_path / "m2").exists()
+    export(run_dir, "stepwise", tmp_path / "all.parquet")
+    pq.write_table(pq.read_table(tmp_path / "all.parquet").slice(0, 1), tmp_path / "one.parquet")
+    said = refused("--data", str(tmp_path / "one.parquet"), "--out", str(tmp_path / "m3"), "--workers", "2")
+    assert said == ("prmtree: error: --workers 2: 1 training paths, fewer than the workers (each trains on its share): "
+                    "use --workers 1 or fewer, or more data")
+    assert not (tmp_path / "m3").exists()

@@ -111,6 +111,9 @@ class TrainOptions:
     def check(self) -> None:
         if self.labels not in ("hard", "soft"):
             raise ConfigError(f"--labels must be hard or soft, got {self.labels!r}")
+        if not self.marker or self.marker.strip() != self.marker:
+            raise ConfigError(f"--marker must be a non-empty token without surrounding spaces, got {self.marker!r}: "
+                              "the PRM reads each step's reward at its marker")
         if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
         if self.pretrain_text not in PRETRAIN_TEXTS:
@@ -350,6 +353,19 @@ def _no_tree(found: list | None) -> str:
     return "has a nodes table but no decided step under the training problems' roots"
 
 
+def _check_used(options: TrainOptions, used: int, paths: int, world: int) -> None:
+    """Refuse, before anything is saved, a training that would read no step: every path cut
+    by ``--max-length`` before its first marker, or a worker with no path to train on (each
+    takes ``used // world`` of them). It would run no optimiser step and save an untrained
+    model with exit 0."""
+    if used == 0:
+        raise ConfigError(f"--max-length {options.max_length} cuts all {paths} training paths before their first "
+                          "step marker: no step to train on; raise --max-length")
+    if world > 1 and used < world:
+        raise ConfigError(f"--workers {world}: {used} training paths, fewer than the workers (each trains on its "
+                          f"share): use --workers {used} or fewer, or more data")
+
+
 def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
     """(the rows the PRM trains on, "steps" or "tree"), as ``--paths`` asks and the data allows.
     The held-out rows stay the ``steps`` table's, so held-out metrics compare across choices."""
@@ -410,13 +426,14 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     extra_texts = texts if pretrain_rows is None else [Encoder(None, options.marker).text(r.question, r.steps)
                                                        for r in pretrain_rows]
     model, processor, vision, class_name = build(options, train_rows, out, extra_texts)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
     encoder = Encoder(processor, options.marker, options.max_length, vision)
     train = [(encoder.encode(r.question, r.steps, r.images), _targets(r, options.labels)) for r in train_rows]
     dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
     train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
+    _check_used(options, len(train), len(train_rows), world)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
     every_path = [e for e, _ in train]  # pretraining sees them all on every worker (below)
     if pretrain_rows is not None:  # the trees' paths, in full: each step in its context, as the PRM reads it
         every_path = [encoder.encode(r.question, r.steps, r.images) for r in pretrain_rows]
@@ -571,11 +588,26 @@ def _ray_worker(config: dict[str, Any]) -> None:
     ray.train.report({"steps": result.get("steps", 0)})
 
 
+def _check_workers(options: TrainOptions) -> None:
+    """Refuse more Ray workers than training paths before Ray starts (a worker's refusal
+    would come back as Ray's failure): counted before ``--max-length``, which each worker
+    checks again."""
+    from prmtree.train.data import load_rows, split_rows
+
+    rows = load_rows(options.data, with_images=False, allow_partial=options.allow_partial,
+                     keep_flagged=options.keep_flagged)
+    train_rows, _ = training_paths(options, split_rows(rows, options.test_share)[0])
+    if not train_rows:
+        raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
+    _check_used(options, len(train_rows), len(train_rows), options.workers)
+
+
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train a PRM; returns the metrics also written to ``OUT/metrics.json``."""
     options.check()
     if not options.workers:
         return train_loop(options)
+    _check_workers(options)
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
