@@ -14,6 +14,7 @@ from typing import Any
 
 import prmtree
 from prmtree.train import TrainOptions, train
+from prmtree.train.metrics import fmt
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     held = result["held_out"]
     if held:
         print(f"held-out: step F1 (wrong steps) {held['step_f1_wrong']:.3f}, "
-              f"first-error accuracy {held['first_error_accuracy']:.3f}, ProcessBench F1 {held['processbench_f1']:.3f}")
+              f"first-error accuracy {held['first_error_accuracy']:.3f}, ProcessBench F1 {fmt(held['processbench_f1'])}")
 
     prm = prmtree.PRM.load(args.out)
     problem = prmtree.Problem(id="example", question="Let x be 4. Then add 3; multiply by 2.", answer="14")

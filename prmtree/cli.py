@@ -635,6 +635,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _train_deps()
     from prmtree.engine.errors import ConfigError
     from prmtree.train import TrainOptions, train
+    from prmtree.train.metrics import fmt
 
     options = TrainOptions(
         data=args.data, out=args.out, model=args.model, labels=args.labels, lora=args.lora, lora_rank=args.lora_rank,
@@ -659,7 +660,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if held:
         print(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
               f"{held['step_f1_wrong']:.3f}, step accuracy {held['step_accuracy']:.3f}, first-error accuracy "
-              f"{held['first_error_accuracy']:.3f}, ProcessBench F1 {held['processbench_f1']:.3f}")
+              f"{held['first_error_accuracy']:.3f}, ProcessBench F1 {fmt(held['processbench_f1'])}")
     print(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
     if args.json:
         print(json.dumps(result))
@@ -670,6 +671,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     _train_deps()
     from prmtree.engine.errors import ConfigError
     from prmtree.train import PRM, read_solutions, step_metrics
+    from prmtree.train.metrics import fmt
 
     try:
         solutions = read_solutions(args.input)
@@ -690,8 +692,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     labelled = [(r, s.labels) for s, r in zip(solutions, rewards) if s.labels is not None]
     if labelled:
         m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)
-        print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {m['processbench_f1']:.3f} "
-              f"(erroneous {m['acc_erroneous']:.3f}, correct {m['acc_correct']:.3f}), step F1 (wrong steps) "
+        print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {fmt(m['processbench_f1'])} "
+              f"(erroneous {fmt(m['acc_erroneous'])}, correct {fmt(m['acc_correct'])}), step F1 (wrong steps) "
               f"{m['step_f1_wrong']:.3f}, first-error accuracy {m['first_error_accuracy']:.3f}"
               + (f", step AUROC {m['step_auroc']:.3f}" if m["step_auroc"] is not None else ""))
     return 0

@@ -408,3 +408,22 @@ def test_training_that_would_read_no_step_is_refused_before_anything_is_saved(ru
     assert said == ("prmtree: error: --workers 2: 1 training paths, fewer than the workers (each trains on its share): "
                     "use --workers 1 or fewer, or more data")
     assert not (tmp_path / "m3").exists()
+
+
+def test_processbench_f1_is_n_a_when_the_paths_hold_one_kind_only(tiny_prm, tmp_path, capsys):
+    # Before: with no erroneous path (or no correct one) the missing accuracy was 0, so the
+    # F1 printed 0.000 however good the PRM: an accuracy over no path is undefined.
+    only_right = step_metrics([[0.9, 0.8], [0.7]], [[True, True], [True]])
+    assert only_right["acc_correct"] == 1.0 and only_right["acc_erroneous"] is None
+    assert only_right["processbench_f1"] is None and only_right["first_error_accuracy"] == 1.0
+    only_wrong = step_metrics([[0.9, 0.2]], [[True, False]])
+    assert only_wrong["acc_erroneous"] == 1.0 and only_wrong["acc_correct"] is None
+    assert only_wrong["processbench_f1"] is None
+    assert json.loads(json.dumps(only_right))["processbench_f1"] is None
+    out, _ = tiny_prm
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [
+        {"id": "b", "problem": "Let x be 1. Add 1.", "steps": ["x = 1.", "x = 1 + 1 = 2."], "label": -1}])
+    assert cli_main(["score", "--prm", str(out), "--input", str(pb), "--out", str(tmp_path / "s.jsonl"),
+                     "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"ProcessBench F1 n/a \(erroneous n/a, correct (0|1)\.000\)", printed), printed

@@ -30,6 +30,11 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def fmt(value: float | None) -> str:
+    """A metric as printed: three decimals, or n/a where it is undefined (None)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def auroc(right: list[float], wrong: list[float]) -> float | None:
     """P(a right step's reward > a wrong step's), ties counting half: how well the rewards rank
     steps whatever the threshold (None without both kinds)."""
@@ -52,6 +57,8 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
       (both -1 counts);
     * ``processbench_f1``: harmonic mean of that accuracy on paths with an error
       (``acc_erroneous``) and on paths without one (``acc_correct``), as ProcessBench scores it;
+      None where the paths hold only one of the two kinds: an accuracy over no path is
+      undefined, not 0 (a PRM that never errs on a file of correct paths must not read 0);
     * ``step_auroc``: how well the rewards rank right steps above wrong ones, free of the
       threshold (a PRM whose rewards all sit low can rank well and still flag every step).
     """
@@ -78,8 +85,8 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
             n_err, hits_err = n_err + 1, hits_err + hit
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    acc_err = hits_err / n_err if n_err else 0.0
-    acc_ok = hits_ok / n_ok if n_ok else 0.0
+    acc_err = hits_err / n_err if n_err else None
+    acc_ok = hits_ok / n_ok if n_ok else None
     paths = n_err + n_ok
     return {
         "step_f1_wrong": _f1(precision, recall),
@@ -89,7 +96,7 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
         "first_error_accuracy": (hits_err + hits_ok) / paths if paths else 0.0,
         "acc_erroneous": acc_err,
         "acc_correct": acc_ok,
-        "processbench_f1": _f1(acc_err, acc_ok),
+        "processbench_f1": None if acc_err is None or acc_ok is None else _f1(acc_err, acc_ok),
         "step_auroc": auroc(right_rewards, wrong_rewards),
         "paths": paths,
         "paths_with_error": n_err,
