@@ -301,7 +301,11 @@ def load_scorer(prm: Any) -> Scorer:
                 target = getattr(target, part)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"--prm {text!r}: cannot import it ({exc})") from None
-        scorer = target if hasattr(target, "score_batch") and not isinstance(target, type) else target()
+        try:
+            scorer = target if hasattr(target, "score_batch") and not isinstance(target, type) else target()
+        except Exception as exc:  # a class or factory that needs arguments, or fails: one line, not a traceback
+            raise ConfigError(f"--prm {text!r}: cannot build it: calling it with no arguments raised "
+                              f"{type(exc).__name__}: {exc}") from None
         if not hasattr(scorer, "score_batch"):
             raise ConfigError(f"--prm {text!r} gives a {type(scorer).__name__}, which has no score_batch(items)")
         return scorer

@@ -673,6 +673,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from prmtree.train import PRM, read_solutions, step_metrics
     from prmtree.train.metrics import fmt
 
+    if not 0.0 <= args.threshold <= 1.0:  # rewards are in [0, 1]: outside it every step is right, or wrong
+        _fail(f"--threshold must be in [0, 1] (rewards are probabilities), got {args.threshold}")
     try:
         solutions = read_solutions(args.input)
         prm = PRM.load(args.prm, device=args.device, batch_size=args.batch_size)

@@ -402,3 +402,17 @@ def test_a_prm_directory_that_does_not_load_is_one_line(command, capsys, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("prmtree: error: ") and err.count("\n") == 1
     assert "prmtree[train]" in err or str(empty) in err
+
+
+def test_a_prm_factory_that_needs_arguments_is_a_one_line_error(command, capsys):
+    # Before: --prm module:factory whose factory takes an argument was a TypeError traceback.
+    run, tmp = command
+    (tmp / "needs_args.py").write_text("class Scorer:\n    def __init__(self, path):\n        self.path = path\n\n"
+                                       "    def score_batch(self, items):\n        return [[0.5] * len(s) for _, s in items]\n\n"
+                                       "def make(path):\n    return Scorer(path)\n")
+    for target, call in (("needs_args:make", "make()"), ("needs_args:Scorer", "Scorer.__init__()")):
+        assert run("--prm", target, "--n", "2") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"prmtree: error: --prm {target!r}: cannot build it: calling it with no arguments raised TypeError: "
+            f"{call} missing 1 required positional argument: 'path'"), err

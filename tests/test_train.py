@@ -427,3 +427,45 @@ def test_processbench_f1_is_n_a_when_the_paths_hold_one_kind_only(tiny_prm, tmp_
                      "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"ProcessBench F1 n/a \(erroneous n/a, correct (0|1)\.000\)", printed), printed
+
+
+def test_nonsensical_numbers_missing_devices_and_a_word_marker(tiny_prm, run_dir, tmp_path, capsys):
+    # Before: each was a traceback (score --batch-size 0, --device cuda without CUDA, train
+    # --lr -1 or --log-every 0), or taken (score --threshold 2: every step wrong).
+    import torch
+
+    out, _ = tiny_prm
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [{"problem": "Let x be 1.", "steps": ["x = 1."], "label": -1}])
+
+    def refused(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([*map(str, args)])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    score = ["score", "--prm", out, "--input", pb, "--out", tmp_path / "s.jsonl"]
+    assert refused(*score, "--batch-size", "0") == "prmtree: error: --batch-size must be a whole number >= 1, got 0"
+    assert refused(*score, "--threshold", "2") == ("prmtree: error: --threshold must be in [0, 1] (rewards are "
+                                                   "probabilities), got 2.0")
+    assert refused(*score, "--device", "cuda:x") == ("prmtree: error: --device 'cuda:x' is not a device torch knows: "
+                                                     "use cpu, cuda, cuda:N, mps or auto")
+    training = ["train", "--data", run_dir, "--out", tmp_path / "m", "--max-steps", "1", "--threads", "1"]
+    if not torch.cuda.is_available():
+        for args in (score, training):
+            assert refused(*args, "--device", "cuda").startswith(
+                "prmtree: error: --device cuda: CUDA is not available on this machine (torch ")
+    assert refused(*training, "--lr", "-1") == "prmtree: error: --lr must be a positive number, got -1.0"
+    assert refused(*training, "--lr", "nan") == "prmtree: error: --lr must be a positive number, got nan"
+    assert refused(*training, "--log-every", "0") == "prmtree: error: --lora-rank and --log-every must be >= 1, got 16 and 0"
+    assert refused(*training, "--epochs", "0").startswith("prmtree: error: --batch-size must be >= 1")
+    assert not (tmp_path / "m").exists()
+    # a marker that is also a word of the text (before: the tiny tokenizer gave it two ids,
+    # the largest past the embeddings: an IndexError at the first batch)
+    result = train(_opts(run_dir, tmp_path / "word", marker="step", max_steps=1))
+    assert result["steps"] == 1
+    prm = PRM.load(tmp_path / "word", device="cpu")
+    assert prm.encoder.marker_id == prm.encoder.tokenizer.get_vocab()["step"]
+    assert max(prm.encoder.tokenizer.get_vocab().values()) < prm.model.lm.get_input_embeddings().weight.shape[0]
+    assert len(prm.score("Let x be 1, step by step.", ["x = 1, one step.", "so 1"])) == 2

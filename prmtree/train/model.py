@@ -238,15 +238,40 @@ class Encoder:
 # -- building ----------------------------------------------------------------------------
 
 
+def resolve_device(device: str) -> str:
+    """``--device`` as torch will use it: ``auto`` is CUDA where there is one, else the CPU; a
+    device this machine lacks (``cuda`` without CUDA, ``mps`` off a Mac) or a name torch
+    does not know is a one-line error here, not a traceback at the first tensor moved."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device torch knows: use cpu, cuda, cuda:N, mps or auto") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                          "use --device cpu or auto")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu or auto")
+    return device
+
+
 def tiny_tokenizer(texts: list[str], marker: str = MARKER) -> Any:
-    """A word-level tokenizer trained on the training texts (digits split), the marker a special token."""
+    """A word-level tokenizer trained on the training texts (digits split), the marker a special token.
+
+    The marker is taken out of the texts first: a marker that is also a word of them
+    (``--marker step``) was given a second id by the trainer, which left a hole in the
+    ids, so the largest id was past the embeddings (an IndexError at the first batch)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=[PAD, UNK, marker]))
+    tok.train_from_iterator((t.replace(marker, " ") for t in texts),
+                            trainers.WordLevelTrainer(special_tokens=[PAD, UNK, marker]))
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
+from prmtree.engine.errors import ConfigError
 from prmtree.engine.records import Problem
-from prmtree.train.model import Encoder, RewardModel, load_prm
+from prmtree.train.model import Encoder, RewardModel, load_prm, resolve_device
 
 
 class PRM:
@@ -16,6 +17,8 @@ class PRM:
 
     def __init__(self, model: RewardModel, encoder: Encoder, config: dict[str, Any], device: str = "cpu",
                  batch_size: int = 8) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")
         self.model = model
         self.encoder = encoder
         self.config = config
@@ -25,8 +28,9 @@ class PRM:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int = 8) -> PRM:
         """A directory written by ``prmtree train`` (an HF model + ``prm_config.json``)."""
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")  # before loading
+        device = resolve_device(device)
         model, encoder, config = load_prm(path, device)
         return cls(model, encoder, config, device, batch_size)
 

@@ -114,8 +114,16 @@ class TrainOptions:
         if not self.marker or self.marker.strip() != self.marker:
             raise ConfigError(f"--marker must be a non-empty token without surrounding spaces, got {self.marker!r}: "
                               "the PRM reads each step's reward at its marker")
-        if self.batch_size < 1 or self.max_length < 8 or self.epochs <= 0 or self.max_steps < 0:
+        if self.batch_size < 1 or self.max_length < 8 or not self.epochs > 0 or self.max_steps < 0:
             raise ConfigError("--batch-size must be >= 1, --max-length >= 8, --epochs > 0, --max-steps >= 0")
+        if self.lr is not None and not (0 < self.lr < math.inf):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.lora_rank < 1 or self.log_every < 1:
+            raise ConfigError(f"--lora-rank and --log-every must be >= 1, got {self.lora_rank} and {self.log_every}")
+        if self.save_every < 0 or self.threads < 0:
+            raise ConfigError(f"--save-every and --threads must be >= 0, got {self.save_every} and {self.threads}")
+        if not all(math.isfinite(x) for x in (self.epochs, self.pretrain_epochs, self.lm_weight)):
+            raise ConfigError("--epochs, --pretrain-epochs and --lm-weight must be finite")
         if self.pretrain_text not in PRETRAIN_TEXTS:
             raise ConfigError(f"--pretrain-text must be one of {', '.join(PRETRAIN_TEXTS)}, got {self.pretrain_text!r}")
         if self.paths not in PATHS:
@@ -388,7 +396,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
 
     from prmtree.train.data import load_rows, split_rows
     from prmtree.train.metrics import step_metrics
-    from prmtree.train.model import PRM_CONFIG, Encoder, save_prm
+    from prmtree.train.model import PRM_CONFIG, Encoder, resolve_device, save_prm
     from prmtree.train.prm import PRM
 
     started = time.perf_counter()
@@ -396,7 +404,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         torch.set_num_threads(options.threads)
     out = Path(options.out)
     if device is None:
-        device = options.device if options.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(options.device)
     random.seed(options.seed)
     rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial,
                      keep_flagged=options.keep_flagged)
