@@ -68,9 +68,10 @@ _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class Scorer(Protocol):
-    """What best-of-N needs from a PRM: per-step rewards in [0, 1] for many solutions."""
+    """What best-of-N needs from a PRM: per-step rewards in [0, 1] for many solutions (None
+    for a step it did not read, as ``PRM`` gives past its length limit)."""
 
-    def score_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float]]: ...
+    def score_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float | None]]: ...
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Candidate:
     answer: str | None
     correct: bool
     malformed: str | None = None
-    step_scores: list[float] = field(default_factory=list)  # one per step (empty: not scored)
+    step_scores: list[float | None] = field(default_factory=list)  # one per step (empty: not scored; None: not read)
     whole_score: float | None = None  # the full text scored as one step (``orm``)
 
 
@@ -115,9 +116,10 @@ class Sampling:
 # -- choosing ----------------------------------------------------------------------------
 
 
-def aggregate(rule: str, scores: Sequence[float]) -> float:
-    """A solution's score under ``rule`` from its step rewards (-inf when it has none)."""
-    if not scores:
+def aggregate(rule: str, scores: Sequence[float | None]) -> float:
+    """A solution's score under ``rule`` from its step rewards (-inf when it has none, or a
+    step the PRM did not read: it is unscored, ranked last, not judged on part of it)."""
+    if not scores or any(s is None for s in scores):
         return -math.inf
     if rule == "prm-min":
         return min(scores)
@@ -322,16 +324,17 @@ def load_scorer(prm: Any) -> Scorer:
     return loaded
 
 
-def _checked(scores: Any, steps: int, problem_id: str) -> list[float]:
+def _checked(scores: Any, steps: int, problem_id: str) -> list[float | None]:
+    """The rewards as floats in [0, 1], None kept (a step the PRM did not read)."""
     if not isinstance(scores, Sequence) or len(scores) != steps:
         got = len(scores) if isinstance(scores, Sequence) else type(scores).__name__
         raise ValueError(f"the PRM returned {got} rewards for a solution of {steps} steps (problem {problem_id!r})")
     try:
-        out = [float(s) for s in scores]
+        out = [None if s is None else float(s) for s in scores]
     except (TypeError, ValueError):
         raise ValueError(f"the PRM returned rewards that are not numbers (problem {problem_id!r}): "
                          f"{list(scores)[:3]!r}") from None
-    bad = next((s for s in out if not 0.0 <= s <= 1.0), None)  # NaN fails this too
+    bad = next((s for s in out if s is not None and not 0.0 <= s <= 1.0), None)  # NaN fails this too
     if bad is not None:
         raise ValueError(f"the PRM returned a reward of {bad} (problem {problem_id!r}): rewards must be in [0, 1]")
     return out
@@ -339,7 +342,8 @@ def _checked(scores: Any, steps: int, problem_id: str) -> list[float]:
 
 def score(sampled: Sequence[Sampled], scorer: Scorer, batch_size: int = 64) -> None:
     """Fill each candidate's step rewards, and its whole-text reward (``orm``), in batches.
-    A candidate with no steps (an empty completion) gets none: every rule ranks it last."""
+    A candidate with no steps (an empty completion) gets none, and one with a step the PRM
+    did not read (None: past its length limit) is unscored too: every rule ranks them last."""
     jobs: list[tuple[Candidate, bool, tuple[Problem, list[str]]]] = []
     for s in sampled:
         for c in s.candidates:

@@ -691,6 +691,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     except OSError as exc:
         _fail(_os_error(exc))
     print(f"scored {len(solutions)} solutions ({sum(len(s.steps) for s in solutions)} steps) -> {args.out}")
+    unread = sum(r is None for reward in rewards for r in reward)
+    if unread:
+        sys.stderr.write(f"prmtree: warning: {unread} steps lie past the PRM's length limit "
+                         f"({prm.encoder.max_length} tokens): never read, their step_rewards are null\n")
     labelled = [(r, s.labels) for s, r in zip(solutions, rewards) if s.labels is not None]
     if labelled:
         m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)

@@ -416,3 +416,22 @@ def test_a_prm_factory_that_needs_arguments_is_a_one_line_error(command, capsys)
         assert len(err) == 1 and err[0].startswith(
             f"prmtree: error: --prm {target!r}: cannot build it: calling it with no arguments raised TypeError: "
             f"{call} missing 1 required positional argument: 'path'"), err
+
+
+def test_a_step_the_prm_did_not_read_leaves_its_candidate_unscored_ranked_last():
+    # PRM.score_batch gives None for a step past the model's length limit; before it gave
+    # the last reward read (0.5 when none was), which ranked as a judgement.
+    read = Candidate("a", ("x", "y"), "1", False, step_scores=[0.2, 0.3])
+    unread = Candidate("b", ("x", "y"), "2", True, step_scores=[0.9, None])
+    for rule in PRM_RULES:
+        assert aggregate(rule, [0.9, None]) == -math.inf and aggregate(rule, [None]) == -math.inf
+        assert pick(rule, [unread, read]) == 1
+    problem = generate_problems(1, seed=1)[0]
+    sampled = [Sampled(problem, [Candidate("one two", ("one", "two"), "1", True)])]
+
+    class Long:
+        def score_batch(self, items):
+            return [[0.8] + [None] * (len(steps) - 1) for _, steps in items]
+
+    score(sampled, Long())
+    assert sampled[0].candidates[0].step_scores == [0.8, None] and sampled[0].candidates[0].whole_score == 0.8

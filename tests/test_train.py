@@ -469,3 +469,25 @@ def test_nonsensical_numbers_missing_devices_and_a_word_marker(tiny_prm, run_dir
     assert prm.encoder.marker_id == prm.encoder.tokenizer.get_vocab()["step"]
     assert max(prm.encoder.tokenizer.get_vocab().values()) < prm.model.lm.get_input_embeddings().weight.shape[0]
     assert len(prm.score("Let x be 1, step by step.", ["x = 1, one step.", "so 1"])) == 2
+
+
+def test_steps_past_the_length_limit_get_no_invented_reward(tiny_prm, tmp_path, capsys):
+    # Before: a step whose marker fell past max_length got the last reward read, or an
+    # invented 0.5 when the first marker was already past it; and PRM.score(q, None) was a
+    # bare "'NoneType' object is not iterable".
+    out, _ = tiny_prm
+    prm = PRM.load(out, device="cpu")
+    long = "word " * 20000
+    assert prm.score("Let x be 1.", [long]) == [None]
+    first, second = prm.score("Let x be 1.", ["x = 1.", long])
+    assert isinstance(first, float) and second is None
+    with pytest.raises(TypeError, match=r"PRM.score takes the steps as a list of str \(one per step\), got NoneType"):
+        prm.score("Let x be 1.", None)
+    m = step_metrics([[0.9, None], [0.2]], [[True, False], [False]])
+    assert m["unread_steps"] == 1 and m["steps"] == 2 and m["paths"] == 1 and m["acc_erroneous"] == 1.0
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [{"problem": "Let x be 1.", "steps": ["x = 1.", long], "label": 1}])
+    assert cli_main(["score", "--prm", str(out), "--input", str(pb), "--out", str(tmp_path / "s.jsonl"),
+                     "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "s.jsonl").read_text())["step_rewards"][1] is None
+    assert "1 steps lie past the PRM's length limit (4096 tokens): never read, their step_rewards are null" \
+        in capsys.readouterr().err

@@ -48,8 +48,13 @@ def auroc(right: list[float], wrong: list[float]) -> float | None:
     return above / (len(right) * len(wrong))
 
 
-def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], threshold: float = 0.5) -> dict[str, Any]:
+def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | None]],
+                 threshold: float = 0.5) -> dict[str, Any]:
     """Metrics over paths: ``rewards[i][j]`` is the PRM's reward for step j of path i, ``labels`` the gold.
+
+    A reward of None (a step the PRM did not read: past its length limit) is no
+    prediction: the step is left out of the step metrics, and its path out of the path
+    metrics (its first error may lie in what was not read); ``unread_steps`` counts them.
 
     * ``step_f1_wrong``: F1 for finding wrong steps (wrong = the positive class), with its
       precision and recall, and plain ``step_accuracy``; steps labelled None are left out;
@@ -64,11 +69,12 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
     """
     right_rewards: list[float] = []
     wrong_rewards: list[float] = []
-    tp = fp = fn = right = steps = 0
+    tp = fp = fn = right = steps = unread = 0
     hits_err = n_err = hits_ok = n_ok = 0
     for path_rewards, path_labels in zip(rewards, labels):
         for reward, label in zip(path_rewards, path_labels):
-            if label is None:
+            unread += reward is None
+            if label is None or reward is None:
                 continue
             wrong_pred, wrong_gold = reward < threshold, not label
             tp += wrong_pred and wrong_gold
@@ -77,6 +83,8 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
             right += wrong_pred == wrong_gold
             steps += 1
             (wrong_rewards if wrong_gold else right_rewards).append(reward)
+        if any(r is None for r in path_rewards):
+            continue
         gold = first_error(path_labels)
         hit = predicted_first_error(path_rewards, threshold) == gold
         if gold == -1:
@@ -101,5 +109,6 @@ def step_metrics(rewards: list[list[float]], labels: list[list[bool | None]], th
         "paths": paths,
         "paths_with_error": n_err,
         "steps": steps,
+        "unread_steps": unread,
         "threshold": threshold,
     }

@@ -13,7 +13,8 @@ from prmtree.train.model import Encoder, RewardModel, load_prm, resolve_device
 
 
 class PRM:
-    """Scores solutions step by step: one reward in [0, 1] per step, P(still right after it)."""
+    """Scores solutions step by step: one reward in [0, 1] per step, P(still right after it);
+    None for a step the model never read (its marker past the model's length limit)."""
 
     def __init__(self, model: RewardModel, encoder: Encoder, config: dict[str, Any], device: str = "cpu",
                  batch_size: int = 8) -> None:
@@ -38,16 +39,19 @@ class PRM:
     def marker(self) -> str:
         return self.encoder.marker
 
-    def score(self, problem: Problem | str, steps: list[str]) -> list[float]:
-        """One reward per step, in order. ``problem`` may be the question alone (no images)."""
+    def score(self, problem: Problem | str, steps: list[str]) -> list[float | None]:
+        """One reward per step, in order (None: not read, see :meth:`score_batch`). ``problem``
+        may be the question alone (no images)."""
         return self.score_batch([(problem, steps)])[0]
 
     @torch.no_grad()
-    def score_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float]]:
+    def score_batch(self, items: list[tuple[Problem, list[str]]]) -> list[list[float | None]]:
         """Rewards for many solutions, batched; ``[]`` for a solution with no steps.
 
-        A step whose marker fell past the model's length limit gets the last reward that
-        was read (the solution is judged on the steps the model saw).
+        A step whose marker fell past the model's length limit (``max_length`` in
+        ``prm_config.json``) gets None: the model never read it, and a reward copied from
+        an earlier step, or an invented 0.5, would pass for a judgement. ``prmtree bon``
+        ranks a solution with such a step as unscored; ``prmtree score`` writes null.
         """
         items = [(_as_problem(problem), _as_steps(steps)) for problem, steps in items]
         out: list[list[float]] = [[] for _ in items]
@@ -67,10 +71,9 @@ class PRM:
                                 step_ids=batch["step_ids"].to(self.device), **extra)
             rewards = torch.sigmoid(logits.float()).cpu()
             for row, i in enumerate(chunk):
-                got = [float(rewards[row, p]) for p in encoded[i]["positions"]]
+                got: list[float | None] = [float(rewards[row, p]) for p in encoded[i]["positions"]]
                 n = len(items[i][1])
-                got = got[:n] + [got[-1] if got else 0.5] * (n - len(got))
-                out[i] = got
+                out[i] = got[:n] + [None] * (n - len(got))  # past the length limit: never read
         return out
 
 
@@ -85,8 +88,8 @@ def _as_problem(problem: Problem | str) -> Problem:
 
 def _as_steps(steps: list[str]) -> list[str]:
     """The steps as a list of str: a str would be scored one character per step."""
-    if isinstance(steps, str):
-        raise TypeError("PRM.score takes the steps as a list of str (one per step), got str")
+    if isinstance(steps, str) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"PRM.score takes the steps as a list of str (one per step), got {type(steps).__name__}")
     steps = list(steps)  # a generator is read once
     if not all(isinstance(s, str) for s in steps):
         raise TypeError("PRM.score takes the steps as a list of str (one per step), got other types in it")
