@@ -517,7 +517,7 @@ def test_a_run_where_no_row_was_usable_exits_non_zero_with_the_reason(tmp_path, 
         r = cli(*args)
         assert r.returncode == 4, r.stderr
         assert f"no input row was usable: all 6 rows are bad input (e.g. {rows[0]['id']!r}: image " \
-               "images/nowhere.png not found)" in r.stderr
+               "images/nowhere.png not found (lo" in r.stderr
     # a data set whose question field is named `problem`: refused before anything is written
     write_rows(data, [{("problem" if k == "question" else k): v for k, v in r.items()} for r in rows_of(data)])
     r = cli("run", "--input", data, "--out", tmp_path / "p", "--policy", "simulated", "--no-progress")
