@@ -425,6 +425,8 @@ class Rollout:
         # only for an attribute not set: a deferred rollout's steps, split once
         split = self.__dict__.get("_split") if name == "steps" else None
         if split is None:
+            if name == "steps" and "steps" in self.__dict__:  # another thread split it since our lookup missed
+                return self.__dict__["steps"]
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         steps = tuple(split[0](split[1], split[2]))
         steps = self.__dict__.setdefault("steps", steps)  # two threads reading at once: one tuple
