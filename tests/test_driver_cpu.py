@@ -241,6 +241,16 @@ def test_threads_reading_a_deferred_rollouts_steps_at_once_get_one_tuple():
         sys.setswitchinterval(interval)
 
 
+def test_a_thread_whose_lookup_missed_while_another_split_the_steps_gets_them():
+    # the interleaving CI hit once: this thread's attribute lookup missed ``steps``, then
+    # another thread split them, stored them and dropped ``_split``, then this thread's
+    # __getattr__ ran (before: AttributeError)
+    r = Rollout.deferred(Segmenter("blank_line").split, "Step 1: a.\n\nStep 2: b.", 0, "1", False, 9, "stop")
+    steps = r.steps
+    assert "_split" not in r.__dict__
+    assert r.__getattr__("steps") is steps
+
+
 def test_omega_reads_the_steps_of_its_selected_candidates_only(tmp_path, monkeypatch):
     """A search reads the steps of the rollouts that enter its tree, not every wrong one."""
     counted = _CountingSplit()
