@@ -110,6 +110,23 @@ def test_readme_choice_examples_hold_as_written():
     assert prmtree.grade("C", "the total is (C) 80.", extract=False, options=OPTS).correct is True
 
 
+@pytest.mark.parametrize("gold, text, correct", [
+    # before: all but the first two were "not equivalent (Math-Verify)", and "1.6 \\times 10^{-19}"
+    # was read as 1.6 with a unit
+    (r"3 \times 10^8", r"\boxed{3e8}", True),
+    (r"2.5 \times 10^6", "2.5e6", True),
+    ("1.6e-19", r"\boxed{1.6 \times 10^{-19}}", True),
+    (r"1.6 \times 10^{-19}", "1.6e-19", True),
+    ("6.02e23", r"\boxed{6.02 \cdot 10^{23}}", True),
+    ("6.02e23", r"\boxed{6.02*10^23}", True),
+    ("6.02e23", r"\boxed{6.03 \times 10^{23}}", False),
+    ("3e8", r"\boxed{3 \times 10^9}", False),
+    ("1.6", r"\boxed{1.6 \times 10^{-19}}", False),
+])
+def test_scientific_notation_written_either_way_is_the_same_number(gold, text, correct):
+    assert prmtree.grade(gold, text).correct is correct
+
+
 def test_gold_answers_that_cannot_be_graded_against_give_none():
     for gold, why in ((None, "no gold answer"), (float("nan"), "gold answer is NaN"), ("nan", "gold answer is NaN"),
                       ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged")):

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from prmtree.engine.answers.extract import _strip_answer, _unwrap
 
+_TIMES_TEN = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·)\s*10\s*\^\s*\{?\s*([-+]?\d{1,3})\s*\}?\Z")
 _NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?$", re.IGNORECASE)
 _FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
 _LATEX_FRAC = re.compile(r"^([-+]?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}$")
@@ -234,6 +235,10 @@ def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
             return None
         value = Fraction(int(m.group(2)), int(m.group(3)))
         return _Number(-value if m.group(1) == "-" else value, None)
+    m = _TIMES_TEN.match(t)
+    if m:  # scientific notation as written by hand: 2.5 \times 10^{6}, 6.02 \cdot 10^{23}, 6.02*10^23
+        value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+        return _Number(value, 0 if value.denominator == 1 else None)  # as 2.5e6 is read
     t = t.replace(" ", "") if _GROUPED_SPACE.match(t) else t
     if "/" in t:
         m = _FRACTION.match(t)
@@ -325,6 +330,9 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", _unwrap(text)).strip().rstrip(".").strip()
     t = _CURRENCY.sub("", _ASSIGN.sub("", t)).strip()
+    if _TIMES_TEN.match(t):  # 1.6 \times 10^{-19}: not 1.6 with a unit "\times 10^{-19}"
+        n = _exact_number(t, decimal_comma)
+        return None if n is None else _Quantity(float(n.exact), False, False, _shown(*n), n.exact, n.decimals, "")
     m = _QUANTITY.match(t)
     if m is None:
         return _word_quantity(t)
