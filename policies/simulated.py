@@ -179,6 +179,9 @@ class SimulatedPolicy:
         cancel_errors: bool = True,
         wrong_answers: Literal["guess", "consistent"] = "guess",
     ) -> None:
+        for name, flag in (("noiseless", noiseless), ("cancel_errors", cancel_errors)):
+            if not isinstance(flag, bool):  # a string "False" would count as true
+                raise ValueError(f"{name} must be true or false, got {flag!r}")
         if wrong_answers not in WRONG_ANSWERS:
             raise ValueError(f"wrong_answers must be one of {', '.join(map(repr, WRONG_ANSWERS))}, got {wrong_answers!r}")
         error_rate, lucky_rate, latency_s, guess_rate, judge_accuracy, judge_garbage_rate = (

@@ -61,9 +61,12 @@ def _parse_policy_args(pairs: list[str]) -> dict[str, Any]:
             _fail(f"--policy-arg takes key=value, got {pair!r}")
         try:
             out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+        except json.JSONDecodeError:  # Python's spellings too: True would otherwise stay the string "True"
+            out[key] = _PYTHON_LITERALS.get(raw, raw)
     return out
+
+
+_PYTHON_LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,6 +119,7 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "os:nothing"], "has no attribute 'nothing'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "error_rate=7"], "error_rate must be in [0, 1], got 7"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "colour=red"], "policy 'simulated' does not take arguments ['colour']"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "noiseless=no"], "noiseless must be true or false, got 'no'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "inline", "--drivers", "2", "--slice", "0/2"], "--drivers and --slice both slice the input: use one of them"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/drivers.toml", "--slice", "1/2"], "--drivers and --slice both slice the input: use one of them"),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
@@ -146,3 +147,11 @@ def test_synth_writes_jsonl_and_pngs(tmp_path):
     for row in rows:
         assert (tmp_path / row["image"]).read_bytes().startswith(b"\x89PNG")
         assert row["meta"]["n_steps"] == 8
+
+
+def test_policy_args_read_json_and_pythons_spellings_of_true_false_and_none():
+    # before: noiseless=False stayed the string "False", which the policy took as true
+    from prmtree.cli import _parse_policy_args
+
+    assert _parse_policy_args(["a=False", "b=True", "c=None", "d=false", "e=0.5", "f=red", "g=[1, 2]"]) == {
+        "a": False, "b": True, "c": None, "d": False, "e": 0.5, "f": "red", "g": [1, 2]}
