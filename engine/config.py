@@ -42,7 +42,9 @@ def _step_format(name: str) -> StepFormat:
     return StepFormat(name)
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: an infinite timeout or temperature passed validation and failed later
+    # (``int(inf // 2)``), or went to a backend that refuses it; NaN compares false with every bound
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SearchConfig(_Strict):
@@ -112,7 +114,7 @@ class JudgeConfig(BaseModel):
     judge alone (inline), with the other keys as its arguments.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = ""
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
@@ -160,7 +162,7 @@ class LabelsConfig(_Strict):
     batch: int = Field(4, ge=1, description="rollouts per round at a node (adaptive methods)")
     max_rollouts_per_node: int = Field(32, ge=1)
     max_rollouts_per_step: float | None = Field(
-        25.0, gt=0, description="stop sampling a path when its next batches are expected to cost more than "
+        25.0, gt=0, allow_inf_nan=True, description="stop sampling a path when its next batches are expected to cost more than "
         "this many rollouts per step they would label (None, or inf in TOML: until decided or capped)",
     )
     undecided: Literal["drop", "keep"] = "drop"

@@ -74,6 +74,14 @@ def test_bad_config_raises_config_error():
         prmtree.run([], config={"search": {"budget": -1}})
     with pytest.raises(prmtree.ConfigError, match="strategy"):
         prmtree.run([], strategy="beam")
+    # before: an infinite timeout passed validation and the run died on int(inf // 2) in a
+    # message naming no field, its --out left with empty folders
+    for section, key in (("verify", "timeout_s"), ("search", "temperature"), ("search", "c_puct"),
+                         ("labels", "confidence")):
+        with pytest.raises(prmtree.ConfigError, match=rf"{section}.{key}: Input should be a finite number \(got inf\)"):
+            prmtree.run([], config={section: {key: float("inf")}})
+    with pytest.raises(prmtree.ConfigError, match=r"labels.judge.temperature: Input should be a finite number"):
+        prmtree.run([], config={"labels": {"judge": {"temperature": float("nan")}}})
 
 
 def test_entry_point_group_registers_policies(tmp_path, monkeypatch, problems):
