@@ -227,8 +227,9 @@ def iter_synthetic(
 ) -> Iterator[Problem]:
     """``n`` synthetic problems, made one at a time (for streaming very large runs);
     problem i uses ``answer_spaces[i % len(answer_spaces)]``."""
-    if not 1 <= min_steps <= max_steps:
-        raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    if not 2 <= min_steps <= max_steps:  # a start and at least one operation: one step asks nothing
+        raise ValueError(f"need 2 <= min_steps <= max_steps (a solution starts and does at least one "
+                         f"operation), got {min_steps}, {max_steps}")
     rng = random.Random(seed)
     for i in range(n):
         yield make_problem(i, rng, min_steps, max_steps, answer_spaces[i % len(answer_spaces)])

@@ -462,6 +462,8 @@ def _exit_code(summary: Any) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from prmtree.engine.synthetic import generate_problems, write_jsonl
 
+    if args.problems < 1:
+        _fail(f"--problems must be at least 1, got {args.problems}")
     try:
         problems = generate_problems(args.problems, args.seed, args.min_steps, args.max_steps)
     except ValueError as exc:

@@ -123,6 +123,8 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "inline", "--drivers", "2", "--slice", "0/2"], "--drivers and --slice both slice the input: use one of them"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/drivers.toml", "--slice", "1/2"], "--drivers and --slice both slice the input: use one of them"),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
+        (["synth", "--out", "{tmp}/s", "--problems", "0"], "--problems must be at least 1, got 0"),
+        (["synth", "--out", "{tmp}/s", "--min-steps", "1"], "need 2 <= min_steps <= max_steps (a solution starts"),
         (["frobnicate"], "invalid choice"),
     ],
 )
