@@ -59,13 +59,20 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
     if done and stats.steps_labelled == 0:
         warnings.append(f"nothing was labelled: 0 labelled steps over {done} problems done (the output's steps "
                         "table holds no label); the reasons below say why")
+    nothing = bool(done and stats.steps_labelled == 0)
     for reason, count in sorted(stats.skip_reasons.items(), key=lambda kv: -kv[1]):
-        if done and count / done >= SKIP_WARN_SHARE:
+        if done and (count / done >= SKIP_WARN_SHARE or nothing):  # nothing labelled: every reason counts
             hint = (" - the policy's answers may never match the gold's form (check the answer format and "
                     "`[input]` answer fields)" if reason == "root all wrong" else "")
             shown = "; ".join(examples.get(reason, [])[:3])
             warnings.append(f"{count} of {done} problems skipped ({reason}){hint}"
                             + (f"; e.g. {shown}" if shown else ""))
+    searched = done - sum(stats.skip_reasons.values())
+    if nothing and searched > 0:  # the reasons above cover the skipped ones only
+        warnings.append(f"{searched} of {done} problems were searched and no path of theirs kept a labelled "
+                        "first step: its label stayed undecided (more rollouts: [labels] max_rollouts_per_step, "
+                        "max_rollouts_per_node, [search] budget), or [output] max_ci_width left out every step "
+                        "whose interval was wider")
     judge = stats.labelling
     calls = judge.get("judge_calls", 0)
     no_verdict = judge.get("judge_unparseable", 0) + judge.get("judge_failures", 0)

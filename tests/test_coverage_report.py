@@ -199,3 +199,20 @@ def test_adding_two_drivers_stats_adds_each_space_counter():
     assert resumed.answer_spaces["yesno"]["problems"] == 6 and resumed.answer_spaces["yesno"]["positive"] == 8
     assert resumed.answer_spaces["yesno"]["paths"] == 2  # a counter an older manifest lacked starts at 0
     assert total.answer_spaces["yesno"]["problems"] == 5  # resuming copies the manifest's counts
+
+
+def test_a_run_that_labels_nothing_gives_every_reason_not_an_empty_promise(tmp_path):
+    # Before: "the reasons below say why" and nothing below: one problem skipped (under the
+    # share that warns) and eleven searched whose every step [output] max_ci_width left out.
+    import prmtree
+    from prmtree.engine.synthetic import generate_problems
+
+    problems = generate_problems(12, seed=2, answer_spaces=("number", "yesno", "choice"))
+    s = prmtree.run(problems, out=tmp_path / "o", policy="simulated",
+                    config={"output": {"max_ci_width": 0.3}, "search": {"budget": 60}, "seed": 1})
+    assert s.run_stats.steps_labelled == 0 and dict(s.run_stats.skip_reasons) == {"root all correct": 1}
+    warnings = label_warnings(s.run_stats)
+    assert warnings[0].endswith("the reasons below say why")
+    assert warnings[1].startswith("1 of 12 problems skipped (root all correct)")
+    assert warnings[2].startswith("11 of 12 problems were searched and no path of theirs kept a labelled first step")
+    assert "[output] max_ci_width" in warnings[2]
