@@ -281,8 +281,9 @@ def _changes(written: Manifest, config: RunConfig) -> str:
     changes = config_changes(written.config, config)
     said = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
     if any(c.startswith("policy.") for c in changes[:3]):
-        said += (" - a policy object's public attributes are part of the config: name one that does not change "
-                 "the rows with a leading underscore")
+        said += (" - the policy's arguments are part of the config (--policy-arg values, [policy] keys, and a "
+                 "policy object's public attributes: name an attribute that does not change the rows with a "
+                 "leading underscore)")
     return said
 
 

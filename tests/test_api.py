@@ -154,9 +154,10 @@ def test_a_policy_objects_secrets_are_not_written_and_a_changing_attribute_is_na
     written = "".join(p.read_text() for p in tmp_path.glob("manifest*"))
     assert "SECRET" not in written and '"started_at": 1.0' in written
     assert prmtree.run(problems[:3], policy=Keyed(1.0), out=tmp_path, seed=0).rollouts_this_session == 0
-    with pytest.raises(ConfigError, match=r"policy\.started_at: 1\.0 -> 2\.0 - a policy object's public attributes "
-                                          r"are part of the config: name one that does not change the rows with a "
-                                          r"leading underscore"):
+    with pytest.raises(ConfigError, match=r"policy\.started_at: 1\.0 -> 2\.0 - the policy's arguments are part of "
+                                          r"the config \(--policy-arg values, \[policy\] keys, and a policy object's "
+                                          r"public attributes: name an attribute that does not change the rows with "
+                                          r"a leading underscore\)"):
         prmtree.run(problems[:3], policy=Keyed(2.0), out=tmp_path, seed=0)
 
 
