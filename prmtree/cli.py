@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--max-length", type=int, default=1024, help="tokens per path; steps past it lose their labels")
     trn.add_argument("--test-share", type=float, default=0.2,
                      help="share of problems held out (an hf export's test split is used when it has one)")
+    trn.add_argument("--val-share", type=float, default=0.1,
+                     help="share of the training problems set aside to choose the epoch by (default 0.1; 0: none)")
+    trn.add_argument("--select", choices=["best", "last"], default="best",
+                     help="keep the weights of the epoch that scores best on the validation problems (default), "
+                     "or the last ones")
     trn.add_argument("--seed", type=int, default=0)
     trn.add_argument("--marker", default="<step>", help="the step-marker special token (default <step>)")
     trn.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto")
@@ -648,7 +653,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         pretrain_text=args.pretrain_text, lm_weight=args.lm_weight, step_logprobs=args.step_logprobs,
         paths=args.paths, freeze_lm=args.freeze_lm,
         tiny_layers=args.tiny_layers, tiny_hidden=args.tiny_hidden, lr=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length, test_share=args.test_share, seed=args.seed, marker=args.marker,
+        max_length=args.max_length, test_share=args.test_share, val_share=args.val_share, select=args.select,
+        seed=args.seed, marker=args.marker,
         device=args.device, bf16=args.bf16, save_every=args.save_every, resume=args.resume, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, threads=args.threads, log_every=args.log_every,
         allow_partial=args.allow_partial, keep_flagged=args.keep_flagged,

@@ -23,8 +23,8 @@ def test_the_example_trains_from_an_hf_export_and_scores(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("train_prm_example", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(["--data", str(tmp_path / "hf"), "--out", str(tmp_path / "prm"), "--max-steps", "4"])
-    assert result["steps"] == 4 and result["held_out_paths"] > 0
+    result = module.main(["--data", str(tmp_path / "hf"), "--out", str(tmp_path / "prm"), "--max-steps", "2"])
+    assert result["steps"] == 2 and result["held_out_paths"] > 0
     assert json.loads((tmp_path / "prm" / "prm_config.json").read_text())["base_model"] == "tiny"
     printed = capsys.readouterr().out
     assert "step F1 (wrong steps)" in printed and "Multiply by 2: x = 7 * 2 = 15." in printed

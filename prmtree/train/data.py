@@ -145,15 +145,17 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
     return rows
 
 
-def split_rows(rows: list[StepRow], test_share: float) -> tuple[list[StepRow], list[StepRow]]:
+def split_rows(rows: list[StepRow], test_share: float, salt: str = "") -> tuple[list[StepRow], list[StepRow]]:
     """Train and held-out rows, split by problem: the export's test split, else a hashed share of problems.
 
     By problem, never by path: paths of one problem share their first steps, and a
     held-out set that shares them with training measures memory, not judgement.
+    ``salt``: a second split of the training rows (validation) orders the problems by
+    another hash, and ignores the export's test split (already taken out).
     """
-    if any(r.split == "test" for r in rows):
+    if not salt and any(r.split == "test" for r in rows):
         return [r for r in rows if r.split != "test"], [r for r in rows if r.split == "test"]
-    problems = sorted({r.problem_id for r in rows}, key=problem_hash)
+    problems = sorted({r.problem_id for r in rows}, key=lambda p: problem_hash(salt + p) if salt else problem_hash(p))
     if test_share <= 0 or len(problems) < 2:
         return list(rows), []
     n_test = min(len(problems) - 1, max(1, math.ceil(test_share * len(problems))))
