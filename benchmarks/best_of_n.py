@@ -11,7 +11,7 @@ vote with intervals (beating majority vote is the goal).
 2. PRM: ``prmtree train --data WORK/run --model tiny --out WORK/prm`` (the training extra,
    ``prmtree.train``; without it this script stops with a one-line message). Extra
    training flags pass through ``--train-arg`` (the recorded results: ``--pretrain-epochs 20
-   --pretrain-text tree --paths tree --freeze-lm --lr 1e-3 --epochs 4``, benchmarks/README.md
+   --pretrain-text tree --paths tree --freeze-lm --lr 1e-3 --epochs 4 --val-share 0``, benchmarks/README.md
    section 10). ``--labels hard,soft`` (the default)
    trains one PRM per label mode on the same run, to compare them. ``--prm DIR`` (or ``module:attr``)
    skips both steps and uses that PRM.
