@@ -509,10 +509,10 @@ def test_training_keeps_the_epoch_that_scores_best_on_the_validation_problems(ru
     assert len(validation) == result["validation_paths"] > 0
     saved = PRM.load(tmp_path / "best", device="cpu")  # the kept epoch's weights, as saved
     assert held_out_metrics(saved, validation, step_metrics)[selection["criterion"]] == pytest.approx(best)
+    # --select last trains on every training problem (no validation is set aside to choose by)
     last = train(_opts(run_dir, tmp_path / "last", max_steps=0, epochs=5, val_share=0.3, select="last"))
-    assert last["selection"] is None and last["validation_paths"] == result["validation_paths"]
-    assert held_out_metrics(PRM.load(tmp_path / "last", device="cpu"), validation, step_metrics)[
-        selection["criterion"]] == pytest.approx(history[-1][1])
+    assert last["selection"] is None and last["validation_paths"] == 0
+    assert last["train_paths"] > result["train_paths"] and last["held_out_paths"] == result["held_out_paths"]
     none = train(_opts(run_dir, tmp_path / "none", max_steps=2, val_share=0.0))
     assert none["selection"] is None and none["validation_paths"] == 0
     with pytest.raises(ConfigError, match=r"--val-share must be in \[0, 1\) and --select one of best, last"):
@@ -532,3 +532,38 @@ def test_a_second_training_into_one_out_is_refused_and_a_finished_one_resumes(ru
     again = train(_opts(run_dir, out, max_steps=4, resume=True))  # nothing left to train: saves step 4 again
     assert again["steps"] == 4 and again["resumed_at"] == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step-0000004"
+
+
+def test_the_epoch_is_chosen_by_what_the_validation_paths_can_tell():
+    # before: with no wrong step among them, F1 on wrong steps (0 whatever the model said) was
+    # the criterion, every epoch tied at 0 and the first was kept
+    from prmtree.train.trainer import criterion_for
+
+    assert criterion_for([[True, False], [True, True]]) == "processbench_f1"
+    assert criterion_for([[True, False], [False]]) == "step_f1_wrong"
+    assert criterion_for([[True, True], [True, None]]) == "step_accuracy"
+    assert criterion_for([[None], []]) == ""
+
+
+def test_the_checkpoint_keeps_the_last_weights_and_the_prm_the_chosen_ones(run_dir, tmp_path, monkeypatch):
+    # before: the chosen epoch's weights were put back before the last checkpoint, which then
+    # paired them with the last step's optimiser and schedule (a --resume lost the epochs after)
+    import torch
+
+    from prmtree.train import trainer
+
+    real, calls = trainer.held_out_metrics, []
+
+    def falling(prm, rows, step_metrics):  # every epoch scores less than the one before: epoch 1 is kept
+        metrics = real(prm, rows, step_metrics)
+        calls.append(1)
+        return {**metrics, **{k: 1.0 - 0.1 * len(calls) for k in ("processbench_f1", "step_f1_wrong", "step_accuracy")}}
+
+    monkeypatch.setattr(trainer, "held_out_metrics", falling)
+    result = train(_opts(run_dir, tmp_path / "m", max_steps=0, epochs=3, val_share=0.3, test_share=0.0))
+    assert result["selection"]["epoch"] == 1 and len(result["selection"]["by_epoch"]) == 3
+    last = torch.load(sorted((tmp_path / "m" / "checkpoints").iterdir())[-1] / "state.pt", weights_only=False)
+    assert last["step"] == result["steps"]
+    saved = PRM.load(tmp_path / "m", device="cpu").model.state_dict()
+    trained = [k for k, v in last["model"].items() if k in saved and v.dtype.is_floating_point]
+    assert trained and any(not torch.equal(last["model"][k], saved[k]) for k in trained)

@@ -416,7 +416,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     """The training loop; ``wrap`` (Ray's ``prepare_model``) makes the model data-parallel."""
     import torch
 
-    from prmtree.train.data import load_rows, split_rows
+    from prmtree.train.data import load_rows
     from prmtree.train.metrics import step_metrics
     from prmtree.train.model import PRM_CONFIG, Encoder, resolve_device, save_prm
     from prmtree.train.prm import PRM
@@ -430,8 +430,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     random.seed(options.seed)
     rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial,
                      keep_flagged=options.keep_flagged)
-    train_rows, test_rows = split_rows(rows, options.test_share)
-    train_rows, val_rows = split_rows(train_rows, options.val_share, salt="validation")
+    train_rows, val_rows, test_rows = split_for_training(options, rows)
     steps_rows = train_rows
     train_rows, paths = training_paths(options, steps_rows)
     if not train_rows:
@@ -569,10 +568,12 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 selection.epoch_end(step / per_epoch)
     result: dict[str, Any] = {}
     if rank == 0:
-        if selection is not None:
-            selection.restore()  # before the checkpoint: a resume continues from the last weights' run
-            _log(options, rank, selection.summary())
+        # the checkpoint holds the last weights, with the optimiser and schedule they go with (a
+        # --resume trains on from there); the PRM saved below holds the chosen epoch's
         _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints)
+        if selection is not None:
+            selection.restore()
+            _log(options, rank, selection.summary())
         metrics = held_out_metrics(prm, test_rows, step_metrics) if test_rows else {}
         result = {
             "steps": step, "resumed_at": resumed_at, "total_steps": total, "labels": options.labels,
@@ -616,6 +617,18 @@ def held_out_metrics(prm: Any, rows: list[Any], step_metrics: Callable[..., dict
     return step_metrics(prm.score_batch(items), [list(r.labels) for r in rows])
 
 
+def criterion_for(labels: list[list[bool | None]]) -> str:
+    """What the validation paths can tell: ProcessBench F1 where some paths hold a wrong
+    step and some do not, step F1 on wrong steps where all do, step accuracy where none
+    does (F1 on wrong steps is then 0 whatever the model says), "" without a label."""
+    with_error = [False in path for path in labels if any(x is not None for x in path)]
+    if not with_error:
+        return ""
+    if any(with_error) and not all(with_error):
+        return "processbench_f1"
+    return "step_f1_wrong" if all(with_error) else "step_accuracy"
+
+
 class EpochSelection:
     """Scores the model on the validation problems at each epoch end and keeps a copy of
     the trainable weights that scored best (``TrainOptions.select = "best"``): ProcessBench
@@ -627,15 +640,13 @@ class EpochSelection:
         self.history: list[tuple[float, float | None]] = []  # (epoch, score)
         self.best: tuple[float, float] | None = None
         self.weights: dict[str, Any] | None = None
-        self.criterion = ""
+        self.criterion = criterion_for([list(r.labels) for r in rows])
 
     def epoch_end(self, epoch: float) -> None:
+        if not self.criterion:
+            return
         metrics = held_out_metrics(self.prm, self.rows, self.step_metrics)
-        for name in ("processbench_f1", "step_f1_wrong", "step_accuracy"):
-            if metrics.get(name) is not None:
-                self.criterion = self.criterion or name
-                break
-        score = metrics.get(self.criterion) if self.criterion else None
+        score = metrics.get(self.criterion)
         self.history.append((round(epoch, 3), score))
         if score is None or (self.best is not None and score <= self.best[1]):
             return
@@ -678,15 +689,27 @@ def _ray_worker(config: dict[str, Any]) -> None:
     ray.train.report({"steps": result.get("steps", 0)})
 
 
+def split_for_training(options: TrainOptions, rows: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """(training, validation, held-out) steps rows, by problem. Validation problems are set
+    aside only where they choose the epoch (``select = "best"``)."""
+    from prmtree.train.data import split_rows
+
+    train_rows, test_rows = split_rows(rows, options.test_share)
+    if options.select != "best":
+        return train_rows, [], test_rows
+    train_rows, val_rows = split_rows(train_rows, options.val_share, salt="validation")
+    return train_rows, val_rows, test_rows
+
+
 def _check_workers(options: TrainOptions) -> None:
     """Refuse more Ray workers than training paths before Ray starts (a worker's refusal
     would come back as Ray's failure): counted before ``--max-length``, which each worker
     checks again."""
-    from prmtree.train.data import load_rows, split_rows
+    from prmtree.train.data import load_rows
 
     rows = load_rows(options.data, with_images=False, allow_partial=options.allow_partial,
                      keep_flagged=options.keep_flagged)
-    train_rows, _ = training_paths(options, split_rows(rows, options.test_share)[0])
+    train_rows, _ = training_paths(options, split_for_training(options, rows)[0])  # as each worker splits
     if not train_rows:
         raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
     _check_used(options, len(train_rows), len(train_rows), options.workers)
