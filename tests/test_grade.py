@@ -122,6 +122,9 @@ def test_readme_choice_examples_hold_as_written():
     ("6.02e23", r"\boxed{6.03 \times 10^{23}}", False),
     ("3e8", r"\boxed{3 \times 10^9}", False),
     ("1.6", r"\boxed{1.6 \times 10^{-19}}", False),
+    ("7", r"\boxed{2 \times 10^{400}}", False),  # past a float's range: OverflowError, a traceback (review)
+    ("7", r"\boxed{2e400}", False),
+    ("2e400", r"\boxed{2 \times 10^{400}}", True),
 ])
 def test_scientific_notation_written_either_way_is_the_same_number(gold, text, correct):
     assert prmtree.grade(gold, text).correct is correct

@@ -290,7 +290,15 @@ def parse_number(text: str, decimal_comma: bool = False) -> float | None:
     n = _number_of(text, decimal_comma)
     if n is None:
         return None
-    value = float(n.exact)
+    return _finite(n.exact)
+
+
+def _finite(exact: Fraction) -> float | None:
+    """``exact`` as a float; None past a float's range (2e400: OverflowError, not an answer)."""
+    try:
+        value = float(exact)
+    except OverflowError:
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -332,7 +340,8 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     t = _CURRENCY.sub("", _ASSIGN.sub("", t)).strip()
     if _TIMES_TEN.match(t):  # 1.6 \times 10^{-19}: not 1.6 with a unit "\times 10^{-19}"
         n = _exact_number(t, decimal_comma)
-        return None if n is None else _Quantity(float(n.exact), False, False, _shown(*n), n.exact, n.decimals, "")
+        value = None if n is None else _finite(n.exact)
+        return None if value is None else _Quantity(value, False, False, _shown(*n), n.exact, n.decimals, "")
     m = _QUANTITY.match(t)
     if m is None:
         return _word_quantity(t)
@@ -344,8 +353,8 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     if m.group("scale"):
         exact *= _SCALE_WORDS[m.group("scale").lower()]
         decimals = 0 if exact.denominator == 1 else None
-    value = float(exact)
-    if not math.isfinite(value):
+    value = _finite(exact)
+    if value is None:
         return None
     percent = m.group("pct") is not None
     fraction = "/" in num or "frac" in num
