@@ -62,3 +62,8 @@ class BackendDownError(FatalExecutorError):
 
 class ImageError(ValueError):
     """An image that cannot be used: missing, unreadable, corrupt or too large."""
+
+
+class ImageFileError(ImageError):
+    """An image file that cannot be read now (missing, unreadable, not a regular file):
+    unlike a corrupt or changed one, no sign that the row changed (a moved folder)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 from prmtree.engine.config import InputConfig
-from prmtree.engine.errors import ConfigError, ImageError
+from prmtree.engine.errors import ConfigError, ImageError, ImageFileError
 from prmtree.engine.records import (
     ImageCell,
     InputError,
@@ -92,16 +92,15 @@ def read_image_file(path: Path, shown_as: str, max_bytes: int = DEFAULT_MAX_IMAG
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        where = "" if os.path.isabs(shown_as) else f" (looked for {os.path.abspath(path)})"  # relative to what
-        raise ImageError(f"image {shown_as} not found{where}") from None
+        raise ImageFileError(f"image {shown_as} not found") from None
     except OSError as exc:
-        raise ImageError(f"image {shown_as} unreadable ({exc.strerror})") from None
+        raise ImageFileError(f"image {shown_as} unreadable ({exc.strerror})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-        raise ImageError(f"image {shown_as} unreadable: {kind} (only regular files are read as images)")
+        raise ImageFileError(f"image {shown_as} unreadable: {kind} (only regular files are read as images)")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         if info.st_size > max_bytes:
@@ -759,8 +758,10 @@ def _row_fingerprint(row: dict[str, Any], base_dir: Path | None, fmt: InputConfi
         return f"{text}.{parts[1]}.{stamp}"
     try:
         images = _read_images(image_value, base_dir, fmt.max_image_bytes)
-    except ImageError as exc:
+    except ImageFileError as exc:
         return UNREADABLE + str(exc)
+    except ImageError as exc:  # the field itself is bad now (a URL, a number): the row changed
+        return error_fingerprint(row, str(exc))
     return f"{text}.{images_fingerprint(images)}.{stamp}"
 
 

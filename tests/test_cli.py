@@ -99,7 +99,7 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
     assert errors == {
         "no-answer": "missing answer: the row has no 'answer' field (its fields: 'id', 'question', 'image'); "
                      "if the data set names it otherwise, set [input] answer_field",
-        "no-image": f"image images/missing.png not found (looked for {tmp_path / 'images' / 'missing.png'})",
+        "no-image": "image images/missing.png not found",
         "mixed.jsonl:6": "line 6 is not valid JSON (Expecting value)",
     }
     manifest = load_manifest(tmp_path / "out" / "manifest.json")

@@ -191,6 +191,11 @@ def test_images_that_cannot_be_read_now_keep_a_labelled_problems_rows(tmp_path, 
     (data.parent / rows[2]["image"]).write_bytes((data.parent / rows[0]["image"]).read_bytes())  # back, but other bytes
     with pytest.raises(ConfigError, match=rf"problem {rows[2]['id']!r} changed in the input"):
         run(data, out)
+    (data.parent / rows[2]["image"]).unlink()
+    rows[2]["image"] = "https://example.com/a.png"  # the field itself edited: changed, not "cannot be read now"
+    write_rows(data, rows)
+    with pytest.raises(ConfigError, match=rf"problem {rows[2]['id']!r} changed in the input"):
+        run(data, out)
 
 
 def test_removed_problems_are_reported_and_a_failed_one_is_no_longer_retried(tmp_path, data, capsys):
@@ -517,7 +522,7 @@ def test_a_run_where_no_row_was_usable_exits_non_zero_with_the_reason(tmp_path, 
         r = cli(*args)
         assert r.returncode == 4, r.stderr
         assert f"no input row was usable: all 6 rows are bad input (e.g. {rows[0]['id']!r}: image " \
-               "images/nowhere.png not found (lo" in r.stderr
+               "images/nowhere.png not found)" in r.stderr
     # a data set whose question field is named `problem`: refused before anything is written
     write_rows(data, [{("problem" if k == "question" else k): v for k, v in r.items()} for r in rows_of(data)])
     r = cli("run", "--input", data, "--out", tmp_path / "p", "--policy", "simulated", "--no-progress")

@@ -129,7 +129,7 @@ def test_every_bad_input_case_in_one_file(tmp_path, small_problems):
     errors = {e["problem_id"]: e["reason"] for e in read_table(tmp_path / "out", "errors").to_pylist()}
     assert errors["no-question"].startswith("missing question: the row has no 'question' field (its fields: 'id', ")
     assert errors["no-answer"].startswith("missing answer: the row has no 'answer' field")
-    assert errors["missing-image"] == f"image images/nowhere.png not found (looked for {path.parent / 'images' / 'nowhere.png'})"
+    assert errors["missing-image"] == "image images/nowhere.png not found"
     assert errors["corrupt-image"].startswith("image images/corrupt.png is corrupt or not an image")
     assert errors["not-an-image"].startswith("image images/not-image.png is corrupt or not an image")
     assert " at 0x" not in errors["not-an-image"]  # Pillow's buffer address would differ run to run

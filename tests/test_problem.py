@@ -46,7 +46,7 @@ def mixed_input(tmp_path):
 EXPECTED_REASONS = {
     "noq": "missing question",
     "noa": "missing answer",
-    "missing": "image img/nope.png not found (looked for /",
+    "missing": "image img/nope.png not found",
     "corrupt": "corrupt",
     "notimg": "not an image",
     "bomb": "over the limit",
