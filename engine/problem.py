@@ -400,22 +400,26 @@ def _jsonl_rows(path: Path) -> Iterator[InputRow]:
     """Each line decoded on its own, strictly: a line that is not UTF-8 is bad input (it was
     decoded with U+FFFD replacements and its text labelled as such), and a BOM that starts
     a line (files joined with ``cat``) is no character."""
+    line_no = 0
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            where = f"{path.name}:{line_no}"
-            try:
-                line = raw.decode("utf-8").removeprefix("\ufeff")
-            except UnicodeDecodeError as exc:
-                yield where, f"line {line_no} {_not_utf8(exc)}", None
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
-                continue
-            yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
+        for raw in handle:
+            # a bare CR ends a line too (old Mac files); JSON holds no raw CR inside a string
+            for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
+                line_no += 1
+                where = f"{path.name}:{line_no}"
+                try:
+                    line = part.decode("utf-8").removeprefix("\ufeff")
+                except UnicodeDecodeError as exc:
+                    yield where, f"line {line_no} {_not_utf8(exc)}", None
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
+                    continue
+                yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
 
 
 def _json_rows(path: Path) -> Iterator[InputRow]:
@@ -507,6 +511,10 @@ def arrow_table(source: Any) -> Any:
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 #: Files an input directory may hold beside its data without being read or refused.
+#: A single input file named so is refused, not parsed as JSONL line by line into bad rows
+#: (any other name, ``.ndjson`` or a ``mktemp`` one, is read as JSONL).
+NOT_INPUT_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".csv", ".tsv", ".xlsx", ".xls",
+                      ".arrow", ".txt", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 IGNORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".md")
 
 
@@ -522,9 +530,9 @@ def input_files(path: Path) -> list[Path]:
     licences, hidden files and subdirectories are ignored.
     """
     if not path.is_dir():
-        if path.suffix and path.suffix.lower() not in INPUT_SUFFIXES:
+        if path.suffix.lower() in NOT_INPUT_SUFFIXES:
             raise ConfigError(f"input {str(path)!r} is not a file prmtree reads (it reads {', '.join(INPUT_SUFFIXES)}; "
-                              "a file without a suffix is read as JSONL): convert it, or decompress it first")
+                              "another name is read as JSONL): convert it, or decompress it first")
         return [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     unknown = [

@@ -470,8 +470,25 @@ def test_rows_whose_fields_would_be_misread_are_bad_input_with_a_reason_that_say
     assert problems[0].answer == "4"
     (tmp_path / "rows.csv").write_text("id,question,answer\n")
     with pytest.raises(ConfigError, match=r"input '.*rows.csv' is not a file prmtree reads \(it reads .jsonl, "
-                                          r".json, .parquet; a file without a suffix is read as JSONL\)"):
+                                          r".json, .parquet; another name is read as JSONL\)"):
         run(tmp_path / "rows.csv", tmp_path / "csv")
+
+
+def test_jsonl_under_another_name_and_with_bare_cr_line_ends_is_read(tmp_path, data):
+    # a review of the strict reader: .ndjson and mktemp names were refused, and a file whose
+    # lines end in a bare CR (old Mac) was one line of bad JSON
+    rows = rows_of(data)
+    body = "\r".join(json.dumps(r) for r in rows) + "\r"
+    for name in ("p.ndjson", "tmp.XyZ123"):
+        path = data.parent / name
+        path.write_bytes(body.encode())
+        s = run(path, tmp_path / name)
+        assert s.problems_done == 6 and s.input_errors == 0, name
+    crlf = data.parent / "crlf.jsonl"
+    crlf.write_bytes(("\r\n".join(json.dumps(r) for r in rows) + "\r\n\r\nnot json\r\n").encode())
+    s = run(crlf, tmp_path / "crlf")
+    assert s.problems_done == 6 and s.input_errors == 1
+    assert read_table(tmp_path / "crlf", "errors").to_pylist()[0]["problem_id"] == "crlf.jsonl:8"
 
 
 def test_a_line_that_is_not_utf8_is_bad_input_and_a_bom_starting_any_line_is_read(tmp_path, data):
