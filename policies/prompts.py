@@ -93,9 +93,11 @@ def messages(
 
 
 #: Data URLs of the images sent lately, by content hash: a problem's image goes out with each
-#: of its requests, and looking at its header and encoding it once is enough.
+#: of its requests, and looking at its header and encoding it once is enough. Bounded by
+#: characters held (an image may be tens of MB), not by count.
 _SENT: OrderedDict[str, str] = OrderedDict()
-_SENT_MAX = 256
+_SENT_MAX_CHARS = 64 << 20
+_sent_chars = 0
 _SENT_LOCK = threading.Lock()
 
 
@@ -116,11 +118,14 @@ def data_url(image: ProblemImage) -> str:
         decode_rgb(data).save(buffer, "PNG")
         data = buffer.getvalue()
     url = f"data:{_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
-    if key is not None:
+    if key is not None and len(url) <= _SENT_MAX_CHARS // 4:
+        global _sent_chars
         with _SENT_LOCK:
-            _SENT[key] = url
-            while len(_SENT) > _SENT_MAX:
-                _SENT.popitem(last=False)
+            if key not in _SENT:
+                _SENT[key] = url
+                _sent_chars += len(url)
+            while _sent_chars > _SENT_MAX_CHARS:
+                _sent_chars -= len(_SENT.popitem(last=False)[1])
     return url
 
 

@@ -68,3 +68,20 @@ def test_an_openai_request_sends_the_bytes_as_given_unless_a_server_would_misrea
         sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
         assert sent.size == size and sent.mode == "RGB"
     assert Image.open(io.BytesIO(base64.b64decode(data_url(deep).split(",", 1)[1]))).getpixel((0, 0))[0] == 156
+
+
+def test_the_data_url_cache_is_bounded_by_what_it_holds(monkeypatch):
+    # a review: 256 entries of images up to 64 MiB each could hold gigabytes per process
+    from prmtree.policies import prompts
+
+    monkeypatch.setattr(prompts, "_SENT", type(prompts._SENT)())
+    monkeypatch.setattr(prompts, "_sent_chars", 0)
+    monkeypatch.setattr(prompts, "_SENT_MAX_CHARS", 4000)
+    images = [ProblemImage(_encoded(Image.new("RGB", (3, 2), (i, 0, 0)))) for i in range(40)]
+    for image in images:
+        prompts.data_url(image)
+    assert prompts._sent_chars == sum(len(u) for u in prompts._SENT.values()) <= 4000
+    assert 0 < len(prompts._SENT) < 40 and images[-1].sha256 in prompts._SENT
+    big = ProblemImage(_encoded(Image.effect_noise((40, 40), 64).convert("RGB")))
+    prompts.data_url(big)  # more than a quarter of the bound: sent, not kept
+    assert big.sha256 not in prompts._SENT
