@@ -162,6 +162,8 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
     assert got[0].problem.images[0].to_pil().size == (8, 8)
     plain = _write_jsonl(tmp_path / "plain.jsonl", [{"question": "q", "steps": ["a", "b"]}])
     assert read_solutions(plain)[0].labels is None
+    numbers = _write_jsonl(tmp_path / "numbers.jsonl", [{"question": "q", "steps": ["a", "b", "c"], "labels": [1, 0, None]}])
+    assert read_solutions(numbers)[0].labels == [True, False, None]  # 1 / 0 as bools (a review: they were refused)
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "steps": ["a"]}, {"question": "q"}])
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: no 'steps' list of strings"):
         read_solutions(bad)
@@ -196,7 +198,10 @@ def test_solution_files_with_odd_marks_images_text_or_ids_are_refused_in_one_lin
 
     Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
     refused = [
-        ({"question": "q", "steps": ["a", "b"], "labels": [True, -1]}, "labels marks must be true, false or null, got -1"),
+        ({"question": "q", "steps": ["a", "b"], "labels": [True, -1]},
+         r"labels marks must be true, false or null \(1 / 0 as numbers; 1 / 0 / -1 marks go in "
+         r"response.process_correctness\), got -1"),
+        ({"question": "q", "steps": ["a"], "labels": [2]}, "labels marks must be true, false or null .*got 2"),
         ({"question": "q", "steps": ["a"], "labels": [1.0]}, "labels marks must be true, false or null, got 1.0"),
         ({"question": "q", "steps": ["a"], "labels": True},
          r"labels must be a list of marks, one per step \(true, false or null\), got True"),

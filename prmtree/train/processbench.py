@@ -60,8 +60,13 @@ def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -
                        "1 (right), 0 (neutral) or -1 (wrong)", (bool, int, float))
         return [None if m == 0 or m is None else m > 0 for m in marks]
     if row.get("labels") is not None:
-        # bools only: a -1 read as bool(-1) would be a right step
-        marks = _marks(row["labels"], n, where, "labels", "true, false or null", (bool,))
+        # true/false, or 1/0 as a bool written as a number; a -1 (PRM800K's wrong) read as
+        # bool(-1) would be a right step: such marks go in process_correctness
+        marks = _marks(row["labels"], n, where, "labels", "true, false or null", (bool, int))
+        if any(m not in (None, True, False) for m in marks):  # 0 == False and 1 == True, so only -1, 2, ...
+            bad = next(m for m in marks if m not in (None, True, False))
+            raise ConfigError(f"{where}: labels marks must be true, false or null (1 / 0 as numbers; 1 / 0 / -1 "
+                              f"marks go in response.process_correctness), got {bad!r}")
         return [None if m is None else bool(m) for m in marks]
     if "label" in row and row["label"] is not None:  # ProcessBench: the first wrong step's index, -1 for none
         first = row["label"]
