@@ -114,7 +114,7 @@ class JudgeConfig(BaseModel):
     judge alone (inline), with the other keys as its arguments.
     """
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, validate_assignment=True)
     name: str = ""
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)

@@ -226,8 +226,8 @@ def label_path(
             kept = kept[:first] + [False] * (end - first)
     leaf_stats = stats[-1]
     final = leaf_stats.n_correct > 0 if leaf_stats.terminal and leaf_stats.measured else None
-    if end < m and False not in kept:  # the labels stop short of the answer at a step left undecided
-        final = None
+    if end < m and not (after_first_error == "truncate" and False in kept):
+        final = None  # the labels stop short of the answer (a step left undecided, or max_ci_width), not at an error
     return LabelledPath(leaf, [s.step for s in stats[:end]], kept, provenance[:end], final)
 
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     problem = prmtree.Problem(id="example", question="Let x be 4. Then add 3; multiply by 2.", answer="14")
     steps = ["x = 4.", "Add 3: x = 4 + 3 = 7.", "Multiply by 2: x = 7 * 2 = 15.", "The answer is \\boxed{15}."]
     for step, reward in zip(steps, prm.score(problem, steps)):
-        print(f"{reward:.3f}  {step}")
+        print(f"{'unread' if reward is None else f'{reward:.3f}'}  {step}")  # None: past the model's length
     return result
 
 

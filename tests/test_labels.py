@@ -74,6 +74,16 @@ def test_a_path_cut_at_an_undecided_step_has_no_final_answer():
     wrong = label_path(tree, ids[-1], evidence(RIGHT, WRONG, UNDECIDED, UNDECIDED))
     assert wrong.labels == [True, False] and wrong.final_correct is True
     assert label_path(tree, ids[-1], evidence(RIGHT, RIGHT, RIGHT, RIGHT)).final_correct is True
+    # label-false keeps the steps after an error, so a max_ci_width cut there stops short too (a review)
+    wide = ReasoningTree("w")
+    ids = wide.add_path(wide.root, ["a", "b", "c", "d \\boxed{1}"], terminal=True)
+    for node, (n, k) in zip(ids, [(64, 60), (64, 2), (2, 1), (1, 1)]):
+        wide.record(node, n, k)
+    full = label_path(wide, ids[-1], evidence(RIGHT, WRONG, WRONG, WRONG), after_first_error="label-false")
+    assert full.labels == [True, False, False, False] and full.final_correct is True
+    cut = label_path(wide, ids[-1], evidence(RIGHT, WRONG, WRONG, WRONG), after_first_error="label-false",
+                     max_ci_width=0.3)
+    assert cut.labels == [True, False] and cut.final_correct is None
 
 
 def test_undecided_first_step_gives_no_row():
