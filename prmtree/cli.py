@@ -666,7 +666,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except OSError as exc:
         _fail(_os_error(exc))
     held = result.get("held_out") or {}
-    print(f"trained {result.get('steps')} steps in {result.get('seconds', 0):.1f} s: "
+    resumed = result.get("resumed_at") or 0
+    print(f"trained {(result.get('steps') or 0) - resumed} steps{f' (from step {resumed})' if resumed else ''} in "
+          f"{result.get('seconds', 0):.1f} s: "
           f"{result.get('tokens_per_s', 0):,.0f} tokens/s, peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
     if held:
         print(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "

@@ -534,9 +534,31 @@ def test_a_second_training_into_one_out_is_refused_and_a_finished_one_resumes(ru
                                           r"\(up to step-0000004\): add --resume to continue it, or use another --out"):
         train(_opts(run_dir, out, max_steps=4))
     (out / "checkpoints" / "step-0000002.tmp").mkdir()  # a crash mid-save
-    again = train(_opts(run_dir, out, max_steps=4, resume=True))  # nothing left to train: saves step 4 again
-    assert again["steps"] == 4 and again["resumed_at"] == 4
-    assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step-0000004"
+    saved = (out / "model.safetensors").read_bytes() if (out / "model.safetensors").exists() else None
+    # nothing left to train: refused (saving again put the last weights over the chosen epoch's)
+    with pytest.raises(ConfigError, match=r"--resume: the training in .* is done to step 4 \(this run would stop at "
+                                          r"4\): raise --epochs or --max-steps to train further"):
+        train(_opts(run_dir, out, max_steps=4, resume=True))
+    assert saved is None or (out / "model.safetensors").read_bytes() == saved
+    again = train(_opts(run_dir, out, max_steps=6, resume=True))  # the .tmp one is no checkpoint
+    assert again["steps"] == 6 and again["resumed_at"] == 4
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())][-1] == "step-0000006"
+
+
+def test_a_resume_chooses_among_every_epoch_scored_before_it_too(run_dir, tmp_path):
+    # before: an interrupted training forgot the epochs scored before the stop and kept a
+    # later, worse one; --select could change across a resume (the training set with it)
+    whole = train(_opts(run_dir, tmp_path / "whole", max_steps=0, epochs=4, val_share=0.3))
+    per_epoch = whole["total_steps"] // 4
+    part = train(_opts(run_dir, tmp_path / "part", max_steps=per_epoch + 1, epochs=4, val_share=0.3, save_every=1))
+    assert [e for e, _ in part["selection"]["by_epoch"]][0] == 1
+    rest = train(_opts(run_dir, tmp_path / "part", max_steps=0, epochs=4, val_share=0.3, save_every=1, resume=True))
+    assert rest["selection"]["by_epoch"][0] == whole["selection"]["by_epoch"][0]  # epoch 1 scored before the stop
+    assert rest["selection"]["epoch"] == whole["selection"]["epoch"]
+    assert rest["held_out"] == pytest.approx(whole["held_out"])  # the same PRM as the run never stopped
+    with pytest.raises(ConfigError, match=r"--resume: val_share, select differ from the checkpoint's "
+                                          r"\(val_share=0.3, select='best'\)"):
+        train(_opts(run_dir, tmp_path / "part", max_steps=0, epochs=5, val_share=0.3, select="last", resume=True))
 
 
 def test_the_epoch_is_chosen_by_what_the_validation_paths_can_tell():

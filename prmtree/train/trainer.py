@@ -26,9 +26,9 @@ from prmtree.engine.errors import ConfigError
 #: Options a resumed run must share with its checkpoint.
 RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_size", "lr", "seed", "test_share",
                "max_length", "pretrain_epochs", "pretrain_text", "lm_weight", "tiny_layers", "tiny_hidden",
-               "step_logprobs", "paths", "freeze_lm", "keep_flagged", "val_share")
+               "step_logprobs", "paths", "freeze_lm", "keep_flagged", "val_share", "select")
 #: What a checkpoint made before an option existed was made with, where that is not today's default.
-BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps", "keep_flagged": True, "val_share": 0.0}
+BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps", "keep_flagged": True, "val_share": 0.0, "select": "last"}
 
 #: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
 PRETRAIN_TEXTS = ("auto", "tree", "nodes", "paths")
@@ -235,7 +235,7 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule: Any, losses: list[float],
-                     options: TrainOptions, keep: int) -> None:
+                     options: TrainOptions, keep: int, selection: EpochSelection | None = None) -> None:
     import torch
 
     target = out / "checkpoints" / f"step-{step:07d}"
@@ -244,7 +244,8 @@ def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule:
     tmp.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
                 "step": step, "losses": losses, "options": {k: getattr(options, k) for k in RESUME_KEYS},
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+                "torch_rng": torch.get_rng_state(),
+                "selection": selection.state() if selection is not None else None}, tmp / "state.pt")
     if target.exists():  # this step saved before (a resume of a finished training): the new state replaces it
         shutil.rmtree(target)
     tmp.rename(target)  # a checkpoint is there whole or not at all
@@ -447,6 +448,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                   for k in RESUME_KEYS}
         for opts in (mine, theirs):  # compared as resolved: "auto" and "on" build the same tiny head
             opts["step_logprobs"] = "on" if step_logprobs_on(opts["step_logprobs"], opts["model"]) else "off"
+            if opts["select"] == "last":  # no validation set aside: the share makes no difference
+                opts["val_share"] = 0.0
         changed = [k for k in RESUME_KEYS if theirs[k] != mine[k]]
         if changed:
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
@@ -517,14 +520,22 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         optimiser.load_state_dict(checkpoint["optimiser"])
         schedule.load_state_dict(checkpoint["schedule"])
         step, losses = int(checkpoint["step"]), list(checkpoint["losses"])
+        if step >= total:  # saving again would put the checkpoint's (last) weights over the chosen epoch's
+            raise ConfigError(f"--resume: the training in {out} is done to step {step} (this run would stop at "
+                              f"{total}): raise --epochs or --max-steps to train further")
         torch.set_rng_state(checkpoint["torch_rng"])
         _log(options, rank, f"resumed from step {step} ({found[-1]})")
     tokens, train_seconds, resumed_at = 0, 0.0, step
     dtype = next(model.lm.parameters()).dtype
     prm = PRM(model, Encoder(processor, options.marker, max(options.max_length, 4096), vision), {}, device)
-    # chosen on rank 0, which alone saves the PRM; a resume chooses among the epochs it trains
+    # chosen on rank 0, which alone saves the PRM; a resume goes on with the epochs scored before it
     selection = (EpochSelection(model, prm, val_rows, step_metrics)
-                 if rank == 0 and options.select == "best" and val_rows and step < total else None)
+                 if rank == 0 and options.select == "best" and val_rows else None)
+    if selection is not None and checkpoint is not None and checkpoint.get("selection"):
+        selection.load(checkpoint["selection"])
+    if rank == 0 and options.select == "best" and not val_rows:
+        _log(options, rank, "select: too few training problems to set validation problems aside; the last weights "
+             "are kept")
     while step < total:
         epoch, offset = divmod(step, per_epoch)
         order = _order(len(train), options.seed, epoch)
@@ -562,15 +573,16 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 recent = losses[-options.log_every:]
                 _log(options, rank, f"step {step}/{total}  loss {sum(recent) / len(recent):.4f}  "
                      f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s")
-            if rank == 0 and options.save_every and step % options.save_every == 0 and step < total:
-                _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints)
             if selection is not None and (step % per_epoch == 0 or step == total):
-                selection.epoch_end(step / per_epoch)
+                selection.epoch_end(step / per_epoch)  # before a checkpoint at this step, which keeps it
+            if rank == 0 and options.save_every and step % options.save_every == 0 and step < total:
+                _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
+                                 selection)
     result: dict[str, Any] = {}
     if rank == 0:
         # the checkpoint holds the last weights, with the optimiser and schedule they go with (a
         # --resume trains on from there); the PRM saved below holds the chosen epoch's
-        _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints)
+        _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints, selection)
         if selection is not None:
             selection.restore()
             _log(options, rank, selection.summary())
@@ -653,6 +665,15 @@ class EpochSelection:
         self.best = (round(epoch, 3), score)
         self.weights = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()
                         if p.requires_grad}
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resume chooses among every epoch, not only its own."""
+        return {"history": list(self.history), "best": self.best, "weights": self.weights, "criterion": self.criterion}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.history = [tuple(h) for h in state["history"]]
+        self.best = tuple(state["best"]) if state["best"] is not None else None
+        self.weights, self.criterion = state["weights"], state["criterion"] or self.criterion
 
     def restore(self) -> None:
         """Put the best epoch's weights back (nothing to do when it is the last)."""
