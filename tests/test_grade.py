@@ -125,6 +125,14 @@ def test_readme_choice_examples_hold_as_written():
     ("7", r"\boxed{2 \times 10^{400}}", False),  # past a float's range: OverflowError, a traceback (review)
     ("7", r"\boxed{2e400}", False),
     ("2e400", r"\boxed{2 \times 10^{400}}", True),
+    # a second probe: x / X as the sign, superscripts, a unit or a percent sign after it
+    ("2.5e3", "Answer: 2.5x10^3", True),
+    ("2.5e3", "Answer: 2.5 X 10^3", True),
+    (r"2 \times 10^3", r"\boxed{2 x 10^3 m/s}", True),
+    ("2.5e6", r"\boxed{2.5 × 10⁶}", True),
+    ("25%", r"\boxed{2.5 \times 10^1\%}", True),
+    ("2.5e6", r"\boxed{2.5 \times 10^6 dollars}", True),
+    ("2.5e3", r"\boxed{2.5x10^4}", False),
 ])
 def test_scientific_notation_written_either_way_is_the_same_number(gold, text, correct):
     assert prmtree.grade(gold, text).correct is correct

@@ -17,7 +17,22 @@ from typing import NamedTuple
 
 from prmtree.engine.answers.extract import _strip_answer, _unwrap
 
-_TIMES_TEN = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·)\s*10\s*\^\s*\{?\s*([-+]?\d{1,3})\s*\}?\Z")
+_TIMES_TEN = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·|x|X)\s*10\s*\^\s*\{?\s*([-+]?\d{1,3})\s*\}?\Z")
+#: The same at the start of an answer, before a unit or a percent sign; and 10⁶ written with superscripts.
+_TIMES_TEN_LEAD = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·|x|X)\s*10\s*\^\s*"
+                             r"(?:\{\s*([-+]?\d{1,3})\s*\}|([-+]?\d{1,3})(?![\d.]))")
+_SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+_SUPERSCRIPT_POWER = re.compile(r"10([⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
+
+
+def _sci_to_e(text: str) -> str:
+    """``2.5 \\times 10^{6}`` (or ``2.5x10^6``, ``2.5 × 10⁶``) at the start of ``text`` as
+    ``2.5e6``, the rest (a unit, a percent sign) kept: the e-notation every reader here takes."""
+    if "10" not in text:
+        return text
+    t = _SUPERSCRIPT_POWER.sub(lambda m: "10^" + m.group(1).translate(_SUPERSCRIPT), text)
+    m = _TIMES_TEN_LEAD.match(t)
+    return f"{m.group(1)}e{m.group(2) or m.group(3)}{t[m.end():]}" if m else text
 _NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?$", re.IGNORECASE)
 _FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
 _LATEX_FRAC = re.compile(r"^([-+]?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}$")
@@ -267,7 +282,7 @@ def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
 @functools.lru_cache(maxsize=1 << 16)
 def _number_of(text: str, decimal_comma: bool = False) -> _Number | None:
     """:func:`parse_number`'s exact value and stated decimals."""
-    t = text.strip().strip("$").strip()
+    t = _sci_to_e(text.strip().strip("$").strip())
     t = _TEXT_WRAP.sub(r"\1", t)
     t = t.replace("{,}", ",").replace("\\!", "").strip()
     if t.endswith("\\%"):
@@ -338,10 +353,7 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", _unwrap(text)).strip().rstrip(".").strip()
     t = _CURRENCY.sub("", _ASSIGN.sub("", t)).strip()
-    if _TIMES_TEN.match(t):  # 1.6 \times 10^{-19}: not 1.6 with a unit "\times 10^{-19}"
-        n = _exact_number(t, decimal_comma)
-        value = None if n is None else _finite(n.exact)
-        return None if value is None else _Quantity(value, False, False, _shown(*n), n.exact, n.decimals, "")
+    t = _sci_to_e(t)  # 1.6 \times 10^{-19} C: 1.6e-19 C, not 1.6 with a unit "\times 10^{-19} C"
     m = _QUANTITY.match(t)
     if m is None:
         return _word_quantity(t)
