@@ -266,7 +266,8 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
     for name, text in texts:
         if isinstance(text, str) and (why := unencodable(text)) is not None:
             return _reject(row, shown_id, f"{name} holds {why}: UTF-8 cannot store it, so fix the row")
-    meta = row.get("meta") or {}
+    meta = row.get("meta")
+    meta = {} if meta is None else meta  # a false meta ([], 0, "") is no object either
     if isinstance(meta, str):
         try:
             meta = json.loads(meta)
@@ -288,8 +289,8 @@ def bad_meta(meta: dict[str, Any]) -> str | None:
         return (f"meta.chance must be a number from 0 to below 1 (the share of guesses that reach the gold "
                 f"answer), got {safe_text(repr(chance))[:40]}")
     options = meta.get("options")
-    if options is not None and not isinstance(options, (list, tuple, dict)):
-        return (f"meta.options must be a list of the options (or an object: letter -> option), got "
+    if options is not None and (not isinstance(options, (list, tuple, dict)) or len(options) < 2):
+        return (f"meta.options must be a list of at least two options (or an object: letter -> option), got "
                 f"{type(options).__name__} {safe_text(repr(options))[:40]}")
     return None
 
@@ -317,6 +318,8 @@ def _bad_id(value: Any, given: str) -> str | None:
     """Why a row's id cannot key it, or None."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return f"id must be a string or a number, got {type(value).__name__} {safe_text(repr(value))[:80]}"
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400: "nan", "inf" collide
+        return f"id must be a finite number, got {value!r}"
     if _COPY_KEY.search(given):
         return (f"id {given!r} ends like the key prmtree gives a duplicate id's later rows ('<id> (copy N)'); "
                 "give this row another id")
@@ -399,27 +402,24 @@ def _not_utf8(exc: UnicodeDecodeError) -> str:
 def _jsonl_rows(path: Path) -> Iterator[InputRow]:
     """Each line decoded on its own, strictly: a line that is not UTF-8 is bad input (it was
     decoded with U+FFFD replacements and its text labelled as such), and a BOM that starts
-    a line (files joined with ``cat``) is no character."""
-    line_no = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            # a bare CR ends a line too (old Mac files); JSON holds no raw CR inside a string
-            for part in raw.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
-                line_no += 1
-                where = f"{path.name}:{line_no}"
-                try:
-                    line = part.decode("utf-8").removeprefix("\ufeff")
-                except UnicodeDecodeError as exc:
-                    yield where, f"line {line_no} {_not_utf8(exc)}", None
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
-                    continue
-                yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
+    a line (files joined with ``cat``) is no character. Lines end at LF, as JSON Lines
+    says: a CR is whitespace JSON allows anywhere in a row."""
+    with path.open("rb") as handle:  # lines end at LF (JSON Lines; a CR before it is whitespace)
+        for line_no, raw in enumerate(handle, start=1):
+            where = f"{path.name}:{line_no}"
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as exc:
+                yield where, f"line {line_no} {_not_utf8(exc)}", None
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
+                continue
+            yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
 
 
 def _json_rows(path: Path) -> Iterator[InputRow]:
@@ -534,7 +534,12 @@ def input_files(path: Path) -> list[Path]:
             raise ConfigError(f"input {str(path)!r} is not a file prmtree reads (it reads {', '.join(INPUT_SUFFIXES)}; "
                               "another name is read as JSONL): convert it, or decompress it first")
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    odd = [p.name for p in entries if p.suffix.lower() in INPUT_SUFFIXES and not p.is_file() and not p.is_dir()]
+    if odd:  # a dangling link or a FIFO named like data: skipped, its rows would be left out without a word
+        raise ConfigError(f"input directory {str(path)!r} holds {', '.join(odd[:5])}, named like data but not a "
+                          "regular file (a broken link, a pipe): fix or move it")
+    files = [p for p in entries if p.is_file()]
     unknown = [
         p.name for p in files
         if p.suffix.lower() not in INPUT_SUFFIXES + IGNORED_SUFFIXES

@@ -459,8 +459,8 @@ def test_rows_whose_fields_would_be_misread_are_bad_input_with_a_reason_that_say
     assert reasons[rows[1]["id"]] == ("meta.chance must be a number from 0 to below 1 (the share of guesses that "
                                       "reach the gold answer), got '0.5'")
     assert reasons[rows[2]["id"]].endswith("got 5")
-    assert reasons[rows[3]["id"]] == ("meta.options must be a list of the options (or an object: letter -> option), "
-                                      "got str 'ABCD'")
+    assert reasons[rows[3]["id"]] == ("meta.options must be a list of at least two options (or an object: letter -> "
+                                      "option), got str 'ABCD'")
     assert reasons[rows[4]["id"]].startswith("image entry is a URL (https://example.com/a.png): a run reads local "
                                              "files only")
     table = pa.table({"id": ["d"], "question": ["How many?"], "answer": pa.array([decimal.Decimal("4")],
@@ -474,11 +474,11 @@ def test_rows_whose_fields_would_be_misread_are_bad_input_with_a_reason_that_say
         run(tmp_path / "rows.csv", tmp_path / "csv")
 
 
-def test_jsonl_under_another_name_and_with_bare_cr_line_ends_is_read(tmp_path, data):
-    # a review of the strict reader: .ndjson and mktemp names were refused, and a file whose
-    # lines end in a bare CR (old Mac) was one line of bad JSON
+def test_jsonl_under_another_name_and_with_crs_in_its_lines_is_read(tmp_path, data):
+    # a review of the strict reader: .ndjson and mktemp names were refused; a CR inside a
+    # row is whitespace JSON allows (a probe: splitting lines there broke the row in two)
     rows = rows_of(data)
-    body = "\r".join(json.dumps(r) for r in rows) + "\r"
+    body = "\n".join(json.dumps(r).replace(", ", ",\r ", 1) for r in rows) + "\n"
     for name in ("p.ndjson", "tmp.XyZ123"):
         path = data.parent / name
         path.write_bytes(body.encode())
@@ -489,6 +489,34 @@ def test_jsonl_under_another_name_and_with_bare_cr_line_ends_is_read(tmp_path, d
     s = run(crlf, tmp_path / "crlf")
     assert s.problems_done == 6 and s.input_errors == 1
     assert read_table(tmp_path / "crlf", "errors").to_pylist()[0]["problem_id"] == "crlf.jsonl:8"
+
+
+def test_an_input_directory_with_a_broken_link_named_like_data_is_refused(tmp_path, data):
+    # a probe: it was skipped as not a file, and its rows left out at exit 0
+    folder = data.parent
+    (folder / "more.jsonl").symlink_to(folder / "gone.jsonl")
+    with pytest.raises(ConfigError, match=r"holds more.jsonl, named like data but not a regular file \(a broken link, "
+                                          r"a pipe\): fix or move it"):
+        run(folder, tmp_path / "o")
+
+
+def test_meta_and_ids_that_would_be_misread_are_bad_input_too(tmp_path, data):
+    # a probe: one option (or none) left the floor at a default as a string did; a false meta
+    # ([], 0) passed as {}; NaN and 1e400 ids became "nan" and "inf"
+    rows = rows_of(data)
+    rows[0]["meta"] = {"options": ["only"]}
+    rows[1]["meta"] = []
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = lines[2].replace(json.dumps(rows[2]["id"]), "NaN", 1)
+    lines[3] = lines[3].replace(json.dumps(rows[3]["id"]), "1e400", 1)
+    data.write_text("\n".join(lines) + "\n")
+    s = run(data, tmp_path / "o")
+    assert s.problems_done == 2 and s.input_errors == 4
+    reasons = {e["problem_id"]: e["reason"] for e in read_table(tmp_path / "o", "errors").to_pylist()}
+    assert reasons[rows[0]["id"]].startswith("meta.options must be a list of at least two options")
+    assert reasons[rows[1]["id"]] == "meta must be an object, got list"
+    assert reasons[f"{data.name}:3"] == "id must be a finite number, got nan"
+    assert reasons[f"{data.name}:4"] == "id must be a finite number, got inf"
 
 
 def test_a_line_that_is_not_utf8_is_bad_input_and_a_bom_starting_any_line_is_read(tmp_path, data):
