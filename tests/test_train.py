@@ -499,8 +499,8 @@ def test_steps_past_the_length_limit_get_no_invented_reward(tiny_prm, tmp_path, 
 
 
 def test_training_keeps_the_epoch_that_scores_best_on_the_validation_problems(run_dir, tmp_path):
-    # The tiny model on demo data scored held-out ProcessBench F1 0.61 after one epoch and
-    # 0.23 after three: the last weights are rarely the ones to keep on a small set.
+    # The tiny model on demo data learns its few problems by heart within a few epochs (README,
+    # "Step-level evaluation"): the last weights are rarely the ones to keep on a small set.
     from prmtree.train.trainer import held_out_metrics
 
     result = train(_opts(run_dir, tmp_path / "best", max_steps=0, epochs=5, val_share=0.3))

@@ -105,10 +105,10 @@ class TrainOptions:
     #: problem, as the held-out split. 0: none, the last weights are kept.
     val_share: float = 0.1
     #: ``best``: keep the weights of the epoch end whose validation scores best (ProcessBench
-    #: F1, else step F1); ``last``: the weights training ends with. A small set of
-    #: problems is learned by heart within a few epochs (the tiny model on ``prmtree demo``:
-    #: held-out ProcessBench F1 0.61 after one epoch, 0.23 after three), and the right
-    #: number of epochs is not known before training.
+    #: F1, else step F1); ``last``: the weights training ends with, on every training
+    #: problem. A small set of problems is learned by heart within a few epochs (the tiny
+    #: model on ``prmtree demo``: README, "Step-level evaluation"), and the right number of
+    #: epochs is not known before training.
     select: str = "best"
     extra: dict[str, Any] = field(default_factory=dict)
 
