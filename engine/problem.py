@@ -806,6 +806,7 @@ def scan_input(
             scan.changed.append(key)
 
     counts: dict[str, int] = {}
+    by_text: dict[str, list[str]] | None = None  # recorded keys by their text's fingerprint
     if not isinstance(items, (str, os.PathLike)):
         for i, item in enumerate(items):
             if isinstance(item, InputError):
@@ -852,6 +853,19 @@ def scan_input(
         try:
             images = _read_images(image_value, base_dir, fmt.max_image_bytes) if image_value is not None else ()
         except ImageError as exc:
+            # its key hashes the images, so a labelled problem whose image file is gone is found
+            # by its text: the one recorded problem with the same question, answer and meta
+            text = text_fingerprint(question, answer, answer_type, meta)
+            if by_text is None:  # built once, the first time an image is missing
+                by_text = {}
+                for k, fingerprint in recorded.items():
+                    by_text.setdefault(fingerprint.split(".")[0], []).append(k)
+            same = [k for k in by_text.get(text, []) if k in scan.unseen and skipped(k) and owns(k)]
+            if isinstance(exc, ImageFileError) and len(same) == 1:
+                scan.unseen.discard(same[0])
+                scan.unreadable[same[0]] = str(exc)
+                scan.known_ids[where] = same[0]  # the run skips the row as done, without its images
+                continue
             error = _reject(row, where, str(exc))
             note(error.problem_id, lambda error=error: error.fingerprint)
             continue

@@ -198,6 +198,23 @@ def test_images_that_cannot_be_read_now_keep_a_labelled_problems_rows(tmp_path, 
         run(data, out)
 
 
+def test_a_row_without_an_id_whose_image_is_gone_keeps_its_rows_too(tmp_path, data, capsys):
+    # a second probe: its id is a hash of its image, so it read as a problem "no longer in
+    # the input" beside a new bad row; it is found by its text now, and skipped as done
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in rows_of(data)]
+    write_rows(data, rows)
+    out = tmp_path / "out"
+    run(data, out)
+    before = read_table(out, "steps").to_pylist()
+    (data.parent / rows[2]["image"]).unlink()
+    s = run(data, out)
+    err = capsys.readouterr().err
+    assert s.rollouts_this_session == 0 and s.problems_done == 6 and s.input_errors == 0
+    assert "1 labelled problem in" in err and "cannot have its images read now" in err
+    assert "no longer in the input" not in err
+    assert read_table(out, "steps").to_pylist() == before and read_table(out, "errors").num_rows == 0
+
+
 def test_removed_problems_are_reported_and_a_failed_one_is_no_longer_retried(tmp_path, data, capsys):
     from prmtree.engine.output import DatasetWriter  # noqa: F401 - the manifest is edited as a failed run leaves it
 
