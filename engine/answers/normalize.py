@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 from prmtree.engine.answers.extract import _strip_answer, _unwrap
 
-_TIMES_TEN = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·|x|X)\s*10\s*\^\s*\{?\s*([-+]?\d{1,3})\s*\}?\Z")
-#: The same at the start of an answer, before a unit or a percent sign; and 10⁶ written with superscripts.
+#: Scientific notation written by hand (2.5 \times 10^{6}, 6.02*10^23) at the start of an answer, before
+#: a unit or a percent sign; and 10⁶ written with superscripts.
 _TIMES_TEN_LEAD = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×|·|x|X)\s*10\s*\^\s*"
                              r"(?:\{\s*([-+]?\d{1,3})\s*\}|([-+]?\d{1,3})(?![\d.]))")
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
@@ -237,7 +237,7 @@ class _Number(NamedTuple):
 def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
     """The exact value of a bare number as written (``1 000``, ``1,000.5``, ``7 3/4``, ``2/4``,
     ``\\frac{1}{2}``, ``1e6``); None when it is not one (``1,22`` is a list unless ``decimal_comma``)."""
-    t = text.strip().replace("\u00a0", " ").replace("\u202f", " ")
+    t = _sci_to_e(text.strip().replace("\u00a0", " ").replace("\u202f", " "))  # 2.5 \times 10^6: 2.5e6
     m = _MIXED.match(t)
     if m:
         if int(m.group(4)) == 0:
@@ -250,10 +250,6 @@ def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
             return None
         value = Fraction(int(m.group(2)), int(m.group(3)))
         return _Number(-value if m.group(1) == "-" else value, None)
-    m = _TIMES_TEN.match(t)
-    if m:  # scientific notation as written by hand: 2.5 \times 10^{6}, 6.02 \cdot 10^{23}, 6.02*10^23
-        value = Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
-        return _Number(value, 0 if value.denominator == 1 else None)  # as 2.5e6 is read
     t = t.replace(" ", "") if _GROUPED_SPACE.match(t) else t
     if "/" in t:
         m = _FRACTION.match(t)
@@ -282,7 +278,7 @@ def _exact_number(text: str, decimal_comma: bool = False) -> _Number | None:
 @functools.lru_cache(maxsize=1 << 16)
 def _number_of(text: str, decimal_comma: bool = False) -> _Number | None:
     """:func:`parse_number`'s exact value and stated decimals."""
-    t = _sci_to_e(text.strip().strip("$").strip())
+    t = text.strip().strip("$").strip()
     t = _TEXT_WRAP.sub(r"\1", t)
     t = t.replace("{,}", ",").replace("\\!", "").strip()
     if t.endswith("\\%"):
