@@ -20,6 +20,11 @@ from prmtree.engine.steps import StepFormat
 AnswerType = Literal["auto", "math", "choice", "number", "text", "vqa"]
 ANSWER_TYPES: tuple[str, ...] = ("auto", "math", "choice", "number", "text", "vqa")
 
+def high_depth(mode: str) -> bool:
+    """Whether a PIL mode holds more than 8 bits a channel (``I;16``, ``I``, ``F``)."""
+    return mode.startswith("I") or mode == "F"
+
+
 def decode_rgb(data: bytes) -> Any:
     """Encoded image bytes as an 8-bit RGB ``PIL.Image``, as the image is meant to be seen.
 
@@ -35,7 +40,7 @@ def decode_rgb(data: bytes) -> Any:
 
     with Image.open(io.BytesIO(data)) as opened:
         image = ImageOps.exif_transpose(opened)
-        if image.mode.startswith("I") or image.mode == "F":
+        if high_depth(image.mode):
             import numpy as np
 
             pixels = np.asarray(image, dtype=np.float64)

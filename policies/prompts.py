@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.records import GenerationRequest, ProblemImage, decode_rgb
+from prmtree.engine.records import GenerationRequest, ProblemImage, decode_rgb, high_depth
 from prmtree.engine.steps import StepFormat
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -136,8 +136,7 @@ def _needs_decoding(data: bytes) -> bool:
 
     try:
         with Image.open(io.BytesIO(data)) as image:  # the header only
-            return (image.mode.startswith("I") or image.mode == "F"
-                    or image.getexif().get(_ORIENTATION, 1) not in (None, 1))
+            return high_depth(image.mode) or image.getexif().get(_ORIENTATION, 1) not in (None, 1)
     except Exception:  # noqa: BLE001 - not for us to judge: the server says what it makes of it
         return False
 

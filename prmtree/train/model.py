@@ -245,13 +245,14 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device {device!r} is not a device torch knows: use cpu, cuda, cuda:N, mps or auto") from None
+    kind = parsed.type
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
                           "use --device cpu or auto")
-    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+    if kind == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu or auto")

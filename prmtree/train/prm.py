@@ -12,14 +12,18 @@ from prmtree.engine.records import Problem
 from prmtree.train.model import Encoder, RewardModel, load_prm, resolve_device
 
 
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")
+
+
 class PRM:
     """Scores solutions step by step: one reward in [0, 1] per step, P(still right after it);
     None for a step the model never read (its marker past the model's length limit)."""
 
     def __init__(self, model: RewardModel, encoder: Encoder, config: dict[str, Any], device: str = "cpu",
                  batch_size: int = 8) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")
+        _check_batch_size(batch_size)
         self.model = model
         self.encoder = encoder
         self.config = config
@@ -29,8 +33,7 @@ class PRM:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int = 8) -> PRM:
         """A directory written by ``prmtree train`` (an HF model + ``prm_config.json``)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")  # before loading
+        _check_batch_size(batch_size)  # before loading the model
         device = resolve_device(device)
         model, encoder, config = load_prm(path, device)
         return cls(model, encoder, config, device, batch_size)

@@ -63,8 +63,8 @@ def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -
         # true/false, or 1/0 as a bool written as a number; a -1 (PRM800K's wrong) read as
         # bool(-1) would be a right step: such marks go in process_correctness
         marks = _marks(row["labels"], n, where, "labels", "true, false or null", (bool, int))
-        if any(m not in (None, True, False) for m in marks):  # 0 == False and 1 == True, so only -1, 2, ...
-            bad = next(m for m in marks if m not in (None, True, False))
+        bad = next((m for m in marks if m not in (None, True, False)), None)  # 0 == False, 1 == True: -1, 2, ...
+        if bad is not None:
             raise ConfigError(f"{where}: labels marks must be true, false or null (1 / 0 as numbers; 1 / 0 / -1 "
                               f"marks go in response.process_correctness), got {bad!r}")
         return [None if m is None else bool(m) for m in marks]
