@@ -155,7 +155,7 @@ def split_rows(rows: list[StepRow], test_share: float, salt: str = "") -> tuple[
     """
     if not salt and any(r.split == "test" for r in rows):
         return [r for r in rows if r.split != "test"], [r for r in rows if r.split == "test"]
-    problems = sorted({r.problem_id for r in rows}, key=lambda p: problem_hash(salt + p) if salt else problem_hash(p))
+    problems = sorted({r.problem_id for r in rows}, key=lambda p: problem_hash(salt + p))  # salt "": the export's order
     if test_share <= 0 or len(problems) < 2:
         return list(rows), []
     n_test = min(len(problems) - 1, max(1, math.ceil(test_share * len(problems))))
