@@ -118,9 +118,17 @@ def _below(x: float, k: int, n: int) -> float:
     return sum(math.comb(n + 1, j) * x**j * (1 - x) ** (n + 1 - j) for j in range(k + 1, n + 2))
 
 
+def _above(x: float, k: int, n: int) -> float:
+    """P(p > x) for p ~ Beta(k + 1, n - k + 1): the other tail of :func:`_below`, summed
+    directly (``1 - _below`` cancels to nothing once the tail is below rounding, at ~45
+    rollouts of a node with few correct)."""
+    return sum(math.comb(n + 1, j) * x**j * (1 - x) ** (n + 1 - j) for j in range(k + 1))
+
+
 def _log_uniform(k: int, n: int, lo: float, hi: float) -> float:
     """log P(k of n | p ~ Uniform(lo, hi)), without the binomial coefficient."""
-    mass = max(_below(hi, k, n) - _below(lo, k, n), 1e-300)
+    mass = _above(lo, k, n) if hi >= 1.0 else _below(hi, k, n) - _below(lo, k, n)
+    mass = max(mass, 1e-300)
     return _log_beta(k + 1, n - k + 1) + math.log(mass) - math.log(hi - lo)
 
 
