@@ -149,6 +149,8 @@ def log_likelihoods(n: int, k: int, floor: float, reference: tuple[float, float]
     if ref_n > REFERENCE_CAP:
         ref_k, ref_n = ref_k * REFERENCE_CAP / ref_n, REFERENCE_CAP
     lowest, right_uniform, log_wrong = _floor_terms(n, k, floor)
+    if ref_n == 0:  # nothing to be near (a root not sampled): only "clearly above the floor"
+        return right_uniform, log_wrong
     ref_k = max(ref_k, lowest * ref_n)  # so its reference rate is never below that either
     near = _log_bb(k, n, 1.0 + ref_k, 1.0 + ref_n - ref_k)
     log_right = _log_mix(near, right_uniform, REFERENCE_WEIGHT)

@@ -1,6 +1,7 @@
-"""The calibrated rule's likelihoods stay exact past the default rollout cap: a node
-sampled 48+ times (``max_rollouts_per_node`` is the user's to raise) used to have its
-"right, anywhere above the floor" term computed as 1 - (1 - tiny), which cancels."""
+"""The calibrated rule's likelihoods: exact past the default rollout cap (a node sampled
+48+ times, ``max_rollouts_per_node`` being the user's to raise, used to have its "right,
+anywhere above the floor" term computed as 1 - (1 - tiny), which cancels), and more
+successes never count against a step, whatever its reference."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def test_many_failures_are_evidence_against_a_right_step():
     margins = [right - wrong for right, wrong in wrong_odds]
     assert all(a > b for a, b in zip(margins, margins[1:])), margins
     assert all(math.isfinite(m) for m in margins)
+
+
+@pytest.mark.parametrize("floor", [0.5, 0.25, 0.02])
+@pytest.mark.parametrize("reference", [(0, 0), (8, 4), (16, 2)])
+def test_more_successes_never_make_a_step_less_likely_right(floor, reference):
+    """With no reference (a root not sampled: a custom strategy, or an mcts budget that
+    paid for an expansion first) the "near the reference" term was Uniform(0, 1), weight
+    at p = 0: 0 of 12 on a yes/no question read as right (0.54), 4 of 12 as less so (0.45)."""
+    for n in (4, 8, 12, 32):
+        posteriors = [C.posterior_right(n, k, floor, reference, 0.7) for k in range(n + 1)]
+        assert all(b >= a - 1e-12 for a, b in zip(posteriors, posteriors[1:])), (n, posteriors)
