@@ -300,16 +300,53 @@ def test_the_lazy_look_ahead_gives_every_step_in_the_full_sorts_order():
     assert compared == 400 and longer > 100  # many paths with several steps to order
 
 
-def test_no_bound_where_rounding_leaves_the_predictive_off_one():
-    """Far in a tail (0 of 45 right at step 3) the likelihoods' rounding leaves a step's
-    predictive off one, and its computed gain over the entropy bound: the planner must then
-    weigh it exactly, choosing what the full sort chooses (found by a reviewer's fuzzing)."""
+def _full_sort_choice(root_n, root_k, sig, floor, hazard, confidence, batch, cap):
+    """The planner's first choice the slow way: every step's exact gain, the largest (ties:
+    the deeper step), none under 1e-9 nats per rollout."""
+    from prmtree.engine.deciders import _weights
+
+    references, weights = _weights(root_n, root_k, sig, floor, hazard)
+    plan = PathPlan(weights, floor, confidence)
+    if plan.all_decided():
+        return None
+    gains = []
+    for c, (n, k, terminal) in enumerate(sig):
+        if terminal or n >= cap:
+            continue
+        b = min(batch, cap - n)
+        gain = plan.information_gain(c, n, k, b, references[c]) / b
+        if gain > 1e-9:
+            gains.append((gain, c, b))
+    return max(gains)[1:] if gains else None
+
+
+def test_the_lazy_planner_chooses_what_the_full_sort_chooses_far_in_the_tails():
+    """Far in a tail (0 of 45 right at step 3, 59 of 60 before it) the likelihoods are
+    tiny: the entropy bound must still never cut off the step the full sort would choose
+    (a reviewer's fuzzing found one where rounding left the predictive off one; with the
+    tails now summed directly that case chooses nothing, as the full sort does: a later
+    58 of 58 has decided it)."""
     from prmtree.engine.deciders import _next_to_sample
 
     F = False
     args = (8, 4, ((60, 59, F), (33, 33, F), (45, 44, F), (45, 0, F), (58, 58, F), (65, 62, F), (65, 27, F)),
-            0.25, 0.9, 0.9, 4, 64, 0.0)
-    assert _next_to_sample.__wrapped__(*args) == (3, 4)
+            0.25, 0.9, 0.9, 4, 64)
+    assert _next_to_sample.__wrapped__(*args, 0.0) == _full_sort_choice(*args) is None
+    rng = random.Random(5)
+    chosen = 0
+    for _ in range(400):
+        m = rng.randint(1, 8)
+        sig = []
+        for _ in range(m):
+            n = rng.choice([0, 4, 8, rng.randint(1, 64)])
+            rate = rng.choice([0.0, 0.05, 0.3, 0.7, 0.97, 1.0])
+            sig.append((n, sum(rng.random() < rate for _ in range(n)), False))
+        args = (8, rng.randint(0, 8), tuple(sig), rng.choice([0.02, 0.25, 0.5]), rng.choice([0.1, 0.3]),
+                rng.choice([0.9, 0.96]), 4, 64)
+        expected = _full_sort_choice(*args)
+        assert _next_to_sample.__wrapped__(*args, 0.0) == expected, args
+        chosen += expected is not None
+    assert 100 < chosen < 400  # both answers are tested
 
 
 def test_all_decided_by_bisection_is_the_step_by_step_check():
