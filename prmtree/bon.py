@@ -402,8 +402,10 @@ async def _sample_async(items: Iterable[Problem | InputError], cfg: RunConfig, s
                         check_answer: Callable[[str, str], bool] | None,
                         split_steps: Callable[[str], list[str]] | None) -> Sampling:
     from prmtree.rollout_workers import make_executor
+    from prmtree.rollout_workers.inline import use_daemon_threads
     from prmtree.runner import close_bounded
 
+    use_daemon_threads()
     executor = make_executor(cfg.executor, spec, kwargs)
     verifier = Verifier(cfg.verify, custom=check_answer)
     driver = Driver(cfg, executor, None, verifier=verifier, split_steps=split_steps)

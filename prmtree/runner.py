@@ -30,6 +30,7 @@ from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
 from prmtree.rollout_workers import make_executor
+from prmtree.rollout_workers.inline import use_daemon_threads
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog, note_signal, signal_taken
 
 
@@ -387,6 +388,8 @@ async def _run_async(
 ) -> RunSummary:
     cfg, slice_ = job.config, job.slice
     from prmtree.engine.answers import Verifier
+
+    use_daemon_threads()  # a policy's call stuck in a thread holds up neither the run's end nor the exit
 
     stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
     writer = opened.writer if opened else None

@@ -12,12 +12,20 @@ policy again (each would block once more). One that never ends is ended by
 :mod:`~prmtree.rollout_workers.loop_watchdog` (the process exits: 1, or 143 / 130 on a
 stop signal). Shorter stretches are allowed: a policy may do some CPU work
 (tokenizing, image resizing) inline.
+
+A policy that goes on after its request is cancelled (a time limit, a stop) gets
+``CANCEL_GRACE_S`` to finish (an abort sent to its server); then the request walks away
+from it, so one that swallows ``CancelledError`` cannot hold its tree, or a stopping run,
+forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import os
+import queue
 import threading
 import time
 import types
@@ -30,6 +38,10 @@ from prmtree.engine.errors import FatalExecutorError, GenerationError
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.base import policy_name, resolve_policy
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog
+
+
+#: Seconds a policy may go on after its request was cancelled before the request walks away.
+CANCEL_GRACE_S = 2.0
 
 
 class EventLoopBlocked(FatalExecutorError):
@@ -46,6 +58,7 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
     if not isinstance(coro, types.CoroutineType):  # another awaitable: nothing to time
         return (yield from coro.__await__())
     send, value = coro.send, None
+    cancelled_at: float | None = None  # when a cancellation was passed on to the policy
     while True:
         start = time.perf_counter()
         if watchdog is not None:
@@ -70,13 +83,62 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
         if held > limit_s:
             coro.close()
             _check(held, limit_s, who)
+        walk_away = None
         try:
-            value, send = (yield yielded), coro.send
+            if cancelled_at is None:
+                value, send = (yield yielded), coro.send
+            elif (yield from _within_grace(yielded, cancelled_at + CANCEL_GRACE_S)):
+                value, send = None, coro.send  # what the policy awaited came, its cancellation still pending
+            else:
+                walk_away = asyncio.CancelledError(f"policy {who!r} went on {CANCEL_GRACE_S:g} s after its "
+                                                   "cancellation")
         except GeneratorExit:
             coro.close()
             raise
         except BaseException as exc:  # a cancellation (or a thrown error) goes to the policy
-            value, send = exc, coro.throw
+            if cancelled_at is not None and isinstance(exc, asyncio.CancelledError):
+                walk_away = exc  # cancelled again while the policy ignores the first: at once
+            else:
+                if isinstance(exc, asyncio.CancelledError):
+                    cancelled_at = time.perf_counter()
+                value, send = exc, coro.throw
+        if walk_away is not None:
+            _abandon(coro)
+            raise walk_away
+
+
+@types.coroutine
+def _within_grace(awaited: Any, until: float) -> Generator[Any, Any, bool]:
+    """Wait for what a policy awaits after its cancellation, or until ``until``
+    (``perf_counter``): whether it came in time."""
+    if not isinstance(awaited, asyncio.Future):  # a bare yield (asyncio.sleep(0)): one turn of the loop
+        yield awaited
+        return time.perf_counter() < until
+    awaited._asyncio_future_blocking = False  # as a task does with the future it takes over
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+
+    def open_gate(_: Any = None) -> None:
+        if not gate.done():
+            gate.set_result(None)
+
+    timer = loop.call_later(max(0.0, until - time.perf_counter()), open_gate)
+    awaited.add_done_callback(open_gate)
+    try:
+        yield from gate
+    finally:
+        timer.cancel()
+        awaited.remove_done_callback(open_gate)
+    return awaited.done()
+
+
+def _abandon(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close a policy's coroutine that ignored its cancellation; one that ignores the close
+    too (awaits in its ``finally``) is left to the garbage collector."""
+    try:
+        coro.close()
+    except RuntimeError:  # "coroutine ignored GeneratorExit"
+        pass
 
 
 def _check(held_s: float, limit_s: float, who: str) -> None:
@@ -162,6 +224,57 @@ def _raised_by_policy(exc: BaseException) -> GenerationError:
     request's failure, retried like any unknown error, never the run's end."""
     detail = str(exc)
     return GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
+
+
+class DaemonThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """A run's default executor (what ``asyncio.to_thread`` uses): daemon threads, never
+    joined. ``ThreadPoolExecutor`` joins its threads when the loop closes and again when the
+    process exits, so one policy call stuck in a thread (a hung HTTP client, a GPU call
+    whose request timed out long ago) kept a finished run from returning, and its process
+    from exiting, until the call ended. Work still running at the end was abandoned by its
+    request: nothing waits for it. (A ``ThreadPoolExecutor`` by type alone, as the loop asks;
+    none of its machinery is used.)"""
+
+    def __init__(self, max_workers: int | None = None) -> None:  # noqa: D107 - no super().__init__: no joined threads
+        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._work.put((future, fn, args, kwargs))
+            if not self._idle.acquire(blocking=False) and self._threads < self._max_workers:
+                self._threads += 1
+                threading.Thread(target=self._worker, name=f"prmtree-thread-{self._threads}", daemon=True).start()
+            return future
+
+    def _worker(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the future
+                    future.set_exception(exc)
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Idle threads end; busy ones end after their call, unwaited for."""
+        with self._lock:
+            self._shut = True
+            for _ in range(self._threads):
+                self._work.put(None)
+
+
+def use_daemon_threads() -> None:
+    """The running loop's default executor becomes a :class:`DaemonThreadPool`."""
+    asyncio.get_running_loop().set_default_executor(DaemonThreadPool())
 
 
 async def in_daemon_thread(fn: Callable[[], Any]) -> Any:
