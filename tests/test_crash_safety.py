@@ -605,3 +605,23 @@ def test_a_policy_that_blocks_the_loop_for_good_is_ended_and_obeys_signals(tmp_p
     assert "policy 'stuck': generate blocks the event loop: " + said in stderr
     assert "run the same command again to resume" in stderr
     assert elapsed < (10 if stop_with is not None else timeout_s + 10)
+
+
+@pytest.mark.slow
+def test_verify_of_an_unreadable_manifest_does_not_promise_its_shards_will_be_deleted(tmp_path, problems_file):
+    # Before: every shard was "listed in no manifest: the next run of its slice deletes it",
+    # while that next run refuses the directory (exit 2) and deletes nothing.
+    out = tmp_path / "o"
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
+    text = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(text[:500])
+    r = cli("verify", out)
+    assert r.returncode == 1 and r.stdout.startswith("manifest.json: DAMAGED: manifest.json: unreadable")
+    assert "deletes it" not in r.stdout
+    assert ("steps/part-00000.parquet: DAMAGED: its slice's manifest manifest.json cannot be read, so whether it "
+            "lists this shard is unknown; the next run of that slice refuses the directory") in r.stdout
+    files = sorted(p.name for p in out.rglob("*.parquet"))
+    assert "manifest.json is unreadable" in one_line_error(cli("run", "--input", problems_file, "--out", out,
+                                                                "--no-progress"))
+    assert sorted(p.name for p in out.rglob("*.parquet")) == files
+
