@@ -625,3 +625,27 @@ def test_verify_of_an_unreadable_manifest_does_not_promise_its_shards_will_be_de
                                                                 "--no-progress"))
     assert sorted(p.name for p in out.rglob("*.parquet")) == files
 
+
+@pytest.mark.slow
+def test_verify_of_a_run_being_written_names_the_running_prmtree(tmp_path):
+    # Before: a run still going was "unfinished (run its command again to finish)", and
+    # doing so was refused: the directory is being written by another prmtree run.
+    data = write_jsonl(generate_problems(40, seed=31), tmp_path / "data")
+    (tmp_path / "slow.toml").write_text(SLOW_TOML)
+    out = tmp_path / "o"
+    run = subprocess.Popen([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress",
+                            "--config", str(tmp_path / "slow.toml"), "--policy-arg", "latency_s=0.2"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: completed(out) >= 1)
+        r = cli("verify", out)
+        alive = run.poll() is None
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    assert alive and r.returncode == 0, r.stdout
+    assert f"; being written by a running prmtree (pid {run.pid} on host {socket.gethostname()}, started " in r.stdout
+    assert "run its command again" not in r.stdout
+    r = cli("verify", out)  # killed: nobody writes it now
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("; unfinished (run its command again to finish)")
+
