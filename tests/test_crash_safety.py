@@ -649,3 +649,49 @@ def test_verify_of_a_run_being_written_names_the_running_prmtree(tmp_path):
     r = cli("verify", out)  # killed: nobody writes it now
     assert r.returncode == 0 and r.stdout.rstrip().endswith("; unfinished (run its command again to finish)")
 
+
+_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from prmtree.engine.output.atomic import write_text_atomic
+from prmtree.engine.output.manifest import Manifest, append_log
+resource.setrlimit(resource.RLIMIT_FSIZE, (40 << 10, 40 << 10))  # ``ulimit -f 40``: writes past it fail, EFBIG
+out = Path(sys.argv[1])
+for write in (lambda: write_text_atomic(out / "manifest.json", "x" * (80 << 10)),
+              lambda: append_log(out, Manifest(config={}, config_hash="h", versions={}), "manifest.json",
+                                 {"completed": ["p" * (80 << 10)]})):
+    try:
+        write()
+    except OSError as exc:
+        print(exc.errno, exc.filename)
+"""
+
+
+@pytest.mark.slow
+def test_a_write_past_the_file_size_limit_names_its_file(tmp_path):
+    # Before: "prmtree: error: File too large", with no file: a write to an open file
+    # raises an OSError that names none.
+    import errno as errnos
+
+    r = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{errnos.EFBIG} {tmp_path / 'manifest.json'}",
+                                     f"{errnos.EFBIG} {tmp_path / 'manifest.log.jsonl'}"]
+    assert not (tmp_path / ".manifest.json.tmp").exists() and (tmp_path / "manifest.log.jsonl").stat().st_size == 0
+
+
+@pytest.mark.slow
+def test_a_run_past_the_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    import resource
+
+    data = write_jsonl(generate_problems(40, seed=31), tmp_path / "data")
+    out = tmp_path / "o"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 10, 20 << 10))
+
+    r = subprocess.run([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    line = one_line_error(r)
+    assert re.search(rf"File too large \({re.escape(str(out))}/[^)]+\)$", line), line
