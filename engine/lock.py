@@ -124,6 +124,18 @@ def is_locked(path: Path) -> bool:
     return False
 
 
+def live_writer(path: Path) -> str | None:
+    """Who is writing through the lock at ``path`` now (``describe_holder``), or None when
+    no live process holds it: a manifest that says "running" is then a stopped run's."""
+    if not is_locked(path):
+        return None
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    return describe_holder(holder if isinstance(holder, dict) else {})
+
+
 def live_slice_counts(out: Path) -> dict[int, str]:
     """Slice counts (1: unsliced) of runs writing into ``out`` right now, each with a
     manifest name of it. Call under the directory lock, so nobody takes a slice lock

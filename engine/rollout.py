@@ -33,7 +33,13 @@ def parse_completion(
     """Segment, extract and (with a ``verifier``) verify one completion. Never raises on
     model output. Without a verifier ``correct`` is False until :func:`with_verdict`: the
     driver checks a request's answers together, off its event loop. ``depth``: the steps of
-    the prefix the text continues (``[steps] max_steps`` bounds prefix and continuation)."""
+    the prefix the text continues (``[steps] max_steps`` bounds prefix and continuation).
+
+    Text that is not valid Unicode (bytes that are not UTF-8, a lone surrogate) is
+    ``"undecodable"``: stored with the invalid parts replaced by U+FFFD, and a wrong rollout,
+    never graded (its answer is None), like every malformed one. A U+FFFD the model wrote
+    itself is a valid character (tokenizers emit it for byte-fallback tokens) and ordinary
+    text: the rollout is graded as any other."""
     malformed = None
     if isinstance(text, bytes):
         try:
@@ -43,13 +49,11 @@ def parse_completion(
             malformed = "undecodable"
     if not isinstance(text, str):
         text = ""
-    if not text.isascii():  # (ASCII text, the common case, has neither; isascii is O(1))
+    if not text.isascii():  # (ASCII text, the common case, has none; isascii is O(1))
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates: replace them, the text cannot be stored as is
             text = text.encode("utf-8", errors="replace").decode("utf-8")
-            malformed = "undecodable"
-        if "\ufffd" in text and malformed is None:
             malformed = "undecodable"
     steps: tuple[str, ...] | None
     if not next_step_only and segmenter.steps_any_text:  # split when the steps are read
@@ -62,7 +66,7 @@ def parse_completion(
         return Rollout((), None, False, num_tokens, finish_reason, "empty")
     if next_step_only:
         # One step: it may or may not finish the solution.
-        answer = extract_answer(steps[0]) if "\\boxed" in steps[0] else None
+        answer = extract_answer(steps[0]) if "\\boxed" in steps[0] and malformed is None else None
         if answer is not None and len(answer) > MAX_ANSWER_CHARS:
             return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
         correct = verifier(problem, answer) if answer is not None and verifier is not None else False
@@ -83,6 +87,8 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
 
     if finish_reason == "length":
         return made(None, False, "truncated")
+    if malformed is not None:  # not valid Unicode: a wrong rollout, its answer never checked
+        return made(None, False, malformed)
     # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
     # answer); prose from the last step first (a custom splitter's last step is the answer).
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
@@ -102,7 +108,7 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
     if len(answer) > MAX_ANSWER_CHARS:  # never compared: checking it would hold the event loop
         return made(None, False, "answer_too_long")
     correct = verifier(problem, answer) if verifier is not None else False
-    return made(answer, correct, malformed)
+    return made(answer, correct, None)
 
 
 def with_verdict(rollout: Rollout, correct: bool) -> Rollout:

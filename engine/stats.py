@@ -50,7 +50,8 @@ class RunStats:
     answer_spaces: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict, metadata=_SESSION)  # what labelled nothing, shown: kind -> texts
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
-    verifier: dict = field(default_factory=dict, metadata=_SESSION)  # answer checks, memo hits, pool time
+    #: answer checks, memo hits, pool time: all sessions' together (see ``__setattr__``)
+    verifier: dict = field(default_factory=dict)
     driver: dict = field(default_factory=dict, metadata=_SESSION)  # seconds its event loop was watched, saturated
     elapsed_s: float = field(default=0.0, metadata=_LONGEST)  # all sessions together
     rollouts_per_s_last_session: float = field(default=0.0, metadata=_SESSION)  # slices at once: rates add
@@ -59,6 +60,16 @@ class RunStats:
         self.started = time.perf_counter()
         self.elapsed_before_s = self.elapsed_s
         self.rollouts_before = self.rollouts
+        self.verifier_before = _copied(self.verifier)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """The driver stores its verifier's counters (``Verifier.stats()``, this session's
+        checks only) as ``verifier``; a resumed run adds them to the earlier sessions'
+        (``verifier_before``, what the manifest recorded), as the rollouts they checked add
+        up, so the manifest and the dataset card count every session's checks."""
+        if name == "verifier" and "verifier_before" in self.__dict__:
+            value = _combine_dicts([self.verifier_before, value])
+        super().__setattr__(name, value)
 
     @property
     def session_elapsed_s(self) -> float:

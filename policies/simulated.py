@@ -39,8 +39,10 @@ import asyncio
 import random
 import re
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Literal
 
+from prmtree.engine.calibration import answer_space
 from prmtree.engine.records import Completion, GenerationRequest, Problem
 from prmtree.engine.synthetic import parse_question, run_program
 
@@ -80,11 +82,17 @@ class _Solved:
         self.operands = [
             self.scene[ins.operand] if isinstance(ins.operand, str) else ins.operand for ins in self.program
         ]
-        self.space = str(problem.meta.get("answer_space", "number"))
         self.gold = problem.answer.strip()
         self.threshold = problem.meta.get("threshold")
+        self.space = _space(problem)
         options = problem.meta.get("options") or {}
         self.options = {str(k): int(v) for k, v in options.items()} if self.space == "choice" else {}
+        if self.space == "choice" and not self.options:
+            raise ValueError(f"problem {problem.id!r} is a choice question without meta.options: "
+                             "the simulated policy cannot answer it")
+        if self.space == "yesno" and (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))):
+            raise ValueError(f"problem {problem.id!r} is a yes/no question without a numeric meta.threshold "
+                             f"(got {self.threshold!r}): the simulated policy cannot answer it")
         # Each step's wordings, worked out once per problem rather than once per step written:
         # an operation step's three heads, and a start step's three sentences per value seen.
         self.heads: list[tuple[str, ...] | None] = []
@@ -142,6 +150,24 @@ class _Solved:
         if self.space == "choice":
             return rng.choice(sorted(self.options))
         return str(x + rng.choice((-5, -3, -2, 2, 3, 5)))
+
+
+#: The answer spaces the simulated solver writes answers for (``engine/synthetic.py``'s).
+SPACES = ("number", "yesno", "choice")
+
+
+def _space(problem: Problem) -> str:
+    """The answer space the solver answers in. ``meta.answer_space`` is a free grouping key
+    (README): a name it does not know (``"counting"``) says nothing about how to answer, so
+    the answer's own space decides, read as ``calibration.answer_space`` reads it: options
+    make a choice question, a yes/no gold a yes/no one, anything else a number."""
+    named = problem.meta.get("answer_space")
+    if named in SPACES:
+        return str(named)
+    space = answer_space(replace(problem, meta={k: v for k, v in problem.meta.items() if k != "answer_space"}))
+    if space == "choice" or space.endswith(" options"):
+        return "choice"
+    return "yesno" if space == "yes/no" else "number"
 
 
 def _number(name: str, value: object) -> float:

@@ -510,6 +510,7 @@ def _intact_run_dir(path: str) -> Path:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from prmtree.engine.lock import live_writer
     from prmtree.engine.output import (
         STRAY,
         UNLISTED,
@@ -518,6 +519,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         missing_slices,
         verify_run,
     )
+    from prmtree.engine.output.layout import manifest_slice
 
     out = _run_dir(args.out)
     damage = verify_run(out)
@@ -529,6 +531,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             continue
         m = load_manifest(out / name)
         state = "finished" if m.status == "finished" else "unfinished (run its command again to finish)"
+        own = manifest_slice(name)
+        if m.status != "finished" and own is not None and (writer := live_writer(out / own.lock_name)):
+            state = f"being written by a running prmtree ({writer}): verify it again once that run ends"
         failed = f", {len(m.failed)} failed (its command retries them)" if m.failed else ""
         print(f"{name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
               f"{len(m.completed):,} problems done{failed}; {state}")

@@ -605,3 +605,93 @@ def test_a_policy_that_blocks_the_loop_for_good_is_ended_and_obeys_signals(tmp_p
     assert "policy 'stuck': generate blocks the event loop: " + said in stderr
     assert "run the same command again to resume" in stderr
     assert elapsed < (10 if stop_with is not None else timeout_s + 10)
+
+
+@pytest.mark.slow
+def test_verify_of_an_unreadable_manifest_does_not_promise_its_shards_will_be_deleted(tmp_path, problems_file):
+    # Before: every shard was "listed in no manifest: the next run of its slice deletes it",
+    # while that next run refuses the directory (exit 2) and deletes nothing.
+    out = tmp_path / "o"
+    assert cli("run", "--input", problems_file, "--out", out, "--no-progress").returncode == 0
+    text = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(text[:500])
+    r = cli("verify", out)
+    assert r.returncode == 1 and r.stdout.startswith("manifest.json: DAMAGED: manifest.json: unreadable")
+    assert "deletes it" not in r.stdout
+    assert ("steps/part-00000.parquet: DAMAGED: its slice's manifest manifest.json cannot be read, so whether it "
+            "lists this shard is unknown; the next run of that slice refuses the directory") in r.stdout
+    files = sorted(p.name for p in out.rglob("*.parquet"))
+    assert "manifest.json is unreadable" in one_line_error(cli("run", "--input", problems_file, "--out", out,
+                                                                "--no-progress"))
+    assert sorted(p.name for p in out.rglob("*.parquet")) == files
+
+
+@pytest.mark.slow
+def test_verify_of_a_run_being_written_names_the_running_prmtree(tmp_path):
+    # Before: a run still going was "unfinished (run its command again to finish)", and
+    # doing so was refused: the directory is being written by another prmtree run.
+    data = write_jsonl(generate_problems(40, seed=31), tmp_path / "data")
+    (tmp_path / "slow.toml").write_text(SLOW_TOML)
+    out = tmp_path / "o"
+    run = subprocess.Popen([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress",
+                            "--config", str(tmp_path / "slow.toml"), "--policy-arg", "latency_s=0.2"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: completed(out) >= 1)
+        r = cli("verify", out)
+        alive = run.poll() is None
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    assert alive and r.returncode == 0, r.stdout
+    assert f"; being written by a running prmtree (pid {run.pid} on host {socket.gethostname()}, started " in r.stdout
+    assert "run its command again" not in r.stdout
+    r = cli("verify", out)  # killed: nobody writes it now
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("; unfinished (run its command again to finish)")
+
+
+_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from prmtree.engine.output.atomic import write_text_atomic
+from prmtree.engine.output.manifest import Manifest, append_log
+resource.setrlimit(resource.RLIMIT_FSIZE, (40 << 10, 40 << 10))  # ``ulimit -f 40``: writes past it fail, EFBIG
+out = Path(sys.argv[1])
+for write in (lambda: write_text_atomic(out / "manifest.json", "x" * (80 << 10)),
+              lambda: append_log(out, Manifest(config={}, config_hash="h", versions={}), "manifest.json",
+                                 {"completed": ["p" * (80 << 10)]})):
+    try:
+        write()
+    except OSError as exc:
+        print(exc.errno, exc.filename)
+"""
+
+
+@pytest.mark.slow
+def test_a_write_past_the_file_size_limit_names_its_file(tmp_path):
+    # Before: "prmtree: error: File too large", with no file: a write to an open file
+    # raises an OSError that names none.
+    import errno as errnos
+
+    r = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{errnos.EFBIG} {tmp_path / 'manifest.json'}",
+                                     f"{errnos.EFBIG} {tmp_path / 'manifest.log.jsonl'}"]
+    assert not (tmp_path / ".manifest.json.tmp").exists() and (tmp_path / "manifest.log.jsonl").stat().st_size == 0
+
+
+@pytest.mark.slow
+def test_a_run_past_the_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    import resource
+
+    data = write_jsonl(generate_problems(40, seed=31), tmp_path / "data")
+    out = tmp_path / "o"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 10, 20 << 10))
+
+    r = subprocess.run([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    line = one_line_error(r)
+    assert re.search(rf"File too large \({re.escape(str(out))}/[^)]+\)$", line), line

@@ -154,9 +154,14 @@ def test_parse_keeps_its_checks_on_text_that_is_not_ascii():
     problem = Problem(id="p", question="q", answer="12")
     seg = Segmenter("blank_line")
     surrogate = parse_completion(problem, "Add 3.\n\nSo \\boxed{12} \udc80", 5, "stop", seg, None)
-    assert surrogate.malformed == "undecodable" and surrogate.answer == "12" and "\udc80" not in surrogate.steps[-1]
-    replaced = parse_completion(problem, "Add 3.\n\n\\boxed{12} \ufffd", 5, "stop", seg, None)
-    assert replaced.malformed == "undecodable"
+    # not valid Unicode: stored replaced, a wrong rollout whose answer is never checked
+    assert surrogate.malformed == "undecodable" and surrogate.answer is None and "\udc80" not in surrogate.steps[-1]
+    junk = parse_completion(problem, b"Add 3.\n\n\\boxed{12} \xff", 5, "stop", seg, lambda p, a: True)
+    assert junk.malformed == "undecodable" and junk.answer is None and not junk.correct
+    assert junk.steps[-1].endswith("\\boxed{12} \ufffd")  # the invalid byte replaced, stored
+    # a U+FFFD the model wrote is a valid character: ordinary text, graded as any other
+    replaced = parse_completion(problem, "Add 3.\n\n\\boxed{12} \ufffd", 5, "stop", seg, lambda p, a: a == "12")
+    assert replaced.malformed is None and replaced.answer == "12" and replaced.correct
     accented = parse_completion(problem, "\u00c9tape un.\n\n\\boxed{12}", 5, "stop", seg, None)
     assert accented.malformed is None and accented.answer == "12"
     plain = parse_completion(problem, "Add 3.\n\nThen x = 12, so \\boxed{12}", 5, "stop", seg, None)

@@ -78,13 +78,13 @@ def test_a_problem_given_in_python_with_a_lone_surrogate_is_bad_input(tmp_path):
 
 
 def test_a_completion_with_a_lone_surrogate_is_an_undecodable_rollout_not_a_failure(tmp_path):
-    """Model output is never the run's failure: the text is stored with the surrogate replaced
-    and the rollout counts as malformed ("undecodable"); its answer is checked as usual."""
+    """Model output is never the run's failure: a text with a lone surrogate counts as
+    malformed ("undecodable"), a wrong rollout with no answer, and is never a path."""
     from prmtree.engine.records import Completion
 
     class Surrogates:
         async def generate(self, request):
-            answers = [request.problem.answer, "nope"] * request.n  # right and wrong: the tree grows
+            answers = [request.problem.answer, "nope", "nada"] * request.n  # right and wrong: the tree grows
             bad = "\udcff"
             return [Completion(f"step{bad if a == 'nope' else ''} {i}\n\nthen\n\n\\boxed{{{a}}}", 3, "stop")
                     for i, a in enumerate(answers[: request.n])]
@@ -93,8 +93,64 @@ def test_a_completion_with_a_lone_surrogate_is_an_undecodable_rollout_not_a_fail
     assert s.problems_done == 2 and s.problems_failed == 0
     assert 0 < s.stats["malformed_rollouts"]["undecodable"] < s.rollouts
     steps = read_table(tmp_path, "steps").to_pylist()
-    assert steps and all("\udcff" not in c for r in steps for c in r["completions"])
-    assert any(c.startswith("step? ") for r in steps for c in r["completions"])  # replaced, not dropped
+    assert steps and all("\udcff" not in c and not c.startswith("step?") for r in steps for c in r["completions"])
+
+
+class _Marked:
+    """The simulated policy, each completion (every one, or every other) carrying ``mark``."""
+
+    name = "marked"
+
+    def __init__(self, mark: str, every: int = 1) -> None:
+        from prmtree.policies.simulated import SimulatedPolicy
+
+        self.sim, self.mark, self.every = SimulatedPolicy(), mark, every
+
+    async def generate(self, request):
+        out = await self.sim.generate(request)
+        for i, c in enumerate(out):
+            if i % self.every == 0:
+                c.text = self.mark + c.text
+        return out
+
+
+def _n_correct(out, depth: int) -> list[tuple[str, int, int]]:
+    """Each node of ``depth``: its problem, rollouts and correct ones."""
+    return sorted((n["problem_id"], n["n_rollouts"], n["n_correct"]) for n in read_table(out, "nodes").to_pylist()
+                  if n["depth"] == depth)
+
+
+def test_a_completion_holding_u_fffd_is_ordinary_text_graded_as_any_other(tmp_path):
+    """U+FFFD is a valid character a model may write (a byte-fallback token). Before: every
+    such rollout was counted "undecodable" yet graded and labelled as usual, and when each
+    completion held one the breaker stopped the run ("no usable completion") although every
+    answer was right."""
+    problems = generate_problems(3, seed=4)
+    clean = prmtree.run(problems, policy=_Marked(""), out=tmp_path / "clean", seed=3, config=CONFIG)
+    marked = prmtree.run(problems, policy=_Marked("\ufffd"), out=tmp_path / "fffd", seed=3, config=CONFIG)
+    assert marked.problems_done == 3 and marked.problems_failed == 0
+    assert "undecodable" not in marked.stats["malformed_rollouts"]
+    assert marked.rollouts == clean.rollouts > 0
+    # the roots' requests are the same (deeper nodes' seeds hash their step text, which differs)
+    assert _n_correct(tmp_path / "fffd", depth=0) == _n_correct(tmp_path / "clean", depth=0)
+    steps = read_table(tmp_path / "fffd", "steps").to_pylist()
+    assert steps and all(r["completions"][0].startswith("\ufffd") for r in steps)  # stored as written
+
+
+def test_a_right_answer_in_text_that_is_not_valid_unicode_is_a_wrong_rollout(tmp_path):
+    """A lone surrogate is not Unicode: the rollout is "undecodable", never graded, counted
+    wrong (README: junk text "is a wrong rollout"). Before: it was counted undecodable and
+    graded right all the same."""
+    problems = generate_problems(3, seed=4)
+    clean = prmtree.run(problems, policy=_Marked(""), out=tmp_path / "clean", seed=3, config=CONFIG)
+    junk = prmtree.run(problems, policy=_Marked("\udcff", every=2), out=tmp_path / "junk", seed=3, config=CONFIG)
+    assert junk.problems_done == 3
+    roots = {n["problem_id"]: n for n in read_table(tmp_path / "junk", "nodes").to_pylist() if n["depth"] == 0}
+    clean_roots = {n["problem_id"]: n for n in read_table(tmp_path / "clean", "nodes").to_pylist() if n["depth"] == 0}
+    assert 0 < junk.stats["malformed_rollouts"]["undecodable"] < junk.rollouts
+    # the same completions (one policy, one seed): only those without the surrogate count
+    assert all(roots[p]["n_correct"] <= clean_roots[p]["n_correct"] for p in roots)
+    assert sum(r["n_correct"] for r in roots.values()) < sum(r["n_correct"] for r in clean_roots.values())
 
 
 # -- 6. the input changed under the same ids ------------------------------------------------

@@ -122,3 +122,47 @@ def test_latency_is_applied(problems):
     t = time.perf_counter()
     gen(SimulatedPolicy(latency_s=0.05), problems[0], n=1)
     assert time.perf_counter() - t >= 0.05
+
+
+@pytest.mark.parametrize("space", ["number", "yesno", "choice"])
+def test_an_answer_space_name_it_does_not_know_answers_in_the_answers_own_space(space):
+    # Before: any name but number/yesno/choice made every request fail with "coroutine
+    # raised StopIteration", and the run ended by the circuit breaker without naming it.
+    from dataclasses import replace
+
+    from prmtree.engine.synthetic import generate_problems
+
+    policy = SimulatedPolicy(error_rate=0.3, guess_rate=0.2)
+    for p in generate_problems(6, seed=4, answer_spaces=(space,)):
+        renamed = replace(p, meta={**p.meta, "answer_space": "counting"})
+        assert [c.text for c in gen(policy, renamed, n=8)] == [c.text for c in gen(policy, p, n=8)]
+
+
+def test_an_unanswerable_question_is_refused_naming_what_is_missing():
+    from dataclasses import replace
+
+    from prmtree.engine.synthetic import generate_problems
+
+    (choice,) = generate_problems(1, seed=4, answer_spaces=("choice",))
+    (yesno,) = generate_problems(1, seed=4, answer_spaces=("yesno",))
+    bare = replace(choice, meta={k: v for k, v in choice.meta.items() if k != "options"})
+    with pytest.raises(ValueError, match="choice question without meta.options"):
+        gen(SimulatedPolicy(), bare)
+    bare = replace(yesno, meta={**yesno.meta, "threshold": "ten"})
+    with pytest.raises(ValueError, match="without a numeric meta.threshold \\(got 'ten'\\)"):
+        gen(SimulatedPolicy(), bare)
+
+
+def test_a_run_whose_rows_name_their_own_answer_space_labels_them(tmp_path):
+    import json
+    from dataclasses import replace
+
+    import prmtree
+    from prmtree.engine.synthetic import generate_problems
+
+    rows = [replace(p, meta={**p.meta, "answer_space": "counting"})
+            for p in generate_problems(6, seed=3, answer_spaces=("number", "yesno", "choice"))]
+    summary = prmtree.run(rows, policy="simulated", out=tmp_path / "run", seed=7, config={"search": {"budget": 16}})
+    stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["stats"]
+    assert summary.stats["problems_done"] == 6 and stats["failure_reasons"] == {}
+    assert stats["answer_spaces"]["counting"]["problems"] == 6 and stats["labels_positive"] > 0

@@ -57,13 +57,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def named(exc: BaseException, path: Path) -> None:
+    """Give an I/O error the file it was about when it names none: a write or fsync on an
+    open file (``EFBIG`` under ``ulimit -f``, ``EIO``) raises one without, and the user's
+    one-line message (``prmtree: error: File too large``) would say nothing of where."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+
+
 @contextmanager
 def removed_on_failure(tmp: Path) -> Iterator[None]:
     """Delete ``tmp`` when the block fails: a part-written file on a full disk would hold the
-    space the retry needs."""
+    space the retry needs. An I/O error naming no file is given the file ``tmp`` stands for."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
+        target = temporary_target(tmp.name)
+        named(exc, tmp.parent / target if target else tmp)
         try:
             tmp.unlink(missing_ok=True)
         except OSError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmtree.engine.output.atomic import fsync_dir, write_text_atomic
+from prmtree.engine.output.atomic import fsync_dir, named, write_text_atomic
 from prmtree.engine.output.layout import UNSLICED_MANIFEST, manifest_layout
 from prmtree.engine.tables import TABLES
 
@@ -162,7 +162,8 @@ def append_log(out_dir: Path, manifest: Manifest, name: str, record: dict[str, A
                 done = os.pwrite(fd, view, offset)
                 view, offset = view[done:], offset + done
             os.fsync(fd)
-        except BaseException:
+        except BaseException as exc:
+            named(exc, path)
             try:
                 os.ftruncate(fd, start)
             except OSError:

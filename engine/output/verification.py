@@ -250,7 +250,7 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
             if first != name:
                 damage.append(Damage(name, file, f"also listed in {first}: readers read its rows once",
                                      readers_unaffected=True))
-    damage.extend(_unlisted_shards(out, loaded))
+    damage.extend(_unlisted_shards(out, loaded, tuple(name for name in layout if name not in loaded)))
     return damage
 
 
@@ -262,17 +262,26 @@ def missing_slices(out_dir: str | Path) -> list[Slice]:
     return [s for s in slices if not (Path(out_dir) / s.manifest_name).exists()]
 
 
-def _unlisted_shards(out: Path, loaded: dict[str, Manifest]) -> list[Damage]:
+def _unlisted_shards(out: Path, loaded: dict[str, Manifest], unreadable: tuple[str, ...] = ()) -> list[Damage]:
     """Shard files no manifest lists: left by a crash between a shard's rename and its
     manifest update (the slice's next run deletes them), or copied in. Readers that glob
-    ``steps/*.parquet`` would read their rows as well, so they count as damage."""
+    ``steps/*.parquet`` would read their rows as well, so they count as damage. A shard of
+    a slice whose manifest cannot be read (``unreadable``) is no stray: its manifest may well
+    list it, and that slice's next run refuses the directory rather than delete anything."""
     listed = {shard["file"] for manifest in loaded.values() for shard in manifest.shards}
+    patterns = [(name, manifest_slice(name)) for name in unreadable]
     found = []
     for table in TABLES:
         directory = out / table
         if directory.is_dir():
-            found += [f"{table}/{p.name}" for p in sorted(directory.iterdir())
+            found += [(f"{table}/{p.name}", next((name for name, s in patterns
+                                                  if s is not None and s.shard_pattern().fullmatch(p.name)), None))
+                      for p in sorted(directory.iterdir())
                       if SHARD_NAME.fullmatch(p.name) and f"{table}/{p.name}" not in listed]
     return [Damage(UNLISTED, rel, "listed in no manifest: the next run of its slice deletes it; "
                              "until then, readers of the table's *.parquet read it too", readers_unaffected=True)
-            for rel in found]
+            if owner is None else
+            Damage(UNLISTED, rel, f"its slice's manifest {owner} cannot be read, so whether it lists this shard "
+                                  f"is unknown; the next run of that slice refuses the directory until {owner} "
+                                  "is restored (removing it starts the slice over)", readers_unaffected=True)
+            for rel, owner in found]
