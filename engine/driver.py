@@ -712,7 +712,7 @@ class Driver:
                                         fingerprint=problem_fingerprint(problem))
         self.stats.executor = self.executor.stats()
         self.stats.driver = self.loop_load.as_dict()
-        self.stats.verifier = self.verifier.stats()
+        self.stats.record_verifier(self.verifier.stats())
         self.stats.labelling.update(self.label_context.counters)
         self.label_context.counters.clear()
         for kind, texts in self.label_context.examples.items():

@@ -50,7 +50,7 @@ class RunStats:
     answer_spaces: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict, metadata=_SESSION)  # what labelled nothing, shown: kind -> texts
     executor: dict = field(default_factory=dict, metadata=_SESSION)  # the executor's own counters
-    #: answer checks, memo hits, pool time: all sessions' together (see ``__setattr__``)
+    #: answer checks, memo hits, pool time: all sessions' together (see ``record_verifier``)
     verifier: dict = field(default_factory=dict)
     driver: dict = field(default_factory=dict, metadata=_SESSION)  # seconds its event loop was watched, saturated
     elapsed_s: float = field(default=0.0, metadata=_LONGEST)  # all sessions together
@@ -62,14 +62,11 @@ class RunStats:
         self.rollouts_before = self.rollouts
         self.verifier_before = _copied(self.verifier)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        """The driver stores its verifier's counters (``Verifier.stats()``, this session's
-        checks only) as ``verifier``; a resumed run adds them to the earlier sessions'
-        (``verifier_before``, what the manifest recorded), as the rollouts they checked add
-        up, so the manifest and the dataset card count every session's checks."""
-        if name == "verifier" and "verifier_before" in self.__dict__:
-            value = _combine_dicts([self.verifier_before, value])
-        super().__setattr__(name, value)
+    def record_verifier(self, this_session: dict[str, Any]) -> None:
+        """The verifier's counters (``Verifier.stats()``: this session's checks only) added to
+        the earlier sessions' (``verifier_before``, what the manifest recorded), as the
+        rollouts they checked add up: the manifest and the dataset card count every check."""
+        self.verifier = _combine_dicts([self.verifier_before, this_session])
 
     @property
     def session_elapsed_s(self) -> float:
