@@ -16,9 +16,12 @@ duplicate rows in the union).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from prmtree.engine.config import InputConfig, RunConfig, config_changes
 from prmtree.engine.errors import ConfigError
@@ -145,7 +148,7 @@ def _open_claimed(
                 )
             _remove_slice(out, previous, slice)
             previous = None
-    _refuse_foreign_files(out)
+    _refuse_foreign_files(out, slice)
     _check_sibling_slices(out, config, slice)
     if previous is not None:
         repaired = _repair_log(out, previous, slice) + _repair(out, previous, slice)
@@ -287,18 +290,29 @@ def _changes(written: Manifest, config: RunConfig) -> str:
     return said
 
 
-def _refuse_foreign_files(out: Path) -> None:
-    """Refuse a table folder holding a file prmtree did not write: ``load_dataset("parquet",
-    data_files="out/steps/*.parquet")`` would read it as part of the run."""
+def _refuse_foreign_files(out: Path, slice: Slice) -> None:
+    """Refuse a table folder holding a file prmtree did not write, or a shard of another
+    slice layout (a copy from another run's directory): ``load_dataset("parquet",
+    data_files="out/steps/*.parquet")`` would read it as part of the run, and no run of
+    this directory ever deletes it (a run of its layout is refused here)."""
+    ours = re.compile(r"part-\d{5,}\.parquet" if slice.count == 1 else rf"part-s\d{{5}}of{slice.count:05d}-\d{{5,}}\.parquet")
     for table in TABLES:
         directory = out / table
         if not directory.is_dir():
             continue
         for path in sorted(directory.iterdir()):
-            if path.name.endswith(".parquet") and not SHARD_NAME.fullmatch(path.name):
+            if not path.name.endswith(".parquet"):
+                continue
+            if not SHARD_NAME.fullmatch(path.name):
                 raise ConfigError(
                     f"{path} is not a prmtree shard, and loaders reading {table}/*.parquet would take it for "
                     "one: move it, or use another --out"
+                )
+            if not ours.fullmatch(path.name):
+                layout = "an unsliced run" if slice.count == 1 else f"slices of {slice.count}"
+                raise ConfigError(
+                    f"{path} is a shard of another slice layout than this directory's ({layout}), and loaders "
+                    f"reading {table}/*.parquet would take it for part of this run: move it, or use another --out"
                 )
 
 
@@ -310,9 +324,14 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     deleted by ``discard_unlisted``. Returns a line per damaged shard for the user.
     """
     damaged = {s["file"]: why for s in manifest.shards if (why := verify_shard(out, s)) is not None}
-    if not damaged:
+    lost = _unlisted_rows_of_done(out, manifest, slice)
+    if not damaged and not lost:
         return []
     bad = {s.get("flush") for s in manifest.shards if s["file"] in damaged}
+    found = {int(number) for number, group in manifest.flushes.items() if not lost.isdisjoint(group.get("completed", ()))}
+    bad |= found if found or not lost else {None}  # lost rows of no recorded flush: redo the whole slice
+    damaged |= {file: "listed in no manifest entry, yet it holds rows of problems the manifest counts as done"
+                for file in _unlisted_shards(out, manifest, slice) if file in lost.files}
     if None in bad:  # a shard written before flushes were recorded: its problems are unknown
         bad = {s.get("flush") for s in manifest.shards} | {int(k) for k in manifest.flushes}
     dropped_shards = [s for s in manifest.shards if s.get("flush") in bad]
@@ -335,6 +354,54 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
         f"dropped {len(dropped_shards)} shards written with it; {len(completed) + len(rejected)} problems "
         "will be redone"
     ]
+
+
+class _Lost(set):
+    """Problems counted as done whose rows of some table only an unlisted shard holds."""
+
+    files: set[str]
+
+
+def _unlisted_shards(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
+    """This slice's shard files on disk that the manifest does not list (``table/name``)."""
+    listed, pattern = {s["file"] for s in manifest.shards}, slice.shard_pattern()
+    return [f"{table}/{path.name}" for table in TABLES if (out / table).is_dir()
+            for path in sorted((out / table).iterdir())
+            if pattern.fullmatch(path.name) and f"{table}/{path.name}" not in listed]
+
+
+def _unlisted_rows_of_done(out: Path, manifest: Manifest, slice: Slice) -> _Lost:
+    """Done problems whose rows of a table are in an unlisted shard and in no listed one: a
+    manifest that lost a shard's entry (hand-edited, a bad merge). The shard would be deleted
+    as a crash's leftover and the rows lost for good, the problems still counted as done.
+    A crash's leftover holds no done problem (its flush never committed), and a shard a
+    repair rewrote holds only problems whose rows a listed shard now has: neither counts.
+    An unreadable leftover is a crash's (a shard is renamed into place whole)."""
+    lost = _Lost()
+    lost.files = set()
+    done = set(manifest.completed)
+    listed_ids: dict[str, set[str]] = {}
+    for file in _unlisted_shards(out, manifest, slice):
+        try:
+            ids = set(pq.read_table(out / file, columns=["problem_id"]).column(0).to_pylist()) & done
+        except Exception:  # noqa: BLE001 - pyarrow raises several types for a broken file
+            continue
+        if not ids:
+            continue
+        table = file.split("/", 1)[0]
+        if table not in listed_ids:
+            listed_ids[table] = set()
+            for shard in manifest.shards:
+                if shard["table"] == table:
+                    try:
+                        listed_ids[table].update(pq.read_table(out / shard["file"], columns=["problem_id"])
+                                                 .column(0).to_pylist())
+                    except Exception:  # noqa: BLE001 - a damaged listed shard: its flush is redone anyway
+                        pass
+        if missing := ids - listed_ids[table]:
+            lost |= missing
+            lost.files.add(file)
+    return lost
 
 
 def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:

@@ -210,7 +210,7 @@ def precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
         opened = open_run(out, cfg, found, Slice(i, drivers) if drivers > 1 else Slice(), force)
         opened.close()
         for note in opened.repaired:
-            sys.stderr.write(f"prmtree: damaged shard: {note}\n")
+            sys.stderr.write(f"prmtree: repaired: {note}\n")
 
 
 def _driver_config(cfg: RunConfig, pool: PoolHandle, drivers: int) -> RunConfig:

@@ -109,7 +109,7 @@ def run_checked(
     the main one cannot receive)."""
     opened = open_run(job.out, job.config, versions(), job.slice, job.force) if job.out is not None else None
     for note in opened.repaired if opened else ():
-        sys.stderr.write(f"prmtree: damaged shard: {note}\n")
+        sys.stderr.write(f"prmtree: repaired: {note}\n")
     try:
         if opened is not None:
             job = _check_input_changes(job, opened)

@@ -1,0 +1,78 @@
+"""A manifest and a table folder that disagree in ways no crash leaves: an entry removed
+from the manifest (a hand edit, a bad merge), a shard copied in from another slice
+layout. Neither may lose rows for good or leave rows every loader reads twice."""
+
+from __future__ import annotations
+
+import json
+
+import prmtree
+import pytest
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.output import load_manifest, read_table, verify_run
+from prmtree.engine.synthetic import generate_problems
+
+PROBLEMS = generate_problems(40, seed=3)
+CONFIG = {"seed": 7, "output": {"rows_per_shard": 60}}
+
+
+def _rows(out, table):
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in read_table(out, table).to_pylist())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "o"
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    return out
+
+
+def test_a_shard_entry_removed_from_the_manifest_redoes_its_flush(tmp_path, reference, capsys):
+    """The shard, unlisted, used to be deleted as a crash's leftover while its problems
+    stayed done: their steps rows were gone for good and verify said OK."""
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = next(s for s in manifest["shards"] if s["table"] == "steps" and s["rows"] > 0 and s["flush"] > 0)
+    manifest["shards"].remove(entry)
+    path.write_text(json.dumps(manifest))
+    capsys.readouterr()
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    err = capsys.readouterr().err
+    assert (f"prmtree: repaired: {entry['file']}: listed in no manifest entry, yet it holds rows of problems the "
+            "manifest counts as done") in err
+    assert "will be redone" in err and "damaged shard" not in err
+    for table in ("steps", "nodes", "pairs"):
+        assert _rows(out, table) == _rows(reference, table), table
+    assert verify_run(out) == [] and load_manifest(path).stats["problems_done"] == len(PROBLEMS)
+
+
+def test_a_crash_leftover_holding_no_done_problem_is_still_deleted_quietly(tmp_path, reference, capsys):
+    """A shard of a flush that never committed (its problems are not done) is what a
+    kill -9 leaves: deleted, nothing redone."""
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS[:20], out=out, config=CONFIG)
+    stray = out / "steps" / "part-09999.parquet"
+    other = tmp_path / "other"
+    prmtree.run(PROBLEMS[20:], out=other, config=CONFIG)
+    stray.write_bytes(next((other / "steps").glob("part-*.parquet")).read_bytes())
+    capsys.readouterr()
+    summary = prmtree.run(PROBLEMS[:20], out=out, config=CONFIG)
+    assert "repaired" not in capsys.readouterr().err and summary.problems_done == 20
+    assert not stray.exists()
+
+
+@pytest.mark.parametrize("name", ["part-s00001of00002-00000.parquet", "part-s00000of00003-00004.parquet"])
+def test_a_shard_of_another_slice_layout_is_refused(tmp_path, reference, name):
+    """It matched the shard pattern of some layout, so it was kept: no run of this
+    directory deletes it, and load_dataset on steps/*.parquet read its rows twice."""
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    copy = out / "steps" / name
+    copy.write_bytes((out / "steps" / "part-00000.parquet").read_bytes())
+    with pytest.raises(ConfigError, match=rf"{name} is a shard of another slice layout than this directory's "
+                                          r"\(an unsliced run\).*move it, or use another --out"):
+        prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    copy.unlink()
+    assert prmtree.run(PROBLEMS, out=out, config=CONFIG).problems_done == len(PROBLEMS)
