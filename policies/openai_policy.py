@@ -5,9 +5,10 @@ Chat completions continue the prefix as an open assistant message
 accept); ``endpoint="completions"`` instead renders the prompt locally with the model's
 chat template and calls ``/v1/completions``, for servers without that option. Images
 go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
-errors raise a retryable GenerationError, which the driver retries with backoff (one
-retry layer: a persistent 503 costs max_attempts requests, not max_attempts times
-this backend's own retries). The server's capacity is unknown here: the driver finds
+errors, and a choice the server cut off (``finish_reason`` ``abort``, ``error``,
+``content_filter``: a fragment, never graded), raise a retryable GenerationError,
+which the driver retries with backoff (one retry layer: a persistent 503 costs
+max_attempts requests, not max_attempts times this backend's own retries). The server's capacity is unknown here: the driver finds
 how much to send by watching latency and overload (additive increase, multiplicative
 decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes from the environment
 (``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
@@ -32,6 +33,13 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 OVERLOAD_STATUS = {429, 503}
+
+#: finish_reason values of a choice worth grading: the model ended the text itself (None,
+#: or no field, is what some servers send then; TGI says ``eos_token`` / ``stop_sequence``)
+#: or hit ``max_tokens`` ("length", kept as a truncation). Anything else (vLLM's ``abort``,
+#: ``error``, ``content_filter``) means the text is a fragment, not a rollout. A tuple:
+#: a server's unhashable value is compared, not hashed.
+FINISHED = ("stop", "length", None, "eos_token", "stop_sequence")
 
 
 def server_error(path: str, status: int, text: str) -> GenerationError:
@@ -125,6 +133,7 @@ class OpenAIPolicy:
         if not choices:
             raise GenerationError(f"{path} returned no choices", retryable=False)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
+        check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         total = _count(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
@@ -137,7 +146,7 @@ class OpenAIPolicy:
                     text=continuation_for_parsing(text, request),
                     # The server reports tokens for all choices together: shared evenly.
                     num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
-                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",  # checked above
                     cached_tokens=_count(details.get("cached_tokens")) if i == 0 else 0,
                     prompt_tokens=_count(usage.get("prompt_tokens")) if i == 0 else 0,
                 )
@@ -166,6 +175,18 @@ class OpenAIPolicy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def check_finished(path: str, choices: list[dict[str, Any]]) -> None:
+    """Every choice ended naturally or at the length limit. A choice the server cut off
+    (``abort`` when vLLM drops a request, ``error``, ``content_filter``) holds a fragment
+    that would be graded as a wrong answer: the request fails, retryably, naming the
+    reason, and the driver's retries (``executor.max_attempts``) decide what happens next."""
+    bad = [c.get("finish_reason") for c in choices if c.get("finish_reason") not in FINISHED]
+    if bad:
+        raise GenerationError(
+            f"{path} returned finish_reason {str(bad[0])[:50]!r} for {len(bad)} of {len(choices)} choices "
+            "(the text was cut off, not finished)", retryable=True)
 
 
 def _count(value: Any) -> int:

@@ -214,6 +214,7 @@ class Odd(BaseHTTPRequestHandler):
     """Valid but unusual replies, chosen by the request's model name; paths are recorded."""
 
     paths: list[str] = []
+    finish = {"abort": "abort", "eos": "eos_token", "nofinish": None, "length": "length"}  # finish_reason by model
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -226,7 +227,11 @@ class Odd(BaseHTTPRequestHandler):
         kind = body["model"]
         content = [{"type": "text", "text": "step\n\n"}, {"type": "text", "text": "\\boxed{1}"}] if kind == "parts" else text
         choices = [{"index": None if kind == "noindex" else i, "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop"} for i in range(body["n"])]
+                    "finish_reason": Odd.finish.get(kind, "stop")} for i in range(body["n"])]
+        if kind == "nofinish":
+            del choices[0]["finish_reason"]
+        if kind == "filtered":
+            choices[-1]["finish_reason"] = "content_filter"
         usage = {"completion_tokens": "12.5" if kind == "strtokens" else -3 if kind == "negative" else 4}
         payload = [choices] if kind == "list" else {"choices": choices, "usage": usage}
         self.send_response(200)
@@ -238,25 +243,45 @@ class Odd(BaseHTTPRequestHandler):
         pass
 
 
-def test_unusual_but_valid_replies_and_a_base_url_ending_in_v1(tmp_path):
-    # Before: content as parts broke the contract, index null / a count as a string raised
-    # TypeError / ValueError, a JSON list an AttributeError; base_url=".../v1" (the SDK's
-    # convention) posted to /v1/v1/... and every request failed with HTTP 404.
+@pytest.fixture
+def odd_server():
     Odd.paths = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        for kind, tokens in (("parts", 4), ("noindex", 4), ("strtokens", 12), ("negative", 0)):
-            out = gen(OpenAIPolicy(url + "/v1/", kind), prefix=(), n=2)
-            assert [c.text for c in out] == ["step\n\n\\boxed{1}"] * 2, kind
-            assert sum(c.num_tokens for c in out) == tokens, kind
-        with pytest.raises(GenerationError, match="answered JSON that is no object") as err:
-            gen(OpenAIPolicy(url, "list"), prefix=(), n=1)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_unusual_but_valid_replies_and_a_base_url_ending_in_v1(odd_server):
+    # Before: content as parts broke the contract, index null / a count as a string raised
+    # TypeError / ValueError, a JSON list an AttributeError; base_url=".../v1" (the SDK's
+    # convention) posted to /v1/v1/... and every request failed with HTTP 404.
+    url = odd_server
+    for kind, tokens in (("parts", 4), ("noindex", 4), ("strtokens", 12), ("negative", 0)):
+        out = gen(OpenAIPolicy(url + "/v1/", kind), prefix=(), n=2)
+        assert [c.text for c in out] == ["step\n\n\\boxed{1}"] * 2, kind
+        assert sum(c.num_tokens for c in out) == tokens, kind
+    with pytest.raises(GenerationError, match="answered JSON that is no object") as err:
+        gen(OpenAIPolicy(url, "list"), prefix=(), n=1)
+    assert err.value.retryable
+    assert set(Odd.paths) == {"/v1/chat/completions"}
+    Odd.paths = []
+    with pytest.raises(GenerationError, match=rf"{url}/v2/v1/chat/completions answered HTTP 404"):
+        gen(OpenAIPolicy(url + "/v2", "m"), prefix=(), n=1)  # a 404 names the whole URL
+
+
+def test_a_choice_the_server_cut_off_is_a_retryable_failure_not_a_wrong_answer(odd_server, tmp_path):
+    # Before: every finish_reason but "length" became "stop", so vLLM's "abort" (and
+    # "error", "content_filter") fragments were graded as wrong answers, counted nowhere.
+    for kind, shown, count in (("abort", "abort", "2 of 2"), ("filtered", "content_filter", "1 of 2")):
+        with pytest.raises(GenerationError, match=f"finish_reason '{shown}' for {count} choices") as err:
+            gen(OpenAIPolicy(odd_server, kind), prefix=(), n=2)
         assert err.value.retryable
-        assert set(Odd.paths) == {"/v1/chat/completions"}
-        Odd.paths = []
-        with pytest.raises(GenerationError, match=rf"{url}/v2/v1/chat/completions answered HTTP 404"):
-            gen(OpenAIPolicy(url + "/v2", "m"), prefix=(), n=1)  # a 404 names the whole URL
-    finally:
-        server.shutdown()
+    for kind, reason in (("eos", "stop"), ("nofinish", "stop"), ("length", "length")):  # natural ends, as before
+        assert [c.finish_reason for c in gen(OpenAIPolicy(odd_server, kind), prefix=(), n=2)] == [reason] * 2, kind
+    config = {"policy": {"name": "openai", "base_url": odd_server, "model": "abort"},
+              "search": {"k": 2, "budget": 2}, "executor": {"max_attempts": 3, "retry_backoff_s": 0.01}}
+    s = prmtree.run(generate_problems(1), out=tmp_path, config=config)
+    assert (s.problems_done, s.problems_failed, s.retries, s.rollouts) == (0, 1, 2, 0)
+    reason = next(iter(load_manifest(tmp_path / "manifest.json").failed.values()))
+    assert "finish_reason 'abort'" in reason and "after 3 attempts" in reason
