@@ -131,7 +131,7 @@ class OpenAIPolicy:
         choices = data.get("choices")
         choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
         if not choices:
-            raise GenerationError(f"{path} returned no choices", retryable=False)
+            raise no_choices(path, data)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
@@ -175,6 +175,17 @@ class OpenAIPolicy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def no_choices(path: str, data: dict[str, Any]) -> GenerationError:
+    """A 200 answer without choices: some servers (and proxies) report a failure this way,
+    ``{"error": {"message": ...}}`` or ``choices: null``. Retryable, like the HTTP error it
+    stands for, and the server's own words are kept: they are the only clue to the cause."""
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("message") is not None:
+        error = error["message"]
+    said = f": {str(error)[:300]}" if error not in (None, "", {}) else ""
+    return GenerationError(f"{path} returned no choices{said}", retryable=True)
 
 
 def check_finished(path: str, choices: list[dict[str, Any]]) -> None:

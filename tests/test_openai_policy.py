@@ -234,6 +234,10 @@ class Odd(BaseHTTPRequestHandler):
             choices[-1]["finish_reason"] = "content_filter"
         usage = {"completion_tokens": "12.5" if kind == "strtokens" else -3 if kind == "negative" else 4}
         payload = [choices] if kind == "list" else {"choices": choices, "usage": usage}
+        if kind == "errorbody":  # a failure reported with HTTP 200
+            payload = {"error": {"message": "engine overloaded " + "x" * 500, "code": 503}}
+        if kind == "nullchoices":
+            payload = {"choices": None, "error": "upstream timed out"}
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -285,3 +289,15 @@ def test_a_choice_the_server_cut_off_is_a_retryable_failure_not_a_wrong_answer(o
     assert (s.problems_done, s.problems_failed, s.retries, s.rollouts) == (0, 1, 2, 0)
     reason = next(iter(load_manifest(tmp_path / "manifest.json").failed.values()))
     assert "finish_reason 'abort'" in reason and "after 3 attempts" in reason
+
+
+def test_a_200_answer_without_choices_is_retryable_and_keeps_the_servers_message(odd_server):
+    # Before: "returned no choices", not retryable, the server's message dropped.
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(odd_server, "errorbody"), prefix=(), n=2)
+    assert err.value.retryable
+    assert str(err.value) == "/v1/chat/completions returned no choices: engine overloaded " + "x" * 282
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(odd_server, "nullchoices"), prefix=(), n=2)
+    assert err.value.retryable
+    assert str(err.value) == "/v1/chat/completions returned no choices: upstream timed out"
