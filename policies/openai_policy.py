@@ -11,7 +11,10 @@ which the driver retries with backoff (one retry layer: a persistent 503 costs
 max_attempts requests, not max_attempts times this backend's own retries). The server's capacity is unknown here: the driver finds
 how much to send by watching latency and overload (additive increase, multiplicative
 decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes from the environment
-(``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
+(``api_key_env``, default ``OPENAI_API_KEY``) and is never logged. A reply reports one
+``completion_tokens`` for all its choices: a lone choice gets it, each of n > 1 gets 0
+(unknown: the engine estimates its length from its text, and the run's token count and
+tokens/s leave those tokens out).
 """
 
 from __future__ import annotations
@@ -135,7 +138,10 @@ class OpenAIPolicy:
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        total = _count(usage.get("completion_tokens"))
+        # One choice's length is known; n choices share one total, which says nothing about
+        # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
+        # rollouts, and an even share would make them all the same length).
+        own_tokens = _count(usage.get("completion_tokens")) if len(choices) == 1 else 0
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         out = []
         for i, choice in enumerate(choices):
@@ -144,8 +150,7 @@ class OpenAIPolicy:
             out.append(
                 Completion(
                     text=continuation_for_parsing(text, request),
-                    # The server reports tokens for all choices together: shared evenly.
-                    num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
+                    num_tokens=own_tokens,
                     finish_reason="length" if choice.get("finish_reason") == "length" else "stop",  # checked above
                     cached_tokens=_count(details.get("cached_tokens")) if i == 0 else 0,
                     prompt_tokens=_count(usage.get("prompt_tokens")) if i == 0 else 0,

@@ -19,6 +19,7 @@ from prmtree.engine.synthetic import generate_problems
 from prmtree.engine.errors import GenerationError
 from prmtree.engine.records import GenerationRequest
 from prmtree.policies.openai_policy import OpenAIPolicy
+from prmtree.policies.simulated import SimulatedPolicy
 
 PROBLEM = generate_problems(1, seed=5)[0]
 
@@ -76,8 +77,9 @@ def test_chat_continues_the_prefix_with_n_and_seed(vllm_server):
     c = gen(policy(), prefix=("x = 3.",), n=3, max_tokens=12, seed=8)
     assert len(a) == 3
     assert [x.text for x in a] == [x.text for x in b] != [x.text for x in c]
-    assert sum(x.num_tokens for x in a) > 0
+    assert [x.num_tokens for x in a] == [0, 0, 0]  # one total for 3 choices: each one's length is unknown
     assert a[0].prompt_tokens > 0
+    assert 0 < gen(policy(), prefix=("x = 3.",), n=1, max_tokens=12, seed=7)[0].num_tokens <= 12
     step = gen(policy(), prefix=(), n=4, max_tokens=64, seed=1, next_step_only=True)
     assert all("\n\n" not in x.text for x in step)
 
@@ -159,7 +161,7 @@ def test_429_and_5xx_are_retryable_errors_then_it_succeeds(flaky_server, monkeyp
     out = gen(policy, prefix=("a",), n=3, max_tokens=5, seed=9)
     assert len(Flaky.seen) == 3
     assert [c.finish_reason for c in out] == ["stop", "length", "stop"]
-    assert [c.num_tokens for c in out] == [3, 2, 2]  # 7 tokens shared among 3 choices
+    assert [c.num_tokens for c in out] == [0, 0, 0]  # 7 tokens for 3 choices: each one's is unknown
     assert (out[0].cached_tokens, out[0].prompt_tokens, out[1].cached_tokens) == (16, 30, 0)
     auth, body = Flaky.seen[-1]
     assert auth == "Bearer sk-secret-123"
@@ -264,7 +266,7 @@ def test_unusual_but_valid_replies_and_a_base_url_ending_in_v1(odd_server):
     for kind, tokens in (("parts", 4), ("noindex", 4), ("strtokens", 12), ("negative", 0)):
         out = gen(OpenAIPolicy(url + "/v1/", kind), prefix=(), n=2)
         assert [c.text for c in out] == ["step\n\n\\boxed{1}"] * 2, kind
-        assert sum(c.num_tokens for c in out) == tokens, kind
+        assert gen(OpenAIPolicy(url, kind), prefix=(), n=1)[0].num_tokens == tokens, kind
     with pytest.raises(GenerationError, match="answered JSON that is no object") as err:
         gen(OpenAIPolicy(url, "list"), prefix=(), n=1)
     assert err.value.retryable
@@ -301,3 +303,70 @@ def test_a_200_answer_without_choices_is_retryable_and_keeps_the_servers_message
         gen(OpenAIPolicy(odd_server, "nullchoices"), prefix=(), n=2)
     assert err.value.retryable
     assert str(err.value) == "/v1/chat/completions returned no choices: upstream timed out"
+
+
+class Simulating(BaseHTTPRequestHandler):
+    """A chat server whose model is the simulated policy: it rebuilds the request from the
+    body and answers the simulated texts with one total ``completion_tokens`` for all
+    choices, as OpenAI-compatible servers do: the true total, ten times it, or ``"lots"``,
+    chosen by the model name."""
+
+    problems: dict = {}
+    policy = SimulatedPolicy()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        chat = body["messages"]
+        user = next(m["content"] for m in chat if m["role"] == "user")
+        question = user if isinstance(user, str) else "".join(p.get("text", "") for p in user if p["type"] == "text")
+        prefix = tuple(chat[-1]["content"][: -len("\n\n")].split("\n\n")) if chat[-1]["role"] == "assistant" else ()
+        request = GenerationRequest(Simulating.problems[question], prefix, body["n"], body["max_tokens"],
+                                    body["temperature"], body["top_p"], body["seed"], "stop" in body)
+        out = Simulating.policy.complete(request)
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+                   for i, c in enumerate(out)]
+        total = sum(c.num_tokens for c in out)
+        total = {"true": total, "tenfold": 10 * total, "lots": "lots"}[body["model"]]
+        payload = json.dumps({"choices": choices, "usage": {"completion_tokens": total}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+class SimulatedWithoutLengths(SimulatedPolicy):
+    """The simulated policy as a server reports it: one choice's length is known, n
+    choices' lengths are not (0: the engine estimates each from its text)."""
+
+    async def generate(self, request):
+        out = await super().generate(request)
+        for c in out if request.n > 1 else ():
+            c.num_tokens = 0
+        return out
+
+
+def test_rows_through_the_server_do_not_depend_on_a_shared_token_total(tmp_path):
+    # Before: one completion_tokens total for n choices was shared evenly, so every choice
+    # had the same made-up length and OmegaPRM's preference for short rollouts was lost:
+    # the rows changed with the total the server reported ("lots" changed them again).
+    problems = generate_problems(4, seed=3)
+    Simulating.problems = {p.question: p for p in problems}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Simulating)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    columns = ["problem_id", "path_id", "completions", "labels", "values", "final_correct"]
+
+    def rows(out, policy):
+        s = prmtree.run(problems, policy=policy, out=out, config={"search": {"strategy": "omega", "budget": 24}}, seed=11)
+        assert s.problems_done == 4 and s.problems_failed == 0
+        return sorted(read_table(out, "steps").select(columns).to_pylist(), key=lambda r: (r["problem_id"], r["path_id"]))
+
+    try:
+        expected = rows(tmp_path / "simulated", SimulatedWithoutLengths())
+        for model in ("true", "tenfold", "lots"):
+            assert rows(tmp_path / model, OpenAIPolicy(url, model)) == expected, model
+    finally:
+        server.shutdown()
