@@ -77,6 +77,7 @@ class OpenAIPolicy:
             raise PolicyConfigError("the openai policy needs httpx; install with: pip install 'prmtree[openai]'") from None
         if endpoint not in ("chat", "completions"):
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        check_limits(max_concurrency, timeout_s)
         self.style = PromptStyle(system_prompt)
         self.base_url = base_url.rstrip("/")
         if self.base_url.endswith("/v1"):  # the OpenAI SDK's convention: the paths below carry /v1 already
@@ -180,6 +181,17 @@ class OpenAIPolicy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def check_limits(max_concurrency: Any, timeout_s: Any) -> None:
+    """Refuse, at load and in one line, connection limits that cannot work: with 0 (or
+    fewer) connections, or a timeout of 0 (or less), every request would wait out its
+    timeout or fail with a bare ``ConnectTimeout``, one retry after another."""
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}")
+    if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s)
+            or timeout_s <= 0):
+        raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
 
 
 def no_choices(path: str, data: dict[str, Any]) -> GenerationError:

@@ -370,3 +370,21 @@ def test_rows_through_the_server_do_not_depend_on_a_shared_token_total(tmp_path)
             assert rows(tmp_path / model, OpenAIPolicy(url, model)) == expected, model
     finally:
         server.shutdown()
+
+
+def test_connection_limits_that_cannot_work_are_refused_at_load_in_one_line(tmp_path, capsys):
+    # Before: max_concurrency=0 / -1 and timeout_s=0 / -1 were accepted, then every request
+    # waited out its timeout or failed with a bare "ConnectTimeout: ".
+    from prmtree.cli import main
+    from prmtree.engine.synthetic import write_jsonl
+
+    data = write_jsonl(generate_problems(1, seed=1), tmp_path / "in")
+    for arg, value, rule in (("timeout_s", "0", "a number of seconds > 0"), ("timeout_s", "-1", "a number of seconds > 0"),
+                             ("max_concurrency", "0", "a whole number >= 1"), ("max_concurrency", "-1", "a whole number >= 1")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["run", "--input", str(data), "--out", str(tmp_path / f"o{arg}{value}"), "--policy", "openai",
+                  "--policy-arg", f"base_url=http://127.0.0.1:{free_port()}", "--policy-arg", "model=m",
+                  "--policy-arg", f"{arg}={value}", "--no-progress"])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.strip() == f"prmtree: error: cannot build policy 'openai': {arg} must be {rule}, got {value}"
+    OpenAIPolicy("http://127.0.0.1:1", "m", max_concurrency=1, timeout_s=0.5)  # the smallest that work
