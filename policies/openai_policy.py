@@ -136,6 +136,8 @@ class OpenAIPolicy:
         choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
         if not choices:
             raise no_choices(path, data)
+        if len(choices) < request.n:
+            raise too_few_choices(path, len(choices), request.n)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
@@ -203,6 +205,16 @@ def no_choices(path: str, data: dict[str, Any]) -> GenerationError:
         error = error["message"]
     said = f": {str(error)[:300]}" if error not in (None, "", {}) else ""
     return GenerationError(f"{path} returned no choices{said}", retryable=True)
+
+
+def too_few_choices(path: str, got: int, n: int) -> GenerationError:
+    """Fewer choices than ``n``: a server that ignores ``n`` (one completion per request)
+    does it on every request, so the message says so rather than leaving the engine's
+    "returned 1 completions for n=8", and it is not retried."""
+    return GenerationError(
+        f"{path} returned {got} choice{'s' if got != 1 else ''} for n={n}: the server may not support n "
+        "(several completions per request); serve the model with one that does (vLLM, SGLang), "
+        "rerunning will not help", retryable=False)
 
 
 def check_finished(path: str, choices: list[dict[str, Any]]) -> None:

@@ -230,6 +230,8 @@ class Odd(BaseHTTPRequestHandler):
         content = [{"type": "text", "text": "step\n\n"}, {"type": "text", "text": "\\boxed{1}"}] if kind == "parts" else text
         choices = [{"index": None if kind == "noindex" else i, "message": {"role": "assistant", "content": content},
                     "finish_reason": Odd.finish.get(kind, "stop")} for i in range(body["n"])]
+        if kind == "one":  # a server that ignores n
+            choices = choices[:1]
         if kind == "nofinish":
             del choices[0]["finish_reason"]
         if kind == "filtered":
@@ -388,3 +390,19 @@ def test_connection_limits_that_cannot_work_are_refused_at_load_in_one_line(tmp_
         assert exit_.value.code == 2
         assert capsys.readouterr().err.strip() == f"prmtree: error: cannot build policy 'openai': {arg} must be {rule}, got {value}"
     OpenAIPolicy("http://127.0.0.1:1", "m", max_concurrency=1, timeout_s=0.5)  # the smallest that work
+
+
+def test_a_server_that_ignores_n_is_named_as_such(odd_server, tmp_path):
+    # Before: the engine's contract check said "openai.generate returned 1 completions for
+    # n=3" and the run's advice was to run the same command again, which cannot help.
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(odd_server, "one"), prefix=(), n=3)
+    assert not err.value.retryable
+    assert str(err.value) == ("/v1/chat/completions returned 1 choice for n=3: the server may not support n (several "
+                              "completions per request); serve the model with one that does (vLLM, SGLang), "
+                              "rerunning will not help")
+    config = {"policy": {"name": "openai", "base_url": odd_server, "model": "one"},
+              "search": {"k": 3, "budget": 3}, "executor": {"max_attempts": 3, "retry_backoff_s": 0.01}}
+    s = prmtree.run(generate_problems(1), out=tmp_path, config=config)
+    assert (s.problems_failed, s.retries) == (1, 0)
+    assert "the server may not support n" in next(iter(load_manifest(tmp_path / "manifest.json").failed.values()))
