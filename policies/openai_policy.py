@@ -8,9 +8,10 @@ go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connect
 errors, and a choice the server cut off (``finish_reason`` ``abort``, ``error``,
 ``content_filter``: a fragment, never graded), raise a retryable GenerationError,
 which the driver retries with backoff (one retry layer: a persistent 503 costs
-max_attempts requests, not max_attempts times this backend's own retries). The server's capacity is unknown here: the driver finds
-how much to send by watching latency and overload (additive increase, multiplicative
-decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes from the environment
+max_attempts requests, not max_attempts times this backend's own retries). The
+server's capacity is unknown here: the driver finds how much to send by watching latency
+and overload (additive increase, multiplicative decrease), so ``max_concurrency``
+(connections) is only a cap. The API key comes from the environment
 (``api_key_env``, default ``OPENAI_API_KEY``) and is never logged. A reply reports one
 ``completion_tokens`` for all its choices: a lone choice gets it, each of n > 1 gets 0
 (unknown: the engine estimates its length from its text, and the run's token count and
