@@ -68,12 +68,15 @@ class Registry:
         if name in self._registered:
             return self._registered[name]
         if name in self._builtins:
-            return self._import(self._builtins[name])
+            return self._import(self._builtins[name], name)
         if ":" in name:
-            return self._import(name)
+            return self._import(name, name)
         for ep in self._entry_points():
             if ep.name == name:
-                return ep.load()
+                try:
+                    return ep.load()
+                except (Exception, SystemExit) as exc:
+                    raise self._error(f"cannot load {self.kind} {name!r} ({ep.value}): {raised(exc)}") from None
         raise self._error(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}" + self._dotted_hint())
 
     def find(self, name: str) -> Any | None:
@@ -86,12 +89,18 @@ class Registry:
     def _dotted_hint(self) -> str:
         return " (or module:Class)"
 
-    def _import(self, spec: str) -> Any:
+    def _import(self, spec: str, name: str) -> Any:
+        """``module:attr`` for the component called ``name``. Whatever the module raises
+        while it is imported (a SyntaxError, a KeyError from reading ``os.environ``, a failed
+        assert) is this registry's one-line error: the configuration names code that does
+        not load, which no rerun of the same command fixes."""
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise self._error(f"cannot import {self.kind} module {module_name!r}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise self._error(f"cannot import {self.kind} {name!r}: module {module_name!r} raised {raised(exc)}") from None
         try:
             return getattr(module, attr)
         except AttributeError:
@@ -101,6 +110,12 @@ class Registry:
         from importlib.metadata import entry_points
 
         return list(entry_points(group=self.group))
+
+
+def raised(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 STRATEGIES = Registry("strategy", {

@@ -17,7 +17,7 @@ from typing import Any
 from prmtree.engine.contracts import Policy
 from prmtree.engine.errors import PolicyConfigError
 from prmtree.engine.records import Completion, GenerationRequest
-from prmtree.engine.registry import POLICIES
+from prmtree.engine.registry import POLICIES, raised
 
 
 def register_policy(name: str) -> Callable[[Any], Any]:
@@ -86,10 +86,12 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
         return FunctionPolicy(target)
     try:
         return target(**dict(kwargs or {}))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # a bad argument: the message names it
         raise PolicyConfigError(f"cannot build policy {spec!r}: {exc}") from None
-    except (MemoryError, RuntimeError, OSError, ImportError) as exc:  # a model that will not load (CUDA out of memory...)
-        raise PolicyConfigError(f"cannot build policy {spec!r}: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # a model that will not load (CUDA out of memory), a missing setting...
+        # whatever it is, the configuration names a policy that cannot be built: one line,
+        # exit 2, never the crash a rerun resumes from
+        raise PolicyConfigError(f"cannot build policy {spec!r}: {raised(exc)}") from None
 
 
 def worker_gpus(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> float:

@@ -5,12 +5,17 @@ Chat completions continue the prefix as an open assistant message
 accept); ``endpoint="completions"`` instead renders the prompt locally with the model's
 chat template and calls ``/v1/completions``, for servers without that option. Images
 go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
-errors raise a retryable GenerationError, which the driver retries with backoff (one
-retry layer: a persistent 503 costs max_attempts requests, not max_attempts times
-this backend's own retries). The server's capacity is unknown here: the driver finds
-how much to send by watching latency and overload (additive increase, multiplicative
-decrease), so ``max_concurrency`` (connections) is only a cap. The API key comes from the environment
-(``api_key_env``, default ``OPENAI_API_KEY``) and is never logged.
+errors, and a choice the server cut off (``finish_reason`` ``abort``, ``error``,
+``content_filter``: a fragment, never graded), raise a retryable GenerationError,
+which the driver retries with backoff (one retry layer: a persistent 503 costs
+max_attempts requests, not max_attempts times this backend's own retries). The
+server's capacity is unknown here: the driver finds how much to send by watching latency
+and overload (additive increase, multiplicative decrease), so ``max_concurrency``
+(connections) is only a cap. The API key comes from the environment
+(``api_key_env``, default ``OPENAI_API_KEY``) and is never logged. A reply reports one
+``completion_tokens`` for all its choices: a lone choice gets it, each of n > 1 gets 0
+(unknown: the engine estimates its length from its text, and the run's token count and
+tokens/s leave those tokens out).
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 OVERLOAD_STATUS = {429, 503}
+
+#: finish_reason values of a choice worth grading: the model ended the text itself (None,
+#: or no field, is what some servers send then; TGI says ``eos_token`` / ``stop_sequence``)
+#: or hit ``max_tokens`` ("length", kept as a truncation). Anything else (vLLM's ``abort``,
+#: ``error``, ``content_filter``) means the text is a fragment, not a rollout. A tuple:
+#: a server's unhashable value is compared, not hashed.
+FINISHED = ("stop", "length", None, "eos_token", "stop_sequence")
 
 
 def server_error(path: str, status: int, text: str) -> GenerationError:
@@ -66,6 +78,7 @@ class OpenAIPolicy:
             raise PolicyConfigError("the openai policy needs httpx; install with: pip install 'prmtree[openai]'") from None
         if endpoint not in ("chat", "completions"):
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        check_limits(max_concurrency, timeout_s)
         self.style = PromptStyle(system_prompt)
         self.base_url = base_url.rstrip("/")
         if self.base_url.endswith("/v1"):  # the OpenAI SDK's convention: the paths below carry /v1 already
@@ -123,10 +136,16 @@ class OpenAIPolicy:
         choices = data.get("choices")
         choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
         if not choices:
-            raise GenerationError(f"{path} returned no choices", retryable=False)
+            raise no_choices(path, data)
+        if len(choices) < request.n:
+            raise too_few_choices(path, len(choices), request.n)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
+        check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        total = _count(usage.get("completion_tokens"))
+        # One choice's length is known; n choices share one total, which says nothing about
+        # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
+        # rollouts, and an even share would make them all the same length).
+        own_tokens = _count(usage.get("completion_tokens")) if len(choices) == 1 else 0
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         out = []
         for i, choice in enumerate(choices):
@@ -135,9 +154,8 @@ class OpenAIPolicy:
             out.append(
                 Completion(
                     text=continuation_for_parsing(text, request),
-                    # The server reports tokens for all choices together: shared evenly.
-                    num_tokens=total // len(choices) + (1 if i < total % len(choices) else 0),
-                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                    num_tokens=own_tokens,
+                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",  # checked above
                     cached_tokens=_count(details.get("cached_tokens")) if i == 0 else 0,
                     prompt_tokens=_count(usage.get("prompt_tokens")) if i == 0 else 0,
                 )
@@ -166,6 +184,50 @@ class OpenAIPolicy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def check_limits(max_concurrency: Any, timeout_s: Any) -> None:
+    """Refuse, at load and in one line, connection limits that cannot work: with 0 (or
+    fewer) connections, or a timeout of 0 (or less), every request would wait out its
+    timeout or fail with a bare ``ConnectTimeout``, one retry after another."""
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be a whole number >= 1, got {max_concurrency!r}")
+    if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s)
+            or timeout_s <= 0):
+        raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+
+
+def no_choices(path: str, data: dict[str, Any]) -> GenerationError:
+    """A 200 answer without choices: some servers (and proxies) report a failure this way,
+    ``{"error": {"message": ...}}`` or ``choices: null``. Retryable, like the HTTP error it
+    stands for, and the server's own words are kept: they are the only clue to the cause."""
+    error = data.get("error")
+    if isinstance(error, dict) and error.get("message") is not None:
+        error = error["message"]
+    said = f": {str(error)[:300]}" if error not in (None, "", {}) else ""
+    return GenerationError(f"{path} returned no choices{said}", retryable=True)
+
+
+def too_few_choices(path: str, got: int, n: int) -> GenerationError:
+    """Fewer choices than ``n``: a server that ignores ``n`` (one completion per request)
+    does it on every request, so the message says so rather than leaving the engine's
+    "returned 1 completions for n=8", and it is not retried."""
+    return GenerationError(
+        f"{path} returned {got} choice{'s' if got != 1 else ''} for n={n}: the server may not support n "
+        "(several completions per request); serve the model with one that does (vLLM, SGLang), "
+        "rerunning will not help", retryable=False)
+
+
+def check_finished(path: str, choices: list[dict[str, Any]]) -> None:
+    """Every choice ended naturally or at the length limit. A choice the server cut off
+    (``abort`` when vLLM drops a request, ``error``, ``content_filter``) holds a fragment
+    that would be graded as a wrong answer: the request fails, retryably, naming the
+    reason, and the driver's retries (``executor.max_attempts``) decide what happens next."""
+    bad = [c.get("finish_reason") for c in choices if c.get("finish_reason") not in FINISHED]
+    if bad:
+        raise GenerationError(
+            f"{path} returned finish_reason {str(bad[0])[:50]!r} for {len(bad)} of {len(choices)} choices "
+            "(the text was cut off, not finished)", retryable=True)
 
 
 def _count(value: Any) -> int:

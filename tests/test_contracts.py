@@ -140,3 +140,38 @@ def test_a_policy_that_fails_to_load_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == ("prmtree: error: cannot build policy 'oom_policy:Oom': RuntimeError: "
                                                "CUDA out of memory")
+
+
+@pytest.mark.parametrize("module, source, message", [
+    ("env_policy", "import os\nclass P:\n    def __init__(self):\n        os.environ['PRMTREE_NO_SUCH_SETTING']\n"
+                   "    async def generate(self, request): ...\n",
+     "cannot build policy 'env_policy:P': KeyError: 'PRMTREE_NO_SUCH_SETTING'"),
+    ("assert_policy", "class P:\n    def __init__(self, a=1):\n        assert a == 2, 'a must be 2'\n"
+                      "    async def generate(self, request): ...\n",
+     "cannot build policy 'assert_policy:P': AssertionError: a must be 2"),
+    ("boom_policy", "1 / 0\n",
+     "cannot import policy 'boom_policy:P': module 'boom_policy' raised ZeroDivisionError: division by zero"),
+    ("syntax_policy", "def f(:\n",
+     "cannot import policy 'syntax_policy:P': module 'syntax_policy' raised SyntaxError: invalid syntax "
+     "(syntax_policy.py, line 1)"),
+])
+def test_any_exception_building_a_policy_is_one_line_exit_2(tmp_path, capsys, module, source, message):
+    # Before: only TypeError, ValueError, MemoryError, RuntimeError, OSError and ImportError
+    # were caught: a KeyError or failed assert in the constructor, or any error but an
+    # ImportError at import, was a 40-line traceback and exit 1 ("the same command resumes").
+    import sys
+
+    from prmtree.cli import main
+    from prmtree.engine.synthetic import generate_problems, write_jsonl
+
+    (tmp_path / f"{module}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["run", "--input", str(write_jsonl(generate_problems(1, seed=1), tmp_path / "in")), "--out",
+                  str(tmp_path / "o"), "--policy", f"{module}:P", "--no-progress"])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == f"prmtree: error: {message}"
