@@ -78,6 +78,12 @@ def _name(backend: Any) -> str:
     return str(getattr(backend, "policy_name", None) or getattr(backend, "name", None) or type(backend).__name__)
 
 
+#: The message of every cancellation prmtree sends a request's task (a time limit, a stop):
+#: what tells it from one a policy's own library sends and withdraws (anyio's cancel scopes,
+#: under httpx, cancel their task again at each await until the scope exits).
+CANCELLED_BY_PRMTREE = "cancelled by prmtree"
+
+
 def cancel_requested(task: Any) -> bool:
     """Whether the running asyncio ``task`` got a ``CancelledError`` because someone
     cancelled it (a stop, a timeout: it must propagate), rather than because a policy

@@ -21,6 +21,8 @@ import asyncio
 import math
 from types import TracebackType
 
+from prmtree.engine.contracts import CANCELLED_BY_PRMTREE
+
 TICK_S = 0.25  # the coarsest tick: how late a limit may fire
 MIN_TICK_S = 1e-6
 NEVER_S = 1e9  # a limit longer than this (~30 years) is no limit
@@ -97,4 +99,4 @@ class Deadline:
         """The tick passed with the body still running: cancel it."""
         if self._task is not None and not self._task.done():
             self.expired = True
-            self._task.cancel()
+            self._task.cancel(CANCELLED_BY_PRMTREE)

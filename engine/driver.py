@@ -30,7 +30,7 @@ from prmtree.engine.answers import Verifier
 from prmtree.engine.breaker import CircuitBreaker
 from prmtree.engine.calibration import answer_space
 from prmtree.engine.config import RunConfig
-from prmtree.engine.contracts import Executor, cancel_requested, declared_capacity
+from prmtree.engine.contracts import CANCELLED_BY_PRMTREE, Executor, cancel_requested, declared_capacity
 from prmtree.engine.deadlines import Deadlines
 from prmtree.engine.errors import (
     FatalExecutorError,
@@ -404,7 +404,7 @@ class Driver:
                 problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only,
                 len(request.prefix),
             )
-            stats.tokens += c.num_tokens
+            stats.tokens += c.num_tokens + c.shared_tokens
             stats.cached_tokens += c.cached_tokens
             stats.prompt_tokens += c.prompt_tokens
             if r.malformed:
@@ -541,7 +541,7 @@ class Driver:
             cancel = True
         if cancel:
             for task in self._in_flight:
-                task.cancel()
+                task.cancel(CANCELLED_BY_PRMTREE)
         return in_flight
 
     def piloting(self) -> bool:
@@ -590,7 +590,7 @@ class Driver:
             if pilot is not None and pilot.calibration is None:
                 pilot.abandoned = True  # nothing served any more: it must not learn from what is left
             for task in pending:
-                task.cancel()
+                task.cancel(CANCELLED_BY_PRMTREE)
             await asyncio.gather(*pending, return_exceptions=True)
             raise
         finally:
@@ -636,7 +636,7 @@ class Driver:
             if self.stopping:
                 self.pilot.abandoned = True  # learns nothing from what the stop cut short
                 for task in pending:
-                    task.cancel()
+                    task.cancel(CANCELLED_BY_PRMTREE)
             pending = await self._collect(pending)
         return pending
 
@@ -669,7 +669,7 @@ class Driver:
             self._finish(task.result())
         if fatal is not None:
             for task in rest:
-                task.cancel()
+                task.cancel(CANCELLED_BY_PRMTREE)
             await asyncio.gather(*rest, return_exceptions=True)
             raise fatal
         return rest

@@ -350,9 +350,13 @@ class Completion:
     finish_reason: str = "stop"  # "stop" | "length"
     cached_tokens: int = 0  # prompt tokens served from the prefix cache, if reported
     prompt_tokens: int = 0  # the request's prompt length, if reported
+    #: generated tokens reported for the whole request where no completion's own count is
+    #: known (an OpenAI-compatible server's usage for n choices): counted in the run's
+    #: totals, never read as this completion's length (``num_tokens`` is then 0)
+    shared_tokens: int = 0
 
-    # A request's prompt is shared by its n completions: backends report the prompt's
-    # token counts on the first completion only, so sums over completions stay right.
+    # A request's prompt (and a shared token count) belongs to its n completions: backends
+    # report it on the first completion only, so sums over completions stay right.
 
 
 def check_completions(request: GenerationRequest, completions: Any, who: str = "policy") -> list[Completion]:
@@ -365,13 +369,14 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
     for c in completions:
         if (type(c) is Completion and type(c.text) is str and type(c.num_tokens) is int and c.num_tokens >= 0
                 and type(c.cached_tokens) is int and c.cached_tokens >= 0 and type(c.prompt_tokens) is int
-                and c.prompt_tokens >= 0 and c.finish_reason in FINISH_REASONS):
+                and c.prompt_tokens >= 0 and type(c.shared_tokens) is int and c.shared_tokens >= 0
+                and c.finish_reason in FINISH_REASONS):
             continue  # the common case, in one test; anything else is checked field by field below
         if not isinstance(c, Completion):
             raise PolicyContractError(f"{who}.generate must return Completion objects, got {type(c).__name__}")
         if not isinstance(c.text, (str, bytes)):
             raise PolicyContractError(f"{who}: Completion.text must be a string, got {type(c.text).__name__}")
-        for name in ("num_tokens", "cached_tokens", "prompt_tokens"):
+        for name in ("num_tokens", "cached_tokens", "prompt_tokens", "shared_tokens"):
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise PolicyContractError(f"{who}: Completion.{name} must be an int >= 0, got {value!r}")

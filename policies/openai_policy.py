@@ -14,8 +14,8 @@ and overload (additive increase, multiplicative decrease), so ``max_concurrency`
 (connections) is only a cap. The API key comes from the environment
 (``api_key_env``, default ``OPENAI_API_KEY``) and is never logged. A reply reports one
 ``completion_tokens`` for all its choices: a lone choice gets it, each of n > 1 gets 0
-(unknown: the engine estimates its length from its text, and the run's token count and
-tokens/s leave those tokens out).
+(unknown: the engine estimates its length from its text) and the first carries the total
+as ``shared_tokens``, so the run's token count and tokens/s still add up.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ class OpenAIPolicy:
         # One choice's length is known; n choices share one total, which says nothing about
         # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
         # rollouts, and an even share would make them all the same length).
-        own_tokens = _count(usage.get("completion_tokens")) if len(choices) == 1 else 0
+        total = _count(usage.get("completion_tokens"))
+        own_tokens = total if len(choices) == 1 else 0
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         out = []
         for i, choice in enumerate(choices):
@@ -158,6 +159,7 @@ class OpenAIPolicy:
                     finish_reason="length" if choice.get("finish_reason") == "length" else "stop",  # checked above
                     cached_tokens=_count(details.get("cached_tokens")) if i == 0 else 0,
                     prompt_tokens=_count(usage.get("prompt_tokens")) if i == 0 else 0,
+                    shared_tokens=total if i == 0 and len(choices) > 1 else 0,
                 )
             )
         return out

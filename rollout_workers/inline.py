@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.contracts import Policy, cancel_requested, declared_capacity
+from prmtree.engine.contracts import CANCELLED_BY_PRMTREE, Policy, cancel_requested, declared_capacity
 from prmtree.engine.errors import FatalExecutorError, GenerationError
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.base import policy_name, resolve_policy
@@ -83,6 +83,8 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
         if held > limit_s:
             coro.close()
             _check(held, limit_s, who)
+        if cancelled_at is not None and not _still_cancelled():
+            cancelled_at = None  # the cancellation was withdrawn: anyio's cancel scopes (httpx) cancel and uncancel
         walk_away = None
         try:
             if cancelled_at is None:
@@ -96,15 +98,25 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
             coro.close()
             raise
         except BaseException as exc:  # a cancellation (or a thrown error) goes to the policy
-            if cancelled_at is not None and isinstance(exc, asyncio.CancelledError):
+            # this request cancelled by prmtree (a time limit, a stop), not by the policy's own code
+            cancelled = isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (CANCELLED_BY_PRMTREE,)
+            if cancelled and cancelled_at is not None:
                 walk_away = exc  # cancelled again while the policy ignores the first: at once
             else:
-                if isinstance(exc, asyncio.CancelledError):
+                if cancelled:
                     cancelled_at = time.perf_counter()
                 value, send = exc, coro.throw
         if walk_away is not None:
             _abandon(coro)
             raise walk_away
+
+
+def _still_cancelled() -> bool:
+    """Whether the running task's cancellation stands (Python 3.11+ counts them: a library's
+    own cancel scope cancels its task and withdraws the cancellation, ``uncancel``). Python
+    3.10 cannot tell, so there a policy is never walked away from."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 @types.coroutine

@@ -345,8 +345,10 @@ class SimulatedWithoutLengths(SimulatedPolicy):
 
     async def generate(self, request):
         out = await super().generate(request)
-        for c in out if request.n > 1 else ():
-            c.num_tokens = 0
+        if request.n > 1:
+            out[0].shared_tokens = sum(c.num_tokens for c in out)  # the total, counted once
+            for c in out:
+                c.num_tokens = 0
         return out
 
 
@@ -364,12 +366,18 @@ def test_rows_through_the_server_do_not_depend_on_a_shared_token_total(tmp_path)
     def rows(out, policy):
         s = prmtree.run(problems, policy=policy, out=out, config={"search": {"strategy": "omega", "budget": 24}}, seed=11)
         assert s.problems_done == 4 and s.problems_failed == 0
-        return sorted(read_table(out, "steps").select(columns).to_pylist(), key=lambda r: (r["problem_id"], r["path_id"]))
+        got = sorted(read_table(out, "steps").select(columns).to_pylist(), key=lambda r: (r["problem_id"], r["path_id"]))
+        return got, s.tokens
 
     try:
-        expected = rows(tmp_path / "simulated", SimulatedWithoutLengths())
+        expected, tokens = rows(tmp_path / "simulated", SimulatedWithoutLengths())
+        assert tokens > 0
+        counted = {}
         for model in ("true", "tenfold", "lots"):
-            assert rows(tmp_path / model, OpenAIPolicy(url, model)) == expected, model
+            got, counted[model] = rows(tmp_path / model, OpenAIPolicy(url, model))
+            assert got == expected, model
+        # the server's totals still add up in the run's token count (counted once per request)
+        assert counted == {"true": tokens, "tenfold": 10 * tokens, "lots": 0}
     finally:
         server.shutdown()
 
