@@ -67,3 +67,9 @@ class ImageError(ValueError):
 class ImageFileError(ImageError):
     """An image file that cannot be read now (missing, unreadable, not a regular file):
     unlike a corrupt or changed one, no sign that the row changed (a moved folder)."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An I/O error in a few words: what and where."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return " ".join(f"{exc.strerror or exc}{where}".split())

@@ -29,6 +29,7 @@ from prmtree.engine.problem import iter_problems
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
+from prmtree.engine.errors import describe_os_error
 from prmtree.rollout_workers import make_executor
 from prmtree.rollout_workers.inline import use_daemon_threads
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog, note_signal, signal_taken
@@ -319,12 +320,6 @@ def stop_plan(in_flight: int, piloting: bool) -> str:
         return (f"taking no new problems; the pilot is not finished, so its {in_flight} trees in flight are "
                 "dropped and the next run pilots again")
     return f"taking no new problems, finishing the {in_flight} in flight (send it again to stop at once)"
-
-
-def describe_os_error(exc: OSError) -> str:
-    """An I/O error in a few words: what and where."""
-    where = f" ({exc.filename})" if exc.filename else ""
-    return " ".join(f"{exc.strerror or exc}{where}".split())
 
 
 async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s: float,

@@ -158,6 +158,53 @@ def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_s
     same_rows(out, reference)
 
 
+def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    """A flush the buffers start in the run (not the final or a stop's) that fails used to
+    end the run at once (exit 2, the trees in flight lost). It keeps its rows, says so,
+    and is tried again FLUSH_RETRY_S later; a disk that stays unwritable past
+    FLUSH_GIVE_UP_S stops the run with its error."""
+    from prmtree.engine.output import writer as writer_module
+
+    problems = generate_problems(8, seed=4)
+    reference = tmp_path / "ref"
+    prmtree.run(problems, out=reference, seed=2, config=SMALL)
+    by_table = {t: read_table(reference, t).to_pylist() for t in TABLES}
+    ids = [p.id for p in problems]
+    rows_of = {pid: ProblemRows({t: [r for r in by_table[t] if r["problem_id"] == pid] for t in TABLES})
+               for pid in ids}
+    out = tmp_path / "o"
+    config = RunConfig.model_validate({**SMALL, "seed": 2, "output": {"rows_per_shard": 1, "flush_interval_s": 1000}})
+    opened = open_run(out, config, versions(), Slice(), False)
+    writer = opened.writer
+    subprocess.run(["chattr", "+i", str(out / "nodes")], check=True)
+    try:
+        with caplog.at_level("WARNING", logger="prmtree"):
+            writer.add_problem(ids[0], rows_of[ids[0]], None)  # a full buffer: the flush fails, no raise
+            writer.add_problem(ids[1], rows_of[ids[1]], None)  # within FLUSH_RETRY_S: not tried again
+        assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["prmtree: a flush failed"]
+        assert "tried again in 10 s" in caplog.records[0].getMessage()
+        assert writer.pending_completed == ids[:2] and not (out / "manifest.json").exists()  # nothing marked done
+        monkeypatch.setattr(writer_module, "FLUSH_GIVE_UP_S", 0.0)  # failing too long now
+        writer.retry_at = 0.0
+        with pytest.raises(OSError):
+            writer.add_problem(ids[2], rows_of[ids[2]], None)
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "nodes")], check=True)
+    monkeypatch.setattr(writer_module, "FLUSH_GIVE_UP_S", 300.0)
+    writer.retry_at = 0.0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prmtree"):
+        for pid in ids[3:]:
+            writer.add_problem(pid, rows_of[pid], None)  # the disk is back: the held rows go out with these
+    assert "the flush succeeded again" in caplog.text
+    writer.close(None)
+    opened.close()
+    manifest = load_manifest(out / "manifest.json")
+    assert manifest.completed == ids and manifest.status == "finished"
+    assert verify_run(out) == []
+    same_rows(out, reference)
+
+
 def running(out: Path, seconds: float) -> None:
     """Wait until the run in ``out`` holds its lock, then ``seconds`` for problems to finish
     (none is flushed before the end: ``flush_interval_s = 1000``)."""

@@ -21,6 +21,7 @@ none lost, none twice.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prmtree.engine.config import OutputConfig
+from prmtree.engine.errors import describe_os_error
 from prmtree.engine.output.atomic import (
     publish,
     removed_on_failure,
@@ -47,6 +49,12 @@ from prmtree.engine.output.manifest import (
 )
 from prmtree.engine.stats import RunStats
 from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
+
+log = logging.getLogger("prmtree")
+#: Seconds between tries of a flush that failed in the run, and how long it may keep failing.
+FLUSH_RETRY_S = 10.0
+FLUSH_GIVE_UP_S = 300.0
+
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -132,6 +140,8 @@ class DatasetWriter:
         self.next_flush = max(flushes, default=-1) + 1
         self.last_flush = time.monotonic()
         self.flushing = False  # True while a flush writes (a watchdog tells it from a hang)
+        self.failing_since: float | None = None  # when the flushes in the run began to fail
+        self.retry_at = 0.0  # no flush in the run before this (monotonic): one failed
 
     # -- adding -----------------------------------------------------------------------
 
@@ -185,8 +195,29 @@ class DatasetWriter:
             self.pending_fingerprints[problem_id] = fingerprint
 
     def _maybe_flush(self, stats: RunStats | None) -> None:
-        if self._over_limits() or time.monotonic() - self.last_flush >= self.flush_interval_s:
+        """Flush when a buffer is full or the interval passed. One that fails in the run (a
+        full disk, a folder made read-only) keeps its rows in the buffers, as every failed
+        flush does, and is tried again ``FLUSH_RETRY_S`` later while the trees go on; after
+        ``FLUSH_GIVE_UP_S`` of failures its error stops the run (exit 2, everything before
+        on disk) rather than holding rows in memory without end."""
+        now = time.monotonic()
+        if now < self.retry_at or not (self._over_limits() or now - self.last_flush >= self.flush_interval_s):
+            return
+        try:
             self.flush(stats)
+        except OSError as exc:
+            if self.failing_since is None:
+                self.failing_since = now
+            if now - self.failing_since >= FLUSH_GIVE_UP_S:
+                raise
+            self.retry_at = now + FLUSH_RETRY_S
+            log.warning("prmtree: a flush failed (%s); its rows wait in memory and it is tried again in %g s "
+                        "(the run stops if flushes still fail after %g s)", describe_os_error(exc), FLUSH_RETRY_S,
+                        FLUSH_GIVE_UP_S)
+        else:
+            if self.failing_since is not None:
+                log.warning("prmtree: the flush succeeded again: every row held meanwhile is on disk")
+            self.failing_since = None
 
     def _over_limits(self) -> bool:
         return any(
