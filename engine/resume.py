@@ -152,7 +152,12 @@ def _open_claimed(
     _check_sibling_slices(out, config, slice)
     if previous is not None:
         repaired = _repair_log(out, previous, slice) + _repair(out, previous, slice)
-    discard_unlisted(out, previous, slice)
+    removed = discard_unlisted(out, previous, slice)
+    if previous is None and (shards := [f for f in removed if temporary_target(Path(f).name) is None]):
+        repaired.append(
+            f"{len(shards)} shards of this slice but no {slice.manifest_name} (e.g. {shards[0]}): a crash before "
+            "the first flush committed, or a deleted manifest; they were deleted and every problem is done again"
+        )
     manifest = Manifest(
         config=config.model_dump(mode="json"),
         config_hash=config.config_hash(),

@@ -76,3 +76,18 @@ def test_a_shard_of_another_slice_layout_is_refused(tmp_path, reference, name):
         prmtree.run(PROBLEMS, out=out, config=CONFIG)
     copy.unlink()
     assert prmtree.run(PROBLEMS, out=out, config=CONFIG).problems_done == len(PROBLEMS)
+
+
+def test_shards_without_a_manifest_are_redone_and_said_so(tmp_path, reference, capsys):
+    """A deleted manifest.json (or a crash before the first flush committed) leaves shards
+    nobody lists: they are deleted and the problems done again, as before, but no longer
+    without a word."""
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    (out / "manifest.json").unlink()
+    capsys.readouterr()
+    prmtree.run(PROBLEMS, out=out, config=CONFIG)
+    err = capsys.readouterr().err
+    assert "shards of this slice but no manifest.json (e.g. " in err and "every problem is done again" in err
+    for table in ("steps", "nodes", "pairs"):
+        assert _rows(out, table) == _rows(reference, table), table
