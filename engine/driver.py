@@ -709,7 +709,7 @@ class Driver:
                     shown.append(f"{problem.id}: gold {problem.answer!r}; extracted {answers}")
             if self.writer is not None:
                 self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped,
-                                        fingerprint=problem_fingerprint(problem))
+                                        fingerprint=problem_fingerprint(problem), space=answer_space(problem))
         self.stats.executor = self.executor.stats()
         self.stats.driver = self.loop_load.as_dict()
         self.stats.record_verifier(self.verifier.stats())
@@ -722,21 +722,9 @@ class Driver:
 
     def _count(self, problem: Problem, search: TreeSearch, steps: list[dict[str, Any]], nodes: int,
                pairs: int) -> None:
-        stats = self.stats
         # per answer space too: coverage (problems with a labelled step) is reported per space
-        stats.count_space(answer_space(problem), [row["labels"] for row in steps], bool(search.stats.skipped))
-        stats.problems_done += 1
-        stats.problems_skipped += bool(search.stats.skipped)
-        stats.nodes += nodes
-        stats.paths += len(steps)
-        stats.pairs += pairs
-        for row in steps:
-            labels = row["labels"]
-            pos, neg = labels.count(True), labels.count(False)  # null: undecided, kept unlabelled
-            stats.steps_labelled += pos + neg
-            stats.labels_positive += pos
-            stats.labels_negative += neg
-            stats.steps_per_path[len(labels)] += 1
+        self.stats.count_problem(answer_space(problem), [row["labels"] for row in steps], nodes, pairs,
+                                 bool(search.stats.skipped))
 
 
 def reason_kind(reason: str) -> str:

@@ -40,6 +40,7 @@ from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
 from prmtree.engine.problem import scan_input
+from prmtree.engine.stats import subtract_counts
 from prmtree.engine.tables import TABLES
 
 
@@ -342,18 +343,28 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     dropped_shards = [s for s in manifest.shards if s.get("flush") in bad]
     completed: set[str] = set()
     rejected: set[str] = set()
+    groups = []
     for number in bad:
         group = manifest.flushes.pop(str(number), {})
+        groups.append(group)
         completed.update(group.get("completed", ()))
         rejected.update(group.get("rejected", ()))
-    if None in {s.get("flush") for s in dropped_shards}:  # unknown groups: redo the whole slice
+    unknown = None in {s.get("flush") for s in dropped_shards}
+    if unknown:  # unknown groups: redo the whole slice
         completed, rejected = set(manifest.completed), set(manifest.rejected)
     skipped = completed & manifest.skipped.keys()
     manifest.shards = [s for s in manifest.shards if s.get("flush") not in bad]
     manifest.completed = [p for p in manifest.completed if p not in completed]
     manifest.skipped = {p: r for p, r in manifest.skipped.items() if p not in completed}
     manifest.rejected = {p: r for p, r in manifest.rejected.items() if p not in rejected}
-    _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
+    if not unknown and all("counts" in g for g in groups if g.get("completed")):
+        # each flush recorded what its rows added (labels, lengths, answer spaces): taken out
+        # exactly, though a damaged shard's own rows cannot be read
+        for group in groups:
+            subtract_counts(manifest.stats, group.get("counts", {}))
+        _forget(manifest.stats, 0, 0, len(rejected), [])
+    else:  # a manifest from before flushes recorded their counts
+        _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
     write_manifest(out, manifest, slice.manifest_name)
     return [f"{file}: {why}" for file, why in sorted(damaged.items())] + [
         f"dropped {len(dropped_shards)} shards written with it; {len(completed) + len(rejected)} problems "

@@ -145,6 +145,30 @@ class RunStats:
         out.started = min(self.started, other.started)
         return out
 
+    def count_problem(self, space: str, labels: list[list[bool | None]], nodes: int, pairs: int,
+                      skipped: bool = False) -> None:
+        """Count one finished problem's rows: its answer space's coverage, its paths (each
+        steps row's ``labels``, null: undecided), their labels and lengths, its nodes and
+        pairs. The driver counts the run with it, the writer each flush (``ROW_COUNTERS``:
+        what a repair takes out again when it drops a flush)."""
+        self.count_space(space, labels, skipped)
+        self.problems_done += 1
+        self.problems_skipped += bool(skipped)
+        self.nodes += nodes
+        self.paths += len(labels)
+        self.pairs += pairs
+        for row in labels:
+            pos, neg = row.count(True), row.count(False)
+            self.steps_labelled += pos + neg
+            self.labels_positive += pos
+            self.labels_negative += neg
+            self.steps_per_path[len(row)] += 1
+
+    def row_counts(self) -> dict[str, Any]:
+        """The counters :meth:`count_problem` adds to, as the manifest writes them."""
+        full = self.to_dict()
+        return {k: full[k] for k in ROW_COUNTERS}
+
     def count_space(self, space: str, labels: list[list[bool | None]], skipped: bool = False) -> None:
         """Count one finished problem of an answer space: ``labels`` holds each of its
         steps rows' labels (null: undecided). A skipped problem is done without labels.
@@ -176,6 +200,23 @@ class RunStats:
                 value = {k: dict(v) for k, v in sorted(value.items())}
             out[f.name] = value
         return out
+
+
+#: What :meth:`RunStats.count_problem` counts: a flush's rows add these, a repair that drops
+#: the flush takes them out.
+ROW_COUNTERS = ("problems_done", "problems_skipped", "nodes", "paths", "pairs", "steps_labelled", "labels_positive",
+                "labels_negative", "steps_per_path", "answer_spaces")
+
+
+def subtract_counts(stats: dict[str, Any], counts: dict[str, Any]) -> None:
+    """Take ``counts`` (a dropped flush's ``RunStats.row_counts``) out of a manifest's
+    ``stats`` in place, never below 0: numbers, and dicts key by key."""
+    for key, value in counts.items():
+        have = stats.get(key)
+        if isinstance(value, dict) and isinstance(have, dict):
+            subtract_counts(have, value)
+        elif isinstance(value, (int, float)) and isinstance(have, (int, float)) and not isinstance(have, bool):
+            stats[key] = max(0, have - value)
 
 
 #: What :attr:`RunStats.answer_spaces` counts per answer space: problems done (skipped ones

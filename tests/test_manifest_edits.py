@@ -91,3 +91,31 @@ def test_shards_without_a_manifest_are_redone_and_said_so(tmp_path, reference, c
     assert "shards of this slice but no manifest.json (e.g. " in err and "every problem is done again" in err
     for table in ("steps", "nodes", "pairs"):
         assert _rows(out, table) == _rows(reference, table), table
+
+
+ROW_KEYS = ("problems_done", "problems_skipped", "nodes", "paths", "pairs", "steps_labelled", "labels_positive",
+            "labels_negative", "steps_per_path", "answer_spaces")
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_repaired_flush_leaves_the_run_counting_its_rows_once(tmp_path, reference, damage):
+    """A damaged shard's rows cannot be read, so its labels, path lengths and answer-space
+    coverage stayed in the counters while the resume added them again (+6852/-947 for
+    rows holding +6605/-913; 125 problems of a 120-problem run). Each flush now records
+    what its rows added, and the repair takes exactly that out."""
+    mixed = generate_problems(40, seed=5, answer_spaces=("yesno", "choice", "number"))
+    ref = tmp_path / "ref"
+    prmtree.run(mixed, out=ref, config=CONFIG)
+    out = tmp_path / "o"
+    prmtree.run(mixed, out=out, config=CONFIG)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all("counts" in g for g in manifest["flushes"].values() if g["completed"])
+    shard = next(out / s["file"] for s in manifest["shards"] if s["table"] == "steps" and s["flush"] > 0)
+    if damage == "delete":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:50])
+    prmtree.run(mixed, out=out, config=CONFIG)
+    expected, got = load_manifest(ref / "manifest.json").stats, load_manifest(out / "manifest.json").stats
+    assert {k: got[k] for k in ROW_KEYS} == {k: expected[k] for k in ROW_KEYS}
+    assert len(got["answer_spaces"]) == 3 and got["problems_done"] == len(mixed)

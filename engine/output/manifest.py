@@ -205,7 +205,10 @@ def apply_record(state: dict[str, Any], record: dict[str, Any]) -> None:
     state["failed"].update(failed)
     state["fingerprints"].update(fingerprints)
     if record.get("flush") is not None:
-        state["flushes"][str(record["flush"])] = {"completed": list(completed), "rejected": list(rejected)}
+        group = {"completed": list(completed), "rejected": list(rejected)}
+        if isinstance(record.get("counts"), dict) and record["counts"]:
+            group["counts"] = record["counts"]  # what its rows added to the stats (a repair takes it out)
+        state["flushes"][str(record["flush"])] = group
 
 
 def _read_log(path: Path, committed: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:

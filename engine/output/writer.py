@@ -123,6 +123,7 @@ class DatasetWriter:
         self.buffers: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self.row_sizes: dict[str, list[int]] = {t: [] for t in TABLES}  # estimated bytes, one per buffered row
         self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}  # their running sum
+        self.pending_counts = RunStats()  # what the pending problems' rows add to the run's counters
         self.pending_completed: list[str] = []
         self.pending_skipped: dict[str, str] = {}
         self.pending_rejected: dict[str, str] = {}
@@ -147,10 +148,15 @@ class DatasetWriter:
 
     def add_problem(
         self, problem_id: str, rows: ProblemRows, stats: RunStats | None, *, skipped: str | None = None,
-        fingerprint: str | None = None,
+        fingerprint: str | None = None, space: str | None = None,
     ) -> None:
         """Buffer all rows of one finished problem; it counts as done once flushed.
-        ``fingerprint``: what the rows were made from, recorded with them (resume compares it)."""
+        ``fingerprint``: what the rows were made from, recorded with them (resume compares it).
+        ``space``: its answer space; the flush records what its rows add to the run's
+        counters, so a repair that drops the flush takes out exactly that."""
+        if space is not None:
+            self.pending_counts.count_problem(space, [r["labels"] for r in rows.get("steps", [])],
+                                              len(rows.get("nodes", [])), len(rows.get("pairs", [])), bool(skipped))
         for table, table_rows in rows.by_table().items():
             if table_rows:
                 self.buffers[table].extend(table_rows)
@@ -282,6 +288,7 @@ class DatasetWriter:
         self.pending_completed, self.pending_skipped = [], {}
         self.pending_rejected, self.pending_failed = {}, {}
         self.pending_fingerprints = {}
+        self.pending_counts = RunStats()
         self.last_flush = time.monotonic()
 
     def _record(self, written: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
@@ -297,6 +304,7 @@ class DatasetWriter:
             "failed": dict(self.pending_failed),
             "fingerprints": dict(self.pending_fingerprints),
             "stats": stats,
+            "counts": self.pending_counts.row_counts() if self.pending_counts.problems_done else {},
         }
 
     def _next_manifest(self, written: list[dict[str, Any]], stats: dict[str, Any], status: str) -> Manifest:
@@ -386,6 +394,8 @@ class DatasetWriter:
             for key in keys & entries.keys():
                 del entries[key]
         for group in m.flushes.values():
+            if not keys.isdisjoint(group.get("completed", ())):
+                group.pop("counts", None)  # no longer its rows' counts: a repair falls back to reading rows
             for kind in ("completed", "rejected"):
                 group[kind] = [p for p in group.get(kind, ()) if p not in keys]
         return dropped
