@@ -106,8 +106,9 @@ def shard_files(out: Path) -> set[str]:
     return {f"{p.parent.name}/{p.name}" for t in TABLES for p in (out / t).iterdir()}
 
 
-@pytest.mark.slow
-def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_saves_everything(tmpfs, tmp_path):
+def _reference_rows(tmp_path: Path) -> tuple[Path, list[str], dict[str, ProblemRows]]:
+    """A clean run of 8 problems: its folder, the problem ids, and each problem's rows (what
+    a writer is fed by hand to put a flush exactly where a test wants it)."""
     problems = generate_problems(8, seed=4)
     reference = tmp_path / "ref"
     prmtree.run(problems, out=reference, seed=2, config=SMALL)
@@ -115,6 +116,12 @@ def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_s
     ids = [p.id for p in problems]
     rows_of = {pid: ProblemRows({t: [r for r in by_table[t] if r["problem_id"] == pid] for t in TABLES})
                for pid in ids}
+    return reference, ids, rows_of
+
+
+@pytest.mark.slow
+def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_saves_everything(tmpfs, tmp_path):
+    reference, ids, rows_of = _reference_rows(tmp_path)
 
     out = tmpfs / "o"
     config = RunConfig.model_validate({**SMALL, "seed": 2, "output": {"flush_interval_s": 1000}})
@@ -165,13 +172,7 @@ def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_pat
     FLUSH_GIVE_UP_S stops the run with its error."""
     from prmtree.engine.output import writer as writer_module
 
-    problems = generate_problems(8, seed=4)
-    reference = tmp_path / "ref"
-    prmtree.run(problems, out=reference, seed=2, config=SMALL)
-    by_table = {t: read_table(reference, t).to_pylist() for t in TABLES}
-    ids = [p.id for p in problems]
-    rows_of = {pid: ProblemRows({t: [r for r in by_table[t] if r["problem_id"] == pid] for t in TABLES})
-               for pid in ids}
+    reference, ids, rows_of = _reference_rows(tmp_path)
     out = tmp_path / "o"
     config = RunConfig.model_validate({**SMALL, "seed": 2, "output": {"rows_per_shard": 1, "flush_interval_s": 1000}})
     opened = open_run(out, config, versions(), Slice(), False)

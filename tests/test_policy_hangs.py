@@ -52,18 +52,27 @@ def _start(tmp_path, timeout_s: float, how: str) -> subprocess.Popen:
     return proc
 
 
+def _finish(proc: subprocess.Popen, *signals: int) -> tuple[str, str, float]:
+    """Send ``signals`` (SIGTERM twice: the first lets trees finish, the second cancels),
+    then wait: stdout, stderr and the seconds from the last signal to the exit."""
+    try:
+        for sig in signals:
+            time.sleep(0.4)
+            proc.send_signal(sig)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        return out, err, time.monotonic() - started
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize("how", ["swallow", "thread"])
 def test_a_request_the_policy_will_not_give_up_times_out_and_the_process_exits(tmp_path, how):
     """The stuck request times out (1 s), is retried, and the run finishes every problem;
     the process then exits (a thread still sleeping is not waited for, a swallowed
     cancellation is walked away from after a grace period)."""
     proc = _start(tmp_path, 1.0, how)
-    try:
-        started = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        proc.kill()
+    out, err, elapsed = _finish(proc)
     assert proc.returncode == 0, err
     assert out.split() == ["FINISHED", "6", "0"], err
     assert elapsed < 20
@@ -73,16 +82,7 @@ def test_two_stop_signals_end_a_run_whose_policy_swallows_cancellation(tmp_path)
     """The first SIGTERM lets the trees in flight finish, the second cancels them; the one
     whose policy ignores it is walked away from, and the run returns (it hung until SIGKILL)."""
     proc = _start(tmp_path, 600.0, "swallow")
-    try:
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        proc.kill()
+    out, err, elapsed = _finish(proc, signal.SIGTERM, signal.SIGTERM)
     assert proc.returncode == 0, err
     assert "SIGTERM again: cancelling the problems in flight" in err and out.startswith("STOPPED"), (out, err)
     assert elapsed < 10
