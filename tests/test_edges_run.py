@@ -119,6 +119,17 @@ def _reference_rows(tmp_path: Path) -> tuple[Path, list[str], dict[str, ProblemR
     return reference, ids, rows_of
 
 
+def _closed_whole(opened, ids: list[str], reference: Path) -> None:
+    """Close the run: finished, every problem done once, rows equal to the clean run's."""
+    opened.writer.close(None)
+    opened.close()
+    out = opened.writer.out_dir
+    manifest = load_manifest(out / "manifest.json")
+    assert manifest.completed == ids and manifest.status == "finished"
+    assert verify_run(out) == []
+    same_rows(out, reference)
+
+
 @pytest.mark.slow
 def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_saves_everything(tmpfs, tmp_path):
     reference, ids, rows_of = _reference_rows(tmp_path)
@@ -157,12 +168,7 @@ def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_s
     nothing_changed()
     # space again: a later flush saves all of it, once
     filler.unlink()
-    writer.close(None)
-    opened.close()
-    manifest = load_manifest(out / "manifest.json")
-    assert manifest.completed == ids and manifest.status == "finished"
-    assert verify_run(out) == []
-    same_rows(out, reference)
+    _closed_whole(opened, ids, reference)
 
 
 def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
@@ -198,12 +204,7 @@ def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_pat
         for pid in ids[3:]:
             writer.add_problem(pid, rows_of[pid], None)  # the disk is back: the held rows go out with these
     assert "the flush succeeded again" in caplog.text
-    writer.close(None)
-    opened.close()
-    manifest = load_manifest(out / "manifest.json")
-    assert manifest.completed == ids and manifest.status == "finished"
-    assert verify_run(out) == []
-    same_rows(out, reference)
+    _closed_whole(opened, ids, reference)
 
 
 def running(out: Path, seconds: float) -> None:
