@@ -50,6 +50,7 @@ from typing import Any, Protocol
 
 from prmtree.engine.answers import Verifier, normalize_text, parse_number
 from prmtree.engine.config import RunConfig
+from prmtree.engine.contracts import CANCELLED_BY_PRMTREE
 from prmtree.engine.driver import Driver, PolicyFailure, generation_request
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.problem import check_input, iter_problems
@@ -448,7 +449,7 @@ async def _sample_async(items: Iterable[Problem | InputError], cfg: RunConfig, s
                 task.result()
     finally:
         for task in pending:
-            task.cancel()
+            task.cancel(CANCELLED_BY_PRMTREE)  # a policy swallowing it is walked away from
         await asyncio.gather(*pending, return_exceptions=True)
         await verifier.aclose()
         await close_bounded(f"policy {executor.policy_name!r}", executor.close, cfg.executor.close_timeout_s)

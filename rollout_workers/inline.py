@@ -107,7 +107,7 @@ def _timed(coro: Coroutine[Any, Any, Any], limit_s: float, who: str,
                     cancelled_at = time.perf_counter()
                 value, send = exc, coro.throw
         if walk_away is not None:
-            _abandon(coro)
+            _carry_on(coro, yielded)
             raise walk_away
 
 
@@ -144,9 +144,48 @@ def _within_grace(awaited: Any, until: float) -> Generator[Any, Any, bool]:
     return awaited.done()
 
 
+#: Walked-away policy coroutines finishing in tasks of their own (held: a task nobody
+#: references can be collected mid-run).
+_CARRIED: set[asyncio.Task[None]] = set()
+
+
+def _carry_on(coro: Coroutine[Any, Any, Any], awaited: Any) -> None:
+    """Let a walked-away policy coroutine finish in a task of its own, nobody waiting for it:
+    its cleanup (an abort that took longer than the grace, an ``async with`` giving a
+    connection back to its pool) still runs. Closing it instead skipped every async
+    ``finally`` and leaked an httpx pool slot per walk-away. Cancelled (the run's loop
+    closing), it is closed: one that swallows cancellations forever ends then."""
+    task = asyncio.get_running_loop().create_task(_finish_detached(coro, awaited))
+    _CARRIED.add(task)
+    task.add_done_callback(_CARRIED.discard)
+
+
+async def _finish_detached(coro: Coroutine[Any, Any, Any], awaited: Any) -> None:
+    await _drive_detached(coro, awaited)
+
+
+@types.coroutine
+def _drive_detached(coro: Coroutine[Any, Any, Any], awaited: Any) -> Generator[Any, Any, None]:
+    yielded = awaited
+    while True:
+        if isinstance(yielded, asyncio.Future):
+            yielded._asyncio_future_blocking = True  # as awaiting it sets: the task takes it over
+        try:
+            value, send = (yield yielded), coro.send
+        except asyncio.CancelledError:
+            _abandon(coro)
+            return
+        except BaseException as exc:  # noqa: BLE001 - anything else thrown goes to the policy
+            value, send = exc, coro.throw
+        try:
+            yielded = send(value)
+        except BaseException:  # noqa: BLE001 - it finished, or raised: nobody waits for the outcome
+            return
+
+
 def _abandon(coro: Coroutine[Any, Any, Any]) -> None:
-    """Close a policy's coroutine that ignored its cancellation; one that ignores the close
-    too (awaits in its ``finally``) is left to the garbage collector."""
+    """Close a policy's coroutine; one that ignores the close too (awaits in its
+    ``finally``) is left to the garbage collector."""
     try:
         coro.close()
     except RuntimeError:  # "coroutine ignored GeneratorExit"

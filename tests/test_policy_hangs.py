@@ -86,3 +86,46 @@ def test_two_stop_signals_end_a_run_whose_policy_swallows_cancellation(tmp_path)
     assert proc.returncode == 0, err
     assert "SIGTERM again: cancelling the problems in flight" in err and out.startswith("STOPPED"), (out, err)
     assert elapsed < 10
+
+
+def test_a_walked_away_policy_still_finishes_its_cleanup(monkeypatch):
+    """Walking away used to close the policy's coroutine, skipping every async ``finally``
+    (an httpx stream never gave its connection back, so the next request hit PoolTimeout).
+    The request fails at the grace; the policy's own cleanup then finishes unwaited for."""
+    import asyncio
+
+    from prmtree.engine.config import ExecutorConfig
+    from prmtree.engine.contracts import CANCELLED_BY_PRMTREE
+    from prmtree.rollout_workers import inline
+
+    monkeypatch.setattr(inline, "CANCEL_GRACE_S", 0.2)
+    released = []
+
+    class SlowAbort:
+        name = "slow-abort"
+
+        async def generate(self, request):
+            try:
+                try:
+                    await asyncio.sleep(100)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.5)  # an abort sent to a busy server: longer than the grace
+                    raise
+            finally:
+                await asyncio.sleep(0)  # an async cleanup (a connection given back)
+                released.append(True)
+
+    async def main():
+        task = asyncio.create_task(inline.InlineExecutor(SlowAbort(), ExecutorConfig()).submit(None))
+        await asyncio.sleep(0.05)
+        task.cancel(CANCELLED_BY_PRMTREE)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(asyncio.CancelledError, match="went on 0.2 s after its cancellation"):
+            await task
+        walked = asyncio.get_running_loop().time() - started
+        assert not released and walked < 0.45  # the request did not wait for the cleanup
+        await asyncio.sleep(0.6)
+        return walked
+
+    asyncio.run(main())
+    assert released == [True]
