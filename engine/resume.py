@@ -315,10 +315,14 @@ def _refuse_foreign_files(out: Path, slice: Slice) -> None:
                     "one: move it, or use another --out"
                 )
             if not ours.fullmatch(path.name):
-                layout = "an unsliced run" if slice.count == 1 else f"slices of {slice.count}"
+                count = re.match(r"part-s\d{5}of(\d{5})-", path.name)
+                theirs = (f"slices of {int(count.group(1))} (--slice i/{int(count.group(1))} or --drivers "
+                          f"{int(count.group(1))})" if count else "an unsliced run")
+                ours_said = "an unsliced run" if slice.count == 1 else f"slices of {slice.count}"
                 raise ConfigError(
-                    f"{path} is a shard of another slice layout than this directory's ({layout}), and loaders "
-                    f"reading {table}/*.parquet would take it for part of this run: move it, or use another --out"
+                    f"{path} is a shard of {theirs}, but this run writes {ours_said}, and loaders reading "
+                    f"{table}/*.parquet would take it for part of this run: run with that layout, move it, or "
+                    "use another --out"
                 )
 
 
@@ -344,6 +348,7 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     completed: set[str] = set()
     rejected: set[str] = set()
     groups = []
+    bad = sorted(bad, key=lambda n: -1 if n is None else n)  # groups[i] is flush bad[i]'s
     for number in bad:
         group = manifest.flushes.pop(str(number), {})
         groups.append(group)
@@ -357,19 +362,36 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     manifest.completed = [p for p in manifest.completed if p not in completed]
     manifest.skipped = {p: r for p, r in manifest.skipped.items() if p not in completed}
     manifest.rejected = {p: r for p, r in manifest.rejected.items() if p not in rejected}
-    if not unknown and all("counts" in g for g in groups if g.get("completed")):
-        # each flush recorded what its rows added (labels, lengths, answer spaces): taken out
-        # exactly, though a damaged shard's own rows cannot be read
+    if unknown:
+        _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
+    else:
+        # a flush that recorded what its rows added (labels, lengths, answer spaces) has it
+        # taken out exactly, though a damaged shard's own rows cannot be read; one without
+        # (an old manifest, a group a --rerun-changed or image repair changed) by its rows
+        counted = {number for number, group in zip(bad, groups) if "counts" in group or not group.get("completed")}
         for group in groups:
             subtract_counts(manifest.stats, group.get("counts", {}))
-        _forget(manifest.stats, 0, 0, len(rejected), [])
-    else:  # a manifest from before flushes recorded their counts
-        _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
+        rest = [g for number, g in zip(bad, groups) if number not in counted]
+        rest_done = {p for g in rest for p in g.get("completed", ())}
+        rest_shards = [s for s in dropped_shards if s.get("flush") not in counted]
+        _forget(manifest.stats, len(rest_done), len(rest_done & skipped), len(rejected), rest_shards,
+                _readable_labels(out, [s for s in rest_shards if s["table"] == "steps" and s["file"] not in damaged]))
     write_manifest(out, manifest, slice.manifest_name)
     return [f"{file}: {why}" for file, why in sorted(damaged.items())] + [
         f"dropped {len(dropped_shards)} shards written with it; {len(completed) + len(rejected)} problems "
         "will be redone"
     ]
+
+
+def _readable_labels(out: Path, shards: list[dict[str, Any]]) -> list[list[bool | None]]:
+    """The ``labels`` of every row of these steps shards that can still be read."""
+    labels: list[list[bool | None]] = []
+    for shard in shards:
+        try:
+            labels.extend(pq.read_table(out / shard["file"], columns=["labels"]).column(0).to_pylist())
+        except Exception:  # noqa: BLE001 - pyarrow raises several types for a broken file
+            pass
+    return labels
 
 
 class _Lost(set):

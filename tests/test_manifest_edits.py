@@ -71,8 +71,10 @@ def test_a_shard_of_another_slice_layout_is_refused(tmp_path, reference, name):
     prmtree.run(PROBLEMS, out=out, config=CONFIG)
     copy = out / "steps" / name
     copy.write_bytes((out / "steps" / "part-00000.parquet").read_bytes())
-    with pytest.raises(ConfigError, match=rf"{name} is a shard of another slice layout than this directory's "
-                                          r"\(an unsliced run\).*move it, or use another --out"):
+    count = int(name[13:18])
+    with pytest.raises(ConfigError, match=rf"{name} is a shard of slices of {count} \(--slice i/{count} or "
+                                          rf"--drivers {count}\), but this run writes an unsliced run.*run with "
+                                          "that layout, move it, or use another --out"):
         prmtree.run(PROBLEMS, out=out, config=CONFIG)
     copy.unlink()
     assert prmtree.run(PROBLEMS, out=out, config=CONFIG).problems_done == len(PROBLEMS)
@@ -119,3 +121,29 @@ def test_a_repaired_flush_leaves_the_run_counting_its_rows_once(tmp_path, refere
     expected, got = load_manifest(ref / "manifest.json").stats, load_manifest(out / "manifest.json").stats
     assert {k: got[k] for k in ROW_KEYS} == {k: expected[k] for k in ROW_KEYS}
     assert len(got["answer_spaces"]) == 3 and got["problems_done"] == len(mixed)
+
+
+def test_a_repair_after_rerun_changed_still_takes_the_labels_out(tmp_path):
+    """A flush a --rerun-changed touched has no recorded counts any more; a later repair
+    of it fell back to forgetting rows without their labels, so labels and path lengths
+    were counted twice. The readable steps shards of such a flush give its labels."""
+    from dataclasses import replace
+
+    problems = generate_problems(40, seed=5)
+    edited = [replace(p, question=p.question + " ") if i in (3, 17) else p for i, p in enumerate(problems)]
+    ref = tmp_path / "ref"
+    prmtree.run(problems, out=ref, config=CONFIG)
+    prmtree.run(edited, out=ref, config=CONFIG, rerun_changed=True)
+    out = tmp_path / "o"
+    prmtree.run(problems, out=out, config=CONFIG)
+    prmtree.run(edited, out=out, config=CONFIG, rerun_changed=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    touched = {n for n, g in manifest["flushes"].items() if g["completed"] and "counts" not in g}
+    assert touched  # the rerun left a flush without counts
+    shard = next(out / s["file"] for s in manifest["shards"] if s["table"] == "nodes" and str(s["flush"]) in touched)
+    shard.write_bytes(shard.read_bytes()[:50])  # its nodes shard damaged, its steps shard readable
+    prmtree.run(edited, out=out, config=CONFIG)
+    expected, got = load_manifest(ref / "manifest.json").stats, load_manifest(out / "manifest.json").stats
+    for key in ("problems_done", "paths", "nodes", "pairs", "steps_labelled", "labels_positive", "labels_negative",
+                "steps_per_path"):
+        assert got[key] == expected[key], key
