@@ -56,7 +56,6 @@ FLUSH_RETRY_S = 10.0
 FLUSH_GIVE_UP_S = 300.0
 
 
-
 def _row_bytes(row: dict[str, Any]) -> int:
     """A cheap size estimate of a row, for rotating shards by bytes: text by its length,
     anything else 8 (a list item by item, a dict in a list by its text values)."""
