@@ -16,7 +16,6 @@ duplicate rows in the union).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from prmtree.engine.config import InputConfig, RunConfig, config_changes
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
 from prmtree.engine.output.atomic import temporary_target
-from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout
+from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout, shard_slice_count
 from prmtree.engine.output.manifest import (
     LAYOUT_VERSION,
     Manifest,
@@ -301,7 +300,7 @@ def _refuse_foreign_files(out: Path, slice: Slice) -> None:
     slice layout (a copy from another run's directory): ``load_dataset("parquet",
     data_files="out/steps/*.parquet")`` would read it as part of the run, and no run of
     this directory ever deletes it (a run of its layout is refused here)."""
-    ours = re.compile(r"part-\d{5,}\.parquet" if slice.count == 1 else rf"part-s\d{{5}}of{slice.count:05d}-\d{{5,}}\.parquet")
+    ours = slice.layout_pattern()
     for table in TABLES:
         directory = out / table
         if not directory.is_dir():
@@ -315,9 +314,8 @@ def _refuse_foreign_files(out: Path, slice: Slice) -> None:
                     "one: move it, or use another --out"
                 )
             if not ours.fullmatch(path.name):
-                count = re.match(r"part-s\d{5}of(\d{5})-", path.name)
-                theirs = (f"slices of {int(count.group(1))} (--slice i/{int(count.group(1))} or --drivers "
-                          f"{int(count.group(1))})" if count else "an unsliced run")
+                count = shard_slice_count(path.name)
+                theirs = f"slices of {count} (--slice i/{count} or --drivers {count})" if count > 1 else "an unsliced run"
                 ours_said = "an unsliced run" if slice.count == 1 else f"slices of {slice.count}"
                 raise ConfigError(
                     f"{path} is a shard of {theirs}, but this run writes {ours_said}, and loaders reading "
@@ -334,14 +332,14 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     deleted by ``discard_unlisted``. Returns a line per damaged shard for the user.
     """
     damaged = {s["file"]: why for s in manifest.shards if (why := verify_shard(out, s)) is not None}
-    lost = _unlisted_rows_of_done(out, manifest, slice)
+    lost, holding = _unlisted_rows_of_done(out, manifest, slice)
     if not damaged and not lost:
         return []
     bad = {s.get("flush") for s in manifest.shards if s["file"] in damaged}
     found = {int(number) for number, group in manifest.flushes.items() if not lost.isdisjoint(group.get("completed", ()))}
     bad |= found if found or not lost else {None}  # lost rows of no recorded flush: redo the whole slice
-    damaged |= {file: "listed in no manifest entry, yet it holds rows of problems the manifest counts as done"
-                for file in _unlisted_shards(out, manifest, slice) if file in lost.files}
+    damaged |= dict.fromkeys(holding, "listed in no manifest entry, yet it holds rows of problems the manifest "
+                                      "counts as done")
     if None in bad:  # a shard written before flushes were recorded: its problems are unknown
         bad = {s.get("flush") for s in manifest.shards} | {int(k) for k in manifest.flushes}
     dropped_shards = [s for s in manifest.shards if s.get("flush") in bad]
@@ -383,21 +381,17 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     ]
 
 
+def _column(out: Path, file: str, name: str) -> list[Any]:
+    """One column of a shard, or nothing where the file cannot be read."""
+    try:
+        return pq.read_table(out / file, columns=[name]).column(0).to_pylist()
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a broken file
+        return []
+
+
 def _readable_labels(out: Path, shards: list[dict[str, Any]]) -> list[list[bool | None]]:
     """The ``labels`` of every row of these steps shards that can still be read."""
-    labels: list[list[bool | None]] = []
-    for shard in shards:
-        try:
-            labels.extend(pq.read_table(out / shard["file"], columns=["labels"]).column(0).to_pylist())
-        except Exception:  # noqa: BLE001 - pyarrow raises several types for a broken file
-            pass
-    return labels
-
-
-class _Lost(set):
-    """Problems counted as done whose rows of some table only an unlisted shard holds."""
-
-    files: set[str]
+    return [labels for shard in shards for labels in _column(out, shard["file"], "labels")]
 
 
 def _unlisted_shards(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
@@ -408,38 +402,30 @@ def _unlisted_shards(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
             if pattern.fullmatch(path.name) and f"{table}/{path.name}" not in listed]
 
 
-def _unlisted_rows_of_done(out: Path, manifest: Manifest, slice: Slice) -> _Lost:
-    """Done problems whose rows of a table are in an unlisted shard and in no listed one: a
-    manifest that lost a shard's entry (hand-edited, a bad merge). The shard would be deleted
-    as a crash's leftover and the rows lost for good, the problems still counted as done.
-    A crash's leftover holds no done problem (its flush never committed), and a shard a
-    repair rewrote holds only problems whose rows a listed shard now has: neither counts.
-    An unreadable leftover is a crash's (a shard is renamed into place whole)."""
-    lost = _Lost()
-    lost.files = set()
+def _unlisted_rows_of_done(out: Path, manifest: Manifest, slice: Slice) -> tuple[set[str], list[str]]:
+    """Done problems whose rows of a table are in an unlisted shard and in no listed one, and
+    the unlisted shards holding them: a manifest that lost a shard's entry (hand-edited, a
+    bad merge). The shard would be deleted as a crash's leftover and the rows lost for good,
+    the problems still counted as done. A crash's leftover holds no done problem (its flush
+    never committed), and a shard a repair rewrote holds only problems whose rows a listed
+    shard now has: neither counts. An unreadable leftover is a crash's (a shard is renamed
+    into place whole)."""
+    lost: set[str] = set()
+    holding: list[str] = []
     done = set(manifest.completed)
     listed_ids: dict[str, set[str]] = {}
     for file in _unlisted_shards(out, manifest, slice):
-        try:
-            ids = set(pq.read_table(out / file, columns=["problem_id"]).column(0).to_pylist()) & done
-        except Exception:  # noqa: BLE001 - pyarrow raises several types for a broken file
-            continue
+        ids = set(_column(out, file, "problem_id")) & done
         if not ids:
             continue
         table = file.split("/", 1)[0]
-        if table not in listed_ids:
-            listed_ids[table] = set()
-            for shard in manifest.shards:
-                if shard["table"] == table:
-                    try:
-                        listed_ids[table].update(pq.read_table(out / shard["file"], columns=["problem_id"])
-                                                 .column(0).to_pylist())
-                    except Exception:  # noqa: BLE001 - a damaged listed shard: its flush is redone anyway
-                        pass
+        if table not in listed_ids:  # a damaged listed shard reads as empty: its flush is redone anyway
+            listed_ids[table] = {pid for shard in manifest.shards if shard["table"] == table
+                                 for pid in _column(out, shard["file"], "problem_id")}
         if missing := ids - listed_ids[table]:
             lost |= missing
-            lost.files.add(file)
-    return lost
+            holding.append(file)
+    return lost, holding
 
 
 def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:

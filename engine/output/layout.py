@@ -77,6 +77,17 @@ class Slice:
         """This slice's shard names; group 1 is the sequence number."""
         return re.compile(rf"part-{re.escape(self.tag)}(\d{{5,}})\.parquet")
 
+    def layout_pattern(self) -> re.Pattern[str]:
+        """The shard names of every slice of this slice's layout (its count)."""
+        return re.compile(r"part-\d{5,}\.parquet" if self.count == 1 else
+                          rf"part-s\d{{5}}of{self.count:05d}-\d{{5,}}\.parquet")
+
+
+def shard_slice_count(name: str) -> int:
+    """How many slices the layout that wrote a shard called ``name`` has (1: unsliced)."""
+    m = re.match(r"part-s\d{5}of(\d{5})-", name)
+    return int(m.group(1)) if m else 1
+
 
 def manifest_slice(manifest_name: str) -> Slice | None:
     """The slice whose manifest this file name is, or None if the layout names no slice so.
