@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export (never the run itself)")
     exp.add_argument("--allow-partial", action="store_true",
                      help="export a run that is not finished (in progress, stopped, slices not run) with a warning")
+    exp.add_argument("--allow-empty", action="store_true",
+                     help="write the export even when it holds no record (the run labelled no step, or the format "
+                          "leaves every path out); without it nothing is written and the exit code is 4")
     exp.add_argument("--soft", action="store_true", help="Monte-Carlo values as float labels (openrlhf, qwen-prm)")
     exp.add_argument("--keep-flagged", action="store_true",
                      help="trainer formats and stepwise: keep paths where MC and the judge disagreed (consensus "
@@ -570,7 +573,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import warnings
 
-    from prmtree.export import ExportOptions, export
+    from prmtree.export import ExportOptions, NothingToExport, export
 
     out = _intact_run_dir(args.out)
     try:
@@ -578,16 +581,21 @@ def cmd_export(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, soft=args.soft, placeholder=args.placeholder,
             system_prompt=args.system_prompt, tokenizer=args.tokenizer, test_size=args.test_size,
             license=args.license, pretty_name=args.pretty_name, keep_flagged=args.keep_flagged,
-            allow_partial=args.allow_partial,
+            allow_partial=args.allow_partial, allow_empty=args.allow_empty,
         )
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             n = export(out, args.format, Path(args.to), options)
+    except NothingToExport as exc:  # as `prmtree run` when it labelled nothing: no training data
+        for warning in said:
+            sys.stderr.write(f"prmtree: warning: {warning.message}\n")
+        sys.stderr.write(f"prmtree: {exc}\n")
+        return EXIT_NO_DATA
     except ValueError as exc:  # ExportError: a refused target or format, a run not finished
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error(exc))
-    for warning in said:  # --allow-partial: what is not in the export
+    for warning in said:  # --allow-partial: what is not in the export; --allow-empty: why it is empty
         sys.stderr.write(f"prmtree: warning: {warning.message}\n")
     print(f"wrote {n} rows to {args.to}")
     return 0

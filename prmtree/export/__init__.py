@@ -12,9 +12,13 @@ trainer it names (see each module): ``openrlhf``, ``visualprm``, ``qwen-prm``,
 Exports never write inside the run's directory, refuse an existing target unless
 ``overwrite=True``, and fail with :class:`ExportError` and one line saying why. They refuse
 a run that is not whole (still running, stopped before its end, slices not run) unless
-``allow_partial=True``. One export writes a target at a time: it holds an ``flock`` on
-``.<target name>.export.lock`` beside the target while it writes, and a second export of
-the same target fails at once naming the holder (the lock file stays, as a run's do).
+``allow_partial=True``. An export that would hold no record (the run labelled no step, or
+the format's own rule leaves none: no decided path, every path flagged, no pair) writes
+nothing and fails with :class:`NothingToExport` saying why, unless ``allow_empty=True``
+(then it writes the empty files and warns). One export writes a target at a time: it
+holds an ``flock`` on ``.<target name>.export.lock`` beside the target while it writes, and
+a second export of the same target fails at once naming the holder (the lock file stays,
+as a run's do).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from prmtree.export import (
     stepwise,
     visualprm,
 )
-from prmtree.export.base import PLACEHOLDER, ExportError, ExportFormat, ExportOptions
+from prmtree.export.base import PLACEHOLDER, ExportError, ExportFormat, ExportOptions, NothingToExport
 
 #: The built-in formats in the order ``prmtree export --help`` lists them; formats registered
 #: elsewhere (a test, an entry point) follow in the registry's order.
@@ -53,7 +57,8 @@ BUILT_IN = (
     stepwise.Stepwise, prm800k.PRM800K, pairs.Pairs, jsonl.Jsonl,
 )
 
-__all__ = ["PLACEHOLDER", "ExportError", "ExportFormat", "ExportOptions", "export", "format_list", "formats"]
+__all__ = ["PLACEHOLDER", "ExportError", "ExportFormat", "ExportOptions", "NothingToExport", "export", "format_list",
+           "formats"]
 
 
 def formats() -> list[type[ExportFormat]]:
@@ -72,7 +77,8 @@ def format_list() -> list[tuple[str, str]]:
 
 
 def export(out: str | Path, fmt: str, target: str | Path, options: ExportOptions | None = None) -> int:
-    """Write the run in ``out`` as ``fmt`` to ``target``; returns the number of records written."""
+    """Write the run in ``out`` as ``fmt`` to ``target``; returns the number of records written
+    (never 0 unless ``options.allow_empty``: an export of no record raises :class:`NothingToExport`)."""
     out, target = Path(out), Path(target)
     options = options or ExportOptions()
     known = formats()

@@ -10,11 +10,16 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prmtree.export.empty import why_empty
 from prmtree.export.rows import WORD_JOINER
 
 PLACEHOLDER = "ки"  # Math-Shepherd's step tag; OpenRLHF's example --placeholder_token
@@ -25,6 +30,13 @@ _REFUSED_ELSEWHERE = {"refused_elsewhere": True}
 
 class ExportError(ValueError):
     """An export that cannot be done; the message is one line saying why."""
+
+
+class NothingToExport(ExportError):
+    """An export that would hold no record (the run labelled no step, or the format's own
+    filter left none): nothing is written, and the message says why in one line. With
+    ``allow_empty=True`` the empty export is written instead (``prmtree export`` exits 4
+    without ``--allow-empty``, as ``prmtree run`` does when it labelled nothing)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,10 @@ class ExportOptions:
     column) leaves out the paths a ``consensus`` run kept although MC and the judge
     disagreed, unless this is set: a trainer would take their labels as sure.
     ``allow_partial``: export a run that is not whole (still running, stopped before its
-    end, or with slices not run) with a warning, instead of refusing it.
+    end, or with slices not run) with a warning, instead of refusing it. ``allow_empty``:
+    write an export that holds no record (files with no row: a Parquet file with the
+    columns and no row group, an empty JSONL file) with a warning saying why, instead of
+    refusing it with :class:`NothingToExport`.
     """
 
     overwrite: bool = False
@@ -55,6 +70,7 @@ class ExportOptions:
     task: str = "prmtree"
     keep_flagged: bool = False
     allow_partial: bool = False
+    allow_empty: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.test_size < 1.0:
@@ -106,7 +122,33 @@ class ExportFormat(abc.ABC):
 
     @abc.abstractmethod
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
-        """Write the run in ``out`` to ``target``; returns the number of records written."""
+        """Write the run in ``out`` to ``target``; returns the number of records written.
+
+        A format calls :meth:`check_records` with its record count before it puts anything
+        in place, so an export of no record is refused with the target untouched."""
+
+    def check_records(self, out: Path, options: ExportOptions, records: int, table: str = "steps",
+                      skips_flagged: bool = False) -> None:
+        """Refuse an export of no record (:class:`NothingToExport`, saying why), or with
+        ``allow_empty`` warn why it is empty. ``table`` is what the records come from
+        (``steps`` or ``pairs``); ``skips_flagged``: this export leaves flagged paths out."""
+        if records:
+            return
+        reason = why_empty(out, self.name, table=table, skips_flagged=skips_flagged)
+        if not options.allow_empty:
+            raise NothingToExport(f"nothing to export as {self.name} (0 records; nothing written): {reason}; pass "
+                                  "--allow-empty (allow_empty=True) to write an empty export")
+        warnings.warn(f"the {self.name} export holds no record: {reason}", stacklevel=3)
+
+
+def write_parquet(table: pa.Table, handle: Any, row_group_size: int = 100) -> None:
+    """``table`` as zstd Parquet. A table of no row is written with no row group (as
+    ``datasets``' own ``to_parquet`` writes one): pyarrow's ``write_table`` would write one
+    row group of 0 rows, which ``datasets``' Parquet reader fails on (``BatchSize must be
+    greater than 0``)."""
+    with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+        if table.num_rows:
+            writer.write_table(table, row_group_size=row_group_size)
 
 
 @contextlib.contextmanager

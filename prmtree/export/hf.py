@@ -15,7 +15,8 @@ The folder is built beside ``DIR`` (``.DIR.<pid>.tmp``) and renamed into place w
 so a reader of ``DIR`` sees the earlier export or this one, never a mix (with
 ``--overwrite``, a Hub clone's ``.git*`` and other names in ``data/`` move into the new one).
 Upload with ``huggingface-cli upload USER/NAME DIR --repo-type dataset``. Exporting needs
-neither ``pyyaml`` nor ``datasets``.
+neither ``pyyaml`` nor ``datasets``. A run with no steps row to export is refused
+(``NothingToExport``) unless ``allow_empty``: then ``train`` has the columns and no row group.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prmtree.engine.output import read_table
 from prmtree.engine.output.atomic import fsync_dir
 from prmtree.engine.output.faults import pause_point
 from prmtree.engine.registry import EXPORT_FORMATS
-from prmtree.export.base import ExportError, ExportFormat, ExportOptions, atomic_open
+from prmtree.export.base import ExportError, ExportFormat, ExportOptions, atomic_open, write_parquet
 from prmtree.export.card import dataset_card
 from prmtree.export.images import embed_images_column, with_hf_features
 from prmtree.export.rows import cut_table
@@ -79,6 +79,7 @@ class HF(ExportFormat):
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
         """Write the dataset directory; returns the number of steps rows written (all splits)."""
         steps = cut_table(read_table(out, "steps"))  # one rule for every export: cut at the first undecided label
+        self.check_records(out, options, steps.num_rows)  # before anything is built: a refusal leaves the target
         steps = embed_images_column(out, steps).replace_schema_metadata(None)
         steps = steps.cast(with_hf_features(steps.schema))
         pairs = read_table(out, "pairs").replace_schema_metadata(None)
@@ -159,7 +160,7 @@ def _write_parquet_files(table: pa.Table, directory: Path, split: str, rows_per_
         chunk = table.slice(i * rows_per_file, rows_per_file)
         name = f"{split}-{i:05d}-of-{files:05d}.parquet"
         with atomic_open(directory / name, "wb") as handle:
-            pq.write_table(chunk, handle, compression="zstd", row_group_size=100)
+            write_parquet(chunk, handle)
         names.append(name)
     return names
 

@@ -32,12 +32,15 @@ class JsonlFormat(ExportFormat):
         """The function that turns one steps row (and its image paths) into a record, or None."""
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
-        return write_jsonl(out, target, self.builder(options), with_images=self.with_images,
-                           skip_flagged=self.skips_flagged and not options.keep_flagged)
+        skip_flagged = self.skips_flagged and not options.keep_flagged
+        return write_jsonl(out, target, self.builder(options), with_images=self.with_images, skip_flagged=skip_flagged,
+                           check=lambda n: self.check_records(out, options, n, skips_flagged=skip_flagged))
 
 
-def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip_flagged: bool = False) -> int:
-    """One line per steps row that ``build`` makes a record of; returns the number of lines."""
+def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip_flagged: bool = False,
+                check: Callable[[int], None] | None = None) -> int:
+    """One line per steps row that ``build`` makes a record of; returns the number of lines.
+    ``check`` gets the number before the file is put in place: what it raises leaves the target."""
     folder = ImageFolder(out, target.parent)
     n = 0
     seen: set[int] = set()  # paths cut to the same decided steps make one record
@@ -50,6 +53,8 @@ def write_jsonl(out: Path, target: Path, build: Builder, with_images: bool, skip
                     continue
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n += 1
+        if check is not None:
+            check(n)
     return n
 
 

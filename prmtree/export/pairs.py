@@ -1,7 +1,8 @@
 """``pairs``: JSONL of step-level preference pairs, as DPO-style trainers read them.
 
 ``prompt`` is the question with the shared prefix, then ``chosen`` and ``rejected`` (the
-steps with the higher and the lower MC value) and ``images``.
+steps with the higher and the lower MC value) and ``images``. A run with no pair is
+refused (``NothingToExport``) unless ``allow_empty``, before any image is written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Pairs(ExportFormat):
     description = "JSONL of step-level preference pairs (prompt, chosen, rejected)"
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        # before the images are written beside the target: a refusal writes nothing
+        self.check_records(out, options, read_table(out, "pairs").num_rows, table="pairs")
         folder = ImageFolder(out, target.parent)
         images: dict[str, list[str]] = {}
         for row in read_table(out, "steps").select(["problem_id", "images"]).to_batches(max_chunksize=1024):
