@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 max_steps=args.max_steps, log_every=20))
     held = result["held_out"]
     if held:
-        print(f"held-out: step F1 (wrong steps) {held['step_f1_wrong']:.3f}, "
-              f"first-error accuracy {held['first_error_accuracy']:.3f}, ProcessBench F1 {fmt(held['processbench_f1'])}")
+        print(f"held-out: step F1 (wrong steps) {fmt(held['step_f1_wrong'])}, "
+              f"first-error accuracy {fmt(held['first_error_accuracy'])}, ProcessBench F1 {fmt(held['processbench_f1'])}")
 
     prm = prmtree.PRM.load(args.out)
     problem = prmtree.Problem(id="example", question="Let x be 4. Then add 3; multiply by 2.", answer="14")

@@ -678,15 +678,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error(exc))
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoints saved so far are whole; --resume goes on from the last
+        from prmtree.train.trainer import interrupted
+
+        sys.stderr.write(f"prmtree: train interrupted: {interrupted(args.out)}\n")
+        raise SystemExit(128 + signal.SIGINT) from None
     held = result.get("held_out") or {}
     resumed = result.get("resumed_at") or 0
-    print(f"trained {(result.get('steps') or 0) - resumed} steps{f' (from step {resumed})' if resumed else ''} in "
-          f"{result.get('seconds', 0):.1f} s: "
-          f"{result.get('tokens_per_s', 0):,.0f} tokens/s, peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
+    steps = result.get("steps") or 0
+    if resumed and resumed == steps:  # a resume of a training stopped after its last step
+        print(f"training was done at step {steps}: evaluated and saved the PRM in {result.get('seconds', 0):.1f} s")
+    else:
+        print(f"trained {steps - resumed} steps{f' (from step {resumed})' if resumed else ''} in "
+              f"{result.get('seconds', 0):.1f} s: {result.get('tokens_per_s', 0):,.0f} tokens/s, "
+              f"peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
     if held:
         print(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
-              f"{held['step_f1_wrong']:.3f}, step accuracy {held['step_accuracy']:.3f}, first-error accuracy "
-              f"{held['first_error_accuracy']:.3f}, ProcessBench F1 {fmt(held['processbench_f1'])}")
+              f"{fmt(held['step_f1_wrong'])}, step accuracy {fmt(held['step_accuracy'])}, first-error accuracy "
+              f"{fmt(held['first_error_accuracy'])}, ProcessBench F1 {fmt(held['processbench_f1'])}")
     print(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
     if args.json:
         print(json.dumps(result))
@@ -726,7 +735,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)
         print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {fmt(m['processbench_f1'])} "
               f"(erroneous {fmt(m['acc_erroneous'])}, correct {fmt(m['acc_correct'])}), step F1 (wrong steps) "
-              f"{m['step_f1_wrong']:.3f}, first-error accuracy {m['first_error_accuracy']:.3f}"
+              f"{fmt(m['step_f1_wrong'])}, first-error accuracy {fmt(m['first_error_accuracy'])}"
               + (f", step AUROC {m['step_auroc']:.3f}" if m["step_auroc"] is not None else ""))
     return 0
 

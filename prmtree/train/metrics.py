@@ -30,6 +30,11 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def _ratio(hits: int, total: int) -> float | None:
+    """hits / total, None over nothing (undefined, not 0)."""
+    return hits / total if total else None
+
+
 def fmt(value: float | None) -> str:
     """A metric as printed: three decimals, or n/a where it is undefined (None)."""
     return "n/a" if value is None else f"{value:.3f}"
@@ -60,6 +65,11 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
       precision and recall, and plain ``step_accuracy``; steps labelled None are left out;
     * ``first_error_accuracy``: share of paths whose predicted first error is the gold one
       (both -1 counts);
+    * a metric over nothing is None (null in JSON, n/a printed), not 0: step F1 and recall
+      where no step is labelled wrong (a PRM that flags nothing there is right, not 0),
+      precision where no step is predicted wrong, step accuracy where no step is labelled,
+      first-error accuracy where no path is scored; F1 is 0 where there are wrong steps
+      and none is found;
     * ``processbench_f1``: harmonic mean of that accuracy on paths with an error
       (``acc_erroneous``) and on paths without one (``acc_correct``), as ProcessBench scores it;
       None where the paths hold only one of the two kinds: an accuracy over no path is
@@ -91,17 +101,18 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
             n_ok, hits_ok = n_ok + 1, hits_ok + hit
         else:
             n_err, hits_err = n_err + 1, hits_err + hit
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    acc_err = hits_err / n_err if n_err else None
-    acc_ok = hits_ok / n_ok if n_ok else None
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    acc_err = _ratio(hits_err, n_err)
+    acc_ok = _ratio(hits_ok, n_ok)
     paths = n_err + n_ok
     return {
-        "step_f1_wrong": _f1(precision, recall),
+        # no wrong step to find: undefined; wrong steps and none found (precision undefined): 0
+        "step_f1_wrong": None if recall is None else _f1(precision or 0.0, recall),
         "step_precision_wrong": precision,
         "step_recall_wrong": recall,
-        "step_accuracy": right / steps if steps else 0.0,
-        "first_error_accuracy": (hits_err + hits_ok) / paths if paths else 0.0,
+        "step_accuracy": _ratio(right, steps),
+        "first_error_accuracy": _ratio(hits_err + hits_ok, paths),
         "acc_erroneous": acc_err,
         "acc_correct": acc_ok,
         "processbench_f1": None if acc_err is None or acc_ok is None else _f1(acc_err, acc_ok),

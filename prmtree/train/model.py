@@ -28,6 +28,26 @@ HEAD_FILE = "reward_head.safetensors"
 PAD, UNK = "[PAD]", "[UNK]"
 
 
+def lm_body(lm: nn.Module) -> nn.Module:
+    """A causal LM's (or VLM's) body, whose output is the last hidden state its LM head reads:
+    what transformers names its ``base_model`` (the submodule ``base_model_prefix`` names:
+    ``.model`` for Qwen2, Llama or LLaVA, ``.transformer`` for GPT-2, Bloom or Falcon,
+    ``.gpt_neox`` for GPT-NeoX). A peft model is looked through to the model it adapts.
+
+    Before, the body was ``lm.model`` or else the LM itself: for GPT-2 and the others the
+    whole LM, whose vocabulary logits then reached the reward head (a shape error)."""
+    if hasattr(lm, "get_base_model"):  # peft: PeftModel.base_model is its LoraModel, not the LM's body
+        lm = lm.get_base_model()
+    prefix = getattr(lm, "base_model_prefix", "") or ""
+    body = getattr(lm, prefix, None) if prefix else None
+    if not isinstance(body, nn.Module) or body is lm:
+        body = getattr(lm, "model", None)
+    if not isinstance(body, nn.Module) or body is lm:
+        raise ConfigError(f"{type(lm).__name__}: cannot find the model's body (its base_model_prefix "
+                          f"{prefix!r} names no submodule): the reward head reads the body's last hidden state")
+    return body
+
+
 class RewardModel(nn.Module):
     """An LM's body and a two-layer head: one logit per token, read at the markers.
 
@@ -47,6 +67,7 @@ class RewardModel(nn.Module):
 
     def __init__(self, lm: nn.Module, hidden_size: int, step_logprobs: bool = False) -> None:
         super().__init__()
+        lm_body(lm)  # a model whose body cannot be found is refused here, not at the first batch
         self.lm = lm
         self.step_logprobs = step_logprobs
         width = hidden_size + (self.N_FEATURES if step_logprobs else 0)
@@ -54,9 +75,8 @@ class RewardModel(nn.Module):
         self.pool = nn.Linear(hidden_size, 1) if step_logprobs else None
 
     def body(self) -> nn.Module:
-        """The model without its LM head (``Qwen2Model``, ``LlavaModel``, ...), LoRA layers in place."""
-        lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        return getattr(lm, "model", lm)
+        """The model without its LM head, LoRA layers in place: :func:`lm_body` of the LM."""
+        return lm_body(self.lm)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """What ``reward_head.safetensors`` holds: the head's weights, and the pooling's as ``pool.*``."""
@@ -342,9 +362,22 @@ def add_marker(lm: nn.Module, processor: Any, marker: str) -> None:
 
 
 def hidden_size(lm: nn.Module) -> int:
+    """The width of the states the body gives, which the reward head reads: the LM head's input
+    width (the LM head reads the same states), else the config's ``hidden_size`` (an alias of
+    GPT-2's ``n_embd`` in transformers' configs), ``n_embd`` or ``d_model``. The LM head's
+    width is what the body outputs even where the config's ``hidden_size`` is not (OPT's
+    ``word_embed_proj_dim``)."""
+    output = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    weight = getattr(output, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[1])
     config = lm.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(text.hidden_size)
+    for name in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ConfigError(f"{type(lm).__name__}: its config gives no hidden size (hidden_size, n_embd or d_model)")
 
 
 def apply_lora(lm: nn.Module, rank: int = 16) -> nn.Module:

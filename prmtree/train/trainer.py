@@ -228,6 +228,35 @@ def _order(n: int, seed: int, epoch: int) -> list[int]:
 _CHECKPOINT = re.compile(r"step-(\d+)")
 
 
+def _as_path(value: Any) -> Any:
+    """A path option as a resume compares it: the absolute, resolved path where it names a file
+    or folder (``run/``, ``./run`` and ``/abs/run`` are one folder), else as given (a Hub id)."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def _resume_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``RESUME_KEYS``' values as a checkpoint keeps them and a resume compares them: ``data``
+    and a ``model`` path resolved (not ``tiny``, which is no path)."""
+    options = dict(options)
+    options["data"] = _as_path(options.get("data"))
+    if options.get("model") != "tiny":
+        options["model"] = _as_path(options.get("model"))
+    return options
+
+
+def _finished(out: Path, step: int) -> bool:
+    """Whether the training in ``out`` saved its PRM after the checkpoint at ``step``:
+    ``metrics.json``, written last, says that step (an interrupt after the final checkpoint,
+    during the held-out evaluation or the PRM's save, leaves none, or an earlier one's)."""
+    try:
+        return int(json.loads((out / "metrics.json").read_text()).get("steps", -1)) == step
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
 def _checkpoints(out: Path) -> list[Path]:
     """The whole checkpoints in ``out``, oldest first (a ``.tmp`` one a crash left is not one)."""
     found = [(int(m.group(1)), p) for p in (out / "checkpoints").glob("step-*") if (m := _CHECKPOINT.fullmatch(p.name))]
@@ -243,7 +272,8 @@ def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                "step": step, "losses": losses, "options": {k: getattr(options, k) for k in RESUME_KEYS},
+                "step": step, "losses": losses,
+                "options": _resume_options({k: getattr(options, k) for k in RESUME_KEYS}),
                 "torch_rng": torch.get_rng_state(),
                 "selection": selection.state() if selection is not None else None}, tmp / "state.pt")
     if target.exists():  # this step saved before (a resume of a finished training): the new state replaces it
@@ -442,10 +472,12 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         if not found:
             raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoints'}; run without --resume to start")
         checkpoint = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
-        mine = {k: getattr(options, k) for k in RESUME_KEYS}
-        # a checkpoint from before an option existed was made with that option's default
-        theirs = {k: checkpoint["options"].get(k, BEFORE_OPTION.get(k, TrainOptions.__dataclass_fields__[k].default))
-                  for k in RESUME_KEYS}
+        # paths compared resolved: "run/", "./run" or the folder's absolute path are one --data
+        mine = _resume_options({k: getattr(options, k) for k in RESUME_KEYS})
+        # a checkpoint from before an option existed was made with that option's default; one
+        # from before paths were kept resolved has them as given (resolved here, from this directory)
+        theirs = _resume_options({k: checkpoint["options"].get(k, BEFORE_OPTION.get(
+            k, TrainOptions.__dataclass_fields__[k].default)) for k in RESUME_KEYS})
         for opts in (mine, theirs):  # compared as resolved: "auto" and "on" build the same tiny head
             opts["step_logprobs"] = "on" if step_logprobs_on(opts["step_logprobs"], opts["model"]) else "off"
             if opts["select"] == "last":  # no validation set aside: the share makes no difference
@@ -520,11 +552,16 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         optimiser.load_state_dict(checkpoint["optimiser"])
         schedule.load_state_dict(checkpoint["schedule"])
         step, losses = int(checkpoint["step"]), list(checkpoint["losses"])
-        if step >= total:  # saving again would put the checkpoint's (last) weights over the chosen epoch's
+        # At the last step, the held-out evaluation and the PRM's save may not have happened (an
+        # interrupt after the final checkpoint): the resume does them, from the checkpoint's
+        # last weights and the epoch chosen before it, as the uninterrupted training would have.
+        # A training that saved its PRM has nothing left to do.
+        if step > total or (step == total and _finished(out, step)):
             raise ConfigError(f"--resume: the training in {out} is done to step {step} (this run would stop at "
                               f"{total}): raise --epochs or --max-steps to train further")
         torch.set_rng_state(checkpoint["torch_rng"])
-        _log(options, rank, f"resumed from step {step} ({found[-1]})")
+        _log(options, rank, f"resumed from step {step} ({found[-1]})" if step < total else
+             f"resumed at the last step, {step} ({found[-1]}): training is done; evaluating and saving the PRM")
     tokens, train_seconds, resumed_at = 0, 0.0, step
     dtype = next(model.lm.parameters()).dtype
     prm = PRM(model, Encoder(processor, options.marker, max(options.max_length, 4096), vision), {}, device)
@@ -581,8 +618,11 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     result: dict[str, Any] = {}
     if rank == 0:
         # the checkpoint holds the last weights, with the optimiser and schedule they go with (a
-        # --resume trains on from there); the PRM saved below holds the chosen epoch's
-        _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints, selection)
+        # --resume trains on from there); the PRM saved below holds the chosen epoch's. A resume
+        # that trained no step has that checkpoint already: it is not written again.
+        if step > resumed_at or checkpoint is None:
+            _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
+                             selection)
         if selection is not None:
             selection.restore()
             _log(options, rank, selection.summary())
@@ -632,7 +672,7 @@ def held_out_metrics(prm: Any, rows: list[Any], step_metrics: Callable[..., dict
 def criterion_for(labels: list[list[bool | None]]) -> str:
     """What the validation paths can tell: ProcessBench F1 where some paths hold a wrong
     step and some do not, step F1 on wrong steps where all do, step accuracy where none
-    does (F1 on wrong steps is then 0 whatever the model says), "" without a label."""
+    does (F1 on wrong steps is then undefined, None), "" without a label."""
     with_error = [False in path for path in labels if any(x is not None for x in path)]
     if not with_error:
         return ""
@@ -734,6 +774,15 @@ def _check_workers(options: TrainOptions) -> None:
     if not train_rows:
         raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
     _check_used(options, len(train_rows), len(train_rows), options.workers)
+
+
+def interrupted(out: str | Path) -> str:
+    """What ``prmtree train`` says when Ctrl-C stops it: how to go on from what ``out`` holds."""
+    found = _checkpoints(Path(out))
+    if not found:
+        return f"no checkpoint saved in {out} yet: run the same command again to start over"
+    return (f"the last checkpoint is {found[-1]}: run the same command with --resume to continue "
+            "(after the last step, --resume evaluates and saves the PRM)")
 
 
 def train(options: TrainOptions) -> dict[str, Any]:
