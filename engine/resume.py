@@ -364,8 +364,9 @@ def _repair(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
         _forget(manifest.stats, len(completed), len(skipped), len(rejected), dropped_shards)
     else:
         # a flush that recorded what its rows added (labels, lengths, answer spaces) has it
-        # taken out exactly, though a damaged shard's own rows cannot be read; one without
-        # (an old manifest, a group a --rerun-changed or image repair changed) by its rows
+        # taken out exactly, though a damaged shard's own rows cannot be read (a
+        # --rerun-changed or image repair that dropped some of its problems took theirs out
+        # of it); one without (an older manifest's) by its readable rows
         counted = {number for number, group in zip(bad, groups) if "counts" in group or not group.get("completed")}
         for group in groups:
             subtract_counts(manifest.stats, group.get("counts", {}))
@@ -490,9 +491,12 @@ def _drop(writer: DatasetWriter, keys: set[str]) -> None:
     """Drop ``keys``' rows and records (``DatasetWriter.drop_problems``) and take them out of
     the manifest's counters, so the run redoes them and counts them once."""
     m = writer.manifest
-    counts = (len(keys & set(m.completed)), len(keys & m.skipped.keys()), len(keys & m.rejected.keys()))
+    rejected = len(keys & m.rejected.keys())
     dropped = writer.drop_problems(keys)
-    _forget(m.stats, *counts, [{"table": t, "rows": n} for t, n in dropped.rows.items()], dropped.labels)
+    # what their rows added (labels, lengths, each problem's answer space: its flush recorded
+    # it), taken out exactly; only an older manifest's problems stay in their space's counts
+    subtract_counts(m.stats, dropped.counts)
+    _forget(m.stats, 0, 0, rejected, [])
 
 
 def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shards: list[dict[str, Any]],
@@ -500,7 +504,8 @@ def _forget(stats: dict[str, Any], done: int, skipped: int, rejected: int, shard
     """Take the dropped problems and rows out of the carried-over counters, so the totals
     after they are redone count them once (work counters such as rollouts keep the work).
     ``labels``: the dropped paths' labels, where they could be read (a damaged shard's
-    cannot); the per-answer-space counts are not taken out (a row does not say its space)."""
+    cannot); the per-answer-space counts are not taken out (a row does not say its space):
+    what a flush without recorded counts (an older manifest's) is left with."""
     rows = {t: sum(s["rows"] for s in shards if s["table"] == t) for t in TABLES}
     pos = sum(row.count(True) for row in labels)
     neg = sum(row.count(False) for row in labels)

@@ -210,11 +210,14 @@ ROW_COUNTERS = ("problems_done", "problems_skipped", "nodes", "paths", "pairs", 
 
 def subtract_counts(stats: dict[str, Any], counts: dict[str, Any]) -> None:
     """Take ``counts`` (a dropped flush's ``RunStats.row_counts``) out of a manifest's
-    ``stats`` in place, never below 0: numbers, and dicts key by key."""
+    ``stats`` in place, never below 0: numbers, and dicts key by key. An answer space left
+    counting nothing (all its problems dropped) goes, as if it had never been counted."""
     for key, value in counts.items():
         have = stats.get(key)
         if isinstance(value, dict) and isinstance(have, dict):
             subtract_counts(have, value)
+            for name in [k for k, v in have.items() if isinstance(v, dict) and v and not any(v.values())]:
+                del have[name]
         elif isinstance(value, (int, float)) and isinstance(have, (int, float)) and not isinstance(have, bool):
             stats[key] = max(0, have - value)
 

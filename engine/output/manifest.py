@@ -66,7 +66,9 @@ class Manifest:
     rejected: dict[str, str] = field(default_factory=dict)  # bad input rows: final, in errors/
     failed: dict[str, str] = field(default_factory=dict)  # policy failures: retried by the next run
     # flush number -> {"completed": [...], "rejected": [...]}: the problems whose rows the
-    # shards carrying that ``flush`` number hold (what a resume redoes if one is damaged)
+    # shards carrying that ``flush`` number hold (what a resume redoes if one is damaged);
+    # "counts": what those rows add to ``stats`` (``RunStats.row_counts``), and "spaces":
+    # answer space -> its problems, when they are of several (a drop takes each out of its own)
     flushes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     # problem id (or bad row's key) -> what its rows were made from (``records.problem_fingerprint``,
     # ``error_fingerprint``): a resume refuses, or with --rerun-changed redoes, a problem whose
@@ -208,6 +210,8 @@ def apply_record(state: dict[str, Any], record: dict[str, Any]) -> None:
         group = {"completed": list(completed), "rejected": list(rejected)}
         if isinstance(record.get("counts"), dict) and record["counts"]:
             group["counts"] = record["counts"]  # what its rows added to the stats (a repair takes it out)
+        if isinstance(record.get("spaces"), dict) and record["spaces"]:
+            group["spaces"] = record["spaces"]  # answer space -> its problems, when the flush held several
         state["flushes"][str(record["flush"])] = group
 
 

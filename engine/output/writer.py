@@ -47,7 +47,7 @@ from prmtree.engine.output.manifest import (
     write_manifest,
     write_manifest_head,
 )
-from prmtree.engine.stats import RunStats
+from prmtree.engine.stats import RunStats, subtract_counts
 from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
 
 log = logging.getLogger("prmtree")
@@ -81,13 +81,33 @@ def _row_bytes(row: dict[str, Any]) -> int:
     return size
 
 
+#: The answer space of a dropped problem no flush record names (a manifest from before
+#: flushes recorded their spaces): no space ``calibration.answer_space`` gives is empty.
+UNKNOWN_SPACE = ""
+
+
 @dataclass
 class DroppedRows:
-    """What :meth:`DatasetWriter.drop_problems` took out: rows per table, and each dropped
-    path's labels."""
+    """What :meth:`DatasetWriter.drop_problems` took out: rows per table, and what the
+    dropped problems' rows had added to the run's counters (``RunStats.row_counts``; the
+    answer spaces of those whose flush recorded them: all but an older manifest's)."""
 
     rows: dict[str, int]
-    labels: list[list[bool | None]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def flush_spaces(group: dict[str, Any]) -> dict[str, str]:
+    """Problem id -> answer space, as a flush group (``Manifest.flushes``) records them: its
+    ``spaces`` lists the problems of each space when the flush held several; a flush of one
+    space names it in its ``counts``. A problem missing: no record says (an older manifest)."""
+    if group.get("spaces"):
+        return {pid: space for space, ids in group["spaces"].items() for pid in ids}
+    counts = group.get("counts") or {}
+    spaces = counts.get("answer_spaces") or {}
+    completed = group.get("completed", ())
+    if len(spaces) == 1 and counts.get("problems_done") == len(completed):
+        return dict.fromkeys(completed, next(iter(spaces)))
+    return {}
 
 
 class DatasetWriter:
@@ -123,6 +143,7 @@ class DatasetWriter:
         self.row_sizes: dict[str, list[int]] = {t: [] for t in TABLES}  # estimated bytes, one per buffered row
         self.buffer_bytes: dict[str, int] = {t: 0 for t in TABLES}  # their running sum
         self.pending_counts = RunStats()  # what the pending problems' rows add to the run's counters
+        self.pending_spaces: dict[str, list[str]] = {}  # answer space -> the pending problems of it
         self.pending_completed: list[str] = []
         self.pending_skipped: dict[str, str] = {}
         self.pending_rejected: dict[str, str] = {}
@@ -156,6 +177,7 @@ class DatasetWriter:
         if space is not None:
             self.pending_counts.count_problem(space, [r["labels"] for r in rows.get("steps", [])],
                                               len(rows.get("nodes", [])), len(rows.get("pairs", [])), bool(skipped))
+            self.pending_spaces.setdefault(space, []).append(problem_id)
         for table, table_rows in rows.by_table().items():
             if table_rows:
                 self.buffers[table].extend(table_rows)
@@ -288,6 +310,7 @@ class DatasetWriter:
         self.pending_rejected, self.pending_failed = {}, {}
         self.pending_fingerprints = {}
         self.pending_counts = RunStats()
+        self.pending_spaces = {}
         self.last_flush = time.monotonic()
 
     def _record(self, written: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
@@ -304,6 +327,9 @@ class DatasetWriter:
             "fingerprints": dict(self.pending_fingerprints),
             "stats": stats,
             "counts": self.pending_counts.row_counts() if self.pending_counts.problems_done else {},
+            # which problem is of which space (one space: its counts name it), so a drop of
+            # some of them takes each out of its own space's counts
+            "spaces": {k: list(v) for k, v in self.pending_spaces.items()} if len(self.pending_spaces) > 1 else {},
         }
 
     def _next_manifest(self, written: list[dict[str, Any]], stats: dict[str, Any], status: str) -> Manifest:
@@ -368,9 +394,18 @@ class DatasetWriter:
         holding a row of one is written again without it (a new name, the same flush), and
         the manifest in memory stops listing them. The caller writes the manifest; the old
         files, then unlisted, are deleted as any unlisted shard is. Returns the rows dropped
-        per table and the dropped paths' labels (for the counters to forget them)."""
+        per table and what the dropped problems had added to the counters, each in its
+        answer space (for the caller to take out of the run's).
+
+        Each flush group touched keeps its ``counts`` true to the rows it still holds: the
+        dropped problems' own counts, each in the space the group records for it, are
+        taken out of them (a later repair of the flush takes out exactly the rest). A
+        group that cannot say a dropped problem's space (an older manifest) loses its
+        counts instead: a repair then falls back to reading its rows."""
         m = self.manifest
         dropped = DroppedRows({t: 0 for t in TABLES})
+        labels: dict[str, list[list[bool | None]]] = {}  # dropped problem -> its steps rows' labels
+        rows_of: dict[str, dict[str, int]] = {}  # dropped problem -> table -> its rows
         shards = []
         for shard in m.shards:
             path = self.out_dir / shard["file"]
@@ -380,12 +415,35 @@ class DatasetWriter:
                 shards.append(shard)
                 continue
             dropped.rows[shard["table"]] += len(ids) - len(keep)
+            for pid in ids:
+                if pid in keys:
+                    counted = rows_of.setdefault(pid, {})
+                    counted[shard["table"]] = counted.get(shard["table"], 0) + 1
             table = pq.read_table(path) if keep or shard["table"] == "steps" else None
             if shard["table"] == "steps":
-                labels = table.column("labels").to_pylist()
-                dropped.labels += [labels[i] or [] for i, pid in enumerate(ids) if pid in keys]
+                for pid, row in zip(ids, table.column("labels").to_pylist()):
+                    if pid in keys:
+                        labels.setdefault(pid, []).append(row or [])
             if keep:
                 shards.append({**self._write_shard(shard["table"], table.take(keep)), "flush": shard.get("flush")})
+        done = keys & set(m.completed)
+        total = RunStats()  # what the dropped problems added to the run's counters
+        grouped: set[str] = set()
+        for group in m.flushes.values():
+            mine = done.intersection(group.get("completed", ()))
+            if not mine:
+                continue
+            grouped |= mine
+            spaces = flush_spaces(group)
+            counts = self._counts_of(mine, spaces, labels, rows_of)
+            total += counts
+            if "counts" in group and mine <= spaces.keys():
+                subtract_counts(group["counts"], counts.row_counts())
+            else:
+                group.pop("counts", None)  # no longer its rows' counts: a repair falls back to reading rows
+        total += self._counts_of(done - grouped, {}, labels, rows_of)  # shards of no recorded flush
+        total.answer_spaces.pop(UNKNOWN_SPACE, None)  # not taken out: no record says which it was
+        dropped.counts = total.row_counts()
         m.shards = shards
         m.log = {}  # the log no longer replays to this: the next write is whole, or a new log's base
         m.completed = [p for p in m.completed if p not in keys]
@@ -393,11 +451,22 @@ class DatasetWriter:
             for key in keys & entries.keys():
                 del entries[key]
         for group in m.flushes.values():
-            if not keys.isdisjoint(group.get("completed", ())):
-                group.pop("counts", None)  # no longer its rows' counts: a repair falls back to reading rows
             for kind in ("completed", "rejected"):
                 group[kind] = [p for p in group.get(kind, ()) if p not in keys]
+            if "spaces" in group:
+                group["spaces"] = {space: [p for p in ids if p not in keys] for space, ids in group["spaces"].items()}
         return dropped
+
+    def _counts_of(self, problems: set[str], spaces: dict[str, str], labels: dict[str, list[list[bool | None]]],
+                   rows_of: dict[str, dict[str, int]]) -> RunStats:
+        """What ``problems`` (done, being dropped) added to the counters, as ``add_problem``
+        counted it: each in its answer space (``spaces``; missing: ``UNKNOWN_SPACE``)."""
+        counts = RunStats()
+        for pid in sorted(problems):
+            tables = rows_of.get(pid, {})
+            counts.count_problem(spaces.get(pid, UNKNOWN_SPACE), labels.get(pid, []), tables.get("nodes", 0),
+                                 tables.get("pairs", 0), pid in self.manifest.skipped)
+        return counts
 
     def close(self, stats: RunStats | None) -> None:
         self.flush(stats, status="finished")
