@@ -293,6 +293,10 @@ class OutputConfig(_Strict):
     rows_per_shard: int = Field(50_000, ge=1)
     bytes_per_shard: int = Field(256 << 20, ge=1 << 10, description="rotate shards at about this size")
     flush_interval_s: float = Field(30.0, gt=0, description="bound on what an abrupt stop can lose")
+    flush_give_up_s: float = Field(
+        300.0, ge=0, description="how long failing flushes (a full disk), the final one too, are tried again "
+        "with their rows held in memory before the run stops with the error; 0 means fail at once"
+    )
     label_threshold: float = Field(0.0, ge=0, lt=1)
     after_first_error: Literal["truncate", "label-false"] = "truncate"
     max_ci_width: float | None = Field(
@@ -319,7 +323,7 @@ class InputConfig(_Strict):
 #: ``operational_args`` (latency, timeouts, concurrency, memory share).
 OPERATIONAL = {
     "executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s",
-    "verify.pool_workers", "verify.memo_size", "labels.min_coverage",
+    "output.flush_give_up_s", "verify.pool_workers", "verify.memo_size", "labels.min_coverage",
 }
 
 

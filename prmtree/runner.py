@@ -269,6 +269,8 @@ class _GracefulStop:
         self.signum: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing: asyncio.Event | None = None  # set up once the output is final; set: stop waiting
+        self.finishing = False  # the final flush is under way (a failed one waits to try again)
+        self.stopping = asyncio.Event()  # set by a stop then: the final flush tries once more, then gives up
 
     def install(self, driver: Driver) -> None:
         self.driver = driver
@@ -294,6 +296,12 @@ class _GracefulStop:
                 self.closing.set()
                 sys.stderr.write(f"\nprmtree: {name}: everything finished is saved; not waiting for the policy "
                                  "to close\n")
+            return
+        if self.finishing:  # every problem is finished: only a failed final flush's wait is left to cut short
+            if not self.stopping.is_set():
+                self.stopping.set()
+                sys.stderr.write(f"\nprmtree: {name}: the final flush is not waited for: one last try now; what "
+                                 "it cannot write, the next run redoes\n")
             return
         if self.signum is None:
             self.signum = sig
@@ -423,7 +431,11 @@ async def _run_async(
         stopped_by = stop.signum  # a signal while closing below stops nothing
         # The output first, the policy after: a close that raises or hangs costs nothing.
         if writer is not None:
-            writer.flush(stats) if stopped_by else writer.close(stats)  # a stopped run is not "finished"
+            if stopped_by:
+                writer.flush(stats)  # a stopped run is not "finished"
+            else:  # a full disk at the very end is waited out (flush_give_up_s); a stop ends the wait
+                stop.finishing = True
+                await writer.aclose(stats, stop.stopping)
     finally:
         stop.closing = asyncio.Event()
         limit = cfg.executor.close_timeout_s

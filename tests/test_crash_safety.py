@@ -452,7 +452,8 @@ def test_a_full_disk_is_one_line_and_leaves_a_consistent_directory(tmp_path, pro
     out = tmp_path / "o"
     with pytest.raises(SystemExit) as exit_:
         cli_module.main(["run", "--input", str(problems_file), "--out", str(out), "--no-progress",
-                         "--config", str(write_toml(tmp_path, "[output]\nrows_per_shard = 20\n"))])
+                         "--config", str(write_toml(tmp_path, "[output]\nrows_per_shard = 20\n"
+                                                    "flush_give_up_s = 0\n"))])  # fail at once, no waiting
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
     assert err.startswith("prmtree: error: no space left on device (") and "free some space" in err
@@ -481,7 +482,9 @@ def test_a_real_full_disk_and_a_read_only_out(tmp_path, problems_file):
                 pytest.skip("cannot mount a tmpfs here (needs root)")
             mounts.append(point)
         data = write_jsonl(generate_problems(60, seed=1), tmp_path / "data")
-        line = one_line_error(cli("run", "--input", data, "--out", mounts[0] / "o", "--no-progress"))
+        at_once = write_toml(tmp_path, "[output]\nflush_give_up_s = 0\n")  # the full disk is not waited out
+        line = one_line_error(cli("run", "--input", data, "--out", mounts[0] / "o", "--no-progress",
+                                  "--config", at_once))
         assert "no space left on device" in line
         line = one_line_error(cli("run", "--input", data, "--out", mounts[1] / "o", "--no-progress"))
         assert line == f"prmtree: error: cannot write to --out '{mounts[1] / 'o'}': Read-only file system"
@@ -691,7 +694,8 @@ def test_a_run_past_the_file_size_limit_is_one_line_naming_the_file(tmp_path):
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 10, 20 << 10))
 
-    r = subprocess.run([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress"],
-                       capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    at_once = write_toml(tmp_path, "[output]\nflush_give_up_s = 0\n")  # the limit is not waited out
+    r = subprocess.run([*PRMTREE, "run", "--input", str(data), "--out", str(out), "--no-progress",
+                        "--config", str(at_once)], capture_output=True, text=True, timeout=300, preexec_fn=limited)
     line = one_line_error(r)
     assert re.search(rf"File too large \({re.escape(str(out))}/[^)]+\)$", line), line

@@ -171,13 +171,11 @@ def test_a_failed_flush_keeps_its_buffers_marks_nothing_done_and_a_later_flush_s
     _closed_whole(opened, ids, reference)
 
 
-def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_path, caplog):
     """A flush the buffers start in the run (not the final or a stop's) that fails used to
     end the run at once (exit 2, the trees in flight lost). It keeps its rows, says so,
     and is tried again FLUSH_RETRY_S later; a disk that stays unwritable past
-    FLUSH_GIVE_UP_S stops the run with its error."""
-    from prmtree.engine.output import writer as writer_module
-
+    flush_give_up_s stops the run with its error."""
     reference, ids, rows_of = _reference_rows(tmp_path)
     out = tmp_path / "o"
     config = RunConfig.model_validate({**SMALL, "seed": 2, "output": {"rows_per_shard": 1, "flush_interval_s": 1000}})
@@ -191,13 +189,13 @@ def test_a_flush_failing_in_the_run_is_retried_later_and_the_run_goes_on(tmp_pat
         assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["prmtree: a flush failed"]
         assert "tried again in 10 s" in caplog.records[0].getMessage()
         assert writer.pending_completed == ids[:2] and not (out / "manifest.json").exists()  # nothing marked done
-        monkeypatch.setattr(writer_module, "FLUSH_GIVE_UP_S", 0.0)  # failing too long now
+        writer.flush_give_up_s = 0.0  # failing too long now
         writer.retry_at = 0.0
         with pytest.raises(OSError):
             writer.add_problem(ids[2], rows_of[ids[2]], None)
     finally:
         subprocess.run(["chattr", "-i", str(out / "nodes")], check=True)
-    monkeypatch.setattr(writer_module, "FLUSH_GIVE_UP_S", 300.0)
+    writer.flush_give_up_s = 300.0
     writer.retry_at = 0.0
     caplog.clear()
     with caplog.at_level("WARNING", logger="prmtree"):

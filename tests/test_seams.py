@@ -36,7 +36,7 @@ def first(out, config):
         ({"search": {"strategy": "shepherd"}}, {"search": {"strategy": "shepherd", "alpha": 0.3}}),
         ({}, {"policy": {"latency_s": 0.001, "batch_capacity": 64}}),  # the simulated policy's operational args
         ({}, {"executor": {"max_concurrency": 3, "trees_in_flight": 2, "request_timeout_s": 5}}),
-        ({}, {"output": {"rows_per_shard": 7, "flush_interval_s": 1.0}}),
+        ({}, {"output": {"rows_per_shard": 7, "flush_interval_s": 1.0, "flush_give_up_s": 0}}),
     ],
 )
 def test_operational_changes_resume(tmp_path, base, change):

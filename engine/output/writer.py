@@ -21,6 +21,7 @@ none lost, none twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -51,9 +52,9 @@ from prmtree.engine.stats import RunStats, subtract_counts
 from prmtree.engine.tables import TABLES, ProblemRows, error_row, table_schema
 
 log = logging.getLogger("prmtree")
-#: Seconds between tries of a flush that failed in the run, and how long it may keep failing.
+#: Seconds between tries of a flush that failed, at most: never past the give-up time left
+#: (``OutputConfig.flush_give_up_s``, how long flushes may keep failing).
 FLUSH_RETRY_S = 10.0
-FLUSH_GIVE_UP_S = 300.0
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -136,6 +137,7 @@ class DatasetWriter:
         self.rows_per_shard = config.rows_per_shard
         self.bytes_per_shard = config.bytes_per_shard
         self.flush_interval_s = config.flush_interval_s
+        self.flush_give_up_s = config.flush_give_up_s
         self.schemas = {t: table_schema(t, config.chat_format) for t in TABLES}
         for table in TABLES:
             (self.out_dir / table).mkdir(parents=True, exist_ok=True)
@@ -225,7 +227,7 @@ class DatasetWriter:
         """Flush when a buffer is full or the interval passed. One that fails in the run (a
         full disk, a folder made read-only) keeps its rows in the buffers, as every failed
         flush does, and is tried again ``FLUSH_RETRY_S`` later while the trees go on; after
-        ``FLUSH_GIVE_UP_S`` of failures its error stops the run (exit 2, everything before
+        ``flush_give_up_s`` of failures its error stops the run (exit 2, everything before
         on disk) rather than holding rows in memory without end."""
         now = time.monotonic()
         if now < self.retry_at or not (self._over_limits() or now - self.last_flush >= self.flush_interval_s):
@@ -233,18 +235,26 @@ class DatasetWriter:
         try:
             self.flush(stats)
         except OSError as exc:
-            if self.failing_since is None:
-                self.failing_since = now
-            if now - self.failing_since >= FLUSH_GIVE_UP_S:
+            wait = self._retry_wait(now)
+            if wait is None:
                 raise
-            self.retry_at = now + FLUSH_RETRY_S
-            log.warning("prmtree: a flush failed (%s); its rows wait in memory and it is tried again in %g s "
-                        "(the run stops if flushes still fail after %g s)", describe_os_error(exc), FLUSH_RETRY_S,
-                        FLUSH_GIVE_UP_S)
+            self.retry_at = now + wait
+            log.warning("prmtree: a flush failed (%s); its rows wait in memory and it is tried again in %.3g s "
+                        "(the run stops if flushes still fail after %g s)", describe_os_error(exc), wait,
+                        self.flush_give_up_s)
         else:
             if self.failing_since is not None:
                 log.warning("prmtree: the flush succeeded again: every row held meanwhile is on disk")
             self.failing_since = None
+
+    def _retry_wait(self, now: float) -> float | None:
+        """After a flush failed at ``now``: the seconds until it is tried again, or None once
+        flushes have failed for ``flush_give_up_s`` (the caller raises). The give-up clock
+        starts at the first failure since the last flush that succeeded, in the run or final."""
+        if self.failing_since is None:
+            self.failing_since = now
+        left = self.failing_since + self.flush_give_up_s - now
+        return min(FLUSH_RETRY_S, left) if left > 0 else None
 
     def _over_limits(self) -> bool:
         return any(
@@ -469,4 +479,40 @@ class DatasetWriter:
         return counts
 
     def close(self, stats: RunStats | None) -> None:
+        """The final flush, tried once (:meth:`aclose` tries it again)."""
         self.flush(stats, status="finished")
+
+    async def aclose(self, stats: RunStats | None, stop: asyncio.Event | None = None) -> None:
+        """The final flush, tried again as a flush in the run is: a disk full at the very end
+        would otherwise fail the run at once, and the next run redo every problem still
+        buffered. The waits between tries leave the event loop free (signals, the
+        watchdog); ``stop`` set (a stop signal) ends the wait with one last try. After
+        ``flush_give_up_s`` of failures, or that last try, the error is raised as a single
+        try's would be: every flush before it stays valid, the next run redoes the rest."""
+        while True:
+            try:
+                self.close(stats)
+            except OSError as exc:
+                wait = self._retry_wait(time.monotonic())
+                if wait is None or (stop is not None and stop.is_set()):
+                    raise
+                log.warning("prmtree: the final flush failed (%s); its rows wait in memory and it is tried again "
+                            "in %.3g s (the run fails if it still fails after %g s)", describe_os_error(exc), wait,
+                            self.flush_give_up_s)
+                await _wait(stop, wait)
+            else:
+                if self.failing_since is not None:
+                    log.warning("prmtree: the final flush succeeded: every row held in memory is on disk")
+                self.failing_since = None
+                return
+
+
+async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
