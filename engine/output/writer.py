@@ -22,6 +22,7 @@ none lost, none twice.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,9 @@ log = logging.getLogger("prmtree")
 #: Seconds between tries of a flush that failed, at most: never past the give-up time left
 #: (``OutputConfig.flush_give_up_s``, how long flushes may keep failing).
 FLUSH_RETRY_S = 10.0
+#: Errors a failed flush raises at once: trying the same write again later cannot mend them
+#: (a full disk, a quota, a folder made read-only or a network file system's hiccup may be).
+UNMENDED_BY_WAITING = frozenset({errno.EFBIG, errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EINVAL})
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -235,7 +239,7 @@ class DatasetWriter:
         try:
             self.flush(stats)
         except OSError as exc:
-            wait = self._retry_wait(now)
+            wait = self._retry_wait(now, exc)
             if wait is None:
                 raise
             self.retry_at = now + wait
@@ -247,10 +251,14 @@ class DatasetWriter:
                 log.warning("prmtree: the flush succeeded again: every row held meanwhile is on disk")
             self.failing_since = None
 
-    def _retry_wait(self, now: float) -> float | None:
-        """After a flush failed at ``now``: the seconds until it is tried again, or None once
-        flushes have failed for ``flush_give_up_s`` (the caller raises). The give-up clock
-        starts at the first failure since the last flush that succeeded, in the run or final."""
+    def _retry_wait(self, now: float, exc: OSError) -> float | None:
+        """After a flush failed at ``now`` with ``exc``: the seconds until it is tried again,
+        or None (the caller raises) once flushes have failed for ``flush_give_up_s``, or at
+        once for an error no wait can mend (a file-size limit: the same shard fails again).
+        The give-up clock starts at the first failure since the last flush that succeeded,
+        in the run or final."""
+        if exc.errno in UNMENDED_BY_WAITING:
+            return None
         if self.failing_since is None:
             self.failing_since = now
         left = self.failing_since + self.flush_give_up_s - now
@@ -493,7 +501,7 @@ class DatasetWriter:
             try:
                 self.close(stats)
             except OSError as exc:
-                wait = self._retry_wait(time.monotonic())
+                wait = self._retry_wait(time.monotonic(), exc)
                 if wait is None or (stop is not None and stop.is_set()):
                     raise
                 log.warning("prmtree: the final flush failed (%s); its rows wait in memory and it is tried again "
