@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workloads", default=None,
-                        help=f"comma-separated subset of: {', '.join(WORKLOADS)} (default: all)")
+                        help=f"comma-separated subset of: {', '.join(WORKLOADS)} (default: all)".replace("%", "%%"))  # argparse formats help with %
     parser.add_argument("--stopping-rule", action="store_true",
                         help="measure max_rollouts_per_step = 25 / 10 / None instead (results/stopping_rule.json)")
     args = parser.parse_args()

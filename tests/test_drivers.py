@@ -142,9 +142,12 @@ def test_another_driver_count_on_the_same_out_is_refused_in_one_line(drivers_dat
     assert "holds the output of one driver" in said["2"] and "no --drivers" in said["2"]
 
 
-def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pending(drivers_data, tmp_path):
+@pytest.mark.parametrize("address", [None, "local"])
+def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pending(drivers_data, tmp_path, address):
     # Ray keeps an actor it cannot place pending forever: 2 workers and 2 drivers of 1 CPU
-    # each on a 2-CPU local Ray used to wait in silence until killed.
+    # each on a 2-CPU local Ray used to wait in silence until killed. ``--address local``
+    # (Ray's name for a new local instance) was taken for a remote cluster that may grow,
+    # and waited 10 minutes.
     import subprocess
     import sys
 
@@ -152,13 +155,26 @@ def test_a_job_that_cannot_fit_a_local_ray_is_refused_in_one_line_not_left_pendi
 
     args = [sys.executable, "-m", "prmtree", "run", "--input", str(drivers_data["input"]),
             "--out", str(tmp_path / "out"),
-            "--executor", "ray", "--workers", str(workers), "--drivers", "2", "--no-progress"]
+            "--executor", "ray", "--workers", str(workers), "--drivers", "2", "--no-progress",
+            *(["--address", address] if address else [])]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{workers} rollout workers and 2 drivers need {workers + 2} CPU (the cluster has" in done.stderr
     assert "num_cpus_per_driver" in done.stderr
     assert not list((tmp_path / "out").glob("manifest*.json"))
+
+
+def test_only_no_address_or_local_is_a_local_ray(monkeypatch):
+    from prmtree.rollout_workers.ray.sizing import is_local
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert is_local(None) and is_local("local")
+    assert not is_local("auto") and not is_local("ray://head:10001") and not is_local("10.0.0.1:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert is_local(None) and not is_local("auto")
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert not is_local(None) and is_local("local")
 
 
 def test_on_a_remote_cluster_a_shortfall_is_a_warning_and_the_start_is_bounded(ray_session, capsys):

@@ -76,11 +76,17 @@ def check_address(address: str | None) -> None:
                           "or leave --address and RAY_ADDRESS out for a local Ray") from None
 
 
+def is_local(address: str | None) -> bool:
+    """Whether ``address`` (none: ``RAY_ADDRESS``) starts a Ray of this machine's own, which
+    cannot grow: none at all, or ``local`` (Ray's name for a new local instance)."""
+    return (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+
+
 def connect(config: ExecutorConfig) -> Connection:
     """Connect to the Ray cluster at ``config.address`` (none: start a local one) unless this
     process already is."""
     ray = ray_module()
-    local = config.address is None and not os.environ.get("RAY_ADDRESS")
+    local = is_local(config.address)
     if ray.is_initialized():
         return Connection(started=False, local=local)
     check_address(config.address)
