@@ -11,6 +11,24 @@ from prmtree.engine.output.manifest import load_manifests
 from prmtree.engine.tables import table_schema
 
 
+#: The columns that order each table's rows when read back (the ids that name a row).
+ROW_ORDER = {
+    "steps": ("problem_id", "path_id"),
+    "nodes": ("problem_id", "node_id"),
+    "pairs": ("problem_id", "parent_id", "chosen", "rejected"),
+    "errors": ("problem_id", "stage"),
+}
+
+
+def in_row_order(table: pa.Table, name: str) -> pa.Table:
+    """``table`` sorted by its ids (``ROW_ORDER``). A run writes each problem's rows when its
+    tree finishes, so two runs of one seed hold the same rows in an order that depends on
+    timing; read back in this order, what is made from them (an export, a trained PRM, whose
+    split and shuffle follow the rows) is the same for the same rows."""
+    keys = [(c, "ascending") for c in ROW_ORDER.get(name, ()) if c in table.column_names]
+    return table.sort_by(keys) if keys and table.num_rows > 1 else table
+
+
 def listed_files(out_dir: str | Path, table: str) -> list[str]:
     """The shards of ``table`` the slices' manifests list, each once, in name order.
 
@@ -21,7 +39,8 @@ def listed_files(out_dir: str | Path, table: str) -> list[str]:
 
 
 def read_table(out_dir: str | Path, table: str) -> pa.Table:
-    """All shards of ``table`` listed by the manifests under ``out_dir``, as one table.
+    """All shards of ``table`` listed by the manifests under ``out_dir``, as one table, its
+    rows in id order (:func:`in_row_order`).
 
     Only listed shards are read, each once, so a directory with a crashed run's leftovers,
     a stray manifest copy or a shard listed twice still reads as exactly its completed
@@ -42,4 +61,4 @@ def read_table(out_dir: str | Path, table: str) -> pa.Table:
     tables = [pq.read_table(f) for f in files]
     if len({t.schema.field("prompt").type if "prompt" in t.schema.names else None for t in tables}) > 1:
         raise ValueError(f"{out_dir}/{table} mixes chat and plain prompts")
-    return pa.concat_tables(tables)
+    return in_row_order(pa.concat_tables(tables), table)
