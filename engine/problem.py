@@ -616,7 +616,8 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
         hint = (f'set [input] {what}_field = "{guess}" in the config' if guess
                 else f"set [input] {what}_field to the field that holds the {what}")
         raise ConfigError(
-            f"no input row has the {what} field {field_name!r} ({shown} of {str(path)!r} have: {has}): {hint}"
+            f"no input row has the {what} field {field_name!r} ({shown} of {str(path)!r} "
+            f"{'has' if rows == 1 else 'have'}: {has}): {hint}"
         )
 
 

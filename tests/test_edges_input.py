@@ -5,6 +5,7 @@ layout's names, a BOM, and a data set whose fields are named otherwise."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 
@@ -622,11 +623,18 @@ def test_a_field_no_row_has_is_named_with_the_setting_that_maps_it(tmp_path, dat
     with pytest.raises(ConfigError) as refused:
         run(data, tmp_path / "o")
     message = str(refused.value)
-    assert f"no input row has the {field} field {field!r}" in message and "all 6 rows" in message
+    assert f"no input row has the {field} field {field!r}" in message and "all 6 rows of" in message
+    assert f"{str(data)!r} have: " in message
     assert repr(renamed) in message and f'set [input] {field}_field = "{renamed}"' in message
     assert not (tmp_path / "o").exists()
     s = run(data, tmp_path / "o", config_overrides={"input": {f"{field}_field": renamed}})
     assert s.problems_done == 6 and s.input_errors == 0
+
+
+def test_a_single_row_without_the_field_is_named_in_the_singular(tmp_path, data):
+    write_rows(data, [{("problem" if k == "question" else k): v for k, v in rows_of(data)[0].items()}])
+    with pytest.raises(ConfigError, match=rf"\(the row of {re.escape(repr(str(data)))} has: "):
+        run(data, tmp_path / "o")
 
 
 @pytest.mark.slow

@@ -182,7 +182,7 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
         with pytest.raises(ConfigError, match=rf"odd.jsonl:1: {message}"):
             read_solutions(odd)
     odd = _write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "steps": ["a", "b"], "labels": [True]}])
-    with pytest.raises(ConfigError, match=r"odd.jsonl:1: 2 steps but 1 labels marks"):
+    with pytest.raises(ConfigError, match=r"odd.jsonl:1: 2 steps but 1 mark in labels \(one per step expected\)"):
         read_solutions(odd)
     missing = _write_jsonl(tmp_path / "missing.jsonl", [{"question": "q", "steps": ["a"], "image": ["nope.png"]}])
     with pytest.raises(ConfigError, match=r"missing.jsonl:1: cannot read image .*nope.png"):

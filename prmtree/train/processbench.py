@@ -47,7 +47,8 @@ def _marks(marks: Any, n: int, where: str, name: str, allowed: str, types: tuple
     if not isinstance(marks, list):
         raise ConfigError(f"{where}: {name} must be a list of marks, one per step ({allowed}), got {marks!r}")
     if len(marks) != n:
-        raise ConfigError(f"{where}: {n} steps but {len(marks)} {name} marks (one per step expected)")
+        raise ConfigError(f"{where}: {n} step{'s' * (n != 1)} but {len(marks)} mark{'s' * (len(marks) != 1)} in "
+                          f"{name} (one per step expected)")
     for m in marks:
         if m is not None and not isinstance(m, types):
             raise ConfigError(f"{where}: {name} marks must be {allowed}, got {m!r}")
