@@ -198,13 +198,18 @@ def test_a_repair_of_a_flush_a_rerun_touched_counts_its_problems_once(tmp_path, 
                {"syn-000010", "syn-000012", "syn-000017"} & set(first.get(n, {}).get("completed", ()))}
     table, cut = damage.split("-")[1], damage.startswith("truncate")
     shard = next(out / s["file"] for s in manifest["shards"] if s["table"] == table and str(s["flush"]) in touched)
-    if cut:
-        shard.write_bytes(shard.read_bytes()[:50])
-    else:
-        shard.unlink()
+    damage_shard(shard, cut)
     summary = run(changed, out)
     assert summary.rollouts_this_session > 0
     assert_counts_match_disk(out, changed, summary)
+
+
+def damage_shard(shard, truncate: bool) -> None:
+    """Cut ``shard`` short (unreadable), or delete it."""
+    if truncate:
+        shard.write_bytes(shard.read_bytes()[:50])
+    else:
+        shard.unlink()
 
 
 # -- the image repair ---------------------------------------------------------------------------
@@ -229,10 +234,7 @@ def test_a_damaged_shard_is_redone_and_counted_once(tmp_path, finished, damage):
     out = copy_of(finished, tmp_path)
     table = damage.split("-")[1]
     shard = next(out / s["file"] for s in manifest_of(out)["shards"] if s["table"] == table and s["flush"] > 0)
-    if damage.startswith("truncate"):
-        shard.write_bytes(shard.read_bytes()[:50])
-    else:
-        shard.unlink()
+    damage_shard(shard, damage.startswith("truncate"))
     summary = run(PROBLEMS, out)
     assert summary.rollouts_this_session > 0
     assert_counts_match_disk(out, PROBLEMS, summary)
