@@ -61,4 +61,4 @@ def test_the_readme_custom_policy_runs_as_written(tmp_path):
     assert (int(done), int(rollouts) > 0) == (3, True)  # every problem answered: no image failed to open
     from prmtree.engine.output import load_manifest
 
-    assert load_manifest(tmp_path / "out" / "manifest.json").failed == {}
+    assert load_manifest(tmp_path / "out" / "my-vlm" / "manifest.json").failed == {}

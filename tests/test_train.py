@@ -174,8 +174,8 @@ def test_processbench_and_visualprocessbench_files_are_read(tmp_path):
             read_solutions(odd)
     # before: marks short of the steps were padded as neutral, extra ones dropped, a string mark
     # was a TypeError traceback: misaligned marks now stop with the line
-    for response, message in [({"steps": ["a", "b", "c"], "process_correctness": [1, -1]}, "3 steps but 2 process_correctness"),
-                              ({"steps": ["a"], "process_correctness": [1, -1]}, "1 steps but 2 process_correctness"),
+    for response, message in [({"steps": ["a", "b", "c"], "process_correctness": [1, -1]}, "3 steps but 2 marks in process_correctness"),
+                              ({"steps": ["a"], "process_correctness": [1, -1]}, "1 step but 2 marks in process_correctness"),
                               ({"steps": ["a"], "process_correctness": ["1"]}, "process_correctness marks must be 1 "
                                                                                  r"\(right\), 0 \(neutral\) or -1 \(wrong\), got '1'")]:
         odd = _write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "response": response}])
