@@ -107,6 +107,32 @@ def test_an_lm_whose_body_is_not_model_trains_saves_loads_and_scores(kind, body_
     assert scored and all(s and all(isinstance(r, float) for r in s) for s in scored)
 
 
+@pytest.mark.parametrize("kind,fused", [("gpt2", "c_attn"), ("neox", "query_key_value")])
+def test_lora_adapts_the_fused_attention_of_lms_without_q_proj(kind, fused, run_dir, tmp_path):
+    # Before: --lora looked only for q_proj/v_proj-style nn.Linear layers and refused GPT-2
+    # (a Conv1D c_attn) and GPT-NeoX (a fused query_key_value) with a ConfigError.
+    pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import load_file
+
+    base = _build_lm(kind, tmp_path / kind, 48)
+    out = tmp_path / "prm"
+    result = train(_opts(run_dir, out, model=str(base), lora=True, lora_rank=4, lr=5e-2))
+    assert result["steps"] == 2
+    config = json.loads((out / "prm_config.json").read_text())
+    assert config["lora"] is True
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    adapted = sorted(k for k in before if k.endswith(f"{fused}.weight"))
+    assert len(adapted) == 2  # one per layer
+    # the adapters were trained and merged into exactly those layers (LoRA's B starts at zero)
+    assert all(not torch.equal(before[k], after[k]) for k in adapted)
+    untouched = [k for k in before if "attn" not in k and "attention" not in k and k in after and "embed" not in k
+                 and "wte" not in k and "wpe" not in k]
+    assert untouched and all(torch.equal(before[k], after[k]) for k in untouched)
+    rewards = PRM.load(out, device="cpu").score("Let x be 4. Add 3.", ["x = 4.", "x = 7."])
+    assert len(rewards) == 2 and all(0.0 < r < 1.0 for r in rewards)
+
+
 # -- 2. Ctrl-C after the last step: --resume finishes the job; a one-line message -----------
 
 #: ``prmtree train`` whose held-out evaluation after the final checkpoint takes a minute (a

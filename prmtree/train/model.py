@@ -380,17 +380,46 @@ def hidden_size(lm: nn.Module) -> int:
     raise ConfigError(f"{type(lm).__name__}: its config gives no hidden size (hidden_size, n_embd or d_model)")
 
 
+#: The projections LoRA adapts where a model names them this way (Llama, Qwen, Mistral, LLaVA's LM...).
+LORA_PROJECTIONS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+
+
+def lora_targets(lm: nn.Module) -> list[str] | str:
+    """The layers LoRA adapts: the attention and MLP projections where they are named
+    ``q_proj``-style; otherwise peft's own table for the architecture (GPT-2's and
+    GPTBigCode's ``c_attn``, a Conv1D; GPT-NeoX's, Bloom's and Falcon's fused
+    ``query_key_value``), so that any causal LM peft knows can be trained with ``--lora``."""
+    linear = {n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
+    targets = sorted(linear & LORA_PROJECTIONS)
+    if targets:
+        return targets
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as BY_TYPE
+
+    config = getattr(lm, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model_type = getattr(text, "model_type", None) or getattr(config, "model_type", None)
+    known = BY_TYPE.get(model_type)
+    names = {n.rsplit(".", 1)[-1] for n, _ in lm.named_modules()}
+    if isinstance(known, str):  # a pattern over module paths: peft matches it itself
+        return known
+    if known and set(known) <= names:
+        return list(known)
+    raise ConfigError(f"--lora: no layers to adapt in {type(lm).__name__} (model type {model_type!r}): it has no "
+                      f"q_proj/v_proj-style projections and peft names none for it; its linear layers: "
+                      f"{sorted(linear)[:8]}")
+
+
 def apply_lora(lm: nn.Module, rank: int = 16) -> nn.Module:
-    """LoRA adapters on the attention and MLP projections (peft); the head stays fully trained."""
+    """LoRA adapters on the attention (and MLP) projections (peft); the head stays fully trained."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise ConfigError("--lora needs peft: pip install 'prmtree[train]' (or pip install peft)") from None
-    names = {n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
-    targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-    if not targets:
-        raise ConfigError(f"--lora: the model has no q_proj/v_proj-style layers to adapt (it has {sorted(names)[:8]})")
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
+    targets = lora_targets(lm)
+    # GPT-2's Conv1D stores its weight transposed: peft must be told, or it warns and guesses
+    conv1d = any(type(m).__name__ == "Conv1D" for n, m in lm.named_modules()
+                 if isinstance(targets, list) and n.rsplit(".", 1)[-1] in targets)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=conv1d)
     return get_peft_model(lm, config)
 
 
