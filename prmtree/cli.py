@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--model", default="tiny",
                      help="tiny (built from the data, no download; default) or an HF causal LM / VLM path or Hub id")
     trn.add_argument("--labels", choices=["hard", "soft"], default="hard",
-                     help="hard: the step labels; soft: calibrated posteriors where present, else MC values")
+                     help="hard: the step labels; soft: calibrated posteriors where present, else MC values (a "
+                     "run's directory or an hf export; a stepwise .parquet has neither)")
     trn.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of the whole model")
     trn.add_argument("--lora-rank", type=int, default=16)
     trn.add_argument("--epochs", type=float, default=3.0)

@@ -105,6 +105,23 @@ def test_soft_labels_use_posteriors_else_mc_values(run_dir, tmp_path):
     assert json.loads((tmp_path / "soft" / "prm_config.json").read_text())["labels"] == "soft"
 
 
+def test_soft_labels_on_a_stepwise_export_are_refused_in_one_line(run_dir, tmp_path, capsys):
+    # Before: a stepwise export has labels and no values, so every soft target fell back to
+    # the hard label and --labels soft trained on hard labels without a word.
+    stepwise = tmp_path / "steps.parquet"
+    export(run_dir, "stepwise", stepwise)
+    args = ["train", "--data", str(stepwise), "--out", str(tmp_path / "soft"), "--labels", "soft",
+            "--max-steps", "1", "--threads", "1", "--max-length", "256"]
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"prmtree: error: --labels soft: --data {stepwise} holds hard labels only (no values or confidences "
+        "column; a stepwise export keeps none): train on the run's directory or an hf export, or use --labels hard\n")
+    assert not (tmp_path / "soft").exists()
+    assert load_rows(stepwise, labels="hard")  # hard labels from the same file are fine
+    assert load_rows(run_dir, labels="soft")  # and soft ones from the run it came from
+
 def test_hf_export_test_split_is_the_held_out_set_and_split_is_by_problem(run_dir, tmp_path):
     export(run_dir, "hf", tmp_path / "hf", ExportOptions(test_size=0.3))
     rows = load_rows(tmp_path / "hf")
