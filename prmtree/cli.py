@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--model", default="tiny",
                      help="tiny (built from the data, no download; default) or an HF causal LM / VLM path or Hub id")
     trn.add_argument("--labels", choices=["hard", "soft"], default="hard",
-                     help="hard: the step labels; soft: calibrated posteriors where present, else MC values")
+                     help="hard: the step labels; soft: calibrated posteriors where present, else MC values (a "
+                     "run's directory or an hf export; a stepwise .parquet has neither)")
     trn.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of the whole model")
     trn.add_argument("--lora-rank", type=int, default=16)
     trn.add_argument("--epochs", type=float, default=3.0)
@@ -705,15 +706,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     _train_deps()
     from prmtree.engine.errors import ConfigError
-    from prmtree.train import PRM, read_solutions, step_metrics
-    from prmtree.train.metrics import fmt
 
     if not 0.0 <= args.threshold <= 1.0:  # rewards are in [0, 1]: outside it every step is right, or wrong
         _fail(f"--threshold must be in [0, 1] (rewards are probabilities), got {args.threshold}")
+    writing = False
     try:
+        from prmtree.train import PRM, read_solutions, step_metrics  # torch: seconds, a Ctrl-C may land here
+        from prmtree.train.metrics import fmt
+
         solutions = read_solutions(args.input)
         prm = PRM.load(args.prm, device=args.device, batch_size=args.batch_size)
         rewards = prm.score_batch([(s.problem, s.steps) for s in solutions])
+        writing = True
         with open(args.out, "w", encoding="utf-8") as f:
             for solution, reward in zip(solutions, rewards):
                 row = {**solution.row, "step_rewards": reward}
@@ -725,6 +729,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error(exc))
+    except KeyboardInterrupt:  # Ctrl-C: nothing to resume, the rewards are all written at the end
+        where = f"while writing {args.out} (it is incomplete)" if writing else f"before writing {args.out}"
+        sys.stderr.write(f"prmtree: score interrupted {where}: run the same command again\n")
+        raise SystemExit(128 + signal.SIGINT) from None
     print(f"scored {len(solutions)} solutions ({sum(len(s.steps) for s in solutions)} steps) -> {args.out}")
     unread = sum(r is None for reward in rewards for r in reward)
     if unread:

@@ -557,6 +557,29 @@ def test_text_formats_reference_an_image_folder(tmp_path, chat_run):
     assert ratings == [1 if x else -1 for x in rows[0]["labels"]]
 
 
+
+def test_pairs_export_writes_only_the_images_its_rows_reference(tmp_path):
+    # Before: the pairs export wrote the image of every problem in the steps table, also of
+    # problems that made no pair (here, those whose sampled solutions were all right).
+    import hashlib
+
+    problems = generate_problems(8, seed=3)
+    out = tmp_path / "run"
+    prmtree.run(problems, policy="simulated", policy_args={"error_rate": 0.2}, out=out, seed=3)
+    with_steps = set(read_table(out, "steps").column("problem_id").to_pylist())
+    with_pairs = set(read_table(out, "pairs").column("problem_id").to_pylist())
+    assert with_pairs and with_steps - with_pairs  # some problems have a pair, some have none
+    target = tmp_path / "export" / "pairs.jsonl"
+    assert export(out, "pairs", target) == read_table(out, "pairs").num_rows
+    rows = read_jsonl(target)
+    referenced = {p for r in rows for p in r["images"]}
+    assert {r["problem_id"] for r in rows} == with_pairs and all(r["images"] for r in rows)
+    assert {f"images/{f.name}" for f in (target.parent / "images").iterdir()} == referenced
+    pictures = {p.id: hashlib.sha256(p.images[0].data).hexdigest() for p in problems}
+    assert len(set(pictures.values())) == len(problems)  # one distinct picture per problem
+    written = {hashlib.sha256((target.parent / p).read_bytes()).hexdigest() for p in referenced}
+    assert written == {pictures[pid] for pid in with_pairs}
+
 # -- refusals --------------------------------------------------------------------------------
 
 

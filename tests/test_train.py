@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +104,23 @@ def test_soft_labels_use_posteriors_else_mc_values(run_dir, tmp_path):
     assert result["labels"] == "soft" and math.isfinite(result["loss_first"])
     assert json.loads((tmp_path / "soft" / "prm_config.json").read_text())["labels"] == "soft"
 
+
+def test_soft_labels_on_a_stepwise_export_are_refused_in_one_line(run_dir, tmp_path, capsys):
+    # Before: a stepwise export has labels and no values, so every soft target fell back to
+    # the hard label and --labels soft trained on hard labels without a word.
+    stepwise = tmp_path / "steps.parquet"
+    export(run_dir, "stepwise", stepwise)
+    args = ["train", "--data", str(stepwise), "--out", str(tmp_path / "soft"), "--labels", "soft",
+            "--max-steps", "1", "--threads", "1", "--max-length", "256"]
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"prmtree: error: --labels soft: --data {stepwise} holds hard labels only (no values or confidences "
+        "column; a stepwise export keeps none): train on the run's directory or an hf export, or use --labels hard\n")
+    assert not (tmp_path / "soft").exists()
+    assert load_rows(stepwise, labels="hard")  # hard labels from the same file are fine
+    assert load_rows(run_dir, labels="soft")  # and soft ones from the run it came from
 
 def test_hf_export_test_split_is_the_held_out_set_and_split_is_by_problem(run_dir, tmp_path):
     export(run_dir, "hf", tmp_path / "hf", ExportOptions(test_size=0.3))
@@ -249,6 +271,49 @@ def test_score_command_writes_rewards_and_reports_processbench_f1(tiny_prm, tmp_
                      str(tmp_path / "s2.jsonl"), "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "s2.jsonl").read_text())["generator"] == "m\udcff"
 
+
+#: ``prmtree score`` that leaves a file once the real scoring has started, so that the test
+#: sends Ctrl-C while the PRM is at work (not while Python is still importing torch).
+SCORE_SAYS_WHEN_IT_SCORES = """
+import sys
+from pathlib import Path
+from prmtree.train import prm
+real = prm.PRM.score_batch
+def score_batch(self, items):
+    Path(sys.argv[1]).touch()
+    return real(self, items)
+prm.PRM.score_batch = score_batch
+from prmtree.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_score_interrupted_by_ctrl_c_says_so_in_one_line_and_exits_130(tiny_prm, tmp_path):
+    # Before: Ctrl-C while scoring printed a KeyboardInterrupt traceback; train, run and bon
+    # print one line and exit 130.
+    out, _ = tiny_prm
+    steps = ["x = 2.", "Add 3: x = 2 + 3 = 5.", "Multiply by 4: x = 5 * 4 = 20.", "The answer is \\boxed{20}."]
+    pb = _write_jsonl(tmp_path / "pb.jsonl", [  # about 10 s of scoring on one CPU thread
+        {"id": str(i), "problem": f"Let x be 2. Add 3. Multiply by 4. ({i})", "steps": steps, "label": -1}
+        for i in range(5000)])
+    scoring, scored = tmp_path / "scoring", tmp_path / "s.jsonl"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SCORE_SAYS_WHEN_IT_SCORES, str(scoring), "score", "--prm",
+                             str(out), "--input", str(pb), "--out", str(scored), "--device", "cpu"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not scoring.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    said = [line for line in stderr.split("\n") if line.startswith("prmtree")]  # not transformers' loading bar
+    assert said == [f"prmtree: score interrupted before writing {scored}: run the same command again"], stderr
+    assert stderr.rstrip("\n").split("\n")[-1] == said[0]
+    assert "scored" not in stdout and not scored.exists()
 
 def test_train_command_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:

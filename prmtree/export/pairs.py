@@ -2,7 +2,8 @@
 
 ``prompt`` is the question with the shared prefix, then ``chosen`` and ``rejected`` (the
 steps with the higher and the lower MC value) and ``images``. A run with no pair is
-refused (``NothingToExport``) unless ``allow_empty``, before any image is written.
+refused (``NothingToExport``) unless ``allow_empty``, before any image is written; only the
+images of problems with a pair are written to ``images/``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ class Pairs(ExportFormat):
     description = "JSONL of step-level preference pairs (prompt, chosen, rejected)"
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        pairs = read_table(out, "pairs").select(["problem_id"])
         # before the images are written beside the target: a refusal writes nothing
-        self.check_records(out, options, read_table(out, "pairs").num_rows, table="pairs")
+        self.check_records(out, options, pairs.num_rows, table="pairs")
+        # only the images of problems with a pair: a problem that made none has no row here
+        with_pairs = set(pairs.column("problem_id").to_pylist())
         folder = ImageFolder(out, target.parent)
         images: dict[str, list[str]] = {}
         for row in read_table(out, "steps").select(["problem_id", "images"]).to_batches(max_chunksize=1024):
             for r in row.to_pylist():
-                if r["problem_id"] not in images:
+                if r["problem_id"] in with_pairs and r["problem_id"] not in images:
                     images[r["problem_id"]] = folder.paths(r["images"] or [], r["problem_id"])
         n = 0
         with atomic_open(target) as handle:

@@ -103,9 +103,12 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
 
 
 def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = False,
-              keep_flagged: bool = False) -> list[StepRow]:
+              keep_flagged: bool = False, labels: str = "hard") -> list[StepRow]:
     """Rows from a run's directory, an ``hf`` export (its ``train``/``test`` splits) or a Parquet file;
     paths a ``consensus`` run flagged are left out unless ``keep_flagged``.
+
+    ``labels="soft"`` refuses data with no soft targets (a ``stepwise`` export): its soft
+    targets would all be the hard labels, and training on them is not what was asked.
 
     A run directory is refused when it is damaged (a shard or image that does not match its
     manifest) and, unless ``allow_partial``, when it is not finished (stopped, still
@@ -119,6 +122,7 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
         except (pa.ArrowInvalid, OSError) as exc:
             raise ConfigError(f"--data {path} is not a Parquet file ({str(exc).splitlines()[0]}): pass a prmtree "
                               "run's directory, an hf export's directory or a steps .parquet file") from None
+        _check_soft_targets(table, path, labels)
         return rows_from_table(table, "", with_images, keep_flagged)
     if any(path.glob("manifest*.json")):
         from prmtree.engine.output import read_table
@@ -138,11 +142,21 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
         files = sorted((path / "data").glob(f"{split}-*.parquet"))
         if files:
             table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+            _check_soft_targets(table, path, labels)
             rows += rows_from_table(table, split if split == "test" else "", with_images, keep_flagged)
     if not rows and not (path / "data").is_dir():
         raise ConfigError(f"--data {path} is neither a prmtree run's directory (no manifest.json), "
                           "an hf export (no data/train-*.parquet) nor a Parquet file")
     return rows
+
+
+def _check_soft_targets(table: pa.Table, path: Path, labels: str) -> None:
+    """Refuse ``--labels soft`` on data that holds hard labels only (no ``values`` nor
+    ``confidences``): :func:`soft_target` would fall back to the hard label on every step."""
+    if labels == "soft" and not {"values", "confidences"} & set(table.column_names):
+        raise ConfigError(f"--labels soft: --data {path} holds hard labels only (no values or confidences column; "
+                          "a stepwise export keeps none): train on the run's directory or an hf export, "
+                          "or use --labels hard")
 
 
 def split_rows(rows: list[StepRow], test_share: float, salt: str = "") -> tuple[list[StepRow], list[StepRow]]:

@@ -460,7 +460,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         device = resolve_device(options.device)
     random.seed(options.seed)
     rows = load_rows(options.data, with_images=options.model != "tiny", allow_partial=options.allow_partial,
-                     keep_flagged=options.keep_flagged)
+                     keep_flagged=options.keep_flagged, labels=options.labels)
     train_rows, val_rows, test_rows = split_for_training(options, rows)
     steps_rows = train_rows
     train_rows, paths = training_paths(options, steps_rows)
@@ -769,7 +769,7 @@ def _check_workers(options: TrainOptions) -> None:
     from prmtree.train.data import load_rows
 
     rows = load_rows(options.data, with_images=False, allow_partial=options.allow_partial,
-                     keep_flagged=options.keep_flagged)
+                     keep_flagged=options.keep_flagged, labels=options.labels)
     train_rows, _ = training_paths(options, split_for_training(options, rows)[0])  # as each worker splits
     if not train_rows:
         raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
