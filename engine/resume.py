@@ -214,6 +214,14 @@ def reconcile_input(
             "longer match it: pass --rerun-changed to drop the rows of changed problems and redo them, or use "
             "another --out"
         )
+    # A changed pilot member: the floors (and pool) every labelled problem here was labelled
+    # with were learned partly from its old input, so redoing it alone cannot give the rows a
+    # fresh run of this input gives. The pilot learns again and every labelled problem is redone.
+    members = set((m.calibration or {}).get("members", ()))
+    relearn = [k for k in changed if k in members]
+    if relearn:  # (a problem gone from the input, or whose images cannot be read now, keeps its rows)
+        m.calibration = {}
+        changed = sorted(completed - set(scan.unseen) - set(scan.unreadable))
     removed = sorted(scan.unseen)
     retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
     gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
@@ -238,7 +246,12 @@ def reconcile_input(
         notes.append(f"{len(unreadable)} labelled problem{'s' if len(unreadable) > 1 else ''} in {writer.out_dir} "
                      f"cannot have {'their' if len(unreadable) > 1 else 'its'} images read now (e.g. {unreadable[0]!r}: "
                      f"{scan.unreadable[unreadable[0]]}): the rows are kept; put the images back to have them compared")
-    if changed:
+    if relearn:
+        notes.append(f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems: every "
+                     f"problem here was labelled with the floors learned from its old input, so the pilot learns "
+                     f"them again and all {len(changed)} labelled problem{'s' if len(changed) > 1 else ''} are redone "
+                     "(their old rows are dropped)")
+    elif changed:
         notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
                      f"(e.g. {changed[0]!r}); their old rows are dropped")
     retried_present = sorted(retried - gone_errors)

@@ -356,7 +356,9 @@ def test_the_cli_takes_rerun_changed_and_retry_errors(tmp_path, data):
     assert f"problem {rows[0]['id']!r} changed in the input" in r.stderr and "--rerun-changed" in r.stderr
     r = cli(*args, "--rerun-changed", "--retry-errors")
     assert r.returncode == 0, r.stderr
-    assert f"redoing 1 problem whose input changed (e.g. {rows[0]['id']!r})" in r.stderr
+    # the first problem is one of the pilot's: every problem is redone, with floors learned again
+    assert (f"problem {rows[0]['id']!r} changed in the input and was one of the pilot's problems" in r.stderr
+            and "all 6 labelled problems are redone" in r.stderr)
 
 
 # -- 8. duplicate and removed failed ids ---------------------------------------------------
@@ -655,3 +657,44 @@ def test_a_run_where_no_row_was_usable_exits_non_zero_with_the_reason(tmp_path, 
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "no input row has the question field 'question'" in r.stderr
     assert 'set [input] question_field = "problem"' in r.stderr
+
+
+# -- a changed pilot member: the floors learned from it are learned again ---------------------
+
+
+def _rows(out):
+    """Every row of the steps and nodes tables, comparable across runs (images left out)."""
+    return {t: sorted(json.dumps({k: v for k, v in r.items() if k != "images"}, sort_keys=True, default=str)
+                      for r in read_table(out, t).to_pylist()) for t in ("steps", "nodes")}
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_rerun_changed_gives_a_fresh_runs_rows_whether_or_not_a_pilot_member_changed(tmp_path, data, member, capsys):
+    # Before: a changed pilot member was redone alone, with the floors and pool its old input
+    # had taught the pilot: the rows (and the manifest's calibration) were not a fresh run's.
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    out = tmp_path / "out"
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    first = load_manifest(out / "manifest.json")
+    members = first.calibration["members"]
+    rows = rows_of(data)
+    target = next(r for r in rows if (r["id"] in members) == member)
+    target["answer"] = str(int(target["answer"]) - 1)  # a gold answer corrected
+    write_rows(data, rows)
+    capsys.readouterr()
+    prmtree.run(data, out=out, policy="simulated", config=config, rerun_changed=True)
+    err = capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    prmtree.run(data, out=fresh, policy="simulated", config=config)
+    assert _rows(out) == _rows(fresh)
+    again = load_manifest(out / "manifest.json")
+    assert again.calibration == load_manifest(fresh / "manifest.json").calibration
+    assert sorted(again.completed) == sorted(r["id"] for r in rows)
+    if member:  # the pilot learned again: every problem redone
+        assert again.calibration != first.calibration
+        assert (f"problem {target['id']!r} changed in the input and was one of the pilot's problems" in err
+                and "all 6 labelled problems are redone" in err)
+    else:  # only the changed one is redone, with the calibration as it was
+        assert again.calibration == first.calibration
+        assert f"redoing 1 problem whose input changed (e.g. {target['id']!r})" in err
+    assert cli_verify_ok(out)

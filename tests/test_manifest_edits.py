@@ -13,7 +13,7 @@ from prmtree.engine.output import load_manifest, read_table, verify_run
 from prmtree.engine.synthetic import generate_problems
 
 PROBLEMS = generate_problems(40, seed=3)
-CONFIG = {"seed": 7, "output": {"rows_per_shard": 60}}
+CONFIG = {"seed": 7, "output": {"rows_per_shard": 60}, "labels": {"pilot_problems": 2}}  # 3 and 17 not its members
 
 
 def _rows(out, table):

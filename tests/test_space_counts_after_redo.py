@@ -37,7 +37,9 @@ from prmtree.inspect import collect
 SPACES = ("yesno", "choice", "number")
 PROBLEMS = generate_problems(30, seed=5, answer_spaces=SPACES)
 #: Shards small enough that the run makes a dozen flushes, most of several problems
-CONFIG = {"seed": 7, "output": {"rows_per_shard": 60}}
+#: (a pilot of two per space: the three problems edited are not its members, so a rerun redoes
+#: only them; a changed member would have every problem redone)
+CONFIG = {"seed": 7, "output": {"rows_per_shard": 60}, "labels": {"pilot_problems": 2}}
 #: Every problem in the one flush at the end: a flush of every space
 ONE_FLUSH = {"seed": 7}
 #: The counters a problem's rows add (``ROW_COUNTERS``) and the bad rows'.
