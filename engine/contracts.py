@@ -61,16 +61,16 @@ def declared_capacity(backend: Any) -> int | None:
             raise
         except Exception as exc:
             raise ConfigError(f"{_name(backend)}.capacity() raised {type(exc).__name__}: {exc}") from None
-    if capacity is None or isinstance(capacity, bool):
+    if capacity is None:
         return None
-    try:
-        number = float(capacity)
+    try:  # a bool is no count (True would be 1 sequence): refused with the rest
+        number = math.nan if isinstance(capacity, bool) else float(capacity)
     except (TypeError, ValueError):
         number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{_name(backend)}.capacity must be the sequences it serves at once (a whole number) or "
-                          f"None, got {capacity!r}")
-    return max(1, int(number))
+    if not (math.isfinite(number) and number >= 1 and number.is_integer()):
+        raise ConfigError(f"{_name(backend)}.capacity must be the sequences it serves at once (a whole number, at "
+                          f"least 1) or None, got {capacity!r}")
+    return int(number)
 
 
 def _name(backend: Any) -> str:

@@ -36,6 +36,7 @@ from prmtree.engine.errors import (
     FatalExecutorError,
     GenerationError,
     PolicyContractError,
+    exception_text,
 )
 from prmtree.engine.labelers import LabelContext, Labeler, make_labeler
 from prmtree.engine.labels import Labelling
@@ -104,7 +105,7 @@ def overloaded(exc: BaseException) -> bool:
     "overloaded" error, the driver's own timeout), rather than that one request failed."""
     if getattr(exc, "overloaded", False):
         return True
-    text = str(exc).lower()
+    text = exception_text(exc).lower()
     return "overload" in text or "http 429" in text or "http 503" in text or "timed out after" in text
 
 
@@ -318,7 +319,8 @@ class Driver:
             except GeneratorExit:  # this coroutine is being closed
                 raise
             except BaseException as exc:  # a bare BaseException subclass let through by an executor
-                last = GenerationError(f"generate raised {type(exc).__name__}{': ' + str(exc) if str(exc) else ''}")
+                detail = exception_text(exc)
+                last = GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             if overloaded(last):
                 self.concurrency.overload()
@@ -330,7 +332,7 @@ class Driver:
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
         tries = f"after {attempt + 1} attempts" if attempt else "not retryable" if not retryable(last) else "1 attempt"
-        raise PolicyFailure(f"{kind}: {str(last) or type(last).__name__} ({tries})")
+        raise PolicyFailure(f"{kind}: {exception_text(last) or type(last).__name__} ({tries})")
 
     def _completed(self, sequences: int, latency_s: float) -> None:
         """A request came back: tell the concurrency limit (and, now and then, re-read

@@ -73,3 +73,12 @@ def describe_os_error(exc: OSError) -> str:
     """An I/O error in a few words: what and where."""
     where = f" ({exc.filename})" if exc.filename else ""
     return " ".join(f"{exc.strerror or exc}{where}".split())
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<unprintable Name>`` where its ``__str__`` itself raises (a custom
+    policy's exception class): formatting a failure must never become a failure of its own."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"

@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from prmtree.engine.errors import ConfigError, PolicyConfigError
+from prmtree.engine.errors import ConfigError, PolicyConfigError, exception_text
 
 T = TypeVar("T")
 
@@ -98,7 +98,10 @@ class Registry:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise self._error(f"cannot import {self.kind} module {module_name!r}: {exc}") from None
+            # the module itself not found (not one it imports): say where it is looked for
+            hint = ("; a module of your own is found in the folder prmtree runs in, or on PYTHONPATH"
+                    if getattr(exc, "name", None) == module_name.split(".")[0] else "")
+            raise self._error(f"cannot import {self.kind} module {module_name!r}: {exc}{hint}") from None
         except (Exception, SystemExit) as exc:
             raise self._error(f"cannot import {self.kind} {name!r}: module {module_name!r} raised {raised(exc)}") from None
         try:
@@ -114,7 +117,7 @@ class Registry:
 
 def raised(exc: BaseException) -> str:
     """An exception in one line: its type and the first line of its message."""
-    message = str(exc).strip().splitlines()
+    message = exception_text(exc).strip().splitlines()
     return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 

@@ -45,6 +45,13 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     loads): the name resolves, ``generate`` is ``async``, the arguments fit the
     constructor. Returns the class, function or instance. Raises PolicyConfigError."""
     if not isinstance(spec, str):
+        if inspect.iscoroutinefunction(spec):  # ``async def generate(request)`` given itself, as by name
+            if kwargs:
+                raise PolicyConfigError(f"policy function {_shown(spec)!r} takes no keyword arguments, got "
+                                        f"{sorted(kwargs)}")
+            return spec
+        if inspect.isfunction(spec) or inspect.ismethod(spec):
+            raise PolicyConfigError(f"policy function {_shown(spec)!r} must be 'async def {spec.__name__}(request)'")
         _check_generate(type(spec), type(spec).__name__)
         return spec
     target = POLICIES.get(spec)
@@ -69,6 +76,10 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     return target
 
 
+def _shown(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
 def _check_generate(cls: type, shown: str) -> None:
     generate = getattr(cls, "generate", None)
     if generate is None:
@@ -81,7 +92,7 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
     """Build a policy from a registered name, ``module:Class``, or return an instance as is."""
     target = check_policy(spec, kwargs)
     if not isinstance(spec, str):
-        return spec
+        return FunctionPolicy(spec) if inspect.iscoroutinefunction(spec) else spec
     if inspect.iscoroutinefunction(target):
         return FunctionPolicy(target)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -153,6 +154,8 @@ def run(
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
+    if inspect.isfunction(policy):  # an ``async def generate(request)``: named as on the command line
+        return {"name": f"{policy.__module__}:{policy.__qualname__}"}
     cls = type(policy)
     attrs = {  # a secret (an API key) is no setting of the rows, and must not be written into the run
         k: v for k, v in vars(policy).items()

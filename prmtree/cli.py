@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -748,7 +749,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_from_cwd() -> None:
+    """``--policy my_policy:MyVLM`` finds ``my_policy.py`` in the folder prmtree runs in, as
+    ``python -m prmtree`` does (the ``prmtree`` script's path starts at its own bin folder
+    instead). Last on the path, so a file there never shadows an installed package; on
+    PYTHONPATH too, for the driver processes and the local Ray workers started from here."""
+    here = os.getcwd()
+    if here in sys.path or "" in sys.path:
+        return
+    sys.path.append(here)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), here) if p)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command line (not a caller's argument list)
+        _import_from_cwd()
     args = build_parser().parse_args(_join_slice_values(sys.argv[1:] if argv is None else argv))
     handlers = {
         "bon": cmd_bon,

@@ -34,7 +34,7 @@ from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
 from prmtree.engine.contracts import CANCELLED_BY_PRMTREE, Policy, cancel_requested, declared_capacity
-from prmtree.engine.errors import FatalExecutorError, GenerationError
+from prmtree.engine.errors import FatalExecutorError, GenerationError, exception_text
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.base import policy_name, resolve_policy
 from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog
@@ -273,7 +273,7 @@ def _raised_by_policy(exc: BaseException) -> GenerationError:
     """A policy's ``generate`` raised something that is not an ``Exception`` (a
     ``CancelledError`` nobody asked for, ``SystemExit``, ``GeneratorExit``...): that
     request's failure, retried like any unknown error, never the run's end."""
-    detail = str(exc)
+    detail = exception_text(exc)
     return GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
 
 

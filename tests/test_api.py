@@ -54,6 +54,28 @@ def test_module_colon_class_and_plain_async_function(tmp_path, problems, monkeyp
     sys.modules.pop("my_policies", None)
 
 
+def test_an_async_function_is_a_policy_given_itself_as_by_name(tmp_path, problems):
+    # Before: prmtree.run(policy=generate) was refused, "policy 'function' has no
+    # generate(request) method", though --policy module:generate takes the same function.
+    solver = SimulatedPolicy()
+
+    async def generate(request):
+        return solver.complete(request)
+
+    s = prmtree.run(problems[:4], policy=generate, out=tmp_path / "o")
+    assert s.problems_done == 4 and s.rollouts > 0
+    assert set(read_table(tmp_path / "o", "steps").column("policy").to_pylist()) == {"generate"}
+    manifest = __import__("json").loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["config"]["policy"]["name"] == f"{__name__}:{generate.__qualname__}"
+    assert type(resolve_policy(generate)).__name__ == "FunctionPolicy"
+
+    def plain(request):  # no async: said in one line, naming it
+        return []
+
+    with pytest.raises(PolicyConfigError, match=r"policy function '.*plain' must be 'async def plain\(request\)'"):
+        prmtree.run(problems[:1], policy=plain)
+
+
 def test_run_accepts_a_jsonl_path_and_a_config_file(tmp_path, problems_file):
     cfg = tmp_path / "c.toml"
     cfg.write_text("seed = 5\n[search]\nstrategy = 'shepherd'\nk = 2\n")

@@ -1,7 +1,11 @@
 """End to end through the real command line, in subprocesses."""
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -157,3 +161,25 @@ def test_policy_args_read_json_and_pythons_spellings_of_true_false_and_none():
 
     assert _parse_policy_args(["a=False", "b=True", "c=None", "d=false", "e=0.5", "f=red", "g=[1, 2]"]) == {
         "a": False, "b": True, "c": None, "d": False, "e": 0.5, "f": "red", "g": [1, 2]}
+
+
+@pytest.mark.slow
+def test_the_prmtree_script_finds_a_policy_module_in_the_folder_it_runs_in(tmp_path):
+    # Before: `prmtree run --policy my_policy:MyVLM` beside my_policy.py failed with "cannot
+    # import policy module 'my_policy'" (exit 2), while `python -m prmtree` found it: the
+    # console script's path starts at its bin folder, not the working directory.
+    script = Path(sys.executable).with_name("prmtree")
+    if not script.is_file():
+        pytest.skip("no prmtree console script beside this Python")
+    (tmp_path / "my_policy.py").write_text(
+        "from prmtree.policies.simulated import SimulatedPolicy\n\n\n"
+        "class MyVLM(SimulatedPolicy):\n    name = 'my-vlm'\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    assert subprocess.run([str(script), "synth", "--out", "data", "--problems", "3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120).returncode == 0
+    r = subprocess.run([str(script), "run", "--input", "data/problems.jsonl", "--policy", "my_policy:MyVLM",
+                        "--out", "out", "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    policies = set(read_table(tmp_path / "out", "steps").column("policy").to_pylist())
+    assert policies == {"my-vlm"}

@@ -91,9 +91,13 @@ def test_policies_executors_and_searches_keep_their_documented_shapes():
 
 
 @pytest.mark.parametrize("capacity, said", [
-    (float("inf"), "capacity must be the sequences it serves at once (a whole number) or None, got inf"),
-    ("abc", "capacity must be the sequences it serves at once (a whole number) or None, got 'abc'"),
-    (-5, "capacity must be the sequences it serves at once (a whole number) or None, got -5"),
+    (float("inf"), "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got inf"),
+    ("abc", "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got 'abc'"),
+    (-5, "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got -5"),
+    # before: accepted though the message asks for a whole number (2.5 as 2, True as none, 0 as 1)
+    (2.5, "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got 2.5"),
+    (True, "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got True"),
+    (0, "capacity must be the sequences it serves at once (a whole number, at least 1) or None, got 0"),
 ])
 def test_a_capacity_that_is_no_count_is_refused_naming_it(capacity, said):
     # Before: OverflowError / "invalid literal for int()" tracebacks and lines that named no capacity.

@@ -475,6 +475,25 @@ def test_any_exception_from_generate_is_a_failed_request_never_the_runs_end(six,
     same_rows(tmp_path / "once", reference)
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise ValueError("str fails")
+
+
+def test_an_exception_that_cannot_be_printed_is_a_failed_request_too(six, tmp_path):
+    # Before: formatting it raised inside the retry layer: "search: internal error: ValueError:
+    # str fails", not retried, blamed on the search.
+    problems, reference = six
+    bad = problems[2].id
+    config = {**SMALL, "executor": {**SMALL["executor"], "max_attempts": 2}}
+    policy = RaisesFor(Unprintable, bad)
+    summary = prmtree.run(problems, policy=policy, out=tmp_path, seed=3, config=config)
+    assert policy.raised == 2 and summary.problems_failed == 1
+    failed = load_manifest(tmp_path / "manifest.json").failed[bad]
+    assert failed == "policy: Unprintable: <unprintable Unprintable> (after 2 attempts)"
+    same_rows(tmp_path, reference, {p.id for p in problems} - {bad})
+
+
 EXITS_MODULE = r"""
 from prmtree.policies.simulated import SimulatedPolicy
 
