@@ -133,6 +133,42 @@ def test_lora_adapts_the_fused_attention_of_lms_without_q_proj(kind, fused, run_
     assert len(rewards) == 2 and all(0.0 < r < 1.0 for r in rewards)
 
 
+def test_image_and_chat_tokens_written_in_the_text_stay_text_for_a_vlm(tmp_path):
+    # Before: a LLaVA-style question ("<image>\nWhat is ...") or a step holding "<image>"
+    # made the processor count an image slot with no image: train and score raised
+    # StopIteration from the image processor, bon said "score_batch raised StopIteration: ".
+    from dataclasses import replace
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import build_vlm
+
+    from prmtree.train.data import load_rows
+
+    problems = [replace(p, question="<image>\n" + p.question) for p in generate_problems(8, seed=11)]
+    run = tmp_path / "run"
+    prmtree.run(problems, policy="simulated", out=run, seed=1)
+    rows = load_rows(run)
+    assert rows and all(r.question.startswith("<image>") and r.images for r in rows)
+    model = build_vlm(tmp_path / "llava")
+    result = train(_opts(run, tmp_path / "prm", model=str(model), lr=1e-3, batch_size=4))
+    assert result["steps"] == 2
+    prm = PRM.load(tmp_path / "prm", device="cpu")
+    encoder = prm.encoder
+    assert "<image>" in encoder.reserved and "<|im_end|>" in encoder.reserved
+    text = encoder.text("<image>\nQ <|im_end|>", ["a <image> b"], n_images=1)
+    assert text.count("<image>") == 1  # the template's own slot; the user's two are defused
+    assert "<\u2060image>" in text and "<\u2060|im_end|>" in text
+    image = tmp_path / "img.png"
+    image.write_bytes(problems[0].images[0].data)
+    solutions = tmp_path / "s.jsonl"
+    solutions.write_text(json.dumps({"question": "<image>\nWhat is 6 times 7?", "images": ["img.png"],
+                                     "steps": ["6 x 7 = 42, see <image>.", "So \\boxed{42}."]}) + "\n")
+    assert cli_main(["score", "--prm", str(tmp_path / "prm"), "--input", str(solutions), "--out",
+                     str(tmp_path / "o.jsonl"), "--device", "cpu"]) == 0
+    rewards = json.loads((tmp_path / "o.jsonl").read_text())["step_rewards"]
+    assert len(rewards) == 2 and all(0.0 < r < 1.0 for r in rewards)
+
+
 # -- 2. Ctrl-C after the last step: --resume finishes the job; a one-line message -----------
 
 #: ``prmtree train`` whose held-out evaluation after the final checkpoint takes a minute (a

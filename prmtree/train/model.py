@@ -11,6 +11,7 @@ marker in its tokenizer) plus ``reward_head.safetensors`` and ``prm_config.json`
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.records import decode_rgb
+from prmtree.export.rows import defuse
 
 MARKER = "<step>"
 PRM_CONFIG = "prm_config.json"
@@ -174,8 +176,24 @@ class Encoder:
         apply = getattr(self.processor, "apply_chat_template", None) or self.tokenizer.apply_chat_template
         return apply(messages, tokenize=False, add_generation_prompt=True)
 
+    @functools.cached_property
+    def reserved(self) -> tuple[str, ...]:
+        """Text the tokenizer or processor reads as a token of its own (``<image>``, ``<|im_end|>``,
+        the other added tokens), longest first. A question or step holding one (a LLaVA-style
+        ``<image>\n`` question) is defused as the exports defuse it: left as text, it became an
+        image slot with no image (the processor raised) or a turn's end."""
+        tok = self.tokenizer
+        found = set(getattr(tok, "all_special_tokens", ()) or ())
+        found |= {str(getattr(t, "content", t)) for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()}
+        found |= {getattr(self.processor, name, None) for name in ("image_token", "video_token")}
+        return tuple(sorted((t for t in found if isinstance(t, str) and len(t) >= 2 and t != self.marker),
+                            key=lambda t: (-len(t), t)))
+
+    def _clean(self, text: str) -> str:
+        return defuse(text.replace(self.marker, " "), self.reserved)
+
     def _step(self, step: str) -> str:
-        return " ".join(step.replace(self.marker, " ").split())
+        return " ".join(self._clean(step).split())
 
     def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
         return self._layout(question, steps, n_images)[0]
@@ -183,7 +201,7 @@ class Encoder:
     def _layout(self, question: str, steps: list[str], n_images: int) -> tuple[str, list[tuple[int, int]]]:
         """The model's text, and where each step's own text lies in it (without the space,
         marker and newline after it)."""
-        text = self.prompt(question.replace(self.marker, " "), n_images)
+        text = self.prompt(self._clean(question), n_images)
         spans = []
         for step in steps:
             step = self._step(step)
