@@ -6,7 +6,9 @@ Bad arguments or configuration print one line and exit with code 2, no traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import functools
 import json
 import os
 import signal
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--gpus-per-worker", type=float, default=0.0)
     trn.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     trn.add_argument("--log-every", type=int, default=10)
-    trn.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
+    trn.add_argument("--json", action="store_true",
+                     help="print the metrics as JSON at the end (stdout holds it alone; progress goes to stderr)")
 
     sco = sub.add_parser("score", help="score JSONL solutions (or ProcessBench-shaped files) with a trained PRM")
     sco.add_argument("--prm", required=True, help="a directory written by prmtree train")
@@ -675,7 +678,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial, keep_flagged=args.keep_flagged,
     )
     try:
-        result = train(options)
+        # --json: stdout holds the JSON alone, so the progress lines go to stderr
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = train(options)
     except ConfigError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -688,17 +693,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     held = result.get("held_out") or {}
     resumed = result.get("resumed_at") or 0
     steps = result.get("steps") or 0
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     if resumed and resumed == steps:  # a resume of a training stopped after its last step
-        print(f"training was done at step {steps}: evaluated and saved the PRM in {result.get('seconds', 0):.1f} s")
+        say(f"training was done at step {steps}: evaluated and saved the PRM in {result.get('seconds', 0):.1f} s")
     else:
-        print(f"trained {steps - resumed} steps{f' (from step {resumed})' if resumed else ''} in "
-              f"{result.get('seconds', 0):.1f} s: {result.get('tokens_per_s', 0):,.0f} tokens/s, "
-              f"peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
+        say(f"trained {steps - resumed} steps{f' (from step {resumed})' if resumed else ''} in "
+            f"{result.get('seconds', 0):.1f} s: {result.get('tokens_per_s', 0):,.0f} tokens/s, "
+            f"peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
     if held:
-        print(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
-              f"{fmt(held['step_f1_wrong'])}, step accuracy {fmt(held['step_accuracy'])}, first-error accuracy "
-              f"{fmt(held['first_error_accuracy'])}, ProcessBench F1 {fmt(held['processbench_f1'])}")
-    print(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
+        say(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
+            f"{fmt(held['step_f1_wrong'])}, step accuracy {fmt(held['step_accuracy'])}, first-error accuracy "
+            f"{fmt(held['first_error_accuracy'])}, ProcessBench F1 {fmt(held['processbench_f1'])}")
+    say(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -716,6 +722,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         from prmtree.train.metrics import fmt
 
         solutions = read_solutions(args.input)
+        if Path(args.out).is_dir():  # said before the model loads, not after it scored
+            _fail(f"--out {args.out} is a folder: name the JSONL file to write")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as train and export make theirs
         prm = PRM.load(args.prm, device=args.device, batch_size=args.batch_size)
         rewards = prm.score_batch([(s.problem, s.steps) for s in solutions])
         writing = True

@@ -541,6 +541,47 @@ def test_nonsensical_numbers_missing_devices_and_a_word_marker(tiny_prm, run_dir
     assert len(prm.score("Let x be 1, step by step.", ["x = 1, one step.", "so 1"])) == 2
 
 
+def test_outs_and_inputs_at_their_edges(tiny_prm, run_dir, tmp_path, capsys):
+    # Before: train --out into a run's directory wrote the model among its tables (exit 0);
+    # --out a file said "File exists"; score --out in a missing folder failed after the model
+    # loaded, naming no option; a folder as --out the same; a BOM made score's input "not JSON";
+    # train --json printed its progress lines on stdout before the JSON.
+    out, _ = tiny_prm
+
+    def refused(*args):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([*map(str, args)])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    training = ["train", "--data", run_dir, "--max-steps", "1", "--threads", "1"]
+    other_run = tmp_path / "other"
+    prmtree.run(generate_problems(2, seed=1), policy="simulated", out=other_run, seed=1)
+    listed = sorted(p.name for p in other_run.iterdir())
+    assert refused(*training, "--out", other_run) == (f"prmtree: error: --out {other_run} holds a prmtree run (its "
+                                                      "manifest): the model would be written among its tables; "
+                                                      "train somewhere else")
+    assert sorted(p.name for p in other_run.iterdir()) == listed
+    (tmp_path / "afile").write_text("x")
+    assert refused(*training, "--out", tmp_path / "afile") == (f"prmtree: error: --out {tmp_path / 'afile'} is a "
+                                                               "file: the PRM is written as a folder; name a new one")
+    pb = tmp_path / "pb.jsonl"
+    pb.write_text("\ufeff" + json.dumps({"problem": "Let x be 1.", "steps": ["x = 1."], "label": -1}) + "\n",
+                  encoding="utf-8")
+    assert refused("score", "--prm", out, "--input", pb, "--out", tmp_path) == (
+        f"prmtree: error: --out {tmp_path} is a folder: name the JSONL file to write")
+    deep = tmp_path / "new" / "deeper" / "s.jsonl"
+    assert cli_main(["score", "--prm", str(out), "--input", str(pb), "--out", str(deep), "--device", "cpu"]) == 0
+    assert len(json.loads(deep.read_text())["step_rewards"]) == 1  # the BOM read as no character
+    capsys.readouterr()
+    assert cli_main([*map(str, training), "--out", str(tmp_path / "j"), "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["steps"] == 1  # the JSON alone
+    assert "saved to" in printed.err
+
+
 def test_steps_past_the_length_limit_get_no_invented_reward(tiny_prm, tmp_path, capsys):
     # Before: a step whose marker fell past max_length got the last reward read, or an
     # invented 0.5 when the first marker was already past it; and PRM.score(q, None) was a

@@ -154,7 +154,7 @@ def read_solutions(path: str | Path, load_images: bool = True) -> list[Solution]
     """Every row of a JSONL file; a bad row stops with its line number."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no character, as prmtree run reads it
     except OSError as exc:
         raise ConfigError(f"--input {path}: {exc.strerror}") from None
     out = []

@@ -161,6 +161,11 @@ class TrainOptions:
         if data.is_dir() and (out == data or data in out.parents):
             raise ConfigError(f"--out {self.out} is inside --data {self.data}: the model and its checkpoints "
                               "would be written into the data; train somewhere else")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {self.out} is a file: the PRM is written as a folder; name a new one")
+        if out.is_dir() and any(out.glob("manifest*.json")):
+            raise ConfigError(f"--out {self.out} holds a prmtree run (its manifest): the model would be written "
+                              "among its tables; train somewhere else")
 
 
 def step_logprobs_on(value: str, model: str) -> bool:
