@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from typing import Any
 import prmtree
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_throughput import MixedAnswerPolicy, mixed_problems  # noqa: E402
+from engine_throughput import STAGES, MixedAnswerPolicy, StageClock, mixed_problems  # noqa: E402
 from ray_scaling import cpu_by_kind, cpu_snapshot  # noqa: E402
 from verify_mix import MIX  # noqa: E402
 
@@ -328,10 +329,13 @@ def ceilings(ms: dict[str, float], drivers: int = 1) -> dict[str, int]:
             "ceiling_rollouts_per_s": min(all_cores, driver_core)}
 
 
-def one(capacity: int, latency_s: float, problems: int, workers: int | None = None, drivers: int = 1) -> dict[str, Any]:
+def one(capacity: int, latency_s: float, problems: int, workers: int | None = None, drivers: int = 1,
+        stages: bool = False) -> dict[str, Any]:
     """One configuration: inline (the GPU in this process; with ``drivers`` > 1, that many
     driver processes around it), or through Ray with ``workers`` workers of ``capacity``
-    sequences each (config: only the executor's kind and workers)."""
+    sequences each (config: only the executor's kind and workers). ``stages`` (inline, one
+    driver): the driver's CPU by stage (``engine_throughput.StageClock``), at the cost of
+    ~1 us of timing per stage call."""
     data = mixed_problems(problems, seed=99, weights=MIX)
     out = Path(tempfile.mkdtemp(prefix="prmtree-util-"))
     meter_dir = Path(tempfile.mkdtemp(prefix="prmtree-meter-")) if workers or drivers > 1 else None
@@ -368,12 +372,14 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         seen_trees[0] = max(seen_trees[0], len(pending) - self._waiting_for_pilot)
         return pending
 
+    clock = StageClock() if stages and gpu is not None and drivers == 1 else None
     driver_mod.Driver._start = counting_start  # type: ignore[method-assign]
     try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        s = prmtree.run(data, policy=policy, policy_args=policy_args, out=out, seed=0,
-                        config={"executor": executor}, on_progress=lambda stats: meter.maybe(stats.rollouts))
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        with clock.installed() if clock is not None else nullcontext():
+            wall, cpu = time.perf_counter(), time.process_time()
+            s = prmtree.run(data, policy=policy, policy_args=policy_args, out=out, seed=0,
+                            config={"executor": executor}, on_progress=lambda stats: meter.maybe(stats.rollouts))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         meter.snapshot(s.rollouts)
     finally:
         driver_mod.Driver._start = original_start  # type: ignore[method-assign]
@@ -453,6 +459,9 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         # the driver's own view (engine/loop_load.py): seconds its loop was watched, and saturated
         # (busy, not idle in select, >= 85% of a 5-s window); the run's summary warns when most were
         "driver_loop": dict(s.driver),
+        # --stages: the driver's CPU per rollout by stage over the whole run; "other" is the rest of
+        # the driver's process (asyncio, the executor, request building, the pilot's bookkeeping)
+        "driver_ms_per_rollout_by_stage": _by_stage(clock, driver_cpu, s.rollouts) if clock is not None else None,
     }
     c = (result["steady_cpu"] or {}).get("cores", {})
     where = (f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}" if drivers == 1
@@ -463,7 +472,18 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
           f"trees {seen_trees[0]:5d}  driver {result['driver_busy']:5.0%} of a core, "
           f"{result['driver_cpu_ms_per_rollout']:.4f} ms/rollout; steady cores: "
           + ", ".join(f"{k} {v}" for k, v in c.items()), flush=True)
+    if clock is not None:
+        print("  driver ms per rollout by stage: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in result["driver_ms_per_rollout_by_stage"].items()), flush=True)
     return result
+
+
+def _by_stage(clock: StageClock, driver_cpu_s: float, rollouts: int) -> dict[str, float]:
+    """ms per rollout of each stage, and of the rest of the driver's process (the model's own
+    text is not the driver's: ``driver_cpu_s`` already leaves it out)."""
+    per = {k: 1000 * clock.seconds[k] / max(1, rollouts) for k in STAGES}
+    per["other"] = 1000 * driver_cpu_s / max(1, rollouts) - sum(per.values())
+    return {k: round(v, 4) for k, v in per.items()}
 
 
 def whole_drivers(meter: CpuMeter) -> float:
@@ -537,6 +557,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="--executor ray: worker counts")
     parser.add_argument("--inline-capacities", type=int, nargs="*", default=[],
                         help="--executor ray: inline runs of these capacities beside the Ray runs")
+    parser.add_argument("--stages", action="store_true",
+                        help="inline, one driver: also time the driver's stages (search, parse, verify, label, write)")
     parser.add_argument("--out", default=None,
                         help="default results/gpu_utilisation.json (inline), results/gpu_utilisation_ray.json (ray)")
     args = parser.parse_args()
@@ -571,7 +593,7 @@ def main() -> None:
             for capacity in args.capacities:
                 for latency in args.latencies:
                     problems = _problems(capacity, latency, args.seconds, args.max_problems)
-                    results.append(one(capacity, latency, problems, drivers=drivers))
+                    results.append(one(capacity, latency, problems, drivers=drivers, stages=args.stages))
         settings = "defaults (no [executor] keys); omega, adaptive labels, pilot on"
         if args.drivers != [1]:
             settings += "; --drivers N > 1: [executor] kind = inline, drivers = N and nothing else"
