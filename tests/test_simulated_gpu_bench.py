@@ -85,3 +85,16 @@ def test_the_decode_model_serves_capacity_sequences_per_latency_first_come_first
     assert gpu.work == pytest.approx((4 + 4 + 6 + 2 + 8) * 0.05, rel=0.05)
     assert gpu._decoding == 0 and not gpu._queue
     assert 0.8 <= gpu.utilisation() <= 1.01  # 8 of 8 sequences in each of the three waves
+
+
+@pytest.mark.slow
+def test_the_stage_breakdown_adds_up_to_the_drivers_cpu():
+    # gpu_utilisation --stages: every stage timed, "other" the rest of the driver's process
+    from gpu_utilisation import one
+
+    result = one(64, 0.001, 12, stages=True)
+    stages = result["driver_ms_per_rollout_by_stage"]
+    assert set(stages) == {"search", "parse", "verify", "label", "write", "other"}
+    assert all(v > 0 for k, v in stages.items() if k != "other")
+    assert sum(stages.values()) == pytest.approx(result["driver_cpu_ms_per_rollout"], abs=2e-3)
+    assert one(64, 0.001, 4)["driver_ms_per_rollout_by_stage"] is None  # not asked: no timers
