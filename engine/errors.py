@@ -82,3 +82,13 @@ def exception_text(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<unprintable {type(exc).__name__}>"
+
+
+class StopSignal(KeyboardInterrupt):
+    """A SIGTERM where a Ctrl-C raises ``KeyboardInterrupt``: while a backend starts (a
+    model's load, a cluster's growth), before the run's own graceful stop is in place, a
+    stop signal ends the start at once. ``signum`` gives the exit code (128 + it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

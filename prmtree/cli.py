@@ -296,9 +296,12 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
         _fail(str(exc))
     except OSError as exc:  # a full disk, a read-only --out: finished problems up to the last flush are kept
         _fail(_os_error(exc))
-    except KeyboardInterrupt:  # Ctrl-C before the run started (or a third one): nothing to save
-        sys.stderr.write("prmtree: interrupted\n")
-        raise SystemExit(128 + signal.SIGINT) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C (or SIGTERM while workers start) before the run started: nothing to save
+        signum = getattr(exc, "signum", signal.SIGINT)
+        sys.stderr.write("prmtree: interrupted\n" if signum == signal.SIGINT else
+                         f"prmtree: stopped by {signal.Signals(signum).name} before the run started: nothing was "
+                         "done; run the same command to start again\n")
+        raise SystemExit(128 + signum) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

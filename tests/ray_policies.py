@@ -58,3 +58,22 @@ class LoadsAModel(SimulatedPolicy):
 
         Path(marker).write_text("loaded")
         super().__init__(error_rate=error_rate)
+
+
+class FailsToBuild(SimulatedPolicy):
+    """A constructor that fails where the workers build it (no CUDA there, say); the driver
+    only checks its arguments."""
+
+    def __init__(self, error_rate: float = 0.08):
+        raise RuntimeError("no CUDA in this worker")
+
+
+class LoadsForever(SimulatedPolicy):
+    """Writes ``marker`` and then loads for an hour: a model load a stop signal must cut short."""
+
+    def __init__(self, marker: str):
+        import time
+        from pathlib import Path
+
+        Path(marker).write_text("loading")
+        time.sleep(3600)

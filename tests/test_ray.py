@@ -144,3 +144,60 @@ def test_ray_samples_the_same_solutions_as_inline(ray_session, problems):
     assert not on_ray.failed
     assert [[(c.text, c.correct) for c in s.candidates] for s in on_ray.sampled] == \
         [[(c.text, c.correct) for c in s.candidates] for s in inline.sampled]
+
+
+def test_a_policy_only_the_workers_cannot_build_is_refused_in_one_line(ray_session, tmp_path):
+    # Before: exit 1, "run stopped: rollout workers failed to start: The actor died because of
+    # an error raised in its creation task, ..." and the worker's whole traceback as the message.
+    from prmtree.engine.errors import PolicyConfigError
+
+    with pytest.raises(PolicyConfigError) as refused:
+        prmtree.run(PROBLEMS[:2], policy="ray_policies:FailsToBuild", out=tmp_path,
+                    config=ray_config(workers=2))
+    assert str(refused.value) == ("cannot build policy 'ray_policies:FailsToBuild': RuntimeError: no CUDA in this "
+                                  "worker (in a Ray rollout worker)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, said", [
+    ("SIGTERM", 143, "prmtree: stopped by SIGTERM before the run started: nothing was done; run the same command "
+                     "to start again"),
+    ("SIGINT", 130, "prmtree: interrupted"),
+])
+def test_a_stop_signal_while_the_workers_load_ends_the_start_at_once(tmp_path, sig, code, said):
+    # Before: the start waited in one blocking ray.get: a Ctrl-C waited for the whole model
+    # load, and SIGTERM met Ray's own handler (a C++ stack dump, exit 1).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PRMTREE
+
+    marker = tmp_path / "loading"
+    tests_dir = os.path.dirname(__file__)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local",
+           "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([*PRMTREE, "synth", "--out", str(tmp_path / "data"), "--problems", "2"], env=env)
+    assert proc.wait(timeout=120) == 0
+    proc = subprocess.Popen(
+        [*PRMTREE, "run", "--input", str(tmp_path / "data" / "problems.jsonl"), "--out", str(tmp_path / "out"),
+         "--no-progress", "--executor", "ray", "--workers", "1", "--policy", "ray_policies:LoadsForever",
+         "--policy-arg", f"marker={marker}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():  # the worker is loading its model
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert took < 15, took
+    assert err.strip().splitlines()[-1] == said and "SIGTERM received" not in err and "Traceback" not in err

@@ -12,13 +12,19 @@ the worker can read them from their files or input cells itself (``worker_reads_
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import threading
+import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
-from prmtree.engine.errors import FatalExecutorError, GenerationError
+from prmtree.engine.errors import FatalExecutorError, GenerationError, PolicyConfigError, StopSignal
 from prmtree.engine.records import Completion, GenerationRequest, Problem, ProblemImage, refer_images
 from prmtree.policies.base import check_policy, policy_name, worker_gpus
 from prmtree.rollout_workers.ray.actor import RolloutWorker, worker_name, worker_prefix
@@ -100,7 +106,11 @@ class RayExecutor:
         gpus = config.num_gpus_per_worker
         executor = cls(policy, policy_args, config,
                        num_gpus_per_worker=worker_gpus(policy, policy_args) if gpus is None else gpus)
-        executor.start()
+        try:
+            executor.start()
+        except BaseException:  # a refused policy, a stop signal: the workers made so far go too
+            executor.abandon()
+            raise
         return executor
 
     @property
@@ -134,16 +144,20 @@ class RayExecutor:
         ray = ray_module()
         connection = connect(self.config)
         self._started_ray = connection.started
-        if self.attach:
-            self._attach(ray)
-            return
+        with stop_signals_noted() as stopped:
+            if self.attach:
+                self._attach(ray, stopped)
+            else:
+                self._start_workers(ray, connection.local, stopped)
+
+    def _start_workers(self, ray: Any, local: bool, stopped: list[int]) -> None:
         remote = ray.remote(RolloutWorker)
         count = self.worker_count()
         drivers = driver_actors(self.config, count)
         check_demand(count * self.config.num_cpus_per_worker + drivers * self.config.num_cpus_per_driver,
                      count * self.num_gpus_per_worker,
                      f"{count} rollout workers" + (f" and {drivers} drivers" if drivers else ""),
-                     local=connection.local)
+                     local=local)
         workers: list[WorkerState] = []
         self.router.set_workers(workers)  # filled as the actors are created: close() kills those made
         for i in range(count):
@@ -158,14 +172,19 @@ class RayExecutor:
             workers.append(WorkerState(i, actor, images=KnownImages(self.image_cache_bytes)))
         self.router.set_workers(workers)
         try:
-            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+            wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped)
         except ray.exceptions.GetTimeoutError:
             raise FatalExecutorError(f"rollout workers were not placed within {START_TIMEOUT_S:g} s: the cluster "
                                      f"has {ray.available_resources()} free") from None
+        except ray.exceptions.ActorDiedError as exc:
+            refused = _refused_policy(exc)
+            if refused is not None:  # the policy cannot be built there (no CUDA, a missing file): a setting
+                raise PolicyConfigError(f"{refused} (in a Ray rollout worker)") from None
+            raise FatalExecutorError(f"rollout workers failed to start: {_last_line(exc)}") from None
         except Exception as exc:
             raise FatalExecutorError(f"rollout workers failed to start: {_cause(exc)}") from None
 
-    def _attach(self, ray: Any) -> None:
+    def _attach(self, ray: Any, stopped: list[int]) -> None:
         """Join the pool named ``self.attach``: its workers, found by name, keep their indices
         (so every driver routes a problem to the same worker)."""
         prefix = worker_prefix(self.attach)
@@ -183,9 +202,23 @@ class RayExecutor:
                                 "finished problems are saved, run the same command again to resume")
         self.router.set_workers(workers)
         try:
-            ray.get([w.actor.ready.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+            wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped)
         except Exception as exc:
             raise FatalExecutorError(f"rollout workers of pool {self.attach!r} did not answer: {_cause(exc)}") from None
+
+    def abandon(self) -> None:
+        """After a failed start: kill the workers it made (not another pool's) and the Ray it
+        started, so a caller that goes on holds no actor."""
+        ray = ray_module()
+        if not self.attach:
+            for w in self.workers:
+                try:
+                    ray.kill(w.actor, no_restart=True)
+                except Exception:
+                    pass
+        self.router.set_workers([])
+        if self._started_ray:
+            ray.shutdown()
 
     async def close(self) -> None:
         """Stop this executor; the workers too, unless it attached to another's pool (then
@@ -410,6 +443,67 @@ def _spec_name(spec: Any, kwargs: dict[str, Any]) -> str:
         return policy_name(spec)
     target = check_policy(spec, kwargs)
     return str(getattr(target, "name", None) or getattr(target, "__name__", spec))
+
+
+#: How often a wait for the workers gives Python a chance to run its signal handlers.
+READY_POLL_S = 0.2
+_REFUSED = re.compile(r"PolicyConfigError: (.+)$")
+
+
+def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] | None = None) -> None:
+    """``ray.get(refs, timeout=timeout_s)`` in short waits: one blocking ``ray.get`` holds
+    the main thread in Ray's own code, so a Ctrl-C waited for the whole start (a model's
+    load, minutes of waiting for a cluster to grow). Raises the first worker's error,
+    ``GetTimeoutError``, or :class:`StopSignal` once ``stopped`` holds a signal."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(refs)
+    while pending:
+        if stopped:
+            raise StopSignal(stopped[0])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ray.exceptions.GetTimeoutError(f"{len(pending)} of {len(refs)} not ready after {timeout_s:g} s")
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(READY_POLL_S, left))
+        ray.get(ready)
+
+
+@contextmanager
+def stop_signals_noted() -> Iterator[list[int]]:
+    """While the workers start, a SIGTERM or SIGINT is noted in the list yielded, and
+    :func:`wait_ready` ends the start with :class:`StopSignal` (a ``KeyboardInterrupt``:
+    exit 143 or 130) at its next turn. Raised in the handler, the interrupt was lost inside
+    Ray's wait (a Ctrl-C ended as "not placed within 600 s", or not at all), and Ray's own
+    SIGTERM handler printed a C++ stack dump and exited 1. The run's graceful stop takes
+    over once the run starts."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in stops}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _refused_policy(exc: BaseException) -> str | None:
+    """The one line of a ``PolicyConfigError`` a worker's constructor raised (Ray keeps only
+    its traceback, as text), or None."""
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    for line in reversed(str(exc).splitlines()):
+        found = _REFUSED.search(line.strip())
+        if found:
+            return found.group(1)
+    return None
+
+
+def _last_line(exc: BaseException) -> str:
+    """An actor's death in one line: the last line of Ray's message (the exception itself)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _cause(exc: BaseException) -> BaseException:
