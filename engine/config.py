@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, to_jsonable_python
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -206,6 +206,24 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = "simulated"
+
+    @model_validator(mode="after")
+    def _plain_data(self) -> PolicyConfig:
+        """Arguments are recorded in the run's config (and hashed for resume), so each must be
+        data: said here naming it, where a lock or a model object raised pydantic's own
+        "Unable to serialize unknown type" at the first write."""
+        for key, value in (self.model_extra or {}).items():
+            try:
+                to_jsonable_python(value)
+            except Exception:
+                raise PydanticCustomError(
+                    "policy_argument",
+                    "argument '{key}' is a {kind}, not data (numbers, strings, lists, dicts): the run records its "
+                    "policy's arguments; build the policy yourself and pass the instance (prmtree.run(policy=...)), "
+                    "its own objects in attributes named with a leading underscore",
+                    {"key": key, "kind": type(value).__name__},
+                ) from None
+        return self
 
     @property
     def kwargs(self) -> dict[str, Any]:

@@ -52,6 +52,9 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
             return spec
         if inspect.isfunction(spec) or inspect.ismethod(spec):
             raise PolicyConfigError(f"policy function {_shown(spec)!r} must be 'async def {spec.__name__}(request)'")
+        if inspect.isclass(spec):
+            raise PolicyConfigError(f"policy {_shown(spec)!r} is a class: pass an instance ({spec.__name__}(...)), or "
+                                    f"its name '{spec.__module__}:{spec.__qualname__}' with its arguments")
         _check_generate(type(spec), type(spec).__name__)
         return spec
     target = POLICIES.get(spec)

@@ -74,6 +74,25 @@ def test_an_async_function_is_a_policy_given_itself_as_by_name(tmp_path, problem
 
     with pytest.raises(PolicyConfigError, match=r"policy function '.*plain' must be 'async def plain\(request\)'"):
         prmtree.run(problems[:1], policy=plain)
+    # before: "policy 'type' has no generate(request) method", of a class that has one
+    with pytest.raises(PolicyConfigError, match=r"policy 'SimulatedPolicy' is a class: pass an instance "
+                                                r"\(SimulatedPolicy\(\.\.\.\)\), or its name "
+                                                r"'prmtree.policies.simulated:SimulatedPolicy' with its arguments"):
+        prmtree.run(problems[:1], policy=SimulatedPolicy)
+
+
+def test_a_policy_argument_that_is_no_data_is_refused_naming_it(tmp_path, problems):
+    # Before: pydantic's "Unable to serialize unknown type: <class '_thread.lock'>" at the
+    # first write, naming no argument.
+    import threading
+
+    from prmtree.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        prmtree.run(problems[:1], policy="simulated", policy_args={"guess_rate": threading.Lock()}, out=tmp_path)
+    assert str(refused.value).startswith("policy: argument 'guess_rate' is a lock, not data (numbers, strings, "
+                                         "lists, dicts)")
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def test_run_accepts_a_jsonl_path_and_a_config_file(tmp_path, problems_file):
