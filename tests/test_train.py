@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -499,6 +500,16 @@ def test_processbench_f1_is_n_a_when_the_paths_hold_one_kind_only(tiny_prm, tmp_
     assert re.search(r"ProcessBench F1 n/a \(erroneous n/a, correct (0|1)\.000\)", printed), printed
 
 
+def refused_in_one_line(capsys, *args) -> str:
+    """``prmtree *args`` in this process: exit 2 and one line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([*map(str, args)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_nonsensical_numbers_missing_devices_and_a_word_marker(tiny_prm, run_dir, tmp_path, capsys):
     # Before: each was a traceback (score --batch-size 0, --device cuda without CUDA, train
     # --lr -1 or --log-every 0), or taken (score --threshold 2: every step wrong).
@@ -507,13 +518,7 @@ def test_nonsensical_numbers_missing_devices_and_a_word_marker(tiny_prm, run_dir
     out, _ = tiny_prm
     pb = _write_jsonl(tmp_path / "pb.jsonl", [{"problem": "Let x be 1.", "steps": ["x = 1."], "label": -1}])
 
-    def refused(*args):
-        with pytest.raises(SystemExit) as exit_:
-            cli_main([*map(str, args)])
-        assert exit_.value.code == 2
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1, lines
-        return lines[0]
+    refused = functools.partial(refused_in_one_line, capsys)
 
     score = ["score", "--prm", out, "--input", pb, "--out", tmp_path / "s.jsonl"]
     assert refused(*score, "--batch-size", "0") == "prmtree: error: --batch-size must be a whole number >= 1, got 0"
@@ -548,13 +553,7 @@ def test_outs_and_inputs_at_their_edges(tiny_prm, run_dir, tmp_path, capsys):
     # train --json printed its progress lines on stdout before the JSON.
     out, _ = tiny_prm
 
-    def refused(*args):
-        with pytest.raises(SystemExit) as exit_:
-            cli_main([*map(str, args)])
-        assert exit_.value.code == 2
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1, lines
-        return lines[0]
+    refused = functools.partial(refused_in_one_line, capsys)
 
     training = ["train", "--data", run_dir, "--max-steps", "1", "--threads", "1"]
     other_run = tmp_path / "other"

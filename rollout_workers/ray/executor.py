@@ -207,28 +207,24 @@ class RayExecutor:
             raise FatalExecutorError(f"rollout workers of pool {self.attach!r} did not answer: {_cause(exc)}") from None
 
     def abandon(self) -> None:
-        """After a failed start: kill the workers it made (not another pool's) and the Ray it
-        started, so a caller that goes on holds no actor."""
-        ray = ray_module()
-        if not self.attach:
-            for w in self.workers:
-                try:
-                    ray.kill(w.actor, no_restart=True)
-                except Exception:
-                    pass
-        self.router.set_workers([])
-        if self._started_ray:
-            ray.shutdown()
+        """After a failed start: let the workers go (see :meth:`close`), so a caller that goes
+        on holds no actor."""
+        self._let_workers_go()
 
     async def close(self) -> None:
         """Stop this executor; the workers too, unless it attached to another's pool (then
         the workers only forget this client)."""
-        ray = ray_module()
         for w in self.workers:
             for task in w.tasks:
                 task.cancel()
             if w.send_timer is not None:
                 w.send_timer.cancel()
+        self._let_workers_go()
+
+    def _let_workers_go(self) -> None:
+        """Kill the workers this executor made (another pool's only forget this client), and
+        shut down the Ray it started."""
+        ray = ray_module()
         for w in self.workers:
             try:
                 if self.attach:
