@@ -219,8 +219,17 @@ def reconcile_input(
     # fresh run of this input gives. The pilot learns again and every labelled problem is redone.
     members = set((m.calibration or {}).get("members", ()))
     relearn = [k for k in changed if k in members]
+    if relearn and slice.count > 1:
+        # the other slices were labelled with the same floors, and their runs cannot see this
+        # slice's input change: relearning here alone would mix two calibrations in one --out
+        raise ConfigError(
+            f"problem {relearn[0]!r} changed in the input since {writer.out_dir} labelled it, and it was one of "
+            "the pilot's problems: every slice was labelled with the floors learned from its old input, which a "
+            "sliced run cannot learn again slice by slice: use another --out"
+        )
     if relearn:  # (a problem gone from the input, or whose images cannot be read now, keeps its rows)
         m.calibration = {}
+        writer.calibration = {}  # or a flush before the new pilot learns writes the old one back
         changed = sorted(completed - set(scan.unseen) - set(scan.unreadable))
     removed = sorted(scan.unseen)
     retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
@@ -249,8 +258,8 @@ def reconcile_input(
     if relearn:
         notes.append(f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems: every "
                      f"problem here was labelled with the floors learned from its old input, so the pilot learns "
-                     f"them again and all {len(changed)} labelled problem{'s' if len(changed) > 1 else ''} are redone "
-                     "(their old rows are dropped)")
+                     "them again and " + (f"all {len(changed)} labelled problems are" if len(changed) > 1 else
+                                          "the labelled problem is") + " redone (their old rows are dropped)")
     elif changed:
         notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
                      f"(e.g. {changed[0]!r}); their old rows are dropped")

@@ -698,3 +698,58 @@ def test_rerun_changed_gives_a_fresh_runs_rows_whether_or_not_a_pilot_member_cha
         assert again.calibration == first.calibration
         assert f"redoing 1 problem whose input changed (e.g. {target['id']!r})" in err
     assert cli_verify_ok(out)
+
+
+def test_a_rerun_stopped_before_the_new_pilot_learned_does_not_bring_the_old_floors_back(tmp_path, data,
+                                                                                          monkeypatch):
+    # Before: the writer still held the old calibration, and the flush of the stopped run wrote
+    # it back: the next resume labelled every problem with floors from the old input.
+    from prmtree.engine.errors import FatalExecutorError
+
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    out = tmp_path / "out"
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    members = load_manifest(out / "manifest.json").calibration["members"]
+    rows = rows_of(data)
+    target = next(r for r in rows if r["id"] in members)
+    target["answer"] = str(int(target["answer"]) - 1)
+    write_rows(data, rows)
+    from prmtree.engine.driver import Driver
+
+    async def engine_lost(self, items, owns=None):  # the run stops before its pilot learns (it flushes)
+        raise FatalExecutorError("the engine is gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Driver, "run", engine_lost)
+        with pytest.raises(FatalExecutorError):
+            prmtree.run(data, out=out, policy="simulated", config=config, rerun_changed=True)
+    assert load_manifest(out / "manifest.json").calibration == {}
+    prmtree.run(data, out=out, policy="simulated", config=config)  # a plain resume: the pilot learns again
+    fresh = tmp_path / "fresh"
+    prmtree.run(data, out=fresh, policy="simulated", config=config)
+    assert _rows(out) == _rows(fresh)
+    assert load_manifest(out / "manifest.json").calibration == load_manifest(fresh / "manifest.json").calibration
+
+
+def test_a_changed_pilot_member_in_a_sliced_run_is_refused_in_one_line(tmp_path, data):
+    # The other slices cannot see the change: relearning in one slice would mix two calibrations.
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    out = tmp_path / "out"
+    for index in (0, 1):
+        prmtree.run(data, out=out, policy="simulated", config=config, slice=f"{index}/2")
+    members = load_manifest(out / "manifest-00000-of-00002.json").calibration["members"]
+    rows = rows_of(data)
+    target = next(r for r in rows if r["id"] in members)
+    target["answer"] = str(int(target["answer"]) - 1)
+    write_rows(data, rows)
+    said = []
+    for index in (0, 1):
+        try:
+            prmtree.run(data, out=out, policy="simulated", config=config, slice=f"{index}/2", rerun_changed=True)
+        except ConfigError as exc:
+            said.append(str(exc))
+    assert len(said) == 1 and "\n" not in said[0]
+    assert said[0].startswith(f"problem {target['id']!r} changed in the input since ")
+    assert said[0].endswith("and it was one of the pilot's problems: every slice was labelled with the floors "
+                            "learned from its old input, which a sliced run cannot learn again slice by slice: "
+                            "use another --out")
