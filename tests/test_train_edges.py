@@ -158,6 +158,13 @@ def test_image_and_chat_tokens_written_in_the_text_stay_text_for_a_vlm(tmp_path)
     text = encoder.text("<image>\nQ <|im_end|>", ["a <image> b"], n_images=1)
     assert text.count("<image>") == 1  # the template's own slot; the user's two are defused
     assert "<\u2060image>" in text and "<\u2060|im_end|>" in text
+    # ordinary text is left as it was: added tokens that are not special (GPT-NeoX's runs of
+    # spaces) are no markers to defuse, and a step's spaces are normalised first
+    encoder.tokenizer.add_tokens(["    ", "\t\t"])
+    vars(encoder).pop("reserved", None)
+    assert "    " not in encoder.reserved
+    assert encoder.text("Solve:    x  =  3", ["x  =  3"], n_images=0).endswith("x = 3 <step>\n")
+    assert "Solve:    x  =  3" in encoder.text("Solve:    x  =  3", [], n_images=0)
     image = tmp_path / "img.png"
     image.write_bytes(problems[0].images[0].data)
     solutions = tmp_path / "s.jsonl"

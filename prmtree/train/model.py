@@ -184,16 +184,17 @@ class Encoder:
         image slot with no image (the processor raised) or a turn's end."""
         tok = self.tokenizer
         found = set(getattr(tok, "all_special_tokens", ()) or ())
-        found |= {str(getattr(t, "content", t)) for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()}
+        found |= {str(t.content) for t in (getattr(tok, "added_tokens_decoder", None) or {}).values()
+                  if getattr(t, "special", False)}  # not GPT-NeoX's added runs of spaces: ordinary text
         found |= {getattr(self.processor, name, None) for name in ("image_token", "video_token")}
-        return tuple(sorted((t for t in found if isinstance(t, str) and len(t) >= 2 and t != self.marker),
-                            key=lambda t: (-len(t), t)))
+        return tuple(sorted((t for t in found if isinstance(t, str) and len(t) >= 2 and t.strip() == t
+                             and t != self.marker), key=lambda t: (-len(t), t)))
 
     def _clean(self, text: str) -> str:
         return defuse(text.replace(self.marker, " "), self.reserved)
 
     def _step(self, step: str) -> str:
-        return " ".join(self._clean(step).split())
+        return self._clean(" ".join(step.replace(self.marker, " ").split()))
 
     def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
         return self._layout(question, steps, n_images)[0]
