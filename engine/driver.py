@@ -33,6 +33,7 @@ from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import CANCELLED_BY_PRMTREE, Executor, cancel_requested, declared_capacity
 from prmtree.engine.deadlines import Deadlines
 from prmtree.engine.errors import (
+    ConfigError,
     FatalExecutorError,
     GenerationError,
     PolicyContractError,
@@ -339,7 +340,10 @@ class Driver:
         the backend's capacity: a lazily built engine, a pool that lost a worker)."""
         self._requests_seen += 1
         if not self._requests_seen & 255:
-            self.concurrency.set_capacity(declared_capacity(self.executor))
+            try:
+                self.concurrency.set_capacity(declared_capacity(self.executor))
+            except ConfigError:  # a capacity gone odd mid-run (0, 2.5): keep the last; the request succeeded
+                pass
             self.loop_load.tick()
         if self.concurrency.completed(sequences, latency_s):
             self._open_gate()

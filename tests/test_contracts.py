@@ -179,3 +179,25 @@ def test_any_exception_building_a_policy_is_one_line_exit_2(tmp_path, capsys, mo
         sys.modules.pop(module, None)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == f"prmtree: error: {message}"
+
+
+def test_a_capacity_that_goes_odd_mid_run_keeps_the_last_and_fails_no_request(tmp_path):
+    # Before: the re-read every 256 requests ran inside the request's retry: its ConfigError
+    # threw away finished completions and retried them (failed them, with one attempt).
+    import prmtree
+    from prmtree.engine.synthetic import generate_problems
+    from prmtree.policies.simulated import SimulatedPolicy
+
+    class Odd(SimulatedPolicy):
+        name = "simulated"
+
+        def __init__(self):
+            super().__init__()
+            self._asked = 0
+
+        def capacity(self):
+            self._asked += 1
+            return 8 if self._asked < 3 else 0
+
+    s = prmtree.run(generate_problems(40, seed=2), policy=Odd(), config={"executor": {"max_attempts": 1}})
+    assert s.requests > 256 and s.retries == 0 and s.problems_failed == 0

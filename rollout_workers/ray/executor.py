@@ -461,6 +461,8 @@ def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] |
             raise ray.exceptions.GetTimeoutError(f"{len(pending)} of {len(refs)} not ready after {timeout_s:g} s")
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(READY_POLL_S, left))
         ray.get(ready)
+    if stopped:  # a signal during the last wait: the start still ends
+        raise StopSignal(stopped[0])
 
 
 @contextmanager
@@ -475,12 +477,12 @@ def stop_signals_noted() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
-    stops = (signal.SIGTERM, signal.SIGINT)
+    stops = [sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) is not signal.SIG_IGN]
     previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in stops}
     try:
         yield noted
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in previous.items():  # (one installed from C reads None: the default it replaced)
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
