@@ -212,13 +212,16 @@ class PolicyConfig(BaseModel):
         """Arguments are recorded in the run's config (and hashed for resume), so each must be
         data: said here naming it, where a lock or a model object raised pydantic's own
         "Unable to serialize unknown type" at the first write."""
-        for key, value in (self.model_extra or {}).items():
+        extra = self.model_extra or {}
+        for key, value in list(extra.items()):
+            if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+                extra[key] = value = value.item()  # a numpy number: the number it holds
             try:
                 to_jsonable_python(value)
             except Exception:
                 raise PydanticCustomError(
                     "policy_argument",
-                    "argument '{key}' is a {kind}, not data (numbers, strings, lists, dicts): the run records its "
+                    "argument '{key}' (of type {kind}) is not data (numbers, strings, lists, dicts): the run records its "
                     "policy's arguments; build the policy yourself and pass the instance (prmtree.run(policy=...)), "
                     "its own objects in attributes named with a leading underscore",
                     {"key": key, "kind": type(value).__name__},

@@ -156,6 +156,9 @@ def run(
 def _describe_instance(policy: Any) -> dict[str, Any]:
     if inspect.isfunction(policy):  # an ``async def generate(request)``: named as on the command line
         return {"name": f"{policy.__module__}:{policy.__qualname__}"}
+    if inspect.ismethod(policy):  # a bound ``async def``: its object's settings, and which method
+        owner = _describe_instance(policy.__self__)
+        return {**owner, "name": f"{owner['name']}.{policy.__name__}"}
     cls = type(policy)
     attrs = {  # a secret (an API key) is no setting of the rows, and must not be written into the run
         k: v for k, v in vars(policy).items()

@@ -764,13 +764,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _import_from_cwd() -> None:
     """``--policy my_policy:MyVLM`` finds ``my_policy.py`` in the folder prmtree runs in, as
     ``python -m prmtree`` does (the ``prmtree`` script's path starts at its own bin folder
-    instead). Last on the path, so a file there never shadows an installed package; on
-    PYTHONPATH too, for the driver processes and the local Ray workers started from here."""
-    here = os.getcwd()
-    if here in sys.path or "" in sys.path:
+    instead). Last on this process's path, so a file there never shadows an installed
+    package; not put on PYTHONPATH, where it would come first in every child process."""
+    try:
+        here = os.getcwd()
+    except OSError:  # the folder it runs in was deleted: nothing to find there
         return
-    sys.path.append(here)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), here) if p)
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,19 @@ def test_an_async_function_is_a_policy_given_itself_as_by_name(tmp_path, problem
     assert manifest["config"]["policy"]["name"] == f"{__name__}:{generate.__qualname__}"
     assert type(resolve_policy(generate)).__name__ == "FunctionPolicy"
 
+    class Engine:  # a bound method: recorded with its object's settings
+        def __init__(self, temperature):
+            self.temperature = temperature
+
+        async def sample(self, request):
+            return solver.complete(request)
+
+    prmtree.run(problems[:2], policy=Engine(0.5).sample, out=tmp_path / "m")
+    recorded = __import__("json").loads((tmp_path / "m" / "manifest.json").read_text())["config"]["policy"]
+    assert recorded["name"].endswith("Engine.sample") and recorded["temperature"] == 0.5
+    with pytest.raises(Exception, match="written with a different config"):
+        prmtree.run(problems[:2], policy=Engine(0.9).sample, out=tmp_path / "m")
+
     def plain(request):  # no async: said in one line, naming it
         return []
 
@@ -90,9 +103,14 @@ def test_a_policy_argument_that_is_no_data_is_refused_naming_it(tmp_path, proble
 
     with pytest.raises(ConfigError) as refused:
         prmtree.run(problems[:1], policy="simulated", policy_args={"guess_rate": threading.Lock()}, out=tmp_path)
-    assert str(refused.value).startswith("policy: argument 'guess_rate' is a lock, not data (numbers, strings, "
-                                         "lists, dicts)")
+    assert str(refused.value).startswith("policy: argument 'guess_rate' (of type lock) is not data (numbers, "
+                                         "strings, lists, dicts)")
     assert not (tmp_path / "manifest.json").exists()
+    np = pytest.importorskip("numpy")
+    s = prmtree.run(problems[:1], policy="simulated", policy_args={"error_rate": np.float32(0.25)}, out=tmp_path / "n")
+    assert s.problems_done == 1  # a numpy number is the number it holds
+    assert __import__("json").loads((tmp_path / "n" / "manifest.json").read_text())["config"]["policy"][
+        "error_rate"] == 0.25
 
 
 def test_run_accepts_a_jsonl_path_and_a_config_file(tmp_path, problems_file):
