@@ -46,12 +46,9 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     constructor. Returns the class, function or instance. Raises PolicyConfigError."""
     if not isinstance(spec, str):
         if inspect.iscoroutinefunction(spec):  # ``async def generate(request)`` given itself, as by name
-            if kwargs:
-                raise PolicyConfigError(f"policy function {_shown(spec)!r} takes no keyword arguments, got "
-                                        f"{sorted(kwargs)}")
-            return spec
+            return _function_policy(spec, _shown(spec), kwargs)
         if inspect.isfunction(spec) or inspect.ismethod(spec):
-            raise PolicyConfigError(f"policy function {_shown(spec)!r} must be 'async def {spec.__name__}(request)'")
+            raise _not_async(_shown(spec), spec)
         if inspect.isclass(spec):
             raise PolicyConfigError(f"policy {_shown(spec)!r} is a class: pass an instance ({spec.__name__}(...)), or "
                                     f"its name '{spec.__module__}:{spec.__qualname__}' with its arguments")
@@ -60,16 +57,13 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     target = POLICIES.get(spec)
     kwargs = dict(kwargs or {})
     if inspect.iscoroutinefunction(target):
-        if kwargs:
-            raise PolicyConfigError(f"policy function {spec!r} takes no keyword arguments, got {sorted(kwargs)}")
-        return target
+        return _function_policy(target, spec, kwargs)
     if not callable(target):
         raise PolicyConfigError(f"policy {spec!r} is not a class or an async function")
     if inspect.isclass(target):
         _check_generate(target, spec)
     elif inspect.isfunction(target) and "request" in inspect.signature(target).parameters:
-        # a plain function taking the request: a policy function written without async
-        raise PolicyConfigError(f"policy function {spec!r} must be 'async def {target.__name__}(request)'")
+        raise _not_async(spec, target)  # a plain function taking the request: written without async
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as exc:
@@ -77,6 +71,17 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     except ValueError:  # no signature to read (a builtin): building it will tell
         pass
     return target
+
+
+def _function_policy(fn: Any, shown: str, kwargs: dict[str, Any] | None) -> Any:
+    """An ``async def generate(request)`` as the policy: it takes no arguments of its own."""
+    if kwargs:
+        raise PolicyConfigError(f"policy function {shown!r} takes no keyword arguments, got {sorted(kwargs)}")
+    return fn
+
+
+def _not_async(shown: str, fn: Any) -> PolicyConfigError:
+    return PolicyConfigError(f"policy function {shown!r} must be 'async def {fn.__name__}(request)'")
 
 
 def _shown(fn: Any) -> str:

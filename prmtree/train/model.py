@@ -194,7 +194,7 @@ class Encoder:
         return defuse(text.replace(self.marker, " "), self.reserved)
 
     def _step(self, step: str) -> str:
-        return self._clean(" ".join(step.replace(self.marker, " ").split()))
+        return defuse(" ".join(step.replace(self.marker, " ").split()), self.reserved)
 
     def text(self, question: str, steps: list[str], n_images: int = 0) -> str:
         return self._layout(question, steps, n_images)[0]

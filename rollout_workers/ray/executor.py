@@ -454,15 +454,13 @@ def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] |
     deadline = time.monotonic() + timeout_s
     pending = list(refs)
     while pending:
-        if stopped:
-            raise StopSignal(stopped[0])
         left = deadline - time.monotonic()
         if left <= 0:
             raise ray.exceptions.GetTimeoutError(f"{len(pending)} of {len(refs)} not ready after {timeout_s:g} s")
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(READY_POLL_S, left))
         ray.get(ready)
-    if stopped:  # a signal during the last wait: the start still ends
-        raise StopSignal(stopped[0])
+        if stopped:  # noted before or during this wait, the last one included
+            raise StopSignal(stopped[0])
 
 
 @contextmanager
