@@ -84,6 +84,13 @@ def exception_text(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
+def raised(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message, or its type
+    alone where it has none (never ``"StopIteration: "`` with nothing after it)."""
+    message = exception_text(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
 class StopSignal(KeyboardInterrupt):
     """A SIGTERM where a Ctrl-C raises ``KeyboardInterrupt``: while a backend starts (a
     model's load, a cluster's growth), before the run's own graceful stop is in place, a

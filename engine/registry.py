@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from prmtree.engine.errors import ConfigError, PolicyConfigError, exception_text
+from prmtree.engine.errors import ConfigError, PolicyConfigError, raised
 
 T = TypeVar("T")
 
@@ -113,12 +113,6 @@ class Registry:
         from importlib.metadata import entry_points
 
         return list(entry_points(group=self.group))
-
-
-def raised(exc: BaseException) -> str:
-    """An exception in one line: its type and the first line of its message."""
-    message = exception_text(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
 
 
 STRATEGIES = Registry("strategy", {

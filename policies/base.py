@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prmtree.engine.contracts import Policy
-from prmtree.engine.errors import PolicyConfigError
+from prmtree.engine.errors import PolicyConfigError, raised
 from prmtree.engine.records import Completion, GenerationRequest
-from prmtree.engine.registry import POLICIES, raised
+from prmtree.engine.registry import POLICIES
 
 
 def register_policy(name: str) -> Callable[[Any], Any]:

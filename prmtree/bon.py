@@ -52,7 +52,7 @@ from prmtree.engine.answers import Verifier, normalize_text, parse_number
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import CANCELLED_BY_PRMTREE
 from prmtree.engine.driver import Driver, PolicyFailure, generation_request
-from prmtree.engine.errors import ConfigError
+from prmtree.engine.errors import ConfigError, raised
 from prmtree.engine.problem import check_input, iter_problems
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.rollout import parse_completion
@@ -308,7 +308,7 @@ def load_scorer(prm: Any) -> Scorer:
             scorer = target if hasattr(target, "score_batch") and not isinstance(target, type) else target()
         except Exception as exc:  # a class or factory that needs arguments, or fails: one line, not a traceback
             raise ConfigError(f"--prm {text!r}: cannot build it: calling it with no arguments raised "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{raised(exc)}") from None
         if not hasattr(scorer, "score_batch"):
             raise ConfigError(f"--prm {text!r} gives a {type(scorer).__name__}, which has no score_batch(items)")
         return scorer
@@ -356,7 +356,7 @@ def score(sampled: Sequence[Sampled], scorer: Scorer, batch_size: int = 64) -> N
         try:
             results = scorer.score_batch([item for _, _, item in chunk])
         except Exception as exc:  # the user's scorer: its failure in one line, not a traceback
-            raise ValueError(f"the PRM's score_batch raised {type(exc).__name__}: {exc}") from None
+            raise ValueError(f"the PRM's score_batch raised {raised(exc)}") from None
         if not isinstance(results, Sequence):
             raise ValueError(f"the PRM's score_batch returned {type(results).__name__}, not a list of reward lists")
         if len(results) != len(chunk):

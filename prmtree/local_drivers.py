@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.contracts import declared_capacity
-from prmtree.engine.errors import ConfigError
+from prmtree.engine.errors import ConfigError, raised
 from prmtree.engine.output import Slice
 from prmtree.engine.stats import RunStats
 from prmtree.multi_driver import (
@@ -184,7 +184,7 @@ def _close_policy(policy: Any, limit_s: float) -> None:
         sys.stderr.write(f"prmtree: gave up closing policy {executor.policy_name!r} within {limit_s:g} s "
                          "(close_timeout_s); everything finished is saved\n")
     except Exception as exc:
-        sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {raised(exc)}\n")
 
 
 @dataclass
@@ -446,10 +446,9 @@ def drive(inputs: Any, job: DriverJob, control: Any) -> None:
     try:
         summary = run_checked(replace(job, problems=problems), progress, stop)
     except BaseException as exc:  # noqa: BLE001 - reported to the job, then this process exits 1
-        first = str(exc).splitlines()[0] if str(exc) else ""
         kind = "refused" if isinstance(exc, ConfigError) else "failed"
         with contextlib.suppress(Exception):
-            control.send((kind, f"{type(exc).__name__}: {first}"))
+            control.send((kind, raised(exc)))
         control.close()
         sys.exit(1)
     control.send(("done", summary))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import RunConfig
-from prmtree.engine.errors import ConfigError, FatalExecutorError
+from prmtree.engine.errors import ConfigError, FatalExecutorError, raised
 from prmtree.engine.output import Slice, manifest_layout
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import open_run
@@ -386,7 +386,7 @@ def _reason(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return raised(exc)
 
 
 class JobSignals:

@@ -269,6 +269,13 @@ def test_bad_scores_and_bad_arguments_are_refused_in_one_line(problems):
         best_of_n(problems[:2], Nothing(), 2)
     with pytest.raises(ValueError, match=r"score_batch raised KeyError: 'head'"):
         best_of_n(problems[:2], Broken(), 2)
+
+    class Exhausted:  # an exception without text: its name alone, not "StopIteration: "
+        def score_batch(self, items):
+            raise StopIteration
+
+    with pytest.raises(ValueError, match=r"score_batch raised StopIteration$"):
+        best_of_n(problems[:2], Exhausted(), 2)
     with pytest.raises(ValueError, match=r"rewards that are not numbers .*\['good'"):
         best_of_n(problems[:2], Words(), 2)
     with pytest.raises(ConfigError, match="N must be at least 1"):
