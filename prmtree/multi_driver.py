@@ -54,7 +54,7 @@ from prmtree.rollout_workers.ray import (
     auto_drivers,
     connect,
 )
-from prmtree.runner import NO_ROWS, DriverJob, RunSummary, StopHandle, run_checked, versions
+from prmtree.runner import NO_ROWS, DriverJob, RunSummary, StopHandle, is_echo, run_checked, versions
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).
 PROGRESS_INTERVAL_S = 0.25
@@ -398,6 +398,7 @@ class JobSignals:
     def __init__(self, drivers: int) -> None:
         self.drivers = drivers
         self.first: int | None = None
+        self._first_at = 0.0
         self._received: list[int] = []
         self._previous: dict[int, Any] = {}
 
@@ -412,10 +413,12 @@ class JobSignals:
         self._previous.clear()
 
     def _on_signal(self, sig: int, frame: Any) -> None:
+        if self.first is not None and is_echo((self.first, self._first_at), sig):
+            return  # the same stop delivered twice (to the job and to its group)
         self._received.append(sig)
         name = signal.Signals(sig).name
         if self.first is None:
-            self.first = sig
+            self.first, self._first_at = sig, time.monotonic()
             sys.stderr.write(f"\nprmtree: {name}: the {self.drivers} drivers take no new problems and finish "
                              "those in flight; a pilot not finished is dropped and the next run pilots again "
                              "(send it again to stop at once)\n")

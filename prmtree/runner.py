@@ -15,6 +15,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -267,6 +268,7 @@ class _GracefulStop:
         self.stats = stats  # what an early flush records
         self.driver: Driver | None = None
         self.signum: int | None = None
+        self._first: tuple[int, float] | None = None  # the first stop signal and when
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing: asyncio.Event | None = None  # set up once the output is final; set: stop waiting
         self.finishing = False  # the final flush is under way (a failed one waits to try again)
@@ -290,6 +292,8 @@ class _GracefulStop:
 
     def _on_signal(self, sig: int) -> None:
         signal_taken(sig)  # the loop runs: the watchdog leaves the stopping to us
+        if is_echo(self._first, sig):
+            return
         name = signal.Signals(sig).name
         if self.closing is not None:  # the output is final: only the policy's close is left
             if not self.closing.is_set():
@@ -304,7 +308,7 @@ class _GracefulStop:
                                  "it cannot write, the next run redoes\n")
             return
         if self.signum is None:
-            self.signum = sig
+            self.signum, self._first = sig, (sig, time.monotonic())
             piloting = self.driver is not None and self.driver.pilot_unlearned()
             in_flight = self.driver.request_stop() if self.driver is not None else 0
             try:
@@ -319,6 +323,18 @@ class _GracefulStop:
                 self.driver.request_stop(cancel=True)
             sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
             self.uninstall()
+
+
+#: A second signal of the same kind this soon after the first is the same stop delivered
+#: twice, not a second stop: GNU ``timeout``, ``kill -- -PGID`` and Slurm signal a process
+#: and then its process group. A person (or a supervisor escalating) sends it again later.
+ECHO_WINDOW_S = 0.25
+
+
+def is_echo(first: tuple[int, float] | None, sig: int) -> bool:
+    """Whether ``sig`` repeats ``first`` (its signal, its ``time.monotonic()``) within
+    :data:`ECHO_WINDOW_S`: counted once, so one ``timeout`` does not cancel the work in flight."""
+    return first is not None and first[0] == sig and time.monotonic() - first[1] < ECHO_WINDOW_S
 
 
 def stop_plan(in_flight: int, piloting: bool) -> str:

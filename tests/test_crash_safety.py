@@ -184,6 +184,27 @@ def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
 
 
 @pytest.mark.slow
+def test_one_stop_delivered_twice_at_once_lets_the_trees_in_flight_finish(long_job, tmp_path):
+    """GNU ``timeout`` signals the process and then its process group: the same SIGTERM
+    twice, moments apart. Counted once: the trees in flight finish (they were cancelled
+    as by a second stop)."""
+    out = tmp_path / "o"
+    proc = subprocess.Popen(run_args(long_job, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: completed(out) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # the second arrives after the first was handled (it may merge with a pending one)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "SIGTERM again" not in stderr and "cancelling" not in stderr, stderr
+    in_flight = int(re.search(r"finishing the (\d+) in flight", stderr).group(1))
+    assert in_flight >= 1, stderr
+    manifest = load_manifest(out / "manifest.json")
+    assert len(manifest.completed) >= 3 + in_flight  # every tree in flight finished and was saved
+    assert verify_run(out) == []
+
+
+@pytest.mark.slow
 def test_verify_reports_every_slice_and_mixed_or_overlapping_slices(tmp_path, problems_file):
     out = tmp_path / "o"
     for shard in ("0/2", "1/2"):
@@ -218,10 +239,10 @@ def test_sigterm_then_two_sigints_stop_cleanly_and_resuming_gives_the_uninterrup
     assert verify_run(out) == []
     # 2. SIGINT twice: the second cancels the trees in flight at once, exit 130
     before = len(manifest.completed)
-    proc = subprocess.Popen(run_args(long_job, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(run_args(long_job, out, 0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: completed(out) >= before + 3)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(0.4)  # a second stop, not the first delivered twice (ECHO_WINDOW_S)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -300,6 +321,12 @@ def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(caps
     assert capsys.readouterr().err.strip() == (
         "prmtree: SIGTERM: the 4 drivers take no new problems and finish those in flight; a pilot not finished "
         "is dropped and the next run pilots again (send it again to stop at once)")
+    assert signals.take() == [signal.SIGTERM]
+    signals._on_signal(signal.SIGTERM, None)  # the same stop, to the job's process group too
+    assert capsys.readouterr().err == "" and signals.take() == []
+    time.sleep(0.3)  # past ECHO_WINDOW_S: a second stop
+    signals._on_signal(signal.SIGTERM, None)
+    assert "SIGTERM again: the drivers cancel" in capsys.readouterr().err
     assert signals.take() == [signal.SIGTERM]
 
 
