@@ -668,6 +668,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from prmtree.train import TrainOptions, train
     from prmtree.train.metrics import fmt
 
+    if args.pretrain_text != "auto" and not args.pretrain_epochs > 0:  # it would be ignored without a word
+        _fail(f"--pretrain-text {args.pretrain_text} chooses what --pretrain-epochs reads, and --pretrain-epochs is "
+              f"{args.pretrain_epochs:g} (no pretraining): set --pretrain-epochs, or leave --pretrain-text out")
     options = TrainOptions(
         data=args.data, out=args.out, model=args.model, labels=args.labels, lora=args.lora, lora_rank=args.lora_rank,
         epochs=args.epochs, max_steps=args.max_steps, pretrain_epochs=args.pretrain_epochs,

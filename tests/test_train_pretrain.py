@@ -185,5 +185,12 @@ def test_data_without_a_nodes_table_pretrains_on_paths_or_says_why_not(run_dir, 
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
     assert not (tmp_path / "b").exists()
     assert "--pretrain-text nodes: --data" in err and "has no nodes table" in err and "use --pretrain-text paths" in err
+    for text in ("tree", "nodes", "paths"):  # without pretraining it would be ignored without a word
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["train", "--data", str(steps), "--out", str(tmp_path / "b"), "--pretrain-text", text])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and not (tmp_path / "b").exists(), err
+        assert err == (f"prmtree: error: --pretrain-text {text} chooses what --pretrain-epochs reads, and "
+                       "--pretrain-epochs is 0 (no pretraining): set --pretrain-epochs, or leave --pretrain-text out")
     with pytest.raises(ConfigError, match=r"--pretrain-text must be one of auto, tree, nodes, paths, got 'steps'"):
         train(_opts(run_dir, tmp_path / "c", pretrain_epochs=1, pretrain_text="steps"))
