@@ -240,6 +240,10 @@ class Driver:
         self.breaker = CircuitBreaker(config.executor.breaker_window)
         self._deadlines = Deadlines()  # every request's time limit
         self.stopping = False  # request_stop(): take no new problems
+        #: run(): every problem of the input was started and none was dropped, so a stop that
+        #: came after the last one started cost nothing: the run is complete
+        self.complete = False
+        self._dropped = 0  # trees cancelled by a stop: not done, redone by the next run
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
         self._wake = asyncio.Event()  # a tree finished, or there may be room for another
@@ -563,6 +567,7 @@ class Driver:
         held: deque[Problem] = deque()  # the pilot's window, not members: started once it has learned
         pilot = self.pilot
         self.loop_load.watch(asyncio.get_running_loop())
+        read_all = False
         try:
             for item in items:
                 if self.stopping:
@@ -586,12 +591,15 @@ class Driver:
                     pending = await self._start(held.popleft(), pending)
                 if not foreign:  # sent before the pilot closed: not ours to do
                     pending = await self._start(item, pending)
+            else:
+                read_all = True
             if pilot is not None and pilot.calibration is None:
                 pending = await self._until_learned(pending)  # the input ended inside the window, or a stop
             while held and not self.stopping:
                 pending = await self._start(held.popleft(), pending)
             while pending:
                 pending = await self._collect(pending)
+            self.complete = read_all and not held and not self._dropped
         except FatalExecutorError:
             if pilot is not None and pilot.calibration is None:
                 pilot.abandoned = True  # nothing served any more: it must not learn from what is left
@@ -668,6 +676,7 @@ class Driver:
         fatal = None
         for task in done:
             if task.cancelled():  # request_stop(cancel=True): not done, redone by the next run
+                self._dropped += 1
                 continue
             if task.exception() is not None:
                 fatal = fatal or task.exception()

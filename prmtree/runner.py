@@ -445,6 +445,10 @@ async def _run_async(
                 writer.flush(stats)  # keep every finished problem; a resume does the rest
             raise
         stopped_by = stop.signum  # a signal while closing below stops nothing
+        if stopped_by and driver.complete:  # it came after the last problem started, and they all finished
+            sys.stderr.write(f"prmtree: every problem had started before the {signal.Signals(stopped_by).name} "
+                             "and all of them finished: the run is complete\n")
+            stopped_by = None
         # The output first, the policy after: a close that raises or hangs costs nothing.
         if writer is not None:
             if stopped_by:

@@ -183,6 +183,36 @@ def test_a_damaged_shard_is_found_refused_and_its_problems_redone_on_resume(
     assert {f"{p.parent.name}/{p.name}" for p in out.glob("*/*.parquet")} == listed
 
 
+class StopsWhenAllStarted(SimulatedPolicy):
+    """Sends its own process a SIGTERM once every problem has asked for rollouts: the stop
+    comes after the last problem started (as ``ray job stop`` or a scheduler would)."""
+
+    def __init__(self, problems: int):
+        super().__init__(latency_s=0.02)
+        self.problems, self.seen, self.sent = problems, set(), False
+
+    async def generate(self, request):
+        self.seen.add(request.problem.id)
+        if len(self.seen) == self.problems and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return await super().generate(request)
+
+
+def test_a_stop_after_the_last_problem_started_ends_a_complete_run(tmp_path, capsys):
+    """Every problem had started when the stop came, and all finished: the run is complete
+    (manifest finished, exportable, exit 0), not one that a pointless rerun must finish."""
+    policy = StopsWhenAllStarted(6)
+    s = prmtree.run(generate_problems(6, seed=31), policy=policy, out=tmp_path / "o", seed=5,
+                    config={"labels": {"learn_floor": False}, "executor": {"trees_in_flight": 4}})
+    assert policy.sent and s.stopped_by is None and s.problems_done == 6
+    assert ("every problem had started before the SIGTERM and all of them finished: the run is complete"
+            in capsys.readouterr().err)
+    manifest = load_manifest(tmp_path / "o" / "manifest.json")
+    assert manifest.status == "finished" and len(manifest.completed) == 6
+    assert verify_run(tmp_path / "o") == []
+
+
 @pytest.mark.slow
 def test_one_stop_delivered_twice_at_once_lets_the_trees_in_flight_finish(long_job, tmp_path):
     """GNU ``timeout`` signals the process and then its process group: the same SIGTERM
