@@ -544,7 +544,7 @@ def print_table(result: BonResult, console: Any = None) -> None:
     for base in ("random", "majority"):
         d, lo, hi = result.versus(n, best, base)
         parts.append(f"{100 * d:+.1f} points vs {base} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
-    console.print(f"* best PRM rule at N={n}: {best}, {'; '.join(parts)} (paired bootstrap 95%)")
+    console.print(f"* the best PRM rule at each N; at N={n}, {best}: {'; '.join(parts)} (paired bootstrap 95%)")
     if result.failed:
         console.print(f"{len(result.failed)} problems failed and are not counted "
                       f"(e.g. {next(iter(result.failed.items()))})")

@@ -294,6 +294,22 @@ def test_result_reports_the_best_rule():
     assert BonResult([4], 2, 0, hits).best_prm(4) == "prm-mean"
 
 
+def test_the_table_marks_the_best_rule_at_each_n_and_says_so():
+    from rich.console import Console
+
+    from prmtree.bon import print_table
+
+    hits = {n: {m: [True, False] for m in METHODS} for n in (1, 4)}
+    hits[1]["prm-min"] = hits[4]["prm-mean"] = [True, True]
+    console = Console(width=200, record=True)
+    print_table(BonResult([1, 4], 2, 0, hits), console)
+    text = console.export_text()
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    starred = {row[0] for row in cells if row and row[0] in METHODS and any(c.endswith(" *") for c in row[1:])}
+    assert starred == {"prm-min", "prm-mean"}  # a star at each N, where that N's best rule is
+    assert "* the best PRM rule at each N; at N=4, prm-mean: " in text
+
+
 # -- the command ---------------------------------------------------------------------------
 
 
