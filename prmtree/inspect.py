@@ -68,6 +68,7 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
     merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
     merged["calibration"] = found[0].calibration  # each slice pilots its own: the first one's shown
     missing = missing_slices(out)
+    merged["slices_in_layout"] = len(found) + len(missing)
     if missing:
         merged["status"] = f"incomplete: {len(missing)}/{len(found) + len(missing)} slices not run"
     return merged
@@ -139,7 +140,8 @@ def print_report(out: Path) -> Report:
     run.add_column("value", justify="right")
     run.add_row("status", str(m.get("status")))
     run.add_row("strategy / policy", f"{m['config']['search']['strategy']} / {m['config']['policy']['name']}")
-    run.add_row("slices", str(m["slices"]))
+    layout = m.get("slices_in_layout", m["slices"])
+    run.add_row("slices", str(m["slices"]) if layout == m["slices"] else f"{m['slices']} of {layout} run")
     run.add_row("problems completed / skipped / failed", f"{m['completed']} / {m['skipped']} / {m['failed']}")
     run.add_row("rollouts", f"{int(stats.rollouts):,}")
     run.add_row("tokens", f"{int(stats.tokens):,}")

@@ -1,6 +1,7 @@
 """Crash safety for real: kill -9 the driver at chosen points of a run, resume, compare rows."""
 
 import os
+import re
 import signal
 import subprocess
 
@@ -273,7 +274,9 @@ def test_a_slice_that_never_ran_is_reported_by_verify_inspect_and_export(tmp_pat
     said = capsys.readouterr().out
     assert "manifest-00001-of-00003.json: MISSING: slice 1/3 has not run here; run its command with --slice 1/3" in said
     assert main(["inspect", str(out)]) == 0
-    assert "incomplete: 1/3 slices not run" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "incomplete: 1/3 slices not run" in shown
+    assert re.search(r"slices\s+│\s+2 of 3 run", shown), shown  # not "slices 2" beside "1/3 not run"
     export = ["export", str(out), "--format", "jsonl", "--to", str(tmp_path / "x.jsonl")]
     with pytest.raises(SystemExit) as refused:  # not the whole input: refused unless --allow-partial
         main(export)
