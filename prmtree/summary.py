@@ -171,7 +171,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     if quality is not None:
         table.add_row("step-label accuracy vs ground truth", f"{quality.step_accuracy:.1%}")
         table.add_row("first-error localisation accuracy", f"{quality.localisation_accuracy:.1%}")
-    table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}")
+    # this session's rate: a resume with nothing left ran nothing (not "0" beside earlier totals)
+    table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}" if summary.rollouts_this_session else "none run now")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)

@@ -317,7 +317,9 @@ def test_a_policy_arg_at_its_default_resumes_as_the_default(tmp_path, capsys):
     base = ["run", "--input", str(data), "--out", str(tmp_path / "o"), "--no-progress"]
     assert main(base) == 0
     assert main([*base, "--policy-arg", "error_rate=0.08"]) == 0  # the simulated policy's default
-    assert "nothing left to do" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "nothing left to do" in said
+    assert re.search(r"rollouts/s\s+│\s+none run now", said), said  # not a rate of 0 beside earlier totals
     err = _one_line_error(capsys, [*base, "--policy-arg", "error_rate=0.2"])
     assert "policy.error_rate: (default) -> 0.2" in err
 
