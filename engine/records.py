@@ -176,6 +176,52 @@ class Problem:
             )
 
 
+_READ_ONLY = ("problem.meta is read-only for a policy: the labels and the resume's fingerprint read it (copy "
+              "it with dict(...) or list(...) to change a copy)")
+
+
+class ReadOnlyMeta(dict):  # type: ignore[type-arg]
+    """A problem's ``meta`` as a policy sees it: a dict that refuses writes (a broken
+    contract: the request fails, not retried). The driver's own ``Problem`` keeps the plain
+    dict; a policy that wrote into it (``options``, a tag) would change the labels and the
+    manifest's fingerprint of its problem without a word."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise PolicyContractError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (to a Ray worker) and copies as itself
+        return (ReadOnlyMeta, (dict(self),))
+
+
+class ReadOnlyList(list):  # type: ignore[type-arg]
+    """A list inside a policy's ``meta``: read-only like the dict that holds it."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise PolicyContractError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = clear = sort = \
+        reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyList, (list(self),))
+
+
+def _read_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ReadOnlyMeta({k: _read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return ReadOnlyList(_read_only(v) for v in value)
+    return value
+
+
+def policy_view(problem: Problem) -> Problem:
+    """The problem as a policy gets it in a request: the same question, answer and images,
+    ``meta`` read-only all the way down (made once per tree, not per request)."""
+    return replace(problem, meta=_read_only(problem.meta))
+
+
 @dataclass(frozen=True)
 class InputError:
     """A row that could not become a problem; it goes to ``errors/``.

@@ -121,7 +121,9 @@ def test_sigterm_to_a_ray_job_stops_every_driver_gracefully(ray_session, one_dri
                     drivers=2, on_progress=terminate)
     assert s.stopped_by == signal.SIGTERM and 0 < s.problems_done < len(PROBLEMS)
     manifests = slice_manifests(tmp_path)
-    assert [m.status for m in manifests] == ["running", "running"]  # stopped, not finished: a rerun resumes
+    assert "running" in [m.status for m in manifests]  # stopped, not finished: a rerun resumes
+    for k, m in enumerate(manifests):  # a slice whose every problem had started when the stop came is complete
+        assert m.status == "running" or set(m.completed) == {p.id for p in PROBLEMS if Slice(k, 2).owns(p.id)}
     done = {pid for m in manifests for pid in m.completed}
     assert len(done) == s.problems_done  # the trees in flight were finished and saved, none lost
     assert rows(tmp_path, "steps")

@@ -645,3 +645,48 @@ def test_a_listening_address_and_ray_s_own_words_pass_the_address_check():
         check_address(f"ray://127.0.0.1:{s.getsockname()[1]}")
     for left_to_ray in ("auto", "local", None, "not-an-address"):
         check_address(left_to_ray)
+
+
+class TagsMeta(SimulatedPolicy):
+    """Writes into its requests' ``problem.meta`` (a tag, or options of its own)."""
+
+    def __init__(self, write):
+        super().__init__()
+        self.write = write
+
+    async def generate(self, request):
+        self.write(request.problem.meta)
+        return await super().generate(request)
+
+
+@pytest.mark.parametrize("write", [
+    lambda meta: meta.__setitem__("seen_by_policy", True),
+    lambda meta: meta.pop("scene", None),
+    lambda meta: meta.get("options", {}).update(E="purple") if "options" in meta else meta.clear(),
+], ids=["tag", "pop", "nested"])
+def test_a_policy_cannot_write_into_the_problems_meta(tmp_path, write):
+    """Before: the writes reached the driver's own problem, so its labels and its manifest
+    fingerprint changed, and every rerun was refused as "changed in the input". Now meta
+    is read-only in a request: the problem fails, named as a broken contract, not retried,
+    and its fingerprint is the input's."""
+    problems = generate_problems(4, seed=3)
+    before = {p.id: dict(p.meta) for p in problems}
+    policy = TagsMeta(write)
+    s = prmtree.run(problems, policy=policy, out=tmp_path / "o")
+    assert s.problems_failed == 4 and s.problems_done == 0
+    (example,) = s.failure_examples.values()
+    assert "problem.meta is read-only for a policy" in example and "not retryable" in example, example
+    assert s.retries == 0
+    assert {p.id: p.meta for p in problems} == before  # the caller's problems are untouched
+    prmtree.run(problems, policy=TagsMeta(write), out=tmp_path / "o")  # not refused as a changed input
+
+
+def test_a_policy_reads_meta_as_before_and_a_copy_of_it_is_its_own():
+    from prmtree.engine.records import policy_view
+
+    problem = generate_problems(40, seed=3)[0]
+    view = policy_view(problem)
+    assert view.meta == problem.meta and view.meta is not problem.meta and view.id == problem.id
+    mine = dict(view.meta)
+    mine["tag"] = 1  # a copy is the policy's own
+    assert "tag" not in view.meta and "tag" not in problem.meta
