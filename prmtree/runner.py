@@ -268,9 +268,10 @@ class _GracefulStop:
         self.stats = stats  # what an early flush records
         self.driver: Driver | None = None
         self.signum: int | None = None
-        self._first: tuple[int, float] | None = None  # the first stop signal and when
+        self._last: tuple[int, float] | None = None  # the last stop signal acted on, and when
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.closing: asyncio.Event | None = None  # set up once the output is final; set: stop waiting
+        self.closing: asyncio.Event | None = None  # set up once the run's work is over; set: stop waiting
+        self.saved = False  # the output is final (its last flush succeeded): what a late signal may say
         self.finishing = False  # the final flush is under way (a failed one waits to try again)
         self.stopping = asyncio.Event()  # set by a stop then: the final flush tries once more, then gives up
 
@@ -292,14 +293,15 @@ class _GracefulStop:
 
     def _on_signal(self, sig: int) -> None:
         signal_taken(sig)  # the loop runs: the watchdog leaves the stopping to us
-        if is_echo(self._first, sig):
+        if is_echo(self._last, sig):
             return
+        self._last = (sig, time.monotonic())  # the last signal acted on: what an echo repeats
         name = signal.Signals(sig).name
-        if self.closing is not None:  # the output is final: only the policy's close is left
+        if self.closing is not None:  # the run's work is over: only the policy's close is left
             if not self.closing.is_set():
                 self.closing.set()
-                sys.stderr.write(f"\nprmtree: {name}: everything finished is saved; not waiting for the policy "
-                                 "to close\n")
+                saved = "everything finished is saved; " if self.saved else ""
+                sys.stderr.write(f"\nprmtree: {name}: {saved}not waiting for the policy to close\n")
             return
         if self.finishing:  # every problem is finished: only a failed final flush's wait is left to cut short
             if not self.stopping.is_set():
@@ -308,7 +310,7 @@ class _GracefulStop:
                                  "it cannot write, the next run redoes\n")
             return
         if self.signum is None:
-            self.signum, self._first = sig, (sig, time.monotonic())
+            self.signum = sig
             piloting = self.driver is not None and self.driver.pilot_unlearned()
             in_flight = self.driver.request_stop() if self.driver is not None else 0
             try:
@@ -456,6 +458,7 @@ async def _run_async(
             else:  # a full disk at the very end is waited out (flush_give_up_s); a stop ends the wait
                 stop.finishing = True
                 await writer.aclose(stats, stop.stopping)
+        stop.saved = True
     finally:
         stop.closing = asyncio.Event()
         limit = cfg.executor.close_timeout_s

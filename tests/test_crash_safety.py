@@ -348,6 +348,31 @@ def test_a_first_sigterm_says_what_becomes_of_the_trees_in_flight(pilot, capsys)
         assert stats.problems_done == 3
 
 
+def test_a_signal_after_a_failed_final_flush_claims_nothing_and_its_echo_is_one(capsys):
+    """A full disk at the final flush: the first SIGTERM cuts its wait short (one last try),
+    the same signal delivered again at once is that one (not a second stop), and one while
+    the policy closes does not say "everything finished is saved" when the flush failed."""
+    from prmtree.engine.stats import RunStats
+    from prmtree.runner import _GracefulStop
+
+    stop = _GracefulStop(None, RunStats())
+    stop.finishing = True  # the final flush is failing and waits for space
+    stop._on_signal(signal.SIGTERM)
+    stop._on_signal(signal.SIGTERM)  # GNU timeout: the process, then its group
+    assert stop.stopping.is_set()
+    said = capsys.readouterr().err
+    assert said.count("SIGTERM") == 1 and "the final flush is not waited for" in said, said
+    stop.closing = asyncio.Event()  # the last try failed too: the policy is closed on the way out
+    time.sleep(0.3)
+    stop._on_signal(signal.SIGTERM)
+    assert capsys.readouterr().err.strip() == "prmtree: SIGTERM: not waiting for the policy to close"
+    saved = _GracefulStop(None, RunStats())
+    saved.closing, saved.saved = asyncio.Event(), True
+    saved._on_signal(signal.SIGINT)
+    assert capsys.readouterr().err.strip() == (
+        "prmtree: SIGINT: everything finished is saved; not waiting for the policy to close")
+
+
 def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(capsys):
     from prmtree.multi_driver import JobSignals
 
