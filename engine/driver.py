@@ -51,7 +51,6 @@ from prmtree.engine.records import (
     Problem,
     Rollout,
     check_completions,
-    policy_view,
     problem_fingerprint,
 )
 from prmtree.engine.rollout import parse_completion, with_verdict
@@ -246,7 +245,6 @@ class Driver:
         self.complete = False
         self._dropped = 0  # problems a stop cancelled or never started: the next run does them
         self._in_flight: set[asyncio.Task[FinishedProblem]] = set()
-        self._views: dict[str, Problem] = {}  # each tree's problem as its requests carry it (policy_view)
         self._waiting_for_pilot = 0  # members searched, waiting to be labelled: they hold no slot
         self._wake = asyncio.Event()  # a tree finished, or there may be room for another
         self._finished: deque[asyncio.Task[FinishedProblem]] = deque()  # done, not yet handed on
@@ -284,7 +282,7 @@ class Driver:
     # -- one request ----------------------------------------------------------------
 
     async def _submit(self, problem: Problem, request: RolloutRequest) -> list[Rollout]:
-        gen = generation_request(self.config, self._views.get(problem.id, problem), request)
+        gen = generation_request(self.config, problem, request)
         completions = await self.call(gen)
         rollouts = self._parse(problem, request, completions)
         self.breaker.record_output([r.malformed for r in rollouts])  # a backend answering only junk stops the run
@@ -435,7 +433,6 @@ class Driver:
         search = make_search(problem, self.config.search, decider, self.config.steps.max_steps)
         search.allowance = 0 if member else self.allowance
         searched = topped_up = cancelled = False
-        self._views[problem.id] = policy_view(problem)  # what its requests carry: meta read-only
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -476,7 +473,6 @@ class Driver:
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self._unclaim(problem.id)
-            self._views.pop(problem.id, None)
             self.executor.release(problem.id)
             if member and not cancelled and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
                 if not searched:
@@ -527,7 +523,7 @@ class Driver:
         judge = self.config.labels.judge
         key = f"judge\x1f{len(steps)}\x1f{steps[-1]}"
         return GenerationRequest(
-            problem=self._views.get(problem.id, problem), prefix=steps, n=1, max_tokens=judge.max_tokens, temperature=judge.temperature,
+            problem=problem, prefix=steps, n=1, max_tokens=judge.max_tokens, temperature=judge.temperature,
             seed=request_seed(self.config.seed, problem.id, key, 0), step_format=self.config.steps.step_format,
             purpose="judge",
         )

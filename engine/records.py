@@ -174,29 +174,36 @@ class Problem:
             raise ValueError(
                 f"Problem.answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}"
             )
+        object.__setattr__(self, "meta", _read_only(self.meta))  # frozen like the rest (ReadOnlyMeta)
 
 
-_READ_ONLY = ("problem.meta is read-only for a policy: the labels and the resume's fingerprint read it (copy "
-              "it with dict(...) or list(...) to change a copy)")
+_READ_ONLY = ("problem.meta is read-only: the labels and the resume's fingerprint read it (copy.deepcopy(meta) "
+              "is a copy of your own)")
 
 
 class ReadOnlyMeta(dict):  # type: ignore[type-arg]
-    """A problem's ``meta`` as a policy sees it: a dict that refuses writes (a broken
-    contract: the request fails, not retried). The driver's own ``Problem`` keeps the plain
-    dict; a policy that wrote into it (``options``, a tag) would change the labels and the
-    manifest's fingerprint of its problem without a word."""
+    """A problem's ``meta``: a dict that refuses writes, as the frozen ``Problem`` holding it.
+    A policy that wrote into it (``options``, a tag) would change the labels and the
+    manifest's fingerprint of its problem without a word; in a request the write fails it
+    as a broken contract (not retried). Copies are plain dicts, the copier's own."""
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise PolicyContractError(_READ_ONLY)
 
     __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
 
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles (to a Ray worker) and copies as itself
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (to a Ray worker, a driver process) as itself
         return (ReadOnlyMeta, (dict(self),))
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        return _plain(self)
 
 
 class ReadOnlyList(list):  # type: ignore[type-arg]
-    """A list inside a policy's ``meta``: read-only like the dict that holds it."""
+    """A list inside ``meta``: read-only like the dict that holds it."""
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise PolicyContractError(_READ_ONLY)
@@ -207,8 +214,17 @@ class ReadOnlyList(list):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[Any, ...]:
         return (ReadOnlyList, (list(self),))
 
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return _plain(self)
+
 
 def _read_only(value: Any) -> Any:
+    """``value`` with every dict and list in it read-only (one already read-only as it is)."""
+    if isinstance(value, (ReadOnlyMeta, ReadOnlyList)):
+        return value
     if isinstance(value, dict):
         return ReadOnlyMeta({k: _read_only(v) for k, v in value.items()})
     if isinstance(value, list):
@@ -216,10 +232,15 @@ def _read_only(value: Any) -> Any:
     return value
 
 
-def policy_view(problem: Problem) -> Problem:
-    """The problem as a policy gets it in a request: the same question, answer and images,
-    ``meta`` read-only all the way down (made once per tree, not per request)."""
-    return replace(problem, meta=_read_only(problem.meta))
+def _plain(value: Any) -> Any:
+    """A writable deep copy of a read-only ``meta`` (or anything in it)."""
+    import copy
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
 
 
 @dataclass(frozen=True)

@@ -667,7 +667,7 @@ class TagsMeta(SimulatedPolicy):
 def test_a_policy_cannot_write_into_the_problems_meta(tmp_path, write):
     """Before: the writes reached the driver's own problem, so its labels and its manifest
     fingerprint changed, and every rerun was refused as "changed in the input". Now meta
-    is read-only in a request: the problem fails, named as a broken contract, not retried,
+    is read-only (a Problem is frozen, its meta too): the problem fails, named as a broken contract, not retried,
     and its fingerprint is the input's."""
     problems = generate_problems(4, seed=3)
     before = {p.id: dict(p.meta) for p in problems}
@@ -675,18 +675,31 @@ def test_a_policy_cannot_write_into_the_problems_meta(tmp_path, write):
     s = prmtree.run(problems, policy=policy, out=tmp_path / "o")
     assert s.problems_failed == 4 and s.problems_done == 0
     (example,) = s.failure_examples.values()
-    assert "problem.meta is read-only for a policy" in example and "not retryable" in example, example
+    assert "contract: problem.meta is read-only" in example and "not retryable" in example, example
     assert s.retries == 0
     assert {p.id: p.meta for p in problems} == before  # the caller's problems are untouched
     prmtree.run(problems, policy=TagsMeta(write), out=tmp_path / "o")  # not refused as a changed input
 
 
-def test_a_policy_reads_meta_as_before_and_a_copy_of_it_is_its_own():
-    from prmtree.engine.records import policy_view
+def test_meta_is_read_only_like_its_problem_and_a_copy_of_it_is_ones_own():
+    import copy
+    import pickle
 
-    problem = generate_problems(40, seed=3)[0]
-    view = policy_view(problem)
-    assert view.meta == problem.meta and view.meta is not problem.meta and view.id == problem.id
-    mine = dict(view.meta)
-    mine["tag"] = 1  # a copy is the policy's own
-    assert "tag" not in view.meta and "tag" not in problem.meta
+    from prmtree.engine.errors import PolicyContractError
+
+    given = {"options": {"A": "red", "B": "blue"}, "scene": [1, {"x": 2}]}
+    problem = prmtree.Problem("p", "Which?", "A", meta=given)
+    given["options"]["C"] = "green"  # the caller's dict stays the caller's
+    assert problem.meta == {"options": {"A": "red", "B": "blue"}, "scene": [1, {"x": 2}]}
+    for write in (lambda m: m.update(tag=1), lambda m: m["options"].pop("A"), lambda m: m["scene"].append(3),
+                  lambda m: m["scene"][1].setdefault("y", 0)):
+        with pytest.raises(PolicyContractError, match=r"problem.meta is read-only"):
+            write(problem.meta)
+    mine = copy.deepcopy(problem.meta)
+    mine["options"]["C"] = "green"
+    mine["scene"].append(3)  # a deep copy is plain and writable, all the way down
+    assert type(copy.copy(problem.meta)) is dict and problem.meta["options"] == {"A": "red", "B": "blue"}
+    sent = pickle.loads(pickle.dumps(problem))  # to a Ray worker or a driver process: read-only there too
+    assert sent.meta == problem.meta
+    with pytest.raises(PolicyContractError):
+        sent.meta["scene"].append(3)
