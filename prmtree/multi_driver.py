@@ -343,6 +343,9 @@ def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], dri
     if on_progress is not None:  # the last report is the summary's counters, whatever the interval left out
         on_progress(stats)
     pending = sum(r.retry_pending for r in results.values())
+    if stopped_by and not stopped and not partial and len(results) == drivers and \
+            not any(r.stopped_by for r in results.values()):
+        stopped_by = None  # every slice had started all of its problems when the stop came: the run is complete
     unusable = next((r.unusable for r in results.values() if r.unusable), None)  # a slice's rows were all bad input
     if unusable is None and results and not partial and all(r.empty for r in results.values()):
         unusable = NO_ROWS  # no slice's input held a row
@@ -398,7 +401,8 @@ class JobSignals:
     def __init__(self, drivers: int) -> None:
         self.drivers = drivers
         self.first: int | None = None
-        self._first_at = 0.0
+        self._last: tuple[int, float] | None = None  # the last signal acted on, and when
+        self._again = False  # a second stop was forwarded
         self._received: list[int] = []
         self._previous: dict[int, Any] = {}
 
@@ -413,19 +417,25 @@ class JobSignals:
         self._previous.clear()
 
     def _on_signal(self, sig: int, frame: Any) -> None:
-        if self.first is not None and is_echo((self.first, self._first_at), sig):
+        now = time.monotonic()
+        if is_echo(self._last, sig, now):
             return  # the same stop delivered twice (to the job and to its group)
+        self._last = (sig, now)
+        if self._again:  # a third: the default action (kept away from the second's echo till now)
+            self.uninstall()
+            os.kill(os.getpid(), sig)
+            return
         self._received.append(sig)
         name = signal.Signals(sig).name
         if self.first is None:
-            self.first, self._first_at = sig, time.monotonic()
+            self.first = sig
             sys.stderr.write(f"\nprmtree: {name}: the {self.drivers} drivers take no new problems and finish "
                              "those in flight; a pilot not finished is dropped and the next run pilots again "
                              "(send it again to stop at once)\n")
         else:
             sys.stderr.write(f"prmtree: {name} again: the drivers cancel the problems in flight "
                              "(the next run redoes them)\n")
-            self.uninstall()
+            self._again = True
 
     def take(self) -> list[int]:
         """Signals received since the last call, to forward to the drivers."""

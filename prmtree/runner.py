@@ -30,10 +30,17 @@ from prmtree.engine.problem import iter_problems
 from prmtree.engine.records import InputError, Problem
 from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
-from prmtree.engine.errors import describe_os_error
+from prmtree.engine.errors import describe_os_error, raised
 from prmtree.rollout_workers import make_executor
 from prmtree.rollout_workers.inline import use_daemon_threads
-from prmtree.rollout_workers.loop_watchdog import LoopWatchdog, loop_watchdog, note_signal, signal_taken
+from prmtree.rollout_workers.loop_watchdog import (
+    LoopWatchdog,
+    claim_arrival,
+    forget_arrivals,
+    loop_watchdog,
+    note_signal,
+    signal_taken,
+)
 
 
 @dataclass
@@ -268,7 +275,7 @@ class _GracefulStop:
         self.stats = stats  # what an early flush records
         self.driver: Driver | None = None
         self.signum: int | None = None
-        self._last: tuple[int, float] | None = None  # the last stop signal acted on, and when
+        self._last: tuple[int, float] | None = None  # the last OS signal acted on, and when it arrived
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing: asyncio.Event | None = None  # set up once the run's work is over; set: stop waiting
         self.saved = False  # the output is final (its last flush succeeded): what a late signal may say
@@ -279,8 +286,9 @@ class _GracefulStop:
         self.driver = driver
         if threading.current_thread() is threading.main_thread():
             self._loop = asyncio.get_running_loop()
+            forget_arrivals()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                self._loop.add_signal_handler(sig, self._on_os_signal, sig)
                 # the loop's handler runs only when the loop does; this one also while a
                 # policy blocks it (the inline executor's watchdog then acts on it)
                 signal.signal(sig, note_signal)
@@ -291,11 +299,21 @@ class _GracefulStop:
                 self._loop.remove_signal_handler(sig)
             self._loop = None
 
+    def _on_os_signal(self, sig: int) -> None:
+        """A signal from the OS: acted on unless it is an echo of the last one (by when each
+        arrived, not when the loop got to it: the first one's flush may take a while).
+        Stops a job forwards (``StopHandle``) come deduplicated: they skip this."""
+        at = claim_arrival(sig)
+        if at is None:  # noted together with the one before it
+            at = self._last[1] if self._last is not None and self._last[0] == sig else time.monotonic()
+        if is_echo(self._last, sig, at):
+            signal_taken(sig)
+            return
+        self._last = (sig, at)
+        self._on_signal(sig)
+
     def _on_signal(self, sig: int) -> None:
         signal_taken(sig)  # the loop runs: the watchdog leaves the stopping to us
-        if is_echo(self._last, sig):
-            return
-        self._last = (sig, time.monotonic())  # the last signal acted on: what an echo repeats
         name = signal.Signals(sig).name
         if self.closing is not None:  # the run's work is over: only the policy's close is left
             if not self.closing.is_set():
@@ -324,19 +342,25 @@ class _GracefulStop:
             if self.driver is not None:
                 self.driver.request_stop(cancel=True)
             sys.stderr.write(f"prmtree: {name} again: cancelling the problems in flight (the next run redoes them)\n")
-            self.uninstall()
+            if self._loop is not None:  # a third gets the default action, but not this one's echo
+                self._loop.call_later(ECHO_WINDOW_S, self.uninstall)
+            else:
+                self.uninstall()
 
 
-#: A second signal of the same kind this soon after the first is the same stop delivered
-#: twice, not a second stop: GNU ``timeout``, ``kill -- -PGID`` and Slurm signal a process
-#: and then its process group. A person (or a supervisor escalating) sends it again later.
+#: A SIGTERM this soon after the one before is the same stop delivered twice, not a second
+#: stop: GNU ``timeout``, ``kill -- -PGID``, Slurm and systemd signal a process and then its
+#: process group. A supervisor escalating sends it again later. SIGINT is a person's (a
+#: terminal sends it once per Ctrl-C): a quick second Ctrl-C is a second stop.
 ECHO_WINDOW_S = 0.25
 
 
-def is_echo(first: tuple[int, float] | None, sig: int) -> bool:
-    """Whether ``sig`` repeats ``first`` (its signal, its ``time.monotonic()``) within
-    :data:`ECHO_WINDOW_S`: counted once, so one ``timeout`` does not cancel the work in flight."""
-    return first is not None and first[0] == sig and time.monotonic() - first[1] < ECHO_WINDOW_S
+def is_echo(first: tuple[int, float] | None, sig: int, at: float | None = None) -> bool:
+    """Whether a SIGTERM arriving ``at`` (now if None) repeats ``first`` (its signal, its
+    ``time.monotonic()``) within :data:`ECHO_WINDOW_S`: one ``timeout`` cancels nothing."""
+    if first is None or first[0] != sig or sig != signal.SIGTERM:
+        return False
+    return (time.monotonic() if at is None else at) - first[1] < ECHO_WINDOW_S
 
 
 def stop_plan(in_flight: int, piloting: bool) -> str:
@@ -349,12 +373,15 @@ def stop_plan(in_flight: int, piloting: bool) -> str:
 
 
 async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s: float,
-                        abandon: asyncio.Event | None = None, watchdog: LoopWatchdog | None = None) -> None:
+                        abandon: asyncio.Event | None = None, watchdog: LoopWatchdog | None = None,
+                        saved: bool = True) -> None:
     """Close ``what`` (``close()``), waiting at most ``limit_s`` or until ``abandon`` is set
-    (a stop signal). Everything is saved before this runs, so a close that raises (of any
+    (a stop signal). The output is final before this runs (``saved``; False where its last
+    flush failed: then the messages claim nothing), so a close that raises (of any
     class), hangs or never returns is reported in one line and left behind; it never
     costs the output, nor keeps the process from ending (a close that blocks the loop
     itself is ended by the ``watchdog``, bounded by ``limit_s`` too)."""
+    kept = " (everything finished is saved)" if saved else ""
     if watchdog is not None:
         watchdog.phase(f"closing {what}", limit_s)
 
@@ -381,13 +408,12 @@ async def close_bounded(what: str, close: Callable[[], Awaitable[Any]], limit_s:
     if task.done():
         error = None if task.cancelled() else task.result()
         if error is not None:
-            sys.stderr.write(f"prmtree: warning: closing {what} failed: {type(error).__name__}"
-                             f"{': ' + str(error) if str(error) else ''} (everything finished is saved)\n")
+            sys.stderr.write(f"prmtree: warning: closing {what} failed: {raised(error)}{kept}\n")
         return
     task.cancel()  # not awaited: a close that ignores it is left behind
     why = "on a stop signal" if abandon is not None and abandon.is_set() else \
         f"it did not return within {limit_s:g} s (close_timeout_s)"
-    sys.stderr.write(f"prmtree: warning: gave up closing {what}: {why} (everything finished is saved)\n")
+    sys.stderr.write(f"prmtree: warning: gave up closing {what}: {why}{kept}\n")
 
 
 def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str],
@@ -445,6 +471,7 @@ async def _run_async(
         except BaseException:
             if writer is not None:
                 writer.flush(stats)  # keep every finished problem; a resume does the rest
+            stop.saved = True
             raise
         stopped_by = stop.signum  # a signal while closing below stops nothing
         if stopped_by and driver.complete:  # it came after the last problem started, and they all finished
@@ -465,8 +492,9 @@ async def _run_async(
         await verifier.aclose()
         if judge_executor is not None:
             await close_bounded(f"judge {judge_executor.policy_name!r}", judge_executor.close, limit, stop.closing,
-                                watchdog)
-        await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit, stop.closing, watchdog)
+                                watchdog, stop.saved)
+        await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit, stop.closing, watchdog,
+                            stop.saved)
         if watchdog is not None:
             watchdog.stop()
         stop.uninstall()

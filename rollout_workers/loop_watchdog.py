@@ -21,6 +21,7 @@ only shards already on disk, so the rerun searches the unflushed problems again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import sys
@@ -158,12 +159,30 @@ def loop_watchdog(limit_s: float, who: str) -> LoopWatchdog:
 
 
 _signals: dict[str, tuple[int, float]] = {}
+_arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)  # noted, not yet claimed
 
 
 def note_signal(signum: int, frame: Any) -> None:
     """A Python-level handler for SIGTERM / SIGINT beside the event loop's own (which runs
-    only when the loop does): it runs in the main thread even while the loop is blocked."""
-    _signals["last"] = (signum, time.monotonic())
+    only when the loop does): it runs in the main thread even while the loop is blocked,
+    and as the signal arrives (the loop's handler may run after a long callback)."""
+    now = time.monotonic()
+    _signals["last"] = (signum, now)
+    _arrivals.append((signum, now))
+
+
+def claim_arrival(signum: int) -> float | None:
+    """When the oldest noted, unclaimed ``signum`` arrived, claimed now; None where none is
+    noted (two deliveries before the handler ran are noted once: the second came with it)."""
+    for i, (sig, at) in enumerate(_arrivals):
+        if sig == signum:
+            del _arrivals[i]
+            return at
+    return None
+
+
+def forget_arrivals() -> None:
+    _arrivals.clear()
 
 
 def signal_taken(signum: int) -> None:

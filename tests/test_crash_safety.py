@@ -373,6 +373,79 @@ def test_a_signal_after_a_failed_final_flush_claims_nothing_and_its_echo_is_one(
         "prmtree: SIGINT: everything finished is saved; not waiting for the policy to close")
 
 
+class _Stops:
+    """A driver that records its stops (cancel flags) and a writer whose flush takes a while."""
+
+    def __init__(self, flush_s=0.0):
+        self.calls, self.flush_s = [], flush_s
+
+    def pilot_unlearned(self):
+        return False
+
+    def request_stop(self, cancel=False):
+        self.calls.append(cancel)
+        return 3
+
+    def flush(self, stats):
+        time.sleep(self.flush_s)
+
+
+@pytest.mark.parametrize("sig, second_cancels", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_an_echo_is_told_by_when_it_arrived_not_by_when_the_loop_got_to_it(sig, second_cancels, capsys):
+    """GNU timeout's two SIGTERMs, microseconds apart, while the first one's flush takes
+    0.4 s: one stop (before: the echo, handled after the flush, cancelled the trees in
+    flight). Two quick Ctrl-Cs are a person's: the second cancels."""
+    from prmtree.engine.stats import RunStats
+    from prmtree.runner import _GracefulStop
+
+    driver = _Stops(flush_s=0.4)
+
+    async def main():
+        stop = _GracefulStop(driver, RunStats())
+        stop.install(driver)
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), sig)
+        await asyncio.sleep(0.8)
+        stop.uninstall()
+
+    asyncio.run(main())
+    assert driver.calls == ([False, True] if second_cancels else [False]), capsys.readouterr().err
+
+
+def test_stops_a_job_forwards_are_never_taken_for_echoes():
+    """A driver's stops come through StopHandle, already told apart by the job: two in a row
+    (held while the run started) are two stops."""
+    from prmtree.engine.stats import RunStats
+    from prmtree.runner import StopHandle, _GracefulStop
+
+    driver = _Stops()
+
+    async def main():
+        handle = StopHandle()
+        handle.request(signal.SIGTERM)
+        handle.request(signal.SIGTERM)
+        stop = _GracefulStop(None, RunStats())
+        stop.driver = driver
+        handle._bind(stop, asyncio.get_running_loop())
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert driver.calls == [False, True]
+
+
+def test_a_job_of_drivers_that_all_completed_is_not_stopped():
+    from prmtree.engine.stats import RunStats
+    from prmtree.multi_driver import merge_summaries
+    from prmtree.runner import RunSummary
+
+    def done(stopped_by=None):
+        return RunSummary(out=None, run_stats=RunStats(problems_done=3), stopped_by=stopped_by)
+
+    assert merge_summaries({0: done(), 1: done()}, {}, 2, None, signal.SIGTERM, time.time()).stopped_by is None
+    one_stopped = {0: done(), 1: done(signal.SIGTERM)}
+    assert merge_summaries(one_stopped, {}, 2, None, signal.SIGTERM, time.time()).stopped_by == signal.SIGTERM
+
+
 def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(capsys):
     from prmtree.multi_driver import JobSignals
 
@@ -388,6 +461,8 @@ def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(caps
     signals._on_signal(signal.SIGTERM, None)
     assert "SIGTERM again: the drivers cancel" in capsys.readouterr().err
     assert signals.take() == [signal.SIGTERM]
+    signals._on_signal(signal.SIGTERM, None)  # the second one's echo: not the default action (death)
+    assert capsys.readouterr().err == "" and signals.take() == []
 
 
 # -- circuit breaker ---------------------------------------------------------------------------------

@@ -328,6 +328,16 @@ def test_a_close_that_raises_or_hangs_costs_nothing_saved_and_is_one_line(six, t
     assert err.strip().splitlines() == [said]
 
 
+def test_a_close_after_a_failed_final_flush_claims_nothing_saved(capsys):
+    from prmtree.runner import close_bounded
+
+    async def broken():
+        raise RuntimeError("CUDA context lost")
+
+    asyncio.run(close_bounded("policy 'x'", broken, 1.0, saved=False))
+    assert capsys.readouterr().err.strip() == "prmtree: warning: closing policy 'x' failed: RuntimeError: CUDA context lost"
+
+
 CLOSE_SCRIPT = r"""
 import sys, time
 import prmtree
