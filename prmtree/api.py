@@ -85,7 +85,8 @@ def run(
     (after each problem, or a few times a second from several drivers).
 
     Called from the main thread, SIGTERM / SIGINT stop the run gracefully: no new
-    problems, everything finished saved; the summary's ``stopped_by`` is the signal.
+    problems, everything finished saved; the summary's ``stopped_by`` is the signal (None where
+    every problem had started when it came and all finished: the run is complete).
     """
     overrides: dict[str, Any] = dict(config_overrides or {})
     if seed is not None:
