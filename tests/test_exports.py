@@ -299,6 +299,15 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, e
     for r, s in zip(read_jsonl(again), records):
         assert r["text"] == s["text"]
         assert all(0.0 <= x <= 1.0 for x in r["labels"]) and len(r["labels"]) == len(s["labels"])
+    # a text model's template (Qwen2.5-Math-PRM's joins contents as strings) cannot write image parts:
+    # one line, not a TypeError traceback from inside the template
+    tok.chat_template = ("{% for message in messages %}<|im_start|>{{ message['role'] + '\\n' + message['content'] }}"
+                         "<|im_end|>\n{% endfor %}")
+    tok.save_pretrained(tmp_path / "text-tok")
+    with pytest.raises(ExportError, match=r"the chat template of .*text-tok' cannot render a message with images "
+                                          r"\(TypeError: .*\): use a vision model's tokenizer"):
+        export(embedded_run, "qwen-prm", tmp_path / "qwen3.jsonl", ExportOptions(tokenizer=tmp_path / "text-tok"))
+    assert not (tmp_path / "qwen3.jsonl").exists()
 
 
 # -- Math-Shepherd ---------------------------------------------------------------------------

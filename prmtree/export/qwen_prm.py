@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prmtree.engine.errors import raised
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportError, ExportOptions
 from prmtree.export.jsonl import Builder, JsonlFormat
@@ -35,12 +36,15 @@ class QwenPRM(JsonlFormat):
         soft = options.soft
         system_prompt = QWEN_SYSTEM_PROMPT if options.system_prompt is None else options.system_prompt
         render = chatml if options.tokenizer is None else _template_renderer(options.tokenizer)
+        no_images = None if options.tokenizer is None else _cannot_render_images(render, options.tokenizer)
         markers = (QWEN_STEP_TOKEN, *CHATML_TOKENS)
 
         def build(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
             steps, labels, values = decided(row)
             if not steps:
                 return None
+            if images and no_images:
+                raise ExportError(no_images)
             question = defuse(question_text(row["prompt"]).strip(), markers)
             user: Any = question
             if images:
@@ -87,3 +91,16 @@ def _template_renderer(tokenizer: str | Path) -> Callable[[list[dict[str, Any]]]
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
 
     return render
+
+
+def _cannot_render_images(render: Callable[[list[dict[str, Any]]], str], tokenizer: str | Path) -> str | None:
+    """Why ``render`` (a tokenizer's chat template) cannot write a message with image parts
+    (a text model's template joins contents as strings), or None: an image row then stops
+    the export in one line instead of a traceback."""
+    probe = [{"role": "user", "content": [{"type": "image", "image": "images/x.png"}, {"type": "text", "text": "q"}]}]
+    try:
+        render(probe)
+    except Exception as exc:  # noqa: BLE001 - any template failure: the same answer
+        return (f"the chat template of {str(tokenizer)!r} cannot render a message with images ({raised(exc)}): "
+                "use a vision model's tokenizer (Qwen2-VL's), or leave --tokenizer out for ChatML")
+    return None
