@@ -677,5 +677,12 @@ def test_prm800k_says_why_each_path_ends_and_leaves_out_paths_with_nothing_decid
     assert set(by_id) == {"p1", "p2"}
     assert by_id["p1"]["finish_reason"] == "found_error"
     assert [s["completions"][0]["rating"] for s in by_id["p1"]["steps"]] == [1, 1, -1]
+    # PRM800K's fields, and its trajectory rule: the chosen completions end before the -1 step
+    assert [s["chosen_completion"] for s in by_id["p1"]["steps"]] == [0, 0, None]
+    record = read_jsonl(tmp_path / "p.jsonl")[0]
+    assert {"labeler", "timestamp", "generation", "is_quality_control_question",
+            "is_initial_screening_question"} <= set(record) and not record["is_quality_control_question"]
+    assert "total_time" in record["label"] and all(
+        s["human_completion"] is None and s["completions"][0]["flagged"] is None for s in record["label"]["steps"])
     assert by_id["p2"]["finish_reason"] == "give_up"
     assert [s["completions"][0]["rating"] for s in by_id["p2"]["steps"]] == [1]

@@ -4,6 +4,11 @@ The question, then per-step ratings 1 / -1 and a ``finish_reason``: ``found_erro
 step rated -1, ``solution`` when every step is rated 1 and the path's answer is right or wrong,
 ``give_up`` when the labels stop at an undecided step first (in the run, or in the export's
 cut; ``final_correct`` is then null) or the path ends without an answer.
+
+Every field of PRM800K's records is there, so code written for them reads these: the
+labelling fields PRM800K had from its human labellers are null / false (``labeler`` is
+``"prmtree"``), and a step rated -1 has ``chosen_completion`` null, as in PRM800K, where the
+trajectory rebuilt from the chosen completions ends before it.
 """
 
 from __future__ import annotations
@@ -37,12 +42,19 @@ def _record(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
     else:
         finish = "solution"
     return {
+        "labeler": "prmtree",
+        "timestamp": None,
+        "generation": None,
+        "is_quality_control_question": False,
+        "is_initial_screening_question": False,
         "question": {"problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer")},
         "label": {
             "steps": [
-                {"completions": [{"text": step, "rating": 1 if label else -1}], "chosen_completion": 0}
+                {"completions": [{"text": step, "rating": 1 if label else -1, "flagged": None}],
+                 "human_completion": None, "chosen_completion": 0 if label else None}
                 for step, label in zip(steps, labels)
             ],
+            "total_time": None,
             "finish_reason": finish,
         },
         "problem_id": row["problem_id"],
