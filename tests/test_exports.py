@@ -342,6 +342,18 @@ def test_math_shepherd_columns_parse_back_to_the_steps(tmp_path, embedded_run):
         assert len(example["input"]) == len(example["label"]) + example["input"].count("ки")
 
 
+def test_math_shepherd_numbers_every_step_itself_so_its_readers_find_step_1():
+    """Before: a step numbered ``Step 1.`` by the policy was kept as it was, and a question
+    holding ``Step 1:`` split twice: TRL's converter raised on both."""
+    from prmtree.export.rows import tagged_solution
+
+    text = tagged_solution("Do Step 1: first?", ["Step 1. add", "**Step 2:** carry", "step 9: done"], "ки")
+    example = {"input": text, "label": text.replace("ки", "+")}
+    prompt, completions, labels = math_shepherd_parse(example)
+    assert completions == ["Step 1: add", "Step 2: carry", "Step 3: done"] and labels == [True] * 3
+    assert prompt.replace(WORD_JOINER, "") == "Do Step 1: first?"
+
+
 # -- markers in the text never become extra labels ------------------------------------------
 
 
@@ -361,6 +373,7 @@ def test_markers_inside_text_are_defused_in_every_format(tmp_path, nasty_run):
     export(nasty_run, "math-shepherd", tmp_path / "m.jsonl")
     for r in read_jsonl(tmp_path / "m.jsonl"):
         assert r["input"].count(PLACEHOLDER) == len(decided(source[r["path_id"]])[0])
+        assert len(math_shepherd_parse(r)[1]) == len(decided(source[r["path_id"]])[0])
     export(nasty_run, "openrlhf", tmp_path / "soft.jsonl", ExportOptions(soft=True))
     soft = {r["path_id"]: r["label"] for r in read_jsonl(tmp_path / "soft.jsonl")}
     assert soft == {"x1": [1.0, 1.0, 0.0], "x2": [0.75]}  # unmeasured value -> its hard label

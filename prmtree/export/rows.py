@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 from prmtree.engine.output import read_table
 
 WORD_JOINER = "\u2060"
-_STEP_NUMBER = re.compile(r"^\s*step\s*\d+\s*[:.]", re.IGNORECASE)
+#: A step's own number (``Step 2:``, ``step 2.``, ``**Step 2:**``), written over by ours.
+_STEP_NUMBER = re.compile(r"^\s*(?:\*\*)?\s*step\s*\d+\s*[:.](?:\s*\*\*)?\s*", re.IGNORECASE)
 
 
 def iter_rows(out: Path, table: str = "steps", batch_rows: int = 1024) -> Iterator[dict[str, Any]]:
@@ -193,11 +194,13 @@ def defuse(text: str, markers: tuple[str, ...]) -> str:
 
 
 def numbered(k: int, step: str) -> str:
-    """``Step k: <step>`` unless the step already starts with a step number."""
-    return step if _STEP_NUMBER.match(step) else f"Step {k}: {step}"
+    """``Step k: <step>``, in place of a number the step gives itself (``Step 1.``,
+    ``**Step 1:**``): readers split the solution at ``Step 1:`` (TRL's Math-Shepherd converter)."""
+    return f"Step {k}: {_STEP_NUMBER.sub('', step, count=1)}"
 
 
 def tagged_solution(question: str, steps: list[str], tag: str) -> str:
-    """Math-Shepherd's layout: ``<question> Step 1: <step> <tag>\\nStep 2: <step> <tag>``."""
+    """Math-Shepherd's layout: ``<question> Step 1: <step> <tag>\\nStep 2: <step> <tag>``. A
+    ``Step 1:`` in the question is defused: the first step is where readers find it."""
     lines = [f"{numbered(k, defuse(s.strip(), (tag,)))} {tag}" for k, s in enumerate(steps, start=1)]
-    return f"{defuse(question.strip(), (tag,))} " + "\n".join(lines)
+    return f"{defuse(question.strip(), (tag, 'Step 1:'))} " + "\n".join(lines)
