@@ -270,8 +270,9 @@ class _GracefulStop:
     taking new problems, flushes what is finished and lets the trees in flight finish;
     the second cancels those (a resume redoes them); a third gets the default action."""
 
-    def __init__(self, writer: Any, stats: RunStats) -> None:
+    def __init__(self, writer: Any, stats: RunStats, merge_echoes: bool = True) -> None:
         self.writer = writer
+        self.merge_echoes = merge_echoes  # False in a job's driver: the job forwards each stop once
         self.stats = stats  # what an early flush records
         self.driver: Driver | None = None
         self.signum: int | None = None
@@ -302,8 +303,12 @@ class _GracefulStop:
     def _on_os_signal(self, sig: int) -> None:
         """A signal from the OS: acted on unless it is an echo of the last one (by when each
         arrived, not when the loop got to it: the first one's flush may take a while).
-        Stops a job forwards (``StopHandle``) come deduplicated: they skip this."""
+        Stops a job forwards (through ``StopHandle``, or as SIGTERMs to a driver process:
+        ``merge_echoes`` False) were told apart by the job: each one is acted on."""
         at = claim_arrival(sig)
+        if not self.merge_echoes:
+            self._on_signal(sig)
+            return
         if at is None:  # noted together with the one before it
             at = self._last[1] if self._last is not None and self._last[0] == sig else time.monotonic()
         if is_echo(self._last, sig, at):
@@ -440,7 +445,8 @@ async def _run_async(
 
     stats = RunStats.resumed(opened.previous_stats) if opened else RunStats()
     writer = opened.writer if opened else None
-    stop = _GracefulStop(writer, stats)
+    # a driver of a job (a handle) gets its stops from the job, which told echoes apart already
+    stop = _GracefulStop(writer, stats, merge_echoes=handle is None)
     # Built only now: the output directory is open and the config accepted, so a refused
     # resume never loads a model or starts a cluster.
     executor = make_executor(cfg.executor, job.policy, job.policy_args)

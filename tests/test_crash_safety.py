@@ -412,6 +412,28 @@ def test_an_echo_is_told_by_when_it_arrived_not_by_when_the_loop_got_to_it(sig, 
     assert driver.calls == ([False, True] if second_cancels else [False]), capsys.readouterr().err
 
 
+def test_a_job_s_driver_process_acts_on_every_forwarded_sigterm(capsys):
+    """A job forwards a quick second Ctrl-C to its driver processes as a second SIGTERM,
+    0.05-0.1 s after the first: the driver cancels (before: taken for an echo, and the job's
+    "the drivers cancel the problems in flight" was not true)."""
+    from prmtree.engine.stats import RunStats
+    from prmtree.runner import _GracefulStop
+
+    driver = _Stops()
+
+    async def main():
+        stop = _GracefulStop(None, RunStats(), merge_echoes=False)
+        stop.install(driver)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        stop.uninstall()
+
+    asyncio.run(main())
+    assert driver.calls == [False, True]
+
+
 def test_stops_a_job_forwards_are_never_taken_for_echoes():
     """A driver's stops come through StopHandle, already told apart by the job: two in a row
     (held while the run started) are two stops."""
