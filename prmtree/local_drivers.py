@@ -44,6 +44,7 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -69,7 +70,7 @@ from prmtree.multi_driver import (
 from prmtree.policies.base import resolve_policy
 from prmtree.rollout_workers.host import EngineHost
 from prmtree.rollout_workers.inline import InlineExecutor
-from prmtree.runner import DriverJob, RunSummary, StopHandle, run_checked, with_progress
+from prmtree.runner import DriverJob, RunSummary, StopHandle, close_bounded, run_checked, with_progress
 
 #: ``auto``: one driver per this many sequences the engine serves at once. Measured
 #: (``benchmarks/gpu_utilisation.py``, this machine): one driver keeps 256 sequences at
@@ -172,19 +173,22 @@ def _check_portable(job: DriverJob) -> None:
 
 def _close_policy(policy: Any, limit_s: float) -> None:
     """The policy's close, once, bounded: the output is saved before (a close that fails
-    or hangs costs nothing saved)."""
+    or hangs costs nothing saved). A stop signal meanwhile stops the wait, as in one driver's
+    run (it was the default action: the job killed, exit 143, though its slices were done)."""
     executor = InlineExecutor(policy)
 
     async def bounded() -> None:
-        await asyncio.wait_for(executor.close(), limit_s)
+        loop, abandon = asyncio.get_running_loop(), asyncio.Event()
+        stops = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+        for sig in stops:
+            loop.add_signal_handler(sig, abandon.set)
+        try:
+            await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit_s, abandon)
+        finally:
+            for sig in stops:
+                loop.remove_signal_handler(sig)
 
-    try:
-        asyncio.run(bounded())
-    except (TimeoutError, asyncio.TimeoutError):  # one class from Python 3.11 on
-        sys.stderr.write(f"prmtree: gave up closing policy {executor.policy_name!r} within {limit_s:g} s "
-                         "(close_timeout_s); everything finished is saved\n")
-    except Exception as exc:
-        sys.stderr.write(f"prmtree: closing policy {executor.policy_name!r} failed: {raised(exc)}\n")
+    asyncio.run(bounded())
 
 
 @dataclass

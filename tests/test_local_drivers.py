@@ -494,4 +494,24 @@ def test_a_policy_whose_close_hangs_is_given_up_in_one_line(tmp_path, capfd):
            "executor": {"kind": "inline", "trees_in_flight": 4, "close_timeout_s": 1}}
     s = prmtree.run(PROBLEMS[:4], policy=HangsOnClose(), out=tmp_path, config=cfg, drivers=2)
     assert s.problems_done == 4
-    assert "prmtree: gave up closing policy 'simulated' within 1 s (close_timeout_s)" in capfd.readouterr().err
+    assert ("prmtree: warning: gave up closing policy 'simulated': it did not return within 1 s (close_timeout_s) "
+            "(everything finished is saved)") in capfd.readouterr().err
+
+
+class StopsWhileClosing(SimulatedPolicy):
+    """A SIGTERM while the job closes the policy (a scheduler ending the job then)."""
+
+    async def close(self):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # it would kill this test's process
+            raise RuntimeError("no handler: a SIGTERM now gets the default action")
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(3600)
+
+
+def test_a_stop_while_the_job_closes_the_policy_stops_the_wait_and_kills_nothing(tmp_path, capfd):
+    cfg = {"seed": 5, "labels": {"learn_floor": False}, "executor": {"kind": "inline", "trees_in_flight": 4}}
+    started = time.monotonic()
+    s = prmtree.run(PROBLEMS[:4], policy=StopsWhileClosing(), out=tmp_path, config=cfg, drivers=2)
+    assert s.problems_done == 4 and s.stopped_by is None and time.monotonic() - started < 60
+    assert ("prmtree: warning: gave up closing policy 'simulated': on a stop signal (everything finished is saved)"
+            in capfd.readouterr().err)
