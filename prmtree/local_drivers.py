@@ -69,7 +69,8 @@ from prmtree.multi_driver import (
 )
 from prmtree.policies.base import resolve_policy
 from prmtree.rollout_workers.host import EngineHost
-from prmtree.rollout_workers.inline import InlineExecutor
+from prmtree.rollout_workers.inline import InlineExecutor, use_daemon_threads
+from prmtree.rollout_workers.loop_watchdog import loop_watchdog, note_signal, signal_taken
 from prmtree.runner import DriverJob, RunSummary, StopHandle, close_bounded, run_checked, with_progress
 
 #: ``auto``: one driver per this many sequences the engine serves at once. Measured
@@ -178,15 +179,28 @@ def _close_policy(policy: Any, limit_s: float) -> None:
     executor = InlineExecutor(policy)
 
     async def bounded() -> None:
+        use_daemon_threads()  # a close's thread (asyncio.to_thread) is not waited for at the loop's end
         loop, abandon = asyncio.get_running_loop(), asyncio.Event()
-        stops = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+        main = threading.current_thread() is threading.main_thread()
+        stops = (signal.SIGTERM, signal.SIGINT) if main else ()
+        # as in one driver's run: a close that blocks the loop is ended by the watchdog, which
+        # acts on a stop signal the loop cannot take (note_signal notes it)
+        watchdog = loop_watchdog(limit_s, executor.policy_name).watch() if main else None
+
+        def stop(sig: int) -> None:
+            signal_taken(sig)
+            abandon.set()
+
         for sig in stops:
-            loop.add_signal_handler(sig, abandon.set)
+            loop.add_signal_handler(sig, stop, sig)
+            signal.signal(sig, note_signal)
         try:
-            await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit_s, abandon)
+            await close_bounded(f"policy {executor.policy_name!r}", executor.close, limit_s, abandon, watchdog)
         finally:
             for sig in stops:
                 loop.remove_signal_handler(sig)
+            if watchdog is not None:
+                watchdog.stop()
 
     asyncio.run(bounded())
 

@@ -515,3 +515,34 @@ def test_a_stop_while_the_job_closes_the_policy_stops_the_wait_and_kills_nothing
     assert s.problems_done == 4 and s.stopped_by is None and time.monotonic() - started < 60
     assert ("prmtree: warning: gave up closing policy 'simulated': on a stop signal (everything finished is saved)"
             in capfd.readouterr().err)
+
+
+BLOCKS_ON_CLOSE = """
+import os, signal, sys, threading, time
+import prmtree
+from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.simulated import SimulatedPolicy
+
+class BlocksOnClose(SimulatedPolicy):
+    async def close(self):
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        time.sleep(30)  # blocks the loop: none of its handlers can run
+
+if __name__ == "__main__":
+    cfg = {"seed": 5, "labels": {"learn_floor": False},
+           "executor": {"kind": "inline", "trees_in_flight": 4, "close_timeout_s": 2}}
+    prmtree.run(generate_problems(4, seed=1), policy=BlocksOnClose(), out=sys.argv[1], config=cfg, drivers=2)
+"""
+
+
+def test_a_stop_while_the_job_s_policy_close_blocks_the_loop_still_ends_the_job(tmp_path):
+    """The job's close waits on the loop for a stop; a close that blocks the loop is ended by
+    the watchdog on a SIGTERM (before: the signal waited for the close's 30 s, unseen)."""
+    script = tmp_path / "blocks.py"
+    script.write_text(BLOCKS_ON_CLOSE)
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr[-2000:]
+    assert time.monotonic() - started < 25
+    assert "closing policy 'simulated' blocks the event loop: SIGTERM arrived" in r.stderr
+    assert load_manifest(tmp_path / "o" / "manifest-00000-of-00002.json").status == "finished"
