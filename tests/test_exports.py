@@ -308,6 +308,11 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, e
                                           r"\(TypeError: .*\): use a vision model's tokenizer"):
         export(embedded_run, "qwen-prm", tmp_path / "qwen3.jsonl", ExportOptions(tokenizer=tmp_path / "text-tok"))
     assert not (tmp_path / "qwen3.jsonl").exists()
+    tok.chat_template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\\n{{ message['content'] }}"
+                         "<|im_end|>\\n{% endfor %}")  # prints a parts list as its Python text
+    tok.save_pretrained(tmp_path / "repr-tok")
+    with pytest.raises(ExportError, match=r"writes a message's image parts as text: use a vision model's tokenizer"):
+        export(embedded_run, "qwen-prm", tmp_path / "qwen4.jsonl", ExportOptions(tokenizer=tmp_path / "repr-tok"))
 
 
 # -- Math-Shepherd ---------------------------------------------------------------------------
@@ -351,6 +356,14 @@ def test_math_shepherd_numbers_every_step_itself_so_its_readers_find_step_1():
     example = {"input": text, "label": text.replace("ки", "+")}
     prompt, completions, labels = math_shepherd_parse(example)
     assert completions == ["Step 1: add", "Step 2: carry", "Step 3: done"] and labels == [True] * 3
+    # headers as models write them; a number that is not the step's own is left alone
+    steps = ["## Step 1: Find x", "**Step 1: Understand it**", "Step 2.1: sub-step", "Step 1: **Set up.** x"]
+    text = tagged_solution("Why?", steps, "ки")
+    _, completions, _ = math_shepherd_parse({"input": text, "label": text.replace("ки", "+")})
+    assert [c.replace(WORD_JOINER, "") for c in completions] == [
+        "Step 1: Find x", "Step 2: **Step 1: Understand it**", "Step 3: Step 2.1: sub-step", "Step 4: **Set up.** x"]
+    text = tagged_solution("Why?", ["**Step 1: Title**", "b"], "ки")  # its own 'Step 1:' left in the first step
+    assert math_shepherd_parse({"input": text, "label": text.replace("ки", "+")})[1][0].startswith("Step 1: **S")
     assert prompt.replace(WORD_JOINER, "") == "Do Step 1: first?"
 
 
@@ -695,6 +708,8 @@ def test_prm800k_says_why_each_path_ends_and_leaves_out_paths_with_nothing_decid
     record = read_jsonl(tmp_path / "p.jsonl")[0]
     assert {"labeler", "timestamp", "generation", "is_quality_control_question",
             "is_initial_screening_question"} <= set(record) and not record["is_quality_control_question"]
+    assert record["question"]["pre_generated_steps"] == list(steps_rows(nasty_run)[0]["completions"])
+    assert {"ground_truth_solution", "pre_generated_answer", "pre_generated_verifier_score"} <= set(record["question"])
     assert "total_time" in record["label"] and all(
         s["human_completion"] is None and s["completions"][0]["flagged"] is None for s in record["label"]["steps"])
     assert by_id["p2"]["finish_reason"] == "give_up"

@@ -7,8 +7,8 @@ cut; ``final_correct`` is then null) or the path ends without an answer.
 
 Every field of PRM800K's records is there, so code written for them reads these: the
 labelling fields PRM800K had from its human labellers are null / false (``labeler`` is
-``"prmtree"``), and a step rated -1 has ``chosen_completion`` null, as in PRM800K, where the
-trajectory rebuilt from the chosen completions ends before it.
+``"prmtree"``), ``pre_generated_steps`` is the path's steps as sampled, and a step rated -1
+has ``chosen_completion`` null, as in PRM800K (no completion was chosen there).
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ def _record(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
         "generation": None,
         "is_quality_control_question": False,
         "is_initial_screening_question": False,
-        "question": {"problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer")},
+        "question": {
+            "problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer"),
+            "ground_truth_solution": None, "pre_generated_steps": list(row.get("completions") or []),
+            "pre_generated_answer": None, "pre_generated_verifier_score": None,
+        },
         "label": {
             "steps": [
                 {"completions": [{"text": step, "rating": 1 if label else -1, "flagged": None}],

@@ -98,9 +98,11 @@ def _cannot_render_images(render: Callable[[list[dict[str, Any]]], str], tokeniz
     (a text model's template joins contents as strings), or None: an image row then stops
     the export in one line instead of a traceback."""
     probe = [{"role": "user", "content": [{"type": "image", "image": "images/x.png"}, {"type": "text", "text": "q"}]}]
+    fix = "use a vision model's tokenizer (Qwen2-VL's), or leave --tokenizer out for ChatML"
     try:
-        render(probe)
+        text = render(probe)
     except Exception as exc:  # noqa: BLE001 - any template failure: the same answer
-        return (f"the chat template of {str(tokenizer)!r} cannot render a message with images ({raised(exc)}): "
-                "use a vision model's tokenizer (Qwen2-VL's), or leave --tokenizer out for ChatML")
+        return f"the chat template of {str(tokenizer)!r} cannot render a message with images ({raised(exc)}): {fix}"
+    if "images/x.png" in text or "'type'" in text:  # a text template that printed the parts list as it is
+        return f"the chat template of {str(tokenizer)!r} writes a message's image parts as text: {fix}"
     return None

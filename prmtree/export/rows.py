@@ -25,8 +25,10 @@ import pyarrow.compute as pc
 from prmtree.engine.output import read_table
 
 WORD_JOINER = "\u2060"
-#: A step's own number (``Step 2:``, ``step 2.``, ``**Step 2:**``), written over by ours.
-_STEP_NUMBER = re.compile(r"^\s*(?:\*\*)?\s*step\s*\d+\s*[:.](?:\s*\*\*)?\s*", re.IGNORECASE)
+#: A step's own number (``Step 2:``, ``step 2.``, ``**Step 2:**``, ``## Step 2:``), written over
+#: by ours; a closing ``**`` only with an opening one, no decimal (``Step 2.1:``), no newline.
+_STEP_NUMBER = re.compile(r"^\s*(?:#{1,6}\s*)?(\*\*)?\s*step\s*\d+(?!\.\d)\s*(?:\*\*)?\s*[:.)](?(1)\s*\*\*)[ \t]*",
+                          re.IGNORECASE)
 
 
 def iter_rows(out: Path, table: str = "steps", batch_rows: int = 1024) -> Iterator[dict[str, Any]]:
@@ -195,8 +197,9 @@ def defuse(text: str, markers: tuple[str, ...]) -> str:
 
 def numbered(k: int, step: str) -> str:
     """``Step k: <step>``, in place of a number the step gives itself (``Step 1.``,
-    ``**Step 1:**``): readers split the solution at ``Step 1:`` (TRL's Math-Shepherd converter)."""
-    return f"Step {k}: {_STEP_NUMBER.sub('', step, count=1)}"
+    ``**Step 1:**``): readers split the solution at ``Step 1:`` (TRL's Math-Shepherd converter),
+    so one left in the step's text (``**Step 1: Title**``, a mention) is defused."""
+    return f"Step {k}: {defuse(_STEP_NUMBER.sub('', step, count=1), ('Step 1:',))}"
 
 
 def tagged_solution(question: str, steps: list[str], tag: str) -> str:
