@@ -7,7 +7,7 @@ cut; ``final_correct`` is then null) or the path ends without an answer.
 
 Every field of PRM800K's records is there, so code written for them reads these: the
 labelling fields PRM800K had from its human labellers are null / false (``labeler`` is
-``"prmtree"``), ``pre_generated_steps`` is the path's steps as sampled, and a step rated -1
+``"prmtree"``), ``pre_generated_steps`` is the path's steps (as cut, like the ratings), and a step rated -1
 has ``chosen_completion`` null, as in PRM800K (no completion was chosen there).
 """
 
@@ -49,7 +49,7 @@ def _record(row: dict[str, Any], images: list[str]) -> dict[str, Any] | None:
         "is_initial_screening_question": False,
         "question": {
             "problem": question_text(row["prompt"]), "ground_truth_answer": row.get("answer"),
-            "ground_truth_solution": None, "pre_generated_steps": list(row.get("completions") or []),
+            "ground_truth_solution": None, "pre_generated_steps": list(steps),
             "pre_generated_answer": None, "pre_generated_verifier_score": None,
         },
         "label": {
