@@ -20,6 +20,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.json
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -290,8 +291,15 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, e
         ids = torch.tensor(tok(r["text"], add_special_tokens=False)["input_ids"])
         assert int((ids == step_sep_id).sum()) == len(r["labels"]) == len(steps)
         assert r["labels"] == [int(x) for x in labels]
-        assert r["messages"][-1]["content"] == "".join(s.strip() + QWEN_STEP_TOKEN for s in steps)
+        assistant = r["messages"][-1]["content"]
+        assert r["images"] and assistant == [{"type": "text", "text": "".join(s.strip() + QWEN_STEP_TOKEN for s in steps)}]
+        assert all(isinstance(m["content"], list) for m in r["messages"])  # one type per column
         assert all((tmp_path / p).is_file() for p in r["images"])
+    # the trainers' loaders read the file: pyarrow's JSON reader, and `datasets` (which uses it)
+    table = pa.json.read_json(target)
+    assert table.num_rows == len(records)
+    loaded = datasets.load_dataset("json", data_files=str(target), split="train")
+    assert tok.apply_chat_template(loaded[0]["messages"], tokenize=False) == records[0]["text"]
     # the same file rendered with a tokenizer's own chat template
     tok.save_pretrained(tmp_path / "tok")
     again = tmp_path / "qwen2.jsonl"

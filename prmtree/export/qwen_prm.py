@@ -1,7 +1,8 @@
 """``qwen-prm``: JSONL in the Qwen2.5-Math-PRM convention (model card of Qwen/Qwen2.5-Math-PRM-7B).
 
 System / user / assistant messages whose assistant turn is the steps, each followed by
-``<extra_0>``; ``text`` is those messages rendered with the ChatML template (images as
+``<extra_0>`` (on an image row every ``content`` is a list of parts, as Qwen2-VL's
+processor takes them, so the column has one type); ``text`` is those messages rendered with the ChatML template (images as
 ``<|vision_start|><|image_pad|><|vision_end|>``, as Qwen2-VL's template writes them), or
 with ``tokenizer``'s own chat template; ``labels`` holds one 1/0 per ``<extra_0>`` (floats
 with ``soft=True``).
@@ -46,12 +47,14 @@ class QwenPRM(JsonlFormat):
             if images and no_images:
                 raise ExportError(no_images)
             question = defuse(question_text(row["prompt"]).strip(), markers)
-            user: Any = question
-            if images:
-                user = [{"type": "image", "image": p} for p in images] + [{"type": "text", "text": question}]
             answer = "".join(defuse(s.strip(), markers) + QWEN_STEP_TOKEN for s in steps)
-            messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+            turns = [("system", system_prompt)] if system_prompt else []
+            turns += [("user", question), ("assistant", answer)]
+            if images:  # every content a parts list: one type per column for pyarrow and `datasets`
+                messages = [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in turns]
+                messages[-2]["content"][:0] = [{"type": "image", "image": p} for p in images]
+            else:
+                messages = [{"role": role, "content": text} for role, text in turns]
             return {
                 "messages": messages,
                 "text": render(messages),
