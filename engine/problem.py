@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from prmtree.engine.answers.extract import gold_problem
 from prmtree.engine.config import InputConfig
 from prmtree.engine.errors import ConfigError, ImageError, ImageFileError
 from prmtree.engine.records import (
@@ -210,14 +211,6 @@ def _missing(what: str, field: str, row: dict[str, Any]) -> str:
             f"names it otherwise, set [input] {what}_field")
 
 
-# A gold answer that names more than one answer: ``A or B``, ``yes or no``, ``either … or …``, ``not sure``.
-_HEDGED_GOLD = re.compile(
-    r"^\s*(?:\(?[A-Za-z]\)?\s*(?:or|/)\s*\(?[A-Za-z]\)?|yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes"
-    r"|either\s.+\sor\s.+|not\s+sure|unsure|i\s+don'?t\s+know)\s*\.?\s*$",
-    re.IGNORECASE,
-)
-
-
 def _bad_gold(answer: str | int | float) -> str | None:
     """Why a gold answer cannot judge anything, or None: a NaN (a missing value, as Parquet
     and pandas write one, or the text ``nan``) would be compared as the word "nan", and a
@@ -227,8 +220,8 @@ def _bad_gold(answer: str | int | float) -> str | None:
     if isinstance(answer, str):
         if answer.strip().lower() in ("nan", "+nan", "-nan"):
             return f"answer {answer.strip()!r} is a missing value (NaN): give the gold answer, or drop the row"
-        if _HEDGED_GOLD.match(answer):
-            return f"answer {answer.strip()!r} is hedged (more than one answer): give the one gold answer"
+        if (why := gold_problem(answer)) is not None:
+            return f"answer {answer.strip()!r} {why}"
     return None
 
 

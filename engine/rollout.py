@@ -92,7 +92,8 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
     # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
     # answer); prose from the last step first (a custom splitter's last step is the answer).
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
-    if "\\boxed" in text or "\\fbox" in text:
+    # A reasoning model's answer is read from the whole text too: after its </think>.
+    if "\\boxed" in text or "\\fbox" in text or "think>" in text:
         found = find_answer(text, problem.answer, options, choice)
     else:
         if steps is None:

@@ -178,6 +178,9 @@ def test_the_driver_path_and_the_pool_agree_with_the_synchronous_verdicts():
     ("yes or no", "is hedged"),
     ("either red or blue", "is hedged"),
     ("not sure", "is hedged"),
+    ("maybe 24", "is hedged"),
+    ("N/A", "answer 'N/A' says there is no answer"),
+    ("\\frac{1}{", "has unbalanced braces"),
 ])
 def test_a_bad_gold_answer_is_a_bad_input_row(answer, reason):
     got = _fields({"question": "q?", "answer": answer}, InputConfig(), "row-1")

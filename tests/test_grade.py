@@ -73,6 +73,48 @@ CASES = [
     ("2", "Therefore $x = 2$ or $x = -2$.", None, "auto", False, None, "hedged"),
     ("12", "Therefore, the total is 12 or 13 apples in all.", None, "auto", False, None, "hedged"),
     ("4", "So x = 4, or equivalently 2+2.", None, "auto", True, "4", None),
+    # several choices named for a one-choice gold: right by luck, refused (whichever comes first)
+    ("B", "B and C", None, "auto", False, "B and C", "hedged"),
+    ("A", "The answer is A and B.", OPTS, "choice", False, None, "hedged"),
+    ("B", "A, B", None, "auto", False, "A, B", "hedged"),
+    ("A", "(A) and (B)", OPTS, "choice", False, None, "hedged"),
+    ("A", "A) 12 apples and B) 15 apples", OPTS, "choice", False, None, "hedged"),
+    ("A", "A. No wait, B.", OPTS, "choice", False, None, "hedged"),
+    ("B", "B C", None, "auto", False, None, "hedged"),
+    ("B", r"\boxed{A, B}", None, "auto", False, "A, B", "hedged"),
+    ("B", "The answer is (B), not (A).", OPTS, "choice", True, None, None),  # one choice, one denied
+    ("B", "B) 15 apples", OPTS, "choice", True, None, None),
+    # a sentence with several "is": the last value stated ("which is" restates)
+    ("28.27", "The radius is 3, so the area is 28.27.", None, "auto", True, "28.27", None),
+    ("3", "The radius is 3, so the area is 28.27.", None, "auto", False, "28.27", None),
+    ("120", "Each box is 12 kg, so the total is 120 kg.", None, "auto", True, None, None),
+    ("12", "Each box is 12 kg, so the total is 120 kg.", None, "auto", False, None, None),
+    ("9", "The area is 9, which is 3 squared.", None, "auto", True, "9", None),
+    # a reasoning model's answer comes after </think>; a trace never closed has none
+    ("7", "<think>\nSo x = \\boxed{5}.\n</think>\n\n$x = 7$", None, "auto", True, "7", None),
+    ("5", "<think>\nSo x = \\boxed{5}.\n</think>\n\n$x = 7$", None, "auto", False, "7", None),
+    ("C", "<think>\nMaybe \\boxed{B}. Hmm, no, C fits better.\n</think>\n\nC", OPTS, "choice", True, None, None),
+    ("B", "<think>\nMaybe \\boxed{B}. Hmm, no, C fits better.\n</think>\n\nC", OPTS, "choice", False, None, None),
+    ("5", "<think>\n\\boxed{5} wait maybe 7", None, "auto", False, None, "unfinished reasoning"),
+    ("5", "<think>so the answer is 5.</think>", None, "auto", False, None, "no answer"),
+    # a yes/no verdict taken back is no verdict; a "no" inside the reason is not one
+    ("yes", "Yes. No.", None, "auto", False, None, None),
+    ("no", "No. Yes.", None, "auto", False, None, None),
+    ("yes", "Yes, but actually no.", None, "auto", False, None, None),
+    ("yes", "Yes; no wait, it is no.", None, "auto", False, None, None),
+    ("yes", "Yes, there is no dog in the picture.", None, "auto", True, None, None),
+    # a value the sentence denies is no answer; a denied value beside a stated one is not
+    ("5", "It can't be 5.", None, "auto", False, None, "negated"),
+    ("5", "The count isn't 5.", None, "auto", False, None, "negated"),
+    ("5", "The image does not show 5 apples.", None, "auto", False, None, "negated"),
+    ("5", "So the answer is definitely not 5 apples.", None, "auto", False, None, "negated"),
+    ("7", "Since 3 is not a factor, the answer is 7.", None, "auto", True, "7", None),
+    # a number that opens an expression is not that number
+    ("4", "4 \\pi \\text{ cm}^2", None, "auto", False, None, None),
+    ("4", "The area is 4 \\pi square cm.", None, "auto", False, None, None),
+    ("4", "So the area is 4 \\sqrt 2 square units.", None, "auto", False, None, None),
+    ("2", "Therefore the answer is 2 times the radius.", None, "auto", False, None, None),
+    ("12", "There are 12 apples in the basket.", None, "auto", True, None, None),
 ]
 
 
@@ -140,7 +182,13 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
 
 def test_gold_answers_that_cannot_be_graded_against_give_none():
     for gold, why in ((None, "no gold answer"), (float("nan"), "gold answer is NaN"), ("nan", "gold answer is NaN"),
-                      ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged")):
+                      ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged (more than one answer)"),
+                      # the run refuses these rows too (tests/test_compare_types.py): one rule
+                      ("not sure", "gold answer is hedged (more than one answer)"),
+                      ("either 3 or 4", "gold answer is hedged (more than one answer)"),
+                      ("maybe 24", "gold answer is hedged (more than one answer)"),
+                      ("N/A", "gold answer says there is no answer"),
+                      ("\\frac{1}{", "gold answer has unbalanced braces (cut off?)")):
         verdict = prmtree.grade(gold, "5")
         assert verdict.correct is None and verdict.reason == why
 

@@ -38,6 +38,20 @@ _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
 # A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
 _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
+_CLAUSES = re.compile(r"[.,;:!?\n]+")
+#: Words around a verdict said again: ``but actually no``, ``no wait, it is no``.
+_FILLERS = frozenset("but actually wait hmm oh so well sorry i mean it is it's the answer final then ok okay um umm".split())
+
+
+def _reversed_verdict(answer: str) -> bool:
+    """``Yes. No.``, ``yes, no``, ``Yes, but actually no.``: a yes/no verdict taken back by a
+    later clause that is the other word (``No, it is not.`` and ``Yes, there is no dog`` are not)."""
+    clauses = [c.strip(" *_\t").lower() for c in _CLAUSES.split(answer)]
+    clauses = [c for c in clauses if c]
+    if not clauses or clauses[0].split()[0].strip("*_") not in ("yes", "no"):
+        return False
+    other = "no" if clauses[0].split()[0].strip("*_") == "yes" else "yes"
+    return any([w for w in (w.strip("*_") for w in c.split()) if w not in _FILLERS] == [other] for c in clauses[1:])
 
 # --------------------------------------------------------------------------- text
 
@@ -54,7 +68,7 @@ def text_match(gold: str, predicted: str) -> bool:
         return False
     raw = _strip_answer(predicted).strip()
     lead = _YES_NO_LEAD.match(raw)
-    return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw)
+    return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw) and not _reversed_verdict(raw)
 
 
 # --------------------------------------------------------------------------- numbers

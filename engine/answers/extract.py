@@ -178,6 +178,34 @@ _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
 _VALUE_OR_VALUE = re.compile(r"^\W*[-+]?\$?\d[^\s,]*,?\s+or\s+(?:\$?[A-Za-z]\w*\s*=\s*)?[-+]?\$?\d", re.IGNORECASE)
 
 
+#: ``not 5 apples``, ``It can't be 5``, ``cannot determine 5``: a value the sentence denies
+#: (the same clause: ``3 is not a factor, so 7`` states 7).
+_NEGATED_VALUE = re.compile(
+    r"\b(?:not|cannot|can't|can’t|isn't|isn’t|aren't|wasn't|weren't|doesn't|don't|didn't|won't|never|"
+    r"no\s+longer)\b[^.,;\n]*?\d", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def _denied(text: str) -> bool:
+    """Does ``text`` deny its one value (``It can't be 5``)? With another value it states
+    that one (``not 10, which is 1,000.99``)."""
+    return bool(_NEGATED_VALUE.search(text)) and len(_DIGITS.findall(text)) == 1
+
+
+#: ``4 \pi``, ``2 times the radius``, ``4 \sqrt 2``: a number that only opens an expression.
+_EXPRESSION_AFTER = re.compile(
+    r"\s*(?:\\[A-Za-z]|[\^*×·π√(]|(?:times|plus|minus|divided|over|multiplied|squared|cubed)\b)")
+_NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+#: A relative clause's ``is`` (``…, which is 3 squared``) restates; it does not state the answer.
+_RELATIVE = ("which", "what")
+#: Several choices named as the answer: ``B and C``, ``(A) and (B)``, ``A) 3 and B) 12``,
+#: ``A. No wait, B.``: a letter at the start or after a separator, followed by punctuation or
+#: the end (``B. A square has…`` names one); or letters alone (``A B``, ``A, B``).
+_LISTED_LETTER = re.compile(
+    r"(?:^|[,;&/.]|\band\b|\bor\b|\bwait\b|\bactually\b)\s*[(\[]?([A-Z])(?:[)\]]|(?=\s*(?:[.,;:]|$|and\b|or\b|&)))")
+_LETTERS_ONLY = re.compile(r"^[\s(\[]*([A-Z])[)\].]?(?:[\s,;&/]+(?:and\s+)?[(\[]?([A-Z])[)\].]?)+\s*$")
+_SINGLE_LETTER = re.compile(r"^\s*[(\[]?[A-Z][)\].]?\s*$")
+
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
 _SCAN = 4_000
 
@@ -273,11 +301,17 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         return s
     if yes_no and _YES_NO_LEAD.match(s):
         return s
+    if _denied(s):  # "It can't be 5": kept whole, and refused as no answer
+        return s
     copulas = list(_COPULA.finditer(s))
-    for m in copulas:  # the first "is" followed by a value
-        rest = s[m.end() :].strip()
-        if rest[:1].isdigit() or rest[:1] in "$\\(-+[":
-            return _value(rest)
+    stated = [rest for m in copulas
+              if ((rest := s[m.end() :].strip())[:1].isdigit() or rest[:1] in "$\\(-+[")
+              and s[: m.start()].rsplit(None, 1)[-1:] not in (["which"], ["what"])]  # "…, which is 3 squared" restates
+    for rest in stated:  # "x = 2 or x = -2": two values offered, refused as hedged
+        if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
+            return rest
+    if stated:  # the last "is" followed by a value: "the radius is 3, so the area is 28.27"
+        return _value(stated[-1])
     spans = list(_MATH_SPAN.finditer(s))
     if spans:
         inner = next(g for g in spans[-1].groups() if g is not None).strip()
@@ -287,9 +321,11 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
-    numbers = _NUMBER_IN_TEXT.findall(s)
+    numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) == 1 and len(s.split()) > 3:
-        return numbers[0].strip()
+        head = _NUMBER_HEAD.match(s, numbers[0].start())
+        if not (head and _EXPRESSION_AFTER.match(s, head.end())):  # "4 \\pi square cm" is no number
+            return numbers[0].group(0).strip()
     return s
 
 
@@ -302,6 +338,9 @@ def _value(rest: str) -> str:
             return next(g for g in spans.groups() if g is not None).strip()
         return rest
     if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):  # "12 or 13": kept whole, and refused as hedged
+        return rest
+    head = _NUMBER_HEAD.match(rest)
+    if head and _EXPRESSION_AFTER.match(rest, head.end()):  # "4 \\pi square cm": an expression, kept whole
         return rest
     m = _LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
@@ -378,6 +417,50 @@ def _option_keys(options: object) -> str:
     return ""
 
 
+def final_part(text: str) -> str | None:
+    """The part of ``text`` that answers: after a reasoning model's last ``</think>`` (a box
+    inside the trace is a guess it went on to test); None when a ``<think>`` never closes
+    (the output was cut off mid-thought: no answer yet); any other text as it is."""
+    close = text.rfind("</think>")
+    if close >= 0:
+        return text[close + len("</think>") :]
+    return None if "<think>" in text else text
+
+
+#: A gold answer that names more than one answer (``A or B``, ``yes or no``, ``either … or …``)
+#: or doubts itself (``not sure``, ``maybe 24``).
+_HEDGED_GOLD = re.compile(
+    r"^\s*(?:\(?[A-Za-z]\)?\s*(?:or|/)\s*\(?[A-Za-z]\)?|yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes"
+    r"|either\s.+\sor\s.+|not\s+sure|unsure|i\s+don'?t\s+know|(?:maybe|perhaps|probably|possibly)\b.*)\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def gold_problem(gold: str) -> str | None:
+    """Why a gold answer's text cannot judge anything, or None: it hedges (a model hedging the
+    same way would be right), says there is no answer (``N/A``), or is cut off (unbalanced
+    braces: ``\\frac{1}{``). One rule for the run's input and for :func:`prmtree.grade`."""
+    text = gold.strip()
+    if text.lower() in ("n/a", "n.a.", "none given"):
+        return "says there is no answer: give the gold answer, or drop the row"
+    if _HEDGED_GOLD.match(text):
+        return "is hedged (more than one answer): give the one gold answer"
+    if text.count("{") != text.count("}"):
+        return "has unbalanced braces (cut off?): give the whole gold answer"
+    return None
+
+
+def several_choices(answer: str, options: object = None) -> bool:
+    """Does ``answer`` name more than one choice (``B and C``, ``A, B``, ``A. No wait, B.``)?
+    A single-choice problem's gold is one of them, so such an answer would be right by luck."""
+    letters = _option_keys(options) or "ABCDEFGHIJ"
+    t = _strip_answer(answer) if len(answer) < 500 else answer
+    named = {m.group(1) for m in _LISTED_LETTER.finditer(t)} & set(letters)
+    if len(named) > 1:
+        return True
+    return bool(_LETTERS_ONLY.match(t)) and len(set(re.findall(r"[A-Z]", t)) & set(letters)) > 1
+
+
 def find_answer(text: str, gold: str = "", options: object = None, choice: bool = False) -> Found:
     """The final answer in ``text``, for a problem whose gold answer is ``gold``.
 
@@ -385,8 +468,13 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     else the last box counts; but a final-answer phrase (``Final Answer: …``, ``the answer
     is …``) after the last box wins over boxed working values. Nothing boxed: the answer
     stated in prose (:func:`_prose_answer`). With ``options`` (or ``choice``), a choice
-    named inside a sentence is read out (:func:`choice_in`). A hedged answer is refused.
+    named inside a sentence is read out (:func:`choice_in`). A hedged answer is refused. A
+    reasoning model's answer is read after its ``</think>`` (:func:`final_part`).
     """
+    if text and "think>" in text:
+        text = final_part(text)  # type: ignore[assignment]
+        if text is None:
+            return Found(None, "unfinished reasoning")
     if not text or text.isspace():
         return Found(None, "no answer")
     answer: str | None
@@ -450,10 +538,17 @@ def _read_keyed(answer: str, gold: str, okey: Any, choice: bool) -> Found:
 
 def read_answer(answer: str | None, gold: str = "", options: object = None, choice: bool = False) -> Found:
     """``answer`` (already the final answer) as it is graded: a choice named inside a
-    sentence read out (``options`` given, or ``choice``), a hedged answer refused."""
+    sentence read out (``options`` given, or ``choice``); refused: a hedged answer, several
+    choices for a one-choice gold, a value the answer denies (``not 5``)."""
     answer = answer.strip() if answer else None
     if not answer:
         return Found(None, "no answer")
+    if ((options or choice or _SINGLE_LETTER.match(gold)) and several_choices(answer, options)
+            and not several_choices(gold, options)):
+        return Found(answer, "hedged")
+    if (len(answer) < 200 and _denied(answer) and not _NEGATED_VALUE.search(gold)
+            and not _is_yes_no(gold)):
+        return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:
         answer = choice_in(answer, options)
     if hedged(answer, gold):

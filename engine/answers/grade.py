@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.answers.extract import _HEDGE_LETTERS, find_answer, read_answer
+from prmtree.engine.answers.extract import find_answer, gold_problem, read_answer
 from prmtree.engine.answers.pool import CheckTimedOut
 from prmtree.engine.answers.verifier import Verifier
 from prmtree.engine.config import VerifyConfig
@@ -56,7 +56,8 @@ def _verifier(config: VerifyConfig | Mapping[str, Any] | None) -> Verifier:
 
 
 def bad_gold(gold: Any) -> str | None:
-    """Why ``gold`` cannot be graded against (missing, NaN, empty, hedged), or None."""
+    """Why ``gold`` cannot be graded against (missing, NaN, empty, hedged, cut off), or None:
+    what makes the run refuse the row (:func:`.extract.gold_problem`)."""
     if gold is None:
         return "no gold answer"
     if isinstance(gold, float) and math.isnan(gold):
@@ -66,8 +67,9 @@ def bad_gold(gold: Any) -> str | None:
         return "gold answer is empty"
     if text.lower() == "nan":  # a NaN read from Parquet/CSV, written out
         return "gold answer is NaN"
-    if _HEDGE_LETTERS.match(text):
-        return "gold answer is hedged"
+    why = gold_problem(text)
+    if why is not None:  # the run refuses such a row: the same words, cut at the advice
+        return "gold answer " + why.split(":", 1)[0]
     return None
 
 

@@ -344,6 +344,10 @@ def _canon_unit(unit: str) -> str:
     return u
 
 
+_OPERATOR_UNIT = re.compile(
+    r"(?:times|plus|minus|divided|over|multiplied|squared|cubed)\b", re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
@@ -367,6 +371,8 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     percent = m.group("pct") is not None
     fraction = "/" in num or "frac" in num
     shown = _shown(exact, decimals)
+    if m.group("unit") and _OPERATOR_UNIT.match(m.group("unit").strip()):
+        return None  # "2 times the radius", "3 more than x": an expression, not 2 of a unit
     unit = _canon_unit(m.group("unit")) if m.group("unit") else ""
     return _Quantity(value, percent, fraction, shown + ("\\%" if percent else ""), exact, decimals, unit)
 
