@@ -578,6 +578,11 @@ def check_input(path: str | os.PathLike[str], fmt: InputConfig | None = None) ->
         _check_fields(path, fmt)
 
 
+def holds_rows(path: str | os.PathLike[str]) -> bool:
+    """Whether the input at ``path`` holds any row at all (a bad one counts): read up to the first."""
+    return next(iter(iter_rows(Path(path))), None) is not None
+
+
 def _check_fields(path: Path, fmt: InputConfig) -> None:
     keys: dict[str, None] = {}
     found = {"question": False, "answer": False, "image": False}

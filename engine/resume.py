@@ -128,6 +128,9 @@ def _open_claimed(
     manifest_path = out / slice.manifest_name
     previous: Manifest | None = None
     repaired: list[str] = []
+    # refusals first: a refused run (--force included) must not have deleted anything
+    _refuse_foreign_files(out, slice)
+    _check_sibling_slices(out, config, slice)
     if manifest_path.exists():
         try:
             previous = load_manifest(manifest_path)
@@ -148,8 +151,6 @@ def _open_claimed(
                 )
             _remove_slice(out, previous, slice)
             previous = None
-    _refuse_foreign_files(out, slice)
-    _check_sibling_slices(out, config, slice)
     if previous is not None:
         repaired = _repair_log(out, previous, slice) + _repair(out, previous, slice)
     removed = discard_unlisted(out, previous, slice)

@@ -16,7 +16,7 @@ from prmtree.engine.driver import FinishedProblem
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.labelers import check_labeler
 from prmtree.engine.output import Slice
-from prmtree.engine.problem import check_input
+from prmtree.engine.problem import check_input, holds_rows
 from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
 from prmtree.policies.base import check_policy
@@ -122,6 +122,11 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems, cfg.input)  # missing, a directory with files it would skip, fields no row has
+    empty = not holds_rows(problems) if isinstance(problems, (str, os.PathLike)) else (
+        isinstance(problems, (list, tuple)) and not problems)
+    if force and out is not None and empty:  # --force deletes first: a typo must not cost a finished run
+        raise ConfigError(f"--force starts {str(out)!r} over, but the input holds no problem (no row was read), so "
+                          "nothing would replace what it holds: check --input")
     ex = cfg.executor
     several = ex.drivers != 1
     if (several and ex.kind == "inline" and "kind" not in ex.model_fields_set

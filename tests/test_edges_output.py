@@ -312,3 +312,53 @@ def test_an_older_runs_absolute_image_paths_still_read_after_the_run_moved(tmp_p
     assert before == after and all((tmp_path / im).is_file() for r in after for im in r.get("images", []))
     (moved / "images" / Path(before[0]["images"][0]).name).unlink()  # same hash name as the export's
     assert any("image files its rows point to are missing" in d.problem for d in verify_run(moved))
+
+
+# -- --force refused before it deletes; a foreign Parquet file is damage -------------------------
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+def test_force_on_a_slice_refused_by_a_sibling_slice_deletes_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    for i in (0, 1):
+        _run(out, 8, slice=f"{i}/2")
+    before, steps = _files(out), read_table(out, "steps").num_rows
+    data = tmp_path / "p.jsonl"
+    write_jsonl(generate_problems(8, seed=3), data)
+    # another seed for slice 0 only: refused (the slices of one --out are one run) ...
+    line = _one_line(capsys, 2, "run", "--input", str(data), "--policy", "simulated", "--out", str(out),
+                     "--seed", "2", "--slice", "0/2", "--force")
+    assert "manifest-00001-of-00002.json, written with a different config (" in line and "seed: 1 -> 2" in line
+    # ... and slice 0's shards and manifest are all still there (they were deleted before the refusal)
+    assert _files(out) == before and read_table(out, "steps").num_rows == steps
+    assert verify_run(out) == []
+
+
+def test_force_with_an_input_that_holds_no_row_is_refused_before_anything_is_deleted(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    before = _files(out)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    line = _one_line(capsys, 2, "run", "--input", str(empty), "--policy", "simulated", "--out", str(out),
+                     "--seed", "2", "--force")
+    assert "--force starts" in line and "the input holds no problem (no row was read)" in line
+    assert _files(out) == before and verify_run(out) == []
+    with pytest.raises(prmtree.ConfigError, match="the input holds no problem"):
+        prmtree.run([], policy="simulated", out=out, seed=2, force=True)
+    # without --force an empty input is still a finished run that made nothing (exit 4), deleting nothing
+    assert main(["run", "--input", str(empty), "--policy", "simulated", "--out", str(tmp_path / "o2")]) == 4
+
+
+def test_verify_reports_a_parquet_file_no_run_wrote_in_a_table_folder(tmp_path, capsys):
+    out = _run(tmp_path / "o")
+    steps = read_table(out, "steps").num_rows
+    shutil.copy(out / "steps" / "part-00000.parquet", out / "steps" / "extra.parquet")
+    damage = verify_run(out)
+    assert [d.file for d in damage] == ["steps/extra.parquet"]
+    assert "not a prmtree shard" in damage[0].problem and damage[0].readers_unaffected
+    assert main(["verify", str(out)]) == 1
+    assert "steps/extra.parquet: " in capsys.readouterr().out
+    assert read_table(out, "steps").num_rows == steps  # readers read what the manifest lists

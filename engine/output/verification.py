@@ -264,13 +264,15 @@ def missing_slices(out_dir: str | Path) -> list[Slice]:
 
 def _unlisted_shards(out: Path, loaded: dict[str, Manifest], unreadable: tuple[str, ...] = ()) -> list[Damage]:
     """Shard files no manifest lists: left by a crash between a shard's rename and its
-    manifest update (the slice's next run deletes them), or copied in. Readers that glob
+    manifest update (the slice's next run deletes them), or copied in; and any other
+    ``*.parquet`` file in a table's folder (``extra.parquet``: a run refuses the directory). Readers that glob
     ``steps/*.parquet`` would read their rows as well, so they count as damage. A shard of
     a slice whose manifest cannot be read (``unreadable``) is no stray: its manifest may well
     list it, and that slice's next run refuses the directory rather than delete anything."""
     listed = {shard["file"] for manifest in loaded.values() for shard in manifest.shards}
     patterns = [(name, manifest_slice(name)) for name in unreadable]
     found = []
+    foreign = []
     for table in TABLES:
         directory = out / table
         if directory.is_dir():
@@ -278,7 +280,12 @@ def _unlisted_shards(out: Path, loaded: dict[str, Manifest], unreadable: tuple[s
                                                   if s is not None and s.shard_pattern().fullmatch(p.name)), None))
                       for p in sorted(directory.iterdir())
                       if SHARD_NAME.fullmatch(p.name) and f"{table}/{p.name}" not in listed]
-    return [Damage(UNLISTED, rel, "listed in no manifest: the next run of its slice deletes it; "
+            foreign += [f"{table}/{p.name}" for p in sorted(directory.iterdir())
+                        if p.name.endswith(".parquet") and not SHARD_NAME.fullmatch(p.name)]
+    return [Damage(UNLISTED, rel, "not a prmtree shard (no run wrote it, and none deletes it), but readers of the "
+                                  "table's *.parquet read it too: move it out of the run directory",
+                   readers_unaffected=True) for rel in foreign] + [
+            Damage(UNLISTED, rel, "listed in no manifest: the next run of its slice deletes it; "
                              "until then, readers of the table's *.parquet read it too", readers_unaffected=True)
             if owner is None else
             Damage(UNLISTED, rel, f"its slice's manifest {owner} cannot be read, so whether it lists this shard "
