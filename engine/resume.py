@@ -176,6 +176,8 @@ def _open_claimed(
         manifest.stats = previous.stats
         manifest.calibration = previous.calibration  # what its pilot learned: the rows done so far used it
         manifest.log = previous.log  # the flushes append to the same log
+    if not manifest.calibration and slice.count > 1:
+        manifest.calibration = _sibling_calibration(out, slice)
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     if previous is not None:
         repaired += _repair_images(writer, slice)
@@ -298,6 +300,23 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
                 f"{out} holds {name}, written with a different config ({_changes(other, config)}); "
                 "every slice of one --out must use the same config: use that one, or another --out"
             )
+
+
+def _sibling_calibration(out: Path, slice: Slice) -> dict[str, Any]:
+    """What another slice of ``out`` learned in its pilot (floors, pool, members), or {}. A
+    slice that has not learned yet takes it rather than piloting again: on the same input
+    it would learn the same, and on an input changed since (a pilot member edited), the
+    slices of one --out would otherwise be labelled with two different floors."""
+    for name, count in sorted(manifest_layout(out).items()):
+        if count != slice.count or name == slice.manifest_name:
+            continue
+        try:
+            calibration = load_manifest(out / name).calibration
+        except ValueError:
+            continue
+        if calibration:
+            return dict(calibration)
+    return {}
 
 
 def _same_rows(written: Manifest, config: RunConfig) -> bool:

@@ -10,14 +10,17 @@ import re
 import shutil
 import signal
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 from conftest import PRMTREE, completed, wait_for
 from prmtree.engine.output import STRAY, load_manifest, read_table, verify_run
 from prmtree.engine.output.atomic import sha256_file
+from prmtree.engine.output.layout import Slice
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 import prmtree
@@ -362,3 +365,27 @@ def test_verify_reports_a_parquet_file_no_run_wrote_in_a_table_folder(tmp_path, 
     assert main(["verify", str(out)]) == 1
     assert "steps/extra.parquet: " in capsys.readouterr().out
     assert read_table(out, "steps").num_rows == steps  # readers read what the manifest lists
+
+
+def test_a_slice_run_after_another_learned_takes_its_floors_so_one_out_has_one_calibration(tmp_path):
+    problems = generate_problems(20, seed=3)
+    out = tmp_path / "o"
+    prmtree.run(problems, policy="simulated", out=out, seed=1, config=TINY, slice="0/2")
+    first = load_manifest(out / "manifest-00000-of-00002.json").calibration
+    assert first["floors"] and first["members"]
+    # a pilot member of slice 0 edited in the input slice 1 is run with: slice 1 used to pilot
+    # again, on the edited problem, and label with floors slice 0 never used; nothing said so
+    member = next(m for m in first["members"] if Slice(0, 2).owns(m))
+    edited = [replace(p, answer=str(int(p.answer) + 1)) if p.id == member else p for p in problems]
+    prmtree.run(edited, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
+    second = load_manifest(out / "manifest-00001-of-00002.json").calibration
+    assert second == first
+    # and on the same input the rows are those slice 1 makes when it pilots itself
+    alone = tmp_path / "alone"
+    prmtree.run(problems, policy="simulated", out=alone, seed=1, config=TINY, slice="1/2")
+    taken = tmp_path / "taken"
+    shutil.copytree(out, taken, ignore=shutil.ignore_patterns("*-00001-*", "*s00001of*"))
+    prmtree.run(problems, policy="simulated", out=taken, seed=1, config=TINY, slice="1/2")
+    key = lambda t: sorted(map(str, t.drop_columns(["images"]).to_pylist()))  # noqa: E731
+    assert key(read_table(alone, "steps")) == key(read_table(taken, "steps").filter(
+        pa.compute.is_in(read_table(taken, "steps")["problem_id"], read_table(alone, "steps")["problem_id"])))
