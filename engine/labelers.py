@@ -35,6 +35,7 @@ from prmtree.engine.errors import ConfigError, FatalExecutorError
 from prmtree.engine.labels import (
     LabelledPath,
     Labelling,
+    PreferencePair,
     label_path,
     label_paths,
     one_decision_per_node,
@@ -220,6 +221,20 @@ class _Settled:
     shown: list[str]  # each verdict as asked: correct | incorrect | unparseable | failed
 
 
+def _undisputed(tree: ReasoningTree, pairs: list[PreferencePair], disputed: set[str]) -> list[PreferencePair]:
+    """``pairs`` less those whose chosen or rejected step is a node in ``disputed``: the pairs
+    table has no flag column, so a preference the judge disputed is left out under either
+    ``on_disagreement`` (a DPO trainer would otherwise learn it as certain)."""
+    if not disputed:
+        return pairs
+    kept = []
+    for pair in pairs:
+        steps = {tree.stats(c).step for c in tree.children(pair.parent_id) if c in disputed}
+        if pair.chosen not in steps and pair.rejected not in steps:
+            kept.append(pair)
+    return kept
+
+
 @register_labeler("consensus")
 class ConsensusLabeler(StepLabeler):
     """Calibrated labels, the judge settling what the counts cannot, kept only where the
@@ -259,6 +274,13 @@ class ConsensusLabeler(StepLabeler):
             labelling, settled = await self._settle(problem, search.tree, labelling, ctx)
         kept = []
         checked = await asyncio.gather(*(self._check(problem, p, ctx) for p in labelling.paths))
+        disputed = set()  # the nodes whose step the judge disputed: no preference pair rests on one
+        for path, _ in checked:
+            if path.flagged:
+                ids = search.tree.path_ids(path.path_id)
+                disputed.update(n for n, step in zip(ids, path.provenance) if step.source == "judge-disagreed")
+        pairs = _undisputed(search.tree, labelling.pairs, disputed)
+        ctx.counters["pairs_dropped_by_judge"] += len(labelling.pairs) - len(pairs)
         for path, was_checked in checked:
             ctx.counters["paths_judged"] += was_checked
             if path.flagged and self.labels.on_disagreement == "drop":
@@ -271,7 +293,7 @@ class ConsensusLabeler(StepLabeler):
                     if step.source == "judge-settled":
                         ctx.counters["steps_settled_by_judge"] += 1
                         ctx.counters["steps_settled_right" if label else "steps_settled_wrong"] += 1
-        return Labelling(kept, labelling.pairs, labelling.nodes)
+        return Labelling(kept, pairs, labelling.nodes)
 
     # -- settling ------------------------------------------------------------------
 

@@ -202,6 +202,7 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
             ("judge calls / tokens", f"{judged['judge_calls']:,} / {judged.get('judge_tokens', 0):,}"),
             ("MC and judge agree", f"{agreed:,} of {agreed + disagreed:,} paths"),
             ("paths dropped / kept flagged", f"{judged.get('paths_dropped_by_judge', 0):,} / {report.flagged_paths:,}"),
+            ("pairs left out (a step disputed)", f"{judged.get('pairs_dropped_by_judge', 0):,}"),
             ("judge unparseable / failed", f"{judged.get('judge_unparseable', 0):,} / {judged.get('judge_failures', 0):,}"),
         ]
     return lines

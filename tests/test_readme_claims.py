@@ -134,6 +134,23 @@ def test_stepwise_leaves_out_flagged_paths_unless_asked(tmp_path, disputed_run):
     assert sum(bool(r["flagged"]) for r in jsonl(tmp_path / "p.jsonl")) == len(rows) - len(unflagged)
 
 
+def test_no_preference_pair_rests_on_a_step_the_judge_disputed(tmp_path, disputed_run):
+    """README: a pair whose chosen or rejected step the judge disputed is left out of the
+    pairs table (it has no flag column), under ``on_disagreement = "flag"`` too."""
+    disputed = set()
+    for r in read_table(disputed_run, "steps").to_pylist():
+        for j, source in enumerate(r["label_sources"]):
+            if source == "judge-disagreed":
+                disputed.add((r["problem_id"], tuple(r["completions"][:j]), r["completions"][j]))
+    assert disputed
+    pairs = read_table(disputed_run, "pairs").to_pylist()
+    assert pairs
+    for p in pairs:
+        for step in (p["chosen"], p["rejected"]):
+            assert (p["problem_id"], tuple(p["prefix"]), step) not in disputed
+    assert load_manifest(disputed_run / "manifest.json").stats["labelling"]["pairs_dropped_by_judge"] > 0
+
+
 def test_the_readme_confidence_filter_runs_on_mc_and_calibrated_exports(tmp_path, mc_and_calibrated_runs):
     """The README's ``ds.filter(...)`` line, run as written on the hf export of an mc run
     (every confidence null) and of a calibrated one."""
