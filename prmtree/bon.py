@@ -594,7 +594,7 @@ def write_png(result: BonResult, path: str | os.PathLike[str]) -> None:
     ax.set_ylabel("accuracy" + (" (bands: 95% Wilson intervals)" if len(result.ns) > 1 else " (95% Wilson intervals)"))
     ax.set_title(f"best of {'N' if len(result.ns) > 1 else result.ns[0]} on {result.problems} problems")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")  # the file is ``path`` as named, whatever its suffix
     plt.close(fig)
 
 

@@ -415,6 +415,8 @@ def cmd_bon(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--png", args.png)):
         if target and not Path(target).resolve().parent.is_dir():
             _fail(f"{flag} {target!r}: its directory does not exist")
+    if args.png and Path(args.png).suffix.lower() != ".png":  # before sampling: a plot is a PNG, named as written
+        _fail(f"--png {args.png!r}: name a .png file (e.g. bon.png)")
     executor = {k: v for k, v in (("kind", args.executor), ("address", args.address)) if v}
     try:
         if args.png:

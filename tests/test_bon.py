@@ -407,6 +407,9 @@ def test_the_command_exits_3_when_every_problem_failed_and_4_when_no_row_was_usa
     (["--prm", "no_such_module_x:Scorer"], "cannot import it"),
     (["--prm", "bon_helpers:SimulatedPolicy"], "has no score_batch"),
     (["--prm", "bon_helpers:oracle", "--json", "/no/such/dir/r.json"], "--json '/no/such/dir/r.json': its directory"),
+    # before sampling: a traceback from matplotlib after all the work, or a file named other than written
+    (["--prm", "bon_helpers:oracle", "--png", "plot.txt"], "--png 'plot.txt': name a .png file"),
+    (["--prm", "bon_helpers:oracle", "--png", "noext"], "--png 'noext': name a .png file"),
     (["--prm", "bon_helpers:oracle", "--policy", "nosuchpolicy"], "nosuchpolicy"),
     (["--n", "4"], "the following arguments are required: --prm"),
 ])
