@@ -9,6 +9,7 @@ template that renders like Qwen's; the ``hf`` dataset with ``datasets`` itself.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -428,6 +429,16 @@ def card_parts(directory: Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
+def test_the_card_of_a_text_only_run_claims_no_images(tmp_path):
+    problems = [dataclasses.replace(p, images=()) for p in generate_problems(6, seed=3)]
+    prmtree.run(problems, policy="simulated", out=tmp_path / "run", config={"search": {"budget": 24}})
+    export(tmp_path / "run", "hf", tmp_path / "hf")
+    meta, body = card_parts(tmp_path / "hf")
+    assert meta["task_categories"] == ["text-classification"]  # it said visual-question-answering
+    assert "text-only problems" in body and "image-question" not in body and "decode to PIL" not in body
+    assert "| `images` | list of image | empty: the problems are text-only |" in body
+
+
 def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, embedded_run, small_problems):
     target = tmp_path / "hf"
     n = export(embedded_run, "hf", target, ExportOptions(test_size=0.34, license="cc-by-4.0"))
@@ -447,7 +458,8 @@ def test_hf_directory_loads_with_decoded_images_and_a_card(tmp_path, embedded_ru
 
     meta, body = card_parts(target)
     assert meta["license"] == "cc-by-4.0"
-    assert "text-classification" in meta["task_categories"] and "prm" in meta["tags"]
+    assert meta["task_categories"] == ["visual-question-answering", "text-classification"] and "prm" in meta["tags"]
+    assert "image-question problems" in body and "images decode to PIL" in body
     default = next(c for c in meta["configs"] if c["config_name"] == "default")
     assert {f["split"]: f["path"] for f in default["data_files"]} == {"train": "data/train-*", "test": "data/test-*"}
     info = next(i for i in meta["dataset_info"] if i["config_name"] == "default")

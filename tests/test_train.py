@@ -603,7 +603,7 @@ def test_steps_past_the_length_limit_get_no_invented_reward(tiny_prm, tmp_path, 
         in capsys.readouterr().err
 
 
-def test_training_keeps_the_epoch_that_scores_best_on_the_validation_problems(run_dir, tmp_path):
+def test_training_keeps_the_epoch_that_scores_best_on_the_validation_problems(run_dir, tmp_path, capsys):
     # The tiny model on demo data learns its few problems by heart within a few epochs (README,
     # "Step-level evaluation"): the last weights are rarely the ones to keep on a small set.
     from prmtree.train.trainer import held_out_metrics
@@ -623,8 +623,11 @@ def test_training_keeps_the_epoch_that_scores_best_on_the_validation_problems(ru
     last = train(_opts(run_dir, tmp_path / "last", max_steps=0, epochs=5, val_share=0.3, select="last"))
     assert last["selection"] is None and last["validation_paths"] == 0
     assert last["train_paths"] > result["train_paths"] and last["held_out_paths"] == result["held_out_paths"]
-    none = train(_opts(run_dir, tmp_path / "none", max_steps=2, val_share=0.0))
+    capsys.readouterr()
+    none = train(_opts(run_dir, tmp_path / "none", max_steps=2, val_share=0.0, quiet=False))
     assert none["selection"] is None and none["validation_paths"] == 0
+    # it says why: the user asked for no validation set (it blamed the data's size)
+    assert "select: --val-share 0 sets no validation problems aside; the last weights are kept" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"--val-share must be in \[0, 1\) and --select one of best, last"):
         train(_opts(run_dir, tmp_path / "bad", val_share=1.0))
 

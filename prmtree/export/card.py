@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prmtree.engine.config import SECRET_NAME
 from prmtree.engine.output import load_manifests
@@ -197,6 +198,8 @@ def dataset_card(
     steps = pa.concat_tables(splits.values()) if len(splits) > 1 else splits["train"]
     every = _label_stats(steps)
     per_split = {name: _label_stats(t) for name, t in splits.items()}
+    # a text-only run (no row has an image) is not described as visual
+    visual = "images" in steps.column_names and pc.sum(pc.list_value_length(steps.column("images"))).as_py() not in (0, None)
     search = config.get("search", {})
     output = config.get("output", {})
     policy = config.get("policy", {})
@@ -231,7 +234,7 @@ def dataset_card(
     meta = {
         "pretty_name": pretty_name,
         "license": license,
-        "task_categories": ["visual-question-answering", "text-classification"],
+        "task_categories": ["visual-question-answering", "text-classification"] if visual else ["text-classification"],
         "tags": tags,
         "size_categories": [_size_category(every["paths"])],
         "configs": configs,
@@ -240,8 +243,9 @@ def dataset_card(
 
     lines = ["---", to_yaml(meta).rstrip("\n"), "---", "", f"# {pretty_name}", ""]
     lines += [
-        "Process-supervision data for vision-language reasoning: image-question problems, step-by-step solutions "
-        f"written by the policy `{policy_name}`, and a label for every step, made with "
+        ("Process-supervision data for vision-language reasoning: image-question problems, step-by-step solutions "
+         if visual else "Process-supervision data for reasoning: text-only problems, step-by-step solutions ")
+        + f"written by the policy `{policy_name}`, and a label for every step, made with "
         f"prmtree (`{strategy}` search, Monte-Carlo rollouts).",
         "",
     ]
@@ -255,7 +259,8 @@ def dataset_card(
         "```python",
         "from datasets import load_dataset",
         'steps = load_dataset("USER/NAME", split="train")          # or load_dataset("path/to/this/folder")',
-        'print(steps[0]["completions"], steps[0]["labels"])        # steps and their labels; images decode to PIL',
+        'print(steps[0]["completions"], steps[0]["labels"])        # steps and their labels'
+        + ("; images decode to PIL" if visual else ""),
     ]
     if n_pairs:
         first = "train" if "train" in pairs else next(iter(pairs))
@@ -293,7 +298,7 @@ def dataset_card(
         "problem_id": "problem id (given, or a hash of question and image bytes)",
         "path_id": "id of this solution path in the problem's tree",
         "prompt": "the question (a string, or chat messages with image parts)",
-        "images": "the problem's image(s), decoded to PIL by `datasets`",
+        "images": "the problem's image(s), decoded to PIL by `datasets`" if visual else "empty: the problems are text-only",
         "completions": "the solution's steps, in order",
         "labels": "per step: true = the step is right (see How the labels were made)",
         "values": "per step: Monte-Carlo value, the share of rollouts from the prefix ending at this step that reach "

@@ -576,8 +576,9 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     if selection is not None and checkpoint is not None and checkpoint.get("selection"):
         selection.load(checkpoint["selection"])
     if rank == 0 and options.select == "best" and not val_rows:
-        _log(options, rank, "select: too few training problems to set validation problems aside; the last weights "
-             "are kept")
+        _log(options, rank, "select: --val-share 0 sets no validation problems aside; the last weights are kept"
+             if not options.val_share else
+             "select: too few training problems to set validation problems aside; the last weights are kept")
     while step < total:
         epoch, offset = divmod(step, per_epoch)
         order = _order(len(train), options.seed, epoch)
