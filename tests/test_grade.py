@@ -115,6 +115,13 @@ CASES = [
     ("4", "So the area is 4 \\sqrt 2 square units.", None, "auto", False, None, None),
     ("2", "Therefore the answer is 2 times the radius.", None, "auto", False, None, None),
     ("12", "There are 12 apples in the basket.", None, "auto", True, None, None),
+    # a decimal gold of two significant digits or more is compared at its stated precision;
+    # one digit ("0.5") is no rounding: 0.45 and 0.54 were a ±10% window
+    ("0.21", "0.214", None, "auto", True, None, None),
+    ("0.5", "0.45", None, "auto", False, None, None),
+    ("0.5", "0.54", None, "auto", False, None, None),
+    ("0.0", "0.04", None, "auto", False, None, None),
+    ("0.5", "\\frac{1}{2}", None, "auto", True, None, None),
 ]
 
 

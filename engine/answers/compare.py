@@ -107,15 +107,17 @@ def _values_equal(
     gold: Fraction, gold_decimals: int | None, pred: Fraction, pred_decimals: int | None,
     rel_tol: float, abs_tol: float = 1e-9,
 ) -> bool:
-    """Integers exactly (no tolerance: 1000000 is not 1000001); a decimal gold also to its
-    stated precision (``0.21`` accepts ``0.214``, rounded half up, not ``0.2``) or within
+    """Integers exactly (no tolerance: 1000000 is not 1000001); a decimal gold of two
+    significant digits or more also to its stated precision (``0.21`` accepts ``0.214``,
+    rounded half up, not ``0.2``; ``0.5`` is not 0.45 or 0.54: a ±10% window) or within
     ``rel_tol``; a fraction gold within ``rel_tol``."""
     if gold == pred:
         return True
     if gold_decimals == 0:
         return False
-    if gold_decimals and (pred_decimals is None or pred_decimals > gold_decimals):
-        scale = 10**gold_decimals
+    scale = 10 ** (gold_decimals or 0)
+    if (gold_decimals and (pred_decimals is None or pred_decimals > gold_decimals)
+            and abs(gold) * scale >= 10):  # two significant digits at least: "0.5" is no rounding of 0.45
         rounded = Fraction(math.floor(abs(pred) * scale + Fraction(1, 2)), scale)
         if (rounded if pred >= 0 else -rounded) == gold:
             return True
