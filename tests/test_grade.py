@@ -122,6 +122,11 @@ CASES = [
     ("0.5", "0.54", None, "auto", False, None, None),
     ("0.0", "0.04", None, "auto", False, None, None),
     ("0.5", "\\frac{1}{2}", None, "auto", True, None, None),
+    # a value whose rounding is said aloud is that value
+    ("5", "The answer is about 5.", None, "auto", True, "about 5", None),
+    ("5", "approximately 5", None, "auto", True, None, None),
+    ("12", "about 12 cm", None, "auto", True, None, None),
+    ("5", "approximately 4.9", None, "auto", False, None, None),
 ]
 
 

@@ -47,6 +47,8 @@ _LATEX_SPACE = re.compile(r"\\[,;:! ]|~|\\quad|\\qquad")
 _MATH_NOISE = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle|\\[,;:! ]|\s+")
 _ASSIGN = re.compile(r"^[A-Za-z]\s*=\s*")
 _CURRENCY = re.compile(r"^(?:\\\$|\$|€|£|¥|usd\s*|us\$)", re.IGNORECASE)
+#: ``approximately 5``, ``about 12 cm``, ``~3.2``: the value stated, its rounding said aloud.
+_APPROX = re.compile(r"^(?:approximately|approx\.?|about|around|roughly|~|\u2248|\\approx)\s*", re.IGNORECASE)
 
 #: Tokens that make a word-looking answer mathematics (``pi``, ``sin x``), not text.
 _MATH_TOKENS = frozenset(
@@ -352,7 +354,7 @@ _OPERATOR_UNIT = re.compile(
 def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", _unwrap(text)).strip().rstrip(".").strip()
-    t = _CURRENCY.sub("", _ASSIGN.sub("", t)).strip()
+    t = _CURRENCY.sub("", _ASSIGN.sub("", _APPROX.sub("", t))).strip()
     t = _sci_to_e(t)  # 1.6 \times 10^{-19} C: 1.6e-19 C, not 1.6 with a unit "\times 10^{-19} C"
     m = _QUANTITY.match(t)
     if m is None:
