@@ -507,6 +507,12 @@ def _run_dir(path: str) -> Path:
         _fail(f"{path!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest (a run writes "
               "manifest.json or manifest-IIIII-of-NNNNN.json)")
     if not layout:
+        from prmtree.engine.lock import live_writer
+
+        writing = next((w for lock in sorted(out.glob(".manifest*.json.lock")) if (w := live_writer(lock))), None)
+        if writing:  # a run started here and has not flushed yet
+            _fail(f"{path!r} holds no manifest yet: a run is writing it ({writing}) and has not finished its "
+                  "first flush; try again once it has")
         _fail(f"{path!r} holds no prmtree manifest")
     return out
 

@@ -389,3 +389,18 @@ def test_a_slice_run_after_another_learned_takes_its_floors_so_one_out_has_one_c
     key = lambda t: sorted(map(str, t.drop_columns(["images"]).to_pylist()))  # noqa: E731
     assert key(read_table(alone, "steps")) == key(read_table(taken, "steps").filter(
         pa.compute.is_in(read_table(taken, "steps")["problem_id"], read_table(alone, "steps")["problem_id"])))
+
+
+def test_verify_of_a_run_before_its_first_flush_says_a_run_is_writing_it(tmp_path, capsys):
+    from prmtree.engine.lock import FileLock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    lock = FileLock(out / ".manifest.json.lock")
+    lock.acquire()
+    try:
+        line = _one_line(capsys, 2, "verify", str(out))
+        assert "holds no manifest yet: a run is writing it (pid " in line and "first flush" in line
+    finally:
+        lock.release()
+    assert _one_line(capsys, 2, "verify", str(out)).endswith("holds no prmtree manifest")
