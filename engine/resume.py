@@ -525,8 +525,8 @@ def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     if not torn:
         return []
     write_manifest_head(out, manifest, slice.manifest_name, manifest.log)
-    return [f"{manifest.log['file']}: its last {torn} bytes were torn or missing; the problems of the flushes "
-            "they recorded will be redone"]
+    return [f"{manifest.log['file']}: its last {torn} bytes could not be read as its records (one torn, missing "
+            "or altered there, and every one after it); the problems of the flushes they recorded will be redone"]
 
 
 def _drop(writer: DatasetWriter, keys: set[str]) -> None:

@@ -94,7 +94,7 @@ def test_a_torn_last_record_is_ignored_on_read_and_cut_off_on_resume(tmp_path):
     assert m.completed == [f"problem-{i:07d}" for i in range(20)] and m.status == "running"
     assert m.log["torn"] == len(lines[2]) and sorted(m.flushes) == ["0", "1"]
     [damage] = verify_run(out)
-    assert damage.file == "manifest.log.jsonl" and "torn or missing" in damage.problem
+    assert damage.file == "manifest.log.jsonl" and "cannot be read as its records (one torn, missing or altered there" in damage.problem
     # without its first record the log says nothing: refused, not read as a run with no rows
     log.write_bytes(lines[0][:10])
     with pytest.raises(ValueError, match="holds no whole record"):
@@ -125,7 +125,7 @@ def test_a_resume_cuts_a_torn_log_back_and_redoes_the_lost_flush(tmp_path):
     opened = open_run(out, config, {})
     try:
         assert opened.done == {f"problem-{i:07d}" for i in range(20)}
-        assert any("torn or missing" in note and "will be redone" in note for note in opened.repaired)
+        assert any("could not be read as its records (one torn, missing" in note and "will be redone" in note for note in opened.repaired)
         assert log.read_bytes() == b"".join(lines[:2]) and verify_run(out) == []
         _add(opened.writer, 20, 10)  # redone
         opened.writer.flush(None)
@@ -163,7 +163,7 @@ def test_kill_9_then_a_torn_log_then_resume_equals_an_uninterrupted_run(tmp_path
         handle.truncate(len(counted) - len(last) // 2)
     torn = load_manifest(out / "manifest.json")
     assert torn.completed == before.completed[: len(before.completed) - len(lost)]
-    assert any(d.file == raw["log"]["file"] and "torn or missing" in d.problem for d in verify_run(out))
+    assert any(d.file == raw["log"]["file"] and "cannot be read as its records" in d.problem for d in verify_run(out))
     summary = prmtree.run(data, out=out, config=str(toml), seed=5)
     assert summary.problems_done == 40
     for table in TABLES:

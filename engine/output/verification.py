@@ -84,8 +84,9 @@ def verify_manifest(out_dir: Path, name: str, manifest: Manifest) -> list[Damage
     and its log (``manifest.py``) whole up to the bytes the manifest counts."""
     damage = []
     if manifest.log.get("torn"):
-        damage.append(Damage(name, manifest.log["file"], f"its last {manifest.log['torn']} bytes are torn or missing: "
-                                                         "the flushes they recorded are lost and their shards unlisted; "
+        damage.append(Damage(name, manifest.log["file"], f"its last {manifest.log['torn']} bytes cannot be read as its "
+                                                         "records (one torn, missing or altered there, and every one after "
+                                                         "it): the flushes they recorded are lost and their shards unlisted; "
                                                          "the next run of its slice redoes their problems"))
     listed = Counter(shard["file"] for shard in manifest.shards)
     for file, times in listed.items():
