@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from prmtree.engine.answers import extract_answer
-from prmtree.engine.answers.extract import find_answer
+from prmtree.engine.answers.extract import find_answer, reasoning_markup
 from prmtree.engine.answers.kinds import options_of
 from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
@@ -93,8 +93,9 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
     # answer); prose from the last step first (a custom splitter's last step is the answer).
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
     # A reasoning model's answer is read from the whole text too: after its </think>.
-    if "\\boxed" in text or "\\fbox" in text or "think>" in text:
-        found = find_answer(text, problem.answer, options, choice)
+    markup = reasoning_markup(text)
+    if markup or "\\boxed" in text or "\\fbox" in text:
+        found = find_answer(text, problem.answer, options, choice, markup)
     else:
         if steps is None:
             steps = tuple(segmenter.split(text, depth))

@@ -122,9 +122,9 @@ def run(
         raise ConfigError(str(exc)) from None
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems, cfg.input)  # missing, a directory with files it would skip, fields no row has
-    empty = not holds_rows(problems) if isinstance(problems, (str, os.PathLike)) else (
-        isinstance(problems, (list, tuple)) and not problems)
-    if force and out is not None and empty:  # --force deletes first: a typo must not cost a finished run
+    if force and out is not None and (  # --force deletes first: a typo must not cost a finished run
+            not holds_rows(problems) if isinstance(problems, (str, os.PathLike))
+            else isinstance(problems, (list, tuple)) and not problems):
         raise ConfigError(f"--force starts {str(out)!r} over, but the input holds no problem (no row was read), so "
                           "nothing would replace what it holds: check --input")
     ex = cfg.executor

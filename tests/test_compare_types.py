@@ -178,7 +178,6 @@ def test_the_driver_path_and_the_pool_agree_with_the_synchronous_verdicts():
     ("yes or no", "is hedged"),
     ("either red or blue", "is hedged"),
     ("not sure", "is hedged"),
-    ("maybe 24", "is hedged"),
     ("N/A", "answer 'N/A' says there is no answer"),
     ("\\frac{1}{", "has unbalanced braces"),
 ])

@@ -429,6 +429,16 @@ def card_parts(directory: Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
+def test_qwen_prm_of_a_run_mixing_image_and_text_only_rows_reads_with_pyarrow(tmp_path):
+    problems = [p if i % 2 else dataclasses.replace(p, images=()) for i, p in enumerate(generate_problems(6, seed=3))]
+    prmtree.run(problems, policy="simulated", out=tmp_path / "run", config={"search": {"budget": 24}})
+    export(tmp_path / "run", "qwen-prm", tmp_path / "q.jsonl")
+    records = read_jsonl(tmp_path / "q.jsonl")
+    assert any(r["images"] for r in records) and any(not r["images"] for r in records)
+    assert all(isinstance(m["content"], list) for r in records for m in r["messages"])  # one type per column
+    assert pa.json.read_json(tmp_path / "q.jsonl").num_rows == len(records)
+
+
 def test_the_card_of_a_text_only_run_claims_no_images(tmp_path):
     problems = [dataclasses.replace(p, images=()) for p in generate_problems(6, seed=3)]
     prmtree.run(problems, policy="simulated", out=tmp_path / "run", config={"search": {"budget": 24}})

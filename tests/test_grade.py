@@ -96,7 +96,7 @@ CASES = [
     ("C", "<think>\nMaybe \\boxed{B}. Hmm, no, C fits better.\n</think>\n\nC", OPTS, "choice", True, None, None),
     ("B", "<think>\nMaybe \\boxed{B}. Hmm, no, C fits better.\n</think>\n\nC", OPTS, "choice", False, None, None),
     ("5", "<think>\n\\boxed{5} wait maybe 7", None, "auto", False, None, "unfinished reasoning"),
-    ("5", "<think>so the answer is 5.</think>", None, "auto", False, None, "no answer"),
+    ("5", "<think>so the answer is 5.</think>", None, "auto", True, None, None),  # nothing after: the trace's
     # a yes/no verdict taken back is no verdict; a "no" inside the reason is not one
     ("yes", "Yes. No.", None, "auto", False, None, None),
     ("no", "No. Yes.", None, "auto", False, None, None),
@@ -115,13 +115,49 @@ CASES = [
     ("4", "So the area is 4 \\sqrt 2 square units.", None, "auto", False, None, None),
     ("2", "Therefore the answer is 2 times the radius.", None, "auto", False, None, None),
     ("12", "There are 12 apples in the basket.", None, "auto", True, None, None),
-    # a decimal gold of two significant digits or more is compared at its stated precision;
-    # one digit ("0.5") is no rounding: 0.45 and 0.54 were a ±10% window
+    # a decimal gold is compared at its stated precision, as MathVista rounds to it
     ("0.21", "0.214", None, "auto", True, None, None),
-    ("0.5", "0.45", None, "auto", False, None, None),
-    ("0.5", "0.54", None, "auto", False, None, None),
-    ("0.0", "0.04", None, "auto", False, None, None),
+    ("0.8", "0.83", None, "auto", True, None, None),
+    ("0.21", "0.2", None, "auto", False, None, None),
     ("0.5", "\\frac{1}{2}", None, "auto", True, None, None),
+    # what the rules above must not catch (a prober's false rejects of right answers):
+    # an option's own text naming letters, roman numerals, a unit in brackets or LaTeX, a count
+    # of times, a negation in the subject or an aside, a value in the claim's reason
+    ("D", "(D) Both A and B", {"A": "Mitosis", "B": "Meiosis", "C": "Binary fission", "D": "Both A and B"},
+     "choice", True, None, None),
+    ("A", "(A) Vitamin A and C", ["Vitamin A and C", "Vitamin D", "Iron", "Zinc"], "choice", True, None, None),
+    ("C", "C. I and II", None, "choice", True, None, None),
+    ("B", "B. Hepatitis A and C", None, "choice", True, None, None),
+    ("12", "Therefore, the perimeter is 12 (cm).", None, "auto", True, None, None),
+    ("30", "Therefore, the angle is 30^\\circ, which is acute.", None, "auto", True, None, None),
+    ("12", "The answer is 12 \\text{ cm}, as shown in the figure.", None, "auto", True, None, None),
+    ("3", "He visited the museum 3 times.", None, "auto", True, None, None),
+    ("5", "The number of cubes that are not red is 5.", None, "auto", True, None, None),
+    ("5", "Answer: 5 (not including the teacher)", None, "auto", True, None, None),
+    ("B", "Answer: B (not 4)", OPTS, "choice", True, None, None),
+    ("3", "Therefore, the remainder is 3, since 23 = 4*5 + 3.", None, "auto", True, "3", None),
+    ("23", "Therefore, the remainder is 7, since 23 = 4*5 + 3.", None, "auto", False, "7", None),
+    ("5", "Therefore, x = 5, since 2x = 10.", None, "auto", True, "5", None),
+    ("10", "Therefore, x = 5, since 2x = 10.", None, "auto", False, "5", None),
+    ("3", "Thus, y = 3 when x = 2.", None, "auto", True, None, None),
+    ("7", "Hence AB = 7, whereas BC = 5.", None, "auto", True, None, None),
+    ("7", "Thus the length of side AB is 7 cm (given BC is 5 cm).", None, "auto", True, None, None),
+    ("72", "Therefore the angle ABC = 72, and angle ACB = 36.", None, "auto", True, None, None),
+    ("9", "Since the side is 3, the area is 9.", None, "auto", True, "9", None),
+    # reasoning models: a box closing the trace with nothing after it; <think> only mentioned;
+    # </think > spaced; R1-style <answer> tags
+    ("12", "<think>\n3*4 = 12 so \\boxed{12}\n</think>\n", None, "auto", True, None, None),
+    ("12", "<think>\n...\n</think >\nThe answer is 12.", None, "auto", True, None, None),
+    ("12", "<think>3*4=12</think><answer>12</answer>", None, "auto", True, "12", None),
+    ("13", "<think>3*4=12</think><answer>12</answer>", None, "auto", False, "12", None),
+    ("B", "<think>between B and C</think>\n<answer>B</answer>", OPTS, "choice", True, None, None),
+    # a reversal is the last clause; more choices named in other words
+    ("yes", "Yes, the man is holding an umbrella; no, he is not wet.", None, "auto", True, None, None),
+    ("yes", "Yes, no, yes.", None, "auto", True, None, None),
+    ("yes", "Yes (no).", None, "auto", False, None, None),
+    ("B", "B and also C", None, "auto", False, None, "hedged"),
+    ("B", "(B)(C)", None, "auto", False, None, "hedged"),
+    ("B", "B. Correction: C.", OPTS, "choice", False, None, "hedged"),
     # a value whose rounding is said aloud is that value
     ("5", "The answer is about 5.", None, "auto", True, "about 5", None),
     ("5", "approximately 5", None, "auto", True, None, None),
@@ -192,13 +228,20 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     assert prmtree.grade(gold, text).correct is correct
 
 
+def test_golds_that_only_look_hedged_are_graded():
+    # a class label (PubMedQA's yes/no/maybe), letters that are an expression or a unit
+    assert prmtree.grade("maybe", "maybe").correct is True
+    assert prmtree.grade("m/s", "m/s").correct is True
+    assert prmtree.grade("x/y", r"\boxed{\frac{x}{y}}").correct is True
+    assert prmtree.grade(r"\left\{ 1, 2 \right\}", r"\boxed{\{1, 2\}}").reason != "gold answer has unbalanced braces (cut off?)"
+
+
 def test_gold_answers_that_cannot_be_graded_against_give_none():
     for gold, why in ((None, "no gold answer"), (float("nan"), "gold answer is NaN"), ("nan", "gold answer is NaN"),
                       ("  ", "gold answer is empty"), ("A or B", "gold answer is hedged (more than one answer)"),
                       # the run refuses these rows too (tests/test_compare_types.py): one rule
                       ("not sure", "gold answer is hedged (more than one answer)"),
                       ("either 3 or 4", "gold answer is hedged (more than one answer)"),
-                      ("maybe 24", "gold answer is hedged (more than one answer)"),
                       ("N/A", "gold answer says there is no answer"),
                       ("\\frac{1}{", "gold answer has unbalanced braces (cut off?)")):
         verdict = prmtree.grade(gold, "5")

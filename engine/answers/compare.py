@@ -38,20 +38,21 @@ _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
 # A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
 _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
-_CLAUSES = re.compile(r"[.,;:!?\n]+")
+_CLAUSES = re.compile(r"[.,;:!?\n()\u2014\u2013]+|\s-\s")
 #: Words around a verdict said again: ``but actually no``, ``no wait, it is no``.
 _FILLERS = frozenset("but actually wait hmm oh so well sorry i mean it is it's the answer final then ok okay um umm".split())
 
 
 def _reversed_verdict(answer: str) -> bool:
-    """``Yes. No.``, ``yes, no``, ``Yes, but actually no.``: a yes/no verdict taken back by a
-    later clause that is the other word (``No, it is not.`` and ``Yes, there is no dog`` are not)."""
+    """``Yes. No.``, ``yes, no``, ``Yes, but actually no.``: a yes/no verdict taken back, its
+    last clause the other word (``No, it is not.``, ``Yes, there is no dog``, ``Yes, he holds
+    an umbrella; no, he is not wet`` and ``Yes, no, yes`` are not)."""
     clauses = [c.strip(" *_\t").lower() for c in _CLAUSES.split(answer)]
-    clauses = [c for c in clauses if c]
-    if not clauses or clauses[0].split()[0].strip("*_") not in ("yes", "no"):
+    clauses = [c.split() for c in clauses if c.strip()]
+    if len(clauses) < 2 or clauses[0][0].strip("*_") not in ("yes", "no"):
         return False
-    other = "no" if clauses[0].split()[0].strip("*_") == "yes" else "yes"
-    return any([w for w in (w.strip("*_") for w in c.split()) if w not in _FILLERS] == [other] for c in clauses[1:])
+    other = "no" if clauses[0][0].strip("*_") == "yes" else "yes"
+    return [w for w in (w.strip("*_") for w in clauses[-1]) if w not in _FILLERS] == [other]
 
 # --------------------------------------------------------------------------- text
 
@@ -107,17 +108,16 @@ def _values_equal(
     gold: Fraction, gold_decimals: int | None, pred: Fraction, pred_decimals: int | None,
     rel_tol: float, abs_tol: float = 1e-9,
 ) -> bool:
-    """Integers exactly (no tolerance: 1000000 is not 1000001); a decimal gold of two
-    significant digits or more also to its stated precision (``0.21`` accepts ``0.214``,
-    rounded half up, not ``0.2``; ``0.5`` is not 0.45 or 0.54: a ±10% window) or within
-    ``rel_tol``; a fraction gold within ``rel_tol``."""
+    """Integers exactly (no tolerance: 1000000 is not 1000001); a decimal gold also to its
+    stated precision (``0.21`` accepts ``0.214``, rounded half up, not ``0.2``; ``0.8`` accepts
+    ``0.83``, as MathVista rounds to a gold's precision) or within ``rel_tol``; a fraction gold
+    within ``rel_tol``."""
     if gold == pred:
         return True
     if gold_decimals == 0:
         return False
-    scale = 10 ** (gold_decimals or 0)
-    if (gold_decimals and (pred_decimals is None or pred_decimals > gold_decimals)
-            and abs(gold) * scale >= 10):  # two significant digits at least: "0.5" is no rounding of 0.45
+    if gold_decimals and (pred_decimals is None or pred_decimals > gold_decimals):
+        scale = 10**gold_decimals
         rounded = Fraction(math.floor(abs(pred) * scale + Fraction(1, 2)), scale)
         if (rounded if pred >= 0 else -rounded) == gold:
             return True

@@ -178,33 +178,65 @@ _OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
 _VALUE_OR_VALUE = re.compile(r"^\W*[-+]?\$?\d[^\s,]*,?\s+or\s+(?:\$?[A-Za-z]\w*\s*=\s*)?[-+]?\$?\d", re.IGNORECASE)
 
 
-#: ``not 5 apples``, ``It can't be 5``, ``cannot determine 5``: a value the sentence denies
-#: (the same clause: ``3 is not a factor, so 7`` states 7).
+#: ``not 5 apples``, ``It can't be 5``, ``cannot determine 5``: a negation at most two words
+#: before the value, none of them a verb that states it (``the cubes that are not red is 5``
+#: states 5).
 _NEGATED_VALUE = re.compile(
     r"\b(?:not|cannot|can't|can’t|isn't|isn’t|aren't|wasn't|weren't|doesn't|don't|didn't|won't|never|"
-    r"no\s+longer)\b[^.,;\n]*?\d", re.IGNORECASE)
+    r"no\s+longer)(?:\s+(?!(?:is|are|was|were|equals|be)\b)[A-Za-z']+){0,2}?\s+(?:be\s+)?[-+]?\$?\d",
+    re.IGNORECASE)
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+#: An aside in brackets (``5 (not counting the teacher)``): not what the sentence states.
+_ASIDE = re.compile(r"\([^()]*\)")
 
 
 def _denied(text: str) -> bool:
     """Does ``text`` deny its one value (``It can't be 5``)? With another value it states
-    that one (``not 10, which is 1,000.99``)."""
-    return bool(_NEGATED_VALUE.search(text)) and len(_DIGITS.findall(text)) == 1
+    that one (``not 10, which is 1,000.99``); an aside in brackets denies nothing. Only the
+    few words before the value are read: linear in the text."""
+    low = text.lower()
+    if "not" not in low and "n't" not in low and "n’t" not in low and "never" not in low and "no longer" not in low:
+        return False  # the common case, without the patterns
+    t = _ASIDE.sub(" ", text) if "(" in text else text
+    numbers = _DIGITS.findall(t)
+    if len(numbers) != 1:
+        return False
+    at = t.find(numbers[0])
+    return bool(_NEGATED_VALUE.search(t[max(0, at - 48) : at + len(numbers[0])]))
 
 
-#: ``4 \pi``, ``2 times the radius``, ``4 \sqrt 2``: a number that only opens an expression.
+#: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
+#: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
 _EXPRESSION_AFTER = re.compile(
-    r"\s*(?:\\[A-Za-z]|[\^*×·π√(]|(?:times|plus|minus|divided|over|multiplied|squared|cubed)\b)")
+    r"\((?=\s*[-+\d\w\\])(?![A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
+    r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
+    r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
+    r"|times\s+(?:the|a|an|its|his|her|their|this|that)\b)", re.IGNORECASE)
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 #: A relative clause's ``is`` (``…, which is 3 squared``) restates; it does not state the answer.
-_RELATIVE = ("which", "what")
-#: Several choices named as the answer: ``B and C``, ``(A) and (B)``, ``A) 3 and B) 12``,
-#: ``A. No wait, B.``: a letter at the start or after a separator, followed by punctuation or
-#: the end (``B. A square has…`` names one); or letters alone (``A B``, ``A, B``).
-_LISTED_LETTER = re.compile(
-    r"(?:^|[,;&/.]|\band\b|\bor\b|\bwait\b|\bactually\b)\s*[(\[]?([A-Z])(?:[)\]]|(?=\s*(?:[.,;:]|$|and\b|or\b|&)))")
-_LETTERS_ONLY = re.compile(r"^[\s(\[]*([A-Z])[)\].]?(?:[\s,;&/]+(?:and\s+)?[(\[]?([A-Z])[)\].]?)+\s*$")
+_RESTATING = (" which", " what", ",which")
+#: Several choices named as the answer. Letters alone: ``B and C``, ``A, B``, ``(A) and (B)``,
+#: ``B plus C``, ``A B``.
+_LETTERS_ONLY = re.compile(
+    r"^[\s(\[]*[A-Z][)\].]?(?:(?:[\s,;&/+]|\band\b|\balso\b|\bplus\b|\bas\s+well\s+as\b)+[(\[]?[A-Z][)\].]?)+[\s.]*$")
+#: ... one taken back: ``A. No wait, B.``, ``B. Correction: C.``
+_CORRECTED = re.compile(
+    r"(?i:\b(?:no,?\s+wait|wait|actually|correction|sorry|i\s+mean))\b[\s,:]*[(\[]?([A-Z])[)\]]?[\s.!]*$")
+_LEAD_LETTER = re.compile(r"^[\s(\[]*([A-Z])(?:[)\].:]|\s|$)")
+#: ... or, the options' texts taken out, letters at the start or after a separator, each
+#: followed by punctuation or the end: ``A) 3 and B) 12``, ``(A) Insects, (D) Mouse``.
+_LISTED_LETTER = re.compile(r"(?:^|[,;&/]|\band\b|\bor\b)\s*[(\[]?([A-Z])(?:[)\]]|(?=\s*(?:[,;]|$)))")
+#: A gold naming several letters (a multi-select question: ``AC``, ``A, C``).
+_LETTERS_GOLD = re.compile(r"^\W*[A-Z](?:\W*[A-Z])+\W*$")
 _SINGLE_LETTER = re.compile(r"^\s*[(\[]?[A-Z][)\].]?\s*$")
+_TEXT_COMMAND = re.compile(r"\\text\{\s*([^{}]*?)\s*\}")
+#: A claim's reason (``…, since 23 = 4·5 + 3``, ``… when x = 2``): its values are not the answer.
+_JUSTIFICATION = re.compile(r"[,;]?\s+\(?(?:since|because|as|given|when|where|whereas|while|if|due\s+to)\b",
+                            re.IGNORECASE)
+_LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when)\b[^,]*,", re.IGNORECASE)
+#: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
+_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|then|giving|gives|making)\b", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
 
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
 _SCAN = 4_000
@@ -304,14 +336,9 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
     if _denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
     copulas = list(_COPULA.finditer(s))
-    stated = [rest for m in copulas
-              if ((rest := s[m.end() :].strip())[:1].isdigit() or rest[:1] in "$\\(-+[")
-              and s[: m.start()].rsplit(None, 1)[-1:] not in (["which"], ["what"])]  # "…, which is 3 squared" restates
-    for rest in stated:  # "x = 2 or x = -2": two values offered, refused as hedged
-        if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
-            return rest
-    if stated:  # the last "is" followed by a value: "the radius is 3, so the area is 28.27"
-        return _value(stated[-1])
+    stated = _stated_value(s, copulas)
+    if stated is not None:
+        return stated
     spans = list(_MATH_SPAN.finditer(s))
     if spans:
         inner = next(g for g in spans[-1].groups() if g is not None).strip()
@@ -327,6 +354,36 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         if not (head and _EXPRESSION_AFTER.match(s, head.end())):  # "4 \\pi square cm" is no number
             return numbers[0].group(0).strip()
     return s
+
+
+def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
+    """The value after the "is"/"=" that states the answer: the first, or the last one a
+    consequence introduces (``the radius is 3, so the area is 28.27`` states 28.27); never one
+    in the claim's reason (``the remainder is 3, since 23 = 4·5 + 3``, ``Since the side is 3,
+    the area is 9``) nor a restatement (``9, which is 3 squared``). Two values offered are
+    kept whole (``x = 2 or x = -2``: refused as hedged). One value (the common case) costs no
+    clause reading: this runs per rollout."""
+    found = [m for m in copulas if (c := s[m.end() : m.end() + 2].lstrip()[:1]) and (c.isdigit() or c in "$\\(-+[")
+             and not s.endswith(_RESTATING, 0, m.start())]
+    if not found:
+        return None
+    if len(found) == 1:
+        return _value(s[found[0].end() :].strip())  # a hedge ("2 or x = -2") is kept whole there
+    if len(found) > 1:
+        lead = _LEADING_JUSTIFICATION.match(s)
+        start = lead.end() if lead else 0
+        cut = _JUSTIFICATION.search(s, start + 1)
+        end = cut.start() if cut else len(s)
+        found = [m for m in found if start <= m.start() < end] or found
+    chosen, previous = None, 0
+    for m in found:
+        rest = s[m.end() :].strip()
+        if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
+            return rest
+        if chosen is None or _CONSEQUENCE.search(s, previous, m.start()):
+            chosen = rest
+        previous = m.end()
+    return _value(chosen)  # type: ignore[arg-type]
 
 
 def _value(rest: str) -> str:
@@ -417,51 +474,89 @@ def _option_keys(options: object) -> str:
     return ""
 
 
+def reasoning_markup(text: str) -> bool:
+    """Whether ``text`` carries a reasoning model's tags (``<think>``, ``</think>``,
+    ``<answer>``): one scan for ``<`` on the common path (it runs per rollout)."""
+    return "<" in text and ("think>" in text or "</think" in text or "<answer>" in text)
+
+
 def final_part(text: str) -> str | None:
     """The part of ``text`` that answers: after a reasoning model's last ``</think>`` (a box
-    inside the trace is a guess it went on to test); None when a ``<think>`` never closes
-    (the output was cut off mid-thought: no answer yet); any other text as it is."""
-    close = text.rfind("</think>")
-    if close >= 0:
-        return text[close + len("</think>") :]
-    return None if "<think>" in text else text
+    inside the trace is a guess it went on to test; nothing after it: the trace's own), inside
+    its last ``<answer>…</answer>``; None when a ``<think>`` never closes (cut off mid-thought:
+    no answer yet); any other text as it is."""
+    closes = list(_THINK_CLOSE.finditer(text)) if "</" in text else []
+    if closes:
+        tail = text[closes[-1].end() :]
+        text = tail if tail.strip() else text[: closes[-1].start()]
+    elif "<think>" in text:
+        return None
+    start = text.rfind("<answer>")
+    if start >= 0:
+        end = text.find("</answer>", start)
+        inner = text[start + len("<answer>") : end if end >= 0 else len(text)]
+        if inner.strip():
+            return inner
+    return text
 
 
 #: A gold answer that names more than one answer (``A or B``, ``yes or no``, ``either … or …``)
-#: or doubts itself (``not sure``, ``maybe 24``).
-_HEDGED_GOLD = re.compile(
-    r"^\s*(?:\(?[A-Za-z]\)?\s*(?:or|/)\s*\(?[A-Za-z]\)?|yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes"
-    r"|either\s.+\sor\s.+|not\s+sure|unsure|i\s+don'?t\s+know|(?:maybe|perhaps|probably|possibly)\b.*)\s*\.?\s*$",
-    re.IGNORECASE,
+#: or doubts itself (``not sure``).
+_HEDGED_GOLD = re.compile(  # choice letters are capitals: ``x/y`` and ``m/s`` are answers
+    r"^\s*(?:\(?[A-Z]\)?\s*(?i:or|/)\s*\(?[A-Z]\)?|(?i:yes\s*(?:or|/)\s*no|no\s*(?:or|/)\s*yes"
+    r"|either\s.+\sor\s.+|not\s+sure|unsure|i\s+don'?t\s+know))\s*\.?\s*$",
 )
+_OPEN_BRACE = re.compile(r"(?<!\\)\{")
+_CLOSE_BRACE = re.compile(r"(?<!\\)\}")
 
 
 def gold_problem(gold: str) -> str | None:
-    """Why a gold answer's text cannot judge anything, or None: it hedges (a model hedging the
-    same way would be right), says there is no answer (``N/A``), or is cut off (unbalanced
-    braces: ``\\frac{1}{``). One rule for the run's input and for :func:`prmtree.grade`."""
+    """Why a gold answer's text cannot judge anything, or None: it hedges between choices or
+    doubts itself (a model hedging the same way would be right: ``A or B``, ``not sure``),
+    says there is no answer (``N/A``), or is cut off (unbalanced braces: ``\\frac{1}{``).
+    One rule for the run's input and for :func:`prmtree.grade`."""
     text = gold.strip()
-    if text.lower() in ("n/a", "n.a.", "none given"):
+    if text.lower() in ("n/a", "n.a."):
         return "says there is no answer: give the gold answer, or drop the row"
     if _HEDGED_GOLD.match(text):
         return "is hedged (more than one answer): give the one gold answer"
-    if text.count("{") != text.count("}"):
+    if len(_OPEN_BRACE.findall(text)) != len(_CLOSE_BRACE.findall(text)):  # ``\\{`` is a set's brace
         return "has unbalanced braces (cut off?): give the whole gold answer"
     return None
 
 
 def several_choices(answer: str, options: object = None) -> bool:
     """Does ``answer`` name more than one choice (``B and C``, ``A, B``, ``A. No wait, B.``)?
-    A single-choice problem's gold is one of them, so such an answer would be right by luck."""
-    letters = _option_keys(options) or "ABCDEFGHIJ"
-    t = _strip_answer(answer) if len(answer) < 500 else answer
-    named = {m.group(1) for m in _LISTED_LETTER.finditer(t)} & set(letters)
-    if len(named) > 1:
+    A single-choice problem's gold is one of them, so such an answer would be right by luck.
+    An option's own text never counts (``(D) Both A and B``); without options the letters are
+    A to H (``B. I and II`` names B)."""
+    if len(answer) > 300:  # an option's text at most; longer answers are no list of letters
+        return False
+    letters = set(_option_keys(options) or "ABCDEFGH")
+    t = _strip_answer(answer)
+    if "\\text" in t:
+        t = _TEXT_COMMAND.sub(r" \1 ", t)
+    t = t.replace(")(", ") (")
+    if _LETTERS_ONLY.match(t):
+        return len(set(re.findall(r"[A-Z]", t)) & letters) > 1
+    corrected, lead = _CORRECTED.search(t), _LEAD_LETTER.match(t)
+    if corrected and lead and corrected.group(1) != lead.group(1) and {corrected.group(1), lead.group(1)} <= letters:
         return True
-    return bool(_LETTERS_ONLY.match(t)) and len(set(re.findall(r"[A-Z]", t)) & set(letters)) > 1
+    texts = _option_texts(options)
+    if not texts:
+        return False
+    for text in texts:  # longest first: an option's text may hold another's
+        t = re.sub(r"(?<!\w)" + re.escape(text) + r"(?!\w)", " ", t)
+    return len({m.group(1) for m in _LISTED_LETTER.finditer(t)} & letters) > 1
 
 
-def find_answer(text: str, gold: str = "", options: object = None, choice: bool = False) -> Found:
+def _option_texts(options: object) -> list[str]:
+    values = options.values() if isinstance(options, dict) else options if isinstance(options, (list, tuple)) else ()
+    return sorted({str(v).strip() for v in values if str(v).strip()}, key=len, reverse=True)
+
+
+def find_answer(text: str, gold: str = "", options: object = None, choice: bool = False,
+                markup: bool | None = None) -> Found:
     """The final answer in ``text``, for a problem whose gold answer is ``gold``.
 
     Boxes first: several boxes make one set/tuple answer when the gold has several parts,
@@ -469,9 +564,10 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     is …``) after the last box wins over boxed working values. Nothing boxed: the answer
     stated in prose (:func:`_prose_answer`). With ``options`` (or ``choice``), a choice
     named inside a sentence is read out (:func:`choice_in`). A hedged answer is refused. A
-    reasoning model's answer is read after its ``</think>`` (:func:`final_part`).
+    reasoning model's answer is read after its ``</think>`` (:func:`final_part`); ``markup``:
+    whether the text has its tags, when the caller checked already.
     """
-    if text and "think>" in text:
+    if text and (reasoning_markup(text) if markup is None else markup):
         text = final_part(text)  # type: ignore[assignment]
         if text is None:
             return Found(None, "unfinished reasoning")
@@ -543,10 +639,11 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     answer = answer.strip() if answer else None
     if not answer:
         return Found(None, "no answer")
-    if ((options or choice or _SINGLE_LETTER.match(gold)) and several_choices(answer, options)
-            and not several_choices(gold, options)):
+    gold = gold if isinstance(gold, str) else str(gold)
+    one_choice = bool(options or choice or _SINGLE_LETTER.match(gold))
+    if one_choice and not _LETTERS_GOLD.match(gold) and several_choices(answer, options):
         return Found(answer, "hedged")
-    if (len(answer) < 200 and _denied(answer) and not _NEGATED_VALUE.search(gold)
+    if (not one_choice and len(answer) < 300 and _denied(answer) and not _NEGATED_VALUE.search(gold)
             and not _is_yes_no(gold)):
         return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:

@@ -48,7 +48,7 @@ _MATH_NOISE = re.compile(r"\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|\\displaystyle
 _ASSIGN = re.compile(r"^[A-Za-z]\s*=\s*")
 _CURRENCY = re.compile(r"^(?:\\\$|\$|€|£|¥|usd\s*|us\$)", re.IGNORECASE)
 #: ``approximately 5``, ``about 12 cm``, ``~3.2``: the value stated, its rounding said aloud.
-_APPROX = re.compile(r"^(?:approximately|approx\.?|about|around|roughly|~|\u2248|\\approx)\s*", re.IGNORECASE)
+_APPROX = re.compile(r"^(?:(?:approximately|approx|about|around|roughly)\b\.?|\u2248|\\approx\b)\s*", re.IGNORECASE)
 
 #: Tokens that make a word-looking answer mathematics (``pi``, ``sin x``), not text.
 _MATH_TOKENS = frozenset(
@@ -346,8 +346,9 @@ def _canon_unit(unit: str) -> str:
     return u
 
 
-_OPERATOR_UNIT = re.compile(
-    r"(?:times|plus|minus|divided|over|multiplied|squared|cubed)\b", re.IGNORECASE)
+_OPERATOR_UNIT = re.compile(  # "3 times" is a count; "2 times the radius" an expression
+    r"(?:plus|minus|divided|over|multiplied|squared|cubed)\b|times\s+(?:the|a|an|its|his|her|their|this|that)\b",
+    re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1 << 16)

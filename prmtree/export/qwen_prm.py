@@ -1,7 +1,7 @@
 """``qwen-prm``: JSONL in the Qwen2.5-Math-PRM convention (model card of Qwen/Qwen2.5-Math-PRM-7B).
 
 System / user / assistant messages whose assistant turn is the steps, each followed by
-``<extra_0>`` (on an image row every ``content`` is a list of parts, as Qwen2-VL's
+``<extra_0>`` (in an export with images every ``content`` is a list of parts, as Qwen2-VL's
 processor takes them, so the column has one type); ``text`` is those messages rendered with the ChatML template (images as
 ``<|vision_start|><|image_pad|><|vision_end|>``, as Qwen2-VL's template writes them), or
 with ``tokenizer``'s own chat template; ``labels`` holds one 1/0 per ``<extra_0>`` (floats
@@ -14,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from prmtree.engine.errors import raised
+from prmtree.engine.output import read_table
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportError, ExportOptions
 from prmtree.export.jsonl import Builder, JsonlFormat
@@ -33,8 +36,15 @@ class QwenPRM(JsonlFormat):
     soft_labels = True
     options = frozenset({"system_prompt", "tokenizer"})
 
+    def write(self, out: Path, target: Path, options: ExportOptions) -> int:
+        # one type per column: if any row has an image, every row's contents are parts lists
+        images = read_table(out, "steps").column("images")
+        self._parts = bool(pc.sum(pc.fill_null(pc.list_value_length(images), 0)).as_py())
+        return super().write(out, target, options)
+
     def builder(self, options: ExportOptions) -> Builder:
         soft = options.soft
+        parts = getattr(self, "_parts", True)
         system_prompt = QWEN_SYSTEM_PROMPT if options.system_prompt is None else options.system_prompt
         render = chatml if options.tokenizer is None else _template_renderer(options.tokenizer)
         no_images = None if options.tokenizer is None else _cannot_render_images(render, options.tokenizer)
@@ -50,7 +60,7 @@ class QwenPRM(JsonlFormat):
             answer = "".join(defuse(s.strip(), markers) + QWEN_STEP_TOKEN for s in steps)
             turns = [("system", system_prompt)] if system_prompt else []
             turns += [("user", question), ("assistant", answer)]
-            if images:  # every content a parts list: one type per column for pyarrow and `datasets`
+            if parts:  # every content a parts list: one type per column for pyarrow and `datasets`
                 messages = [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in turns]
                 messages[-2]["content"][:0] = [{"type": "image", "image": p} for p in images]
             else:
