@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prmtree.engine.calibration import answer_space, chance_floor
 from prmtree.engine.deciders import CalibratedDecider
 from prmtree.engine.floors import LearnedFloor, learn_floor
-from prmtree.engine.records import Problem
+from prmtree.engine.records import Problem, problem_fingerprint
 
 if TYPE_CHECKING:
     from prmtree.engine.config import LabelsConfig
@@ -62,17 +62,22 @@ class Calibration:
     # the chance floor, topped up at the first look's floors, labelled at the learned ones.
     members: list[str]
     first_floors: dict[str, float]
+    # each member's input as the pilot learned from it (problem_fingerprint): a slice that takes
+    # this calibration checks its own input's members against it
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"floors": {s: f.as_dict() for s, f in sorted(self.floors.items())}, "pool": self.pool.as_dict(),
-                "members": list(self.members), "first_floors": dict(sorted(self.first_floors.items()))}
+                "members": list(self.members), "first_floors": dict(sorted(self.first_floors.items())),
+                "fingerprints": dict(sorted(self.fingerprints.items()))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         floors = {s: LearnedFloor.from_dict(f) for s, f in data.get("floors", {}).items()}
         pool = PoolAllowance(**data["pool"]) if "pool" in data else PoolAllowance(0, 0.0, 0.0)
         return cls(floors, pool, [str(m) for m in data.get("members", [])],
-                   {str(s): float(f) for s, f in data.get("first_floors", {}).items()})
+                   {str(s): float(f) for s, f in data.get("first_floors", {}).items()},
+                   {str(k): str(v) for k, v in data.get("fingerprints", {}).items()})
 
 
 def pool_allowance(searches: list[TreeSearch], budget: int, most: int) -> PoolAllowance:
@@ -181,6 +186,7 @@ class Pilot:
         searches = [s for found in by_space.values() for _, s in found]
         self.calibration = Calibration(self._floors(by_space),
                                        pool_allowance(searches, self.budget, self.labels.pool_per_problem),
-                                       sorted(self.members, key=self.members.__getitem__), dict(self.first_floors))
+                                       sorted(self.members, key=self.members.__getitem__), dict(self.first_floors),
+                                       {pid: problem_fingerprint(problem) for pid, (problem, _) in self.reported.items()})
         self.on_learned(self.calibration)
         self.learned.set()

@@ -38,7 +38,8 @@ from prmtree.engine.output.manifest import (
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
-from prmtree.engine.problem import scan_input
+from prmtree.engine.problem import iter_problems, scan_input
+from prmtree.engine.records import Problem, problem_fingerprint
 from prmtree.engine.stats import subtract_counts
 from prmtree.engine.tables import TABLES
 
@@ -51,6 +52,7 @@ class OpenedRun:
     lock: FileLock | None = None  # held until :meth:`close`: no second writer of this slice
     repaired: list[str] = field(default_factory=list)  # damaged shards found, and what is redone
     known_ids: dict[str, str] = field(default_factory=dict)  # where -> id of input rows given without one
+    adopted: str | None = None  # the sibling slice's manifest whose calibration this slice took
 
     def close(self) -> None:
         """Let the next run of this slice in (the kernel also does when the process dies)."""
@@ -176,13 +178,14 @@ def _open_claimed(
         manifest.stats = previous.stats
         manifest.calibration = previous.calibration  # what its pilot learned: the rows done so far used it
         manifest.log = previous.log  # the flushes append to the same log
+    adopted = None
     if not manifest.calibration and slice.count > 1:
-        manifest.calibration = _sibling_calibration(out, slice)
+        adopted, manifest.calibration = _sibling_calibration(out, slice)
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     if previous is not None:
         repaired += _repair_images(writer, slice)
     done = set(manifest.completed) | set(manifest.rejected)
-    return OpenedRun(writer, done, dict(manifest.stats), lock, repaired)
+    return OpenedRun(writer, done, dict(manifest.stats), lock, repaired, adopted=adopted)
 
 
 def reconcile_input(
@@ -302,11 +305,13 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
             )
 
 
-def _sibling_calibration(out: Path, slice: Slice) -> dict[str, Any]:
-    """What another slice of ``out`` learned in its pilot (floors, pool, members), or {}. A
-    slice that has not learned yet takes it rather than piloting again: on the same input
-    it would learn the same, and on an input changed since (a pilot member edited), the
-    slices of one --out would otherwise be labelled with two different floors."""
+def _sibling_calibration(out: Path, slice: Slice) -> tuple[str | None, dict[str, Any]]:
+    """(its manifest, what it learned) of another slice of ``out`` whose pilot has learned,
+    or (None, {}). A slice that has not learned yet takes it rather than piloting again: on
+    the same input it would learn the same, so one --out is labelled with one set of floors;
+    :func:`check_adopted` refuses an input whose pilot problems differ from those it was
+    learned from. A calibration without its members' fingerprints (an older prmtree's)
+    cannot be checked, and is not taken."""
     for name, count in sorted(manifest_layout(out).items()):
         if count != slice.count or name == slice.manifest_name:
             continue
@@ -314,9 +319,33 @@ def _sibling_calibration(out: Path, slice: Slice) -> dict[str, Any]:
             calibration = load_manifest(out / name).calibration
         except ValueError:
             continue
-        if calibration:
-            return dict(calibration)
-    return {}
+        if calibration.get("fingerprints") and all(key in calibration for key in ("floors", "pool", "members")):
+            return name, dict(calibration)
+    return None, {}
+
+
+def check_adopted(opened: OpenedRun, problems: Any, fmt: InputConfig) -> None:
+    """A slice that took a sibling's calibration: refuse (ConfigError) an input whose pilot
+    problems are not those it was learned from (edited, gone or now a bad row), since this
+    slice's rows would then match no run of its own input, and the slices of one --out must
+    share one set of floors. Reads only the members' rows."""
+    calibration = opened.writer.manifest.calibration
+    wanted: dict[str, str] = dict(calibration.get("fingerprints", {}))
+    if opened.adopted is None or not wanted:
+        return
+    seen: dict[str, str] = {}
+    for item in iter_problems(problems, fmt, skip=lambda pid: pid not in wanted):
+        key = item.id if isinstance(item, Problem) else item.problem_id
+        if key in wanted:
+            seen[key] = problem_fingerprint(item) if isinstance(item, Problem) else "bad row"
+    changed = [pid for pid in calibration.get("members", wanted) if seen.get(pid) != wanted.get(pid)]
+    if changed:
+        how = "is gone from the input" if changed[0] not in seen else "changed in the input"
+        raise ConfigError(
+            f"problem {changed[0]!r}, one of the pilot's problems, {how} since {opened.adopted} learned the floors "
+            "from it, and every slice of one --out is labelled with those floors: run this slice on the input that "
+            "slice ran on, or use another --out"
+        )
 
 
 def _same_rows(written: Manifest, config: RunConfig) -> bool:

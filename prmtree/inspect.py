@@ -66,7 +66,7 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
     merged["skipped"] = len({pid for m in found for pid in m.skipped})
     merged["failed_ids"] = {pid: why for m in found for pid, why in m.failed.items() if pid not in completed}
     merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
-    merged["calibration"] = found[0].calibration  # each slice pilots its own: the first one's shown
+    merged["calibration"] = found[0].calibration  # the slices learn the same (or take the first's): the first one's shown
     missing = missing_slices(out)
     merged["slices_in_layout"] = len(found) + len(missing)
     if missing:

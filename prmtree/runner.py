@@ -28,7 +28,7 @@ from prmtree.engine.driver import Driver, FinishedProblem
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import iter_problems
 from prmtree.engine.records import InputError, Problem
-from prmtree.engine.resume import OpenedRun, open_run, reconcile_input
+from prmtree.engine.resume import OpenedRun, check_adopted, open_run, reconcile_input
 from prmtree.engine.stats import RunStats
 from prmtree.engine.errors import describe_os_error, raised
 from prmtree.rollout_workers import make_executor
@@ -122,6 +122,10 @@ def run_checked(
     try:
         if opened is not None:
             job = _check_input_changes(job, opened)
+            if opened.adopted is not None:  # another slice's calibration: its pilot's problems must be ours
+                if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
+                    job = replace(job, problems=list(job.problems))
+                check_adopted(opened, job.problems, job.config.input)
         with collector_tuned():
             return asyncio.run(_run_async(job, opened, on_problem, stop))
     finally:

@@ -372,23 +372,26 @@ def test_a_slice_run_after_another_learned_takes_its_floors_so_one_out_has_one_c
     out = tmp_path / "o"
     prmtree.run(problems, policy="simulated", out=out, seed=1, config=TINY, slice="0/2")
     first = load_manifest(out / "manifest-00000-of-00002.json").calibration
-    assert first["floors"] and first["members"]
-    # a pilot member of slice 0 edited in the input slice 1 is run with: slice 1 used to pilot
-    # again, on the edited problem, and label with floors slice 0 never used; nothing said so
+    assert first["floors"] and first["members"] and set(first["fingerprints"]) == set(first["members"])
+    # a pilot problem of slice 0 edited in the input slice 1 is given: slice 1 used to pilot again
+    # on it and label with floors slice 0 never used, saying nothing; now it is refused, naming it
     member = next(m for m in first["members"] if Slice(0, 2).owns(m))
     edited = [replace(p, answer=str(int(p.answer) + 1)) if p.id == member else p for p in problems]
-    prmtree.run(edited, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
-    second = load_manifest(out / "manifest-00001-of-00002.json").calibration
-    assert second == first
-    # and on the same input the rows are those slice 1 makes when it pilots itself
-    alone = tmp_path / "alone"
-    prmtree.run(problems, policy="simulated", out=alone, seed=1, config=TINY, slice="1/2")
-    taken = tmp_path / "taken"
-    shutil.copytree(out, taken, ignore=shutil.ignore_patterns("*-00001-*", "*s00001of*"))
-    prmtree.run(problems, policy="simulated", out=taken, seed=1, config=TINY, slice="1/2")
+    with pytest.raises(prmtree.ConfigError, match=rf"problem '{member}', one of the pilot's problems, changed in the "
+                                                  r"input since manifest-00000-of-00002.json learned the floors"):
+        prmtree.run(edited, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
+    assert not (out / "manifest-00001-of-00002.json").exists()
+    gone = [p for p in problems if p.id != member]
+    with pytest.raises(prmtree.ConfigError, match="is gone from the input since"):
+        prmtree.run(gone, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
+    # on the same input slice 1 takes slice 0's calibration, and the two slices' rows are an
+    # unsliced run's rows
+    prmtree.run(iter(problems), policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
+    assert load_manifest(out / "manifest-00001-of-00002.json").calibration == first
+    whole = tmp_path / "whole"
+    prmtree.run(problems, policy="simulated", out=whole, seed=1, config=TINY)
     key = lambda t: sorted(map(str, t.drop_columns(["images"]).to_pylist()))  # noqa: E731
-    assert key(read_table(alone, "steps")) == key(read_table(taken, "steps").filter(
-        pa.compute.is_in(read_table(taken, "steps")["problem_id"], read_table(alone, "steps")["problem_id"])))
+    assert key(read_table(out, "steps")) == key(read_table(whole, "steps"))
 
 
 def test_verify_of_a_run_before_its_first_flush_says_a_run_is_writing_it(tmp_path, capsys):

@@ -164,7 +164,7 @@ def test_calibration_round_trips_through_the_manifest_format():
     data = {"floors": {"yesno": {"floor": 0.15, "chance": 0.5, "problems": 8, "wrong_rollouts": 40.0,
                                  "source": "learned"}},
             "pool": {"per_problem": 12, "unspent_per_problem": 30.0, "short_share": 0.25},
-            "members": ["a", "b"], "first_floors": {"yesno": 0.2}}
+            "members": ["a", "b"], "first_floors": {"yesno": 0.2}, "fingerprints": {"a": "f1", "b": "f2"}}
     assert Calibration.from_dict(json.loads(json.dumps(Calibration.from_dict(data).as_dict()))).as_dict() == data
 
 
