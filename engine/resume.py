@@ -38,7 +38,7 @@ from prmtree.engine.output.manifest import (
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
-from prmtree.engine.problem import iter_problems, scan_input
+from prmtree.engine.problem import iter_problems, same_fingerprint, scan_input
 from prmtree.engine.records import Problem, problem_fingerprint
 from prmtree.engine.stats import subtract_counts
 from prmtree.engine.tables import TABLES
@@ -328,7 +328,8 @@ def check_adopted(opened: OpenedRun, problems: Any, fmt: InputConfig) -> None:
     """A slice that took a sibling's calibration: refuse (ConfigError) an input whose pilot
     problems are not those it was learned from (edited, gone or now a bad row), since this
     slice's rows would then match no run of its own input, and the slices of one --out must
-    share one set of floors. Reads only the members' rows."""
+    share one set of floors. Reads the input until every member is seen (rows given without
+    an id are decoded to find theirs). Runs before anything is written."""
     calibration = opened.writer.manifest.calibration
     wanted: dict[str, str] = dict(calibration.get("fingerprints", {}))
     if opened.adopted is None or not wanted:
@@ -337,8 +338,12 @@ def check_adopted(opened: OpenedRun, problems: Any, fmt: InputConfig) -> None:
     for item in iter_problems(problems, fmt, skip=lambda pid: pid not in wanted):
         key = item.id if isinstance(item, Problem) else item.problem_id
         if key in wanted:
-            seen[key] = problem_fingerprint(item) if isinstance(item, Problem) else "bad row"
-    changed = [pid for pid in calibration.get("members", wanted) if seen.get(pid) != wanted.get(pid)]
+            seen[key] = problem_fingerprint(item) if isinstance(item, Problem) else "error: bad row"
+            if len(seen) == len(wanted):
+                break
+    # text and image contents, not stamps: a moved folder or another node's mount is the same input
+    changed = [pid for pid in calibration.get("members", wanted)
+               if pid not in seen or not same_fingerprint(wanted.get(pid, ""), seen[pid])]
     if changed:
         how = "is gone from the input" if changed[0] not in seen else "changed in the input"
         raise ConfigError(

@@ -121,11 +121,11 @@ def run_checked(
         sys.stderr.write(f"prmtree: repaired: {note}\n")
     try:
         if opened is not None:
-            job = _check_input_changes(job, opened)
             if opened.adopted is not None:  # another slice's calibration: its pilot's problems must be ours
                 if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
                     job = replace(job, problems=list(job.problems))
-                check_adopted(opened, job.problems, job.config.input)
+                check_adopted(opened, job.problems, job.config.input)  # before anything is written
+            job = _check_input_changes(job, opened)
         with collector_tuned():
             return asyncio.run(_run_async(job, opened, on_problem, stop))
     finally:

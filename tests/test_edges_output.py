@@ -381,6 +381,10 @@ def test_a_slice_run_after_another_learned_takes_its_floors_so_one_out_has_one_c
                                                   r"input since manifest-00000-of-00002.json learned the floors"):
         prmtree.run(edited, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
     assert not (out / "manifest-00001-of-00002.json").exists()
+    with pytest.raises(prmtree.ConfigError, match="changed in the input since"):  # checked before anything is written
+        prmtree.run(edited, policy="simulated", out=out, seed=1, config=TINY, slice="1/2", rerun_changed=True,
+                    retry_errors=True)
+    assert not (out / "manifest-00001-of-00002.json").exists()
     gone = [p for p in problems if p.id != member]
     with pytest.raises(prmtree.ConfigError, match="is gone from the input since"):
         prmtree.run(gone, policy="simulated", out=out, seed=1, config=TINY, slice="1/2")
@@ -407,3 +411,19 @@ def test_verify_of_a_run_before_its_first_flush_says_a_run_is_writing_it(tmp_pat
     finally:
         lock.release()
     assert _one_line(capsys, 2, "verify", str(out)).endswith("holds no prmtree manifest")
+
+
+
+def test_a_slice_given_the_same_input_from_a_copied_folder_takes_the_sibling_calibration(tmp_path):
+    """Image files copied elsewhere (new paths and times, the same bytes) are the same input."""
+    data = tmp_path / "a"
+    write_jsonl(generate_problems(12, seed=3), data)
+    out = tmp_path / "o"
+    assert main(["run", "--input", str(data / "problems.jsonl"), "--policy", "simulated", "--out", str(out),
+                 "--slice", "0/2"]) == 0
+    copied = tmp_path / "b"
+    shutil.copytree(data, copied, copy_function=shutil.copyfile)  # new paths and times, the same bytes
+    assert main(["run", "--input", str(copied / "problems.jsonl"), "--policy", "simulated", "--out", str(out),
+                 "--slice", "1/2"]) == 0
+    first, second = (load_manifest(out / f"manifest-0000{i}-of-00002.json").calibration for i in (0, 1))
+    assert first == second and first["fingerprints"]

@@ -38,9 +38,9 @@ _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
 # A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
 _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
-_CLAUSES = re.compile(r"[.,;:!?\n()\u2014\u2013]+|\s-\s")
+_CLAUSES = re.compile(r"[.,;!?\n()\u2014\u2013]+|\s-\s")  # not ":": "the sign says: Yes" quotes
 #: Words around a verdict said again: ``but actually no``, ``no wait, it is no``.
-_FILLERS = frozenset("but actually wait hmm oh so well sorry i mean it is it's the answer final then ok okay um umm".split())
+_FILLERS = frozenset("but actually wait hmm so well sorry i mean it is it's the answer final then ok okay um umm".split())
 
 
 def _reversed_verdict(answer: str) -> bool:

@@ -208,10 +208,10 @@ def _denied(text: str) -> bool:
 #: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
 #: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
 _EXPRESSION_AFTER = re.compile(
-    r"\((?=\s*[-+\d\w\\])(?![A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
+    r"\s*\((?=\s*[-+\d\w\\])(?!\s*[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
-    r"|times\s+(?:the|a|an|its|his|her|their|this|that)\b)", re.IGNORECASE)
+    r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d))", re.IGNORECASE)
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 #: A relative clause's ``is`` (``…, which is 3 squared``) restates; it does not state the answer.
 _RESTATING = (" which", " what", ",which")
@@ -221,22 +221,30 @@ _LETTERS_ONLY = re.compile(
     r"^[\s(\[]*[A-Z][)\].]?(?:(?:[\s,;&/+]|\band\b|\balso\b|\bplus\b|\bas\s+well\s+as\b)+[(\[]?[A-Z][)\].]?)+[\s.]*$")
 #: ... one taken back: ``A. No wait, B.``, ``B. Correction: C.``
 _CORRECTED = re.compile(
-    r"(?i:\b(?:no,?\s+wait|wait|actually|correction|sorry|i\s+mean))\b[\s,:]*[(\[]?([A-Z])[)\]]?[\s.!]*$")
+    r"(?i:\b(?:no,?\s+wait|wait(?:,?\s+no)?|actually|correction|sorry|i\s+mean|hmm|on\s+second\s+thought))\b"
+    r"[\s,:]*[(\[]?([A-Z])[)\]]?[\s.!]*$")
 _LEAD_LETTER = re.compile(r"^[\s(\[]*([A-Z])(?:[)\].:]|\s|$)")
 #: ... or, the options' texts taken out, letters at the start or after a separator, each
 #: followed by punctuation or the end: ``A) 3 and B) 12``, ``(A) Insects, (D) Mouse``.
-_LISTED_LETTER = re.compile(r"(?:^|[,;&/]|\band\b|\bor\b)\s*[(\[]?([A-Z])(?:[)\]]|(?=\s*(?:[,;]|$)))")
-#: A gold naming several letters (a multi-select question: ``AC``, ``A, C``).
-_LETTERS_GOLD = re.compile(r"^\W*[A-Z](?:\W*[A-Z])+\W*$")
+_LISTED_LETTER = re.compile(r"(?:^|[,;&/]|\band\b|\bor\b)\s*[(\[]?([A-Z])(?:[)\]]|[.:](?=\s|$)|(?=\s*(?:[,;]|$)))")
+#: A gold naming several choice letters (a multi-select question: ``AC``, ``A, C``; not ``DNA``).
+_LETTERS_GOLD = re.compile(r"^\W*[A-H](?:\W*[A-H])+\W*$")
 _SINGLE_LETTER = re.compile(r"^\s*[(\[]?[A-Z][)\].]?\s*$")
 _TEXT_COMMAND = re.compile(r"\\text\{\s*([^{}]*?)\s*\}")
 #: A claim's reason (``…, since 23 = 4·5 + 3``, ``… when x = 2``): its values are not the answer.
 _JUSTIFICATION = re.compile(r"[,;]?\s+\(?(?:since|because|as|given|when|where|whereas|while|if|due\s+to)\b",
                             re.IGNORECASE)
-_LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when)\b[^,]*,", re.IGNORECASE)
+_LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when|where|with)\b[^,]*,", re.IGNORECASE)
 #: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
-_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|then|giving|gives|making)\b", re.IGNORECASE)
+_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|then|giving|gives|making|yields?|get|gets|find|have|obtain)\b",
+                         re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
+#: A value (or choice letter), then an aside about it: ``3 (three)``, ``15 (5+10)``, ``12, not
+#: 13``, ``B, not C``, ``**12**``; not ``3 (x + 2)``, a product.
+_VALUE_ASIDE = re.compile(r"^[*_`]*(\$?[-+]?\d[\d,.]*(?:\s*%|\s+[A-Za-z]+)?\$?|[(\[]?[A-Z][)\]]?)[*_`]*"
+                          r"(?:\s*\((?!\s*[A-Za-z](?![A-Za-z]))[^()]*\)|\s*[,;]\s*\(?not\s+[^()]*\)?|[*_`]+)\s*\.?$")
+#: What lies between two values of one chain (``f(2) = 4 + 8 = 12``): the later one is the answer.
+_CHAIN = re.compile(r"[\s\d.,+\-*/×÷()^x]*$")
 
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
 _SCAN = 4_000
@@ -335,6 +343,10 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         return s
     if _denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
+    if s[:1].isdigit() or s[:1] in "$-+":
+        reason = _JUSTIFICATION.search(s, 1)
+        if reason and not _COPULA.search(s, 0, reason.start()):  # "4, because x = 2": the value, not its reason
+            return _value(s[: reason.start()].strip(" ,;"))
     copulas = list(_COPULA.finditer(s))
     stated = _stated_value(s, copulas)
     if stated is not None:
@@ -363,8 +375,8 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     the area is 9``) nor a restatement (``9, which is 3 squared``). Two values offered are
     kept whole (``x = 2 or x = -2``: refused as hedged). One value (the common case) costs no
     clause reading: this runs per rollout."""
-    found = [m for m in copulas if (c := s[m.end() : m.end() + 2].lstrip()[:1]) and (c.isdigit() or c in "$\\(-+[")
-             and not s.endswith(_RESTATING, 0, m.start())]
+    found = [m for m in copulas if (c := s[m.end() : m.end() + 4].lstrip().lstrip("*_`")[:1])
+             and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start())]
     if not found:
         return None
     if len(found) == 1:
@@ -380,7 +392,9 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         rest = s[m.end() :].strip()
         if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
             return rest
-        if chosen is None or _CONSEQUENCE.search(s, previous, m.start()):
+        # a later value wins after a consequence ("so the area is"), or closing a chain of values
+        # ("f(2) = 4 + 8 = 12", "the square whose side is 3 is 9")
+        if chosen is None or _CONSEQUENCE.search(s, previous, m.start()) or _CHAIN.match(s, previous, m.start()):
             chosen = rest
         previous = m.end()
     return _value(chosen)  # type: ignore[arg-type]
@@ -388,7 +402,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
 
 def _value(rest: str) -> str:
     """``0.6, which means …`` → ``0.6``; ``12 distinct sequences that …`` → ``12 distinct``:
-    a value and at most one word after it; maths and choices are kept whole."""
+    a value and at most one word after it; maths and choices are kept whole; markdown
+    emphasis around it (``**5**``) is not part of it."""
+    if rest[:1] in "*_`":
+        return _value(rest.lstrip("*_`")).strip("*_`")
     if rest[:1] in "$\\([":
         spans = _MATH_SPAN.match(rest)
         if spans:
@@ -483,20 +500,21 @@ def reasoning_markup(text: str) -> bool:
 def final_part(text: str) -> str | None:
     """The part of ``text`` that answers: after a reasoning model's last ``</think>`` (a box
     inside the trace is a guess it went on to test; nothing after it: the trace's own), inside
-    its last ``<answer>…</answer>``; None when a ``<think>`` never closes (cut off mid-thought:
+    its last non-empty ``<answer>…</answer>``; None when a ``<think>`` never closes (cut off mid-thought:
     no answer yet); any other text as it is."""
     closes = list(_THINK_CLOSE.finditer(text)) if "</" in text else []
     if closes:
         tail = text[closes[-1].end() :]
-        text = tail if tail.strip() else text[: closes[-1].start()]
+        if tail.strip():
+            text = tail
+        else:  # nothing after the trace: its own answer, without its opening tag
+            text = text[: closes[-1].start()]
+            text = text[text.rfind("<think>") + len("<think>") :] if "<think>" in text else text
     elif "<think>" in text:
         return None
-    start = text.rfind("<answer>")
-    if start >= 0:
-        end = text.find("</answer>", start)
-        inner = text[start + len("<answer>") : end if end >= 0 else len(text)]
-        if inner.strip():
-            return inner
+    if "<answer>" in text:
+        blocks = [b.split("</answer>", 1)[0] for b in text.split("<answer>")[1:]]
+        return next((b for b in reversed(blocks) if b.strip()), "")  # every block empty: no answer
     return text
 
 
@@ -530,10 +548,8 @@ def several_choices(answer: str, options: object = None) -> bool:
     A single-choice problem's gold is one of them, so such an answer would be right by luck.
     An option's own text never counts (``(D) Both A and B``); without options the letters are
     A to H (``B. I and II`` names B)."""
-    if len(answer) > 300:  # an option's text at most; longer answers are no list of letters
-        return False
     letters = set(_option_keys(options) or "ABCDEFGH")
-    t = _strip_answer(answer)
+    t = _strip_answer(answer[:300])  # a list of choices is short: its opening is read
     if "\\text" in t:
         t = _TEXT_COMMAND.sub(r" \1 ", t)
     t = t.replace(")(", ") (")
@@ -546,7 +562,8 @@ def several_choices(answer: str, options: object = None) -> bool:
     if not texts:
         return False
     for text in texts:  # longest first: an option's text may hold another's
-        t = re.sub(r"(?<!\w)" + re.escape(text) + r"(?!\w)", " ", t)
+        if text in t:  # (a pattern per option only where it can match: this runs per rollout)
+            t = re.sub(r"(?<!\w)" + re.escape(text) + r"(?!\w)", " ", t)
     return len({m.group(1) for m in _LISTED_LETTER.finditer(t)} & letters) > 1
 
 
@@ -641,13 +658,16 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         return Found(None, "no answer")
     gold = gold if isinstance(gold, str) else str(gold)
     one_choice = bool(options or choice or _SINGLE_LETTER.match(gold))
-    if one_choice and not _LETTERS_GOLD.match(gold) and several_choices(answer, options):
+    if one_choice and not _LETTERS_GOLD.match(gold.strip()) and several_choices(answer, options):
         return Found(answer, "hedged")
     if (not one_choice and len(answer) < 300 and _denied(answer) and not _NEGATED_VALUE.search(gold)
             and not _is_yes_no(gold)):
         return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:
         answer = choice_in(answer, options)
+    aside = _VALUE_ASIDE.match(answer)
+    if aside:  # "3 (three)", "15 (5+10)", "12, not 13": the value
+        answer = aside.group(1)
     if hedged(answer, gold):
         return Found(answer, "hedged")
     return Found(answer)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from prmtree.engine.errors import raised
-from prmtree.engine.output import read_table
+from prmtree.engine.output import listed_files
 from prmtree.engine.registry import EXPORT_FORMATS
 from prmtree.export.base import ExportError, ExportOptions
 from prmtree.export.jsonl import Builder, JsonlFormat
@@ -38,8 +39,9 @@ class QwenPRM(JsonlFormat):
 
     def write(self, out: Path, target: Path, options: ExportOptions) -> int:
         # one type per column: if any row has an image, every row's contents are parts lists
-        images = read_table(out, "steps").column("images")
-        self._parts = bool(pc.sum(pc.fill_null(pc.list_value_length(images), 0)).as_py())
+        self._parts = any(
+            pc.sum(pc.fill_null(pc.list_value_length(pq.read_table(out / f, columns=["images"]).column("images")), 0)).as_py()
+            for f in listed_files(out, "steps"))
         return super().write(out, target, options)
 
     def builder(self, options: ExportOptions) -> Builder:
