@@ -181,6 +181,24 @@ CASES = [
     ("A", "A... wait, no, C.", None, "choice", False, None, "hedged"),
     ("12", "<think>3*4=12</think><answer>12</answer><answer></answer>", None, "auto", True, "12", None),
     ("yes", "<think>So the answer is yes.</think>", None, "auto", True, None, None),
+    # a fourth round (old verdicts the third round had broken): separate assignments are no chain,
+    # "giving"/"then" conclude nothing, an explanation ruling options out names one, a product
+    # keeps its bracket, a negated verb is not a denied value, a "no" about another thing, a
+    # special token after </think>, an empty <answer> beside a stated one; hedged asides stay
+    ("2", "a = 2, x = 3.", None, "auto", True, "2", None),
+    ("5", "The value of k is 5, giving y = 10.", None, "auto", True, "5", None),
+    ("3", "x = 3 and then y = x + 1 = 4.", None, "auto", True, "3", None),
+    ("B", "The correct option is B. Options A, C, D do not fit.", OPTS, "choice", True, None, None),
+    ("4(\\sqrt{2}+1)", "the answer is 4(\\sqrt{2}+1).", None, "auto", True, None, None),
+    ("3", "3(2+1)", None, "auto", False, None, None),
+    ("2", "2 (\\sqrt{2})", None, "auto", False, None, None),
+    ("10", "the students who did not pass number 10.", None, "auto", True, None, None),
+    ("yes", "Yes, the left one is red; the right one, no.", None, "auto", True, None, None),
+    ("5", "<think>\\boxed{5}</think><|im_end|>", None, "auto", True, "5", None),
+    ("5", "The answer is 5. <answer></answer>", None, "auto", True, "5", None),
+    ("3", "there are 3 (2 adults and 1 child) people.", None, "auto", True, None, None),
+    ("5", "5 (or 6)", None, "auto", False, None, None),
+    ("5", "5, not sure", None, "auto", False, None, "hedged"),
     # a value whose rounding is said aloud is that value
     ("5", "The answer is about 5.", None, "auto", True, "about 5", None),
     ("5", "approximately 5", None, "auto", True, None, None),
@@ -203,6 +221,11 @@ def test_a_bare_letter_is_the_options_letter_not_an_option_whose_text_is_that_le
     # D's text is "b"; "B" names option B (15 apples), not D
     assert prmtree.grade("B", "B", options=OPTS, extract=False).correct is True
     assert prmtree.grade("D", "B", options=OPTS, answer_type="choice", extract=False).correct is False
+
+
+def test_an_explanation_ruling_other_options_out_names_one_choice():
+    verdict = prmtree.grade("B", "(B) is correct, while (A) and (C) are incorrect.", options=OPTS, extract=False)
+    assert verdict.correct is True and verdict.reason == "equal"
 
 
 def test_extract_false_takes_the_text_as_the_answer_but_still_refuses_hedges():
@@ -282,7 +305,7 @@ def test_no_answer_and_truncated_boxes_are_wrong_with_their_reason():
 
 # --------------------------------------------------------------------------- a whole run
 
-RUN_CASES = [c for c in CASES if c[3] in ("auto", "choice")]
+RUN_CASES = [c for c in CASES if c[3] in ("auto", "choice") and c[6] != "unfinished reasoning"]  # (after a first step here)
 
 
 @register_policy("grade-forms-test")

@@ -40,6 +40,7 @@ _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
 _CLAUSES = re.compile(r"[.,;!?\n()\u2014\u2013]+|\s-\s")  # not ":": "the sign says: Yes" quotes
 #: Words around a verdict said again: ``but actually no``, ``no wait, it is no``.
+_RETRACTING = frozenset("but actually wait hmm sorry correction".split())
 _FILLERS = frozenset("but actually wait hmm so well sorry i mean it is it's the answer final then ok okay um umm".split())
 
 
@@ -52,7 +53,11 @@ def _reversed_verdict(answer: str) -> bool:
     if len(clauses) < 2 or clauses[0][0].strip("*_") not in ("yes", "no"):
         return False
     other = "no" if clauses[0][0].strip("*_") == "yes" else "yes"
-    return [w for w in (w.strip("*_") for w in clauses[-1]) if w not in _FILLERS] == [other]
+    if [w for w in (w.strip("*_") for w in clauses[-1]) if w not in _FILLERS] != [other]:
+        return False
+    # right after the verdict ("Yes. No."), or after a retraction ("Yes, but actually no."); not
+    # a "no" about another thing ("Yes, the left one is red; the right one, no.")
+    return len(clauses) == 2 or any(w.strip("*_") in _RETRACTING for c in clauses[1:] for w in c)
 
 # --------------------------------------------------------------------------- text
 

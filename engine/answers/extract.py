@@ -183,7 +183,7 @@ _VALUE_OR_VALUE = re.compile(r"^\W*[-+]?\$?\d[^\s,]*,?\s+or\s+(?:\$?[A-Za-z]\w*\
 #: states 5).
 _NEGATED_VALUE = re.compile(
     r"\b(?:not|cannot|can't|can’t|isn't|isn’t|aren't|wasn't|weren't|doesn't|don't|didn't|won't|never|"
-    r"no\s+longer)(?:\s+(?!(?:is|are|was|were|equals|be)\b)[A-Za-z']+){0,2}?\s+(?:be\s+)?[-+]?\$?\d",
+    r"no\s+longer)(?:\s+(?!(?:is|are|was|were|equals|be)\b)[A-Za-z']+)??\s+(?:be\s+)?[-+]?\$?\d",
     re.IGNORECASE)
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 #: An aside in brackets (``5 (not counting the teacher)``): not what the sentence states.
@@ -208,7 +208,7 @@ def _denied(text: str) -> bool:
 #: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
 #: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
 _EXPRESSION_AFTER = re.compile(
-    r"\s*\((?=\s*[-+\d\w\\])(?!\s*[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
+    r"\s*\((?=\s*[-+\d\w\\])(?![^()]*?(?<![\\A-Za-z])[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
     r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d))", re.IGNORECASE)
@@ -229,6 +229,8 @@ _LEAD_LETTER = re.compile(r"^[\s(\[]*([A-Z])(?:[)\].:]|\s|$)")
 _LISTED_LETTER = re.compile(r"(?:^|[,;&/]|\band\b|\bor\b)\s*[(\[]?([A-Z])(?:[)\]]|[.:](?=\s|$)|(?=\s*(?:[,;]|$)))")
 #: A gold naming several choice letters (a multi-select question: ``AC``, ``A, C``; not ``DNA``).
 _LETTERS_GOLD = re.compile(r"^\W*[A-H](?:\W*[A-H])+\W*$")
+_REJECTING = re.compile(r"\b(?:not|wrong|incorrect|false|isn't|aren't|doesn't|don't|while|whereas|but|since|because|"
+                        r"unlike|rather\s+than|instead\s+of)\b", re.IGNORECASE)
 _SINGLE_LETTER = re.compile(r"^\s*[(\[]?[A-Z][)\].]?\s*$")
 _TEXT_COMMAND = re.compile(r"\\text\{\s*([^{}]*?)\s*\}")
 #: A claim's reason (``…, since 23 = 4·5 + 3``, ``… when x = 2``): its values are not the answer.
@@ -236,15 +238,17 @@ _JUSTIFICATION = re.compile(r"[,;]?\s+\(?(?:since|because|as|given|when|where|wh
                             re.IGNORECASE)
 _LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when|where|with)\b[^,]*,", re.IGNORECASE)
 #: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
-_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|then|giving|gives|making|yields?|get|gets|find|have|obtain)\b",
-                         re.IGNORECASE)
+_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
-#: A value (or choice letter), then an aside about it: ``3 (three)``, ``15 (5+10)``, ``12, not
-#: 13``, ``B, not C``, ``**12**``; not ``3 (x + 2)``, a product.
-_VALUE_ASIDE = re.compile(r"^[*_`]*(\$?[-+]?\d[\d,.]*(?:\s*%|\s+[A-Za-z]+)?\$?|[(\[]?[A-Z][)\]]?)[*_`]*"
-                          r"(?:\s*\((?!\s*[A-Za-z](?![A-Za-z]))[^()]*\)|\s*[,;]\s*\(?not\s+[^()]*\)?|[*_`]+)\s*\.?$")
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
+#: A value (or choice letter), then an aside about it in words: ``3 (three)``, ``12, not 13``,
+#: ``B, not C``, ``**12**``; not ``3(2+1)`` or ``2 (\\sqrt{2})``, products, nor ``5 (or 6)``, a hedge.
+_VALUE_ASIDE = re.compile(
+    r"^[*_`]*(\$?[-+]?\d[\d,.]*(?:\s*%|\s+[A-Za-z]+)?\$?|[(\[]?[A-Z][)\]]?)[*_`]*"
+    r"(?:\s+\((?![^()]*\\)(?![^()]*\b(?i:or|maybe|perhaps|possibly|probably|sure|certain)\b)(?=[^()]*[A-Za-z]{3})[^()]*\)"
+    r"|\s*[,;]\s*\(?not\s+(?:\$?[-+]?\d|[(\[]?[A-Z]\b)[^()]*\)?|[*_`]+)\s*\.?$")
 #: What lies between two values of one chain (``f(2) = 4 + 8 = 12``): the later one is the answer.
-_CHAIN = re.compile(r"[\s\d.,+\-*/×÷()^x]*$")
+_CHAIN = re.compile(r"[\s\d.+\-*/×÷()^]*$")
 
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
 _SCAN = 4_000
@@ -500,21 +504,25 @@ def reasoning_markup(text: str) -> bool:
 def final_part(text: str) -> str | None:
     """The part of ``text`` that answers: after a reasoning model's last ``</think>`` (a box
     inside the trace is a guess it went on to test; nothing after it: the trace's own), inside
-    its last non-empty ``<answer>…</answer>``; None when a ``<think>`` never closes (cut off mid-thought:
-    no answer yet); any other text as it is."""
+    its last non-empty ``<answer>…</answer>``; None when the output opens a ``<think>`` that
+    never closes (cut off mid-thought: no answer yet); any other text as it is."""
     closes = list(_THINK_CLOSE.finditer(text)) if "</" in text else []
     if closes:
         tail = text[closes[-1].end() :]
+        if "<|" in tail:  # chat special tokens (<|im_end|>) are no answer
+            tail = _SPECIAL_TOKEN.sub("", tail)
         if tail.strip():
             text = tail
         else:  # nothing after the trace: its own answer, without its opening tag
             text = text[: closes[-1].start()]
             text = text[text.rfind("<think>") + len("<think>") :] if "<think>" in text else text
-    elif "<think>" in text:
+    elif _SPECIAL_TOKEN.sub("", text).lstrip().startswith("<think>"):  # opened the output and never closed
         return None
     if "<answer>" in text:
         blocks = [b.split("</answer>", 1)[0] for b in text.split("<answer>")[1:]]
-        return next((b for b in reversed(blocks) if b.strip()), "")  # every block empty: no answer
+        found = next((b for b in reversed(blocks) if b.strip()), None)
+        # every block empty: the text around them (which may state the answer, or nothing)
+        return found if found is not None else text.replace("<answer>", " ").replace("</answer>", " ")
     return text
 
 
@@ -559,7 +567,7 @@ def several_choices(answer: str, options: object = None) -> bool:
     if corrected and lead and corrected.group(1) != lead.group(1) and {corrected.group(1), lead.group(1)} <= letters:
         return True
     texts = _option_texts(options)
-    if not texts:
+    if not texts or _REJECTING.search(t):  # "B. Options A, C, D do not fit": one choice, others ruled out
         return False
     for text in texts:  # longest first: an option's text may hold another's
         if text in t:  # (a pattern per option only where it can match: this runs per rollout)
