@@ -199,6 +199,11 @@ CASES = [
     ("3", "there are 3 (2 adults and 1 child) people.", None, "auto", True, None, None),
     ("5", "5 (or 6)", None, "auto", False, None, None),
     ("5", "5, not sure", None, "auto", False, None, "hedged"),
+    # a choice in a formatting command (AMC-style boxes), a lower-case letter closed by a bracket
+    ("B", "$\\boxed{\\textbf{(B)}\\ 12}$", None, "choice", True, None, None),
+    ("C", "$\\boxed{\\textbf{(B)}\\ 12}$", None, "choice", False, None, None),
+    ("B", "b) 15 apples", OPTS, "choice", True, None, None),
+    ("A", "b) 15 apples", OPTS, "choice", False, None, None),
     # a value whose rounding is said aloud is that value
     ("5", "The answer is about 5.", None, "auto", True, "about 5", None),
     ("5", "approximately 5", None, "auto", True, None, None),

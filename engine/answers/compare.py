@@ -35,6 +35,9 @@ from prmtree.engine.answers.normalize import (
 from prmtree.engine.answers.pool import CheckTimedOut
 
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
+_LOWER_LEAD = re.compile(r"^\(?([a-z])\)(?:\s|$)")
+#: A choice letter inside a formatting command: ``\\textbf{(B)}``, ``\\mathrm{B}``.
+_LETTER_COMMAND = re.compile(r"\\(?:textbf|text|mathrm|mathbf|textrm)\{\s*(\(?[A-Z]\)?)\s*\}")
 # A leading letter the answer goes on to call wrong (``A is wrong, B``) is not its choice.
 _CHOICE_DENIED = re.compile(r"^\s*(?:is|are)\s+(?:not|wrong|incorrect|false)\b|^\s*isn't\b", re.IGNORECASE)
 _YES_AND_NO = re.compile(r"^[*_\s]*(?:yes|no)[*_]*\s*(?:or|and|/)?\s*[*_]*(?:yes|no)\b", re.IGNORECASE)
@@ -247,7 +250,10 @@ def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
     exact = [k for k, text in opts.items() if text == wanted or text.strip() == wanted]
     gold_letter = exact[0] if len(exact) == 1 else _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
     pred = _strip_answer(predicted)
-    pred_letter = _named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
+    if "\\" in pred:  # "\\textbf{(B)}\\ 12", as AMC-style solutions box a choice
+        pred = _LETTER_COMMAND.sub(r"\1", pred)
+    pred_letter = (_named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
+                   or _lower_letter(pred, opts))
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold
@@ -263,6 +269,13 @@ def _named_letter(text: str, opts: dict[str, str]) -> str | None:
     if bare in opts:
         return bare
     m = _OPENING_LETTER.match(text.strip())
+    return m.group(1).upper() if m and m.group(1).upper() in opts else None
+
+
+def _lower_letter(text: str, opts: dict[str, str]) -> str | None:
+    """``b) 12``: an option's letter written in lower case and closed by a bracket (a bare
+    ``a`` is a word, not a choice)."""
+    m = _LOWER_LEAD.match(text.strip())
     return m.group(1).upper() if m and m.group(1).upper() in opts else None
 
 
