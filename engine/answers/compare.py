@@ -51,16 +51,16 @@ def _reversed_verdict(answer: str) -> bool:
     """``Yes. No.``, ``yes, no``, ``Yes, but actually no.``: a yes/no verdict taken back, its
     last clause the other word (``No, it is not.``, ``Yes, there is no dog``, ``Yes, he holds
     an umbrella; no, he is not wet`` and ``Yes, no, yes`` are not)."""
-    clauses = [c.strip(" *_\t").lower() for c in _CLAUSES.split(answer)]
-    clauses = [c.split() for c in clauses if c.strip()]
-    if len(clauses) < 2 or clauses[0][0].strip("*_") not in ("yes", "no"):
+    stripped = (c.strip(" *_\t") for c in _CLAUSES.split(answer.lower()))
+    clauses = [[w.strip("*_") for w in c.split()] for c in stripped if c.strip()]
+    if len(clauses) < 2 or clauses[0][0] not in ("yes", "no"):
         return False
-    other = "no" if clauses[0][0].strip("*_") == "yes" else "yes"
-    if [w for w in (w.strip("*_") for w in clauses[-1]) if w not in _FILLERS] != [other]:
+    other = "no" if clauses[0][0] == "yes" else "yes"
+    if [w for w in clauses[-1] if w not in _FILLERS] != [other]:
         return False
     # right after the verdict ("Yes. No."), or after a retraction ("Yes, but actually no."); not
     # a "no" about another thing ("Yes, the left one is red; the right one, no.")
-    return len(clauses) == 2 or any(w.strip("*_") in _RETRACTING for c in clauses[1:] for w in c)
+    return len(clauses) == 2 or any(w in _RETRACTING for c in clauses[1:] for w in c)
 
 # --------------------------------------------------------------------------- text
 

@@ -213,6 +213,12 @@ _EXPRESSION_AFTER = re.compile(
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
     r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d))", re.IGNORECASE)
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+
+
+def _opens_expression(text: str, at: int = 0) -> bool:
+    """Whether the number at ``text[at:]`` only opens an expression (:data:`_EXPRESSION_AFTER`)."""
+    head = _NUMBER_HEAD.match(text, at)
+    return bool(head and _EXPRESSION_AFTER.match(text, head.end()))
 #: A relative clause's ``is`` (``…, which is 3 squared``) restates; it does not state the answer.
 _RESTATING = (" which", " what", ",which")
 #: Several choices named as the answer. Letters alone: ``B and C``, ``A, B``, ``(A) and (B)``,
@@ -366,8 +372,7 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
             return rest
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) == 1 and len(s.split()) > 3:
-        head = _NUMBER_HEAD.match(s, numbers[0].start())
-        if not (head and _EXPRESSION_AFTER.match(s, head.end())):  # "4 \\pi square cm" is no number
+        if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
             return numbers[0].group(0).strip()
     return s
 
@@ -385,12 +390,11 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         return None
     if len(found) == 1:
         return _value(s[found[0].end() :].strip())  # a hedge ("2 or x = -2") is kept whole there
-    if len(found) > 1:
-        lead = _LEADING_JUSTIFICATION.match(s)
-        start = lead.end() if lead else 0
-        cut = _JUSTIFICATION.search(s, start + 1)
-        end = cut.start() if cut else len(s)
-        found = [m for m in found if start <= m.start() < end] or found
+    lead = _LEADING_JUSTIFICATION.match(s)
+    start = lead.end() if lead else 0
+    cut = _JUSTIFICATION.search(s, start + 1)
+    end = cut.start() if cut else len(s)
+    found = [m for m in found if start <= m.start() < end] or found
     chosen, previous = None, 0
     for m in found:
         rest = s[m.end() :].strip()
@@ -417,8 +421,7 @@ def _value(rest: str) -> str:
         return rest
     if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):  # "12 or 13": kept whole, and refused as hedged
         return rest
-    head = _NUMBER_HEAD.match(rest)
-    if head and _EXPRESSION_AFTER.match(rest, head.end()):  # "4 \\pi square cm": an expression, kept whole
+    if _opens_expression(rest):  # "4 \\pi square cm": an expression, kept whole
         return rest
     m = _LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
@@ -674,7 +677,7 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     if options or choice:
         answer = choice_in(answer, options)
     aside = _VALUE_ASIDE.match(answer)
-    if aside:  # "3 (three)", "15 (5+10)", "12, not 13": the value
+    if aside:  # "3 (three)", "12, not 13", "**12**": the value
         answer = aside.group(1)
     if hedged(answer, gold):
         return Found(answer, "hedged")
