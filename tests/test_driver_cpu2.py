@@ -150,6 +150,32 @@ def test_find_answer_on_varied_texts_equals_the_unmemoised_reading(monkeypatch):
     assert fast == plain
 
 
+# The plain patterns the answer phrases and conclusions were found with before they were
+# made fast (a boundary in front made them try every position: ~80 and ~200 us per 2 KB).
+_PLAIN_CONCLUSION = __import__("re").compile(
+    r"(?:^|(?<=[.!?:$\n])|(?<!\S))[^\S\n]*(?:Therefore|Thus|Hence|So|In\s+conclusion|Consequently|"
+    r"We\s+(?:find|get|obtain|conclude)\s+that|This\s+gives)\b[,:]?[^\S\n]*"
+    r"|(?:^|(?<=[.!?\n])|(?<=[.!?]\s))[^\S\n]*(?:therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*",
+)
+_PHRASE_TOKENS = ["answer", "Answer", "ANSWER", "final", "Final", "the", "The", "correct", "best", ":", "：", " is",
+                  " would be", " ", "  ", "\n", "\t", "*", "x", "12", "é", "ß", "İ", "\u00a0", ".", "!", "?", "$",
+                  "So", "so", "Thus", "thus", "Therefore", "hence", "also", "In conclusion", "We find that",
+                  "we find that", "This gives", "Consequently", "\r", "\u2003", "Final Answer:", "the correct answer is"]
+
+
+def test_answer_phrases_and_conclusions_are_found_where_the_plain_patterns_find_them():
+    rng = random.Random(11)
+    for n in range(30_000):  # every tenth longer than the tail a conclusion is looked for first
+        text = "".join(rng.choice(_PHRASE_TOKENS) for _ in range(rng.randint(0, 16) if n % 10 else rng.randint(100, 300)))
+        plain = list(extract._FINAL_PHRASE.finditer(text))
+        first = extract._first_answer(text)
+        fast = extract._last_phrase(text, first)
+        assert (fast.span() if fast else None) == (plain[-1].span() if plain else None), text
+        assert extract._answer_lines(text, first) == extract._ANSWER_LINE.findall(text), text
+        ends = [m.end() for m in _PLAIN_CONCLUSION.finditer(text)]
+        assert extract._last_conclusion(text) == (ends[-1] if ends else None), text
+
+
 def test_parse_keeps_its_checks_on_text_that_is_not_ascii():
     problem = Problem(id="p", question="q", answer="12")
     seg = Segmenter("blank_line")

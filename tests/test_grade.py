@@ -209,6 +209,29 @@ CASES = [
     ("5", "approximately 5", None, "auto", True, None, None),
     ("12", "about 12 cm", None, "auto", True, None, None),
     ("5", "approximately 4.9", None, "auto", False, None, None),
+    # a fifth round: an answer taken back in the last sentence is two answers; a value stated
+    # after a denied one; "is therefore"; a reason that opens the sentence without a comma; a
+    # count in words with its noun
+    ("12", "The answer is 12. Wait, actually 13.", None, "auto", False, "12", "hedged"),
+    ("13", "The answer is 12. Wait, actually 13.", None, "auto", False, None, "hedged"),
+    ("12", "\\boxed{12}. Wait, actually 13.", None, "auto", False, None, "hedged"),
+    ("12", "Answer: 12\nWait, no, it's 13.", None, "auto", False, None, "hedged"),
+    ("12", "Therefore, the total is 12. Actually, it should be 13.", None, "auto", False, None, "hedged"),
+    ("B", "The answer is B. Wait, actually C.", OPTS, "choice", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, let me double-check: 3 x 4 = 12. Yes.", None, "auto", True, "12", None),
+    ("12", "The answer is 12. Actually, 3 of them are red.", None, "auto", True, "12", None),
+    ("12", "The answer is 12. Actually, 12.0.", None, "auto", True, "12", None),
+    ("13", "The answer is 12.\n\nWait, actually, the answer is 13.", None, "auto", True, "13", None),
+    ("5", "The answer isn't 5; it's 7", None, "auto", False, "7", None),
+    ("7", "The answer isn't 5; it's 7", None, "auto", True, "7", None),
+    ("7", "There are not 5 but 7 apples.", None, "auto", True, "7 apples", None),
+    ("5", "It cannot be 5.", None, "auto", False, None, "negated"),
+    ("18", "Each side is 3; the perimeter is therefore 18.", None, "auto", True, "18", None),
+    ("3", "Each side is 3; the perimeter is therefore 18.", None, "auto", False, "18", None),
+    ("5", "Because the side is 3 the hypotenuse is 5.", None, "auto", True, "5", None),
+    ("two", "two dogs", None, "auto", True, None, None),
+    ("two", "three dogs", None, "auto", False, None, None),
+    ("two", "two thousand", None, "auto", False, None, None),
 ]
 
 

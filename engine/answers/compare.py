@@ -66,13 +66,17 @@ def _reversed_verdict(answer: str) -> bool:
 
 
 def text_match(gold: str, predicted: str) -> bool:
-    """Normalised equality, number words as digits (``two`` = ``2``); a yes/no gold also accepts ``No, it is not.``-style answers
+    """Normalised equality, number words as digits (``two`` = ``2``, and a count in words
+    equals the count with its noun: ``two dogs``); a yes/no gold also accepts ``No, it is not.``-style answers
     (the word, then punctuation or a restating clause: ``no idea`` is not ``no``)."""
     g, p = normalize_text(gold), normalize_text(predicted)
     if not g or not p:
         return False
-    if g == p or words_as_digits(gold) == words_as_digits(predicted):
+    g_digits = words_as_digits(gold)
+    if g == p or g_digits == words_as_digits(predicted):
         return True
+    if g_digits.isdigit() and not g.isdigit():  # a count in words (``two``): ``two dogs`` counts it too
+        return numbers_match(g_digits, words_as_digits(predicted))
     if g not in ("yes", "no"):
         return False
     raw = _strip_answer(predicted).strip()

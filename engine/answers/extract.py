@@ -136,11 +136,39 @@ _FINAL_PHRASE = re.compile(
     re.IGNORECASE,
 )
 #: A sentence that concludes (``Therefore, …``): the weaker signal, used when nothing else is.
+#: The words only; where they may stand is :func:`_last_conclusion`'s (a pattern with its
+#: boundary in front costs ~200 us per 2 KB of prose, this ~25).
 _CONCLUSION = re.compile(
-    r"(?:^|(?<=[.!?:$\n])|(?<!\S))[^\S\n]*(?:Therefore|Thus|Hence|So|In\s+conclusion|Consequently|"
-    r"We\s+(?:find|get|obtain|conclude)\s+that|This\s+gives)\b[,:]?[^\S\n]*"
-    r"|(?:^|(?<=[.!?\n])|(?<=[.!?]\s))[^\S\n]*(?:therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*",
+    r"(?:Therefore|Thus|Hence|So|In\s+conclusion|Consequently|We\s+(?:find|get|obtain|conclude)\s+that|This\s+gives"
+    r"|therefore|thus|hence|so|we\s+find\s+that)\b[,:]?[^\S\n]*"
 )
+
+
+def _last_conclusion(text: str) -> int | None:
+    """Where the last concluding phrase of ``text`` ends, or None. A capitalised one (``Thus,``)
+    stands at the start, after a space or after ``.!?:$``; a lower-case one (``so``) only opens a
+    sentence (after ``.!?``, a line break or the start, spaces between): ``and so on`` concludes
+    nothing."""
+    start = max(0, len(text) - _CONCLUSION_TAIL)
+    while True:  # the text's end first: where a conclusion usually is
+        for m in reversed(list(_CONCLUSION.finditer(text, start))):
+            i = m.start()
+            if text[i].isupper():
+                if i == 0 or text[i - 1].isspace() or text[i - 1] in ".!?:$":
+                    return m.end()
+                continue
+            while i > 0 and text[i - 1] != "\n" and text[i - 1].isspace():
+                i -= 1
+            if i == 0 or text[i - 1] in ".!?\n":
+                return m.end()
+        if start == 0:
+            return None
+        start = 0
+
+
+_CONCLUSION_TAIL = 400
+
+
 #: ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
 #: restating it; ``no idea`` is not ``no``, ``yes or no`` is neither, nor are ``no-one``
 #: and ``No. 7`` (a word and a number).
@@ -205,6 +233,28 @@ def _denied(text: str) -> bool:
     return bool(_NEGATED_VALUE.search(t[max(0, at - 48) : at + len(numbers[0])]))
 
 
+#: After a denied value, a clause that states another (``isn't 5; it's 7``, ``not 5 but 7``).
+_INSTEAD = re.compile(r"\s*(?:[,;:\u2014\u2013-]\s*|\s+)(?:but\s+|rather\s+|instead\s+)?(?:(?:it|that|this|the\s+answer)"
+                      r"(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)\s+|(?:rather|instead)\s+)?(?=[-+$]?\d)", re.IGNORECASE)
+
+
+def _stated_instead(text: str) -> str | None:
+    """The value a sentence states after denying another (``The answer isn't 5; it's 7`` → ``7``,
+    ``not 5 but 7 apples`` → ``7 apples``), or None. The denial is read as :func:`_denied`
+    reads it (a negation right before the value); the cheap test first: this runs per rollout."""
+    low = text.lower()
+    if "not" not in low and "n't" not in low and "n’t" not in low and "never" not in low:
+        return None
+    denial = _NEGATED_VALUE.search(text)
+    if denial is None:
+        return None
+    number = _DIGITS.match(text, denial.end() - 1)
+    after = _INSTEAD.match(text, number.end()) if number else None
+    if after is None or after.end() == number.end():  # type: ignore[union-attr]
+        return None
+    return _value(text[after.end() :].strip())
+
+
 #: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
 #: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
 _EXPRESSION_AFTER = re.compile(
@@ -244,6 +294,9 @@ _JUSTIFICATION = re.compile(r"[,;]?\s+\(?(?:since|because|as|given|when|where|wh
                             re.IGNORECASE)
 _LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when|where|with)\b[^,]*,", re.IGNORECASE)
 #: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
+_COPULA_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently)\b,?\s*", re.IGNORECASE)
+#: A sentence that opens with its reason and no comma to end it: its last value is the claim's.
+_LEADING_REASON = re.compile(r"^\s*(?:since|because|as|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
 _CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
@@ -353,6 +406,9 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         return s
     if _denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
+    instead = _stated_instead(s)
+    if instead is not None:  # "It isn't 5; it's 7": the value stated instead
+        return instead
     if s[:1].isdigit() or s[:1] in "$-+":
         reason = _JUSTIFICATION.search(s, 1)
         if reason and not _COPULA.search(s, 0, reason.start()):  # "4, because x = 2": the value, not its reason
@@ -384,27 +440,36 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     the area is 9``) nor a restatement (``9, which is 3 squared``). Two values offered are
     kept whole (``x = 2 or x = -2``: refused as hedged). One value (the common case) costs no
     clause reading: this runs per rollout."""
-    found = [m for m in copulas if (c := s[m.end() : m.end() + 4].lstrip().lstrip("*_`")[:1])
-             and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start())]
+    found = []  # (where the copula starts, where its value starts)
+    for m in copulas:
+        at = m.end()
+        if s[at : at + 1].isalpha():  # "is therefore 18": the adverb is the consequence's
+            adverb = _COPULA_ADVERB.match(s, at)
+            at = adverb.end() if adverb else at
+        c = s[at : at + 4].lstrip().lstrip("*_`")[:1]
+        if c and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start()):
+            found.append((m.start(), at))
     if not found:
         return None
     if len(found) == 1:
-        return _value(s[found[0].end() :].strip())  # a hedge ("2 or x = -2") is kept whole there
+        return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
     lead = _LEADING_JUSTIFICATION.match(s)
+    if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
+        return _value(s[found[-1][1] :].strip())
     start = lead.end() if lead else 0
     cut = _JUSTIFICATION.search(s, start + 1)
     end = cut.start() if cut else len(s)
-    found = [m for m in found if start <= m.start() < end] or found
+    found = [f for f in found if start <= f[0] < end] or found
     chosen, previous = None, 0
-    for m in found:
-        rest = s[m.end() :].strip()
+    for copula, at in found:
+        rest = s[at:].strip()
         if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
             return rest
-        # a later value wins after a consequence ("so the area is"), or closing a chain of values
-        # ("f(2) = 4 + 8 = 12", "the square whose side is 3 is 9")
-        if chosen is None or _CONSEQUENCE.search(s, previous, m.start()) or _CHAIN.match(s, previous, m.start()):
+        # a later value wins after a consequence ("so the area is", "is therefore"), or closing a
+        # chain of values ("f(2) = 4 + 8 = 12", "the square whose side is 3 is 9")
+        if chosen is None or _CONSEQUENCE.search(s, previous, at) or _CHAIN.match(s, previous, copula):
             chosen = rest
-        previous = m.end()
+        previous = at
     return _value(chosen)  # type: ignore[arg-type]
 
 
@@ -427,31 +492,61 @@ def _value(rest: str) -> str:
     return m.group(0).strip() if m else rest
 
 
+_PHRASE_LEAD = 60  # room before "answer" for the words a phrase opens with ("the correct ", "final ")
+
+
+def _first_answer(text: str) -> int | None:
+    """Where "answer" first stands in ``text`` (0 when case folding may move offsets), or None:
+    the patterns that name the answer (:data:`_ANSWER_LINE`, :data:`_FINAL_PHRASE`) all hold
+    the word, and they try every position (~80 us per 2 KB of prose), so they start near it."""
+    if not text.isascii():  # case folding may change lengths: no offsets from it
+        return 0 if "answer" in text.casefold() else None
+    first = text.lower().find("answer")
+    return None if first < 0 else first
+
+
+def _last_phrase(text: str, first: int | None) -> re.Match[str] | None:
+    """The last :data:`_FINAL_PHRASE` in ``text``, whose first "answer" is at ``first``."""
+    if first is None:
+        return None
+    last = None
+    for last in _FINAL_PHRASE.finditer(text, max(0, first - _PHRASE_LEAD)):  # noqa: B007 (the last is kept)
+        pass
+    return last
+
+
+def _answer_lines(text: str, first: int | None) -> list[str]:
+    """Every :data:`_ANSWER_LINE` in ``text``, whose first "answer" is at ``first``: one is
+    read from its line's start, so the search starts at the start of that word's line."""
+    return [] if first is None else _ANSWER_LINE.findall(text, text.rfind("\n", 0, first) + 1)
+
+
 def _prose_answer(text: str, yes_no: bool = False) -> str | None:
     """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
     An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
     answer is …`` phrase, then the last ``Therefore, …`` sentence, then the last line; each
     reduced to what it states (a whole last line is never taken blindly)."""
     text = text[-_SCAN:]
-    lines = _ANSWER_LINE.findall(text)
+    first = _first_answer(text)
+    lines = _answer_lines(text, first)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
         return _reduce(line, yes_no) if len(line.split()) > 3 or _MATH_SPAN.search(line) else line
-    phrases = list(_FINAL_PHRASE.finditer(text))
-    if phrases:  # the last one: "Final Answer: The final answer is 7" states 7
-        stated = _stated(text[phrases[-1].end() :])
+    phrase = _last_phrase(text, first)
+    if phrase is not None:  # the last one: "Final Answer: The final answer is 7" states 7
+        stated = _stated(text[phrase.end() :])
         if stated:
             return _reduce(stated, yes_no) if len(stated.split()) > 3 else stated
-        spans = list(_MATH_SPAN.finditer(text, phrases[-1].start()))
+        spans = list(_MATH_SPAN.finditer(text, phrase.start()))
         if spans:  # "Answer \[ 9 \]": the maths after the phrase
             return _reduce(spans[-1].group(0))
-    conclusions = list(_CONCLUSION.finditer(text))
-    if conclusions:
-        stated = _stated(text[conclusions[-1].end() :])
+    conclusion = _last_conclusion(text)
+    if conclusion is not None:
+        stated = _stated(text[conclusion:])
         if stated:
             return _reduce(stated, yes_no)
     tail = text.rstrip()
-    spans = list(_MATH_SPAN.finditer(tail))
+    spans = list(_MATH_SPAN.finditer(tail)) if tail.rstrip(" .,;:!").endswith(("$", ")", "]")) else None
     if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
         return _reduce(spans[-1].group(0))
     for line in reversed(text.splitlines()):
@@ -605,8 +700,8 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
     if boxes:
         tail = text[boxes[-1][0] :][-_SCAN:]
-        phrases = list(_FINAL_PHRASE.finditer(tail))
-        stated = _stated(tail[phrases[-1].end() :]) if phrases else ""
+        phrase = _last_phrase(tail, _first_answer(tail))
+        stated = _stated(tail[phrase.end() :]) if phrase else ""
         if stated:
             answer = _unwrap(_reduce(stated, _is_yes_no(gold)) if len(stated.split()) > 3 else stated)
         else:
@@ -619,7 +714,50 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         return Found(None, "unterminated box")
     else:
         answer = _prose_answer(text, _is_yes_no(gold))
+    if answer and _may_retract(text) and _taken_back(text, answer):
+        return Found(answer.strip(), "hedged")  # "The answer is 12. Wait, actually 13.": two answers given
     return read_answer_memo(answer, gold, options, choice)
+
+
+#: A last sentence that takes the stated answer back and states another in its place:
+#: ``Wait, actually 13.``, ``Wait, no, it's 13.``, ``Correction: C``, ``Sorry, I mean 13``.
+_RETRACTION = re.compile(
+    r"(?:^|[.!?]\s+|\n)[\s*_]*(?:(?:no,?\s+wait|wait|actually|correction|sorry|oops|i\s+mean|on\s+second\s+thought)\b"
+    r"[\s,:;!.\u2014-]*)+(?:no[,.!]\s*(?=\S))?(?:(?:it(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)|the\s+(?:final\s+)?answer\s+is"
+    r"|(?:that\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?([^\n]*?)[\s.!*_]*$", re.IGNORECASE)
+_RETRACTION_SCAN = 300  # a retraction is the text's last sentence: only its end is read
+_RETRACTION_WORDS = ("wait", "actually", "correction", "sorry", "oops", "mean", "second thought")
+
+
+def _may_retract(text: str) -> bool:
+    """The cheap test before :data:`_RETRACTION` (a regex search costs ~20 us here, this ~1 us;
+    it runs per rollout)."""
+    tail = text[-_RETRACTION_SCAN:].lower()
+    return any(word in tail for word in _RETRACTION_WORDS)
+
+
+def _taken_back(text: str, answer: str) -> bool:
+    """Does the text's last sentence take ``answer`` back for another value or choice (``The
+    answer is 12. Wait, actually 13.``)? Right either way would reward guessing twice. Only a
+    sentence that *is* the new answer counts: ``Wait, let me check: 3 × 4 = 12`` and
+    ``Actually, 3 of them are red`` take nothing back."""
+    m = _RETRACTION.search(text, max(0, len(text) - _RETRACTION_SCAN))
+    if m is None:
+        return False
+    new = _stated(m.group(1)).rstrip(" .!*_")
+    if _SINGLE_LETTER.match(new):
+        lead = _LEAD_LETTER.match(_strip_answer(answer))
+        return lead is None or lead.group(1) != new.strip("()[]. ")
+    if not new[:1].isdigit() and new[:1] not in "$-+\\(" or _value(new) != new:
+        return False
+    old = _strip_answer(answer).strip("$ ")
+    heads = _NUMBER_HEAD.match(new.lstrip("$")), _NUMBER_HEAD.match(old)
+    if heads[0] and heads[1]:  # "12" and "12.0 cm" are one value
+        try:
+            return float(heads[0].group(0).replace(",", "")) != float(heads[1].group(0).replace(",", ""))
+        except ValueError:  # a fraction ("3/4"): compared as written
+            return heads[0].group(0) != heads[1].group(0)
+    return new.strip("$ ") != old
 
 
 def _is_yes_no(gold: str) -> bool:
