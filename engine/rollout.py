@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from prmtree.engine.answers import extract_answer
-from prmtree.engine.answers.extract import find_answer, reasoning_markup
+from prmtree.engine.answers.extract import find_answer, reasoning_markup, retracted, says_nothing
 from prmtree.engine.answers.kinds import options_of
 from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
@@ -100,8 +100,11 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
         if steps is None:
             steps = tuple(segmenter.split(text, depth))
         found = find_answer(steps[-1], problem.answer, options, choice)
-        if found.answer is None and found.refused != "hedged":
-            found = find_answer(text, problem.answer, options, choice)
+        if (found.answer is None and found.refused != "hedged") or says_nothing(steps[-1], found):
+            found = find_answer(text, problem.answer, options, choice)  # "... the answer is 12.\n\nWait"
+        elif found.refused is None and found.answer is not None:  # a last step that takes back an earlier one's answer
+            taken = retracted(text, found.answer, problem.answer, options)
+            found = taken if taken is not None and taken.refused else found
     answer = found.answer
     if found.refused == "hedged":
         return made(None, False, "hedged")

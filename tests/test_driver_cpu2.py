@@ -160,7 +160,8 @@ _PLAIN_CONCLUSION = __import__("re").compile(
 _PHRASE_TOKENS = ["answer", "Answer", "ANSWER", "final", "Final", "the", "The", "correct", "best", ":", "：", " is",
                   " would be", " ", "  ", "\n", "\t", "*", "x", "12", "é", "ß", "İ", "\u00a0", ".", "!", "?", "$",
                   "So", "so", "Thus", "thus", "Therefore", "hence", "also", "In conclusion", "We find that",
-                  "we find that", "This gives", "Consequently", "\r", "\u2003", "Final Answer:", "the correct answer is"]
+                  "we find that", "This gives", "Consequently", "\r", "\u2003", "Final Answer:", "the correct answer is",
+                  " " * 70, "\n" + " " * 65]
 
 
 def test_answer_phrases_and_conclusions_are_found_where_the_plain_patterns_find_them():

@@ -221,7 +221,13 @@ CASES = [
     ("12", "The answer is 12. Wait, let me double-check: 3 x 4 = 12. Yes.", None, "auto", True, "12", None),
     ("12", "The answer is 12. Actually, 3 of them are red.", None, "auto", True, "12", None),
     ("12", "The answer is 12. Actually, 12.0.", None, "auto", True, "12", None),
-    ("13", "The answer is 12.\n\nWait, actually, the answer is 13.", None, "auto", True, "13", None),
+    ("13", "The answer is 12.\n\nWait, actually, the answer is 13.", None, "auto", False, None, "hedged"),
+    ("13", "Step 1: 3*4 = 12.\nActually, 13.", None, "auto", True, "13", None),  # no answer before it
+    ("12", "Step 1: 3*4 = 12.\nActually, 13.", None, "auto", False, "13", None),
+    ("13", "Wait, actually 13.", None, "auto", True, "13", None),
+    ("13", "3*4 = 12.\nActually, 13.", None, "auto", True, "13", None),  # a working value is no answer
+    ("13", "12. Wait, actually 13.", None, "auto", False, None, "hedged"),  # a bare value is
+    ("B", "The answer is (B) 12. Wait, actually B.", OPTS, "choice", True, None, None),
     ("5", "The answer isn't 5; it's 7", None, "auto", False, "7", None),
     ("7", "The answer isn't 5; it's 7", None, "auto", True, "7", None),
     ("7", "There are not 5 but 7 apples.", None, "auto", True, "7 apples", None),
@@ -232,6 +238,37 @@ CASES = [
     ("two", "two dogs", None, "auto", True, None, None),
     ("two", "three dogs", None, "auto", False, None, None),
     ("two", "two thousand", None, "auto", False, None, None),
+    # a prober's round on the fifth: a last sentence that is only a pause, a check of the
+    # answer, or the same answer written another way takes nothing back; a denial's value
+    # replaced only with a connector ("it's", "but"); a count is not a fraction or a percent
+    ("12", "Therefore, the answer is 12.\n\nWait", None, "auto", True, "12", None),
+    ("12", "\\boxed{12}\n\nSorry!", None, "auto", True, "12", None),
+    ("12", "So the answer is 12.\n\nHope this helps!", None, "auto", True, "12", None),
+    ("12", "The answer is 12. Wait, 3 \\times 4 = 12.", None, "auto", True, "12", None),
+    ("8", "The answer is 8. Wait, 2 cubed is 8.", None, "auto", True, "8", None),
+    ("12", "So the answer is 12.\n\nWait, actually 3 times 4 is 12, so yes.", None, "auto", True, "12", None),
+    ("0.5", "The answer is 0.5. Wait, actually 1/2.", None, "auto", True, None, None),
+    ("-3", "The answer is -3. Wait, actually -3.0.", None, "auto", True, None, None),
+    ("1.5", "The answer is $\\frac{3}{2}$. Actually, 1.5.", None, "auto", True, None, None),
+    ("C", "The answer is C. Actually, 12.", ["10", "11", "12", "13"], "choice", True, None, None),
+    ("C", "The answer is (C) 12. Wait, 12.", ["10", "11", "12", "13"], "choice", True, None, None),
+    ("B", "The answer is B.\n\nSorry, I", None, "choice", True, None, None),
+    ("12", "The answer is 12. Hmm, no, it's 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, that's wrong; it's 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, actually x = 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Actually, $13$ is correct.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, actually 13.<|im_end|>", None, "auto", False, None, "hedged"),
+    ("yes", "The answer is yes. Wait, actually no.", None, "auto", False, None, "hedged"),
+    ("8", "The answer is 12, not 8: 8 only counts the visible faces.", None, "auto", False, "12", None),
+    ("12", "The answer is 12, not 8: 8 only counts the visible faces.", None, "auto", True, "12", None),
+    ("2", "The area is not 4 — 2 is the side.", None, "auto", False, None, None),
+    ("3", "So the total isn't 12 - 3.", None, "auto", False, None, None),
+    ("5", "Since the denominator cannot be 0, 2 - x ≠ 0 so x = 5.", None, "auto", True, None, None),
+    ("12", "As shown in the figure the perimeter is 12 since each side is 3 cm.", None, "auto", True, None, None),
+    ("two", "two thirds", None, "auto", False, None, None),
+    ("two", "2 more than five", None, "auto", False, None, None),
+    ("three", "3 percent", None, "auto", False, None, None),
+    ("two", "-2", None, "auto", False, None, None),
 ]
 
 

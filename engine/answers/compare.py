@@ -72,16 +72,35 @@ def text_match(gold: str, predicted: str) -> bool:
     g, p = normalize_text(gold), normalize_text(predicted)
     if not g or not p:
         return False
-    g_digits = words_as_digits(gold)
-    if g == p or g_digits == words_as_digits(predicted):
+    if g == p:
         return True
-    if g_digits.isdigit() and not g.isdigit():  # a count in words (``two``): ``two dogs`` counts it too
-        return numbers_match(g_digits, words_as_digits(predicted))
+    g_digits = words_as_digits(gold)
+    if g_digits.isdigit() and not g.isdigit():  # a count in words (``two``)
+        return _counts(int(g_digits), predicted)
+    if g_digits == words_as_digits(predicted):
+        return True
     if g not in ("yes", "no"):
         return False
     raw = _strip_answer(predicted).strip()
     lead = _YES_NO_LEAD.match(raw)
     return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw) and not _reversed_verdict(raw)
+
+
+#: ``two dogs``: a count and the one word it counts.
+_COUNT_OF = re.compile(r"(\d+)(?: ([a-z']+))?")
+#: Words after a count that make it another number (``two thirds``, ``3 percent``, ``3 pi``,
+#: ``2 more``, ``2 and a half``), not a count of things.
+_NOT_COUNTED = re.compile(r"halves|half|thirds?|quarters?|(?:four|fif|six|seven|eigh|nin|ten|hundred|thousand)ths?"
+                          r"|percent|pct|pi|more|less|fewer|times|and|or|plus|minus|over|point|squared|cubed")
+
+
+def _counts(count: int, predicted: str) -> bool:
+    """Does ``predicted`` give ``count`` (a gold written in words: ``two``) as a count: ``2``,
+    ``two``, ``two dogs``? Not ``-2``, ``3%``, ``two thirds``, ``2 more than five``."""
+    if "%" in predicted or "\\" in predicted or re.search(r"-\s*\d|\d\s*[-/.,]\s*\d", predicted):
+        return False
+    m = _COUNT_OF.fullmatch(words_as_digits(predicted))
+    return bool(m) and int(m.group(1)) == count and not (m.group(2) and _NOT_COUNTED.fullmatch(m.group(2)))
 
 
 # --------------------------------------------------------------------------- numbers

@@ -233,15 +233,20 @@ def _denied(text: str) -> bool:
     return bool(_NEGATED_VALUE.search(t[max(0, at - 48) : at + len(numbers[0])]))
 
 
-#: After a denied value, a clause that states another (``isn't 5; it's 7``, ``not 5 but 7``).
-_INSTEAD = re.compile(r"\s*(?:[,;:\u2014\u2013-]\s*|\s+)(?:but\s+|rather\s+|instead\s+)?(?:(?:it|that|this|the\s+answer)"
-                      r"(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)\s+|(?:rather|instead)\s+)?(?=[-+$]?\d)", re.IGNORECASE)
+#: After a denied value, a clause that states another in its place: ``isn't 5; it's 7``,
+#: ``not 5 but 7``, ``not 5 - rather 7``. A connector is needed: ``not 5, 6 is too big`` and
+#: ``12 - 3`` state nothing instead.
+_INSTEAD = re.compile(r"\s*[,;:\u2014\u2013-]?\s*(?:(?:but\s+)?(?:rather|instead)\s+|but\s+)?(?:(?:it|that|this|the\s+answer)"
+                      r"(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)\s+)?(?=[-+$]?\d)", re.IGNORECASE)
+_INSTEAD_CONNECTOR = re.compile(r"\b(?:but|rather|instead|it|that|this|answer)\b|['’]s\b", re.IGNORECASE)
 
 
 def _stated_instead(text: str) -> str | None:
-    """The value a sentence states after denying another (``The answer isn't 5; it's 7`` → ``7``,
-    ``not 5 but 7 apples`` → ``7 apples``), or None. The denial is read as :func:`_denied`
-    reads it (a negation right before the value); the cheap test first: this runs per rollout."""
+    """The value a sentence states in place of the one it denies first (``The answer isn't 5;
+    it's 7`` → ``7``, ``not 5 but 7 apples`` → ``7 apples``), or None. The denial is read as
+    :func:`_denied` reads it (a negation right before the value), and must deny the
+    sentence's first value: ``12, not 8: 8 only counts …`` states 12. The cheap test first:
+    this runs per rollout."""
     low = text.lower()
     if "not" not in low and "n't" not in low and "n’t" not in low and "never" not in low:
         return None
@@ -249,8 +254,11 @@ def _stated_instead(text: str) -> str | None:
     if denial is None:
         return None
     number = _DIGITS.match(text, denial.end() - 1)
-    after = _INSTEAD.match(text, number.end()) if number else None
-    if after is None or after.end() == number.end():  # type: ignore[union-attr]
+    first = _DIGITS.search(text)
+    if number is None or first is None or first.start() != number.start():
+        return None
+    after = _INSTEAD.match(text, number.end())
+    if after is None or not _INSTEAD_CONNECTOR.search(text, number.end(), after.end()):
         return None
     return _value(text[after.end() :].strip())
 
@@ -296,7 +304,7 @@ _LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|
 #: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
 _COPULA_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently)\b,?\s*", re.IGNORECASE)
 #: A sentence that opens with its reason and no comma to end it: its last value is the claim's.
-_LEADING_REASON = re.compile(r"^\s*(?:since|because|as|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
+_LEADING_REASON = re.compile(r"^\s*(?:since|because|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
 _CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>")
@@ -455,7 +463,9 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
     lead = _LEADING_JUSTIFICATION.match(s)
     if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
-        return _value(s[found[-1][1] :].strip())
+        cut = _JUSTIFICATION.search(s, 1)
+        claimed = [f for f in found if cut is None or f[0] < cut.start()] or found
+        return _value(s[claimed[-1][1] :].strip())
     start = lead.end() if lead else 0
     cut = _JUSTIFICATION.search(s, start + 1)
     end = cut.start() if cut else len(s)
@@ -477,7 +487,9 @@ def _value(rest: str) -> str:
     """``0.6, which means …`` → ``0.6``; ``12 distinct sequences that …`` → ``12 distinct``:
     a value and at most one word after it; maths and choices are kept whole; markdown
     emphasis around it (``**5**``) is not part of it."""
-    if rest[:1] in "*_`":
+    if not rest:
+        return rest
+    if rest[0] in "*_`":
         return _value(rest.lstrip("*_`")).strip("*_`")
     if rest[:1] in "$\\([":
         spans = _MATH_SPAN.match(rest)
@@ -490,9 +502,6 @@ def _value(rest: str) -> str:
         return rest
     m = _LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
-
-
-_PHRASE_LEAD = 60  # room before "answer" for the words a phrase opens with ("the correct ", "final ")
 
 
 def _first_answer(text: str) -> int | None:
@@ -509,8 +518,14 @@ def _last_phrase(text: str, first: int | None) -> re.Match[str] | None:
     """The last :data:`_FINAL_PHRASE` in ``text``, whose first "answer" is at ``first``."""
     if first is None:
         return None
+    start = first
+    for _ in range(2):  # back over the (at most two) words a phrase opens with: "the correct answer"
+        while start > 0 and text[start - 1].isspace():
+            start -= 1
+        while start > 0 and text[start - 1].isalpha():
+            start -= 1
     last = None
-    for last in _FINAL_PHRASE.finditer(text, max(0, first - _PHRASE_LEAD)):  # noqa: B007 (the last is kept)
+    for last in _FINAL_PHRASE.finditer(text, start):  # noqa: B007 (the last is kept)
         pass
     return last
 
@@ -521,11 +536,12 @@ def _answer_lines(text: str, first: int | None) -> list[str]:
     return [] if first is None else _ANSWER_LINE.findall(text, text.rfind("\n", 0, first) + 1)
 
 
-def _prose_answer(text: str, yes_no: bool = False) -> str | None:
+def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) -> str | None:
     """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
     An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
-    answer is …`` phrase, then the last ``Therefore, …`` sentence, then the last line; each
-    reduced to what it states (a whole last line is never taken blindly)."""
+    answer is …`` phrase, then the last ``Therefore, …`` sentence, then (not ``stated_only``)
+    the maths the text ends on or its last line; each reduced to what it states (a whole last
+    line is never taken blindly)."""
     text = text[-_SCAN:]
     first = _first_answer(text)
     lines = _answer_lines(text, first)
@@ -545,6 +561,8 @@ def _prose_answer(text: str, yes_no: bool = False) -> str | None:
         stated = _stated(text[conclusion:])
         if stated:
             return _reduce(stated, yes_no)
+    if stated_only:
+        return None
     tail = text.rstrip()
     spans = list(_MATH_SPAN.finditer(tail)) if tail.rstrip(" .,;:!").endswith(("$", ")", "]")) else None
     if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
@@ -714,19 +732,38 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         return Found(None, "unterminated box")
     else:
         answer = _prose_answer(text, _is_yes_no(gold))
-    if answer and _may_retract(text) and _taken_back(text, answer):
-        return Found(answer.strip(), "hedged")  # "The answer is 12. Wait, actually 13.": two answers given
+    if answer:
+        taken = retracted(text, answer, gold, options)  # "The answer is 12. Wait, actually 13.": two answers
+        if taken is not None:
+            return taken if taken.refused else read_answer_memo(taken.answer, gold, options, choice)
     return read_answer_memo(answer, gold, options, choice)
 
 
 #: A last sentence that takes the stated answer back and states another in its place:
-#: ``Wait, actually 13.``, ``Wait, no, it's 13.``, ``Correction: C``, ``Sorry, I mean 13``.
+#: ``Wait, actually 13.``, ``Wait, no, it's 13.``, ``Hmm, that's wrong; it's 13``,
+#: ``Correction: C``, ``Sorry, I mean x = 13``, ``Actually, $13$ is correct.``
 _RETRACTION = re.compile(
-    r"(?:^|[.!?]\s+|\n)[\s*_]*(?:(?:no,?\s+wait|wait|actually|correction|sorry|oops|i\s+mean|on\s+second\s+thought)\b"
-    r"[\s,:;!.\u2014-]*)+(?:no[,.!]\s*(?=\S))?(?:(?:it(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)|the\s+(?:final\s+)?answer\s+is"
-    r"|(?:that\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?([^\n]*?)[\s.!*_]*$", re.IGNORECASE)
+    r"(?:^|[.!?]\s+|\n)[\s*_]*(?:(?:no,?\s+wait|wait|hmm+|hold\s+on|actually|correction|sorry|oops|i\s+mean"
+    r"|on\s+second\s+thought)\b(?:[\s,:;!.\u2014]|-(?!\s*\d))*)+"
+    r"(?:no[,.!]\s*(?=\S))?(?:(?:that(?:'s|’s|\s+is)|this\s+is)\s+(?:wrong|incorrect|not\s+right)[,;:.!]?\s*)?"
+    r"(?:(?:it(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)|the\s+(?:final\s+)?answer\s+is"
+    r"|(?:that\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?(?:[a-z]\s*=\s*)?"
+    r"([^\n]*?)(?:\s+(?:is\s+(?:correct|right|the\s+answer)|instead))?[\s.!*_]*$", re.IGNORECASE)
 _RETRACTION_SCAN = 300  # a retraction is the text's last sentence: only its end is read
-_RETRACTION_WORDS = ("wait", "actually", "correction", "sorry", "oops", "mean", "second thought")
+_RETRACTION_WORDS = ("wait", "actually", "correction", "sorry", "oops", "mean", "second thought", "hmm", "hold on")
+_TRAILING_TOKENS = re.compile(r"(?:\s*(?:<\|[^|<>]{1,40}\|>|</s>|<eos>))+\s*$")
+_MATHS_VALUE = re.compile(r"^(?:\$([^$]*)\$|\\\((.*)\\\))$")
+
+
+def says_nothing(step: str, found: Found) -> bool:
+    """Is ``found``, read from a solution's last ``step``, that step as it stands, with no value
+    or choice in it (``Wait``, ``Hope this helps!``)? Then the answer is the whole text's,
+    as :func:`prmtree.grade` reads it (``… the answer is 12.\\n\\nWait`` is 12)."""
+    answer = found.answer
+    if answer is None or found.refused is not None or len(step) > 200 or any(c.isdigit() for c in step):
+        return False
+    return (answer.strip().rstrip(".!") == step.strip().rstrip(".!")
+            and _bare_answer(answer, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") is None)
 
 
 def _may_retract(text: str) -> bool:
@@ -736,28 +773,129 @@ def _may_retract(text: str) -> bool:
     return any(word in tail for word in _RETRACTION_WORDS)
 
 
-def _taken_back(text: str, answer: str) -> bool:
-    """Does the text's last sentence take ``answer`` back for another value or choice (``The
-    answer is 12. Wait, actually 13.``)? Right either way would reward guessing twice. Only a
-    sentence that *is* the new answer counts: ``Wait, let me check: 3 × 4 = 12`` and
-    ``Actually, 3 of them are red`` take nothing back."""
+def _bare_answer(text: str, letters: str) -> str | None:
+    """``text`` when it is only an answer: a value (``13``, ``-3.0``, ``$\\frac{3}{2}$``,
+    ``13 apples``), one of ``letters`` (``C``, ``(C)``) or a yes/no word; else None
+    (``3*4 = 12``, ``3 of them are red``)."""
+    t = text.strip().rstrip(".!").strip().strip("*_").strip()
+    maths = _MATHS_VALUE.match(t)
+    if maths:
+        t = next(g for g in maths.groups() if g is not None).strip()
+    if not t:
+        return None
+    if _SINGLE_LETTER.match(t):
+        return t if t.strip("()[]. ") in letters else None
+    if t.lower() in ("yes", "no"):
+        return t
+    if _LEAD_VALUE.fullmatch(t) or _LATEX_FRACTION.fullmatch(t):
+        return t
+    return None
+
+
+_LATEX_FRACTION = re.compile(r"[-+]?\\[dt]?frac\s*\{\s*\d+\s*\}\s*\{\s*\d+\s*\}")
+
+
+def _retraction(text: str, letters: str) -> tuple[int, str] | None:
+    """The text's last sentence when it takes an answer back for another value or choice
+    (``Wait, actually 13.``, ``Correction: C``): where it starts and the answer it states.
+    Only a sentence that *is* the new answer counts: ``Wait, let me check: 3 × 4 = 12`` and
+    ``Actually, 3 of them are red`` state no new answer."""
+    if "<" in text[-_RETRACTION_SCAN:]:
+        text = _TRAILING_TOKENS.sub("", text)
     m = _RETRACTION.search(text, max(0, len(text) - _RETRACTION_SCAN))
     if m is None:
-        return False
-    new = _stated(m.group(1)).rstrip(" .!*_")
-    if _SINGLE_LETTER.match(new):
-        lead = _LEAD_LETTER.match(_strip_answer(answer))
-        return lead is None or lead.group(1) != new.strip("()[]. ")
-    if not new[:1].isdigit() and new[:1] not in "$-+\\(" or _value(new) != new:
-        return False
-    old = _strip_answer(answer).strip("$ ")
-    heads = _NUMBER_HEAD.match(new.lstrip("$")), _NUMBER_HEAD.match(old)
-    if heads[0] and heads[1]:  # "12" and "12.0 cm" are one value
-        try:
-            return float(heads[0].group(0).replace(",", "")) != float(heads[1].group(0).replace(",", ""))
-        except ValueError:  # a fraction ("3/4"): compared as written
-            return heads[0].group(0) != heads[1].group(0)
-    return new.strip("$ ") != old
+        return None
+    new = _bare_answer(_stated(m.group(1)), letters)
+    return None if new is None else (m.start(), new)
+
+
+def _stated_before(text: str, gold: str, letters: str) -> str | None:
+    """The answer ``text`` states outright (a box, ``Answer:``, "the answer is", "Therefore",
+    or a last line that is only an answer: ``B.``, ``12.``), or None: a working value on a
+    last line is no answer to take back."""
+    bare = _bare_answer(text.strip().rsplit("\n", 1)[-1], letters)
+    if bare is not None:
+        return bare
+    if "\\boxed" in text or "\\fbox" in text:
+        boxes = all_boxed(text)
+        return boxes[-1][1] if boxes else None
+    return _prose_answer(text, _is_yes_no(gold), stated_only=True)
+
+
+_FRACTION_PARTS = re.compile(r"^([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|^([-+]?\d+)\s*/\s*(\d+)")
+_NUMBER_PART = re.compile(r"[-+]?\d+(?:[ ,]\d{3})*(?:\.\d+)?")
+
+
+def _number(text: str) -> float | None:
+    """The number ``text`` opens with (``12.0 cm``, ``1 000``, ``3/2``, ``\\frac{3}{2}``), or None."""
+    t = text.strip().strip("$").strip()
+    fraction = _FRACTION_PARTS.match(t)
+    try:
+        if fraction:
+            sign, num, den = (fraction.group(1), fraction.group(2), fraction.group(3)) if fraction.group(2) \
+                else ("", fraction.group(4), fraction.group(5))
+            return float(sign + num) / float(den)
+        number = _NUMBER_PART.match(t)
+        return float(number.group(0).replace(",", "").replace(" ", "")) if number else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _answer_forms(answer: str, options: object) -> set[object]:
+    """What ``answer`` may name, for comparing two of them: its letter and that option's text,
+    its number, and its text."""
+    a = _strip_answer(answer).strip("$ ")
+    forms: set[object] = {a.lower()}
+    lead = _LEAD_LETTER.match(a)
+    if lead:  # "C", "(C) 12": the letter, and the option's text
+        forms.add(("letter", lead.group(1)))
+        rest = a[lead.end() :].strip()
+        option = _option_text(options, lead.group(1))
+        for value in (rest, option):
+            if value:
+                forms.add(value.lower())
+                number = _number(value)
+                if number is not None:
+                    forms.add(number)
+    number = _number(a)
+    if number is not None:
+        forms.add(number)
+    for letter, text in _option_items(options):  # "12" names option C when C's text is 12
+        if text.lower() in forms or (_number(text) is not None and _number(text) in forms):
+            forms.add(("letter", letter))
+    return forms
+
+
+def _option_items(options: object) -> list[tuple[str, str]]:
+    if isinstance(options, dict):
+        return [(str(k).strip("()[]. ").upper()[:1], str(v).strip()) for k, v in options.items()]
+    if isinstance(options, (list, tuple)):
+        return [(chr(65 + i), str(v).strip()) for i, v in enumerate(options[:26])]
+    return []
+
+
+def _option_text(options: object, letter: str) -> str | None:
+    return next((text for key, text in _option_items(options) if key == letter), None)
+
+
+def retracted(text: str, answer: str, gold: str = "", options: object = None) -> Found | None:
+    """``text`` whose last sentence takes back the answer it stated for another (``The answer
+    is 12. Wait, actually 13.``): refused as hedged, since right either way would reward
+    guessing twice. The same answer again (``12. Actually, 12.0.``, ``C. Actually, 12.`` where
+    C is 12) takes nothing back. With no answer stated before it, the retraction's answer is
+    the answer (``Step 1: 3·4 = 12. Actually, 13.`` is 13). None: no retraction."""
+    if not _may_retract(text):
+        return None
+    letters = _option_keys(options) or "ABCDEFGH"
+    found = _retraction(text, letters)
+    if found is None:
+        return None
+    start, new = found
+    cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
+    before = _stated_before(text[:cut], gold, letters)
+    if before is None:
+        return None if _answer_forms(answer, options) & _answer_forms(new, options) else Found(new)
+    return None if _answer_forms(before, options) & _answer_forms(new, options) else Found(answer.strip(), "hedged")
 
 
 def _is_yes_no(gold: str) -> bool:
