@@ -89,12 +89,13 @@ def _answered(problem: Problem, text: str, num_tokens: int, finish_reason: str, 
         return made(None, False, "truncated")
     if malformed is not None:  # not valid Unicode: a wrong rollout, its answer never checked
         return made(None, False, malformed)
-    # The rule prmtree.grade applies. Boxes are read from the whole text (several may make one
-    # answer); prose from the last step first (a custom splitter's last step is the answer).
+    # The rule prmtree.grade applies, to the whole text as grade reads it (boxes, several of which
+    # may make one answer; a reasoning model's answer after its </think>; the built-in step
+    # reader's prose). A custom splitter's prose is read from its last step first: that step may
+    # be the answer alone.
     options, choice = dict(options_of(problem)) or None, problem.answer_type == "choice"
-    # A reasoning model's answer is read from the whole text too: after its </think>.
     markup = reasoning_markup(text)
-    if markup or "\\boxed" in text or "\\fbox" in text:
+    if markup or segmenter.steps_any_text or "\\boxed" in text or "\\fbox" in text:
         found = find_answer(text, problem.answer, options, choice, markup)
     else:
         if steps is None:

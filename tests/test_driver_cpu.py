@@ -12,6 +12,7 @@ import pytest
 
 import prmtree
 
+from prmtree.engine.answers.extract import find_answer
 from prmtree.engine.calibration import (
     UNDECIDED,
     PathPlan,
@@ -179,24 +180,26 @@ def test_the_built_in_reader_gives_a_step_to_every_text_with_a_non_space_charact
 
 def test_a_deferred_parse_is_the_eager_one():
     """The built-in reader splits a whole solution when its steps are first read; every
-    field, the verdict, equality, hashing, copies and pickles are those of the eager parse
-    (a custom splitter of the same steps parses eagerly)."""
+    field, the verdict, equality, hashing, copies and pickles are those of the eager rollout
+    with the same steps. Its answer is the whole text's, as :func:`prmtree.grade` reads it."""
     rng = random.Random(8)
-    eager = Segmenter(lambda text: Segmenter("blank_line").split(text))
-    deferring = Segmenter("blank_line")
+    builtin = Segmenter("blank_line")
     problems = [Problem("p", "q", "7"), Problem("c", "Which? (A) 1 (B) 2", "B", answer_type="choice")]
     kinds = set()
     for text in _texts(rng, 4000):
         for problem in problems:
+            found = find_answer(text, problem.answer, None, problem.answer_type == "choice")
             for finish in ("stop", "length"):
-                a = parse_completion(problem, text, 9, finish, deferring, None)
-                b = parse_completion(problem, text, 9, finish, eager, None)
+                a = parse_completion(problem, text, 9, finish, builtin, None)
+                b = Rollout(tuple(builtin.split(text)), a.answer, a.correct, 9, finish, a.malformed)
                 kinds.add("_split" in a.__dict__)
                 assert a.has_steps == b.has_steps
                 c = pickle.loads(pickle.dumps(a))  # before the steps are read: the text travels
                 assert (a, hash(a), repr(a)) == (b, hash(b), repr(b)) == (c, hash(c), repr(c))
                 assert with_verdict(a, True) == replace(b, correct=True) == with_verdict(copy.copy(a), True)
-    assert kinds == {True, False}  # deferred, and eager (empty, or prose read from the last step)
+                if finish == "stop" and a.malformed != "empty":
+                    assert a.answer == (None if found.refused else found.answer), text
+    assert kinds == {True, False}  # deferred, and eager (empty)
 
 
 def test_a_deferred_rollout_splits_once_and_only_when_its_steps_are_read():

@@ -269,6 +269,33 @@ CASES = [
     ("two", "2 more than five", None, "auto", False, None, None),
     ("three", "3 percent", None, "auto", False, None, None),
     ("two", "-2", None, "auto", False, None, None),
+    # a second prober's round: only the last sentence retracts (an earlier "Hmm, 7 days." is
+    # working), answers not plainly comparable are no change, end-of-text tokens and closers
+    # are skipped, a value "instead" must end its clause, a count is not a scale or a fraction
+    ("7", "Hmm, 7 days. The answer is 12 days.", None, "auto", False, None, None),
+    ("12", "Hmm, 7 days. The answer is 12 days.", None, "auto", True, None, None),
+    ("8", "Hmm, 8. Let me recompute: $\\boxed{12}$", None, "auto", False, "12", None),
+    ("A", "Hmm, A. No. The answer is B.", ["3", "5", "7"], "choice", False, None, None),
+    ("12", "Wait, let me verify. The answer is 12. Wait, actually 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, actually 13." + "<|endoftext|>" * 25, None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, actually 13.<end_of_turn>", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Wait, actually $x = 13$.", None, "auto", False, None, "hedged"),
+    ("B", "The answer is B. Wait, actually option C.", ["3", "5", "7"], "choice", False, None, "hedged"),
+    ("12", "The answer is 12. Actually no it's 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12. Or 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is x=12. Wait, actually 12.", None, "auto", True, None, None),
+    ("1000", "The answer is 10^3. Actually, 1000.", None, "auto", True, None, None),
+    ("3.5", "The answer is 3,5. Actually, 3.5.", None, "auto", True, None, None),
+    ("12", "The answer is 12 cm. Actually, 120 mm.", None, "auto", True, None, None),
+    ("7", "It isn't 5, but 7 is also wrong.", None, "auto", False, None, None),
+    ("7", "The answer isn't 5; that's 7 less than 12.", None, "auto", False, None, None),
+    ("7", "The answer is not 5 but 7 - 2 = 5.", None, "auto", False, None, None),
+    ("two", "2 million", None, "auto", False, None, None),
+    ("two", "two twelfths", None, "auto", False, None, None),
+    ("two", "2 greater", None, "auto", False, None, None),
+    ("two", "two children", None, "auto", True, None, None),
+    ("two", "There are two dogs.\n\nHope this helps!", None, "auto", True, None, None),
+    ("12", "The answer is 12.\n\nNote: the figure has 4 rows.", None, "auto", True, "12", None),
 ]
 
 

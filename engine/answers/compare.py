@@ -88,10 +88,12 @@ def text_match(gold: str, predicted: str) -> bool:
 
 #: ``two dogs``: a count and the one word it counts.
 _COUNT_OF = re.compile(r"(\d+)(?: ([a-z']+))?")
-#: Words after a count that make it another number (``two thirds``, ``3 percent``, ``3 pi``,
-#: ``2 more``, ``2 and a half``), not a count of things.
-_NOT_COUNTED = re.compile(r"halves|half|thirds?|quarters?|(?:four|fif|six|seven|eigh|nin|ten|hundred|thousand)ths?"
-                          r"|percent|pct|pi|more|less|fewer|times|and|or|plus|minus|over|point|squared|cubed")
+#: Words after a count that make it another number (``two thirds``, ``2 million``, ``3 percent``,
+#: ``3 pi``, ``2 more``, ``2 and a half``, ``2 greater``), not a count of things.
+_NOT_COUNTED = re.compile(
+    r"(?:hundred|thousand|million|billion|trillion|bn|mn|score|gross|dozen|k|m)s?|halves|half|thirds?|quarters?"
+    r"|[a-z]+ths?|percent|pct|pi|more|less|fewer|greater|lesser|higher|lower|bigger|smaller|larger|negative|positive"
+    r"|times|and|or|plus|minus|over|point|squared|cubed|degrees?|to|by|of|out")
 
 
 def _counts(count: int, predicted: str) -> bool:
@@ -100,7 +102,8 @@ def _counts(count: int, predicted: str) -> bool:
     if "%" in predicted or "\\" in predicted or re.search(r"-\s*\d|\d\s*[-/.,]\s*\d", predicted):
         return False
     m = _COUNT_OF.fullmatch(words_as_digits(predicted))
-    return bool(m) and int(m.group(1)) == count and not (m.group(2) and _NOT_COUNTED.fullmatch(m.group(2)))
+    noun = m.group(2) if m else None
+    return bool(m) and int(m.group(1)) == count and not (noun and (len(noun) < 2 or _NOT_COUNTED.fullmatch(noun)))
 
 
 # --------------------------------------------------------------------------- numbers

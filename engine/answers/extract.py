@@ -8,6 +8,7 @@ taken off here, before anything compares the answer with the gold one.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -238,6 +239,7 @@ def _denied(text: str) -> bool:
 #: ``12 - 3`` state nothing instead.
 _INSTEAD = re.compile(r"\s*[,;:\u2014\u2013-]?\s*(?:(?:but\s+)?(?:rather|instead)\s+|but\s+)?(?:(?:it|that|this|the\s+answer)"
                       r"(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)\s+)?(?=[-+$]?\d)", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"\s*(?:[.!;,)]|$)")
 _INSTEAD_CONNECTOR = re.compile(r"\b(?:but|rather|instead|it|that|this|answer)\b|['’]s\b", re.IGNORECASE)
 
 
@@ -260,7 +262,10 @@ def _stated_instead(text: str) -> str | None:
     after = _INSTEAD.match(text, number.end())
     if after is None or not _INSTEAD_CONNECTOR.search(text, number.end(), after.end()):
         return None
-    return _value(text[after.end() :].strip())
+    rest = text[after.end() :].strip()
+    value = _value(rest)
+    # the value must end its clause: "but 7 is also wrong", "that's 7 less than 12", "7 - 2 = 5" state no 7
+    return value if _CLAUSE_END.match(rest, len(value)) else None
 
 
 #: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
@@ -568,9 +573,15 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) ->
     if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
         return _reduce(spans[-1].group(0))
     for line in reversed(text.splitlines()):
-        if line.strip():
+        if line.strip() and not _CLOSER.fullmatch(line):
             return _reduce(line, yes_no)
     return None
+
+
+#: A closing line that answers nothing ("Hope this helps!", "Let me know if …", a rule, a fence).
+_CLOSER = re.compile(r"[\s*_]*(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|let\s+me\s+know\b|feel\s+free\b"
+                     r"|thanks?(?:\s+you)?\b|good\s+luck\b|happy\s+to\s+help\b|-{3,}|`{3,}|\*{3,}|_{3,})[^\n]{0,120}",
+                     re.IGNORECASE)
 
 
 def hedged(answer: str, gold: str = "") -> bool:
@@ -740,51 +751,56 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
 
 
 #: A last sentence that takes the stated answer back and states another in its place:
-#: ``Wait, actually 13.``, ``Wait, no, it's 13.``, ``Hmm, that's wrong; it's 13``,
-#: ``Correction: C``, ``Sorry, I mean x = 13``, ``Actually, $13$ is correct.``
+#: ``Wait, actually 13.``, ``Wait, no, it's 13.``, ``Hmm, that's wrong; it's 13``, ``No, 13.``,
+#: ``Correction: C``, ``Sorry, I mean x = 13``, ``Actually, $13$ is correct.``, ``Or 13.``
 _RETRACTION = re.compile(
-    r"(?:^|[.!?]\s+|\n)[\s*_]*(?:(?:no,?\s+wait|wait|hmm+|hold\s+on|actually|correction|sorry|oops|i\s+mean"
-    r"|on\s+second\s+thought)\b(?:[\s,:;!.\u2014]|-(?!\s*\d))*)+"
-    r"(?:no[,.!]\s*(?=\S))?(?:(?:that(?:'s|’s|\s+is)|this\s+is)\s+(?:wrong|incorrect|not\s+right)[,;:.!]?\s*)?"
+    r"[\s*_]*(?:(?:(?:no,?\s+|oh,?\s+)?wait|hmm+|hold\s+on|actually|correction|sorry|oops|i\s+mean|on\s+second\s+thought"
+    r"|no(?=\s*,)|or)\b(?:[\s,:;!.*_\u2014\u2026]|-(?!\s*\d))*)+"
+    r"(?:no[,.!]?\s+(?=\S))?(?:(?:that(?:'s|’s|\s+is)|this\s+is)\s+(?:wrong|incorrect|not\s+right)[,;:.!]?\s*)?"
     r"(?:(?:it(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)|the\s+(?:final\s+)?answer\s+is"
-    r"|(?:that\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?(?:[a-z]\s*=\s*)?"
-    r"([^\n]*?)(?:\s+(?:is\s+(?:correct|right|the\s+answer)|instead))?[\s.!*_]*$", re.IGNORECASE)
-_RETRACTION_SCAN = 300  # a retraction is the text's last sentence: only its end is read
-_RETRACTION_WORDS = ("wait", "actually", "correction", "sorry", "oops", "mean", "second thought", "hmm", "hold on")
-_TRAILING_TOKENS = re.compile(r"(?:\s*(?:<\|[^|<>]{1,40}\|>|</s>|<eos>))+\s*$")
-_MATHS_VALUE = re.compile(r"^(?:\$([^$]*)\$|\\\((.*)\\\))$")
+    r"|(?:that\s+|it\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?(?:[a-z]\s*=\s*)?"
+    r"(.*?)(?:\s+(?:is\s+(?:correct|right|the\s+answer)|instead))?[\s.!?*_]*", re.IGNORECASE | re.DOTALL)
+_RETRACTION_LEADS = ("wait", "no", "oh", "hmm", "hold on", "actually", "correction", "sorry", "oops", "i mean",
+                     "on second", "or")
+#: End-of-text tokens after the last sentence (``<|im_end|>``, ``</s>``, ``<end_of_turn>``, ``<｜end▁of▁sentence｜>``).
+_TRAILING_TOKENS = re.compile(r"(?:\s*<[|｜]?/?[^<>\s]{1,40}[|｜]?>)+\s*$")
+_MATHS_VALUE = re.compile(r"^(?:\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
+_ASSIGNED = re.compile(r"^[A-Za-z]\s*=\s*")
+_OPTION_NAMED = re.compile(r"^(?:option|choice)\s+([A-Z])$|^[(\[]?([A-Z])[)\].]\s+\S.*$")
 
 
 def says_nothing(step: str, found: Found) -> bool:
     """Is ``found``, read from a solution's last ``step``, that step as it stands, with no value
     or choice in it (``Wait``, ``Hope this helps!``)? Then the answer is the whole text's,
-    as :func:`prmtree.grade` reads it (``… the answer is 12.\\n\\nWait`` is 12)."""
+    as :func:`prmtree.grade` reads it (``… the answer is 12.\n\nWait`` is 12)."""
     answer = found.answer
-    if answer is None or found.refused is not None or len(step) > 200 or any(c.isdigit() for c in step):
+    if answer is None or found.refused is not None or len(step) > 200:
         return False
-    return (answer.strip().rstrip(".!") == step.strip().rstrip(".!")
-            and _bare_answer(answer, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") is None)
+    if answer.strip().rstrip(".!") != step.strip().rstrip(".!") or _ANY_DIGIT.search(step):
+        return False  # (the common case: something was read out of the step)
+    return _bare_answer(answer, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") is None
 
 
-def _may_retract(text: str) -> bool:
-    """The cheap test before :data:`_RETRACTION` (a regex search costs ~20 us here, this ~1 us;
-    it runs per rollout)."""
-    tail = text[-_RETRACTION_SCAN:].lower()
-    return any(word in tail for word in _RETRACTION_WORDS)
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def _bare_answer(text: str, letters: str) -> str | None:
     """``text`` when it is only an answer: a value (``13``, ``-3.0``, ``$\\frac{3}{2}$``,
-    ``13 apples``), one of ``letters`` (``C``, ``(C)``) or a yes/no word; else None
-    (``3*4 = 12``, ``3 of them are red``)."""
-    t = text.strip().rstrip(".!").strip().strip("*_").strip()
+    ``$x = 13$``, ``13 apples``), one of ``letters`` (``C``, ``(C)``, ``option C``, ``(C) 7``)
+    or a yes/no word; else None (``3*4 = 12``, ``3 of them are red``)."""
+    t = text.strip().rstrip(".!?").strip().strip("*_").strip()
     maths = _MATHS_VALUE.match(t)
     if maths:
         t = next(g for g in maths.groups() if g is not None).strip()
+    t = _ASSIGNED.sub("", t)
     if not t:
         return None
     if _SINGLE_LETTER.match(t):
         return t if t.strip("()[]. ") in letters else None
+    named = _OPTION_NAMED.match(t)
+    if named:
+        letter = named.group(1) or named.group(2)
+        return letter if letter in letters else None
     if t.lower() in ("yes", "no"):
         return t
     if _LEAD_VALUE.fullmatch(t) or _LATEX_FRACTION.fullmatch(t):
@@ -797,16 +813,71 @@ _LATEX_FRACTION = re.compile(r"[-+]?\\[dt]?frac\s*\{\s*\d+\s*\}\s*\{\s*\d+\s*\}"
 
 def _retraction(text: str, letters: str) -> tuple[int, str] | None:
     """The text's last sentence when it takes an answer back for another value or choice
-    (``Wait, actually 13.``, ``Correction: C``): where it starts and the answer it states.
-    Only a sentence that *is* the new answer counts: ``Wait, let me check: 3 × 4 = 12`` and
-    ``Actually, 3 of them are red`` state no new answer."""
-    if "<" in text[-_RETRACTION_SCAN:]:
-        text = _TRAILING_TOKENS.sub("", text)
-    m = _RETRACTION.search(text, max(0, len(text) - _RETRACTION_SCAN))
+    (``Wait, actually 13.``, ``Correction: C``): where it starts (the end of the sentence
+    before it) and the answer it states. Only a sentence that *is* the new answer counts:
+    ``Wait, let me check: 3 × 4 = 12`` and ``Actually, 3 of them are red`` state no new
+    answer; nor does an earlier sentence. A few string scans on the common path (per rollout)."""
+    body = text.rstrip()
+    if body.endswith(">"):  # end-of-text tokens: the retraction is the sentence before them
+        body = _TRAILING_TOKENS.sub("", body)
+    body = body.rstrip(" \t\n.!?*_\u2026")
+    cut = max(body.rfind("\n"), body.rfind(". "), body.rfind("! "), body.rfind("? "), body.rfind("\u2026 "))
+    start = cut + 1
+    if not body[start : start + 24].lstrip(" \t*_").lower().startswith(_RETRACTION_LEADS):
+        return None
+    m = _RETRACTION.fullmatch(body + ".", start)
     if m is None:
         return None
-    new = _bare_answer(_stated(m.group(1)), letters)
-    return None if new is None else (m.start(), new)
+    new = _bare_answer(m.group(1), letters)
+    return None if new is None else (max(cut, 0), new)
+
+
+_PLAIN_NUMBER = re.compile(r"([-+]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?|[-+]?\d+(?:\.\d+)?)(?:\s+([A-Za-z]+))?")
+
+
+def _answer_kind(answer: str, options: object) -> tuple[str, object] | None:
+    """An answer as far as a retraction compares it: a choice letter (with the option whose
+    text is that value), a plain number with its unit word, yes/no; None for anything else
+    (``twelve``, ``10^3``, ``\\sqrt{4}``, ``3,5``: not compared, so never called a change)."""
+    a = _ASSIGNED.sub("", _strip_answer(answer).strip().strip("$").strip())
+    lead = _LEAD_LETTER.match(a)
+    if lead and (len(a) <= 3 or a[lead.end() - 1] in ")]."):
+        return "letter", lead.group(1)
+    if a.lower() in ("yes", "no"):
+        return "yes/no", a.lower()
+    fraction = _FRACTION_PARTS.fullmatch(a)
+    if fraction:
+        sign, num, den = (fraction.group(1), fraction.group(2), fraction.group(3)) if fraction.group(2) \
+            else ("", fraction.group(4), fraction.group(5))
+        return ("number", (float(sign + num) / float(den), None)) if float(den) else None
+    plain = _PLAIN_NUMBER.fullmatch(a)
+    if plain:
+        unit = plain.group(2).lower() if plain.group(2) else None
+        return "number", (float(plain.group(1).replace(",", "").replace(" ", "")), unit)
+    return None
+
+
+_FRACTION_PARTS = re.compile(r"([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|([-+]?\d+)\s*/\s*(\d+)")
+
+
+def _another_answer(before: str, new: str, options: object) -> bool:
+    """Is ``new`` clearly another answer than ``before``: two different choices (an option's
+    letter and its value are one), two different numbers in the same unit, yes and no?
+    Anything not plainly comparable (``x=12`` and ``12`` aside) is not called a change."""
+    one, other = _answer_kind(before, options), _answer_kind(new, options)
+    if one is None or other is None:
+        return False
+    if one[0] != other[0]:  # a letter and a value: the same when that option's text is the value
+        letter, value = (one, other) if one[0] == "letter" else (other, one)
+        if letter[0] != "letter" or value[0] != "number":
+            return False
+        text = _option_text(options, letter[1])  # type: ignore[arg-type]
+        option = _answer_kind(text, None) if text is not None else None
+        return option is not None and option[0] == "number" and option[1][0] != value[1][0]  # type: ignore[index]
+    if one[0] == "number":
+        (a, unit_a), (b, unit_b) = one[1], other[1]  # type: ignore[misc]
+        return (unit_a is None or unit_b is None or unit_a == unit_b) and not math.isclose(a, b, rel_tol=1e-9)
+    return one[1] != other[1]
 
 
 def _stated_before(text: str, gold: str, letters: str) -> str | None:
@@ -820,50 +891,6 @@ def _stated_before(text: str, gold: str, letters: str) -> str | None:
         boxes = all_boxed(text)
         return boxes[-1][1] if boxes else None
     return _prose_answer(text, _is_yes_no(gold), stated_only=True)
-
-
-_FRACTION_PARTS = re.compile(r"^([-+]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|^([-+]?\d+)\s*/\s*(\d+)")
-_NUMBER_PART = re.compile(r"[-+]?\d+(?:[ ,]\d{3})*(?:\.\d+)?")
-
-
-def _number(text: str) -> float | None:
-    """The number ``text`` opens with (``12.0 cm``, ``1 000``, ``3/2``, ``\\frac{3}{2}``), or None."""
-    t = text.strip().strip("$").strip()
-    fraction = _FRACTION_PARTS.match(t)
-    try:
-        if fraction:
-            sign, num, den = (fraction.group(1), fraction.group(2), fraction.group(3)) if fraction.group(2) \
-                else ("", fraction.group(4), fraction.group(5))
-            return float(sign + num) / float(den)
-        number = _NUMBER_PART.match(t)
-        return float(number.group(0).replace(",", "").replace(" ", "")) if number else None
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _answer_forms(answer: str, options: object) -> set[object]:
-    """What ``answer`` may name, for comparing two of them: its letter and that option's text,
-    its number, and its text."""
-    a = _strip_answer(answer).strip("$ ")
-    forms: set[object] = {a.lower()}
-    lead = _LEAD_LETTER.match(a)
-    if lead:  # "C", "(C) 12": the letter, and the option's text
-        forms.add(("letter", lead.group(1)))
-        rest = a[lead.end() :].strip()
-        option = _option_text(options, lead.group(1))
-        for value in (rest, option):
-            if value:
-                forms.add(value.lower())
-                number = _number(value)
-                if number is not None:
-                    forms.add(number)
-    number = _number(a)
-    if number is not None:
-        forms.add(number)
-    for letter, text in _option_items(options):  # "12" names option C when C's text is 12
-        if text.lower() in forms or (_number(text) is not None and _number(text) in forms):
-            forms.add(("letter", letter))
-    return forms
 
 
 def _option_items(options: object) -> list[tuple[str, str]]:
@@ -882,10 +909,9 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     """``text`` whose last sentence takes back the answer it stated for another (``The answer
     is 12. Wait, actually 13.``): refused as hedged, since right either way would reward
     guessing twice. The same answer again (``12. Actually, 12.0.``, ``C. Actually, 12.`` where
-    C is 12) takes nothing back. With no answer stated before it, the retraction's answer is
-    the answer (``Step 1: 3·4 = 12. Actually, 13.`` is 13). None: no retraction."""
-    if not _may_retract(text):
-        return None
+    C is 12), or one not plainly comparable with it, takes nothing back. With no answer stated
+    before it, the retraction's answer is the answer (``Step 1: 3·4 = 12. Actually, 13.`` is
+    13). None: no retraction."""
     letters = _option_keys(options) or "ABCDEFGH"
     found = _retraction(text, letters)
     if found is None:
@@ -894,8 +920,8 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
     before = _stated_before(text[:cut], gold, letters)
     if before is None:
-        return None if _answer_forms(answer, options) & _answer_forms(new, options) else Found(new)
-    return None if _answer_forms(before, options) & _answer_forms(new, options) else Found(answer.strip(), "hedged")
+        return Found(new)
+    return Found(answer.strip(), "hedged") if _another_answer(before, new, options) else None
 
 
 def _is_yes_no(gold: str) -> bool:
