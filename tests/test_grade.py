@@ -296,6 +296,26 @@ CASES = [
     ("two", "two children", None, "auto", True, None, None),
     ("two", "There are two dogs.\n\nHope this helps!", None, "auto", True, None, None),
     ("12", "The answer is 12.\n\nNote: the figure has 4 rows.", None, "auto", True, "12", None),
+    # a third prober's round: a solution is read from its last step first (a working
+    # "Therefore, x = 3." before it is no answer); an answer named before a last step that
+    # corrects it is two answers; a closer is a pleasantry or a rule, never "***12***"
+    ("3", "Therefore, x = 3.\n\nThe count is 12.", None, "auto", False, "12", None),
+    ("12", "There are 3 rows.\n\nTherefore, x = 3.\n\nEach row has 4 apples.\n\n12", None, "auto", True, "12", None),
+    ("24", "Hence s = 4.\n\nThe perimeter is $6s = 24$.", None, "auto", True, None, None),
+    ("6", "1. The triangle has base 3.\n2. So its height is 4.\n3. Area = 1/2 * 3 * 4 = 6.", None, "auto", True, None, None),
+    ("6", "### Step 1\nSo the base is 3.\n\n### Step 2\nArea is 6", None, "auto", True, None, None),
+    ("no", "Therefore, the red one is bigger.\n\nNo.", None, "auto", True, None, None),
+    ("C", "So B is wrong.\n\nC. quadrilateral", ["triangle", "square", "quadrilateral"], "choice", True, None, None),
+    ("12", "Answer: 12\n\nWait, I made an error. The correct count is 13.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12.\n\nLet me recount. There are actually 13 apples in total.", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12.\n\nWait, actually it's 13.\n\nHope this helps!", None, "auto", False, None, "hedged"),
+    ("12", "The answer is 12.\n\nWait, I think it's 13.", None, "auto", False, None, "hedged"),
+    ("12", "Therefore, the total is 12.\n\nHowever, I missed one apple. The total is 13.", None, "auto", False, "13", None),
+    ("12", "The answer is 12.\n\nWait, let me double-check: 3 × 4 = 12.", None, "auto", True, "12", None),
+    ("12", "There are 3 rows of 4 apples.\n\n***12***", None, "auto", True, "12", None),
+    ("12", "There are 3 rows of 4 apples.\n\nThanks to the grid layout, counting gives 12 apples.", None, "auto", True, None, None),
+    ("three", "The answer is 3 factorial.", None, "auto", False, None, None),
+    ("three", "3!", None, "auto", False, None, None),
 ]
 
 

@@ -88,22 +88,28 @@ def text_match(gold: str, predicted: str) -> bool:
 
 #: ``two dogs``: a count and the one word it counts.
 _COUNT_OF = re.compile(r"(\d+)(?: ([a-z']+))?")
-#: Words after a count that make it another number (``two thirds``, ``2 million``, ``3 percent``,
-#: ``3 pi``, ``2 more``, ``2 and a half``, ``2 greater``), not a count of things.
+#: Words after a count that make it another number (``two thirds``, ``2 millions``, ``2 more``,
+#: ``3 times``, ``2 degrees``), not a count of things.
 _NOT_COUNTED = re.compile(
-    r"(?:hundred|thousand|million|billion|trillion|bn|mn|score|gross|dozen|k|m)s?|halves|half|thirds?|quarters?"
-    r"|[a-z]+ths?|percent|pct|pi|more|less|fewer|greater|lesser|higher|lower|bigger|smaller|larger|negative|positive"
-    r"|times|and|or|plus|minus|over|point|squared|cubed|degrees?|to|by|of|out")
+    r"(?:hundred|thousand|million|billion|trillion|bn|mn|score|gross|dozen|lakh|crore|zillion|gazillion)s?|halves"
+    r"|half|thirds?|quarters?|[a-z]+ths?|percents?|pcts?|pis?|more|less|fewer|times|degrees?|radians?|points?|units?\s*squared")
+#: Plurals without an ``s``: the nouns a count may name besides regular plurals.
+_IRREGULAR_PLURALS = frozenset(("people", "children", "men", "women", "sheep", "fish", "deer", "mice", "feet", "teeth",
+                                "geese", "oxen", "persons", "dice", "aircraft", "series", "species"))
 
 
 def _counts(count: int, predicted: str) -> bool:
     """Does ``predicted`` give ``count`` (a gold written in words: ``two``) as a count: ``2``,
-    ``two``, ``two dogs``? Not ``-2``, ``3%``, ``two thirds``, ``2 more than five``."""
-    if "%" in predicted or "\\" in predicted or re.search(r"-\s*\d|\d\s*[-/.,]\s*\d", predicted):
+    ``two``, ``two dogs``, ``two children``? Not ``-2``, ``3%``, ``3!``, ``two thirds``,
+    ``2 more than five``, ``2 doubled``: a word after the count must be a plural noun."""
+    if "%" in predicted or "\\" in predicted or re.search(r"-\s*\d|\d\s*[-/.,!^]|\d\s*[-/.,]\s*\d", predicted):
         return False
     m = _COUNT_OF.fullmatch(words_as_digits(predicted))
-    noun = m.group(2) if m else None
-    return bool(m) and int(m.group(1)) == count and not (noun and (len(noun) < 2 or _NOT_COUNTED.fullmatch(noun)))
+    if m is None or int(m.group(1)) != count:
+        return False
+    noun = m.group(2)  # a plural noun (or, for one, any noun): "2 dogs", "two children", "one cat"
+    return noun is None or (not _NOT_COUNTED.fullmatch(noun) and len(noun) > 1
+                            and (noun.endswith("s") or noun in _IRREGULAR_PLURALS or count == 1))
 
 
 # --------------------------------------------------------------------------- numbers

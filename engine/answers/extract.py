@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from prmtree.engine.steps import split_structured
+
 _ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t*]*(.+?)[ \t*]*$")
 _ANSWER_PREFIX = re.compile(
     r"^(?:so,?\s+)?(?:the\s+)?(?:correct\s+|final\s+|best\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*",
@@ -541,13 +543,9 @@ def _answer_lines(text: str, first: int | None) -> list[str]:
     return [] if first is None else _ANSWER_LINE.findall(text, text.rfind("\n", 0, first) + 1)
 
 
-def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) -> str | None:
-    """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
-    An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
-    answer is …`` phrase, then the last ``Therefore, …`` sentence, then (not ``stated_only``)
-    the maths the text ends on or its last line; each reduced to what it states (a whole last
-    line is never taken blindly)."""
-    text = text[-_SCAN:]
+def _named_answer(text: str, yes_no: bool = False) -> str | None:
+    """The answer ``text`` names outright: its last ``Answer:`` line, else its last ``the answer
+    is …`` phrase, reduced to what it states; None without either."""
     first = _first_answer(text)
     lines = _answer_lines(text, first)
     if lines and lines[-1].strip():
@@ -561,6 +559,19 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) ->
         spans = list(_MATH_SPAN.finditer(text, phrase.start()))
         if spans:  # "Answer \[ 9 \]": the maths after the phrase
             return _reduce(spans[-1].group(0))
+    return None
+
+
+def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) -> str | None:
+    """Only the text's last ``_SCAN`` characters are read: a final answer is stated at the end.
+    An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
+    answer is …`` phrase, then the last ``Therefore, …`` sentence, then (not ``stated_only``)
+    the maths the text ends on or its last line; each reduced to what it states (a whole last
+    line is never taken blindly)."""
+    text = text[-_SCAN:]
+    named = _named_answer(text, yes_no)
+    if named is not None:
+        return named
     conclusion = _last_conclusion(text)
     if conclusion is not None:
         stated = _stated(text[conclusion:])
@@ -578,10 +589,75 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) ->
     return None
 
 
-#: A closing line that answers nothing ("Hope this helps!", "Let me know if …", a rule, a fence).
-_CLOSER = re.compile(r"[\s*_]*(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|let\s+me\s+know\b|feel\s+free\b"
-                     r"|thanks?(?:\s+you)?\b|good\s+luck\b|happy\s+to\s+help\b|-{3,}|`{3,}|\*{3,}|_{3,})[^\n]{0,120}",
-                     re.IGNORECASE)
+def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
+    """A prose answer read as a reader reads a solution: its last step first (the built-in
+    step reader's, closing lines and pauses dropped: "Hope this helps!", "Wait."), so a
+    conclusion or a last line there wins over a working "Therefore, x = 3." before it. A last
+    step that states nothing outright leaves the answer an earlier ``Answer:`` line or "the
+    answer is" phrase names ("The answer is 12.\n\nEach row has 4.": 12), unless it corrects
+    it ("… Let me recount: there are 13."): then ``(answer, True)``, two answers given."""
+    text = text[-_SCAN:]
+    found = _last_step(text) if "\n" in text.strip() else None
+    if found is None:
+        return _prose_answer(text, yes_no), False
+    last, at = found
+    if not text[:at].strip():  # one step
+        return _prose_answer(last, yes_no), False
+    own = _prose_answer(last, yes_no, stated_only=True)
+    if own is not None:
+        return own, False
+    named = _named_answer(text[:at], yes_no)
+    if named is None:
+        return _prose_answer(last, yes_no), False
+    return named, _corrects(last, named)
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
+
+
+def _last_step(text: str) -> tuple[str, int] | None:
+    """The last step of ``text`` that says something (closing lines and pauses dropped) and
+    where it starts: the built-in step reader's last step of the last paragraph that has one
+    (a list item, a ``Step N:`` line, a header's section, or the paragraph). Only the end is
+    split: this runs per rollout."""
+    ends = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(text)]
+    bounds = [0, *(e for _, e in ends)], [*(s for s, _ in ends), len(text)]
+    for start, end in zip(reversed(bounds[0]), reversed(bounds[1])):
+        block = text[start:end]
+        for piece in reversed(split_structured(block)):
+            if not (_CLOSER.fullmatch(piece) or _PAUSE.fullmatch(piece)):
+                return piece, start + block.rfind(piece)
+    return None
+
+
+#: A step with nothing to read: a pause or a note to self ("Wait.", "Hmm...", "Let me check.").
+_PAUSE = re.compile(r"[\W_]*(?:(?:no,?\s+|oh,?\s+)?wait|hmm+|sorry|oops|actually|hold\s+on|let\s+me\s+(?:re)?"
+                    r"(?:check|verify|double-check|think|see)(?:\s+(?:again|this|that))?)[\W_]*", re.IGNORECASE)
+#: A step that corrects an answer named before it ("Let me recount", "However, I missed one").
+_CORRECTING = re.compile(r"\b(?:wait|actually|re-?count\w*|mistake|error|wrong|incorrect|missed|overlooked|however"
+                         r"|looking\s+again|closer\s+inspection|second\s+thought|correction|instead|rather|hmm+|oops"
+                         r"|sorry|i\s+think|maybe)\b", re.IGNORECASE)
+_NUMBER_IN_STEP = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\d)")
+
+
+def _corrects(step: str, named: str) -> bool:
+    """Does ``step``, after an answer ``named`` outright, correct it: a correcting word and a
+    last number other than the named one ("Wait, I think it's 13." after 12)? A check that
+    ends on it ("Wait, let me double-check: 3 × 4 = 12.") corrects nothing."""
+    if not _CORRECTING.search(step):
+        return False
+    kind = _answer_kind(named, None)
+    numbers = _NUMBER_IN_STEP.findall(step)
+    if kind is None or kind[0] != "number" or not numbers:
+        return False
+    return not math.isclose(float(numbers[-1].replace(",", "")), kind[1][0], rel_tol=1e-9)  # type: ignore[index]
+
+
+#: A closing line that answers nothing: a pleasantry without a number ("Hope this helps!",
+#: "Let me know if …", "Thanks!") or a rule or fence alone ("---", "```"); not "***12***".
+_CLOSER = re.compile(r"[\s*_]*(?:(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|let\s+me\s+know\b|feel\s+free\b"
+                     r"|thanks?(?:\s+you)?(?:\s+for\b|\W*$)|good\s+luck\W*$|happy\s+to\s+help\b)[^\n\d]{0,120}"
+                     r"|[-*_`~=\s]{3,})", re.IGNORECASE)
 
 
 def hedged(answer: str, gold: str = "") -> bool:
@@ -742,7 +818,9 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     elif "\\boxed" in text or "\\fbox" in text:
         return Found(None, "unterminated box")
     else:
-        answer = _prose_answer(text, _is_yes_no(gold))
+        answer, corrected = _read_prose(text, _is_yes_no(gold))
+        if corrected:  # "The answer is 12.\n\nLet me recount: there are 13.": two answers given
+            return Found(answer.strip(), "hedged")  # type: ignore[union-attr]
     if answer:
         taken = retracted(text, answer, gold, options)  # "The answer is 12. Wait, actually 13.": two answers
         if taken is not None:
