@@ -881,12 +881,11 @@ def _bare_answer(text: str, letters: str) -> str | None:
         return letter if letter in letters else None
     if t.lower() in ("yes", "no"):
         return t
-    if _LEAD_VALUE.fullmatch(t) or _LATEX_FRACTION.fullmatch(t):
+    if _LEAD_VALUE.fullmatch(t) or _FRACTION_PARTS.fullmatch(t):
         return t
     return None
 
 
-_LATEX_FRACTION = re.compile(r"[-+]?\\[dt]?frac\s*\{\s*\d+\s*\}\s*\{\s*\d+\s*\}")
 
 
 def _retraction(text: str, letters: str) -> tuple[int, str] | None:
@@ -971,16 +970,13 @@ def _stated_before(text: str, gold: str, letters: str) -> str | None:
     return _prose_answer(text, _is_yes_no(gold), stated_only=True)
 
 
-def _option_items(options: object) -> list[tuple[str, str]]:
-    if isinstance(options, dict):
-        return [(str(k).strip("()[]. ").upper()[:1], str(v).strip()) for k, v in options.items()]
-    if isinstance(options, (list, tuple)):
-        return [(chr(65 + i), str(v).strip()) for i, v in enumerate(options[:26])]
-    return []
-
-
 def _option_text(options: object, letter: str) -> str | None:
-    return next((text for key, text in _option_items(options) if key == letter), None)
+    """The text of the option ``letter`` names (its key read as :func:`_option_keys` reads it)."""
+    at = _option_keys(options).find(letter)
+    if at < 0:
+        return None
+    values = list(options.values()) if isinstance(options, dict) else list(options)  # type: ignore[call-overload]
+    return str(values[at]).strip()
 
 
 def retracted(text: str, answer: str, gold: str = "", options: object = None) -> Found | None:
