@@ -316,6 +316,28 @@ CASES = [
     ("12", "There are 3 rows of 4 apples.\n\nThanks to the grid layout, counting gives 12 apples.", None, "auto", True, None, None),
     ("three", "The answer is 3 factorial.", None, "auto", False, None, None),
     ("three", "3!", None, "auto", False, None, None),
+    # a fourth prober's round: a check, a note or an explanation after the answer is not the
+    # answer; an answer named outright stands against a later conclusion; a correction of a
+    # choice or a yes/no counts; a supposition corrects nothing; emoji and pleasantries close
+    ("5", "Therefore, the area is 15.\n\nCheck: 15 / 3 = 5.", None, "auto", False, "15", None),
+    ("5", "Therefore $x = 10$.\n\nCheck:\n$$\n10 / 2 = 5\n$$", None, "auto", False, None, None),
+    ("4", "**Answer:** 12\n\n**Explanation:**\n1. There are 3 rows.\n2. Each row has 4 apples.\n3. Thus each row is 4.",
+     None, "auto", False, "12", None),
+    ("12", "Answer: 12\n\n1. There are 3 rows.\n2. Thus each row is 4.", None, "auto", True, "12", None),
+    ("7", "So there are 42 squares.\n\nIn total we counted 6 rows and 7 columns.", None, "auto", False, None, None),
+    ("no", "The answer is no.\n\nWait, looking again, yes, there is a cat behind the sofa.", None, "auto", False, None,
+     "hedged"),
+    ("B", "The answer is B.\n\nWait, looking again, I think it is C.", ["3", "4", "5", "6"], "choice", False, None,
+     "hedged"),
+    ("12", "Answer: 12\n\nDouble-checking: the grid has 13 squares.", None, "auto", False, None, "hedged"),
+    ("13", "The answer is 12.\n\nWait, I made an error, so the answer is 13.", None, "auto", False, None, "hedged"),
+    ("42", "Therefore, there are 42 squares.\n\n😊", None, "auto", True, None, None),
+    ("42", "Therefore, there are 42 squares.\n\nLet me know if you have any other questions about the 6x7 grid.",
+     None, "auto", True, None, None),
+    ("12", "So there are 12 cookies.\n\nNote: This assumes each of the 3 plates holds 4 cookies.", None, "auto", True,
+     None, None),
+    ("4", "The answer is 4.\n\nHowever, note that if the hidden face were counted it would be 5.", None, "auto", True,
+     None, None),
 ]
 
 

@@ -590,40 +590,62 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) ->
 
 
 def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
-    """A prose answer read as a reader reads a solution: its last step first (the built-in
-    step reader's, closing lines and pauses dropped: "Hope this helps!", "Wait."), so a
-    conclusion or a last line there wins over a working "Therefore, x = 3." before it. A last
-    step that states nothing outright leaves the answer an earlier ``Answer:`` line or "the
-    answer is" phrase names ("The answer is 12.\n\nEach row has 4.": 12), unless it corrects
-    it ("… Let me recount: there are 13."): then ``(answer, True)``, two answers given."""
+    """A prose answer read as a reader reads a solution, from its end: closing lines, pauses
+    and checks or notes after the answer dropped ("Hope this helps!", "Wait.", "Check: 15 / 3
+    = 5", "Note: …", "Explanation: …").
+
+    The last ``Answer:`` line or "the answer is" phrase wins; a later step that corrects it
+    ("Wait, I made an error. The count is 13.") makes two answers: ``(answer, True)``. With
+    none, the last step's own conclusion or stated value wins over a working "Therefore, x =
+    3." before it ("Therefore, x = 3.\n\nThe count is 12." is 12), but a last line that states
+    no value of its own ("In total we counted 6 rows and 7 columns.") leaves that conclusion."""
     text = text[-_SCAN:]
     found = _last_step(text) if "\n" in text.strip() else None
     if found is None:
         return _prose_answer(text, yes_no), False
     last, at = found
-    if not text[:at].strip():  # one step
-        return _prose_answer(last, yes_no), False
-    own = _prose_answer(last, yes_no, stated_only=True)
-    if own is not None:
-        return own, False
-    named = _named_answer(text[:at], yes_no)
-    if named is None:
-        return _prose_answer(last, yes_no), False
-    return named, _corrects(last, named)
+    if not text[: at + len(last)].strip():
+        return _prose_answer(text, yes_no), False
+    before = text[:at]
+    named_before = _named_answer(before, yes_no) if before.strip() else None
+    named_last = _named_answer(last, yes_no)
+    if named_before is not None and named_last is not None:  # named twice: the last, unless it corrects the first
+        return (named_before, True) if _corrects(last, named_before, named_last) else (named_last, False)
+    if named_before is not None or named_last is not None:  # named once: it stands, unless what follows corrects it
+        named, later = (named_last, text[at + len(last) :]) if named_last is not None else (named_before, text[at:])
+        return named, _corrects(later, named, None)  # type: ignore[arg-type]
+    own = _prose_answer(last, yes_no, stated_only=True)  # a conclusion of its own
+    if own is not None or not before.strip():
+        return own if own is not None else _prose_answer(last, yes_no), False
+    line = _prose_answer(last, yes_no)  # its maths or last line, reduced to what it states
+    stated = line is not None and (len(line.split()) <= 3 or not _unreduced(line, last)
+                                   or (yes_no and _YES_NO_LEAD.match(line) is not None))  # "No, the two differ."
+    earlier = None if stated else _prose_answer(before, yes_no, stated_only=True)
+    return (earlier, False) if earlier is not None else (line, False)
+
+
+def _unreduced(reading: str, step: str) -> bool:
+    """Is ``reading`` the step's last line as it stands (no value read out of it)? A sentence
+    so read states nothing of its own; a short line ("12", "No.", "C. quadrilateral") is an
+    answer, and the caller tells them apart by length."""
+    lines = step.strip().splitlines()
+    return bool(lines) and reading.strip().rstrip(".!") == lines[-1].strip().strip('"').rstrip(".!").strip()
 
 
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 
 
 def _last_step(text: str) -> tuple[str, int] | None:
-    """The last step of ``text`` that says something (closing lines and pauses dropped) and
-    where it starts: the built-in step reader's last step of the last paragraph that has one
-    (a list item, a ``Step N:`` line, a header's section, or the paragraph). Only the end is
-    split: this runs per rollout."""
+    """The last step of ``text`` that can hold its answer and where it starts: the built-in
+    step reader's last step of the last paragraph that has one (a list item, a ``Step N:``
+    line, a header's section, or the paragraph), closing lines, pauses and paragraphs of
+    checks or notes (:data:`_AFTERWORD`) dropped. Only the end is split: this runs per rollout."""
     ends = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(text)]
     bounds = [0, *(e for _, e in ends)], [*(s for s, _ in ends), len(text)]
     for start, end in zip(reversed(bounds[0]), reversed(bounds[1])):
         block = text[start:end]
+        if start and _AFTERWORD.match(block):
+            continue
         for piece in reversed(split_structured(block)):
             if not (_CLOSER.fullmatch(piece) or _PAUSE.fullmatch(piece)):
                 return piece, start + block.rfind(piece)
@@ -633,31 +655,53 @@ def _last_step(text: str) -> tuple[str, int] | None:
 #: A step with nothing to read: a pause or a note to self ("Wait.", "Hmm...", "Let me check.").
 _PAUSE = re.compile(r"[\W_]*(?:(?:no,?\s+|oh,?\s+)?wait|hmm+|sorry|oops|actually|hold\s+on|let\s+me\s+(?:re)?"
                     r"(?:check|verify|double-check|think|see)(?:\s+(?:again|this|that))?)[\W_]*", re.IGNORECASE)
+#: A paragraph after the answer that checks or explains it: "Check: 15 / 3 = 5", "To verify: …",
+#: "**Explanation:** …", "Note: …". Its numbers are not the answer.
+_AFTERWORD = re.compile(r"[\s#*_>-]*(?:(?:sanity\s+)?check(?:ing)?|verif(?:y|ication|ying)|to\s+verify|double[-\s]?check"
+                        r"(?:ing)?|note|explanation|reasoning|justification|breakdown|proof|why)\b[^\n]{0,20}?[:：]",
+                        re.IGNORECASE)
 #: A step that corrects an answer named before it ("Let me recount", "However, I missed one").
-_CORRECTING = re.compile(r"\b(?:wait|actually|re-?count\w*|mistake|error|wrong|incorrect|missed|overlooked|however"
-                         r"|looking\s+again|closer\s+inspection|second\s+thought|correction|instead|rather|hmm+|oops"
-                         r"|sorry|i\s+think|maybe)\b", re.IGNORECASE)
+_CORRECTING = re.compile(r"\b(?:wait|actually|re-?count\w*|re-?examin\w*|mistake|error|wrong|incorrect|missed"
+                         r"|overlooked|however|looking\s+again|closer\s+inspection|second\s+thought|correction"
+                         r"|correct\s+myself|instead|rather|hmm+|oops|sorry|double[-\s]?check\w*)\b", re.IGNORECASE)
+#: ... unless it only supposes ("if the hidden face were counted it would be 5", "this assumes …").
+_SUPPOSING = re.compile(r"\b(?:if|would|assum\w*|suppos\w*|often|could|might|note)\b", re.IGNORECASE)
 _NUMBER_IN_STEP = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\d)")
+_YES_NO_IN_STEP = re.compile(r"\b(yes|no)\b(?!\s+(?:one|longer|more|other|matter|doubt))", re.IGNORECASE)
 
 
-def _corrects(step: str, named: str) -> bool:
-    """Does ``step``, after an answer ``named`` outright, correct it: a correcting word and a
-    last number other than the named one ("Wait, I think it's 13." after 12)? A check that
-    ends on it ("Wait, let me double-check: 3 × 4 = 12.") corrects nothing."""
-    if not _CORRECTING.search(step):
+def _corrects(step: str, named: str, named_again: str | None) -> bool:
+    """Does ``step``, after an answer ``named`` outright, correct it: a correcting word, no
+    supposing, and another answer of the same kind (``named_again``, the step's own named
+    answer, else its last number, choice letter or yes/no)? "Wait, let me double-check: 3 × 4
+    = 12." after 12 corrects nothing."""
+    if not _CORRECTING.search(step) or _SUPPOSING.search(step):
         return False
     kind = _answer_kind(named, None)
-    numbers = _NUMBER_IN_STEP.findall(step)
-    if kind is None or kind[0] != "number" or not numbers:
+    if kind is None:
         return False
-    return not math.isclose(float(numbers[-1].replace(",", "")), kind[1][0], rel_tol=1e-9)  # type: ignore[index]
+    if named_again is not None:
+        again = _answer_kind(named_again, None)
+        return again is not None and again[0] == kind[0] and _another_answer(named, named_again, None)
+    if kind[0] == "number":
+        numbers = _NUMBER_IN_STEP.findall(step)
+        return bool(numbers) and not math.isclose(float(numbers[-1].replace(",", "")), kind[1][0], rel_tol=1e-9)  # type: ignore[index]
+    if kind[0] == "letter":
+        letters = [m.group(1) or m.group(2) for m in _NAMED_LETTER.finditer(step)]
+        letters += [m.group(1) for m in _PAREN_LETTER.finditer(step) if m.group(1).isupper()]
+        letters += re.findall(r"\b(?:is|fits?|be)\s+\(?([A-H])\)?(?![\w'])", step)
+        return bool(letters) and letters[-1] != kind[1]
+    words = _YES_NO_IN_STEP.findall(step)  # yes/no
+    return bool(words) and words[-1].lower() != kind[1]
 
 
-#: A closing line that answers nothing: a pleasantry without a number ("Hope this helps!",
-#: "Let me know if …", "Thanks!") or a rule or fence alone ("---", "```"); not "***12***".
-_CLOSER = re.compile(r"[\s*_]*(?:(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|let\s+me\s+know\b|feel\s+free\b"
-                     r"|thanks?(?:\s+you)?(?:\s+for\b|\W*$)|good\s+luck\W*$|happy\s+to\s+help\b)[^\n\d]{0,120}"
-                     r"|[-*_`~=\s]{3,})", re.IGNORECASE)
+#: A closing line that answers nothing: a pleasantry ("Hope this helps!", "Let me know if you
+#: have any other questions about the 6x7 grid.", "Thanks!"), a rule or fence alone ("---"),
+#: emoji alone; not "***12***", nor "[]" or "∅" (answers).
+_CLOSER = re.compile(r"[-*_`~=\s]{3,}|[\s\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+|[\s*_]{0,8}(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|thanks?(?:\s+you)?"
+                     r"(?:\s+for\b|\W*$)|good\s+luck\W*$|happy\s+to\s+help\b|is\s+there\s+anything\s+else\b"
+                     r"|(?:if\s+you\s+have\s+(?:any\s+)?(?:more|other|further)\s+questions|let\s+me\s+know|feel\s+free)\b)"
+                     r"[^\n]{0,160}", re.IGNORECASE)
 
 
 def hedged(answer: str, gold: str = "") -> bool:
