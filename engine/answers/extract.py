@@ -236,6 +236,8 @@ def _denied(text: str) -> bool:
     return bool(_NEGATED_VALUE.search(t[max(0, at - 48) : at + len(numbers[0])]))
 
 
+#: A line that labels its value: "Total: 12", "Number of apples: 12".
+_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}[:：]\s*(\S.*)")
 #: After a denied value, a clause that states another in its place: ``isn't 5; it's 7``,
 #: ``not 5 but 7``, ``not 5 - rather 7``. A connector is needed: ``not 5, 6 is too big`` and
 #: ``12 - 3`` state nothing instead.
@@ -421,6 +423,9 @@ def _reduce(sentence: str, yes_no: bool = False) -> str:
         return s
     if _denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
+    label = _LABELLED.fullmatch(s)
+    if label and _bare_answer(label.group(1), "ABCDEFGHIJ") is not None:  # "Total: 12", "Area: 12 cm"
+        return label.group(1).strip()
     instead = _stated_instead(s)
     if instead is not None:  # "It isn't 5; it's 7": the value stated instead
         return instead
@@ -601,6 +606,9 @@ def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
     no value of its own ("In total we counted 6 rows and 7 columns.") leaves that conclusion."""
     text = text[-_SCAN:]
     found = _last_step(text) if "\n" in text.strip() else None
+    if found is not None and text[found[1] + len(found[0]) :].strip() and _AFTERWORD.search(text, found[1]):
+        if _prose_answer(text[: found[1] + len(found[0])], yes_no, stated_only=True) is None:
+            found = _last_step(text, afterwords=True)  # nothing stated before the check: it is the answer
     if found is None:
         return _prose_answer(text, yes_no), False
     last, at = found
@@ -635,16 +643,17 @@ def _unreduced(reading: str, step: str) -> bool:
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 
 
-def _last_step(text: str) -> tuple[str, int] | None:
+def _last_step(text: str, afterwords: bool = False) -> tuple[str, int] | None:
     """The last step of ``text`` that can hold its answer and where it starts: the built-in
     step reader's last step of the last paragraph that has one (a list item, a ``Step N:``
     line, a header's section, or the paragraph), closing lines, pauses and paragraphs of
-    checks or notes (:data:`_AFTERWORD`) dropped. Only the end is split: this runs per rollout."""
+    checks or notes (:data:`_AFTERWORD`) dropped unless ``afterwords``. Only the end is split:
+    this runs per rollout."""
     ends = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(text)]
     bounds = [0, *(e for _, e in ends)], [*(s for s, _ in ends), len(text)]
     for start, end in zip(reversed(bounds[0]), reversed(bounds[1])):
         block = text[start:end]
-        if start and _AFTERWORD.match(block):
+        if start and not afterwords and _AFTERWORD.match(block):
             continue
         for piece in reversed(split_structured(block)):
             if not (_CLOSER.fullmatch(piece) or _PAUSE.fullmatch(piece)):
@@ -660,10 +669,12 @@ _PAUSE = re.compile(r"[\W_]*(?:(?:no,?\s+|oh,?\s+)?wait|hmm+|sorry|oops|actually
 _AFTERWORD = re.compile(r"[\s#*_>-]*(?:(?:sanity\s+)?check(?:ing)?|verif(?:y|ication|ying)|to\s+verify|double[-\s]?check"
                         r"(?:ing)?|note|explanation|reasoning|justification|breakdown|proof|why)\b[^\n]{0,20}?[:：]",
                         re.IGNORECASE)
-#: A step that corrects an answer named before it ("Let me recount", "However, I missed one").
-_CORRECTING = re.compile(r"\b(?:wait|actually|re-?count\w*|re-?examin\w*|mistake|error|wrong|incorrect|missed"
-                         r"|overlooked|however|looking\s+again|closer\s+inspection|second\s+thought|correction"
-                         r"|correct\s+myself|instead|rather|hmm+|oops|sorry|double[-\s]?check\w*)\b", re.IGNORECASE)
+#: A step that corrects an answer named before it: a retraction or an admitted error ("Wait",
+#: "Actually", "Let me recount", "I made an error", "On second thought"); not "However", "a
+#: common mistake", "error bars" or "I double-checked", which comment on a right answer.
+_CORRECTING = re.compile(r"\b(?:wait|actually|correction|correct\s+myself|(?:i\s+)?made\s+(?:a|an)\s+(?:\w+\s+)?"
+                         r"(?:error|mistake)|my\s+(?:error|mistake|bad)|re-?count\w*|re-?examin\w*|looking\s+again"
+                         r"|on\s+second\s+thought|i\s+missed|overlooked|oops|sorry|hmm+)\b", re.IGNORECASE)
 #: ... unless it only supposes ("if the hidden face were counted it would be 5", "this assumes …").
 _SUPPOSING = re.compile(r"\b(?:if|would|assum\w*|suppos\w*|often|could|might|note)\b", re.IGNORECASE)
 _NUMBER_IN_STEP = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\d)")
@@ -683,9 +694,10 @@ def _corrects(step: str, named: str, named_again: str | None) -> bool:
     if named_again is not None:
         again = _answer_kind(named_again, None)
         return again is not None and again[0] == kind[0] and _another_answer(named, named_again, None)
-    if kind[0] == "number":
-        numbers = _NUMBER_IN_STEP.findall(step)
-        return bool(numbers) and not math.isclose(float(numbers[-1].replace(",", "")), kind[1][0], rel_tol=1e-9)  # type: ignore[index]
+    if kind[0] == "number":  # one other number stated: "Wait, I think it's 13."; not "3 baskets of 4 apples"
+        others = {float(n.replace(",", "")) for n in _NUMBER_IN_STEP.findall(step)}
+        others = {n for n in others if not math.isclose(n, kind[1][0], rel_tol=1e-9)}  # type: ignore[index]
+        return len(others) == 1
     if kind[0] == "letter":
         letters = [m.group(1) or m.group(2) for m in _NAMED_LETTER.finditer(step)]
         letters += [m.group(1) for m in _PAREN_LETTER.finditer(step) if m.group(1).isupper()]
