@@ -354,6 +354,18 @@ CASES = [
      None, None),
     ("12", "Let me count.\n\n1. First row: 4\n2. Second row: 4\n3. Third row: 4\n\nTotal: 12", None, "auto", True, "12",
      None),
+    # a sixth prober's sweep: a last paragraph overrides a conclusion before it only when it
+    # states one value and no aside (a supposition, an addition, a note)
+    ("6", "So, the total number of dogs is 9.\n\nIf you exclude the 3 broken ones, there would be 6.", None, "auto", False,
+     "9", None),
+    ("8", "Therefore, there are 24 cups.\n\nThere are 8 rows, and each row contains 3 cups.", None, "auto", False, None,
+     None),
+    ("4", "13\n\nThere are 4 dogs on the table and 9 on the floor.\n\nHope this helps!", None, "auto", False, "13", None),
+    ("72", "So, the total number of cups is 72.\n\nThere are also 2 people nearby, but they were not counted.", None,
+     "auto", True, None, None),
+    ("20", "Therefore, there are 20 pencils in total.\n\nI hope this explanation is clear.", None, "auto", True, None,
+     None),
+    ("6", "So the base is 3.\n\nThe area is 6 (half of 12).", None, "auto", True, None, None),
 ]
 
 

@@ -626,10 +626,36 @@ def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
     if own is not None or not before.strip():
         return own if own is not None else _prose_answer(last, yes_no), False
     line = _prose_answer(last, yes_no)  # its maths or last line, reduced to what it states
-    stated = line is not None and (len(line.split()) <= 3 or not _unreduced(line, last)
-                                   or (yes_no and _YES_NO_LEAD.match(line) is not None))  # "No, the two differ."
-    earlier = None if stated else _prose_answer(before, yes_no, stated_only=True)
+    earlier = None if _states_a_value(line, last, yes_no) else _stated_before(before, yes_no, "ABCDEFGHIJ")
     return (earlier, False) if earlier is not None else (line, False)
+
+
+#: Words that make a sentence an aside rather than an answer: a supposition, an addition, a note.
+_ASIDE_WORDS = re.compile(r"\b(?:if|would|could|might|assum\w*|suppos\w*|also|note|possible|possibly|but|except"
+                          r"|excluding|besides|comparison)\b", re.IGNORECASE)
+_ENDS_ON_VALUE = re.compile(r"=\s*\$?[-+]?\d[\d,.]*\s*(?:[A-Za-z]+)?\$?\s*[.!]?\s*$")
+
+
+def _states_a_value(reading: str | None, step: str, yes_no: bool) -> bool:
+    """Does a last step whose reading is ``reading`` state the answer, over a conclusion before
+    it? A short line does ("12", "No.", "C. quadrilateral"), as does a yes/no verdict, a chain
+    that ends on its value ("Distance = 20 × 2 = 40 km.") and a sentence with one value and no
+    aside ("There are 12 apples."); "There are 8 rows, and each row contains 3 cups.", "If you
+    exclude the 3 broken ones, there would be 6." and "In total we counted 6 rows and 7
+    columns." do not."""
+    if reading is None:
+        return False
+    line = step.strip().splitlines()[-1] if step.strip() else ""
+    if len(reading.split()) <= 3 and _unreduced(reading, step):
+        return True
+    if yes_no and _YES_NO_LEAD.match(reading) is not None:  # "No, the two differ."
+        return True
+    if _ASIDE_WORDS.search(line):
+        return False
+    if _ENDS_ON_VALUE.search(line):
+        return True
+    values = set(_DIGITS.findall(_ASIDE.sub(" ", line) if "(" in line else line))
+    return len(values) == 1 and _answer_kind(reading, None) is not None
 
 
 def _unreduced(reading: str, step: str) -> bool:
@@ -710,7 +736,7 @@ def _corrects(step: str, named: str, named_again: str | None) -> bool:
 #: A closing line that answers nothing: a pleasantry ("Hope this helps!", "Let me know if you
 #: have any other questions about the 6x7 grid.", "Thanks!"), a rule or fence alone ("---"),
 #: emoji alone; not "***12***", nor "[]" or "∅" (answers).
-_CLOSER = re.compile(r"[-*_`~=\s]{3,}|[\s\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+|[\s*_]{0,8}(?:(?:i\s+)?hope\s+(?:this|that|it)\s+helps|thanks?(?:\s+you)?"
+_CLOSER = re.compile(r"[-*_`~=\s]{3,}|[\s\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]+|[\s*_]{0,8}(?:(?:i\s+)?hope\s+(?:this|that|it|my)\b|thanks?(?:\s+you)?"
                      r"(?:\s+for\b|\W*$)|good\s+luck\W*$|happy\s+to\s+help\b|is\s+there\s+anything\s+else\b"
                      r"|(?:if\s+you\s+have\s+(?:any\s+)?(?:more|other|further)\s+questions|let\s+me\s+know|feel\s+free)\b)"
                      r"[^\n]{0,160}", re.IGNORECASE)
@@ -1013,7 +1039,7 @@ def _another_answer(before: str, new: str, options: object) -> bool:
     return one[1] != other[1]
 
 
-def _stated_before(text: str, gold: str, letters: str) -> str | None:
+def _stated_before(text: str, yes_no: bool, letters: str) -> str | None:
     """The answer ``text`` states outright (a box, ``Answer:``, "the answer is", "Therefore",
     or a last line that is only an answer: ``B.``, ``12.``), or None: a working value on a
     last line is no answer to take back."""
@@ -1023,7 +1049,7 @@ def _stated_before(text: str, gold: str, letters: str) -> str | None:
     if "\\boxed" in text or "\\fbox" in text:
         boxes = all_boxed(text)
         return boxes[-1][1] if boxes else None
-    return _prose_answer(text, _is_yes_no(gold), stated_only=True)
+    return _prose_answer(text, yes_no, stated_only=True)
 
 
 def _option_text(options: object, letter: str) -> str | None:
@@ -1048,7 +1074,7 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
         return None
     start, new = found
     cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
-    before = _stated_before(text[:cut], gold, letters)
+    before = _stated_before(text[:cut], _is_yes_no(gold), letters)
     if before is None:
         return Found(new)
     return Found(answer.strip(), "hedged") if _another_answer(before, new, options) else None
