@@ -366,6 +366,13 @@ CASES = [
     ("20", "Therefore, there are 20 pencils in total.\n\nI hope this explanation is clear.", None, "auto", True, None,
      None),
     ("6", "So the base is 3.\n\nThe area is 6 (half of 12).", None, "auto", True, None, None),
+    # a seventh prober's sweep: a last sentence that ends on its value states it, asides or not
+    ("9", "Thus, each box has 9 apples.\n\nThe total number of apples, excluding the 5 rotten ones, is 85.", None,
+     "auto", False, None, None),
+    ("90", "So each row has 9 seats.\n\nWith 10 rows, the hall has 90 seats.", None, "auto", True, None, None),
+    ("20", "Therefore, the width is 5 cm.\n\nThe area of the rectangle is 20 cm², which is also the number of tiles.",
+     None, "auto", True, None, None),
+    ("12", "So the total is 24.\n\nThat is 12 from Monday plus 12 from Tuesday.", None, "auto", False, None, None),
 ]
 
 

@@ -630,19 +630,24 @@ def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
     return (earlier, False) if earlier is not None else (line, False)
 
 
-#: Words that make a sentence an aside rather than an answer: a supposition, an addition, a note.
-_ASIDE_WORDS = re.compile(r"\b(?:if|would|could|might|assum\w*|suppos\w*|also|note|possible|possibly|but|except"
-                          r"|excluding|besides|comparison)\b", re.IGNORECASE)
-_ENDS_ON_VALUE = re.compile(r"=\s*\$?[-+]?\d[\d,.]*\s*(?:[A-Za-z]+)?\$?\s*[.!]?\s*$")
+#: A sentence that supposes ("if you exclude …, there would be 6"): never the answer.
+_SUPPOSED = re.compile(r"\b(?:if|would|could|might|assum\w*|suppos\w*)\b", re.IGNORECASE)
+#: Words that make a sentence an aside rather than an answer, unless it ends on its value.
+_ASIDE_WORDS = re.compile(r"\b(?:also|note|possible|possibly|but|except|excluding|besides|comparison)\b", re.IGNORECASE)
+#: A sentence that ends on its value: "…, excluding the 5 rotten ones, is 85.", "the hall has 90 seats.",
+#: "Distance = 20 × 2 = 40 km."
+_ENDS_ON_VALUE = re.compile(r"(?:\s(?:is|are|was|were|equals|be|has|have|had)\s+(?:about\s+|only\s+|exactly\s+)?|=\s*)"
+                            r"\$?[-+]?\d[\d,.]*\$?(?:\s*[^\s.!?,;]+)?\s*[.!]?\s*$", re.IGNORECASE)
+_RELATIVE_CLAUSE = re.compile(r",\s*which\b.*$")
 
 
 def _states_a_value(reading: str | None, step: str, yes_no: bool) -> bool:
     """Does a last step whose reading is ``reading`` state the answer, over a conclusion before
-    it? A short line does ("12", "No.", "C. quadrilateral"), as does a yes/no verdict, a chain
-    that ends on its value ("Distance = 20 × 2 = 40 km.") and a sentence with one value and no
-    aside ("There are 12 apples."); "There are 8 rows, and each row contains 3 cups.", "If you
-    exclude the 3 broken ones, there would be 6." and "In total we counted 6 rows and 7
-    columns." do not."""
+    it? A short line does ("12", "No.", "C. quadrilateral"), as does a yes/no verdict, a
+    sentence that ends on its value ("…, excluding the 5 rotten ones, is 85.", "Distance = 20
+    × 2 = 40 km.") and one with a single value and no aside ("There are 12 apples."); a
+    supposition never does ("… there would be 6."), nor "There are 8 rows, and each row
+    contains 3 cups." or "That is 12 from Monday plus 12 from Tuesday."."""
     if reading is None:
         return False
     line = step.strip().splitlines()[-1] if step.strip() else ""
@@ -650,11 +655,14 @@ def _states_a_value(reading: str | None, step: str, yes_no: bool) -> bool:
         return True
     if yes_no and _YES_NO_LEAD.match(reading) is not None:  # "No, the two differ."
         return True
+    if _SUPPOSED.search(line):
+        return False
+    main = _RELATIVE_CLAUSE.sub("", line)  # "…, which is also the number of tiles": a restatement
+    if _ENDS_ON_VALUE.search(main):
+        return True
     if _ASIDE_WORDS.search(line):
         return False
-    if _ENDS_ON_VALUE.search(line):
-        return True
-    values = set(_DIGITS.findall(_ASIDE.sub(" ", line) if "(" in line else line))
+    values = _DIGITS.findall(_ASIDE.sub(" ", line) if "(" in line else line)
     return len(values) == 1 and _answer_kind(reading, None) is not None
 
 
