@@ -373,6 +373,14 @@ CASES = [
     ("20", "Therefore, the width is 5 cm.\n\nThe area of the rectangle is 20 cm², which is also the number of tiles.",
      None, "auto", True, None, None),
     ("12", "So the total is 24.\n\nThat is 12 from Monday plus 12 from Tuesday.", None, "auto", False, None, None),
+    # an eighth prober's check: an aside that ends on a value is still an aside
+    ("12", "Therefore, there are 7 apples in total.\n\nFor comparison, last year the total was 12.", None, "auto", False,
+     None, None),
+    ("49", "Therefore, there are 7 apples in total.\n\nAlso, the number of boys is 49.", None, "auto", False, None, None),
+    ("43", "Therefore, there are 7 apples in total.\n\nEach of the 72 rows has 43 apples.", None, "auto", False, None,
+     None),
+    ("64", "Therefore, there are 7 apples in total.\n\nEach bag has 30 marbles, and there are 64 bags.", None, "auto",
+     False, None, None),
 ]
 
 

@@ -632,22 +632,32 @@ def _read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
 
 #: A sentence that supposes ("if you exclude …, there would be 6"): never the answer.
 _SUPPOSED = re.compile(r"\b(?:if|would|could|might|assum\w*|suppos\w*)\b", re.IGNORECASE)
-#: Words that make a sentence an aside rather than an answer, unless it ends on its value.
+#: A sentence that opens as an aside ("Also, …", "For comparison, …", "Except for Sunday, …").
+_OPENS_ASIDE = re.compile(r"\W*(?:also|but|however|for\s+(?:comparison|example|instance)|in\s+comparison|except"
+                          r"|note|remember|initially|by\s+the\s+way)\b", re.IGNORECASE)
+#: Words that make a sentence an aside rather than an answer, unless its claim ends on its value.
 _ASIDE_WORDS = re.compile(r"\b(?:also|note|possible|possibly|but|except|excluding|besides|comparison)\b", re.IGNORECASE)
-#: A sentence that ends on its value: "…, excluding the 5 rotten ones, is 85.", "the hall has 90 seats.",
-#: "Distance = 20 × 2 = 40 km."
-_ENDS_ON_VALUE = re.compile(r"(?:\s(?:is|are|was|were|equals|be|has|have|had)\s+(?:about\s+|only\s+|exactly\s+)?|=\s*)"
+#: What frames a claim without being it: "With 10 rows, …", "…, excluding the 5 rotten ones, …".
+_FRAMING = re.compile(r"^(?:with|including|excluding|after|besides|not\s+counting|without|counting|adding)\b[^,]*,\s*",
+                      re.IGNORECASE)
+_PARENTHETICAL = re.compile(r",\s*(?:excluding|including|not\s+counting|without|besides|plus|minus)\b[^,]*,",
+                            re.IGNORECASE)
+_ENDS_ON_VALUE = re.compile(r"\s(?:is|are|was|were|equals|be|has|have|had)\s+(?:about\s+|only\s+|exactly\s+)?"
                             r"\$?[-+]?\d[\d,.]*\$?(?:\s*[^\s.!?,;]+)?\s*[.!]?\s*$", re.IGNORECASE)
+_CHAIN_END = re.compile(r"=\s*\$?[-+]?\d[\d,.]*\$?(?:\s*[^\s.!?,;]+)?\s*[.!]?\s*$")
 _RELATIVE_CLAUSE = re.compile(r",\s*which\b.*$")
+_LAST_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 def _states_a_value(reading: str | None, step: str, yes_no: bool) -> bool:
     """Does a last step whose reading is ``reading`` state the answer, over a conclusion before
-    it? A short line does ("12", "No.", "C. quadrilateral"), as does a yes/no verdict, a
-    sentence that ends on its value ("…, excluding the 5 rotten ones, is 85.", "Distance = 20
-    × 2 = 40 km.") and one with a single value and no aside ("There are 12 apples."); a
-    supposition never does ("… there would be 6."), nor "There are 8 rows, and each row
-    contains 3 cups." or "That is 12 from Monday plus 12 from Tuesday."."""
+    it? A short line does ("12", "No.", "C. quadrilateral"), as does a yes/no verdict, a chain
+    that ends on its value ("Distance = 20 × 2 = 40 km."), a claim that ends on its one value
+    once its framing is set aside ("With 10 rows, the hall has 90 seats.", "The total,
+    excluding the 5 rotten ones, is 85.") and a sentence with one value and no aside ("There
+    are 12 apples."). A supposition never does ("… there would be 6."), nor an aside ("For
+    comparison, last year the total was 20."), nor a breakdown ("Each of the 3 rows has 4
+    apples.", "That is 12 from Monday plus 12 from Tuesday.")."""
     if reading is None:
         return False
     line = step.strip().splitlines()[-1] if step.strip() else ""
@@ -655,10 +665,14 @@ def _states_a_value(reading: str | None, step: str, yes_no: bool) -> bool:
         return True
     if yes_no and _YES_NO_LEAD.match(reading) is not None:  # "No, the two differ."
         return True
-    if _SUPPOSED.search(line):
+    line = _LAST_SENTENCE.split(line.strip())[-1]  # "However, I missed one. The total is 13.": its last sentence
+    if _SUPPOSED.search(line) or _OPENS_ASIDE.match(line):
         return False
     main = _RELATIVE_CLAUSE.sub("", line)  # "…, which is also the number of tiles": a restatement
-    if _ENDS_ON_VALUE.search(main):
+    if _CHAIN_END.search(main):
+        return True
+    claim = _PARENTHETICAL.sub("", _FRAMING.sub("", main))
+    if len(_DIGITS.findall(claim)) == 1 and _ENDS_ON_VALUE.search(claim):
         return True
     if _ASIDE_WORDS.search(line):
         return False
