@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from prmtree.engine.answers import extract
-from prmtree.engine.answers.extract import all_boxed, closing_brace, find_answer, read_answer, read_answer_memo
+from prmtree.engine.answers import extract, prose
+from prmtree.engine.answers.extract import Found, find_answer, read_answer, read_answer_memo
+from prmtree.engine.answers.marks import ANSWER_LINE, all_boxed, closing_brace
 from prmtree.engine.errors import PolicyContractError
 from prmtree.engine.records import Completion, GenerationRequest, Problem, check_completions
 from prmtree.engine.rollout import parse_completion
@@ -138,7 +139,7 @@ def test_memoised_reading_takes_what_cannot_be_a_key():
     assert read_answer_memo("The answer is (B).", "B", unhashable) == read_answer("The answer is (B).", "B", unhashable)
     odd_keys = {1: "red", 2: "blue"}
     assert read_answer_memo("(B) blue", "B", odd_keys) == read_answer("(B) blue", "B", odd_keys)
-    assert read_answer_memo(None, "B") == extract.Found(None, "no answer")
+    assert read_answer_memo(None, "B") == Found(None, "no answer")
 
 
 def test_find_answer_on_varied_texts_equals_the_unmemoised_reading(monkeypatch):
@@ -168,13 +169,13 @@ def test_answer_phrases_and_conclusions_are_found_where_the_plain_patterns_find_
     rng = random.Random(11)
     for n in range(30_000):  # every tenth longer than the tail a conclusion is looked for first
         text = "".join(rng.choice(_PHRASE_TOKENS) for _ in range(rng.randint(0, 16) if n % 10 else rng.randint(100, 300)))
-        plain = list(extract._FINAL_PHRASE.finditer(text))
-        first = extract._first_answer(text)
-        fast = extract._last_phrase(text, first)
+        plain = list(prose._FINAL_PHRASE.finditer(text))
+        first = prose.first_answer(text)
+        fast = prose.last_phrase(text, first)
         assert (fast.span() if fast else None) == (plain[-1].span() if plain else None), text
-        assert extract._answer_lines(text, first) == extract._ANSWER_LINE.findall(text), text
+        assert prose._answer_lines(text, first) == ANSWER_LINE.findall(text), text
         ends = [m.end() for m in _PLAIN_CONCLUSION.finditer(text)]
-        assert extract._last_conclusion(text) == (ends[-1] if ends else None), text
+        assert prose._last_conclusion(text) == (ends[-1] if ends else None), text
 
 
 def test_parse_keeps_its_checks_on_text_that_is_not_ascii():

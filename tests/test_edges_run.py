@@ -18,7 +18,7 @@ from conftest import PRMTREE, completed, rows, run_until_stuck, wait_for
 
 import prmtree
 from prmtree.engine.answers import Verifier
-from prmtree.engine.answers.extract import _unwrap
+from prmtree.engine.answers.marks import unwrap
 from prmtree.engine.config import RunConfig
 from prmtree.engine.lock import is_locked
 from prmtree.engine.output import Slice, load_manifest, read_table, verify_run
@@ -563,7 +563,7 @@ NESTED = "\\text{" * 20_000 + "7" + "}" * 20_000  # 140 KB
 def test_a_deeply_nested_answer_is_peeled_in_linear_time_and_never_compared():
     problem = generate_problems(1, seed=1)[0]
     started = time.monotonic()
-    assert _unwrap("$\\boxed{" + NESTED + "}$") == "7"  # what the old unwrap took a minute for
+    assert unwrap("$\\boxed{" + NESTED + "}$") == "7"  # what the old unwrap took a minute for
     assert Verifier().quick(problem, NESTED) is not None
     assert time.monotonic() - started < 2
     text = "First, think.\n\nSo the answer is \\boxed{" + NESTED + "}"

@@ -1,7 +1,10 @@
 """Answers: read the final answer out of model text and decide whether it is the gold one.
 
-Layers, bottom up: :mod:`.extract` (the answer in a completion, and what wraps it),
-:mod:`.normalize` (what an answer's text stands for), :mod:`.kinds` (which check an answer
+Layers, bottom up: reading the answer in a completion, :mod:`.marks` (boxes, ``Answer:``
+lines and what wraps an answer), :mod:`.choices`, :mod:`.values`, :mod:`.sentences` (the
+value a sentence states), :mod:`.retractions`, :mod:`.prose` (an answer in prose, read
+from the end) and :mod:`.extract` (the whole reading: :func:`.extract.find_answer`);
+then :mod:`.normalize` (what an answer's text stands for), :mod:`.kinds` (which check an answer
 gets), :mod:`.compare` (the checks, cheap paths then Math-Verify), :mod:`.pool` (Math-Verify
 in worker processes, time-bounded), :mod:`.verifier` (memo, counters, dispatch).
 """
@@ -13,7 +16,7 @@ from prmtree.engine.answers.compare import (
     numbers_match,
     text_match,
 )
-from prmtree.engine.answers.extract import extract_answer, last_boxed
+from prmtree.engine.answers.marks import extract_answer, last_boxed
 from prmtree.engine.answers.kinds import AnswerKind, Options, answer_kind
 from prmtree.engine.answers.normalize import (
     normalize_text,

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from prmtree.engine.answers.extract import _YES_NO_LEAD, _strip_answer, _unwrap
+from prmtree.engine.answers.marks import strip_answer, unwrap
+from prmtree.engine.answers.sentences import YES_NO_LEAD
 from prmtree.engine.answers.kinds import Options, _clean_options
 from prmtree.engine.answers.normalize import (
     _canon_math,
@@ -81,8 +82,8 @@ def text_match(gold: str, predicted: str) -> bool:
         return True
     if g not in ("yes", "no"):
         return False
-    raw = _strip_answer(predicted).strip()
-    lead = _YES_NO_LEAD.match(raw)
+    raw = strip_answer(predicted).strip()
+    lead = YES_NO_LEAD.match(raw)
     return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw) and not _reversed_verdict(raw)
 
 
@@ -280,8 +281,8 @@ def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
     # option, whatever the texts).
     wanted = gold.strip()
     exact = [k for k, text in opts.items() if text == wanted or text.strip() == wanted]
-    gold_letter = exact[0] if len(exact) == 1 else _choice_letter(_strip_answer(gold)) or _option_letter(gold, opts)
-    pred = _strip_answer(predicted)
+    gold_letter = exact[0] if len(exact) == 1 else _choice_letter(strip_answer(gold)) or _option_letter(gold, opts)
+    pred = strip_answer(predicted)
     if "\\" in pred:  # "\\textbf{(B)}\\ 12", as AMC-style solutions box a choice
         pred = _LETTER_COMMAND.sub(r"\1", pred)
     pred_letter = (_named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
@@ -370,9 +371,9 @@ def cheap_check(
     g_canon, p_canon = _canon_math(gold), _canon_math(predicted)
     if g_canon and g_canon == p_canon:
         return True, gold
-    g_num = _number_of(_LATEX_SPACE.sub(" ", _unwrap(gold)), decimal_comma)
+    g_num = _number_of(_LATEX_SPACE.sub(" ", unwrap(gold)), decimal_comma)
     if g_num is not None:
-        p_num = _number_of(_LATEX_SPACE.sub(" ", _unwrap(predicted)), decimal_comma)
+        p_num = _number_of(_LATEX_SPACE.sub(" ", unwrap(predicted)), decimal_comma)
         if p_num is not None:
             return _values_equal(g_num.exact, g_num.decimals, p_num.exact, p_num.decimals, rel_tol), gold
     sequence = sequence_match(gold, predicted, rel_tol, decimal_comma)

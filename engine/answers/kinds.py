@@ -14,7 +14,7 @@ import functools
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from prmtree.engine.answers.extract import _unwrap
+from prmtree.engine.answers.marks import unwrap
 from prmtree.engine.answers.normalize import (
     _choice_letter,
     _is_words,
@@ -70,7 +70,7 @@ def answer_kind(problem: Problem) -> AnswerKind:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _auto_kind(gold: str, options: Options) -> AnswerKind:
-    g = _unwrap(gold)
+    g = unwrap(gold)
     letter = _choice_letter(g)
     if letter and (options or (letter in "ABCDE" and g.strip("()[].:").isupper())):
         return "choice"

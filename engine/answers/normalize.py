@@ -15,7 +15,7 @@ import string
 from fractions import Fraction
 from typing import NamedTuple
 
-from prmtree.engine.answers.extract import _strip_answer, _unwrap
+from prmtree.engine.answers.marks import strip_answer, unwrap
 
 #: Scientific notation written by hand (2.5 \times 10^{6}, 6.02*10^23) at the start of an answer, before
 #: a unit or a percent sign; and 10⁶ written with superscripts.
@@ -82,7 +82,7 @@ def normalize_text(text: str) -> str:
 
     Number words stay words (``seven`` is not ``7``), as Math-Verify has always judged them.
     """
-    t = _strip_answer(text).lower()
+    t = strip_answer(text).lower()
     t = _DECIMAL_POINT.sub("\0", t).translate(_PUNCT).replace("\0", ".")
     t = _ARTICLES.sub(" ", t)
     return " ".join(t.split())
@@ -145,7 +145,7 @@ def vqa_normalize(text: str) -> str:
     """An answer as the VQA evaluation compares it: punctuation dropped or made a space,
     periods not before a digit dropped, lower case, ``none``/``zero``…``ten`` as digits,
     articles dropped, contractions restored (``dont`` → ``don't``); apostrophes are kept."""
-    t = _unwrap(text).replace("\n", " ").replace("\t", " ").strip()
+    t = unwrap(text).replace("\n", " ").replace("\t", " ").strip()
     comma_between_digits = _VQA_COMMA_STRIP.search(t) is not None
     out = t
     for p in _VQA_PUNCT:
@@ -162,7 +162,7 @@ def vqa_normalize(text: str) -> str:
 def _is_words(text: str) -> bool:
     """Plain words (``teal``, ``two cats``, ``New York``): no digits, no LaTeX, at least one
     word of two letters or more, and none of ``pi``, ``sin``, ``infinity``…"""
-    t = _unwrap(text)
+    t = unwrap(text)
     if not _WORDY.match(t):
         return False
     words = t.lower().translate(_PUNCT).split()
@@ -172,7 +172,7 @@ def _is_words(text: str) -> bool:
 @functools.lru_cache(maxsize=1 << 16)
 def _canon_math(text: str) -> str:
     """LaTeX with the noise that never changes a value removed (spacing, ``\\left``, ``\\dfrac``)."""
-    t = _MATH_NOISE.sub("", _unwrap(text)).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    t = _MATH_NOISE.sub("", unwrap(text)).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     return t[:-1] if t.endswith(".") else t
 
 
@@ -354,7 +354,7 @@ _OPERATOR_UNIT = re.compile(  # "3 times" is a count; "2 times the radius" an ex
 @functools.lru_cache(maxsize=1 << 16)
 def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
-    t = _LATEX_SPACE.sub(" ", _unwrap(text)).strip().rstrip(".").strip()
+    t = _LATEX_SPACE.sub(" ", unwrap(text)).strip().rstrip(".").strip()
     t = _CURRENCY.sub("", _ASSIGN.sub("", _APPROX.sub("", t))).strip()
     t = _sci_to_e(t)  # 1.6 \times 10^{-19} C: 1.6e-19 C, not 1.6 with a unit "\times 10^{-19} C"
     m = _QUANTITY.match(t)

@@ -1,0 +1,275 @@
+"""The value one sentence states: after its ``is``/``=`` (``The largest $n$ is 34.`` → ``34``),
+not in its reason (``…, since 23 = 4·5 + 3``) nor in a restatement (``9, which is 3
+squared``); a denied value (``It can't be 5``) and a hedge (``12 or 13``) are kept whole,
+for the reader to refuse. Also where a stated phrase ends, and whether an answer hedges."""
+
+from __future__ import annotations
+
+import re
+
+from prmtree.engine.answers.marks import strip_answer
+from prmtree.engine.answers.values import LEAD_VALUE, bare_answer
+
+
+#: ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
+#: restating it; ``no idea`` is not ``no``, ``yes or no`` is neither, nor are ``no-one``
+#: and ``No. 7`` (a word and a number).
+YES_NO_LEAD = re.compile(
+    r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,;:!?()\[\]]|\s*\.(?!\s*\d)|\s*[\u2014\u2013-](?!\w)|\s*$|\s*\n|"
+    r"\s+(?:it|it's|its|they|there|this|that|the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
+#: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+#: ``… the count is (C) 80``: the verb after which the stated value comes.
+_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
+#: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
+MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+#: Hedges: two choices offered (``A or B``, ``B/C``), or doubt stated.
+_HEDGE_LETTERS = re.compile(r"^\W*\(?[A-Z]\)?\s*(?:or|/|and/or)\s*\(?[A-Z]\)?\W*$")
+_HEDGE_WORDS = re.compile(
+    r"\b(?:either|not\s+sure|unsure|uncertain|can(?:no|')t\s+(?:tell|be\s+sure)|i\s+(?:think|guess)|"
+    r"maybe|possibly|perhaps|probably)\b",
+    re.IGNORECASE,
+)
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
+#: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
+_RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
+_HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
+                       + r"(?:[A-Za-z]\w*\s*=\s*)?[^\s,]+(?:\s+[^\s,]+)?\W*$", re.IGNORECASE)
+_OR = re.compile(r"\s(?:or)\s", re.IGNORECASE)
+#: ``2 or x = -2 are the solutions``, ``12 or 13 apples``: a value, "or", another value, whatever follows.
+_VALUE_OR_VALUE = re.compile(r"^\W*[-+]?\$?\d[^\s,]*,?\s+or\s+(?:\$?[A-Za-z]\w*\s*=\s*)?[-+]?\$?\d", re.IGNORECASE)
+
+
+#: ``not 5 apples``, ``It can't be 5``, ``cannot determine 5``: a negation at most two words
+#: before the value, none of them a verb that states it (``the cubes that are not red is 5``
+#: states 5).
+NEGATED_VALUE = re.compile(
+    r"\b(?:not|cannot|can't|can’t|isn't|isn’t|aren't|wasn't|weren't|doesn't|don't|didn't|won't|never|"
+    r"no\s+longer)(?:\s+(?!(?:is|are|was|were|equals|be)\b)[A-Za-z']+)??\s+(?:be\s+)?[-+]?\$?\d",
+    re.IGNORECASE)
+DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+#: An aside in brackets (``5 (not counting the teacher)``): not what the sentence states.
+ASIDE = re.compile(r"\([^()]*\)")
+
+
+def denied(text: str) -> bool:
+    """Does ``text`` deny its one value (``It can't be 5``)? With another value it states
+    that one (``not 10, which is 1,000.99``); an aside in brackets denies nothing. Only the
+    few words before the value are read: linear in the text."""
+    low = text.lower()
+    if "not" not in low and "n't" not in low and "n’t" not in low and "never" not in low and "no longer" not in low:
+        return False  # the common case, without the patterns
+    t = ASIDE.sub(" ", text) if "(" in text else text
+    numbers = DIGITS.findall(t)
+    if len(numbers) != 1:
+        return False
+    at = t.find(numbers[0])
+    return bool(NEGATED_VALUE.search(t[max(0, at - 48) : at + len(numbers[0])]))
+
+
+#: A line that labels its value: "Total: 12", "Number of apples: 12".
+_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}[:：]\s*(\S.*)")
+#: After a denied value, a clause that states another in its place: ``isn't 5; it's 7``,
+#: ``not 5 but 7``, ``not 5 - rather 7``. A connector is needed: ``not 5, 6 is too big`` and
+#: ``12 - 3`` state nothing instead.
+_INSTEAD = re.compile(r"\s*[,;:\u2014\u2013-]?\s*(?:(?:but\s+)?(?:rather|instead)\s+|but\s+)?(?:(?:it|that|this|the\s+answer)"
+                      r"(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)\s+)?(?=[-+$]?\d)", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"\s*(?:[.!;,)]|$)")
+_INSTEAD_CONNECTOR = re.compile(r"\b(?:but|rather|instead|it|that|this|answer)\b|['’]s\b", re.IGNORECASE)
+
+
+def _stated_instead(text: str) -> str | None:
+    """The value a sentence states in place of the one it denies first (``The answer isn't 5;
+    it's 7`` → ``7``, ``not 5 but 7 apples`` → ``7 apples``), or None. The denial is read as
+    :func:`denied` reads it (a negation right before the value), and must deny the
+    sentence's first value: ``12, not 8: 8 only counts …`` states 12. The cheap test first:
+    this runs per rollout."""
+    low = text.lower()
+    if "not" not in low and "n't" not in low and "n’t" not in low and "never" not in low:
+        return None
+    denial = NEGATED_VALUE.search(text)
+    if denial is None:
+        return None
+    number = DIGITS.match(text, denial.end() - 1)
+    first = DIGITS.search(text)
+    if number is None or first is None or first.start() != number.start():
+        return None
+    after = _INSTEAD.match(text, number.end())
+    if after is None or not _INSTEAD_CONNECTOR.search(text, number.end(), after.end()):
+        return None
+    rest = text[after.end() :].strip()
+    value = _value(rest)
+    # the value must end its clause: "but 7 is also wrong", "that's 7 less than 12", "7 - 2 = 5" state no 7
+    return value if _CLAUSE_END.match(rest, len(value)) else None
+
+
+#: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
+#: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
+_EXPRESSION_AFTER = re.compile(
+    r"\s*\((?=\s*[-+\d\w\\])(?![^()]*?(?<![\\A-Za-z])[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
+    r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
+    r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
+    r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d))", re.IGNORECASE)
+_NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+
+
+def _opens_expression(text: str, at: int = 0) -> bool:
+    """Whether the number at ``text[at:]`` only opens an expression (:data:`_EXPRESSION_AFTER`)."""
+    head = _NUMBER_HEAD.match(text, at)
+    return bool(head and _EXPRESSION_AFTER.match(text, head.end()))
+
+
+#: A relative clause's ``is`` (``…, which is 3 squared``) restates; it does not state the answer.
+_RESTATING = (" which", " what", ",which")
+#: A claim's reason (``…, since 23 = 4·5 + 3``, ``… when x = 2``): its values are not the answer.
+_JUSTIFICATION = re.compile(r"[,;]?\s+\(?(?:since|because|as|given|when|where|whereas|while|if|due\s+to)\b",
+                            re.IGNORECASE)
+_LEADING_JUSTIFICATION = re.compile(r"^\s*(?:since|because|as|given(?:\s+that)?|if|when|where|with)\b[^,]*,", re.IGNORECASE)
+#: A consequence: the value after it is the one concluded (``the radius is 3, so the area is 28.27``).
+_COPULA_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently)\b,?\s*", re.IGNORECASE)
+#: A sentence that opens with its reason and no comma to end it: its last value is the claim's.
+_LEADING_REASON = re.compile(r"^\s*(?:since|because|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
+_CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
+#: What lies between two values of one chain (``f(2) = 4 + 8 = 12``): the later one is the answer.
+_CHAIN = re.compile(r"[\s\d.+\-*/×÷()^]*$")
+
+#: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
+SCAN_CHARS = 4_000
+
+
+def up_to_sentence_end(text: str) -> str:
+    """What a phrase states, up to its sentence's end (``$10,455$. I hope…`` → ``$10,455$``).
+    Maths spans are kept whole: a ``.`` inside ``$…$`` does not end the sentence. One pass."""
+    t = text.lstrip()[:SCAN_CHARS]
+    end = dollars = opens = closes = 0
+    for m in _SENTENCE_END.finditer(t):
+        cut = m.start()
+        chunk = t[end:cut]
+        dollars += chunk.count("$")
+        opens += chunk.count("\\[")
+        closes += chunk.count("\\]")
+        end = cut
+        if dollars % 2 == 0 and opens == closes:
+            stated = t[:cut].strip()
+            if stated:
+                return stated
+    return t.strip()
+
+
+def value_stated(sentence: str, yes_no: bool = False) -> str:
+    """The answer a sentence states: after its ``is``/``=`` a value (``The largest $n$ is
+    34.`` → ``34``, ``The count is (C) 80.`` → ``(C) 80``), else its last maths span
+    (``Therefore $x \\geq 5$ is the solution``), else its one number (``increases by
+    100%``), else the sentence. For a yes/no question (``yes_no``), a sentence that opens
+    with its verdict (``No, it is smaller.``) states that verdict: it is kept whole, for
+    the comparison to read (its "is" names the reason, not the answer)."""
+    s = sentence.strip().strip('"').replace('\\"', "").strip().rstrip(".").strip()
+    if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
+        return s
+    if yes_no and YES_NO_LEAD.match(s):
+        return s
+    if denied(s):  # "It can't be 5": kept whole, and refused as no answer
+        return s
+    label = _LABELLED.fullmatch(s)
+    if label and bare_answer(label.group(1), "ABCDEFGHIJ") is not None:  # "Total: 12", "Area: 12 cm"
+        return label.group(1).strip()
+    instead = _stated_instead(s)
+    if instead is not None:  # "It isn't 5; it's 7": the value stated instead
+        return instead
+    if s[:1].isdigit() or s[:1] in "$-+":
+        reason = _JUSTIFICATION.search(s, 1)
+        if reason and not _COPULA.search(s, 0, reason.start()):  # "4, because x = 2": the value, not its reason
+            return _value(s[: reason.start()].strip(" ,;"))
+    copulas = list(_COPULA.finditer(s))
+    stated = _stated_value(s, copulas)
+    if stated is not None:
+        return stated
+    spans = list(MATH_SPAN.finditer(s))
+    if spans:
+        inner = next(g for g in spans[-1].groups() if g is not None).strip()
+        if inner:
+            return inner
+    if copulas:
+        rest = s[copulas[-1].end() :].strip()
+        if rest:
+            return rest
+    numbers = list(_NUMBER_IN_TEXT.finditer(s))
+    if len(numbers) == 1 and len(s.split()) > 3:
+        if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
+            return numbers[0].group(0).strip()
+    return s
+
+
+def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
+    """The value after the "is"/"=" that states the answer: the first, or the last one a
+    consequence introduces (``the radius is 3, so the area is 28.27`` states 28.27); never one
+    in the claim's reason (``the remainder is 3, since 23 = 4·5 + 3``, ``Since the side is 3,
+    the area is 9``) nor a restatement (``9, which is 3 squared``). Two values offered are
+    kept whole (``x = 2 or x = -2``: refused as hedged). One value (the common case) costs no
+    clause reading: this runs per rollout."""
+    found = []  # (where the copula starts, where its value starts)
+    for m in copulas:
+        at = m.end()
+        if s[at : at + 1].isalpha():  # "is therefore 18": the adverb is the consequence's
+            adverb = _COPULA_ADVERB.match(s, at)
+            at = adverb.end() if adverb else at
+        c = s[at : at + 4].lstrip().lstrip("*_`")[:1]
+        if c and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start()):
+            found.append((m.start(), at))
+    if not found:
+        return None
+    if len(found) == 1:
+        return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
+    lead = _LEADING_JUSTIFICATION.match(s)
+    if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
+        cut = _JUSTIFICATION.search(s, 1)
+        claimed = [f for f in found if cut is None or f[0] < cut.start()] or found
+        return _value(s[claimed[-1][1] :].strip())
+    start = lead.end() if lead else 0
+    cut = _JUSTIFICATION.search(s, start + 1)
+    end = cut.start() if cut else len(s)
+    found = [f for f in found if start <= f[0] < end] or found
+    chosen, previous = None, 0
+    for copula, at in found:
+        rest = s[at:].strip()
+        if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
+            return rest
+        # a later value wins after a consequence ("so the area is", "is therefore"), or closing a
+        # chain of values ("f(2) = 4 + 8 = 12", "the square whose side is 3 is 9")
+        if chosen is None or _CONSEQUENCE.search(s, previous, at) or _CHAIN.match(s, previous, copula):
+            chosen = rest
+        previous = at
+    return _value(chosen)  # type: ignore[arg-type]
+
+
+def _value(rest: str) -> str:
+    """``0.6, which means …`` → ``0.6``; ``12 distinct sequences that …`` → ``12 distinct``:
+    a value and at most one word after it; maths and choices are kept whole; markdown
+    emphasis around it (``**5**``) is not part of it."""
+    if not rest:
+        return rest
+    if rest[0] in "*_`":
+        return _value(rest.lstrip("*_`")).strip("*_`")
+    if rest[:1] in "$\\([":
+        spans = MATH_SPAN.match(rest)
+        if spans:
+            return next(g for g in spans.groups() if g is not None).strip()
+        return rest
+    if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):  # "12 or 13": kept whole, and refused as hedged
+        return rest
+    if _opens_expression(rest):  # "4 \\pi square cm": an expression, kept whole
+        return rest
+    m = LEAD_VALUE.match(rest)
+    return m.group(0).strip() if m else rest
+
+
+def hedged(answer: str, gold: str = "") -> bool:
+    """Does ``answer`` hedge between several answers (``A or B``, ``3 or 4``) or state doubt
+    (``not sure``), where ``gold`` does not? Long answers (an option's text) are not read
+    for ``or``."""
+    a = strip_answer(answer) if len(answer) < 500 else answer
+    if _HEDGE_LETTERS.match(a):
+        return True
+    if len(a) < 100 and _HEDGE_WORDS.search(a) and not _HEDGE_WORDS.search(gold):
+        return True
+    return len(a) < 100 and bool(_HEDGE_OR.match(a) or _VALUE_OR_VALUE.match(a)) and not _OR.search(gold)
