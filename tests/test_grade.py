@@ -381,6 +381,31 @@ CASES = [
      None),
     ("64", "Therefore, there are 7 apples in total.\n\nEach bag has 30 marbles, and there are 64 bags.", None, "auto",
      False, None, None),
+    # a ratio or a time is one value: its colon labels nothing ("Total: 12" does)
+    ("3:2", "The ratio is 3:2.", None, "auto", True, "3:2", None),
+    ("2", "The ratio is 3:2.", None, "auto", False, "3:2", None),
+    ("10:30", "The meeting starts at 10:30.", None, "auto", True, "10:30", None),
+    ("3:2", "Ratio of boys to girls: 3:2", None, "auto", True, "3:2", None),
+    ("12", "Step 2: 12", None, "auto", True, "12", None),
+    # an answer named before "is the answer"
+    ("12", "Counting the apples: 5 red and 7 green.\n\n12 is the answer.", None, "auto", True, "12", None),
+    ("12", "5 + 7 = 12. So 12 is the final answer.", None, "auto", True, "12", None),
+    ("B", "Looking at the options, (B) is the correct answer.", None, "auto", True, None, None),
+    ("B", "Option B is the correct answer.", None, "auto", True, "B", None),
+    ("12", "Is 12 the answer? Yes, 12 is the answer.", None, "auto", True, "12", None),
+    ("12", "The answer is 7? No: 12 is the answer.", None, "auto", True, "12", None),
+    ("7", "Some say 12 is the answer, but the answer is 7.", None, "auto", True, "7", None),
+    ("1000", "Adding up, 1,000 is the answer.", None, "auto", True, "1,000", None),
+    ("12", "The sum of 5 and 7 is the answer, which is 12.", None, "auto", True, "12", None),
+    ("12", "12 is the answer. Wait, actually 13.", None, "auto", False, "12", "hedged"),
+    # one value written twice is one answer, read in the gold's form; two values hedge
+    ("75%", "The share is 0.75, or 75%.", None, "auto", True, "75%", None),
+    ("0.75", "The share is 0.75, or 75%.", None, "auto", True, "0.75", None),
+    ("1/2", "The probability is 1/2, or 0.5.", None, "auto", True, "1/2", None),
+    ("4", "The answer is 4, or equivalently 2+2.", None, "auto", True, "4", None),
+    ("12", "The answer is 12 (or 12.0).", None, "auto", True, "12", None),
+    ("12", "The answer is 12, or 13.", None, "auto", False, "12, or 13", "hedged"),
+    ("13", "The answer is 12, or 13.", None, "auto", False, "12, or 13", "hedged"),
 ]
 
 

@@ -19,7 +19,7 @@ from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
 from prmtree.engine.answers.sentences import NEGATED_VALUE, SCAN_CHARS, denied, hedged, up_to_sentence_end, value_stated
-from prmtree.engine.answers.values import another_answer, bare_answer
+from prmtree.engine.answers.values import another_answer, bare_answer, one_value_twice
 
 
 #: A value (or choice letter), then an aside about it in words: ``3 (three)``, ``12, not 13``,
@@ -200,6 +200,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     aside = _VALUE_ASIDE.match(answer)
     if aside:  # "3 (three)", "12, not 13", "**12**": the value
         answer = aside.group(1)
+    if "or " in answer.lower():
+        answer = one_value_twice(answer, gold) or answer  # "0.75, or 75%": one value, not a hedge
     if hedged(answer, gold):
         return Found(answer, "hedged")
     return Found(answer)

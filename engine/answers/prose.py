@@ -90,6 +90,30 @@ def _answer_lines(text: str, first: int | None) -> list[str]:
     return [] if first is None else ANSWER_LINE.findall(text, text.rfind("\n", 0, first) + 1)
 
 
+#: An answer named before the word: "12 is the answer.", "So (B) is the correct answer."; the
+#: subject must be only an answer (:func:`bare_answer`): "The sum of 5 and 7 is the answer" names none.
+_NAMED_FIRST = re.compile(
+    r"(?:^|(?<=[.!?:,;])[^\S\n]+|\n)[\s*_]*(?:(?:so|thus|therefore|hence|clearly|then)\b[,\s]*)?"
+    r"(\S(?:[^\n.!?,;:]|[.,:](?=\d)){0,40}?|\$[^$\n]{1,40}\$)[*_]*\s+(?:is|would\s+be|must\s+be)\s+(?:the|my|our)\s+"
+    r"(?:final\s+|correct\s+|right\s+|best\s+)?answer\b", re.IGNORECASE)
+
+
+_OPTION_WORD = re.compile(r"^(?:option|choice)\s+(?=\(?[A-Z]\)?$)", re.IGNORECASE)
+
+
+def _last_named_first(text: str, first: int | None) -> tuple[int, str] | None:
+    """The last answer named before "is the answer" in ``text`` (whose first "answer" is at
+    ``first``) and where that naming ends, or None."""
+    if first is None:
+        return None
+    found = None
+    for m in _NAMED_FIRST.finditer(text, text.rfind("\n", 0, max(0, first - 48)) + 1):
+        bare = bare_answer(_OPTION_WORD.sub("", m.group(1)), "ABCDEFGHIJ")
+        if bare is not None:
+            found = (m.end(), bare)
+    return found
+
+
 def _named_answer(text: str, yes_no: bool = False) -> str | None:
     """The answer ``text`` names outright: its last ``Answer:`` line, else its last ``the answer
     is …`` phrase, reduced to what it states; None without either."""
@@ -99,6 +123,9 @@ def _named_answer(text: str, yes_no: bool = False) -> str | None:
         line = lines[-1].strip()
         return value_stated(line, yes_no) if len(line.split()) > 3 or MATH_SPAN.search(line) else line
     phrase = last_phrase(text, first)
+    named_first = _last_named_first(text, first)
+    if named_first is not None and (phrase is None or named_first[0] >= phrase.start()):
+        return named_first[1]  # "12 is the answer.", "So (B) is the correct answer."
     if phrase is not None:  # the last one: "Final Answer: The final answer is 7" states 7
         stated = up_to_sentence_end(text[phrase.end() :])
         if stated:

@@ -30,7 +30,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?:\s*%|\s+[a-z]+)?")
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -68,7 +68,7 @@ def denied(text: str) -> bool:
 
 
 #: A line that labels its value: "Total: 12", "Number of apples: 12".
-_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}[:：]\s*(\S.*)")
+_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}(?:(?<!\d)[:：]|[:：](?!\d))\s*(\S.*)")  # not 3:2's or 10:30's colon
 #: After a denied value, a clause that states another in its place: ``isn't 5; it's 7``,
 #: ``not 5 but 7``, ``not 5 - rather 7``. A connector is needed: ``not 5, 6 is too big`` and
 #: ``12 - 3`` state nothing instead.

@@ -11,7 +11,7 @@ from prmtree.engine.answers.choices import LEAD_LETTER, SINGLE_LETTER, option_te
 from prmtree.engine.answers.marks import strip_answer
 
 
-LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
+LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?::\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
 _MATHS_VALUE = re.compile(r"^(?:\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
 _ASSIGNED = re.compile(r"^[A-Za-z]\s*=\s*")
 _OPTION_NAMED = re.compile(r"^(?:option|choice)\s+([A-Z])$|^[(\[]?([A-Z])[)\].]\s+\S.*$")
@@ -87,3 +87,36 @@ def another_answer(before: str, new: str, options: object) -> bool:
         (a, unit_a), (b, unit_b) = one[1], other[1]  # type: ignore[misc]
         return (unit_a is None or unit_b is None or unit_a == unit_b) and not math.isclose(a, b, rel_tol=1e-9)
     return one[1] != other[1]
+
+
+#: One value written twice: "0.75, or 75%", "1/2 (or 0.5)", "4, or equivalently 2+2".
+_TWO_FORMS = re.compile(r"^[\s*_]*([^\s,()]+)[,;]?\s+\(?or\s+(equivalently\s+|in\s+other\s+words,?\s+|simply\s+)?"
+                        r"([^\s,()]+?)\)?[\s.*_]*$", re.IGNORECASE)
+
+
+def one_value_twice(answer: str, gold: str) -> str | None:
+    """The answer when ``answer`` gives one value in two forms (``0.75, or 75%``, ``1/2, or
+    0.5``, ``4, or equivalently 2+2``): the form written as ``gold`` writes it (a percentage
+    for a percentage), else the first; None when the two are not plainly one value (``12, or
+    13`` hedges)."""
+    m = _TWO_FORMS.match(answer)
+    if m is None:
+        return None
+    first, restating, second = m.group(1), m.group(2), m.group(3)
+    if restating:
+        return first
+    a, b = _plain_value(first), _plain_value(second)
+    if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9):
+        return None
+    percent = "%" in gold
+    return second if ("%" in first) != percent and ("%" in second) == percent else first
+
+
+def _plain_value(text: str) -> float | None:
+    """A plain number or fraction's value, a percentage as its share (``75%`` is 0.75)."""
+    t = text.strip().strip("$").strip()
+    share = t.endswith("%")
+    form = plain_form(t[:-1].rstrip() if share else t, None)
+    if form is None or form[0] != "number" or form[1][1] is not None:  # type: ignore[index]
+        return None
+    return form[1][0] / 100 if share else form[1][0]  # type: ignore[index]
