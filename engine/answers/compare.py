@@ -353,6 +353,8 @@ def cheap_check(
         return vqa_match(gold, predicted), gold
     if gold.strip() == predicted.strip():
         return True, gold
+    if (_COLON_PAIR.match(gold) and _NUMBER_ONLY.match(predicted)) or (_COLON_PAIR.match(predicted) and _NUMBER_ONLY.match(gold)):
+        return False, gold  # a ratio or a time against a number: 10:30 is no 1/3, a 4:2 score no 2
     if not decimal_comma and _comma_read_as_point(predicted, gold):
         decimal_comma = True
     if kind == "number":
@@ -385,6 +387,9 @@ def cheap_check(
 
 
 _PROSE_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+#: A ratio or a time written with its colon: ``3:2``, ``10:30``, ``$4 : 1$``.
+_COLON_PAIR = re.compile(r"^[\s$]*[-+]?\d+(?:\.\d+)?\s*:\s*\d+(?:\.\d+)?[\s$.]*$")
+_NUMBER_ONLY = re.compile(r"^[\s$]*[-+]?(?:\d[\d,.]*(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})\s*(?:\\?%)?[\s$.]*$")
 _COMMA_DECIMAL = re.compile(r"\s*[-+]?\d+,(?:\d{1,2}|\d{4,})\s*")  # not a thousands group
 _POINT_DECIMAL = re.compile(r"\s*[-+]?\d+\.\d+\s*")
 

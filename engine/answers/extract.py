@@ -19,7 +19,7 @@ from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
 from prmtree.engine.answers.sentences import NEGATED_VALUE, SCAN_CHARS, denied, hedged, up_to_sentence_end, value_stated
-from prmtree.engine.answers.values import another_answer, bare_answer, one_value_twice
+from prmtree.engine.answers.values import another_answer, bare_answer, one_value_twice, two_values
 
 
 #: A value (or choice letter), then an aside about it in words: ``3 (three)``, ``12, not 13``,
@@ -140,7 +140,10 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     before = stated_before(text[:cut], _is_yes_no(gold), letters)
     if before is None:
         return Found(new)
-    return Found(answer.strip(), "hedged") if another_answer(before, new, options) else None
+    before = one_value_twice(before, gold) or before  # "0.75, or 75%. Wait, actually 0.8.": one answer, then another
+    if not another_answer(before, new, options):
+        return None
+    return Found(before if new in answer else answer.strip(), "hedged")  # (what was stated, not the retraction)
 
 
 def _is_yes_no(gold: str) -> bool:
@@ -201,6 +204,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     if aside:  # "3 (three)", "12, not 13", "**12**": the value
         answer = aside.group(1)
     if "or " in answer.lower():
+        if two_values(answer):  # "12 (or 13)", "2, or equivalently -2"
+            return Found(answer, "hedged")
         answer = one_value_twice(answer, gold) or answer  # "0.75, or 75%": one value, not a hedge
     if hedged(answer, gold):
         return Found(answer, "hedged")

@@ -102,16 +102,38 @@ _OPTION_WORD = re.compile(r"^(?:option|choice)\s+(?=\(?[A-Z]\)?$)", re.IGNORECAS
 
 
 def _last_named_first(text: str, first: int | None) -> tuple[int, str] | None:
-    """The last answer named before "is the answer" in ``text`` (whose first "answer" is at
-    ``first``) and where that naming ends, or None."""
+    """The answer named before "is the answer" by ``text``'s last sentence (``text``'s first
+    "answer" is at ``first``) and where that naming ends, or None. Only a last sentence that
+    plainly declares it counts: "13 is the answer? No, …", "12 is the answer, or 13.", "If we
+    ignore the shaded one, 13 is the answer. Including it, the total is 12." and "13 is the
+    answer only if …" name nothing."""
     if first is None:
         return None
-    found = None
-    for m in _NAMED_FIRST.finditer(text, text.rfind("\n", 0, max(0, first - 48)) + 1):
-        bare = bare_answer(_OPTION_WORD.sub("", m.group(1)), "ABCDEFGHIJ")
-        if bare is not None:
-            found = (m.end(), bare)
-    return found
+    last = None
+    for last in _NAMED_FIRST.finditer(text, text.rfind("\n", 0, max(0, first - 48)) + 1):  # noqa: B007
+        pass
+    if last is None:
+        return None
+    other = _OR_ANOTHER.fullmatch(text, last.end())
+    if other is not None and bare_answer(other.group(1), "ABCDEFGHIJ") is not None:
+        subject = bare_answer(_OPTION_WORD.sub("", last.group(1)), "ABCDEFGHIJ")
+        return None if subject is None else (last.end(), f"{subject}, or {other.group(1)}")  # a hedge: refused
+    if not _SENTENCE_CLOSE.fullmatch(text, last.end()):
+        return None
+    if _NOT_DECLARED.search(text, max(0, text.rfind(".", 0, last.start(1)) + 1), last.start(1)):
+        return None
+    bare = bare_answer(_OPTION_WORD.sub("", last.group(1)), "ABCDEFGHIJ")
+    return None if bare is None else (last.end(), bare)
+
+
+#: "12 is the answer, or 13.": a second answer offered after the first.
+_OR_ANOTHER = re.compile(r"[*_]*,?\s+or\s+(\S+?)[*_]*\s*[.!]?[\s*_]*", re.IGNORECASE)
+#: What may follow a last sentence's "is the answer": its full stop, emphasis, nothing else.
+_SENTENCE_CLOSE = re.compile(r"[*_]*\s*[.!]?[\s*_]*")
+#: Words before a named-first answer that suppose, doubt or recall a first try: "If we ignore
+#: the shaded one, 13 is the answer.", "At first glance, 20 is the answer."
+_NOT_DECLARED = re.compile(r"\b(?:if|would|could|might|unless|naive\w*|first|guess\w*|initially|mistake\w*|wrong"
+                           r"|not|maybe|perhaps|probably|think|some|suppos\w*|assum\w*)\b", re.IGNORECASE)
 
 
 def _named_answer(text: str, yes_no: bool = False) -> str | None:

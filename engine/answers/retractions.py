@@ -21,6 +21,7 @@ _CORRECTING = re.compile(r"\b(?:wait|actually|correction|correct\s+myself|(?:i\s
 #: ... unless it only supposes ("if the hidden face were counted it would be 5", "this assumes …").
 _SUPPOSING = re.compile(r"\b(?:if|would|assum\w*|suppos\w*|often|could|might|note)\b", re.IGNORECASE)
 _NUMBER_IN_STEP = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\d)")
+_RATIO_IN_STEP = re.compile(r"(?<![\d:])(\d+)\s*:\s*(\d+)(?![\d:])")
 _YES_NO_IN_STEP = re.compile(r"\b(yes|no)\b(?!\s+(?:one|longer|more|other|matter|doubt))", re.IGNORECASE)
 
 
@@ -46,6 +47,9 @@ def corrects(step: str, named: str, named_again: str | None) -> bool:
         letters += [m.group(1) for m in PAREN_LETTER.finditer(step) if m.group(1).isupper()]
         letters += re.findall(r"\b(?:is|fits?|be)\s+\(?([A-H])\)?(?![\w'])", step)
         return bool(letters) and letters[-1] != kind[1]
+    if kind[0] == "ratio":  # "The ratio is 2:3." after 3:2
+        ratios = {(int(a), int(b)) for a, b in _RATIO_IN_STEP.findall(step)} - {kind[1]}
+        return len(ratios) == 1
     words = _YES_NO_IN_STEP.findall(step)  # yes/no
     return bool(words) and words[-1].lower() != kind[1]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from prmtree.engine.answers.marks import strip_answer
-from prmtree.engine.answers.values import LEAD_VALUE, bare_answer
+from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 
 
 #: ``No, it is not.``: a yes/no word, then punctuation, a bracket, a line break or a clause
@@ -68,7 +68,8 @@ def denied(text: str) -> bool:
 
 
 #: A line that labels its value: "Total: 12", "Number of apples: 12".
-_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}(?:(?<!\d)[:：]|[:：](?!\d))\s*(\S.*)")  # not 3:2's or 10:30's colon
+_LABELLED = re.compile(r"[A-Za-z][\w ()'-]{0,40}(?:(?<!\d)(?<!\d\s)[:：]|(?<=\d)[:：](?=\s)|(?<=step|part)\s*\d+[:：])\s*(\S.*)",
+                       re.IGNORECASE)  # not the colon of 3:2, 10:30 or 3 : 2, unless after "Step 2"
 #: After a denied value, a clause that states another in its place: ``isn't 5; it's 7``,
 #: ``not 5 but 7``, ``not 5 - rather 7``. A connector is needed: ``not 5, 6 is too big`` and
 #: ``12 - 3`` state nothing instead.
@@ -255,7 +256,7 @@ def _value(rest: str) -> str:
         if spans:
             return next(g for g in spans.groups() if g is not None).strip()
         return rest
-    if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):  # "12 or 13": kept whole, and refused as hedged
+    if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest) or two_values(rest):  # "12 or 13": kept whole, and refused as hedged
         return rest
     if _opens_expression(rest):  # "4 \\pi square cm": an expression, kept whole
         return rest

@@ -11,7 +11,7 @@ from prmtree.engine.answers.choices import LEAD_LETTER, SINGLE_LETTER, option_te
 from prmtree.engine.answers.marks import strip_answer
 
 
-LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?::\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
+LEAD_VALUE = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?: ?: ?\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
 _MATHS_VALUE = re.compile(r"^(?:\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
 _ASSIGNED = re.compile(r"^[A-Za-z]\s*=\s*")
 _OPTION_NAMED = re.compile(r"^(?:option|choice)\s+([A-Z])$|^[(\[]?([A-Z])[)\].]\s+\S.*$")
@@ -41,12 +41,15 @@ def bare_answer(text: str, letters: str) -> str | None:
     return None
 
 
-_PLAIN_NUMBER = re.compile(r"([-+]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?|[-+]?\d+(?:\.\d+)?)(?:\s+([A-Za-z]+))?")
+_PLAIN_NUMBER = re.compile(r"([-+]?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?|[-+]?\d+(?:\.\d+)?)(?:\s*(%)|\s+([A-Za-z]+))?")
+#: A ratio or a time: "3:2", "10 : 30".
+_RATIO = re.compile(r"(\d+)\s*:\s*(\d+)")
 
 
 def plain_form(answer: str, options: object) -> tuple[str, object] | None:
     """An answer as far as a retraction compares it: a choice letter (with the option whose
-    text is that value), a plain number with its unit word, yes/no; None for anything else
+    text is that value), a plain number with its unit word or ``%``, a ratio or time (``3:2``),
+    yes/no; None for anything else
     (``twelve``, ``10^3``, ``\\sqrt{4}``, ``3,5``: not compared, so never called a change)."""
     a = _ASSIGNED.sub("", strip_answer(answer).strip().strip("$").strip())
     lead = LEAD_LETTER.match(a)
@@ -61,8 +64,11 @@ def plain_form(answer: str, options: object) -> tuple[str, object] | None:
         return ("number", (float(sign + num) / float(den), None)) if float(den) else None
     plain = _PLAIN_NUMBER.fullmatch(a)
     if plain:
-        unit = plain.group(2).lower() if plain.group(2) else None
+        unit = plain.group(2) or (plain.group(3).lower() if plain.group(3) else None)
         return "number", (float(plain.group(1).replace(",", "").replace(" ", "")), unit)
+    ratio = _RATIO.fullmatch(a)
+    if ratio:
+        return "ratio", (int(ratio.group(1)), int(ratio.group(2)))
     return None
 
 
@@ -85,6 +91,9 @@ def another_answer(before: str, new: str, options: object) -> bool:
         return option is not None and option[0] == "number" and option[1][0] != value[1][0]  # type: ignore[index]
     if one[0] == "number":
         (a, unit_a), (b, unit_b) = one[1], other[1]  # type: ignore[misc]
+        if (unit_a == "%") != (unit_b == "%"):  # "0.75" and "75%": one share
+            a, b = (a / 100, b) if unit_a == "%" else (a, b / 100)
+            return not math.isclose(a, b, rel_tol=1e-9)
         return (unit_a is None or unit_b is None or unit_a == unit_b) and not math.isclose(a, b, rel_tol=1e-9)
     return one[1] != other[1]
 
@@ -96,27 +105,45 @@ _TWO_FORMS = re.compile(r"^[\s*_]*([^\s,()]+)[,;]?\s+\(?or\s+(equivalently\s+|in
 
 def one_value_twice(answer: str, gold: str) -> str | None:
     """The answer when ``answer`` gives one value in two forms (``0.75, or 75%``, ``1/2, or
-    0.5``, ``4, or equivalently 2+2``): the form written as ``gold`` writes it (a percentage
-    for a percentage), else the first; None when the two are not plainly one value (``12, or
-    13`` hedges)."""
+    0.5``, ``4, or equivalently 2+2``): the form the gold is written in (its number, or a
+    percentage for a percentage), else the first; None when the two are not plainly one
+    value (``12, or 13`` and ``12, or equivalently 13`` hedge)."""
     m = _TWO_FORMS.match(answer)
     if m is None:
         return None
     first, restating, second = m.group(1), m.group(2), m.group(3)
-    if restating:
-        return first
     a, b = _plain_value(first), _plain_value(second)
-    if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9):
+    if a is None or b is None:  # "4, or equivalently 2+2": not both plain values, taken at the writer's word
+        return first if restating else None
+    if not math.isclose(a[0], b[0], rel_tol=1e-9):
         return None
-    percent = "%" in gold
-    return second if ("%" in first) != percent and ("%" in second) == percent else first
+    wanted = _plain_value(gold.strip())
+    for form, value in ((first, a), (second, b)):
+        if wanted is not None and math.isclose(value[1], wanted[1], rel_tol=1e-9) and value[2] == wanted[2]:
+            return form  # the gold's own number: "50%" for 50% (and for 50, which compares as 50%)
+    for form, value in ((first, a), (second, b)):
+        if wanted is not None and math.isclose(value[1], wanted[1], rel_tol=1e-9):
+            return form
+    return first
 
 
-def _plain_value(text: str) -> float | None:
-    """A plain number or fraction's value, a percentage as its share (``75%`` is 0.75)."""
+def two_values(answer: str) -> bool:
+    """Does ``answer`` offer two different plain values (``12 (or 13)``, ``2, or equivalently
+    -2``)? A hedge, whatever words join them."""
+    m = _TWO_FORMS.match(answer)
+    if m is None:
+        return False
+    a, b = _plain_value(m.group(1)), _plain_value(m.group(3))
+    return a is not None and b is not None and not math.isclose(a[0], b[0], rel_tol=1e-9)
+
+
+def _plain_value(text: str) -> tuple[float, float, bool] | None:
+    """A plain number, fraction or percentage as (its value, the number written, whether a
+    percentage): ``75%`` is (0.75, 75, True)."""
     t = text.strip().strip("$").strip()
     share = t.endswith("%")
     form = plain_form(t[:-1].rstrip() if share else t, None)
     if form is None or form[0] != "number" or form[1][1] is not None:  # type: ignore[index]
         return None
-    return form[1][0] / 100 if share else form[1][0]  # type: ignore[index]
+    number = form[1][0]  # type: ignore[index]
+    return (number / 100 if share else number), number, share
