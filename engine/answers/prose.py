@@ -92,12 +92,15 @@ def _answer_lines(text: str, first: int | None) -> list[str]:
 
 #: An answer named before the word: "12 is the answer.", "So (B) is the correct answer."; the
 #: subject must be only an answer (:func:`bare_answer`): "The sum of 5 and 7 is the answer" names none.
+#: Matched from a sentence's (or clause's) start: see :func:`_last_named_first`.
 _NAMED_FIRST = re.compile(
-    r"(?:^|(?<=[.!?:,;])[^\S\n]+|\n)[\s*_]*(?:(?:so|thus|therefore|hence|clearly|then)\b[,\s]*)?"
+    r"[\s*_]*(?:(?:so|thus|therefore|hence|clearly|then)\b[,\s]*)?"
     r"(\S(?:[^\n.!?,;:]|[.,:](?=\d)){0,40}?|\$[^$\n]{1,40}\$)[*_]*\s+(?:is|would\s+be|must\s+be)\s+(?:the|my|our)\s+"
     r"(?:final\s+|correct\s+|right\s+|best\s+)?answer\b", re.IGNORECASE)
-
-
+#: Where a sentence or clause starts: after a line break, or after ``.!?:,;`` and a space.
+_CLAUSE_START = re.compile(r"\n|[.!?:,;](?=[^\S\n])")
+_ANSWER_WORD = re.compile(r"answer\b", re.IGNORECASE)
+_NAMING_SPAN = 110  # characters before "answer" a naming may start: a lead word, 40 of subject, "is the final"
 _OPTION_WORD = re.compile(r"^(?:option|choice)\s+(?=\(?[A-Z]\)?$)", re.IGNORECASE)
 
 
@@ -106,24 +109,38 @@ def _last_named_first(text: str, first: int | None) -> tuple[int, str] | None:
     "answer" is at ``first``) and where that naming ends, or None. Only a last sentence that
     plainly declares it counts: "13 is the answer? No, …", "12 is the answer, or 13.", "If we
     ignore the shaded one, 13 is the answer. Including it, the total is 12." and "13 is the
-    answer only if …" name nothing."""
+    answer only if …" name nothing. Read back from the text's last "answer", with no pattern
+    tried at every position: this runs per rollout."""
     if first is None:
         return None
-    last = None
-    for last in _NAMED_FIRST.finditer(text, text.rfind("\n", 0, max(0, first - 48)) + 1):  # noqa: B007
+    last_word = None
+    for last_word in _ANSWER_WORD.finditer(text, max(first, len(text) - 400)):  # noqa: B007
         pass
-    if last is None:
+    if last_word is None:
         return None
-    other = _OR_ANOTHER.fullmatch(text, last.end())
-    if other is not None and bare_answer(other.group(1), "ABCDEFGHIJ") is not None:
-        subject = bare_answer(_OPTION_WORD.sub("", last.group(1)), "ABCDEFGHIJ")
-        return None if subject is None else (last.end(), f"{subject}, or {other.group(1)}")  # a hedge: refused
-    if not _SENTENCE_CLOSE.fullmatch(text, last.end()):
+    end = last_word.end()
+    other = _OR_ANOTHER.fullmatch(text, end)
+    if other is None and not _SENTENCE_CLOSE.fullmatch(text, end):
         return None
-    if _NOT_DECLARED.search(text, max(0, text.rfind(".", 0, last.start(1)) + 1), last.start(1)):
+    window = max(0, last_word.start() - _NAMING_SPAN)
+    starts = [0] if window == 0 else []
+    starts += [m.end() for m in _CLAUSE_START.finditer(text, window, last_word.start())]
+    for at in reversed(starts[-3:]):  # the nearest clause start first ("12\n is the answer": the one before)
+        named = _NAMED_FIRST.match(text, at)
+        if named is not None and named.end() == end:
+            break
+    else:
         return None
-    bare = bare_answer(_OPTION_WORD.sub("", last.group(1)), "ABCDEFGHIJ")
-    return None if bare is None else (last.end(), bare)
+    subject = bare_answer(_OPTION_WORD.sub("", named.group(1)), "ABCDEFGHIJ")
+    if subject is None:
+        return None
+    if other is not None:
+        if bare_answer(other.group(1), "ABCDEFGHIJ") is None:
+            return None
+        return end, f"{subject}, or {other.group(1)}"  # a hedge: refused
+    if _NOT_DECLARED.search(text, max(0, text.rfind(".", 0, named.start(1)) + 1), named.start(1)):
+        return None
+    return end, subject
 
 
 #: "12 is the answer, or 13.": a second answer offered after the first.
