@@ -9,10 +9,11 @@ the answer is read from the text, and most rollouts' steps are never read.
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from prmtree.engine.answers import extract_answer
 from prmtree.engine.answers.extract import find_answer, retracted, says_nothing
-from prmtree.engine.answers.marks import reasoning_markup
 from prmtree.engine.answers.kinds import options_of
+from prmtree.engine.answers.marks import reasoning_markup
 from prmtree.engine.records import MAX_ANSWER_CHARS, Problem, Rollout
 from prmtree.engine.steps import Segmenter
 
