@@ -436,6 +436,12 @@ CASES = [
     ('50', 'The percentage is 0.5, or 50%.', None, "auto", True, '50%', None),
     ('3:2', 'The answer is 3:2.\n\nWait, I made an error. The ratio is 2:3.', None, "auto", False, '3:2', 'hedged'),
     ('10:30', 'The answer is 10:30.\n\nWait, I misread the clock. The time is 10:45.', None, "auto", False, '10:30', 'hedged'),
+    # a claim broken down after a colon into parts that add up to it states the claim's value
+    ("13", "I count 13 dogs: 9 on the left and 4 on the right.", None, "auto", True, "13 dogs", None),
+    ("4", "I count 13 dogs: 9 on the left and 4 on the right.", None, "auto", False, "13 dogs", None),
+    ("12", "There are 12 apples: 5 red and 7 green.", None, "auto", True, "12 apples", None),
+    ("2019", "In 2019 the values were: 45 and 52", None, "auto", False, None, None),
+    ("12", "Step 3: 5 + 7 = 12", None, "auto", True, "12", None),
 ]
 
 

@@ -174,6 +174,10 @@ def value_stated(sentence: str, yes_no: bool = False) -> str:
     label = _LABELLED.fullmatch(s)
     if label and bare_answer(label.group(1), "ABCDEFGHIJ") is not None:  # "Total: 12", "Area: 12 cm"
         return label.group(1).strip()
+    if ": " in s:
+        total = _broken_down(s)
+        if total is not None:  # "I count 13 dogs: 9 on the left and 4 on the right."
+            return value_stated(total, yes_no)
     instead = _stated_instead(s)
     if instead is not None:  # "It isn't 5; it's 7": the value stated instead
         return instead
@@ -199,6 +203,22 @@ def value_stated(sentence: str, yes_no: bool = False) -> str:
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
             return numbers[0].group(0).strip()
     return s
+
+
+def _broken_down(sentence: str) -> str | None:
+    """The claim before a colon when what follows breaks its one value down into parts that
+    add up to it ("There are 12 apples: 5 red and 7 green." → "There are 12 apples"), else
+    None: "In 2019 the values were: 45 and 52" breaks nothing down."""
+    head, _, tail = sentence.partition(": ")
+    values = DIGITS.findall(head)
+    parts = DIGITS.findall(tail)
+    if len(values) != 1 or len(parts) < 2 or "," in values[0]:
+        return None
+    try:
+        whole, pieces = float(values[0]), [float(p.replace(",", "")) for p in parts]
+    except ValueError:  # "1.2.3"
+        return None
+    return head if abs(sum(pieces) - whole) < 1e-9 * max(1.0, abs(whole)) else None
 
 
 def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
