@@ -13,7 +13,7 @@ from prmtree.engine.answers.marks import strip_answer
 PAREN_LETTER = re.compile(r"(?<![A-Za-z\\])\(([A-Za-z])\)")
 #: ``B is correct``, ``option B``, ``choice (B)``: a capital letter named as the choice.
 NAMED_LETTER = re.compile(
-    r"\b(?:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z])|(?<![A-Za-z'])([A-Z])\s+is\s+(?:the\s+)?"
+    r"\b(?i:option|choice)\s+\(?([A-Z])\)?(?![A-Za-z])|(?<![A-Za-z'])([A-Z])\s+is\s+(?:the\s+)?"
     r"(?:correct|right|valid|true|best|answer)\b"
 )
 #: Several choices named as the answer. Letters alone: ``B and C``, ``A, B``, ``(A) and (B)``,
@@ -23,7 +23,7 @@ _LETTERS_ONLY = re.compile(
 #: ... one taken back: ``A. No wait, B.``, ``B. Correction: C.``
 _CORRECTED = re.compile(
     r"(?i:\b(?:no,?\s+wait|wait(?:,?\s+no)?|actually|correction|sorry|i\s+mean|hmm|on\s+second\s+thought))\b"
-    r"[\s,:]*[(\[]?([A-Z])[)\]]?[\s.!]*$")
+    r"[\s,:.!]*[(\[]?([A-Z])[)\]]?[\s.!]*$")
 LEAD_LETTER = re.compile(r"^[\s(\[]*([A-Z])(?:[)\].:]|\s|$)")
 #: ... or, the options' texts taken out, letters at the start or after a separator, each
 #: followed by punctuation or the end: ``A) 3 and B) 12``, ``(A) Insects, (D) Mouse``.
@@ -98,3 +98,70 @@ def option_text(options: object, letter: str) -> str | None:
         return None
     values = list(options.values()) if isinstance(options, dict) else list(options)  # type: ignore[call-overload]
     return str(values[at]).strip()
+
+
+#: A sentence that opens with its choice and goes on: "B. The radius is 6.", "A: 12 cm", "(B)
+#: because …", "B, since …", "A is correct because …" (its values are the reason, not the answer).
+_LETTER_FIRST = re.compile(
+    r"[\s*_]*(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z]))[*_]*(?:[.:]\s+\S|,?\s+(?:because|since|as|given|due\s+to)\b"
+    r"|\s+is\s+(?:the\s+)?(?:correct|right|best|true|answer)\b)")
+#: "I choose A.", "I'd go with B.", "I would say (C)": a choice made in words.
+_CHOSEN = re.compile(r"\b(?:choose|chose|pick|select|go\s+with|going\s+with|say|opt\s+for)\s+(?:option\s+|choice\s+)?"
+                     r"[(\[]?([A-Z])[)\]]?(?![\w'’])")
+#: "Not B, so A.", "…, so B.", "So it must be B.": a choice concluded at the sentence's end.
+_CONCLUDED = re.compile(r"(?:\b(?:so|thus|therefore|hence)[,:]?\s+|^)(?:it\s+(?:is|must\s+be)\s+|the\s+answer\s+is\s+)?"
+                        r"(?:option\s+|choice\s+)?[(\[]?([A-Z])[)\]]?[.!]?\s*$", re.IGNORECASE)
+
+
+def choice_stated(sentence: str, letters: str) -> str | None:
+    """The choice (one of ``letters``) a sentence of a multiple-choice answer states before any
+    value in it is read: its opening letter when a reason or text follows ("B because the
+    radius is 6" is B, not 6), a letter it calls correct ("Among the choices, C is too large,
+    so B is correct."), one chosen in words ("I'd go with B.") or concluded ("Not B, so A.");
+    None without one (or with several named: those are refused as they stand)."""
+    if not letters or several_choices(sentence, None):
+        return None
+    if len({m.group(1) for m in _LISTED_LETTER.finditer(sentence)} & set(letters)) > 1:
+        return None  # "A. 8, B. 12": several listed, refused as they stand
+    first = _LETTER_FIRST.match(sentence)
+    if first is not None:
+        letter = first.group(1) or first.group(2) or first.group(3)
+        if letter in letters:
+            return letter
+    for m in NAMED_LETTER.finditer(sentence):
+        letter = m.group(1) or m.group(2)
+        if letter in letters:
+            return letter
+    for pattern in (_CHOSEN, _CONCLUDED):
+        m = pattern.search(sentence)
+        if m is not None and m.group(1) in letters:
+            return m.group(1)
+    return None
+
+
+def names_a_choice(text: str, letters: str) -> bool:
+    """Does ``text`` name one of ``letters`` as a choice: opening with it (``B``, ``(B) 12``,
+    ``B. text``), a parenthesised one inside (``the total is (C) 80``) or one named outright
+    (``option A fits``, ``A is correct``)?"""
+    lead = LEAD_LETTER.match(text)
+    if lead and lead.group(1) in letters:
+        return True
+    if any(m.group(1) in letters for m in PAREN_LETTER.finditer(text)):
+        return True
+    return any((m.group(1) or m.group(2)) in letters for m in NAMED_LETTER.finditer(text))
+
+
+#: Another choice offered as well: "C is also possible.", "But C could also be correct.", "C also works."
+_ALSO_CHOICE = re.compile(r"(?<![\w'’])[(\[]?([A-Z])[)\]]?\s+(?:is|could|might|would|may)?\s*(?:be\s+)?(?:also|equally)\s+"
+                          r"(?:be\s+)?(?:possible|correct|right|valid|works?|plausible|fine|true)\b")
+
+
+def also_offered(text: str, answer: str, letters: str) -> bool:
+    """Does ``text`` offer another of ``letters`` as well as the choice ``answer`` opens with
+    ("The answer is B. C is also possible.")? Two choices: right by luck, whichever is graded."""
+    if "also" not in text and "equally" not in text:
+        return False
+    lead = LEAD_LETTER.match(answer)
+    if lead is None or lead.group(1) not in letters:
+        return False
+    return any(m.group(1) in letters and m.group(1) != lead.group(1) for m in _ALSO_CHOICE.finditer(text))

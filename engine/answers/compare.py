@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from prmtree.engine.answers.marks import strip_answer, unwrap
-from prmtree.engine.answers.sentences import YES_NO_LEAD
+from prmtree.engine.answers.sentences import YES_NO_LEAD, implied_verdict
 from prmtree.engine.answers.kinds import Options, _clean_options
 from prmtree.engine.answers.normalize import (
     _canon_math,
@@ -84,7 +84,9 @@ def text_match(gold: str, predicted: str) -> bool:
         return False
     raw = strip_answer(predicted).strip()
     lead = YES_NO_LEAD.match(raw)
-    return bool(lead) and lead.group(1).lower() == g and not _YES_AND_NO.match(raw) and not _reversed_verdict(raw)
+    if lead is None:  # "Yep.", "There is no dog in the image.", "I see two dogs, so yes."
+        return implied_verdict(raw) == g
+    return lead.group(1).lower() == g and not _YES_AND_NO.match(raw) and not _reversed_verdict(raw)
 
 
 #: ``two dogs``: a count and the one word it counts.
@@ -285,8 +287,8 @@ def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
     pred = strip_answer(predicted)
     if "\\" in pred:  # "\\textbf{(B)}\\ 12", as AMC-style solutions box a choice
         pred = _LETTER_COMMAND.sub(r"\1", pred)
-    pred_letter = (_named_letter(pred, opts) or _option_letter(pred, opts) or _choice_letter(pred) or _leading_letter(pred)
-                   or _lower_letter(pred, opts))
+    pred_letter = (_named_letter(pred, opts) or _punctuated_letter(pred, opts) or _option_letter(pred, opts)
+                   or _choice_letter(pred) or _leading_letter(pred) or _lower_letter(pred, opts))
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold
@@ -303,6 +305,18 @@ def _named_letter(text: str, opts: dict[str, str]) -> str | None:
         return bare
     m = _OPENING_LETTER.match(text.strip())
     return m.group(1).upper() if m and m.group(1).upper() in opts else None
+
+
+#: ``A. 12 cm``, ``B) 14``, ``C: text``: a letter its punctuation marks as a choice's.
+_PUNCTUATED_LETTER = re.compile(r"[(\[]?([A-Z])(?:[)\]][.:]?|[.:])(?:\s|$)")
+
+
+def _punctuated_letter(text: str, opts: dict[str, str]) -> str | None:
+    """An option key an answer opens with, marked as a choice (``A. 12 cm``), before the text
+    after it is read: ``A. 12 cm`` is A even where option B is 12 cm (the article-like ``A``
+    would otherwise be dropped and the rest read as B's text)."""
+    m = _PUNCTUATED_LETTER.match(text.strip())
+    return m.group(1) if m and m.group(1) in opts else None
 
 
 def _lower_letter(text: str, opts: dict[str, str]) -> str | None:

@@ -14,7 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from prmtree.engine.answers.choices import LETTERS_GOLD, SINGLE_LETTER, choice_in, option_keys, several_choices
+from prmtree.engine.answers.choices import (
+    LETTERS_GOLD,
+    SINGLE_LETTER,
+    also_offered,
+    choice_in,
+    option_keys,
+    several_choices,
+)
 from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup, top_level_parts, unwrap
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
@@ -83,15 +90,19 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     if not text or text.isspace():
         return Found(None, "no answer")
     answer: str | None
+    choices = _choices(gold, options, choice)
     boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
     if boxes:
         tail = text[boxes[-1][0] :][-SCAN_CHARS:]
         phrase = last_phrase(tail, first_answer(tail))
         stated = up_to_sentence_end(tail[phrase.end() :]) if phrase else ""
         if stated:
-            answer = unwrap(value_stated(stated, _is_yes_no(gold)) if len(stated.split()) > 3 else stated)
+            answer = unwrap(value_stated(stated, _is_yes_no(gold), choices) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
+            boxed_choices = {bare_answer(c, choices) for c in contents} - {None} if choices else set()
+            if len({str(c).strip("()[]. ") for c in boxed_choices}) > 1:  # "\boxed{B} or \boxed{C}"
+                return Found(", ".join(contents), "hedged")
             if len(contents) > 1 and gold and top_level_parts(gold) > 1:
                 answer = ", ".join(contents)
             else:
@@ -99,9 +110,11 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     elif "\\boxed" in text or "\\fbox" in text:
         return Found(None, "unterminated box")
     else:
-        answer, corrected = read_prose(text, _is_yes_no(gold))
+        answer, corrected = read_prose(text, _is_yes_no(gold), choices)
         if corrected:  # "The answer is 12.\n\nLet me recount: there are 13.": two answers given
             return Found(answer.strip(), "hedged")  # type: ignore[union-attr]
+    if answer and choices and also_offered(text[-400:], answer, choices):  # "B. C is also possible."
+        return Found(answer.strip(), "hedged")
     if answer:
         taken = retracted(text, answer, gold, options)  # "The answer is 12. Wait, actually 13.": two answers
         if taken is not None:
@@ -137,13 +150,21 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
         return None
     start, new = found
     cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
-    before = stated_before(text[:cut], _is_yes_no(gold), letters)
+    before = stated_before(text[:cut], _is_yes_no(gold), letters, _choices(gold, options, False))
     if before is None:
         return Found(new)
     before = one_value_twice(before, gold) or before  # "0.75, or 75%. Wait, actually 0.8.": one answer, then another
     if not another_answer(before, new, options):
         return None
     return Found(before if new in answer else answer.strip(), "hedged")  # (what was stated, not the retraction)
+
+
+def _choices(gold: str, options: object, choice: bool) -> str:
+    """The letters of a multiple-choice question (its options', else A to H when it is one by
+    its ``answer_type`` or its one-letter gold), or "" for any other question."""
+    if options or choice or SINGLE_LETTER.match(gold):
+        return option_keys(options) or "ABCDEFGH"
+    return ""
 
 
 def _is_yes_no(gold: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from prmtree.engine.answers.choices import choice_stated
 from prmtree.engine.answers.marks import ANSWER_LINE, all_boxed
 from prmtree.engine.answers.retractions import corrects
 from prmtree.engine.answers.sentences import ASIDE, DIGITS, MATH_SPAN, SCAN_CHARS, YES_NO_LEAD, up_to_sentence_end, value_stated
@@ -153,14 +154,14 @@ _NOT_DECLARED = re.compile(r"\b(?:if|would|could|might|unless|naive\w*|first|gue
                            r"|not|maybe|perhaps|probably|think|some|suppos\w*|assum\w*)\b", re.IGNORECASE)
 
 
-def _named_answer(text: str, yes_no: bool = False) -> str | None:
+def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | None:
     """The answer ``text`` names outright: its last ``Answer:`` line, else its last ``the answer
     is …`` phrase, reduced to what it states; None without either."""
     first = first_answer(text)
     lines = _answer_lines(text, first)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
-        return value_stated(line, yes_no) if len(line.split()) > 3 or MATH_SPAN.search(line) else line
+        return value_stated(line, yes_no, choices) if len(line.split()) > 3 or MATH_SPAN.search(line) else line
     phrase = last_phrase(text, first)
     named_first = _last_named_first(text, first)
     if named_first is not None and (phrase is None or named_first[0] >= phrase.start()):
@@ -168,28 +169,28 @@ def _named_answer(text: str, yes_no: bool = False) -> str | None:
     if phrase is not None:  # the last one: "Final Answer: The final answer is 7" states 7
         stated = up_to_sentence_end(text[phrase.end() :])
         if stated:
-            return value_stated(stated, yes_no) if len(stated.split()) > 3 else stated
+            return value_stated(stated, yes_no, choices) if len(stated.split()) > 3 else stated
         spans = list(MATH_SPAN.finditer(text, phrase.start()))
         if spans:  # "Answer \[ 9 \]": the maths after the phrase
             return value_stated(spans[-1].group(0))
     return None
 
 
-def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) -> str | None:
+def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False, choices: str = "") -> str | None:
     """Only the text's last ``SCAN_CHARS`` characters are read: a final answer is stated at the end.
     An answer stated in prose, nothing boxed: an ``Answer:`` line, then the last ``the
     answer is …`` phrase, then the last ``Therefore, …`` sentence, then (not ``stated_only``)
     the maths the text ends on or its last line; each reduced to what it states (a whole last
     line is never taken blindly)."""
     text = text[-SCAN_CHARS:]
-    named = _named_answer(text, yes_no)
+    named = _named_answer(text, yes_no, choices)
     if named is not None:
         return named
     conclusion = _last_conclusion(text)
     if conclusion is not None:
         stated = up_to_sentence_end(text[conclusion:])
         if stated:
-            return value_stated(stated, yes_no)
+            return value_stated(stated, yes_no, choices)
     if stated_only:
         return None
     tail = text.rstrip()
@@ -198,11 +199,11 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False) ->
         return value_stated(spans[-1].group(0))
     for line in reversed(text.splitlines()):
         if line.strip() and not _CLOSER.fullmatch(line):
-            return value_stated(line, yes_no)
+            return value_stated(line, yes_no, choices)
     return None
 
 
-def read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
+def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str | None, bool]:
     """A prose answer read as a reader reads a solution, from its end: closing lines, pauses
     and checks or notes after the answer dropped ("Hope this helps!", "Wait.", "Check: 15 / 3
     = 5", "Note: …", "Explanation: …").
@@ -213,28 +214,43 @@ def read_prose(text: str, yes_no: bool = False) -> tuple[str | None, bool]:
     3." before it ("Therefore, x = 3.\n\nThe count is 12." is 12), but a last line that states
     no value of its own ("In total we counted 6 rows and 7 columns.") leaves that conclusion."""
     text = text[-SCAN_CHARS:]
+    if choices and "\n" in text.strip():  # "B\nC": two bare choices, one to a line
+        pair = [line for line in text.rstrip().rsplit("\n", 3)[-3:] if line.strip()][-2:]
+        letters = [bare_answer(line, choices) for line in pair]
+        if len(letters) == 2 and None not in letters:
+            one, other = (str(x).strip("()[]. ") for x in letters)
+            if len(one) == len(other) == 1 and one != other:
+                return f"{one}, {other}", True
     found = _last_step(text) if "\n" in text.strip() else None
     if found is not None and text[found[1] + len(found[0]) :].strip() and _AFTERWORD.search(text, found[1]):
-        if _prose_answer(text[: found[1] + len(found[0])], yes_no, stated_only=True) is None:
+        if stated_before(text[: found[1] + len(found[0])], yes_no, choices or "ABCDEFGHIJ", choices) is None:
             found = _last_step(text, afterwords=True)  # nothing stated before the check: it is the answer
     if found is None:
-        return _prose_answer(text, yes_no), False
+        return _prose_answer(text, yes_no, choices=choices), False
     last, at = found
     if not text[: at + len(last)].strip():
-        return _prose_answer(text, yes_no), False
+        return _prose_answer(text, yes_no, choices=choices), False
     before = text[:at]
-    named_before = _named_answer(before, yes_no) if before.strip() else None
-    named_last = _named_answer(last, yes_no)
+    named_before = _named_answer(before, yes_no, choices) if before.strip() else None
+    named_last = _named_answer(last, yes_no, choices)
     if named_before is not None and named_last is not None:  # named twice: the last, unless it corrects the first
         return (named_before, True) if corrects(last, named_before, named_last) else (named_last, False)
     if named_before is not None or named_last is not None:  # named once: it stands, unless what follows corrects it
         named, later = (named_last, text[at + len(last) :]) if named_last is not None else (named_before, text[at:])
         return named, corrects(later, named, None)  # type: ignore[arg-type]
-    own = _prose_answer(last, yes_no, stated_only=True)  # a conclusion of its own
+    if choices:  # a bare choice, then what explains it ("B\n\nThe radius is 6, …"), or another bare choice
+        letter = bare_answer(before.strip().rsplit("\n", 1)[-1], choices) if before.strip() else None
+        if letter is not None and len(letter.strip("()[]. ")) == 1:
+            again = bare_answer(last, choices)
+            if again is None:
+                return (letter, False) if choice_stated(last, choices) is None else (letter, True)
+            if again.strip("()[]. ") != letter.strip("()[]. ") and len(again.strip("()[]. ")) == 1:
+                return f"{letter}, {again}", True  # "B\n\nC": two choices
+    own = _prose_answer(last, yes_no, stated_only=True, choices=choices)  # a conclusion of its own
     if own is not None or not before.strip():
-        return own if own is not None else _prose_answer(last, yes_no), False
-    line = _prose_answer(last, yes_no)  # its maths or last line, reduced to what it states
-    earlier = None if _states_a_value(line, last, yes_no) else stated_before(before, yes_no, "ABCDEFGHIJ")
+        return own if own is not None else _prose_answer(last, yes_no, choices=choices), False
+    line = _prose_answer(last, yes_no, choices=choices)  # its maths or last line, reduced to what it states
+    earlier = None if _states_a_value(line, last, yes_no) else stated_before(before, yes_no, choices or "ABCDEFGHIJ", choices)
     return (earlier, False) if earlier is not None else (line, False)
 
 
@@ -334,14 +350,15 @@ _CLOSER = re.compile(r"[-*_`~=\s]{3,}|[\s\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0
                      r"[^\n]{0,160}", re.IGNORECASE)
 
 
-def stated_before(text: str, yes_no: bool, letters: str) -> str | None:
+def stated_before(text: str, yes_no: bool, letters: str, choices: str = "") -> str | None:
     """The answer ``text`` states outright (a box, ``Answer:``, "the answer is", "Therefore",
     or a last line that is only an answer: ``B.``, ``12.``), or None: a working value on a
-    last line is no answer to take back."""
+    last line is no answer to take back. ``letters``: those a bare answer may be; ``choices``: a
+    multiple-choice question's (:func:`value_stated`)."""
     bare = bare_answer(text.strip().rsplit("\n", 1)[-1], letters)
     if bare is not None:
         return bare
     if "\\boxed" in text or "\\fbox" in text:
         boxes = all_boxed(text)
         return boxes[-1][1] if boxes else None
-    return _prose_answer(text, yes_no, stated_only=True)
+    return _prose_answer(text, yes_no, stated_only=True, choices=choices)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 
@@ -17,6 +18,42 @@ from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 YES_NO_LEAD = re.compile(
     r"^[*_\s]*(yes|no)\b[*_]*(?:\s*[,;:!?()\[\]]|\s*\.(?!\s*\d)|\s*[\u2014\u2013-](?!\w)|\s*$|\s*\n|"
     r"\s+(?:it|it's|its|they|there|this|that|the|he|she|we|i|you|these|those|because|since)\b)", re.IGNORECASE)
+#: A yes/no verdict in other words: "Yep.", "Of course!", "Correct."; "Nope.", "Certainly not.".
+_YES_WORDS = re.compile(r"[*_\s]*(?:yep|yeah|yup|sure|of\s+course|absolutely|certainly|definitely|correct|true|indeed"
+                        r"|affirmative)\b(?![\s,]*not\b)", re.IGNORECASE)
+_NO_WORDS = re.compile(r"[*_\s]*(?:nope|nah|not\s+really|(?:certainly|absolutely|definitely|of\s+course)\s+not|false"
+                       r"|negative|incorrect)\b", re.IGNORECASE)
+#: A verdict a sentence ends on: "…, so yes.", "There are 2 dogs, so yes.", "The count is 0, so no."
+_FINAL_VERDICT = re.compile(r"(?:[,;:.]|\b(?:so|thus|therefore|hence)\b)\s*(?:the\s+answer\s+is\s+)?(yes|no)[.!*_\s]*$",
+                            re.IGNORECASE)
+#: What is not there, said plainly: "There is no dog in the image.", "I don't see any dog.",
+#: "No dog is visible.", "The image does not contain a dog." (POPE's graders read these as no).
+_ABSENT = re.compile(r"[*_\s]*(?:there\s+(?:is|are)\s+(?:no(?!\s+(?:doubt|question|need|way)\b)|not\s+(?:a|an|any))\b|there\s+(?:isn't|aren't|is\s+not|are\s+not)\b"
+                     r"|no\s+\w+(?:\s+\w+)?\s+(?:is|are)\s+(?:visible|present|shown|seen)\b|i\s+(?:don't|do\s+not|can't|cannot)"
+                     r"\s+see\b|the\s+(?:image|picture|photo)\s+(?:does\s+not|doesn't)\s+(?:contain|show|have|include)\b)",
+                     re.IGNORECASE)
+
+
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+
+
+def implied_verdict(text: str) -> str | None:
+    """The yes/no verdict an answer gives without opening with the word: a synonym ("Yep",
+    "Certainly not"), a verdict it ends on ("I can see a cat, so yes."), or an absence said
+    plainly ("There is no dog in the image." is no); None where it gives none this way (a
+    present thing is no verdict: "There is a cat." answers "Is there a dog?" with no)."""
+    t = text.strip()
+    if len(t.split()) <= 4:  # a word or two ("Yeah, there is."), not "True, but not in this image"
+        if _NO_WORDS.match(t):
+            return "no"
+        if _YES_WORDS.match(t):
+            return "yes"
+    end = _FINAL_VERDICT.search(t)
+    if end is not None and not re.search(r"\b(?:yes|no)\s*(?:or|/|and)\s*$", t[: end.start(1)], re.IGNORECASE):
+        return end.group(1).lower()
+    return "no" if _ABSENT.match(t) else None
+
+
 #: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
@@ -157,7 +194,20 @@ def up_to_sentence_end(text: str) -> str:
     return t.strip()
 
 
-def value_stated(sentence: str, yes_no: bool = False) -> str:
+def value_stated(sentence: str, yes_no: bool = False, choices: str = "") -> str:
+    """The answer a sentence states (:func:`_read_value`). For a multiple-choice question
+    (``choices``: its letters), a reading that names no choice gives way to the choice the
+    sentence states (:func:`choice_stated`): "B because the radius is 6" is B, not 6, and "A is
+    correct." is A; "option A fits" and "the total is (C) 80" are kept as read."""
+    read = _read_value(sentence, yes_no)
+    if choices and not names_a_choice(read, choices):
+        chosen = choice_stated(sentence.strip().strip('"').strip().rstrip(".").strip(), choices)
+        if chosen is not None:
+            return chosen
+    return read
+
+
+def _read_value(sentence: str, yes_no: bool = False) -> str:
     """The answer a sentence states: after its ``is``/``=`` a value (``The largest $n$ is
     34.`` → ``34``, ``The count is (C) 80.`` → ``(C) 80``), else its last maths span
     (``Therefore $x \\geq 5$ is the solution``), else its one number (``increases by
@@ -167,8 +217,12 @@ def value_stated(sentence: str, yes_no: bool = False) -> str:
     s = sentence.strip().strip('"').replace('\\"', "").strip().rstrip(".").strip()
     if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
         return s
-    if yes_no and YES_NO_LEAD.match(s):
-        return s
+    if yes_no:
+        if YES_NO_LEAD.match(s) or implied_verdict(s) is not None:
+            return s  # "No, it is smaller.", "There is no dog.", "I see two dogs, so yes.": read whole
+        last = _SENTENCES.split(s)[-1]  # "Is there a dog? No, there is not.": its last sentence
+        if last is not s and (YES_NO_LEAD.match(last) or implied_verdict(last) is not None):
+            return last
     if denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
     label = _LABELLED.fullmatch(s)
@@ -177,7 +231,7 @@ def value_stated(sentence: str, yes_no: bool = False) -> str:
     if ": " in s:
         total = _broken_down(s)
         if total is not None:  # "I count 13 dogs: 9 on the left and 4 on the right."
-            return value_stated(total, yes_no)
+            return _read_value(total, yes_no)
     instead = _stated_instead(s)
     if instead is not None:  # "It isn't 5; it's 7": the value stated instead
         return instead
