@@ -443,7 +443,8 @@ CASES = [
     ("2019", "In 2019 the values were: 45 and 52", None, "auto", False, None, None),
     ("12", "Step 3: 5 + 7 = 12", None, "auto", True, "12", None),
     # a prober's sweep of multiple-choice and yes/no outputs: a choice is read before the values
-    # that explain it, "A." is a choice not an article, two choices hedge however they are
+    # that explain it, "A." is a choice not an article, a letter with another option's text is
+    # neither ("(A) 12 cm" where B is 12 cm), two choices hedge however they are
     # offered, and a yes/no verdict is read in other words (POPE-style absences, "so yes", "Nope")
     ('A', 'The answer is B because the radius is 6.', ['6', '12', '14', '20'], "auto", False, 'B', None),
     ('B', 'The answer is B because the radius is 6.', ['6', '12', '14', '20'], "auto", True, 'B', None),
@@ -454,10 +455,10 @@ CASES = [
     ('A', 'B\n\nThe radius is 6, so the diameter is twice that.', ['6', '12', '14', '20'], "auto", False, 'B', None),
     ('A', 'B. The triangle is isosceles', ['isosceles', 'scalene', 'equilateral'], "auto", False, 'B', None),
     ('B', 'A. 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A. 12 cm', None),
-    ('A', 'A. 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", True, 'A. 12 cm', None),
+    ('A', 'A. 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A. 12 cm', None),
     ('B', 'A) 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A) 12 cm', None),
-    ('B', 'A: 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A', None),
-    ('A', 'A: 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", True, 'A', None),
+    ('B', 'A: 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A: 12 cm', None),
+    ('A', 'A: 12 cm', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'A: 12 cm', None),
     ('A', "B\n\nExplanation: Since A is 6 cm, it's too small.", ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", False, 'B', None),
     ('B', "B\n\nExplanation: Since A is 6 cm, it's too small.", ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", True, 'B', None),
     ('A', 'A is correct.', ['6 cm', '12 cm', '14 cm', '20 cm'], "auto", True, 'A', None),
@@ -498,6 +499,13 @@ CASES = [
     ('no', 'Is there a dog in the image? No, there is not.', None, "auto", True, 'No, there is not', None),
     ('yes', 'Is there a dog in the image? No, there is not.', None, "auto", False, 'No, there is not', None),
     ('yes', 'Yes or no', None, "auto", False, 'Yes or no', 'hedged'),
+    ("B", "B. 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", True, "B. 12 cm", None),
+    ("A", "(A) 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", False, "(A) 12 cm", None),
+    ("B", "(A) 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", False, "(A) 12 cm", None),
+    ("B", "a. 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", False, "a. 12 cm", None),
+    ("B", "b. 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", True, "b. 12 cm", None),
+    ("no", "Yes\nNo", None, "auto", False, "no", "hedged"),
+    ("yes", "Yes\n\nYes", None, "auto", True, "Yes", None),
 ]
 
 

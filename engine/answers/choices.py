@@ -105,6 +105,8 @@ def option_text(options: object, letter: str) -> str | None:
 _LETTER_FIRST = re.compile(
     r"[\s*_]*(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z]))[*_]*(?:[.:]\s+\S|,?\s+(?:because|since|as|given|due\s+to)\b"
     r"|\s+is\s+(?:the\s+)?(?:correct|right|best|true|answer)\b)")
+#: ... followed by what may be an option's text: "A: 12 cm", "B. isosceles".
+_LETTER_TEXT = re.compile(r"[\s*_]*(?:\([A-Z]\)|\[[A-Z]\]|[A-Z])[*_]*[.:]\s+(\S.*)$")
 #: "I choose A.", "I'd go with B.", "I would say (C)": a choice made in words.
 _CHOSEN = re.compile(r"\b(?:choose|chose|pick|select|go\s+with|going\s+with|say|opt\s+for)\s+(?:option\s+|choice\s+)?"
                      r"[(\[]?([A-Z])[)\]]?(?![\w'’])")
@@ -127,6 +129,9 @@ def choice_stated(sentence: str, letters: str) -> str | None:
     if first is not None:
         letter = first.group(1) or first.group(2) or first.group(3)
         if letter in letters:
+            text = _LETTER_TEXT.match(sentence)
+            if text is not None and len(text.group(1).split()) <= 3:
+                return sentence.strip()  # "A: 12 cm": the letter and its text, for the check to compare
             return letter
     for m in NAMED_LETTER.finditer(sentence):
         letter = m.group(1) or m.group(2)

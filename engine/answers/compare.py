@@ -289,6 +289,8 @@ def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
         pred = _LETTER_COMMAND.sub(r"\1", pred)
     pred_letter = (_named_letter(pred, opts) or _punctuated_letter(pred, opts) or _option_letter(pred, opts)
                    or _choice_letter(pred) or _leading_letter(pred) or _lower_letter(pred, opts))
+    if pred_letter and _contradicted(pred, pred_letter, opts):
+        return False  # "(A) 12 cm" where 12 cm is B's text: two choices, right by luck whichever is graded
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold
@@ -308,7 +310,7 @@ def _named_letter(text: str, opts: dict[str, str]) -> str | None:
 
 
 #: ``A. 12 cm``, ``B) 14``, ``C: text``: a letter its punctuation marks as a choice's.
-_PUNCTUATED_LETTER = re.compile(r"[(\[]?([A-Z])(?:[)\]][.:]?|[.:])(?:\s|$)")
+_PUNCTUATED_LETTER = re.compile(r"[(\[]?([A-Z])(?:[)\]][.:]?|[.:])(?:\s|$)|([a-z])[.)]\s")
 
 
 def _punctuated_letter(text: str, opts: dict[str, str]) -> str | None:
@@ -316,7 +318,23 @@ def _punctuated_letter(text: str, opts: dict[str, str]) -> str | None:
     after it is read: ``A. 12 cm`` is A even where option B is 12 cm (the article-like ``A``
     would otherwise be dropped and the rest read as B's text)."""
     m = _PUNCTUATED_LETTER.match(text.strip())
-    return m.group(1) if m and m.group(1) in opts else None
+    letter = (m.group(1) or m.group(2).upper()) if m else None
+    return letter if letter in opts else None
+
+
+#: The letter that opens a choice answer, marked as one: ``(A)``, ``A.``, ``A)``, ``A:``.
+_MARKED_LETTER = re.compile(r"\s*(?:\(\s*[A-Z]\s*\)|[A-Z](?:[)\]][.:]?|[.:])|[a-z][.)])\s+")
+
+
+def _contradicted(pred: str, letter: str, opts: dict[str, str]) -> bool:
+    """Does an answer that opens with the marked letter ``letter`` go on with another option's
+    text, word for word (``(A) 12 cm``, ``A. 12 cm`` where 12 cm is option B; ``(B) 12`` where
+    A is "12 apples" names B)?"""
+    marked = _MARKED_LETTER.match(pred)
+    if marked is None:
+        return False
+    rest = normalize_text(pred[marked.end() :])
+    return bool(rest) and any(key != letter and normalize_text(text) == rest for key, text in opts.items())
 
 
 def _lower_letter(text: str, opts: dict[str, str]) -> str | None:

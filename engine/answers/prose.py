@@ -221,6 +221,10 @@ def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str 
             one, other = (str(x).strip("()[]. ") for x in letters)
             if len(one) == len(other) == 1 and one != other:
                 return f"{one}, {other}", True
+    if yes_no and "\n" in text.strip():  # "Yes\nNo": two verdicts, one to a line
+        pair = [line.strip(" \t*_.!").lower() for line in text.rstrip().rsplit("\n", 3)[-3:] if line.strip()][-2:]
+        if pair in (["yes", "no"], ["no", "yes"]):
+            return pair[-1], True
     found = _last_step(text) if "\n" in text.strip() else None
     if found is not None and text[found[1] + len(found[0]) :].strip() and _AFTERWORD.search(text, found[1]):
         if stated_before(text[: found[1] + len(found[0])], yes_no, choices or "ABCDEFGHIJ", choices) is None:
