@@ -100,8 +100,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
             answer = unwrap(value_stated(stated, _is_yes_no(gold), choices) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
-            boxed_choices = {bare_answer(c, choices) for c in contents} - {None} if choices else set()
-            if len({str(c).strip("()[]. ") for c in boxed_choices}) > 1:  # "\boxed{B} or \boxed{C}"
+            if choices and len(contents) > 1 and _several_boxed(contents, choices):  # "\boxed{B} or \boxed{C}"
                 return Found(", ".join(contents), "hedged")
             if len(contents) > 1 and gold and top_level_parts(gold) > 1:
                 answer = ", ".join(contents)
@@ -159,10 +158,16 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     return Found(before if new in answer else answer.strip(), "hedged")  # (what was stated, not the retraction)
 
 
+def _several_boxed(contents: list[str], choices: str) -> bool:
+    """Do the boxes name more than one of a multiple-choice question's letters?"""
+    letters = {bare_answer(c, choices) for c in contents} - {None}
+    return len({str(c).strip("()[]. ") for c in letters}) > 1
+
+
 def _choices(gold: str, options: object, choice: bool) -> str:
     """The letters of a multiple-choice question (its options', else A to H when it is one by
     its ``answer_type`` or its one-letter gold), or "" for any other question."""
-    if options or choice or SINGLE_LETTER.match(gold):
+    if options or choice or (len(gold) < 8 and SINGLE_LETTER.match(gold)):  # (cheap test first: per rollout)
         return option_keys(options) or "ABCDEFGH"
     return ""
 

@@ -216,7 +216,7 @@ def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str 
     text = text[-SCAN_CHARS:]
     if choices and "\n" in text.strip():  # "B\nC": two bare choices, one to a line
         pair = [line for line in text.rstrip().rsplit("\n", 3)[-3:] if line.strip()][-2:]
-        letters = [bare_answer(line, choices) for line in pair]
+        letters = [bare_answer(line, choices) if len(line) < 24 else None for line in pair]
         if len(letters) == 2 and None not in letters:
             one, other = (str(x).strip("()[]. ") for x in letters)
             if len(one) == len(other) == 1 and one != other:
@@ -243,7 +243,8 @@ def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str 
         named, later = (named_last, text[at + len(last) :]) if named_last is not None else (named_before, text[at:])
         return named, corrects(later, named, None)  # type: ignore[arg-type]
     if choices:  # a bare choice, then what explains it ("B\n\nThe radius is 6, …"), or another bare choice
-        letter = bare_answer(before.strip().rsplit("\n", 1)[-1], choices) if before.strip() else None
+        line = before.strip().rsplit("\n", 1)[-1]
+        letter = bare_answer(line, choices) if 0 < len(line) < 24 else None
         if letter is not None and len(letter.strip("()[]. ")) == 1:
             again = bare_answer(last, choices)
             if again is None:
