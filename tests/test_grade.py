@@ -506,6 +506,27 @@ CASES = [
     ("B", "b. 12 cm", ["6 cm", "12 cm", "14 cm", "20 cm"], "auto", True, "b. 12 cm", None),
     ("no", "Yes\nNo", None, "auto", False, "no", "hedged"),
     ("yes", "Yes\n\nYes", None, "auto", True, "Yes", None),
+    # a regression sweep of the rules above: an explanation that mentions an option is no second
+    # answer; "is 5: 12 - 7" is 5; a last sentence's verdict wins over an absence before it; a
+    # letter with its own text and a reason; a retraction that states its value after "is"
+    ('B', 'B\n\nOption A (3 cm) is the radius, not the diameter.', ['3 cm', '6 cm', '9 cm', '12 cm'], "auto", True, 'B', None),
+    ('B', 'B\n\nOption B is correct since the diameter is twice the radius.', ['3 cm', '6 cm', '9 cm', '12 cm'], "auto", True, 'B', None),
+    ('C', 'C\n\nGreen is the largest. Option B is the smallest slice.', {'A': 'red', 'B': 'blue', 'C': 'green', 'D': 'yellow'}, "auto", True, 'C', None),
+    ('C', 'C\n\nThe green slice is the largest, so I pick option C.', {'A': 'red', 'B': 'blue', 'C': 'green', 'D': 'yellow'}, "auto", True, 'C', None),
+    ('B', 'B\n\nActually, C is correct.', {'A': 'red', 'B': 'blue', 'C': 'green', 'D': 'yellow'}, "auto", False, 'B', 'hedged'),
+    ('C', 'B\n\nActually, C is correct.', {'A': 'red', 'B': 'blue', 'C': 'green', 'D': 'yellow'}, "auto", False, 'B', 'hedged'),
+    ('5', 'The difference is 5: 12 - 7.', None, "auto", True, '5', None),
+    ('24', 'The area is 24: 4 × 6.', None, "auto", True, '24', None),
+    ('3:2', 'The ratio is 3 : 2.', None, "auto", True, '3 : 2', None),
+    ('no', 'There is no cat in the image, only a dog. Is there a dog? Yes.', None, "auto", False, 'Yes', None),
+    ('no', 'There is no cat on the chair. Yes, the chair is empty.', None, "auto", False, 'Yes, the chair is empty', None),
+    ('B', 'The answer is (B) 6 cm because the radius is 3 cm.', ['3 cm', '6 cm', '9 cm', '12 cm'], "auto", True, '(B) 6 cm', None),
+    ('A', 'The answer is (B) 6 cm because the radius is 3 cm.', ['3 cm', '6 cm', '9 cm', '12 cm'], "auto", False, '(B) 6 cm', None),
+    ('13', 'The total is 13. Wait, actually I double counted one; the total is 17.', None, "auto", False, '17', None),
+    ('17', 'The total is 13. Wait, actually I double counted one; the total is 17.', None, "auto", True, '17', None),
+    ('12', 'The answer is 12. Wait, actually I double counted one; the total is 11.', None, "auto", False, '12', 'hedged'),
+    ('13', 'The answer is 13. Wait, let me check: 3 × 4 = 12.', None, "auto", True, '13', None),
+    ('12', 'The answer is 12. Actually, 3 of them are red.', None, "auto", True, '12', None),
 ]
 
 

@@ -105,6 +105,9 @@ def option_text(options: object, letter: str) -> str | None:
 _LETTER_FIRST = re.compile(
     r"[\s*_]*(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z]))[*_]*(?:[.:]\s+\S|,?\s+(?:because|since|as|given|due\s+to)\b"
     r"|\s+is\s+(?:the\s+)?(?:correct|right|best|true|answer)\b)")
+#: ... its text, then the reason: "(B) 6 cm because the radius is 3 cm".
+_LETTER_TEXT_REASON = re.compile(r"[\s*_]*(?:\(([A-Z])\)|([A-Z])[.)])[*_]*(\s+[^\s,;]+(?:\s+[^\s,;]+){0,2}?)"
+                                 r",?\s+(?:because|since|as|given|due\s+to)\b")
 #: ... followed by what may be an option's text: "A: 12 cm", "B. isosceles".
 _LETTER_TEXT = re.compile(r"[\s*_]*(?:\([A-Z]\)|\[[A-Z]\]|[A-Z])[*_]*[.:]\s+(\S.*)$")
 #: "I choose A.", "I'd go with B.", "I would say (C)": a choice made in words.
@@ -133,6 +136,9 @@ def choice_stated(sentence: str, letters: str) -> str | None:
             if text is not None and len(text.group(1).split()) <= 3:
                 return sentence.strip()  # "A: 12 cm": the letter and its text, for the check to compare
             return letter
+    with_text = _LETTER_TEXT_REASON.match(sentence)
+    if with_text is not None and (with_text.group(1) or with_text.group(2)) in letters:
+        return sentence[: with_text.end(3)].strip()  # "(B) 6 cm because …": the choice and its text
     for m in NAMED_LETTER.finditer(sentence):
         letter = m.group(1) or m.group(2)
         if letter in letters:
@@ -170,3 +176,21 @@ def also_offered(text: str, answer: str, letters: str) -> bool:
     if lead is None or lead.group(1) not in letters:
         return False
     return any(m.group(1) in letters and m.group(1) != lead.group(1) for m in _ALSO_CHOICE.finditer(text))
+
+
+def answer_choice(sentence: str, letters: str) -> str | None:
+    """The choice a sentence gives as the answer, not one it merely mentions: a letter called
+    correct ("Actually, C is correct."), chosen ("I pick option C") or concluded ("so C.");
+    "Option A (3 cm) is the radius." mentions A and answers nothing."""
+    m = _CALLED_CORRECT.search(sentence)
+    if m is not None and m.group(1) in letters:
+        return m.group(1)
+    for pattern in (_CHOSEN, _CONCLUDED):
+        m = pattern.search(sentence)
+        if m is not None and m.group(1) in letters:
+            return m.group(1)
+    return None
+
+
+_CALLED_CORRECT = re.compile(r"(?<![A-Za-z'])(?:(?i:option|choice)\s+)?[(\[]?([A-Z])[)\]]?\s+(?:is|must\s+be)\s+(?:the\s+)?"
+                             r"(?:correct|right|best|true|answer)\b")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from prmtree.engine.answers.choices import choice_stated
+from prmtree.engine.answers.choices import answer_choice
 from prmtree.engine.answers.marks import ANSWER_LINE, all_boxed
 from prmtree.engine.answers.retractions import corrects
 from prmtree.engine.answers.sentences import ASIDE, DIGITS, MATH_SPAN, SCAN_CHARS, YES_NO_LEAD, up_to_sentence_end, value_stated
@@ -247,8 +247,9 @@ def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str 
         letter = bare_answer(line, choices) if 0 < len(line) < 24 else None
         if letter is not None and len(letter.strip("()[]. ")) == 1:
             again = bare_answer(last, choices)
-            if again is None:
-                return (letter, False) if choice_stated(last, choices) is None else (letter, True)
+            if again is None:  # an explanation; two answers only if it gives another as the answer
+                other = answer_choice(last, choices)
+                return letter, other is not None and other != letter.strip("()[]. ")
             if again.strip("()[]. ") != letter.strip("()[]. ") and len(again.strip("()[]. ")) == 1:
                 return f"{letter}, {again}", True  # "B\n\nC": two choices
     own = _prose_answer(last, yes_no, stated_only=True, choices=choices)  # a conclusion of its own

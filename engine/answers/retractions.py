@@ -9,6 +9,7 @@ import math
 import re
 
 from prmtree.engine.answers.choices import NAMED_LETTER, PAREN_LETTER
+from prmtree.engine.answers.sentences import copula_value
 from prmtree.engine.answers.values import another_answer, bare_answer, plain_form
 
 
@@ -21,6 +22,7 @@ _CORRECTING = re.compile(r"\b(?:wait|actually|correction|correct\s+myself|(?:i\s
 #: ... unless it only supposes ("if the hidden face were counted it would be 5", "this assumes …").
 _SUPPOSING = re.compile(r"\b(?:if|would|assum\w*|suppos\w*|often|could|might|note)\b", re.IGNORECASE)
 _NUMBER_IN_STEP = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\d)")
+_CHECKING = re.compile(r"\b(?:check\w*|verif\w*|confirm\w*|double-check\w*)\b", re.IGNORECASE)
 _RATIO_IN_STEP = re.compile(r"(?<![\d:])(\d+)\s*:\s*(\d+)(?![\d:])")
 _YES_NO_IN_STEP = re.compile(r"\b(yes|no)\b(?!\s+(?:one|longer|more|other|matter|doubt))", re.IGNORECASE)
 
@@ -75,7 +77,9 @@ def last_retraction(text: str, letters: str) -> tuple[int, str] | None:
     (``Wait, actually 13.``, ``Correction: C``): where it starts (the end of the sentence
     before it) and the answer it states. Only a sentence that *is* the new answer counts:
     ``Wait, let me check: 3 × 4 = 12`` and ``Actually, 3 of them are red`` state no new
-    answer; nor does an earlier sentence. A few string scans on the common path (per rollout)."""
+    answer; nor does an earlier sentence. One that states its value after an "is" or "=" does,
+    unless it checks or supposes (``Wait, actually I double counted one; the total is 17``). A
+    few string scans on the common path (per rollout)."""
     body = text.rstrip()
     if body.endswith(">"):  # end-of-text tokens: the retraction is the sentence before them
         body = _TRAILING_TOKENS.sub("", body)
@@ -88,4 +92,7 @@ def last_retraction(text: str, letters: str) -> tuple[int, str] | None:
     if m is None:
         return None
     new = bare_answer(m.group(1), letters)
+    if new is None and not _CHECKING.search(m.group(1)) and not _SUPPOSING.search(m.group(1)):
+        stated = copula_value(m.group(1))  # "Wait, actually I double counted one; the total is 17."
+        new = bare_answer(stated, letters) if stated is not None else None
     return None if new is None else (max(cut, 0), new)

@@ -218,11 +218,13 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     if _HEDGE_WORDS.search(s):  # "not sure, maybe 12": kept whole, and refused as hedged
         return s
     if yes_no:
-        if YES_NO_LEAD.match(s) or implied_verdict(s) is not None:
-            return s  # "No, it is smaller.", "There is no dog.", "I see two dogs, so yes.": read whole
+        if YES_NO_LEAD.match(s):
+            return s  # "No, it is smaller.": read whole
         last = _SENTENCES.split(s)[-1]  # "Is there a dog? No, there is not.": its last sentence
         if last is not s and (YES_NO_LEAD.match(last) or implied_verdict(last) is not None):
             return last
+        if implied_verdict(s) is not None:
+            return s  # "There is no dog.", "I see two dogs, so yes."
     if denied(s):  # "It can't be 5": kept whole, and refused as no answer
         return s
     label = _LABELLED.fullmatch(s)
@@ -273,6 +275,12 @@ def _broken_down(sentence: str) -> str | None:
     except ValueError:  # "1.2.3"
         return None
     return head if abs(sum(pieces) - whole) < 1e-9 * max(1.0, abs(whole)) else None
+
+
+def copula_value(sentence: str) -> str | None:
+    """The value a sentence states after an "is" or "=" (:func:`_stated_value`), or None:
+    "I double counted one; the total is 17" states 17, "3 of them are red" states none."""
+    return _stated_value(sentence, list(_COPULA.finditer(sentence)))
 
 
 def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
