@@ -527,6 +527,12 @@ CASES = [
     ('12', 'The answer is 12. Wait, actually I double counted one; the total is 11.', None, "auto", False, '12', 'hedged'),
     ('13', 'The answer is 13. Wait, let me check: 3 × 4 = 12.', None, "auto", True, '13', None),
     ('12', 'The answer is 12. Actually, 3 of them are red.', None, "auto", True, '12', None),
+    # a score, a date or a range is one value, not its first number
+    ("2-1", "The final score is 2-1.", None, "auto", True, "2-1", None),
+    ("2", "The final score is 2-1.", None, "auto", False, "2-1", None),
+    ("2021-03-12", "The date is 2021-03-12.", None, "auto", True, "2021-03-12", None),
+    ("9", "The result is 12-3 = 9.", None, "auto", True, "9", None),
+    ("5", "The answer is 5-6 apples.", None, "auto", False, "5-6 apples", None),
 ]
 
 
