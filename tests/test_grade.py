@@ -533,6 +533,13 @@ CASES = [
     ("2021-03-12", "The date is 2021-03-12.", None, "auto", True, "2021-03-12", None),
     ("9", "The result is 12-3 = 9.", None, "auto", True, "9", None),
     ("5", "The answer is 5-6 apples.", None, "auto", False, "5-6 apples", None),
+    # several sentences on one line: the last that states a value, unless it is an aside
+    ("102", "We have 9 rows with 11 seats each, that is 99 seats. Adding the 3 extra seats, the total is 102.",
+     None, "auto", True, "102", None),
+    ("99", "We have 9 rows with 11 seats each, that is 99 seats. Adding the 3 extra seats, the total is 102.",
+     None, "auto", False, "102", None),
+    ("12", "The total is 12. Each box is 3 cm wide.", None, "auto", True, "12", None),
+    ("540", "The date is 2021-03-12. The number of visitors was 540.", None, "auto", True, "540", None),
 ]
 
 

@@ -277,6 +277,11 @@ def _broken_down(sentence: str) -> str | None:
     return head if abs(sum(pieces) - whole) < 1e-9 * max(1.0, abs(whole)) else None
 
 
+_NEXT_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_ASIDE_OPENING = re.compile(r"(?:each|every|also|note|however|but|for\s+(?:comparison|example|instance)|in\s+comparison"
+                            r"|if|initially|originally|previously)\b", re.IGNORECASE)
+
+
 def copula_value(sentence: str) -> str | None:
     """The value a sentence states after an "is" or "=" (:func:`_stated_value`), or None:
     "I double counted one; the total is 17" states 17, "3 of them are red" states none."""
@@ -303,6 +308,13 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         return None
     if len(found) == 1:
         return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
+    ends = [m.end() for m in _NEXT_SENTENCE.finditer(s, found[0][0], found[-1][0])]
+    if ends and not _ASIDE_OPENING.match(s, ends[-1]):
+        # several sentences: the last one that states a value ("… that is 99 seats. …, the total is
+        # 102."), unless it is an aside or a breakdown ("The total is 12. Each box is 3 cm wide.")
+        s, found = s[ends[-1] :], [(c - ends[-1], v - ends[-1]) for c, v in found if c >= ends[-1]]
+        if len(found) == 1:
+            return _value(s[found[0][1] :].strip())
     lead = _LEADING_JUSTIFICATION.match(s)
     if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
         cut = _JUSTIFICATION.search(s, 1)
