@@ -539,7 +539,21 @@ CASES = [
     ("99", "We have 9 rows with 11 seats each, that is 99 seats. Adding the 3 extra seats, the total is 102.",
      None, "auto", False, "102", None),
     ("12", "The total is 12. Each box is 3 cm wide.", None, "auto", True, "12", None),
-    ("540", "The date is 2021-03-12. The number of visitors was 540.", None, "auto", True, "540", None),
+    # (a prober's sweep of the two rules above: only a last sentence that concludes moves the
+    # answer; a check, restatement or side fact after it does not; a hyphenated value is no
+    # subtraction against a plain number; arithmetic without spaces ends on its value)
+    ("43", "In 3 years Ben is 43. That is 3 more than now.", None, "auto", True, "43", None),
+    ("3", "In 3 years Ben is 43. That is 3 more than now.", None, "auto", False, "43", None),
+    ("50", "25% of 200 is 50. The whole is 200.", None, "auto", True, "50", None),
+    ("35", "Mr. Lee is 35. Mrs. Lee is 7 years younger.", None, "auto", True, "35", None),
+    ("20", "The total is 20. Checking: 20 - 8 = 12.", None, "auto", True, "20", None),
+    ("7", "The difference is 7. In contrast, B is 3.", None, "auto", True, "7", None),
+    ("48", "The total is 48. Yesterday's total is 40.", None, "auto", True, "48", None),
+    ("1", "The final score is 2-1.", None, "auto", False, "2-1", None),
+    ("2006", "The date is 2021-03-12.", None, "auto", False, "2021-03-12", None),
+    ("5", "Each child gets 5-6 apples.", None, "auto", False, "5-6 apples", None),
+    ("8", "The remaining is 15-7=8.", None, "auto", True, "8", None),
+    ("8", "The remaining marbles: 15-7=8.", None, "auto", True, "8", None),
 ]
 
 

@@ -387,6 +387,8 @@ def cheap_check(
         return True, gold
     if (_COLON_PAIR.match(gold) and _NUMBER_ONLY.match(predicted)) or (_COLON_PAIR.match(predicted) and _NUMBER_ONLY.match(gold)):
         return False, gold  # a ratio or a time against a number: 10:30 is no 1/3, a 4:2 score no 2
+    if (_HYPHENED.match(gold) and _NUMBER_ONLY.match(predicted)) or (_HYPHENED.match(predicted) and _NUMBER_ONLY.match(gold)):
+        return False, gold  # a score, date or number with hyphens: "2-1" is no 1, "2021-03-12" no 2006
     if not decimal_comma and _comma_read_as_point(predicted, gold):
         decimal_comma = True
     if kind == "number":
@@ -421,6 +423,7 @@ def cheap_check(
 _PROSE_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
 #: A ratio or a time written with its colon: ``3:2``, ``10:30``, ``$4 : 1$``.
 _COLON_PAIR = re.compile(r"^[\s$]*[-+]?\d+(?:\.\d+)?\s*:\s*\d+(?:\.\d+)?[\s$.]*$")
+_HYPHENED = re.compile(r"^[\s$]*\d+(?:-\d+)+[\s$.]*$")
 _NUMBER_ONLY = re.compile(r"^[\s$]*[-+]?(?:\d[\d,.]*(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})\s*(?:\\?%)?[\s$.]*$")
 _COMMA_DECIMAL = re.compile(r"\s*[-+]?\d+,(?:\d{1,2}|\d{4,})\s*")  # not a thousands group
 _POINT_DECIMAL = re.compile(r"\s*[-+]?\d+\.\d+\s*")

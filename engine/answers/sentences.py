@@ -67,7 +67,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -254,6 +254,10 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
+    if "=" in s:
+        chains = list(_UNSPACED_CHAIN.finditer(s))
+        if chains:  # "The remaining marbles: 15-7=8": the value the last chain ends on
+            return chains[-1].group(1)
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) == 1 and len(s.split()) > 3:
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
@@ -277,9 +281,17 @@ def _broken_down(sentence: str) -> str | None:
     return head if abs(sum(pieces) - whole) < 1e-9 * max(1.0, abs(whole)) else None
 
 
+#: Arithmetic written without spaces around its "=": "15-7=8", "3x4=12".
+_UNSPACED_CHAIN = re.compile(r"[-+]?\d[\d.,]*(?:\s*[-+*/×÷x]\s*\d[\d.,]*)+\s*=\s*([-+]?\d[\d.,]*)(?![\d.,]*\s*[-+*/×÷=])")
 _NEXT_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _ASIDE_OPENING = re.compile(r"(?:each|every|also|note|however|but|for\s+(?:comparison|example|instance)|in\s+comparison"
-                            r"|if|initially|originally|previously)\b", re.IGNORECASE)
+                            r"|if|initially|originally|previously|that|this|it|check\w*|here|per|one|both|a\s+single"
+                            r"|in\s+contrast|by\s+comparison|meanwhile|similarly|likewise|on\s+the\s+other\s+hand|notice"
+                            r"|remember|recall|of\s+course|before|at\s+first|earlier|yesterday\w*|last|the\s+original)\b",
+                            re.IGNORECASE)
+#: A sentence that gives the result: "…, the total is 102.", "So there are 12 in all."
+_CONCLUDING = re.compile(r"\b(?:total|in\s+all|altogether|overall|final|so|thus|therefore|hence|answer|result)\b",
+                         re.IGNORECASE)
 
 
 def copula_value(sentence: str) -> str | None:
@@ -309,9 +321,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     if len(found) == 1:
         return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
     ends = [m.end() for m in _NEXT_SENTENCE.finditer(s, found[0][0], found[-1][0])]
-    if ends and not _ASIDE_OPENING.match(s, ends[-1]):
-        # several sentences: the last one that states a value ("… that is 99 seats. …, the total is
-        # 102."), unless it is an aside or a breakdown ("The total is 12. Each box is 3 cm wide.")
+    if ends and _CONCLUDING.search(s, ends[-1]) and not _ASIDE_OPENING.match(s, ends[-1]):
+        # several sentences: the last one that states a value and concludes ("… that is 99 seats.
+        # …, the total is 102."); not a check, restatement, aside or side fact after the answer
+        # ("That is 3 more than now.", "Each box is 3 cm wide.", "The whole is 200.")
         s, found = s[ends[-1] :], [(c - ends[-1], v - ends[-1]) for c, v in found if c >= ends[-1]]
         if len(found) == 1:
             return _value(s[found[0][1] :].strip())
@@ -354,6 +367,9 @@ def _value(rest: str) -> str:
         return rest
     if _opens_expression(rest):  # "4 \\pi square cm": an expression, kept whole
         return rest
+    chain = _UNSPACED_CHAIN.match(rest)
+    if chain:  # "15-7=8": the value the chain ends on
+        return chain.group(1)
     m = LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
 
