@@ -283,15 +283,6 @@ def _broken_down(sentence: str) -> str | None:
 
 #: Arithmetic written without spaces around its "=": "15-7=8", "3x4=12".
 _UNSPACED_CHAIN = re.compile(r"[-+]?\d[\d.,]*(?:\s*[-+*/×÷x]\s*\d[\d.,]*)+\s*=\s*([-+]?\d[\d.,]*)(?![\d.,]*\s*[-+*/×÷=])")
-_NEXT_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-_ASIDE_OPENING = re.compile(r"(?:each|every|also|note|however|but|for\s+(?:comparison|example|instance)|in\s+comparison"
-                            r"|if|initially|originally|previously|that|this|it|check\w*|here|per|one|both|a\s+single"
-                            r"|in\s+contrast|by\s+comparison|meanwhile|similarly|likewise|on\s+the\s+other\s+hand|notice"
-                            r"|remember|recall|of\s+course|before|at\s+first|earlier|yesterday\w*|last|the\s+original)\b",
-                            re.IGNORECASE)
-#: A sentence that gives the result: "…, the total is 102.", "So there are 12 in all."
-_CONCLUDING = re.compile(r"\b(?:total|in\s+all|altogether|overall|final|so|thus|therefore|hence|answer|result)\b",
-                         re.IGNORECASE)
 
 
 def copula_value(sentence: str) -> str | None:
@@ -320,14 +311,6 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         return None
     if len(found) == 1:
         return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
-    ends = [m.end() for m in _NEXT_SENTENCE.finditer(s, found[0][0], found[-1][0])]
-    if ends and _CONCLUDING.search(s, ends[-1]) and not _ASIDE_OPENING.match(s, ends[-1]):
-        # several sentences: the last one that states a value and concludes ("… that is 99 seats.
-        # …, the total is 102."); not a check, restatement, aside or side fact after the answer
-        # ("That is 3 more than now.", "Each box is 3 cm wide.", "The whole is 200.")
-        s, found = s[ends[-1] :], [(c - ends[-1], v - ends[-1]) for c, v in found if c >= ends[-1]]
-        if len(found) == 1:
-            return _value(s[found[0][1] :].strip())
     lead = _LEADING_JUSTIFICATION.match(s)
     if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
         cut = _JUSTIFICATION.search(s, 1)
