@@ -310,7 +310,7 @@ def _named_letter(text: str, opts: dict[str, str]) -> str | None:
 
 
 #: ``A. 12 cm``, ``B) 14``, ``C: text``: a letter its punctuation marks as a choice's.
-_PUNCTUATED_LETTER = re.compile(r"[(\[]?([A-Z])(?:[)\]][.:]?|[.:])(?:\s|$)|([a-z])[.)]\s")
+_PUNCTUATED_LETTER = re.compile(r"[(\[]?\s*([A-Z])\s*(?:[)\]][.:]?|[.:])(?:\s|$)|([a-z])[.)]\s")
 
 
 def _punctuated_letter(text: str, opts: dict[str, str]) -> str | None:
@@ -322,15 +322,12 @@ def _punctuated_letter(text: str, opts: dict[str, str]) -> str | None:
     return letter if letter in opts else None
 
 
-#: The letter that opens a choice answer, marked as one: ``(A)``, ``A.``, ``A)``, ``A:``.
-_MARKED_LETTER = re.compile(r"\s*(?:\(\s*[A-Z]\s*\)|[A-Z](?:[)\]][.:]?|[.:])|[a-z][.)])\s+")
-
-
 def _contradicted(pred: str, letter: str, opts: dict[str, str]) -> bool:
     """Does an answer that opens with the marked letter ``letter`` go on with another option's
     text, word for word (``(A) 12 cm``, ``A. 12 cm`` where 12 cm is option B; ``(B) 12`` where
     A is "12 apples" names B)?"""
-    marked = _MARKED_LETTER.match(pred)
+    pred = pred.strip()
+    marked = _PUNCTUATED_LETTER.match(pred)  # the marked letter _punctuated_letter reads
     if marked is None:
         return False
     rest = normalize_text(pred[marked.end() :])
