@@ -623,6 +623,58 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     assert prmtree.grade(gold, text).correct is correct
 
 
+@pytest.mark.parametrize("gold, text, correct, extracted", [
+    # before: "10 a.m." was accepted for 10 p.m. (Math-Verify reads both as 10), "5 p.m." was
+    # read as "5 p", and a time in one convention never matched the other
+    ("10 p.m.", "The meeting is at 10 a.m.", False, "at 10 a.m"),
+    ("10 a.m.", "The meeting is at 10 a.m.", True, "at 10 a.m"),
+    ("9:00 PM", "Final answer: 9 a.m.", False, "9 a.m."),
+    ("9:00 AM", "Final answer: 9 a.m.", True, "9 a.m."),
+    ("5 PM", "The store closes at 5 p.m.", True, "5 p.m"),
+    ("17:00", "The store closes at 5 p.m. on weekdays.", True, "5 p.m."),
+    ("5 a.m.", "The store closes at 5 p.m.", False, "5 p.m"),
+    ("15:45", "The time shown is 3:45 PM.", True, "3:45 PM"),
+    ("3:45", "The time shown is 3:45 PM.", True, "3:45 PM"),  # a bare 12-hour time names no half of the day
+    ("3:45 AM", "The time shown is 3:45 PM.", False, "3:45 PM"),
+    ("3:46 PM", "The time shown is 3:45 PM.", False, "3:45 PM"),
+    ("3:00", "It is 3 o'clock.", True, "3 o'clock"),
+    ("00:30", r"\boxed{12:30 a.m.}", True, "12:30 a.m."),
+    ("00:30", r"\boxed{12:30 p.m.}", False, "12:30 p.m."),
+    ("19:15", "The train leaves at 7:15 pm, so the answer is 7:15 pm.", True, "7:15 pm"),
+    ("9", "8 + 1 = 9 o'clock. The meeting ends at 9.", True, "9 o'clock"),  # a bare hour, as 12 for 12 cm (a prober)
+    ("8", "The meeting ends at 9 o'clock.", False, "9 o'clock"),
+    ("9", "The answer is 9:30 pm.", False, "9:30 pm"),
+    # a prober's false accepts: a time among a few words, in LaTeX, a range, a length of time
+    ("5 a.m.", "The answer is approx. 5 p.m.", False, "approx. 5 p.m"),
+    ("5 p.m.", r"$\boxed{5 \text{ a.m.}}$", False, r"5 \text{ a.m.}"),
+    ("7:30 a.m.", "The dinner is scheduled for 7:30 p.m. in the main hall.", False,
+     "scheduled for 7:30 p.m. in the main hall"),
+    ("7:30 p.m.", "The dinner is scheduled for 7:30 p.m. in the main hall.", True,
+     "scheduled for 7:30 p.m. in the main hall"),
+    ("5 p.m.", "Final answer: 5 a.m. (05:00)", False, "5 a.m. (05:00)"),  # 05:00 is a 24-hour time
+    ("5 p.m.", "Answer: 5 p.m. EST", True, "5 p.m. EST"),
+    ("9 a.m. to 5 p.m.", "Final answer: 8 a.m. to 5 p.m.", False, "8 a.m. to 5 p.m"),
+    ("9 a.m. to 5 p.m.", "Final answer: 9:00 AM - 5:00 PM", True, "9:00 AM - 5:00 PM"),
+    ("3 hours", r"\boxed{3 p.m.}", False, "3 p.m."),
+    ("12 noon", "The answer is 12 midnight.", False, "12 midnight"),
+    ("noon", "The answer is 12:00 PM.", True, "12:00 PM"),
+    ("17:00", r"\boxed{17{:}00}", True, "17{:}00"),
+    # a second pass: what a gold says besides its time, the answer must say too
+    ("9 a.m. on Monday", "9 a.m. on Tuesday", False, "9 a.m. on Tuesday"),
+    ("9 a.m. on Monday", "The answer is 9 a.m. on Monday.", True, "9 a.m. on Monday"),
+    ("Tuesday, 10:00 a.m.", "Thursday, 10:00 a.m.", False, "Thursday, 10:00 a.m"),
+    ("Flight at 7:30 p.m. to Paris", "Flight at 7:30 p.m. to London", False, "7:30 p.m."),
+    ("9 a.m. to 5 p.m.", "The office hours are 9 a.m. to 5 p.m. on weekdays.", True, "9 a.m. to 5 p.m. on weekdays"),
+    ("John 3:16", "Luke 3:16", False, "Luke 3:16"),
+    ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
+    ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
+    ("13", "The answer is approx. 12.", False, "approx. 12"),
+])
+def test_times_of_day_compare_as_times(gold, text, correct, extracted):
+    verdict = prmtree.grade(gold, text)
+    assert (verdict.correct, verdict.extracted) == (correct, extracted)
+
+
 def test_golds_that_only_look_hedged_are_graded():
     # a class label (PubMedQA's yes/no/maybe), letters that are an expression or a unit
     assert prmtree.grade("maybe", "maybe").correct is True

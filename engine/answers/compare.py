@@ -34,6 +34,7 @@ from prmtree.engine.answers.normalize import (
     words_as_digits,
 )
 from prmtree.engine.answers.pool import CheckTimedOut
+from prmtree.engine.answers.times import times_match
 
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
 _LOWER_LEAD = re.compile(r"^\(?([a-z])\)(?:\s|$)")
@@ -376,6 +377,10 @@ def cheap_check(
         return False, gold
     if kind == "choice":
         return _choice_match(gold, predicted, dict(options)), gold  # options come cleaned (kinds)
+    # times before Math-Verify, which reads "10 p.m." as 10; and before text ("noon" is 12 p.m.)
+    times = times_match(gold, predicted) if kind != "vqa" and gold.strip() != predicted.strip() else None
+    if times is not None:
+        return times, gold
     if kind == "text":
         return text_match(gold, predicted), gold
     if kind == "vqa":

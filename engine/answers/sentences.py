@@ -9,6 +9,7 @@ import re
 
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.marks import strip_answer
+from prmtree.engine.answers.times import TIME_OF_DAY, TIME_RANGE
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 
 
@@ -54,8 +55,9 @@ def implied_verdict(text: str) -> str | None:
     return "no" if _ABSENT.match(t) else None
 
 
-#: Where a stated answer ends: a sentence end, a line end, or "I hope it is correct".
-_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+#: Where a stated answer ends: a sentence end (not the dot of "approx. 12", nor of "9 a.m. on
+#: Monday", where no capital follows), a line end, or "I hope it is correct".
+_SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
@@ -67,7 +69,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)(?:" + TIME_OF_DAY + r")|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -258,6 +260,8 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         chains = list(_UNSPACED_CHAIN.finditer(s))
         if chains:  # "The remaining marbles: 15-7=8": the value the last chain ends on
             return chains[-1].group(1)
+    if _TIME_SAID_OF.fullmatch(s):  # "9 a.m. on Monday": all of it is the answer
+        return s
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) == 1 and len(s.split()) > 3:
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
@@ -333,6 +337,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
+#: A time of day, then words (``9 a.m. on Monday``), to the end of the clause.
+_TIME_SAID_OF = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\s+(?=[A-Za-z])[^,;:!?\n]+")
+
+
 def _value(rest: str) -> str:
     """``0.6, which means …`` → ``0.6``; ``12 distinct sequences that …`` → ``12 distinct``:
     a value and at most one word after it; maths and choices are kept whole; markdown
@@ -353,6 +361,9 @@ def _value(rest: str) -> str:
     chain = _UNSPACED_CHAIN.match(rest)
     if chain:  # "15-7=8": the value the chain ends on
         return chain.group(1)
+    said_of = _TIME_SAID_OF.match(rest)
+    if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
+        return said_of.group(0).strip()
     m = LEAD_VALUE.match(rest)
     return m.group(0).strip() if m else rest
 

@@ -1,0 +1,158 @@
+"""Times of day: ``5 p.m.``, ``9:00 AM`` and ``17:00`` are one time; ``10 a.m.`` is not ``10 p.m.``.
+
+Document and chart questions (DocVQA, ChartQA) ask for times, and models write them in
+whichever convention they like. Math-Verify reads ``10 p.m.`` as the number 10, so it took
+``10 a.m.`` for ``10 p.m.``; string checks took ``5 p.m.`` for no ``5:00 PM``. A time
+compares as the seconds of the day it can mean: a half of the day (``a.m.``/``p.m.``,
+noon, midnight) or an hour past 12 fixes it; a bare 12-hour reading (``3:45``) may mean
+either half, and matches a time that names one. A time also decides against an answer
+that writes times among a few words (``approx. 5 p.m.``, ``5 a.m. EST``, ``scheduled for
+7:30 p.m.``) when every time written there agrees (or every one differs); a bare time is
+half of a gold that says more (``9 a.m.`` for ``9 a.m. on Monday``: wrong, as the reader
+may have cut ``9 a.m. on Tuesday`` to it); and a time of day is no length of time (``3 p.m.``
+is not ``3 hours``). Anything else is left to the other checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: ``5 p.m.``, ``9:00 AM``, ``17:00``, ``at 10:30:15 pm``, ``3 o'clock``: hours, then minutes
+#: (two digits) and seconds, then a half of the day; a bare hour is a time only with a half
+#: of the day or "o'clock" (``10`` alone is a number).
+_CLOCK = re.compile(
+    r"^[\s$*_]*(?:at\s+)?(\d{1,2})(?::(\d{2})(?::(\d{2}))?)?\s*"
+    r"(?:([ap])\.?\s?m\b\.?|(o['\u2019]\s?clock)\b)?[\s$*_.]*$",
+    re.IGNORECASE,
+)
+#: A time with a half of the day or "o'clock", as written in text (for the value readers).
+TIME_OF_DAY = r"\d{1,2}(?::\d{2}){0,2}\s*(?i:[ap]\.?\s?m\b\.?|o['\u2019]\s?clock\b)"
+_CLOCK_FORM = r"\d{1,2}:\d{2}(?::\d{2})?"
+#: Two times joined as a range (``9 a.m. to 5 p.m.``, ``10:30-11:15``): one answer, read whole.
+TIME_RANGE = (r"(?:" + TIME_OF_DAY + "|" + _CLOCK_FORM + r")\s*(?:-|\u2013|\u2014|(?i:to|until|till|through)\b)\s*(?:"
+              + TIME_OF_DAY + "|" + _CLOCK_FORM + r"(?![\d:]))")
+#: Every time written in a short answer: those of :data:`TIME_OF_DAY`, and ``17:00`` (not the
+#: ``1:50`` of a map scale ``1:50,000``, nor the ``3:59`` of ``3:59.4``).
+_TIME_IN_TEXT = re.compile(r"(?<![\w:.,])(?:" + TIME_OF_DAY + r"|\d{1,2}:\d{2}(?::\d{2})?(?![\d:]|[.,]\d))")
+#: Noon and midnight, written as the 12-hour times they are.
+_NOON = re.compile(r"\b(?:12(?::00)?\s*)?(?:noon|midday)\b", re.IGNORECASE)
+_MIDNIGHT = re.compile(r"\b(?:12(?::00)?\s*)?midnight\b", re.IGNORECASE)
+#: What every written time holds: a quick test that spares the rest for most answers.
+_HINT = re.compile(r":|[ap]\.?\s?m\b|clock|noon|midnight|midday", re.IGNORECASE)
+#: LaTeX a time comes wrapped in: ``5\text{ a.m.}``, ``5\,\text{p.m.}``, ``17{:}00``.
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textrm)\s*\{([^{}]*)\}")
+_LATEX_SPACE = re.compile(r"\\[,;: !]|~")
+#: A number and a word: a quantity (``3 hours``, ``5 apples``), never a time of day.
+_QUANTITY = re.compile(r"^[\s$]*[-+]?\d[\d.,]*\s*[A-Za-z]")
+#: A bare hour: ``9`` against ``9 o'clock`` or ``9 p.m.``.
+_HOUR = re.compile(r"^[\s$]*(\d{1,2})[\s$.]*$")
+#: The most words of an answer read for the times it writes (``scheduled for 7:30 p.m. in the
+#: main hall``); a longer one is a sentence about something else.
+MAX_WORDS = 10
+
+
+@dataclass(frozen=True)
+class ClockTime:
+    """What a written time can mean: the seconds of the day, one or (a bare 12-hour reading)
+    two; ``hour_only``: written without minutes (``9 p.m.``, ``9 o'clock``)."""
+
+    seconds: frozenset[int]
+    hour_only: bool = False
+
+
+def _plain(text: str) -> str:
+    """``text`` without the LaTeX around a time, noon and midnight written as times."""
+    if "\\" in text or "{:}" in text or "~" in text:
+        text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
+    if "oon" in text or "idday" in text or "idnight" in text or "OON" in text or "IDNIGHT" in text:
+        text = _MIDNIGHT.sub("12:00 a.m.", _NOON.sub("12:00 p.m.", text))
+    return text
+
+
+def clock_time(text: str) -> ClockTime | None:
+    """The time ``text`` writes, or None where it is no time of day (a number, a ratio ``3:2``,
+    an hour past 23, a minute past 59, ``13 p.m.``)."""
+    m = _CLOCK.match(text)
+    if m is None:
+        return None
+    hour_s, minute_s, second_s, half, oclock = m.groups()
+    if minute_s is None and half is None and not oclock:
+        return None
+    hour, minute, second = int(hour_s), int(minute_s or 0), int(second_s or 0)
+    if minute > 59 or second > 59:
+        return None
+    within, hour_only = minute * 60 + second, minute_s is None
+    if half is not None:
+        if not 1 <= hour <= 12:
+            return None
+        base = (hour % 12 + (12 if half.lower() == "p" else 0)) * 3600
+        return ClockTime(frozenset({base + within}), hour_only)
+    if hour > 23 or (oclock and not 1 <= hour <= 12):
+        return None
+    if hour == 0 or hour > 12 or hour_s.startswith("0"):  # a 24-hour reading (05:00): one time
+        return ClockTime(frozenset({hour * 3600 + within}), hour_only)
+    return ClockTime(frozenset({(hour % 12) * 3600 + within, (hour % 12 + 12) * 3600 + within}), hour_only)
+
+
+def times_match(gold: str, predicted: str) -> bool | None:
+    """Whether ``predicted`` gives the time of day ``gold`` gives (either may be the time);
+    None where this cannot tell (no time on either side, a long sentence, times that agree and
+    differ at once: a range)."""
+    if not _HINT.search(gold) and not _HINT.search(predicted):
+        return None
+    gold, predicted = _plain(gold), _plain(predicted)
+    g, p = clock_time(gold), clock_time(predicted)
+    if g is not None and p is not None:
+        return bool(g.seconds & p.seconds)
+    time, other = (g, predicted) if g is not None else (p, gold)
+    if time is None:
+        return _same_times(gold, predicted)
+    if time.hour_only:  # "9" for "9 o'clock", as "12" stands for "12 cm"
+        hour = _HOUR.match(other)
+        as_time = clock_time(f"{hour.group(1)}:00") if hour else None
+        if as_time is not None:
+            return bool(time.seconds & as_time.seconds)
+    written = _times_in(other)
+    if written is None:
+        return None
+    if not written:
+        return False if _QUANTITY.match(other) else None  # "3 p.m." is no "3 hours"
+    agree = {bool(time.seconds & w.seconds) for w in written}
+    if len(agree) != 1:
+        return None
+    same = agree.pop()
+    if same and other is gold and _besides_times(gold):  # "9 a.m." gives half of "9 a.m. on Monday"
+        return False
+    return same
+
+
+def _times_in(text: str) -> list[ClockTime] | None:
+    """The times a short answer writes, in order; None for a long one."""
+    if len(text.split()) > MAX_WORDS:
+        return None
+    found = (clock_time(m.group(0)) for m in _TIME_IN_TEXT.finditer(text))
+    return [t for t in found if t is not None]
+
+
+#: Words that join times (``from 9 a.m. to 5 p.m.``): not what an answer says besides them.
+_JOINING = frozenset("from to until till through between and at the is it about around approx approximately roughly".split())
+
+
+def _same_times(gold: str, predicted: str) -> bool | None:
+    """Two short answers that write the same number of times (a range: ``9 a.m. to 5 p.m.``)
+    give others if one pair differs; if each pair agrees, the same where the gold says nothing
+    else or the answer says the same besides (``9 a.m. on Monday`` is not ``9 a.m. on Tuesday``)."""
+    g, p = _times_in(gold), _times_in(predicted)
+    if not g or not p or len(g) != len(p):
+        return None
+    if not all(a.seconds & b.seconds for a, b in zip(g, p)):
+        return False
+    said = _besides_times(gold)  # what the gold says besides its times, the answer must say too
+    return not said or said == _besides_times(predicted)
+
+
+def _besides_times(text: str) -> list[str]:
+    """The words of ``text`` other than its times and the words joining them."""
+    rest = _TIME_IN_TEXT.sub(" ", text).lower()
+    return [w for w in re.findall(r"[a-z0-9]+", rest) if w not in _JOINING]
