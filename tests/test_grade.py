@@ -630,9 +630,9 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("10 a.m.", "The meeting is at 10 a.m.", True, "at 10 a.m"),
     ("9:00 PM", "Final answer: 9 a.m.", False, "9 a.m."),
     ("9:00 AM", "Final answer: 9 a.m.", True, "9 a.m."),
-    ("5 PM", "The store closes at 5 p.m.", True, "5 p.m"),
-    ("17:00", "The store closes at 5 p.m. on weekdays.", True, "5 p.m."),
-    ("5 a.m.", "The store closes at 5 p.m.", False, "5 p.m"),
+    ("5 PM", "The store closes at 5 p.m.", True, "The store closes at 5 p.m"),  # the time with what it is said of
+    ("17:00", "The store closes at 5 p.m. on weekdays.", True, "The store closes at 5 p.m. on weekdays"),
+    ("5 a.m.", "The store closes at 5 p.m.", False, "The store closes at 5 p.m"),
     ("15:45", "The time shown is 3:45 PM.", True, "3:45 PM"),
     ("3:45", "The time shown is 3:45 PM.", True, "3:45 PM"),  # a bare 12-hour time names no half of the day
     ("3:45 AM", "The time shown is 3:45 PM.", False, "3:45 PM"),
@@ -642,7 +642,8 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("00:30", r"\boxed{12:30 p.m.}", False, "12:30 p.m."),
     ("19:15", "The train leaves at 7:15 pm, so the answer is 7:15 pm.", True, "7:15 pm"),
     ("9", "8 + 1 = 9 o'clock. The meeting ends at 9.", True, "9 o'clock"),  # a bare hour, as 12 for 12 cm (a prober)
-    ("8", "The meeting ends at 9 o'clock.", False, "9 o'clock"),
+    ("8", "The meeting ends at 9 o'clock.", False, "The meeting ends at 9 o'clock"),
+    ("9", "The meeting ends at 9 o'clock.", True, "The meeting ends at 9 o'clock"),
     ("9", "The answer is 9:30 pm.", False, "9:30 pm"),
     # a prober's false accepts: a time among a few words, in LaTeX, a range, a length of time
     ("5 a.m.", "The answer is approx. 5 p.m.", False, "approx. 5 p.m"),
@@ -663,9 +664,17 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("9 a.m. on Monday", "9 a.m. on Tuesday", False, "9 a.m. on Tuesday"),
     ("9 a.m. on Monday", "The answer is 9 a.m. on Monday.", True, "9 a.m. on Monday"),
     ("Tuesday, 10:00 a.m.", "Thursday, 10:00 a.m.", False, "Thursday, 10:00 a.m"),
-    ("Flight at 7:30 p.m. to Paris", "Flight at 7:30 p.m. to London", False, "7:30 p.m."),
+    ("Flight at 7:30 p.m. to Paris", "Flight at 7:30 p.m. to London", False, "Flight at 7:30 p.m. to London"),
     ("9 a.m. to 5 p.m.", "The office hours are 9 a.m. to 5 p.m. on weekdays.", True, "9 a.m. to 5 p.m. on weekdays"),
     ("John 3:16", "Luke 3:16", False, "Luke 3:16"),
+    ("9 a.m. on Monday", "Monday, 9 a.m.", True, "Monday, 9 a.m"),  # in any order (a third prober)
+    ("5 p.m.", "The shop closes after 5 p.m.", False, "The shop closes after 5 p.m"),
+    ("21:00", "The clock shows 9:00 in the morning.", False, "The clock shows 9:00 in the morning"),
+    ("4 p.m.", "The answer is 4 p.m. or 16:00.", True, "4 p.m. or 16:00"),  # one time twice, no hedge
+    ("4 p.m.", "The answer is 4 p.m. or 5 p.m.", False, "4 p.m. or 5 p.m"),
+    ("9 a.m. to 5 p.m.", "The answer is 5 p.m.", False, "5 p.m"),  # one end of the range
+    ("9 a.m.\u20135 p.m.", "The store opens 9 a.m.\u20136 p.m. daily.", False, "The store opens 9 a.m.\u20136 p.m. daily"),
+    ("2", "The wavelength is 2 pm and the energy is high.", True, "2 pm"),  # picometres: no time said of
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

@@ -9,7 +9,7 @@ import re
 
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.marks import strip_answer
-from prmtree.engine.answers.times import TIME_OF_DAY, TIME_RANGE
+from prmtree.engine.answers.times import MAX_WORDS, TIME_OF_DAY, TIME_RANGE, one_time_twice
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 
 
@@ -69,7 +69,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)(?:" + TIME_OF_DAY + r")|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -264,6 +264,8 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         return s
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) == 1 and len(s.split()) > 3:
+        if _TIME_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_WORDS:
+            return s  # "Flight at 7:30 p.m. to London": the time and what it is said of, compared together
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
             return numbers[0].group(0).strip()
     return s
@@ -337,8 +339,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
-#: A time of day, then words (``9 a.m. on Monday``), to the end of the clause.
-_TIME_SAID_OF = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\s+(?=[A-Za-z])[^,;:!?\n]+")
+_TIME_ALONE = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\.?")
+#: A time of day, then what it is said of (``9 a.m. on Monday``), to the end of the clause.
+_TIME_SAID_OF = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\s+(?=(?:on|at|in|from|every|each|daily|sharp)\b)"
+                           r"[^,;:!?\n]+", re.IGNORECASE)
 
 
 def _value(rest: str) -> str:
@@ -377,4 +381,5 @@ def hedged(answer: str, gold: str = "") -> bool:
         return True
     if len(a) < 100 and _HEDGE_WORDS.search(a) and not _HEDGE_WORDS.search(gold):
         return True
-    return len(a) < 100 and bool(_HEDGE_OR.match(a) or _VALUE_OR_VALUE.match(a)) and not _OR.search(gold)
+    return (len(a) < 100 and bool(_HEDGE_OR.match(a) or _VALUE_OR_VALUE.match(a)) and not _OR.search(gold)
+            and not one_time_twice(a))  # "4 p.m. or 16:00": one time

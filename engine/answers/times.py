@@ -26,8 +26,10 @@ _CLOCK = re.compile(
     r"(?:([ap])\.?\s?m\b\.?|(o['\u2019]\s?clock)\b)?[\s$*_.]*$",
     re.IGNORECASE,
 )
-#: A time with a half of the day or "o'clock", as written in text (for the value readers).
-TIME_OF_DAY = r"\d{1,2}(?::\d{2}){0,2}\s*(?i:[ap]\.?\s?m\b\.?|o['\u2019]\s?clock\b)"
+#: A time with a half of the day (``9 a.m.``, ``9:00 in the morning``) or "o'clock", as written
+#: in text (for the value readers).
+TIME_OF_DAY = (r"\d{1,2}(?::\d{2}){0,2}(?i:(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night)\b"
+               r"|\s*[ap]\.?\s?m\b\.?|\s*o['\u2019]\s?clock\b)")
 _CLOCK_FORM = r"\d{1,2}:\d{2}(?::\d{2})?"
 #: Two times joined as a range (``9 a.m. to 5 p.m.``, ``10:30-11:15``): one answer, read whole.
 TIME_RANGE = (r"(?:" + TIME_OF_DAY + "|" + _CLOCK_FORM + r")\s*(?:-|\u2013|\u2014|(?i:to|until|till|through)\b)\s*(?:"
@@ -49,7 +51,7 @@ _QUANTITY = re.compile(r"^[\s$]*[-+]?\d[\d.,]*\s*[A-Za-z]")
 _HOUR = re.compile(r"^[\s$]*(\d{1,2})[\s$.]*$")
 #: The most words of an answer read for the times it writes (``scheduled for 7:30 p.m. in the
 #: main hall``); a longer one is a sentence about something else.
-MAX_WORDS = 10
+MAX_WORDS = 12
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,21 @@ class ClockTime:
     hour_only: bool = False
 
 
+#: A half of the day in words: ``9:00 in the morning``, ``8 o'clock at night``.
+_HALF_IN_WORDS = re.compile(r"\b(\d{1,2}(?::\d{2})?)(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(morning)|in\s+the\s+"
+                            r"(?:afternoon|evening)|at\s+night)\b", re.IGNORECASE)
+
+
 def _plain(text: str) -> str:
-    """``text`` without the LaTeX around a time, noon and midnight written as times."""
+    """``text`` without the LaTeX around a time; noon, midnight and a half of the day in
+    words written as times."""
     if "\\" in text or "{:}" in text or "~" in text:
         text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
-    if "oon" in text or "idday" in text or "idnight" in text or "OON" in text or "IDNIGHT" in text:
+    lower = text.lower()
+    if "noon" in lower or "midday" in lower or "midnight" in lower:
         text = _MIDNIGHT.sub("12:00 a.m.", _NOON.sub("12:00 p.m.", text))
+    if "morning" in lower or "afternoon" in lower or "evening" in lower or "night" in lower:
+        text = _HALF_IN_WORDS.sub(lambda m: m.group(1) + (" a.m." if m.group(2) else " p.m."), text)
     return text
 
 
@@ -107,6 +118,13 @@ def times_match(gold: str, predicted: str) -> bool | None:
         return bool(g.seconds & p.seconds)
     time, other = (g, predicted) if g is not None else (p, gold)
     if time is None:
+        hour = _HOUR.match(gold) or _HOUR.match(predicted)
+        if hour is not None:  # "9" against "The meeting ends at 9 o'clock"
+            written = _times_in(predicted if hour.string is gold else gold)
+            if written and len(written) == 1 and written[0].hour_only:
+                as_time = clock_time(f"{hour.group(1)}:00")
+                return None if as_time is None else bool(written[0].seconds & as_time.seconds)
+            return None
         return _same_times(gold, predicted)
     if time.hour_only:  # "9" for "9 o'clock", as "12" stands for "12 cm"
         hour = _HOUR.match(other)
@@ -119,12 +137,21 @@ def times_match(gold: str, predicted: str) -> bool | None:
     if not written:
         return False if _QUANTITY.match(other) else None  # "3 p.m." is no "3 hours"
     agree = {bool(time.seconds & w.seconds) for w in written}
-    if len(agree) != 1:
-        return None
+    if len(agree) != 1:  # a range: one of its ends is not the range ("9 a.m." for "9 a.m. to 5 p.m.")
+        return False if other is gold else None
     same = agree.pop()
-    if same and other is gold and _besides_times(gold):  # "9 a.m." gives half of "9 a.m. on Monday"
+    if same and other is predicted and _QUALIFIED.search(other):  # "after 5 p.m.", "not at 5 p.m."
         return False
+    if same and other is gold and _besides_times(gold):  # "9 a.m." for "9 a.m. on Monday": not said
+        return None
     return same
+
+
+def one_time_twice(answer: str) -> bool:
+    """``4 p.m. or 16:00``, ``5 p.m. (17:00)``: one time in two forms, no hedge."""
+    written = _times_in(_plain(answer))
+    return bool(written) and len(written) == 2 and bool(written[0].seconds & written[1].seconds) \
+        and len(written[0].seconds) == len(written[1].seconds) == 1
 
 
 def _times_in(text: str) -> list[ClockTime] | None:
@@ -135,21 +162,27 @@ def _times_in(text: str) -> list[ClockTime] | None:
     return [t for t in found if t is not None]
 
 
-#: Words that join times (``from 9 a.m. to 5 p.m.``): not what an answer says besides them.
-_JOINING = frozenset("from to until till through between and at the is it about around approx approximately roughly".split())
+#: Words that join times (``from 9 a.m. to 5 p.m.``, ``17:00 hrs``): not what an answer says besides them.
+_JOINING = frozenset("from to until till through between and at on the is it about around approx approximately "
+                     "roughly hrs hr hours h".split())
+#: Words that make a time another one: ``after 5 p.m.`` is not 5 p.m.
+_QUALIFIED = re.compile(r"\b(?:before|after|not|except|later|earlier|instead|previously|other\s+than|no)\b", re.IGNORECASE)
 
 
 def _same_times(gold: str, predicted: str) -> bool | None:
     """Two short answers that write the same number of times (a range: ``9 a.m. to 5 p.m.``)
-    give others if one pair differs; if each pair agrees, the same where the gold says nothing
-    else or the answer says the same besides (``9 a.m. on Monday`` is not ``9 a.m. on Tuesday``)."""
+    give others if one pair differs; if each pair agrees, the same where the answer says all
+    the gold says besides (``Monday, 9 a.m.`` for ``9 a.m. on Monday``), others where it says
+    something else instead (``9 a.m. on Tuesday``), and None where it says less."""
     g, p = _times_in(gold), _times_in(predicted)
     if not g or not p or len(g) != len(p):
         return None
     if not all(a.seconds & b.seconds for a, b in zip(g, p)):
         return False
-    said = _besides_times(gold)  # what the gold says besides its times, the answer must say too
-    return not said or said == _besides_times(predicted)
+    said, answered = set(_besides_times(gold)), set(_besides_times(predicted))
+    if said <= answered:  # what the gold says besides its times, the answer says too, in any order
+        return False if _QUALIFIED.search(predicted) and not _QUALIFIED.search(gold) else True
+    return False if answered - said else None  # "on Tuesday" for "on Monday"; a bare time: not said
 
 
 def _besides_times(text: str) -> list[str]:
