@@ -675,6 +675,18 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("9 a.m. to 5 p.m.", "The answer is 5 p.m.", False, "5 p.m"),  # one end of the range
     ("9 a.m.\u20135 p.m.", "The store opens 9 a.m.\u20136 p.m. daily.", False, "The store opens 9 a.m.\u20136 p.m. daily"),
     ("2", "The wavelength is 2 pm and the energy is high.", True, "2 pm"),  # picometres: no time said of
+    # a fourth pass: a number gold is not the sentence's hour; a time taken back or only a bound
+    ("12", "The 7 a.m. train has 12 cars.", True, "The 7 a.m. train has 12 cars"),
+    ("3", "The train at 7 a.m. arrives at platform 3.", True, "The train at 7 a.m. arrives at platform 3"),
+    ("10 a.m.", "Brunch is served at 10 a.m., after the morning swim.", True, "served at 10 a.m., after the morning swim"),
+    ("7 a.m.", "The No. 9 bus leaves at 7 a.m.", True, "The No. 9 bus leaves at 7 a.m"),
+    ("9 a.m.", "The answer is 10 a.m. (previously 9 a.m.).", False, "10 a.m. (previously 9 a.m.)"),
+    ("10 a.m.", "The answer is 10 a.m. (previously 9 a.m.).", True, "10 a.m. (previously 9 a.m.)"),
+    ("5 p.m.", "The shop now closes at 6 p.m. instead of 5 p.m.", False, "The shop now closes at 6 p.m. instead of 5 p.m"),
+    ("5 p.m.", "It does not close at 5 p.m.", False, "It does not close at 5 p.m"),
+    ("9 a.m. to 5 p.m.", "It closes at 5 p.m.", False, "It closes at 5 p.m"),
+    ("12 a.m.", "It happened at 12 at night.", True, "It happened at 12 at night"),
+    ("8 p.m. on Friday", "Fri., 8 p.m.", True, "Fri., 8 p.m"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

@@ -65,7 +65,14 @@ class ClockTime:
 
 #: A half of the day in words: ``9:00 in the morning``, ``8 o'clock at night``.
 _HALF_IN_WORDS = re.compile(r"\b(\d{1,2}(?::\d{2})?)(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(morning)|in\s+the\s+"
-                            r"(?:afternoon|evening)|at\s+night)\b", re.IGNORECASE)
+                            r"(?:afternoon|evening)|at\s+(night))\b", re.IGNORECASE)
+
+
+def _half_in_words(m: re.Match[str]) -> str:
+    """``9 in the morning`` → ``9 a.m.``; at night, 12 to 4 are a.m. (``2 o'clock at night``)."""
+    hour = int(m.group(1).split(":")[0])
+    morning = m.group(2) is not None or (m.group(3) is not None and (hour == 12 or hour <= 4))
+    return m.group(1) + (" a.m." if morning else " p.m.")
 
 
 def _plain(text: str) -> str:
@@ -77,7 +84,7 @@ def _plain(text: str) -> str:
     if "noon" in lower or "midday" in lower or "midnight" in lower:
         text = _MIDNIGHT.sub("12:00 a.m.", _NOON.sub("12:00 p.m.", text))
     if "morning" in lower or "afternoon" in lower or "evening" in lower or "night" in lower:
-        text = _HALF_IN_WORDS.sub(lambda m: m.group(1) + (" a.m." if m.group(2) else " p.m."), text)
+        text = _HALF_IN_WORDS.sub(_half_in_words, text)
     return text
 
 
@@ -109,7 +116,7 @@ def clock_time(text: str) -> ClockTime | None:
 def times_match(gold: str, predicted: str) -> bool | None:
     """Whether ``predicted`` gives the time of day ``gold`` gives (either may be the time);
     None where this cannot tell (no time on either side, a long sentence, times that agree and
-    differ at once: a range)."""
+    differ at once)."""
     if not _HINT.search(gold) and not _HINT.search(predicted):
         return None
     gold, predicted = _plain(gold), _plain(predicted)
@@ -119,9 +126,10 @@ def times_match(gold: str, predicted: str) -> bool | None:
     time, other = (g, predicted) if g is not None else (p, gold)
     if time is None:
         hour = _HOUR.match(gold) or _HOUR.match(predicted)
-        if hour is not None:  # "9" against "The meeting ends at 9 o'clock"
-            written = _times_in(predicted if hour.string is gold else gold)
-            if written and len(written) == 1 and written[0].hour_only:
+        if hour is not None:  # "9" against "The meeting ends at 9 o'clock" (and no other number)
+            text = predicted if hour.string is gold else gold
+            written = _times_in(text)
+            if written and len(written) == 1 and written[0].hour_only and not re.search(r"\d", _TIME_IN_TEXT.sub(" ", text)):
                 as_time = clock_time(f"{hour.group(1)}:00")
                 return None if as_time is None else bool(written[0].seconds & as_time.seconds)
             return None
@@ -136,15 +144,16 @@ def times_match(gold: str, predicted: str) -> bool | None:
         return None
     if not written:
         return False if _QUANTITY.match(other) else None  # "3 p.m." is no "3 hours"
-    agree = {bool(time.seconds & w.seconds) for w in written}
-    if len(agree) != 1:  # a range: one of its ends is not the range ("9 a.m." for "9 a.m. to 5 p.m.")
-        return False if other is gold else None
-    same = agree.pop()
-    if same and other is predicted and _QUALIFIED.search(other):  # "after 5 p.m.", "not at 5 p.m."
+    if other is gold:  # the answer is one time: one end of a range is not the range
+        if len(written) > 1:
+            return False
+        same = bool(time.seconds & written[0].seconds)
+        return None if same and _besides_times(gold) else same  # "9 a.m." for "9 a.m. on Monday": not said
+    stated = _stated_times(other)
+    if not stated:  # every time it writes, it takes back: "It does not close at 5 p.m."
         return False
-    if same and other is gold and _besides_times(gold):  # "9 a.m." for "9 a.m. on Monday": not said
-        return None
-    return same
+    agree = {bool(time.seconds & t.seconds) and not bound for t, bound in stated}
+    return agree.pop() if len(agree) == 1 else None
 
 
 def one_time_twice(answer: str) -> bool:
@@ -162,30 +171,54 @@ def _times_in(text: str) -> list[ClockTime] | None:
     return [t for t in found if t is not None]
 
 
+#: Said just before a time, a word that takes it back: ``4 p.m., not 5 p.m.``, ``does not close at``, ``10 a.m.
+#: (previously 9 a.m.)``, ``6 p.m. instead of 5 p.m.``, ``moved from 9 a.m.``.
+_TAKEN_BACK = re.compile(r"\b(?:(?:not|never)(?:\s+[a-z]+)?|previously|formerly|originally|instead\s+of|rather\s+than|other\s+than|except"
+                         r"|(?:moved|changed|shifted|rescheduled)\s+from)\s+(?:at\s+|until\s+|by\s+)?[(\[]?$", re.IGNORECASE)
+#: Said just before a time, a word that makes it a bound, not the time: ``after 5 p.m.``.
+_BOUND = re.compile(r"\b(?:before|after|past|later\s+than|earlier\s+than)\s+(?:at\s+)?$", re.IGNORECASE)
+
+
+def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
+    """The times a short answer states, each with whether it is only a bound (``after 5
+    p.m.``); those it takes back (``not 5 p.m.``) are left out."""
+    if len(answer.split()) > MAX_WORDS:
+        return []
+    stated = []
+    for m in _TIME_IN_TEXT.finditer(answer):
+        before = answer[max(0, m.start() - 24): m.start()]
+        t = clock_time(m.group(0))
+        if t is not None and not _TAKEN_BACK.search(before):
+            stated.append((t, bool(_BOUND.search(before))))
+    return stated
+
+
 #: Words that join times (``from 9 a.m. to 5 p.m.``, ``17:00 hrs``): not what an answer says besides them.
 _JOINING = frozenset("from to until till through between and at on the is it about around approx approximately "
                      "roughly hrs hr hours h".split())
-#: Words that make a time another one: ``after 5 p.m.`` is not 5 p.m.
-_QUALIFIED = re.compile(r"\b(?:before|after|not|except|later|earlier|instead|previously|other\s+than|no)\b", re.IGNORECASE)
+#: Days as abbreviated or plural: ``Mon``, ``Fri.``, ``Mondays`` say Monday.
+_DAYS = {d[:3]: d for d in "monday tuesday wednesday thursday friday saturday sunday".split()}
+_DAYS.update({"tues": "tuesday", "thur": "thursday", "thurs": "thursday", "weds": "wednesday"})
+_DAYS.update({d + "s": d for d in list(_DAYS.values())})
 
 
 def _same_times(gold: str, predicted: str) -> bool | None:
-    """Two short answers that write the same number of times (a range: ``9 a.m. to 5 p.m.``)
-    give others if one pair differs; if each pair agrees, the same where the answer says all
-    the gold says besides (``Monday, 9 a.m.`` for ``9 a.m. on Monday``), others where it says
-    something else instead (``9 a.m. on Tuesday``), and None where it says less."""
+    """Two short answers that write times (a range: ``9 a.m. to 5 p.m.``) give others if they
+    write a different number of them or one pair differs; if each pair agrees, the same where
+    the answer says all the gold says besides (``Monday, 9 a.m.`` for ``9 a.m. on Monday``),
+    others where it says something else instead (``9 a.m. on Tuesday``), None where it says less."""
     g, p = _times_in(gold), _times_in(predicted)
-    if not g or not p or len(g) != len(p):
+    if not g or not p:
         return None
-    if not all(a.seconds & b.seconds for a, b in zip(g, p)):
+    if len(g) != len(p) or not all(a.seconds & b.seconds for a, b in zip(g, p)):
         return False
     said, answered = set(_besides_times(gold)), set(_besides_times(predicted))
     if said <= answered:  # what the gold says besides its times, the answer says too, in any order
-        return False if _QUALIFIED.search(predicted) and not _QUALIFIED.search(gold) else True
+        return True
     return False if answered - said else None  # "on Tuesday" for "on Monday"; a bare time: not said
 
 
 def _besides_times(text: str) -> list[str]:
     """The words of ``text`` other than its times and the words joining them."""
     rest = _TIME_IN_TEXT.sub(" ", text).lower()
-    return [w for w in re.findall(r"[a-z0-9]+", rest) if w not in _JOINING]
+    return [_DAYS.get(w, w) for w in re.findall(r"[a-z0-9]+", rest) if w not in _JOINING]
