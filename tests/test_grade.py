@@ -687,6 +687,18 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("9 a.m. to 5 p.m.", "It closes at 5 p.m.", False, "It closes at 5 p.m"),
     ("12 a.m.", "It happened at 12 at night.", True, "It happened at 12 at night"),
     ("8 p.m. on Friday", "Fri., 8 p.m.", True, "Fri., 8 p.m"),
+    # a fifth pass: negations in other words, "not ... until", shared halves of the day
+    ("5 p.m.", "It doesn't close at 5 p.m.", False, "It doesn't close at 5 p.m"),
+    ("9 a.m.", "No trains run at 9 a.m.", False, "No trains run at 9 a.m"),
+    ("8 a.m.", "Breakfast is not served until 8 a.m.", True, "not served until 8 a.m"),
+    ("5 p.m.", "The form is due no later than 5 p.m.", True, "due no later than 5 p.m"),
+    ("9 a.m. on Monday", "9 a.m. on Tuesday, not Monday", False, "9 a.m. on Tuesday, not Monday"),
+    ("9 a.m. on Saturday", "The students sat the exam at 9 a.m.", False, "The students sat the exam at 9 a.m"),
+    ("8 a.m.", "Take the 8 a.m. bus instead of the 9 a.m. one.", True, "Take the 8 a.m. bus instead of the 9 a.m. one"),
+    ("2 p.m. to 4 p.m.", "Between 2 and 4 p.m.", True, "Between 2 and 4 p.m"),
+    ("11 a.m. to 1 p.m.", "11 to 1 p.m.", True, "11 to 1 p.m"),
+    ("8 p.m.", "We will meet at 8 tonight.", True, "We will meet at 8 tonight"),
+    ("9:20 a.m.", "The train leaves at 20 past 9 in the morning.", True, "The train leaves at 20 past 9 in the morning"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

@@ -4,13 +4,17 @@ Document and chart questions (DocVQA, ChartQA) ask for times, and models write t
 whichever convention they like. Math-Verify reads ``10 p.m.`` as the number 10, so it took
 ``10 a.m.`` for ``10 p.m.``; string checks took ``5 p.m.`` for no ``5:00 PM``. A time
 compares as the seconds of the day it can mean: a half of the day (``a.m.``/``p.m.``,
-noon, midnight) or an hour past 12 fixes it; a bare 12-hour reading (``3:45``) may mean
-either half, and matches a time that names one. A time also decides against an answer
-that writes times among a few words (``approx. 5 p.m.``, ``5 a.m. EST``, ``scheduled for
-7:30 p.m.``) when every time written there agrees (or every one differs); a bare time is
-half of a gold that says more (``9 a.m.`` for ``9 a.m. on Monday``: wrong, as the reader
-may have cut ``9 a.m. on Tuesday`` to it); and a time of day is no length of time (``3 p.m.``
-is not ``3 hours``). Anything else is left to the other checks.
+noon, midnight, ``in the morning``) or an hour past 12 fixes it; a bare 12-hour reading
+(``3:45``) may mean either half, and matches a time that names one.
+
+Against a gold time, an answer of a few words (``approx. 5 p.m.``, ``5 a.m. EST``, ``The
+store closes at 5 p.m.``) is read for the times it states: one it takes back (``not 5
+p.m.``, ``previously 9 a.m.``) is left out, one that is only a bound (``after 5 p.m.``) is
+another time, and the verdict is theirs when they all agree. Two answers that write times
+(ranges) compare them pair by pair, and what the gold says besides its times the answer
+must say too, in any order (``Monday, 9 a.m.`` for ``9 a.m. on Monday``, not ``9 a.m. on
+Tuesday``). A time of day is no length of time (``3 p.m.`` is not ``3 hours``). Anything
+else is left to the other checks.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ _CLOCK = re.compile(
 )
 #: A time with a half of the day (``9 a.m.``, ``9:00 in the morning``) or "o'clock", as written
 #: in text (for the value readers).
-TIME_OF_DAY = (r"\d{1,2}(?::\d{2}){0,2}(?i:(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night)\b"
+TIME_OF_DAY = (r"\d{1,2}(?::\d{2}){0,2}(?i:(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night|tonight)\b"
                r"|\s*[ap]\.?\s?m\b\.?|\s*o['\u2019]\s?clock\b)")
 _CLOCK_FORM = r"\d{1,2}:\d{2}(?::\d{2})?"
 #: Two times joined as a range (``9 a.m. to 5 p.m.``, ``10:30-11:15``): one answer, read whole.
@@ -41,7 +45,7 @@ _TIME_IN_TEXT = re.compile(r"(?<![\w:.,])(?:" + TIME_OF_DAY + r"|\d{1,2}:\d{2}(?
 _NOON = re.compile(r"\b(?:12(?::00)?\s*)?(?:noon|midday)\b", re.IGNORECASE)
 _MIDNIGHT = re.compile(r"\b(?:12(?::00)?\s*)?midnight\b", re.IGNORECASE)
 #: What every written time holds: a quick test that spares the rest for most answers.
-_HINT = re.compile(r":|[ap]\.?\s?m\b|clock|noon|midnight|midday", re.IGNORECASE)
+_HINT = re.compile(r":|[ap]\.?\s?m\b|clock|noon|midnight|midday|morning|afternoon|evening|night|past", re.IGNORECASE)
 #: LaTeX a time comes wrapped in: ``5\text{ a.m.}``, ``5\,\text{p.m.}``, ``17{:}00``.
 _LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textrm)\s*\{([^{}]*)\}")
 _LATEX_SPACE = re.compile(r"\\[,;: !]|~")
@@ -65,26 +69,52 @@ class ClockTime:
 
 #: A half of the day in words: ``9:00 in the morning``, ``8 o'clock at night``.
 _HALF_IN_WORDS = re.compile(r"\b(\d{1,2}(?::\d{2})?)(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(morning)|in\s+the\s+"
-                            r"(?:afternoon|evening)|at\s+(night))\b", re.IGNORECASE)
+                            r"(?:afternoon|evening)|(at\s+night|tonight))\b", re.IGNORECASE)
+#: Minutes past an hour: ``20 past 9``, ``half past 7``, ``quarter past 9``.
+_PAST = re.compile(r"\b(\d{1,2}|(?:a\s+)?quarter|half)\s+past\s+(\d{1,2})\b", re.IGNORECASE)
+_PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15}
+#: A range whose first hour borrows the second's half of the day: ``2-4 p.m.``, ``between 2 and 4 p.m.``.
+_SHARED_HALF = re.compile(r"\b(\d{1,2}(?::\d{2})?)(\s*(?:-|\u2013|\u2014|to|and|until|till)\s*)(\d{1,2}(?::\d{2})?)\s*([ap])\.?\s?m\b\.?",
+                          re.IGNORECASE)
 
 
 def _half_in_words(m: re.Match[str]) -> str:
-    """``9 in the morning`` → ``9 a.m.``; at night, 12 to 4 are a.m. (``2 o'clock at night``)."""
+    """``9 in the morning`` → ``9 a.m.``; at night (tonight), 12 to 4 are a.m. (``2 o'clock at night``)."""
     hour = int(m.group(1).split(":")[0])
     morning = m.group(2) is not None or (m.group(3) is not None and (hour == 12 or hour <= 4))
     return m.group(1) + (" a.m." if morning else " p.m.")
 
 
+def _shared_half(m: re.Match[str]) -> str:
+    """``2-4 p.m.`` → ``2 p.m.-4 p.m.``; ``11 to 1 p.m.`` → ``11 a.m. to 1 p.m.`` (the first
+    hour is the other half where it comes after the second on a 12-hour clock)."""
+    first, second, half = int(m.group(1).split(":")[0]), int(m.group(3).split(":")[0]), m.group(4).lower()
+    if not (1 <= first <= 12 and 1 <= second <= 12):
+        return m.group(0)
+    first_half = half if first % 12 <= second % 12 else ("a" if half == "p" else "p")
+    return f"{m.group(1)} {first_half}.m.{m.group(2)}{m.group(3)} {half}.m."
+
+
+def _past(m: re.Match[str]) -> str:
+    """``20 past 9`` → ``9:20``."""
+    minutes = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1))
+    return f"{m.group(2)}:{minutes:02d}" if minutes < 60 else m.group(0)
+
+
 def _plain(text: str) -> str:
-    """``text`` without the LaTeX around a time; noon, midnight and a half of the day in
-    words written as times."""
+    """``text`` without the LaTeX around a time; noon, midnight, ``20 past 9``, a half of the
+    day in words and a range's shared half of the day written as times."""
     if "\\" in text or "{:}" in text or "~" in text:
         text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
     lower = text.lower()
+    if "past" in lower:
+        text = _PAST.sub(_past, text)
     if "noon" in lower or "midday" in lower or "midnight" in lower:
         text = _MIDNIGHT.sub("12:00 a.m.", _NOON.sub("12:00 p.m.", text))
     if "morning" in lower or "afternoon" in lower or "evening" in lower or "night" in lower:
         text = _HALF_IN_WORDS.sub(_half_in_words, text)
+    if "m" in text or "M" in text:
+        text = _SHARED_HALF.sub(_shared_half, text)
     return text
 
 
@@ -173,10 +203,12 @@ def _times_in(text: str) -> list[ClockTime] | None:
 
 #: Said just before a time, a word that takes it back: ``4 p.m., not 5 p.m.``, ``does not close at``, ``10 a.m.
 #: (previously 9 a.m.)``, ``6 p.m. instead of 5 p.m.``, ``moved from 9 a.m.``.
-_TAKEN_BACK = re.compile(r"\b(?:(?:not|never)(?:\s+[a-z]+)?|previously|formerly|originally|instead\s+of|rather\s+than|other\s+than|except"
-                         r"|(?:moved|changed|shifted|rescheduled)\s+from)\s+(?:at\s+|until\s+|by\s+)?[(\[]?$", re.IGNORECASE)
+_TAKEN_BACK = re.compile(r"(?:\b(?:not|never|no|cannot)|n't)(?:\s+(?!until\b|till\b|later\b|earlier\b)[a-z']+){0,2}?\s+"
+                         r"(?:at\s+|by\s+|the\s+)?[(\[]?$"
+                         r"|\b(?:previously|formerly|originally|instead\s+of|rather\s+than|other\s+than|except"
+                         r"|(?:moved|changed|shifted|rescheduled)\s+from)\s+(?:at\s+|until\s+|by\s+|the\s+)?[(\[]?$", re.IGNORECASE)
 #: Said just before a time, a word that makes it a bound, not the time: ``after 5 p.m.``.
-_BOUND = re.compile(r"\b(?:before|after|past|later\s+than|earlier\s+than)\s+(?:at\s+)?$", re.IGNORECASE)
+_BOUND = re.compile(r"(?:\b(?:before|after)|(?<!\bnot\s)(?<!\bno\s)\b(?:later|earlier)\s+than)\s+(?:at\s+)?$", re.IGNORECASE)
 
 
 def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
@@ -197,9 +229,11 @@ def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
 _JOINING = frozenset("from to until till through between and at on the is it about around approx approximately "
                      "roughly hrs hr hours h".split())
 #: Days as abbreviated or plural: ``Mon``, ``Fri.``, ``Mondays`` say Monday.
-_DAYS = {d[:3]: d for d in "monday tuesday wednesday thursday friday saturday sunday".split()}
+_DAYS = {d[:3]: d for d in "monday tuesday thursday friday".split()}  # not sat, sun, wed: words
 _DAYS.update({"tues": "tuesday", "thur": "thursday", "thurs": "thursday", "weds": "wednesday"})
-_DAYS.update({d + "s": d for d in list(_DAYS.values())})
+_DAYS.update({d + "s": d for d in "monday tuesday wednesday thursday friday saturday sunday".split()})
+#: Words by which an answer says a day or time is not the one: "9 a.m. on Tuesday, not Monday".
+_OTHERWISE = frozenset("not no never except or but".split())
 
 
 def _same_times(gold: str, predicted: str) -> bool | None:
@@ -213,7 +247,7 @@ def _same_times(gold: str, predicted: str) -> bool | None:
     if len(g) != len(p) or not all(a.seconds & b.seconds for a, b in zip(g, p)):
         return False
     said, answered = set(_besides_times(gold)), set(_besides_times(predicted))
-    if said <= answered:  # what the gold says besides its times, the answer says too, in any order
+    if said <= answered and not answered & _OTHERWISE:  # the gold's other words, in any order
         return True
     return False if answered - said else None  # "on Tuesday" for "on Monday"; a bare time: not said
 
