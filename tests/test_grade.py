@@ -699,6 +699,10 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("11 a.m. to 1 p.m.", "11 to 1 p.m.", True, "11 to 1 p.m"),
     ("8 p.m.", "We will meet at 8 tonight.", True, "We will meet at 8 tonight"),
     ("9:20 a.m.", "The train leaves at 20 past 9 in the morning.", True, "The train leaves at 20 past 9 in the morning"),
+    ("8:30 p.m.", "The bus leaves at 8.30 a.m.", False, "The bus leaves at 8.30 a.m"),  # a dot with a half of the day
+    ("8.3", "The answer is 8.30.", True, "8.30"),  # without one, a decimal
+    ("5 p.m.", "The answer is 1700 hours.", True, "1700 hours"),
+    ("5:00", "It is five o'clock.", True, "five o'clock"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

@@ -32,7 +32,7 @@ _CLOCK = re.compile(
 )
 #: A time with a half of the day (``9 a.m.``, ``9:00 in the morning``) or "o'clock", as written
 #: in text (for the value readers).
-TIME_OF_DAY = (r"\d{1,2}(?::\d{2}){0,2}(?i:(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night|tonight)\b"
+TIME_OF_DAY = (r"\d{1,2}(?:[:.]\d{2})?(?::\d{2})?(?i:(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night|tonight)\b"
                r"|\s*[ap]\.?\s?m\b\.?|\s*o['\u2019]\s?clock\b)")
 _CLOCK_FORM = r"\d{1,2}:\d{2}(?::\d{2})?"
 #: Two times joined as a range (``9 a.m. to 5 p.m.``, ``10:30-11:15``): one answer, read whole.
@@ -45,7 +45,7 @@ _TIME_IN_TEXT = re.compile(r"(?<![\w:.,])(?:" + TIME_OF_DAY + r"|\d{1,2}:\d{2}(?
 _NOON = re.compile(r"\b(?:12(?::00)?\s*)?(?:noon|midday)\b", re.IGNORECASE)
 _MIDNIGHT = re.compile(r"\b(?:12(?::00)?\s*)?midnight\b", re.IGNORECASE)
 #: What every written time holds: a quick test that spares the rest for most answers.
-_HINT = re.compile(r":|[ap]\.?\s?m\b|clock|noon|midnight|midday|morning|afternoon|evening|night|past", re.IGNORECASE)
+_HINT = re.compile(r":|[ap]\.?\s?m\b|clock|noon|midnight|midday|morning|afternoon|evening|night|past|\d{4}\s*h", re.IGNORECASE)
 #: LaTeX a time comes wrapped in: ``5\text{ a.m.}``, ``5\,\text{p.m.}``, ``17{:}00``.
 _LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textrm)\s*\{([^{}]*)\}")
 _LATEX_SPACE = re.compile(r"\\[,;: !]|~")
@@ -70,6 +70,13 @@ class ClockTime:
 #: A half of the day in words: ``9:00 in the morning``, ``8 o'clock at night``.
 _HALF_IN_WORDS = re.compile(r"\b(\d{1,2}(?::\d{2})?)(?:\s*o['\u2019]\s?clock)?\s+(?:in\s+the\s+(morning)|in\s+the\s+"
                             r"(?:afternoon|evening)|(at\s+night|tonight))\b", re.IGNORECASE)
+#: ``8.30 a.m.``: a dot between hours and minutes, with a half of the day (else a decimal).
+_DOTTED = re.compile(r"\b(\d{1,2})\.(\d{2})(?=\s*[ap]\.?\s?m\b)", re.IGNORECASE)
+#: ``1700 hours``, ``0900 hrs``: a 24-hour time written as four digits.
+_FOUR_DIGITS = re.compile(r"\b([01]\d|2[0-3])([0-5]\d)\s*(?:hours|hrs|h)\b", re.IGNORECASE)
+#: ``five o'clock``: an hour in words.
+_HOUR_WORDS = {w: i + 1 for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split())}
+_WORD_OCLOCK = re.compile(r"\b(" + "|".join(_HOUR_WORDS) + r")(?=\s+o['\u2019]\s?clock\b)", re.IGNORECASE)
 #: Minutes past an hour: ``20 past 9``, ``half past 7``, ``quarter past 9``.
 _PAST = re.compile(r"\b(\d{1,2}|(?:a\s+)?quarter|half)\s+past\s+(\d{1,2})\b", re.IGNORECASE)
 _PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15}
@@ -102,13 +109,20 @@ def _past(m: re.Match[str]) -> str:
 
 
 def _plain(text: str) -> str:
-    """``text`` without the LaTeX around a time; noon, midnight, ``20 past 9``, a half of the
-    day in words and a range's shared half of the day written as times."""
+    """``text`` without the LaTeX around a time; noon, midnight, ``20 past 9``, ``five
+    o'clock``, ``1700 hours``, ``8.30 a.m.``, a half of the day in words and a range's shared
+    half of the day written as times."""
     if "\\" in text or "{:}" in text or "~" in text:
         text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
     lower = text.lower()
     if "past" in lower:
         text = _PAST.sub(_past, text)
+    if "clock" in lower:
+        text = _WORD_OCLOCK.sub(lambda m: str(_HOUR_WORDS[m.group(1).lower()]), text)
+    if "h" in lower:
+        text = _FOUR_DIGITS.sub(r"\1:\2", text)
+    if "." in text:
+        text = _DOTTED.sub(r"\1:\2", text)
     if "noon" in lower or "midday" in lower or "midnight" in lower:
         text = _MIDNIGHT.sub("12:00 a.m.", _NOON.sub("12:00 p.m.", text))
     if "morning" in lower or "afternoon" in lower or "evening" in lower or "night" in lower:
