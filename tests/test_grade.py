@@ -703,6 +703,13 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("8.3", "The answer is 8.30.", True, "8.30"),  # without one, a decimal
     ("5 p.m.", "The answer is 1700 hours.", True, "1700 hours"),
     ("5:00", "It is five o'clock.", True, "five o'clock"),
+    # a sixth pass: minutes to the hour, "past" as a bound, a denied word that is not the gold's
+    ("9 a.m.", "It's a quarter to 9 a.m.", False, "It's a quarter to 9 a.m"),
+    ("8:45 a.m.", "It's a quarter to 9 a.m.", True, "It's a quarter to 9 a.m"),
+    ("5 p.m.", "Any time past 5 p.m.", False, "Any time past 5 p.m"),
+    ("9 a.m. on Monday", "Monday at 9 a.m. (not Tuesday)", True, "Monday at 9 a.m. (not Tuesday)"),
+    ("9 a.m. on Monday", "9 a.m. on Monday or Tuesday", False, "9 a.m. on Monday or Tuesday"),
+    ("7 a.m.", "There is no bus other than the 7 a.m. one.", True, "no bus other than the 7 a.m. one"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

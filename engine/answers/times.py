@@ -102,6 +102,18 @@ def _shared_half(m: re.Match[str]) -> str:
     return f"{m.group(1)} {first_half}.m.{m.group(2)}{m.group(3)} {half}.m."
 
 
+#: Minutes to an hour: ``quarter to 9``, ``20 to 9`` (a first number past 12 is no hour: not a range).
+_TO = re.compile(r"\b((?:a\s+)?quarter|1[3-9]|[2-5]\d)\s+to\s+(\d{1,2})\b", re.IGNORECASE)
+
+
+def _to(m: re.Match[str]) -> str:
+    """``quarter to 9`` → ``8:45``."""
+    minutes, hour = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1)), int(m.group(2))
+    if not 1 <= hour <= 12 or minutes >= 60:
+        return m.group(0)
+    return f"{hour - 1 if hour > 1 else 12}:{60 - minutes:02d}"
+
+
 def _past(m: re.Match[str]) -> str:
     """``20 past 9`` → ``9:20``."""
     minutes = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1))
@@ -117,6 +129,8 @@ def _plain(text: str) -> str:
     lower = text.lower()
     if "past" in lower:
         text = _PAST.sub(_past, text)
+    if " to " in lower:
+        text = _TO.sub(_to, text)
     if "clock" in lower:
         text = _WORD_OCLOCK.sub(lambda m: str(_HOUR_WORDS[m.group(1).lower()]), text)
     if "h" in lower:
@@ -219,10 +233,10 @@ def _times_in(text: str) -> list[ClockTime] | None:
 #: (previously 9 a.m.)``, ``6 p.m. instead of 5 p.m.``, ``moved from 9 a.m.``.
 _TAKEN_BACK = re.compile(r"(?:\b(?:not|never|no|cannot)|n't)(?:\s+(?!until\b|till\b|later\b|earlier\b)[a-z']+){0,2}?\s+"
                          r"(?:at\s+|by\s+|the\s+)?[(\[]?$"
-                         r"|\b(?:previously|formerly|originally|instead\s+of|rather\s+than|other\s+than|except"
+                         r"|\b(?:previously|formerly|originally|instead\s+of|rather\s+than|except"
                          r"|(?:moved|changed|shifted|rescheduled)\s+from)\s+(?:at\s+|until\s+|by\s+|the\s+)?[(\[]?$", re.IGNORECASE)
 #: Said just before a time, a word that makes it a bound, not the time: ``after 5 p.m.``.
-_BOUND = re.compile(r"(?:\b(?:before|after)|(?<!\bnot\s)(?<!\bno\s)\b(?:later|earlier)\s+than)\s+(?:at\s+)?$", re.IGNORECASE)
+_BOUND = re.compile(r"(?:\b(?:before|after|past)|(?<!\bnot\s)(?<!\bno\s)\b(?:later|earlier)\s+than)\s+(?:at\s+)?$", re.IGNORECASE)
 
 
 def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
@@ -246,8 +260,9 @@ _JOINING = frozenset("from to until till through between and at on the is it abo
 _DAYS = {d[:3]: d for d in "monday tuesday thursday friday".split()}  # not sat, sun, wed: words
 _DAYS.update({"tues": "tuesday", "thur": "thursday", "thurs": "thursday", "weds": "wednesday"})
 _DAYS.update({d + "s": d for d in "monday tuesday wednesday thursday friday saturday sunday".split()})
-#: Words by which an answer says a day or time is not the one: "9 a.m. on Tuesday, not Monday".
-_OTHERWISE = frozenset("not no never except or but".split())
+#: A word an answer denies (``9 a.m. on Tuesday, not Monday``, ``every day except Monday``),
+#: or offers as another answer (``on Monday or Tuesday``).
+_DENIED = re.compile(r"\b(?:not|no|never|except|or)\s+(?:on\s+|the\s+)?([a-z0-9]+)")
 
 
 def _same_times(gold: str, predicted: str) -> bool | None:
@@ -261,7 +276,8 @@ def _same_times(gold: str, predicted: str) -> bool | None:
     if len(g) != len(p) or not all(a.seconds & b.seconds for a, b in zip(g, p)):
         return False
     said, answered = set(_besides_times(gold)), set(_besides_times(predicted))
-    if said <= answered and not answered & _OTHERWISE:  # the gold's other words, in any order
+    denied = {_DAYS.get(w, w) for w in _DENIED.findall(_TIME_IN_TEXT.sub(" ", predicted).lower())}
+    if said <= answered and not said & denied and " or " not in f" {predicted.lower()} ":  # in any order
         return True
     return False if answered - said else None  # "on Tuesday" for "on Monday"; a bare time: not said
 
