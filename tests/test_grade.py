@@ -710,6 +710,8 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("9 a.m. on Monday", "Monday at 9 a.m. (not Tuesday)", True, "Monday at 9 a.m. (not Tuesday)"),
     ("9 a.m. on Monday", "9 a.m. on Monday or Tuesday", False, "9 a.m. on Monday or Tuesday"),
     ("7 a.m.", "There is no bus other than the 7 a.m. one.", True, "no bus other than the 7 a.m. one"),
+    ("10:30-11:15", "10:30 to 11:15", True, "10:30 to 11:15"),  # the minutes of 10:30 are no "30 to 11"
+    ("3:15", "The meeting was moved from 2:30 to 3:15.", True, "moved from 2:30 to 3:15"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

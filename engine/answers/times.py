@@ -78,7 +78,7 @@ _FOUR_DIGITS = re.compile(r"\b([01]\d|2[0-3])([0-5]\d)\s*(?:hours|hrs|h)\b", re.
 _HOUR_WORDS = {w: i + 1 for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split())}
 _WORD_OCLOCK = re.compile(r"\b(" + "|".join(_HOUR_WORDS) + r")(?=\s+o['\u2019]\s?clock\b)", re.IGNORECASE)
 #: Minutes past an hour: ``20 past 9``, ``half past 7``, ``quarter past 9``.
-_PAST = re.compile(r"\b(\d{1,2}|(?:a\s+)?quarter|half)\s+past\s+(\d{1,2})\b", re.IGNORECASE)
+_PAST = re.compile(r"(?<![:.\d])\b(\d{1,2}|(?:a\s+)?quarter|half)\s+past\s+(\d{1,2})\b(?![:.]\d)", re.IGNORECASE)
 _PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15}
 #: A range whose first hour borrows the second's half of the day: ``2-4 p.m.``, ``between 2 and 4 p.m.``.
 _SHARED_HALF = re.compile(r"\b(\d{1,2}(?::\d{2})?)(\s*(?:-|\u2013|\u2014|to|and|until|till)\s*)(\d{1,2}(?::\d{2})?)\s*([ap])\.?\s?m\b\.?",
@@ -103,7 +103,7 @@ def _shared_half(m: re.Match[str]) -> str:
 
 
 #: Minutes to an hour: ``quarter to 9``, ``20 to 9`` (a first number past 12 is no hour: not a range).
-_TO = re.compile(r"\b((?:a\s+)?quarter|1[3-9]|[2-5]\d)\s+to\s+(\d{1,2})\b", re.IGNORECASE)
+_TO = re.compile(r"(?<![:.\d])\b((?:a\s+)?quarter|1[3-9]|[2-5]\d)\s+to\s+(\d{1,2})\b(?![:.]\d)", re.IGNORECASE)
 
 
 def _to(m: re.Match[str]) -> str:
