@@ -712,6 +712,10 @@ def test_scientific_notation_written_either_way_is_the_same_number(gold, text, c
     ("7 a.m.", "There is no bus other than the 7 a.m. one.", True, "no bus other than the 7 a.m. one"),
     ("10:30-11:15", "10:30 to 11:15", True, "10:30 to 11:15"),  # the minutes of 10:30 are no "30 to 11"
     ("3:15", "The meeting was moved from 2:30 to 3:15.", True, "moved from 2:30 to 3:15"),
+    ("6:30", "It is half past six.", True, "half past six"),  # minutes and hours in words
+    ("8:45", "It is a quarter to nine.", True, "a quarter to nine"),
+    ("3 p.m. on Wednesday", "Wed 3 p.m.", True, "Wed 3 p.m"),  # a capital makes "Wed" a day
+    ("6 a.m. on Sunday", "The sun rises at 6 a.m.", False, "The sun rises at 6 a.m"),
     ("1.5", "The ratio is 3:2.", False, "3:2"),  # not a time: minutes have two digits
     ("12", "The answer is approx. 12.", True, "approx. 12"),  # read "approx" before
     ("13", "The answer is approx. 12.", False, "approx. 12"),

@@ -78,8 +78,11 @@ _FOUR_DIGITS = re.compile(r"\b([01]\d|2[0-3])([0-5]\d)\s*(?:hours|hrs|h)\b", re.
 _HOUR_WORDS = {w: i + 1 for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split())}
 _WORD_OCLOCK = re.compile(r"\b(" + "|".join(_HOUR_WORDS) + r")(?=\s+o['\u2019]\s?clock\b)", re.IGNORECASE)
 #: Minutes past an hour: ``20 past 9``, ``half past 7``, ``quarter past 9``.
-_PAST = re.compile(r"(?<![:.\d])\b(\d{1,2}|(?:a\s+)?quarter|half)\s+past\s+(\d{1,2})\b(?![:.]\d)", re.IGNORECASE)
-_PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15}
+_HOUR_IN_WORDS = r"\d{1,2}|" + "|".join(_HOUR_WORDS)
+_PAST = re.compile(r"(?<![:.\d])\b(\d{1,2}|(?:a\s+)?quarter|half|five|ten|twenty|twenty[-\s]five)\s+past\s+("
+                   + _HOUR_IN_WORDS + r")\b(?![:.]\d)", re.IGNORECASE)
+_PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15, "five": 5, "ten": 10, "twenty": 20, "twenty five": 25,
+                 "twenty-five": 25}
 #: A range whose first hour borrows the second's half of the day: ``2-4 p.m.``, ``between 2 and 4 p.m.``.
 _SHARED_HALF = re.compile(r"\b(\d{1,2}(?::\d{2})?)(\s*(?:-|\u2013|\u2014|to|and|until|till)\s*)(\d{1,2}(?::\d{2})?)\s*([ap])\.?\s?m\b\.?",
                           re.IGNORECASE)
@@ -103,12 +106,13 @@ def _shared_half(m: re.Match[str]) -> str:
 
 
 #: Minutes to an hour: ``quarter to 9``, ``20 to 9`` (a first number past 12 is no hour: not a range).
-_TO = re.compile(r"(?<![:.\d])\b((?:a\s+)?quarter|1[3-9]|[2-5]\d)\s+to\s+(\d{1,2})\b(?![:.]\d)", re.IGNORECASE)
+_TO = re.compile(r"(?<![:.\d])\b((?:a\s+)?quarter|twenty|twenty[-\s]five|1[3-9]|[2-5]\d)\s+to\s+(" + _HOUR_IN_WORDS
+                 + r")\b(?![:.]\d)", re.IGNORECASE)
 
 
 def _to(m: re.Match[str]) -> str:
     """``quarter to 9`` → ``8:45``."""
-    minutes, hour = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1)), int(m.group(2))
+    minutes, hour = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1)), _hour(m.group(2))
     if not 1 <= hour <= 12 or minutes >= 60:
         return m.group(0)
     return f"{hour - 1 if hour > 1 else 12}:{60 - minutes:02d}"
@@ -117,7 +121,12 @@ def _to(m: re.Match[str]) -> str:
 def _past(m: re.Match[str]) -> str:
     """``20 past 9`` → ``9:20``."""
     minutes = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1))
-    return f"{m.group(2)}:{minutes:02d}" if minutes < 60 else m.group(0)
+    return f"{_hour(m.group(2))}:{minutes:02d}" if minutes < 60 else m.group(0)
+
+
+def _hour(written: str) -> int:
+    """``9`` or ``nine`` → 9."""
+    return _HOUR_WORDS.get(written.lower()) or int(written)
 
 
 def _plain(text: str) -> str:
@@ -257,7 +266,7 @@ def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
 _JOINING = frozenset("from to until till through between and at on the is it about around approx approximately "
                      "roughly hrs hr hours h".split())
 #: Days as abbreviated or plural: ``Mon``, ``Fri.``, ``Mondays`` say Monday.
-_DAYS = {d[:3]: d for d in "monday tuesday thursday friday".split()}  # not sat, sun, wed: words
+_DAYS = {d[:3]: d for d in "monday tuesday thursday friday".split()}  # lower-case sat, sun, wed are words
 _DAYS.update({"tues": "tuesday", "thur": "thursday", "thurs": "thursday", "weds": "wednesday"})
 _DAYS.update({d + "s": d for d in "monday tuesday wednesday thursday friday saturday sunday".split()})
 #: A word an answer denies (``9 a.m. on Tuesday, not Monday``, ``every day except Monday``),
@@ -282,7 +291,13 @@ def _same_times(gold: str, predicted: str) -> bool | None:
     return False if answered - said else None  # "on Tuesday" for "on Monday"; a bare time: not said
 
 
+#: A day abbreviated with a capital (``Wed 3 p.m.``, ``Sat.``): lower-case "sat", "sun", "wed" are words.
+_DAY_ABBREVIATION = re.compile(r"\b(Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?")
+_DAY_NAMES = {d[:3].capitalize(): d for d in "monday tuesday wednesday thursday friday saturday sunday".split()}
+
+
 def _besides_times(text: str) -> list[str]:
     """The words of ``text`` other than its times and the words joining them."""
+    text = _DAY_ABBREVIATION.sub(lambda m: " " + _DAY_NAMES[m.group(1)[:3]] + " ", text)
     rest = _TIME_IN_TEXT.sub(" ", text).lower()
     return [_DAYS.get(w, w) for w in re.findall(r"[a-z0-9]+", rest) if w not in _JOINING]
