@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from prmtree.engine.answers.normalize import words_value
+
 #: ``5 p.m.``, ``9:00 AM``, ``17:00``, ``at 10:30:15 pm``, ``3 o'clock``: hours, then minutes
 #: (two digits) and seconds, then a half of the day; a bare hour is a time only with a half
 #: of the day or "o'clock" (``10`` alone is a number).
@@ -75,14 +77,13 @@ _DOTTED = re.compile(r"\b(\d{1,2})\.(\d{2})(?=\s*[ap]\.?\s?m\b)", re.IGNORECASE)
 #: ``1700 hours``, ``0900 hrs``: a 24-hour time written as four digits.
 _FOUR_DIGITS = re.compile(r"\b([01]\d|2[0-3])([0-5]\d)\s*(?:hours|hrs|h)\b", re.IGNORECASE)
 #: ``five o'clock``: an hour in words.
-_HOUR_WORDS = {w: i + 1 for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split())}
-_WORD_OCLOCK = re.compile(r"\b(" + "|".join(_HOUR_WORDS) + r")(?=\s+o['\u2019]\s?clock\b)", re.IGNORECASE)
+_HOUR_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+_WORD_OCLOCK = re.compile(r"\b(" + _HOUR_WORDS + r")(?=\s+o['\u2019]\s?clock\b)", re.IGNORECASE)
 #: Minutes past an hour: ``20 past 9``, ``half past 7``, ``quarter past 9``.
-_HOUR_IN_WORDS = r"\d{1,2}|" + "|".join(_HOUR_WORDS)
+_HOUR_IN_WORDS = r"\d{1,2}|" + _HOUR_WORDS
 _PAST = re.compile(r"(?<![:.\d])\b(\d{1,2}|(?:a\s+)?quarter|half|five|ten|twenty|twenty[-\s]five)\s+past\s+("
                    + _HOUR_IN_WORDS + r")\b(?![:.]\d)", re.IGNORECASE)
-_PAST_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15, "five": 5, "ten": 10, "twenty": 20, "twenty five": 25,
-                 "twenty-five": 25}
+_FRACTION_MINUTES = {"half": 30, "quarter": 15, "a quarter": 15}
 #: A range whose first hour borrows the second's half of the day: ``2-4 p.m.``, ``between 2 and 4 p.m.``.
 _SHARED_HALF = re.compile(r"\b(\d{1,2}(?::\d{2})?)(\s*(?:-|\u2013|\u2014|to|and|until|till)\s*)(\d{1,2}(?::\d{2})?)\s*([ap])\.?\s?m\b\.?",
                           re.IGNORECASE)
@@ -112,7 +113,7 @@ _TO = re.compile(r"(?<![:.\d])\b((?:a\s+)?quarter|twenty|twenty[-\s]five|1[3-9]|
 
 def _to(m: re.Match[str]) -> str:
     """``quarter to 9`` → ``8:45``."""
-    minutes, hour = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1)), _hour(m.group(2))
+    minutes, hour = _minutes(m.group(1)), _number(m.group(2))
     if not 1 <= hour <= 12 or minutes >= 60:
         return m.group(0)
     return f"{hour - 1 if hour > 1 else 12}:{60 - minutes:02d}"
@@ -120,13 +121,18 @@ def _to(m: re.Match[str]) -> str:
 
 def _past(m: re.Match[str]) -> str:
     """``20 past 9`` → ``9:20``."""
-    minutes = _PAST_MINUTES.get(" ".join(m.group(1).lower().split())) or int(m.group(1))
-    return f"{_hour(m.group(2))}:{minutes:02d}" if minutes < 60 else m.group(0)
+    minutes = _minutes(m.group(1))
+    return f"{_number(m.group(2))}:{minutes:02d}" if minutes < 60 else m.group(0)
 
 
-def _hour(written: str) -> int:
-    """``9`` or ``nine`` → 9."""
-    return _HOUR_WORDS.get(written.lower()) or int(written)
+def _minutes(written: str) -> int:
+    """``quarter`` → 15, ``half`` → 30, ``twenty-five`` or ``25`` → 25."""
+    return _FRACTION_MINUTES.get(" ".join(written.lower().split())) or _number(written)
+
+
+def _number(written: str) -> int:
+    """``9`` or ``nine`` → 9 (the patterns let only numbers through)."""
+    return int(written) if written.isdigit() else words_value(written) or 0
 
 
 def _plain(text: str) -> str:
@@ -141,7 +147,7 @@ def _plain(text: str) -> str:
     if " to " in lower:
         text = _TO.sub(_to, text)
     if "clock" in lower:
-        text = _WORD_OCLOCK.sub(lambda m: str(_HOUR_WORDS[m.group(1).lower()]), text)
+        text = _WORD_OCLOCK.sub(lambda m: str(_number(m.group(1))), text)
     if "h" in lower:
         text = _FOUR_DIGITS.sub(r"\1:\2", text)
     if "." in text:
@@ -192,20 +198,18 @@ def times_match(gold: str, predicted: str) -> bool | None:
         return bool(g.seconds & p.seconds)
     time, other = (g, predicted) if g is not None else (p, gold)
     if time is None:
-        hour = _HOUR.match(gold) or _HOUR.match(predicted)
-        if hour is not None:  # "9" against "The meeting ends at 9 o'clock" (and no other number)
-            text = predicted if hour.string is gold else gold
-            written = _times_in(text)
-            if written and len(written) == 1 and written[0].hour_only and not re.search(r"\d", _TIME_IN_TEXT.sub(" ", text)):
-                as_time = clock_time(f"{hour.group(1)}:00")
-                return None if as_time is None else bool(written[0].seconds & as_time.seconds)
-            return None
-        return _same_times(gold, predicted)
+        hour, text = (_bare_hour(gold), predicted) if _HOUR.match(gold) else (_bare_hour(predicted), gold)
+        if hour is None:
+            return _same_times(gold, predicted)
+        # "9" against "The meeting ends at 9 o'clock" (and no other number)
+        written = _times_in(text)
+        if written and len(written) == 1 and written[0].hour_only and not re.search(r"\d", _TIME_IN_TEXT.sub(" ", text)):
+            return bool(written[0].seconds & hour.seconds)
+        return None
     if time.hour_only:  # "9" for "9 o'clock", as "12" stands for "12 cm"
-        hour = _HOUR.match(other)
-        as_time = clock_time(f"{hour.group(1)}:00") if hour else None
-        if as_time is not None:
-            return bool(time.seconds & as_time.seconds)
+        hour = _bare_hour(other)
+        if hour is not None:
+            return bool(time.seconds & hour.seconds)
     written = _times_in(other)
     if written is None:
         return None
@@ -221,6 +225,12 @@ def times_match(gold: str, predicted: str) -> bool | None:
         return False
     agree = {bool(time.seconds & t.seconds) and not bound for t, bound in stated}
     return agree.pop() if len(agree) == 1 else None
+
+
+def _bare_hour(text: str) -> ClockTime | None:
+    """``9`` as the hour it can name (9:00 or 21:00); None for anything else."""
+    hour = _HOUR.match(text)
+    return clock_time(f"{hour.group(1)}:00") if hour else None
 
 
 def one_time_twice(answer: str) -> bool:
@@ -266,9 +276,10 @@ def _stated_times(answer: str) -> list[tuple[ClockTime, bool]]:
 _JOINING = frozenset("from to until till through between and at on the is it about around approx approximately "
                      "roughly hrs hr hours h".split())
 #: Days as abbreviated or plural: ``Mon``, ``Fri.``, ``Mondays`` say Monday.
-_DAYS = {d[:3]: d for d in "monday tuesday thursday friday".split()}  # lower-case sat, sun, wed are words
+_WEEK = "monday tuesday wednesday thursday friday saturday sunday".split()
+_DAYS = {d[:3]: d for d in _WEEK if d[:3] not in ("wed", "sat", "sun")}  # lower-case, those are words
 _DAYS.update({"tues": "tuesday", "thur": "thursday", "thurs": "thursday", "weds": "wednesday"})
-_DAYS.update({d + "s": d for d in "monday tuesday wednesday thursday friday saturday sunday".split()})
+_DAYS.update({d + "s": d for d in _WEEK})
 #: A word an answer denies (``9 a.m. on Tuesday, not Monday``, ``every day except Monday``),
 #: or offers as another answer (``on Monday or Tuesday``).
 _DENIED = re.compile(r"\b(?:not|no|never|except|or)\s+(?:on\s+|the\s+)?([a-z0-9]+)")
@@ -293,7 +304,7 @@ def _same_times(gold: str, predicted: str) -> bool | None:
 
 #: A day abbreviated with a capital (``Wed 3 p.m.``, ``Sat.``): lower-case "sat", "sun", "wed" are words.
 _DAY_ABBREVIATION = re.compile(r"\b(Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?")
-_DAY_NAMES = {d[:3].capitalize(): d for d in "monday tuesday wednesday thursday friday saturday sunday".split()}
+_DAY_NAMES = {d[:3].capitalize(): d for d in _WEEK}
 
 
 def _besides_times(text: str) -> list[str]:
