@@ -9,7 +9,7 @@ import re
 
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.marks import strip_answer
-from prmtree.engine.answers.times import MAX_WORDS, TIME_OF_DAY, TIME_RANGE, one_time_twice
+from prmtree.engine.answers.times import MAX_WORDS, WRITTEN_TIME, one_time_twice
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
 
 
@@ -69,7 +69,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)" + WRITTEN_TIME + r"|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -339,9 +339,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
-_TIME_ALONE = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\.?")
+#: A time (or range) and nothing else.
+_TIME_ALONE = re.compile(WRITTEN_TIME + r"\.?")
 #: A time of day, then what it is said of (``9 a.m. on Monday``), to the end of the clause.
-_TIME_SAID_OF = re.compile(r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + r")\s+(?=(?:on|at|in|from|every|each|daily|sharp)\b)"
+_TIME_SAID_OF = re.compile(WRITTEN_TIME + r"\s+(?=(?:on|at|in|from|every|each|daily|sharp)\b)"
                            r"[^,;:!?\n]+", re.IGNORECASE)
 
 

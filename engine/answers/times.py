@@ -40,6 +40,8 @@ _CLOCK_FORM = r"\d{1,2}:\d{2}(?::\d{2})?"
 #: Two times joined as a range (``9 a.m. to 5 p.m.``, ``10:30-11:15``): one answer, read whole.
 TIME_RANGE = (r"(?:" + TIME_OF_DAY + "|" + _CLOCK_FORM + r")\s*(?:-|\u2013|\u2014|(?i:to|until|till|through)\b)\s*(?:"
               + TIME_OF_DAY + "|" + _CLOCK_FORM + r"(?![\d:]))")
+#: A time or a range of times as written in text: what the value readers read whole.
+WRITTEN_TIME = r"(?:" + TIME_RANGE + "|" + TIME_OF_DAY + ")"
 #: Every time written in a short answer: those of :data:`TIME_OF_DAY`, and ``17:00`` (not the
 #: ``1:50`` of a map scale ``1:50,000``, nor the ``3:59`` of ``3:59.4``).
 _TIME_IN_TEXT = re.compile(r"(?<![\w:.,])(?:" + TIME_OF_DAY + r"|\d{1,2}:\d{2}(?::\d{2})?(?![\d:]|[.,]\d))")
