@@ -725,6 +725,80 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     assert (verdict.correct, verdict.extracted) == (correct, extracted)
 
 
+@pytest.mark.parametrize("gold,text,correct", [
+    # one date, any written form (Math-Verify reads none of them as a date)
+    ("March 3, 2021", "3 March 2021", True),
+    ("March 3, 2021", "The letter is dated Wednesday, March 3, 2021.", True),
+    ("March 3, 2021", "2021-03-03", True),
+    ("March 3, 2021", "the 3rd of March, 2021", True),
+    ("March 4, 2021", "It reads Mar. 4, 2021. Therefore, the answer is Mar. 4, 2021.", True),  # read "Mar" before
+    ("April 13, 1991", "13-Apr-1991", True),
+    ("May 17, 2018", r"The answer is \boxed{may 17, 2018}.", True),
+    ("February 29, 2020", "2020-02-29", True),
+    ("March 2, 2021", "February 30, 2021", False),  # no such day
+    # all-numeric: either order, unless a part past 12 fixes it; two parts are a fraction
+    ("March 4, 2021", "03/04/2021", True),
+    ("April 3, 2021", "The date shown on the document is 03/04/2021.", True),
+    ("April 13, 2021", "4/13/2021", True),
+    ("April 13, 2021", "13/4/2021", True),
+    ("December 19, 2011", "19/12/2012", False),
+    ("March 3, 2021", "3/3/21", True),
+    ("March 4", "3/4", False),
+    ("3/4", "0.75", True),
+    # parts: every part the gold states, and perhaps more
+    ("March 3, 2021", "March 4, 2021", False),
+    ("March 3, 2021", "March 3, 2020", False),
+    ("March 3, 2021", "March 2021", False),
+    ("March 3, 2021", "March 3", False),
+    ("March 3", "March 3, 2021", True),
+    ("March 2021", "early March 2021", True),
+    ("2021", "The memo was sent on March 3, 2021.", True),
+    ("2021", "It was founded in 2021.", True),
+    ("2021", "SINCE 2021", True),
+    ("2021", "2020", False),
+    ("2021", "before 2021", False),
+    ("2021", "2,021", True),  # a number still
+    # weekdays: only against a gold's weekday
+    ("Wednesday, March 3, 2021", "March 3, 2021", True),
+    ("Wednesday, March 3, 2021", "Thursday, March 3, 2021", False),
+    # taken back, bounds and hedges
+    ("March 3, 2021", "not March 4, but March 3, 2021", True),
+    ("March 3, 2021", "It was originally scheduled for March 4, 2021 but moved to March 3, 2021.", True),
+    ("March 4, 2021", "It was originally scheduled for March 4, 2021 but moved to March 3, 2021.", False),
+    ("March 3, 2021", "before March 3, 2021", False),
+    ("March 3, 2021", "March 3 or March 4, 2021", False),
+    # ranges end by end; one end is not the range
+    ("2019-2021", "2019 to 2021", True),
+    ("2019-2021", "between 2019 and 2021", True),
+    ("2019-2021", "2019-21", True),
+    ("2010-2015", "The date shown on the document is 2010 - 2015.", True),
+    ("2019-2021", "2021", False),
+    ("2019-2021", "2018-2021", False),
+    ("1999-00", "1999-2000", True),
+    ("1999-00", "The answer is 2000-01.", False),  # Math-Verify: both 1999
+    ("2010-11", "2010/11", True),
+    ("March 3-5, 2021", "March 3 to March 5, 2021", True),
+    ("October 9-13, 2023", "The date shown on the document is October 9 to October 13, 2023.", True),
+    # decades
+    ("1990s", "the 1990s", True),
+    ("1990s", "the '90s", True),
+    ("1990s", "the nineties", True),
+    ("1990s", "1995", False),
+    ("1980s", "1990s", False),
+    # a date answer's restatement is not the answer (numbers alike)
+    ("March 3, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", True),
+    ("March 1, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", False),
+    ("12", "The answer is 12, which is two more than 10.", True),
+    ("10", "The answer is 12, which is two more than 10.", False),
+    # no dates: left to the other checks
+    ("10 a.m.", "10:00 AM", True),
+    ("2.1.3", "2.1.3", True),
+    ("2019", "The population in 2019 was 1500 people.", False),
+])
+def test_calendar_dates_compare_as_dates(gold, text, correct):
+    assert prmtree.grade(gold, text).correct is correct
+
+
 def test_golds_that_only_look_hedged_are_graded():
     # a class label (PubMedQA's yes/no/maybe), letters that are an expression or a unit
     assert prmtree.grade("maybe", "maybe").correct is True

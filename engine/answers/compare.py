@@ -34,6 +34,7 @@ from prmtree.engine.answers.normalize import (
     words_as_digits,
 )
 from prmtree.engine.answers.pool import CheckTimedOut
+from prmtree.engine.answers.dates import dates_match
 from prmtree.engine.answers.times import times_match
 
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
@@ -381,6 +382,10 @@ def cheap_check(
     times = times_match(gold, predicted) if kind != "vqa" and gold.strip() != predicted.strip() else None
     if times is not None:
         return times, gold
+    # dates before Math-Verify, which reads none ("3 March 2021" for "March 3, 2021")
+    dates = dates_match(gold, predicted) if kind != "vqa" and gold.strip() != predicted.strip() else None
+    if dates is not None:
+        return dates, gold
     if kind == "text":
         return text_match(gold, predicted), gold
     if kind == "vqa":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
+from prmtree.engine.answers.dates import AFTER_MONTH, MAX_DATE_WORDS, NOT_AFTER_MONTH, WRITTEN_DATE
 from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.times import MAX_WORDS, WRITTEN_TIME, one_time_twice
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
@@ -56,8 +57,9 @@ def implied_verdict(text: str) -> str | None:
 
 
 #: Where a stated answer ends: a sentence end (not the dot of "approx. 12", nor of "9 a.m. on
-#: Monday", where no capital follows), a line end, or "I hope it is correct".
-_SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+#: Monday", where no capital follows, nor of "Mar. 4", where a number follows), a line end, or "I hope it is correct".
+_SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)" + NOT_AFTER_MONTH + r"\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
+                           r"|" + AFTER_MONTH + r"\.(?:\s+(?!\d)|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
@@ -69,7 +71,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)" + WRITTEN_TIME + r"|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)" + WRITTEN_DATE + r"|(?<!\S)" + WRITTEN_TIME + r"|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -253,6 +255,8 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         if inner:
             return inner
     if copulas:
+        if LEAD_VALUE.match(s) and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas):
+            return _value(s)  # "12, which is two more than 10": the value, not its restatement
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
@@ -266,6 +270,8 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     if len(numbers) == 1 and len(s.split()) > 3:
         if _TIME_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_WORDS:
             return s  # "Flight at 7:30 p.m. to London": the time and what it is said of, compared together
+        if _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_DATE_WORDS:
+            return s  # "before March 3, 2021": the date and what is said of it, compared together
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
             return numbers[0].group(0).strip()
     return s
@@ -311,7 +317,8 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
             adverb = _COPULA_ADVERB.match(s, at)
             at = adverb.end() if adverb else at
         c = s[at : at + 4].lstrip().lstrip("*_`")[:1]
-        if c and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start()):
+        if c and (c.isdigit() or c in "$\\(-+[" or (c.isalpha() and _DATE_START.match(s, at))) \
+                and not s.endswith(_RESTATING, 0, m.start()):
             found.append((m.start(), at))
     if not found:
         return None
@@ -339,6 +346,9 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
+#: A date (or range) and nothing else; a date at the start of a stated value (``is April 3, 2021``).
+_DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
+_DATE_START = re.compile(r"\s*[*_`]*" + WRITTEN_DATE)
 #: A time (or range) and nothing else.
 _TIME_ALONE = re.compile(WRITTEN_TIME + r"\.?")
 #: A time of day, then what it is said of (``9 a.m. on Monday``), to the end of the clause.

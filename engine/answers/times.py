@@ -137,12 +137,19 @@ def _number(written: str) -> int:
     return int(written) if written.isdigit() else words_value(written) or 0
 
 
+def latex_free(text: str) -> str:
+    """``text`` without the LaTeX around a time or a date: ``5\\text{ a.m.}``, ``17{:}00``,
+    ``\\text{March 3, 2021}``."""
+    if "\\" in text or "{:}" in text or "~" in text:
+        text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
+    return text
+
+
 def _plain(text: str) -> str:
     """``text`` without the LaTeX around a time; noon, midnight, ``20 past 9``, ``five
     o'clock``, ``1700 hours``, ``8.30 a.m.``, a half of the day in words and a range's shared
     half of the day written as times."""
-    if "\\" in text or "{:}" in text or "~" in text:
-        text = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r" \1", text.replace("{:}", ":")))
+    text = latex_free(text)
     lower = text.lower()
     if "past" in lower:
         text = _PAST.sub(_past, text)

@@ -1,0 +1,326 @@
+"""Calendar dates: ``March 3, 2021``, ``3 March 2021`` and ``2021-03-03`` are one date.
+
+Document, chart and infographic questions (DocVQA, ChartQA, InfographicVQA) ask for dates,
+and models write them in whichever convention they like. Math-Verify reads none of them
+as a date, so ``3 March 2021`` was wrong for ``March 3, 2021``. A date compares as the
+(year, month, day) it can mean: ``03/04/2021`` may be March 4 or April 3 (a part past 12
+fixes the order), ``3/3/21`` either century; a weekday says nothing the date does not.
+
+Against a gold date, an answer of a few words (``dated March 3, 2021``, ``early March
+2021``) is read for the dates it states: the answer must state every part the gold states,
+and may say more (``March 3, 2021`` for ``2021``). A date it takes back (``not March 4``,
+``originally scheduled for March 4``) is left out, one that is only a bound (``before
+March 3``) is another date, and two that disagree joined by "or" are a hedge. Ranges
+(``2019-2021``, ``between 2019 and 2021``, ``March 3-5, 2021``) compare end by end, and
+one end is not the range; decades (``the 1990s``, ``the '90s``) compare as decades, and a
+year is not one. A bare year against a bare number is left to the number checks (``2,021``
+is 2021), as is anything else that writes no date.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+
+from prmtree.engine.answers.times import latex_free
+
+#: A date's possible readings: (year, month, day), None where the text does not say.
+Reading = tuple[int | None, int | None, int | None]
+
+_MONTH_NAMES = ("january february march april may june july august september october november "
+                "december").split()
+_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
+_MONTHS.update({name[:3]: i + 1 for i, name in enumerate(_MONTH_NAMES)})
+_MONTHS["sept"] = 9
+#: A month: spelled out in any case; abbreviated, with a capital (``Mar``, ``MAR``; "mar",
+#: "jan" are words). Alone (no day or year by it), only with a capital, and "May" only as
+#: the whole answer: "march" and "May be" are verbs.
+_FULL = "|".join(_MONTH_NAMES)
+_ABBREVIATED = "|".join(a for n in _MONTH_NAMES if n != "may" for a in (n[:3].capitalize(), n[:3].upper())) \
+    + "|Sept|SEPT"
+#: Before a dot, a month abbreviated (``Mar. 4``): lookbehinds of fixed width, one per width.
+NOT_AFTER_MONTH = r"(?<!\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))(?<!\bSept)"
+AFTER_MONTH = r"(?:(?<=\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))|(?<=\bSept))"
+MONTH = rf"(?:(?i:{_FULL})|{_ABBREVIATED})"
+_WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday".split()
+#: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "sat", "sun" are words).
+_WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?"
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?(?![\d:])"
+_YEAR = r"(\d{4})(?!\d)"
+_THEN_YEAR = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?" + _YEAR + r")?"
+_TO = r"\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*"
+
+_MONTH_PART = r"\b(" + MONTH + ")"
+#: Every form of a date or a range of them, longest first; one group per part.
+_FORMS = [
+    ("month_days", _MONTH_PART + r"\.?\s+" + _DAY + _TO + _DAY + _THEN_YEAR),  # March 3-5, 2021
+    ("days_month", r"(\d{1,2})(?:st|nd|rd|th)?" + _TO + _DAY + r"\s+(?:of\s+)?" + _MONTH_PART + r"\b\.?" + _THEN_YEAR),
+    ("iso", r"(?<![\d.,/:-])(\d{4})(?P<iso_sep>[-/.])(\d{1,2})(?P=iso_sep)(\d{1,2})(?![\d%]|[.,/:-]\d)"),
+    ("numeric", r"(?<![\w.,/:-])(\d{1,2})(?P<numeric_sep>[/.-])(\d{1,2})(?P=numeric_sep)(\d{4})(?![\d%]|[.,/:-]\d)"),
+    ("numeric_short", r"(?<![\w.,/:-])(\d{1,2})/(\d{1,2})/(\d{2})(?![\d%]|[.,/:-]\d)"),
+    ("years", r"(?<![\d.,/:-])(\d{4})\s*(?:-|\u2013|\u2014|/|(?i:to|through|thru|until|till)\b)\s*(\d{4}|\d{2})(?![\d%]|[.,/:-]\d)"),
+    ("day_mon_year", r"(?<![\w.,/:-])(\d{1,2})-" + _MONTH_PART + r"-(\d{4}|\d{2})(?![\d%]|[.,/:-]\d)"),  # 25-Dec-1987
+    ("month_day", _MONTH_PART + r"\.?\s+(?:the\s+)?" + _DAY + _THEN_YEAR),
+    ("day_month", r"(?<![\d.,])(?:the\s+)?" + _DAY + r"\s+(?:of\s+|day\s+of\s+)?" + _MONTH_PART + r"\b\.?" + _THEN_YEAR),
+    ("month_year", _MONTH_PART + r"\b\.?,?\s+(?:of\s+)?" + _YEAR),
+    ("decade", r"(?<![\w'\u2019])(?:(1\d|20)(\d)0['\u2019]?s|['\u2019](\d)0s|([2-9])0s"
+               r"|(?i:(twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties)))\b"),
+    ("month", r"\b" + _MONTH_PART + r"\b\.?"),
+    ("year", r"(?<![\d.,$/:-])(1\d{3}|20\d{2})(?![\d%]|[.,/:-]\d)"),
+]
+#: A date or a range of dates as written in text, no bare year or month (no groups): what the
+#: value readers read whole (``4 March 2021``, ``03/04/2021``, ``2010 - 2015``, ``the 1990's``).
+_D = r"\d{1,2}(?:st|nd|rd|th)?(?![\d:])"
+_THEN_Y = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d))?"
+_ONE_DATE = "(?:" + "|".join([
+    r"\b" + MONTH + r"\.?\s+" + _D + _TO + _D + _THEN_Y,
+    _D + _TO + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
+    r"\d{4}(?:-\d{1,2}-|/\d{1,2}/|\.\d{1,2}\.)\d{1,2}(?!\d)",
+    r"\d{1,2}(?:-\d{1,2}-\d{4}|/\d{1,2}/\d{2}(?:\d{2})?|\.\d{1,2}\.\d{4})(?!\d)",
+    r"\d{1,2}-" + MONTH + r"-\d{2}(?:\d{2})?(?!\d)",
+    r"\d{4}\s*(?:-|\u2013|\u2014|/)\s*\d{2}(?:\d{2})?(?![\d%]|[.,/:-]\d)",
+    r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _THEN_Y,
+    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
+    r"\b" + MONTH + r"\b\.?,?\s+(?:of\s+)?\d{4}(?!\d)",
+    r"\d{3}0['\u2019]?s\b",
+]) + ")"
+WRITTEN_DATE = _ONE_DATE + r"(?:\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*" + _ONE_DATE + ")?"
+_DATE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _FORMS))
+#: How many groups each form has (its parts, and a separator a part must repeat).
+_GROUPS = {name: re.compile(pattern).groups for name, pattern in _FORMS}
+_DECADE_WORDS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twenties thirties forties fifties sixties seventies eighties nineties".split())}
+
+#: What every written date holds: a quick test that spares the rest for most answers.
+_HINT = re.compile(r"\d{4}|\d[/.-]\d{1,2}[/.-]\d|\d0['\u2019]?s\b|ties\b|(?i:" + _FULL + r"|may|jan|feb|mar|apr|jun"
+                   r"|jul|aug|sep|oct|nov|dec)")
+
+
+@dataclass(frozen=True)
+class WrittenDate:
+    """What a written date can mean: its readings, or two (a range: its two ends, each a
+    set of readings); ``decade``: ``the 1990s`` (its reading is the decade's first year)."""
+
+    ends: tuple[frozenset[Reading], ...]
+    decade: bool = False
+    year_only: bool = False  # a bare year (``2021``): a number too
+
+    def same(self, other: WrittenDate) -> bool:
+        """Whether ``other`` states what this one states (and perhaps more): end by end,
+        each part this one gives equal in some reading of both."""
+        if self.decade != other.decade or len(self.ends) != len(other.ends):
+            return False
+        return all(any(_covers(g, a) for g in mine for a in theirs) for mine, theirs in zip(self.ends, other.ends))
+
+
+def _covers(gold: Reading, answer: Reading) -> bool:
+    return all(g is None or g == a for g, a in zip(gold, answer))
+
+
+def _reading(year: int | None, month: int | None, day: int | None) -> Reading | None:
+    """A valid (year, month, day), or None (``February 30``, month 13)."""
+    if month is not None and not 1 <= month <= 12:
+        return None
+    if day is not None:
+        last = calendar.monthrange(year if year is not None else 2000, month)[1] if month is not None else 31
+        if not 1 <= day <= last:
+            return None
+    return year, month, day
+
+
+def _readings(*candidates: Reading | None) -> frozenset[Reading]:
+    return frozenset(r for r in candidates if r is not None)
+
+
+def _month(name: str) -> int:
+    return _MONTHS[name.rstrip(".").lower()[:4] if name.lower().startswith("sept") else name.rstrip(".").lower()[:3]]
+
+
+def _year(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
+    """The date of one match of ``form``; None where it is no date (``13/13/2021``)."""
+    if form == "month_days":
+        month, first, last, year = _month(parts[0]), int(parts[1]), int(parts[2]), _year(parts[3])
+        return _range(_readings(_reading(year, month, first)), _readings(_reading(year, month, last)))
+    if form == "days_month":
+        first, last, month, year = int(parts[0]), int(parts[1]), _month(parts[2]), _year(parts[3])
+        return _range(_readings(_reading(year, month, first)), _readings(_reading(year, month, last)))
+    if form == "years":
+        first, second = int(parts[0]), parts[1]
+        last = int(second) if len(second) == 4 else first - first % 100 + int(second)
+        if len(second) == 2 and last <= first:
+            last += 100  # 1999-00
+        if not 1000 <= first < last <= 2999 or (len(second) == 2 and last - first > 20):
+            return None  # 2019-12: no range of years
+        return WrittenDate(((_reading(first, None, None),), (_reading(last, None, None),)))  # type: ignore[arg-type]
+    if form == "iso":
+        return _single(_readings(_reading(int(parts[0]), int(parts[2]), int(parts[3]))))
+    if form in ("numeric", "numeric_short"):
+        a, b = int(parts[0]), int(parts[2] if form == "numeric" else parts[1])
+        written = parts[3] if form == "numeric" else parts[2]
+        years = [int(written)] if len(written) == 4 else [1900 + int(written), 2000 + int(written)]
+        return _single(_readings(*(r for y in years for r in (_reading(y, a, b), _reading(y, b, a)))))
+    if form == "day_mon_year":
+        years = [int(parts[2])] if len(parts[2]) == 4 else [1900 + int(parts[2]), 2000 + int(parts[2])]
+        return _single(_readings(*(_reading(y, _month(parts[1]), int(parts[0])) for y in years)))
+    if form == "month_day":
+        return _single(_readings(_reading(_year(parts[2]), _month(parts[0]), int(parts[1]))))
+    if form == "day_month":
+        return _single(_readings(_reading(_year(parts[2]), _month(parts[1]), int(parts[0]))))
+    if form == "month_year":
+        return _single(_readings(_reading(int(parts[1]), _month(parts[0]), None)))
+    if form == "month":
+        return _single(_readings(_reading(None, _month(parts[0]), None)))
+    if form == "decade":
+        century, tens, short, bare, word = parts
+        start = (int(century) * 100 + int(tens) * 10 if century else 1900 + int(short or bare) * 10 if (short or bare)
+                 else 1900 + _DECADE_WORDS[word.lower()])
+        return WrittenDate((frozenset({(start, None, None)}),), decade=True)
+    year = int(parts[0])
+    return WrittenDate((frozenset({(year, None, None)}),), year_only=True)
+
+
+def _single(readings: frozenset[Reading]) -> WrittenDate:
+    return WrittenDate((readings,))  # no valid reading: a date that matches none
+
+
+def _range(first: frozenset[Reading], last: frozenset[Reading]) -> WrittenDate:
+    return WrittenDate((first, last))
+
+
+@dataclass(frozen=True)
+class _Found:
+    date: WrittenDate
+    start: int
+    end: int
+
+
+def _dates_in(text: str) -> list[_Found]:
+    """The dates ``text`` writes, in order, ranges joined (``2019 to 2021``, ``March 3 to March
+    5, 2021``: an end without a year takes the other's)."""
+    found = []
+    for m in _DATE.finditer(text):
+        form = m.lastgroup  # the form's own group closes last
+        assert form is not None
+        first = _DATE.groupindex[form] + 1
+        parts = tuple(m.group(first + i) for i in range(_GROUPS[form]))
+        if form == "month" and m.group(0).rstrip(".") in ("May", "MAY") and text.strip(" .") not in ("May", "MAY", "In May", "in May"):
+            continue  # "May be 5": a verb
+        if form == "month" and not m.group(0)[0].isupper():
+            continue  # "march" alone is a verb
+        date = _date(form, parts)
+        if date is not None:
+            found.append(_Found(date, m.start(), m.end()))
+    return _join_ranges(text, found)
+
+
+_RANGE_JOIN = re.compile(r"^\s*(?:-|\u2013|\u2014|to|through|thru|until|till|and)\s*$", re.IGNORECASE)
+_BETWEEN = re.compile(r"\b(?:between|from)\s+(?:the\s+)?$", re.IGNORECASE)
+
+
+def _join_ranges(text: str, found: list[_Found]) -> list[_Found]:
+    joined: list[_Found] = []
+    i = 0
+    while i < len(found):
+        a = found[i]
+        if i + 1 < len(found) and len(a.date.ends) == len(found[i + 1].date.ends) == 1 \
+                and a.date.decade == found[i + 1].date.decade:
+            b = found[i + 1]
+            between = text[a.end:b.start]
+            if _RANGE_JOIN.match(between) and (between.strip().lower() != "and" or _BETWEEN.search(text[:a.start])):
+                first = frozenset(_fill(r, next(iter(b.date.ends[0]))) for r in a.date.ends[0])
+                joined.append(_Found(WrittenDate((first, b.date.ends[0]), a.date.decade), a.start, b.end))
+                i += 2
+                continue
+        joined.append(a)
+        i += 1
+    return joined
+
+
+def _fill(first: Reading, last: Reading) -> Reading:
+    """A range's first end without a year takes the last's: ``March 3 to March 5, 2021``."""
+    if first[0] is None and first[1] is not None and last[0] is not None:
+        return last[0], first[1], first[2]
+    return first
+
+
+#: Said just before a date, words that take it back: ``not March 4``, ``originally scheduled for
+#: March 4``, ``moved from``, ``instead of``.
+_TAKEN_BACK = re.compile(
+    r"(?:\b(?:not|never|no\s+longer)|n't)(?:\s+[a-z']+){0,2}?\s+(?:on\s+|in\s+|for\s+|the\s+)?[(\[]?$"
+    r"|\b(?:previously|formerly|originally|initially)(?:\s+[a-z']+){0,2}?\s+(?:on\s+|in\s+|for\s+|the\s+)?[(\[]?$"
+    r"|\b(?:instead\s+of|rather\s+than|except|(?:moved|changed|shifted|rescheduled|postponed|delayed)\s+from)"
+    r"\s+(?:on\s+|in\s+|the\s+)?[(\[]?$", re.IGNORECASE)
+#: Said just before a date, a word that makes it a bound, not the date: ``before March 3``.
+_BOUND = re.compile(r"\b(?:before|after|prior\s+to|(?:later|earlier)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
+_WEEKDAY_IN = re.compile(_WEEKDAY)
+#: After a year that ends an answer, nothing but these: ``2021.``, ``2021 AD``.
+_YEAR_ENDS = re.compile(r"[\s.!)*_}$]*(?:(?i:AD|CE|A\.D\.|C\.E\.)[\s.!)*_}$]*)?$")
+#: Words a gold says beside its date that an answer need not repeat.
+_JOINING = frozenset("on in of the from to between and through until till dated date year years is was it about "
+                     "around approximately approx early mid late ad ce circa c".split())
+#: The most words of an answer read for the dates it states (``The letter was dated
+#: Wednesday, March 3, 2021.``); a longer one is a sentence about something else.
+MAX_DATE_WORDS = 20
+
+
+def _weekdays(text: str) -> set[str]:
+    return {m.group(0).rstrip(".").lower()[:3] for m in _WEEKDAY_IN.finditer(text)}
+
+
+def _rest(text: str, found: list[_Found]) -> str:
+    """``text`` without the dates found in it."""
+    for f in reversed(found):
+        text = text[:f.start] + " " + text[f.end:]
+    return text
+
+
+def _besides(text: str, found: list[_Found]) -> set[str]:
+    """The words of ``text`` other than its dates, weekdays and the words around a date."""
+    rest = _WEEKDAY_IN.sub(" ", _rest(text, found))
+    return {w for w in re.findall(r"[a-z0-9]+", rest.lower()) if w not in _JOINING}
+
+
+def dates_match(gold: str, predicted: str) -> bool | None:
+    """Whether ``predicted`` gives the date ``gold`` gives; None where this cannot tell (the
+    gold is no date, or a bare year against an answer that writes only years or none, a long
+    sentence, dates that agree and differ at once)."""
+    if not _HINT.search(gold) or not _HINT.search(predicted):
+        return None
+    gold, predicted = latex_free(gold), latex_free(predicted)
+    in_gold = _dates_in(gold)
+    if len(in_gold) != 1:
+        return None
+    target = in_gold[0].date
+    if _besides(gold, in_gold):  # "Annual report, March 2021": more than a date
+        return None
+    if len(predicted.split()) > MAX_DATE_WORDS:
+        return None
+    written = _dates_in(predicted)
+    if target.year_only and all(f.date.year_only for f in written):
+        # a year against numbers is the number checks' ("2,021", "2021 people", "2,300 in 2015");
+        # a year and words before it is a year ("In 2021.", "founded in 2021", "SINCE 1892")
+        if len(written) != 1 or re.search(r"\d", _rest(predicted, written)) \
+                or not _YEAR_ENDS.match(predicted, written[0].end):
+            return None
+        before = predicted[max(0, written[0].start - 40):written[0].start]
+        if _TAKEN_BACK.search(before) or _BOUND.search(before):
+            return False  # "not in 2021", "before 2021"
+        return target.same(written[0].date)
+    if not written:
+        return None
+    stated = [(f, bool(_BOUND.search(predicted[max(0, f.start - 30):f.start]))) for f in written
+              if not _TAKEN_BACK.search(predicted[max(0, f.start - 40):f.start])]
+    if not stated:
+        return False  # every date it writes, it takes back: "It was not held on March 4."
+    gold_days, said_days = _weekdays(gold), _weekdays(predicted)
+    if gold_days and said_days and not gold_days & said_days:
+        return False  # "Thursday, March 3" for "Wednesday, March 3"
+    agree = {target.same(f.date) and not bound for f, bound in stated}
+    if len(agree) == 1:
+        return agree.pop()
+    return False if re.search(r"\bor\b", predicted, re.IGNORECASE) else None  # "March 3 or March 4": a hedge
