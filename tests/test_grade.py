@@ -733,7 +733,7 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("March 3, 2021", "the 3rd of March, 2021", True),
     ("March 4, 2021", "It reads Mar. 4, 2021. Therefore, the answer is Mar. 4, 2021.", True),  # read "Mar" before
     ("April 13, 1991", "13-Apr-1991", True),
-    ("May 17, 2018", r"The answer is \boxed{may 17, 2018}.", True),
+    ("May 17, 2018", r"The answer is \boxed{May 17, 2018}.", True),
     ("February 29, 2020", "2020-02-29", True),
     ("March 2, 2021", "February 30, 2021", False),  # no such day
     # all-numeric: either order, unless a part past 12 fixes it; two parts are a fraction
@@ -785,11 +785,17 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("1990s", "the nineties", True),
     ("1990s", "1995", False),
     ("1980s", "1990s", False),
-    # a date answer's restatement is not the answer (numbers alike)
+    # a date answer's restatement is not the answer
     ("March 3, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", True),
     ("March 1, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", False),
-    ("12", "The answer is 12, which is two more than 10.", True),
-    ("10", "The answer is 12, which is two more than 10.", False),
+    ("12", "4 + 8, which is 12.", True),  # a sum, not a value then its restatement
+    ("4", "4 + 8, which is 12.", False),
+    # not dates: verbs, fractions, differences
+    ("5", "They march 5 miles.", True),
+    ("5", "Only 5 may enter the room.", True),
+    ("1023/1024", r"\boxed{\frac{1023}{1024}}", True),
+    ("1999/2000", "1999-2000", False),
+    ("1980", r"\boxed{2000 - 20}", True),
     # no dates: left to the other checks
     ("10 a.m.", "10:00 AM", True),
     ("2.1.3", "2.1.3", True),

@@ -33,16 +33,16 @@ _MONTH_NAMES = ("january february march april may june july august september oct
 _MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
 _MONTHS.update({name[:3]: i + 1 for i, name in enumerate(_MONTH_NAMES)})
 _MONTHS["sept"] = 9
-#: A month: spelled out in any case; abbreviated, with a capital (``Mar``, ``MAR``; "mar",
-#: "jan" are words). Alone (no day or year by it), only with a capital, and "May" only as
-#: the whole answer: "march" and "May be" are verbs.
-_FULL = "|".join(_MONTH_NAMES)
+#: A month: spelled out in any case but "march" and "may" (verbs: "they march 5 miles", "5
+#: may enter"); abbreviated, with a capital (``Mar``, ``MAR``; "mar", "jan" are words). Alone
+#: (no day or year by it), only with a capital, and "May" only as the whole answer ("May be").
+_FULL = "|".join(n for n in _MONTH_NAMES if n not in ("march", "may"))
 _ABBREVIATED = "|".join(a for n in _MONTH_NAMES if n != "may" for a in (n[:3].capitalize(), n[:3].upper())) \
     + "|Sept|SEPT"
 #: Before a dot, a month abbreviated (``Mar. 4``): lookbehinds of fixed width, one per width.
 NOT_AFTER_MONTH = r"(?<!\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))(?<!\bSept)"
 AFTER_MONTH = r"(?:(?<=\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))|(?<=\bSept))"
-MONTH = rf"(?:(?i:{_FULL})|{_ABBREVIATED})"
+MONTH = rf"(?:(?i:{_FULL})|March|MARCH|May|MAY|{_ABBREVIATED})"
 _WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday".split()
 #: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "sat", "sun" are words).
 _WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?"
@@ -59,7 +59,9 @@ _FORMS = [
     ("iso", r"(?<![\d.,/:-])(\d{4})(?P<iso_sep>[-/.])(\d{1,2})(?P=iso_sep)(\d{1,2})(?![\d%]|[.,/:-]\d)"),
     ("numeric", r"(?<![\w.,/:-])(\d{1,2})(?P<numeric_sep>[/.-])(\d{1,2})(?P=numeric_sep)(\d{4})(?![\d%]|[.,/:-]\d)"),
     ("numeric_short", r"(?<![\w.,/:-])(\d{1,2})/(\d{1,2})/(\d{2})(?![\d%]|[.,/:-]\d)"),
-    ("years", r"(?<![\d.,/:-])(\d{4})\s*(?:-|\u2013|\u2014|/|(?i:to|through|thru|until|till)\b)\s*(\d{4}|\d{2})(?![\d%]|[.,/:-]\d)"),
+    # 2019-2021, 2019 to 2021, 2019-21, 2010/11; not 1999/2000 (a fraction), nor 2000 - 20 (a difference)
+    ("years", r"(?<![\d.,/:-])(\d{4})(?:\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*(\d{4})"
+              r"|(?:-|\u2013|/)(\d{2}))(?![\d%]|[.,/:-]\d)"),
     ("day_mon_year", r"(?<![\w.,/:-])(\d{1,2})-" + _MONTH_PART + r"-(\d{4}|\d{2})(?![\d%]|[.,/:-]\d)"),  # 25-Dec-1987
     ("month_day", _MONTH_PART + r"\.?\s+(?:the\s+)?" + _DAY + _THEN_YEAR),
     ("day_month", r"(?<![\d.,])(?:the\s+)?" + _DAY + r"\s+(?:of\s+|day\s+of\s+)?" + _MONTH_PART + r"\b\.?" + _THEN_YEAR),
@@ -79,7 +81,7 @@ _ONE_DATE = "(?:" + "|".join([
     r"\d{4}(?:-\d{1,2}-|/\d{1,2}/|\.\d{1,2}\.)\d{1,2}(?!\d)",
     r"\d{1,2}(?:-\d{1,2}-\d{4}|/\d{1,2}/\d{2}(?:\d{2})?|\.\d{1,2}\.\d{4})(?!\d)",
     r"\d{1,2}-" + MONTH + r"-\d{2}(?:\d{2})?(?!\d)",
-    r"\d{4}\s*(?:-|\u2013|\u2014|/)\s*\d{2}(?:\d{2})?(?![\d%]|[.,/:-]\d)",
+    r"\d{4}(?:\s*(?:-|\u2013|\u2014)\s*\d{4}|(?:-|\u2013|/)\d{2})(?![\d%]|[.,/:-]\d)",
     r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _THEN_Y,
     r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
     r"\b" + MONTH + r"\b\.?,?\s+(?:of\s+)?\d{4}(?!\d)",
@@ -93,8 +95,7 @@ _DECADE_WORDS = {w: 10 * (i + 2) for i, w in enumerate(
     "twenties thirties forties fifties sixties seventies eighties nineties".split())}
 
 #: What every written date holds: a quick test that spares the rest for most answers.
-_HINT = re.compile(r"\d{4}|\d[/.-]\d{1,2}[/.-]\d|\d0['\u2019]?s\b|ties\b|(?i:" + _FULL + r"|may|jan|feb|mar|apr|jun"
-                   r"|jul|aug|sep|oct|nov|dec)")
+_HINT = re.compile(r"\d{4}|\d[/.-]\d{1,2}[/.-]\d|\d0['\u2019]?s\b|ties\b|(?i:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))")
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
         first, last, month, year = int(parts[0]), int(parts[1]), _month(parts[2]), _year(parts[3])
         return _range(_readings(_reading(year, month, first)), _readings(_reading(year, month, last)))
     if form == "years":
-        first, second = int(parts[0]), parts[1]
+        first, second = int(parts[0]), parts[1] or parts[2]
         last = int(second) if len(second) == 4 else first - first % 100 + int(second)
         if len(second) == 2 and last <= first:
             last += 100  # 1999-00
