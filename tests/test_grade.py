@@ -733,6 +733,9 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("March 3, 2021", "the 3rd of March, 2021", True),
     ("March 4, 2021", "It reads Mar. 4, 2021. Therefore, the answer is Mar. 4, 2021.", True),  # read "Mar" before
     ("April 13, 1991", "13-Apr-1991", True),
+    ("March 3, 2021", "the third of March 2021", True),
+    ("March 21, 2021", "March twenty-first, 2021", True),
+    ("March 3, 2021", "March second, 2021", False),
     ("May 17, 2018", r"The answer is \boxed{May 17, 2018}.", True),
     ("February 29, 2020", "2020-02-29", True),
     ("March 2, 2021", "February 30, 2021", False),  # no such day
@@ -767,6 +770,11 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("March 4, 2021", "It was originally scheduled for March 4, 2021 but moved to March 3, 2021.", False),
     ("March 3, 2021", "before March 3, 2021", False),
     ("March 3, 2021", "March 3 or March 4, 2021", False),
+    ("March 3, 2021", "It was not until March 3, 2021 that the law took effect.", True),
+    ("March 3, 2021", "The deadline was moved from March 10, 2021 to March 3, 2021.", True),
+    ("March 10, 2021", "The deadline was moved from March 10, 2021 to March 3, 2021.", False),
+    ("March 3, 2021", "Scheduled for March 4 but moved to March 3, 2021.", True),
+    ("March 3, 2021", "It was not held on March 3, 2021.", False),
     # ranges end by end; one end is not the range
     ("2019-2021", "2019 to 2021", True),
     ("2019-2021", "between 2019 and 2021", True),
@@ -788,7 +796,10 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     # a date answer's restatement is not the answer
     ("March 3, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", True),
     ("March 1, 2021", "The answer is March 3, 2021, which is two days after the submission date of March 1, 2021.", False),
+    ("12", "The answer is 12, which is two more than 10.", True),  # read "two more than 10" before
+    ("10", "The answer is 12, which is two more than 10.", False),
     ("12", "4 + 8, which is 12.", True),  # a sum, not a value then its restatement
+    ("60", "1 hour, which is 60 minutes.", True),
     ("4", "4 + 8, which is 12.", False),
     # not dates: verbs, fractions, differences
     ("5", "They march 5 miles.", True),

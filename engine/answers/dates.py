@@ -46,7 +46,14 @@ MONTH = rf"(?:(?i:{_FULL})|March|MARCH|May|MAY|{_ABBREVIATED})"
 _WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday".split()
 #: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "sat", "sun" are words).
 _WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?"
-_DAY = r"(\d{1,2})(?:st|nd|rd|th)?(?![\d:])"
+_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+             "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
+#: ``third``, ``twenty-first``: a day of the month in words.
+_ORDINAL_DAYS = {w: i + 1 for i, w in enumerate(_ORDINALS)}
+_ORDINAL_DAYS.update({f"{tens}{sep}{w}": base + i + 1 for tens, base in (("twenty", 20), ("thirty", 30))
+                      for i, w in enumerate(_ORDINALS[:9]) for sep in ("-", " ")})
+_ORDINAL_DAYS["thirtieth"] = 30
+_DAY = (r"(\d{1,2}|(?i:" + "|".join(sorted(_ORDINAL_DAYS, key=len, reverse=True)) + r"))(?:st|nd|rd|th)?(?![\d:])")
 _YEAR = r"(\d{4})(?!\d)"
 _THEN_YEAR = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?" + _YEAR + r")?"
 _TO = r"\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*"
@@ -138,6 +145,11 @@ def _month(name: str) -> int:
     return _MONTHS[name.rstrip(".").lower()[:4] if name.lower().startswith("sept") else name.rstrip(".").lower()[:3]]
 
 
+def _day(text: str) -> int:
+    """``3`` or ``third`` → 3."""
+    return int(text) if text.isdigit() else _ORDINAL_DAYS[" ".join(text.lower().split())]
+
+
 def _year(text: str | None) -> int | None:
     return int(text) if text else None
 
@@ -145,10 +157,10 @@ def _year(text: str | None) -> int | None:
 def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
     """The date of one match of ``form``; None where it is no date (``13/13/2021``)."""
     if form == "month_days":
-        month, first, last, year = _month(parts[0]), int(parts[1]), int(parts[2]), _year(parts[3])
+        month, first, last, year = _month(parts[0]), _day(parts[1]), _day(parts[2]), _year(parts[3])
         return _range(_readings(_reading(year, month, first)), _readings(_reading(year, month, last)))
     if form == "days_month":
-        first, last, month, year = int(parts[0]), int(parts[1]), _month(parts[2]), _year(parts[3])
+        first, last, month, year = int(parts[0]), _day(parts[1]), _month(parts[2]), _year(parts[3])
         return _range(_readings(_reading(year, month, first)), _readings(_reading(year, month, last)))
     if form == "years":
         first, second = int(parts[0]), parts[1] or parts[2]
@@ -169,9 +181,9 @@ def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
         years = [int(parts[2])] if len(parts[2]) == 4 else [1900 + int(parts[2]), 2000 + int(parts[2])]
         return _single(_readings(*(_reading(y, _month(parts[1]), int(parts[0])) for y in years)))
     if form == "month_day":
-        return _single(_readings(_reading(_year(parts[2]), _month(parts[0]), int(parts[1]))))
+        return _single(_readings(_reading(_year(parts[2]), _month(parts[0]), _day(parts[1]))))
     if form == "day_month":
-        return _single(_readings(_reading(_year(parts[2]), _month(parts[1]), int(parts[0]))))
+        return _single(_readings(_reading(_year(parts[2]), _month(parts[1]), _day(parts[0]))))
     if form == "month_year":
         return _single(_readings(_reading(int(parts[1]), _month(parts[0]), None)))
     if form == "month":
@@ -232,7 +244,9 @@ def _join_ranges(text: str, found: list[_Found]) -> list[_Found]:
                 and a.date.decade == found[i + 1].date.decade:
             b = found[i + 1]
             between = text[a.end:b.start]
-            if _RANGE_JOIN.match(between) and (between.strip().lower() != "and" or _BETWEEN.search(text[:a.start])):
+            taken_back = _TAKEN_BACK.search(text[max(0, a.start - 40):a.start])  # moved from March 10 to March 3
+            if _RANGE_JOIN.match(between) and not taken_back \
+                    and (between.strip().lower() != "and" or _BETWEEN.search(text[:a.start])):
                 first = frozenset(_fill(r, next(iter(b.date.ends[0]))) for r in a.date.ends[0])
                 joined.append(_Found(WrittenDate((first, b.date.ends[0]), a.date.decade), a.start, b.end))
                 i += 2
@@ -258,6 +272,11 @@ _TAKEN_BACK = re.compile(
     r"\s+(?:on\s+|in\s+|the\s+)?[(\[]?$", re.IGNORECASE)
 #: Said just before a date, a word that makes it a bound, not the date: ``before March 3``.
 _BOUND = re.compile(r"\b(?:before|after|prior\s+to|(?:later|earlier)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
+#: Said just before a date, words that make it the date things were moved to.
+_MOVED_TO = re.compile(r"\b(?:moved|postponed|rescheduled|changed|pushed|delayed|brought\s+forward|shifted)\s+(?:back\s+)?"
+                       r"(?:to|until|till)\s+(?:the\s+)?$", re.IGNORECASE)
+#: "not until March 3", "not before": the date, not a take-back.
+_NOT_UNTIL = re.compile(r"\bnot(?:\s+[a-z']+)?\s+(?:until|till|before|later\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
 _WEEKDAY_IN = re.compile(_WEEKDAY)
 #: After a year that ends an answer, nothing but these: ``2021.``, ``2021 AD``.
 _YEAR_ENDS = re.compile(r"[\s.!)*_}$]*(?:(?i:AD|CE|A\.D\.|C\.E\.)[\s.!)*_}$]*)?$")
@@ -267,6 +286,10 @@ _JOINING = frozenset("on in of the from to between and through until till dated 
 #: The most words of an answer read for the dates it states (``The letter was dated
 #: Wednesday, March 3, 2021.``); a longer one is a sentence about something else.
 MAX_DATE_WORDS = 20
+
+
+def _taken_back(before: str) -> bool:
+    return bool(_TAKEN_BACK.search(before)) and not _NOT_UNTIL.search(before)
 
 
 def _weekdays(text: str) -> set[str]:
@@ -315,9 +338,12 @@ def dates_match(gold: str, predicted: str) -> bool | None:
     if not written:
         return None
     stated = [(f, bool(_BOUND.search(predicted[max(0, f.start - 30):f.start]))) for f in written
-              if not _TAKEN_BACK.search(predicted[max(0, f.start - 40):f.start])]
+              if not _taken_back(predicted[max(0, f.start - 40):f.start])]
     if not stated:
         return False  # every date it writes, it takes back: "It was not held on March 4."
+    moved = [i for i, (f, _) in enumerate(stated) if _MOVED_TO.search(predicted[max(0, f.start - 30):f.start])]
+    if moved:  # "scheduled for March 4 but moved to March 3": the date it was moved to
+        stated = stated[moved[-1]:]
     gold_days, said_days = _weekdays(gold), _weekdays(predicted)
     if gold_days and said_days and not gold_days & said_days:
         return False  # "Thursday, March 3" for "Wednesday, March 3"

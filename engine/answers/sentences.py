@@ -256,8 +256,9 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
             return inner
     if copulas:
         head = _WHICH.split(s, 1)[0].rstrip(" ,")
-        if _DATE_ALONE.fullmatch(head) and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas):
-            return head  # "March 3, 2021, which is two days after March 1": the date, not its restatement
+        if (_DATE_ALONE.fullmatch(head) or _BARE_NUMBER.fullmatch(head)) \
+                and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas):
+            return head  # "12, which is two more than 10", "March 3, 2021, which is …": the value, not what restates it
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
@@ -350,6 +351,8 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
 #: A date (or range) and nothing else; a date at the start of a stated value (``is April 3, 2021``).
 _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
 _WHICH = re.compile(r",?\s*which\b")
+#: A number and nothing else (``12``, ``-3.5``): no expression (``4 + 8``), unit or percent.
+_BARE_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _DATE_START = re.compile(r"\s*[*_`]*" + WRITTEN_DATE)
 #: A time (or range) and nothing else.
 _TIME_ALONE = re.compile(WRITTEN_TIME + r"\.?")
