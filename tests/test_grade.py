@@ -801,6 +801,27 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("12", "4 + 8, which is 12.", True),  # a sum, not a value then its restatement
     ("60", "1 hour, which is 60 minutes.", True),
     ("4", "4 + 8, which is 12.", False),
+    # a year is the whole answer only with words that say so; other numbers make it no date answer
+    ("2021", r"\boxed{\sqrt{2021}}", False),
+    ("2021", "2021!", False),
+    ("1500", "more than 1500", False),
+    ("2021", "It grew 12% in March 2021.", False),
+    ("2019-2021", "2 years (2019-2021)", False),
+    ("1200", "Dec. 2018: $1,200", True),
+    ("March 3, 2021", "March 3, 2021 at 10 a.m.", True),
+    # bounds and estimates after the date too; two days or months offered
+    ("March 3, 2021", "March 3, 2021 or later", False),
+    ("March 3, 2021", "2 weeks from March 3, 2021", False),
+    ("March 3", "March 3 and 4", False),
+    ("March 4, 2021", "3 and 4 March 2021", False),
+    ("April 2021", "March and April 2021", False),
+    ("Wednesday, March 3, 2021", "Tuesday or Wednesday, March 3, 2021", False),
+    ("Monday, March 8, 2021", "March 8, 2021, not Monday", False),
+    # a month alone: after a word that makes it a time, never a name
+    ("May", "Based on the chart, sales peaked in May.", True),
+    ("1934", "The Long March began in October 1934.", True),
+    ("April", "April Ludgate", False),
+    ("1990s", r"\boxed{1990\text{s}}", True),
     # not dates: verbs, fractions, differences
     ("5", "They march 5 miles.", True),
     ("5", "Only 5 may enter the room.", True),

@@ -23,7 +23,7 @@ import calendar
 import re
 from dataclasses import dataclass
 
-from prmtree.engine.answers.times import latex_free
+from prmtree.engine.answers.times import WRITTEN_TIME, latex_free
 
 #: A date's possible readings: (year, month, day), None where the text does not say.
 Reading = tuple[int | None, int | None, int | None]
@@ -44,8 +44,8 @@ NOT_AFTER_MONTH = r"(?<!\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))(?<!\b
 AFTER_MONTH = r"(?:(?<=\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))|(?<=\bSept))"
 MONTH = rf"(?:(?i:{_FULL})|March|MARCH|May|MAY|{_ABBREVIATED})"
 _WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday".split()
-#: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "sat", "sun" are words).
-_WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri|Sat|Sun)\b\.?"
+#: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "Sat", "Sun" are words).
+_WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri)\b\.?"  # "Sun", "Sat": words
 _ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
              "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
 #: ``third``, ``twenty-first``: a day of the month in words.
@@ -221,10 +221,8 @@ def _dates_in(text: str) -> list[_Found]:
         assert form is not None
         first = _DATE.groupindex[form] + 1
         parts = tuple(m.group(first + i) for i in range(_GROUPS[form]))
-        if form == "month" and m.group(0).rstrip(".") in ("May", "MAY") and text.strip(" .") not in ("May", "MAY", "In May", "in May"):
-            continue  # "May be 5": a verb
-        if form == "month" and not m.group(0)[0].isupper():
-            continue  # "march" alone is a verb
+        if form == "month" and not _month_alone(text, m):
+            continue  # "May be 5", "The Long March", "April Ludgate"
         date = _date(form, parts)
         if date is not None:
             found.append(_Found(date, m.start(), m.end()))
@@ -271,21 +269,60 @@ _TAKEN_BACK = re.compile(
     r"|\b(?:instead\s+of|rather\s+than|except|(?:moved|changed|shifted|rescheduled|postponed|delayed)\s+from)"
     r"\s+(?:on\s+|in\s+|the\s+)?[(\[]?$", re.IGNORECASE)
 #: Said just before a date, a word that makes it a bound, not the date: ``before March 3``.
-_BOUND = re.compile(r"\b(?:before|after|prior\s+to|(?:later|earlier)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
+_BOUND = re.compile(r"\b(?:before|after|prior\s+to|(?:later|earlier)\s+than|up\s+to|until|till|pre|within\s+[\w\s]{1,20}?of"
+                    r"|the\s+(?:week|month|day\s+(?:following|after|before))\s+of|(?:days?|weeks?|months?|years?)\s+"
+                    r"(?:from|after|before))\s+(?:the\s+)?$|\bthe\s+day\s+(?:following|after|before)\s+$", re.IGNORECASE)
+#: Said just after a date, words that make it a bound or an estimate: ``March 3 or later``.
+_BOUND_AFTER = re.compile(r"[\s,]*(?:or\s+(?:later|earlier|after|before|thereabouts|so)\b|at\s+the\s+(?:latest|earliest)\b"
+                          r"|\(?\s*(?:\u00b1|\+/-|\+|plus|minus)\s*(?:\d|one|two|a)\b|onwards?\b)", re.IGNORECASE)
+#: Two days of one month: ``March 3 and 4``, ``3 or 4 March 2021``, ``March 3/4``.
+_TWO_DAYS = re.compile(r"(?<![/.\d-])\b\d{1,2}(?:st|nd|rd|th)?\s*(?:and|or|&|/)\s*\d{1,2}(?:st|nd|rd|th)?\b(?![/.-]\d)", re.IGNORECASE)
+#: A time of day beside a date (``March 3, 2021 at 10 a.m.``): not another number.
+_TIME = re.compile(WRITTEN_TIME)
 #: Said just before a date, words that make it the date things were moved to.
 _MOVED_TO = re.compile(r"\b(?:moved|postponed|rescheduled|changed|pushed|delayed|brought\s+forward|shifted)\s+(?:back\s+)?"
                        r"(?:to|until|till)\s+(?:the\s+)?$", re.IGNORECASE)
 #: "not until March 3", "not before": the date, not a take-back.
 _NOT_UNTIL = re.compile(r"\bnot(?:\s+[a-z']+)?\s+(?:until|till|before|later\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
+#: ``1990\text{s}``: a decade, whose "s" LaTeX would part from it.
+_LATEX_DECADE = re.compile(r"(\d0)\\(?:text|mathrm|textrm)\s*\{(['\u2019]?s)\}")
+#: Before a month named alone, a word that makes it a time (``peaked in April``, ``on Dec.``).
+_BEFORE_MONTH = re.compile(r"(?:^|\b(?i:in|on|during|by|until|till|of|from|to|and|or|be|is|was|early|late|mid))[\s*_]*$")
+#: After a month named alone, a capitalised word: a name (``April Ludgate``, ``March On``).
+_NAME_AFTER = re.compile(r"\s+[A-Z][a-z]")
+#: Two months offered: ``March and April 2021``, ``March or April``.
+_TWO_MONTHS = re.compile(r"\b" + MONTH + r"\b\.?\s*(?:and|or|&|/)\s*" + MONTH + r"\b")
 _WEEKDAY_IN = re.compile(_WEEKDAY)
+_DENIED_WEEKDAY = re.compile(r"(?:\bnot|n't)\s+(?:on\s+)?(?:a\s+)?" + _WEEKDAY, re.IGNORECASE)
 #: After a year that ends an answer, nothing but these: ``2021.``, ``2021 AD``.
-_YEAR_ENDS = re.compile(r"[\s.!)*_}$]*(?:(?i:AD|CE|A\.D\.|C\.E\.)[\s.!)*_}$]*)?$")
+_YEAR_ENDS = re.compile(r"[\s.*_]*(?:(?i:AD|CE|A\.D\.|C\.E\.)[\s.*_]*)?$")
+#: Before a year that is the whole answer, only words that say it is a year: ``In 2021``,
+#: ``founded in 2021``, ``SINCE 1892``, ``the year 2021``.
+_YEAR_LEAD = re.compile(r"[\s*_]*(?:(?i:in|the|year|of|since|est|est\.|established|founded|built|opened|born|published|"
+                        r"released|dated|sometime|during|on|it|was|is|answer|date|circa|ca\.|c\.|from|by|:)[\s*_:,]*)*")
 #: Words a gold says beside its date that an answer need not repeat.
 _JOINING = frozenset("on in of the from to between and through until till dated date year years is was it about "
                      "around approximately approx early mid late ad ce circa c".split())
 #: The most words of an answer read for the dates it states (``The letter was dated
 #: Wednesday, March 3, 2021.``); a longer one is a sentence about something else.
 MAX_DATE_WORDS = 20
+
+
+def _bound(text: str, found: _Found) -> bool:
+    """Whether ``text`` gives the date it writes at ``found`` only as a bound or an estimate
+    (``before March 3``, ``March 3 or later``; ``not until March 3`` is the date)."""
+    before = text[max(0, found.start - 30):found.start]
+    return bool(_BOUND.search(before) and not _NOT_UNTIL.search(before) or _BOUND_AFTER.match(text, found.end))
+
+
+def _month_alone(text: str, m: re.Match[str]) -> bool:
+    """Whether a month written with no day or year beside it is a date: capitalised ("march"
+    is a verb), after a word that makes it a time or opening the answer, and no name ("The
+    Long March", "April Ludgate"); "May" only as the whole answer or after such a word ("May be")."""
+    before = text[max(0, m.start() - 20):m.start()]
+    if not m.group(0)[0].isupper() or not _BEFORE_MONTH.search(before) or _NAME_AFTER.match(text, m.end()):
+        return False
+    return m.group(0).rstrip(".") not in ("May", "MAY") or bool(before.strip() or not text[m.end():].strip(" .*_"))
 
 
 def _taken_back(before: str) -> bool:
@@ -315,7 +352,7 @@ def dates_match(gold: str, predicted: str) -> bool | None:
     sentence, dates that agree and differ at once)."""
     if not _HINT.search(gold) or not _HINT.search(predicted):
         return None
-    gold, predicted = latex_free(gold), latex_free(predicted)
+    gold, predicted = latex_free(_LATEX_DECADE.sub(r"\1\2", gold)), latex_free(_LATEX_DECADE.sub(r"\1\2", predicted))
     in_gold = _dates_in(gold)
     if len(in_gold) != 1:
         return None
@@ -328,25 +365,25 @@ def dates_match(gold: str, predicted: str) -> bool | None:
     if target.year_only and all(f.date.year_only for f in written):
         # a year against numbers is the number checks' ("2,021", "2021 people", "2,300 in 2015");
         # a year and words before it is a year ("In 2021.", "founded in 2021", "SINCE 1892")
-        if len(written) != 1 or re.search(r"\d", _rest(predicted, written)) \
+        if len(written) != 1 or not _YEAR_LEAD.fullmatch(predicted, 0, written[0].start) \
                 or not _YEAR_ENDS.match(predicted, written[0].end):
-            return None
-        before = predicted[max(0, written[0].start - 40):written[0].start]
-        if _TAKEN_BACK.search(before) or _BOUND.search(before):
-            return False  # "not in 2021", "before 2021"
+            return None  # "more than 2021", "\sqrt{2021}", "2021!", "x > 2021"
         return target.same(written[0].date)
     if not written:
         return None
-    stated = [(f, bool(_BOUND.search(predicted[max(0, f.start - 30):f.start]))) for f in written
-              if not _taken_back(predicted[max(0, f.start - 40):f.start])]
+    if re.search(r"\d", _TIME.sub(" ", _rest(predicted, written))):
+        return None  # other numbers too ("It grew 12% in March 2021", "2 years (2019-2021)"): not only a date
+    if _TWO_DAYS.search(predicted) or _TWO_MONTHS.search(predicted):
+        return False  # "March 3 and 4", "3 or 4 March 2021", "March and April 2021": two days or months
+    stated = [(f, _bound(predicted, f)) for f in written if not _taken_back(predicted[max(0, f.start - 40):f.start])]
     if not stated:
         return False  # every date it writes, it takes back: "It was not held on March 4."
     moved = [i for i, (f, _) in enumerate(stated) if _MOVED_TO.search(predicted[max(0, f.start - 30):f.start])]
     if moved:  # "scheduled for March 4 but moved to March 3": the date it was moved to
         stated = stated[moved[-1]:]
     gold_days, said_days = _weekdays(gold), _weekdays(predicted)
-    if gold_days and said_days and not gold_days & said_days:
-        return False  # "Thursday, March 3" for "Wednesday, March 3"
+    if gold_days and said_days and (said_days != gold_days or _DENIED_WEEKDAY.search(predicted)):
+        return False  # "Thursday, March 3" or "Mon/Tue, March 8" for "Wednesday, March 3"; "not Monday"
     agree = {target.same(f.date) and not bound for f, bound in stated}
     if len(agree) == 1:
         return agree.pop()
