@@ -739,6 +739,7 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("May 17, 2018", r"The answer is \boxed{May 17, 2018}.", True),
     ("February 29, 2020", "2020-02-29", True),
     ("March 2, 2021", "February 30, 2021", False),  # no such day
+    ("March 3, 2021", "March 3 to February 30, 2021", False),  # raised StopIteration
     # all-numeric: either order, unless a part past 12 fixes it; two parts are a fraction
     ("March 4, 2021", "03/04/2021", True),
     ("April 3, 2021", "The date shown on the document is 03/04/2021.", True),

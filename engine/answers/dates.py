@@ -234,6 +234,8 @@ _BETWEEN = re.compile(r"\b(?:between|from)\s+(?:the\s+)?$", re.IGNORECASE)
 
 
 def _join_ranges(text: str, found: list[_Found]) -> list[_Found]:
+    """Two dates joined by "-", "to", "until" (or "and" after "between") are one range, unless
+    the first is taken back ("moved from March 10 to March 3")."""
     joined: list[_Found] = []
     i = 0
     while i < len(found):
@@ -245,7 +247,8 @@ def _join_ranges(text: str, found: list[_Found]) -> list[_Found]:
             taken_back = _TAKEN_BACK.search(text[max(0, a.start - 40):a.start])  # moved from March 10 to March 3
             if _RANGE_JOIN.match(between) and not taken_back \
                     and (between.strip().lower() != "and" or _BETWEEN.search(text[:a.start])):
-                first = frozenset(_fill(r, next(iter(b.date.ends[0]))) for r in a.date.ends[0])
+                last = next(iter(b.date.ends[0]), None)  # none: no such day ("February 30")
+                first = frozenset(_fill(r, last) for r in a.date.ends[0]) if last else a.date.ends[0]
                 joined.append(_Found(WrittenDate((first, b.date.ends[0]), a.date.decade), a.start, b.end))
                 i += 2
                 continue
