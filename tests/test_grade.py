@@ -823,6 +823,14 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("1934", "The Long March began in October 1934.", True),
     ("April", "April Ludgate", False),
     ("1990s", r"\boxed{1990\text{s}}", True),
+    # a date in a sentence is read as a number is: the first stated, the later one after "so"
+    ("January 2019", "The earliest month shown is January 2019, and the month with the highest sales is April 2019.", False),
+    ("April 2019", "The earliest month shown is January 2019, and the month with the highest sales is April 2019.", True),
+    ("52", "The date is March 3, 2020 and the value is 52.", True),
+    ("12", "The answer is 12 units, recorded in Dec. 2020.", True),  # "Dec. 2020" is when, not the value
+    ("12", "I counted 12 June bugs.", True),
+    ("10", "2011-2021, which is 10 years.", True),  # a restatement that is the value asked for
+    ("December", "12, which is December.", True),
     # not dates: verbs, fractions, differences
     ("5", "They march 5 miles.", True),
     ("5", "Only 5 may enter the room.", True),

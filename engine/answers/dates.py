@@ -82,6 +82,8 @@ _FORMS = [
 #: value readers read whole (``4 March 2021``, ``03/04/2021``, ``2010 - 2015``, ``the 1990's``).
 _D = r"\d{1,2}(?:st|nd|rd|th)?(?![\d:])"
 _THEN_Y = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d))?"
+#: A day and month with a year, or with no word after them: "12 June bugs", "March 5 blocks" are no dates.
+_YEAR_OR_NO_WORD = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d)|(?!\s+[a-z]))"
 _ONE_DATE = "(?:" + "|".join([
     r"\b" + MONTH + r"\.?\s+" + _D + _TO + _D + _THEN_Y,
     _D + _TO + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
@@ -89,8 +91,8 @@ _ONE_DATE = "(?:" + "|".join([
     r"\d{1,2}(?:-\d{1,2}-\d{4}|/\d{1,2}/\d{2}(?:\d{2})?|\.\d{1,2}\.\d{4})(?!\d)",
     r"\d{1,2}-" + MONTH + r"-\d{2}(?:\d{2})?(?!\d)",
     r"\d{4}(?:\s*(?:-|\u2013|\u2014)\s*\d{4}|(?:-|\u2013|/)\d{2})(?![\d%]|[.,/:-]\d)",
-    r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _THEN_Y,
-    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
+    r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _YEAR_OR_NO_WORD,
+    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _YEAR_OR_NO_WORD,
     r"\b" + MONTH + r"\b\.?,?\s+(?:of\s+)?\d{4}(?!\d)",
     r"\d{3}0['\u2019]?s\b",
 ]) + ")"

@@ -58,8 +58,8 @@ def implied_verdict(text: str) -> str | None:
 
 #: Where a stated answer ends: a sentence end (not the dot of "approx. 12", nor of "9 a.m. on
 #: Monday", where no capital follows, nor of "Mar. 4", where a number follows), a line end, or "I hope it is correct".
-_SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)" + NOT_AFTER_MONTH + r"\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
-                           r"|" + AFTER_MONTH + r"\.(?:\s+(?!\d)|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)(?-i:" + NOT_AFTER_MONTH + r")\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
+                           r"|(?-i:" + AFTER_MONTH + r")\.(?:\s+(?!\d)|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
@@ -256,9 +256,13 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
             return inner
     if copulas:
         head = _WHICH.split(s, 1)[0].rstrip(" ,")
+        restated = s[copulas[-1].end() :].strip().rstrip(".")
         if (_DATE_ALONE.fullmatch(head) or _BARE_NUMBER.fullmatch(head)) \
-                and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas):
-            return head  # "12, which is two more than 10", "March 3, 2021, which is …": the value, not what restates it
+                and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas) \
+                and re.search(r"\d", restated) and not LEAD_VALUE.fullmatch(restated):
+            # "12, which is two more than 10": the value, not what explains it; but "12, which is
+            # December" and "2011-2021, which is 10 years" restate it as the answer asked for
+            return head
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
@@ -269,6 +273,9 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     if _TIME_SAID_OF.fullmatch(s):  # "9 a.m. on Monday": all of it is the answer
         return s
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
+    if len(numbers) > 1 and numbers[0].start() == 0 and not _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) \
+            and all(_DATE_ALONE.fullmatch(n.group(0).strip()) for n in numbers[1:]):
+        numbers = numbers[:1]  # "12 units, recorded in Dec. 2020": the value, then when
     if len(numbers) == 1 and len(s.split()) > 3:
         if _TIME_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_WORDS:
             return s  # "Flight at 7:30 p.m. to London": the time and what it is said of, compared together
@@ -319,8 +326,7 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
             adverb = _COPULA_ADVERB.match(s, at)
             at = adverb.end() if adverb else at
         c = s[at : at + 4].lstrip().lstrip("*_`")[:1]
-        if c and (c.isdigit() or c in "$\\(-+[" or (c.isalpha() and _DATE_START.match(s, at))) \
-                and not s.endswith(_RESTATING, 0, m.start()):
+        if c and (c.isdigit() or c in "$\\(-+[") and not s.endswith(_RESTATING, 0, m.start()):
             found.append((m.start(), at))
     if not found:
         return None
@@ -353,7 +359,6 @@ _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
 _WHICH = re.compile(r",?\s*which\b")
 #: A number and nothing else (``12``, ``-3.5``): no expression (``4 + 8``), unit or percent.
 _BARE_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
-_DATE_START = re.compile(r"\s*[*_`]*" + WRITTEN_DATE)
 #: A time (or range) and nothing else.
 _TIME_ALONE = re.compile(WRITTEN_TIME + r"\.?")
 #: A time of day, then what it is said of (``9 a.m. on Monday``), to the end of the clause.
