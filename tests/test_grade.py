@@ -831,6 +831,14 @@ def test_times_of_day_compare_as_times(gold, text, correct, extracted):
     ("12", "I counted 12 June bugs.", True),
     ("10", "2011-2021, which is 10 years.", True),  # a restatement that is the value asked for
     ("December", "12, which is December.", True),
+    ("1999-12", "1999-2012", False),  # no range of years: December 1999, more likely
+    ("2010-11", "2010-2011", True),
+    ("March 3, 2021", "Unlikely to be March 3, 2021", False),
+    ("March 2021", "Cannot determine from March 2021 data", False),
+    ("Saturday, March 6, 2021", "Sun., March 6, 2021", False),
+    ("5", "We saw 5 june bugs.", True),
+    ("7", "The answer is 7 in Dec. 3 of those were returned.", True),
+    ("June 21", "June twenty-one", True),
     # not dates: verbs, fractions, differences
     ("5", "They march 5 miles.", True),
     ("5", "Only 5 may enter the room.", True),

@@ -23,6 +23,7 @@ import calendar
 import re
 from dataclasses import dataclass
 
+from prmtree.engine.answers.normalize import words_value
 from prmtree.engine.answers.times import WRITTEN_TIME, latex_free
 
 #: A date's possible readings: (year, month, day), None where the text does not say.
@@ -45,7 +46,8 @@ AFTER_MONTH = r"(?:(?<=\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec))|(?<=\b
 MONTH = rf"(?:(?i:{_FULL})|March|MARCH|May|MAY|{_ABBREVIATED})"
 _WEEKDAY_NAMES = "monday tuesday wednesday thursday friday saturday sunday".split()
 #: A weekday: spelled out, or abbreviated with a capital (``Wed``; "wed", "Sat", "Sun" are words).
-_WEEKDAY = r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri)\b\.?"  # "Sun", "Sat": words
+_WEEKDAY = (r"(?:(?i:" + "|".join(_WEEKDAY_NAMES) + r")|Mon|Tue|Tues|Wed|Weds|Thu|Thur|Thurs|Fri"
+            r"|(?:Sat|Sun)(?=\.?,?\s+(?:\d|[A-Z][a-z]{2})))\b\.?")  # "Sun", "Sat" only before a date: words
 _ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
              "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
 #: ``third``, ``twenty-first``: a day of the month in words.
@@ -82,8 +84,11 @@ _FORMS = [
 #: value readers read whole (``4 March 2021``, ``03/04/2021``, ``2010 - 2015``, ``the 1990's``).
 _D = r"\d{1,2}(?:st|nd|rd|th)?(?![\d:])"
 _THEN_Y = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d))?"
-#: A day and month with a year, or with no word after them: "12 June bugs", "March 5 blocks" are no dates.
-_YEAR_OR_NO_WORD = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d)|(?!\s+[a-z]))"
+#: A day and month with a year; without one, a capitalised month and no word after them:
+#: "12 June bugs", "5 june", "March 5 blocks" are no dates.
+_WITH_YEAR = r"(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d)"
+_NO_WORD = r"(?!\s+[a-z])"
+_CAPITAL_MONTH = "(?:" + "|".join(n.capitalize() + "|" + n.upper() for n in _MONTH_NAMES) + "|" + _ABBREVIATED + ")"
 _ONE_DATE = "(?:" + "|".join([
     r"\b" + MONTH + r"\.?\s+" + _D + _TO + _D + _THEN_Y,
     _D + _TO + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _THEN_Y,
@@ -91,8 +96,10 @@ _ONE_DATE = "(?:" + "|".join([
     r"\d{1,2}(?:-\d{1,2}-\d{4}|/\d{1,2}/\d{2}(?:\d{2})?|\.\d{1,2}\.\d{4})(?!\d)",
     r"\d{1,2}-" + MONTH + r"-\d{2}(?:\d{2})?(?!\d)",
     r"\d{4}(?:\s*(?:-|\u2013|\u2014)\s*\d{4}|(?:-|\u2013|/)\d{2})(?![\d%]|[.,/:-]\d)",
-    r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _YEAR_OR_NO_WORD,
-    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _YEAR_OR_NO_WORD,
+    r"\b" + MONTH + r"\.?\s+(?:the\s+)?" + _D + _WITH_YEAR,
+    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + MONTH + r"\b\.?" + _WITH_YEAR,
+    r"\b" + _CAPITAL_MONTH + r"\.?\s+(?:the\s+)?" + _D + _NO_WORD,
+    r"(?:the\s+)?" + _D + r"\s+(?:of\s+)?" + _CAPITAL_MONTH + r"\b\.?" + _NO_WORD,
     r"\b" + MONTH + r"\b\.?,?\s+(?:of\s+)?\d{4}(?!\d)",
     r"\d{3}0['\u2019]?s\b",
 ]) + ")"
@@ -169,8 +176,8 @@ def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
         last = int(second) if len(second) == 4 else first - first % 100 + int(second)
         if len(second) == 2 and last <= first:
             last += 100  # 1999-00
-        if not 1000 <= first < last <= 2999 or (len(second) == 2 and last - first > 20):
-            return None  # 2019-12: no range of years
+        if not 1000 <= first < last <= 2999 or (len(second) == 2 and last - first > 5):
+            return None  # 1999-12 (December 1999?), 1995-10: no range of years
         return WrittenDate(((_reading(first, None, None),), (_reading(last, None, None),)))  # type: ignore[arg-type]
     if form == "iso":
         return _single(_readings(_reading(int(parts[0]), int(parts[2]), int(parts[3]))))
@@ -284,6 +291,9 @@ _BOUND_AFTER = re.compile(r"[\s,]*(?:or\s+(?:later|earlier|after|before|thereabo
 _TWO_DAYS = re.compile(r"(?<![/.\d-])\b\d{1,2}(?:st|nd|rd|th)?\s*(?:and|or|&|/)\s*\d{1,2}(?:st|nd|rd|th)?\b(?![/.-]\d)", re.IGNORECASE)
 #: A time of day beside a date (``March 3, 2021 at 10 a.m.``): not another number.
 _TIME = re.compile(WRITTEN_TIME)
+#: Before an answer's first date, words that doubt or refuse it (or call it wrong).
+_DOUBT = re.compile(r"\b(?:cannot|can't|can\s+not|unable|insufficient|unlikely|doubt\w*|impossible|unknown|unclear|"
+                    r"wrong|incorrect|false|guess\w*|not\s+sure|uncertain|maybe|perhaps|possibly|probably)\b", re.IGNORECASE)
 #: Said just before a date, words that make it the date things were moved to.
 _MOVED_TO = re.compile(r"\b(?:moved|postponed|rescheduled|changed|pushed|delayed|brought\s+forward|shifted)\s+(?:back\s+)?"
                        r"(?:to|until|till)\s+(?:the\s+)?$", re.IGNORECASE)
@@ -293,6 +303,7 @@ _NOT_UNTIL = re.compile(r"\bnot(?:\s+[a-z']+)?\s+(?:until|till|before|later\s+th
 _LATEX_DECADE = re.compile(r"(\d0)\\(?:text|mathrm|textrm)\s*\{(['\u2019]?s)\}")
 #: Before a month named alone, a word that makes it a time (``peaked in April``, ``on Dec.``).
 _BEFORE_MONTH = re.compile(r"(?:^|\b(?i:in|on|during|by|until|till|of|from|to|and|or|be|is|was|early|late|mid))[\s*_]*$")
+_WORD_AFTER = re.compile(r"\s+([a-z]+(?:-[a-z]+)?)", re.IGNORECASE)
 #: After a month named alone, a capitalised word: a name (``April Ludgate``, ``March On``).
 _NAME_AFTER = re.compile(r"\s+[A-Z][a-z]")
 #: Two months offered: ``March and April 2021``, ``March or April``.
@@ -327,6 +338,9 @@ def _month_alone(text: str, m: re.Match[str]) -> bool:
     before = text[max(0, m.start() - 20):m.start()]
     if not m.group(0)[0].isupper() or not _BEFORE_MONTH.search(before) or _NAME_AFTER.match(text, m.end()):
         return False
+    after = _WORD_AFTER.match(text, m.end())
+    if after and words_value(after.group(1)) is not None:
+        return False  # "June twenty-one": a day in words this reader does not take
     return m.group(0).rstrip(".") not in ("May", "MAY") or bool(before.strip() or not text[m.end():].strip(" .*_"))
 
 
@@ -380,6 +394,8 @@ def dates_match(gold: str, predicted: str) -> bool | None:
         return None  # other numbers too ("It grew 12% in March 2021", "2 years (2019-2021)"): not only a date
     if _TWO_DAYS.search(predicted) or _TWO_MONTHS.search(predicted):
         return False  # "March 3 and 4", "3 or 4 March 2021", "March and April 2021": two days or months
+    if _DOUBT.search(predicted, 0, written[0].start):
+        return False  # "Unlikely to be March 3", "Cannot be determined from March 2021 data", "Guess: March 3"
     stated = [(f, _bound(predicted, f)) for f in written if not _taken_back(predicted[max(0, f.start - 40):f.start])]
     if not stated:
         return False  # every date it writes, it takes back: "It was not held on March 4."

@@ -59,7 +59,7 @@ def implied_verdict(text: str) -> str | None:
 #: Where a stated answer ends: a sentence end (not the dot of "approx. 12", nor of "9 a.m. on
 #: Monday", where no capital follows, nor of "Mar. 4", where a number follows), a line end, or "I hope it is correct".
 _SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)(?-i:" + NOT_AFTER_MONTH + r")\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
-                           r"|(?-i:" + AFTER_MONTH + r")\.(?:\s+(?!\d)|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+                           r"|(?-i:" + AFTER_MONTH + r")\.(?:\s+(?!\d{1,2}(?:st|nd|rd|th)?(?:\s*[,.;)]|\s+\d{4}|\s*$)|\d{4})|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
@@ -274,6 +274,7 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         return s
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) > 1 and numbers[0].start() == 0 and not _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) \
+            and not _YEAR_FIRST.match(s) and not _LEADS_TO_DATE.search(s, numbers[0].end(), numbers[1].start()) \
             and all(_DATE_ALONE.fullmatch(n.group(0).strip()) for n in numbers[1:]):
         numbers = numbers[:1]  # "12 units, recorded in Dec. 2020": the value, then when
     if len(numbers) == 1 and len(s.split()) > 3:
@@ -357,6 +358,10 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
 #: A date (or range) and nothing else; a date at the start of a stated value (``is April 3, 2021``).
 _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
 _WHICH = re.compile(r",?\s*which\b")
+#: A sentence that opens with a year ("2021 March 3rd"), or a value that leads to the date after it
+#: ("14 days later: March 17", "2 weeks before 3/10/2021"): the date is the answer, not the value.
+_YEAR_FIRST = re.compile(r"[12]\d{3}\b")
+_LEADS_TO_DATE = re.compile(r":|\b(?:later|earlier|before|after|from|since|until)\b", re.IGNORECASE)
 #: A number and nothing else (``12``, ``-3.5``): no expression (``4 + 8``), unit or percent.
 _BARE_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 #: A time (or range) and nothing else.
