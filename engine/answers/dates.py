@@ -85,9 +85,9 @@ _FORMS = [
 _D = r"\d{1,2}(?:st|nd|rd|th)?(?![\d:])"
 _THEN_Y = r"(?:(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d))?"
 #: A day and month with a year; without one, a capitalised month and no word after them:
-#: "12 June bugs", "5 june", "March 5 blocks" are no dates.
+#: "12 June bugs", "5 june", "March 5 blocks", "5 March Madness" are no dates.
 _WITH_YEAR = r"(?:\s*,\s*|\s+)(?:of\s+)?\d{4}(?!\d)"
-_NO_WORD = r"(?!\s+[a-z])"
+_NO_WORD = r"(?!\s+[A-Za-z])"
 _CAPITAL_MONTH = "(?:" + "|".join(n.capitalize() + "|" + n.upper() for n in _MONTH_NAMES) + "|" + _ABBREVIATED + ")"
 _ONE_DATE = "(?:" + "|".join([
     r"\b" + MONTH + r"\.?\s+" + _D + _TO + _D + _THEN_Y,
@@ -103,7 +103,8 @@ _ONE_DATE = "(?:" + "|".join([
     r"\b" + MONTH + r"\b\.?,?\s+(?:of\s+)?\d{4}(?!\d)",
     r"\d{3}0['\u2019]?s\b",
 ]) + ")"
-WRITTEN_DATE = _ONE_DATE + r"(?:\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*" + _ONE_DATE + ")?"
+#: (Every form holds a digit within its first 16 characters: a quick test before the forms.)
+WRITTEN_DATE = r"(?=[\dJFMASONDjfmasond]|the\b)(?=\D{0,16}\d)" + _ONE_DATE + r"(?:\s*(?:-|\u2013|\u2014|(?i:to|through|thru|until|till)\b)\s*" + _ONE_DATE + ")?"
 _DATE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _FORMS))
 #: How many groups each form has (its parts, and a separator a part must repeat).
 _GROUPS = {name: re.compile(pattern).groups for name, pattern in _FORMS}
@@ -176,8 +177,8 @@ def _date(form: str, parts: tuple[str | None, ...]) -> WrittenDate | None:
         last = int(second) if len(second) == 4 else first - first % 100 + int(second)
         if len(second) == 2 and last <= first:
             last += 100  # 1999-00
-        if not 1000 <= first < last <= 2999 or (len(second) == 2 and last - first > 5):
-            return None  # 1999-12 (December 1999?), 1995-10: no range of years
+        if not 1000 <= first < last <= 2999 or (len(second) == 2 and int(second) <= 12 and last - first > 5):
+            return None  # 1999-12, 1995-10 (December 1999? October 1995?): no range of years; 2014-20 is one
         return WrittenDate(((_reading(first, None, None),), (_reading(last, None, None),)))  # type: ignore[arg-type]
     if form == "iso":
         return _single(_readings(_reading(int(parts[0]), int(parts[2]), int(parts[3]))))
@@ -280,8 +281,9 @@ _TAKEN_BACK = re.compile(
     r"|\b(?:previously|formerly|originally|initially)(?:\s+[a-z']+){0,2}?\s+(?:on\s+|in\s+|for\s+|the\s+)?[(\[]?$"
     r"|\b(?:instead\s+of|rather\s+than|except|(?:moved|changed|shifted|rescheduled|postponed|delayed)\s+from)"
     r"\s+(?:on\s+|in\s+|the\s+)?[(\[]?$", re.IGNORECASE)
-#: Said just before a date, a word that makes it a bound, not the date: ``before March 3``.
-_BOUND = re.compile(r"\b(?:before|after|prior\s+to|(?:later|earlier)\s+than|up\s+to|until|till|pre|within\s+[\w\s]{1,20}?of"
+#: Said just before a date, a word that makes it a bound, not the date: ``before March 3``, ``two
+#: days after the submission date of March 1``.
+_BOUND = re.compile(r"\b(?:before|after)(?:\s+(?!not\b)[\w']+){1,4}?\s+of\s+$|\b(?:before|after|prior\s+to|(?:later|earlier)\s+than|up\s+to|until|till|pre|within\s+[\w\s]{1,20}?of"
                     r"|the\s+(?:week|month|day\s+(?:following|after|before))\s+of|(?:days?|weeks?|months?|years?)\s+"
                     r"(?:from|after|before))\s+(?:the\s+)?$|\bthe\s+day\s+(?:following|after|before)\s+$", re.IGNORECASE)
 #: Said just after a date, words that make it a bound or an estimate: ``March 3 or later``.

@@ -255,14 +255,6 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         if inner:
             return inner
     if copulas:
-        head = _WHICH.split(s, 1)[0].rstrip(" ,")
-        restated = s[copulas[-1].end() :].strip().rstrip(".")
-        if (_DATE_ALONE.fullmatch(head) or _BARE_NUMBER.fullmatch(head)) \
-                and all(s.endswith(_RESTATING, 0, m.start()) for m in copulas) \
-                and re.search(r"\d", restated) and not LEAD_VALUE.fullmatch(restated):
-            # "12, which is two more than 10": the value, not what explains it; but "12, which is
-            # December" and "2011-2021, which is 10 years" restate it as the answer asked for
-            return head
         rest = s[copulas[-1].end() :].strip()
         if rest:
             return rest
@@ -275,6 +267,7 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     numbers = list(_NUMBER_IN_TEXT.finditer(s))
     if len(numbers) > 1 and numbers[0].start() == 0 and not _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) \
             and not _YEAR_FIRST.match(s) and not _LEADS_TO_DATE.search(s, numbers[0].end(), numbers[1].start()) \
+            and re.search(r"[A-Za-z]", s[numbers[0].end() : numbers[1].start()]) \
             and all(_DATE_ALONE.fullmatch(n.group(0).strip()) for n in numbers[1:]):
         numbers = numbers[:1]  # "12 units, recorded in Dec. 2020": the value, then when
     if len(numbers) == 1 and len(s.split()) > 3:
@@ -355,15 +348,12 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
-#: A date (or range) and nothing else; a date at the start of a stated value (``is April 3, 2021``).
+#: A date (or range) and nothing else.
 _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
-_WHICH = re.compile(r",?\s*which\b")
 #: A sentence that opens with a year ("2021 March 3rd"), or a value that leads to the date after it
 #: ("14 days later: March 17", "2 weeks before 3/10/2021"): the date is the answer, not the value.
 _YEAR_FIRST = re.compile(r"[12]\d{3}\b")
 _LEADS_TO_DATE = re.compile(r":|\b(?:later|earlier|before|after|from|since|until)\b", re.IGNORECASE)
-#: A number and nothing else (``12``, ``-3.5``): no expression (``4 + 8``), unit or percent.
-_BARE_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 #: A time (or range) and nothing else.
 _TIME_ALONE = re.compile(WRITTEN_TIME + r"\.?")
 #: A time of day, then what it is said of (``9 a.m. on Monday``), to the end of the clause.
