@@ -4,17 +4,23 @@ Document, chart and infographic questions (DocVQA, ChartQA, InfographicVQA) ask 
 and models write them in whichever convention they like. Math-Verify reads none of them
 as a date, so ``3 March 2021`` was wrong for ``March 3, 2021``. A date compares as the
 (year, month, day) it can mean: ``03/04/2021`` may be March 4 or April 3 (a part past 12
-fixes the order), ``3/3/21`` either century; a weekday says nothing the date does not.
+fixes the order), ``3/3/21`` either century; a weekday counts only against a gold that names one.
 
 Against a gold date, an answer of a few words (``dated March 3, 2021``, ``early March
 2021``) is read for the dates it states: the answer must state every part the gold states,
 and may say more (``March 3, 2021`` for ``2021``). A date it takes back (``not March 4``,
-``originally scheduled for March 4``) is left out, one that is only a bound (``before
-March 3``) is another date, and two that disagree joined by "or" are a hedge. Ranges
-(``2019-2021``, ``between 2019 and 2021``, ``March 3-5, 2021``) compare end by end, and
-one end is not the range; decades (``the 1990s``, ``the '90s``) compare as decades, and a
-year is not one. A bare year against a bare number is left to the number checks (``2,021``
-is 2021), as is anything else that writes no date.
+``originally scheduled for March 4``) is left out, and the date a thing was moved to wins;
+one that is only a bound or an estimate (``before March 3``, ``March 3 or later``) is
+another date; two days or months offered (``March 3 or 4``), or a date doubted
+(``Unlikely to be March 3``), are wrong. Ranges (``2019-2021``, ``between 2019 and 2021``,
+``March 3-5, 2021``) compare end by end, and one end is not the range; decades (``the
+1990s``, ``the '90s``) compare as decades, and a year is not one.
+
+What is not only a date is left to the other checks: a bare year against a number
+(``2,021``), a year after anything but words that say it is one (``more than 2021``,
+``\\sqrt{2021}``), an answer with other numbers beside its dates (``It grew 12% in March
+2021``), and anything else that writes no date. A month alone is a date only after a word
+that makes it a time (``peaked in May``; not ``The Long March``).
 """
 
 from __future__ import annotations
