@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+from prmtree.engine.answers.dates import dates_match
 from prmtree.engine.answers.marks import strip_answer, unwrap
 from prmtree.engine.answers.sentences import YES_NO_LEAD, implied_verdict
 from prmtree.engine.answers.kinds import Options, _clean_options
@@ -34,7 +35,6 @@ from prmtree.engine.answers.normalize import (
     words_as_digits,
 )
 from prmtree.engine.answers.pool import CheckTimedOut
-from prmtree.engine.answers.dates import dates_match
 from prmtree.engine.answers.times import times_match
 
 _CHOICE_LEAD = re.compile(r"^[(\[]?([A-Z])[)\]]?(?:[.:)]|\s|$)")
@@ -378,14 +378,14 @@ def cheap_check(
         return False, gold
     if kind == "choice":
         return _choice_match(gold, predicted, dict(options)), gold  # options come cleaned (kinds)
-    # times before Math-Verify, which reads "10 p.m." as 10; and before text ("noon" is 12 p.m.)
-    times = times_match(gold, predicted) if kind != "vqa" and gold.strip() != predicted.strip() else None
-    if times is not None:
-        return times, gold
-    # dates before Math-Verify, which reads none ("3 March 2021" for "March 3, 2021")
-    dates = dates_match(gold, predicted) if kind != "vqa" and gold.strip() != predicted.strip() else None
-    if dates is not None:
-        return dates, gold
+    if kind != "vqa" and gold.strip() != predicted.strip():
+        # times and dates before Math-Verify, which reads "10 p.m." as 10 and no date as a
+        # date ("3 March 2021" for "March 3, 2021"); and before text ("noon" is 12 p.m.)
+        written = times_match(gold, predicted)
+        if written is None:
+            written = dates_match(gold, predicted)
+        if written is not None:
+            return written, gold
     if kind == "text":
         return text_match(gold, predicted), gold
     if kind == "vqa":

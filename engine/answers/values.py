@@ -8,8 +8,8 @@ import math
 import re
 
 from prmtree.engine.answers.choices import LEAD_LETTER, SINGLE_LETTER, option_text
-from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.dates import WRITTEN_DATE
+from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.times import WRITTEN_TIME
 
 
