@@ -33,7 +33,7 @@ def vllm_server(tmp_path_factory, tiny_text_model):
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_text_model),
              "--served-model-name", "tiny", "--dtype", "float32", "--gpu-memory-utilization", "0.2",
-             "--max-model-len", "1024", "--no-enable-chunked-prefill", "--enable-prompt-tokens-details",
+             "--max-model-len", "1024", "--enforce-eager", "--no-enable-chunked-prefill", "--enable-prompt-tokens-details",
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=handle, stderr=subprocess.STDOUT,
         )
