@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"{', '.join(ANSWER_TYPES[:-1])} or {ANSWER_TYPES[-1]}")
     grd.add_argument("--options", help='multiple-choice options as JSON: {"A": "red", ...} or ["red", ...]')
     grd.add_argument("--no-extract", action="store_true", help="TEXT is already the final answer")
+    grd.add_argument("--question", help="the question: a bound (\"at most 12\") states an answer only to one that "
+                                        "asks for a most or a least")
     grd.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
 
     verify_help = ("check every shard against its manifest: exit 1 if one is damaged or stray, else 0, also when "
@@ -650,7 +652,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
         if not isinstance(options, (dict, list)):
             _fail("--options must be a JSON object or list")
     try:
-        verdict = grade(args.gold, args.text, answer_type=args.answer_type, options=options, extract=not args.no_extract)
+        verdict = grade(args.gold, args.text, answer_type=args.answer_type, options=options, extract=not args.no_extract,
+                        question=args.question)
     except ValueError as exc:
         _fail(f"--answer-type: {exc}")
     if args.json:

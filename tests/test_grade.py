@@ -856,6 +856,111 @@ def test_calendar_dates_compare_as_dates(gold, text, correct):
     assert prmtree.grade(gold, text).correct is correct
 
 
+@pytest.mark.parametrize("gold, text, correct", [
+    # a bound is not the value it bounds (Math-Verify read each of these as 12)
+    ("12", r"\boxed{> 12}", False),
+    ("12", r"\boxed{\geq 12}", False),
+    ("12", r"The answer is $\ge 12$.", False),
+    ("12", "12+", False),
+    ("12", "no more than 12", False),  # read as "12" before
+    ("12", "The answer is no more than 12.", False),
+    ("12", "It must be at least 12.", False),
+    ("12", "The count is 12 at most.", False),
+    ("12", "12 max", False),
+    ("12", "over 12", False),
+    ("12", "So there are 12 or more people.", False),
+    ("2021", "2021 onwards", False),
+    ("2021", "by 2021 at the latest", False),
+    ("12", "12+ years", False),
+    ("12", "greater than or equal to 12", False),
+    # not bounds: approximations, signs, verbs, labels, vectors, working
+    ("12", "about 12", True),
+    ("12", r"\approx 12", True),
+    ("3", "+3", True),
+    ("12", "We round up to 12.", True),
+    ("12", "The votes add up to 12.", True),
+    ("12", "She handed over 12 apples.", True),
+    ("3", "Above 50%: 3 countries", True),
+    (r"\langle 2, 3 \rangle", "<2, 3>", True),
+    ("12", "The answer is 12 and after checking, it satisfies the equation.", True),
+    ("12", "The count is 12 + 0.", True),
+    ("9.8", "g = 9.8 +/- 0.1", True),
+    ("45 minutes", "45 min", True),
+    ("12", "Since x > 3, the answer is 12.", True),
+    # a gold that states a bound, or a sign, is compared as before
+    ("18+", "18+", True),
+    ("x > 3", "x > 3", True),
+    ("+3", "3+", True),  # an ion's charge
+    # eras: 1776 BC is no 1776; a segment named BC is no era
+    ("1776", "1776 BC", False),
+    ("1776", "It happened in 1776 BC.", False),
+    ("1776 BC", "1776 AD", False),
+    ("44 BC", "Caesar died in 44 AD.", False),
+    ("44 BC", "He died in 44 BC.", True),
+    ("44 BC", "44 B.C.", True),
+    ("1776", "1776 AD", True),
+    ("2BC", r"2 \cdot BC", True),
+    ("2BC", "2 BC", True),
+    ("5", "BC = 5", True),
+])
+def test_a_bound_on_a_value_is_not_the_value(gold, text, correct):
+    assert prmtree.grade(gold, text).correct is correct
+
+
+@pytest.mark.parametrize("question, text, correct", [
+    # asked for an extreme, a bound that holds its number states it ...
+    ("What is the maximum number of people the elevator can hold?", "At most 12 people can fit.", True),
+    ("How many packs does she need to buy?", "She needs to buy at least 12 packs.", True),
+    ("How many people can the bus carry?", "The bus can carry up to 12 people.", True),
+    ("What is the least number of colours needed?", r"\boxed{\geq 12}", True),
+    ("What is the largest possible value?", "a maximum of 12", True),
+    # ... a strict one never does
+    ("What is the maximum number of people the elevator can hold?", "more than 12", False),
+    ("What is the largest possible value?", r"\boxed{< 12}", False),
+    # asked for a count, any bound is a hedge
+    ("How many apples are in the picture?", "at least 12 apples", False),
+    ("How many apples are in the picture?", "At most 12 apples are visible.", False),
+    (None, "At most 12 people can fit.", False),  # no question: no extreme asked for
+])
+def test_a_bound_that_holds_its_number_answers_a_question_for_an_extreme(question, text, correct):
+    assert prmtree.grade("12", text, question=question).correct is correct
+
+
+def test_the_memo_tells_an_extreme_question_from_another():
+    """One run's verifier sees the same gold and answer for problems asking different things:
+    a remembered verdict must not carry "at most 12" from a question for the most to a count."""
+    from prmtree.engine.answers import Verifier
+
+    verifier = Verifier()
+    most = Problem(id="a", question="What is the most the lift can carry?", answer="12")
+    count = Problem(id="b", question="How many boxes are there?", answer="12")
+    assert [verifier(most, "at most 12"), verifier(count, "at most 12"), verifier(most, "at most 12")] == \
+        [True, False, True]
+    # a bound's number goes to Math-Verify, not its words
+    root = Problem(id="c", question="What is the maximum value of f?", answer=r"\frac{1}{\sqrt{2}}")
+    assert verifier(root, r"\leq \frac{\sqrt{2}}{2}") is True
+    assert verifier(Problem(id="d", question="What is f(1)?", answer=r"\frac{1}{\sqrt{2}}"),
+                    r"\leq \frac{\sqrt{2}}{2}") is False
+
+
+@pytest.mark.parametrize("gold, text, correct", [
+    ("5", "Therefore, 5 students were absent.", True),  # read "absent" before
+    ("3", "3 colours are needed.", True),
+    ("5", "Only 5 are left.", True),
+    ("5", "In total, 5 apples were eaten.", True),
+    ("1,200", "1,200 people were present.", True),
+    ("6", "Therefore, 5 students were absent.", False),
+    # a name, an ordinal, a year, the definite article: the words are the answer
+    ("red", "Bar 3 is red.", True),
+    ("red", "The 3rd bar is red.", True),
+    ("parallel", "The 2 lines are parallel.", True),
+    ("high", "In 2019 sales were high.", True),
+    ("red", "Rows 3 and 4 are red.", True),
+])
+def test_a_count_is_read_from_what_is_said_of_it(gold, text, correct):
+    assert prmtree.grade(gold, text).correct is correct
+
+
 def test_golds_that_only_look_hedged_are_graded():
     # a class label (PubMedQA's yes/no/maybe), letters that are an expression or a unit
     assert prmtree.grade("maybe", "maybe").correct is True
@@ -938,5 +1043,8 @@ def test_cli_grade_prints_the_verdict_and_exits_0_whatever_it_is():
     assert json.loads(hedge.stdout) == {"correct": False, "extracted": "B or C", "reason": "hedged"}
     raw = cli("grade", "B", "The total is (A) 5.", "--no-extract", "--options", '["5", "6"]')
     assert raw.returncode == 0 and raw.stdout.splitlines() == ["wrong", "extracted: (A) 5", "reason: not equal"]
+    asked = cli("grade", "12", "At most 12 people fit.", "--question", "How many people fit at most?")
+    assert asked.returncode == 0 and asked.stdout.splitlines()[0] == "correct"
+    assert cli("grade", "12", "At most 12 people fit.").stdout.splitlines()[0] == "wrong"  # no extreme asked for
     bad = cli("grade", "5", "5", "--options", "{nope")
     assert bad.returncode == 2 and "--options is not JSON" in bad.stderr and "Traceback" not in bad.stderr

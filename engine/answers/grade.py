@@ -81,6 +81,7 @@ def grade(
     options: Mapping[str, str] | Sequence[str] | None = None,
     extract: bool = True,
     config: VerifyConfig | Mapping[str, Any] | None = None,
+    question: str | None = None,
 ) -> Verdict:
     """Is ``text`` right, for gold answer ``gold``?
 
@@ -89,8 +90,9 @@ def grade(
     or already the answer (``extract=False``). ``answer_type`` is a problem's
     ``answer_type`` (``auto`` guesses from the gold); ``options`` the multiple-choice
     options (``{"A": "red", ...}`` or ``["red", ...]``); ``config`` the run's ``[verify]``
-    table (a ``VerifyConfig`` or a dict). Never raises on model text; an unknown
-    ``answer_type`` raises ``ValueError``.
+    table (a ``VerifyConfig`` or a dict); ``question`` the problem's question, where a bound
+    is read with it (``at most 12`` answers "the most" with 12; to any other question it
+    is no 12). Never raises on model text; an unknown ``answer_type`` raises ``ValueError``.
     """
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"answer_type must be one of {', '.join(ANSWER_TYPES)}, got {answer_type!r}")
@@ -114,7 +116,8 @@ def grade(
     if len(answer) > MAX_ANSWER_CHARS:
         return Verdict(False, None, "answer too long")
     problem = Problem(
-        id="grade", question="grade", answer=gold, answer_type=answer_type,  # type: ignore[arg-type]
+        id="grade", question=question if isinstance(question, str) and question.strip() else "grade",
+        answer=gold, answer_type=answer_type,  # type: ignore[arg-type]
         meta={"options": opts} if opts else {},
     )
     verifier = _verifier(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from prmtree.engine.answers.bounds import BOUND_AFTER, BOUND_BEFORE, ERA_AFTER
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.dates import AFTER_MONTH, MAX_DATE_WORDS, NOT_AFTER_MONTH, WRITTEN_DATE
 from prmtree.engine.answers.marks import strip_answer
@@ -257,7 +258,8 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     if copulas:
         rest = s[copulas[-1].end() :].strip()
         if rest:
-            return rest
+            counted = _counted_subject(s, copulas[-1], rest)
+            return counted if counted is not None else rest
     if "=" in s:
         chains = list(_UNSPACED_CHAIN.finditer(s))
         if chains:  # "The remaining marbles: 15-7=8": the value the last chain ends on
@@ -276,8 +278,56 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         if _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_DATE_WORDS:
             return s  # "before March 3, 2021": the date and what is said of it, compared together
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
-            return numbers[0].group(0).strip()
+            return with_bound(s, numbers[0].start(), numbers[0].end())
     return s
+
+
+_DIGITS_AT = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
+_BOUND_REACH = 40  # characters before a value where its bound words may start ("not more than or equal to")
+#: A count that opens what a sentence says of it: ``5 students``, ``Only 5``, ``at least 3 colours``.
+_COUNT = re.compile(r"(?<![\w.,/:$-])\d+(?:,\d{3})*(?:\.\d+)?(?![\w.,/:%-]|\.\d)")
+_PLURAL_COPULA = re.compile(r"\s(?:are|were)\s", re.IGNORECASE)
+_STATE_WORDS = re.compile(r"^(?:[A-Za-z]+(?:\s+|$)){1,3}$")
+#: Words before a number that make it a name or a time, not a count: ``the 2 lines``, ``in 2019``.
+_NOT_A_COUNT_AFTER = re.compile(r"\b(?:the|these|those|both|all|its|their|his|her|our|my|your|this|that|each|every|"
+                                r"in|on|at|by|since|during|of|from|after|before|to|for|with|until|till)\s+$",
+                                re.IGNORECASE)
+
+
+def _counted_subject(s: str, copula: re.Match[str], rest: str) -> str | None:
+    """The count a sentence says something of (``Therefore, 5 students were absent.``, ``At
+    least 3 colours are needed.``): where a plural copula is followed only by a few words that
+    say what the count is (no value of their own), and what comes before holds one number, that
+    number (with its bound words) is the answer, not the words. ``Bar 3 is red`` (singular:
+    a label) and ``The 3rd bar is red`` (an ordinal) stay the words."""
+    if not _PLURAL_COPULA.fullmatch(copula.group(0)) or not _STATE_WORDS.match(rest):
+        return None
+    head = s[: copula.start()]
+    counts = _COUNT.findall(head)
+    if len(counts) != 1 or len(_NUMBER_IN_TEXT.findall(head)) != 1:
+        return None
+    m = _COUNT.search(head)
+    assert m is not None
+    if _NOT_A_COUNT_AFTER.search(head, 0, m.start()):  # "The 2 lines are parallel", "In 2019 sales were high"
+        return None
+    return with_bound(s, m.start(), m.end())
+
+
+def with_bound(s: str, start: int, end: int) -> str:
+    """The value ``s[start:end]`` with the words that bound it, where some do (``no more than
+    12``, ``12 at most``, ``2021 at the latest``), or its era (``44 BC``): a bound is not its
+    number, nor 44 BC 44, and the comparison must see them (:mod:`.bounds`)."""
+    value = s[start:end]
+    digits = _DIGITS_AT.match(value)
+    if digits is None:  # a date or a time: their own checks read their bounds
+        return value.strip()
+    before = BOUND_BEFORE.search(s, max(0, start - _BOUND_REACH), start)
+    after = BOUND_AFTER.match(s, start + digits.end()) or BOUND_AFTER.match(s, end) \
+        or ERA_AFTER.match(s, start + digits.end())
+    if before is None and after is None:
+        return value.strip()
+    first = start if before is None else before.start("particle") if before.group("particle") else before.start()
+    return s[first : max(end, after.end()) if after else end].strip()
 
 
 def _broken_down(sentence: str) -> str | None:
@@ -385,7 +435,7 @@ def _value(rest: str) -> str:
     if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
         return said_of.group(0).strip()
     m = LEAD_VALUE.match(rest)
-    return m.group(0).strip() if m else rest
+    return with_bound(rest, 0, m.end()) if m else rest
 
 
 def hedged(answer: str, gold: str = "") -> bool:

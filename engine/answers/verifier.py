@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from prmtree.engine.answers.bounds import asks_for_extreme, split_bound
 from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
 from prmtree.engine.answers.pool import PATIENCE, CheckPool, CheckTimedOut
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from prmtree.engine.records import Problem
 
 AnswerCheck = Callable[[str, str], bool]
-_MemoKey = tuple[str, str, str, str, Options]  # (answer_type, kind, gold, predicted, options)
+_MemoKey = tuple[str, str, str, str, Options, bool]  # (answer_type, kind, gold, predicted, options, extreme)
 
 
 class Verifier:
@@ -101,7 +102,7 @@ class Verifier:
         verdict = False
         for attempt, fn in enumerate((self._inline_check_fn, self._patient_check_fn)):
             try:
-                verdict = bool(fn(gold_for_math, predicted))
+                verdict = bool(fn(gold_for_math, _for_math(key, predicted)))
                 break
             except CheckTimedOut:  # the first time, once more under the longer bound
                 if attempt:
@@ -142,7 +143,7 @@ class Verifier:
                 self._memo_hits += 1
                 slow[key][0].append(i)
             else:
-                slow[key] = ([i], gold_for_math, predicted)
+                slow[key] = ([i], gold_for_math, _for_math(key, predicted))
         if slow:
             try:
                 found = await self._slow({key: (gold, predicted) for key, (_, gold, predicted) in slow.items()})
@@ -199,11 +200,14 @@ class Verifier:
         if not isinstance(predicted, str):
             predicted = str(predicted)
         if self.custom is not None:
-            key: _MemoKey = ("custom", "custom", gold, predicted, ())
+            key: _MemoKey = ("custom", "custom", gold, predicted, (), False)
         else:
             options = options_of(problem)
             kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
-            key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else ())
+            # a bound ("at most 12") is read with the question: it states the answer only to one
+            # that asks for an extreme, so the memo tells those apart
+            extreme = split_bound(predicted) is not None and asks_for_extreme(problem.question)
+            key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else (), extreme)
         hit = self._recall(key)
         if hit is not None:
             self._memo_hits += 1
@@ -215,7 +219,7 @@ class Verifier:
             # A declared "number" is a value: 50% is 0.5 too; "auto" reads 50% as written (50).
             verdict, gold_for_math = cheap_check(
                 key[1], gold, predicted, key[4], self.rel_tol,
-                declared_number=key[0] == "number", decimal_comma=self.decimal_comma,
+                declared_number=key[0] == "number", decimal_comma=self.decimal_comma, extreme=key[5],
             )
         if verdict is not None:
             self._quick += 1
@@ -287,3 +291,10 @@ class Verifier:
     async def aclose(self) -> None:
         """``close()`` for async callers; it does not block (workers are killed, not joined)."""
         self.close()
+
+
+def _for_math(key: _MemoKey, predicted: str) -> str:
+    """What Math-Verify compares: a bound's number where the question asks for an extreme
+    (``at most \\frac{1}{2}``: ``\\frac{1}{2}``), else the answer as it is."""
+    bound = split_bound(predicted) if key[5] else None
+    return bound[1] if bound is not None else predicted
