@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--options", help='multiple-choice options as JSON: {"A": "red", ...} or ["red", ...]')
     grd.add_argument("--no-extract", action="store_true", help="TEXT is already the final answer")
     grd.add_argument("--question", help="the question: a bound (\"at most 12\") states an answer only to one that "
-                                        "asks for a most or a least")
+                                        "asks for that extreme (\"the maximum number\")")
     grd.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
 
     verify_help = ("check every shard against its manifest: exit 1 if one is damaged or stray, else 0, also when "

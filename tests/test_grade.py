@@ -891,9 +891,9 @@ def test_calendar_dates_compare_as_dates(gold, text, correct):
     ("18+", "18+", True),
     ("x > 3", "x > 3", True),
     ("+3", "3+", True),  # an ion's charge
-    # eras: 1776 BC is no 1776; a segment named BC is no era
-    ("1776", "1776 BC", False),
-    ("1776", "It happened in 1776 BC.", False),
+    ("2", "The charge is 2+.", True),  # "N+" for one digit: a charge, not "or more"
+    ("12", "We need 12 N upward.", True),  # a direction, not a bound
+    # eras: 1776 BC is no 1776 AD; a segment named BC, or algebra's bc, is no era
     ("1776 BC", "1776 AD", False),
     ("44 BC", "Caesar died in 44 AD.", False),
     ("44 BC", "He died in 44 BC.", True),
@@ -902,6 +902,7 @@ def test_calendar_dates_compare_as_dates(gold, text, correct):
     ("2BC", r"2 \cdot BC", True),
     ("2BC", "2 BC", True),
     ("5", "BC = 5", True),
+    ("2bc", r"\boxed{2 bc}", True),
 ])
 def test_a_bound_on_a_value_is_not_the_value(gold, text, correct):
     assert prmtree.grade(gold, text).correct is correct
@@ -910,11 +911,15 @@ def test_a_bound_on_a_value_is_not_the_value(gold, text, correct):
 @pytest.mark.parametrize("question, text, correct", [
     # asked for an extreme, a bound that holds its number states it ...
     ("What is the maximum number of people the elevator can hold?", "At most 12 people can fit.", True),
-    ("How many packs does she need to buy?", "She needs to buy at least 12 packs.", True),
+    ("What is the minimum number of packs she must buy?", "She needs to buy at least 12 packs.", True),
+    ("How many packs does she need to buy?", "She needs to buy at least 12 packs.", True),  # what is needed: a least
+    ("From what age can children join?", "12 and up", True),
     ("How many people can the bus carry?", "The bus can carry up to 12 people.", True),
     ("What is the least number of colours needed?", r"\boxed{\geq 12}", True),
     ("What is the largest possible value?", "a maximum of 12", True),
-    # ... a strict one never does
+    # ... a strict one never does, nor one of the other direction, nor a name that looks like one
+    ("What is the largest possible value?", "at least 12", False),
+    ("What is the least common multiple of 4 and 6?", "at least 12", False),
     ("What is the maximum number of people the elevator can hold?", "more than 12", False),
     ("What is the largest possible value?", r"\boxed{< 12}", False),
     # asked for a count, any bound is a hedge
@@ -941,24 +946,6 @@ def test_the_memo_tells_an_extreme_question_from_another():
     assert verifier(root, r"\leq \frac{\sqrt{2}}{2}") is True
     assert verifier(Problem(id="d", question="What is f(1)?", answer=r"\frac{1}{\sqrt{2}}"),
                     r"\leq \frac{\sqrt{2}}{2}") is False
-
-
-@pytest.mark.parametrize("gold, text, correct", [
-    ("5", "Therefore, 5 students were absent.", True),  # read "absent" before
-    ("3", "3 colours are needed.", True),
-    ("5", "Only 5 are left.", True),
-    ("5", "In total, 5 apples were eaten.", True),
-    ("1,200", "1,200 people were present.", True),
-    ("6", "Therefore, 5 students were absent.", False),
-    # a name, an ordinal, a year, the definite article: the words are the answer
-    ("red", "Bar 3 is red.", True),
-    ("red", "The 3rd bar is red.", True),
-    ("parallel", "The 2 lines are parallel.", True),
-    ("high", "In 2019 sales were high.", True),
-    ("red", "Rows 3 and 4 are red.", True),
-])
-def test_a_count_is_read_from_what_is_said_of_it(gold, text, correct):
-    assert prmtree.grade(gold, text).correct is correct
 
 
 def test_golds_that_only_look_hedged_are_graded():
@@ -1043,7 +1030,7 @@ def test_cli_grade_prints_the_verdict_and_exits_0_whatever_it_is():
     assert json.loads(hedge.stdout) == {"correct": False, "extracted": "B or C", "reason": "hedged"}
     raw = cli("grade", "B", "The total is (A) 5.", "--no-extract", "--options", '["5", "6"]')
     assert raw.returncode == 0 and raw.stdout.splitlines() == ["wrong", "extracted: (A) 5", "reason: not equal"]
-    asked = cli("grade", "12", "At most 12 people fit.", "--question", "How many people fit at most?")
+    asked = cli("grade", "12", "At most 12 people fit.", "--question", "What is the most people that fit?")
     assert asked.returncode == 0 and asked.stdout.splitlines()[0] == "correct"
     assert cli("grade", "12", "At most 12 people fit.").stdout.splitlines()[0] == "wrong"  # no extreme asked for
     bad = cli("grade", "5", "5", "--options", "{nope")

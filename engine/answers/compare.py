@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from prmtree.engine.answers.bounds import eras_differ, split_bound, states_bound
+from prmtree.engine.answers.bounds import STRICT, eras_differ, split_bound, states_bound
 from prmtree.engine.answers.dates import dates_match
 from prmtree.engine.answers.marks import strip_answer, unwrap
 from prmtree.engine.answers.sentences import YES_NO_LEAD, implied_verdict
@@ -364,7 +364,7 @@ def cheap_check(
     *,
     declared_number: bool = False,
     decimal_comma: bool = False,
-    extreme: bool = False,
+    asked: str | None = None,
 ) -> tuple[bool | None, str]:
     """Decide without sympy where string work can: ``(verdict, gold_for_math)``, where a
     ``None`` verdict means "ask the pool (:func:`slow_match`) whether ``gold_for_math``
@@ -375,22 +375,26 @@ def cheap_check(
     on equal LaTeX, two plain numbers, number tuples and sets, or words.
     ``declared_number``: the problem declared ``answer_type = "number"`` (not inferred by
     ``auto``): a value, so 50% is 0.5 too, and a sentence is no answer at all.
-    ``extreme``: the question asks for a most or a least, so a bound that holds its number
-    (``at most 12``) states it (:mod:`.bounds`); any other bound is wrong.
+    ``asked``: the question asks for a most (``bounds.UPPER``) or a least (``bounds.LOWER``),
+    which a bound of that direction holding its number states (``at most 12``); any other
+    bound is wrong (:mod:`.bounds`).
     """
     if not predicted.strip():
         return False, gold
+    bound = split_bound(predicted) if gold.strip() != predicted.strip() else None
+    if bound is not None and not states_bound(gold):
+        direction, value = bound
+        if kind == "choice":  # an option may be a bound ("More than 12"); else its number may name one
+            named = _choice_match(gold, predicted, dict(options))
+            return named or (direction != STRICT and _choice_match(gold, value, dict(options))), gold
+        if direction == STRICT or direction != asked:
+            return False, gold  # "> 12", "at least 12", "\\geq 12" are no 12 (Math-Verify read them as 12)
+        predicted = value  # "at most 12", asked for the most: 12
     if kind == "choice":
         return _choice_match(gold, predicted, dict(options)), gold  # options come cleaned (kinds)
     if kind != "vqa" and gold.strip() != predicted.strip():
-        bound = split_bound(predicted) if kind != "choice" else None
-        if bound is not None and not states_bound(gold):
-            strict, value = bound
-            if strict or not extreme:
-                return False, gold  # "> 12", "at least 12", "12+" are no 12 (Math-Verify reads them as 12)
-            predicted = value  # "at most 12", asked for the most: 12
         if eras_differ(gold, predicted):
-            return False, gold  # "1776 BC" is no 1776
+            return False, gold  # "1776 BC" is no 1776 AD
         # times and dates before Math-Verify, which reads "10 p.m." as 10 and no date as a
         # date ("3 March 2021" for "March 3, 2021"); and before text ("noon" is 12 p.m.)
         written = times_match(gold, predicted)

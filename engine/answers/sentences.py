@@ -258,8 +258,7 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     if copulas:
         rest = s[copulas[-1].end() :].strip()
         if rest:
-            counted = _counted_subject(s, copulas[-1], rest)
-            return counted if counted is not None else rest
+            return rest
     if "=" in s:
         chains = list(_UNSPACED_CHAIN.finditer(s))
         if chains:  # "The remaining marbles: 15-7=8": the value the last chain ends on
@@ -284,33 +283,6 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
 
 _DIGITS_AT = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 _BOUND_REACH = 40  # characters before a value where its bound words may start ("not more than or equal to")
-#: A count that opens what a sentence says of it: ``5 students``, ``Only 5``, ``at least 3 colours``.
-_COUNT = re.compile(r"(?<![\w.,/:$-])\d+(?:,\d{3})*(?:\.\d+)?(?![\w.,/:%-]|\.\d)")
-_PLURAL_COPULA = re.compile(r"\s(?:are|were)\s", re.IGNORECASE)
-_STATE_WORDS = re.compile(r"^(?:[A-Za-z]+(?:\s+|$)){1,3}$")
-#: Words before a number that make it a name or a time, not a count: ``the 2 lines``, ``in 2019``.
-_NOT_A_COUNT_AFTER = re.compile(r"\b(?:the|these|those|both|all|its|their|his|her|our|my|your|this|that|each|every|"
-                                r"in|on|at|by|since|during|of|from|after|before|to|for|with|until|till)\s+$",
-                                re.IGNORECASE)
-
-
-def _counted_subject(s: str, copula: re.Match[str], rest: str) -> str | None:
-    """The count a sentence says something of (``Therefore, 5 students were absent.``, ``At
-    least 3 colours are needed.``): where a plural copula is followed only by a few words that
-    say what the count is (no value of their own), and what comes before holds one number, that
-    number (with its bound words) is the answer, not the words. ``Bar 3 is red`` (singular:
-    a label) and ``The 3rd bar is red`` (an ordinal) stay the words."""
-    if not _PLURAL_COPULA.fullmatch(copula.group(0)) or not _STATE_WORDS.match(rest):
-        return None
-    head = s[: copula.start()]
-    counts = _COUNT.findall(head)
-    if len(counts) != 1 or len(_NUMBER_IN_TEXT.findall(head)) != 1:
-        return None
-    m = _COUNT.search(head)
-    assert m is not None
-    if _NOT_A_COUNT_AFTER.search(head, 0, m.start()):  # "The 2 lines are parallel", "In 2019 sales were high"
-        return None
-    return with_bound(s, m.start(), m.end())
 
 
 def with_bound(s: str, start: int, end: int) -> str:

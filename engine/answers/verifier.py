@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prmtree.engine.answers.bounds import asks_for_extreme, split_bound
+from prmtree.engine.answers.bounds import extreme_asked, split_bound
 from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
 from prmtree.engine.answers.pool import PATIENCE, CheckPool, CheckTimedOut
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from prmtree.engine.records import Problem
 
 AnswerCheck = Callable[[str, str], bool]
-_MemoKey = tuple[str, str, str, str, Options, bool]  # (answer_type, kind, gold, predicted, options, extreme)
+_MemoKey = tuple[str, str, str, str, Options, str | None]  # (answer_type, kind, gold, predicted, options, extreme asked)
 
 
 class Verifier:
@@ -200,14 +200,14 @@ class Verifier:
         if not isinstance(predicted, str):
             predicted = str(predicted)
         if self.custom is not None:
-            key: _MemoKey = ("custom", "custom", gold, predicted, (), False)
+            key: _MemoKey = ("custom", "custom", gold, predicted, (), None)
         else:
             options = options_of(problem)
             kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
             # a bound ("at most 12") is read with the question: it states the answer only to one
-            # that asks for an extreme, so the memo tells those apart
-            extreme = split_bound(predicted) is not None and asks_for_extreme(problem.question)
-            key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else (), extreme)
+            # that asks for that extreme, so the memo tells those apart
+            asked = extreme_asked(problem.question) if split_bound(predicted) is not None else None
+            key = (problem.answer_type, kind, gold, predicted, options if kind == "choice" else (), asked)
         hit = self._recall(key)
         if hit is not None:
             self._memo_hits += 1
@@ -219,7 +219,7 @@ class Verifier:
             # A declared "number" is a value: 50% is 0.5 too; "auto" reads 50% as written (50).
             verdict, gold_for_math = cheap_check(
                 key[1], gold, predicted, key[4], self.rel_tol,
-                declared_number=key[0] == "number", decimal_comma=self.decimal_comma, extreme=key[5],
+                declared_number=key[0] == "number", decimal_comma=self.decimal_comma, asked=key[5],
             )
         if verdict is not None:
             self._quick += 1
@@ -296,5 +296,5 @@ class Verifier:
 def _for_math(key: _MemoKey, predicted: str) -> str:
     """What Math-Verify compares: a bound's number where the question asks for an extreme
     (``at most \\frac{1}{2}``: ``\\frac{1}{2}``), else the answer as it is."""
-    bound = split_bound(predicted) if key[5] else None
-    return bound[1] if bound is not None else predicted
+    bound = split_bound(predicted) if key[5] is not None else None
+    return bound[1] if bound is not None and bound[0] == key[5] else predicted
