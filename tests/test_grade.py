@@ -895,6 +895,9 @@ def test_calendar_dates_compare_as_dates(gold, text, correct):
     ("12", "We need 12 N upward.", True),  # a direction, not a bound
     # eras: 1776 BC is no 1776 AD; a segment named BC, or algebra's bc, is no era
     ("1776 BC", "1776 AD", False),
+    ("44 BC", "He died in 44 A.D.", False),  # the sentence's last dot dropped: "44 A.D"
+    ("1776 BC", r"\boxed{1776 \text{ AD}}", False),
+    ("12", "The lift holds max 12 people.", False),
     ("44 BC", "Caesar died in 44 AD.", False),
     ("44 BC", "He died in 44 BC.", True),
     ("44 BC", "44 B.C.", True),
@@ -926,9 +929,26 @@ def test_a_bound_on_a_value_is_not_the_value(gold, text, correct):
     ("How many apples are in the picture?", "at least 12 apples", False),
     ("How many apples are in the picture?", "At most 12 apples are visible.", False),
     (None, "At most 12 people can fit.", False),  # no question: no extreme asked for
+    # the asking sentence decides, not an instruction after it
+    ("Find the minimum value of f. Your answer must be an integer.", "at least 12", True),
+    ("What is the minimum number? Your answer must be an integer.", "at most 12", False),
+    ("How many are there? You may use a calculator.", "at most 12", False),
 ])
 def test_a_bound_that_holds_its_number_answers_a_question_for_an_extreme(question, text, correct):
     assert prmtree.grade("12", text, question=question).correct is correct
+
+
+def test_a_bound_names_an_option_only_where_its_extreme_is_asked_for():
+    options = ["10", "12", "More than 12"]
+    assert prmtree.grade("B", "He can make at most 12 cookies.", options=options,
+                         question="What is the maximum number of cookies he can make?").correct is True
+    assert prmtree.grade("B", "at least 12", options=options, question="How many apples are there?").correct is False
+    assert prmtree.grade("C", "More than 12", options=options).correct is True  # the option's own text
+
+
+def test_a_gold_that_states_a_bound_compares_as_before_whatever_the_question():
+    for question in ("What is the minimum number of pens?", "How many pens?"):
+        assert prmtree.grade("12+", "at least 12", question=question).correct is False
 
 
 def test_the_memo_tells_an_extreme_question_from_another():
@@ -946,6 +966,16 @@ def test_the_memo_tells_an_extreme_question_from_another():
     assert verifier(root, r"\leq \frac{\sqrt{2}}{2}") is True
     assert verifier(Problem(id="d", question="What is f(1)?", answer=r"\frac{1}{\sqrt{2}}"),
                     r"\leq \frac{\sqrt{2}}{2}") is False
+    # the driver's path (memo, then the pool) gives the same verdicts
+    import asyncio
+
+    driver = Verifier()
+    try:
+        assert asyncio.run(driver.check(most, ["at most 12"])) == [True]
+        assert asyncio.run(driver.check(count, ["at most 12"])) == [False]
+        assert asyncio.run(driver.check(root, [r"\leq \frac{\sqrt{2}}{2}"])) == [True]
+    finally:
+        driver.close()
 
 
 def test_golds_that_only_look_hedged_are_graded():

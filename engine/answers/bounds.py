@@ -18,7 +18,8 @@ A gold that states a bound itself (``x > 3``, ``18+``) or a sign (``+3``) leaves
 to the other checks, and so do ``N+`` for a one-digit N (an ion's charge, ``2+``) and bound words
 a run cannot tell from a verb's (``add up to 12``, ``handed over 12``) inside a sentence.
 
-Also here, since a year's era is the same kind of qualifier: ``1776 BC`` is not ``1776 AD``.
+"N or more" and "N or less" are refused as hedges before this reads them (``extract``), whatever
+the question.
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ _BEFORE_NUMBER = re.compile(
     rf"(?P<value>{_NUMBER_START}.*)$", re.IGNORECASE | re.DOTALL)
 _NUMBER_THEN_BOUND = re.compile(
     rf"^{_WRAP}(?P<value>{_NUMBER}(?:\s*(?:\\?%|[A-Za-z]+\.?))?(?:\s+[A-Za-z]+)?)"
-    rf"(?:(?P<upper>{_UPPER_AFTER})|(?P<lower>{_LOWER_AFTER}))(?![\w+/-]){_WRAP}[.!]?{_WRAP}$", re.IGNORECASE)
+    rf"(?:(?P<upper>{_UPPER_AFTER})|(?P<lower>{_LOWER_AFTER}))(?![\w+/-])[\s$*_()\\{{}}.!]*$", re.IGNORECASE)
 #: ``12+ years``, ``500+ tickets``: "or more" written as a plus between the number and its unit.
 _PLUS_UNIT = re.compile(rf"^{_WRAP}(?P<number>[$€£]?\d\d[\d,.]*)\+\s*(?P<unit>[A-Za-z][A-Za-z/.]*(?:\s+[A-Za-z]+)?)"
-                        rf"{_WRAP}[.!]?$")
+                        r"[\s$*_()\\{}.!]*$")
 _NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
 _BRACED = re.compile(r"\{[^{}]*\}")
 _ALL_WORDS = rf"{_UPPER_WORDS}|{_LOWER_WORDS}|{_STRICT_WORDS}|{_UPPER_PARTICLES}|{_STRICT_PARTICLES}"
@@ -76,37 +77,33 @@ _ALL_WORDS = rf"{_UPPER_WORDS}|{_LOWER_WORDS}|{_STRICT_WORDS}|{_UPPER_PARTICLES}
 _ANY_BOUND = re.compile(rf"{_RELATION}|\b(?:{_ALL_WORDS})\b|\d\s*\+|(?<=\d)(?:{_UPPER_AFTER}|{_LOWER_AFTER})(?![\w+])"
                         r"|^[\s$]*\+", re.IGNORECASE)
 MAX_WORDS = 8
+MAX_CHARS = 200  # a bound of eight words never needs more; longer answers would cost the regexes time
 
 #: Bound words ending right before a number inside a sentence (``It is no more than 12``):
 #: what the value readers keep with it. "up to", "over", "under" only after words that make
 #: them bounds ("is up to 12", "holds up to 40"), not a verb's particle ("add up to 12").
-BOUND_BEFORE = re.compile(rf"(?:{_RELATION}|\b(?:{_UPPER_WORDS}|{_LOWER_WORDS}|{_STRICT_WORDS})"
+BOUND_BEFORE = re.compile(rf"(?:{_RELATION}|\b(?:{_UPPER_WORDS}|{_LOWER_WORDS}|{_STRICT_WORDS}|max\.?|min\.)"
                           rf"|(?:^|[:;]|\b(?:is|are|was|were|be|been|has|have|had|holds?|carry|carries|seats?|fits?))"
                           rf"\s*(?P<particle>{_UPPER_PARTICLES}|{_STRICT_PARTICLES}))\s*$", re.IGNORECASE)
 #: Bound words right after a number, ending its clause (``12 at most.``, ``2021 onwards``), or
 #: "or more" before what is counted (``12 or more people.``).
 BOUND_AFTER = re.compile(rf"(?:(?:{_UPPER_AFTER}|{_LOWER_AFTER})(?![\w+/-])|\s+or\s+(?:more|fewer|less)(?:\s+[A-Za-z]+){{1,2}})"
                          rf"{_CLAUSE_END}", re.IGNORECASE)
-#: An era after a year, kept with it by the value readers (``44 BC``, ``79 AD``).
-ERA_AFTER = re.compile(r"\s+(?:B\.C\.(?:E\.)?|A\.D\.|BCE?|AD|CE)(?![A-Za-z])")
-
-#: The question's last sentence asks for a most, or for a least; names that only look like it do not.
+#: The question's asking sentence wants a most, or a least; names that only look like one do not.
 _NOT_EXTREME = re.compile(r"\b(?:least|lowest)\s+common\s+(?:multiple|denominator)|\bgreatest\s+common\s+"
                           r"(?:divisor|factor)|\b(?:highest\s+common\s+factor)|\bmost\s+(?:frequent(?:ly)?|common(?:ly)?|"
                           r"likely|popular|often|of\b)|\bat\s+(?:least|most)\b", re.IGNORECASE)
 _ASKS_MOST = re.compile(r"\b(?:max(?:imum|imal|imize|imise)?|most|largest|greatest|highest|biggest|longest|latest|"
-                        r"top|capacity|limit|may|allowed|permitted|holds?|seats?|accommodates?|"
+                        r"capacity|limit(?!\s+of)|top\s+speed|may|allowed|permitted|hold|holds(?!\?)|seats?|accommodates?|"
                         r"(?:can|could)\b[^?.]{0,40}\b(?:hold|fit|carry|seat|contain|accommodate|afford|buy|purchase|"
                         r"store|serve|make|bake|fill|have|take))\b", re.IGNORECASE)
 _ASKS_LEAST = re.compile(r"\b(?:min(?:imum|imal|imize|imise)?|least|fewest|smallest|lowest|shortest|earliest|"
                          r"needs?|must|enough|requirement|required|have\s+to\s+be|from\s+what\s+age|"
                          r"since\s+(?:what|which|when))\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
-
-#: A year's era after its number (``1776 BC``, ``44 B.C.``, ``44 \\text{ BC}``), and the common
-#: era named (``79 AD``, ``AD 79``, ``79 CE``). Capitals only: "2 bc" is algebra.
-_BC = re.compile(r"\d(?:\s+|\s*\\text\{\s*)(?:B\.?\s?C\.?(?:\s?E\.?)?|BCE)(?![A-Za-z^_])")
-_AD = re.compile(r"\d\s+(?:A\.?\s?D\.?|C\.?E\.?)(?![A-Za-z^_])|\b(?:AD|A\.D\.)\s+\d")
+#: A sentence that tells how to answer, not what to find ("Your answer must be an integer.").
+_INSTRUCTION = re.compile(r"^\W*(?:your|the)\s+answer|^\W*(?:answer|you\s+(?:may|must|can)|express|give|round|write|put|"
+                          r"please|note|use|show|enter|select|choose)\b", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=65536)  # per checked answer on the driver: a run's answers repeat
@@ -114,7 +111,7 @@ def split_bound(answer: str) -> tuple[str, str] | None:
     """``(kind, the number and what follows it)`` where ``answer`` is a bound on one number,
     kind ``STRICT`` (``more than 12``, ``> 12``), ``UPPER`` (``<= 12``, ``at most 12``, ``12 or
     less``) or ``LOWER`` (``at least 12``, ``12 or more``, ``2021 onwards``); else None."""
-    if len(answer.split()) > MAX_WORDS or not any(c.isdigit() for c in answer):
+    if len(answer) > MAX_CHARS or len(answer.split()) > MAX_WORDS or not any(c.isdigit() for c in answer):
         return None
     unbraced, previous = _BRACED.sub("", answer), answer
     while unbraced != previous:  # innermost braces first: "\\frac{\\sqrt{2}}{2}" holds one number
@@ -151,26 +148,13 @@ def states_bound(gold: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def extreme_asked(question: str) -> str | None:
-    """``UPPER`` where the question's last sentence asks for a most (``the maximum number``,
-    ``how many can the lift hold``), ``LOWER`` for a least (``the minimum``), None otherwise
-    (or both): the bound that states such an answer."""
-    asked = _SENTENCE_END.split(question.strip())[-1]
+    """``UPPER`` where the question asks for a most (``the maximum number``, ``how many can the
+    lift hold``), ``LOWER`` for a least (``the minimum``), None otherwise (or both): the bound
+    that states such an answer. Read is the asking sentence: the last one with a question mark,
+    else the last that is no instruction on how to answer."""
+    sentences = [t for t in _SENTENCE_END.split(question.strip()[-2000:]) if not _INSTRUCTION.match(t)]
+    asking = [t for t in sentences if "?" in t]
+    asked = (asking or sentences or [""])[-1]
     asked = _NOT_EXTREME.sub(" ", asked)
     most, least = _ASKS_MOST.search(asked) is not None, _ASKS_LEAST.search(asked) is not None
     return UPPER if most and not least else LOWER if least and not most else None
-
-
-def eras_differ(gold: str, predicted: str) -> bool:
-    """Whether one side dates its year BC and the other names the common era (``1776 BC``
-    against ``1776 AD``): the same digits, other years. A side that names no era is left to
-    the other checks (the question may say it: "In what year BC …?")."""
-    gold_era, predicted_era = _era(gold), _era(predicted)
-    return gold_era is not None and predicted_era is not None and gold_era != predicted_era
-
-
-@functools.lru_cache(maxsize=65536)  # per comparison on the driver: golds and answers repeat
-def _era(text: str) -> str | None:
-    """``"BC"``, ``"AD"`` (or CE), or None."""
-    if _BC.search(text):
-        return "BC"
-    return "AD" if _AD.search(text) else None

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from prmtree.engine.answers.bounds import STRICT, eras_differ, split_bound, states_bound
+from prmtree.engine.answers.bounds import split_bound, states_bound
 from prmtree.engine.answers.dates import dates_match
+from prmtree.engine.answers.eras import eras_differ
 from prmtree.engine.answers.marks import strip_answer, unwrap
 from prmtree.engine.answers.sentences import YES_NO_LEAD, implied_verdict
 from prmtree.engine.answers.kinds import Options, _clean_options
@@ -384,10 +385,10 @@ def cheap_check(
     bound = split_bound(predicted) if gold.strip() != predicted.strip() else None
     if bound is not None and not states_bound(gold):
         direction, value = bound
-        if kind == "choice":  # an option may be a bound ("More than 12"); else its number may name one
+        if kind == "choice":  # an option may be a bound ("More than 12"); else its number names one, if asked for
             named = _choice_match(gold, predicted, dict(options))
-            return named or (direction != STRICT and _choice_match(gold, value, dict(options))), gold
-        if direction == STRICT or direction != asked:
+            return named or (direction == asked and _choice_match(gold, value, dict(options))), gold
+        if direction != asked:  # a strict bound never is
             return False, gold  # "> 12", "at least 12", "\\geq 12" are no 12 (Math-Verify read them as 12)
         predicted = value  # "at most 12", asked for the most: 12
     if kind == "choice":

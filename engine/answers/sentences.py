@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 
-from prmtree.engine.answers.bounds import BOUND_AFTER, BOUND_BEFORE, ERA_AFTER
+from prmtree.engine.answers.bounds import BOUND_AFTER, BOUND_BEFORE
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.dates import AFTER_MONTH, MAX_DATE_WORDS, NOT_AFTER_MONTH, WRITTEN_DATE
+from prmtree.engine.answers.eras import ERA_AFTER
 from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.times import MAX_WORDS, WRITTEN_TIME, one_time_twice
 from prmtree.engine.answers.values import LEAD_VALUE, bare_answer, two_values
@@ -277,7 +278,7 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         if _DATE_ALONE.fullmatch(numbers[0].group(0).strip()) and len(s.split()) <= MAX_DATE_WORDS:
             return s  # "before March 3, 2021": the date and what is said of it, compared together
         if not _opens_expression(s, numbers[0].start()):  # "4 \\pi square cm" is no number
-            return with_bound(s, numbers[0].start(), numbers[0].end())
+            return with_qualifiers(s, numbers[0].start(), numbers[0].end())
     return s
 
 
@@ -285,10 +286,10 @@ _DIGITS_AT = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 _BOUND_REACH = 40  # characters before a value where its bound words may start ("not more than or equal to")
 
 
-def with_bound(s: str, start: int, end: int) -> str:
-    """The value ``s[start:end]`` with the words that bound it, where some do (``no more than
-    12``, ``12 at most``, ``2021 at the latest``), or its era (``44 BC``): a bound is not its
-    number, nor 44 BC 44, and the comparison must see them (:mod:`.bounds`)."""
+def with_qualifiers(s: str, start: int, end: int) -> str:
+    """The value ``s[start:end]`` with what qualifies it: the words that bound it (``no more
+    than 12``, ``12 at most``, ``2021 at the latest``; :mod:`.bounds`) or its era (``44 BC``;
+    :mod:`.eras`). A bound is not its number, nor is 44 BC 44 AD, so the comparison must see them."""
     value = s[start:end]
     digits = _DIGITS_AT.match(value)
     if digits is None:  # a date or a time: their own checks read their bounds
@@ -407,7 +408,7 @@ def _value(rest: str) -> str:
     if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
         return said_of.group(0).strip()
     m = LEAD_VALUE.match(rest)
-    return with_bound(rest, 0, m.end()) if m else rest
+    return with_qualifiers(rest, 0, m.end()) if m else rest
 
 
 def hedged(answer: str, gold: str = "") -> bool:

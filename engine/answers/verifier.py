@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prmtree.engine.answers.bounds import extreme_asked, split_bound
+from prmtree.engine.answers.bounds import extreme_asked, split_bound, states_bound
 from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
 from prmtree.engine.answers.pool import PATIENCE, CheckPool, CheckTimedOut
@@ -102,7 +102,7 @@ class Verifier:
         verdict = False
         for attempt, fn in enumerate((self._inline_check_fn, self._patient_check_fn)):
             try:
-                verdict = bool(fn(gold_for_math, _for_math(key, predicted)))
+                verdict = bool(fn(gold_for_math, _for_math(key, problem.answer, predicted)))
                 break
             except CheckTimedOut:  # the first time, once more under the longer bound
                 if attempt:
@@ -143,7 +143,7 @@ class Verifier:
                 self._memo_hits += 1
                 slow[key][0].append(i)
             else:
-                slow[key] = ([i], gold_for_math, _for_math(key, predicted))
+                slow[key] = ([i], gold_for_math, _for_math(key, problem.answer, predicted))
         if slow:
             try:
                 found = await self._slow({key: (gold, predicted) for key, (_, gold, predicted) in slow.items()})
@@ -293,8 +293,10 @@ class Verifier:
         self.close()
 
 
-def _for_math(key: _MemoKey, predicted: str) -> str:
-    """What Math-Verify compares: a bound's number where the question asks for an extreme
-    (``at most \\frac{1}{2}``: ``\\frac{1}{2}``), else the answer as it is."""
-    bound = split_bound(predicted) if key[5] is not None else None
-    return bound[1] if bound is not None and bound[0] == key[5] else predicted
+def _for_math(key: _MemoKey, gold: str, predicted: str) -> str:
+    """What Math-Verify compares: a bound's number where the question asks for the bound's
+    extreme (``at most \\frac{1}{2}``: ``\\frac{1}{2}``) and the gold states no bound, as
+    ``cheap_check`` reads it; else the answer as it is."""
+    asked = key[5]
+    bound = split_bound(predicted) if asked is not None and not states_bound(gold) else None
+    return bound[1] if bound is not None and bound[0] == asked else predicted
