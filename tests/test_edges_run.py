@@ -565,7 +565,9 @@ def test_a_deeply_nested_answer_is_peeled_in_linear_time_and_never_compared():
     started = time.monotonic()
     assert unwrap("$\\boxed{" + NESTED + "}$") == "7"  # what the old unwrap took a minute for
     assert Verifier().quick(problem, NESTED) is not None
-    assert time.monotonic() - started < 2
+    # ~0.1 s here; the old unwrap took a minute. A wide bound: this machine is shared, and once,
+    # with three other jobs on its two cores, the same check took 9 s
+    assert time.monotonic() - started < 20
     text = "First, think.\n\nSo the answer is \\boxed{" + NESTED + "}"
     rollout = parse_completion(problem, text, 10, "stop", Segmenter(), None)
     assert rollout.answer is None and rollout.malformed == "answer_too_long" and not rollout.correct
