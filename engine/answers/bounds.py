@@ -106,12 +106,16 @@ _INSTRUCTION = re.compile(r"^\W*(?:your|the)\s+answer|^\W*(?:answer|you\s+(?:may
                           r"please|note|use|show|enter|select|choose)\b", re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=65536)  # per checked answer on the driver: a run's answers repeat
 def split_bound(answer: str) -> tuple[str, str] | None:
     """``(kind, the number and what follows it)`` where ``answer`` is a bound on one number,
     kind ``STRICT`` (``more than 12``, ``> 12``), ``UPPER`` (``<= 12``, ``at most 12``, ``12 or
     less``) or ``LOWER`` (``at least 12``, ``12 or more``, ``2021 onwards``); else None."""
-    if len(answer) > MAX_CHARS or len(answer.split()) > MAX_WORDS or not any(c.isdigit() for c in answer):
+    return None if len(answer) > MAX_CHARS else _split_bound(answer)  # long answers: no bound, and not kept
+
+
+@functools.lru_cache(maxsize=65536)  # per checked answer on the driver: a run's answers repeat
+def _split_bound(answer: str) -> tuple[str, str] | None:
+    if len(answer.split()) > MAX_WORDS or not any(c.isdigit() for c in answer):
         return None
     unbraced, previous = _BRACED.sub("", answer), answer
     while unbraced != previous:  # innermost braces first: "\\frac{\\sqrt{2}}{2}" holds one number

@@ -29,9 +29,17 @@ def eras_differ(gold: str, predicted: str) -> bool:
     return gold_era is not None and predicted_era is not None and gold_era != predicted_era
 
 
-@functools.lru_cache(maxsize=16384)  # per comparison on the driver: golds and answers repeat
 def _era(text: str) -> str | None:
-    """``"BC"``, ``"AD"`` (or CE), or None."""
+    """``"BC"``, ``"AD"`` (or CE), or None. Short texts (golds, most answers) are remembered:
+    they repeat through a run; a long one is read each time, not kept."""
+    return _remembered_era(text) if len(text) <= _REMEMBERED_CHARS else _era_of(text)
+
+
+def _era_of(text: str) -> str | None:
     if _BC.search(text):
         return "BC"
     return "AD" if _AD.search(text) else None
+
+
+_REMEMBERED_CHARS = 200
+_remembered_era = functools.lru_cache(maxsize=16384)(_era_of)
