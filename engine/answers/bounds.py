@@ -69,7 +69,8 @@ _NUMBER_THEN_BOUND = re.compile(
 #: ``12+ years``, ``500+ tickets``: "or more" written as a plus between the number and its unit.
 _PLUS_UNIT = re.compile(rf"^{_WRAP}(?P<number>[$€£]?\d\d[\d,.]*)\+\s*(?P<unit>[A-Za-z][A-Za-z/.]*(?:\s+[A-Za-z]+)?)"
                         r"[\s$*_()\\{}.!]*$")
-_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
+#: A number's digits, with its decimal point or thousands commas (``1,200``, ``3.5``).
+DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _BRACED = re.compile(r"\{[^{}]*\}")
 _ALL_WORDS = rf"{_UPPER_WORDS}|{_LOWER_WORDS}|{_STRICT_WORDS}|{_UPPER_PARTICLES}|{_STRICT_PARTICLES}"
 #: Anything in a gold that states a bound, or a sign (``+3``, an ion's charge ``3+``): then
@@ -120,7 +121,7 @@ def _split_bound(answer: str) -> tuple[str, str] | None:
     unbraced, previous = _BRACED.sub("", answer), answer
     while unbraced != previous:  # innermost braces first: "\\frac{\\sqrt{2}}{2}" holds one number
         unbraced, previous = _BRACED.sub("", unbraced), unbraced
-    if len(_NUMBERS.findall(unbraced)) > 1:
+    if len(DIGITS.findall(unbraced)) > 1:
         return None  # several numbers ("Above 50%: 3 countries", "12 +/- 0.5"); LaTeX's braces hold one
     if answer.lstrip(" $(").startswith("<") and ">" in answer:
         return None  # "<2, 3>": a vector

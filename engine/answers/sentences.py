@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from prmtree.engine.answers.bounds import BOUND_AFTER, BOUND_BEFORE
+from prmtree.engine.answers.bounds import BOUND_AFTER, BOUND_BEFORE, DIGITS
 from prmtree.engine.answers.choices import choice_stated, names_a_choice
 from prmtree.engine.answers.dates import AFTER_MONTH, MAX_DATE_WORDS, NOT_AFTER_MONTH, WRITTEN_DATE
 from prmtree.engine.answers.eras import ERA_AFTER
@@ -90,7 +90,6 @@ NEGATED_VALUE = re.compile(
     r"\b(?:not|cannot|can't|can’t|isn't|isn’t|aren't|wasn't|weren't|doesn't|don't|didn't|won't|never|"
     r"no\s+longer)(?:\s+(?!(?:is|are|was|were|equals|be)\b)[A-Za-z']+)??\s+(?:be\s+)?[-+]?\$?\d",
     re.IGNORECASE)
-DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 #: An aside in brackets (``5 (not counting the teacher)``): not what the sentence states.
 ASIDE = re.compile(r"\([^()]*\)")
 
