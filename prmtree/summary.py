@@ -56,6 +56,10 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
     if checks.get("custom_errors"):
         warnings.append(f"check_answer failed on {checks['custom_errors']:,} answers, graded wrong: "
                         f"{checks.get('custom_error')}; fix it, then rerun with --force (its verdicts made the labels)")
+    if checks.get("check_errors"):
+        warnings.append(f"prmtree's answer checks raised on {checks['check_errors']:,} answers, graded wrong (a bug "
+                        f"in prmtree: please report this line): {checks.get('check_error')}; their labels may be "
+                        "wrong: once it is fixed, rerun with --force")
     if done and stats.steps_labelled == 0:
         warnings.append(f"nothing was labelled: 0 labelled steps over {done} problems done (the output's steps "
                         "table holds no label); the reasons below say why")

@@ -242,3 +242,47 @@ def test_a_check_answer_that_fails_grades_wrong_and_says_so(tmp_path, problems, 
     assert len(said) == 1 and why in said[0] and "graded wrong" in said[0]
     roots = [n for n in read_table(tmp_path, "nodes").to_pylist() if n["depth"] == 0]
     assert all(r["n_correct"] == 0 for r in roots)  # a failed check is a wrong answer, "no" included
+
+
+def test_a_check_of_prmtrees_own_that_raises_grades_wrong_and_says_so(tmp_path, problems, monkeypatch):
+    # Before: an exception in the cheap checks (a bug of prmtree's, on some answer) was caught
+    # and graded wrong without a word, on both the driver's path and the synchronous one.
+    import asyncio
+
+    from prmtree.engine.answers import Verifier
+    from prmtree.engine.answers import verifier as verifier_module
+    from prmtree.summary import label_warnings
+
+    plain = verifier_module.cheap_check
+
+    def buggy(kind, gold, predicted, *args, **kwargs):
+        if predicted == "ANSWER-1":
+            raise IndexError("list index out of range")
+        return plain(kind, gold, predicted, *args, **kwargs)
+
+    monkeypatch.setattr(verifier_module, "cheap_check", buggy)
+
+    class Pipes:
+        name = "pipes"
+
+        async def generate(self, request):
+            return [Completion(f"one | two | \\boxed{{ANSWER-{i % 2}}}", 5) for i in range(request.n)]
+
+    s = prmtree.run(problems[:2], policy=Pipes(), strategy="shepherd", out=tmp_path,
+                    config={"search": {"k": 2, "n_solutions": 2}, "labels": {"method": "mc"}})
+    checks = s.stats["verifier"]
+    assert checks["check_errors"] >= 2 and "custom_errors" not in checks
+    assert checks["check_error"].startswith("IndexError: list index out of range at test_api.py:")
+    assert "checking 'ANSWER-1' against" in checks["check_error"]
+    said = [w for w in label_warnings(s) if w.startswith("prmtree's answer checks raised on")]
+    assert len(said) == 1 and "graded wrong" in said[0] and "IndexError" in said[0]
+
+    verify = Verifier()
+    try:
+        one = problems[0]
+        assert verify(one, "ANSWER-1") is False and verify(one, one.answer) is True
+        assert asyncio.run(verify.check(one, ["ANSWER-1", one.answer, None])) == [False, True, False]
+        assert verify.stats()["check_errors"] == 2
+    finally:
+        verify.close()
+    assert "check_errors" not in Verifier().stats()  # a clean run's manifest holds no such key

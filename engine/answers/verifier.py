@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prmtree.engine.answers.bounds import extreme_asked, split_bound, states_bound
@@ -83,6 +85,8 @@ class Verifier:
         self._inline_patient_retries = 0
         self._custom_errors = 0  # custom checks that raised or answered no bool: graded wrong
         self._custom_error: str | None = None  # the first of them, for the warning
+        self._check_errors = 0  # answers whose cheap checks raised (a bug of prmtree's): graded wrong
+        self._check_error: str | None = None  # the first of them, for the warning
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable after use too: checks in flight belong to this process's event loop."""
@@ -95,7 +99,11 @@ class Verifier:
         if predicted is None:
             return False
         self._checks += 1
-        key, verdict, gold_for_math = self._decide(problem, predicted)
+        try:
+            key, verdict, gold_for_math = self._decide(problem, predicted)
+        except Exception as exc:
+            self._failed(problem, predicted, exc)
+            return False
         if verdict is not None:
             return verdict
         self._inline += 1
@@ -135,7 +143,8 @@ class Verifier:
             self._checks += 1
             try:
                 key, verdict, gold_for_math = self._decide(problem, predicted)
-            except Exception:
+            except Exception as exc:
+                self._failed(problem, predicted, exc)
                 continue
             if verdict is not None:
                 verdicts[i] = verdict
@@ -243,6 +252,17 @@ class Verifier:
             self._custom_error = f"check_answer({gold!r:.40}, {predicted!r:.40}) {why}"[:300]
         return False
 
+    def _failed(self, problem: Problem, predicted: str, exc: Exception) -> None:
+        """A check of prmtree's own raised: the answer is graded wrong (a run never stops for
+        one), counted, and the first is kept with where it raised, for the run's warnings. A
+        bug here would otherwise be read as wrong answers, and so as wrong labels, in silence."""
+        self._check_errors += 1
+        if self._check_error is None:
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ is not None else None
+            where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame is not None else ""
+            self._check_error = (f"{type(exc).__name__}: {exc}{where}, checking {predicted!r:.60} against "
+                                 f"{problem.answer!r:.40}")[:300]
+
     def _recall(self, key: _MemoKey) -> bool | None:
         try:
             verdict = self._memo[key]
@@ -270,7 +290,9 @@ class Verifier:
         ``pool_cpu_s`` worker CPU; ``patient_retries`` checks ran out of time and were run again
         under bounds ``PATIENCE`` times longer; ``timeouts`` (out of time twice, in the pool or
         in-process) and ``pool_failures`` (worker crashed) were answered ``False``; ``pool_restarts`` counts pools killed and replaced;
-        ``custom_errors`` (and the first, ``custom_error``): custom checks graded wrong because they failed."""
+        ``custom_errors`` (and the first, ``custom_error``): custom checks graded wrong because they failed;
+        ``check_errors`` (and the first, ``check_error``): answers graded wrong because prmtree's own
+        checks raised."""
         pool = self._pool.stats()
         pool["timeouts"] += self._inline_timeouts
         pool["patient_retries"] += self._inline_patient_retries
@@ -282,6 +304,7 @@ class Verifier:
             **pool,
             "memo_entries": len(self._memo),
             **({"custom_errors": self._custom_errors, "custom_error": self._custom_error} if self._custom_errors else {}),
+            **({"check_errors": self._check_errors, "check_error": self._check_error} if self._check_errors else {}),
         }
 
     def close(self) -> None:
