@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import prmtree
+from prmtree.engine.records import Completion, GenerationRequest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_throughput import STAGES, MixedAnswerPolicy, StageClock, mixed_problems  # noqa: E402
@@ -77,7 +78,118 @@ class _Batch:
     opened: float  # loop time
     ends: float
     sequences: int = 0
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: list[asyncio.Future[Any]] = field(default_factory=list)
+    # --engine-process: the requests whose text the engine process writes (sent when the batch
+    # closes to joiners), their texts once back, and whether the batch's latency is over
+    requests: list[Any] = field(default_factory=list)
+    sent: int = 0
+    texts: list[Any] = field(default_factory=list)
+    ended: bool = False
+
+
+class EngineProcess:
+    """The simulated model's text written in a process of its own, as vLLM's engine core runs
+    in a process of its own: the driver's process then holds the driver (and receiving the
+    texts) but not the simulated model's own work. A batch's requests go as one message when
+    the batch closes to joiners (a problem whole the first time it is seen, by id after), the
+    texts come back while the batch decodes, and the meter reads the process's CPU.
+
+    Not modelled: a real engine's front end detokenizes in the driver's process; here the
+    texts arrive whole (unpickling them is the driver's cost)."""
+
+    def __init__(self, policy_kwargs: dict[str, Any]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_engine_main, args=(child, policy_kwargs), daemon=True,
+                                         name="prmtree-bench-engine")
+        self._process.start()
+        child.close()
+        self.pid = self._process.pid
+        ENGINE_PIDS.add(self.pid)
+        self.cpu_s = 0.0
+        self.late = 0  # batches whose texts came back after their latency was over
+        self._known: set[str] = set()
+        self._waiting: dict[int, _Batch] = {}
+        self._next = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def send(self, batch: _Batch) -> None:
+        """The batch's requests not sent yet, as one message."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new run's loop: listen on it
+            self._loop = loop
+            loop.add_reader(self._conn.fileno(), self._readable)
+        items = []
+        for _, request in batch.requests[batch.sent:]:
+            problem = request.problem
+            first = problem.id not in self._known
+            self._known.add(problem.id)
+            items.append((problem.id, problem if first else None, request.prefix, request.n, request.max_tokens,
+                          request.seed, request.next_step_only, request.step_format, request.purpose))
+        batch.sent = len(batch.requests)
+        tag, self._next = self._next, self._next + 1
+        self._waiting[tag] = batch
+        self._conn.send((tag, items))
+
+    def _readable(self) -> None:
+        while self._conn.poll():
+            try:
+                tag, texts, self.cpu_s = self._conn.recv()
+            except (EOFError, OSError):  # the engine process died: its requests fail, nothing hangs
+                assert self._loop is not None
+                self._loop.remove_reader(self._conn.fileno())
+                for batch in self._waiting.values():
+                    for done, _ in batch.requests:
+                        if not done.done():
+                            done.set_exception(RuntimeError("the simulated engine process died"))
+                self._waiting.clear()
+                return
+            batch = self._waiting.pop(tag)
+            batch.texts.extend(texts)
+            if len(batch.texts) == len(batch.requests) and batch.ended:
+                self.late += 1
+                _deliver(batch)
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._conn.fileno())
+        self._conn.close()
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+#: the engine processes' pids: the CPU breakdown counts them as "engine"
+ENGINE_PIDS: set[int] = set()
+
+
+def _engine_main(conn: Any, policy_kwargs: dict[str, Any]) -> None:
+    """The engine process: texts for each batch of requests, and this process's CPU so far."""
+    policy = MixedAnswerPolicy(**policy_kwargs)
+    problems: dict[str, Any] = {}
+    while True:
+        try:
+            tag, items = conn.recv()
+        except (EOFError, OSError):
+            return
+        texts = []
+        for problem_id, problem, prefix, n, max_tokens, seed, next_step_only, step_format, purpose in items:
+            if problem is not None:
+                problems[problem_id] = problem
+            request = GenerationRequest(problem=problems[problem_id], prefix=prefix, n=n, max_tokens=max_tokens,
+                                        seed=seed, next_step_only=next_step_only, step_format=step_format,
+                                        purpose=purpose)
+            texts.append([(c.text, c.num_tokens, c.finish_reason) for c in policy.complete(request)])
+        conn.send((tag, texts, time.process_time()))
+
+
+def _deliver(batch: _Batch) -> None:
+    """A batch is over and its texts are back: each request gets its completions."""
+    for (done, _), texts in zip(batch.requests, batch.texts):
+        if not done.done():  # a cancelled request's sequences still ran to the batch's end
+            done.set_result([Completion(text, tokens, finish) for text, tokens, finish in texts])
 
 
 class MeteredGPU(MixedAnswerPolicy):
@@ -89,8 +201,11 @@ class MeteredGPU(MixedAnswerPolicy):
     flushed every ``METER_FLUSH_S``: Ray kills workers without a goodbye.
     """
 
-    def __init__(self, meter_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, meter_dir: str | None = None, engine_process: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        #: --engine-process: the text is written in an EngineProcess, not in this one
+        self._engine = EngineProcess({k: v for k, v in kwargs.items() if k not in self.operational_args}) \
+            if engine_process else None
         self.busy_integral = 0.0  # sequence-seconds held (decoding, or done and waiting for the loop)
         # sequence-seconds of decoding admitted: each batch counts its latency, not how late the
         # event loop got round to ending it. Busy is measured by this; a saturated loop (inline,
@@ -102,7 +217,7 @@ class MeteredGPU(MixedAnswerPolicy):
         self.peak_queue = 0
         self.series: list[tuple[float, float]] = []  # (time, work so far): utilisation over any window
         self.held_series: list[tuple[float, float]] = []  # (time, held integral so far)
-        self._queue: deque[tuple[int, asyncio.Future[None]]] = deque()  # requests waiting for room
+        self._queue: deque[tuple[int, asyncio.Future[Any], Any]] = deque()  # requests waiting for room
         self._batch: _Batch | None = None  # the batch admissions join in this event loop turn
         self._meter = open(Path(meter_dir) / f"{os.getpid()}.meter", "a") if meter_dir else None  # noqa: SIM115
         self._flushed = 0.0
@@ -147,15 +262,23 @@ class MeteredGPU(MixedAnswerPolicy):
         ``BATCH_JOIN_S`` of each other share one timer (a batch), each waits on one future of
         its own, and ending a batch admits the waiters that now fit directly (no condition
         variable waking every waiter to re-check). The meter ticks twice per batch: opened, ended."""
+        await self._admitted(sequences, None)
+
+    async def generate(self, request: Any) -> list[Any]:
+        if self._engine is None:
+            return await super().generate(request)
+        return await self._admitted(request.n, request)  # the texts, from the engine process
+
+    def _admitted(self, sequences: int, request: Any) -> asyncio.Future[Any]:
         need = min(sequences, self.batch_capacity)
         done = asyncio.get_running_loop().create_future()
         if self._queue or self._decoding + need > self.batch_capacity:
-            self._queue.append((need, done))
+            self._queue.append((need, done, request))
         else:
-            self._admit(need, done)
-        await done
+            self._admit(need, done, request)
+        return done
 
-    def _admit(self, need: int, done: asyncio.Future[None]) -> None:
+    def _admit(self, need: int, done: asyncio.Future[Any], request: Any = None) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         batch = self._batch
@@ -163,26 +286,53 @@ class MeteredGPU(MixedAnswerPolicy):
             self._tick()
             batch = self._batch = _Batch(opened=now, ends=now + self.latency_s)
             loop.call_at(batch.ends, self._end, batch)
+            if request is not None:  # its text is written once it closes to joiners
+                loop.call_at(now + BATCH_JOIN_S, self._send, batch)
         batch.sequences += need
         batch.waiters.append(done)
+        if request is not None:
+            batch.requests.append((done, request))
+            if batch.sent:  # joined after the batch was sent (the timer's granularity): send it now
+                self._send(batch)
         self._decoding += need
         self.work += need * (batch.ends - now)  # a late joiner decodes (and counts) up to the batch's end
+
+    def _send(self, batch: _Batch) -> None:
+        if self._engine is not None and len(batch.requests) > batch.sent:
+            self._engine.send(batch)
 
     def _end(self, batch: _Batch) -> None:
         if self._batch is batch:
             self._batch = None
         self._tick()
         self._decoding -= batch.sequences
-        for done in batch.waiters:
-            if not done.done():  # a cancelled request's sequences still ran to the batch's end
-                done.set_result(None)
+        if batch.requests:  # the engine process writes the texts: delivered once they are back
+            batch.ended = True
+            self._send(batch)  # its join window outlived its latency: nothing may wait unsent
+            if len(batch.texts) == len(batch.requests):
+                _deliver(batch)
+        else:
+            for done in batch.waiters:
+                if not done.done():  # a cancelled request's sequences still ran to the batch's end
+                    done.set_result(None)
         queue, room = self._queue, self.batch_capacity - self._decoding
         while queue and queue[0][0] <= room:
-            need, done = queue.popleft()
+            need, done, request = queue.popleft()
             if done.done():  # cancelled while waiting: it never decodes
                 continue
-            self._admit(need, done)
+            self._admit(need, done, request)
             room -= need
+
+    @property
+    def model_cpu(self) -> float:
+        """The simulated model's own CPU seconds: this process's (``complete``), or the engine
+        process's (all of it: it does nothing else)."""
+        return self._engine.cpu_s if self._engine is not None else self.model_cpu_s
+
+    async def close(self) -> None:
+        """The engine process ends (prmtree closes a policy at the end of its run, in its loop)."""
+        if self._engine is not None:
+            self._engine.close()
 
     def complete(self, request: Any) -> list[Any]:
         start = time.thread_time()
@@ -235,20 +385,23 @@ def machine_snapshot() -> dict[int, tuple[str, float]]:
             if child not in mine:
                 mine.add(child)
                 todo.append(child)
-    return {pid: ("verifier" if pid in mine and kind == "other" else kind, cpu) for pid, (kind, cpu) in snap.items()}
+    return {pid: ("engine" if pid in ENGINE_PIDS else "verifier" if pid in mine and kind == "other" else kind, cpu)
+            for pid, (kind, cpu) in snap.items()}
 
 
-KINDS = ("driver", "host", "verifier", "workers", "ray", "other")
-STICKY = frozenset({"driver", "verifier", "workers"})
+KINDS = ("driver", "host", "engine", "verifier", "workers", "ray", "other")
+STICKY = frozenset({"driver", "engine", "verifier", "workers"})
 
 
 def _spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
            drivers: frozenset[int] = frozenset()) -> dict[str, float]:
     """CPU seconds by kind between two snapshots (``ray_scaling.cpu_by_kind`` and the verifier
     pool). ``drivers``: driver processes of a local job, whose host is then this process."""
-    pool = {pid: v for pid, v in after.items() if v[0] == "verifier" and pid not in drivers}
+    pool = {pid: v for pid, v in after.items() if v[0] in ("verifier", "engine") and pid not in drivers}
     spent = cpu_by_kind(before, {pid: v for pid, v in after.items() if pid not in pool and pid not in drivers})
-    spent["verifier"] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1]) for pid, (_, cpu) in pool.items())
+    for kind in ("verifier", "engine"):
+        spent[kind] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1])
+                          for pid, (k, cpu) in pool.items() if k == kind)
     if drivers:
         spent["host"] = spent.pop("driver", 0.0)
         spent["driver"] = sum(max(0.0, cpu - before.get(pid, ("", 0.0))[1])
@@ -330,12 +483,13 @@ def ceilings(ms: dict[str, float], drivers: int = 1) -> dict[str, int]:
 
 
 def one(capacity: int, latency_s: float, problems: int, workers: int | None = None, drivers: int = 1,
-        stages: bool = False) -> dict[str, Any]:
+        stages: bool = False, engine_process: bool = False) -> dict[str, Any]:
     """One configuration: inline (the GPU in this process; with ``drivers`` > 1, that many
     driver processes around it), or through Ray with ``workers`` workers of ``capacity``
     sequences each (config: only the executor's kind and workers). ``stages`` (inline, one
     driver): the driver's CPU by stage (``engine_throughput.StageClock``), at the cost of
-    ~1 us of timing per stage call."""
+    ~1 us of timing per stage call. ``engine_process`` (inline, one driver): the simulated
+    model's text is written in a process of its own (:class:`EngineProcess`)."""
     data = mixed_problems(problems, seed=99, weights=MIX)
     out = Path(tempfile.mkdtemp(prefix="prmtree-util-"))
     meter_dir = Path(tempfile.mkdtemp(prefix="prmtree-meter-")) if workers or drivers > 1 else None
@@ -346,7 +500,8 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
                                               "meter_dir": str(meter_dir)}
         executor: dict[str, Any] = {"kind": "ray", "workers": workers}
     else:
-        policy = gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity)
+        policy = gpu = MeteredGPU(latency_s=latency_s, batch_capacity=capacity,
+                                  engine_process=engine_process and drivers == 1)
         policy_args, executor = None, {}
         if drivers > 1:
             executor = {"kind": "inline", "drivers": drivers}
@@ -403,9 +558,11 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
     if not gpus:
         raise SystemExit("no GPU meter came back (did the workers import gpu_utilisation?)")
     snapshot_cpu = sum(c for *_, c in meter.snaps[1:])
-    model_cpu = sum(g.model_cpu_s for g in gpus)
-    # inline, the model's text generation runs in this process: a GPU's work on a real run
-    driver_cpu = cpu - snapshot_cpu - (model_cpu if gpu is not None else 0.0)
+    model_cpu = sum(g.model_cpu for g in gpus)
+    in_engine = gpu is not None and gpu._engine is not None
+    # inline, the model's text generation runs in this process (a GPU's work on a real run),
+    # unless an engine process writes it
+    driver_cpu = cpu - snapshot_cpu - (model_cpu if gpu is not None and not in_engine else 0.0)
     host_cpu = None
     if drivers > 1:  # this process only hosted the engine: the drivers' CPU is their processes'
         host_cpu, driver_cpu = driver_cpu, whole_drivers(meter)
@@ -423,6 +580,9 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         "executor": "ray" if workers else "inline",
         "workers": count,
         "drivers": drivers,
+        # the simulated model's text written in a process of its own (EngineProcess), as vLLM's engine core
+        "engine_process": in_engine,
+        "late_batches": gpu._engine.late if in_engine else None,  # its texts came back after the batch's latency
         "capacity": capacity,  # per worker
         "latency_ms": round(latency_s * 1000),
         "problems": problems,
@@ -464,7 +624,8 @@ def one(capacity: int, latency_s: float, problems: int, workers: int | None = No
         "driver_ms_per_rollout_by_stage": _by_stage(clock, driver_cpu, s.rollouts) if clock is not None else None,
     }
     c = (result["steady_cpu"] or {}).get("cores", {})
-    where = (f"{count} worker(s) x {capacity:5d}" if workers else f"inline   {capacity:5d}" if drivers == 1
+    where = (f"{count} worker(s) x {capacity:5d}" if workers
+             else f"inline, engine process, {capacity:5d}" if in_engine else f"inline   {capacity:5d}" if drivers == 1
              else f"inline, {drivers} driver processes, {capacity:5d}")
     print(f"{where}  latency {latency_s * 1000:4.0f} ms  {s.rollouts:>8,} rollouts in {wall:6.2f} s: "
           f"{result['rollouts_per_s']:>9,.0f}/s of {result['ideal_rollouts_per_s']:>7,}  GPU busy "
@@ -557,6 +718,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="--executor ray: worker counts")
     parser.add_argument("--inline-capacities", type=int, nargs="*", default=[],
                         help="--executor ray: inline runs of these capacities beside the Ray runs")
+    parser.add_argument("--engine-process", action="store_true",
+                        help="inline, one driver: the simulated model's text written in a process of its own, as "
+                             "vLLM's engine core runs in its own (the driver's process then holds the driver alone)")
     parser.add_argument("--stages", action="store_true",
                         help="inline, one driver: also time the driver's stages (search, parse, verify, label, write)")
     parser.add_argument("--out", default=None,
@@ -593,7 +757,8 @@ def main() -> None:
             for capacity in args.capacities:
                 for latency in args.latencies:
                     problems = _problems(capacity, latency, args.seconds, args.max_problems)
-                    results.append(one(capacity, latency, problems, drivers=drivers, stages=args.stages))
+                    results.append(one(capacity, latency, problems, drivers=drivers, stages=args.stages,
+                                       engine_process=args.engine_process))
         settings = "defaults (no [executor] keys); omega, adaptive labels, pilot on"
         if args.drivers != [1]:
             settings += "; --drivers N > 1: [executor] kind = inline, drivers = N and nothing else"

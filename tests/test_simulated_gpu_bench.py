@@ -87,6 +87,30 @@ def test_the_decode_model_serves_capacity_sequences_per_latency_first_come_first
     assert 0.8 <= gpu.utilisation() <= 1.01  # 8 of 8 sequences in each of the three waves
 
 
+def test_the_engine_process_writes_the_texts_the_policy_writes_in_process():
+    # gpu_utilisation --engine-process: the same completions, through the same admission
+    # (capacity 8 for 30 sequences: most requests wait their turn), from another process
+    problems = mixed_problems(6, seed=5, weights=MIX)
+    requests = [GenerationRequest(p, (), 4, seed=i) for i, p in enumerate(problems)]
+    requests += [GenerationRequest(problems[0], ("x = 3.",), 3, seed=99, next_step_only=True),
+                 GenerationRequest(problems[1], (), 3, seed=7, max_tokens=4)]
+
+    async def scenario() -> tuple[list[list[Completion]], MeteredGPU]:
+        gpu = MeteredGPU(latency_s=0.02, batch_capacity=8, engine_process=True)
+        try:
+            return list(await asyncio.gather(*(gpu.generate(r) for r in requests))), gpu
+        finally:
+            await gpu.close()
+
+    got, gpu = asyncio.run(scenario())
+    plain = MixedAnswerPolicy()
+    assert got == [plain.complete(r) for r in requests]
+    assert any(c.finish_reason == "length" for c in got[-1])  # the cut one came back cut
+    assert gpu.model_cpu > 0 and gpu.model_cpu_s == 0  # the text was written in the other process
+    assert gpu.work == pytest.approx(sum(r.n for r in requests) * 0.02, rel=0.05)
+    assert gpu._decoding == 0 and not gpu._queue
+
+
 @pytest.mark.slow
 def test_the_stage_breakdown_adds_up_to_the_drivers_cpu():
     # gpu_utilisation --stages: every stage timed, "other" the rest of the driver's process
