@@ -300,6 +300,13 @@ class ExecutorConfig(_Strict):
                              "ask for that instead")
         return self
 
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be auto or at least 1")
+        return v
+
     @field_validator("drivers")
     @classmethod
     def _positive_drivers(cls, v: int | str) -> int | str:
@@ -476,8 +483,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 data = tomllib.load(handle)
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {str(path)!r} is a directory: name the TOML file in it") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 (an editor's UTF-16, Latin-1...)
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                              "save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        except OSError as exc:  # unreadable: permissions, a broken device
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     data = merge(data, overrides or {})
     try:
         return RunConfig.model_validate(data)

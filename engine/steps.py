@@ -239,7 +239,7 @@ class Segmenter:
         if type(fmt) is StepFormat and fmt.name == "blank_line":
             steps = split_structured(text)  # already stripped slices, none empty
         else:
-            raw = fmt.split(text) if isinstance(fmt, StepFormat) else list(fmt(text))
+            raw = fmt.split(text) if isinstance(fmt, StepFormat) else custom_steps(fmt, text)
             steps = [s.strip() for s in raw if s and s.strip()]
         room = self.room(depth)
         if room is not None and len(steps) > room:
@@ -260,6 +260,33 @@ class Segmenter:
     def first_step(self, text: str) -> list[str]:
         """For next-step-only generation: at most the first step of ``text``."""
         return self.split(text)[:1]
+
+
+def custom_steps(split_steps: Callable[[str], list[str]], text: str) -> list[str]:
+    """``split_steps(text)``, checked: a list (any iterable but a string) of strings. A string
+    returned whole would otherwise be split into characters, one step each, in silence."""
+    raw = split_steps(text)
+    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+        raise TypeError(f"split_steps must return a list of strings, but returned {type(raw).__name__} "
+                        f"{raw!r:.60}")
+    steps = list(raw)
+    for step in steps:
+        if not isinstance(step, str):
+            raise TypeError(f"split_steps must return a list of strings, but its list holds {type(step).__name__} "
+                            f"{step!r:.60}")
+    return steps
+
+
+def check_splitter(split_steps: Callable[[str], list[str]]) -> None:
+    """Before a run: ``split_steps`` on a two-step text returns a list of strings (raises
+    TypeError naming what it returned). One that raises on the sample is left to the run."""
+    try:
+        custom_steps(split_steps, "First, the first step.\n\nThen, the second step. The answer is 1.")
+    except TypeError as exc:
+        if "split_steps must return" in str(exc):
+            raise
+    except Exception:  # its own failure on a text it may not expect: each problem says so
+        pass
 
 
 def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:

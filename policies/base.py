@@ -100,17 +100,37 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
     """Build a policy from a registered name, ``module:Class``, or return an instance as is."""
     target = check_policy(spec, kwargs)
     if not isinstance(spec, str):
-        return FunctionPolicy(spec) if inspect.iscoroutinefunction(spec) else spec
+        return FunctionPolicy(spec) if inspect.iscoroutinefunction(spec) else _lookups_checked(spec)
     if inspect.iscoroutinefunction(target):
         return FunctionPolicy(target)
     try:
-        return target(**dict(kwargs or {}))
+        policy = target(**dict(kwargs or {}))
     except (TypeError, ValueError) as exc:  # a bad argument: the message names it
         raise PolicyConfigError(f"cannot build policy {spec!r}: {exc}") from None
     except (Exception, SystemExit) as exc:  # a model that will not load (CUDA out of memory), a missing setting...
         # whatever it is, the configuration names a policy that cannot be built: one line,
         # exit 2, never the crash a rerun resumes from
         raise PolicyConfigError(f"cannot build policy {spec!r}: {raised(exc)}") from None
+    return _lookups_checked(policy)
+
+
+def _lookups_checked(policy: Any) -> Any:
+    """``policy``, once its ``__getattr__`` (if it has one) is seen to raise AttributeError
+    for a name it lacks: prmtree reads the optional attributes (``name``, ``capacity``,
+    ``close``) with ``getattr(policy, name, default)``, which only that error defaults.
+    A wrapper forwarding to a settings dict (``return self._settings[key]``) raises
+    KeyError instead, and would crash the run where it first looks."""
+    if getattr(type(policy), "__getattr__", None) is None:
+        return policy
+    missing = "_prmtree_no_such_attribute"
+    try:
+        getattr(policy, missing, None)
+    except Exception as exc:
+        raise PolicyConfigError(
+            f"policy {type(policy).__name__}: its __getattr__ raised {type(exc).__name__} for a name it does not "
+            f"have ({missing!r}); it must raise AttributeError there, as prmtree reads optional attributes "
+            "(name, capacity, close) with getattr(policy, name, default)") from None
+    return policy
 
 
 def worker_gpus(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> float:

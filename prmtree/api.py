@@ -19,6 +19,7 @@ from prmtree.engine.output import Slice
 from prmtree.engine.problem import check_input, holds_rows
 from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
+from prmtree.engine.steps import check_splitter
 from prmtree.policies.base import check_policy
 from prmtree.runner import DriverJob, RunSummary, run_checked, with_progress
 
@@ -93,16 +94,9 @@ def run(
         overrides["seed"] = seed
     if strategy is not None:
         overrides.setdefault("search", {})["strategy"] = strategy
-    if isinstance(policy, str):
-        overrides.setdefault("policy", {})["name"] = policy
-    if policy_args:
-        overrides.setdefault("policy", {}).update(policy_args)
+    policy_overrides(policy, policy_args, overrides)
     if drivers is not None:
         overrides.setdefault("executor", {})["drivers"] = drivers
-    if policy is not None and not isinstance(policy, str):
-        # The instance's class and simple public attributes stand for its arguments in
-        # the config, so its hash (and resume's check) sees a different policy.
-        overrides["policy"] = {**_describe_instance(policy), **overrides.get("policy", {})}
     cfg = build_config(config, **overrides)
     if policy is not None and not isinstance(policy, str):
         spec, kwargs = policy, None
@@ -110,6 +104,11 @@ def run(
         spec, kwargs = cfg.policy.name, cfg.policy.kwargs
     check_policy(spec, kwargs)  # name, async generate, arguments: before any model loads
     check_labeler(cfg.labels.method)
+    if split_steps is not None:
+        try:
+            check_splitter(split_steps)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
     judge = cfg.labels.judge
     if cfg.labels.method == "consensus" and judge.name:
         check_policy(judge.name, judge.kwargs)
@@ -157,6 +156,27 @@ def run(
     if on_progress is not None:
         on_problem = with_progress(on_problem, on_progress)
     return run_checked(job, on_problem)
+
+
+def policy_overrides(policy: Any, policy_args: dict[str, Any] | None, overrides: dict[str, Any]) -> None:
+    """``[policy]`` as ``policy`` and ``policy_args`` set it, into ``overrides``: a name, or an
+    instance's class and simple public attributes standing for its arguments (so the config's
+    hash, and resume's check, see a different policy), and the arguments. Raises ConfigError
+    for arguments given with an instance (recorded, never used: it is built) and for one
+    called ``name`` (it would replace the policy named)."""
+    instance = policy is not None and not isinstance(policy, str)
+    if policy_args and instance:
+        raise ConfigError(f"policy_args ({', '.join(map(str, policy_args))}) are for a policy prmtree builds (a name "
+                          "or module:Class); this policy is an instance, already built: give them to its constructor")
+    if policy_args and "name" in policy_args:
+        raise ConfigError("a policy argument may not be called 'name': [policy] name is the policy to build "
+                          "(--policy), so it would replace it; rename that argument of the policy's constructor")
+    if isinstance(policy, str):
+        overrides.setdefault("policy", {})["name"] = policy
+    if policy_args:
+        overrides.setdefault("policy", {}).update(policy_args)
+    if instance:
+        overrides["policy"] = {**_describe_instance(policy), **overrides.get("policy", {})}
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:

@@ -380,18 +380,13 @@ def build_run_config(
     config_overrides: dict[str, Any] | None = None,
 ) -> tuple[RunConfig, Any, dict[str, Any] | None]:
     """The run's config and the policy to build, exactly as ``prmtree.run`` reads them."""
-    from prmtree.api import _describe_instance, build_config
+    from prmtree.api import build_config, policy_overrides
     from prmtree.policies.base import check_policy
 
     overrides: dict[str, Any] = dict(config_overrides or {})
     if seed is not None:
         overrides["seed"] = seed
-    if isinstance(policy, str):
-        overrides.setdefault("policy", {})["name"] = policy
-    elif policy is not None:
-        overrides["policy"] = {**_describe_instance(policy), **overrides.get("policy", {})}
-    if policy_args:
-        overrides.setdefault("policy", {}).update(policy_args)
+    policy_overrides(policy, policy_args, overrides)
     cfg = build_config(config, **overrides)
     spec, kwargs = (policy, None) if policy is not None and not isinstance(policy, str) else (cfg.policy.name, cfg.policy.kwargs)
     check_policy(spec, kwargs)  # before any model loads

@@ -286,3 +286,69 @@ def test_a_check_of_prmtrees_own_that_raises_grades_wrong_and_says_so(tmp_path, 
     finally:
         verify.close()
     assert "check_errors" not in Verifier().stats()  # a clean run's manifest holds no such key
+
+
+def test_policy_args_with_an_instance_or_named_name_are_refused(tmp_path, problems):
+    # Before: an instance's policy_args were recorded as its arguments but never used (a later
+    # run with another instance and the same arguments resumed in silence), and an argument
+    # called "name" replaced the policy named: --policy mine:Named --policy-arg name=simulated
+    # ran the simulated policy.
+    from prmtree.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"policy_args \(error_rate\) are for a policy prmtree builds .* this "
+                                          r"policy is an instance, already built: give them to its constructor"):
+        prmtree.run(problems[:2], policy=SimulatedPolicy(), policy_args={"error_rate": 0.5}, out=tmp_path / "a")
+    with pytest.raises(ConfigError, match="a policy argument may not be called 'name'"):
+        prmtree.run(problems[:2], policy="simulated", policy_args={"name": "x"}, out=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_split_steps_that_returns_no_list_of_strings_is_refused_or_named(tmp_path, problems):
+    # Before: one returning the stripped text (a str) split every solution into characters,
+    # one step each, exit 0; one returning None failed every problem as "internal error:
+    # TypeError: 'NoneType' object is not iterable".
+    from prmtree.engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"split_steps must return a list of strings, but returned str 'First"):
+        prmtree.run(problems[:2], policy="simulated", out=tmp_path / "a", split_steps=lambda text: text.strip())
+    with pytest.raises(ConfigError, match=r"but its list holds int 1"):
+        prmtree.run(problems[:2], policy="simulated", out=tmp_path / "b", split_steps=lambda text: [1, 2])
+    assert not (tmp_path / "a").exists()
+
+    def sometimes(text):  # right on the sample, wrong on the policy's texts
+        return text.split("\n\n") if text.startswith("First, the first step.") else None
+
+    s = prmtree.run(problems[:2], policy="simulated", out=tmp_path / "c", split_steps=sometimes)
+    assert s.problems_failed == 2
+    assert "split_steps must return a list of strings, but returned NoneType None" in str(s.stats["failure_examples"])
+    generators = prmtree.run(problems[:2], policy="simulated", out=tmp_path / "d",
+                             split_steps=lambda text: (part for part in text.split("\n\n")))
+    assert generators.problems_failed == 0 and generators.problems_done == 2  # any iterable of strings
+
+
+def test_a_policy_whose_getattr_raises_keyerror_is_refused_in_one_line(tmp_path, problems):
+    # Before: a wrapper forwarding unknown attributes to a settings dict crashed the run with a
+    # traceback (KeyError: 'name'), exit 1, where prmtree first read an optional attribute.
+    from prmtree.policies import PolicyConfigError as Refused
+
+    class Forwarding(SimulatedPolicy):
+        def __getattr__(self, key):
+            return self.__dict__["_settings"][key]
+
+    policy = Forwarding()
+    policy._settings = {"model": "tiny"}
+    assert policy.model == "tiny"
+    with pytest.raises(Refused, match=r"policy Forwarding: its __getattr__ raised KeyError for a name it does not "
+                                      r"have .* it must raise AttributeError there"):
+        prmtree.run(problems[:2], policy=policy, out=tmp_path)
+
+    class Proper(Forwarding):
+        def __getattr__(self, key):
+            try:
+                return self.__dict__["_settings"][key]
+            except KeyError:
+                raise AttributeError(key) from None
+
+    fine = Proper()
+    fine._settings = {}
+    assert prmtree.run(problems[:2], policy=fine, out=tmp_path / "fine").problems_done == 2

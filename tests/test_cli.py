@@ -126,6 +126,10 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "noiseless=no"], "noiseless must be true or false, got 'no'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "inline", "--drivers", "2", "--slice", "0/2"], "--drivers and --slice both slice the input: use one of them"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/drivers.toml", "--slice", "1/2"], "--drivers and --slice both slice the input: use one of them"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/utf16.toml"], "utf16.toml' is not UTF-8 text"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}"], "is a directory: name the TOML file in it"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "ray", "--workers", "0"], "executor.workers"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "name=simulated"], "may not be called 'name'"),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
         (["synth", "--out", "{tmp}/s", "--problems", "0"], "--problems must be at least 1, got 0"),
         (["synth", "--out", "{tmp}/s", "--min-steps", "1"], "need 2 <= min_steps <= max_steps (a solution starts"),
@@ -137,6 +141,7 @@ def test_bad_arguments_and_config_give_one_line_and_exit_2(tmp_path, problems_fi
     (tmp_path / "extra.toml").write_text("[search]\nkk = 3\n")
     (tmp_path / "broken.toml").write_text("[search\n")
     (tmp_path / "drivers.toml").write_text("[executor]\nkind = \"inline\"\ndrivers = 2\n")  # driver processes
+    (tmp_path / "utf16.toml").write_text("[search]\nk = 4\n", encoding="utf-16")  # an editor's choice
     argv = [a.format(tmp=tmp_path, data=problems_file) for a in args]
     r = cli(*argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
