@@ -494,6 +494,8 @@ async def _run_async(
                 writer.flush(stats)  # a stopped run is not "finished"
             else:  # a full disk at the very end is waited out (flush_give_up_s); a stop ends the wait
                 stop.finishing = True
+                if stop.signum is not None:  # one came after the last start: the run is complete, but
+                    stop.stopping.set()  # whoever sent it waits for no full disk (one try, then exit)
                 await writer.aclose(stats, stop.stopping)
         stop.saved = True
     finally:

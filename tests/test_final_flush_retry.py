@@ -190,3 +190,25 @@ def test_a_stop_signal_ends_the_final_flushs_wait_at_once(out, data, config):
     manifest = load_manifest(out / "manifest.json")
     assert sorted(manifest.completed) == sorted(ids) and manifest.status == "finished"
     assert problems_on_disk(out) == set(ids) and verify_run(out) == []
+
+
+def test_a_stop_after_every_problem_started_does_not_wait_out_the_final_flush(out, data, config, capsys):
+    """A SIGTERM once every problem had started lets them finish (the run is complete), and
+    then the final flush, failing, was waited out for the whole flush_give_up_s (60 s here;
+    300 by default, past a pod's grace period): whoever sent it waits for no full disk."""
+    path, ids = data
+    toml = config("flush_give_up_s = 60\n[policy]\nlatency_s = 0.02\n")  # trees end apart: a stop between
+    sent: list[float] = []
+
+    def stop_near_the_end(finished, stats) -> None:  # after the pilot's 2 and one more, 5 in flight
+        if stats.problems_done >= 3 and not sent:
+            sent.append(time.monotonic())
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(OSError, match="Operation not permitted"):
+        prmtree.run(path, out=out, config=str(toml), seed=2, on_problem=stop_near_the_end)
+    took = time.monotonic() - sent[0]
+    err = capsys.readouterr().err
+    assert "finishing the 5 in flight" in err and "and all of them finished: the run is complete" in err, err
+    assert took < 5, (took, err)  # one try, not the 10 s waits up to 60 s
+    assert not (out / "manifest.json").exists()
