@@ -207,12 +207,18 @@ def reconcile_input(
     writer = opened.writer
     m = writer.manifest
     recorded = {k: m.fingerprints.get(k, "") for k in (*m.completed, *m.rejected, *m.failed)}
+    # the pilot's problems not labelled here (a run stopped after the pilot learned, before they
+    # finished): their input taught the floors all the same, and the calibration recorded it
+    calibration = m.calibration or {}
+    unlabelled_members = {k: v for k, v in calibration.get("fingerprints", {}).items() if k not in recorded}
+    recorded.update(unlabelled_members)
     if not recorded:
         return []
     done = opened.done
     scan = scan_input(problems, fmt, recorded, slice.owns, lambda pid: pid in done or not slice.owns(pid))
     completed = set(m.completed)
     changed = [k for k in scan.changed if k in completed]
+    changed_members = [k for k in scan.changed if k in unlabelled_members]
     if changed and not rerun_changed:
         others = f" (and {len(changed) - 1} other{'s' if len(changed) > 2 else ''})" if len(changed) > 1 else ""
         raise ConfigError(
@@ -220,11 +226,17 @@ def reconcile_input(
             "longer match it: pass --rerun-changed to drop the rows of changed problems and redo them, or use "
             "another --out"
         )
+    if changed_members and not rerun_changed:
+        raise ConfigError(
+            f"problem {changed_members[0]!r}, one of the pilot's problems, changed in the input since {writer.out_dir} "
+            "learned the floors from it (before it was labelled), and every problem here is labelled with those "
+            "floors: pass --rerun-changed to learn them again and redo every labelled problem, or use another --out"
+        )
     # A changed pilot member: the floors (and pool) every labelled problem here was labelled
     # with were learned partly from its old input, so redoing it alone cannot give the rows a
     # fresh run of this input gives. The pilot learns again and every labelled problem is redone.
-    members = set((m.calibration or {}).get("members", ()))
-    relearn = [k for k in changed if k in members]
+    members = set(calibration.get("members", ()))
+    relearn = [k for k in changed if k in members] + changed_members
     if relearn and slice.count > 1:
         # the other slices were labelled with the same floors, and their runs cannot see this
         # slice's input change: relearning here alone would mix two calibrations in one --out
@@ -237,7 +249,7 @@ def reconcile_input(
         m.calibration = {}
         writer.calibration = {}  # or a flush before the new pilot learns writes the old one back
         changed = sorted(completed - set(scan.unseen) - set(scan.unreadable))
-    removed = sorted(scan.unseen)
+    removed = sorted(set(scan.unseen) - set(unlabelled_members))  # a member gone unlabelled left no rows
     retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
     gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
     drop = set(changed) | retried | gone_errors
@@ -274,7 +286,7 @@ def reconcile_input(
         why = "--retry-errors" if retry_errors else "their input changed"
         notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
                      f"({why}; e.g. {retried_present[0]!r})")
-    if drop or gone:
+    if drop or gone or relearn:
         if drop:
             _drop(writer, drop)
         write_manifest(writer.out_dir, m, slice.manifest_name)

@@ -700,6 +700,46 @@ def test_rerun_changed_gives_a_fresh_runs_rows_whether_or_not_a_pilot_member_cha
     assert cli_verify_ok(out)
 
 
+def test_a_pilot_problem_edited_before_it_was_labelled_is_refused_or_learned_again(tmp_path, data, capsys):
+    # Before: a run killed after its pilot learned but before a pilot problem's rows were
+    # flushed left that problem out of `completed`; its input edited, every resume (with
+    # --rerun-changed too) labelled all problems with the floors its old input taught, in silence.
+    from prmtree.engine.config import RunConfig
+    from prmtree.engine.output.manifest import write_manifest
+    from prmtree.engine.resume import _drop, open_run
+
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    out = tmp_path / "out"
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    m = load_manifest(out / "manifest.json")
+    member = m.calibration["members"][0]
+    # what that kill leaves: the calibration recorded, the member neither labelled nor listed
+    opened = open_run(out, RunConfig.model_validate(m.config), m.versions)
+    try:
+        _drop(opened.writer, {member})
+        write_manifest(out, opened.writer.manifest, "manifest.json")
+    finally:
+        opened.close()
+    left = load_manifest(out / "manifest.json")
+    assert member not in left.completed and member in left.calibration["fingerprints"]
+    rows = rows_of(data)
+    target = next(r for r in rows if r["id"] == member)
+    target["answer"] = str(int(target["answer"]) - 1)
+    write_rows(data, rows)
+    with pytest.raises(ConfigError, match=rf"problem '{member}', one of the pilot's problems, changed in the input "
+                                          r"since .* learned the floors from it \(before it was labelled\).* pass "
+                                          r"--rerun-changed to learn them again"):
+        prmtree.run(data, out=out, policy="simulated", config=config)
+    capsys.readouterr()
+    prmtree.run(data, out=out, policy="simulated", config=config, rerun_changed=True)
+    assert f"problem {member!r} changed in the input and was one of the pilot's problems" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    prmtree.run(data, out=fresh, policy="simulated", config=config)
+    assert _rows(out) == _rows(fresh)
+    assert load_manifest(out / "manifest.json").calibration == load_manifest(fresh / "manifest.json").calibration
+    assert cli_verify_ok(out)
+
+
 def test_a_rerun_stopped_before_the_new_pilot_learned_does_not_bring_the_old_floors_back(tmp_path, data,
                                                                                           monkeypatch):
     # Before: the writer still held the old calibration, and the flush of the stopped run wrote
