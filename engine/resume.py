@@ -287,9 +287,14 @@ def reconcile_input(
         notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
                      f"({why}; e.g. {retried_present[0]!r})")
     if drop or gone or relearn:
-        if drop:
-            _drop(writer, drop)
-        write_manifest(writer.out_dir, m, slice.manifest_name)
+        listed = {shard["file"] for shard in m.shards}
+        try:
+            if drop:
+                _drop(writer, drop)
+            write_manifest(writer.out_dir, m, slice.manifest_name)
+        except BaseException:  # a full disk: the manifest on disk still lists the old shards, not these
+            writer.discard_shards([shard for shard in m.shards if shard["file"] not in listed])
+            raise
         discard_unlisted(writer.out_dir, m, slice)
         opened.done = set(m.completed) | set(m.rejected)
         opened.previous_stats = dict(m.stats)
@@ -541,9 +546,14 @@ def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:
         altered.unlink(missing_ok=True)
     fault_point("image_repair_files_removed")
     owners = {b.problem_id for group in found.values() for b in group}
-    _drop(writer, owners)
-    fault_point("image_repair_shards_written")
-    write_manifest(out, m, slice.manifest_name)
+    listed = {shard["file"] for shard in m.shards}
+    try:
+        _drop(writer, owners)
+        fault_point("image_repair_shards_written")
+        write_manifest(out, m, slice.manifest_name)
+    except BaseException:  # a full disk: the manifest on disk still lists the old shards, not these
+        writer.discard_shards([shard for shard in m.shards if shard["file"] not in listed])
+        raise
     fault_point("image_repair_manifest_written")
     discard_unlisted(out, m, slice)
     notes = []

@@ -740,6 +740,41 @@ def test_a_pilot_problem_edited_before_it_was_labelled_is_refused_or_learned_aga
     assert cli_verify_ok(out)
 
 
+def test_a_rerun_changed_that_cannot_write_its_manifest_leaves_no_rewritten_shard(tmp_path, data):
+    # Before: the shards written again without the changed problem's rows stayed on disk when
+    # the manifest could not be written (a full disk): listed nowhere, so `verify` failed and
+    # readers of steps/*.parquet read the other problems' rows twice until the next run.
+    import subprocess
+
+    def run(path, out, **kwargs):  # one flush: each shard holds every problem's rows
+        return prmtree.run(path, out=out, policy="simulated", config={
+            **CONFIG, "labels": {"pilot_problems": 2}, "output": {"flush_interval_s": 1000}}, **kwargs)
+
+    out = tmp_path / "out"
+    run(data, out)
+    before = sorted(str(f.relative_to(out)) for f in out.rglob("*.parquet"))
+    assert len(before) == 2  # steps and nodes: the changed problem's rows beside the others
+    members = load_manifest(out / "manifest.json").calibration["members"]
+    rows = rows_of(data)
+    target = next(r for r in rows if r["id"] not in members)  # redone alone: its shards written again
+    target["answer"] = str(int(target["answer"]) + 1)
+    write_rows(data, rows)
+    manifest = out / "manifest.json"
+    if subprocess.run(["chattr", "+i", str(manifest)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here (needs root and a file system with attributes)")
+    try:  # the repair writes its shards, then the manifest cannot be replaced
+        with pytest.raises(OSError):
+            run(data, out, rerun_changed=True)
+    finally:
+        subprocess.run(["chattr", "-i", str(manifest)], check=True)
+    assert sorted(str(f.relative_to(out)) for f in out.rglob("*.parquet")) == before
+    assert cli_verify_ok(out)
+    run(data, out, rerun_changed=True)  # the same command, once the disk is back
+    fresh = tmp_path / "fresh"
+    run(data, fresh)
+    assert _rows(out) == _rows(fresh) and cli_verify_ok(out)
+
+
 def test_a_rerun_stopped_before_the_new_pilot_learned_does_not_bring_the_old_floors_back(tmp_path, data,
                                                                                           monkeypatch):
     # Before: the writer still held the old calibration, and the flush of the stopped run wrote

@@ -308,7 +308,7 @@ class DatasetWriter:
                 write_manifest_head(self.out_dir, m, self.slice.manifest_name, log,
                                     status=status, stats=stats_dict, calibration=self.calibration)
         except BaseException:
-            self._discard(written)
+            self.discard_shards(written)
             self.next_seq = next_seq  # the retry writes the same names again
             raise
         finally:
@@ -371,9 +371,10 @@ class DatasetWriter:
         apply_record(vars(new), self._record(written, stats))
         return new
 
-    def _discard(self, written: list[dict[str, Any]]) -> None:
-        """Remove the shards of a flush that failed (best effort: a resume deletes any
-        shard the manifest does not list)."""
+    def discard_shards(self, written: list[dict[str, Any]]) -> None:
+        """Remove shards the manifest on disk does not list, written by a flush or a repair
+        that then failed, so the directory stays what it describes (best effort: a resume
+        deletes any shard the manifest does not list)."""
         for shard in written:
             try:
                 (self.out_dir / shard["file"]).unlink()
@@ -425,25 +426,31 @@ class DatasetWriter:
         labels: dict[str, list[list[bool | None]]] = {}  # dropped problem -> its steps rows' labels
         rows_of: dict[str, dict[str, int]] = {}  # dropped problem -> table -> its rows
         shards = []
-        for shard in m.shards:
-            path = self.out_dir / shard["file"]
-            ids = pq.read_table(path, columns=["problem_id"]).column("problem_id").to_pylist()
-            keep = [i for i, pid in enumerate(ids) if pid not in keys]
-            if len(keep) == len(ids):
-                shards.append(shard)
-                continue
-            dropped.rows[shard["table"]] += len(ids) - len(keep)
-            for pid in ids:
-                if pid in keys:
-                    counted = rows_of.setdefault(pid, {})
-                    counted[shard["table"]] = counted.get(shard["table"], 0) + 1
-            table = pq.read_table(path) if keep or shard["table"] == "steps" else None
-            if shard["table"] == "steps":
-                for pid, row in zip(ids, table.column("labels").to_pylist()):
+        written: list[dict[str, Any]] = []  # the shards written again: removed if one fails (a full disk)
+        try:
+            for shard in m.shards:
+                path = self.out_dir / shard["file"]
+                ids = pq.read_table(path, columns=["problem_id"]).column("problem_id").to_pylist()
+                keep = [i for i, pid in enumerate(ids) if pid not in keys]
+                if len(keep) == len(ids):
+                    shards.append(shard)
+                    continue
+                dropped.rows[shard["table"]] += len(ids) - len(keep)
+                for pid in ids:
                     if pid in keys:
-                        labels.setdefault(pid, []).append(row or [])
-            if keep:
-                shards.append({**self._write_shard(shard["table"], table.take(keep)), "flush": shard.get("flush")})
+                        counted = rows_of.setdefault(pid, {})
+                        counted[shard["table"]] = counted.get(shard["table"], 0) + 1
+                table = pq.read_table(path) if keep or shard["table"] == "steps" else None
+                if shard["table"] == "steps":
+                    for pid, row in zip(ids, table.column("labels").to_pylist()):
+                        if pid in keys:
+                            labels.setdefault(pid, []).append(row or [])
+                if keep:
+                    written.append(self._write_shard(shard["table"], table.take(keep)))
+                    shards.append({**written[-1], "flush": shard.get("flush")})
+        except BaseException:
+            self.discard_shards(written)
+            raise
         done = keys & set(m.completed)
         total = RunStats()  # what the dropped problems added to the run's counters
         grouped: set[str] = set()
