@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ EXIT_USAGE = 2  # bad arguments, configuration or policy settings: nothing ran
 EXIT_SOME_FAILED = 3  # finished, but some problems failed: the same command retries them
 EXIT_NO_DATA = 4  # finished, but no training data: no input row usable, or not one step labelled
 EXIT_DAMAGED = 1  # ``prmtree verify``: the directory does not read as its manifests say
+VERIFY_LIVE_TRIES, VERIFY_LIVE_WAIT_S = 20, 0.25  # verify beside a running flush: look again for up to 5 s
 # 128 + the signal: stopped by SIGTERM (143) or SIGINT (130), everything finished saved
 
 
@@ -544,6 +546,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     out = _run_dir(args.out)
     damage = verify_run(out)
+    writers = {name: writer for name in manifest_layout(out)
+               if (own := manifest_slice(name)) is not None and (writer := live_writer(out / own.lock_name))}
+    # a running flush renames its shards into place before its manifest lists them: look again
+    # until it is done (a few seconds at most), and what is still unlisted then is its flush's
+    for _ in range(VERIFY_LIVE_TRIES if writers else 0):
+        if not any(d.manifest == UNLISTED for d in damage):
+            break
+        time.sleep(VERIFY_LIVE_WAIT_S)
+        damage = verify_run(out)
+    in_flight = [d for d in damage if d.manifest == UNLISTED] if writers else []
+    damage = [d for d in damage if d not in in_flight]
     for name in manifest_layout(out):
         found = [str(d) for d in damage if d.manifest == name]
         if found:
@@ -566,6 +579,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{d.file}: DAMAGED: {d.problem}")
         elif d.manifest == STRAY:
             print(f"{d.file}: STRAY: {d.problem}")
+    for d in in_flight:
+        print(f"{d.file}: BEING WRITTEN: no manifest lists it yet, and a running prmtree "
+              f"({next(iter(writers.values()))}) is writing here: verify again once that run ends")
     return EXIT_DAMAGED if damage else 0
 
 

@@ -427,3 +427,35 @@ def test_a_slice_given_the_same_input_from_a_copied_folder_takes_the_sibling_cal
                  "--slice", "1/2"]) == 0
     first, second = (load_manifest(out / f"manifest-0000{i}-of-00002.json").calibration for i in (0, 1))
     assert first == second and first["fingerprints"]
+
+
+def test_verify_beside_a_running_flush_looks_again_and_does_not_call_its_shards_damaged(tmp_path, capsys,
+                                                                                         monkeypatch):
+    # Before: `prmtree verify` while a run wrote exited 1 for shards renamed into place moments
+    # before their flush's manifest listed them ("DAMAGED: listed in no manifest").
+    import threading
+
+    from prmtree import cli as cli_module
+    from prmtree.engine.lock import FileLock
+
+    monkeypatch.setattr(cli_module, "VERIFY_LIVE_WAIT_S", 0.05)
+    out = _run(tmp_path / "o")
+    flushing = out / "steps" / "part-00099.parquet"
+    shutil.copy(out / "steps" / "part-00000.parquet", flushing)
+    assert main(["verify", str(out)]) == 1  # no run writes here: damage, as before
+    assert "steps/part-00099.parquet: DAMAGED: listed in no manifest" in capsys.readouterr().out
+
+    lock = FileLock(out / Slice().lock_name).acquire()  # a run writing the slice
+    try:
+        assert main(["verify", str(out)]) == 0  # its flush never lists it while verify looks: said, not damage
+        said = capsys.readouterr().out
+        assert "steps/part-00099.parquet: BEING WRITTEN: no manifest lists it yet, and a running prmtree" in said
+        assert "DAMAGED" not in said
+        committed = threading.Timer(0.2, flushing.unlink)  # the flush done (here: as if it had listed it)
+        committed.start()
+        assert main(["verify", str(out)]) == 0
+        committed.join()
+        said = capsys.readouterr().out
+        assert "part-00099" not in said and "manifest.json: OK: " in said
+    finally:
+        lock.release()
