@@ -506,6 +506,10 @@ def _run_dir(path: str) -> Path:
     from prmtree.engine.output import scan_manifests
 
     out = Path(path)
+    if not out.exists():
+        _fail(f"{path!r} does not exist: name a run's output directory (its --out)")
+    if not out.is_dir():
+        _fail(f"{path!r} is a file, not a run's output directory (its --out)")
     layout, stray = scan_manifests(out)
     if not layout and stray:
         _fail(f"{path!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest (a run writes "

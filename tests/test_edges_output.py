@@ -459,3 +459,13 @@ def test_verify_beside_a_running_flush_looks_again_and_does_not_call_its_shards_
         assert "part-00099" not in said and "manifest.json: OK: " in said
     finally:
         lock.release()
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_a_run_directory_that_does_not_exist_or_is_a_file_is_named_so(tmp_path, capsys, command):
+    # Before: both read "holds no prmtree manifest", as for an empty folder.
+    line = _one_line(capsys, 2, command, str(tmp_path / "typo"))
+    assert line.endswith(f"{str(tmp_path / 'typo')!r} does not exist: name a run's output directory (its --out)")
+    (tmp_path / "f").write_text("x")
+    assert _one_line(capsys, 2, command, str(tmp_path / "f")).endswith("is a file, not a run's output directory "
+                                                                         "(its --out)")
