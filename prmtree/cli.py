@@ -623,7 +623,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            n = export(out, args.format, Path(args.to), options)
+            n = export(out, args.format, args.to, options)
     except NothingToExport as exc:  # as `prmtree run` when it labelled nothing: no training data
         for warning in said:
             sys.stderr.write(f"prmtree: warning: {warning.message}\n")

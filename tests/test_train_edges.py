@@ -333,3 +333,62 @@ def test_score_and_train_print_n_a_and_write_null_where_undefined(run_dir, tmp_p
     for name in ("metrics.json", "prm_config.json"):
         saved = json.loads((tmp_path / "n" / name).read_text())["held_out"]
         assert saved["step_f1_wrong"] is None and saved["processbench_f1"] is None and saved["steps"] > 0
+
+
+# -- 5. a damaged prm_config.json, and VisualProcessBench marks other than 1 / 0 / -1 ---------
+
+
+def test_score_refuses_a_damaged_prm_config_in_one_line(tmp_path, capsys):
+    # Before: a config cut short was a JSONDecodeError traceback, {} a KeyError one and []
+    # a TypeError one, exit 1 (bon said it in one line). The config is read before the model.
+    solutions = tmp_path / "in.jsonl"
+    solutions.write_text(json.dumps({"question": "Let x be 3. Add 2.", "steps": ["x = 3.", "x = 5."]}) + "\n")
+    config = tmp_path / "prm" / "prm_config.json"
+    config.parent.mkdir()
+    again = "restore it from a copy, or train the PRM again"
+    for text, why in [
+        ('{\n  "base_model": "tiny",\n  "format": "prm',
+         r"is damaged \(not JSON: Unterminated string starting at: line 3 column 13 \(char 38\)\); " + again),
+        ("{}", r"is damaged: no 'model_class' \(a string\); " + again),
+        ("[]", "is damaged: a JSON object expected, got list"),
+        ('{"model_class": "Qwen2ForCausalLM"}', r"is damaged: no 'marker' \(a string\)"),
+        ('{"model_class": "Qwen2ForCausalLM", "marker": "<s>", "max_length": "x"}',
+         "is damaged: 'max_length' must be a whole number >= 1, got 'x'"),
+        (b"\xff{}", r"is damaged \(not JSON: 'utf-8' codec can't decode"),
+    ]:
+        config.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(config))} {why}"):
+            PRM.load(config.parent, device="cpu")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["score", "--prm", str(config.parent), "--input", str(solutions), "--out",
+                      str(tmp_path / "out.jsonl"), "--device", "cpu"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch(f"prmtree: error: {re.escape(str(config))} {why}.*\n", err) and err.count("\n") == 1, err
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_process_correctness_marks_other_than_1_0_or_minus_1_are_refused_with_their_line(tmp_path, capsys):
+    # Before: any number was taken and read by its sign, 2 and 0.5 as right, -3 as wrong:
+    # a mis-encoded benchmark file was scored against made-up labels, exit 0. A false read as
+    # 0 (neutral), a true as 1.
+    from prmtree.train import read_solutions
+
+    vpb = tmp_path / "vpb.jsonl"
+    for marks in ([1, 0.5, -1], [2, 1, 0], [1, 0, -3], [1, False, -1], [True, 0, -1], [1, float("nan"), 0]):
+        rows = [{"question": "fine", "response": {"steps": ["x"], "process_correctness": [1]}},
+                {"image": [], "question": "q?", "response": {"steps": ["a", "b", "c"], "process_correctness": marks}}]
+        vpb.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        bad = next(m for m in marks if isinstance(m, bool) or m != m or m not in (1, 0, -1))
+        message = (rf"vpb.jsonl:2: process_correctness marks must be 1 \(right\), 0 \(neutral\) or -1 \(wrong\), "
+                   rf"got {re.escape(repr(bad))}")
+        with pytest.raises(ConfigError, match=message) as info:
+            read_solutions(vpb)
+        assert "\n" not in str(info.value)
+        with pytest.raises(SystemExit) as exit_:  # refused before any PRM is loaded
+            cli_main(["score", "--prm", str(tmp_path / "no-prm"), "--input", str(vpb), "--out", str(tmp_path / "o")])
+        assert exit_.value.code == 2 and re.fullmatch(f"prmtree: error: .*{message}\n", capsys.readouterr().err)
+    vpb.write_text(json.dumps({"question": "q?", "response": {"steps": ["a", "b", "c", "d"],
+                                                              "process_correctness": [1, 0, -1.0, None]}}) + "\n")
+    assert read_solutions(vpb)[0].labels == [True, None, False, None]  # 1 / 0 / -1 (as floats too), null

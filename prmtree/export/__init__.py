@@ -79,12 +79,13 @@ def format_list() -> list[tuple[str, str]]:
 def export(out: str | Path, fmt: str, target: str | Path, options: ExportOptions | None = None) -> int:
     """Write the run in ``out`` as ``fmt`` to ``target``; returns the number of records written
     (never 0 unless ``options.allow_empty``: an export of no record raises :class:`NothingToExport`)."""
-    out, target = Path(out), Path(target)
     options = options or ExportOptions()
     known = formats()
     form = next((cls() for cls in known if fmt == cls.name or fmt in cls.aliases), None)
     if form is None:
         raise ExportError(f"format must be one of {', '.join(name for name, _ in format_list())}, got {fmt!r}")
+    form.check_target_name(target)  # before Path() drops a trailing slash
+    out, target = Path(out), Path(target)
     if options.soft and not form.soft_labels:
         soft = " and ".join(sorted(cls.name for cls in known if cls.soft_labels))
         carrying = [cls.name for cls in known if cls.values_column]

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prmtree.export.empty import why_empty
-from prmtree.export.rows import WORD_JOINER
+from prmtree.export.rows import WORD_JOINER, in_step_number
 
 PLACEHOLDER = "ки"  # Math-Shepherd's step tag; OpenRLHF's example --placeholder_token
 
@@ -88,6 +88,15 @@ class ExportOptions:
                 "text inside a step is broken by a word joiner (U+2060) after its first character, which cannot "
                 "break a one-character placeholder, so its labels would pair with the wrong steps"
             )
+        if any(c.isspace() for c in self.placeholder) or in_step_number(self.placeholder):
+            # the text openrlhf writes around the (defused) question and steps is whitespace and
+            # "Step k: ": a placeholder found in "Step k:" is read there too, and one with a space
+            # can straddle a step's edge ("n Step" after a question ending in n)
+            raise ExportError(
+                f"placeholder must hold no whitespace and no part of the \"Step k: \" numbering put before each "
+                f"step, got {self.placeholder!r}: its copies there would be read as placeholders, so its labels "
+                "would pair with the wrong steps"
+            )
 
     def given(self) -> list[str]:
         """The format-specific options set away from their defaults (those a format must read)."""
@@ -109,6 +118,13 @@ class ExportFormat(abc.ABC):
     def outputs(self, target: Path) -> list[Path]:
         """The files it writes besides images; each is checked before anything is written."""
         return [target]
+
+    def check_target_name(self, given: str | os.PathLike[str]) -> None:
+        """Refuse a target written as a directory (``NEW/``, ``NEW/.``) when this format writes
+        a file: ``Path`` drops the slash, and a new target would become a file named ``NEW``."""
+        text = os.fspath(given)
+        if not self.writes_directory and isinstance(text, str) and os.path.basename(text) in ("", ".", ".."):
+            raise ExportError(f"{text!r} names a directory; --format {self.name} writes a file (give a file name)")
 
     def check_target(self, target: Path, overwrite: bool) -> None:
         """Refuse a target this format cannot write (a directory; an existing file without ``overwrite``)."""

@@ -279,7 +279,7 @@ def dataset_card(
     if n_pairs:
         lines += ["", f"The `pairs` config holds {n_pairs:,} step-level preference pairs (same prefix, a "
                   "step with a higher MC value `chosen`, one with a lower value `rejected`)"
-                  + ("." if len(splits) == 1 else
+                  + ("." if len(splits) == 1 and len(pairs) == 1 else
                      ", split by the same problems as the steps (a held-out problem's pairs are in `test`, never "
                      "in `train`): " + ", ".join(f"`{s}` {t.num_rows:,} pairs of "
                                                  f"{len(set(t.column('problem_id').to_pylist())):,} problems"

@@ -127,22 +127,31 @@ def problem_hash(problem_id: str) -> bytes:
 
 
 def _held_out(problem_ids: list[str], test_size: float, also: Iterable[str] = ()) -> set[str]:
-    """The problems of the test split, in every config: the first ceil(test_size * n) of the
-    steps' problems by a hash of their ids, and of the problems only ``also`` (the pairs) has,
-    those whose hash falls in that held-out range.
+    """The problems of the test split, one set for every config: ``test_size`` of the
+    steps' problems, the first by a hash of their ids, and as many of the problems only
+    ``also`` (the pairs) has, first by the same hash, as bring the pairs' held-out problems
+    to ``test_size`` of theirs.
 
-    The count is taken over the steps' problems alone, so the steps split is the same
-    whether or not a run has pairs, and both steps splits keep a problem; a problem with
-    pairs but no steps row (every path cut at an undecided first label) is still placed
-    by its id, the same way in every export, never by default in train.
+    The steps' share is counted over the steps' problems alone, so the steps split is the
+    same whether or not a run has pairs; the pairs' share over all the pairs' problems, so
+    a run whose pairs are mostly of problems with no steps row (every path cut at an
+    undecided first label) still holds out that share of them, not a share set by its few
+    steps problems.
     """
-    unique = sorted(set(problem_ids), key=problem_hash)
-    if test_size <= 0 or len(unique) < 2:
+    if test_size <= 0:
         return set()
-    n = min(len(unique) - 1, max(1, math.ceil(test_size * len(unique))))
-    held = set(unique[:n])
-    last = problem_hash(unique[n - 1])
-    return held | {p for p in set(also) - set(unique) if problem_hash(p) <= last}
+    steps = sorted(set(problem_ids), key=problem_hash)
+    held = set(steps[:_share(len(steps), test_size)])
+    pairs = set(also)
+    only_pairs = sorted(pairs - set(steps), key=problem_hash)
+    wanted = _share(len(pairs), test_size) - len(held & pairs)
+    return held | set(only_pairs[:max(0, wanted)])
+
+
+def _share(n: int, test_size: float) -> int:
+    """How many of ``n`` problems are held out: ceil(test_size * n), at least one, and one
+    left to train on (none of fewer than 2)."""
+    return 0 if n < 2 else min(n - 1, max(1, math.ceil(test_size * n)))
 
 
 def _split(table: pa.Table, test_ids: set[str]) -> dict[str, pa.Table]:

@@ -202,6 +202,15 @@ def numbered(k: int, step: str) -> str:
     return f"Step {k}: {defuse(_STEP_NUMBER.sub('', step, count=1), ('Step 1:',))}"
 
 
+def in_step_number(text: str) -> bool:
+    """Whether ``text`` occurs in the ``Step k: `` that :func:`numbered` puts before step k,
+    for some k >= 1: in ``Step 1: `` when it has no digit, else in ``Step D: `` or
+    ``Step 1D: `` for its first run of digits D (D starts the number, or ends it)."""
+    digits = re.search(r"[0-9]+", text)
+    numbers = ["1"] if digits is None else [digits.group(), "1" + digits.group()]
+    return any(text in f"Step {k}: " for k in numbers if not k.startswith("0"))
+
+
 def tagged_solution(question: str, steps: list[str], tag: str) -> str:
     """Math-Shepherd's layout: ``<question> Step 1: <step> <tag>\\nStep 2: <step> <tag>``. A
     ``Step 1:`` in the question is defused: the first step is where readers find it."""

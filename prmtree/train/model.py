@@ -458,6 +458,26 @@ def save_prm(model: RewardModel, processor: Any, out: Path, prm_config: dict[str
     (out / PRM_CONFIG).write_text(json.dumps(prm_config, indent=2, sort_keys=True) + "\n")
 
 
+def read_prm_config(config_file: Path) -> dict[str, Any]:
+    """``prm_config.json``, or a one-line ConfigError saying what is wrong with it: a damaged
+    copy (cut short, ``{}``) would otherwise fail as a JSONDecodeError or KeyError traceback."""
+    try:
+        prm_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{config_file} is damaged (not JSON: {exc}); restore it from a copy, "
+                          "or train the PRM again") from None
+    if not isinstance(prm_config, dict):
+        raise ConfigError(f"{config_file} is damaged: a JSON object expected, got {type(prm_config).__name__}")
+    for key in ("model_class", "marker"):
+        if not isinstance(prm_config.get(key), str) or not prm_config[key]:
+            raise ConfigError(f"{config_file} is damaged: no {key!r} (a string); restore it from a copy, "
+                              "or train the PRM again")
+    max_length = prm_config.get("max_length", 4096)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ConfigError(f"{config_file} is damaged: 'max_length' must be a whole number >= 1, got {max_length!r}")
+    return prm_config
+
+
 def load_prm(path: str | Path, device: str = "cpu") -> tuple[RewardModel, Encoder, dict[str, Any]]:
     """A PRM directory written by :func:`save_prm`."""
     import transformers
@@ -468,7 +488,7 @@ def load_prm(path: str | Path, device: str = "cpu") -> tuple[RewardModel, Encode
     config_file = path / PRM_CONFIG
     if not config_file.is_file():
         raise ConfigError(f"{path} is not a PRM directory (no {PRM_CONFIG}): train one with prmtree train")
-    prm_config = json.loads(config_file.read_text())
+    prm_config = read_prm_config(config_file)
     cls = getattr(transformers, prm_config["model_class"], None)
     if cls is None:
         raise ConfigError(f"{path}: transformers {transformers.__version__} has no {prm_config['model_class']}")

@@ -57,8 +57,13 @@ def _marks(marks: Any, n: int, where: str, name: str, allowed: str, types: tuple
 
 def _labels(row: dict[str, Any], response: dict[str, Any], n: int, where: str) -> list[bool | None] | None:
     if response.get("process_correctness") is not None:
-        marks = _marks(response["process_correctness"], n, where, "process_correctness",
-                       "1 (right), 0 (neutral) or -1 (wrong)", (bool, int, float))
+        allowed = "1 (right), 0 (neutral) or -1 (wrong)"
+        marks = _marks(response["process_correctness"], n, where, "process_correctness", allowed, (int, float))
+        # the sign alone would read 2 or 0.5 as right and -3 as wrong: a mis-encoded file scored
+        # with made-up labels; a bool is no mark here (false would read as 0, neutral)
+        bad = next((m for m in marks if m is not None and (isinstance(m, bool) or m not in (1, 0, -1))), None)
+        if bad is not None:
+            raise ConfigError(f"{where}: process_correctness marks must be {allowed}, got {bad!r}")
         return [None if m == 0 or m is None else m > 0 for m in marks]
     if row.get("labels") is not None:
         # true/false, or 1/0 as a bool written as a number; a -1 (PRM800K's wrong) read as
