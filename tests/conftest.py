@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,30 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def run_with_pairs(out: Path, keep_steps_of: Callable[[list[str]], Callable[[str], bool]]) -> Path:
+    """A real run of 20 problems, most with preference pairs, whose steps table then keeps only
+    the rows of the problems ``keep_steps_of(problems with pairs)`` accepts, as a run can leave
+    them (every path cut at an undecided first label, ``max_ci_width``): pairs without steps."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import prmtree
+
+    prmtree.run(generate_problems(20, seed=3), policy="simulated", out=out, seed=4)
+    manifest = json.loads((out / "manifest.json").read_text())
+    with_pairs = sorted(set(read_table(out, "pairs").column("problem_id").to_pylist()))
+    assert len(with_pairs) >= 10
+    keep = keep_steps_of(with_pairs)
+    steps = read_table(out, "steps")
+    kept = steps.filter(pa.array([keep(pid) for pid in steps.column("problem_id").to_pylist()]))
+    for shard in [s for s in manifest["shards"] if s["table"] == "steps"]:
+        (out / shard["file"]).unlink()
+    manifest["shards"] = [s for s in manifest["shards"] if s["table"] != "steps"]
+    pq.write_table(kept, out / "steps" / "part-00000.parquet")
+    manifest["shards"].append({"table": "steps", "file": "steps/part-00000.parquet", "rows": kept.num_rows})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

@@ -12,10 +12,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_with_pairs
 
-import prmtree
 from prmtree.engine.output import read_table
-from prmtree.engine.synthetic import generate_problems
 from prmtree.export import ExportError, ExportOptions, export
 
 # -- openrlhf: a placeholder the "Step k: " numbering holds -----------------------------------
@@ -52,20 +51,7 @@ def mostly_pairs_run(tmp_path_factory) -> Path:
     """A real run of 20 problems whose steps rows are then removed for all but three of the
     problems with pairs (as ``max_ci_width`` or an undecided first label leaves a run): most
     pairs are of problems with no steps row."""
-    out = tmp_path_factory.mktemp("mostly-pairs")
-    prmtree.run(generate_problems(20, seed=3), policy="simulated", out=out, seed=4)
-    manifest = json.loads((out / "manifest.json").read_text())
-    with_pairs = sorted(set(read_table(out, "pairs").column("problem_id").to_pylist()))
-    assert len(with_pairs) >= 10
-    steps = read_table(out, "steps")
-    kept = steps.filter(pa.array([pid in with_pairs[:3] for pid in steps.column("problem_id").to_pylist()]))
-    for shard in [s for s in manifest["shards"] if s["table"] == "steps"]:
-        (out / shard["file"]).unlink()
-    manifest["shards"] = [s for s in manifest["shards"] if s["table"] != "steps"]
-    pq.write_table(kept, out / "steps" / "part-00000.parquet")
-    manifest["shards"].append({"table": "steps", "file": "steps/part-00000.parquet", "rows": kept.num_rows})
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return run_with_pairs(tmp_path_factory.mktemp("mostly-pairs"), lambda with_pairs: lambda pid: pid in with_pairs[:3])
 
 
 def _problems(target: Path, split: str) -> set[str]:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import cli
+from conftest import cli, run_with_pairs
 from PIL import Image
 
 import prmtree
@@ -506,20 +506,8 @@ def pairs_run(tmp_path_factory) -> Path:
     """A real run of 20 problems, most with preference pairs; then, as a run can leave them
     (every path cut at an undecided first label), four problems' steps rows removed, so
     that they have pairs and no steps."""
-    out = tmp_path_factory.mktemp("pairs-run")
-    prmtree.run(generate_problems(20, seed=3), policy="simulated", out=out, seed=4)
-    manifest = json.loads((out / "manifest.json").read_text())
-    with_pairs = sorted(set(read_table(out, "pairs").column("problem_id").to_pylist()))
-    assert len(with_pairs) >= 10
-    steps = read_table(out, "steps")
-    kept = steps.filter(pa.array([pid not in with_pairs[:4] for pid in steps.column("problem_id").to_pylist()]))
-    for shard in [s for s in manifest["shards"] if s["table"] == "steps"]:
-        (out / shard["file"]).unlink()
-    manifest["shards"] = [s for s in manifest["shards"] if s["table"] != "steps"]
-    pq.write_table(kept, out / "steps" / "part-00000.parquet")
-    manifest["shards"].append({"table": "steps", "file": "steps/part-00000.parquet", "rows": kept.num_rows})
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return run_with_pairs(tmp_path_factory.mktemp("pairs-run"),
+                          lambda with_pairs: lambda pid: pid not in with_pairs[:4])
 
 
 def test_hf_test_split_holds_out_the_same_problems_in_every_config(tmp_path, pairs_run):
