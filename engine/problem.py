@@ -11,6 +11,7 @@ will run: a resume skips finished problems by id before touching their images.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import io
 import itertools
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy
 from PIL import Image
 from prmtree.engine.answers.extract import gold_problem
 from prmtree.engine.config import InputConfig
@@ -55,7 +57,7 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
     refused without being expanded.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pillow_allows(max_pixels), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
@@ -65,7 +67,7 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image.verify()
-        with Image.open(io.BytesIO(data)) as image:  # verify() leaves the image unusable
+        with _pillow_allows(max_pixels), Image.open(io.BytesIO(data)) as image:  # verify() leaves it unusable
             image.load()
     except ImageError:
         raise
@@ -79,6 +81,25 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
 
 
 _OBJECT_AT = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+@contextlib.contextmanager
+def _pillow_allows(max_pixels: int) -> Iterator[None]:
+    """Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``, ~89M pixels: a warning, an error
+    past twice that) raised to ``max_pixels`` while one image is checked, and its warning
+    silenced: ours, read from the header, is the guard, so an ``[input] max_pixels`` above
+    Pillow's is the limit that holds, as set, and a refused image says so once."""
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if before is None or max_pixels <= before:
+            yield
+            return
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
 
 
 DEFAULT_MAX_IMAGE_BYTES: int = InputConfig.model_fields["max_image_bytes"].default
@@ -162,6 +183,8 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
                              "(what datasets' Image feature stores)")
         if not isinstance(item, str) or not item:
             raise ImageError(f"image entry must be a path or an image struct, got {item!r:.80}")
+        if "\x00" in item:  # no file name holds one (the OS refuses it with a ValueError, not an OSError)
+            raise ImageError(f"image entry {item!r:.80} holds a NUL character: no file has such a name")
         if _URL.match(item):
             raise ImageError(f"image entry is a URL ({item[:60]}): a run reads local files only; download the "
                              "images and give their paths")
@@ -266,11 +289,28 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
             meta = json.loads(meta)
         except json.JSONDecodeError:
             return _reject(row, shown_id, "meta must be an object")
+        except RecursionError:  # nested past the parser's depth
+            return _reject(row, shown_id, "meta is nested too deeply to read")
     if not isinstance(meta, dict):
         return _reject(row, shown_id, f"meta must be an object, got {type(meta).__name__}")
     if (why := bad_meta(meta)) is not None:
         return _reject(row, shown_id, why)
-    return question, str(answer), answer_type, meta, image_value
+    return question, _answer_text(answer), answer_type, meta, image_value
+
+
+def _answer_text(answer: str | int | float) -> str:
+    """A gold answer as text, as its data set shows it. A float column's value arrives as a
+    double: a float32 column's 0.1 as 0.10000000149011612, and a pandas int column with a
+    missing value is float64 (2.0 for 2); graded as text (``vqa``, ``text``) neither would
+    match its right answer. So: an integral float without its ".0", a float32's shortest form."""
+    if not isinstance(answer, float) or not math.isfinite(answer):
+        return str(answer)
+    if answer.is_integer() and abs(answer) < 1e16:
+        return str(int(answer))
+    single = numpy.float32(answer)
+    if float(single) == answer:  # exactly a float32: the shortest decimal that reads back to it
+        return numpy.format_float_positional(single, trim="-")
+    return repr(answer)
 
 
 def bad_meta(meta: dict[str, Any]) -> str | None:
@@ -331,6 +371,24 @@ def _load_row(
     """(the problem's id where known, the problem or why the row is bad; None: skipped).
     ``known_id``: the id of a row given without one, already computed (no images read).
     ``at``: the row's place in its Parquet or Arrow file (embedded images remember it)."""
+    try:
+        return _row_problem(row, base_dir, fmt, where, skip, known_id, at)
+    except RecursionError:  # nested too deep for Python to walk (copy, fingerprint): this row's fault
+        given = _given_id(row, fmt)
+        key = given if given is not None else safe_text(where)
+        reason = "the row is nested too deeply to read (hundreds of levels of lists or objects)"
+        return given, InputError(key, reason, fingerprint=error_fingerprint(where, reason))
+
+
+def _row_problem(
+    row: dict[str, Any],
+    base_dir: Path | None,
+    fmt: InputConfig,
+    where: str,
+    skip: Callable[[str], bool] | None,
+    known_id: str | None,
+    at: ImageCell | None,
+) -> tuple[str | None, Problem | InputError | None]:
     given = _given_id(row, fmt)
     shown_id = given if given is not None else safe_text(where)
     if skip is not None and given is not None and skip(given):
@@ -412,6 +470,9 @@ def _jsonl_rows(path: Path) -> Iterator[InputRow]:
             except json.JSONDecodeError as exc:
                 yield where, f"line {line_no} is not valid JSON ({exc.msg})", None
                 continue
+            except RecursionError:  # nested past the parser's depth: this line's fault, not the run's
+                yield where, f"line {line_no} is nested too deeply to read as JSON", None
+                continue
             yield where, row if isinstance(row, dict) else f"line {line_no} is not a JSON object", None
 
 
@@ -423,6 +484,9 @@ def _json_rows(path: Path) -> Iterator[InputRow]:
         return
     except json.JSONDecodeError as exc:
         yield path.name, f"{path.name} is not valid JSON ({exc.msg})", None
+        return
+    except RecursionError:
+        yield path.name, f"{path.name} is nested too deeply to read as JSON", None
         return
     if isinstance(data, dict):
         data = next((data[k] for k in ("data", "rows", "problems") if isinstance(data.get(k), list)), [data])
@@ -455,14 +519,22 @@ def _parquet_rows(path: Path) -> Iterator[InputRow]:
     # a worker reads a cell's whole row group (and keeps two): rows of a larger group name
     # no cell, and their images go to a worker as bytes, once
     readable = [meta.row_group(g).total_byte_size <= MAX_CELL_GROUP_BYTES for g in range(meta.num_row_groups)]
-    i = group = 0
-    for batch in handle.iter_batches(batch_size=256):
-        for row in batch.to_pylist():
-            while group < len(ends) - 1 and i >= ends[group]:
-                group += 1
-            at = ImageCell("parquet", file, i, group=group) if readable[group] else None
-            yield f"{path.name}[{i}]", row, at
-            i += 1
+    for group, end in enumerate(ends):
+        i = ends[group - 1] if group else 0
+        batches = handle.iter_batches(batch_size=256, row_groups=[group])
+        while True:
+            try:
+                batch = next(batches, None)
+            except Exception as exc:  # a damaged row group: its rows not read yet are one bad row
+                yield (f"{path.name}[{i}:{end}]", f"{path.name}: rows {i} to {end - 1} cannot be read (a damaged "
+                       f"row group: {type(exc).__name__}: {exc})", None)
+                break
+            if batch is None:
+                break
+            for row in batch.to_pylist():
+                at = ImageCell("parquet", file, i, group=group) if readable[group] else None
+                yield f"{path.name}[{i}]", row, at
+                i += 1
 
 
 def _arrow_rows(directory: Path) -> Iterator[InputRow]:
@@ -477,7 +549,12 @@ def _arrow_rows(directory: Path) -> Iterator[InputRow]:
         files = listed or files
     for file in files:
         absolute = os.path.abspath(file)
-        with pa.memory_map(str(file)) as source:
+        try:
+            source = pa.memory_map(str(file))
+        except OSError as exc:  # listed in state.json, gone (or unreadable): that file's rows are one bad row
+            yield file.name, f"{file.name} cannot be read ({exc.strerror or exc})", None
+            continue
+        with source:
             try:
                 table = arrow_table(source)
             except pa.ArrowInvalid as exc:
@@ -512,7 +589,14 @@ IGNORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".
 
 
 def _is_hf_dataset(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists())
+    """A folder ``Dataset.save_to_disk`` wrote: its ``state.json``, or Arrow files beside a
+    ``dataset_info.json`` (a folder of JSONL with only a ``dataset_info.json`` is not one)."""
+    return path.is_dir() and ((path / "state.json").exists()
+                              or ((path / "dataset_info.json").exists() and any(path.glob("*.arrow"))))
+
+
+#: What ``datasets`` writes beside a data set's files (``save_to_disk``, ``push_to_hub``).
+HF_METADATA = frozenset({"dataset_info.json", "state.json", "dataset_dict.json", "dataset_infos.json"})
 
 
 def input_files(path: Path) -> list[Path]:
@@ -520,7 +604,8 @@ def input_files(path: Path) -> list[Path]:
 
     A directory's other files are refused (:class:`ConfigError` naming them) rather than
     skipped, so no data (``.csv``, ``.jsonl.gz``) is left out silently; images, READMEs and
-    licences, hidden files and subdirectories are ignored.
+    licences, a data set's metadata (``dataset_info.json``), hidden files and subdirectories
+    are ignored.
     """
     if not path.is_dir():
         if path.suffix.lower() in NOT_INPUT_SUFFIXES:
@@ -544,7 +629,8 @@ def input_files(path: Path) -> list[Path]:
             f"input directory {str(path)!r} holds files prmtree does not read: {shown} "
             f"(it reads {', '.join(INPUT_SUFFIXES)}); convert or move them"
         )
-    data = [p for p in files if p.suffix.lower() in INPUT_SUFFIXES]
+    # a Hugging Face dataset card's companions describe the data: they hold no problem rows
+    data = [p for p in files if p.suffix.lower() in INPUT_SUFFIXES and p.name not in HF_METADATA]
     if not data:
         raise ConfigError(f"input directory {str(path)!r} holds no {', '.join(INPUT_SUFFIXES)} files")
     return data
@@ -572,6 +658,15 @@ def check_input(path: str | os.PathLike[str], fmt: InputConfig | None = None) ->
         raise ConfigError(f"input {str(path)!r} is not a regular file (a pipe or a device): a run reads its input "
                           "more than once (to check its fields, to compare it when resuming), so write it to a file "
                           "first, e.g. zcat data.jsonl.gz > data.jsonl")
+    splits = path / "dataset_dict.json"
+    if path.is_dir() and splits.is_file():  # DatasetDict.save_to_disk: a folder per split
+        try:
+            names = [str(n) for n in json.loads(splits.read_text(encoding="utf-8")).get("splits", [])]
+        except (OSError, ValueError, AttributeError):
+            names = []
+        example = names[0] if names else "train"
+        raise ConfigError(f"input {str(path)!r} is a saved DatasetDict (splits: {', '.join(names) or 'unknown'}): "
+                          f"give one split's folder, e.g. --input {str(path / example)!r}")
     if not _is_hf_dataset(path):
         input_files(path)
     if fmt is not None:
@@ -589,11 +684,13 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
     wanted = {"question": (fmt.question_field,), "answer": (fmt.answer_field,),
               "image": (fmt.image_field, "images") if fmt.image_field == "image" else (fmt.image_field,)}
     rows = 0
+    images_in: set[str] = set()  # the fields some row holds something image-like in
     for _, _, row, _ in iter_rows(path):
         if not isinstance(row, dict):
             continue
         rows += 1
         keys.update(dict.fromkeys(map(str, row)))
+        images_in.update(str(k) for k, v in row.items() if _image_like(v))
         for what, names in wanted.items():
             found[what] = found[what] or any(n in row for n in names)
         if rows >= SAMPLE_ROWS or all(found.values()):
@@ -607,7 +704,8 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
         field_name = wanted[what][0]
         guess = next((k for k in FIELD_NAMES[what] if k in keys), None)
         if what == "image":
-            guess = guess or next((k for k in keys if "image" in k.lower() or "img" in k.lower()), None)
+            # by what a field holds, not its name: "image_caption" or "num_images" holds no image
+            guess = next((k for k in (*FIELD_NAMES[what], *keys) if k in images_in), None)
             if guess is None:
                 continue  # problems without images are allowed
         shown = f"the first {rows} rows" if rows >= SAMPLE_ROWS else f"all {rows} rows" if rows > 1 else "the row"
@@ -617,6 +715,22 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
             f"no input row has the {what} field {field_name!r} ({shown} of {str(path)!r} "
             f"{'has' if rows == 1 else 'have'}: {has}): {hint}"
         )
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _image_like(value: Any) -> bool:
+    """Whether a field's value looks like an image entry: a path with an image suffix, an
+    image struct (``{"bytes", "path"}``), image bytes, or a list of those."""
+    if isinstance(value, (list, tuple)):
+        return any(_image_like(v) for v in value[:4])
+    if isinstance(value, dict):
+        return "bytes" in value or "path" in value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value[:4]).startswith(_IMAGE_MAGIC)
+    return isinstance(value, str) and len(value) < 4096 and value.lower().endswith(_IMAGE_SUFFIXES)
 
 
 def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any, ImageCell | None]]:

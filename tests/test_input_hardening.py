@@ -260,3 +260,103 @@ def test_a_huge_image_is_refused_by_the_pixel_limit_even_past_pillows_own_guard(
     Image.new("1", (20000, 20000)).save(buffer, "PNG")  # 400 M pixels in 48 KB
     with pytest.raises(ImageError, match=r"image big.png is over the limit of 40000000 pixels \(decompression-bomb"):
         validate_image_bytes(buffer.getvalue(), "big.png", max_pixels=40_000_000)
+
+
+def test_a_max_pixels_above_pillows_own_guard_is_the_limit_that_holds():
+    # Before: Pillow's guard (~179 M pixels) refused the image first, whatever max_pixels said
+    from prmtree.engine.errors import ImageError
+    from prmtree.engine.problem import validate_image_bytes
+
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 10000)).save(buffer, "PNG")  # 200 M pixels in 24 KB
+    limit = Image.MAX_IMAGE_PIXELS
+    validate_image_bytes(buffer.getvalue(), "big.png", max_pixels=500_000_000)
+    assert Image.MAX_IMAGE_PIXELS == limit  # raised for the check only
+    with pytest.raises(ImageError, match=r"image big.png is 20000x10000 = 200000000 pixels, over the limit of "
+                                         r"100000000"):
+        validate_image_bytes(buffer.getvalue(), "big.png", max_pixels=100_000_000)
+
+
+def test_rows_that_crashed_the_whole_run_are_bad_rows_and_the_rest_run(tmp_path):
+    # Before: one row's image path holding a NUL ("embedded null byte", exit 2, every rerun) and
+    # one row nested 1,000 levels deep (RecursionError traceback, exit 1) stopped the run.
+    deep = {**GOOD, "id": "deep", "meta": {**GOOD["meta"], "x": json.loads("[" * 50 + "]" * 50)}}
+    path = write_rows(tmp_path / "d", [GOOD, {**GOOD, "id": "nul", "image": "ok.png\u0000.png"}, {**GOOD, "id": "x"}])
+    with path.open("a") as handle:
+        handle.write('{"id": "deeper", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+        handle.write(json.dumps(deep) + "\n")
+    found = reasons(path)
+    assert found["nul"] == "image entry 'ok.png\\x00.png' holds a NUL character: no file has such a name"
+    assert found["problems.jsonl:4"] == "line 4 is nested too deeply to read as JSON"
+    s = prmtree.run(path, policy="simulated", out=tmp_path / "o", seed=1)
+    assert s.problems_done == 3 and s.input_errors == 2  # good, x and deep (50 levels: read)
+    again = prmtree.run(path, policy="simulated", out=tmp_path / "o", seed=1)
+    assert again.rollouts_this_session == 0
+
+
+def test_a_damaged_parquet_row_group_is_one_bad_row_and_the_other_groups_run(tmp_path):
+    # Before: "Couldn't deserialize thrift" stopped every run (exit 2, naming no file), and
+    # with the default labels nothing at all was saved
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{**GOOD, "id": f"p{i}", "image": None, "meta": json.dumps(GOOD["meta"])} for i in range(6)]
+    path = tmp_path / "in" / "p.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    meta = pq.ParquetFile(path).metadata
+    start = meta.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + 40] = b"\xff" * 40  # the second group's first page header
+    path.write_bytes(bytes(data))
+    found = list(iter_input(path))
+    assert [p.id for p in found if isinstance(p, Problem)] == ["p0", "p1", "p4", "p5"]  # the groups around it
+    bad = [i for i in found if isinstance(i, InputError)]
+    assert [b.problem_id for b in bad] == ["p.parquet[2:4]"]
+    assert bad[0].reason.startswith("p.parquet: rows 2 to 3 cannot be read (a damaged row group: ")
+
+
+def test_a_text_only_data_set_with_image_named_fields_runs(tmp_path):
+    # Before: a field named like an image ("image_caption", "num_images") was taken for the
+    # image column: every run refused in one line, whatever image_field said
+    rows = [{**GOOD, "id": f"t{i}", "image_caption": "a cat", "num_images": 0} for i in range(2)]
+    for row in rows:
+        del row["image"]
+    path = write_rows(tmp_path / "t", rows)
+    problem_module.check_input(path, InputConfig())
+    assert [p.images for p in iter_input(path)] == [(), ()]
+    moved = write_rows(tmp_path / "m", [{**{k: v for k, v in GOOD.items() if k != "image"}, "picture_file": "ok.png"}])
+    with pytest.raises(ConfigError, match=r'set \[input\] image_field = "picture_file"'):  # holds one: still named
+        problem_module.check_input(moved, InputConfig())
+
+
+def test_saved_datasets_are_told_from_folders_that_only_describe_theirs(tmp_path):
+    # Before: a JSONL folder with a dataset_info.json was read as a saved dataset (0 rows), and
+    # a saved DatasetDict's dataset_dict.json was read as its only row
+    path = write_rows(tmp_path / "d", [GOOD])
+    (path.parent / "dataset_info.json").write_text('{"description": "mine"}')
+    assert [p.id for p in iter_input(path.parent)] == ["good"]
+    datasets = pytest.importorskip("datasets")
+    one = datasets.Dataset.from_list([{"id": "a", "question": "Q?", "answer": "1"}])
+    datasets.DatasetDict({"train": one, "test": one}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ConfigError, match=r"is a saved DatasetDict \(splits: train, test\): give one split's folder, "
+                                          r"e.g. --input '.*dd/train'"):
+        problem_module.check_input(tmp_path / "dd", InputConfig())
+    assert [p.id for p in iter_input(tmp_path / "dd" / "train")] == ["a"]
+
+
+def test_float_answers_are_written_as_their_data_set_shows_them(tmp_path):
+    # Before: a float32 column's 0.1 became '0.10000000149011612', and a pandas int column with
+    # a missing value (float64) 2 became '2.0', which vqa and text grading then called wrong
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ok.png").write_bytes(SYNTHETIC.images[0].data)
+    table = pa.table({"id": ["a", "b", "c", "d"], "question": ["Q?"] * 4, "image": ["ok.png"] * 4,
+                      "answer": pa.array(np.array([0.1, 2.2, 2.0, 123456.789], dtype=np.float32))})
+    pq.write_table(table, tmp_path / "f.parquet")
+    assert [p.answer for p in iter_input(tmp_path / "f.parquet")] == ["0.1", "2.2", "2", "123456.79"]
+    pq.write_table(pa.table({"id": ["e", "f"], "question": ["Q?"] * 2, "image": ["ok.png"] * 2,
+                             "answer": [3.0, 0.1]}), tmp_path / "g.parquet")
+    assert [p.answer for p in iter_input(tmp_path / "g.parquet")] == ["3", "0.1"]
