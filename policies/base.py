@@ -67,6 +67,10 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as exc:
+        if str(exc).startswith("missing a required argument"):  # "missing a required argument: 'model'"
+            name = str(exc).partition(": ")[2].strip("'")
+            raise PolicyConfigError(f"policy {spec!r} needs the argument {name!r}: give it with --policy-arg "
+                                    f"{name}=... (or [policy] {name} = ...)") from None
         raise PolicyConfigError(f"policy {spec!r} does not take arguments {sorted(kwargs)}: {exc}") from None
     except ValueError:  # no signature to read (a builtin): building it will tell
         pass

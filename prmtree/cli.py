@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-errors", action="store_true",
                      help="retry every bad input row recorded in --out (a row that changed is retried anyway)")
     run.add_argument("--image-mode", choices=["embed", "path"], help="embed image bytes (default) or reference files")
-    run.add_argument("--chat-format", action="store_true", help="write prompt as chat messages")
+    run.add_argument("--chat-format", action="store_true", help="write the steps table's prompt as chat messages")
     run.add_argument("--no-progress", action="store_true")
 
     insp = sub.add_parser("inspect", help="statistics of an output directory; --html for a report with trees")
@@ -515,14 +515,20 @@ def _run_dir(path: str) -> Path:
         _fail(f"{path!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest (a run writes "
               "manifest.json or manifest-IIIII-of-NNNNN.json)")
     if not layout:
-        from prmtree.engine.lock import live_writer
-
-        writing = next((w for lock in sorted(out.glob(".manifest*.json.lock")) if (w := live_writer(lock))), None)
+        writing = _writing_before_first_flush(out)
         if writing:  # a run started here and has not flushed yet
             _fail(f"{path!r} holds no manifest yet: a run is writing it ({writing}) and has not finished its "
                   "first flush; try again once it has")
         _fail(f"{path!r} holds no prmtree manifest")
     return out
+
+
+def _writing_before_first_flush(out: Path) -> str | None:
+    """Who is writing into ``out``, a folder that holds no manifest yet (a run started and has
+    not finished its first flush), or None."""
+    from prmtree.engine.lock import live_writer
+
+    return next((w for lock in sorted(out.glob(".manifest*.json.lock")) if (w := live_writer(lock))), None)
 
 
 def _intact_run_dir(path: str) -> Path:
@@ -548,6 +554,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
     from prmtree.engine.output.layout import manifest_slice
 
+    given = Path(args.out)
+    if given.is_dir() and not manifest_layout(given) and (writing := _writing_before_first_flush(given)):
+        print(f"{args.out}: BEING WRITTEN: a running prmtree ({writing}) has not finished its first flush: nothing "
+              "to check yet; verify it again once it has")
+        return 0  # unfinished, not damaged
     out = _run_dir(args.out)
     damage = verify_run(out)
     writers = {name: writer for name in manifest_layout(out)
@@ -576,8 +587,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{name}: OK: {len(m.shards)} shards, {sum(s['rows'] for s in m.shards):,} rows, "
               f"{len(m.completed):,} problems done{failed}; {state}")
     for s in missing_slices(out):
-        print(f"{s.manifest_name}: MISSING: slice {s.index}/{s.count} has not run here; run its command with "
-              f"--slice {s.index}/{s.count}")
+        if writer := live_writer(out / s.lock_name):
+            print(f"{s.manifest_name}: BEING WRITTEN: slice {s.index}/{s.count} is running here ({writer}) and has not "
+                  "finished its first flush")
+        else:
+            print(f"{s.manifest_name}: MISSING: slice {s.index}/{s.count} has not run here; run its command with "
+                  f"--slice {s.index}/{s.count}")
     for d in damage:
         if d.manifest == UNLISTED:
             print(f"{d.file}: DAMAGED: {d.problem}")

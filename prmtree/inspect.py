@@ -19,11 +19,13 @@ from rich.table import Table
 from prmtree.engine.driver import reason_kind
 from prmtree.engine.output import (
     load_manifests,
+    manifest_layout,
     missing_slices,
     read_table,
     resolve_image,
 )
 from prmtree.engine.stats import RunStats, SpaceCoverage, coverage
+from prmtree.export import unfinished_slices
 
 VALUE_BINS = [(0.0, 0.0, "0")] + [(i / 10, (i + 1) / 10, f"{i / 10:.1f}-{(i + 1) / 10:.1f}") for i in range(10)]
 CONFIDENCE_BINS = ("<0.9", "0.9-0.95", "0.95-0.99", "0.99-0.999", ">=0.999")
@@ -54,11 +56,17 @@ class Report:
 
 def _merged_manifest(out: Path) -> dict[str, Any]:
     """All slices' manifests as one; ``stats`` is their :class:`RunStats` added up."""
-    found = load_manifests(out)
+    named = dict(zip(manifest_layout(out), load_manifests(out)))
+    found = list(named.values())
     if not found:
         raise ValueError(f"{str(out)!r} holds no prmtree manifest")
+    writing, stopped = unfinished_slices(out, named)
+    # a manifest says "running" until its run finishes: running only while a process writes it
+    status = ("finished" if not (writing or stopped) else "running" if not stopped else
+              "incomplete: stopped before it finished (run its command again)" if len(found) == 1 else
+              f"incomplete: {len(stopped)} slices stopped before they finished (run their commands again)")
     merged: dict[str, Any] = {"slices": len(found), "config": found[0].config, "config_hash": found[0].config_hash,
-                              "status": "finished" if all(m.status == "finished" for m in found) else "running"}
+                              "status": status}
     # problems, not list entries: a problem listed twice (a shard listed twice) counts once
     completed = {pid for m in found for pid in m.completed}
     merged["completed"] = len(completed)

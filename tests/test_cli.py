@@ -130,6 +130,8 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}"], "is a directory: name the TOML file in it"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "ray", "--workers", "0"], "executor.workers"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "name=simulated"], "may not be called 'name'"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "openai"],
+         "policy 'openai' needs the argument 'base_url': give it with --policy-arg base_url=..."),
         (["demo", "--problems", "0"], "--problems must be at least 1"),
         (["synth", "--out", "{tmp}/s", "--problems", "0"], "--problems must be at least 1, got 0"),
         (["synth", "--out", "{tmp}/s", "--min-steps", "1"], "need 2 <= min_steps <= max_steps (a solution starts"),

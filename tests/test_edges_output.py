@@ -399,6 +399,8 @@ def test_a_slice_run_after_another_learned_takes_its_floors_so_one_out_has_one_c
 
 
 def test_verify_of_a_run_before_its_first_flush_says_a_run_is_writing_it(tmp_path, capsys):
+    # verify exits 0 for an unfinished run: before its first flush too (it exited 2, the code
+    # of a bad argument); inspect, with nothing to show yet, still refuses in one line
     from prmtree.engine.lock import FileLock
 
     out = tmp_path / "o"
@@ -406,11 +408,31 @@ def test_verify_of_a_run_before_its_first_flush_says_a_run_is_writing_it(tmp_pat
     lock = FileLock(out / ".manifest.json.lock")
     lock.acquire()
     try:
-        line = _one_line(capsys, 2, "verify", str(out))
+        assert main(["verify", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert said.startswith(f"{out}: BEING WRITTEN: a running prmtree (pid ") and "first flush" in said
+        line = _one_line(capsys, 2, "inspect", str(out))
         assert "holds no manifest yet: a run is writing it (pid " in line and "first flush" in line
     finally:
         lock.release()
     assert _one_line(capsys, 2, "verify", str(out)).endswith("holds no prmtree manifest")
+
+
+def test_verify_of_a_sliced_run_names_a_slice_running_before_its_first_flush(tmp_path, capsys):
+    # Before: "MISSING: slice 1/2 has not run here; run its command", which its lock then refused
+    from prmtree.engine.lock import FileLock
+
+    out = _run(tmp_path / "o", slice="0/2")
+    lock = FileLock(out / Slice(1, 2).lock_name).acquire()
+    try:
+        assert main(["verify", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert "manifest-00001-of-00002.json: BEING WRITTEN: slice 1/2 is running here (pid " in said
+        assert "MISSING" not in said
+    finally:
+        lock.release()
+    assert main(["verify", str(out)]) == 0
+    assert "manifest-00001-of-00002.json: MISSING: slice 1/2 has not run here" in capsys.readouterr().out
 
 
 
@@ -469,3 +491,22 @@ def test_a_run_directory_that_does_not_exist_or_is_a_file_is_named_so(tmp_path, 
     (tmp_path / "f").write_text("x")
     assert _one_line(capsys, 2, command, str(tmp_path / "f")).endswith("is a file, not a run's output directory "
                                                                          "(its --out)")
+
+
+def test_inspect_tells_a_stopped_run_from_a_running_one(tmp_path):
+    # Before: a run stopped by SIGTERM or killed was shown as "running" (its manifest says so
+    # until it finishes), though no process wrote it
+    from prmtree.engine.lock import FileLock
+    from prmtree.inspect import collect
+
+    out = _run(tmp_path / "o")
+    assert collect(out).manifest["status"] == "finished"
+    raw = json.loads((out / "manifest.json").read_text())
+    raw["status"] = "running"  # what a stop or a kill -9 leaves
+    (out / "manifest.json").write_text(json.dumps(raw))
+    assert collect(out).manifest["status"] == "incomplete: stopped before it finished (run its command again)"
+    lock = FileLock(out / Slice().lock_name).acquire()  # its command, running again
+    try:
+        assert collect(out).manifest["status"] == "running"
+    finally:
+        lock.release()

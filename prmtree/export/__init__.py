@@ -29,6 +29,7 @@ from pathlib import Path
 
 from prmtree.engine.lock import FileLock, LockHeld, describe_holder, is_locked
 from prmtree.engine.output import (
+    Manifest,
     load_manifests,
     manifest_layout,
     missing_slices,
@@ -137,6 +138,23 @@ def _check_run(out: Path) -> None:
         raise ExportError(f"{str(out)!r} holds no prmtree manifest")
 
 
+def unfinished_slices(out: Path, found: dict[str, Manifest]) -> tuple[list[str], list[str]]:
+    """The unfinished slices among ``found`` (manifest name -> manifest): those a process is
+    writing now (described: "pid ... is writing it"), and the manifest names of those no
+    process writes (stopped or crashed: their command resumes them)."""
+    writing, stopped = [], []
+    for name, manifest in found.items():
+        if manifest.status == "finished":
+            continue
+        slice_ = manifest_slice(name)
+        lock = out / slice_.lock_name if slice_ is not None else None
+        if lock is not None and is_locked(lock):
+            writing.append(f"{_holder(lock)} is writing it")
+        else:
+            stopped.append(name)
+    return writing, stopped
+
+
 def incomplete(out: str | Path) -> str | None:
     """Why the run in ``out`` is not whole, in one sentence, or None if it is (or has no manifest).
 
@@ -149,16 +167,7 @@ def incomplete(out: str | Path) -> str | None:
     if not found:
         return None
     done = len({pid for m in found.values() for pid in m.completed})
-    writing, stopped = [], []
-    for name, manifest in found.items():
-        if manifest.status == "finished":
-            continue
-        slice_ = manifest_slice(name)
-        lock = out / slice_.lock_name if slice_ is not None else None
-        if lock is not None and is_locked(lock):
-            writing.append(f"{_holder(lock)} is writing it")
-        else:
-            stopped.append(name)
+    writing, stopped = unfinished_slices(out, found)
     missing = missing_slices(out)
     if not (writing or stopped or missing):
         return None
