@@ -295,7 +295,10 @@ def _fields(row: dict[str, Any], fmt: InputConfig, shown_id: str) -> tuple[str, 
         return _reject(row, shown_id, f"meta must be an object, got {type(meta).__name__}")
     if (why := bad_meta(meta)) is not None:
         return _reject(row, shown_id, why)
-    return question, _answer_text(answer), answer_type, meta, image_value
+    # graded as text, a float's expansion never matches its right answer; elsewhere it is compared
+    # as a number, and its text stays as earlier runs recorded it (their fingerprints hold it)
+    text = _answer_text(answer) if answer_type in ("vqa", "text") else str(answer)
+    return question, text, answer_type, meta, image_value
 
 
 def _answer_text(answer: str | int | float) -> str:
@@ -307,9 +310,11 @@ def _answer_text(answer: str | int | float) -> str:
         return str(answer)
     if answer.is_integer() and abs(answer) < 1e16:
         return str(int(answer))
+    if not 1e-30 < abs(answer) < 1e16:
+        return repr(answer)
     single = numpy.float32(answer)
-    if float(single) == answer:  # exactly a float32: the shortest decimal that reads back to it
-        return numpy.format_float_positional(single, trim="-")
+    if float(single) == answer:  # exactly a float32: the shortest text that reads back to it
+        return str(single)
     return repr(answer)
 
 
@@ -684,13 +689,15 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
     wanted = {"question": (fmt.question_field,), "answer": (fmt.answer_field,),
               "image": (fmt.image_field, "images") if fmt.image_field == "image" else (fmt.image_field,)}
     rows = 0
-    images_in: set[str] = set()  # the fields some row holds something image-like in
+    images_in: set[str] = set()  # the fields some row holds an image-like value in
+    maybe_images: set[str] = set()  # the fields some row holds a value that may name an image
     for _, _, row, _ in iter_rows(path):
         if not isinstance(row, dict):
             continue
         rows += 1
         keys.update(dict.fromkeys(map(str, row)))
         images_in.update(str(k) for k, v in row.items() if _image_like(v))
+        maybe_images.update(str(k) for k, v in row.items() if v is not None and not _no_image(v))
         for what, names in wanted.items():
             found[what] = found[what] or any(n in row for n in names)
         if rows >= SAMPLE_ROWS or all(found.values()):
@@ -704,8 +711,13 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
         field_name = wanted[what][0]
         guess = next((k for k in FIELD_NAMES[what] if k in keys), None)
         if what == "image":
-            # by what a field holds, not its name: "image_caption" or "num_images" holds no image
-            guess = next((k for k in (*FIELD_NAMES[what], *keys) if k in images_in), None)
+            if "image_field" in fmt.model_fields_set:
+                continue  # named on purpose: rows without it have no images
+            # what a field holds first (an image path, struct or bytes), then a name that says
+            # image, unless all it holds is no image ("image_caption": text, "num_images": a number)
+            named = [k for k in keys if k in FIELD_NAMES[what] or "image" in k.lower() or "img" in k.lower()]
+            guess = next((k for k in (*FIELD_NAMES[what], *keys) if k in images_in), None) or next(
+                (k for k in named if k in maybe_images), None)
             if guess is None:
                 continue  # problems without images are allowed
         shown = f"the first {rows} rows" if rows >= SAMPLE_ROWS else f"all {rows} rows" if rows > 1 else "the row"
@@ -722,15 +734,25 @@ _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00"
 
 
 def _image_like(value: Any) -> bool:
-    """Whether a field's value looks like an image entry: a path with an image suffix, an
-    image struct (``{"bytes", "path"}``), image bytes, or a list of those."""
+    """Whether a field's value looks like an image entry: a path with an image suffix, image
+    bytes, an image struct holding either (``{"bytes", "path"}``), or a list of those."""
     if isinstance(value, (list, tuple)):
         return any(_image_like(v) for v in value[:4])
     if isinstance(value, dict):
-        return "bytes" in value or "path" in value
+        return _image_like(value.get("bytes")) or _image_like(value.get("path"))
     if isinstance(value, (bytes, bytearray)):
         return bytes(value[:4]).startswith(_IMAGE_MAGIC)
     return isinstance(value, str) and len(value) < 4096 and value.lower().endswith(_IMAGE_SUFFIXES)
+
+
+def _no_image(value: Any) -> bool:
+    """Whether a value cannot name an image: a number or a flag, text with spaces (a caption),
+    an object that is no image struct."""
+    if isinstance(value, (list, tuple)):
+        return all(_no_image(v) for v in value[:4])
+    if isinstance(value, dict):
+        return "bytes" not in value and "path" not in value
+    return isinstance(value, (bool, int, float)) or (isinstance(value, str) and " " in value.strip())
 
 
 def iter_rows(path: Path) -> Iterator[tuple[Path, str, Any, ImageCell | None]]:

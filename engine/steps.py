@@ -269,7 +269,7 @@ def custom_steps(split_steps: Callable[[str], list[str]], text: str) -> list[str
     if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
         raise TypeError(f"split_steps must return a list of strings, but returned {type(raw).__name__} "
                         f"{raw!r:.60}")
-    steps = list(raw)
+    steps = [step for step in raw if step is not None]  # re.split's unmatched groups: dropped, as empty steps are
     for step in steps:
         if not isinstance(step, str):
             raise TypeError(f"split_steps must return a list of strings, but its list holds {type(step).__name__} "

@@ -118,6 +118,11 @@ def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> 
     return _lookups_checked(policy)
 
 
+#: The attributes prmtree reads from a policy object where it has them.
+OPTIONAL_ATTRIBUTES = ("name", "policy_name", "capacity", "close")
+_ABSENT = object()
+
+
 def _lookups_checked(policy: Any) -> Any:
     """``policy``, once its ``__getattr__`` (if it has one) is seen to raise AttributeError
     for a name it lacks: prmtree reads the optional attributes (``name``, ``capacity``,
@@ -126,15 +131,18 @@ def _lookups_checked(policy: Any) -> Any:
     KeyError instead, and would crash the run where it first looks."""
     if getattr(type(policy), "__getattr__", None) is None:
         return policy
-    missing = "_prmtree_no_such_attribute"
-    try:
-        getattr(policy, missing, None)
-    except Exception as exc:
-        raise PolicyConfigError(
-            f"policy {type(policy).__name__}: its __getattr__ raised {type(exc).__name__} for a name it does not "
-            f"have ({missing!r}); it must raise AttributeError there, as prmtree reads optional attributes "
-            "(name, capacity, close) with getattr(policy, name, default)") from None
+    for name in OPTIONAL_ATTRIBUTES:
+        if inspect.getattr_static(policy, name, _ABSENT) is not _ABSENT:
+            continue  # defined: its __getattr__ is never asked
+        try:
+            getattr(policy, name, None)
+        except Exception as exc:
+            raise PolicyConfigError(
+                f"policy {type(policy).__name__}: its __getattr__ raised {type(exc).__name__} for {name!r}, a name "
+                "it does not have; it must raise AttributeError there, as prmtree reads its optional attributes "
+                f"({', '.join(OPTIONAL_ATTRIBUTES)}) with getattr(policy, name, default)") from None
     return policy
+
 
 
 def worker_gpus(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> float:

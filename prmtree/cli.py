@@ -552,7 +552,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         missing_slices,
         verify_run,
     )
-    from prmtree.engine.output.layout import manifest_slice
+    from prmtree.engine.output.layout import SHARD_NAME, manifest_slice, shard_slice
 
     given = Path(args.out)
     if given.is_dir() and not manifest_layout(given) and (writing := _writing_before_first_flush(given)):
@@ -561,17 +561,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0  # unfinished, not damaged
     out = _run_dir(args.out)
     damage = verify_run(out)
-    writers = {name: writer for name in manifest_layout(out)
-               if (own := manifest_slice(name)) is not None and (writer := live_writer(out / own.lock_name))}
+
+    def writer_of(d: Any) -> str | None:
+        """The running prmtree writing the slice an unlisted shard's name says it is of (a file no
+        run names so, ``extra.parquet``, is nobody's)."""
+        if d.manifest != UNLISTED or not d.file or not SHARD_NAME.fullmatch(name := Path(d.file).name):
+            return None
+        return live_writer(out / shard_slice(name).lock_name)
+
     # a running flush renames its shards into place before its manifest lists them: look again
     # until it is done (a few seconds at most), and what is still unlisted then is its flush's
-    for _ in range(VERIFY_LIVE_TRIES if writers else 0):
-        if not any(d.manifest == UNLISTED for d in damage):
+    for _ in range(VERIFY_LIVE_TRIES):
+        if not any(writer_of(d) for d in damage):
             break
         time.sleep(VERIFY_LIVE_WAIT_S)
         damage = verify_run(out)
-    in_flight = [d for d in damage if d.manifest == UNLISTED] if writers else []
-    damage = [d for d in damage if d not in in_flight]
+    in_flight = [(d, writer) for d in damage if (writer := writer_of(d))]
+    damage = [d for d in damage if not any(d is flying for flying, _ in in_flight)]
     for name in manifest_layout(out):
         found = [str(d) for d in damage if d.manifest == name]
         if found:
@@ -598,9 +604,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{d.file}: DAMAGED: {d.problem}")
         elif d.manifest == STRAY:
             print(f"{d.file}: STRAY: {d.problem}")
-    for d in in_flight:
-        print(f"{d.file}: BEING WRITTEN: no manifest lists it yet, and a running prmtree "
-              f"({next(iter(writers.values()))}) is writing here: verify again once that run ends")
+    for d, writer in in_flight:
+        print(f"{d.file}: BEING WRITTEN: no manifest lists it yet, and a running prmtree ({writer}) is writing its "
+              "slice: verify again once that run ends")
     return EXIT_DAMAGED if damage else 0
 
 

@@ -1,5 +1,6 @@
 """The public Python API: prmtree.run with names, classes, functions and instances."""
 
+import re
 import sys
 import textwrap
 
@@ -324,6 +325,11 @@ def test_a_split_steps_that_returns_no_list_of_strings_is_refused_or_named(tmp_p
     generators = prmtree.run(problems[:2], policy="simulated", out=tmp_path / "d",
                              split_steps=lambda text: (part for part in text.split("\n\n")))
     assert generators.problems_failed == 0 and generators.problems_done == 2  # any iterable of strings
+    from prmtree.engine.steps import custom_steps
+
+    # re.split with a group puts None where it did not match: dropped, as empty steps are
+    assert custom_steps(lambda text: re.split(r"\n\n|(Then, )", text), "One.\n\nThen, two.") == [
+        "One.", "", "Then, ", "two."]
 
 
 def test_a_policy_whose_getattr_raises_keyerror_is_refused_in_one_line(tmp_path, problems):
@@ -338,9 +344,19 @@ def test_a_policy_whose_getattr_raises_keyerror_is_refused_in_one_line(tmp_path,
     policy = Forwarding()
     policy._settings = {"model": "tiny"}
     assert policy.model == "tiny"
-    with pytest.raises(Refused, match=r"policy Forwarding: its __getattr__ raised KeyError for a name it does not "
-                                      r"have .* it must raise AttributeError there"):
+    with pytest.raises(Refused, match=r"policy Forwarding: its __getattr__ raised KeyError for 'policy_name', a name it "
+                                      r"does not have; it must raise AttributeError there"):
         prmtree.run(problems[:2], policy=policy, out=tmp_path)
+
+    class Complete(Forwarding):  # defines every optional attribute itself: its __getattr__ is never asked
+        policy_name = "complete"
+
+        async def close(self):
+            pass
+
+    whole = Complete()
+    whole._settings = {}
+    assert prmtree.run(problems[:2], policy=whole, out=tmp_path / "whole").problems_done == 2
 
     class Proper(Forwarding):
         def __getattr__(self, key):

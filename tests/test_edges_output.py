@@ -493,6 +493,23 @@ def test_a_run_directory_that_does_not_exist_or_is_a_file_is_named_so(tmp_path, 
                                                                          "(its --out)")
 
 
+def test_verify_credits_an_unlisted_shard_only_to_a_run_writing_its_own_slice(tmp_path, capsys, monkeypatch):
+    # a crashed slice's leftover shard stays damage while a sibling slice's run writes
+    from prmtree import cli as cli_module
+    from prmtree.engine.lock import FileLock
+
+    monkeypatch.setattr(cli_module, "VERIFY_LIVE_WAIT_S", 0.01)
+    out = _run(tmp_path / "o", slice="0/2")
+    listed = sorted((out / "steps").glob("part-s00000of00002-*.parquet"))[0]
+    shutil.copy(listed, out / "steps" / "part-s00000of00002-00099.parquet")
+    lock = FileLock(out / Slice(1, 2).lock_name).acquire()
+    try:
+        assert main(["verify", str(out)]) == 1
+        assert "steps/part-s00000of00002-00099.parquet: DAMAGED: listed in no manifest" in capsys.readouterr().out
+    finally:
+        lock.release()
+
+
 def test_inspect_tells_a_stopped_run_from_a_running_one(tmp_path):
     # Before: a run stopped by SIGTERM or killed was shown as "running" (its manifest says so
     # until it finishes), though no process wrote it

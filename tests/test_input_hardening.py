@@ -328,6 +328,13 @@ def test_a_text_only_data_set_with_image_named_fields_runs(tmp_path):
     moved = write_rows(tmp_path / "m", [{**{k: v for k, v in GOOD.items() if k != "image"}, "picture_file": "ok.png"}])
     with pytest.raises(ConfigError, match=r'set \[input\] image_field = "picture_file"'):  # holds one: still named
         problem_module.check_input(moved, InputConfig())
+    text_only = {k: v for k, v in GOOD.items() if k != "image"}
+    sourced = write_rows(tmp_path / "s", [{**text_only, "source": {"path": "gsm8k/train.jsonl", "line": 3}}])
+    problem_module.check_input(sourced, InputConfig())  # an object with a path that names no image
+    named = write_rows(tmp_path / "n", [{**text_only, "image_path": "imgs/000123"}])  # no suffix: its name says
+    with pytest.raises(ConfigError, match=r'set \[input\] image_field = "image_path"'):
+        problem_module.check_input(named, InputConfig())
+    problem_module.check_input(named, InputConfig(image_field="none"))  # named on purpose: no images
 
 
 def test_saved_datasets_are_told_from_folders_that_only_describe_theirs(tmp_path):
@@ -353,10 +360,14 @@ def test_float_answers_are_written_as_their_data_set_shows_them(tmp_path):
     import pyarrow.parquet as pq
 
     (tmp_path / "ok.png").write_bytes(SYNTHETIC.images[0].data)
-    table = pa.table({"id": ["a", "b", "c", "d"], "question": ["Q?"] * 4, "image": ["ok.png"] * 4,
-                      "answer": pa.array(np.array([0.1, 2.2, 2.0, 123456.789], dtype=np.float32))})
+    answers = pa.array(np.array([0.1, 2.2, 2.0, 123456.789], dtype=np.float32))
+    table = pa.table({"id": ["a", "b", "c", "d"], "question": ["Q?"] * 4, "image": ["ok.png"] * 4, "answer": answers})
     pq.write_table(table, tmp_path / "f.parquet")
-    assert [p.answer for p in iter_input(tmp_path / "f.parquet")] == ["0.1", "2.2", "2", "123456.79"]
-    pq.write_table(pa.table({"id": ["e", "f"], "question": ["Q?"] * 2, "image": ["ok.png"] * 2,
-                             "answer": [3.0, 0.1]}), tmp_path / "g.parquet")
-    assert [p.answer for p in iter_input(tmp_path / "g.parquet")] == ["3", "0.1"]
+    as_vqa = InputConfig(answer_type="vqa")
+    assert [p.answer for p in iter_input(tmp_path / "f.parquet", as_vqa)] == ["0.1", "2.2", "2", "123456.79"]
+    pq.write_table(pa.table({"id": ["e", "f", "g"], "question": ["Q?"] * 3, "image": ["ok.png"] * 3,
+                             "answer": [3.0, 0.1, 2.0 ** -30]}), tmp_path / "g.parquet")
+    assert [p.answer for p in iter_input(tmp_path / "g.parquet", InputConfig(answer_type="text"))] == [
+        "3", "0.1", "9.313226e-10"]
+    # compared as numbers (auto, number): as before, so earlier runs' fingerprints still match
+    assert [p.answer for p in iter_input(tmp_path / "g.parquet")] == ["3.0", "0.1", "9.313225746154785e-10"]

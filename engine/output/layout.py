@@ -89,6 +89,13 @@ def shard_slice_count(name: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+def shard_slice(name: str) -> Slice:
+    """The slice whose run wrote a shard called ``name`` (``part-s00001of00002-...``; the
+    whole input for an unsliced name)."""
+    m = re.match(r"part-s(\d{5})of(\d{5})-", name)
+    return Slice(int(m.group(1)), int(m.group(2))) if m else Slice()
+
+
 def manifest_slice(manifest_name: str) -> Slice | None:
     """The slice whose manifest this file name is, or None if the layout names no slice so.
 
