@@ -13,6 +13,7 @@ import json
 import math
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,6 +47,17 @@ class _Strict(BaseModel):
     # allow_inf_nan: an infinite timeout or temperature passed validation and failed later
     # (``int(inf // 2)``), or went to a backend that refuses it; NaN compares false with every bound
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` where a number is due: pydantic reads it as 1, so ``max_tokens = true`` (a
+        slip for a number) cut every completion to one token, in silence."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and {int, float} & {annotation, *typing.get_args(annotation)}:
+                raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 class SearchConfig(_Strict):

@@ -129,6 +129,8 @@ def test_run_with_bad_rows_reports_them_and_finishes(tmp_path, problems_file):
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/utf16.toml"], "utf16.toml' is not UTF-8 text"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}"], "is a directory: name the TOML file in it"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--executor", "ray", "--workers", "0"], "executor.workers"),
+        (["run", "--input", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/flag.toml"],  # was read as 1 token
+         "search.max_tokens: Value error, must be a number, not true"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy-arg", "name=simulated"], "may not be called 'name'"),
         (["run", "--input", "{data}", "--out", "{tmp}/o", "--policy", "openai"],
          "policy 'openai' needs the argument 'base_url': give it with --policy-arg base_url=..."),
@@ -144,6 +146,7 @@ def test_bad_arguments_and_config_give_one_line_and_exit_2(tmp_path, problems_fi
     (tmp_path / "broken.toml").write_text("[search\n")
     (tmp_path / "drivers.toml").write_text("[executor]\nkind = \"inline\"\ndrivers = 2\n")  # driver processes
     (tmp_path / "utf16.toml").write_text("[search]\nk = 4\n", encoding="utf-16")  # an editor's choice
+    (tmp_path / "flag.toml").write_text("[search]\nmax_tokens = true\n")
     argv = [a.format(tmp=tmp_path, data=problems_file) for a in args]
     r = cli(*argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
