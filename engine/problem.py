@@ -57,18 +57,19 @@ def validate_image_bytes(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_P
     refused without being expanded.
     """
     try:
-        with _pillow_allows(max_pixels), Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"image {name} is {width}x{height} = {width * height} pixels, over the "
-                    f"limit of {max_pixels} (decompression-bomb guard)"
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image.verify()
-        with _pillow_allows(max_pixels), Image.open(io.BytesIO(data)) as image:  # verify() leaves it unusable
-            image.load()
+        with _pillow_allows(max_pixels):
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"image {name} is {width}x{height} = {width * height} pixels, over the "
+                        f"limit of {max_pixels} (decompression-bomb guard)"
+                    )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    image.verify()
+            with Image.open(io.BytesIO(data)) as image:  # verify() leaves the image unusable
+                image.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own guard fires first past 2x its limit
@@ -588,9 +589,10 @@ INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 #: Files an input directory may hold beside its data without being read or refused.
 #: A single input file named so is refused, not parsed as JSONL line by line into bad rows
 #: (any other name, ``.ndjson`` or a ``mktemp`` one, is read as JSONL).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 NOT_INPUT_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".csv", ".tsv", ".xlsx", ".xls",
-                      ".arrow", ".txt", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
-IGNORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".md")
+                      ".arrow", ".txt", *IMAGE_SUFFIXES)
+IGNORED_SUFFIXES = (*IMAGE_SUFFIXES, ".md")
 
 
 def _is_hf_dataset(path: Path) -> bool:
@@ -729,7 +731,6 @@ def _check_fields(path: Path, fmt: InputConfig) -> None:
         )
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -742,7 +743,7 @@ def _image_like(value: Any) -> bool:
         return _image_like(value.get("bytes")) or _image_like(value.get("path"))
     if isinstance(value, (bytes, bytearray)):
         return bytes(value[:4]).startswith(_IMAGE_MAGIC)
-    return isinstance(value, str) and len(value) < 4096 and value.lower().endswith(_IMAGE_SUFFIXES)
+    return isinstance(value, str) and len(value) < 4096 and value.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _no_image(value: Any) -> bool:

@@ -15,7 +15,9 @@ duplicate rows in the union).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,14 +289,10 @@ def reconcile_input(
         notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
                      f"({why}; e.g. {retried_present[0]!r})")
     if drop or gone or relearn:
-        listed = {shard["file"] for shard in m.shards}
-        try:
+        with _rewrites_discarded_on_failure(writer):
             if drop:
                 _drop(writer, drop)
             write_manifest(writer.out_dir, m, slice.manifest_name)
-        except BaseException:  # a full disk: the manifest on disk still lists the old shards, not these
-            writer.discard_shards([shard for shard in m.shards if shard["file"] not in listed])
-            raise
         discard_unlisted(writer.out_dir, m, slice)
         opened.done = set(m.completed) | set(m.rejected)
         opened.previous_stats = dict(m.stats)
@@ -546,14 +544,10 @@ def _repair_images(writer: DatasetWriter, slice: Slice) -> list[str]:
         altered.unlink(missing_ok=True)
     fault_point("image_repair_files_removed")
     owners = {b.problem_id for group in found.values() for b in group}
-    listed = {shard["file"] for shard in m.shards}
-    try:
+    with _rewrites_discarded_on_failure(writer):
         _drop(writer, owners)
         fault_point("image_repair_shards_written")
         write_manifest(out, m, slice.manifest_name)
-    except BaseException:  # a full disk: the manifest on disk still lists the old shards, not these
-        writer.discard_shards([shard for shard in m.shards if shard["file"] not in listed])
-        raise
     fault_point("image_repair_manifest_written")
     discard_unlisted(out, m, slice)
     notes = []
@@ -583,6 +577,19 @@ def _repair_log(out: Path, manifest: Manifest, slice: Slice) -> list[str]:
     write_manifest_head(out, manifest, slice.manifest_name, manifest.log)
     return [f"{manifest.log['file']}: its last {torn} bytes could not be read as its records (one torn, missing "
             "or altered there, and every one after it); the problems of the flushes they recorded will be redone"]
+
+
+@contextlib.contextmanager
+def _rewrites_discarded_on_failure(writer: DatasetWriter) -> Iterator[None]:
+    """Shards written again inside (``_drop``) are removed if the block fails before the
+    manifest listing them is written (a full disk): the manifest on disk still lists the
+    old ones, and the directory stays what it describes, as after a failed flush."""
+    listed = {shard["file"] for shard in writer.manifest.shards}
+    try:
+        yield
+    except BaseException:
+        writer.discard_shards([shard for shard in writer.manifest.shards if shard["file"] not in listed])
+        raise
 
 
 def _drop(writer: DatasetWriter, keys: set[str]) -> None:

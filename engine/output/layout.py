@@ -85,8 +85,7 @@ class Slice:
 
 def shard_slice_count(name: str) -> int:
     """How many slices the layout that wrote a shard called ``name`` has (1: unsliced)."""
-    m = re.match(r"part-s\d{5}of(\d{5})-", name)
-    return int(m.group(1)) if m else 1
+    return shard_slice(name).count
 
 
 def shard_slice(name: str) -> Slice:
