@@ -518,8 +518,14 @@ def math_match(gold: str, predicted: str, timeout_s: int = 5) -> bool:
     return same
 
 
+#: ``sqrt(2)`` written as code: inside ``$…$`` Math-Verify reads it as s·q·r·t(2), and ``3 sqrt(2)`` as 3.
+_CODE_SQRT = re.compile(r"(?<![\\A-Za-z])sqrt\s*\(([^()]*)\)")
+
+
 def _as_math(text: str) -> str:
     t = text.strip()
+    if "sqrt" in t:
+        t = _CODE_SQRT.sub(r"\\sqrt{\1}", t)
     if t.startswith("$") or "\\boxed" in t:
         return t
     return f"${t}$"

@@ -26,6 +26,7 @@ from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
 from prmtree.engine.answers.sentences import NEGATED_VALUE, SCAN_CHARS, denied, hedged, up_to_sentence_end, value_stated
+from prmtree.engine.answers.symbols import ascii_math
 from prmtree.engine.answers.values import another_answer, bare_answer, one_value_twice, two_values
 
 
@@ -89,6 +90,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
             return Found(None, "unfinished reasoning")
     if not text or text.isspace():
         return Found(None, "no answer")
+    text = ascii_math(text)  # "2√2", "x²", "57 − 45": as the readers below know them
     answer: str | None
     choices = _choices(gold, options, choice)
     boxes = all_boxed(text) if ("\\boxed" in text or "\\fbox" in text) else []
@@ -214,7 +216,7 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     """``answer`` (already the final answer) as it is graded: a choice named inside a
     sentence read out (``options`` given, or ``choice``); refused: a hedged answer, several
     choices for a one-choice gold, a value the answer denies (``not 5``)."""
-    answer = answer.strip() if answer else None
+    answer = ascii_math(answer.strip()) if answer else None
     if not answer:
         return Found(None, "no answer")
     gold = gold if isinstance(gold, str) else str(gold)

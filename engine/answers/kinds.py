@@ -21,6 +21,7 @@ from prmtree.engine.answers.normalize import (
     _option_letter,
     _quantity,
 )
+from prmtree.engine.answers.symbols import ascii_math
 
 if TYPE_CHECKING:
     from prmtree.engine.records import Problem
@@ -34,10 +35,11 @@ _OPTION_PREFIX = re.compile(r"^[(\[]?[A-Za-z][)\]]?[.:)]\s+|^\([A-Za-z]\)\s*")
 def _clean_options(options: Any) -> dict[str, str]:
     """``{"A": "red"}``, ``{"(a)": "red"}`` or ``["red", "blue"]``/``["A. red", …]`` → ``{"A": "red"}``."""
     if isinstance(options, dict):
-        return {(_choice_letter(str(k)) or str(k).strip().upper()): str(v) for k, v in options.items()}
+        return {(_choice_letter(str(k)) or str(k).strip().upper()): ascii_math(str(v)) for k, v in options.items()}
     if isinstance(options, (list, tuple)):
         # "A. red" -> "red", but an option whose whole text is a letter ("(b)": MathVista) stays itself
-        return {chr(65 + i): _OPTION_PREFIX.sub("", str(v).strip()) or str(v).strip() for i, v in enumerate(options[:26])}
+        return {chr(65 + i): ascii_math(_OPTION_PREFIX.sub("", str(v).strip()) or str(v).strip())
+                for i, v in enumerate(options[:26])}
     return {}
 
 

@@ -63,7 +63,7 @@ def implied_verdict(text: str) -> str | None:
 _SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)(?-i:" + NOT_AFTER_MONTH + r")\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
                            r"|(?-i:" + AFTER_MONTH + r")\.(?:\s+(?!\d{1,2}(?:st|nd|rd|th)?(?:\s*[,.;)]|\s+\d{4}|\s*$)|\d{4})|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
-_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
+_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|≈|\\approx|\\in|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
 MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 #: Hedges: two choices offered (``A or B``, ``B/C``), or doubt stated.
@@ -146,13 +146,15 @@ def _stated_instead(text: str) -> str | None:
     return value if _CLAUSE_END.match(rest, len(value)) else None
 
 
-#: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``: a number that only
-#: opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``, ``12 (cm)``).
+#: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``, ``2x + 1``, ``3 sqrt(2)``: a
+#: number that only opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``,
+#: ``12 (cm)``, ``12cm``, ``5 m``).
 _EXPRESSION_AFTER = re.compile(
     r"\s*\((?=\s*[-+\d\w\\])(?![^()]*?(?<![\\A-Za-z])[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
-    r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d))", re.IGNORECASE)
+    r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d)|(?:sqrt|pi)\b)"
+    r"|[A-Za-z](?![A-Za-z'(])", re.IGNORECASE)  # "2x + 1", "3a": a coefficient (a unit needs a space: "12 m")
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 
 
@@ -173,8 +175,18 @@ _COPULA_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently)\b,?\s*", re.
 #: A sentence that opens with its reason and no comma to end it: its last value is the claim's.
 _LEADING_REASON = re.compile(r"^\s*(?:since|because|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
 _CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
-#: What lies between two values of one chain (``f(2) = 4 + 8 = 12``): the later one is the answer.
-_CHAIN = re.compile(r"[\s\d.+\-*/×÷()^]*$")
+#: What lies between two values of one chain (``f(2) = 4 + 8 = 12``, ``x = 180° - 140° = 40°``,
+#: ``6 cm × 4 cm = 24 cm^2``, ``A = \\pi r^2 = 28.27``): terms (a number with its unit, a letter,
+#: a LaTeX command, a bracket) joined by operators or side by side; the later value is the answer.
+#: Words other than a number's unit break it: ``the radius is 3 and the area is 9`` is no chain.
+_CHAIN_NUMBER = r"(?:\\?\$)?\d+(?:[.,]\d+)*(?:\s*(?:°|\\?%)|\s*[A-Za-z]{2,12}(?![A-Za-z(]))?"
+_CHAIN_ATOM = r"(?:" + _CHAIN_NUMBER + r"|[A-Za-z](?![A-Za-z])|\\[A-Za-z]+(?:\{[^{}]*\})*|\([^()]*\))"
+_CHAIN_TERM = _CHAIN_ATOM + r"(?:\^\s*(?:\{[^{}]*\}|\d+|[A-Za-z]|\\circ))?"
+_CHAIN_OPERATOR = r"(?:[-+*/×÷]|\\(?:times|cdot|div)(?![A-Za-z]))"
+# Unambiguous, so a long text that is no chain fails in linear time: terms side by side only
+# where the next starts with no digit, whitespace in one place, a sign only on the first term.
+_CHAIN = re.compile(r"\s*(?:(?:[-+]\s*)?" + _CHAIN_TERM + r"(?:\s*(?:" + _CHAIN_OPERATOR + r"\s*" + _CHAIN_TERM
+                    + r"|(?=[A-Za-z\\(])" + _CHAIN_TERM + r"))*)?\s*$")
 
 #: Characters of prose read for a stated answer (from the end); bounds the driver's CPU per rollout.
 SCAN_CHARS = 4_000
@@ -399,7 +411,7 @@ def _value(rest: str) -> str:
     if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest) or two_values(rest):  # "12 or 13": kept whole, and refused as hedged
         return rest
     if _opens_expression(rest):  # "4 \\pi square cm": an expression, kept whole
-        return rest
+        return rest[:-1].rstrip() if rest.endswith("$") and rest.count("$") % 2 else rest  # (a span's closing $)
     chain = _UNSPACED_CHAIN.match(rest)
     if chain:  # "15-7=8": the value the chain ends on
         return chain.group(1)

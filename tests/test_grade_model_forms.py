@@ -1,0 +1,106 @@
+"""Final answers as vision-language models write them in prose, graded as the benchmarks'
+own graders would (MathVista, ChartQA, MMMU, ScienceQA): each form below was read wrongly
+once, and each wrong reading is a wrong step label, in silence.
+
+Every form comes as a pair where it can: the gold it states is right, and the value a
+wrong reading would take (a chain's first term, a coefficient, a root's multiplier) is not.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import prmtree
+from prmtree.engine.answers.sentences import _CHAIN
+from prmtree.engine.answers.symbols import ascii_math
+
+CASES = [
+    # A chain of values whose terms carry units: its last value is the answer, not its first.
+    ("40", "So x = 180° - 140° = 40°.", None, True),
+    ("180", "So x = 180° - 140° = 40°.", None, False),
+    ("40", r"So $x = 180^\circ - 140^\circ = 40^\circ$.", None, True),
+    ("55", "Therefore, ∠ABC = 90° - 35° = 55°.", None, True),
+    ("B", "Since AB ∥ CD, ∠1 + ∠2 = 180°.\nSo ∠2 = 180° - 140° = 40°.", ["30°", "40°", "50°", "60°"], True),
+    ("30", "The increase is 50% - 20% = 30%.", None, True),
+    ("14", "The distance is 20 km - 6 km = 14 km.", None, True),
+    ("20", "The distance is 20 km - 6 km = 14 km.", None, False),
+    ("24", "Area = 6 cm × 4 cm = 24 cm²", None, True),
+    ("6", "Area = 6 cm × 4 cm = 24 cm²", None, False),
+    ("6", "Number of apples = 2 rows × 3 apples = 6 apples", None, True),
+    ("12", "So the perimeter is 3 cm + 4 cm + 5 cm = 12 cm.", None, True),
+    ("12", "The total cost is $5 + $7 = $12.", None, True),
+    ("5", "The total cost is $5 + $7 = $12.", None, False),
+    ("28.27", "Using r = 3, A = πr² = 28.27.", None, True),
+    ("3", "Using r = 3, A = πr² = 28.27.", None, False),
+    # ... but two statements are no chain, and a unit's words are not a sentence's.
+    ("2", "a = 2, x = 3.", None, True),
+    ("3", "The radius is 3 cm and the area is 28 cm^2.", None, True),
+    # Maths in Unicode symbols.
+    ("2", "The length is 2√2.", None, False),
+    ("2\\sqrt{2}", "The length is 2√2.", None, True),
+    ("3", "\\boxed{3√3}", None, False),
+    ("\\sqrt{3}", "AB = √3", None, True),
+    ("4", "The answer is 4²", None, False),
+    ("100", "Hence the value is 10².", None, True),
+    ("10", "Hence the value is 10².", None, False),
+    ("10", "The answer is 10⁻³.", None, False),
+    ("1", "The answer is 1½ cups.", None, False),
+    ("1.5", "The answer is 1½.", None, True),
+    ("\\frac{1}{2}", "The probability is ½.", None, True),
+    ("0.75", "The answer is ¾.", None, True),
+    ("25", "The area is 5² = 25 cm².", None, True),
+    ("12", "The difference is 57 − 45 = 12.", None, True),
+    ("57", "The difference is 57 − 45 = 12.", None, False),
+    ("12", "The difference is 57 – 45 = 12.", None, True),
+    ("4", "The total is 4 ⋅ 3 = 12.", None, False),
+    ("x^2", "f(x) = x²", None, True),
+    ("-2.5", "The slope is –2.5.", None, True),
+    ("-5", "The temperature is −5°C.", None, True),
+    ("1000.99", "The area is 1,000.99m².", None, True),
+    # An expression's coefficient is not its value.
+    ("y = 2x + 1", "The equation of the line is $y = 2x + 1$.", None, True),
+    ("2", "The equation of the line is $y = 2x + 1$.", None, False),
+    ("2", "So the line is y = 2x + 1.", None, False),
+    ("2x + 1", "f(x) = 2x + 1", None, True),
+    ("2x", "The derivative is f'(x) = 2x.", None, True),
+    ("2", "The derivative is f'(x) = 2x.", None, False),
+    ("3", "Therefore, $f(x) = 3x^2 - 2x + 1$.", None, False),
+    ("3", "The perimeter is 3a.", None, False),
+    ("3", "The length is 3 sqrt(2).", None, False),
+    ("3\\sqrt{2}", "The length is 3 sqrt(2).", None, True),
+    ("[1, 3]", "x \\in [1, 3]", None, True),
+    ("3", "x \\in [1, 3]", None, False),
+    # A unit of one letter still needs its space to be a unit, as before.
+    ("12", "We need 12 N upward.", None, True),
+    # A value rounded aloud: the rounded value is the one stated.
+    ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
+    ("18.85", "The circumference is 6π ≈ 18.85.", None, True),
+]
+
+
+@pytest.mark.parametrize("gold, text, options, correct", CASES)
+def test_model_forms_graded_as_the_benchmarks_grade(gold, text, options, correct):
+    verdict = prmtree.grade(gold, text, options=options)
+    assert verdict.correct is correct, verdict
+
+
+@pytest.mark.parametrize("text, rewritten", [
+    ("2√2", "2\\sqrt{2}"), ("√(x+1)", "\\sqrt{x+1}"), ("x²", "x^2"), ("10⁻¹⁹", "10^{-19}"),
+    ("1½", "3/2"), ("¾", "3/4"), ("57 − 45", "57 - 45"), ("–2.5", "-2.5"), ("4 ⋅ 3", "4 × 3"),
+    ("πr²", "\\pi r^2"), ("24 cm²", "24 cm²"),  # a unit's square is the unit readers' own
+    ("pages 3 – 5", "pages 3 – 5"), ("3–5", "3–5"),  # ranges stay
+    ("plain ascii 2^2", "plain ascii 2^2"),
+])
+def test_unicode_maths_is_rewritten_as_the_readers_know_it(text, rewritten):
+    assert ascii_math(text) == rewritten
+
+
+@pytest.mark.parametrize("text", ["1" * 5000 + " the area", "1 " * 3000 + "and", "1° - " * 2000 + "the area",
+                                  "(1) " * 2000 + "zz", "x^2 " * 3000 + "!!", "1.2,3" * 1000 + "!!"],
+                         ids=["digits", "numbers", "degrees", "brackets", "powers", "separators"])
+def test_the_chain_pattern_fails_fast_on_long_text(text):
+    import time
+
+    start = time.perf_counter()
+    assert _CHAIN.match(text) is None
+    assert time.perf_counter() - start < 0.5  # linear: ~1 ms; a backtracking pattern takes minutes
