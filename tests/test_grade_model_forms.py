@@ -72,6 +72,23 @@ CASES = [
     ("3", "x \\in [1, 3]", None, False),
     # A unit of one letter still needs its space to be a unit, as before.
     ("12", "We need 12 N upward.", None, True),
+    # A closing clause that totals what the sentence counted; two values stated together.
+    ("7", "There are 3 cars and 4 trucks, making 7 vehicles in total.", None, True),
+    ("3", "There are 3 cars and 4 trucks, making 7 vehicles in total.", None, False),
+    ("7", "There are 3 cars and 4 trucks, for a total of 7 vehicles.", None, True),
+    ("7", "There are 3 cars and 4 trucks, totaling 7.", None, True),
+    ("7", "There are 3 red and 4 blue balls, so 7 in total.", None, True),
+    ("3", "There are 3 red and 4 blue balls, so 7 in total.", None, False),
+    ("28", "The radius is 3, so the area is 28.", None, True),
+    ("2", "The roots are 2 and 3.", None, False),
+    ("2, 3", "The roots are 2 and 3.", None, True),
+    ("3", "The solutions are $x = 2$ and $x = 3$.", None, False),
+    ("2, 3", "The solutions are $x = 2$ and $x = 3$.", None, True),
+    ("3", "Then $a = 2$ and so $b = 3$.", None, True),
+    ("1", "The probability is 1 out of 4.", None, False),
+    ("0.25", "The probability is 1 out of 4.", None, True),
+    ("2", "The ratio is 2 to 1.", None, False),
+    ("2:1", "The ratio is 2 to 1.", None, True),
     # A value rounded aloud: the rounded value is the one stated.
     ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
     ("18.85", "The circumference is 6π ≈ 18.85.", None, True),

@@ -14,7 +14,16 @@ import re
 from prmtree.engine.answers.choices import answer_choice
 from prmtree.engine.answers.marks import ANSWER_LINE, all_boxed
 from prmtree.engine.answers.retractions import corrects
-from prmtree.engine.answers.sentences import ASIDE, DIGITS, MATH_SPAN, SCAN_CHARS, YES_NO_LEAD, up_to_sentence_end, value_stated
+from prmtree.engine.answers.sentences import (
+    ASIDE,
+    DIGITS,
+    MATH_SPAN,
+    SCAN_CHARS,
+    YES_NO_LEAD,
+    pair_stated,
+    up_to_sentence_end,
+    value_stated,
+)
 from prmtree.engine.answers.values import bare_answer, plain_form
 from prmtree.engine.steps import split_structured
 
@@ -196,7 +205,8 @@ def _prose_answer(text: str, yes_no: bool = False, stated_only: bool = False, ch
     tail = text.rstrip()
     spans = list(MATH_SPAN.finditer(tail)) if tail.rstrip(" .,;:!").endswith(("$", ")", "]")) else None
     if spans and not tail[spans[-1].end() :].strip(" .,;:!"):  # the text ends on maths
-        return value_stated(spans[-1].group(0))
+        both = pair_stated(tail[tail.rfind("\n") + 1 :]) if len(spans) > 1 else None
+        return both if both is not None else value_stated(spans[-1].group(0))  # ("are $x = 2$ and $x = 3$": both)
     for line in reversed(text.splitlines()):
         if line.strip() and not _CLOSER.fullmatch(line):
             return value_stated(line, yes_no, choices)

@@ -254,6 +254,10 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     instead = _stated_instead(s)
     if instead is not None:  # "It isn't 5; it's 7": the value stated instead
         return instead
+    if "," in s or ";" in s:
+        total = _TOTAL.search(s)
+        if total is not None:  # "There are 3 cars and 4 trucks, making 7 vehicles in total.": 7
+            return total.group("value") or total.group("value2")
     if s[:1].isdigit() or s[:1] in "$-+":
         reason = _JUSTIFICATION.search(s, 1)
         if reason and not _COPULA.search(s, 0, reason.start()):  # "4, because x = 2": the value, not its reason
@@ -293,6 +297,13 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
     return s
 
 
+#: A closing clause that totals what the sentence counted: "…, making 7 vehicles in total",
+#: "…, for a total of 7", "…, totaling 7", "…, so 7 in total" (a bare "so" needs the "in total").
+_TOTAL = re.compile(
+    r"[,;]\s*(?:(?:making|totall?ing|giving|for\s+a\s+(?:total|sum)\s+of|(?:which|that)\s+(?:makes|gives)"
+    r"(?:\s+a\s+total\s+of)?|a\s+total\s+of)\s+(?P<value>[-+]?\$?\d+(?:[.,]\d+)*)(?:\s+[A-Za-z]+){0,2}"
+    r"|(?:so|thus|that's|that\s+is)\s+(?P<value2>[-+]?\$?\d+(?:[.,]\d+)*)(?:\s+[A-Za-z]+)?\s+(?:in\s+total|in\s+all|altogether))"
+    r"(?:\s+(?:in\s+total|in\s+all|altogether))?\s*$", re.IGNORECASE)
 _DIGITS_AT = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 _BOUND_REACH = 40  # characters before a value where its bound words may start ("not more than or equal to")
 
@@ -332,6 +343,16 @@ def _broken_down(sentence: str) -> str | None:
 
 #: Arithmetic written without spaces around its "=": "15-7=8", "3x4=12".
 _UNSPACED_CHAIN = re.compile(r"[-+]?\d[\d.,]*(?:\s*[-+*/×÷x]\s*\d[\d.,]*)+\s*=\s*([-+]?\d[\d.,]*)(?![\d.,]*\s*[-+*/×÷=])")
+
+
+def pair_stated(sentence: str) -> str | None:
+    """The two values a sentence ends on after an "is"/"are" (``The solutions are $x = 2$
+    and $x = 3$.`` → ``2, 3``), as :func:`_value` reads them, or None."""
+    for copula in _COPULA.finditer(sentence):
+        pair = _PAIR.match(sentence[copula.end() :].strip())
+        if pair:
+            return _pair_text(pair)
+    return None
 
 
 def copula_value(sentence: str) -> str | None:
@@ -382,6 +403,16 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
+#: Two values one sentence states together: ``2 and 3``, ``$x = 2$ and $x = 3$``, ``1 out of 4``, ``2 to 1``.
+_PAIR = re.compile(r"\$?(?:[A-Za-z]\s*=\s*)?(?P<a>[-+]?\d+(?:\.\d+)?)\$?\s+(?P<joint>and|&|out\s+of|to)\s+"
+                   r"\$?(?:[A-Za-z]\s*=\s*)?(?P<b>[-+]?\d+(?:\.\d+)?)\$?\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def _pair_text(pair: re.Match[str]) -> str:
+    a, joint, b = pair.group("a"), pair.group("joint").lower(), pair.group("b")
+    return f"{a}, {b}" if joint in ("and", "&") else f"{a}/{b}" if joint.startswith("out") else f"{a}:{b}"
+
+
 #: A date (or range) and nothing else.
 _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
 #: A sentence that opens with a year ("2021 March 3rd"), or a value that leads to the date after it
@@ -415,6 +446,9 @@ def _value(rest: str) -> str:
     chain = _UNSPACED_CHAIN.match(rest)
     if chain:  # "15-7=8": the value the chain ends on
         return chain.group(1)
+    pair = _PAIR.match(rest)
+    if pair:  # "2 and 3" is both (a one-value gold is not it); "1 out of 4" is 1/4, "2 to 1" 2:1
+        return _pair_text(pair)
     said_of = _TIME_SAID_OF.match(rest)
     if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
         return said_of.group(0).strip()
