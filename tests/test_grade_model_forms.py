@@ -89,6 +89,32 @@ CASES = [
     ("0.25", "The probability is 1 out of 4.", None, True),
     ("2", "The ratio is 2 to 1.", None, False),
     ("2:1", "The ratio is 2 to 1.", None, True),
+    # An answer taken back for another is two answers (refused), however the retraction opens.
+    ("B", "B\n\nWait, looking again, it is C.", ["1", "2", "3", "4"], False),
+    ("B", "The answer is B.\n\nWait, looking again, it's C.", ["1", "2", "3", "4"], False),
+    ("B", "The answer is B.\nEdit: it's C.", ["1", "2", "3", "4"], False),
+    ("12", "The answer is 12.\nEdit: 13.", None, False),
+    ("No", "No.\n\nActually, yes, there is a small dog in the corner.", None, False),
+    ("No", "No. Wait, yes, there is a small dog in the corner.", None, False),
+    ("Yes", "Yes.\n\nActually, no, that is a cat.", None, False),
+    ("Yes", "Yes. Actually, no, that is a cat.", None, False),
+    ("13", "The answer is 12. Wait, no, it's 13.", None, False),
+    ("12", "The answer is 12.\n\nWait, let me check: 3 × 4 = 12.", None, True),
+    # A choice between the options Yes and No, answered in words.
+    ("B", "No, it is not.", ["Yes", "No"], True),
+    ("A", "No, it is not.", ["Yes", "No"], False),
+    ("A", "Yes, they are the same size.", ["Yes", "No"], True),
+    ("B", "There is no dog in the image.", ["Yes", "No"], True),
+    ("B", "No, the line is not straight; it curves upward.", ["Yes", "No"], True),
+    # A scale suffix: "k", or any after a currency sign; e-notation is a number.
+    ("1500", "The total is 1.5k.", None, True),
+    ("1.5", "The total is 1.5k.", None, False),
+    ("2500000000", "Revenue was $2.5B.", None, True),
+    ("2.5", "Revenue was $2.5B.", None, False),
+    ("5", "The rate constant is 5e-3 s^-1.", None, False),
+    ("0.1", "The total is 1e-1.", None, True),
+    ("300", "The temperature is 300K.", None, True),  # a capital alone is a unit (kelvin), not thousands
+    ("5", "The mass is 5g.", None, True),
     # A value rounded aloud: the rounded value is the one stated.
     ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
     ("18.85", "The circumference is 6π ≈ 18.85.", None, True),

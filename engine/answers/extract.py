@@ -99,7 +99,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
         phrase = last_phrase(tail, first_answer(tail))
         stated = up_to_sentence_end(tail[phrase.end() :]) if phrase else ""
         if stated:
-            answer = unwrap(value_stated(stated, _is_yes_no(gold), choices) if len(stated.split()) > 3 else stated)
+            answer = unwrap(value_stated(stated, _is_yes_no(gold, options), choices) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
             if choices and len(contents) > 1 and _several_boxed(contents, choices):  # "\boxed{B} or \boxed{C}"
@@ -111,7 +111,7 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     elif "\\boxed" in text or "\\fbox" in text:
         return Found(None, "unterminated box")
     else:
-        answer, corrected = read_prose(text, _is_yes_no(gold), choices)
+        answer, corrected = read_prose(text, _is_yes_no(gold, options), choices)
         if corrected:  # "The answer is 12.\n\nLet me recount: there are 13.": two answers given
             return Found(answer.strip(), "hedged")  # type: ignore[union-attr]
     if answer and choices and also_offered(text[-400:], answer, choices):  # "B. C is also possible."
@@ -151,7 +151,7 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
         return None
     start, new = found
     cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
-    before = stated_before(text[:cut], _is_yes_no(gold), letters, _choices(gold, options, False))
+    before = stated_before(text[:cut], _is_yes_no(gold, options), letters, _choices(gold, options, False))
     if before is None:
         return Found(new)
     before = one_value_twice(before, gold) or before  # "0.75, or 75%. Wait, actually 0.8.": one answer, then another
@@ -174,9 +174,15 @@ def _choices(gold: str, options: object, choice: bool) -> str:
     return ""
 
 
-def _is_yes_no(gold: str) -> bool:
-    """Is ``gold`` a yes/no verdict (its answer may then open a sentence: ``No, it is not.``)?"""
-    return len(gold) < 8 and gold.strip().strip(".*_").lower() in ("yes", "no")
+def _is_yes_no(gold: str, options: object = None) -> bool:
+    """Is ``gold`` a yes/no verdict, or a choice between the options Yes and No (ScienceQA's,
+    MMMU's ``["Yes", "No"]`` with gold ``B``)? Its answer may then open a sentence: ``No, it is not.``"""
+    if len(gold) < 8 and gold.strip().strip(".*_").lower() in ("yes", "no"):
+        return True
+    if isinstance(options, dict):
+        options = list(options.values())
+    return (isinstance(options, (list, tuple)) and len(options) == 2
+            and sorted(str(o).strip().strip(".").lower() for o in options) == ["no", "yes"])
 
 
 #: Answers (and golds) longer than this are read afresh each time rather than memoised.

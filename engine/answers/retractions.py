@@ -61,13 +61,20 @@ def corrects(step: str, named: str, named_again: str | None) -> bool:
 #: ``Correction: C``, ``Sorry, I mean x = 13``, ``Actually, $13$ is correct.``, ``Or 13.``
 _RETRACTION = re.compile(
     r"[\s*_]*(?:(?:(?:no,?\s+|oh,?\s+)?wait|hmm+|hold\s+on|actually|correction|sorry|oops|i\s+mean|on\s+second\s+thought"
-    r"|no(?=\s*,)|or)\b(?:[\s,:;!.*_\u2014\u2026]|-(?!\s*\d))*)+"
+    r"|edit|update|no(?=\s*,)|or)\b(?:[\s,:;!.*_\u2014\u2026]|-(?!\s*\d))*)+"
+    r"(?:(?:looking\s+(?:at\s+it\s+)?again|(?:up)?on\s+(?:a\s+)?(?:closer\s+)?(?:look|inspection|review|reflection)"
+    r"|let\s+me\s+(?:look|check)\s+again|re-?checking|i\s+think)\b[\s,:;!.*_]*)*"
     r"(?:no[,.!]?\s+(?=\S))?(?:(?:that(?:'s|’s|\s+is)|this\s+is)\s+(?:wrong|incorrect|not\s+right)[,;:.!]?\s*)?"
     r"(?:(?:it(?:'s|’s|\s+is|\s+should\s+be|\s+must\s+be)|the\s+(?:final\s+)?answer\s+is"
     r"|(?:that\s+|it\s+)?should\s+be|make\s+that|i\s+meant?)\s+)?(?:[a-z]\s*=\s*)?"
     r"(.*?)(?:\s+(?:is\s+(?:correct|right|the\s+answer)|instead))?[\s.!?*_]*", re.IGNORECASE | re.DOTALL)
 _RETRACTION_LEADS = ("wait", "no", "oh", "hmm", "hold on", "actually", "correction", "sorry", "oops", "i mean",
-                     "on second", "or")
+                     "on second", "or", "edit", "update")
+#: A retraction whose new answer is a yes/no verdict: ``Actually, no, that is a cat.``,
+#: ``Wait, yes, there is a dog.`` (read only where no value or choice was stated instead).
+_YES_NO_RETRACTION = re.compile(r"[\s*_]*(?:(?:(?:oh,?\s+)?wait|hmm+|hold\s+on|actually|on\s+second\s+thought|edit)\b"
+                                r"[\s,:;!.*_\u2014]*)+(yes|no)\b(?![\s,]*(?:wait|actually)\b)(?=\s*[,.;!\u2014-]|\s*$)",
+                                re.IGNORECASE)
 #: End-of-text tokens after the last sentence (``<|im_end|>``, ``</s>``, ``<end_of_turn>``, ``<｜end▁of▁sentence｜>``).
 _TRAILING_TOKENS = re.compile(r"(?:\s*<[|｜]?/?[^<>\s]{1,40}[|｜]?>)+\s*$")
 
@@ -95,4 +102,7 @@ def last_retraction(text: str, letters: str) -> tuple[int, str] | None:
     if new is None and not _CHECKING.search(m.group(1)) and not _SUPPOSING.search(m.group(1)):
         stated = copula_value(m.group(1))  # "Wait, actually I double counted one; the total is 17."
         new = bare_answer(stated, letters) if stated is not None else None
+    if new is None:
+        verdict = _YES_NO_RETRACTION.match(body, start)  # "Actually, no, that is a cat."
+        new = verdict.group(1).lower() if verdict is not None else None
     return None if new is None else (max(cut, 0), new)

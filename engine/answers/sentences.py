@@ -148,13 +148,13 @@ def _stated_instead(text: str) -> str | None:
 
 #: ``4 \pi``, ``4 \sqrt 2``, ``12^2``, ``4(3)``, ``2 times the radius``, ``2x + 1``, ``3 sqrt(2)``: a
 #: number that only opens an expression (a unit does not: ``12 \text{ cm}``, ``30^\circ``, ``3 times``,
-#: ``12 (cm)``, ``12cm``, ``5 m``).
+#: ``12 (cm)``, ``12cm``, ``5 m``, ``5g``, ``300K``: a letter of a unit's, or a capital, is its unit).
 _EXPRESSION_AFTER = re.compile(
     r"\s*\((?=\s*[-+\d\w\\])(?![^()]*?(?<![\\A-Za-z])[A-Za-z]{2})|\s*(?:\\(?:pi|sqrt|times|cdot|frac|dfrac|tfrac|sin|cos|tan|log|ln|pm|mp|div)(?![A-Za-z])"
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
     r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d)|(?:sqrt|pi)\b)"
-    r"|[A-Za-z](?![A-Za-z'(])", re.IGNORECASE)  # "2x + 1", "3a": a coefficient (a unit needs a space: "12 m")
+    r"|(?-i:[a-fi-kn-rt-z])(?![A-Za-z'(])", re.IGNORECASE)  # "2x + 1", "3a": a coefficient; not "5g", "300K"
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 
 
