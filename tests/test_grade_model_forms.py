@@ -115,9 +115,19 @@ CASES = [
     ("0.1", "The total is 1e-1.", None, True),
     ("300", "The temperature is 300K.", None, True),  # a capital alone is a unit (kelvin), not thousands
     ("5", "The mass is 5g.", None, True),
+    # A point stated after "at"; a choice with its option's text said again; a word, then a denial.
+    ("(2, 3)", "The point is at (2, 3).", None, True),
+    ("(2, 3)", "The lines intersect at (2, 3).", None, True),
+    ("3", "The lines intersect at (2, 3).", None, False),
+    ("(-1, 4)", "The vertex is at (-1, 4).", None, True),
+    ("B", "The answer is B, 12 cm.", ["10 cm", "12 cm", "14 cm", "16 cm"], True),
+    ("C", "The answer is B, 14 cm.", ["10 cm", "12 cm", "14 cm", "16 cm"], False),  # letter and text disagree
+    ("blue", "The ball is blue, not red.", None, True),
+    ("red", "The ball is blue, not red.", None, False),
     # A value rounded aloud: the rounded value is the one stated.
     ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
     ("18.85", "The circumference is 6π ≈ 18.85.", None, True),
+    ("3.61", "$AB = \\sqrt{13} \\approx 3.61$", None, True),
 ]
 
 

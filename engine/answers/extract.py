@@ -38,6 +38,22 @@ _VALUE_ASIDE = re.compile(
     r"|\s*[,;]\s*\(?not\s+(?:\$?[-+]?\d|[(\[]?[A-Z]\b)[^()]*\)?|[*_`]+)\s*\.?$")
 
 
+#: Words, then a denial of other words: ``blue, not red`` (the reader reads ``blue``).
+_WORDS_NOT = re.compile(r"^([A-Za-z][\w'-]*(?:\s[A-Za-z][\w'-]*){0,3})\s*[,;]\s*not\s+(?:a\s+|an\s+|the\s+)?"
+                        r"[A-Za-z][\w'-]*(?:\s[A-Za-z][\w'-]*){0,3}\s*\.?$")
+#: A choice letter, then text (its option's, if :func:`read_answer` finds it so): ``B, 12 cm``.
+_LETTER_RESTATED = re.compile(r"^\(?([A-Z])\)?\s*[,:\u2014-]\s*(\S.*)$")
+
+
+def _lettered(options: object) -> list[tuple[str, str]]:
+    """``options`` as (letter, text) pairs: a dict's keys as letters, a list's in order."""
+    if isinstance(options, dict):
+        return [(str(k).strip("()[]. ").upper()[:1], str(v)) for k, v in options.items()]
+    if isinstance(options, (list, tuple)):
+        return [(chr(65 + i), str(v)) for i, v in enumerate(options[:26])]
+    return []
+
+
 @dataclass(frozen=True)
 class Found:
     """What :func:`find_answer` read: the ``answer`` (None: none found) and, when the text
@@ -234,9 +250,14 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:
         answer = choice_in(answer, options)
-    aside = _VALUE_ASIDE.match(answer)
-    if aside:  # "3 (three)", "12, not 13", "**12**": the value
+    aside = _VALUE_ASIDE.match(answer) or _WORDS_NOT.match(answer)
+    if aside:  # "3 (three)", "12, not 13", "**12**", "blue, not red": the value
         answer = aside.group(1)
+    elif options and len(answer) < 200:
+        restated = _LETTER_RESTATED.match(answer)
+        if restated and restated.group(2).strip().rstrip(".").lower() == dict(
+                _lettered(options)).get(restated.group(1), "").strip().rstrip(".").lower():
+            answer = restated.group(1)  # "B, 12 cm": the choice, its option's text said again
     if "or " in answer.lower():
         if two_values(answer):  # "12 (or 13)", "2, or equivalently -2"
             return Found(answer, "hedged")

@@ -271,6 +271,9 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         inner = next(g for g in spans[-1].groups() if g is not None).strip()
         if inner:
             return inner
+    point = _POINT_AT.search(s) if s.endswith(")") else None
+    if point is not None:  # "The lines intersect at (2, 3).", "The vertex is at (-1, 4).": the point
+        return point.group(1)
     if copulas:
         rest = s[copulas[-1].end() :].strip()
         if rest:
@@ -403,6 +406,8 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     return _value(chosen)  # type: ignore[arg-type]
 
 
+#: A point a sentence ends on, after "at": ``… intersect at (2, 3)``.
+_POINT_AT = re.compile(r"\bat\s+(\(\s*[-+]?\d[\d.]*\s*,\s*[-+]?\d[\d.]*\s*(?:,\s*[-+]?\d[\d.]*\s*)?\))$")
 #: Two values one sentence states together: ``2 and 3``, ``$x = 2$ and $x = 3$``, ``1 out of 4``, ``2 to 1``.
 _PAIR = re.compile(r"\$?(?:[A-Za-z]\s*=\s*)?(?P<a>[-+]?\d+(?:\.\d+)?)\$?\s+(?P<joint>and|&|out\s+of|to)\s+"
                    r"\$?(?:[A-Za-z]\s*=\s*)?(?P<b>[-+]?\d+(?:\.\d+)?)\$?\s*[.!]?\s*$", re.IGNORECASE)
