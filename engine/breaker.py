@@ -8,11 +8,42 @@ breaker raises :class:`~prmtree.rollout_workers.base.BackendDownError`, a
 ``FatalExecutorError``: the run stops (exit 1), everything finished is flushed, and the
 same command resumes. With transient errors at rate p, a false trip needs ``window``
 failures in a row (p ** window: 1e-50 at p = 0.1 and the default 50).
+
+A failure that carries a ``Retry-After`` (``GenerationError.retry_after``: a 429 or 503
+saying when to come back) is neither a failure nor a success here: the server answered,
+and it is up, only busy or rate-limiting this client; the driver waits as asked before
+its next attempt. Counting it would stop a run that a rate-limit window merely pauses
+(every tree's requests are refused at once, 50 in a few seconds); letting it reset the
+count would hide a backend that fails everything else. A server that keeps asking to
+wait costs each problem its ``max_attempts`` (it fails, and the next run retries it), not
+the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured as asked, so it
+counts as a failure like any other.
 """
 
 from __future__ import annotations
 
+import math
+
 from prmtree.engine.errors import BackendDownError
+
+#: the longest ``Retry-After`` honoured (seconds; the OpenAI SDK's bound too): a server
+#: asking for more is retried after this long, and its answer counts as a failure
+RETRY_AFTER_MAX_S = 60.0
+
+
+def retry_after(error: BaseException | None) -> float | None:
+    """The seconds a failed attempt's server asked to wait (``retry_after``), or None."""
+    wait = getattr(error, "retry_after", None)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+        return None
+    return float(wait)
+
+
+def asked_to_wait(error: BaseException | None) -> bool:
+    """Whether the server said when to come back, within what is honoured: not a sign
+    that the backend is down."""
+    wait = retry_after(error)
+    return wait is not None and 0 < wait <= RETRY_AFTER_MAX_S
 
 
 class CircuitBreaker:
@@ -27,13 +58,16 @@ class CircuitBreaker:
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
 
     def record(self, error: BaseException | None) -> None:
-        """One attempt ended: ``None`` if it succeeded, else its error. Raises
+        """One attempt ended: ``None`` if it succeeded, else its error (one that asks to wait
+        within :data:`RETRY_AFTER_MAX_S` is not counted). Raises
         :class:`BackendDownError` naming that error when the breaker trips (the same one for
         the attempts still in flight then, so the run reports the trip, not a later count)."""
         if self.tripped is not None:
             raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
+            return
+        if asked_to_wait(error):  # up, and busy: neither a failure nor a success (module docstring)
             return
         self.failures_in_a_row += 1
         if self.window and self.failures_in_a_row >= self.window:

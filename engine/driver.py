@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prmtree.engine.answers import Verifier
-from prmtree.engine.breaker import CircuitBreaker
+from prmtree.engine.breaker import RETRY_AFTER_MAX_S, CircuitBreaker, retry_after
 from prmtree.engine.calibration import answer_space
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import CANCELLED_BY_PRMTREE, Executor, cancel_requested, declared_capacity
@@ -117,12 +117,18 @@ class Concurrency:
     With a declared ``capacity`` the limit starts at ``capacity × HEADROOM`` and stays
     there unless the backend reports overload. Without one (an OpenAI-compatible server)
     it starts at ``start`` and doubles each round trip (every ``limit`` sequences
-    completed) until the first sign of backpressure, then grows by ``step`` per round
-    trip; backpressure is an overloaded error, or latency (smoothed) above ``tolerance``
-    × the lowest seen. Each decrease halves the limit, at most once per round trip (the
-    requests sent before it still report the old load: a round trip is ``limit``
-    sequences back, or one smoothed latency, whichever comes first). Pure bookkeeping: the driver
-    reads ``limit`` and reports each request's ``completed`` / ``overload``."""
+    completed) until the first sign of backpressure. After it (and after an overload
+    under a declared capacity) the limit grows additively: per round trip, by an eighth
+    of itself, at least 1 sequence and at most ``step`` (:meth:`additive_step`: a limit of
+    128 or more grows by ``step`` as before, one of 16 by 2). A fixed ``step`` of 16
+    doubled a small server's limit each round trip, so it overshot into 429s every
+    other round trip and never settled; now a halving takes 6 to 8 round trips to climb
+    back (fewer under 8 sequences). Backpressure is an overloaded error, or latency
+    (smoothed) above ``tolerance`` × the lowest seen. Each decrease halves the limit, at
+    most once per round trip (the requests sent before it still report the old load: a
+    round trip is ``limit`` sequences back, or one smoothed latency, whichever comes
+    first). Pure bookkeeping: the driver reads ``limit`` and reports each request's
+    ``completed`` / ``overload``."""
 
     def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
                  min_rise_s: float = 0.005, floor: int = 1) -> None:
@@ -171,11 +177,16 @@ class Concurrency:
             return False
         if self._done < self.limit or self.limit >= self.ceiling:
             return False
-        grown = self.limit * 2 if self.slow_start else self.limit + self.step
+        grown = self.limit * 2 if self.slow_start else self.limit + self.additive_step()
         self.limit = int(min(self.ceiling, grown))
         self.peak = max(self.peak, self.limit)
         self._done = 0
         return True
+
+    def additive_step(self) -> int:
+        """How much the limit grows per round trip after the first backpressure: an eighth
+        of it, at least 1 sequence and at most ``step`` (additive relative to the limit)."""
+        return max(1, min(self.step, self.limit // 8))
 
     def overload(self) -> None:
         """An attempt failed with the backend over its capacity."""
@@ -291,14 +302,18 @@ class Driver:
 
     async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:
         """One request through the one retry layer: retryable failures are retried with
-        exponential backoff (at most ``retry_backoff_max_s``), the answer is checked against
-        the policy contract. Each attempt's latency or overload feeds the concurrency limit."""
+        exponential backoff (at most ``retry_backoff_max_s``), or after the wait the server
+        asked for (``GenerationError.retry_after``: a 429's ``Retry-After``) where that is
+        longer, up to ``RETRY_AFTER_MAX_S``; the answer is checked against the policy
+        contract. Each attempt's latency or overload feeds the concurrency limit."""
         ex = self.config.executor
         executor = executor or self.executor
+        asked = 0.0  # the wait the last attempt's server asked for
         for attempt in range(ex.max_attempts):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60)))
+                backoff = min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60))
+                await asyncio.sleep(max(backoff, min(asked, RETRY_AFTER_MAX_S)))
             deadline = self._deadlines.bound(ex.request_timeout_s)
             try:
                 sent = time.perf_counter()
@@ -327,6 +342,7 @@ class Driver:
                 detail = exception_text(exc)
                 last = GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
+            asked = retry_after(last) or 0.0
             if overloaded(last):
                 self.concurrency.overload()
                 held = self._claims.get(gen.problem.id)

@@ -25,18 +25,23 @@ class PolicyConfigError(ValueError):
 class GenerationError(RuntimeError):
     """One request failed. ``retryable``: whether trying again may help (a timeout, a 503,
     a dropped connection) or not (a 400 for this request, an answer that breaks the
-    contract). The driver is the only layer that retries."""
+    contract). ``retry_after``: seconds the server asked to wait before trying again (an
+    HTTP ``Retry-After``), or None; the driver waits at least that long before its next
+    attempt, and (up to ``engine/breaker.py``'s ``RETRY_AFTER_MAX_S``) the circuit breaker
+    does not count it: the server is up, and said when to come back. The driver is the
+    only layer that retries."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
-    def __reduce__(self) -> tuple[Any, ...]:  # keep the flag across Ray's pickling
-        return (_generation_error, (str(self), self.retryable))
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the flags across Ray's pickling
+        return (_generation_error, (str(self), self.retryable, self.retry_after))
 
 
-def _generation_error(message: str, retryable: bool) -> GenerationError:
-    return GenerationError(message, retryable=retryable)
+def _generation_error(message: str, retryable: bool, retry_after: float | None = None) -> GenerationError:
+    return GenerationError(message, retryable=retryable, retry_after=retry_after)
 
 
 class PolicyContractError(GenerationError):

@@ -4,11 +4,16 @@ Chat completions continue the prefix as an open assistant message
 (``continue_final_message: true, add_generation_prompt: false``, which vLLM and SGLang
 accept); ``endpoint="completions"`` instead renders the prompt locally with the model's
 chat template and calls ``/v1/completions``, for servers without that option. Images
-go as base64 data URLs. A pooled client bounds concurrency; 429, 5xx and connection
-errors, and a choice the server cut off (``finish_reason`` ``abort``, ``error``,
-``content_filter``: a fragment, never graded), raise a retryable GenerationError,
-which the driver retries with backoff (one retry layer: a persistent 503 costs
-max_attempts requests, not max_attempts times this backend's own retries). The
+go as base64 data URLs. A pooled client bounds concurrency; ``timeout_s`` bounds each
+request as a whole (a reply that trickles in too), not only each read. 429, 5xx and
+connection errors, a choice the server cut off (``finish_reason`` ``abort``, ``error``,
+``content_filter``: a fragment, never graded), a choice with no text at all (``content``
+null, no ``message``: a refusal, or text put elsewhere; an empty string is the model's
+own, a wrong rollout) and a null entry among the choices raise a retryable
+GenerationError, which the driver retries with backoff (one retry layer: a persistent
+503 costs max_attempts requests, not max_attempts times this backend's own retries); a
+429 or 503's ``Retry-After`` (seconds or an HTTP date; OpenAI's ``retry-after-ms``) is
+passed on as ``GenerationError.retry_after``, and the driver waits at least that long. The
 server's capacity is unknown here: the driver finds how much to send by watching latency
 and overload (additive increase, multiplicative decrease), so ``max_concurrency``
 (connections) is only a cap. The API key comes from the environment
@@ -20,10 +25,13 @@ as ``shared_tokens``, so the run's token count and tokens/s still add up.
 
 from __future__ import annotations
 
+import email.utils
 import math
 import os
+from datetime import datetime, timezone
 from typing import Any
 
+from prmtree.engine.deadlines import Deadlines
 from prmtree.engine.errors import GenerationError, PolicyConfigError
 from prmtree.engine.records import Completion, GenerationRequest
 from prmtree.policies.prompts import (
@@ -46,13 +54,44 @@ OVERLOAD_STATUS = {429, 503}
 FINISHED = ("stop", "length", None, "eos_token", "stop_sequence")
 
 
-def server_error(path: str, status: int, text: str) -> GenerationError:
+def server_error(path: str, status: int, text: str, headers: Any = None) -> GenerationError:
     """An HTTP error as a generation error: overload and outages are worth retrying, a
     4xx about this request is not. A 429 or 503 is marked ``overloaded``: the driver
-    sends less (its message says so too, for an error that crossed a process)."""
-    error = GenerationError(f"{path} answered HTTP {status}: {text[:300]}", retryable=status in RETRY_STATUS)
+    sends less (its message says so too, for an error that crossed a process), and its
+    ``Retry-After`` becomes ``retry_after``: the driver waits that long before trying
+    again, and the circuit breaker does not count it (``engine/breaker.py``)."""
+    wait = retry_after_s(headers) if status in OVERLOAD_STATUS and headers is not None else None
+    said = f" (Retry-After: {wait:g} s)" if wait is not None else ""
+    error = GenerationError(f"{path} answered HTTP {status}{said}: {text[:300]}", retryable=status in RETRY_STATUS,
+                            retry_after=wait)
     error.overloaded = status in OVERLOAD_STATUS  # type: ignore[attr-defined]
     return error
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """The wait an HTTP answer asks for, in seconds (>= 0): OpenAI's ``retry-after-ms``,
+    else ``Retry-After`` as seconds or as an HTTP date (a date past is 0); None where
+    neither is there or readable."""
+    seconds: float | None = None
+    try:
+        seconds = float(headers.get("retry-after-ms")) / 1000
+    except (TypeError, ValueError):
+        value = headers.get("retry-after")
+        if not isinstance(value, str) or not value.strip():
+            return None
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value.strip())
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:  # an HTTP date is GMT
+                when = when.replace(tzinfo=timezone.utc)
+            seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 class OpenAIPolicy:
@@ -90,7 +129,9 @@ class OpenAIPolicy:
         self._httpx = httpx
         self._api_key = os.environ.get(api_key_env)
         self._limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout = httpx.Timeout(timeout_s)  # each connect / read / write / wait for a connection
+        self._timeout_s = float(timeout_s)  # the whole request (_post)
+        self._deadlines = Deadlines()
         self._client: Any = None
         self._template_owner: Any = None
         if endpoint == "completions":
@@ -134,13 +175,16 @@ class OpenAIPolicy:
         path, body = self.body(request)
         data = await self._post(path, body)
         choices = data.get("choices")
-        choices = [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
-        if not choices:
+        if not isinstance(choices, list) or not choices:
             raise no_choices(path, data)
+        if not all(isinstance(c, dict) for c in choices):
+            raise malformed_choices(path, choices, request.n)
         if len(choices) < request.n:
             raise too_few_choices(path, len(choices), request.n)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
+        texts = [self._choice_text(c) for c in choices]
+        check_texts(path, choices, texts, self.endpoint == "completions")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about
         # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
@@ -149,9 +193,8 @@ class OpenAIPolicy:
         own_tokens = total if len(choices) == 1 else 0
         details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
         out = []
-        for i, choice in enumerate(choices):
-            text = choice.get("text") if self.endpoint == "completions" else (choice.get("message") or {}).get("content")
-            text = _text(text)
+        for i, (choice, text) in enumerate(zip(choices, texts)):
+            assert text is not None  # check_texts
             out.append(
                 Completion(
                     text=continuation_for_parsing(text, request),
@@ -164,16 +207,33 @@ class OpenAIPolicy:
             )
         return out
 
+    def _choice_text(self, choice: dict[str, Any]) -> str | None:
+        """A choice's text, or None where it holds none (no ``message``, ``content`` null)."""
+        if self.endpoint == "completions":
+            return choice.get("text") if isinstance(choice.get("text"), str) else None
+        message = choice.get("message")
+        return _text(message.get("content")) if isinstance(message, dict) else None
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One attempt. Retrying is the driver's job (one retry layer, with backoff)."""
+        """One attempt. Retrying is the driver's job (one retry layer, with backoff).
+        ``timeout_s`` bounds it whole: httpx's own timeout bounds each read only, so a
+        reply that trickles in (a byte now and then) would hold the request for as long
+        as it takes; past it the attempt fails as a hang does (retryable)."""
         httpx = self._httpx
+        limit = self._deadlines.bound(self._timeout_s)
         try:
-            response = await self._http().post(path, json=body)
+            async with limit:
+                response = await self._http().post(path, json=body)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise GenerationError(f"{path}: {type(exc).__name__}: {exc}", retryable=True) from None
+        except TimeoutError:
+            if not limit.expired:
+                raise
+            raise GenerationError(f"{path}: no complete reply within timeout_s = {self._timeout_s:g} s "
+                                  "(the request timed out)", retryable=True) from None
         if response.status_code >= 400:
             raise server_error(f"{self.base_url}{path}" if response.status_code == 404 else path,
-                               response.status_code, response.text)
+                               response.status_code, response.text, response.headers)
         try:
             data = response.json()
         except ValueError:
@@ -210,6 +270,47 @@ def no_choices(path: str, data: dict[str, Any]) -> GenerationError:
     return GenerationError(f"{path} returned no choices{said}", retryable=True)
 
 
+def malformed_choices(path: str, choices: list[Any], n: int) -> GenerationError:
+    """Entries of ``choices`` that are no object (``null``): the server answered with
+    choices, so it supports ``n``; a glitch in one entry is retried, as a reply with no
+    choices is, never read as a server that ignores ``n``."""
+    bad = [c for c in choices if not isinstance(c, dict)]
+    shown = "null" if all(c is None for c in bad) else "not an object"
+    return GenerationError(
+        f"{path} returned {len(choices)} choice{'s' if len(choices) != 1 else ''} for n={n}, "
+        f"{len(bad)} of them {shown} (a malformed reply)", retryable=True)
+
+
+def check_texts(path: str, choices: list[dict[str, Any]], texts: list[str | None], completions: bool = False) -> None:
+    """Every choice holds text. A choice without (``content`` null or missing, no
+    ``message``, no ``text`` on /v1/completions: a refusal, or a server that put the text
+    elsewhere, such as ``reasoning_content``) is no answer the model wrote: graded, it
+    would be an empty, wrong rollout and lower the step values in silence. The request
+    fails, retryably, like a choice cut off; an empty string stays the model's own
+    (empty) answer, a wrong rollout."""
+    missing = [c for c, t in zip(choices, texts) if t is None]
+    if not missing:
+        return
+    why = _why_no_text(missing[0], completions)
+    raise GenerationError(f"{path} returned no text for {len(missing)} of {len(choices)} choices ({why}): "
+                          "nothing the model wrote to grade", retryable=True)
+
+
+def _why_no_text(choice: dict[str, Any], completions: bool) -> str:
+    """What a choice without text holds instead, in a few words."""
+    if completions:
+        return "no text" if "text" not in choice else "text null" if choice["text"] is None else "text is no string"
+    if "message" not in choice:
+        return "no message"
+    message = choice["message"]
+    if not isinstance(message, dict):
+        return "message is no object"
+    content = message.get("content", 0)
+    why = "no content" if "content" not in message else "content null" if content is None else "content is no text"
+    elsewhere = [key for key in ("refusal", "reasoning_content", "reasoning") if message.get(key)]
+    return f"{why}; the message has {', '.join(elsewhere)}" if elsewhere else why
+
+
 def too_few_choices(path: str, got: int, n: int) -> GenerationError:
     """Fewer choices than ``n``: a server that ignores ``n`` (one completion per request)
     does it on every request, so the message says so rather than leaving the engine's
@@ -242,10 +343,12 @@ def _count(value: Any) -> int:
     return int(n) if math.isfinite(n) and n > 0 else 0
 
 
-def _text(content: Any) -> str:
-    """A message's content: a string, or a list of parts whose text parts are joined."""
+def _text(content: Any) -> str | None:
+    """A message's content: a string, or a list of parts whose text parts are joined;
+    None for anything else (null, a number, a list without a text part)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
-    return ""
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return "".join(t for t in parts if isinstance(t, str)) if parts else None
+    return None

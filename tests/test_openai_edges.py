@@ -1,0 +1,404 @@
+"""The OpenAI-compatible backend against a small server on 127.0.0.1 that misbehaves on
+purpose: a choice with no text, a null entry among the choices, 429 with Retry-After, a
+server that serves only a few requests at once, a reply that trickles in."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import pickle
+import threading
+import time
+import types
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+import prmtree
+from prmtree.engine import driver as driver_module
+from prmtree.engine.breaker import RETRY_AFTER_MAX_S, CircuitBreaker
+from prmtree.engine.errors import BackendDownError, GenerationError
+from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.records import GenerationRequest
+from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.openai_policy import OpenAIPolicy, retry_after_s, server_error
+from prmtree.policies.simulated import SimulatedPolicy
+
+PROBLEM = generate_problems(1, seed=5)[0]
+NO_PILOT = {"labels": {"learn_floor": False}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Hands each request to its server's ``plan(handler, body, seq)``; counts requests
+    and those in flight, and logs (seq, start time, status)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        server = self.server
+        with server.lock:
+            server.seq += 1
+            seq = server.seq
+            server.inflight += 1
+            inflight = server.inflight
+        started = time.perf_counter()
+        status = None
+        try:
+            status = server.plan(self, body, seq, inflight)
+        except ConnectionError:  # the client gave up on a slow reply
+            status = -1
+        finally:
+            with server.lock:
+                server.inflight -= 1
+                server.log.append((seq, started, status, body.get("model")))
+
+    def send(self, status, payload, headers=None, drip=None):
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if drip is None:
+            self.wfile.write(raw)
+            return status
+        size, pause = drip
+        for at in range(0, len(raw), size):  # a reply that trickles in: each read is quick
+            self.wfile.write(raw[at:at + size])
+            self.wfile.flush()
+            time.sleep(pause)
+        return status
+
+    def log_message(self, *args):
+        pass
+
+
+def text_of(body):
+    """A correct two-step answer to the request's question (every choice the same)."""
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    question = user if isinstance(user, str) else "".join(p.get("text", "") for p in user if p["type"] == "text")
+    problem = QUESTIONS.get(question)
+    answer = problem.answer if problem is not None else "1"
+    return f"Work it out.\n\n\\boxed{{{answer}}}"
+
+
+QUESTIONS: dict = {}
+
+
+def answer(handler, body, choices=None, status=200, headers=None, drip=None):
+    if choices is None:
+        choices = [{"index": i, "message": {"role": "assistant", "content": text_of(body)}, "finish_reason": "stop"}
+                   for i in range(body["n"])]
+    return handler.send(status, {"choices": choices, "usage": {"completion_tokens": 5 * len(choices)}}, headers, drip)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(plan):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.plan, server.lock, server.seq, server.inflight, server.log = plan, threading.Lock(), 0, 0, []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def gen(policy, n=2, **kw):
+    async def go():
+        try:
+            return await policy.generate(GenerationRequest(PROBLEM, (), n=n, **kw))
+        finally:
+            await policy.close()
+
+    return asyncio.run(go())
+
+
+def run(problems, url, out, **config):
+    QUESTIONS.update({p.question: p for p in problems})
+    config = {**NO_PILOT, "search": {"k": 2, "budget": 4},
+              "policy": {"name": "openai", "base_url": url, "model": "m", "send_images": False}, **config}
+    return prmtree.run(problems, out=out, config=config, seed=3)
+
+
+def steps(out):
+    return sorted(repr(r) for r in read_table(out, "steps").drop_columns(["images"]).to_pylist())
+
+
+# -- 1. a choice with no text ------------------------------------------------------------
+
+
+def no_text(handler, body, seq, inflight):
+    """Chat choices with no text, chosen by the model name; /v1/completions choices too."""
+    kind = body["model"]
+    if handler.path == "/v1/completions":
+        choices = [{"index": i, "text": "x\n\n\\boxed{1}", "finish_reason": "stop"} for i in range(body["n"])]
+        del choices[0]["text"]
+        return answer(handler, body, choices)
+    choices = [{"index": i, "message": {"role": "assistant", "content": "x\n\n\\boxed{1}"}, "finish_reason": "stop"}
+               for i in range(body["n"])]
+    message = choices[-1]["message"]
+    if kind == "null":
+        message["content"] = None
+    elif kind == "refusal":
+        message.update(content=None, refusal="I can't help with that.")
+    elif kind == "reasoning":
+        message.update(content=None, reasoning_content="Let me think")
+    elif kind == "nomessage":
+        del choices[-1]["message"]
+    elif kind == "empty":
+        message["content"] = ""
+    elif kind == "imageonly":
+        message["content"] = [{"type": "image_url", "image_url": {"url": "data:,"}}]
+    return answer(handler, body, choices)
+
+
+def test_a_choice_with_no_text_is_a_retryable_failure_not_an_empty_rollout(serve):
+    # Before: content null, a choice without a message, or without text on /v1/completions
+    # became "" (an empty, wrong rollout): step values dropped, exit 0, no warning.
+    _, url = serve(no_text)
+    for kind, why in (("null", "content null"), ("nomessage", "no message"),
+                      ("refusal", "content null; the message has refusal"),
+                      ("reasoning", "content null; the message has reasoning_content"),
+                      ("imageonly", "content is no text")):
+        with pytest.raises(GenerationError) as err:
+            gen(OpenAIPolicy(url, kind))
+        assert err.value.retryable, kind
+        assert str(err.value) == (f"/v1/chat/completions returned no text for 1 of 2 choices ({why}): "
+                                  "nothing the model wrote to grade"), kind
+    completions = OpenAIPolicy(url, "m")
+    completions.endpoint = "completions"  # without a tokenizer: the body is all that needs one
+    completions.body = lambda request: ("/v1/completions", {"model": "m", "n": request.n})
+    with pytest.raises(GenerationError, match=r"returned no text for 1 of 2 choices \(no text\)") as err:
+        gen(completions)
+    assert err.value.retryable
+    # an empty string is the model's own answer: a wrong rollout, as the README says
+    assert [c.text for c in gen(OpenAIPolicy(url, "empty"))] == ["x\n\n\\boxed{1}", ""]
+
+
+def test_a_run_retries_a_reply_with_a_null_content_and_writes_the_clean_runs_rows(serve, tmp_path):
+    problems = generate_problems(2, seed=4)
+    _, clean = serve(lambda handler, body, seq, inflight: answer(handler, body))
+
+    def first_null(handler, body, seq, inflight):
+        choices = [{"index": i, "message": {"role": "assistant", "content": text_of(body)}, "finish_reason": "stop"}
+                   for i in range(body["n"])]
+        if seq == 1:
+            choices[0]["message"]["content"] = None
+        return answer(handler, body, choices)
+
+    _, flaky = serve(first_null)
+    executor = {"executor": {"retry_backoff_s": 0.01}}
+    a = run(problems, clean, tmp_path / "clean", **executor)
+    b = run(problems, flaky, tmp_path / "flaky", **executor)
+    assert (a.problems_failed, b.problems_failed, a.retries, b.retries) == (0, 0, 0, 1)
+    assert "empty" not in load_manifest(tmp_path / "flaky" / "manifest.json").stats.get("malformed_rollouts", {})
+    assert steps(tmp_path / "flaky") == steps(tmp_path / "clean")
+
+
+# -- 2. Retry-After ------------------------------------------------------------------------
+
+
+def test_retry_after_is_read_in_seconds_as_a_date_or_in_ms():
+    headers = httpx.Headers
+    assert retry_after_s(headers({"Retry-After": "8"})) == 8.0
+    assert retry_after_s(headers({"retry-after": " 1.5 "})) == 1.5
+    assert retry_after_s(headers({"retry-after-ms": "250", "Retry-After": "1"})) == 0.25
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 27 <= retry_after_s(headers({"Retry-After": soon})) <= 30
+    assert retry_after_s(headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0  # a date past
+    for value in ("soon", "", "nan", "inf"):
+        assert retry_after_s(headers({"Retry-After": value})) is None, value
+    assert retry_after_s(headers({})) is None
+    error = server_error("/v1/chat/completions", 429, "slow down", headers({"Retry-After": "3"}))
+    assert (error.retry_after, error.retryable, error.overloaded) == (3.0, True, True)
+    assert str(error) == "/v1/chat/completions answered HTTP 429 (Retry-After: 3 s): slow down"
+    assert pickle.loads(pickle.dumps(error)).retry_after == 3.0  # it crosses a process (Ray)
+    assert server_error("/p", 400, "bad", headers({"Retry-After": "3"})).retry_after is None  # 429 / 503 only
+    assert server_error("/p", 429, "slow down").retry_after is None
+
+
+def test_the_driver_waits_as_long_as_retry_after_says(serve, tmp_path):
+    # Before: Retry-After was ignored, the retry came after the driver's own backoff (here 10 ms).
+    def once(handler, body, seq, inflight):
+        if seq == 1:
+            return handler.send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"})
+        return answer(handler, body)
+
+    server, url = serve(once)
+    s = run(generate_problems(1, seed=4), url, tmp_path, executor={"retry_backoff_s": 0.01, "max_attempts": 2})
+    assert (s.problems_done, s.problems_failed, s.retries) == (1, 0, 1)
+    (_, first, status, _), (_, second, _, _) = sorted(server.log)[:2]
+    assert status == 429 and second - first >= 0.95
+
+
+def test_429s_with_retry_after_do_not_trip_the_breaker(serve, tmp_path):
+    # Before: a server rate-limiting for a moment ("429, Retry-After: 1") tripped the breaker
+    # (exit 1, "the backend is down") once breaker_window requests were refused.
+    began = []
+
+    def window(handler, body, seq, inflight):
+        if not began:
+            began.append(time.perf_counter())
+        if time.perf_counter() - began[0] < 0.5:
+            return handler.send(429, {"error": {"message": "rate limit window"}}, {"Retry-After": "1"})
+        return answer(handler, body)
+
+    server, url = serve(window)
+    config = {"executor": {"retry_backoff_s": 0.01, "max_attempts": 3, "breaker_window": 3}}
+    s = run(generate_problems(6, seed=4), url, tmp_path, **config)
+    assert (s.problems_done, s.problems_failed) == (6, 0)
+    assert Counter(status for *_, status, _ in server.log)[429] >= 3  # a window's worth: more than the breaker's
+
+
+def test_the_breaker_still_counts_429s_without_retry_after_or_with_too_long_a_wait():
+    for error in (GenerationError("HTTP 429: slow down"),
+                  GenerationError("HTTP 429", retry_after=RETRY_AFTER_MAX_S + 1),
+                  GenerationError("HTTP 429", retry_after=0.0)):
+        breaker = CircuitBreaker(3)
+        breaker.record(error)
+        breaker.record(error)
+        with pytest.raises(BackendDownError):
+            breaker.record(error)
+    breaker = CircuitBreaker(3)
+    breaker.record(GenerationError("HTTP 500"))
+    breaker.record(GenerationError("HTTP 500"))
+    for _ in range(10):  # asked to wait: neither a failure nor a success
+        breaker.record(GenerationError("HTTP 429", retry_after=2))
+    assert breaker.failures_in_a_row == 2
+    with pytest.raises(BackendDownError):
+        breaker.record(GenerationError("HTTP 500"))
+
+
+# -- 3. the adaptive concurrency settles against a small server -------------------------
+
+
+def settle(monkeypatch, capacity, n, rounds=300, latency_s=0.3):
+    """The limit against a server that serves ``capacity`` sequences and refuses the rest,
+    round trip by round trip (a clock that moves one latency each): the share of
+    requests refused once it settled, and the limits it took."""
+    now = [0.0]
+    monkeypatch.setattr(driver_module, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    c = driver_module.Concurrency(None)
+    sent = refused = 0
+    limits = set()
+    for round_trip in range(rounds):
+        requests = max(1, c.limit // n)
+        served = min(requests, max(1, capacity // n))
+        for _ in range(requests - served):
+            c.overload()
+        for _ in range(served):
+            c.completed(n, latency_s)
+        now[0] += latency_s
+        if round_trip >= 50:
+            sent, refused = sent + requests, refused + requests - served
+            limits.add(c.limit)
+    return refused / sent, limits
+
+
+def test_aimd_settles_against_a_small_server(monkeypatch):
+    # Before: the additive step was a fixed 16 sequences, a doubling at 16: the limit went
+    # 16 -> 32 -> (429s) -> 16 -> 32 every round trip, and half the requests were refused.
+    share, limits = settle(monkeypatch, 16, 4)
+    assert share < 0.1 and max(limits) <= 24
+    share, _ = settle(monkeypatch, 64, 4)
+    assert share < 0.05
+    # additive relative to the limit; from 128 sequences up it grows by step (16), as before
+    steps = [driver_module.Concurrency(None, start=limit).additive_step() for limit in (4, 16, 64, 128, 1000)]
+    assert steps == [1, 2, 8, 16, 16]
+
+
+def simulated(body):
+    """The simulated policy's choices for a chat body (the request rebuilt from it)."""
+    chat = body["messages"]
+    user = next(m["content"] for m in chat if m["role"] == "user")
+    question = user if isinstance(user, str) else "".join(p.get("text", "") for p in user if p["type"] == "text")
+    prefix = tuple(chat[-1]["content"][: -len("\n\n")].split("\n\n")) if chat[-1]["role"] == "assistant" else ()
+    request = GenerationRequest(QUESTIONS[question], prefix, body["n"], body["max_tokens"], body["temperature"],
+                                body["top_p"], body["seed"], "stop" in body)
+    return [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+            for i, c in enumerate(SimulatedPolicy().complete(request))]
+
+
+def capped(capacity, latency_s):
+    """A server of the simulated policy that serves ``capacity`` requests at once (each
+    ``latency_s``) and answers 429 to any beyond (no Retry-After)."""
+
+    def plan(handler, body, seq, inflight):
+        if inflight > capacity:
+            return handler.send(429, {"error": {"message": "too many requests"}})
+        time.sleep(latency_s)
+        return answer(handler, body, simulated(body))
+
+    return plan
+
+
+def test_a_server_at_capacity_sees_few_429s_and_loses_no_problem(serve, tmp_path):
+    # Before: ~30% of requests were 429s for the whole run (the limit overshot every other
+    # round trip), and problems were lost to "HTTP 429 (after 3 attempts)".
+    server, url = serve(capped(4, 0.02))  # 16 sequences at n=4
+    s = run(generate_problems(16, seed=4), url, tmp_path,
+            search={"k": 4, "budget": 24}, executor={"retry_backoff_s": 0.05})
+    assert (s.problems_done, s.problems_failed) == (16, 0)
+    log = sorted(server.log)
+    later = [status for _, _, status, _ in log[len(log) // 3:]]  # past the first probe (old: 15-19% were 429s)
+    assert later.count(429) / len(later) < 0.1, Counter(later)
+
+
+# -- 4. a null entry among the choices ---------------------------------------------------
+
+
+def test_a_null_entry_among_the_choices_is_retried_not_taken_for_a_server_without_n(serve, tmp_path):
+    # Before: "returned 1 choice for n=2: the server may not support n ... rerunning will
+    # not help (not retryable)": the problem failed in that run, and the run's last line
+    # said to run the same command again.
+    def first_null(handler, body, seq, inflight):
+        choices = [{"index": i, "message": {"role": "assistant", "content": text_of(body)}, "finish_reason": "stop"}
+                   for i in range(body["n"])]
+        if seq == 1 or body["model"] == "null":
+            choices[0] = None
+        return answer(handler, body, choices)
+
+    server, url = serve(first_null)
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(url, "null"))
+    assert err.value.retryable
+    assert str(err.value) == "/v1/chat/completions returned 2 choices for n=2, 1 of them null (a malformed reply)"
+    server.seq = 0  # the run's first reply has a null entry too: retried
+    s = run(generate_problems(1, seed=4), url, tmp_path, executor={"retry_backoff_s": 0.01})
+    assert (s.problems_done, s.problems_failed, s.retries) == (1, 0, 1)
+
+
+# -- 5. timeout_s bounds the whole request -----------------------------------------------
+
+
+def test_timeout_s_bounds_a_reply_that_trickles_in(serve, tmp_path):
+    # Before: httpx's timeout bounds each read, so a reply of 32 bytes every 0.1 s held the
+    # request for its whole length (~3 s here), never cut off, never retried.
+    def drip(handler, body, seq, inflight):
+        return answer(handler, body, drip=(32, 0.1) if seq == 1 else None)
+
+    server, url = serve(drip)
+    started = time.perf_counter()
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(url, "m", timeout_s=0.5))
+    assert err.value.retryable
+    assert str(err.value) == "/v1/chat/completions: no complete reply within timeout_s = 0.5 s (the request timed out)"
+    assert time.perf_counter() - started < 1.5
+    assert len(gen(OpenAIPolicy(url, "m", timeout_s=0.5))) == 2  # a prompt reply is unaffected
+    server.seq = 0  # the run's first request trickles too: cut off, retried
+    config = {"executor": {"retry_backoff_s": 0.01}, "policy": {"name": "openai", "base_url": url, "model": "m",
+                                                                "send_images": False, "timeout_s": 0.5}}
+    s = run(generate_problems(1, seed=4), url, tmp_path, **config)
+    assert (s.problems_done, s.problems_failed, s.retries) == (1, 0, 1)
