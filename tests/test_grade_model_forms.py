@@ -35,6 +35,11 @@ CASES = [
     # ... but two statements are no chain, and a unit's words are not a sentence's.
     ("2", "a = 2, x = 3.", None, True),
     ("3", "The radius is 3 cm and the area is 28 cm^2.", None, True),
+    ("-2", "From the graph, the minimum value of f is -2 at x = 1.", None, True),
+    ("33", "The maximum value is 96 at x = 33.", None, False),
+    ("2", "The function value is 6 for x = 2.", None, False),
+    ("96", "x is 96 and y is 25.", None, True),
+    ("3", "The side is 3 and \\theta = 30°.", None, True),
     # Maths in Unicode symbols.
     ("2", "The length is 2√2.", None, False),
     ("2\\sqrt{2}", "The length is 2√2.", None, True),
@@ -70,6 +75,8 @@ CASES = [
     ("3\\sqrt{2}", "The length is 3 sqrt(2).", None, True),
     ("[1, 3]", "x \\in [1, 3]", None, True),
     ("3", "x \\in [1, 3]", None, False),
+    ("5", "The answer is 5, for all n \\in \\mathbb{N}.", None, True),
+    ("0", "The minimum is 0 for x \\in [0, 1].", None, True),
     # A unit of one letter still needs its space to be a unit, as before.
     ("12", "We need 12 N upward.", None, True),
     # A closing clause that totals what the sentence counted; two values stated together.
@@ -85,10 +92,13 @@ CASES = [
     ("3", "The solutions are $x = 2$ and $x = 3$.", None, False),
     ("2, 3", "The solutions are $x = 2$ and $x = 3$.", None, True),
     ("3", "Then $a = 2$ and so $b = 3$.", None, True),
-    ("1", "The probability is 1 out of 4.", None, False),
-    ("0.25", "The probability is 1 out of 4.", None, True),
-    ("2", "The ratio is 2 to 1.", None, False),
-    ("2:1", "The ratio is 2 to 1.", None, True),
+    # ... but one value and the sum it completes, a score, two unknowns, a range: as before.
+    ("50", "The third angle is 50 degrees, for a total of 180 degrees.", None, True),
+    ("20", "The missing number is 12, making 20 altogether.", None, False),
+    ("3", "There are 3 red balls, so 7 in total.", None, True),
+    ("45", "The student's score is 45 out of 50.", None, True),
+    ("10", "The page number is 10 to 12.", None, True),
+    ("2", "So $x = 2$ and $y = 3$.", None, True),
     # An answer taken back for another is two answers (refused), however the retraction opens.
     ("B", "B\n\nWait, looking again, it is C.", ["1", "2", "3", "4"], False),
     ("B", "The answer is B.\n\nWait, looking again, it's C.", ["1", "2", "3", "4"], False),
@@ -99,6 +109,12 @@ CASES = [
     ("Yes", "Yes.\n\nActually, no, that is a cat.", None, False),
     ("Yes", "Yes. Actually, no, that is a cat.", None, False),
     ("13", "The answer is 12. Wait, no, it's 13.", None, False),
+    ("yes", "No, there is no tree in the image. Hmm, yes, that's right.", None, False),
+    ("no", "No, there is no dog. On second thought, yes, I agree there is none.", None, True),
+    ("A", "No, there isn't any dog. Actually, yes, I'm confident.", ["Yes", "No"], False),
+    ("12", "There are 12 apples. Hmm, no, I counted correctly.", None, True),
+    ("no", "Yes, there is a car in the image. Actually, no, I checked carefully.", None, False),
+    ("19.2", "The total is 19.2 in a = 28.7.", None, True),
     ("12", "The answer is 12.\n\nWait, let me check: 3 × 4 = 12.", None, True),
     # A choice between the options Yes and No, answered in words.
     ("B", "No, it is not.", ["Yes", "No"], True),
@@ -106,15 +122,22 @@ CASES = [
     ("A", "Yes, they are the same size.", ["Yes", "No"], True),
     ("B", "There is no dog in the image.", ["Yes", "No"], True),
     ("B", "No, the line is not straight; it curves upward.", ["Yes", "No"], True),
-    # A scale suffix: "k", or any after a currency sign; e-notation is a number.
-    ("1500", "The total is 1.5k.", None, True),
-    ("1.5", "The total is 1.5k.", None, False),
-    ("2500000000", "Revenue was $2.5B.", None, True),
-    ("2.5", "Revenue was $2.5B.", None, False),
+    # E-notation is a number; a chart's scale suffix is read as the chart's unit, as before.
     ("5", "The rate constant is 5e-3 s^-1.", None, False),
+    ("2.5", "The revenue is $2.5B.", None, True),
+    ("4", "The TV resolution is 4k.", None, True),
+    ("2001", "$2k+1$", None, False),
     ("0.1", "The total is 1e-1.", None, True),
     ("300", "The temperature is 300K.", None, True),  # a capital alone is a unit (kelvin), not thousands
     ("5", "The mass is 5g.", None, True),
+    ("3", "The magnification is 3x.", None, True),
+    ("12", "The battery voltage is 12v.", None, True),
+    ("4", "The grid size is 4x4.", None, True),
+    ("1920", "The width is 1920x1080 pixels.", None, True),
+    ("3", "The recipe needs 1½ cups.", None, False),
+    ("1.5", "The recipe needs 1½ cups.", None, True),
+    ("5", "He walked 5/2 miles.", None, False),
+    ("1200", "The population is 1,200¹.", None, True),  # a footnote's mark
     # A point stated after "at"; a choice with its option's text said again; a word, then a denial.
     ("(2, 3)", "The point is at (2, 3).", None, True),
     ("(2, 3)", "The lines intersect at (2, 3).", None, True),
@@ -128,6 +151,10 @@ CASES = [
     ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
     ("18.85", "The circumference is 6π ≈ 18.85.", None, True),
     ("3.61", "$AB = \\sqrt{13} \\approx 3.61$", None, True),
+    ("6\\pi", "The circumference is $6\\pi \\approx 18.85$.", None, True),  # both are stated
+    ("13.86", "The answer is 8√3 ≈ 13.86.", None, True),
+    ("100", "The speed is 100 km/h ≈ 62 mph.", None, True),  # a conversion: the first stands
+    ("62", "The speed is 100 km/h ≈ 62 mph.", None, False),
 ]
 
 
@@ -141,6 +168,7 @@ def test_model_forms_graded_as_the_benchmarks_grade(gold, text, options, correct
     ("2√2", "2\\sqrt{2}"), ("√(x+1)", "\\sqrt{x+1}"), ("x²", "x^2"), ("10⁻¹⁹", "10^{-19}"),
     ("1½", "3/2"), ("¾", "3/4"), ("57 − 45", "57 - 45"), ("–2.5", "-2.5"), ("4 ⋅ 3", "4 × 3"),
     ("πr²", "\\pi r^2"), ("24 cm²", "24 cm²"),  # a unit's square is the unit readers' own
+    ("1,200¹", "1,200¹"), ("col·lecció", "col·lecció"), ("café", "café"),
     ("pages 3 – 5", "pages 3 – 5"), ("3–5", "3–5"),  # ranges stay
     ("plain ascii 2^2", "plain ascii 2^2"),
 ])

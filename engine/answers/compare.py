@@ -32,8 +32,6 @@ from prmtree.engine.answers.normalize import (
     _option_letter,
     _Quantity,
     _quantity,
-    SCALE_OF,
-    SCALE_NUMBER,
     normalize_text,
     vqa_normalize,
     words_as_digits,
@@ -526,9 +524,6 @@ _CODE_SQRT = re.compile(r"(?<![\\A-Za-z])sqrt\s*\(([^()]*)\)")
 
 #: E-notation (``5e-3``): inside ``$…$`` Math-Verify reads it as 5·e − 3.
 _E_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
-#: A scale suffix after a currency sign (``$2.5B``), or ``k``/``bn`` after a number (:data:`SCALE_SUFFIX`).
-_MONEY_SCALE = re.compile(r"(?:\\?\$|€|£)\s?" + SCALE_NUMBER)
-_PLAIN_SCALE = re.compile(r"(?<![\w.])([-+]?\d+(?:[.,]\d+)*)\s?(k|bn)(?![A-Za-z\d])")
 
 
 def _as_math(text: str) -> str:
@@ -537,10 +532,6 @@ def _as_math(text: str) -> str:
         t = _CODE_SQRT.sub(r"\\sqrt{\1}", t)
     if "e" in t or "E" in t:
         t = _E_NOTATION.sub(r"\1\\times 10^{\2}", t)
-    if "$" in t or "€" in t or "£" in t:
-        t = _MONEY_SCALE.sub(lambda m: f"{m.group(1)}\\times 10^{{{SCALE_OF[m.group(2)]}}}", t)
-    if "k" in t or "bn" in t:
-        t = _PLAIN_SCALE.sub(lambda m: f"{m.group(1)}\\times 10^{{{SCALE_OF[m.group(2)]}}}", t)
     if t.startswith("$") or "\\boxed" in t:
         return t
     return f"${t}$"

@@ -45,6 +45,22 @@ _WORDS_NOT = re.compile(r"^([A-Za-z][\w'-]*(?:\s[A-Za-z][\w'-]*){0,3})\s*[,;]\s*
 _LETTER_RESTATED = re.compile(r"^\(?([A-Z])\)?\s*[,:\u2014-]\s*(\S.*)$")
 
 
+#: An exact value, then its decimal: ``6\\pi \\approx 18.85``, ``\\sqrt{13} ≈ 3.61``, ``8\\sqrt{3} ≈ 13.86``.
+_APPROXIMATED = re.compile(r"^(?P<exact>.*?(?:\\(?:pi|sqrt|frac|dfrac|tfrac)(?![A-Za-z])|/).*?)\s*(?:≈|\\approx)\s*"
+                           r"(?P<decimal>[-+]?\d+\.\d+)\s*\$?\s*\.?$")
+_DECIMAL_GOLD = re.compile(r"^\s*\$?[-+]?\d*\.\d+\$?\s*$")
+
+
+def _approximated(answer: str, gold: str) -> str:
+    """An answer that states an exact value and its rounding (``6\\pi \\approx 18.85``) states
+    both: the rounding where the gold is a decimal, else the exact value. A value with a unit
+    and its conversion (``100 km/h ≈ 62 mph``) is left to the other readers: the first stands."""
+    m = _APPROXIMATED.match(answer)
+    if m is None:
+        return answer
+    return m.group("decimal") if _DECIMAL_GOLD.match(gold) else m.group("exact").strip().strip("$").strip()
+
+
 def _lettered(options: object) -> list[tuple[str, str]]:
     """``options`` as (letter, text) pairs: a dict's keys as letters, a list's in order."""
     if isinstance(options, dict):
@@ -162,7 +178,7 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     before it, the retraction's answer is the answer (``Step 1: 3·4 = 12. Actually, 13.`` is
     13). None: no retraction."""
     letters = option_keys(options) or "ABCDEFGH"
-    found = last_retraction(text, letters)
+    found = last_retraction(text, letters, _is_yes_no(gold, options))
     if found is None:
         return None
     start, new = found
@@ -250,6 +266,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:
         answer = choice_in(answer, options)
+    if "≈" in answer or "\\approx" in answer:
+        answer = _approximated(answer, gold)
     aside = _VALUE_ASIDE.match(answer) or _WORDS_NOT.match(answer)
     if aside:  # "3 (three)", "12, not 13", "**12**", "blue, not red": the value
         answer = aside.group(1)

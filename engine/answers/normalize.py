@@ -355,11 +355,7 @@ _OPERATOR_UNIT = re.compile(  # "3 times" is a count; "2 times the radius" an ex
 def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", unwrap(text)).strip().rstrip(".").strip()
-    t = _ASSIGN.sub("", _APPROX.sub("", t))
-    money = _CURRENCY.match(t) is not None
-    t = _CURRENCY.sub("", t).strip()
-    if money or "k" in t or "bn" in t:
-        t = scale_spelled(t, money)  # "$2.5B": 2.5 billion; "1.5k": 1500
+    t = _CURRENCY.sub("", _ASSIGN.sub("", _APPROX.sub("", t))).strip()
     t = _sci_to_e(t)  # 1.6 \times 10^{-19} C: 1.6e-19 C, not 1.6 with a unit "\times 10^{-19} C"
     m = _QUANTITY.match(t)
     if m is None:
@@ -382,23 +378,6 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
         return None  # "2 times the radius", "3 more than x": an expression, not 2 of a unit
     unit = _canon_unit(m.group("unit")) if m.group("unit") else ""
     return _Quantity(value, percent, fraction, shown + ("\\%" if percent else ""), exact, decimals, unit)
-
-
-#: A scale written as a suffix: ``1.5k``, ``$2.5B``, ``$300K``, ``$1.2M``, ``4bn``. Only ``k`` and
-#: ``bn``, and any of them after a currency sign, are read so: ``300K`` alone may be kelvin,
-#: ``0.5M`` a molarity and ``2 B`` a choice.
-SCALE_NUMBER = r"([-+]?\d+(?:[.,]\d+)*)\s?(k|K|M|B|bn)(?![A-Za-z\d])"
-SCALE_SUFFIX = re.compile(r"(?<![\w.])" + SCALE_NUMBER)
-SCALE_OF = {"k": 3, "K": 3, "M": 6, "B": 9, "bn": 9}
-_SCALE_WORD = {3: "thousand", 6: "million", 9: "billion"}
-
-
-def scale_spelled(text: str, money: bool) -> str:
-    """``text`` with a number's scale suffix spelled out (``2.5 billion``) where it is one
-    (:data:`SCALE_SUFFIX`); ``money``: the number follows a currency sign."""
-    return SCALE_SUFFIX.sub(
-        lambda m: f"{m.group(1)} {_SCALE_WORD[SCALE_OF[m.group(2)]]}" if money or m.group(2) in ("k", "bn")
-        else m.group(0), text)
 
 
 def _shown(exact: Fraction, decimals: int | None) -> str:

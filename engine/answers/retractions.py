@@ -72,21 +72,26 @@ _RETRACTION_LEADS = ("wait", "no", "oh", "hmm", "hold on", "actually", "correcti
                      "on second", "or", "edit", "update")
 #: A retraction whose new answer is a yes/no verdict: ``Actually, no, that is a cat.``,
 #: ``Wait, yes, there is a dog.`` (read only where no value or choice was stated instead).
-_YES_NO_RETRACTION = re.compile(r"[\s*_]*(?:(?:(?:oh,?\s+)?wait|hmm+|hold\s+on|actually|on\s+second\s+thought|edit)\b"
+_YES_NO_RETRACTION = re.compile(r"[\s*_]*(?:(?:(?:oh,?\s+)?wait|hold\s+on|actually|on\s+second\s+thought|edit)\b"
                                 r"[\s,:;!.*_\u2014]*)+(yes|no)\b(?![\s,]*(?:wait|actually)\b)(?=\s*[,.;!\u2014-]|\s*$)",
                                 re.IGNORECASE)
+#: ... unless what follows the word confirms rather than reverses: "Actually, yes, I'm confident."
+_CONFIRMING = re.compile(r"\b(?:right|correct|agree\w*|confident|sure|certain|indeed|exactly|matches|as\s+(?:i|stated|said)"
+                         r"|counted\s+correctly|that'?s\s+it|confirm\w*|none|(?:double-?)?check\w*|verif\w*|stand\s+by|stick\s+with"
+                         r"|keep|still)\b", re.IGNORECASE)
 #: End-of-text tokens after the last sentence (``<|im_end|>``, ``</s>``, ``<end_of_turn>``, ``<｜end▁of▁sentence｜>``).
 _TRAILING_TOKENS = re.compile(r"(?:\s*<[|｜]?/?[^<>\s]{1,40}[|｜]?>)+\s*$")
 
 
-def last_retraction(text: str, letters: str) -> tuple[int, str] | None:
+def last_retraction(text: str, letters: str, yes_no: bool = False) -> tuple[int, str] | None:
     """The text's last sentence when it takes an answer back for another value or choice
     (``Wait, actually 13.``, ``Correction: C``): where it starts (the end of the sentence
     before it) and the answer it states. Only a sentence that *is* the new answer counts:
     ``Wait, let me check: 3 × 4 = 12`` and ``Actually, 3 of them are red`` state no new
     answer; nor does an earlier sentence. One that states its value after an "is" or "=" does,
     unless it checks or supposes (``Wait, actually I double counted one; the total is 17``). A
-    few string scans on the common path (per rollout)."""
+    few string scans on the common path (per rollout). ``yes_no``: the question is answered
+    yes or no, so a verdict reversed in words (``Actually, no, that is a cat.``) is one too."""
     body = text.rstrip()
     if body.endswith(">"):  # end-of-text tokens: the retraction is the sentence before them
         body = _TRAILING_TOKENS.sub("", body)
@@ -102,7 +107,8 @@ def last_retraction(text: str, letters: str) -> tuple[int, str] | None:
     if new is None and not _CHECKING.search(m.group(1)) and not _SUPPOSING.search(m.group(1)):
         stated = copula_value(m.group(1))  # "Wait, actually I double counted one; the total is 17."
         new = bare_answer(stated, letters) if stated is not None else None
-    if new is None:
+    if new is None and yes_no:
         verdict = _YES_NO_RETRACTION.match(body, start)  # "Actually, no, that is a cat."
-        new = verdict.group(1).lower() if verdict is not None else None
+        if verdict is not None and not _CONFIRMING.search(body, verdict.end()):
+            new = verdict.group(1).lower()
     return None if new is None else (max(cut, 0), new)

@@ -63,7 +63,7 @@ def implied_verdict(text: str) -> str | None:
 _SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)(?-i:" + NOT_AFTER_MONTH + r")\.(?:\s|$)|(?<=\b[ap]\.m)\.(?:\s+(?=(?-i:[A-Z]))|\s*$)"
                            r"|(?-i:" + AFTER_MONTH + r")\.(?:\s+(?!\d{1,2}(?:st|nd|rd|th)?(?:\s*[,.;)]|\s+\d{4}|\s*$)|\d{4})|\s*$)|\n|\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
-_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|≈|\\approx|\\in|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
+_COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
 MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 #: Hedges: two choices offered (``A or B``, ``B/C``), or doubt stated.
@@ -73,7 +73,7 @@ _HEDGE_WORDS = re.compile(
     r"maybe|possibly|perhaps|probably)\b",
     re.IGNORECASE,
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<!\S)" + WRITTEN_DATE + r"|(?<!\S)" + WRITTEN_TIME + r"|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30: one value
+_NUMBER_IN_TEXT = re.compile(r"(?<!\S)" + WRITTEN_DATE + r"|(?<!\S)" + WRITTEN_TIME + r"|(?<!\S)[-+]?\d+(?:[.,]\d+)*(?::\d+|-\d+|/\d+)*(?:\s*%|\s+[a-z]+)?")  # 3:2, 10:30, 3/2: one value
 #: ``12 or 13``, ``2 or x = -2`` (the second value may restate its unknown): two answers offered.
 _RESTATED = r"(?!(?:equivalently|equally|simply|in\s+other\s+words)\b)"  # "4, or equivalently 2+2": one answer
 _HEDGE_OR = re.compile(r"^\W*(?:either\s+)?[^\s,]+(?:\s+[^\s,]+)?,?\s+or\s+" + _RESTATED
@@ -154,7 +154,8 @@ _EXPRESSION_AFTER = re.compile(
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
     r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d)|(?:sqrt|pi)\b)"
-    r"|(?-i:[a-fi-kn-rt-z])(?![A-Za-z'(])", re.IGNORECASE)  # "2x + 1", "3a": a coefficient; not "5g", "300K"
+    r"|(?-i:[a-z])(?=\s*(?:[-+*^=]|\\cdot|\\times))|(?-i:[acfijnqruyz])(?![A-Za-z\d'(])", re.IGNORECASE)
+# ("2x + 1", "3x^2", "3a": a coefficient; "3x", "4x4", "12v", "20p", "5g", "300K": a factor, size or unit)
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 
 
@@ -175,11 +176,14 @@ _COPULA_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently)\b,?\s*", re.
 #: A sentence that opens with its reason and no comma to end it: its last value is the claim's.
 _LEADING_REASON = re.compile(r"^\s*(?:since|because|given\s+that)\b(?![^,]*,)", re.IGNORECASE)
 _CONSEQUENCE = re.compile(r"\b(?:so|thus|therefore|hence|yields?|we\s+(?:get|have|find|obtain))\b", re.IGNORECASE)
+#: Words that are no number's unit: ``3 at x = 2`` and ``3 and y = 5`` are no chain.
+_NOT_UNITS = ("and|or|at|for|of|on|in|to|is|are|was|were|with|when|where|if|by|as|so|from|than|then|the|an|but|since"
+              "|because|which|that|this|it|its|each|every|all|per|while|whereas|given|since|except|plus|minus|times")
 #: What lies between two values of one chain (``f(2) = 4 + 8 = 12``, ``x = 180° - 140° = 40°``,
 #: ``6 cm × 4 cm = 24 cm^2``, ``A = \\pi r^2 = 28.27``): terms (a number with its unit, a letter,
 #: a LaTeX command, a bracket) joined by operators or side by side; the later value is the answer.
 #: Words other than a number's unit break it: ``the radius is 3 and the area is 9`` is no chain.
-_CHAIN_NUMBER = r"(?:\\?\$)?\d+(?:[.,]\d+)*(?:\s*(?:°|\\?%)|\s*[A-Za-z]{2,12}(?![A-Za-z(]))?"
+_CHAIN_NUMBER = (r"(?:\\?\$)?\d+(?:[.,]\d+)*(?:\s*(?:°|\\?%)|\s*(?!(?:" + _NOT_UNITS + r")\b)[A-Za-z]{2,12}(?![A-Za-z(]))?")
 _CHAIN_ATOM = r"(?:" + _CHAIN_NUMBER + r"|[A-Za-z](?![A-Za-z])|\\[A-Za-z]+(?:\{[^{}]*\})*|\([^()]*\))"
 _CHAIN_TERM = _CHAIN_ATOM + r"(?:\^\s*(?:\{[^{}]*\}|\d+|[A-Za-z]|\\circ))?"
 _CHAIN_OPERATOR = r"(?:[-+*/×÷]|\\(?:times|cdot|div)(?![A-Za-z]))"
@@ -256,7 +260,9 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         return instead
     if "," in s or ";" in s:
         total = _TOTAL.search(s)
-        if total is not None:  # "There are 3 cars and 4 trucks, making 7 vehicles in total.": 7
+        if total is not None and len(DIGITS.findall(s, 0, total.start())) >= 2:
+            # "There are 3 cars and 4 trucks, making 7 vehicles in total.": 7; but "The third angle is
+            # 50 degrees, for a total of 180 degrees." is 50 (one value, then a sum it completes)
             return total.group("value") or total.group("value2")
     if s[:1].isdigit() or s[:1] in "$-+":
         reason = _JUSTIFICATION.search(s, 1)
@@ -271,6 +277,9 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         inner = next(g for g in spans[-1].groups() if g is not None).strip()
         if inner:
             return inner
+    member = _MEMBER_OF.fullmatch(s) if "\\in" in s else None
+    if member is not None:  # "x \\in [1, 3]": the set
+        return member.group(1)
     point = _POINT_AT.search(s) if s.endswith(")") else None
     if point is not None:  # "The lines intersect at (2, 3).", "The vertex is at (-1, 4).": the point
         return point.group(1)
@@ -383,7 +392,7 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     if not found:
         return None
     if len(found) == 1:
-        return _value(s[found[0][1] :].strip())  # a hedge ("2 or x = -2") is kept whole there
+        return _equated(s, found[0][0]) or _value(s[found[0][1] :].strip())  # (a hedge is kept whole there)
     lead = _LEADING_JUSTIFICATION.match(s)
     if lead is None and _LEADING_REASON.match(s):  # "Because the side is 3 the hypotenuse is 5"
         cut = _JUSTIFICATION.search(s, 1)
@@ -393,7 +402,7 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
     cut = _JUSTIFICATION.search(s, start + 1)
     end = cut.start() if cut else len(s)
     found = [f for f in found if start <= f[0] < end] or found
-    chosen, previous = None, 0
+    chosen, chosen_at, previous = None, 0, 0
     for copula, at in found:
         rest = s[at:].strip()
         if _HEDGE_OR.match(rest) or _VALUE_OR_VALUE.match(rest):
@@ -401,21 +410,33 @@ def _stated_value(s: str, copulas: list[re.Match[str]]) -> str | None:
         # a later value wins after a consequence ("so the area is", "is therefore"), or closing a
         # chain of values ("f(2) = 4 + 8 = 12", "the square whose side is 3 is 9")
         if chosen is None or _CONSEQUENCE.search(s, previous, at) or _CHAIN.match(s, previous, copula):
-            chosen = rest
+            chosen, chosen_at = rest, copula
         previous = at
-    return _value(chosen)  # type: ignore[arg-type]
+    return _equated(s, chosen_at) or _value(chosen)  # type: ignore[arg-type]
 
 
+#: A term after "=" that ends the sentence: ``f'(x) = 2x`` (after "is", ``3x`` is a factor:
+#: "The magnification is 3x.").
+_EQUATED_TERM = re.compile(r"\s=\s*\$?([-+]?\d+(?:\.\d+)?[a-z])\$?\s*[.!]?\s*$")
+
+
+def _equated(s: str, copula: int) -> str | None:
+    """The term an equation ends on, where the copula at ``copula`` is its "=" (``2x``), or None."""
+    term = _EQUATED_TERM.match(s, copula)
+    return term.group(1) if term else None
+
+
+#: A statement that is only a membership: ``x \\in [1, 3]``, ``$x \\in (0, \\infty)$``.
+_MEMBER_OF = re.compile(r"\$?[A-Za-z]\s*\\in\s*(.+?)\$?")
 #: A point a sentence ends on, after "at": ``… intersect at (2, 3)``.
 _POINT_AT = re.compile(r"\bat\s+(\(\s*[-+]?\d[\d.]*\s*,\s*[-+]?\d[\d.]*\s*(?:,\s*[-+]?\d[\d.]*\s*)?\))$")
-#: Two values one sentence states together: ``2 and 3``, ``$x = 2$ and $x = 3$``, ``1 out of 4``, ``2 to 1``.
-_PAIR = re.compile(r"\$?(?:[A-Za-z]\s*=\s*)?(?P<a>[-+]?\d+(?:\.\d+)?)\$?\s+(?P<joint>and|&|out\s+of|to)\s+"
-                   r"\$?(?:[A-Za-z]\s*=\s*)?(?P<b>[-+]?\d+(?:\.\d+)?)\$?\s*[.!]?\s*$", re.IGNORECASE)
+#: Two values one sentence states together: ``2 and 3``, ``$x = 2$ and $x = 3$`` (not ``$x = 2$ and $y = 3$``).
+_PAIR = re.compile(r"\$?(?:(?P<var>[A-Za-z])\s*=\s*)?(?P<a>[-+]?\d+(?:\.\d+)?)\$?\s+(?P<joint>and|&)\s+"
+                   r"\$?(?(var)(?P=var)\s*=\s*)(?P<b>[-+]?\d+(?:\.\d+)?)\$?\s*[.!]?\s*$", re.IGNORECASE)
 
 
 def _pair_text(pair: re.Match[str]) -> str:
-    a, joint, b = pair.group("a"), pair.group("joint").lower(), pair.group("b")
-    return f"{a}, {b}" if joint in ("and", "&") else f"{a}/{b}" if joint.startswith("out") else f"{a}:{b}"
+    return f"{pair.group('a')}, {pair.group('b')}"
 
 
 #: A date (or range) and nothing else.
@@ -452,7 +473,7 @@ def _value(rest: str) -> str:
     if chain:  # "15-7=8": the value the chain ends on
         return chain.group(1)
     pair = _PAIR.match(rest)
-    if pair:  # "2 and 3" is both (a one-value gold is not it); "1 out of 4" is 1/4, "2 to 1" 2:1
+    if pair:  # "2 and 3" is both (a one-value gold is not it)
         return _pair_text(pair)
     said_of = _TIME_SAID_OF.match(rest)
     if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
