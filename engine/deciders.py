@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prmtree.engine.calibration import (
@@ -327,6 +327,40 @@ class CalibratedDecider:
     def locate(self, tree: ReasoningTree, ids: Sequence[str], start: int, k: int) -> FirstErrorSearch:
         """A step's decision depends on the whole path: the planner places the error."""
         return PlannedSearch(self, tree, ids, k)
+
+    def shown_wrong(self, tree: ReasoningTree, nodes: Iterable[str]) -> set[str]:
+        """Those of ``nodes`` whose counts show them wrong even if every step before them
+        were right: on some path through the node (its own prefix, or down to a leaf below
+        it), P(the path's first error is at the node | none before it) >= ``confidence``.
+
+        P(step j wrong) is P(first error before j) + P(first error at j). Where the steps
+        before j are decided right, the first term is bounded by their evidence; where
+        they are not (steps left undecided: unsampled, or counts that tell little), it is
+        mostly the prior's: its hazard (a conservative prior, not a measured error rate)
+        puts an error somewhere in a stretch of k such steps at 1 - prior^k, and a step
+        after the stretch is decided wrong whatever the solution is, its own counts (or
+        none) notwithstanding. The conditional leaves that term out: a lower bound on
+        P(step j wrong) that rests on the counts at and after the step (a wrong final answer
+        below it shows an error at it or after it, not where), against one step's hazard."""
+        wanted = set(nodes)
+        shown: set[str] = set()
+        if not wanted:
+            return shown
+        paths = [tree.path(node) for node in wanted]
+        paths += [ids for ids in (tree.path(leaf) for leaf in tree.leaves()) if wanted.intersection(ids)]
+        for ids in paths:
+            root_n, root_k, sig = self._signature(tree, ids)
+            _, weights = _weights(root_n, root_k, sig, self.floor, self.hazard)
+            after = None
+            for j, node in enumerate(ids):
+                if node not in wanted or node in shown:
+                    continue
+                if after is None:
+                    after = right_posteriors(weights)  # after[j]: P(first error after j)
+                from_j = weights[j] + after[j]  # P(first error at j or after)
+                if from_j > 0 and decide(after[j] / from_j, self.confidence) == WRONG:
+                    shown.add(node)
+        return shown
 
 
 # -- the calibrated rule's path computations, memoised --------------------------------

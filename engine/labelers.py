@@ -131,7 +131,7 @@ class StepLabeler:
 
         # One decision per node, used by every path's labels and by the nodes table alike:
         # a path's own evidence may leave a step undecided that another path decides.
-        nodes = one_decision_per_node(search.tree, decider.decide_nodes(search.tree, along))
+        nodes = evidenced_decisions(search.tree, decider, decider.decide_nodes(search.tree, along))
         paths = self.paths(search.tree, nodes, ctx.output, decider.source, getattr(decider, "floor", None))
         return Labelling(paths, preference_pairs(search.tree, nodes), nodes)
 
@@ -145,6 +145,42 @@ class StepLabeler:
             keep_undecided=self.labels.undecided == "keep",
             floor=floor,
         )
+
+
+def evidenced_decisions(tree: ReasoningTree, decider: Decider,
+                        decided: dict[str, StepEvidence | None]) -> dict[str, StepEvidence | None]:
+    """:func:`one_decision_per_node` of the decider's node decisions, less the wrong
+    decisions that rest on its prior rather than on counts.
+
+    A node decided wrong below a parent left undecided (no wrong step above it) is where
+    a path's labels would first say False after null ones (``undecided = "keep"``, the
+    nodes table, preference pairs). Unless the decider shows it wrong from the counts at
+    and after it (:meth:`CalibratedDecider.shown_wrong`), it is undecided instead (its
+    posterior kept), and the nodes below it are decided by their own evidence; a node
+    below a right step keeps its decision (the first error after a right prefix). A rule
+    without ``shown_wrong`` (mc decides each node by its own counts) is left as it is."""
+    nodes = one_decision_per_node(tree, decided)
+    shown_wrong = getattr(decider, "shown_wrong", None)
+    if shown_wrong is None:
+        return nodes
+    decided = dict(decided)
+    cleared: set[str] = set()  # shown wrong: not asked again
+    while True:
+        suspects = []
+        for node, ev in nodes.items():
+            parent = tree.parent(node) if ev is not None and ev.decision == WRONG and node not in cleared else None
+            if parent is not None and parent != tree.root:
+                above = nodes.get(parent)
+                if above is None or above.decision == UNDECIDED:
+                    suspects.append(node)
+        shown = shown_wrong(tree, suspects) if suspects else set()
+        cleared |= shown
+        unshown = [node for node in suspects if node not in shown]
+        if not unshown:
+            return nodes
+        for node in unshown:
+            decided[node] = nodes[node]._replace(decision=UNDECIDED)  # type: ignore[union-attr]
+        nodes = one_decision_per_node(tree, decided)
 
 
 @register_labeler("mc")

@@ -27,28 +27,40 @@ PACE_WARN_SHARE = 0.5
 DEFAULT_MIN_COVERAGE: float = LabelsConfig.model_fields["min_coverage"].default
 
 
-def coverage_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> list[str]:
+def coverage_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE,
+                      floors: dict[str, Any] | None = None) -> list[str]:
     """One line per answer space (of at least ``COVERAGE_MIN_PROBLEMS`` problems) whose share
     of problems with a labelled step is below ``min_coverage``: a run can label free answers
-    fully and leave its yes/no questions unlabelled, which the overall counts hide."""
+    fully and leave its yes/no questions unlabelled, which the overall counts hide.
+    ``floors``: the run's ``calibration.floors``; a space whose learned floor is above its
+    chance floor is told so first (there right and wrong steps look alike, whatever the
+    rollouts)."""
     warnings = []
     for space in coverage(getattr(stats, "answer_spaces", None) or {}):
         if space.problems < COVERAGE_MIN_PROBLEMS or space.share >= min_coverage:
             continue
         skipped = f"; {space.skipped} of them skipped (not searched)" if space.skipped else ""
+        learned = (floors or {}).get(space.space) or {}
+        high = learned.get("source") == "learned" and learned.get("floor", 0.0) > learned.get("chance", 1.0)
+        floor = (f"its floor learned by the pilot, {learned['floor']:.3f} from {learned.get('problems', 0)} "
+                 f"problem(s), is above its chance floor {learned['chance']:.3f}, where right and wrong steps look "
+                 "alike: put more of its problems among the first [labels] pilot_window rows, or learn_floor = "
+                 "false; or " if high else "")
         warnings.append(
             f"answer space {space.space!r}: {space.labelled_problems} of {space.problems} problems "
             f"({space.share:.0%}) have a labelled step (below [labels] min_coverage = {min_coverage:g}){skipped} - "
-            "give its undecided steps more rollouts: raise [labels] max_rollouts_per_step (inf: sample until "
+            f"{floor}give its undecided steps more rollouts: raise [labels] max_rollouts_per_step (inf: sample until "
             "decided) and max_rollouts_per_node, or [search] budget; `prmtree inspect` shows every space")
     return warnings
 
 
-def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> list[str]:
+def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE,
+                   calibration: dict[str, Any] | None = None) -> list[str]:
     """Why a run's labelled output may be empty or far from normal, one line each with
     examples (extracted answers beside the gold, a judge's raw answer): a run that labels
     nothing must say so, not end with a quiet table. ``min_coverage`` is ``[labels]
-    min_coverage`` (0: no coverage warnings)."""
+    min_coverage`` (0: no coverage warnings); ``calibration``: the run's (its floors name a
+    cause of low coverage)."""
     warnings = []
     done = stats.problems_done
     examples = getattr(stats, "examples", {}) or {}
@@ -87,7 +99,7 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE) -> li
             f"{judge.get('judge_failures', 0)} failed): the judge should answer 'Verdict: correct' or "
             "'Verdict: incorrect'" + (f"; e.g. {shown}" if shown else ""))
     if stats.steps_labelled:  # nothing labelled at all is said above, once
-        warnings += coverage_warnings(stats, min_coverage)
+        warnings += coverage_warnings(stats, min_coverage, (calibration or {}).get("floors"))
     return warnings
 
 
@@ -170,7 +182,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     if (judged := getattr(summary, "labelling", {}) or {}).get("judge_settle_calls"):
         table.add_row("  settled by the judge + / - (judge calls)", f"{judged.get('steps_settled_right', 0):,} / "
                       f"{judged.get('steps_settled_wrong', 0):,} ({judged['judge_settle_calls']:,})")
-    for what, value in calibration_lines(run_calibration(summary), getattr(summary, "labelling", {}) or {}):
+    calibration = run_calibration(summary)
+    for what, value in calibration_lines(calibration, getattr(summary, "labelling", {}) or {}):
         table.add_row(what, value)
     if quality is not None:
         table.add_row("step-label accuracy vs ground truth", f"{quality.step_accuracy:.1%}")
@@ -180,7 +193,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
-    for warning in label_warnings(summary, run_min_coverage(summary)) + pace_warnings(summary):
+    for warning in label_warnings(summary, run_min_coverage(summary), calibration) + pace_warnings(summary):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(
