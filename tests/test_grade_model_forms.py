@@ -147,6 +147,30 @@ CASES = [
     ("C", "The answer is B, 14 cm.", ["10 cm", "12 cm", "14 cm", "16 cm"], False),  # letter and text disagree
     ("blue", "The ball is blue, not red.", None, True),
     ("red", "The ball is blue, not red.", None, False),
+    # An option's text is matched with its signs and its unit (MathVista's slopes, charges, lengths).
+    ("A", "The slope is 3.", ["-3", "3", "-1/3", "1/3"], False),
+    ("B", "The slope is 3.", ["-3", "3", "-1/3", "1/3"], True),
+    ("A", "$\\boxed{3}$", ["-3", "3", "-1/3", "1/3"], False),
+    ("-3", "3", ["-3", "3", "-1/3", "1/3"], False),
+    ("A", "x < 2", ["x > 2", "x < 2", "x ≥ 2", "x ≤ 2"], False),
+    ("A", "12", ["1/2", "1/4", "2/1", "12"], False),
+    ("A", "10°C", ["-10°C", "10°C", "0°C", "20°C"], False),
+    ("A", "The distance is 5 meters.", ["5 cm", "5 m", "5 mm", "5 km"], False),
+    ("B", "The distance is 5 meters.", ["5 cm", "5 m", "5 mm", "5 km"], True),
+    ("A", "5 joules", ["5 N", "5 J", "5 W", "5 kg"], False),
+    ("A", "4 square centimeters", ["4 cm", "4 cm²", "8 cm", "8 cm²"], False),
+    ("B", "12 centimeters", ["10 cm", "12 cm", "14 cm", "16 cm"], True),
+    # An answer line that opens with its answer and explains it after: the answer, not the explanation's value.
+    ("3", "Answer: 3. There are 5 rows.", None, True),
+    ("5", "Answer: 3. There are 5 rows.", None, False),
+    ("5", "**Answer:** 3. There are 5 rows.", None, False),
+    ("red", "Answer: Blue. The car on the left is red.", None, False),
+    ("B", "Answer: 30. The other angle is 40.", ["30", "40", "50", "60"], False),
+    ("Paris", "Paris. It is the capital city shown on the map.", None, True),
+    ("15", "12. The bottom row shows 15 units.", None, False),
+    ("35", "Mr. Lee is 35. Mrs. Lee is 7 years younger.", None, True),
+    ("C", "Answer: C. Wait, no. B.", ["1", "2", "3", "4"], False),
+    ("Paris", "The answer is **Paris**.", None, True),
     # A value rounded aloud: the rounded value is the one stated.
     ("18.85", "The circumference is $6\\pi \\approx 18.85$.", None, True),
     ("18.85", "The circumference is 6π ≈ 18.85.", None, True),
@@ -162,6 +186,15 @@ CASES = [
 def test_model_forms_graded_as_the_benchmarks_grade(gold, text, options, correct):
     verdict = prmtree.grade(gold, text, options=options)
     assert verdict.correct is correct, verdict
+
+
+@pytest.mark.parametrize("gold, predicted, answer_type, correct", [
+    ("Na+", "Na", "text", False), ("O+", "O-", "text", False), ("-5", "5", "text", False),
+    ("1/2", "12", "text", False), ("3:00", "300", "text", False), ("well-known", "well known", "text", True),
+    ("Paris", "**Paris**", "vqa", True),
+])
+def test_signs_are_part_of_a_text_answer(gold, predicted, answer_type, correct):
+    assert prmtree.grade(gold, predicted, answer_type=answer_type, extract=False).correct is correct
 
 
 @pytest.mark.parametrize("text, rewritten", [

@@ -33,6 +33,7 @@ from prmtree.engine.answers.normalize import (
     _Quantity,
     _quantity,
     normalize_text,
+    same_marks,
     vqa_normalize,
     words_as_digits,
 )
@@ -78,7 +79,7 @@ def text_match(gold: str, predicted: str) -> bool:
     if not g or not p:
         return False
     if g == p:
-        return True
+        return same_marks(gold, predicted)  # ("Na+" is not "Na", "-5" not "5", "1/2" not "12")
     g_digits = words_as_digits(gold)
     if g_digits.isdigit() and not g.isdigit():  # a count in words (``two``)
         return _counts(int(g_digits), predicted)
@@ -298,7 +299,8 @@ def _choice_match(gold: str, predicted: str, opts: dict[str, str]) -> bool:
     if gold_letter and pred_letter:
         return gold_letter == pred_letter
     gold_text = opts.get(gold_letter, gold) if gold_letter else gold
-    return text_match(gold_text, pred)
+    # ("5 meters" names no option by its text or unit: it is option "5 m" if the units convert)
+    return text_match(gold_text, pred) or (gold_letter is not None and numbers_match(gold_text, pred))
 
 
 _OPENING_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")

@@ -266,6 +266,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         return Found(None, "negated")  # "It can't be 5", "not 5 apples": no value stated
     if options or choice:
         answer = choice_in(answer, options)
+    if answer[0] == "*" or answer[-1] == "*":  # "**Paris**" (emphasis) is Paris
+        answer = answer.strip("*").strip() or answer
     if "≈" in answer or "\\approx" in answer:
         answer = _approximated(answer, gold)
     aside = _VALUE_ASIDE.match(answer) or _WORDS_NOT.match(answer)

@@ -420,18 +420,33 @@ def _choice_letter(text: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
+#: What :func:`normalize_text` drops that changes a value: a sign before or after a token (``-3``,
+#: ``Na+``, ``B+``), a comparison, a percent, a fraction's or a ratio's slash or colon (``1/2``,
+#: ``3:00``); not a hyphen inside a word (``well-known``).
+_VALUE_MARKS = re.compile(r"(?<![A-Za-z0-9])[-+](?=\S)|(?<=\S)[-+](?![A-Za-z0-9])|[<>%≤≥]|(?<=\d)[/:](?=\d)")
+
+
+def same_marks(one: str, other: str) -> bool:
+    """Do two texts that normalise alike carry the same :data:`_VALUE_MARKS` (``-3`` is not ``3``,
+    ``x < 2`` not ``x > 2``, ``1/2`` not ``12``, ``Na+`` not ``Na``)?"""
+    return _VALUE_MARKS.findall(strip_answer(one)) == _VALUE_MARKS.findall(strip_answer(other))
+
+
 def _option_letter(text: str, options: dict[str, str]) -> str | None:
-    """The letter of the option whose text ``text`` is (normalised, or the same number)."""
+    """The letter of the option whose text ``text`` is (normalised, its signs kept), or whose
+    number it states in a unit the option does not contradict (``5 meters`` is not option ``5 cm``:
+    then no letter, and the caller compares the texts, units converted)."""
     if not options:
         return None
     norm = normalize_text(text)
     for letter, option in options.items():
-        if normalize_text(option) == norm and norm:
+        if normalize_text(option) == norm and norm and same_marks(option, text):
             return letter
     q = _quantity(text)
     if q is not None:
         for letter, option in options.items():
             o = _quantity(option)
-            if o is not None and math.isclose(o.value, q.value, rel_tol=1e-9):
+            if (o is not None and math.isclose(o.value, q.value, rel_tol=1e-9)
+                    and not (o.unit and q.unit and o.unit.lower() != q.unit.lower())):
                 return letter
     return None

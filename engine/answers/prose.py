@@ -170,6 +170,9 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
     lines = _answer_lines(text, first)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
+        lead = leading_answer(line, choices)
+        if lead is not None:  # "Answer: 3. There are 5 rows.": 3, not the explanation's 5
+            return lead
         return value_stated(line, yes_no, choices) if len(line.split()) > 3 or MATH_SPAN.search(line) else line
     phrase = last_phrase(text, first)
     named_first = _last_named_first(text, first)
@@ -182,6 +185,40 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
         spans = list(MATH_SPAN.finditer(text, phrase.start()))
         if spans:  # "Answer \[ 9 \]": the maths after the phrase
             return value_stated(spans[-1].group(0))
+    return None
+
+
+#: A short answer, then a sentence that explains it (``3. There are 5 rows.``, ``Paris. It is the
+#: capital …``).
+_LEAD_THEN_SENTENCE = re.compile(r"[*_]*(?P<x>(?:[^.\n(*_]|\.(?=\d)){1,40}?)[*_]*\.\s+(?=[A-Z\"'*])")
+#: ... unless that sentence takes it back, pauses or hedges: "C. Wait, no. B." is two answers.
+_NOT_EXPLAINING = re.compile(r"[\s*_\"']*(?:wait|actually|no\b|sorry|hmm|or\b|correction|i\s+mean|oops|hold\s+on|maybe"
+                             r"|perhaps|alternatively)", re.IGNORECASE)
+#: Words that open a reply without answering ("Okay. The car is red." answers red), and verdicts,
+#: which the yes/no readers read with what follows them ("Yes. No." takes it back).
+_NO_ANSWER_WORD = re.compile(r"(?:ok(?:ay)?|sure|well|so|hmm+|first|alright|right|great|now|then|here|note|wait"
+                             r"|yes|no|yeah|yep|nope|true|false|correct|incorrect|indeed|actually"
+                             r"|mr|mrs|ms|dr|st|mt|prof|fig|no|vol|ch|sec|eq|approx|vs|etc|e\.g|i\.e"
+                             r"|let'?s|step|solution|explanation|reasoning|analysis|thus|therefore|hence)$", re.IGNORECASE)
+
+
+def leading_answer(line: str, choices: str = "") -> str | None:
+    """The short answer a line (an ``Answer:`` line, or a whole one-line reply) opens with before
+    explaining it: a value or choice
+    (``3``, ``(B)``, ``2019``) or a name of at most three capitalised words (``Paris``, ``John
+    Smith``, ``Blue``); None when the line does not open so (``B. 12 cm`` is a choice and its
+    text, read elsewhere), or what follows takes it back (``C. Wait, no. B.``)."""
+    m = _LEAD_THEN_SENTENCE.match(line)
+    if m is None or _NOT_EXPLAINING.match(line, m.end()):
+        return None
+    x = m.group("x").strip()
+    if _NO_ANSWER_WORD.match(x):
+        return None
+    if bare_answer(x, choices or "ABCDEFGHIJ") is not None:
+        return x
+    words = x.split()
+    if 0 < len(words) <= 3 and all(w[:1].isupper() and w.replace("-", "").replace("'", "").isalpha() for w in words):
+        return x
     return None
 
 
@@ -224,6 +261,10 @@ def read_prose(text: str, yes_no: bool = False, choices: str = "") -> tuple[str 
     3." before it ("Therefore, x = 3.\n\nThe count is 12." is 12), but a last line that states
     no value of its own ("In total we counted 6 rows and 7 columns.") leaves that conclusion."""
     text = text[-SCAN_CHARS:]
+    if "\n" not in text.strip() and first_answer(text) is None and _last_conclusion(text) is None:
+        lead = leading_answer(text.strip(), choices)
+        if lead is not None:  # one line: "Paris. It is the capital city shown on the map."
+            return lead, False
     if choices and "\n" in text.strip():  # "B\nC": two bare choices, one to a line
         pair = [line for line in text.rstrip().rsplit("\n", 3)[-3:] if line.strip()][-2:]
         letters = [bare_answer(line, choices) if len(line) < 24 else None for line in pair]
