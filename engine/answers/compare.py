@@ -169,7 +169,9 @@ def _values_equal(
         rounded = Fraction(math.floor(abs(pred) * scale + Fraction(1, 2)), scale)
         if (rounded if pred >= 0 else -rounded) == gold:
             return True
-    return math.isclose(float(gold), float(pred), rel_tol=rel_tol, abs_tol=abs_tol)
+    # an absolute tolerance only where the gold is 0: against 9.11e-31 it would accept any small
+    # value (1.67e-27, or 0), and a relative one says nothing about a gold of 0
+    return math.isclose(float(gold), float(pred), rel_tol=rel_tol, abs_tol=abs_tol if gold == 0 else 0.0)
 
 
 def _units_differ(g: _Quantity, p: _Quantity) -> bool:

@@ -25,8 +25,16 @@ from prmtree.engine.answers.choices import (
 from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup, top_level_parts, unwrap
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
-from prmtree.engine.answers.sentences import NEGATED_VALUE, SCAN_CHARS, denied, hedged, up_to_sentence_end, value_stated
-from prmtree.engine.answers.symbols import ascii_math
+from prmtree.engine.answers.sentences import (
+    NEGATED_VALUE,
+    SCAN_CHARS,
+    denied,
+    hedged,
+    up_to_sentence_end,
+    value_stated,
+    values_offered,
+)
+from prmtree.engine.answers.symbols import ascii_math, exact_numbers
 from prmtree.engine.answers.values import another_answer, bare_answer, one_value_twice, two_values
 
 
@@ -254,7 +262,7 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     """``answer`` (already the final answer) as it is graded: a choice named inside a
     sentence read out (``options`` given, or ``choice``); refused: a hedged answer, several
     choices for a one-choice gold, a value the answer denies (``not 5``)."""
-    answer = ascii_math(answer.strip()) if answer else None
+    answer = exact_numbers(ascii_math(answer.strip())) if answer else None
     if not answer:
         return Found(None, "no answer")
     gold = gold if isinstance(gold, str) else str(gold)
@@ -278,6 +286,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         if restated and restated.group(2).strip().rstrip(".").lower() == dict(
                 _lettered(options)).get(restated.group(1), "").strip().rstrip(".").lower():
             answer = restated.group(1)  # "B, 12 cm": the choice, its option's text said again
+    if " or " in answer.lower() and gold and top_level_parts(gold) > 1:
+        answer = values_offered(answer) or answer  # "x = -1 or x = 3" for the gold "-1, 3": both roots
     if "or " in answer.lower():
         if two_values(answer):  # "12 (or 13)", "2, or equivalently -2"
             return Found(answer, "hedged")

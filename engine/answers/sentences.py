@@ -154,8 +154,11 @@ _EXPRESSION_AFTER = re.compile(
     r"|[*×·]\s*(?=[\dA-Za-z(\\])|[π√]"
     r"|\^(?!\s*\{?\s*\\circ)|(?:plus|minus|divided\s+by|multiplied\s+by|squared|cubed)\b"
     r"|(?:times|over)\s+(?:the|a|an|its|his|her|their|this|that\b|[-+]?\d)|(?:sqrt|pi)\b)"
-    r"|(?-i:[a-z])(?=\s*(?:[-+*^=]|\\cdot|\\times))|(?-i:[acfijnqruyz])(?![A-Za-z\d'(])", re.IGNORECASE)
-# ("2x + 1", "3x^2", "3a": a coefficient; "3x", "4x4", "12v", "20p", "5g", "300K": a factor, size or unit)
+    r"|(?-i:[a-z])(?=\s*(?:[-+*^=]|\\cdot|\\times))|(?-i:[acfijnqruyz])(?![A-Za-z\d'(])"
+    r"|\s*[-+]\s*(?=\d*\s*(?:\\(?:sqrt|pi|frac|dfrac|tfrac)(?![A-Za-z])|\((?!\s*\d+\s*\))|\d+/|(?-i:[a-z])(?![A-Za-z])))",
+    re.IGNORECASE)
+# ("2x + 1", "3x^2", "3a": a coefficient; "3x", "4x4", "12v", "20p", "5g", "300K": a factor, size or unit;
+# "2 + 2\sqrt{3}", "16 - 4\pi", "1 - 1/e", "3 + 4i": a sum with an irrational, fractional or unknown term)
 _NUMBER_HEAD = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 
 
@@ -268,6 +271,10 @@ def _read_value(sentence: str, yes_no: bool = False) -> str:
         reason = _JUSTIFICATION.search(s, 1)
         if reason and not _COPULA.search(s, 0, reason.start()):  # "4, because x = 2": the value, not its reason
             return _value(s[: reason.start()].strip(" ,;"))
+    if " and " in s or ", " in s or " or " in s or "&" in s:
+        both = pair_stated(s)
+        if both is not None:  # "The solutions are x = 3 and x = -3.": both
+            return both
     copulas = list(_COPULA.finditer(s))
     stated = _stated_value(s, copulas)
     if stated is not None:
@@ -358,13 +365,53 @@ _UNSPACED_CHAIN = re.compile(r"[-+]?\d[\d.,]*(?:\s*[-+*/×÷x]\s*\d[\d.,]*)+\s*=
 
 
 def pair_stated(sentence: str) -> str | None:
-    """The two values a sentence ends on after an "is"/"are" (``The solutions are $x = 2$
-    and $x = 3$.`` → ``2, 3``), as :func:`_value` reads them, or None."""
+    """The values of one unknown a sentence ends on after an "is"/"are"/"=" (``The solutions
+    are $x = 2$ and $x = 3$.``, ``The roots are 1, 2, and 3.``, ``So x = 3, x = -3.``, ``$x=-1$
+    or $x=3$``) as one list (``2, 3``), or None: two unknowns' values (``a = 2, x = 3``) are no list."""
     for copula in _COPULA.finditer(sentence):
-        pair = _PAIR.match(sentence[copula.end() :].strip())
-        if pair:
-            return _pair_text(pair)
+        subject = _SUBJECT_VAR.search(sentence, 0, copula.start())
+        rest = sentence[copula.end() :].strip()
+        values = _values_of_one(rest, subject.group(1) if subject else None)
+        if values is not None:  # (values offered with "or" come back as written: a hedge, refused)
+            return rest.rstrip(" .!") if " or " in rest.lower() else values
     return None
+
+
+#: Several values, joined by commas, "and" or "or", each maybe its unknown's (``x = 3``, ``$x_1 = 3$``).
+_LIST = re.compile(r"(?:\$?(?:[A-Za-z](?:_\{?\d+\}?)?\s*=\s*)?[-+]?\d+(?:\.\d+)?\$?(?:,\s+|,?\s+(?:and|or|&)\s+)){1,8}"
+                   r"\$?(?:[A-Za-z](?:_\{?\d+\}?)?\s*=\s*)?[-+]?\d+(?:\.\d+)?\$?\s*[.!]?\s*", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"(?:([A-Za-z])(?:_\{?\d+\}?)?\s*=\s*)?([-+]?\d+(?:\.\d+)?)")
+#: The unknown a copula's subject names (``x`` in ``So x = 3, x = -3``), read back from the copula.
+_SUBJECT_VAR = re.compile(r"\b([A-Za-z])(?:_\{?\d+\}?)?\$?\s*$")
+
+
+_TEXT_WORD = re.compile(r"\s*\\(?:text|mathrm)\{\s*(or|and)\s*\}\s*")
+
+
+def values_offered(answer: str) -> str | None:
+    """``x = -1 or x = 3`` (or ``-1 or 3``) as the list ``-1, 3``: what a gold of several values
+    is compared with (for a gold of one, the same answer is a hedge); None if it is no such list."""
+    rest = _TEXT_WORD.sub(r" \1 ", answer).strip().strip("$").strip()  # "x=-1 \\text{ or } x=3"
+    if _LIST.fullmatch(rest) is None:
+        return None
+    items = _LIST_ITEM.findall(rest)
+    return ", ".join(v for _, v in items) if len({var for var, _ in items if var}) <= 1 else None
+
+
+def _values_of_one(rest: str, subject: str | None) -> str | None:
+    """``rest`` as a list of one unknown's values (:data:`_LIST`), or None."""
+    if _LIST.fullmatch(rest) is None:
+        return None
+    items = _LIST_ITEM.findall(rest)
+    named = [var for var, _ in items if var]
+    if named and not items[0][0] and subject is None:  # "2, x = 3": whose 2 is unknown
+        return None
+    unknowns = set(named) | ({subject} if subject and named else set())
+    if len(unknowns) > 1 or (" or " in rest.lower() and not unknowns):  # "12 or 13": a hedge, read elsewhere
+        return None
+    if " or " in rest.lower() and subject is None and not items[0][0]:
+        return None
+    return ", ".join(value for _, value in items)
 
 
 def copula_value(sentence: str) -> str | None:
@@ -430,15 +477,6 @@ def _equated(s: str, copula: int) -> str | None:
 _MEMBER_OF = re.compile(r"\$?[A-Za-z]\s*\\in\s*(.+?)\$?")
 #: A point a sentence ends on, after "at": ``… intersect at (2, 3)``.
 _POINT_AT = re.compile(r"\bat\s+(\(\s*[-+]?\d[\d.]*\s*,\s*[-+]?\d[\d.]*\s*(?:,\s*[-+]?\d[\d.]*\s*)?\))$")
-#: Two values one sentence states together: ``2 and 3``, ``$x = 2$ and $x = 3$`` (not ``$x = 2$ and $y = 3$``).
-_PAIR = re.compile(r"\$?(?:(?P<var>[A-Za-z])\s*=\s*)?(?P<a>[-+]?\d+(?:\.\d+)?)\$?\s+(?P<joint>and|&)\s+"
-                   r"\$?(?(var)(?P=var)\s*=\s*)(?P<b>[-+]?\d+(?:\.\d+)?)\$?\s*[.!]?\s*$", re.IGNORECASE)
-
-
-def _pair_text(pair: re.Match[str]) -> str:
-    return f"{pair.group('a')}, {pair.group('b')}"
-
-
 #: A date (or range) and nothing else.
 _DATE_ALONE = re.compile(WRITTEN_DATE + r"\.?")
 #: A sentence that opens with a year ("2021 March 3rd"), or a value that leads to the date after it
@@ -472,9 +510,9 @@ def _value(rest: str) -> str:
     chain = _UNSPACED_CHAIN.match(rest)
     if chain:  # "15-7=8": the value the chain ends on
         return chain.group(1)
-    pair = _PAIR.match(rest)
-    if pair:  # "2 and 3" is both (a one-value gold is not it)
-        return _pair_text(pair)
+    values = _values_of_one(rest, None) if "," in rest or " and " in rest or "&" in rest else None
+    if values is not None and " or " not in rest.lower():  # "2 and 3" is both (a one-value gold is not it)
+        return values
     said_of = _TIME_SAID_OF.match(rest)
     if said_of:  # "9 a.m. on Monday": a time keeps what it is said of, to the clause's end
         return said_of.group(0).strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from fractions import Fraction
 
 #: Minus signs and times dots that are always those: ``−``, ``‒``, ``﹣``, ``－``; ``⋅``, ``∙``.
 _ALWAYS = (("\u2212", "-"), ("\u2012", "-"), ("\ufe63", "-"), ("\uff0d", "-"), ("\u22c5", "×"), ("\u2219", "×"))
@@ -133,3 +134,26 @@ def _fractions(t: str) -> str:
         out += [t[last:start], f"{space}{numerator}/{denominator}"]
         last = m.end()
     return "".join(out) + t[last:]
+
+#: A mixed number in LaTeX (``1\frac{1}{2}``, ``2 \dfrac{3}{4}``): Math-Verify and the number
+#: readers take it for a product (1·½) or miss it; it is the improper fraction.
+_LATEX_MIXED = re.compile(r"(?<![\d.\w}])(\d+)\s?\\[dt]?frac\{(\d+)\}\{(\d+)\}")
+#: A repeating decimal (``0.\overline{3}``, ``1.2\overline{45}``): Math-Verify reads its
+#: whole-number part only (0), so it is rewritten as its exact fraction.
+_REPEATING = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\overline\{(\d+)\}")
+
+
+def exact_numbers(text: str) -> str:
+    """``text`` with LaTeX mixed numbers and repeating decimals as fractions (``3/2``, ``1/3``)."""
+    if "frac" in text:
+        text = _LATEX_MIXED.sub(lambda m: f"{int(m.group(1)) * int(m.group(3)) + int(m.group(2))}/{m.group(3)}", text)
+    if "overline" in text:
+        text = _REPEATING.sub(_repeating, text)
+    return text
+
+
+def _repeating(m: re.Match[str]) -> str:
+    whole, fixed, period = int(m.group(1) or 0), m.group(2), m.group(3)
+    value = Fraction(whole) + Fraction(int(fixed or 0), 10 ** len(fixed)) \
+        + Fraction(int(period), 10 ** len(fixed) * (10 ** len(period) - 1))
+    return f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)

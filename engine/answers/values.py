@@ -13,7 +13,7 @@ from prmtree.engine.answers.marks import strip_answer
 from prmtree.engine.answers.times import WRITTEN_TIME
 
 
-LEAD_VALUE = re.compile(WRITTEN_DATE + "|" + WRITTEN_TIME + r"|[-+]?\d+(?:[.,]\d+)*(?::\d+|\s:\s\d+|-\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+)?")
+LEAD_VALUE = re.compile(WRITTEN_DATE + "|" + WRITTEN_TIME + r"|[-+]?\d+(?:[.,]\d+)*(?::\d+|\s:\s\d+|-\d+)*(?:\s*/\s*\d+)?(?:\s*%|\s+(?!which\b|and\b|or\b|so\b|because\b)[A-Za-z]+(?:/[A-Za-z]+)?(?:\^\{?\d\}?|[²³])?)?")
 _MATHS_VALUE = re.compile(r"^(?:\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
 _ASSIGNED = re.compile(r"^[A-Za-z]\s*=\s*")
 _OPTION_NAMED = re.compile(r"^(?:option|choice)\s+([A-Z])$|^[(\[]?([A-Z])[)\].]\s+\S.*$")

@@ -23,7 +23,7 @@ from prmtree.engine.answers.bounds import extreme_asked, split_bound, states_bou
 from prmtree.engine.answers.compare import cheap_check, slow_match
 from prmtree.engine.answers.kinds import Options, _auto_kind, options_of
 from prmtree.engine.answers.pool import PATIENCE, CheckPool, CheckTimedOut
-from prmtree.engine.answers.symbols import ascii_math
+from prmtree.engine.answers.symbols import ascii_math, exact_numbers
 from prmtree.engine.config import VerifyConfig
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class Verifier:
         if self.custom is not None:
             key: _MemoKey = ("custom", "custom", gold, predicted, (), None)
         else:
-            gold = ascii_math(gold)  # a gold written "√3" or "½", as the answers are read
+            gold = exact_numbers(ascii_math(gold))  # a gold written "√3", "½", "1\\frac{1}{2}", "0.\\overline{3}"
             options = options_of(problem)
             kind = problem.answer_type if problem.answer_type != "auto" else _auto_kind(gold, options)
             # a bound ("at most 12") is read with the question: it states the answer only to one
