@@ -10,27 +10,34 @@ bulleted lists, bold headers, ``Step N:`` lines, or one long paragraph. The defa
 format therefore reads, in one linear pass:
 
 1. blank-line blocks (the format's own delimiter: text written as asked splits exactly
-   there, so the simulated policy's steps are read unchanged);
+   there, so the simulated policy's steps are read unchanged; ``\r\n`` endings alike), but
+   not at a blank line inside display math (``$$..$$``, ``\[..\]``, ``\begin{env}..\end{env}``)
+   or a code fence;
 2. inside a block, a new step at every top-level list item (``1.``, ``1)``, ``-``, ``*``,
-   ``+``; nested items and other lines stay with the item above them), every ``Step N:``
+   ``+``; nested items and other lines stay with the item above them, and so do items of
+   the other kind right under a list's item, "1. Read:" then "- red 12"), every ``Step N:``
    line, markdown heading and line that opens in bold (``**Step 1: ...**``,
    ``**Analysis**``); never inside display math or a code fence;
 3. steps that carry no content are merged into a neighbour: a lone header line, a filler
-   line ("Let's solve this step by step.", "Sure!"), a list marker or a line of only
-   punctuation/markup heads the step after it (the step before it when it is last); a
-   step that only states the final answer ("Final Answer: ...", ``\boxed{..}``,
-   "Answer: C") stays with the step before it;
+   line ("Let's solve this step by step.", "Sure!"), a list marker, an opening reasoning
+   tag (``<think>``) or a line of only punctuation/markup heads the step after it (the
+   step before it when it is last); a closing tag (``</think>``) and a step that only
+   states the final answer ("Final Answer: ...", ``\boxed{..}``, "Answer: C", not "The
+   answer choices include ...") stay with the step before it;
 4. sentence-level fallback: a response still in one step longer than
    :data:`SENTENCE_FALLBACK_CHARS`, and any step longer than :data:`LONG_STEP_CHARS`, is
    split into sentences (not at decimals ``3.5``, abbreviations ``e.g.``/``Fig. 2``, a
-   lower-case continuation, or inside ``$..$``/``$$..$$``/``\(..\)``/``\[..\]`` math), with
+   lower-case continuation, an inline list marker or option letter ``steps: 1. Find``,
+   ``options A. 37 B. 40``, or inside ``$..$``/``$$..$$``/``\(..\)``/``\[..\]`` math), with
    the same merges.
 
-A step is always a stripped slice of the original text, merges included.
+A step is always a stripped slice of the original text, merges included (``max_steps``
+merges too: the text from the first merged step to the last).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import re
@@ -46,8 +53,11 @@ LONG_STEP_CHARS = 1000
 #: Steps at most this long are checked for carrying no content (headers, filler, answers).
 _SHORT_STEP_CHARS = 160
 
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
-_STEP_MARKER = re.compile(r"(?im)^[ \t]*(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)][ \t]*(?:\*\*)?")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")  # "\r\n\r\n" too: the "\r"s stay in the blocks, stripped off
+#: What can hold a blank line that is no step boundary: display math and code fences.
+#: (Literal openings only, so the scan is fast: a fence's line start and "\\[2pt]" are checked by hand.)
+_DISPLAY_TOKEN = re.compile(r"\$\$|```|~~~|\\(?:\[|\]|(begin|end)\{([^{}\n]{1,40})\})")
+_STEP_MARKER = re.compile(r"(?im)^[ \t]*(?:#{1,6}[ \t]+)?(?:\*\*)?step[ \t-]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)][ \t]*(?:\*\*)?")
 _STEP_TAG = re.compile(r"<step>(.*?)(?:</step>|\Z)", re.DOTALL)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -57,20 +67,19 @@ _LIST_ITEM = re.compile(r"([ \t]*)(?:(\d{1,3}[.)])|([-*+\u2022]))[ \t]+\S")
 _OPENS_STEP = re.compile(
     r"[ \t]*(?:#{1,6}[ \t]+\S"                                   # markdown heading
     r"|(?:\*\*|__)(?![\s*_])"                                      # a line that opens in bold
-    r"|(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)])",          # Step N:
+    r"|(?:\*\*)?step[ \t-]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)])",          # Step N:
     re.IGNORECASE,
 )
 _FENCE = re.compile(r"[ \t]*(?:```|~~~)")
-_MATH_OPEN = re.compile(r"\$\$|\\\[|\\begin\{")
 _MATH_TOKEN = re.compile(r"\$\$|\\\[|\\\]|\\begin\{|\\end\{")
 
 # -- steps without content
-_MARKER_ONLY = re.compile(r"(?:[\W_]|\d{1,3}[.)]|step[ \t]*\d+)*", re.IGNORECASE)
+_MARKER_ONLY = re.compile(r"(?:[\W_]|\d{1,3}[.)]|step[ \t-]*\d+)*", re.IGNORECASE)
 _HEADER = re.compile(
     r"(?:(?:\d{1,3}[.)]|[-*+\u2022])[ \t]+)?"
     r"(?:#{1,6}[ \t]+[^\n]*"                                         # ## Heading
     r"|\*\*[^*\n]+\*\*[ \t]*:?[ \t]*|__[^_\n]+__[ \t]*:?[ \t]*"      # **Header** / __Header__
-    r"|(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)-]?[ \t]*(?:\*\*)?)",  # Step 2:
+    r"|(?:\*\*)?step[ \t-]*\d+[ \t]*(?:\*\*)?[ \t]*[:.)-]?[ \t]*(?:\*\*)?)",  # Step 2:
     re.IGNORECASE,
 )
 _FILLER = re.compile(
@@ -89,7 +98,26 @@ _ANSWER_ONLY = re.compile(
     r"|[$(\\\[ \t]*\\boxed\{)",
     re.IGNORECASE,
 )
-_HEAD, _CONTENT, _ANSWER = 0, 1, 2
+#: A step that only states the final answer ("The answer is C.", "**Final Answer:** 12", "Answer: 3"):
+#: _ANSWER_ONLY's opening, then nothing, or a verb / ":" and a short answer without reasoning
+#: ("The answer choices include ...", "Final answer check: ...", "the correct option must have ..."
+#: are content).
+_ANSWER_STATEMENT = re.compile(
+    r"[#>*_ \t-]*(?:(?:so|thus|hence|therefore)[ \t,]*)?(?:the[ \t]+)?"
+    r"(?:final[ \t]+answer|answer|correct[ \t]+(?:answer|option|choice))"
+    r"(?:[ \t*_.:]*"
+    r"|(?:[ \t*_]*(?:[:=]|\*\*|__)|[ \t]+(?:is|(?:would|should|will|must)[ \t]+be)\b)[ \t*_:]*"
+    r"(?![^\n]*\b(?:because|since|as|which|by|from|given|so|thus|hence|then|we|using|due|means|implies|check)\b)"
+    r"[^\n]{0,80})",
+    re.IGNORECASE,
+)
+_BOXED_BODY = re.compile(r"\\boxed\{(?:[^{}\n]|\{[^{}\n]*\})*\}")
+_HEAD, _CONTENT, _ANSWER, _CLOSE = 0, 1, 2, 3
+#: A step of only reasoning markup: ``<think>``, ``</think>``, ``<|begin_of_thought|>``, ``◁think▷``...
+#: An opening tag heads the step after it; a closing one closes the step before it.
+_TAG_ONLY = re.compile(
+    r"(?:(?:</?[A-Za-z][\w-]{0,30}>|<\|(?:begin|end)_of_\w{1,30}\|>|\u25c1/?\w{1,30}\u25b7)\s*)+"
+)
 #: A list item opening with a plain word (not bold, not a heading): content once it is long enough.
 _PLAIN_ITEM = re.compile(r"(?:\d{1,3}[.)]|[-*+\u2022])[ \t]+(?!answer|final|the answer|correct)[^\W\d_]", re.IGNORECASE)
 #: One pass for all three: markup only / filler (whole step), answer-only (prefix), header (one line).
@@ -124,12 +152,29 @@ def _not_after_abbreviation() -> str:
     return "".join(f"(?<!\\b(?:{'|'.join(words)}))" for _, words in sorted(by_len.items()))
 
 
+def _not_after_marker() -> str:
+    """Lookbehinds refusing a full stop that ends an inline list marker or option letter: a
+    number (1-3 digits) or one capital letter opening a sentence or line ("steps: 1. Identify",
+    "y-axis. 2. Identify", "Step 2. Add"), and a capital letter before a number ("options A. 37
+    B. 40"); "is 12. Then" and "point B. Then" still end sentences."""
+    marks = []
+    for token in (r"\d", r"\d\d", r"\d\d\d", "[A-Z]"):
+        marks += [f"(?<=[.:;!?*-][ \\t]{token}\\.)", f"(?<=[\\n(*]{token}\\.)", f"(?<=^{token}\\.)"]
+    marks += [f"(?<=[Ss]tep {token}\\.)" for token in (r"\d", r"\d\d")]
+    marks.append(r"(?<=[\s(][A-Z]\.)\s+[\d$\\-]")
+    # one cheap test first: most sentences end in a lower-case letter, a bracket or math
+    return f"(?!(?<=[0-9A-Z]\\.)(?:{'|'.join(marks)}))"
+
+
 _SENTENCE_END = re.compile(
     r"[.!?](?=(?:(?:\$\$|\\\])[\"')\]*_\u201d\u2019]*\s*|(?:\$|\\\))?[\"')\]*_\u201d\u2019]*\s+)"
     r"[A-Z0-9$\\(\[*\"'#_<\u201c\u2018])"
     + _not_after_abbreviation()
+    + _not_after_marker()
     + r"(?:\$\$|\$|\\\)|\\\])?[\"')\]*_\u201d\u2019]*"
 )
+#: "steps: 1. Identify ...": an inline numbered list opens a sentence.
+_INLINE_LIST_OPENS = re.compile(r":(?=[ \t]1\.[ \t]+[A-Z])")
 _INLINE_MATH_TOKEN = re.compile(r"\\[$()\[\]]|\$\$?")
 _CLOSER = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
 
@@ -177,7 +222,7 @@ class StepFormat:
         if self.name == "blank_line":
             return split_structured(text)
         if self.name == "step_marker":
-            return _STEP_MARKER.split(text)
+            return _split_step_markers(text)
         raw = _STEP_TAG.findall(text)
         if not raw and text.strip():
             raw = [text]  # no tags at all: one giant step, still a usable rollout
@@ -206,6 +251,27 @@ class StepFormat:
     def restore_opening(self, continuation: str, n_prefix: int) -> str:
         """A continuation of a prefix with the opening the prompt ended on put back."""
         return self.next_opening(n_prefix) + continuation if n_prefix else continuation
+
+
+def _split_step_markers(text: str) -> list[str]:
+    """``text`` cut at its ``Step N:`` markers (``**Step N:**``, ``### Step N:``), markers
+    dropped; a bold title's closing ``**`` goes with its opening one ("**Step 1: Read**")."""
+    pieces = []
+    pos = 0
+    unclosed = False
+    for m in _STEP_MARKER.finditer(text):
+        pieces.append(_close_bold(text[pos:m.start()]) if unclosed else text[pos:m.start()])
+        unclosed = m.group().count("**") % 2 == 1
+        pos = m.end()
+    pieces.append(_close_bold(text[pos:]) if unclosed else text[pos:])
+    return pieces
+
+
+def _close_bold(piece: str) -> str:
+    """``piece`` without the ``**`` that closes its first line's bold title, if any."""
+    line_end = piece.find("\n")
+    at = piece.rfind("**", 0, len(piece) if line_end < 0 else line_end)
+    return piece if at < 0 else piece[:at] + piece[at + 2:]
 
 
 def as_step_format(value: StepFormat | str) -> StepFormat:
@@ -243,7 +309,10 @@ class Segmenter:
             steps = [s.strip() for s in raw if s and s.strip()]
         room = self.room(depth)
         if room is not None and len(steps) > room:
-            steps = merge_steps(steps, room)
+            if type(fmt) is StepFormat and fmt.name == "blank_line":
+                steps = _merge_slices(text, steps, room)
+            else:
+                steps = merge_steps(steps, room)
         return steps
 
     @property
@@ -294,13 +363,33 @@ def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
     joins the adjacent pair with the least content together (characters, whitespace
     collapsed; the earlier pair on a tie), so short filler steps are absorbed first and the
     long, key steps stay apart instead of the tail being lumped into one step. Merged steps
-    are joined by a blank line. O(n log n) in the number of steps."""
+    are joined by a blank line (the ``blank_line`` reader's merges take the text between them
+    instead: :func:`_merge_slices`). O(n log n) in the number of steps."""
+    return ["\n\n".join(steps[a:b + 1]) for a, b in _merge_groups(steps, max_steps)]
+
+
+def _merge_slices(text: str, steps: Sequence[str], max_steps: int) -> list[str]:
+    """:func:`merge_steps` for steps that are slices of ``text``, in order: each merged step is
+    the slice from its first step's start to its last step's end."""
+    starts = []
+    pos = 0
+    for step in steps:
+        at = text.find(step, pos)
+        if at < 0:  # not slices after all
+            return merge_steps(steps, max_steps)
+        starts.append(at)
+        pos = at + len(step)
+    return [text[starts[a]:starts[b] + len(steps[b])] for a, b in _merge_groups(steps, max_steps)]
+
+
+def _merge_groups(steps: Sequence[str], max_steps: int) -> list[tuple[int, int]]:
+    """The (first, last) step indices of each merged step, in order (see :func:`merge_steps`)."""
     n = len(steps)
     if n <= max_steps:
-        return list(steps)
+        return [(i, i) for i in range(n)]
     if max_steps == 1:
-        return ["\n\n".join(steps)]
-    text = list(steps)
+        return [(0, n - 1)]
+    last = list(range(n))  # a merged step's last index, kept at its first index
     size = [len(normalize_step(s)) for s in steps]
     nxt = list(range(1, n + 1))
     prv = list(range(-1, n - 1))
@@ -312,7 +401,7 @@ def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
         weight, i, j = heapq.heappop(heap)
         if not (alive[i] and alive[j] and nxt[i] == j and size[i] + size[j] == weight):
             continue  # stale: one side has merged since
-        text[i] = text[i] + "\n\n" + text[j]
+        last[i] = last[j]
         size[i] += size[j]
         alive[j] = False
         nxt[i] = nxt[j]
@@ -322,7 +411,7 @@ def merge_steps(steps: Sequence[str], max_steps: int) -> list[str]:
         if prv[i] >= 0:
             heapq.heappush(heap, (size[prv[i]] + size[i], prv[i], i))
         remaining -= 1
-    return [text[i] for i in range(n) if alive[i]]
+    return [(i, last[i]) for i in range(n) if alive[i]]
 
 
 def normalize_step(step: str) -> str:
@@ -338,12 +427,15 @@ def split_structured(text: str) -> list[str]:
     blank-line blocks, list items / headers / ``Step N:`` lines inside a block, no-content
     steps merged into a neighbour, and a sentence-level fallback for long paragraphs (see
     the module docstring). Linear in ``len(text)``; every step is a stripped slice of it."""
-    steps = _one_line_steps(text)  # fast path: one-line blocks (text written as asked)
-    if steps is not None:
-        return steps
+    display = "$$" in text or "\\[" in text or "\\begin{" in text or "```" in text or "~~~" in text
+    if not display:
+        steps = _one_line_steps(text)  # fast path: one-line blocks (text written as asked)
+        if steps is not None:
+            return steps
     spans: list[tuple[int, int]] = []
     pos = 0
-    for m in _BLANK_LINE.finditer(text):
+    blanks = _BLANK_LINE.finditer(text) if not display else _blank_lines_outside_displays(text)
+    for m in blanks:
         _block_spans(text, pos, m.start(), spans)
         pos = m.end()
     _block_spans(text, pos, len(text), spans)
@@ -355,6 +447,67 @@ def split_structured(text: str) -> list[str]:
     ):
         spans = _sentence_fallback(text, spans)
     return [text[s:e] for s, e in spans]
+
+
+def _display_spans(text: str) -> list[tuple[int, int]]:
+    """The closed display-math blocks (``$$..$$``, ``\\[..\\]``, ``\\begin{env}..\\end{env}``) and
+    code fences of ``text``, in order (one pass; an unclosed opener protects nothing, and
+    nothing after it is looked for)."""
+    spans: list[tuple[int, int]] = []
+    closer: str | None = None  # what ends the open block: "```", "$$", "\\]" or an environment name
+    depth = 0  # nesting of the open environment's own name
+    open_at = 0
+    for tok in _DISPLAY_TOKEN.finditer(text):
+        t = tok.group()
+        at = tok.start()
+        if t in ("```", "~~~"):
+            fence = t if not text[text.rfind("\n", 0, at) + 1:at].strip(" \t") else ""  # only at a line's start
+        elif t == "\\[" and at and text[at - 1] == "\\":
+            continue  # "\\[2pt]": a line break, not a display
+        else:
+            fence = ""
+        if closer is None:
+            if fence in ("```", "~~~"):
+                closer = fence
+            elif t == "$$":
+                closer = "$$"
+            elif t == "\\[":
+                closer = "\\]"
+            elif tok.group(1) == "begin":
+                closer, depth = tok.group(2), 1
+            else:
+                continue
+            open_at = at
+        elif closer in ("```", "~~~"):
+            if fence == closer:
+                spans.append((open_at, tok.end()))
+                closer = None
+        elif tok.group(1) is not None:
+            if tok.group(2) == closer:
+                depth += 1 if tok.group(1) == "begin" else -1
+                if not depth:
+                    spans.append((open_at, tok.end()))
+                    closer = None
+        elif t == closer:
+            spans.append((open_at, tok.end()))
+            closer = None
+    return spans
+
+
+def _blank_lines_outside_displays(text: str) -> list[re.Match[str]]:
+    """The blank lines of ``text`` that are not inside display math or a code fence."""
+    blanks = list(_BLANK_LINE.finditer(text))
+    if not blanks:
+        return blanks
+    kept = []
+    displays = _display_spans(text)
+    d = 0
+    for m in blanks:
+        while d < len(displays) and displays[d][1] <= m.start():
+            d += 1
+        if d == len(displays) or displays[d][0] >= m.start():
+            kept.append(m)
+    return kept
 
 
 def _one_line_steps(text: str) -> list[str] | None:
@@ -409,6 +562,7 @@ def _block_spans(text: str, start: int, end: int, out: list[tuple[int, int]]) ->
         return
     opens: list[int] = []  # block offsets of header / Step N: lines
     items: list[tuple[int, int, bool]] = []  # (offset, indent, numbered) of list items
+    breaks: list[int] = []  # block offsets of unindented lines that are no list item
     in_fence = False
     math_depth = 0
     offset = 0
@@ -420,17 +574,23 @@ def _block_spans(text: str, start: int, end: int, out: list[tuple[int, int]]) ->
             continue
         if in_fence:
             continue
-        if not math_depth and here:
+        if not math_depth:
             item = _LIST_ITEM.match(line)
-            if item is not None:
-                items.append((here, len(item.group(1).expandtabs(4)), item.group(2) is not None))
-            elif _OPENS_STEP.match(line):
+            if item is not None:  # (the block's first line too: what kind of list it opens)
+                indent = item.group(1) if here else text[text.rfind("\n", 0, start) + 1:start]  # (trimmed off)
+                items.append((here, len(indent.expandtabs(4)), item.group(2) is not None))
+            elif here and _OPENS_STEP.match(line):
                 opens.append(here)
+                breaks.append(here)
+            elif line[:1] not in ("", " ", "\t", "\r"):
+                breaks.append(here)  # an unindented line of text: a list after it is a new list
         if "$$" in line or "\\" in line:
             for tok in _MATH_TOKEN.finditer(line):
                 t = tok.group()
                 if t == "$$":
                     math_depth = 0 if math_depth else 1
+                elif t == "\\[" and tok.start() and line[tok.start() - 1] == "\\":
+                    continue  # "\\[2pt]": a line break, not a display
                 elif t in ("\\[", "\\begin{"):
                     math_depth += 1
                 elif math_depth:
@@ -438,11 +598,22 @@ def _block_spans(text: str, start: int, end: int, out: list[tuple[int, int]]) ->
     cuts = list(opens)
     if items:
         top = min(indent for _, indent, _ in items)
-        kind = next(numbered for _, indent, numbered in items if indent == top)
-        first_item = next(off for off, indent, numbered in items if indent == top and numbered == kind)
-        # list items under two or more section headers are the sections' sub-points
-        if not (len(opens) >= 2 and opens[0] < first_item):
-            cuts.extend(off for off, indent, numbered in items if indent == top and numbered == kind)
+        tops = [(off, numbered) for off, indent, numbered in items if indent == top]
+        # list items in two or more sections (each under its header) are the sections' sub-points
+        sub_points = False
+        if len(opens) >= 2 and opens[0] < tops[0][0]:
+            sections = {bisect.bisect(opens, off) for off, _ in tops}
+            sub_points = len(sections) >= 2
+        if not sub_points:
+            # every top-level item opens a step, but for an item of another kind right under the
+            # list's items ("1. Read:" then "- red 12", no line of text between): their sub-point
+            kind: bool | None = None
+            last = -1
+            for off, numbered in tops:
+                if kind is None or numbered == kind or bisect.bisect(breaks, off) > bisect.bisect(breaks, last):
+                    kind = numbered
+                    cuts.append(off)
+                last = off
             cuts.sort()
     if not cuts:
         out.append(span)
@@ -470,6 +641,8 @@ def _kind(piece: str) -> int:
 def _short_kind(piece: str) -> int:
     """:func:`_kind` of a short step, memoised: it is pure, and a run's completions repeat the
     same steps (a tree's rollouts share their openings and final lines) many times over."""
+    if piece[:1] in ("<", "\u25c1") and _TAG_ONLY.fullmatch(piece):
+        return _CLOSE if piece.startswith(("</", "<|end", "\u25c1/")) else _HEAD
     colon = piece.endswith((":", ":**"))
     if not (colon or _MAYBE_SPECIAL.match(piece)) or (not colon and len(piece) > 40 and _PLAIN_ITEM.match(piece)):
         return _CONTENT
@@ -480,7 +653,13 @@ def _short_kind(piece: str) -> int:
         return _HEAD if len(piece) <= 100 or "\n" not in piece else _CONTENT
     if "\n" in piece:
         return _CONTENT
-    return _ANSWER if m.lastgroup == "answer" else _HEAD
+    if m.lastgroup != "answer":
+        return _HEAD
+    if "boxed{" in piece:  # the box's content is the answer, whatever its words
+        piece = _BOXED_BODY.sub(r"\\boxed{}", piece)
+    if m.group("answer").endswith("boxed{") or _ANSWER_STATEMENT.fullmatch(piece):
+        return _ANSWER
+    return _HEAD if (colon and len(piece) <= 100) or _HEADER.fullmatch(piece) else _CONTENT
 
 
 def _merge_contentless(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -496,6 +675,11 @@ def _merge_contentless(text: str, spans: list[tuple[int, int]]) -> list[tuple[in
         elif kind == _ANSWER and out:
             out[-1] = (out[-1][0], e)  # (with any header of the answer: "**Final Answer**")
             head = None
+        elif kind == _CLOSE:  # "</think>": closes the step before (heads the next when none is before)
+            if out and head is None:
+                out[-1] = (out[-1][0], e)
+            elif head is None:
+                head = s
         else:
             out.append((s if head is None else head, e))
             head = None
@@ -542,6 +726,8 @@ def _math_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     segment = text[start:end]
     cuts = [m.end() for m in _SENTENCE_END.finditer(text, start, end)]
+    if ": 1. " in segment:
+        cuts = sorted(cuts + [m.end() for m in _INLINE_LIST_OPENS.finditer(text, start, end)])
     if cuts and ("$" in segment or "\\(" in segment or "\\[" in segment):
         maths = _math_spans(text, start, end)
         kept = []
