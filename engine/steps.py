@@ -107,7 +107,7 @@ _ANSWER_STATEMENT = re.compile(
     r"(?:final[ \t]+answer|answer|correct[ \t]+(?:answer|option|choice))"
     r"(?:[ \t*_.:]*"
     r"|(?:[ \t*_]*(?:[:=]|\*\*|__)|[ \t]+(?:is|(?:would|should|will|must)[ \t]+be)\b)[ \t*_:]*"
-    r"(?![^\n]*\b(?:because|since|as|which|by|from|given|so|thus|hence|then|we|using|due|means|implies|check)\b)"
+    r"(?![^\n]*\b(?:because|since|thus|hence|therefore|we|using|due\s+to|means|implies|check\w*)\b)"
     r"[^\n]{0,80})",
     re.IGNORECASE,
 )
@@ -156,11 +156,12 @@ def _not_after_marker() -> str:
     """Lookbehinds refusing a full stop that ends an inline list marker or option letter: a
     number (1-3 digits) or one capital letter opening a sentence or line ("steps: 1. Identify",
     "y-axis. 2. Identify", "Step 2. Add"), and a capital letter before a number ("options A. 37
-    B. 40"); "is 12. Then" and "point B. Then" still end sentences."""
+    B. 40"); "is 12. Then", "point B. Then", "is 428 - 285. But" and "7*288. So" still end
+    sentences (a difference or a product ends on its number)."""
     marks = []
     for token in (r"\d", r"\d\d", r"\d\d\d", "[A-Z]"):
-        marks += [f"(?<=[.:;!?*-][ \\t]{token}\\.)", f"(?<=[\\n(*]{token}\\.)", f"(?<=^{token}\\.)"]
-    marks += [f"(?<=[Ss]tep {token}\\.)" for token in (r"\d", r"\d\d")]
+        marks += [f"(?<=[.:;!?][ \\t]{token}\\.)", f"(?<=[\\n(]{token}\\.)", f"(?<=^{token}\\.)"]
+    marks += [f"(?<=Step {token}\\.)" for token in (r"\d", r"\d\d")]  # ("go to step 2. Then" ends one)
     marks.append(r"(?<=[\s(][A-Z]\.)\s+[\d$\\-]")
     # one cheap test first: most sentences end in a lower-case letter, a bracket or math
     return f"(?!(?<=[0-9A-Z]\\.)(?:{'|'.join(marks)}))"
@@ -449,6 +450,15 @@ def split_structured(text: str) -> list[str]:
     return [text[s:e] for s, e in spans]
 
 
+def _at_line_start(text: str, at: int) -> bool:
+    """Is ``text[at]`` preceded on its line by spaces or tabs only? (Read back over those only:
+    a long line of many fences would otherwise be scanned once per fence.)"""
+    i = at - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i < 0 or text[i] == "\n"
+
+
 def _display_spans(text: str) -> list[tuple[int, int]]:
     """The closed display-math blocks (``$$..$$``, ``\\[..\\]``, ``\\begin{env}..\\end{env}``) and
     code fences of ``text``, in order (one pass; an unclosed opener protects nothing, and
@@ -461,7 +471,7 @@ def _display_spans(text: str) -> list[tuple[int, int]]:
         t = tok.group()
         at = tok.start()
         if t in ("```", "~~~"):
-            fence = t if not text[text.rfind("\n", 0, at) + 1:at].strip(" \t") else ""  # only at a line's start
+            fence = t if _at_line_start(text, at) else ""  # only at a line's start
         elif t == "\\[" and at and text[at - 1] == "\\":
             continue  # "\\[2pt]": a line break, not a display
         else:

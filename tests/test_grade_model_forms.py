@@ -160,6 +160,9 @@ CASES = [
     ("A", "5 joules", ["5 N", "5 J", "5 W", "5 kg"], False),
     ("A", "4 square centimeters", ["4 cm", "4 cm²", "8 cm", "8 cm²"], False),
     ("B", "12 centimeters", ["10 cm", "12 cm", "14 cm", "16 cm"], True),
+    ("A", "The value is 12 square centimeters.", ["12 cm²", "12 cm", "24 cm²", "24 cm"], True),
+    ("A", "10 Newtons", ["10 N", "10 J", "5 N", "20 N"], True),
+    ("A", "There are 4 in total.", ["4 apples", "5 apples", "6 apples", "7 apples"], True),  # no inches
     # An answer line that opens with its answer and explains it after: the answer, not the explanation's value.
     ("3", "Answer: 3. There are 5 rows.", None, True),
     ("5", "Answer: 3. There are 5 rows.", None, False),

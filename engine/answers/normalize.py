@@ -334,18 +334,54 @@ _UNIT_CANON = (
 )
 
 
+#: Unit names and spellings as their symbols, so an option's "12 cm²" is "12 square centimeters".
+_LENGTHS = {"mm": ("millimeter", "millimetre"), "cm": ("centimeter", "centimetre"), "m": ("meter", "metre", "mt"),
+            "km": ("kilometer", "kilometre")}
+_UNIT_NAMES: dict[str, str] = {}
+for _symbol, _names in _LENGTHS.items():
+    for _name in (*_names, _symbol):
+        for _plural in ("", "s"):
+            _UNIT_NAMES[_name + _plural] = _symbol
+            for _square in ("square ", "sq ", "sq. "):
+                _UNIT_NAMES[_square + _name + _plural] = _symbol + "^2"
+            _UNIT_NAMES[_name + _plural + " squared"] = _symbol + "^2"
+            _UNIT_NAMES[_name + _plural + " sq"] = _symbol + "^2"
+            for _cubic in ("cubic ", "cu ", "cu. "):
+                _UNIT_NAMES[_cubic + _name + _plural] = _symbol + "^3"
+            _UNIT_NAMES[_name + _plural + " cubed"] = _symbol + "^3"
+_UNIT_NAMES.update({
+    "kilometers per hour": "km/h", "kilometres per hour": "km/h", "km per hour": "km/h", "kmph": "km/h",
+    "kph": "km/h", "km/hr": "km/h", "kmh": "km/h", "meters per second": "m/s", "metres per second": "m/s",
+    "m per s": "m/s", "mps": "m/s", "miles per hour": "mph",
+    "kilos": "kg", "kgs": "kg", "kilo": "kg", "kilogram": "kg", "kilograms": "kg", "gram": "g", "grams": "g",
+    "newton": "N", "newtons": "N", "joule": "J", "joules": "J", "watt": "W", "watts": "W", "volt": "V", "volts": "V",
+    "second": "s", "seconds": "s", "sec": "s", "secs": "s", "hour": "h", "hours": "h", "hr": "h", "hrs": "h",
+    "minute": "min", "minutes": "min", "mins": "min",
+})
+del _symbol, _names, _name, _plural, _square, _cubic
+#: Units an answer may be told apart by (lower case); a word such as "square" (a reader's cut of
+#: "square centimeters"), "in" (inches, or "in total") or "apple" tells nothing.
+_KNOWN_UNITS = frozenset(u.lower() for u in _UNIT_NAMES.values()) | {"deg", "mph", "l", "ml", "lb", "lbs", "oz", "ft",
+                                                                     "yd", "mi", "mg", "nm", "pa", "kpa", "hz", "khz"}
+
+
 @functools.lru_cache(maxsize=1 << 14)
 def _canon_unit(unit: str) -> str:
-    """``\\text{ cm}^2`` → ``cm^2``, ``^\\circ``/``°``/``degrees`` → ``deg``, ``apples`` → ``apple``."""
+    """``\\text{ cm}^2`` → ``cm^2``, ``^\\circ``/``°``/``degrees`` → ``deg``, ``square centimeters`` →
+    ``cm^2``, ``newtons`` → ``N``, ``apples`` → ``apple``."""
     u = unit
     for pattern, repl in _UNIT_CANON:
         u = pattern.sub(repl, u)
     u = u.strip().rstrip(".").strip()
+    named = _UNIT_NAMES.get(u.lower())
+    if named is not None:
+        return named
     if len(u) > 3 and u.endswith("s") and u.isalpha():
         u = u[:-1]
     return u
 
 
+_IN_TOTAL = re.compile(r"\s+(?:in\s+(?:total|all)|altogether|total)$", re.IGNORECASE)
 _OPERATOR_UNIT = re.compile(  # "3 times" is a count; "2 times the radius" an expression
     r"(?:plus|minus|divided|over|multiplied|squared|cubed)\b|times\s+(?:the|a|an|its|his|her|their|this|that)\b",
     re.IGNORECASE)
@@ -356,6 +392,8 @@ def _quantity(text: str, decimal_comma: bool = False) -> _Quantity | None:
     """The number in ``12 cm``, ``90^\\circ``, ``$4``, ``x = 3``, ``50%``, ``3 million``, ``two dogs``."""
     t = _LATEX_SPACE.sub(" ", unwrap(text)).strip().rstrip(".").strip()
     t = _CURRENCY.sub("", _ASSIGN.sub("", _APPROX.sub("", t))).strip()
+    if "total" in t or " all" in t or "altogether" in t:
+        t = _IN_TOTAL.sub("", t)  # "4 in total" is 4 (of what was counted), not 4 inches
     t = _sci_to_e(t)  # 1.6 \times 10^{-19} C: 1.6e-19 C, not 1.6 with a unit "\times 10^{-19} C"
     m = _QUANTITY.match(t)
     if m is None:
@@ -434,8 +472,8 @@ def same_marks(one: str, other: str) -> bool:
 
 def _option_letter(text: str, options: dict[str, str]) -> str | None:
     """The letter of the option whose text ``text`` is (normalised, its signs kept), or whose
-    number it states in a unit the option does not contradict (``5 meters`` is not option ``5 cm``:
-    then no letter, and the caller compares the texts, units converted)."""
+    number it states in a unit the option does not contradict (``5 meters`` is not option ``5 cm``,
+    both known units: then no letter, and the caller compares the texts, units converted)."""
     if not options:
         return None
     norm = normalize_text(text)
@@ -447,6 +485,7 @@ def _option_letter(text: str, options: dict[str, str]) -> str | None:
         for letter, option in options.items():
             o = _quantity(option)
             if (o is not None and math.isclose(o.value, q.value, rel_tol=1e-9)
-                    and not (o.unit and q.unit and o.unit.lower() != q.unit.lower())):
+                    and not (o.unit.lower() in _KNOWN_UNITS and q.unit.lower() in _KNOWN_UNITS
+                             and o.unit.lower() != q.unit.lower())):
                 return letter
     return None
