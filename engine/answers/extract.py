@@ -22,6 +22,7 @@ from prmtree.engine.answers.choices import (
     option_keys,
     several_choices,
 )
+from prmtree.engine.answers.kinds import _clean_options
 from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup, top_level_parts, unwrap
 from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
@@ -67,15 +68,6 @@ def _approximated(answer: str, gold: str) -> str:
     if m is None:
         return answer
     return m.group("decimal") if _DECIMAL_GOLD.match(gold) else m.group("exact").strip().strip("$").strip()
-
-
-def _lettered(options: object) -> list[tuple[str, str]]:
-    """``options`` as (letter, text) pairs: a dict's keys as letters, a list's in order."""
-    if isinstance(options, dict):
-        return [(str(k).strip("()[]. ").upper()[:1], str(v)) for k, v in options.items()]
-    if isinstance(options, (list, tuple)):
-        return [(chr(65 + i), str(v)) for i, v in enumerate(options[:26])]
-    return []
 
 
 @dataclass(frozen=True)
@@ -283,8 +275,8 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
         answer = aside.group(1)
     elif options and len(answer) < 200:
         restated = _LETTER_RESTATED.match(answer)
-        if restated and restated.group(2).strip().rstrip(".").lower() == dict(
-                _lettered(options)).get(restated.group(1), "").strip().rstrip(".").lower():
+        if restated and restated.group(2).strip().rstrip(".").lower() == _clean_options(
+                options).get(restated.group(1), "").strip().rstrip(".").lower():
             answer = restated.group(1)  # "B, 12 cm": the choice, its option's text said again
     if " or " in answer.lower() and gold and top_level_parts(gold) > 1:
         answer = values_offered(answer) or answer  # "x = -1 or x = 3" for the gold "-1, 3": both roots
