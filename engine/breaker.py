@@ -16,19 +16,26 @@ its next attempt. Counting it would stop a run that a rate-limit window merely p
 (every tree's requests are refused at once, 50 in a few seconds); letting it reset the
 count would hide a backend that fails everything else. A server that keeps asking to
 wait costs each problem its ``max_attempts`` (it fails, and the next run retries it), not
-the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured as asked, so it
+the run, for :data:`RATE_LIMITED_GIVE_UP_S`: past that with no request succeeding (an
+exhausted quota), its waits count as failures again and the breaker stops the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured as asked, so it
 counts as a failure like any other.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 from prmtree.engine.errors import BackendDownError
 
 #: the longest ``Retry-After`` honoured (seconds; the OpenAI SDK's bound too): a server
 #: asking for more is retried after this long, and its answer counts as a failure
 RETRY_AFTER_MAX_S = 60.0
+#: how long a server may answer nothing but "wait" (no request succeeding) before its waits
+#: count as failures again: a rate-limit window passes in a minute or so, an exhausted quota
+#: never does, and without this bound a run of 1,000 problems would wait out ~2 hours of
+#: Retry-After: 60 before exiting
+RATE_LIMITED_GIVE_UP_S = 300.0
 
 
 def retry_after(error: BaseException | None) -> float | None:
@@ -56,8 +63,9 @@ class CircuitBreaker:
         self.failures_in_a_row = 0
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
+        self.waiting_since: float | None = None  # when the server began answering only "wait"
 
-    def record(self, error: BaseException | None) -> None:
+    def record(self, error: BaseException | None, now: float | None = None) -> None:
         """One attempt ended: ``None`` if it succeeded, else its error (one that asks to wait
         within :data:`RETRY_AFTER_MAX_S` is not counted). Raises
         :class:`BackendDownError` naming that error when the breaker trips (the same one for
@@ -66,9 +74,14 @@ class CircuitBreaker:
             raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
+            self.waiting_since = None
             return
         if asked_to_wait(error):  # up, and busy: neither a failure nor a success (module docstring)
-            return
+            now = time.monotonic() if now is None else now
+            if self.waiting_since is None:
+                self.waiting_since = now
+            if now - self.waiting_since < RATE_LIMITED_GIVE_UP_S:
+                return  # (past RATE_LIMITED_GIVE_UP_S of nothing but waits, they count: below)
         self.failures_in_a_row += 1
         if self.window and self.failures_in_a_row >= self.window:
             self.tripped = BackendDownError(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import email.utils
 import math
 import os
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -71,27 +72,42 @@ def server_error(path: str, status: int, text: str, headers: Any = None) -> Gene
 def retry_after_s(headers: Any) -> float | None:
     """The wait an HTTP answer asks for, in seconds (>= 0): OpenAI's ``retry-after-ms``,
     else ``Retry-After`` as seconds or as an HTTP date (a date past is 0); None where
-    neither is there or readable."""
-    seconds: float | None = None
+    neither is there or readable. An unreadable ``retry-after-ms`` (``nan``) leaves the
+    ``Retry-After`` beside it to be read; of a header sent twice (``"1, 2"``) the longer wait."""
     try:
         seconds = float(headers.get("retry-after-ms")) / 1000
     except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
         value = headers.get("retry-after")
         if not isinstance(value, str) or not value.strip():
             return None
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value.strip())
-            except (TypeError, ValueError, IndexError):
-                return None
-            if when.tzinfo is None:  # an HTTP date is GMT
-                when = when.replace(tzinfo=timezone.utc)
-            seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds is None or not math.isfinite(seconds):
-        return None
+        waits = [_seconds_or_date(part) for part in value.split(",")] if _NUMBERS_LIST.match(value) else \
+            [_seconds_or_date(value)]
+        readable = [w for w in waits if w is not None]
+        if not readable:
+            return None
+        seconds = max(readable)
     return max(0.0, seconds)
+
+
+_NUMBERS_LIST = re.compile(r"^\s*[-+]?\d+(?:\.\d+)?(?:\s*,\s*[-+]?\d+(?:\.\d+)?)+\s*$")
+
+
+def _seconds_or_date(value: str) -> float | None:
+    """``Retry-After``'s value as seconds (a number, or an HTTP date from now), or None."""
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return seconds if math.isfinite(seconds) else None
 
 
 class OpenAIPolicy:

@@ -402,3 +402,42 @@ def test_timeout_s_bounds_a_reply_that_trickles_in(serve, tmp_path):
                                                                 "send_images": False, "timeout_s": 0.5}}
     s = run(generate_problems(1, seed=4), url, tmp_path, **config)
     assert (s.problems_done, s.problems_failed, s.retries) == (1, 0, 1)
+
+
+def test_a_server_that_only_asks_to_wait_trips_the_breaker_after_its_give_up_time():
+    """An exhausted quota answers 429 + Retry-After for ever: its waits are not failures for
+    RATE_LIMITED_GIVE_UP_S, then they count, and the breaker stops the run (a 1,000-problem run
+    would otherwise wait out ~2 hours of Retry-After: 60 before it exits)."""
+    from prmtree.engine.breaker import RATE_LIMITED_GIVE_UP_S, CircuitBreaker
+    from prmtree.engine.errors import BackendDownError, GenerationError
+
+    wait = GenerationError("HTTP 429 (Retry-After: 60 s)", retry_after=60.0)
+    breaker = CircuitBreaker(window=3)
+    for i in range(100):  # within the give-up time: never a failure
+        breaker.record(wait, now=i * (RATE_LIMITED_GIVE_UP_S / 200))
+    assert breaker.failures_in_a_row == 0
+    breaker.record(None, now=RATE_LIMITED_GIVE_UP_S / 2)  # a success starts the clock again
+    for i in range(100):
+        breaker.record(wait, now=RATE_LIMITED_GIVE_UP_S / 2 + i)
+    assert breaker.failures_in_a_row == 0
+    later = RATE_LIMITED_GIVE_UP_S * 2
+    breaker.record(wait, now=later)
+    breaker.record(wait, now=later + 1)
+    with pytest.raises(BackendDownError, match="circuit breaker"):
+        breaker.record(wait, now=later + 2)
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after-ms": "nan", "retry-after": "2"}, 2.0),  # an unreadable ms header leaves the other
+    ({"retry-after-ms": "inf", "retry-after": "2"}, 2.0),
+    ({"retry-after": "1, 2"}, 2.0),  # the header sent twice: the longer wait
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after": "-1"}, 0.0),
+    ({"retry-after": "junk"}, None),
+])
+def test_retry_after_headers_are_read_whatever_their_neighbours(headers, seconds):
+    import httpx
+
+    from prmtree.policies.openai_policy import retry_after_s
+
+    assert retry_after_s(httpx.Headers(headers)) == seconds
