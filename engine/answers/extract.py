@@ -178,12 +178,13 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     before it, the retraction's answer is the answer (``Step 1: 3·4 = 12. Actually, 13.`` is
     13). None: no retraction."""
     letters = option_keys(options) or "ABCDEFGH"
-    found = last_retraction(text, letters, _is_yes_no(gold, options))
+    yes_no = _is_yes_no(gold, options)
+    found = last_retraction(text, letters, yes_no)
     if found is None:
         return None
     start, new = found
     cut = start + 1 if text[start : start + 1] in (".", "!", "?") else start  # (a full stop is the statement's)
-    before = stated_before(text[:cut], _is_yes_no(gold, options), letters, _choices(gold, options, False))
+    before = stated_before(text[:cut], yes_no, letters, _choices(gold, options, False))
     if before is None:
         return Found(new)
     before = one_value_twice(before, gold) or before  # "0.75, or 75%. Wait, actually 0.8.": one answer, then another
