@@ -66,6 +66,16 @@ class PolicyFailure(RuntimeError):
     recorded as failed and the next run retries it."""
 
 
+NOT_RETRYABLE = "not retryable)"  # how a PolicyFailure's reason ends when its last attempt could not pass
+
+
+def retry_may_pass(reason: str) -> bool:
+    """Whether running a failed problem again may succeed: not when its policy said the
+    failure is not retryable (a broken contract, a refusal), nor for a bug in a strategy
+    or a custom verifier (``internal error``: the same seeded run meets it again)."""
+    return not reason.endswith(NOT_RETRYABLE) and "internal error: " not in reason
+
+
 def request_seed(run_seed: int, problem_id: str, node_id: str, batch: int) -> int:
     """The sampling seed of one request: stable across runs, executors and retries."""
     key = f"{run_seed}\x1f{problem_id}\x1f{node_id}\x1f{batch}".encode()
@@ -352,7 +362,9 @@ class Driver:
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
-        tries = f"after {attempt + 1} attempts" if attempt else "not retryable" if not retryable(last) else "1 attempt"
+        tries = f"after {attempt + 1} attempts" if attempt else "1 attempt"
+        if not retryable(last):
+            tries = f"{tries}, not retryable" if attempt else "not retryable"
         raise PolicyFailure(f"{kind}: {exception_text(last) or type(last).__name__} ({tries})")
 
     def _completed(self, sequences: int, latency_s: float) -> None:

@@ -467,10 +467,16 @@ def _exit_code(summary: Any) -> int:
         sys.stderr.write(f"prmtree: {summary.unusable}\n")
         return EXIT_NO_DATA
     if summary.retry_pending:
-        sys.stderr.write(
-            f"prmtree: {summary.retry_pending} problems failed (reasons above); "
-            "run the same command again to retry them\n"
-        )
+        futile = getattr(summary, "retry_futile", 0)
+        if futile == summary.retry_pending:
+            advice = ("a retry does not clear their reasons (not retryable, or an internal error): fix the cause, "
+                      "then run the same command again to retry them")
+        elif futile:
+            advice = (f"run the same command again to retry them, but {futile} of them failed for a reason a retry "
+                      "does not clear (not retryable, or an internal error): fix that first")
+        else:
+            advice = "run the same command again to retry them"
+        sys.stderr.write(f"prmtree: {summary.retry_pending} problems failed (reasons above); {advice}\n")
         return EXIT_SOME_FAILED
     if summary.problems_done and summary.steps_labelled == 0:
         sys.stderr.write(

@@ -349,7 +349,8 @@ def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], dri
     unusable = next((r.unusable for r in results.values() if r.unusable), None)  # a slice's rows were all bad input
     if unusable is None and results and not partial and all(r.empty for r in results.values()):
         unusable = NO_ROWS  # no slice's input held a row
-    summary = RunSummary(out=out, run_stats=stats, retry_pending=pending, stopped_by=stopped_by,
+    summary = RunSummary(out=out, run_stats=stats, retry_pending=pending,
+                         retry_futile=sum(r.retry_futile for r in results.values()), stopped_by=stopped_by,
                          unusable=None if stats.problems_done or pending else unusable)
     if stopped:
         names = [f"{i}/{drivers}" for i in sorted(stopped)]

@@ -24,7 +24,7 @@ from typing import Any
 
 from prmtree.engine.config import ExecutorConfig, RunConfig
 from prmtree.engine.contracts import cancel_requested
-from prmtree.engine.driver import Driver, FinishedProblem
+from prmtree.engine.driver import Driver, FinishedProblem, retry_may_pass
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import iter_problems
 from prmtree.engine.records import InputError, Problem
@@ -51,6 +51,7 @@ class RunSummary:
     out: Path | None
     run_stats: RunStats
     retry_pending: int = 0  # problems that failed and the same command will retry
+    retry_futile: int = 0  # of those, how many failed for a reason a retry does not clear (not retryable)
     stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the run early
     unusable: str | None = None  # set when no input row was usable: why, with an example (not a success)
     empty: bool = False  # the slice's input held no row at all (a job of several slices says so if all were)
@@ -513,6 +514,8 @@ async def _run_async(
         if handle is not None:
             handle._unbind()
     pending = len(writer.manifest.failed) if writer is not None else stats.problems_failed
+    futile = sum(not retry_may_pass(r) for r in writer.manifest.failed.values()) if writer is not None else 0
     return RunSummary(out=writer.out_dir if writer is not None else None, run_stats=stats, retry_pending=pending,
+                      retry_futile=futile,
                       stopped_by=stopped_by, unusable=_unusable(writer.manifest, slice_) if writer is not None else None,
                       empty=writer is not None and _empty(writer.manifest))

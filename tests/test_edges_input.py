@@ -394,7 +394,7 @@ def test_a_failed_id_with_a_duplicate_is_retried_not_skipped_forever(tmp_path, d
     out = tmp_path / "out"
     monkeypatch.setenv("PRMTREE_TEST_FAIL_ID", rows[1]["id"])
     s = prmtree.run(data, out=out, policy=FailsOn(), config=CONFIG)
-    assert s.retry_pending == 1 and s.input_errors == 1
+    assert s.retry_pending == 1 and s.input_errors == 1 and s.retry_futile == 1
     [error] = read_table(out, "errors").to_pylist()
     assert error["problem_id"] == f"{rows[1]['id']} (copy 2)"
     assert error["reason"].startswith(f"duplicate id {rows[1]['id']!r} (problems.jsonl:7): an earlier row has")
@@ -415,6 +415,7 @@ def test_a_failed_id_removed_from_the_input_does_not_exit_3_forever(tmp_path, da
             "--config", toml(tmp_path)]
     r = cli(*args, env=fail_env(rows[5]["id"]))
     assert r.returncode == 3 and "run the same command again to retry them" in r.stderr
+    assert "a retry does not clear their reasons" in r.stderr  # the policy said: not retryable
     assert rows[5]["id"] in load_manifest(out / "manifest.json").failed
     write_rows(data, rows[:5])
     r = cli(*args, env=fail_env(rows[5]["id"]))  # the policy would still fail it: it is gone, not retried

@@ -20,6 +20,7 @@ import prmtree
 from prmtree.engine.answers import Verifier
 from prmtree.engine.answers.marks import unwrap
 from prmtree.engine.config import RunConfig
+from prmtree.engine.errors import GenerationError
 from prmtree.engine.lock import is_locked
 from prmtree.engine.output import Slice, load_manifest, read_table, verify_run
 from prmtree.engine.resume import open_run
@@ -462,6 +463,42 @@ RAISED = [
     (GeneratorExit, "GeneratorExit"),
     (lambda: BaseException("odd"), "BaseException: odd"),
 ]
+
+
+class FailsTwoWays(SimulatedPolicy):
+    """Problem ``busy`` fails with a retryable error every time; problem ``refused`` first
+    with a retryable one, then with one its policy says no retry clears."""
+
+    def __init__(self, busy: str, refused: str) -> None:
+        super().__init__()
+        self.busy, self.refused, self.tries = busy, refused, 0
+
+    async def generate(self, request):
+        if request.problem.id == self.busy:
+            raise GenerationError("server busy")  # retryable
+        if request.problem.id == self.refused:
+            self.tries += 1
+            raise GenerationError("server busy" if self.tries == 1 else "the model refused", retryable=self.tries == 1)
+        return await super().generate(request)
+
+
+def test_the_last_line_says_which_failures_a_retry_may_clear(six, tmp_path, capsys):
+    from prmtree.cli import EXIT_SOME_FAILED, _exit_code
+
+    problems, _ = six
+    busy, refused = problems[1].id, problems[4].id
+    config = {**SMALL, "executor": {**SMALL["executor"], "max_attempts": 3}}
+    summary = prmtree.run(problems, policy=FailsTwoWays(busy, refused), out=tmp_path, seed=3, config=config)
+    failed = load_manifest(tmp_path / "manifest.json").failed
+    assert failed[busy] == "policy: GenerationError: server busy (after 3 attempts)"
+    # its last attempt could not pass: said, though an earlier one was retried
+    assert failed[refused] == "policy: GenerationError: the model refused (after 2 attempts, not retryable)"
+    assert (summary.retry_pending, summary.retry_futile) == (2, 1)
+    assert _exit_code(summary) == EXIT_SOME_FAILED
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("prmtree: 2 problems failed (reasons above); run the same command again to retry them, but 1 of "
+                    "them failed for a reason a retry does not clear (not retryable, or an internal error): fix that "
+                    "first")
 
 
 @pytest.mark.parametrize("make, named", RAISED, ids=[n.split(":")[0] for _, n in RAISED])
