@@ -23,7 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prmtree.engine.answers import Verifier
@@ -107,6 +107,8 @@ def retryable(exc: BaseException) -> bool:
         return exc.retryable
     return True
 
+
+HEAD_ROUNDS = 2  # a next step that only heads the one after it is continued at most this often
 
 HEADROOM = 1.25  # sequences kept in flight per sequence of declared capacity: a queue, so the engine never waits for the driver
 
@@ -305,10 +307,52 @@ class Driver:
     async def _submit(self, problem: Problem, request: RolloutRequest) -> list[Rollout]:
         gen = generation_request(self.config, problem, request)
         completions = await self.call(gen)
+        if request.next_step_only:
+            completions = await self._past_heads(gen, completions)
         rollouts = self._parse(problem, request, completions)
         self.breaker.record_output([r.malformed for r in rollouts])  # a backend answering only junk stops the run
         verdicts = await self.verifier.check(problem, [r.answer for r in rollouts])
         return [with_verdict(r, ok) for r, ok in zip(rollouts, verdicts)]
+
+    async def _past_heads(self, gen: GenerationRequest, completions: list[Completion]) -> list[Completion]:
+        """One step at a time (mcts) stops at the step delimiter, so a model that opens with a
+        header, filler or ``<think>`` stops right after it, and that fragment would be a node
+        and a labelled step of its own. Such completions are continued: asked again with the
+        fragment as the last prefix step (the prompt the model saw, written out), the two
+        joined as one step, as the reader merges them in a whole solution. At most
+        ``HEAD_ROUNDS`` rounds; completions with the same fragment share one request."""
+        segmenter = self.segmenter
+        latest = {i: c for i, c in enumerate(completions)}  # the part each round wrote, to check
+        heads_so_far = {i: () for i in latest}  # the fragments continued past, per completion
+        for round_ in range(HEAD_ROUNDS):
+            heads: dict[tuple[str, ...], list[int]] = {}
+            for i, c in latest.items():
+                if c.finish_reason == "stop" and segmenter.heads_next(c.text):
+                    heads.setdefault(heads_so_far[i] + (c.text.strip(),), []).append(i)
+            if not heads:
+                break
+            follows = [
+                replace(gen, prefix=gen.prefix + written, n=len(at),
+                        seed=request_seed(gen.seed, gen.problem.id, "\x1e".join(written), round_))
+                for written, at in heads.items()
+            ]
+            self.stats.requests += len(follows)  # the policy's requests, these too
+            if len(follows) == 1:
+                answers = [await self.call(follows[0])]
+            else:
+                answers = await asyncio.gather(*(self.call(f) for f in follows))
+            completions, latest = list(completions), {}
+            join = gen.step_format.delimiter
+            for (written, at), more in zip(heads.items(), answers):
+                for i, c in zip(at, more):
+                    was = completions[i]
+                    completions[i] = Completion(  # both requests' tokens: the run's totals count them all
+                        join.join(written + (c.text,)), was.num_tokens + c.num_tokens, c.finish_reason,
+                        was.cached_tokens + c.cached_tokens, was.prompt_tokens + c.prompt_tokens,
+                        was.shared_tokens + c.shared_tokens,
+                    )
+                    latest[i], heads_so_far[i] = c, written
+        return completions
 
     async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:
         """One request through the one retry layer: retryable failures are retried with

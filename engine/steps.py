@@ -331,6 +331,16 @@ class Segmenter:
         """For next-step-only generation: at most the first step of ``text``."""
         return self.split(text)[:1]
 
+    def heads_next(self, text: str) -> bool:
+        """Whether ``text``, one step's worth of next-step-only generation, only heads the
+        step after it (a header, filler, an opening ``<think>``; or a closing tag): the
+        built-in ``blank_line`` reader would merge it into that step, so the step is not over.
+        False for the other formats and a custom splitter (their steps are their own)."""
+        if not self.steps_any_text:
+            return False
+        piece = text.strip()
+        return bool(piece) and _BLANK_LINE.search(piece) is None and _kind(piece) in (_HEAD, _CLOSE)
+
 
 def custom_steps(split_steps: Callable[[str], list[str]], text: str) -> list[str]:
     """``split_steps(text)``, checked: a list (any iterable but a string) of strings. A string
