@@ -265,6 +265,11 @@ def _split_step_markers(text: str) -> list[str]:
         unclosed = m.group().count("**") % 2 == 1
         pos = m.end()
     pieces.append(_close_bold(text[pos:]) if unclosed else text[pos:])
+    if len(pieces) > 1 and pieces[0].strip() and _kind(pieces[0].strip()) == _HEAD:
+        # "Let's solve this step by step." / "## Solution" before Step 1 heads it, as a
+        # contentless block heads the next one in the default format
+        pieces[1] = pieces[0].rstrip() + "\n" + pieces[1].lstrip(" \t")
+        del pieces[0]
     return pieces
 
 

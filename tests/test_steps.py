@@ -16,8 +16,7 @@ def test_single_newlines_stay_inside_a_step():
 def test_step_markers():
     text = "Let me think.\nStep 1: count 3.\nStep 2: add 4\nmore text\n**Step 3:** answer \\boxed{7}"
     assert Segmenter("step_marker").split(text) == [
-        "Let me think.",
-        "count 3.",
+        "Let me think.\ncount 3.",  # a contentless opening heads step 1
         "add 4\nmore text",
         "answer \\boxed{7}",
     ]

@@ -242,6 +242,17 @@ def test_step_marker_format_reads_bold_titles_and_heading_markers():
         "Red is 12.", "Read **this** twice.", "Done."]
 
 
+@pytest.mark.parametrize("opening", ["Let's solve this step by step.", "## Solution", "<think>", "Sure! Let's work through it:"])
+def test_a_contentless_opening_before_step_1_heads_it_not_a_step_of_its_own(opening):
+    seg = Segmenter("step_marker")
+    text = f"{opening}\nStep 1: Red is 12, blue is 8.\nStep 2: 12 - 8 = 4.\nThe answer is \\boxed{{4}}."
+    assert seg.split(text) == [f"{opening}\nRed is 12, blue is 8.", "12 - 8 = 4.\nThe answer is \\boxed{4}."]
+    # an opening with content stays a step; a text without markers is one step, as before
+    assert seg.split("The chart has two bars.\nStep 1: Red is 12.\nStep 2: So 4.") == [
+        "The chart has two bars.", "Red is 12.", "So 4."]
+    assert seg.split(f"{opening}\nRed is 12.") == [f"{opening}\nRed is 12."]
+
+
 # --------------------------------------------------------------------------- a review's regressions
 
 
