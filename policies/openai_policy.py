@@ -9,7 +9,8 @@ request as a whole (a reply that trickles in too), not only each read. 429, 5xx 
 connection errors, a choice the server cut off (``finish_reason`` ``abort``, ``error``,
 ``content_filter``: a fragment, never graded), a choice with no text at all (``content``
 null, no ``message``: a refusal, or text put elsewhere; an empty string is the model's
-own, a wrong rollout) and a null entry among the choices raise a retryable
+own, a wrong rollout; one cut at ``max_tokens`` before any text, as a reasoning model
+still thinking is, a truncated one) and a null entry among the choices raise a retryable
 GenerationError, which the driver retries with backoff (one retry layer: a persistent
 503 costs max_attempts requests, not max_attempts times this backend's own retries); a
 429 or 503's ``Retry-After`` (seconds or an HTTP date; OpenAI's ``retry-after-ms``) is
@@ -200,6 +201,10 @@ class OpenAIPolicy:
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         texts = [self._choice_text(c) for c in choices]
+        # cut at the length limit before writing any answer (a reasoning model still in its
+        # reasoning, which the server puts elsewhere): a truncated rollout, as a cut text is.
+        # Asked again, the same seed cuts it again, so failing would lose the problem.
+        texts = ["" if t is None and c.get("finish_reason") == "length" else t for c, t in zip(choices, texts)]
         check_texts(path, choices, texts, self.endpoint == "completions")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about

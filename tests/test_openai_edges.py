@@ -155,6 +155,9 @@ def no_text(handler, body, seq, inflight):
         message.update(content=None, refusal="I can't help with that.")
     elif kind == "reasoning":
         message.update(content=None, reasoning_content="Let me think")
+    elif kind == "thinking-cut":  # max_tokens ran out while a reasoning model was still thinking
+        message.update(content=None, reasoning_content="Let me think about the bars")
+        choices[-1]["finish_reason"] = "length"
     elif kind == "nomessage":
         del choices[-1]["message"]
     elif kind == "empty":
@@ -185,6 +188,9 @@ def test_a_choice_with_no_text_is_a_retryable_failure_not_an_empty_rollout(serve
     assert err.value.retryable
     # an empty string is the model's own answer: a wrong rollout, as the README says
     assert [c.text for c in gen(OpenAIPolicy(url, "empty"))] == ["x\n\n\\boxed{1}", ""]
+    # cut at max_tokens before any text: a truncated rollout (the same seed would cut it again)
+    cut = gen(OpenAIPolicy(url, "thinking-cut"))
+    assert [(c.text, c.finish_reason) for c in cut] == [("x\n\n\\boxed{1}", "stop"), ("", "length")]
 
 
 def test_a_run_retries_a_reply_with_a_null_content_and_writes_the_clean_runs_rows(serve, tmp_path):
