@@ -4,8 +4,10 @@ reward as a lucky guess."""
 
 from __future__ import annotations
 
+import functools
 import re
 
+from prmtree.engine.answers.kinds import _clean_options
 from prmtree.engine.answers.marks import strip_answer
 
 
@@ -37,8 +39,9 @@ _TEXT_COMMAND = re.compile(r"\\text\{\s*([^{}]*?)\s*\}")
 
 
 def choice_in(answer: str, options: object) -> str:
-    """``The count is (C) 80`` → ``(C) 80``; ``Because B is valid`` → ``B``: the choice a
-    sentence names, for multiple-choice problems. An answer that is an option's text or a
+    """``The count is (C) 80`` → ``(C) 80``; ``Because B is valid`` → ``B``; ``Sample B has
+    the higher temperature`` → ``B`` where B is "sample B" (:func:`_option_named`): the choice
+    a sentence names, for multiple-choice problems. An answer that is an option's text or a
     bare letter is kept as it is."""
     letters = option_keys(options) or "ABCDEFGHIJ"
     t = strip_answer(answer)
@@ -51,7 +54,104 @@ def choice_in(answer: str, options: object) -> str:
         letter = m.group(1) or m.group(2)
         if letter in letters:
             return letter
+    if " " in t and options:
+        return _option_named(t, options) or answer
     return answer
+
+
+#: An option of words only (ScienceQA's "sample B", "neither; the samples have the same
+#: temperature"): one a sentence may state in passing. Numbers, signs and maths are read by
+#: the value readers, not found inside a sentence.
+_WORD_OPTION = re.compile(r"[A-Za-z][A-Za-z'’\-\s,;:.()]*")
+_TWO_LETTERS = re.compile(r"[A-Za-z]{2}")
+#: What a sentence's option is compared in: lower-case words, a clause's punctuation as "|".
+_CLAUSE_MARK = re.compile(r"\s*[,;:\u2014\u2013]\s*")
+_NOT_WORD = re.compile(r"[^\w'|]+")
+#: A sentence that opens with a choice letter marked as one: "A: …", "(A) …", "A, because …" (not "A plant …").
+_MARKED_LEAD = re.compile(r"[\s*_]*(?:\(\s*[A-Za-z]\s*\)|\[[A-Za-z]\]|[A-Z][*_]*(?:[).:,\]]|$))")
+#: Words before an option that open a clause: "So sample B …", "Thus, the Moon …".
+_LEAD_WORDS = frozenset("so thus hence therefore then clearly finally overall a an the".split())
+#: Words that state the option closing a sentence: "It's sample B.", "The answer is the Moon.";
+#: not "… hotter than sample B", "… points to sample B".
+_COPULAS = frozenset("is are was were be it's that's choose chose pick picked select selected option choice".split())
+#: What keeps a sentence from choosing the option it names: a negation, a contrast, a
+#: condition, a doubt, another choice, a question ("It is not sample B.", "If sample B were
+#: heated", "Maybe sample B", "Sample B or neither", "Sample B?").
+_NOT_CHOSEN = re.compile(
+    r"\b(?:not|no|never|neither|nor|none|nothing|cannot|without|except|wrong|incorrect|false|untrue|unlike|rather"
+    r"|instead|but|whereas|while|although|though|however|if|unless|whether|or|either|both|also|equally|maybe|perhaps"
+    r"|possibly|probably|likely|unlikely|might|could|unsure|uncertain|sure|think|guess|believe|doubt|same|equal"
+    r"|identical|than)\b|n't\b")
+
+
+def _option_named(sentence: str, options: object) -> str | None:
+    """The letter of the one option a sentence states in its words ("Sample B has the higher
+    temperature." where B is "sample B"): options of words only, one of them named (an option
+    inside a longer named one is that one: "sample A" in "sample A and B"), opening a clause
+    or stated at the sentence's end ("It is sample B."), and nothing that takes it back or
+    compares ("It is not sample B.", "Maybe sample B", "sample A and sample B are equal",
+    "… hotter than sample B", "Sample B? …"). None otherwise, and for a sentence that is just
+    the option's text (the caller compares that as it is)."""
+    if len(sentence) > 300 or "\n" in sentence or "?" in sentence or ". " in sentence.rstrip(". "):
+        return None
+    if _MARKED_LEAD.match(sentence):
+        return None  # "A: sample B", "A, because it is sample B": its letter is read, and checked against its text
+    is_dict = isinstance(options, dict)
+    try:
+        table = _word_options(tuple(options.items()) if is_dict else tuple(options), is_dict)  # type: ignore
+    except TypeError:  # unhashable option values
+        return None
+    if not table:
+        return None
+    words = f" {_clause_words(sentence)} "
+    found: str | None = None
+    rest, named = words, ""
+    for letter, option in table:  # longest first: a named option's words are no other's
+        if option in rest:
+            if found is not None:
+                return None  # two options named
+            found, named = letter, option
+            while option in rest:  # (" x x ": replace() skips an occurrence that shares a space)
+                rest = rest.replace(option, " ")
+    if found is None or rest.strip(" |") == "" or _NOT_CHOSEN.search(rest):
+        return None
+    at = words.find(named)
+    while at >= 0:  # (a rare second time: "In sample B the particles …, so sample B …")
+        before = words[:at].split()
+        while before and before[-1] in _LEAD_WORDS:
+            before.pop()
+        if not before or before[-1] == "|":
+            return found
+        if before[-1] in _COPULAS and not words[at + len(named) :].strip(" |"):
+            return found
+        at = words.find(named, at + 1)
+    return None
+
+
+def _clause_words(text: str) -> str:
+    """``Thus, Sample B’s`` → ``thus | sample b's``: lower-case words, clauses marked."""
+    t = _CLAUSE_MARK.sub(" | ", text.lower().replace("’", "'").replace("*", " "))
+    return " ".join(_NOT_WORD.sub(" ", t).split())
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _word_options(raw: tuple, is_dict: bool) -> tuple[tuple[str, str], ...]:
+    """``((letter, " words "), …)``, longest first, where every option is words (else ``()``:
+    a set with numbers or maths in it is not read this way, nor a yes/no one)."""
+    table = []
+    for letter, text in _clean_options(dict(raw) if is_dict else raw).items():
+        text = text.strip()
+        if not _WORD_OPTION.fullmatch(text) or not _TWO_LETTERS.search(text):
+            return ()
+        words = _clause_words(text).split()
+        while words and words[0] in ("a", "an", "the"):
+            words.pop(0)
+        if not words:
+            return ()
+        table.append((letter, f" {' '.join(words)} "))
+    if len(table) < 2 or {w.strip() for _, w in table} <= {"yes", "no"}:
+        return ()
+    return tuple(sorted(table, key=lambda row: len(row[1]), reverse=True))
 
 
 def option_keys(options: object) -> str:

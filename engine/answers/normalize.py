@@ -88,11 +88,16 @@ def normalize_text(text: str) -> str:
     return " ".join(t.split())
 
 
+#: A hyphen that joins words (``twenty-one``, ``COVID-19``, ``2-1``), not a minus sign (``(2,-1)``, ``-3``).
+_JOINING_HYPHEN = re.compile(r"(?<=[\w)\]}])-|-(?![\d.])")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def words_as_digits(text: str) -> str:
     """:func:`normalize_text` with number words as digits: ``Twenty-one dogs`` → ``21 dogs``,
-    ``two`` → ``2`` (so ``two`` equals ``2``, as the VQA evaluation and the issue's graders judge)."""
-    tokens = normalize_text(text.replace("-", " ")).split()
+    ``two`` → ``2`` (so ``two`` equals ``2``, as the VQA evaluation and the issue's graders judge).
+    A minus sign is no space: ``(2,-1)`` stays apart from ``(2, 1)``."""
+    tokens = normalize_text(_JOINING_HYPHEN.sub(" ", text) if "-" in text else text).split()
     out: list[str] = []
     run: list[str] = []
     for token in [*tokens, ""]:
@@ -470,16 +475,64 @@ def same_marks(one: str, other: str) -> bool:
     return _VALUE_MARKS.findall(strip_answer(one)) == _VALUE_MARKS.findall(strip_answer(other))
 
 
+#: One symbol's LaTeX, ASCII and Unicode spellings; LaTeX's spaces as a space (``2\,1/2`` is
+#: a mixed number), and what it renders as nothing (``\left``, ``\!``).
+_FORM_SYMBOLS = re.compile(
+    r"\\(?:geq?|geqslant|leq?|leqslant|neq?|[lg]t|[dt]frac|degree|infty|left|right|displaystyle|q?quad)(?![A-Za-z])"
+    r"|[<>!]=|\\%|\^\s*\{?\s*\\circ\s*\}?|×|\\[,;:! ]")
+_FORM_SPELLED = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", ">=": "≥", "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤",
+                 "<=": "≤", "\\ne": "≠", "\\neq": "≠", "!=": "≠", "\\lt": "<", "\\gt": ">", "\\dfrac": "\\frac",
+                 "\\tfrac": "\\frac", "\\%": "%", "\\degree": "°", "\\infty": "∞", "×": "\\times ", "\\,": " ",
+                 "\\;": " ", "\\:": " ", "\\ ": " ", "\\quad": " ", "\\qquad": " "}
+_FORM_TEXT = re.compile(r"\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{([^{}]*)\}")
+#: ``^{2}``, ``_{n}``, ``\sqrt{3}``: a single token's braces, which LaTeX renders as ``^2``, ``\sqrt3``.
+_FORM_BRACED = re.compile(r"([_^]|\\sqrt)\s*\{\s*(\w)\s*\}")
+_FORM_COMMAND_SPACE = re.compile(r"(\\[A-Za-z]+)\s+(?![A-Za-z])")
+_FORM_SPACE = re.compile(r"\s+")
+_FORM_DOLLAR = re.compile(r"(?<!\\)\$")
+_FORM_NEEDED = re.compile(r"[^\w.]")  # an answer of letters, digits and points is its own form
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _option_form(text: str) -> str:
+    """``text`` as written maths, its spelling and spacing aside: ``\\dfrac`` is ``\\frac``,
+    ``\\geq``/``>=`` are ``≥``, ``\\left(`` is ``(``, ``\\%`` is ``%``, ``^\\circ`` is ``°``,
+    ``\\text{…}`` its words, spaces only between two words or numbers (``2 1/2`` is no
+    ``21/2``). Equal forms are the same maths: an option stated another way (``(2,1)`` is
+    ``(2, 1)``), its signs, units and case kept, unlike :func:`normalize_text`."""
+    t = unwrap(text)
+    if "$" in t and len(_FORM_DOLLAR.findall(t)) % 2 == 0:
+        t = _FORM_DOLLAR.sub("", t)  # inline maths' delimiters, not a lone dollar sign
+    t = _FORM_TEXT.sub(r"\1", t)
+    t = _FORM_SYMBOLS.sub(lambda m: _FORM_SPELLED.get(m.group(0), "°" if "circ" in m.group(0) else ""), t)
+    t = _FORM_BRACED.sub(r"\1\2", t)
+    t = _FORM_COMMAND_SPACE.sub(r"\1", t)
+    t = _FORM_SPACE.sub(_form_space, t.strip())
+    return t[:-1] if t.endswith(".") and len(t) > 1 else t
+
+
+def _form_space(m: re.Match[str]) -> str:
+    """One space between two words or numbers (``x y``, ``2 1/2``); none elsewhere (``(2, 1)``)."""
+    before, after = m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1]
+    return " " if (before.isalnum() or before == "_") and (after.isalnum() or after == "_") else ""
+
+
 def _option_letter(text: str, options: dict[str, str]) -> str | None:
-    """The letter of the option whose text ``text`` is (normalised, its signs kept), or whose
-    number it states in a unit the option does not contradict (``5 meters`` is not option ``5 cm``,
-    both known units: then no letter, and the caller compares the texts, units converted)."""
+    """The letter of the option whose text ``text`` is (normalised, its signs kept; or the same
+    maths written another way, :func:`_option_form`), or whose number it states in a unit the
+    option does not contradict (``5 meters`` is not option ``5 cm``, both known units: then no
+    letter, and the caller compares the texts, units converted)."""
     if not options:
         return None
     norm = normalize_text(text)
     for letter, option in options.items():
         if normalize_text(option) == norm and norm and same_marks(option, text):
             return letter
+    if _FORM_NEEDED.search(text):  # (a boxed number's path skips this: its form is itself)
+        form = _option_form(text)
+        for letter, option in options.items():
+            if _option_form(option) == form and form:
+                return letter
     q = _quantity(text)
     if q is not None:
         for letter, option in options.items():
