@@ -336,11 +336,13 @@ class Driver:
                         seed=request_seed(gen.seed, gen.problem.id, "\x1e".join(written), round_))
                 for written, at in heads.items()
             ]
-            self.stats.requests += len(follows)  # the policy's requests, these too
             if len(follows) == 1:
-                answers = [await self.call(follows[0])]
-            else:
-                answers = await asyncio.gather(*(self.call(f) for f in follows))
+                answers = [await self._follow(follows[0])]
+            else:  # all of them end before a failure fails the problem (none left running for it)
+                answers = await asyncio.gather(*(self._follow(f) for f in follows), return_exceptions=True)
+                for answered in answers:
+                    if isinstance(answered, BaseException):
+                        raise answered
             completions, latest = list(completions), {}
             join = gen.step_format.delimiter
             for (written, at), more in zip(heads.items(), answers):
@@ -352,6 +354,12 @@ class Driver:
                         was.shared_tokens + c.shared_tokens,
                     )
                     latest[i], heads_so_far[i] = c, written
+        return completions
+
+    async def _follow(self, gen: GenerationRequest) -> list[Completion]:
+        """A follow-up request of :meth:`_past_heads`, counted among the run's requests."""
+        completions = await self.call(gen)
+        self.stats.requests += 1
         return completions
 
     async def call(self, gen: GenerationRequest, executor: Executor | None = None) -> list[Completion]:

@@ -64,8 +64,8 @@ def parse_completion(
     else:
         steps = tuple(segmenter.first_step(text) if next_step_only else segmenter.split(text, depth))
         empty = not steps
-    if empty:
-        return Rollout((), None, False, num_tokens, finish_reason, "empty")
+    if empty:  # (nothing written before the length limit: a truncated rollout, as a cut text is)
+        return Rollout((), None, False, num_tokens, finish_reason, "truncated" if finish_reason == "length" else "empty")
     if next_step_only:
         # One step: it may or may not finish the solution.
         answer = extract_answer(steps[0]) if "\\boxed" in steps[0] and malformed is None else None

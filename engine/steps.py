@@ -340,11 +340,14 @@ class Segmenter:
         """Whether ``text``, one step's worth of next-step-only generation, only heads the
         step after it (a header, filler, an opening ``<think>``; or a closing tag): the
         built-in ``blank_line`` reader would merge it into that step, so the step is not over.
+        Never one holding an answer box (a bold or header line may state the final answer).
         False for the other formats and a custom splitter (their steps are their own)."""
         if not self.steps_any_text:
             return False
         piece = text.strip()
-        return bool(piece) and _BLANK_LINE.search(piece) is None and _kind(piece) in (_HEAD, _CLOSE)
+        if not piece or "boxed" in piece or "fbox" in piece:  # "**So the total is \boxed{7}.**" ends the solution
+            return False
+        return _BLANK_LINE.search(piece) is None and _kind(piece) in (_HEAD, _CLOSE)
 
 
 def custom_steps(split_steps: Callable[[str], list[str]], text: str) -> list[str]:

@@ -204,7 +204,8 @@ class OpenAIPolicy:
         # cut at the length limit before writing any answer (a reasoning model still in its
         # reasoning, which the server puts elsewhere): a truncated rollout, as a cut text is.
         # Asked again, the same seed cuts it again, so failing would lose the problem.
-        texts = ["" if t is None and c.get("finish_reason") == "length" else t for c, t in zip(choices, texts)]
+        texts = ["" if t is None and c.get("finish_reason") == "length" and _content_null(c) else t
+                 for c, t in zip(choices, texts)]
         check_texts(path, choices, texts, self.endpoint == "completions")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about
@@ -308,7 +309,9 @@ def check_texts(path: str, choices: list[dict[str, Any]], texts: list[str | None
     elsewhere, such as ``reasoning_content``) is no answer the model wrote: graded, it
     would be an empty, wrong rollout and lower the step values in silence. The request
     fails, retryably, like a choice cut off; an empty string stays the model's own
-    (empty) answer, a wrong rollout."""
+    (empty) answer, a wrong rollout. (``content`` null at the length limit never gets
+    here: the model ran out of tokens before any text, a truncated rollout, counted and
+    warned about by the run.)"""
     missing = [c for c, t in zip(choices, texts) if t is None]
     if not missing:
         return
@@ -362,6 +365,12 @@ def _count(value: Any) -> int:
     except (TypeError, ValueError):
         return 0
     return int(n) if math.isfinite(n) and n > 0 else 0
+
+
+def _content_null(choice: dict[str, Any]) -> bool:
+    """A chat choice whose message is there with ``content`` null (not one with no message)."""
+    message = choice.get("message")
+    return isinstance(message, dict) and "content" in message and message["content"] is None
 
 
 def _text(content: Any) -> str | None:

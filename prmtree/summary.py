@@ -15,6 +15,9 @@ from prmtree.engine.stats import coverage
 #: whose answers never match the gold's form skips nearly every problem as "root all
 #: wrong"; a normal run skips well under a third).
 SKIP_WARN_SHARE = 0.5
+#: A share of rollouts cut at ``[search] max_tokens`` above which it warns: each is graded
+#: wrong, so the values of the steps before it are lower than the policy's own.
+TRUNCATED_WARN_SHARE = 0.1
 #: A share of judge answers without a verdict (unparseable or failed) above which it warns.
 JUDGE_WARN_SHARE = 0.25
 #: Problems an answer space needs before its coverage is judged (a tiny run is not noisy).
@@ -89,6 +92,11 @@ def label_warnings(stats: Any, min_coverage: float = DEFAULT_MIN_COVERAGE,
                         "first step: its label stayed undecided (more rollouts: [labels] max_rollouts_per_step, "
                         "max_rollouts_per_node, [search] budget), or [output] max_ci_width left out every step "
                         "whose interval was wider")
+    cut, rollouts = getattr(stats, "truncated_by_length", 0), stats.rollouts
+    if rollouts and cut / rollouts >= TRUNCATED_WARN_SHARE:
+        warnings.append(f"{cut:,} of {rollouts:,} rollouts ({cut / rollouts:.0%}) were cut at [search] max_tokens "
+                        "before they ended and graded wrong (a reasoning model may use all of it thinking): the values "
+                        "of the steps before them are lower than the policy's; raise max_tokens")
     judge = stats.labelling
     calls = judge.get("judge_calls", 0)
     no_verdict = judge.get("judge_unparseable", 0) + judge.get("judge_failures", 0)

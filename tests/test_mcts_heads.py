@@ -2,12 +2,14 @@
 ``<think>`` or a markdown header stops right after it. Those fragments are continued into
 the step they head, not kept as nodes (and labelled steps) of their own."""
 
+import asyncio
 import random
 
 import pytest
 
 import prmtree
-from prmtree.engine.output import read_table
+from prmtree.engine.errors import GenerationError
+from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.records import Completion, Problem
 
 RIGHT = ("<think>", "## Reading the chart", "Bar A is 3 and bar B is 4.", "So the total is 7.", "</think>",
@@ -73,3 +75,55 @@ def test_continued_fragments_count_both_requests_tokens_and_keep_rows_seeded(tmp
     assert read_table(tmp_path / "a", "steps").to_pylist() == read_table(tmp_path / "b", "steps").to_pylist()
     assert first.tokens == policy.tokens  # the fragment's request and its continuation's, both counted
     assert first.requests == len(policy.prefixes)
+
+
+class AnswersInABoldLine(MarkdownPolicy):
+    """Its last step is a bold line holding the boxed answer, then the end of its turn."""
+
+    async def generate(self, request):
+        self.prefixes.append(request.prefix)
+        if request.prefix[-1:] == ("**So the total is \\boxed{7}.**",):
+            return [Completion("so \\boxed{8}.", num_tokens=3) for _ in range(request.n)]  # past its own end
+        steps = ("Bar A is 3 and bar B is 4.", "**So the total is \\boxed{7}.**")
+        text = "\n\n".join(steps[len(request.prefix):]) or "\\boxed{7}"
+        if request.next_step_only:
+            text = text.split("\n\n", 1)[0]
+        return [Completion(text, num_tokens=4) for _ in range(request.n)]
+
+
+def test_a_header_line_that_states_the_boxed_answer_is_not_asked_past(tmp_path):
+    policy = AnswersInABoldLine()
+    config = {"search": {"strategy": "mcts", "k": 4, "branching": 2, "budget": 40}, "labels": {"method": "mc"}}
+    prmtree.run(problems(1), policy=policy, out=tmp_path, seed=5, config=config)
+    assert ("Bar A is 3 and bar B is 4.", "**So the total is \\boxed{7}.**") not in policy.prefixes
+    nodes = read_table(tmp_path, "nodes").to_pylist()
+    assert [n["value"] for n in nodes if n["step"] == "**So the total is \\boxed{7}.**"] == [1.0]
+
+
+class FollowUpsFail(MarkdownPolicy):
+    """Opens with "<think>" or "## Plan" (alternating completions); asked past "<think>" it
+    fails at once, past "## Plan" it answers after a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow_done = False
+
+    async def generate(self, request):
+        if request.prefix == ("<think>",):
+            raise GenerationError("no continuation today", retryable=False)
+        if request.prefix == ("## Plan",):
+            await asyncio.sleep(0.3)
+            self.slow_done = True
+            return [Completion("Bar A is 3.", num_tokens=2) for _ in range(request.n)]
+        return [Completion("<think>" if i % 2 == 0 else "## Plan", num_tokens=1) for i in range(request.n)]
+
+
+def test_a_failed_follow_up_fails_its_problem_after_its_siblings_end(tmp_path):
+    policy = FollowUpsFail()
+    config = {"search": {"strategy": "mcts", "k": 4, "branching": 2, "budget": 40}, "labels": {"method": "mc"},
+              "executor": {"max_attempts": 1}}
+    summary = prmtree.run(problems(1), policy=policy, out=tmp_path, seed=5, config=config)
+    assert summary.problems_failed == 1
+    assert load_manifest(tmp_path / "manifest.json").failed["p0"] == (
+        "policy: GenerationError: no continuation today (not retryable)")
+    assert policy.slow_done  # not left running after its problem had failed

@@ -160,6 +160,9 @@ def no_text(handler, body, seq, inflight):
         choices[-1]["finish_reason"] = "length"
     elif kind == "nomessage":
         del choices[-1]["message"]
+    elif kind == "nomessage-cut":
+        del choices[-1]["message"]
+        choices[-1]["finish_reason"] = "length"
     elif kind == "empty":
         message["content"] = ""
     elif kind == "imageonly":
@@ -191,6 +194,32 @@ def test_a_choice_with_no_text_is_a_retryable_failure_not_an_empty_rollout(serve
     # cut at max_tokens before any text: a truncated rollout (the same seed would cut it again)
     cut = gen(OpenAIPolicy(url, "thinking-cut"))
     assert [(c.text, c.finish_reason) for c in cut] == [("x\n\n\\boxed{1}", "stop"), ("", "length")]
+
+
+def test_choices_cut_while_thinking_are_truncated_rollouts_and_the_run_warns(serve, tmp_path):
+    from prmtree.summary import label_warnings
+
+    def thinking_cut(handler, body, seq, inflight):  # every request's last choice ran out of tokens thinking
+        choices = [{"index": i, "message": {"role": "assistant", "content": text_of(body)}, "finish_reason": "stop"}
+                   for i in range(body["n"])]
+        choices[-1].update(message={"role": "assistant", "content": None, "reasoning_content": "Let me"},
+                           finish_reason="length")
+        return answer(handler, body, choices)
+
+    _, url = serve(thinking_cut)
+    s = run(generate_problems(3, seed=4), url, tmp_path)
+    assert (s.problems_done, s.problems_failed, s.retries) == (3, 0, 0)  # before: every problem failed, by name
+    assert s.truncated_by_length == s.rollouts // 2 and s.malformed_rollouts == {"truncated": s.rollouts // 2}
+    [warning] = [w for w in label_warnings(s) if "max_tokens" in w]
+    assert warning.startswith(f"{s.rollouts // 2:,} of {s.rollouts:,} rollouts (50%) were cut at [search] max_tokens")
+    # with no message at all it is still no answer the model wrote: a retryable failure
+    with pytest.raises(GenerationError, match=r"no text for 1 of 2 choices \(no message\)") as err:
+        gen(OpenAIPolicy(url_of_no_text(serve), "nomessage-cut"))
+    assert err.value.retryable
+
+
+def url_of_no_text(serve):
+    return serve(no_text)[1]
 
 
 def test_a_run_retries_a_reply_with_a_null_content_and_writes_the_clean_runs_rows(serve, tmp_path):
