@@ -155,7 +155,8 @@ def evidenced_decisions(tree: ReasoningTree, decider: Decider,
     A node decided wrong below a parent left undecided (no wrong step above it) is where
     a path's labels would first say False after null ones (``undecided = "keep"``, the
     nodes table, preference pairs). Unless the decider shows it wrong from the counts at
-    and after it (:meth:`CalibratedDecider.shown_wrong`), it is undecided instead (its
+    and after it (a node with nothing below it: with its parent's;
+    :meth:`CalibratedDecider.shown_wrong`), it is undecided instead (its
     posterior kept), and the nodes below it are decided by their own evidence; a node
     below a right step keeps its decision (the first error after a right prefix). A rule
     without ``shown_wrong`` (mc decides each node by its own counts) is left as it is."""

@@ -72,6 +72,32 @@ def test_a_wrong_step_the_counts_show_stays_wrong_after_undecided_steps():
     assert path.labels == [None, None, None, None, False], path.labels
 
 
+def test_an_mcts_leaf_its_counts_show_wrong_stays_wrong_and_a_prior_only_leaf_does_not():
+    """mcts's shape (guessable run, 4-option problem, floor 0.2): a path is never expanded
+    below a wrong step, so a step decided wrong is a leaf with only its own counts, 1 of 32
+    (its cap) below a parent's 2 of 4, and the one-step test (parent assumed right) put it
+    at 0.956 against 0.96: keep wrote null where False was right (7 such labels, every one
+    right). Its test now takes the parent in. A leaf after nine unsampled steps, 1 of 4
+    (P(right) 0.02 from the prior's hazard alone), still gets no False."""
+    problem = Problem(id="p", question="q", answer="B", meta={"chance": 0.2})
+    tree = ReasoningTree("p")
+    tree.record(tree.root, 8, 3)
+    shown = tree.add_path(tree.root, ["a0", "a1", "a2", "a3"])
+    for node, (n, k) in zip(shown, [(4, 2), (4, 4), (4, 2), (32, 1)]):
+        tree.record(node, n, k)
+    prior_only = tree.add_path(tree.root, [f"b{i}" for i in range(10)])
+    tree.record(prior_only[-1], 4, 1)
+    labelling = _label(tree, problem)
+    by_leaf = {p.path_id: p.labels for p in labelling.paths}
+    assert by_leaf[shown[-1]] == [True, True, None, False]
+    assert labelling.nodes[shown[-1]].decision == WRONG
+    assert by_leaf[prior_only[-1]] == [None] * 10
+    leaf = labelling.nodes[prior_only[-1]]
+    assert leaf.decision == UNDECIDED and leaf.posterior < 1 - LabelsConfig().confidence
+    # drop writes what it did: the shown path up to its undecided step, no other row
+    assert [p.labels for p in _label(tree, problem, "drop").paths] == [[True, True]]
+
+
 def test_a_first_error_after_a_right_step_is_unchanged():
     problem = Problem(id="p", question="q", answer="42")
     tree, ids = _yes_no_chain([(8, 6), (8, 6), (8, 0), (0, 0), (1, 0)])
