@@ -815,7 +815,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     labelled = [(r, s.labels) for s, r in zip(solutions, rewards) if s.labels is not None]
     if labelled:
         m = step_metrics([r for r, _ in labelled], [l for _, l in labelled], args.threshold)
-        print(f"against the file's labels ({m['paths']} paths): ProcessBench F1 {fmt(m['processbench_f1'])} "
+        left = f"; {m['unlabelled_paths']} with no labelled step left out" if m.get("unlabelled_paths") else ""
+        print(f"against the file's labels ({m['paths']} paths{left}): ProcessBench F1 {fmt(m['processbench_f1'])} "
               f"(erroneous {fmt(m['acc_erroneous'])}, correct {fmt(m['acc_correct'])}), step F1 (wrong steps) "
               f"{fmt(m['step_f1_wrong'])}, first-error accuracy {fmt(m['first_error_accuracy'])}"
               + (f", step AUROC {m['step_auroc']:.3f}" if m["step_auroc"] is not None else ""))

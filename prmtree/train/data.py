@@ -23,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prmtree.engine.errors import ConfigError
+from prmtree.export.base import ExportError
 from prmtree.export.hf import problem_hash
+from prmtree.export.images import image_bytes
 from prmtree.export.rows import without_flagged
 
 
@@ -64,10 +66,11 @@ def soft_target(label: bool, value: float | None, confidence: float | None) -> f
 
 
 def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
-                    keep_flagged: bool = False) -> list[StepRow]:
+                    keep_flagged: bool = False, root: Path | None = None) -> list[StepRow]:
     """:class:`StepRow` s from a ``steps``-shaped table (run, ``hf`` export or ``stepwise`` Parquet);
     flagged paths left out unless ``keep_flagged`` (before the dedup, as ``stepwise`` does:
-    a flagged path must not stand for an unflagged one cut alike)."""
+    a flagged path must not stand for an unflagged one cut alike). An image stored as a
+    path (``--image-mode path``) is read from ``root``, the run's folder, as an export reads it."""
     if "completions" not in table.column_names or "labels" not in table.column_names:
         raise ConfigError(f"the data has no completions/labels columns (it has {', '.join(table.column_names)}): "
                           "pass a prmtree run's directory or an hf export")
@@ -77,6 +80,7 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
             if c in table.column_names and (with_images or c != "images")]
     rows = []
     seen: set[tuple[Any, ...]] = set()
+    cache: dict[str, bytes] = {}  # a problem's paths share its images: each file read once
     for r in table.select(keep).to_pylist():
         values = r.get("values") or []
         confidences = r.get("confidences") or []
@@ -91,7 +95,7 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
         if not steps:
             continue
         question = question_text(r.get("prompt"))
-        images = [im["bytes"] for im in r.get("images") or [] if isinstance(im, dict) and im.get("bytes")]
+        images = _image_bytes(r.get("images"), str(r.get("problem_id") or question), root, cache)
         # a stepwise file has no problem_id: the question and its images stand for the problem
         key = (r.get("problem_id") or question, hash(tuple(images)), *steps)
         if key in seen:  # cut to the same decided steps as a path before it: the same row
@@ -100,6 +104,27 @@ def rows_from_table(table: pa.Table, split: str = "", with_images: bool = True,
         rows.append(StepRow(problem_id=str(r.get("problem_id") or question), question=question, steps=steps,
                             labels=labels, soft=soft, images=images, split=split))
     return rows
+
+
+def _image_bytes(images: Any, problem_id: str, root: Path | None, cache: dict[str, bytes]) -> list[bytes]:
+    """A row's images as bytes: embedded, or read from their path (relative to ``root``) by
+    the export's :func:`~prmtree.export.images.image_bytes`. Before, an image stored as a path
+    was dropped, and a VLM trained on a ``--image-mode path`` run saw no image at all."""
+    out = []
+    for image in images or []:
+        if not isinstance(image, dict):
+            continue
+        if image.get("bytes") is None and image.get("path") and image["path"] in cache:
+            out.append(cache[image["path"]])
+            continue
+        try:
+            data = image_bytes(root or Path("."), image, problem_id)
+        except ExportError as exc:
+            raise ConfigError(f"--data {root or '.'}: {exc}") from None
+        if image.get("bytes") is None:
+            cache[image["path"]] = data
+        out.append(data)
+    return out
 
 
 def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = False,
@@ -123,7 +148,7 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
             raise ConfigError(f"--data {path} is not a Parquet file ({str(exc).splitlines()[0]}): pass a prmtree "
                               "run's directory, an hf export's directory or a steps .parquet file") from None
         _check_soft_targets(table, path, labels)
-        return rows_from_table(table, "", with_images, keep_flagged)
+        return rows_from_table(table, "", with_images, keep_flagged, path.parent)
     if any(path.glob("manifest*.json")):
         from prmtree.engine.output import read_table
         from prmtree.export import damaged, incomplete
@@ -136,14 +161,14 @@ def load_rows(path: str | Path, with_images: bool = True, allow_partial: bool = 
             raise ConfigError(f"{partial}; pass --allow-partial to train on what is saved")
         if partial is not None:
             sys.stderr.write(f"prmtree train: {partial}: training on what is saved\n")
-        return rows_from_table(read_table(path, "steps"), "", with_images, keep_flagged)
+        return rows_from_table(read_table(path, "steps"), "", with_images, keep_flagged, path)
     rows: list[StepRow] = []
     for split in ("train", "test"):
         files = sorted((path / "data").glob(f"{split}-*.parquet"))
         if files:
             table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
             _check_soft_targets(table, path, labels)
-            rows += rows_from_table(table, split if split == "test" else "", with_images, keep_flagged)
+            rows += rows_from_table(table, split if split == "test" else "", with_images, keep_flagged, path)
     if not rows and not (path / "data").is_dir():
         raise ConfigError(f"--data {path} is neither a prmtree run's directory (no manifest.json), "
                           "an hf export (no data/train-*.parquet) nor a Parquet file")

@@ -60,6 +60,9 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
     A reward of None (a step the PRM did not read: past its length limit) is no
     prediction: the step is left out of the step metrics, and its path out of the path
     metrics (its first error may lie in what was not read); ``unread_steps`` counts them.
+    A path with no labelled step (all None, or no step) is left out of the path metrics, as
+    its steps are of the step metrics; ``unlabelled_paths`` counts them. Before, it counted
+    as a path without an error, and an empty solution as one the PRM found right.
 
     * ``step_f1_wrong``: F1 for finding wrong steps (wrong = the positive class), with its
       precision and recall, and plain ``step_accuracy``; steps labelled None are left out;
@@ -79,7 +82,7 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
     """
     right_rewards: list[float] = []
     wrong_rewards: list[float] = []
-    tp = fp = fn = right = steps = unread = 0
+    tp = fp = fn = right = steps = unread = unlabelled = 0
     hits_err = n_err = hits_ok = n_ok = 0
     for path_rewards, path_labels in zip(rewards, labels):
         for reward, label in zip(path_rewards, path_labels):
@@ -93,6 +96,9 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
             right += wrong_pred == wrong_gold
             steps += 1
             (wrong_rewards if wrong_gold else right_rewards).append(reward)
+        if all(label is None for label in path_labels):
+            unlabelled += 1
+            continue
         if any(r is None for r in path_rewards):
             continue
         gold = first_error(path_labels)
@@ -121,5 +127,6 @@ def step_metrics(rewards: list[list[float | None]], labels: list[list[bool | Non
         "paths_with_error": n_err,
         "steps": steps,
         "unread_steps": unread,
+        "unlabelled_paths": unlabelled,
         "threshold": threshold,
     }

@@ -211,24 +211,66 @@ class Encoder:
         return text, spans
 
     def encode(self, question: str, steps: list[str], images: list[bytes] | None = None) -> dict[str, Any]:
-        """``input_ids`` (a list), the marker positions, each step's token span, and the processor's image tensors."""
+        """``input_ids`` (a list), the marker positions, each step's token span, and the processor's image tensors.
+
+        Only the markers after the prompt are the steps': a marker that the chat template
+        also writes (``--marker "<|im_end|>"``) is left out where the prompt holds it.
+        Before, every marker token counted, and each label went to the step before its own.
+        """
         images = list(images or []) if self.vision else []
         text, char_spans = self._layout(question, steps, len(images))
         extra: dict[str, torch.Tensor] = {}
         if images:
             pil = [decode_rgb(b) for b in images]
             out = self.processor(text=[text], images=pil, return_tensors="pt")
-            ids = out["input_ids"][0].tolist()  # never cut: image tokens must stay whole
+            ids = out["input_ids"][0].tolist()
             extra = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
-            offsets = None
+            offsets = self._aligned_offsets(text, ids)
+            keep = max(self.max_length, self._image_end(ids))  # image tokens must stay whole
+            if len(ids) > keep:  # text past --max-length is cut, as a text row's is
+                extra = {k: v[:, :keep] if _per_token(v, len(ids)) else v for k, v in extra.items()}
+                ids, offsets = ids[:keep], offsets[:keep] if offsets is not None else None
         else:
             fast = bool(getattr(self.tokenizer, "is_fast", False))
             out = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.max_length,
                                  return_offsets_mapping=fast)
             ids, offsets = out["input_ids"], out.get("offset_mapping") if fast else None
-        positions = [i for i, t in enumerate(ids) if t == self.marker_id]
+        head = text[:char_spans[0][0]] if char_spans else text
+        in_prompt = (self.tokenizer(head, add_special_tokens=False)["input_ids"].count(self.marker_id)
+                     if self.marker in head else 0)
+        positions = [i for i, t in enumerate(ids) if t == self.marker_id][in_prompt:]
         spans = self._token_spans(steps, char_spans, positions, offsets)
         return {"ids": ids, "positions": positions, "spans": spans, "extra": extra}
+
+    @functools.cached_property
+    def _image_ids(self) -> frozenset[int]:
+        """The ids of the processor's image (and video) tokens, which it repeats per image patch."""
+        tokens = {getattr(self.processor, name, None) for name in ("image_token", "video_token")}
+        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in tokens if isinstance(t, str) and t}
+        ids |= {getattr(self.processor, name, None) for name in ("image_token_id", "video_token_id")}
+        return frozenset(i for i in ids if isinstance(i, int) and i >= 0 and i != self.tokenizer.unk_token_id)
+
+    def _image_end(self, ids: list[int]) -> int:
+        """The index after the last image token; all of ``ids`` where none is known (it cannot be
+        told where the images end, and a cut through them fails in the model)."""
+        found = [i for i, t in enumerate(ids) if t in self._image_ids]
+        return found[-1] + 1 if found else len(ids)
+
+    def _aligned_offsets(self, text: str, ids: list[int]) -> list[tuple[int, int]] | None:
+        """Character offsets for a VLM processor's ``ids`` (processors give none): the text after
+        the last image token is tokenized as the tokenizer alone tokenizes it (the processor
+        only repeats the image tokens), so the two agree from the end; tokens before it get
+        (0, 0), in no step. None where the tokenizer gives no offsets or they do not agree."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return None
+        plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        plain_ids, plain_offsets = plain["input_ids"], plain["offset_mapping"]
+        last = max((i for i, t in enumerate(plain_ids) if t in self._image_ids), default=-1)
+        tail = plain_ids[last + 1:]
+        lead = len(ids) - len(tail)
+        if lead < 0 or ids[lead:] != tail:
+            return None
+        return [(0, 0)] * lead + [tuple(o) for o in plain_offsets[last + 1:]]
 
     def _token_spans(self, steps: list[str], char_spans: list[tuple[int, int]], positions: list[int],
                      offsets: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
@@ -242,7 +284,8 @@ class Encoder:
                 spans.append((inside[0], inside[-1] + 1) if inside else (marker, marker))
                 after = marker + 1
             return spans
-        # no offsets (a VLM's processor): step 0 has as many tokens before its marker as it has alone
+        # no offsets (a slow tokenizer, or a VLM processor's ids that do not align with its tokenizer's):
+        # step 0 has as many tokens before its marker as it has alone
         starts = [p + 1 for p in positions[:-1]]
         if positions:
             first = self._step(steps[0])
@@ -272,6 +315,11 @@ class Encoder:
         for key in {k for e in encoded for k in e["extra"]}:
             extra[key] = torch.cat([e["extra"][key] for e in encoded if key in e["extra"]])
         return {"input_ids": ids, "attention_mask": mask, "targets": target, "step_ids": step_ids, "extra": extra}
+
+
+def _per_token(value: Any, length: int) -> bool:
+    """Whether a processor output holds one value per token (``token_type_ids``): cut with the ids."""
+    return isinstance(value, torch.Tensor) and value.dim() == 2 and tuple(value.shape) == (1, length)
 
 
 # -- building ----------------------------------------------------------------------------

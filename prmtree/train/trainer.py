@@ -616,7 +616,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 recent = losses[-options.log_every:]
                 _log(options, rank, f"step {step}/{total}  loss {sum(recent) / len(recent):.4f}  "
                      f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s")
-            if selection is not None and (step % per_epoch == 0 or step == total):
+            if selection is not None and (step % per_epoch == 0 or step == planned):
                 selection.epoch_end(step / per_epoch)  # before a checkpoint at this step, which keeps it
             if rank == 0 and options.save_every and step % options.save_every == 0 and step < total:
                 _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
@@ -629,6 +629,11 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         if step > resumed_at or checkpoint is None:
             _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
                              selection)
+        if selection is not None and step % per_epoch and step < planned:
+            # --max-steps stopped mid-epoch: this PRM may be the last weights, but their score is
+            # not kept in the checkpoint above, where a resume would weigh it against whole
+            # epochs that the uninterrupted training alone chooses among
+            selection.epoch_end(step / per_epoch)
         if selection is not None:
             selection.restore()
             _log(options, rank, selection.summary())
