@@ -247,10 +247,14 @@ def reconcile_input(
             "the pilot's problems: every slice was labelled with the floors learned from its old input, which a "
             "sliced run cannot learn again slice by slice: use another --out"
         )
-    if relearn:  # (a problem gone from the input, or whose images cannot be read now, keeps its rows)
+    stale: list[str] = []  # labelled with the floors the pilot learns again, and not redone here
+    if relearn:
         m.calibration = {}
         writer.calibration = {}  # or a flush before the new pilot learns writes the old one back
-        changed = sorted(completed - set(scan.unseen) - set(scan.unreadable))
+        # every labelled problem's rows go: one --out holds one calibration. A problem gone from
+        # the input, or whose images cannot be read now, cannot be redone: its rows go all the same
+        stale = sorted(completed & (set(scan.unseen) | set(scan.unreadable)))
+        changed = sorted(completed)
     removed = sorted(set(scan.unseen) - set(unlabelled_members))  # a member gone unlabelled left no rows
     retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
     gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
@@ -266,20 +270,25 @@ def reconcile_input(
             f"{len(gone)} problem{'s' if len(gone) > 1 else ''} recorded in {writer.out_dir} "
             f"{'are' if len(gone) > 1 else 'is'} no longer in the input (e.g. {gone[0]!r}): "
             + "; ".join(filter(None, [
-                f"{kept} labelled keep their rows (use another --out to leave them out)" if kept else "",
+                (f"{kept} labelled lose their rows (labelled with the floors the pilot learns again, and nothing "
+                 "to redo them from)" if relearn else
+                 f"{kept} labelled keep their rows (use another --out to leave them out)") if kept else "",
                 f"{len(failed)} failed are no longer retried" if failed else "",
             ]))
         )
     unreadable = [k for k in scan.unreadable if k in completed]
     if unreadable:
+        kept = ("their rows are dropped (labelled with the floors the pilot learns again): put the images back to "
+                "have them redone" if relearn else "the rows are kept; put the images back to have them compared")
         notes.append(f"{len(unreadable)} labelled problem{'s' if len(unreadable) > 1 else ''} in {writer.out_dir} "
                      f"cannot have {'their' if len(unreadable) > 1 else 'its'} images read now (e.g. {unreadable[0]!r}: "
-                     f"{scan.unreadable[unreadable[0]]}): the rows are kept; put the images back to have them compared")
+                     f"{scan.unreadable[unreadable[0]]}): {kept}")
     if relearn:
+        redone = len(changed) - len(stale)
         notes.append(f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems: every "
                      f"problem here was labelled with the floors learned from its old input, so the pilot learns "
-                     "them again and " + (f"all {len(changed)} labelled problems are" if len(changed) > 1 else
-                                          "the labelled problem is") + " redone (their old rows are dropped)")
+                     "them again and " + (f"all {redone} labelled problems in the input are" if redone != 1 else
+                                          "the labelled problem in the input is") + " redone (their old rows are dropped)")
     elif changed:
         notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
                      f"(e.g. {changed[0]!r}); their old rows are dropped")

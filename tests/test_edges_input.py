@@ -358,7 +358,7 @@ def test_the_cli_takes_rerun_changed_and_retry_errors(tmp_path, data):
     assert r.returncode == 0, r.stderr
     # the first problem is one of the pilot's: every problem is redone, with floors learned again
     assert (f"problem {rows[0]['id']!r} changed in the input and was one of the pilot's problems" in r.stderr
-            and "all 6 labelled problems are redone" in r.stderr)
+            and "all 6 labelled problems in the input are redone" in r.stderr)
 
 
 # -- 8. duplicate and removed failed ids ---------------------------------------------------
@@ -694,10 +694,51 @@ def test_rerun_changed_gives_a_fresh_runs_rows_whether_or_not_a_pilot_member_cha
     if member:  # the pilot learned again: every problem redone
         assert again.calibration != first.calibration
         assert (f"problem {target['id']!r} changed in the input and was one of the pilot's problems" in err
-                and "all 6 labelled problems are redone" in err)
+                and "all 6 labelled problems in the input are redone" in err)
     else:  # only the changed one is redone, with the calibration as it was
         assert again.calibration == first.calibration
         assert f"redoing 1 problem whose input changed (e.g. {target['id']!r})" in err
+    assert cli_verify_ok(out)
+
+
+@pytest.mark.parametrize("lost", ["deleted", "image gone"])
+def test_a_relearn_drops_the_rows_it_cannot_redo_so_no_rows_keep_the_old_floors(tmp_path, data, lost, capsys):
+    # Before: a problem gone from the input (or whose image could not be read) kept its rows,
+    # labelled with the floors the pilot had just learned again: two calibrations in one --out,
+    # verify OK, and putting the image back changed nothing.
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    out = tmp_path / "out"
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    members = load_manifest(out / "manifest.json").calibration["members"]
+    rows = rows_of(data)
+    member = next(r for r in rows if r["id"] in members)
+    member["answer"] = str(int(member["answer"]) - 1)  # a pilot problem's gold corrected: the floors change
+    other = next(r for r in rows if r["id"] not in members)
+    if lost == "deleted":
+        rows.remove(other)
+    else:
+        image = data.parent / other["image"]
+        image.rename(image.with_suffix(".away"))
+    write_rows(data, rows)
+    capsys.readouterr()
+    prmtree.run(data, out=out, policy="simulated", config=config, rerun_changed=True)
+    err = capsys.readouterr().err
+    floors = {f for path in read_table(out, "steps").column("floors").to_pylist() for f in path}
+    assert len(floors) == 1  # one calibration
+    assert other["id"] not in load_manifest(out / "manifest.json").completed
+    assert other["id"] not in set(read_table(out, "steps").column("problem_id").to_pylist())
+    assert "all 5 labelled problems in the input are redone" in err
+    said = "labelled lose their rows" if lost == "deleted" else "their rows are dropped"
+    assert said in err
+    fresh = tmp_path / "fresh"
+    prmtree.run(data, out=fresh, policy="simulated", config=config)
+    if lost == "deleted":
+        assert _rows(out) == _rows(fresh)
+    else:  # the image back: the next run redoes it, and the rows are a fresh run's
+        image.with_suffix(".away").rename(image)
+        prmtree.run(data, out=out, policy="simulated", config=config, retry_errors=True)
+        prmtree.run(data, out=fresh, policy="simulated", config=config, retry_errors=True)
+        assert _rows(out) == _rows(fresh)
     assert cli_verify_ok(out)
 
 
