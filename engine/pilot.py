@@ -26,18 +26,40 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prmtree.engine.calibration import answer_space, chance_floor
 from prmtree.engine.deciders import CalibratedDecider
 from prmtree.engine.floors import LearnedFloor, learn_floor
-from prmtree.engine.records import Problem, problem_fingerprint
+from prmtree.engine.records import InputError, Problem, problem_fingerprint
 
 if TYPE_CHECKING:
     from prmtree.engine.config import LabelsConfig
     from prmtree.engine.search.base import TreeSearch
+
+
+def pilot_members(items: Iterable[Problem | InputError], per_space: int, window: int) -> list[str]:
+    """The members a fresh run's pilot takes from an input, in order (:meth:`Pilot.admit`):
+    the first ``per_space`` problems of each answer space among its first ``window``
+    problems (a bad row is no problem). A resume compares them with the members its
+    calibration was learned from: rows added, moved or removed there change the floors a
+    fresh run of the input would label with."""
+    counts: Counter[str] = Counter()
+    members: list[str] = []
+    seen = 0
+    for item in items:
+        if not isinstance(item, Problem):
+            continue
+        space = answer_space(item)
+        if counts[space] < per_space:
+            counts[space] += 1
+            members.append(item.id)
+        seen += 1
+        if seen >= window:
+            break
+    return members
 
 
 @dataclass(frozen=True)

@@ -872,6 +872,7 @@ class InputScan:
     # recorded problems whose images cannot be read now (key -> why): not evidence that the
     # row changed (an unmounted share, a moved folder), so their rows are kept
     unreadable: dict[str, str] = field(default_factory=dict)
+    added: set[str] = field(default_factory=set)  # keys of this slice's rows no run recorded (new rows)
 
 
 def same_fingerprint(recorded: str, current: str) -> bool:
@@ -930,7 +931,10 @@ def scan_input(
     scan = InputScan(unseen={k for k in recorded})
 
     def note(key: str, current: Callable[[], str]) -> None:
-        if not owns(key) or key not in recorded:
+        if not owns(key):
+            return
+        if key not in recorded:
+            scan.added.add(key)
             return
         scan.unseen.discard(key)
         if not recorded[key]:

@@ -40,6 +40,7 @@ from prmtree.engine.output.manifest import (
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
+from prmtree.engine.pilot import pilot_members
 from prmtree.engine.problem import iter_problems, same_fingerprint, scan_input
 from prmtree.engine.records import Problem, problem_fingerprint
 from prmtree.engine.stats import subtract_counts
@@ -239,6 +240,19 @@ def reconcile_input(
     # fresh run of this input gives. The pilot learns again and every labelled problem is redone.
     members = set(calibration.get("members", ()))
     relearn = [k for k in changed if k in members] + changed_members
+    notes = []
+    learn = rerun_changed and slice.count == 1  # (a sliced run cannot learn again slice by slice)
+    why = (f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems" if relearn else
+           _new_members(calibration, problems, fmt, m.config, None if learn else scan.added, set(changed))
+           if (scan.added or learn) and not scan.unreadable else None)
+    if why and not relearn:  # rows added where a fresh run's pilot would take them
+        if learn:
+            relearn = [why]
+        else:  # growing a run's input is a way to work: said, not refused
+            notes.append(f"{why} (added since the last run): this --out's floors were learned without them (a new "
+                         "answer space is labelled at its chance floor); " + (
+                             "pass --rerun-changed to learn them again and redo every labelled problem"
+                             if slice.count == 1 else "a sliced run cannot learn them again: use another --out"))
     if relearn and slice.count > 1:
         # the other slices were labelled with the same floors, and their runs cannot see this
         # slice's input change: relearning here alone would mix two calibrations in one --out
@@ -259,7 +273,6 @@ def reconcile_input(
     retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
     gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
     drop = set(changed) | retried | gone_errors
-    notes = []
     gone = [k for k in removed if k in completed or k in m.failed]
     if gone:
         failed = [k for k in gone if k in m.failed and k not in completed]
@@ -285,8 +298,8 @@ def reconcile_input(
                      f"{scan.unreadable[unreadable[0]]}): {kept}")
     if relearn:
         redone = len(changed) - len(stale)
-        notes.append(f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems: every "
-                     f"problem here was labelled with the floors learned from its old input, so the pilot learns "
+        notes.append(f"{why}: every "
+                     f"problem here was labelled with the floors learned from the old input, so the pilot learns "
                      "them again and " + (f"all {redone} labelled problems in the input are" if redone != 1 else
                                           "the labelled problem in the input is") + " redone (their old rows are dropped)")
     elif changed:
@@ -307,6 +320,26 @@ def reconcile_input(
         opened.previous_stats = dict(m.stats)
     opened.known_ids = scan.known_ids
     return notes
+
+
+def _new_members(calibration: dict[str, Any], problems: Any, fmt: InputConfig, config: dict[str, Any],
+                 among: set[str] | None, edited: set[str]) -> str | None:
+    """Why a fresh run's pilot would take problems (of ``among``: the rows added since the last
+    run; None: any) the calibration was learned without: rows added to its window, a new
+    answer space there, a member's place taken, or None. A row ``edited`` is redone on its
+    own, as before. Reads the window's problems (their images too: a bad row is no member)
+    once, so it is asked only where rows were added or with ``--rerun-changed``; not while
+    some recorded images cannot be read."""
+    recorded = set(calibration.get("members", ()))
+    if not recorded:
+        return None
+    labels = RunConfig.model_validate(config).labels  # the run's (another config was refused)
+    now = pilot_members(iter_problems(problems, fmt), labels.pilot_problems, labels.pilot_window)
+    new = [k for k in now if k not in recorded and k not in edited and (among is None or k in among)]
+    if not new:
+        return None
+    more = f" and {len(new) - 1} more" if len(new) > 1 else ""
+    return f"problem {new[0]!r}{more} would be among the pilot's problems of a fresh run of this input"
 
 
 def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:

@@ -5,14 +5,17 @@ layout's names, a BOM, and a data set whose fields are named otherwise."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 from conftest import PRMTREE, cli
 from prmtree.engine.errors import ConfigError
 from prmtree.engine.output import load_manifest, read_table
+from prmtree.engine.pilot import pilot_members
+from prmtree.engine.problem import iter_problems
 from prmtree.engine.synthetic import generate_problems, write_jsonl
 
 import prmtree
@@ -740,6 +743,42 @@ def test_a_relearn_drops_the_rows_it_cannot_redo_so_no_rows_keep_the_old_floors(
         prmtree.run(data, out=fresh, policy="simulated", config=config, retry_errors=True)
         assert _rows(out) == _rows(fresh)
     assert cli_verify_ok(out)
+
+
+def test_rows_added_where_a_fresh_runs_pilot_would_take_them_are_said_and_learned_with_rerun_changed(
+        tmp_path, capsys):
+    # Before: rows of a new answer space appended to a run's input were labelled at the chance
+    # floor, in silence (a fresh run pilots them: 0.04 against 0.02 here, and another pool).
+    config = {"search": {"k": 4, "budget": 16}, "labels": {"pilot_problems": 2}}
+    every = generate_problems(11, seed=3)
+    first, same_space = every[:6], every[6:8]
+    more = [replace(p, meta={**p.meta, "answer_space": "space2"}) for p in every[8:]]
+    data = write_jsonl(first, tmp_path / "data")
+    out = tmp_path / "out"
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    calibration = load_manifest(out / "manifest.json").calibration
+    # rows of a space whose pilot was full: nothing to say, and nothing redone
+    write_jsonl(first + same_space, tmp_path / "data")
+    capsys.readouterr()
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    assert "pilot" not in capsys.readouterr().err
+    # a new answer space: said, and the run goes on as it did (growing an input is a way to work)
+    write_jsonl(first + same_space + more, tmp_path / "data")
+    prmtree.run(data, out=out, policy="simulated", config=config)
+    err = capsys.readouterr().err
+    assert ("problem 'syn-000008' and 1 more would be among the pilot's problems of a fresh run of this input "
+            "(added since the last run): this --out's floors were learned without them") in err
+    assert load_manifest(out / "manifest.json").calibration == calibration
+    # --rerun-changed learns them: the rows are a fresh run's of the whole input
+    prmtree.run(data, out=out, policy="simulated", config=config, rerun_changed=True)
+    assert "the pilot learns them again and all 11 labelled problems in the input are redone" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    prmtree.run(data, out=fresh, policy="simulated", config=config)
+    assert _rows(out) == _rows(fresh)
+    learned = load_manifest(out / "manifest.json").calibration
+    assert learned == load_manifest(fresh / "manifest.json").calibration and "space2" in learned["floors"]
+    # the pilot's members, as the resume computes them, are the run's own
+    assert pilot_members(iter_problems(str(data)), 2, 2000) == learned["members"]
 
 
 def test_a_pilot_problem_edited_before_it_was_labelled_is_refused_or_learned_again(tmp_path, data, capsys):
