@@ -351,7 +351,9 @@ class CalibratedDecider:
         explanation of the node's failures (the parent wrong, the node then wrong too) and
         lets a right node keep the parent's uncertain rate: at a floor of 0.2, 1 of 32 below
         a parent's 2 of 4 stays at 0.956, short of 0.96 at the node's cap. So its test takes
-        the parent in: two steps' hazard, at most 0.51 (prior 0.7) without counts. Nodes with
+        the parent in: two steps' hazard, at most 0.51 (prior 0.7) without counts, and only for
+        a leaf with rollouts of its own (else its prior hazard could tip an undecided parent's
+        counts into a False that rests on the prior). Nodes with
         steps below keep the one-step test (the parent taken in there brought wrong labels
         back for omega and shepherd)."""
         wanted = set(nodes)
@@ -369,7 +371,8 @@ class CalibratedDecider:
                     continue
                 if after is None:
                     after = right_posteriors(weights)  # after[j]: P(first error after j)
-                start = j - 1 if j and not tree.children(node) else j
+                # (a leaf without rollouts of its own has only the prior to add: never so)
+                start = j - 1 if j and not tree.children(node) and tree.stats(node).n_rollouts else j
                 from_start = weights[start] + after[start]  # P(first error at start or after)
                 if from_start > 0 and decide(after[j] / from_start, self.confidence) == WRONG:
                     shown.add(node)

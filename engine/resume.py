@@ -56,6 +56,7 @@ class OpenedRun:
     repaired: list[str] = field(default_factory=list)  # damaged shards found, and what is redone
     known_ids: dict[str, str] = field(default_factory=dict)  # where -> id of input rows given without one
     adopted: str | None = None  # the sibling slice's manifest whose calibration this slice took
+    finished: bool = False  # the earlier run had ended (every row of its input was started)
 
     def close(self) -> None:
         """Let the next run of this slice in (the kernel also does when the process dies)."""
@@ -188,7 +189,8 @@ def _open_claimed(
     if previous is not None:
         repaired += _repair_images(writer, slice)
     done = set(manifest.completed) | set(manifest.rejected)
-    return OpenedRun(writer, done, dict(manifest.stats), lock, repaired, adopted=adopted)
+    return OpenedRun(writer, done, dict(manifest.stats), lock, repaired, adopted=adopted,
+                     finished=previous is not None and previous.status == "finished")
 
 
 def reconcile_input(
@@ -241,15 +243,19 @@ def reconcile_input(
     members = set(calibration.get("members", ()))
     relearn = [k for k in changed if k in members] + changed_members
     notes = []
+    # rows new to a finished run (a stopped one's unrecorded rows may be ones it never started),
+    # and bad rows retried, that a fresh run's pilot would take: only those are looked for
+    fixed = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
+    candidates = (scan.added if opened.finished else set()) | fixed
     learn = rerun_changed and slice.count == 1  # (a sliced run cannot learn again slice by slice)
     why = (f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems" if relearn else
-           _new_members(calibration, problems, fmt, m.config, None if learn else scan.added, set(changed))
-           if (scan.added or learn) and not scan.unreadable else None)
-    if why and not relearn:  # rows added where a fresh run's pilot would take them
+           _new_members(calibration, problems, fmt, m.config, None if learn else candidates, set(changed))
+           if (candidates or learn) and not scan.unreadable else None)
+    if why and not relearn:  # rows a fresh run's pilot would take, not in this one's
         if learn:
             relearn = [why]
         else:  # growing a run's input is a way to work: said, not refused
-            notes.append(f"{why} (added since the last run): this --out's floors were learned without them (a new "
+            notes.append(f"{why}: this --out's floors were learned without them (a new "
                          "answer space is labelled at its chance floor); " + (
                              "pass --rerun-changed to learn them again and redo every labelled problem"
                              if slice.count == 1 else "a sliced run cannot learn them again: use another --out"))
@@ -283,15 +289,16 @@ def reconcile_input(
             f"{len(gone)} problem{'s' if len(gone) > 1 else ''} recorded in {writer.out_dir} "
             f"{'are' if len(gone) > 1 else 'is'} no longer in the input (e.g. {gone[0]!r}): "
             + "; ".join(filter(None, [
-                (f"{kept} labelled lose their rows (labelled with the floors the pilot learns again, and nothing "
-                 "to redo them from)" if relearn else
+                (f"{kept} labelled {'lose their' if kept > 1 else 'loses its'} rows (labelled with the floors the "
+                 "pilot learns again, and nothing to redo them from)" if relearn else
                  f"{kept} labelled keep their rows (use another --out to leave them out)") if kept else "",
                 f"{len(failed)} failed are no longer retried" if failed else "",
             ]))
         )
     unreadable = [k for k in scan.unreadable if k in completed]
     if unreadable:
-        kept = ("their rows are dropped (labelled with the floors the pilot learns again): put the images back to "
+        its = "their" if len(unreadable) > 1 else "its"
+        kept = (f"{its} rows are dropped (labelled with the floors the pilot learns again): put the images back to "
                 "have them redone" if relearn else "the rows are kept; put the images back to have them compared")
         notes.append(f"{len(unreadable)} labelled problem{'s' if len(unreadable) > 1 else ''} in {writer.out_dir} "
                      f"cannot have {'their' if len(unreadable) > 1 else 'its'} images read now (e.g. {unreadable[0]!r}: "
@@ -300,8 +307,10 @@ def reconcile_input(
         redone = len(changed) - len(stale)
         notes.append(f"{why}: every "
                      f"problem here was labelled with the floors learned from the old input, so the pilot learns "
-                     "them again and " + (f"all {redone} labelled problems in the input are" if redone != 1 else
-                                          "the labelled problem in the input is") + " redone (their old rows are dropped)")
+                     "them again and " + (f"all {redone} labelled problems in the input are redone" if redone > 1 else
+                                          "the labelled problem in the input is redone" if redone else
+                                          "no labelled problem is left in the input to redo") + " (their old rows are "
+                     "dropped)")
     elif changed:
         notes.append(f"redoing {len(changed)} problem{'s' if len(changed) > 1 else ''} whose input changed "
                      f"(e.g. {changed[0]!r}); their old rows are dropped")
@@ -324,12 +333,13 @@ def reconcile_input(
 
 def _new_members(calibration: dict[str, Any], problems: Any, fmt: InputConfig, config: dict[str, Any],
                  among: set[str] | None, edited: set[str]) -> str | None:
-    """Why a fresh run's pilot would take problems (of ``among``: the rows added since the last
-    run; None: any) the calibration was learned without: rows added to its window, a new
-    answer space there, a member's place taken, or None. A row ``edited`` is redone on its
-    own, as before. Reads the window's problems (their images too: a bad row is no member)
-    once, so it is asked only where rows were added or with ``--rerun-changed``; not while
-    some recorded images cannot be read."""
+    """Why a fresh run's pilot would take problems (of ``among``: rows added, bad rows fixed;
+    None, for ``--rerun-changed``: any, rows moved or a member's place taken too) that the
+    calibration was learned without (in its window: a new answer space, a space short of
+    ``pilot_problems``), or None. A row ``edited`` is redone on its own, as before. Reads the
+    window's problems (their images too: a bad row is no member) once, so it is asked only
+    where there are such rows or with ``--rerun-changed``; not while some recorded images
+    cannot be read."""
     recorded = set(calibration.get("members", ()))
     if not recorded:
         return None

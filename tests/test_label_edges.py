@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import pytest
+
 import prmtree
 from prmtree.engine.calibration import RIGHT, UNDECIDED, WRONG
 from prmtree.engine.config import LabelsConfig, OutputConfig
@@ -161,3 +163,18 @@ def test_the_coverage_warning_names_a_floor_learned_above_chance():
     assert "floor learned by the pilot, 0.502 from 1 problem(s), is above its chance floor 0.250" in choice
     assert "floor" not in number.split(" - ")[1].split(";")[0]  # below chance: the rollouts are the advice
     assert label_warnings(stats, 0.85) == label_warnings(stats, 0.85, {})  # no calibration: as before
+
+
+@pytest.mark.parametrize("parent", [(12, 1), (16, 2), (6, 0)])
+def test_an_mcts_leaf_without_rollouts_is_never_false_on_its_parents_counts_and_the_prior(parent):
+    # A review found the two-step test (a leaf with its parent) gave a leaf with no rollouts of
+    # its own False below an undecided parent: the parent's counts fell short, the leaf's
+    # unsampled prior hazard tipped them over.
+    problem = Problem(id="p", question="q", answer="B", meta={"chance": 0.2})
+    tree = ReasoningTree("p")
+    tree.record(tree.root, 8, 3)
+    ids = tree.add_path(tree.root, ["a0", "a1", "a2"])
+    tree.record(ids[0], 8, 6)
+    tree.record(ids[1], *parent)
+    [labels] = [p.labels for p in _label(tree, problem).paths if p.path_id == ids[-1]]
+    assert labels[:2] == [True, None] and labels[2] is not False
