@@ -71,8 +71,9 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, wait: bool = False) -> FileLock:
-        """Take the lock, or raise :class:`LockHeld` at once (``wait``: block until free)."""
+    def acquire(self, wait: bool = False, note: dict[str, Any] | None = None) -> FileLock:
+        """Take the lock, or raise :class:`LockHeld` at once (``wait``: block until free).
+        ``note``: more to record beside the holder (read back by :func:`holder_of`)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -83,7 +84,7 @@ class FileLock:
                 raise LockHeld(self.path, holder) from None
             raise
         self._fd = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3), **(note or {})}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         return self
@@ -124,16 +125,23 @@ def is_locked(path: Path) -> bool:
     return False
 
 
-def live_writer(path: Path) -> str | None:
-    """Who is writing through the lock at ``path`` now (``describe_holder``), or None when
-    no live process holds it: a manifest that says "running" is then a stopped run's."""
+def holder_of(path: Path) -> dict[str, Any] | None:
+    """What the live process holding the lock at ``path`` recorded, or None when no live
+    process holds it."""
     if not is_locked(path):
         return None
     try:
         holder = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         holder = {}
-    return describe_holder(holder if isinstance(holder, dict) else {})
+    return holder if isinstance(holder, dict) else {}
+
+
+def live_writer(path: Path) -> str | None:
+    """Who is writing through the lock at ``path`` now (``describe_holder``), or None when
+    no live process holds it: a manifest that says "running" is then a stopped run's."""
+    holder = holder_of(path)
+    return None if holder is None else describe_holder(holder)
 
 
 def live_slice_counts(out: Path) -> dict[int, str]:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from prmtree.engine.config import InputConfig, RunConfig, config_changes
 from prmtree.engine.errors import ConfigError
-from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, live_slice_counts
+from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, describe_holder, holder_of, live_slice_counts
 from prmtree.engine.output.atomic import temporary_target
 from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout, shard_slice_count
 from prmtree.engine.output.manifest import (
@@ -80,7 +80,7 @@ def open_run(
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        lock = _claim(out, slice)
+        lock = _claim(out, slice, config.config_hash())
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {str(out)!r}: {exc.strerror or exc}") from None
     try:
@@ -90,13 +90,16 @@ def open_run(
         raise
 
 
-def _claim(out: Path, slice: Slice) -> FileLock:
+def _claim(out: Path, slice: Slice, config_hash: str) -> FileLock:
     """Take the slice's lock, after checking the directory's layout, under a brief
-    directory-wide lock so two runs of different layouts cannot both pass the check."""
+    directory-wide lock so two runs of different layouts cannot both pass the check. The
+    lock records the run's config hash, and a slice whose sibling is being written now with
+    another config is refused: slices started together write no manifest for the other to
+    check until their pilots end."""
     with FileLock(out / DIRECTORY_LOCK):
         lock = FileLock(out / slice.lock_name)
         try:
-            lock.acquire()
+            lock.acquire(note={"config_hash": config_hash})
         except LockHeld as held:
             raise ConfigError(
                 f"{out} ({slice.described}) is being written by another prmtree run: {held}; "
@@ -104,10 +107,28 @@ def _claim(out: Path, slice: Slice) -> FileLock:
             ) from None
         try:
             _check_layout(out, slice)
+            _check_live_siblings(out, slice, config_hash)
         except BaseException:
             lock.release()
             raise
         return lock
+
+
+def _check_live_siblings(out: Path, slice: Slice, config_hash: str) -> None:
+    """Refuse a config another slice of ``out`` is being written with now (different rows)."""
+    if slice.count == 1:
+        return
+    for path in sorted(out.glob(".manifest*.json.lock")):
+        if path.name == slice.lock_name:
+            continue
+        holder = holder_of(path)
+        theirs = holder.get("config_hash") if holder else None
+        if isinstance(theirs, str) and theirs != config_hash:
+            raise ConfigError(
+                f"{out} is being written now by another slice's run ({path.name[1:-len('.lock')]}: "
+                f"{describe_holder(holder or {})}) with a different config: every slice of one --out must use the "
+                "same config: use that one, or another --out"
+            )
 
 
 def _check_layout(out: Path, slice: Slice) -> None:

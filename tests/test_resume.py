@@ -301,3 +301,28 @@ def test_shard_is_the_older_name_of_slice(tmp_path, problems_file):
         out = tmp_path / flag.strip("-")
         assert subprocess.run([*cli, "--out", str(out), flag, "0/2"], capture_output=True).returncode == 0
         assert [p.name for p in out.glob("manifest*.json")] == ["manifest-00000-of-00002.json"]
+
+
+def test_a_slice_started_beside_a_sibling_with_another_config_is_refused(tmp_path):
+    # Before: a slice writes its manifest only once its pilot has learned, so a sibling
+    # started meanwhile (a job array starts them together) was checked against nothing:
+    # two configs in one --out, verify and export none the wiser.
+    from prmtree.engine.config import RunConfig
+    from prmtree.engine.errors import ConfigError
+    from prmtree.engine.resume import open_run
+
+    ours = RunConfig.model_validate({"search": {"k": 8}})
+    other = RunConfig.model_validate({"search": {"k": 4}, "seed": 9})
+    first = open_run(tmp_path, ours, {}, Slice.parse("0/2"))  # writing, no manifest yet
+    try:
+        assert not list(tmp_path.glob("manifest*.json"))
+        with pytest.raises(ConfigError, match=r"is being written now by another slice's run \(manifest-00000-of-00002"
+                                              r"\.json: "
+                                              r"pid \d+ .*\) with a different config: every slice of one --out must"):
+            open_run(tmp_path, other, {}, Slice.parse("1/2"))
+        second = open_run(tmp_path, RunConfig.model_validate({"search": {"k": 8}, "executor": {"trees_in_flight": 3}}),
+                          {}, Slice.parse("1/2"))  # the same rows (operational settings may differ)
+        second.close()
+    finally:
+        first.close()
+    open_run(tmp_path, other, {}, Slice.parse("1/2")).close()  # nobody writing, nothing written: nothing to compare
