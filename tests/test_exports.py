@@ -324,6 +324,33 @@ def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, e
         export(embedded_run, "qwen-prm", tmp_path / "qwen4.jsonl", ExportOptions(tokenizer=tmp_path / "repr-tok"))
 
 
+def test_a_chat_template_that_drops_steps_before_a_think_tag_is_refused(tmp_path):
+    # Before: DeepSeek-R1-style templates keep only the text after the last '</think>' of an
+    # assistant message: a step holding one lost every step before it, and their <extra_0>,
+    # while `labels` kept them all: rewards read at the wrong steps, exit 0.
+    from prmtree.export.qwen_prm import QwenPRM
+
+    row = {"problem_id": "p", "path_id": "x", "prompt": "What is 3 + 4?", "images": [],
+           "completions": ["<think>\nA is 3.", "B is 4.\n</think>", "The total is 7."],
+           "labels": [True, True, False], "values": [1.0, 1.0, 0.0]}
+    tok = tiny_tokenizer(["What is 3 + 4 ?"], QWEN_SPECIALS)
+    tok.chat_template = QWEN_TEMPLATE
+    tok.save_pretrained(tmp_path / "plain")
+    fmt = QwenPRM()
+    fmt._parts = False  # (what write() finds for a run without images: every content a string)
+    record = fmt.builder(ExportOptions(tokenizer=tmp_path / "plain"))(row, [])
+    assert record["text"].count(QWEN_STEP_TOKEN) == len(record["labels"]) == 3
+    tok.chat_template = (
+        "{% for message in messages %}{% set content = message['content'] %}"
+        "{% if message['role'] == 'assistant' and '</think>' in content %}"
+        "{% set content = content.split('</think>')[-1] %}{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n{% endfor %}")
+    tok.save_pretrained(tmp_path / "think")
+    with pytest.raises(ExportError, match=r"rendered problem 'p' with 2 <extra_0> markers for its 3 labelled steps "
+                                          r"\(a reasoning model's template drops the text before a '</think>'"):
+        fmt.builder(ExportOptions(tokenizer=tmp_path / "think"))(row, [])
+
+
 # -- Math-Shepherd ---------------------------------------------------------------------------
 
 
@@ -392,6 +419,11 @@ def test_markers_inside_text_are_defused_in_every_format(tmp_path, nasty_run):
     for r in read_jsonl(tmp_path / "q.jsonl"):
         assert r["text"].count(QWEN_STEP_TOKEN) == len(r["labels"])
         assert r["text"].count("<|im_start|>") == len(r["messages"])
+    export(nasty_run, "visualprm", tmp_path / "v.jsonl")  # InternVL's own tokens too: a turn's end, an image's
+    for r in read_jsonl(tmp_path / "v.jsonl"):
+        human = [t["value"] for t in r["conversations"] if t["from"] == "human"]
+        assert human[0].count("<image>") == len(r["image"]) and not any(t.count("<image>") for t in human[1:])
+        assert not any(token in t for t in human for token in ("<|im_end|>", "<|im_start|>", "<img>", "<IMG_CONTEXT>"))
     export(nasty_run, "math-shepherd", tmp_path / "m.jsonl")
     for r in read_jsonl(tmp_path / "m.jsonl"):
         assert r["input"].count(PLACEHOLDER) == len(decided(source[r["path_id"]])[0])

@@ -67,9 +67,17 @@ class QwenPRM(JsonlFormat):
                 messages[-2]["content"][:0] = [{"type": "image", "image": p} for p in images]
             else:
                 messages = [{"role": role, "content": text} for role, text in turns]
+            text = render(messages)
+            if text.count(QWEN_STEP_TOKEN) != len(steps):  # a template that rewrites the assistant's text
+                raise ExportError(
+                    f"the chat template of {str(options.tokenizer)!r} rendered problem {row['problem_id']!r} with "
+                    f"{text.count(QWEN_STEP_TOKEN)} {QWEN_STEP_TOKEN} markers for its {len(steps)} labelled steps "
+                    "(a reasoning model's template drops the text before a '</think>', for one): its rewards would be "
+                    "read at the wrong steps; export without --tokenizer (ChatML), or with a template that keeps "
+                    "the assistant's text")
             return {
                 "messages": messages,
-                "text": render(messages),
+                "text": text,
                 "labels": soft_values(labels, values) if soft else [int(x) for x in labels],
                 "images": images,
                 **ids(row),

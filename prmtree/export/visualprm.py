@@ -25,6 +25,10 @@ from prmtree.export.jsonl import Builder, JsonlFormat
 from prmtree.export.rows import decided, defuse, ids, question_text
 
 IMAGE_TAG = "<image>"
+#: What InternVL's reader and chat template take for its own, defused in a question or step: an
+#: image tag or token of the wrong count zeroes the row's loss (``ignore_flag``), and a turn's
+#: end splits the conversation early (its targets then all ignored).
+INTERNVL_TOKENS = (IMAGE_TAG, "<IMG_CONTEXT>", "<img>", "</img>", "<|im_start|>", "<|im_end|>", "<|endoftext|>")
 # VisualPRM's system prompt (InternVL internvl_chat/tools/reasoning_data_pipeline/utils/constants.py).
 VISUALPRM_SYSTEM_PROMPT = """You are an advanced AI assistant, designed to serve as a process supervision model. \
 In this task, I will provide a problem statement followed by the first step of the solution process. For each \
@@ -61,7 +65,7 @@ class VisualPRM(JsonlFormat):
             steps, labels, values = decided(row)
             if not steps:
                 return None
-            markers = (IMAGE_TAG,)
+            markers = INTERNVL_TOKENS
             if len(images) == 1:
                 tags = f"{IMAGE_TAG}\n"
             else:
