@@ -2,7 +2,10 @@
 
 ``input`` is the question, then ``Step k: ... ки`` lines; ``label`` the same text with each
 ``ки`` replaced by ``+``/``-``; and ``task``. TRL's former converter
-(``examples/datasets/math_shepherd.py``) parses it back exactly.
+(``examples/datasets/math_shepherd.py``) parses it back, labels aligned, except that for a
+question opening with one of its hard-coded prefixes ("What is the smallest positive",
+"Round to the nearest", ...) it keeps step 1 in the prompt and drops that step's label, and
+a step holding its internal stand-in character ``ⶻ`` makes it fail an assertion.
 """
 
 from __future__ import annotations
