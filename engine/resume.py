@@ -266,8 +266,8 @@ def reconcile_input(
     notes = []
     # rows new to a finished run (a stopped one's unrecorded rows may be ones it never started),
     # and bad rows retried, that a fresh run's pilot would take: only those are looked for
-    fixed = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
-    candidates = (scan.added if opened.finished else set()) | fixed
+    retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
+    candidates = (scan.added if opened.finished else set()) | retried
     learn = rerun_changed and slice.count == 1  # (a sliced run cannot learn again slice by slice)
     why = (f"problem {relearn[0]!r} changed in the input and was one of the pilot's problems" if relearn else
            _new_members(calibration, problems, fmt, m.config, None if learn else candidates, set(changed))
@@ -297,7 +297,6 @@ def reconcile_input(
         stale = sorted(completed & (set(scan.unseen) | set(scan.unreadable)))
         changed = sorted(completed)
     removed = sorted(set(scan.unseen) - set(unlabelled_members))  # a member gone unlabelled left no rows
-    retried = {k for k in scan.changed if k in m.rejected} | (set(m.rejected) if retry_errors else set())
     gone_errors = set(removed) & m.rejected.keys()  # their errors rows describe rows no longer given
     drop = set(changed) | retried | gone_errors
     gone = [k for k in removed if k in completed or k in m.failed]
