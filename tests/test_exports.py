@@ -346,6 +346,8 @@ def test_a_chat_template_that_drops_steps_before_a_think_tag_is_refused(tmp_path
         "{% set content = content.split('</think>')[-1] %}{% endif %}"
         "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n{% endfor %}")
     tok.save_pretrained(tmp_path / "think")
+    with pytest.raises(ExportError, match=r"--tokenizer '.*nowhere' is no folder: give the folder of a tokenizer"):
+        QwenPRM().builder(ExportOptions(tokenizer=tmp_path / "nowhere"))  # not transformers' "Repo id must use ..."
     with pytest.raises(ExportError, match=r"rendered problem 'p' with 2 <extra_0> markers for its 3 labelled steps "
                                           r"\(a reasoning model's template drops the text before a '</think>'"):
         fmt.builder(ExportOptions(tokenizer=tmp_path / "think"))(row, [])

@@ -103,6 +103,9 @@ def _template_renderer(tokenizer: str | Path) -> Callable[[list[dict[str, Any]]]
         from transformers import AutoTokenizer
     except ImportError:
         raise ExportError("rendering with a tokenizer's chat template needs transformers installed") from None
+    if not Path(tokenizer).is_dir():  # (transformers would take it for a hub repo id and say that is malformed)
+        raise ExportError(f"--tokenizer {str(tokenizer)!r} is no folder: give the folder of a tokenizer saved with "
+                          "save_pretrained (tokenizer_config.json and its chat template)")
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
     except (OSError, ValueError) as exc:
