@@ -144,14 +144,24 @@ def live_writer(path: Path) -> str | None:
     return None if holder is None else describe_holder(holder)
 
 
+def live_slice_holders(out: Path) -> dict[str, dict[str, Any]]:
+    """The manifest name of each slice a run is writing into ``out`` right now, with what
+    that run recorded in its lock (``FileLock.acquire``'s note too), in name order."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(out.glob(".manifest*.json.lock")):  # ``Slice.lock_name``: ``.<manifest name>.lock``
+        holder = holder_of(path)
+        if holder is not None:
+            found[path.name[1:-len(".lock")]] = holder
+    return found
+
+
 def live_slice_counts(out: Path) -> dict[int, str]:
     """Slice counts (1: unsliced) of runs writing into ``out`` right now, each with a
     manifest name of it. Call under the directory lock, so nobody takes a slice lock
     meanwhile."""
     found: dict[int, str] = {}
-    for path in out.glob(".manifest*.json.lock"):  # ``Slice.lock_name``: ``.<manifest name>.lock``
-        name = path.name[1:-len(".lock")]
+    for name in live_slice_holders(out):
         count = slice_count(name)
-        if count is not None and is_locked(path):
+        if count is not None:
             found.setdefault(count, name)
     return found

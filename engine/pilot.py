@@ -52,14 +52,23 @@ def pilot_members(items: Iterable[Problem | InputError], per_space: int, window:
     for item in items:
         if not isinstance(item, Problem):
             continue
-        space = answer_space(item)
-        if counts[space] < per_space:
-            counts[space] += 1
+        if _joins(counts, item, per_space):
             members.append(item.id)
         seen += 1
         if seen >= window:
             break
     return members
+
+
+def _joins(counts: Counter[str], problem: Problem, per_space: int) -> bool:
+    """Whether ``problem``, next in input order, is a pilot member: its answer space has
+    fewer than ``per_space`` so far (``counts``, updated). The one rule of the pilot and of
+    :func:`pilot_members`."""
+    space = answer_space(problem)
+    if counts[space] >= per_space:
+        return False
+    counts[space] += 1
+    return True
 
 
 @dataclass(frozen=True)
@@ -149,10 +158,8 @@ class Pilot:
         """Whether ``problem`` (the next in input order) is a member (searched now); a
         problem that is not waits for :attr:`learned`."""
         self.seen += 1
-        space = answer_space(problem)
-        member = self.member_count[space] < self.per_space
+        member = _joins(self.member_count, problem, self.per_space)
         if member:
-            self.member_count[space] += 1
             self.members[problem.id] = len(self.members)
         if self.window_full:
             self.close()

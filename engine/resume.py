@@ -26,7 +26,14 @@ import pyarrow.parquet as pq
 
 from prmtree.engine.config import InputConfig, RunConfig, config_changes
 from prmtree.engine.errors import ConfigError
-from prmtree.engine.lock import DIRECTORY_LOCK, FileLock, LockHeld, describe_holder, holder_of, live_slice_counts
+from prmtree.engine.lock import (
+    DIRECTORY_LOCK,
+    FileLock,
+    LockHeld,
+    describe_holder,
+    live_slice_counts,
+    live_slice_holders,
+)
 from prmtree.engine.output.atomic import temporary_target
 from prmtree.engine.output.layout import SHARD_NAME, Slice, manifest_layout, shard_slice_count
 from prmtree.engine.output.manifest import (
@@ -118,16 +125,12 @@ def _check_live_siblings(out: Path, slice: Slice, config_hash: str) -> None:
     """Refuse a config another slice of ``out`` is being written with now (different rows)."""
     if slice.count == 1:
         return
-    for path in sorted(out.glob(".manifest*.json.lock")):
-        if path.name == slice.lock_name:
-            continue
-        holder = holder_of(path)
-        theirs = holder.get("config_hash") if holder else None
-        if isinstance(theirs, str) and theirs != config_hash:
+    for name, holder in live_slice_holders(out).items():
+        theirs = holder.get("config_hash")
+        if name != slice.manifest_name and isinstance(theirs, str) and theirs != config_hash:
             raise ConfigError(
-                f"{out} is being written now by another slice's run ({path.name[1:-len('.lock')]}: "
-                f"{describe_holder(holder or {})}) with a different config: every slice of one --out must use the "
-                "same config: use that one, or another --out"
+                f"{out} is being written now by another slice's run ({name}: {describe_holder(holder)}) with a "
+                "different config: every slice of one --out must use the same config: use that one, or another --out"
             )
 
 
