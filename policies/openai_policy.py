@@ -201,11 +201,6 @@ class OpenAIPolicy:
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         texts = [self._choice_text(c) for c in choices]
-        # cut at the length limit before writing any answer (a reasoning model still in its
-        # reasoning, which the server puts elsewhere): a truncated rollout, as a cut text is.
-        # Asked again, the same seed cuts it again, so failing would lose the problem.
-        texts = ["" if t is None and c.get("finish_reason") == "length" and _content_null(c) else t
-                 for c, t in zip(choices, texts)]
         check_texts(path, choices, texts, self.endpoint == "completions")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about
@@ -230,11 +225,19 @@ class OpenAIPolicy:
         return out
 
     def _choice_text(self, choice: dict[str, Any]) -> str | None:
-        """A choice's text, or None where it holds none (no ``message``, ``content`` null)."""
+        """A choice's text, or None where it holds none (no ``message``, ``content`` null; "" when that
+        null came at the length limit)."""
         if self.endpoint == "completions":
             return choice.get("text") if isinstance(choice.get("text"), str) else None
         message = choice.get("message")
-        return _text(message.get("content")) if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            return None
+        if "content" in message and message["content"] is None and choice.get("finish_reason") == "length":
+            # cut at the length limit before writing any answer (a reasoning model still in its
+            # reasoning, which the server puts elsewhere): a truncated rollout, as a cut text is.
+            # Asked again, the same seed cuts it again, so failing would lose the problem.
+            return ""
+        return _text(message.get("content"))
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One attempt. Retrying is the driver's job (one retry layer, with backoff).
@@ -365,12 +368,6 @@ def _count(value: Any) -> int:
     except (TypeError, ValueError):
         return 0
     return int(n) if math.isfinite(n) and n > 0 else 0
-
-
-def _content_null(choice: dict[str, Any]) -> bool:
-    """A chat choice whose message is there with ``content`` null (not one with no message)."""
-    message = choice.get("message")
-    return isinstance(message, dict) and "content" in message and message["content"] is None
 
 
 def _text(content: Any) -> str | None:
