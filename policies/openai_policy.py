@@ -27,6 +27,7 @@ as ``shared_tokens``, so the run's token count and tokens/s still add up.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import os
 import re
@@ -42,6 +43,8 @@ from prmtree.policies.prompts import (
     messages,
     render,
 )
+
+log = logging.getLogger("prmtree")
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -149,6 +152,7 @@ class OpenAIPolicy:
         self._timeout = httpx.Timeout(timeout_s)  # each connect / read / write / wait for a connection
         self._timeout_s = float(timeout_s)  # the whole request (_post)
         self._deadlines = Deadlines()
+        self._warned_reasoning = False  # reasoning_elsewhere is said once per policy
         self._client: Any = None
         self._template_owner: Any = None
         if endpoint == "completions":
@@ -202,6 +206,15 @@ class OpenAIPolicy:
         check_finished(path, choices)
         texts = [self._choice_text(c) for c in choices]
         check_texts(path, choices, texts, self.endpoint == "completions")
+        if not self._warned_reasoning and self.endpoint == "chat":
+            key = reasoning_elsewhere(choices)
+            if key:
+                self._warned_reasoning = True
+                log.warning(
+                    "prmtree: the server put the model's reasoning in `%s`, apart from `content` (it runs a "
+                    "reasoning parser): steps and answers are read from `content` only, the text after the "
+                    "reasoning, so the reasoning itself is not labelled; serve the model without "
+                    "--reasoning-parser to label it", key)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about
         # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
@@ -336,6 +349,21 @@ def _why_no_text(choice: dict[str, Any], completions: bool) -> str:
     why = "no content" if "content" not in message else "content null" if content is None else "content is no text"
     elsewhere = [key for key in ("refusal", "reasoning_content", "reasoning") if message.get(key)]
     return f"{why}; the message has {', '.join(elsewhere)}" if elsewhere else why
+
+
+def reasoning_elsewhere(choices: list[dict[str, Any]]) -> str | None:
+    """The key under which a server's reasoning parser put a choice's reasoning beside its
+    ``content`` (vLLM's ``reasoning_content``, newer ``reasoning``), or None. The content is
+    what gets labelled; a run over a reasoning model would otherwise label its summaries in
+    silence."""
+    for choice in choices:
+        message = choice.get("message")
+        if isinstance(message, dict):
+            for key in ("reasoning_content", "reasoning"):
+                value = message.get(key)
+                if isinstance(value, str) and value.strip():
+                    return key
+    return None
 
 
 def too_few_choices(path: str, got: int, n: int) -> GenerationError:

@@ -218,6 +218,37 @@ def test_choices_cut_while_thinking_are_truncated_rollouts_and_the_run_warns(ser
     assert err.value.retryable
 
 
+def test_reasoning_split_off_by_the_server_is_said_once_and_the_content_is_graded(serve, caplog):
+    # Before: a server started with a reasoning parser moved the model's reasoning into
+    # reasoning_content; the run labelled the summaries in `content` and said nothing.
+    def split(key):
+        def plan(handler, body, seq, inflight):
+            choices = [{"index": i, "message": {"role": "assistant", "content": text_of(body),
+                                                key: "Let me count the bars first."},
+                        "finish_reason": "stop"} for i in range(body["n"])]
+            return answer(handler, body, choices)
+        return plan
+
+    for key in ("reasoning_content", "reasoning"):
+        caplog.clear()
+        policy = OpenAIPolicy(serve(split(key))[1], "m")
+
+        async def twice():
+            try:
+                return [await policy.generate(GenerationRequest(PROBLEM, (), n=2)) for _ in range(2)]
+            finally:
+                await policy.close()
+
+        first, second = asyncio.run(twice())
+        assert [c.text for c in first + second] == ["Work it out.\n\n\\boxed{1}"] * 4
+        [warning] = [r.getMessage() for r in caplog.records if "reasoning parser" in r.getMessage()]
+        assert warning.startswith(f"prmtree: the server put the model's reasoning in `{key}`, apart from `content`")
+        assert "serve the model without --reasoning-parser" in warning
+    caplog.clear()
+    gen(OpenAIPolicy(serve(lambda handler, body, seq, inflight: answer(handler, body))[1], "m"))
+    assert not [r for r in caplog.records if "reasoning parser" in r.getMessage()]  # none without the split
+
+
 def url_of_no_text(serve):
     return serve(no_text)[1]
 
