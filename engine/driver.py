@@ -36,6 +36,7 @@ from prmtree.engine.errors import (
     ConfigError,
     FatalExecutorError,
     GenerationError,
+    PilotFailedError,
     PolicyContractError,
     exception_text,
 )
@@ -733,7 +734,17 @@ class Driver:
                 for task in pending:
                     task.cancel(CANCELLED_BY_PRMTREE)
             pending = await self._collect(pending)
+        if self.pilot.failed:
+            raise PilotFailedError(self._pilot_failure())
         return pending
+
+    def _pilot_failure(self) -> str:
+        """Why the run stops when every pilot problem failed, with one of their reasons."""
+        reason = next(iter(self.stats.failure_examples.values()), "unknown")
+        count = len(self.pilot.members) if self.pilot is not None else 0
+        return (f"the pilot learned nothing: all {count} of its problems failed (e.g. {reason}), so no other "
+                "problem was started, as their labels need the floors it learns; fix the cause, then run the "
+                "same command again: it pilots the same problems again")
 
     async def _collect(self, pending: set[asyncio.Task[FinishedProblem]],
                        for_room: bool = False) -> set[asyncio.Task[FinishedProblem]]:

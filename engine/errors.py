@@ -65,6 +65,13 @@ class BackendDownError(FatalExecutorError):
     """The circuit breaker tripped: the last requests all failed (``engine/breaker.py``)."""
 
 
+class PilotFailedError(FatalExecutorError):
+    """Every problem of the pilot failed, so it learned no floors: the run stops as when
+    the backend is down (nothing else started, since its labels need those floors), and
+    the same command pilots the same problems again, rather than label the whole run at
+    chance floors frozen from nothing."""
+
+
 class ImageError(ValueError):
     """An image that cannot be used: missing, unreadable, corrupt or too large."""
 

@@ -143,6 +143,7 @@ class Pilot:
         self.reported: dict[str, tuple[Problem, TreeSearch | None]] = {}
         self.closed = False
         self.abandoned = False  # a stop before it learned: it never learns (the next run pilots again)
+        self.failed = False  # every member failed: nothing to learn from, it never learns (the run stops)
         self.first_look = asyncio.Event()  # round one learned: members top up their labels with it
         self.first_floors: dict[str, float] = {}
         self.second: dict[str, tuple[Problem, TreeSearch | None]] = {}
@@ -204,7 +205,7 @@ class Pilot:
         their trees (the first look). Round two: every member topped up its labels at
         the first look's floors (more rollouts where a wrong step now tells), floors
         learned again from the richer trees, and frozen with the pool allowance."""
-        if self.abandoned or not self.closed or len(self.reported) < len(self.members):
+        if self.abandoned or self.failed or not self.closed or len(self.reported) < len(self.members):
             return
         if not self.first_look.is_set():
             self.first_floors = {s: f.floor for s, f in self._floors(self._by_space(self.reported)).items()}
@@ -212,6 +213,9 @@ class Pilot:
         if self.calibration is not None or len(self.second) < len(self.members):
             return
         by_space = self._by_space(self.second)
+        if self.members and not by_space:  # frozen, chance floors and no pool would label the whole run
+            self.failed = True
+            return
         searches = [s for found in by_space.values() for _, s in found]
         self.calibration = Calibration(self._floors(by_space),
                                        pool_allowance(searches, self.budget, self.labels.pool_per_problem),

@@ -132,6 +132,40 @@ def test_a_member_that_fails_teaches_nothing_and_is_redone_as_a_member(tmp_path)
     assert again.problems_done == 10 and load_manifest(tmp_path / "manifest.json").calibration == cal
 
 
+def test_a_pilot_whose_problems_all_failed_stops_the_run_and_the_same_command_pilots_again(tmp_path):
+    # Before: it froze floors learned from nothing (chance floors, no pool) and the rest of
+    # the window ran on them; the advised "same command" then labelled the whole run so.
+    from prmtree.engine.errors import PilotFailedError
+
+    class Outage(SimulatedPolicy):
+        broken = True  # a class attribute: not part of the policy's config, so the re-run resumes
+
+        async def generate(self, request):
+            if Outage.broken:
+                raise RuntimeError("backend hiccup")
+            return await super().generate(request)
+
+    problems = MIXED[:12]
+    config = {"seed": 1, "search": {"budget": 120}, "labels": {"pilot_problems": 2},
+              "executor": {"retry_backoff_s": 0.0, "max_attempts": 1, "breaker_window": 10**6}}
+    policy = Outage(error_rate=0.1, guess_rate=0.3, lucky_rate=0.0, cancel_errors=False, wrong_answers="consistent")
+    with pytest.raises(PilotFailedError) as err:
+        prmtree.run(problems, policy=policy, out=tmp_path / "o", config=config)
+    assert str(err.value) == (
+        "the pilot learned nothing: all 6 of its problems failed (e.g. RuntimeError: backend hiccup (1 "
+        "attempt)), so no other problem was started, as their labels need the floors it learns; fix the cause, "
+        "then run the same command again: it pilots the same problems again")
+    cut = load_manifest(tmp_path / "o" / "manifest.json")
+    assert not cut.calibration and not cut.completed and len(cut.failed) == 6  # the members only
+    Outage.broken = False
+    again = prmtree.run(problems, policy=policy, out=tmp_path / "o", config=config)
+    fresh = prmtree.run(problems, policy=policy, out=tmp_path / "fresh", config=config)
+    assert again.problems_done == fresh.problems_done == 12
+    learned = load_manifest(tmp_path / "fresh" / "manifest.json").calibration
+    assert load_manifest(tmp_path / "o" / "manifest.json").calibration == learned and learned["pool"]["per_problem"]
+    assert _rows(tmp_path / "o") == _rows(tmp_path / "fresh")
+
+
 def test_the_pool_lets_undecided_problems_draw_what_the_pilot_left_unspent(tmp_path):
     s = _run(tmp_path, YESNO, pool_per_problem=40)
     cal = load_manifest(tmp_path / "manifest.json").calibration["pool"]
