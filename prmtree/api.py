@@ -21,7 +21,7 @@ from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
 from prmtree.engine.steps import check_splitter
 from prmtree.policies.base import check_policy
-from prmtree.runner import DriverJob, RunSummary, run_checked, with_progress
+from prmtree.runner import DriverJob, RunSummary, RunWarning, run_checked, with_progress
 
 
 def build_config(config: RunConfig | str | os.PathLike[str] | dict[str, Any] | None, **overrides: Any) -> RunConfig:
@@ -144,18 +144,27 @@ def run(
         if cfg.executor.kind == "inline":  # driver processes around this one's policy (auto: maybe only this one)
             from prmtree.local_drivers import run_local_job
 
-            return run_local_job(job, on_progress=on_progress, on_problem=on_problem)
+            return _warned(run_local_job(job, on_progress=on_progress, on_problem=on_problem))
         from prmtree.multi_driver import check_sliceable, run_job
 
         check_sliceable(slice_, on_problem)
-        return run_job(job, on_progress=on_progress)
+        return _warned(run_job(job, on_progress=on_progress))
     if out is not None and slice_.count == 1 and cfg.executor.attach is None:
         from prmtree.multi_driver import check_layout
 
         check_layout(Path(out), 1)  # an --out written by --drivers N: say so in its terms
     if on_progress is not None:
         on_problem = with_progress(on_problem, on_progress)
-    return run_checked(job, on_problem)
+    return _warned(run_checked(job, on_problem))
+
+
+def _warned(summary: RunSummary) -> RunSummary:
+    """``summary``, once each of its warnings is issued as a :class:`RunWarning`: a script
+    calling :func:`run` hears what `prmtree run` prints under its table (a ``check_answer``
+    that failed on every answer would otherwise pass as wrong answers in silence)."""
+    for line in summary.warnings:
+        warnings.warn(line, RunWarning, stacklevel=3)
+    return summary
 
 
 def policy_overrides(policy: Any, policy_args: dict[str, Any] | None, overrides: dict[str, Any]) -> None:

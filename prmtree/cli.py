@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -272,10 +273,12 @@ def _run(args: argparse.Namespace, input_path: Path, overrides: dict[str, Any], 
     from prmtree.api import run
     from prmtree.engine.errors import ConfigError, PolicyConfigError
     from prmtree.progress import ProgressReporter
+    from prmtree.runner import RunWarning
 
     reporter = ProgressReporter(total=total, enabled=progress)
     try:
-        with reporter:
+        with reporter, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)  # the summary prints them under its table
             return run(
                 input_path,
                 out=args.out,
@@ -636,8 +639,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import warnings
-
     from prmtree.export import ExportOptions, NothingToExport, export
 
     out = _intact_run_dir(args.out)

@@ -65,6 +65,21 @@ class RunSummary:
     def stats(self) -> dict[str, Any]:
         return self.run_stats.to_dict()
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the run's summary warns about (`prmtree run` prints them under its table;
+        :func:`prmtree.run` also issues each as a :class:`RunWarning`): a custom
+        ``check_answer`` that failed, labels far from normal, a driver that could not keep up."""
+        from prmtree.summary import run_warnings
+
+        return run_warnings(self)
+
+
+class RunWarning(UserWarning):
+    """A line of the run's summary warnings, issued by :func:`prmtree.run` so that a script
+    hears what `prmtree run` would print (``warnings.simplefilter("error", RunWarning)``
+    turns them into errors)."""
+
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version

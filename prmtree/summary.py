@@ -173,6 +173,14 @@ def run_calibration(summary: Any) -> dict[str, Any]:
     return found[0].calibration if found else {}
 
 
+def run_warnings(summary: Any, calibration: dict[str, Any] | None = None) -> list[str]:
+    """Every warning the run's summary prints under its table, one line each
+    (``calibration``: the run's, read from its manifest when not given)."""
+    if calibration is None:
+        calibration = run_calibration(summary)
+    return label_warnings(summary, run_min_coverage(summary), calibration) + pace_warnings(summary)
+
+
 def print_summary(summary: Any, quality: Any | None) -> None:
     table = Table(title=f"prmtree: {summary.out}", show_header=False)
     table.add_column("what")
@@ -201,7 +209,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     console = Console()
     console.print(table)
-    for warning in label_warnings(summary, run_min_coverage(summary), calibration) + pace_warnings(summary):
+    for warning in run_warnings(summary, calibration):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if summary.rollouts_this_session == 0 and summary.problems_done and not summary.problems_failed:
         console.print(
