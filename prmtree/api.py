@@ -19,6 +19,7 @@ from prmtree.engine.output import Slice
 from prmtree.engine.problem import check_input, holds_rows
 from prmtree.engine.records import Problem
 from prmtree.engine.stats import RunStats
+from prmtree.engine.answers.verifier import check_custom
 from prmtree.engine.steps import check_splitter
 from prmtree.policies.base import check_policy
 from prmtree.runner import DriverJob, RunSummary, RunWarning, run_checked, with_progress
@@ -104,11 +105,13 @@ def run(
         spec, kwargs = cfg.policy.name, cfg.policy.kwargs
     check_policy(spec, kwargs)  # name, async generate, arguments: before any model loads
     check_labeler(cfg.labels.method)
-    if split_steps is not None:
-        try:
+    try:
+        if split_steps is not None:
             check_splitter(split_steps)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
+        if check_answer is not None:
+            check_custom(check_answer)  # an async def: refused before any model loads
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
     judge = cfg.labels.judge
     if cfg.labels.method == "consensus" and judge.name:
         check_policy(judge.name, judge.kwargs)

@@ -468,6 +468,13 @@ def sample(
     verifier (one request of ``n`` per problem, seeded by the run seed and the problem)."""
     if n < 1:
         raise ConfigError(f"N must be at least 1, got {n}")
+    if check_answer is not None:
+        from prmtree.engine.answers.verifier import check_custom
+
+        try:
+            check_custom(check_answer)  # an async def: refused before any model loads
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
     cfg, spec, kwargs = build_run_config(policy, policy_args, seed, config, config_overrides)
     if isinstance(problems, (str, os.PathLike)):
         check_input(problems, cfg.input)

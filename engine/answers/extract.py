@@ -255,7 +255,7 @@ def read_answer(answer: str | None, gold: str = "", options: object = None, choi
     """``answer`` (already the final answer) as it is graded: a choice named inside a
     sentence read out (``options`` given, or ``choice``); refused: a hedged answer, several
     choices for a one-choice gold, a value the answer denies (``not 5``)."""
-    answer = exact_numbers(ascii_math(answer.strip())) if answer else None
+    answer = exact_numbers(ascii_math(answer).strip()) if answer else None  # (stripped after: "\u200b 12")
     if not answer:
         return Found(None, "no answer")
     gold = gold if isinstance(gold, str) else str(gold)

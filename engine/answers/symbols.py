@@ -4,6 +4,8 @@ rewritten as the ASCII and LaTeX the readers know (``2\\sqrt{2}``, ``x^2``, ``1/
 
 Models write these often (they are one token each), and a reader that stops at a symbol
 it does not know reads ``2√2`` as ``2`` and ``4²`` as ``4``: a wrong answer graded right.
+Invisible format characters (a left-to-right mark, a zero-width space, a byte-order mark)
+are dropped: ``\\u200e-4`` shows as ``-4`` and is -4, not an unreadable answer graded wrong.
 Text that is all ASCII (the common case, per rollout) is returned as it is, untouched.
 """
 
@@ -36,8 +38,16 @@ _VULGAR = {"½": (1, 2), "⅓": (1, 3), "⅔": (2, 3), "¼": (1, 4), "¾": (3, 4
 _FRACTION = re.compile("[" + "".join(_VULGAR) + "]")
 _WHOLE_BEFORE = re.compile(r"(?<![\d.,])\d+\s?$")
 _PI = re.compile(r"π([A-Za-z])?")
+#: Unicode's format characters (category Cf) that show nothing: soft hyphen, Arabic letter mark,
+#: Mongolian vowel separator, zero-width space and (non-)joiners, direction marks, embeddings and
+#: isolates, word joiner and invisible operators, byte-order mark, annotation marks. (The Cf
+#: characters that draw a mark, such as the Arabic number sign U+0600 or a flag's tags, stay.)
+_INVISIBLE_CHARS = ("\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+                    "\ufeff\ufff9-\ufffb")
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
 #: Any character this module rewrites: most non-ASCII text (names, accents, other scripts) has none.
-_ANY = re.compile("[\u2212\u2012\ufe63\uff0d\u22c5\u2219\u2013\u00b7⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻√π" + "".join(_VULGAR) + "]")
+_ANY = re.compile("[\u2212\u2012\ufe63\uff0d\u22c5\u2219\u2013\u00b7⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻√π" + "".join(_VULGAR)
+                  + _INVISIBLE_CHARS + "]")
 #: Texts longer than this are rewritten afresh (not memoised), and only in their last
 #: ``TAIL_CHARS``: a final answer is read from a text's end (``sentences.SCAN_CHARS``).
 _MEMO_CHARS = 512
@@ -64,7 +74,7 @@ def _rewritten(text: str) -> str:
 
 def _rewrite(text: str) -> str:
     """Each rewrite only where its characters are: this runs on model text, per rollout."""
-    t = text
+    t = _INVISIBLE.sub("", text)  # first: "−\u200b4" is -4 to the rewrites below
     for char, ascii_form in _ALWAYS:  # (str.translate is slow on non-ASCII text)
         if char in t:
             t = t.replace(char, ascii_form)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,7 +40,8 @@ class Verifier:
     Takes the run's ``VerifyConfig`` whole. ``check`` (async, what the driver uses) sends
     Math-Verify work to a process pool of ``pool_workers``, each check bounded by ``timeout_s``; ``__call__`` (sync) runs it
     in-process. ``custom(gold, predicted)`` replaces all of it and runs in-process (it need
-    not pickle). ``slow_check(gold, predicted)`` replaces Math-Verify and must pickle (a
+    not pickle; an ``async def`` is refused here, with a ``TypeError``).
+    ``slow_check(gold, predicted)`` replaces Math-Verify and must pickle (a
     module-level function): the hook for other equivalence checkers and for fault injection.
     Call ``close()``/``await aclose()`` when done, to stop the pool's workers.
     """
@@ -52,6 +54,8 @@ class Verifier:
         slow_check: AnswerCheck | None = None,
     ) -> None:
         config = config or VerifyConfig()
+        if custom is not None:
+            check_custom(custom)
         timeout_s, pool_workers = config.timeout_s, config.pool_workers
         self.custom = custom
         self.rel_tol = config.rel_tol
@@ -239,16 +243,16 @@ class Verifier:
 
     def _custom_verdict(self, gold: str, predicted: str) -> bool:
         """``custom(gold, predicted)`` as a verdict. One that raises, or answers anything but a
-        bool (``"no"`` would read as True), grades the answer wrong and is counted, with its
+        bool, Python's or numpy's (``"no"`` would read as True), grades the answer wrong and is counted, with its
         first example, for the run's warnings: a silently failing check is wrong labels."""
         try:
             result = self.custom(gold, predicted)  # type: ignore[misc]
         except Exception as exc:
             why = f"raised {type(exc).__name__}: {exc}"
         else:
-            if isinstance(result, bool) or type(result).__name__ == "bool_":  # numpy's too
+            if isinstance(result, bool) or _numpy_bool(result):
                 return bool(result)
-            why = f"returned {type(result).__name__} {result!r:.40}, not a bool"
+            why = _not_a_bool(result)
         self._custom_errors += 1
         if self._custom_error is None:
             self._custom_error = f"check_answer({gold!r:.40}, {predicted!r:.40}) {why}"[:300]
@@ -316,6 +320,36 @@ class Verifier:
     async def aclose(self) -> None:
         """``close()`` for async callers; it does not block (workers are killed, not joined)."""
         self.close()
+
+
+def check_custom(custom: AnswerCheck) -> None:
+    """Refuse, before a run, a ``check_answer`` that is an ``async def``: it is called for
+    each answer and not awaited, so each call would be a coroutine, no verdict, and every
+    answer graded wrong."""
+    if inspect.iscoroutinefunction(custom) or inspect.iscoroutinefunction(getattr(custom, "__call__", None)):
+        raise TypeError(f"check_answer {getattr(custom, '__name__', custom)!r} is an async def: it is called for each "
+                        "answer without awaiting, so make it a plain def returning True or False")
+
+
+def _numpy_bool(result: object) -> bool:
+    """Is ``result`` numpy's bool (``np.isclose(...)``, ``a == b`` on numpy scalars):
+    ``numpy.bool_``, named ``numpy.bool`` since numpy 2? Read from its type, not by importing numpy."""
+    kind = type(result)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
+def _not_a_bool(result: object) -> str:
+    """Why a custom check's ``result`` is no verdict, naming its type as a user would write it
+    (``int 1``, ``numpy.int64 1``, ``None``)."""
+    if result is None:
+        return "returned None, not a bool (a missing return?)"
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # no "coroutine was never awaited" warning per answer
+        return "returned an awaitable, not a bool: check_answer must be a plain def, not an async def"
+    kind = type(result)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"returned {name} {result!r:.40}, not a bool"
 
 
 def _for_math(key: _MemoKey, gold: str, predicted: str) -> str:
