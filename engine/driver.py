@@ -658,7 +658,7 @@ class Driver:
                     if not foreign:
                         self._input_error(item)
                     continue
-                if pilot is not None and pilot.calibration is None:
+                if pilot is not None and pilot.calibration is None and not pilot.failed:
                     if pilot.admit(item):
                         if foreign:
                             self._foreign.add(item.id)
@@ -668,6 +668,8 @@ class Driver:
                     if pilot.window_full:  # read no further until the pilot has learned
                         pending = await self._until_learned(pending)
                     continue
+                if pilot is not None and pilot.failed and (held or not foreign):
+                    raise PilotFailedError(self._pilot_failure())  # more to label, and nothing to label it with
                 while held and not self.stopping:
                     pending = await self._start(held.popleft(), pending)
                 if not foreign:  # sent before the pilot closed: not ours to do
@@ -676,6 +678,8 @@ class Driver:
                 read_all = True
             if pilot is not None and pilot.calibration is None:
                 pending = await self._until_learned(pending)  # the input ended inside the window, or a stop
+            if pilot is not None and pilot.failed and held:
+                raise PilotFailedError(self._pilot_failure())
             while held and not self.stopping:
                 pending = await self._start(held.popleft(), pending)
             while pending:
@@ -734,12 +738,11 @@ class Driver:
                 for task in pending:
                     task.cancel(CANCELLED_BY_PRMTREE)
             pending = await self._collect(pending)
-        if self.pilot.failed:
-            raise PilotFailedError(self._pilot_failure())
         return pending
 
     def _pilot_failure(self) -> str:
-        """Why the run stops when every pilot problem failed, with one of their reasons."""
+        """Why the run stops when every pilot problem failed and others wait (an input of
+        members only just ends, its failures retried with a pilot as any are)."""
         reason = next(iter(self.stats.failure_examples.values()), "unknown")
         count = len(self.pilot.members) if self.pilot is not None else 0
         return (f"the pilot learned nothing: all {count} of its problems failed (e.g. {reason}), so no other "

@@ -143,7 +143,7 @@ class Pilot:
         self.reported: dict[str, tuple[Problem, TreeSearch | None]] = {}
         self.closed = False
         self.abandoned = False  # a stop before it learned: it never learns (the next run pilots again)
-        self.failed = False  # every member failed: nothing to learn from, it never learns (the run stops)
+        self.failed = False  # every member failed: nothing to learn from, it never learns (nothing else starts)
         self.first_look = asyncio.Event()  # round one learned: members top up their labels with it
         self.first_floors: dict[str, float] = {}
         self.second: dict[str, tuple[Problem, TreeSearch | None]] = {}

@@ -426,17 +426,25 @@ class Completion:
     # report it on the first completion only, so sums over completions stay right.
 
 
+#: The largest token count a completion may give: above it a count is no count of tokens
+#: (2**53, where a float, as the search computes with counts, stops holding every integer;
+#: 10**400 overflows it and failed every problem as "search: internal error: OverflowError").
+MAX_TOKEN_COUNT = 2**53
+
+
 def check_completions(request: GenerationRequest, completions: Any, who: str = "policy") -> list[Completion]:
     """The policy contract, checked where answers enter the engine: a list of exactly
-    ``request.n`` Completions with text, non-negative token counts and a known finish reason."""
+    ``request.n`` Completions with text, token counts in 0..MAX_TOKEN_COUNT and a known finish reason."""
     if not isinstance(completions, list):
         raise PolicyContractError(f"{who}.generate must return a list of Completion, got {type(completions).__name__}")
     if len(completions) != request.n:
         raise PolicyContractError(f"{who}.generate returned {len(completions)} completions for n={request.n}")
     for c in completions:
-        if (type(c) is Completion and type(c.text) is str and type(c.num_tokens) is int and c.num_tokens >= 0
-                and type(c.cached_tokens) is int and c.cached_tokens >= 0 and type(c.prompt_tokens) is int
-                and c.prompt_tokens >= 0 and type(c.shared_tokens) is int and c.shared_tokens >= 0
+        if (type(c) is Completion and type(c.text) is str and type(c.num_tokens) is int
+                and type(c.cached_tokens) is int and type(c.prompt_tokens) is int and type(c.shared_tokens) is int
+                # the four counts in 0..MAX_TOKEN_COUNT at once: their OR is negative where one
+                # is, and at least each of them
+                and 0 <= (c.num_tokens | c.cached_tokens | c.prompt_tokens | c.shared_tokens) <= MAX_TOKEN_COUNT
                 and c.finish_reason in FINISH_REASONS):
             continue  # the common case, in one test; anything else is checked field by field below
         if not isinstance(c, Completion):
@@ -447,11 +455,20 @@ def check_completions(request: GenerationRequest, completions: Any, who: str = "
             value = getattr(c, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise PolicyContractError(f"{who}: Completion.{name} must be an int >= 0, got {value!r}")
+            if value > MAX_TOKEN_COUNT:
+                raise PolicyContractError(f"{who}: Completion.{name} must be at most 2**53 (a count of tokens), got "
+                                          f"{_count_shown(value)}")
         if c.finish_reason not in FINISH_REASONS:
             raise PolicyContractError(
                 f"{who}: Completion.finish_reason must be one of {', '.join(FINISH_REASONS)}, got {c.finish_reason!r}"
             )
     return completions
+
+
+def _count_shown(value: int) -> str:
+    """A count for a message: in full up to 128 bits, else its size (``str`` refuses ints
+    of over 4,300 digits)."""
+    return repr(value) if value.bit_length() <= 128 else f"about 10**{int(value.bit_length() * 0.30103)}"
 
 
 #: Why a rollout counted as wrong without its answer being compared.

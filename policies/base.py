@@ -11,12 +11,13 @@ imports vLLM or torch.
 from __future__ import annotations
 
 import inspect
+import reprlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prmtree.engine.contracts import Policy
 from prmtree.engine.errors import PolicyConfigError, raised
-from prmtree.engine.records import Completion, GenerationRequest
+from prmtree.engine.records import Completion, GenerationRequest, safe_text
 from prmtree.engine.registry import POLICIES
 
 
@@ -43,7 +44,8 @@ class FunctionPolicy:
 def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> Any:
     """Everything about a policy that can be checked without building it (no model
     loads): the name resolves, ``generate`` is ``async``, the arguments fit the
-    constructor. Returns the class, function or instance. Raises PolicyConfigError."""
+    constructor; an object (given, or named ``module:obj``) is checked whole, its ``name``
+    too. Returns the class, function or instance. Raises PolicyConfigError."""
     if not isinstance(spec, str):
         if inspect.iscoroutinefunction(spec):  # ``async def generate(request)`` given itself, as by name
             return _function_policy(spec, _shown(spec), kwargs)
@@ -52,18 +54,27 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
         if inspect.isclass(spec):
             raise PolicyConfigError(f"policy {_shown(spec)!r} is a class: pass an instance ({spec.__name__}(...)), or "
                                     f"its name '{spec.__module__}:{spec.__qualname__}' with its arguments")
-        _check_generate(type(spec), type(spec).__name__)
-        return spec
+        return _instance_checked(spec, type(spec).__name__)
     target = POLICIES.get(spec)
     kwargs = dict(kwargs or {})
     if inspect.iscoroutinefunction(target):
         return _function_policy(target, spec, kwargs)
+    if _is_policy_object(target):  # ``module:obj`` naming an instance: built already, as the Python API takes it
+        if kwargs:
+            raise PolicyConfigError(f"policy {spec!r} is a {type(target).__name__} object, built already: it takes "
+                                    f"no arguments, got {sorted(kwargs)}")
+        return _instance_checked(target, spec)
     if not callable(target):
-        raise PolicyConfigError(f"policy {spec!r} is not a class or an async function")
+        raise PolicyConfigError(f"policy {spec!r} is a {type(target).__name__}, not a policy: {_ACCEPTED}")
     if inspect.isclass(target):
         _check_generate(target, spec)
-    elif inspect.isfunction(target) and "request" in inspect.signature(target).parameters:
-        raise _not_async(spec, target)  # a plain function taking the request: written without async
+        _check_class_name(target, spec)
+    elif _takes_request(target):
+        if inspect.isfunction(target) or inspect.ismethod(target):
+            raise _not_async(spec, target)  # a plain function taking the request: written without async
+        raise PolicyConfigError(f"policy {spec!r} is a callable {type(target).__name__} object, not a policy: give it "
+                                "'async def generate(self, request)' (prmtree calls generate, never __call__), or "
+                                "name an 'async def generate(request)' function")
     try:
         inspect.signature(target).bind(**kwargs)
     except TypeError as exc:
@@ -75,6 +86,28 @@ def check_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> An
     except ValueError:  # no signature to read (a builtin): building it will tell
         pass
     return target
+
+
+#: What a policy named ``module:obj`` may be, for a refusal to say.
+_ACCEPTED = ("name a policy class, an object with 'async def generate(self, request)', a function returning such "
+             "an object, or an 'async def generate(request)' function")
+
+
+def _is_policy_object(target: Any) -> bool:
+    """Whether ``target`` (named ``module:obj``) is a policy already built: an object, not
+    a class or function, with a ``generate`` of its own or its class's."""
+    if inspect.isclass(target) or inspect.isroutine(target):
+        return False
+    return inspect.getattr_static(target, "generate", _ABSENT) is not _ABSENT
+
+
+def _takes_request(target: Any) -> bool:
+    """Whether calling ``target`` takes the request: a generate written as something else,
+    never a function building a policy (that takes the policy's arguments)."""
+    try:
+        return "request" in inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False
 
 
 def _function_policy(fn: Any, shown: str, kwargs: dict[str, Any] | None) -> Any:
@@ -95,27 +128,78 @@ def _shown(fn: Any) -> str:
 def _check_generate(cls: type, shown: str) -> None:
     generate = getattr(cls, "generate", None)
     if generate is None:
-        raise PolicyConfigError(f"policy {shown!r} has no generate(request) method")
+        raise PolicyConfigError(f"policy {shown!r} has no generate(request) method: define 'async def "
+                                "generate(self, request)' in its class")
     if not inspect.iscoroutinefunction(generate):
         raise PolicyConfigError(f"policy {shown!r}: generate must be 'async def generate(self, request)'")
 
 
+def _check_instance_generate(policy: Any, shown: str) -> None:
+    """An object's ``generate``: one it holds itself (``self.generate = inner.generate``, a
+    delegation) comes before its class's, as Python looks it up."""
+    try:
+        own = object.__getattribute__(policy, "__dict__").get("generate", _ABSENT)
+    except AttributeError:  # no __dict__ (__slots__): only its class's
+        own = _ABSENT
+    if own is _ABSENT:
+        _check_generate(type(policy), shown)
+    elif not inspect.iscoroutinefunction(own):
+        raise PolicyConfigError(f"policy {shown!r}: the generate it holds ({_shown(own)}) must be an async "
+                                "function of the request")
+
+
+def _check_class_name(cls: type, shown: str) -> None:
+    """A class's ``name``, where it can be read unbuilt: a method is refused before any
+    model loads (a property is read once built)."""
+    name = inspect.getattr_static(cls, "name", None)
+    method = inspect.isfunction(name) or isinstance(name, (staticmethod, classmethod))
+    if method or (name is not None and not hasattr(type(name), "__get__")):
+        _name_text(name, shown)  # raises for a method, or a value that is no non-empty str
+
+
+def _instance_checked(policy: Any, shown: str) -> Any:
+    """``policy``, an object, once its ``generate``, optional attributes and ``name`` are
+    seen to be usable."""
+    _check_instance_generate(policy, shown)
+    _lookups_checked(policy)
+    policy_name(policy)
+    return policy
+
+
 def resolve_policy(spec: str | Policy, kwargs: dict[str, Any] | None = None) -> Policy:
-    """Build a policy from a registered name, ``module:Class``, or return an instance as is."""
+    """Build a policy from a registered name, ``module:Class`` (or a function building
+    one), return ``module:obj`` or an instance as is."""
     target = check_policy(spec, kwargs)
     if not isinstance(spec, str):
-        return FunctionPolicy(spec) if inspect.iscoroutinefunction(spec) else _lookups_checked(spec)
+        return FunctionPolicy(spec) if inspect.iscoroutinefunction(spec) else spec  # checked whole
     if inspect.iscoroutinefunction(target):
         return FunctionPolicy(target)
+    if _is_policy_object(target):
+        return target  # checked whole
     try:
         policy = target(**dict(kwargs or {}))
     except (TypeError, ValueError) as exc:  # a bad argument: the message names it
         raise PolicyConfigError(f"cannot build policy {spec!r}: {exc}") from None
-    except (Exception, SystemExit) as exc:  # a model that will not load (CUDA out of memory), a missing setting...
-        # whatever it is, the configuration names a policy that cannot be built: one line,
-        # exit 2, never the crash a rerun resumes from
+    except KeyboardInterrupt:  # Ctrl-C, or a SIGTERM (StopSignal) while the model loads: the run is stopped
+        raise
+    except BaseException as exc:  # a model that will not load (CUDA out of memory), a missing setting...
+        # whatever it is (SystemExit, a library's own BaseException), the configuration names a
+        # policy that cannot be built: one line, exit 2, never the crash a rerun resumes from
         raise PolicyConfigError(f"cannot build policy {spec!r}: {raised(exc)}") from None
-    return _lookups_checked(policy)
+    return _built_checked(policy, target, spec)
+
+
+def _built_checked(policy: Any, target: Any, spec: str) -> Policy:
+    """What ``target`` built, checked as an instance given itself is: a function building
+    the policy is called blind (its result has no signature to read before)."""
+    if inspect.iscoroutinefunction(policy):  # a function returning ``async def generate(request)``
+        return FunctionPolicy(policy)
+    if policy is None or inspect.isclass(policy) or inspect.isroutine(policy):
+        kind = "class" if inspect.isclass(policy) else "function"
+        built = "None" if policy is None else f"the {kind} {_shown(policy)}"
+        raise PolicyConfigError(f"policy {spec!r} returned {built}, not a policy: "
+                                f"{_shown(target)}(...) must return an object with 'async def generate(self, request)'")
+    return _instance_checked(policy, spec)
 
 
 #: The attributes prmtree reads from a policy object where it has them.
@@ -163,5 +247,24 @@ def operational_args(spec: str) -> frozenset[str]:
 
 
 def policy_name(policy: Any) -> str:
-    """A short name for the output's ``policy`` column."""
-    return str(getattr(policy, "name", None) or type(policy).__name__)
+    """A short name for the output's ``policy`` column: the policy's ``name``, else its
+    class's. Raises PolicyConfigError for a ``name`` that is no non-empty str (a method, a
+    number) or that raises when read: checked with the policy, never found at the first
+    write. A lone surrogate in it is written out (``\\udcff``), as in an error row."""
+    try:
+        name = getattr(policy, "name", None)
+    except Exception as exc:
+        raise PolicyConfigError(f"policy {type(policy).__name__}: reading its name raised {raised(exc)}; name must be "
+                                "a non-empty str") from None
+    return type(policy).__name__ if name is None else _name_text(name, type(policy).__name__)
+
+
+def _name_text(name: Any, shown: str) -> str:
+    """``name`` as the ``policy`` column stores it; raises PolicyConfigError where it is no name."""
+    if isinstance(name, str) and name:
+        return safe_text(name)
+    if callable(name) or isinstance(name, (staticmethod, classmethod)):
+        got = "a method: make it an attribute (name = \"...\") or a property"
+    else:
+        got = f"{reprlib.repr(name)} ({type(name).__name__})"
+    raise PolicyConfigError(f"policy {shown}: name must be a non-empty str (the output's policy column), got {got}")

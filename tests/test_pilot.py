@@ -164,6 +164,19 @@ def test_a_pilot_whose_problems_all_failed_stops_the_run_and_the_same_command_pi
     learned = load_manifest(tmp_path / "fresh" / "manifest.json").calibration
     assert load_manifest(tmp_path / "o" / "manifest.json").calibration == learned and learned["pool"]["per_problem"]
     assert _rows(tmp_path / "o") == _rows(tmp_path / "fresh")
+    # an input of members only: nothing waits, so the run just ends with its failures (exit 3),
+    # and freezes nothing: the retry pilots them again
+    Outage.broken = True
+    members_only = {**config, "labels": {"pilot_problems": 12}}
+    s = prmtree.run(problems, policy=policy, out=tmp_path / "m", config=members_only)
+    assert (s.problems_failed, s.problems_done, s.retry_pending) == (12, 0, 12)
+    assert not load_manifest(tmp_path / "m" / "manifest.json").calibration
+    Outage.broken = False
+    prmtree.run(problems, policy=policy, out=tmp_path / "m", config=members_only)
+    prmtree.run(problems, policy=policy, out=tmp_path / "m_fresh", config=members_only)
+    assert load_manifest(tmp_path / "m" / "manifest.json").calibration == load_manifest(
+        tmp_path / "m_fresh" / "manifest.json").calibration
+    assert _rows(tmp_path / "m") == _rows(tmp_path / "m_fresh")
 
 
 def test_the_pool_lets_undecided_problems_draw_what_the_pilot_left_unspent(tmp_path):
