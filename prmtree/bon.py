@@ -524,9 +524,9 @@ def print_table(result: BonResult, console: Any = None) -> None:
     from rich.table import Table
 
     if console is None:
-        console = Console()
+        console = Console(markup=False)
         if not console.is_terminal:  # a log or a pipe: one row per line, not wrapped at 80 columns
-            console = Console(width=max(console.width, 14 + 24 * len(result.ns)))
+            console = Console(markup=False, width=max(console.width, 14 + 24 * len(result.ns)))
     table = Table(title=f"best of N on {result.problems} problems")
     table.add_column("method")
     for n in result.ns:

@@ -141,7 +141,7 @@ def failure_kinds(failed: dict[str, str]) -> dict[str, tuple[int, str, str]]:
 
 def print_report(out: Path) -> Report:
     report = collect(out)
-    console = Console()
+    console = Console(markup=False)  # reasons, answers and paths hold brackets ("[input] answer_field")
     m, stats = report.manifest, report.manifest["stats"]
     run = Table(title=f"prmtree run: {out}", show_header=False)
     run.add_column("what")

@@ -207,7 +207,7 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     # this session's rate: a resume with nothing left ran nothing (not "0" beside earlier totals)
     table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}" if summary.rollouts_this_session else "none run now")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
-    console = Console()
+    console = Console(markup=False)  # failure reasons hold brackets ("for [/v1/chat]"): text, not markup
     console.print(table)
     for warning in run_warnings(summary, calibration):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
