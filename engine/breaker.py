@@ -19,6 +19,13 @@ wait costs each problem its ``max_attempts`` (it fails, and the next run retries
 the run, for :data:`RATE_LIMITED_GIVE_UP_S`: past that with no request succeeding (an
 exhausted quota), its waits count as failures again and the breaker stops the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured as asked, so it
 counts as a failure like any other.
+
+A backend that hangs (alive, answering nothing) fails each request only at its timeout,
+and the driver, reading timeouts as overload, halves its concurrency down to one request
+in flight: ``window`` failures in a row would then take ``window`` timeouts, hours at
+the default 600 s. So the breaker also trips on silence: at least
+:data:`SILENT_FAILURES` failures in a row and no request succeeding for ``silence_s``
+(the driver gives three request timeouts).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ RETRY_AFTER_MAX_S = 60.0
 #: never does, and without this bound a run of 1,000 problems would wait out ~2 hours of
 #: Retry-After: 60 before exiting
 RATE_LIMITED_GIVE_UP_S = 300.0
+#: the fewest failures in a row the silence rule trips on (one slow request is no outage)
+SILENT_FAILURES = 3
 
 
 def retry_after(error: BaseException | None) -> float | None:
@@ -56,10 +65,12 @@ def asked_to_wait(error: BaseException | None) -> bool:
 class CircuitBreaker:
     """Counts consecutive failed attempts; ``window`` 0 disables it."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, silence_s: float = math.inf, now: float | None = None) -> None:
         if window < 0:
             raise ValueError(f"breaker window must be >= 0, got {window}")
         self.window = window
+        self.silence_s = silence_s  # no success for this long (and SILENT_FAILURES in a row): a trip
+        self.last_success = time.monotonic() if now is None else now
         self.failures_in_a_row = 0
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
@@ -75,19 +86,28 @@ class CircuitBreaker:
         if error is None:
             self.failures_in_a_row = 0
             self.waiting_since = None
+            self.last_success = time.monotonic() if now is None else now
             return
+        now = time.monotonic() if now is None else now
         if asked_to_wait(error):  # up, and busy: neither a failure nor a success (module docstring)
-            now = time.monotonic() if now is None else now
             if self.waiting_since is None:
                 self.waiting_since = now
             if now - self.waiting_since < RATE_LIMITED_GIVE_UP_S:
                 return  # (past RATE_LIMITED_GIVE_UP_S of nothing but waits, they count: below)
         self.failures_in_a_row += 1
+        latest = f"{type(error).__name__}: {str(error) or '(no message)'}"
         if self.window and self.failures_in_a_row >= self.window:
             self.tripped = BackendDownError(
                 f"circuit breaker: the last {self.failures_in_a_row} requests all failed, the latest with "
-                f"{type(error).__name__}: {str(error) or '(no message)'}; everything finished is saved, "
-                "run the same command again once the backend works"
+                f"{latest}; everything finished is saved, run the same command again once the backend works"
+            )
+            raise self.tripped
+        silent = now - self.last_success
+        if self.window and self.failures_in_a_row >= SILENT_FAILURES and silent >= self.silence_s:
+            self.tripped = BackendDownError(
+                f"circuit breaker: no request succeeded for {silent:.0f} s (the last {self.failures_in_a_row} all "
+                f"failed, the latest with {latest}): a backend that answers nothing; everything finished is "
+                "saved, run the same command again once the backend works"
             )
             raise self.tripped
 

@@ -261,7 +261,8 @@ class Driver:
         self.labeler = labeler or make_labeler(config.labels)
         self.judge_executor = judge_executor or executor
         self.label_context = LabelContext(config.output, self._judge, self._judge_request)
-        self.breaker = CircuitBreaker(config.executor.breaker_window)
+        # silence: three request timeouts with nothing succeeding (a hung backend, one request in flight)
+        self.breaker = CircuitBreaker(config.executor.breaker_window, silence_s=3 * config.executor.request_timeout_s)
         self._deadlines = Deadlines()  # every request's time limit
         self.stopping = False  # request_stop(): take no new problems
         #: run(): every problem of the input was started and none was dropped, so a stop that

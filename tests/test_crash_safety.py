@@ -521,6 +521,54 @@ def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_
     assert s.problems_done == 100 and s.retry_pending == 0
 
 
+class HangsAfter(SimulatedPolicy):
+    """Answers ``good`` requests, then never answers: a backend alive but hung (SIGSTOP)."""
+
+    def __init__(self, good):
+        super().__init__()
+        self._good = good
+        self._calls = 0
+
+    async def generate(self, request):
+        self._calls += 1
+        if self._calls > self._good:
+            await asyncio.sleep(3600)
+        return await super().generate(request)
+
+
+def test_a_hung_backend_trips_the_breaker_after_three_timeouts_of_silence_not_a_window_of_them(tmp_path):
+    # Before: timeouts read as overload cut the concurrency to one request in flight, so the
+    # 50 failures in a row took 50 timeouts (hours at the default 600 s) and failed problem
+    # after problem meanwhile.
+    policy = HangsAfter(good=200)
+    config = {"search": {"budget": 40}, "labels": {"learn_floor": False},
+              "executor": {"request_timeout_s": 0.25, "retry_backoff_s": 0.001, "trees_in_flight": 4}}
+    with pytest.raises(BackendDownError, match=r"circuit breaker: no request succeeded for [01] s \(the last [3-9] all "
+                                               r"failed, the latest with GenerationError: policy timed out after "
+                                               r"0.25 s\): a backend that answers nothing"):
+        prmtree.run(generate_problems(100, seed=2), policy=policy, out=tmp_path, config=config)
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert 0 < len(manifest.completed) < 100 and len(manifest.failed) <= 4  # the trees in flight, at most
+    assert verify_run(tmp_path) == []
+
+
+def test_the_silence_rule_needs_three_failures_in_a_row_and_the_silence_both():
+    from prmtree.engine.breaker import CircuitBreaker
+
+    down = ConnectionError("down")
+    b = CircuitBreaker(50, silence_s=30.0, now=0.0)
+    b.record(down, now=100.0)
+    b.record(down, now=101.0)  # two failures, long after the last success: one slow request is no outage
+    b.record(None, now=102.0)
+    for t in (103.0, 110.0, 131.0):  # three in a row, but 29 s since the success
+        b.record(down, now=t)
+    with pytest.raises(BackendDownError, match=r"no request succeeded for 30 s \(the last 4 all failed"):
+        b.record(down, now=132.0)
+    off = CircuitBreaker(0, silence_s=1.0, now=0.0)  # window 0 disables the breaker, silence too
+    for t in range(10):
+        off.record(down, now=100.0 + t)
+
+
 @pytest.mark.slow
 def test_a_dead_backend_from_the_start_exits_1_naming_the_error(tmp_path, problems_file):
     r = cli("run", "--input", problems_file, "--out", tmp_path / "o", "--no-progress",
