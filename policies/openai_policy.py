@@ -204,6 +204,8 @@ class OpenAIPolicy:
             raise too_few_choices(path, len(choices), request.n)
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        check_not_clamped(path, choices, usage, body.get("max_tokens"))
         texts = [self._choice_text(c) for c in choices]
         check_texts(path, choices, texts, self.endpoint == "completions")
         if not self._warned_reasoning and self.endpoint == "chat":
@@ -215,7 +217,6 @@ class OpenAIPolicy:
                     "reasoning parser): steps and answers are read from `content` only, the text after the "
                     "reasoning, so the reasoning itself is not labelled; serve the model without "
                     "--reasoning-parser to label it", key)
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         # One choice's length is known; n choices share one total, which says nothing about
         # each one's: 0 lets the engine estimate each from its text (OmegaPRM prefers short
         # rollouts, and an even share would make them all the same length).
@@ -263,7 +264,7 @@ class OpenAIPolicy:
             async with limit:
                 response = await self._http().post(path, json=body)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise GenerationError(f"{path}: {type(exc).__name__}: {exc}", retryable=True) from None
+            raise GenerationError(f"{self.base_url}{path}: {type(exc).__name__}: {exc}", retryable=True) from None
         except TimeoutError:
             if not limit.expired:
                 raise
@@ -386,6 +387,36 @@ def check_finished(path: str, choices: list[dict[str, Any]]) -> None:
         raise GenerationError(
             f"{path} returned finish_reason {str(bad[0])[:50]!r} for {len(bad)} of {len(choices)} choices "
             "(the text was cut off, not finished)", retryable=True)
+
+
+#: a choice cut at the length limit after fewer than this share of ``max_tokens`` was cut
+#: by the server's context window, not by ``max_tokens`` (servers count the tokens written)
+CLAMPED_BELOW = 0.95
+
+
+def check_not_clamped(path: str, choices: list[dict[str, Any]], usage: dict[str, Any], asked: Any) -> None:
+    """Every choice cut at the length limit, after clearly fewer tokens than ``max_tokens``
+    asked for: the server cut ``max_tokens`` to what its context window leaves after the
+    prompt (vLLM does so in silence). Graded, each such rollout is a truncated wrong answer,
+    the run would advise raising max_tokens, and a problem whose rollouts all were would be
+    kept as "root all wrong" for good. The request fails, not retryably (the same prompt is
+    cut again), naming the server's limit; fixed, the next run retries the problem."""
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
+        return
+    if not choices or any(c.get("finish_reason") != "length" for c in choices):
+        return  # (with n > 1 only the total is known: every choice must have been cut)
+    written = _count(usage.get("completion_tokens"))
+    n = len(choices)
+    if not written or written >= CLAMPED_BELOW * asked * n:
+        return
+    what = f"{written:,} tokens" if n == 1 else f"{written:,} tokens for {n} choices"
+    prompt = _count(usage.get("prompt_tokens"))
+    raise GenerationError(
+        f"{path}: every choice stopped at the length limit after {what}, where max_tokens = {asked:,} was asked"
+        f"{' per choice' if n > 1 else ''}: the server cut it to what its context window leaves after the "
+        f"prompt{f' ({prompt:,} tokens)' if prompt else ''}; raise the server's context length (vLLM: "
+        "--max-model-len) or lower [search] max_tokens", retryable=False)
+
 
 
 def _count(value: Any) -> int:

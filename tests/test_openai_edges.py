@@ -249,6 +249,41 @@ def test_reasoning_split_off_by_the_server_is_said_once_and_the_content_is_grade
     assert not [r for r in caplog.records if "reasoning parser" in r.getMessage()]  # none without the split
 
 
+def test_choices_the_servers_context_window_cut_short_fail_the_request_naming_it(serve, tmp_path):
+    # Before: vLLM cut max_tokens to what its --max-model-len left after the prompt, every
+    # rollout came back truncated, the run advised raising max_tokens and kept every problem
+    # as "root all wrong" for good (a rerun after fixing the server did nothing).
+    def clamped(handler, body, seq, inflight):
+        choices = [{"index": i, "message": {"role": "assistant", "content": "Work it"}, "finish_reason": "length"}
+                   for i in range(body["n"])]
+        return handler.send(200, {"choices": choices, "usage": {"completion_tokens": 14 * body["n"],
+                                                                "prompt_tokens": 86}})
+
+    _, url = serve(clamped)
+    with pytest.raises(GenerationError) as err:
+        gen(OpenAIPolicy(url, "m"), n=2, max_tokens=64)
+    assert not err.value.retryable
+    assert str(err.value) == (
+        "/v1/chat/completions: every choice stopped at the length limit after 28 tokens for 2 choices, where "
+        "max_tokens = 64 was asked per choice: the server cut it to what its context window leaves after the "
+        "prompt (86 tokens); raise the server's context length (vLLM: --max-model-len) or lower [search] max_tokens")
+    s = run(generate_problems(2, seed=4), url, tmp_path)
+    assert (s.problems_done, s.problems_failed, s.problems_skipped) == (0, 2, 0)  # failed, so retried: not skipped
+    assert "--max-model-len" in str(s.stats["failure_examples"])
+
+    def at_max_tokens(handler, body, seq, inflight):  # cut by max_tokens itself: a truncated rollout, as before
+        choices = [{"index": 0, "message": {"role": "assistant", "content": "Work it"}, "finish_reason": "length"}]
+        return handler.send(200, {"choices": choices, "usage": {"completion_tokens": body["max_tokens"]}})
+
+    [cut] = gen(OpenAIPolicy(serve(at_max_tokens)[1], "m"), n=1, max_tokens=64)
+    assert (cut.text, cut.finish_reason, cut.num_tokens) == ("Work it", "length", 64)
+
+
+def test_a_server_that_cannot_be_reached_is_named_with_its_address(tmp_path):
+    with pytest.raises(GenerationError, match=r"^http://127\.0\.0\.1:9/v1/chat/completions: ConnectError"):
+        gen(OpenAIPolicy("http://127.0.0.1:9/v1", "m"))
+
+
 def url_of_no_text(serve):
     return serve(no_text)[1]
 

@@ -237,6 +237,8 @@ class Odd(BaseHTTPRequestHandler):
         if kind == "filtered":
             choices[-1]["finish_reason"] = "content_filter"
         usage = {"completion_tokens": "12.5" if kind == "strtokens" else -3 if kind == "negative" else 4}
+        if kind == "length":  # each choice wrote max_tokens (fewer: the server's context cut it, refused)
+            usage["completion_tokens"] = body["max_tokens"] * body["n"]
         payload = [choices] if kind == "list" else {"choices": choices, "usage": usage}
         if kind == "errorbody":  # a failure reported with HTTP 200
             payload = {"error": {"message": "engine overloaded " + "x" * 500, "code": 503}}
