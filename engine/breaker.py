@@ -25,7 +25,8 @@ and the driver, reading timeouts as overload, halves its concurrency down to one
 in flight: ``window`` failures in a row would then take ``window`` timeouts, hours at
 the default 600 s. So the breaker also trips on silence: at least
 :data:`SILENT_FAILURES` failures in a row and no request succeeding for ``silence_s``
-(the driver gives three request timeouts).
+(the driver gives three request timeouts). A server asking to wait answered: it resets
+that clock as a success does (while its waits are honoured).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 
-from prmtree.engine.errors import BackendDownError
+from prmtree.engine.errors import BackendDownError, exception_text
 
 #: the longest ``Retry-After`` honoured (seconds; the OpenAI SDK's bound too): a server
 #: asking for more is retried after this long, and its answer counts as a failure
@@ -70,7 +71,7 @@ class CircuitBreaker:
             raise ValueError(f"breaker window must be >= 0, got {window}")
         self.window = window
         self.silence_s = silence_s  # no success for this long (and SILENT_FAILURES in a row): a trip
-        self.last_success = time.monotonic() if now is None else now
+        self.last_success = time.monotonic() if now is None else now  # or an answer asking to wait
         self.failures_in_a_row = 0
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
@@ -93,17 +94,20 @@ class CircuitBreaker:
             if self.waiting_since is None:
                 self.waiting_since = now
             if now - self.waiting_since < RATE_LIMITED_GIVE_UP_S:
+                self.last_success = now  # it answered: no silence (a 503 between 429s is no hang)
                 return  # (past RATE_LIMITED_GIVE_UP_S of nothing but waits, they count: below)
         self.failures_in_a_row += 1
-        latest = f"{type(error).__name__}: {str(error) or '(no message)'}"
-        if self.window and self.failures_in_a_row >= self.window:
+        if not self.window:
+            return
+        latest = f"{type(error).__name__}: {exception_text(error) or '(no message)'}"  # (a __str__ may raise)
+        if self.failures_in_a_row >= self.window:
             self.tripped = BackendDownError(
                 f"circuit breaker: the last {self.failures_in_a_row} requests all failed, the latest with "
                 f"{latest}; everything finished is saved, run the same command again once the backend works"
             )
             raise self.tripped
         silent = now - self.last_success
-        if self.window and self.failures_in_a_row >= SILENT_FAILURES and silent >= self.silence_s:
+        if self.failures_in_a_row >= SILENT_FAILURES and silent >= self.silence_s:
             self.tripped = BackendDownError(
                 f"circuit breaker: no request succeeded for {silent:.0f} s (the last {self.failures_in_a_row} all "
                 f"failed, the latest with {latest}): a backend that answers nothing; everything finished is "

@@ -494,7 +494,7 @@ class Driver:
         for c in completions:
             r = parse_completion(
                 problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only,
-                len(request.prefix),
+                len(request.prefix), request.prefix[-1] if request.prefix else "",
             )
             stats.tokens += c.num_tokens + c.shared_tokens
             stats.cached_tokens += c.cached_tokens

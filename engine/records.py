@@ -490,6 +490,10 @@ class Rollout:
     num_tokens: int
     finish_reason: str
     malformed: str | None = None  # one of MALFORMED_REASONS, or None
+    #: A next step that only stated the final answer (:meth:`Segmenter.joins_previous`):
+    #: ``steps[0]`` is the prefix's last step with it joined, as a whole solution reads it,
+    #: and replaces that step (a sibling of its node), not follows it.
+    joins_last: bool = False
 
     @property
     def has_answer(self) -> bool:

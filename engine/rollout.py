@@ -31,11 +31,14 @@ def parse_completion(
     verifier: AnswerCheck | None,
     next_step_only: bool = False,
     depth: int = 0,
+    last_step: str = "",
 ) -> Rollout:
     """Segment, extract and (with a ``verifier``) verify one completion. Never raises on
     model output. Without a verifier ``correct`` is False until :func:`with_verdict`: the
     driver checks a request's answers together, off its event loop. ``depth``: the steps of
     the prefix the text continues (``[steps] max_steps`` bounds prefix and continuation).
+    ``last_step``: the prefix's last step; a next step that only states the final answer
+    joins it (:attr:`Rollout.joins_last`), as the step reader joins them in a whole solution.
 
     Text that is not valid Unicode (bytes that are not UTF-8, a lone surrogate) is
     ``"undecodable"``: stored with the invalid parts replaced by U+FFFD, and a wrong rollout,
@@ -68,11 +71,15 @@ def parse_completion(
         return Rollout((), None, False, num_tokens, finish_reason, "truncated" if finish_reason == "length" else "empty")
     if next_step_only:
         # One step: it may or may not finish the solution.
-        answer = extract_answer(steps[0]) if "\\boxed" in steps[0] and malformed is None else None
+        step = steps[0]
+        joins = bool(last_step) and segmenter.joins_previous(step)
+        if joins:  # "...so the total is 12." then "The answer is \boxed{12}.": one step
+            steps = (last_step + segmenter.format.delimiter + step,)
+        answer = extract_answer(step) if "\\boxed" in step and malformed is None else None
         if answer is not None and len(answer) > MAX_ANSWER_CHARS:
-            return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long")
+            return Rollout(steps, None, False, num_tokens, finish_reason, "answer_too_long", joins)
         correct = verifier(problem, answer) if answer is not None and verifier is not None else False
-        return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed)
+        return Rollout(steps, answer, correct, num_tokens, finish_reason, malformed, joins)
     return _answered(problem, text, num_tokens, finish_reason, segmenter, verifier, depth, malformed, steps)
 
 

@@ -349,6 +349,24 @@ class Segmenter:
             return False
         return _BLANK_LINE.search(piece) is None and _kind(piece) in (_HEAD, _CLOSE)
 
+    def joins_previous(self, step: str) -> bool:
+        """Whether ``step``, the first step of a next-step-only continuation, only states the
+        final answer ("The answer is \\boxed{12}.", with any closing tag or header of it that
+        :meth:`heads_next` continued: "</think>\\n\\nThe answer is ..."): the built-in
+        ``blank_line`` reader merges it into the step before it in a whole solution. False
+        for the other formats and a custom splitter (their steps are their own)."""
+        if not self.steps_any_text:
+            return False
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for m in _blank_lines_outside_displays(step):
+            _block_spans(step, pos, m.start(), spans)
+            pos = m.end()
+        _block_spans(step, pos, len(step), spans)
+        kinds = [_kind(step[s:e]) for s, e in spans]
+        # after a step, the reader merges every piece without content into it (_merge_contentless)
+        return _ANSWER in kinds and _CONTENT not in kinds
+
 
 def custom_steps(split_steps: Callable[[str], list[str]], text: str) -> list[str]:
     """``split_steps(text)``, checked: a list (any iterable but a string) of strings. A string

@@ -11,6 +11,7 @@ imports vLLM or torch.
 from __future__ import annotations
 
 import inspect
+import os
 import reprlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -152,9 +153,8 @@ def _check_class_name(cls: type, shown: str) -> None:
     """A class's ``name``, where it can be read unbuilt: a method is refused before any
     model loads (a property is read once built)."""
     name = inspect.getattr_static(cls, "name", None)
-    method = inspect.isfunction(name) or isinstance(name, (staticmethod, classmethod))
-    if method or (name is not None and not hasattr(type(name), "__get__")):
-        _name_text(name, shown)  # raises for a method, or a value that is no non-empty str
+    if inspect.isfunction(name) or isinstance(name, (staticmethod, classmethod)):
+        _name_text(name, shown)  # raises: a method (a value may be a default the instance replaces)
 
 
 def _instance_checked(policy: Any, shown: str) -> Any:
@@ -247,8 +247,8 @@ def operational_args(spec: str) -> frozenset[str]:
 
 
 def policy_name(policy: Any) -> str:
-    """A short name for the output's ``policy`` column: the policy's ``name``, else its
-    class's. Raises PolicyConfigError for a ``name`` that is no non-empty str (a method, a
+    """A short name for the output's ``policy`` column: the policy's ``name``, else (None or
+    "") its class's. Raises PolicyConfigError for a ``name`` that is no non-empty str (a method, a
     number) or that raises when read: checked with the policy, never found at the first
     write. A lone surrogate in it is written out (``\\udcff``), as in an error row."""
     try:
@@ -256,11 +256,14 @@ def policy_name(policy: Any) -> str:
     except Exception as exc:
         raise PolicyConfigError(f"policy {type(policy).__name__}: reading its name raised {raised(exc)}; name must be "
                                 "a non-empty str") from None
-    return type(policy).__name__ if name is None else _name_text(name, type(policy).__name__)
+    return type(policy).__name__ if name is None or name == "" else _name_text(name, type(policy).__name__)
 
 
 def _name_text(name: Any, shown: str) -> str:
-    """``name`` as the ``policy`` column stores it; raises PolicyConfigError where it is no name."""
+    """``name`` as the ``policy`` column stores it (a path as its text); raises
+    PolicyConfigError where it is no name."""
+    if isinstance(name, os.PathLike):  # a model's folder
+        name = os.fspath(name)
     if isinstance(name, str) and name:
         return safe_text(name)
     if callable(name) or isinstance(name, (staticmethod, classmethod)):

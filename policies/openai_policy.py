@@ -153,6 +153,7 @@ class OpenAIPolicy:
         self._timeout_s = float(timeout_s)  # the whole request (_post)
         self._deadlines = Deadlines()
         self._warned_reasoning = False  # reasoning_elsewhere is said once per policy
+        self._warned_clamp = False  # clamped_by_server is said once per policy
         self._client: Any = None
         self._template_owner: Any = None
         if endpoint == "completions":
@@ -205,7 +206,15 @@ class OpenAIPolicy:
         choices.sort(key=lambda c: c["index"] if isinstance(c.get("index"), int) else 0)
         check_finished(path, choices)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        check_not_clamped(path, choices, usage, body.get("max_tokens"))
+        if not self._warned_clamp:
+            clamped = clamped_by_server(choices, usage, body)
+            if clamped:
+                self._warned_clamp = True
+                log.warning(
+                    "prmtree: the server cut completions at its context window, not at max_tokens (%s): every "
+                    "such rollout is truncated and graded wrong, and a problem whose rollouts all are is skipped "
+                    "as root all wrong; raise the server's context length (vLLM: --max-model-len) or lower "
+                    "max_tokens ([search], or [labels.judge] for the judge), then rerun with --force", clamped)
         texts = [self._choice_text(c) for c in choices]
         check_texts(path, choices, texts, self.endpoint == "completions")
         if not self._warned_reasoning and self.endpoint == "chat":
@@ -394,29 +403,22 @@ def check_finished(path: str, choices: list[dict[str, Any]]) -> None:
 CLAMPED_BELOW = 0.95
 
 
-def check_not_clamped(path: str, choices: list[dict[str, Any]], usage: dict[str, Any], asked: Any) -> None:
-    """Every choice cut at the length limit, after clearly fewer tokens than ``max_tokens``
-    asked for: the server cut ``max_tokens`` to what its context window leaves after the
-    prompt (vLLM does so in silence). Graded, each such rollout is a truncated wrong answer,
-    the run would advise raising max_tokens, and a problem whose rollouts all were would be
-    kept as "root all wrong" for good. The request fails, not retryably (the same prompt is
-    cut again), naming the server's limit; fixed, the next run retries the problem."""
-    if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
-        return
-    if not choices or any(c.get("finish_reason") != "length" for c in choices):
-        return  # (with n > 1 only the total is known: every choice must have been cut)
-    written = _count(usage.get("completion_tokens"))
-    n = len(choices)
-    if not written or written >= CLAMPED_BELOW * asked * n:
-        return
-    what = f"{written:,} tokens" if n == 1 else f"{written:,} tokens for {n} choices"
+def clamped_by_server(choices: list[dict[str, Any]], usage: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """How the server cut every choice at the length limit clearly short of the tokens asked
+    (``max_tokens``, or ``max_completion_tokens`` where ``extra_body`` sets it), or None: it
+    cut them to what its context window leaves after the prompt (vLLM does so in silence).
+    Such rollouts stay truncated ones, as the model's text is cut; the run's own warning
+    would advise raising max_tokens, which changes nothing, so the policy says why once."""
+    asked = [v for v in (body.get("max_tokens"), body.get("max_completion_tokens"))
+             if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    if not asked or not choices or any(c.get("finish_reason") != "length" for c in choices):
+        return None  # (with n > 1 only the total is known: every choice must have been cut)
+    written, n = _count(usage.get("completion_tokens")), len(choices)
+    if not written or written >= CLAMPED_BELOW * min(asked) * n:
+        return None
     prompt = _count(usage.get("prompt_tokens"))
-    raise GenerationError(
-        f"{path}: every choice stopped at the length limit after {what}, where max_tokens = {asked:,} was asked"
-        f"{' per choice' if n > 1 else ''}: the server cut it to what its context window leaves after the "
-        f"prompt{f' ({prompt:,} tokens)' if prompt else ''}; raise the server's context length (vLLM: "
-        "--max-model-len) or lower [search] max_tokens", retryable=False)
-
+    return (f"{written:,} tokens written{f' for {n} choices' if n > 1 else ''} where {min(asked):,} were asked"
+            f"{' per choice' if n > 1 else ''}{f', after a prompt of {prompt:,} tokens' if prompt else ''}")
 
 
 def _count(value: Any) -> int:

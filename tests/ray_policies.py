@@ -77,3 +77,15 @@ class LoadsForever(SimulatedPolicy):
 
         Path(marker).write_text("loading")
         time.sleep(3600)
+
+
+class NamedByProperty(SimulatedPolicy):
+    """The simulated policy whose name is a property of the built policy (its model)."""
+
+    def __init__(self, model="tiny-vl", **kw):
+        super().__init__(**kw)
+        self.model = model
+
+    @property
+    def name(self):
+        return f"sim:{self.model}"

@@ -564,6 +564,13 @@ def test_the_silence_rule_needs_three_failures_in_a_row_and_the_silence_both():
         b.record(down, now=t)
     with pytest.raises(BackendDownError, match=r"no request succeeded for 30 s \(the last 4 all failed"):
         b.record(down, now=132.0)
+    # a rate-limited server answers: 429s with Retry-After and a 503 a minute between them are no silence
+    from prmtree.engine.errors import GenerationError
+
+    limited = CircuitBreaker(50, silence_s=180.0, now=0.0)
+    for t in range(0, 290, 10):
+        limited.record(GenerationError("503", retryable=True) if t % 60 == 0 else
+                       GenerationError("429", retryable=True, retry_after=10.0), now=float(t))
     off = CircuitBreaker(0, silence_s=1.0, now=0.0)  # window 0 disables the breaker, silence too
     for t in range(10):
         off.record(down, now=100.0 + t)

@@ -135,7 +135,7 @@ def test_a_verdict_keeps_every_other_field_of_its_rollout():
     assert with_verdict(r, True) == replace(r, correct=True)
     assert with_verdict(r, False) is r
     assert {f.name for f in fields(Rollout)} == {"steps", "answer", "correct", "num_tokens", "finish_reason",
-                                                 "malformed"}  # with_verdict copies each one by name
+                                                 "malformed", "joins_last"}  # with_verdict copies each one by name
 
 
 class _CountingSplit:

@@ -52,7 +52,12 @@ def test_a_wrong_answer_with_invisible_characters_stays_wrong(gold, text):
 
 def test_invisible_characters_are_dropped_and_visible_ones_kept():
     assert ascii_math("\u2212\u200b4\ufeff") == "-4"
-    assert ascii_math("caf\u00e9\u200d") == "caf\u00e9"
+    assert ascii_math("caf\u00e9\u200b") == "caf\u00e9"
+    # the joiners are spelling: Persian's ZWNJ, an Indic conjunct's ZWJ, an emoji family
+    for kept in ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\u0915\u094d\u200d\u0937",
+                 "\U0001f468\u200d\U0001f469\u200d\U0001f467"):
+        assert ascii_math(kept) == kept
+        assert prmtree.grade(kept, f"\\boxed{{{kept}}}", answer_type="text").correct
     assert ascii_math("\u0600" + "12") == "\u0600" + "12"  # the Arabic number sign draws a mark
     assert ascii_math("-4") == "-4"
 

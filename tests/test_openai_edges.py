@@ -249,10 +249,10 @@ def test_reasoning_split_off_by_the_server_is_said_once_and_the_content_is_grade
     assert not [r for r in caplog.records if "reasoning parser" in r.getMessage()]  # none without the split
 
 
-def test_choices_the_servers_context_window_cut_short_fail_the_request_naming_it(serve, tmp_path):
+def test_choices_the_servers_context_window_cut_short_are_said_once_naming_it(serve, tmp_path, caplog):
     # Before: vLLM cut max_tokens to what its --max-model-len left after the prompt, every
-    # rollout came back truncated, the run advised raising max_tokens and kept every problem
-    # as "root all wrong" for good (a rerun after fixing the server did nothing).
+    # rollout came back truncated, and the run's only word advised raising max_tokens
+    # (which changes nothing); the problems were kept as "root all wrong".
     def clamped(handler, body, seq, inflight):
         choices = [{"index": i, "message": {"role": "assistant", "content": "Work it"}, "finish_reason": "length"}
                    for i in range(body["n"])]
@@ -260,23 +260,32 @@ def test_choices_the_servers_context_window_cut_short_fail_the_request_naming_it
                                                                 "prompt_tokens": 86}})
 
     _, url = serve(clamped)
-    with pytest.raises(GenerationError) as err:
-        gen(OpenAIPolicy(url, "m"), n=2, max_tokens=64)
-    assert not err.value.retryable
-    assert str(err.value) == (
-        "/v1/chat/completions: every choice stopped at the length limit after 28 tokens for 2 choices, where "
-        "max_tokens = 64 was asked per choice: the server cut it to what its context window leaves after the "
-        "prompt (86 tokens); raise the server's context length (vLLM: --max-model-len) or lower [search] max_tokens")
-    s = run(generate_problems(2, seed=4), url, tmp_path)
-    assert (s.problems_done, s.problems_failed, s.problems_skipped) == (0, 2, 0)  # failed, so retried: not skipped
-    assert "--max-model-len" in str(s.stats["failure_examples"])
+    policy = OpenAIPolicy(url, "m")
 
-    def at_max_tokens(handler, body, seq, inflight):  # cut by max_tokens itself: a truncated rollout, as before
+    async def twice():
+        try:
+            return [await policy.generate(GenerationRequest(PROBLEM, (), n=2, max_tokens=64)) for _ in range(2)]
+        finally:
+            await policy.close()
+
+    first, second = asyncio.run(twice())
+    assert [(c.text, c.finish_reason) for c in first + second] == [("Work it", "length")] * 4  # still truncated
+    [said] = [r.getMessage() for r in caplog.records if "context window" in r.getMessage()]
+    assert said.startswith("prmtree: the server cut completions at its context window, not at max_tokens (28 tokens "
+                           "written for 2 choices where 64 were asked per choice, after a prompt of 86 tokens)")
+    assert "--max-model-len" in said and "[labels.judge]" in said and "--force" in said
+    caplog.clear()
+
+    def at_max_tokens(handler, body, seq, inflight):  # cut by max_tokens itself (or max_completion_tokens)
         choices = [{"index": 0, "message": {"role": "assistant", "content": "Work it"}, "finish_reason": "length"}]
-        return handler.send(200, {"choices": choices, "usage": {"completion_tokens": body["max_tokens"]}})
+        asked = min(v for v in (body["max_tokens"], body.get("max_completion_tokens", 10**9)))
+        return handler.send(200, {"choices": choices, "usage": {"completion_tokens": asked}})
 
-    [cut] = gen(OpenAIPolicy(serve(at_max_tokens)[1], "m"), n=1, max_tokens=64)
+    url = serve(at_max_tokens)[1]
+    [cut] = gen(OpenAIPolicy(url, "m"), n=1, max_tokens=64)
     assert (cut.text, cut.finish_reason, cut.num_tokens) == ("Work it", "length", 64)
+    gen(OpenAIPolicy(url, "m", extra_body={"max_completion_tokens": 16}), n=1, max_tokens=64)
+    assert not [r for r in caplog.records if "context window" in r.getMessage()]
 
 
 def test_a_server_that_cannot_be_reached_is_named_with_its_address(tmp_path):

@@ -159,6 +159,17 @@ def test_a_policy_only_the_workers_cannot_build_is_refused_in_one_line(ray_sessi
                                   "worker (in a Ray rollout worker)")
 
 
+def test_the_policy_column_holds_the_built_policys_name_as_inline(ray_session, tmp_path):
+    # Before: the Ray executor named the policy from its unbuilt class: a name property
+    # wrote '<property object at 0x...>' in every row (a different one each run).
+    from prmtree.engine.output import read_table
+
+    for kind, config in (("ray", ray_config(workers=2)), ("inline", {"seed": 2})):
+        prmtree.run(PROBLEMS[:2], policy="ray_policies:NamedByProperty", policy_args={"model": "m7"},
+                    out=tmp_path / kind, config=config)
+        assert set(read_table(tmp_path / kind, "steps").column("policy").to_pylist()) == {"sim:m7"}, kind
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code, said", [
     ("SIGTERM", 143, "prmtree: stopped by SIGTERM before the run started: nothing was done; run the same command "

@@ -39,10 +39,12 @@ _FRACTION = re.compile("[" + "".join(_VULGAR) + "]")
 _WHOLE_BEFORE = re.compile(r"(?<![\d.,])\d+\s?$")
 _PI = re.compile(r"π([A-Za-z])?")
 #: Unicode's format characters (category Cf) that show nothing: soft hyphen, Arabic letter mark,
-#: Mongolian vowel separator, zero-width space and (non-)joiners, direction marks, embeddings and
-#: isolates, word joiner and invisible operators, byte-order mark, annotation marks. (The Cf
-#: characters that draw a mark, such as the Arabic number sign U+0600 or a flag's tags, stay.)
-_INVISIBLE_CHARS = ("\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+#: Mongolian vowel separator, zero-width space, direction marks, embeddings and isolates, word
+#: joiner and invisible operators, byte-order mark, annotation marks. (The Cf characters that
+#: draw a mark, such as the Arabic number sign U+0600 or a flag's tags, stay; so do the
+#: zero-width non-joiner and joiner, U+200C/U+200D, part of the spelling in Persian and Indic
+#: scripts and of emoji sequences.)
+_INVISIBLE_CHARS = ("\u00ad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
                     "\ufeff\ufff9-\ufffb")
 _INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]+")
 #: Any character this module rewrites: most non-ASCII text (names, accents, other scripts) has none.

@@ -17,6 +17,10 @@ of a path leaning right are what can decide it.
 With ``[steps] max_steps`` a path never has more steps: a leaf one step short of it is
 expanded by whole continuations, each merged into one final step (so that step carries
 the answer), and a leaf at it is never expanded.
+
+A next step that only states the final answer ("The answer is \\boxed{12}.", cut off by the
+blank line before it) joins the leaf's own step, as a whole solution reads them: the joined
+step is a new sibling of the leaf (the leaf stays, with any other children).
 """
 
 from __future__ import annotations
@@ -93,7 +97,9 @@ class MCTSSearch(TreeSearch):
             for r in rollouts:
                 if not r.steps:
                     continue
-                child = self.tree.add_step(parent, r.steps[0], terminal=r.has_answer)
+                # a bare answer line joined the leaf's own step: their node is the leaf's sibling
+                under = self.tree.parent(parent) if r.joins_last else parent
+                child = self.tree.add_step(under, r.steps[0], terminal=r.has_answer)
                 if child in seen:
                     continue
                 seen.add(child)

@@ -19,7 +19,7 @@ from typing import Any
 
 from prmtree.engine.errors import GenerationError
 from prmtree.engine.records import GenerationRequest, ImageRef, missing_images, resolve_images
-from prmtree.policies.base import resolve_policy
+from prmtree.policies.base import policy_name, resolve_policy
 from prmtree.rollout_workers.ray.cells import CellReader
 from prmtree.rollout_workers.ray.images import ImageCache, read_all
 
@@ -78,7 +78,8 @@ class RolloutWorker:
     async def ready(self) -> dict[str, Any]:
         import ray  # the real library: inside an actor it is always there
 
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        # the policy's name as built (a property, a name its constructor sets): the rows' policy column
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "policy": policy_name(self.policy)}
 
     async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "",
                       images: dict[str, bytes] | None = None, read_paths: bool = False) -> int:

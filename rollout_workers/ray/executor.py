@@ -172,7 +172,7 @@ class RayExecutor:
             workers.append(WorkerState(i, actor, images=KnownImages(self.image_cache_bytes)))
         self.router.set_workers(workers)
         try:
-            wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped)
+            self._named(ray, wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped))
         except ray.exceptions.GetTimeoutError:
             raise FatalExecutorError(f"rollout workers were not placed within {START_TIMEOUT_S:g} s: the cluster "
                                      f"has {ray.available_resources()} free") from None
@@ -202,9 +202,16 @@ class RayExecutor:
                                 "finished problems are saved, run the same command again to resume")
         self.router.set_workers(workers)
         try:
-            wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped)
+            self._named(ray, wait_ready(ray, [w.actor.ready.remote() for w in self.workers], START_TIMEOUT_S, stopped))
         except Exception as exc:
             raise FatalExecutorError(f"rollout workers of pool {self.attach!r} did not answer: {_cause(exc)}") from None
+
+    def _named(self, ray: Any, ready: list[Any]) -> None:
+        """The policy's name as the workers built it (a property, or one its constructor
+        sets, reads as inline): what the unbuilt spec said until now."""
+        name = ray.get(ready[0]).get("policy") if ready else None
+        if isinstance(name, str) and name:
+            self.policy_name = name
 
     def abandon(self) -> None:
         """After a failed start: let the workers go (see :meth:`close`), so a caller that goes
@@ -446,11 +453,12 @@ READY_POLL_S = 0.2
 _REFUSED = re.compile(r"PolicyConfigError: (.+)$")
 
 
-def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] | None = None) -> None:
+def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] | None = None) -> list[Any]:
     """``ray.get(refs, timeout=timeout_s)`` in short waits: one blocking ``ray.get`` holds
     the main thread in Ray's own code, so a Ctrl-C waited for the whole start (a model's
     load, minutes of waiting for a cluster to grow). Raises the first worker's error,
-    ``GetTimeoutError``, or :class:`StopSignal` once ``stopped`` holds a signal."""
+    ``GetTimeoutError``, or :class:`StopSignal` once ``stopped`` holds a signal. Returns
+    ``refs``, all ready."""
     deadline = time.monotonic() + timeout_s
     pending = list(refs)
     while pending:
@@ -461,6 +469,7 @@ def wait_ready(ray: Any, refs: list[Any], timeout_s: float, stopped: list[int] |
         ray.get(ready)
         if stopped:  # noted before or during this wait, the last one included
             raise StopSignal(stopped[0])
+    return refs
 
 
 @contextmanager
