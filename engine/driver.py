@@ -285,6 +285,7 @@ class Driver:
         self._gate: deque[tuple[asyncio.Future[None], str, int]] = deque()  # waves waiting for room
         self.allowance = 0  # rollouts past its budget a problem may draw (the pilot's pool)
         self._foreign: set[str] = set()  # other slices' pilot members searched here
+        self._member_failure: str | None = None  # the first pilot member's failure (other slices' too)
         self.pilot: Pilot | None = None  # the pilot under way (None: learned by an earlier run, or no pilot)
         self.members: set[str] = set()  # the pilot's members, known from an earlier run's calibration
         self.first_floors: dict[str, float] = {}
@@ -744,7 +745,7 @@ class Driver:
     def _pilot_failure(self) -> str:
         """Why the run stops when every pilot problem failed and others wait (an input of
         members only just ends, its failures retried with a pilot as any are)."""
-        reason = next(iter(self.stats.failure_examples.values()), "unknown")
+        reason = self._member_failure or "unknown"
         count = len(self.pilot.members) if self.pilot is not None else 0
         return (f"the pilot learned nothing: all {count} of its problems failed (e.g. {reason}), so no other "
                 "problem was started, as their labels need the floors it learns; fix the cause, then run the "
@@ -793,6 +794,9 @@ class Driver:
 
     def _finish(self, finished: FinishedProblem) -> None:
         problem, search = finished.problem, finished.search
+        if (search is None and self._member_failure is None and self.pilot is not None
+                and self.pilot.is_member(problem)):  # (another slice's member is not counted below)
+            self._member_failure = finished.error or "unknown"
         if finished.foreign or problem.id in self._foreign:
             return  # another slice's pilot member: that slice writes it
         if search is None:

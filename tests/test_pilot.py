@@ -179,6 +179,23 @@ def test_a_pilot_whose_problems_all_failed_stops_the_run_and_the_same_command_pi
     assert _rows(tmp_path / "m") == _rows(tmp_path / "m_fresh")
 
 
+def test_a_slice_whose_pilot_members_are_all_another_slices_names_their_failure(tmp_path):
+    # the review: "e.g. unknown", since another slice's members are not this slice's failures
+    from prmtree.engine.errors import PilotFailedError
+    from prmtree.engine.output import Slice
+
+    class Outage(SimulatedPolicy):
+        async def generate(self, request):
+            raise RuntimeError("backend hiccup")
+
+    problems = generate_problems(12, seed=22, min_steps=5, max_steps=8, answer_spaces=("yesno",))
+    problems.sort(key=lambda p: not Slice(0, 2).owns(p.id))  # the one member is slice 0's
+    config = {"seed": 1, "search": {"budget": 60}, "labels": {"pilot_problems": 1},
+              "executor": {"retry_backoff_s": 0.0, "max_attempts": 1, "breaker_window": 10**6}}
+    with pytest.raises(PilotFailedError, match=r"all 1 of its problems failed \(e\.g\. RuntimeError: backend hiccup"):
+        prmtree.run(problems, policy=Outage(), out=tmp_path, config=config, slice="1/2")
+
+
 def test_the_pool_lets_undecided_problems_draw_what_the_pilot_left_unspent(tmp_path):
     s = _run(tmp_path, YESNO, pool_per_problem=40)
     cal = load_manifest(tmp_path / "manifest.json").calibration["pool"]
