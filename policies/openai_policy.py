@@ -48,6 +48,14 @@ log = logging.getLogger("prmtree")
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
+#: Sent with every request (vLLM's and SGLang's sampling extensions, at no effect): vLLM
+#: serves the model's generation_config.json as the defaults of what a request leaves out
+#: (its ``--generation-config auto``), and Qwen2-VL's sets ``top_k = 1`` and a repetition
+#: penalty: the k rollouts of a step would be one greedy completion k times, and its
+#: Monte-Carlo value 0 or 1. ``model_sampling=True`` leaves them out, for a server that
+#: refuses them; ``extra_body`` overrides them.
+NEUTRAL_SAMPLING = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+
 
 OVERLOAD_STATUS = {429, 503}
 
@@ -130,6 +138,7 @@ class OpenAIPolicy:
         system_prompt: str | None = None,
         send_images: bool = True,
         extra_body: dict[str, Any] | None = None,
+        model_sampling: bool = False,
     ) -> None:
         try:
             import httpx
@@ -146,6 +155,7 @@ class OpenAIPolicy:
         self.endpoint = endpoint
         self.send_images = send_images  # False for text-only models
         self.extra_body = dict(extra_body or {})
+        self.model_sampling = model_sampling  # True: leave the server's (the model's) other sampling defaults
         self._httpx = httpx
         self._api_key = os.environ.get(api_key_env)
         self._limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
@@ -182,6 +192,8 @@ class OpenAIPolicy:
             "top_p": request.top_p,
             "seed": request.seed,
         }
+        if not self.model_sampling:
+            common.update(NEUTRAL_SAMPLING)
         if request.next_step_only:
             common["stop"] = list(request.step_format.stop_strings)
         if self.endpoint == "completions":

@@ -293,6 +293,21 @@ def test_a_server_that_cannot_be_reached_is_named_with_its_address(tmp_path):
         gen(OpenAIPolicy("http://127.0.0.1:9/v1", "m"))
 
 
+def test_requests_neutralise_the_servers_model_sampling_defaults_unless_asked_not_to():
+    # Before: vLLM served Qwen2-VL's generation_config.json (top_k = 1, a repetition penalty)
+    # as the defaults of what the request left out: k rollouts, one greedy completion k times.
+    from prmtree.policies.openai_policy import NEUTRAL_SAMPLING
+
+    request = GenerationRequest(PROBLEM, ("x = 3.",), n=4, temperature=0.7, top_p=0.95)
+    _, body = OpenAIPolicy("http://127.0.0.1:9", "m").body(request)
+    assert {k: body[k] for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")} == {
+        "temperature": 0.7, "top_p": 0.95, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
+    _, body = OpenAIPolicy("http://127.0.0.1:9", "m", model_sampling=True).body(request)
+    assert not NEUTRAL_SAMPLING.keys() & body.keys() and body["temperature"] == 0.7
+    _, body = OpenAIPolicy("http://127.0.0.1:9", "m", extra_body={"top_k": 20}).body(request)
+    assert body["top_k"] == 20 and body["min_p"] == 0.0
+
+
 def url_of_no_text(serve):
     return serve(no_text)[1]
 
