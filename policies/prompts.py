@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def messages(
     question = request.problem.question if request.purpose == "solve" else judge_question(request)
     images = request.problem.images
     if image_parts == "none" or not images:
+        if images:
+            _say_images_dropped()
         out.append({"role": "user", "content": question})
     else:
         parts: list[dict[str, Any]] = []
@@ -154,6 +157,21 @@ def _mime(data: bytes) -> str:
     if data[:3] == b"GIF":
         return "image/gif"
     return "application/octet-stream"
+
+
+_images_dropped_said = False
+
+
+def _say_images_dropped() -> None:
+    """Once per process: a problem's images went to no model (a text-only model, or
+    ``send_images = false``). Its rows keep the images, but its labels come from answers
+    given without them, which nothing else would show."""
+    global _images_dropped_said
+    if not _images_dropped_said:
+        _images_dropped_said = True
+        logging.getLogger("prmtree").warning(
+            "prmtree: the policy's model takes no images (a text-only model, or send_images = false): problems "
+            "with images are answered from their text alone, and their rows keep images the labels never saw")
 
 
 def render(template_owner: Any, request: GenerationRequest, style: PromptStyle, *, multimodal: bool) -> str:

@@ -308,6 +308,26 @@ def test_requests_neutralise_the_servers_model_sampling_defaults_unless_asked_no
     assert body["top_k"] == 20 and body["min_p"] == 0.0
 
 
+def test_images_sent_to_no_model_are_said_once(caplog):
+    # Before: a text-only model (or send_images = false) answered image problems from their
+    # text alone, and nothing said so: the rows kept images the labels never saw.
+    from prmtree.policies import prompts
+
+    prompts._images_dropped_said = False
+    request = GenerationRequest(PROBLEM, (), n=1)
+    assert PROBLEM.images
+    for _ in range(3):
+        OpenAIPolicy("http://127.0.0.1:9", "m", send_images=False).body(request)
+    said = [r.getMessage() for r in caplog.records if "takes no images" in r.getMessage()]
+    assert said == ["prmtree: the policy's model takes no images (a text-only model, or send_images = false): "
+                    "problems with images are answered from their text alone, and their rows keep images the "
+                    "labels never saw"]
+    prompts._images_dropped_said = False
+    caplog.clear()
+    OpenAIPolicy("http://127.0.0.1:9", "m").body(request)  # images sent: nothing to say
+    assert not [r for r in caplog.records if "takes no images" in r.getMessage()]
+
+
 def url_of_no_text(serve):
     return serve(no_text)[1]
 
