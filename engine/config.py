@@ -386,6 +386,35 @@ class RunConfig(_Strict):
             raise ValueError("must be between 0 and 2**63 - 1")
         return v
 
+    @model_validator(mode="after")
+    def _greedy_draws_once(self) -> RunConfig:
+        """Temperature 0 is greedy decoding: each draw from a prefix is the same completion,
+        so k of them make no Monte-Carlo value, and the hf and vllm policies fail every request
+        for more than one ("n must be 1 when using greedy sampling"): the run stopped at its
+        pilot. Refused at load instead. The judge (``labels.judge.temperature``) asks for one."""
+        s, labels = self.search, self.labels
+        if s.temperature > 0:
+            return self
+        draws = {"search.k": s.k}
+        if s.strategy == "shepherd":
+            draws["search.n_solutions"] = s.n_solutions
+        if s.strategy == "mcts":
+            draws["search.branching"] = s.branching
+        if labels.method != "mc":  # adaptive labels sample a node again, in batches
+            draws["labels.batch"] = labels.batch
+            draws["labels.max_rollouts_per_node"] = labels.max_rollouts_per_node
+        many = [f"{key} = {value}" for key, value in draws.items() if value > 1]
+        if many:
+            raise PydanticCustomError(
+                "greedy_sampling",
+                "search.temperature = 0 is greedy decoding: every rollout from a step is the same completion, so "
+                "the rollouts drawn per value ({many}) would be copies of one and estimate nothing, and the hf and "
+                "vllm policies refuse a request for more than one; set search.temperature above 0 (the default "
+                "is 0.7)",
+                {"many": ", ".join(many)},
+            )
+        return self
+
     def row_defining(self) -> dict[str, Any]:
         """The config without its operational settings: what decides the output rows."""
         return row_defining(self.model_dump(mode="json"))

@@ -28,13 +28,16 @@ def high_depth(mode: str) -> bool:
 def decode_rgb(data: bytes) -> Any:
     """Encoded image bytes as an 8-bit RGB ``PIL.Image``, as the image is meant to be seen.
 
-    Two things ``Image.open(...).convert("RGB")`` gets wrong, so every place that shows an
+    Three things ``Image.open(...).convert("RGB")`` gets wrong, so every place that shows an
     image to a model (the built-in policies, PRM training and scoring) decodes here:
 
     * an EXIF orientation is applied, as Hugging Face ``datasets`` applies it when it loads
       the output: the policy and a PRM trained on the output see the same picture;
     * a 16-bit or float image (``I;16``, ``I``, ``F``: medical and scientific PNGs and
-      TIFFs) is scaled to 8 bits; ``convert`` clips it, which turns most pixels white.
+      TIFFs) is scaled to 8 bits; ``convert`` clips it, which turns most pixels white;
+    * a transparent image (RGBA, LA, or a palette or grey PNG with a transparent colour)
+      is laid on white, as vLLM's own loader (``vllm serve``) lays it; ``convert`` drops
+      the alpha, so a black-on-transparent diagram came out all black.
     """
     from PIL import Image, ImageOps  # lazily: the records layer stays free of PIL
 
@@ -48,7 +51,19 @@ def decode_rgb(data: bytes) -> Any:
             if image.mode == "F":
                 top = 1.0 if pixels.max(initial=0) <= 1.0 else max(float(pixels.max()), 1.0)
             image = Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+        return _on_white(image)
+
+
+def _on_white(image: Any) -> Any:
+    """``image`` as RGB, what is transparent in it white (as vLLM's ``convert_image_mode``)."""
+    from PIL import Image
+
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
 
 
 class ProblemImage(bytes):
@@ -86,7 +101,8 @@ class ProblemImage(bytes):
         return bytes(self)
 
     def to_pil(self) -> Any:
-        """The decoded image (RGB, a ``PIL.Image``), for policies that hand PIL images to a processor."""
+        """The decoded image (RGB, a ``PIL.Image``, as :func:`decode_rgb` shows it: oriented, 8-bit,
+        transparency on white), for policies that hand PIL images to a processor."""
         return decode_rgb(self)
 
     @property

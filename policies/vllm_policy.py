@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 from typing import Any
 
-from prmtree.engine.errors import GenerationError, PolicyConfigError
+from prmtree.engine.errors import GenerationError, PolicyConfigError, exception_text
 from prmtree.engine.records import Completion, GenerationRequest, decode_rgb
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
+
+log = logging.getLogger("prmtree")
 
 
 def _require_vllm() -> Any:
@@ -92,6 +95,8 @@ class VLLMPolicy:
             self.engine_args["enable_chunked_prefill"] = False
         self.engine_args.update(engine_kwargs or {})
         self._engine: Any = None
+        self._start_failed: str | None = None  # why the engine could not start: said to every request
+        self._warned_clamp = False  # cut_by_context is said once per policy
         self._ids = itertools.count()
 
     def engine_inputs(self, request: GenerationRequest) -> tuple[dict[str, Any], Any]:
@@ -117,12 +122,38 @@ class VLLMPolicy:
         return prompt, params
 
     async def _get_engine(self) -> Any:
+        """The engine, started at the first request. A start that failed is not tried again:
+        each retry of each request started it anew (six starts, two minutes, for a pilot of
+        two problems) to fail the same way, so every request fails at once, not retried."""
+        if self._start_failed is not None:
+            raise GenerationError(self._start_failed, retryable=False)
         if self._engine is None:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args))
+            try:
+                self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args))
+            except Exception as exc:
+                self._start_failed = self._why_no_start(exc)
+                raise GenerationError(self._start_failed, retryable=False) from exc
         return self._engine
+
+    def _why_no_start(self, exc: BaseException) -> str:
+        """One line on a failed engine start: vLLM's error, its root cause where the chain
+        holds it (a cause in the engine's own process is only in vLLM's log), and what to do."""
+        root = exc
+        for _ in range(16):  # the innermost exception vLLM chained (bounded: a chain may loop)
+            inner = root.__cause__ or root.__context__
+            if inner is None:
+                break
+            root = inner
+        said = _in_a_line(exc) + (f", caused by {_in_a_line(root)}" if root is not exc else "")
+        memory = self.engine_args.get("gpu_memory_utilization")
+        where = (f"; vLLM's log above names the cause (often: gpu_memory_utilization = {memory} asks for more "
+                 "memory than is free, or max_model_len for more than that memory holds)"
+                 if "root cause" in said else "")
+        return (f"vLLM could not start its engine for {self.model!r} ({said}){where}; it is not started again "
+                "for the other requests: fix the cause, then run the same command again")
 
     def capacity(self) -> int | None:
         """Sequences the engine schedules at once (``max_num_seqs``), for the driver's
@@ -146,6 +177,16 @@ class VLLMPolicy:
             raise GenerationError("vLLM returned no output", retryable=True)
         cached = final.num_cached_tokens or 0
         prompt_tokens = len(final.prompt_token_ids or [])
+        if not self._warned_clamp:
+            clamped = cut_by_context(final.outputs, request.max_tokens, prompt_tokens, _max_model_len(engine))
+            if clamped:
+                self._warned_clamp = True
+                log.warning(
+                    "prmtree: the engine cut completions at its context window (max_model_len), not at max_tokens "
+                    "(%s): every such rollout is truncated and graded wrong, and a problem whose rollouts all are "
+                    "is skipped as root all wrong; raise the vllm policy's max_model_len (--policy-arg "
+                    "max_model_len=...) or lower max_tokens ([search], or [labels.judge] for the judge), then "
+                    "rerun with --force", clamped)
         return [
             Completion(
                 text=continuation_for_parsing(o.text, request),
@@ -161,3 +202,30 @@ class VLLMPolicy:
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def cut_by_context(outputs: Any, asked: int, prompt_tokens: int, max_model_len: int | None) -> str | None:
+    """How the engine cut a completion at the length limit short of the ``asked`` max_tokens,
+    or None: vLLM stops a sequence at ``max_model_len`` (prompt and completion together) in
+    silence, with the same finish reason as max_tokens. Such rollouts stay truncated ones,
+    as the model's text is cut; the run's own warning would advise raising max_tokens,
+    which changes nothing, so the policy says why once."""
+    cut = [len(o.token_ids) for o in outputs if o.finish_reason == "length" and len(o.token_ids) < asked]
+    if not cut:
+        return None
+    window = f"; max_model_len is {max_model_len:,}" if max_model_len else ""
+    return f"{max(cut):,} tokens written where {asked:,} were asked, after a prompt of {prompt_tokens:,} tokens{window}"
+
+
+def _in_a_line(exc: BaseException, most: int = 400) -> str:
+    """An exception's type and whole message on one line, cut at ``most`` characters: vLLM's
+    errors say what is wrong past their first line (pydantic's "1 validation error for ...")."""
+    text = f"{type(exc).__name__}: {' '.join(exception_text(exc).split())}"
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def _max_model_len(engine: Any) -> int | None:
+    """The engine's context window (prompt and completion), None where it does not say."""
+    config = getattr(getattr(engine, "vllm_config", None), "model_config", None)
+    value = getattr(config, "max_model_len", None)
+    return value if isinstance(value, int) and value > 0 else None
