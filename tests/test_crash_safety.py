@@ -491,16 +491,20 @@ def test_a_drivers_job_s_first_sigterm_says_a_pilot_not_finished_is_dropped(caps
 
 
 class DeadAfter(SimulatedPolicy):
-    """Answers ``good`` requests, then every request fails: a backend that went down."""
+    """Answers ``good`` requests, then every request fails: a backend that went down (or,
+    ``hang``, one alive but answering nothing, as under SIGSTOP)."""
 
-    def __init__(self, good):
+    def __init__(self, good, hang=False):
         super().__init__()
         self._good = good
+        self._hang = hang
         self._calls = 0
 
     async def generate(self, request):
         self._calls += 1
         if self._calls > self._good:
+            if self._hang:
+                await asyncio.sleep(3600)
             raise ConnectionError("connection refused")
         return await super().generate(request)
 
@@ -521,26 +525,11 @@ def test_the_circuit_breaker_stops_a_run_whose_requests_all_fail_and_saves_what_
     assert s.problems_done == 100 and s.retry_pending == 0
 
 
-class HangsAfter(SimulatedPolicy):
-    """Answers ``good`` requests, then never answers: a backend alive but hung (SIGSTOP)."""
-
-    def __init__(self, good):
-        super().__init__()
-        self._good = good
-        self._calls = 0
-
-    async def generate(self, request):
-        self._calls += 1
-        if self._calls > self._good:
-            await asyncio.sleep(3600)
-        return await super().generate(request)
-
-
 def test_a_hung_backend_trips_the_breaker_after_three_timeouts_of_silence_not_a_window_of_them(tmp_path):
     # Before: timeouts read as overload cut the concurrency to one request in flight, so the
     # 50 failures in a row took 50 timeouts (hours at the default 600 s) and failed problem
     # after problem meanwhile.
-    policy = HangsAfter(good=200)
+    policy = DeadAfter(good=200, hang=True)
     config = {"search": {"budget": 40}, "labels": {"learn_floor": False},
               "executor": {"request_timeout_s": 0.25, "retry_backoff_s": 0.001, "trees_in_flight": 4}}
     with pytest.raises(BackendDownError, match=r"circuit breaker: no request succeeded for [01] s \(the last [3-9] all "
