@@ -59,6 +59,8 @@ class HFPolicy:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
             auto = transformers.AutoModelForCausalLM
         owner = self.processor if self.multimodal else self.tokenizer
+        if self.multimodal and not getattr(owner, "chat_template", None) and getattr(self.tokenizer, "chat_template", None):
+            owner.chat_template = self.tokenizer.chat_template  # a folder whose template is its tokenizer's only
         if not getattr(owner, "chat_template", None):
             raise PolicyConfigError(
                 f"the model folder {model} has no chat template, and the hf policy renders every prompt with one; "

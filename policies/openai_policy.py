@@ -52,8 +52,9 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 #: serves the model's generation_config.json as the defaults of what a request leaves out
 #: (its ``--generation-config auto``), and Qwen2-VL's sets ``top_k = 1`` and a repetition
 #: penalty: the k rollouts of a step would be one greedy completion k times, and its
-#: Monte-Carlo value 0 or 1. ``model_sampling=True`` leaves them out, for a server that
-#: refuses them; ``extra_body`` overrides them.
+#: Monte-Carlo value 0 or 1. A server that refuses them by name (``transformers serve``'s
+#: 422, OpenAI's 400) is asked again without them, and then never sent them (said once);
+#: ``model_sampling=True`` leaves them out from the start; ``extra_body`` overrides them.
 NEUTRAL_SAMPLING = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
@@ -156,6 +157,7 @@ class OpenAIPolicy:
         self.send_images = send_images  # False for text-only models
         self.extra_body = dict(extra_body or {})
         self.model_sampling = model_sampling  # True: leave the server's (the model's) other sampling defaults
+        self._send_neutral = not model_sampling  # False too once the server refused them (_refuses_neutral)
         self._httpx = httpx
         self._api_key = os.environ.get(api_key_env)
         self._limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
@@ -192,7 +194,7 @@ class OpenAIPolicy:
             "top_p": request.top_p,
             "seed": request.seed,
         }
-        if not self.model_sampling:
+        if self._send_neutral:
             common.update(NEUTRAL_SAMPLING)
         if request.next_step_only:
             common["stop"] = list(request.step_format.stop_strings)
@@ -207,7 +209,12 @@ class OpenAIPolicy:
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         path, body = self.body(request)
-        data = await self._post(path, body)
+        try:
+            data = await self._post(path, body)
+        except GenerationError as exc:
+            if not self._refuses_neutral(exc, body):
+                raise
+            data = await self._post(path, {k: v for k, v in body.items() if k not in NEUTRAL_SAMPLING})
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise no_choices(path, data)
@@ -258,6 +265,23 @@ class OpenAIPolicy:
                 )
             )
         return out
+
+    def _refuses_neutral(self, exc: GenerationError, body: dict[str, Any]) -> bool:
+        """Whether ``exc`` is the server refusing :data:`NEUTRAL_SAMPLING`'s fields by name (a
+        400 or 422 naming one): from then on they are not sent (said once)."""
+        text = str(exc)
+        if exc.retryable or not any(f"HTTP {code}" in text for code in (400, 422)):
+            return False
+        named = [key for key in NEUTRAL_SAMPLING if key in text and key in body and key not in self.extra_body]
+        if not named:
+            return False  # (requests sent before the first refusal came back carry them too: asked again)
+        if not self._send_neutral:
+            return True
+        self._send_neutral = False
+        log.warning("prmtree: the server refuses %s (%s); requests go without them from now on, so it samples "
+                    "with its own defaults for them (the model's generation_config.json on some servers)",
+                    ", ".join(named), text[:200])
+        return True
 
     def _choice_text(self, choice: dict[str, Any]) -> str | None:
         """A choice's text, or None where it holds none (no ``message``, ``content`` null; "" when that

@@ -170,8 +170,9 @@ def _say_images_dropped() -> None:
     if not _images_dropped_said:
         _images_dropped_said = True
         logging.getLogger("prmtree").warning(
-            "prmtree: the policy's model takes no images (a text-only model, or send_images = false): problems "
-            "with images are answered from their text alone, and their rows keep images the labels never saw")
+            "prmtree: a model here takes no images (a text-only model, send_images = false, or the openai policy's "
+            "completions endpoint): problems with images are answered from their text alone, and their rows keep "
+            "images the labels never saw")
 
 
 def render(template_owner: Any, request: GenerationRequest, style: PromptStyle, *, multimodal: bool) -> str:

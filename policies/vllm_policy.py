@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import time
 from typing import Any
 
 from prmtree.engine.errors import GenerationError, PolicyConfigError, exception_text
 from prmtree.engine.records import Completion, GenerationRequest, decode_rgb
 from prmtree.policies.prompts import PromptStyle, continuation_for_parsing, render
+
+#: After an engine start failed, requests fail at once for this long; then the start is tried again.
+START_RETRY_S = 60.0
 
 log = logging.getLogger("prmtree")
 
@@ -96,6 +100,7 @@ class VLLMPolicy:
         self.engine_args.update(engine_kwargs or {})
         self._engine: Any = None
         self._start_failed: str | None = None  # why the engine could not start: said to every request
+        self._failed_at = 0.0  # when (monotonic): the start is tried again START_RETRY_S later
         self._warned_clamp = False  # cut_by_context is said once per policy
         self._ids = itertools.count()
 
@@ -122,11 +127,14 @@ class VLLMPolicy:
         return prompt, params
 
     async def _get_engine(self) -> Any:
-        """The engine, started at the first request. A start that failed is not tried again:
-        each retry of each request started it anew (six starts, two minutes, for a pilot of
-        two problems) to fail the same way, so every request fails at once, not retried."""
-        if self._start_failed is not None:
+        """The engine, started at the first request. A start that failed is not tried again
+        for ``START_RETRY_S`` (nor before ``close``): each retry of each request started it
+        anew (six starts, two minutes, for a pilot of two problems) to fail the same way, so
+        meanwhile every request fails at once, not retried. Past it the start is tried again:
+        a restarted Ray worker may start while its predecessor's memory is still being freed."""
+        if self._start_failed is not None and time.monotonic() - self._failed_at < START_RETRY_S:
             raise GenerationError(self._start_failed, retryable=False)
+        self._start_failed = None
         if self._engine is None:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -134,7 +142,7 @@ class VLLMPolicy:
             try:
                 self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args))
             except Exception as exc:
-                self._start_failed = self._why_no_start(exc)
+                self._start_failed, self._failed_at = self._why_no_start(exc), time.monotonic()
                 raise GenerationError(self._start_failed, retryable=False) from exc
         return self._engine
 
@@ -199,6 +207,7 @@ class VLLMPolicy:
         ]
 
     def close(self) -> None:
+        self._start_failed = None  # a policy opened again tries its engine again
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None

@@ -145,3 +145,26 @@ def test_pad_id_zero_is_an_id(tiny_text_model, tmp_path):
     assert policy.model.generation_config.pad_token_id == 0
     out = gen(policy, prefix=(), n=3, max_tokens=6, seed=2, next_step_only=True)
     assert len(out) == 3 and all(c.num_tokens <= 6 for c in out)
+
+
+def test_a_vlm_folder_whose_template_is_its_tokenizers_only_is_built(tiny_vlm, tmp_path):
+    # the review: the processor had no template, its tokenizer one: refused as "no chat template"
+    folder = tmp_path / "tokenizer-template"
+    shutil.copytree(tiny_vlm, folder)
+    template = None
+    for name in ("chat_template.jinja", "chat_template.json"):
+        if (folder / name).exists():
+            text = (folder / name).read_text()
+            template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+            (folder / name).unlink()
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        if (folder / name).exists():
+            config = json.loads((folder / name).read_text())
+            template = config.pop("chat_template", None) or template
+            (folder / name).write_text(json.dumps(config))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert template or config.get("chat_template")
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": config.get("chat_template") or template}))
+    policy = HFPolicy(str(folder))
+    assert policy.processor.chat_template == policy.tokenizer.chat_template
+    assert gen(policy, prefix=(), n=1, max_tokens=4, seed=1)

@@ -319,13 +319,34 @@ def test_images_sent_to_no_model_are_said_once(caplog):
     for _ in range(3):
         OpenAIPolicy("http://127.0.0.1:9", "m", send_images=False).body(request)
     said = [r.getMessage() for r in caplog.records if "takes no images" in r.getMessage()]
-    assert said == ["prmtree: the policy's model takes no images (a text-only model, or send_images = false): "
-                    "problems with images are answered from their text alone, and their rows keep images the "
-                    "labels never saw"]
+    assert said == ["prmtree: a model here takes no images (a text-only model, send_images = false, or the openai "
+                    "policy's completions endpoint): problems with images are answered from their text alone, and "
+                    "their rows keep images the labels never saw"]
     prompts._images_dropped_said = False
     caplog.clear()
     OpenAIPolicy("http://127.0.0.1:9", "m").body(request)  # images sent: nothing to say
     assert not [r for r in caplog.records if "takes no images" in r.getMessage()]
+
+
+def test_a_server_refusing_the_neutral_sampling_fields_is_asked_again_without_them(serve, tmp_path, caplog):
+    # the review: transformers serve answers 422 "Unexpected fields in the request: {'top_k', ...}"
+    # (OpenAI 400s them): every request failed, not retried
+    def strict(handler, body, seq, inflight):
+        unexpected = {"top_k", "min_p", "repetition_penalty"} & body.keys()
+        if unexpected:
+            return handler.send(422, {"detail": f"Unexpected fields in the request: {unexpected}"})
+        return answer(handler, body)
+
+    server, url = serve(strict)
+    s = run(generate_problems(2, seed=4), url, tmp_path)
+    assert (s.problems_done, s.problems_failed) == (2, 0)
+    refused = [entry for entry in server.log if entry[2] == 422]
+    assert 1 <= len(refused) <= 2  # the requests in flight when the first refusal came (two trees)
+    said = [r.getMessage() for r in caplog.records if "the server refuses" in r.getMessage()]
+    assert len(said) == 1 and "top_k" in said[0] and "min_p" in said[0]
+    _, same = serve(lambda handler, body, seq, inflight: answer(handler, body))
+    run(generate_problems(2, seed=4), same, tmp_path / "same")
+    assert steps(tmp_path) == steps(tmp_path / "same")  # the rows of a server that takes them
 
 
 def url_of_no_text(serve):

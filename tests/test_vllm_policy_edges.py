@@ -190,3 +190,41 @@ def test_a_real_engine_cut_at_max_model_len_is_said_as_such(tiny_text_model, tmp
     assert r.returncode == 0, r.stderr[-3000:]
     assert "(8, 'length')" in r.stdout
     assert r.stderr.count("the engine cut completions at its context window (max_model_len)") == 1
+
+
+def test_a_failed_engine_start_is_tried_again_after_a_while_and_after_close(tiny_text_model, monkeypatch):
+    # the review: a transient failure (a restarted Ray worker starting while its predecessor's
+    # memory is still being freed) disabled the policy for the life of its process
+    import asyncio
+
+    pytest.importorskip("vllm")
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from prmtree.engine.errors import GenerationError
+    from prmtree.policies import vllm_policy
+    from prmtree.policies.vllm_policy import VLLMPolicy
+
+    starts = []
+
+    def fails(cls, *args, **kwargs):
+        starts.append(1)
+        raise RuntimeError("Free memory on device is less than desired")
+
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", classmethod(fails))
+    policy = VLLMPolicy(str(tiny_text_model), dtype="float32")
+
+    def attempt():
+        with pytest.raises(GenerationError) as err:
+            asyncio.run(policy._get_engine())
+        assert not err.value.retryable and "Free memory on device" in str(err.value)
+
+    attempt()
+    attempt()
+    assert len(starts) == 1  # within START_RETRY_S: at once, not started again
+    monkeypatch.setattr(vllm_policy, "START_RETRY_S", 0.0)
+    attempt()
+    assert len(starts) == 2  # past it: tried again
+    monkeypatch.setattr(vllm_policy, "START_RETRY_S", 3600.0)
+    policy.close()
+    attempt()
+    assert len(starts) == 3  # closed and opened again: tried again
