@@ -492,10 +492,11 @@ class Driver:
         stats = self.stats
         stats.requests += 1
         rollouts = []
+        depth, last_step = len(request.prefix), request.prefix[-1] if request.prefix else ""
         for c in completions:
             r = parse_completion(
                 problem, c.text, c.num_tokens, c.finish_reason, self.segmenter, None, request.next_step_only,
-                len(request.prefix), request.prefix[-1] if request.prefix else "",
+                depth, last_step,
             )
             stats.tokens += c.num_tokens + c.shared_tokens
             stats.cached_tokens += c.cached_tokens

@@ -41,7 +41,7 @@ import bisect
 import functools
 import heapq
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 STEP_FORMATS: tuple[str, ...] = ("blank_line", "step_marker", "tags")
@@ -357,13 +357,7 @@ class Segmenter:
         for the other formats and a custom splitter (their steps are their own)."""
         if not self.steps_any_text:
             return False
-        spans: list[tuple[int, int]] = []
-        pos = 0
-        for m in _blank_lines_outside_displays(step):
-            _block_spans(step, pos, m.start(), spans)
-            pos = m.end()
-        _block_spans(step, pos, len(step), spans)
-        kinds = [_kind(step[s:e]) for s, e in spans]
+        kinds = [_kind(step[s:e]) for s, e in _piece_spans(step, _blank_lines_outside_displays(step))]
         # after a step, the reader merges every piece without content into it (_merge_contentless)
         return _ANSWER in kinds and _CONTENT not in kinds
 
@@ -459,6 +453,18 @@ def normalize_step(step: str) -> str:
 # --------------------------------------------------------------------------- real output
 
 
+def _piece_spans(text: str, blanks: Iterable[re.Match[str]]) -> list[tuple[int, int]]:
+    """The spans of ``text``'s pieces before any merging: its blocks between the ``blanks``
+    (blank-line matches), each split into its items, headers and ``Step N:`` lines."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in blanks:
+        _block_spans(text, pos, m.start(), spans)
+        pos = m.end()
+    _block_spans(text, pos, len(text), spans)
+    return spans
+
+
 def split_structured(text: str) -> list[str]:
     """The steps of ``text`` as real models write them (the ``blank_line`` format's reader):
     blank-line blocks, list items / headers / ``Step N:`` lines inside a block, no-content
@@ -469,13 +475,7 @@ def split_structured(text: str) -> list[str]:
         steps = _one_line_steps(text)  # fast path: one-line blocks (text written as asked)
         if steps is not None:
             return steps
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    blanks = _BLANK_LINE.finditer(text) if not display else _blank_lines_outside_displays(text)
-    for m in blanks:
-        _block_spans(text, pos, m.start(), spans)
-        pos = m.end()
-    _block_spans(text, pos, len(text), spans)
+    spans = _piece_spans(text, _BLANK_LINE.finditer(text) if not display else _blank_lines_outside_displays(text))
     if len(spans) > 1:
         spans = _merge_contentless(text, spans)
     if spans and (
