@@ -134,7 +134,7 @@ class JudgeConfig(BaseModel):
     accuracy: float = Field(0.8, gt=0.5, lt=1, description="how often the judge's verdict is right: the weight "
                             "of one verdict when it settles a step the counts left undecided")
     max_settle_calls: int = Field(3, ge=0, description="judge calls per step the counts left undecided "
-                                  "(0: the judge settles nothing)")
+                                  "(0: the judge settles nothing; at temperature 0, at most one)")
 
     @model_validator(mode="after")
     def _arguments_need_a_judge(self) -> JudgeConfig:
@@ -148,6 +148,14 @@ class JudgeConfig(BaseModel):
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def settle_calls(self) -> int:
+        """Judge calls per undecided step: ``max_settle_calls``, or at most one for a greedy
+        judge (temperature 0), whose second answer to the same question is a copy of its
+        first; counted as a second verdict, one opinion would settle a step at 0.70 as
+        right (0.974) where it is worth 0.903."""
+        return self.max_settle_calls if self.temperature > 0 else min(self.max_settle_calls, 1)
 
 
 class LabelsConfig(_Strict):
@@ -244,6 +252,14 @@ class PolicyConfig(BaseModel):
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def settle_calls(self) -> int:
+        """Judge calls per undecided step: ``max_settle_calls``, or at most one for a greedy
+        judge (temperature 0), whose second answer to the same question is a copy of its
+        first; counted as a second verdict, one opinion would settle a step at 0.70 as
+        right (0.974) where it is worth 0.903."""
+        return self.max_settle_calls if self.temperature > 0 else min(self.max_settle_calls, 1)
 
 
 #: The most drivers one job runs: each writes a slice, and slice names hold 5 digits

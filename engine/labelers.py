@@ -219,7 +219,7 @@ def parse_verdict(text: str) -> bool | None:
     return found[-1].lower() in ("correct", "right")
 
 
-#: How many steps' worth of settling one path may cost: ``max_settle_calls`` times this
+#: How many steps' worth of settling one path may cost: ``settle_calls`` times this
 #: (a step settled right lets the path go on to its next undecided step).
 SETTLE_STEPS_PER_PATH = 2
 
@@ -279,7 +279,8 @@ class ConsensusLabeler(StepLabeler):
 
     Settling first: a path whose labels stop at a step the counts left undecided (no
     wrong step before it) has the judge asked about that step, up to
-    ``judge.max_settle_calls`` times, each verdict weighed by ``judge.accuracy``
+    ``judge.max_settle_calls`` times (once for a greedy judge: ``JudgeConfig.settle_calls``),
+    each verdict weighed by ``judge.accuracy``
     (:func:`settled_posterior`, from the step's calibrated posteriors: the lowest of its
     paths' to settle it right, the highest to settle it wrong), until the posterior
     reaches ``labels.confidence`` (right: the path goes on to its next undecided step, up
@@ -307,7 +308,7 @@ class ConsensusLabeler(StepLabeler):
     async def label(self, problem: Problem, search: TreeSearch, ctx: LabelContext) -> Labelling:
         labelling = await super().label(problem, search, ctx)
         settled: dict[str, _Settled] = {}
-        if self.labels.judge.max_settle_calls:
+        if self.labels.judge.settle_calls:
             labelling, settled = await self._settle(problem, search.tree, labelling, ctx)
         kept = []
         checked = await asyncio.gather(*(self._check(problem, p, ctx) for p in labelling.paths))
@@ -344,7 +345,7 @@ class ConsensusLabeler(StepLabeler):
         asked: set[str] = set()
         leaves = tree.leaves()
         span = self._posterior_span(problem, tree, ctx)
-        calls_left = dict.fromkeys(leaves, judge.max_settle_calls * SETTLE_STEPS_PER_PATH)
+        calls_left = dict.fromkeys(leaves, judge.settle_calls * SETTLE_STEPS_PER_PATH)
         while True:
             wanted: dict[str, list[str]] = {}  # undecided node -> the paths that stop there
             for leaf in leaves:
@@ -357,7 +358,7 @@ class ConsensusLabeler(StepLabeler):
             results = await asyncio.gather(*(
                 self._settle_step(problem, tree, node, nodes[node],  # type: ignore[arg-type]
                                   span.get(node, (nodes[node].posterior,) * 2),  # type: ignore[union-attr]
-                                  min(judge.max_settle_calls, max(calls_left[leaf] for leaf in waiting)), ctx)
+                                  min(judge.settle_calls, max(calls_left[leaf] for leaf in waiting)), ctx)
                 for node, waiting in wanted.items()
             ))
             for (node, waiting), result in zip(wanted.items(), results):

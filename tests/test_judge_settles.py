@@ -25,11 +25,27 @@ GUESSING = {"error_rate": 0.15, "guess_rate": 0.3, "cancel_errors": False}
 SEARCH = {"strategy": "omega", "k": 4, "budget": 32}
 
 
-def _run(tmp_path, name, judge_accuracy=1.0, settle_calls=3, garbage=0.0, seed=1, **labels):
+class RecordingJudge(SimulatedPolicy):
+    """The simulated policy, counting the judge questions asked: (problem, prefix)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.asked: Counter = Counter()
+
+    def complete(self, request):
+        if request.purpose == "judge":
+            self.asked[request.problem.id, request.prefix] += 1
+        return super().complete(request)
+
+
+def _run(tmp_path, name, judge_accuracy=1.0, settle_calls=3, garbage=0.0, seed=1, judge_temperature=1.0,
+         policy=None, **labels):
+    """A consensus run; the simulated judge draws every verdict afresh, as a sampling judge
+    does (hence a judge temperature above 0 here: at 0 it is asked once per step)."""
     out = tmp_path / name
-    policy = SimulatedPolicy(**GUESSING, judge_accuracy=judge_accuracy, judge_garbage_rate=garbage)
-    config = {"seed": seed, "search": SEARCH,
-              "labels": {"method": "consensus", "judge": {"max_settle_calls": settle_calls}, **labels}}
+    policy = policy or SimulatedPolicy(**GUESSING, judge_accuracy=judge_accuracy, judge_garbage_rate=garbage)
+    judge = {"max_settle_calls": settle_calls, "temperature": judge_temperature}
+    config = {"seed": seed, "search": SEARCH, "labels": {"method": "consensus", "judge": judge, **labels}}
     summary = prmtree.run(YESNO, policy=policy, out=out, config=config)
     return summary, read_table(out, "steps").to_pylist(), read_table(out, "nodes").to_pylist()
 
@@ -75,6 +91,31 @@ def test_settling_seeds_differ_per_attempt_and_repeat_per_run():
     assert len(set(seeds)) == 4 and 12345 not in seeds
     assert seeds == [settle_seed(12345, a) for a in range(4)]
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_a_greedy_judge_is_asked_each_question_once():
+    # at temperature 0 a second answer is a copy of the first: as a second verdict it would
+    # take a step from 0.70 to 0.974 (settled right) on one opinion worth 0.903
+    assert LabelsConfig().judge.temperature == 0 and LabelsConfig().judge.settle_calls == 1
+    assert LabelsConfig(judge={"temperature": 0.7}).judge.settle_calls == 3
+    assert LabelsConfig(judge={"temperature": 0.7, "max_settle_calls": 5}).judge.settle_calls == 5
+    assert LabelsConfig(judge={"max_settle_calls": 0}).judge.settle_calls == 0
+    assert decide(settled_posterior(0.70, [True], 0.8), 0.96) == UNDECIDED
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_settling_asks_a_greedy_judge_once_and_a_sampling_judge_again(tmp_path, temperature):
+    judge = RecordingJudge(**GUESSING, judge_accuracy=1.0)
+    summary, rows, _ = _run(tmp_path, "run", judge_temperature=temperature, policy=judge)
+    counts = summary.labelling
+    assert counts["judge_settle_calls"] > 0
+    settled = [v for r in rows for src, v in zip(r["label_sources"], r["judge_verdicts"]) if src == "judge-settled"]
+    if temperature == 0:
+        assert max(judge.asked.values()) == 1  # no question twice, settling or checking
+        assert all("," not in v for v in settled)
+    else:
+        assert max(judge.asked.values()) > 1
+        assert any("," in v for v in settled)
 
 
 def test_the_judge_settings_are_checked():
