@@ -15,10 +15,12 @@ and it is up, only busy or rate-limiting this client; the driver waits as asked 
 its next attempt. Counting it would stop a run that a rate-limit window merely pauses
 (every tree's requests are refused at once, 50 in a few seconds); letting it reset the
 count would hide a backend that fails everything else. A server that keeps asking to
-wait costs each problem its ``max_attempts`` (it fails, and the next run retries it), not
-the run, for :data:`RATE_LIMITED_GIVE_UP_S`: past that with no request succeeding (an
-exhausted quota), its waits count as failures again and the breaker stops the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured as asked, so it
-counts as a failure like any other.
+wait, serving no one, costs each problem its ``max_attempts`` (it fails, and the next run
+retries it; a busy answer while others are served spends none, up to the driver's
+``BUSY_RETRIES``), not the run, for :data:`RATE_LIMITED_GIVE_UP_S`: past that with no
+request succeeding (an exhausted quota), its waits count as failures again and the
+breaker stops the run. A wait over :data:`RETRY_AFTER_MAX_S` (or of 0) is not honoured
+as asked, so it counts as a failure like any other.
 
 A backend that hangs (alive, answering nothing) fails each request only at its timeout,
 and the driver, reading timeouts as overload, halves its concurrency down to one request
@@ -73,6 +75,7 @@ class CircuitBreaker:
         self.silence_s = silence_s  # no success for this long (and SILENT_FAILURES in a row): a trip
         self.last_success = time.monotonic() if now is None else now  # or an answer asking to wait
         self.failures_in_a_row = 0
+        self.successes = 0  # attempts that succeeded: whether the backend served anyone since a moment
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
         self.waiting_since: float | None = None  # when the server began answering only "wait"
@@ -86,6 +89,7 @@ class CircuitBreaker:
             raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
+            self.successes += 1
             self.waiting_since = None
             self.last_success = time.monotonic() if now is None else now
             return

@@ -114,13 +114,26 @@ HEAD_ROUNDS = 2  # a next step that only heads the one after it is continued at 
 HEADROOM = 1.25  # sequences kept in flight per sequence of declared capacity: a queue, so the engine never waits for the driver
 
 
-def overloaded(exc: BaseException) -> bool:
-    """Whether a failed attempt says the backend is over its capacity (a 429 or 503, an
-    "overloaded" error, the driver's own timeout), rather than that one request failed."""
+#: extra attempts a request may make when the backend answered "busy" (a 429 or 503) while it
+#: served other requests: a server at its capacity is up, and a request refused for its
+#: load has not failed; without them a problem was lost to three 429s in a row (``max_attempts``)
+#: in a run the server was serving. A server refusing everything spends attempts as before.
+BUSY_RETRIES = 8
+
+
+def said_busy(exc: BaseException) -> bool:
+    """Whether a failed attempt is the backend's own answer that it is over its capacity (a
+    429 or 503, an "overloaded" error), not a failure of the request."""
     if getattr(exc, "overloaded", False):
         return True
     text = exception_text(exc).lower()
-    return "overload" in text or "http 429" in text or "http 503" in text or "timed out after" in text
+    return "overload" in text or "http 429" in text or "http 503" in text
+
+
+def overloaded(exc: BaseException) -> bool:
+    """Whether a failed attempt says the backend is over its capacity (:func:`said_busy`, or
+    the driver's own timeout), rather than that one request failed."""
+    return said_busy(exc) or "timed out after" in exception_text(exc).lower()
 
 
 class Concurrency:
@@ -374,11 +387,15 @@ class Driver:
         ex = self.config.executor
         executor = executor or self.executor
         asked = 0.0  # the wait the last attempt's server asked for
-        for attempt in range(ex.max_attempts):
+        attempt = spent = busy = 0  # attempts sent; those spent of max_attempts; busy answers forgiven
+        served = self.breaker.successes  # others' successes seen by the last failure (or the first send)
+        while spent < ex.max_attempts:
             if attempt:
                 self.stats.retries += 1
                 backoff = min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60))
                 await asyncio.sleep(max(backoff, min(asked, RETRY_AFTER_MAX_S)))
+            attempt += 1
+            spent += 1
             deadline = self._deadlines.bound(ex.request_timeout_s)
             try:
                 sent = time.perf_counter()
@@ -408,18 +425,23 @@ class Driver:
                 last = GenerationError(f"generate raised {type(exc).__name__}{': ' + detail if detail else ''}")
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             asked = retry_after(last) or 0.0
+            if (said_busy(last) and ex.max_attempts > 1 and busy < BUSY_RETRIES
+                    and self.breaker.successes > served):
+                busy += 1  # refused for the load while others were served: not this request's failure
+                spent -= 1
+            served = self.breaker.successes
             if overloaded(last):
                 self.concurrency.overload()
                 held = self._claims.get(gen.problem.id)
-                if held and attempt + 1 < ex.max_attempts:  # retry once the smaller limit has room for it
+                if held and spent < ex.max_attempts:  # retry once the smaller limit has room for it
                     self._claim(gen.problem.id, 0)
                     await self._room_for(gen.problem.id, held)
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
-        tries = f"after {attempt + 1} attempts" if attempt else "1 attempt"
+        tries = f"after {attempt} attempts" if attempt > 1 else "1 attempt"
         if not retryable(last):
-            tries = f"{tries}, not retryable" if attempt else "not retryable"
+            tries = f"{tries}, not retryable" if attempt > 1 else "not retryable"
         raise PolicyFailure(f"{kind}: {exception_text(last) or type(last).__name__} ({tries})")
 
     def _completed(self, sequences: int, latency_s: float) -> None:

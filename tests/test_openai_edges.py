@@ -522,6 +522,45 @@ def test_a_server_at_capacity_sees_few_429s_and_loses_no_problem(serve, tmp_path
     assert later.count(429) / len(later) < 0.1, Counter(later)
 
 
+def refusing_one_question(question, refusals, latency_s):
+    """A server that answers 429 (no Retry-After) to ``question``'s first ``refusals``
+    requests, each after ``latency_s``, and serves every other request."""
+    asked = Counter()
+
+    def plan(handler, body, seq, inflight):
+        time.sleep(latency_s)
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        text = user if isinstance(user, str) else "".join(p.get("text", "") for p in user if p["type"] == "text")
+        with handler.server.lock:
+            asked[text] += 1
+            refuse = text == question and asked[text] <= refusals
+        if refuse:
+            return handler.send(429, {"error": {"message": "too many requests"}})
+        return answer(handler, body, simulated(body))
+
+    return plan
+
+
+@pytest.mark.parametrize("max_attempts, busy_retries, refusals, tries", [
+    (3, 8, 5, None), (3, 2, 5, "after 5 attempts"), (1, 8, 1, "1 attempt")])
+def test_a_request_refused_as_busy_while_others_are_served_spends_no_attempt(
+        serve, tmp_path, monkeypatch, max_attempts, busy_retries, refusals, tries):
+    # Before: a problem whose request met three 429s in a row was lost ("HTTP 429 (after 3
+    # attempts)") while the server served the rest of the run. A busy answer while others
+    # are served is forgiven up to BUSY_RETRIES times; max_attempts = 1 (no retries) stays one.
+    monkeypatch.setattr(driver_module, "BUSY_RETRIES", busy_retries)
+    problems = generate_problems(6, seed=4)
+    server, url = serve(refusing_one_question(problems[0].question, refusals, 0.02))
+    s = run(problems, url, tmp_path, search={"k": 2, "budget": 24},
+            executor={"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.02, "max_attempts": max_attempts})
+    assert (s.problems_done, s.problems_failed) == ((6, 0) if tries is None else (5, 1))
+    if tries is not None:
+        failed = load_manifest(tmp_path / "manifest.json").failed
+        assert list(failed) == [problems[0].id]
+        (reason,) = failed.values()
+        assert "HTTP 429" in reason and f"({tries})" in reason, reason
+
+
 # -- 4. a null entry among the choices ---------------------------------------------------
 
 
