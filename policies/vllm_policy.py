@@ -179,8 +179,13 @@ class VLLMPolicy:
         engine = await self._get_engine()
         prompt, params = self.engine_inputs(request)
         final = None
-        async for output in engine.generate(prompt, params, request_id=f"prmtree-{next(self._ids)}"):
-            final = output
+        try:
+            async for output in engine.generate(prompt, params, request_id=f"prmtree-{next(self._ids)}"):
+                final = output
+        except Exception as exc:
+            if refused_request(exc):  # the same request would be refused again: not retried
+                raise GenerationError(f"vLLM refused the request: {exception_text(exc)}", retryable=False) from exc
+            raise
         if final is None:
             raise GenerationError("vLLM returned no output", retryable=True)
         cached = final.num_cached_tokens or 0
@@ -211,6 +216,17 @@ class VLLMPolicy:
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def refused_request(exc: BaseException) -> bool:
+    """Whether vLLM refused a request as invalid (its ``VLLMClientError``s: a prompt longer
+    than ``max_model_len``, bad sampling values), which no retry can pass; retried, such a
+    request cost the run ``max_attempts`` refusals per request."""
+    if any(cls.__name__ == "VLLMClientError" for cls in type(exc).__mro__):
+        return True
+    said = str(exc)  # older vLLM: a ValueError
+    return isinstance(exc, ValueError) and ("longer than the maximum model length" in said
+                                            or "maximum context length is" in said)
 
 
 def cut_by_context(outputs: Any, asked: int, prompt_tokens: int, max_model_len: int | None) -> str | None:

@@ -161,10 +161,12 @@ def test_an_engine_that_cannot_start_is_started_once_and_the_run_says_vllms_reas
 
 @pytest.mark.vllm
 def test_a_real_engine_cut_at_max_model_len_is_said_as_such(tiny_text_model, tmp_path):
-    # vLLM stops a sequence at max_model_len with finish reason "length", as at max_tokens
+    # vLLM stops a sequence at max_model_len with finish reason "length", as at max_tokens;
+    # a prompt longer than max_model_len is refused, and the refusal is not retryable
     script = tmp_path / "cut.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio, logging
+        from prmtree.engine.errors import GenerationError
         from prmtree.engine.records import GenerationRequest
         from prmtree.engine.synthetic import generate_problems
         from prmtree.policies.prompts import PromptStyle, render
@@ -179,8 +181,14 @@ def test_a_real_engine_cut_at_max_model_len_is_said_as_such(tiny_text_model, tmp
             policy = VLLMPolicy(model, dtype="float32", gpu_memory_utilization=0.2, max_model_len=prompt + 8,
                                 engine_kwargs={{"enforce_eager": True}})
             out = await policy.generate(request)
-            policy.close()
             print("RESULT", [(c.num_tokens, c.finish_reason) for c in out])
+            long = GenerationRequest(generate_problems(1, seed=2)[0], ("a longer step " * 8,), n=1, max_tokens=64,
+                                     seed=1)
+            try:
+                await policy.generate(long)
+            except GenerationError as refused:
+                print("REFUSED", refused.retryable, str(refused))
+            policy.close()
 
         if __name__ == "__main__":
             logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -190,6 +198,10 @@ def test_a_real_engine_cut_at_max_model_len_is_said_as_such(tiny_text_model, tmp
     assert r.returncode == 0, r.stderr[-3000:]
     assert "(8, 'length')" in r.stdout
     assert r.stderr.count("the engine cut completions at its context window (max_model_len)") == 1
+    # a prompt longer than the window: refused by vLLM, not retried (it was, max_attempts times)
+    refused = next(line for line in r.stdout.splitlines() if line.startswith("REFUSED"))
+    assert refused.startswith("REFUSED False vLLM refused the request: "), refused
+    assert "maximum context length is" in refused or "longer than the maximum model length" in refused, refused
 
 
 def test_a_failed_engine_start_is_tried_again_after_a_while_and_after_close(tiny_text_model, monkeypatch):
