@@ -431,6 +431,27 @@ class RunConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mcts_budget_pays_an_expansion(self) -> RunConfig:
+        """mcts expands a leaf only when its ``branching`` new children can all be valued,
+        ``branching`` × (1 + the first batch) rollouts: a smaller budget searched nothing,
+        every problem, and the run's warning blamed undecided labels. Checked for the
+        built-in labelling methods, whose first batch is known here."""
+        s, labels = self.search, self.labels
+        if s.strategy != "mcts" or labels.method not in ("mc", "calibrated", "consensus"):
+            return self
+        first, named = (s.k, "search.k") if labels.method == "mc" else (labels.batch, "labels.batch")
+        need = s.branching * (1 + first)
+        if s.budget < need:
+            raise PydanticCustomError(
+                "mcts_budget",
+                "search.budget = {budget} cannot pay for one mcts expansion: its {branching} new children "
+                "(search.branching) at 1 + {first} rollouts each ({named}), {need} in all; raise search.budget "
+                "to at least {need}",
+                {"budget": s.budget, "need": need, "branching": s.branching, "first": first, "named": named},
+            )
+        return self
+
     def row_defining(self) -> dict[str, Any]:
         """The config without its operational settings: what decides the output rows."""
         return row_defining(self.model_dump(mode="json"))

@@ -4,9 +4,11 @@ from pathlib import Path
 import pytest
 from conftest import drive
 
+import prmtree
 from prmtree.engine.config import SearchConfig
 from prmtree.engine.labels import label_paths
 from prmtree.engine.search import MCTSSearch, OmegaSearch, ShepherdSearch, make_search
+from prmtree.engine.synthetic import generate_problems
 from prmtree.policies.simulated import SimulatedPolicy
 
 ORACLE = SimulatedPolicy()
@@ -57,12 +59,13 @@ def test_every_strategy_hard_labels_equal_ground_truth_when_noiseless(long_probl
 @pytest.mark.parametrize("strategy", ["omega", "shepherd", "mcts"])
 def test_budget_is_never_exceeded(problems, strategy):
     policy = SimulatedPolicy(error_rate=0.2)
-    for budget in (8, 30, 100):
+    # mcts's least budget is one expansion's, here 3 x (1 + 8) (the MC rule's first batch is k);
+    # under prmtree.run a smaller one is refused at load (below)
+    for budget in (8 if strategy != "mcts" else 27, 30, 100):
         for p in problems[:8]:
             search = drive(make_search(p, SearchConfig(strategy=strategy, budget=budget)), policy)
             assert search.stats.rollouts <= budget
-            if budget >= 30:  # at 8, mcts cannot value one expansion's children (3 x (1 + 4)) and stops
-                assert search.stats.rollouts > 0
+            assert search.stats.rollouts > 0
             assert search.tree.total_rollouts <= budget + len(search.tree)  # + terminal outcomes
 
 
@@ -205,3 +208,20 @@ def test_omega_paths_in_flight_samples_several_searches_per_wave_with_the_same_l
             [(x.path_id, x.labels) for x in label_paths(four.tree)]
     assert widest >= 3
     assert four_waves < 0.7 * one_waves  # round trips: one wave per request with a single search in hand
+
+
+@pytest.mark.parametrize("method, budget, need", [("calibrated", 14, 15), ("consensus", 14, 15), ("mc", 26, 27)])
+def test_an_mcts_budget_that_cannot_pay_one_expansion_is_refused_at_load(tmp_path, method, budget, need):
+    # Before: such a run searched nothing, every problem, and its warning blamed undecided labels
+    from prmtree.engine.errors import ConfigError
+
+    config = {"search": {"strategy": "mcts", "budget": budget}, "labels": {"method": method}}
+    with pytest.raises(ConfigError) as refused:
+        prmtree.run(generate_problems(2, seed=1), policy="simulated", out=tmp_path / "out", config=config)
+    said = str(refused.value)
+    assert f"search.budget = {budget} cannot pay for one mcts expansion" in said
+    assert f"raise search.budget to at least {need}" in said
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    config["search"]["budget"] = need  # enough for one expansion: it searches
+    s = prmtree.run(generate_problems(2, seed=1), policy="simulated", out=tmp_path / "ok", config=config)
+    assert s.problems_done == 2 and s.rollouts > 0
