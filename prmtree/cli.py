@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="trainer formats and stepwise: keep paths where MC and the judge disagreed (consensus "
                           "with on_disagreement = flag); hf and jsonl keep them with a flagged column")
     exp.add_argument("--placeholder", default=PLACEHOLDER, help=f"openrlhf: the step tag (default {PLACEHOLDER})")
-    exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; '' for none)")
+    exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; "
+                     "'' for none: visualprm writes it empty, where InternVL would use its template's default)")
     exp.add_argument("--tokenizer", help="qwen-prm: a local tokenizer folder whose chat template renders `text`")
     exp.add_argument("--test-size", type=float, default=0.0, help="hf: share of problems held out as a test split")
     exp.add_argument("--license", default="unknown", help="hf: the dataset card's licence (default: unknown)")
@@ -524,12 +525,23 @@ def _run_dir(path: str) -> Path:
         _fail(f"{path!r} holds no prmtree run: {', '.join(stray)} is no slice's manifest (a run writes "
               "manifest.json or manifest-IIIII-of-NNNNN.json)")
     if not layout:
-        writing = _writing_before_first_flush(out)
-        if writing:  # a run started here and has not flushed yet
-            _fail(f"{path!r} holds no manifest yet: a run is writing it ({writing}) and has not finished its "
-                  "first flush; try again once it has")
+        _refuse_before_first_flush(path)
         _fail(f"{path!r} holds no prmtree manifest")
     return out
+
+
+def _refuse_before_first_flush(path: str) -> None:
+    """Refuse, in one line, a folder a run started writing and has not flushed yet (no
+    manifest, its lock held): it is a run's folder, readable once the first flush is done."""
+    from prmtree.engine.output import manifest_layout
+
+    out = Path(path)
+    if not out.is_dir() or manifest_layout(out):
+        return
+    writing = _writing_before_first_flush(out)
+    if writing:
+        _fail(f"{path!r} holds no manifest yet: a run is writing it ({writing}) and has not finished its "
+              "first flush; try again once it has")
 
 
 def _writing_before_first_flush(out: Path) -> str | None:
@@ -742,6 +754,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         gpus_per_worker=args.gpus_per_worker, threads=args.threads, log_every=args.log_every,
         allow_partial=args.allow_partial, keep_flagged=args.keep_flagged,
     )
+    _refuse_before_first_flush(args.data)  # as export says it; train's own check would call it no run
     try:
         # --json: stdout holds the JSON alone, so the progress lines go to stderr
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
@@ -766,13 +779,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{result.get('seconds', 0):.1f} s: {result.get('tokens_per_s', 0):,.0f} tokens/s, "
             f"peak memory {result.get('peak_memory_mb', 0):,.0f} MB")
     if held:
-        say(f"held-out ({held['paths']} paths, {held['steps']} steps): step F1 (wrong steps) "
+        say(f"held-out ({_held_out_read(held, result)}): step F1 (wrong steps) "
             f"{fmt(held['step_f1_wrong'])}, step accuracy {fmt(held['step_accuracy'])}, first-error accuracy "
             f"{fmt(held['first_error_accuracy'])}, ProcessBench F1 {fmt(held['processbench_f1'])}")
     say(f"saved to {args.out} (prm_config.json, loss.png, metrics.json)")
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _held_out_read(held: dict[str, Any], result: dict[str, Any]) -> str:
+    """The held-out paths and steps the metrics are over, and what the PRM's length limit left
+    unread: a path with an unread step is out of the path metrics, its read steps still in."""
+    total = result["held_out_paths"]
+    paths = f"{held['paths']} of {total} paths" if total != held["paths"] else f"{held['paths']} paths"
+    unread = held["unread_steps"]
+    past = f"; {unread} steps past the PRM's {result['held_out_max_length']}-token limit unread" if unread else ""
+    return f"{paths}, {held['steps']} steps{past}"
 
 
 def cmd_score(args: argparse.Namespace) -> int:

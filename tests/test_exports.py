@@ -257,12 +257,13 @@ def test_visualprm_without_system_prompt_and_with_two_images(tmp_path, nasty_run
     assert export(nasty_run, "visualprm", target, ExportOptions(system_prompt="")) == 2  # p3 has no decided step
     items = list(internvl_read(tmp_path / "v_meta.json"))
     two = next(i for i, *_ in items if i["path_id"] == "x1")
-    assert two["conversations"][0]["from"] == "human"
-    assert two["conversations"][0]["value"].startswith(
+    # an empty system turn: without one InternVL would use its template's default system message
+    assert two["conversations"][0] == {"from": "system", "value": ""}
+    assert two["conversations"][1]["value"].startswith(
         "Image-1: <img><IMG_CONTEXT></img>\nImage-2: <img><IMG_CONTEXT></img>\n### Question:")
-    assert [t["value"] for t in two["conversations"][1::2]] == ["+", "+", "-"]
+    assert [t["value"] for t in two["conversations"][2::2]] == ["+", "+", "-"]
     one = next(i for i, *_ in items if i["path_id"] == "x2")
-    assert [t["value"] for t in one["conversations"][1::2]] == ["+"]  # cut at the undecided label
+    assert [t["value"] for t in one["conversations"][2::2]] == ["+"]  # cut at the undecided label
 
 
 # -- Qwen2.5-Math-PRM ------------------------------------------------------------------------

@@ -71,7 +71,9 @@ class VisualPRM(JsonlFormat):
             else:
                 tags = "".join(f"Image-{i}: {IMAGE_TAG}\n" for i in range(1, len(images) + 1))
             question = defuse(question_text(row["prompt"]).strip(), markers)
-            conversations = [{"from": "system", "value": system_prompt}] if system_prompt else []
+            # always a system turn: without one InternVL's preprocess uses its chat template's default
+            # system message, and "--system-prompt ''" (none) would train with InternVL's own prompt
+            conversations = [{"from": "system", "value": system_prompt}]
             for k, (step, label) in enumerate(zip(steps, labels)):
                 value = defuse(step.strip(), markers)
                 if k == 0:

@@ -13,6 +13,8 @@ and intact, as an export reads it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -182,6 +184,19 @@ def _check_soft_targets(table: pa.Table, path: Path, labels: str) -> None:
         raise ConfigError(f"--labels soft: --data {path} holds hard labels only (no values or confidences column; "
                           "a stepwise export keeps none): train on the run's directory or an hf export, "
                           "or use --labels hard")
+
+
+def fingerprint(rows: list[StepRow]) -> str:
+    """A digest of what ``rows`` hold (problem, question, images, steps, labels, soft targets),
+    whatever their order: a ``--resume`` compares it with its checkpoint's, since the same
+    options on data that changed (a run that grew) split the problems anew, and a problem
+    trained on before could be held out after."""
+    def digest(data: str | bytes) -> str:
+        return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
+
+    each = sorted(digest(json.dumps([r.problem_id, r.question, r.steps, r.labels, r.soft, r.split,
+                                     [digest(image) for image in r.images]])) for r in rows)
+    return digest("\n".join(each))
 
 
 def split_rows(rows: list[StepRow], test_share: float, salt: str = "") -> tuple[list[StepRow], list[StepRow]]:

@@ -9,6 +9,7 @@ epoch, so ``resume`` continues exactly where the checkpoint left off.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -29,6 +30,12 @@ RESUME_KEYS = ("data", "model", "labels", "lora", "lora_rank", "marker", "batch_
                "step_logprobs", "paths", "freeze_lm", "keep_flagged", "val_share", "select")
 #: What a checkpoint made before an option existed was made with, where that is not today's default.
 BEFORE_OPTION = {"step_logprobs": "off", "paths": "steps", "keep_flagged": True, "val_share": 0.0, "select": "last"}
+
+#: Share of the training steps past ``--max-length`` above which training warns. A sensible
+#: limit still cuts the last steps of a long tail of paths; beyond a tenth of the labels the
+#: cut is the setting, not the tail, and it falls on a path's last steps, where its wrong
+#: steps lie (the ``steps`` table ends a path at its first wrong one).
+CUT_WARN_SHARE = 0.1
 
 #: ``--pretrain-text`` choices: the run's node steps where it has them (else the paths), or either.
 PRETRAIN_TEXTS = ("auto", "tree", "nodes", "paths")
@@ -269,7 +276,9 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule: Any, losses: list[float],
-                     options: TrainOptions, keep: int, selection: EpochSelection | None = None) -> None:
+                     options: TrainOptions, keep: int, selection: EpochSelection | None = None,
+                     data: dict[str, Any] | None = None) -> None:
+    """Save the training's state at ``step``; ``data``: what it reads (:func:`_data_read`), for a resume to compare."""
     import torch
 
     target = out / "checkpoints" / f"step-{step:07d}"
@@ -280,7 +289,7 @@ def _save_checkpoint(out: Path, step: int, model: Any, optimiser: Any, schedule:
                 "step": step, "losses": losses,
                 "options": _resume_options({k: getattr(options, k) for k in RESUME_KEYS}),
                 "torch_rng": torch.get_rng_state(),
-                "selection": selection.state() if selection is not None else None}, tmp / "state.pt")
+                "selection": selection.state() if selection is not None else None, "data": data}, tmp / "state.pt")
     if target.exists():  # this step saved before (a resume of a finished training): the new state replaces it
         shutil.rmtree(target)
     tmp.rename(target)  # a checkpoint is there whole or not at all
@@ -447,6 +456,35 @@ def training_paths(options: TrainOptions, train_rows: list) -> tuple[list, str]:
     return train_rows, "steps"
 
 
+def _data_read(rows: list, train_rows: list, paths: str) -> dict[str, Any]:
+    """What a checkpoint records of its data: counts that name a change, a digest of its
+    problems' ids (the split depends on them alone) and one of every row read (the ``steps``
+    rows, and with ``--paths tree`` the trees' too)."""
+    from prmtree.train.data import fingerprint
+
+    problems = sorted({r.problem_id for r in rows})
+    return {"problems": len(problems), "paths": len(rows), "steps": sum(len(r.steps) for r in rows),
+            "problem_ids": hashlib.blake2b("\n".join(problems).encode(), digest_size=16).hexdigest(),
+            "fingerprint": fingerprint(rows + (train_rows if paths == "tree" else []))}
+
+
+def _check_same_data(options: TrainOptions, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """Refuse a resume on data that changed since the checkpoint: other problems are split
+    anew (one trained on could be held out, and the held-out metrics then measure memory),
+    and the tiny tokenizer, built from the first data, reads new words as unknown. A
+    checkpoint from before the record was kept (None) has nothing to compare."""
+    if saved is None or saved["fingerprint"] == now["fingerprint"]:
+        return
+    counts = "{problems} problems, {paths} paths, {steps} steps".format
+    what = (f"the same {counts(**now)}, with other text or labels" if counts(**saved) == counts(**now)
+            else f"{counts(**saved)} then, {counts(**now)} now")
+    same_problems = saved["problem_ids"] == now["problem_ids"]
+    why = ("it would train on with other paths or labels than it started with" if same_problems
+           else "its problems would be split anew, and some it trained on held out")
+    raise ConfigError(f"--resume: --data {options.data} changed since the checkpoint ({what}): {why}; "
+                      "train afresh into a new --out")
+
+
 def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Callable[[Any], Any] | None = None,
                device: str | None = None) -> dict[str, Any]:
     """The training loop; ``wrap`` (Ray's ``prepare_model``) makes the model data-parallel."""
@@ -471,6 +509,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     train_rows, paths = training_paths(options, steps_rows)
     if not train_rows:
         raise ConfigError(f"--data {options.data}: no labelled steps to train on ({len(rows)} paths)")
+    data_read = _data_read(rows, train_rows, paths)
     checkpoint = None
     if options.resume:
         found = _checkpoints(out)
@@ -492,6 +531,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             was = ", ".join(f"{k}={theirs[k]!r}" for k in changed)
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({was}); "
                               "use the same options, or a new --out")
+        _check_same_data(options, checkpoint.get("data"), data_read)
     corpus, texts, pretrain_rows = pretrain_corpus(options, steps_rows)
     extra_texts = texts if pretrain_rows is None else [Encoder(None, options.marker).text(r.question, r.steps)
                                                        for r in pretrain_rows]
@@ -501,6 +541,11 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
     dropped = sum(len(r.steps) - len(e["positions"]) for r, (e, _) in zip(train_rows, train))
     train = [(e, t[:len(e["positions"])]) for e, t in train if e["positions"]]
     _check_used(options, len(train), len(train_rows), world)
+    train_steps = sum(len(r.steps) for r in train_rows)
+    if rank == 0 and dropped > CUT_WARN_SHARE * train_steps:
+        sys.stderr.write(f"prmtree train: warning: --max-length {options.max_length} cuts {dropped} of {train_steps} "
+                         f"training steps ({math.floor(100 * dropped / train_steps)}%): no label past a path's first "
+                         f"{options.max_length} tokens is trained on; raise --max-length\n")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         processor.save_pretrained(out)  # the tiny tokenizer is built from the data: a resume reuses it
@@ -526,7 +571,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                  if p.requires_grad and not (options.freeze_lm and n.startswith("lm."))]
     params = sum(p.numel() for p in model.parameters())
     _log(options, rank, f"prmtree train: {len(train_rows)} training paths "
-         f"({'the search trees' if paths == 'tree' else 'the steps table'}; {sum(len(r.steps) for r in train_rows)} "
+         f"({'the search trees' if paths == 'tree' else 'the steps table'}; {train_steps} "
          f"steps; {dropped} past --max-length), {len(test_rows)} held-out paths; {class_name} "
          f"{params:,} parameters ({sum(p.numel() for p in trainable):,} trained) on {device}, "
          f"{world} worker(s), {options.labels} labels"
@@ -569,7 +614,8 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
              f"resumed at the last step, {step} ({found[-1]}): training is done; evaluating and saving the PRM")
     tokens, train_seconds, resumed_at = 0, 0.0, step
     dtype = next(model.lm.parameters()).dtype
-    prm = PRM(model, Encoder(processor, options.marker, max(options.max_length, 4096), vision), {}, device)
+    read_length = max(options.max_length, 4096)  # the saved PRM's limit: the held-out paths are read to it
+    prm = PRM(model, Encoder(processor, options.marker, read_length, vision), {}, device)
     # chosen on rank 0, which alone saves the PRM; a resume goes on with the epochs scored before it
     selection = (EpochSelection(model, prm, val_rows, step_metrics)
                  if rank == 0 and options.select == "best" and val_rows else None)
@@ -620,7 +666,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
                 selection.epoch_end(step / per_epoch)  # before a checkpoint at this step, which keeps it
             if rank == 0 and options.save_every and step % options.save_every == 0 and step < total:
                 _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
-                                 selection)
+                                 selection, data_read)
     result: dict[str, Any] = {}
     if rank == 0:
         # the checkpoint holds the last weights, with the optimiser and schedule they go with (a
@@ -628,7 +674,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
         # that trained no step has that checkpoint already: it is not written again.
         if step > resumed_at or checkpoint is None:
             _save_checkpoint(out, step, model, optimiser, schedule, losses, options, options.keep_checkpoints,
-                             selection)
+                             selection, data_read)
         if selection is not None and step % per_epoch and step < planned:
             # --max-steps stopped mid-epoch: this PRM may be the last weights, but their score is
             # not kept in the checkpoint above, where a resume would weigh it against whole
@@ -649,6 +695,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "pretrain_loss_last_10": sum(pretrain_losses[-10:]) / len(pretrain_losses[-10:]) if pretrain_losses else None,
             "peak_memory_mb": _peak_memory_mb(device), "device": device, "workers": max(1, world),
             "parameters": params, "train_paths": len(train_rows), "paths": paths, "held_out_paths": len(test_rows),
+            "held_out_max_length": read_length,
             "validation_paths": len(val_rows),
             "held_out": metrics, "seconds": time.perf_counter() - started,
             "selection": selection.as_dict() if selection is not None else None,
@@ -661,7 +708,7 @@ def train_loop(options: TrainOptions, rank: int = 0, world: int = 1, wrap: Calla
             "keep_flagged": options.keep_flagged,
             "pretrain_epochs": options.pretrain_epochs,
             "pretrain_text": corpus if options.pretrain_epochs > 0 else None,
-            "lm_weight": options.lm_weight, "max_length": max(options.max_length, 4096), "trained_on": str(options.data),
+            "lm_weight": options.lm_weight, "max_length": read_length, "trained_on": str(options.data),
             "held_out": metrics,
         }
         save_prm(model, processor, out, prm_config)
