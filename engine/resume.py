@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +77,16 @@ def open_run(
     versions: dict[str, str],
     slice: Slice = Slice(),
     force: bool = False,
+    before_removing: Callable[[], None] | None = None,
 ) -> OpenedRun:
     """Claim slice ``slice`` of ``out_dir`` for this run and say what is left to do.
 
     Raises :class:`ConfigError` (one line) when another run writes the slice, the
     directory holds another slice layout, the manifest is unreadable, or the config
-    changed (without ``force``). The returned run holds the slice's lock: ``close()`` it.
+    changed (without ``force``). ``before_removing`` is called after every refusal, just
+    before ``force`` removes the old slice (the caller builds its policy there: one that
+    cannot be built then removes nothing). The returned run holds the slice's lock:
+    ``close()`` it.
     """
     out = Path(out_dir)
     try:
@@ -91,7 +95,7 @@ def open_run(
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {str(out)!r}: {exc.strerror or exc}") from None
     try:
-        return _open_claimed(out, config, versions, slice, force, lock)
+        return _open_claimed(out, config, versions, slice, force, lock, before_removing)
     except BaseException:
         lock.release()
         raise
@@ -153,7 +157,8 @@ def _check_layout(out: Path, slice: Slice) -> None:
 
 
 def _open_claimed(
-    out: Path, config: RunConfig, versions: dict[str, str], slice: Slice, force: bool, lock: FileLock
+    out: Path, config: RunConfig, versions: dict[str, str], slice: Slice, force: bool, lock: FileLock,
+    before_removing: Callable[[], None] | None = None,
 ) -> OpenedRun:
     manifest_path = out / slice.manifest_name
     previous: Manifest | None = None
@@ -179,6 +184,8 @@ def _open_claimed(
                     f"{out} was written with a different config ({_changes(previous, config)}); "
                     "pass --force to start over, or use another --out"
                 )
+            if before_removing is not None:
+                before_removing()
             _remove_slice(out, previous, slice)
             previous = None
     if previous is not None:
@@ -225,13 +232,15 @@ def reconcile_input(
     *,
     rerun_changed: bool = False,
     retry_errors: bool = False,
+    before_removing: Callable[[], None] | None = None,
 ) -> list[str]:
     """Compare the input with what the manifest recorded, before any work: a labelled
     problem whose input changed is refused (ConfigError naming it) or, with
     ``rerun_changed``, its rows dropped and redone; a bad row that changed (or every bad
     row, with ``retry_errors``) is retried; a failed problem no longer in the input is
     forgotten (nothing left to retry), a labelled one keeps its rows. Problems recorded
-    without a fingerprint (older manifests) count as unchanged. Returns lines for the user.
+    without a fingerprint (older manifests) count as unchanged. ``before_removing`` is
+    called before labelled rows are dropped (as :func:`open_run`'s). Returns lines for the user.
     """
     writer = opened.writer
     m = writer.manifest
@@ -342,6 +351,8 @@ def reconcile_input(
         why = "--retry-errors" if retry_errors else "their input changed"
         notes.append(f"retrying {len(retried_present)} bad input row{'s' if len(retried_present) > 1 else ''} "
                      f"({why}; e.g. {retried_present[0]!r})")
+    if (drop or relearn) and before_removing is not None:
+        before_removing()
     if drop or gone or relearn:
         with _rewrites_discarded_on_failure(writer):
             if drop:

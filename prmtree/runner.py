@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig, RunConfig
-from prmtree.engine.contracts import cancel_requested
+from prmtree.engine.contracts import Executor, cancel_requested
 from prmtree.engine.driver import Driver, FinishedProblem, retry_may_pass
 from prmtree.engine.output import Slice
 from prmtree.engine.problem import iter_problems
@@ -132,19 +132,35 @@ def run_checked(
     """One driver on one slice: the rest of :func:`prmtree.run`, and what each driver actor
     of a ``--drivers`` job runs (``stop`` stands in for the signals a thread other than
     the main one cannot receive)."""
-    opened = open_run(job.out, job.config, versions(), job.slice, job.force) if job.out is not None else None
+    built: list[Executor] = []  # the policy, built early only where labelled rows are about to be removed
+
+    def build_before_removing() -> None:
+        """--force or --rerun-changed is about to remove labelled rows: build the policy
+        first, so a policy that cannot be built (a wrong argument, a model that does not
+        load) removes nothing. Otherwise it is built in ``_run_async``, once the output is
+        accepted, so a refused resume never loads a model."""
+        if not built:
+            built.append(make_executor(job.config.executor, job.policy, job.policy_args))
+
+    opened = (open_run(job.out, job.config, versions(), job.slice, job.force, build_before_removing)
+              if job.out is not None else None)
     for note in opened.repaired if opened else ():
         sys.stderr.write(f"prmtree: repaired: {note}\n")
+    handed = False
     try:
         if opened is not None:
             if opened.adopted is not None:  # another slice's calibration: its pilot's problems must be ours
                 if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
                     job = replace(job, problems=list(job.problems))
                 check_adopted(opened, job.problems, job.config.input)  # before anything is written
-            job = _check_input_changes(job, opened)
+            job = _check_input_changes(job, opened, build_before_removing)
+        handed = True
         with collector_tuned():
-            return asyncio.run(_run_async(job, opened, on_problem, stop))
+            return asyncio.run(_run_async(job, opened, on_problem, stop, built[0] if built else None))
     finally:
+        if built and not handed:  # built, then refused before the run: closed unused
+            asyncio.run(close_bounded(f"policy {built[0].policy_name!r}", built[0].close,
+                                      job.config.executor.close_timeout_s))
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
 
@@ -207,7 +223,8 @@ def collector_tuned() -> Iterator[None]:
                 gc.set_threshold(*thresholds)
 
 
-def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:
+def _check_input_changes(job: DriverJob, opened: OpenedRun,
+                         before_removing: Callable[[], None] | None = None) -> DriverJob:
     """Before any work: what changed in the input since the manifest was written
     (``reconcile_input``). A one-shot iterator of problems is read into a list first, as
     the input is then read twice."""
@@ -217,7 +234,8 @@ def _check_input_changes(job: DriverJob, opened: OpenedRun) -> DriverJob:
     if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
         job = replace(job, problems=list(job.problems))
     for note in reconcile_input(opened, job.problems, job.config.input, job.slice,
-                                rerun_changed=job.rerun_changed, retry_errors=job.retry_errors):
+                                rerun_changed=job.rerun_changed, retry_errors=job.retry_errors,
+                                before_removing=before_removing):
         sys.stderr.write(f"prmtree: {note}\n")
     return job
 
@@ -457,6 +475,7 @@ async def _run_async(
     opened: OpenedRun | None,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
     handle: StopHandle | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
     cfg, slice_ = job.config, job.slice
     from prmtree.engine.answers import Verifier
@@ -467,9 +486,11 @@ async def _run_async(
     writer = opened.writer if opened else None
     # a driver of a job (a handle) gets its stops from the job, which told echoes apart already
     stop = _GracefulStop(writer, stats, merge_echoes=handle is None)
-    # Built only now: the output directory is open and the config accepted, so a refused
-    # resume never loads a model or starts a cluster.
-    executor = make_executor(cfg.executor, job.policy, job.policy_args)
+    # Built only now (unless before labelled rows were removed: run_checked): the output
+    # directory is open and the config accepted, so a refused resume never loads a model or
+    # starts a cluster.
+    if executor is None:
+        executor = make_executor(cfg.executor, job.policy, job.policy_args)
     judge_executor = _judge_executor(cfg)
     verifier = Verifier(cfg.verify, custom=job.check_answer)
     watchdog = None
