@@ -24,14 +24,13 @@ from prmtree.engine.answers.choices import (
 )
 from prmtree.engine.answers.kinds import _clean_options
 from prmtree.engine.answers.marks import all_boxed, final_part, reasoning_markup, top_level_parts, unwrap
-from prmtree.engine.answers.prose import first_answer, last_phrase, read_prose, stated_before
+from prmtree.engine.answers.prose import first_answer, last_phrase, phrase_stated, read_prose, stated_before
 from prmtree.engine.answers.retractions import last_retraction
 from prmtree.engine.answers.sentences import (
     NEGATED_VALUE,
     SCAN_CHARS,
     denied,
     hedged,
-    up_to_sentence_end,
     value_stated,
     values_offered,
 )
@@ -129,12 +128,12 @@ def find_answer(text: str, gold: str = "", options: object = None, choice: bool 
     if boxes:
         tail = text[boxes[-1][0] :][-SCAN_CHARS:]
         phrase = last_phrase(tail, first_answer(tail))
-        stated = up_to_sentence_end(tail[phrase.end() :]) if phrase else ""
+        stated = phrase_stated(tail, phrase) if phrase else ""
         if stated:
             answer = unwrap(value_stated(stated, _is_yes_no(gold, options), choices) if len(stated.split()) > 3 else stated)
         else:
             contents = [c for c in dict.fromkeys(c for _, c in boxes) if c] if len(boxes) > 1 else ()
-            if choices and len(contents) > 1 and _several_boxed(contents, choices):  # "\boxed{B} or \boxed{C}"
+            if choices and len(contents) > 1 and _several_boxed(contents, choices, options):  # "\boxed{B} or \boxed{C}"
                 return Found(", ".join(contents), "hedged")
             if len(contents) > 1 and gold and top_level_parts(gold) > 1:
                 answer = ", ".join(contents)
@@ -193,10 +192,19 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     return Found(before if new in answer else answer.strip(), "hedged")  # (what was stated, not the retraction)
 
 
-def _several_boxed(contents: list[str], choices: str) -> bool:
-    """Do the boxes name more than one of a multiple-choice question's letters?"""
-    letters = {bare_answer(c, choices) for c in contents} - {None}
-    return len({str(c).strip("()[]. ") for c in letters}) > 1
+def _several_boxed(contents: list[str], choices: str, options: object = None) -> bool:
+    """Do the boxes name more than one of a multiple-choice question's letters? A box of an
+    option's text and a box of its letter name one (``$\\boxed{12}$, so the answer is
+    $\\boxed{B}$`` where B is 12)."""
+    named = {str(c).strip("()[]. ") for c in (bare_answer(c, choices) for c in contents) if c is not None}
+    texts = {_plain(text): key for key, text in _clean_options(options).items()} if options else {}
+    return len({c if len(c) == 1 and c in choices else texts.get(_plain(c), c) for c in named}) > 1  # (a letter is its own)
+
+
+def _plain(text: str) -> str:
+    """An option's text or a box's content as they are compared for :func:`_several_boxed`:
+    without maths dollars, spaces and case."""
+    return "".join(text.strip().strip("$").split()).lower()
 
 
 def _choices(gold: str, options: object, choice: bool) -> str:

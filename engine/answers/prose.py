@@ -20,6 +20,7 @@ from prmtree.engine.answers.sentences import (
     MATH_SPAN,
     SCAN_CHARS,
     YES_NO_LEAD,
+    denied,
     pair_stated,
     up_to_sentence_end,
     value_stated,
@@ -79,7 +80,8 @@ def first_answer(text: str) -> int | None:
 
 
 def last_phrase(text: str, first: int | None) -> re.Match[str] | None:
-    """The last :data:`_FINAL_PHRASE` in ``text``, whose first "answer" is at ``first``."""
+    """The last :data:`_FINAL_PHRASE` in ``text`` that names an answer (:func:`_names_nothing`),
+    whose first "answer" is at ``first``."""
     if first is None:
         return None
     start = first
@@ -88,10 +90,50 @@ def last_phrase(text: str, first: int | None) -> re.Match[str] | None:
             start -= 1
         while start > 0 and text[start - 1].isalpha():
             start -= 1
-    last = None
-    for last in _FINAL_PHRASE.finditer(text, start):  # noqa: B007 (the last is kept)
-        pass
-    return last
+    for phrase in reversed(list(_FINAL_PHRASE.finditer(text, start))):
+        if not _names_nothing(text, phrase):
+            return phrase
+    return None
+
+
+#: Words between "the answer is" and its value that state nothing: "The answer is therefore 12".
+#: Lower case and followed by more of the sentence only: "The answer is Still Life." and "The
+#: answer is just." state those words.
+_PHRASE_ADVERB = re.compile(r"(?:therefore|thus|hence|consequently|indeed|just|simply|clearly|still|then|also"
+                            r"|definitely|certainly|obviously|evidently|surely)\b[,:]?[^\S\n]*(?=[^\s.!?])")
+#: What judges an answer rather than states one: "This answer is reasonable.", "The answer is
+#: correct.", "... is consistent with the graph." ("right" only of "this/my answer": "The answer is
+#: right." may name a direction).
+_JUDGED = re.compile(r"(?:correct|reasonable|verified|consistent|valid|plausible|accurate|confirmed|sensible"
+                     r"|justified|acceptable|appropriate)\b", re.IGNORECASE)
+_RIGHT = re.compile(r"right\b", re.IGNORECASE)
+_OWN = re.compile(r"\b(?:this|that|my|our)\s+$", re.IGNORECASE)
+#: After a judging word, what may be a value: "The answer is correct: 12" states 12.
+_VALUE_LIKE = re.compile(r"[\d$\\:=]|\b[A-Z]\b")
+
+
+def phrase_stated(text: str, phrase: re.Match[str]) -> str:
+    """What the final-answer ``phrase`` in ``text`` states, up to its sentence's end, past the
+    words that only lead to it ("is therefore 18", "is clearly yes")."""
+    lead = _PHRASE_ADVERB.match(text, phrase.end())
+    return up_to_sentence_end(text[lead.end() if lead else phrase.end() :])
+
+
+def _names_nothing(text: str, phrase: re.Match[str]) -> bool:
+    """Does a "the answer is" ``phrase`` of ``text`` name no answer, only judge one ("I believe
+    this answer is correct.", "This answer is reasonable.")? An answer stated before it stands.
+    (Suppositions and denials after an answer are left to the older reading: every narrower
+    rule tried for them took some corrections for suppositions, a wrong answer graded right.)"""
+    return _judges(text, phrase, phrase_stated(text, phrase))
+
+
+def _judges(text: str, phrase: re.Match[str], stated: str) -> bool:
+    """Does ``stated`` judge the answer ("correct.", "consistent with the graph") with no value
+    after the judging word ("correct: 12" states 12)?"""
+    word = _JUDGED.match(stated)
+    if word is None and _RIGHT.match(stated) and _OWN.search(text, max(0, phrase.start() - 6), phrase.start()):
+        word = _RIGHT.match(stated)
+    return word is not None and not _VALUE_LIKE.search(stated, word.end())
 
 
 def _answer_lines(text: str, first: int | None) -> list[str]:
@@ -170,6 +212,9 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
     lines = _answer_lines(text, first)
     if lines and lines[-1].strip():
         line = lines[-1].strip()
+        opening = _FINAL_PHRASE.match(line, 4 if line[:4].lower() == "the " else 0)
+        if opening is not None and not _names_nothing(line, opening) and not denied(phrase_stated(line, opening)):
+            return _phrase_answer(line, opening, yes_no, choices)  # "Final Answer: The final answer is no. I hope it is correct."
         lead = leading_answer(line, choices)
         if lead is not None:  # "Answer: 3. There are 5 rows.": 3, not the explanation's 5
             return lead
@@ -179,13 +224,19 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
     if named_first is not None and (phrase is None or named_first[0] >= phrase.start()):
         return named_first[1]  # "12 is the answer.", "So (B) is the correct answer."
     if phrase is not None:  # the last one: "Final Answer: The final answer is 7" states 7
-        stated = up_to_sentence_end(text[phrase.end() :])
-        if stated:
-            return value_stated(stated, yes_no, choices) if len(stated.split()) > 3 else stated
-        spans = list(MATH_SPAN.finditer(text, phrase.start()))
-        if spans:  # "Answer \[ 9 \]": the maths after the phrase
-            return value_stated(spans[-1].group(0))
+        return _phrase_answer(text, phrase, yes_no, choices)
     return None
+
+
+def _phrase_answer(text: str, phrase: re.Match[str], yes_no: bool, choices: str) -> str | None:
+    """What a final-answer ``phrase`` of ``text`` states, reduced to its value: its sentence
+    (the first stated, not a later one: "The answer is no. The bird is red." is no), else the
+    maths after it ("Answer \\[ 9 \\]")."""
+    stated = phrase_stated(text, phrase)
+    if stated:
+        return value_stated(stated, yes_no, choices) if len(stated.split()) > 3 else stated
+    spans = list(MATH_SPAN.finditer(text, phrase.start()))
+    return value_stated(spans[-1].group(0)) if spans else None
 
 
 #: A short answer, then a sentence that explains it (``3. There are 5 rows.``, ``Paris. It is the
