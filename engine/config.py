@@ -113,6 +113,8 @@ class StepsConfig(_Strict):
 
     format: Literal["blank_line", "step_marker", "tags"] = "blank_line"
     max_steps: int | None = Field(None, ge=1)
+    custom: str = Field("", description="the Python API's split_steps, as module:qualname: set by prmtree.run, "
+                        "so a resume with another splitter is refused")
 
     @property
     def step_format(self) -> StepFormat:
@@ -220,6 +222,8 @@ class VerifyConfig(_Strict):
     pool_workers: int = Field(1, ge=1, description="processes running Math-Verify")
     memo_size: int = Field(100_000, ge=0, description="verdicts remembered, shared across problems")
     decimal_comma: bool = Field(False, description="a comma between digits is the decimal point: 3,5 = 3.5 (1,000 = 1)")
+    custom: str = Field("", description="the Python API's check_answer, as module:qualname: set by prmtree.run, "
+                        "so a resume with another grader is refused")
 
 
 class PolicyConfig(BaseModel):
@@ -382,6 +386,9 @@ OPERATIONAL = {
     "executor", "output.rows_per_shard", "output.bytes_per_shard", "output.flush_interval_s",
     "output.flush_give_up_s", "verify.pool_workers", "verify.memo_size", "labels.min_coverage",
 }
+#: Row-defining settings added after runs were written, left out of the hash at these
+#: defaults: a run written before them resumes under the same hash.
+ADDED_LATER = {"verify.custom": "", "steps.custom": ""}
 
 
 class RunConfig(_Strict):
@@ -475,6 +482,8 @@ def row_defining(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         section, _, name = key.partition(".")
         if any(key == o or key.startswith(o + ".") for o in OPERATIONAL):
+            continue
+        if key in ADDED_LATER and value == ADDED_LATER[key]:
             continue
         if section == "search" and strategy is not None and name not in active:
             continue

@@ -96,6 +96,10 @@ def run(
     if strategy is not None:
         overrides.setdefault("search", {})["strategy"] = strategy
     policy_overrides(policy, policy_args, overrides)
+    # the custom functions are part of what decides the rows: named in the config, so a resume
+    # with another one (or none) is refused as any other changed setting is, not mixed in
+    overrides["verify"] = {**overrides.get("verify", {}), "custom": callable_name(check_answer) if check_answer else ""}
+    overrides["steps"] = {**overrides.get("steps", {}), "custom": callable_name(split_steps) if split_steps else ""}
     if drivers is not None:
         overrides.setdefault("executor", {})["drivers"] = drivers
     cfg = build_config(config, **overrides)
@@ -189,6 +193,15 @@ def policy_overrides(policy: Any, policy_args: dict[str, Any] | None, overrides:
         overrides.setdefault("policy", {}).update(policy_args)
     if instance:
         overrides["policy"] = {**_describe_instance(policy), **overrides.get("policy", {})}
+
+
+def callable_name(function: Any) -> str:
+    """``module:qualname`` of a custom function (a partial's, or an object's class, as far
+    as it has one): what the config records of it."""
+    target = getattr(function, "func", function)  # functools.partial
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{module}:{qualname}"
 
 
 def _describe_instance(policy: Any) -> dict[str, Any]:
