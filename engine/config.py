@@ -257,14 +257,6 @@ class PolicyConfig(BaseModel):
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
-    @property
-    def settle_calls(self) -> int:
-        """Judge calls per undecided step: ``max_settle_calls``, or at most one for a greedy
-        judge (temperature 0), whose second answer to the same question is a copy of its
-        first; counted as a second verdict, one opinion would settle a step at 0.70 as
-        right (0.974) where it is worth 0.903."""
-        return self.max_settle_calls if self.temperature > 0 else min(self.max_settle_calls, 1)
-
 
 #: The most drivers one job runs: each writes a slice, and slice names hold 5 digits
 #: (``engine/output/layout.py``'s ``MAX_SLICES``; a test holds them equal).
