@@ -75,7 +75,6 @@ class CircuitBreaker:
         self.silence_s = silence_s  # no success for this long (and SILENT_FAILURES in a row): a trip
         self.last_success = time.monotonic() if now is None else now  # or an answer asking to wait
         self.failures_in_a_row = 0
-        self.successes = 0  # attempts that succeeded: whether the backend served anyone since a moment
         self.unusable_in_a_row = 0  # requests whose completions were all malformed
         self.tripped: BackendDownError | None = None  # the first trip: what the run reports
         self.waiting_since: float | None = None  # when the server began answering only "wait"
@@ -89,7 +88,6 @@ class CircuitBreaker:
             raise self.tripped
         if error is None:
             self.failures_in_a_row = 0
-            self.successes += 1
             self.waiting_since = None
             self.last_success = time.monotonic() if now is None else now
             return

@@ -432,22 +432,26 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _mcts_budget_pays_an_expansion(self) -> RunConfig:
-        """mcts expands a leaf only when its ``branching`` new children can all be valued,
+        """mcts samples the question's own reference batch (k, under the adaptive methods),
+        then expands a leaf only when its ``branching`` new children can all be valued,
         ``branching`` × (1 + the first batch) rollouts: a smaller budget searched nothing,
         every problem, and the run's warning blamed undecided labels. Checked for the
-        built-in labelling methods, whose first batch is known here."""
+        built-in labelling methods, whose batches are known here."""
         s, labels = self.search, self.labels
         if s.strategy != "mcts" or labels.method not in ("mc", "calibrated", "consensus"):
             return self
-        first, named = (s.k, "search.k") if labels.method == "mc" else (labels.batch, "labels.batch")
-        need = s.branching * (1 + first)
+        # the root's reference batch comes first where it is affordable (k, under the adaptive
+        # methods); then an expansion
+        reference, first, named = (0, s.k, "search.k") if labels.method == "mc" else (s.k, labels.batch, "labels.batch")
+        need = reference + s.branching * (1 + first)
         if s.budget < need:
             raise PydanticCustomError(
                 "mcts_budget",
-                "search.budget = {budget} cannot pay for one mcts expansion: its {branching} new children "
-                "(search.branching) at 1 + {first} rollouts each ({named}), {need} in all; raise search.budget "
-                "to at least {need}",
-                {"budget": s.budget, "need": need, "branching": s.branching, "first": first, "named": named},
+                "search.budget = {budget} cannot pay for one mcts expansion: {reference}its {branching} new "
+                "children (search.branching) at 1 + {first} rollouts each ({named}), {need} in all; raise "
+                "search.budget to at least {need}",
+                {"budget": s.budget, "need": need, "branching": s.branching, "first": first, "named": named,
+                 "reference": f"the question's own {reference} rollouts (search.k), then " if reference else ""},
             )
         return self
 
@@ -519,7 +523,10 @@ def config_changes(old: dict[str, Any], new: RunConfig) -> list[str]:
     are not listed against each other.
     """
     before, after = row_defining(old), new.row_defining()
-    keys = sorted(set(before) | set(after), key=lambda k: (k != "search.strategy", k))
+    # a setting added later that a config written before it lacks: what it was is unknown (a
+    # run with a check_answer from before it was recorded), so it is not held against the run
+    unknown = {key for key in ADDED_LATER if key not in flatten(old)}
+    keys = sorted((set(before) | set(after)) - unknown, key=lambda k: (k != "search.strategy", k))
     if before.get("search.strategy") != after.get("search.strategy"):
         keys = [k for k in keys if not k.startswith("search.") or k.split(".", 1)[1] in COMMON_SEARCH]
     def shown(settings: dict[str, Any], key: str) -> str:

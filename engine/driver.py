@@ -276,6 +276,7 @@ class Driver:
         self.label_context = LabelContext(config.output, self._judge, self._judge_request)
         # silence: three request timeouts with nothing succeeding (a hung backend, one request in flight)
         self.breaker = CircuitBreaker(config.executor.breaker_window, silence_s=3 * config.executor.request_timeout_s)
+        self._served: dict[int, int] = {}  # requests each executor (by id: the policy's, a judge's) answered
         self._deadlines = Deadlines()  # every request's time limit
         self.stopping = False  # request_stop(): take no new problems
         #: run(): every problem of the input was started and none was dropped, so a stop that
@@ -388,7 +389,7 @@ class Driver:
         executor = executor or self.executor
         asked = 0.0  # the wait the last attempt's server asked for
         attempt = spent = busy = 0  # attempts sent; those spent of max_attempts; busy answers forgiven
-        served = self.breaker.successes  # others' successes seen by the last failure (or the first send)
+        served = self._served.get(id(executor), 0)  # its successes by the last failure (or the first send)
         while spent < ex.max_attempts:
             if attempt:
                 self.stats.retries += 1
@@ -403,6 +404,7 @@ class Driver:
                     completions = await executor.submit(gen)
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
+                self._served[id(executor)] = self._served.get(id(executor), 0) + 1
                 self._completed(gen.n, time.perf_counter() - sent)
                 return checked
             except FatalExecutorError:
@@ -426,10 +428,10 @@ class Driver:
             self.breaker.record(last)  # every request failing: stop the run (BackendDownError)
             asked = retry_after(last) or 0.0
             if (said_busy(last) and ex.max_attempts > 1 and busy < BUSY_RETRIES
-                    and self.breaker.successes > served):
+                    and self._served.get(id(executor), 0) > served):
                 busy += 1  # refused for the load while others were served: not this request's failure
                 spent -= 1
-            served = self.breaker.successes
+            served = self._served.get(id(executor), 0)
             if overloaded(last):
                 self.concurrency.overload()
                 held = self._claims.get(gen.problem.id)

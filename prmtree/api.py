@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -98,11 +99,20 @@ def run(
     policy_overrides(policy, policy_args, overrides)
     # the custom functions are part of what decides the rows: named in the config, so a resume
     # with another one (or none) is refused as any other changed setting is, not mixed in
-    overrides["verify"] = {**overrides.get("verify", {}), "custom": callable_name(check_answer) if check_answer else ""}
-    overrides["steps"] = {**overrides.get("steps", {}), "custom": callable_name(split_steps) if split_steps else ""}
+    if check_answer is not None:
+        overrides["verify"] = {**overrides.get("verify", {}), "custom": callable_name(check_answer)}
+    if split_steps is not None:
+        overrides["steps"] = {**overrides.get("steps", {}), "custom": callable_name(split_steps)}
     if drivers is not None:
         overrides.setdefault("executor", {})["drivers"] = drivers
     cfg = build_config(config, **overrides)
+    for key, function, argument in (("verify.custom", check_answer, "check_answer"),
+                                    ("steps.custom", split_steps, "split_steps")):
+        named = cfg.verify.custom if key == "verify.custom" else cfg.steps.custom
+        if named and function is None:  # a name in a config file: no function comes with it
+            raise ConfigError(f"{key} = {named!r} names the Python API's {argument} function, which only "
+                              f"prmtree.run({argument}=...) passes; remove it from the config (a run's manifest "
+                              "records it)")
     if policy is not None and not isinstance(policy, str):
         spec, kwargs = policy, None
     else:
@@ -196,11 +206,14 @@ def policy_overrides(policy: Any, policy_args: dict[str, Any] | None, overrides:
 
 
 def callable_name(function: Any) -> str:
-    """``module:qualname`` of a custom function (a partial's, or an object's class, as far
-    as it has one): what the config records of it."""
-    target = getattr(function, "func", function)  # functools.partial
-    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
-    module = getattr(target, "__module__", None) or type(target).__module__
+    """``module:qualname`` of a custom function (an object's class where it has no name of
+    its own), with a ``functools.partial``'s arguments: what the config records of it. Two
+    functions of one name (two lambdas of one script) are one to it."""
+    if isinstance(function, functools.partial):
+        args = [repr(a) for a in function.args] + [f"{k}={v!r}" for k, v in sorted(function.keywords.items())]
+        return f"{callable_name(function.func)}({', '.join(args)})"
+    qualname = getattr(function, "__qualname__", None) or type(function).__qualname__
+    module = getattr(function, "__module__", None) or type(function).__module__
     return f"{module}:{qualname}"
 
 

@@ -47,3 +47,40 @@ def test_a_run_without_custom_functions_keeps_its_config_hash():
     assert "verify.custom" not in flat and "steps.custom" not in flat
     named = RunConfig(verify={"custom": "m:f"})
     assert named.row_defining()["verify.custom"] == "m:f" and named.config_hash() != RunConfig().config_hash()
+
+
+def within(gold: str, predicted: str, tol: float = 0.0) -> bool:
+    try:
+        return abs(float(gold) - float(predicted)) <= tol
+    except ValueError:
+        return gold.strip() == predicted.strip()
+
+
+def test_partials_of_one_function_with_other_arguments_are_other_graders(tmp_path):
+    from functools import partial
+
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS[:2], policy="simulated", out=out, seed=1, check_answer=partial(within, tol=0.0))
+    with pytest.raises(ConfigError, match=r"verify.custom: '.*within\(tol=0.0\)' -> '.*within\(tol=1000\)'"):
+        prmtree.run(PROBLEMS, policy="simulated", out=out, seed=1, check_answer=partial(within, tol=1000))
+
+
+def test_a_custom_name_in_a_config_without_its_function_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="verify.custom = 'mymod:lenient' names the Python API's check_answer"):
+        prmtree.run(PROBLEMS, policy="simulated", out=tmp_path / "o", config={"verify": {"custom": "mymod:lenient"}})
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_written_before_the_functions_were_recorded_resumes_with_its_function(tmp_path):
+    import json
+
+    out = tmp_path / "o"
+    prmtree.run(PROBLEMS[:2], policy="simulated", out=out, seed=1, check_answer=lenient)
+    manifest = out / "manifest.json"
+    data = json.loads(manifest.read_text())
+    for section in ("verify", "steps"):  # as an older prmtree wrote it: no such keys
+        data["config"][section].pop("custom")
+    data["config_hash"] = "0" * 16
+    manifest.write_text(json.dumps(data))
+    s = prmtree.run(PROBLEMS, policy="simulated", out=out, seed=1, check_answer=lenient)
+    assert s.problems_done == 3

@@ -33,7 +33,7 @@ NO_PILOT = {"labels": {"learn_floor": False}}
 
 class Handler(BaseHTTPRequestHandler):
     """Hands each request to its server's ``plan(handler, body, seq)``; counts requests
-    and those in flight, and logs (seq, start time, status)."""
+    and those in flight, and logs (seq, start time, status) and each body."""
 
     protocol_version = "HTTP/1.1"
 
@@ -43,6 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.seq += 1
             seq = server.seq
+            server.bodies.append(body)
             server.inflight += 1
             inflight = server.inflight
         started = time.perf_counter()
@@ -105,6 +106,7 @@ def serve():
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.plan, server.lock, server.seq, server.inflight, server.log = plan, threading.Lock(), 0, 0, []
+        server.bodies = []  # every request's body, as sent
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server, f"http://127.0.0.1:{server.server_address[1]}"
@@ -559,6 +561,24 @@ def test_a_request_refused_as_busy_while_others_are_served_spends_no_attempt(
         assert list(failed) == [problems[0].id]
         (reason,) = failed.values()
         assert "HTTP 429" in reason and f"({tries})" in reason, reason
+
+
+def test_a_judge_refused_as_busy_is_not_forgiven_for_the_policys_successes(serve, tmp_path):
+    # Before: one count of successes for both backends, so a judge server refusing every
+    # request (429) while the policy answered had each judge request tried up to 11 times
+    def refuse_all(handler, body, seq, inflight):
+        return handler.send(429, {"error": {"message": "Request too large for tokens per min"}})
+
+    server, url = serve(refuse_all)
+    config = {"seed": 3, "search": {"strategy": "omega", "k": 4, "budget": 16},
+              "labels": {"method": "consensus", "learn_floor": False,
+                         "judge": {"name": "openai", "base_url": url, "model": "j", "send_images": False}},
+              "executor": {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.02, "breaker_window": 0}}
+    s = prmtree.run(generate_problems(20, seed=1), policy="simulated", policy_args={"latency_s": 0.02},
+                    out=tmp_path, config=config)
+    assert s.problems_done == 20 and s.labelling["judge_failures"] > 0
+    per_request = Counter(json.dumps(body) for body in server.bodies)
+    assert set(per_request.values()) == {3}, Counter(per_request.values())  # max_attempts, no more
 
 
 # -- 4. a null entry among the choices ---------------------------------------------------
