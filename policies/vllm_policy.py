@@ -185,6 +185,10 @@ class VLLMPolicy:
         except Exception as exc:
             if refused_request(exc):  # the same request would be refused again: not retried
                 raise GenerationError(f"vLLM refused the request: {exception_text(exc)}", retryable=False) from exc
+            if engine_full(exc):  # its 503: the driver halves its concurrency and retries
+                busy = GenerationError(f"vLLM is overloaded (its queue is full): {exception_text(exc)}", retryable=True)
+                busy.overloaded = True  # type: ignore[attr-defined]
+                raise busy from exc
             raise
         if final is None:
             raise GenerationError("vLLM returned no output", retryable=True)
@@ -227,6 +231,12 @@ def refused_request(exc: BaseException) -> bool:
     said = str(exc)  # older vLLM: a ValueError
     return isinstance(exc, ValueError) and ("longer than the maximum model length" in said
                                             or "maximum context length is" in said)
+
+
+def engine_full(exc: BaseException) -> bool:
+    """Whether vLLM turned a request away because its queue is full (``max_num_queued_reqs`` /
+    ``max_num_queued_tokens``: its 503s), which says "later", not "never"."""
+    return type(exc).__name__ in ("QueueOverflowError", "MaxQueuedTokensError")
 
 
 def cut_by_context(outputs: Any, asked: int, prompt_tokens: int, max_model_len: int | None) -> str | None:

@@ -135,6 +135,39 @@ def test_a_cut_at_max_tokens_is_not_blamed_on_the_context_window(policy, caplog)
 # -- an engine that cannot start ----------------------------------------------------------
 
 
+class _Refuses(_Answers):
+    """An engine that raises ``error`` for every request, as vLLM's admission does."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__([None], 0, 240)  # (one output asked for: n = 1)
+        self.error = error
+
+    async def generate(self, prompt, params, request_id):
+        raise self.error
+        yield  # an async generator, as AsyncLLM.generate is
+
+
+def test_a_full_engine_queue_is_busy_and_an_invalid_request_is_refused_for_good(policy):
+    # Before: vLLM's 503s (its queue full) were ordinary failures, spending attempts with no
+    # backing off; an invalid request (a prompt over max_model_len) was retried as they were
+    from vllm.exceptions import MaxQueuedTokensError, QueueOverflowError, VLLMValidationError
+
+    from prmtree.engine.driver import overloaded, retryable, said_busy
+    from prmtree.engine.errors import GenerationError
+
+    for error in (QueueOverflowError(), MaxQueuedTokensError()):
+        with pytest.raises(GenerationError) as busy:
+            _ask(policy, _Refuses(error), 8)
+        assert retryable(busy.value) and said_busy(busy.value) and overloaded(busy.value)
+        assert str(busy.value).startswith("vLLM is overloaded (its queue is full): The engine ")
+    with pytest.raises(GenerationError) as refused:
+        _ask(policy, _Refuses(VLLMValidationError("The decoder prompt (length 300) is longer than the maximum "
+                                                  "model length of 240.")), 8)
+    assert not retryable(refused.value) and not said_busy(refused.value)
+    assert str(refused.value) == ("vLLM refused the request: The decoder prompt (length 300) is longer than the "
+                                  "maximum model length of 240.")
+
+
 def test_an_engine_that_cannot_start_is_started_once_and_the_run_says_vllms_reason(tiny_text_model, tmp_path,
                                                                                     monkeypatch):
     # max_model_len past the model's own: vLLM refuses it before an engine process starts
