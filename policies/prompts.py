@@ -108,8 +108,9 @@ def data_url(image: ProblemImage) -> str:
     """The image as an OpenAI ``image_url`` data URL, its bytes as given where a server
     decodes them as the run's readers do. Otherwise a PNG of what :func:`decode_rgb` shows:
     a server opens the bytes with PIL and converts to RGB, so it would show a photo with
-    an EXIF orientation unrotated (``datasets`` shows it rotated) and a 16-bit image white,
-    and may not read a TIFF or BMP at all."""
+    an EXIF orientation unrotated (``datasets`` shows it rotated), a 16-bit image white and
+    a transparent one on black (``transformers serve``; vLLM lays it on white, as the run's
+    readers do), and may not read a TIFF or BMP at all."""
     key = image.sha256 if isinstance(image, ProblemImage) else None
     with _SENT_LOCK:
         if key is not None and key in _SENT:
@@ -139,7 +140,8 @@ def _needs_decoding(data: bytes) -> bool:
 
     try:
         with Image.open(io.BytesIO(data)) as image:  # the header only
-            return high_depth(image.mode) or image.getexif().get(_ORIENTATION, 1) not in (None, 1)
+            return (high_depth(image.mode) or image.getexif().get(_ORIENTATION, 1) not in (None, 1)
+                    or image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info)
     except Exception:  # noqa: BLE001 - not for us to judge: the server says what it makes of it
         return False
 

@@ -70,6 +70,30 @@ def test_an_openai_request_sends_the_bytes_as_given_unless_a_server_would_misrea
     assert Image.open(io.BytesIO(base64.b64decode(data_url(deep).split(",", 1)[1]))).getpixel((0, 0))[0] == 156
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_an_openai_request_sends_a_transparent_image_on_white(mode):
+    # Before: sent as given, and transformers serve (load_image: convert("RGB")) showed a
+    # black-on-transparent diagram all black, while vLLM and the run's readers lay it on white
+    import base64
+
+    from prmtree.policies.prompts import data_url
+
+    image = Image.new("RGBA", (4, 2), (0, 0, 0, 0))
+    image.putpixel((0, 0), (0, 0, 0, 255))  # one black stroke on a transparent page
+    if mode == "LA":
+        image = image.convert("LA")
+    data = _encoded(image)
+    if mode == "P":  # a palette whose transparent colour is red: convert("RGB") shows it red
+        image = Image.new("P", (4, 2), 2)
+        image.putpalette([255, 255, 255, 0, 0, 0, 255, 0, 0])
+        image.putpixel((0, 0), 1)
+        data = _encoded(image, transparency=2)
+    url = data_url(ProblemImage(data))
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.mode == "RGB" and sent.getpixel((1, 1)) == (255, 255, 255) and sent.getpixel((0, 0)) == (0, 0, 0)
+    assert list(sent.getdata()) == list(decode_rgb(data).getdata())  # what vLLM and the run's readers show
+
+
 def test_the_data_url_cache_is_bounded_by_what_it_holds(monkeypatch):
     # a review: 256 entries of images up to 64 MiB each could hold gigabytes per process
     from prmtree.policies import prompts
