@@ -75,6 +75,20 @@ LEAD_WORD = [
     ("10", "The answer is clearly not 10.", None, False),
 ]
 
+DOLLARS = [
+    # An escaped dollar inside inline maths is the currency sign, not the span's end ("\\" was read).
+    ("18", "So the total is $\\$18$.", None, True),
+    ("18", "Therefore, Janet earns $\\$18$ per day.", None, True),
+    ("1200", "Therefore, she paid $\\$1,200$ in total.", None, True),
+    ("18", "The difference is $\\$20 - \\$2 = \\$18$.", None, True),
+    ("20", "The difference is $\\$20 - \\$2 = \\$18$.", None, False),
+    ("5", "The cost is $\\$5$ per item and $x = 5$.", None, True),
+    # ... and a correction of a money answer is one, as of a number (a review: read as the first)
+    ("12", "The answer is $\\$12$. Wait, I forgot the tax, so it is $\\$13$.", None, False),
+    ("12", "The answer is \\$12. Wait, I forgot the tax, so it is \\$13.", None, False),  # (also before)
+    ("12", "The answer is $\\$12$. Wait, actually it is $\\$12$.", None, True),
+]
+
 TWO_BOXES = [
     # A value box, then the box of the same option's letter: one choice, not two.
     ("B", "The diameter is $\\boxed{12}$, so the answer is $\\boxed{B}$.", DIAMETERS, True),
@@ -137,7 +151,7 @@ NARROWED = [
 
 
 @pytest.mark.parametrize("gold, text, options, correct",
-                         JUDGED + MINERVA + SUPPOSED + LEAD_WORD + TWO_BOXES + NARROWED)
+                         JUDGED + MINERVA + SUPPOSED + LEAD_WORD + DOLLARS + TWO_BOXES + NARROWED)
 def test_closing_sentences_graded_as_the_answer_they_state(gold, text, options, correct):
     verdict = prmtree.grade(gold, text, options=options)
     assert verdict.correct is correct, verdict

@@ -187,7 +187,7 @@ def retracted(text: str, answer: str, gold: str = "", options: object = None) ->
     if before is None:
         return Found(new)
     before = one_value_twice(before, gold) or before  # "0.75, or 75%. Wait, actually 0.8.": one answer, then another
-    if not another_answer(before, new, options):
+    if not another_answer(before.replace("\\$", "").strip("$ "), new, options):  # ("$\\$12$": 12)
         return None
     return Found(before if new in answer else answer.strip(), "hedged")  # (what was stated, not the retraction)
 

@@ -92,7 +92,7 @@ def last_retraction(text: str, letters: str, yes_no: bool = False) -> tuple[int,
     unless it checks or supposes (``Wait, actually I double counted one; the total is 17``). A
     few string scans on the common path (per rollout). ``yes_no``: the question is answered
     yes or no, so a verdict reversed in words (``Actually, no, that is a cat.``) is one too."""
-    body = text.rstrip()
+    body = text.rstrip().replace("\\$", "  ")  # an escaped dollar is a currency sign: "$\\$13$" states 13 (same length)
     if body.endswith(">"):  # end-of-text tokens: the retraction is the sentence before them
         body = _TRAILING_TOKENS.sub("", body)
     body = body.rstrip(" \t\n.!?*_\u2026")

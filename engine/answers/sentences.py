@@ -65,7 +65,7 @@ _SENTENCE_END = re.compile(r"(?<!\bapprox)(?<!\b[ap]\.m)(?-i:" + NOT_AFTER_MONTH
 #: ``… the count is (C) 80``: the verb after which the stated value comes.
 _COPULA = re.compile(r"\s(?:is|are|was|were|equals|=|would\s+be|will\s+be|becomes)\s", re.IGNORECASE)
 #: Inline or display maths: ``$…$``, ``$$…$$``, ``\(…\)``, ``\[…\]``.
-MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:\\.|[^$\\])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 #: Hedges: two choices offered (``A or B``, ``B/C``), or doubt stated.
 _HEDGE_LETTERS = re.compile(r"^\W*\(?[A-Z]\)?\s*(?:or|/|and/or)\s*\(?[A-Z]\)?\W*$")
 _HEDGE_WORDS = re.compile(
@@ -207,7 +207,7 @@ def up_to_sentence_end(text: str) -> str:
     for m in _SENTENCE_END.finditer(t):
         cut = m.start()
         chunk = t[end:cut]
-        dollars += chunk.count("$")
+        dollars += chunk.count("$") - chunk.count("\\$")
         opens += chunk.count("\\[")
         closes += chunk.count("\\]")
         end = cut
