@@ -11,6 +11,8 @@ will run: a resume skips finished problems by id before touching their images.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import decimal
 import io
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy
 from PIL import Image
@@ -150,6 +153,28 @@ def load_image(
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A ``file://`` URI of a local absolute path (``Path.as_uri()`` writes them): group 1 is the path.
+_FILE_URI = re.compile(r"file://(?:localhost)?(/.*)", re.IGNORECASE | re.DOTALL)
+
+
+def _image_path(item: str, base_dir: Path | None) -> Path:
+    """Where an image entry's file is: relative to the input file's folder, absolute, or a
+    local ``file://`` URI (its path, percent-escapes decoded), as a local file is read."""
+    if uri := _FILE_URI.fullmatch(item):
+        return Path(unquote(uri.group(1)))
+    return Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
+
+
+def _encoded_image(item: str) -> bool:
+    """Whether text is base64 whose bytes begin like an image file (PNG, JPEG, GIF, WebP,
+    BMP, TIFF): image data given as text, however short, and no file name."""
+    if not _BASE64.fullmatch(item):
+        return False
+    try:
+        data = base64.b64decode("".join(item.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return data.startswith(_IMAGE_MAGIC)
 
 
 def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
@@ -186,13 +211,16 @@ def _read_images(value: Any, base_dir: Path | None, max_bytes: int,
             raise ImageError(f"image entry must be a path or an image struct, got {item!r:.80}")
         if "\x00" in item:  # no file name holds one (the OS refuses it with a ValueError, not an OSError)
             raise ImageError(f"image entry {item!r:.80} holds a NUL character: no file has such a name")
-        if _URL.match(item):
+        if item[:7].lower() == "file://" and not _FILE_URI.fullmatch(item):
+            raise ImageError(f"image entry {item[:60]} is a file:// URI that names no local absolute path: give "
+                             "the file's path without file:// (relative to the input file's folder, or absolute)")
+        if _URL.match(item) and not _FILE_URI.fullmatch(item):
             raise ImageError(f"image entry is a URL ({item[:60]}): a run reads local files only; download the "
                              "images and give their paths")
-        if item.startswith("data:") or (len(item) > 200 and _BASE64.fullmatch(item[:4096])):
+        if item.startswith("data:") or (len(item) > 200 and _BASE64.fullmatch(item[:4096])) or _encoded_image(item):
             raise ImageError(f"image entry is image data given as text ({item[:24]}..., {len(item)} characters): "
                              "give the image's file path, or its bytes in an image struct in Parquet")
-        full = Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item
+        full = _image_path(item, base_dir)
         # ``file``: absolute now (against the driver's cwd), so a worker opens it whatever its own cwd
         images.append(ProblemImage(read_image_file(full, item, max_bytes), item, _file_stamp(full),
                                    os.path.abspath(full)))
@@ -219,7 +247,7 @@ def _stamps(value: Any, base_dir: Path | None) -> str:
             item = item.get("path")
         if not isinstance(item, str) or not item:
             return ""
-        stamps.append(_file_stamp(Path(item) if base_dir is None or os.path.isabs(item) else base_dir / item))
+        stamps.append(_file_stamp(_image_path(item, base_dir)))
     return stamps_fingerprint(stamps)
 
 
@@ -489,7 +517,7 @@ def _json_rows(path: Path) -> Iterator[InputRow]:
         yield path.name, f"{path.name} {_not_utf8(exc)}", None
         return
     except json.JSONDecodeError as exc:
-        yield path.name, f"{path.name} is not valid JSON ({exc.msg})", None
+        yield path.name, f"{path.name} is not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})", None
         return
     except RecursionError:
         yield path.name, f"{path.name} is nested too deeply to read as JSON", None

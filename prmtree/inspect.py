@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ class Report:
     depth_balance: dict[int, tuple[int, int]] = field(default_factory=dict)  # depth -> (positive, negative)
     value_histogram: dict[str, int] = field(default_factory=dict)
     step_counts: dict[int, int] = field(default_factory=dict)
-    error_reasons: dict[str, int] = field(default_factory=dict)
+    bad_rows: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # kind -> (count, row id, reason)
+    bad_row_total: int = 0  # rows in errors/
     paths: int = 0
     label_sources: dict[str, int] = field(default_factory=dict)  # what decided each labelled step
     confidence_histogram: dict[str, int] = field(default_factory=dict)  # P(label right) of labelled steps
@@ -120,8 +122,9 @@ def collect(out: Path) -> Report:
         if value is not None:
             hist[_bin(value)] += 1
     report.value_histogram = dict(hist)
-    reasons = Counter(read_table(out, "errors").column("reason").to_pylist())
-    report.error_reasons = dict(reasons.most_common(20))
+    errors = read_table(out, "errors").select(["problem_id", "reason"]).to_pylist()
+    report.bad_row_total = len(errors)
+    report.bad_rows = bad_row_kinds([(row["problem_id"], row["reason"]) for row in errors])
     report.failures = failure_kinds(report.manifest["failed_ids"])
     report.spaces = coverage(report.manifest["stats"].answer_spaces)
     return report
@@ -137,6 +140,43 @@ def failure_kinds(failed: dict[str, str]) -> dict[str, tuple[int, str, str]]:
         entry = kinds.setdefault(reason_kind(rest if sep else reason), [0, pid, reason])
         entry[0] += 1
     return {k: (n, pid, reason) for k, (n, pid, reason) in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
+
+
+#: What varies between bad rows of one kind: a URL, a quoted value, a number, a value cut
+#: short ("iVBORw0KGgo..."), the path in "image <path> not found | unreadable | is ...".
+_VARIES = re.compile(r"[A-Za-z][\w+.-]*://[^\s)]*|'[^']*'|\"[^\"]*\"|(?<![\w.-])\d+(?:[.,x]\d+)*(?![\w-])"
+                     r"|[^\s(]+\.\.\.")
+_IMAGE_PATH = re.compile(r"^image (?!entry |list |struct ).+?(?= not found| unreadable| is )", re.DOTALL)
+
+#: Kinds of bad input rows ``inspect`` lists; the rest are counted in one line.
+SHOWN_BAD_KINDS = 20
+
+
+def input_error_kind(reason: str) -> str:
+    """A bad input row's kind: its reason with the path or value in it shown as "…", so 60
+    rows whose image files are missing are one kind, not 60."""
+    return _VARIES.sub("…", _IMAGE_PATH.sub("image …", reason))
+
+
+def bad_row_kinds(rows: list[tuple[str, str]]) -> dict[str, tuple[int, str, str]]:
+    """The bad input rows ((row id, reason) each) by kind, most common first: kind ->
+    (count, one row id, its reason)."""
+    kinds: dict[str, list[Any]] = {}
+    for pid, reason in sorted(rows):
+        entry = kinds.setdefault(input_error_kind(reason), [0, pid, reason])
+        entry[0] += 1
+    return {k: (n, pid, reason) for k, (n, pid, reason) in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
+
+
+def bad_row_lines(kinds: dict[str, tuple[int, str, str]]) -> list[tuple[str, str, str]]:
+    """(count, kind, e.g.) lines for the bad input rows' kinds (see :func:`bad_row_kinds`):
+    the most common, then one line for the rest ("and N more kinds")."""
+    ranked = list(kinds.items())
+    lines = [(f"{n:,}", kind[:200], f"{pid}: {reason[:200]}") for kind, (n, pid, reason) in ranked[:SHOWN_BAD_KINDS]]
+    rest = ranked[SHOWN_BAD_KINDS:]
+    if rest:
+        lines.append((f"{sum(n for _, (n, _, _) in rest):,}", f"and {len(rest)} more kinds", ""))
+    return lines
 
 
 def print_report(out: Path) -> Report:
@@ -176,12 +216,12 @@ def print_report(out: Path) -> Report:
         for kind, (count, pid, reason) in report.failures.items():
             failures.add_row(str(count), kind, f"{pid}: {reason[:200]}")
         console.print(failures)
-    if report.error_reasons:
-        errors = Table(title="bad input rows (errors/)")
-        errors.add_column("count", justify="right")
-        errors.add_column("reason")
-        for reason, count in report.error_reasons.items():
-            errors.add_row(str(count), reason)
+    if report.bad_rows:
+        errors = Table(title=f"bad input rows (errors/): {report.bad_row_total:,}")
+        for col in ("count", "kind", "e.g."):
+            errors.add_column(col, justify="right" if col == "count" else "left")
+        for line in bad_row_lines(report.bad_rows):
+            errors.add_row(*line)
         console.print(errors)
     return report
 
@@ -414,9 +454,10 @@ def write_html(out: Path, target: Path, max_trees: int = 30) -> None:
         body.extend(f"<tr><td>{n}</td><td>{esc(k)}</td><td>{esc(pid)}: {esc(r[:200])}</td></tr>"
                     for k, (n, pid, r) in report.failures.items())
         body.append("</table>")
-    if report.error_reasons:
-        body.append("<h2>Errors</h2><table><tr><th>count</th><th>reason</th></tr>")
-        body.extend(f"<tr><td>{c}</td><td>{esc(r)}</td></tr>" for r, c in report.error_reasons.items())
+    if report.bad_rows:
+        body.append(f"<h2>Bad input rows (errors/): {report.bad_row_total:,}</h2>"
+                    "<table><tr><th>count</th><th>kind</th><th>e.g.</th></tr>")
+        body.extend(f"<tr><td>{esc(n)}</td><td>{esc(k)}</td><td>{esc(e)}</td></tr>" for n, k, e in bad_row_lines(report.bad_rows))
         body.append("</table>")
     body.append("<h2>Trees</h2>")
     for pid in list(by_problem)[:max_trees]:
