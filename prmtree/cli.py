@@ -11,6 +11,7 @@ import errno
 import functools
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -326,15 +327,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     problems = generate_problems(args.problems, seed=args.seed)
     _refuse_another_demo(out, {p.id for p in problems})
-    data_dir = Path(tempfile.mkdtemp(prefix="prmtree-demo-"))
-    input_path = write_jsonl(problems, data_dir)
     overrides = {
         "seed": args.seed,
         "strategy": args.strategy,
         "policy": "simulated",
         "policy_args": {"latency_s": args.latency},
     }
-    summary = _run(args, input_path, overrides, not args.no_progress, args.problems)
+    # The synthetic input is needed only while the run reads it: a demo's rows embed their
+    # images (it has no image_mode), so nothing points into it afterwards, failed or stopped.
+    data_dir = Path(tempfile.mkdtemp(prefix="prmtree-demo-"))
+    try:
+        input_path = write_jsonl(problems, data_dir)
+        summary = _run(args, input_path, overrides, not args.no_progress, args.problems)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
     oracle = SimulatedPolicy()
     by_id = {p.id: p for p in problems}
     quality = score_paths(

@@ -445,12 +445,17 @@ def drive(inputs: Any, job: DriverJob, control: Any) -> None:
 
     Its own process group first, so the terminal's signals go to the job alone (SIGINT is
     ignored from its start: see :meth:`_Job._start_drivers`); then a SIGTERM is a stop
-    request its run acts on as soon as it starts, and the job is told it may send them."""
+    request its run acts on as soon as it starts, and the job is told it may send them.
+    A driver whose job is gone (killed) says so in one line and exits: see :func:`_orphaned`."""
     os.setpgrp()
     stop = StopHandle()
     signal.signal(signal.SIGTERM, lambda sig, frame: stop.request(sig))
-    control.send(("ready", None))
-    problems = inputs.recv()
+    if not _tell(control, ("ready", None)):
+        _orphaned(job, "before it started: nothing was done")
+    try:
+        problems = inputs.recv()
+    except (EOFError, OSError):
+        _orphaned(job, "before it started: nothing was done")
     inputs.close()
     last_sent = 0.0
 
@@ -459,15 +464,37 @@ def drive(inputs: Any, job: DriverJob, control: Any) -> None:
         now = time.monotonic()
         if now - last_sent >= PROGRESS_INTERVAL_S / 2:
             last_sent = now
-            control.send(("progress", stats))
+            _tell(control, ("progress", stats))  # a job gone is seen by the run: its host is lost
 
     try:
         summary = run_checked(replace(job, problems=problems), progress, stop)
     except BaseException as exc:  # noqa: BLE001 - reported to the job, then this process exits 1
         kind = "refused" if isinstance(exc, ConfigError) else "failed"
-        with contextlib.suppress(Exception):
-            control.send((kind, raised(exc)))
+        if not _tell(control, (kind, raised(exc))):
+            _orphaned(job, raised(exc))
         control.close()
         sys.exit(1)
-    control.send(("done", summary))
+    if not _tell(control, ("done", summary)):
+        _orphaned(job, "it had finished its slice: everything is saved")
     control.close()
+
+
+def _tell(control: Any, message: tuple[str, Any]) -> bool:
+    """Send ``message`` to the job; False if the job is gone (its end of the pipe closed)."""
+    try:
+        control.send(message)
+    except OSError:  # BrokenPipeError, ConnectionResetError: the job's process died
+        return False
+    return True
+
+
+def _orphaned(job: DriverJob, why: str) -> None:
+    """The job that started this driver is gone (``kill -9``): nobody is left to report
+    to, and the run already saved what it finished. One line, then exit at once: not the
+    tracebacks of a broken pipe, nor those of the search's tasks that the lost host ended
+    (asyncio logs those when they are garbage-collected, which exiting now skips)."""
+    sys.stderr.write(f"prmtree: the driver of slice {job.slice.index}/{job.slice.count}: the job that started it "
+                     f"is gone; exiting ({why})\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)

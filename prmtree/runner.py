@@ -522,8 +522,10 @@ async def _run_async(
             raise
         stopped_by = stop.signum  # a signal while closing below stops nothing
         if stopped_by and driver.complete:  # it came after the last problem started, and they all finished
+            # said before the final flush (which may fail): complete only once the rows are on disk
+            saves = " once the final flush has saved their rows" if writer is not None else ""
             sys.stderr.write(f"prmtree: every problem had started before the {signal.Signals(stopped_by).name} "
-                             "and all of them finished: the run is complete\n")
+                             f"and all of them finished: the run is complete{saves}\n")
             stopped_by = None
         # The output first, the policy after: a close that raises or hangs costs nothing.
         if writer is not None:

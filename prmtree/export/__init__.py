@@ -29,6 +29,7 @@ from pathlib import Path
 
 from prmtree.engine.lock import FileLock, LockHeld, describe_holder, is_locked
 from prmtree.engine.output import (
+    Damage,
     Manifest,
     load_manifests,
     manifest_layout,
@@ -195,8 +196,23 @@ def damaged(out: str | Path) -> str | None:
     if not damage:
         return None
     more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
-    return (f"{str(out)!r} is damaged ({damage[0]}{more}); `prmtree verify {out}` lists it, and re-running "
-            "the run's command redoes the problems of a bad shard")
+    return "; ".join([f"{str(out)!r} is damaged ({damage[0]}{more}); `prmtree verify {out}` lists it",
+                      *_what_a_rerun_does(damage)])
+
+
+def _what_a_rerun_does(damage: list[Damage]) -> list[str]:
+    """What re-running the run's command does about ``damage``, so the hint is one the run
+    keeps: it refuses a slice whose manifest cannot be read (it cannot tell which shards
+    are that slice's), and it redoes the problems of a bad shard (or of a torn log's flushes)."""
+    unreadable = [d.manifest for d in damage if d.file is None and d.problem.startswith("unreadable")]
+    advice = []
+    if unreadable:
+        advice.append(f"re-running the run's command refuses the directory while {', '.join(unreadable)} cannot "
+                      f"be read: remove {'it (its slice starts' if len(unreadable) == 1 else 'them (their slices start'} over) "
+                      "or use another --out")
+    if any(d.file is not None for d in damage):
+        advice.append("re-running the run's command redoes the problems of a bad shard")
+    return advice
 
 
 def _holder(lock: Path) -> str:
