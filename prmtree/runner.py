@@ -132,22 +132,28 @@ def run_checked(
     """One driver on one slice: the rest of :func:`prmtree.run`, and what each driver actor
     of a ``--drivers`` job runs (``stop`` stands in for the signals a thread other than
     the main one cannot receive)."""
-    built: list[Executor] = []  # the policy, built early only where labelled rows are about to be removed
+    built: list[Executor | None] = []  # [policy, judge], built early only where labelled rows are to be removed
 
     def build_before_removing() -> None:
         """--force or --rerun-changed is about to remove labelled rows: build the policy
-        first, so a policy that cannot be built (a wrong argument, a model that does not
-        load) removes nothing. Otherwise it is built in ``_run_async``, once the output is
-        accepted, so a refused resume never loads a model."""
+        (and a named judge) first, so one that cannot be built (a wrong argument, a model
+        that does not load) removes nothing. Otherwise they are built in ``_run_async``,
+        once the output is accepted, so a refused resume never loads a model."""
         if not built:
             built.append(make_executor(job.config.executor, job.policy, job.policy_args))
+            try:
+                built.append(_judge_executor(job.config))
+            except BaseException:
+                _close_unused(built, job.config)
+                raise
 
-    opened = (open_run(job.out, job.config, versions(), job.slice, job.force, build_before_removing)
-              if job.out is not None else None)
-    for note in opened.repaired if opened else ():
-        sys.stderr.write(f"prmtree: repaired: {note}\n")
     handed = False
+    opened = None
     try:
+        opened = (open_run(job.out, job.config, versions(), job.slice, job.force, build_before_removing)
+                  if job.out is not None else None)
+        for note in opened.repaired if opened else ():
+            sys.stderr.write(f"prmtree: repaired: {note}\n")
         if opened is not None:
             if opened.adopted is not None:  # another slice's calibration: its pilot's problems must be ours
                 if not isinstance(job.problems, (str, os.PathLike)) and iter(job.problems) is job.problems:
@@ -156,13 +162,21 @@ def run_checked(
             job = _check_input_changes(job, opened, build_before_removing)
         handed = True
         with collector_tuned():
-            return asyncio.run(_run_async(job, opened, on_problem, stop, built[0] if built else None))
+            return asyncio.run(_run_async(job, opened, on_problem, stop, tuple(built) if built else None))
     finally:
-        if built and not handed:  # built, then refused before the run: closed unused
-            asyncio.run(close_bounded(f"policy {built[0].policy_name!r}", built[0].close,
-                                      job.config.executor.close_timeout_s))
+        if not handed:  # built, then refused before the run: closed unused
+            _close_unused(built, job.config)
         if opened is not None:
             opened.close()  # the slice's lock: the next run may start
+
+
+def _close_unused(built: list[Executor | None], cfg: RunConfig) -> None:
+    """Close the executors built for a run that then did not start (bounded, in one line each)."""
+    for executor in built:
+        if executor is not None:
+            asyncio.run(close_bounded(f"policy {executor.policy_name!r}", executor.close,
+                                      cfg.executor.close_timeout_s))
+    built.clear()
 
 
 #: The cyclic collector's youngest-generation threshold during a run (CPython's default: 700).
@@ -475,7 +489,7 @@ async def _run_async(
     opened: OpenedRun | None,
     on_problem: Callable[[FinishedProblem, RunStats], None] | None,
     handle: StopHandle | None = None,
-    executor: Executor | None = None,
+    built: tuple[Executor | None, ...] | None = None,
 ) -> RunSummary:
     cfg, slice_ = job.config, job.slice
     from prmtree.engine.answers import Verifier
@@ -486,12 +500,14 @@ async def _run_async(
     writer = opened.writer if opened else None
     # a driver of a job (a handle) gets its stops from the job, which told echoes apart already
     stop = _GracefulStop(writer, stats, merge_echoes=handle is None)
-    # Built only now (unless before labelled rows were removed: run_checked): the output
+    # Built only now (unless ``built`` before labelled rows were removed: run_checked): the output
     # directory is open and the config accepted, so a refused resume never loads a model or
     # starts a cluster.
-    if executor is None:
+    if built is None:
         executor = make_executor(cfg.executor, job.policy, job.policy_args)
-    judge_executor = _judge_executor(cfg)
+        judge_executor = _judge_executor(cfg)
+    else:
+        executor, judge_executor = built  # type: ignore[assignment]
     verifier = Verifier(cfg.verify, custom=job.check_answer)
     watchdog = None
     if threading.current_thread() is threading.main_thread():  # where signals arrive

@@ -15,6 +15,7 @@ import prmtree
 from prmtree.engine.errors import PolicyConfigError
 from prmtree.engine.output import load_manifest, read_table
 from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.simulated import SimulatedPolicy
 
 PROBLEMS = generate_problems(4, seed=2)
 
@@ -48,3 +49,32 @@ def test_rerun_changed_with_a_policy_that_cannot_be_built_drops_nothing(tmp_path
     prmtree.run(edited, policy="simulated", out=out, seed=1, rerun_changed=True)  # the edited one is redone
     kept = [r for r in _rows(out) if PROBLEMS[3].id not in r]
     assert kept == [r for r in before if PROBLEMS[3].id not in r] and len(kept) < len(_rows(out))
+
+
+class Counted(SimulatedPolicy):
+    """The simulated policy, counting the instances built and closed (by class)."""
+
+    built = 0
+    closed = 0
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        type(self).built += 1
+
+    def close(self):
+        type(self).closed += 1
+
+
+def test_force_with_a_judge_that_cannot_be_built_removes_nothing_and_closes_the_policy(tmp_path):
+    # a review: the judge was built after the removal (the finished run gone), and the policy
+    # built before it was never closed
+    out = tmp_path / "o"
+    config = {"labels": {"method": "consensus"}}
+    prmtree.run(PROBLEMS, policy="simulated", out=out, seed=1, config=config)
+    before = _rows(out)
+    bad = {"labels": {"method": "consensus", "judge": {"name": "simulated", "error_rate": 5}}}
+    Counted.built = Counted.closed = 0
+    with pytest.raises(PolicyConfigError, match="error_rate must be in"):
+        prmtree.run(PROBLEMS, policy=f"{__name__}:Counted", out=out, seed=1, config=bad, force=True)
+    assert _rows(out) == before
+    assert (Counted.built, Counted.closed) == (1, 1)
