@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "with on_disagreement = flag); hf and jsonl keep them with a flagged column")
     exp.add_argument("--placeholder", default=PLACEHOLDER, help=f"openrlhf: the step tag (default {PLACEHOLDER})")
     exp.add_argument("--system-prompt", help="visualprm, qwen-prm: the system turn (default: the model's own; "
-                     "'' for none: visualprm writes it empty, where InternVL would use its template's default)")
+                     "'' for none: written empty, where InternVL's and Qwen's templates would put in their default)")
     exp.add_argument("--tokenizer", help="qwen-prm: a local tokenizer folder whose chat template renders `text`")
     exp.add_argument("--test-size", type=float, default=0.0, help="hf: share of problems held out as a test split")
     exp.add_argument("--license", default="unknown", help="hf: the dataset card's licence (default: unknown)")

@@ -278,6 +278,27 @@ QWEN_TEMPLATE = (
 QWEN_SPECIALS = [QWEN_STEP_TOKEN, "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
 
 
+def test_qwen_prm_without_a_system_prompt_writes_an_empty_system_turn(tmp_path):
+    # Before: no system turn, so Qwen's templates (Qwen2.5's, Qwen2-VL's) put in their default
+    # system prompt, in the --tokenizer `text` and wherever a trainer renders `messages`
+    from prmtree.export.qwen_prm import QwenPRM
+
+    row = {"problem_id": "p", "path_id": "x", "prompt": "What is 3 + 4?", "images": [],
+           "completions": ["A is 3.", "The total is 7."], "labels": [True, False], "values": [1.0, 0.0]}
+    tok = tiny_tokenizer(["What is 3 + 4 ?"], QWEN_SPECIALS)
+    tok.chat_template = (  # as Qwen2.5's: a default system turn where the messages open without one
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "{% endif %}" + QWEN_TEMPLATE)
+    tok.save_pretrained(tmp_path / "qwen")
+    fmt = QwenPRM()
+    fmt._parts = False
+    for options in (ExportOptions(system_prompt=""), ExportOptions(system_prompt="", tokenizer=tmp_path / "qwen")):
+        record = fmt.builder(options)(row, [])
+        assert record["messages"][0] == {"role": "system", "content": ""}
+        assert "helpful assistant" not in record["text"]
+        assert record["text"].startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n")
+
+
 def test_qwen_prm_marks_every_step_with_extra_0_in_the_rendered_chat(tmp_path, embedded_run):
     target = tmp_path / "qwen.jsonl"
     n = export(embedded_run, "qwen-prm", target)

@@ -45,8 +45,8 @@ class ExportOptions:
 
     ``soft``: MC values instead of hard labels (``openrlhf``, ``qwen-prm``). ``placeholder``:
     the step tag of ``openrlhf``. ``system_prompt``: the system turn of ``visualprm`` and
-    ``qwen-prm`` (their models' own prompt by default; ``""`` for none: ``visualprm`` writes
-    it empty, since InternVL reads a missing one as its template's default). ``tokenizer``: a
+    ``qwen-prm`` (their models' own prompt by default; ``""`` for none: written empty, since
+    InternVL and Qwen's chat templates read a missing one as their default). ``tokenizer``: a
     local tokenizer directory whose chat template renders ``qwen-prm``'s ``text``.
     ``test_size``, ``license``, ``pretty_name``: the ``hf`` dataset's held-out share of
     problems, card licence and title. ``task``: Math-Shepherd's ``task`` column.

@@ -60,7 +60,9 @@ class QwenPRM(JsonlFormat):
                 raise ExportError(no_images)
             question = defuse(question_text(row["prompt"]).strip(), markers)
             answer = "".join(defuse(s.strip(), markers) + QWEN_STEP_TOKEN for s in steps)
-            turns = [("system", system_prompt)] if system_prompt else []
+            # always a system turn ("" for none): without one, Qwen's chat templates (a trainer's,
+            # or --tokenizer's) put in their default system prompt ("You are a helpful assistant.")
+            turns = [("system", system_prompt)]
             turns += [("user", question), ("assistant", answer)]
             if parts:  # every content a parts list: one type per column for pyarrow and `datasets`
                 messages = [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in turns]
