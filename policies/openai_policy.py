@@ -74,12 +74,24 @@ def server_error(path: str, status: int, text: str, headers: Any = None) -> Gene
     sends less (its message says so too, for an error that crossed a process), and its
     ``Retry-After`` becomes ``retry_after``: the driver waits that long before trying
     again, and the circuit breaker does not count it (``engine/breaker.py``)."""
+    if status == 429 and _NEVER_PASSES.search(text):  # a 429 about this request or this account, not the load
+        error = GenerationError(f"{path} answered HTTP {status} (no retry can pass it): {text[:300]}",
+                                retryable=False)
+        error.overloaded = False  # type: ignore[attr-defined]
+        return error
     wait = retry_after_s(headers) if status in OVERLOAD_STATUS and headers is not None else None
     said = f" (Retry-After: {wait:g} s)" if wait is not None else ""
     error = GenerationError(f"{path} answered HTTP {status}{said}: {text[:300]}", retryable=status in RETRY_STATUS,
                             retry_after=wait)
     error.overloaded = status in OVERLOAD_STATUS  # type: ignore[attr-defined]
     return error
+
+
+#: What OpenAI's 429s say when waiting cannot help: a request larger than the account's
+#: tokens-per-minute limit ("Request too large for gpt-4o ... on tokens per min"), and an
+#: exhausted quota ("insufficient_quota"). Read as busy, each was retried with backoff (and,
+#: while other requests passed, forgiven: minutes per request) to fail the same way.
+_NEVER_PASSES = re.compile(r"request too large|insufficient_quota", re.IGNORECASE)
 
 
 def retry_after_s(headers: Any) -> float | None:

@@ -397,6 +397,22 @@ def test_retry_after_is_read_in_seconds_as_a_date_or_in_ms():
     assert server_error("/p", 429, "slow down").retry_after is None
 
 
+@pytest.mark.parametrize("body", [
+    '{"error": {"message": "Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, '
+    'Requested 45000.", "type": "tokens", "code": "rate_limit_exceeded"}}',
+    '{"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota", '
+    '"code": "insufficient_quota"}}',
+])
+def test_a_429_that_no_wait_can_pass_is_not_retried(serve, tmp_path, body):
+    # Before: read as busy, retried with backoff (and forgiven while other requests passed:
+    # minutes per request) to fail the same way
+    error = server_error("/v1/chat/completions", 429, body, httpx.Headers({"Retry-After": "3"}))
+    assert (error.retryable, error.overloaded, error.retry_after) == (False, False, None)
+    assert str(error).startswith("/v1/chat/completions answered HTTP 429 (no retry can pass it): ")
+    assert not driver_module.said_busy(error) and not driver_module.overloaded(error)
+    assert server_error("/p", 429, "Rate limit reached for requests").retryable  # a plain rate limit waits
+
+
 def test_the_driver_waits_as_long_as_retry_after_says(serve, tmp_path):
     # Before: Retry-After was ignored, the retry came after the driver's own backoff (here 10 ms).
     def once(handler, body, seq, inflight):
@@ -567,7 +583,7 @@ def test_a_judge_refused_as_busy_is_not_forgiven_for_the_policys_successes(serve
     # Before: one count of successes for both backends, so a judge server refusing every
     # request (429) while the policy answered had each judge request tried up to 11 times
     def refuse_all(handler, body, seq, inflight):
-        return handler.send(429, {"error": {"message": "Request too large for tokens per min"}})
+        return handler.send(429, {"error": {"message": "Rate limit reached for requests per min"}})
 
     server, url = serve(refuse_all)
     config = {"seed": 3, "search": {"strategy": "omega", "k": 4, "budget": 16},
