@@ -245,3 +245,18 @@ def run_with_pairs(out: Path, keep_steps_of: Callable[[list[str]], Callable[[str
     manifest["shards"].append({"table": "steps", "file": "steps/part-00000.parquet", "rows": kept.num_rows})
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+@pytest.fixture
+def unwritable_steps(tmp_path):
+    """An output folder whose ``steps/`` cannot be written (``chattr +i`` stops root too; the
+    run writes nothing there before its final flush); made writable again at the end,
+    whatever the test did."""
+    out = tmp_path / "o"
+    (out / "steps").mkdir(parents=True)
+    if subprocess.run(["chattr", "+i", str(out / "steps")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here (needs root and a file system with attributes)")
+    try:
+        yield out
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "steps")], check=True)

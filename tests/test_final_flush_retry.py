@@ -32,17 +32,9 @@ SUCCEEDED = "prmtree: the final flush succeeded: every row held in memory is on 
 
 
 @pytest.fixture
-def out(tmp_path):
-    """An output folder whose ``steps/`` cannot be written (the run writes nothing there
-    before its final flush); made writable again at the end whatever the test did."""
-    out = tmp_path / "o"
-    (out / "steps").mkdir(parents=True)
-    if subprocess.run(["chattr", "+i", str(out / "steps")], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i does not work here (needs root and a file system with attributes)")
-    try:
-        yield out
-    finally:
-        writable(out)
+def out(unwritable_steps):
+    """An output folder whose ``steps/`` cannot be written (conftest's ``unwritable_steps``)."""
+    return unwritable_steps
 
 
 def writable(out: Path) -> None:

@@ -59,20 +59,6 @@ def test_an_unreadable_manifest_is_told_to_be_removed_not_that_a_rerun_redoes_it
 # -- 2: a stop once every problem started, the final flush failing -----------------------------
 
 
-@pytest.fixture
-def unwritable_steps(tmp_path):
-    """An output folder whose ``steps/`` cannot be written (``chattr +i`` stops root too),
-    as ``test_final_flush_retry.py`` makes it: the run writes there first at its final flush."""
-    out = tmp_path / "o"
-    (out / "steps").mkdir(parents=True)
-    if subprocess.run(["chattr", "+i", str(out / "steps")], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i does not work here (needs root and a file system with attributes)")
-    try:
-        yield out
-    finally:
-        subprocess.run(["chattr", "-i", str(out / "steps")], check=True)
-
-
 def test_a_stop_after_every_problem_started_claims_no_complete_run_its_final_flush_did_not_save(
         unwritable_steps, tmp_path, capsys):
     out = unwritable_steps
