@@ -124,10 +124,10 @@ BUSY_RETRIES = 8
 def said_busy(exc: BaseException) -> bool:
     """Whether a failed attempt is the backend's own answer that it is over its capacity (a
     429 or 503, an "overloaded" error), not a failure of the request."""
-    flag = getattr(exc, "overloaded", None)
-    if flag is not None:  # the policy said (the openai policy: its 429s and 503s, but those no wait can pass)
-        return bool(flag)
-    text = exception_text(exc).lower()  # (the flag does not cross a process: Ray's pickling keeps the message)
+    if getattr(exc, "overloaded", False):  # the policy said so (the flag does not cross a process: Ray's
+        return True  # pickling keeps the message, read below)
+    text = exception_text(exc).lower()
+    # (the openai policy's 429s that no wait can pass say so: no load to back off from)
     return ("overload" in text or "http 429" in text or "http 503" in text) and "no retry can pass" not in text
 
 

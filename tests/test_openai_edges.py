@@ -411,6 +411,7 @@ def test_a_429_that_no_wait_can_pass_is_not_retried(serve, tmp_path, body):
     assert str(error).startswith("/v1/chat/completions answered HTTP 429 (no retry can pass it): ")
     assert not driver_module.said_busy(error) and not driver_module.overloaded(error)
     assert server_error("/p", 429, "Rate limit reached for requests").retryable  # a plain rate limit waits
+    assert driver_module.said_busy(server_error("/p", 529, "overloaded_error"))  # a status of its own, said in words
 
 
 def test_the_driver_waits_as_long_as_retry_after_says(serve, tmp_path):
