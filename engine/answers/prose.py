@@ -119,20 +119,17 @@ def phrase_stated(text: str, phrase: re.Match[str]) -> str:
     return up_to_sentence_end(text[lead.end() if lead else phrase.end() :])
 
 
-def _names_nothing(text: str, phrase: re.Match[str]) -> bool:
+def _names_nothing(text: str, phrase: re.Match[str], stated: str | None = None) -> bool:
     """Does a "the answer is" ``phrase`` of ``text`` name no answer, only judge one ("I believe
-    this answer is correct.", "This answer is reasonable.")? An answer stated before it stands.
-    (Suppositions and denials after an answer are left to the older reading: every narrower
-    rule tried for them took some corrections for suppositions, a wrong answer graded right.)"""
-    return _judges(text, phrase, phrase_stated(text, phrase))
-
-
-def _judges(text: str, phrase: re.Match[str], stated: str) -> bool:
-    """Does ``stated`` judge the answer ("correct.", "consistent with the graph") with no value
-    after the judging word ("correct: 12" states 12)?"""
+    this answer is correct.", "This answer is reasonable.") with no value after the judging
+    word ("correct: 12" states 12)? An answer stated before it stands. ``stated``: what the
+    phrase states (:func:`phrase_stated`), where the caller has it. (Suppositions and denials
+    after an answer are left to the older reading: every narrower rule tried for them took
+    some corrections for suppositions, a wrong answer graded right.)"""
+    stated = phrase_stated(text, phrase) if stated is None else stated
     word = _JUDGED.match(stated)
-    if word is None and _RIGHT.match(stated) and _OWN.search(text, max(0, phrase.start() - 6), phrase.start()):
-        word = _RIGHT.match(stated)
+    if word is None and _OWN.search(text, max(0, phrase.start() - 6), phrase.start()):
+        word = _RIGHT.match(stated)  # "right" only of "this/my answer"
     return word is not None and not _VALUE_LIKE.search(stated, word.end())
 
 
@@ -213,8 +210,9 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
     if lines and lines[-1].strip():
         line = lines[-1].strip()
         opening = _FINAL_PHRASE.match(line, 4 if line[:4].lower() == "the " else 0)
-        if opening is not None and not _names_nothing(line, opening) and not denied(phrase_stated(line, opening)):
-            return _phrase_answer(line, opening, yes_no, choices)  # "Final Answer: The final answer is no. I hope it is correct."
+        stated = phrase_stated(line, opening) if opening is not None else ""
+        if opening is not None and not _names_nothing(line, opening, stated) and not denied(stated):
+            return _phrase_answer(line, opening, yes_no, choices, stated)  # "The final answer is no. I hope it is correct."
         lead = leading_answer(line, choices)
         if lead is not None:  # "Answer: 3. There are 5 rows.": 3, not the explanation's 5
             return lead
@@ -228,11 +226,12 @@ def _named_answer(text: str, yes_no: bool = False, choices: str = "") -> str | N
     return None
 
 
-def _phrase_answer(text: str, phrase: re.Match[str], yes_no: bool, choices: str) -> str | None:
+def _phrase_answer(text: str, phrase: re.Match[str], yes_no: bool, choices: str,
+                   stated: str | None = None) -> str | None:
     """What a final-answer ``phrase`` of ``text`` states, reduced to its value: its sentence
     (the first stated, not a later one: "The answer is no. The bird is red." is no), else the
-    maths after it ("Answer \\[ 9 \\]")."""
-    stated = phrase_stated(text, phrase)
+    maths after it ("Answer \\[ 9 \\]"). ``stated``: :func:`phrase_stated`, where the caller has it."""
+    stated = phrase_stated(text, phrase) if stated is None else stated
     if stated:
         return value_stated(stated, yes_no, choices) if len(stated.split()) > 3 else stated
     spans = list(MATH_SPAN.finditer(text, phrase.start()))
