@@ -8,6 +8,7 @@ sees only these protocols.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,8 +54,21 @@ def declared_capacity(backend: Any) -> int | None:
     """The sequences ``backend`` (a policy or an executor) serves at once, where it says so:
     an optional ``capacity`` attribute, an int or a method returning one (None: unknown,
     so the driver finds the level by watching latency). Optional: neither contract needs it."""
-    capacity = getattr(backend, "capacity", None)
+    try:
+        capacity = getattr(backend, "capacity")
+    except ConfigError:
+        raise
+    except AttributeError as exc:
+        if inspect.getattr_static(backend, "capacity", _ABSENT) is _ABSENT:
+            return None  # declares none
+        # a property that failed (an engine not built yet) is no "unknown": probing would flood it
+        raise ConfigError(f"{_name(backend)}.capacity raised AttributeError: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"{_name(backend)}.capacity raised {type(exc).__name__}: {exc}") from None
     if callable(capacity):
+        if inspect.iscoroutinefunction(capacity):
+            raise ConfigError(f"{_name(backend)}.capacity must be a plain method or attribute, not async: the "
+                              "driver reads it between requests")
         try:
             capacity = capacity()
         except ConfigError:  # an executor's capacity() asking its policy: already said
@@ -63,14 +77,17 @@ def declared_capacity(backend: Any) -> int | None:
             raise ConfigError(f"{_name(backend)}.capacity() raised {type(exc).__name__}: {exc}") from None
     if capacity is None:
         return None
-    try:  # a bool is no count (True would be 1 sequence): refused with the rest
-        number = math.nan if isinstance(capacity, bool) else float(capacity)
+    try:  # a bool or a text is no count (True would be 1 sequence): refused with the rest
+        number = math.nan if isinstance(capacity, (bool, str, bytes)) else float(capacity)
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number >= 1 and number.is_integer()):
         raise ConfigError(f"{_name(backend)}.capacity must be the sequences it serves at once (a whole number, at "
                           f"least 1) or None, got {capacity!r}")
     return int(number)
+
+
+_ABSENT = object()
 
 
 def _name(backend: Any) -> str:

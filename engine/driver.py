@@ -146,16 +146,28 @@ class Concurrency:
     it starts at ``start`` and doubles each round trip (every ``limit`` sequences
     completed) until the first sign of backpressure. After it (and after an overload
     under a declared capacity) the limit grows additively: per round trip, by an eighth
-    of itself, at least 1 sequence and at most ``step`` (:meth:`additive_step`: a limit of
-    128 or more grows by ``step`` as before, one of 16 by 2). A fixed ``step`` of 16
-    doubled a small server's limit each round trip, so it overshot into 429s every
-    other round trip and never settled; now a halving takes 6 to 8 round trips to climb
-    back (fewer under 8 sequences). Backpressure is an overloaded error, or latency
-    (smoothed) above ``tolerance`` × the lowest seen. Each decrease halves the limit, at
-    most once per round trip (the requests sent before it still report the old load: a
-    round trip is ``limit`` sequences back, or one smoothed latency, whichever comes
-    first). Pure bookkeeping: the driver reads ``limit`` and reports each request's
-    ``completed`` / ``overload``."""
+    of itself, at least 1 sequence and at most ``step`` (:meth:`additive_step`), so a
+    halving takes 6 to 8 round trips to climb back. The limit grows only while it is used
+    (at least half of it claimed: ``in_use``), so an idle stretch (the pilot, a slow
+    tail) does not run it up to a flood for the next burst.
+
+    Backpressure is an overloaded error, or **the load's latency**: at the end of each
+    round trip, the median over the last ``LATENCY_WINDOW`` requests of the latency per
+    decoded token (a request's fixed cost counted as ``FIXED_TOKENS`` tokens) above
+    ``tolerance`` × the lowest such median of the last ``BASELINE_ROUND_TRIPS`` round
+    trips. Per token, since a request's latency grows with what it writes (next-step
+    requests beside whole rollouts); a median, since single requests vary; a recent
+    lowest rather than the lowest ever, since one lucky streak would otherwise make every
+    later round trip look slow (the limit collapsed to 1 on a server with no limit at
+    all). Each decrease halves the limit, at most once per round trip, and the requests
+    sent before it (they report the old load) are left out of the window. Pure
+    bookkeeping: the driver reads ``limit`` and reports each request's ``completed`` /
+    ``overload``."""
+
+    LATENCY_WINDOW = 32  # requests whose median latency is the round trip's level
+    MIN_SAMPLES = 8  # a level needs at least these many requests
+    BASELINE_ROUND_TRIPS = 8  # the baseline is the lowest level of these many round trips
+    FIXED_TOKENS = 16  # a request's fixed cost (prefill, the network), in decoded tokens
 
     def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
                  min_rise_s: float = 0.005, floor: int = 1) -> None:
@@ -165,14 +177,18 @@ class Concurrency:
         self.limit = start
         self.slow_start = True
         self.decreases = 0
-        self.peak = start
+        self.latency_decreases = 0
         self._done = 0  # sequences completed since the limit last changed
         self._since_cut = 0  # sequences completed since the last decrease
+        self._stale = 0  # sequences sent before the last decrease, still to come back
         self._cut_at = 0.0  # when (perf_counter) the limit was last halved
         self._latency: float | None = None  # smoothed (EMA) latency of a request
-        self._samples = 0
-        self.baseline: float | None = None  # the lowest smoothed latency seen
+        self._window: deque[tuple[float, int]] = deque(maxlen=self.LATENCY_WINDOW)  # (latency, tokens)
+        self._levels: deque[float] = deque(maxlen=self.BASELINE_ROUND_TRIPS)
+        self.baseline: float | None = None  # the lowest recent level (s per token)
+        self.peak = 0  # the highest limit held
         self.set_capacity(capacity)
+        self.peak = self.limit
 
     def set_capacity(self, capacity: int | None) -> None:
         """The backend says how many sequences it serves (None: it does not know)."""
@@ -189,26 +205,46 @@ class Concurrency:
         self.slow_start = False
         self.peak = max(self.peak, self.limit)
 
-    def completed(self, sequences: int, latency_s: float) -> bool:
-        """A request of ``sequences`` came back after ``latency_s``; whether the limit grew."""
-        self._samples += 1
-        ema = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
-        self._latency = ema
-        if self._samples >= 8:
-            self.baseline = ema if self.baseline is None else min(self.baseline, ema)
+    def completed(self, sequences: int, latency_s: float, tokens: int = 0, in_use: int | None = None) -> bool:
+        """A request of ``sequences`` came back after ``latency_s``, its longest completion
+        ``tokens`` long, with ``in_use`` sequences claimed (None: the limit counts as used);
+        whether the limit grew."""
+        self._latency = latency_s if self._latency is None else 0.8 * self._latency + 0.2 * latency_s
         self._done += sequences
         self._since_cut += sequences
-        if (self.capacity is None and self.baseline is not None
-                and ema > max(self.tolerance * self.baseline, self.baseline + self.min_rise_s)):
-            self._decrease()
+        if self._stale > 0:  # sent before the last decrease: it reports the old load
+            self._stale -= sequences
+        else:
+            self._window.append((latency_s, tokens))
+        if self._done < self.limit:
             return False
-        if self._done < self.limit or self.limit >= self.ceiling:
+        self._done = 0
+        if self.capacity is None and self._slower():
+            self._decrease()
+            self.latency_decreases += 1
+            return False
+        if self.limit >= self.ceiling or (in_use is not None and 2 * in_use < self.limit):
             return False
         grown = self.limit * 2 if self.slow_start else self.limit + self.additive_step()
         self.limit = int(min(self.ceiling, grown))
         self.peak = max(self.peak, self.limit)
-        self._done = 0
         return True
+
+    def _slower(self) -> bool:
+        """Whether this round trip's latency per token is well above the recent lowest
+        (and by at least ``min_rise_s`` for a typical request); it becomes a level of the
+        baseline either way."""
+        if len(self._window) < self.MIN_SAMPLES:
+            return False
+        per_token = sorted(latency / (tokens + self.FIXED_TOKENS) for latency, tokens in self._window)
+        level = per_token[len(per_token) // 2]
+        baseline = self.baseline
+        self._levels.append(level)
+        self.baseline = min(self._levels)
+        if baseline is None:
+            return False
+        typical = sorted(tokens for _, tokens in self._window)[len(self._window) // 2] + self.FIXED_TOKENS
+        return level > self.tolerance * baseline and (level - baseline) * typical > self.min_rise_s
 
     def additive_step(self) -> int:
         """How much the limit grows per round trip after the first backpressure: an eighth
@@ -227,12 +263,15 @@ class Concurrency:
         self._cut_at = now
         self.slow_start = False
         self.decreases += 1
+        self._stale = self.limit  # at most this many were sent at the old limit
         self.limit = max(self.floor, self.limit // 2)
         self._done = self._since_cut = 0
+        self._window.clear()
 
     def as_dict(self) -> dict[str, Any]:
-        """For the run's stats: where it settled."""
+        """For the run's stats (manifest ``stats.driver.sizing``): where it settled."""
         return {"capacity": self.capacity, "limit": self.limit, "peak": self.peak, "decreases": self.decreases,
+                "latency_decreases": self.latency_decreases,
                 "latency_ms": None if self._latency is None else round(self._latency * 1000, 3)}
 
 
@@ -389,6 +428,7 @@ class Driver:
         ex = self.config.executor
         executor = executor or self.executor
         asked = 0.0  # the wait the last attempt's server asked for
+        rejoin = 0  # the wave this request's tree gave up while it waits out an overload
         attempt = spent = busy = 0  # attempts sent; those spent of max_attempts; busy answers forgiven
         served = self._served.get(id(executor), 0)  # its successes by the last failure (or the first send)
         while spent < ex.max_attempts:
@@ -396,6 +436,9 @@ class Driver:
                 self.stats.retries += 1
                 backoff = min(ex.retry_backoff_max_s, ex.retry_backoff_s * 2 ** min(attempt - 1, 60))
                 await asyncio.sleep(max(backoff, min(asked, RETRY_AFTER_MAX_S)))
+                if rejoin:  # retry once the smaller limit has room for it
+                    await self._room_for(gen.problem.id, rejoin)
+                    rejoin = 0
             attempt += 1
             spent += 1
             deadline = self._deadlines.bound(ex.request_timeout_s)
@@ -406,7 +449,7 @@ class Driver:
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 self._served[id(executor)] = self._served.get(id(executor), 0) + 1
-                self._completed(gen.n, time.perf_counter() - sent)
+                self._completed(gen.n, time.perf_counter() - sent, max([c.num_tokens for c in checked], default=0))
                 return checked
             except FatalExecutorError:
                 raise
@@ -436,9 +479,9 @@ class Driver:
             if overloaded(last):
                 self.concurrency.overload()
                 held = self._claims.get(gen.problem.id)
-                if held and spent < ex.max_attempts:  # retry once the smaller limit has room for it
+                if held and spent < ex.max_attempts:  # its room goes to waiting waves while it backs off
                     self._claim(gen.problem.id, 0)
-                    await self._room_for(gen.problem.id, held)
+                    rejoin = held
             if not retryable(last):
                 break
         kind = "contract" if isinstance(last, PolicyContractError) else type(last).__name__
@@ -447,17 +490,20 @@ class Driver:
             tries = f"{tries}, not retryable" if attempt > 1 else "not retryable"
         raise PolicyFailure(f"{kind}: {exception_text(last) or type(last).__name__} ({tries})")
 
-    def _completed(self, sequences: int, latency_s: float) -> None:
+    def _completed(self, sequences: int, latency_s: float, tokens: int) -> None:
         """A request came back: tell the concurrency limit (and, now and then, re-read
-        the backend's capacity: a lazily built engine, a pool that lost a worker)."""
+        the backend's capacity: a lazily built engine, a pool that lost a worker; every 16
+        requests while it is unknown, so an engine built by its first requests is filled
+        before probing has doubled far past it)."""
         self._requests_seen += 1
-        if not self._requests_seen & 255:
+        if not self._requests_seen & (255 if self.concurrency.capacity is not None else 15):
             try:
                 self.concurrency.set_capacity(declared_capacity(self.executor))
             except ConfigError:  # a capacity gone odd mid-run (0, 2.5): keep the last; the request succeeded
                 pass
+        if not self._requests_seen & 255:
             self.loop_load.tick()
-        if self.concurrency.completed(sequences, latency_s):
+        if self.concurrency.completed(sequences, latency_s, tokens, self._claimed):
             self._open_gate()
             if self._admitting:
                 self._wake.set()
@@ -852,7 +898,7 @@ class Driver:
                 self.writer.add_problem(problem.id, rows, self.stats, skipped=search.stats.skipped,
                                         fingerprint=problem_fingerprint(problem), space=answer_space(problem))
         self.stats.executor = self.executor.stats()
-        self.stats.driver = self.loop_load.as_dict()
+        self.stats.driver = {**self.loop_load.as_dict(), "sizing": self.concurrency.as_dict()}
         self.stats.record_verifier(self.verifier.stats())
         self.stats.labelling.update(self.label_context.counters)
         self.label_context.counters.clear()

@@ -267,9 +267,10 @@ def _copied(value: Any) -> Any:
     return {k: _copied(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
-#: Counters in the executor's and verifier's dicts that several drivers do not add up: they
-#: share one worker pool (``workers``), and the worst tree is the worst of any driver's.
-_NOT_ADDED = {"workers": max, "min_tree_affinity": min}
+#: Counters in the executor's, verifier's and driver's dicts that several drivers do not add
+#: up: they share one worker pool (``workers``) and one backend (its ``capacity``, the slowest
+#: driver's ``latency_ms``), and the worst tree is the worst of any driver's.
+_NOT_ADDED = {"workers": max, "min_tree_affinity": min, "capacity": max, "latency_ms": max}
 #: Words in those dicts that may differ between drivers and are then all listed
 #: (``"process,thread"``: one driver's answer checks fell back to threads).
 _LISTED = {"pool_kind"}

@@ -181,6 +181,17 @@ def run_warnings(summary: Any, calibration: dict[str, Any] | None = None) -> lis
     return label_warnings(summary, run_min_coverage(summary), calibration) + pace_warnings(summary)
 
 
+def sizing_text(sizing: dict[str, Any]) -> str:
+    """Where the driver's concurrency settled (``engine.driver.Concurrency``): the limit, its
+    peak, and the halvings, so a limit cut down by a slow or refusing backend shows."""
+    text = f"{sizing['limit']:,} ({sizing['peak']:,})"
+    if sizing.get("capacity"):
+        text += f", backend capacity {sizing['capacity']:,}"
+    if cuts := sizing.get("decreases"):
+        text += f", halved {cuts:,}x ({sizing.get('latency_decreases', 0):,} for latency)"
+    return text
+
+
 def print_summary(summary: Any, quality: Any | None) -> None:
     table = Table(title=f"prmtree: {summary.out}", show_header=False)
     table.add_column("what")
@@ -207,6 +218,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     # this session's rate: a resume with nothing left ran nothing (not "0" beside earlier totals)
     table.add_row("rollouts/s", f"{summary.rollouts_per_s:,.0f}" if summary.rollouts_this_session else "none run now")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
+    if sizing := (getattr(summary, "driver", None) or {}).get("sizing"):
+        table.add_row("sequences in flight: limit (peak)", sizing_text(sizing))
     console = Console(markup=False)  # failure reasons hold brackets ("for [/v1/chat]"): text, not markup
     console.print(table)
     for warning in run_warnings(summary, calibration):

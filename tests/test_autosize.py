@@ -4,6 +4,8 @@ off under overload or rising latency, and the rows never depend on it."""
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 
 import pytest
 from conftest import rows
@@ -12,10 +14,11 @@ import prmtree
 from prmtree.engine.config import RunConfig
 from prmtree.engine.contracts import declared_capacity
 from prmtree.engine.driver import HEADROOM, Concurrency, Driver, overloaded
-from prmtree.engine.errors import GenerationError
+from prmtree.engine.errors import ConfigError, GenerationError
 from prmtree.policies.openai_policy import server_error
 from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.rollout_workers.inline import InlineExecutor
+from prmtree.summary import print_summary
 
 NO_PILOT = {"labels": {"learn_floor": False}}
 
@@ -48,10 +51,14 @@ def test_aimd_slow_start_then_additive_then_halves_once_per_round_trip():
     for _ in range(16):
         c.completed(1, 0.05)
     assert c.limit == 18  # + an eighth of the limit (at most step): additive, not a doubling
-    # latency far above the lowest seen (2x and 5 ms over it) is backpressure too
-    for _ in range(10):
+    # a round trip whose median latency is far above the recent lowest (2x and 5 ms over it)
+    # is backpressure too
+    for _ in range(18):
+        c.completed(1, 0.05)
+    assert c.limit == 20
+    for _ in range(20):
         c.completed(1, 0.5)
-    assert c.limit == 9 and c.decreases == 2
+    assert c.limit == 10 and c.decreases == 2 and c.latency_decreases == 1
     assert c.as_dict()["peak"] == 32
 
 
@@ -68,6 +75,81 @@ def test_aimd_with_a_declared_capacity_starts_full_and_latency_does_not_shrink_i
     assert 625 < c.limit <= 1250
     c.set_capacity(100)  # the backend shrank (a worker lost)
     assert c.limit <= 125
+
+
+def test_latency_that_varies_with_what_a_request_writes_is_not_backpressure():
+    # Before: the lowest smoothed latency ever seen was the baseline and each request was
+    # judged alone, so next steps (short) beside whole rollouts (long), or a server's
+    # ordinary jitter, halved the limit down to 1 on a server with no limit at all
+    # (75 s against 2.6 s with the capacity declared, in a prober's run).
+    rng = random.Random(0)
+    c = Concurrency(None, start=8)
+    for _ in range(3000):
+        tokens = rng.choice([6, 40, 120, 300])
+        c.completed(4, 0.002 * (tokens + 10) * rng.lognormvariate(0, 0.5), tokens)
+    assert c.decreases == 0 and c.limit >= 4096
+    jitter = Concurrency(None, start=8)  # no token counts (a server that reports none), wide jitter
+    for _ in range(3000):
+        jitter.completed(4, 0.1 * rng.lognormvariate(0, 0.5))
+    assert jitter.decreases == 0
+
+
+def test_a_round_trip_at_twice_the_latency_per_token_halves_once_and_then_recovers():
+    c = Concurrency(None, start=16)
+    for _ in range(64):  # 4 round trips at 2 ms a token
+        c.completed(1, 0.002 * 116, 100)
+    limit = c.limit
+    for _ in range(limit):  # the engine's queue: every request twice as slow
+        c.completed(1, 0.002 * 2.5 * 116, 100)
+    assert c.latency_decreases == 1 and c.limit == limit // 2
+    for _ in range(limit):  # sent before the cut: they report the old load, and cut nothing more
+        c.completed(1, 0.002 * 2.5 * 116, 100)
+    assert c.decreases == 1
+    for _ in range(2 * limit):  # the queue drained: the limit grows again, additively
+        c.completed(1, 0.002 * 116, 100)
+    assert limit // 2 < c.limit < limit and c.decreases == 1
+
+
+def test_the_limit_grows_only_while_it_is_used():
+    # an idle stretch (the pilot's few trees) no longer runs it up to flood the next burst
+    c = Concurrency(None, start=8)
+    for _ in range(400):
+        c.completed(1, 0.05, 10, in_use=2)
+    assert c.limit == 8
+    for _ in range(8):
+        c.completed(1, 0.05, 10, in_use=6)
+    assert c.limit == 16
+
+
+@pytest.mark.parametrize("declared, said", [
+    ("8", "got '8'"),  # a text is no count, even one float() reads
+    (b"8", "got b'8'"),
+])
+def test_a_text_capacity_is_refused(declared, said):
+    class Texty:
+        capacity = declared
+
+    with pytest.raises(ConfigError, match=said):
+        declared_capacity(Texty())
+
+
+def test_a_capacity_property_that_fails_is_refused_not_read_as_unknown():
+    # Before: its AttributeError (an engine not built yet) read as "declares none", and
+    # probing sent up to 300 sequences to an engine built for 32
+    class Lazy:
+        @property
+        def capacity(self):
+            return self._engine.max_num_seqs
+
+    with pytest.raises(ConfigError, match=r"Lazy.capacity raised AttributeError: .*_engine"):
+        declared_capacity(Lazy())
+
+    class Async:
+        async def capacity(self):
+            return 8
+
+    with pytest.raises(ConfigError, match="not async"):
+        declared_capacity(Async())
 
 
 def test_overload_is_told_apart_from_a_failed_request():
@@ -208,3 +290,48 @@ def test_omega_with_several_paths_in_flight_writes_the_same_rows_whatever_the_co
         assert expected
         assert rows(tmp_path / "auto-capacity", table) == expected, table
     assert rows(single, "nodes") != rows(tmp_path / "one", "nodes")  # the setting is live: other trees
+
+
+class RefusesOnce(Engine):
+    """Declares 8 sequences; the first request of problem ``refused`` is answered 'overloaded';
+    records when each request starts."""
+
+    def __init__(self, refused):
+        super().__init__(latency_s=0.01, batch_capacity=8)
+        self.refused, self.starts, self.refused_at = refused, [], None
+
+    async def generate(self, request):
+        now = asyncio.get_running_loop().time()
+        if request.problem.id == self.refused and self.refused_at is None:
+            self.refused_at = now
+            raise GenerationError("HTTP 503: server overloaded", retryable=True)
+        self.starts.append((now, request.problem.id))
+        return await super().generate(request)
+
+
+def test_a_request_backing_off_an_overload_leaves_its_room_to_waiting_trees(problems):
+    # Before: the refused request's tree claimed its wave again, then slept its backoff
+    # holding it, so the waves waiting at the gate waited too and the engine sat idle
+    # (a third of a prober's run had nothing in flight while waves waited)
+    first = problems[0].id
+    policy = RefusesOnce(first)
+    config = RunConfig.model_validate({**NO_PILOT, "search": {"budget": 24},
+                                       "executor": {"retry_backoff_s": 1.5, "max_attempts": 3}})
+    driver = Driver(config, InlineExecutor(policy, config.executor), None)
+    asyncio.run(driver.run(problems[:4]))
+    retried = min(t for t, pid in policy.starts if pid == first)
+    meanwhile = [pid for t, pid in policy.starts if policy.refused_at < t < retried]
+    assert retried - policy.refused_at >= 1.4
+    assert meanwhile and first not in meanwhile
+    assert driver.stats.problems_done == 4 and driver.stats.problems_failed == 0
+
+
+def test_where_sizing_settled_is_in_the_manifest_and_the_summary(tmp_path, problems, capsys):
+    s = prmtree.run(problems, policy=Engine(latency_s=0.002, batch_capacity=16), out=tmp_path / "o",
+                    config={**NO_PILOT, "search": {"budget": 24}})
+    sizing = s.stats["driver"]["sizing"]
+    assert sizing["capacity"] == 16 and sizing["limit"] == 20 and sizing["decreases"] == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["stats"]["driver"]["sizing"] == sizing
+    print_summary(s, None)
+    assert "20 (20), backend capacity 16" in capsys.readouterr().out
