@@ -1,13 +1,17 @@
 """Bytes through the driver per rollout, with 500 KB images, through the Ray executor.
 
-Each batch the executor hands a worker (one ``enqueue`` actor call) is pickled as Ray
-sends it, and the sizes are summed over the run:
+Both directions, each pickled as Ray sends it and summed over the run. To the workers,
+each batch the executor hands a worker (one ``enqueue`` actor call):
 
 * **before**: the batch as the executor used to send it, every request carrying its
   problem's image bytes (``(items, client)`` with the requests whole);
 * **after**: the batch as it is sent now (``(items, client, images, read_paths)``):
   requests name their images by hash, and the bytes ride along only to a worker that lacks
   them and cannot read them from their files.
+
+Back from the workers, what each ``poll`` call returns (the finished requests' results:
+their completions, or an error, or a miss): the same before and after. The **total** is
+after plus back, what passes through the driver per rollout.
 
 Three kinds of input, each run:
 
@@ -107,12 +111,64 @@ def write_parquet(problems: list[Any], directory: Path, row_group_size: int = 10
     return path
 
 
+class CountedPolls:
+    """A worker's actor handle whose ``poll`` results are pickled (as Ray sends them back) and
+    their bytes added to ``counts["back_bytes"]``; every other call goes to the handle."""
+
+    def __init__(self, handle: Any, counts: dict[str, Any]) -> None:
+        self.handle = handle
+        self.counts = counts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+    @property
+    def poll(self) -> Any:
+        return self
+
+    def remote(self, *args: Any) -> Any:  # ``poll.remote(...)``: awaited by the executor
+        return self._counted(self.handle.poll.remote(*args))
+
+    async def _counted(self, ref: Any) -> Any:
+        results = await ref
+        self.counts["polls"] += 1
+        self.counts["back_bytes"] += len(pickle.dumps(results, protocol=5))
+        return results
+
+
+def counting_polls(counts: dict[str, Any]) -> Any:
+    """Patch :class:`RayExecutor` so that its workers' handles count what ``poll`` returns
+    (wrapped once started, unwrapped before they are let go: ``ray.kill`` wants the handle);
+    returns a function that undoes the patch."""
+    from prmtree.rollout_workers.ray.executor import RayExecutor
+
+    start, let_go = RayExecutor.start, RayExecutor._let_workers_go
+
+    def started(self: RayExecutor) -> None:
+        start(self)
+        for worker in self.workers:
+            worker.actor = CountedPolls(worker.actor, counts)
+
+    def let_workers_go(self: RayExecutor) -> None:
+        for worker in self.workers:
+            if isinstance(worker.actor, CountedPolls):
+                worker.actor = worker.actor.handle
+        let_go(self)
+
+    RayExecutor.start, RayExecutor._let_workers_go = started, let_workers_go  # type: ignore[method-assign]
+
+    def undo() -> None:
+        RayExecutor.start, RayExecutor._let_workers_go = start, let_go  # type: ignore[method-assign]
+
+    return undo
+
+
 def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str = "embedded") -> dict[str, Any]:
     import prmtree
     from prmtree.rollout_workers.ray.executor import RayExecutor
 
     counts = {"batches": 0, "requests": 0, "rollouts": 0, "before_bytes": 0, "after_bytes": 0,
-              "image_payload_bytes": 0, "batch_rollouts_hist": {}}
+              "image_payload_bytes": 0, "batch_rollouts_hist": {}, "polls": 0, "back_bytes": 0}
     original = RayExecutor._with_image_refs
 
     def counted(self: RayExecutor, worker: Any, items: list) -> Any:
@@ -130,6 +186,7 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str =
         return out, images
 
     RayExecutor._with_image_refs = counted  # type: ignore[method-assign]
+    undo_polls = counting_polls(counts)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             source: Any = (write_files(problems, Path(tmp) / "data") if mode == "files"
@@ -150,6 +207,7 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str =
             executor = load_manifest(Path(tmp) / "out" / "manifest.json").stats["executor"]
     finally:
         RayExecutor._with_image_refs = original  # type: ignore[method-assign]
+        undo_polls()
     rollouts = counts["rollouts"]
     return {
         "mode": mode,
@@ -164,7 +222,10 @@ def measure(problems: list[Any], workers: int, trees_in_flight: int, mode: str =
         "after_bytes_per_rollout": round(counts["after_bytes"] / rollouts),
         "after_image_bytes_per_rollout": round(counts["image_payload_bytes"] / rollouts),
         "after_request_bytes_per_rollout": round((counts["after_bytes"] - counts["image_payload_bytes"]) / rollouts),
-        "reduction": round(counts["before_bytes"] / max(1, counts["after_bytes"]), 1),
+        "polls": counts["polls"],
+        "back_bytes_per_rollout": round(counts["back_bytes"] / rollouts),
+        "total_bytes_per_rollout": round((counts["after_bytes"] + counts["back_bytes"]) / rollouts),
+        "reduction": round(counts["before_bytes"] / max(1, counts["after_bytes"]), 1),  # to the workers
         "images_sent": executor["images_sent"],
         "images_read_by_workers": executor["images_read_by_workers"],
         "image_path_misses": executor["image_path_misses"],
@@ -210,6 +271,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
+    for run in runs:
+        met = "met" if run["total_bytes_per_rollout"] <= report["target_bytes_per_rollout"] else "NOT met"
+        print(f"{run['mode']}, {run['questions_per_image']} question(s) per image: "
+              f"{run['after_bytes_per_rollout']:,} B per rollout to the workers + {run['back_bytes_per_rollout']:,} "
+              f"back = {run['total_bytes_per_rollout']:,} (target {report['target_bytes_per_rollout']:,}: {met})")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ class RolloutWorker:
         for key, data in (images or {}).items():  # before any await: a batch sent later may name them
             cache.put(key, data)
         unreadable: set[str] = set()  # hashes whose files this batch could not use
+        wanted: dict[str, ImageRef] = {}  # in the batch's order, as the driver lists them
+        read: dict[str, bytes] = {}
         if read_paths:
-            wanted: dict[str, ImageRef] = {}
             for _, request in items:
                 for im in request.problem.images:
                     if isinstance(im, ImageRef) and (im.file or im.cell) and im.sha256 not in cache:
@@ -131,7 +132,9 @@ class RolloutWorker:
             c.tasks.add(task)
             self.in_flight += 1
             task.add_done_callback(functools.partial(self._finished, c, request_id, timer))
-        cache.trim()  # after the batch took its images: one over the bound still served it
+        # after the batch took its images (one over the bound still served it), in the driver's order
+        uses = [[im.sha256 for im in request.problem.images if isinstance(im, ImageRef)] for _, request in items]
+        cache.settle(uses, [*(images or {}), *(key for key in wanted if key in read)])
         return len(items)
 
     def image_stats(self) -> dict[str, Any]:

@@ -5,10 +5,14 @@ lacks them.
 A worker keeps an :class:`ImageCache` (hash -> bytes, least recently used first out,
 bounded by ``[executor] image_cache_mb``). The driver keeps, per worker, a
 :class:`KnownImages` mirror (hash -> size, the same bound) of what it sent, and piggybacks
-on a batch the bytes of every hash the worker is not known to hold. The mirror is a
-belief, not a guarantee: a worker that restarted (its actor died and Ray made a new one)
-starts empty, and the driver clears the mirror when it sees the death; a worker asked for a
-hash it does not hold (evicted, restarted unseen) answers the request with a ``miss``, and
+on a batch the bytes of every hash the worker is not known to hold. Both sides order a
+batch's images the same way before evicting (:meth:`ImageCache.settle`), so with one
+driver the mirror is the cache while the worker settles batches in the order they were sent
+(Ray may start a later batch first, and a batch reading files lets later ones pass it
+meanwhile). It is still a belief, not a guarantee: a worker that
+restarted (its actor died and Ray made a new one) starts empty, and the driver clears the
+mirror when it sees the death; a worker asked for a hash it does not hold (evicted for
+another driver's images, restarted unseen) answers the request with a ``miss``, and
 the driver forgets those hashes for that worker and sends the request again with the bytes.
 A policy therefore always sees the request's own images, never another's.
 
@@ -26,6 +30,8 @@ size and sha256 as for a file.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import stat
 from collections import OrderedDict
@@ -35,6 +41,7 @@ from typing import Any
 from prmtree.engine.records import ImageRef, image_digest
 from prmtree.rollout_workers.ray.cells import CellReader, CellReadError
 
+log = logging.getLogger("prmtree")
 
 class ImageReadError(Exception):
     """A worker could not use an image's file or cell: missing, unreadable, or not the bytes
@@ -115,8 +122,8 @@ def _read_order(ref: ImageRef) -> tuple[Any, ...]:
 class ImageCache:
     """A worker's images by hash, least recently used evicted first once over ``max_bytes``.
 
-    :meth:`trim` runs after a batch is resolved, so the images a batch brought are always
-    there for it even when one of them alone is over the bound.
+    :meth:`settle` orders and trims it after a batch is resolved, so the images a batch
+    brought are always there for it even when one of them alone is over the bound.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -165,6 +172,24 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def settle(self, uses: Iterable[Iterable[str]], new: Iterable[str]) -> None:
+        """Order a served batch's images as the driver's :class:`KnownImages` mirror orders
+        them, then :meth:`trim`: the images held before the batch become the most recent in
+        the order its requests use them (each request's images once, a request answered
+        ``miss`` too), then the batch's ``new`` ones, as the driver listed them (sent, then
+        read). The same order on both sides makes the mirror evict what this cache evicts: the
+        driver neither names an image the worker dropped nor resends one it kept."""
+        new = list(dict.fromkeys(new))
+        fresh = set(new)
+        for keys in uses:
+            for key in dict.fromkeys(keys):
+                if key not in fresh and key in self._data:
+                    self._data.move_to_end(key)
+        for key in new:
+            if key in self._data:
+                self._data.move_to_end(key)
+        self.trim()
+
     def trim(self) -> None:
         """Evict the least recently used images until the cache is within its bound."""
         while self.bytes > self.max_bytes and self._data:
@@ -190,6 +215,8 @@ class KnownImages:
         self._sizes: OrderedDict[str, int] = OrderedDict()
         self.bytes = 0
         self.by_path: set[str] = set()
+        self._added: dict[str, int] = {}  # hash -> size, added since the last trim (this batch's)
+        self._warned = False  # the cache's bound was found too small (said once)
 
     def has(self, key: str) -> bool:
         """Whether the worker is believed to hold ``key`` (a use: it becomes most recent)."""
@@ -203,6 +230,7 @@ class KnownImages:
             self.by_path.add(key)
         else:
             self.by_path.discard(key)
+        self._added[key] = size
         if key in self._sizes:
             self._sizes.move_to_end(key)
             return
@@ -210,10 +238,36 @@ class KnownImages:
         self.bytes += size
 
     def trim(self) -> None:
+        """Forget the least recently used images, as the worker's cache evicts them (once a
+        batch's images are added). Forgetting one this batch added means its images do not fit
+        the bound: said once (:meth:`_warn_too_small`)."""
+        overflow = False
         while self.bytes > self.max_bytes and self._sizes:
             key, size = self._sizes.popitem(last=False)
             self.bytes -= size
             self.by_path.discard(key)
+            overflow = overflow or key in self._added
+        if overflow and not self._warned:
+            self._warned = True
+            self._warn_too_small()
+        self._added.clear()
+
+    def _warn_too_small(self) -> None:
+        """Tell the user that a batch's images (one image, or one problem's, or all the batch's
+        problems') are more than a worker's cache holds: the worker drops them once the batch
+        is served, and every later batch that uses them carries them again."""
+        sizes = self._added.values()
+        total, largest = sum(sizes), max(sizes)
+        bound = self.max_bytes / (1 << 20)
+        if largest > self.max_bytes:
+            what = f"an image of {largest / (1 << 20):.1f} MB is larger than a worker's image cache"
+        else:
+            what = (f"the {len(sizes)} images one batch brought a worker ({total / (1 << 20):.1f} MB together) are "
+                    "more than its image cache holds")
+        log.warning("prmtree: %s ([executor] image_cache_mb = %g): the worker drops what it cannot hold once the batch "
+                    "is served, and every later batch that uses those images carries their bytes again (or has the "
+                    "worker read them from their files again); set [executor] image_cache_mb to at least %d (this "
+                    "batch's images together)", what, bound, math.ceil(total / (1 << 20)))
 
     def discard(self, key: str) -> bool:
         """Forget ``key``; whether the worker had been left to read it from its file."""
@@ -228,8 +282,13 @@ class KnownImages:
     def clear(self) -> None:
         """The worker restarted (or may have): it holds nothing."""
         self._sizes.clear()
+        self._added.clear()
         self.by_path.clear()
         self.bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the worker is believed to hold ``key`` (not a use, unlike :meth:`has`)."""
+        return key in self._sizes
 
     def __len__(self) -> int:
         return len(self._sizes)
