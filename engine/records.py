@@ -190,7 +190,38 @@ class Problem:
             raise ValueError(
                 f"Problem.answer_type must be one of {', '.join(ANSWER_TYPES)}, got {self.answer_type!r}"
             )
+        images = _problem_images(self.id, self.images)
+        if images is not self.images:
+            object.__setattr__(self, "images", images)
         object.__setattr__(self, "meta", _read_only(self.meta))  # frozen like the rest (ReadOnlyMeta)
+
+
+_IMAGE_BYTES = (bytes, bytearray, memoryview)
+
+
+def _problem_images(problem_id: str, images: Any) -> tuple[ProblemImage | ImageRef, ...]:
+    """``images`` as a problem holds them: a tuple of :class:`ProblemImage` (a request on its
+    way to a Ray worker holds :class:`ImageRef`). Plain encoded bytes (``bytes``,
+    ``bytearray``, ``memoryview``) become a ``ProblemImage``, as the docs say an image *is*
+    its bytes; anything else is refused here, naming the problem, rather than deep in an
+    executor (where a Ray batch that could not be sent once left its requests waiting)."""
+    if isinstance(images, tuple) and all(isinstance(im, (ProblemImage, ImageRef)) for im in images):
+        return images  # the common case: as the input readers build them
+    if not isinstance(images, (tuple, list)):
+        raise ValueError(f"Problem.images must be a tuple of images, got {type(images).__name__} "
+                         f"(problem {problem_id!r}): write images=(image,)")
+    held: list[ProblemImage | ImageRef] = []
+    for i, image in enumerate(images):
+        if isinstance(image, (ProblemImage, ImageRef)):
+            held.append(image)
+        elif isinstance(image, _IMAGE_BYTES):
+            held.append(ProblemImage(bytes(image)))
+        else:
+            hint = (": read the file, ProblemImage(Path(p).read_bytes(), path=p)"
+                    if isinstance(image, str) else "")
+            raise ValueError(f"Problem.images[{i}] must be an image's encoded bytes (ProblemImage or bytes: "
+                             f"PNG, JPEG, ...), got {type(image).__name__} (problem {problem_id!r}){hint}")
+    return tuple(held)
 
 
 _READ_ONLY = ("problem.meta is read-only: the labels and the resume's fingerprint read it (copy.deepcopy(meta) "

@@ -533,6 +533,10 @@ async def _run_async(
             stats = await driver.run(items, owns=slice_.owns if slice_.count > 1 else None)
         except BaseException:
             if writer is not None:
+                try:  # the executor's counters as they stand: a run that stops skips the last problem's copy
+                    stats.executor = executor.stats()
+                except Exception:
+                    pass  # a broken executor's counters: the last copied stand
                 writer.flush(stats)  # keep every finished problem; a resume does the rest
             stop.saved = True
             raise

@@ -90,6 +90,8 @@ def test_all_workers_gone_stops_cleanly_and_a_resume_finishes(ray_session, tmp_p
     manifest = load_manifest(tmp_path / "manifest.json")
     assert manifest.status == "running"
     assert 6 <= len(manifest.completed) < 40
+    # the deaths that stopped it are counted (the stats were those of the last finished problem)
+    assert manifest.stats["executor"]["worker_deaths"] >= 1
     s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.01}, out=tmp_path,
                     config=ray_config(trees_in_flight=4, max_restarts=0))
     assert rows(tmp_path) == rows(inline_reference)

@@ -3,10 +3,12 @@
 Requests leave in batches, one actor call per worker per batch window, on a timer armed
 by the first request of a window (no task wakes up while idle); results come back by a
 long poll per worker. A worker that dies has its requests resubmitted elsewhere
-(counted) while Ray restarts it (``max_restarts``). A freed slot wakes one waiting
-request only when someone waits. Images go once per worker (``images.py``): a batch
-carries its requests' images as hashes, plus the bytes of those the worker lacks, unless
-the worker can read them from their files or input cells itself (``worker_reads_images``).
+(counted) while Ray restarts it (``max_restarts``); with every worker down they wait for
+a restart. A freed slot wakes one waiting request only when someone waits. A batch that
+cannot be sent fails its requests, never leaves them waiting. Images go once per worker
+(``images.py``): a batch carries its requests' images as hashes, plus the bytes of those
+the worker lacks, unless the worker can read them from their files or input cells itself
+(``worker_reads_images``).
 """
 
 from __future__ import annotations
@@ -256,7 +258,12 @@ class RayExecutor:
         attempts = misses = 0
         while True:
             worker = router.route(request.problem.id)
-            if worker is None:  # every worker at its queue limit: wait for a slot
+            if worker is None:
+                pause = router.revive_in()
+                if pause is not None:  # every worker down, and Ray may restart one: try it again then
+                    await asyncio.sleep(pause)
+                    continue
+                # every worker at its queue limit: wait for a slot
                 slot = loop.create_future()
                 self._waiting.append(slot)
                 await slot
@@ -326,19 +333,53 @@ class RayExecutor:
         """Hand the worker its waiting requests: one actor call per batch window."""
         worker.send_timer = None
         items, worker.outbox = worker.outbox, []
-        if not items:
-            return
+        if items:
+            self._send_batch(worker, items)
+
+    def _send_batch(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]]) -> None:
+        """One actor call with ``items``. It runs in a loop callback, where an exception is
+        logged and lost: the batch's requests would wait forever. So a batch that cannot be
+        prepared or pickled goes again one request at a time, and only the request at fault
+        fails, with the error."""
         self.batches += 1
         read_paths = self.reads_images and worker.reads_paths
-        items, images = self._with_image_refs(worker, items)
+        try:
+            refs, images = self._with_image_refs(worker, items)
+        except Exception as exc:  # a request the executor cannot carry (a problem that skipped validation)
+            self._fail_apart(worker, items, exc, f"{type(exc).__name__}: {exc}")
+            return
         try:  # a batch lost in flight shows up as the poll failing
-            worker.actor.enqueue.remote(items, self.client, images, read_paths)
+            worker.actor.enqueue.remote(refs, self.client, images, read_paths)
+        except TypeError as exc:  # Ray could not pickle a request: the worker is fine
+            for key in images or ():
+                worker.images.discard(key)  # not sent after all
+            self._fail_apart(worker, items, exc,
+                             "Ray cannot pickle it (an object in problem.meta that pickle refuses?)")
         except Exception as exc:  # the handle refused the call: the requests go elsewhere
-            lost = _WorkerLost(str(exc))
-            for request_id, _ in items:
-                future = worker.pending.get(request_id)
-                if future is not None and not future.done():
-                    future.set_exception(lost)
+            self._fail(worker, items, _WorkerLost(str(exc)))
+
+    def _fail_apart(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]], error: Exception,
+                    why: str) -> None:
+        """A batch that could not go: a lone request fails (not retryable: it would fail the
+        same way again); a batch goes again request by request, so that requests batched
+        with the bad one do not fail with it."""
+        if len(items) > 1:
+            for item in items:
+                self._send_batch(worker, [item])
+            return
+        problem_id = items[0][1].problem.id
+        failure = GenerationError(f"the ray executor cannot send a request of problem {problem_id!r}: {why}",
+                                  retryable=False)
+        failure.__cause__ = error
+        self._fail(worker, items, failure)
+
+    @staticmethod
+    def _fail(worker: WorkerState, items: list[tuple[int, GenerationRequest]], error: BaseException) -> None:
+        """Each of ``items``'s requests still waiting gets ``error``."""
+        for request_id, _ in items:
+            future = worker.pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_exception(error)
 
     def _with_image_refs(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]]
                          ) -> tuple[list[tuple[int, GenerationRequest]], dict[str, bytes] | None]:

@@ -5,7 +5,8 @@ Rendezvous hashing of the problem id over the workers picks a tree's worker; the
 computed once per tree, so routing is a dict lookup after a tree's first request. A
 worker over its queue limit spills to the least-loaded one; when every worker is full
 the caller waits. A worker marked dead is tried again after ``revive_after_s`` while Ray
-may still restart it.
+may still restart it (each try that fails counts as another death); when every worker is
+down the caller waits for that, and the run stops only once none is left to restart.
 """
 
 from __future__ import annotations
@@ -88,14 +89,17 @@ class Router:
         self._down = 0
         self._order.clear()
 
+    def restartable(self, worker: WorkerState) -> bool:
+        """Whether Ray may still restart ``worker`` (it restarts an actor ``max_restarts`` times)."""
+        return worker.deaths <= self.max_restarts
+
     def live(self) -> list[WorkerState]:
         """The workers up now (a dead one is tried again once Ray may have restarted it)."""
         if not self._down:  # the common case: every worker up, nothing to scan
             return self.workers
         now = time.monotonic()
         for w in self.workers:
-            restartable = w.deaths <= self.max_restarts
-            if not w.alive and restartable and now - w.down_since >= self.revive_after_s:
+            if not w.alive and self.restartable(w) and now - w.down_since >= self.revive_after_s:
                 w.alive = True  # Ray restarts a dead actor up to max_restarts times: try it again
                 self._down -= 1
         return [w for w in self.workers if w.alive]
@@ -109,15 +113,19 @@ class Router:
         self.stats.worker_deaths += 1
 
     def route(self, problem_id: str) -> WorkerState | None:
-        """The worker for ``problem_id``: its first choice unless full; None if all are full.
+        """The worker for ``problem_id``: its first choice unless full; None if all are full,
+        or all are down while Ray may restart one (:meth:`revive_in` says how long to wait).
 
         The first choice is the first live worker in the problem's rendezvous order over all
         workers (the same as rendezvous over the live ones, computed once per tree).
         """
         live = self.live()
         if not live:
+            if any(self.restartable(w) for w in self.workers):
+                return None
             raise NoWorkersLeft(
-                f"all {len(self.workers)} rollout workers are dead; finished problems are saved, "
+                f"all {len(self.workers)} rollout workers are dead and none will be restarted (each was "
+                f"lost more than max_restarts = {self.max_restarts} times); finished problems are saved, "
                 "run the same command again to resume"
             )
         order = self._order.get(problem_id)
@@ -134,6 +142,16 @@ class Router:
             self.stats.spills += 1
             return least
         return None
+
+    def revive_in(self) -> float | None:
+        """Seconds until a dead worker is tried again when every worker is down (None while
+        one is up): a request waits that long, then routes again. Never below 10 ms, so a
+        wait cannot spin."""
+        if any(w.alive for w in self.workers):
+            return None
+        now = time.monotonic()
+        waits = [w.down_since + self.revive_after_s - now for w in self.workers if self.restartable(w)]
+        return max(min(waits, default=0.0), 0.01)
 
     def sent(self, problem_id: str, worker: WorkerState) -> None:
         """A request of ``problem_id`` went to ``worker``: count it for the tree's affinity."""

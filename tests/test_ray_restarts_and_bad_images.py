@@ -1,0 +1,179 @@
+"""A lone Ray worker's restart is waited for, not taken for the end of the pool; a problem
+the Ray executor cannot send fails alone instead of hanging its batch; and plain ``bytes``
+images become ProblemImage at construction (they hung a Ray run)."""
+
+import asyncio
+import os
+import signal
+import threading
+
+import pytest
+from conftest import png, rows
+
+import prmtree
+from prmtree.engine.config import ExecutorConfig
+from prmtree.engine.errors import GenerationError
+from prmtree.engine.output import load_manifest
+from prmtree.engine.records import GenerationRequest, Problem, ProblemImage, problem_fingerprint
+from prmtree.engine.synthetic import generate_problems
+from prmtree.rollout_workers.ray.routing import NoWorkersLeft
+
+PROBLEMS = generate_problems(8, seed=29)
+CONFIG = {"seed": 4, "labels": {"learn_floor": False}}  # no pilot: problems finish as they go
+
+
+def ray_config(**executor):
+    return {**CONFIG, "executor": {"kind": "ray", "workers": 1, "num_cpus_per_worker": 0, "trees_in_flight": 4,
+                                   "retry_backoff_s": 0.01, **executor}}
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory):
+    """The rows of PROBLEMS as an undisturbed run writes them (inline: the same rows as Ray)."""
+    out = tmp_path_factory.mktemp("undisturbed")
+    prmtree.run(PROBLEMS, policy="simulated", out=out, config=CONFIG)
+    return out
+
+
+def kill_the_worker_once(ray, killed: list):
+    """An ``on_problem`` that SIGKILLs the one rollout worker's process after two problems."""
+    def kill(finished, stats):
+        if stats.problems_done >= 2 and not killed:
+            names = [n for n in ray.util.list_named_actors() if n.startswith("prmtree-worker-")]
+            assert len(names) == 1, names
+            os.kill(ray.get(ray.get_actor(names[0]).ready.remote())["pid"], signal.SIGKILL)
+            killed.append(names[0])
+
+    return kill
+
+
+# -- every worker down while Ray restarts it ------------------------------------------
+
+
+def test_a_lone_worker_killed_mid_run_is_restarted_and_the_run_finishes(ray_session, tmp_path, undisturbed):
+    # Before: NoWorkersLeft "all 1 rollout workers are dead" 1.2-1.5 s after the SIGKILL,
+    # though Ray was restarting the worker (max_restarts 3, one used).
+    killed = []
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.05}, out=tmp_path,
+                    config=ray_config(), on_problem=kill_the_worker_once(ray_session, killed))
+    assert killed
+    assert s.problems_done == len(PROBLEMS) and s.problems_failed == 0
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(tmp_path, table) == rows(undisturbed, table), table
+    ex = load_manifest(tmp_path / "manifest.json").stats["executor"]
+    assert ex["worker_deaths"] >= 1 and ex["resubmissions"] >= 1
+
+
+def test_a_lone_worker_with_no_restarts_still_stops_the_run(ray_session, tmp_path):
+    killed = []
+    with pytest.raises(NoWorkersLeft, match=r"^all 1 rollout workers are dead and none will be restarted \(each was "
+                                            r"lost more than max_restarts = 0 times\); finished problems are saved"):
+        prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.05}, out=tmp_path,
+                    config=ray_config(max_restarts=0), on_problem=kill_the_worker_once(ray_session, killed))
+    assert killed and load_manifest(tmp_path / "manifest.json").status == "running"
+
+
+def start_executor(max_restarts: int = 3):
+    from prmtree.rollout_workers.ray import RayExecutor
+
+    config = ExecutorConfig(kind="ray", workers=1, num_cpus_per_worker=0, max_restarts=max_restarts)
+    executor = RayExecutor("simulated", {}, config, revive_after_s=0.2)
+    executor.start()
+    return executor
+
+
+def request(problem: Problem, seed: int = 1) -> GenerationRequest:
+    return GenerationRequest(problem, (), n=2, seed=seed)
+
+
+async def closing(executor, work):
+    try:
+        return await asyncio.wait_for(work, 30)  # a stranded request fails the test, not the session
+    finally:
+        await executor.close()
+
+
+def test_a_worker_that_never_comes_back_ends_the_wait(ray_session):
+    # max_restarts allows restarts, but the actor is gone for good: each try costs a death,
+    # and the run stops once none is left, instead of waiting for ever.
+    executor = start_executor(max_restarts=2)
+
+    async def scenario():
+        assert len(await executor.submit(request(PROBLEMS[0]))) == 2
+        ray_session.kill(executor.workers[0].actor, no_restart=True)
+        with pytest.raises(NoWorkersLeft, match="all 1 rollout workers are dead and none will be restarted"):
+            await executor.submit(request(PROBLEMS[1]))
+
+    asyncio.run(closing(executor, scenario()))
+    assert executor.router.stats.worker_deaths == 3  # tried again twice (max_restarts) after the first loss
+
+
+# -- a request the executor cannot send --------------------------------------------------
+
+
+def unsendable(problem: Problem, how: str) -> Problem:
+    if how == "image":  # plain bytes where a ProblemImage belongs, past Problem's own check
+        bad = Problem(problem.id, problem.question, problem.answer, problem.images, problem.answer_type, problem.meta)
+        object.__setattr__(bad, "images", (bytes(problem.images[0]),))
+        return bad
+    return Problem(problem.id, problem.question, problem.answer, problem.images, problem.answer_type,
+                   {**problem.meta, "lock": threading.Lock()})  # fine inline; pickle refuses it
+
+
+@pytest.mark.parametrize("how, why", [
+    ("image", "AttributeError: 'bytes' object has no attribute 'sha256'"),
+    ("meta", "Ray cannot pickle it (an object in problem.meta that pickle refuses?)"),
+], ids=["image", "meta"])
+def test_a_request_that_cannot_be_sent_fails_alone_and_its_batch_mates_are_served(ray_session, how, why):
+    # Before: "image" raised in the send timer's callback, asyncio logged and dropped it, and
+    # every request of the batch waited for ever; "meta" was taken for the worker's death.
+    executor = start_executor()
+    bad = unsendable(PROBLEMS[1], how)
+
+    async def scenario():  # gathered: the three requests leave in one batch
+        return await asyncio.gather(*(executor.submit(request(p)) for p in (PROBLEMS[0], bad, PROBLEMS[2])),
+                                    return_exceptions=True)
+
+    good_before, failed, good_after = asyncio.run(closing(executor, scenario()))
+    assert len(good_before) == 2 and len(good_after) == 2
+    assert isinstance(failed, GenerationError) and not failed.retryable
+    assert str(failed) == f"the ray executor cannot send a request of problem {bad.id!r}: {why}"
+    assert executor.router.stats.worker_deaths == 0
+
+
+# -- plain bytes as a problem's image ---------------------------------------------------
+
+
+def test_plain_bytes_images_are_taken_as_problem_images():
+    data = png()
+    plain = Problem("p1", "How many?", "1", images=[data, bytearray(data), memoryview(data)])
+    assert isinstance(plain.images, tuple) and len(plain.images) == 3
+    assert all(type(im) is ProblemImage and im == data and im.path is None for im in plain.images)
+    typed = Problem("p1", "How many?", "1", images=(ProblemImage(data),) * 3)
+    assert problem_fingerprint(plain) == problem_fingerprint(typed)
+    kept = ProblemImage(data, "a.png")
+    assert Problem("p1", "How many?", "1", images=(kept,)).images[0] is kept  # as the input readers build them
+
+
+@pytest.mark.parametrize("images, message", [
+    (("a.png",), "Problem.images[0] must be an image's encoded bytes (ProblemImage or bytes: PNG, JPEG, ...), got "
+                 "str (problem 'p1'): read the file, ProblemImage(Path(p).read_bytes(), path=p)"),
+    ((ProblemImage(png()), None), "Problem.images[1] must be an image's encoded bytes (ProblemImage or bytes: PNG, "
+                                  "JPEG, ...), got NoneType (problem 'p1')"),
+    (png(), "Problem.images must be a tuple of images, got bytes (problem 'p1'): write images=(image,)"),
+], ids=["a path", "None", "one image, no tuple"])
+def test_images_that_are_not_encoded_bytes_are_refused_by_the_problem_id(images, message):
+    with pytest.raises(ValueError) as refused:
+        Problem("p1", "How many?", "1", images=images)
+    assert str(refused.value) == message
+
+
+def test_a_problem_with_plain_bytes_images_runs_on_ray_as_inline(ray_session, tmp_path):
+    # Before: the Ray run hung (its batch never sent); inline finished.
+    problems = [Problem(p.id, p.question, p.answer, tuple(bytes(im) for im in p.images), p.answer_type, p.meta)
+                if i == 1 else p for i, p in enumerate(PROBLEMS[:4])]
+    inline = prmtree.run(problems, policy="simulated", out=tmp_path / "inline", config=CONFIG)
+    on_ray = prmtree.run(problems, policy="simulated", out=tmp_path / "ray",
+                         config=ray_config(workers=2, request_timeout_s=15, max_attempts=1))
+    assert on_ray.problems_done == inline.problems_done == 4
+    assert rows(tmp_path / "ray") == rows(tmp_path / "inline")
