@@ -154,20 +154,24 @@ class Concurrency:
     Backpressure is an overloaded error, or **the load's latency**: at the end of each
     round trip, the median over the last ``LATENCY_WINDOW`` requests of the latency per
     decoded token (a request's fixed cost counted as ``FIXED_TOKENS`` tokens) above
-    ``tolerance`` × the lowest such median of the last ``BASELINE_ROUND_TRIPS`` round
-    trips. Per token, since a request's latency grows with what it writes (next-step
-    requests beside whole rollouts); a median, since single requests vary; a recent
-    lowest rather than the lowest ever, since one lucky streak would otherwise make every
-    later round trip look slow (the limit collapsed to 1 on a server with no limit at
-    all). Each decrease halves the limit, at most once per round trip, and the requests
-    sent before it (they report the old load) are left out of the window. Pure
-    bookkeeping: the driver reads ``limit`` and reports each request's ``completed`` /
-    ``overload``."""
+    ``tolerance`` × the lowest such median seen. Per token, since a request's latency grows
+    with what it writes (next-step requests beside whole rollouts); a median of a window,
+    since single requests vary (judged one by one against their lowest smoothed latency,
+    ordinary jitter cut a server with no limit to 1 sequence). The lowest ever, not a
+    recent lowest: a saturated server's latency rises by a few percent per additive step,
+    and a sliding baseline rose with it (the limit climbed to 25× the knee). Unless
+    ``RELEARN_AFTER`` halvings in a row did not bring the latency down (the server got
+    slower for other reasons): then the level is learned again as the new baseline,
+    rather than halving on to the floor.
+    Each decrease halves the limit, at most once per round trip, and the requests sent
+    before it (they report the old load) are left out of the window. Pure bookkeeping:
+    the driver reads ``limit`` and reports each request's ``completed`` / ``overload``."""
 
     LATENCY_WINDOW = 32  # requests whose median latency is the round trip's level
     MIN_SAMPLES = 8  # a level needs at least these many requests
-    BASELINE_ROUND_TRIPS = 8  # the baseline is the lowest level of these many round trips
     FIXED_TOKENS = 16  # a request's fixed cost (prefill, the network), in decoded tokens
+    RELEARN_SHARE = 0.9  # a level after a halving at least this share of the one before: not load
+    RELEARN_AFTER = 3  # halvings in a row that did not help before the baseline is learned again
 
     def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
                  min_rise_s: float = 0.005, floor: int = 1) -> None:
@@ -184,8 +188,9 @@ class Concurrency:
         self._cut_at = 0.0  # when (perf_counter) the limit was last halved
         self._latency: float | None = None  # smoothed (EMA) latency of a request
         self._window: deque[tuple[float, int]] = deque(maxlen=self.LATENCY_WINDOW)  # (latency, tokens)
-        self._levels: deque[float] = deque(maxlen=self.BASELINE_ROUND_TRIPS)
-        self.baseline: float | None = None  # the lowest recent level (s per token)
+        self._cut_level: float | None = None  # the level that last halved the limit, until the next is read
+        self._futile = 0  # halvings in a row after which the level did not fall
+        self.baseline: float | None = None  # the lowest level seen (s per token)
         self.peak = 0  # the highest limit held
         self.set_capacity(capacity)
         self.peak = self.limit
@@ -231,20 +236,24 @@ class Concurrency:
         return True
 
     def _slower(self) -> bool:
-        """Whether this round trip's latency per token is well above the recent lowest
-        (and by at least ``min_rise_s`` for a typical request); it becomes a level of the
-        baseline either way."""
+        """Whether this round trip's latency per token is well above the lowest seen (and
+        by at least ``min_rise_s`` for a typical request)."""
         if len(self._window) < self.MIN_SAMPLES:
             return False
         per_token = sorted(latency / (tokens + self.FIXED_TOKENS) for latency, tokens in self._window)
         level = per_token[len(per_token) // 2]
-        baseline = self.baseline
-        self._levels.append(level)
-        self.baseline = min(self._levels)
-        if baseline is None:
+        baseline, cut_level, self._cut_level = self.baseline, self._cut_level, None
+        if cut_level is not None:
+            self._futile = self._futile + 1 if level >= self.RELEARN_SHARE * cut_level else 0
+        if baseline is None or self._futile >= self.RELEARN_AFTER:
+            self.baseline, self._futile = level, 0  # the first level, or halvings that did not help
             return False
         typical = sorted(tokens for _, tokens in self._window)[len(self._window) // 2] + self.FIXED_TOKENS
-        return level > self.tolerance * baseline and (level - baseline) * typical > self.min_rise_s
+        if level > self.tolerance * baseline and (level - baseline) * typical > self.min_rise_s:
+            self._cut_level = level
+            return True
+        self.baseline, self._futile = min(baseline, level), 0
+        return False
 
     def additive_step(self) -> int:
         """How much the limit grows per round trip after the first backpressure: an eighth
@@ -273,6 +282,14 @@ class Concurrency:
         return {"capacity": self.capacity, "limit": self.limit, "peak": self.peak, "decreases": self.decreases,
                 "latency_decreases": self.latency_decreases,
                 "latency_ms": None if self._latency is None else round(self._latency * 1000, 3)}
+
+
+def decoded_tokens(completions: list[Completion]) -> int:
+    """The decoding steps a request took: its longest completion's tokens, estimated from
+    the text (~4 characters a token) where the backend gave none (an OpenAI server's n
+    choices share one count)."""
+    tokens = max([c.num_tokens for c in completions], default=0)
+    return tokens or max([len(c.text) for c in completions], default=0) // 4
 
 
 @dataclass
@@ -449,7 +466,7 @@ class Driver:
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 self._served[id(executor)] = self._served.get(id(executor), 0) + 1
-                self._completed(gen.n, time.perf_counter() - sent, max([c.num_tokens for c in checked], default=0))
+                self._completed(gen.n, time.perf_counter() - sent, decoded_tokens(checked))
                 return checked
             except FatalExecutorError:
                 raise
@@ -583,11 +600,34 @@ class Driver:
     # -- one tree -------------------------------------------------------------------
 
     async def search_problem(self, problem: Problem) -> FinishedProblem:
+        """Search ``problem`` and label it. A member of the pilot under way whose search
+        fails for the policy is searched once more from scratch before the pilot learns
+        without it: its requests carry the same seeds, so a second search that passes grows
+        the tree a run where it passed grew, and one transient failure changes no floor
+        (with several drivers each pilots alone: a member lost by one driver only would
+        leave its slice with floors its siblings did not learn). One that fails again
+        teaches nothing and must not hold the pilot: it is reported lost."""
         member = problem.id in self.members or (self.pilot is not None and self.pilot.is_member(problem))
+        finished = await self._search(problem, member)
+        if finished.search is None and finished.stage == "policy" and self._piloting_member(problem):
+            finished = await self._search(problem, member)
+        if finished.search is None and self._piloting_member(problem):
+            assert self.pilot is not None
+            why = finished.error or "unknown"
+            if problem.id not in self.pilot.reported:
+                self.pilot.searched(problem, None, why)
+            self.pilot.topped_up(problem, None, why)
+        return finished
+
+    def _piloting_member(self, problem: Problem) -> bool:
+        """Whether ``problem`` is a member of a pilot that has not learned yet."""
+        return self.pilot_unlearned() and self.pilot is not None and self.pilot.is_member(problem)
+
+    async def _search(self, problem: Problem, member: bool) -> FinishedProblem:
+        """One search of ``problem`` from scratch, its pilot rounds (a member) and its labels."""
         decider = self.decider_at(problem, None) if member else self.labeler.decider(problem, self.label_context)
         search = make_search(problem, self.config.search, decider, self.config.steps.max_steps)
         search.allowance = 0 if member else self.allowance
-        searched = topped_up = cancelled = False
         try:
             while not search.done():
                 wave = search.next_requests()
@@ -609,31 +649,21 @@ class Driver:
                             raise res
                 for request, rollouts in zip(wave, results):
                     search.observe(request, rollouts)
-            searched = True
             if member:
                 await self._pilot_rounds(problem, search)
-                topped_up = True
             labelling = await self.labeler.label(problem, search, self.label_context)
-        except asyncio.CancelledError:
-            cancelled = True  # a stop: not done, and not a failure the pilot may learn without
-            raise
+        # a stop (CancelledError), or the run's end (FatalExecutorError: a lost engine fails every
+        # request in flight at once) raise on: not the member's own failure, or the pilot would
+        # learn from the survivors
         except PolicyFailure as exc:
             return FinishedProblem(problem, None, str(exc))
         except FatalExecutorError:
-            # the run ends (a lost engine fails every request in flight at once): like a stop,
-            # not the member's own failure, or the pilot would learn from the survivors
-            cancelled = True
             raise
         except Exception as exc:  # a bug in a strategy or a custom verifier: keep the run going
             return FinishedProblem(problem, None, f"internal error: {type(exc).__name__}: {exc}", stage="search")
         finally:
             self._unclaim(problem.id)
             self.executor.release(problem.id)
-            if member and not cancelled and self.pilot is not None and self.pilot.calibration is None:  # a failed member teaches nothing, and must not hold the pilot
-                if not searched:
-                    self.pilot.searched(problem, None)
-                if not topped_up:
-                    self.pilot.topped_up(problem, None)
         return FinishedProblem(problem, search, labelling=labelling, foreign=problem.id in self._foreign)
 
     async def _pilot_rounds(self, problem: Problem, search: TreeSearch) -> None:

@@ -20,6 +20,11 @@ at the chance floor and labelled at the learned one. The result goes into the ma
 (``calibration``): a resumed run reads it back and runs no pilot, and a run stopped
 before it was learned wrote no labelled rows, so its next run pilots the same problems.
 A space first seen after the window keeps its chance floor.
+
+A member whose search fails is searched once more before the pilot learns without it
+(``Driver.search_problem``); one that fails again is lost, and the calibration names it
+(``lost``): with several drivers each pilots alone, and a slice that lost a member its
+siblings did not labels with other floors (``engine/output/verification.py`` finds it).
 """
 
 from __future__ import annotations
@@ -96,11 +101,17 @@ class Calibration:
     # each member's input as the pilot learned from it (problem_fingerprint): a slice that takes
     # this calibration checks its own input's members against it
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # members that failed for good (id -> why), so learned without: written only when there
+    # are any (a manifest without it, older ones included, lost none)
+    lost: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"floors": {s: f.as_dict() for s, f in sorted(self.floors.items())}, "pool": self.pool.as_dict(),
+        data = {"floors": {s: f.as_dict() for s, f in sorted(self.floors.items())}, "pool": self.pool.as_dict(),
                 "members": list(self.members), "first_floors": dict(sorted(self.first_floors.items())),
                 "fingerprints": dict(sorted(self.fingerprints.items()))}
+        if self.lost:
+            data["lost"] = dict(sorted(self.lost.items()))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -108,7 +119,33 @@ class Calibration:
         pool = PoolAllowance(**data["pool"]) if "pool" in data else PoolAllowance(0, 0.0, 0.0)
         return cls(floors, pool, [str(m) for m in data.get("members", [])],
                    {str(s): float(f) for s, f in data.get("first_floors", {}).items()},
-                   {str(k): str(v) for k, v in data.get("fingerprints", {}).items()})
+                   {str(k): str(v) for k, v in data.get("fingerprints", {}).items()},
+                   {str(k): str(v) for k, v in data.get("lost", {}).items()})
+
+
+def lost_more(calibration: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether a manifest's ``calibration`` was learned without a member ``other`` learned
+    from: it lost one ``other`` did not, or (a manifest from before ``lost`` was recorded)
+    its floors count fewer problems. Its floors are then not those of a run where that
+    member passed."""
+    if set(calibration.get("lost") or {}) - set(other.get("lost") or {}):
+        return True
+    return _taught(calibration) < _taught(other)
+
+
+def _taught(calibration: dict[str, Any]) -> int:
+    return sum(int(f.get("problems", 0)) for f in (calibration.get("floors") or {}).values())
+
+
+def cleanest(calibrations: dict[str, dict[str, Any]], others: Iterable[dict[str, Any]] = ()) -> str | None:
+    """The first (by name) of ``calibrations`` that lost no member any of them, or of
+    ``others``, learned from: the floors the slices of one --out should share. None when
+    each lost a member another did not (a pilot of its own is then the way to learn them)."""
+    every = [*calibrations.values(), *others]
+    for name, calibration in sorted(calibrations.items()):
+        if not any(lost_more(calibration, other) for other in every):
+            return name
+    return None
 
 
 def pool_allowance(searches: list[TreeSearch], budget: int, most: int) -> PoolAllowance:
@@ -147,6 +184,7 @@ class Pilot:
         self.first_look = asyncio.Event()  # round one learned: members top up their labels with it
         self.first_floors: dict[str, float] = {}
         self.second: dict[str, tuple[Problem, TreeSearch | None]] = {}
+        self.lost: dict[str, str] = {}  # members that failed for good -> why
         self.learned = asyncio.Event()
         self.calibration: Calibration | None = None
 
@@ -169,15 +207,19 @@ class Pilot:
     def is_member(self, problem: Problem) -> bool:
         return problem.id in self.members
 
-    def searched(self, problem: Problem, search: TreeSearch | None) -> None:
-        """A member's search (round one) or its top-up (round two) is over (None: it
-        failed, and teaches nothing)."""
+    def searched(self, problem: Problem, search: TreeSearch | None, why: str = "unknown") -> None:
+        """A member's search (round one) is over (None: it failed for good, ``why``, and
+        teaches nothing)."""
         self.reported[problem.id] = (problem, search)
+        if search is None:
+            self.lost[problem.id] = why
         self._maybe_learn()
 
-    def topped_up(self, problem: Problem, search: TreeSearch | None) -> None:
-        """A member's top-up at the first look's floor is over."""
+    def topped_up(self, problem: Problem, search: TreeSearch | None, why: str = "unknown") -> None:
+        """A member's top-up at the first look's floor (round two) is over (None: failed)."""
         self.second[problem.id] = (problem, search)
+        if search is None:
+            self.lost.setdefault(problem.id, why)
         self._maybe_learn()
 
     def close(self) -> None:
@@ -220,6 +262,7 @@ class Pilot:
         self.calibration = Calibration(self._floors(by_space),
                                        pool_allowance(searches, self.budget, self.labels.pool_per_problem),
                                        sorted(self.members, key=self.members.__getitem__), dict(self.first_floors),
-                                       {pid: problem_fingerprint(problem) for pid, (problem, _) in self.reported.items()})
+                                       {pid: problem_fingerprint(problem) for pid, (problem, _) in self.reported.items()},
+                                       dict(self.lost))
         self.on_learned(self.calibration)
         self.learned.set()

@@ -47,7 +47,7 @@ from prmtree.engine.output.manifest import (
 from prmtree.engine.output.faults import fault_point
 from prmtree.engine.output.verification import IMAGE_COPY, BrokenImage, broken_images, verify_shard
 from prmtree.engine.output.writer import DatasetWriter
-from prmtree.engine.pilot import pilot_members
+from prmtree.engine.pilot import cleanest, lost_more, pilot_members
 from prmtree.engine.problem import iter_problems, same_fingerprint, scan_input
 from prmtree.engine.records import Problem, problem_fingerprint
 from prmtree.engine.stats import subtract_counts
@@ -163,6 +163,7 @@ def _open_claimed(
     manifest_path = out / slice.manifest_name
     previous: Manifest | None = None
     repaired: list[str] = []
+    replaced: dict[str, Any] = {}  # the calibration --force dropped for a sibling's (_floors_apart)
     # refusals first: a refused run (--force included) must not have deleted anything
     _refuse_foreign_files(out, slice)
     _check_sibling_slices(out, config, slice)
@@ -188,6 +189,12 @@ def _open_claimed(
                 before_removing()
             _remove_slice(out, previous, slice)
             previous = None
+        elif force and (apart := _floors_apart(out, slice, previous.calibration)):
+            if before_removing is not None:
+                before_removing()
+            _remove_slice(out, previous, slice)
+            replaced, previous = previous.calibration, None
+            repaired.append(apart)
     if previous is not None:
         repaired = _repair_log(out, previous, slice) + _repair(out, previous, slice)
     removed = discard_unlisted(out, previous, slice)
@@ -215,7 +222,7 @@ def _open_claimed(
         manifest.log = previous.log  # the flushes append to the same log
     adopted = None
     if not manifest.calibration and slice.count > 1:
-        adopted, manifest.calibration = _sibling_calibration(out, slice)
+        adopted, manifest.calibration = _sibling_calibration(out, slice, replaced)
     writer = DatasetWriter(out, manifest, slice=slice, config=config.output)
     if previous is not None:
         repaired += _repair_images(writer, slice)
@@ -406,23 +413,50 @@ def _check_sibling_slices(out: Path, config: RunConfig, slice: Slice) -> None:
             )
 
 
-def _sibling_calibration(out: Path, slice: Slice) -> tuple[str | None, dict[str, Any]]:
-    """(its manifest, what it learned) of another slice of ``out`` whose pilot has learned,
-    or (None, {}). A slice that has not learned yet takes it rather than piloting again: on
-    the same input it would learn the same, so one --out is labelled with one set of floors;
-    :func:`check_adopted` refuses an input whose pilot problems differ from those it was
-    learned from. A calibration without its members' fingerprints (an older prmtree's)
-    cannot be checked, and is not taken."""
+def _sibling_calibrations(out: Path, slice: Slice) -> dict[str, dict[str, Any]]:
+    """What the other slices of ``out`` whose pilots have learned learned, by manifest."""
+    found = {}
     for name, count in sorted(manifest_layout(out).items()):
         if count != slice.count or name == slice.manifest_name:
             continue
         try:
             calibration = load_manifest(out / name).calibration
-        except ValueError:
+        except (OSError, ValueError):  # unreadable (its own run says so), or gone: a sibling starting over
             continue
-        if calibration.get("fingerprints") and all(key in calibration for key in ("floors", "pool", "members")):
-            return name, dict(calibration)
-    return None, {}
+        if calibration.get("floors") is not None and all(key in calibration for key in ("pool", "members")):
+            found[name] = calibration
+    return found
+
+
+def _sibling_calibration(out: Path, slice: Slice, replaced: dict[str, Any] | None = None,
+                         ) -> tuple[str | None, dict[str, Any]]:
+    """(its manifest, what it learned) of another slice of ``out`` whose pilot has learned,
+    or (None, {}). A slice that has not learned yet takes it rather than piloting again: on
+    the same input it would learn the same, so one --out is labelled with one set of floors;
+    :func:`check_adopted` refuses an input whose pilot problems differ from those it was
+    learned from. Only a sibling that lost no pilot member another sibling (or ``replaced``,
+    this slice's own calibration that --force dropped) learned from is taken: with several
+    lost, this slice pilots again. A calibration without its members' fingerprints (an older
+    prmtree's) cannot be checked, and is not taken."""
+    siblings = _sibling_calibrations(out, slice)
+    checkable = {name: c for name, c in siblings.items() if c.get("fingerprints")}
+    name = cleanest(checkable, [c for c in siblings.values() if not c.get("fingerprints")] + ([replaced] if replaced else []))
+    return (name, dict(checkable[name])) if name is not None else (None, {})
+
+
+def _floors_apart(out: Path, slice: Slice, calibration: dict[str, Any]) -> str | None:
+    """Why --force starts this slice over though its config is unchanged, or None: its pilot
+    lost a member a sibling's learned from (a transient failure in one driver), so its rows
+    hold other floors than theirs, and one --out must hold one set of floors. It then takes
+    the floors of a sibling that lost none (:func:`_sibling_calibration`), or pilots again."""
+    siblings = _sibling_calibrations(out, slice)
+    if not calibration or not any(lost_more(calibration, other) for other in siblings.values()):
+        return None
+    lost = ", ".join(repr(pid) for pid in sorted(calibration.get("lost") or {})) or "members its siblings learned from"
+    source, _ = _sibling_calibration(out, slice, calibration)
+    then = f"it takes the floors of {source}" if source is not None else "it pilots again"
+    return (f"--force: {slice.manifest_name}'s floors were learned without {lost}, unlike a sibling slice's, so "
+            f"this slice was started over: {then}")
 
 
 def check_adopted(opened: OpenedRun, problems: Any, fmt: InputConfig) -> None:

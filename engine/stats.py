@@ -268,9 +268,9 @@ def _copied(value: Any) -> Any:
 
 
 #: Counters in the executor's, verifier's and driver's dicts that several drivers do not add
-#: up: they share one worker pool (``workers``) and one backend (its ``capacity``, the slowest
-#: driver's ``latency_ms``), and the worst tree is the worst of any driver's.
-_NOT_ADDED = {"workers": max, "min_tree_affinity": min, "capacity": max, "latency_ms": max}
+#: up: they share one worker pool (``workers``), the slowest driver's ``latency_ms`` is the
+#: backend's, and the worst tree is the worst of any driver's.
+_NOT_ADDED = {"workers": max, "min_tree_affinity": min, "latency_ms": max}
 #: Words in those dicts that may differ between drivers and are then all listed
 #: (``"process,thread"``: one driver's answer checks fell back to threads).
 _LISTED = {"pool_kind"}
@@ -282,7 +282,7 @@ def _combine_dicts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in parts:
         for key, value in part.items():
-            if key not in out:
+            if key not in out or out[key] is None:  # None: that part never measured it
                 out[key] = dict(value) if isinstance(value, dict) else value
             elif isinstance(value, dict) and isinstance(out[key], dict):
                 out[key] = _combine_dicts([out[key], value])

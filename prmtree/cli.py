@@ -580,6 +580,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         verify_run,
     )
     from prmtree.engine.output.layout import SHARD_NAME, manifest_slice, shard_slice
+    from prmtree.engine.output.verification import FLOORS
 
     given = Path(args.out)
     if given.is_dir() and not manifest_layout(given) and (writing := _writing_before_first_flush(given)):
@@ -631,6 +632,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{d.file}: DAMAGED: {d.problem}")
         elif d.manifest == STRAY:
             print(f"{d.file}: STRAY: {d.problem}")
+        elif d.manifest == FLOORS:
+            print(f"floors: MIXED: {d.problem}")
     for d, writer in in_flight:
         print(f"{d.file}: BEING WRITTEN: no manifest lists it yet, and a running prmtree ({writer}) is writing its "
               "slice: verify again once that run ends")

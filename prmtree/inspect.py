@@ -25,6 +25,7 @@ from prmtree.engine.output import (
     read_table,
     resolve_image,
 )
+from prmtree.engine.output.verification import FloorSet, floor_sets
 from prmtree.engine.stats import RunStats, SpaceCoverage, coverage
 from prmtree.export import unfinished_slices
 
@@ -77,6 +78,7 @@ def _merged_manifest(out: Path) -> dict[str, Any]:
     merged["failed_ids"] = {pid: why for m in found for pid, why in m.failed.items() if pid not in completed}
     merged["stats"] = sum((RunStats.from_dict(m.stats) for m in found), RunStats())
     merged["calibration"] = found[0].calibration  # the slices learn the same (or take the first's): the first one's shown
+    merged["floor_sets"] = floor_sets(named)  # ... unless a pilot member failed for some only: then each is shown
     missing = missing_slices(out)
     merged["slices_in_layout"] = len(found) + len(missing)
     if missing:
@@ -240,7 +242,7 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
         lines.append((what, f"{count:,} ({100 * count / total:.1f}%)"))
     from prmtree.summary import calibration_lines
 
-    lines += calibration_lines(m.get("calibration") or {}, judged)
+    lines += _floor_lines(calibration_lines(m.get("calibration") or {}, judged), m.get("floor_sets") or [])
     steps = int(m["stats"].steps_labelled)
     if steps:
         lines.append(("rollouts per labelled step", f"{m['stats'].rollouts / steps:.2f}"))
@@ -254,6 +256,17 @@ def _labelling_lines(report: Report) -> list[tuple[str, str]]:
             ("judge unparseable / failed", f"{judged.get('judge_unparseable', 0):,} / {judged.get('judge_failures', 0):,}"),
         ]
     return lines
+
+
+def _floor_lines(lines: list[tuple[str, str]], sets: list[FloorSet]) -> list[tuple[str, str]]:
+    """``lines`` with its one floors row replaced by a row per set of floors and its slices,
+    where the slices hold several (``prmtree verify`` fails on that, saying how to repair)."""
+    if len(sets) < 2:
+        return lines
+    rows = [(f"floors of {s.slices_text()}", s.floors_text()) for s in sets]
+    rows.append(("floors differ between slices", "prmtree verify says how to repair"))
+    at = next((i for i, (what, _) in enumerate(lines) if what.startswith("floors learned")), len(lines))
+    return lines[:at] + rows + lines[at + 1:]
 
 
 def _labelling_table(report: Report) -> Table:

@@ -38,7 +38,6 @@ import contextlib
 import math
 import multiprocessing
 import os
-import pickle
 import shutil
 import signal
 import stat
@@ -59,6 +58,7 @@ from prmtree.multi_driver import (
     PROGRESS_INTERVAL_S,
     JobSignals,
     check_layout,
+    check_portable,
     check_sliceable,
     driver_share,
     layout_in,
@@ -70,7 +70,7 @@ from prmtree.multi_driver import (
 from prmtree.policies.base import resolve_policy
 from prmtree.rollout_workers.host import EngineHost
 from prmtree.rollout_workers.inline import InlineExecutor, use_daemon_threads
-from prmtree.rollout_workers.loop_watchdog import loop_watchdog, note_signal, signal_taken
+from prmtree.rollout_workers.loop_watchdog import loop_watchdog, note_signal, report_exits_to, signal_taken
 from prmtree.runner import DriverJob, RunSummary, StopHandle, close_bounded, run_checked, with_progress
 
 #: ``auto``: one driver per this many sequences the engine serves at once. Measured
@@ -89,6 +89,10 @@ HOST_DIR_PREFIX = "prmtree-host-"
 SWEEP_AGE_S = 60.0
 #: How often the job looks at its drivers (exits, signals to forward, progress).
 POLL_S = 0.05
+#: Where a driver process leaves the reason it ended with, where its pipe to the job cannot
+#: carry it: a refusal while it imports the script (before the pipe reaches it), an exit
+#: of its loop watchdog (from a thread, at once). A folder only the job's user may enter.
+NOTES_ENV = "PRMTREE_DRIVER_NOTES"
 
 
 def drivers_for_capacity(capacity: int | None, cores: int | None = None) -> int:
@@ -112,9 +116,10 @@ def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None
     slices whose driver stopped early.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise ConfigError("prmtree.run with several driver processes was called while a driver process started: "
-                          "the script runs again in each one (spawn), so put its prmtree.run under "
-                          "if __name__ == \"__main__\":")
+        why = ("prmtree.run with several driver processes was called while a driver process started: the script "
+               "runs again in each one (spawn), so put its prmtree.run under if __name__ == \"__main__\":")
+        _leave_note("refused", why)  # raised before the driver has its pipe: the job reads it there
+        raise ConfigError(why)
     cfg, out = job.config, job.out
     out_dir = Path(out).resolve() if out is not None else None
     requested = cfg.executor.drivers
@@ -146,30 +151,9 @@ def run_local_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None
 def _check_several(job: DriverJob, on_problem: Any, out: Path | None, drivers: int) -> None:
     """What several drivers refuse, in one line each, before anything is written."""
     check_sliceable(job.slice, on_problem)
-    _check_portable(job)
+    check_portable(job)
     if out is not None:
         precheck(out, job.config, drivers, job.force)
-
-
-def _check_portable(job: DriverJob) -> None:
-    """The driver processes receive the job by pickle and look its functions up by name:
-    say so in one line, before anything starts, for a check or splitter that cannot travel
-    (a lambda, a closure, a function of a notebook or of ``python -c``)."""
-    main = sys.modules.get("__main__")
-    for name, fn in (("check_answer", job.check_answer), ("split_steps", job.split_steps)):
-        if fn is None:
-            continue
-        why = None
-        if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
-            why = "it is defined in an interactive __main__ the driver processes cannot import"
-        else:
-            try:
-                pickle.dumps(fn)
-            except Exception as exc:
-                why = str(exc)
-        if why:
-            raise ConfigError(f"{name} must be importable to run in several driver processes (a function of a "
-                              f"module or script, not a lambda or a closure): {why}")
 
 
 def _close_policy(policy: Any, limit_s: float) -> None:
@@ -241,9 +225,11 @@ class _Job:
         # on_progress runs in a thread of its own, one call at a time: a slow callback (a
         # logging service's hiccup) must not stall the engine every driver waits on
         self._progress_call: asyncio.Future[None] | None = None
+        self.notes: Path | None = None  # the folder of the drivers' notes (see NOTES_ENV)
 
     async def run(self) -> RunSummary:
         with _socket_address() as address:
+            self.notes = Path(address).parent
             self.signals.install()
             try:
                 await self.host.start(address)
@@ -274,29 +260,16 @@ class _Job:
 
         resource_tracker.ensure_running()  # started now, not inside the first start() below
         givers = []
-        for i in range(drivers):
-            job = replace(self.job, problems=None, policy=None, policy_args=None, config=one, out=target,
-                          slice=Slice(i, drivers), force=False)
-            read, write = context.Pipe(duplex=False)
-            take, give = context.Pipe(duplex=False)
-            # not a daemon: a daemonic process may not start children, and a driver's answer checks run in some
-            process = context.Process(target=drive, args=(take, job, write), name=f"prmtree-driver-{i}")
-            driver = _Driver(i, process, read)
-            self.team.append(driver)
-            # SIGINT blocked, then ignored: the driver inherits the ignoring; a Ctrl-C meanwhile
-            # stays pending here (Linux never discards a blocked signal) for the job's handler,
-            # unless the kernel hands it to another thread of this process (a progress bar's),
-            # where it is ignored: a window of a few milliseconds per driver
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                process.start()
-            finally:
-                signal.signal(signal.SIGINT, interrupt)
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                write.close()
-                take.close()
-            givers.append(give)
+        previous = os.environ.get(NOTES_ENV)
+        os.environ[NOTES_ENV] = str(self.notes)  # each driver's environment, copied as it starts
+        try:
+            for i in range(drivers):
+                givers.append(self._start_driver(context, i, one, target))
+        finally:
+            if previous is None:
+                os.environ.pop(NOTES_ENV, None)
+            else:
+                os.environ[NOTES_ENV] = previous
         for give, part in zip(givers, inputs):  # every driver imports meanwhile, all at once
             try:
                 give.send(part)
@@ -304,6 +277,30 @@ class _Job:
                 pass
             finally:
                 give.close()
+
+    def _start_driver(self, context: Any, i: int, one: Any, target: str | None) -> Any:
+        """Start driver ``i`` (see :meth:`_start_drivers`); the end of the pipe its input goes on."""
+        job = replace(self.job, problems=None, policy=None, policy_args=None, config=one, out=target,
+                      slice=Slice(i, self.drivers), force=False)
+        read, write = context.Pipe(duplex=False)
+        take, give = context.Pipe(duplex=False)
+        # not a daemon: a daemonic process may not start children, and a driver's answer checks run in some
+        process = context.Process(target=drive, args=(take, job, write), name=f"prmtree-driver-{i}")
+        self.team.append(_Driver(i, process, read))
+        # SIGINT blocked, then ignored: the driver inherits the ignoring; a Ctrl-C meanwhile
+        # stays pending here (Linux never discards a blocked signal) for the job's handler,
+        # unless the kernel hands it to another thread of this process (a progress bar's),
+        # where it is ignored: a window of a few milliseconds per driver
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            write.close()
+            take.close()
+        return give
 
     def _watch(self) -> None:
         """One look at the drivers: what they said, who exited, signals to forward, progress."""
@@ -315,10 +312,13 @@ class _Job:
             if not d.process.is_alive():
                 _receive(d)  # what it said last, before its pipe closed
                 d.exitcode = d.process.exitcode
+                self._read_note(d)
                 self.host.driver_gone()
             elif d.reported_at is not None and now - d.reported_at > EXIT_WAIT_S:
                 d.said.append(f"it did not exit within {EXIT_WAIT_S:g} s of its end, so it was killed")
                 d.process.kill()
+        if self.signals.overdue():
+            self._kill_frozen()
         for _ in self.signals.take():
             for d in self.team:
                 d.held += 1
@@ -328,6 +328,28 @@ class _Job:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(d.process.pid, signal.SIGTERM)  # its graceful stop (a second: cancel in flight)
         self._report_progress()
+
+    def _read_note(self, d: _Driver) -> None:
+        """The reason driver ``d`` left in its note (see ``NOTES_ENV``), where it reported none."""
+        if d.summary is not None or d.failure is not None or self.notes is None:
+            return
+        for kind in ("refused", "failed"):
+            with contextlib.suppress(OSError):
+                d.failure = (self.notes / f"{d.process.name}.{kind}").read_text()
+                d.refused = kind == "refused"
+                return
+
+    def _kill_frozen(self) -> None:
+        """The drivers still running ``CANCEL_WAIT_S`` after the second stop, killed: a driver
+        stopped (SIGSTOP) or stuck where its handlers cannot run would hold the job forever."""
+        frozen = [d for d in self.team if d.running and d.process.is_alive()]
+        if not frozen:
+            return
+        why = self.signals.killed([f"{d.index}/{self.drivers}" for d in frozen])
+        for d in frozen:
+            d.said.append(why)
+            d.process.kill()
+        self.signals.cancel_by = None  # said and done once
 
     def _report_progress(self) -> None:
         """The merged counters to ``on_progress``, at most every ``PROGRESS_INTERVAL_S`` and
@@ -354,6 +376,8 @@ class _Job:
         for d in live:
             d.process.terminate()  # SIGTERM: its graceful stop, finishing what is in flight
         deadline = time.monotonic() + EXIT_WAIT_S
+        if self.signals.cancel_by is not None:  # stopped twice: what is left of the drivers' time to cancel
+            deadline = min(deadline, self.signals.cancel_by)
         while any(d.process.is_alive() for d in live) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
         for d in self.team:
@@ -363,6 +387,7 @@ class _Job:
             if d.running:
                 _receive(d)
                 d.exitcode = d.process.exitcode
+                self._read_note(d)
             d.control.close()
 
     def _summary(self) -> RunSummary:
@@ -448,6 +473,7 @@ def drive(inputs: Any, job: DriverJob, control: Any) -> None:
     request its run acts on as soon as it starts, and the job is told it may send them.
     A driver whose job is gone (killed) says so in one line and exits: see :func:`_orphaned`."""
     os.setpgrp()
+    report_exits_to(lambda why: _leave_note("failed", why))  # a blocked loop ends this process from a thread
     stop = StopHandle()
     signal.signal(signal.SIGTERM, lambda sig, frame: stop.request(sig))
     if not _tell(control, ("ready", None)):
@@ -477,6 +503,15 @@ def drive(inputs: Any, job: DriverJob, control: Any) -> None:
     if not _tell(control, ("done", summary)):
         _orphaned(job, "it had finished its slice: everything is saved")
     control.close()
+
+
+def _leave_note(kind: str, why: str) -> None:
+    """In a driver process of a job: leave ``why`` for the job (``kind``: refused, failed)
+    in the folder ``NOTES_ENV`` names; elsewhere nothing."""
+    folder, name = os.environ.get(NOTES_ENV), multiprocessing.current_process().name
+    if folder and name.startswith("prmtree-driver-"):
+        with contextlib.suppress(OSError):
+            Path(folder, f"{name}.{kind}").write_text(why)
 
 
 def _tell(control: Any, message: tuple[str, Any]) -> bool:

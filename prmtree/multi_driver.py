@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import importlib.util
 import math
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -58,6 +61,10 @@ from prmtree.runner import NO_ROWS, DriverJob, RunSummary, StopHandle, is_echo, 
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).
 PROGRESS_INTERVAL_S = 0.25
+#: How long the drivers have to end once a second stop asked them to cancel what is in
+#: flight (a few tenths of a second when they run); a driver still there then is frozen
+#: (stopped, or its process stuck where Python's handlers cannot run) and is killed.
+CANCEL_WAIT_S = 5.0
 
 
 class DriversStopped(FatalExecutorError):
@@ -145,6 +152,8 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
     out_dir = Path(out).resolve() if out is not None else None  # None: write nothing (a benchmark)
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
+    if drivers is None or drivers > 1:  # driver actors may run the functions: refused before Ray starts
+        check_portable(job, through_ray=not ray.is_initialized())
     if drivers is not None and out_dir is not None:
         precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
     started = time.perf_counter()
@@ -199,6 +208,72 @@ def check_sliceable(slice_: Slice, on_problem: Any) -> None:
     if on_problem is not None:
         raise ConfigError("on_problem runs where each problem finishes, so it needs one driver; "
                           "with several drivers pass on_progress(stats) for the run's counters")
+
+
+def check_portable(job: DriverJob, through_ray: bool = False) -> None:
+    """The drivers receive ``check_answer`` and ``split_steps`` by pickle and import what
+    is pickled by name: say so in one line, before anything starts, for one that cannot
+    travel. Driver processes (``spawn``, plain pickle) refuse a lambda, a closure, a
+    function of a notebook or of ``python -c``; Ray (``through_ray``: cloudpickle sends those
+    whole) a function whose module a new process does not find: Ray's workers get the
+    script's folder and the working directory, not a folder the script added to sys.path.
+    ``through_ray`` is False where this process joined a Ray it did not start (its
+    runtime_env decides what the workers import)."""
+    for name, fn in (("check_answer", job.check_answer), ("split_steps", job.split_steps)):
+        if fn is None:
+            continue
+        why = _not_importable_by_ray(fn) if through_ray else _not_picklable(fn)
+        if why:
+            raise ConfigError(f"{name} must be importable to run in several driver processes (a function of a "
+                              f"module or script, not a lambda or a closure): {why}")
+
+
+def _not_picklable(fn: Any) -> str | None:
+    """Why plain pickle cannot send ``fn`` to a spawned driver, or None."""
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
+        return "it is defined in an interactive __main__ the driver processes cannot import"
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def _not_importable_by_ray(fn: Any) -> str | None:
+    """Why a Ray driver actor could not import ``fn``'s module, or None: a module that
+    cloudpickle sends by name (not ``__main__``) and that a new process, given the folders
+    Ray gives its workers, does not find (asked of one: only the top-level name is looked
+    up, nothing is imported)."""
+    module = getattr(fn, "__module__", None)
+    if not module or module == "__main__" or not _named(fn, module):  # sent whole: nothing to import
+        return None
+    top = module.partition(".")[0]
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return None
+    spec = importlib.util.find_spec(top)
+    if spec is None:  # not found here either: cloudpickle sends it whole
+        return None
+    folders = [os.getcwd()]
+    if sys.argv and sys.argv[0]:
+        folders.append(os.path.dirname(os.path.realpath(sys.argv[0])))
+    probe = ("import importlib.util, sys; sys.path[:0] = sys.argv[2:]; "
+             "sys.exit(importlib.util.find_spec(sys.argv[1]) is None)")
+    found = subprocess.run([sys.executable, "-c", probe, top, *folders], capture_output=True, timeout=120)
+    if found.returncode == 0:
+        return None
+    where = spec.origin or ", ".join(spec.submodule_search_locations or [])
+    return (f"its module {top!r} ({where}) is found only through sys.path as this process changed it, and Ray's "
+            "workers do not get that: install it, put it beside the script, or add its folder to PYTHONPATH")
+
+
+def _named(fn: Any, module: str) -> bool:
+    """Whether ``fn`` is its module's attribute of its qualified name (what pickles by
+    name): not a lambda, a closure or a function made at run time."""
+    found: Any = sys.modules.get(module)
+    for part in getattr(fn, "__qualname__", "<unknown>").split("."):
+        found = getattr(found, part, None)
+    return found is fn
 
 
 def precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
@@ -317,6 +392,12 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
             for sig in signals.take():
                 for actor in live:
                     actor.stop.remote(sig)
+            if pending and signals.overdue():
+                why = signals.killed([f"{runs[ref]}/{drivers}" for ref in pending])
+                for ref in pending:
+                    ray.kill(actors[runs[ref]], no_restart=True)
+                    stopped[runs[ref]] = why
+                pending = []
             if on_progress is not None and time.perf_counter() - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = time.perf_counter()
                 latest.update(_poll_progress({runs[ref]: actors[runs[ref]] for ref in pending}))
@@ -397,13 +478,15 @@ class JobSignals:
     """SIGTERM / SIGINT to the job (main thread only): the first asks every driver to take no
     new problems and finish those in flight (a driver still piloting drops them: they cannot
     finish before its pilot learns); the second, to cancel those (the next run redoes them);
-    a third gets the default action."""
+    a driver still running ``CANCEL_WAIT_S`` after the second is killed (:meth:`overdue`); a
+    third gets the default action (never an ignored SIGINT's SIG_IGN)."""
 
     def __init__(self, drivers: int) -> None:
         self.drivers = drivers
         self.first: int | None = None
         self._last: tuple[int, float] | None = None  # the last signal acted on, and when
         self._again = False  # a second stop was forwarded
+        self.cancel_by: float | None = None  # when drivers still running after the second stop are killed
         self._received: list[int] = []
         self._previous: dict[int, Any] = {}
 
@@ -423,7 +506,10 @@ class JobSignals:
             return  # the same stop delivered twice (to the job and to its group)
         self._last = (sig, now)
         if self._again:  # a third: the default action (kept away from the second's echo till now)
+            last_resort = self._previous.get(sig)
             self.uninstall()
+            if not callable(last_resort):  # SIG_IGN (a job started with `&` in a script) would end nothing
+                signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
             return
         self._received.append(sig)
@@ -435,8 +521,21 @@ class JobSignals:
                              "(send it again to stop at once)\n")
         else:
             sys.stderr.write(f"prmtree: {name} again: the drivers cancel the problems in flight "
-                             "(the next run redoes them)\n")
+                             f"(the next run redoes them); a driver not ended within {CANCEL_WAIT_S:g} s is killed\n")
             self._again = True
+            self.cancel_by = time.monotonic() + CANCEL_WAIT_S
+
+    def overdue(self) -> bool:
+        """Whether the drivers had their time to cancel and end since the second stop."""
+        return self.cancel_by is not None and time.monotonic() >= self.cancel_by
+
+    def killed(self, slices: list[str]) -> str:
+        """Say that the drivers of ``slices`` were killed for not ending; the reason each gets."""
+        whose = "the driver of slice" if len(slices) == 1 else "the drivers of slices"
+        sys.stderr.write(f"prmtree: {whose} {', '.join(slices)} did not end within {CANCEL_WAIT_S:g} s of the "
+                         "second stop: killed (SIGKILL); finished problems are on disk and the same command "
+                         "resumes them\n")
+        return f"it did not end within {CANCEL_WAIT_S:g} s of the second stop, so it was killed"
 
     def take(self) -> list[int]:
         """Signals received since the last call, to forward to the drivers."""

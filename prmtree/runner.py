@@ -484,6 +484,15 @@ def _select(items: Iterable[Problem | InputError], slice_: Slice, done: set[str]
             yield item
 
 
+def _count_executor(stats: RunStats, executor: Executor) -> None:
+    """The executor's counters as they stand: the driver copies them as each problem
+    finishes, so a worker lost after the last one (a stop, a stopped run) was not counted."""
+    try:
+        stats.executor = executor.stats()
+    except Exception:
+        pass  # a broken executor's counters: the last copied stand
+
+
 async def _run_async(
     job: DriverJob,
     opened: OpenedRun | None,
@@ -533,13 +542,11 @@ async def _run_async(
             stats = await driver.run(items, owns=slice_.owns if slice_.count > 1 else None)
         except BaseException:
             if writer is not None:
-                try:  # the executor's counters as they stand: a run that stops skips the last problem's copy
-                    stats.executor = executor.stats()
-                except Exception:
-                    pass  # a broken executor's counters: the last copied stand
+                _count_executor(stats, executor)
                 writer.flush(stats)  # keep every finished problem; a resume does the rest
             stop.saved = True
             raise
+        _count_executor(stats, executor)
         stopped_by = stop.signum  # a signal while closing below stops nothing
         if stopped_by and driver.complete:  # it came after the last problem started, and they all finished
             # said before the final flush (which may fail): complete only once the rows are on disk

@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from prmtree.engine.config import LabelsConfig
-from prmtree.engine.output import load_manifests
+from prmtree.engine.output import load_manifests, manifest_layout
+from prmtree.engine.output.verification import floor_sets, floors_apart
 from prmtree.engine.stats import coverage
 
 #: A share of problems skipped for one reason above which the summary warns (a policy
@@ -173,12 +174,28 @@ def run_calibration(summary: Any) -> dict[str, Any]:
     return found[0].calibration if found else {}
 
 
+def floor_warnings(summary: Any) -> list[str]:
+    """One line when the slices of the run's ``--out`` hold different floors (a pilot member
+    lost by some drivers' pilots only): its rows are then not those of one driver, and
+    nothing else says so (``prmtree verify`` fails on it too). Read from every slice's
+    manifest, so the merged summary of a ``--drivers N`` job and each ``--slice`` run see it."""
+    out = getattr(summary, "out", None)
+    if out is None:
+        return []
+    try:
+        named = dict(zip(manifest_layout(out), load_manifests(out)))
+    except (OSError, ValueError):
+        return []
+    return [floors_apart(named)] if len(floor_sets(named)) > 1 else []
+
+
 def run_warnings(summary: Any, calibration: dict[str, Any] | None = None) -> list[str]:
     """Every warning the run's summary prints under its table, one line each
     (``calibration``: the run's, read from its manifest when not given)."""
     if calibration is None:
         calibration = run_calibration(summary)
-    return label_warnings(summary, run_min_coverage(summary), calibration) + pace_warnings(summary)
+    return (floor_warnings(summary) + label_warnings(summary, run_min_coverage(summary), calibration)
+            + pace_warnings(summary))
 
 
 def sizing_text(sizing: dict[str, Any]) -> str:

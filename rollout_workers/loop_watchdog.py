@@ -14,14 +14,20 @@ ends the process when
 
 The message names what held the loop when it is known: a policy's ``generate`` (the
 inline executor marks each synchronous stretch with ``enter`` / ``leave``), or a
-``phase`` the run declared (closing the policy). Nothing is flushed: the manifest lists
-only shards already on disk, so the rerun searches the unflushed problems again.
+``phase`` the run declared (closing the policy). Otherwise it names what may: a
+``check_answer`` / ``split_steps`` of the user's, which run on the loop, and the policy's
+own background work only where its ``generate`` runs on this loop (a driver of a
+several-driver job, or of Ray workers, has no policy in its process). Nothing is flushed:
+the manifest lists only shards already on disk, so the rerun searches the unflushed
+problems again. :func:`report_exits_to` hands the reason to whoever else must know (a
+driver process's job, which sees only its exit code).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import sys
@@ -48,6 +54,7 @@ class LoopWatchdog:
         self.excused: Callable[[], bool] = lambda: False  # the loop busy with the run's own work
         self._phase: str | None = None
         self._since: float | None = None
+        self._generates_here = False  # a generate of the policy has run on this loop (enter)
         self._beat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -89,6 +96,7 @@ class LoopWatchdog:
             return
         if who is not None:
             self.who = who
+        self._generates_here = True
         self._since = time.monotonic()
         if self._thread is None:
             try:
@@ -129,20 +137,33 @@ class LoopWatchdog:
     def _exit(self, status: int, why: str) -> None:
         if self._stopped.is_set():
             return
+        resume = "Problems on disk are kept: run the same command again to resume"
         if self._phase:
-            what = f"{self._phase} blocks the event loop: {why}; stopping at once. Everything finished is saved"
+            blocked, advice = f"{self._phase} blocks the event loop: {why}", "Everything finished is saved"
         elif self._since is not None:
-            what = (f"policy {self.who!r}: generate blocks the event loop: {why}; stopping at once. "
-                    "Problems on disk are kept: run the same command again to resume. Use await asyncio.sleep, "
-                    "an async client, or await asyncio.to_thread(...) for blocking work")
+            blocked = f"policy {self.who!r}: generate blocks the event loop: {why}"
+            advice = (f"{resume}. Use await asyncio.sleep, an async client, or await asyncio.to_thread(...) "
+                      "for blocking work")
         else:
-            what = (f"the event loop is blocked (policy {self.who!r}: a background task or callback runs "
-                    f"blocking code outside generate): {why}; stopping at once. Problems on disk are kept: run "
-                    "the same command again to resume. Use await asyncio.sleep, an async client, or await "
-                    "asyncio.to_thread(...) for blocking work")
-        sys.stderr.write(f"prmtree: error: {what}\n")
+            blocked = f"the event loop is blocked ({self._suspects()}): {why}"
+            checks = "a custom check_answer or split_steps runs on this loop and must return promptly"
+            advice = (f"{resume}. Use await asyncio.sleep, an async client, or await asyncio.to_thread(...) for "
+                      f"blocking work; {checks}" if self._generates_here else f"{resume}. A{checks[1:]}")
+        report = _exit_report.get("to")
+        if report is not None:
+            with contextlib.suppress(Exception):
+                report(f"{blocked}; it stopped at once")
+        sys.stderr.write(f"prmtree: error: {blocked}; stopping at once. {advice}\n")
         sys.stderr.flush()
         os._exit(status)
+
+    def _suspects(self) -> str:
+        """What may hold the loop outside a marked stretch: a policy's background work only
+        where its generate runs on this loop; the user's functions in any case."""
+        if self._generates_here:
+            return f"policy {self.who!r}: a background task or callback runs blocking code outside generate"
+        return (f"policy {self.who!r} does not run on this loop: a custom check_answer or split_steps, or another "
+                "callback on the loop, runs blocking code")
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog] = weakref.WeakKeyDictionary()
@@ -156,6 +177,18 @@ def loop_watchdog(limit_s: float, who: str) -> LoopWatchdog:
     if watchdog is None or watchdog._stopped.is_set():
         watchdog = _by_loop[loop] = LoopWatchdog(limit_s, who)
     return watchdog
+
+
+_exit_report: dict[str, Callable[[str], None]] = {}
+
+
+def report_exits_to(report: Callable[[str], None] | None) -> None:
+    """Hand the reason a watchdog ends this process for (one line) to ``report`` too, just
+    before the exit; None: only stderr."""
+    if report is None:
+        _exit_report.pop("to", None)
+    else:
+        _exit_report["to"] = report
 
 
 _signals: dict[str, tuple[int, float]] = {}

@@ -110,6 +110,55 @@ def test_a_round_trip_at_twice_the_latency_per_token_halves_once_and_then_recove
     assert limit // 2 < c.limit < limit and c.decreases == 1
 
 
+def saturating(c, knee, round_trips, slower=1.0, tokens=100):
+    """Round trips against a server whose latency per token grows with the sequences in
+    flight past ``knee`` (no 429s), the limit always used; the limits seen."""
+    limits = []
+    for _ in range(round_trips):
+        load = c.limit
+        for _ in range(max(1, load // 4)):
+            c.completed(4, 0.002 * slower * (tokens + 16) * max(1.0, load / knee), tokens, in_use=load)
+        limits.append(c.limit)
+    return limits
+
+
+def test_a_server_that_saturates_without_refusing_holds_the_limit_near_its_knee():
+    # A baseline of the last 8 round trips rose with the latency, a few percent per
+    # additive step, and the limit climbed to 25x the knee; the lowest ever holds it
+    c = Concurrency(None, start=8)
+    limits = saturating(c, 256, 400)
+    assert c.latency_decreases >= 1
+    assert max(limits[200:]) <= 4 * 256 and min(limits[200:]) >= 256 // 2
+
+
+def test_a_server_that_got_slower_for_other_reasons_is_learned_again_not_halved_to_the_floor():
+    c = Concurrency(None, start=8)
+    saturating(c, 10**9, 8)  # no knee in sight
+    before = c.limit
+    limits = saturating(c, 10**9, 30, slower=3.0)  # another tenant: every request 3x slower
+    # three halvings in a row that did not bring the latency down: learned again, growing again
+    assert c.latency_decreases == 3 and min(limits) >= before // 8 and limits[-1] > min(limits) + 300
+
+
+def test_decoded_tokens_are_read_from_the_text_where_the_backend_counts_none():
+    from prmtree.engine.driver import decoded_tokens
+    from prmtree.engine.records import Completion
+
+    # an OpenAI server's n choices share one count: each num_tokens is 0
+    assert decoded_tokens([Completion("x" * 400, 0, "stop"), Completion("y" * 40, 0, "stop")]) == 100
+    assert decoded_tokens([Completion("x" * 400, 7, "stop"), Completion("y" * 40, 90, "stop")]) == 90
+
+
+def test_sizing_stats_of_a_slice_that_never_measured_combine_in_any_order():
+    from prmtree.engine.stats import _combine_dicts
+
+    # a slice whose every request failed has no latency (None): inspect and export crashed on it
+    idle = {"sizing": {"capacity": None, "limit": 64, "latency_ms": None}}
+    busy = {"sizing": {"capacity": 128, "limit": 160, "latency_ms": 52.5}}
+    for parts in ([idle, busy], [busy, idle]):
+        assert _combine_dicts(parts) == {"sizing": {"capacity": 128, "limit": 224, "latency_ms": 52.5}}
+
+
 def test_the_limit_grows_only_while_it_is_used():
     # an idle stretch (the pilot's few trees) no longer runs it up to flood the next burst
     c = Concurrency(None, start=8)

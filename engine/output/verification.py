@@ -35,6 +35,8 @@ from prmtree.engine.tables import IMAGE_STRUCT, TABLES
 UNLISTED = "(no manifest)"
 #: ``Damage.manifest`` of a ``manifest*.json`` file that is no slice's manifest.
 STRAY = "(stray manifest)"
+#: ``Damage.manifest`` of slices labelled with different floors (the run's, not one slice's).
+FLOORS = "(floors)"
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,82 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
                 damage.append(Damage(name, file, f"also listed in {first}: readers read its rows once",
                                      readers_unaffected=True))
     damage.extend(_unlisted_shards(out, loaded, tuple(name for name in layout if name not in loaded)))
+    if len(floor_sets(loaded)) > 1:  # readers read the rows fine: they are labelled apart
+        damage.append(Damage(FLOORS, None, floors_apart(loaded), readers_unaffected=True))
     return damage
+
+
+@dataclass(frozen=True)
+class FloorSet:
+    """One set of floors the slices of a run learned (or took), and the slices holding it."""
+
+    floors: dict[str, float]  # answer space -> floor
+    problems: dict[str, int]  # answer space -> pilot members it was learned from
+    slices: list[str]  # their manifests, in name order
+    lost: dict[str, str]  # the pilot members it was learned without (id -> why)
+
+    def described(self) -> str:
+        """``slices 1/3, 2/3: number 0.0398 from 16 problems (lost none)``."""
+        return f"{self.slices_text()}: {self.floors_text()}"
+
+    def slices_text(self) -> str:
+        named = [_slice_text(name) for name in self.slices]
+        return f"{'slice' if len(named) == 1 else 'slices'} {', '.join(named)}"
+
+    def floors_text(self) -> str:
+        floors = ", ".join(f"{space} {floor:.4f} from {self.problems.get(space, 0)} problems"
+                           for space, floor in sorted(self.floors.items())) or "none learned"
+        lost = ("lost none" if not self.lost else "its pilot lost " + ", ".join(
+            f"{pid!r} ({why[:120]})" for pid, why in sorted(self.lost.items())[:3])
+            + (f" and {len(self.lost) - 3} more" if len(self.lost) > 3 else ""))
+        return f"{floors} ({lost})"
+
+
+def _slice_text(name: str) -> str:
+    own = manifest_slice(name)
+    return f"{own.index}/{own.count}" if own is not None and own.count > 1 else name
+
+
+def floor_sets(manifests: dict[str, Manifest]) -> list[FloorSet]:
+    """The distinct floors the slices' pilots learned, in slice order (a slice whose pilot
+    has not learned holds none). One --out must hold one: each driver pilots the same
+    problems, so only a member one pilot lost and another did not sets them apart."""
+    sets: dict[tuple[tuple[str, float], ...], FloorSet] = {}
+    for name, manifest in sorted(manifests.items()):
+        calibration = manifest.calibration or {}
+        if calibration.get("floors") is None:
+            continue
+        floors = {space: float(f.get("floor", 0.0)) for space, f in calibration["floors"].items()}
+        key = tuple(sorted(floors.items()))
+        if key not in sets:
+            problems = {space: int(f.get("problems", 0)) for space, f in calibration["floors"].items()}
+            sets[key] = FloorSet(floors, problems, [], dict(calibration.get("lost") or {}))
+        sets[key].slices.append(name)
+    return list(sets.values())
+
+
+def floors_apart(manifests: dict[str, Manifest]) -> str:
+    """One line: the slices of a run hold different floors, which, and how to repair it
+    (``--force`` starts a slice whose pilot lost a member its siblings' did not over, with
+    the floors of one that lost none: ``engine/resume.py``)."""
+    from prmtree.engine.pilot import cleanest, lost_more
+
+    learned = {name: m.calibration for name, m in manifests.items() if (m.calibration or {}).get("floors") is not None}
+    redo = [name for name, c in sorted(learned.items()) if any(lost_more(c, other) for other in learned.values())]
+    source = cleanest(learned)
+    said = "; ".join(s.described() for s in floor_sets(manifests))
+    text = (f"the slices were labelled with different floors, though the slices of one --out must share one set "
+            f"(a pilot member failed for some slices' pilots only): {said}")
+    which = ("slice " if len(redo) == 1 else "slices ") + ", ".join(_slice_text(name) for name in redo)
+    if redo and source is not None:
+        return (f"{text}. To repair: run the same command again with --force (a job array: the command of "
+                f"{which}, with --force): it starts {which} over with the floors of slice "
+                f"{_slice_text(source)}, and the others keep their rows")
+    if redo:
+        return (f"{text}. To repair: run the same command again with --force (a job array: the command of "
+                f"{which}, with --force): it starts {which} over and pilots again, since each lost a member "
+                "another learned from; then again, until verify passes")
+    return f"{text}. Their pilots lost the same members, so which floors are right is unknown: use another --out"
 
 
 def missing_slices(out_dir: str | Path) -> list[Slice]:

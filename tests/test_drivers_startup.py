@@ -1,0 +1,207 @@
+"""A several-driver job's own failures, with real processes: a start-up refusal is one line
+(not "run the same command again", which fails the same way), a driver's own reason reaches
+the job's message, and a frozen driver cannot hold a stopped job."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import prmtree
+from prmtree.engine.config import RunConfig
+from prmtree.engine.synthetic import generate_problems, write_jsonl
+from prmtree.multi_driver import CANCEL_WAIT_S, DriversStopped, check_portable
+from prmtree.runner import DriverJob
+
+pytestmark = pytest.mark.slow  # driver processes (spawn: a fresh interpreter each)
+PROBLEMS = generate_problems(16, seed=31)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_script(tmp_path, source, *args, env=None, timeout=120):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})})
+
+
+# -- start-up refusals ---------------------------------------------------------------------
+
+PLUGIN_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])  # a folder only this process knows of
+import plugmod
+import prmtree
+from prmtree.engine.errors import ConfigError
+from prmtree.engine.synthetic import generate_problems
+
+if __name__ == "__main__":
+    try:
+        prmtree.run(generate_problems(4, seed=1), out=sys.argv[2], drivers=2, check_answer=plugmod.check,
+                    config={"executor": {"kind": "ray", "workers": 1, "num_cpus_per_worker": 0,
+                                         "num_cpus_per_driver": 0}})
+    except ConfigError as exc:
+        print("REFUSED", exc)
+        sys.exit(2)
+"""
+
+
+def test_a_ray_job_refuses_a_check_from_a_folder_only_the_script_added_to_sys_path(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod.py").write_text("def check(gold, pred):\n    return gold.strip() == pred.strip()\n")
+    started = time.monotonic()
+    done = run_script(tmp_path, PLUGIN_SCRIPT, str(plugins), str(tmp_path / "out"), timeout=180)
+    assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+    assert ("REFUSED check_answer must be importable to run in several driver processes" in done.stdout
+            and "its module 'plugmod'" in done.stdout and "PYTHONPATH" in done.stdout), done.stdout
+    assert "Ray" not in done.stderr and not (tmp_path / "out").exists()  # refused before Ray started
+    assert time.monotonic() - started < 30
+
+
+def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monkeypatch):
+    """The same module on PYTHONPATH (the environment Ray's workers inherit) is accepted."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod_ok.py").write_text("def check(gold, pred):\n    return gold == pred\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    import plugmod_ok
+
+    job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=plugmod_ok.check)
+    with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_ok'"):
+        check_portable(job, through_ray=True)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
+    check_portable(job, through_ray=True)
+    check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated",
+                             check_answer=lambda gold, pred: gold == pred), through_ray=True)  # cloudpickle sends it
+
+
+UNGUARDED_SCRIPT = """
+import sys
+import prmtree
+from prmtree.engine.synthetic import generate_problems
+
+# no `if __name__ == "__main__":` guard: each driver process runs this again
+prmtree.run(generate_problems(4, seed=1), out=sys.argv[1], drivers=2, config={"executor": {"kind": "inline"}})
+print("FINISHED")
+"""
+
+
+def test_a_script_without_a_main_guard_is_refused_with_the_drivers_own_reason(tmp_path):
+    done = run_script(tmp_path, UNGUARDED_SCRIPT, str(tmp_path / "out"))
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == ("prmtree.engine.errors.ConfigError: prmtree.run with several driver processes was called while "
+                    "a driver process started: the script runs again in each one (spawn), so put its prmtree.run "
+                    "under if __name__ == \"__main__\":"), done.stderr[-3000:]
+    assert "DriversStopped" not in done.stderr and "run the same command again" not in done.stderr
+    assert "FINISHED" not in done.stdout
+
+
+# -- a driver's own reason -----------------------------------------------------------------
+
+
+def blocks_in_driver_1(gold, predicted):
+    """A check that never returns in one driver process (a blocking call on its loop)."""
+    if multiprocessing.current_process().name == "prmtree-driver-1":
+        time.sleep(3600)
+    return gold.strip() == predicted.strip()
+
+
+def test_a_check_that_blocks_a_driver_is_named_as_the_check_in_the_job_s_message(tmp_path, capfd):
+    cfg = {"seed": 5, "labels": {"learn_floor": False},
+           "executor": {"kind": "inline", "trees_in_flight": 4, "request_timeout_s": 0.5}}
+    with pytest.raises(DriversStopped) as stopped:
+        prmtree.run(PROBLEMS, policy="simulated", out=tmp_path, config=cfg, drivers=2,
+                    check_answer=blocks_in_driver_1)
+    message = str(stopped.value)
+    assert message.startswith("the driver of slice 1/2 stopped early (slice 1/2: the event loop is blocked (policy "
+                              "'simulated' does not run on this loop: a custom check_answer or split_steps"), message
+    assert "it has held the loop for" in message and "exited with code" not in message
+    err = capfd.readouterr().err
+    assert "background task or callback runs blocking code outside generate" not in err
+    assert "A custom check_answer or split_steps runs on this loop and must return promptly" in err
+
+
+# -- a frozen driver -----------------------------------------------------------------------
+
+
+def start_job(tmp_path, sigint):
+    """A CLI job of two driver processes in a session of its own, SIGINT as ``sigint``
+    (SIG_IGN: started with ``&`` from a script); driver 1 frozen (SIGSTOP) once it runs."""
+    data = write_jsonl(PROBLEMS, tmp_path / "data")
+    config = tmp_path / "run.toml"
+    config.write_text("seed = 5\n[labels]\nlearn_floor = false\n[executor]\ntrees_in_flight = 4\n"
+                      "[output]\nflush_interval_s = 0.1\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "prmtree", "run", "--input", str(data), "--out", str(out), "--config", str(config),
+            "--no-progress", "--executor", "inline", "--drivers", "2", "--policy-arg", "latency_s=0.2"]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    lock = out / ".manifest-00001-of-00002.json.lock"
+    deadline = time.monotonic() + 60
+    driver = job.pid  # the job's precheck takes each slice's lock first, then driver 1 its own
+    while time.monotonic() < deadline and job.poll() is None and driver == job.pid:
+        time.sleep(0.05)
+        try:
+            driver = json.loads(lock.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            pass
+    assert job.poll() is None, job.stderr.read()
+    time.sleep(1.0)  # it searches
+    os.kill(driver, signal.SIGSTOP)
+    return job, driver, args
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_second_stop_kills_a_frozen_driver_and_the_same_command_resumes_it(tmp_path):
+    job, driver, args = start_job(tmp_path, signal.SIG_DFL)
+    try:
+        job.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        job.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, err = job.communicate(timeout=CANCEL_WAIT_S + 20)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if not gone(driver):
+            os.kill(driver, signal.SIGKILL)
+            os.kill(driver, signal.SIGCONT)
+    assert job.returncode == 1, err[-3000:]
+    assert time.monotonic() - stopped < CANCEL_WAIT_S + 10
+    assert (f"prmtree: the driver of slice 1/2 did not end within {CANCEL_WAIT_S:g} s of the second stop: killed "
+            "(SIGKILL); finished problems are on disk and the same command resumes them") in err, err[-3000:]
+    assert "slice 1/2: its process exited with code -9" in err and gone(driver)
+    rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=120)  # latency_s: operational
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
+def test_a_third_stop_ends_a_job_started_with_sigint_ignored(tmp_path):
+    job, driver, _ = start_job(tmp_path, signal.SIG_IGN)
+    try:
+        for _ in range(3):
+            job.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        job.wait(timeout=CANCEL_WAIT_S - 1)  # the default action, not the wait for the frozen driver
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.stderr.close()
+        if not gone(driver):
+            os.kill(driver, signal.SIGKILL)
+            os.kill(driver, signal.SIGCONT)
+    assert job.returncode == -signal.SIGINT
