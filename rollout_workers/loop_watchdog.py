@@ -221,3 +221,9 @@ def forget_arrivals() -> None:
 def signal_taken(signum: int) -> None:
     """The loop's own handler ran for ``signum``: the loop is alive, the run stops itself."""
     _signals["taken"] = (signum, time.monotonic())
+
+
+def stop_taken_since(moment: float) -> bool:
+    """Whether the run's handler took a stop signal at or after ``moment`` (time.monotonic)."""
+    taken = _signals.get("taken")
+    return taken is not None and taken[1] >= moment

@@ -3,9 +3,13 @@ the Ray executor cannot send fails alone instead of hanging its batch; and plain
 images become ProblemImage at construction (they hung a Ray run)."""
 
 import asyncio
+import multiprocessing
 import os
+import pickle
 import signal
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from conftest import png, rows
@@ -16,6 +20,7 @@ from prmtree.engine.errors import GenerationError
 from prmtree.engine.output import load_manifest
 from prmtree.engine.records import GenerationRequest, Problem, ProblemImage, problem_fingerprint
 from prmtree.engine.synthetic import generate_problems
+from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft
 
 PROBLEMS = generate_problems(8, seed=29)
@@ -66,11 +71,56 @@ def test_a_lone_worker_killed_mid_run_is_restarted_and_the_run_finishes(ray_sess
 
 def test_a_lone_worker_with_no_restarts_still_stops_the_run(ray_session, tmp_path):
     killed = []
-    with pytest.raises(NoWorkersLeft, match=r"^all 1 rollout workers are dead and none will be restarted \(each was "
-                                            r"lost more than max_restarts = 0 times\); finished problems are saved"):
+    with pytest.raises(NoWorkersLeft, match=r"^all 1 rollout workers are dead and none will be restarted \(worker 0 "
+                                            r"was lost 1 time, more than max_restarts = 0\); finished problems are saved"):
         prmtree.run(PROBLEMS, policy="simulated", policy_args={"latency_s": 0.05}, out=tmp_path,
                     config=ray_config(max_restarts=0), on_problem=kill_the_worker_once(ray_session, killed))
     assert killed and load_manifest(tmp_path / "manifest.json").status == "running"
+
+
+class RestartsSlowly(SimulatedPolicy):
+    """Built again (Ray restarting its worker) only after ``restart_s``, as a model reloads."""
+
+    name = "simulated"
+
+    def __init__(self, marker: str, restart_s: float, **kwargs):
+        if os.path.exists(marker):
+            time.sleep(restart_s)
+        Path(marker).write_text("built")
+        super().__init__(**kwargs)
+
+
+def test_a_stop_while_the_only_worker_restarts_ends_the_wait_and_a_resume_finishes(ray_session, tmp_path,
+                                                                                    undisturbed):
+    # Before: the first SIGTERM let the trees waiting for the restart go on waiting, and each
+    # failed try at the restarting worker counted as a death: NoWorkersLeft ("lost more than
+    # max_restarts = 3 times") after one SIGKILL, 8 s later.
+    marker = tmp_path / "built"
+    killed, stopped_at = [], []
+    kill = kill_the_worker_once(ray_session, killed)
+
+    def kill_then_stop(finished, stats):
+        kill(finished, stats)
+        if killed and not stopped_at:
+            def stop():
+                time.sleep(1.5)  # the worker is down, its trees wait for the restart (20 s)
+                stopped_at.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGTERM)
+            threading.Thread(target=stop, daemon=True).start()
+
+    policy = f"{__name__}:RestartsSlowly"
+    args = {"marker": str(marker), "restart_s": 20.0, "latency_s": 0.05}
+    s = prmtree.run(PROBLEMS, policy=policy, policy_args=args, out=tmp_path / "out", config=ray_config(),
+                    on_problem=kill_then_stop)
+    assert stopped_at and time.monotonic() - stopped_at[0] < 4.0
+    assert s.stopped_by == signal.SIGTERM and 2 <= s.problems_done < len(PROBLEMS) and s.problems_failed == 0
+    manifest = load_manifest(tmp_path / "out" / "manifest.json")
+    assert len(manifest.completed) == s.problems_done and not manifest.failed
+    assert manifest.stats["executor"]["worker_deaths"] == 1  # one SIGKILL, however often its restart was tried
+    marker.unlink()  # the resume's worker is built at once
+    prmtree.run(PROBLEMS, policy=policy, policy_args=args, out=tmp_path / "out", config=ray_config())
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(tmp_path / "out", table) == rows(undisturbed, table), table
 
 
 def start_executor(max_restarts: int = 3):
@@ -93,22 +143,47 @@ async def closing(executor, work):
         await executor.close()
 
 
-def test_a_worker_that_never_comes_back_ends_the_wait(ray_session):
-    # max_restarts allows restarts, but the actor is gone for good: each try costs a death,
-    # and the run stops once none is left, instead of waiting for ever.
-    executor = start_executor(max_restarts=2)
+def test_a_worker_killed_for_good_ends_the_wait_at_once_and_counts_one_death(ray_session):
+    # max_restarts allows restarts, but Ray says the actor is dead for good (ActorDiedError).
+    # Before: it was tried again every revive_after_s, each try a death, until max_restarts
+    # of them (6.6 s here; 123 s at the default 2 s), and the message said "lost more than
+    # max_restarts = 30 times" after one ray.kill.
+    executor = start_executor(max_restarts=30)
 
     async def scenario():
         assert len(await executor.submit(request(PROBLEMS[0]))) == 2
         ray_session.kill(executor.workers[0].actor, no_restart=True)
-        with pytest.raises(NoWorkersLeft, match="all 1 rollout workers are dead and none will be restarted"):
+        started = time.monotonic()
+        with pytest.raises(NoWorkersLeft) as stopped:
             await executor.submit(request(PROBLEMS[1]))
+        return time.monotonic() - started, str(stopped.value)
 
-    asyncio.run(closing(executor, scenario()))
-    assert executor.router.stats.worker_deaths == 3  # tried again twice (max_restarts) after the first loss
+    waited, message = asyncio.run(closing(executor, scenario()))
+    assert waited < 1.5
+    assert message == ("all 1 rollout workers are dead and none will be restarted (worker 0 was killed with ray.kill, "
+                       "so Ray will not restart it); finished problems are saved, run the same command again to resume")
+    assert executor.router.stats.worker_deaths == 1
 
 
 # -- a request the executor cannot send --------------------------------------------------
+
+
+class RefusesPickle:
+    """An object whose pickling raises ``error`` (not the TypeError Ray raises for most)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __reduce__(self):
+        raise self.error
+
+
+UNPICKLABLE = {
+    "meta": threading.Lock,  # Ray raises TypeError
+    "meta-mplock": multiprocessing.Lock,  # RuntimeError
+    "meta-picklingerror": lambda: RefusesPickle(pickle.PicklingError("no pickling this")),
+    "meta-valueerror": lambda: RefusesPickle(ValueError("no pickling this")),
+}
 
 
 def unsendable(problem: Problem, how: str) -> Problem:
@@ -117,28 +192,42 @@ def unsendable(problem: Problem, how: str) -> Problem:
         object.__setattr__(bad, "images", (bytes(problem.images[0]),))
         return bad
     return Problem(problem.id, problem.question, problem.answer, problem.images, problem.answer_type,
-                   {**problem.meta, "lock": threading.Lock()})  # fine inline; pickle refuses it
+                   {**problem.meta, "lock": UNPICKLABLE[how]()})  # fine inline; pickle refuses it
+
+
+CANNOT_PICKLE = "Ray cannot pickle it (an object in problem.meta that pickle refuses?): "
 
 
 @pytest.mark.parametrize("how, why", [
     ("image", "AttributeError: 'bytes' object has no attribute 'sha256'"),
-    ("meta", "Ray cannot pickle it (an object in problem.meta that pickle refuses?)"),
-], ids=["image", "meta"])
+    ("meta", CANNOT_PICKLE + "TypeError: cannot pickle '_thread.lock' object"),
+    ("meta-mplock", CANNOT_PICKLE + "RuntimeError: Lock objects should only be shared between processes through "
+                                    "inheritance"),
+    ("meta-picklingerror", CANNOT_PICKLE + "PicklingError: no pickling this"),
+    ("meta-valueerror", CANNOT_PICKLE + "ValueError: no pickling this"),
+], ids=["image", "meta", "meta-mplock", "meta-picklingerror", "meta-valueerror"])
 def test_a_request_that_cannot_be_sent_fails_alone_and_its_batch_mates_are_served(ray_session, how, why):
     # Before: "image" raised in the send timer's callback, asyncio logged and dropped it, and
-    # every request of the batch waited for ever; "meta" was taken for the worker's death.
+    # every request of the batch waited for ever; "meta" was taken for the worker's death, and
+    # so were the others until c437282 caught TypeError alone: the run ended "all 2 rollout
+    # workers are dead". The bad problem's images were counted as sent, and believed held.
     executor = start_executor()
     bad = unsendable(PROBLEMS[1], how)
 
     async def scenario():  # gathered: the three requests leave in one batch
-        return await asyncio.gather(*(executor.submit(request(p)) for p in (PROBLEMS[0], bad, PROBLEMS[2])),
-                                    return_exceptions=True)
+        served = await asyncio.gather(*(executor.submit(request(p)) for p in (PROBLEMS[0], bad, PROBLEMS[2])),
+                                      return_exceptions=True)
+        mirror = executor.workers[0].images  # what the driver believes the worker holds
+        return served, {p.images[0].sha256 for p in PROBLEMS[:3] if p.images[0].sha256 in mirror}
 
-    good_before, failed, good_after = asyncio.run(closing(executor, scenario()))
+    (good_before, failed, good_after), held = asyncio.run(closing(executor, scenario()))
     assert len(good_before) == 2 and len(good_after) == 2
     assert isinstance(failed, GenerationError) and not failed.retryable
     assert str(failed) == f"the ray executor cannot send a request of problem {bad.id!r}: {why}"
     assert executor.router.stats.worker_deaths == 0
+    went = [PROBLEMS[0].images[0], PROBLEMS[2].images[0]]  # the bad one's image never went
+    assert held == {im.sha256 for im in went}
+    assert executor.images_sent == 2 and executor.image_bytes_sent == sum(len(im) for im in went)
 
 
 # -- plain bytes as a problem's image ---------------------------------------------------

@@ -4,11 +4,12 @@ Requests leave in batches, one actor call per worker per batch window, on a time
 by the first request of a window (no task wakes up while idle); results come back by a
 long poll per worker. A worker that dies has its requests resubmitted elsewhere
 (counted) while Ray restarts it (``max_restarts``); with every worker down they wait for
-a restart. A freed slot wakes one waiting request only when someone waits. A batch that
-cannot be sent fails its requests, never leaves them waiting. Images go once per worker
-(``images.py``): a batch carries its requests' images as hashes, plus the bytes of those
-the worker lacks, unless the worker can read them from their files or input cells itself
-(``worker_reads_images``).
+a restart, which a stop signal ends (their trees are redone by the next run), as does Ray
+saying a worker is dead for good (``ActorDiedError``). A freed slot wakes one waiting
+request only when someone waits. A batch that cannot be sent fails its requests, never
+leaves them waiting. Images go once per worker (``images.py``): a batch carries its
+requests' images as hashes, plus the bytes of those the worker lacks, unless the worker
+can read them from their files or input cells itself (``worker_reads_images``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prmtree.engine.config import ExecutorConfig
+from prmtree.engine.contracts import CANCELLED_BY_PRMTREE
 from prmtree.engine.errors import FatalExecutorError, GenerationError, PolicyConfigError, StopSignal
 from prmtree.engine.records import Completion, GenerationRequest, Problem, ProblemImage, refer_images
 from prmtree.policies.base import check_policy, policy_name, worker_gpus
+from prmtree.rollout_workers import loop_watchdog
 from prmtree.rollout_workers.ray.actor import RolloutWorker, worker_name, worker_prefix
 from prmtree.rollout_workers.ray.images import KnownImages
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft, Router, WorkerState
@@ -100,6 +103,7 @@ class RayExecutor:
         self.image_path_sends = 0  # images left to a worker to read from their files (not sent)
         self.image_path_failures = 0  # ... whose file the worker could not use (then sent as bytes)
         self.image_path_misses = 0  # workers that failed a path read: bytes to them from then on
+        self._made_at = time.monotonic()  # a stop signal taken after this is this run's
 
     @classmethod
     def from_config(cls, config: ExecutorConfig, policy: Any, policy_args: dict[str, Any] | None) -> RayExecutor:
@@ -261,7 +265,9 @@ class RayExecutor:
             if worker is None:
                 pause = router.revive_in()
                 if pause is not None:  # every worker down, and Ray may restart one: try it again then
-                    await asyncio.sleep(pause)
+                    if self._stop_taken():  # the tree cannot go on before a restart: dropped as a second stop does
+                        asyncio.current_task().cancel(CANCELLED_BY_PRMTREE)
+                    await asyncio.sleep(min(pause, STOP_CHECK_S))
                     continue
                 # every worker at its queue limit: wait for a slot
                 slot = loop.create_future()
@@ -312,6 +318,13 @@ class RayExecutor:
             worker.done += 1
             return value
 
+    def _stop_taken(self) -> bool:
+        """Whether the run took a stop signal since this executor was made. A first stop lets
+        the trees in flight finish, which a tree waiting for a worker's restart cannot do
+        soon; the run's handler records each stop it takes (``loop_watchdog.signal_taken``),
+        and that record is the executor's only word of it."""
+        return loop_watchdog.stop_taken_since(self._made_at)
+
     def _wake_one(self) -> None:
         """A slot was freed: let one request waiting for a slot try again (if any waits)."""
         while self._waiting:
@@ -340,8 +353,11 @@ class RayExecutor:
         """One actor call with ``items``. It runs in a loop callback, where an exception is
         logged and lost: the batch's requests would wait forever. So a batch that cannot be
         prepared or pickled goes again one request at a time, and only the request at fault
-        fails, with the error."""
-        self.batches += 1
+        fails, with the error. Only Ray's own errors say the worker is lost: pickle raises
+        whatever the object's ``__reduce__`` does (TypeError, PicklingError, RuntimeError
+        for a multiprocessing lock), and taking that for a death ended the run."""
+        from ray.exceptions import RayActorError, RaySystemError
+
         read_paths = self.reads_images and worker.reads_paths
         try:
             refs, images = self._with_image_refs(worker, items)
@@ -350,13 +366,22 @@ class RayExecutor:
             return
         try:  # a batch lost in flight shows up as the poll failing
             worker.actor.enqueue.remote(refs, self.client, images, read_paths)
-        except TypeError as exc:  # Ray could not pickle a request: the worker is fine
-            for key in images or ():
-                worker.images.discard(key)  # not sent after all
-            self._fail_apart(worker, items, exc,
-                             "Ray cannot pickle it (an object in problem.meta that pickle refuses?)")
-        except Exception as exc:  # the handle refused the call: the requests go elsewhere
+        except (RayActorError, RaySystemError) as exc:  # the handle refused the call: the requests go elsewhere
             self._fail(worker, items, _WorkerLost(str(exc)))
+        except Exception as exc:  # Ray could not pickle a request: the worker is fine
+            self._unsent(worker, images)
+            self._fail_apart(worker, items, exc, "Ray cannot pickle it (an object in problem.meta that pickle "
+                                                 f"refuses?): {_root_cause(exc)}")
+        else:
+            self.batches += 1
+
+    def _unsent(self, worker: WorkerState, images: dict[str, bytes] | None) -> None:
+        """A batch's ``images`` did not go after all: the worker does not hold them, and
+        they were not sent."""
+        for key, data in (images or {}).items():
+            worker.images.discard(key)
+            self.images_sent -= 1
+            self.image_bytes_sent -= len(data)
 
     def _fail_apart(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]], error: Exception,
                     why: str) -> None:
@@ -430,22 +455,30 @@ class RayExecutor:
         return out, images
 
     async def _poll(self, worker: WorkerState) -> None:
-        """Collect finished requests; when the actor dies, fail what it held."""
-        from ray.exceptions import ActorUnavailableError, RayActorError
+        """Collect finished requests; when the actor dies, fail what it held. Ray raises
+        ``ActorUnavailableError`` while it restarts an actor, ``ActorDiedError`` once it
+        never will (``ray.kill``, its restarts used up): then the worker is never tried
+        again, and polling it ends."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         while True:
             try:
                 results = await worker.actor.poll.remote(1.0, self.client)
                 self.polls += 1
             except (RayActorError, ActorUnavailableError) as exc:
+                if isinstance(exc, ActorDiedError):  # before its requests fail: they must not wait for it
+                    self.router.mark_gone(worker, _why_dead(exc))
                 lost = _WorkerLost(str(exc))
                 worker.images.clear()  # a restarted actor holds no images
                 for future in list(worker.pending.values()):
                     if not future.done():
                         future.set_exception(lost)
                 worker.pending.clear()
+                if worker.gone:
+                    return
                 await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
                 continue
+            worker.answered = True  # up (again): its next loss is a new death
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():
@@ -491,6 +524,8 @@ def _spec_name(spec: Any, kwargs: dict[str, Any]) -> str:
 
 #: How often a wait for the workers gives Python a chance to run its signal handlers.
 READY_POLL_S = 0.2
+#: How often a request waiting for a worker's restart looks for a stop signal.
+STOP_CHECK_S = 0.5
 _REFUSED = re.compile(r"PolicyConfigError: (.+)$")
 
 
@@ -544,6 +579,24 @@ def _refused_policy(exc: BaseException) -> str | None:
         if found:
             return found.group(1)
     return None
+
+
+def _why_dead(exc: BaseException) -> str:
+    """Why Ray will not restart an actor, from its ``ActorDiedError`` (after "worker N")."""
+    text = str(exc)
+    if "killed by `ray.kill`" in text:
+        return "was killed with ray.kill, so Ray will not restart it"
+    because = next((line.strip() for line in text.splitlines() if "dead because" in line), _last_line(exc))
+    return f"died and Ray will not restart it ({because.split('. ')[0].rstrip('.')})"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception of ``exc``'s chain, in one line: pickle's own words (Ray's
+    TypeError around them repeats the whole request, and runs to dozens of lines)."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _last_line(exc: BaseException) -> str:

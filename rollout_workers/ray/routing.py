@@ -5,8 +5,9 @@ Rendezvous hashing of the problem id over the workers picks a tree's worker; the
 computed once per tree, so routing is a dict lookup after a tree's first request. A
 worker over its queue limit spills to the least-loaded one; when every worker is full
 the caller waits. A worker marked dead is tried again after ``revive_after_s`` while Ray
-may still restart it (each try that fails counts as another death); when every worker is
-down the caller waits for that, and the run stops only once none is left to restart.
+may still restart it (a try that fails is the same death, not another); when every worker
+is down the caller waits for that, and the run stops once none is left to restart: lost
+more than ``max_restarts`` times, or dead for good as Ray says (``ray.kill``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class WorkerState:
     alive: bool = True
     down_since: float = 0.0
     deaths: int = 0
+    answered: bool = True  # it answered since it was last marked dead: a new loss is a new death
+    gone: str = ""  # why Ray will not restart it ("" while it may)
     done: int = 0
     outbox: list = field(default_factory=list)  # (request id, request) waiting to be sent
     pending: dict = field(default_factory=dict)  # request id -> future, sent and not answered
@@ -90,8 +93,9 @@ class Router:
         self._order.clear()
 
     def restartable(self, worker: WorkerState) -> bool:
-        """Whether Ray may still restart ``worker`` (it restarts an actor ``max_restarts`` times)."""
-        return worker.deaths <= self.max_restarts
+        """Whether Ray may still restart ``worker`` (it restarts an actor ``max_restarts`` times,
+        and never one it says is dead for good)."""
+        return not worker.gone and worker.deaths <= self.max_restarts
 
     def live(self) -> list[WorkerState]:
         """The workers up now (a dead one is tried again once Ray may have restarted it)."""
@@ -105,12 +109,30 @@ class Router:
         return [w for w in self.workers if w.alive]
 
     def mark_dead(self, worker: WorkerState) -> None:
+        """``worker`` failed a request: down until tried again. A death counts only if it
+        answered since its last one: a try while Ray still restarts it fails the same way."""
         worker.alive = False
         worker.images.clear()  # Ray restarts it with an empty cache: it gets its images again
-        worker.deaths += 1
+        if worker.answered:
+            worker.answered = False
+            worker.deaths += 1
+            self.stats.worker_deaths += 1
         worker.down_since = time.monotonic()
         self._down += 1
-        self.stats.worker_deaths += 1
+
+    def mark_gone(self, worker: WorkerState, why: str) -> None:
+        """Ray says ``worker`` is dead for good (``why``): it is never tried again."""
+        if worker.alive:
+            self.mark_dead(worker)
+        worker.gone = why
+
+    def why_gone(self, worker: WorkerState) -> str:
+        """Why ``worker`` will not be restarted, in words."""
+        if worker.deaths > self.max_restarts:
+            times = "time" if worker.deaths == 1 else "times"
+            return (f"worker {worker.index} was lost {worker.deaths} {times}, more than max_restarts = "
+                    f"{self.max_restarts}")
+        return f"worker {worker.index} {worker.gone}"
 
     def route(self, problem_id: str) -> WorkerState | None:
         """The worker for ``problem_id``: its first choice unless full; None if all are full,
@@ -124,8 +146,8 @@ class Router:
             if any(self.restartable(w) for w in self.workers):
                 return None
             raise NoWorkersLeft(
-                f"all {len(self.workers)} rollout workers are dead and none will be restarted (each was "
-                f"lost more than max_restarts = {self.max_restarts} times); finished problems are saved, "
+                f"all {len(self.workers)} rollout workers are dead and none will be restarted "
+                f"({'; '.join(self.why_gone(w) for w in self.workers)}); finished problems are saved, "
                 "run the same command again to resume"
             )
         order = self._order.get(problem_id)
