@@ -284,6 +284,11 @@ class Concurrency:
                 "latency_ms": None if self._latency is None else round(self._latency * 1000, 3)}
 
 
+def timed_out(reason: str) -> bool:
+    """Whether a request's failure was the driver's (or a worker's) time limit."""
+    return "policy timed out after" in reason
+
+
 def decoded_tokens(completions: list[Completion]) -> int:
     """The decoding steps a request took: its longest completion's tokens, estimated from
     the text (~4 characters a token) where the backend gave none (an OpenAI server's n
@@ -605,11 +610,19 @@ class Driver:
         without it: its requests carry the same seeds, so a second search that passes grows
         the tree a run where it passed grew, and one transient failure changes no floor
         (with several drivers each pilots alone: a member lost by one driver only would
-        leave its slice with floors its siblings did not learn). One that fails again
-        teaches nothing and must not hold the pilot: it is reported lost."""
+        leave its slice with floors its siblings did not learn). Only a failure that may pass
+        (not one the policy called not retryable), while the backend answered others (not a
+        dead backend: the pilot then says it learned nothing, as before), and not a timeout
+        (a hung member would hold the pilot, and every problem waiting on it, twice as long,
+        past the breaker's silence limit). One that fails again teaches nothing and must not
+        hold the pilot: it is reported lost."""
         member = problem.id in self.members or (self.pilot is not None and self.pilot.is_member(problem))
+        served = self._served.get(id(self.executor), 0)
         finished = await self._search(problem, member)
-        if finished.search is None and finished.stage == "policy" and self._piloting_member(problem):
+        why = finished.error or ""
+        if (finished.search is None and finished.stage == "policy" and self._piloting_member(problem)
+                and retry_may_pass(why) and not timed_out(why) and await self._answers_others(served)):
+            self.stats.labelling["pilot_searched_again"] += 1  # its first search's work is in the totals
             finished = await self._search(problem, member)
         if finished.search is None and self._piloting_member(problem):
             assert self.pilot is not None
@@ -618,6 +631,16 @@ class Driver:
                 self.pilot.searched(problem, None, why)
             self.pilot.topped_up(problem, None, why)
         return finished
+
+    async def _answers_others(self, served: int) -> bool:
+        """Whether the backend answered a request since it had answered ``served``: waits
+        (a rare path: a pilot member failed) while other trees have requests in flight."""
+        key = id(self.executor)
+        while self._served.get(key, 0) <= served:
+            if not self._claimed:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def _piloting_member(self, problem: Problem) -> bool:
         """Whether ``problem`` is a member of a pilot that has not learned yet."""

@@ -205,10 +205,32 @@ class _Driver:
     reported_at: float | None = None  # when its summary or failure came (it should exit soon after)
     exitcode: int | None = None  # set once it exited (or was ended)
     said: list[str] = field(default_factory=list)
+    cpu_seen: tuple[float, float] | None = None  # (when, its CPU seconds): is it still making progress?
 
     @property
     def running(self) -> bool:
         return self.exitcode is None
+
+
+#: A driver that used less CPU than this over a second after the second stop is stuck.
+FROZEN_CPU_S = 0.01
+
+
+def _frozen(d: _Driver) -> bool:
+    """Whether driver ``d`` is making no progress: stopped (SIGSTOP), or its CPU time still
+    over the last second and not waiting on the disk. Read from /proc; where there is none,
+    every driver still running counts as frozen."""
+    try:
+        fields = Path(f"/proc/{d.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True
+    state, cpu = fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    now, seen = time.monotonic(), d.cpu_seen
+    if seen is None or now - seen[0] >= 1.0:
+        d.cpu_seen = (now, cpu)
+    if state in "Tt":
+        return True
+    return seen is not None and now - seen[0] >= 1.0 and cpu - seen[1] < FROZEN_CPU_S and state != "D"
 
 
 class _Job:
@@ -340,16 +362,19 @@ class _Job:
                 return
 
     def _kill_frozen(self) -> None:
-        """The drivers still running ``CANCEL_WAIT_S`` after the second stop, killed: a driver
-        stopped (SIGSTOP) or stuck where its handlers cannot run would hold the job forever."""
-        frozen = [d for d in self.team if d.running and d.process.is_alive()]
-        if not frozen:
-            return
-        why = self.signals.killed([f"{d.index}/{self.drivers}" for d in frozen])
-        for d in frozen:
-            d.said.append(why)
-            d.process.kill()
-        self.signals.cancel_by = None  # said and done once
+        """The drivers still running ``CANCEL_WAIT_S`` after the second stop and making no
+        progress, killed: a driver stopped (SIGSTOP) or stuck would hold the job forever. One
+        still working (a flush of large shards takes seconds) is left to end: killed, it
+        would lose the problems that flush was saving."""
+        left = [d for d in self.team if d.running and d.reported_at is None and d.process.is_alive()]
+        frozen = [d for d in left if _frozen(d)]
+        if frozen:
+            why = self.signals.killed([f"{d.index}/{self.drivers}" for d in frozen])
+            for d in frozen:
+                d.said.append(why)
+                d.process.kill()
+        if len(frozen) == len(left):
+            self.signals.cancel_by = None  # said and done
 
     def _report_progress(self) -> None:
         """The merged counters to ``on_progress``, at most every ``PROGRESS_INTERVAL_S`` and

@@ -152,8 +152,11 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
     out_dir = Path(out).resolve() if out is not None else None  # None: write nothing (a benchmark)
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
-    if drivers is None or drivers > 1:  # driver actors may run the functions: refused before Ray starts
-        check_portable(job, through_ray=not ray.is_initialized())
+    # Ray joined, not started here: its runtime_env decides what the workers import, and
+    # cloudpickle sends lambdas and a notebook's functions whole, so nothing is refused
+    probe = not ray.is_initialized()
+    if probe and drivers is not None and drivers > 1:  # driver actors run the functions: refused before Ray starts
+        check_portable(job, through_ray=True)
     if drivers is not None and out_dir is not None:
         precheck(out_dir, cfg, drivers, force)  # a refused directory never starts a worker
     started = time.perf_counter()
@@ -170,6 +173,8 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
             handle = pool.handle()
             if drivers is None:
                 drivers = auto_drivers(handle.workers)
+                if probe and drivers > 1:  # auto chose several: now they may run the functions
+                    check_portable(job, through_ray=True)
                 if out_dir is not None:
                     precheck(out_dir, cfg, drivers, force)
                 actors = _start_drivers(cfg, drivers) if drivers > 1 else []
@@ -217,8 +222,8 @@ def check_portable(job: DriverJob, through_ray: bool = False) -> None:
     function of a notebook or of ``python -c``; Ray (``through_ray``: cloudpickle sends those
     whole) a function whose module a new process does not find: Ray's workers get the
     script's folder and the working directory, not a folder the script added to sys.path.
-    ``through_ray`` is False where this process joined a Ray it did not start (its
-    runtime_env decides what the workers import)."""
+    A Ray this process joined but did not start is not checked (its runtime_env decides
+    what the workers import)."""
     for name, fn in (("check_answer", job.check_answer), ("split_steps", job.split_steps)):
         if fn is None:
             continue
@@ -393,7 +398,7 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
                 for actor in live:
                     actor.stop.remote(sig)
             if pending and signals.overdue():
-                why = signals.killed([f"{runs[ref]}/{drivers}" for ref in pending])
+                why = signals.killed([f"{runs[ref]}/{drivers}" for ref in pending], idle=False)
                 for ref in pending:
                     ray.kill(actors[runs[ref]], no_restart=True)
                     stopped[runs[ref]] = why
@@ -529,13 +534,14 @@ class JobSignals:
         """Whether the drivers had their time to cancel and end since the second stop."""
         return self.cancel_by is not None and time.monotonic() >= self.cancel_by
 
-    def killed(self, slices: list[str]) -> str:
-        """Say that the drivers of ``slices`` were killed for not ending; the reason each gets."""
+    def killed(self, slices: list[str], idle: bool = True) -> str:
+        """Say that the drivers of ``slices`` were killed for not ending (``idle``: seen to
+        make no progress); the reason each gets."""
         whose = "the driver of slice" if len(slices) == 1 else "the drivers of slices"
-        sys.stderr.write(f"prmtree: {whose} {', '.join(slices)} did not end within {CANCEL_WAIT_S:g} s of the "
-                         "second stop: killed (SIGKILL); finished problems are on disk and the same command "
-                         "resumes them\n")
-        return f"it did not end within {CANCEL_WAIT_S:g} s of the second stop, so it was killed"
+        late = f"did not end within {CANCEL_WAIT_S:g} s of the second stop" + (" and made no progress" if idle else "")
+        sys.stderr.write(f"prmtree: {whose} {', '.join(slices)} {late}: killed (SIGKILL); what its last flush saved "
+                         "is on disk and the same command resumes the rest\n")
+        return f"it {late}, so it was killed"
 
     def take(self) -> list[int]:
         """Signals received since the last call, to forward to the drivers."""

@@ -226,6 +226,8 @@ def print_summary(summary: Any, quality: Any | None) -> None:
     if (judged := getattr(summary, "labelling", {}) or {}).get("judge_settle_calls"):
         table.add_row("  settled by the judge + / - (judge calls)", f"{judged.get('steps_settled_right', 0):,} / "
                       f"{judged.get('steps_settled_wrong', 0):,} ({judged['judge_settle_calls']:,})")
+    if again := (getattr(summary, "labelling", {}) or {}).get("pilot_searched_again"):
+        table.add_row("pilot members searched again (a failed first search)", f"{again:,}")
     calibration = run_calibration(summary)
     for what, value in calibration_lines(calibration, getattr(summary, "labelling", {}) or {}):
         table.add_row(what, value)

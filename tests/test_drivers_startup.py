@@ -183,8 +183,9 @@ def test_a_second_stop_kills_a_frozen_driver_and_the_same_command_resumes_it(tmp
             os.kill(driver, signal.SIGCONT)
     assert job.returncode == 1, err[-3000:]
     assert time.monotonic() - stopped < CANCEL_WAIT_S + 10
-    assert (f"prmtree: the driver of slice 1/2 did not end within {CANCEL_WAIT_S:g} s of the second stop: killed "
-            "(SIGKILL); finished problems are on disk and the same command resumes them") in err, err[-3000:]
+    assert (f"prmtree: the driver of slice 1/2 did not end within {CANCEL_WAIT_S:g} s of the second stop and made "
+            "no progress: killed (SIGKILL); what its last flush saved is on disk and the same command resumes the "
+            "rest") in err, err[-3000:]
     assert "slice 1/2: its process exited with code -9" in err and gone(driver)
     rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=120)  # latency_s: operational
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -205,3 +206,62 @@ def test_a_third_stop_ends_a_job_started_with_sigint_ignored(tmp_path):
             os.kill(driver, signal.SIGKILL)
             os.kill(driver, signal.SIGCONT)
     assert job.returncode == -signal.SIGINT
+
+
+USER_RAY_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])  # a folder only this process knows of
+import plugmod
+import ray
+import prmtree
+from prmtree.engine.synthetic import generate_problems
+
+if __name__ == "__main__":
+    mode, out = sys.argv[2], sys.argv[3]
+    if mode == "joined":  # a notebook's cell: Ray started by the user, a lambda for a check
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        check, drivers = (lambda gold, pred: gold.strip() == pred.strip()), 2
+    else:  # auto on a one-worker pool: one driver, this process, so the check never travels
+        check, drivers = plugmod.check, "auto"
+    s = prmtree.run(generate_problems(4, seed=1), out=out, drivers=drivers, check_answer=check,
+                    config={"executor": {"kind": "ray", "workers": 1, "num_cpus_per_worker": 0,
+                                         "num_cpus_per_driver": 0}, "search": {"budget": 16}})
+    print("DONE", s.problems_done)
+"""
+
+
+@pytest.mark.parametrize("mode", ["joined", "auto"])
+def test_a_check_that_can_travel_or_stays_here_is_not_refused(tmp_path, mode):
+    # Before: a Ray the user started was checked by plain pickle's rules (a lambda refused,
+    # though cloudpickle sends it whole), and auto was checked before it chose one driver
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod.py").write_text("def check(gold, pred):\n    return gold.strip() == pred.strip()\n")
+    done = run_script(tmp_path, USER_RAY_SCRIPT, str(plugins), mode, str(tmp_path / "out"), timeout=240)
+    assert done.returncode == 0 and "DONE 4" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+def test_a_driver_still_working_is_not_taken_for_frozen():
+    # Before: every driver alive 5 s after the second stop was killed, one mid-flush too,
+    # and the problems that flush was saving were lost
+    from types import SimpleNamespace
+
+    from prmtree.local_drivers import _frozen
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        drivers = {name: SimpleNamespace(process=SimpleNamespace(pid=p.pid), cpu_seen=None)
+                   for name, p in (("busy", busy), ("idle", idle), ("stopped", stopped))}
+        first = {name: _frozen(d) for name, d in drivers.items()}
+        assert first == {"busy": False, "idle": False, "stopped": True}  # one look cannot tell idle yet
+        time.sleep(1.2)
+        assert {name: _frozen(d) for name, d in drivers.items()} == {"busy": False, "idle": True, "stopped": True}
+    finally:
+        for p in (busy, idle, stopped):
+            p.kill()
+            p.wait()

@@ -5,6 +5,7 @@ starts such a slice over with the floors of a sibling that lost none."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def clean(tmp_path_factory):
 def test_one_transient_pilot_failure_changes_no_floor_with_one_driver(clean, tmp_path):
     s = prmtree.run(PROBLEMS, policy=FlakyOnce((MEMBER,)), out=tmp_path, config=CONFIG)
     assert s.problems_failed == 0 and s.retry_pending == 0
+    assert s.stats["labelling"]["pilot_searched_again"] == 1  # its first search's work is in the totals
     assert calibrations(tmp_path) == calibrations(clean) and "lost" not in calibrations(tmp_path)[0]
     for table in TABLES:
         assert rows(tmp_path, table) == rows(clean, table), table
@@ -87,6 +89,26 @@ def test_a_member_that_fails_for_good_is_named_in_the_calibration(tmp_path):
     assert Calibration.from_dict(cal).as_dict() == cal
     older = {key: value for key, value in cal.items() if key != "lost"}  # a manifest from before it was recorded
     assert Calibration.from_dict(older).lost == {} and Calibration.from_dict(older).as_dict() == older
+
+
+def test_a_member_that_timed_out_is_not_searched_again(tmp_path):
+    # a hung member searched twice held the pilot, and every problem waiting on it, past the
+    # breaker's silence limit: the run stopped "a backend that answers nothing", every rerun alike
+    class Hangs(SimulatedPolicy):
+        calls = 0
+
+        async def generate(self, request):
+            if request.problem.id == MEMBER:
+                Hangs.calls += 1
+                await asyncio.sleep(60)
+            return await super().generate(request)
+
+    config = {**CONFIG, "executor": {**CONFIG["executor"], "request_timeout_s": 0.3}}
+    s = prmtree.run(PROBLEMS, policy=Hangs(), out=tmp_path, config=config)
+    assert Hangs.calls == 1 and s.problems_failed == 1
+    assert "pilot_searched_again" not in s.stats["labelling"]
+    [cal] = calibrations(tmp_path)
+    assert cal["lost"] == {MEMBER: "GenerationError: policy timed out after 0.3 s (1 attempt)"}
 
 
 def test_the_floors_to_share_are_those_of_a_pilot_that_lost_no_member_another_learned_from():
@@ -193,3 +215,36 @@ def test_slices_with_different_floors_are_loud_and_force_repairs_them(tmp_path, 
     for table in TABLES:
         assert rows(out, table) == rows(tmp_path / "one", table), table
     assert main(["verify", str(out)]) == 0
+
+
+def _learned(floor, problems, lost=None):
+    from prmtree.engine.output.manifest import Manifest
+
+    calibration = {"floors": {"number": {"floor": floor, "problems": problems}}, "pool": {}, "members": []}
+    if lost:
+        calibration["lost"] = lost
+    return Manifest(config={}, config_hash="x", versions={}, calibration=calibration)
+
+
+def test_floors_apart_without_a_lost_member_are_said_but_fail_nothing():
+    # Before: verify failed ("floors: MIXED ... use another --out") on a backend whose
+    # answers are not reproducible for a seed, though no member failed and nothing repairs it
+    from prmtree.engine.output.verification import floor_sets, floors_apart, slices_to_redo
+
+    apart = {"manifest-00000-of-00002.json": _learned(0.0353, 16), "manifest-00001-of-00002.json": _learned(0.0350, 16)}
+    assert len(floor_sets(apart)) == 2 and slices_to_redo(apart) == []
+    said = floors_apart(apart)
+    assert said.startswith("the slices' pilots learned different floors though none lost a member another "
+                           "learned from: the backend did not answer the same pilot requests the same way")
+    assert "use another --out" not in said and "a pilot member failed" not in said
+
+
+def test_an_older_manifest_that_learned_from_fewer_problems_is_not_said_to_have_lost_none():
+    from prmtree.engine.output.verification import floor_sets, slices_to_redo
+
+    older = {"manifest-00000-of-00002.json": _learned(0.0398, 16), "manifest-00001-of-00002.json": _learned(0.0362, 15)}
+    texts = [s.described() for s in floor_sets(older)]
+    assert texts == ["slice 0/2: number 0.0398 from 16 problems (lost none)",
+                     "slice 1/2: number 0.0362 from 15 problems (its pilot lost a member; which is not recorded: "
+                     "an older prmtree's manifest)"]
+    assert slices_to_redo(older) == ["manifest-00001-of-00002.json"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +254,7 @@ def verify_run(out_dir: str | Path) -> list[Damage]:
                 damage.append(Damage(name, file, f"also listed in {first}: readers read its rows once",
                                      readers_unaffected=True))
     damage.extend(_unlisted_shards(out, loaded, tuple(name for name in layout if name not in loaded)))
-    if len(floor_sets(loaded)) > 1:  # readers read the rows fine: they are labelled apart
+    if len(floor_sets(loaded)) > 1 and slices_to_redo(loaded):  # readers read the rows: they are labelled apart
         damage.append(Damage(FLOORS, None, floors_apart(loaded), readers_unaffected=True))
     return damage
 
@@ -267,6 +267,7 @@ class FloorSet:
     problems: dict[str, int]  # answer space -> pilot members it was learned from
     slices: list[str]  # their manifests, in name order
     lost: dict[str, str]  # the pilot members it was learned without (id -> why)
+    lost_unknown: bool = False  # learned from fewer problems than another set, naming none (an older prmtree's)
 
     def described(self) -> str:
         """``slices 1/3, 2/3: number 0.0398 from 16 problems (lost none)``."""
@@ -279,6 +280,8 @@ class FloorSet:
     def floors_text(self) -> str:
         floors = ", ".join(f"{space} {floor:.4f} from {self.problems.get(space, 0)} problems"
                            for space, floor in sorted(self.floors.items())) or "none learned"
+        if self.lost_unknown and not self.lost:
+            return f"{floors} (its pilot lost a member; which is not recorded: an older prmtree's manifest)"
         lost = ("lost none" if not self.lost else "its pilot lost " + ", ".join(
             f"{pid!r} ({why[:120]})" for pid, why in sorted(self.lost.items())[:3])
             + (f" and {len(self.lost) - 3} more" if len(self.lost) > 3 else ""))
@@ -305,31 +308,47 @@ def floor_sets(manifests: dict[str, Manifest]) -> list[FloorSet]:
             problems = {space: int(f.get("problems", 0)) for space, f in calibration["floors"].items()}
             sets[key] = FloorSet(floors, problems, [], dict(calibration.get("lost") or {}))
         sets[key].slices.append(name)
-    return list(sets.values())
+    most: dict[str, int] = {}
+    for found in sets.values():
+        for space, count in found.problems.items():
+            most[space] = max(most.get(space, 0), count)
+    return [replace(found, lost_unknown=any(count < most[space] for space, count in found.problems.items()))
+            for found in sets.values()]
+
+
+def slices_to_redo(manifests: dict[str, Manifest]) -> list[str]:
+    """The slices whose pilot lost a member a sibling's learned from (``--force`` starts
+    them over with a sibling's floors), in name order."""
+    from prmtree.engine.pilot import lost_more
+
+    learned = {name: m.calibration for name, m in manifests.items() if (m.calibration or {}).get("floors") is not None}
+    return [name for name, c in sorted(learned.items()) if any(lost_more(c, other) for other in learned.values())]
 
 
 def floors_apart(manifests: dict[str, Manifest]) -> str:
     """One line: the slices of a run hold different floors, which, and how to repair it
     (``--force`` starts a slice whose pilot lost a member its siblings' did not over, with
     the floors of one that lost none: ``engine/resume.py``)."""
-    from prmtree.engine.pilot import cleanest, lost_more
+    from prmtree.engine.pilot import cleanest
 
     learned = {name: m.calibration for name, m in manifests.items() if (m.calibration or {}).get("floors") is not None}
-    redo = [name for name, c in sorted(learned.items()) if any(lost_more(c, other) for other in learned.values())]
+    redo = slices_to_redo(manifests)
     source = cleanest(learned)
     said = "; ".join(s.described() for s in floor_sets(manifests))
+    if not redo:  # each pilot learned from the same members, and learned otherwise
+        return (f"the slices' pilots learned different floors though none lost a member another learned from: "
+                f"the backend did not answer the same pilot requests the same way (its outputs are not "
+                f"reproducible for a seed), so each slice's rows are labelled with its own floors: {said}")
     text = (f"the slices were labelled with different floors, though the slices of one --out must share one set "
             f"(a pilot member failed for some slices' pilots only): {said}")
     which = ("slice " if len(redo) == 1 else "slices ") + ", ".join(_slice_text(name) for name in redo)
-    if redo and source is not None:
+    if source is not None:
         return (f"{text}. To repair: run the same command again with --force (a job array: the command of "
                 f"{which}, with --force): it starts {which} over with the floors of slice "
                 f"{_slice_text(source)}, and the others keep their rows")
-    if redo:
-        return (f"{text}. To repair: run the same command again with --force (a job array: the command of "
-                f"{which}, with --force): it starts {which} over and pilots again, since each lost a member "
-                "another learned from; then again, until verify passes")
-    return f"{text}. Their pilots lost the same members, so which floors are right is unknown: use another --out"
+    return (f"{text}. To repair: run the same command again with --force (a job array: the command of "
+            f"{which}, with --force): it starts {which} over and pilots again, since each lost a member "
+            "another learned from; then again, until verify passes")
 
 
 def missing_slices(out_dir: str | Path) -> list[Slice]:
