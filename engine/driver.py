@@ -159,10 +159,8 @@ class Concurrency:
     since single requests vary (judged one by one against their lowest smoothed latency,
     ordinary jitter cut a server with no limit to 1 sequence). The lowest ever, not a
     recent lowest: a saturated server's latency rises by a few percent per additive step,
-    and a sliding baseline rose with it (the limit climbed to 25× the knee). Unless
-    ``RELEARN_AFTER`` halvings in a row did not bring the latency down (the server got
-    slower for other reasons): then the level is learned again as the new baseline,
-    rather than halving on to the floor.
+    and a sliding baseline rose with it (the limit climbed to 25× the knee). A server that
+    got slower for other reasons is therefore read as loaded, as before.
     Each decrease halves the limit, at most once per round trip, and the requests sent
     before it (they report the old load) are left out of the window. Pure bookkeeping:
     the driver reads ``limit`` and reports each request's ``completed`` / ``overload``."""
@@ -170,8 +168,6 @@ class Concurrency:
     LATENCY_WINDOW = 32  # requests whose median latency is the round trip's level
     MIN_SAMPLES = 8  # a level needs at least these many requests
     FIXED_TOKENS = 16  # a request's fixed cost (prefill, the network), in decoded tokens
-    RELEARN_SHARE = 0.9  # a level after a halving at least this share of the one before: not load
-    RELEARN_AFTER = 3  # halvings in a row that did not help before the baseline is learned again
 
     def __init__(self, capacity: int | None = None, start: int = 64, step: int = 16, tolerance: float = 2.0,
                  min_rise_s: float = 0.005, floor: int = 1) -> None:
@@ -188,8 +184,6 @@ class Concurrency:
         self._cut_at = 0.0  # when (perf_counter) the limit was last halved
         self._latency: float | None = None  # smoothed (EMA) latency of a request
         self._window: deque[tuple[float, int]] = deque(maxlen=self.LATENCY_WINDOW)  # (latency, tokens)
-        self._cut_level: float | None = None  # the level that last halved the limit, until the next is read
-        self._futile = 0  # halvings in a row after which the level did not fall
         self.baseline: float | None = None  # the lowest level seen (s per token)
         self.peak = 0  # the highest limit held
         self.set_capacity(capacity)
@@ -242,18 +236,16 @@ class Concurrency:
             return False
         per_token = sorted(latency / (tokens + self.FIXED_TOKENS) for latency, tokens in self._window)
         level = per_token[len(per_token) // 2]
-        baseline, cut_level, self._cut_level = self.baseline, self._cut_level, None
-        if cut_level is not None:
-            self._futile = self._futile + 1 if level >= self.RELEARN_SHARE * cut_level else 0
-        if baseline is None or self._futile >= self.RELEARN_AFTER:
-            self.baseline, self._futile = level, 0  # the first level, or halvings that did not help
-            return False
+        baseline = self.baseline
         typical = sorted(tokens for _, tokens in self._window)[len(self._window) // 2] + self.FIXED_TOKENS
-        if level > self.tolerance * baseline and (level - baseline) * typical > self.min_rise_s:
-            self._cut_level = level
-            return True
-        self.baseline, self._futile = min(baseline, level), 0
-        return False
+        slower = baseline is not None and level > self.tolerance * baseline and (
+            level - baseline) * typical > self.min_rise_s
+        if baseline is None:
+            self.baseline = level
+            return False
+        if not slower:
+            self.baseline = min(baseline, level)
+        return slower
 
     def additive_step(self) -> int:
         """How much the limit grows per round trip after the first backpressure: an eighth

@@ -131,15 +131,6 @@ def test_a_server_that_saturates_without_refusing_holds_the_limit_near_its_knee(
     assert max(limits[200:]) <= 4 * 256 and min(limits[200:]) >= 256 // 2
 
 
-def test_a_server_that_got_slower_for_other_reasons_is_learned_again_not_halved_to_the_floor():
-    c = Concurrency(None, start=8)
-    saturating(c, 10**9, 8)  # no knee in sight
-    before = c.limit
-    limits = saturating(c, 10**9, 30, slower=3.0)  # another tenant: every request 3x slower
-    # three halvings in a row that did not bring the latency down: learned again, growing again
-    assert c.latency_decreases == 3 and min(limits) >= before // 8 and limits[-1] > min(limits) + 300
-
-
 def test_decoded_tokens_are_read_from_the_text_where_the_backend_counts_none():
     from prmtree.engine.driver import decoded_tokens
     from prmtree.engine.records import Completion
