@@ -213,7 +213,7 @@ class Concurrency:
         self._since_cut += sequences
         if self._stale > 0:  # sent before the last decrease: it reports the old load
             self._stale -= sequences
-        else:
+        elif self.capacity is None:  # only an unknown backend's latency is judged
             self._window.append((latency_s, tokens))
         if self._done < self.limit:
             return False
@@ -463,7 +463,8 @@ class Driver:
                 checked = check_completions(gen, completions, executor.policy_name)
                 self.breaker.record(None)
                 self._served[id(executor)] = self._served.get(id(executor), 0) + 1
-                self._completed(gen.n, time.perf_counter() - sent, decoded_tokens(checked))
+                latency = time.perf_counter() - sent  # tokens only where latency is judged: the rollout path
+                self._completed(gen.n, latency, decoded_tokens(checked) if self.concurrency.capacity is None else 0)
                 return checked
             except FatalExecutorError:
                 raise
