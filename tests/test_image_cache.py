@@ -210,7 +210,11 @@ def test_a_restarted_worker_gets_its_images_again(ray_session):
         second = [GenerationRequest(p, ("s",), n=2, seed=2) for p in problems]
         check(second, await submit_all(executor, second))  # every image right (resubmitted meanwhile)
         after = await back_up(victim.actor)
-        await asyncio.sleep(0.3)  # past revive_after_s: the router tries the worker again
+        for _ in range(100):  # it is used again once its poller hears from the restarted actor
+            if victim.alive:
+                break
+            await asyncio.sleep(0.1)
+        assert victim.alive
         third = [GenerationRequest(p, ("s", "t"), n=2, seed=3) for p in problems]
         check(third, await submit_all(executor, third))
         after = await victim.actor.image_stats.remote()

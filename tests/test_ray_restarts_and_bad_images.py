@@ -123,6 +123,24 @@ def test_a_stop_while_the_only_worker_restarts_ends_the_wait_and_a_resume_finish
         assert rows(tmp_path / "out", table) == rows(undisturbed, table), table
 
 
+def test_a_lone_worker_that_restarts_slowly_is_waited_for_and_the_run_finishes(ray_session, tmp_path, undisturbed):
+    # A vLLM worker that Ray restarts reloads its model: tens of seconds. Before: each request
+    # tried the restarting worker every revive_after_s, and the run ended 20 s after one SIGKILL
+    # with NoWorkersLeft ("request ... failed on 7 workers"), though Ray restarted it (max_restarts 1).
+    marker = tmp_path / "built"
+    killed = []
+    args = {"marker": str(marker), "restart_s": 30.0, "latency_s": 0.05}
+    s = prmtree.run(PROBLEMS, policy=f"{__name__}:RestartsSlowly", policy_args=args, out=tmp_path / "out",
+                    config=ray_config(max_restarts=1), on_problem=kill_the_worker_once(ray_session, killed))
+    assert killed
+    assert s.problems_done == len(PROBLEMS) and s.problems_failed == 0
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(tmp_path / "out", table) == rows(undisturbed, table), table
+    ex = load_manifest(tmp_path / "out" / "manifest.json").stats["executor"]
+    assert ex["worker_deaths"] == 1  # one SIGKILL: no death per try while it restarts
+    assert 1 <= ex["resubmissions"] <= 4 * len(PROBLEMS)  # what it held when killed, not a resend per try
+
+
 def start_executor(max_restarts: int = 3):
     from prmtree.rollout_workers.ray import RayExecutor
 

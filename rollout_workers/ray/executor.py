@@ -456,20 +456,24 @@ class RayExecutor:
 
     async def _poll(self, worker: WorkerState) -> None:
         """Collect finished requests; when the actor dies, fail what it held. Ray raises
-        ``ActorUnavailableError`` while it restarts an actor, ``ActorDiedError`` once it
-        never will (``ray.kill``, its restarts used up): then the worker is never tried
-        again, and polling it ends."""
+        ``ActorUnavailableError`` while it restarts an actor (every call, for as long as the
+        restart takes), ``ActorDiedError`` once it never will (``ray.kill``, its restarts
+        used up): then the worker is never tried again, and polling it ends. A dead worker
+        is back when a poll sent after its death is answered: this poller is what revives it."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+        router = self.router
         while True:
+            asked_at = time.monotonic()
             try:
                 results = await worker.actor.poll.remote(1.0, self.client)
                 self.polls += 1
             except (RayActorError, ActorUnavailableError) as exc:
                 if isinstance(exc, ActorDiedError):  # before its requests fail: they must not wait for it
-                    self.router.mark_gone(worker, _why_dead(exc))
+                    router.mark_gone(worker, _why_dead(exc))
+                else:  # down until it answers again: nothing is sent to it while Ray restarts it
+                    router.mark_dead(worker)
                 lost = _WorkerLost(str(exc))
-                worker.images.clear()  # a restarted actor holds no images
                 for future in list(worker.pending.values()):
                     if not future.done():
                         future.set_exception(lost)
@@ -478,7 +482,8 @@ class RayExecutor:
                     return
                 await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
                 continue
-            worker.answered = True  # up (again): its next loss is a new death
+            if not worker.alive or not worker.answered:
+                router.answered(worker, asked_at)  # back (restarted) if asked after its death
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():

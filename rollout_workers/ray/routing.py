@@ -4,10 +4,11 @@ image encoding, stay in that worker's KV cache.
 Rendezvous hashing of the problem id over the workers picks a tree's worker; the order is
 computed once per tree, so routing is a dict lookup after a tree's first request. A
 worker over its queue limit spills to the least-loaded one; when every worker is full
-the caller waits. A worker marked dead is tried again after ``revive_after_s`` while Ray
-may still restart it (a try that fails is the same death, not another); when every worker
-is down the caller waits for that, and the run stops once none is left to restart: lost
-more than ``max_restarts`` times, or dead for good as Ray says (``ray.kill``).
+the caller waits. A worker marked dead is used again once it answers a poll sent after its
+death (:meth:`Router.answered`): Ray restarts an actor in its own time (a vLLM worker reloads
+its model for minutes), and a request sent to it meanwhile is lost. When every worker is
+down the caller waits for one to answer, and the run stops once none is left to restart:
+lost more than ``max_restarts`` times, or dead for good as Ray says (``ray.kill``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class WorkerState:
     alive: bool = True
     down_since: float = 0.0
     deaths: int = 0
-    answered: bool = True  # it answered since it was last marked dead: a new loss is a new death
+    answered: bool = True  # it answered a poll since it was last marked dead: a new loss is a new death
     gone: str = ""  # why Ray will not restart it ("" while it may)
     done: int = 0
     outbox: list = field(default_factory=list)  # (request id, request) waiting to be sent
@@ -76,14 +77,14 @@ def rendezvous(problem_id: str, indices: list[int]) -> list[int]:
 class Router:
     """The workers of one executor and the choice of one for each request."""
 
-    def __init__(self, queue_limit: int, max_restarts: int, revive_after_s: float) -> None:
+    def __init__(self, queue_limit: int, max_restarts: int, wait_s: float) -> None:
         self.queue_limit = queue_limit
         self.max_restarts = max_restarts
-        self.revive_after_s = revive_after_s
+        self.wait_s = wait_s  # while every worker is down, a request looks again this often
         self.stats = PoolStats()
         self.workers: list[WorkerState] = []
         self._by_index: dict[int, WorkerState] = {}
-        self._down = 0  # workers marked dead and not yet tried again
+        self._down = 0  # workers marked dead and not back (nor gone: those stay down)
         self._order: dict[str, list[int]] = {}  # live problem id -> worker indices by preference
 
     def set_workers(self, workers: list[WorkerState]) -> None:
@@ -98,27 +99,35 @@ class Router:
         return not worker.gone and worker.deaths <= self.max_restarts
 
     def live(self) -> list[WorkerState]:
-        """The workers up now (a dead one is tried again once Ray may have restarted it)."""
+        """The workers up now."""
         if not self._down:  # the common case: every worker up, nothing to scan
             return self.workers
-        now = time.monotonic()
-        for w in self.workers:
-            if not w.alive and self.restartable(w) and now - w.down_since >= self.revive_after_s:
-                w.alive = True  # Ray restarts a dead actor up to max_restarts times: try it again
-                self._down -= 1
         return [w for w in self.workers if w.alive]
 
     def mark_dead(self, worker: WorkerState) -> None:
-        """``worker`` failed a request: down until tried again. A death counts only if it
-        answered since its last one: a try while Ray still restarts it fails the same way."""
-        worker.alive = False
+        """``worker`` failed a request, or its poll failed: down until it answers a poll sent
+        after now. A death counts only if it answered since its last one (its poller and its
+        requests both see one loss)."""
+        if worker.alive:
+            worker.alive = False
+            self._down += 1
         worker.images.clear()  # Ray restarts it with an empty cache: it gets its images again
         if worker.answered:
             worker.answered = False
             worker.deaths += 1
             self.stats.worker_deaths += 1
         worker.down_since = time.monotonic()
-        self._down += 1
+
+    def answered(self, worker: WorkerState, asked_at: float) -> None:
+        """``worker`` answered a poll sent at ``asked_at`` (``time.monotonic()``): if that was
+        after it was last marked dead, it is up (again), restarted if it had died. A poll
+        sent before carries no news: it may have been answered by the worker that died."""
+        if asked_at < worker.down_since:
+            return
+        worker.answered = True
+        if not worker.alive and not worker.gone:
+            worker.alive = True
+            self._down -= 1
 
     def mark_gone(self, worker: WorkerState, why: str) -> None:
         """Ray says ``worker`` is dead for good (``why``): it is never tried again."""
@@ -166,14 +175,11 @@ class Router:
         return None
 
     def revive_in(self) -> float | None:
-        """Seconds until a dead worker is tried again when every worker is down (None while
-        one is up): a request waits that long, then routes again. Never below 10 ms, so a
-        wait cannot spin."""
-        if any(w.alive for w in self.workers):
+        """Seconds to wait before routing again when every worker is down (None while one is
+        up): a worker is back once its poller hears from it."""
+        if self._down < len(self.workers):
             return None
-        now = time.monotonic()
-        waits = [w.down_since + self.revive_after_s - now for w in self.workers if self.restartable(w)]
-        return max(min(waits, default=0.0), 0.01)
+        return self.wait_s
 
     def sent(self, problem_id: str, worker: WorkerState) -> None:
         """A request of ``problem_id`` went to ``worker``: count it for the tree's affinity."""
