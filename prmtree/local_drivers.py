@@ -57,9 +57,11 @@ from prmtree.engine.stats import RunStats
 from prmtree.multi_driver import (
     PROGRESS_INTERVAL_S,
     JobSignals,
+    ProgressWatch,
     check_layout,
     check_portable,
     check_sliceable,
+    cpu_reading,
     driver_share,
     layout_in,
     merge_summaries,
@@ -205,32 +207,11 @@ class _Driver:
     reported_at: float | None = None  # when its summary or failure came (it should exit soon after)
     exitcode: int | None = None  # set once it exited (or was ended)
     said: list[str] = field(default_factory=list)
-    cpu_seen: tuple[float, float] | None = None  # (when, its CPU seconds): is it still making progress?
+    watch: ProgressWatch = field(default_factory=ProgressWatch)  # is it still making progress?
 
     @property
     def running(self) -> bool:
         return self.exitcode is None
-
-
-#: A driver that used less CPU than this over a second after the second stop is stuck.
-FROZEN_CPU_S = 0.01
-
-
-def _frozen(d: _Driver) -> bool:
-    """Whether driver ``d`` is making no progress: stopped (SIGSTOP), or its CPU time still
-    over the last second and not waiting on the disk. Read from /proc; where there is none,
-    every driver still running counts as frozen."""
-    try:
-        fields = Path(f"/proc/{d.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True
-    state, cpu = fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    now, seen = time.monotonic(), d.cpu_seen
-    if seen is None or now - seen[0] >= 1.0:
-        d.cpu_seen = (now, cpu)
-    if state in "Tt":
-        return True
-    return seen is not None and now - seen[0] >= 1.0 and cpu - seen[1] < FROZEN_CPU_S and state != "D"
 
 
 class _Job:
@@ -367,7 +348,7 @@ class _Job:
         still working (a flush of large shards takes seconds) is left to end: killed, it
         would lose the problems that flush was saving."""
         left = [d for d in self.team if d.running and d.reported_at is None and d.process.is_alive()]
-        frozen = [d for d in left if _frozen(d)]
+        frozen = [d for d in left if d.watch.frozen(cpu_reading(d.process.pid))]
         if frozen:
             why = self.signals.killed([f"{d.index}/{self.drivers}" for d in frozen])
             for d in frozen:

@@ -67,6 +67,44 @@ PROGRESS_INTERVAL_S = 0.25
 CANCEL_WAIT_S = 5.0
 
 
+#: A driver that used less CPU than this over a second after the second stop is stuck.
+FROZEN_CPU_S = 0.01
+
+
+def cpu_reading(pid: int | str = "self", thread: int | None = None) -> tuple[str, float] | None:
+    """A process's (or one of its threads') state letter and CPU seconds so far, read from
+    /proc (None where there is none, or the process is gone)."""
+    where = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    try:
+        fields = Path(where).read_text().rsplit(")", 1)[1].split()
+        return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ProgressWatch:
+    """Whether a driver makes progress, from readings of its process's CPU (``cpu_reading``):
+    a driver flushing large shards after the second stop is at work and is left to end
+    (killed, it would lose the problems that flush saves); one stopped (SIGSTOP) or stuck is
+    not. No reading (no /proc, no answer) counts as no progress."""
+
+    def __init__(self) -> None:
+        self.seen: tuple[float, float] | None = None  # (when, its CPU seconds then)
+
+    def frozen(self, reading: tuple[str, float] | None) -> bool:
+        """Whether the process is making no progress: stopped, or its CPU time still over
+        the last second and not waiting on the disk."""
+        if reading is None:
+            return True
+        state, cpu = reading
+        now, seen = time.monotonic(), self.seen
+        if seen is None or now - seen[0] >= 1.0:
+            self.seen = (now, cpu)
+        if state in "Tt":
+            return True
+        return seen is not None and now - seen[0] >= 1.0 and cpu - seen[1] < FROZEN_CPU_S and state != "D"
+
+
 class DriversStopped(FatalExecutorError):
     """One or more drivers stopped before their slice was done (the actor died, or its run
     stopped: no worker left). The other slices ran to the end; ``summary`` is theirs, and
@@ -106,10 +144,12 @@ class SliceDriver:
         self._stop = StopHandle()
         self._latest: RunStats | None = None
         self._last = 0.0
+        self._thread: int | None = None  # the thread ``run`` works in (its native id)
 
     def run(self, problems: Any, job: DriverJob) -> RunSummary:
         """``problems`` travels as its own argument: Ray resolves an object reference only
         there (this slice's problems, or the input path)."""
+        self._thread = threading.get_native_id()
         return run_checked(replace(job, problems=problems), self._snapshot, self._stop)
 
     def _snapshot(self, finished: Any, stats: RunStats) -> None:
@@ -128,6 +168,13 @@ class SliceDriver:
 
     def stop(self, sig: int) -> None:
         self._stop.request(sig)
+
+    def cpu(self) -> tuple[str, float] | None:
+        """The state and CPU seconds of the thread ``run`` works in (answered while it
+        works), so that the job can tell a driver at work from a frozen one after the
+        second stop. The thread's, not the process's: Ray's own threads spend ~0.02 s a
+        second in an idle actor."""
+        return cpu_reading(thread=self._thread) if self._thread is not None else cpu_reading()
 
 
 def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = None) -> RunSummary:
@@ -376,6 +423,7 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
     stopped: dict[int, str] = {}
     latest: dict[int, RunStats] = {}
     signals = JobSignals(drivers)
+    watches = {i: ProgressWatch() for i in range(drivers)}
     signals.install()
     try:
         pending = list(runs)
@@ -398,11 +446,15 @@ def _run_drivers(job: DriverJob, out: Path | None, actors: list[Any], pool: Pool
                 for actor in live:
                     actor.stop.remote(sig)
             if pending and signals.overdue():
-                why = signals.killed([f"{runs[ref]}/{drivers}" for ref in pending], idle=False)
-                for ref in pending:
-                    ray.kill(actors[runs[ref]], no_restart=True)
-                    stopped[runs[ref]] = why
-                pending = []
+                frozen = _frozen_drivers({runs[ref]: actors[runs[ref]] for ref in pending}, watches)
+                if frozen:
+                    why = signals.killed([f"{i}/{drivers}" for i in frozen])
+                    for i in frozen:
+                        ray.kill(actors[i], no_restart=True)
+                        stopped[i] = why
+                    pending = [ref for ref in pending if runs[ref] not in frozen]
+                if not pending:
+                    signals.cancel_by = None  # said and done
             if on_progress is not None and time.perf_counter() - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = time.perf_counter()
                 latest.update(_poll_progress({runs[ref]: actors[runs[ref]] for ref in pending}))
@@ -449,6 +501,23 @@ def merge_summaries(results: dict[int, RunSummary], stopped: dict[int, str], dri
     return summary
 
 
+def _frozen_drivers(live: dict[int, Any], watches: dict[int, ProgressWatch]) -> list[int]:
+    """The slices (of ``live``: index -> driver actor) whose driver makes no progress. Each
+    is asked for its process's CPU (its own /proc, wherever Ray placed it); one that does not
+    answer within a second (its process stopped, or a thread holding the GIL) is frozen."""
+    import ray
+
+    refs = {actor.cpu.remote(): i for i, actor in live.items()}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=1.0)
+    readings: dict[int, tuple[str, float] | None] = {}
+    for ref in ready:
+        try:
+            readings[refs[ref]] = ray.get(ref)
+        except Exception:  # it died meanwhile: its run's result says so
+            readings[refs[ref]] = None
+    return [i for i in sorted(live) if watches[i].frozen(readings.get(i))]
+
+
 def _poll_progress(live: dict[int, Any]) -> dict[int, RunStats]:
     """The running drivers' latest counters (a driver slow to answer is left for next time)."""
     import ray
@@ -483,8 +552,9 @@ class JobSignals:
     """SIGTERM / SIGINT to the job (main thread only): the first asks every driver to take no
     new problems and finish those in flight (a driver still piloting drops them: they cannot
     finish before its pilot learns); the second, to cancel those (the next run redoes them);
-    a driver still running ``CANCEL_WAIT_S`` after the second is killed (:meth:`overdue`); a
-    third gets the default action (never an ignored SIGINT's SIG_IGN)."""
+    a driver still running ``CANCEL_WAIT_S`` after the second and making no progress is killed
+    (:meth:`overdue`, :class:`ProgressWatch`); a third gets the default action (never an
+    ignored SIGINT's SIG_IGN)."""
 
     def __init__(self, drivers: int) -> None:
         self.drivers = drivers
@@ -534,11 +604,11 @@ class JobSignals:
         """Whether the drivers had their time to cancel and end since the second stop."""
         return self.cancel_by is not None and time.monotonic() >= self.cancel_by
 
-    def killed(self, slices: list[str], idle: bool = True) -> str:
-        """Say that the drivers of ``slices`` were killed for not ending (``idle``: seen to
-        make no progress); the reason each gets."""
+    def killed(self, slices: list[str]) -> str:
+        """Say that the drivers of ``slices`` were killed for not ending, and for making no
+        progress; the reason each gets."""
         whose = "the driver of slice" if len(slices) == 1 else "the drivers of slices"
-        late = f"did not end within {CANCEL_WAIT_S:g} s of the second stop" + (" and made no progress" if idle else "")
+        late = f"did not end within {CANCEL_WAIT_S:g} s of the second stop and made no progress"
         sys.stderr.write(f"prmtree: {whose} {', '.join(slices)} {late}: killed (SIGKILL); what its last flush saved "
                          "is on disk and the same command resumes the rest\n")
         return f"it {late}, so it was killed"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,15 @@ import pytest
 import prmtree
 from prmtree.engine.config import RunConfig
 from prmtree.engine.synthetic import generate_problems, write_jsonl
-from prmtree.multi_driver import CANCEL_WAIT_S, DriversStopped, check_portable
+from prmtree.multi_driver import (
+    CANCEL_WAIT_S,
+    DriversStopped,
+    ProgressWatch,
+    SliceDriver,
+    _frozen_drivers,
+    check_portable,
+    cpu_reading,
+)
 from prmtree.runner import DriverJob
 
 pytestmark = pytest.mark.slow  # driver processes (spawn: a fresh interpreter each)
@@ -244,10 +253,6 @@ def test_a_check_that_can_travel_or_stays_here_is_not_refused(tmp_path, mode):
 def test_a_driver_still_working_is_not_taken_for_frozen():
     # Before: every driver alive 5 s after the second stop was killed, one mid-flush too,
     # and the problems that flush was saving were lost
-    from types import SimpleNamespace
-
-    from prmtree.local_drivers import _frozen
-
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -255,13 +260,52 @@ def test_a_driver_still_working_is_not_taken_for_frozen():
         time.sleep(0.5)
         os.kill(stopped.pid, signal.SIGSTOP)
         time.sleep(0.2)
-        drivers = {name: SimpleNamespace(process=SimpleNamespace(pid=p.pid), cpu_seen=None)
-                   for name, p in (("busy", busy), ("idle", idle), ("stopped", stopped))}
-        first = {name: _frozen(d) for name, d in drivers.items()}
+        watches = {name: (p.pid, ProgressWatch()) for name, p in (("busy", busy), ("idle", idle), ("stopped", stopped))}
+        first = {name: w.frozen(cpu_reading(pid)) for name, (pid, w) in watches.items()}
         assert first == {"busy": False, "idle": False, "stopped": True}  # one look cannot tell idle yet
         time.sleep(1.2)
-        assert {name: _frozen(d) for name, d in drivers.items()} == {"busy": False, "idle": True, "stopped": True}
+        assert {name: w.frozen(cpu_reading(pid)) for name, (pid, w) in watches.items()} == \
+            {"busy": False, "idle": True, "stopped": True}
     finally:
         for p in (busy, idle, stopped):
             p.kill()
             p.wait()
+    assert ProgressWatch().frozen(cpu_reading(busy.pid))  # gone: no reading, no progress
+
+
+class SpinningDriver(SliceDriver):
+    """A job's driver actor that can be kept at work (``spin``) as a long flush keeps it."""
+
+    def run(self, problems, job) -> None:  # a run that works (as a long flush does) or waits
+        self._thread = threading.get_native_id()
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end:
+            if problems == "wait":
+                time.sleep(0.2)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_a_ray_driver_at_work_after_the_second_stop_is_not_taken_for_frozen(ray_session):
+    # Before: the job killed every Ray driver still running 5 s after the second stop without
+    # asking whether it worked (a driver flushing large shards lost the rows it was saving).
+    remote = ray_session.remote(SpinningDriver).options(max_concurrency=4, num_cpus=0)
+    busy, idle, stopped = (remote.remote() for _ in range(3))
+    try:
+        pid = ray_session.get(stopped.pid.remote())
+        busy.run.remote("work", None)
+        idle.run.remote("wait", None)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGSTOP)
+        live = {0: busy, 1: idle, 2: stopped}
+        watches = {i: ProgressWatch() for i in live}
+        assert _frozen_drivers(live, watches) == [2]  # it cannot answer; one look cannot tell idle yet
+        time.sleep(1.2)
+        assert _frozen_drivers(live, watches) == [1, 2]
+        time.sleep(1.2)
+        assert _frozen_drivers({0: busy}, watches) == []  # still at work: left to end
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        for actor in (busy, idle, stopped):
+            ray_session.kill(actor, no_restart=True)
