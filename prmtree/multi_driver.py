@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import importlib.util
+import inspect
 import math
 import os
 import pickle
@@ -293,30 +295,51 @@ def _not_picklable(fn: Any) -> str | None:
 
 
 def _not_importable_by_ray(fn: Any) -> str | None:
-    """Why a Ray driver actor could not import ``fn``'s module, or None: a module that
-    cloudpickle sends by name (not ``__main__``) and that a new process, given the folders
-    Ray gives its workers, does not find (asked of one: only the top-level name is looked
-    up, nothing is imported)."""
-    module = getattr(fn, "__module__", None)
-    if not module or module == "__main__" or not _named(fn, module):  # sent whole: nothing to import
-        return None
-    top = module.partition(".")[0]
-    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
-        return None
-    spec = importlib.util.find_spec(top)
-    if spec is None:  # not found here either: cloudpickle sends it whole
-        return None
-    folders = [os.getcwd()]
-    if sys.argv and sys.argv[0]:
-        folders.append(os.path.dirname(os.path.realpath(sys.argv[0])))
-    probe = ("import importlib.util, sys; sys.path[:0] = sys.argv[2:]; "
-             "sys.exit(importlib.util.find_spec(sys.argv[1]) is None)")
-    found = subprocess.run([sys.executable, "-c", probe, top, *folders], capture_output=True, timeout=120)
-    if found.returncode == 0:
-        return None
-    where = spec.origin or ", ".join(spec.submodule_search_locations or [])
-    return (f"its module {top!r} ({where}) is found only through sys.path as this process changed it, and Ray's "
-            "workers do not get that: install it, put it beside the script, or add its folder to PYTHONPATH")
+    """Why a Ray driver actor could not import a module ``fn`` pickles through, or None: a
+    module that cloudpickle names (not ``__main__``) and that a new process, given the
+    folders Ray gives its workers, does not find (asked of one: only the top-level name is
+    looked up, nothing is imported)."""
+    for module in sorted(_pickled_by_name(fn)):
+        top = module.partition(".")[0]
+        if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+            continue
+        spec = importlib.util.find_spec(top)
+        if spec is None:  # not found here either: cloudpickle sends it whole
+            continue
+        folders = [os.getcwd()]
+        if sys.argv and sys.argv[0]:
+            folders.append(os.path.dirname(os.path.realpath(sys.argv[0])))
+        probe = ("import importlib.util, sys; sys.path[:0] = sys.argv[2:]; "
+                 "sys.exit(importlib.util.find_spec(sys.argv[1]) is None)")
+        found = subprocess.run([sys.executable, "-c", probe, top, *folders], capture_output=True, timeout=120)
+        if found.returncode == 0:
+            continue
+        where = spec.origin or ", ".join(spec.submodule_search_locations or [])
+        return (f"its module {top!r} ({where}) is found only through sys.path as this process changed it, and "
+                "Ray's workers do not get that: install it, put it beside the script, or add its folder to "
+                "PYTHONPATH")
+    return None
+
+
+def _pickled_by_name(fn: Any, depth: int = 0) -> set[str]:
+    """The modules cloudpickle sends ``fn`` through by name (the receiver imports them): a
+    function's or class's own, where it is its module's attribute; a ``functools.partial``'s
+    function and callable arguments; a bound method's or classmethod's owner (the instance's
+    class, or the class); a callable instance's class."""
+    if depth > 4:
+        return set()
+    if isinstance(fn, functools.partial):
+        parts = [fn.func, *fn.args, *fn.keywords.values()]
+        return set().union(*(_pickled_by_name(p, depth + 1) for p in parts if callable(p)))
+    if inspect.ismethod(fn):
+        owner = fn.__self__
+        return _pickled_by_name(owner if isinstance(owner, type) else type(owner), depth + 1)
+    if isinstance(fn, type) or inspect.isfunction(fn):
+        module = getattr(fn, "__module__", None)
+        return {module} if module and module != "__main__" and _named(fn, module) else set()
+    if callable(fn) and not inspect.isbuiltin(fn):
+        return _pickled_by_name(type(fn), depth + 1)
+    return set()
 
 
 def _named(fn: Any, module: str) -> bool:

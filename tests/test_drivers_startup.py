@@ -92,6 +92,32 @@ def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monke
                              check_answer=lambda gold, pred: gold == pred), through_ray=True)  # cloudpickle sends it
 
 
+@pytest.mark.parametrize("how", ["partial", "bound method", "classmethod", "callable instance"])
+def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_path, monkeypatch, how):
+    # Before: only a plain function's module was checked; a partial, a bound method, a
+    # classmethod or a callable instance of a module found only through the script's sys.path
+    # passed, and the job failed after ~17 s with Ray's tracebacks in its drivers.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod_wrapped.py").write_text(
+        "def check(gold, pred, strip=True):\n    return gold.strip() == pred.strip()\n\n"
+        "class Checker:\n    def check(self, gold, pred):\n        return gold == pred\n\n"
+        "    @classmethod\n    def by_class(cls, gold, pred):\n        return gold == pred\n\n"
+        "    def __call__(self, gold, pred):\n        return gold == pred\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    import functools
+
+    import plugmod_wrapped as m
+
+    check = {"partial": functools.partial(m.check, strip=False), "bound method": m.Checker().check,
+             "classmethod": m.Checker.by_class, "callable instance": m.Checker()}[how]
+    job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check)
+    with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_wrapped'"):
+        check_portable(job, through_ray=True)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
+    check_portable(job, through_ray=True)  # where Ray's workers find it: accepted
+
+
 UNGUARDED_SCRIPT = """
 import sys
 import prmtree
