@@ -205,3 +205,17 @@ def test_auto_workers_leave_room_for_the_drivers_they_bring(ray_session):
     assert workers(num_cpus_per_worker=1 / 32, drivers="auto") == 32
     assert workers(num_cpus_per_worker=1 / 32, drivers=1) == 64
     assert workers(num_cpus_per_worker=0.5, drivers=2, num_cpus_per_driver=0.5) == 2
+
+
+def test_drivers_sharing_a_pool_each_fill_their_share_of_it(ray_session, tmp_path):
+    # Before: each driver sized itself for the whole pool, so two drivers on two workers of 32
+    # sequences kept 160 in flight against 64 (both manifests said "capacity 64").
+    s = prmtree.run(PROBLEMS, policy="simulated", policy_args={"batch_capacity": 32, "latency_s": 0.01},
+                    out=tmp_path, drivers=2,
+                    config={"seed": 3, "labels": {"learn_floor": False},
+                            "executor": {"kind": "ray", "workers": 2, "num_cpus_per_worker": 0,
+                                         "num_cpus_per_driver": 0}})
+    assert s.problems_done == len(PROBLEMS)
+    capacities = sorted(m.stats["driver"]["sizing"]["capacity"] for m in slice_manifests(tmp_path))
+    # a driver's share of 2 x 32; the last one may see the pool to itself once the other has left
+    assert capacities[0] == 32 and set(capacities) <= {32, 64}, capacities

@@ -26,6 +26,9 @@ from prmtree.rollout_workers.ray.images import ImageCache, read_all
 #: A worker forgets a client (a driver) that has not polled for this long: its driver died,
 #: and its results would otherwise pile up. A live driver polls at least once a second.
 CLIENT_TIMEOUT_S = 300.0
+#: A client that polled within this long shares the worker (a dead driver stops counting
+#: well before it is forgotten).
+SHARING_S = 10.0
 
 
 def worker_prefix(pool: str) -> str:
@@ -142,9 +145,10 @@ class RolloutWorker:
         the cell reader's (row groups read, files mapped)."""
         return {**self.images.stats(), **self.cells.stats()}
 
-    async def poll(self, max_wait_s: float = 1.0, client: str = "") -> list[tuple[int, str, Any]]:
+    async def poll(self, max_wait_s: float = 1.0, client: str = "") -> tuple[list[tuple[int, str, Any]], int]:
         """Everything finished for ``client`` since its last poll, waiting up to ``max_wait_s``
-        for one."""
+        for one; and how many drivers share this worker now (those that polled within
+        ``SHARING_S``), so that each fills its share of the worker, not all of it."""
         c = self._client(client)
         if not c.results:
             try:
@@ -153,9 +157,9 @@ class RolloutWorker:
                 pass
         results, c.results = c.results, []
         c.event.clear()
-        c.last_seen = time.monotonic()
-        self._reap(c.last_seen)
-        return results
+        now = c.last_seen = time.monotonic()
+        self._reap(now)
+        return results, sum(1 for other in self._clients.values() if now - other.last_seen <= SHARING_S)
 
     def forget(self, client: str) -> int:
         """Drop ``client`` (its driver closed): cancel its requests, discard its results."""

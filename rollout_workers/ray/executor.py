@@ -15,6 +15,7 @@ can read them from their files or input cells itself (``worker_reads_images``).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import signal
 import threading
@@ -125,14 +126,18 @@ class RayExecutor:
         return self.router.workers
 
     def capacity(self) -> int | None:
-        """Sequences the pool serves at once, for the driver's sizing: each live worker's
-        policy's declared ``max_num_seqs`` / ``batch_capacity`` argument, summed; None
-        where the policy's arguments do not say (the driver then watches latency)."""
+        """Sequences of the pool this driver may fill, for its sizing: each live worker's
+        policy's declared ``max_num_seqs`` / ``batch_capacity`` argument, shared with the
+        other drivers polling that worker (several drivers, one pool: each fills its share,
+        not the whole pool N times over), summed; None where the policy's arguments do not
+        say (the driver then watches latency)."""
         per_worker = self.policy_kwargs.get("max_num_seqs") or self.policy_kwargs.get("batch_capacity")
         if not isinstance(per_worker, int) or per_worker < 1:
             return None
-        alive = sum(1 for w in self.workers if getattr(w, "alive", True))
-        return per_worker * max(1, alive)
+        live = [w for w in self.workers if getattr(w, "alive", True)]
+        if not live:
+            return per_worker
+        return sum(math.ceil(per_worker / max(1, getattr(w, "sharing", 1))) for w in live)
 
     def handle(self) -> PoolHandle:
         """The pool this executor serves from, for drivers to attach to."""
@@ -466,7 +471,7 @@ class RayExecutor:
         while True:
             asked_at = time.monotonic()
             try:
-                results = await worker.actor.poll.remote(1.0, self.client)
+                results, worker.sharing = await worker.actor.poll.remote(1.0, self.client)
                 self.polls += 1
             except (RayActorError, ActorUnavailableError) as exc:
                 if isinstance(exc, ActorDiedError):  # before its requests fail: they must not wait for it

@@ -46,6 +46,7 @@ class WorkerState:
     send_timer: Any = None  # armed by the first request of a batch window, None when idle
     images: KnownImages = field(default_factory=lambda: KnownImages(512 << 20))  # hashes it was sent
     reads_paths: bool = True  # it may read images from their files (off after its first failed read)
+    sharing: int = 1  # drivers polling it, this one included (as its last poll said)
 
 
 @dataclass
