@@ -54,7 +54,7 @@ def expected(problem: Problem) -> str:
 async def drain(worker: RolloutWorker, count: int) -> list[tuple[int, str, object]]:
     got: list[tuple[int, str, object]] = []
     while len(got) < count:
-        got += await worker.poll(1.0, "c")
+        got += (await worker.poll(1.0, "c"))[0]
     return got
 
 

@@ -191,7 +191,7 @@ def test_a_batch_sent_while_another_reads_files_finds_the_bytes_that_one_brought
         await asyncio.gather(asyncio.ensure_future(sent_a), asyncio.ensure_future(sent_b))
         got = []
         while len(got) < 2:
-            got += await worker.poll(1.0, "c")
+            got += (await worker.poll(1.0, "c"))[0]
         return sorted((request_id, status) for request_id, status, _ in got), worker.image_stats()
 
     results, stats = asyncio.run(scenario())
