@@ -18,7 +18,7 @@ import prmtree
 from prmtree.engine.config import ExecutorConfig
 from prmtree.engine.errors import GenerationError
 from prmtree.engine.output import load_manifest
-from prmtree.engine.records import GenerationRequest, Problem, ProblemImage, problem_fingerprint
+from prmtree.engine.records import Completion, GenerationRequest, Problem, ProblemImage, problem_fingerprint
 from prmtree.engine.synthetic import generate_problems
 from prmtree.policies.simulated import SimulatedPolicy
 from prmtree.rollout_workers.ray.routing import NoWorkersLeft
@@ -196,11 +196,21 @@ class RefusesPickle:
         raise self.error
 
 
+class NeedsTwo(Exception):
+    """An exception whose ``__init__`` takes more than its message (as ``openai.APIStatusError``):
+    it pickles, and unpickling it raises TypeError."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 UNPICKLABLE = {
     "meta": threading.Lock,  # Ray raises TypeError
     "meta-mplock": multiprocessing.Lock,  # RuntimeError
     "meta-picklingerror": lambda: RefusesPickle(pickle.PicklingError("no pickling this")),
     "meta-valueerror": lambda: RefusesPickle(ValueError("no pickling this")),
+    "meta-unpickle": lambda: NeedsTwo("server said 503", 503),  # pickles; the worker cannot unpickle it
 }
 
 
@@ -223,7 +233,9 @@ CANNOT_PICKLE = "Ray cannot pickle it (an object in problem.meta that pickle ref
                                     "inheritance"),
     ("meta-picklingerror", CANNOT_PICKLE + "PicklingError: no pickling this"),
     ("meta-valueerror", CANNOT_PICKLE + "ValueError: no pickling this"),
-], ids=["image", "meta", "meta-mplock", "meta-picklingerror", "meta-valueerror"])
+    ("meta-unpickle", "the worker cannot take it (an object in problem.meta that does not unpickle?): TypeError: "
+                      "NeedsTwo.__init__() missing 1 required positional argument: 'status'"),
+], ids=["image", "meta", "meta-mplock", "meta-picklingerror", "meta-valueerror", "meta-unpickle"])
 def test_a_request_that_cannot_be_sent_fails_alone_and_its_batch_mates_are_served(ray_session, how, why):
     # Before: "image" raised in the send timer's callback, asyncio logged and dropped it, and
     # every request of the batch waited for ever; "meta" was taken for the worker's death, and
@@ -246,6 +258,70 @@ def test_a_request_that_cannot_be_sent_fails_alone_and_its_batch_mates_are_serve
     went = [PROBLEMS[0].images[0], PROBLEMS[2].images[0]]  # the bad one's image never went
     assert held == {im.sha256 for im in went}
     assert executor.images_sent == 2 and executor.image_bytes_sent == sum(len(im) for im in went)
+
+
+class RaisesOnceOdd(SimulatedPolicy):
+    """Its first request raises an exception that pickles but does not unpickle (as an HTTP
+    client's error with a status argument does); the rest are answered as ever."""
+
+    name = "simulated"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.raised = False
+
+    async def generate(self, request):
+        if not self.raised:
+            self.raised = True
+            raise NeedsTwo("the server answered 503", 503)
+        return await super().generate(request)
+
+
+def test_a_policy_error_that_does_not_unpickle_fails_one_attempt_not_the_worker(ray_session, tmp_path, undisturbed):
+    # Before: the driver's poll could not read the answer (RaySystemError), its poller died
+    # with every result that poll carried, and no request on the worker was answered again:
+    # BackendDownError ("no request succeeded ... policy timed out") after 3 x request_timeout_s.
+    started = time.monotonic()
+    s = prmtree.run(PROBLEMS, policy=f"{__name__}:RaisesOnceOdd", out=tmp_path,
+                    config=ray_config(request_timeout_s=5.0))
+    assert s.problems_done == len(PROBLEMS) and s.problems_failed == 0
+    assert time.monotonic() - started < 60
+    for table in ("steps", "nodes", "pairs"):
+        assert rows(tmp_path, table) == rows(undisturbed, table), table  # retried as inline retries it
+
+
+class AnswersOddly(SimulatedPolicy):
+    """Answers problem ``syn-000000`` with completions the driver cannot unpickle."""
+
+    name = "simulated"
+
+    async def generate(self, request):
+        out = await super().generate(request)
+        if request.problem.id == PROBLEMS[0].id:
+            return [Completion(c.text, c.num_tokens, NeedsTwo("odd", 1)) for c in out]
+        return out
+
+
+def test_an_answer_the_driver_cannot_read_fails_its_requests_and_the_worker_serves_on(ray_session):
+    # Before: the poll raised RaySystemError, the poller died, and every request on the worker
+    # waited out its time limit (here the test's 30 s), later ones too.
+    from prmtree.rollout_workers.ray import RayExecutor
+
+    config = ExecutorConfig(kind="ray", workers=1, num_cpus_per_worker=0)
+    executor = RayExecutor(f"{__name__}:AnswersOddly", {}, config, revive_after_s=0.2)
+    executor.start()
+
+    async def scenario():
+        started = time.monotonic()
+        with pytest.raises(GenerationError) as lost:
+            await executor.submit(request(PROBLEMS[0]))
+        assert lost.value.retryable and time.monotonic() - started < 5
+        assert str(lost.value).startswith("the answers of worker 0 could not be read: ")
+        assert "NeedsTwo.__init__() missing 1 required positional argument" in str(lost.value)
+        return await executor.submit(request(PROBLEMS[1]))  # the same worker, polled on
+
+    assert len(asyncio.run(closing(executor, scenario()))) == 2
+    assert executor.router.stats.worker_deaths == 0
 
 
 # -- plain bytes as a problem's image ---------------------------------------------------

@@ -215,9 +215,12 @@ class RolloutWorker:
 
 
 def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it pickles, else a RuntimeError carrying its text."""
+    """The exception itself if it survives the trip to the driver, else a RuntimeError
+    carrying its text. Both ways: an exception whose ``__init__`` takes more than its message
+    (``openai.APIStatusError``, many HTTP clients' errors) pickles but does not unpickle, and
+    the driver's poll would fail with it, losing every result it carried."""
     try:
-        pickle.dumps(exc)
+        pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")

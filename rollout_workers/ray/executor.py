@@ -15,6 +15,9 @@ can read them from their files or input cells itself (``worker_reads_images``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import math
 import re
 import signal
@@ -344,7 +347,7 @@ class RayExecutor:
         worker.outbox.append((request_id, request))
         if worker.send_timer is None:
             worker.send_timer = loop.call_later(self.batch_window_s, self._send, worker)
-        if not worker.tasks:
+        if not worker.tasks or worker.tasks[0].done():  # its poller ends only once the worker is gone
             worker.tasks = [loop.create_task(self._poll(worker))]
 
     def _send(self, worker: WorkerState) -> None:
@@ -369,8 +372,8 @@ class RayExecutor:
         except Exception as exc:  # a request the executor cannot carry (a problem that skipped validation)
             self._fail_apart(worker, items, exc, f"{type(exc).__name__}: {exc}")
             return
-        try:  # a batch lost in flight shows up as the poll failing
-            worker.actor.enqueue.remote(refs, self.client, images, read_paths)
+        try:  # a batch lost in flight shows up as the poll failing; one the worker refused, in _enqueued
+            sent = worker.actor.enqueue.remote(refs, self.client, images, read_paths)
         except (RayActorError, RaySystemError) as exc:  # the handle refused the call: the requests go elsewhere
             self._fail(worker, items, _WorkerLost(str(exc)))
         except Exception as exc:  # Ray could not pickle a request: the worker is fine
@@ -379,6 +382,32 @@ class RayExecutor:
                                                  f"refuses?): {_root_cause(exc)}")
         else:
             self.batches += 1
+            loop = asyncio.get_running_loop()
+            sent.future().add_done_callback(functools.partial(self._enqueue_done, loop, worker, items, images))
+
+    def _enqueue_done(self, loop: asyncio.AbstractEventLoop, worker: WorkerState,
+                      items: list[tuple[int, GenerationRequest]], images: dict[str, bytes] | None,
+                      done: concurrent.futures.Future) -> None:
+        """In Ray's thread, once the worker's ``enqueue`` returned: nothing to do unless it raised."""
+        if done.cancelled() or done.exception() is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+            loop.call_soon_threadsafe(self._enqueued, worker, items, images, done.exception())
+
+    def _enqueued(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]],
+                  images: dict[str, bytes] | None, error: BaseException) -> None:
+        """The worker's ``enqueue`` of ``items`` raised (in a loop callback, from Ray's thread):
+        a lost worker is its poller's to see; otherwise the worker took none of them (it could
+        not unpickle one: an object in ``problem.meta`` whose class rebuilds differently), and
+        without this they would wait out the request timeout. They go again apart, so that
+        only the request at fault fails, with the worker's reason."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        if isinstance(error, (RayActorError, ActorUnavailableError)):
+            return
+        self._unsent(worker, images)
+        self._fail_apart(worker, items, error, "the worker cannot take it (an object in problem.meta that does not "
+                                               f"unpickle?): {_last_line(error)}")
 
     def _unsent(self, worker: WorkerState, images: dict[str, bytes] | None) -> None:
         """A batch's ``images`` did not go after all: the worker does not hold them, and
@@ -473,6 +502,8 @@ class RayExecutor:
             try:
                 results, worker.sharing = await worker.actor.poll.remote(1.0, self.client)
                 self.polls += 1
+            except asyncio.CancelledError:
+                raise
             except (RayActorError, ActorUnavailableError) as exc:
                 if isinstance(exc, ActorDiedError):  # before its requests fail: they must not wait for it
                     router.mark_gone(worker, _why_dead(exc))
@@ -487,12 +518,27 @@ class RayExecutor:
                     return
                 await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
                 continue
+            except Exception as exc:  # the answer could not be read here (a result that does not unpickle)
+                self._results_lost(worker, exc)
+                continue
             if not worker.alive or not worker.answered:
                 router.answered(worker, asked_at)  # back (restarted) if asked after its death
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():
                     future.set_result((status, value))
+
+    @staticmethod
+    def _results_lost(worker: WorkerState, error: Exception) -> None:
+        """A poll's answer could not be read: whichever results it carried are lost, and the
+        requests waiting on the worker are failed (retryable: the driver sends them again, as
+        the same requests) rather than left to wait out their time limit. The worker is fine
+        and keeps being polled."""
+        lost = GenerationError(f"the answers of worker {worker.index} could not be read: {_root_cause(error)}",
+                               retryable=True)
+        for future in list(worker.pending.values()):
+            if not future.done():
+                future.set_exception(lost)
 
     def release(self, problem_id: str) -> None:
         """A tree finished: fold its routing into the affinity statistics."""
