@@ -91,8 +91,9 @@ def test_a_worker_answers_a_missing_image_with_a_miss_and_serves_it_once_sent():
         worker = RolloutWorker(ECHO, {}, 10.0, image_cache_bytes=1 << 20)
         request = GenerationRequest(image_problem(3, 2048), (), n=2, seed=4)
         ref, by_hash = refer_images(request)
-        await worker.enqueue([(1, ref)], "c")
-        assert await worker.poll(1.0, "c") == ([(1, "miss", list(by_hash))], 1)  # and one driver polls it
+        await worker.enqueue([(1, ref)], "c", batch=7)
+        # the miss; one driver polls it; batch 7 arrived
+        assert await worker.poll(1.0, "c") == ([(1, "miss", list(by_hash))], 1, [7])
         await worker.enqueue([(2, ref)], "c", {k: bytes(v) for k, v in by_hash.items()})
         await worker.enqueue([(3, ref)], "c")  # held now: no bytes needed
         got = []

@@ -44,10 +44,11 @@ def worker_name(pool: str, index: int) -> str:
 class _Client:
     """One driver's side of a worker: its finished results, waiting for its next poll."""
 
-    __slots__ = ("results", "event", "tasks", "last_seen")
+    __slots__ = ("results", "event", "tasks", "last_seen", "received")
 
     def __init__(self) -> None:
         self.results: list[tuple[int, str, Any]] = []
+        self.received: list[int] = []  # batches taken since the last poll (their numbers)
         self.event = asyncio.Event()
         self.tasks: set[asyncio.Future] = set()
         self.last_seen = time.monotonic()
@@ -85,8 +86,9 @@ class RolloutWorker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "policy": policy_name(self.policy)}
 
     async def enqueue(self, items: list[tuple[int, GenerationRequest]], client: str = "",
-                      images: dict[str, bytes] | None = None, read_paths: bool = False) -> int:
-        """Start every request of a batch; results are collected with :meth:`poll`.
+                      images: dict[str, bytes] | None = None, read_paths: bool = False, batch: int = 0) -> None:
+        """Start every request of a batch; results are collected with :meth:`poll`, which
+        also says that batch ``batch`` arrived (one Ray could not hand over never does).
 
         ``images`` are the bytes (by hash) of the batch's images this worker was not known
         to hold. With ``read_paths``, an image the cache lacks whose reference names a file
@@ -96,6 +98,7 @@ class RolloutWorker:
         again with the bytes.
         """
         c = self._client(client)
+        c.received.append(batch)
         cache = self.images
         for key, data in (images or {}).items():  # before any await: a batch sent later may name them
             cache.put(key, data)
@@ -145,10 +148,12 @@ class RolloutWorker:
         the cell reader's (row groups read, files mapped)."""
         return {**self.images.stats(), **self.cells.stats()}
 
-    async def poll(self, max_wait_s: float = 1.0, client: str = "") -> tuple[list[tuple[int, str, Any]], int]:
+    async def poll(self, max_wait_s: float = 1.0, client: str = ""
+                   ) -> tuple[list[tuple[int, str, Any]], int, list[int]]:
         """Everything finished for ``client`` since its last poll, waiting up to ``max_wait_s``
-        for one; and how many drivers share this worker now (those that polled within
-        ``SHARING_S``), so that each fills its share of the worker, not all of it."""
+        for one; how many drivers share this worker now (those that polled within
+        ``SHARING_S``), so that each fills its share of the worker, not all of it; and the
+        numbers of the batches that arrived since the last poll."""
         c = self._client(client)
         if not c.results:
             try:
@@ -156,10 +161,11 @@ class RolloutWorker:
             except asyncio.TimeoutError:
                 pass
         results, c.results = c.results, []
+        received, c.received = c.received, []
         c.event.clear()
         now = c.last_seen = time.monotonic()
         self._reap(now)
-        return results, sum(1 for other in self._clients.values() if now - other.last_seen <= SHARING_S)
+        return results, sum(1 for other in self._clients.values() if now - other.last_seen <= SHARING_S), received
 
     def forget(self, client: str) -> int:
         """Drop ``client`` (its driver closed): cancel its requests, discard its results."""

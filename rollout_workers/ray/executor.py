@@ -15,9 +15,6 @@ can read them from their files or input cells itself (``worker_reads_images``).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import functools
 import math
 import re
 import signal
@@ -372,8 +369,8 @@ class RayExecutor:
         except Exception as exc:  # a request the executor cannot carry (a problem that skipped validation)
             self._fail_apart(worker, items, exc, f"{type(exc).__name__}: {exc}")
             return
-        try:  # a batch lost in flight shows up as the poll failing; one the worker refused, in _enqueued
-            sent = worker.actor.enqueue.remote(refs, self.client, images, read_paths)
+        try:  # a batch lost with the worker shows up as the poll failing; one it never took, in _poll
+            sent = worker.actor.enqueue.remote(refs, self.client, images, read_paths, self.batches + 1)
         except (RayActorError, RaySystemError) as exc:  # the handle refused the call: the requests go elsewhere
             self._fail(worker, items, _WorkerLost(str(exc)))
         except Exception as exc:  # Ray could not pickle a request: the worker is fine
@@ -382,32 +379,41 @@ class RayExecutor:
                                                  f"refuses?): {_root_cause(exc)}")
         else:
             self.batches += 1
-            loop = asyncio.get_running_loop()
-            sent.future().add_done_callback(functools.partial(self._enqueue_done, loop, worker, items, images))
+            worker.unreceived[self.batches] = (worker.polls_sent, sent, items, images)
 
-    def _enqueue_done(self, loop: asyncio.AbstractEventLoop, worker: WorkerState,
-                      items: list[tuple[int, GenerationRequest]], images: dict[str, bytes] | None,
-                      done: concurrent.futures.Future) -> None:
-        """In Ray's thread, once the worker's ``enqueue`` returned: nothing to do unless it raised."""
-        if done.cancelled() or done.exception() is None:
+    def _check_received(self, worker: WorkerState, received: list[int]) -> None:
+        """Forget the batches the worker says arrived. One still missing after two polls sent
+        after it (Ray runs one caller's calls to an actor in order, give or take an async
+        actor's reordering) never will: Ray could not hand it over (the worker could not
+        unpickle an argument: an object in ``problem.meta`` whose class rebuilds differently
+        there), and its requests would wait out their time limit."""
+        unreceived = worker.unreceived
+        for number in received:
+            unreceived.pop(number, None)
+        if not unreceived or next(iter(unreceived.values()))[0] >= worker.polls_sent - 2:
             return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
-            loop.call_soon_threadsafe(self._enqueued, worker, items, images, done.exception())
+        for number, (sent_before, call, items, images) in list(unreceived.items()):
+            if sent_before >= worker.polls_sent - 2:
+                break
+            del unreceived[number]
+            asyncio.get_running_loop().create_task(self._never_received(worker, call, items, images))
 
-    def _enqueued(self, worker: WorkerState, items: list[tuple[int, GenerationRequest]],
-                  images: dict[str, bytes] | None, error: BaseException) -> None:
-        """The worker's ``enqueue`` of ``items`` raised (in a loop callback, from Ray's thread):
-        a lost worker is its poller's to see; otherwise the worker took none of them (it could
-        not unpickle one: an object in ``problem.meta`` whose class rebuilds differently), and
-        without this they would wait out the request timeout. They go again apart, so that
-        only the request at fault fails, with the worker's reason."""
-        from ray.exceptions import ActorUnavailableError, RayActorError
-
-        if isinstance(error, (RayActorError, ActorUnavailableError)):
+    async def _never_received(self, worker: WorkerState, call: Any, items: list[tuple[int, GenerationRequest]],
+                              images: dict[str, bytes] | None) -> None:
+        """A batch the worker never took: its requests go again apart, so that only the one at
+        fault fails, with the worker's reason (the call's own error)."""
+        try:
+            await call
+            why = "the worker did not take the batch"
+        except Exception as exc:
+            why = f"the worker cannot take it (an object in problem.meta that does not unpickle?): {_last_line(exc)}"
+            error: Exception = exc
+        else:
+            error = RuntimeError(why)
+        if not worker.alive:  # lost with the worker: its poller failed them, and they went elsewhere
             return
         self._unsent(worker, images)
-        self._fail_apart(worker, items, error, "the worker cannot take it (an object in problem.meta that does not "
-                                               f"unpickle?): {_last_line(error)}")
+        self._fail_apart(worker, items, error, why)
 
     def _unsent(self, worker: WorkerState, images: dict[str, bytes] | None) -> None:
         """A batch's ``images`` did not go after all: the worker does not hold them, and
@@ -499,8 +505,9 @@ class RayExecutor:
         router = self.router
         while True:
             asked_at = time.monotonic()
+            worker.polls_sent += 1
             try:
-                results, worker.sharing = await worker.actor.poll.remote(1.0, self.client)
+                results, worker.sharing, received = await worker.actor.poll.remote(1.0, self.client)
                 self.polls += 1
             except asyncio.CancelledError:
                 raise
@@ -510,6 +517,7 @@ class RayExecutor:
                 else:  # down until it answers again: nothing is sent to it while Ray restarts it
                     router.mark_dead(worker)
                 lost = _WorkerLost(str(exc))
+                worker.unreceived.clear()  # their requests fail here, and go elsewhere
                 for future in list(worker.pending.values()):
                     if not future.done():
                         future.set_exception(lost)
@@ -523,6 +531,8 @@ class RayExecutor:
                 continue
             if not worker.alive or not worker.answered:
                 router.answered(worker, asked_at)  # back (restarted) if asked after its death
+            if worker.unreceived:
+                self._check_received(worker, received)
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
                 if future is not None and not future.done():

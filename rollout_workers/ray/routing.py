@@ -47,6 +47,8 @@ class WorkerState:
     images: KnownImages = field(default_factory=lambda: KnownImages(512 << 20))  # hashes it was sent
     reads_paths: bool = True  # it may read images from their files (off after its first failed read)
     sharing: int = 1  # drivers polling it, this one included (as its last poll said)
+    polls_sent: int = 0
+    unreceived: dict = field(default_factory=dict)  # batch number -> (polls sent before it, its call, items, images)
 
 
 @dataclass
