@@ -619,7 +619,8 @@ class JobSignals:
                              "(send it again to stop at once)\n")
         else:
             sys.stderr.write(f"prmtree: {name} again: the drivers cancel the problems in flight "
-                             f"(the next run redoes them); a driver not ended within {CANCEL_WAIT_S:g} s is killed\n")
+                             f"(the next run redoes them); a driver not ended within {CANCEL_WAIT_S:g} s and making no "
+                             "progress is killed\n")
             self._again = True
             self.cancel_by = time.monotonic() + CANCEL_WAIT_S
 

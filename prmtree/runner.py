@@ -39,6 +39,7 @@ from prmtree.rollout_workers.loop_watchdog import (
     forget_arrivals,
     loop_watchdog,
     note_signal,
+    note_stop_request,
     signal_taken,
 )
 
@@ -303,12 +304,14 @@ class StopHandle:
             if self._stop is None or self._loop is None:
                 self._early.append(sig)
                 return
+            note_stop_request(sig)  # taken up by the loop at once, or the watchdog ends a stuck run
             self._loop.call_soon_threadsafe(self._stop._on_signal, sig)
 
     def _bind(self, stop: _GracefulStop, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._stop, self._loop = stop, loop
             for sig in self._early:
+                note_stop_request(sig)
                 loop.call_soon_threadsafe(stop._on_signal, sig)
             self._early.clear()
 
@@ -519,9 +522,10 @@ async def _run_async(
         executor, judge_executor = built  # type: ignore[assignment]
     verifier = Verifier(cfg.verify, custom=job.check_answer)
     watchdog = None
-    if threading.current_thread() is threading.main_thread():  # where signals arrive
+    if threading.current_thread() is threading.main_thread() or handle is not None:  # where stops arrive
         # the loop itself is watched, not only generate: a policy's background task that
-        # blocks it would otherwise hang the run and ignore SIGTERM
+        # blocks it would otherwise hang the run and ignore SIGTERM (a driver actor's run,
+        # in a thread of its own, gets its stops through ``handle``: watched the same way)
         watchdog = loop_watchdog(cfg.executor.request_timeout_s, executor.policy_name).watch()
         if writer is not None:
             watchdog.excused = lambda: writer.flushing  # writing shards: the run's own work

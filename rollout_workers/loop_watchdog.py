@@ -204,6 +204,13 @@ def note_signal(signum: int, frame: Any) -> None:
     _arrivals.append((signum, now))
 
 
+def note_stop_request(signum: int) -> None:
+    """A stop asked from another thread (a several-driver job's driver actor, where no
+    signal handler can be installed): the watchdog acts on it as on a signal the loop did
+    not take up, so a driver stuck in a long computation on its loop cannot outlive it."""
+    _signals["last"] = (signum, time.monotonic())
+
+
 def claim_arrival(signum: int) -> float | None:
     """When the oldest noted, unclaimed ``signum`` arrived, claimed now; None where none is
     noted (two deliveries before the handler ran are noted once: the second came with it)."""

@@ -299,6 +299,60 @@ def test_a_driver_still_working_is_not_taken_for_frozen():
     assert ProgressWatch().frozen(cpu_reading(busy.pid))  # gone: no reading, no progress
 
 
+STUCK_RAY_JOB = """
+import os, sys, time
+import prmtree
+from prmtree.engine.synthetic import generate_problems
+
+TRIGGER = "TRIGGER_PATH"  # written into the script: a driver actor's sys.argv is Ray's
+
+
+def check(gold, pred):  # a check that computes for ever once the trigger exists (on the driver's loop)
+    if os.path.exists(TRIGGER):
+        while True:
+            pass
+    return gold.strip() == pred.strip()
+
+if __name__ == "__main__":
+    prmtree.run(generate_problems(400, seed=2), policy="simulated", policy_args={"latency_s": 0.05},
+                out=sys.argv[1], drivers=2, check_answer=check,
+                config={"seed": 3, "labels": {"learn_floor": False},
+                        "executor": {"kind": "ray", "workers": 1, "num_cpus_per_worker": 0,
+                                     "num_cpus_per_driver": 0}})
+"""
+
+
+def test_a_ray_driver_stuck_computing_on_its_loop_cannot_outlive_the_stops(tmp_path):
+    # Before: a driver actor's run had no loop watchdog (it runs in a thread, not the main
+    # one), and once stuck drivers were no longer killed blindly 5 s after the second stop,
+    # a driver computing for ever kept the job alive until a third stop.
+    script = tmp_path / "job.py"
+    out, trigger = tmp_path / "out", tmp_path / "trigger"
+    script.write_text(STUCK_RAY_JOB.replace("TRIGGER_PATH", str(trigger)))
+    job = subprocess.Popen([sys.executable, str(script), str(out)], cwd=tmp_path, text=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None and len(list(out.glob("manifest-*.json"))) < 2:
+            time.sleep(0.2)
+        time.sleep(1.0)  # both drivers search
+        assert job.poll() is None
+        trigger.write_text("")
+        time.sleep(1.0)
+        job.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        job.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert time.monotonic() - stopped < 20, err[-3000:]
+    assert job.returncode != 0 and "SIGINT arrived while it held the loop" in err, err[-3000:]
+
+
 class SpinningDriver(SliceDriver):
     """A job's driver actor that can be kept at work (``spin``) as a long flush keeps it."""
 
