@@ -312,6 +312,10 @@ class ExecutorConfig(_Strict):
         None, description="join the running worker pool of this name (set by --drivers for its driver actors), or, "
         "kind host, the engine host's socket (set by --executor inline --drivers N for its driver processes)"
     )
+    pool_drivers: int = Field(
+        1, ge=1, description="set by --drivers for its driver actors: the drivers sharing the attached pool, so "
+        "that each fills its share of it from its first request (the workers then say how many poll them)"
+    )
 
     @field_validator("kind")
     @classmethod

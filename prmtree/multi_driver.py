@@ -28,6 +28,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -59,6 +61,7 @@ from prmtree.rollout_workers.ray import (
     auto_drivers,
     connect,
 )
+from prmtree.rollout_workers.ray.sizing import is_local
 from prmtree.runner import NO_ROWS, DriverJob, RunSummary, StopHandle, is_echo, run_checked, versions
 
 #: How often the job asks its drivers for their counters (for ``on_progress``).
@@ -201,9 +204,10 @@ def run_job(job: DriverJob, on_progress: Callable[[RunStats], None] | None = Non
     out_dir = Path(out).resolve() if out is not None else None  # None: write nothing (a benchmark)
     requested = cfg.executor.drivers
     drivers = requested if isinstance(requested, int) else layout_in(out_dir) if out_dir else None
-    # Ray joined, not started here: its runtime_env decides what the workers import, and
-    # cloudpickle sends lambdas and a notebook's functions whole, so nothing is refused
-    probe = not ray.is_initialized()
+    # Ray joined, not started here (ray.init before, or a cluster's address): its runtime_env
+    # decides what the workers import, and cloudpickle sends lambdas and a notebook's
+    # functions whole, so nothing is refused
+    probe = not ray.is_initialized() and is_local(cfg.executor.address)
     if probe and drivers is not None and drivers > 1:  # driver actors run the functions: refused before Ray starts
         check_portable(job, through_ray=True)
     if drivers is not None and out_dir is not None:
@@ -296,50 +300,83 @@ def _not_picklable(fn: Any) -> str | None:
 
 def _not_importable_by_ray(fn: Any) -> str | None:
     """Why a Ray driver actor could not import a module ``fn`` pickles through, or None: a
-    module that cloudpickle names (not ``__main__``) and that a new process, given the
-    folders Ray gives its workers, does not find (asked of one: only the top-level name is
-    looked up, nothing is imported)."""
-    for module in sorted(_pickled_by_name(fn)):
-        top = module.partition(".")[0]
-        if top in sys.builtin_module_names or top in sys.stdlib_module_names:
-            continue
-        spec = importlib.util.find_spec(top)
-        if spec is None:  # not found here either: cloudpickle sends it whole
-            continue
-        folders = [os.getcwd()]
-        if sys.argv and sys.argv[0]:
-            folders.append(os.path.dirname(os.path.realpath(sys.argv[0])))
-        probe = ("import importlib.util, sys; sys.path[:0] = sys.argv[2:]; "
-                 "sys.exit(importlib.util.find_spec(sys.argv[1]) is None)")
-        found = subprocess.run([sys.executable, "-c", probe, top, *folders], capture_output=True, timeout=120)
-        if found.returncode == 0:
-            continue
-        where = spec.origin or ", ".join(spec.submodule_search_locations or [])
-        return (f"its module {top!r} ({where}) is found only through sys.path as this process changed it, and "
-                "Ray's workers do not get that: install it, put it beside the script, or add its folder to "
-                "PYTHONPATH")
-    return None
+    module that cloudpickle names and that a new process, given the folders Ray gives its
+    workers, does not find (asked of one process: only top-level names are looked up,
+    nothing is imported)."""
+    tops = sorted({module.partition(".")[0] for module in _pickled_by_name(fn)}
+                  - set(sys.builtin_module_names) - sys.stdlib_module_names)
+    specs = {top: spec for top in tops if (spec := importlib.util.find_spec(top)) is not None}
+    if not specs:  # none, or none found here either (then cloudpickle sends it whole)
+        return None
+    folders = [os.getcwd()]
+    if sys.argv and sys.argv[0]:
+        folders.append(os.path.dirname(os.path.realpath(sys.argv[0])))
+    probe = ("import importlib.util, sys; tops, sys.path[:0] = sys.argv[1].split(','), sys.argv[2:]; "
+             "print(','.join(t for t in tops if importlib.util.find_spec(t) is None))")
+    found = subprocess.run([sys.executable, "-c", probe, ",".join(specs), *folders], capture_output=True,
+                           text=True, timeout=120)
+    missing = [top for top in found.stdout.strip().split(",") if top in specs] if found.returncode == 0 else []
+    if not missing:
+        return None
+    spec = specs[missing[0]]
+    where = spec.origin or ", ".join(spec.submodule_search_locations or [])
+    return (f"its module {missing[0]!r} ({where}) is found only through sys.path as this process changed it, and "
+            "Ray's workers do not get that: install it, put it beside the script, add its folder to PYTHONPATH, "
+            "or register it with ray.cloudpickle.register_pickle_by_value")
 
 
-def _pickled_by_name(fn: Any, depth: int = 0) -> set[str]:
-    """The modules cloudpickle sends ``fn`` through by name (the receiver imports them): a
-    function's or class's own, where it is its module's attribute; a ``functools.partial``'s
-    function and callable arguments; a bound method's or classmethod's owner (the instance's
-    class, or the class); a callable instance's class."""
-    if depth > 4:
+def _pickled_by_name(fn: Any, seen: set[int] | None = None) -> set[str]:
+    """The modules cloudpickle sends ``fn`` through by name (the receiver imports them), as it
+    decides: a function or class that is its module's attribute goes by name (unless its
+    module is registered to go by value); any other (a ``__main__`` function, a lambda, a
+    closure) goes whole, with the globals its code names and its closure's cells, each by
+    the same rule, and a module among them by name. A ``functools.partial`` goes with its
+    function and arguments, a bound method or classmethod with its owner, any other object
+    with its class and its attributes."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen or len(seen) > 500:
         return set()
+    seen.add(id(fn))
+    if isinstance(fn, types.ModuleType):
+        return set() if _by_value(fn.__name__) else {fn.__name__}
     if isinstance(fn, functools.partial):
         parts = [fn.func, *fn.args, *fn.keywords.values()]
-        return set().union(*(_pickled_by_name(p, depth + 1) for p in parts if callable(p)))
+        return set().union(*(_pickled_by_name(p, seen) for p in parts))
+    if isinstance(fn, (staticmethod, classmethod)):
+        return _pickled_by_name(fn.__func__, seen)
     if inspect.ismethod(fn):
         owner = fn.__self__
-        return _pickled_by_name(owner if isinstance(owner, type) else type(owner), depth + 1)
-    if isinstance(fn, type) or inspect.isfunction(fn):
-        module = getattr(fn, "__module__", None)
-        return {module} if module and module != "__main__" and _named(fn, module) else set()
-    if callable(fn) and not inspect.isbuiltin(fn):
-        return _pickled_by_name(type(fn), depth + 1)
-    return set()
+        return _pickled_by_name(owner if isinstance(owner, type) else type(owner), seen)
+    if not (isinstance(fn, type) or inspect.isfunction(fn)):  # any other object: its class, and its state
+        state = vars(fn).values() if isinstance(getattr(fn, "__dict__", None), dict) else ()
+        return _pickled_by_name(type(fn), seen).union(*(_pickled_by_name(v, seen) for v in state))
+    module = getattr(fn, "__module__", None)
+    if module and module != "__main__" and _named(fn, module):
+        return set() if _by_value(module) else {module}
+    if isinstance(fn, type):  # sent whole: its methods and what they name
+        return set().union(*(_pickled_by_name(v, seen) for v in vars(fn).values()
+                             if inspect.isfunction(v) or isinstance(v, (staticmethod, classmethod))))
+    out: set[str] = set()
+    codes, names = [fn.__code__], set()
+    while codes:  # the names its code uses, nested functions' too
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    for name in names & fn.__globals__.keys():
+        out |= _pickled_by_name(fn.__globals__[name], seen)
+    for cell in fn.__closure__ or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            out |= _pickled_by_name(cell.cell_contents, seen)
+    return out
+
+
+def _by_value(module: str) -> bool:
+    """Whether ``module`` is registered with cloudpickle to go by value (Ray's own answer to
+    a module its workers cannot import: ``ray.cloudpickle.register_pickle_by_value``)."""
+    from ray import cloudpickle
+
+    registered = getattr(cloudpickle, "list_registry_pickle_by_value", lambda: set())()
+    return module in registered or module.partition(".")[0] in registered
 
 
 def _named(fn: Any, module: str) -> bool:
@@ -365,7 +402,7 @@ def precheck(out: Path, cfg: RunConfig, drivers: int, force: bool) -> None:
 
 def _driver_config(cfg: RunConfig, pool: PoolHandle, drivers: int) -> RunConfig:
     """Driver i's config: attached to the pool, one driver, its share of the job's load."""
-    return driver_share(cfg, drivers, attach=pool.name)
+    return driver_share(cfg, drivers, attach=pool.name, pool_drivers=drivers)
 
 
 def driver_share(cfg: RunConfig, drivers: int, **executor: Any) -> RunConfig:

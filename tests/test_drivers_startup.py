@@ -92,7 +92,8 @@ def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monke
                              check_answer=lambda gold, pred: gold == pred), through_ray=True)  # cloudpickle sends it
 
 
-@pytest.mark.parametrize("how", ["partial", "bound method", "classmethod", "callable instance"])
+@pytest.mark.parametrize("how", ["partial", "bound method", "classmethod", "callable instance", "lambda calling it",
+                                 "partial of a lambda"])
 def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_path, monkeypatch, how):
     # Before: only a plain function's module was checked; a partial, a bound method, a
     # classmethod or a callable instance of a module found only through the script's sys.path
@@ -110,12 +111,34 @@ def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_
     import plugmod_wrapped as m
 
     check = {"partial": functools.partial(m.check, strip=False), "bound method": m.Checker().check,
-             "classmethod": m.Checker.by_class, "callable instance": m.Checker()}[how]
+             "classmethod": m.Checker.by_class, "callable instance": m.Checker(),
+             "lambda calling it": lambda gold, pred: m.check(gold, pred),  # sent whole; its module by name
+             "partial of a lambda": functools.partial(lambda strip, gold, pred: m.check(gold, pred, strip), True)}[how]
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check)
     with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_wrapped'"):
         check_portable(job, through_ray=True)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
     check_portable(job, through_ray=True)  # where Ray's workers find it: accepted
+
+
+def test_a_module_registered_to_go_by_value_is_not_refused(tmp_path, monkeypatch):
+    # Ray's own answer to a module its workers cannot import; before, it was refused all the same
+    from ray import cloudpickle
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "plugmod_by_value.py").write_text("def check(gold, pred):\n    return gold == pred\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    import plugmod_by_value
+
+    job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=plugmod_by_value.check)
+    with pytest.raises(prmtree.ConfigError, match="or register it with ray.cloudpickle.register_pickle_by_value"):
+        check_portable(job, through_ray=True)
+    cloudpickle.register_pickle_by_value(plugmod_by_value)
+    try:
+        check_portable(job, through_ray=True)
+    finally:
+        cloudpickle.unregister_pickle_by_value(plugmod_by_value)
 
 
 UNGUARDED_SCRIPT = """

@@ -205,7 +205,8 @@ class RayExecutor:
         for i in indices:
             try:
                 workers.append(WorkerState(i, ray.get_actor(worker_name(self.attach, i)),
-                                           images=KnownImages(self.image_cache_bytes)))
+                                           images=KnownImages(self.image_cache_bytes),
+                                           sharing=self.config.pool_drivers))  # till its polls say
             except ValueError:  # gone between the listing and the lookup
                 continue
         if not workers:
