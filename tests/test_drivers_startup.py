@@ -75,18 +75,31 @@ def test_a_ray_job_refuses_a_check_from_a_folder_only_the_script_added_to_sys_pa
     assert time.monotonic() - started < 30
 
 
+def hidden_module(tmp_path, monkeypatch, name, source):
+    """Module ``name`` in a folder only this process has on sys.path (as a script's own
+    ``sys.path.insert`` does), imported."""
+    import importlib
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(plugins))
+    return importlib.import_module(name)
+
+
+def found_by_new_processes(tmp_path, monkeypatch):
+    """The hidden modules' folder on PYTHONPATH, the environment Ray's workers inherit."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "plugins"),
+                                                                   os.environ.get("PYTHONPATH")])))
+
+
 def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monkeypatch):
     """The same module on PYTHONPATH (the environment Ray's workers inherit) is accepted."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "plugmod_ok.py").write_text("def check(gold, pred):\n    return gold == pred\n")
-    monkeypatch.syspath_prepend(str(plugins))
-    import plugmod_ok
-
+    plugmod_ok = hidden_module(tmp_path, monkeypatch, "plugmod_ok", "def check(gold, pred):\n    return gold == pred\n")
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=plugmod_ok.check)
     with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_ok'"):
         check_portable(job, through_ray=True)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
+    found_by_new_processes(tmp_path, monkeypatch)
     check_portable(job, through_ray=True)
     check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated",
                              check_answer=lambda gold, pred: gold == pred), through_ray=True)  # cloudpickle sends it
@@ -98,18 +111,13 @@ def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_
     # Before: only a plain function's module was checked; a partial, a bound method, a
     # classmethod or a callable instance of a module found only through the script's sys.path
     # passed, and the job failed after ~17 s with Ray's tracebacks in its drivers.
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "plugmod_wrapped.py").write_text(
-        "def check(gold, pred, strip=True):\n    return gold.strip() == pred.strip()\n\n"
-        "class Checker:\n    def check(self, gold, pred):\n        return gold == pred\n\n"
-        "    @classmethod\n    def by_class(cls, gold, pred):\n        return gold == pred\n\n"
-        "    def __call__(self, gold, pred):\n        return gold == pred\n")
-    monkeypatch.syspath_prepend(str(plugins))
     import functools
 
-    import plugmod_wrapped as m
-
+    m = hidden_module(tmp_path, monkeypatch, "plugmod_wrapped",
+                      "def check(gold, pred, strip=True):\n    return gold.strip() == pred.strip()\n\n"
+                      "class Checker:\n    def check(self, gold, pred):\n        return gold == pred\n\n"
+                      "    @classmethod\n    def by_class(cls, gold, pred):\n        return gold == pred\n\n"
+                      "    def __call__(self, gold, pred):\n        return gold == pred\n")
     check = {"partial": functools.partial(m.check, strip=False), "bound method": m.Checker().check,
              "classmethod": m.Checker.by_class, "callable instance": m.Checker(),
              "lambda calling it": lambda gold, pred: m.check(gold, pred),  # sent whole; its module by name
@@ -117,7 +125,7 @@ def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check)
     with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_wrapped'"):
         check_portable(job, through_ray=True)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])))
+    found_by_new_processes(tmp_path, monkeypatch)
     check_portable(job, through_ray=True)  # where Ray's workers find it: accepted
 
 
@@ -125,12 +133,8 @@ def test_a_module_registered_to_go_by_value_is_not_refused(tmp_path, monkeypatch
     # Ray's own answer to a module its workers cannot import; before, it was refused all the same
     from ray import cloudpickle
 
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "plugmod_by_value.py").write_text("def check(gold, pred):\n    return gold == pred\n")
-    monkeypatch.syspath_prepend(str(plugins))
-    import plugmod_by_value
-
+    plugmod_by_value = hidden_module(tmp_path, monkeypatch, "plugmod_by_value",
+                                     "def check(gold, pred):\n    return gold == pred\n")
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=plugmod_by_value.check)
     with pytest.raises(prmtree.ConfigError, match="or register it with ray.cloudpickle.register_pickle_by_value"):
         check_portable(job, through_ray=True)
