@@ -514,7 +514,7 @@ class RayExecutor:
                 raise
             except (RayActorError, ActorUnavailableError) as exc:
                 if isinstance(exc, ActorDiedError):  # before its requests fail: they must not wait for it
-                    router.mark_gone(worker, _why_dead(exc))
+                    router.mark_gone(worker, _why_dead(exc, self.config.max_restarts))
                 else:  # down until it answers again: nothing is sent to it while Ray restarts it
                     router.mark_dead(worker)
                 lost = _WorkerLost(str(exc))
@@ -648,13 +648,16 @@ def _refused_policy(exc: BaseException) -> str | None:
     return None
 
 
-def _why_dead(exc: BaseException) -> str:
-    """Why Ray will not restart an actor, from its ``ActorDiedError`` (after "worker N")."""
+def _why_dead(exc: BaseException, max_restarts: int) -> str:
+    """Why Ray will not restart an actor, from its ``ActorDiedError`` (after "worker N"). A
+    worker that died again while Ray restarted it is seen to die once here, but used two of
+    Ray's restarts: Ray's own count is the one that ran out."""
     text = str(exc)
     if "killed by `ray.kill`" in text:
         return "was killed with ray.kill, so Ray will not restart it"
     because = next((line.strip() for line in text.splitlines() if "dead because" in line), _last_line(exc))
-    return f"died and Ray will not restart it ({because.split('. ')[0].rstrip('.')})"
+    return (f"died and Ray will not restart it ({because.split('. ')[0].rstrip('.')}; max_restarts = "
+            f"{max_restarts} restarts used up, or its restart failed)")
 
 
 def _root_cause(exc: BaseException) -> str:
