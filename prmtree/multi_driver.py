@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dis
 import functools
 import importlib.util
 import inspect
@@ -337,6 +338,14 @@ def _pickled_by_name(fn: Any, seen: set[int] | None = None) -> set[str]:
     if id(fn) in seen or len(seen) > 500:
         return set()
     seen.add(id(fn))
+    try:
+        return _by_name_within(fn, seen)
+    except Exception:  # an object that will not be looked at (a proxy, a property that raises): no claim
+        return set()
+
+
+def _by_name_within(fn: Any, seen: set[int]) -> set[str]:
+    """:func:`_pickled_by_name` of ``fn``, one step down."""
     if isinstance(fn, types.ModuleType):
         return set() if _by_value(fn.__name__) else {fn.__name__}
     if isinstance(fn, functools.partial):
@@ -347,20 +356,20 @@ def _pickled_by_name(fn: Any, seen: set[int] | None = None) -> set[str]:
     if inspect.ismethod(fn):
         owner = fn.__self__
         return _pickled_by_name(owner if isinstance(owner, type) else type(owner), seen)
+    module = getattr(fn, "__module__", None)
+    if isinstance(module, str) and module != "__main__" and _named(fn, module):  # a wrapper too (lru_cache)
+        return set() if _by_value(module) else {module}
     if not (isinstance(fn, type) or inspect.isfunction(fn)):  # any other object: its class, and its state
         state = vars(fn).values() if isinstance(getattr(fn, "__dict__", None), dict) else ()
         return _pickled_by_name(type(fn), seen).union(*(_pickled_by_name(v, seen) for v in state))
-    module = getattr(fn, "__module__", None)
-    if module and module != "__main__" and _named(fn, module):
-        return set() if _by_value(module) else {module}
     if isinstance(fn, type):  # sent whole: its methods and what they name
         return set().union(*(_pickled_by_name(v, seen) for v in vars(fn).values()
                              if inspect.isfunction(v) or isinstance(v, (staticmethod, classmethod))))
     out: set[str] = set()
     codes, names = [fn.__code__], set()
-    while codes:  # the names its code uses, nested functions' too
+    while codes:  # the globals its code reads or writes, nested functions' too (not attribute names)
         code = codes.pop()
-        names.update(code.co_names)
+        names.update(op.argval for op in dis.get_instructions(code) if op.opname in _GLOBAL_OPS)
         codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
     for name in names & fn.__globals__.keys():
         out |= _pickled_by_name(fn.__globals__[name], seen)
@@ -368,6 +377,9 @@ def _pickled_by_name(fn: Any, seen: set[int] | None = None) -> set[str]:
         with contextlib.suppress(ValueError):  # an empty cell
             out |= _pickled_by_name(cell.cell_contents, seen)
     return out
+
+
+_GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"}  # what cloudpickle collects a function's globals by
 
 
 def _by_value(module: str) -> bool:

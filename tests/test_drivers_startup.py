@@ -106,7 +106,7 @@ def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monke
 
 
 @pytest.mark.parametrize("how", ["partial", "bound method", "classmethod", "callable instance", "lambda calling it",
-                                 "partial of a lambda"])
+                                 "partial of a lambda", "lru_cache"])
 def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_path, monkeypatch, how):
     # Before: only a plain function's module was checked; a partial, a bound method, a
     # classmethod or a callable instance of a module found only through the script's sys.path
@@ -117,16 +117,35 @@ def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_
                       "def check(gold, pred, strip=True):\n    return gold.strip() == pred.strip()\n\n"
                       "class Checker:\n    def check(self, gold, pred):\n        return gold == pred\n\n"
                       "    @classmethod\n    def by_class(cls, gold, pred):\n        return gold == pred\n\n"
-                      "    def __call__(self, gold, pred):\n        return gold == pred\n")
+                      "    def __call__(self, gold, pred):\n        return gold == pred\n\n"
+                      "import functools\n\n@functools.lru_cache\ndef cached(gold, pred):\n    return gold == pred\n")
     check = {"partial": functools.partial(m.check, strip=False), "bound method": m.Checker().check,
              "classmethod": m.Checker.by_class, "callable instance": m.Checker(),
              "lambda calling it": lambda gold, pred: m.check(gold, pred),  # sent whole; its module by name
-             "partial of a lambda": functools.partial(lambda strip, gold, pred: m.check(gold, pred, strip), True)}[how]
+             "partial of a lambda": functools.partial(lambda strip, gold, pred: m.check(gold, pred, strip), True),
+             "lru_cache": m.cached}[how]
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check)
     with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_wrapped'"):
         check_portable(job, through_ray=True)
     found_by_new_processes(tmp_path, monkeypatch)
     check_portable(job, through_ray=True)  # where Ray's workers find it: accepted
+
+
+def test_a_name_the_check_only_reads_as_an_attribute_is_not_taken_for_a_module_it_needs(tmp_path, monkeypatch):
+    # A script imports `normalize` from a module of its own folder for its data, and its
+    # check calls unicodedata.normalize: cloudpickle sends the check without that module.
+    # Before (b8c2282), every name in the code that was also a global counted: refused.
+    import unicodedata
+
+    m = hidden_module(tmp_path, monkeypatch, "textutils_hidden", "def normalize(text):\n    return text.strip()\n")
+    script_globals = {"__name__": "__main__", "unicodedata": unicodedata, "normalize": m.normalize}
+    check = eval("lambda gold, pred: unicodedata.normalize('NFC', gold) == pred", script_globals)
+    check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check),
+                   through_ray=True)
+    uses = eval("lambda gold, pred: normalize(gold) == pred", script_globals)  # this one needs it
+    with pytest.raises(prmtree.ConfigError, match="its module 'textutils_hidden'"):
+        check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=uses),
+                       through_ray=True)
 
 
 def test_a_module_registered_to_go_by_value_is_not_refused(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from prmtree.engine.records import (
 from prmtree.engine.synthetic import generate_problems
 from prmtree.rollout_workers.ray.actor import RolloutWorker
 from prmtree.rollout_workers.ray.images import ImageCache
+from prmtree.rollout_workers.ray.executor import _unpacked as unpacked
 
 
 class EchoImages:
@@ -98,7 +99,7 @@ def test_a_worker_answers_a_missing_image_with_a_miss_and_serves_it_once_sent():
         await worker.enqueue([(3, ref)], "c")  # held now: no bytes needed
         got = []
         while len(got) < 2:
-            got += (await worker.poll(1.0, "c"))[0]
+            got += [(i, s, unpacked(s, v)) for i, s, v in (await worker.poll(1.0, "c"))[0]]
         assert sorted((i, s, [c.text for c in v]) for i, s, v in got) == [
             (2, "ok", [expected(request)] * 2), (3, "ok", [expected(request)] * 2)]
         stats = worker.image_stats()

@@ -18,6 +18,7 @@ from prmtree.rollout_workers.ray.actor import RolloutWorker
 from prmtree.rollout_workers.ray.executor import RayExecutor
 from prmtree.rollout_workers.ray.images import KnownImages
 from prmtree.rollout_workers.ray.routing import WorkerState
+from prmtree.rollout_workers.ray.executor import _unpacked as unpacked
 
 
 class EchoImages:
@@ -54,7 +55,7 @@ def expected(problem: Problem) -> str:
 async def drain(worker: RolloutWorker, count: int) -> list[tuple[int, str, object]]:
     got: list[tuple[int, str, object]] = []
     while len(got) < count:
-        got += (await worker.poll(1.0, "c"))[0]
+        got += [(i, s, unpacked(s, v)) for i, s, v in (await worker.poll(1.0, "c"))[0]]
     return got
 
 

@@ -200,7 +200,7 @@ class RolloutWorker:
             self._expired.discard(task)
             self.errors += 1
             timeout = GenerationError(f"policy timed out after {self.request_timeout_s:g} s in a worker")
-            result = (request_id, "err", timeout)
+            result = (request_id, "err", _packed_error(timeout))
         elif task.cancelled():  # its client was forgotten: nobody waits for it
             return
         elif task.exception() is not None:
@@ -208,10 +208,15 @@ class RolloutWorker:
             exc = task.exception()
             if not isinstance(exc, Exception):  # SystemExit & co. from a policy: an error, not the driver's exit
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            result = (request_id, "err", _portable(exc))
+            result = (request_id, "err", _packed_error(exc))
         else:
             out = task.result()
-            result = (request_id, "ok", out)
+            try:
+                result = (request_id, "ok", pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+            except Exception as exc:  # completions that cannot travel: this request's error alone
+                self.errors += 1
+                result = (request_id, "err", _packed_error(RuntimeError(
+                    f"the policy's completions cannot be pickled: {type(exc).__name__}: {exc}")))
             self.done += 1
             for completion in out:
                 self.tokens += completion.num_tokens
@@ -220,13 +225,14 @@ class RolloutWorker:
         c.event.set()
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives the trip to the driver, else a RuntimeError
-    carrying its text. Both ways: an exception whose ``__init__`` takes more than its message
-    (``openai.APIStatusError``, many HTTP clients' errors) pickles but does not unpickle, and
-    the driver's poll would fail with it, losing every result it carried."""
+def _packed_error(exc: BaseException) -> tuple[bytes | None, str]:
+    """A policy's exception as it travels: pickled here (None where it cannot be), with its
+    text, for the driver to rebuild it or, where it cannot (a class only the workers can
+    import, an ``__init__`` that takes more than its message as ``openai.APIStatusError``'s
+    does), to raise a RuntimeError with that text. Each result travels pickled on its own,
+    so that one the driver cannot read fails its own request, not the whole poll."""
+    text = f"{type(exc).__name__}: {exc}"
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
+        return pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL), text
     except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+        return None, text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import re
 import signal
 import threading
@@ -405,12 +406,10 @@ class RayExecutor:
         fault fails, with the worker's reason (the call's own error)."""
         try:
             await call
-            why = "the worker did not take the batch"
+            return  # it did take it (its receipt went with a poll answer that was lost): nothing to redo
         except Exception as exc:
             why = f"the worker cannot take it (an object in problem.meta that does not unpickle?): {_last_line(exc)}"
             error: Exception = exc
-        else:
-            error = RuntimeError(why)
         if not worker.alive:  # lost with the worker: its poller failed them, and they went elsewhere
             return
         self._unsent(worker, images)
@@ -527,8 +526,9 @@ class RayExecutor:
                     return
                 await asyncio.sleep(self.revive_after_s)  # Ray may be restarting it
                 continue
-            except Exception as exc:  # the answer could not be read here (a result that does not unpickle)
+            except Exception as exc:  # the answer could not be read here, or Ray could not ask (a lost connection)
                 self._results_lost(worker, exc)
+                await asyncio.sleep(self.revive_after_s)  # not a spin, if it fails at once again
                 continue
             if not worker.alive or not worker.answered:
                 router.answered(worker, asked_at)  # back (restarted) if asked after its death
@@ -536,15 +536,22 @@ class RayExecutor:
                 self._check_received(worker, received)
             for request_id, status, value in results:
                 future = worker.pending.get(request_id)
-                if future is not None and not future.done():
-                    future.set_result((status, value))
+                if future is None or future.done():
+                    continue
+                try:
+                    future.set_result((status, _unpacked(status, value)))
+                except Exception as exc:  # this request's completions cannot be read here: its failure alone
+                    future.set_exception(GenerationError(
+                        f"worker {worker.index}'s answer cannot be read by the driver: {_root_cause(exc)}",
+                        retryable=True))
 
     @staticmethod
     def _results_lost(worker: WorkerState, error: Exception) -> None:
-        """A poll's answer could not be read: whichever results it carried are lost, and the
-        requests waiting on the worker are failed (retryable: the driver sends them again, as
-        the same requests) rather than left to wait out their time limit. The worker is fine
-        and keeps being polled."""
+        """A poll failed for a reason other than the worker's death (each result travels
+        pickled on its own, so not one result's): whichever results it carried are lost, and
+        the requests waiting on the worker are failed (retryable: the driver sends them
+        again, as the same requests) rather than left to wait out their time limit. The
+        worker is fine and keeps being polled."""
         lost = GenerationError(f"the answers of worker {worker.index} could not be read: {_root_cause(error)}",
                                retryable=True)
         for future in list(worker.pending.values()):
@@ -646,6 +653,20 @@ def _refused_policy(exc: BaseException) -> str | None:
         if found:
             return found.group(1)
     return None
+
+
+def _unpacked(status: str, value: Any) -> Any:
+    """A result's value as the worker packed it: completions pickled, an error pickled with
+    its text (a RuntimeError with the text where it cannot be rebuilt here)."""
+    if status == "ok":
+        return pickle.loads(value)
+    if status == "err":
+        blob, text = value
+        try:
+            return pickle.loads(blob) if blob is not None else RuntimeError(text)
+        except Exception:
+            return RuntimeError(text)
+    return value
 
 
 def _why_dead(exc: BaseException, max_restarts: int) -> str:
