@@ -304,7 +304,11 @@ def _not_importable_by_ray(fn: Any) -> str | None:
     module that cloudpickle names and that a new process, given the folders Ray gives its
     workers, does not find (asked of one process: only top-level names are looked up,
     nothing is imported)."""
-    tops = sorted({module.partition(".")[0] for module in _pickled_by_name(fn)}
+    modules = _pickled_by_name(fn)
+    if "__main__" in modules:
+        return ("it goes by reference to the script's __main__ (a decorated function, such as an lru_cache "
+                "wrapper), which Ray's workers cannot import: define it in a module of its own")
+    tops = sorted({module.partition(".")[0] for module in modules}
                   - set(sys.builtin_module_names) - sys.stdlib_module_names)
     specs = {top: spec for top in tops if (spec := importlib.util.find_spec(top)) is not None}
     if not specs:  # none, or none found here either (then cloudpickle sends it whole)
@@ -356,10 +360,15 @@ def _by_name_within(fn: Any, seen: set[int]) -> set[str]:
     if inspect.ismethod(fn):
         owner = fn.__self__
         return _pickled_by_name(owner if isinstance(owner, type) else type(owner), seen)
+    if isinstance(fn, (dict, list, tuple, set, frozenset)):  # a container: what it holds
+        items = [*fn.keys(), *fn.values()] if isinstance(fn, dict) else list(fn)
+        return set().union(*(_pickled_by_name(v, seen) for v in items))
     module = getattr(fn, "__module__", None)
-    if isinstance(module, str) and module != "__main__" and _named(fn, module):  # a wrapper too (lru_cache)
+    plain = isinstance(fn, type) or inspect.isfunction(fn)
+    if isinstance(module, str) and (module != "__main__" or not plain) and _named(fn, module):
+        # by name: a function or class of a module, or a wrapper (lru_cache) even in __main__
         return set() if _by_value(module) else {module}
-    if not (isinstance(fn, type) or inspect.isfunction(fn)):  # any other object: its class, and its state
+    if not plain:  # any other object: its class, and its state
         state = vars(fn).values() if isinstance(getattr(fn, "__dict__", None), dict) else ()
         return _pickled_by_name(type(fn), seen).union(*(_pickled_by_name(v, seen) for v in state))
     if isinstance(fn, type):  # sent whole: its methods and what they name
@@ -376,6 +385,9 @@ def _by_name_within(fn: Any, seen: set[int]) -> set[str]:
     for cell in fn.__closure__ or ():
         with contextlib.suppress(ValueError):  # an empty cell
             out |= _pickled_by_name(cell.cell_contents, seen)
+    # and what cloudpickle sends with it: defaults, annotations, attributes
+    for extra in (fn.__defaults__ or (), fn.__kwdefaults__ or {}, fn.__annotations__, fn.__dict__):
+        out |= _pickled_by_name(extra, seen)
     return out
 
 

@@ -310,9 +310,8 @@ class StopHandle:
     def _bind(self, stop: _GracefulStop, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._stop, self._loop = stop, loop
-            for sig in self._early:
-                note_stop_request(sig)
-                loop.call_soon_threadsafe(stop._on_signal, sig)
+            for sig in self._early:  # not noted for the watchdog: the run's first stretch (reading its
+                loop.call_soon_threadsafe(stop._on_signal, sig)  # input) may hold the loop a while yet
             self._early.clear()
 
     def _unbind(self) -> None:

@@ -106,7 +106,7 @@ def test_a_module_that_a_new_process_finds_may_go_to_ray_drivers(tmp_path, monke
 
 
 @pytest.mark.parametrize("how", ["partial", "bound method", "classmethod", "callable instance", "lambda calling it",
-                                 "partial of a lambda", "lru_cache"])
+                                 "partial of a lambda", "lru_cache", "from a dict", "a default argument"])
 def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_path, monkeypatch, how):
     # Before: only a plain function's module was checked; a partial, a bound method, a
     # classmethod or a callable instance of a module found only through the script's sys.path
@@ -123,7 +123,9 @@ def test_a_check_that_pickles_through_a_module_ray_cannot_import_is_refused(tmp_
              "classmethod": m.Checker.by_class, "callable instance": m.Checker(),
              "lambda calling it": lambda gold, pred: m.check(gold, pred),  # sent whole; its module by name
              "partial of a lambda": functools.partial(lambda strip, gold, pred: m.check(gold, pred, strip), True),
-             "lru_cache": m.cached}[how]
+             "lru_cache": m.cached,
+             "from a dict": lambda gold, pred, graders={"math": m.check}: graders["math"](gold, pred),
+             "a default argument": lambda gold, pred, grade=m.check: grade(gold, pred)}[how]
     job = DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=check)
     with pytest.raises(prmtree.ConfigError, match="its module 'plugmod_wrapped'"):
         check_portable(job, through_ray=True)
@@ -146,6 +148,23 @@ def test_a_name_the_check_only_reads_as_an_attribute_is_not_taken_for_a_module_i
     with pytest.raises(prmtree.ConfigError, match="its module 'textutils_hidden'"):
         check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=uses),
                        through_ray=True)
+
+
+def test_a_wrapper_of_a_script_function_is_refused_for_what_it_is(monkeypatch):
+    # An lru_cache on a script's function goes by reference to __main__, which Ray's workers
+    # cannot import (their __main__ is Ray's): before, accepted, and the drivers failed later.
+    import functools
+
+    main = sys.modules["__main__"]
+    plain = eval("lambda gold, pred: gold == pred", {"__name__": "__main__"})
+    plain.__qualname__ = plain.__name__ = "cached_check"
+    cached = functools.lru_cache(plain)
+    monkeypatch.setattr(main, "cached_check", cached, raising=False)
+    with pytest.raises(prmtree.ConfigError, match=r"goes by reference to the script's __main__ \(a decorated "):
+        check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=cached),
+                       through_ray=True)
+    check_portable(DriverJob(problems=[], config=RunConfig(), policy="simulated", check_answer=plain),
+                   through_ray=True)  # the plain function is sent whole
 
 
 def test_a_module_registered_to_go_by_value_is_not_refused(tmp_path, monkeypatch):

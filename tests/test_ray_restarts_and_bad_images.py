@@ -290,6 +290,31 @@ def test_a_policy_error_that_does_not_unpickle_fails_one_attempt_not_the_worker(
         assert rows(tmp_path, table) == rows(undisturbed, table), table  # retried as inline retries it
 
 
+class AnswersWithItsOwnClass(SimulatedPolicy):
+    """Answers with a Completion subclass made where it runs (as a class of a policy's own
+    script is): plain pickle cannot send it, Ray's cloudpickle sends it whole."""
+
+    name = "simulated"
+
+    async def generate(self, request):
+        class Local(Completion):
+            pass
+
+        return [Local(c.text, c.num_tokens, c.finish_reason) for c in await super().generate(request)]
+
+
+def test_completions_of_a_class_the_policy_made_reach_the_driver(ray_session):
+    # Before (cc22095, results pickled one by one with plain pickle): "the policy's
+    # completions cannot be pickled", every request, as Ray's own pickling had sent them.
+    from prmtree.rollout_workers.ray import RayExecutor
+
+    config = ExecutorConfig(kind="ray", workers=1, num_cpus_per_worker=0)
+    executor = RayExecutor(f"{__name__}:AnswersWithItsOwnClass", {}, config, revive_after_s=0.2)
+    executor.start()
+    served = asyncio.run(closing(executor, executor.submit(request(PROBLEMS[0]))))
+    assert [type(c).__name__ for c in served] == ["Local", "Local"] and all(isinstance(c, Completion) for c in served)
+
+
 class AnswersOddly(SimulatedPolicy):
     """Answers problem ``syn-000000`` with completions the driver cannot unpickle."""
 

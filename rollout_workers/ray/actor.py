@@ -1,8 +1,9 @@
 """The RolloutWorker actor: one Policy in one Ray actor, serving several drivers.
 
 The policy is built inside the actor from a serialisable spec (a registry name or
-``module:Class`` plus keyword arguments). Results travel back through Ray's pickling,
-so an exception that does not pickle is sent as a RuntimeError carrying its text.
+``module:Class`` plus keyword arguments). Each result travels back pickled on its own
+(cloudpickle), so one the driver cannot read fails its own request, and an exception that
+does not pickle is sent as a RuntimeError carrying its text.
 Requests arrive with their images as hashes and the worker puts the bytes back from its
 :class:`~prmtree.rollout_workers.ray.images.ImageCache`, filled with bytes the driver sent or
 read from the images' files (``images.py``).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import pickle
 import time
 from typing import Any
 
@@ -22,6 +22,7 @@ from prmtree.engine.records import GenerationRequest, ImageRef, missing_images, 
 from prmtree.policies.base import policy_name, resolve_policy
 from prmtree.rollout_workers.ray.cells import CellReader
 from prmtree.rollout_workers.ray.images import ImageCache, read_all
+
 
 #: A worker forgets a client (a driver) that has not polled for this long: its driver died,
 #: and its results would otherwise pile up. A live driver polls at least once a second.
@@ -211,8 +212,8 @@ class RolloutWorker:
             result = (request_id, "err", _packed_error(exc))
         else:
             out = task.result()
-            try:
-                result = (request_id, "ok", pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+            try:  # cloudpickle, as Ray would: a policy's own completion class may live in its script
+                result = (request_id, "ok", _dumps(out))
             except Exception as exc:  # completions that cannot travel: this request's error alone
                 self.errors += 1
                 result = (request_id, "err", _packed_error(RuntimeError(
@@ -225,6 +226,14 @@ class RolloutWorker:
         c.event.set()
 
 
+def _dumps(value: Any) -> bytes:
+    """``value`` pickled as Ray would send it (cloudpickle: a class of the policy's own script
+    goes whole); the driver reads it with plain ``pickle.loads``."""
+    from ray import cloudpickle  # inside a worker Ray is always there; importing this module needs none
+
+    return cloudpickle.dumps(value)
+
+
 def _packed_error(exc: BaseException) -> tuple[bytes | None, str]:
     """A policy's exception as it travels: pickled here (None where it cannot be), with its
     text, for the driver to rebuild it or, where it cannot (a class only the workers can
@@ -233,6 +242,6 @@ def _packed_error(exc: BaseException) -> tuple[bytes | None, str]:
     so that one the driver cannot read fails its own request, not the whole poll."""
     text = f"{type(exc).__name__}: {exc}"
     try:
-        return pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL), text
+        return _dumps(exc), text
     except Exception:
         return None, text
