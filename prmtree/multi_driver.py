@@ -73,8 +73,10 @@ PROGRESS_INTERVAL_S = 0.25
 CANCEL_WAIT_S = 5.0
 
 
-#: A driver that used less CPU than this over a second after the second stop is stuck.
-FROZEN_CPU_S = 0.01
+#: A driver that used less CPU than this over a second after the second stop is stuck. Five
+#: clock ticks: the kernel charges CPU a tick (10 ms) at a time, so a thread that only wakes
+#: now and then can read one tick a second; a flush reads close to a hundred.
+FROZEN_CPU_S = 0.05
 
 
 def cpu_reading(pid: int | str = "self", thread: int | None = None) -> tuple[str, float] | None:
@@ -98,8 +100,8 @@ class ProgressWatch:
         self.seen: tuple[float, float] | None = None  # (when, its CPU seconds then)
 
     def frozen(self, reading: tuple[str, float] | None) -> bool:
-        """Whether the process is making no progress: stopped, or its CPU time still over
-        the last second and not waiting on the disk."""
+        """Whether the process is making no progress: stopped, or under ``FROZEN_CPU_S`` of
+        CPU over the last second and not waiting on the disk."""
         if reading is None:
             return True
         state, cpu = reading
