@@ -91,10 +91,11 @@ def cpu_reading(pid: int | str = "self", thread: int | None = None) -> tuple[str
 
 
 class ProgressWatch:
-    """Whether a driver makes progress, from readings of its process's CPU (``cpu_reading``):
-    a driver flushing large shards after the second stop is at work and is left to end
-    (killed, it would lose the problems that flush saves); one stopped (SIGSTOP) or stuck is
-    not. No reading (no /proc, no answer) counts as no progress."""
+    """Whether a driver makes progress, from readings of its CPU (``cpu_reading``: a local
+    driver process's, a Ray driver actor's run thread's): a driver flushing large shards
+    after the second stop is at work and is left to end (killed, it would lose the problems
+    that flush saves); one stopped (SIGSTOP) or stuck is not. No reading (no /proc, no
+    answer) counts as no progress."""
 
     def __init__(self) -> None:
         self.seen: tuple[float, float] | None = None  # (when, its CPU seconds then)
